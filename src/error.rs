@@ -1,0 +1,219 @@
+//! The one error type of the library, with an [`ErrorKind`] a caller can match on.
+//!
+//! Every variant carries enough context to be printed as one line that names the address and what was
+//! expected versus what was found: integrity errors that do not say which blob they are about are the
+//! most common complaint about npm's cache (see the project notes).
+
+use std::path::PathBuf;
+
+/// Shorthand for results whose error is [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// What went wrong, coarsely: the part of an [`Error`] that programs branch on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// A malformed integrity string, address, range or option.
+    InvalidInput,
+    /// The address is not stored.
+    NotFound,
+    /// Bytes offered to `put` do not match the integrity the caller expected.
+    IntegrityMismatch,
+    /// Bytes read back from a backend do not match their address.
+    Corrupt,
+    /// The input was rejected by policy (for example a hostile tarball).
+    Rejected,
+    /// A local I/O error (disk full, permission denied, ...).
+    Io,
+    /// A remote backend failed or answered something unexpected.
+    Backend,
+    /// The store could not be configured (bad URL, missing credentials, unknown scheme).
+    Config,
+}
+
+/// An error from tarvault. Match on [`Error::kind`] for control flow; print it for humans.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The text is not a valid integrity string or address.
+    #[error("invalid integrity {input:?}: {reason}")]
+    InvalidIntegrity {
+        /// The offending text (truncated if very long).
+        input: String,
+        /// Why it was refused.
+        reason: String,
+    },
+    /// Some other argument was out of range or malformed.
+    #[error("invalid input: {0}")]
+    InvalidInput(String),
+    /// Nothing is stored under the address.
+    #[error("not found: {address}")]
+    NotFound {
+        /// The address that was looked up, as the caller gave it.
+        address: String,
+    },
+    /// The bytes given to `put` hashed to something other than what the caller expected.
+    /// Nothing was stored.
+    #[error("integrity mismatch for {what}: expected {expected}, found {actual}")]
+    IntegrityMismatch {
+        /// What the bytes were (a file name, "input stream", ...).
+        what: String,
+        /// The expected digest (an SRI string, or a size).
+        expected: String,
+        /// The digest of the bytes actually seen, in the same algorithm.
+        actual: String,
+    },
+    /// The bytes stored under an address do not hash to it.
+    #[error("corrupt blob {address}: expected {expected}, found {actual}")]
+    Corrupt {
+        /// The address of the corrupt blob.
+        address: String,
+        /// What it should hash to.
+        expected: String,
+        /// What the stored bytes hash to (or what was wrong with them).
+        actual: String,
+    },
+    /// The input was refused by a policy.
+    #[error("rejected {what}: {reason}")]
+    Rejected {
+        /// What was refused.
+        what: String,
+        /// Why.
+        reason: String,
+    },
+    /// A tarball's `package.json` names another package or version than the one it was put as
+    /// ([`PutOptions::expect_package`](crate::PutOptions::expect_package)). Nothing was stored.
+    #[error("rejected {what}: the tarball is {actual}, expected {expected}")]
+    PackageMismatch {
+        /// What was refused.
+        what: String,
+        /// `name@version` it was put as.
+        expected: String,
+        /// `name@version` its package.json names.
+        actual: String,
+    },
+    /// A tarball was refused by the inspection policy (hostile, malformed, or not a package).
+    /// Nothing was stored. [`Error::tarball_kind`] says which rule.
+    #[error("rejected {what}: {source}")]
+    Tarball {
+        /// What was refused (a file name, "input stream", ...).
+        what: String,
+        /// The rule it broke.
+        #[source]
+        source: crate::tarball::TarballError,
+    },
+    /// A local filesystem operation failed.
+    #[error("{op} {}: {source}", path.display())]
+    Io {
+        /// The operation (`create`, `write`, `rename`, ...).
+        op: &'static str,
+        /// The path it was applied to.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The stream of bytes given to `put` failed before its end; nothing was stored.
+    #[error("reading input failed: {0}")]
+    Input(#[source] std::io::Error),
+    /// A backend failed.
+    #[error("backend {backend}: {message}")]
+    Backend {
+        /// Which backend (`s3://bucket`, `fs:/path`, ...).
+        backend: String,
+        /// What failed.
+        message: String,
+        /// The underlying error, if any.
+        #[source]
+        source: Option<Box<dyn std::error::Error + Send + Sync>>,
+    },
+    /// The store could not be opened as configured.
+    #[error("configuration: {0}")]
+    Config(String),
+}
+
+impl Error {
+    /// The coarse category of this error.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Error::InvalidIntegrity { .. } | Error::InvalidInput(_) => ErrorKind::InvalidInput,
+            Error::NotFound { .. } => ErrorKind::NotFound,
+            Error::IntegrityMismatch { .. } => ErrorKind::IntegrityMismatch,
+            Error::Corrupt { .. } => ErrorKind::Corrupt,
+            Error::Rejected { .. } | Error::Tarball { .. } | Error::PackageMismatch { .. } => {
+                ErrorKind::Rejected
+            },
+            Error::Io { .. } | Error::Input(_) => ErrorKind::Io,
+            Error::Backend { .. } => ErrorKind::Backend,
+            Error::Config(_) => ErrorKind::Config,
+        }
+    }
+
+    /// For a rejected tarball, the rule it broke.
+    pub fn tarball_kind(&self) -> Option<crate::tarball::TarballErrorKind> {
+        match self {
+            Error::Tarball { source, .. } => Some(source.kind()),
+            _ => None,
+        }
+    }
+
+    /// Builds an [`Error::Io`] for `op` on `path`.
+    pub(crate) fn io(op: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io {
+            op,
+            path: path.into(),
+            source,
+        }
+    }
+
+    /// Builds an [`Error::Backend`] without a source.
+    pub fn backend(backend: impl Into<String>, message: impl Into<String>) -> Self {
+        Error::Backend {
+            backend: backend.into(),
+            message: message.into(),
+            source: None,
+        }
+    }
+
+    pub(crate) fn invalid_integrity(input: &str, reason: impl Into<String>) -> Self {
+        let mut input = input.to_string();
+        if input.len() > 200 {
+            let mut cut = 200;
+            while !input.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            input.truncate(cut);
+            input.push('…');
+        }
+        Error::InvalidIntegrity {
+            input,
+            reason: reason.into(),
+        }
+    }
+
+    /// Converts this error into an [`std::io::Error`], keeping it as the inner error so that
+    /// [`Error::from_io`] can recover it on the other side of an `AsyncRead`.
+    pub fn into_io(self) -> std::io::Error {
+        let kind = match self.kind() {
+            ErrorKind::NotFound => std::io::ErrorKind::NotFound,
+            ErrorKind::InvalidInput => std::io::ErrorKind::InvalidInput,
+            _ => std::io::ErrorKind::InvalidData,
+        };
+        std::io::Error::new(kind, self)
+    }
+
+    /// Recovers a tarvault error wrapped by [`Error::into_io`], or wraps a plain I/O error as input failure.
+    pub fn from_io(err: std::io::Error) -> Self {
+        if err.get_ref().is_some_and(|e| e.is::<Error>()) {
+            if let Some(inner) = err.into_inner() {
+                if let Ok(e) = inner.downcast::<Error>() {
+                    return *e;
+                }
+                // Unreachable in practice: `is` said it was ours.
+                return Error::InvalidInput("unrecognised wrapped error".into());
+            }
+            return Error::InvalidInput("unrecognised wrapped error".into());
+        }
+        Error::Input(err)
+    }
+}

@@ -1,0 +1,300 @@
+//! Hashing many algorithms over the same bytes in one read of the data.
+//!
+//! [`MultiHasher`] is the plain, synchronous one-pass hasher. [`StreamHasher`] is what the store uses
+//! on async streams: it starts inline (cheap for the small blobs that make up most of a registry) and,
+//! once a stream proves large, moves the hashers onto two threads — sha512 on one, everything else on
+//! the other — so that computing sha512 + sha1 + blake3 costs about what sha512 alone costs on one
+//! core (the machine notes: 0.455 GB/s in one thread versus 0.63 GB/s with sha512 on its own thread).
+
+use bytes::Bytes;
+use sha1::Digest as _;
+use tokio::sync::{mpsc, oneshot};
+
+use super::{Algorithm, Digests, Hash, Integrity};
+use crate::{Error, Result};
+
+/// One running hash of any known algorithm.
+#[derive(Clone)]
+enum AnyHasher {
+    Md5(md5::Md5),
+    Sha1(sha1::Sha1),
+    Sha256(sha2::Sha256),
+    Sha384(sha2::Sha384),
+    Sha512(sha2::Sha512),
+    Blake3(Box<blake3::Hasher>),
+}
+
+impl AnyHasher {
+    fn new(algorithm: Algorithm) -> Self {
+        match algorithm {
+            Algorithm::Md5 => AnyHasher::Md5(md5::Md5::new()),
+            Algorithm::Sha1 => AnyHasher::Sha1(sha1::Sha1::new()),
+            Algorithm::Sha256 => AnyHasher::Sha256(sha2::Sha256::new()),
+            Algorithm::Sha384 => AnyHasher::Sha384(sha2::Sha384::new()),
+            Algorithm::Sha512 => AnyHasher::Sha512(sha2::Sha512::new()),
+            Algorithm::Blake3 => AnyHasher::Blake3(Box::new(blake3::Hasher::new())),
+        }
+    }
+
+    fn update(&mut self, data: &[u8]) {
+        match self {
+            AnyHasher::Md5(h) => h.update(data),
+            AnyHasher::Sha1(h) => h.update(data),
+            AnyHasher::Sha256(h) => h.update(data),
+            AnyHasher::Sha384(h) => h.update(data),
+            AnyHasher::Sha512(h) => h.update(data),
+            AnyHasher::Blake3(h) => {
+                h.update(data);
+            }
+        }
+    }
+
+    fn finalize(self) -> Hash {
+        let (algorithm, bytes): (Algorithm, Vec<u8>) = match self {
+            AnyHasher::Md5(h) => (Algorithm::Md5, h.finalize().to_vec()),
+            AnyHasher::Sha1(h) => (Algorithm::Sha1, h.finalize().to_vec()),
+            AnyHasher::Sha256(h) => (Algorithm::Sha256, h.finalize().to_vec()),
+            AnyHasher::Sha384(h) => (Algorithm::Sha384, h.finalize().to_vec()),
+            AnyHasher::Sha512(h) => (Algorithm::Sha512, h.finalize().to_vec()),
+            AnyHasher::Blake3(h) => (Algorithm::Blake3, h.finalize().as_bytes().to_vec()),
+        };
+        Hash::new_unchecked(algorithm, &bytes)
+    }
+}
+
+/// A synchronous hasher computing several algorithms in one pass over the data.
+#[derive(Clone)]
+pub struct MultiHasher {
+    hashers: Vec<AnyHasher>,
+    size: u64,
+}
+
+impl MultiHasher {
+    /// Hashes with each algorithm in `algorithms` (duplicates are ignored).
+    pub fn new(algorithms: &[Algorithm]) -> Self {
+        let mut algs = algorithms.to_vec();
+        algs.sort_unstable();
+        algs.dedup();
+        MultiHasher {
+            hashers: algs.into_iter().map(AnyHasher::new).collect(),
+            size: 0,
+        }
+    }
+
+    /// The digests npm and registries need: sha512, sha1 and blake3.
+    pub fn standard() -> Self {
+        MultiHasher::new(&Digests::ALGORITHMS)
+    }
+
+    /// Feeds bytes to every hasher.
+    pub fn update(&mut self, data: &[u8]) {
+        self.size += data.len() as u64;
+        for h in &mut self.hashers {
+            h.update(data);
+        }
+    }
+
+    /// Bytes seen so far.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// Finishes every hash.
+    pub fn finalize(self) -> HashSet {
+        HashSet {
+            hashes: self.hashers.into_iter().map(AnyHasher::finalize).collect(),
+            size: self.size,
+        }
+    }
+
+    /// Splits into two hashers: the sha512/sha384 family and the rest, to run on two threads.
+    fn split(self) -> (MultiHasher, MultiHasher) {
+        let (heavy, light): (Vec<_>, Vec<_>) = self
+            .hashers
+            .into_iter()
+            .partition(|h| matches!(h, AnyHasher::Sha512(_) | AnyHasher::Sha384(_)));
+        (
+            MultiHasher {
+                hashers: heavy,
+                size: self.size,
+            },
+            MultiHasher {
+                hashers: light,
+                size: self.size,
+            },
+        )
+    }
+}
+
+impl std::io::Write for MultiHasher {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.update(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The result of hashing: one digest per algorithm, and the number of bytes hashed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HashSet {
+    /// One finished hash per algorithm.
+    pub hashes: Vec<Hash>,
+    /// Bytes hashed.
+    pub size: u64,
+}
+
+impl HashSet {
+    /// The digest for `algorithm`, if it was computed.
+    pub fn get(&self, algorithm: Algorithm) -> Option<&Hash> {
+        self.hashes.iter().find(|h| h.algorithm() == algorithm)
+    }
+
+    /// All the hashes as one multi-hash integrity (`None` if nothing was computed).
+    pub fn integrity(&self) -> Option<Integrity> {
+        let mut it = self.hashes.iter().cloned();
+        let mut out = Integrity::from(it.next()?);
+        for h in it {
+            out.push(h);
+        }
+        Some(out)
+    }
+
+    /// The standard digests, if sha512, sha1 and blake3 were all computed.
+    pub fn digests(&self) -> Result<Digests> {
+        let pick = |a: Algorithm| {
+            self.get(a)
+                .map(|h| h.digest().to_vec())
+                .ok_or_else(|| Error::InvalidInput(format!("{a} was not computed")))
+        };
+        Digests::from_parts(
+            &pick(Algorithm::Sha512)?,
+            &pick(Algorithm::Sha1)?,
+            &pick(Algorithm::Blake3)?,
+            self.size,
+        )
+    }
+}
+
+/// Below this many bytes a stream is hashed inline; above it, on two threads.
+pub const PIPELINE_THRESHOLD: u64 = 128 * 1024;
+
+/// Chunks queued per hashing thread: bounds memory to a few chunks whatever the blob size.
+const LANE_DEPTH: usize = 4;
+
+struct Lane {
+    tx: mpsc::Sender<Bytes>,
+    done: oneshot::Receiver<MultiHasher>,
+}
+
+impl Lane {
+    fn spawn(mut hasher: MultiHasher) -> Lane {
+        let (tx, mut rx) = mpsc::channel::<Bytes>(LANE_DEPTH);
+        let (done_tx, done) = oneshot::channel();
+        std::thread::Builder::new()
+            .name("tarvault-hash".into())
+            .spawn(move || {
+                while let Some(chunk) = rx.blocking_recv() {
+                    hasher.update(&chunk);
+                }
+                let _ = done_tx.send(hasher);
+            })
+            .map(|_| ())
+            .unwrap_or_else(|e| tracing::error!("cannot spawn hashing thread: {e}"));
+        Lane { tx, done }
+    }
+}
+
+enum Mode {
+    Inline(MultiHasher),
+    Threaded(Vec<Lane>),
+    Poisoned,
+}
+
+/// An async, pipelined multi-algorithm hasher for streams. Feed it [`Bytes`] (cheap to clone, so the
+/// same chunk can go to a writer too), then [`finish`](StreamHasher::finish).
+pub struct StreamHasher {
+    mode: Mode,
+    fed: u64,
+    threshold: u64,
+}
+
+impl StreamHasher {
+    /// A hasher for the given algorithms.
+    pub fn new(algorithms: &[Algorithm]) -> Self {
+        StreamHasher {
+            mode: Mode::Inline(MultiHasher::new(algorithms)),
+            fed: 0,
+            threshold: PIPELINE_THRESHOLD,
+        }
+    }
+
+    /// Sets after how many bytes hashing moves to threads (0: from the start; `u64::MAX`: never).
+    pub fn with_threshold(mut self, threshold: u64) -> Self {
+        self.threshold = threshold;
+        self
+    }
+
+    /// Bytes fed so far.
+    pub fn bytes_fed(&self) -> u64 {
+        self.fed
+    }
+
+    /// Feeds a chunk. Waits only when the hashing threads are a few chunks behind (back-pressure).
+    pub async fn update(&mut self, chunk: Bytes) -> Result<()> {
+        self.fed += chunk.len() as u64;
+        if let Mode::Inline(h) = &mut self.mode {
+            if self.fed < self.threshold {
+                h.update(&chunk);
+                return Ok(());
+            }
+            let Mode::Inline(h) = std::mem::replace(&mut self.mode, Mode::Poisoned) else {
+                return Err(hasher_failed());
+            };
+            let (heavy, light) = h.split();
+            let lanes = [heavy, light]
+                .into_iter()
+                .filter(|h| !h.hashers.is_empty())
+                .map(Lane::spawn)
+                .collect();
+            self.mode = Mode::Threaded(lanes);
+        }
+        match &self.mode {
+            Mode::Threaded(lanes) => {
+                for lane in lanes {
+                    lane.tx
+                        .send(chunk.clone())
+                        .await
+                        .map_err(|_| hasher_failed())?;
+                }
+                Ok(())
+            }
+            _ => Err(hasher_failed()),
+        }
+    }
+
+    /// Waits for every hash to finish.
+    pub async fn finish(self) -> Result<HashSet> {
+        match self.mode {
+            Mode::Inline(h) => Ok(h.finalize()),
+            Mode::Threaded(lanes) => {
+                let mut hashes = Vec::new();
+                let mut size = 0;
+                for lane in lanes {
+                    drop(lane.tx);
+                    let h = lane.done.await.map_err(|_| hasher_failed())?;
+                    size = h.size;
+                    hashes.extend(h.finalize().hashes);
+                }
+                hashes.sort_by_key(|h| h.algorithm());
+                Ok(HashSet { hashes, size })
+            }
+            Mode::Poisoned => Err(hasher_failed()),
+        }
+    }
+}
+
+fn hasher_failed() -> Error {
+    Error::InvalidInput("hashing thread failed".into())
+}

@@ -1,0 +1,11 @@
+//! Integrity: Subresource Integrity strings compatible with npm's `ssri`, and one-pass hashing.
+
+mod algorithm;
+mod digests;
+mod hasher;
+mod sri;
+
+pub use algorithm::Algorithm;
+pub use digests::{Digests, DigestsJson};
+pub use hasher::{HashSet, MultiHasher, StreamHasher, PIPELINE_THRESHOLD};
+pub use sri::{Comparison, Hash, Integrity, UnknownHash};

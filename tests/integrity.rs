@@ -1,0 +1,166 @@
+//! Integrity strings: byte-compatible with npm's ssri on the real corpus, strict where it matters,
+//! and never panicking on any input.
+
+mod common;
+
+use proptest::prelude::*;
+use tarvault::integrity::{Comparison, MultiHasher};
+use tarvault::{Algorithm, Digests, ErrorKind, Integrity};
+
+use common::{corpus, corpus_bytes};
+
+#[test]
+fn corpus_integrity_is_byte_identical_to_the_registry() {
+    for e in corpus() {
+        let data = corpus_bytes(&e);
+        assert_eq!(data.len() as u64, e.size, "{}", e.file);
+        let mut h = MultiHasher::standard();
+        // Odd chunking must not matter.
+        for c in data.chunks(4093) {
+            h.update(c);
+        }
+        let d: Digests = h.finalize().digests().expect("digests");
+        assert_eq!(
+            d.integrity().to_string(),
+            e.registry_integrity,
+            "{}",
+            e.file
+        );
+        assert_eq!(d.shasum(), e.registry_shasum, "{}", e.file);
+        // Parsing the registry's string and printing it again is the identity.
+        let parsed = Integrity::parse(&e.registry_integrity).expect("parse");
+        assert_eq!(parsed.to_string(), e.registry_integrity);
+        assert!(parsed.matches(&d.integrity()));
+        // The legacy shasum builds an integrity that matches the full digests on sha1.
+        let legacy = Integrity::from_shasum(&e.registry_shasum).expect("shasum");
+        assert_eq!(
+            legacy.compare(&d.full_integrity()),
+            Comparison::Match(Algorithm::Sha1)
+        );
+    }
+}
+
+const HELLO_SHA512: &str =
+    "sha512-m3HSJL1i83hdltRq0+o9czGb+8KJDKra4t/3JRlnPKcjI8PZm6XBHXx6zG4UuMXaDEZjR1wuXDre9G9zvN7AQw==";
+const HELLO_SHA1: &str = "sha1-qvTGHdzF6KLavt4PO0gs2a6pQ00=";
+
+#[test]
+fn ssri_compatible_parsing() {
+    // Multi-hash, whitespace around and between, options kept and printed back.
+    let i =
+        Integrity::parse(&format!("  {HELLO_SHA512}?foo?bar \t {HELLO_SHA1}\n")).expect("parse");
+    assert_eq!(i.hashes().len(), 2);
+    assert_eq!(i.strongest(), Algorithm::Sha512);
+    assert_eq!(
+        i.to_string(),
+        format!("{HELLO_SHA512}?foo?bar {HELLO_SHA1}")
+    );
+    assert_eq!(
+        i.get(Algorithm::Sha512).and_then(|h| h.options()),
+        Some("foo?bar")
+    );
+    // Options are ignored when matching.
+    assert!(i.matches(&Integrity::parse(HELLO_SHA512).expect("plain")));
+    // Unknown algorithms are kept (and printed) but never used for matching.
+    let u =
+        Integrity::parse(&format!("{HELLO_SHA1} sha3-abc whirlpool-xyz?o")).expect("unknown kept");
+    assert_eq!(u.unknown().len(), 2);
+    assert_eq!(
+        u.to_string(),
+        format!("{HELLO_SHA1} sha3-abc whirlpool-xyz?o")
+    );
+    assert_eq!(u.compare(&i), Comparison::Match(Algorithm::Sha1));
+    // blake3 is ours.
+    let b =
+        Integrity::parse("blake3-6wDqlL0M6MYULCAuKYWvFpSo0UfsoRJjU8T2UYLRJfU=").expect("blake3");
+    assert_eq!(b.strongest(), Algorithm::Blake3);
+}
+
+#[test]
+fn matching_uses_the_strongest_shared_algorithm() {
+    let full = Integrity::parse(&format!("{HELLO_SHA512} {HELLO_SHA1}")).expect("parse");
+    let sha1_only = Integrity::parse(HELLO_SHA1).expect("parse");
+    // The intersection is used in both directions (ssri-rs gets this asymmetric).
+    assert_eq!(sha1_only.compare(&full), Comparison::Match(Algorithm::Sha1));
+    assert_eq!(full.compare(&sha1_only), Comparison::Match(Algorithm::Sha1));
+    // A wrong sha512 with a right sha1 is a mismatch: only the strongest counts.
+    let wrong512 =
+        Integrity::parse(&format!("sha512-{} {HELLO_SHA1}", "A".repeat(86) + "==")).expect("parse");
+    assert_eq!(
+        wrong512.compare(&full),
+        Comparison::Mismatch(Algorithm::Sha512)
+    );
+    // Nothing shared: no verdict.
+    let s256 =
+        Integrity::parse("sha256-47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=").expect("parse");
+    assert_eq!(s256.compare(&sha1_only), Comparison::NoCommonAlgorithm);
+    // Several digests of one algorithm: any match counts.
+    let two =
+        Integrity::parse(&format!("sha1-{} {HELLO_SHA1}", "A".repeat(27) + "=")).expect("parse");
+    assert!(two.matches(&full));
+}
+
+#[test]
+fn malformed_integrity_is_a_typed_error() {
+    let cases = [
+        ("", "empty"),
+        ("   ", "empty"),
+        ("sha512", "form"),
+        ("sha512-", "64 bytes"),
+        ("SHA512-m3HSJL1i83hdltRq0+o9czGb+8KJDKra4t/3JRlnPKcjI8PZm6XBHXx6zG4UuMXaDEZjR1wuXDre9G9zvN7AQw==", "algorithm name"),
+        // Unpadded, URL-safe, wrong length, non-canonical trailing bits.
+        ("sha1-qvTGHdzF6KLavt4PO0gs2a6pQ00", "base64"),
+        ("sha512-m3HSJL1i83hdltRq0-o9czGb-8KJDKra4t_3JRlnPKcjI8PZm6XBHXx6zG4UuMXaDEZjR1wuXDre9G9zvN7AQw==", "base64"),
+        ("sha512-qvTGHdzF6KLavt4PO0gs2a6pQ00=", "64 bytes"),
+        ("sha1-qvTGHdzF6KLavt4PO0gs2a6pQ01=", "base64"),
+        ("sha3-abc md4-xyz", "no supported algorithm"),
+        ("sha1-!!!!", "base64"),
+        ("-abc", "algorithm name"),
+        ("sha1-qvTGHdzF6KLavt4PO0gs2a6pQ00=?\u{7f}", "options"),
+    ];
+    for (input, why) in cases {
+        let err = Integrity::parse(input).expect_err(input);
+        assert_eq!(err.kind(), ErrorKind::InvalidInput, "{input}");
+        assert!(err.to_string().contains(why), "{input:?}: {err}");
+    }
+    // Addresses: 40 hex is a shasum, other hex lengths are not.
+    assert!(Integrity::parse_address("aaf4c61ddcc5e8a2dabede0f3b482cd9aea9434d").is_ok());
+    assert!(Integrity::parse_address("AAF4C61DDCC5E8A2DABEDE0F3B482CD9AEA9434D").is_ok());
+    assert!(Integrity::parse_address("aaf4c61ddcc5e8a2dabede0f3b482cd9aea9434").is_err());
+    assert!(Integrity::from_shasum("zz").is_err());
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2000))]
+
+    #[test]
+    fn parse_never_panics(s in "\\PC{0,200}") {
+        let _ = Integrity::parse(&s);
+        let _ = Integrity::parse_address(&s);
+    }
+
+    #[test]
+    fn parse_never_panics_on_near_misses(
+        alg in prop::sample::select(vec!["sha1", "sha256", "sha384", "sha512", "blake3", "md5", "x"]),
+        body in "[A-Za-z0-9+/=?_-]{0,100}",
+        extra in "[ \t]{0,3}",
+    ) {
+        let _ = Integrity::parse(&format!("{extra}{alg}-{body}{extra}"));
+    }
+
+    #[test]
+    fn format_parse_round_trip(data in prop::collection::vec(any::<u8>(), 0..2048), opt in "[a-z0-9]{0,8}") {
+        let mut h = MultiHasher::new(&Algorithm::ALL);
+        h.update(&data);
+        let set = h.finalize();
+        let i = set.integrity().expect("hashes");
+        let text = i.to_string();
+        let back = Integrity::parse(&text).expect("own output parses");
+        prop_assert_eq!(&back, &i);
+        prop_assert_eq!(back.to_string(), text);
+        prop_assert!(back.matches(&i));
+        // With options appended to the strongest, still matches.
+        let with_opt = Integrity::parse(&format!("{}?{opt}", set.get(Algorithm::Sha512).expect("sha512"))).expect("opts");
+        prop_assert!(with_opt.matches(&i));
+    }
+}
