@@ -1,0 +1,42 @@
+//! The in-memory form of an alias index: sha1 and blake3 digests to the sha512 key, and each key's
+//! recorded digests. Shared by the backends that keep their index in memory (memory, and the fs
+//! backend's cache of its alias log).
+
+use std::collections::HashMap;
+
+use super::BlobKey;
+use crate::integrity::{Algorithm, Digests, Hash};
+
+#[derive(Debug, Default)]
+pub(crate) struct AliasMap {
+    by_key: HashMap<BlobKey, Digests>,
+    sha1: HashMap<[u8; 20], BlobKey>,
+    blake3: HashMap<[u8; 32], BlobKey>,
+}
+
+impl AliasMap {
+    pub(crate) fn insert(&mut self, d: &Digests) {
+        let key = BlobKey::new(d.sha512);
+        self.by_key.insert(key, *d);
+        self.sha1.insert(d.sha1, key);
+        self.blake3.insert(d.blake3, key);
+    }
+
+    /// The key whose sha1 or blake3 is `hash` (a sha512 hash is its own key).
+    pub(crate) fn lookup(&self, hash: &Hash) -> Option<BlobKey> {
+        match hash.algorithm() {
+            Algorithm::Sha1 => <[u8; 20]>::try_from(hash.digest())
+                .ok()
+                .and_then(|d| self.sha1.get(&d).copied()),
+            Algorithm::Blake3 => <[u8; 32]>::try_from(hash.digest())
+                .ok()
+                .and_then(|d| self.blake3.get(&d).copied()),
+            Algorithm::Sha512 => BlobKey::from_hash(hash),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn digests(&self, key: &BlobKey) -> Option<Digests> {
+        self.by_key.get(key).copied()
+    }
+}

@@ -1,0 +1,207 @@
+//! The alias index of a filesystem store: which sha512 blob has a given sha1 or blake3 digest.
+//!
+//! It is an append-only log of fixed-shape lines, one per committed blob:
+//!
+//! ```text
+//! v1 <sha512 hex> <sha1 hex> <blake3 hex> <size>
+//! ```
+//!
+//! Appends are single `write`s to an `O_APPEND` file, so concurrent writers (threads or processes)
+//! never interleave. A crash can leave a torn last line; the parser looks for the last `v1 ` in each
+//! line, so a torn line costs only itself. The log is a cache of what the blobs themselves say, so it
+//! is loaded lazily (a store used only by sha512 never pays for it) and `fsck` rebuilds it from
+//! scratch by re-hashing every blob.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::path::PathBuf;
+use std::sync::{Mutex, MutexGuard};
+
+use crate::backend::alias_map::AliasMap;
+use crate::backend::BlobKey;
+use crate::integrity::{Digests, Hash};
+
+#[derive(Default)]
+struct State {
+    /// Bytes of the log already parsed into the maps (`None`: not loaded yet).
+    loaded_to: Option<u64>,
+    /// Partial last line carried over between refreshes.
+    carry: Vec<u8>,
+    map: AliasMap,
+    appender: Option<File>,
+}
+
+pub(crate) struct AliasIndex {
+    path: PathBuf,
+    state: Mutex<State>,
+}
+
+impl AliasIndex {
+    pub(crate) fn new(path: PathBuf) -> Self {
+        AliasIndex {
+            path,
+            state: Mutex::new(State::default()),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Records digests of committed blobs; with `sync`, they are durable on return.
+    pub(crate) fn append(&self, all: &[Digests], sync: bool) -> io::Result<()> {
+        if all.is_empty() {
+            return Ok(());
+        }
+        let mut text = String::with_capacity(all.len() * 250);
+        for d in all {
+            text.push_str(&line(d));
+        }
+        let mut state = self.lock();
+        if state.appender.is_none() {
+            state.appender = Some(
+                OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&self.path)?,
+            );
+        }
+        if let Some(f) = state.appender.as_mut() {
+            f.write_all(text.as_bytes())?;
+            if sync {
+                f.sync_data()?;
+            }
+        }
+        // Keep the maps current without re-reading what we just wrote; other processes' lines are
+        // picked up by the next refresh.
+        if state.loaded_to.is_some() {
+            for d in all {
+                state.map.insert(d);
+            }
+        }
+        Ok(())
+    }
+
+    /// The blob with this sha1 or blake3 digest, if the log knows it.
+    pub(crate) fn resolve(&self, hash: &Hash) -> io::Result<Option<BlobKey>> {
+        let mut state = self.lock();
+        if let Some(k) = state.map.lookup(hash) {
+            return Ok(Some(k));
+        }
+        // Unknown here: maybe another process committed it since we last read the log.
+        self.refresh(&mut state)?;
+        Ok(state.map.lookup(hash))
+    }
+
+    /// The digests recorded for a blob.
+    pub(crate) fn digests(&self, key: &BlobKey) -> io::Result<Option<Digests>> {
+        let mut state = self.lock();
+        if state.loaded_to.is_none() {
+            self.refresh(&mut state)?;
+        }
+        Ok(state.map.digests(key))
+    }
+
+    /// Replaces the log atomically with exactly these entries.
+    pub(crate) fn rebuild(&self, all: &[Digests], sync: bool) -> io::Result<()> {
+        let mut state = self.lock();
+        let tmp = self
+            .path
+            .with_extension(format!("rebuild.{}", std::process::id()));
+        {
+            let mut f = File::create(&tmp)?;
+            let mut text = String::with_capacity(all.len() * 250);
+            for d in all {
+                text.push_str(&line(d));
+            }
+            f.write_all(text.as_bytes())?;
+            if sync {
+                f.sync_all()?;
+            }
+        }
+        std::fs::rename(&tmp, &self.path)?;
+        if sync {
+            if let Some(dir) = self.path.parent() {
+                super::durable::sync_dir(dir)?;
+            }
+        }
+        *state = State::default();
+        self.refresh(&mut state)
+    }
+
+    /// Reads whatever the log gained since the last read.
+    fn refresh(&self, state: &mut State) -> io::Result<()> {
+        let mut f = match File::open(&self.path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                state.loaded_to = Some(0);
+                return Ok(());
+            }
+            Err(e) => return Err(e),
+        };
+        let from = state.loaded_to.unwrap_or(0);
+        let len = f.metadata()?.len();
+        if len < from {
+            // Rebuilt by someone else: start over.
+            let appender = state.appender.take();
+            *state = State {
+                appender,
+                ..State::default()
+            };
+            return self.refresh(state);
+        }
+        f.seek(SeekFrom::Start(from))?;
+        let mut buf = std::mem::take(&mut state.carry);
+        f.take(len - from).read_to_end(&mut buf)?;
+        let complete = buf.iter().rposition(|b| *b == b'\n').map_or(0, |p| p + 1);
+        let (done, rest) = buf.split_at(complete);
+        for raw in done.split(|b| *b == b'\n') {
+            if let Some(d) = parse_line(raw) {
+                state.map.insert(&d);
+            }
+        }
+        state.carry = rest.to_vec();
+        state.loaded_to = Some(len);
+        Ok(())
+    }
+}
+
+fn line(d: &Digests) -> String {
+    format!(
+        "v1 {} {} {} {}\n",
+        d.sha512_hex(),
+        d.shasum(),
+        d.blake3_hex(),
+        d.size
+    )
+}
+
+fn parse_line(raw: &[u8]) -> Option<Digests> {
+    let text = std::str::from_utf8(raw).ok()?;
+    let start = text.rfind("v1 ")?;
+    let mut fields = text[start + 3..].split(' ');
+    let sha512 = hex::decode(fields.next()?).ok()?;
+    let sha1 = hex::decode(fields.next()?).ok()?;
+    let blake3 = hex::decode(fields.next()?).ok()?;
+    let size = fields.next()?.trim().parse().ok()?;
+    if fields.next().is_some() {
+        return None;
+    }
+    Digests::from_parts(&sha512, &sha1, &blake3, size).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn torn_lines_cost_only_themselves() {
+        let d =
+            Digests::from_parts(&[1; 64], &[2; 20], &[3; 32], 7).unwrap_or_else(|e| panic!("{e}"));
+        let good = line(&d);
+        let torn = &good[..50];
+        let glued = format!("{torn}{good}");
+        assert_eq!(parse_line(glued.trim_end().as_bytes()), Some(d));
+        assert_eq!(parse_line(torn.as_bytes()), None);
+    }
+}

@@ -1,0 +1,551 @@
+//! The filesystem backend: tarvault's embedded default.
+//!
+//! Each blob is one read-only file named by its sha512 hex in a two-level shard
+//! (`sha512/ab/cd/<hex>`, see [`layout`]). Uploads go to a unique temp file on the same filesystem,
+//! are fsynced, and are published with a link that never overwrites, followed by an fsync of the
+//! directory; so a crash at any point leaves either no file or a complete one under an address, and
+//! any number of threads and processes may write the same content at once. Temp files of processes
+//! that died are swept when a store is opened and by `fsck`.
+
+mod aliases;
+mod durable;
+mod layout;
+mod writer;
+
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
+use bytes::{Bytes, BytesMut};
+use futures::stream::{self, BoxStream, StreamExt};
+use tokio::sync::mpsc;
+
+use self::aliases::AliasIndex;
+use self::layout::Layout;
+use self::writer::{join_error, key_of, remove_if_exists, FsWriter};
+use super::{
+    check_range, Backend, BlobKey, BlobStat, BlobWriter, Committed, GetResult, PendingBlob, PutHint,
+};
+use crate::integrity::{Digests, Hash};
+use crate::{Error, Result};
+
+/// Reads at most this much in one go; blobs up to this size come back as a single chunk.
+const READ_CHUNK: usize = 1 << 20;
+/// Chunks a reader may run ahead of its consumer.
+const READ_AHEAD: usize = 4;
+/// Temp files whose owner cannot be identified are swept once older than this.
+const STALE_TEMP_AGE: Duration = Duration::from_secs(24 * 3600);
+
+/// Options for a filesystem store.
+#[derive(Debug, Clone)]
+pub struct FsOptions {
+    /// fsync data and directories so that a committed blob survives power loss (default: on).
+    /// Off is faster and still atomic (no partial blob is ever visible), but a crash may lose
+    /// recently committed blobs.
+    pub fsync: bool,
+}
+
+impl Default for FsOptions {
+    fn default() -> Self {
+        FsOptions { fsync: true }
+    }
+}
+
+#[derive(Debug)]
+pub(crate) struct FsInner {
+    layout: Layout,
+    fsync: bool,
+    aliases: AliasIndex,
+}
+
+impl std::fmt::Debug for AliasIndex {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AliasIndex")
+    }
+}
+
+/// A store directory on a local filesystem.
+#[derive(Debug, Clone)]
+pub struct FsBackend {
+    inner: Arc<FsInner>,
+}
+
+impl FsBackend {
+    /// Opens (creating if needed) a store at `root`, and sweeps temp files left by dead processes.
+    pub fn open(root: impl AsRef<Path>, options: FsOptions) -> Result<FsBackend> {
+        let root = root.as_ref().to_path_buf();
+        let layout = Layout::new(root.clone());
+        for dir in [
+            layout.root().to_path_buf(),
+            layout.blobs(),
+            layout.tmp(),
+            layout.index(),
+            layout.quarantine(),
+        ] {
+            std::fs::create_dir_all(&dir).map_err(|e| Error::io("create directory", &dir, e))?;
+        }
+        let marker = layout.marker();
+        if !marker.exists() {
+            let body = "{\"format\":\"tarvault-fs\",\"version\":1}\n";
+            std::fs::write(&marker, body).map_err(|e| Error::io("write", &marker, e))?;
+        }
+        let inner = Arc::new(FsInner {
+            aliases: AliasIndex::new(layout.aliases()),
+            layout,
+            fsync: options.fsync,
+        });
+        let backend = FsBackend { inner };
+        let swept = backend.inner.sweep_temps()?;
+        if swept > 0 {
+            tracing::info!(swept, root = %root.display(), "removed temp files of dead writers");
+        }
+        Ok(backend)
+    }
+
+    /// The store's root directory.
+    pub fn root(&self) -> &Path {
+        self.inner.layout.root()
+    }
+
+    /// The path of a blob's file (for tests and tooling; never write to it).
+    pub fn blob_path(&self, key: &BlobKey) -> PathBuf {
+        self.inner.layout.blob(key)
+    }
+
+    /// The directory holding uploads in progress.
+    pub fn temp_dir(&self) -> PathBuf {
+        self.inner.layout.tmp()
+    }
+}
+
+impl FsInner {
+    /// Links verified temp files into place. With `fsync`, each directory touched is synced and the
+    /// alias records are made durable before returning.
+    fn publish(&self, items: &[(PathBuf, Digests)], fsync: bool) -> Vec<Result<Committed>> {
+        let blobs = self.layout.blobs();
+        let mut results = Vec::with_capacity(items.len());
+        let mut indexed = Vec::with_capacity(items.len());
+        for (tmp, d) in items {
+            let r = self.publish_one(tmp, d, &blobs, fsync);
+            if r.is_ok() {
+                indexed.push(*d);
+            }
+            results.push(r);
+        }
+        if let Err(e) = self.aliases.append(&indexed, fsync) {
+            // The blobs are safely stored; only secondary lookups are missing until fsck rebuilds
+            // the index. Say so loudly rather than fail a put whose bytes are durable.
+            tracing::warn!(error = %e, "could not record sha1/blake3 aliases; run fsck to rebuild");
+        }
+        results
+    }
+
+    fn publish_one(&self, tmp: &Path, d: &Digests, blobs: &Path, fsync: bool) -> Result<Committed> {
+        let target = self.layout.blob(&key_of(d));
+        let dir = target.parent().unwrap_or(blobs).to_path_buf();
+        durable::create_dirs(&dir, blobs, fsync)
+            .map_err(|e| Error::io("create directory", &dir, e))?;
+        let linked =
+            durable::link_noclobber(tmp, &target).map_err(|e| Error::io("link", &target, e))?;
+        let outcome = if linked {
+            remove_if_exists(&tmp.to_path_buf())?;
+            Committed::Stored
+        } else {
+            // Same content already stored. A cheap sanity check: if its size is wrong it is corrupt,
+            // and the verified bytes we hold replace it (nothing good is lost: the old bytes were not).
+            match std::fs::metadata(&target) {
+                Ok(m) if m.len() != d.size => {
+                    tracing::warn!(blob = %target.display(), "replacing corrupt blob with verified bytes");
+                    std::fs::rename(tmp, &target).map_err(|e| Error::io("rename", &target, e))?;
+                    Committed::Stored
+                }
+                _ => {
+                    remove_if_exists(&tmp.to_path_buf())?;
+                    Committed::AlreadyPresent
+                }
+            }
+        };
+        if fsync {
+            durable::sync_dir(&dir).map_err(|e| Error::io("fsync directory", &dir, e))?;
+        }
+        Ok(outcome)
+    }
+
+    fn sweep_temps(&self) -> Result<u64> {
+        let tmp = self.layout.tmp();
+        let entries = match std::fs::read_dir(&tmp) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+            Err(e) => return Err(Error::io("read directory", &tmp, e)),
+        };
+        let now = SystemTime::now();
+        let mut removed = 0;
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let stale = match layout::temp_owner(&name) {
+                Some(pid) if pid == std::process::id() => false,
+                Some(pid) => !durable::process_alive(pid),
+                None => true,
+            };
+            let old = entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| now.duration_since(t).ok())
+                .is_some_and(|age| age > STALE_TEMP_AGE);
+            if (stale || old) && std::fs::remove_file(entry.path()).is_ok() {
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+}
+
+#[async_trait]
+impl Backend for FsBackend {
+    fn describe(&self) -> String {
+        format!("fs:{}", self.inner.layout.root().display())
+    }
+
+    async fn begin_put(&self, _hint: &PutHint) -> Result<Box<dyn BlobWriter>> {
+        Ok(Box::new(FsWriter::new(self.inner.clone())))
+    }
+
+    /// Group commit: every temp file is written without fsync, then one `syncfs` makes all the data
+    /// durable, the batch is linked into place, and a second `syncfs` makes the names (and the
+    /// alias records) durable. Two flushes per batch instead of three fsyncs per blob.
+    async fn commit_batch(&self, items: Vec<PendingBlob>) -> Vec<Result<Committed>> {
+        let mut results: Vec<Option<Result<Committed>>> = Vec::with_capacity(items.len());
+        let mut ready: Vec<(usize, PathBuf, Digests)> = Vec::new();
+        let mut writers: Vec<Box<FsWriter>> = Vec::new();
+        for (i, (writer, d)) in items.into_iter().enumerate() {
+            match writer.into_any().downcast::<FsWriter>() {
+                Ok(mut w) => match w.finish_data(false).await {
+                    Ok(()) => {
+                        ready.push((i, w.tmp.clone(), d));
+                        writers.push(w);
+                        results.push(None);
+                    }
+                    Err(e) => results.push(Some(Err(e))),
+                },
+                Err(_) => results.push(Some(Err(Error::InvalidInput(
+                    "commit_batch was given a writer from another backend".into(),
+                )))),
+            }
+        }
+        let inner = self.inner.clone();
+        let fsync = inner.fsync;
+        let published =
+            tokio::task::spawn_blocking(move || -> Result<Vec<(usize, Result<Committed>)>> {
+                let root = inner.layout.root().to_path_buf();
+                let paths: Vec<&Path> = ready.iter().map(|(_, p, _)| p.as_path()).collect();
+                if fsync && !ready.is_empty() {
+                    durable::sync_filesystem(&root, &paths)
+                        .map_err(|e| Error::io("syncfs", &root, e))?;
+                }
+                let pairs: Vec<(PathBuf, Digests)> =
+                    ready.iter().map(|(_, p, d)| (p.clone(), *d)).collect();
+                let out = inner.publish(&pairs, false);
+                if fsync && !ready.is_empty() {
+                    let dirs: Vec<PathBuf> = pairs
+                        .iter()
+                        .filter_map(|(_, d)| {
+                            inner
+                                .layout
+                                .blob(&key_of(d))
+                                .parent()
+                                .map(Path::to_path_buf)
+                        })
+                        .collect();
+                    let dir_refs: Vec<&Path> = dirs.iter().map(PathBuf::as_path).collect();
+                    durable::sync_filesystem(&root, &dir_refs)
+                        .map_err(|e| Error::io("syncfs", &root, e))?;
+                }
+                Ok(ready.iter().map(|(i, _, _)| *i).zip(out).collect())
+            })
+            .await;
+        for w in &mut writers {
+            w.mark_finished();
+        }
+        match published {
+            Ok(Ok(list)) => {
+                for (i, r) in list {
+                    if let Some(slot) = results.get_mut(i) {
+                        *slot = Some(r);
+                    }
+                }
+            }
+            Ok(Err(e)) => {
+                let msg = e.to_string();
+                for slot in results.iter_mut().filter(|s| s.is_none()) {
+                    *slot = Some(Err(Error::backend(self.describe(), msg.clone())));
+                }
+            }
+            Err(e) => {
+                let msg = e.to_string();
+                for slot in results.iter_mut().filter(|s| s.is_none()) {
+                    *slot = Some(Err(Error::backend(self.describe(), msg.clone())));
+                }
+            }
+        }
+        // Temp files of items that failed to publish are removed by the writers' Drop only if not
+        // marked finished; remove any that are left explicitly.
+        for w in writers {
+            let _ = remove_if_exists(&w.tmp);
+        }
+        results
+            .into_iter()
+            .map(|r| r.unwrap_or_else(|| Err(Error::InvalidInput("batch item lost".into()))))
+            .collect()
+    }
+
+    async fn get(&self, key: &BlobKey, range: Option<Range<u64>>) -> Result<Option<GetResult>> {
+        let path = self.inner.layout.blob(key);
+        let opened = tokio::task::spawn_blocking({
+            let path = path.clone();
+            move || -> Result<Option<(std::fs::File, u64)>> {
+                match std::fs::File::open(&path) {
+                    Ok(f) => {
+                        let len = f.metadata().map_err(|e| Error::io("stat", &path, e))?.len();
+                        Ok(Some((f, len)))
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+                    Err(e) => Err(Error::io("open", &path, e)),
+                }
+            }
+        })
+        .await
+        .map_err(join_error)??;
+        let Some((file, size)) = opened else {
+            return Ok(None);
+        };
+        let range = range.unwrap_or(0..size);
+        check_range(&range, size)?;
+        Ok(Some(GetResult {
+            size,
+            stream: read_stream(file, path, range),
+        }))
+    }
+
+    async fn head(&self, key: &BlobKey) -> Result<Option<BlobStat>> {
+        let path = self.inner.layout.blob(key);
+        let meta = match tokio::fs::metadata(&path).await {
+            Ok(m) => m,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(Error::io("stat", &path, e)),
+        };
+        let inner = self.inner.clone();
+        let key2 = *key;
+        let digests = tokio::task::spawn_blocking(move || inner.aliases.digests(&key2))
+            .await
+            .map_err(join_error)?
+            .unwrap_or(None)
+            .filter(|d| d.size == meta.len());
+        Ok(Some(BlobStat {
+            key: *key,
+            size: meta.len(),
+            modified: meta.modified().ok(),
+            digests,
+        }))
+    }
+
+    async fn delete(&self, key: &BlobKey) -> Result<bool> {
+        let path = self.inner.layout.blob(key);
+        let fsync = self.inner.fsync;
+        tokio::task::spawn_blocking(move || match std::fs::remove_file(&path) {
+            Ok(()) => {
+                if fsync {
+                    if let Some(dir) = path.parent() {
+                        durable::sync_dir(dir).map_err(|e| Error::io("fsync directory", dir, e))?;
+                    }
+                }
+                Ok(true)
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(Error::io("remove", &path, e)),
+        })
+        .await
+        .map_err(join_error)?
+    }
+
+    fn list(&self) -> BoxStream<'static, Result<BlobKey>> {
+        let root = self.inner.layout.blobs();
+        // The walker starts on first poll, so `list` may be called outside a runtime.
+        stream::once(async move {
+            let (tx, rx) = mpsc::channel::<Result<BlobKey>>(256);
+            tokio::task::spawn_blocking(move || walk_blobs(&root, &tx));
+            stream::unfold(rx, |mut rx| async move {
+                rx.recv().await.map(|item| (item, rx))
+            })
+        })
+        .flatten()
+        .boxed()
+    }
+
+    fn recorded_digests_trusted(&self) -> bool {
+        true
+    }
+
+    async fn resolve_alias(&self, hash: &Hash) -> Result<Option<BlobKey>> {
+        if let Some(k) = BlobKey::from_hash(hash) {
+            return Ok(Some(k));
+        }
+        let inner = self.inner.clone();
+        let hash = hash.clone();
+        let path = inner.layout.aliases();
+        tokio::task::spawn_blocking(move || inner.aliases.resolve(&hash))
+            .await
+            .map_err(join_error)?
+            .map_err(|e| Error::io("read", path, e))
+    }
+
+    async fn rebuild_aliases(&self, all: &[Digests]) -> Result<()> {
+        let inner = self.inner.clone();
+        let all = all.to_vec();
+        let path = inner.layout.aliases();
+        tokio::task::spawn_blocking(move || inner.aliases.rebuild(&all, inner.fsync))
+            .await
+            .map_err(join_error)?
+            .map_err(|e| Error::io("rebuild", path, e))
+    }
+
+    async fn quarantine(&self, key: &BlobKey) -> Result<bool> {
+        let from = self.inner.layout.blob(key);
+        let secs = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let to = self
+            .inner
+            .layout
+            .quarantine()
+            .join(format!("{}.{secs}", key.to_hex()));
+        tokio::task::spawn_blocking(move || match std::fs::rename(&from, &to) {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(Error::io("quarantine", &from, e)),
+        })
+        .await
+        .map_err(join_error)?
+    }
+
+    async fn sweep(&self) -> Result<u64> {
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || inner.sweep_temps())
+            .await
+            .map_err(join_error)?
+    }
+}
+
+/// Streams `range` of an open file. Small reads are one blocking call; large ones run a reader on the
+/// blocking pool that stays at most [`READ_AHEAD`] chunks ahead of the consumer.
+fn read_stream(
+    file: std::fs::File,
+    path: PathBuf,
+    range: Range<u64>,
+) -> BoxStream<'static, Result<Bytes>> {
+    let len = range.end - range.start;
+    if len <= READ_CHUNK as u64 {
+        let fut = tokio::task::spawn_blocking(move || {
+            read_exact_at(&file, &path, range.start, len as usize)
+        });
+        return stream::once(async move { fut.await.map_err(join_error)? })
+            .filter(|r| futures::future::ready(!matches!(r, Ok(b) if b.is_empty())))
+            .boxed();
+    }
+    let (tx, rx) = mpsc::channel::<Result<Bytes>>(READ_AHEAD);
+    tokio::task::spawn_blocking(move || {
+        let mut pos = range.start;
+        while pos < range.end {
+            let n = (range.end - pos).min(READ_CHUNK as u64) as usize;
+            let chunk = read_exact_at(&file, &path, pos, n);
+            let failed = chunk.is_err();
+            if tx.blocking_send(chunk).is_err() || failed {
+                return;
+            }
+            pos += n as u64;
+        }
+    });
+    stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    })
+    .boxed()
+}
+
+fn read_exact_at(file: &std::fs::File, path: &Path, offset: u64, len: usize) -> Result<Bytes> {
+    let mut buf = BytesMut::zeroed(len);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileExt;
+        let mut done = 0;
+        while done < len {
+            let n = file
+                .read_at(&mut buf[done..], offset + done as u64)
+                .map_err(|e| Error::io("read", path, e))?;
+            if n == 0 {
+                // The file shrank under us: return what there is; verification will fail loudly.
+                buf.truncate(done);
+                break;
+            }
+            done += n;
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        use std::io::{Read, Seek, SeekFrom};
+        let mut f = file;
+        f.seek(SeekFrom::Start(offset))
+            .map_err(|e| Error::io("seek", path, e))?;
+        let mut done = 0;
+        while done < len {
+            let n = f
+                .read(&mut buf[done..])
+                .map_err(|e| Error::io("read", path, e))?;
+            if n == 0 {
+                buf.truncate(done);
+                break;
+            }
+            done += n;
+        }
+    }
+    Ok(buf.freeze())
+}
+
+/// Walks `sha512/xx/yy/<hex>` and sends every well-formed key.
+fn walk_blobs(root: &Path, tx: &mpsc::Sender<Result<BlobKey>>) {
+    let read = |dir: &Path| -> Option<Vec<std::fs::DirEntry>> {
+        match std::fs::read_dir(dir) {
+            Ok(rd) => Some(rd.flatten().collect()),
+            Err(e) => {
+                let _ = tx.blocking_send(Err(Error::io("read directory", dir, e)));
+                None
+            }
+        }
+    };
+    let is_dir = |e: &std::fs::DirEntry| e.file_type().is_ok_and(|t| t.is_dir());
+    let Some(level1) = read(root) else { return };
+    for a in level1.iter().filter(|e| is_dir(e)) {
+        let Some(level2) = read(&a.path()) else {
+            continue;
+        };
+        for b in level2.iter().filter(|e| is_dir(e)) {
+            let Some(files) = read(&b.path()) else {
+                continue;
+            };
+            for f in files {
+                let name = f.file_name();
+                let Some(name) = name.to_str() else { continue };
+                if name.len() != 128 {
+                    continue;
+                }
+                if let Ok(key) = BlobKey::from_hex(name) {
+                    if tx.blocking_send(Ok(key)).is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,171 @@
+//! An upload into a filesystem store: a private temp file, published by a no-overwrite link.
+
+use std::any::Any;
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+use super::FsInner;
+use crate::backend::{BlobKey, BlobWriter, Committed};
+use crate::integrity::Digests;
+use crate::{Error, Result};
+
+/// Bytes gathered before they are handed to a blocking write: large enough that the hop to the
+/// blocking pool is noise, small enough to keep memory flat.
+const FLUSH_AT: usize = 1 << 20;
+
+pub(crate) struct FsWriter {
+    pub(super) inner: Arc<FsInner>,
+    pub(super) tmp: PathBuf,
+    file: Option<File>,
+    pending: Vec<Bytes>,
+    pending_len: usize,
+    /// Set once the temp file has been linked into place or removed, so `Drop` leaves it alone.
+    finished: bool,
+}
+
+impl FsWriter {
+    pub(super) fn new(inner: Arc<FsInner>) -> Self {
+        let tmp = inner.layout.new_temp();
+        FsWriter {
+            inner,
+            tmp,
+            file: None,
+            pending: Vec::new(),
+            pending_len: 0,
+            finished: false,
+        }
+    }
+
+    /// Writes pending chunks to the temp file (creating it on first use). Runs on a blocking thread.
+    fn flush_blocking(tmp: &PathBuf, file: Option<File>, pending: Vec<Bytes>) -> Result<File> {
+        let mut file = match file {
+            Some(f) => f,
+            None => create_temp(tmp)?,
+        };
+        for chunk in pending {
+            file.write_all(&chunk)
+                .map_err(|e| Error::io("write", tmp, e))?;
+        }
+        Ok(file)
+    }
+
+    /// Flushes everything and, if durability is on, fsyncs the data. Returns the temp path.
+    pub(super) async fn finish_data(&mut self, fsync: bool) -> Result<()> {
+        let tmp = self.tmp.clone();
+        let file = self.file.take();
+        let pending = std::mem::take(&mut self.pending);
+        self.pending_len = 0;
+        let file = tokio::task::spawn_blocking(move || -> Result<File> {
+            let file = FsWriter::flush_blocking(&tmp, file, pending)?;
+            if fsync {
+                file.sync_data().map_err(|e| Error::io("fsync", &tmp, e))?;
+            }
+            Ok(file)
+        })
+        .await
+        .map_err(join_error)??;
+        drop(file);
+        Ok(())
+    }
+
+    pub(super) fn mark_finished(&mut self) {
+        self.finished = true;
+    }
+}
+
+fn create_temp(tmp: &PathBuf) -> Result<File> {
+    let mut opts = OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        // Blobs are immutable: make that visible in their permissions.
+        opts.mode(0o444);
+    }
+    opts.open(tmp).map_err(|e| Error::io("create", tmp, e))
+}
+
+pub(super) fn join_error(e: tokio::task::JoinError) -> Error {
+    Error::Io {
+        op: "join",
+        path: PathBuf::new(),
+        source: std::io::Error::other(e),
+    }
+}
+
+#[async_trait]
+impl BlobWriter for FsWriter {
+    async fn write(&mut self, chunk: Bytes) -> Result<()> {
+        self.pending_len += chunk.len();
+        self.pending.push(chunk);
+        if self.pending_len >= FLUSH_AT {
+            let tmp = self.tmp.clone();
+            let file = self.file.take();
+            let pending = std::mem::take(&mut self.pending);
+            self.pending_len = 0;
+            let file =
+                tokio::task::spawn_blocking(move || FsWriter::flush_blocking(&tmp, file, pending))
+                    .await
+                    .map_err(join_error)??;
+            self.file = Some(file);
+        }
+        Ok(())
+    }
+
+    async fn commit(mut self: Box<Self>, digests: &Digests) -> Result<Committed> {
+        let fsync = self.inner.fsync;
+        self.finish_data(fsync).await?;
+        let inner = self.inner.clone();
+        let tmp = self.tmp.clone();
+        let d = *digests;
+        let outcome = tokio::task::spawn_blocking(move || inner.publish(&[(tmp, d)], fsync))
+            .await
+            .map_err(join_error)?;
+        self.finished = true;
+        outcome
+            .into_iter()
+            .next()
+            .unwrap_or_else(|| Err(Error::InvalidInput("publish returned no result".into())))
+    }
+
+    async fn abort(mut self: Box<Self>) -> Result<()> {
+        self.file = None;
+        self.finished = true;
+        let tmp = self.tmp.clone();
+        tokio::task::spawn_blocking(move || remove_if_exists(&tmp))
+            .await
+            .map_err(join_error)?
+    }
+
+    fn into_any(self: Box<Self>) -> Box<dyn Any + Send> {
+        self
+    }
+}
+
+pub(super) fn remove_if_exists(path: &PathBuf) -> Result<()> {
+    match std::fs::remove_file(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(Error::io("remove", path, e)),
+    }
+}
+
+impl Drop for FsWriter {
+    fn drop(&mut self) {
+        // A put that was cancelled (its future dropped) or failed must not leave its temp file.
+        if !self.finished {
+            self.file = None;
+            let _ = std::fs::remove_file(&self.tmp);
+        }
+    }
+}
+
+/// The key a set of digests publishes under.
+pub(super) fn key_of(d: &Digests) -> BlobKey {
+    BlobKey::new(d.sha512)
+}

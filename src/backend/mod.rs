@@ -1,0 +1,217 @@
+//! The storage backend trait: the one seam between the [`Store`](crate::Store) and where bytes live.
+//!
+//! A backend stores opaque blobs under a [`BlobKey`] (the sha512 digest). It never decides what a
+//! blob's key is: the store hashes the bytes as they stream into a [`BlobWriter`] and only then calls
+//! [`BlobWriter::commit`] with the verified digests, which is the backend's cue to *publish* the blob
+//! atomically under its key (rename on a filesystem, a create-only write or a multipart commit on a
+//! remote store). Until commit nothing may be visible under any key; after
+//! [`BlobWriter::abort`] (or dropping the writer) nothing may be left behind.
+//!
+//! Backends are deliberately dumb about integrity: reads return raw bytes and the store verifies them.
+//! That way one implementation of verification serves every backend, and a backend that lies is
+//! caught the same way as a disk that rots.
+
+use std::any::Any;
+use std::fmt;
+use std::ops::Range;
+use std::time::SystemTime;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::stream::BoxStream;
+
+use crate::integrity::{Algorithm, Digests, Hash};
+use crate::{Error, Result};
+
+mod alias_map;
+#[cfg(feature = "fs")]
+pub mod fs;
+#[cfg(feature = "memory")]
+pub mod memory;
+
+/// An upload ready to commit, with the digests it verified to (see [`Backend::commit_batch`]).
+pub type PendingBlob = (Box<dyn BlobWriter>, Digests);
+
+/// A stream of bytes from a backend.
+pub type ByteStream = BoxStream<'static, Result<Bytes>>;
+
+/// The key a blob is stored under: its sha512 digest.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct BlobKey([u8; 64]);
+
+impl BlobKey {
+    /// The key for a sha512 digest.
+    pub fn new(sha512: [u8; 64]) -> Self {
+        BlobKey(sha512)
+    }
+
+    /// The key of a sha512 [`Hash`]; `None` for other algorithms.
+    pub fn from_hash(hash: &Hash) -> Option<Self> {
+        if hash.algorithm() != Algorithm::Sha512 {
+            return None;
+        }
+        hash.digest().try_into().ok().map(BlobKey)
+    }
+
+    /// Parses 128 hex digits.
+    pub fn from_hex(hex_key: &str) -> Result<Self> {
+        let mut out = [0u8; 64];
+        hex::decode_to_slice(hex_key, &mut out)
+            .map_err(|e| Error::InvalidInput(format!("bad blob key {hex_key:?}: {e}")))?;
+        Ok(BlobKey(out))
+    }
+
+    /// The raw digest.
+    pub fn as_bytes(&self) -> &[u8; 64] {
+        &self.0
+    }
+
+    /// Lower-case hex, as used in paths and object names.
+    pub fn to_hex(&self) -> String {
+        hex::encode(self.0)
+    }
+
+    /// The key as a `sha512-…` hash.
+    pub fn hash(&self) -> Hash {
+        Hash::new_unchecked(Algorithm::Sha512, &self.0)
+    }
+}
+
+impl fmt::Debug for BlobKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "BlobKey({}…)", &self.to_hex()[..16])
+    }
+}
+
+impl fmt::Display for BlobKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.hash())
+    }
+}
+
+/// What a backend knows about a stored blob without reading it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlobStat {
+    /// The key.
+    pub key: BlobKey,
+    /// Stored size in bytes.
+    pub size: u64,
+    /// When it was stored, if the backend knows.
+    pub modified: Option<SystemTime>,
+    /// The digests recorded at commit time, if the backend kept them.
+    pub digests: Option<Digests>,
+}
+
+/// A read from a backend.
+pub struct GetResult {
+    /// The whole blob's size (not the range's).
+    pub size: u64,
+    /// The requested bytes.
+    pub stream: ByteStream,
+}
+
+/// Hints given when an upload starts; a backend may use them to choose how to publish.
+#[derive(Debug, Clone, Default)]
+pub struct PutHint {
+    /// The key, when the caller already knows which digest the bytes must have.
+    pub expected_key: Option<BlobKey>,
+    /// The size, when known in advance.
+    pub size: Option<u64>,
+    /// Publication may be deferred to [`Backend::commit_batch`], which makes a whole batch durable at
+    /// once (group commit).
+    pub batch: bool,
+}
+
+/// How a commit ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Committed {
+    /// The blob was published by this commit.
+    Stored,
+    /// A blob with this key was already there; the upload was discarded.
+    AlreadyPresent,
+}
+
+/// An upload in progress. Bytes are invisible until [`commit`](BlobWriter::commit).
+#[async_trait]
+pub trait BlobWriter: Send {
+    /// Appends bytes.
+    async fn write(&mut self, chunk: Bytes) -> Result<()>;
+    /// Publishes the bytes written so far under `digests`' sha512 key, which the store has verified.
+    /// Must not overwrite an existing blob (create-only), and must record the digests so
+    /// [`Backend::resolve_alias`] can find the blob by sha1 or blake3.
+    async fn commit(self: Box<Self>, digests: &Digests) -> Result<Committed>;
+    /// Discards the upload, leaving nothing behind.
+    async fn abort(self: Box<Self>) -> Result<()>;
+    /// For [`Backend::commit_batch`] implementations that need their concrete writer back.
+    fn into_any(self: Box<Self>) -> Box<dyn Any + Send>;
+}
+
+/// A place to keep blobs. See the [module documentation](self) for the contract; the conformance
+/// suite in `tests/conformance` checks it for every backend.
+#[async_trait]
+pub trait Backend: fmt::Debug + Send + Sync + 'static {
+    /// A short description for errors and logs, e.g. `fs:/var/lib/tarvault`.
+    fn describe(&self) -> String;
+
+    /// Starts an upload.
+    async fn begin_put(&self, hint: &PutHint) -> Result<Box<dyn BlobWriter>>;
+
+    /// Commits several verified uploads at once. Backends that can make a batch durable more cheaply
+    /// than one blob at a time override this; the default commits them one by one.
+    async fn commit_batch(&self, items: Vec<PendingBlob>) -> Vec<Result<Committed>> {
+        let mut out = Vec::with_capacity(items.len());
+        for (writer, digests) in items {
+            out.push(writer.commit(&digests).await);
+        }
+        out
+    }
+
+    /// Reads a blob, or a byte range of it. `Ok(None)` if the key is not stored.
+    async fn get(&self, key: &BlobKey, range: Option<Range<u64>>) -> Result<Option<GetResult>>;
+
+    /// Facts about a blob without reading it; `Ok(None)` if not stored.
+    async fn head(&self, key: &BlobKey) -> Result<Option<BlobStat>>;
+
+    /// Deletes a blob. `Ok(false)` if it was not there.
+    async fn delete(&self, key: &BlobKey) -> Result<bool>;
+
+    /// Every stored key, in no particular order.
+    fn list(&self) -> BoxStream<'static, Result<BlobKey>>;
+
+    /// Finds the blob whose sha1 or blake3 digest is `hash`, using the alias index kept at commit.
+    async fn resolve_alias(&self, hash: &Hash) -> Result<Option<BlobKey>>;
+
+    /// Replaces the alias index with one built from `all` (what `fsck` found by re-hashing).
+    async fn rebuild_aliases(&self, all: &[Digests]) -> Result<()>;
+
+    /// Moves a corrupt blob out of the way, keeping its bytes for inspection where the backend can.
+    /// The default deletes it.
+    async fn quarantine(&self, key: &BlobKey) -> Result<bool> {
+        self.delete(key).await
+    }
+
+    /// Whether the digests this backend records at commit (returned by [`Backend::head`]) can be
+    /// trusted to verify reads. True only where they are kept locally by tarvault itself (fs,
+    /// memory); a remote server's metadata comes from the same place as the bytes, so a lying server
+    /// could lie about both, and reads from it are verified against the address itself.
+    fn recorded_digests_trusted(&self) -> bool {
+        false
+    }
+
+    /// Removes leftovers of uploads that died (temp files, abandoned multipart uploads).
+    /// Returns how many were removed.
+    async fn sweep(&self) -> Result<u64> {
+        Ok(0)
+    }
+}
+
+/// Checks a requested range against a blob size, as every backend must.
+pub fn check_range(range: &Range<u64>, size: u64) -> Result<()> {
+    if range.start > range.end || range.end > size {
+        return Err(Error::InvalidInput(format!(
+            "range {}..{} is outside a blob of {size} bytes",
+            range.start, range.end
+        )));
+    }
+    Ok(())
+}

@@ -1,0 +1,115 @@
+//! Helpers shared by the integration tests.
+#![allow(dead_code)]
+
+pub mod tarbuild;
+
+use std::path::PathBuf;
+
+use bytes::Bytes;
+use serde::Deserialize;
+
+/// One line of the corpus manifest: real npm tarballs with the registry's own digests.
+#[derive(Debug, Clone, Deserialize)]
+pub struct CorpusEntry {
+    pub name: String,
+    pub version: String,
+    pub file: String,
+    pub size: u64,
+    pub integrity: String,
+    pub shasum: String,
+    pub registry_integrity: String,
+    pub registry_shasum: String,
+    pub tarball_path: String,
+    pub entry_count: u64,
+    pub unpacked_size: u64,
+}
+
+/// The corpus directory: `$TARVAULT_CORPUS`, else `../shared/corpus` beside the checkout.
+pub fn corpus_dir() -> PathBuf {
+    match std::env::var_os("TARVAULT_CORPUS") {
+        Some(p) => PathBuf::from(p),
+        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/corpus"),
+    }
+}
+
+/// Every corpus entry. Panics (failing the test) if the corpus is missing: it is ground truth the
+/// tests depend on, and CI provides it.
+pub fn corpus() -> Vec<CorpusEntry> {
+    let manifest = corpus_dir().join("manifest.jsonl");
+    let text = std::fs::read_to_string(&manifest).unwrap_or_else(|e| {
+        panic!(
+            "cannot read the corpus manifest {} ({e}); set TARVAULT_CORPUS",
+            manifest.display()
+        )
+    });
+    let entries: Vec<CorpusEntry> = text
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).expect("manifest line"))
+        .collect();
+    assert!(
+        entries.len() >= 50,
+        "corpus looks incomplete: {} entries",
+        entries.len()
+    );
+    entries
+}
+
+/// The bytes of a corpus tarball.
+pub fn corpus_bytes(e: &CorpusEntry) -> Bytes {
+    Bytes::from(std::fs::read(corpus_dir().join(&e.file)).expect("corpus tarball"))
+}
+
+/// Deterministic pseudo-random bytes (xorshift), so large test blobs need no fixtures.
+pub fn noise(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.extend_from_slice(&x.to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+/// A stream of `data` in chunks of `chunk` bytes.
+pub fn chunked(
+    data: &[u8],
+    chunk: usize,
+) -> futures::stream::Iter<std::vec::IntoIter<std::io::Result<Bytes>>> {
+    let chunks: Vec<std::io::Result<Bytes>> = data
+        .chunks(chunk.max(1))
+        .map(|c| Ok(Bytes::copy_from_slice(c)))
+        .collect();
+    futures::stream::iter(chunks)
+}
+
+/// `sha512-<base64>` of `data`, computed with the `sha2` and `base64` crates directly (not with
+/// tarvault's own hasher), so tests compare against an independent answer.
+pub fn sha512_sri(data: &[u8]) -> String {
+    use base64::Engine;
+    use sha2::Digest;
+    format!(
+        "sha512-{}",
+        base64::engine::general_purpose::STANDARD.encode(sha2::Sha512::digest(data))
+    )
+}
+
+/// sha1 hex of `data`, computed independently.
+pub fn sha1_hex(data: &[u8]) -> String {
+    use sha1::Digest;
+    hex::encode(sha1::Sha1::digest(data))
+}
+
+/// The sha512 key of `data`, computed independently.
+pub fn key_of(data: &[u8]) -> tarvault::backend::BlobKey {
+    use sha2::Digest;
+    tarvault::backend::BlobKey::new(sha2::Sha512::digest(data).into())
+}
+
+/// Parses an address or fails the test.
+pub fn addr(s: &str) -> tarvault::Integrity {
+    tarvault::Integrity::parse_address(s).unwrap_or_else(|e| panic!("{s}: {e}"))
+}
