@@ -1,0 +1,144 @@
+//! `fsck`: re-hash every blob, report (and optionally quarantine) corrupt ones, sweep dead uploads
+//! and rebuild the alias index from what the blobs actually contain.
+
+use futures::StreamExt;
+use serde::Serialize;
+
+use super::Store;
+use crate::backend::BlobKey;
+use crate::integrity::{Digests, MultiHasher};
+use crate::{Error, Result};
+
+/// Options for [`Store::fsck`].
+#[derive(Debug, Clone)]
+pub struct FsckOptions {
+    /// Move corrupt blobs out of the way (they stop being served; the bytes are kept for study).
+    pub quarantine: bool,
+    /// Rebuild the sha1/blake3 alias index from the blobs (default: on).
+    pub rebuild_aliases: bool,
+    /// Blobs checked at once.
+    pub concurrency: usize,
+}
+
+impl Default for FsckOptions {
+    fn default() -> Self {
+        FsckOptions {
+            quarantine: false,
+            rebuild_aliases: true,
+            concurrency: 4,
+        }
+    }
+}
+
+/// One blob fsck found bad.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct CorruptBlob {
+    /// Its address (`sha512-…`).
+    pub address: String,
+    /// What its bytes hash to now, or the read error.
+    pub found: String,
+    /// Whether it was moved to quarantine.
+    pub quarantined: bool,
+}
+
+/// What fsck found.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct FsckReport {
+    /// Blobs read and re-hashed.
+    pub checked: u64,
+    /// Blobs whose bytes match their address.
+    pub ok: u64,
+    /// Bytes read.
+    pub bytes: u64,
+    /// Blobs whose bytes do not match (or could not be read).
+    pub corrupt: Vec<CorruptBlob>,
+    /// Leftover uploads removed.
+    pub temp_removed: u64,
+    /// Entries in the rebuilt alias index (0 if not rebuilt).
+    pub aliases: u64,
+}
+
+impl FsckReport {
+    /// Whether everything checked out.
+    pub fn is_clean(&self) -> bool {
+        self.corrupt.is_empty()
+    }
+}
+
+enum Checked {
+    Good(Digests),
+    Bad(BlobKey, String),
+    Gone,
+}
+
+impl Store {
+    /// Verifies every blob. See [`FsckOptions`].
+    pub async fn fsck(&self, options: &FsckOptions) -> Result<FsckReport> {
+        let mut report = FsckReport {
+            temp_removed: self.backend.sweep().await?,
+            ..FsckReport::default()
+        };
+        let backend = self.backend.clone();
+        let mut checks = self
+            .backend
+            .list()
+            .map(|k| {
+                let backend = backend.clone();
+                async move {
+                    let key = k?;
+                    check_one(&*backend, key).await
+                }
+            })
+            .buffer_unordered(options.concurrency.max(1));
+        let mut good = Vec::new();
+        while let Some(checked) = checks.next().await {
+            match checked? {
+                Checked::Good(d) => {
+                    report.checked += 1;
+                    report.ok += 1;
+                    report.bytes += d.size;
+                    good.push(d);
+                }
+                Checked::Bad(key, found) => {
+                    report.checked += 1;
+                    tracing::warn!(blob = %key, %found, "corrupt blob");
+                    let quarantined = options.quarantine && self.backend.quarantine(&key).await?;
+                    report.corrupt.push(CorruptBlob {
+                        address: key.to_string(),
+                        found,
+                        quarantined,
+                    });
+                }
+                Checked::Gone => {}
+            }
+        }
+        if options.rebuild_aliases {
+            self.backend.rebuild_aliases(&good).await?;
+            report.aliases = good.len() as u64;
+        }
+        report.corrupt.sort_by(|a, b| a.address.cmp(&b.address));
+        Ok(report)
+    }
+}
+
+async fn check_one(backend: &dyn crate::backend::Backend, key: BlobKey) -> Result<Checked> {
+    let Some(got) = backend.get(&key, None).await? else {
+        // Deleted while we were listing.
+        return Ok(Checked::Gone);
+    };
+    let mut hasher = MultiHasher::standard();
+    let mut stream = got.stream;
+    while let Some(chunk) = stream.next().await {
+        match chunk {
+            Ok(c) => hasher.update(&c),
+            Err(e @ Error::Io { .. }) => return Ok(Checked::Bad(key, format!("unreadable: {e}"))),
+            Err(e) => return Err(e),
+        }
+    }
+    let digests = hasher.finalize().digests()?;
+    if digests.sha512 == *key.as_bytes() {
+        Ok(Checked::Good(digests))
+    } else {
+        Ok(Checked::Bad(key, digests.integrity().to_string()))
+    }
+}

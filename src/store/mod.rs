@@ -1,0 +1,273 @@
+//! The public API: a content-addressed store of verified blobs over any [`Backend`].
+
+mod fsck;
+mod inspect;
+mod open;
+mod put;
+mod read;
+
+use std::ops::Range;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use futures::stream::BoxStream;
+use futures::StreamExt;
+
+use crate::backend::{Backend, BlobKey};
+use crate::integrity::{Algorithm, Digests, Hash, Integrity};
+use crate::{Error, Result};
+
+pub use fsck::{CorruptBlob, FsckOptions, FsckReport};
+pub use put::{PutOptions, PutOutcome};
+pub use read::BlobStream;
+
+/// A content-addressed store. Cheap to clone (an `Arc` inside), `Send + Sync`.
+///
+/// ```
+/// # tokio_test_block_on(async {
+/// use tarvault::{Store, PutOptions, Integrity};
+///
+/// let store = Store::memory();
+/// let put = store.put_bytes(&b"hello"[..], &PutOptions::default()).await?;
+/// assert_eq!(put.digests.shasum(), "aaf4c61ddcc5e8a2dabede0f3b482cd9aea9434d");
+///
+/// // Look it up by npm's integrity or by its legacy shasum; either way the bytes are verified.
+/// let by_sha1 = Integrity::parse_address("aaf4c61ddcc5e8a2dabede0f3b482cd9aea9434d")?;
+/// let bytes = store.get(&by_sha1).await?.bytes().await?;
+/// assert_eq!(&bytes[..], b"hello");
+/// # Ok::<(), tarvault::Error>(())
+/// # });
+/// # fn tokio_test_block_on<F: std::future::Future>(f: F) -> F::Output {
+/// #     tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(f)
+/// # }
+/// ```
+#[derive(Clone, Debug)]
+pub struct Store {
+    backend: Arc<dyn Backend>,
+    verification: Verification,
+}
+
+/// How reads are verified. Every byte is checked either way; the modes differ in what against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Verification {
+    /// Against the blake3 digest recorded when the blob was verified on its way in, where the
+    /// backend keeps such records itself ([`Backend::recorded_digests_trusted`]); otherwise as
+    /// `Full`. blake3 runs at several GB/s, so verified reads cost little more than plain reads.
+    #[default]
+    Fast,
+    /// Against the address itself (sha512, plus the sha1 or blake3 the caller asked by).
+    Full,
+}
+
+/// What [`Store::stat`] knows about a blob.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlobInfo {
+    /// The sha512 key.
+    pub key: BlobKey,
+    /// Size in bytes.
+    pub size: u64,
+    /// When it was stored, if known.
+    pub modified: Option<SystemTime>,
+    /// sha512, sha1 and blake3, if recorded at commit (always, unless the alias index was lost).
+    pub digests: Option<Digests>,
+}
+
+impl BlobInfo {
+    /// npm's integrity string for the blob.
+    pub fn integrity(&self) -> Integrity {
+        Integrity::from(self.key.hash())
+    }
+}
+
+impl Store {
+    /// A store over any backend.
+    pub fn new(backend: impl Backend) -> Store {
+        Store::from_arc(Arc::new(backend))
+    }
+
+    /// A store over a shared backend.
+    pub fn from_arc(backend: Arc<dyn Backend>) -> Store {
+        Store {
+            backend,
+            verification: Verification::default(),
+        }
+    }
+
+    /// The same store with another read [`Verification`] mode.
+    pub fn with_verification(mut self, verification: Verification) -> Store {
+        self.verification = verification;
+        self
+    }
+
+    /// An in-memory store.
+    #[cfg(feature = "memory")]
+    pub fn memory() -> Store {
+        Store::new(crate::backend::memory::MemoryBackend::new())
+    }
+
+    /// A filesystem store at `path` with default options (fsync on).
+    #[cfg(feature = "fs")]
+    pub fn open_fs(path: impl AsRef<std::path::Path>) -> Result<Store> {
+        Ok(Store::new(crate::backend::fs::FsBackend::open(
+            path,
+            Default::default(),
+        )?))
+    }
+
+    /// The backend underneath.
+    pub fn backend(&self) -> &Arc<dyn Backend> {
+        &self.backend
+    }
+
+    /// Finds the key for an address and the hashes a read must check: the key's sha512 plus the hash
+    /// the caller asked by when it is another algorithm (a wrong alias must not serve the wrong
+    /// bytes), or, in [`Verification::Fast`] on a backend with trusted records, the recorded blake3
+    /// once the record is seen to agree with the address.
+    async fn resolve(&self, address: &Integrity) -> Result<Option<(BlobKey, Vec<Hash>)>> {
+        let Some((key, asked, stat)) = self.locate(address).await? else {
+            return Ok(None);
+        };
+        if self.verification == Verification::Fast && self.backend.recorded_digests_trusted() {
+            if let Some(d) = stat.digests.filter(|d| d.sha512 == *key.as_bytes()) {
+                let agrees = asked
+                    .as_ref()
+                    .is_none_or(|h| d.hash(h.algorithm()).same_digest(h));
+                if agrees {
+                    return Ok(Some((key, vec![d.hash(Algorithm::Blake3)])));
+                }
+            }
+        }
+        let mut expect = vec![key.hash()];
+        expect.extend(asked);
+        Ok(Some((key, expect)))
+    }
+
+    /// Finds the stored blob an address names: its key, the non-sha512 hash it was found by (if
+    /// any) and what the backend knows of it.
+    async fn locate(
+        &self,
+        address: &Integrity,
+    ) -> Result<Option<(BlobKey, Option<Hash>, crate::backend::BlobStat)>> {
+        for h in address.all_of(Algorithm::Sha512) {
+            if let Some(key) = BlobKey::from_hash(h) {
+                if let Some(st) = self.backend.head(&key).await? {
+                    return Ok(Some((key, None, st)));
+                }
+            }
+        }
+        if address.get(Algorithm::Sha512).is_some() {
+            return Ok(None);
+        }
+        for alg in [Algorithm::Blake3, Algorithm::Sha1] {
+            for h in address.all_of(alg) {
+                // An alias may outlive its blob (deleted, quarantined): check the blob is there.
+                if let Some(key) = self.backend.resolve_alias(h).await? {
+                    if let Some(st) = self.backend.head(&key).await? {
+                        return Ok(Some((key, Some(h.clone()), st)));
+                    }
+                }
+            }
+        }
+        if address.get(Algorithm::Blake3).is_some() || address.get(Algorithm::Sha1).is_some() {
+            return Ok(None);
+        }
+        Err(Error::invalid_integrity(
+            &address.to_string(),
+            "blobs can be looked up by sha512, sha1 or blake3 only",
+        ))
+    }
+
+    async fn resolve_or_not_found(&self, address: &Integrity) -> Result<(BlobKey, Vec<Hash>)> {
+        self.resolve(address).await?.ok_or_else(|| Error::NotFound {
+            address: address.to_string(),
+        })
+    }
+
+    /// Reads a blob as a stream verified as it is read.
+    pub async fn get(&self, address: &Integrity) -> Result<BlobStream> {
+        self.read(address, None).await
+    }
+
+    /// Reads a byte range of a blob. The whole blob is still hashed, so the range is verified too.
+    pub async fn get_range(&self, address: &Integrity, range: Range<u64>) -> Result<BlobStream> {
+        self.read(address, Some(range)).await
+    }
+
+    async fn read(&self, address: &Integrity, range: Option<Range<u64>>) -> Result<BlobStream> {
+        let (key, expect) = self.resolve_or_not_found(address).await?;
+        let got = self
+            .backend
+            .get(&key, None)
+            .await?
+            .ok_or_else(|| Error::NotFound {
+                address: address.to_string(),
+            })?;
+        let range = range.unwrap_or(0..got.size);
+        crate::backend::check_range(&range, got.size)?;
+        // Name the blob by what the caller asked for, and by its sha512 when that was something else.
+        let label = if address.get(Algorithm::Sha512).is_some() {
+            address.to_string()
+        } else {
+            format!("{address} ({key})")
+        };
+        Ok(read::verify(got.stream, got.size, range, expect, label))
+    }
+
+    /// Whether a blob is stored under the address (without reading it).
+    pub async fn contains(&self, address: &Integrity) -> Result<bool> {
+        Ok(self.resolve(address).await?.is_some())
+    }
+
+    /// Facts about a stored blob (without reading it).
+    pub async fn stat(&self, address: &Integrity) -> Result<BlobInfo> {
+        let (key, _) = self.resolve_or_not_found(address).await?;
+        let st = self
+            .backend
+            .head(&key)
+            .await?
+            .ok_or_else(|| Error::NotFound {
+                address: address.to_string(),
+            })?;
+        Ok(BlobInfo {
+            key,
+            size: st.size,
+            modified: st.modified,
+            digests: st.digests,
+        })
+    }
+
+    /// Deletes a blob. Returns whether it was there.
+    pub async fn delete(&self, address: &Integrity) -> Result<bool> {
+        match self.resolve(address).await? {
+            Some((key, _)) => self.backend.delete(&key).await,
+            None => Ok(false),
+        }
+    }
+
+    /// Every stored blob's key.
+    pub fn list(&self) -> BoxStream<'static, Result<BlobKey>> {
+        self.backend.list()
+    }
+
+    /// Every stored blob with its facts.
+    pub fn list_info(&self) -> BoxStream<'static, Result<BlobInfo>> {
+        let backend = self.backend.clone();
+        self.backend
+            .list()
+            .then(move |k| {
+                let backend = backend.clone();
+                async move {
+                    let key = k?;
+                    let st = backend.head(&key).await?;
+                    Ok(st.map(|st| BlobInfo {
+                        key,
+                        size: st.size,
+                        modified: st.modified,
+                        digests: st.digests,
+                    }))
+                }
+            })
+            .filter_map(|r: Result<Option<BlobInfo>>| async move { r.transpose() })
+            .boxed()
+    }
+}

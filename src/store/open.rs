@@ -1,0 +1,67 @@
+//! Opening a store from a string: a path, `file://…`, `memory:`, and (with their features) remote
+//! schemes. This is what `--store` and `TARVAULT_STORE` accept.
+
+use super::Store;
+use crate::{Error, Result};
+
+impl Store {
+    /// Opens a store named by `spec`:
+    /// - a filesystem path, or `file:///path` (the embedded default; fsync on, or off with
+    ///   `?fsync=false` on the `file:` form);
+    /// - `memory:` for a store that lives as long as the process.
+    ///
+    /// Remote schemes (`s3://`, `manta://`) need their cargo features.
+    pub async fn open(spec: &str) -> Result<Store> {
+        let spec = spec.trim();
+        if spec.is_empty() {
+            return Err(Error::Config("empty store location".into()));
+        }
+        if spec == "memory:" || spec == "memory://" {
+            #[cfg(feature = "memory")]
+            return Ok(Store::memory());
+            #[cfg(not(feature = "memory"))]
+            return Err(Error::Config("built without the `memory` feature".into()));
+        }
+        if let Some((scheme, rest)) = spec.split_once("://") {
+            return match scheme {
+                "file" => {
+                    let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
+                    open_fs(path, query)
+                }
+                "s3" | "manta" => Err(Error::Config(format!(
+                    "{scheme}:// stores need tarvault built with the `{scheme}` feature"
+                ))),
+                other => Err(Error::Config(format!("unknown store scheme {other}://"))),
+            };
+        }
+        open_fs(spec, "")
+    }
+}
+
+/// A filesystem store at `path`, with `query` options (`fsync=true|false`) from a `file://` URL.
+fn open_fs(path: &str, query: &str) -> Result<Store> {
+    #[cfg(feature = "fs")]
+    {
+        let mut options = crate::backend::fs::FsOptions::default();
+        for pair in query.split('&').filter(|p| !p.is_empty()) {
+            match pair.split_once('=') {
+                Some(("fsync", v)) => {
+                    options.fsync = match v {
+                        "true" | "1" | "on" => true,
+                        "false" | "0" | "off" => false,
+                        _ => return Err(Error::Config(format!("bad fsync value {v:?}"))),
+                    }
+                }
+                _ => return Err(Error::Config(format!("unknown store option {pair:?}"))),
+            }
+        }
+        Ok(Store::new(crate::backend::fs::FsBackend::open(
+            path, options,
+        )?))
+    }
+    #[cfg(not(feature = "fs"))]
+    {
+        let _ = (path, query);
+        Err(Error::Config("built without the `fs` feature".into()))
+    }
+}

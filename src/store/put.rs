@@ -1,0 +1,447 @@
+//! Putting bytes in: hash while streaming, verify, then let the backend publish.
+
+use std::io;
+
+use bytes::{Bytes, BytesMut};
+use futures::{Stream, StreamExt};
+
+use super::inspect::InspectLane;
+use super::Store;
+use crate::backend::{BlobKey, BlobWriter, Committed, PendingBlob, PutHint};
+use crate::integrity::{Algorithm, Comparison, Digests, Integrity, StreamHasher};
+use crate::{Error, Result};
+
+/// Options for [`Store::put`].
+#[derive(Debug, Clone, Default)]
+pub struct PutOptions {
+    /// The integrity the bytes must have (any algorithm npm uses, or several). On a mismatch nothing
+    /// is stored and the error names both digests.
+    pub expected: Option<Integrity>,
+    /// The size the bytes must have.
+    pub expected_size: Option<u64>,
+    /// A name for the input in error messages (a file name, a package@version).
+    pub label: Option<String>,
+    /// Inspect the bytes as an npm package tarball while they stream in, under this policy, and
+    /// refuse to commit one that breaks it ([`ErrorKind::Rejected`](crate::ErrorKind::Rejected)).
+    pub inspect: Option<crate::tarball::Policy>,
+    /// Check every known algorithm in `expected`, not only the strongest one shared with the bytes.
+    ///
+    /// By default a put compares like npm's `ssri`: on the strongest algorithm only, so a right
+    /// sha512 beside a wrong sha1 passes. A migration from a registry that offers several
+    /// independent digests (CouchDB's md5, npm's `shasum`, `integrity`) wants each of them to hold:
+    /// a wrong one means the document and the bytes disagree, and that must be reported, not
+    /// stored. Every algorithm in `expected` is computed in the same single pass either way.
+    pub require_all: bool,
+    /// The package (`name`, `version`) the tarball must say it is. Needs [`PutOptions::inspect`];
+    /// a tarball whose `package.json` names anything else is refused before it is committed
+    /// ([`Error::PackageMismatch`]). Versions compare as npm's `semver.clean` does (a leading `v`
+    /// or `=` ignored), since old registries kept such keys.
+    pub expect_package: Option<(String, String)>,
+}
+
+impl PutOptions {
+    /// Options expecting `integrity`.
+    pub fn expect(integrity: Integrity) -> Self {
+        PutOptions {
+            expected: Some(integrity),
+            ..Self::default()
+        }
+    }
+
+    /// Inspects the input as an npm tarball under the default (strict) policy.
+    pub fn tarball(mut self) -> Self {
+        self.inspect = Some(crate::tarball::Policy::default());
+        self
+    }
+
+    /// Sets the label used in errors.
+    pub fn label(mut self, label: impl Into<String>) -> Self {
+        self.label = Some(label.into());
+        self
+    }
+
+    /// Requires every known algorithm in `expected` to match (see [`PutOptions::require_all`]).
+    pub fn require_all(mut self) -> Self {
+        self.require_all = true;
+        self
+    }
+}
+
+/// What a put stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PutOutcome {
+    /// The blob's digests.
+    pub digests: Digests,
+    /// `false` when the same bytes were already stored (the put was a no-op).
+    pub stored: bool,
+    /// What inspection found, when [`PutOptions::inspect`] was set.
+    pub report: Option<crate::tarball::Report>,
+}
+
+/// Small input chunks are gathered to this size before hashing and writing: per-chunk costs
+/// (channel hops, blocking-pool hops) stay negligible whatever chunking the caller's stream has.
+const COALESCE: usize = 256 * 1024;
+
+/// An ingested stream and the upload still waiting for its commit (none when nothing was written).
+type Ingested = (Ingest, Option<Box<dyn BlobWriter>>);
+
+/// One stream, read to its end into a writer, hashed on the way.
+pub(super) struct Ingest {
+    pub(super) digests: Digests,
+    pub(super) report: Option<crate::tarball::Report>,
+}
+
+impl Store {
+    /// Stores the bytes of `stream`, verifying them against `options`, and returns their digests.
+    /// Idempotent: putting the same bytes twice stores one blob and reports `stored: false`.
+    pub async fn put<S>(&self, stream: S, options: &PutOptions) -> Result<PutOutcome>
+    where
+        S: Stream<Item = io::Result<Bytes>> + Send + Unpin,
+    {
+        let hint = self.hint(options, false).await?;
+        let writer = match &hint {
+            // The caller told us the address and it is already here: hash only, write nothing.
+            Some(_) => None,
+            None => Some(self.backend.begin_put(&PutHint::default()).await?),
+        };
+        let (ingest, writer) = self.ingest(stream, options, writer).await?;
+        let stored = match writer {
+            Some(w) => w.commit(&ingest.digests).await? == Committed::Stored,
+            None => false,
+        };
+        Ok(PutOutcome {
+            digests: ingest.digests,
+            stored,
+            report: ingest.report,
+        })
+    }
+
+    /// Stores a buffer.
+    pub async fn put_bytes(
+        &self,
+        bytes: impl Into<Bytes>,
+        options: &PutOptions,
+    ) -> Result<PutOutcome> {
+        let bytes: Bytes = bytes.into();
+        self.put(futures::stream::iter([Ok(bytes)]), options).await
+    }
+
+    /// Stores a file's contents, read as a stream.
+    pub async fn put_file(
+        &self,
+        path: impl AsRef<std::path::Path>,
+        options: &PutOptions,
+    ) -> Result<PutOutcome> {
+        let path = path.as_ref();
+        let file = tokio::fs::File::open(path)
+            .await
+            .map_err(|e| Error::io("open", path, e))?;
+        let mut options = options.clone();
+        if options.label.is_none() {
+            options.label = Some(path.display().to_string());
+        }
+        let stream = tokio_util::io::ReaderStream::with_capacity(file, COALESCE);
+        self.put(stream, &options).await
+    }
+
+    /// Stores many inputs and makes them durable together (group commit): one flush for the whole
+    /// batch instead of several per blob. Inputs are read and hashed a few at a time, on all cores.
+    /// Each input gets its own result; a bad one does not fail the others. Blobs become visible
+    /// when this returns.
+    pub async fn put_batch<S>(&self, inputs: Vec<(S, PutOptions)>) -> Vec<Result<PutOutcome>>
+    where
+        S: Stream<Item = io::Result<Bytes>> + Send + Unpin + 'static,
+    {
+        let parallel = std::thread::available_parallelism().map_or(2, |n| n.get().clamp(2, 4));
+        let hint = PutHint {
+            batch: true,
+            ..PutHint::default()
+        };
+        let ingested: Vec<Result<Ingested>> = futures::stream::iter(inputs)
+            .map(|(stream, options)| {
+                let store = self.clone();
+                let hint = hint.clone();
+                let task = tokio::spawn(async move {
+                    let writer = store.backend.begin_put(&hint).await?;
+                    store.ingest(stream, &options, Some(writer)).await
+                });
+                async move {
+                    task.await
+                        .map_err(|e| Error::InvalidInput(format!("put task failed: {e}")))?
+                }
+            })
+            .buffered(parallel)
+            .collect()
+            .await;
+        let mut results: Vec<Option<Result<PutOutcome>>> = Vec::with_capacity(ingested.len());
+        let mut indices = Vec::new();
+        let mut items: Vec<PendingBlob> = Vec::new();
+        let mut reports = Vec::new();
+        for (i, r) in ingested.into_iter().enumerate() {
+            match r {
+                Ok((ingest, Some(w))) => {
+                    indices.push(i);
+                    items.push((w, ingest.digests));
+                    reports.push(ingest.report);
+                    results.push(None);
+                }
+                Ok((ingest, None)) => results.push(Some(Ok(PutOutcome {
+                    digests: ingest.digests,
+                    stored: false,
+                    report: ingest.report,
+                }))),
+                Err(e) => results.push(Some(Err(e))),
+            }
+        }
+        let digests: Vec<Digests> = items.iter().map(|(_, d)| *d).collect();
+        let committed = self.backend.commit_batch(items).await;
+        for (((i, r), d), report) in indices.into_iter().zip(committed).zip(digests).zip(reports) {
+            if let Some(slot) = results.get_mut(i) {
+                *slot = Some(r.map(|c| PutOutcome {
+                    digests: d,
+                    stored: c == Committed::Stored,
+                    report,
+                }));
+            }
+        }
+        results
+            .into_iter()
+            .map(|r| r.unwrap_or_else(|| Err(Error::InvalidInput("batch item lost".into()))))
+            .collect()
+    }
+
+    /// If the caller expects a sha512 that is already stored, the key (so the put can skip writing).
+    async fn hint(&self, options: &PutOptions, _batch: bool) -> Result<Option<BlobKey>> {
+        let Some(expected) = &options.expected else {
+            return Ok(None);
+        };
+        let Some(key) = expected.get(Algorithm::Sha512).and_then(BlobKey::from_hash) else {
+            return Ok(None);
+        };
+        Ok(self.backend.head(&key).await?.map(|_| key))
+    }
+
+    /// Streams everything into `writer` (if any) while hashing, then verifies. On any failure the
+    /// writer is aborted, so nothing is left behind.
+    pub(super) async fn ingest<S>(
+        &self,
+        mut stream: S,
+        options: &PutOptions,
+        mut writer: Option<Box<dyn BlobWriter>>,
+    ) -> Result<Ingested>
+    where
+        S: Stream<Item = io::Result<Bytes>> + Send + Unpin,
+    {
+        let mut algorithms = Digests::ALGORITHMS.to_vec();
+        if let Some(expected) = &options.expected {
+            algorithms.extend(expected.algorithms());
+        }
+        let mut hasher = StreamHasher::new(&algorithms);
+        let what = options
+            .label
+            .clone()
+            .unwrap_or_else(|| "input stream".to_string());
+        let mut inspect = match &options.inspect {
+            Some(policy) => Some(InspectLane::spawn(policy.clone())?),
+            None => None,
+        };
+        let mut buf = BytesMut::new();
+        let result: Result<()> = async {
+            loop {
+                let next = stream.next().await;
+                let ended = next.is_none();
+                let chunk = match next {
+                    Some(Ok(chunk)) => {
+                        if buf.is_empty() && chunk.len() >= COALESCE {
+                            Some(chunk)
+                        } else {
+                            buf.extend_from_slice(&chunk);
+                            (buf.len() >= COALESCE).then(|| buf.split().freeze())
+                        }
+                    }
+                    Some(Err(e)) => return Err(Error::from_io(e)),
+                    None => (!buf.is_empty()).then(|| buf.split().freeze()),
+                };
+                if let Some(chunk) = chunk {
+                    if let Some(lane) = inspect.as_mut() {
+                        if !lane.feed(chunk.clone()).await {
+                            // Rejected: stop reading now; the verdict says why.
+                            return Ok(());
+                        }
+                    }
+                    hasher.update(chunk.clone()).await?;
+                    if let Some(w) = writer.as_mut() {
+                        w.write(chunk).await?;
+                    }
+                }
+                if ended {
+                    return Ok(());
+                }
+            }
+        }
+        .await;
+        let report = match (result, inspect) {
+            (Err(e), _) => Err(e),
+            (Ok(()), Some(lane)) => lane.finish(&what).await.map(Some),
+            (Ok(()), None) => Ok(None),
+        };
+        let report = report.and_then(|r| check_package(r, options, &what));
+        let verified = match report {
+            Ok(report) => self
+                .verify_ingest(hasher, options)
+                .await
+                .map(|digests| Ingest { digests, report }),
+            Err(e) => Err(e),
+        };
+        match verified {
+            Ok(ingest) => Ok((ingest, writer)),
+            Err(e) => {
+                if let Some(w) = writer {
+                    if let Err(abort_err) = w.abort().await {
+                        tracing::warn!(error = %abort_err, "abort after failed put also failed");
+                    }
+                }
+                Err(e)
+            }
+        }
+    }
+
+    async fn verify_ingest(&self, hasher: StreamHasher, options: &PutOptions) -> Result<Digests> {
+        let hashes = hasher.finish().await?;
+        let digests = hashes.digests()?;
+        let what = options
+            .label
+            .clone()
+            .unwrap_or_else(|| "input stream".to_string());
+        if let Some(size) = options.expected_size {
+            if size != digests.size {
+                return Err(Error::IntegrityMismatch {
+                    what,
+                    expected: format!("{size} bytes"),
+                    actual: format!("{} bytes", digests.size),
+                });
+            }
+        }
+        if let Some(expected) = &options.expected {
+            let actual = hashes
+                .integrity()
+                .ok_or_else(|| Error::InvalidInput("nothing was hashed".into()))?;
+            // Strongest first, so the error names the most trusted digest that disagrees.
+            let checks: Vec<Integrity> = if options.require_all {
+                expected
+                    .algorithms()
+                    .into_iter()
+                    .filter_map(|a| expected.only(a))
+                    .collect()
+            } else {
+                vec![expected.clone()]
+            };
+            for check in &checks {
+                compare(check, &actual, &what)?;
+            }
+        }
+        Ok(digests)
+    }
+}
+
+/// Fails unless `expected` matches `actual` on their strongest shared algorithm.
+fn compare(expected: &Integrity, actual: &Integrity, what: &str) -> Result<()> {
+    match expected.compare(actual) {
+        Comparison::Match(_) => Ok(()),
+        Comparison::Mismatch(alg) => Err(Error::IntegrityMismatch {
+            what: what.to_string(),
+            expected: expected
+                .only(alg)
+                .map(|i| i.to_string())
+                .unwrap_or_default(),
+            actual: actual.only(alg).map(|i| i.to_string()).unwrap_or_default(),
+        }),
+        Comparison::NoCommonAlgorithm => Err(Error::invalid_integrity(
+            &expected.to_string(),
+            "no algorithm tarvault can check",
+        )),
+    }
+}
+
+#[cfg(all(test, feature = "memory"))]
+mod tests {
+    use super::*;
+    use crate::integrity::{Hash, MultiHasher};
+    use crate::ErrorKind;
+
+    fn hashes(data: &[u8]) -> crate::integrity::HashSet {
+        let mut h = MultiHasher::new(&[Algorithm::Md5, Algorithm::Sha1, Algorithm::Sha512]);
+        h.update(data);
+        h.finalize()
+    }
+
+    fn get(set: &crate::integrity::HashSet, a: Algorithm) -> Hash {
+        set.get(a).cloned().unwrap_or_else(|| panic!("{a}"))
+    }
+
+    #[tokio::test]
+    async fn require_all_checks_every_offered_digest() {
+        let data = b"tarball bytes";
+        let right = hashes(data);
+        let wrong = hashes(b"other bytes");
+        // A right sha512 beside a wrong sha1 passes ssri-style, but not with require_all.
+        let mut offered = Integrity::from(get(&right, Algorithm::Sha512));
+        offered.push(get(&wrong, Algorithm::Sha1));
+        let store = Store::memory();
+        let lax = store
+            .put_bytes(&data[..], &PutOptions::expect(offered.clone()))
+            .await;
+        assert!(lax.is_ok(), "strongest-only matching passes");
+        let store = Store::memory();
+        let err = store
+            .put_bytes(&data[..], &PutOptions::expect(offered).require_all())
+            .await
+            .expect_err("sha1 disagrees");
+        assert_eq!(err.kind(), ErrorKind::IntegrityMismatch);
+        assert!(err.to_string().contains("sha1-"), "{err}");
+        assert!(!store
+            .contains(&Integrity::from(get(&right, Algorithm::Sha512)))
+            .await
+            .unwrap_or(true));
+
+        // Only the md5 (CouchDB's attachment digest) is wrong.
+        let mut offered = Integrity::from(get(&right, Algorithm::Sha512));
+        offered.push(get(&right, Algorithm::Sha1));
+        offered.push(get(&wrong, Algorithm::Md5));
+        let err = store
+            .put_bytes(&data[..], &PutOptions::expect(offered).require_all())
+            .await
+            .expect_err("md5 disagrees");
+        assert!(err.to_string().contains("md5-"), "{err}");
+
+        // All right: stored, and md5 was computed in the same pass.
+        let mut offered = Integrity::from(get(&right, Algorithm::Md5));
+        offered.push(get(&right, Algorithm::Sha1));
+        offered.push(get(&right, Algorithm::Sha512));
+        let put = store
+            .put_bytes(&data[..], &PutOptions::expect(offered).require_all())
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(put.stored);
+    }
+}
+
+/// Refuses a report naming another package than [`PutOptions::expect_package`].
+fn check_package(
+    report: Option<crate::tarball::Report>,
+    options: &PutOptions,
+    what: &str,
+) -> Result<Option<crate::tarball::Report>> {
+    let (Some(r), Some((name, version))) = (&report, &options.expect_package) else {
+        return Ok(report);
+    };
+    let clean = |v: &str| v.trim().trim_start_matches(['v', '=']).to_string();
+    if r.name == *name && clean(&r.version) == clean(version) {
+        return Ok(report);
+    }
+    Err(Error::PackageMismatch {
+        what: what.to_string(),
+        expected: format!("{name}@{version}"),
+        actual: format!("{}@{}", r.name, r.version),
+    })
+}

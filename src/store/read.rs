@@ -1,0 +1,192 @@
+//! Reading bytes out: a stream that is verified as it is read.
+//!
+//! The stream hashes every byte of the blob, and holds back the last chunk it would emit until the
+//! hash is checked: a consumer (or an HTTP client, or a CDN) therefore never sees a clean end of a
+//! body whose bytes do not match; a corrupt blob ends in an error instead. Ranges are verified too,
+//! by reading the whole blob and emitting only the range.
+
+use std::ops::Range;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use futures::stream::BoxStream;
+use futures::{Stream, StreamExt};
+
+use crate::backend::ByteStream;
+use crate::integrity::{Algorithm, Hash, StreamHasher};
+use crate::{Error, Result};
+
+/// A verified stream of a blob's bytes (or of a range of them).
+pub struct BlobStream {
+    inner: BoxStream<'static, Result<Bytes>>,
+    len: u64,
+    size: u64,
+}
+
+impl BlobStream {
+    /// How many bytes this stream yields (the range length, or the blob size).
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// Whether the stream yields no bytes.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The whole blob's size.
+    pub fn blob_size(&self) -> u64 {
+        self.size
+    }
+
+    /// Reads everything into memory (verified). For small blobs and tests.
+    pub async fn bytes(mut self) -> Result<Bytes> {
+        let mut out = bytes::BytesMut::with_capacity(usize::try_from(self.len).unwrap_or(0));
+        while let Some(chunk) = self.next().await {
+            out.extend_from_slice(&chunk?);
+        }
+        Ok(out.freeze())
+    }
+
+    /// Converts into an `AsyncRead`; verification errors surface as `io::Error`s wrapping
+    /// [`Error`] (recover them with [`Error::from_io`]).
+    pub fn into_async_read(self) -> impl tokio::io::AsyncRead + Send + Unpin {
+        tokio_util::io::StreamReader::new(self.map(|r| r.map_err(Error::into_io)))
+    }
+}
+
+impl Stream for BlobStream {
+    type Item = Result<Bytes>;
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.inner.poll_next_unpin(cx)
+    }
+}
+
+struct Verify {
+    source: ByteStream,
+    hasher: Option<StreamHasher>,
+    expect: Vec<Hash>,
+    address: String,
+    /// Blob offset of the next byte the source yields.
+    pos: u64,
+    size: u64,
+    range: Range<u64>,
+    held: Option<Bytes>,
+    done: bool,
+}
+
+/// Wraps a backend stream of the *whole* blob so that it yields `range` and ends in an error unless
+/// every hash in `expect` matches.
+pub(crate) fn verify(
+    source: ByteStream,
+    size: u64,
+    range: Range<u64>,
+    expect: Vec<Hash>,
+    address: String,
+) -> BlobStream {
+    let algorithms: Vec<Algorithm> = expect.iter().map(Hash::algorithm).collect();
+    let state = Verify {
+        source,
+        hasher: Some(StreamHasher::new(&algorithms)),
+        expect,
+        address,
+        pos: 0,
+        size,
+        range: range.clone(),
+        held: None,
+        done: false,
+    };
+    let inner = futures::stream::unfold(state, |mut st| async move {
+        let item = st.step().await?;
+        Some((item, st))
+    })
+    .boxed();
+    BlobStream {
+        inner,
+        len: range.end - range.start,
+        size,
+    }
+}
+
+impl Verify {
+    async fn step(&mut self) -> Option<Result<Bytes>> {
+        loop {
+            if self.done {
+                return self.held.take().map(Ok);
+            }
+            match self.source.next().await {
+                Some(Ok(chunk)) => {
+                    let start = self.pos;
+                    self.pos += chunk.len() as u64;
+                    let Some(hasher) = self.hasher.as_mut() else {
+                        return self.fail(Error::InvalidInput("verifier used after end".into()));
+                    };
+                    if let Err(e) = hasher.update(chunk.clone()).await {
+                        return self.fail(e);
+                    }
+                    let lo = self.range.start.max(start);
+                    let hi = self.range.end.min(self.pos);
+                    if lo < hi {
+                        // In bounds of `chunk` by construction of lo and hi.
+                        let piece = chunk.slice((lo - start) as usize..(hi - start) as usize);
+                        if let Some(prev) = self.held.replace(piece) {
+                            return Some(Ok(prev));
+                        }
+                    }
+                }
+                Some(Err(e)) => return self.fail(e),
+                None => {
+                    self.done = true;
+                    match self.check().await {
+                        Ok(()) => return self.held.take().map(Ok),
+                        Err(e) => {
+                            self.held = None;
+                            return Some(Err(e));
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn fail(&mut self, e: Error) -> Option<Result<Bytes>> {
+        self.done = true;
+        self.held = None;
+        Some(Err(e))
+    }
+
+    async fn check(&mut self) -> Result<()> {
+        let Some(hasher) = self.hasher.take() else {
+            return Err(Error::InvalidInput("verifier used after end".into()));
+        };
+        let got = hasher.finish().await?;
+        if got.size != self.size {
+            return Err(Error::Corrupt {
+                address: self.address.clone(),
+                expected: format!("{} bytes", self.size),
+                actual: format!("{} bytes", got.size),
+            });
+        }
+        for want in &self.expect {
+            match got.get(want.algorithm()) {
+                Some(h) if h.same_digest(want) => {}
+                Some(h) => {
+                    tracing::warn!(address = %self.address, expected = %want, actual = %h, "stored blob is corrupt");
+                    return Err(Error::Corrupt {
+                        address: self.address.clone(),
+                        expected: want.to_string(),
+                        actual: h.to_string(),
+                    });
+                }
+                None => {
+                    return Err(Error::InvalidInput(format!(
+                        "{} was not computed",
+                        want.algorithm()
+                    )))
+                }
+            }
+        }
+        Ok(())
+    }
+}
