@@ -1,0 +1,249 @@
+//! The blob commands: put, get, has, stat, ls, rm, fsck.
+
+use std::path::{Path, PathBuf};
+
+use futures::StreamExt;
+use tarvault::{Error, FsckOptions, Integrity, PutOptions, PutOutcome, Store};
+use tokio::io::AsyncWriteExt;
+
+use super::exit;
+use super::output::{json_line, BlobLine, PutLine};
+
+/// Files committed together by one group commit.
+const BATCH: usize = 128;
+/// Read size for input files.
+const READ_CAPACITY: usize = 256 * 1024;
+
+fn address(text: &str) -> Result<Integrity, Error> {
+    Integrity::parse_address(text)
+}
+
+pub(crate) async fn put(
+    store: &Store,
+    expect: Option<&str>,
+    json: bool,
+    tarball: bool,
+    files: &[PathBuf],
+) -> Result<u8, Error> {
+    let expected = expect.map(address).transpose()?;
+    let options_for = |name: &str| PutOptions {
+        expected: expected.clone(),
+        label: Some(name.to_string()),
+        inspect: tarball.then(tarvault::tarball::Policy::default),
+        ..PutOptions::default()
+    };
+    let mut status = exit::OK;
+    let mut report = |name: &str, result: Result<PutOutcome, Error>| match result {
+        Ok(out) => {
+            if json {
+                json_line(&PutLine::new(
+                    name,
+                    &out.digests,
+                    out.stored,
+                    out.report.as_ref(),
+                ));
+            } else {
+                let package = out
+                    .report
+                    .as_ref()
+                    .map(|r| format!(" {}@{}", r.name, r.version))
+                    .unwrap_or_default();
+                println!(
+                    "{} {} {} {}{package}",
+                    out.digests.integrity(),
+                    if out.stored { "stored" } else { "present" },
+                    out.digests.size,
+                    name
+                );
+            }
+        }
+        Err(e) => {
+            eprintln!("tarvault: error: {e}");
+            if status == exit::OK {
+                status = super::exit_status(&e);
+            }
+        }
+    };
+    let single = files.len() == 1 || files.iter().any(|f| f.as_os_str() == "-");
+    if single {
+        for f in files {
+            let name = f.display().to_string();
+            let result = if f.as_os_str() == "-" {
+                let stdin =
+                    tokio_util::io::ReaderStream::with_capacity(tokio::io::stdin(), READ_CAPACITY);
+                store.put(stdin, &options_for("-")).await
+            } else {
+                store.put_file(f, &options_for(&name)).await
+            };
+            report(&name, result);
+        }
+        return Ok(status);
+    }
+    for group in files.chunks(BATCH) {
+        let mut inputs = Vec::with_capacity(group.len());
+        let mut names = Vec::with_capacity(group.len());
+        for f in group {
+            let name = f.display().to_string();
+            match tokio::fs::File::open(f).await {
+                Ok(file) => {
+                    inputs.push((
+                        tokio_util::io::ReaderStream::with_capacity(file, READ_CAPACITY),
+                        options_for(&name),
+                    ));
+                    names.push(name);
+                }
+                Err(e) => report(
+                    &name,
+                    Err(Error::Input(std::io::Error::new(
+                        e.kind(),
+                        format!("open {name}: {e}"),
+                    ))),
+                ),
+            }
+        }
+        for (name, result) in names.iter().zip(store.put_batch(inputs).await) {
+            report(name, result);
+        }
+    }
+    Ok(status)
+}
+
+pub(crate) async fn get(store: &Store, text: &str, output: Option<&Path>) -> Result<u8, Error> {
+    let addr = address(text)?;
+    let mut stream = store.get(&addr).await?;
+    match output {
+        None => {
+            let mut out = tokio::io::stdout();
+            while let Some(chunk) = stream.next().await {
+                out.write_all(&chunk?).await.map_err(|e| {
+                    Error::Input(std::io::Error::new(e.kind(), format!("stdout: {e}")))
+                })?;
+            }
+            out.flush()
+                .await
+                .map_err(|e| Error::Input(std::io::Error::new(e.kind(), format!("stdout: {e}"))))?;
+        }
+        Some(path) => write_verified_file(&mut stream, path).await?,
+    }
+    Ok(exit::OK)
+}
+
+/// Writes to a temp file beside `path` and renames it into place only once every byte verified.
+async fn write_verified_file(stream: &mut tarvault::BlobStream, path: &Path) -> Result<(), Error> {
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let tmp = tempfile::Builder::new()
+        .prefix(".tarvault-get-")
+        .tempfile_in(dir)
+        .map_err(|e| io_error("create temp in", dir, e))?;
+    let (file, tmp_path) = tmp.into_parts();
+    let mut file = tokio::fs::File::from_std(file);
+    while let Some(chunk) = stream.next().await {
+        // On error `tmp_path` is dropped, which deletes the temp file.
+        let chunk = chunk?;
+        file.write_all(&chunk)
+            .await
+            .map_err(|e| io_error("write", path, e))?;
+    }
+    file.flush().await.map_err(|e| io_error("write", path, e))?;
+    drop(file);
+    tmp_path
+        .persist(path)
+        .map_err(|e| io_error("rename to", path, e.error))?;
+    Ok(())
+}
+
+fn io_error(op: &str, path: &Path, e: std::io::Error) -> Error {
+    Error::Input(std::io::Error::new(
+        e.kind(),
+        format!("{op} {}: {e}", path.display()),
+    ))
+}
+
+pub(crate) async fn has(store: &Store, text: &str) -> Result<u8, Error> {
+    let addr = address(text)?;
+    if store.contains(&addr).await? {
+        Ok(exit::OK)
+    } else {
+        eprintln!("tarvault: not found: {addr}");
+        Ok(exit::NOT_FOUND)
+    }
+}
+
+pub(crate) async fn stat(store: &Store, text: &str, json: bool) -> Result<u8, Error> {
+    let info = store.stat(&address(text)?).await?;
+    let line = BlobLine::from(&info);
+    if json {
+        json_line(&line);
+    } else {
+        println!("integrity {}", line.integrity);
+        if let Some(s) = &line.shasum {
+            println!("shasum    {s}");
+        }
+        if let Some(b) = &line.blake3 {
+            println!("blake3    {b}");
+        }
+        println!("size      {}", line.size);
+    }
+    Ok(exit::OK)
+}
+
+pub(crate) async fn ls(store: &Store, json: bool) -> Result<u8, Error> {
+    let mut all = store.list_info();
+    while let Some(info) = all.next().await {
+        let line = BlobLine::from(&info?);
+        if json {
+            json_line(&line);
+        } else {
+            println!("{} {}", line.integrity, line.size);
+        }
+    }
+    Ok(exit::OK)
+}
+
+pub(crate) async fn rm(store: &Store, text: &str) -> Result<u8, Error> {
+    let addr = address(text)?;
+    if store.delete(&addr).await? {
+        Ok(exit::OK)
+    } else {
+        Err(Error::NotFound {
+            address: addr.to_string(),
+        })
+    }
+}
+
+pub(crate) async fn fsck(store: &Store, json: bool, quarantine: bool) -> Result<u8, Error> {
+    let report = store
+        .fsck(&FsckOptions {
+            quarantine,
+            ..FsckOptions::default()
+        })
+        .await?;
+    if json {
+        json_line(&report);
+    } else {
+        for c in &report.corrupt {
+            println!(
+                "corrupt {} found {}{}",
+                c.address,
+                c.found,
+                if c.quarantined { " (quarantined)" } else { "" }
+            );
+        }
+        println!(
+            "checked {} blobs ({} bytes): {} ok, {} corrupt; {} temp files removed",
+            report.checked,
+            report.bytes,
+            report.ok,
+            report.corrupt.len(),
+            report.temp_removed
+        );
+    }
+    Ok(if report.is_clean() {
+        exit::OK
+    } else {
+        exit::MISMATCH
+    })
+}

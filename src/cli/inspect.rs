@@ -1,0 +1,79 @@
+//! `tarvault inspect`: vet an npm package tarball without storing it.
+
+use std::path::Path;
+
+use serde::Serialize;
+use tarvault::tarball::{inspect_stream, Policy, Report, TarballError};
+use tarvault::Error;
+
+use super::exit;
+use super::output::json_line;
+
+#[derive(Serialize)]
+struct Verdict<'a> {
+    file: String,
+    verdict: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none", flatten)]
+    report: Option<&'a Report>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    kind: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<String>,
+}
+
+pub(crate) async fn run(file: &Path, json: bool) -> Result<u8, Error> {
+    let name = file.display().to_string();
+    let result = if file.as_os_str() == "-" {
+        let input = tokio_util::io::ReaderStream::with_capacity(tokio::io::stdin(), 256 * 1024);
+        inspect_stream(input, Policy::default()).await
+    } else {
+        let f = tokio::fs::File::open(file).await.map_err(|e| {
+            Error::Input(std::io::Error::new(e.kind(), format!("open {name}: {e}")))
+        })?;
+        let input = tokio_util::io::ReaderStream::with_capacity(f, 256 * 1024);
+        inspect_stream(input, Policy::default()).await
+    };
+    match result {
+        Ok(report) => {
+            if json {
+                json_line(&Verdict {
+                    file: name,
+                    verdict: "accepted",
+                    report: Some(&report),
+                    kind: None,
+                    reason: None,
+                });
+            } else {
+                println!(
+                    "accepted {}@{} ({} entries, {} bytes unpacked, root {}/)",
+                    report.name,
+                    report.version,
+                    report.entry_count,
+                    report.unpacked_size,
+                    report.root
+                );
+                for w in &report.warnings {
+                    println!("warning: {w}");
+                }
+            }
+            Ok(exit::OK)
+        }
+        Err(TarballError::Io(e)) => Err(Error::Input(std::io::Error::new(
+            e.kind(),
+            format!("{name}: {e}"),
+        ))),
+        Err(e) => {
+            if json {
+                json_line(&Verdict {
+                    file: name.clone(),
+                    verdict: "rejected",
+                    report: None,
+                    kind: Some(e.kind().as_str()),
+                    reason: Some(e.to_string()),
+                });
+            }
+            eprintln!("tarvault: rejected {name}: {e}");
+            Ok(exit::REJECTED)
+        }
+    }
+}

@@ -1,0 +1,195 @@
+//! Argument parsing, the runtime, and the mapping from errors to exit statuses.
+
+mod blobs;
+mod inspect;
+#[cfg(feature = "migrate")]
+mod migrate;
+mod output;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use tarvault::{Error, ErrorKind, Store};
+
+/// Exit statuses, as documented in the README.
+pub(crate) mod exit {
+    pub const OK: u8 = 0;
+    pub const OTHER: u8 = 1;
+    pub const USAGE: u8 = 2;
+    pub const NOT_FOUND: u8 = 3;
+    pub const MISMATCH: u8 = 4;
+    pub const REJECTED: u8 = 5;
+    /// `migrate` finished, but some documents or tarballs failed (listed in its summary).
+    #[cfg(feature = "migrate")]
+    pub const INCOMPLETE: u8 = 6;
+    /// `migrate` was stopped by a signal before the end of the feed (it resumes from its state).
+    #[cfg(feature = "migrate")]
+    pub const INTERRUPTED: u8 = 130;
+}
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "tarvault",
+    version,
+    about = "Content-addressed, verified storage for package tarballs"
+)]
+struct Cli {
+    /// Where the store is: a directory, file:///dir[?fsync=false], memory:, s3://bucket/prefix or
+    /// manta://... (default: $TARVAULT_STORE, else ./tarvault-store).
+    #[arg(long, global = true, env = "TARVAULT_STORE")]
+    store: Option<String>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Store files (or `-` for standard input), verified; prints their digests.
+    Put {
+        /// Fail (and store nothing) unless the bytes match this integrity (or 40-hex shasum).
+        #[arg(long, value_name = "INTEGRITY")]
+        expect: Option<String>,
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+        /// Inspect each file as an npm package tarball while storing it; refuse (exit 5) a hostile
+        /// or malformed one.
+        #[arg(long)]
+        tarball: bool,
+        /// Files to store; `-` is standard input. Several files are committed as one durable batch.
+        #[arg(required = true, value_name = "FILE")]
+        files: Vec<PathBuf>,
+    },
+    /// Inspect an npm package tarball (no store needed): name, version, entries, unpacked size, and
+    /// a verdict. Exit 5 when it is rejected.
+    Inspect {
+        /// As JSON.
+        #[arg(long)]
+        json: bool,
+        /// The .tgz file (`-` for standard input).
+        file: PathBuf,
+    },
+    /// Write a blob's verified bytes to standard output or to a file.
+    Get {
+        /// An integrity string or a 40-hex npm shasum.
+        address: String,
+        /// Write here instead; the file only appears if every byte verified.
+        #[arg(short, long, value_name = "FILE")]
+        output: Option<PathBuf>,
+    },
+    /// Exit 0 if the blob is stored, 3 if not.
+    Has {
+        /// An integrity string or a 40-hex npm shasum.
+        address: String,
+    },
+    /// Show a blob's digests and size.
+    Stat {
+        /// An integrity string or a 40-hex npm shasum.
+        address: String,
+        /// As JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List stored blobs.
+    Ls {
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delete a blob.
+    Rm {
+        /// An integrity string or a 40-hex npm shasum.
+        address: String,
+    },
+    /// Re-hash every blob; report corrupt ones (exit 4) and rebuild the alias index.
+    Fsck {
+        /// As JSON.
+        #[arg(long)]
+        json: bool,
+        /// Move corrupt blobs to quarantine.
+        #[arg(long)]
+        quarantine: bool,
+    },
+    /// Move tarballs from another registry into the store (exit 6 if any failed).
+    #[cfg(feature = "migrate")]
+    #[command(subcommand)]
+    Migrate(migrate::MigrateCommand),
+}
+
+/// Parses arguments, runs the command, and turns errors into one line and an exit status.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("tarvault: error: cannot start runtime: {e}");
+            return ExitCode::from(exit::OTHER);
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("tarvault: error: {e}");
+            ExitCode::from(exit_status(&e))
+        }
+    }
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("TARVAULT_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("error"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+/// The exit status for an error.
+pub(crate) fn exit_status(e: &Error) -> u8 {
+    match e.kind() {
+        ErrorKind::InvalidInput | ErrorKind::Config => exit::USAGE,
+        ErrorKind::NotFound => exit::NOT_FOUND,
+        ErrorKind::IntegrityMismatch | ErrorKind::Corrupt => exit::MISMATCH,
+        ErrorKind::Rejected => exit::REJECTED,
+        _ => exit::OTHER,
+    }
+}
+
+async fn run(cli: Cli) -> Result<u8, Error> {
+    if let Command::Inspect { json, file } = &cli.command {
+        return inspect::run(file, *json).await;
+    }
+    let spec = cli.store.unwrap_or_else(|| "tarvault-store".to_string());
+    #[cfg(feature = "migrate")]
+    let command = match cli.command {
+        // Opens its own store (`--to` overrides `--store`).
+        Command::Migrate(m) => return migrate::run(m, spec).await,
+        other => other,
+    };
+    #[cfg(not(feature = "migrate"))]
+    let command = cli.command;
+    let store = Store::open(&spec).await?;
+    match command {
+        Command::Put {
+            expect,
+            json,
+            tarball,
+            files,
+        } => blobs::put(&store, expect.as_deref(), json, tarball, &files).await,
+        Command::Inspect { .. } => Ok(exit::USAGE),
+        Command::Get { address, output } => blobs::get(&store, &address, output.as_deref()).await,
+        Command::Has { address } => blobs::has(&store, &address).await,
+        Command::Stat { address, json } => blobs::stat(&store, &address, json).await,
+        Command::Ls { json } => blobs::ls(&store, json).await,
+        Command::Rm { address } => blobs::rm(&store, &address).await,
+        Command::Fsck { json, quarantine } => blobs::fsck(&store, json, quarantine).await,
+        #[cfg(feature = "migrate")]
+        Command::Migrate(_) => Err(Error::InvalidInput("unreachable: migrate".into())),
+    }
+}

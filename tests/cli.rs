@@ -1,0 +1,333 @@
+//! The `tarvault` command line: outputs and exit statuses as documented.
+
+mod common;
+
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+use common::{corpus, corpus_dir, sha1_hex, sha512_sri};
+
+const BIN: &str = env!("CARGO_BIN_EXE_tarvault");
+
+fn tv(store: &Path, args: &[&str]) -> Output {
+    Command::new(BIN)
+        .arg("--store")
+        .arg(store)
+        .args(args)
+        .env_remove("TARVAULT_STORE")
+        .output()
+        .expect("run tarvault")
+}
+
+fn tv_stdin(store: &Path, args: &[&str], input: &[u8]) -> Output {
+    let mut child = Command::new(BIN)
+        .arg("--store")
+        .arg(store)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(input)
+        .expect("write");
+    child.wait_with_output().expect("wait")
+}
+
+fn json_lines(out: &Output) -> Vec<serde_json::Value> {
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json line"))
+        .collect()
+}
+
+#[test]
+fn put_json_then_every_command() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = dir.path().join("store");
+    let entries: Vec<_> = corpus().into_iter().take(5).collect();
+    let files: Vec<String> = entries
+        .iter()
+        .map(|e| corpus_dir().join(&e.file).display().to_string())
+        .collect();
+    let mut args = vec!["put", "--json"];
+    args.extend(files.iter().map(String::as_str));
+    let out = tv(&store, &args);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines = json_lines(&out);
+    assert_eq!(lines.len(), 5);
+    for (line, e) in lines.iter().zip(&entries) {
+        assert_eq!(line["integrity"], e.registry_integrity.as_str());
+        assert_eq!(line["shasum"], e.registry_shasum.as_str());
+        assert_eq!(line["size"], e.size);
+        assert_eq!(line["stored"], true);
+        assert_eq!(line["blake3"].as_str().map(str::len), Some(64));
+        assert!(line["file"].as_str().expect("file").ends_with(&e.file));
+    }
+    // Again: nothing new stored.
+    let again = json_lines(&tv(&store, &args));
+    assert!(again.iter().all(|l| l["stored"] == false));
+
+    let e = &entries[0];
+    let bytes = std::fs::read(corpus_dir().join(&e.file)).expect("read");
+    for address in [e.registry_integrity.as_str(), e.registry_shasum.as_str()] {
+        let got = tv(&store, &["get", address]);
+        assert!(got.status.success());
+        assert_eq!(got.stdout, bytes);
+        assert_eq!(tv(&store, &["has", address]).status.code(), Some(0));
+    }
+    let out_file = dir.path().join("out.tgz");
+    let got = tv(
+        &store,
+        &[
+            "get",
+            &e.registry_shasum,
+            "-o",
+            out_file.to_str().expect("utf8"),
+        ],
+    );
+    assert!(got.status.success());
+    assert_eq!(std::fs::read(&out_file).expect("written"), bytes);
+
+    let stat = json_lines(&tv(&store, &["stat", "--json", &e.registry_shasum]));
+    assert_eq!(stat[0]["integrity"], e.registry_integrity.as_str());
+    assert_eq!(stat[0]["shasum"], e.registry_shasum.as_str());
+    assert_eq!(stat[0]["size"], e.size);
+
+    let ls = json_lines(&tv(&store, &["ls", "--json"]));
+    assert_eq!(ls.len(), 5);
+
+    let rm = tv(&store, &["rm", &e.registry_integrity]);
+    assert_eq!(rm.status.code(), Some(0));
+    assert_eq!(
+        tv(&store, &["has", &e.registry_integrity]).status.code(),
+        Some(3)
+    );
+    assert_eq!(
+        tv(&store, &["rm", &e.registry_integrity]).status.code(),
+        Some(3)
+    );
+
+    let fsck = json_lines(&tv(&store, &["fsck", "--json"]));
+    assert_eq!(fsck[0]["checked"], 4);
+    assert_eq!(fsck[0]["ok"], 4);
+}
+
+#[test]
+fn stdin_and_expect() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = dir.path().join("store");
+    let data = common::noise(300_000, 1);
+    let ok = tv_stdin(
+        &store,
+        &["put", "--json", "--expect", &sha512_sri(&data), "-"],
+        &data,
+    );
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    assert_eq!(json_lines(&ok)[0]["file"], "-");
+
+    let other = common::noise(10, 2);
+    let bad = tv_stdin(&store, &["put", "--expect", &sha1_hex(&other), "-"], &data);
+    assert_eq!(bad.status.code(), Some(4));
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(
+        err.contains("expected sha1-") && err.contains("found sha1-"),
+        "{err}"
+    );
+}
+
+#[test]
+fn exit_statuses() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = dir.path().join("store");
+    // Usage.
+    assert_eq!(tv(&store, &["frobnicate"]).status.code(), Some(2));
+    assert_eq!(
+        tv(&store, &["get", "sha512-notbase64!"]).status.code(),
+        Some(2)
+    );
+    assert_eq!(tv(&store, &["get", "sha3-abc"]).status.code(), Some(2));
+    // Not found.
+    let missing = sha512_sri(b"missing");
+    let out = tv(&store, &["get", &missing]);
+    assert_eq!(out.status.code(), Some(3));
+    assert!(String::from_utf8_lossy(&out.stderr).contains(&missing));
+    // Missing input file: 1.
+    assert_eq!(
+        tv(&store, &["put", "/nonexistent/file"]).status.code(),
+        Some(1)
+    );
+    // Bad store scheme: usage/config.
+    let out = Command::new(BIN)
+        .args(["--store", "gopher://x", "ls"])
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn corrupt_blob_get_writes_no_file_and_exits_4() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = dir.path().join("store");
+    let data = common::noise(2_500_000, 3);
+    let input = dir.path().join("in.bin");
+    std::fs::write(&input, &data).expect("write");
+    assert!(tv(&store, &["put", input.to_str().expect("utf8")])
+        .status
+        .success());
+    let blob = walk_one(&store.join("sha512"));
+    let mut bad = std::fs::read(&blob).expect("read");
+    bad[2_000_000] ^= 1;
+    let mut perms = std::fs::metadata(&blob).expect("meta").permissions();
+    #[allow(clippy::permissions_set_readonly_false)]
+    perms.set_readonly(false);
+    std::fs::set_permissions(&blob, perms).expect("chmod");
+    std::fs::write(&blob, bad).expect("corrupt");
+
+    let out_file = dir.path().join("out.bin");
+    let out = tv(
+        &store,
+        &[
+            "get",
+            &sha1_hex(&data),
+            "-o",
+            out_file.to_str().expect("utf8"),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(4));
+    assert!(
+        !out_file.exists(),
+        "no file appears for bytes that did not verify"
+    );
+    let leftovers: Vec<_> = std::fs::read_dir(dir.path())
+        .expect("ls")
+        .flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with(".tarvault-get-")
+        })
+        .collect();
+    assert!(leftovers.is_empty(), "temp output removed");
+    let stdout = tv(&store, &["get", &sha512_sri(&data)]);
+    assert_eq!(stdout.status.code(), Some(4));
+    assert!(
+        stdout.stdout.len() < data.len(),
+        "the last chunk is withheld"
+    );
+
+    let fsck = tv(&store, &["fsck", "--quarantine"]);
+    assert_eq!(fsck.status.code(), Some(4));
+    assert!(String::from_utf8_lossy(&fsck.stdout).contains("quarantined"));
+    assert_eq!(tv(&store, &["fsck"]).status.code(), Some(0));
+    assert_eq!(
+        tv(&store, &["has", &sha512_sri(&data)]).status.code(),
+        Some(3)
+    );
+}
+
+fn walk_one(dir: &Path) -> std::path::PathBuf {
+    let first = std::fs::read_dir(dir)
+        .expect("read")
+        .flatten()
+        .next()
+        .unwrap_or_else(|| panic!("no blob under {}", dir.display()))
+        .path();
+    if first.is_dir() {
+        walk_one(&first)
+    } else {
+        first
+    }
+}
+
+#[test]
+fn inspect_and_put_tarball() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = dir.path().join("store");
+    let e = corpus()
+        .into_iter()
+        .find(|e| e.name.starts_with('@'))
+        .expect("a scoped package in the corpus");
+    let file = corpus_dir().join(&e.file);
+    let file = file.to_str().expect("utf8");
+    let out = tv(&store, &["inspect", "--json", file]);
+    assert_eq!(out.status.code(), Some(0));
+    let v = &json_lines(&out)[0];
+    assert_eq!(v["verdict"], "accepted");
+    assert_eq!(v["name"], e.name.as_str());
+    assert_eq!(v["version"], e.version.as_str());
+    assert_eq!(v["entry_count"], e.entry_count);
+    assert_eq!(v["unpacked_size"], e.unpacked_size);
+
+    let put = json_lines(&tv(&store, &["put", "--tarball", "--json", file]));
+    assert_eq!(put[0]["package"]["name"], e.name.as_str());
+    assert_eq!(put[0]["integrity"], e.registry_integrity.as_str());
+
+    // A hostile tarball: rejected with exit 5, by inspect and by put --tarball, and not stored.
+    let evil = common::tarbuild::package_with(|t| {
+        t.file("package/../../etc/passwd", b"root");
+    });
+    let evil_path = dir.path().join("evil.tgz");
+    std::fs::write(&evil_path, &evil).expect("write");
+    let evil_path = evil_path.to_str().expect("utf8");
+    let out = tv(&store, &["inspect", "--json", evil_path]);
+    assert_eq!(out.status.code(), Some(5));
+    let v = &json_lines(&out)[0];
+    assert_eq!(v["verdict"], "rejected");
+    assert_eq!(v["kind"], "path_traversal");
+    let out = tv(&store, &["put", "--tarball", evil_path]);
+    assert_eq!(out.status.code(), Some(5));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("evil.tgz") && err.contains(".."), "{err}");
+    assert_eq!(json_lines(&tv(&store, &["ls", "--json"])).len(), 1);
+}
+
+#[test]
+fn store_specs() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let plain = dir.path().join("odd?name");
+    let url = format!("file://{}?fsync=false", dir.path().join("url").display());
+    let data = common::noise(1000, 9);
+    let input = dir.path().join("in.bin");
+    std::fs::write(&input, &data).expect("write");
+    for spec in [plain.to_str().expect("utf8"), url.as_str()] {
+        let out = Command::new(BIN)
+            .args(["--store", spec, "put"])
+            .arg(&input)
+            .output()
+            .expect("run");
+        assert!(
+            out.status.success(),
+            "{spec}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    assert!(plain.join("sha512").is_dir(), "a path with '?' is a path");
+    assert!(dir.path().join("url/sha512").is_dir());
+    let bad = Command::new(BIN)
+        .args(["--store", "file:///tmp/x?fsync=maybe", "ls"])
+        .output()
+        .expect("run");
+    assert_eq!(bad.status.code(), Some(2));
+    // TARVAULT_STORE is honoured when --store is absent.
+    let out = Command::new(BIN)
+        .args(["has", &sha512_sri(&data)])
+        .env("TARVAULT_STORE", &plain)
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(0));
+}
