@@ -1,0 +1,189 @@
+//! `cargo bench --bench migrate`: migration throughput against a plain sequential fetch of the same
+//! attachments from the same server, in the same run. The server is `$COUCH_URL` or a
+//! pouchdb-server started by `backends/couch/start.sh` (in memory), seeded with the corpus.
+//!
+//! The plain fetch is the floor a naive migrator cannot beat: one GET after another, bodies read
+//! and dropped. The migrator also hashes (md5, sha1, sha512, blake3), checks every digest and
+//! writes each tarball durably into a filesystem store (fsync on), so it only wins by overlapping
+//! those with the server's latency.
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+#[path = "../tests/migrate/seed.rs"]
+mod seed;
+#[path = "../tests/migrate/server.rs"]
+mod server;
+
+use std::time::{Duration, Instant};
+
+use tarvault::migrate::{CouchSource, MigrateOptions, Migration};
+use tarvault::Store;
+
+struct Row {
+    what: String,
+    secs: f64,
+    bytes: u64,
+    tarballs: u64,
+}
+
+fn main() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(bench());
+}
+
+async fn bench() {
+    let url = server::couch_url();
+    let couch = seed::Couch::new(&url);
+    let db = seed::db_name("bench");
+    couch.create_db(&db).await;
+    let packages = seed::corpus_packages();
+    let mut jobs = Vec::new();
+    for (name, versions) in &packages {
+        couch
+            .put_doc(&db, name, &seed::fullfat(name, versions, &[]))
+            .await;
+        for v in versions {
+            jobs.push((name.clone(), v.attachment.clone()));
+        }
+    }
+    let empty = seed::db_name("bench_empty");
+    couch.create_db(&empty).await;
+    let mut rows = Vec::new();
+    for round in 0..2 {
+        rows.push(plain_fetch(&url, &db, &jobs, round, 1).await);
+        rows.push(migrate(&url, &db, 8, true).await);
+    }
+    rows.push(migrate(&url, &db, 1, true).await);
+    rows.push(migrate(&url, &db, 8, false).await);
+    rows.push(plain_fetch(&url, &db, &jobs, 0, 8).await);
+    let mut fixed = migrate(&url, &empty, 8, true).await;
+    fixed.what = "migrate an empty database (fixed cost)".into();
+    rows.push(fixed);
+
+    let plain = rows
+        .iter()
+        .filter(|r| r.what.starts_with("plain sequential"))
+        .map(|r| r.secs)
+        .fold(f64::INFINITY, f64::min);
+    let adapters = reqwest::get(&url)
+        .await
+        .expect("GET /")
+        .json::<serde_json::Value>()
+        .await
+        .map(|v| v["pouchdb-adapters"].to_string())
+        .unwrap_or_else(|_| "?".into());
+    println!(
+        "\nmigrate: {} tarballs, {:.1} MiB, server {url} (adapters {adapters}), one run, {} cores\n",
+        jobs.len(),
+        rows[0].bytes as f64 / 1048576.0,
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
+    println!("| run | seconds | MiB/s | tarballs/s | time vs best plain fetch |");
+    println!("|---|---:|---:|---:|---:|");
+    for r in &rows {
+        println!(
+            "| {} | {:.2} | {:.1} | {:.0} | {:.2}x |",
+            r.what,
+            r.secs,
+            r.bytes as f64 / 1048576.0 / r.secs,
+            r.tarballs as f64 / r.secs,
+            r.secs / plain
+        );
+    }
+    let best8 = rows
+        .iter()
+        .filter(|r| r.what.contains("concurrency 8, fsync on"))
+        .map(|r| r.secs)
+        .fold(f64::INFINITY, f64::min);
+    println!(
+        "\nmigrator at concurrency 8 (fsync on) vs plain sequential fetch: {:.2}x the time ({})",
+        best8 / plain,
+        if best8 < plain {
+            "faster"
+        } else {
+            "NOT faster"
+        }
+    );
+}
+
+/// GETs on keep-alive connections, bodies read whole and dropped: one after another (the
+/// baseline), or `parallel` at a time (what the server can serve at most, for reference).
+async fn plain_fetch(
+    url: &str,
+    db: &str,
+    jobs: &[(String, String)],
+    round: usize,
+    parallel: usize,
+) -> Row {
+    use futures::StreamExt;
+    let http = reqwest::Client::builder()
+        .pool_idle_timeout(Duration::from_secs(2))
+        .build()
+        .expect("client");
+    let base = reqwest::Url::parse(url).expect("url");
+    let t = Instant::now();
+    let sizes: Vec<u64> = futures::stream::iter(jobs)
+        .map(|(id, att)| {
+            let mut u = base.clone();
+            u.path_segments_mut()
+                .expect("path")
+                .pop_if_empty()
+                .extend([db, id, att]);
+            let http = http.clone();
+            async move {
+                let body = http
+                    .get(u)
+                    .send()
+                    .await
+                    .and_then(|r| r.error_for_status())
+                    .expect("GET attachment")
+                    .bytes()
+                    .await
+                    .expect("body");
+                body.len() as u64
+            }
+        })
+        .buffer_unordered(parallel)
+        .collect()
+        .await;
+    let bytes = sizes.iter().sum();
+    Row {
+        what: if parallel == 1 {
+            format!("plain sequential fetch #{}", round + 1)
+        } else {
+            format!("plain fetch, {parallel} in parallel (reference)")
+        },
+        secs: t.elapsed().as_secs_f64(),
+        bytes,
+        tarballs: jobs.len() as u64,
+    }
+}
+
+async fn migrate(url: &str, db: &str, concurrency: usize, fsync: bool) -> Row {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let spec = format!("file://{}/store?fsync={fsync}", dir.path().display());
+    let store = Store::open(&spec).await.expect("store");
+    let source = CouchSource::parse(&format!("{url}/{db}")).expect("source");
+    let mut opts = MigrateOptions::new(dir.path().join("state.json"), dir.path().join("map.jsonl"));
+    opts.concurrency = concurrency;
+    let t = Instant::now();
+    let summary = Migration::new(source, store, opts)
+        .expect("migration")
+        .run()
+        .await
+        .expect("run");
+    let secs = t.elapsed().as_secs_f64();
+    assert!(summary.report.is_success(), "{:?}", summary.report.problems);
+    Row {
+        what: format!(
+            "migrate, concurrency {concurrency}, fsync {}",
+            if fsync { "on" } else { "off" }
+        ),
+        secs,
+        bytes: summary.run.bytes,
+        tarballs: summary.run.tarballs_ok(),
+    }
+}

@@ -1,0 +1,402 @@
+//! Migrating an npm registry out of CouchDB: every version's tarball, streamed from its attachment
+//! into a [`Store`], verified against every digest its document offers, resumable after a crash,
+//! with a mapping a registry server can serve the old tarball URLs from.
+//!
+//! The pieces, each a client of the one before:
+//! - [`couch`]: the HTTP client (credentials kept out of everything printed);
+//! - [`changes`]: the `_changes` feed in batches, then `longpoll` when following;
+//! - [`planner`]: one document → the tarballs to move and the outcomes decided by reading it;
+//! - `transfer`: one tarball → [`Store::put`] with `require_all`, retried when transient;
+//! - [`checkpoint`]: the state file and the in-order tracker; [`mapping`]: the JSON lines;
+//! - [`report`]: the counts and problems; [`progress`]: live counters for a front end.
+//!
+//! ```no_run
+//! # async fn demo() -> tarvault::Result<()> {
+//! use tarvault::migrate::{CouchSource, MigrateOptions, Migration};
+//! use tarvault::Store;
+//!
+//! let source = CouchSource::parse("http://127.0.0.1:5984/registry")?;
+//! let store = Store::open("/var/lib/tarvault").await?;
+//! let options = MigrateOptions::new("migrate-state.json", "migrate-map.jsonl");
+//! let summary = Migration::new(source, store, options)?.run().await?;
+//! println!("{} migrated, {} failed", summary.report.counts.migrated, summary.report.counts.failures());
+//! # Ok(()) }
+//! ```
+
+pub mod changes;
+pub mod checkpoint;
+pub mod couch;
+pub mod mapping;
+mod planner;
+pub mod progress;
+pub mod report;
+mod transfer;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::stream::FuturesUnordered;
+use futures::StreamExt;
+use tokio::sync::Semaphore;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+pub use changes::{ChangeRow, Seq};
+pub use checkpoint::State;
+pub use couch::{CouchClient, CouchSource};
+pub use mapping::MapEntry;
+pub use progress::{Progress, ProgressSnapshot};
+pub use report::{Counts, OutcomeKind, Problem, Report};
+
+use checkpoint::Tracker;
+use mapping::{Appended, MappingWriter};
+use transfer::{Context, Transferred};
+
+use crate::{Error, Result, Store};
+
+/// How to run a migration.
+#[derive(Debug, Clone)]
+pub struct MigrateOptions {
+    /// Tarballs in flight at once (downloads and puts). Documents in flight: twice this.
+    pub concurrency: usize,
+    /// The state file (created if missing).
+    pub state: PathBuf,
+    /// The mapping file (JSON lines; created if missing, appended to, cut back on resume).
+    pub map: PathBuf,
+    /// Start from this feed position instead of the state's (or the beginning).
+    pub since: Option<Seq>,
+    /// Keep following the feed (`longpoll`) after catching up, until stopped.
+    pub follow: bool,
+    /// `_changes` rows per request.
+    pub batch: usize,
+    /// Save the state at least this often while documents complete...
+    pub checkpoint_interval: Duration,
+    /// ...and after this many documents.
+    pub checkpoint_docs: u64,
+    /// Inspect each tarball under this policy while it streams in ([`crate::tarball`]): a
+    /// tarball the policy rejects is not stored, and one whose package.json names another
+    /// package or version is not mapped. Both are failures.
+    pub inspect: Option<crate::tarball::Policy>,
+}
+
+impl MigrateOptions {
+    /// Defaults: concurrency 8, batches of 100 rows, a checkpoint every second or 500 documents.
+    pub fn new(state: impl Into<PathBuf>, map: impl Into<PathBuf>) -> MigrateOptions {
+        MigrateOptions {
+            concurrency: 8,
+            state: state.into(),
+            map: map.into(),
+            since: None,
+            follow: false,
+            batch: 100,
+            checkpoint_interval: Duration::from_secs(1),
+            checkpoint_docs: 500,
+            inspect: None,
+        }
+    }
+}
+
+/// What a run did.
+#[derive(Debug, Clone)]
+pub struct Summary {
+    /// Everything since the migration began, across resumed runs.
+    pub report: Report,
+    /// This run alone.
+    pub run: Counts,
+    /// The checkpoint: every document up to here is done.
+    pub since: Option<Seq>,
+    /// Whether the run reached the end of the feed (always false with `follow` until stopped).
+    pub caught_up: bool,
+    /// Whether the run was stopped (signal, [`Stopper::stop`]) before the end.
+    pub interrupted: bool,
+    /// How long the run took.
+    pub elapsed: Duration,
+}
+
+/// Stops a running migration gracefully: no new documents are started, those in flight finish,
+/// the state is saved.
+#[derive(Debug, Clone)]
+pub struct Stopper(CancellationToken);
+
+impl Stopper {
+    /// Asks the migration to stop.
+    pub fn stop(&self) {
+        self.0.cancel();
+    }
+}
+
+/// A migration from one CouchDB database into one store.
+pub struct Migration {
+    client: CouchClient,
+    store: Store,
+    options: MigrateOptions,
+    progress: Arc<Progress>,
+    stop: CancellationToken,
+}
+
+/// One finished document, waiting for the documents before it.
+#[derive(Debug, Default)]
+struct DocDone {
+    /// Outcomes other than stored tarballs.
+    report: Report,
+    /// Verified tarballs; counted when their mapping lines are written.
+    stored: Vec<(OutcomeKind, MapEntry)>,
+}
+
+impl Migration {
+    /// Prepares a migration (nothing is read or written yet).
+    pub fn new(source: CouchSource, store: Store, options: MigrateOptions) -> Result<Migration> {
+        if options.concurrency == 0 || options.batch == 0 {
+            return Err(Error::InvalidInput(
+                "concurrency and batch must be at least 1".into(),
+            ));
+        }
+        Ok(Migration {
+            client: CouchClient::new(source)?,
+            store,
+            options,
+            progress: Arc::new(Progress::default()),
+            stop: CancellationToken::new(),
+        })
+    }
+
+    /// Live counters for a progress display.
+    pub fn progress(&self) -> Arc<Progress> {
+        self.progress.clone()
+    }
+
+    /// A handle that stops the run gracefully (for SIGINT/SIGTERM).
+    pub fn stopper(&self) -> Stopper {
+        Stopper(self.stop.clone())
+    }
+
+    /// Runs until the feed is exhausted (or, with `follow`, until stopped). `Err` means the run
+    /// stopped on something it could not get past (the server or the store failing after retries,
+    /// a state file for another source): everything before it is checkpointed, and a re-run
+    /// resumes there.
+    pub async fn run(&self) -> Result<Summary> {
+        let started = Instant::now();
+        let opts = &self.options;
+        let source = self.client.source();
+        let info = self.client.db_info().await?;
+        self.progress.set_docs_total(info.doc_count.unwrap_or(0));
+        let identity = source.identity();
+        let mut state = match State::load(&opts.state)? {
+            Some(s) if s.source != identity => {
+                return Err(Error::Config(format!(
+                    "state file {} belongs to a migration from {}, not {source}",
+                    opts.state.display(),
+                    s.source
+                )))
+            }
+            Some(s) => {
+                tracing::info!(since = ?s.since, "resuming from the state file");
+                s
+            }
+            None => {
+                // The state file exists before the mapping gets its first line, so a mapping with
+                // lines always has a state saying how many of them count.
+                let s = State::new(identity, None);
+                s.save(&opts.state)?;
+                s
+            }
+        };
+        if let Some(since) = &opts.since {
+            state.since = Some(since.clone());
+        }
+        state.caught_up = false;
+        let (map_path, keep) = (opts.map.clone(), state.map_len);
+        let mut map = tokio::task::spawn_blocking(move || MappingWriter::open(&map_path, keep))
+            .await
+            .map_err(|e| Error::InvalidInput(format!("mapping task failed: {e}")))??;
+        tracing::info!(source = %source, since = ?state.since, "migrating");
+
+        let ctx = Arc::new(Context {
+            client: self.client.clone(),
+            store: self.store.clone(),
+            permits: Arc::new(Semaphore::new(opts.concurrency)),
+            mapped: map.index(),
+            progress: self.progress.clone(),
+            inspect: opts.inspect.clone(),
+        });
+        let feed_stop = self.stop.child_token();
+        let mut rx = changes::spawn_feed(
+            self.client.clone(),
+            changes::FeedOptions {
+                since: state.since.clone(),
+                batch: opts.batch,
+                follow: opts.follow,
+            },
+            feed_stop.clone(),
+        );
+        let max_docs = opts.concurrency.saturating_mul(2).max(2);
+        // Finished documents held behind a slow one: bounded too, so memory stays bounded.
+        let max_pending = max_docs.saturating_mul(64).max(1024);
+        let mut tracker: Tracker<DocDone> = Tracker::default();
+        let mut in_flight: FuturesUnordered<JoinHandle<(u64, Result<DocDone>)>> =
+            FuturesUnordered::new();
+        let mut run = Counts::default();
+        let mut fatal: Option<Error> = None;
+        let mut feed_done = false;
+        let mut caught_up = false;
+        let mut last_save = Instant::now();
+        let mut unsaved: u64 = 0;
+
+        loop {
+            if feed_done && in_flight.is_empty() {
+                break;
+            }
+            tokio::select! {
+                biased;
+                Some(joined) = in_flight.next(), if !in_flight.is_empty() => {
+                    let (index, result) = joined.map_err(|e| {
+                        Error::InvalidInput(format!("document task failed: {e}"))
+                    }).unwrap_or_else(|e| (u64::MAX, Err(e)));
+                    match result {
+                        Ok(done) => {
+                            for (seq, done) in tracker.finish(index, done) {
+                                let counts = commit(&mut state, &mut map, seq, done)?;
+                                run.merge(&counts);
+                                unsaved += 1;
+                            }
+                        }
+                        Err(e) => {
+                            tracing::error!(error = %e, "stopping: a document could not be finished");
+                            fatal.get_or_insert(e);
+                            feed_stop.cancel();
+                            feed_done = true;
+                        }
+                    }
+                    if unsaved >= opts.checkpoint_docs {
+                        (state, map) = save(state, map, opts.state.clone()).await?;
+                        last_save = Instant::now();
+                        unsaved = 0;
+                    }
+                }
+                // Finished documents are saved within the interval even if nothing else finishes
+                // (a slow tarball ahead of them, an idle `--follow`).
+                _ = tokio::time::sleep_until((last_save + opts.checkpoint_interval).into()),
+                    if unsaved > 0 => {
+                    (state, map) = save(state, map, opts.state.clone()).await?;
+                    last_save = Instant::now();
+                    unsaved = 0;
+                }
+                _ = self.stop.cancelled(), if !feed_done => {
+                    tracing::info!("stop requested: finishing documents in flight");
+                    feed_done = true;
+                }
+                item = rx.recv(), if !feed_done
+                    && in_flight.len() < max_docs
+                    && tracker.in_flight() < max_pending => match item {
+                    None => {
+                        feed_done = true;
+                        caught_up = !self.stop.is_cancelled() && fatal.is_none();
+                    }
+                    Some(Err(e)) => {
+                        fatal.get_or_insert(e);
+                        feed_done = true;
+                    }
+                    Some(Ok(row)) => {
+                        let index = tracker.admit(row.seq.clone());
+                        let ctx = ctx.clone();
+                        in_flight.push(tokio::spawn(async move {
+                            (index, process_doc(&ctx, row).await)
+                        }));
+                    }
+                },
+            }
+        }
+        if caught_up && tracker.in_flight() == 0 {
+            state.caught_up = true;
+        }
+        let (state, _map) = save(state, map, opts.state.clone()).await?;
+        if let Some(e) = fatal {
+            return Err(e);
+        }
+        Ok(Summary {
+            report: state.report,
+            run,
+            since: state.since,
+            caught_up: state.caught_up,
+            interrupted: self.stop.is_cancelled(),
+            elapsed: started.elapsed(),
+        })
+    }
+}
+
+/// Reads one document's plan and moves its tarballs (each waiting for a permit).
+async fn process_doc(ctx: &Context, row: ChangeRow) -> Result<DocDone> {
+    let plan = planner::plan(&row);
+    // A packument can be large; only the plan is needed while tarballs download.
+    drop(row);
+    let mut done = DocDone::default();
+    done.report.counts.documents = 1;
+    for (kind, problem) in plan.decided {
+        done.report.record(kind, problem);
+    }
+    let results = futures::future::join_all(
+        plan.jobs
+            .into_iter()
+            .map(|job| transfer::transfer(ctx, job)),
+    )
+    .await;
+    for r in results {
+        match r? {
+            Transferred::Stored(kind, entry) => done.stored.push((kind, entry)),
+            Transferred::AlreadyMapped => done.report.record(OutcomeKind::AlreadyMapped, None),
+            Transferred::Failed(kind, problem) => done.report.record(kind, Some(problem)),
+        }
+    }
+    ctx.progress.doc_done(done.report.counts.failures());
+    Ok(done)
+}
+
+/// Writes a finished document's mapping lines and folds its outcomes into the state, which now
+/// covers it. Returns the counts it added.
+fn commit(state: &mut State, map: &mut MappingWriter, seq: Seq, done: DocDone) -> Result<Counts> {
+    let mut report = done.report;
+    for (kind, entry) in done.stored {
+        let size = entry.size;
+        match map.append(entry.clone())? {
+            Appended::Written => {
+                report.record(kind, None);
+                report.counts.bytes += size;
+            }
+            Appended::Duplicate => report.record(OutcomeKind::AlreadyMapped, None),
+            Appended::Conflict(old) => {
+                let mut p = Problem::doc(
+                    OutcomeKind::Conflict,
+                    &entry.name,
+                    "version already mapped to other bytes; mapping left as it was",
+                )
+                .with_version(&entry.version)
+                .with_file(&entry.file);
+                p.expected = Some(old.integrity);
+                p.actual = Some(entry.integrity);
+                report.record(OutcomeKind::Conflict, Some(p));
+            }
+        }
+    }
+    let counts = report.counts;
+    state.report.merge(report);
+    state.since = Some(seq);
+    Ok(counts)
+}
+
+/// Makes the mapping durable, then records its length and the report in the state file: in that
+/// order, so the state never vouches for lines that are not on disk.
+async fn save(
+    mut state: State,
+    mut map: MappingWriter,
+    path: PathBuf,
+) -> Result<(State, MappingWriter)> {
+    tokio::task::spawn_blocking(move || {
+        state.map_len = map.sync()?;
+        state.save(&path)?;
+        tracing::debug!(since = ?state.since, map_len = state.map_len, "checkpoint");
+        Ok((state, map))
+    })
+    .await
+    .map_err(|e| Error::InvalidInput(format!("checkpoint task failed: {e}")))?
+}

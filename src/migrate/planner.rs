@@ -1,0 +1,434 @@
+//! From one `_changes` row to the tarballs to move, and every outcome that is already decided by
+//! reading the document alone (deleted, unpublished, orphan and missing attachments, unreadable
+//! metadata).
+//!
+//! A version's attachment is named by the **last path segment of its `dist.tarball`**, as the
+//! registry couchapp's `package` show function, npm-fullfat-registry and npm-skim-registry all do
+//! — never rebuilt from name and version. Scoped packages add two wrinkles: the URL may encode
+//! the scope's slash (`@scope%2fname`), and later npm clients stored the attachment under
+//! `@scope/name-1.0.0.tgz` (with a slash) while the URL's last segment is `name-1.0.0.tgz`.
+
+use base64::Engine;
+use percent_encoding::percent_decode_str;
+use serde_json::{Map, Value};
+
+use super::changes::ChangeRow;
+use super::report::{OutcomeKind, Problem};
+use crate::integrity::{Algorithm, Hash, Integrity};
+
+/// One version's tarball to fetch, verify and store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct TarballJob {
+    /// The package name (the document id).
+    pub name: String,
+    /// The version (its key in `versions`).
+    pub version: String,
+    /// The tarball's file name: the last segment of `dist.tarball`, which old URLs end with.
+    pub file: String,
+    /// The attachment's key in the document (usually `file`).
+    pub attachment: String,
+    /// Every digest the document offers: the attachment's md5, `dist.shasum`, `dist.integrity`
+    /// (at least one).
+    pub expected: Integrity,
+    /// The attachment's `length`.
+    pub size: Option<u64>,
+    /// `dist.shasum`, lower-case, to recognise versions already mapped.
+    pub shasum: Option<String>,
+}
+
+impl TarballJob {
+    /// `name@version`, for errors and logs.
+    pub fn label(&self) -> String {
+        format!("{}@{} ({})", self.name, self.version, self.file)
+    }
+}
+
+/// What reading one document decided.
+#[derive(Debug, Default)]
+pub(crate) struct DocPlan {
+    /// Tarballs to move, in version order.
+    pub jobs: Vec<TarballJob>,
+    /// Outcomes decided without fetching anything.
+    pub decided: Vec<(OutcomeKind, Option<Problem>)>,
+}
+
+impl DocPlan {
+    fn decide(kind: OutcomeKind, problem: Problem) -> DocPlan {
+        DocPlan {
+            jobs: Vec::new(),
+            decided: vec![(kind, Some(problem))],
+        }
+    }
+}
+
+/// Plans one row of the feed.
+pub(crate) fn plan(row: &ChangeRow) -> DocPlan {
+    let id = row.id.as_str();
+    if row.deleted {
+        return DocPlan::decide(
+            OutcomeKind::Deleted,
+            Problem::doc(OutcomeKind::Deleted, id, "document deleted"),
+        );
+    }
+    if id.starts_with("_design/") {
+        return DocPlan::decide(
+            OutcomeKind::Design,
+            Problem::doc(OutcomeKind::Design, id, "design document skipped"),
+        );
+    }
+    let unreadable = |why: &str| {
+        DocPlan::decide(
+            OutcomeKind::Unreadable,
+            Problem::doc(OutcomeKind::Unreadable, id, why),
+        )
+    };
+    let Some(doc) = row.doc.as_ref() else {
+        return unreadable("the feed carried no document body");
+    };
+    let Some(doc) = doc.as_object() else {
+        return unreadable("document is not a JSON object");
+    };
+    let none = Map::new();
+    let attachments = match doc.get("_attachments") {
+        None | Some(Value::Null) => &none,
+        Some(Value::Object(m)) => m,
+        Some(_) => return unreadable("_attachments is not an object"),
+    };
+    let versions = match doc.get("versions") {
+        None | Some(Value::Null) => &none,
+        Some(Value::Object(m)) => m,
+        Some(_) => return unreadable("versions is not an object"),
+    };
+    let mut plan = DocPlan::default();
+    if versions.is_empty() {
+        let unpublished = doc
+            .get("time")
+            .and_then(Value::as_object)
+            .is_some_and(|t| t.contains_key("unpublished"));
+        let (kind, why) = if unpublished {
+            (OutcomeKind::Unpublished, "package unpublished")
+        } else {
+            (OutcomeKind::Empty, "document has no versions")
+        };
+        plan.decided.push((kind, Some(Problem::doc(kind, id, why))));
+    }
+    let mut used = std::collections::BTreeSet::new();
+    for (version, meta) in versions {
+        match plan_version(id, version, meta, attachments) {
+            Ok(job) => {
+                used.insert(job.attachment.clone());
+                plan.jobs.push(job);
+            }
+            Err(problem) => plan.decided.push((problem.kind, Some(*problem))),
+        }
+    }
+    for name in attachments.keys() {
+        if !used.contains(name) {
+            plan.decided.push((
+                OutcomeKind::Orphan,
+                Some(
+                    Problem::doc(
+                        OutcomeKind::Orphan,
+                        id,
+                        "attachment not referenced by any version's dist.tarball",
+                    )
+                    .with_file(name),
+                ),
+            ));
+        }
+    }
+    plan
+}
+
+/// Why a version cannot be moved (its `kind` says how it is counted).
+type Refusal = Box<Problem>;
+
+fn plan_version(
+    id: &str,
+    version: &str,
+    meta: &Value,
+    attachments: &Map<String, Value>,
+) -> Result<TarballJob, Refusal> {
+    let unreadable = |why: String| -> Refusal {
+        Box::new(Problem::doc(OutcomeKind::Unreadable, id, why).with_version(version))
+    };
+    let dist = meta
+        .get("dist")
+        .and_then(Value::as_object)
+        .ok_or_else(|| unreadable("version has no dist object".into()))?;
+    let tarball = dist
+        .get("tarball")
+        .and_then(Value::as_str)
+        .ok_or_else(|| unreadable("version has no dist.tarball".into()))?;
+    let (file, candidates) = attachment_candidates(id, tarball)
+        .ok_or_else(|| unreadable(format!("dist.tarball {tarball:?} names no file")))?;
+    let Some((attachment, stub)) = candidates
+        .iter()
+        .find_map(|c| attachments.get(c).map(|s| (c.clone(), s)))
+    else {
+        return Err(Box::new(
+            Problem::doc(
+                OutcomeKind::AttachmentMissing,
+                id,
+                format!("no attachment named by dist.tarball {tarball}"),
+            )
+            .with_version(version)
+            .with_file(&file),
+        ));
+    };
+    let unreadable = |why: String| -> Refusal { Box::new(unreadable(why).with_file(&file)) };
+    let mut expected: Vec<Hash> = Vec::new();
+    // CouchDB's md5 is of the bytes as stored; for an attachment stored gzipped that is the gzip
+    // stream, not the tarball we are sent, so it cannot be checked (npm-skim-registry distrusts it
+    // too). npm tarballs are octet-stream and never stored compressed.
+    let encoded = stub.get("encoding").is_some();
+    if let Some(d) = stub.get("digest").filter(|_| !encoded) {
+        let d = d
+            .as_str()
+            .ok_or_else(|| unreadable("attachment digest is not a string".into()))?;
+        expected.extend(md5_digest(d).map_err(unreadable)?);
+    }
+    let shasum = match dist.get("shasum") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) => {
+            let h = Hash::from_hex(Algorithm::Sha1, s)
+                .map_err(|_| unreadable(format!("dist.shasum {s:?} is not a sha1 hex digest")))?;
+            expected.push(h);
+            Some(s.trim().to_ascii_lowercase())
+        }
+        Some(_) => return Err(unreadable("dist.shasum is not a string".into())),
+    };
+    match dist.get("integrity") {
+        None | Some(Value::Null) => {}
+        Some(Value::String(s)) => {
+            let i = Integrity::parse(s)
+                .map_err(|e| unreadable(format!("dist.integrity is not usable: {e}")))?;
+            expected.extend(i.hashes().iter().cloned());
+        }
+        Some(_) => return Err(unreadable("dist.integrity is not a string".into())),
+    }
+    let size = stub.get("length").and_then(Value::as_u64);
+    let mut hashes = expected.into_iter();
+    let Some(first) = hashes.next() else {
+        // Storing bytes nothing vouches for would launder them into a verified store.
+        return Err(unreadable(
+            "no digest to verify against (no attachment md5, dist.shasum or dist.integrity)".into(),
+        ));
+    };
+    let mut expected = Integrity::from(first);
+    for h in hashes {
+        expected.push(h);
+    }
+    Ok(TarballJob {
+        name: id.to_string(),
+        version: version.to_string(),
+        file,
+        attachment,
+        expected,
+        size,
+        shasum,
+    })
+}
+
+/// Parses CouchDB's `md5-<base64>` attachment digest. Other prefixes are not CouchDB's and are
+/// ignored; a malformed md5 is an error.
+fn md5_digest(digest: &str) -> Result<Option<Hash>, String> {
+    let Some(b64) = digest.strip_prefix("md5-") else {
+        tracing::debug!(digest, "attachment digest is not md5; not checked");
+        return Ok(None);
+    };
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(b64)
+        .map_err(|_| format!("attachment digest {digest:?} is not base64"))?;
+    Hash::new(Algorithm::Md5, &bytes)
+        .map(Some)
+        .map_err(|_| format!("attachment digest {digest:?} is not an md5"))
+}
+
+/// The tarball's file name and the attachment keys it may be stored under, most likely first:
+/// the URL's last segment; what follows the last `/-/` (`@scope/name-1.0.0.tgz`); and the scope
+/// joined to the last segment.
+pub(crate) fn attachment_candidates(name: &str, tarball: &str) -> Option<(String, Vec<String>)> {
+    let path = match reqwest::Url::parse(tarball) {
+        Ok(u) => u.path().to_string(),
+        // Not absolute: a relative path, perhaps. Drop any query or fragment by hand.
+        Err(_) => tarball
+            .split(['?', '#'])
+            .next()
+            .unwrap_or_default()
+            .to_string(),
+    };
+    let path = percent_decode_str(&path).decode_utf8_lossy().into_owned();
+    let file = path
+        .rsplit('/')
+        .next()
+        .filter(|s| !s.is_empty())?
+        .to_string();
+    let mut candidates = vec![file.clone()];
+    if let Some((_, after)) = path.rsplit_once("/-/") {
+        if after != file && !after.is_empty() {
+            candidates.push(after.to_string());
+        }
+    }
+    if let Some((scope, _)) = name.split_once('/').filter(|(s, _)| s.starts_with('@')) {
+        let scoped = format!("{scope}/{file}");
+        if !candidates.contains(&scoped) {
+            candidates.push(scoped);
+        }
+    }
+    Some((file, candidates))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::migrate::changes::Seq;
+    use serde_json::json;
+
+    fn row(id: &str, doc: Value) -> ChangeRow {
+        ChangeRow {
+            seq: Seq(json!(1)),
+            id: id.into(),
+            deleted: false,
+            doc: Some(doc),
+        }
+    }
+
+    const MD5: &str = "md5-bG4AEU4AwoFfwK6uPaGvIw==";
+    const SHA1: &str = "7535345b2f0b1f8b5d6e8cd4d8e6e4bbd3ae4f1c";
+
+    #[test]
+    fn tarball_names_follow_the_url_basename() {
+        let c = |n: &str, t: &str| attachment_candidates(n, t);
+        assert_eq!(
+            c(
+                "left-pad",
+                "http://registry.npmjs.org/left-pad/-/left-pad-1.3.0.tgz"
+            ),
+            Some((
+                "left-pad-1.3.0.tgz".into(),
+                vec!["left-pad-1.3.0.tgz".into()]
+            ))
+        );
+        assert_eq!(
+            c(
+                "@babel/core",
+                "https://r.example/@babel/core/-/core-7.23.6.tgz"
+            ),
+            Some((
+                "core-7.23.6.tgz".into(),
+                vec!["core-7.23.6.tgz".into(), "@babel/core-7.23.6.tgz".into()]
+            ))
+        );
+        // Later npm clients: the attachment is `@scope/name-v.tgz`, the URL has it after `/-/`.
+        assert_eq!(
+            c("@sc/pk", "http://r/@sc%2fpk/-/@sc/pk-1.0.0.tgz"),
+            Some((
+                "pk-1.0.0.tgz".into(),
+                vec!["pk-1.0.0.tgz".into(), "@sc/pk-1.0.0.tgz".into()]
+            ))
+        );
+        // A tarball renamed by its publisher is still found by its URL, not by name-version.
+        assert_eq!(
+            c("x", "/x/-/weird-name.tgz?token=1"),
+            Some(("weird-name.tgz".into(), vec!["weird-name.tgz".into()]))
+        );
+        assert_eq!(c("x", "http://r/x/-/"), None);
+    }
+
+    #[test]
+    fn plans_versions_orphans_and_missing() {
+        let doc = json!({
+            "_id": "is-number", "name": "is-number",
+            "versions": {
+                "7.0.0": {"dist": {"shasum": SHA1, "tarball": "http://r/is-number/-/is-number-7.0.0.tgz",
+                    "integrity": "sha512-XI5MPzVNApjAyhQzphX8BkmKsKUxD4LdyK24iZeQGinBN9yTQT3bFlCBy/aVx2HrNcqQGsdot8ghrjyrvMCoEA=="}},
+                "8.0.0": {"dist": {"shasum": SHA1, "tarball": "http://r/is-number/-/is-number-8.0.0.tgz"}},
+                "9.0.0": {"dist": {"tarball": 7}},
+                "10.0.0": {"dist": {"shasum": "zz", "tarball": "http://r/is-number/-/is-number-7.0.0.tgz"}}
+            },
+            "_attachments": {
+                "is-number-7.0.0.tgz": {"content_type": "application/octet-stream", "digest": MD5, "length": 3730, "stub": true, "revpos": 1},
+                "is-number-6.0.0.tgz": {"digest": MD5, "length": 1, "stub": true}
+            }
+        });
+        let p = plan(&row("is-number", doc));
+        assert_eq!(p.jobs.len(), 1);
+        let j = &p.jobs[0];
+        assert_eq!(j.version, "7.0.0");
+        assert_eq!(j.size, Some(3730));
+        let e = j.expected.clone();
+        assert_eq!(
+            e.algorithms(),
+            vec![Algorithm::Sha512, Algorithm::Sha1, Algorithm::Md5]
+        );
+        let mut decided: Vec<(String, OutcomeKind)> = p
+            .decided
+            .iter()
+            .map(|(k, pr)| {
+                let pr = pr.clone().unwrap_or_else(|| panic!("problem"));
+                (pr.version.or(pr.file).unwrap_or_default(), *k)
+            })
+            .collect();
+        decided.sort_by(|a, b| a.0.cmp(&b.0));
+        assert_eq!(
+            decided,
+            vec![
+                ("10.0.0".into(), OutcomeKind::Unreadable), // bad shasum
+                ("8.0.0".into(), OutcomeKind::AttachmentMissing),
+                ("9.0.0".into(), OutcomeKind::Unreadable), // tarball not a string
+                ("is-number-6.0.0.tgz".into(), OutcomeKind::Orphan),
+            ]
+        );
+        let missing = p
+            .decided
+            .iter()
+            .find(|(k, _)| *k == OutcomeKind::AttachmentMissing)
+            .and_then(|(_, pr)| pr.clone())
+            .unwrap_or_else(|| panic!("missing"));
+        assert_eq!(missing.file.as_deref(), Some("is-number-8.0.0.tgz"));
+    }
+
+    #[test]
+    fn gzip_stored_attachments_skip_md5_but_keep_length() {
+        let doc = json!({"versions": {"1.0.0": {"dist": {"shasum": SHA1, "tarball": "http://r/a/-/a-1.0.0.tgz"}}},
+            "_attachments": {"a-1.0.0.tgz": {"digest": MD5, "length": 10, "encoding": "gzip", "encoded_length": 7, "stub": true}}});
+        let p = plan(&row("a", doc));
+        assert_eq!(p.jobs.len(), 1);
+        let e = p.jobs[0].expected.clone();
+        assert_eq!(e.algorithms(), vec![Algorithm::Sha1]);
+        assert_eq!(p.jobs[0].size, Some(10));
+    }
+
+    #[test]
+    fn document_level_outcomes() {
+        let kind = |r: ChangeRow| plan(&r).decided.first().map(|(k, _)| *k);
+        let mut deleted = row("gone", Value::Null);
+        deleted.deleted = true;
+        deleted.doc = None;
+        assert_eq!(kind(deleted), Some(OutcomeKind::Deleted));
+        assert_eq!(
+            kind(row("_design/app", json!({}))),
+            Some(OutcomeKind::Design)
+        );
+        assert_eq!(
+            kind(row(
+                "u",
+                json!({"name": "u", "time": {"unpublished": {"time": "2014-01-01"}}})
+            )),
+            Some(OutcomeKind::Unpublished)
+        );
+        assert_eq!(
+            kind(row("e", json!({"name": "e"}))),
+            Some(OutcomeKind::Empty)
+        );
+        assert_eq!(
+            kind(row("g", json!({"versions": "garbage"}))),
+            Some(OutcomeKind::Unreadable)
+        );
+        assert_eq!(kind(row("g", json!([1, 2]))), Some(OutcomeKind::Unreadable));
+        let mut no_body = row("n", Value::Null);
+        no_body.doc = None;
+        assert_eq!(kind(no_body), Some(OutcomeKind::Unreadable));
+    }
+}

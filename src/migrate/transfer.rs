@@ -1,0 +1,183 @@
+//! One tarball: stream the attachment from CouchDB straight into [`Store::put`], checking every
+//! digest the document offers, with retries for what may be transient.
+
+use std::sync::Arc;
+
+use futures::{StreamExt, TryStreamExt};
+use tokio::sync::Semaphore;
+
+use super::changes::backoff;
+use super::couch::{CouchClient, FetchError};
+use super::mapping::{MapEntry, MappedIndex};
+use super::planner::TarballJob;
+use super::progress::Progress;
+use super::report::{OutcomeKind, Problem};
+use crate::{Error, PutOptions, Store};
+
+/// Downloads of one tarball before its failure is taken as the server's real answer.
+const ATTEMPTS: u32 = 4;
+
+/// What the workers share.
+pub(crate) struct Context {
+    pub client: CouchClient,
+    pub store: Store,
+    /// Bounds tarballs in flight: the back-pressure on both the server and the store.
+    pub permits: Arc<Semaphore>,
+    pub mapped: MappedIndex,
+    pub progress: Arc<Progress>,
+    /// Inspect tarballs under this policy (`--inspect`).
+    pub inspect: Option<crate::tarball::Policy>,
+}
+
+/// How one tarball ended, short of a run-stopping error.
+#[derive(Debug)]
+pub(crate) enum Transferred {
+    /// Verified and in the store (`Migrated` or `AlreadyPresent`), with its mapping entry.
+    Stored(OutcomeKind, MapEntry),
+    /// Already in the mapping with the same shasum; not fetched.
+    AlreadyMapped,
+    /// A recorded failure (mismatch, missing).
+    Failed(OutcomeKind, Problem),
+}
+
+/// Moves one tarball. `Err` is for what must stop the run without checkpointing past this
+/// document (the server or the store failing, after retries), so that a re-run tries it again;
+/// everything that is the document's own fault is an outcome.
+pub(crate) async fn transfer(ctx: &Context, job: TarballJob) -> Result<Transferred, Error> {
+    if already_mapped(ctx, &job) {
+        return Ok(Transferred::AlreadyMapped);
+    }
+    let _permit = ctx
+        .permits
+        .acquire()
+        .await
+        .map_err(|_| Error::InvalidInput("migration shut down".into()))?;
+    let options = PutOptions {
+        expected: Some(job.expected.clone()),
+        expected_size: job.size,
+        label: Some(job.label()),
+        require_all: true,
+        // Inspection runs in the same pass, on its own thread, and a rejected tarball is never
+        // committed.
+        expect_package: ctx
+            .inspect
+            .is_some()
+            .then(|| (job.name.clone(), job.version.clone())),
+        inspect: ctx.inspect.clone(),
+    };
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let retry = |e: &Error| {
+            tracing::warn!(tarball = %job.label(), attempt, error = %e, "download failed; retrying");
+        };
+        let resp = match ctx.client.attachment(&job.name, &job.attachment).await {
+            Ok(Some(resp)) => resp,
+            Ok(None) => {
+                return Ok(Transferred::Failed(
+                    OutcomeKind::AttachmentMissing,
+                    problem(
+                        &job,
+                        OutcomeKind::AttachmentMissing,
+                        "the server has no such attachment (404)",
+                    ),
+                ))
+            }
+            Err(FetchError::Transient(e)) if attempt < ATTEMPTS => {
+                retry(&e);
+                tokio::time::sleep(backoff(attempt)).await;
+                continue;
+            }
+            Err(e) => return Err(e.into_error()),
+        };
+        let progress = ctx.progress.clone();
+        let body = resp
+            .bytes_stream()
+            .map_err(|e| std::io::Error::other(e.without_url()))
+            .inspect_ok(move |chunk| progress.bytes(chunk.len() as u64));
+        match ctx.store.put(body.boxed(), &options).await {
+            Ok(put) => {
+                ctx.progress.tarball_done();
+                let kind = if put.stored {
+                    OutcomeKind::Migrated
+                } else {
+                    OutcomeKind::AlreadyPresent
+                };
+                tracing::debug!(tarball = %job.label(), outcome = kind.name(), "verified");
+                return Ok(Transferred::Stored(
+                    kind,
+                    MapEntry {
+                        name: job.name,
+                        version: job.version,
+                        file: job.file,
+                        integrity: put.digests.integrity().to_string(),
+                        shasum: put.digests.shasum(),
+                        size: put.digests.size,
+                    },
+                ));
+            }
+            Err(Error::IntegrityMismatch {
+                expected, actual, ..
+            }) => {
+                let mut p = problem(
+                    &job,
+                    OutcomeKind::DigestMismatch,
+                    "bytes do not match the document; nothing stored",
+                );
+                p.expected = Some(expected);
+                p.actual = Some(actual);
+                return Ok(Transferred::Failed(OutcomeKind::DigestMismatch, p));
+            }
+            Err(Error::PackageMismatch {
+                expected, actual, ..
+            }) => {
+                let mut p = problem(
+                    &job,
+                    OutcomeKind::PackageMismatch,
+                    "the tarball's package.json names another package or version; not stored",
+                );
+                p.expected = Some(expected);
+                p.actual = Some(actual);
+                return Ok(Transferred::Failed(OutcomeKind::PackageMismatch, p));
+            }
+            Err(e) if e.kind() == crate::ErrorKind::Rejected => {
+                let reason = match &e {
+                    Error::Tarball { source, .. } => source.to_string(),
+                    Error::Rejected { reason, .. } => reason.clone(),
+                    other => other.to_string(),
+                };
+                let p = problem(
+                    &job,
+                    OutcomeKind::Rejected,
+                    &format!("tarball rejected by the inspection policy, not stored: {reason}"),
+                );
+                return Ok(Transferred::Failed(OutcomeKind::Rejected, p));
+            }
+            // The body broke off mid-way: nothing was stored; fetch it again.
+            Err(Error::Input(e)) if attempt < ATTEMPTS => {
+                retry(&Error::Input(e));
+                tokio::time::sleep(backoff(attempt)).await;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+fn problem(job: &TarballJob, kind: OutcomeKind, detail: &str) -> Problem {
+    Problem::doc(kind, &job.name, detail)
+        .with_version(&job.version)
+        .with_file(&job.file)
+}
+
+/// Whether the mapping already has this version with the document's shasum and file name.
+fn already_mapped(ctx: &Context, job: &TarballJob) -> bool {
+    let Some(shasum) = &job.shasum else {
+        return false;
+    };
+    let Ok(index) = ctx.mapped.read() else {
+        return false;
+    };
+    index
+        .get(&(job.name.clone(), job.version.clone()))
+        .is_some_and(|e| &e.shasum == shasum && e.file == job.file)
+}

@@ -1,0 +1,569 @@
+//! `tarvault migrate couch` against a real CouchDB-compatible server (pouchdb-server, see
+//! `tests/migrate/server.rs`), seeded from the corpus as fullfat documents plus every bad case.
+#![cfg(feature = "migrate")]
+
+mod common;
+#[path = "migrate/seed.rs"]
+mod seed;
+#[path = "migrate/server.rs"]
+mod server;
+
+use std::collections::{BTreeSet, HashSet};
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use futures::TryStreamExt;
+use serde_json::Value;
+use tarvault::migrate::{
+    CouchSource, Counts, MapEntry, MigrateOptions, Migration, OutcomeKind, State, Summary,
+};
+use tarvault::{Integrity, Store};
+
+use common::{sha1_hex, sha512_sri};
+use seed::{db_name, seed_registry, Couch, Ver};
+use server::couch_url;
+
+fn store_spec(dir: &Path) -> String {
+    format!("file://{}?fsync=false", dir.display())
+}
+
+async fn migrate_lib(db: &str, store: &Store, dir: &Path, concurrency: usize) -> Summary {
+    let source = CouchSource::parse(&format!("{}/{db}", couch_url())).expect("source");
+    let mut opts = MigrateOptions::new(dir.join("state.json"), dir.join("map.jsonl"));
+    opts.concurrency = concurrency;
+    opts.batch = 7; // several _changes pages
+    Migration::new(source, store.clone(), opts)
+        .expect("migration")
+        .run()
+        .await
+        .expect("run")
+}
+
+/// The mapping's lines, checked to parse, with no version twice.
+fn read_map(path: &Path) -> (Vec<String>, Vec<MapEntry>) {
+    let text = std::fs::read_to_string(path).expect("mapping");
+    let lines: Vec<String> = text.lines().map(str::to_string).collect();
+    let entries: Vec<MapEntry> = lines
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("mapping line {l:?}: {e}")))
+        .collect();
+    let keys: HashSet<(String, String)> = entries
+        .iter()
+        .map(|e| (e.name.clone(), e.version.clone()))
+        .collect();
+    assert_eq!(keys.len(), entries.len(), "a version is mapped twice");
+    (lines, entries)
+}
+
+async fn blob_keys(store: &Store) -> BTreeSet<String> {
+    store
+        .list()
+        .map_ok(|k| k.to_string())
+        .try_collect()
+        .await
+        .expect("list")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrates_every_version_and_counts_every_outcome() {
+    let couch = Couch::new(&couch_url());
+    let db = db_name("all");
+    let seeded = seed_registry(&couch, &db, None).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(&store_spec(&dir.path().join("store")))
+        .await
+        .expect("store");
+
+    let summary = migrate_lib(&db, &store, dir.path(), 4).await;
+    assert_eq!(summary.report.counts, seeded.expected, "cumulative report");
+    assert_eq!(summary.run, seeded.expected, "this run");
+    assert!(summary.caught_up && !summary.interrupted);
+    assert!(!summary.report.is_success(), "mismatches make it fail");
+    assert_eq!(
+        summary.report.problems.len() as u64,
+        seeded.expected.failures()
+            + seeded.expected.orphan
+            + seeded.expected.unpublished
+            + seeded.expected.deleted
+            + seeded.expected.empty
+            + seeded.expected.design
+    );
+
+    // The mapping: exactly the good versions, once each, with the file names old URLs end in.
+    let (_, entries) = read_map(&dir.path().join("map.jsonl"));
+    let got: HashSet<MapEntry> = entries.iter().cloned().collect();
+    assert_eq!(got, seeded.expected_map);
+    let scoped: Vec<&MapEntry> = entries
+        .iter()
+        .filter(|e| e.name == "@types/node" || e.name == "@babel/parser")
+        .collect();
+    assert_eq!(scoped.len(), 2, "scoped packages migrated: {scoped:?}");
+    assert!(scoped.iter().all(|e| !e.file.contains('/')));
+
+    // Every mapped blob is stored and reads back verified, with the mapped digests.
+    for e in &entries {
+        let addr = Integrity::parse(&e.integrity).expect("integrity");
+        let bytes = store
+            .get(&addr)
+            .await
+            .expect("mapped blob stored")
+            .bytes()
+            .await
+            .expect("verified read");
+        assert_eq!(bytes.len() as u64, e.size);
+        assert_eq!(sha1_hex(&bytes), e.shasum);
+    }
+    let distinct: BTreeSet<&str> = entries.iter().map(|e| e.integrity.as_str()).collect();
+    assert_eq!(
+        blob_keys(&store).await.len(),
+        distinct.len(),
+        "no extra blobs"
+    );
+    // Bytes their documents disagree with (or that no version owns) are stored under no address.
+    for bad in &seeded.rejected {
+        for addr in [sha512_sri(bad), sha1_hex(bad)] {
+            let addr = Integrity::parse_address(&addr).expect("address");
+            assert!(!store.contains(&addr).await.expect("contains"), "{addr}");
+        }
+    }
+
+    // Mismatches are listed with both digests, in the algorithm that disagreed.
+    let problems = &summary.report.problems;
+    let find = |kind: OutcomeKind, id: &str| {
+        problems
+            .iter()
+            .find(|p| p.kind == kind && p.id == id)
+            .unwrap_or_else(|| panic!("no {kind:?} for {id}: {problems:#?}"))
+    };
+    let p = find(OutcomeKind::DigestMismatch, "bad-shasum");
+    assert_eq!(p.version.as_deref(), Some("1.0.0"));
+    let (e, a) = (
+        p.expected.clone().unwrap_or_default(),
+        p.actual.clone().unwrap_or_default(),
+    );
+    assert!(
+        e.starts_with("sha1-") && a.starts_with("sha1-") && e != a,
+        "{p:?}"
+    );
+    let p = find(OutcomeKind::DigestMismatch, "bad-integrity");
+    let (e, a) = (
+        p.expected.clone().unwrap_or_default(),
+        p.actual.clone().unwrap_or_default(),
+    );
+    assert!(
+        e.starts_with("sha512-") && a.starts_with("sha512-") && e != a,
+        "{p:?}"
+    );
+    let p = find(OutcomeKind::AttachmentMissing, "no-attachment");
+    assert_eq!(p.version.as_deref(), Some("1.0.0"));
+    assert_eq!(p.file.as_deref(), Some("no-attachment-1.0.0.tgz"));
+    let p = find(OutcomeKind::Orphan, "has-orphan");
+    assert_eq!(p.file.as_deref(), Some("has-orphan-0.9.0.tgz"));
+    find(OutcomeKind::Unpublished, "gone-pkg");
+    find(OutcomeKind::Deleted, "deleted-pkg");
+    find(OutcomeKind::Unreadable, "garbage-doc");
+    assert_eq!(
+        find(OutcomeKind::Unreadable, "garbage-version")
+            .version
+            .as_deref(),
+        Some("1.0.0")
+    );
+    find(OutcomeKind::Design, "_design/app");
+    find(OutcomeKind::Empty, "empty-pkg");
+
+    // Again with the same state: nothing new, the same report, the same mapping.
+    let again = migrate_lib(&db, &store, dir.path(), 4).await;
+    assert_eq!(again.run, Counts::default());
+    assert_eq!(again.report, summary.report);
+    let (_, entries_again) = read_map(&dir.path().join("map.jsonl"));
+    assert_eq!(entries_again, entries);
+
+    // A new migration into the same store: every tarball is already there, same mapping.
+    let dir2 = tempfile::tempdir().expect("tempdir");
+    let fresh = migrate_lib(&db, &store, dir2.path(), 2).await;
+    let mut want = seeded.expected;
+    want.already_present += want.migrated;
+    want.migrated = 0;
+    assert_eq!(fresh.report.counts, want);
+    let (_, entries2) = read_map(&dir2.path().join("map.jsonl"));
+    assert_eq!(
+        entries2.into_iter().collect::<HashSet<_>>(),
+        seeded.expected_map
+    );
+}
+
+fn tarvault(args: &[&str]) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_tarvault"));
+    c.args(args)
+        .env_remove("TARVAULT_STORE")
+        .env_remove("COUCH_USER")
+        .env_remove("COUCH_PASSWORD")
+        .env_remove("TARVAULT_LOG")
+        .stdin(Stdio::null());
+    c
+}
+
+/// `tarvault migrate couch` arguments for a run into `dir`.
+fn migrate_args(from: &str, dir: &Path) -> Vec<String> {
+    [
+        "migrate",
+        "couch",
+        "--from",
+        from,
+        "--to",
+        &store_spec(&dir.join("store")),
+        "--state",
+        &dir.join("state.json").display().to_string(),
+        "--map",
+        &dir.join("map.jsonl").display().to_string(),
+        "--json",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
+fn run(args: &[String], extra: &[&str]) -> Output {
+    let mut all: Vec<&str> = args.iter().map(String::as_str).collect();
+    all.extend_from_slice(extra);
+    tarvault(&all).output().expect("run tarvault")
+}
+
+fn json_summary(out: &Output) -> Value {
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    serde_json::from_str(stdout.trim()).unwrap_or_else(|e| {
+        panic!(
+            "summary is not JSON ({e}): {stdout}\nstderr: {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
+
+#[test]
+fn killed_at_any_moment_a_rerun_ends_like_an_uninterrupted_run() {
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let couch = Couch::new(&couch_url());
+    let db = db_name("kill");
+    let seeded = rt.block_on(seed_registry(&couch, &db, None));
+    let from = format!("{}/{db}", couch_url());
+    // Small steps, so that kills land between checkpoints, inside puts and inside state writes.
+    let extra = [
+        "--concurrency",
+        "3",
+        "--batch",
+        "5",
+        "--checkpoint-docs",
+        "1",
+    ];
+
+    let clean = tempfile::tempdir().expect("tempdir");
+    let clean_args = migrate_args(&from, clean.path());
+    let t0 = Instant::now();
+    let out = run(&clean_args, &extra);
+    let took = t0.elapsed();
+    assert_eq!(out.status.code(), Some(6), "failures present: exit 6");
+    let clean_summary = json_summary(&out);
+    assert_eq!(clean_summary["ok"], Value::Bool(false));
+    let clean_counts: Counts =
+        serde_json::from_value(clean_summary["report"]["counts"].clone()).expect("counts");
+    assert_eq!(clean_counts, seeded.expected);
+
+    let killed = tempfile::tempdir().expect("tempdir");
+    let args = migrate_args(&from, killed.path());
+    let mut kills = 0;
+    for round in 0..12 {
+        // Early, middle and late moments of each (shorter and shorter) resumed run.
+        let frac = [0.05, 0.2, 0.1, 0.35, 0.15, 0.5][round % 6];
+        let mut child = tarvault(&args.iter().map(String::as_str).collect::<Vec<_>>())
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn");
+        std::thread::sleep(took.mul_f64(frac));
+        if child.try_wait().expect("try_wait").is_some() {
+            break; // finished before the kill: the migration is complete
+        }
+        child.kill().expect("SIGKILL");
+        child.wait().expect("wait");
+        kills += 1;
+        // After any kill: the state is readable and vouches only for whole, unique lines.
+        let state = State::load(&killed.path().join("state.json"))
+            .expect("state readable")
+            .expect("state exists");
+        let map = std::fs::read(killed.path().join("map.jsonl")).unwrap_or_default();
+        assert!(map.len() as u64 >= state.map_len, "state ahead of mapping");
+        let kept = std::str::from_utf8(&map[..state.map_len as usize]).expect("utf8");
+        let keys: Vec<(String, String)> = kept
+            .lines()
+            .map(|l| {
+                let e: MapEntry = serde_json::from_str(l).expect("whole line");
+                (e.name, e.version)
+            })
+            .collect();
+        assert_eq!(
+            keys.iter().collect::<HashSet<_>>().len(),
+            keys.len(),
+            "duplicate before the checkpoint"
+        );
+    }
+    assert!(
+        kills >= 3,
+        "only {kills} kills landed mid-run; the test proves nothing"
+    );
+    let out = run(&args, &extra);
+    assert_eq!(out.status.code(), Some(6));
+    let resumed_summary = json_summary(&out);
+
+    // Same mapping (as a set of lines, none twice), same blobs, same report.
+    let (clean_lines, _) = read_map(&clean.path().join("map.jsonl"));
+    let (resumed_lines, _) = read_map(&killed.path().join("map.jsonl"));
+    let clean_set: HashSet<&String> = clean_lines.iter().collect();
+    let resumed_set: HashSet<&String> = resumed_lines.iter().collect();
+    assert_eq!(resumed_lines.len(), resumed_set.len(), "duplicate lines");
+    assert_eq!(resumed_set, clean_set);
+    let blobs = |dir: &Path| {
+        rt.block_on(async {
+            let store = Store::open(&store_spec(&dir.join("store")))
+                .await
+                .expect("store");
+            blob_keys(&store).await
+        })
+    };
+    assert_eq!(blobs(killed.path()), blobs(clean.path()));
+    let mut resumed: Counts =
+        serde_json::from_value(resumed_summary["report"]["counts"].clone()).expect("counts");
+    // The one thing a kill may move: a tarball stored just before a kill is "already present"
+    // to the run that redoes its document. Everything else is exact.
+    let stored = |c: &Counts| c.migrated + c.already_present;
+    assert_eq!(stored(&resumed), stored(&clean_counts));
+    assert!(resumed.already_present >= clean_counts.already_present);
+    resumed.migrated = clean_counts.migrated;
+    resumed.already_present = clean_counts.already_present;
+    assert_eq!(resumed, clean_counts);
+    assert_eq!(
+        resumed_summary["report"]["problems"],
+        clean_summary["report"]["problems"]
+    );
+}
+
+#[test]
+fn follows_the_feed_until_sigterm() {
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let couch = Couch::new(&couch_url());
+    let db = db_name("follow");
+    let packages = seed::corpus_packages();
+    rt.block_on(async {
+        couch.create_db(&db).await;
+        for (name, versions) in &packages[..3] {
+            couch
+                .put_doc(&db, name, &seed::fullfat(name, versions, &[]))
+                .await;
+        }
+    });
+    let want: usize = packages[..3].iter().map(|(_, v)| v.len()).sum();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let args = migrate_args(&format!("{}/{db}", couch_url()), dir.path());
+    let mut all: Vec<&str> = args.iter().map(String::as_str).collect();
+    all.push("--follow");
+    let child = tarvault(&all)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let map = dir.path().join("map.jsonl");
+    let wait_for = |n: usize| {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let lines = std::fs::read_to_string(&map)
+                .map(|t| t.lines().count())
+                .unwrap_or(0);
+            if lines >= n {
+                return lines;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "mapping stuck at {lines}/{n} lines"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    assert_eq!(wait_for(want), want);
+    // A publish while it follows.
+    let late = Ver::honest("late-pkg", "1.0.0", common::noise(4096, 99).into());
+    rt.block_on(couch.put_doc(
+        &db,
+        "late-pkg",
+        &seed::fullfat("late-pkg", std::slice::from_ref(&late), &[]),
+    ));
+    assert_eq!(wait_for(want + 1), want + 1);
+    // SAFETY: kill(2) on our own child's pid has no memory-safety preconditions.
+    let rc = unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    assert_eq!(rc, 0);
+    let out = child.wait_with_output().expect("wait");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let summary = json_summary(&out);
+    assert_eq!(summary["interrupted"], Value::Bool(true));
+    assert_eq!(summary["report"]["counts"]["documents"], Value::from(4));
+    assert_eq!(
+        summary["report"]["counts"]["migrated"],
+        Value::from(want as u64 + 1)
+    );
+    let (_, entries) = read_map(&map);
+    assert!(entries.contains(&late.entry("late-pkg")));
+}
+
+#[test]
+fn credentials_are_used_and_never_printed() {
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let couch = Couch::new(&couch_url());
+    let db = db_name("auth");
+    let packages = seed::corpus_packages();
+    rt.block_on(async {
+        couch.create_user("migrator", "s3cret-Pw").await;
+        couch.create_db(&db).await;
+        let (name, versions) = &packages[1];
+        couch
+            .put_doc(&db, name, &seed::fullfat(name, versions, &[]))
+            .await;
+    });
+    let base = couch_url();
+    let (scheme, host) = base.split_once("://").expect("url");
+    let leaks = |out: &Output, secret: &str| {
+        let all = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(!all.contains(secret), "secret printed: {all}");
+        all
+    };
+
+    // In the URL, with debug logging on.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let from = format!("{scheme}://migrator:s3cret-Pw@{host}/{db}");
+    let args = migrate_args(&from, dir.path());
+    let out = tarvault(&args.iter().map(String::as_str).collect::<Vec<_>>())
+        .env("TARVAULT_LOG", "debug")
+        .output()
+        .expect("run");
+    let text = leaks(&out, "s3cret-Pw");
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(json_summary(&out)["source"]
+        .as_str()
+        .is_some_and(|s| s.contains("***@")));
+    assert_eq!(
+        read_map(&dir.path().join("map.jsonl")).1.len(),
+        packages[1].1.len()
+    );
+
+    // From the environment.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let args = migrate_args(&format!("{base}/{db}"), dir.path());
+    let out = tarvault(&args.iter().map(String::as_str).collect::<Vec<_>>())
+        .env("COUCH_USER", "migrator")
+        .env("COUCH_PASSWORD", "s3cret-Pw")
+        .output()
+        .expect("run");
+    let text = leaks(&out, "s3cret-Pw");
+    assert_eq!(out.status.code(), Some(0), "{text}");
+
+    // A wrong password: refused by the server, reported, not printed.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let from = format!("{scheme}://migrator:Wr0ng-Pass@{host}/{db}");
+    let out = run(&migrate_args(&from, dir.path()), &[]);
+    let text = leaks(&out, "Wr0ng-Pass");
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains("401"), "{text}");
+
+    // A state file resumes only its own source.
+    let other = db_name("other");
+    rt.block_on(couch.create_db(&other));
+    let dir2 = tempfile::tempdir().expect("tempdir");
+    let ok = run(&migrate_args(&format!("{base}/{other}"), dir2.path()), &[]);
+    assert_eq!(ok.status.code(), Some(0));
+    let out = run(&migrate_args(&format!("{base}/{db}"), dir2.path()), &[]);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("belongs to a migration from"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inspect_rejects_hostile_tarballs_and_impostors() {
+    let couch = Couch::new(&couch_url());
+    let db = db_name("inspect");
+    couch.create_db(&db).await;
+    let packages = seed::corpus_packages();
+    let mut want = HashSet::new();
+    let mut left_pad = None;
+    for (name, versions) in packages
+        .iter()
+        .filter(|(n, _)| n == "left-pad" || n == "is-number" || n == "@babel/core")
+    {
+        couch
+            .put_doc(&db, name, &seed::fullfat(name, versions, &[]))
+            .await;
+        for v in versions {
+            want.insert(v.entry(name));
+        }
+        if name == "left-pad" {
+            left_pad = Some(versions[0].bytes.clone());
+        }
+    }
+    // Honest digests, but the tarball inside is left-pad's.
+    let impostor = Ver::honest("impostor", "1.0.0", left_pad.expect("left-pad in corpus"));
+    // Honest digests over bytes that are no tarball at all.
+    let junk = Ver::honest("junk", "1.0.0", common::noise(5000, 42).into());
+    for (name, v) in [("impostor", &impostor), ("junk", &junk)] {
+        couch
+            .put_doc(
+                &db,
+                name,
+                &seed::fullfat(name, std::slice::from_ref(v), &[]),
+            )
+            .await;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(&store_spec(&dir.path().join("store")))
+        .await
+        .expect("store");
+    let source = CouchSource::parse(&format!("{}/{db}", couch_url())).expect("source");
+    let mut opts = MigrateOptions::new(dir.path().join("state.json"), dir.path().join("map.jsonl"));
+    opts.inspect = Some(tarvault::tarball::Policy::default());
+    let summary = Migration::new(source, store.clone(), opts)
+        .expect("migration")
+        .run()
+        .await
+        .expect("run");
+    let c = summary.report.counts;
+    assert_eq!(c.migrated as usize, want.len(), "{:#?}", summary.report);
+    assert_eq!((c.package_mismatch, c.rejected), (1, 1), "{c:?}");
+    assert_eq!(c.failures(), 2);
+    let p = summary
+        .report
+        .problems
+        .iter()
+        .find(|p| p.kind == OutcomeKind::PackageMismatch)
+        .expect("mismatch listed");
+    assert_eq!(p.expected.as_deref(), Some("impostor@1.0.0"));
+    assert!(
+        p.actual
+            .as_deref()
+            .is_some_and(|a| a.starts_with("left-pad@")),
+        "{p:?}"
+    );
+    let (_, entries) = read_map(&dir.path().join("map.jsonl"));
+    assert_eq!(entries.into_iter().collect::<HashSet<_>>(), want);
+    let junk_addr = Integrity::parse(&sha512_sri(&junk.bytes)).expect("sri");
+    assert!(!store.contains(&junk_addr).await.expect("contains"));
+}
