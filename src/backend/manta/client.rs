@@ -258,7 +258,17 @@ impl MantaClient {
         match resp.status() {
             s if s.is_success() => Ok(Some(resp.headers().clone())),
             StatusCode::NOT_FOUND => Ok(None),
-            _ => Err(self.api_error(&Method::HEAD, path, resp).await),
+            status => {
+                // HEAD errors have no body; like node-manta, GET the same path for the error code.
+                let again = self
+                    .send(Method::GET, path, &[], HeaderMap::new(), RequestBody::Empty)
+                    .await?;
+                if again.status() == status {
+                    Err(self.api_error(&Method::HEAD, path, again).await)
+                } else {
+                    Err(self.api_error(&Method::HEAD, path, resp).await)
+                }
+            }
         }
     }
 

@@ -117,8 +117,12 @@ impl MantaConfig {
             user,
             subuser: env_or(get("subuser"), "MANTA_SUBUSER"),
             role: env_or(get("role"), "MANTA_ROLE"),
+            // A key file named in the URL is not checked against the environment's key id.
+            key_id: match get("key") {
+                Some(_) => get("key_id"),
+                None => env_or(get("key_id"), "MANTA_KEY_ID"),
+            },
             key_path: env_or(get("key"), "MANTA_KEY_MATERIAL").map(PathBuf::from),
-            key_id: env_or(get("key_id"), "MANTA_KEY_ID"),
             hash: get("hash")
                 .map(|h| SignHash::parse(&h))
                 .transpose()
@@ -254,9 +258,7 @@ impl MantaConfig {
                     _ => return Ok(key),
                 },
                 Err(e) => {
-                    if self.key_id.is_none() || first_err.is_none() {
-                        first_err.get_or_insert(e);
-                    }
+                    first_err.get_or_insert(e);
                 }
             }
         }
