@@ -161,9 +161,23 @@ impl LoadedKey {
                 reason,
             };
             let key = match pk.key_data() {
-                ssh_key::private::KeypairData::Rsa(kp) => PrivKey::Rsa(Box::new(
-                    rsa::RsaPrivateKey::try_from(kp).map_err(|e| malformed(e.to_string()))?,
-                )),
+                ssh_key::private::KeypairData::Rsa(kp) => {
+                    // Built from the components here: ssh-key 0.6.7's own conversion passes `p`
+                    // twice instead of `p` and `q` and fails on every key.
+                    let int = |m: &ssh_key::Mpint| {
+                        m.as_positive_bytes()
+                            .map(rsa::BigUint::from_bytes_be)
+                            .ok_or_else(|| malformed("negative RSA component".into()))
+                    };
+                    let k = rsa::RsaPrivateKey::from_components(
+                        int(&kp.public.n)?,
+                        int(&kp.public.e)?,
+                        int(&kp.private.d)?,
+                        vec![int(&kp.private.p)?, int(&kp.private.q)?],
+                    )
+                    .map_err(|e| malformed(e.to_string()))?;
+                    PrivKey::Rsa(Box::new(k))
+                }
                 ssh_key::private::KeypairData::Ecdsa(kp) => match kp {
                     ssh_key::private::EcdsaKeypair::NistP256 { private, .. } => PrivKey::P256(
                         p256::ecdsa::SigningKey::from_slice(private.as_slice())

@@ -260,9 +260,7 @@ impl MantaBackend {
         Ok(BlobStat {
             key: *key,
             size,
-            modified: modified
-                .or(Some(SystemTime::UNIX_EPOCH))
-                .filter(|t| *t != SystemTime::UNIX_EPOCH),
+            modified,
             digests,
         })
     }
