@@ -144,7 +144,7 @@ async fn store_open_with_ecdsa_key() {
         .await
         .expect("put");
     let back = store
-        .get(&Integrity::parse(&put.digests.shasum()).expect("addr"))
+        .get(&Integrity::parse_address(&put.digests.shasum()).expect("addr"))
         .await
         .expect("get")
         .bytes()
@@ -372,7 +372,7 @@ async fn retries_ride_out_503s() {
     }
     for (d, data) in &all {
         let got = store
-            .get(&Integrity::parse(&d.shasum()).expect("addr"))
+            .get(&Integrity::parse_address(&d.shasum()).expect("addr"))
             .await
             .expect("get")
             .bytes()
