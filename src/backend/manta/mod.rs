@@ -197,13 +197,23 @@ impl MantaBackend {
     ) -> Result<Committed> {
         let key = BlobKey::new(digests.sha512);
         let path = self.layout.blob_path(&key);
-        if self.client.head(&path).await?.is_some() {
-            // Manta has no create-only PUT (`If-None-Match: *` always fails there), so existing
-            // blobs are detected first. Re-writing the aliases keeps a half-finished earlier put
-            // from leaving the blob unreachable by sha1/blake3.
-            self.put_aliases(digests).await?;
+        // Manta has no create-only PUT (`If-None-Match: *` always fails there), so an existing
+        // blob is detected with a HEAD. The aliases are written either way (re-writing them keeps
+        // a half-finished earlier put from leaving the blob unreachable by sha1/blake3), and the
+        // parent directory is made, all at the same time as the HEAD: one round trip before the
+        // PUT instead of three. An alias may land before its blob: one pointing at a missing blob
+        // is harmless (the store checks the blob itself) and fsck rebuilds any that are lost.
+        let (existing, aliases, parent) = futures::join!(
+            self.client.head(&path),
+            self.put_aliases(digests),
+            self.ensure_dir(layout::parent(&path))
+        );
+        let existing = existing?;
+        aliases?;
+        if existing.is_some() {
             return Ok(Committed::AlreadyPresent);
         }
+        parent?;
         let md5_b64 = base64::engine::general_purpose::STANDARD.encode(md5);
         let headers = client::headers_of(&[
             ("content-type", "application/octet-stream".into()),
@@ -216,14 +226,7 @@ impl MantaBackend {
             (META_SHA1, hex::encode(digests.sha1)),
             (META_BLAKE3, hex::encode(digests.blake3)),
         ])?;
-        // The aliases may land before the blob: one pointing at a missing blob is harmless (the
-        // store checks the blob itself) and fsck rebuilds any that are lost.
-        let (put, aliases) = futures::join!(
-            self.put_with_parents(&path, headers, body),
-            self.put_aliases(digests)
-        );
-        let reply = put?;
-        aliases?;
+        let reply = self.put_with_parents(&path, headers, body).await?;
         // Manta checked Content-MD5 already; this catches a server that ignores the header.
         let computed = reply
             .get("computed-md5")
