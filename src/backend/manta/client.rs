@@ -350,11 +350,43 @@ impl MantaClient {
             if let Some(m) = &marker {
                 query.push(("marker", m.clone()));
             }
+            let Some(body) = self.list_page(path, &query).await? else {
+                return Ok(None);
+            };
+            let mut page: Vec<DirEntry> = Vec::new();
+            for line in body.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+                let e: DirEntry = serde_json::from_slice(line).map_err(|e| {
+                    Error::backend(self.describe(), format!("bad listing line in {path}: {e}"))
+                })?;
+                page.push(e);
+            }
+            let full = page.len() >= LIMIT;
+            if marker.is_some() && page.first().map(|e| &e.name) == marker.as_ref() {
+                page.remove(0);
+            }
+            let next = page.last().map(|e| e.name.clone());
+            out.extend(page);
+            match next {
+                Some(n) if full => marker = Some(n),
+                _ => return Ok(Some(out)),
+            }
+        }
+    }
+}
+
+impl MantaClient {
+    /// One listing page's body; a body cut off mid-way is fetched again (within the attempt
+    /// budget), since a listing is read-only and the next request is as good as the first.
+    async fn list_page(&self, path: &str, query: &[(&str, String)]) -> Result<Option<Bytes>> {
+        let attempts = self.config.max_attempts.max(1);
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
             let resp = self
                 .send(
                     Method::GET,
                     path,
-                    &query,
+                    query,
                     HeaderMap::new(),
                     RequestBody::Empty,
                 )
@@ -376,26 +408,13 @@ impl MantaClient {
                     format!("{path} is not a directory (content type {ct:?})"),
                 ));
             }
-            let body = resp
-                .bytes()
-                .await
-                .map_err(|e| self.transport_error(&Method::GET, path, e))?;
-            let mut page: Vec<DirEntry> = Vec::new();
-            for line in body.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
-                let e: DirEntry = serde_json::from_slice(line).map_err(|e| {
-                    Error::backend(self.describe(), format!("bad listing line in {path}: {e}"))
-                })?;
-                page.push(e);
-            }
-            let full = page.len() >= LIMIT;
-            if marker.is_some() && page.first().map(|e| &e.name) == marker.as_ref() {
-                page.remove(0);
-            }
-            let next = page.last().map(|e| e.name.clone());
-            out.extend(page);
-            match next {
-                Some(n) if full => marker = Some(n),
-                _ => return Ok(Some(out)),
+            match resp.bytes().await {
+                Ok(body) => return Ok(Some(body)),
+                Err(e) if attempt < attempts => {
+                    tracing::debug!(error = %e, path, "listing cut off; fetching it again");
+                    tokio::time::sleep(self.backoff(attempt)).await;
+                }
+                Err(e) => return Err(self.transport_error(&Method::GET, path, e)),
             }
         }
     }
