@@ -448,3 +448,48 @@ async fn dropped_connections_leave_nothing_partial() {
         assert_eq!(&got[..], &d.1[..]);
     }
 }
+
+/// fsck's quarantine keeps the corrupt bytes under `quarantine/` and removes the blob.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quarantine_keeps_the_bytes() {
+    let target = Target::get("quarantine_keeps_the_bytes");
+    let backend = target.backend("quarantine");
+    let store = Store::new(backend.clone());
+    let data = noise(50_000, 42);
+    let put = store
+        .put_bytes(data.clone(), &PutOptions::default())
+        .await
+        .expect("put");
+    let key = BlobKey::new(put.digests.sha512);
+    let mut bad = data.clone();
+    bad[100] ^= 0xff;
+    backend
+        .client()
+        .put_object(
+            &backend.blob_path(&key),
+            Default::default(),
+            tarvault::backend::manta::RequestBody::Bytes(bad.clone().into()),
+        )
+        .await
+        .expect("plant");
+    let report = store
+        .fsck(&tarvault::FsckOptions {
+            quarantine: true,
+            ..Default::default()
+        })
+        .await
+        .expect("fsck");
+    assert_eq!(report.corrupt.len(), 1);
+    assert!(!store
+        .contains(&put.digests.integrity())
+        .await
+        .expect("contains"));
+    let resp = backend
+        .client()
+        .get(&backend.layout().quarantine_path(&key), Default::default())
+        .await
+        .expect("get");
+    assert_eq!(resp.status().as_u16(), 200);
+    let kept = resp.bytes().await.expect("bytes");
+    assert!(kept[..] == bad[..], "the corrupt bytes are kept");
+}

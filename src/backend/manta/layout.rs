@@ -4,6 +4,7 @@
 //! <root>/blobs/<sha512 hex[0..3]>/<sha512 hex>           the blobs
 //! <root>/aliases/sha1/<sha1 hex[0..3]>/<sha1 hex>        zero-byte objects, m-tarvault-sha512 = key
 //! <root>/aliases/blake3/<blake3 hex[0..3]>/<blake3 hex>
+//! <root>/quarantine/<sha512 hex>                          corrupt blobs moved aside by fsck
 //! ```
 //!
 //! Three hex digits give 4096 shard directories: enough to keep every directory far below Manta's
@@ -41,6 +42,11 @@ impl Layout {
     pub fn blob_path(&self, key: &BlobKey) -> String {
         let hex = key.to_hex();
         format!("{}/blobs/{}/{hex}", self.root, &hex[..3])
+    }
+
+    /// Where [`quarantine`](crate::backend::Backend::quarantine) keeps a corrupt blob's bytes.
+    pub fn quarantine_path(&self, key: &BlobKey) -> String {
+        format!("{}/quarantine/{}", self.root, key.to_hex())
     }
 
     /// The directory holding the alias shards for `alg` (sha1 or blake3).

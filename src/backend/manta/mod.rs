@@ -548,6 +548,28 @@ impl Backend for MantaBackend {
             .boxed()
     }
 
+    /// Copies the blob's bytes to `<root>/quarantine/<sha512 hex>` (Manta v2 has no rename or
+    /// link), then deletes it and its aliases.
+    async fn quarantine(&self, key: &BlobKey) -> Result<bool> {
+        let Some(got) = self.get(key, None).await? else {
+            return Ok(false);
+        };
+        let mut spool = tempfile::NamedTempFile::new()
+            .map_err(|e| Error::io("create", std::env::temp_dir(), e))?;
+        let mut len = 0u64;
+        let mut stream = got.stream;
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk?;
+            std::io::Write::write_all(&mut spool, &chunk)
+                .map_err(|e| Error::io("write", spool.path().to_path_buf(), e))?;
+            len += chunk.len() as u64;
+        }
+        let path = self.layout.quarantine_path(key);
+        let body = RequestBody::File(Arc::new(spool.path().to_path_buf()), len);
+        self.put_with_parents(&path, HeaderMap::new(), body).await?;
+        self.delete(key).await
+    }
+
     async fn resolve_alias(&self, hash: &Hash) -> Result<Option<BlobKey>> {
         let alg = hash.algorithm();
         match alg {
