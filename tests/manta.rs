@@ -493,3 +493,39 @@ async fn quarantine_keeps_the_bytes() {
     let kept = resp.bytes().await.expect("bytes");
     assert!(kept[..] == bad[..], "the corrupt bytes are kept");
 }
+
+/// The Authorization header has exactly muskie's shape, and a sub-user signs as
+/// `/login/subuser/keys/<md5>` (the test server has no sub-users, so it answers
+/// `UserDoesNotExist`: the keyId was parsed as a five-part sub-user id).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signature_header_and_subuser_key_id() {
+    let target = Target::get("signature_header_and_subuser_key_id");
+    let backend = target.backend("sig");
+    let signer = backend.client().signer();
+    let fp = manta_common::md5_fingerprint(&target.key);
+    let auth = signer.authorization("Mon, 23 Nov 2026 09:29:35 GMT");
+    let prefix = format!(
+        "Signature keyId=\"/{}/keys/{fp}\",algorithm=\"rsa-sha256\",headers=\"date\",signature=\"",
+        target.user
+    );
+    assert!(auth.starts_with(&prefix), "{auth}");
+    assert!(auth.ends_with('"') && !auth.contains(", "), "{auth}");
+
+    let mut cfg = target.config("sub");
+    cfg.subuser = Some("sub1".into());
+    let sub = MantaBackend::new(cfg).expect("backend");
+    assert_eq!(
+        sub.client().signer().key_id(),
+        format!("/{}/sub1/keys/{fp}", target.user)
+    );
+    let err = Store::new(sub)
+        .put_bytes(noise(10, 5), &PutOptions::default())
+        .await
+        .expect_err("no sub-users on the test server");
+    let api = api_error(&err).expect("Manta's error");
+    assert_eq!(
+        (api.status, api.code.as_str()),
+        (403, "UserDoesNotExist"),
+        "{err}"
+    );
+}
