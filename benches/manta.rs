@@ -76,6 +76,68 @@ fn main() {
             println!("| {name} | {op} | {raw:.1} | {tv:.1} | {:.2}x |", tv / raw);
         }
     }
+    batch_row(&rt, &target, &corpus);
+}
+
+/// The corpus with 8 requests in flight: plain PUTs vs `Store::put_batch` (group commit).
+fn batch_row(rt: &tokio::runtime::Runtime, target: &manta_common::Target, corpus: &[Vec<u8>]) {
+    let bytes: usize = corpus.iter().map(Vec::len).sum();
+    let mut raw = Vec::new();
+    let mut tv = Vec::new();
+    for _ in 0..RUNS {
+        let backend = target.backend("bench-batch");
+        raw.push(mb_s(bytes, rt.block_on(plain_parallel(&backend, corpus))));
+        let store = Store::new(backend.clone());
+        let inputs: Vec<_> = corpus
+            .iter()
+            .map(|d| {
+                (
+                    futures::stream::iter([Ok::<_, std::io::Error>(Bytes::from(d.clone()))]),
+                    PutOptions::default(),
+                )
+            })
+            .collect();
+        let started = Instant::now();
+        for r in rt.block_on(store.put_batch(inputs)) {
+            r.expect("batch put");
+        }
+        tv.push(mb_s(bytes, started.elapsed()));
+    }
+    let (raw, tv) = (median(raw), median(tv));
+    println!(
+        "| {} corpus tarballs, 8 in flight | put (put_batch) | {raw:.1} | {tv:.1} | {:.2}x |",
+        corpus.len(),
+        tv / raw
+    );
+}
+
+async fn plain_parallel(backend: &MantaBackend, blobs: &[Vec<u8>]) -> Duration {
+    use futures::StreamExt;
+    let client = backend.client();
+    let dir = format!("{}/plain", backend.layout().root());
+    client
+        .put_directory(backend.layout().root())
+        .await
+        .expect("mkdir root");
+    client.put_directory(&dir).await.expect("mkdir");
+    let http = reqwest::Client::new();
+    let started = Instant::now();
+    futures::stream::iter(blobs.iter().enumerate())
+        .map(|(i, data)| {
+            let (date, auth) = client.signer().sign_now();
+            http.put(client.url_of(&format!("{dir}/{i}")))
+                .header("date", date)
+                .header("authorization", auth)
+                .header("content-type", "application/octet-stream")
+                .body(Bytes::from(data.clone()))
+                .send()
+        })
+        .buffer_unordered(8)
+        .for_each(|r| async move {
+            assert!(r.expect("put").status().is_success());
+        })
+        .await;
+    started.elapsed()
 }
 
 /// Plain signed PUTs (into a pre-made directory) and GETs of the same bytes.
