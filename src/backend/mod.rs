@@ -26,6 +26,8 @@ use crate::{Error, Result};
 mod alias_map;
 #[cfg(feature = "fs")]
 pub mod fs;
+#[cfg(feature = "manta")]
+pub mod manta;
 #[cfg(feature = "memory")]
 pub mod memory;
 

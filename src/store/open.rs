@@ -28,6 +28,11 @@ impl Store {
                     let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
                     open_fs(path, query)
                 }
+                #[cfg(feature = "manta")]
+                "manta" => Ok(Store::new(crate::backend::manta::MantaBackend::open_url(
+                    spec,
+                )?)),
+                #[allow(unreachable_patterns)] // "manta" is handled above when the feature is on
                 "s3" | "manta" => Err(Error::Config(format!(
                     "{scheme}:// stores need tarvault built with the `{scheme}` feature"
                 ))),

@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# Builds and starts the Manta protocol test server on a free loopback port, with a fresh RSA key
+# made by ssh-keygen, for tarvault's Manta tests and benchmark.
+#
+#   start.sh [--watch PID]
+#
+# Prints shell assignments once the server answers:
+#   MANTA_URL=http://127.0.0.1:PORT   MANTA_USER=testuser
+#   MANTA_KEY_MATERIAL=…/home/.ssh/id_rsa   MANTA_KEY_ID=<md5 colon-hex>
+#   MANTA_TEST_HOME=…/home            (a HOME for node-manta: .ssh/id_rsa{,.pub})
+#   MANTA_TEST_SERVER_BIN=…           (the binary, for tests that start servers of their own)
+#   MANTA_PID=PID   MANTA_WORK=DIR
+# Stop it with `kill -TERM $MANTA_PID`. With `--watch PID` it also stops by itself when PID exits.
+set -euo pipefail
+DIR=$(cd "$(dirname "$0")" && pwd)
+BACKENDS=$(cd "$DIR/.." && pwd)
+WATCH=""
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --watch) WATCH=${2:?--watch needs a pid}; shift 2 ;;
+    *) echo "start.sh: unknown argument $1" >&2; exit 2 ;;
+  esac
+done
+command -v ssh-keygen >/dev/null || { echo "start.sh: ssh-keygen is not installed (openssh-client)" >&2; exit 1; }
+echo "start.sh: building manta-test-server" >&2
+cargo build --locked --quiet --manifest-path "$BACKENDS/Cargo.toml" -p manta-test-server --bin manta-test-server >&2
+BIN="$BACKENDS/target/debug/manta-test-server"
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/tarvault-manta.XXXXXX")
+mkdir -p "$WORK/home/.ssh" "$WORK/root"
+chmod 700 "$WORK/home/.ssh"
+ssh-keygen -q -t rsa -b 2048 -N "" -C tarvault-ci -f "$WORK/home/.ssh/id_rsa"
+KEY_ID=$(ssh-keygen -l -E md5 -f "$WORK/home/.ssh/id_rsa.pub" | awk '{print $2}' | sed 's/^MD5://')
+"$BIN" --listen 127.0.0.1:0 --root "$WORK/root" --user testuser \
+  --pubkey "$WORK/home/.ssh/id_rsa.pub" --port-file "$WORK/port" </dev/null >"$WORK/server.log" 2>&1 &
+PID=$!
+PORT=""
+for _ in $(seq 1 400); do
+  if [ -s "$WORK/port" ]; then PORT=$(cat "$WORK/port"); break; fi
+  kill -0 "$PID" 2>/dev/null || break
+  sleep 0.05
+done
+if [ -z "$PORT" ]; then
+  echo "start.sh: manta-test-server did not start; its log:" >&2
+  cat "$WORK/server.log" >&2 || true
+  kill -TERM "$PID" 2>/dev/null || true
+  exit 1
+fi
+if [ -n "$WATCH" ]; then
+  (
+    while kill -0 "$WATCH" 2>/dev/null && kill -0 "$PID" 2>/dev/null; do sleep 1; done
+    kill -TERM "$PID" 2>/dev/null || true
+    sleep 3
+    kill -KILL "$PID" 2>/dev/null || true
+    rm -rf "$WORK"
+  ) </dev/null >/dev/null 2>&1 &
+  disown || true
+fi
+echo "MANTA_URL=http://127.0.0.1:$PORT"
+echo "MANTA_USER=testuser"
+echo "MANTA_KEY_MATERIAL=$WORK/home/.ssh/id_rsa"
+echo "MANTA_KEY_ID=$KEY_ID"
+echo "MANTA_TEST_HOME=$WORK/home"
+echo "MANTA_TEST_SERVER_BIN=$BIN"
+echo "MANTA_PID=$PID"
+echo "MANTA_WORK=$WORK"

@@ -1,0 +1,246 @@
+//! Manta backend throughput against plain signed HTTP PUT/GET of the same bytes to the same test
+//! server, in the same run (the machine is shared and noisy: only same-run ratios mean anything).
+//!
+//! - corpus tarballs one after another (the registry's workload: many small objects);
+//! - one large blob (`TARVAULT_BENCH_MANTA_MIB`, default 64).
+//!
+//! tarvault's put hashes sha512+sha1+blake3+MD5, HEADs for an existing copy, PUTs with
+//! `Content-MD5` and metadata, and writes two zero-byte alias objects; its get verifies sha512.
+//! The baseline is one signed PUT (no Content-MD5) and one signed GET.
+//!
+//! Run: `cargo bench --features manta --bench manta`. The server comes from `MANTA_TEST_SERVER_BIN`
+//! (or `backends/target/debug/manta-test-server`), started privately for the run.
+
+#[path = "../tests/manta_common/mod.rs"]
+mod manta_common;
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use tarvault::backend::manta::MantaBackend;
+use tarvault::{PutOptions, Store};
+
+const MIB: usize = 1 << 20;
+const RUNS: usize = 3;
+
+fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        return;
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let target = manta_common::Target::private("manta bench", &[]);
+    println!(
+        "tarvault Manta backend vs plain signed HTTP, same test server ({} cores)",
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    );
+    let corpus = corpus();
+    let total: usize = corpus.iter().map(Vec::len).sum();
+    let mib: usize = std::env::var("TARVAULT_BENCH_MANTA_MIB")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(64);
+    let large = vec![noise(mib * MIB)];
+    println!();
+    println!("| workload | op | plain HTTP MB/s | tarvault MB/s | tarvault / plain |");
+    println!("|---|---|---|---|---|");
+    for (name, blobs, bytes) in [
+        (
+            format!(
+                "{} corpus tarballs ({:.1} MiB)",
+                corpus.len(),
+                total as f64 / MIB as f64
+            ),
+            &corpus,
+            total,
+        ),
+        (format!("one {mib} MiB blob"), &large, mib * MIB),
+    ] {
+        let mut raw_put = Vec::new();
+        let mut tv_put = Vec::new();
+        let mut raw_get = Vec::new();
+        let mut tv_get = Vec::new();
+        for _ in 0..RUNS {
+            let backend = target.backend("bench");
+            let (rp, rg) = rt.block_on(plain(&backend, blobs));
+            let (tp, tg) = rt.block_on(through_store(&backend, blobs));
+            raw_put.push(mb_s(bytes, rp));
+            raw_get.push(mb_s(bytes, rg));
+            tv_put.push(mb_s(bytes, tp));
+            tv_get.push(mb_s(bytes, tg));
+        }
+        for (op, raw, tv) in [("put", raw_put, tv_put), ("get", raw_get, tv_get)] {
+            let (raw, tv) = (median(raw), median(tv));
+            println!("| {name} | {op} | {raw:.1} | {tv:.1} | {:.2}x |", tv / raw);
+        }
+    }
+    batch_row(&rt, &target, &corpus);
+}
+
+/// The corpus with 8 requests in flight: plain PUTs vs `Store::put_batch` (group commit).
+fn batch_row(rt: &tokio::runtime::Runtime, target: &manta_common::Target, corpus: &[Vec<u8>]) {
+    let bytes: usize = corpus.iter().map(Vec::len).sum();
+    let mut raw = Vec::new();
+    let mut tv = Vec::new();
+    for _ in 0..RUNS {
+        let backend = target.backend("bench-batch");
+        raw.push(mb_s(bytes, rt.block_on(plain_parallel(&backend, corpus))));
+        let store = Store::new(backend.clone());
+        let inputs: Vec<_> = corpus
+            .iter()
+            .map(|d| {
+                (
+                    futures::stream::iter([Ok::<_, std::io::Error>(Bytes::from(d.clone()))]),
+                    PutOptions::default(),
+                )
+            })
+            .collect();
+        let started = Instant::now();
+        for r in rt.block_on(store.put_batch(inputs)) {
+            r.expect("batch put");
+        }
+        tv.push(mb_s(bytes, started.elapsed()));
+    }
+    let (raw, tv) = (median(raw), median(tv));
+    println!(
+        "| {} corpus tarballs, 8 in flight | put (put_batch) | {raw:.1} | {tv:.1} | {:.2}x |",
+        corpus.len(),
+        tv / raw
+    );
+}
+
+async fn plain_parallel(backend: &MantaBackend, blobs: &[Vec<u8>]) -> Duration {
+    use futures::StreamExt;
+    let client = backend.client();
+    let dir = format!("{}/plain", backend.layout().root());
+    client
+        .put_directory(backend.layout().root())
+        .await
+        .expect("mkdir root");
+    client.put_directory(&dir).await.expect("mkdir");
+    let http = reqwest::Client::new();
+    let started = Instant::now();
+    futures::stream::iter(blobs.iter().enumerate())
+        .map(|(i, data)| {
+            let (date, auth) = client.signer().sign_now();
+            http.put(client.url_of(&format!("{dir}/{i}")))
+                .header("date", date)
+                .header("authorization", auth)
+                .header("content-type", "application/octet-stream")
+                .body(Bytes::from(data.clone()))
+                .send()
+        })
+        .buffer_unordered(8)
+        .for_each(|r| async move {
+            assert!(r.expect("put").status().is_success());
+        })
+        .await;
+    started.elapsed()
+}
+
+/// Plain signed PUTs (into a pre-made directory) and GETs of the same bytes.
+async fn plain(backend: &MantaBackend, blobs: &[Vec<u8>]) -> (Duration, Duration) {
+    let client = backend.client();
+    let dir = format!("{}/plain", backend.layout().root());
+    client
+        .put_directory(backend.layout().root())
+        .await
+        .expect("mkdir root");
+    client.put_directory(&dir).await.expect("mkdir");
+    let http = reqwest::Client::new();
+    let paths: Vec<String> = (0..blobs.len()).map(|i| format!("{dir}/{i}")).collect();
+    let started = Instant::now();
+    for (path, data) in paths.iter().zip(blobs) {
+        let (date, auth) = client.signer().sign_now();
+        let resp = http
+            .put(client.url_of(path))
+            .header("date", date)
+            .header("authorization", auth)
+            .header("content-type", "application/octet-stream")
+            .body(Bytes::from(data.clone()))
+            .send()
+            .await
+            .expect("put");
+        assert!(resp.status().is_success(), "{}", resp.status());
+    }
+    let put = started.elapsed();
+    let started = Instant::now();
+    for (path, data) in paths.iter().zip(blobs) {
+        let (date, auth) = client.signer().sign_now();
+        let resp = http
+            .get(client.url_of(path))
+            .header("date", date)
+            .header("authorization", auth)
+            .send()
+            .await
+            .expect("get");
+        let body = resp.bytes().await.expect("body");
+        assert_eq!(body.len(), data.len());
+    }
+    (put, started.elapsed())
+}
+
+/// The same bytes through `Store::put_bytes` and a verified `Store::get`.
+async fn through_store(backend: &MantaBackend, blobs: &[Vec<u8>]) -> (Duration, Duration) {
+    let store = Store::new(backend.clone());
+    let started = Instant::now();
+    let mut addrs = Vec::new();
+    for data in blobs {
+        let put = store
+            .put_bytes(data.clone(), &PutOptions::default())
+            .await
+            .expect("put");
+        addrs.push(put.digests.integrity());
+    }
+    let put = started.elapsed();
+    let started = Instant::now();
+    for (a, data) in addrs.iter().zip(blobs) {
+        let got = store
+            .get(a)
+            .await
+            .expect("get")
+            .bytes()
+            .await
+            .expect("verified");
+        assert_eq!(got.len(), data.len());
+    }
+    (put, started.elapsed())
+}
+
+fn corpus() -> Vec<Vec<u8>> {
+    let dir = std::path::PathBuf::from(
+        std::env::var("TARVAULT_CORPUS").unwrap_or_else(|_| "../shared/corpus".into()),
+    );
+    let mut files: Vec<_> = std::fs::read_dir(dir.join("tarballs"))
+        .map(|rd| {
+            rd.filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.extension().is_some_and(|e| e == "tgz"))
+                .collect()
+        })
+        .unwrap_or_default();
+    files.sort();
+    files.iter().filter_map(|p| std::fs::read(p).ok()).collect()
+}
+
+fn noise(len: usize) -> Vec<u8> {
+    let mut x: u64 = 0x1234_5678_9abc_def1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+fn mb_s(bytes: usize, d: Duration) -> f64 {
+    bytes as f64 / d.as_secs_f64() / 1e6
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
+    v[v.len() / 2]
+}

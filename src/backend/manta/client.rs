@@ -1,0 +1,450 @@
+//! The Manta HTTP client: signing every request, bounded retries with backoff on 503
+//! (`ServiceUnavailable`, `ThrottledError`) and connection errors, and muskie's error bodies turned
+//! into [`MantaApiError`].
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use percent_encoding::{utf8_percent_encode, AsciiSet, CONTROLS};
+use rand::Rng as _;
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
+use reqwest::{Method, StatusCode};
+
+use super::auth::Signer;
+use super::config::MantaConfig;
+use crate::{Error, Result};
+
+/// Characters escaped in a path segment (everything but unreserved and sub-delims that Manta
+/// names commonly use).
+const SEGMENT: &AsciiSet = &CONTROLS
+    .add(b' ')
+    .add(b'"')
+    .add(b'#')
+    .add(b'%')
+    .add(b'<')
+    .add(b'>')
+    .add(b'?')
+    .add(b'`')
+    .add(b'{')
+    .add(b'}')
+    .add(b'\\')
+    .add(b'^')
+    .add(b'|');
+
+/// An error answer from Manta: the HTTP status and muskie's `{"code","message"}`.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{method} {path}: {status} {code}: {message}")]
+pub struct MantaApiError {
+    /// The request method.
+    pub method: String,
+    /// The request path.
+    pub path: String,
+    /// The HTTP status.
+    pub status: u16,
+    /// Muskie's error code (`DirectoryDoesNotExist`, `ThrottledError`, …), empty if the body had none.
+    pub code: String,
+    /// The human message.
+    pub message: String,
+}
+
+/// How a request body is (re)produced for each attempt.
+#[derive(Debug, Clone)]
+pub enum RequestBody {
+    /// No body (`Content-Length: 0` on PUT).
+    Empty,
+    /// Bytes in memory.
+    Bytes(Bytes),
+    /// A local file of known length (a spooled upload), reopened for each attempt.
+    File(Arc<PathBuf>, u64),
+}
+
+impl RequestBody {
+    fn len(&self) -> u64 {
+        match self {
+            RequestBody::Empty => 0,
+            RequestBody::Bytes(b) => b.len() as u64,
+            RequestBody::File(_, n) => *n,
+        }
+    }
+
+    async fn to_reqwest(&self) -> std::io::Result<reqwest::Body> {
+        Ok(match self {
+            RequestBody::Empty => reqwest::Body::from(Bytes::new()),
+            RequestBody::Bytes(b) => reqwest::Body::from(b.clone()),
+            RequestBody::File(path, _) => {
+                let file = tokio::fs::File::open(path.as_ref()).await?;
+                reqwest::Body::wrap_stream(tokio_util::io::ReaderStream::with_capacity(
+                    file,
+                    256 * 1024,
+                ))
+            }
+        })
+    }
+}
+
+/// A signed, retrying Manta client for one account.
+#[derive(Debug, Clone)]
+pub struct MantaClient {
+    http: reqwest::Client,
+    signer: Arc<Signer>,
+    config: Arc<MantaConfig>,
+}
+
+impl MantaClient {
+    /// Builds the client (loads the key).
+    pub fn new(config: MantaConfig) -> Result<Self> {
+        let signer = config.signer()?;
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(10))
+            .pool_idle_timeout(Duration::from_secs(30))
+            .user_agent(concat!("tarvault/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| Error::Config(format!("HTTP client: {e}")))?;
+        Ok(MantaClient {
+            http,
+            signer: Arc::new(signer),
+            config: Arc::new(config),
+        })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &MantaConfig {
+        &self.config
+    }
+
+    /// The signer (its keyId and algorithm).
+    pub fn signer(&self) -> &Signer {
+        &self.signer
+    }
+
+    fn describe(&self) -> String {
+        format!("manta:{}{}", self.config.url, self.config.root)
+    }
+
+    /// The full URL of an absolute Manta path, each segment percent-encoded.
+    pub fn url_of(&self, path: &str) -> String {
+        let mut out = self.config.url.clone();
+        for seg in path.split('/').filter(|s| !s.is_empty()) {
+            out.push('/');
+            out.extend(utf8_percent_encode(seg, SEGMENT));
+        }
+        out
+    }
+
+    /// Sends one request, retrying 503s and connection failures with exponential backoff and
+    /// jitter, up to the configured number of attempts. Other statuses are returned as they are;
+    /// the caller decides what a 404 means.
+    pub async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        query: &[(&str, String)],
+        headers: HeaderMap,
+        body: RequestBody,
+    ) -> Result<reqwest::Response> {
+        let url = self.url_of(path);
+        let attempts = self.config.max_attempts.max(1);
+        let mut last: Option<Error> = None;
+        for attempt in 0..attempts {
+            if attempt > 0 {
+                let delay = self.backoff(attempt);
+                tracing::debug!(%method, path, attempt, ?delay, "retrying Manta request");
+                tokio::time::sleep(delay).await;
+            }
+            let (date, auth) = self.signer.sign_now();
+            let mut req = self
+                .http
+                .request(method.clone(), &url)
+                .headers(headers.clone())
+                .header("date", date)
+                .header("authorization", auth);
+            if !query.is_empty() {
+                req = req.query(query);
+            }
+            if let Some(role) = &self.config.role {
+                req = req.header("role", role);
+            }
+            if method == Method::PUT || method == Method::POST {
+                let len = body.len();
+                let b = body.to_reqwest().await.map_err(|e| Error::Backend {
+                    backend: self.describe(),
+                    message: format!("reopening upload body for {path}"),
+                    source: Some(Box::new(e)),
+                })?;
+                req = req.header("content-length", len).body(b);
+            }
+            match req.send().await {
+                Ok(resp) if resp.status() == StatusCode::SERVICE_UNAVAILABLE => {
+                    let err = self.api_error(&method, path, resp).await;
+                    tracing::debug!(%err, "Manta answered 503");
+                    last = Some(err);
+                }
+                Ok(resp) => return Ok(resp),
+                Err(e) if e.is_builder() => {
+                    return Err(self.transport_error(&method, path, e));
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "Manta request failed");
+                    last = Some(self.transport_error(&method, path, e));
+                }
+            }
+        }
+        let last = last.unwrap_or_else(|| Error::backend(self.describe(), "no attempt made"));
+        Err(Error::Backend {
+            backend: self.describe(),
+            message: format!("{method} {path}: gave up after {attempts} attempts"),
+            source: Some(Box::new(last)),
+        })
+    }
+
+    fn backoff(&self, attempt: u32) -> Duration {
+        let base = self.config.base_backoff.as_millis() as u64;
+        let cap = self.config.max_backoff.as_millis() as u64;
+        let exp = base.saturating_mul(1u64 << attempt.min(16)).min(cap).max(1);
+        // Full jitter between half and the whole delay, so retrying clients spread out.
+        Duration::from_millis(rand::thread_rng().gen_range(exp / 2..=exp))
+    }
+
+    /// Turns a non-success response into a typed error (reading muskie's JSON body).
+    pub async fn api_error(&self, method: &Method, path: &str, resp: reqwest::Response) -> Error {
+        let status = resp.status().as_u16();
+        let body = resp.bytes().await.unwrap_or_default();
+        #[derive(serde::Deserialize)]
+        struct Body {
+            #[serde(default)]
+            code: String,
+            #[serde(default)]
+            message: String,
+        }
+        let (code, message) = match serde_json::from_slice::<Body>(&body) {
+            Ok(b) => (b.code, b.message),
+            Err(_) => (String::new(), String::from_utf8_lossy(&body).into_owned()),
+        };
+        let api = MantaApiError {
+            method: method.to_string(),
+            path: path.to_string(),
+            status,
+            code,
+            message,
+        };
+        Error::Backend {
+            backend: self.describe(),
+            message: api.to_string(),
+            source: Some(Box::new(api)),
+        }
+    }
+
+    fn transport_error(&self, method: &Method, path: &str, e: reqwest::Error) -> Error {
+        Error::Backend {
+            backend: self.describe(),
+            message: format!("{method} {path}: {e}"),
+            source: Some(Box::new(e)),
+        }
+    }
+
+    /// `HEAD path`: `Ok(None)` on 404.
+    pub async fn head(&self, path: &str) -> Result<Option<HeaderMap>> {
+        let resp = self
+            .send(
+                Method::HEAD,
+                path,
+                &[],
+                HeaderMap::new(),
+                RequestBody::Empty,
+            )
+            .await?;
+        match resp.status() {
+            s if s.is_success() => Ok(Some(resp.headers().clone())),
+            StatusCode::NOT_FOUND => Ok(None),
+            status => {
+                // HEAD errors have no body; like node-manta, GET the same path for the error code.
+                let again = self
+                    .send(Method::GET, path, &[], HeaderMap::new(), RequestBody::Empty)
+                    .await?;
+                if again.status() == status {
+                    Err(self.api_error(&Method::HEAD, path, again).await)
+                } else {
+                    Err(self.api_error(&Method::HEAD, path, resp).await)
+                }
+            }
+        }
+    }
+
+    /// `PUT path` as an object with `headers` (content type, MD5, metadata). A `Content-MD5`
+    /// header makes Manta refuse bytes that differ from what was hashed here.
+    pub async fn put_object(
+        &self,
+        path: &str,
+        mut headers: HeaderMap,
+        body: RequestBody,
+    ) -> Result<HeaderMap> {
+        if !headers.contains_key("content-type") {
+            headers.insert(
+                "content-type",
+                HeaderValue::from_static("application/octet-stream"),
+            );
+        }
+        headers.insert("accept", HeaderValue::from_static("application/json"));
+        let resp = self.send(Method::PUT, path, &[], headers, body).await?;
+        if resp.status().is_success() {
+            Ok(resp.headers().clone())
+        } else {
+            Err(self.api_error(&Method::PUT, path, resp).await)
+        }
+    }
+
+    /// Creates one directory (idempotent). Its parent must exist.
+    pub async fn put_directory(&self, path: &str) -> Result<()> {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            "content-type",
+            HeaderValue::from_static("application/json; type=directory"),
+        );
+        headers.insert("accept", HeaderValue::from_static("application/json"));
+        let resp = self
+            .send(Method::PUT, path, &[], headers, RequestBody::Empty)
+            .await?;
+        if resp.status().is_success() {
+            Ok(())
+        } else {
+            Err(self.api_error(&Method::PUT, path, resp).await)
+        }
+    }
+
+    /// `DELETE path`: `Ok(false)` on 404.
+    pub async fn delete(&self, path: &str) -> Result<bool> {
+        let resp = self
+            .send(
+                Method::DELETE,
+                path,
+                &[],
+                HeaderMap::new(),
+                RequestBody::Empty,
+            )
+            .await?;
+        match resp.status() {
+            s if s.is_success() => Ok(true),
+            StatusCode::NOT_FOUND => Ok(false),
+            _ => Err(self.api_error(&Method::DELETE, path, resp).await),
+        }
+    }
+
+    /// `GET path` with optional extra headers (a `Range`); the response is returned for any
+    /// status so the caller can handle 404/206/416.
+    pub async fn get(&self, path: &str, headers: HeaderMap) -> Result<reqwest::Response> {
+        self.send(Method::GET, path, &[], headers, RequestBody::Empty)
+            .await
+    }
+
+    /// Every entry of a directory, paging with `limit` and the inclusive `marker` (the first entry
+    /// of each later page repeats the previous page's last one and is dropped). `Ok(None)` if the
+    /// directory does not exist.
+    pub async fn list_dir(&self, path: &str) -> Result<Option<Vec<DirEntry>>> {
+        const LIMIT: usize = 1024;
+        let mut out: Vec<DirEntry> = Vec::new();
+        let mut marker: Option<String> = None;
+        loop {
+            let mut query = vec![("limit", LIMIT.to_string())];
+            if let Some(m) = &marker {
+                query.push(("marker", m.clone()));
+            }
+            let Some(body) = self.list_page(path, &query).await? else {
+                return Ok(None);
+            };
+            let mut page: Vec<DirEntry> = Vec::new();
+            for line in body.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+                let e: DirEntry = serde_json::from_slice(line).map_err(|e| {
+                    Error::backend(self.describe(), format!("bad listing line in {path}: {e}"))
+                })?;
+                page.push(e);
+            }
+            let full = page.len() >= LIMIT;
+            if marker.is_some() && page.first().map(|e| &e.name) == marker.as_ref() {
+                page.remove(0);
+            }
+            let next = page.last().map(|e| e.name.clone());
+            out.extend(page);
+            match next {
+                Some(n) if full => marker = Some(n),
+                _ => return Ok(Some(out)),
+            }
+        }
+    }
+}
+
+impl MantaClient {
+    /// One listing page's body; a body cut off mid-way is fetched again (within the attempt
+    /// budget), since a listing is read-only and the next request is as good as the first.
+    async fn list_page(&self, path: &str, query: &[(&str, String)]) -> Result<Option<Bytes>> {
+        let attempts = self.config.max_attempts.max(1);
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let resp = self
+                .send(
+                    Method::GET,
+                    path,
+                    query,
+                    HeaderMap::new(),
+                    RequestBody::Empty,
+                )
+                .await?;
+            match resp.status() {
+                StatusCode::OK => {}
+                StatusCode::NOT_FOUND => return Ok(None),
+                _ => return Err(self.api_error(&Method::GET, path, resp).await),
+            }
+            let ct = resp
+                .headers()
+                .get("content-type")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_string();
+            if ct != "application/x-json-stream; type=directory" {
+                return Err(Error::backend(
+                    self.describe(),
+                    format!("{path} is not a directory (content type {ct:?})"),
+                ));
+            }
+            match resp.bytes().await {
+                Ok(body) => return Ok(Some(body)),
+                Err(e) if attempt < attempts => {
+                    tracing::debug!(error = %e, path, "listing cut off; fetching it again");
+                    tokio::time::sleep(self.backoff(attempt)).await;
+                }
+                Err(e) => return Err(self.transport_error(&Method::GET, path, e)),
+            }
+        }
+    }
+}
+
+/// One line of a Manta directory listing.
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct DirEntry {
+    /// The entry's name (not a path).
+    pub name: String,
+    /// `object` or `directory`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Size in bytes (objects only).
+    #[serde(default)]
+    pub size: Option<u64>,
+    /// ISO modification time.
+    #[serde(default)]
+    pub mtime: Option<String>,
+}
+
+/// Builds a header map from name/value pairs, refusing values HTTP cannot carry.
+pub fn headers_of(pairs: &[(&str, String)]) -> Result<HeaderMap> {
+    let mut h = HeaderMap::new();
+    for (k, v) in pairs {
+        let name = HeaderName::from_bytes(k.as_bytes())
+            .map_err(|e| Error::InvalidInput(format!("header {k}: {e}")))?;
+        let value = HeaderValue::from_str(v)
+            .map_err(|e| Error::InvalidInput(format!("header {k}: {e}")))?;
+        h.insert(name, value);
+    }
+    Ok(h)
+}

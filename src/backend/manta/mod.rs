@@ -1,0 +1,640 @@
+//! The Joyent Manta backend (feature `manta`): blobs as objects under a directory of a Manta
+//! account, spoken to over Manta's REST API with HTTP Signature auth.
+//!
+//! * [`config`]: `MANTA_*` environment and `manta://` store URLs.
+//! * [`auth`]: request signing exactly as muskie verifies it.
+//! * [`client`]: HTTP with bounded retries and typed errors ([`MantaApiError`]).
+//! * [`layout`]: digest-derived paths.
+//! * [`writer`]: spooled uploads published by one verified PUT (why: see that module).
+//!
+//! Every blob carries its digests as `m-tarvault-sha512`, `m-tarvault-sha1` and
+//! `m-tarvault-blake3` metadata, and sha1/blake3 lookups go through zero-byte alias objects.
+//! Parent directories are created on demand (`mkdir -p` with `application/json; type=directory`)
+//! and remembered, so a warm store does one PUT per blob.
+
+use std::collections::HashSet;
+use std::ops::Range;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use base64::Engine as _;
+use futures::stream::{self, BoxStream, StreamExt, TryStreamExt};
+use reqwest::header::{HeaderMap, HeaderValue};
+use reqwest::StatusCode;
+
+pub mod auth;
+pub mod client;
+pub mod config;
+pub mod layout;
+pub mod writer;
+
+pub use auth::{KeyError, LoadedKey, SignHash, Signer};
+pub use client::{MantaApiError, MantaClient, RequestBody};
+pub use config::MantaConfig;
+pub use layout::Layout;
+
+use super::{check_range, Backend, BlobKey, BlobStat, BlobWriter, Committed, GetResult, PutHint};
+use crate::integrity::{Algorithm, Digests, Hash};
+use crate::{Error, Result};
+
+const META_SHA512: &str = "m-tarvault-sha512";
+const META_SHA1: &str = "m-tarvault-sha1";
+const META_BLAKE3: &str = "m-tarvault-blake3";
+
+/// Requests in flight at once when rebuilding the alias index.
+const PARALLEL: usize = 8;
+
+/// Blobs in a Manta directory. Cloning shares the client and the directory cache.
+#[derive(Clone)]
+pub struct MantaBackend {
+    client: MantaClient,
+    layout: Layout,
+    /// Directories known to exist (created or seen), so each is created once per process.
+    dirs: Arc<Mutex<HashSet<String>>>,
+}
+
+impl std::fmt::Debug for MantaBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MantaBackend")
+            .field("url", &self.client.config().url)
+            .field("root", &self.layout.root())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The Manta error code inside a backend error, if it is one.
+pub fn api_error(e: &Error) -> Option<&MantaApiError> {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = cur {
+        if let Some(api) = err.downcast_ref::<MantaApiError>() {
+            return Some(api);
+        }
+        cur = err.source();
+    }
+    None
+}
+
+impl MantaBackend {
+    /// A backend for `config` (loads the key; makes no request).
+    pub fn new(config: MantaConfig) -> Result<Self> {
+        let layout = Layout::new(&config.root);
+        Ok(MantaBackend {
+            client: MantaClient::new(config)?,
+            layout,
+            dirs: Arc::new(Mutex::new(HashSet::new())),
+        })
+    }
+
+    /// Opens a `manta://` store URL.
+    pub fn open_url(spec: &str) -> Result<Self> {
+        Self::new(MantaConfig::from_store_url(spec)?)
+    }
+
+    /// The HTTP client (for tools and tests that need raw access to the same account).
+    pub fn client(&self) -> &MantaClient {
+        &self.client
+    }
+
+    /// The path layout.
+    pub fn layout(&self) -> &Layout {
+        &self.layout
+    }
+
+    /// The object path of a blob.
+    pub fn blob_path(&self, key: &BlobKey) -> String {
+        self.layout.blob_path(key)
+    }
+
+    fn describe_err(&self, msg: impl Into<String>) -> Error {
+        Error::backend(self.describe(), msg)
+    }
+
+    fn known_dir(&self, dir: &str) -> bool {
+        self.dirs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(dir)
+    }
+
+    fn remember_dir(&self, dir: &str) {
+        self.dirs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(dir.to_string());
+    }
+
+    fn forget_dirs(&self) {
+        self.dirs.lock().unwrap_or_else(|e| e.into_inner()).clear();
+    }
+
+    /// `mkdir -p dir`: creates each missing ancestor below the account's top directory
+    /// (`/<user>/stor`), skipping the ones already known.
+    async fn ensure_dir(&self, dir: &str) -> Result<()> {
+        if self.known_dir(dir) {
+            return Ok(());
+        }
+        let parts: Vec<&str> = dir.split('/').filter(|p| !p.is_empty()).collect();
+        // parts[0] is the login, parts[1] the top directory (stor/public), which always exist.
+        for depth in 3..=parts.len() {
+            let path = format!("/{}", parts[..depth].join("/"));
+            if self.known_dir(&path) {
+                continue;
+            }
+            self.client.put_directory(&path).await?;
+            self.remember_dir(&path);
+        }
+        Ok(())
+    }
+
+    /// PUTs an object, creating its parent directories first if not known to exist, and once more
+    /// if Manta says a parent is missing (someone removed it behind our back).
+    async fn put_with_parents(
+        &self,
+        path: &str,
+        headers: HeaderMap,
+        body: RequestBody,
+    ) -> Result<HeaderMap> {
+        let parent = layout::parent(path).to_string();
+        self.ensure_dir(&parent).await?;
+        match self
+            .client
+            .put_object(path, headers.clone(), body.clone())
+            .await
+        {
+            Err(e) if api_error(&e).is_some_and(|a| a.code == "DirectoryDoesNotExist") => {
+                tracing::debug!(path, "parent directory vanished; recreating");
+                self.forget_dirs();
+                self.ensure_dir(&parent).await?;
+                self.client.put_object(path, headers, body).await
+            }
+            other => other,
+        }
+    }
+
+    async fn put_aliases(&self, digests: &Digests) -> Result<()> {
+        let key_hex = hex::encode(digests.sha512);
+        let (a, b) = futures::join!(
+            self.put_alias(Algorithm::Sha1, &digests.sha1, &key_hex),
+            self.put_alias(Algorithm::Blake3, &digests.blake3, &key_hex)
+        );
+        a.and(b)
+    }
+
+    async fn put_alias(&self, alg: Algorithm, digest: &[u8], key_hex: &str) -> Result<()> {
+        let path = self.layout.alias_path(alg, digest);
+        let headers = client::headers_of(&[(META_SHA512, key_hex.to_string())])?;
+        self.put_with_parents(&path, headers, RequestBody::Empty)
+            .await
+            .map(|_| ())
+    }
+
+    /// Publishes verified bytes under their key (see [`writer`] for why this is one PUT).
+    async fn publish(
+        &self,
+        digests: &Digests,
+        md5: [u8; 16],
+        body: RequestBody,
+    ) -> Result<Committed> {
+        let key = BlobKey::new(digests.sha512);
+        let path = self.layout.blob_path(&key);
+        // Manta has no create-only PUT (`If-None-Match: *` always fails there), so an existing
+        // blob is detected with a HEAD. The aliases are written either way (re-writing them keeps
+        // a half-finished earlier put from leaving the blob unreachable by sha1/blake3), and the
+        // parent directory is made, all at the same time as the HEAD: one round trip before the
+        // PUT instead of three. An alias may land before its blob: one pointing at a missing blob
+        // is harmless (the store checks the blob itself) and fsck rebuilds any that are lost.
+        let (existing, aliases, parent) = futures::join!(
+            self.client.head(&path),
+            self.put_aliases(digests),
+            self.ensure_dir(layout::parent(&path))
+        );
+        let existing = existing?;
+        aliases?;
+        if existing.is_some() {
+            return Ok(Committed::AlreadyPresent);
+        }
+        parent?;
+        let md5_b64 = base64::engine::general_purpose::STANDARD.encode(md5);
+        let headers = client::headers_of(&[
+            ("content-type", "application/octet-stream".into()),
+            ("content-md5", md5_b64.clone()),
+            (
+                "durability-level",
+                self.client.config().durability.to_string(),
+            ),
+            (META_SHA512, hex::encode(digests.sha512)),
+            (META_SHA1, hex::encode(digests.sha1)),
+            (META_BLAKE3, hex::encode(digests.blake3)),
+        ])?;
+        let reply = self.put_with_parents(&path, headers, body).await?;
+        // Manta checked Content-MD5 already; this catches a server that ignores the header.
+        let computed = reply
+            .get("computed-md5")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default();
+        if !computed.is_empty() && computed != md5_b64 {
+            let _ = self.client.delete(&path).await;
+            return Err(self.describe_err(format!(
+                "{path}: server computed MD5 {computed}, sent {md5_b64}; upload removed"
+            )));
+        }
+        Ok(Committed::Stored)
+    }
+
+    fn stat_from_headers(&self, key: &BlobKey, h: &HeaderMap) -> Result<BlobStat> {
+        let text = |name: &str| h.get(name).and_then(|v| v.to_str().ok());
+        if text("content-type").is_some_and(|t| t.contains("type=directory")) {
+            return Err(self.describe_err(format!(
+                "{} is a directory, not a blob",
+                self.layout.blob_path(key)
+            )));
+        }
+        let size = text("content-length")
+            .and_then(|v| v.parse::<u64>().ok())
+            .ok_or_else(|| self.describe_err("HEAD without Content-Length"))?;
+        let modified = text("last-modified").and_then(|v| httpdate::parse_http_date(v).ok());
+        let digests = (|| {
+            let sha512 = hex::decode(text(META_SHA512)?).ok()?;
+            let sha1 = hex::decode(text(META_SHA1)?).ok()?;
+            let blake3 = hex::decode(text(META_BLAKE3)?).ok()?;
+            let d = Digests::from_parts(&sha512, &sha1, &blake3, size).ok()?;
+            (d.sha512 == *key.as_bytes()).then_some(d)
+        })();
+        Ok(BlobStat {
+            key: *key,
+            size,
+            modified,
+            digests,
+        })
+    }
+
+    /// The body of a GET as a stream that, when the connection drops mid-way, asks again for the
+    /// rest (`Range` from where it stopped, `If-Match` the same etag, as node-manta's mget does),
+    /// within the attempt budget. The store still verifies every byte.
+    fn stream_of(&self, resp: reqwest::Response, path: String, start: u64) -> super::ByteStream {
+        let etag = resp
+            .headers()
+            .get("etag")
+            .and_then(|v| v.to_str().ok())
+            .map(|v| v.trim_matches('"').to_string());
+        let len = resp.content_length();
+        let state = Resume {
+            client: self.client.clone(),
+            backend: self.describe(),
+            path,
+            etag,
+            body: Some(resp.bytes_stream().boxed()),
+            pos: start,
+            end: len.map(|n| start + n),
+            left: self.client.config().max_attempts.saturating_sub(1),
+            done: false,
+        };
+        stream::unfold(state, |mut st| async move {
+            loop {
+                if st.done {
+                    return None;
+                }
+                let Some(body) = st.body.as_mut() else {
+                    match st.reopen().await {
+                        Ok(()) => continue,
+                        Err(e) => {
+                            st.done = true;
+                            return Some((Err(e), st));
+                        }
+                    }
+                };
+                let failure = match body.next().await {
+                    Some(Ok(chunk)) => {
+                        st.pos += chunk.len() as u64;
+                        return Some((Ok(chunk), st));
+                    }
+                    None if st.end.is_none_or(|end| st.pos >= end) => return None,
+                    None => format!("connection closed at byte {}", st.pos),
+                    Some(Err(e)) => e.to_string(),
+                };
+                if st.end.is_some_and(|end| st.pos >= end) {
+                    // Every byte arrived; the store's verification judges them.
+                    return None;
+                }
+                if st.left == 0 || st.end.is_none() {
+                    st.done = true;
+                    let err = Error::backend(
+                        st.backend.clone(),
+                        format!("reading {}: {failure}", st.path),
+                    );
+                    return Some((Err(err), st));
+                }
+                tracing::debug!(
+                    path = st.path,
+                    pos = st.pos,
+                    failure,
+                    "GET cut off; resuming"
+                );
+                st.left -= 1;
+                st.body = None;
+            }
+        })
+        .boxed()
+    }
+
+    /// Every entry name under `dir`'s shard directories (two levels: shard, then entries).
+    fn list_sharded(&self, dir: String) -> BoxStream<'static, Result<(String, String)>> {
+        let client = self.client.clone();
+        let shards = async move {
+            let entries = client.list_dir(&dir).await?.unwrap_or_default();
+            let names: Vec<String> = entries
+                .into_iter()
+                .filter(|e| e.kind == "directory")
+                .map(|e| format!("{dir}/{}", e.name))
+                .collect();
+            let per_shard = stream::iter(names)
+                .then(move |shard| {
+                    let client = client.clone();
+                    async move {
+                        let entries = client.list_dir(&shard).await?.unwrap_or_default();
+                        Ok::<_, Error>(
+                            entries
+                                .into_iter()
+                                .filter(|e| e.kind == "object")
+                                .map(|e| Ok((shard.clone(), e.name)))
+                                .collect::<Vec<_>>(),
+                        )
+                    }
+                })
+                .map(|r| match r {
+                    Ok(v) => stream::iter(v).boxed(),
+                    Err(e) => stream::iter(vec![Err(e)]).boxed(),
+                })
+                .flatten();
+            Ok::<_, Error>(per_shard)
+        };
+        stream::once(shards)
+            .map(|r| match r {
+                Ok(s) => s.boxed(),
+                Err(e) => stream::iter(vec![Err(e)]).boxed(),
+            })
+            .flatten()
+            .boxed()
+    }
+}
+
+/// State of a resumable GET body (see [`MantaBackend::stream_of`]).
+struct Resume {
+    client: MantaClient,
+    backend: String,
+    path: String,
+    etag: Option<String>,
+    body: Option<BoxStream<'static, reqwest::Result<bytes::Bytes>>>,
+    pos: u64,
+    end: Option<u64>,
+    left: u32,
+    done: bool,
+}
+
+impl Resume {
+    async fn reopen(&mut self) -> Result<()> {
+        let end = self.end.unwrap_or(self.pos);
+        let mut headers = HeaderMap::new();
+        let range = format!("bytes={}-{}", self.pos, end.saturating_sub(1));
+        headers.insert(
+            "range",
+            HeaderValue::from_str(&range).map_err(|e| Error::InvalidInput(e.to_string()))?,
+        );
+        if let Some(etag) = &self.etag {
+            if let Ok(v) = HeaderValue::from_str(etag) {
+                headers.insert("if-match", v);
+            }
+        }
+        let resp = self.client.get(&self.path, headers).await?;
+        if resp.status() != StatusCode::PARTIAL_CONTENT {
+            return Err(self
+                .client
+                .api_error(&reqwest::Method::GET, &self.path, resp)
+                .await);
+        }
+        self.body = Some(resp.bytes_stream().boxed());
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Backend for MantaBackend {
+    fn describe(&self) -> String {
+        format!("manta:{}{}", self.client.config().url, self.layout.root())
+    }
+
+    async fn begin_put(&self, hint: &PutHint) -> Result<Box<dyn BlobWriter>> {
+        Ok(Box::new(writer::MantaWriter::new(self.clone(), hint.size)))
+    }
+
+    /// Publishes a batch with up to eight PUTs in flight: each blob is its own Manta object, so
+    /// the batch is made durable fastest by overlapping the round trips.
+    async fn commit_batch(&self, items: Vec<super::PendingBlob>) -> Vec<Result<Committed>> {
+        let mut commits: Vec<futures::future::BoxFuture<'static, Result<Committed>>> =
+            Vec::with_capacity(items.len());
+        for (writer, digests) in items {
+            commits.push(Box::pin(async move { writer.commit(&digests).await }));
+        }
+        stream::iter(commits).buffered(PARALLEL).collect().await
+    }
+
+    async fn get(&self, key: &BlobKey, range: Option<Range<u64>>) -> Result<Option<GetResult>> {
+        let path = self.layout.blob_path(key);
+        let mut headers = HeaderMap::new();
+        if let Some(r) = &range {
+            if r.start >= r.end {
+                // HTTP cannot ask for zero bytes: learn the size (and existence) from a HEAD.
+                let Some(h) = self.client.head(&path).await? else {
+                    return Ok(None);
+                };
+                let st = self.stat_from_headers(key, &h)?;
+                check_range(r, st.size)?;
+                return Ok(Some(GetResult {
+                    size: st.size,
+                    stream: stream::empty().boxed(),
+                }));
+            }
+            let value = format!("bytes={}-{}", r.start, r.end - 1);
+            headers.insert(
+                "range",
+                HeaderValue::from_str(&value).map_err(|e| Error::InvalidInput(e.to_string()))?,
+            );
+        }
+        let resp = self.client.get(&path, headers).await?;
+        let status = resp.status();
+        let size = match status {
+            StatusCode::NOT_FOUND => return Ok(None),
+            StatusCode::OK => {
+                let size = resp.content_length().ok_or_else(|| {
+                    self.describe_err(format!("GET {path} without Content-Length"))
+                })?;
+                if let Some(r) = &range {
+                    // A server that ignored the Range: refuse rather than serve the wrong bytes.
+                    check_range(r, size)?;
+                    return Err(self.describe_err(format!("GET {path}: Range ignored")));
+                }
+                size
+            }
+            StatusCode::PARTIAL_CONTENT => {
+                let total = resp
+                    .headers()
+                    .get("content-range")
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.rsplit('/').next())
+                    .and_then(|v| v.parse::<u64>().ok())
+                    .ok_or_else(|| self.describe_err(format!("GET {path}: bad Content-Range")))?;
+                if let Some(r) = &range {
+                    check_range(r, total)?;
+                }
+                total
+            }
+            StatusCode::RANGE_NOT_SATISFIABLE => {
+                let total = resp
+                    .headers()
+                    .get("content-range")
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.strip_prefix("bytes */"))
+                    .and_then(|v| v.parse::<u64>().ok());
+                if let (Some(r), Some(total)) = (&range, total) {
+                    check_range(r, total)?;
+                }
+                return Err(self
+                    .client
+                    .api_error(&reqwest::Method::GET, &path, resp)
+                    .await);
+            }
+            _ => {
+                return Err(self
+                    .client
+                    .api_error(&reqwest::Method::GET, &path, resp)
+                    .await)
+            }
+        };
+        Ok(Some(GetResult {
+            size,
+            stream: self.stream_of(resp, path, range.map_or(0, |r| r.start)),
+        }))
+    }
+
+    async fn head(&self, key: &BlobKey) -> Result<Option<BlobStat>> {
+        let path = self.layout.blob_path(key);
+        match self.client.head(&path).await? {
+            Some(h) => self.stat_from_headers(key, &h).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    async fn delete(&self, key: &BlobKey) -> Result<bool> {
+        let path = self.layout.blob_path(key);
+        let digests = self.head(key).await?.and_then(|s| s.digests);
+        let deleted = self.client.delete(&path).await?;
+        if let Some(d) = digests {
+            for (alg, digest) in [
+                (Algorithm::Sha1, &d.sha1[..]),
+                (Algorithm::Blake3, &d.blake3[..]),
+            ] {
+                let alias = self.layout.alias_path(alg, digest);
+                if let Err(e) = self.client.delete(&alias).await {
+                    tracing::warn!(%e, alias, "could not remove alias (fsck will)");
+                }
+            }
+        }
+        Ok(deleted)
+    }
+
+    fn list(&self) -> BoxStream<'static, Result<BlobKey>> {
+        self.list_sharded(self.layout.blobs_dir())
+            .filter_map(|r| async move {
+                match r {
+                    Ok((_, name)) => match BlobKey::from_hex(&name) {
+                        Ok(k) if name.len() == 128 => Some(Ok(k)),
+                        _ => {
+                            tracing::warn!(name, "ignoring a foreign object in the blob directory");
+                            None
+                        }
+                    },
+                    Err(e) => Some(Err(e)),
+                }
+            })
+            .boxed()
+    }
+
+    /// Copies the blob's bytes to `<root>/quarantine/<sha512 hex>` (Manta v2 has no rename or
+    /// link), then deletes it and its aliases.
+    async fn quarantine(&self, key: &BlobKey) -> Result<bool> {
+        let Some(got) = self.get(key, None).await? else {
+            return Ok(false);
+        };
+        let mut spool = tempfile::NamedTempFile::new()
+            .map_err(|e| Error::io("create", std::env::temp_dir(), e))?;
+        let mut len = 0u64;
+        let mut stream = got.stream;
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk?;
+            std::io::Write::write_all(&mut spool, &chunk)
+                .map_err(|e| Error::io("write", spool.path().to_path_buf(), e))?;
+            len += chunk.len() as u64;
+        }
+        let path = self.layout.quarantine_path(key);
+        let body = RequestBody::File(Arc::new(spool.path().to_path_buf()), len);
+        self.put_with_parents(&path, HeaderMap::new(), body).await?;
+        self.delete(key).await
+    }
+
+    async fn resolve_alias(&self, hash: &Hash) -> Result<Option<BlobKey>> {
+        let alg = hash.algorithm();
+        match alg {
+            Algorithm::Sha512 => Ok(BlobKey::from_hash(hash)),
+            Algorithm::Sha1 | Algorithm::Blake3 => {
+                let path = self.layout.alias_path(alg, hash.digest());
+                let Some(h) = self.client.head(&path).await? else {
+                    return Ok(None);
+                };
+                let target = h
+                    .get(META_SHA512)
+                    .and_then(|v| v.to_str().ok())
+                    .ok_or_else(|| {
+                        self.describe_err(format!("alias {path} has no {META_SHA512}"))
+                    })?;
+                BlobKey::from_hex(target).map(Some)
+            }
+            other => Err(Error::InvalidInput(format!(
+                "cannot look blobs up by {other}"
+            ))),
+        }
+    }
+
+    async fn rebuild_aliases(&self, all: &[Digests]) -> Result<()> {
+        let mut wanted: HashSet<String> = HashSet::new();
+        for d in all {
+            wanted.insert(self.layout.alias_path(Algorithm::Sha1, &d.sha1));
+            wanted.insert(self.layout.alias_path(Algorithm::Blake3, &d.blake3));
+        }
+        for alg in [Algorithm::Sha1, Algorithm::Blake3] {
+            let existing: Vec<(String, String)> = self
+                .list_sharded(self.layout.alias_dir(alg))
+                .try_collect()
+                .await?;
+            let stale: Vec<String> = existing
+                .into_iter()
+                .map(|(dir, name)| format!("{dir}/{name}"))
+                .filter(|p| !wanted.contains(p))
+                .collect();
+            let client = self.client.clone();
+            stream::iter(stale)
+                .map(|p| {
+                    let client = client.clone();
+                    async move { client.delete(&p).await.map(|_| ()) }
+                })
+                .buffer_unordered(PARALLEL)
+                .try_collect::<Vec<()>>()
+                .await?;
+        }
+        stream::iter(all.iter().copied())
+            .map(|d| async move { self.put_aliases(&d).await })
+            .buffer_unordered(PARALLEL)
+            .try_collect::<Vec<()>>()
+            .await?;
+        Ok(())
+    }
+}

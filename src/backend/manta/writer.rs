@@ -1,0 +1,120 @@
+//! Uploads: bytes are spooled locally (memory, then a temp file past a threshold) while the store
+//! hashes them, and published at commit by one verified PUT.
+//!
+//! Why not stream straight to Manta? Nothing may be visible under a key before the bytes are
+//! verified, and the key (the sha512) is only known once the last byte has been hashed. Manta offers
+//! two ways to publish server-side, and neither fits:
+//! * SnapLinks (upload to a temp path, link to the final one) are gone in Manta v2
+//!   (`SnaplinksDisabledError`).
+//! * Multipart uploads fix the target path at *creation*, need 5 MiB parts, cost four extra round
+//!   trips (create, redirect HEAD, part, commit) and refuse conditional headers, so they cannot be
+//!   create-only either. For tarballs (most are a few KB) that is several times the work of one PUT.
+//!
+//! A single PUT with `Content-MD5` is atomic in Manta (the metadata record that makes an object
+//! visible is written only after every byte reached the storage nodes) and the server refuses it
+//! with `ContentMD5Mismatch` if the bytes it received are not the ones hashed here, so what appears
+//! under the key is exactly what the store verified. Because the body is local it can be replayed
+//! when a PUT has to be retried (503, dropped connection), and a dropped or aborted writer leaves
+//! nothing on the server at all.
+
+use std::any::Any;
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::{Bytes, BytesMut};
+use md5::Digest as _;
+
+use super::client::RequestBody;
+use super::MantaBackend;
+use crate::backend::{BlobWriter, Committed};
+use crate::integrity::Digests;
+use crate::{Error, Result};
+
+/// Uploads up to this size stay in memory; larger ones spill to a temp file.
+pub const SPOOL_IN_MEMORY: usize = 16 * 1024 * 1024;
+
+enum Spool {
+    Memory(BytesMut),
+    File(tempfile::NamedTempFile, u64),
+}
+
+/// An upload in progress (see the module docs).
+pub struct MantaWriter {
+    backend: MantaBackend,
+    spool: Spool,
+    md5: md5::Md5,
+}
+
+impl MantaWriter {
+    pub(super) fn new(backend: MantaBackend, size_hint: Option<u64>) -> Self {
+        let cap = size_hint
+            .map(|n| n.min(SPOOL_IN_MEMORY as u64) as usize)
+            .unwrap_or(64 * 1024);
+        MantaWriter {
+            backend,
+            spool: Spool::Memory(BytesMut::with_capacity(cap)),
+            md5: md5::Md5::new(),
+        }
+    }
+
+    fn spill(&mut self) -> Result<()> {
+        if let Spool::Memory(buf) = &self.spool {
+            let mut file = tempfile::NamedTempFile::new()
+                .map_err(|e| Error::io("create", std::env::temp_dir(), e))?;
+            file.write_all(buf)
+                .map_err(|e| Error::io("write", file.path().to_path_buf(), e))?;
+            let len = buf.len() as u64;
+            self.spool = Spool::File(file, len);
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl BlobWriter for MantaWriter {
+    async fn write(&mut self, chunk: Bytes) -> Result<()> {
+        self.md5.update(&chunk);
+        if let Spool::Memory(buf) = &self.spool {
+            if buf.len() + chunk.len() > SPOOL_IN_MEMORY {
+                self.spill()?;
+            }
+        }
+        match &mut self.spool {
+            Spool::Memory(buf) => buf.extend_from_slice(&chunk),
+            Spool::File(file, len) => {
+                // Spool writes are local and sequential; a blocking write of one chunk is what
+                // tokio::fs would do on a blocking thread anyway.
+                file.write_all(&chunk)
+                    .map_err(|e| Error::io("write", file.path().to_path_buf(), e))?;
+                *len += chunk.len() as u64;
+            }
+        }
+        Ok(())
+    }
+
+    async fn commit(self: Box<Self>, digests: &Digests) -> Result<Committed> {
+        let this = *self;
+        let md5: [u8; 16] = this.md5.finalize().into();
+        let (body, _keep) = match this.spool {
+            Spool::Memory(buf) => (RequestBody::Bytes(buf.freeze()), None),
+            Spool::File(mut file, len) => {
+                file.flush()
+                    .map_err(|e| Error::io("flush", file.path().to_path_buf(), e))?;
+                let path: PathBuf = file.path().to_path_buf();
+                (RequestBody::File(Arc::new(path), len), Some(file))
+            }
+        };
+        this.backend.publish(digests, md5, body).await
+    }
+
+    async fn abort(self: Box<Self>) -> Result<()> {
+        // Nothing was sent; dropping the spool removes its temp file.
+        Ok(())
+    }
+
+    fn into_any(self: Box<Self>) -> Box<dyn Any + Send> {
+        self
+    }
+}

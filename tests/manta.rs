@@ -1,0 +1,531 @@
+//! Manta backend beyond the conformance suite: keys, store URLs, interop with the official
+//! node-manta CLI (`manta@5.4.2` in backends/manta/node), and faults injected by the test server.
+
+mod manta_common;
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use futures::TryStreamExt;
+use manta_common::{Keys, Target};
+use md5::Digest as _;
+use tarvault::backend::manta::{api_error, KeyError, LoadedKey, MantaBackend, MantaConfig};
+use tarvault::backend::{Backend, BlobKey};
+use tarvault::{ErrorKind, Integrity, PutOptions, Store};
+
+fn noise(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+fn corpus_tarballs(n: usize) -> Vec<(String, Vec<u8>)> {
+    let dir = PathBuf::from(
+        std::env::var("TARVAULT_CORPUS").unwrap_or_else(|_| "../shared/corpus".into()),
+    );
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir.join("tarballs"))
+        .map(|rd| {
+            rd.filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.extension().is_some_and(|e| e == "tgz"))
+                .collect()
+        })
+        .unwrap_or_default();
+    files.sort();
+    let mut out: Vec<(String, Vec<u8>)> = files
+        .into_iter()
+        .take(n)
+        .filter_map(|p| {
+            let name = p.file_name()?.to_string_lossy().into_owned();
+            Some((name, std::fs::read(&p).ok()?))
+        })
+        .collect();
+    if out.is_empty() {
+        // No corpus at hand: tarball-sized random blobs still exercise the paths.
+        out = (0..n as u64)
+            .map(|i| (format!("blob{i}.tgz"), noise(3000 + 977 * i as usize, i)))
+            .collect();
+    }
+    out
+}
+
+#[test]
+fn ed25519_key_is_a_clear_typed_error() {
+    let keys = Keys::new();
+    let path = keys.keygen("id_ed25519", &["-t", "ed25519"]);
+    let err = LoadedKey::from_file(&path).expect_err("ed25519 must be refused");
+    assert!(
+        matches!(&err, KeyError::UnsupportedKeyType { algorithm, .. } if algorithm == "ssh-ed25519"),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("RSA or ECDSA"), "{err}");
+    // Through the configuration it is a Config error that says the same.
+    let cfg = MantaConfig::from_store_url(&format!(
+        "manta://127.0.0.1:1/stor/x?tls=false&user=u&key={}",
+        path.display()
+    ))
+    .expect("config");
+    let err = MantaBackend::new(cfg).expect_err("refused");
+    assert_eq!(err.kind(), ErrorKind::Config);
+    assert!(err.to_string().contains("ed25519"), "{err}");
+}
+
+#[test]
+fn key_fingerprints_match_ssh_keygen() {
+    let keys = Keys::new();
+    for (name, args) in [
+        ("id_rsa", &["-t", "rsa", "-b", "2048"][..]),
+        ("id_ecdsa", &["-t", "ecdsa", "-b", "256"][..]),
+        ("id_ecdsa384", &["-t", "ecdsa", "-b", "384"][..]),
+        ("id_pem", &["-t", "rsa", "-b", "2048", "-m", "PEM"][..]),
+        ("id_ecpem", &["-t", "ecdsa", "-b", "256", "-m", "PEM"][..]),
+    ] {
+        let path = keys.keygen(name, args);
+        let key = LoadedKey::from_file(&path).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let want = manta_common::md5_fingerprint(&path);
+        assert_eq!(key.md5_fingerprint(), want, "{name}");
+        assert!(key.matches_key_id(&format!("MD5:{want}")));
+    }
+}
+
+#[test]
+fn store_urls() {
+    let c = MantaConfig::from_store_url(
+        "manta://manta.example:8443/stor/reg?user=alice&key=/k&durability=3&retries=2",
+    )
+    .expect("parse");
+    assert_eq!(c.url, "https://manta.example:8443");
+    assert_eq!(c.root, "/alice/stor/reg");
+    assert_eq!(c.durability, 3);
+    assert_eq!(c.max_attempts, 3);
+    let c = MantaConfig::from_store_url("manta://h/~~/public/x/y?user=bob&tls=false&key=/k")
+        .expect("parse");
+    assert_eq!(
+        (c.url.as_str(), c.root.as_str()),
+        ("http://h", "/bob/public/x/y")
+    );
+    for bad in [
+        "manta://h/jobs/x?user=u&key=/k",
+        "manta://h/stor/x?user=u&key=/k&durability=0",
+        "manta://h/stor/x?user=u&key=/k&colour=red",
+        "manta://h/?user=u&key=/k",
+    ] {
+        let err = MantaConfig::from_store_url(bad).expect_err(bad);
+        assert_eq!(err.kind(), ErrorKind::Config, "{bad}");
+    }
+}
+
+/// `--store manta://…` goes through `Store::open`; an ECDSA key signs too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn store_open_with_ecdsa_key() {
+    let Some(bin) = manta_common::server_bin() else {
+        manta_common::no_server("store_open_with_ecdsa_key")
+    };
+    let keys = Keys::new();
+    let key = keys.keygen("id_ecdsa", &["-t", "ecdsa", "-b", "256"]);
+    let server = manta_common::ServerProcess::spawn(&bin, &[manta_common::pub_path(&key)], &[]);
+    let url = format!(
+        "manta:///stor/ecdsa?url={}&user={}&key={}",
+        server.url,
+        manta_common::USER,
+        key.display()
+    );
+    let store = Store::open(&url).await.expect("open");
+    let data = noise(100_000, 1);
+    let put = store
+        .put_bytes(data.clone(), &PutOptions::default())
+        .await
+        .expect("put");
+    let back = store
+        .get(&Integrity::parse_address(&put.digests.shasum()).expect("addr"))
+        .await
+        .expect("get")
+        .bytes()
+        .await
+        .expect("verified");
+    assert_eq!(back, data);
+}
+
+/// A key the account does not have is refused with Manta's typed error, not retried.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_key_is_a_typed_error() {
+    let target = Target::get("wrong_key_is_a_typed_error");
+    let other = Keys::new();
+    let mut cfg = target.config("wrongkey");
+    cfg.key_path = Some(other.rsa());
+    let backend = MantaBackend::new(cfg).expect("backend");
+    let started = Instant::now();
+    let err = Store::new(backend)
+        .put_bytes(noise(10, 2), &PutOptions::default())
+        .await
+        .expect_err("refused");
+    assert_eq!(err.kind(), ErrorKind::Backend);
+    let api = api_error(&err).expect("a Manta error");
+    assert_eq!(
+        (api.status, api.code.as_str()),
+        (403, "KeyDoesNotExist"),
+        "{err}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "auth errors are not retried"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Interop with the official client.
+
+struct Cli {
+    bin: PathBuf,
+    home: PathBuf,
+    url: String,
+    user: String,
+    key_id: String,
+}
+
+impl Cli {
+    fn get(target: &Target, what: &str) -> Cli {
+        let bin = std::env::var_os("MANTA_NODE_BIN")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| {
+                PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                    .join("backends/manta/node/node_modules/manta/bin")
+            });
+        if !bin.join("mget").is_file() {
+            if std::env::var_os("CI").is_some() {
+                panic!("{what}: node-manta is not installed (cd backends/manta/node && npm ci --ignore-scripts)");
+            }
+            eprintln!("skipping {what}: node-manta not installed");
+            std::process::exit(0);
+        }
+        let home = target.home.clone().expect("a HOME holding the key");
+        Cli {
+            key_id: manta_common::md5_fingerprint(&target.key),
+            bin,
+            home,
+            url: target.url.clone(),
+            user: target.user.clone(),
+        }
+    }
+
+    fn run(&self, cmd: &str, args: &[&str]) -> Vec<u8> {
+        let out = Command::new("node")
+            .arg(self.bin.join(cmd))
+            .args(args)
+            .env("HOME", &self.home)
+            .env("MANTA_URL", &self.url)
+            .env("MANTA_USER", &self.user)
+            .env("MANTA_KEY_ID", &self.key_id)
+            .env_remove("SSH_AUTH_SOCK")
+            .env_remove("MANTA_SUBUSER")
+            .env_remove("MANTA_ROLE")
+            .output()
+            .expect("node");
+        assert!(
+            out.status.success(),
+            "{cmd} {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out.stdout
+    }
+}
+
+fn b64md5(data: &[u8]) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(md5::Md5::digest(data))
+}
+
+/// Tarballs written by tarvault are read by `mget` (which checks Content-MD5 itself) with the same
+/// bytes; `mls` lists exactly what tarvault lists.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn official_client_reads_what_tarvault_wrote() {
+    let target = Target::get("official_client_reads_what_tarvault_wrote");
+    let cli = Cli::get(&target, "official_client_reads_what_tarvault_wrote");
+    let backend = target.backend("interop-read");
+    let store = Store::new(backend.clone());
+    let tarballs = corpus_tarballs(6);
+    let mut keys = Vec::new();
+    for (name, data) in &tarballs {
+        let put = store
+            .put_bytes(data.clone(), &PutOptions::default())
+            .await
+            .expect(name);
+        let key = BlobKey::new(put.digests.sha512);
+        let path = backend.blob_path(&key);
+        let got = cli.run("mget", &[&path]);
+        assert_eq!(got.len(), data.len(), "{name}");
+        assert!(got == *data, "{name}: mget bytes differ");
+        let head = backend
+            .client()
+            .head(&path)
+            .await
+            .expect("head")
+            .expect("there");
+        assert_eq!(
+            head.get("content-md5").and_then(|v| v.to_str().ok()),
+            Some(b64md5(data).as_str()),
+            "{name}"
+        );
+        keys.push(key.to_hex());
+    }
+    keys.sort();
+    // mls: shards, then each shard's objects.
+    let blobs = backend.layout().blobs_dir();
+    let shards = String::from_utf8(cli.run("mls", &[&blobs])).expect("utf8");
+    let mut listed = Vec::new();
+    for shard in shards.lines().filter(|l| l.ends_with('/')) {
+        let names = String::from_utf8(cli.run(
+            "mls",
+            &[&format!("{blobs}/{}", shard.trim_end_matches('/'))],
+        ))
+        .expect("utf8");
+        listed.extend(names.lines().map(str::to_string));
+    }
+    listed.sort();
+    let mut ours: Vec<String> = backend
+        .list()
+        .map_ok(|k| k.to_hex())
+        .try_collect()
+        .await
+        .expect("list");
+    ours.sort();
+    assert_eq!(listed, keys);
+    assert_eq!(ours, keys);
+}
+
+/// Tarballs written by `mput` (to the address's path) are read and verified by tarvault.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tarvault_reads_what_mput_wrote() {
+    let target = Target::get("tarvault_reads_what_mput_wrote");
+    let cli = Cli::get(&target, "tarvault_reads_what_mput_wrote");
+    let backend = target.backend("interop-write");
+    let store = Store::new(backend.clone());
+    let scratch = tempfile::tempdir().expect("tempdir");
+    for (name, data) in corpus_tarballs(4) {
+        let digests = Store::memory()
+            .put_bytes(data.clone(), &PutOptions::default())
+            .await
+            .expect("digest")
+            .digests;
+        let file = scratch.path().join(&name);
+        std::fs::write(&file, &data).expect("write");
+        let path = backend.blob_path(&BlobKey::new(digests.sha512));
+        cli.run("mput", &["-p", "-f", &file.to_string_lossy(), &path]);
+        let got = store
+            .get(&digests.integrity())
+            .await
+            .expect(&name)
+            .bytes()
+            .await
+            .expect("verified");
+        assert!(got[..] == data[..], "{name}");
+        // A tampered mput is caught on read.
+        let mut bad = data.clone();
+        bad[data.len() / 2] ^= 1;
+        std::fs::write(&file, &bad).expect("write");
+        cli.run("mput", &["-f", &file.to_string_lossy(), &path]);
+        let err = store
+            .get(&digests.integrity())
+            .await
+            .expect("opens")
+            .bytes()
+            .await
+            .expect_err("corrupt");
+        assert_eq!(err.kind(), ErrorKind::Corrupt, "{name}");
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Faults.
+
+fn fast_retry(mut cfg: MantaConfig, attempts: u32) -> MantaConfig {
+    cfg.max_attempts = attempts;
+    cfg.base_backoff = Duration::from_millis(5);
+    cfg.max_backoff = Duration::from_millis(50);
+    cfg
+}
+
+/// 30% of requests answered 503 (ServiceUnavailable / ThrottledError): bounded retries hide them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retries_ride_out_503s() {
+    let target = Target::private(
+        "retries_ride_out_503s",
+        &["--fail-503-rate", "0.3", "--fault-seed", "7"],
+    );
+    let backend = MantaBackend::new(fast_retry(target.config("r503"), 12)).expect("backend");
+    let store = Store::new(backend.clone());
+    let mut all = Vec::new();
+    for i in 0..12u64 {
+        let data = noise(20_000 + i as usize * 1000, 100 + i);
+        let put = store
+            .put_bytes(data.clone(), &PutOptions::default())
+            .await
+            .expect("put despite 503s");
+        all.push((put.digests, data));
+    }
+    for (d, data) in &all {
+        let got = store
+            .get(&Integrity::parse_address(&d.shasum()).expect("addr"))
+            .await
+            .expect("get")
+            .bytes()
+            .await
+            .expect("verified");
+        assert_eq!(&got[..], &data[..]);
+    }
+    let listed: Vec<BlobKey> = backend.list().try_collect().await.expect("list");
+    assert_eq!(listed.len(), all.len());
+}
+
+/// Every request refused: a bounded number of attempts, then a typed error carrying Manta's code;
+/// nothing stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_503_storm_gives_up_with_a_typed_error() {
+    let target = Target::private("a_503_storm", &["--fail-503-rate", "1.0"]);
+    let backend = MantaBackend::new(fast_retry(target.config("storm"), 4)).expect("backend");
+    let store = Store::new(backend.clone());
+    let started = Instant::now();
+    let err = store
+        .put_bytes(noise(5000, 3), &PutOptions::default())
+        .await
+        .expect_err("storm");
+    assert_eq!(err.kind(), ErrorKind::Backend);
+    assert!(
+        err.to_string().contains("gave up after 4 attempts"),
+        "{err}"
+    );
+    let api = api_error(&err).expect("Manta's error");
+    assert_eq!(api.status, 503);
+    // A HEAD's 503 has no body to name the code; a PUT's or GET's does.
+    assert!(
+        ["", "ServiceUnavailable", "ThrottledError"].contains(&api.code.as_str()),
+        "{api}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(5));
+}
+
+/// Connections dropped mid-upload and mid-download: puts either succeed or fail with a typed
+/// error, and whatever is listed afterwards reads back verified (nothing partial is visible).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropped_connections_leave_nothing_partial() {
+    let target = Target::private(
+        "dropped_connections",
+        &["--drop-rate", "0.25", "--fault-seed", "11"],
+    );
+    let backend = MantaBackend::new(fast_retry(target.config("drop"), 10)).expect("backend");
+    let store = Store::new(backend.clone());
+    let mut stored = Vec::new();
+    for i in 0..10u64 {
+        let data = noise(200_000 + i as usize * 10_000, 300 + i);
+        match store.put_bytes(data.clone(), &PutOptions::default()).await {
+            Ok(p) => stored.push((p.digests, data)),
+            Err(e) => assert_eq!(e.kind(), ErrorKind::Backend, "{e}"),
+        }
+    }
+    assert_eq!(stored.len(), 10, "retries should get every put through");
+    // Listing pages cut off are fetched again.
+    let listed: Vec<BlobKey> = backend.list().try_collect().await.expect("list");
+    assert_eq!(listed.len(), stored.len());
+    for key in &listed {
+        let d = stored
+            .iter()
+            .find(|(d, _)| BlobKey::new(d.sha512) == *key)
+            .expect("only verified puts are visible");
+        // Reads are cut too: the backend resumes them (Range + If-Match) and the store verifies.
+        let got = store
+            .get(&d.0.integrity())
+            .await
+            .expect("get")
+            .bytes()
+            .await
+            .expect("resumed and verified");
+        assert_eq!(&got[..], &d.1[..]);
+    }
+}
+
+/// fsck's quarantine keeps the corrupt bytes under `quarantine/` and removes the blob.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quarantine_keeps_the_bytes() {
+    let target = Target::get("quarantine_keeps_the_bytes");
+    let backend = target.backend("quarantine");
+    let store = Store::new(backend.clone());
+    let data = noise(50_000, 42);
+    let put = store
+        .put_bytes(data.clone(), &PutOptions::default())
+        .await
+        .expect("put");
+    let key = BlobKey::new(put.digests.sha512);
+    let mut bad = data.clone();
+    bad[100] ^= 0xff;
+    backend
+        .client()
+        .put_object(
+            &backend.blob_path(&key),
+            Default::default(),
+            tarvault::backend::manta::RequestBody::Bytes(bad.clone().into()),
+        )
+        .await
+        .expect("plant");
+    let report = store
+        .fsck(&tarvault::FsckOptions {
+            quarantine: true,
+            ..Default::default()
+        })
+        .await
+        .expect("fsck");
+    assert_eq!(report.corrupt.len(), 1);
+    assert!(!store
+        .contains(&put.digests.integrity())
+        .await
+        .expect("contains"));
+    let resp = backend
+        .client()
+        .get(&backend.layout().quarantine_path(&key), Default::default())
+        .await
+        .expect("get");
+    assert_eq!(resp.status().as_u16(), 200);
+    let kept = resp.bytes().await.expect("bytes");
+    assert!(kept[..] == bad[..], "the corrupt bytes are kept");
+}
+
+/// The Authorization header has exactly muskie's shape, and a sub-user signs as
+/// `/login/subuser/keys/<md5>` (the test server has no sub-users, so it answers
+/// `UserDoesNotExist`: the keyId was parsed as a five-part sub-user id).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signature_header_and_subuser_key_id() {
+    let target = Target::get("signature_header_and_subuser_key_id");
+    let backend = target.backend("sig");
+    let signer = backend.client().signer();
+    let fp = manta_common::md5_fingerprint(&target.key);
+    let auth = signer.authorization("Mon, 23 Nov 2026 09:29:35 GMT");
+    let prefix = format!(
+        "Signature keyId=\"/{}/keys/{fp}\",algorithm=\"rsa-sha256\",headers=\"date\",signature=\"",
+        target.user
+    );
+    assert!(auth.starts_with(&prefix), "{auth}");
+    assert!(auth.ends_with('"') && !auth.contains(", "), "{auth}");
+
+    let mut cfg = target.config("sub");
+    cfg.subuser = Some("sub1".into());
+    let sub = MantaBackend::new(cfg).expect("backend");
+    assert_eq!(
+        sub.client().signer().key_id(),
+        format!("/{}/sub1/keys/{fp}", target.user)
+    );
+    let err = Store::new(sub)
+        .put_bytes(noise(10, 5), &PutOptions::default())
+        .await
+        .expect_err("no sub-users on the test server");
+    let api = api_error(&err).expect("Manta's error");
+    assert_eq!(
+        (api.status, api.code.as_str()),
+        (403, "UserDoesNotExist"),
+        "{err}"
+    );
+}
