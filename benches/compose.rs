@@ -100,7 +100,10 @@ async fn run(dir: &Path) {
     for fsync in [false, true] {
         let tag = if fsync { "fsync on" } else { "fsync off" };
         let single = Store::from_arc(fs(dir, &format!("single-{fsync}"), fsync));
-        row(&format!("put, one fs store ({tag})"), put_all(&single, &blobs).await);
+        row(
+            &format!("put, one fs store ({tag})"),
+            put_all(&single, &blobs).await,
+        );
         for quorum in [2, 3] {
             let reps = (0..3)
                 .map(|i| fs(dir, &format!("rep{quorum}-{i}-{fsync}"), fsync))
@@ -158,8 +161,14 @@ async fn run(dir: &Path) {
         .await
         .expect("cached"),
     );
-    row("get, cached (memory over fs), miss", get_all(&cached, &addrs).await);
-    row("get, cached (memory over fs), hit", get_all(&cached, &addrs).await);
+    row(
+        "get, cached (memory over fs), miss",
+        get_all(&cached, &addrs).await,
+    );
+    row(
+        "get, cached (memory over fs), hit",
+        get_all(&cached, &addrs).await,
+    );
 
     println!("| operation | blobs | MiB | seconds | blobs/s | MiB/s |");
     println!("|---|---:|---:|---:|---:|---:|");
