@@ -385,6 +385,9 @@ capacity = "1MiB"
     // repair refuses a store that is not replicated; bad configurations are usage errors.
     assert_eq!(tv_in(d, "r0", &["repair"]).status.code(), Some(2));
     assert_eq!(tv_in(d, "stores.toml#nope", &["ls"]).status.code(), Some(2));
+    // A mistyped configuration path is an error, not a new empty store of that name.
+    assert_eq!(tv_in(d, "stores-typo.toml", &["ls"]).status.code(), Some(2));
+    assert!(!d.join("stores-typo.toml").exists());
     std::fs::write(
         d.join("bad.json"),
         r#"{"replicated": {"replicas": ["r0"], "write_quorum": 3}}"#,

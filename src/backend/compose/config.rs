@@ -77,8 +77,10 @@ pub fn is_config_spec(spec: &str) -> bool {
     if spec.starts_with('{') || spec.starts_with("config:") {
         return true;
     }
+    // A missing `x.toml` is a configuration that cannot be read (an error), not a new empty
+    // filesystem store created under that name.
     let path = spec.split('#').next().unwrap_or(spec);
-    (path.ends_with(".toml") || path.ends_with(".json")) && Path::new(path).is_file()
+    (path.ends_with(".toml") || path.ends_with(".json")) && !Path::new(path).is_dir()
 }
 
 /// Opens the store a configuration spec names; `Ok(None)` if `spec` is not a configuration spec.
