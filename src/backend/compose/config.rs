@@ -80,7 +80,9 @@ pub fn is_config_spec(spec: &str) -> bool {
     // A missing `x.toml` is a configuration that cannot be read (an error), not a new empty
     // filesystem store created under that name.
     let path = spec.split('#').next().unwrap_or(spec);
-    (path.ends_with(".toml") || path.ends_with(".json")) && !Path::new(path).is_dir()
+    (path.ends_with(".toml") || path.ends_with(".json"))
+        && !path.contains("://")
+        && !Path::new(path).is_dir()
 }
 
 /// Opens the store a configuration spec names; `Ok(None)` if `spec` is not a configuration spec.
@@ -359,6 +361,17 @@ pub fn parse_size(text: &str) -> Result<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn which_specs_are_configuration() {
+        assert!(is_config_spec("config:stores.toml"));
+        assert!(is_config_spec("stores.toml#main"));
+        assert!(is_config_spec("/etc/tarvault/stores.json"));
+        assert!(is_config_spec(r#"{"replicated": {"replicas": ["a"]}}"#));
+        assert!(!is_config_spec("/var/lib/tarvault"));
+        assert!(!is_config_spec("memory:"));
+        assert!(!is_config_spec("s3://bucket/prefix.json"));
+    }
 
     #[test]
     fn sizes() {
