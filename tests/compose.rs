@@ -692,3 +692,37 @@ async fn wrappers_nest() {
     assert_eq!(&read_all(&store, &data).await[..], &data[..]);
     assert_eq!(keys_of(&r0).await, keys_of(&r1).await);
 }
+
+/// Read-repair on real filesystem replicas: the corrupt file is quarantined and replaced.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_repair_on_fs_replicas() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let open =
+        |n: &str| FsBackend::open(dir.path().join(n), FsOptions { fsync: false }).expect("fs");
+    let (a, b) = (open("a"), open("b"));
+    let store = Store::new(
+        Replicated::new(
+            vec![arc(a.clone()), arc(b.clone())],
+            ReplicatedOptions::default(),
+        )
+        .expect("replicated"),
+    );
+    let data = noise(300_000, 120);
+    store
+        .put_bytes(data.clone(), &PutOptions::default())
+        .await
+        .expect("put");
+    let path = a.blob_path(&key_of(&data));
+    let mut perms = std::fs::metadata(&path).expect("blob").permissions();
+    #[allow(clippy::permissions_set_readonly_false)]
+    perms.set_readonly(false);
+    std::fs::set_permissions(&path, perms).expect("chmod");
+    std::fs::write(&path, noise(300_000, 121)).expect("plant");
+    assert_eq!(&read_all(&store, &data).await[..], &data[..]);
+    assert_eq!(std::fs::read(&path).expect("repaired file"), data);
+    let report = Store::new(a)
+        .fsck(&tarvault::FsckOptions::default())
+        .await
+        .expect("fsck");
+    assert!(report.is_clean() && report.ok == 1, "{report:?}");
+}
