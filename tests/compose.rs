@@ -311,7 +311,14 @@ async fn replica_down_then_repaired() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn corrupt_replica_is_skipped_and_read_repaired() {
     let (mems, faulty) = three_memory();
-    let store = Store::new(replicated(&faulty, ReplicatedOptions::default()));
+    // Quorum 3: every replica has committed when the put returns.
+    let store = Store::new(replicated(
+        &faulty,
+        ReplicatedOptions {
+            write_quorum: Some(3),
+            ..ReplicatedOptions::default()
+        },
+    ));
     let data = noise(500_000, 41);
     store
         .put_bytes(data.clone(), &PutOptions::default())
@@ -338,7 +345,14 @@ async fn corrupt_replica_is_skipped_and_read_repaired() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_replica_corrupt_is_reported() {
     let (mems, faulty) = three_memory();
-    let store = Store::new(replicated(&faulty, ReplicatedOptions::default()));
+    // Quorum 3: every replica has committed when the put returns.
+    let store = Store::new(replicated(
+        &faulty,
+        ReplicatedOptions {
+            write_quorum: Some(3),
+            ..ReplicatedOptions::default()
+        },
+    ));
     let data = noise(10_000, 42);
     store
         .put_bytes(data.clone(), &PutOptions::default())
