@@ -383,7 +383,7 @@ async fn slow_replica_does_not_hold_up_reads_or_writes() {
         },
     );
     let store = Store::new(rep);
-    faulty[0].knobs.delay_ms.store(3000, Ordering::SeqCst);
+    faulty[0].knobs.delay_ms.store(6000, Ordering::SeqCst);
     let data = noise(100_000, 44);
     let t = Instant::now();
     store
@@ -392,18 +392,18 @@ async fn slow_replica_does_not_hold_up_reads_or_writes() {
         .expect("put");
     let put_time = t.elapsed();
     assert!(
-        put_time < Duration::from_millis(2000),
+        put_time < Duration::from_millis(4000),
         "put waited for the slow replica: {put_time:?}"
     );
     let t = Instant::now();
     assert_eq!(&read_all(&store, &data).await[..], &data[..]);
     let read_time = t.elapsed();
     assert!(
-        read_time < Duration::from_millis(2000),
+        read_time < Duration::from_millis(4000),
         "read waited for the slow replica: {read_time:?}"
     );
     // The slow replica's commit still lands, in the background.
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let deadline = Instant::now() + Duration::from_secs(20);
     while mems[0].head(&key_of(&data)).await.expect("head").is_none() {
         assert!(Instant::now() < deadline, "late commit never landed");
         tokio::time::sleep(Duration::from_millis(100)).await;
