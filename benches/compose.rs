@@ -38,7 +38,7 @@ fn corpus() -> Vec<Bytes> {
         std::env::var("TARVAULT_CORPUS").unwrap_or_else(|_| "../shared/corpus".into()),
     );
     let mut out = Vec::new();
-    for entry in std::fs::read_dir(&dir).expect("corpus dir") {
+    for entry in std::fs::read_dir(dir.join("tarballs")).expect("corpus dir") {
         let p = entry.expect("entry").path();
         if p.extension().is_some_and(|e| e == "tgz") {
             out.push(Bytes::from(std::fs::read(&p).expect("tarball")));

@@ -23,7 +23,7 @@ use futures::stream::{self, BoxStream, StreamExt, TryStreamExt};
 use serde::Serialize;
 
 use super::replicated::put_copy;
-use super::verify::{fetch_verified, Fetched};
+use super::verify::{digests, fetch_verified, Fetched};
 use crate::backend::{check_range, Backend, BlobKey, BlobStat, BlobWriter, GetResult, PutHint};
 use crate::integrity::{Digests, Hash};
 use crate::{Error, Result};
@@ -225,7 +225,7 @@ impl Cached {
             return None;
         }
         match fetch_verified(&*self.inner.local, key).await {
-            Ok(Fetched::Good(bytes, _)) => {
+            Ok(Fetched::Good(bytes)) => {
                 self.inner.lru().touch(key);
                 Some(bytes)
             }
@@ -305,10 +305,14 @@ impl Inner {
                 tracing::warn!(blob = %key, %found, remote = %self.remote.describe(), "remote copy is corrupt");
                 Ok(Some(bytes))
             }
-            Fetched::Good(bytes, digests) => {
+            Fetched::Good(bytes) => {
                 let size = bytes.len() as u64;
                 if size <= self.capacity {
-                    match put_copy(&*self.local, &key, bytes.clone(), &digests).await {
+                    let stored = match digests(bytes.clone()).await {
+                        Ok(d) => put_copy(&*self.local, &key, bytes.clone(), &d).await,
+                        Err(e) => Err(e),
+                    };
+                    match stored {
                         Ok(_) => {
                             let victims = {
                                 let mut lru = self.lru();
@@ -379,7 +383,7 @@ impl Backend for Cached {
             // The local tier claims the blob but cannot read it: serve from the remote directly.
             return match fetch_verified(&*self.inner.remote, key).await? {
                 Fetched::Missing => Ok(None),
-                Fetched::Good(b, _) | Fetched::Bad(b, _) => slice(b, range).map(Some),
+                Fetched::Good(b) | Fetched::Bad(b, _) => slice(b, range).map(Some),
             };
         };
         let got = fill.await.map_err(|e| Error::Backend {

@@ -31,7 +31,7 @@ use serde::Serialize;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use super::verify::{fetch_verified, Fetched};
+use super::verify::{digests, fetch_verified, Fetched};
 use crate::backend::{
     check_range, Backend, BlobKey, BlobStat, BlobWriter, Committed, GetResult, PutHint,
 };
@@ -212,7 +212,7 @@ impl Replicated {
         verify: bool,
     ) -> RepairReport {
         let mut out = RepairReport::default();
-        let mut good: Option<(Bytes, Digests)> = None;
+        let mut good: Option<Bytes> = None;
         let mut targets = Vec::new();
         let mut found = Vec::new();
         for (i, replica) in self.replicas.iter().enumerate() {
@@ -224,8 +224,8 @@ impl Replicated {
                 continue;
             }
             match fetch_verified(&**replica, &key).await {
-                Ok(Fetched::Good(b, d)) => {
-                    good.get_or_insert((b, d));
+                Ok(Fetched::Good(b)) => {
+                    good.get_or_insert(b);
                 }
                 Ok(Fetched::Missing) => targets.push((i, false)),
                 Ok(Fetched::Bad(_, f)) => {
@@ -235,10 +235,20 @@ impl Replicated {
                 Err(e) => found.push(format!("{}: {e}", replica.describe())),
             }
         }
-        let Some((bytes, digests)) = good else {
+        let Some(bytes) = good else {
             out.unrecoverable
                 .push(format!("{key}: {}", found.join("; ")));
             return out;
+        };
+        if targets.is_empty() {
+            return out;
+        }
+        let digests = match digests(bytes.clone()).await {
+            Ok(d) => d,
+            Err(e) => {
+                out.failed.push(format!("{key}: {e}"));
+                return out;
+            }
         };
         let failed = self.write_copies(&key, &bytes, &digests, &targets).await;
         let ok = |replace: bool| {
@@ -329,9 +339,16 @@ impl Backend for Replicated {
         let mut last_err = None;
         for (i, replica) in self.replicas.iter().enumerate() {
             match self.timed(fetch_verified(&**replica, key)).await {
-                Ok(Fetched::Good(bytes, digests)) => {
+                Ok(Fetched::Good(bytes)) => {
                     if self.read_repair && !to_fix.is_empty() {
-                        self.write_copies(key, &bytes, &digests, &to_fix).await;
+                        match digests(bytes.clone()).await {
+                            Ok(d) => {
+                                self.write_copies(key, &bytes, &d, &to_fix).await;
+                            }
+                            Err(e) => {
+                                tracing::warn!(blob = %key, error = %e, "read-repair skipped")
+                            }
+                        }
                     }
                     return slice(bytes, range).map(Some);
                 }

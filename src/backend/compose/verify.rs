@@ -5,7 +5,7 @@ use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
 
 use crate::backend::{Backend, BlobKey};
-use crate::integrity::{Digests, MultiHasher};
+use crate::integrity::{Algorithm, Digests, HashSet, MultiHasher};
 use crate::Result;
 
 /// Above this size, hashing moves off the async worker threads.
@@ -14,8 +14,8 @@ const BLOCKING_HASH_THRESHOLD: usize = 256 * 1024;
 /// What reading one blob from one backend found.
 #[derive(Debug)]
 pub enum Fetched {
-    /// The bytes hash to the key; here are they and all their digests.
-    Good(Bytes, Digests),
+    /// The bytes hash to the key.
+    Good(Bytes),
     /// The backend does not have the blob.
     Missing,
     /// The bytes do not hash to the key (rot, truncation, a lying server); `found` says what they
@@ -23,8 +23,8 @@ pub enum Fetched {
     Bad(Bytes, String),
 }
 
-/// Reads `key` whole from `backend` and verifies it (sha512 against the key, computing sha1 and
-/// blake3 in the same pass for whoever stores it next).
+/// Reads `key` whole from `backend` and verifies it (sha512 against the key; see [`digests`] for
+/// the other digests a copy needs when it is stored again).
 ///
 /// The blob is held in memory: a wrapper must know a copy is good before it serves it, and npm
 /// tarballs are small (the corpus median is tens of kilobytes, the largest tens of megabytes).
@@ -38,22 +38,27 @@ pub async fn fetch_verified(backend: &dyn Backend, key: &BlobKey) -> Result<Fetc
         buf.extend_from_slice(&chunk?);
     }
     let bytes = buf.freeze();
-    let digests = hash(bytes.clone()).await?;
-    if digests.sha512 == *key.as_bytes() && digests.size == got.size {
-        Ok(Fetched::Good(bytes, digests))
-    } else {
-        let found = format!("{} ({} bytes)", digests.integrity(), digests.size);
-        Ok(Fetched::Bad(bytes, found))
+    let sha512 = hash_with(bytes.clone(), &[Algorithm::Sha512]).await?;
+    let size = bytes.len() as u64;
+    match sha512.get(Algorithm::Sha512) {
+        Some(h) if h.digest() == key.as_bytes() && size == got.size => Ok(Fetched::Good(bytes)),
+        Some(h) => Ok(Fetched::Bad(bytes, format!("{h} ({size} bytes)"))),
+        None => Err(crate::Error::InvalidInput("sha512 was not computed".into())),
     }
 }
 
-/// sha512, sha1 and blake3 of `bytes`.
-pub(crate) async fn hash(bytes: Bytes) -> Result<Digests> {
+/// sha512, sha1 and blake3 of `bytes`: what a backend records when the bytes are stored again.
+pub async fn digests(bytes: Bytes) -> Result<Digests> {
+    hash_with(bytes, &Digests::ALGORITHMS).await?.digests()
+}
+
+async fn hash_with(bytes: Bytes, algorithms: &[Algorithm]) -> Result<HashSet> {
     let large = bytes.len() > BLOCKING_HASH_THRESHOLD;
+    let algorithms = algorithms.to_vec();
     let run = move || {
-        let mut h = MultiHasher::standard();
+        let mut h = MultiHasher::new(&algorithms);
         h.update(&bytes);
-        h.finalize().digests()
+        Ok(h.finalize())
     };
     if large {
         tokio::task::spawn_blocking(run)
