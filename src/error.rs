@@ -130,6 +130,19 @@ pub enum Error {
     /// The store could not be opened as configured.
     #[error("configuration: {0}")]
     Config(String),
+    /// A replicated write was committed by fewer replicas than its write quorum. The copies that
+    /// were committed have been removed again, so the blob is not stored.
+    #[error("quorum not reached on {backend}: {committed} of the {needed} replicas needed committed ({failures})")]
+    QuorumNotReached {
+        /// The replicated backend.
+        backend: String,
+        /// The write quorum.
+        needed: usize,
+        /// How many replicas committed before the write was rolled back.
+        committed: usize,
+        /// Why the others failed, one `replica: error` per failure.
+        failures: String,
+    },
 }
 
 impl Error {
@@ -144,7 +157,7 @@ impl Error {
                 ErrorKind::Rejected
             }
             Error::Io { .. } | Error::Input(_) => ErrorKind::Io,
-            Error::Backend { .. } => ErrorKind::Backend,
+            Error::Backend { .. } | Error::QuorumNotReached { .. } => ErrorKind::Backend,
             Error::Config(_) => ErrorKind::Config,
         }
     }

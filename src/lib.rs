@@ -16,6 +16,7 @@ mod error;
 pub mod integrity;
 #[cfg(feature = "migrate")]
 pub mod migrate;
+pub mod ops;
 mod store;
 pub mod tarball;
 

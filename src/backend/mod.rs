@@ -24,6 +24,7 @@ use crate::integrity::{Algorithm, Digests, Hash};
 use crate::{Error, Result};
 
 mod alias_map;
+pub mod compose;
 #[cfg(feature = "fs")]
 pub mod fs;
 #[cfg(feature = "manta")]

@@ -1,6 +1,7 @@
 //! Argument parsing, the runtime, and the mapping from errors to exit statuses.
 
 mod blobs;
+mod compose;
 mod inspect;
 #[cfg(feature = "migrate")]
 mod migrate;
@@ -111,6 +112,16 @@ enum Command {
         #[arg(long)]
         quarantine: bool,
     },
+    /// Copy every blob from one store to another, verified; skips blobs the target has, so running
+    /// it again resumes an interrupted copy. Exit 1 if any blob failed.
+    Copy(compose::CopyArgs),
+    /// fsck at a rate limit, for stores in production: re-hash every blob, report corrupt ones
+    /// (exit 4).
+    Scrub(compose::ScrubArgs),
+    /// Delete blobs not in a live set and older than a grace period (a dry run unless --delete).
+    Gc(compose::GcArgs),
+    /// Bring every replica of a replicated store to the same set of blobs.
+    Repair(compose::RepairArgs),
     /// Move tarballs from another registry into the store (exit 6 if any failed).
     #[cfg(feature = "migrate")]
     #[command(subcommand)]
@@ -174,6 +185,12 @@ async fn run(cli: Cli) -> Result<u8, Error> {
     };
     #[cfg(not(feature = "migrate"))]
     let command = cli.command;
+    let command = match command {
+        // These open their own stores.
+        Command::Copy(args) => return compose::copy(args, &spec).await,
+        Command::Repair(args) => return compose::repair(args, &spec).await,
+        other => other,
+    };
     let store = Store::open(&spec).await?;
     match command {
         Command::Put {
@@ -189,6 +206,9 @@ async fn run(cli: Cli) -> Result<u8, Error> {
         Command::Ls { json } => blobs::ls(&store, json).await,
         Command::Rm { address } => blobs::rm(&store, &address).await,
         Command::Fsck { json, quarantine } => blobs::fsck(&store, json, quarantine).await,
+        Command::Scrub(args) => compose::scrub(&store, args).await,
+        Command::Gc(args) => compose::gc(&store, args).await,
+        Command::Copy(_) | Command::Repair(_) => Err(Error::InvalidInput("unreachable".into())),
         #[cfg(feature = "migrate")]
         Command::Migrate(_) => Err(Error::InvalidInput("unreachable: migrate".into())),
     }

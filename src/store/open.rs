@@ -8,13 +8,20 @@ impl Store {
     /// Opens a store named by `spec`:
     /// - a filesystem path, or `file:///path` (the embedded default; fsync on, or off with
     ///   `?fsync=false` on the `file:` form);
-    /// - `memory:` for a store that lives as long as the process.
+    /// - `memory:` for a store that lives as long as the process;
+    /// - `config:FILE[#NAME]`, a `.toml`/`.json` file, or inline JSON: a replicated or cached store
+    ///   (see [`backend::compose::config`](crate::backend::compose::config)).
     ///
     /// Remote schemes (`s3://`, `manta://`) need their cargo features.
     pub async fn open(spec: &str) -> Result<Store> {
         let spec = spec.trim();
         if spec.is_empty() {
             return Err(Error::Config("empty store location".into()));
+        }
+        // Replicated or cached stores, from a config file or inline JSON (see
+        // `backend::compose::config`); its members are opened by this function again.
+        if let Some(store) = crate::backend::compose::config::open(spec).await? {
+            return Ok(store);
         }
         if spec == "memory:" || spec == "memory://" {
             #[cfg(feature = "memory")]

@@ -1,0 +1,448 @@
+//! [`Cached`]: a bounded local tier (fs or memory) in front of a remote backend.
+//!
+//! - **Read-through.** A read the local tier can answer never touches the remote. A miss fetches
+//!   the blob from the remote, verifies it (sha512 against the key, and the sha1/blake3 aliases are
+//!   computed in the same pass) and only then stores it locally, so the cache never holds bytes
+//!   that were not checked. A local copy that no longer verifies is dropped and fetched again.
+//! - **One fetch per blob.** Concurrent misses of the same blob share one remote fetch (a
+//!   single-flight map of in-progress fills); the others wait for it and get the same bytes.
+//! - **Bounded.** The local tier holds at most `capacity` bytes; the least recently used blobs are
+//!   evicted to make room. A blob larger than the whole capacity is served but not kept.
+//! - **Write-around.** Puts, deletes and listings go to the remote, the store of record; a put does
+//!   not fill the cache (the first read does), so a bulk import does not flush what readers use.
+
+use std::collections::{BTreeMap, HashMap};
+use std::ops::Range;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::future::{BoxFuture, FutureExt, Shared};
+use futures::stream::{self, BoxStream, StreamExt, TryStreamExt};
+use serde::Serialize;
+
+use super::replicated::put_copy;
+use super::verify::{digests, fetch_verified, Fetched};
+use crate::backend::{check_range, Backend, BlobKey, BlobStat, BlobWriter, GetResult, PutHint};
+use crate::integrity::{Digests, Hash};
+use crate::{Error, Result};
+
+/// How a [`Cached`] backend behaves.
+#[derive(Debug, Clone)]
+pub struct CachedOptions {
+    /// Bytes the local tier may hold.
+    pub capacity: u64,
+}
+
+impl Default for CachedOptions {
+    fn default() -> Self {
+        CachedOptions { capacity: 1 << 30 }
+    }
+}
+
+/// Counters since the cache was opened.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct CacheStats {
+    /// Reads answered by the local tier.
+    pub hits: u64,
+    /// Reads the local tier could not answer.
+    pub misses: u64,
+    /// Blobs fetched from the remote (at most one per blob per concurrent burst of misses).
+    pub fetches: u64,
+    /// Blobs evicted to stay within capacity.
+    pub evictions: u64,
+    /// Bytes held by the local tier now.
+    pub bytes: u64,
+    /// Blobs held by the local tier now.
+    pub blobs: u64,
+}
+
+/// A read-through cache tier; see the [module documentation](self).
+#[derive(Clone)]
+pub struct Cached {
+    inner: Arc<Inner>,
+}
+
+type Fill = Shared<BoxFuture<'static, std::result::Result<Option<Bytes>, Arc<Error>>>>;
+
+struct Inner {
+    local: Arc<dyn Backend>,
+    remote: Arc<dyn Backend>,
+    capacity: u64,
+    lru: Mutex<Lru>,
+    inflight: Mutex<HashMap<BlobKey, Fill>>,
+    hits: AtomicU64,
+    misses: AtomicU64,
+    fetches: AtomicU64,
+    evictions: AtomicU64,
+}
+
+impl std::fmt::Debug for Cached {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cached")
+            .field("local", &self.inner.local)
+            .field("remote", &self.inner.remote)
+            .field("capacity", &self.inner.capacity)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Recency order of the local tier: a stamp per blob, and the blobs by stamp.
+#[derive(Default)]
+struct Lru {
+    entries: HashMap<BlobKey, (u64, u64)>,
+    order: BTreeMap<u64, BlobKey>,
+    bytes: u64,
+    clock: u64,
+}
+
+impl Lru {
+    fn contains(&self, key: &BlobKey) -> bool {
+        self.entries.contains_key(key)
+    }
+
+    fn touch(&mut self, key: &BlobKey) {
+        self.clock += 1;
+        let now = self.clock;
+        if let Some((_, stamp)) = self.entries.get_mut(key) {
+            self.order.remove(stamp);
+            *stamp = now;
+            self.order.insert(now, *key);
+        }
+    }
+
+    fn insert(&mut self, key: BlobKey, size: u64) {
+        if self.contains(&key) {
+            self.touch(&key);
+            return;
+        }
+        self.clock += 1;
+        self.entries.insert(key, (size, self.clock));
+        self.order.insert(self.clock, key);
+        self.bytes += size;
+    }
+
+    fn remove(&mut self, key: &BlobKey) {
+        if let Some((size, stamp)) = self.entries.remove(key) {
+            self.order.remove(&stamp);
+            self.bytes -= size;
+        }
+    }
+
+    /// Removes the least recently used blobs until `bytes <= capacity`, sparing `keep`.
+    fn evict_to(&mut self, capacity: u64, keep: &BlobKey) -> Vec<BlobKey> {
+        let mut victims = Vec::new();
+        while self.bytes > capacity {
+            let Some(oldest) = self.order.values().find(|k| *k != keep).copied() else {
+                break;
+            };
+            self.remove(&oldest);
+            victims.push(oldest);
+        }
+        victims
+    }
+}
+
+impl Cached {
+    /// A cache of `remote` in `local`. Blobs already in `local` (from an earlier run) are adopted,
+    /// oldest first by modification time, and evicted down to the capacity if need be.
+    pub async fn new(
+        local: Arc<dyn Backend>,
+        remote: Arc<dyn Backend>,
+        options: CachedOptions,
+    ) -> Result<Cached> {
+        let mut found = Vec::new();
+        let keys: Vec<BlobKey> = local.list().try_collect().await?;
+        for key in keys {
+            if let Some(st) = local.head(&key).await? {
+                found.push((st.modified, key, st.size));
+            }
+        }
+        found.sort();
+        let mut lru = Lru::default();
+        for (_, key, size) in found {
+            lru.insert(key, size);
+        }
+        let cached = Cached {
+            inner: Arc::new(Inner {
+                local,
+                remote,
+                capacity: options.capacity,
+                lru: Mutex::new(Lru::default()),
+                inflight: Mutex::new(HashMap::new()),
+                hits: AtomicU64::new(0),
+                misses: AtomicU64::new(0),
+                fetches: AtomicU64::new(0),
+                evictions: AtomicU64::new(0),
+            }),
+        };
+        let victims = lru.evict_to(options.capacity, &BlobKey::new([0; 64]));
+        *cached.inner.lru() = lru;
+        cached.inner.drop_local(&victims).await;
+        Ok(cached)
+    }
+
+    /// The local tier.
+    pub fn local(&self) -> &Arc<dyn Backend> {
+        &self.inner.local
+    }
+
+    /// The remote store.
+    pub fn remote(&self) -> &Arc<dyn Backend> {
+        &self.inner.remote
+    }
+
+    /// Counters and occupancy.
+    pub fn stats(&self) -> CacheStats {
+        let i = &self.inner;
+        let lru = i.lru();
+        CacheStats {
+            hits: i.hits.load(Ordering::Relaxed),
+            misses: i.misses.load(Ordering::Relaxed),
+            fetches: i.fetches.load(Ordering::Relaxed),
+            evictions: i.evictions.load(Ordering::Relaxed),
+            bytes: lru.bytes,
+            blobs: lru.entries.len() as u64,
+        }
+    }
+
+    /// Drops a blob from the local tier (the remote keeps it). Returns whether it was cached.
+    pub async fn evict(&self, key: &BlobKey) -> Result<bool> {
+        let was = {
+            let mut lru = self.inner.lru();
+            let was = lru.contains(key);
+            lru.remove(key);
+            was
+        };
+        self.inner.local.delete(key).await?;
+        Ok(was)
+    }
+
+    /// The bytes of `key` from the local tier, if it holds a copy that verifies.
+    async fn read_local(&self, key: &BlobKey) -> Option<Bytes> {
+        if !self.inner.lru().contains(key) {
+            return None;
+        }
+        match fetch_verified(&*self.inner.local, key).await {
+            Ok(Fetched::Good(bytes)) => {
+                self.inner.lru().touch(key);
+                Some(bytes)
+            }
+            Ok(Fetched::Missing) => {
+                self.inner.lru().remove(key);
+                None
+            }
+            Ok(Fetched::Bad(_, found)) => {
+                tracing::warn!(blob = %key, %found, "cached copy is corrupt; dropping it");
+                self.inner.lru().remove(key);
+                if let Err(e) = self.inner.local.quarantine(key).await {
+                    tracing::warn!(blob = %key, error = %e, "cannot drop a corrupt cached copy");
+                }
+                None
+            }
+            Err(e) => {
+                tracing::warn!(blob = %key, error = %e, "cache tier read failed; reading the remote");
+                None
+            }
+        }
+    }
+
+    /// The one in-progress fill for `key`, started if there is none; `None` if a fill finished
+    /// since the caller looked in the local tier (look again).
+    fn fill(&self, key: BlobKey) -> Option<Fill> {
+        let mut inflight = self
+            .inner
+            .inflight
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if let Some(f) = inflight.get(&key) {
+            return Some(f.clone());
+        }
+        // A fill inserts into the LRU before it leaves `inflight`, so this sees any fill that
+        // completed after the caller's local lookup.
+        if self.inner.lru().contains(&key) {
+            return None;
+        }
+        let inner = self.inner.clone();
+        let fut = async move {
+            let r = inner.fetch_and_fill(key).await.map_err(Arc::new);
+            inner
+                .inflight
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&key);
+            r
+        }
+        .boxed()
+        .shared();
+        inflight.insert(key, fut.clone());
+        Some(fut)
+    }
+}
+
+impl Inner {
+    fn lru(&self) -> MutexGuard<'_, Lru> {
+        // Every LRU update leaves it consistent before anything that could panic.
+        self.lru.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    async fn drop_local(&self, victims: &[BlobKey]) {
+        for v in victims {
+            self.evictions.fetch_add(1, Ordering::Relaxed);
+            if let Err(e) = self.local.delete(v).await {
+                tracing::warn!(blob = %v, error = %e, "cache eviction failed");
+            }
+        }
+    }
+
+    async fn fetch_and_fill(&self, key: BlobKey) -> Result<Option<Bytes>> {
+        self.fetches.fetch_add(1, Ordering::Relaxed);
+        match fetch_verified(&*self.remote, &key).await? {
+            Fetched::Missing => Ok(None),
+            Fetched::Bad(bytes, found) => {
+                // Not cached; the store above reports the blob corrupt.
+                tracing::warn!(blob = %key, %found, remote = %self.remote.describe(), "remote copy is corrupt");
+                Ok(Some(bytes))
+            }
+            Fetched::Good(bytes) => {
+                let size = bytes.len() as u64;
+                if size <= self.capacity {
+                    let stored = match digests(bytes.clone()).await {
+                        Ok(d) => put_copy(&*self.local, &key, bytes.clone(), &d).await,
+                        Err(e) => Err(e),
+                    };
+                    match stored {
+                        Ok(_) => {
+                            let victims = {
+                                let mut lru = self.lru();
+                                lru.insert(key, size);
+                                lru.evict_to(self.capacity, &key)
+                            };
+                            self.drop_local(&victims).await;
+                        }
+                        Err(e) => {
+                            tracing::warn!(blob = %key, error = %e, "cannot fill the cache tier")
+                        }
+                    }
+                }
+                Ok(Some(bytes))
+            }
+        }
+    }
+}
+
+fn slice(bytes: Bytes, range: Option<Range<u64>>) -> Result<GetResult> {
+    let size = bytes.len() as u64;
+    let range = range.unwrap_or(0..size);
+    check_range(&range, size)?;
+    // In bounds: checked just above.
+    let part = bytes.slice(range.start as usize..range.end as usize);
+    Ok(GetResult {
+        size,
+        stream: stream::iter([Ok(part)]).boxed(),
+    })
+}
+
+#[async_trait]
+impl Backend for Cached {
+    fn describe(&self) -> String {
+        format!(
+            "cached({} in front of {})",
+            self.inner.local.describe(),
+            self.inner.remote.describe()
+        )
+    }
+
+    async fn begin_put(&self, hint: &PutHint) -> Result<Box<dyn BlobWriter>> {
+        self.inner.remote.begin_put(hint).await
+    }
+
+    async fn commit_batch(
+        &self,
+        items: Vec<crate::backend::PendingBlob>,
+    ) -> Vec<Result<crate::backend::Committed>> {
+        // The writers are the remote's own.
+        self.inner.remote.commit_batch(items).await
+    }
+
+    async fn get(&self, key: &BlobKey, range: Option<Range<u64>>) -> Result<Option<GetResult>> {
+        let mut fill = None;
+        for _ in 0..2 {
+            if let Some(bytes) = self.read_local(key).await {
+                self.inner.hits.fetch_add(1, Ordering::Relaxed);
+                return slice(bytes, range).map(Some);
+            }
+            fill = self.fill(*key);
+            if fill.is_some() {
+                break;
+            }
+        }
+        self.inner.misses.fetch_add(1, Ordering::Relaxed);
+        let Some(fill) = fill else {
+            // The local tier claims the blob but cannot read it: serve from the remote directly.
+            return match fetch_verified(&*self.inner.remote, key).await? {
+                Fetched::Missing => Ok(None),
+                Fetched::Good(b) | Fetched::Bad(b, _) => slice(b, range).map(Some),
+            };
+        };
+        let got = fill.await.map_err(|e| Error::Backend {
+            backend: self.describe(),
+            message: format!("fetching {key} failed"),
+            source: Some(Box::new(e)),
+        })?;
+        got.map(|b| slice(b, range)).transpose()
+    }
+
+    async fn head(&self, key: &BlobKey) -> Result<Option<BlobStat>> {
+        if self.inner.lru().contains(key) {
+            if let Ok(Some(st)) = self.inner.local.head(key).await {
+                return Ok(Some(st));
+            }
+        }
+        self.inner.remote.head(key).await
+    }
+
+    async fn delete(&self, key: &BlobKey) -> Result<bool> {
+        let cached = self.evict(key).await?;
+        Ok(self.inner.remote.delete(key).await? || cached)
+    }
+
+    fn list(&self) -> BoxStream<'static, Result<BlobKey>> {
+        self.inner.remote.list()
+    }
+
+    async fn resolve_alias(&self, hash: &Hash) -> Result<Option<BlobKey>> {
+        if let Ok(Some(k)) = self.inner.local.resolve_alias(hash).await {
+            if self.inner.lru().contains(&k) {
+                return Ok(Some(k));
+            }
+        }
+        self.inner.remote.resolve_alias(hash).await
+    }
+
+    async fn rebuild_aliases(&self, all: &[Digests]) -> Result<()> {
+        self.inner.remote.rebuild_aliases(all).await?;
+        let local: Vec<Digests> = {
+            let lru = self.inner.lru();
+            all.iter()
+                .filter(|d| lru.contains(&BlobKey::new(d.sha512)))
+                .copied()
+                .collect()
+        };
+        self.inner.local.rebuild_aliases(&local).await
+    }
+
+    async fn quarantine(&self, key: &BlobKey) -> Result<bool> {
+        self.evict(key).await?;
+        self.inner.remote.quarantine(key).await
+    }
+
+    fn recorded_digests_trusted(&self) -> bool {
+        self.inner.local.recorded_digests_trusted() && self.inner.remote.recorded_digests_trusted()
+    }
+
+    async fn sweep(&self) -> Result<u64> {
+        Ok(self.inner.local.sweep().await? + self.inner.remote.sweep().await?)
+    }
+}

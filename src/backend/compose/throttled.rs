@@ -1,0 +1,212 @@
+//! [`Throttled`]: reads paced to a rate, so a scrub or a copy can run against a production store
+//! without starving its readers. Everything but `get` passes straight through.
+
+use std::fmt;
+use std::ops::Range;
+use std::str::FromStr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures::stream::{BoxStream, StreamExt};
+use tokio::time::Instant;
+
+use crate::backend::Committed;
+use crate::backend::{Backend, BlobKey, BlobStat, BlobWriter, GetResult, PendingBlob, PutHint};
+use crate::integrity::{Digests, Hash};
+use crate::{Error, Result};
+
+/// A read rate.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Rate {
+    /// Bytes per second.
+    Bytes(f64),
+    /// Blobs per second.
+    Blobs(f64),
+}
+
+impl FromStr for Rate {
+    type Err = Error;
+
+    /// `50MB/s`, `2MiB/s`, `1048576` (bytes per second; K, M, G are powers of 1000, Ki, Mi, Gi of
+    /// 1024, a trailing `B` and `/s` are optional), or `200blobs/s`.
+    fn from_str(text: &str) -> Result<Rate> {
+        let bad = || Error::InvalidInput(format!("bad rate {text:?} (e.g. 50MB/s or 200blobs/s)"));
+        let t = text.trim().to_ascii_lowercase().replace(' ', "");
+        let t = t.strip_suffix("/s").unwrap_or(&t);
+        let (num, blobs) = match t.strip_suffix("blobs").or_else(|| t.strip_suffix("blob")) {
+            Some(n) => (n.to_string(), true),
+            None => (t.to_string(), false),
+        };
+        if blobs {
+            let n: f64 = num.parse().map_err(|_| bad())?;
+            return if n > 0.0 {
+                Ok(Rate::Blobs(n))
+            } else {
+                Err(bad())
+            };
+        }
+        let num = num.strip_suffix('b').unwrap_or(&num);
+        let (digits, scale) = [
+            ("ki", 1024f64),
+            ("mi", 1024f64 * 1024.0),
+            ("gi", 1024f64 * 1024.0 * 1024.0),
+            ("k", 1e3),
+            ("m", 1e6),
+            ("g", 1e9),
+        ]
+        .iter()
+        .find_map(|(s, m)| num.strip_suffix(s).map(|d| (d, *m)))
+        .unwrap_or((num, 1.0));
+        let n: f64 = digits.parse().map_err(|_| bad())?;
+        if n * scale > 0.0 {
+            Ok(Rate::Bytes(n * scale))
+        } else {
+            Err(bad())
+        }
+    }
+}
+
+impl fmt::Display for Rate {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Rate::Bytes(b) => write!(f, "{b} bytes/s"),
+            Rate::Blobs(b) => write!(f, "{b} blobs/s"),
+        }
+    }
+}
+
+/// Paces units (bytes or blobs) to a rate: each caller reserves the next free slot.
+#[derive(Debug)]
+struct Pacer {
+    per_second: f64,
+    next: Mutex<Option<Instant>>,
+}
+
+impl Pacer {
+    async fn take(&self, units: u64) {
+        let wait_until = {
+            let mut next = self.next.lock().unwrap_or_else(|e| e.into_inner());
+            let now = Instant::now();
+            let start = next.filter(|n| *n > now).unwrap_or(now);
+            *next = Some(start + Duration::from_secs_f64(units as f64 / self.per_second));
+            start
+        };
+        tokio::time::sleep_until(wait_until).await;
+    }
+}
+
+/// A backend whose reads are paced to a [`Rate`].
+#[derive(Debug, Clone)]
+pub struct Throttled {
+    inner: Arc<dyn Backend>,
+    rate: Rate,
+    pacer: Arc<Pacer>,
+}
+
+impl Throttled {
+    /// Paces `inner`'s reads to `rate`.
+    pub fn new(inner: Arc<dyn Backend>, rate: Rate) -> Throttled {
+        let per_second = match rate {
+            Rate::Bytes(b) | Rate::Blobs(b) => b,
+        };
+        Throttled {
+            inner,
+            rate,
+            pacer: Arc::new(Pacer {
+                per_second,
+                next: Mutex::new(None),
+            }),
+        }
+    }
+}
+
+#[async_trait]
+impl Backend for Throttled {
+    fn describe(&self) -> String {
+        format!("{} at {}", self.inner.describe(), self.rate)
+    }
+
+    async fn begin_put(&self, hint: &PutHint) -> Result<Box<dyn BlobWriter>> {
+        self.inner.begin_put(hint).await
+    }
+
+    async fn commit_batch(&self, items: Vec<PendingBlob>) -> Vec<Result<Committed>> {
+        self.inner.commit_batch(items).await
+    }
+
+    async fn get(&self, key: &BlobKey, range: Option<Range<u64>>) -> Result<Option<GetResult>> {
+        if let Rate::Blobs(_) = self.rate {
+            self.pacer.take(1).await;
+            return self.inner.get(key, range).await;
+        }
+        let Some(got) = self.inner.get(key, range).await? else {
+            return Ok(None);
+        };
+        let pacer = self.pacer.clone();
+        let stream = got
+            .stream
+            .then(move |chunk| {
+                let pacer = pacer.clone();
+                async move {
+                    if let Ok(c) = &chunk {
+                        pacer.take(c.len() as u64).await;
+                    }
+                    chunk
+                }
+            })
+            .boxed();
+        Ok(Some(GetResult {
+            size: got.size,
+            stream,
+        }))
+    }
+
+    async fn head(&self, key: &BlobKey) -> Result<Option<BlobStat>> {
+        self.inner.head(key).await
+    }
+
+    async fn delete(&self, key: &BlobKey) -> Result<bool> {
+        self.inner.delete(key).await
+    }
+
+    fn list(&self) -> BoxStream<'static, Result<BlobKey>> {
+        self.inner.list()
+    }
+
+    async fn resolve_alias(&self, hash: &Hash) -> Result<Option<BlobKey>> {
+        self.inner.resolve_alias(hash).await
+    }
+
+    async fn rebuild_aliases(&self, all: &[Digests]) -> Result<()> {
+        self.inner.rebuild_aliases(all).await
+    }
+
+    async fn quarantine(&self, key: &BlobKey) -> Result<bool> {
+        self.inner.quarantine(key).await
+    }
+
+    fn recorded_digests_trusted(&self) -> bool {
+        self.inner.recorded_digests_trusted()
+    }
+
+    async fn sweep(&self) -> Result<u64> {
+        self.inner.sweep().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Rate;
+
+    #[test]
+    fn rates_parse() {
+        assert_eq!("50MB/s".parse::<Rate>().ok(), Some(Rate::Bytes(50e6)));
+        assert_eq!("2MiB/s".parse::<Rate>().ok(), Some(Rate::Bytes(2097152.0)));
+        assert_eq!("1000".parse::<Rate>().ok(), Some(Rate::Bytes(1000.0)));
+        assert_eq!("200blobs/s".parse::<Rate>().ok(), Some(Rate::Blobs(200.0)));
+        assert_eq!("5 blobs/s".parse::<Rate>().ok(), Some(Rate::Blobs(5.0)));
+        assert!("fast".parse::<Rate>().is_err());
+        assert!("0".parse::<Rate>().is_err());
+    }
+}

@@ -1,0 +1,296 @@
+//! The whole-store commands: copy, scrub, gc, repair.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clap::Args;
+use tarvault::backend::compose::config::{open_typed, Opened};
+use tarvault::backend::compose::{Rate, Throttled};
+use tarvault::ops::copy::{CopyEvent, CopyOptions};
+use tarvault::ops::gc::{parse_duration, read_keep_file, GcOptions};
+use tarvault::{Error, FsckOptions, Store};
+
+use super::exit;
+use super::output::json_line;
+
+/// `tarvault copy`.
+#[derive(Args, Debug)]
+pub(crate) struct CopyArgs {
+    /// The source store (default: --store).
+    #[arg(long, value_name = "STORE")]
+    from: Option<String>,
+    /// The target store.
+    #[arg(long, value_name = "STORE")]
+    to: String,
+    /// Blobs copied at once.
+    #[arg(long, default_value_t = 8)]
+    concurrency: usize,
+    /// Pace reads from the source: bytes per second (`50MB/s`) or blobs per second (`200blobs/s`).
+    #[arg(long, value_name = "RATE")]
+    rate: Option<String>,
+    /// Print the summary as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+/// `tarvault scrub`.
+#[derive(Args, Debug)]
+pub(crate) struct ScrubArgs {
+    /// Read at most this fast: bytes per second (`20MB/s`) or blobs per second (`100blobs/s`).
+    #[arg(long, value_name = "RATE")]
+    rate: Option<String>,
+    /// Move corrupt blobs to quarantine.
+    #[arg(long)]
+    quarantine: bool,
+    /// Blobs checked at once.
+    #[arg(long, default_value_t = 4)]
+    concurrency: usize,
+    /// As JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+/// `tarvault gc`.
+#[derive(Args, Debug)]
+pub(crate) struct GcArgs {
+    /// The live set: a migration mapping (JSON lines with `integrity`) or one address per line.
+    #[arg(long, value_name = "FILE")]
+    keep: PathBuf,
+    /// Never delete a blob younger than this (`30m`, `24h`, `7d`).
+    #[arg(long, default_value = "24h", value_name = "DURATION")]
+    grace: String,
+    /// Delete. Without it, gc only lists what it would delete.
+    #[arg(long)]
+    delete: bool,
+    /// As JSON (the summary; garbage lines are printed either way).
+    #[arg(long)]
+    json: bool,
+}
+
+/// `tarvault repair`.
+#[derive(Args, Debug)]
+pub(crate) struct RepairArgs {
+    /// Also re-hash every copy and replace corrupt ones (reads everything).
+    #[arg(long)]
+    verify: bool,
+    /// Blobs repaired at once.
+    #[arg(long, default_value_t = 8)]
+    concurrency: usize,
+    /// As JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+fn rate(text: Option<&str>) -> Result<Option<Rate>, Error> {
+    text.map(str::parse::<Rate>).transpose()
+}
+
+fn throttle(store: &Store, rate: Option<Rate>) -> Store {
+    match rate {
+        Some(r) => Store::from_arc(Arc::new(Throttled::new(store.backend().clone(), r))),
+        None => store.clone(),
+    }
+}
+
+pub(crate) async fn copy(args: CopyArgs, default_from: &str) -> Result<u8, Error> {
+    let pace = rate(args.rate.as_deref())?;
+    let from_spec = args.from.as_deref().unwrap_or(default_from);
+    let from = throttle(&Store::open(from_spec).await?, pace);
+    let to = Store::open(&args.to).await?;
+    let terminal = std::io::stderr().is_terminal();
+    let bar = terminal.then(|| {
+        let bar = indicatif::ProgressBar::new_spinner();
+        let style = indicatif::ProgressStyle::with_template(
+            "{spinner} {elapsed_precise} {msg} {binary_bytes} ({binary_bytes_per_sec})",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner());
+        bar.set_style(style);
+        bar.enable_steady_tick(Duration::from_millis(200));
+        bar
+    });
+    let started = Instant::now();
+    let mut last_line = Instant::now();
+    let (mut copied, mut skipped, mut failed, mut bytes) = (0u64, 0u64, 0u64, 0u64);
+    let report = tarvault::ops::copy::copy(
+        &from,
+        &to,
+        &CopyOptions {
+            concurrency: args.concurrency,
+        },
+        |event| {
+            match event {
+                CopyEvent::Copied { size, .. } => {
+                    copied += 1;
+                    bytes += size;
+                }
+                CopyEvent::Skipped { .. } => skipped += 1,
+                CopyEvent::Failed { key, error } => {
+                    failed += 1;
+                    let what = key
+                        .map(|k| k.to_string())
+                        .unwrap_or_else(|| "listing".into());
+                    let line = format!("tarvault: copy: failed {what}: {error}");
+                    match &bar {
+                        Some(b) => b.println(line),
+                        None => eprintln!("{line}"),
+                    }
+                }
+            }
+            let status = format!("{copied} copied, {skipped} already there, {failed} failed,");
+            match &bar {
+                Some(b) => {
+                    b.set_message(status);
+                    b.set_position(bytes);
+                }
+                None => {
+                    if last_line.elapsed() >= Duration::from_secs(2) {
+                        last_line = Instant::now();
+                        eprintln!("tarvault: copy: {status} {bytes} bytes");
+                    }
+                }
+            }
+        },
+    )
+    .await?;
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
+    let secs = started.elapsed().as_secs_f64();
+    if args.json {
+        json_line(&report);
+    } else {
+        println!(
+            "copied {} blobs ({} bytes), {} already there, {} failed, in {secs:.1}s",
+            report.copied,
+            report.bytes,
+            report.skipped,
+            report.failed.len()
+        );
+    }
+    Ok(if report.is_complete() {
+        exit::OK
+    } else {
+        exit::OTHER
+    })
+}
+
+pub(crate) async fn scrub(store: &Store, args: ScrubArgs) -> Result<u8, Error> {
+    let store = throttle(store, rate(args.rate.as_deref())?);
+    let started = Instant::now();
+    let report = store
+        .fsck(&FsckOptions {
+            quarantine: args.quarantine,
+            concurrency: args.concurrency,
+            ..FsckOptions::default()
+        })
+        .await?;
+    if args.json {
+        json_line(&report);
+    } else {
+        for c in &report.corrupt {
+            println!(
+                "corrupt {} found {}{}",
+                c.address,
+                c.found,
+                if c.quarantined { " (quarantined)" } else { "" }
+            );
+        }
+        println!(
+            "scrubbed {} blobs ({} bytes) in {:.1}s: {} ok, {} corrupt",
+            report.checked,
+            report.bytes,
+            started.elapsed().as_secs_f64(),
+            report.ok,
+            report.corrupt.len()
+        );
+    }
+    Ok(if report.is_clean() {
+        exit::OK
+    } else {
+        exit::MISMATCH
+    })
+}
+
+pub(crate) async fn gc(store: &Store, args: GcArgs) -> Result<u8, Error> {
+    let keep = read_keep_file(&args.keep)?;
+    let options = GcOptions {
+        grace: parse_duration(&args.grace)?,
+        delete: args.delete,
+    };
+    let verb = if args.delete {
+        "deleted"
+    } else {
+        "would delete"
+    };
+    let report = tarvault::ops::gc::gc(store, &keep, &options, |key, size| {
+        println!("{verb} {key} {size}");
+    })
+    .await?;
+    if args.json {
+        json_line(&report);
+    } else {
+        eprintln!(
+            "gc: {} blobs: {} live, {} recent (< {}), {} of unknown age kept; {verb} {} ({} bytes){}",
+            report.listed,
+            report.kept_live,
+            report.kept_recent,
+            args.grace,
+            report.kept_unknown_age,
+            report.garbage,
+            report.garbage_bytes,
+            if args.delete {
+                ""
+            } else {
+                "; dry run, pass --delete to delete"
+            }
+        );
+        for f in &report.failed {
+            eprintln!("tarvault: gc: delete failed: {f}");
+        }
+    }
+    Ok(if report.failed.is_empty() {
+        exit::OK
+    } else {
+        exit::OTHER
+    })
+}
+
+pub(crate) async fn repair(args: RepairArgs, spec: &str) -> Result<u8, Error> {
+    let typed = if tarvault::backend::compose::config::is_config_spec(spec) {
+        Some(open_typed(spec).await?)
+    } else {
+        None
+    };
+    let Some(Opened::Replicated(replicated)) = typed else {
+        return Err(Error::Config(format!(
+            "repair needs a replicated store (a `replicated` configuration), not {spec}"
+        )));
+    };
+    let report = replicated.repair(args.verify, args.concurrency).await?;
+    if args.json {
+        json_line(&report);
+    } else {
+        for u in &report.unrecoverable {
+            println!("unrecoverable {u}");
+        }
+        for f in &report.failed {
+            println!("failed {f}");
+        }
+        println!(
+            "repair: {} blobs over {} replicas: {} copies written, {} corrupt copies replaced, {} unrecoverable, {} failed",
+            report.blobs,
+            replicated.replicas().len(),
+            report.copied,
+            report.replaced,
+            report.unrecoverable.len(),
+            report.failed.len()
+        );
+    }
+    Ok(if report.is_clean() {
+        exit::OK
+    } else {
+        exit::OTHER
+    })
+}

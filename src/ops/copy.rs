@@ -1,0 +1,150 @@
+//! Copying every blob of one store into another.
+//!
+//! Verified twice: the source stream is checked as it is read (a corrupt source blob ends in an
+//! error, not in a copy), and the target put expects the address, so nothing lands under a key its
+//! bytes do not hash to. Resumable because content addressing makes it idempotent: a blob the
+//! target already has is skipped without reading it, and a copy cut short leaves nothing behind
+//! (target commits are atomic), so running the same copy again finishes the job.
+
+use futures::StreamExt;
+use serde::Serialize;
+
+use crate::backend::BlobKey;
+use crate::{Error, Integrity, PutOptions, Result, Store};
+
+/// Options for [`copy`].
+#[derive(Debug, Clone)]
+pub struct CopyOptions {
+    /// Blobs copied at once.
+    pub concurrency: usize,
+}
+
+impl Default for CopyOptions {
+    fn default() -> Self {
+        CopyOptions { concurrency: 8 }
+    }
+}
+
+/// What happened to one blob.
+#[derive(Debug)]
+pub enum CopyEvent {
+    /// Copied and verified.
+    Copied {
+        /// The blob.
+        key: BlobKey,
+        /// Its size.
+        size: u64,
+    },
+    /// The target already had it.
+    Skipped {
+        /// The blob.
+        key: BlobKey,
+    },
+    /// Could not be copied.
+    Failed {
+        /// The blob (`None` if listing the source failed).
+        key: Option<BlobKey>,
+        /// Why.
+        error: Error,
+    },
+}
+
+/// What [`copy`] did.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct CopyReport {
+    /// Blobs listed in the source.
+    pub listed: u64,
+    /// Blobs copied.
+    pub copied: u64,
+    /// Blobs the target already had.
+    pub skipped: u64,
+    /// Bytes copied.
+    pub bytes: u64,
+    /// What failed (`address: error`).
+    pub failed: Vec<String>,
+}
+
+impl CopyReport {
+    /// Whether every blob of the source is now in the target.
+    pub fn is_complete(&self) -> bool {
+        self.failed.is_empty()
+    }
+}
+
+/// Copies every blob of `from` that `to` lacks; calls `on_event` for each blob as it is done.
+pub async fn copy(
+    from: &Store,
+    to: &Store,
+    options: &CopyOptions,
+    mut on_event: impl FnMut(&CopyEvent),
+) -> Result<CopyReport> {
+    let mut report = CopyReport::default();
+    let mut work = from
+        .list()
+        .map(|k| async move {
+            match k {
+                Ok(key) => copy_one(from, to, key).await,
+                Err(error) => CopyEvent::Failed { key: None, error },
+            }
+        })
+        .buffer_unordered(options.concurrency.max(1));
+    while let Some(event) = work.next().await {
+        match &event {
+            CopyEvent::Copied { size, .. } => {
+                report.listed += 1;
+                report.copied += 1;
+                report.bytes += size;
+            }
+            CopyEvent::Skipped { .. } => {
+                report.listed += 1;
+                report.skipped += 1;
+            }
+            CopyEvent::Failed { key, error } => match key {
+                Some(k) => {
+                    report.listed += 1;
+                    report.failed.push(format!("{k}: {error}"));
+                }
+                None => report
+                    .failed
+                    .push(format!("listing {}: {error}", from.backend().describe())),
+            },
+        }
+        on_event(&event);
+    }
+    report.failed.sort();
+    Ok(report)
+}
+
+async fn copy_one(from: &Store, to: &Store, key: BlobKey) -> CopyEvent {
+    let address = Integrity::from(key.hash());
+    let result = async {
+        if to.backend().head(&key).await?.is_some() {
+            return Ok(None);
+        }
+        let stream = from.get(&address).await?;
+        let put = to
+            .put(
+                stream.map(|r| r.map_err(Error::into_io)),
+                &PutOptions::expect(address.clone()),
+            )
+            .await
+            .map_err(|e| match e {
+                // A source read error travels through the put as an I/O error: unwrap it.
+                Error::Input(io) => Error::from_io(io),
+                other => other,
+            })?;
+        Ok::<_, Error>(Some(put.digests.size))
+    }
+    .await;
+    match result {
+        Ok(Some(size)) => CopyEvent::Copied { key, size },
+        Ok(None) => CopyEvent::Skipped { key },
+        Err(error) => {
+            tracing::warn!(blob = %key, %error, "copy failed");
+            CopyEvent::Failed {
+                key: Some(key),
+                error,
+            }
+        }
+    }
+}

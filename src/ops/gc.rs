@@ -1,0 +1,191 @@
+//! Garbage collection: delete the blobs a live set does not name.
+//!
+//! Deleting is the one irreversible thing tarvault does, so gc is careful by construction:
+//! - a dry run unless asked to delete;
+//! - a blob written within the grace period is never deleted, whatever the live set says (it may
+//!   belong to a publish that has not reached the live set yet), and neither is a blob whose age
+//!   the backend cannot tell;
+//! - an empty live set, or one line of it that does not parse, stops gc before anything is deleted
+//!   (a truncated or wrong keep file must not empty the store).
+//!
+//! The live set is a file of lines, each either a JSON object with an `integrity` field (the
+//! migration mapping, one `{name, version, file, integrity, shasum, size}` per line) or a bare
+//! address (`sha512-…`, or any address `tarvault get` accepts).
+
+use std::collections::HashSet;
+use std::path::Path;
+use std::time::{Duration, SystemTime};
+
+use futures::StreamExt;
+use serde::Serialize;
+
+use crate::backend::BlobKey;
+use crate::{Algorithm, Error, ErrorKind, Integrity, Result, Store};
+
+/// Options for [`gc`].
+#[derive(Debug, Clone)]
+pub struct GcOptions {
+    /// Blobs younger than this are kept.
+    pub grace: Duration,
+    /// Delete (otherwise only report what would be deleted).
+    pub delete: bool,
+}
+
+impl Default for GcOptions {
+    fn default() -> Self {
+        GcOptions {
+            grace: Duration::from_secs(24 * 3600),
+            delete: false,
+        }
+    }
+}
+
+/// What [`gc`] found and did.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct GcReport {
+    /// Whether blobs were deleted (false: a dry run).
+    pub deleted_for_real: bool,
+    /// Blobs listed in the store.
+    pub listed: u64,
+    /// Addresses in the live set.
+    pub live_addresses: u64,
+    /// Live addresses that name no stored blob.
+    pub live_missing: u64,
+    /// Blobs kept because they are live.
+    pub kept_live: u64,
+    /// Unlisted blobs kept because they are within the grace period.
+    pub kept_recent: u64,
+    /// Unlisted blobs kept because their age is unknown.
+    pub kept_unknown_age: u64,
+    /// Garbage: blobs deleted (or that would be, in a dry run).
+    pub garbage: u64,
+    /// Their bytes.
+    pub garbage_bytes: u64,
+    /// Deletions that failed.
+    pub failed: Vec<String>,
+}
+
+/// Reads a keep file (see the [module documentation](self)).
+pub fn read_keep_file(path: &Path) -> Result<Vec<Integrity>> {
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io("read", path, e))?;
+    let mut out = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let bad = |why: String| Error::InvalidInput(format!("{}:{}: {why}", path.display(), n + 1));
+        let address = if line.starts_with('{') {
+            let v: serde_json::Value =
+                serde_json::from_str(line).map_err(|e| bad(format!("not JSON: {e}")))?;
+            v.get("integrity")
+                .and_then(|i| i.as_str())
+                .ok_or_else(|| bad("no \"integrity\" field".into()))?
+                .to_string()
+        } else {
+            line.to_string()
+        };
+        out.push(Integrity::parse_address(&address).map_err(|e| bad(e.to_string()))?);
+    }
+    Ok(out)
+}
+
+/// Deletes (or with `delete: false`, lists) every blob of `store` not named by `keep` and older
+/// than the grace period. `on_garbage` sees each garbage blob and its size.
+pub async fn gc(
+    store: &Store,
+    keep: &[Integrity],
+    options: &GcOptions,
+    mut on_garbage: impl FnMut(&BlobKey, u64),
+) -> Result<GcReport> {
+    if keep.is_empty() {
+        return Err(Error::InvalidInput(
+            "the live set is empty: refusing to collect every blob".into(),
+        ));
+    }
+    let mut report = GcReport {
+        deleted_for_real: options.delete,
+        live_addresses: keep.len() as u64,
+        ..GcReport::default()
+    };
+    let mut live: HashSet<BlobKey> = HashSet::with_capacity(keep.len());
+    for address in keep {
+        let direct = address
+            .all_of(Algorithm::Sha512)
+            .find_map(BlobKey::from_hash);
+        match direct {
+            Some(k) => {
+                live.insert(k);
+            }
+            None => match store.stat(address).await {
+                Ok(info) => {
+                    live.insert(info.key);
+                }
+                Err(e) if e.kind() == ErrorKind::NotFound => report.live_missing += 1,
+                Err(e) => return Err(e),
+            },
+        }
+    }
+    let cutoff = SystemTime::now()
+        .checked_sub(options.grace)
+        .unwrap_or(SystemTime::UNIX_EPOCH);
+    let mut keys = store.list();
+    let mut present_live = 0u64;
+    while let Some(key) = keys.next().await {
+        let key = key?;
+        report.listed += 1;
+        if live.contains(&key) {
+            present_live += 1;
+            continue;
+        }
+        let Some(stat) = store.backend().head(&key).await? else {
+            continue;
+        };
+        match stat.modified {
+            None => {
+                report.kept_unknown_age += 1;
+                continue;
+            }
+            Some(t) if t > cutoff => {
+                report.kept_recent += 1;
+                continue;
+            }
+            Some(_) => {}
+        }
+        report.garbage += 1;
+        report.garbage_bytes += stat.size;
+        on_garbage(&key, stat.size);
+        if options.delete {
+            if let Err(e) = store.backend().delete(&key).await {
+                tracing::warn!(blob = %key, error = %e, "gc delete failed");
+                report.failed.push(format!("{key}: {e}"));
+            }
+        }
+    }
+    report.kept_live = present_live;
+    report.live_missing += live.len() as u64 - present_live.min(live.len() as u64);
+    Ok(report)
+}
+
+/// Parses a duration: `90s`, `15m`, `24h`, `7d`, `2w`, or plain seconds.
+pub fn parse_duration(text: &str) -> Result<Duration> {
+    let t = text.trim();
+    let bad = || Error::InvalidInput(format!("bad duration {text:?} (e.g. 30m, 24h, 7d)"));
+    let (digits, unit) = match t.find(|c: char| !c.is_ascii_digit() && c != '.') {
+        Some(i) => t.split_at(i),
+        None => (t, "s"),
+    };
+    let n: f64 = digits.parse().map_err(|_| bad())?;
+    let secs = match unit {
+        "s" => 1.0,
+        "m" | "min" => 60.0,
+        "h" => 3600.0,
+        "d" => 86400.0,
+        "w" => 7.0 * 86400.0,
+        _ => return Err(bad()),
+    };
+    if !(n * secs).is_finite() || n < 0.0 {
+        return Err(bad());
+    }
+    Ok(Duration::from_secs_f64(n * secs))
+}

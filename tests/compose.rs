@@ -1,0 +1,742 @@
+//! Composed backends: `Replicated` and `Cached`, through the conformance suite and under faults
+//! (a replica down, corrupt, slow; commits failing; 50 concurrent misses; a size bound).
+
+mod common;
+mod conformance;
+
+use std::ops::Range;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::stream::BoxStream;
+use futures::TryStreamExt;
+use tarvault::backend::compose::{Cached, CachedOptions, Replicated, ReplicatedOptions};
+use tarvault::backend::fs::{FsBackend, FsOptions};
+use tarvault::backend::memory::MemoryBackend;
+use tarvault::backend::{Backend, BlobKey, BlobStat, BlobWriter, Committed, GetResult, PutHint};
+use tarvault::{Digests, Error, ErrorKind, Hash, PutOptions, Store};
+
+use common::{addr, key_of, noise, sha512_sri};
+
+// ---------------------------------------------------------------------------------------------
+// A backend wrapper with fault knobs.
+
+#[derive(Debug, Default)]
+struct Knobs {
+    /// Every call fails.
+    down: AtomicBool,
+    /// Commits fail (after the bytes were written).
+    fail_commit: AtomicBool,
+    /// Reads and commits wait this long first.
+    delay_ms: AtomicU64,
+    /// `get` calls seen.
+    gets: AtomicU64,
+}
+
+#[derive(Debug, Clone)]
+struct Faulty {
+    inner: Arc<dyn Backend>,
+    knobs: Arc<Knobs>,
+}
+
+impl Faulty {
+    fn new(inner: impl Backend) -> Self {
+        Faulty {
+            inner: Arc::new(inner),
+            knobs: Arc::default(),
+        }
+    }
+
+    async fn gate(&self) -> tarvault::Result<()> {
+        let ms = self.knobs.delay_ms.load(Ordering::SeqCst);
+        if ms > 0 {
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+        }
+        if self.knobs.down.load(Ordering::SeqCst) {
+            return Err(Error::backend("faulty", "replica is down"));
+        }
+        Ok(())
+    }
+}
+
+struct FaultyWriter {
+    inner: Box<dyn BlobWriter>,
+    owner: Faulty,
+}
+
+#[async_trait]
+impl BlobWriter for FaultyWriter {
+    async fn write(&mut self, chunk: Bytes) -> tarvault::Result<()> {
+        if self.owner.knobs.down.load(Ordering::SeqCst) {
+            return Err(Error::backend("faulty", "replica is down"));
+        }
+        self.inner.write(chunk).await
+    }
+    async fn commit(self: Box<Self>, digests: &Digests) -> tarvault::Result<Committed> {
+        if let Err(e) = self.owner.gate().await {
+            self.inner.abort().await?;
+            return Err(e);
+        }
+        if self.owner.knobs.fail_commit.load(Ordering::SeqCst) {
+            self.inner.abort().await?;
+            return Err(Error::backend("faulty", "commit refused"));
+        }
+        self.inner.commit(digests).await
+    }
+    async fn abort(self: Box<Self>) -> tarvault::Result<()> {
+        self.inner.abort().await
+    }
+    fn into_any(self: Box<Self>) -> Box<dyn std::any::Any + Send> {
+        self
+    }
+}
+
+#[async_trait]
+impl Backend for Faulty {
+    fn describe(&self) -> String {
+        format!("faulty({})", self.inner.describe())
+    }
+    async fn begin_put(&self, hint: &PutHint) -> tarvault::Result<Box<dyn BlobWriter>> {
+        if self.knobs.down.load(Ordering::SeqCst) {
+            return Err(Error::backend("faulty", "replica is down"));
+        }
+        Ok(Box::new(FaultyWriter {
+            inner: self.inner.begin_put(hint).await?,
+            owner: self.clone(),
+        }))
+    }
+    async fn get(
+        &self,
+        key: &BlobKey,
+        range: Option<Range<u64>>,
+    ) -> tarvault::Result<Option<GetResult>> {
+        self.knobs.gets.fetch_add(1, Ordering::SeqCst);
+        self.gate().await?;
+        self.inner.get(key, range).await
+    }
+    async fn head(&self, key: &BlobKey) -> tarvault::Result<Option<BlobStat>> {
+        self.gate().await?;
+        self.inner.head(key).await
+    }
+    async fn delete(&self, key: &BlobKey) -> tarvault::Result<bool> {
+        self.gate().await?;
+        self.inner.delete(key).await
+    }
+    fn list(&self) -> BoxStream<'static, tarvault::Result<BlobKey>> {
+        if self.knobs.down.load(Ordering::SeqCst) {
+            return Box::pin(futures::stream::once(async {
+                Err(Error::backend("faulty", "replica is down"))
+            }));
+        }
+        self.inner.list()
+    }
+    async fn resolve_alias(&self, hash: &Hash) -> tarvault::Result<Option<BlobKey>> {
+        self.gate().await?;
+        self.inner.resolve_alias(hash).await
+    }
+    async fn rebuild_aliases(&self, all: &[Digests]) -> tarvault::Result<()> {
+        self.gate().await?;
+        self.inner.rebuild_aliases(all).await
+    }
+    fn recorded_digests_trusted(&self) -> bool {
+        self.inner.recorded_digests_trusted()
+    }
+}
+
+fn arc(b: impl Backend) -> Arc<dyn Backend> {
+    Arc::new(b)
+}
+
+async fn keys_of(b: &dyn Backend) -> Vec<BlobKey> {
+    let mut k: Vec<BlobKey> = b.list().try_collect().await.expect("list");
+    k.sort();
+    k
+}
+
+async fn read_all(store: &Store, data: &[u8]) -> Bytes {
+    store
+        .get(&addr(&sha512_sri(data)))
+        .await
+        .expect("get")
+        .bytes()
+        .await
+        .expect("verified")
+}
+
+// ---------------------------------------------------------------------------------------------
+// The conformance suite over the wrappers: they are backends too.
+
+struct ReplicatedFixture {
+    fs: FsBackend,
+    mem: MemoryBackend,
+    _dir: tempfile::TempDir,
+}
+
+#[async_trait]
+impl conformance::Fixture for ReplicatedFixture {
+    fn backend(&self) -> Arc<dyn Backend> {
+        arc(Replicated::new(
+            vec![arc(self.fs.clone()), arc(self.mem.clone())],
+            ReplicatedOptions::default(),
+        )
+        .expect("replicated"))
+    }
+    async fn plant(&self, key: &BlobKey, bytes: Bytes) {
+        // Every replica rots: one bad copy alone is repaired, not reported.
+        let path = self.fs.blob_path(key);
+        let mut perms = std::fs::metadata(&path).expect("blob exists").permissions();
+        #[allow(clippy::permissions_set_readonly_false)]
+        perms.set_readonly(false);
+        std::fs::set_permissions(&path, perms).expect("chmod");
+        std::fs::write(&path, &bytes).expect("plant");
+        assert!(self.mem.corrupt_for_test(key, bytes), "nothing to corrupt");
+    }
+}
+
+mod replicated_suite {
+    use super::*;
+    async fn make() -> ReplicatedFixture {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let fs = FsBackend::open(dir.path().join("r0"), FsOptions { fsync: false }).expect("fs");
+        ReplicatedFixture {
+            fs,
+            mem: MemoryBackend::new(),
+            _dir: dir,
+        }
+    }
+    conformance::suite!(make);
+}
+
+struct CachedFixture {
+    cached: Cached,
+    remote: FsBackend,
+    _dir: tempfile::TempDir,
+}
+
+#[async_trait]
+impl conformance::Fixture for CachedFixture {
+    fn backend(&self) -> Arc<dyn Backend> {
+        arc(self.cached.clone())
+    }
+    async fn plant(&self, key: &BlobKey, bytes: Bytes) {
+        let path = self.remote.blob_path(key);
+        let mut perms = std::fs::metadata(&path).expect("blob exists").permissions();
+        #[allow(clippy::permissions_set_readonly_false)]
+        perms.set_readonly(false);
+        std::fs::set_permissions(&path, perms).expect("chmod");
+        std::fs::write(&path, &bytes).expect("plant");
+        self.cached.evict(key).await.expect("evict");
+    }
+}
+
+mod cached_suite {
+    use super::*;
+    async fn make() -> CachedFixture {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let remote =
+            FsBackend::open(dir.path().join("remote"), FsOptions { fsync: false }).expect("fs");
+        let cached = Cached::new(
+            arc(MemoryBackend::new()),
+            arc(remote.clone()),
+            CachedOptions { capacity: 64 << 20 },
+        )
+        .await
+        .expect("cached");
+        CachedFixture {
+            cached,
+            remote,
+            _dir: dir,
+        }
+    }
+    conformance::suite!(make);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Replication under faults.
+
+fn three_memory() -> (Vec<MemoryBackend>, Vec<Faulty>) {
+    let mems: Vec<MemoryBackend> = (0..3).map(|_| MemoryBackend::new()).collect();
+    let faulty = mems.iter().map(|m| Faulty::new(m.clone())).collect();
+    (mems, faulty)
+}
+
+fn replicated(members: &[Faulty], options: ReplicatedOptions) -> Replicated {
+    Replicated::new(members.iter().map(|f| arc(f.clone())).collect(), options).expect("replicated")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replica_down_then_repaired() {
+    let (mems, faulty) = three_memory();
+    let rep = replicated(&faulty, ReplicatedOptions::default());
+    let store = Store::new(rep.clone());
+    faulty[0].knobs.down.store(true, Ordering::SeqCst);
+    let blobs: Vec<Vec<u8>> = (0..5).map(|i| noise(20_000 + i, 300 + i as u64)).collect();
+    for b in &blobs {
+        let put = store
+            .put_bytes(b.clone(), &PutOptions::default())
+            .await
+            .expect("a majority (2 of 3) is up");
+        assert!(put.stored);
+    }
+    for b in &blobs {
+        assert_eq!(
+            &read_all(&store, b).await[..],
+            &b[..],
+            "read with replica 0 down"
+        );
+    }
+    assert!(keys_of(&mems[0]).await.is_empty());
+    // Back up: repair copies everything it missed.
+    faulty[0].knobs.down.store(false, Ordering::SeqCst);
+    let report = rep.repair(false, 4).await.expect("repair");
+    assert_eq!(report.blobs, 5);
+    assert_eq!(report.copied, 5);
+    assert!(report.is_clean(), "{report:?}");
+    let want = keys_of(&mems[1]).await;
+    assert_eq!(keys_of(&mems[0]).await, want);
+    assert_eq!(keys_of(&mems[2]).await, want);
+    // The copies verify.
+    let alone = Store::new(mems[0].clone());
+    for b in &blobs {
+        assert_eq!(&read_all(&alone, b).await[..], &b[..]);
+    }
+    // A second repair has nothing to do.
+    let again = rep.repair(true, 4).await.expect("repair");
+    assert_eq!((again.copied, again.replaced), (0, 0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn corrupt_replica_is_skipped_and_read_repaired() {
+    let (mems, faulty) = three_memory();
+    // Quorum 3: every replica has committed when the put returns.
+    let store = Store::new(replicated(
+        &faulty,
+        ReplicatedOptions {
+            write_quorum: Some(3),
+            ..ReplicatedOptions::default()
+        },
+    ));
+    let data = noise(500_000, 41);
+    store
+        .put_bytes(data.clone(), &PutOptions::default())
+        .await
+        .expect("put");
+    let key = key_of(&data);
+    let mut bad = data.clone();
+    bad[1234] ^= 1;
+    assert!(mems[0].corrupt_for_test(&key, Bytes::from(bad)));
+    // Both verification modes: the wrapper checks the replica before the store sees a byte.
+    for mode in [tarvault::Verification::Fast, tarvault::Verification::Full] {
+        let s = store.clone().with_verification(mode);
+        assert_eq!(&read_all(&s, &data).await[..], &data[..]);
+    }
+    // Read-repair replaced the bad copy.
+    let alone = Store::new(mems[0].clone());
+    assert_eq!(&read_all(&alone, &data).await[..], &data[..]);
+    // Missing from the first replica: also repaired on read.
+    assert!(mems[0].delete(&key).await.expect("delete"));
+    assert_eq!(&read_all(&store, &data).await[..], &data[..]);
+    assert!(mems[0].head(&key).await.expect("head").is_some());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_replica_corrupt_is_reported() {
+    let (mems, faulty) = three_memory();
+    // Quorum 3: every replica has committed when the put returns.
+    let store = Store::new(replicated(
+        &faulty,
+        ReplicatedOptions {
+            write_quorum: Some(3),
+            ..ReplicatedOptions::default()
+        },
+    ));
+    let data = noise(10_000, 42);
+    store
+        .put_bytes(data.clone(), &PutOptions::default())
+        .await
+        .expect("put");
+    for m in &mems {
+        m.corrupt_for_test(&key_of(&data), Bytes::from(noise(10_000, 43)));
+    }
+    let err = store
+        .get(&addr(&sha512_sri(&data)))
+        .await
+        .expect("opens")
+        .bytes()
+        .await
+        .expect_err("no good copy");
+    assert_eq!(err.kind(), ErrorKind::Corrupt);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_replica_does_not_hold_up_reads_or_writes() {
+    let (mems, faulty) = three_memory();
+    let rep = replicated(
+        &faulty,
+        ReplicatedOptions {
+            write_quorum: Some(2),
+            read_timeout: Some(Duration::from_millis(200)),
+            read_repair: true,
+        },
+    );
+    let store = Store::new(rep);
+    faulty[0].knobs.delay_ms.store(6000, Ordering::SeqCst);
+    let data = noise(100_000, 44);
+    let t = Instant::now();
+    store
+        .put_bytes(data.clone(), &PutOptions::default())
+        .await
+        .expect("put");
+    let put_time = t.elapsed();
+    assert!(
+        put_time < Duration::from_millis(4000),
+        "put waited for the slow replica: {put_time:?}"
+    );
+    let t = Instant::now();
+    assert_eq!(&read_all(&store, &data).await[..], &data[..]);
+    let read_time = t.elapsed();
+    assert!(
+        read_time < Duration::from_millis(4000),
+        "read waited for the slow replica: {read_time:?}"
+    );
+    // The slow replica's commit still lands, in the background.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while mems[0].head(&key_of(&data)).await.expect("head").is_none() {
+        assert!(Instant::now() < deadline, "late commit never landed");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quorum_not_reached_is_a_typed_error_and_nothing_is_visible() {
+    let (mems, faulty) = three_memory();
+    let rep = replicated(&faulty, ReplicatedOptions::default());
+    let store = Store::new(rep.clone());
+    faulty[1].knobs.fail_commit.store(true, Ordering::SeqCst);
+    faulty[2].knobs.fail_commit.store(true, Ordering::SeqCst);
+    let data = noise(50_000, 45);
+    let err = store
+        .put_bytes(data.clone(), &PutOptions::default())
+        .await
+        .expect_err("1 of 3 cannot make a quorum of 2");
+    assert_eq!(err.kind(), ErrorKind::Backend);
+    match &err {
+        Error::QuorumNotReached {
+            needed, committed, ..
+        } => assert_eq!((*needed, *committed), (2, 1)),
+        other => panic!("expected QuorumNotReached, got {other:?}"),
+    }
+    for m in &mems {
+        assert!(keys_of(m).await.is_empty(), "a rolled-back put left a copy");
+    }
+    assert!(!store
+        .contains(&addr(&sha512_sri(&data)))
+        .await
+        .expect("contains"));
+    // Replicas down at the start: refused before any byte is sent.
+    faulty[1].knobs.down.store(true, Ordering::SeqCst);
+    faulty[2].knobs.down.store(true, Ordering::SeqCst);
+    let err = store
+        .put_bytes(data.clone(), &PutOptions::default())
+        .await
+        .expect_err("down");
+    assert!(matches!(err, Error::QuorumNotReached { .. }), "{err:?}");
+    for m in &mems {
+        assert!(keys_of(m).await.is_empty());
+    }
+    // Quorum 1 accepts the same write.
+    let one = Store::new(replicated(
+        &faulty,
+        ReplicatedOptions {
+            write_quorum: Some(1),
+            ..ReplicatedOptions::default()
+        },
+    ));
+    one.put_bytes(data.clone(), &PutOptions::default())
+        .await
+        .expect("quorum 1");
+    assert_eq!(keys_of(&mems[0]).await, vec![key_of(&data)]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn impossible_quorum_is_a_config_error() {
+    let (_, faulty) = three_memory();
+    for q in [0, 4] {
+        let err = Replicated::new(
+            faulty.iter().map(|f| arc(f.clone())).collect(),
+            ReplicatedOptions {
+                write_quorum: Some(q),
+                ..ReplicatedOptions::default()
+            },
+        )
+        .expect_err("impossible");
+        assert_eq!(err.kind(), ErrorKind::Config);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repair_unions_divergent_replicas_and_replaces_corrupt_copies() {
+    let (mems, faulty) = three_memory();
+    let rep = replicated(&faulty, ReplicatedOptions::default());
+    // Each replica got different blobs behind the wrapper's back.
+    let mut all = Vec::new();
+    for (i, m) in mems.iter().enumerate() {
+        for j in 0..3 {
+            let data = noise(3000 + j, (i * 10 + j) as u64 + 500);
+            Store::new(m.clone())
+                .put_bytes(data.clone(), &PutOptions::default())
+                .await
+                .expect("put");
+            all.push(data);
+        }
+    }
+    // One copy everywhere of a shared blob, corrupt on replica 2.
+    let shared = noise(7000, 600);
+    for m in &mems {
+        Store::new(m.clone())
+            .put_bytes(shared.clone(), &PutOptions::default())
+            .await
+            .expect("put");
+    }
+    mems[2].corrupt_for_test(&key_of(&shared), Bytes::from(noise(7000, 601)));
+    let report = rep.repair(true, 3).await.expect("repair");
+    assert_eq!(report.blobs, 10);
+    assert_eq!(report.copied, 18, "9 blobs, each missing from 2 replicas");
+    assert_eq!(report.replaced, 1);
+    assert!(report.is_clean(), "{report:?}");
+    for m in &mems {
+        assert_eq!(keys_of(m).await.len(), 10);
+        let s = Store::new(m.clone());
+        for d in all.iter().chain([&shared]) {
+            assert_eq!(&read_all(&s, d).await[..], &d[..]);
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The cache tier.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cache_fetches_once_under_50_concurrent_misses() {
+    let remote = Faulty::new(MemoryBackend::new());
+    let data = Bytes::from(noise(400_000, 70));
+    Store::new(remote.clone())
+        .put_bytes(data.clone(), &PutOptions::default())
+        .await
+        .expect("seed remote");
+    remote.knobs.delay_ms.store(150, Ordering::SeqCst);
+    let cached = Cached::new(
+        arc(MemoryBackend::new()),
+        arc(remote.clone()),
+        CachedOptions { capacity: 10 << 20 },
+    )
+    .await
+    .expect("cached");
+    let store = Store::new(cached.clone());
+    let before = remote.knobs.gets.load(Ordering::SeqCst);
+    let tasks: Vec<_> = (0..50)
+        .map(|_| {
+            let store = store.clone();
+            let data = data.clone();
+            tokio::spawn(async move { read_all(&store, &data).await })
+        })
+        .collect();
+    for t in tasks {
+        assert_eq!(t.await.expect("task"), data);
+    }
+    assert_eq!(
+        remote.knobs.gets.load(Ordering::SeqCst) - before,
+        1,
+        "one remote fetch for 50 concurrent misses"
+    );
+    let stats = cached.stats();
+    assert_eq!(stats.fetches, 1);
+    assert_eq!(stats.hits + stats.misses, 50);
+    // Now a hit, no remote read at all.
+    assert_eq!(read_all(&store, &data).await, data);
+    assert_eq!(remote.knobs.gets.load(Ordering::SeqCst) - before, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cache_evicts_least_recently_used_within_its_bound() {
+    let remote = MemoryBackend::new();
+    let local = MemoryBackend::new();
+    let blobs: Vec<Vec<u8>> = (0..10).map(|i| noise(30_000, 80 + i)).collect();
+    for b in &blobs {
+        Store::new(remote.clone())
+            .put_bytes(b.clone(), &PutOptions::default())
+            .await
+            .expect("seed");
+    }
+    let cached = Cached::new(
+        arc(local.clone()),
+        arc(remote.clone()),
+        CachedOptions { capacity: 100_000 },
+    )
+    .await
+    .expect("cached");
+    let store = Store::new(cached.clone());
+    for b in &blobs[..3] {
+        read_all(&store, b).await;
+    }
+    assert_eq!(cached.stats().blobs, 3);
+    // Touch blob 0; blob 1 is now the least recently used and goes first.
+    read_all(&store, &blobs[0]).await;
+    read_all(&store, &blobs[3]).await;
+    let held = keys_of(&local).await;
+    assert_eq!(held.len(), 3);
+    assert!(held.contains(&key_of(&blobs[0])));
+    assert!(!held.contains(&key_of(&blobs[1])));
+    for b in &blobs {
+        assert_eq!(&read_all(&store, b).await[..], &b[..]);
+        let s = cached.stats();
+        assert!(s.bytes <= 100_000, "over capacity: {s:?}");
+        let on_disk: u64 = keys_of(&local).await.len() as u64 * 30_000;
+        assert!(on_disk <= 100_000, "local tier holds {on_disk} bytes");
+    }
+    let s = cached.stats();
+    assert!(s.evictions >= 7, "{s:?}");
+    // A blob bigger than the whole cache is served but not kept.
+    let big = noise(150_000, 99);
+    Store::new(remote.clone())
+        .put_bytes(big.clone(), &PutOptions::default())
+        .await
+        .expect("seed");
+    assert_eq!(&read_all(&store, &big).await[..], &big[..]);
+    assert!(!keys_of(&local).await.contains(&key_of(&big)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn corrupt_cached_copy_is_dropped_and_refetched() {
+    let remote = MemoryBackend::new();
+    let local = MemoryBackend::new();
+    let data = noise(60_000, 90);
+    Store::new(remote.clone())
+        .put_bytes(data.clone(), &PutOptions::default())
+        .await
+        .expect("seed");
+    let cached = Cached::new(arc(local.clone()), arc(remote), CachedOptions::default())
+        .await
+        .expect("cached");
+    let store = Store::new(cached.clone());
+    read_all(&store, &data).await;
+    assert!(local.corrupt_for_test(&key_of(&data), Bytes::from(noise(60_000, 91))));
+    assert_eq!(&read_all(&store, &data).await[..], &data[..]);
+    assert_eq!(cached.stats().fetches, 2);
+    // The refill is good.
+    assert_eq!(&read_all(&Store::new(local), &data).await[..], &data[..]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn corrupt_remote_is_reported_and_not_cached() {
+    let remote = MemoryBackend::new();
+    let local = MemoryBackend::new();
+    let data = noise(20_000, 92);
+    Store::new(remote.clone())
+        .put_bytes(data.clone(), &PutOptions::default())
+        .await
+        .expect("seed");
+    remote.corrupt_for_test(&key_of(&data), Bytes::from(noise(20_000, 93)));
+    let store = Store::new(
+        Cached::new(arc(local.clone()), arc(remote), CachedOptions::default())
+            .await
+            .expect("cached"),
+    );
+    let err = store
+        .get(&addr(&sha512_sri(&data)))
+        .await
+        .expect("opens")
+        .bytes()
+        .await
+        .expect_err("corrupt");
+    assert_eq!(err.kind(), ErrorKind::Corrupt);
+    assert!(keys_of(&local).await.is_empty(), "bad bytes were cached");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cache_on_disk_is_adopted_on_reopen() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let remote = Faulty::new(MemoryBackend::new());
+    let data = noise(40_000, 95);
+    Store::new(remote.clone())
+        .put_bytes(data.clone(), &PutOptions::default())
+        .await
+        .expect("seed");
+    let open_local =
+        || arc(FsBackend::open(dir.path().join("cache"), FsOptions { fsync: false }).expect("fs"));
+    let first = Cached::new(open_local(), arc(remote.clone()), CachedOptions::default())
+        .await
+        .expect("cached");
+    read_all(&Store::new(first), &data).await;
+    let second = Cached::new(open_local(), arc(remote.clone()), CachedOptions::default())
+        .await
+        .expect("reopen");
+    assert_eq!(second.stats().blobs, 1);
+    remote.knobs.down.store(true, Ordering::SeqCst);
+    assert_eq!(
+        &read_all(&Store::new(second), &data).await[..],
+        &data[..],
+        "served from the local tier with the remote down"
+    );
+}
+
+/// A replicated store of cached stores composes (wrappers nest).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrappers_nest() {
+    let r0 = MemoryBackend::new();
+    let r1 = MemoryBackend::new();
+    let c0 = Cached::new(
+        arc(MemoryBackend::new()),
+        arc(r0.clone()),
+        CachedOptions::default(),
+    )
+    .await
+    .expect("cached");
+    let rep = Replicated::new(vec![arc(c0), arc(r1.clone())], ReplicatedOptions::default())
+        .expect("replicated");
+    let store = Store::new(rep);
+    let data = noise(12_345, 97);
+    store
+        .put_bytes(data.clone(), &PutOptions::default())
+        .await
+        .expect("put");
+    assert_eq!(&read_all(&store, &data).await[..], &data[..]);
+    assert_eq!(keys_of(&r0).await, keys_of(&r1).await);
+}
+
+/// Read-repair on real filesystem replicas: the corrupt file is quarantined and replaced.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_repair_on_fs_replicas() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let open =
+        |n: &str| FsBackend::open(dir.path().join(n), FsOptions { fsync: false }).expect("fs");
+    let (a, b) = (open("a"), open("b"));
+    let store = Store::new(
+        Replicated::new(
+            vec![arc(a.clone()), arc(b.clone())],
+            ReplicatedOptions::default(),
+        )
+        .expect("replicated"),
+    );
+    let data = noise(300_000, 120);
+    store
+        .put_bytes(data.clone(), &PutOptions::default())
+        .await
+        .expect("put");
+    let path = a.blob_path(&key_of(&data));
+    let mut perms = std::fs::metadata(&path).expect("blob").permissions();
+    #[allow(clippy::permissions_set_readonly_false)]
+    perms.set_readonly(false);
+    std::fs::set_permissions(&path, perms).expect("chmod");
+    std::fs::write(&path, noise(300_000, 121)).expect("plant");
+    assert_eq!(&read_all(&store, &data).await[..], &data[..]);
+    assert_eq!(std::fs::read(&path).expect("repaired file"), data);
+    let report = Store::new(a)
+        .fsck(&tarvault::FsckOptions::default())
+        .await
+        .expect("fsck");
+    assert!(report.is_clean() && report.ok == 1, "{report:?}");
+}
