@@ -16,6 +16,8 @@ mod error;
 pub mod integrity;
 #[cfg(feature = "migrate")]
 pub mod migrate;
+#[cfg(feature = "server")]
+pub mod server;
 mod store;
 pub mod tarball;
 
