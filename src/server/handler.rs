@@ -118,8 +118,12 @@ async fn respond(
     // Revalidation and HEAD need only to know the blob is there (and its size): a stat, no read.
     let needs_size = head_only || h::has_none_match(headers) || headers.contains_key(header::RANGE);
     let size = if needs_size {
-        match backend.head(&at.key).await {
-            Ok(Some(st)) => Some(st.size),
+        let stat = match backend.size_now(&at.key) {
+            Some(now) => now,
+            None => backend.head(&at.key).await.map(|st| st.map(|st| st.size)),
+        };
+        match stat {
+            Ok(Some(size)) => Some(size),
             Ok(None) => return plain(StatusCode::NOT_FOUND, "not found\n"),
             Err(e) => return failure(server, &e, path),
         }
