@@ -4,9 +4,10 @@
 use std::time::Instant;
 
 use axum::body::Body;
+use axum::extract::Request;
 use axum::extract::State;
 use axum::http::header::{self, HeaderMap, HeaderValue};
-use axum::http::{Method, StatusCode, Uri};
+use axum::http::{Method, StatusCode};
 use axum::response::Response;
 use bytes::Bytes;
 use futures::{stream, StreamExt};
@@ -19,14 +20,11 @@ use crate::integrity::{Algorithm, Hash, Integrity};
 use crate::{Error, ErrorKind};
 
 /// The router's fallback: every path that is not `/-/…`.
-pub(crate) async fn blob(
-    State(server): State<Server>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-) -> Response {
+pub(crate) async fn blob(State(server): State<Server>, request: Request) -> Response {
     let started = Instant::now();
-    let (route, response) = answer(&server, &method, uri.path(), &headers).await;
+    // The request itself rather than `HeaderMap`/`Uri` extractors, which would clone them.
+    let (parts, _) = request.into_parts();
+    let (route, response) = answer(&server, &parts.method, parts.uri.path(), &parts.headers).await;
     server
         .metrics()
         .response(route, response.status(), started.elapsed());
