@@ -17,6 +17,8 @@ pub mod integrity;
 #[cfg(feature = "migrate")]
 pub mod migrate;
 pub mod ops;
+#[cfg(feature = "server")]
+pub mod server;
 mod store;
 pub mod tarball;
 

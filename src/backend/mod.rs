@@ -175,6 +175,15 @@ pub trait Backend: fmt::Debug + Send + Sync + 'static {
     /// Facts about a blob without reading it; `Ok(None)` if not stored.
     async fn head(&self, key: &BlobKey) -> Result<Option<BlobStat>>;
 
+    /// A blob's size (`Ok(None)`: not stored) if the backend can tell without blocking a runtime
+    /// thread for long, i.e. with one local `stat`; `None` if it cannot (the default), and then
+    /// the caller uses [`Backend::head`]. For hot paths that need only existence, such as an HTTP
+    /// revalidation answered with a 304: a round trip through the blocking pool costs more than
+    /// the `stat` itself.
+    fn size_now(&self, _key: &BlobKey) -> Option<Result<Option<u64>>> {
+        None
+    }
+
     /// Deletes a blob. `Ok(false)` if it was not there.
     async fn delete(&self, key: &BlobKey) -> Result<bool>;
 

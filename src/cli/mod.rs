@@ -6,6 +6,8 @@ mod inspect;
 #[cfg(feature = "migrate")]
 mod migrate;
 mod output;
+#[cfg(feature = "server")]
+mod serve;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -126,6 +128,9 @@ enum Command {
     #[cfg(feature = "migrate")]
     #[command(subcommand)]
     Migrate(migrate::MigrateCommand),
+    /// Serve verified tarballs over HTTP (/sha512/<hex>, /sha1/<hex>, npm URLs with --map).
+    #[cfg(feature = "server")]
+    Serve(serve::ServeArgs),
 }
 
 /// Parses arguments, runs the command, and turns errors into one line and an exit status.
@@ -211,5 +216,7 @@ async fn run(cli: Cli) -> Result<u8, Error> {
         Command::Copy(_) | Command::Repair(_) => Err(Error::InvalidInput("unreachable".into())),
         #[cfg(feature = "migrate")]
         Command::Migrate(_) => Err(Error::InvalidInput("unreachable: migrate".into())),
+        #[cfg(feature = "server")]
+        Command::Serve(args) => serve::run(store, args).await,
     }
 }

@@ -91,18 +91,7 @@ impl MappingWriter {
         let mut index = HashMap::new();
         let mut reader = BufReader::new(&file);
         reader.seek(SeekFrom::Start(0)).map_err(io("seek"))?;
-        for (n, line) in reader.lines().enumerate() {
-            let line = line.map_err(io("read"))?;
-            if line.trim().is_empty() {
-                continue;
-            }
-            let entry: MapEntry = serde_json::from_str(&line).map_err(|e| {
-                Error::Config(format!(
-                    "mapping {} line {} is not a mapping entry: {e}",
-                    path.display(),
-                    n + 1
-                ))
-            })?;
+        for entry in parse_lines(reader, path)? {
             index.insert((entry.name.clone(), entry.version.clone()), entry);
         }
         let mut file = file;
@@ -161,6 +150,33 @@ impl MappingWriter {
             .map_err(|e| Error::io("fsync", &self.path, e))?;
         Ok(self.len)
     }
+}
+
+/// Reads a whole mapping file (what `tarvault serve --map` loads). Fails on a line that does not
+/// parse, naming it: a mapping is written by tarvault and checkpointed, so a bad line means the
+/// file was damaged or is not a mapping, and serving from part of it would hide that.
+pub fn read_mapping(path: &Path) -> Result<Vec<MapEntry>> {
+    let file = File::open(path).map_err(|e| Error::io("open", path, e))?;
+    parse_lines(BufReader::new(file), path)
+}
+
+fn parse_lines(reader: impl BufRead, path: &Path) -> Result<Vec<MapEntry>> {
+    let mut out = Vec::new();
+    for (n, line) in reader.lines().enumerate() {
+        let line = line.map_err(|e| Error::io("read", path, e))?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let entry: MapEntry = serde_json::from_str(&line).map_err(|e| {
+            Error::Config(format!(
+                "mapping {} line {} is not a mapping entry: {e}",
+                path.display(),
+                n + 1
+            ))
+        })?;
+        out.push(entry);
+    }
+    Ok(out)
 }
 
 #[cfg(test)]

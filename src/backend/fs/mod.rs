@@ -351,6 +351,17 @@ impl Backend for FsBackend {
         }))
     }
 
+    /// One `stat` of the blob's file, inline: on a hot dentry cache it takes about a microsecond,
+    /// less than handing it to the blocking pool.
+    fn size_now(&self, key: &BlobKey) -> Option<Result<Option<u64>>> {
+        let path = self.inner.layout.blob(key);
+        Some(match std::fs::metadata(&path) {
+            Ok(m) => Ok(Some(m.len())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(Error::io("stat", &path, e)),
+        })
+    }
+
     async fn delete(&self, key: &BlobKey) -> Result<bool> {
         let path = self.inner.layout.blob(key);
         let fsync = self.inner.fsync;

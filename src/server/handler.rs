@@ -1,0 +1,252 @@
+//! The blob handler: path → address → response, never reading a blob it does not have to (a
+//! revalidation or a HEAD only stats it) and never finishing a body whose bytes did not verify.
+
+use std::time::Instant;
+
+use axum::body::Body;
+use axum::extract::Request;
+use axum::extract::State;
+use axum::http::header::{self, HeaderMap, HeaderValue};
+use axum::http::{Method, StatusCode};
+use axum::response::Response;
+use bytes::Bytes;
+use futures::{stream, StreamExt};
+
+use super::http::{self as h, RangeAsk};
+use super::routes::{self, Miss, Route, Target};
+use super::Server;
+use crate::backend::BlobKey;
+use crate::integrity::{Algorithm, Hash, Integrity};
+use crate::{Error, ErrorKind};
+
+/// The router's fallback: every path that is not `/-/…`.
+pub(crate) async fn blob(State(server): State<Server>, request: Request) -> Response {
+    let started = Instant::now();
+    // The request itself rather than `HeaderMap`/`Uri` extractors, which would clone them.
+    let (parts, _) = request.into_parts();
+    let (route, response) = answer(&server, &parts.method, parts.uri.path(), &parts.headers).await;
+    server
+        .metrics()
+        .response(route, response.status(), started.elapsed());
+    response
+}
+
+/// The blob a request resolved to.
+struct Located {
+    key: BlobKey,
+    /// What the store is asked for: the sha1 itself on `/sha1/`, so that the store checks the bytes
+    /// against it and a wrong alias cannot serve other bytes.
+    address: Integrity,
+    etag: HeaderValue,
+}
+
+async fn answer(
+    server: &Server,
+    method: &Method,
+    path: &str,
+    headers: &HeaderMap,
+) -> (Route, Response) {
+    let target = match routes::parse(path) {
+        Ok(t) => t,
+        Err(Miss::Unknown) => return (Route::Other, plain(StatusCode::NOT_FOUND, "not found\n")),
+        Err(Miss::Malformed(route, why)) => {
+            return (route, plain(StatusCode::BAD_REQUEST, &format!("{why}\n")))
+        }
+    };
+    let route = target.route();
+    let head_only = if method == Method::GET {
+        false
+    } else if method == Method::HEAD {
+        true
+    } else {
+        let mut r = plain(StatusCode::METHOD_NOT_ALLOWED, "GET or HEAD only\n");
+        r.headers_mut().insert(header::ALLOW, h::ALLOW);
+        return (route, r);
+    };
+    let located = match locate(server, target).await {
+        Ok(Some(l)) => l,
+        Ok(None) => return (route, plain(StatusCode::NOT_FOUND, "not found\n")),
+        Err(e) => return (route, failure(server, &e, path)),
+    };
+    (
+        route,
+        respond(server, located, head_only, headers, path).await,
+    )
+}
+
+async fn locate(server: &Server, target: Target<'_>) -> crate::Result<Option<Located>> {
+    Ok(Some(match target {
+        Target::Sha512(key) => Located {
+            key,
+            address: Integrity::from(key.hash()),
+            etag: h::etag(&key),
+        },
+        Target::Sha1(digest) => {
+            let hash = Hash::new(Algorithm::Sha1, &digest)?;
+            let Some(key) = server.store().backend().resolve_alias(&hash).await? else {
+                return Ok(None);
+            };
+            Located {
+                key,
+                address: Integrity::from(hash),
+                etag: h::etag(&key),
+            }
+        }
+        Target::Tarball { name, file } => {
+            let Some(named) = server.names().get(&name, &file) else {
+                return Ok(None);
+            };
+            Located {
+                key: named.key,
+                address: named.address.clone(),
+                etag: named.etag.clone(),
+            }
+        }
+    }))
+}
+
+async fn respond(
+    server: &Server,
+    at: Located,
+    head_only: bool,
+    headers: &HeaderMap,
+    path: &str,
+) -> Response {
+    let backend = server.store().backend();
+    // Revalidation and HEAD need only to know the blob is there (and its size): a stat, no read.
+    let needs_size = head_only || h::has_none_match(headers) || headers.contains_key(header::RANGE);
+    let size = if needs_size {
+        let stat = match backend.size_now(&at.key) {
+            Some(now) => now,
+            None => backend.head(&at.key).await.map(|st| st.map(|st| st.size)),
+        };
+        match stat {
+            Ok(Some(size)) => Some(size),
+            Ok(None) => return plain(StatusCode::NOT_FOUND, "not found\n"),
+            Err(e) => return failure(server, &e, path),
+        }
+    } else {
+        None
+    };
+    if size.is_some() && h::none_match(headers, &at.etag) {
+        return not_modified(at.etag);
+    }
+    if let (true, Some(size)) = (head_only, size) {
+        return blob_head(StatusCode::OK, size, at.etag, Body::empty());
+    }
+    let ask = match size {
+        Some(size) => h::range(headers, size, &at.etag),
+        None => RangeAsk::Full,
+    };
+    let read = match ask {
+        RangeAsk::Full => server.store().get(&at.address).await,
+        RangeAsk::Part(start, end) => server.store().get_range(&at.address, start..end).await,
+        RangeAsk::Unsatisfiable => {
+            let mut r = plain(StatusCode::RANGE_NOT_SATISFIABLE, "range not satisfiable\n");
+            let size = size.unwrap_or(0);
+            if let Ok(v) = HeaderValue::from_str(&format!("bytes */{size}")) {
+                r.headers_mut().insert(header::CONTENT_RANGE, v);
+            }
+            return r;
+        }
+    };
+    let mut blob = match read {
+        Ok(b) => b,
+        Err(e) => return failure(server, &e, path),
+    };
+    let len = blob.len();
+    let total = blob.blob_size();
+    // Wait for the first verified chunk before sending the head: a blob up to the backend's chunk
+    // size (most tarballs) is then verified whole, and a corrupt one gets a plain 500 rather than a
+    // 200 cut short.
+    let first = match blob.next().await {
+        Some(Ok(chunk)) => Some(chunk),
+        Some(Err(e)) => return failure(server, &e, path),
+        None => None,
+    };
+    let metrics = server.metrics_arc();
+    let label = path.to_string();
+    let body = stream::iter(first.map(Ok))
+        .chain(blob)
+        .map(move |item: crate::Result<Bytes>| {
+            match &item {
+                Ok(chunk) => metrics.bytes(chunk.len() as u64),
+                Err(e) => {
+                    if e.kind() == ErrorKind::Corrupt {
+                        metrics.integrity_failure();
+                    }
+                    // Returning the error makes hyper drop the connection before the declared
+                    // Content-Length: no client or cache can mistake the body for complete.
+                    tracing::error!(path = %label, error = %e, "aborting response body");
+                }
+            }
+            item
+        });
+    let body = Body::from_stream(body);
+    match ask {
+        RangeAsk::Part(start, end) => {
+            let mut r = blob_head(StatusCode::PARTIAL_CONTENT, len, at.etag, body);
+            if let Ok(v) = HeaderValue::from_str(&format!("bytes {start}-{}/{total}", end - 1)) {
+                r.headers_mut().insert(header::CONTENT_RANGE, v);
+            }
+            r
+        }
+        _ => blob_head(StatusCode::OK, len, at.etag, body),
+    }
+}
+
+/// A blob response head (200 or 206) with every caching header.
+fn blob_head(status: StatusCode, len: u64, etag: HeaderValue, body: Body) -> Response {
+    let mut r = Response::new(body);
+    *r.status_mut() = status;
+    let hm = r.headers_mut();
+    hm.insert(header::CONTENT_TYPE, h::OCTET_STREAM);
+    hm.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+    hm.insert(header::ETAG, etag);
+    hm.insert(header::CACHE_CONTROL, h::CACHE_CONTROL);
+    hm.insert(header::ACCEPT_RANGES, h::BYTES);
+    r
+}
+
+fn not_modified(etag: HeaderValue) -> Response {
+    let mut r = Response::new(Body::empty());
+    *r.status_mut() = StatusCode::NOT_MODIFIED;
+    let hm = r.headers_mut();
+    hm.insert(header::ETAG, etag);
+    hm.insert(header::CACHE_CONTROL, h::CACHE_CONTROL);
+    r
+}
+
+/// A short text response that no cache keeps.
+pub(crate) fn plain(status: StatusCode, text: &str) -> Response {
+    let mut r = Response::new(Body::from(text.to_string()));
+    *r.status_mut() = status;
+    let hm = r.headers_mut();
+    hm.insert(header::CONTENT_TYPE, h::TEXT_PLAIN);
+    hm.insert(header::CACHE_CONTROL, h::NO_STORE);
+    r
+}
+
+/// The response for an error met before the head was sent.
+fn failure(server: &Server, e: &Error, path: &str) -> Response {
+    match e.kind() {
+        ErrorKind::NotFound => plain(StatusCode::NOT_FOUND, "not found\n"),
+        ErrorKind::InvalidInput => plain(StatusCode::BAD_REQUEST, &format!("{e}\n")),
+        ErrorKind::Corrupt => {
+            server.metrics().integrity_failure();
+            tracing::error!(path, error = %e, "refusing to serve a corrupt blob");
+            plain(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "stored bytes failed verification\n",
+            )
+        }
+        ErrorKind::Backend => {
+            tracing::error!(path, error = %e, "backend failed");
+            plain(StatusCode::SERVICE_UNAVAILABLE, "storage unavailable\n")
+        }
+        _ => {
+            tracing::error!(path, error = %e, "serving failed");
+            plain(StatusCode::INTERNAL_SERVER_ERROR, "internal error\n")
+        }
+    }
+}

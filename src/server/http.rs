@@ -1,0 +1,205 @@
+//! The HTTP semantics of a blob response: the strong `ETag`, `If-None-Match`, `Range` and
+//! `If-Range`, and the headers every blob response carries. Blobs are content-addressed, so a
+//! representation never changes: the ETag is the integrity itself and the response may be cached
+//! forever (`immutable`).
+
+use axum::http::header::{self, HeaderMap, HeaderValue};
+use base64::Engine as _;
+
+use crate::backend::BlobKey;
+
+/// `Cache-Control` of every blob response: the bytes under an address can never change.
+pub(crate) const CACHE_CONTROL: HeaderValue =
+    HeaderValue::from_static("public, max-age=31536000, immutable");
+/// Error responses must not be cached as if they were the blob.
+pub(crate) const NO_STORE: HeaderValue = HeaderValue::from_static("no-store");
+pub(crate) const OCTET_STREAM: HeaderValue = HeaderValue::from_static("application/octet-stream");
+pub(crate) const TEXT_PLAIN: HeaderValue = HeaderValue::from_static("text/plain; charset=utf-8");
+pub(crate) const BYTES: HeaderValue = HeaderValue::from_static("bytes");
+pub(crate) const ALLOW: HeaderValue = HeaderValue::from_static("GET, HEAD");
+
+/// The strong entity tag of a blob: its npm integrity string, quoted (`"sha512-…"`).
+pub(crate) fn etag(key: &BlobKey) -> HeaderValue {
+    // `"sha512-` + 88 base64 characters + `"`.
+    let mut text = String::with_capacity(97);
+    text.push_str("\"sha512-");
+    base64::engine::general_purpose::STANDARD.encode_string(key.as_bytes(), &mut text);
+    text.push('"');
+    // Only ASCII letters, digits, `+/=-` and quotes: always a valid header value.
+    HeaderValue::from_str(&text).unwrap_or(HeaderValue::from_static("\"\""))
+}
+
+/// Whether `If-None-Match` in `headers` matches `etag` (RFC 9110 §13.1.2: weak comparison, a
+/// comma-separated list, or `*` for any current representation). Several header lines count as one
+/// list.
+pub(crate) fn none_match(headers: &HeaderMap, etag: &HeaderValue) -> bool {
+    let ours = opaque(etag.as_bytes());
+    headers
+        .get_all(header::IF_NONE_MATCH)
+        .iter()
+        .any(|value| list_matches(value.as_bytes(), ours))
+}
+
+/// Whether any `If-None-Match` header is present.
+pub(crate) fn has_none_match(headers: &HeaderMap) -> bool {
+    headers.contains_key(header::IF_NONE_MATCH)
+}
+
+fn list_matches(list: &[u8], ours: &[u8]) -> bool {
+    list.split(|b| *b == b',').any(|item| {
+        let item = item.trim_ascii();
+        item == b"*" || opaque(item) == ours
+    })
+}
+
+/// The opaque part of an entity tag: without a `W/` prefix and without the quotes.
+fn opaque(tag: &[u8]) -> &[u8] {
+    let tag = tag.strip_prefix(b"W/").unwrap_or(tag);
+    tag.strip_prefix(b"\"")
+        .and_then(|t| t.strip_suffix(b"\""))
+        .unwrap_or(tag)
+}
+
+/// What a `Range` header asks of a blob of a known size.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum RangeAsk {
+    /// No usable range (absent, multiple ranges, another unit, a failed `If-Range`, or syntax we
+    /// ignore as RFC 9110 allows): send the whole blob.
+    Full,
+    /// One satisfiable range, `start..end` (end exclusive).
+    Part(u64, u64),
+    /// A well-formed range that misses the blob entirely (416).
+    Unsatisfiable,
+}
+
+/// Interprets `Range` (and `If-Range`) against a blob of `size` bytes with entity tag `etag`.
+pub(crate) fn range(headers: &HeaderMap, size: u64, etag: &HeaderValue) -> RangeAsk {
+    let Some(value) = headers.get(header::RANGE) else {
+        return RangeAsk::Full;
+    };
+    if let Some(if_range) = headers.get(header::IF_RANGE) {
+        // Only a strong ETag match lets the range through; a date (or a weak tag) never matches.
+        if if_range.as_bytes() != etag.as_bytes() {
+            return RangeAsk::Full;
+        }
+    }
+    let Some(spec) = value
+        .to_str()
+        .ok()
+        .and_then(|v| v.trim().strip_prefix("bytes="))
+    else {
+        return RangeAsk::Full;
+    };
+    if spec.contains(',') {
+        // Multiple ranges would need multipart/byteranges; a full 200 is allowed and simpler.
+        return RangeAsk::Full;
+    }
+    let Some((first, last)) = spec.trim().split_once('-') else {
+        return RangeAsk::Full;
+    };
+    let (first, last) = (first.trim(), last.trim());
+    let parse = |s: &str| -> Option<u64> {
+        if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        s.parse().ok()
+    };
+    if first.is_empty() {
+        // A suffix: the last N bytes.
+        return match parse(last) {
+            Some(0) => RangeAsk::Unsatisfiable,
+            Some(_) if size == 0 => RangeAsk::Unsatisfiable,
+            Some(n) => RangeAsk::Part(size.saturating_sub(n), size),
+            None => RangeAsk::Full,
+        };
+    }
+    let Some(start) = parse(first) else {
+        return RangeAsk::Full;
+    };
+    let end = if last.is_empty() {
+        size
+    } else {
+        match parse(last) {
+            Some(l) if l >= start => l.saturating_add(1).min(size),
+            _ => return RangeAsk::Full,
+        }
+    };
+    if start >= size {
+        return RangeAsk::Unsatisfiable;
+    }
+    RangeAsk::Part(start, end)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(*k, HeaderValue::from_static(v));
+        }
+        h
+    }
+
+    #[test]
+    fn if_none_match() {
+        let tag = HeaderValue::from_static("\"sha512-abc=\"");
+        assert!(none_match(
+            &headers(&[("if-none-match", "\"sha512-abc=\"")]),
+            &tag
+        ));
+        assert!(none_match(
+            &headers(&[("if-none-match", "W/\"sha512-abc=\"")]),
+            &tag
+        ));
+        assert!(none_match(
+            &headers(&[("if-none-match", "\"x\", \"sha512-abc=\"")]),
+            &tag
+        ));
+        assert!(none_match(&headers(&[("if-none-match", "*")]), &tag));
+        assert!(none_match(
+            &headers(&[
+                ("if-none-match", "\"x\""),
+                ("if-none-match", "\"sha512-abc=\"")
+            ]),
+            &tag
+        ));
+        assert!(!none_match(
+            &headers(&[("if-none-match", "\"sha512-abd=\"")]),
+            &tag
+        ));
+        assert!(!none_match(&headers(&[]), &tag));
+        let etag = etag(&BlobKey::new([0; 64]));
+        assert_eq!(etag.len(), 97);
+        assert!(etag.to_str().is_ok_and(|s| s.starts_with("\"sha512-AAAA")));
+    }
+
+    #[test]
+    fn ranges() {
+        let tag = HeaderValue::from_static("\"t\"");
+        let r = |v: &'static str| range(&headers(&[("range", v)]), 100, &tag);
+        assert_eq!(range(&headers(&[]), 100, &tag), RangeAsk::Full);
+        assert_eq!(r("bytes=0-9"), RangeAsk::Part(0, 10));
+        assert_eq!(r("bytes=90-"), RangeAsk::Part(90, 100));
+        assert_eq!(r("bytes=90-1000"), RangeAsk::Part(90, 100));
+        assert_eq!(r("bytes=-10"), RangeAsk::Part(90, 100));
+        assert_eq!(r("bytes=-1000"), RangeAsk::Part(0, 100));
+        assert_eq!(r("bytes=100-"), RangeAsk::Unsatisfiable);
+        assert_eq!(r("bytes=-0"), RangeAsk::Unsatisfiable);
+        assert_eq!(r("bytes=0-1,5-6"), RangeAsk::Full);
+        assert_eq!(r("items=0-1"), RangeAsk::Full);
+        assert_eq!(r("bytes=5-1"), RangeAsk::Full);
+        assert_eq!(r("bytes=x-1"), RangeAsk::Full);
+        let if_range = |v: &'static str| {
+            range(
+                &headers(&[("range", "bytes=0-0"), ("if-range", v)]),
+                100,
+                &tag,
+            )
+        };
+        assert_eq!(if_range("\"t\""), RangeAsk::Part(0, 1));
+        assert_eq!(if_range("\"u\""), RangeAsk::Full);
+        assert_eq!(if_range("Tue, 01 Jan 2030 00:00:00 GMT"), RangeAsk::Full);
+    }
+}

@@ -1,0 +1,167 @@
+//! Serving tarballs over HTTP: an [axum] router a registry embeds in its own app, and what
+//! `tarvault serve` runs.
+//!
+//! Routes (`GET` and `HEAD`):
+//! - `/sha512/<hex>` and `/sha1/<hex>` (npm's `shasum`): any stored blob by digest;
+//! - with a mapping ([`Server::with_mapping`], written by `tarvault migrate couch`), npm's tarball
+//!   URLs `/<name>/-/<file>` and `/@scope/<name>/-/<file>` (also with the slash as `%2F`);
+//! - `/-/health` and `/-/metrics` (Prometheus).
+//!
+//! Blob responses are made for CDNs: a strong `ETag` that is the blob's integrity, `Cache-Control:
+//! public, max-age=31536000, immutable`, `If-None-Match` answered with a 304 from a stat alone
+//! (the blob is not read), and single `Range`s (206; several ranges get the whole blob). Every byte
+//! is verified as it streams: a blob that fails verification before its head is sent gets a 500,
+//! and one that fails later has its body aborted short of its `Content-Length`, so no client or
+//! cache ever holds a complete bad body. Either way the failure is logged and counted.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use tarvault::server::Server;
+//! use tarvault::Store;
+//!
+//! let server = Server::new(Store::open("/var/lib/tarvault").await?);
+//! // Embed: `my_app.merge(server.router())`, or run it on its own:
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
+//! tarvault::server::serve(listener, server, std::future::pending()).await?;
+//! # Ok(()) }
+//! ```
+
+mod handler;
+mod http;
+mod metrics;
+mod names;
+mod routes;
+
+use std::future::Future;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::Response;
+use axum::routing::get;
+use axum::Router;
+
+use crate::migrate::MapEntry;
+use crate::{Result, Store};
+
+pub use metrics::Metrics;
+use names::NameIndex;
+use routes::Route;
+
+/// A tarball server over a [`Store`]. Cheap to clone (an `Arc` inside).
+#[derive(Clone, Debug)]
+pub struct Server {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    store: Store,
+    names: NameIndex,
+    metrics: Arc<Metrics>,
+}
+
+impl Server {
+    /// A server of `store` by digest only (`/sha512/…`, `/sha1/…`).
+    pub fn new(store: Store) -> Server {
+        Server {
+            inner: Arc::new(Inner {
+                store,
+                names: NameIndex::default(),
+                metrics: Arc::default(),
+            }),
+        }
+    }
+
+    /// A server that also answers npm's tarball URLs for every entry of a mapping. Fails if an
+    /// entry's integrity is not sha512 or if one URL is mapped to two different blobs.
+    pub fn with_mapping(
+        store: Store,
+        entries: impl IntoIterator<Item = MapEntry>,
+    ) -> Result<Server> {
+        Ok(Server {
+            inner: Arc::new(Inner {
+                store,
+                names: NameIndex::build(entries)?,
+                metrics: Arc::default(),
+            }),
+        })
+    }
+
+    /// [`Server::with_mapping`] with the mapping file `tarvault migrate couch --map` wrote.
+    pub fn with_mapping_file(store: Store, path: &Path) -> Result<Server> {
+        Server::with_mapping(store, crate::migrate::mapping::read_mapping(path)?)
+    }
+
+    /// The store served.
+    pub fn store(&self) -> &Store {
+        &self.inner.store
+    }
+
+    /// How many tarball URLs the mapping gave.
+    pub fn mapped_urls(&self) -> usize {
+        self.inner.names.len()
+    }
+
+    /// The live counters (also at `/-/metrics`).
+    pub fn metrics(&self) -> &Metrics {
+        &self.inner.metrics
+    }
+
+    fn metrics_arc(&self) -> Arc<Metrics> {
+        self.inner.metrics.clone()
+    }
+
+    fn names(&self) -> &NameIndex {
+        &self.inner.names
+    }
+
+    /// The routes, ready to serve or to merge into (or nest under) a registry's own router.
+    pub fn router(&self) -> Router {
+        Router::new()
+            .route("/-/health", get(health))
+            .route("/-/metrics", get(metrics_page))
+            .fallback(handler::blob)
+            .with_state(self.clone())
+    }
+}
+
+async fn health(State(server): State<Server>) -> Response {
+    let started = Instant::now();
+    let r = handler::plain(StatusCode::OK, "ok\n");
+    server
+        .metrics()
+        .response(Route::Health, r.status(), started.elapsed());
+    r
+}
+
+async fn metrics_page(State(server): State<Server>) -> Response {
+    let started = Instant::now();
+    let mut r = Response::new(axum::body::Body::from(server.metrics().render()));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        axum::http::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    server
+        .metrics()
+        .response(Route::Metrics, r.status(), started.elapsed());
+    r
+}
+
+/// Serves `server` on `listener` until `shutdown` resolves, then finishes the requests in flight.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    server: Server,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    use axum::serve::ListenerExt;
+    // Small responses (a 304 is one packet) must not wait for Nagle.
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
+    axum::serve(listener, server.router())
+        .with_graceful_shutdown(shutdown)
+        .await
+}

@@ -1,0 +1,179 @@
+//! Which blob a request path names. Parsing is done by hand rather than by the router so that the
+//! difference between "malformed" (400) and "unknown" (404) is decided in one place, and so that
+//! npm's two spellings of a scoped tarball URL (`/@scope/name/-/…` and `/@scope%2Fname/-/…`) are
+//! one route.
+
+use std::borrow::Cow;
+
+use percent_encoding::percent_decode_str;
+
+use crate::backend::BlobKey;
+
+/// The route a request matched, as used in metrics labels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Route {
+    Sha512,
+    Sha1,
+    Tarball,
+    Health,
+    Metrics,
+    Other,
+}
+
+impl Route {
+    pub(crate) const ALL: [Route; 6] = [
+        Route::Sha512,
+        Route::Sha1,
+        Route::Tarball,
+        Route::Health,
+        Route::Metrics,
+        Route::Other,
+    ];
+
+    pub(crate) fn label(self) -> &'static str {
+        match self {
+            Route::Sha512 => "sha512",
+            Route::Sha1 => "sha1",
+            Route::Tarball => "tarball",
+            Route::Health => "health",
+            Route::Metrics => "metrics",
+            Route::Other => "other",
+        }
+    }
+
+    pub(crate) fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// What a path names.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Target<'a> {
+    /// `/sha512/<128 hex>`.
+    Sha512(BlobKey),
+    /// `/sha1/<40 hex>` (npm's `shasum`).
+    Sha1([u8; 20]),
+    /// `/<name>/-/<file>` or `/@scope/<name>/-/<file>` (the scope's slash possibly `%2F`).
+    Tarball {
+        name: Cow<'a, str>,
+        file: Cow<'a, str>,
+    },
+}
+
+/// Why a path names nothing.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Miss {
+    /// Not a route of this server (404).
+    Unknown,
+    /// A route, but its address is malformed (400), with the reason.
+    Malformed(Route, &'static str),
+}
+
+impl Target<'_> {
+    pub(crate) fn route(&self) -> Route {
+        match self {
+            Target::Sha512(_) => Route::Sha512,
+            Target::Sha1(_) => Route::Sha1,
+            Target::Tarball { .. } => Route::Tarball,
+        }
+    }
+}
+
+/// Parses a request path (still percent-encoded, without the query).
+pub(crate) fn parse(path: &str) -> Result<Target<'_>, Miss> {
+    if let Some(hex) = path.strip_prefix("/sha512/") {
+        let mut key = [0u8; 64];
+        return match hex::decode_to_slice(hex, &mut key) {
+            Ok(()) => Ok(Target::Sha512(BlobKey::new(key))),
+            Err(_) => Err(Miss::Malformed(
+                Route::Sha512,
+                "a sha512 address is 128 hex digits",
+            )),
+        };
+    }
+    if let Some(hex) = path.strip_prefix("/sha1/") {
+        let mut digest = [0u8; 20];
+        return match hex::decode_to_slice(hex, &mut digest) {
+            Ok(()) => Ok(Target::Sha1(digest)),
+            Err(_) => Err(Miss::Malformed(
+                Route::Sha1,
+                "a sha1 address is 40 hex digits",
+            )),
+        };
+    }
+    let rest = path.strip_prefix('/').ok_or(Miss::Unknown)?;
+    let Some((package, file)) = rest.rsplit_once("/-/") else {
+        return Err(Miss::Unknown);
+    };
+    let package = decode(package)?;
+    let file = decode(file)?;
+    if file.is_empty() || file.contains('/') || package.is_empty() {
+        return Err(Miss::Unknown);
+    }
+    let well_formed = match package.strip_prefix('@') {
+        Some(scoped) => {
+            matches!(scoped.split_once('/'), Some((s, n)) if !s.is_empty() && !n.is_empty() && !n.contains('/'))
+        }
+        None => !package.contains('/'),
+    };
+    if !well_formed {
+        return Err(Miss::Malformed(
+            Route::Tarball,
+            "a package name is `name` or `@scope/name`",
+        ));
+    }
+    Ok(Target::Tarball {
+        name: package,
+        file,
+    })
+}
+
+fn decode(text: &str) -> Result<Cow<'_, str>, Miss> {
+    if !text.contains('%') {
+        return Ok(Cow::Borrowed(text));
+    }
+    percent_decode_str(text)
+        .decode_utf8()
+        .map_err(|_| Miss::Malformed(Route::Tarball, "percent-encoding is not UTF-8"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tarball<'a>(name: &'a str, file: &'a str) -> Target<'a> {
+        Target::Tarball {
+            name: Cow::Borrowed(name),
+            file: Cow::Borrowed(file),
+        }
+    }
+
+    #[test]
+    fn paths() {
+        let hex = "ab".repeat(64);
+        assert_eq!(
+            parse(&format!("/sha512/{hex}")),
+            Ok(Target::Sha512(BlobKey::new([0xab; 64])))
+        );
+        assert_eq!(
+            parse(&format!("/sha1/{}", "0f".repeat(20))),
+            Ok(Target::Sha1([0x0f; 20]))
+        );
+        assert!(matches!(parse("/sha512/abc"), Err(Miss::Malformed(..))));
+        assert!(matches!(
+            parse(&format!("/sha1/{}", "zz".repeat(20))),
+            Err(Miss::Malformed(..))
+        ));
+        assert_eq!(parse("/a/-/a-1.0.0.tgz"), Ok(tarball("a", "a-1.0.0.tgz")));
+        assert_eq!(parse("/@s/a/-/a-1.tgz"), Ok(tarball("@s/a", "a-1.tgz")));
+        assert_eq!(parse("/@s%2Fa/-/a-1.tgz"), Ok(tarball("@s/a", "a-1.tgz")));
+        assert_eq!(parse("/@s%2fa/-/a-1.tgz"), Ok(tarball("@s/a", "a-1.tgz")));
+        assert_eq!(parse("/"), Err(Miss::Unknown));
+        assert_eq!(parse("/a"), Err(Miss::Unknown));
+        assert_eq!(parse("/a/-/"), Err(Miss::Unknown));
+        assert_eq!(parse("/a/-/x/y.tgz"), Err(Miss::Unknown));
+        assert!(matches!(parse("/a/b/-/a.tgz"), Err(Miss::Malformed(..))));
+        assert!(matches!(parse("/@s/-/a.tgz"), Err(Miss::Malformed(..))));
+        assert!(matches!(parse("/a/-/%ff.tgz"), Err(Miss::Malformed(..))));
+    }
+}

@@ -1,0 +1,556 @@
+//! The HTTP server (`tarvault::server`) on a real listener, driven by a real HTTP client (reqwest)
+//! and, where a client library would hide what matters (a body cut short), by raw TCP.
+#![cfg(feature = "server")]
+
+mod common;
+
+use std::io::{Read, Write};
+use std::path::PathBuf;
+
+use reqwest::header;
+use reqwest::StatusCode;
+use tarvault::backend::fs::{FsBackend, FsOptions};
+use tarvault::backend::BlobKey;
+use tarvault::migrate::MapEntry;
+use tarvault::server::Server;
+use tarvault::{PutOptions, Store};
+
+use common::{corpus, corpus_bytes, key_of, noise, CorpusEntry};
+
+/// A stored corpus tarball and what the server should say about it.
+struct Stored {
+    entry: CorpusEntry,
+    bytes: bytes::Bytes,
+    key: BlobKey,
+}
+
+impl Stored {
+    fn sha512_path(&self) -> String {
+        format!("/sha512/{}", self.key.to_hex())
+    }
+    fn etag(&self) -> String {
+        format!("\"{}\"", self.entry.integrity)
+    }
+}
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    backend: FsBackend,
+    base: String,
+    server: Server,
+    plain: Stored,
+    scoped: Stored,
+}
+
+fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .unwrap_or_else(|e| panic!("client: {e}"))
+}
+
+fn map_entry(e: &CorpusEntry) -> MapEntry {
+    let file = e
+        .tarball_path
+        .rsplit('/')
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    MapEntry {
+        name: e.name.clone(),
+        version: e.version.clone(),
+        file,
+        integrity: e.integrity.clone(),
+        shasum: e.shasum.clone(),
+        size: e.size,
+    }
+}
+
+/// Starts `server` on a free loopback port; returns its base URL.
+async fn start(server: Server) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .unwrap_or_else(|e| panic!("bind: {e}"));
+    let addr = listener
+        .local_addr()
+        .unwrap_or_else(|e| panic!("addr: {e}"));
+    tokio::spawn(tarvault::server::serve(
+        listener,
+        server,
+        std::future::pending(),
+    ));
+    format!("http://{addr}")
+}
+
+/// An fs store holding one unscoped and one scoped corpus tarball, served with a mapping of both.
+async fn fixture() -> Fixture {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let backend = FsBackend::open(dir.path(), FsOptions { fsync: false })
+        .unwrap_or_else(|e| panic!("open: {e}"));
+    let store = Store::new(backend.clone());
+    let all = corpus();
+    let pick = |scoped: bool| {
+        all.iter()
+            .find(|e| e.name.starts_with('@') == scoped && e.size > 1000)
+            .cloned()
+            .unwrap_or_else(|| panic!("corpus has no scoped={scoped} entry"))
+    };
+    let mut stored = Vec::new();
+    for entry in [pick(false), pick(true)] {
+        let bytes = corpus_bytes(&entry);
+        let out = store
+            .put_bytes(bytes.clone(), &PutOptions::default())
+            .await
+            .unwrap_or_else(|e| panic!("put {}: {e}", entry.name));
+        assert_eq!(out.digests.integrity().to_string(), entry.integrity);
+        let key = key_of(&bytes);
+        stored.push(Stored { entry, bytes, key });
+    }
+    let scoped = stored.pop().unwrap_or_else(|| panic!("two stored"));
+    let plain = stored.pop().unwrap_or_else(|| panic!("two stored"));
+    let server = Server::with_mapping(store, [map_entry(&plain.entry), map_entry(&scoped.entry)])
+        .unwrap_or_else(|e| panic!("server: {e}"));
+    let base = start(server.clone()).await;
+    Fixture {
+        _dir: dir,
+        backend,
+        base,
+        server,
+        plain,
+        scoped,
+    }
+}
+
+/// Flips one byte of a stored blob's file in place (same size), as bit rot would.
+fn corrupt(backend: &FsBackend, key: &BlobKey, at_end: bool) -> PathBuf {
+    let path = backend.blob_path(key);
+    let mut perms = std::fs::metadata(&path)
+        .unwrap_or_else(|e| panic!("{e}"))
+        .permissions();
+    #[allow(clippy::permissions_set_readonly_false)]
+    perms.set_readonly(false);
+    std::fs::set_permissions(&path, perms).unwrap_or_else(|e| panic!("{e}"));
+    let mut data = std::fs::read(&path).unwrap_or_else(|e| panic!("{e}"));
+    let i = if at_end {
+        data.len() - 1
+    } else {
+        data.len() / 2
+    };
+    data[i] ^= 0x55;
+    std::fs::write(&path, &data).unwrap_or_else(|e| panic!("{e}"));
+    path
+}
+
+async fn get(url: &str, headers: &[(&str, &str)]) -> reqwest::Response {
+    let mut req = client().get(url);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    req.send()
+        .await
+        .unwrap_or_else(|e| panic!("GET {url}: {e}"))
+}
+
+fn header(r: &reqwest::Response, name: header::HeaderName) -> &str {
+    r.headers()
+        .get(&name)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_else(|| panic!("no {name} header"))
+}
+
+fn assert_blob_headers(r: &reqwest::Response, s: &Stored, len: u64) {
+    assert_eq!(header(r, header::CONTENT_LENGTH), len.to_string());
+    assert_eq!(header(r, header::CONTENT_TYPE), "application/octet-stream");
+    assert_eq!(header(r, header::ETAG), s.etag());
+    assert_eq!(
+        header(r, header::CACHE_CONTROL),
+        "public, max-age=31536000, immutable"
+    );
+    assert_eq!(header(r, header::ACCEPT_RANGES), "bytes");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_route_serves_the_verified_bytes_with_cache_headers() {
+    let f = fixture().await;
+    let tarball = |e: &CorpusEntry| e.tarball_path.clone();
+    let scoped_encoded = tarball(&f.scoped.entry)
+        .replacen('/', "%2F", 2)
+        .replacen("%2F", "/", 1);
+    assert!(scoped_encoded.starts_with("/@") && scoped_encoded.contains("%2F"));
+    let cases = [
+        (&f.plain, f.plain.sha512_path()),
+        (&f.plain, format!("/sha1/{}", f.plain.entry.shasum)),
+        (
+            &f.plain,
+            format!("/sha1/{}", f.plain.entry.shasum.to_uppercase()),
+        ),
+        (&f.plain, tarball(&f.plain.entry)),
+        (&f.scoped, f.scoped.sha512_path()),
+        (&f.scoped, format!("/sha1/{}", f.scoped.entry.shasum)),
+        (&f.scoped, tarball(&f.scoped.entry)),
+        (&f.scoped, scoped_encoded),
+    ];
+    for (s, path) in &cases {
+        let r = get(&format!("{}{path}", f.base), &[]).await;
+        assert_eq!(r.status(), StatusCode::OK, "{path}");
+        assert_blob_headers(&r, s, s.entry.size);
+        let body = r.bytes().await.unwrap_or_else(|e| panic!("{path}: {e}"));
+        assert!(body == s.bytes, "{path}: wrong bytes");
+
+        let r = client()
+            .head(format!("{}{path}", f.base))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("HEAD {path}: {e}"));
+        assert_eq!(r.status(), StatusCode::OK, "HEAD {path}");
+        assert_blob_headers(&r, s, s.entry.size);
+        assert!(r.bytes().await.map(|b| b.is_empty()).unwrap_or(false));
+    }
+    let m = f.server.metrics();
+    assert_eq!(m.requests("sha512", 200), 4);
+    assert_eq!(m.requests("sha1", 200), 6);
+    assert_eq!(m.requests("tarball", 200), 6);
+    assert_eq!(
+        m.body_bytes(),
+        4 * f.plain.entry.size + 4 * f.scoped.entry.size
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn if_none_match_answers_304_without_reading_the_blob() {
+    let f = fixture().await;
+    let url = format!("{}{}", f.base, f.plain.sha512_path());
+    let etag = f.plain.etag();
+    let weak = format!("W/{etag}");
+    let list = format!("\"nope\", {etag}");
+    for inm in [etag.as_str(), weak.as_str(), list.as_str(), "*"] {
+        let r = get(&url, &[("if-none-match", inm)]).await;
+        assert_eq!(r.status(), StatusCode::NOT_MODIFIED, "{inm}");
+        assert_eq!(header(&r, header::ETAG), etag);
+        assert_eq!(
+            header(&r, header::CACHE_CONTROL),
+            "public, max-age=31536000, immutable"
+        );
+        assert!(r.bytes().await.map(|b| b.is_empty()).unwrap_or(false));
+    }
+    for path in [
+        f.plain.entry.tarball_path.clone(),
+        format!("/sha1/{}", f.plain.entry.shasum),
+    ] {
+        let r = get(&format!("{}{path}", f.base), &[("if-none-match", &etag)]).await;
+        assert_eq!(r.status(), StatusCode::NOT_MODIFIED, "{path}");
+    }
+    let r = get(&url, &[("if-none-match", "\"sha512-other\"")]).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    // An unknown blob is not "not modified", even for `*`.
+    let unknown = format!("{}/sha512/{}", f.base, "00".repeat(64));
+    let r = get(&unknown, &[("if-none-match", "*")]).await;
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+
+    // Proof that a 304 does not read the blob: with its file corrupt, revalidation still answers
+    // 304 and no integrity failure is seen, while a GET refuses the bytes.
+    corrupt(&f.backend, &f.plain.key, false);
+    let r = get(&url, &[("if-none-match", &etag)]).await;
+    assert_eq!(r.status(), StatusCode::NOT_MODIFIED);
+    assert_eq!(f.server.metrics().integrity_failures(), 0);
+    let r = get(&url, &[]).await;
+    assert_eq!(r.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    assert_eq!(f.server.metrics().integrity_failures(), 1);
+    assert_eq!(f.server.metrics().not_modified(), 7);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn single_ranges_get_206_and_others_the_whole_blob() {
+    let f = fixture().await;
+    let s = &f.scoped;
+    let size = s.entry.size;
+    let url = format!("{}{}", f.base, s.entry.tarball_path);
+    let cases: [(String, u64, u64); 4] = [
+        ("bytes=0-9".into(), 0, 10),
+        (format!("bytes={}-", size - 7), size - 7, size),
+        ("bytes=-5".into(), size - 5, size),
+        (format!("bytes=100-{}", size + 100), 100, size),
+    ];
+    for (range, start, end) in &cases {
+        let r = get(&url, &[("range", range)]).await;
+        assert_eq!(r.status(), StatusCode::PARTIAL_CONTENT, "{range}");
+        assert_eq!(
+            header(&r, header::CONTENT_RANGE),
+            format!("bytes {start}-{}/{size}", end - 1)
+        );
+        assert_blob_headers(&r, s, end - start);
+        let body = r.bytes().await.unwrap_or_else(|e| panic!("{e}"));
+        assert!(
+            body[..] == s.bytes[*start as usize..*end as usize],
+            "{range}"
+        );
+    }
+    let r = get(&url, &[("range", &format!("bytes={size}-"))]).await;
+    assert_eq!(r.status(), StatusCode::RANGE_NOT_SATISFIABLE);
+    assert_eq!(header(&r, header::CONTENT_RANGE), format!("bytes */{size}"));
+    // Several ranges, another unit, or a stale If-Range: the whole blob.
+    for hs in [
+        vec![("range", "bytes=0-1,5-6")],
+        vec![("range", "items=0-1")],
+        vec![("range", "bytes=0-1"), ("if-range", "\"sha512-old\"")],
+    ] {
+        let r = get(&url, &hs).await;
+        assert_eq!(r.status(), StatusCode::OK, "{hs:?}");
+        assert_eq!(r.bytes().await.map(|b| b.len() as u64).ok(), Some(size));
+    }
+    let etag = s.etag();
+    let r = get(&url, &[("range", "bytes=0-1"), ("if-range", &etag)]).await;
+    assert_eq!(r.status(), StatusCode::PARTIAL_CONTENT);
+    assert_eq!(f.server.metrics().requests("tarball", 206), 5);
+    assert_eq!(f.server.metrics().requests("tarball", 416), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_is_404_and_malformed_is_400() {
+    let f = fixture().await;
+    let cases = [
+        (format!("/sha512/{}", "ab".repeat(64)), 404),
+        (format!("/sha1/{}", "ab".repeat(20)), 404),
+        ("/left-pad/-/left-pad-9.9.9.tgz".to_string(), 404),
+        ("/@nobody/none/-/none-1.0.0.tgz".to_string(), 404),
+        ("/".to_string(), 404),
+        ("/favicon.ico".to_string(), 404),
+        ("/sha512/abc".to_string(), 400),
+        (format!("/sha512/{}", "zz".repeat(64)), 400),
+        (format!("/sha1/{}", "ab".repeat(21)), 400),
+        ("/a/b/-/c.tgz".to_string(), 400),
+        ("/a/-/%ff%fe.tgz".to_string(), 400),
+    ];
+    for (path, status) in &cases {
+        let r = get(&format!("{}{path}", f.base), &[]).await;
+        assert_eq!(r.status().as_u16(), *status, "{path}");
+        assert_eq!(header(&r, header::CACHE_CONTROL), "no-store", "{path}");
+    }
+    let r = client()
+        .post(format!("{}{}", f.base, f.plain.sha512_path()))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(r.status(), StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(header(&r, header::ALLOW), "GET, HEAD");
+
+    // Without a mapping, npm URLs are unknown but digests still work.
+    let bare = start(Server::new(f.server.store().clone())).await;
+    let r = get(&format!("{bare}{}", f.plain.entry.tarball_path), &[]).await;
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    let r = get(&format!("{bare}{}", f.plain.sha512_path()), &[]).await;
+    assert_eq!(r.status(), StatusCode::OK);
+}
+
+/// A raw HTTP/1.1 exchange: the status, the declared Content-Length, and the body bytes that
+/// arrived before the server closed the connection (cleanly or not).
+fn raw_get(base: &str, path: &str, extra: &str) -> (u16, Option<usize>, usize) {
+    let addr = base.trim_start_matches("http://");
+    let mut tcp = std::net::TcpStream::connect(addr).unwrap_or_else(|e| panic!("{e}"));
+    tcp.set_read_timeout(Some(std::time::Duration::from_secs(20)))
+        .unwrap_or_else(|e| panic!("{e}"));
+    write!(
+        tcp,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\n{extra}Connection: close\r\n\r\n"
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let mut got = Vec::new();
+    let mut buf = [0u8; 65536];
+    loop {
+        match tcp.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            // A reset is how an aborted body may end.
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break,
+            Err(e) => panic!("read: {e}"),
+        }
+    }
+    let end = got
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .unwrap_or_else(|| panic!("no response head in {} bytes", got.len()));
+    let head = String::from_utf8_lossy(&got[..end]).to_ascii_lowercase();
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("bad status line: {head}"));
+    let length = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .and_then(|v| v.trim().parse().ok());
+    (status, length, got.len() - end - 4)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_blob_that_fails_verification_mid_stream_has_its_body_cut_short() {
+    let f = fixture().await;
+    let store = f.server.store().clone();
+    // Larger than the fs backend's 1 MiB read chunk, so bytes are on the wire before the end of
+    // the blob (where the corruption is) has been hashed.
+    let data = noise(3 << 20, 7);
+    store
+        .put_bytes(data.clone(), &PutOptions::default())
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let key = key_of(&data);
+    let path = format!("/sha512/{}", key.to_hex());
+
+    let (status, length, body) = raw_get(&f.base, &path, "");
+    assert_eq!((status, length, body), (200, Some(data.len()), data.len()));
+
+    corrupt(&f.backend, &key, true);
+    let before = f.server.metrics().integrity_failures();
+    let base = f.base.clone();
+    let p = path.clone();
+    let (status, length, body) = tokio::task::spawn_blocking(move || raw_get(&base, &p, ""))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(status, 200);
+    assert_eq!(length, Some(data.len()));
+    assert!(
+        body > 0 && body < data.len(),
+        "the body must stop short of its Content-Length ({body} of {})",
+        data.len()
+    );
+    assert_eq!(f.server.metrics().integrity_failures(), before + 1);
+
+    // A range is never completed from unverified bytes either: the range's last piece is held
+    // until the whole blob has verified. One spanning the first two chunks is cut short; one
+    // inside the first chunk (or at the end) cannot start, so it is refused outright.
+    let base = f.base.clone();
+    let p = path.clone();
+    let (status, length, body) =
+        tokio::task::spawn_blocking(move || raw_get(&base, &p, "Range: bytes=1048000-1049999\r\n"))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!((status, length), (206, Some(2000)));
+    assert!(
+        body < 2000,
+        "range body must be cut short, got {body} bytes"
+    );
+    for range in ["bytes=0-99", "bytes=-10"] {
+        let r = get(&format!("{}{path}", f.base), &[("range", range)]).await;
+        assert_eq!(r.status(), StatusCode::INTERNAL_SERVER_ERROR, "{range}");
+    }
+    assert_eq!(f.server.metrics().integrity_failures(), before + 4);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_and_prometheus_metrics() {
+    let f = fixture().await;
+    let r = get(&format!("{}/-/health", f.base), &[]).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.text().await.ok().as_deref(), Some("ok\n"));
+
+    let url = format!("{}{}", f.base, f.plain.sha512_path());
+    get(&url, &[])
+        .await
+        .bytes()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    get(&url, &[("if-none-match", &f.plain.etag())]).await;
+    get(&format!("{}/sha512/zz", f.base), &[]).await;
+    get(&format!("{}/nothing", f.base), &[]).await;
+    corrupt(&f.backend, &f.scoped.key, false);
+    get(&format!("{}{}", f.base, f.scoped.entry.tarball_path), &[]).await;
+
+    let r = get(&format!("{}/-/metrics", f.base), &[]).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert!(header(&r, header::CONTENT_TYPE).starts_with("text/plain; version=0.0.4"));
+    let text = r.text().await.unwrap_or_else(|e| panic!("{e}"));
+    let value = |series: &str| -> u64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("no {series} in\n{text}"))
+    };
+    assert_eq!(
+        value("tarvault_http_requests_total{route=\"sha512\",status=\"200\"}"),
+        1
+    );
+    assert_eq!(
+        value("tarvault_http_requests_total{route=\"sha512\",status=\"304\"}"),
+        1
+    );
+    assert_eq!(
+        value("tarvault_http_requests_total{route=\"sha512\",status=\"400\"}"),
+        1
+    );
+    assert_eq!(
+        value("tarvault_http_requests_total{route=\"other\",status=\"404\"}"),
+        1
+    );
+    assert_eq!(
+        value("tarvault_http_requests_total{route=\"tarball\",status=\"500\"}"),
+        1
+    );
+    assert_eq!(
+        value("tarvault_http_requests_total{route=\"health\",status=\"200\"}"),
+        1
+    );
+    assert_eq!(value("tarvault_http_body_bytes_total"), f.plain.entry.size);
+    assert_eq!(value("tarvault_http_not_modified_total"), 1);
+    assert_eq!(value("tarvault_integrity_failures_total"), 1);
+    assert_eq!(value("tarvault_http_response_seconds_count"), 6);
+    assert_eq!(
+        value("tarvault_http_response_seconds_bucket{le=\"+Inf\"}"),
+        6
+    );
+    assert!(text.contains("# TYPE tarvault_http_response_seconds histogram"));
+}
+
+#[test]
+fn the_cli_serves_a_store_with_a_mapping() {
+    use std::io::BufRead;
+    use std::process::{Command, Stdio};
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let store = dir.path().join("store");
+    let entry = corpus()
+        .into_iter()
+        .find(|e| e.name.starts_with('@'))
+        .unwrap_or_else(|| panic!("no scoped entry"));
+    let file = common::corpus_dir().join(&entry.file);
+    let bin = env!("CARGO_BIN_EXE_tarvault");
+    let put = Command::new(bin)
+        .args(["--store", &store.display().to_string(), "put"])
+        .arg(&file)
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        put.status.success(),
+        "{}",
+        String::from_utf8_lossy(&put.stderr)
+    );
+    let map = dir.path().join("map.jsonl");
+    let line = serde_json::to_string(&map_entry(&entry)).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(&map, format!("{line}\n")).unwrap_or_else(|e| panic!("{e}"));
+    let mut child = Command::new(bin)
+        .args(["--store", &store.display().to_string(), "serve"])
+        .args(["--listen", "127.0.0.1:0", "--map"])
+        .arg(&map)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mut first = String::new();
+    let stdout = child.stdout.take().unwrap_or_else(|| panic!("stdout"));
+    std::io::BufReader::new(stdout)
+        .read_line(&mut first)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let base = first
+        .trim()
+        .strip_prefix("listening on ")
+        .unwrap_or_else(|| panic!("unexpected first line {first:?}"))
+        .to_string();
+    let result = std::panic::catch_unwind(|| {
+        let (status, length, body) = raw_get(&base, &entry.tarball_path, "");
+        assert_eq!(
+            (status, length, body),
+            (200, Some(entry.size as usize), entry.size as usize)
+        );
+    });
+    let _ = child.kill();
+    let _ = child.wait();
+    if let Err(e) = result {
+        std::panic::resume_unwind(e);
+    }
+}
