@@ -142,7 +142,7 @@ impl Error {
             Error::Corrupt { .. } => ErrorKind::Corrupt,
             Error::Rejected { .. } | Error::Tarball { .. } | Error::PackageMismatch { .. } => {
                 ErrorKind::Rejected
-            },
+            }
             Error::Io { .. } | Error::Input(_) => ErrorKind::Io,
             Error::Backend { .. } => ErrorKind::Backend,
             Error::Config(_) => ErrorKind::Config,
