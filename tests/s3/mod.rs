@@ -72,7 +72,7 @@ impl Server {
     /// A unique prefix, so that tests running at once never see each other's blobs.
     pub fn fresh_prefix(tag: &str) -> String {
         use rand::Rng;
-        format!("t-{tag}-{:016x}", rand::thread_rng().gen::<u64>())
+        format!("t-{tag}-{:08x}", rand::thread_rng().gen::<u32>())
     }
 
     pub async fn backend(&self, tag: &str) -> S3Backend {

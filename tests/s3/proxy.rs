@@ -86,6 +86,7 @@ impl Drop for Proxy {
     }
 }
 
+#[allow(deprecated)]
 async fn serve(mut client: TcpStream, upstream: &str, fault: Fault) -> std::io::Result<()> {
     match fault {
         Fault::Unavailable => {
@@ -151,7 +152,8 @@ async fn serve(mut client: TcpStream, upstream: &str, fault: Fault) -> std::io::
                 }
             };
             if reset {
-                // SO_LINGER 0, then close: both peers see a connection reset, mid-request.
+                // SO_LINGER 0 (deprecated in tokio because a non-zero linger blocks on drop;
+                // zero does not), then close: both peers see a connection reset, mid-request.
                 let client = cr
                     .reunite(cw)
                     .map_err(|e| std::io::Error::other(e.to_string()))?;

@@ -13,6 +13,7 @@
 //! | `checksum=sha256\|none` | send `x-amz-checksum-sha256` so the server verifies each upload too (default `sha256`; it costs nothing extra, SigV4 already hashes the payload) |
 //! | `max_retries=N` | retries of a failed request (5xx, connection reset, timeout), default 4 |
 //! | `retry_timeout_secs=N` | give up retrying a request after this long, default 30 |
+//! | `multipart_threshold=BYTES` | larger blobs go up as multipart uploads, default 16 MiB |
 
 use std::time::Duration;
 
@@ -42,6 +43,9 @@ pub struct S3Config {
     pub retry_timeout: Duration,
     /// Explicit credentials (else the environment).
     pub credentials: Option<(String, String)>,
+    /// Blobs larger than this are spooled to a temp file and sent as a multipart upload; smaller
+    /// ones are held in memory and sent with one PUT.
+    pub multipart_threshold: u64,
 }
 
 impl S3Config {
@@ -57,6 +61,7 @@ impl S3Config {
             max_retries: 4,
             retry_timeout: Duration::from_secs(30),
             credentials: None,
+            multipart_threshold: crate::backend::s3::writer::SINGLE_PUT_MAX,
         }
     }
 
@@ -88,6 +93,7 @@ impl S3Config {
                     }
                 }
                 "max_retries" => c.max_retries = v.parse().map_err(|_| bad())?,
+                "multipart_threshold" => c.multipart_threshold = v.parse().map_err(|_| bad())?,
                 "retry_timeout_secs" => {
                     c.retry_timeout = Duration::from_secs(v.parse().map_err(|_| bad())?)
                 }

@@ -4,22 +4,46 @@ use crate::Error;
 
 /// What an object_store error means for us.
 pub(crate) fn backend_error(describe: &str, op: &str, e: object_store::Error) -> Error {
-    let message = match &e {
-        object_store::Error::PermissionDenied { .. } => {
-            format!("{op}: access denied (check the credentials and the bucket policy)")
-        }
-        object_store::Error::Unauthenticated { .. } => {
-            format!("{op}: not authenticated (check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY)")
-        }
-        object_store::Error::NotFound { .. } if is_missing_bucket(&e) => {
-            format!("{op}: the bucket does not exist")
-        }
-        other => format!("{op}: {other}"),
+    let message = if is_missing_bucket(&e) {
+        format!("{op}: the bucket does not exist: {e}")
+    } else if is_denied(&e) {
+        format!("{op}: access denied (check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY and the bucket policy): {e}")
+    } else {
+        format!("{op}: {e}")
     };
     Error::Backend {
         backend: describe.to_string(),
         message,
         source: Some(Box::new(e)),
+    }
+}
+
+/// Wrong or unknown credentials, or no permission. object_store reports some of these (on LIST)
+/// as generic errors, so the S3 error codes are looked for in the text too.
+pub(crate) fn is_denied(e: &object_store::Error) -> bool {
+    if matches!(
+        e,
+        object_store::Error::PermissionDenied { .. } | object_store::Error::Unauthenticated { .. }
+    ) {
+        return true;
+    }
+    let text = e.to_string();
+    [
+        "SignatureDoesNotMatch",
+        "InvalidAccessKeyId",
+        "AccessDenied",
+        "403 Forbidden",
+    ]
+    .iter()
+    .any(|code| text.contains(code))
+}
+
+/// A transport failure (connection reset or refused mid-request) that object_store does not
+/// retry itself because the request was not idempotent (a create-only PUT).
+pub(crate) fn is_transport(e: &object_store::Error) -> bool {
+    matches!(e, object_store::Error::Generic { .. }) && {
+        let text = e.to_string();
+        text.contains("HTTP error") || text.contains("error sending request")
     }
 }
 

@@ -1,7 +1,7 @@
 //! Where things live in the bucket, and how a blob's digests ride along as object metadata.
 //!
 //! ```text
-//! <prefix>/blobs/ab/cd/<sha512 hex>      a blob (ab, cd: its first hex digits)
+//! <prefix>/blobs/Ab/<sha512 base64url>  a blob (Ab: the first two characters of its name)
 //! <prefix>/alias/sha1/<sha1 hex>         body: the sha512 hex of the blob with that sha1
 //! <prefix>/alias/blake3/<blake3 hex>     body: the sha512 hex of the blob with that blake3
 //! <prefix>/quarantine/<sha512 hex>       a blob fsck found corrupt, kept for inspection
@@ -11,6 +11,11 @@
 //! `blobs/` starts with digest bytes, which are uniformly distributed, so the server can split the
 //! keyspace evenly (`blobs/00`…`blobs/ff`) as load grows; a time- or name-ordered layout would
 //! send every new write to the same partition.
+//!
+//! Blob names are the sha512 in unpadded base64url (86 characters, the same digest npm's integrity
+//! string carries), not hex (128): some servers derive file names from keys (s3s-fs names its
+//! metadata file after the base64 of the whole key, and fails with `ENAMETOOLONG` past ~155
+//! bytes), so short keys keep a store working there under a reasonable prefix.
 
 use object_store::path::Path;
 use object_store::{Attribute, AttributeValue, Attributes};
@@ -51,8 +56,8 @@ impl Keys {
     }
 
     pub(crate) fn blob(&self, key: &BlobKey) -> Path {
-        let hex = key.to_hex();
-        self.join(&format!("blobs/{}/{}/{hex}", &hex[..2], &hex[2..4]))
+        let name = blob_name(key);
+        self.join(&format!("blobs/{}/{name}", &name[..2]))
     }
 
     /// The folder holding every alias record.
@@ -71,17 +76,27 @@ impl Keys {
     }
 
     pub(crate) fn quarantine(&self, key: &BlobKey) -> Path {
-        self.join(&format!("quarantine/{}", key.to_hex()))
+        self.join(&format!("quarantine/{}", blob_name(key)))
     }
+}
+
+/// A blob's object name: its sha512 in unpadded base64url.
+fn blob_name(key: &BlobKey) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(key.as_bytes())
 }
 
 /// The blob key a listed object path names, if it is a well-formed blob path.
 pub(crate) fn key_from_path(path: &Path) -> Option<BlobKey> {
+    use base64::Engine;
     let name = path.filename()?;
-    if name.len() != 128 {
+    if name.len() != 86 {
         return None;
     }
-    BlobKey::from_hex(name).ok()
+    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(name)
+        .ok()?;
+    Some(BlobKey::new(raw.try_into().ok()?))
 }
 
 /// The metadata recorded on a blob: its sha1, blake3 and size (the sha512 is its key).
@@ -127,7 +142,7 @@ mod tests {
         let key = BlobKey::new([0xab; 64]);
         let k = Keys::new("/some/prefix/");
         let p = k.blob(&key).to_string();
-        assert!(p.starts_with("some/prefix/blobs/ab/ab/abab"), "{p}");
+        assert!(p.starts_with("some/prefix/blobs/q6/q6ur"), "{p}");
         assert_eq!(key_from_path(&k.blob(&key)), Some(key));
         assert_eq!(Keys::new("").blobs().to_string(), "blobs");
     }

@@ -49,6 +49,10 @@ pub(crate) struct Inner {
     store: Arc<dyn ObjectStore>,
     keys: Keys,
     describe: String,
+    /// Retries of requests object_store does not retry itself (see [`writer`]).
+    retries: usize,
+    /// Largest blob sent with a single PUT.
+    single_put_max: u64,
 }
 
 impl Inner {
@@ -95,7 +99,11 @@ impl S3Backend {
     /// rather than at the first put.
     pub async fn connect(config: &S3Config) -> Result<S3Backend> {
         let store: Arc<dyn ObjectStore> = Arc::new(config.build()?);
-        let backend = S3Backend::with_store(store, &config.prefix, config.describe());
+        let mut backend = S3Backend::with_store(store, &config.prefix, config.describe());
+        if let Some(inner) = Arc::get_mut(&mut backend.inner) {
+            inner.retries = config.max_retries;
+            inner.single_put_max = config.multipart_threshold;
+        }
         backend.probe().await?;
         Ok(backend)
     }
@@ -107,6 +115,8 @@ impl S3Backend {
                 store,
                 keys: Keys::new(prefix),
                 describe,
+                retries: 4,
+                single_put_max: writer::SINGLE_PUT_MAX,
             }),
         }
     }
@@ -125,23 +135,10 @@ impl S3Backend {
         let blobs = self.inner.keys.blobs();
         match self.inner.store.list_with_delimiter(Some(&blobs)).await {
             Ok(_) => Ok(()),
-            Err(e) => {
-                let err = backend_error(&self.inner.describe, "open", e);
-                let refused = matches!(
-                    &err,
-                    Error::Backend { source: Some(s), .. }
-                        if s.downcast_ref::<object_store::Error>().is_some_and(|e| matches!(
-                            e,
-                            object_store::Error::PermissionDenied { .. }
-                                | object_store::Error::Unauthenticated { .. }
-                        ) || errors::is_missing_bucket(e))
-                );
-                if refused {
-                    Err(Error::Config(err.to_string()))
-                } else {
-                    Err(err)
-                }
-            }
+            Err(e) if errors::is_denied(&e) || errors::is_missing_bucket(&e) => Err(Error::Config(
+                backend_error(&self.inner.describe, "open", e).to_string(),
+            )),
+            Err(e) => Err(backend_error(&self.inner.describe, "open", e)),
         }
     }
 

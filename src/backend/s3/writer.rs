@@ -23,6 +23,7 @@
 use std::any::Any;
 use std::io::SeekFrom;
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
@@ -32,7 +33,7 @@ use object_store::{
 };
 use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 
-use super::errors::{absent_ok, backend_error};
+use super::errors::{absent_ok, backend_error, is_transport};
 use super::keys::digest_attributes;
 use super::Inner;
 use crate::backend::{BlobKey, BlobWriter, Committed};
@@ -89,7 +90,7 @@ impl S3Writer {
 impl BlobWriter for S3Writer {
     async fn write(&mut self, chunk: Bytes) -> Result<()> {
         self.len += chunk.len() as u64;
-        if self.spool.is_some() || self.len > SINGLE_PUT_MAX {
+        if self.spool.is_some() || self.len > self.inner.single_put_max {
             self.spill(chunk).await
         } else {
             self.chunks.push(chunk);
@@ -151,7 +152,25 @@ async fn put_small(inner: &Inner, d: &Digests, chunks: Vec<Bytes>) -> Result<Com
         attributes: digest_attributes(d),
         ..PutOptions::default()
     };
-    match inner.store.put_opts(&path, payload, opts).await {
+    // A create-only PUT is not idempotent, so object_store does not retry it after a connection
+    // reset; it is safe for us to: a retry that finds the object there (412) is a dedupe hit of
+    // the same verified bytes.
+    let mut attempt = 0;
+    let first = loop {
+        match inner
+            .store
+            .put_opts(&path, payload.clone(), opts.clone())
+            .await
+        {
+            Err(e) if is_transport(&e) && attempt < inner.retries => {
+                attempt += 1;
+                tracing::debug!(error = %e, attempt, "retrying a create-only PUT");
+                tokio::time::sleep(Duration::from_millis(100 << attempt.min(4))).await;
+            }
+            other => break other,
+        }
+    };
+    match first {
         Ok(_) => Ok(Committed::Stored),
         Err(
             object_store::Error::AlreadyExists { .. } | object_store::Error::Precondition { .. },
