@@ -163,8 +163,9 @@ async fn throughput(config: &S3Config) {
                 rows[0].raw.push(mb_s(total, t.elapsed()));
             } else {
                 let t = Instant::now();
+                let opts = PutOptions::default();
                 let outs = futures::stream::iter(blobs.iter())
-                    .map(|b| store.put_bytes(b.clone(), &PutOptions::default()))
+                    .map(|b| store.put_bytes(b.clone(), &opts))
                     .buffer_unordered(CONCURRENCY)
                     .try_collect::<Vec<_>>()
                     .await
