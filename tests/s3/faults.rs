@@ -292,3 +292,61 @@ s3 = boto3.client("s3", endpoint_url=endpoint, aws_access_key_id=ak, aws_secret_
     request_checksum_calculation="when_required", response_checksum_validation="when_required"))
 s3.put_object(Bucket=bucket, Key=key, Body=open(src, "rb").read())
 "#;
+
+/// The CLI reaches the backend through `--store s3://bucket/prefix` and the `AWS_*` environment:
+/// put a corpus tarball, get it back byte for byte, stat it by its shasum.
+pub async fn cli_store_url(s: &Server) {
+    #[cfg(feature = "cli")]
+    {
+        let bin = env!("CARGO_BIN_EXE_tarvault");
+        let prefix = Server::fresh_prefix("cli");
+        let url = format!("s3://{}/{prefix}", s.bucket());
+        let corpus = crate::common::corpus();
+        let e = &corpus[1];
+        let data = crate::common::corpus_bytes(e);
+        let dir = tempfile::tempdir().expect("tempdir");
+        let src = dir.path().join("in.tgz");
+        std::fs::write(&src, &data).expect("write");
+        let run = |args: &[&str]| {
+            let mut cmd = std::process::Command::new(bin);
+            cmd.arg("--store").arg(&url).args(args);
+            for k in [
+                "AWS_ACCESS_KEY_ID",
+                "AWS_SECRET_ACCESS_KEY",
+                "AWS_REGION",
+                "AWS_ENDPOINT_URL",
+                "AWS_ALLOW_HTTP",
+            ] {
+                cmd.env(k, s.var(k));
+            }
+            let o = cmd.output().expect("run tarvault");
+            assert!(
+                o.status.success(),
+                "tarvault {args:?}: {}",
+                String::from_utf8_lossy(&o.stderr)
+            );
+            o.stdout
+        };
+        run(&[
+            "put",
+            "--expect",
+            &e.registry_integrity,
+            src.to_str().expect("utf8"),
+        ]);
+        let out = dir.path().join("out.tgz");
+        run(&[
+            "get",
+            &e.registry_integrity,
+            "-o",
+            out.to_str().expect("utf8"),
+        ]);
+        assert!(
+            std::fs::read(&out).expect("read") == data[..],
+            "different bytes"
+        );
+        let stat = String::from_utf8(run(&["stat", &e.registry_shasum])).expect("utf8");
+        assert!(stat.contains(&e.registry_integrity), "{stat}");
+    }
+    #[cfg(not(feature = "cli"))]
+    let _ = s;
+}

@@ -17,8 +17,8 @@
 
 use std::time::Duration;
 
-use object_store::aws::{AmazonS3, AmazonS3Builder, Checksum};
-use object_store::{BackoffConfig, ClientOptions, RetryConfig};
+use object_store::aws::{AmazonS3, AmazonS3Builder, AmazonS3ConfigKey, Checksum};
+use object_store::{BackoffConfig, ClientConfigKey, RetryConfig};
 
 use crate::{Error, Result};
 
@@ -133,11 +133,13 @@ impl S3Config {
         let mut b = AmazonS3Builder::from_env()
             .with_bucket_name(&self.bucket)
             .with_retry(self.retry())
-            .with_client_options(
-                ClientOptions::new()
-                    .with_connect_timeout(Duration::from_secs(10))
-                    .with_timeout(Duration::from_secs(300)),
-            );
+            // Client options one by one: `with_client_options` would replace those read from the
+            // environment (AWS_ALLOW_HTTP among them).
+            .with_config(
+                AmazonS3ConfigKey::Client(ClientConfigKey::ConnectTimeout),
+                "10s",
+            )
+            .with_config(AmazonS3ConfigKey::Client(ClientConfigKey::Timeout), "300s");
         if let Some(e) = &self.endpoint {
             b = b.with_endpoint(e);
         }
