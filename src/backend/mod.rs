@@ -31,6 +31,8 @@ pub mod fs;
 pub mod manta;
 #[cfg(feature = "memory")]
 pub mod memory;
+#[cfg(feature = "s3")]
+pub mod s3;
 
 /// An upload ready to commit, with the digests it verified to (see [`Backend::commit_batch`]).
 pub type PendingBlob = (Box<dyn BlobWriter>, Digests);

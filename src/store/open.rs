@@ -39,14 +39,34 @@ impl Store {
                 "manta" => Ok(Store::new(crate::backend::manta::MantaBackend::open_url(
                     spec,
                 )?)),
+                "s3" => open_s3(spec).await,
                 #[allow(unreachable_patterns)] // "manta" is handled above when the feature is on
-                "s3" | "manta" => Err(Error::Config(format!(
+                "manta" => Err(Error::Config(format!(
                     "{scheme}:// stores need tarvault built with the `{scheme}` feature"
                 ))),
                 other => Err(Error::Config(format!("unknown store scheme {other}://"))),
             };
         }
         open_fs(spec, "")
+    }
+}
+
+/// An S3 store: `s3://bucket/prefix?options` plus the `AWS_*` environment
+/// (see [`S3Config`](crate::backend::s3::S3Config)).
+async fn open_s3(spec: &str) -> Result<Store> {
+    #[cfg(feature = "s3")]
+    {
+        let config = crate::backend::s3::S3Config::parse(spec)?;
+        Ok(Store::new(
+            crate::backend::s3::S3Backend::connect(&config).await?,
+        ))
+    }
+    #[cfg(not(feature = "s3"))]
+    {
+        let _ = spec;
+        Err(Error::Config(
+            "s3:// stores need tarvault built with the `s3` feature".into(),
+        ))
     }
 }
 

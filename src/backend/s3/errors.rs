@@ -1,0 +1,66 @@
+//! object_store errors turned into tarvault's typed [`Error`](crate::Error).
+
+use crate::Error;
+
+/// What an object_store error means for us.
+pub(crate) fn backend_error(describe: &str, op: &str, e: object_store::Error) -> Error {
+    let message = if is_missing_bucket(&e) {
+        format!("{op}: the bucket does not exist: {e}")
+    } else if is_denied(&e) {
+        format!("{op}: access denied (check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY and the bucket policy): {e}")
+    } else {
+        format!("{op}: {e}")
+    };
+    Error::Backend {
+        backend: describe.to_string(),
+        message,
+        source: Some(Box::new(e)),
+    }
+}
+
+/// Wrong or unknown credentials, or no permission. object_store reports some of these (on LIST)
+/// as generic errors, so the S3 error codes are looked for in the text too.
+pub(crate) fn is_denied(e: &object_store::Error) -> bool {
+    if matches!(
+        e,
+        object_store::Error::PermissionDenied { .. } | object_store::Error::Unauthenticated { .. }
+    ) {
+        return true;
+    }
+    let text = e.to_string();
+    [
+        "SignatureDoesNotMatch",
+        "InvalidAccessKeyId",
+        "AccessDenied",
+        "403 Forbidden",
+    ]
+    .iter()
+    .any(|code| text.contains(code))
+}
+
+/// A transport failure (connection reset or refused mid-request) that object_store does not
+/// retry itself because the request was not idempotent (a create-only PUT).
+pub(crate) fn is_transport(e: &object_store::Error) -> bool {
+    matches!(e, object_store::Error::Generic { .. }) && {
+        let text = e.to_string();
+        text.contains("HTTP error") || text.contains("error sending request")
+    }
+}
+
+/// A 404 that is about the bucket, not the object: it must not read as "blob not stored".
+pub(crate) fn is_missing_bucket(e: &object_store::Error) -> bool {
+    e.to_string().contains("NoSuchBucket")
+}
+
+/// `Ok(None)` for an object that is simply not there; an error for everything else.
+pub(crate) fn absent_ok<T>(
+    describe: &str,
+    op: &str,
+    r: Result<T, object_store::Error>,
+) -> crate::Result<Option<T>> {
+    match r {
+        Ok(v) => Ok(Some(v)),
+        Err(e @ object_store::Error::NotFound { .. }) if !is_missing_bucket(&e) => Ok(None),
+        Err(e) => Err(backend_error(describe, op, e)),
+    }
+}

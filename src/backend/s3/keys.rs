@@ -1,0 +1,159 @@
+//! Where things live in the bucket, and how a blob's digests ride along as object metadata.
+//!
+//! ```text
+//! <prefix>/blobs/Ab/<sha512 base64url>  a blob (Ab: the first two characters of its name)
+//! <prefix>/alias/sha1/<sha1 hex>         body: the sha512 hex of the blob with that sha1
+//! <prefix>/alias/blake3/<blake3 hex>     body: the sha512 hex of the blob with that blake3
+//! <prefix>/quarantine/<sha512 hex>       a blob fsck found corrupt, kept for inspection
+//! ```
+//!
+//! S3 scales its request rate per key prefix and splits partitions on key ranges. Everything after
+//! `blobs/` starts with digest bytes, which are uniformly distributed, so the server can split the
+//! keyspace evenly (`blobs/00`…`blobs/ff`) as load grows; a time- or name-ordered layout would
+//! send every new write to the same partition.
+//!
+//! Blob names are the sha512 in unpadded base64url (86 characters, the same digest npm's integrity
+//! string carries), not hex (128): some servers derive file names from keys (s3s-fs names its
+//! metadata file after the base64 of the whole key, and fails with `ENAMETOOLONG` past ~155
+//! bytes), so short keys keep a store working there under a reasonable prefix.
+
+use object_store::path::Path;
+use object_store::{Attribute, AttributeValue, Attributes};
+
+use crate::backend::BlobKey;
+use crate::integrity::{Algorithm, Digests, Hash};
+
+/// Metadata keys (`x-amz-meta-…`) holding the digests recorded at commit.
+const META_SHA1: &str = "tarvault-sha1";
+const META_BLAKE3: &str = "tarvault-blake3";
+const META_SIZE: &str = "tarvault-size";
+
+/// The key layout under one store prefix.
+#[derive(Debug, Clone)]
+pub(crate) struct Keys {
+    /// The prefix without leading or trailing `/` (may be empty).
+    prefix: String,
+}
+
+impl Keys {
+    pub(crate) fn new(prefix: &str) -> Self {
+        Keys {
+            prefix: prefix.trim_matches('/').to_string(),
+        }
+    }
+
+    fn join(&self, rest: &str) -> Path {
+        if self.prefix.is_empty() {
+            Path::from(rest)
+        } else {
+            Path::from(format!("{}/{rest}", self.prefix))
+        }
+    }
+
+    /// The folder holding every blob.
+    pub(crate) fn blobs(&self) -> Path {
+        self.join("blobs")
+    }
+
+    pub(crate) fn blob(&self, key: &BlobKey) -> Path {
+        let name = blob_name(key);
+        self.join(&format!("blobs/{}/{name}", &name[..2]))
+    }
+
+    /// The folder holding every alias record.
+    pub(crate) fn aliases(&self) -> Path {
+        self.join("alias")
+    }
+
+    /// Where the alias record for a sha1 or blake3 hash lives; `None` for other algorithms.
+    pub(crate) fn alias(&self, hash: &Hash) -> Option<Path> {
+        let dir = match hash.algorithm() {
+            Algorithm::Sha1 => "sha1",
+            Algorithm::Blake3 => "blake3",
+            _ => return None,
+        };
+        Some(self.join(&format!("alias/{dir}/{}", hex::encode(hash.digest()))))
+    }
+
+    pub(crate) fn quarantine(&self, key: &BlobKey) -> Path {
+        self.join(&format!("quarantine/{}", blob_name(key)))
+    }
+}
+
+/// A blob's object name: its sha512 in unpadded base64url.
+fn blob_name(key: &BlobKey) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(key.as_bytes())
+}
+
+/// The blob key a listed object path names, if it is a well-formed blob path.
+pub(crate) fn key_from_path(path: &Path) -> Option<BlobKey> {
+    use base64::Engine;
+    let name = path.filename()?;
+    if name.len() != 86 {
+        return None;
+    }
+    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(name)
+        .ok()?;
+    Some(BlobKey::new(raw.try_into().ok()?))
+}
+
+/// The metadata recorded on a blob: its sha1, blake3 and size (the sha512 is its key).
+pub(crate) fn digest_attributes(d: &Digests) -> Attributes {
+    let mut a = Attributes::new();
+    a.insert(
+        Attribute::Metadata(META_SHA1.into()),
+        AttributeValue::from(d.shasum()),
+    );
+    a.insert(
+        Attribute::Metadata(META_BLAKE3.into()),
+        AttributeValue::from(d.blake3_hex()),
+    );
+    a.insert(
+        Attribute::Metadata(META_SIZE.into()),
+        AttributeValue::from(d.size.to_string()),
+    );
+    a.insert(
+        Attribute::ContentType,
+        AttributeValue::from("application/octet-stream"),
+    );
+    a
+}
+
+/// The digests recorded on a blob, if its metadata has them all and they fit its size.
+pub(crate) fn digests_from_attributes(key: &BlobKey, size: u64, a: &Attributes) -> Option<Digests> {
+    let get = |k: &'static str| a.get(&Attribute::Metadata(k.into())).map(|v| v.as_ref());
+    let sha1 = hex::decode(get(META_SHA1)?).ok()?;
+    let blake3 = hex::decode(get(META_BLAKE3)?).ok()?;
+    let recorded: u64 = get(META_SIZE)?.parse().ok()?;
+    if recorded != size {
+        return None;
+    }
+    Digests::from_parts(key.as_bytes(), &sha1, &blake3, size).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layout() {
+        let key = BlobKey::new([0xab; 64]);
+        let k = Keys::new("/some/prefix/");
+        let p = k.blob(&key).to_string();
+        assert!(p.starts_with("some/prefix/blobs/q6/q6ur"), "{p}");
+        assert_eq!(key_from_path(&k.blob(&key)), Some(key));
+        assert_eq!(Keys::new("").blobs().to_string(), "blobs");
+    }
+
+    #[test]
+    fn metadata_round_trip() {
+        let d =
+            Digests::from_parts(&[1; 64], &[2; 20], &[3; 32], 9).unwrap_or_else(|e| panic!("{e}"));
+        let key = BlobKey::new(d.sha512);
+        let a = digest_attributes(&d);
+        assert_eq!(digests_from_attributes(&key, 9, &a), Some(d));
+        assert_eq!(digests_from_attributes(&key, 10, &a), None);
+    }
+}

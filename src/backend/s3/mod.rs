@@ -1,0 +1,284 @@
+//! The S3 backend: blobs in any S3-compatible object store (AWS S3, Ceph RGW, MinIO, Garage, R2,
+//! …), through the [`object_store`] crate's `AmazonS3` client.
+//!
+//! - [`config`]: the `s3://bucket/prefix` URL, the `AWS_*` environment, retries.
+//! - [`keys`]: the key layout (hash-spread blob keys, alias records) and the digest metadata.
+//! - [`writer`]: uploads, and publication that happens only after verification.
+//! - [`read`]: ranged reads as byte streams.
+//!
+//! Reads are verified by the [`Store`](crate::Store) against the address itself: the digests in
+//! an object's metadata come from the same server as its bytes, so they are reported by `head` but
+//! not trusted to verify reads ([`Backend::recorded_digests_trusted`] is false).
+//!
+//! The sha1 and blake3 aliases are tiny objects (`alias/sha1/<hex>` holding the sha512 hex),
+//! written at commit alongside the blob. An alias whose blob is gone is harmless: the store checks
+//! the blob exists after resolving one. `fsck` rebuilds them all from the blobs.
+//!
+//! Server quirks handled here: Ceph RGW cannot do object_store's copy-if-not-exists (411 on
+//! UploadPartCopy) and ignores `If-None-Match` on CompleteMultipartUpload, so nothing relies on
+//! either (see [`writer`]); `If-Match` is never used (RGW compares unquoted ETags); a 404 about a
+//! missing bucket is an error, never "blob not found"; DELETE answers 204 whether or not the
+//! object existed, so `delete` asks first.
+
+pub mod config;
+mod errors;
+mod keys;
+mod read;
+mod writer;
+
+use std::ops::Range;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use futures::stream::{BoxStream, StreamExt, TryStreamExt};
+use object_store::path::Path;
+use object_store::{GetOptions, ObjectStore, ObjectStoreExt, PutMode, PutOptions};
+
+pub use self::config::S3Config;
+use self::errors::{absent_ok, backend_error};
+use self::keys::{digests_from_attributes, key_from_path, Keys};
+use self::writer::S3Writer;
+use super::{Backend, BlobKey, BlobStat, BlobWriter, GetResult, PutHint};
+use crate::integrity::{Algorithm, Digests, Hash};
+use crate::{Error, Result};
+
+/// Alias records written or deleted concurrently by `rebuild_aliases`.
+const PARALLEL_REQUESTS: usize = 16;
+
+pub(crate) struct Inner {
+    store: Arc<dyn ObjectStore>,
+    keys: Keys,
+    describe: String,
+    /// Retries of requests object_store does not retry itself (see [`writer`]).
+    retries: usize,
+    /// Largest blob sent with a single PUT.
+    single_put_max: u64,
+}
+
+impl Inner {
+    /// Writes the sha1 and blake3 alias records of a blob (overwrite: they are idempotent).
+    async fn record_aliases(&self, d: &Digests) -> Result<()> {
+        let body = d.sha512_hex();
+        let puts = [Algorithm::Sha1, Algorithm::Blake3].map(|alg| {
+            let path = self.keys.alias(&d.hash(alg));
+            let body = body.clone();
+            async move {
+                let Some(path) = path else { return Ok(()) };
+                let opts = PutOptions {
+                    mode: PutMode::Overwrite,
+                    ..PutOptions::default()
+                };
+                self.store
+                    .put_opts(&path, body.into(), opts)
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| backend_error(&self.describe, "record alias", e))
+            }
+        });
+        futures::future::try_join_all(puts).await.map(|_| ())
+    }
+}
+
+/// A store in an S3 bucket, under a key prefix.
+#[derive(Clone)]
+pub struct S3Backend {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for S3Backend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("S3Backend")
+            .field("location", &self.inner.describe)
+            .finish_non_exhaustive()
+    }
+}
+
+impl S3Backend {
+    /// Connects and checks that the bucket exists and the credentials work (one LIST request),
+    /// so a wrong bucket or key fails here, as [`ErrorKind::Config`](crate::ErrorKind::Config),
+    /// rather than at the first put.
+    pub async fn connect(config: &S3Config) -> Result<S3Backend> {
+        let store: Arc<dyn ObjectStore> = Arc::new(config.build()?);
+        let mut backend = S3Backend::with_store(store, &config.prefix, config.describe());
+        if let Some(inner) = Arc::get_mut(&mut backend.inner) {
+            inner.retries = config.max_retries;
+            inner.single_put_max = config.multipart_threshold;
+        }
+        backend.probe().await?;
+        Ok(backend)
+    }
+
+    /// A backend over an existing object store client (no probe). For tests and tools.
+    pub fn with_store(store: Arc<dyn ObjectStore>, prefix: &str, describe: String) -> S3Backend {
+        S3Backend {
+            inner: Arc::new(Inner {
+                store,
+                keys: Keys::new(prefix),
+                describe,
+                retries: 4,
+                single_put_max: writer::SINGLE_PUT_MAX,
+            }),
+        }
+    }
+
+    /// The object store client underneath.
+    pub fn object_store(&self) -> &Arc<dyn ObjectStore> {
+        &self.inner.store
+    }
+
+    /// The object key a blob is stored under (for tests and tooling; never write to it).
+    pub fn blob_path(&self, key: &BlobKey) -> Path {
+        self.inner.keys.blob(key)
+    }
+
+    async fn probe(&self) -> Result<()> {
+        let blobs = self.inner.keys.blobs();
+        match self.inner.store.list_with_delimiter(Some(&blobs)).await {
+            Ok(_) => Ok(()),
+            Err(e) if errors::is_denied(&e) || errors::is_missing_bucket(&e) => Err(Error::Config(
+                backend_error(&self.inner.describe, "open", e).to_string(),
+            )),
+            Err(e) => Err(backend_error(&self.inner.describe, "open", e)),
+        }
+    }
+
+    fn err(&self, op: &str) -> impl Fn(object_store::Error) -> Error + '_ {
+        let describe = self.inner.describe.clone();
+        let op = op.to_string();
+        move |e| backend_error(&describe, &op, e)
+    }
+}
+
+#[async_trait]
+impl Backend for S3Backend {
+    fn describe(&self) -> String {
+        self.inner.describe.clone()
+    }
+
+    async fn begin_put(&self, _hint: &PutHint) -> Result<Box<dyn BlobWriter>> {
+        Ok(Box::new(S3Writer::new(self.inner.clone())))
+    }
+
+    async fn get(&self, key: &BlobKey, range: Option<Range<u64>>) -> Result<Option<GetResult>> {
+        read::get(&self.inner, key, range).await
+    }
+
+    async fn head(&self, key: &BlobKey) -> Result<Option<BlobStat>> {
+        let path = self.inner.keys.blob(key);
+        let opts = GetOptions {
+            head: true,
+            ..GetOptions::default()
+        };
+        let got = absent_ok(
+            &self.inner.describe,
+            "head",
+            self.inner.store.get_opts(&path, opts).await,
+        )?;
+        Ok(got.map(|g| BlobStat {
+            key: *key,
+            size: g.meta.size,
+            modified: Some(g.meta.last_modified.into()),
+            digests: digests_from_attributes(key, g.meta.size, &g.attributes),
+        }))
+    }
+
+    async fn delete(&self, key: &BlobKey) -> Result<bool> {
+        // S3 answers 204 to a DELETE whether or not the object was there: ask first.
+        let path = self.inner.keys.blob(key);
+        let there = absent_ok(
+            &self.inner.describe,
+            "head",
+            self.inner.store.head(&path).await,
+        )?;
+        if there.is_none() {
+            return Ok(false);
+        }
+        match self.inner.store.delete(&path).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(true),
+            Err(e) => Err(self.err("delete")(e)),
+        }
+    }
+
+    fn list(&self) -> BoxStream<'static, Result<BlobKey>> {
+        let inner = self.inner.clone();
+        let blobs = inner.keys.blobs();
+        inner
+            .store
+            .list(Some(&blobs))
+            .map_err(move |e| backend_error(&inner.describe, "list", e))
+            .try_filter_map(|meta| async move { Ok(key_from_path(&meta.location)) })
+            .boxed()
+    }
+
+    async fn resolve_alias(&self, hash: &Hash) -> Result<Option<BlobKey>> {
+        if hash.algorithm() == Algorithm::Sha512 {
+            return Ok(BlobKey::from_hash(hash));
+        }
+        let Some(path) = self.inner.keys.alias(hash) else {
+            return Err(Error::InvalidInput(format!(
+                "blobs cannot be looked up by {}",
+                hash.algorithm()
+            )));
+        };
+        let got = absent_ok(
+            &self.inner.describe,
+            "read alias",
+            self.inner.store.get(&path).await,
+        )?;
+        let Some(got) = got else { return Ok(None) };
+        let body = got.bytes().await.map_err(self.err("read alias"))?;
+        // A garbled record is treated as missing: fsck rewrites it from the blobs.
+        Ok(std::str::from_utf8(&body)
+            .ok()
+            .and_then(|s| BlobKey::from_hex(s.trim()).ok()))
+    }
+
+    async fn rebuild_aliases(&self, all: &[Digests]) -> Result<()> {
+        let inner = &self.inner;
+        let old = inner
+            .store
+            .list(Some(&inner.keys.aliases()))
+            .map_ok(|m| m.location);
+        inner
+            .store
+            .delete_stream(old.boxed())
+            .try_collect::<Vec<_>>()
+            .await
+            .map_err(self.err("delete alias records"))?;
+        let owned = inner.clone();
+        futures::stream::iter(all.to_vec())
+            .map(move |d| {
+                let inner = owned.clone();
+                async move { inner.record_aliases(&d).await }
+            })
+            .buffer_unordered(PARALLEL_REQUESTS)
+            .try_collect::<Vec<()>>()
+            .await?;
+        Ok(())
+    }
+
+    /// Copies the blob to `quarantine/<hex>` (keeping its bytes for inspection), then deletes it.
+    async fn quarantine(&self, key: &BlobKey) -> Result<bool> {
+        let from = self.inner.keys.blob(key);
+        let to = self.inner.keys.quarantine(key);
+        match self.inner.store.copy(&from, &to).await {
+            Ok(()) => {}
+            Err(e @ object_store::Error::NotFound { .. }) if !errors::is_missing_bucket(&e) => {
+                return Ok(false)
+            }
+            Err(e) => return Err(self.err("quarantine copy")(e)),
+        }
+        match self.inner.store.delete(&from).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(true),
+            Err(e) => Err(self.err("quarantine delete")(e)),
+        }
+    }
+
+    /// Nothing to sweep on the server: uploads send nothing before they verified, and a multipart
+    /// upload that fails is aborted. (Configure the bucket's `AbortIncompleteMultipartUpload`
+    /// lifecycle rule for uploads of processes killed mid-commit.) Spool files are unlinked temp
+    /// files, which the OS removes with their process.
+    async fn sweep(&self) -> Result<u64> {
+        Ok(0)
+    }
+}

@@ -1,0 +1,169 @@
+//! A fault-injecting TCP proxy on 127.0.0.1 in front of a test server: it passes traffic through,
+//! answers `503` instead, or resets connections after some bytes of an upload. Each accepted
+//! connection takes the next fault from a script; connections are counted, so tests can check
+//! that retries stay bounded.
+#![allow(dead_code)]
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+/// What to do with one connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// Forward both ways.
+    Pass,
+    /// Read the request head, answer `503 Service Unavailable` and close.
+    Unavailable,
+    /// Forward, but reset the connection (RST) once this many request bytes went upstream.
+    ResetAfter(usize),
+}
+
+pub struct Proxy {
+    pub port: u16,
+    connections: Arc<AtomicUsize>,
+    script: Arc<Mutex<(Vec<Fault>, Fault)>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Proxy {
+    /// A proxy to `upstream` (`host:port`): the first connections get `first` in order, every
+    /// later one gets `then`.
+    pub async fn start(upstream: String, first: Vec<Fault>, then: Fault) -> Proxy {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let connections = Arc::new(AtomicUsize::new(0));
+        let script = Arc::new(Mutex::new((first, then)));
+        let (c, s) = (connections.clone(), script.clone());
+        let task = tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                c.fetch_add(1, Ordering::SeqCst);
+                let fault = {
+                    let mut g = s.lock().expect("lock");
+                    if g.0.is_empty() {
+                        g.1
+                    } else {
+                        g.0.remove(0)
+                    }
+                };
+                let upstream = upstream.clone();
+                tokio::spawn(async move {
+                    let _ = serve(client, &upstream, fault).await;
+                });
+            }
+        });
+        Proxy {
+            port,
+            connections,
+            script,
+            task,
+        }
+    }
+
+    /// `http://127.0.0.1:<port>`.
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Connections accepted so far.
+    pub fn connections(&self) -> usize {
+        self.connections.load(Ordering::SeqCst)
+    }
+
+    /// From now on every connection gets `fault`.
+    pub fn set(&self, fault: Fault) {
+        let mut g = self.script.lock().expect("lock");
+        g.0.clear();
+        g.1 = fault;
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+#[allow(deprecated)]
+async fn serve(mut client: TcpStream, upstream: &str, fault: Fault) -> std::io::Result<()> {
+    match fault {
+        Fault::Unavailable => {
+            let mut head = Vec::new();
+            let mut buf = [0u8; 8192];
+            while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                let n = client.read(&mut buf).await?;
+                if n == 0 {
+                    return Ok(());
+                }
+                head.extend_from_slice(&buf[..n]);
+            }
+            let body = "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>ServiceUnavailable</Code><Message>injected</Message></Error>";
+            let resp = format!(
+                "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/xml\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            client.write_all(resp.as_bytes()).await?;
+            client.shutdown().await?;
+            // Drain what the client still sends so it reads our answer rather than a reset.
+            let _ = tokio::time::timeout(std::time::Duration::from_millis(200), async {
+                while client.read(&mut buf).await.unwrap_or(0) > 0 {}
+            })
+            .await;
+            Ok(())
+        }
+        Fault::Pass | Fault::ResetAfter(_) => {
+            let server = TcpStream::connect(upstream).await?;
+            let limit = match fault {
+                Fault::ResetAfter(n) => Some(n),
+                _ => None,
+            };
+            let (mut cr, mut cw) = client.into_split();
+            let (mut sr, mut sw) = server.into_split();
+            let reset = {
+                let up = async {
+                    let mut buf = vec![0u8; 64 * 1024];
+                    let mut sent = 0usize;
+                    loop {
+                        let n = cr.read(&mut buf).await?;
+                        if n == 0 {
+                            sw.shutdown().await?;
+                            // Keep relaying the response until the server is done.
+                            std::future::pending::<()>().await;
+                        }
+                        if let Some(l) = limit {
+                            if sent + n >= l {
+                                sw.write_all(&buf[..l - sent]).await?;
+                                return Ok::<bool, std::io::Error>(true);
+                            }
+                        }
+                        sw.write_all(&buf[..n]).await?;
+                        sent += n;
+                    }
+                };
+                let down = async {
+                    tokio::io::copy(&mut sr, &mut cw).await?;
+                    cw.shutdown().await
+                };
+                tokio::select! {
+                    r = up => r?,
+                    r = down => { r?; false }
+                }
+            };
+            if reset {
+                // SO_LINGER 0 (deprecated in tokio because a non-zero linger blocks on drop;
+                // zero does not), then close: both peers see a connection reset, mid-request.
+                let client = cr
+                    .reunite(cw)
+                    .map_err(|e| std::io::Error::other(e.to_string()))?;
+                let server = sr
+                    .reunite(sw)
+                    .map_err(|e| std::io::Error::other(e.to_string()))?;
+                client.set_linger(Some(std::time::Duration::ZERO))?;
+                server.set_linger(Some(std::time::Duration::ZERO))?;
+            }
+            Ok(())
+        }
+    }
+}
