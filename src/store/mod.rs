@@ -194,14 +194,17 @@ impl Store {
     }
 
     async fn read(&self, address: &Integrity, range: Option<Range<u64>>) -> Result<BlobStream> {
-        let (key, expect) = self.resolve_or_not_found(address).await?;
-        let got = self
-            .backend
-            .get(&key, None)
-            .await?
-            .ok_or_else(|| Error::NotFound {
-                address: address.to_string(),
-            })?;
+        let not_found = || Error::NotFound {
+            address: address.to_string(),
+        };
+        let (key, expect, got) = match self.get_by_sha512(address).await? {
+            Some(found) => found,
+            None => {
+                let (key, expect) = self.resolve_or_not_found(address).await?;
+                let got = self.backend.get(&key, None).await?.ok_or_else(not_found)?;
+                (key, expect, got)
+            }
+        };
         let range = range.unwrap_or(0..got.size);
         crate::backend::check_range(&range, got.size)?;
         // Name the blob by what the caller asked for, and by its sha512 when that was something else.
@@ -211,6 +214,32 @@ impl Store {
             format!("{address} ({key})")
         };
         Ok(read::verify(got.stream, got.size, range, expect, label))
+    }
+
+    /// A read by sha512 that skips the lookup round trip: when the check will be the sha512 itself
+    /// (no trusted record to verify faster with), the key is the address, so one `get` both finds
+    /// and opens the blob. On a remote backend that halves the requests of a read. `None` means
+    /// "take the general path" (no sha512 in the address, or a backend whose records are trusted).
+    async fn get_by_sha512(
+        &self,
+        address: &Integrity,
+    ) -> Result<Option<(BlobKey, Vec<Hash>, crate::backend::GetResult)>> {
+        if address.get(Algorithm::Sha512).is_none()
+            || (self.verification == Verification::Fast && self.backend.recorded_digests_trusted())
+        {
+            return Ok(None);
+        }
+        for h in address.all_of(Algorithm::Sha512) {
+            if let Some(key) = BlobKey::from_hash(h) {
+                if let Some(got) = self.backend.get(&key, None).await? {
+                    let expect = vec![key.hash()];
+                    return Ok(Some((key, expect, got)));
+                }
+            }
+        }
+        Err(Error::NotFound {
+            address: address.to_string(),
+        })
     }
 
     /// Whether a blob is stored under the address (without reading it).
