@@ -218,6 +218,7 @@ pub struct StreamHasher {
     mode: Mode,
     fed: u64,
     threshold: u64,
+    one_lane: bool,
 }
 
 impl StreamHasher {
@@ -227,7 +228,16 @@ impl StreamHasher {
             mode: Mode::Inline(MultiHasher::new(algorithms)),
             fed: 0,
             threshold: PIPELINE_THRESHOLD,
+            one_lane: false,
         }
+    }
+
+    /// Hashes on one thread instead of two once the stream is large: for when another thread
+    /// (tarball inspection, which decompresses and is the slowest stage) needs the second core, so
+    /// that every digest hides behind it instead of three threads contending for two cores.
+    pub fn one_lane(mut self) -> Self {
+        self.one_lane = true;
+        self
     }
 
     /// Sets after how many bytes hashing moves to threads (0: from the start; `u64::MAX`: never).
@@ -252,8 +262,13 @@ impl StreamHasher {
             let Mode::Inline(h) = std::mem::replace(&mut self.mode, Mode::Poisoned) else {
                 return Err(hasher_failed());
             };
-            let (heavy, light) = h.split();
-            let lanes = [heavy, light]
+            let parts = if self.one_lane {
+                vec![h]
+            } else {
+                let (heavy, light) = h.split();
+                vec![heavy, light]
+            };
+            let lanes = parts
                 .into_iter()
                 .filter(|h| !h.hashers.is_empty())
                 .map(Lane::spawn)

@@ -237,6 +237,10 @@ impl Store {
             algorithms.extend(expected.algorithms());
         }
         let mut hasher = StreamHasher::new(&algorithms);
+        if options.inspect.is_some() {
+            // Decompression is the slowest stage; it takes a core of its own (see inspect.rs).
+            hasher = hasher.one_lane();
+        }
         let what = options
             .label
             .clone()
