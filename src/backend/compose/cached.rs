@@ -19,12 +19,12 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures::future::{BoxFuture, FutureExt, Shared};
-use futures::stream::{self, BoxStream, StreamExt, TryStreamExt};
+use futures::stream::{BoxStream, TryStreamExt};
 use serde::Serialize;
 
 use super::replicated::put_copy;
-use super::verify::{digests, fetch_verified, Fetched};
-use crate::backend::{check_range, Backend, BlobKey, BlobStat, BlobWriter, GetResult, PutHint};
+use super::verify::{digests, fetch_verified, slice, Fetched};
+use crate::backend::{Backend, BlobKey, BlobStat, BlobWriter, GetResult, PutHint};
 use crate::integrity::{Digests, Hash};
 use crate::{Error, Result};
 
@@ -330,18 +330,6 @@ impl Inner {
             }
         }
     }
-}
-
-fn slice(bytes: Bytes, range: Option<Range<u64>>) -> Result<GetResult> {
-    let size = bytes.len() as u64;
-    let range = range.unwrap_or(0..size);
-    check_range(&range, size)?;
-    // In bounds: checked just above.
-    let part = bytes.slice(range.start as usize..range.end as usize);
-    Ok(GetResult {
-        size,
-        stream: stream::iter([Ok(part)]).boxed(),
-    })
 }
 
 #[async_trait]

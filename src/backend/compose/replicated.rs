@@ -31,10 +31,8 @@ use serde::Serialize;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use super::verify::{digests, fetch_verified, Fetched};
-use crate::backend::{
-    check_range, Backend, BlobKey, BlobStat, BlobWriter, Committed, GetResult, PutHint,
-};
+use super::verify::{digests, fetch_verified, slice, Fetched};
+use crate::backend::{Backend, BlobKey, BlobStat, BlobWriter, Committed, GetResult, PutHint};
 use crate::integrity::{Digests, Hash};
 use crate::{Error, Result};
 
@@ -282,18 +280,6 @@ pub(crate) async fn put_copy(
         return Err(e);
     }
     w.commit(digests).await
-}
-
-fn slice(bytes: Bytes, range: Option<Range<u64>>) -> Result<GetResult> {
-    let size = bytes.len() as u64;
-    let range = range.unwrap_or(0..size);
-    check_range(&range, size)?;
-    // In bounds: checked just above.
-    let part = bytes.slice(range.start as usize..range.end as usize);
-    Ok(GetResult {
-        size,
-        stream: stream::iter([Ok(part)]).boxed(),
-    })
 }
 
 #[async_trait]

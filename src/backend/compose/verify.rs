@@ -68,3 +68,19 @@ async fn hash_with(bytes: Bytes, algorithms: &[Algorithm]) -> Result<HashSet> {
         run()
     }
 }
+
+/// A verified in-memory blob served as a [`GetResult`](crate::backend::GetResult), cut to `range`.
+pub(super) fn slice(
+    bytes: Bytes,
+    range: Option<std::ops::Range<u64>>,
+) -> Result<crate::backend::GetResult> {
+    let size = bytes.len() as u64;
+    let range = range.unwrap_or(0..size);
+    crate::backend::check_range(&range, size)?;
+    // In bounds: checked just above.
+    let part = bytes.slice(range.start as usize..range.end as usize);
+    Ok(crate::backend::GetResult {
+        size,
+        stream: futures::stream::iter([Ok(part)]).boxed(),
+    })
+}
