@@ -141,6 +141,12 @@ pub enum Committed {
 pub trait BlobWriter: Send {
     /// Appends bytes.
     async fn write(&mut self, chunk: Bytes) -> Result<()>;
+    /// Hands every byte written so far to storage without publishing anything, for a caller that
+    /// has time to spare now (waiting on a slower stage, such as tarball inspection) and wants
+    /// `commit` to have less left to do. Writers that buffer nothing need not override it.
+    async fn flush(&mut self) -> Result<()> {
+        Ok(())
+    }
     /// Publishes the bytes written so far under `digests`' sha512 key, which the store has verified.
     /// Must not overwrite an existing blob (create-only), and must record the digests so
     /// [`Backend::resolve_alias`] can find the blob by sha1 or blake3.

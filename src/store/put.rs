@@ -286,7 +286,18 @@ impl Store {
         .await;
         let report = match (result, inspect) {
             (Err(e), _) => Err(e),
-            (Ok(()), Some(lane)) => lane.finish(&what).await.map(Some),
+            (Ok(()), Some(lane)) => {
+                // Decompression is still running on its own thread: write the data out meanwhile,
+                // so that after the verdict only the publication is left.
+                let flushed = match writer.as_mut() {
+                    Some(w) => w.flush().await,
+                    None => Ok(()),
+                };
+                match (lane.finish(&what).await, flushed) {
+                    (Ok(report), Ok(())) => Ok(Some(report)),
+                    (Err(e), _) | (Ok(_), Err(e)) => Err(e),
+                }
+            }
             (Ok(()), None) => Ok(None),
         };
         let report = report.and_then(|r| check_package(r, options, &what));

@@ -104,16 +104,25 @@ impl BlobWriter for FsWriter {
         self.pending_len += chunk.len();
         self.pending.push(chunk);
         if self.pending_len >= FLUSH_AT {
-            let tmp = self.tmp.clone();
-            let file = self.file.take();
-            let pending = std::mem::take(&mut self.pending);
-            self.pending_len = 0;
-            let file =
-                tokio::task::spawn_blocking(move || FsWriter::flush_blocking(&tmp, file, pending))
-                    .await
-                    .map_err(join_error)??;
-            self.file = Some(file);
+            self.flush().await?;
         }
+        Ok(())
+    }
+
+    /// Creates the temp file if need be and writes what is pending (no fsync: that is `commit`'s).
+    async fn flush(&mut self) -> Result<()> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let tmp = self.tmp.clone();
+        let file = self.file.take();
+        let pending = std::mem::take(&mut self.pending);
+        self.pending_len = 0;
+        let file =
+            tokio::task::spawn_blocking(move || FsWriter::flush_blocking(&tmp, file, pending))
+                .await
+                .map_err(join_error)??;
+        self.file = Some(file);
         Ok(())
     }
 
