@@ -343,7 +343,8 @@ async fn unknown_is_404_and_malformed_is_400() {
 }
 
 /// A raw HTTP/1.1 exchange: the status, the declared Content-Length, and the body bytes that
-/// arrived before the server closed the connection (cleanly or not).
+/// arrived before the server closed the connection (cleanly or not). A connection closed before
+/// any response head arrived reads as status 0.
 fn raw_get(base: &str, path: &str, extra: &str) -> (u16, Option<usize>, usize) {
     let addr = base.trim_start_matches("http://");
     let mut tcp = std::net::TcpStream::connect(addr).unwrap_or_else(|e| panic!("{e}"));
@@ -365,10 +366,10 @@ fn raw_get(base: &str, path: &str, extra: &str) -> (u16, Option<usize>, usize) {
             Err(e) => panic!("read: {e}"),
         }
     }
-    let end = got
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .unwrap_or_else(|| panic!("no response head in {} bytes", got.len()));
+    let Some(end) = got.windows(4).position(|w| w == b"\r\n\r\n") else {
+        assert!(got.is_empty(), "a partial response head: {got:?}");
+        return (0, None, 0);
+    };
     let head = String::from_utf8_lossy(&got[..end]).to_ascii_lowercase();
     let status = head
         .split_whitespace()
@@ -424,7 +425,12 @@ async fn a_blob_that_fails_verification_mid_stream_has_its_body_cut_short() {
         tokio::task::spawn_blocking(move || raw_get(&base, &p, "Range: bytes=1048000-1049999\r\n"))
             .await
             .unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!((status, length), (206, Some(2000)));
+    // The head and the first piece may still sit in the server's write buffer when verification
+    // fails (the error can come in the same write pass), in which case the connection closes with
+    // no response at all; either way no complete body goes out.
+    if status != 0 {
+        assert_eq!((status, length), (206, Some(2000)));
+    }
     assert!(
         body < 2000,
         "range body must be cut short, got {body} bytes"

@@ -116,6 +116,7 @@ impl Backend for MemoryBackend {
         Ok(Some(GetResult {
             size,
             stream: stream::iter([Ok(part)]).boxed(),
+            digests: None,
         }))
     }
 

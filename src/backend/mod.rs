@@ -113,6 +113,10 @@ pub struct GetResult {
     pub size: u64,
     /// The requested bytes.
     pub stream: ByteStream,
+    /// The digests recorded at commit time, when the backend had them at hand while opening the
+    /// blob (no extra request). Trusted for verification only as [`BlobStat::digests`] is: when
+    /// [`Backend::recorded_digests_trusted`] says so.
+    pub digests: Option<Digests>,
 }
 
 /// Hints given when an upload starts; a backend may use them to choose how to publish.

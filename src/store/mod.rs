@@ -127,19 +127,28 @@ impl Store {
         let Some((key, asked, stat)) = self.locate(address).await? else {
             return Ok(None);
         };
+        let checks = self.checks(&key, asked, stat.digests.as_ref());
+        Ok(Some((key, checks)))
+    }
+
+    /// What a read of `key` is verified against: its sha512 and the hash the caller asked by when
+    /// that is another algorithm (a wrong alias must not serve the wrong bytes), or, in
+    /// [`Verification::Fast`] on a backend with trusted records, the recorded blake3 once the record
+    /// is seen to agree with the key and with what was asked.
+    fn checks(&self, key: &BlobKey, asked: Option<Hash>, record: Option<&Digests>) -> Vec<Hash> {
         if self.verification == Verification::Fast && self.backend.recorded_digests_trusted() {
-            if let Some(d) = stat.digests.filter(|d| d.sha512 == *key.as_bytes()) {
+            if let Some(d) = record.filter(|d| d.sha512 == *key.as_bytes()) {
                 let agrees = asked
                     .as_ref()
                     .is_none_or(|h| d.hash(h.algorithm()).same_digest(h));
                 if agrees {
-                    return Ok(Some((key, vec![d.hash(Algorithm::Blake3)])));
+                    return vec![d.hash(Algorithm::Blake3)];
                 }
             }
         }
         let mut expect = vec![key.hash()];
         expect.extend(asked);
-        Ok(Some((key, expect)))
+        expect
     }
 
     /// Finds the stored blob an address names: its key, the non-sha512 hash it was found by (if
@@ -216,23 +225,21 @@ impl Store {
         Ok(read::verify(got.stream, got.size, range, expect, label))
     }
 
-    /// A read by sha512 that skips the lookup round trip: when the check will be the sha512 itself
-    /// (no trusted record to verify faster with), the key is the address, so one `get` both finds
-    /// and opens the blob. On a remote backend that halves the requests of a read. `None` means
-    /// "take the general path" (no sha512 in the address, or a backend whose records are trusted).
+    /// A read by sha512 in one backend request: the key is the address, so one `get` both finds and
+    /// opens the blob (and, on a backend that has it at hand, brings its record for a fast check).
+    /// On a remote backend that halves the requests of a read; on the filesystem it is one trip to
+    /// the blocking pool. `None` means the address has no sha512 (a lookup by alias).
     async fn get_by_sha512(
         &self,
         address: &Integrity,
     ) -> Result<Option<(BlobKey, Vec<Hash>, crate::backend::GetResult)>> {
-        if address.get(Algorithm::Sha512).is_none()
-            || (self.verification == Verification::Fast && self.backend.recorded_digests_trusted())
-        {
+        if address.get(Algorithm::Sha512).is_none() {
             return Ok(None);
         }
         for h in address.all_of(Algorithm::Sha512) {
             if let Some(key) = BlobKey::from_hash(h) {
                 if let Some(got) = self.backend.get(&key, None).await? {
-                    let expect = vec![key.hash()];
+                    let expect = self.checks(&key, None, got.digests.as_ref());
                     return Ok(Some((key, expect, got)));
                 }
             }

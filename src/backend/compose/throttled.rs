@@ -159,6 +159,7 @@ impl Backend for Throttled {
         Ok(Some(GetResult {
             size: got.size,
             stream,
+            digests: got.digests,
         }))
     }
 

@@ -82,5 +82,6 @@ pub(super) fn slice(
     Ok(crate::backend::GetResult {
         size,
         stream: futures::stream::iter([Ok(part)]).boxed(),
+        digests: None,
     })
 }

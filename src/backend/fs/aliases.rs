@@ -93,6 +93,13 @@ impl AliasIndex {
         Ok(state.map.lookup(hash))
     }
 
+    /// The digests recorded for a blob, without touching the disk: `None` until the log has been
+    /// loaded once (by [`digests`](Self::digests) or a lookup).
+    pub(crate) fn digests_if_loaded(&self, key: &BlobKey) -> Option<Option<Digests>> {
+        let state = self.lock();
+        state.loaded_to.is_some().then(|| state.map.digests(key))
+    }
+
     /// The digests recorded for a blob.
     pub(crate) fn digests(&self, key: &BlobKey) -> io::Result<Option<Digests>> {
         let mut state = self.lock();

@@ -10,6 +10,7 @@
 mod aliases;
 mod durable;
 mod layout;
+mod read;
 mod writer;
 
 use std::ops::Range;
@@ -18,23 +19,16 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
-use bytes::{Bytes, BytesMut};
 use futures::stream::{self, BoxStream, StreamExt};
 use tokio::sync::mpsc;
 
 use self::aliases::AliasIndex;
 use self::layout::Layout;
 use self::writer::{join_error, key_of, remove_if_exists, FsWriter};
-use super::{
-    check_range, Backend, BlobKey, BlobStat, BlobWriter, Committed, GetResult, PendingBlob, PutHint,
-};
+use super::{Backend, BlobKey, BlobStat, BlobWriter, Committed, GetResult, PendingBlob, PutHint};
 use crate::integrity::{Digests, Hash};
 use crate::{Error, Result};
 
-/// Reads at most this much in one go; blobs up to this size come back as a single chunk.
-const READ_CHUNK: usize = 1 << 20;
-/// Chunks a reader may run ahead of its consumer.
-const READ_AHEAD: usize = 4;
 /// Temp files whose owner cannot be identified are swept once older than this.
 const STALE_TEMP_AGE: Duration = Duration::from_secs(24 * 3600);
 
@@ -302,31 +296,7 @@ impl Backend for FsBackend {
     }
 
     async fn get(&self, key: &BlobKey, range: Option<Range<u64>>) -> Result<Option<GetResult>> {
-        let path = self.inner.layout.blob(key);
-        let opened = tokio::task::spawn_blocking({
-            let path = path.clone();
-            move || -> Result<Option<(std::fs::File, u64)>> {
-                match std::fs::File::open(&path) {
-                    Ok(f) => {
-                        let len = f.metadata().map_err(|e| Error::io("stat", &path, e))?.len();
-                        Ok(Some((f, len)))
-                    }
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-                    Err(e) => Err(Error::io("open", &path, e)),
-                }
-            }
-        })
-        .await
-        .map_err(join_error)??;
-        let Some((file, size)) = opened else {
-            return Ok(None);
-        };
-        let range = range.unwrap_or(0..size);
-        check_range(&range, size)?;
-        Ok(Some(GetResult {
-            size,
-            stream: read_stream(file, path, range),
-        }))
+        read::get(self.inner.clone(), *key, range).await
     }
 
     async fn head(&self, key: &BlobKey) -> Result<Option<BlobStat>> {
@@ -448,80 +418,6 @@ impl Backend for FsBackend {
             .await
             .map_err(join_error)?
     }
-}
-
-/// Streams `range` of an open file. Small reads are one blocking call; large ones run a reader on the
-/// blocking pool that stays at most [`READ_AHEAD`] chunks ahead of the consumer.
-fn read_stream(
-    file: std::fs::File,
-    path: PathBuf,
-    range: Range<u64>,
-) -> BoxStream<'static, Result<Bytes>> {
-    let len = range.end - range.start;
-    if len <= READ_CHUNK as u64 {
-        let fut = tokio::task::spawn_blocking(move || {
-            read_exact_at(&file, &path, range.start, len as usize)
-        });
-        return stream::once(async move { fut.await.map_err(join_error)? })
-            .filter(|r| futures::future::ready(!matches!(r, Ok(b) if b.is_empty())))
-            .boxed();
-    }
-    let (tx, rx) = mpsc::channel::<Result<Bytes>>(READ_AHEAD);
-    tokio::task::spawn_blocking(move || {
-        let mut pos = range.start;
-        while pos < range.end {
-            let n = (range.end - pos).min(READ_CHUNK as u64) as usize;
-            let chunk = read_exact_at(&file, &path, pos, n);
-            let failed = chunk.is_err();
-            if tx.blocking_send(chunk).is_err() || failed {
-                return;
-            }
-            pos += n as u64;
-        }
-    });
-    stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|item| (item, rx))
-    })
-    .boxed()
-}
-
-fn read_exact_at(file: &std::fs::File, path: &Path, offset: u64, len: usize) -> Result<Bytes> {
-    let mut buf = BytesMut::zeroed(len);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::FileExt;
-        let mut done = 0;
-        while done < len {
-            let n = file
-                .read_at(&mut buf[done..], offset + done as u64)
-                .map_err(|e| Error::io("read", path, e))?;
-            if n == 0 {
-                // The file shrank under us: return what there is; verification will fail loudly.
-                buf.truncate(done);
-                break;
-            }
-            done += n;
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        use std::io::{Read, Seek, SeekFrom};
-        let mut f = file;
-        f.seek(SeekFrom::Start(offset))
-            .map_err(|e| Error::io("seek", path, e))?;
-        let mut done = 0;
-        while done < len {
-            let n = f
-                .read(&mut buf[done..])
-                .map_err(|e| Error::io("read", path, e))?;
-            if n == 0 {
-                buf.truncate(done);
-                break;
-            }
-            done += n;
-        }
-    }
-    Ok(buf.freeze())
 }
 
 /// Walks `sha512/xx/yy/<hex>` and sends every well-formed key.

@@ -452,6 +452,7 @@ impl Backend for MantaBackend {
                 return Ok(Some(GetResult {
                     size: st.size,
                     stream: stream::empty().boxed(),
+                    digests: None,
                 }));
             }
             let value = format!("bytes={}-{}", r.start, r.end - 1);
@@ -513,6 +514,7 @@ impl Backend for MantaBackend {
         Ok(Some(GetResult {
             size,
             stream: self.stream_of(resp, path, range.map_or(0, |r| r.start)),
+            digests: None,
         }))
     }
 

@@ -27,6 +27,7 @@ pub(super) async fn get(
         return Ok(Some(GetResult {
             size: meta.size,
             stream: stream::empty().boxed(),
+            digests: None,
         }));
     }
     let opts = GetOptions {
@@ -56,5 +57,9 @@ pub(super) async fn get(
         .into_stream()
         .map_err(move |e| backend_error(&describe, "read", e))
         .boxed();
-    Ok(Some(GetResult { size, stream }))
+    Ok(Some(GetResult {
+        size,
+        stream,
+        digests: None,
+    }))
 }
