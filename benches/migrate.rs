@@ -11,6 +11,8 @@
 mod common;
 #[path = "../tests/migrate/seed.rs"]
 mod seed;
+#[path = "../tests/s3/proxy.rs"]
+mod proxy;
 #[path = "../tests/migrate/server.rs"]
 mod server;
 
@@ -63,11 +65,6 @@ async fn bench() {
     fixed.what = "migrate an empty database (fixed cost)".into();
     rows.push(fixed);
 
-    let plain = rows
-        .iter()
-        .filter(|r| r.what.starts_with("plain sequential"))
-        .map(|r| r.secs)
-        .fold(f64::INFINITY, f64::min);
     let adapters = reqwest::get(&url)
         .await
         .expect("GET /")
@@ -76,14 +73,40 @@ async fn bench() {
         .map(|v| v["pouchdb-adapters"].to_string())
         .unwrap_or_else(|_| "?".into());
     println!(
-        "\nmigrate: {} tarballs, {:.1} MiB, server {url} (adapters {adapters}), one run, {} cores\n",
+        "\nmigrate: {} tarballs, {:.1} MiB, server {url} (adapters {adapters}), one run, {} cores",
         jobs.len(),
         rows[0].bytes as f64 / 1048576.0,
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
+    println!("\n### the server on this machine (loopback)\n");
+    table(&rows);
+
+    // The same server behind a proxy that holds each request for DELAY: what a migration from a
+    // CouchDB on another machine sees. The plain fetch pays the round trip once per tarball; the
+    // migrator overlaps it.
+    let delay = std::time::Duration::from_millis(1);
+    let upstream = url.trim_start_matches("http://").to_string();
+    let hop = proxy::Proxy::start(upstream, Vec::new(), proxy::Fault::Delay(delay)).await;
+    let far = hop.endpoint();
+    let mut rows = Vec::new();
+    for round in 0..2 {
+        rows.push(plain_fetch(&far, &db, &jobs, round, 1).await);
+        rows.push(migrate(&far, &db, 8, true).await);
+    }
+    println!("\n### the server {} ms away (a proxy delays each request)\n", delay.as_millis());
+    table(&rows);
+}
+
+/// Prints the rows, and the migrator at concurrency 8 against the best plain sequential fetch.
+fn table(rows: &[Row]) {
+    let plain = rows
+        .iter()
+        .filter(|r| r.what.starts_with("plain sequential"))
+        .map(|r| r.secs)
+        .fold(f64::INFINITY, f64::min);
     println!("| run | seconds | MiB/s | tarballs/s | time vs best plain fetch |");
     println!("|---|---:|---:|---:|---:|");
-    for r in &rows {
+    for r in rows {
         println!(
             "| {} | {:.2} | {:.1} | {:.0} | {:.2}x |",
             r.what,

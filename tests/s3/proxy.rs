@@ -19,6 +19,9 @@ pub enum Fault {
     Unavailable,
     /// Forward, but reset the connection (RST) once this many request bytes went upstream.
     ResetAfter(usize),
+    /// Forward, holding each piece of a request for this long first: a server on another
+    /// machine, as far as round trips go.
+    Delay(std::time::Duration),
 }
 
 pub struct Proxy {
@@ -113,10 +116,18 @@ async fn serve(mut client: TcpStream, upstream: &str, fault: Fault) -> std::io::
             .await;
             Ok(())
         }
-        Fault::Pass | Fault::ResetAfter(_) => {
+        Fault::Pass | Fault::ResetAfter(_) | Fault::Delay(_) => {
             let server = TcpStream::connect(upstream).await?;
+            // Relay each piece as it comes: Nagle's algorithm against delayed ACKs would add tens
+            // of milliseconds per exchange that no real network has.
+            client.set_nodelay(true)?;
+            server.set_nodelay(true)?;
             let limit = match fault {
                 Fault::ResetAfter(n) => Some(n),
+                _ => None,
+            };
+            let delay = match fault {
+                Fault::Delay(d) => Some(d),
                 _ => None,
             };
             let (mut cr, mut cw) = client.into_split();
@@ -131,6 +142,9 @@ async fn serve(mut client: TcpStream, upstream: &str, fault: Fault) -> std::io::
                             sw.shutdown().await?;
                             // Keep relaying the response until the server is done.
                             std::future::pending::<()>().await;
+                        }
+                        if let Some(d) = delay {
+                            tokio::time::sleep(d).await;
                         }
                         if let Some(l) = limit {
                             if sent + n >= l {
