@@ -9,10 +9,10 @@
 
 #[path = "../tests/common/mod.rs"]
 mod common;
-#[path = "../tests/migrate/seed.rs"]
-mod seed;
 #[path = "../tests/s3/proxy.rs"]
 mod proxy;
+#[path = "../tests/migrate/seed.rs"]
+mod seed;
 #[path = "../tests/migrate/server.rs"]
 mod server;
 
@@ -93,7 +93,10 @@ async fn bench() {
         rows.push(plain_fetch(&far, &db, &jobs, round, 1).await);
         rows.push(migrate(&far, &db, 8, true).await);
     }
-    println!("\n### the server {} ms away (a proxy delays each request)\n", delay.as_millis());
+    println!(
+        "\n### the server {} ms away (a proxy delays each request)\n",
+        delay.as_millis()
+    );
     table(&rows);
 }
 
