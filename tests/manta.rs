@@ -410,6 +410,88 @@ async fn a_503_storm_gives_up_with_a_typed_error() {
     assert!(started.elapsed() < Duration::from_secs(5));
 }
 
+/// A server that answers slowly (`--slow-ms`): an attempt that waits longer than the response
+/// timeout counts as failed and is retried like a dropped connection, so a put gives up in bounded
+/// time with a typed error and stores nothing; with a timeout longer than the delay, the same
+/// server works, only slowly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_responses_time_out_in_bounded_time() {
+    let target = Target::private("slow_responses", &["--slow-ms", "400"]);
+    let mut cfg = fast_retry(target.config("slow"), 3);
+    cfg.response_timeout = Duration::from_millis(100);
+    let impatient = Store::new(MantaBackend::new(cfg.clone()).expect("backend"));
+    let data = noise(30_000, 9);
+    let started = Instant::now();
+    let err = impatient
+        .put_bytes(data.clone(), &PutOptions::default())
+        .await
+        .expect_err("every attempt times out");
+    assert_eq!(err.kind(), ErrorKind::Backend);
+    assert!(
+        err.to_string().contains("gave up after 3 attempts"),
+        "{err}"
+    );
+    let chain = format!("{:?}", err);
+    assert!(chain.contains("no response within"), "{chain}");
+    assert!(started.elapsed() < Duration::from_secs(3));
+
+    cfg.response_timeout = Duration::from_secs(20);
+    let patient_backend = MantaBackend::new(cfg).expect("backend");
+    let listed: Vec<BlobKey> = patient_backend.list().try_collect().await.expect("list");
+    assert!(listed.is_empty(), "the timed-out put stored {listed:?}");
+    let patient = Store::new(patient_backend);
+    let put = patient
+        .put_bytes(data.clone(), &PutOptions::default())
+        .await
+        .expect("slow but within the timeout");
+    let back = patient
+        .get(&put.digests.integrity())
+        .await
+        .expect("get")
+        .bytes()
+        .await
+        .expect("verified");
+    assert_eq!(&back[..], &data[..]);
+}
+
+/// A client whose clock is off by more than Manta's 300 s (here: the server's clock runs 10
+/// minutes ahead, so every `Date` looks 10 minutes old): muskie refuses each request as expired,
+/// and tarvault reports that as Manta's typed error at once, without retrying.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_date_is_a_typed_error_and_not_retried() {
+    let target = Target::private("expired_date", &["--clock-offset-secs", "600"]);
+    let backend = MantaBackend::new(target.config("expired")).expect("backend");
+    let store = Store::new(backend);
+    let started = Instant::now();
+    let data = noise(1000, 5);
+    let address = Store::memory()
+        .put_bytes(data.clone(), &PutOptions::default())
+        .await
+        .expect("digest")
+        .digests
+        .integrity();
+    // A GET's answer carries muskie's error body.
+    let err = store.get(&address).await.err().expect("refused");
+    assert_eq!(err.kind(), ErrorKind::Backend, "{err}");
+    let api = api_error(&err).expect("Manta's error");
+    assert_eq!(
+        (api.status, api.code.as_str()),
+        (400, "RequestExpired"),
+        "{err}"
+    );
+    // So does a put (whose first request may be a HEAD, whose answer has no body).
+    let err = store
+        .put_bytes(data, &PutOptions::default())
+        .await
+        .expect_err("refused");
+    assert_eq!(err.kind(), ErrorKind::Backend, "{err}");
+    assert_eq!(api_error(&err).expect("Manta's error").status, 400, "{err}");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "an expired request is not retried"
+    );
+}
+
 /// Connections dropped mid-upload and mid-download: puts either succeed or fail with a typed
 /// error, and whatever is listed afterwards reads back verified (nothing partial is visible).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

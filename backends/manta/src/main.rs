@@ -40,6 +40,10 @@ struct Cli {
     /// Refuse SnapLinks as Manta v2 does (403 SnaplinksDisabledError).
     #[arg(long)]
     disable_snaplinks: bool,
+    /// Run the server's clock this many seconds ahead of the system clock (negative: behind):
+    /// beyond 300, every signed request is refused as muskie refuses a client with a wrong clock.
+    #[arg(long, default_value_t = 0, allow_hyphen_values = true)]
+    clock_offset_secs: i64,
 }
 
 fn rate(name: &str, v: f64) -> Result<f64, String> {
@@ -57,6 +61,7 @@ async fn main() -> std::process::ExitCode {
         .with_max_level(tracing::Level::INFO)
         .init();
     let cli = Cli::parse();
+    manta_test_server::util::set_clock_offset_secs(cli.clock_offset_secs);
     let faults = match (
         rate("fail-503-rate", cli.fail_503_rate),
         rate("drop-rate", cli.drop_rate),

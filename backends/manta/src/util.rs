@@ -1,16 +1,29 @@
 //! Small helpers: time formatting, percent-decoding, query strings, ids.
 
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
 use md5::{Digest, Md5};
 
-/// Milliseconds since the Unix epoch.
+/// How far this process's clock is set off the system clock, in milliseconds
+/// ([`set_clock_offset_secs`]).
+static CLOCK_OFFSET_MS: AtomicI64 = AtomicI64::new(0);
+
+/// Runs the server's clock `secs` ahead of the system clock (negative: behind), process-wide: a
+/// fault switch that makes every client's `Date` look that much off, as a client with a wrong
+/// clock would be (`--clock-offset-secs`).
+pub fn set_clock_offset_secs(secs: i64) {
+    CLOCK_OFFSET_MS.store(secs.saturating_mul(1000), Ordering::Relaxed);
+}
+
+/// Milliseconds since the Unix epoch, by the server's clock.
 pub fn now_ms() -> u64 {
-    SystemTime::now()
+    let system = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
+        .unwrap_or(0);
+    system.saturating_add_signed(CLOCK_OFFSET_MS.load(Ordering::Relaxed))
 }
 
 /// `SystemTime` for a millisecond timestamp.

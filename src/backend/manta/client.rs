@@ -175,7 +175,19 @@ impl MantaClient {
                 })?;
                 req = req.header("content-length", len).body(b);
             }
-            match req.send().await {
+            let wait = self.response_wait(&method, &body);
+            let sent = match tokio::time::timeout(wait, req.send()).await {
+                Ok(sent) => sent,
+                Err(_) => {
+                    tracing::debug!(%method, path, ?wait, "Manta request timed out");
+                    last = Some(Error::backend(
+                        self.describe(),
+                        format!("{method} {path}: no response within {wait:?}"),
+                    ));
+                    continue;
+                }
+            };
+            match sent {
                 Ok(resp) if resp.status() == StatusCode::SERVICE_UNAVAILABLE => {
                     let err = self.api_error(&method, path, resp).await;
                     tracing::debug!(%err, "Manta answered 503");
@@ -197,6 +209,17 @@ impl MantaClient {
             message: format!("{method} {path}: gave up after {attempts} attempts"),
             source: Some(Box::new(last)),
         })
+    }
+
+    /// How long one attempt may wait for its response head: the configured timeout, plus the
+    /// time an upload's body takes at 1 MiB/s.
+    fn response_wait(&self, method: &Method, body: &RequestBody) -> Duration {
+        let upload = if *method == Method::PUT || *method == Method::POST {
+            Duration::from_secs_f64(body.len() as f64 / (1024.0 * 1024.0))
+        } else {
+            Duration::ZERO
+        };
+        self.config.response_timeout.saturating_add(upload)
     }
 
     fn backoff(&self, attempt: u32) -> Duration {

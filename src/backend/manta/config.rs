@@ -4,7 +4,7 @@
 //! `MANTA_KEY_ID`, or `~/.ssh/id_rsa` / `id_ecdsa`).
 //!
 //! A store URL overrides any of them:
-//! `manta://[host[:port]]/<dir>[?url=…&user=…&subuser=…&role=…&key=…&key_id=…&durability=N&hash=sha256|sha512&tls=false&retries=N]`.
+//! `manta://[host[:port]]/<dir>[?url=…&user=…&subuser=…&role=…&key=…&key_id=…&durability=N&hash=sha256|sha512&tls=false&retries=N&timeout=SECS]`.
 //! `<dir>` is relative to the account (`/stor/tarvault` means `/<user>/stor/tarvault`; a leading
 //! `~~` is accepted too). Without a host the endpoint is `MANTA_URL`.
 
@@ -42,7 +42,14 @@ pub struct MantaConfig {
     pub base_backoff: Duration,
     /// Longest delay between attempts.
     pub max_backoff: Duration,
+    /// How long a request may wait for the response head before it counts as failed (and is
+    /// retried like a dropped connection). An upload's wait also allows its body to go out at
+    /// 1 MiB/s. A server that hangs then costs bounded time instead of forever.
+    pub response_timeout: Duration,
 }
+
+/// The default [`MantaConfig::response_timeout`].
+pub const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(60);
 
 impl MantaConfig {
     /// Reads `MANTA_*` from the environment, for a store at `root` (relative to the account or
@@ -64,6 +71,7 @@ impl MantaConfig {
             max_attempts: 5,
             base_backoff: Duration::from_millis(100),
             max_backoff: Duration::from_secs(5),
+            response_timeout: DEFAULT_RESPONSE_TIMEOUT,
             user,
         };
         c.root = c.absolute(root)?;
@@ -132,6 +140,7 @@ impl MantaConfig {
             max_attempts: 5,
             base_backoff: Duration::from_millis(100),
             max_backoff: Duration::from_secs(5),
+            response_timeout: DEFAULT_RESPONSE_TIMEOUT,
         };
         if path.trim_matches('/').is_empty() {
             return Err(Error::Config(format!(
@@ -155,6 +164,14 @@ impl MantaConfig {
                         .parse()
                         .map_err(|_| Error::Config(format!("bad retries value {v:?}")))?;
                     c.max_attempts = n + 1;
+                }
+                "timeout" => {
+                    let secs: f64 = v
+                        .parse()
+                        .ok()
+                        .filter(|s: &f64| s.is_finite() && *s > 0.0)
+                        .ok_or_else(|| Error::Config(format!("bad timeout value {v:?}")))?;
+                    c.response_timeout = Duration::from_secs_f64(secs);
                 }
                 "url" | "user" | "subuser" | "role" | "key" | "key_id" | "hash" | "tls" => {}
                 other => {
