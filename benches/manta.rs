@@ -11,6 +11,8 @@
 //! Run: `cargo bench --features manta --bench manta`. The server comes from `MANTA_TEST_SERVER_BIN`
 //! (or `backends/target/debug/manta-test-server`), started privately for the run.
 
+#[path = "common/digest_floor.rs"]
+mod digest_floor;
 #[path = "../tests/manta_common/mod.rs"]
 mod manta_common;
 
@@ -18,6 +20,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use tarvault::backend::manta::MantaBackend;
+use tarvault::integrity::Algorithm;
 use tarvault::{PutOptions, Store};
 
 const MIB: usize = 1 << 20;
@@ -44,8 +47,10 @@ fn main() {
         .unwrap_or(64);
     let large = vec![noise(mib * MIB)];
     println!();
-    println!("| workload | op | plain HTTP MB/s | tarvault MB/s | tarvault / plain |");
-    println!("|---|---|---|---|---|");
+    println!(
+        "| workload | op | plain HTTP MB/s | tarvault MB/s | tarvault / plain | digests, one core MB/s | ceiling if digests serialize |"
+    );
+    println!("|---|---|---|---|---|---|---|");
     for (name, blobs, bytes) in [
         (
             format!(
@@ -71,9 +76,25 @@ fn main() {
             tv_put.push(mb_s(bytes, tp));
             tv_get.push(mb_s(bytes, tg));
         }
-        for (op, raw, tv) in [("put", raw_put, tv_put), ("get", raw_get, tv_get)] {
+        // A put computes sha512, sha1, blake3 and the MD5 of Content-MD5; a get verifies sha512.
+        let refs: Vec<&[u8]> = blobs.iter().map(Vec::as_slice).collect();
+        let put_algs = [
+            Algorithm::Sha512,
+            Algorithm::Sha1,
+            Algorithm::Blake3,
+            Algorithm::Md5,
+        ];
+        for (op, raw, tv, algs) in [
+            ("put", raw_put, tv_put, &put_algs[..]),
+            ("get", raw_get, tv_get, &[Algorithm::Sha512][..]),
+        ] {
             let (raw, tv) = (median(raw), median(tv));
-            println!("| {name} | {op} | {raw:.1} | {tv:.1} | {:.2}x |", tv / raw);
+            let digest = digest_floor::digest_rate(&refs, algs);
+            println!(
+                "| {name} | {op} | {raw:.1} | {tv:.1} | {:.2}x | {digest:.0} | {:.2}x |",
+                tv / raw,
+                digest_floor::serial_ceiling(raw, digest)
+            );
         }
     }
     batch_row(&rt, &target, &corpus);
@@ -105,7 +126,7 @@ fn batch_row(rt: &tokio::runtime::Runtime, target: &manta_common::Target, corpus
     }
     let (raw, tv) = (median(raw), median(tv));
     println!(
-        "| {} corpus tarballs, 8 in flight | put (put_batch) | {raw:.1} | {tv:.1} | {:.2}x |",
+        "| {} corpus tarballs, 8 in flight | put (put_batch) | {raw:.1} | {tv:.1} | {:.2}x | | |",
         corpus.len(),
         tv / raw
     );

@@ -7,6 +7,9 @@
 //! `TARVAULT_S3S_ENV=/tmp/s3s.env cargo bench --features s3 --bench s3 [-- rss]`
 //! (or `TARVAULT_CEPH_ENV`; each one set is measured).
 
+#[path = "common/digest_floor.rs"]
+mod digest_floor;
+
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -16,6 +19,7 @@ use futures::{StreamExt, TryStreamExt};
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload, WriteMultipart};
 use tarvault::backend::s3::{S3Backend, S3Config};
+use tarvault::integrity::Algorithm;
 use tarvault::{PutOptions, Store};
 
 const MIB: usize = 1 << 20;
@@ -287,11 +291,36 @@ async fn throughput(config: &S3Config) {
             let _ = raw.delete_stream(all).try_collect::<Vec<_>>().await;
         }
     }
-    println!("| case | raw object_store MB/s | tarvault MB/s | tarvault/raw |");
-    println!("|---|---|---|---|");
-    for r in rows {
+    // A put computes sha512, sha1 and blake3 (the address and the records) and object_store the
+    // sha256 of x-amz-checksum-sha256; a get verifies the sha512.
+    let put_algs = [
+        Algorithm::Sha512,
+        Algorithm::Sha1,
+        Algorithm::Blake3,
+        Algorithm::Sha256,
+    ];
+    let smalls: Vec<Bytes> = (0..SMALL_COUNT)
+        .map(|i| noise(SMALL, i as u64 + 1))
+        .collect();
+    let small_refs: Vec<&[u8]> = smalls.iter().map(|b| &b[..]).collect();
+    let digest = [
+        digest_floor::digest_rate(&small_refs, &put_algs),
+        digest_floor::digest_rate(&small_refs, &[Algorithm::Sha512]),
+        digest_floor::digest_rate(&[&large[..]], &put_algs),
+        digest_floor::digest_rate(&[&large[..]], &[Algorithm::Sha512]),
+    ];
+    println!(
+        "| case | raw object_store MB/s | tarvault MB/s | tarvault/raw | digests, one core MB/s | ceiling if digests serialize |"
+    );
+    println!("|---|---|---|---|---|---|");
+    for (r, digest) in rows.into_iter().zip(digest) {
         let (raw, tv) = (median(r.raw), median(r.tv));
-        println!("| {} | {raw:.1} | {tv:.1} | {:.2}x |", r.case, tv / raw);
+        println!(
+            "| {} | {raw:.1} | {tv:.1} | {:.2}x | {digest:.0} | {:.2}x |",
+            r.case,
+            tv / raw,
+            digest_floor::serial_ceiling(raw, digest)
+        );
     }
     println!("(medians of {ROUNDS} rounds; each round alternates which side goes first)");
 }

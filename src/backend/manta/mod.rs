@@ -198,22 +198,29 @@ impl MantaBackend {
         let key = BlobKey::new(digests.sha512);
         let path = self.layout.blob_path(&key);
         // Manta has no create-only PUT (`If-None-Match: *` always fails there), so an existing
-        // blob is detected with a HEAD. The aliases are written either way (re-writing them keeps
-        // a half-finished earlier put from leaving the blob unreachable by sha1/blake3), and the
-        // parent directory is made, all at the same time as the HEAD: one round trip before the
-        // PUT instead of three. An alias may land before its blob: one pointing at a missing blob
-        // is harmless (the store checks the blob itself) and fsck rebuilds any that are lost.
-        let (existing, aliases, parent) = futures::join!(
+        // blob is detected with a HEAD; the parent directories of the blob and of its two alias
+        // records are made at the same time. Then the blob and its aliases go up together: two
+        // round trips in all. The aliases are written even when the blob exists (that repairs an
+        // earlier put that died half-way). An alias may land before its blob: one pointing at a
+        // missing blob is harmless (the store checks the blob itself) and fsck rebuilds any that
+        // are lost.
+        let alias_paths = [
+            self.layout.alias_path(Algorithm::Sha1, &digests.sha1),
+            self.layout.alias_path(Algorithm::Blake3, &digests.blake3),
+        ];
+        let (existing, dirs) = futures::join!(
             self.client.head(&path),
-            self.put_aliases(digests),
-            self.ensure_dir(layout::parent(&path))
+            futures::future::try_join3(
+                self.ensure_dir(layout::parent(&path)),
+                self.ensure_dir(layout::parent(&alias_paths[0])),
+                self.ensure_dir(layout::parent(&alias_paths[1])),
+            )
         );
-        let existing = existing?;
-        aliases?;
-        if existing.is_some() {
+        if existing?.is_some() {
+            self.put_aliases(digests).await?;
             return Ok(Committed::AlreadyPresent);
         }
-        parent?;
+        dirs?;
         let md5_b64 = base64::engine::general_purpose::STANDARD.encode(md5);
         let headers = client::headers_of(&[
             ("content-type", "application/octet-stream".into()),
@@ -226,7 +233,12 @@ impl MantaBackend {
             (META_SHA1, hex::encode(digests.sha1)),
             (META_BLAKE3, hex::encode(digests.blake3)),
         ])?;
-        let reply = self.put_with_parents(&path, headers, body).await?;
+        let (reply, aliases) = futures::join!(
+            self.put_with_parents(&path, headers, body),
+            self.put_aliases(digests)
+        );
+        aliases?;
+        let reply = reply?;
         // Manta checked Content-MD5 already; this catches a server that ignores the header.
         let computed = reply
             .get("computed-md5")
