@@ -37,6 +37,8 @@ struct Opened {
 enum Body {
     /// The requested bytes, read already.
     Read(Bytes),
+    /// A small read the page cache could not serve: one blocking read.
+    Unread(File, PathBuf, Range<u64>),
     /// Left to a reader on the blocking pool ([`read_stream`]).
     Stream(File, PathBuf, Range<u64>),
 }
@@ -52,14 +54,32 @@ pub(super) async fn get(
             .await
             .map_err(join_error)??,
     };
-    Ok(opened.map(|o| GetResult {
-        size: o.size,
-        stream: match o.body {
-            Body::Read(bytes) => stream::iter((!bytes.is_empty()).then_some(Ok(bytes))).boxed(),
-            Body::Stream(file, path, range) => read_stream(file, path, range),
-        },
-        digests: o.digests,
+    let Some(opened) = opened else {
+        return Ok(None);
+    };
+    let stream = match opened.body {
+        Body::Read(bytes) => once(bytes),
+        Body::Unread(file, path, range) => {
+            let len = (range.end - range.start) as usize;
+            let read = move || read_exact_at(&file, &path, range.start, len);
+            once(
+                tokio::task::spawn_blocking(read)
+                    .await
+                    .map_err(join_error)??,
+            )
+        }
+        Body::Stream(file, path, range) => read_stream(file, path, range),
+    };
+    Ok(Some(GetResult {
+        size: opened.size,
+        stream,
+        digests: opened.digests,
     }))
+}
+
+/// A stream of the bytes read already (none for an empty blob).
+fn once(bytes: Bytes) -> BoxStream<'static, Result<Bytes>> {
+    stream::iter((!bytes.is_empty()).then_some(Ok(bytes))).boxed()
 }
 
 /// Opens, stats, looks up the record and reads a small blob, blocking as it must.
@@ -101,8 +121,7 @@ fn open_in_place(
     let body = if len <= READ_CHUNK as u64 {
         match read_cached(&file, range.start, len as usize) {
             Some(bytes) => Body::Read(bytes),
-            // Not all in memory: one chunk read on the blocking pool.
-            None => Body::Stream(file, path, range),
+            None => Body::Unread(file, path, range),
         }
     } else {
         Body::Stream(file, path, range)
@@ -141,6 +160,13 @@ fn open_file(path: &Path, range: Option<Range<u64>>) -> Result<Option<(File, u64
 #[cfg(target_os = "linux")]
 fn read_cached(file: &File, offset: u64, len: usize) -> Option<Bytes> {
     use std::os::fd::AsRawFd;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    /// Set once the kernel turns out not to know `RWF_NOWAIT` (before Linux 4.14, or a filesystem
+    /// without it), so that every later read goes straight to the blocking pool.
+    static UNSUPPORTED: AtomicBool = AtomicBool::new(false);
+    if UNSUPPORTED.load(Ordering::Relaxed) {
+        return None;
+    }
     let mut buf: Vec<u8> = Vec::with_capacity(len);
     while buf.len() < len {
         let spare = buf.spare_capacity_mut();
@@ -153,8 +179,13 @@ fn read_cached(file: &File, offset: u64, len: usize) -> Option<Bytes> {
         // `set_len` below counts only the bytes it reports written.
         let n = unsafe { libc::preadv2(file.as_raw_fd(), &iov, 1, at, libc::RWF_NOWAIT) };
         if n <= 0 {
-            // EAGAIN (not cached), an old kernel without RWF_NOWAIT, an error, or a file that
-            // shrank: let the blocking read decide.
+            // EAGAIN (not cached), an error, or a file that shrank: let the blocking read decide.
+            if n < 0 {
+                let errno = std::io::Error::last_os_error().raw_os_error();
+                if matches!(errno, Some(libc::EOPNOTSUPP | libc::EINVAL | libc::ENOSYS)) {
+                    UNSUPPORTED.store(true, Ordering::Relaxed);
+                }
+            }
             return None;
         }
         // SAFETY: the kernel initialised `n` more bytes, and n <= spare length.
