@@ -21,6 +21,9 @@ use std::time::{Duration, Instant};
 use tarvault::migrate::{CouchSource, MigrateOptions, Migration};
 use tarvault::Store;
 
+/// Alternating rounds of the plain fetch and the migrator; each side is judged by its best round.
+const ROUNDS: usize = 5;
+
 struct Row {
     what: String,
     secs: f64,
@@ -54,7 +57,7 @@ async fn bench() {
     let empty = seed::db_name("bench_empty");
     couch.create_db(&empty).await;
     let mut rows = Vec::new();
-    for round in 0..2 {
+    for round in 0..ROUNDS {
         rows.push(plain_fetch(&url, &db, &jobs, round, 1).await);
         rows.push(migrate(&url, &db, 8, true).await);
     }
@@ -89,7 +92,7 @@ async fn bench() {
     let hop = proxy::Proxy::start(upstream, Vec::new(), proxy::Fault::Delay(delay)).await;
     let far = hop.endpoint();
     let mut rows = Vec::new();
-    for round in 0..2 {
+    for round in 0..ROUNDS {
         rows.push(plain_fetch(&far, &db, &jobs, round, 1).await);
         rows.push(migrate(&far, &db, 8, true).await);
     }
