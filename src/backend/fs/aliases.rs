@@ -16,6 +16,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::PathBuf;
 use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use crate::backend::alias_map::AliasMap;
 use crate::backend::BlobKey;
@@ -29,6 +30,20 @@ struct State {
     carry: Vec<u8>,
     map: AliasMap,
     appender: Option<File>,
+    /// When the log was last read, to re-read it at most every [`REFRESH_EVERY`] for records
+    /// that are missing (other processes append to it).
+    refreshed_at: Option<Instant>,
+}
+
+/// How often a missing record may send a reader back to the log for lines that other processes
+/// appended since (a lookup by sha1 or blake3 always does).
+const REFRESH_EVERY: Duration = Duration::from_secs(1);
+
+impl State {
+    fn refresh_due(&self) -> bool {
+        self.refreshed_at
+            .is_none_or(|t| t.elapsed() >= REFRESH_EVERY)
+    }
 }
 
 pub(crate) struct AliasIndex {
@@ -93,17 +108,24 @@ impl AliasIndex {
         Ok(state.map.lookup(hash))
     }
 
-    /// The digests recorded for a blob, without touching the disk: `None` until the log has been
-    /// loaded once (by [`digests`](Self::digests) or a lookup).
+    /// The digests recorded for a blob, without touching the disk. `None` when that takes the log:
+    /// it was never loaded, or it has no record of the blob and may have one by now (another
+    /// process committed the blob since it was last read).
     pub(crate) fn digests_if_loaded(&self, key: &BlobKey) -> Option<Option<Digests>> {
         let state = self.lock();
-        state.loaded_to.is_some().then(|| state.map.digests(key))
+        state.loaded_to?;
+        match state.map.digests(key) {
+            Some(d) => Some(Some(d)),
+            None if state.refresh_due() => None,
+            None => Some(None),
+        }
     }
 
-    /// The digests recorded for a blob.
+    /// The digests recorded for a blob, reading the log's new lines if it has none yet (at most
+    /// every [`REFRESH_EVERY`]).
     pub(crate) fn digests(&self, key: &BlobKey) -> io::Result<Option<Digests>> {
         let mut state = self.lock();
-        if state.loaded_to.is_none() {
+        if state.loaded_to.is_none() || (state.map.digests(key).is_none() && state.refresh_due()) {
             self.refresh(&mut state)?;
         }
         Ok(state.map.digests(key))
@@ -142,6 +164,7 @@ impl AliasIndex {
             Ok(f) => f,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 state.loaded_to = Some(0);
+                state.refreshed_at = Some(Instant::now());
                 return Ok(());
             }
             Err(e) => return Err(e),
@@ -169,6 +192,7 @@ impl AliasIndex {
         }
         state.carry = rest.to_vec();
         state.loaded_to = Some(len);
+        state.refreshed_at = Some(Instant::now());
         Ok(())
     }
 }
