@@ -15,6 +15,8 @@
 # registry's (the benchmark uses this).
 set -euo pipefail
 DIR=$(cd "$(dirname "$0")" && pwd)
+# shellcheck source=../server-lib.sh
+. "$DIR/../server-lib.sh"
 WATCH=""
 STORAGE=(--in-memory)
 while [ $# -gt 0 ]; do
@@ -41,28 +43,9 @@ PORT=$(node -e 'const s=require("net").createServer();s.listen(0,"127.0.0.1",()=
 (cd "$WORK" && exec "$DIR/node_modules/.bin/pouchdb-server" "${STORAGE[@]}" --host 127.0.0.1 --port "$PORT" \
     --no-color --no-stdout-logs --config "$WORK/config.json" </dev/null >"$WORK/server.log" 2>&1) &
 PID=$!
-ready=""
-for _ in $(seq 1 400); do
-  if curl -fs -o /dev/null "http://127.0.0.1:$PORT/" 2>/dev/null; then ready=1; break; fi
-  kill -0 "$PID" 2>/dev/null || break
-  sleep 0.05
-done
-if [ -z "$ready" ]; then
-  echo "start.sh: pouchdb-server did not start; its log:" >&2
-  cat "$WORK/server.log" >&2 || true
-  kill -TERM "$PID" 2>/dev/null || true
-  exit 1
-fi
-if [ -n "$WATCH" ]; then
-  (
-    while kill -0 "$WATCH" 2>/dev/null && kill -0 "$PID" 2>/dev/null; do sleep 1; done
-    kill -TERM "$PID" 2>/dev/null || true
-    sleep 3
-    kill -KILL "$PID" 2>/dev/null || true
-    rm -rf "$WORK"
-  ) </dev/null >/dev/null 2>&1 &
-  disown || true
-fi
+couch_answers() { curl -fs -o /dev/null "http://127.0.0.1:$PORT/" 2>/dev/null; }
+wait_ready pouchdb-server "$PID" "$WORK/server.log" couch_answers || exit 1
+stop_with "$WATCH" "$PID" "$WORK"
 echo "COUCH_URL=http://127.0.0.1:$PORT"
 echo "COUCH_PID=$PID"
 echo "COUCH_WORK=$WORK"

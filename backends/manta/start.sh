@@ -14,6 +14,8 @@
 set -euo pipefail
 DIR=$(cd "$(dirname "$0")" && pwd)
 BACKENDS=$(cd "$DIR/.." && pwd)
+# shellcheck source=../server-lib.sh
+. "$BACKENDS/server-lib.sh"
 WATCH=""
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -33,28 +35,9 @@ KEY_ID=$(ssh-keygen -l -E md5 -f "$WORK/home/.ssh/id_rsa.pub" | awk '{print $2}'
 "$BIN" --listen 127.0.0.1:0 --root "$WORK/root" --user testuser \
   --pubkey "$WORK/home/.ssh/id_rsa.pub" --port-file "$WORK/port" </dev/null >"$WORK/server.log" 2>&1 &
 PID=$!
-PORT=""
-for _ in $(seq 1 400); do
-  if [ -s "$WORK/port" ]; then PORT=$(cat "$WORK/port"); break; fi
-  kill -0 "$PID" 2>/dev/null || break
-  sleep 0.05
-done
-if [ -z "$PORT" ]; then
-  echo "start.sh: manta-test-server did not start; its log:" >&2
-  cat "$WORK/server.log" >&2 || true
-  kill -TERM "$PID" 2>/dev/null || true
-  exit 1
-fi
-if [ -n "$WATCH" ]; then
-  (
-    while kill -0 "$WATCH" 2>/dev/null && kill -0 "$PID" 2>/dev/null; do sleep 1; done
-    kill -TERM "$PID" 2>/dev/null || true
-    sleep 3
-    kill -KILL "$PID" 2>/dev/null || true
-    rm -rf "$WORK"
-  ) </dev/null >/dev/null 2>&1 &
-  disown || true
-fi
+wait_ready manta-test-server "$PID" "$WORK/server.log" test -s "$WORK/port" || exit 1
+PORT=$(cat "$WORK/port")
+stop_with "$WATCH" "$PID" "$WORK"
 echo "MANTA_URL=http://127.0.0.1:$PORT"
 echo "MANTA_USER=testuser"
 echo "MANTA_KEY_MATERIAL=$WORK/home/.ssh/id_rsa"
