@@ -11,6 +11,8 @@
 //! Run: `cargo bench --features manta --bench manta`. The server comes from `MANTA_TEST_SERVER_BIN`
 //! (or `backends/target/debug/manta-test-server`), started privately for the run.
 
+#[path = "../tests/common/mod.rs"]
+mod common;
 #[path = "common/digest_floor.rs"]
 mod digest_floor;
 #[path = "../tests/manta_common/mod.rs"]
@@ -19,7 +21,7 @@ mod manta_common;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use tarvault::backend::manta::MantaBackend;
+use tarvault::backend::manta::{MantaBackend, MantaClient};
 use tarvault::integrity::Algorithm;
 use tarvault::{PutOptions, Store};
 
@@ -45,7 +47,7 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(64);
-    let large = vec![noise(mib * MIB)];
+    let large = vec![common::noise(mib * MIB, 1)];
     println!();
     println!(
         "| workload | op | plain HTTP MB/s | tarvault MB/s | tarvault / plain | digests, one core MB/s | ceiling if digests serialize |"
@@ -134,25 +136,11 @@ fn batch_row(rt: &tokio::runtime::Runtime, target: &manta_common::Target, corpus
 
 async fn plain_parallel(backend: &MantaBackend, blobs: &[Vec<u8>]) -> Duration {
     use futures::StreamExt;
-    let client = backend.client();
-    let dir = format!("{}/plain", backend.layout().root());
-    client
-        .put_directory(backend.layout().root())
-        .await
-        .expect("mkdir root");
-    client.put_directory(&dir).await.expect("mkdir");
+    let (client, dir) = plain_dir(backend).await;
     let http = reqwest::Client::new();
     let started = Instant::now();
     futures::stream::iter(blobs.iter().enumerate())
-        .map(|(i, data)| {
-            let (date, auth) = client.signer().sign_now();
-            http.put(client.url_of(&format!("{dir}/{i}")))
-                .header("date", date)
-                .header("authorization", auth)
-                .header("content-type", "application/octet-stream")
-                .body(Bytes::from(data.clone()))
-                .send()
-        })
+        .map(|(i, data)| signed_put(&http, client, &format!("{dir}/{i}"), data).send())
         .buffer_unordered(8)
         .for_each(|r| async move {
             assert!(r.expect("put").status().is_success());
@@ -161,8 +149,8 @@ async fn plain_parallel(backend: &MantaBackend, blobs: &[Vec<u8>]) -> Duration {
     started.elapsed()
 }
 
-/// Plain signed PUTs (into a pre-made directory) and GETs of the same bytes.
-async fn plain(backend: &MantaBackend, blobs: &[Vec<u8>]) -> (Duration, Duration) {
+/// The directory the plain baseline writes into, made first (outside the timing).
+async fn plain_dir(backend: &MantaBackend) -> (&MantaClient, String) {
     let client = backend.client();
     let dir = format!("{}/plain", backend.layout().root());
     client
@@ -170,17 +158,32 @@ async fn plain(backend: &MantaBackend, blobs: &[Vec<u8>]) -> (Duration, Duration
         .await
         .expect("mkdir root");
     client.put_directory(&dir).await.expect("mkdir");
+    (client, dir)
+}
+
+/// A plain signed PUT of `data` to `path`: no Content-MD5, no metadata.
+fn signed_put(
+    http: &reqwest::Client,
+    client: &MantaClient,
+    path: &str,
+    data: &[u8],
+) -> reqwest::RequestBuilder {
+    let (date, auth) = client.signer().sign_now();
+    http.put(client.url_of(path))
+        .header("date", date)
+        .header("authorization", auth)
+        .header("content-type", "application/octet-stream")
+        .body(Bytes::from(data.to_vec()))
+}
+
+/// Plain signed PUTs (into a pre-made directory) and GETs of the same bytes.
+async fn plain(backend: &MantaBackend, blobs: &[Vec<u8>]) -> (Duration, Duration) {
+    let (client, dir) = plain_dir(backend).await;
     let http = reqwest::Client::new();
     let paths: Vec<String> = (0..blobs.len()).map(|i| format!("{dir}/{i}")).collect();
     let started = Instant::now();
     for (path, data) in paths.iter().zip(blobs) {
-        let (date, auth) = client.signer().sign_now();
-        let resp = http
-            .put(client.url_of(path))
-            .header("date", date)
-            .header("authorization", auth)
-            .header("content-type", "application/octet-stream")
-            .body(Bytes::from(data.clone()))
+        let resp = signed_put(&http, client, path, data)
             .send()
             .await
             .expect("put");
@@ -231,29 +234,9 @@ async fn through_store(backend: &MantaBackend, blobs: &[Vec<u8>]) -> (Duration, 
 }
 
 fn corpus() -> Vec<Vec<u8>> {
-    let dir = std::path::PathBuf::from(
-        std::env::var("TARVAULT_CORPUS").unwrap_or_else(|_| "../shared/corpus".into()),
-    );
-    let mut files: Vec<_> = std::fs::read_dir(dir.join("tarballs"))
-        .map(|rd| {
-            rd.filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|p| p.extension().is_some_and(|e| e == "tgz"))
-                .collect()
-        })
-        .unwrap_or_default();
-    files.sort();
-    files.iter().filter_map(|p| std::fs::read(p).ok()).collect()
-}
-
-fn noise(len: usize) -> Vec<u8> {
-    let mut x: u64 = 0x1234_5678_9abc_def1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
+    common::corpus()
+        .iter()
+        .map(|e| common::corpus_bytes(e).to_vec())
         .collect()
 }
 

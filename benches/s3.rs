@@ -7,6 +7,8 @@
 //! `TARVAULT_S3S_ENV=/tmp/s3s.env cargo bench --features s3 --bench s3 [-- rss]`
 //! (or `TARVAULT_CEPH_ENV`; each one set is measured).
 
+#[path = "../tests/common/mod.rs"]
+mod common;
 #[path = "common/digest_floor.rs"]
 mod digest_floor;
 
@@ -84,16 +86,7 @@ fn config_from(file: &str, prefix: &str) -> S3Config {
 }
 
 fn noise(len: usize, seed: u64) -> Bytes {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let mut out = Vec::with_capacity(len + 8);
-    while out.len() < len {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        out.extend_from_slice(&x.to_le_bytes());
-    }
-    out.truncate(len);
-    Bytes::from(out)
+    Bytes::from(common::noise(len, seed))
 }
 
 fn mb_s(bytes: usize, d: Duration) -> f64 {

@@ -1,12 +1,14 @@
 //! Manta backend beyond the conformance suite: keys, store URLs, interop with the official
 //! node-manta CLI (`manta@5.4.2` in backends/manta/node), and faults injected by the test server.
 
+mod common;
 mod manta_common;
 
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use common::noise;
 use futures::TryStreamExt;
 use manta_common::{Keys, Target};
 use md5::Digest as _;
@@ -14,45 +16,16 @@ use tarvault::backend::manta::{api_error, KeyError, LoadedKey, MantaBackend, Man
 use tarvault::backend::{Backend, BlobKey};
 use tarvault::{ErrorKind, Integrity, PutOptions, Store};
 
-fn noise(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
-
+/// The first `n` corpus tarballs, with their file names.
 fn corpus_tarballs(n: usize) -> Vec<(String, Vec<u8>)> {
-    let dir = PathBuf::from(
-        std::env::var("TARVAULT_CORPUS").unwrap_or_else(|_| "../shared/corpus".into()),
-    );
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir.join("tarballs"))
-        .map(|rd| {
-            rd.filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|p| p.extension().is_some_and(|e| e == "tgz"))
-                .collect()
-        })
-        .unwrap_or_default();
-    files.sort();
-    let mut out: Vec<(String, Vec<u8>)> = files
+    common::corpus()
         .into_iter()
         .take(n)
-        .filter_map(|p| {
-            let name = p.file_name()?.to_string_lossy().into_owned();
-            Some((name, std::fs::read(&p).ok()?))
+        .map(|e| {
+            let name = e.file.rsplit('/').next().unwrap_or(&e.file).to_string();
+            (name, common::corpus_bytes(&e).to_vec())
         })
-        .collect();
-    if out.is_empty() {
-        // No corpus at hand: tarball-sized random blobs still exercise the paths.
-        out = (0..n as u64)
-            .map(|i| (format!("blob{i}.tgz"), noise(3000 + 977 * i as usize, i)))
-            .collect();
-    }
-    out
+        .collect()
 }
 
 #[test]
