@@ -12,7 +12,7 @@
 //! store is quick. Alias objects carry no bytes, so Manta stores them as metadata only.
 
 use crate::backend::BlobKey;
-use crate::integrity::Algorithm;
+use crate::integrity::{Algorithm, Digests};
 
 /// Paths of one store.
 #[derive(Debug, Clone)]
@@ -58,6 +58,14 @@ impl Layout {
     pub fn alias_path(&self, alg: Algorithm, digest: &[u8]) -> String {
         let hex = hex::encode(digest);
         format!("{}/{}/{hex}", self.alias_dir(alg), &hex[..3.min(hex.len())])
+    }
+
+    /// A blob's two alias objects: by sha1, then by blake3.
+    pub fn alias_paths(&self, d: &Digests) -> [String; 2] {
+        [
+            self.alias_path(Algorithm::Sha1, &d.sha1),
+            self.alias_path(Algorithm::Blake3, &d.blake3),
+        ]
     }
 }
 

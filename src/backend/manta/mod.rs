@@ -173,17 +173,17 @@ impl MantaBackend {
 
     async fn put_aliases(&self, digests: &Digests) -> Result<()> {
         let key_hex = hex::encode(digests.sha512);
+        let [sha1, blake3] = self.layout.alias_paths(digests);
         let (a, b) = futures::join!(
-            self.put_alias(Algorithm::Sha1, &digests.sha1, &key_hex),
-            self.put_alias(Algorithm::Blake3, &digests.blake3, &key_hex)
+            self.put_alias(&sha1, &key_hex),
+            self.put_alias(&blake3, &key_hex)
         );
         a.and(b)
     }
 
-    async fn put_alias(&self, alg: Algorithm, digest: &[u8], key_hex: &str) -> Result<()> {
-        let path = self.layout.alias_path(alg, digest);
+    async fn put_alias(&self, path: &str, key_hex: &str) -> Result<()> {
         let headers = client::headers_of(&[(META_SHA512, key_hex.to_string())])?;
-        self.put_with_parents(&path, headers, RequestBody::Empty)
+        self.put_with_parents(path, headers, RequestBody::Empty)
             .await
             .map(|_| ())
     }
@@ -204,10 +204,7 @@ impl MantaBackend {
         // earlier put that died half-way). An alias may land before its blob: one pointing at a
         // missing blob is harmless (the store checks the blob itself) and fsck rebuilds any that
         // are lost.
-        let alias_paths = [
-            self.layout.alias_path(Algorithm::Sha1, &digests.sha1),
-            self.layout.alias_path(Algorithm::Blake3, &digests.blake3),
-        ];
+        let alias_paths = self.layout.alias_paths(digests);
         let (existing, dirs) = futures::join!(
             self.client.head(&path),
             futures::future::try_join3(
@@ -543,11 +540,7 @@ impl Backend for MantaBackend {
         let digests = self.head(key).await?.and_then(|s| s.digests);
         let deleted = self.client.delete(&path).await?;
         if let Some(d) = digests {
-            for (alg, digest) in [
-                (Algorithm::Sha1, &d.sha1[..]),
-                (Algorithm::Blake3, &d.blake3[..]),
-            ] {
-                let alias = self.layout.alias_path(alg, digest);
+            for alias in self.layout.alias_paths(&d) {
                 if let Err(e) = self.client.delete(&alias).await {
                     tracing::warn!(%e, alias, "could not remove alias (fsck will)");
                 }
@@ -621,8 +614,7 @@ impl Backend for MantaBackend {
     async fn rebuild_aliases(&self, all: &[Digests]) -> Result<()> {
         let mut wanted: HashSet<String> = HashSet::new();
         for d in all {
-            wanted.insert(self.layout.alias_path(Algorithm::Sha1, &d.sha1));
-            wanted.insert(self.layout.alias_path(Algorithm::Blake3, &d.blake3));
+            wanted.extend(self.layout.alias_paths(d));
         }
         for alg in [Algorithm::Sha1, Algorithm::Blake3] {
             let existing: Vec<(String, String)> = self
