@@ -29,6 +29,57 @@ struct Row {
     secs: f64,
     bytes: u64,
     tarballs: u64,
+    /// CPU seconds this process (the migrator or the plain fetch) spent, all threads.
+    client_cpu: f64,
+    /// CPU seconds the server spent meanwhile, when its process is known.
+    server_cpu: Option<f64>,
+}
+
+/// CPU seconds used so far: this process (user + system, all threads), and the server's.
+#[derive(Clone, Copy)]
+struct Cpu {
+    client: f64,
+    server: Option<f64>,
+}
+
+impl Cpu {
+    fn now() -> Cpu {
+        Cpu {
+            client: self_cpu(),
+            server: server::couch_pid().and_then(process_cpu),
+        }
+    }
+
+    /// Stamps `row` with the CPU spent since `self`.
+    fn charge(self, mut row: Row) -> Row {
+        let now = Cpu::now();
+        row.client_cpu = now.client - self.client;
+        row.server_cpu = match (self.server, now.server) {
+            (Some(a), Some(b)) => Some(b - a),
+            _ => None,
+        };
+        row
+    }
+}
+
+fn self_cpu() -> f64 {
+    // SAFETY: getrusage only writes the struct it is given.
+    let mut u: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut u) };
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    secs(u.ru_utime) + secs(u.ru_stime)
+}
+
+/// utime + stime of `pid` from `/proc/PID/stat` (Linux), in seconds.
+fn process_cpu(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name, which is parenthesised and may contain spaces.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    Some(ticks / hz)
 }
 
 fn main() {
@@ -110,23 +161,28 @@ fn table(rows: &[Row]) {
         .filter(|r| r.what.starts_with("plain sequential"))
         .map(|r| r.secs)
         .fold(f64::INFINITY, f64::min);
-    println!("| run | seconds | MiB/s | tarballs/s | time vs best plain fetch |");
-    println!("|---|---:|---:|---:|---:|");
+    let server_cpu = |r: &Row| r.server_cpu.map_or("?".to_string(), |c| format!("{c:.2}"));
+    println!(
+        "| run | seconds | MiB/s | tarballs/s | time vs best plain fetch | client CPU s | server CPU s |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|---:|");
     for r in rows {
         println!(
-            "| {} | {:.2} | {:.1} | {:.0} | {:.2}x |",
+            "| {} | {:.2} | {:.1} | {:.0} | {:.2}x | {:.2} | {} |",
             r.what,
             r.secs,
             r.bytes as f64 / 1048576.0 / r.secs,
             r.tarballs as f64 / r.secs,
-            r.secs / plain
+            r.secs / plain,
+            r.client_cpu,
+            server_cpu(r)
         );
     }
-    let best8 = rows
+    let eight: Vec<&Row> = rows
         .iter()
         .filter(|r| r.what.contains("concurrency 8, fsync on"))
-        .map(|r| r.secs)
-        .fold(f64::INFINITY, f64::min);
+        .collect();
+    let best8 = eight.iter().map(|r| r.secs).fold(f64::INFINITY, f64::min);
     println!(
         "\nmigrator at concurrency 8 (fsync on) vs plain sequential fetch: {:.2}x the time ({})",
         best8 / plain,
@@ -136,6 +192,20 @@ fn table(rows: &[Row]) {
             "NOT faster"
         }
     );
+    // The least time the migrator's work can take here: the server's CPU on its own, or the CPU
+    // both sides need spread over every core, whichever is more. Above the plain fetch's time,
+    // no pipeline on this machine can win; the store is then not what bounds it.
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+    let least = |f: fn(&Row) -> f64| eight.iter().map(|r| f(r)).fold(f64::INFINITY, f64::min);
+    let client = least(|r| r.client_cpu);
+    if let Some(server) = eight.iter().filter_map(|r| r.server_cpu).reduce(f64::min) {
+        let floor = server.max((server + client) / cores);
+        println!(
+            "CPU per migration (least of the rounds): migrator {client:.2} s, server {server:.2} s; \
+             on {cores} cores no schedule takes less than {floor:.2} s = {:.2}x the plain fetch",
+            floor / plain
+        );
+    }
 }
 
 /// GETs on keep-alive connections, bodies read whole and dropped: one after another (the
@@ -153,6 +223,7 @@ async fn plain_fetch(
         .build()
         .expect("client");
     let base = reqwest::Url::parse(url).expect("url");
+    let cpu = Cpu::now();
     let t = Instant::now();
     let sizes: Vec<u64> = futures::stream::iter(jobs)
         .map(|(id, att)| {
@@ -178,17 +249,20 @@ async fn plain_fetch(
         .buffer_unordered(parallel)
         .collect()
         .await;
+    let secs = t.elapsed().as_secs_f64();
     let bytes = sizes.iter().sum();
-    Row {
+    cpu.charge(Row {
         what: if parallel == 1 {
             format!("plain sequential fetch #{}", round + 1)
         } else {
             format!("plain fetch, {parallel} in parallel (reference)")
         },
-        secs: t.elapsed().as_secs_f64(),
+        secs,
         bytes,
         tarballs: jobs.len() as u64,
-    }
+        client_cpu: 0.0,
+        server_cpu: None,
+    })
 }
 
 async fn migrate(url: &str, db: &str, concurrency: usize, fsync: bool) -> Row {
@@ -198,6 +272,7 @@ async fn migrate(url: &str, db: &str, concurrency: usize, fsync: bool) -> Row {
     let source = CouchSource::parse(&format!("{url}/{db}")).expect("source");
     let mut opts = MigrateOptions::new(dir.path().join("state.json"), dir.path().join("map.jsonl"));
     opts.concurrency = concurrency;
+    let cpu = Cpu::now();
     let t = Instant::now();
     let summary = Migration::new(source, store, opts)
         .expect("migration")
@@ -206,7 +281,7 @@ async fn migrate(url: &str, db: &str, concurrency: usize, fsync: bool) -> Row {
         .expect("run");
     let secs = t.elapsed().as_secs_f64();
     assert!(summary.report.is_success(), "{:?}", summary.report.problems);
-    Row {
+    cpu.charge(Row {
         what: format!(
             "migrate, concurrency {concurrency}, fsync {}",
             if fsync { "on" } else { "off" }
@@ -214,5 +289,7 @@ async fn migrate(url: &str, db: &str, concurrency: usize, fsync: bool) -> Row {
         secs,
         bytes: summary.run.bytes,
         tarballs: summary.run.tarballs_ok(),
-    }
+        client_cpu: 0.0,
+        server_cpu: None,
+    })
 }
