@@ -13,6 +13,8 @@
 
 #[path = "../tests/common/mod.rs"]
 mod common;
+#[path = "common/cpu.rs"]
+mod cpu;
 #[path = "common/digest_floor.rs"]
 mod digest_floor;
 #[path = "../tests/manta_common/mod.rs"]
@@ -50,9 +52,10 @@ fn main() {
     let large = vec![common::noise(mib * MIB, 1)];
     println!();
     println!(
-        "| workload | op | plain HTTP MB/s | tarvault MB/s | tarvault / plain | digests, one core MB/s | ceiling if digests serialize |"
+        "| workload | op | plain HTTP MB/s | tarvault MB/s | tarvault / plain | digests, one core MB/s | ceiling if digests serialize | {} |",
+        cpu::HEADER
     );
-    println!("|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|");
     for (name, blobs, bytes) in [
         (
             format!(
@@ -73,10 +76,10 @@ fn main() {
             let backend = target.backend("bench");
             let (rp, rg) = rt.block_on(plain(&backend, blobs));
             let (tp, tg) = rt.block_on(through_store(&backend, blobs));
-            raw_put.push(mb_s(bytes, rp));
-            raw_get.push(mb_s(bytes, rg));
-            tv_put.push(mb_s(bytes, tp));
-            tv_get.push(mb_s(bytes, tg));
+            raw_put.push(rp);
+            raw_get.push(rg);
+            tv_put.push(tp);
+            tv_get.push(tg);
         }
         // A put computes sha512, sha1, blake3 and the MD5 of Content-MD5; a get verifies sha512.
         let refs: Vec<&[u8]> = blobs.iter().map(Vec::as_slice).collect();
@@ -90,12 +93,17 @@ fn main() {
             ("put", raw_put, tv_put, &put_algs[..]),
             ("get", raw_get, tv_get, &[Algorithm::Sha512][..]),
         ] {
-            let (raw, tv) = (median(raw), median(tv));
+            let (raw_s, tv_s) = (cpu::medians(&raw), cpu::medians(&tv));
+            let (raw, tv) = (
+                bytes as f64 / raw_s.secs / 1e6,
+                bytes as f64 / tv_s.secs / 1e6,
+            );
             let digest = digest_floor::digest_rate(&refs, algs);
             println!(
-                "| {name} | {op} | {raw:.1} | {tv:.1} | {:.2}x | {digest:.0} | {:.2}x |",
+                "| {name} | {op} | {raw:.1} | {tv:.1} | {:.2}x | {digest:.0} | {:.2}x | {} |",
                 tv / raw,
-                digest_floor::serial_ceiling(raw, digest)
+                digest_floor::serial_ceiling(raw, digest),
+                cpu::cells(raw_s, tv_s)
             );
         }
     }
@@ -128,7 +136,7 @@ fn batch_row(rt: &tokio::runtime::Runtime, target: &manta_common::Target, corpus
     }
     let (raw, tv) = (median(raw), median(tv));
     println!(
-        "| {} corpus tarballs, 8 in flight | put (put_batch) | {raw:.1} | {tv:.1} | {:.2}x | | |",
+        "| {} corpus tarballs, 8 in flight | put (put_batch) | {raw:.1} | {tv:.1} | {:.2}x | | | | | |",
         corpus.len(),
         tv / raw
     );
@@ -177,11 +185,11 @@ fn signed_put(
 }
 
 /// Plain signed PUTs (into a pre-made directory) and GETs of the same bytes.
-async fn plain(backend: &MantaBackend, blobs: &[Vec<u8>]) -> (Duration, Duration) {
+async fn plain(backend: &MantaBackend, blobs: &[Vec<u8>]) -> (cpu::Sample, cpu::Sample) {
     let (client, dir) = plain_dir(backend).await;
     let http = reqwest::Client::new();
     let paths: Vec<String> = (0..blobs.len()).map(|i| format!("{dir}/{i}")).collect();
-    let started = Instant::now();
+    let started = cpu::Span::start();
     for (path, data) in paths.iter().zip(blobs) {
         let resp = signed_put(&http, client, path, data)
             .send()
@@ -189,8 +197,8 @@ async fn plain(backend: &MantaBackend, blobs: &[Vec<u8>]) -> (Duration, Duration
             .expect("put");
         assert!(resp.status().is_success(), "{}", resp.status());
     }
-    let put = started.elapsed();
-    let started = Instant::now();
+    let put = started.stop();
+    let started = cpu::Span::start();
     for (path, data) in paths.iter().zip(blobs) {
         let (date, auth) = client.signer().sign_now();
         let resp = http
@@ -203,13 +211,13 @@ async fn plain(backend: &MantaBackend, blobs: &[Vec<u8>]) -> (Duration, Duration
         let body = resp.bytes().await.expect("body");
         assert_eq!(body.len(), data.len());
     }
-    (put, started.elapsed())
+    (put, started.stop())
 }
 
 /// The same bytes through `Store::put_bytes` and a verified `Store::get`.
-async fn through_store(backend: &MantaBackend, blobs: &[Vec<u8>]) -> (Duration, Duration) {
+async fn through_store(backend: &MantaBackend, blobs: &[Vec<u8>]) -> (cpu::Sample, cpu::Sample) {
     let store = Store::new(backend.clone());
-    let started = Instant::now();
+    let started = cpu::Span::start();
     let mut addrs = Vec::new();
     for data in blobs {
         let put = store
@@ -218,8 +226,8 @@ async fn through_store(backend: &MantaBackend, blobs: &[Vec<u8>]) -> (Duration, 
             .expect("put");
         addrs.push(put.digests.integrity());
     }
-    let put = started.elapsed();
-    let started = Instant::now();
+    let put = started.stop();
+    let started = cpu::Span::start();
     for (a, data) in addrs.iter().zip(blobs) {
         let got = store
             .get(a)
@@ -230,7 +238,7 @@ async fn through_store(backend: &MantaBackend, blobs: &[Vec<u8>]) -> (Duration, 
             .expect("verified");
         assert_eq!(got.len(), data.len());
     }
-    (put, started.elapsed())
+    (put, started.stop())
 }
 
 fn corpus() -> Vec<Vec<u8>> {

@@ -9,6 +9,8 @@
 
 #[path = "../tests/common/mod.rs"]
 mod common;
+#[path = "common/cpu.rs"]
+mod cpu;
 #[path = "../tests/s3/proxy.rs"]
 mod proxy;
 #[path = "../tests/migrate/seed.rs"]
@@ -45,8 +47,8 @@ struct Cpu {
 impl Cpu {
     fn now() -> Cpu {
         Cpu {
-            client: self_cpu(),
-            server: server::couch_pid().and_then(process_cpu),
+            client: cpu::self_cpu(),
+            server: server::couch_pid().and_then(cpu::process_cpu),
         }
     }
 
@@ -60,26 +62,6 @@ impl Cpu {
         };
         row
     }
-}
-
-fn self_cpu() -> f64 {
-    // SAFETY: getrusage only writes the struct it is given.
-    let mut u: libc::rusage = unsafe { std::mem::zeroed() };
-    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut u) };
-    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
-    secs(u.ru_utime) + secs(u.ru_stime)
-}
-
-/// utime + stime of `pid` from `/proc/PID/stat` (Linux), in seconds.
-fn process_cpu(pid: u32) -> Option<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // Fields after the command name, which is parenthesised and may contain spaces.
-    let rest = &stat[stat.rfind(')')? + 2..];
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: f64 = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
-    // SAFETY: sysconf has no preconditions.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
-    Some(ticks / hz)
 }
 
 fn main() {
@@ -195,7 +177,7 @@ fn table(rows: &[Row]) {
     // The least time the migrator's work can take here: the server's CPU on its own, or the CPU
     // both sides need spread over every core, whichever is more. Above the plain fetch's time,
     // no pipeline on this machine can win; the store is then not what bounds it.
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+    let cores = cpu::cores();
     let least = |f: fn(&Row) -> f64| eight.iter().map(|r| f(r)).fold(f64::INFINITY, f64::min);
     let client = least(|r| r.client_cpu);
     if let Some(server) = eight.iter().filter_map(|r| r.server_cpu).reduce(f64::min) {

@@ -9,12 +9,14 @@
 
 #[path = "../tests/common/mod.rs"]
 mod common;
+#[path = "common/cpu.rs"]
+mod cpu;
 #[path = "common/digest_floor.rs"]
 mod digest_floor;
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
@@ -89,19 +91,11 @@ fn noise(len: usize, seed: u64) -> Bytes {
     Bytes::from(common::noise(len, seed))
 }
 
-fn mb_s(bytes: usize, d: Duration) -> f64 {
-    bytes as f64 / d.as_secs_f64() / 1e6
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
-    v[v.len() / 2]
-}
-
 struct Row {
     case: &'static str,
-    raw: Vec<f64>,
-    tv: Vec<f64>,
+    bytes: usize,
+    raw: Vec<cpu::Sample>,
+    tv: Vec<cpu::Sample>,
 }
 
 async fn throughput(config: &S3Config) {
@@ -109,21 +103,25 @@ async fn throughput(config: &S3Config) {
     let mut rows = vec![
         Row {
             case: "put 64 KiB x1000, 16-way",
+            bytes: SMALL * SMALL_COUNT,
             raw: vec![],
             tv: vec![],
         },
         Row {
             case: "get 64 KiB x1000, 16-way",
+            bytes: SMALL * SMALL_COUNT,
             raw: vec![],
             tv: vec![],
         },
         Row {
             case: "put 256 MiB",
+            bytes: LARGE,
             raw: vec![],
             tv: vec![],
         },
         Row {
             case: "get 256 MiB",
+            bytes: LARGE,
             raw: vec![],
             tv: vec![],
         },
@@ -139,13 +137,12 @@ async fn throughput(config: &S3Config) {
         c.prefix = format!("{tag}-tv");
         let store = Store::new(S3Backend::connect(&c).await.expect("connect"));
         let raw_dir = format!("{tag}-raw");
-        let total = SMALL * SMALL_COUNT;
 
         // Alternate which goes first so neither always gets the warmer server.
         let raw_first = round % 2 == 0;
         for pass in 0..2 {
             if (pass == 0) == raw_first {
-                let t = Instant::now();
+                let t = cpu::Span::start();
                 futures::stream::iter(blobs.iter().enumerate())
                     .map(|(i, b)| {
                         let raw = raw.clone();
@@ -157,9 +154,9 @@ async fn throughput(config: &S3Config) {
                     .try_collect::<Vec<_>>()
                     .await
                     .expect("raw put");
-                rows[0].raw.push(mb_s(total, t.elapsed()));
+                rows[0].raw.push(t.stop());
             } else {
-                let t = Instant::now();
+                let t = cpu::Span::start();
                 let opts = PutOptions::default();
                 let outs = futures::stream::iter(blobs.iter())
                     .map(|b| store.put_bytes(b.clone(), &opts))
@@ -167,7 +164,7 @@ async fn throughput(config: &S3Config) {
                     .try_collect::<Vec<_>>()
                     .await
                     .expect("tarvault put");
-                rows[0].tv.push(mb_s(total, t.elapsed()));
+                rows[0].tv.push(t.stop());
                 assert!(outs.iter().all(|o| o.stored));
             }
         }
@@ -183,7 +180,7 @@ async fn throughput(config: &S3Config) {
             .collect();
         for pass in 0..2 {
             if (pass == 0) == raw_first {
-                let t = Instant::now();
+                let t = cpu::Span::start();
                 futures::stream::iter(0..SMALL_COUNT)
                     .map(|i| {
                         let raw = raw.clone();
@@ -194,9 +191,9 @@ async fn throughput(config: &S3Config) {
                     .try_collect::<Vec<_>>()
                     .await
                     .expect("raw get");
-                rows[1].raw.push(mb_s(total, t.elapsed()));
+                rows[1].raw.push(t.stop());
             } else {
-                let t = Instant::now();
+                let t = cpu::Span::start();
                 futures::stream::iter(addrs.iter())
                     .map(|a| {
                         let store = store.clone();
@@ -206,7 +203,7 @@ async fn throughput(config: &S3Config) {
                     .try_collect::<Vec<_>>()
                     .await
                     .expect("tarvault get");
-                rows[1].tv.push(mb_s(total, t.elapsed()));
+                rows[1].tv.push(t.stop());
             }
         }
 
@@ -220,7 +217,7 @@ async fn throughput(config: &S3Config) {
         let raw_big = Path::from(format!("{tag}-raw/big"));
         for pass in 0..2 {
             if (pass == 0) == raw_first {
-                let t = Instant::now();
+                let t = cpu::Span::start();
                 let up = raw.put_multipart(&raw_big).await.expect("mpu");
                 let mut w = WriteMultipart::new_with_chunk_size(up, 8 * MIB);
                 for part in big.chunks(8 * MIB) {
@@ -228,9 +225,9 @@ async fn throughput(config: &S3Config) {
                     w.put(big.slice_ref(part));
                 }
                 w.finish().await.expect("complete");
-                rows[2].raw.push(mb_s(LARGE, t.elapsed()));
+                rows[2].raw.push(t.stop());
             } else {
-                let t = Instant::now();
+                let t = cpu::Span::start();
                 let chunks: Vec<std::io::Result<Bytes>> = big
                     .chunks(256 * 1024)
                     .map(|c| Ok(big.slice_ref(c)))
@@ -239,7 +236,7 @@ async fn throughput(config: &S3Config) {
                     .put(futures::stream::iter(chunks), &PutOptions::default())
                     .await
                     .expect("tarvault big put");
-                rows[2].tv.push(mb_s(LARGE, t.elapsed()));
+                rows[2].tv.push(t.stop());
                 assert!(put.stored);
             }
         }
@@ -251,23 +248,23 @@ async fn throughput(config: &S3Config) {
         .integrity();
         for pass in 0..2 {
             if (pass == 0) == raw_first {
-                let t = Instant::now();
+                let t = cpu::Span::start();
                 let mut s = raw.get(&raw_big).await.expect("get").into_stream();
                 let mut n = 0;
                 while let Some(c) = s.next().await {
                     n += c.expect("chunk").len();
                 }
                 assert_eq!(n, LARGE);
-                rows[3].raw.push(mb_s(LARGE, t.elapsed()));
+                rows[3].raw.push(t.stop());
             } else {
-                let t = Instant::now();
+                let t = cpu::Span::start();
                 let mut s = store.get(&big_addr).await.expect("get");
                 let mut n = 0;
                 while let Some(c) = s.next().await {
                     n += c.expect("verified chunk").len();
                 }
                 assert_eq!(n, LARGE);
-                rows[3].tv.push(mb_s(LARGE, t.elapsed()));
+                rows[3].tv.push(t.stop());
             }
         }
         // Clean up this round's objects.
@@ -303,16 +300,22 @@ async fn throughput(config: &S3Config) {
         digest_floor::digest_rate(&[&large[..]], &[Algorithm::Sha512]),
     ];
     println!(
-        "| case | raw object_store MB/s | tarvault MB/s | tarvault/raw | digests, one core MB/s | ceiling if digests serialize |"
+        "| case | raw object_store MB/s | tarvault MB/s | tarvault/raw | digests, one core MB/s | ceiling if digests serialize | {} |",
+        cpu::HEADER
     );
-    println!("|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|");
     for (r, digest) in rows.into_iter().zip(digest) {
-        let (raw, tv) = (median(r.raw), median(r.tv));
+        let (raw_s, tv_s) = (cpu::medians(&r.raw), cpu::medians(&r.tv));
+        let (raw, tv) = (
+            r.bytes as f64 / raw_s.secs / 1e6,
+            r.bytes as f64 / tv_s.secs / 1e6,
+        );
         println!(
-            "| {} | {raw:.1} | {tv:.1} | {:.2}x | {digest:.0} | {:.2}x |",
+            "| {} | {raw:.1} | {tv:.1} | {:.2}x | {digest:.0} | {:.2}x | {} |",
             r.case,
             tv / raw,
-            digest_floor::serial_ceiling(raw, digest)
+            digest_floor::serial_ceiling(raw, digest),
+            cpu::cells(raw_s, tv_s)
         );
     }
     println!("(medians of {ROUNDS} rounds; each round alternates which side goes first)");
