@@ -609,18 +609,24 @@ async fn cache_evicts_least_recently_used_within_its_bound() {
     assert!(!keys_of(&local).await.contains(&key_of(&big)));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn corrupt_cached_copy_is_dropped_and_refetched() {
+/// A `Cached` memory tier in front of a memory remote that holds `data`; returns the local tier too.
+async fn cached_over_memory(data: &[u8]) -> (MemoryBackend, Cached) {
     let remote = MemoryBackend::new();
     let local = MemoryBackend::new();
-    let data = noise(60_000, 90);
     Store::new(remote.clone())
-        .put_bytes(data.clone(), &PutOptions::default())
+        .put_bytes(data.to_vec(), &PutOptions::default())
         .await
         .expect("seed");
     let cached = Cached::new(arc(local.clone()), arc(remote), CachedOptions::default())
         .await
         .expect("cached");
+    (local, cached)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn corrupt_cached_copy_is_dropped_and_refetched() {
+    let data = noise(60_000, 90);
+    let (local, cached) = cached_over_memory(&data).await;
     let store = Store::new(cached.clone());
     read_all(&store, &data).await;
     assert!(local.corrupt_for_test(&key_of(&data), Bytes::from(noise(60_000, 91))));
@@ -739,4 +745,71 @@ async fn read_repair_on_fs_replicas() {
         .await
         .expect("fsck");
     assert!(report.is_clean() && report.ok == 1, "{report:?}");
+}
+
+/// A blob over the wrappers' in-memory limit is held in a temporary file while it is checked,
+/// and everything else behaves as for a small one: a corrupt replica is skipped and repaired,
+/// ranges are cut from the held copy, a cache miss fills the local tier and the next read hits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blobs_over_the_memory_limit_are_held_on_disk_and_still_verified() {
+    use tarvault::backend::compose::{fetch_verified, Fetched, Held, MEMORY_MAX};
+    let data = noise(MEMORY_MAX as usize + 3 * 1024 * 1024 + 17, 77);
+    let key = key_of(&data);
+
+    // Replicated: the first replica's copy is corrupt.
+    let (mems, faulty) = three_memory();
+    let rep = replicated(
+        &faulty,
+        ReplicatedOptions {
+            write_quorum: Some(3),
+            ..ReplicatedOptions::default()
+        },
+    );
+    let store = Store::new(rep.clone());
+    store
+        .put_bytes(data.clone(), &PutOptions::default())
+        .await
+        .expect("put");
+    let mut bad = data.clone();
+    bad[MEMORY_MAX as usize + 5] ^= 0x40;
+    assert!(mems[0].corrupt_for_test(&key, Bytes::from(bad)));
+    match fetch_verified(&mems[0], &key).await.expect("fetch") {
+        Fetched::Bad(Held::File { len, .. }, found) => {
+            assert_eq!(len, data.len() as u64);
+            assert!(found.starts_with("sha512-"), "{found}");
+        }
+        other => panic!("expected a bad copy held on disk, got {other:?}"),
+    }
+    match fetch_verified(&mems[1], &key).await.expect("fetch") {
+        Fetched::Good(held @ Held::File { .. }) => assert_eq!(held.len(), data.len() as u64),
+        other => panic!("expected a good copy held on disk, got {other:?}"),
+    }
+    assert_eq!(&read_all(&store, &data).await[..], &data[..]);
+    // Read-repair wrote the good copy back from the file.
+    assert_eq!(
+        &read_all(&Store::new(mems[0].clone()), &data).await[..],
+        &data[..]
+    );
+    // A range across the file's read chunks.
+    let range = (MEMORY_MAX - 100)..(MEMORY_MAX + 2 * 1024 * 1024 + 1);
+    let got = rep
+        .get(&key, Some(range.clone()))
+        .await
+        .expect("get")
+        .expect("present");
+    assert_eq!(got.size, data.len() as u64);
+    let part: Vec<Bytes> = got.stream.try_collect().await.expect("range");
+    assert_eq!(
+        part.concat(),
+        &data[range.start as usize..range.end as usize]
+    );
+
+    // Cached: a miss fills the local tier from the held file; the next read is a hit.
+    let (local, cached) = cached_over_memory(&data).await;
+    let store = Store::new(cached.clone());
+    assert_eq!(&read_all(&store, &data).await[..], &data[..]);
+    assert_eq!(&read_all(&store, &data).await[..], &data[..]);
+    let s = cached.stats();
+    assert_eq!((s.fetches, s.hits), (1, 1), "{s:?}");
+    assert_eq!(&read_all(&Store::new(local), &data).await[..], &data[..]);
 }

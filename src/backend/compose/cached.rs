@@ -17,13 +17,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use async_trait::async_trait;
-use bytes::Bytes;
 use futures::future::{BoxFuture, FutureExt, Shared};
 use futures::stream::{BoxStream, TryStreamExt};
 use serde::Serialize;
 
 use super::replicated::put_copy;
-use super::verify::{digests, fetch_verified, slice, Fetched};
+use super::verify::{digests, fetch_verified, slice, Fetched, Held};
 use crate::backend::{Backend, BlobKey, BlobStat, BlobWriter, GetResult, PutHint};
 use crate::integrity::{Digests, Hash};
 use crate::{Error, Result};
@@ -64,7 +63,7 @@ pub struct Cached {
     inner: Arc<Inner>,
 }
 
-type Fill = Shared<BoxFuture<'static, std::result::Result<Option<Bytes>, Arc<Error>>>>;
+type Fill = Shared<BoxFuture<'static, std::result::Result<Option<Held>, Arc<Error>>>>;
 
 struct Inner {
     local: Arc<dyn Backend>,
@@ -220,7 +219,7 @@ impl Cached {
     }
 
     /// The bytes of `key` from the local tier, if it holds a copy that verifies.
-    async fn read_local(&self, key: &BlobKey) -> Option<Bytes> {
+    async fn read_local(&self, key: &BlobKey) -> Option<Held> {
         if !self.inner.lru().contains(key) {
             return None;
         }
@@ -296,7 +295,7 @@ impl Inner {
         }
     }
 
-    async fn fetch_and_fill(&self, key: BlobKey) -> Result<Option<Bytes>> {
+    async fn fetch_and_fill(&self, key: BlobKey) -> Result<Option<Held>> {
         self.fetches.fetch_add(1, Ordering::Relaxed);
         match fetch_verified(&*self.remote, &key).await? {
             Fetched::Missing => Ok(None),
@@ -306,10 +305,10 @@ impl Inner {
                 Ok(Some(bytes))
             }
             Fetched::Good(bytes) => {
-                let size = bytes.len() as u64;
+                let size = bytes.len();
                 if size <= self.capacity {
-                    let stored = match digests(bytes.clone()).await {
-                        Ok(d) => put_copy(&*self.local, &key, bytes.clone(), &d).await,
+                    let stored = match digests(&bytes).await {
+                        Ok(d) => put_copy(&*self.local, &key, &bytes, &d).await,
                         Err(e) => Err(e),
                     };
                     match stored {

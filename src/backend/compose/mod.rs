@@ -21,4 +21,4 @@ mod verify;
 pub use cached::{CacheStats, Cached, CachedOptions};
 pub use replicated::{RepairReport, Replicated, ReplicatedOptions};
 pub use throttled::{Rate, Throttled};
-pub use verify::{digests, fetch_verified, Fetched};
+pub use verify::{digests, fetch_verified, Fetched, Held, MEMORY_MAX};

@@ -31,7 +31,7 @@ use serde::Serialize;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use super::verify::{digests, fetch_verified, slice, Fetched};
+use super::verify::{digests, fetch_verified, slice, Fetched, Held};
 use crate::backend::{Backend, BlobKey, BlobStat, BlobWriter, Committed, GetResult, PutHint};
 use crate::integrity::{Digests, Hash};
 use crate::{Error, Result};
@@ -142,7 +142,7 @@ impl Replicated {
     async fn write_copies(
         &self,
         key: &BlobKey,
-        bytes: &Bytes,
+        held: &Held,
         digests: &Digests,
         targets: &[(usize, bool)],
     ) -> Vec<(usize, String)> {
@@ -153,7 +153,7 @@ impl Replicated {
                 if replace {
                     replica.quarantine(key).await?;
                 }
-                put_copy(&**replica, key, bytes.clone(), digests).await
+                put_copy(&**replica, key, held, digests).await
             }
             .await;
             match result {
@@ -210,7 +210,7 @@ impl Replicated {
         verify: bool,
     ) -> RepairReport {
         let mut out = RepairReport::default();
-        let mut good: Option<Bytes> = None;
+        let mut good: Option<Held> = None;
         let mut targets = Vec::new();
         let mut found = Vec::new();
         for (i, replica) in self.replicas.iter().enumerate() {
@@ -241,7 +241,7 @@ impl Replicated {
         if targets.is_empty() {
             return out;
         }
-        let digests = match digests(bytes.clone()).await {
+        let digests = match digests(&bytes).await {
             Ok(d) => d,
             Err(e) => {
                 out.failed.push(format!("{key}: {e}"));
@@ -262,22 +262,25 @@ impl Replicated {
     }
 }
 
-/// Stores `bytes` (already verified to be `digests`) in `backend`.
+/// Stores `held` (already verified to be `digests`) in `backend`.
 pub(crate) async fn put_copy(
     backend: &dyn Backend,
     key: &BlobKey,
-    bytes: Bytes,
+    held: &Held,
     digests: &Digests,
 ) -> Result<Committed> {
     let hint = PutHint {
         expected_key: Some(*key),
-        size: Some(bytes.len() as u64),
+        size: Some(held.len()),
         batch: false,
     };
     let mut w = backend.begin_put(&hint).await?;
-    if let Err(e) = w.write(bytes).await {
-        let _ = w.abort().await;
-        return Err(e);
+    let mut chunks = held.stream(0..held.len());
+    while let Some(chunk) = chunks.next().await {
+        if let Err(e) = async { w.write(chunk?).await }.await {
+            let _ = w.abort().await;
+            return Err(e);
+        }
     }
     w.commit(digests).await
 }
@@ -327,7 +330,7 @@ impl Backend for Replicated {
             match self.timed(fetch_verified(&**replica, key)).await {
                 Ok(Fetched::Good(bytes)) => {
                     if self.read_repair && !to_fix.is_empty() {
-                        match digests(bytes.clone()).await {
+                        match digests(&bytes).await {
                             Ok(d) => {
                                 self.write_copies(key, &bytes, &d, &to_fix).await;
                             }

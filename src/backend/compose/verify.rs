@@ -1,55 +1,231 @@
 //! Reading a whole blob from one backend and checking it against its key, so that a wrapper can
 //! decide what to do with a bad copy (try another replica, refetch) before anyone sees a byte.
+//!
+//! A wrapper must know a copy is good before it serves it, so it holds the copy while it checks:
+//! in memory up to [`MEMORY_MAX`] (nearly every npm tarball: the corpus median is tens of
+//! kilobytes), and beyond that in an unlinked temporary file, so that a multi-gigabyte blob read
+//! through `Replicated` or `Cached` costs disk, not memory. The file vanishes when the last
+//! [`Held`] handle to it is dropped, whatever happens to the process.
+
+use std::ops::Range;
+use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
 
-use crate::backend::{Backend, BlobKey};
+use crate::backend::{Backend, BlobKey, ByteStream};
 use crate::integrity::{Algorithm, Digests, HashSet, MultiHasher};
-use crate::Result;
+use crate::{Error, Result};
 
 /// Above this size, hashing moves off the async worker threads.
 const BLOCKING_HASH_THRESHOLD: usize = 256 * 1024;
+/// Largest blob a wrapper holds in memory; larger ones go to a temporary file.
+pub const MEMORY_MAX: u64 = 16 << 20;
+/// Bytes gathered before one blocking write to (or read from) the temporary file.
+const FILE_CHUNK: usize = 1 << 20;
+
+/// A blob's bytes held by a wrapper: cheap to clone, readable any number of times.
+#[derive(Debug, Clone)]
+pub enum Held {
+    /// Small blobs.
+    Memory(Bytes),
+    /// Blobs over [`MEMORY_MAX`], in an unlinked temporary file.
+    File {
+        /// The file, shared by every clone (it is closed, and its space freed, with the last).
+        file: Arc<std::fs::File>,
+        /// The blob's size.
+        len: u64,
+    },
+}
+
+impl Held {
+    /// The blob's size in bytes.
+    pub fn len(&self) -> u64 {
+        match self {
+            Held::Memory(b) => b.len() as u64,
+            Held::File { len, .. } => *len,
+        }
+    }
+
+    /// Whether the blob is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The bytes in `range` (within `0..len`) as a stream of chunks.
+    pub fn stream(&self, range: Range<u64>) -> ByteStream {
+        match self {
+            // In bounds: callers check `range` against `len` first.
+            Held::Memory(b) => {
+                let part = b.slice(range.start as usize..range.end as usize);
+                futures::stream::iter([Ok(part)]).boxed()
+            }
+            Held::File { file, .. } => {
+                let file = file.clone();
+                futures::stream::unfold(range, move |r| {
+                    let file = file.clone();
+                    async move {
+                        if r.start >= r.end {
+                            return None;
+                        }
+                        let n = (r.end - r.start).min(FILE_CHUNK as u64) as usize;
+                        let at = r.start;
+                        let read = tokio::task::spawn_blocking(move || read_at(&file, at, n))
+                            .await
+                            .map_err(|e| Error::InvalidInput(format!("read task failed: {e}")))
+                            .and_then(|r| r);
+                        match read {
+                            Ok(chunk) => Some((Ok(chunk), at + n as u64..r.end)),
+                            // End the stream after the error.
+                            Err(e) => Some((Err(e), r.end..r.end)),
+                        }
+                    }
+                })
+                .boxed()
+            }
+        }
+    }
+}
+
+fn read_at(file: &std::fs::File, at: u64, n: usize) -> Result<Bytes> {
+    let mut buf = vec![0u8; n];
+    let mut done = 0;
+    while done < n {
+        #[cfg(unix)]
+        let got = std::os::unix::fs::FileExt::read_at(file, &mut buf[done..], at + done as u64);
+        #[cfg(windows)]
+        let got =
+            std::os::windows::fs::FileExt::seek_read(file, &mut buf[done..], at + done as u64);
+        match got {
+            Ok(0) => {
+                return Err(Error::InvalidInput(
+                    "a held blob's temporary file is shorter than the blob".into(),
+                ))
+            }
+            Ok(k) => done += k,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(temp_io("reading a held blob's temporary file", e)),
+        }
+    }
+    Ok(Bytes::from(buf))
+}
+
+/// An I/O error on a held blob's temporary file (unlinked: only its directory can be named).
+fn temp_io(op: &'static str, e: std::io::Error) -> Error {
+    Error::io(op, std::env::temp_dir(), e)
+}
 
 /// What reading one blob from one backend found.
 #[derive(Debug)]
 pub enum Fetched {
     /// The bytes hash to the key.
-    Good(Bytes),
+    Good(Held),
     /// The backend does not have the blob.
     Missing,
     /// The bytes do not hash to the key (rot, truncation, a lying server); `found` says what they
     /// hash to.
-    Bad(Bytes, String),
+    Bad(Held, String),
 }
 
 /// Reads `key` whole from `backend` and verifies it (sha512 against the key; see [`digests`] for
-/// the other digests a copy needs when it is stored again).
-///
-/// The blob is held in memory: a wrapper must know a copy is good before it serves it, and npm
-/// tarballs are small (the corpus median is tens of kilobytes, the largest tens of megabytes).
+/// the other digests a copy needs when it is stored again). The copy is held in memory or, above
+/// [`MEMORY_MAX`], in a temporary file (see the module docs).
 pub async fn fetch_verified(backend: &dyn Backend, key: &BlobKey) -> Result<Fetched> {
     let Some(got) = backend.get(key, None).await? else {
         return Ok(Fetched::Missing);
     };
-    let mut buf = BytesMut::with_capacity(usize::try_from(got.size).unwrap_or(0).min(64 << 20));
-    let mut stream = got.stream;
-    while let Some(chunk) = stream.next().await {
-        buf.extend_from_slice(&chunk?);
-    }
-    let bytes = buf.freeze();
-    let sha512 = hash_with(bytes.clone(), &[Algorithm::Sha512]).await?;
-    let size = bytes.len() as u64;
+    let (held, sha512) = if got.size <= MEMORY_MAX {
+        let mut buf = BytesMut::with_capacity(got.size as usize);
+        let mut stream = got.stream;
+        while let Some(chunk) = stream.next().await {
+            buf.extend_from_slice(&chunk?);
+        }
+        let bytes = buf.freeze();
+        let sha512 = hash_with(bytes.clone(), &[Algorithm::Sha512]).await?;
+        (Held::Memory(bytes), sha512)
+    } else {
+        spool(got.stream).await?
+    };
+    let size = held.len();
     match sha512.get(Algorithm::Sha512) {
-        Some(h) if h.digest() == key.as_bytes() && size == got.size => Ok(Fetched::Good(bytes)),
-        Some(h) => Ok(Fetched::Bad(bytes, format!("{h} ({size} bytes)"))),
-        None => Err(crate::Error::InvalidInput("sha512 was not computed".into())),
+        Some(h) if h.digest() == key.as_bytes() && size == got.size => Ok(Fetched::Good(held)),
+        Some(h) => Ok(Fetched::Bad(held, format!("{h} ({size} bytes)"))),
+        None => Err(Error::InvalidInput("sha512 was not computed".into())),
     }
 }
 
-/// sha512, sha1 and blake3 of `bytes`: what a backend records when the bytes are stored again.
-pub async fn digests(bytes: Bytes) -> Result<Digests> {
-    hash_with(bytes, &Digests::ALGORITHMS).await?.digests()
+/// Writes `stream` to an unlinked temporary file, hashing it (sha512) on the way, with at most
+/// about [`FILE_CHUNK`] bytes in memory.
+async fn spool(mut stream: ByteStream) -> Result<(Held, HashSet)> {
+    struct Spool {
+        file: std::fs::File,
+        hasher: MultiHasher,
+        len: u64,
+    }
+    fn flush(mut s: Spool, batch: Bytes) -> Result<Spool> {
+        use std::io::Write;
+        s.hasher.update(&batch);
+        s.file
+            .write_all(&batch)
+            .map_err(|e| temp_io("writing a held blob's temporary file", e))?;
+        s.len += batch.len() as u64;
+        Ok(s)
+    }
+    async fn blocking<T: Send + 'static>(
+        f: impl FnOnce() -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        tokio::task::spawn_blocking(f)
+            .await
+            .map_err(|e| Error::InvalidInput(format!("spool task failed: {e}")))?
+    }
+    let mut s = blocking(|| {
+        let file = tempfile::tempfile()
+            .map_err(|e| temp_io("creating a temporary file for a held blob", e))?;
+        Ok(Spool {
+            file,
+            hasher: MultiHasher::new(&[Algorithm::Sha512]),
+            len: 0,
+        })
+    })
+    .await?;
+    let mut batch = BytesMut::new();
+    while let Some(chunk) = stream.next().await {
+        batch.extend_from_slice(&chunk?);
+        if batch.len() >= FILE_CHUNK {
+            let full = batch.split().freeze();
+            s = blocking(move || flush(s, full)).await?;
+        }
+    }
+    let last = batch.freeze();
+    let s = blocking(move || flush(s, last)).await?;
+    let held = Held::File {
+        file: Arc::new(s.file),
+        len: s.len,
+    };
+    Ok((held, s.hasher.finalize()))
+}
+
+/// sha512, sha1 and blake3 of `held`: what a backend records when the bytes are stored again.
+pub async fn digests(held: &Held) -> Result<Digests> {
+    match held {
+        Held::Memory(bytes) => hash_with(bytes.clone(), &Digests::ALGORITHMS)
+            .await?
+            .digests(),
+        Held::File { .. } => {
+            let mut h = MultiHasher::new(&Digests::ALGORITHMS);
+            let mut chunks = held.stream(0..held.len());
+            while let Some(chunk) = chunks.next().await {
+                let chunk = chunk?;
+                h = tokio::task::spawn_blocking(move || {
+                    h.update(&chunk);
+                    h
+                })
+                .await
+                .map_err(|e| Error::InvalidInput(format!("hashing task failed: {e}")))?;
+            }
+            h.finalize().digests()
+        }
+    }
 }
 
 async fn hash_with(bytes: Bytes, algorithms: &[Algorithm]) -> Result<HashSet> {
@@ -63,25 +239,20 @@ async fn hash_with(bytes: Bytes, algorithms: &[Algorithm]) -> Result<HashSet> {
     if large {
         tokio::task::spawn_blocking(run)
             .await
-            .map_err(|e| crate::Error::InvalidInput(format!("hashing task failed: {e}")))?
+            .map_err(|e| Error::InvalidInput(format!("hashing task failed: {e}")))?
     } else {
         run()
     }
 }
 
-/// A verified in-memory blob served as a [`GetResult`](crate::backend::GetResult), cut to `range`.
-pub(super) fn slice(
-    bytes: Bytes,
-    range: Option<std::ops::Range<u64>>,
-) -> Result<crate::backend::GetResult> {
-    let size = bytes.len() as u64;
+/// A verified held blob served as a [`GetResult`](crate::backend::GetResult), cut to `range`.
+pub(super) fn slice(held: Held, range: Option<Range<u64>>) -> Result<crate::backend::GetResult> {
+    let size = held.len();
     let range = range.unwrap_or(0..size);
     crate::backend::check_range(&range, size)?;
-    // In bounds: checked just above.
-    let part = bytes.slice(range.start as usize..range.end as usize);
     Ok(crate::backend::GetResult {
         size,
-        stream: futures::stream::iter([Ok(part)]).boxed(),
+        stream: held.stream(range),
         digests: None,
     })
 }
