@@ -211,19 +211,21 @@ pub async fn digests(held: &Held) -> Result<Digests> {
         Held::Memory(bytes) => hash_with(bytes.clone(), &Digests::ALGORITHMS)
             .await?
             .digests(),
-        Held::File { .. } => {
-            let mut h = MultiHasher::new(&Digests::ALGORITHMS);
-            let mut chunks = held.stream(0..held.len());
-            while let Some(chunk) = chunks.next().await {
-                let chunk = chunk?;
-                h = tokio::task::spawn_blocking(move || {
-                    h.update(&chunk);
-                    h
-                })
-                .await
-                .map_err(|e| Error::InvalidInput(format!("hashing task failed: {e}")))?;
-            }
-            h.finalize().digests()
+        Held::File { file, len } => {
+            // One blocking task reads and hashes the whole file, chunk by chunk.
+            let (file, len) = (file.clone(), *len);
+            tokio::task::spawn_blocking(move || {
+                let mut h = MultiHasher::new(&Digests::ALGORITHMS);
+                let mut at = 0;
+                while at < len {
+                    let n = (len - at).min(FILE_CHUNK as u64) as usize;
+                    h.update(&read_at(&file, at, n)?);
+                    at += n as u64;
+                }
+                h.finalize().digests()
+            })
+            .await
+            .map_err(|e| Error::InvalidInput(format!("hashing task failed: {e}")))?
         }
     }
 }
