@@ -52,15 +52,14 @@ impl Cpu {
         }
     }
 
-    /// Stamps `row` with the CPU spent since `self`.
-    fn charge(self, mut row: Row) -> Row {
+    /// The CPU spent since `self`: this process's, and the server's when known.
+    fn spent(self) -> (f64, Option<f64>) {
         let now = Cpu::now();
-        row.client_cpu = now.client - self.client;
-        row.server_cpu = match (self.server, now.server) {
+        let server = match (self.server, now.server) {
             (Some(a), Some(b)) => Some(b - a),
             _ => None,
         };
-        row
+        (now.client - self.client, server)
     }
 }
 
@@ -232,8 +231,9 @@ async fn plain_fetch(
         .collect()
         .await;
     let secs = t.elapsed().as_secs_f64();
+    let (client_cpu, server_cpu) = cpu.spent();
     let bytes = sizes.iter().sum();
-    cpu.charge(Row {
+    Row {
         what: if parallel == 1 {
             format!("plain sequential fetch #{}", round + 1)
         } else {
@@ -242,9 +242,9 @@ async fn plain_fetch(
         secs,
         bytes,
         tarballs: jobs.len() as u64,
-        client_cpu: 0.0,
-        server_cpu: None,
-    })
+        client_cpu,
+        server_cpu,
+    }
 }
 
 async fn migrate(url: &str, db: &str, concurrency: usize, fsync: bool) -> Row {
@@ -262,8 +262,9 @@ async fn migrate(url: &str, db: &str, concurrency: usize, fsync: bool) -> Row {
         .await
         .expect("run");
     let secs = t.elapsed().as_secs_f64();
+    let (client_cpu, server_cpu) = cpu.spent();
     assert!(summary.report.is_success(), "{:?}", summary.report.problems);
-    cpu.charge(Row {
+    Row {
         what: format!(
             "migrate, concurrency {concurrency}, fsync {}",
             if fsync { "on" } else { "off" }
@@ -271,7 +272,7 @@ async fn migrate(url: &str, db: &str, concurrency: usize, fsync: bool) -> Row {
         secs,
         bytes: summary.run.bytes,
         tarballs: summary.run.tarballs_ok(),
-        client_cpu: 0.0,
-        server_cpu: None,
-    })
+        client_cpu,
+        server_cpu,
+    }
 }
