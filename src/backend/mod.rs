@@ -23,6 +23,8 @@ use futures::stream::BoxStream;
 use crate::integrity::{Algorithm, Digests, Hash};
 use crate::{Error, Result};
 
+#[cfg(any(feature = "s3", feature = "manta"))]
+mod alias_log;
 mod alias_map;
 pub mod compose;
 #[cfg(feature = "fs")]

@@ -102,7 +102,20 @@ impl Store {
         let writer = match &hint {
             // The caller told us the address and it is already here: hash only, write nothing.
             Some(_) => None,
-            None => Some(self.backend.begin_put(&PutHint::default()).await?),
+            None => {
+                // Knowing the key up front lets a remote backend stream a large blob straight
+                // to it (published only at commit, after verification) instead of spooling.
+                let expected_key = options
+                    .expected
+                    .as_ref()
+                    .and_then(|e| e.get(Algorithm::Sha512))
+                    .and_then(BlobKey::from_hash);
+                let hint = PutHint {
+                    expected_key,
+                    ..PutHint::default()
+                };
+                Some(self.backend.begin_put(&hint).await?)
+            }
         };
         let (ingest, writer) = self.ingest(stream, options, writer).await?;
         let stored = match writer {

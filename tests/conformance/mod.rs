@@ -176,6 +176,60 @@ pub async fn put_mismatch_stores_nothing(f: &dyn Fixture) {
     assert!(keys(&store).await.is_empty());
 }
 
+/// A large put whose integrity the caller gives (a backend may stream it straight to its key):
+/// stored and served when right; when wrong or cut short, nothing under either address.
+pub async fn large_put_with_expected_integrity(f: &dyn Fixture) {
+    let store = store_of(f);
+    let data = noise(3 << 20, 31);
+    let put = store
+        .put(
+            chunked(&data, 100_000),
+            &PutOptions::expect(addr(&sha512_sri(&data))),
+        )
+        .await
+        .expect("put");
+    assert!(put.stored);
+    let got = store
+        .get(&addr(&sha1_hex(&data)))
+        .await
+        .expect("get by sha1")
+        .bytes()
+        .await
+        .expect("verified");
+    assert_eq!(got, data);
+    let info = store.stat(&addr(&sha512_sri(&data))).await.expect("stat");
+    assert_eq!(info.size, data.len() as u64);
+
+    let wrong = noise(3 << 20, 32);
+    let claimed = noise(3 << 20, 33);
+    let err = store
+        .put(
+            chunked(&wrong, 100_000),
+            &PutOptions::expect(addr(&sha512_sri(&claimed))),
+        )
+        .await
+        .expect_err("mismatch");
+    assert_eq!(err.kind(), ErrorKind::IntegrityMismatch, "{err}");
+    let cut = futures::stream::iter(
+        claimed[..2 << 20]
+            .chunks(100_000)
+            .map(|c| Ok(Bytes::copy_from_slice(c)))
+            .chain([Err(std::io::Error::other("connection reset"))]),
+    );
+    let err = store
+        .put(cut, &PutOptions::expect(addr(&sha512_sri(&claimed))))
+        .await
+        .expect_err("cut short");
+    assert_eq!(err.kind(), ErrorKind::Io, "{err}");
+    for d in [&wrong, &claimed] {
+        assert!(!store
+            .contains(&addr(&sha512_sri(d)))
+            .await
+            .expect("contains"));
+    }
+    assert_eq!(keys(&store).await, vec![key_of(&data)]);
+}
+
 /// Expectations in any algorithm npm uses, including ones tarvault does not store by.
 pub async fn put_checks_any_expected_algorithm(f: &dyn Fixture) {
     use sha2::Digest;
@@ -615,7 +669,7 @@ macro_rules! suite {
             put_mismatch_stores_nothing, put_checks_any_expected_algorithm, missing_is_not_found,
             ranges, stat_list_delete, writer_contract, truncated_input_stores_nothing,
             corruption_is_detected, fsck_rebuilds_aliases, concurrent_same_content, batch_put,
-            async_read_adapter);
+            async_read_adapter, large_put_with_expected_integrity);
     };
     (@cases $make:expr; $($case:ident),* $(,)?) => {
         $(

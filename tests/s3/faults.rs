@@ -107,9 +107,9 @@ pub async fn unavailable_is_bounded(s: &Server) {
         "took {:?}",
         t.elapsed()
     );
-    // One blob PUT and two alias PUTs, each tried 1 + retries times.
+    // One blob PUT and one alias segment PUT, each tried 1 + retries times.
     let n = proxy.connections();
-    assert!(n > retries && n <= 3 * (retries + 1), "{n} connections");
+    assert!(n > retries && n <= 2 * (retries + 1), "{n} connections");
     nothing_stored(s, &prefix, &key_of(&data)).await;
 }
 

@@ -18,7 +18,7 @@ use std::path::PathBuf;
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use crate::backend::alias_map::AliasMap;
+use crate::backend::alias_map::{line, parse_line, AliasMap};
 use crate::backend::BlobKey;
 use crate::integrity::{Digests, Hash};
 
@@ -194,45 +194,5 @@ impl AliasIndex {
         state.loaded_to = Some(len);
         state.refreshed_at = Some(Instant::now());
         Ok(())
-    }
-}
-
-fn line(d: &Digests) -> String {
-    format!(
-        "v1 {} {} {} {}\n",
-        d.sha512_hex(),
-        d.shasum(),
-        d.blake3_hex(),
-        d.size
-    )
-}
-
-fn parse_line(raw: &[u8]) -> Option<Digests> {
-    let text = std::str::from_utf8(raw).ok()?;
-    let start = text.rfind("v1 ")?;
-    let mut fields = text[start + 3..].split(' ');
-    let sha512 = hex::decode(fields.next()?).ok()?;
-    let sha1 = hex::decode(fields.next()?).ok()?;
-    let blake3 = hex::decode(fields.next()?).ok()?;
-    let size = fields.next()?.trim().parse().ok()?;
-    if fields.next().is_some() {
-        return None;
-    }
-    Digests::from_parts(&sha512, &sha1, &blake3, size).ok()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn torn_lines_cost_only_themselves() {
-        let d =
-            Digests::from_parts(&[1; 64], &[2; 20], &[3; 32], 7).unwrap_or_else(|e| panic!("{e}"));
-        let good = line(&d);
-        let torn = &good[..50];
-        let glued = format!("{torn}{good}");
-        assert_eq!(parse_line(glued.trim_end().as_bytes()), Some(d));
-        assert_eq!(parse_line(torn.as_bytes()), None);
     }
 }

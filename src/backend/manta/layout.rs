@@ -2,17 +2,16 @@
 //!
 //! ```text
 //! <root>/blobs/<sha512 hex[0..3]>/<sha512 hex>           the blobs
-//! <root>/aliases/sha1/<sha1 hex[0..3]>/<sha1 hex>        zero-byte objects, m-tarvault-sha512 = key
-//! <root>/aliases/blake3/<blake3 hex[0..3]>/<blake3 hex>
+//! <root>/aliases/log/<time>-<random>                     alias log segments (sha1/blake3 → sha512)
 //! <root>/quarantine/<sha512 hex>                          corrupt blobs moved aside by fsck
 //! ```
 //!
 //! Three hex digits give 4096 shard directories: enough to keep every directory far below Manta's
 //! per-directory entry limit (1,000,000) for any registry, few enough that listing an almost empty
-//! store is quick. Alias objects carry no bytes, so Manta stores them as metadata only.
+//! store is quick. The alias log stays a few segments long (they are merged as they accumulate).
 
 use crate::backend::BlobKey;
-use crate::integrity::{Algorithm, Digests};
+use crate::integrity::Algorithm;
 
 /// Paths of one store.
 #[derive(Debug, Clone)]
@@ -49,23 +48,14 @@ impl Layout {
         format!("{}/quarantine/{}", self.root, key.to_hex())
     }
 
-    /// The directory holding the alias shards for `alg` (sha1 or blake3).
-    pub fn alias_dir(&self, alg: Algorithm) -> String {
+    /// The directory holding the alias log's segments.
+    pub fn alias_log_dir(&self) -> String {
+        format!("{}/aliases/log", self.root)
+    }
+
+    /// The directory of an older layout's per-alias objects (removed by `fsck`).
+    pub fn legacy_alias_dir(&self, alg: Algorithm) -> String {
         format!("{}/aliases/{}", self.root, alg_name(alg))
-    }
-
-    /// The alias object for a digest.
-    pub fn alias_path(&self, alg: Algorithm, digest: &[u8]) -> String {
-        let hex = hex::encode(digest);
-        format!("{}/{}/{hex}", self.alias_dir(alg), &hex[..3.min(hex.len())])
-    }
-
-    /// A blob's two alias objects: by sha1, then by blake3.
-    pub fn alias_paths(&self, d: &Digests) -> [String; 2] {
-        [
-            self.alias_path(Algorithm::Sha1, &d.sha1),
-            self.alias_path(Algorithm::Blake3, &d.blake3),
-        ]
     }
 }
 
@@ -83,4 +73,13 @@ pub fn parent(path: &str) -> &str {
         Some(0) | None => "/",
         Some(i) => &path[..i],
     }
+}
+
+/// The directories `mkdir -p dir` creates, outermost first: each ancestor below the account's
+/// top directory (`/<user>/stor`, which always exists), and `dir` itself.
+pub fn ancestors(dir: &str) -> Vec<String> {
+    let parts: Vec<&str> = dir.split('/').filter(|p| !p.is_empty()).collect();
+    (3..=parts.len())
+        .map(|depth| format!("/{}", parts[..depth].join("/")))
+        .collect()
 }

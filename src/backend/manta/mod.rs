@@ -8,7 +8,9 @@
 //! * [`writer`]: spooled uploads published by one verified PUT (why: see that module).
 //!
 //! Every blob carries its digests as `m-tarvault-sha512`, `m-tarvault-sha1` and
-//! `m-tarvault-blake3` metadata, and sha1/blake3 lookups go through zero-byte alias objects.
+//! `m-tarvault-blake3` metadata, and sha1/blake3 lookups go through the alias log
+//! ([`alias_log`](crate::backend::alias_log)), segments under `<root>/aliases/log/` shared by
+//! the puts that commit together.
 //! Parent directories are created on demand (`mkdir -p` with `application/json; type=directory`)
 //! and remembered, so a warm store does one PUT per blob.
 
@@ -22,6 +24,7 @@ use futures::stream::{self, BoxStream, StreamExt, TryStreamExt};
 use reqwest::header::{HeaderMap, HeaderValue};
 use reqwest::StatusCode;
 
+mod aliases;
 pub mod auth;
 pub mod client;
 pub mod config;
@@ -33,6 +36,8 @@ pub use client::{MantaApiError, MantaClient, RequestBody};
 pub use config::MantaConfig;
 pub use layout::Layout;
 
+use self::aliases::MantaSegments;
+use super::alias_log::AliasLog;
 use super::{check_range, Backend, BlobKey, BlobStat, BlobWriter, Committed, GetResult, PutHint};
 use crate::integrity::{Algorithm, Digests, Hash};
 use crate::{Error, Result};
@@ -51,6 +56,8 @@ pub struct MantaBackend {
     layout: Layout,
     /// Directories known to exist (created or seen), so each is created once per process.
     dirs: Arc<Mutex<HashSet<String>>>,
+    /// The sha1 and blake3 records.
+    aliases: Arc<AliasLog<MantaSegments>>,
 }
 
 impl std::fmt::Debug for MantaBackend {
@@ -78,10 +85,18 @@ impl MantaBackend {
     /// A backend for `config` (loads the key; makes no request).
     pub fn new(config: MantaConfig) -> Result<Self> {
         let layout = Layout::new(&config.root);
+        let client = MantaClient::new(config)?;
+        let aliases = AliasLog::new(MantaSegments {
+            client: client.clone(),
+            dir: layout.alias_log_dir(),
+            describe: format!("manta:{}{}", client.config().url, layout.root()),
+            ready: Default::default(),
+        });
         Ok(MantaBackend {
-            client: MantaClient::new(config)?,
+            client,
             layout,
             dirs: Arc::new(Mutex::new(HashSet::new())),
+            aliases,
         })
     }
 
@@ -133,10 +148,7 @@ impl MantaBackend {
         if self.known_dir(dir) {
             return Ok(());
         }
-        let parts: Vec<&str> = dir.split('/').filter(|p| !p.is_empty()).collect();
-        // parts[0] is the login, parts[1] the top directory (stor/public), which always exist.
-        for depth in 3..=parts.len() {
-            let path = format!("/{}", parts[..depth].join("/"));
+        for path in layout::ancestors(dir) {
             if self.known_dir(&path) {
                 continue;
             }
@@ -172,20 +184,7 @@ impl MantaBackend {
     }
 
     async fn put_aliases(&self, digests: &Digests) -> Result<()> {
-        let key_hex = hex::encode(digests.sha512);
-        let [sha1, blake3] = self.layout.alias_paths(digests);
-        let (a, b) = futures::join!(
-            self.put_alias(&sha1, &key_hex),
-            self.put_alias(&blake3, &key_hex)
-        );
-        a.and(b)
-    }
-
-    async fn put_alias(&self, path: &str, key_hex: &str) -> Result<()> {
-        let headers = client::headers_of(&[(META_SHA512, key_hex.to_string())])?;
-        self.put_with_parents(path, headers, RequestBody::Empty)
-            .await
-            .map(|_| ())
+        self.aliases.record(std::slice::from_ref(digests)).await
     }
 
     /// Publishes verified bytes under their key (see [`writer`] for why this is one PUT).
@@ -197,27 +196,14 @@ impl MantaBackend {
     ) -> Result<Committed> {
         let key = BlobKey::new(digests.sha512);
         let path = self.layout.blob_path(&key);
-        // Manta has no create-only PUT (`If-None-Match: *` always fails there), so an existing
-        // blob is detected with a HEAD; the parent directories of the blob and of its two alias
-        // records are made at the same time. Then the blob and its aliases go up together: two
-        // round trips in all. The aliases are written even when the blob exists (that repairs an
-        // earlier put that died half-way). An alias may land before its blob: one pointing at a
-        // missing blob is harmless (the store checks the blob itself) and fsck rebuilds any that
-        // are lost.
-        let alias_paths = self.layout.alias_paths(digests);
-        let (existing, dirs) = futures::join!(
-            self.client.head(&path),
-            futures::future::try_join3(
-                self.ensure_dir(layout::parent(&path)),
-                self.ensure_dir(layout::parent(&alias_paths[0])),
-                self.ensure_dir(layout::parent(&alias_paths[1])),
-            )
-        );
-        if existing?.is_some() {
-            self.put_aliases(digests).await?;
-            return Ok(Committed::AlreadyPresent);
-        }
-        dirs?;
+        // A create-only PUT: `If-None-Match: *` always fails on Manta (restify's `*` matches even
+        // a missing object), but `If-Unmodified-Since` the epoch fails exactly when the object
+        // exists (412 `PreconditionFailed`) and lets a new one through, so an existing blob costs
+        // no separate HEAD. The blob goes up with its alias records (a segment shared with the
+        // puts committing alongside): one round trip in all. The records are written even when the
+        // blob exists (that repairs an earlier put that died half-way). A record may land before
+        // its blob: one pointing at a missing blob is harmless (the store checks the blob itself)
+        // and fsck rebuilds any that are lost.
         let md5_b64 = base64::engine::general_purpose::STANDARD.encode(md5);
         let headers = client::headers_of(&[
             ("content-type", "application/octet-stream".into()),
@@ -230,12 +216,38 @@ impl MantaBackend {
             (META_SHA1, hex::encode(digests.sha1)),
             (META_BLAKE3, hex::encode(digests.blake3)),
         ])?;
+        let mut create_only = headers.clone();
+        create_only.insert(
+            "if-unmodified-since",
+            HeaderValue::from_static("Thu, 01 Jan 1970 00:00:00 GMT"),
+        );
         let (reply, aliases) = futures::join!(
-            self.put_with_parents(&path, headers, body),
+            self.put_with_parents(&path, create_only, body.clone()),
             self.put_aliases(digests)
         );
-        aliases?;
-        let reply = reply?;
+        // The blob's own failure is the one to report (the records' is likely the same cause).
+        let exists = matches!(&reply, Err(e) if api_error(e).is_some_and(|a| a.status == 412));
+        let reply = match reply {
+            Err(_) if exists => {
+                aliases?;
+                match self.client.head(&path).await? {
+                    Some(h) if self.stat_from_headers(&key, &h)?.size == digests.size => {
+                        return Ok(Committed::AlreadyPresent)
+                    }
+                    _ => {
+                        // Gone since, or a truncated or planted object: the verified bytes
+                        // replace it.
+                        tracing::warn!(path, "replacing a wrong-sized object with verified bytes");
+                        self.put_with_parents(&path, headers, body).await?
+                    }
+                }
+            }
+            other => {
+                let reply = other?;
+                aliases?;
+                reply
+            }
+        };
         // Manta checked Content-MD5 already; this catches a server that ignores the header.
         let computed = reply
             .get("computed-md5")
@@ -537,15 +549,9 @@ impl Backend for MantaBackend {
 
     async fn delete(&self, key: &BlobKey) -> Result<bool> {
         let path = self.layout.blob_path(key);
-        let digests = self.head(key).await?.and_then(|s| s.digests);
+        // Its alias records stay in the log: one pointing at a missing blob is harmless (the
+        // store checks the blob after resolving it), and fsck drops them.
         let deleted = self.client.delete(&path).await?;
-        if let Some(d) = digests {
-            for alias in self.layout.alias_paths(&d) {
-                if let Err(e) = self.client.delete(&alias).await {
-                    tracing::warn!(%e, alias, "could not remove alias (fsck will)");
-                }
-            }
-        }
         Ok(deleted)
     }
 
@@ -589,22 +595,9 @@ impl Backend for MantaBackend {
     }
 
     async fn resolve_alias(&self, hash: &Hash) -> Result<Option<BlobKey>> {
-        let alg = hash.algorithm();
-        match alg {
+        match hash.algorithm() {
             Algorithm::Sha512 => Ok(BlobKey::from_hash(hash)),
-            Algorithm::Sha1 | Algorithm::Blake3 => {
-                let path = self.layout.alias_path(alg, hash.digest());
-                let Some(h) = self.client.head(&path).await? else {
-                    return Ok(None);
-                };
-                let target = h
-                    .get(META_SHA512)
-                    .and_then(|v| v.to_str().ok())
-                    .ok_or_else(|| {
-                        self.describe_err(format!("alias {path} has no {META_SHA512}"))
-                    })?;
-                BlobKey::from_hex(target).map(Some)
-            }
+            Algorithm::Sha1 | Algorithm::Blake3 => self.aliases.resolve(hash).await,
             other => Err(Error::InvalidInput(format!(
                 "cannot look blobs up by {other}"
             ))),
@@ -612,35 +605,22 @@ impl Backend for MantaBackend {
     }
 
     async fn rebuild_aliases(&self, all: &[Digests]) -> Result<()> {
-        let mut wanted: HashSet<String> = HashSet::new();
-        for d in all {
-            wanted.extend(self.layout.alias_paths(d));
-        }
+        // Per-alias objects of an older layout go first.
         for alg in [Algorithm::Sha1, Algorithm::Blake3] {
-            let existing: Vec<(String, String)> = self
-                .list_sharded(self.layout.alias_dir(alg))
+            let stale: Vec<(String, String)> = self
+                .list_sharded(self.layout.legacy_alias_dir(alg))
                 .try_collect()
                 .await?;
-            let stale: Vec<String> = existing
-                .into_iter()
-                .map(|(dir, name)| format!("{dir}/{name}"))
-                .filter(|p| !wanted.contains(p))
-                .collect();
             let client = self.client.clone();
             stream::iter(stale)
-                .map(|p| {
+                .map(|(dir, name)| {
                     let client = client.clone();
-                    async move { client.delete(&p).await.map(|_| ()) }
+                    async move { client.delete(&format!("{dir}/{name}")).await.map(|_| ()) }
                 })
                 .buffer_unordered(PARALLEL)
                 .try_collect::<Vec<()>>()
                 .await?;
         }
-        stream::iter(all.iter().copied())
-            .map(|d| async move { self.put_aliases(&d).await })
-            .buffer_unordered(PARALLEL)
-            .try_collect::<Vec<()>>()
-            .await?;
-        Ok(())
+        self.aliases.rebuild(all).await
     }
 }

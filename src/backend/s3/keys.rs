@@ -2,8 +2,7 @@
 //!
 //! ```text
 //! <prefix>/blobs/Ab/<sha512 base64url>  a blob (Ab: the first two characters of its name)
-//! <prefix>/alias/sha1/<sha1 hex>         body: the sha512 hex of the blob with that sha1
-//! <prefix>/alias/blake3/<blake3 hex>     body: the sha512 hex of the blob with that blake3
+//! <prefix>/alias/log/<time>-<random>    a segment of the alias log (sha1/blake3 → sha512 records)
 //! <prefix>/quarantine/<sha512 hex>       a blob fsck found corrupt, kept for inspection
 //! ```
 //!
@@ -21,7 +20,7 @@ use object_store::path::Path;
 use object_store::{Attribute, AttributeValue, Attributes};
 
 use crate::backend::BlobKey;
-use crate::integrity::{Algorithm, Digests, Hash};
+use crate::integrity::Digests;
 
 /// Metadata keys (`x-amz-meta-…`) holding the digests recorded at commit.
 const META_SHA1: &str = "tarvault-sha1";
@@ -65,14 +64,9 @@ impl Keys {
         self.join("alias")
     }
 
-    /// Where the alias record for a sha1 or blake3 hash lives; `None` for other algorithms.
-    pub(crate) fn alias(&self, hash: &Hash) -> Option<Path> {
-        let dir = match hash.algorithm() {
-            Algorithm::Sha1 => "sha1",
-            Algorithm::Blake3 => "blake3",
-            _ => return None,
-        };
-        Some(self.join(&format!("alias/{dir}/{}", hex::encode(hash.digest()))))
+    /// The folder holding the alias log's segments.
+    pub(crate) fn alias_log(&self) -> Path {
+        self.join("alias/log")
     }
 
     pub(crate) fn quarantine(&self, key: &BlobKey) -> Path {

@@ -10,9 +10,11 @@
 //! an object's metadata come from the same server as its bytes, so they are reported by `head` but
 //! not trusted to verify reads ([`Backend::recorded_digests_trusted`] is false).
 //!
-//! The sha1 and blake3 aliases are tiny objects (`alias/sha1/<hex>` holding the sha512 hex),
-//! written at commit alongside the blob. An alias whose blob is gone is harmless: the store checks
-//! the blob exists after resolving one. `fsck` rebuilds them all from the blobs.
+//! The sha1 and blake3 aliases live in an alias log of segment objects under `alias/log/`
+//! ([`alias_log`](crate::backend::alias_log)): the records of puts that commit together share one
+//! segment, written alongside their blobs, so a small put costs about one request, not three.
+//! An alias whose blob is gone is harmless: the store checks the blob exists after resolving one.
+//! `fsck` rebuilds the log from the blobs.
 //!
 //! Server quirks handled here: Ceph RGW cannot do object_store's copy-if-not-exists (411 on
 //! UploadPartCopy) and ignores `If-None-Match` on CompleteMultipartUpload, so nothing relies on
@@ -20,6 +22,7 @@
 //! missing bucket is an error, never "blob not found"; DELETE answers 204 whether or not the
 //! object existed, so `delete` asks first.
 
+mod aliases;
 pub mod config;
 mod errors;
 mod keys;
@@ -32,23 +35,24 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use futures::stream::{BoxStream, StreamExt, TryStreamExt};
 use object_store::path::Path;
-use object_store::{GetOptions, ObjectStore, ObjectStoreExt, PutMode, PutOptions};
+use object_store::{GetOptions, ObjectStore, ObjectStoreExt};
 
+use self::aliases::S3Segments;
 pub use self::config::S3Config;
 use self::errors::{absent_ok, backend_error};
 use self::keys::{digests_from_attributes, key_from_path, Keys};
 use self::writer::S3Writer;
+use super::alias_log::AliasLog;
 use super::{Backend, BlobKey, BlobStat, BlobWriter, GetResult, PutHint};
 use crate::integrity::{Algorithm, Digests, Hash};
 use crate::{Error, Result};
-
-/// Alias records written or deleted concurrently by `rebuild_aliases`.
-const PARALLEL_REQUESTS: usize = 16;
 
 pub(crate) struct Inner {
     store: Arc<dyn ObjectStore>,
     keys: Keys,
     describe: String,
+    /// The sha1 and blake3 records.
+    aliases: Arc<AliasLog<S3Segments>>,
     /// Retries of requests object_store does not retry itself (see [`writer`]).
     retries: usize,
     /// Largest blob sent with a single PUT.
@@ -56,26 +60,9 @@ pub(crate) struct Inner {
 }
 
 impl Inner {
-    /// Writes the sha1 and blake3 alias records of a blob (overwrite: they are idempotent).
+    /// Records the sha1 and blake3 aliases of a blob; stored when this returns.
     async fn record_aliases(&self, d: &Digests) -> Result<()> {
-        let body = d.sha512_hex();
-        let puts = [Algorithm::Sha1, Algorithm::Blake3].map(|alg| {
-            let path = self.keys.alias(&d.hash(alg));
-            let body = body.clone();
-            async move {
-                let Some(path) = path else { return Ok(()) };
-                let opts = PutOptions {
-                    mode: PutMode::Overwrite,
-                    ..PutOptions::default()
-                };
-                self.store
-                    .put_opts(&path, body.into(), opts)
-                    .await
-                    .map(|_| ())
-                    .map_err(|e| backend_error(&self.describe, "record alias", e))
-            }
-        });
-        futures::future::try_join_all(puts).await.map(|_| ())
+        self.aliases.record(std::slice::from_ref(d)).await
     }
 }
 
@@ -110,10 +97,16 @@ impl S3Backend {
 
     /// A backend over an existing object store client (no probe). For tests and tools.
     pub fn with_store(store: Arc<dyn ObjectStore>, prefix: &str, describe: String) -> S3Backend {
+        let keys = Keys::new(prefix);
         S3Backend {
             inner: Arc::new(Inner {
+                aliases: AliasLog::new(S3Segments {
+                    store: store.clone(),
+                    dir: keys.alias_log(),
+                    describe: describe.clone(),
+                }),
                 store,
-                keys: Keys::new(prefix),
+                keys,
                 describe,
                 retries: 4,
                 single_put_max: writer::SINGLE_PUT_MAX,
@@ -155,8 +148,11 @@ impl Backend for S3Backend {
         self.inner.describe.clone()
     }
 
-    async fn begin_put(&self, _hint: &PutHint) -> Result<Box<dyn BlobWriter>> {
-        Ok(Box::new(S3Writer::new(self.inner.clone())))
+    async fn begin_put(&self, hint: &PutHint) -> Result<Box<dyn BlobWriter>> {
+        Ok(Box::new(S3Writer::new(
+            self.inner.clone(),
+            hint.expected_key,
+        )))
     }
 
     async fn get(&self, key: &BlobKey, range: Option<Range<u64>>) -> Result<Option<GetResult>> {
@@ -178,7 +174,13 @@ impl Backend for S3Backend {
             key: *key,
             size: g.meta.size,
             modified: Some(g.meta.last_modified.into()),
-            digests: digests_from_attributes(key, g.meta.size, &g.attributes),
+            // A blob streamed straight to its key has no digest metadata; the alias log may know.
+            digests: digests_from_attributes(key, g.meta.size, &g.attributes).or_else(|| {
+                self.inner
+                    .aliases
+                    .known(key)
+                    .filter(|d| d.size == g.meta.size)
+            }),
         }))
     }
 
@@ -211,50 +213,31 @@ impl Backend for S3Backend {
     }
 
     async fn resolve_alias(&self, hash: &Hash) -> Result<Option<BlobKey>> {
-        if hash.algorithm() == Algorithm::Sha512 {
-            return Ok(BlobKey::from_hash(hash));
+        match hash.algorithm() {
+            Algorithm::Sha512 => Ok(BlobKey::from_hash(hash)),
+            Algorithm::Sha1 | Algorithm::Blake3 => self.inner.aliases.resolve(hash).await,
+            other => Err(Error::InvalidInput(format!(
+                "blobs cannot be looked up by {other}"
+            ))),
         }
-        let Some(path) = self.inner.keys.alias(hash) else {
-            return Err(Error::InvalidInput(format!(
-                "blobs cannot be looked up by {}",
-                hash.algorithm()
-            )));
-        };
-        let got = absent_ok(
-            &self.inner.describe,
-            "read alias",
-            self.inner.store.get(&path).await,
-        )?;
-        let Some(got) = got else { return Ok(None) };
-        let body = got.bytes().await.map_err(self.err("read alias"))?;
-        // A garbled record is treated as missing: fsck rewrites it from the blobs.
-        Ok(std::str::from_utf8(&body)
-            .ok()
-            .and_then(|s| BlobKey::from_hex(s.trim()).ok()))
     }
 
     async fn rebuild_aliases(&self, all: &[Digests]) -> Result<()> {
         let inner = &self.inner;
-        let old = inner
+        // Anything under `alias/` besides the log (records of an older layout) goes too.
+        let log = inner.keys.alias_log();
+        let stray = inner
             .store
             .list(Some(&inner.keys.aliases()))
+            .try_filter(move |m| futures::future::ready(!m.location.prefix_matches(&log)))
             .map_ok(|m| m.location);
         inner
             .store
-            .delete_stream(old.boxed())
+            .delete_stream(stray.boxed())
             .try_collect::<Vec<_>>()
             .await
             .map_err(self.err("delete alias records"))?;
-        let owned = inner.clone();
-        futures::stream::iter(all.to_vec())
-            .map(move |d| {
-                let inner = owned.clone();
-                async move { inner.record_aliases(&d).await }
-            })
-            .buffer_unordered(PARALLEL_REQUESTS)
-            .try_collect::<Vec<()>>()
-            .await?;
-        Ok(())
+        inner.aliases.rebuild(all).await
     }
 
     /// Copies the blob to `quarantine/<hex>` (keeping its bytes for inspection), then deletes it.

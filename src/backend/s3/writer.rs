@@ -10,12 +10,19 @@
 //! - **Small blobs** (up to [`SINGLE_PUT_MAX`], which covers nearly every npm tarball) are held in
 //!   memory and published with one `PUT` carrying `If-None-Match: *` ([`PutMode::Create`]):
 //!   atomic and create-only on the server, and a `412` is the dedupe hit ("already present").
-//! - **Large blobs** spill to an unlinked local temp file as they stream in, so memory stays flat
-//!   whatever the size. After verification the key is known: a `HEAD` finds a dedupe hit, else a
-//!   multipart upload goes straight to the final key with at most [`PARTS_IN_FLIGHT`] parts of
-//!   [`PART_SIZE`] in memory. A multipart upload is invisible until it completes, and it is aborted
-//!   on any failure, so a partial object is never visible. Two writers racing on the same large
-//!   blob may both complete; both wrote the same verified bytes, so the last one wins harmlessly.
+//! - **Large blobs whose key the caller gave** (an expected sha512, as a registry publish or a
+//!   migration has) stream straight into a multipart upload to that key as they arrive, at most
+//!   [`PARTS_IN_FLIGHT`] parts of [`PART_SIZE`] in memory. A multipart upload is invisible until it
+//!   completes, and it is completed only in `commit`, after the store verified every byte; on a
+//!   mismatch or any failure it is aborted, so a partial or wrong object is never visible. (The
+//!   store has already checked the key is absent; a racing writer that completes too wrote the
+//!   same verified bytes.) The digests other than the key are not known when such an upload
+//!   starts, so the object carries no digest metadata; the alias log records them.
+//! - **Other large blobs** spill to an unlinked local temp file as they stream in, so memory stays
+//!   flat whatever the size. After verification the key is known: a `HEAD` finds a dedupe hit,
+//!   else a multipart upload goes from the file straight to the final key, as above. Two writers
+//!   racing on the same large blob may both complete; both wrote the same verified bytes, so the
+//!   last one wins harmlessly.
 //!
 //! The digests ride along as object metadata, so `head` knows them without reading the blob, and
 //! `x-amz-checksum-sha256` (when enabled) makes the server check every request body as well.
@@ -49,20 +56,57 @@ pub(crate) const PARTS_IN_FLIGHT: usize = 4;
 
 pub(crate) struct S3Writer {
     inner: Arc<Inner>,
+    /// The key the caller said the bytes must have, if it did.
+    expected: Option<BlobKey>,
     chunks: Vec<Bytes>,
     len: u64,
     /// The spill file once the upload outgrew [`SINGLE_PUT_MAX`] (unlinked: it vanishes on drop).
     spool: Option<tokio::fs::File>,
+    /// The multipart upload to `expected` once the upload outgrew [`SINGLE_PUT_MAX`].
+    direct: Option<AbortOnDrop>,
 }
 
 impl S3Writer {
-    pub(crate) fn new(inner: Arc<Inner>) -> Self {
+    pub(crate) fn new(inner: Arc<Inner>, expected: Option<BlobKey>) -> Self {
         S3Writer {
             inner,
+            expected,
             chunks: Vec::new(),
             len: 0,
             spool: None,
+            direct: None,
         }
+    }
+
+    /// Starts the multipart upload to the expected key and sends what is held so far.
+    async fn go_direct(&mut self, key: BlobKey, chunk: Bytes) -> Result<()> {
+        let path = self.inner.keys.blob(&key);
+        let upload = self
+            .inner
+            .store
+            .put_multipart_opts(&path, PutMultipartOptions::default())
+            .await
+            .map_err(|e| backend_error(&self.inner.describe, "start multipart upload", e))?;
+        self.direct = Some(AbortOnDrop(Some(WriteMultipart::new_with_chunk_size(
+            upload, PART_SIZE,
+        ))));
+        let held = std::mem::take(&mut self.chunks);
+        for c in held.into_iter().chain(std::iter::once(chunk)) {
+            self.send_part(c).await?;
+        }
+        Ok(())
+    }
+
+    /// Hands bytes to the direct upload, waiting while [`PARTS_IN_FLIGHT`] parts are in flight.
+    async fn send_part(&mut self, chunk: Bytes) -> Result<()> {
+        let Some(w) = self.direct.as_mut().and_then(|d| d.0.as_mut()) else {
+            return Err(Error::InvalidInput("multipart upload gone".into()));
+        };
+        w.wait_for_capacity(PARTS_IN_FLIGHT)
+            .await
+            .map_err(|e| backend_error(&self.inner.describe, "upload part", e))?;
+        w.put(chunk);
+        Ok(())
     }
 
     async fn spill(&mut self, chunk: Bytes) -> Result<()> {
@@ -90,8 +134,13 @@ impl S3Writer {
 impl BlobWriter for S3Writer {
     async fn write(&mut self, chunk: Bytes) -> Result<()> {
         self.len += chunk.len() as u64;
-        if self.spool.is_some() || self.len > self.inner.single_put_max {
-            self.spill(chunk).await
+        if self.direct.is_some() {
+            self.send_part(chunk).await
+        } else if self.spool.is_some() || self.len > self.inner.single_put_max {
+            match self.expected {
+                Some(key) if self.spool.is_none() => self.go_direct(key, chunk).await,
+                _ => self.spill(chunk).await,
+            }
         } else {
             self.chunks.push(chunk);
             Ok(())
@@ -109,8 +158,15 @@ impl BlobWriter for S3Writer {
             inner,
             chunks,
             spool,
+            direct,
+            expected,
             ..
         } = *self;
+        if let Some(guard) = direct {
+            let blob = finish_direct(&inner, digests, expected, guard).await?;
+            inner.record_aliases(digests).await?;
+            return Ok(blob);
+        }
         let outcome = match spool {
             None => {
                 // The aliases go up alongside the blob: an alias whose blob is missing is harmless
@@ -119,8 +175,11 @@ impl BlobWriter for S3Writer {
                     put_small(&inner, digests, chunks),
                     inner.record_aliases(digests)
                 );
+                // The blob's own failure is the one to report (the records' is likely the same
+                // cause).
+                let blob = blob?;
                 aliases?;
-                blob?
+                blob
             }
             Some(file) => {
                 let blob = put_large(&inner, digests, file).await?;
@@ -132,7 +191,13 @@ impl BlobWriter for S3Writer {
     }
 
     async fn abort(self: Box<Self>) -> Result<()> {
-        // Nothing was sent to the server; dropping the buffers and the unlinked spool file is all.
+        // Only a direct upload sent anything, and it is invisible until completed: abort it so
+        // the server drops its parts. Dropping the buffers and the unlinked spool file is the rest.
+        if let Some(w) = self.direct.and_then(|mut d| d.0.take()) {
+            w.abort()
+                .await
+                .map_err(|e| backend_error(&self.inner.describe, "abort multipart upload", e))?;
+        }
         Ok(())
     }
 
@@ -257,6 +322,29 @@ async fn put_large(inner: &Inner, d: &Digests, mut file: tokio::fs::File) -> Res
             Err(e)
         }
     }
+}
+
+/// Completes a direct upload, which publishes it: only for the key it was started for (the
+/// store verified the bytes against it), else it is aborted.
+async fn finish_direct(
+    inner: &Inner,
+    d: &Digests,
+    expected: Option<BlobKey>,
+    mut guard: AbortOnDrop,
+) -> Result<Committed> {
+    let Some(w) = guard.0.take() else {
+        return Err(Error::InvalidInput("multipart upload gone".into()));
+    };
+    if expected != Some(BlobKey::new(d.sha512)) {
+        let _ = w.abort().await;
+        return Err(Error::InvalidInput(
+            "commit under another key than the upload was started for".into(),
+        ));
+    }
+    w.finish()
+        .await
+        .map_err(|e| backend_error(&inner.describe, "complete multipart upload", e))?;
+    Ok(Committed::Stored)
 }
 
 /// Aborts a multipart upload whose commit was cancelled (its future dropped), so the server does
