@@ -125,6 +125,13 @@ async fn throughput(config: &S3Config) {
             raw: vec![],
             tv: vec![],
         },
+        // The raw side is the same as "put 256 MiB" (filled in after the rounds).
+        Row {
+            case: "put 256 MiB, sha512 given",
+            bytes: LARGE,
+            raw: vec![],
+            tv: vec![],
+        },
     ];
     let large = noise(LARGE, 99);
     for round in 0..ROUNDS {
@@ -240,6 +247,35 @@ async fn throughput(config: &S3Config) {
                 assert!(put.stored);
             }
         }
+        // The same put with the caller naming the sha512 (as a registry publish or a migration
+        // does): other bytes, so it really stores.
+        let known = {
+            let mut v = big.to_vec();
+            v[8..16].copy_from_slice(&u64::MAX.to_le_bytes());
+            Bytes::from(v)
+        };
+        let known_addr = futures::executor::block_on(
+            Store::memory().put_bytes(known.clone(), &PutOptions::default()),
+        )
+        .expect("digest")
+        .digests
+        .integrity();
+        {
+            let t = cpu::Span::start();
+            let chunks: Vec<std::io::Result<Bytes>> = known
+                .chunks(256 * 1024)
+                .map(|c| Ok(known.slice_ref(c)))
+                .collect();
+            let put = store
+                .put(
+                    futures::stream::iter(chunks),
+                    &PutOptions::expect(known_addr.clone()),
+                )
+                .await
+                .expect("tarvault big put, sha512 given");
+            rows[4].tv.push(t.stop());
+            assert!(put.stored);
+        }
         let big_addr = futures::executor::block_on(
             Store::memory().put_bytes(big.clone(), &PutOptions::default()),
         )
@@ -281,6 +317,7 @@ async fn throughput(config: &S3Config) {
             let _ = raw.delete_stream(all).try_collect::<Vec<_>>().await;
         }
     }
+    rows[4].raw = rows[2].raw.clone();
     // A put computes sha512, sha1 and blake3 (the address and the records) and object_store the
     // sha256 of x-amz-checksum-sha256; a get verifies the sha512.
     let put_algs = [
@@ -298,6 +335,7 @@ async fn throughput(config: &S3Config) {
         digest_floor::digest_rate(&small_refs, &[Algorithm::Sha512]),
         digest_floor::digest_rate(&[&large[..]], &put_algs),
         digest_floor::digest_rate(&[&large[..]], &[Algorithm::Sha512]),
+        digest_floor::digest_rate(&[&large[..]], &put_algs),
     ];
     println!(
         "| case | raw object_store MB/s | tarvault MB/s | tarvault/raw | digests, one core MB/s | ceiling if digests serialize | {} |",
@@ -327,7 +365,7 @@ fn rss(env_file: &str) {
     let prefix = format!("bench-rss-{:08x}", rand::random::<u32>());
     println!("| 2 GiB | seconds | MB/s | peak RSS MiB |");
     println!("|---|---|---|---|");
-    for op in ["put", "get"] {
+    for op in ["put", "get", "put-known"] {
         let out = std::process::Command::new(&exe)
             .args(["--child", op, env_file, &prefix])
             .output()
@@ -371,6 +409,32 @@ async fn child(args: &[String]) {
             .await
             .expect("put");
         std::fs::write(&addr_file, put.digests.integrity().to_string()).expect("addr");
+    } else if op == "put-known" {
+        // Hashed first (untimed): the put then streams straight to its key.
+        let mut h = <sha2::Sha512 as sha2::Digest>::new();
+        for i in 0..n {
+            sha2::Digest::update(&mut h, &make(i).expect("chunk")[..]);
+        }
+        let sri = format!(
+            "sha512-{}",
+            base64::Engine::encode(
+                &base64::engine::general_purpose::STANDARD,
+                sha2::Digest::finalize(h)
+            )
+        );
+        let a = tarvault::Integrity::parse(&sri).expect("integrity");
+        let t = Instant::now();
+        store
+            .put(
+                futures::stream::iter((0..n).map(make)),
+                &PutOptions::expect(a.clone()),
+            )
+            .await
+            .expect("put");
+        let secs = t.elapsed().as_secs_f64();
+        store.delete(&a).await.expect("delete");
+        report(op, secs);
+        return;
     } else {
         let a = std::fs::read_to_string(&addr_file).expect("addr");
         let a = tarvault::Integrity::parse(&a).expect("integrity");
@@ -383,7 +447,10 @@ async fn child(args: &[String]) {
         store.delete(&a).await.expect("delete");
         let _ = std::fs::remove_file(&addr_file);
     }
-    let secs = t.elapsed().as_secs_f64();
+    report(op, t.elapsed().as_secs_f64());
+}
+
+fn report(op: &str, secs: f64) {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     let hwm_kb: f64 = status
         .lines()

@@ -309,6 +309,7 @@ impl<S: SegmentStore> AliasLog<S> {
 
     /// The digests recorded for a blob, if this process has read or written its record (no
     /// request is made).
+    #[cfg(feature = "s3")]
     pub(crate) fn known(&self, key: &BlobKey) -> Option<Digests> {
         self.lock().map.digests(key)
     }
