@@ -55,7 +55,7 @@ fn main() {
         "| workload | op | plain HTTP MB/s | tarvault MB/s | tarvault / plain | digests, one core MB/s | ceiling if digests serialize | {} |",
         cpu::HEADER
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|");
     for (name, blobs, bytes) in [
         (
             format!(

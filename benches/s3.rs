@@ -341,7 +341,7 @@ async fn throughput(config: &S3Config) {
         "| case | raw object_store MB/s | tarvault MB/s | tarvault/raw | digests, one core MB/s | ceiling if digests serialize | {} |",
         cpu::HEADER
     );
-    println!("|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|");
     for (r, digest) in rows.into_iter().zip(digest) {
         let (raw_s, tv_s) = (cpu::medians(&r.raw), cpu::medians(&r.tv));
         let (raw, tv) = (

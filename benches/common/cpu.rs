@@ -49,23 +49,27 @@ pub fn cores() -> f64 {
     std::thread::available_parallelism().map_or(1, |n| n.get()) as f64
 }
 
-/// A timed run: wall time, and the machine's busy CPU time over it.
+/// A timed run: wall time, the machine's busy CPU time over it, and this process's (the
+/// client's) CPU time.
 #[derive(Debug, Clone, Copy)]
 pub struct Sample {
     pub secs: f64,
     pub busy: Option<f64>,
+    pub own: f64,
 }
 
 /// Started by [`Span::start`], ended by [`Span::stop`].
 pub struct Span {
     t: Instant,
     busy: Option<f64>,
+    own: f64,
 }
 
 impl Span {
     pub fn start() -> Span {
         Span {
             busy: machine_busy(),
+            own: self_cpu(),
             t: Instant::now(),
         }
     }
@@ -76,7 +80,11 @@ impl Span {
             (Some(a), Some(b)) => Some(b - a),
             _ => None,
         };
-        Sample { secs, busy }
+        Sample {
+            secs,
+            busy,
+            own: self_cpu() - self.own,
+        }
     }
 }
 
@@ -89,22 +97,25 @@ pub fn medians(samples: &[Sample]) -> Sample {
     Sample {
         secs: mid(samples.iter().map(|s| s.secs).collect()).unwrap_or(f64::NAN),
         busy: mid(samples.iter().filter_map(|s| s.busy).collect()),
+        own: mid(samples.iter().map(|s| s.own).collect()).unwrap_or(f64::NAN),
     }
 }
 
 /// Table cells for a raw run and a tarvault run of the same work: machine CPU seconds of each,
-/// how busy the raw run kept the machine, and the tarvault/raw ratio the CPU spend allows once
-/// the machine is saturated (raw CPU / tarvault CPU).
+/// of that the client's (this process), how busy the raw run kept the machine, and the
+/// tarvault/raw ratio the CPU spend allows once the machine is saturated (raw CPU / tarvault CPU).
 pub fn cells(raw: Sample, tv: Sample) -> String {
+    let own = format!("{:.2} / {:.2}", raw.own, tv.own);
     match (raw.busy, tv.busy) {
         (Some(r), Some(t)) if t > 0.0 => format!(
-            "{r:.2} / {t:.2} | {:.0}% | {:.2}x",
+            "{r:.2} / {t:.2} | {own} | {:.0}% | {:.2}x",
             100.0 * r / (raw.secs * cores()),
             r / t
         ),
-        _ => "? | ? | ?".to_string(),
+        _ => format!("? | {own} | ? | ?"),
     }
 }
 
 /// Header cells matching [`cells`].
-pub const HEADER: &str = "machine CPU s, raw / tarvault | raw run's load | CPU-bound ratio";
+pub const HEADER: &str =
+    "machine CPU s, raw / tarvault | client's share | raw run's load | CPU-bound ratio";
