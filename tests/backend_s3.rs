@@ -76,7 +76,7 @@ macro_rules! server {
             conformance::suite!(make);
             faults!($var, $name; wrong_credentials, missing_bucket, unavailable_is_bounded,
                 transient_errors_are_retried, reset_mid_upload, single_reset_is_retried,
-                boto3_interop, cli_store_url);
+                boto3_interop, cli_store_url, alias_log_is_shared_and_merged);
         }
     };
 }

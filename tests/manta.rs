@@ -584,3 +584,42 @@ async fn signature_header_and_subuser_key_id() {
         "{err}"
     );
 }
+
+/// The alias log on the test server: the small segments left by one-at-a-time puts are merged
+/// (written first, then deleted), and another process (a fresh backend on the same directory)
+/// finds every blob by sha1 and by blake3.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alias_log_is_shared_and_merged() {
+    let target = Target::get("alias_log_is_shared_and_merged");
+    let config = target.config("alias-log");
+    let writer = MantaBackend::new(config.clone()).expect("backend");
+    let store = Store::new(writer.clone());
+    let mut all = Vec::new();
+    // One at a time: a segment each, so a merge falls due at the 64th.
+    for i in 0..70u64 {
+        let data = noise(1000 + i as usize, 600 + i);
+        let put = store
+            .put_bytes(data.clone(), &PutOptions::default())
+            .await
+            .expect("put");
+        all.push((data, put.digests));
+    }
+    let dir = format!("{}/aliases/log", config.root);
+    let mut segments = usize::MAX;
+    for _ in 0..100 {
+        segments = writer
+            .client()
+            .list_dir(&dir)
+            .await
+            .expect("list")
+            .expect("the log directory")
+            .len();
+        if segments < 64 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(segments < 64, "{segments} segments after 70 single puts");
+    let reader = Store::new(MantaBackend::new(config).expect("backend"));
+    common::assert_found_by_aliases(&reader, &all).await;
+}

@@ -113,3 +113,23 @@ pub fn key_of(data: &[u8]) -> tarvault::backend::BlobKey {
 pub fn addr(s: &str) -> tarvault::Integrity {
     tarvault::Integrity::parse_address(s).unwrap_or_else(|e| panic!("{s}: {e}"))
 }
+
+/// Asserts `store` serves each blob by its sha1 and by its blake3, verified, with its bytes.
+pub async fn assert_found_by_aliases(
+    store: &tarvault::Store,
+    all: &[(Vec<u8>, tarvault::Digests)],
+) {
+    for (data, d) in all {
+        for alg in [tarvault::Algorithm::Sha1, tarvault::Algorithm::Blake3] {
+            let a = addr(&d.hash(alg).to_string());
+            let got = store
+                .get(&a)
+                .await
+                .unwrap_or_else(|e| panic!("get {a}: {e}"))
+                .bytes()
+                .await
+                .unwrap_or_else(|e| panic!("read {a}: {e}"));
+            assert_eq!(&got[..], &data[..], "{a}");
+        }
+    }
+}
