@@ -1,7 +1,7 @@
 //! The Manta home of the alias log ([`AliasLog`](crate::backend::alias_log)): segments are objects
 //! in `<root>/aliases/log/`.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -9,7 +9,8 @@ use futures::{StreamExt, TryStreamExt};
 use reqwest::header::{HeaderMap, HeaderValue};
 use reqwest::StatusCode;
 
-use super::{api_error, layout, MantaClient, RequestBody};
+use super::dirs::Dirs;
+use super::{MantaClient, RequestBody};
 use crate::backend::alias_log::SegmentStore;
 use crate::{Error, Result};
 
@@ -18,52 +19,28 @@ const PARALLEL_DELETES: usize = 8;
 
 pub(crate) struct MantaSegments {
     pub(crate) client: MantaClient,
+    /// Makes the segment directory on the first write (and again if it was removed).
+    pub(crate) dirs: Arc<Dirs>,
     /// The directory holding the segments.
     pub(crate) dir: String,
     pub(crate) describe: String,
-    /// The directory is known to exist.
-    pub(crate) ready: AtomicBool,
 }
 
 impl MantaSegments {
     fn path(&self, name: &str) -> String {
         format!("{}/{name}", self.dir)
     }
-
-    async fn make_dir(&self) -> Result<()> {
-        for dir in layout::ancestors(&self.dir) {
-            self.client.put_directory(&dir).await?;
-        }
-        self.ready.store(true, Ordering::Relaxed);
-        Ok(())
-    }
 }
 
 #[async_trait]
 impl SegmentStore for MantaSegments {
     async fn put(&self, name: &str, body: Bytes) -> Result<()> {
-        if !self.ready.load(Ordering::Relaxed) {
-            self.make_dir().await?;
-        }
         let mut headers = HeaderMap::new();
         headers.insert("content-type", HeaderValue::from_static("text/plain"));
-        let path = self.path(name);
-        let body = RequestBody::Bytes(body);
-        match self
-            .client
-            .put_object(&path, headers.clone(), body.clone())
+        self.dirs
+            .put_with_parents(&self.path(name), headers, RequestBody::Bytes(body))
             .await
-        {
-            Err(e) if api_error(&e).is_some_and(|a| a.code == "DirectoryDoesNotExist") => {
-                // Removed behind our back (an fsck elsewhere, an operator): make it again.
-                self.make_dir().await?;
-                self.client.put_object(&path, headers, body).await?;
-            }
-            other => {
-                other?;
-            }
-        }
-        Ok(())
+            .map(|_| ())
     }
 
     async fn get(&self, name: &str) -> Result<Option<Bytes>> {

@@ -14,9 +14,8 @@
 //! Parent directories are created on demand (`mkdir -p` with `application/json; type=directory`)
 //! and remembered, so a warm store does one PUT per blob.
 
-use std::collections::HashSet;
 use std::ops::Range;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use base64::Engine as _;
@@ -28,6 +27,7 @@ mod aliases;
 pub mod auth;
 pub mod client;
 pub mod config;
+mod dirs;
 pub mod layout;
 pub mod writer;
 
@@ -37,6 +37,7 @@ pub use config::MantaConfig;
 pub use layout::Layout;
 
 use self::aliases::MantaSegments;
+use self::dirs::Dirs;
 use super::alias_log::AliasLog;
 use super::{check_range, Backend, BlobKey, BlobStat, BlobWriter, Committed, GetResult, PutHint};
 use crate::integrity::{Algorithm, Digests, Hash};
@@ -54,8 +55,8 @@ const PARALLEL: usize = 8;
 pub struct MantaBackend {
     client: MantaClient,
     layout: Layout,
-    /// Directories known to exist (created or seen), so each is created once per process.
-    dirs: Arc<Mutex<HashSet<String>>>,
+    /// Parent directories, created once per process.
+    dirs: Arc<Dirs>,
     /// The sha1 and blake3 records.
     aliases: Arc<AliasLog<MantaSegments>>,
 }
@@ -86,16 +87,17 @@ impl MantaBackend {
     pub fn new(config: MantaConfig) -> Result<Self> {
         let layout = Layout::new(&config.root);
         let client = MantaClient::new(config)?;
+        let dirs = Arc::new(Dirs::new(client.clone()));
         let aliases = AliasLog::new(MantaSegments {
             client: client.clone(),
+            dirs: dirs.clone(),
             dir: layout.alias_log_dir(),
             describe: format!("manta:{}{}", client.config().url, layout.root()),
-            ready: Default::default(),
         });
         Ok(MantaBackend {
             client,
             layout,
-            dirs: Arc::new(Mutex::new(HashSet::new())),
+            dirs,
             aliases,
         })
     }
@@ -122,65 +124,6 @@ impl MantaBackend {
 
     fn describe_err(&self, msg: impl Into<String>) -> Error {
         Error::backend(self.describe(), msg)
-    }
-
-    fn known_dir(&self, dir: &str) -> bool {
-        self.dirs
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .contains(dir)
-    }
-
-    fn remember_dir(&self, dir: &str) {
-        self.dirs
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(dir.to_string());
-    }
-
-    fn forget_dirs(&self) {
-        self.dirs.lock().unwrap_or_else(|e| e.into_inner()).clear();
-    }
-
-    /// `mkdir -p dir`: creates each missing ancestor below the account's top directory
-    /// (`/<user>/stor`), skipping the ones already known.
-    async fn ensure_dir(&self, dir: &str) -> Result<()> {
-        if self.known_dir(dir) {
-            return Ok(());
-        }
-        for path in layout::ancestors(dir) {
-            if self.known_dir(&path) {
-                continue;
-            }
-            self.client.put_directory(&path).await?;
-            self.remember_dir(&path);
-        }
-        Ok(())
-    }
-
-    /// PUTs an object, creating its parent directories first if not known to exist, and once more
-    /// if Manta says a parent is missing (someone removed it behind our back).
-    async fn put_with_parents(
-        &self,
-        path: &str,
-        headers: HeaderMap,
-        body: RequestBody,
-    ) -> Result<HeaderMap> {
-        let parent = layout::parent(path).to_string();
-        self.ensure_dir(&parent).await?;
-        match self
-            .client
-            .put_object(path, headers.clone(), body.clone())
-            .await
-        {
-            Err(e) if api_error(&e).is_some_and(|a| a.code == "DirectoryDoesNotExist") => {
-                tracing::debug!(path, "parent directory vanished; recreating");
-                self.forget_dirs();
-                self.ensure_dir(&parent).await?;
-                self.client.put_object(path, headers, body).await
-            }
-            other => other,
-        }
     }
 
     async fn put_aliases(&self, digests: &Digests) -> Result<()> {
@@ -222,13 +165,12 @@ impl MantaBackend {
             HeaderValue::from_static("Thu, 01 Jan 1970 00:00:00 GMT"),
         );
         let (reply, aliases) = futures::join!(
-            self.put_with_parents(&path, create_only, body.clone()),
+            self.dirs.put_with_parents(&path, create_only, body.clone()),
             self.put_aliases(digests)
         );
         // The blob's own failure is the one to report (the records' is likely the same cause).
-        let exists = matches!(&reply, Err(e) if api_error(e).is_some_and(|a| a.status == 412));
         let reply = match reply {
-            Err(_) if exists => {
+            Err(e) if api_error(&e).is_some_and(|a| a.status == 412) => {
                 aliases?;
                 match self.client.head(&path).await? {
                     Some(h) if self.stat_from_headers(&key, &h)?.size == digests.size => {
@@ -238,7 +180,7 @@ impl MantaBackend {
                         // Gone since, or a truncated or planted object: the verified bytes
                         // replace it.
                         tracing::warn!(path, "replacing a wrong-sized object with verified bytes");
-                        self.put_with_parents(&path, headers, body).await?
+                        self.dirs.put_with_parents(&path, headers, body).await?
                     }
                 }
             }
@@ -590,7 +532,9 @@ impl Backend for MantaBackend {
         }
         let path = self.layout.quarantine_path(key);
         let body = RequestBody::File(Arc::new(spool.path().to_path_buf()), len);
-        self.put_with_parents(&path, HeaderMap::new(), body).await?;
+        self.dirs
+            .put_with_parents(&path, HeaderMap::new(), body)
+            .await?;
         self.delete(key).await
     }
 
