@@ -34,6 +34,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
+use object_store::path::Path;
 use object_store::{
     ObjectStore, ObjectStoreExt, PutMode, PutMultipartOptions, PutOptions, PutPayload,
     WriteMultipart,
@@ -63,7 +64,7 @@ pub(crate) struct S3Writer {
     /// The spill file once the upload outgrew [`SINGLE_PUT_MAX`] (unlinked: it vanishes on drop).
     spool: Option<tokio::fs::File>,
     /// The multipart upload to `expected` once the upload outgrew [`SINGLE_PUT_MAX`].
-    direct: Option<AbortOnDrop>,
+    direct: Option<Upload>,
 }
 
 impl S3Writer {
@@ -81,31 +82,14 @@ impl S3Writer {
     /// Starts the multipart upload to the expected key and sends what is held so far.
     async fn go_direct(&mut self, key: BlobKey, chunk: Bytes) -> Result<()> {
         let path = self.inner.keys.blob(&key);
-        let upload = self
-            .inner
-            .store
-            .put_multipart_opts(&path, PutMultipartOptions::default())
-            .await
-            .map_err(|e| backend_error(&self.inner.describe, "start multipart upload", e))?;
-        self.direct = Some(AbortOnDrop(Some(WriteMultipart::new_with_chunk_size(
-            upload, PART_SIZE,
-        ))));
-        let held = std::mem::take(&mut self.chunks);
-        for c in held.into_iter().chain(std::iter::once(chunk)) {
-            self.send_part(c).await?;
+        let mut up = Upload::start(&self.inner, &path, PutMultipartOptions::default()).await?;
+        for c in std::mem::take(&mut self.chunks)
+            .into_iter()
+            .chain(std::iter::once(chunk))
+        {
+            up.send(&self.inner.describe, c).await?;
         }
-        Ok(())
-    }
-
-    /// Hands bytes to the direct upload, waiting while [`PARTS_IN_FLIGHT`] parts are in flight.
-    async fn send_part(&mut self, chunk: Bytes) -> Result<()> {
-        let Some(w) = self.direct.as_mut().and_then(|d| d.0.as_mut()) else {
-            return Err(Error::InvalidInput("multipart upload gone".into()));
-        };
-        w.wait_for_capacity(PARTS_IN_FLIGHT)
-            .await
-            .map_err(|e| backend_error(&self.inner.describe, "upload part", e))?;
-        w.put(chunk);
+        self.direct = Some(up);
         Ok(())
     }
 
@@ -134,8 +118,8 @@ impl S3Writer {
 impl BlobWriter for S3Writer {
     async fn write(&mut self, chunk: Bytes) -> Result<()> {
         self.len += chunk.len() as u64;
-        if self.direct.is_some() {
-            self.send_part(chunk).await
+        if let Some(up) = self.direct.as_mut() {
+            up.send(&self.inner.describe, chunk).await
         } else if self.spool.is_some() || self.len > self.inner.single_put_max {
             match self.expected {
                 Some(key) if self.spool.is_none() => self.go_direct(key, chunk).await,
@@ -162,8 +146,16 @@ impl BlobWriter for S3Writer {
             expected,
             ..
         } = *self;
-        if let Some(guard) = direct {
-            let blob = finish_direct(&inner, digests, expected, guard).await?;
+        if let Some(up) = direct {
+            // Completing publishes: only under the key the upload was started for, which the
+            // store verified the bytes against.
+            if expected != Some(BlobKey::new(digests.sha512)) {
+                let _ = up.abort(&inner.describe).await;
+                return Err(Error::InvalidInput(
+                    "commit under another key than the upload was started for".into(),
+                ));
+            }
+            let blob = up.complete(&inner.describe).await?;
             inner.record_aliases(digests).await?;
             return Ok(blob);
         }
@@ -193,12 +185,10 @@ impl BlobWriter for S3Writer {
     async fn abort(self: Box<Self>) -> Result<()> {
         // Only a direct upload sent anything, and it is invisible until completed: abort it so
         // the server drops its parts. Dropping the buffers and the unlinked spool file is the rest.
-        if let Some(w) = self.direct.and_then(|mut d| d.0.take()) {
-            w.abort()
-                .await
-                .map_err(|e| backend_error(&self.inner.describe, "abort multipart upload", e))?;
+        match self.direct {
+            Some(up) => up.abort(&self.inner.describe).await,
+            None => Ok(()),
         }
-        Ok(())
     }
 
     fn into_any(self: Box<Self>) -> Box<dyn Any + Send> {
@@ -276,12 +266,12 @@ async fn put_large(inner: &Inner, d: &Digests, mut file: tokio::fs::File) -> Res
     }
     let spool_err = |e| Error::io("read spool file", std::env::temp_dir(), e);
     file.seek(SeekFrom::Start(0)).await.map_err(spool_err)?;
-    let upload = inner
-        .store
-        .put_multipart_opts(&path, PutMultipartOptions::from(digest_attributes(d)))
-        .await
-        .map_err(|e| backend_error(&inner.describe, "start multipart upload", e))?;
-    let mut guard = AbortOnDrop(Some(WriteMultipart::new_with_chunk_size(upload, PART_SIZE)));
+    let mut up = Upload::start(
+        inner,
+        &path,
+        PutMultipartOptions::from(digest_attributes(d)),
+    )
+    .await?;
     let result: Result<()> = async {
         loop {
             let mut part = BytesMut::with_capacity(PART_SIZE);
@@ -293,30 +283,14 @@ async fn put_large(inner: &Inner, d: &Digests, mut file: tokio::fs::File) -> Res
             if part.is_empty() {
                 return Ok(());
             }
-            let Some(w) = guard.0.as_mut() else {
-                return Err(Error::InvalidInput("multipart upload gone".into()));
-            };
-            w.wait_for_capacity(PARTS_IN_FLIGHT)
-                .await
-                .map_err(|e| backend_error(&inner.describe, "upload part", e))?;
-            w.put(part.freeze());
+            up.send(&inner.describe, part.freeze()).await?;
         }
     }
     .await;
-    let Some(w) = guard.0.take() else {
-        return Err(Error::InvalidInput("multipart upload gone".into()));
-    };
     match result {
-        Ok(()) => match w.finish().await {
-            Ok(_) => Ok(Committed::Stored),
-            Err(e) => Err(backend_error(
-                &inner.describe,
-                "complete multipart upload",
-                e,
-            )),
-        },
+        Ok(()) => up.complete(&inner.describe).await,
         Err(e) => {
-            if let Err(abort) = w.abort().await {
+            if let Err(abort) = up.abort(&inner.describe).await {
                 tracing::warn!(error = %abort, blob = %path, "could not abort a failed multipart upload");
             }
             Err(e)
@@ -324,34 +298,57 @@ async fn put_large(inner: &Inner, d: &Digests, mut file: tokio::fs::File) -> Res
     }
 }
 
-/// Completes a direct upload, which publishes it: only for the key it was started for (the
-/// store verified the bytes against it), else it is aborted.
-async fn finish_direct(
-    inner: &Inner,
-    d: &Digests,
-    expected: Option<BlobKey>,
-    mut guard: AbortOnDrop,
-) -> Result<Committed> {
-    let Some(w) = guard.0.take() else {
-        return Err(Error::InvalidInput("multipart upload gone".into()));
-    };
-    if expected != Some(BlobKey::new(d.sha512)) {
-        let _ = w.abort().await;
-        return Err(Error::InvalidInput(
-            "commit under another key than the upload was started for".into(),
-        ));
+/// A multipart upload in progress: invisible until [`Upload::complete`]. One whose commit was
+/// cancelled (its future dropped) is aborted on drop, so the server does not keep the parts.
+struct Upload(Option<WriteMultipart>);
+
+impl Upload {
+    async fn start(inner: &Inner, path: &Path, opts: PutMultipartOptions) -> Result<Upload> {
+        let upload = inner
+            .store
+            .put_multipart_opts(path, opts)
+            .await
+            .map_err(|e| backend_error(&inner.describe, "start multipart upload", e))?;
+        Ok(Upload(Some(WriteMultipart::new_with_chunk_size(
+            upload, PART_SIZE,
+        ))))
     }
-    w.finish()
-        .await
-        .map_err(|e| backend_error(&inner.describe, "complete multipart upload", e))?;
-    Ok(Committed::Stored)
+
+    /// Hands bytes to the upload, waiting while [`PARTS_IN_FLIGHT`] parts are in flight.
+    async fn send(&mut self, describe: &str, chunk: Bytes) -> Result<()> {
+        let Some(w) = self.0.as_mut() else {
+            return Err(Error::InvalidInput("multipart upload gone".into()));
+        };
+        w.wait_for_capacity(PARTS_IN_FLIGHT)
+            .await
+            .map_err(|e| backend_error(describe, "upload part", e))?;
+        w.put(chunk);
+        Ok(())
+    }
+
+    /// Completes the upload, which publishes the object.
+    async fn complete(mut self, describe: &str) -> Result<Committed> {
+        let Some(w) = self.0.take() else {
+            return Err(Error::InvalidInput("multipart upload gone".into()));
+        };
+        w.finish()
+            .await
+            .map_err(|e| backend_error(describe, "complete multipart upload", e))?;
+        Ok(Committed::Stored)
+    }
+
+    async fn abort(mut self, describe: &str) -> Result<()> {
+        match self.0.take() {
+            Some(w) => w
+                .abort()
+                .await
+                .map_err(|e| backend_error(describe, "abort multipart upload", e)),
+            None => Ok(()),
+        }
+    }
 }
 
-/// Aborts a multipart upload whose commit was cancelled (its future dropped), so the server does
-/// not keep the parts. An incomplete upload is never visible either way.
-struct AbortOnDrop(Option<WriteMultipart>);
-
-impl Drop for AbortOnDrop {
+impl Drop for Upload {
     fn drop(&mut self) {
         if let Some(w) = self.0.take() {
             if let Ok(handle) = tokio::runtime::Handle::try_current() {
