@@ -78,6 +78,15 @@ pub struct PutOutcome {
     pub report: Option<crate::tarball::Report>,
 }
 
+/// The key the caller's expected integrity names, if it has a sha512.
+fn expected_key(options: &PutOptions) -> Option<BlobKey> {
+    options
+        .expected
+        .as_ref()
+        .and_then(|e| e.get(Algorithm::Sha512))
+        .and_then(BlobKey::from_hash)
+}
+
 /// Small input chunks are gathered to this size before hashing and writing: per-chunk costs
 /// (channel hops, blocking-pool hops) stay negligible whatever chunking the caller's stream has.
 const COALESCE: usize = 256 * 1024;
@@ -105,13 +114,8 @@ impl Store {
             None => {
                 // Knowing the key up front lets a remote backend stream a large blob straight
                 // to it (published only at commit, after verification) instead of spooling.
-                let expected_key = options
-                    .expected
-                    .as_ref()
-                    .and_then(|e| e.get(Algorithm::Sha512))
-                    .and_then(BlobKey::from_hash);
                 let hint = PutHint {
-                    expected_key,
+                    expected_key: expected_key(options),
                     ..PutHint::default()
                 };
                 Some(self.backend.begin_put(&hint).await?)
@@ -225,10 +229,7 @@ impl Store {
 
     /// If the caller expects a sha512 that is already stored, the key (so the put can skip writing).
     async fn hint(&self, options: &PutOptions, _batch: bool) -> Result<Option<BlobKey>> {
-        let Some(expected) = &options.expected else {
-            return Ok(None);
-        };
-        let Some(key) = expected.get(Algorithm::Sha512).and_then(BlobKey::from_hash) else {
+        let Some(key) = expected_key(options) else {
             return Ok(None);
         };
         Ok(self.backend.head(&key).await?.map(|_| key))
