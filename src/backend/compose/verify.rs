@@ -70,11 +70,7 @@ impl Held {
                         }
                         let n = (r.end - r.start).min(FILE_CHUNK as u64) as usize;
                         let at = r.start;
-                        let read = tokio::task::spawn_blocking(move || read_at(&file, at, n))
-                            .await
-                            .map_err(|e| Error::InvalidInput(format!("read task failed: {e}")))
-                            .and_then(|r| r);
-                        match read {
+                        match blocking(move || read_at(&file, at, n)).await {
                             Ok(chunk) => Some((Ok(chunk), at + n as u64..r.end)),
                             // End the stream after the error.
                             Err(e) => Some((Err(e), r.end..r.end)),
@@ -108,6 +104,13 @@ fn read_at(file: &std::fs::File, at: u64, n: usize) -> Result<Bytes> {
         }
     }
     Ok(Bytes::from(buf))
+}
+
+/// Runs `f` on the blocking pool (file I/O, hashing of large buffers).
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Error::InvalidInput(format!("blocking task failed: {e}")))?
 }
 
 /// An I/O error on a held blob's temporary file (unlinked: only its directory can be named).
@@ -171,13 +174,6 @@ async fn spool(mut stream: ByteStream) -> Result<(Held, HashSet)> {
         s.len += batch.len() as u64;
         Ok(s)
     }
-    async fn blocking<T: Send + 'static>(
-        f: impl FnOnce() -> Result<T> + Send + 'static,
-    ) -> Result<T> {
-        tokio::task::spawn_blocking(f)
-            .await
-            .map_err(|e| Error::InvalidInput(format!("spool task failed: {e}")))?
-    }
     let mut s = blocking(|| {
         let file = tempfile::tempfile()
             .map_err(|e| temp_io("creating a temporary file for a held blob", e))?;
@@ -214,7 +210,7 @@ pub async fn digests(held: &Held) -> Result<Digests> {
         Held::File { file, len } => {
             // One blocking task reads and hashes the whole file, chunk by chunk.
             let (file, len) = (file.clone(), *len);
-            tokio::task::spawn_blocking(move || {
+            blocking(move || {
                 let mut h = MultiHasher::new(&Digests::ALGORITHMS);
                 let mut at = 0;
                 while at < len {
@@ -225,7 +221,6 @@ pub async fn digests(held: &Held) -> Result<Digests> {
                 h.finalize().digests()
             })
             .await
-            .map_err(|e| Error::InvalidInput(format!("hashing task failed: {e}")))?
         }
     }
 }
@@ -239,9 +234,7 @@ async fn hash_with(bytes: Bytes, algorithms: &[Algorithm]) -> Result<HashSet> {
         Ok(h.finalize())
     };
     if large {
-        tokio::task::spawn_blocking(run)
-            .await
-            .map_err(|e| Error::InvalidInput(format!("hashing task failed: {e}")))?
+        blocking(run).await
     } else {
         run()
     }
