@@ -49,7 +49,16 @@ fn corpus() -> Vec<Bytes> {
 }
 
 fn fs(dir: &Path, name: &str, fsync: bool) -> Arc<dyn Backend> {
-    Arc::new(FsBackend::open(dir.join(name), FsOptions { fsync }).expect("fs"))
+    Arc::new(
+        FsBackend::open(
+            dir.join(name),
+            FsOptions {
+                fsync,
+                ..Default::default()
+            },
+        )
+        .expect("fs"),
+    )
 }
 
 struct Row {

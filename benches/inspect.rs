@@ -82,8 +82,16 @@ fn main() {
         for (slot, inspecting) in [(2, true), (3, false)] {
             // Fresh directories every round: re-creating deleted files is slow on ext4.
             let root = work.path().join(format!("r{round}-{inspecting}"));
-            let store =
-                Store::new(FsBackend::open(&root, FsOptions { fsync: false }).expect("open"));
+            let store = Store::new(
+                FsBackend::open(
+                    &root,
+                    FsOptions {
+                        fsync: false,
+                        ..Default::default()
+                    },
+                )
+                .expect("open"),
+            );
             let options = if inspecting {
                 PutOptions::default().tarball()
             } else {

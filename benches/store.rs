@@ -101,7 +101,16 @@ fn large_blob(rt: &tokio::runtime::Runtime, work: &Path) {
         let mut integrity = None;
         for round in 0..3 {
             let root = work.join(format!("large-{fsync}-{round}"));
-            let store = Store::new(FsBackend::open(&root, FsOptions { fsync }).expect("open"));
+            let store = Store::new(
+                FsBackend::open(
+                    &root,
+                    FsOptions {
+                        fsync,
+                        ..Default::default()
+                    },
+                )
+                .expect("open"),
+            );
             let t = Instant::now();
             let out = rt
                 .block_on(store.put_file(&input, &PutOptions::default()))
@@ -175,7 +184,16 @@ fn child(args: &[String]) {
         .build()
         .expect("runtime");
     let fsync = args.get(3).map(String::as_str) == Some("true");
-    let store = Store::new(FsBackend::open(&args[1], FsOptions { fsync }).expect("open"));
+    let store = Store::new(
+        FsBackend::open(
+            &args[1],
+            FsOptions {
+                fsync,
+                ..Default::default()
+            },
+        )
+        .expect("open"),
+    );
     match args[0].as_str() {
         "put" => {
             rt.block_on(store.put_file(&args[2], &PutOptions::default()))
@@ -283,7 +301,16 @@ fn ingest_table(
             ("tarvault put_batch, fsync on", true, true),
         ] {
             let root = work.join(format!("{tag}-tv-{round}-{fsync}-{batch}"));
-            let store = Store::new(FsBackend::open(&root, FsOptions { fsync }).expect("open"));
+            let store = Store::new(
+                FsBackend::open(
+                    &root,
+                    FsOptions {
+                        fsync,
+                        ..Default::default()
+                    },
+                )
+                .expect("open"),
+            );
             let t = Instant::now();
             let addrs: Vec<Integrity> =
                 if batch {

@@ -29,6 +29,9 @@ pub enum ErrorKind {
     Backend,
     /// The store could not be configured (bad URL, missing credentials, unknown scheme).
     Config,
+    /// A filesystem store's index could not be used (corrupt, unreadable, disk full); the message
+    /// names the file, and `tarvault fsck` rebuilds the index from the blobs.
+    Index,
 }
 
 /// An error from tarvault. Match on [`Error::kind`] for control flow; print it for humans.
@@ -127,6 +130,18 @@ pub enum Error {
         #[source]
         source: Option<Box<dyn std::error::Error + Send + Sync>>,
     },
+    /// A filesystem store's sha1/blake3 index failed: `path` is the database file and `message`
+    /// says what was being done and, where it helps, how to repair it.
+    #[error("index {}: {message}", path.display())]
+    Index {
+        /// The index database file.
+        path: PathBuf,
+        /// What failed, and the repair where there is one.
+        message: String,
+        /// The database's own error.
+        #[source]
+        source: Option<Box<dyn std::error::Error + Send + Sync>>,
+    },
     /// The store could not be opened as configured.
     #[error("configuration: {0}")]
     Config(String),
@@ -159,6 +174,7 @@ impl Error {
             Error::Io { .. } | Error::Input(_) => ErrorKind::Io,
             Error::Backend { .. } | Error::QuorumNotReached { .. } => ErrorKind::Backend,
             Error::Config(_) => ErrorKind::Config,
+            Error::Index { .. } => ErrorKind::Index,
         }
     }
 

@@ -28,11 +28,27 @@ impl conformance::Fixture for Fs {
         std::fs::set_permissions(&path, perms).expect("chmod");
         std::fs::write(&path, &bytes).expect("plant");
     }
+    fn second(&self) -> Option<Arc<dyn Backend>> {
+        let opts = FsOptions {
+            fsync: false,
+            ..Default::default()
+        };
+        Some(Arc::new(
+            FsBackend::open(self.backend.root(), opts).expect("second instance"),
+        ))
+    }
 }
 
 fn make_with(fsync: bool) -> Fs {
     let dir = tempfile::tempdir().expect("tempdir");
-    let backend = FsBackend::open(dir.path().join("store"), FsOptions { fsync }).expect("open");
+    let backend = FsBackend::open(
+        dir.path().join("store"),
+        FsOptions {
+            fsync,
+            ..Default::default()
+        },
+    )
+    .expect("open");
     Fs { backend, _dir: dir }
 }
 
@@ -61,7 +77,10 @@ async fn records_committed_by_another_process_are_found() {
     use tarvault::{PutOptions, Store};
     let dir = tempfile::tempdir().expect("tempdir");
     let root = dir.path().join("store");
-    let opts = || FsOptions { fsync: false };
+    let opts = || FsOptions {
+        fsync: false,
+        ..Default::default()
+    };
     let reader = FsBackend::open(root.clone(), opts()).expect("open");
     let writer = Store::new(FsBackend::open(root, opts()).expect("open"));
 

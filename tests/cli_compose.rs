@@ -36,7 +36,14 @@ fn text(b: &[u8]) -> String {
 }
 
 fn fs(path: &Path) -> FsBackend {
-    FsBackend::open(path, FsOptions { fsync: false }).expect("open fs store")
+    FsBackend::open(
+        path,
+        FsOptions {
+            fsync: false,
+            ..Default::default()
+        },
+    )
+    .expect("open fs store")
 }
 
 async fn keys(path: &Path) -> Vec<BlobKey> {

@@ -16,7 +16,9 @@ use futures::TryStreamExt;
 use tarvault::backend::compose::{Cached, CachedOptions, Replicated, ReplicatedOptions};
 use tarvault::backend::fs::{FsBackend, FsOptions};
 use tarvault::backend::memory::MemoryBackend;
-use tarvault::backend::{Backend, BlobKey, BlobStat, BlobWriter, Committed, GetResult, PutHint};
+use tarvault::backend::{
+    AliasRebuild, Backend, BlobKey, BlobStat, BlobWriter, Committed, GetResult, PutHint,
+};
 use tarvault::{Digests, Error, ErrorKind, Hash, PutOptions, Store};
 
 use common::{addr, key_of, noise, sha512_sri};
@@ -137,9 +139,12 @@ impl Backend for Faulty {
         self.gate().await?;
         self.inner.resolve_alias(hash).await
     }
-    async fn rebuild_aliases(&self, all: &[Digests]) -> tarvault::Result<()> {
+    async fn rebuild_aliases(
+        &self,
+        found: BoxStream<'_, Digests>,
+    ) -> tarvault::Result<AliasRebuild> {
         self.gate().await?;
-        self.inner.rebuild_aliases(all).await
+        self.inner.rebuild_aliases(found).await
     }
     fn recorded_digests_trusted(&self) -> bool {
         self.inner.recorded_digests_trusted()
@@ -200,7 +205,14 @@ mod replicated_suite {
     use super::*;
     async fn make() -> ReplicatedFixture {
         let dir = tempfile::tempdir().expect("tempdir");
-        let fs = FsBackend::open(dir.path().join("r0"), FsOptions { fsync: false }).expect("fs");
+        let fs = FsBackend::open(
+            dir.path().join("r0"),
+            FsOptions {
+                fsync: false,
+                ..Default::default()
+            },
+        )
+        .expect("fs");
         ReplicatedFixture {
             fs,
             mem: MemoryBackend::new(),
@@ -236,8 +248,14 @@ mod cached_suite {
     use super::*;
     async fn make() -> CachedFixture {
         let dir = tempfile::tempdir().expect("tempdir");
-        let remote =
-            FsBackend::open(dir.path().join("remote"), FsOptions { fsync: false }).expect("fs");
+        let remote = FsBackend::open(
+            dir.path().join("remote"),
+            FsOptions {
+                fsync: false,
+                ..Default::default()
+            },
+        )
+        .expect("fs");
         let cached = Cached::new(
             arc(MemoryBackend::new()),
             arc(remote.clone()),
@@ -671,8 +689,16 @@ async fn cache_on_disk_is_adopted_on_reopen() {
         .put_bytes(data.clone(), &PutOptions::default())
         .await
         .expect("seed");
-    let open_local =
-        || arc(FsBackend::open(dir.path().join("cache"), FsOptions { fsync: false }).expect("fs"));
+    let open_local = || {
+        arc(FsBackend::open(
+            dir.path().join("cache"),
+            FsOptions {
+                fsync: false,
+                ..Default::default()
+            },
+        )
+        .expect("fs"))
+    };
     let first = Cached::new(open_local(), arc(remote.clone()), CachedOptions::default())
         .await
         .expect("cached");
@@ -717,8 +743,16 @@ async fn wrappers_nest() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn read_repair_on_fs_replicas() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let open =
-        |n: &str| FsBackend::open(dir.path().join(n), FsOptions { fsync: false }).expect("fs");
+    let open = |n: &str| {
+        FsBackend::open(
+            dir.path().join(n),
+            FsOptions {
+                fsync: false,
+                ..Default::default()
+            },
+        )
+        .expect("fs")
+    };
     let (a, b) = (open("a"), open("b"));
     let store = Store::new(
         Replicated::new(

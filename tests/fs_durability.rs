@@ -359,5 +359,6 @@ async fn layout_and_permissions() {
         let mode = std::fs::metadata(&path).expect("meta").permissions().mode();
         assert_eq!(mode & 0o222, 0, "blob is read-only: {mode:o}");
     }
-    assert!(root.join("index/aliases.log").exists());
+    assert!(root.join("index/blobs.sqlite").exists());
+    assert!(!root.join("index/aliases.log").exists());
 }

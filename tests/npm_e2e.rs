@@ -281,8 +281,14 @@ async fn npm_installs_from_tarvault_and_refuses_corrupt_blobs() {
     let entries = corpus();
 
     // Store every corpus tarball and write the mapping `migrate couch` would have written.
-    let backend =
-        FsBackend::open(&store_dir, FsOptions { fsync: false }).unwrap_or_else(|e| panic!("{e}"));
+    let backend = FsBackend::open(
+        &store_dir,
+        FsOptions {
+            fsync: false,
+            ..Default::default()
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
     let store = tarvault::Store::new(backend.clone());
     let mut map = String::new();
     for e in &entries {

@@ -85,8 +85,14 @@ async fn start(server: Server) -> String {
 /// An fs store holding one unscoped and one scoped corpus tarball, served with a mapping of both.
 async fn fixture() -> Fixture {
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-    let backend = FsBackend::open(dir.path(), FsOptions { fsync: false })
-        .unwrap_or_else(|e| panic!("open: {e}"));
+    let backend = FsBackend::open(
+        dir.path(),
+        FsOptions {
+            fsync: false,
+            ..Default::default()
+        },
+    )
+    .unwrap_or_else(|e| panic!("open: {e}"));
     let store = Store::new(backend.clone());
     let all = corpus();
     let pick = |scoped: bool| {

@@ -39,6 +39,16 @@ impl AliasMap {
     pub(crate) fn digests(&self, key: &BlobKey) -> Option<Digests> {
         self.by_key.get(key).copied()
     }
+
+    /// Keeps only the records of keys for which `keep` holds; returns how many were dropped.
+    pub(crate) fn retain(&mut self, keep: impl Fn(&BlobKey) -> bool) -> u64 {
+        let before = self.by_key.len();
+        self.by_key.retain(|k, _| keep(k));
+        let by_key = &self.by_key;
+        self.sha1.retain(|_, k| by_key.contains_key(k));
+        self.blake3.retain(|_, k| by_key.contains_key(k));
+        (before - self.by_key.len()) as u64
+    }
 }
 
 /// One record in the text form the alias logs share (fs log file, object-store segments):

@@ -11,7 +11,10 @@ use bytes::{Bytes, BytesMut};
 use futures::stream::{self, BoxStream, StreamExt};
 
 use super::alias_map::AliasMap;
-use super::{check_range, Backend, BlobKey, BlobStat, BlobWriter, Committed, GetResult, PutHint};
+use super::{
+    check_range, AliasRebuild, Backend, BlobKey, BlobStat, BlobWriter, Committed, GetResult,
+    PutHint,
+};
 use crate::integrity::{Algorithm, Digests, Hash};
 use crate::{Error, Result};
 
@@ -154,12 +157,21 @@ impl Backend for MemoryBackend {
         }
     }
 
-    async fn rebuild_aliases(&self, all: &[Digests]) -> Result<()> {
-        let mut state = self.lock();
-        state.aliases = AliasMap::default();
-        for d in all {
-            state.aliases.insert(d);
+    async fn rebuild_aliases(&self, mut found: BoxStream<'_, Digests>) -> Result<AliasRebuild> {
+        let mut report = AliasRebuild::default();
+        while let Some(d) = found.next().await {
+            let mut state = self.lock();
+            report.indexed += 1;
+            match state.aliases.digests(&BlobKey::new(d.sha512)) {
+                None => report.added += 1,
+                Some(had) if had != d => report.corrected += 1,
+                Some(_) => {}
+            }
+            state.aliases.insert(&d);
         }
-        Ok(())
+        let mut state = self.lock();
+        let State { blobs, aliases } = &mut *state;
+        report.removed = aliases.retain(|k| blobs.contains_key(k));
+        Ok(report)
     }
 }

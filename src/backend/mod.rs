@@ -133,6 +133,30 @@ pub struct PutHint {
     pub batch: bool,
 }
 
+/// What [`Backend::rebuild_aliases`] did to the alias index.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct AliasRebuild {
+    /// Verified blobs the scan gave it.
+    pub indexed: u64,
+    /// Blobs that had no entry (now added): a crash between a blob's link and its entry, or an
+    /// index rebuilt from nothing.
+    pub added: u64,
+    /// Entries whose recorded digests or size disagreed with the blob (now corrected).
+    pub corrected: u64,
+    /// Entries whose blob is gone (now removed).
+    pub removed: u64,
+}
+
+impl AliasRebuild {
+    /// The sum of two reports (of replicas, or of batches).
+    pub fn add(&mut self, other: &AliasRebuild) {
+        self.indexed += other.indexed;
+        self.added += other.added;
+        self.corrected += other.corrected;
+        self.removed += other.removed;
+    }
+}
+
 /// How a commit ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Committed {
@@ -207,8 +231,12 @@ pub trait Backend: fmt::Debug + Send + Sync + 'static {
     /// Finds the blob whose sha1 or blake3 digest is `hash`, using the alias index kept at commit.
     async fn resolve_alias(&self, hash: &Hash) -> Result<Option<BlobKey>>;
 
-    /// Replaces the alias index with one built from `all` (what `fsck` found by re-hashing).
-    async fn rebuild_aliases(&self, all: &[Digests]) -> Result<()>;
+    /// Repairs the alias index from what a scan found by re-hashing every blob (`fsck`): merges
+    /// each of `found` into the index (adding missing entries, correcting wrong ones) and removes
+    /// entries whose blob is gone. `found` streams, so memory stays flat whatever the store's
+    /// size, and the rebuild runs while the scan does. It must never lose an entry that another
+    /// writer (another process's put) commits meanwhile.
+    async fn rebuild_aliases(&self, found: BoxStream<'_, Digests>) -> Result<AliasRebuild>;
 
     /// Moves a corrupt blob out of the way, keeping its bytes for inspection where the backend can.
     /// The default deletes it.

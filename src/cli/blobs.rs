@@ -240,6 +240,13 @@ pub(crate) async fn fsck(store: &Store, json: bool, quarantine: bool) -> Result<
             report.corrupt.len(),
             report.temp_removed
         );
+        let ix = &report.index;
+        if ix.added + ix.corrected + ix.removed > 0 {
+            println!(
+                "index repaired: {} blobs without an entry added, {} wrong entries corrected, {} entries without a blob removed",
+                ix.added, ix.corrected, ix.removed
+            );
+        }
     }
     Ok(if report.is_clean() {
         exit::OK

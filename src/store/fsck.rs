@@ -1,11 +1,11 @@
 //! `fsck`: re-hash every blob, report (and optionally quarantine) corrupt ones, sweep dead uploads
 //! and rebuild the alias index from what the blobs actually contain.
 
-use futures::StreamExt;
+use futures::{SinkExt, StreamExt};
 use serde::Serialize;
 
 use super::Store;
-use crate::backend::BlobKey;
+use crate::backend::{AliasRebuild, BlobKey};
 use crate::integrity::{Digests, MultiHasher};
 use crate::{Error, Result};
 
@@ -56,6 +56,9 @@ pub struct FsckReport {
     pub temp_removed: u64,
     /// Entries in the rebuilt alias index (0 if not rebuilt).
     pub aliases: u64,
+    /// What the rebuild did to the index: blobs that had no entry, entries that disagreed with
+    /// their blob, entries whose blob was gone (all repaired).
+    pub index: AliasRebuild,
 }
 
 impl FsckReport {
@@ -90,31 +93,54 @@ impl Store {
                 }
             })
             .buffer_unordered(options.concurrency.max(1));
-        let mut good = Vec::new();
-        while let Some(checked) = checks.next().await {
-            match checked? {
-                Checked::Good(d) => {
-                    report.checked += 1;
-                    report.ok += 1;
-                    report.bytes += d.size;
-                    good.push(d);
-                }
-                Checked::Bad(key, found) => {
-                    report.checked += 1;
-                    tracing::warn!(blob = %key, %found, "corrupt blob");
-                    let quarantined = options.quarantine && self.backend.quarantine(&key).await?;
-                    report.corrupt.push(CorruptBlob {
-                        address: key.to_string(),
-                        found,
-                        quarantined,
-                    });
-                }
-                Checked::Gone => {}
+        // Verified blobs stream into the index rebuild while the scan goes on: memory stays flat
+        // and the rebuild merges, so nothing committed meanwhile is lost.
+        let (mut found, found_rx) = futures::channel::mpsc::channel::<Digests>(1024);
+        let rebuild = async {
+            if options.rebuild_aliases {
+                self.backend
+                    .rebuild_aliases(found_rx.boxed())
+                    .await
+                    .map(Some)
+            } else {
+                drop(found_rx);
+                Ok(None)
             }
-        }
-        if options.rebuild_aliases {
-            self.backend.rebuild_aliases(&good).await?;
-            report.aliases = good.len() as u64;
+        };
+        let scan = async {
+            while let Some(checked) = checks.next().await {
+                match checked? {
+                    Checked::Good(d) => {
+                        report.checked += 1;
+                        report.ok += 1;
+                        report.bytes += d.size;
+                        if options.rebuild_aliases {
+                            // Fails only once the rebuild has ended with an error, reported below.
+                            let _ = found.send(d).await;
+                        }
+                    }
+                    Checked::Bad(key, found_digest) => {
+                        report.checked += 1;
+                        tracing::warn!(blob = %key, found = %found_digest, "corrupt blob");
+                        let quarantined =
+                            options.quarantine && self.backend.quarantine(&key).await?;
+                        report.corrupt.push(CorruptBlob {
+                            address: key.to_string(),
+                            found: found_digest,
+                            quarantined,
+                        });
+                    }
+                    Checked::Gone => {}
+                }
+            }
+            found.close_channel();
+            Ok::<(), Error>(())
+        };
+        let (scanned, rebuilt) = futures::join!(scan, rebuild);
+        scanned?;
+        if let Some(index) = rebuilt? {
+            report.aliases = index.indexed;
+            report.index = index;
         }
         report.corrupt.sort_by(|a, b| a.address.cmp(&b.address));
         Ok(report)

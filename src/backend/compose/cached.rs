@@ -21,9 +21,10 @@ use futures::future::{BoxFuture, FutureExt, Shared};
 use futures::stream::{BoxStream, TryStreamExt};
 use serde::Serialize;
 
+use super::fan_out::{rebuild_each, Filter};
 use super::replicated::put_copy;
 use super::verify::{digests, fetch_verified, slice, Fetched, Held};
-use crate::backend::{Backend, BlobKey, BlobStat, BlobWriter, GetResult, PutHint};
+use crate::backend::{AliasRebuild, Backend, BlobKey, BlobStat, BlobWriter, GetResult, PutHint};
 use crate::integrity::{Digests, Hash};
 use crate::{Error, Result};
 
@@ -408,16 +409,26 @@ impl Backend for Cached {
         self.inner.remote.resolve_alias(hash).await
     }
 
-    async fn rebuild_aliases(&self, all: &[Digests]) -> Result<()> {
-        self.inner.remote.rebuild_aliases(all).await?;
-        let local: Vec<Digests> = {
-            let lru = self.inner.lru();
-            all.iter()
-                .filter(|d| lru.contains(&BlobKey::new(d.sha512)))
-                .copied()
-                .collect()
-        };
-        self.inner.local.rebuild_aliases(&local).await
+    /// The remote's index gets every record; the local tier's only those of blobs it caches.
+    /// The report is the remote's.
+    async fn rebuild_aliases(&self, found: BoxStream<'_, Digests>) -> Result<AliasRebuild> {
+        let inner = self.inner.clone();
+        let cached: Filter = Box::new(move |d| inner.lru().contains(&BlobKey::new(d.sha512)));
+        let members = vec![
+            (
+                &*self.inner.remote as &dyn Backend,
+                Box::new(|_: &Digests| true) as Filter,
+            ),
+            (&*self.inner.local as &dyn Backend, cached),
+        ];
+        let mut results = rebuild_each(found, members).await.into_iter();
+        let remote = results
+            .next()
+            .unwrap_or_else(|| Ok(AliasRebuild::default()))?;
+        if let Some(local) = results.next() {
+            local?;
+        }
+        Ok(remote)
     }
 
     async fn quarantine(&self, key: &BlobKey) -> Result<bool> {

@@ -14,6 +14,7 @@
 
 mod cached;
 pub mod config;
+mod fan_out;
 mod replicated;
 mod throttled;
 mod verify;

@@ -31,8 +31,11 @@ use serde::Serialize;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
+use super::fan_out::{rebuild_each, Filter};
 use super::verify::{digests, fetch_verified, slice, Fetched, Held};
-use crate::backend::{Backend, BlobKey, BlobStat, BlobWriter, Committed, GetResult, PutHint};
+use crate::backend::{
+    AliasRebuild, Backend, BlobKey, BlobStat, BlobWriter, Committed, GetResult, PutHint,
+};
 use crate::integrity::{Digests, Hash};
 use crate::{Error, Result};
 
@@ -440,13 +443,21 @@ impl Backend for Replicated {
         }
     }
 
-    async fn rebuild_aliases(&self, all: &[Digests]) -> Result<()> {
-        for r in
-            futures::future::join_all(self.replicas.iter().map(|r| r.rebuild_aliases(all))).await
-        {
-            r?;
+    async fn rebuild_aliases(&self, found: BoxStream<'_, Digests>) -> Result<AliasRebuild> {
+        let members = self
+            .replicas
+            .iter()
+            .map(|r| (&**r as &dyn Backend, Box::new(|_: &Digests| true) as Filter))
+            .collect();
+        // Each replica was given the same records: count them once, and sum the repairs.
+        let mut total = AliasRebuild::default();
+        for r in rebuild_each(found, members).await {
+            let r = r?;
+            let indexed = total.indexed.max(r.indexed);
+            total.add(&r);
+            total.indexed = indexed;
         }
-        Ok(())
+        Ok(total)
     }
 
     async fn quarantine(&self, key: &BlobKey) -> Result<bool> {

@@ -11,7 +11,7 @@ use async_trait::async_trait;
 use futures::stream::{BoxStream, StreamExt};
 use tokio::time::Instant;
 
-use crate::backend::Committed;
+use crate::backend::{AliasRebuild, Committed};
 use crate::backend::{Backend, BlobKey, BlobStat, BlobWriter, GetResult, PendingBlob, PutHint};
 use crate::integrity::{Digests, Hash};
 use crate::{Error, Result};
@@ -179,8 +179,8 @@ impl Backend for Throttled {
         self.inner.resolve_alias(hash).await
     }
 
-    async fn rebuild_aliases(&self, all: &[Digests]) -> Result<()> {
-        self.inner.rebuild_aliases(all).await
+    async fn rebuild_aliases(&self, found: BoxStream<'_, Digests>) -> Result<AliasRebuild> {
+        self.inner.rebuild_aliases(found).await
     }
 
     async fn quarantine(&self, key: &BlobKey) -> Result<bool> {

@@ -4,7 +4,8 @@
 //! <root>/tarvault-store.json          format marker
 //! <root>/sha512/ab/cd/<128 hex>       blobs, sharded by the first two bytes of the digest
 //! <root>/tmp/<pid>.<random>.tmp       uploads in progress (same filesystem, so rename is atomic)
-//! <root>/index/aliases.log            sha1 / blake3 -> sha512, append-only, rebuilt by fsck
+//! <root>/index/blobs.sqlite           sha1 / blake3 -> sha512 and each blob's record (SQLite, WAL)
+//! <root>/index/aliases.log            the alias log of stores written before the index (imported)
 //! <root>/quarantine/<hex>.<secs>      blobs fsck found corrupt
 //! ```
 
@@ -41,6 +42,10 @@ impl Layout {
 
     pub(crate) fn index(&self) -> PathBuf {
         self.root.join("index")
+    }
+
+    pub(crate) fn index_db(&self) -> PathBuf {
+        self.index().join("blobs.sqlite")
     }
 
     pub(crate) fn aliases(&self) -> PathBuf {

@@ -6,9 +6,12 @@
 //! directory; so a crash at any point leaves either no file or a complete one under an address, and
 //! any number of threads and processes may write the same content at once. Temp files of processes
 //! that died are swept when a store is opened and by `fsck`.
+//!
+//! The sha1/blake3 index and each blob's recorded digests live in an SQLite database beside the
+//! blobs ([`FsIndex`]), shared by every process that opens the store.
 
-mod aliases;
 mod durable;
+mod index;
 mod layout;
 mod read;
 mod writer;
@@ -22,10 +25,13 @@ use async_trait::async_trait;
 use futures::stream::{self, BoxStream, StreamExt};
 use tokio::sync::mpsc;
 
-use self::aliases::AliasIndex;
+pub use self::index::{FsIndex, IndexMerge};
 use self::layout::Layout;
 use self::writer::{join_error, key_of, remove_if_exists, FsWriter};
-use super::{Backend, BlobKey, BlobStat, BlobWriter, Committed, GetResult, PendingBlob, PutHint};
+use super::{
+    AliasRebuild, Backend, BlobKey, BlobStat, BlobWriter, Committed, GetResult, PendingBlob,
+    PutHint,
+};
 use crate::integrity::{Digests, Hash};
 use crate::{Error, Result};
 
@@ -39,11 +45,19 @@ pub struct FsOptions {
     /// Off is faster and still atomic (no partial blob is ever visible), but a crash may lose
     /// recently committed blobs.
     pub fsync: bool,
+    /// Record sha1/blake3 aliases in the alias log of releases before the index, not in the
+    /// index. Only for benchmarks that measure what the index costs and for upgrade tests; a store
+    /// written so is imported into the index the next time it is opened without this option.
+    #[doc(hidden)]
+    pub legacy_alias_log: bool,
 }
 
 impl Default for FsOptions {
     fn default() -> Self {
-        FsOptions { fsync: true }
+        FsOptions {
+            fsync: true,
+            legacy_alias_log: false,
+        }
     }
 }
 
@@ -51,13 +65,8 @@ impl Default for FsOptions {
 pub(crate) struct FsInner {
     layout: Layout,
     fsync: bool,
-    aliases: AliasIndex,
-}
-
-impl std::fmt::Debug for AliasIndex {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("AliasIndex")
-    }
+    index: FsIndex,
+    legacy_alias_log: bool,
 }
 
 /// A store directory on a local filesystem.
@@ -85,10 +94,25 @@ impl FsBackend {
             let body = "{\"format\":\"tarvault-fs\",\"version\":1}\n";
             std::fs::write(&marker, body).map_err(|e| Error::io("write", &marker, e))?;
         }
+        let index = FsIndex::lazy(layout.index_db());
+        if !options.legacy_alias_log {
+            // A store written by a release before the index: import its log, once. A damaged
+            // index must not keep the store from opening (fsck repairs it); the log stays and is
+            // imported by a later open.
+            match index::legacy::import_if_present(&index, &layout.aliases()) {
+                Err(e) if e.kind() == crate::ErrorKind::Index => {
+                    tracing::warn!(error = %e, "could not import the alias log into the index");
+                }
+                other => {
+                    other?;
+                }
+            }
+        }
         let inner = Arc::new(FsInner {
-            aliases: AliasIndex::new(layout.aliases()),
+            index,
             layout,
             fsync: options.fsync,
+            legacy_alias_log: options.legacy_alias_log,
         });
         let backend = FsBackend { inner };
         let swept = backend.inner.sweep_temps()?;
@@ -108,6 +132,11 @@ impl FsBackend {
         self.inner.layout.blob(key)
     }
 
+    /// The store's sha1/blake3 index.
+    pub fn index(&self) -> &FsIndex {
+        &self.inner.index
+    }
+
     /// The directory holding uploads in progress.
     pub fn temp_dir(&self) -> PathBuf {
         self.inner.layout.tmp()
@@ -115,25 +144,88 @@ impl FsBackend {
 }
 
 impl FsInner {
-    /// Links verified temp files into place. With `fsync`, each directory touched is synced and the
-    /// alias records are made durable before returning.
-    fn publish(&self, items: &[(PathBuf, Digests)], fsync: bool) -> Vec<Result<Committed>> {
+    /// Links verified temp files into place, then records them in the index. With `durable`,
+    /// each directory touched is synced before the records are written and the records are
+    /// durable on return; without, the caller flushes the filesystem afterwards (group commit).
+    /// If the records cannot be written (disk full, a damaged index), the blobs this call linked
+    /// are taken back and every item fails: nothing is left visible half-indexed.
+    fn publish(&self, items: &[(PathBuf, Digests)], durable: bool) -> Vec<Result<Committed>> {
         let blobs = self.layout.blobs();
-        let mut results = Vec::with_capacity(items.len());
-        let mut indexed = Vec::with_capacity(items.len());
-        for (tmp, d) in items {
-            let r = self.publish_one(tmp, d, &blobs, fsync);
-            if r.is_ok() {
-                indexed.push(*d);
+        let mut results: Vec<Result<Committed>> = items
+            .iter()
+            .map(|(tmp, d)| self.publish_one(tmp, d, &blobs, durable))
+            .collect();
+        let linked: Vec<Digests> = items
+            .iter()
+            .zip(&results)
+            .filter(|(_, r)| r.is_ok())
+            .map(|((_, d), _)| *d)
+            .collect();
+        if let Err(e) = self.record(&linked, durable) {
+            tracing::warn!(error = %e, "could not index committed blobs; unlinking them");
+            let text = e.to_string();
+            let mut first = Some(e);
+            for ((_, d), r) in items.iter().zip(results.iter_mut()) {
+                if matches!(r, Ok(Committed::Stored)) {
+                    let _ = std::fs::remove_file(self.layout.blob(&key_of(d)));
+                }
+                if r.is_ok() {
+                    *r = Err(first.take().unwrap_or_else(|| Error::Index {
+                        path: self.index.path().to_path_buf(),
+                        message: format!("not recorded: {text}"),
+                        source: None,
+                    }));
+                }
             }
-            results.push(r);
-        }
-        if let Err(e) = self.aliases.append(&indexed, fsync) {
-            // The blobs are safely stored; only secondary lookups are missing until fsck rebuilds
-            // the index. Say so loudly rather than fail a put whose bytes are durable.
-            tracing::warn!(error = %e, "could not record sha1/blake3 aliases; run fsck to rebuild");
         }
         results
+    }
+
+    /// Writes the records of linked blobs (to the index, or to the old log when asked to).
+    fn record(&self, linked: &[Digests], durable: bool) -> Result<()> {
+        if self.legacy_alias_log {
+            let log = self.layout.aliases();
+            return index::legacy::append(&log, linked, durable)
+                .map_err(|e| Error::io("append", log, e));
+        }
+        self.index.insert(linked, durable).map(|_| ())
+    }
+
+    /// Whether a blob's file is certainly gone (an error other than "not found" is not proof).
+    fn blob_gone(&self, key: &BlobKey) -> bool {
+        matches!(std::fs::symlink_metadata(self.layout.blob(key)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound)
+    }
+
+    /// Removes the index entry of a blob that was just deleted or moved away, unless another
+    /// writer has put it back meanwhile.
+    fn forget(&self, key: &BlobKey) -> Result<()> {
+        if self.legacy_alias_log {
+            return Ok(());
+        }
+        self.index
+            .remove_if(&[*key], self.fsync, |k| self.blob_gone(k))
+            .map(|_| ())
+    }
+
+    /// Removes every index entry whose blob is gone, a page at a time. Returns how many.
+    fn prune_index(&self) -> Result<u64> {
+        let (mut after, mut removed) = (0i64, 0u64);
+        loop {
+            let page = self.index.page(after, 1024)?;
+            let Some(&(last, _)) = page.last() else {
+                return Ok(removed);
+            };
+            after = last;
+            let missing: Vec<BlobKey> = page
+                .iter()
+                .map(|(_, k)| *k)
+                .filter(|k| self.blob_gone(k))
+                .collect();
+            removed += self
+                .index
+                .remove_if(&missing, false, |k| self.blob_gone(k))?;
+        }
     }
 
     fn publish_one(&self, tmp: &Path, d: &Digests, blobs: &Path, fsync: bool) -> Result<Committed> {
@@ -299,19 +391,19 @@ impl Backend for FsBackend {
         read::get(self.inner.clone(), *key, range).await
     }
 
+    /// A `stat` and one index lookup, both in place: on a warm page cache each takes microseconds,
+    /// less than a round trip through the blocking pool.
     async fn head(&self, key: &BlobKey) -> Result<Option<BlobStat>> {
         let path = self.inner.layout.blob(key);
-        let meta = match tokio::fs::metadata(&path).await {
+        let meta = match std::fs::metadata(&path) {
             Ok(m) => m,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(Error::io("stat", &path, e)),
         };
-        let inner = self.inner.clone();
-        let key2 = *key;
-        let digests = tokio::task::spawn_blocking(move || inner.aliases.digests(&key2))
-            .await
-            .map_err(join_error)?
-            .unwrap_or(None)
+        let digests = self
+            .inner
+            .index
+            .digests(key)?
             .filter(|d| d.size == meta.len());
         Ok(Some(BlobStat {
             key: *key,
@@ -333,19 +425,25 @@ impl Backend for FsBackend {
     }
 
     async fn delete(&self, key: &BlobKey) -> Result<bool> {
-        let path = self.inner.layout.blob(key);
-        let fsync = self.inner.fsync;
-        tokio::task::spawn_blocking(move || match std::fs::remove_file(&path) {
-            Ok(()) => {
-                if fsync {
-                    if let Some(dir) = path.parent() {
-                        durable::sync_dir(dir).map_err(|e| Error::io("fsync directory", dir, e))?;
+        let inner = self.inner.clone();
+        let key = *key;
+        tokio::task::spawn_blocking(move || {
+            let path = inner.layout.blob(&key);
+            let removed = match std::fs::remove_file(&path) {
+                Ok(()) => {
+                    if inner.fsync {
+                        if let Some(dir) = path.parent() {
+                            durable::sync_dir(dir)
+                                .map_err(|e| Error::io("fsync directory", dir, e))?;
+                        }
                     }
+                    true
                 }
-                Ok(true)
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
-            Err(e) => Err(Error::io("remove", &path, e)),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
+                Err(e) => return Err(Error::io("remove", &path, e)),
+            };
+            inner.forget(&key)?;
+            Ok(removed)
         })
         .await
         .map_err(join_error)?
@@ -369,27 +467,33 @@ impl Backend for FsBackend {
         true
     }
 
+    /// One index lookup, in place (see [`FsBackend::head`]).
     async fn resolve_alias(&self, hash: &Hash) -> Result<Option<BlobKey>> {
-        if let Some(k) = BlobKey::from_hash(hash) {
-            return Ok(Some(k));
-        }
-        let inner = self.inner.clone();
-        let hash = hash.clone();
-        let path = inner.layout.aliases();
-        tokio::task::spawn_blocking(move || inner.aliases.resolve(&hash))
-            .await
-            .map_err(join_error)?
-            .map_err(|e| Error::io("read", path, e))
+        self.inner.index.resolve(hash)
     }
 
-    async fn rebuild_aliases(&self, all: &[Digests]) -> Result<()> {
+    /// Merges the scan's records into the index a chunk at a time, then removes entries whose
+    /// blob is gone. A damaged index is first set aside and rebuilt from the scan alone.
+    async fn rebuild_aliases(&self, found: BoxStream<'_, Digests>) -> Result<AliasRebuild> {
         let inner = self.inner.clone();
-        let all = all.to_vec();
-        let path = inner.layout.aliases();
-        tokio::task::spawn_blocking(move || inner.aliases.rebuild(&all, inner.fsync))
-            .await
-            .map_err(join_error)?
-            .map_err(|e| Error::io("rebuild", path, e))
+        blocking(move || inner.index.set_aside_if_corrupt()).await?;
+        let mut report = AliasRebuild::default();
+        let mut chunks = found.ready_chunks(REBUILD_CHUNK);
+        while let Some(chunk) = chunks.next().await {
+            let inner = self.inner.clone();
+            let n = chunk.len() as u64;
+            let merged = blocking(move || inner.index.insert(&chunk, false)).await?;
+            report.indexed += n;
+            report.added += merged.added;
+            report.corrected += merged.corrected;
+        }
+        let inner = self.inner.clone();
+        report.removed = blocking(move || inner.prune_index()).await?;
+        if self.inner.fsync {
+            let inner = self.inner.clone();
+            blocking(move || inner.index.sync()).await?;
+        }
+        Ok(report)
     }
 
     async fn quarantine(&self, key: &BlobKey) -> Result<bool> {
@@ -403,13 +507,18 @@ impl Backend for FsBackend {
             .layout
             .quarantine()
             .join(format!("{}.{secs}", key.to_hex()));
-        tokio::task::spawn_blocking(move || match std::fs::rename(&from, &to) {
-            Ok(()) => Ok(true),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
-            Err(e) => Err(Error::io("quarantine", &from, e)),
+        let inner = self.inner.clone();
+        let key = *key;
+        blocking(move || {
+            let moved = match std::fs::rename(&from, &to) {
+                Ok(()) => true,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
+                Err(e) => return Err(Error::io("quarantine", &from, e)),
+            };
+            inner.forget(&key)?;
+            Ok(moved)
         })
         .await
-        .map_err(join_error)?
     }
 
     async fn sweep(&self) -> Result<u64> {
@@ -418,6 +527,14 @@ impl Backend for FsBackend {
             .await
             .map_err(join_error)?
     }
+}
+
+/// Records merged into the index per transaction during a rebuild.
+const REBUILD_CHUNK: usize = 1024;
+
+/// Runs blocking work off the async workers.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(f).await.map_err(join_error)?
 }
 
 /// Walks `sha512/xx/yy/<hex>` and sends every well-formed key.

@@ -548,7 +548,10 @@ impl Backend for MantaBackend {
         }
     }
 
-    async fn rebuild_aliases(&self, all: &[Digests]) -> Result<()> {
+    /// Merges what the scan found into the alias log as new segments (later merged with the
+    /// rest), a chunk at a time, so records other writers commit meanwhile are kept. Entries of
+    /// deleted blobs are not removed here (a lookup checks the blob exists).
+    async fn rebuild_aliases(&self, found: BoxStream<'_, Digests>) -> Result<super::AliasRebuild> {
         // Per-alias objects of an older layout go first.
         for alg in [Algorithm::Sha1, Algorithm::Blake3] {
             let stale: Vec<(String, String)> = self
@@ -565,6 +568,6 @@ impl Backend for MantaBackend {
                 .try_collect::<Vec<()>>()
                 .await?;
         }
-        self.aliases.rebuild(all).await
+        super::alias_log::record_all(&self.aliases, found).await
     }
 }

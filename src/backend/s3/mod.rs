@@ -222,7 +222,10 @@ impl Backend for S3Backend {
         }
     }
 
-    async fn rebuild_aliases(&self, all: &[Digests]) -> Result<()> {
+    /// Merges what the scan found into the alias log as new segments (later merged with the
+    /// rest), a chunk at a time, so records other writers commit meanwhile are kept. Entries of
+    /// deleted blobs are not removed here (a lookup checks the blob exists).
+    async fn rebuild_aliases(&self, found: BoxStream<'_, Digests>) -> Result<super::AliasRebuild> {
         let inner = &self.inner;
         // Anything under `alias/` besides the log (records of an older layout) goes too.
         let log = inner.keys.alias_log();
@@ -237,7 +240,7 @@ impl Backend for S3Backend {
             .try_collect::<Vec<_>>()
             .await
             .map_err(self.err("delete alias records"))?;
-        inner.aliases.rebuild(all).await
+        super::alias_log::record_all(&inner.aliases, found).await
     }
 
     /// Copies the blob to `quarantine/<hex>` (keeping its bytes for inspection), then deletes it.

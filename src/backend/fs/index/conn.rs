@@ -1,0 +1,167 @@
+//! Opening the index database: schema, pragmas, read-only fallbacks, and turning SQLite's errors
+//! into [`Error::Index`] with the file's name and, for a damaged file, the repair.
+//!
+//! Every connection runs in WAL mode, which is what lets one writer and any number of readers in
+//! any number of processes work at once: readers never wait for the writer, and each new read sees
+//! every transaction committed before it began, whichever process committed it.
+
+use std::path::Path;
+use std::time::Duration;
+
+use rusqlite::{Connection, ErrorCode, OpenFlags, TransactionBehavior};
+
+use crate::{Error, Result};
+
+/// The schema's version, kept in SQLite's `user_version`.
+const SCHEMA_VERSION: i64 = 1;
+
+/// One row per blob, with its recorded digests. The three secondary indexes hold only the first 8
+/// bytes of each digest (and the row id): a lookup compares the full digest in the row it lands
+/// on, and the index stays at ~200 bytes per blob instead of ~450 with full-width keys.
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS blobs(
+    id INTEGER PRIMARY KEY,
+    sha512 BLOB NOT NULL,
+    sha1 BLOB NOT NULL,
+    blake3 BLOB NOT NULL,
+    size INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS blobs_sha512 ON blobs(substr(sha512, 1, 8));
+CREATE INDEX IF NOT EXISTS blobs_sha1 ON blobs(substr(sha1, 1, 8));
+CREATE INDEX IF NOT EXISTS blobs_blake3 ON blobs(substr(blake3, 1, 8));
+";
+
+/// How long a connection waits for another process's write lock before giving up.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// SQLite's page cache per connection, in KiB (negative `cache_size`). Lookups touch 3-4 pages;
+/// this keeps the upper levels of the three B-trees hot without letting a `serve` process grow.
+const CACHE_KIB: i64 = 2048;
+
+/// How a database was opened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Mode {
+    /// Read and write (the normal case).
+    ReadWrite,
+    /// The store is not writable by this process: lookups only, with locking.
+    ReadOnly,
+    /// Not even the `-shm` file could be opened: lookups only, without locking (`immutable=1`).
+    /// Correct as long as nothing writes the store meanwhile, which is what an unwritable store
+    /// usually means.
+    Immutable,
+}
+
+/// Opens the database file, creating it and its schema if need be. A store this process may not
+/// write is opened read-only instead.
+pub(crate) fn open(path: &Path) -> Result<(Connection, Mode)> {
+    match open_rw(path) {
+        Ok(conn) => Ok((conn, Mode::ReadWrite)),
+        Err(e) if is_permission(&e) && path.exists() => open_ro(path),
+        Err(e) => Err(error(path, "open", e)),
+    }
+}
+
+/// Another connection to a database [`open`] has set up, in the same mode.
+pub(crate) fn connect(path: &Path, mode: Mode) -> Result<Connection> {
+    let conn = match mode {
+        Mode::ReadWrite => Connection::open_with_flags(path, rw_flags()),
+        Mode::ReadOnly => Connection::open_with_flags(path, ro_flags()),
+        Mode::Immutable => open_immutable(path),
+    }
+    .map_err(|e| error(path, "open", e))?;
+    tune(&conn).map_err(|e| error(path, "open", e))?;
+    Ok(conn)
+}
+
+fn rw_flags() -> OpenFlags {
+    OpenFlags::SQLITE_OPEN_READ_WRITE
+        | OpenFlags::SQLITE_OPEN_CREATE
+        | OpenFlags::SQLITE_OPEN_NO_MUTEX
+}
+
+fn ro_flags() -> OpenFlags {
+    OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX
+}
+
+fn open_immutable(path: &Path) -> rusqlite::Result<Connection> {
+    let uri = format!("file:{}?immutable=1", path.display());
+    Connection::open_with_flags(uri, ro_flags() | OpenFlags::SQLITE_OPEN_URI)
+}
+
+fn tune(conn: &Connection) -> rusqlite::Result<()> {
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    conn.pragma_update(None, "cache_size", -CACHE_KIB)?;
+    // Durability comes from the caller: a single put commits with FULL (the WAL is fsynced), a
+    // batch commits with NORMAL and then flushes the whole filesystem once (see `FsIndex::insert`).
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    Ok(())
+}
+
+fn open_rw(path: &Path) -> rusqlite::Result<Connection> {
+    let mut conn = Connection::open_with_flags(path, rw_flags())?;
+    tune(&conn)?;
+    let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    if version >= SCHEMA_VERSION {
+        return Ok(conn);
+    }
+    // A new file. WAL is a property of the file, set once; the schema goes in under the write lock
+    // so that two processes creating the same store at once make one schema.
+    let _mode: String = conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))?;
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    tx.execute_batch(SCHEMA)?;
+    tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+    tx.commit()?;
+    Ok(conn)
+}
+
+fn open_ro(path: &Path) -> Result<(Connection, Mode)> {
+    let try_ro = || -> rusqlite::Result<Connection> {
+        let conn = Connection::open_with_flags(path, ro_flags())?;
+        tune(&conn)?;
+        conn.query_row("SELECT count(*) FROM sqlite_master", [], |r| {
+            r.get::<_, i64>(0)
+        })?;
+        Ok(conn)
+    };
+    match try_ro() {
+        Ok(conn) => Ok((conn, Mode::ReadOnly)),
+        Err(_) => {
+            let conn = open_immutable(path).map_err(|e| error(path, "open read-only", e))?;
+            tune(&conn).map_err(|e| error(path, "open read-only", e))?;
+            Ok((conn, Mode::Immutable))
+        }
+    }
+}
+
+fn is_permission(e: &rusqlite::Error) -> bool {
+    matches!(
+        e.sqlite_error_code(),
+        Some(ErrorCode::ReadOnly | ErrorCode::CannotOpen | ErrorCode::PermissionDenied)
+    )
+}
+
+/// Whether an error says the file itself is damaged (or is not an index at all).
+pub(crate) fn is_corrupt(e: &Error) -> bool {
+    matches!(e, Error::Index { message, .. } if message.contains(CORRUPT))
+}
+
+const CORRUPT: &str = "is corrupt or not a tarvault index";
+
+/// An [`Error::Index`] for `op` on the database at `path`.
+pub(crate) fn error(path: &Path, op: &str, e: rusqlite::Error) -> Error {
+    let message = match e.sqlite_error_code() {
+        Some(ErrorCode::DatabaseCorrupt | ErrorCode::NotADatabase) => {
+            format!("{op}: the file {CORRUPT}; run `tarvault fsck` to rebuild it from the blobs")
+        }
+        Some(ErrorCode::DiskFull) => format!("{op}: the disk is full"),
+        Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => {
+            format!("{op}: another process held the index's write lock for over {BUSY_TIMEOUT:?}")
+        }
+        _ => op.to_string(),
+    };
+    Error::Index {
+        path: path.to_path_buf(),
+        message,
+        source: Some(Box::new(e)),
+    }
+}
