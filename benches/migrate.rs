@@ -72,7 +72,9 @@ fn main() {
 }
 
 async fn bench() {
-    let url = server::couch_url();
+    let Some(url) = server::couch_url() else {
+        return;
+    };
     let couch = seed::Couch::new(&url);
     let db = seed::db_name("bench");
     couch.create_db(&db).await;

@@ -1,5 +1,6 @@
-//! Composed backends: `Replicated` and `Cached`, through the conformance suite and under faults
-//! (a replica down, corrupt, slow; commits failing; 50 concurrent misses; a size bound).
+//! Composed backends: `Replicated`, `Cached` and `Throttled` (by bytes and by blobs), through the
+//! conformance suite, and the first two under faults (a replica down, corrupt, slow; commits
+//! failing; 50 concurrent misses; a size bound).
 
 mod common;
 mod conformance;
@@ -13,7 +14,9 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use futures::stream::BoxStream;
 use futures::TryStreamExt;
-use tarvault::backend::compose::{Cached, CachedOptions, Replicated, ReplicatedOptions};
+use tarvault::backend::compose::{
+    Cached, CachedOptions, Rate, Replicated, ReplicatedOptions, Throttled,
+};
 use tarvault::backend::fs::{FsBackend, FsOptions};
 use tarvault::backend::memory::MemoryBackend;
 use tarvault::backend::{
@@ -268,6 +271,49 @@ mod cached_suite {
             remote,
             _dir: dir,
         }
+    }
+    conformance::suite!(make);
+}
+
+/// `Throttled` over memory: paced reads must still be whole, verified and typed like any other.
+struct ThrottledFixture {
+    throttled: Throttled,
+    mem: MemoryBackend,
+}
+
+impl ThrottledFixture {
+    /// Rates generous enough that the suite stays quick, low enough that reads really wait.
+    fn new(rate: Rate) -> ThrottledFixture {
+        let mem = MemoryBackend::new();
+        ThrottledFixture {
+            throttled: Throttled::new(arc(mem.clone()), rate),
+            mem,
+        }
+    }
+}
+
+#[async_trait]
+impl conformance::Fixture for ThrottledFixture {
+    fn backend(&self) -> Arc<dyn Backend> {
+        arc(self.throttled.clone())
+    }
+    async fn plant(&self, key: &BlobKey, bytes: Bytes) {
+        assert!(self.mem.corrupt_for_test(key, bytes), "nothing to corrupt");
+    }
+}
+
+mod throttled_bytes_suite {
+    use super::*;
+    async fn make() -> ThrottledFixture {
+        ThrottledFixture::new(Rate::Bytes(1e9))
+    }
+    conformance::suite!(make);
+}
+
+mod throttled_blobs_suite {
+    use super::*;
+    async fn make() -> ThrottledFixture {
+        ThrottledFixture::new(Rate::Blobs(2000.0))
     }
     conformance::suite!(make);
 }

@@ -191,11 +191,7 @@ async fn full_disk_fails_cleanly() {
         .map(|s| s.success())
         .unwrap_or(false);
     if !mounted {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI must be able to mount a tmpfs"
-        );
-        eprintln!("skipping: cannot mount tmpfs here (not root)");
+        common::skip_or_fail("cannot mount a 1 MiB tmpfs here (it needs root, as CI has)");
         return;
     }
     struct Unmount(PathBuf);

@@ -22,14 +22,25 @@ use tarvault::{Integrity, Store};
 
 use common::{sha1_hex, sha512_sri};
 use seed::{db_name, seed_registry, Couch, Ver};
-use server::couch_url;
+
+/// The test server's client; `None` (the test returns) when there is none, see
+/// [`server::couch_url`].
+fn couch() -> Option<Couch> {
+    server::couch_url().map(|url| Couch::new(&url))
+}
 
 fn store_spec(dir: &Path) -> String {
     format!("file://{}?fsync=false", dir.display())
 }
 
-async fn migrate_lib(db: &str, store: &Store, dir: &Path, concurrency: usize) -> Summary {
-    let source = CouchSource::parse(&format!("{}/{db}", couch_url())).expect("source");
+async fn migrate_lib(
+    couch: &Couch,
+    db: &str,
+    store: &Store,
+    dir: &Path,
+    concurrency: usize,
+) -> Summary {
+    let source = CouchSource::parse(&format!("{}/{db}", couch.base)).expect("source");
     let mut opts = MigrateOptions::new(dir.join("state.json"), dir.join("map.jsonl"));
     opts.concurrency = concurrency;
     opts.batch = 7; // several _changes pages
@@ -67,7 +78,9 @@ async fn blob_keys(store: &Store) -> BTreeSet<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn migrates_every_version_and_counts_every_outcome() {
-    let couch = Couch::new(&couch_url());
+    let Some(couch) = couch() else {
+        return;
+    };
     let db = db_name("all");
     let seeded = seed_registry(&couch, &db, None).await;
     let dir = tempfile::tempdir().expect("tempdir");
@@ -75,7 +88,7 @@ async fn migrates_every_version_and_counts_every_outcome() {
         .await
         .expect("store");
 
-    let summary = migrate_lib(&db, &store, dir.path(), 4).await;
+    let summary = migrate_lib(&couch, &db, &store, dir.path(), 4).await;
     assert_eq!(summary.report.counts, seeded.expected, "cumulative report");
     assert_eq!(summary.run, seeded.expected, "this run");
     assert!(summary.caught_up && !summary.interrupted);
@@ -173,7 +186,7 @@ async fn migrates_every_version_and_counts_every_outcome() {
     find(OutcomeKind::Empty, "empty-pkg");
 
     // Again with the same state: nothing new, the same report, the same mapping.
-    let again = migrate_lib(&db, &store, dir.path(), 4).await;
+    let again = migrate_lib(&couch, &db, &store, dir.path(), 4).await;
     assert_eq!(again.run, Counts::default());
     assert_eq!(again.report, summary.report);
     let (_, entries_again) = read_map(&dir.path().join("map.jsonl"));
@@ -181,7 +194,7 @@ async fn migrates_every_version_and_counts_every_outcome() {
 
     // A new migration into the same store: every tarball is already there, same mapping.
     let dir2 = tempfile::tempdir().expect("tempdir");
-    let fresh = migrate_lib(&db, &store, dir2.path(), 2).await;
+    let fresh = migrate_lib(&couch, &db, &store, dir2.path(), 2).await;
     let mut want = seeded.expected;
     want.already_present += want.migrated;
     want.migrated = 0;
@@ -243,10 +256,12 @@ fn json_summary(out: &Output) -> Value {
 #[test]
 fn killed_at_any_moment_a_rerun_ends_like_an_uninterrupted_run() {
     let rt = tokio::runtime::Runtime::new().expect("runtime");
-    let couch = Couch::new(&couch_url());
+    let Some(couch) = couch() else {
+        return;
+    };
     let db = db_name("kill");
     let seeded = rt.block_on(seed_registry(&couch, &db, None));
-    let from = format!("{}/{db}", couch_url());
+    let from = format!("{}/{db}", couch.base);
     // Small steps, so that kills land between checkpoints, inside puts and inside state writes.
     let extra = [
         "--concurrency",
@@ -355,7 +370,9 @@ fn killed_at_any_moment_a_rerun_ends_like_an_uninterrupted_run() {
 #[test]
 fn follows_the_feed_until_sigterm() {
     let rt = tokio::runtime::Runtime::new().expect("runtime");
-    let couch = Couch::new(&couch_url());
+    let Some(couch) = couch() else {
+        return;
+    };
     let db = db_name("follow");
     let packages = seed::corpus_packages();
     rt.block_on(async {
@@ -368,7 +385,7 @@ fn follows_the_feed_until_sigterm() {
     });
     let want: usize = packages[..3].iter().map(|(_, v)| v.len()).sum();
     let dir = tempfile::tempdir().expect("tempdir");
-    let args = migrate_args(&format!("{}/{db}", couch_url()), dir.path());
+    let args = migrate_args(&format!("{}/{db}", couch.base), dir.path());
     let mut all: Vec<&str> = args.iter().map(String::as_str).collect();
     all.push("--follow");
     let child = tarvault(&all)
@@ -426,7 +443,9 @@ fn follows_the_feed_until_sigterm() {
 #[test]
 fn credentials_are_used_and_never_printed() {
     let rt = tokio::runtime::Runtime::new().expect("runtime");
-    let couch = Couch::new(&couch_url());
+    let Some(couch) = couch() else {
+        return;
+    };
     let db = db_name("auth");
     let packages = seed::corpus_packages();
     rt.block_on(async {
@@ -437,7 +456,7 @@ fn credentials_are_used_and_never_printed() {
             .put_doc(&db, name, &seed::fullfat(name, versions, &[]))
             .await;
     });
-    let base = couch_url();
+    let base = couch.base.clone();
     let (scheme, host) = base.split_once("://").expect("url");
     let leaks = |out: &Output, secret: &str| {
         let all = format!(
@@ -504,7 +523,9 @@ fn credentials_are_used_and_never_printed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn inspect_rejects_hostile_tarballs_and_impostors() {
-    let couch = Couch::new(&couch_url());
+    let Some(couch) = couch() else {
+        return;
+    };
     let db = db_name("inspect");
     couch.create_db(&db).await;
     let packages = seed::corpus_packages();
@@ -541,7 +562,7 @@ async fn inspect_rejects_hostile_tarballs_and_impostors() {
     let store = Store::open(&store_spec(&dir.path().join("store")))
         .await
         .expect("store");
-    let source = CouchSource::parse(&format!("{}/{db}", couch_url())).expect("source");
+    let source = CouchSource::parse(&format!("{}/{db}", couch.base)).expect("source");
     let mut opts = MigrateOptions::new(dir.path().join("state.json"), dir.path().join("map.jsonl"));
     opts.inspect = Some(tarvault::tarball::Policy::default());
     let summary = Migration::new(source, store.clone(), opts)

@@ -8,6 +8,24 @@ use std::path::PathBuf;
 use bytes::Bytes;
 use serde::Deserialize;
 
+/// Whether this run is CI's (`CI` set to anything but empty, `0` or `false`): there every server
+/// and tool the tests need must be present, because `.ci/run` installs and starts them.
+pub fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| !matches!(v.trim(), "" | "0" | "false"))
+}
+
+/// For a test that cannot run here because something it needs is absent (a server, a tool):
+/// under CI this fails the test, naming `reason`; elsewhere it prints `skipped: <reason>` and the
+/// caller returns at once, having tested nothing and said so. `reason` should name what is missing
+/// and how to get it (`bash .ci/run` starts every test server).
+#[track_caller]
+pub fn skip_or_fail(reason: &str) {
+    if in_ci() {
+        panic!("{reason} (CI must run this test: see .ci/run)");
+    }
+    eprintln!("skipped: {reason}");
+}
+
 /// One line of the corpus manifest: real npm tarballs with the registry's own digests.
 #[derive(Debug, Clone, Deserialize)]
 pub struct CorpusEntry {

@@ -733,10 +733,37 @@ macro_rules! suite {
         $(
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn $case() {
-                let fixture = $make().await;
+                let Some(fixture) = $crate::conformance::Found::found($make().await) else {
+                    return; // skipped: the constructor said why
+                };
                 $crate::conformance::$case(&fixture).await;
             }
         )*
     };
 }
 pub(crate) use suite;
+
+// ---------------------------------------------------------------------------------------------
+// Skipping: a suite's constructor returns a fixture, or an `Option` of one when the backend needs a
+// server that may be absent; it returns `None` after `crate::common::skip_or_fail` (which fails the
+// test under CI and prints `skipped: <reason>` elsewhere), and the case then returns at once.
+
+/// A fixture, or maybe one.
+pub trait Found {
+    type Fixture: Fixture;
+    fn found(self) -> Option<Self::Fixture>;
+}
+
+impl<F: Fixture> Found for F {
+    type Fixture = F;
+    fn found(self) -> Option<F> {
+        Some(self)
+    }
+}
+
+impl<F: Fixture> Found for Option<F> {
+    type Fixture = F;
+    fn found(self) -> Option<F> {
+        self
+    }
+}

@@ -5,7 +5,7 @@
 //! `MANTA_URL`, `MANTA_USER`, `MANTA_KEY_MATERIAL`, `MANTA_KEY_ID` (a running shared server) and
 //! `MANTA_TEST_SERVER_BIN` (the binary, for tests that need a server of their own). Without them a
 //! locally built `backends/target/debug/manta-test-server` is used; with neither, tests fail under
-//! `CI` and are skipped otherwise.
+//! `CI` and print `skipped: …` otherwise ([`no_server`]).
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
@@ -16,18 +16,15 @@ use tarvault::backend::manta::{MantaBackend, MantaConfig};
 
 pub const USER: &str = "testuser";
 
-/// What to do when no server can be found: fail in CI, skip (exit the test binary cleanly) else.
-pub fn no_server(what: &str) -> ! {
-    if std::env::var_os("CI").is_some() {
-        panic!(
-            "{what}: no Manta test server: set MANTA_TEST_SERVER_BIN (and MANTA_URL, MANTA_USER, \
-             MANTA_KEY_MATERIAL, MANTA_KEY_ID) as .ci/run does via backends/manta/start.sh"
-        );
-    }
-    eprintln!(
-        "skipping {what}: no Manta test server (build backends/ or run backends/manta/start.sh)"
-    );
-    std::process::exit(0);
+/// Says there is no Manta test server for `what`: the test fails under CI, and elsewhere prints
+/// `skipped: …` and its caller returns.
+pub fn no_server(what: &str) {
+    crate::common::skip_or_fail(&format!(
+        "{what}: no Manta test server (MANTA_URL, MANTA_USER and MANTA_KEY_MATERIAL are not set, \
+         and there is no manta-test-server binary at MANTA_TEST_SERVER_BIN or \
+         backends/target/debug/manta-test-server; `bash .ci/run` starts one with \
+         backends/manta/start.sh)"
+    ));
 }
 
 /// The test-server binary, if there is one.
@@ -165,40 +162,43 @@ pub struct Target {
 }
 
 impl Target {
-    /// The shared server from the environment, or a private one from the binary.
-    pub fn get(what: &str) -> Target {
+    /// The shared server from the environment, or a private one from the binary; `None` (the
+    /// test returns) when there is neither, see [`no_server`].
+    pub fn get(what: &str) -> Option<Target> {
         let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
         if let (Some(url), Some(user), Some(key)) = (
             var("MANTA_URL"),
             var("MANTA_USER"),
             var("MANTA_KEY_MATERIAL"),
         ) {
-            return Target {
+            return Some(Target {
                 url,
                 user,
                 key: PathBuf::from(key),
                 home: var("MANTA_TEST_HOME").map(PathBuf::from),
                 _own: None,
-            };
+            });
         }
         Self::private(what, &[])
     }
 
-    /// A private server (with fault flags), with a fresh RSA key.
-    pub fn private(what: &str, extra: &[&str]) -> Target {
+    /// A private server (with fault flags), with a fresh RSA key; `None` (the test returns) when
+    /// there is no test-server binary, see [`no_server`].
+    pub fn private(what: &str, extra: &[&str]) -> Option<Target> {
         let Some(bin) = server_bin() else {
-            no_server(what)
+            no_server(what);
+            return None;
         };
         let keys = Keys::new();
         let key = keys.rsa();
         let server = ServerProcess::spawn(&bin, &[pub_path(&key)], extra);
-        Target {
+        Some(Target {
             url: server.url.clone(),
             user: USER.into(),
             home: Some(keys.home().to_path_buf()),
             key,
             _own: Some((server, keys)),
-        }
+        })
     }
 
     /// A configuration for a fresh, unique store directory under `/stor`.

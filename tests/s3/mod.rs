@@ -1,8 +1,8 @@
 //! Test servers for the S3 backend: each is described by an env file written by
 //! `backends/s3/start-*.sh` (`AWS_ENDPOINT_URL`, keys, bucket, …), named by an environment variable:
 //! `TARVAULT_S3S_ENV` (s3s-fs) and `TARVAULT_CEPH_ENV` (Ceph RGW). One `cargo test` run thus
-//! tests both servers. Without the variable a test is skipped with a note, unless `CI` is set, in
-//! which case it fails: CI must run against both.
+//! tests both servers. Without the variable a test prints `skipped: …` and passes, unless `CI` is
+//! set, in which case it fails: CI must run against both ([`crate::common::skip_or_fail`]).
 #![allow(dead_code)]
 
 pub mod faults;
@@ -25,10 +25,10 @@ impl Server {
     /// The server named by `var`, or `None` (after a note) when it is not configured outside CI.
     pub fn from_env(var: &str, name: &'static str) -> Option<Server> {
         let Ok(file) = std::env::var(var) else {
-            if std::env::var_os("CI").is_some() {
-                panic!("{var} is not set: CI must run the S3 tests against {name} (see .ci/run)");
-            }
-            eprintln!("skipping: {var} not set (start {name} with backends/s3/ and point {var} at its env file)");
+            crate::common::skip_or_fail(&format!(
+                "{var} is not set, so there is no {name} server to test against (`bash .ci/run` \
+                 starts one with backends/s3/start-*.sh and sets {var} to its env file)"
+            ));
             return None;
         };
         let text = std::fs::read_to_string(&file)

@@ -16,13 +16,22 @@ use manta_test_server::sign::Signer;
 use manta_test_server::ServerHandle;
 
 fn bin_dir() -> PathBuf {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("node/node_modules/manta/bin");
-    assert!(
-        dir.join("mput").is_file(),
-        "node-manta is not installed at {}: run `npm ci --ignore-scripts` in backends/manta/node",
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("node/node_modules/manta/bin")
+}
+
+/// Whether node-manta is installed; when it is not, the test fails under CI and elsewhere prints
+/// `skipped: …` and returns.
+fn node_manta() -> bool {
+    let dir = bin_dir();
+    if dir.join("mput").is_file() {
+        return true;
+    }
+    common::skip_or_fail(&format!(
+        "node-manta is not installed at {} (run `npm ci --ignore-scripts` in backends/manta/node, \
+         as `bash .ci/run` does)",
         dir.display()
-    );
-    dir
+    ));
+    false
 }
 
 /// Runs node-manta commands as one user with one key.
@@ -119,6 +128,9 @@ fn runtime() -> tokio::runtime::Runtime {
 
 #[test]
 fn cli_objects_directories_links() {
+    if !node_manta() {
+        return;
+    }
     let rt = runtime();
     let scratch = Scratch::new();
     let key = scratch.rsa();
@@ -263,6 +275,9 @@ fn cli_objects_directories_links() {
 
 #[test]
 fn cli_missing_parent_and_wrong_key() {
+    if !node_manta() {
+        return;
+    }
     let rt = runtime();
     let scratch = Scratch::new();
     let key = scratch.rsa();
@@ -310,6 +325,9 @@ fn cli_missing_parent_and_wrong_key() {
 
 #[test]
 fn cli_multipart_upload() {
+    if !node_manta() {
+        return;
+    }
     let rt = runtime();
     let scratch = Scratch::new();
     let key = scratch.rsa();
@@ -378,6 +396,9 @@ fn cli_multipart_upload() {
 
 #[test]
 fn cli_ecdsa_key() {
+    if !node_manta() {
+        return;
+    }
     let rt = runtime();
     let scratch = Scratch::new();
     let key = scratch.ecdsa();
@@ -407,6 +428,9 @@ fn cli_ecdsa_key() {
 
 #[test]
 fn cli_listing_pages_past_1024() {
+    if !node_manta() {
+        return;
+    }
     let rt = runtime();
     let scratch = Scratch::new();
     let key = scratch.rsa();
@@ -442,6 +466,9 @@ fn cli_listing_pages_past_1024() {
 
 #[test]
 fn cli_msign_url() {
+    if !node_manta() {
+        return;
+    }
     let rt = runtime();
     let scratch = Scratch::new();
     let key = scratch.rsa();

@@ -85,18 +85,36 @@ impl S3Backend {
     /// so a wrong bucket or key fails here, as [`ErrorKind::Config`](crate::ErrorKind::Config),
     /// rather than at the first put.
     pub async fn connect(config: &S3Config) -> Result<S3Backend> {
-        let store: Arc<dyn ObjectStore> = Arc::new(config.build()?);
-        let mut backend = S3Backend::with_store(store, &config.prefix, config.describe());
-        if let Some(inner) = Arc::get_mut(&mut backend.inner) {
-            inner.retries = config.max_retries;
-            inner.single_put_max = config.multipart_threshold;
-        }
+        let backend = S3Backend::with_store_config(Arc::new(config.build()?), config);
         backend.probe().await?;
         Ok(backend)
     }
 
     /// A backend over an existing object store client (no probe). For tests and tools.
     pub fn with_store(store: Arc<dyn ObjectStore>, prefix: &str, describe: String) -> S3Backend {
+        S3Backend::new(store, prefix, describe, 4, writer::SINGLE_PUT_MAX)
+    }
+
+    /// A backend over an existing object store client (no probe) with `config`'s prefix, retries
+    /// and multipart threshold; its endpoint and credentials are the client's business. For tests
+    /// and tools, e.g. over object_store's in-memory store.
+    pub fn with_store_config(store: Arc<dyn ObjectStore>, config: &S3Config) -> S3Backend {
+        S3Backend::new(
+            store,
+            &config.prefix,
+            config.describe(),
+            config.max_retries,
+            config.multipart_threshold,
+        )
+    }
+
+    fn new(
+        store: Arc<dyn ObjectStore>,
+        prefix: &str,
+        describe: String,
+        retries: usize,
+        single_put_max: u64,
+    ) -> S3Backend {
         let keys = Keys::new(prefix);
         S3Backend {
             inner: Arc::new(Inner {
@@ -108,8 +126,8 @@ impl S3Backend {
                 store,
                 keys,
                 describe,
-                retries: 4,
-                single_put_max: writer::SINGLE_PUT_MAX,
+                retries,
+                single_put_max,
             }),
         }
     }

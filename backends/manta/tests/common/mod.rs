@@ -17,6 +17,17 @@ use tokio::net::TcpStream;
 
 pub const USER: &str = "testuser";
 
+/// For a test that cannot run because a tool it needs is absent: under CI (`CI` set to anything
+/// but empty, `0` or `false`) this fails the test, naming `reason`; elsewhere it prints
+/// `skipped: <reason>` and the caller returns. (The same rule as tarvault's `tests/common`.)
+#[track_caller]
+pub fn skip_or_fail(reason: &str) {
+    if std::env::var("CI").is_ok_and(|v| !matches!(v.trim(), "" | "0" | "false")) {
+        panic!("{reason} (CI must run this test: see .ci/run)");
+    }
+    eprintln!("skipped: {reason}");
+}
+
 /// A scratch HOME with `.ssh/id_rsa` (and optionally `id_ecdsa`).
 pub struct Scratch {
     pub dir: tempfile::TempDir,
