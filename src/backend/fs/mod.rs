@@ -191,6 +191,19 @@ impl FsInner {
         self.index.insert(linked, durable).map(|_| ())
     }
 
+    /// The digests recorded for a blob. An index that cannot be read costs only the fast check:
+    /// the blob is then verified against its address (sha512) instead, and the failure is logged
+    /// (lookups by sha1 or blake3 report it as an error naming the file and the repair).
+    fn recorded(&self, key: &BlobKey) -> Option<Digests> {
+        match self.index.digests(key) {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::warn!(error = %e, "index unreadable; verifying against the address");
+                None
+            }
+        }
+    }
+
     /// Whether a blob's file is certainly gone (an error other than "not found" is not proof).
     fn blob_gone(&self, key: &BlobKey) -> bool {
         matches!(std::fs::symlink_metadata(self.layout.blob(key)),
@@ -400,11 +413,7 @@ impl Backend for FsBackend {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(Error::io("stat", &path, e)),
         };
-        let digests = self
-            .inner
-            .index
-            .digests(key)?
-            .filter(|d| d.size == meta.len());
+        let digests = self.inner.recorded(key).filter(|d| d.size == meta.len());
         Ok(Some(BlobStat {
             key: *key,
             size: meta.len(),

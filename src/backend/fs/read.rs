@@ -88,7 +88,7 @@ fn open(inner: &FsInner, key: &BlobKey, range: Option<Range<u64>>) -> Result<Opt
     let Some((file, size, range)) = open_file(&path, range)? else {
         return Ok(None);
     };
-    let digests = inner.index.digests(key)?;
+    let digests = inner.recorded(key);
     let len = range.end - range.start;
     let body = if len <= READ_CHUNK as u64 {
         Body::Read(read_exact_at(&file, &path, range.start, len as usize)?)
@@ -115,10 +115,7 @@ fn open_in_place(
         Ok(None) => return Some(Ok(None)),
         Err(e) => return Some(Err(e)),
     };
-    let digests = match inner.index.digests(key) {
-        Ok(d) => d,
-        Err(e) => return Some(Err(e)),
-    };
+    let digests = inner.recorded(key);
     let len = range.end - range.start;
     let body = if len <= READ_CHUNK as u64 {
         match read_cached(&file, range.start, len as usize) {

@@ -1,0 +1,370 @@
+//! The filesystem store's index across processes and crashes: writers killed with SIGKILL while
+//! other writers run, fsck racing puts of another process, stores written before the index was
+//! introduced, and a damaged index file. Every writer here is a real second process (the CLI).
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use futures::TryStreamExt;
+use tarvault::backend::fs::{FsBackend, FsIndex, FsOptions};
+use tarvault::backend::{Backend, BlobKey};
+use tarvault::{Algorithm, Digests, FsckOptions, Integrity, PutOptions, Store};
+
+use common::noise;
+
+const BIN: &str = env!("CARGO_BIN_EXE_tarvault");
+
+/// A small deterministic generator (no dependency, reproducible failures).
+struct Lcg(u64);
+
+impl Lcg {
+    fn next(&mut self, below: u64) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (self.0 >> 33) % below.max(1)
+    }
+}
+
+/// `count` input files of 1-24 KiB; returns their paths and bytes.
+fn inputs(dir: &Path, count: usize, seed: u64) -> Vec<(PathBuf, Vec<u8>)> {
+    std::fs::create_dir_all(dir).expect("mkdir");
+    (0..count)
+        .map(|i| {
+            let len = 1024 + (i * 7919 + seed as usize * 31) % (23 * 1024);
+            let data = noise(len, seed * 100_000 + i as u64);
+            let p = dir.join(format!("in-{seed}-{i}.bin"));
+            std::fs::write(&p, &data).expect("write input");
+            (p, data)
+        })
+        .collect()
+}
+
+fn put_cmd(root: &Path, files: &[&PathBuf]) -> Command {
+    let mut cmd = Command::new(BIN);
+    cmd.arg("--store").arg(root).arg("put");
+    for f in files {
+        cmd.arg(f);
+    }
+    cmd.stdout(Stdio::null()).stderr(Stdio::null());
+    cmd
+}
+
+fn run(root: &Path, args: &[&str]) -> Output {
+    Command::new(BIN)
+        .arg("--store")
+        .arg(root)
+        .args(args)
+        .output()
+        .expect("run tarvault")
+}
+
+fn digests_of(data: &[u8]) -> Digests {
+    use sha1::Digest as _;
+    let sha512: [u8; 64] = sha2::Sha512::digest(data).into();
+    let sha1: [u8; 20] = sha1::Sha1::digest(data).into();
+    Digests::from_parts(
+        &sha512,
+        &sha1,
+        blake3::hash(data).as_bytes(),
+        data.len() as u64,
+    )
+    .expect("digests")
+}
+
+fn every_address(d: &Digests) -> [Integrity; 3] {
+    [
+        d.integrity(),
+        Integrity::from(d.hash(Algorithm::Sha1)),
+        Integrity::from(d.hash(Algorithm::Blake3)),
+    ]
+}
+
+/// Every entry of the index, walked page by page.
+fn index_entries(index: &FsIndex) -> Vec<BlobKey> {
+    let (mut after, mut out) = (0, Vec::new());
+    loop {
+        let page = index.page(after, 500).expect("walk the index");
+        let Some(&(last, _)) = page.last() else {
+            return out;
+        };
+        after = last;
+        out.extend(page.into_iter().map(|(_, k)| k));
+    }
+}
+
+/// What a fresh opener sees: (blobs on disk, blobs with a complete index entry, entries whose blob
+/// is missing). Panics if a visible blob does not verify.
+async fn survey(root: &Path) -> (usize, usize, Vec<BlobKey>) {
+    let backend = FsBackend::open(root, FsOptions::default()).expect("open");
+    let store = Store::new(backend.clone());
+    let keys: Vec<BlobKey> = backend.list().try_collect().await.expect("list");
+    let mut indexed = 0;
+    for key in &keys {
+        let bytes = std::fs::read(backend.blob_path(key)).expect("read blob");
+        let d = digests_of(&bytes);
+        assert_eq!(
+            &d.sha512,
+            key.as_bytes(),
+            "a visible blob is complete and verifies"
+        );
+        let index = backend.index();
+        let by_sha1 = index.key_by_sha1(&d.sha1).expect("lookup");
+        let by_blake3 = index.key_by_blake3(&d.blake3).expect("lookup");
+        match (by_sha1, by_blake3) {
+            (Some(a), Some(b)) => {
+                assert_eq!((a, b), (*key, *key), "an entry names its own blob");
+                assert_eq!(index.digests(key).expect("record"), Some(d));
+                for address in every_address(&d) {
+                    let got = store.get(&address).await.expect("get").bytes().await;
+                    assert_eq!(got.expect("verified").len() as u64, d.size);
+                }
+                indexed += 1;
+            }
+            (None, None) => {}
+            other => panic!("half an entry for {key}: {other:?}"),
+        }
+    }
+    let dangling = index_entries(backend.index())
+        .into_iter()
+        .filter(|k| !backend.blob_path(k).exists())
+        .collect();
+    (keys.len(), indexed, dangling)
+}
+
+/// SIGKILL at random moments of two processes putting overlapping batches at once, over 200
+/// times. At every check: each visible blob verifies and, if indexed, is found by all three
+/// digests; no entry points to a missing blob. After fsck (the recovery) every blob is indexed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_of_concurrent_batches_leaves_a_consistent_index() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path().join("store");
+    let files = inputs(&dir.path().join("in"), 200, 1);
+    let mut rng = Lcg(0x5eed);
+    let (mut kills, mut interrupted, mut unindexed_seen) = (0, 0, 0);
+    for round in 0..110u64 {
+        let mut children: Vec<Child> = (0..2)
+            .map(|_| {
+                let start = rng.next(160) as usize;
+                let batch: Vec<&PathBuf> =
+                    files[start..start + 40].iter().map(|(p, _)| p).collect();
+                put_cmd(&root, &batch).spawn().expect("spawn put")
+            })
+            .collect();
+        std::thread::sleep(Duration::from_millis(rng.next(120)));
+        for child in &mut children {
+            let _ = child.kill();
+            kills += 1;
+            if !child.wait().expect("wait").success() {
+                interrupted += 1;
+            }
+        }
+        if round % 22 == 21 {
+            let (blobs, indexed, dangling) = survey(&root).await;
+            assert!(
+                dangling.is_empty(),
+                "round {round}: entries without blobs {dangling:?}"
+            );
+            unindexed_seen += blobs - indexed;
+        }
+    }
+    assert!(kills >= 200);
+    assert!(
+        interrupted > 20,
+        "the test must interrupt puts ({interrupted} of {kills})"
+    );
+    let store = Store::open_fs(&root).expect("open");
+    let report = store.fsck(&FsckOptions::default()).await.expect("fsck");
+    assert!(report.is_clean(), "{:?}", report.corrupt);
+    assert_eq!(report.index.removed, 0, "no entry pointed nowhere");
+    let (blobs, indexed, dangling) = survey(&root).await;
+    assert!(blobs > 0 && dangling.is_empty());
+    assert_eq!(
+        indexed, blobs,
+        "after recovery every blob is found by every digest"
+    );
+    eprintln!(
+        "{kills} kills, {interrupted} interrupted puts, {blobs} blobs; {unindexed_seen} seen unindexed before recovery, {} indexed by it",
+        report.index.added
+    );
+}
+
+/// `fsck` in one process while another process puts new blobs: nothing the writer committed
+/// during the rebuild is lost from the index.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fsck_keeps_entries_another_process_commits_meanwhile() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path().join("store");
+    let seed = inputs(&dir.path().join("seed"), 1500, 2);
+    {
+        let opts = FsOptions {
+            fsync: false,
+            ..Default::default()
+        };
+        let store = Store::new(FsBackend::open(&root, opts).expect("open"));
+        for (_, data) in &seed {
+            store
+                .put_bytes(data.clone(), &PutOptions::default())
+                .await
+                .expect("seed");
+        }
+    }
+    for round in 0..3u64 {
+        let fresh = inputs(&dir.path().join(format!("new{round}")), 120, 10 + round);
+        let mut fsck = Command::new(BIN)
+            .arg("--store")
+            .arg(&root)
+            .args(["fsck", "--json"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn fsck");
+        let started = Instant::now();
+        let mut during = 0;
+        for chunk in fresh.chunks(20) {
+            let batch: Vec<&PathBuf> = chunk.iter().map(|(p, _)| p).collect();
+            let status = put_cmd(&root, &batch).status().expect("put");
+            assert!(status.success());
+            if fsck.try_wait().expect("poll fsck").is_none() {
+                during += 1;
+            }
+        }
+        let out = fsck.wait_with_output().expect("fsck");
+        assert!(out.status.success(), "fsck failed");
+        eprintln!(
+            "round {round}: {during} of 6 put batches committed while fsck ran ({:?})",
+            started.elapsed()
+        );
+        let index = FsIndex::open(root.join("index/blobs.sqlite")).expect("index");
+        for (_, data) in &fresh {
+            let d = digests_of(data);
+            assert_eq!(
+                index.key_by_sha1(&d.sha1).expect("lookup"),
+                Some(BlobKey::new(d.sha512)),
+                "round {round}: an entry committed during fsck was lost"
+            );
+            assert!(index.key_by_blake3(&d.blake3).expect("lookup").is_some());
+        }
+        assert!(
+            during > 0 || round > 0,
+            "fsck must overlap the puts at least once"
+        );
+    }
+}
+
+/// A store written in the alias-log format of earlier releases is imported into the index when
+/// first opened, once, even by two processes opening it at the same moment.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stores_with_the_old_alias_log_are_upgraded_on_open() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path().join("store");
+    let files = inputs(&dir.path().join("in"), 60, 3);
+    {
+        let legacy = FsOptions {
+            fsync: false,
+            legacy_alias_log: true,
+        };
+        let store = Store::new(FsBackend::open(&root, legacy).expect("open old"));
+        for (_, data) in &files {
+            store
+                .put_bytes(data.clone(), &PutOptions::default())
+                .await
+                .expect("put");
+        }
+    }
+    let log = root.join("index/aliases.log");
+    // A torn last line, as a crash mid-append of the old release leaves.
+    let mut text = std::fs::read(&log).expect("old log");
+    text.extend_from_slice(b"v1 0123abc");
+    std::fs::write(&log, text).expect("tear");
+    let before = FsIndex::open(root.join("index/blobs.sqlite")).expect("index");
+    assert_eq!(
+        before.len().expect("len"),
+        0,
+        "the old release wrote no index"
+    );
+
+    let d0 = digests_of(&files[0].1);
+    let sha1 = d0.shasum();
+    let mut both: Vec<Child> = (0..2)
+        .map(|_| {
+            Command::new(BIN)
+                .arg("--store")
+                .arg(&root)
+                .args(["has", &sha1])
+                .spawn()
+                .expect("spawn")
+        })
+        .collect();
+    for c in &mut both {
+        assert!(
+            c.wait().expect("wait").success(),
+            "found by sha1 after the upgrade"
+        );
+    }
+    assert!(!log.exists() && root.join("index/aliases.log.imported").exists());
+    let store = Store::open_fs(&root).expect("reopen");
+    let index = FsIndex::open(root.join("index/blobs.sqlite")).expect("index");
+    assert_eq!(
+        index.len().expect("len"),
+        files.len() as u64,
+        "imported once"
+    );
+    for (_, data) in &files {
+        let d = digests_of(data);
+        for address in every_address(&d) {
+            assert!(
+                store.contains(&address).await.expect("contains"),
+                "{address}"
+            );
+        }
+    }
+}
+
+/// A damaged index is an error naming the file and the repair; sha512 reads still verify; `fsck`
+/// sets the file aside and rebuilds the index from the blobs.
+#[test]
+fn a_damaged_index_is_reported_and_fsck_rebuilds_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path().join("store");
+    let files = inputs(&dir.path().join("in"), 3, 4);
+    let paths: Vec<&PathBuf> = files.iter().map(|(p, _)| p).collect();
+    assert!(put_cmd(&root, &paths).status().expect("put").success());
+    let db = root.join("index/blobs.sqlite");
+    for ext in ["-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{ext}", db.display()));
+    }
+    std::fs::write(&db, vec![0x42; 16384]).expect("damage");
+    let d = digests_of(&files[1].1);
+
+    let out = run(&root, &["has", &d.shasum()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && out.status.code() != Some(3),
+        "{err}"
+    );
+    assert!(
+        err.contains("blobs.sqlite") && err.contains("tarvault fsck"),
+        "{err}"
+    );
+    let by_sha512 = run(
+        &root,
+        &["get", &d.integrity().to_string(), "-o", "/dev/null"],
+    );
+    assert!(by_sha512.status.success(), "a sha512 read still verifies");
+
+    let fsck = run(&root, &["fsck"]);
+    let said = String::from_utf8_lossy(&fsck.stdout);
+    assert!(fsck.status.success(), "{said}");
+    assert!(said.contains("3 blobs without an entry added"), "{said}");
+    assert!(run(&root, &["has", &d.shasum()]).status.success());
+    let aside = std::fs::read_dir(root.join("index"))
+        .expect("ls")
+        .flatten()
+        .any(|e| e.file_name().to_string_lossy().contains(".corrupt."));
+    assert!(aside, "the damaged file is kept for inspection");
+}
