@@ -368,3 +368,43 @@ fn a_damaged_index_is_reported_and_fsck_rebuilds_it() {
         .any(|e| e.file_name().to_string_lossy().contains(".corrupt."));
     assert!(aside, "the damaged file is kept for inspection");
 }
+
+/// A store this process may not write (another user's) still answers lookups by every digest:
+/// the index is opened read-only.
+#[test]
+fn a_store_this_user_cannot_write_still_answers_lookups() {
+    let setpriv = Path::new("/usr/bin/setpriv");
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 || !setpriv.exists() {
+        eprintln!("skipped: needs root and setpriv to run the reader as another user");
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path().join("store");
+    let files = inputs(&dir.path().join("in"), 2, 5);
+    let paths: Vec<&PathBuf> = files.iter().map(|(p, _)| p).collect();
+    assert!(put_cmd(&root, &paths).status().expect("put").success());
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let open = std::fs::Permissions::from_mode(0o755);
+        std::fs::set_permissions(dir.path(), open).expect("chmod");
+    }
+    let d = digests_of(&files[1].1);
+    for address in every_address(&d) {
+        let out = Command::new(setpriv)
+            .args([
+                "--reuid=65534",
+                "--regid=65534",
+                "--clear-groups",
+                BIN,
+                "--store",
+            ])
+            .arg(&root)
+            .args(["get", &address.to_string()])
+            .output()
+            .expect("run as nobody");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{address}: {err}");
+        assert_eq!(out.stdout, files[1].1, "{address}");
+    }
+}
