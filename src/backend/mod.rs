@@ -228,6 +228,20 @@ pub trait Backend: fmt::Debug + Send + Sync + 'static {
     /// Every stored key, in no particular order.
     fn list(&self) -> BoxStream<'static, Result<BlobKey>>;
 
+    /// Every stored blob with what [`head`](Backend::head) knows of it, in no particular order.
+    /// The default heads each listed key; a backend that can do better in one pass overrides it.
+    fn list_stat(self: std::sync::Arc<Self>) -> BoxStream<'static, Result<BlobStat>> {
+        use futures::StreamExt;
+        let backend = self.clone();
+        self.list()
+            .then(move |k| {
+                let backend = backend.clone();
+                async move { backend.head(&k?).await }
+            })
+            .filter_map(|r: Result<Option<BlobStat>>| async move { r.transpose() })
+            .boxed()
+    }
+
     /// Finds the blob whose sha1 or blake3 digest is `hash`, using the alias index kept at commit.
     async fn resolve_alias(&self, hash: &Hash) -> Result<Option<BlobKey>>;
 

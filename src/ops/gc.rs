@@ -129,18 +129,17 @@ pub async fn gc(
     let cutoff = SystemTime::now()
         .checked_sub(options.grace)
         .unwrap_or(SystemTime::UNIX_EPOCH);
-    let mut keys = store.list();
+    // One pass that brings each blob's size and age with its key (no `head` per blob on the fs).
+    let mut stats = store.backend().clone().list_stat();
     let mut present_live = 0u64;
-    while let Some(key) = keys.next().await {
-        let key = key?;
+    while let Some(stat) = stats.next().await {
+        let stat = stat?;
+        let key = stat.key;
         report.listed += 1;
         if live.contains(&key) {
             present_live += 1;
             continue;
         }
-        let Some(stat) = store.backend().head(&key).await? else {
-            continue;
-        };
         match stat.modified {
             None => {
                 report.kept_unknown_age += 1;

@@ -459,17 +459,27 @@ impl Backend for FsBackend {
     }
 
     fn list(&self) -> BoxStream<'static, Result<BlobKey>> {
-        let root = self.inner.layout.blobs();
-        // The walker starts on first poll, so `list` may be called outside a runtime.
-        stream::once(async move {
-            let (tx, rx) = mpsc::channel::<Result<BlobKey>>(256);
-            tokio::task::spawn_blocking(move || walk_blobs(&root, &tx));
-            stream::unfold(rx, |mut rx| async move {
-                rx.recv().await.map(|item| (item, rx))
-            })
+        walk(self.inner.layout.blobs(), |key, _| Some(Ok(key)))
+    }
+
+    /// One pass on the walker's thread: each file's `stat` from its directory entry and its
+    /// record from the index, with no round trip per blob.
+    fn list_stat(self: Arc<Self>) -> BoxStream<'static, Result<BlobStat>> {
+        let inner = self.inner.clone();
+        walk(self.inner.layout.blobs(), move |key, entry| {
+            let meta = match entry.metadata() {
+                Ok(m) => m,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
+                Err(e) => return Some(Err(Error::io("stat", entry.path(), e))),
+            };
+            let digests = inner.recorded(&key).filter(|d| d.size == meta.len());
+            Some(Ok(BlobStat {
+                key,
+                size: meta.len(),
+                modified: meta.modified().ok(),
+                digests,
+            }))
         })
-        .flatten()
-        .boxed()
     }
 
     fn recorded_digests_trusted(&self) -> bool {
@@ -546,8 +556,29 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'sta
     tokio::task::spawn_blocking(f).await.map_err(join_error)?
 }
 
-/// Walks `sha512/xx/yy/<hex>` and sends every well-formed key.
-fn walk_blobs(root: &Path, tx: &mpsc::Sender<Result<BlobKey>>) {
+/// Walks `sha512/xx/yy/<hex>` on a blocking thread, sending what `each` makes of every
+/// well-formed key (`None`: skip it). The walker starts on first poll, so this may be called
+/// outside a runtime; it stays at most a channel's worth ahead of its consumer.
+fn walk<T, F>(root: PathBuf, each: F) -> BoxStream<'static, Result<T>>
+where
+    T: Send + 'static,
+    F: Fn(BlobKey, &std::fs::DirEntry) -> Option<Result<T>> + Send + 'static,
+{
+    stream::once(async move {
+        let (tx, rx) = mpsc::channel::<Result<T>>(256);
+        tokio::task::spawn_blocking(move || walk_blobs(&root, &tx, each));
+        stream::unfold(rx, |mut rx| async move {
+            rx.recv().await.map(|item| (item, rx))
+        })
+    })
+    .flatten()
+    .boxed()
+}
+
+fn walk_blobs<T, F>(root: &Path, tx: &mpsc::Sender<Result<T>>, each: F)
+where
+    F: Fn(BlobKey, &std::fs::DirEntry) -> Option<Result<T>>,
+{
     let read = |dir: &Path| -> Option<Vec<std::fs::DirEntry>> {
         match std::fs::read_dir(dir) {
             Ok(rd) => Some(rd.flatten().collect()),
@@ -573,8 +604,11 @@ fn walk_blobs(root: &Path, tx: &mpsc::Sender<Result<BlobKey>>) {
                 if name.len() != 128 {
                     continue;
                 }
-                if let Ok(key) = BlobKey::from_hex(name) {
-                    if tx.blocking_send(Ok(key)).is_err() {
+                let Ok(key) = BlobKey::from_hex(name) else {
+                    continue;
+                };
+                if let Some(item) = each(key, &f) {
+                    if tx.blocking_send(item).is_err() {
                         return;
                     }
                 }
