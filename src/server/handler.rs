@@ -38,6 +38,8 @@ struct Located {
     /// against it and a wrong alias cannot serve other bytes.
     address: Integrity,
     etag: HeaderValue,
+    /// The hash the key was resolved from (`/sha1/`), so the read need not resolve it again.
+    resolved_from: Option<Hash>,
 }
 
 async fn answer(
@@ -80,6 +82,7 @@ async fn locate(server: &Server, target: Target<'_>) -> crate::Result<Option<Loc
             key,
             address: Integrity::from(key.hash()),
             etag: h::etag(&key),
+            resolved_from: None,
         },
         Target::Sha1(digest) => {
             let hash = Hash::new(Algorithm::Sha1, &digest)?;
@@ -88,8 +91,9 @@ async fn locate(server: &Server, target: Target<'_>) -> crate::Result<Option<Loc
             };
             Located {
                 key,
-                address: Integrity::from(hash),
+                address: Integrity::from(hash.clone()),
                 etag: h::etag(&key),
+                resolved_from: Some(hash),
             }
         }
         Target::Tarball { name, file } => {
@@ -100,6 +104,7 @@ async fn locate(server: &Server, target: Target<'_>) -> crate::Result<Option<Loc
                 key: named.key,
                 address: named.address.clone(),
                 etag: named.etag.clone(),
+                resolved_from: None,
             }
         }
     }))
@@ -138,10 +143,16 @@ async fn respond(
         Some(size) => h::range(headers, size, &at.etag),
         None => RangeAsk::Full,
     };
-    let read = match ask {
-        RangeAsk::Full => server.store().get(&at.address).await,
-        RangeAsk::Part(start, end) => server.store().get_range(&at.address, start..end).await,
-        RangeAsk::Unsatisfiable => {
+    let store = server.store();
+    let read = match (&ask, at.resolved_from) {
+        // Found by sha1 already: read the key it named, checked against the sha1 too.
+        (RangeAsk::Full, Some(asked)) => store.read_resolved(at.key, asked, None).await,
+        (&RangeAsk::Part(start, end), Some(asked)) => {
+            store.read_resolved(at.key, asked, Some(start..end)).await
+        }
+        (RangeAsk::Full, None) => store.get(&at.address).await,
+        (&RangeAsk::Part(start, end), None) => store.get_range(&at.address, start..end).await,
+        (RangeAsk::Unsatisfiable, _) => {
             let mut r = plain(StatusCode::RANGE_NOT_SATISFIABLE, "range not satisfiable\n");
             let size = size.unwrap_or(0);
             if let Ok(v) = HeaderValue::from_str(&format!("bytes */{size}")) {

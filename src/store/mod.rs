@@ -210,15 +210,32 @@ impl Store {
             Some(found) => found,
             None => self.get_by_alias(address).await?.ok_or_else(not_found)?,
         };
-        let range = range.unwrap_or(0..got.size);
-        crate::backend::check_range(&range, got.size)?;
         // Name the blob by what the caller asked for, and by its sha512 when that was something else.
         let label = if address.get(Algorithm::Sha512).is_some() {
             address.to_string()
         } else {
             format!("{address} ({key})")
         };
-        Ok(read::verify(got.stream, got.size, range, expect, label))
+        verified(got, range, expect, label)
+    }
+
+    /// A read of the blob `key`, which the caller found by the sha1 or blake3 hash `asked` (an
+    /// HTTP server that needed the key first, for its ETag): one backend `get`, and the bytes are
+    /// verified against `asked` too, as [`Store::get`] by that hash would.
+    pub(crate) async fn read_resolved(
+        &self,
+        key: BlobKey,
+        asked: Hash,
+        range: Option<Range<u64>>,
+    ) -> Result<BlobStream> {
+        let label = format!("{asked} ({key})");
+        let Some(got) = self.backend.get(&key, None).await? else {
+            return Err(Error::NotFound {
+                address: asked.to_string(),
+            });
+        };
+        let expect = self.checks(&key, Some(asked), got.digests.as_ref());
+        verified(got, range, expect, label)
     }
 
     /// A read by sha512 in one backend request: the key is the address, so one `get` both finds and
@@ -324,4 +341,17 @@ impl Store {
             })
             .boxed()
     }
+}
+
+/// The verifying stream over what a backend `get` returned, for `range` (the whole blob by
+/// default).
+fn verified(
+    got: crate::backend::GetResult,
+    range: Option<Range<u64>>,
+    expect: Vec<Hash>,
+    label: String,
+) -> Result<BlobStream> {
+    let range = range.unwrap_or(0..got.size);
+    crate::backend::check_range(&range, got.size)?;
+    Ok(read::verify(got.stream, got.size, range, expect, label))
 }
