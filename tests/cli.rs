@@ -331,3 +331,53 @@ fn store_specs() {
         .expect("run");
     assert_eq!(out.status.code(), Some(0));
 }
+
+/// `get -o` to something that is not a regular file (a FIFO here; `/dev/null` alike) writes
+/// through it and never renames a file over it (as root, that replaced `/dev/null`).
+#[test]
+fn get_to_a_fifo_writes_through_it() {
+    use std::os::unix::fs::FileTypeExt;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let input = dir.path().join("in.txt");
+    std::fs::write(&input, b"fifo test").expect("write");
+    let store = dir.path().join("store");
+    let bin = env!("CARGO_BIN_EXE_tarvault");
+    let put = std::process::Command::new(bin)
+        .arg("--store")
+        .arg(&store)
+        .args(["put", "--json"])
+        .arg(&input)
+        .output()
+        .expect("put");
+    assert!(put.status.success());
+    let line = String::from_utf8_lossy(&put.stdout).to_string();
+    let integrity = line
+        .split('"')
+        .skip_while(|s| *s != "integrity")
+        .nth(2)
+        .expect("integrity in the put output")
+        .to_string();
+    let fifo = dir.path().join("pipe");
+    let c_path = std::ffi::CString::new(fifo.to_string_lossy().as_bytes()).expect("path");
+    // SAFETY: a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) }, 0, "mkfifo");
+    let reader = {
+        let fifo = fifo.clone();
+        std::thread::spawn(move || std::fs::read(fifo).expect("read the fifo"))
+    };
+    let out = std::process::Command::new(bin)
+        .arg("--store")
+        .arg(&store)
+        .args(["get", &integrity, "-o"])
+        .arg(&fifo)
+        .output()
+        .expect("get");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(reader.join().expect("reader"), b"fifo test");
+    let kind = std::fs::symlink_metadata(&fifo).expect("stat").file_type();
+    assert!(kind.is_fifo(), "still a FIFO, not a file renamed over it");
+}

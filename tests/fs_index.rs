@@ -351,11 +351,18 @@ fn a_damaged_index_is_reported_and_fsck_rebuilds_it() {
         err.contains("blobs.sqlite") && err.contains("tarvault fsck"),
         "{err}"
     );
+    let out_file = dir.path().join("read.bin");
     let by_sha512 = run(
         &root,
-        &["get", &d.integrity().to_string(), "-o", "/dev/null"],
+        &[
+            "get",
+            &d.integrity().to_string(),
+            "-o",
+            &out_file.to_string_lossy(),
+        ],
     );
     assert!(by_sha512.status.success(), "a sha512 read still verifies");
+    assert_eq!(std::fs::read(&out_file).expect("read back"), files[1].1);
 
     let fsck = run(&root, &["fsck"]);
     let said = String::from_utf8_lossy(&fsck.stdout);

@@ -129,7 +129,22 @@ pub(crate) async fn get(store: &Store, text: &str, output: Option<&Path>) -> Res
 }
 
 /// Writes to a temp file beside `path` and renames it into place only once every byte verified.
+/// A path that exists and is not a regular file (`/dev/null`, a FIFO, a terminal) is written
+/// directly: renaming over it would replace the device with a file.
 async fn write_verified_file(stream: &mut tarvault::BlobStream, path: &Path) -> Result<(), Error> {
+    if std::fs::metadata(path).is_ok_and(|m| !m.is_file()) {
+        let mut out = tokio::fs::OpenOptions::new()
+            .write(true)
+            .open(path)
+            .await
+            .map_err(|e| io_error("open", path, e))?;
+        while let Some(chunk) = stream.next().await {
+            out.write_all(&chunk?)
+                .await
+                .map_err(|e| io_error("write", path, e))?;
+        }
+        return out.flush().await.map_err(|e| io_error("write", path, e));
+    }
     let dir = path
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
