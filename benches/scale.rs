@@ -917,16 +917,43 @@ fn dir_bytes(dir: &Path) -> (u64, u64) {
 }
 
 fn index_size(n: u64, big: &Path) {
-    let (bytes, allocated) = dir_bytes(&big.join("index"));
+    let index = big.join("index");
+    let (bytes, allocated) = dir_bytes(&index);
+    // What is in it (the log, or the database and its WAL), largest first.
+    let mut files: Vec<(u64, String)> = std::fs::read_dir(&index)
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| {
+                    let size = dir_bytes_or_len(&e.path());
+                    (size, e.file_name().to_string_lossy().into_owned())
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    files.sort_unstable_by(|a, b| b.cmp(a));
+    let files: Vec<String> = files
+        .iter()
+        .map(|(size, name)| format!("{name} {size}"))
+        .collect();
     println!();
     println!("## 5. Index size at N = {n} (everything under index/); target <= 300 B/blob");
-    println!("| bytes | bytes/blob | allocated | allocated/blob |");
-    println!("|---:|---:|---:|---:|");
+    println!("| bytes | bytes/blob | allocated | allocated/blob | files (bytes) |");
+    println!("|---:|---:|---:|---:|---|");
     println!(
-        "| {bytes} | {:.0} | {allocated} | {:.0} |",
+        "| {bytes} | {:.0} | {allocated} | {:.0} | {} |",
         bytes as f64 / n as f64,
-        allocated as f64 / n as f64
+        allocated as f64 / n as f64,
+        files.join(", ")
     );
+}
+
+/// The apparent bytes of a file, or of everything under a directory.
+fn dir_bytes_or_len(path: &Path) -> u64 {
+    match std::fs::metadata(path) {
+        Ok(m) if m.is_dir() => dir_bytes(path).0,
+        Ok(m) => m.len(),
+        Err(_) => 0,
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
