@@ -3,14 +3,14 @@
 //! Everything is printed as markdown tables; nothing is asserted (targets are printed beside the
 //! figures, for the reader to compare).
 //!
-//! 1. ingest through the library (`Store::put_batch`, batches of 256, two batches in flight,
-//!    fsync on): blobs/s per tenth of N, and the first 10k for comparison;
+//! 1. ingest through the library (`Store::put_batch`, batches of 256, two in flight, fsync on):
+//!    blobs/s per tenth of N, and the first 10k for comparison;
 //! 2. fresh-process lookups with the CLI (`has`, `stat`, `get`) by sha512, sha1 and blake3, hit
 //!    and miss: median wall time and the child's peak RSS, on the N store and on a 1k store;
 //! 3. `serve`: the first request (by sha1), then random lookups by sha1 and by sha512 over one
 //!    keep-alive connection (p50/p99), and the server's peak RSS (needs `--features server`);
 //! 4. `ls --json`, `fsck --json` and a `gc` dry run via the CLI: rate and peak RSS;
-//! 5. index bytes per blob (everything under `DIR/index/`);
+//! 5. index bytes per blob (everything under `DIR/index/`), after the build and after fsck;
 //! 6. the cost of the index: ingest of an N/10 store with the index against one with the
 //!    pre-index alias log, in the same run;
 //! 7. (only with `TARVAULT_SCALE_INDEX_N`) the index alone, through its own API, at e.g. 50M
@@ -24,6 +24,7 @@
 //! - `TARVAULT_SCALE_KEEP=1`: keep the N store at the end (it is deleted otherwise);
 //! - `TARVAULT_SCALE_REUSE=1`: use the N store a previous run kept (skipping the build, and the
 //!   ingest rows), and keep it again;
+//! - `TARVAULT_SCALE_IN_FLIGHT`: `put_batch` calls in flight during ingest (default 2);
 //! - `TARVAULT_SCALE_RUNS`: runs per fresh-process lookup (default 10; fewer when runs are slow);
 //! - `TARVAULT_SCALE_LOOKUPS`: serve lookups per digest (default 100000);
 //! - `TARVAULT_SCALE_INDEX_N`: records for the index-only part (off unless set, e.g. 50000000);
@@ -50,8 +51,18 @@ use tarvault::{Digests, Integrity, PutOptions, Store};
 
 /// Blobs per `put_batch`.
 const BATCH: usize = 256;
-/// `put_batch` calls in flight at once: one commits (two syncfs) while the next is hashed.
-const IN_FLIGHT: usize = 2;
+/// `put_batch` calls in flight at once (`TARVAULT_SCALE_IN_FLIGHT`, default 2): one commits (two
+/// `syncfs`) while the next is read and hashed. (`tarvault put` runs one at a time.)
+fn in_flight() -> usize {
+    static N: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *N.get_or_init(|| {
+        std::env::var("TARVAULT_SCALE_IN_FLIGHT")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(2usize)
+            .max(1)
+    })
+}
 /// The small store the fresh-process lookups are compared with.
 const SMALL_N: u64 = 1000;
 /// Misses are blobs numbered from here (never stored).
@@ -93,6 +104,7 @@ fn main() {
         std::fs::write(&big_done, format!("{}\n", cfg.n)).expect("write done marker");
         print_ingest(cfg.n, &marks);
     }
+    let mut index_sizes = vec![("after the build", index_size(&big))];
 
     let small = cfg.dir.join(format!("n{SMALL_N}"));
     remove_dir(&small);
@@ -108,10 +120,11 @@ fn main() {
                 println!("\n(serve skipped: run with `--features server`)");
             }
             walks(bin, &cfg, &big);
+            index_sizes.push(("after fsck (which rebuilds it)", index_size(&big)));
         }
         None => println!("\n(CLI rows skipped: the `tarvault` binary is not built)"),
     }
-    index_size(cfg.n, &big);
+    print_index_sizes(cfg.n, &index_sizes);
     index_cost(&rt, &cfg);
     if let Some(n) = cfg.index_n {
         index_only(&cfg, n);
@@ -350,7 +363,7 @@ fn ingest(
                 let store = store.clone();
                 tokio::spawn(async move { put_range(&store, range).await })
             })
-            .buffer_unordered(IN_FLIGHT);
+            .buffer_unordered(in_flight());
         while let Some(r) = results.next().await {
             done += r.expect("ingest task");
             while next < bounds.len() && done >= bounds[next] {
@@ -416,8 +429,9 @@ fn tenth_marks(n: u64, marks: &[Mark]) -> Vec<Mark> {
 fn print_ingest(n: u64, marks: &[Mark]) {
     println!();
     println!(
-        "## 1. Ingest of {n} blobs (put_batch of {BATCH}, {IN_FLIGHT} in flight, fsync on); \
-         target: last tenth >= 0.9x the first 10k"
+        "## 1. Ingest of {n} blobs (put_batch of {BATCH}, {} in flight, fsync on); \
+         target: last tenth >= 0.9x the first 10k",
+        in_flight()
     );
     println!("| blobs | blobs/s | vs first 10k | machine CPU busy | bench CPU us/blob |");
     println!("|---|---:|---:|---:|---:|");
@@ -916,10 +930,16 @@ fn dir_bytes(dir: &Path) -> (u64, u64) {
     total
 }
 
-fn index_size(n: u64, big: &Path) {
-    let index = big.join("index");
+/// What `DIR/index/` holds: apparent and allocated bytes, and its files (largest first).
+struct IndexSize {
+    bytes: u64,
+    allocated: u64,
+    files: Vec<(u64, String)>,
+}
+
+fn index_size(store: &Path) -> IndexSize {
+    let index = store.join("index");
     let (bytes, allocated) = dir_bytes(&index);
-    // What is in it (the log, or the database and its WAL), largest first.
     let mut files: Vec<(u64, String)> = std::fs::read_dir(&index)
         .map(|rd| {
             rd.flatten()
@@ -931,20 +951,33 @@ fn index_size(n: u64, big: &Path) {
         })
         .unwrap_or_default();
     files.sort_unstable_by(|a, b| b.cmp(a));
-    let files: Vec<String> = files
-        .iter()
-        .map(|(size, name)| format!("{name} {size}"))
-        .collect();
+    IndexSize {
+        bytes,
+        allocated,
+        files,
+    }
+}
+
+fn print_index_sizes(n: u64, sizes: &[(&str, IndexSize)]) {
     println!();
     println!("## 5. Index size at N = {n} (everything under index/); target <= 300 B/blob");
-    println!("| bytes | bytes/blob | allocated | allocated/blob | files (bytes) |");
-    println!("|---:|---:|---:|---:|---|");
-    println!(
-        "| {bytes} | {:.0} | {allocated} | {:.0} | {} |",
-        bytes as f64 / n as f64,
-        allocated as f64 / n as f64,
-        files.join(", ")
-    );
+    println!("| when | bytes | bytes/blob | allocated | allocated/blob | files (bytes) |");
+    println!("|---|---:|---:|---:|---:|---|");
+    for (when, s) in sizes {
+        let files: Vec<String> = s
+            .files
+            .iter()
+            .map(|(size, name)| format!("{name} {size}"))
+            .collect();
+        println!(
+            "| {when} | {} | {:.0} | {} | {:.0} | {} |",
+            s.bytes,
+            s.bytes as f64 / n as f64,
+            s.allocated,
+            s.allocated as f64 / n as f64,
+            files.join(", ")
+        );
+    }
 }
 
 /// The apparent bytes of a file, or of everything under a directory.
