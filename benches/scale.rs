@@ -207,17 +207,13 @@ fn remove_dir(path: &Path) {
 /// The options every store here is built with: fsync on, and the index (or, for the cost row,
 /// the pre-index alias log).
 fn fs_options(legacy_alias_log: bool) -> FsOptions {
-    // TODO(rebase onto the SQLite index): return
-    // `FsOptions { fsync: true, legacy_alias_log, ..FsOptions::default() }`. Until then the code
-    // only has the alias log, so both sides of the cost row build the same store.
-    let _ = legacy_alias_log;
-    let options = FsOptions::default();
+    let options = FsOptions {
+        legacy_alias_log,
+        ..FsOptions::default()
+    };
     assert!(options.fsync, "the scale benchmark measures durable stores");
     options
 }
-
-/// Whether [`fs_options`] can tell the index from the alias log yet.
-const HAS_INDEX: bool = false;
 
 // ---------------------------------------------------------------------------------------------
 // Synthetic blobs
@@ -1028,12 +1024,7 @@ fn index_cost(rt: &tokio::runtime::Runtime, cfg: &Config) {
     println!();
     println!(
         "## 6. Cost of the index: ingest of {n} blobs into a fresh store, twice with each, in the \
-         order index, log, log, index (same run, same options otherwise){}",
-        if HAS_INDEX {
-            ""
-        } else {
-            " -- NOTE: this build has only the alias log, so both rows build the same store"
-        }
+         order index, log, log, index (same run, same options otherwise)"
     );
     println!(
         "| sha1/blake3 lookups via | blobs/s, each build | median of the tenths' blobs/s | vs \
@@ -1091,7 +1082,6 @@ fn index_only_child(args: &[String]) {
 
 /// Record `i` of the index-only part: digests drawn from `i` (no content; the index never sees
 /// any).
-#[allow(dead_code)] // used by `index_only_impl` once it is enabled
 fn record(i: u64) -> Digests {
     let mut seed = i ^ 0x5ca1_ab1e_0000_0000;
     let mut fill = |out: &mut [u8]| {
@@ -1107,7 +1097,6 @@ fn record(i: u64) -> Digests {
 }
 
 /// Reads `VmRSS` and `VmHWM` of this process, in KiB.
-#[allow(dead_code)] // used by `index_only_impl` once it is enabled
 fn own_rss_kib() -> (u64, u64) {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     let field = |name: &str| {
@@ -1120,20 +1109,7 @@ fn own_rss_kib() -> (u64, u64) {
     (field("VmRSS:"), field("VmHWM:"))
 }
 
-/// Until the SQLite index lands on main there is no `FsIndex` to measure.
-// TODO(rebase onto the SQLite index): delete this module and the `#[cfg(any())]` line on the one
-// below, which is written against `tarvault::backend::fs::FsIndex`.
-#[cfg(not(any()))]
-mod index_only_impl {
-    pub fn run(_dir: &std::path::Path, _n: u64, _batch: usize, _lookups: usize) {
-        println!();
-        println!(
-            "## 7. Index only: not available in this build (no tarvault::backend::fs::FsIndex)"
-        );
-    }
-}
-
-#[cfg(any())]
+/// The index alone, through its own API (`tarvault::backend::fs::FsIndex`).
 mod index_only_impl {
     use std::path::Path;
     use std::time::Instant;
@@ -1158,12 +1134,13 @@ mod index_only_impl {
         let mut marks = vec![(0u64, 0.0f64)];
         let mut next_tenth = 1u64;
         let mut done = 0u64;
+        let mut added = 0u64;
         let mut records = Vec::with_capacity(batch);
         while done < n {
             let end = (done + batch as u64).min(n);
             records.clear();
             records.extend((done..end).map(record));
-            let _merge = index.insert(&records, true).expect("insert");
+            added += index.insert(&records, true).expect("insert").added;
             done = end;
             while next_tenth <= 10 && done >= n * next_tenth / 10 {
                 let secs = start.elapsed().as_secs_f64();
@@ -1173,6 +1150,7 @@ mod index_only_impl {
             }
         }
         let len = index.len().expect("len");
+        assert_eq!((added, len), (n, n), "every record added once");
         let disk = index.disk_bytes();
         // Warm lookups: every sampled record by sha1 (a few by blake3 too, as a check).
         let ids = sample(n, lookups, 21);
