@@ -63,6 +63,7 @@ fn in_flight() -> usize {
             .max(1)
     })
 }
+
 /// The small store the fresh-process lookups are compared with.
 const SMALL_N: u64 = 1000;
 /// Misses are blobs numbered from here (never stored).
@@ -71,6 +72,11 @@ const MISS_BASE: u64 = 1 << 62;
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if args.iter().any(|a| a == "--list") {
+        return;
+    }
+    if args.get(1).map(String::as_str) == Some("--measure") {
+        let args: Vec<std::ffi::OsString> = std::env::args_os().skip(2).collect();
+        measure_child(&args);
         return;
     }
     // Child mode: the index-only part runs in a process of its own, so its RSS is the index's.
@@ -476,16 +482,50 @@ struct Run {
     stderr: String,
 }
 
-/// Runs `cmd` to its end (standard output discarded) and measures it with `wait4`.
-fn run_measured(cmd: &mut Command) -> Run {
+/// Runs `cmd` to its end (standard output discarded) and measures it, through this executable in
+/// `--measure` mode. Not directly: a child spawned from this process inherits its peak RSS
+/// (Linux records the peak of the memory image an `exec` replaces, and std spawns with
+/// `vfork`, whose image is this process's), so `ru_maxrss` would say at least as much as this
+/// benchmark holds. The measuring process is small and fresh, so its floor (a few MiB) stays
+/// below any `tarvault` command's own.
+fn run_measured(cmd: &Command) -> Run {
     let mut err = tempfile::tempfile().expect("stderr file");
+    let out = Command::new(std::env::current_exe().expect("current exe"))
+        .arg("--measure")
+        .arg(cmd.get_program())
+        .args(cmd.get_args())
+        .stdin(Stdio::null())
+        .stderr(err.try_clone().expect("stderr file"))
+        .output()
+        .expect("spawn the measuring process");
+    let mut stderr = String::new();
+    use std::io::Seek;
+    let _ = err.seek(std::io::SeekFrom::Start(0));
+    let _ = err.read_to_string(&mut stderr);
+    let text = String::from_utf8_lossy(&out.stdout);
+    let f: Vec<&str> = text.split_whitespace().collect();
+    match (f.first(), f.get(1), f.get(2)) {
+        (Some(secs), Some(kib), Some(code)) => Run {
+            secs: secs.parse().unwrap_or(f64::NAN),
+            maxrss_kib: kib.parse().unwrap_or(0),
+            code: code.parse().unwrap_or(-1),
+            stderr: stderr.trim().to_string(),
+        },
+        _ => panic!("the measuring process printed {text:?} ({})", stderr.trim()),
+    }
+}
+
+/// Child mode `--measure PROGRAM ARGS…`: runs the command (standard output discarded, standard
+/// error inherited) and prints its wall time in seconds, its peak RSS in KiB (`wait4`'s
+/// `ru_maxrss`) and its exit code (-1 when killed by a signal).
+fn measure_child(args: &[std::ffi::OsString]) {
     let t = Instant::now();
-    let child = cmd
+    let child = Command::new(&args[0])
+        .args(&args[1..])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(err.try_clone().expect("stderr file"))
         .spawn()
-        .expect("spawn tarvault");
+        .expect("spawn");
     let pid = child.id() as libc::pid_t;
     let mut status = 0;
     // SAFETY: wait4 only writes into the two values it is given; the child is ours and not yet
@@ -495,21 +535,12 @@ fn run_measured(cmd: &mut Command) -> Run {
     let secs = t.elapsed().as_secs_f64();
     assert_eq!(r, pid, "wait4: {}", std::io::Error::last_os_error());
     drop(child);
-    let mut stderr = String::new();
-    use std::io::Seek;
-    let _ = err.seek(std::io::SeekFrom::Start(0));
-    let _ = err.read_to_string(&mut stderr);
     let code = if libc::WIFEXITED(status) {
         libc::WEXITSTATUS(status)
     } else {
         -1
     };
-    Run {
-        secs,
-        maxrss_kib: usage.ru_maxrss as u64,
-        code,
-        stderr: stderr.trim().to_string(),
-    }
+    println!("{secs} {} {code}", usage.ru_maxrss);
 }
 
 fn tarvault(bin: &Path, store: &Path) -> Command {
