@@ -205,16 +205,24 @@ pub(crate) async fn stat(store: &Store, text: &str, json: bool) -> Result<u8, Er
     Ok(exit::OK)
 }
 
+/// Lines go through one buffer (stdout is line-buffered: a write per blob would cost more than
+/// finding the blob).
 pub(crate) async fn ls(store: &Store, json: bool) -> Result<u8, Error> {
+    use std::io::Write as _;
+    let stdout_error =
+        |e: std::io::Error| Error::Input(std::io::Error::new(e.kind(), format!("stdout: {e}")));
+    let mut out = std::io::BufWriter::with_capacity(1 << 16, std::io::stdout());
     let mut all = store.list_info();
     while let Some(info) = all.next().await {
         let line = BlobLine::from(&info?);
         if json {
-            json_line(&line);
+            serde_json::to_writer(&mut out, &line).map_err(|e| stdout_error(e.into()))?;
+            out.write_all(b"\n").map_err(stdout_error)?;
         } else {
-            println!("{} {}", line.integrity, line.size);
+            writeln!(out, "{} {}", line.integrity, line.size).map_err(stdout_error)?;
         }
     }
+    out.flush().map_err(stdout_error)?;
     Ok(exit::OK)
 }
 
