@@ -341,22 +341,9 @@ fn get_to_a_fifo_writes_through_it() {
     let input = dir.path().join("in.txt");
     std::fs::write(&input, b"fifo test").expect("write");
     let store = dir.path().join("store");
-    let bin = env!("CARGO_BIN_EXE_tarvault");
-    let put = std::process::Command::new(bin)
-        .arg("--store")
-        .arg(&store)
-        .args(["put", "--json"])
-        .arg(&input)
-        .output()
-        .expect("put");
+    let put = tv(&store, &["put", &input.to_string_lossy()]);
     assert!(put.status.success());
-    let line = String::from_utf8_lossy(&put.stdout).to_string();
-    let integrity = line
-        .split('"')
-        .skip_while(|s| *s != "integrity")
-        .nth(2)
-        .expect("integrity in the put output")
-        .to_string();
+    let integrity = sha512_sri(b"fifo test");
     let fifo = dir.path().join("pipe");
     let c_path = std::ffi::CString::new(fifo.to_string_lossy().as_bytes()).expect("path");
     // SAFETY: a valid NUL-terminated path.
@@ -365,13 +352,7 @@ fn get_to_a_fifo_writes_through_it() {
         let fifo = fifo.clone();
         std::thread::spawn(move || std::fs::read(fifo).expect("read the fifo"))
     };
-    let out = std::process::Command::new(bin)
-        .arg("--store")
-        .arg(&store)
-        .args(["get", &integrity, "-o"])
-        .arg(&fifo)
-        .output()
-        .expect("get");
+    let out = tv(&store, &["get", &integrity, "-o", &fifo.to_string_lossy()]);
     assert!(
         out.status.success(),
         "{}",
