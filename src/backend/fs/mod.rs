@@ -204,6 +204,17 @@ impl FsInner {
         }
     }
 
+    /// What `head` says of a blob whose file has metadata `meta`: a record that disagrees with the
+    /// file's size is no record of this file.
+    fn stat_of(&self, key: BlobKey, meta: &std::fs::Metadata) -> BlobStat {
+        BlobStat {
+            key,
+            size: meta.len(),
+            modified: meta.modified().ok(),
+            digests: self.recorded(&key).filter(|d| d.size == meta.len()),
+        }
+    }
+
     /// Whether a blob's file is certainly gone (an error other than "not found" is not proof).
     fn blob_gone(&self, key: &BlobKey) -> bool {
         matches!(std::fs::symlink_metadata(self.layout.blob(key)),
@@ -413,13 +424,7 @@ impl Backend for FsBackend {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(Error::io("stat", &path, e)),
         };
-        let digests = self.inner.recorded(key).filter(|d| d.size == meta.len());
-        Ok(Some(BlobStat {
-            key: *key,
-            size: meta.len(),
-            modified: meta.modified().ok(),
-            digests,
-        }))
+        Ok(Some(self.inner.stat_of(*key, &meta)))
     }
 
     /// One `stat` of the blob's file, inline: on a hot dentry cache it takes about a microsecond,
@@ -436,7 +441,7 @@ impl Backend for FsBackend {
     async fn delete(&self, key: &BlobKey) -> Result<bool> {
         let inner = self.inner.clone();
         let key = *key;
-        tokio::task::spawn_blocking(move || {
+        blocking(move || {
             let path = inner.layout.blob(&key);
             let removed = match std::fs::remove_file(&path) {
                 Ok(()) => {
@@ -455,7 +460,6 @@ impl Backend for FsBackend {
             Ok(removed)
         })
         .await
-        .map_err(join_error)?
     }
 
     fn list(&self) -> BoxStream<'static, Result<BlobKey>> {
@@ -472,13 +476,7 @@ impl Backend for FsBackend {
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
                 Err(e) => return Some(Err(Error::io("stat", entry.path(), e))),
             };
-            let digests = inner.recorded(&key).filter(|d| d.size == meta.len());
-            Some(Ok(BlobStat {
-                key,
-                size: meta.len(),
-                modified: meta.modified().ok(),
-                digests,
-            }))
+            Some(Ok(inner.stat_of(key, &meta)))
         })
     }
 
@@ -542,9 +540,7 @@ impl Backend for FsBackend {
 
     async fn sweep(&self) -> Result<u64> {
         let inner = self.inner.clone();
-        tokio::task::spawn_blocking(move || inner.sweep_temps())
-            .await
-            .map_err(join_error)?
+        blocking(move || inner.sweep_temps()).await
     }
 }
 
