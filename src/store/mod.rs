@@ -167,23 +167,15 @@ impl Store {
         if address.get(Algorithm::Sha512).is_some() {
             return Ok(None);
         }
-        for alg in [Algorithm::Blake3, Algorithm::Sha1] {
-            for h in address.all_of(alg) {
-                // An alias may outlive its blob (deleted, quarantined): check the blob is there.
-                if let Some(key) = self.backend.resolve_alias(h).await? {
-                    if let Some(st) = self.backend.head(&key).await? {
-                        return Ok(Some((key, Some(h.clone()), st)));
-                    }
+        for h in alias_hashes(address)? {
+            // An alias may outlive its blob (deleted, quarantined): check the blob is there.
+            if let Some(key) = self.backend.resolve_alias(h).await? {
+                if let Some(st) = self.backend.head(&key).await? {
+                    return Ok(Some((key, Some(h.clone()), st)));
                 }
             }
         }
-        if address.get(Algorithm::Blake3).is_some() || address.get(Algorithm::Sha1).is_some() {
-            return Ok(None);
-        }
-        Err(Error::invalid_integrity(
-            &address.to_string(),
-            "blobs can be looked up by sha512, sha1 or blake3 only",
-        ))
+        Ok(None)
     }
 
     async fn resolve_or_not_found(&self, address: &Integrity) -> Result<(BlobKey, Vec<Hash>)> {
@@ -269,24 +261,16 @@ impl Store {
         &self,
         address: &Integrity,
     ) -> Result<Option<(BlobKey, Vec<Hash>, crate::backend::GetResult)>> {
-        for alg in [Algorithm::Blake3, Algorithm::Sha1] {
-            for h in address.all_of(alg) {
-                // An alias may outlive its blob (deleted, quarantined): `get` says whether it is there.
-                if let Some(key) = self.backend.resolve_alias(h).await? {
-                    if let Some(got) = self.backend.get(&key, None).await? {
-                        let expect = self.checks(&key, Some(h.clone()), got.digests.as_ref());
-                        return Ok(Some((key, expect, got)));
-                    }
+        for h in alias_hashes(address)? {
+            // An alias may outlive its blob (deleted, quarantined): `get` says whether it is there.
+            if let Some(key) = self.backend.resolve_alias(h).await? {
+                if let Some(got) = self.backend.get(&key, None).await? {
+                    let expect = self.checks(&key, Some(h.clone()), got.digests.as_ref());
+                    return Ok(Some((key, expect, got)));
                 }
             }
         }
-        if address.get(Algorithm::Blake3).is_some() || address.get(Algorithm::Sha1).is_some() {
-            return Ok(None);
-        }
-        Err(Error::invalid_integrity(
-            &address.to_string(),
-            "blobs can be looked up by sha512, sha1 or blake3 only",
-        ))
+        Ok(None)
     }
 
     /// Whether a blob is stored under the address (without reading it).
@@ -341,6 +325,22 @@ impl Store {
             })
             .boxed()
     }
+}
+
+/// The hashes of an address (without sha512) that name a blob through the alias index, blake3
+/// first; an address with none of them cannot name a blob at all.
+fn alias_hashes(address: &Integrity) -> Result<Vec<&Hash>> {
+    let found: Vec<&Hash> = [Algorithm::Blake3, Algorithm::Sha1]
+        .into_iter()
+        .flat_map(|alg| address.all_of(alg))
+        .collect();
+    if found.is_empty() {
+        return Err(Error::invalid_integrity(
+            &address.to_string(),
+            "blobs can be looked up by sha512, sha1 or blake3 only",
+        ));
+    }
+    Ok(found)
 }
 
 /// The verifying stream over what a backend `get` returned, for `range` (the whole blob by
