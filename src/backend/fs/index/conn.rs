@@ -153,9 +153,20 @@ fn is_permission(e: &rusqlite::Error) -> bool {
     )
 }
 
-/// Whether an error says the file itself is damaged (or is not an index at all).
+/// Whether an error says the file itself is damaged (or is not an index at all): decided by the
+/// database's own error code, which [`error`] keeps as the source, not by the message's wording.
 pub(crate) fn is_corrupt(e: &Error) -> bool {
-    matches!(e, Error::Index { message, .. } if message.contains(CORRUPT))
+    let Error::Index {
+        source: Some(source),
+        ..
+    } = e
+    else {
+        return false;
+    };
+    source
+        .downcast_ref::<rusqlite::Error>()
+        .and_then(rusqlite::Error::sqlite_error_code)
+        .is_some_and(|code| matches!(code, ErrorCode::DatabaseCorrupt | ErrorCode::NotADatabase))
 }
 
 const CORRUPT: &str = "is corrupt or not a tarvault index";
