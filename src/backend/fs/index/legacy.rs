@@ -82,13 +82,10 @@ pub(crate) fn import_if_present(index: &FsIndex, log: &Path) -> Result<Option<u6
             }
         }
     }
-    // The last commit is durable, and with it every earlier one (they are in the same log file).
-    index.insert(&batch, true)?;
+    index.insert(&batch, false)?;
     read += batch.len() as u64;
-    if batch.is_empty() {
-        // Nothing was left to commit durably: make the earlier commits durable with an empty one.
-        index.sync()?;
-    }
+    // Every commit durable before the log goes: one fsync of the database and its WAL.
+    index.sync()?;
     let done = imported_name(log);
     std::fs::rename(log, &done).map_err(|e| Error::io("rename", log, e))?;
     if let Some(dir) = log.parent() {
