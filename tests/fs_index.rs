@@ -415,3 +415,62 @@ fn a_store_this_user_cannot_write_still_answers_lookups() {
         assert_eq!(out.stdout, files[1].1, "{address}");
     }
 }
+
+/// Disk full while indexing: the put fails with an error, none of its blobs stays visible (with or
+/// without an entry), what was stored before is intact, and the store works once space is back.
+/// "Full" is the file-size limit (`ulimit -f`, with SIGXFSZ ignored so writes fail with EFBIG):
+/// the blobs are small enough to be written, the index's write-ahead log is not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn disk_full_while_indexing_fails_the_put_and_leaves_nothing_half_indexed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path().join("store");
+    let before = inputs(&dir.path().join("before"), 3, 6);
+    let paths: Vec<&PathBuf> = before.iter().map(|(p, _)| p).collect();
+    assert!(put_cmd(&root, &paths).status().expect("put").success());
+
+    let batch_dir = dir.path().join("batch");
+    std::fs::create_dir_all(&batch_dir).expect("mkdir");
+    let batch: Vec<PathBuf> = (0..3000u64)
+        .map(|i| {
+            let p = batch_dir.join(format!("{i}.bin"));
+            std::fs::write(&p, noise(64 + (i as usize % 512), 7_000_000 + i)).expect("write");
+            p
+        })
+        .collect();
+    let limit_kib = 256;
+    let out = Command::new("bash")
+        .arg("-c")
+        .arg(format!(
+            "trap '' XFSZ; ulimit -f {limit_kib}; exec \"$0\" --store \"$1\" put \"${{@:2}}\""
+        ))
+        .arg(BIN)
+        .arg(&root)
+        .args(&batch)
+        .output()
+        .expect("run the limited put");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "the put must fail: {err}");
+    assert!(err.contains("blobs.sqlite"), "the error names the index: {err}");
+    eprintln!("the limited put said: {err}");
+
+    // The CLI commits its files in groups: groups before the failing one stay stored; of the
+    // failing group and those after it nothing is visible.
+    let (on_disk, indexed, dangling) = survey(&root).await;
+    assert_eq!(on_disk, indexed, "every visible blob is indexed");
+    assert!(dangling.is_empty(), "no entry without its blob: {dangling:?}");
+    assert!(
+        on_disk < 3 + batch.len() && (on_disk - 3) % 128 == 0,
+        "whole groups only: {on_disk} blobs"
+    );
+    for (_, data) in &before {
+        let d = digests_of(data);
+        assert!(run(&root, &["has", &d.shasum()]).status.success());
+    }
+
+    let again = put_cmd(&root, &batch.iter().collect::<Vec<_>>())
+        .status()
+        .expect("put");
+    assert!(again.success(), "with space back the same put succeeds");
+    let (on_disk, indexed, dangling) = survey(&root).await;
+    assert_eq!((on_disk, indexed, dangling.len()), (3003, 3003, 0));
+}

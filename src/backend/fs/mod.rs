@@ -163,16 +163,23 @@ impl FsInner {
             .collect();
         if let Err(e) = self.record(&linked, durable) {
             tracing::warn!(error = %e, "could not index committed blobs; unlinking them");
-            let text = e.to_string();
+            let cause = match &e {
+                Error::Index { message, .. } => message.clone(),
+                other => other.to_string(),
+            };
             let mut first = Some(e);
             for ((_, d), r) in items.iter().zip(results.iter_mut()) {
                 if matches!(r, Ok(Committed::Stored)) {
-                    let _ = std::fs::remove_file(self.layout.blob(&key_of(d)));
+                    let path = self.layout.blob(&key_of(d));
+                    if let Err(e) = std::fs::remove_file(&path) {
+                        // Left for fsck, which indexes it: visible by sha512 meanwhile.
+                        tracing::warn!(path = %path.display(), error = %e, "could not unlink an unindexed blob");
+                    }
                 }
                 if r.is_ok() {
                     *r = Err(first.take().unwrap_or_else(|| Error::Index {
                         path: self.index.path().to_path_buf(),
-                        message: format!("not recorded: {text}"),
+                        message: format!("not recorded with the rest of its batch: {cause}"),
                         source: None,
                     }));
                 }

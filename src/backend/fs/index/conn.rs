@@ -181,7 +181,7 @@ pub(crate) fn error(path: &Path, op: &str, e: rusqlite::Error) -> Error {
         Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => {
             format!("{op}: another process held the index's write lock for over {BUSY_TIMEOUT:?}")
         }
-        _ => op.to_string(),
+        _ => format!("{op}: {e}"),
     };
     Error::Index {
         path: path.to_path_buf(),
