@@ -450,14 +450,20 @@ async fn disk_full_while_indexing_fails_the_put_and_leaves_nothing_half_indexed(
         .expect("run the limited put");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "the put must fail: {err}");
-    assert!(err.contains("blobs.sqlite"), "the error names the index: {err}");
+    assert!(
+        err.contains("blobs.sqlite"),
+        "the error names the index: {err}"
+    );
     eprintln!("the limited put said: {err}");
 
     // The CLI commits its files in groups: groups before the failing one stay stored; of the
     // failing group and those after it nothing is visible.
     let (on_disk, indexed, dangling) = survey(&root).await;
     assert_eq!(on_disk, indexed, "every visible blob is indexed");
-    assert!(dangling.is_empty(), "no entry without its blob: {dangling:?}");
+    assert!(
+        dangling.is_empty(),
+        "no entry without its blob: {dangling:?}"
+    );
     assert!(
         on_disk < 3 + batch.len() && (on_disk - 3) % 128 == 0,
         "whole groups only: {on_disk} blobs"

@@ -14,6 +14,7 @@ mod durable;
 mod index;
 mod layout;
 mod read;
+mod walk;
 mod writer;
 
 use std::ops::Range;
@@ -22,11 +23,11 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
-use futures::stream::{self, BoxStream, StreamExt};
-use tokio::sync::mpsc;
+use futures::stream::{BoxStream, StreamExt};
 
 pub use self::index::{FsIndex, IndexMerge};
 use self::layout::Layout;
+use self::walk::{walk, walk_dirs};
 use self::writer::{join_error, key_of, remove_if_exists, FsWriter};
 use super::{
     AliasRebuild, Backend, BlobKey, BlobStat, BlobWriter, Committed, GetResult, PendingBlob,
@@ -209,6 +210,17 @@ impl FsInner {
                 None
             }
         }
+    }
+
+    /// The records of every blob in `key`'s directory (sharing its first two bytes), sorted by
+    /// sha512; none if the index cannot be read (as [`recorded`](Self::recorded)).
+    fn recorded_in_dir(&self, key: &BlobKey) -> Vec<Digests> {
+        self.index
+            .digests_with_prefix(&key.as_bytes()[..2])
+            .unwrap_or_else(|e| {
+                tracing::warn!(error = %e, "index unreadable; walking without records");
+                Vec::new()
+            })
     }
 
     /// What `head` says of a blob whose file has metadata `meta`: a record that disagrees with the
@@ -473,17 +485,41 @@ impl Backend for FsBackend {
         walk(self.inner.layout.blobs(), |key, _| Some(Ok(key)))
     }
 
-    /// One pass on the walker's thread: each file's `stat` from its directory entry and its
-    /// record from the index, with no round trip per blob.
+    /// One pass on the walker's thread, a directory at a time: each file's `stat` from its
+    /// directory entry, and the records of the whole directory from one range scan of the index.
     fn list_stat(self: Arc<Self>) -> BoxStream<'static, Result<BlobStat>> {
         let inner = self.inner.clone();
-        walk(self.inner.layout.blobs(), move |key, entry| {
-            let meta = match entry.metadata() {
-                Ok(m) => m,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
-                Err(e) => return Some(Err(Error::io("stat", entry.path(), e))),
+        walk_dirs(self.inner.layout.blobs(), move |files, out| {
+            let Some((first, _)) = files.first() else {
+                return;
             };
-            Some(Ok(inner.stat_of(key, &meta)))
+            let records = inner.recorded_in_dir(first);
+            for (key, entry) in files {
+                let meta = match entry.metadata() {
+                    Ok(m) => m,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                    Err(e) => {
+                        out.push(Err(Error::io("stat", entry.path(), e)));
+                        continue;
+                    }
+                };
+                // A file in the wrong directory is looked up on its own.
+                let digests = if key.as_bytes()[..2] == first.as_bytes()[..2] {
+                    records
+                        .binary_search_by(|d| d.sha512[..].cmp(key.as_bytes()))
+                        .ok()
+                        .map(|i| records[i])
+                } else {
+                    inner.recorded(key)
+                };
+                let digests = digests.filter(|d| d.size == meta.len());
+                out.push(Ok(BlobStat {
+                    key: *key,
+                    size: meta.len(),
+                    modified: meta.modified().ok(),
+                    digests,
+                }));
+            }
         })
     }
 
@@ -557,65 +593,4 @@ const REBUILD_CHUNK: usize = 1024;
 /// Runs blocking work off the async workers.
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
     tokio::task::spawn_blocking(f).await.map_err(join_error)?
-}
-
-/// Walks `sha512/xx/yy/<hex>` on a blocking thread, sending what `each` makes of every
-/// well-formed key (`None`: skip it). The walker starts on first poll, so this may be called
-/// outside a runtime; it stays at most a channel's worth ahead of its consumer.
-fn walk<T, F>(root: PathBuf, each: F) -> BoxStream<'static, Result<T>>
-where
-    T: Send + 'static,
-    F: Fn(BlobKey, &std::fs::DirEntry) -> Option<Result<T>> + Send + 'static,
-{
-    stream::once(async move {
-        let (tx, rx) = mpsc::channel::<Result<T>>(256);
-        tokio::task::spawn_blocking(move || walk_blobs(&root, &tx, each));
-        stream::unfold(rx, |mut rx| async move {
-            rx.recv().await.map(|item| (item, rx))
-        })
-    })
-    .flatten()
-    .boxed()
-}
-
-fn walk_blobs<T, F>(root: &Path, tx: &mpsc::Sender<Result<T>>, each: F)
-where
-    F: Fn(BlobKey, &std::fs::DirEntry) -> Option<Result<T>>,
-{
-    let read = |dir: &Path| -> Option<Vec<std::fs::DirEntry>> {
-        match std::fs::read_dir(dir) {
-            Ok(rd) => Some(rd.flatten().collect()),
-            Err(e) => {
-                let _ = tx.blocking_send(Err(Error::io("read directory", dir, e)));
-                None
-            }
-        }
-    };
-    let is_dir = |e: &std::fs::DirEntry| e.file_type().is_ok_and(|t| t.is_dir());
-    let Some(level1) = read(root) else { return };
-    for a in level1.iter().filter(|e| is_dir(e)) {
-        let Some(level2) = read(&a.path()) else {
-            continue;
-        };
-        for b in level2.iter().filter(|e| is_dir(e)) {
-            let Some(files) = read(&b.path()) else {
-                continue;
-            };
-            for f in files {
-                let name = f.file_name();
-                let Some(name) = name.to_str() else { continue };
-                if name.len() != 128 {
-                    continue;
-                }
-                let Ok(key) = BlobKey::from_hex(name) else {
-                    continue;
-                };
-                if let Some(item) = each(key, &f) {
-                    if tx.blocking_send(item).is_err() {
-                        return;
-                    }
-                }
-            }
-        }
-    }
 }

@@ -289,6 +289,39 @@ impl FsIndex {
         }))
     }
 
+    /// The records of every blob whose sha512 starts with `prefix` (up to 8 bytes), sorted by
+    /// sha512: one range scan of the sha512 index, for walks that visit the blobs of a directory
+    /// together instead of looking each one up.
+    pub fn digests_with_prefix(&self, prefix: &[u8]) -> Result<Vec<Digests>> {
+        let (mut lo, mut hi) = ([0u8; 8], [0xffu8; 8]);
+        let n = prefix.len().min(8);
+        lo[..n].copy_from_slice(&prefix[..n]);
+        hi[..n].copy_from_slice(&prefix[..n]);
+        let rows = self.read("read records", |conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT sha512, sha1, blake3, size FROM blobs \
+                 WHERE substr(sha512, 1, 8) BETWEEN ?1 AND ?2",
+            )?;
+            let rows = stmt.query_map((&lo[..], &hi[..]), |r| {
+                Ok((
+                    r.get::<_, Vec<u8>>(0)?,
+                    r.get::<_, Vec<u8>>(1)?,
+                    r.get::<_, Vec<u8>>(2)?,
+                    r.get::<_, i64>(3)?,
+                ))
+            })?;
+            rows.collect::<rusqlite::Result<Vec<_>>>()
+        })?;
+        let mut out: Vec<Digests> = rows
+            .into_iter()
+            .filter_map(|(sha512, sha1, blake3, size)| {
+                Digests::from_parts(&sha512, &sha1, &blake3, u64::try_from(size).ok()?).ok()
+            })
+            .collect();
+        out.sort_unstable_by_key(|d| d.sha512);
+        Ok(out)
+    }
+
     /// How many blobs the index has records for.
     pub fn len(&self) -> Result<u64> {
         let n = self.read("count", |conn| {
@@ -425,6 +458,32 @@ mod tests {
     fn digests(n: u8) -> Digests {
         Digests::from_parts(&[n; 64], &[n; 20], &[n; 32], u64::from(n))
             .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[test]
+    fn a_prefix_scan_returns_exactly_the_records_under_it_sorted() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let index = FsIndex::open(dir.path().join("i.sqlite")).expect("open");
+        let record = |a: u8, b: u8, rest: u8| {
+            let mut sha512 = [rest; 64];
+            sha512[..2].copy_from_slice(&[a, b]);
+            Digests::from_parts(&sha512, &[rest; 20], &[a; 32], 1).expect("digests")
+        };
+        let all = [
+            record(0xab, 0xcd, 0xff),
+            record(0xab, 0xcd, 0x00),
+            record(0xab, 0xce, 0x00),
+            record(0xab, 0xcc, 0xff),
+            record(0x00, 0xcd, 0x10),
+        ];
+        index.insert(&all, false).expect("insert");
+        let got = index.digests_with_prefix(&[0xab, 0xcd]).expect("scan");
+        assert_eq!(got, vec![all[1], all[0]]);
+        assert_eq!(index.digests_with_prefix(&[0xab]).expect("scan").len(), 4);
+        assert!(index
+            .digests_with_prefix(&[0x01, 0x02])
+            .expect("scan")
+            .is_empty());
     }
 
     #[test]
