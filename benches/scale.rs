@@ -84,6 +84,13 @@ fn main() {
         index_only_child(&args[2..]);
         return;
     }
+    // `--index-probe FILE LOOKUPS`: warm lookups in a process of its own against an index the
+    // index-only part is building or has built (records 0..len are in it), e.g. at 50M.
+    if args.get(1).map(String::as_str) == Some("--index-probe") {
+        let lookups = args.get(3).and_then(|s| s.parse().ok()).unwrap_or(100_000);
+        index_only_impl::probe(Path::new(&args[2]), lookups);
+        return;
+    }
     let cfg = Config::from_env();
     std::fs::create_dir_all(&cfg.dir).expect("create TARVAULT_SCALE_DIR");
     println!(
@@ -1162,6 +1169,52 @@ mod index_only_impl {
 
     use super::{mib, own_rss_kib, percentile, record, sample};
 
+    /// Warm lookups of `lookups` random records among the first `n`, by sha1 (a few by blake3
+    /// and sha512 too, as a check); sorted latencies in seconds.
+    fn warm_lookups(index: &FsIndex, n: u64, lookups: usize) -> Vec<f64> {
+        let ids = sample(n, lookups, 21);
+        let mut lat = Vec::with_capacity(ids.len());
+        for &i in &ids {
+            let d = record(i);
+            let t = Instant::now();
+            let key = index.key_by_sha1(&d.sha1).expect("key_by_sha1");
+            lat.push(t.elapsed().as_secs_f64());
+            assert_eq!(key, Some(BlobKey::new(d.sha512)), "record {i} by sha1");
+        }
+        for &i in ids.iter().take(100) {
+            let d = record(i);
+            let key = index.key_by_blake3(&d.blake3).expect("key_by_blake3");
+            assert_eq!(key, Some(BlobKey::new(d.sha512)), "record {i} by blake3");
+            let got = index.digests(&BlobKey::new(d.sha512)).expect("digests");
+            assert_eq!(got, Some(d), "record {i} digests");
+        }
+        let miss = index.key_by_sha1(&[0xee; 20]).expect("miss");
+        assert_eq!(miss, None);
+        lat.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
+        lat
+    }
+
+    /// Opens an existing index (read alongside a writer, as any second process), and measures
+    /// warm lookups among the records it holds.
+    pub fn probe(path: &Path, lookups: usize) {
+        let t = Instant::now();
+        let index = FsIndex::open(path).expect("open index");
+        let n = index.len().expect("len");
+        let counted = t.elapsed();
+        let lat = warm_lookups(&index, n, lookups);
+        let (rss, hwm) = own_rss_kib();
+        println!(
+            "| {n} | {:.1} s | {:.1} us | {:.1} us | {:.1} us | {} | {} | {:.0} |",
+            counted.as_secs_f64(),
+            percentile(&lat, 0.5) * 1e6,
+            percentile(&lat, 0.99) * 1e6,
+            percentile(&lat, 1.0) * 1e6,
+            mib(rss),
+            mib(hwm),
+            index.disk_bytes() as f64 / n.max(1) as f64,
+        );
+    }
+
     pub fn run(dir: &Path, n: u64, batch: usize, lookups: usize) {
         let path = dir.join(format!("index-only-{n}.sqlite"));
         let remove = || {
@@ -1195,26 +1248,7 @@ mod index_only_impl {
         let len = index.len().expect("len");
         assert_eq!((added, len), (n, n), "every record added once");
         let disk = index.disk_bytes();
-        // Warm lookups: every sampled record by sha1 (a few by blake3 too, as a check).
-        let ids = sample(n, lookups, 21);
-        let mut lat = Vec::with_capacity(ids.len());
-        for &i in &ids {
-            let d = record(i);
-            let t = Instant::now();
-            let key = index.key_by_sha1(&d.sha1).expect("key_by_sha1");
-            lat.push(t.elapsed().as_secs_f64());
-            assert_eq!(key, Some(BlobKey::new(d.sha512)), "record {i} by sha1");
-        }
-        for &i in ids.iter().take(100) {
-            let d = record(i);
-            let key = index.key_by_blake3(&d.blake3).expect("key_by_blake3");
-            assert_eq!(key, Some(BlobKey::new(d.sha512)), "record {i} by blake3");
-            let got = index.digests(&BlobKey::new(d.sha512)).expect("digests");
-            assert_eq!(got, Some(d), "record {i} digests");
-        }
-        let miss = index.key_by_sha1(&[0xee; 20]).expect("miss");
-        assert_eq!(miss, None);
-        lat.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
+        let lat = warm_lookups(&index, n, lookups);
         let (rss, hwm) = own_rss_kib();
 
         println!();
