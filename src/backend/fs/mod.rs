@@ -398,31 +398,38 @@ impl Backend for FsBackend {
         for w in &mut writers {
             w.mark_finished();
         }
-        match published {
+        let failed = match published {
             Ok(Ok(list)) => {
                 for (i, r) in list {
                     if let Some(slot) = results.get_mut(i) {
                         *slot = Some(r);
                     }
                 }
+                None
             }
-            Ok(Err(e)) => {
-                let msg = e.to_string();
-                for slot in results.iter_mut().filter(|s| s.is_none()) {
-                    *slot = Some(Err(Error::backend(self.describe(), msg.clone())));
-                }
-            }
-            Err(e) => {
-                let msg = e.to_string();
-                for slot in results.iter_mut().filter(|s| s.is_none()) {
-                    *slot = Some(Err(Error::backend(self.describe(), msg.clone())));
-                }
+            Ok(Err(e)) => Some(e),
+            Err(e) => Some(join_error(e)),
+        };
+        if let Some(e) = failed {
+            // The first unsettled item gets the error itself (its kind and source intact); the
+            // others say they went down with it.
+            let msg = e.to_string();
+            let mut first = Some(e);
+            for slot in results.iter_mut().filter(|s| s.is_none()) {
+                *slot = Some(Err(first.take().unwrap_or_else(|| {
+                    Error::backend(
+                        self.describe(),
+                        format!("not committed with the rest of its batch: {msg}"),
+                    )
+                })));
             }
         }
         // Temp files of items that failed to publish are removed by the writers' Drop only if not
         // marked finished; remove any that are left explicitly.
         for w in writers {
-            let _ = remove_if_exists(&w.tmp);
+            if let Err(e) = remove_if_exists(&w.tmp) {
+                tracing::warn!(error = %e, "could not remove a batch's temp file (swept later)");
+            }
         }
         results
             .into_iter()
