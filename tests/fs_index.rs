@@ -193,6 +193,93 @@ async fn sigkill_of_concurrent_batches_leaves_a_consistent_index() {
     );
 }
 
+/// SIGKILL at random moments of a process deleting blobs one `tarvault rm` after another, beside a
+/// process putting some of the same blobs back. Right after a kill, an entry whose blob is missing
+/// must have the blob in its tombstone (a delete cut short between moving the blob and
+/// committing); once the store is opened again, no entry points nowhere, and after fsck every blob
+/// is found by every digest.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_of_deletes_beside_puts_leaves_no_entry_without_its_blob() {
+    use std::os::unix::process::CommandExt as _;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path().join("store");
+    let files = inputs(&dir.path().join("in"), 48, 9);
+    let all: Vec<&PathBuf> = files.iter().map(|(p, _)| p).collect();
+    assert!(put_cmd(&root, &all).status().expect("put").success());
+    let kill_group = |child: &mut Child| {
+        // SAFETY: kill has no memory preconditions; the group is the child's own.
+        unsafe { libc::kill(-(child.id() as i32), libc::SIGKILL) };
+        child.wait().expect("wait")
+    };
+    let mut rng = Lcg(0xde1e7e);
+    let (mut rounds_with_tombstones, mut deleted_seen) = (0, 0usize);
+    for round in 0..80u64 {
+        let doomed: Vec<String> = (0..16)
+            .map(|_| digests_of(&files[rng.next(48) as usize].1).shasum())
+            .collect();
+        let mut deleter = Command::new("sh")
+            .arg("-c")
+            .arg(r#"bin=$1; root=$2; shift 2; for a in "$@"; do "$bin" --store "$root" rm "$a"; done"#)
+            .arg("sh")
+            .arg(BIN)
+            .arg(&root)
+            .args(&doomed)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .process_group(0)
+            .spawn()
+            .expect("spawn deleter");
+        let start = rng.next(32) as usize;
+        let mut putter = put_cmd(&root, &all[start..start + 16]);
+        let mut putter = putter.process_group(0).spawn().expect("spawn put");
+        std::thread::sleep(Duration::from_millis(rng.next(90)));
+        kill_group(&mut deleter);
+        kill_group(&mut putter);
+
+        // Before anyone opens the store again: a missing blob with an entry is in its tombstone.
+        let index = FsIndex::open(root.join("index/blobs.sqlite")).expect("open index");
+        let mut tombstoned = 0;
+        for key in index_entries(&index) {
+            let hex = key.to_hex();
+            let blob = root
+                .join("sha512")
+                .join(&hex[..2])
+                .join(&hex[2..4])
+                .join(&hex);
+            if !blob.exists() {
+                let tomb = root.join("tmp").join(format!("{hex}.deleting"));
+                assert!(
+                    tomb.exists(),
+                    "round {round}: an entry points nowhere: {hex}"
+                );
+                tombstoned += 1;
+            }
+        }
+        drop(index);
+        rounds_with_tombstones += usize::from(tombstoned > 0);
+        if round % 10 == 9 {
+            let (blobs, _, dangling) = survey(&root).await;
+            assert!(dangling.is_empty(), "round {round}: {dangling:?}");
+            deleted_seen += 48 - blobs;
+        }
+    }
+    assert!(deleted_seen > 0, "the test must delete blobs");
+    let store = Store::open_fs(&root).expect("open");
+    let report = store.fsck(&FsckOptions::default()).await.expect("fsck");
+    assert!(report.is_clean(), "{:?}", report.corrupt);
+    assert_eq!(report.index.removed, 0, "no entry pointed nowhere");
+    let (blobs, indexed, dangling) = survey(&root).await;
+    assert!(dangling.is_empty());
+    assert_eq!(
+        indexed, blobs,
+        "after fsck every blob is found by every digest"
+    );
+    eprintln!(
+        "80 rounds: {deleted_seen} blobs missing at the checks, {rounds_with_tombstones} rounds \
+         cut a delete short between its move and its commit"
+    );
+}
+
 /// `fsck` in one process while another process puts new blobs: nothing the writer committed
 /// during the rebuild is lost from the index.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -212,7 +299,17 @@ async fn fsck_keeps_entries_another_process_commits_meanwhile() {
                 .await
                 .expect("seed");
         }
+        // 96 MiB more to hash, so that each fsck runs long enough (over a second here) to
+        // overlap the puts even on a loaded machine.
+        for i in 0..12u64 {
+            let big = noise(8 << 20, 900 + i);
+            store
+                .put_bytes(big, &PutOptions::default())
+                .await
+                .expect("seed big");
+        }
     }
+    let mut overlapped = 0;
     for round in 0..3u64 {
         let fresh = inputs(&dir.path().join(format!("new{round}")), 120, 10 + round);
         let mut fsck = Command::new(BIN)
@@ -249,11 +346,9 @@ async fn fsck_keeps_entries_another_process_commits_meanwhile() {
             );
             assert!(index.key_by_blake3(&d.blake3).expect("lookup").is_some());
         }
-        assert!(
-            during > 0 || round > 0,
-            "fsck must overlap the puts at least once"
-        );
+        overlapped += during;
     }
+    assert!(overlapped > 0, "fsck must overlap the puts at least once");
 }
 
 /// A store written in the alias-log format of earlier releases is imported into the index when

@@ -62,12 +62,25 @@ impl Layout {
         self.blobs().join(&hex[0..2]).join(&hex[2..4]).join(hex)
     }
 
+    /// The tombstone of `key`: where a delete moves the blob (see [`TOMBSTONE`]).
+    pub(crate) fn tombstone(&self, key: &BlobKey) -> PathBuf {
+        self.tmp().join(format!("{}{TOMBSTONE}", key.to_hex()))
+    }
+
     /// A fresh temp path, unique across processes (pid) and within one (random suffix).
     pub(crate) fn new_temp(&self) -> PathBuf {
         let n: u64 = rand::random();
         self.tmp()
             .join(format!("{}.{n:016x}.tmp", std::process::id()))
     }
+}
+
+/// Where a delete moves a blob while it removes the blob's record (`tmp/<hex>.deleting`).
+pub(crate) const TOMBSTONE: &str = ".deleting";
+
+/// The blob a tombstone name stands for.
+pub(crate) fn tombstone_key(name: &str) -> Option<BlobKey> {
+    BlobKey::from_hex(name.strip_suffix(TOMBSTONE)?).ok()
 }
 
 /// The pid a temp file name was made by, if it is one of ours.

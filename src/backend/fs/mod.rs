@@ -196,7 +196,9 @@ impl FsInner {
             return index::legacy::append(&log, linked, durable)
                 .map_err(|e| Error::io("append", log, e));
         }
-        self.index.insert(linked, durable).map(|_| ())
+        self.index
+            .insert_present(linked, durable, |k| !self.blob_gone(k))
+            .map(|_| ())
     }
 
     /// The digests recorded for a blob. An index that cannot be read costs only the fast check:
@@ -302,6 +304,77 @@ impl FsInner {
         Ok(outcome)
     }
 
+    /// Deletes a blob and its record: the blob is moved to its tombstone and its record removed
+    /// in one write transaction (see [`FsIndex::remove_taking`]), then the tombstone is unlinked.
+    /// A crash at any point leaves either the blob and its record, or neither (a blob without a
+    /// record at worst, which fsck indexes); never a record without its blob once recovered.
+    fn delete_blob(&self, key: &BlobKey) -> Result<bool> {
+        let path = self.layout.blob(key);
+        if self.legacy_alias_log {
+            return match std::fs::remove_file(&path) {
+                Ok(()) => self.sync_parent(&path).map(|()| true),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+                Err(e) => Err(Error::io("remove", &path, e)),
+            };
+        }
+        let tomb = self.layout.tombstone(key);
+        let taken =
+            self.index
+                .remove_taking(key, self.fsync, || match std::fs::rename(&path, &tomb) {
+                    Ok(()) => Ok(true),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+                    Err(e) => Err(Error::io("move to its tombstone", &path, e)),
+                });
+        match taken {
+            Ok(true) => {
+                if let Err(e) = remove_if_exists(&tomb) {
+                    tracing::warn!(error = %e, "could not unlink a deleted blob (swept later)");
+                }
+                self.sync_parent(&path).map(|()| true)
+            }
+            Ok(false) => Ok(false),
+            Err(e) => {
+                // The record stays: so must the blob.
+                self.settle_delete(key);
+                Err(e)
+            }
+        }
+    }
+
+    /// Makes a delete's unlink durable (with fsync on).
+    fn sync_parent(&self, path: &Path) -> Result<()> {
+        match path.parent() {
+            Some(dir) if self.fsync => {
+                durable::sync_dir(dir).map_err(|e| Error::io("fsync directory", dir, e))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Settles a tombstone left by a delete that failed or whose process died: under the write
+    /// lock, a blob that still has a record goes back to its address; the tombstone goes.
+    fn settle_delete(&self, key: &BlobKey) {
+        let (tomb, path) = (self.layout.tombstone(key), self.layout.blob(key));
+        let settled = self.index.settle_taken(key, |recorded| {
+            if recorded && self.blob_gone(key) {
+                let blobs = self.layout.blobs();
+                let dir = path.parent().unwrap_or(&blobs);
+                durable::create_dirs(dir, &blobs, self.fsync)
+                    .map_err(|e| Error::io("create directory", dir, e))?;
+                match durable::link_noclobber(&tomb, &path) {
+                    Ok(_) => tracing::info!(%key, "restored a blob whose delete did not commit"),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(Error::io("restore", &path, e)),
+                }
+                self.sync_parent(&path)?;
+            }
+            remove_if_exists(&tomb)
+        });
+        if let Err(e) = settled {
+            tracing::warn!(%key, error = %e, "could not settle an interrupted delete");
+        }
+    }
+
     fn sweep_temps(&self) -> Result<u64> {
         let tmp = self.layout.tmp();
         let entries = match std::fs::read_dir(&tmp) {
@@ -313,6 +386,10 @@ impl FsInner {
         let mut removed = 0;
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
+            if let Some(key) = layout::tombstone_key(&name) {
+                self.settle_delete(&key);
+                continue;
+            }
             let stale = match layout::temp_owner(&name) {
                 Some(pid) if pid == std::process::id() => false,
                 Some(pid) => !durable::process_alive(pid),
@@ -467,25 +544,7 @@ impl Backend for FsBackend {
     async fn delete(&self, key: &BlobKey) -> Result<bool> {
         let inner = self.inner.clone();
         let key = *key;
-        blocking(move || {
-            let path = inner.layout.blob(&key);
-            let removed = match std::fs::remove_file(&path) {
-                Ok(()) => {
-                    if inner.fsync {
-                        if let Some(dir) = path.parent() {
-                            durable::sync_dir(dir)
-                                .map_err(|e| Error::io("fsync directory", dir, e))?;
-                        }
-                    }
-                    true
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
-                Err(e) => return Err(Error::io("remove", &path, e)),
-            };
-            inner.forget(&key)?;
-            Ok(removed)
-        })
-        .await
+        blocking(move || inner.delete_blob(&key)).await
     }
 
     fn list(&self) -> BoxStream<'static, Result<BlobKey>> {
@@ -549,7 +608,12 @@ impl Backend for FsBackend {
         while let Some(chunk) = chunks.next().await {
             let inner = self.inner.clone();
             let n = chunk.len() as u64;
-            let merged = blocking(move || inner.index.insert(&chunk, false)).await?;
+            let merged = blocking(move || {
+                inner
+                    .index
+                    .insert_present(&chunk, false, |k| !inner.blob_gone(k))
+            })
+            .await?;
             report.indexed += n;
             report.added += merged.added;
             report.corrected += merged.corrected;

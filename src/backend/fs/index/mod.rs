@@ -8,12 +8,15 @@
 //! as it returns.
 //!
 //! The index is a cache of what the blobs themselves say, kept consistent by ordering: an entry is
-//! written only after its blob is linked into place, and removed only under the write lock after
-//! its blob is seen to be gone. So a crash never leaves an entry for a missing blob, and at worst
-//! leaves a blob without an entry, which `fsck` finds and indexes.
+//! written only after its blob is linked into place (and only if it is still there, decided under
+//! the write lock), and removed under the write lock either after its blob is seen to be gone or
+//! in the same transaction that moves the blob away to be deleted. So a crash never leaves an
+//! entry for a missing blob (a delete cut short is settled when the store is next opened), and at
+//! worst leaves a blob without an entry, which `fsck` finds and indexes.
 
 mod conn;
 pub(crate) mod legacy;
+mod remove;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -24,6 +27,19 @@ use self::conn::Mode;
 use crate::backend::BlobKey;
 use crate::integrity::{Algorithm, Digests, Hash};
 use crate::{Error, Result};
+
+/// Why a write transaction's body stopped: the database, or a step of the caller's own (which
+/// rolls the transaction back just the same).
+enum TxError {
+    Db(rusqlite::Error),
+    Step(Error),
+}
+
+impl From<rusqlite::Error> for TxError {
+    fn from(e: rusqlite::Error) -> Self {
+        TxError::Db(e)
+    }
+}
 
 /// Idle read connections a process keeps (each with its own small page cache).
 const MAX_IDLE_READERS: usize = 16;
@@ -148,7 +164,7 @@ impl FsIndex {
         &self,
         op: &str,
         durable: bool,
-        f: impl FnOnce(&rusqlite::Transaction<'_>) -> rusqlite::Result<T>,
+        f: impl FnOnce(&rusqlite::Transaction<'_>) -> std::result::Result<T, TxError>,
     ) -> Result<T> {
         let db = self.db()?;
         if db.mode != Mode::ReadWrite {
@@ -165,7 +181,7 @@ impl FsIndex {
         let Some((conn, full)) = slot.as_mut() else {
             return Err(Error::InvalidInput("index writer vanished".into()));
         };
-        let run = || -> rusqlite::Result<T> {
+        let run = || -> std::result::Result<T, TxError> {
             if *full != durable {
                 conn.pragma_update(None, "synchronous", if durable { "FULL" } else { "NORMAL" })?;
                 *full = durable;
@@ -175,12 +191,28 @@ impl FsIndex {
             tx.commit()?;
             Ok(out)
         };
-        run().map_err(|e| conn::error(&self.path, op, e))
+        run().map_err(|e| match e {
+            TxError::Db(e) => conn::error(&self.path, op, e),
+            TxError::Step(e) => e,
+        })
     }
 
     /// Records the digests of committed blobs (each blob once; a record that disagrees with the
     /// one given is corrected). See [`write`](Self::write) for `durable`.
     pub fn insert(&self, records: &[Digests], durable: bool) -> Result<IndexMerge> {
+        self.insert_present(records, durable, |_| true)
+    }
+
+    /// [`insert`](Self::insert), skipping the records of blobs for which `present` fails, decided
+    /// under the write lock: a blob a concurrent delete has taken away (see
+    /// [`remove_taking`](Self::remove_taking)) is not recorded again. Skipped records count in
+    /// none of the merge's figures.
+    pub(crate) fn insert_present(
+        &self,
+        records: &[Digests],
+        durable: bool,
+        present: impl Fn(&BlobKey) -> bool,
+    ) -> Result<IndexMerge> {
         if records.is_empty() {
             return Ok(IndexMerge::default());
         }
@@ -197,6 +229,9 @@ impl FsIndex {
                 "UPDATE blobs SET sha1 = ?2, blake3 = ?3, size = ?4 WHERE id = ?1",
             )?;
             for d in records {
+                if !present(&BlobKey::new(d.sha512)) {
+                    continue;
+                }
                 let found = find
                     .query_row((&d.sha512[..8], &d.sha512[..]), |r| {
                         Ok((
@@ -374,34 +409,6 @@ impl FsIndex {
             .into_iter()
             .filter_map(|(id, k)| <[u8; 64]>::try_from(k).ok().map(|k| (id, BlobKey::new(k))))
             .collect())
-    }
-
-    /// Removes the records of those `keys` for which `gone` holds, deciding under the write lock:
-    /// a blob put meanwhile by another process has its record written after its link, so either
-    /// `gone` sees the blob and the record stays, or the put's record is written after this
-    /// removal. Returns how many records were removed.
-    pub(crate) fn remove_if(
-        &self,
-        keys: &[BlobKey],
-        durable: bool,
-        gone: impl Fn(&BlobKey) -> bool,
-    ) -> Result<u64> {
-        if keys.is_empty() {
-            return Ok(0);
-        }
-        self.write("remove records", durable, |tx| {
-            let mut del = tx.prepare_cached(
-                "DELETE FROM blobs WHERE substr(sha512, 1, 8) = ?1 AND sha512 = ?2",
-            )?;
-            let mut removed = 0;
-            for key in keys {
-                if gone(key) {
-                    let k = key.as_bytes();
-                    removed += del.execute((&k[..8], &k[..]))? as u64;
-                }
-            }
-            Ok(removed)
-        })
     }
 
     /// Checks the database file; if it is damaged, moves it (and its log) aside as
