@@ -5,9 +5,12 @@
 //! committed under an address unless its bytes hashed to it, and nothing is served without being
 //! checked again on the way out.
 //!
-//! The layers, from the bottom: [`integrity`] (parsing and hashing) → [`Store`] (the API) →
-//! [`backend::Backend`] (one trait) → the backends ([`backend::fs`], [`backend::memory`]).
-//! [`tarball`] inspects npm package tarballs as they stream by, in the same pass as hashing.
+//! A [`Store`] is the API: it checks what goes in and comes out and hands the bytes to one
+//! [`backend::Backend`] (one trait), implemented by the backends ([`backend::fs`],
+//! [`backend::memory`], S3 and Manta behind their features) and by the wrappers of
+//! [`backend::compose`] that make one backend of several. [`open`] turns a store spec (`--store`)
+//! into those. [`tarball`] inspects npm package tarballs as they stream by, in the same pass as
+//! hashing.
 
 #![warn(missing_docs)]
 
@@ -16,11 +19,13 @@ mod error;
 pub mod integrity;
 #[cfg(feature = "migrate")]
 pub mod migrate;
+pub mod open;
 pub mod ops;
 #[cfg(feature = "server")]
 pub mod server;
 mod store;
 pub mod tarball;
+pub mod units;
 
 pub use error::{Error, ErrorKind, Result};
 pub use integrity::{Algorithm, Digests, Hash, Integrity};
