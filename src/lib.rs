@@ -17,6 +17,8 @@
 pub mod backend;
 mod error;
 pub mod integrity;
+#[cfg(any(feature = "migrate", feature = "server"))]
+pub mod mapping;
 #[cfg(feature = "migrate")]
 pub mod migrate;
 pub mod open;

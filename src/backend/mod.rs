@@ -25,6 +25,7 @@ use crate::{Error, Result};
 
 #[cfg(any(feature = "s3", feature = "manta"))]
 mod alias_log;
+#[cfg(any(feature = "fs", feature = "memory", feature = "s3", feature = "manta"))]
 mod alias_map;
 pub mod compose;
 #[cfg(feature = "fs")]
