@@ -11,6 +11,25 @@
 //! [`backend::compose`] that make one backend of several. [`open`] turns a store spec (`--store`)
 //! into those. [`tarball`] inspects npm package tarballs as they stream by, in the same pass as
 //! hashing.
+//!
+//! # Layers
+//!
+//! The modules are layered, and a module uses only those of the layers below it, never one above
+//! (so there are no import cycles, and each layer can be understood and tested without the ones
+//! above it). From the bottom:
+//!
+//! 1. [`tarball`] (tar/gzip parsing, no other module) and [`units`] (sizes, durations, rates);
+//! 2. the error type ([`Error`], [`ErrorKind`]);
+//! 3. [`integrity`] (SRI parsing and hashing) and `mapping` (the npm URL mapping shared by
+//!    `migrate` and `server`);
+//! 4. [`backend`]: the trait, the backends and the composite wrappers;
+//! 5. the store ([`Store`]);
+//! 6. [`open`]: store specs and composition configuration, building backends and stores;
+//! 7. the clients of the store: [`ops`], `migrate`, `server` (and the `tarvault` binary, which
+//!    uses the library only through its public API).
+//!
+//! `tests/layering.rs` checks this order on every `cargo test`, naming the file and line of any
+//! import that goes up or sideways.
 
 #![warn(missing_docs)]
 
