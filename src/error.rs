@@ -155,6 +155,9 @@ pub enum Error {
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
+    /// A blocking task (file I/O, hashing) panicked or was cancelled before it finished.
+    #[error("background task failed: {0}")]
+    Task(#[source] tokio::task::JoinError),
     /// A size, duration or rate given as an argument did not parse.
     #[error("invalid input: {0}")]
     Quantity(#[from] crate::units::ParseQuantityError),
@@ -186,7 +189,7 @@ impl Error {
             Error::Rejected { .. } | Error::Tarball { .. } | Error::PackageMismatch { .. } => {
                 ErrorKind::Rejected
             }
-            Error::Io { .. } | Error::Input(_) => ErrorKind::Io,
+            Error::Io { .. } | Error::Input(_) | Error::Task(_) => ErrorKind::Io,
             Error::Backend { .. } | Error::QuorumNotReached { .. } => ErrorKind::Backend,
             Error::Config(_) | Error::ConfigInvalid { .. } => ErrorKind::Config,
             Error::Index { .. } => ErrorKind::Index,

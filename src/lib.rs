@@ -20,8 +20,8 @@
 //!
 //! 1. [`tarball`] (tar/gzip parsing, no other module) and [`units`] (sizes, durations, rates);
 //! 2. the error type ([`Error`], [`ErrorKind`]);
-//! 3. [`integrity`] (SRI parsing and hashing) and `mapping` (the npm URL mapping shared by
-//!    `migrate` and `server`);
+//! 3. [`integrity`] (SRI parsing and hashing), `mapping` (the npm URL mapping shared by
+//!    `migrate` and `server`) and `task` (blocking work off the runtime);
 //! 4. [`backend`]: the trait, the backends and the composite wrappers;
 //! 5. the store ([`Store`]);
 //! 6. [`open`]: store specs and composition configuration, building backends and stores;
@@ -46,6 +46,7 @@ pub mod ops;
 pub mod server;
 mod store;
 pub mod tarball;
+mod task;
 pub mod units;
 
 pub use error::{Error, ErrorKind, Result};

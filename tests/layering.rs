@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 const LAYERS: &[&[&str]] = &[
     &["tarball", "units"],
     &["error"],
-    &["integrity", "mapping"],
+    &["integrity", "mapping", "task"],
     &["backend"],
     &["store"],
     &["open"],

@@ -53,6 +53,7 @@ use checkpoint::Tracker;
 use mapping::{Appended, MappingWriter};
 use transfer::{Context, Transferred};
 
+use crate::task::blocking;
 use crate::{Error, Result, Store};
 
 /// How to run a migration.
@@ -207,9 +208,7 @@ impl Migration {
         }
         state.caught_up = false;
         let (map_path, keep) = (opts.map.clone(), state.map_len);
-        let mut map = tokio::task::spawn_blocking(move || MappingWriter::open(&map_path, keep))
-            .await
-            .map_err(|e| Error::InvalidInput(format!("mapping task failed: {e}")))??;
+        let mut map = blocking(move || MappingWriter::open(&map_path, keep)).await?;
         tracing::info!(source = %source, since = ?state.since, "migrating");
 
         let ctx = Arc::new(Context {
@@ -391,12 +390,11 @@ async fn save(
     mut map: MappingWriter,
     path: PathBuf,
 ) -> Result<(State, MappingWriter)> {
-    tokio::task::spawn_blocking(move || {
+    blocking(move || {
         state.map_len = map.sync()?;
         state.save(&path)?;
         tracing::debug!(since = ?state.since, map_len = state.map_len, "checkpoint");
         Ok((state, map))
     })
     .await
-    .map_err(|e| Error::InvalidInput(format!("checkpoint task failed: {e}")))?
 }

@@ -15,6 +15,7 @@ use futures::StreamExt;
 
 use crate::backend::{Backend, BlobKey, ByteStream};
 use crate::integrity::{Algorithm, Digests, HashSet, MultiHasher};
+use crate::task::blocking;
 use crate::{Error, Result};
 
 /// Above this size, hashing moves off the async worker threads.
@@ -104,13 +105,6 @@ fn read_at(file: &std::fs::File, at: u64, n: usize) -> Result<Bytes> {
         }
     }
     Ok(Bytes::from(buf))
-}
-
-/// Runs `f` on the blocking pool (file I/O, hashing of large buffers).
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| Error::InvalidInput(format!("blocking task failed: {e}")))?
 }
 
 /// An I/O error on a held blob's temporary file (unlinked: only its directory can be named).

@@ -196,7 +196,9 @@ impl MantaBackend {
             .and_then(|v| v.to_str().ok())
             .unwrap_or_default();
         if !computed.is_empty() && computed != md5_b64 {
-            let _ = self.client.delete(&path).await;
+            if let Err(e) = self.client.delete(&path).await {
+                tracing::warn!(%path, error = %e, "cannot remove an upload with a wrong MD5");
+            }
             return Err(self.describe_err(format!(
                 "{path}: server computed MD5 {computed}, sent {md5_b64}; upload removed"
             )));

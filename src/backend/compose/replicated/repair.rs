@@ -177,7 +177,9 @@ pub(crate) async fn put_copy(
     let mut chunks = held.stream(0..held.len());
     while let Some(chunk) = chunks.next().await {
         if let Err(e) = async { w.write(chunk?).await }.await {
-            let _ = w.abort().await;
+            if let Err(abort) = w.abort().await {
+                tracing::warn!(blob = %key, backend = %backend.describe(), error = %abort, "abort after a failed copy failed");
+            }
             return Err(e);
         }
     }

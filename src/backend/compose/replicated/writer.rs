@@ -12,7 +12,7 @@ use tokio::task::JoinHandle;
 use super::Replicated;
 use crate::backend::{Backend, BlobKey, BlobWriter, Committed, PutHint};
 use crate::integrity::Digests;
-use crate::{Error, Result};
+use crate::{Error, ErrorKind, Result};
 
 /// Chunks queued per replica before a write waits for it.
 const LANE_DEPTH: usize = 64;
@@ -62,7 +62,9 @@ impl Lane {
                 match msg {
                     Msg::Chunk(c) => {
                         if let Err(e) = writer.write(c).await {
-                            let _ = writer.abort().await;
+                            if let Err(abort) = writer.abort().await {
+                                tracing::warn!(error = %abort, "abort after a failed write failed");
+                            }
                             return Err(e);
                         }
                     }
@@ -206,7 +208,16 @@ impl BlobWriter for ReplicatedWriter {
         for mut lane in std::mem::take(&mut self.lanes) {
             drop(lane.tx.take());
             // The lane aborts its writer when its queue closes; wait so nothing is left behind.
-            let _ = lane.task.await;
+            match lane.task.await {
+                // The lane's own "upload aborted" (InvalidInput) is the expected outcome.
+                Ok(Err(e)) if e.kind() != ErrorKind::InvalidInput => {
+                    tracing::warn!(replica = %self.replica_name(lane.replica), error = %e, "replica abort failed")
+                }
+                Err(e) => {
+                    tracing::warn!(replica = %self.replica_name(lane.replica), error = %e, "replica task failed")
+                }
+                Ok(_) => {}
+            }
         }
         Ok(())
     }
