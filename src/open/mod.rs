@@ -87,11 +87,17 @@ async fn open_plain(spec: &str) -> Result<Arc<dyn Backend>> {
             Some((_, open)) => open(spec).await,
             None => Err(Error::Config(format!("unknown store scheme {scheme}://"))),
         },
-        None => scheme!("fs", open_file)(spec).await,
+        None => scheme!("fs", open_path)(spec).await,
     }
 }
 
-/// A filesystem store: a path, or `file:///path?fsync=true|false`.
+/// A filesystem store at a plain path (a `?` in it is part of the name, not a query).
+#[cfg(feature = "fs")]
+async fn open_path(path: &str) -> Result<crate::backend::fs::FsBackend> {
+    crate::backend::fs::FsBackend::open(path, crate::backend::fs::FsOptions::default())
+}
+
+/// A filesystem store named by URL: `file:///path?fsync=true|false`.
 #[cfg(feature = "fs")]
 async fn open_file(spec: &str) -> Result<crate::backend::fs::FsBackend> {
     let rest = spec.strip_prefix("file://").unwrap_or(spec);
