@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
 use crate::mapping::parse_lines;
-pub use crate::mapping::{read_mapping, MapEntry};
+pub use crate::mapping::MapEntry;
 use crate::{Error, Result};
 
 /// The versions already in the mapping, shared with the workers so that a version met again (an

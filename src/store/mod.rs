@@ -213,6 +213,7 @@ impl Store {
     /// A read of the blob `key`, which the caller found by the sha1 or blake3 hash `asked` (an
     /// HTTP server that needed the key first, for its ETag): one backend `get`, and the bytes are
     /// verified against `asked` too, as [`Store::get`] by that hash would.
+    #[cfg(feature = "server")]
     pub(crate) async fn read_resolved(
         &self,
         key: BlobKey,

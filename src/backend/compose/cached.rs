@@ -63,7 +63,8 @@ pub struct CacheStats {
     pub local_errors: u64,
 }
 
-/// A read-through cache tier; see the [module documentation](self).
+/// A read-through cache tier: verified fills, one fetch per blob, LRU-bounded, write-around (see
+/// [`compose`](super)).
 #[derive(Clone)]
 pub struct Cached {
     inner: Arc<Inner>,

@@ -14,7 +14,7 @@ use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
 
 use crate::backend::{Backend, BlobKey, ByteStream};
-use crate::integrity::{Algorithm, Digests, HashSet, MultiHasher};
+use crate::integrity::{Algorithm, DigestSet, Digests, MultiHasher};
 use crate::task::blocking;
 use crate::{Error, Result};
 
@@ -153,7 +153,7 @@ pub async fn fetch_verified(backend: &dyn Backend, key: &BlobKey) -> Result<Fetc
 
 /// Writes `stream` to an unlinked temporary file, hashing it (sha512) on the way, with at most
 /// about [`FILE_CHUNK`] bytes in memory.
-async fn spool(mut stream: ByteStream) -> Result<(Held, HashSet)> {
+async fn spool(mut stream: ByteStream) -> Result<(Held, DigestSet)> {
     struct Spool {
         file: std::fs::File,
         hasher: MultiHasher,
@@ -219,7 +219,7 @@ pub async fn digests(held: &Held) -> Result<Digests> {
     }
 }
 
-async fn hash_with(bytes: Bytes, algorithms: &[Algorithm]) -> Result<HashSet> {
+async fn hash_with(bytes: Bytes, algorithms: &[Algorithm]) -> Result<DigestSet> {
     let large = bytes.len() > BLOCKING_HASH_THRESHOLD;
     let algorithms = algorithms.to_vec();
     let run = move || {

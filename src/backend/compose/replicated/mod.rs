@@ -59,7 +59,8 @@ impl Default for ReplicatedOptions {
     }
 }
 
-/// N backends acting as one; see the [module documentation](self).
+/// N backends acting as one: quorum writes, verified reads with failover and read-repair, and
+/// [`Replicated::repair`] (see [`compose`](super)).
 #[derive(Debug, Clone)]
 pub struct Replicated {
     replicas: Arc<Vec<Arc<dyn Backend>>>,
