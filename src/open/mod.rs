@@ -45,9 +45,10 @@ macro_rules! scheme {
 }
 
 /// The URL schemes a spec may use and the cargo feature each needs. A new backend is one line
-/// here, given an `async fn(&str) -> Result<impl Backend>` that opens it from its URL.
-fn schemes() -> [(&'static str, Opener); 3] {
-    [
+/// here, given an `async fn(&str) -> Result<impl Backend>` that opens it from its URL (behind its
+/// feature, like `open_s3` below).
+fn schemes() -> Vec<(&'static str, Opener)> {
+    vec![
         ("file", scheme!("fs", open_file)),
         ("s3", scheme!("s3", open_s3)),
         ("manta", scheme!("manta", open_manta)),
@@ -130,4 +131,22 @@ async fn open_s3(spec: &str) -> Result<crate::backend::s3::S3Backend> {
 #[cfg(feature = "manta")]
 async fn open_manta(spec: &str) -> Result<crate::backend::manta::MantaBackend> {
     crate::backend::manta::MantaBackend::open_url(spec)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ErrorKind;
+
+    #[tokio::test]
+    async fn schemes_dispatch_and_unknown_ones_are_config_errors() {
+        let unknown = open_backend("gopher://x/y").await.err();
+        assert_eq!(unknown.map(|e| e.kind()), Some(ErrorKind::Config));
+        let empty = open_backend("  ").await.err();
+        assert_eq!(empty.map(|e| e.kind()), Some(ErrorKind::Config));
+        #[cfg(feature = "memory")]
+        assert!(open_backend("memory:").await.is_ok());
+        let names: Vec<&str> = schemes().iter().map(|(name, _)| *name).collect();
+        assert_eq!(names, ["file", "s3", "manta"]);
+    }
 }
