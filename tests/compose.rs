@@ -832,7 +832,7 @@ async fn read_repair_on_fs_replicas() {
 /// ranges are cut from the held copy, a cache miss fills the local tier and the next read hits.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn blobs_over_the_memory_limit_are_held_on_disk_and_still_verified() {
-    use tarvault::backend::compose::{fetch_verified, Fetched, Held, MEMORY_MAX};
+    use tarvault::backend::compose::verify::{fetch_verified, Fetched, Held, MEMORY_MAX};
     let data = noise(MEMORY_MAX as usize + 3 * 1024 * 1024 + 17, 77);
     let key = key_of(&data);
 

@@ -16,11 +16,10 @@ mod cached;
 mod fan_out;
 mod replicated;
 mod throttled;
-mod verify;
+pub mod verify;
 
 /// The rate a [`Throttled`] backend paces reads to (parsed in [`crate::units`]).
 pub use crate::units::Rate;
 pub use cached::{CacheStats, Cached, CachedOptions};
 pub use replicated::{RepairReport, Replicated, ReplicatedOptions};
 pub use throttled::Throttled;
-pub use verify::{digests, fetch_verified, Fetched, Held, MEMORY_MAX};

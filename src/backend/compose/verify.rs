@@ -6,6 +6,8 @@
 //! kilobytes), and beyond that in an unlinked temporary file, so that a multi-gigabyte blob read
 //! through `Replicated` or `Cached` costs disk, not memory. The file vanishes when the last
 //! [`Held`] handle to it is dropped, whatever happens to the process.
+//!
+//! Public for those who write a wrapper of their own; a store's users need none of it.
 
 use std::ops::Range;
 use std::sync::Arc;
