@@ -159,7 +159,9 @@ pub async fn serve(
     use axum::serve::ListenerExt;
     // Small responses (a 304 is one packet) must not wait for Nagle.
     let listener = listener.tap_io(|tcp| {
-        let _ = tcp.set_nodelay(true);
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "TCP_NODELAY not set; small responses may be delayed");
+        }
     });
     axum::serve(listener, server.router())
         .with_graceful_shutdown(shutdown)
