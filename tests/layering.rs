@@ -265,3 +265,29 @@ fn the_scanner_sees_root_reexports_and_super() {
         ]
     );
 }
+
+/// Files that mix concerns grow: past this many lines a module is split by concern into a
+/// directory (as `tarball/tar/` and `backend/compose/replicated/` were), so review stays local.
+const MAX_LINES: usize = 650;
+
+#[test]
+fn no_source_file_outgrows_a_split() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = Vec::new();
+    rust_files(&root, &mut files);
+    files.sort();
+    let long: Vec<String> = files
+        .iter()
+        .filter_map(|f| {
+            let text =
+                std::fs::read_to_string(f).unwrap_or_else(|e| panic!("{}: {e}", f.display()));
+            let lines = text.lines().count();
+            (lines > MAX_LINES).then(|| format!("{}: {lines} lines", f.display()))
+        })
+        .collect();
+    assert!(
+        long.is_empty(),
+        "split these by concern (limit {MAX_LINES}):\n{}",
+        long.join("\n")
+    );
+}
