@@ -23,7 +23,8 @@ mod manta_common;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use tarvault::backend::manta::{MantaBackend, MantaClient};
+use tarvault::backend::manta::protocol::MantaClient;
+use tarvault::backend::manta::MantaBackend;
 use tarvault::integrity::Algorithm;
 use tarvault::{PutOptions, Store};
 

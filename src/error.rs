@@ -145,6 +145,22 @@ pub enum Error {
     /// The store could not be opened as configured.
     #[error("configuration: {0}")]
     Config(String),
+    /// The store could not be opened as configured, because of an underlying error kept as the
+    /// source (a configuration file that does not parse, a size that is not one).
+    #[error("configuration: {message}: {source}")]
+    ConfigInvalid {
+        /// What was being read (a file, a setting).
+        message: String,
+        /// Why it was refused.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// A blocking task (file I/O, hashing) panicked or was cancelled before it finished.
+    #[error("background task failed: {0}")]
+    Task(#[source] tokio::task::JoinError),
+    /// A size, duration or rate given as an argument did not parse.
+    #[error("invalid input: {0}")]
+    Quantity(#[from] crate::units::ParseQuantityError),
     /// A replicated write was committed by fewer replicas than its write quorum. The copies that
     /// were committed have been removed again, so the blob is not stored.
     #[error("quorum not reached on {backend}: {committed} of the {needed} replicas needed committed ({failures})")]
@@ -164,16 +180,18 @@ impl Error {
     /// The coarse category of this error.
     pub fn kind(&self) -> ErrorKind {
         match self {
-            Error::InvalidIntegrity { .. } | Error::InvalidInput(_) => ErrorKind::InvalidInput,
+            Error::InvalidIntegrity { .. } | Error::InvalidInput(_) | Error::Quantity(_) => {
+                ErrorKind::InvalidInput
+            }
             Error::NotFound { .. } => ErrorKind::NotFound,
             Error::IntegrityMismatch { .. } => ErrorKind::IntegrityMismatch,
             Error::Corrupt { .. } => ErrorKind::Corrupt,
             Error::Rejected { .. } | Error::Tarball { .. } | Error::PackageMismatch { .. } => {
                 ErrorKind::Rejected
             }
-            Error::Io { .. } | Error::Input(_) => ErrorKind::Io,
+            Error::Io { .. } | Error::Input(_) | Error::Task(_) => ErrorKind::Io,
             Error::Backend { .. } | Error::QuorumNotReached { .. } => ErrorKind::Backend,
-            Error::Config(_) => ErrorKind::Config,
+            Error::Config(_) | Error::ConfigInvalid { .. } => ErrorKind::Config,
             Error::Index { .. } => ErrorKind::Index,
         }
     }
@@ -192,6 +210,18 @@ impl Error {
             op,
             path: path.into(),
             source,
+        }
+    }
+
+    /// Builds an [`Error::ConfigInvalid`]: `message` says what was being read, `source` why it
+    /// was refused.
+    pub(crate) fn config(
+        message: impl Into<String>,
+        source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> Self {
+        Error::ConfigInvalid {
+            message: message.into(),
+            source: source.into(),
         }
     }
 

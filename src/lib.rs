@@ -5,22 +5,49 @@
 //! committed under an address unless its bytes hashed to it, and nothing is served without being
 //! checked again on the way out.
 //!
-//! The layers, from the bottom: [`integrity`] (parsing and hashing) → [`Store`] (the API) →
-//! [`backend::Backend`] (one trait) → the backends ([`backend::fs`], [`backend::memory`]).
-//! [`tarball`] inspects npm package tarballs as they stream by, in the same pass as hashing.
+//! A [`Store`] is the API: it checks what goes in and comes out and hands the bytes to one
+//! [`backend::Backend`] (one trait), implemented by the backends ([`backend::fs`],
+//! [`backend::memory`], S3 and Manta behind their features) and by the wrappers of
+//! [`backend::compose`] that make one backend of several. [`open`] turns a store spec (`--store`)
+//! into those. [`tarball`] inspects npm package tarballs as they stream by, in the same pass as
+//! hashing.
+//!
+//! # Layers
+//!
+//! The modules are layered, and a module uses only those of the layers below it, never one above
+//! (so there are no import cycles, and each layer can be understood and tested without the ones
+//! above it). From the bottom:
+//!
+//! 1. [`tarball`] (tar/gzip parsing, no other module) and [`units`] (sizes, durations, rates);
+//! 2. the error type ([`Error`], [`ErrorKind`]);
+//! 3. [`integrity`] (SRI parsing and hashing), `mapping` (the npm URL mapping shared by
+//!    `migrate` and `server`) and `task` (blocking work off the runtime);
+//! 4. [`backend`]: the trait, the backends and the composite wrappers;
+//! 5. the store ([`Store`]);
+//! 6. [`open`]: store specs and composition configuration, building backends and stores;
+//! 7. the clients of the store: [`ops`], `migrate`, `server` (and the `tarvault` binary, which
+//!    uses the library only through its public API).
+//!
+//! `tests/layering.rs` checks this order on every `cargo test`, naming the file and line of any
+//! import that goes up or sideways.
 
 #![warn(missing_docs)]
 
 pub mod backend;
 mod error;
 pub mod integrity;
+#[cfg(any(feature = "migrate", feature = "server"))]
+pub mod mapping;
 #[cfg(feature = "migrate")]
 pub mod migrate;
+pub mod open;
 pub mod ops;
 #[cfg(feature = "server")]
 pub mod server;
 mod store;
 pub mod tarball;
+mod task;
+pub mod units;
 
 pub use error::{Error, ErrorKind, Result};
 pub use integrity::{Algorithm, Digests, Hash, Integrity};

@@ -10,7 +10,8 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use bytes::Bytes;
 use reqwest::header::HeaderMap;
-use tarvault::backend::manta::{MantaBackend, RequestBody};
+use tarvault::backend::manta::protocol::RequestBody;
+use tarvault::backend::manta::MantaBackend;
 use tarvault::backend::{Backend, BlobKey};
 
 struct Manta {

@@ -22,7 +22,7 @@ use tarvault::backend::memory::MemoryBackend;
 use tarvault::backend::{
     AliasRebuild, Backend, BlobKey, BlobStat, BlobWriter, Committed, GetResult, PutHint,
 };
-use tarvault::{Digests, Error, ErrorKind, Hash, PutOptions, Store};
+use tarvault::{Algorithm, Digests, Error, ErrorKind, Hash, PutOptions, Store};
 
 use common::{addr, key_of, noise, sha512_sri};
 
@@ -832,7 +832,7 @@ async fn read_repair_on_fs_replicas() {
 /// ranges are cut from the held copy, a cache miss fills the local tier and the next read hits.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn blobs_over_the_memory_limit_are_held_on_disk_and_still_verified() {
-    use tarvault::backend::compose::{fetch_verified, Fetched, Held, MEMORY_MAX};
+    use tarvault::backend::compose::verify::{fetch_verified, Fetched, Held, MEMORY_MAX};
     let data = noise(MEMORY_MAX as usize + 3 * 1024 * 1024 + 17, 77);
     let key = key_of(&data);
 
@@ -892,4 +892,40 @@ async fn blobs_over_the_memory_limit_are_held_on_disk_and_still_verified() {
     let s = cached.stats();
     assert_eq!((s.fetches, s.hits), (1, 1), "{s:?}");
     assert_eq!(&read_all(&Store::new(local), &data).await[..], &data[..]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cache_counts_local_tier_errors_and_reads_the_remote() {
+    let data = Bytes::from(noise(40_000, 11));
+    let remote = MemoryBackend::new();
+    Store::new(remote.clone())
+        .put_bytes(data.clone(), &PutOptions::default())
+        .await
+        .expect("seed remote");
+    let local = Faulty::new(MemoryBackend::new());
+    let cached = Cached::new(
+        arc(local.clone()),
+        arc(remote),
+        CachedOptions { capacity: 10 << 20 },
+    )
+    .await
+    .expect("cached");
+    let store = Store::new(cached.clone());
+    // Filled on the first read, then the local tier breaks: reads, heads and alias lookups go to
+    // the remote, and every local failure is counted.
+    assert_eq!(read_all(&store, &data).await, data);
+    assert_eq!(cached.stats().local_errors, 0);
+    local.knobs.down.store(true, Ordering::SeqCst);
+    assert_eq!(read_all(&store, &data).await, data);
+    let after_read = cached.stats().local_errors;
+    assert!(after_read >= 1, "the failed local read is counted");
+    let key = key_of(&data);
+    assert!(cached.head(&key).await.expect("head").is_some());
+    let by_sha1 = Hash::from_hex(Algorithm::Sha1, &common::sha1_hex(&data)).expect("sha1");
+    assert_eq!(
+        cached.resolve_alias(&by_sha1).await.expect("alias"),
+        Some(key)
+    );
+    let s = cached.stats();
+    assert_eq!(s.local_errors, after_read + 2, "{s:?}");
 }

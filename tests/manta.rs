@@ -548,7 +548,7 @@ async fn quarantine_keeps_the_bytes() {
         .put_object(
             &backend.blob_path(&key),
             Default::default(),
-            tarvault::backend::manta::RequestBody::Bytes(bad.clone().into()),
+            tarvault::backend::manta::protocol::RequestBody::Bytes(bad.clone().into()),
         )
         .await
         .expect("plant");

@@ -41,6 +41,7 @@ impl AliasMap {
     }
 
     /// Keeps only the records of keys for which `keep` holds; returns how many were dropped.
+    #[cfg(feature = "memory")]
     pub(crate) fn retain(&mut self, keep: impl Fn(&BlobKey) -> bool) -> u64 {
         let before = self.by_key.len();
         self.by_key.retain(|k, _| keep(k));

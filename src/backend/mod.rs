@@ -25,9 +25,13 @@ use crate::{Error, Result};
 
 #[cfg(any(feature = "s3", feature = "manta"))]
 mod alias_log;
+#[cfg(any(feature = "fs", feature = "memory", feature = "s3", feature = "manta"))]
 mod alias_map;
 pub mod compose;
 #[cfg(feature = "fs")]
+// The fs docs link two private items (`layout`, `Self::write` in `index`); allowed here until the
+// fs work in progress fixes them, so that `cargo doc -D warnings` checks the rest meanwhile.
+#[allow(rustdoc::private_intra_doc_links)]
 pub mod fs;
 #[cfg(feature = "manta")]
 pub mod manta;
@@ -52,7 +56,7 @@ impl BlobKey {
         BlobKey(sha512)
     }
 
-    /// The key of a sha512 [`Hash`]; `None` for other algorithms.
+    /// The key of a sha512 [`Hash`](struct@Hash); `None` for other algorithms.
     pub fn from_hash(hash: &Hash) -> Option<Self> {
         if hash.algorithm() != Algorithm::Sha512 {
             return None;

@@ -6,10 +6,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::Args;
-use tarvault::backend::compose::config::{open_typed, Opened};
 use tarvault::backend::compose::{Rate, Throttled};
+use tarvault::open::{is_config_spec, open_typed, Opened};
 use tarvault::ops::copy::{CopyEvent, CopyOptions};
-use tarvault::ops::gc::{parse_duration, read_keep_file, GcOptions};
+use tarvault::ops::gc::{read_keep_file, GcOptions};
+use tarvault::units::parse_duration;
 use tarvault::{Error, FsckOptions, Store};
 
 use super::exit;
@@ -84,7 +85,7 @@ pub(crate) struct RepairArgs {
 }
 
 fn rate(text: Option<&str>) -> Result<Option<Rate>, Error> {
-    text.map(str::parse::<Rate>).transpose()
+    Ok(text.map(str::parse::<Rate>).transpose()?)
 }
 
 fn throttle(store: &Store, rate: Option<Rate>) -> Store {
@@ -258,7 +259,7 @@ pub(crate) async fn gc(store: &Store, args: GcArgs) -> Result<u8, Error> {
 }
 
 pub(crate) async fn repair(args: RepairArgs, spec: &str) -> Result<u8, Error> {
-    let typed = if tarvault::backend::compose::config::is_config_spec(spec) {
+    let typed = if is_config_spec(spec) {
         Some(open_typed(spec).await?)
     } else {
         None

@@ -70,7 +70,7 @@ impl Digests {
         i
     }
 
-    /// The digest for one of the three algorithms as a [`Hash`].
+    /// The digest for one of the three algorithms as a [`Hash`](struct@Hash).
     pub fn hash(&self, algorithm: Algorithm) -> Hash {
         let bytes: &[u8] = match algorithm {
             Algorithm::Sha1 => &self.sha1,

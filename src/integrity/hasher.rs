@@ -100,8 +100,8 @@ impl MultiHasher {
     }
 
     /// Finishes every hash.
-    pub fn finalize(self) -> HashSet {
-        HashSet {
+    pub fn finalize(self) -> DigestSet {
+        DigestSet {
             hashes: self.hashers.into_iter().map(AnyHasher::finalize).collect(),
             size: self.size,
         }
@@ -136,16 +136,17 @@ impl std::io::Write for MultiHasher {
     }
 }
 
-/// The result of hashing: one digest per algorithm, and the number of bytes hashed.
+/// The result of hashing: one digest per algorithm, and the number of bytes hashed. (Not called
+/// `HashSet`, so that it does not shadow the standard library's set where both are in scope.)
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HashSet {
+pub struct DigestSet {
     /// One finished hash per algorithm.
     pub hashes: Vec<Hash>,
     /// Bytes hashed.
     pub size: u64,
 }
 
-impl HashSet {
+impl DigestSet {
     /// The digest for `algorithm`, if it was computed.
     pub fn get(&self, algorithm: Algorithm) -> Option<&Hash> {
         self.hashes.iter().find(|h| h.algorithm() == algorithm)
@@ -290,7 +291,7 @@ impl StreamHasher {
     }
 
     /// Waits for every hash to finish.
-    pub async fn finish(self) -> Result<HashSet> {
+    pub async fn finish(self) -> Result<DigestSet> {
         match self.mode {
             Mode::Inline(h) => Ok(h.finalize()),
             Mode::Threaded(lanes) => {
@@ -303,7 +304,7 @@ impl StreamHasher {
                     hashes.extend(h.finalize().hashes);
                 }
                 hashes.sort_by_key(|h| h.algorithm());
-                Ok(HashSet { hashes, size })
+                Ok(DigestSet { hashes, size })
             }
             Mode::Poisoned => Err(hasher_failed()),
         }

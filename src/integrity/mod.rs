@@ -7,5 +7,5 @@ mod sri;
 
 pub use algorithm::Algorithm;
 pub use digests::{Digests, DigestsJson};
-pub use hasher::{HashSet, MultiHasher, StreamHasher, PIPELINE_THRESHOLD};
+pub use hasher::{DigestSet, MultiHasher, StreamHasher, PIPELINE_THRESHOLD};
 pub use sri::{Comparison, Hash, Integrity, UnknownHash};

@@ -10,30 +10,13 @@
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
-use std::io::{BufRead, BufReader, BufWriter, Seek, SeekFrom, Write};
+use std::io::{BufReader, BufWriter, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
-use serde::{Deserialize, Serialize};
-
+use crate::mapping::parse_lines;
+pub use crate::mapping::MapEntry;
 use crate::{Error, Result};
-
-/// One line of the mapping file.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub struct MapEntry {
-    /// The package name (`@scope/name` for scoped packages).
-    pub name: String,
-    /// The version.
-    pub version: String,
-    /// The tarball's file name, as the old URLs end (`/<name>/-/<file>`).
-    pub file: String,
-    /// npm's `sha512-…` integrity of the bytes: the store address.
-    pub integrity: String,
-    /// npm's sha1 `shasum`.
-    pub shasum: String,
-    /// Size in bytes.
-    pub size: u64,
-}
 
 /// The versions already in the mapping, shared with the workers so that a version met again (an
 /// incremental run, `--follow`) is not fetched again.
@@ -150,33 +133,6 @@ impl MappingWriter {
             .map_err(|e| Error::io("fsync", &self.path, e))?;
         Ok(self.len)
     }
-}
-
-/// Reads a whole mapping file (what `tarvault serve --map` loads). Fails on a line that does not
-/// parse, naming it: a mapping is written by tarvault and checkpointed, so a bad line means the
-/// file was damaged or is not a mapping, and serving from part of it would hide that.
-pub fn read_mapping(path: &Path) -> Result<Vec<MapEntry>> {
-    let file = File::open(path).map_err(|e| Error::io("open", path, e))?;
-    parse_lines(BufReader::new(file), path)
-}
-
-fn parse_lines(reader: impl BufRead, path: &Path) -> Result<Vec<MapEntry>> {
-    let mut out = Vec::new();
-    for (n, line) in reader.lines().enumerate() {
-        let line = line.map_err(|e| Error::io("read", path, e))?;
-        if line.trim().is_empty() {
-            continue;
-        }
-        let entry: MapEntry = serde_json::from_str(&line).map_err(|e| {
-            Error::Config(format!(
-                "mapping {} line {} is not a mapping entry: {e}",
-                path.display(),
-                n + 1
-            ))
-        })?;
-        out.push(entry);
-    }
-    Ok(out)
 }
 
 #[cfg(test)]

@@ -2,13 +2,16 @@
 //! into a [`Store`], verified against every digest its document offers, resumable after a crash,
 //! with a mapping a registry server can serve the old tarball URLs from.
 //!
-//! The pieces, each a client of the one before:
-//! - [`couch`]: the HTTP client (credentials kept out of everything printed);
-//! - [`changes`]: the `_changes` feed in batches, then `longpoll` when following;
-//! - [`planner`]: one document → the tarballs to move and the outcomes decided by reading it;
+//! Embedders need [`Migration`], [`MigrateOptions`] and [`CouchSource`], and read the outcome from
+//! [`Summary`], [`Report`] and [`Progress`]. The pieces inside, each a client of the one before
+//! (private; their types that show in this API are re-exported here):
+//! - `couch`: the HTTP client (credentials kept out of everything printed);
+//! - `changes`: the `_changes` feed in batches, then `longpoll` when following;
+//! - `planner`: one document → the tarballs to move and the outcomes decided by reading it;
 //! - `transfer`: one tarball → [`Store::put`] with `require_all`, retried when transient;
-//! - [`checkpoint`]: the state file and the in-order tracker; [`mapping`]: the JSON lines;
-//! - [`report`]: the counts and problems; [`progress`]: live counters for a front end.
+//! - `checkpoint`: the state file and the in-order tracker; `mapping`: appending the JSON lines
+//!   of [`MapEntry`] (read back with `tarvault::mapping::read_mapping`);
+//! - `report`: the counts and problems; `progress`: live counters for a front end.
 //!
 //! ```no_run
 //! # async fn demo() -> tarvault::Result<()> {
@@ -23,13 +26,13 @@
 //! # Ok(()) }
 //! ```
 
-pub mod changes;
-pub mod checkpoint;
-pub mod couch;
-pub mod mapping;
+mod changes;
+mod checkpoint;
+mod couch;
+mod mapping;
 mod planner;
-pub mod progress;
-pub mod report;
+mod progress;
+mod report;
 mod transfer;
 
 use std::path::PathBuf;
@@ -53,6 +56,7 @@ use checkpoint::Tracker;
 use mapping::{Appended, MappingWriter};
 use transfer::{Context, Transferred};
 
+use crate::task::blocking;
 use crate::{Error, Result, Store};
 
 /// How to run a migration.
@@ -207,9 +211,7 @@ impl Migration {
         }
         state.caught_up = false;
         let (map_path, keep) = (opts.map.clone(), state.map_len);
-        let mut map = tokio::task::spawn_blocking(move || MappingWriter::open(&map_path, keep))
-            .await
-            .map_err(|e| Error::InvalidInput(format!("mapping task failed: {e}")))??;
+        let mut map = blocking(move || MappingWriter::open(&map_path, keep)).await?;
         tracing::info!(source = %source, since = ?state.since, "migrating");
 
         let ctx = Arc::new(Context {
@@ -391,12 +393,11 @@ async fn save(
     mut map: MappingWriter,
     path: PathBuf,
 ) -> Result<(State, MappingWriter)> {
-    tokio::task::spawn_blocking(move || {
+    blocking(move || {
         state.map_len = map.sync()?;
         state.save(&path)?;
         tracing::debug!(since = ?state.since, map_len = state.map_len, "checkpoint");
         Ok((state, map))
     })
     .await
-    .map_err(|e| Error::InvalidInput(format!("checkpoint task failed: {e}")))?
 }

@@ -165,26 +165,3 @@ pub async fn gc(
     report.live_missing += live.len() as u64 - present_live.min(live.len() as u64);
     Ok(report)
 }
-
-/// Parses a duration: `90s`, `15m`, `24h`, `7d`, `2w`, or plain seconds.
-pub fn parse_duration(text: &str) -> Result<Duration> {
-    let t = text.trim();
-    let bad = || Error::InvalidInput(format!("bad duration {text:?} (e.g. 30m, 24h, 7d)"));
-    let (digits, unit) = match t.find(|c: char| !c.is_ascii_digit() && c != '.') {
-        Some(i) => t.split_at(i),
-        None => (t, "s"),
-    };
-    let n: f64 = digits.parse().map_err(|_| bad())?;
-    let secs = match unit {
-        "s" => 1.0,
-        "m" | "min" => 60.0,
-        "h" => 3600.0,
-        "d" => 86400.0,
-        "w" => 7.0 * 86400.0,
-        _ => return Err(bad()),
-    };
-    if !(n * secs).is_finite() || n < 0.0 {
-        return Err(bad());
-    }
-    Ok(Duration::from_secs_f64(n * secs))
-}

@@ -43,7 +43,7 @@ use axum::response::Response;
 use axum::routing::get;
 use axum::Router;
 
-use crate::migrate::MapEntry;
+use crate::mapping::MapEntry;
 use crate::{Result, Store};
 
 pub use metrics::Metrics;
@@ -92,7 +92,7 @@ impl Server {
 
     /// [`Server::with_mapping`] with the mapping file `tarvault migrate couch --map` wrote.
     pub fn with_mapping_file(store: Store, path: &Path) -> Result<Server> {
-        Server::with_mapping(store, crate::migrate::mapping::read_mapping(path)?)
+        Server::with_mapping(store, crate::mapping::read_mapping(path)?)
     }
 
     /// The store served.
@@ -159,7 +159,9 @@ pub async fn serve(
     use axum::serve::ListenerExt;
     // Small responses (a 304 is one packet) must not wait for Nagle.
     let listener = listener.tap_io(|tcp| {
-        let _ = tcp.set_nodelay(true);
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "TCP_NODELAY not set; small responses may be delayed");
+        }
     });
     axum::serve(listener, server.router())
         .with_graceful_shutdown(shutdown)

@@ -7,7 +7,7 @@ use axum::http::HeaderValue;
 
 use crate::backend::BlobKey;
 use crate::integrity::{Algorithm, Integrity};
-use crate::migrate::MapEntry;
+use crate::mapping::MapEntry;
 use crate::{Error, Result};
 
 /// One tarball URL's blob.

@@ -2,7 +2,6 @@
 
 mod fsck;
 mod inspect;
-mod open;
 mod put;
 mod read;
 

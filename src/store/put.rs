@@ -398,13 +398,13 @@ mod tests {
     use crate::integrity::{Hash, MultiHasher};
     use crate::ErrorKind;
 
-    fn hashes(data: &[u8]) -> crate::integrity::HashSet {
+    fn hashes(data: &[u8]) -> crate::integrity::DigestSet {
         let mut h = MultiHasher::new(&[Algorithm::Md5, Algorithm::Sha1, Algorithm::Sha512]);
         h.update(data);
         h.finalize()
     }
 
-    fn get(set: &crate::integrity::HashSet, a: Algorithm) -> Hash {
+    fn get(set: &crate::integrity::DigestSet, a: Algorithm) -> Hash {
         set.get(a).cloned().unwrap_or_else(|| panic!("{a}"))
     }
 

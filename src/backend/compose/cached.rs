@@ -8,6 +8,9 @@
 //!   single-flight map of in-progress fills); the others wait for it and get the same bytes.
 //! - **Bounded.** The local tier holds at most `capacity` bytes; the least recently used blobs are
 //!   evicted to make room. A blob larger than the whole capacity is served but not kept.
+//! - **The local tier is never in the way.** An error from it (a read, a fill, an eviction, an
+//!   alias lookup) is logged, counted in [`CacheStats::local_errors`], and the read goes on to the
+//!   remote, which answers as if there were no cache.
 //! - **Write-around.** Puts, deletes and listings go to the remote, the store of record; a put does
 //!   not fill the cache (the first read does), so a bulk import does not flush what readers use.
 
@@ -56,9 +59,12 @@ pub struct CacheStats {
     pub bytes: u64,
     /// Blobs held by the local tier now.
     pub blobs: u64,
+    /// Errors from the local tier (each logged; the read was answered by the remote instead).
+    pub local_errors: u64,
 }
 
-/// A read-through cache tier; see the [module documentation](self).
+/// A read-through cache tier: verified fills, one fetch per blob, LRU-bounded, write-around (see
+/// [`compose`](super)).
 #[derive(Clone)]
 pub struct Cached {
     inner: Arc<Inner>,
@@ -76,6 +82,7 @@ struct Inner {
     misses: AtomicU64,
     fetches: AtomicU64,
     evictions: AtomicU64,
+    local_errors: AtomicU64,
 }
 
 impl std::fmt::Debug for Cached {
@@ -175,6 +182,7 @@ impl Cached {
                 misses: AtomicU64::new(0),
                 fetches: AtomicU64::new(0),
                 evictions: AtomicU64::new(0),
+                local_errors: AtomicU64::new(0),
             }),
         };
         let victims = lru.evict_to(options.capacity, &BlobKey::new([0; 64]));
@@ -204,6 +212,7 @@ impl Cached {
             evictions: i.evictions.load(Ordering::Relaxed),
             bytes: lru.bytes,
             blobs: lru.entries.len() as u64,
+            local_errors: i.local_errors.load(Ordering::Relaxed),
         }
     }
 
@@ -237,12 +246,14 @@ impl Cached {
                 tracing::warn!(blob = %key, %found, "cached copy is corrupt; dropping it");
                 self.inner.lru().remove(key);
                 if let Err(e) = self.inner.local.quarantine(key).await {
-                    tracing::warn!(blob = %key, error = %e, "cannot drop a corrupt cached copy");
+                    self.inner
+                        .local_failed(key, &e, "cannot drop a corrupt cached copy");
                 }
                 None
             }
             Err(e) => {
-                tracing::warn!(blob = %key, error = %e, "cache tier read failed; reading the remote");
+                self.inner
+                    .local_failed(key, &e, "cache tier read failed; reading the remote");
                 None
             }
         }
@@ -287,11 +298,17 @@ impl Inner {
         self.lru.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Logs and counts an error of the local tier that the caller works around.
+    fn local_failed(&self, key: &impl std::fmt::Display, error: &Error, what: &str) {
+        self.local_errors.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(blob = %key, local = %self.local.describe(), %error, "{what}");
+    }
+
     async fn drop_local(&self, victims: &[BlobKey]) {
         for v in victims {
             self.evictions.fetch_add(1, Ordering::Relaxed);
             if let Err(e) = self.local.delete(v).await {
-                tracing::warn!(blob = %v, error = %e, "cache eviction failed");
+                self.local_failed(v, &e, "cache eviction failed");
             }
         }
     }
@@ -321,9 +338,7 @@ impl Inner {
                             };
                             self.drop_local(&victims).await;
                         }
-                        Err(e) => {
-                            tracing::warn!(blob = %key, error = %e, "cannot fill the cache tier")
-                        }
+                        Err(e) => self.local_failed(&key, &e, "cannot fill the cache tier"),
                     }
                 }
                 Ok(Some(bytes))
@@ -384,8 +399,13 @@ impl Backend for Cached {
 
     async fn head(&self, key: &BlobKey) -> Result<Option<BlobStat>> {
         if self.inner.lru().contains(key) {
-            if let Ok(Some(st)) = self.inner.local.head(key).await {
-                return Ok(Some(st));
+            match self.inner.local.head(key).await {
+                Ok(Some(st)) => return Ok(Some(st)),
+                Ok(None) => {}
+                Err(e) => {
+                    self.inner
+                        .local_failed(key, &e, "cache tier head failed; asking the remote")
+                }
             }
         }
         self.inner.remote.head(key).await
@@ -401,10 +421,14 @@ impl Backend for Cached {
     }
 
     async fn resolve_alias(&self, hash: &Hash) -> Result<Option<BlobKey>> {
-        if let Ok(Some(k)) = self.inner.local.resolve_alias(hash).await {
-            if self.inner.lru().contains(&k) {
-                return Ok(Some(k));
-            }
+        match self.inner.local.resolve_alias(hash).await {
+            Ok(Some(k)) if self.inner.lru().contains(&k) => return Ok(Some(k)),
+            Ok(_) => {}
+            Err(e) => self.inner.local_failed(
+                hash,
+                &e,
+                "cache tier alias lookup failed; asking the remote",
+            ),
         }
         self.inner.remote.resolve_alias(hash).await
     }

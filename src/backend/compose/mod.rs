@@ -13,13 +13,13 @@
 //! choose another one.
 
 mod cached;
-pub mod config;
 mod fan_out;
 mod replicated;
 mod throttled;
-mod verify;
+pub mod verify;
 
+/// The rate a [`Throttled`] backend paces reads to (parsed in [`crate::units`]).
+pub use crate::units::Rate;
 pub use cached::{CacheStats, Cached, CachedOptions};
 pub use replicated::{RepairReport, Replicated, ReplicatedOptions};
-pub use throttled::{Rate, Throttled};
-pub use verify::{digests, fetch_verified, Fetched, Held, MEMORY_MAX};
+pub use throttled::Throttled;

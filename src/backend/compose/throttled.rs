@@ -1,9 +1,7 @@
 //! [`Throttled`]: reads paced to a rate, so a scrub or a copy can run against a production store
 //! without starving its readers. Everything but `get` passes straight through.
 
-use std::fmt;
 use std::ops::Range;
-use std::str::FromStr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -14,67 +12,8 @@ use tokio::time::Instant;
 use crate::backend::{AliasRebuild, Committed};
 use crate::backend::{Backend, BlobKey, BlobStat, BlobWriter, GetResult, PendingBlob, PutHint};
 use crate::integrity::{Digests, Hash};
-use crate::{Error, Result};
-
-/// A read rate.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum Rate {
-    /// Bytes per second.
-    Bytes(f64),
-    /// Blobs per second.
-    Blobs(f64),
-}
-
-impl FromStr for Rate {
-    type Err = Error;
-
-    /// `50MB/s`, `2MiB/s`, `1048576` (bytes per second; K, M, G are powers of 1000, Ki, Mi, Gi of
-    /// 1024, a trailing `B` and `/s` are optional), or `200blobs/s`.
-    fn from_str(text: &str) -> Result<Rate> {
-        let bad = || Error::InvalidInput(format!("bad rate {text:?} (e.g. 50MB/s or 200blobs/s)"));
-        let t = text.trim().to_ascii_lowercase().replace(' ', "");
-        let t = t.strip_suffix("/s").unwrap_or(&t);
-        let (num, blobs) = match t.strip_suffix("blobs").or_else(|| t.strip_suffix("blob")) {
-            Some(n) => (n.to_string(), true),
-            None => (t.to_string(), false),
-        };
-        if blobs {
-            let n: f64 = num.parse().map_err(|_| bad())?;
-            return if n > 0.0 {
-                Ok(Rate::Blobs(n))
-            } else {
-                Err(bad())
-            };
-        }
-        let num = num.strip_suffix('b').unwrap_or(&num);
-        let (digits, scale) = [
-            ("ki", 1024f64),
-            ("mi", 1024f64 * 1024.0),
-            ("gi", 1024f64 * 1024.0 * 1024.0),
-            ("k", 1e3),
-            ("m", 1e6),
-            ("g", 1e9),
-        ]
-        .iter()
-        .find_map(|(s, m)| num.strip_suffix(s).map(|d| (d, *m)))
-        .unwrap_or((num, 1.0));
-        let n: f64 = digits.parse().map_err(|_| bad())?;
-        if n * scale > 0.0 {
-            Ok(Rate::Bytes(n * scale))
-        } else {
-            Err(bad())
-        }
-    }
-}
-
-impl fmt::Display for Rate {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Rate::Bytes(b) => write!(f, "{b} bytes/s"),
-            Rate::Blobs(b) => write!(f, "{b} blobs/s"),
-        }
-    }
-}
+use crate::units::Rate;
+use crate::Result;
 
 /// Paces units (bytes or blobs) to a rate: each caller reserves the next free slot.
 #[derive(Debug)]
@@ -193,21 +132,5 @@ impl Backend for Throttled {
 
     async fn sweep(&self) -> Result<u64> {
         self.inner.sweep().await
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::Rate;
-
-    #[test]
-    fn rates_parse() {
-        assert_eq!("50MB/s".parse::<Rate>().ok(), Some(Rate::Bytes(50e6)));
-        assert_eq!("2MiB/s".parse::<Rate>().ok(), Some(Rate::Bytes(2097152.0)));
-        assert_eq!("1000".parse::<Rate>().ok(), Some(Rate::Bytes(1000.0)));
-        assert_eq!("200blobs/s".parse::<Rate>().ok(), Some(Rate::Blobs(200.0)));
-        assert_eq!("5 blobs/s".parse::<Rate>().ok(), Some(Rate::Blobs(5.0)));
-        assert!("fast".parse::<Rate>().is_err());
-        assert!("0".parse::<Rate>().is_err());
     }
 }

@@ -6,6 +6,8 @@
 //! kilobytes), and beyond that in an unlinked temporary file, so that a multi-gigabyte blob read
 //! through `Replicated` or `Cached` costs disk, not memory. The file vanishes when the last
 //! [`Held`] handle to it is dropped, whatever happens to the process.
+//!
+//! Public for those who write a wrapper of their own; a store's users need none of it.
 
 use std::ops::Range;
 use std::sync::Arc;
@@ -14,7 +16,8 @@ use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
 
 use crate::backend::{Backend, BlobKey, ByteStream};
-use crate::integrity::{Algorithm, Digests, HashSet, MultiHasher};
+use crate::integrity::{Algorithm, DigestSet, Digests, MultiHasher};
+use crate::task::blocking;
 use crate::{Error, Result};
 
 /// Above this size, hashing moves off the async worker threads.
@@ -106,13 +109,6 @@ fn read_at(file: &std::fs::File, at: u64, n: usize) -> Result<Bytes> {
     Ok(Bytes::from(buf))
 }
 
-/// Runs `f` on the blocking pool (file I/O, hashing of large buffers).
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| Error::InvalidInput(format!("blocking task failed: {e}")))?
-}
-
 /// An I/O error on a held blob's temporary file (unlinked: only its directory can be named).
 fn temp_io(op: &'static str, e: std::io::Error) -> Error {
     Error::io(op, std::env::temp_dir(), e)
@@ -159,7 +155,7 @@ pub async fn fetch_verified(backend: &dyn Backend, key: &BlobKey) -> Result<Fetc
 
 /// Writes `stream` to an unlinked temporary file, hashing it (sha512) on the way, with at most
 /// about [`FILE_CHUNK`] bytes in memory.
-async fn spool(mut stream: ByteStream) -> Result<(Held, HashSet)> {
+async fn spool(mut stream: ByteStream) -> Result<(Held, DigestSet)> {
     struct Spool {
         file: std::fs::File,
         hasher: MultiHasher,
@@ -225,7 +221,7 @@ pub async fn digests(held: &Held) -> Result<Digests> {
     }
 }
 
-async fn hash_with(bytes: Bytes, algorithms: &[Algorithm]) -> Result<HashSet> {
+async fn hash_with(bytes: Bytes, algorithms: &[Algorithm]) -> Result<DigestSet> {
     let large = bytes.len() > BLOCKING_HASH_THRESHOLD;
     let algorithms = algorithms.to_vec();
     let run = move || {

@@ -134,7 +134,7 @@ impl MantaConfig {
             hash: get("hash")
                 .map(|h| SignHash::parse(&h))
                 .transpose()
-                .map_err(|e| Error::Config(e.to_string()))?,
+                .map_err(|e| Error::config("manta `hash`", e))?,
             root: String::new(),
             durability: 2,
             max_attempts: 5,
@@ -210,7 +210,9 @@ impl MantaConfig {
 
     /// Loads the private key and builds the request signer.
     pub fn signer(&self) -> Result<Signer> {
-        let key = self.load_key().map_err(|e| Error::Config(e.to_string()))?;
+        let key = self
+            .load_key()
+            .map_err(|e| Error::config("manta signing key", e))?;
         Ok(Signer::new(
             key,
             &self.user,

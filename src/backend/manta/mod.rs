@@ -1,15 +1,18 @@
 //! The Joyent Manta backend (feature `manta`): blobs as objects under a directory of a Manta
 //! account, spoken to over Manta's REST API with HTTP Signature auth.
 //!
-//! * [`config`]: `MANTA_*` environment and `manta://` store URLs.
-//! * [`auth`]: request signing exactly as muskie verifies it.
-//! * [`client`]: HTTP with bounded retries and typed errors ([`MantaApiError`]).
-//! * [`layout`]: digest-derived paths.
-//! * [`writer`]: spooled uploads published by one verified PUT (why: see that module).
+//! Embedders need [`MantaBackend`] and [`MantaConfig`] (or a `manta://` store URL), and may match
+//! errors with [`api_error`]. The protocol underneath (the HTTP client, request signing, the object
+//! layout) is in [`protocol`], for interop tests and tools that talk to a Manta server directly.
+//!
+//! Inside: `config` (`MANTA_*` environment and `manta://` store URLs), `auth` (request signing
+//! exactly as muskie verifies it), `client` (HTTP with bounded retries and typed errors,
+//! [`MantaApiError`]), `layout` (digest-derived paths) and `writer` (spooled uploads published
+//! by one verified PUT; why: see that module).
 //!
 //! Every blob carries its digests as `m-tarvault-sha512`, `m-tarvault-sha1` and
 //! `m-tarvault-blake3` metadata, and sha1/blake3 lookups go through the alias log
-//! ([`alias_log`](crate::backend::alias_log)), segments under `<root>/aliases/log/` shared by
+//! (`backend::alias_log`), segments under `<root>/aliases/log/` shared by
 //! the puts that commit together.
 //! Parent directories are created on demand (`mkdir -p` with `application/json; type=directory`)
 //! and remembered, so a warm store does one PUT per blob.
@@ -24,17 +27,28 @@ use reqwest::header::{HeaderMap, HeaderValue};
 use reqwest::StatusCode;
 
 mod aliases;
-pub mod auth;
-pub mod client;
-pub mod config;
+mod auth;
+mod client;
+mod config;
 mod dirs;
-pub mod layout;
-pub mod writer;
+mod layout;
+mod writer;
 
-pub use auth::{KeyError, LoadedKey, SignHash, Signer};
-pub use client::{MantaApiError, MantaClient, RequestBody};
-pub use config::MantaConfig;
-pub use layout::Layout;
+pub use auth::{KeyError, LoadedKey, SignHash};
+pub use client::MantaApiError;
+pub use config::{MantaConfig, DEFAULT_RESPONSE_TIMEOUT};
+
+/// The Manta protocol under the backend: the HTTP client, request signing and the object layout.
+/// For interop tests and tools that talk to a Manta server directly; storing blobs needs none of
+/// it, and it changes with the backend.
+pub mod protocol {
+    pub use super::auth::Signer;
+    pub use super::client::{MantaClient, RequestBody};
+    pub use super::layout::Layout;
+}
+
+use self::client::{MantaClient, RequestBody};
+use self::layout::Layout;
 
 use self::aliases::MantaSegments;
 use self::dirs::Dirs;
@@ -196,7 +210,9 @@ impl MantaBackend {
             .and_then(|v| v.to_str().ok())
             .unwrap_or_default();
         if !computed.is_empty() && computed != md5_b64 {
-            let _ = self.client.delete(&path).await;
+            if let Err(e) = self.client.delete(&path).await {
+                tracing::warn!(%path, error = %e, "cannot remove an upload with a wrong MD5");
+            }
             return Err(self.describe_err(format!(
                 "{path}: server computed MD5 {computed}, sent {md5_b64}; upload removed"
             )));

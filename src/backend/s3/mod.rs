@@ -2,23 +2,23 @@
 //! …), through the [`object_store`] crate's `AmazonS3` client.
 //!
 //! - [`config`]: the `s3://bucket/prefix` URL, the `AWS_*` environment, retries.
-//! - [`keys`]: the key layout (hash-spread blob keys, alias records) and the digest metadata.
-//! - [`writer`]: uploads, and publication that happens only after verification.
-//! - [`read`]: ranged reads as byte streams.
+//! - `keys`: the key layout (hash-spread blob keys, alias records) and the digest metadata.
+//! - `writer`: uploads, and publication that happens only after verification.
+//! - `read`: ranged reads as byte streams.
 //!
 //! Reads are verified by the [`Store`](crate::Store) against the address itself: the digests in
 //! an object's metadata come from the same server as its bytes, so they are reported by `head` but
 //! not trusted to verify reads ([`Backend::recorded_digests_trusted`] is false).
 //!
 //! The sha1 and blake3 aliases live in an alias log of segment objects under `alias/log/`
-//! ([`alias_log`](crate::backend::alias_log)): the records of puts that commit together share one
+//! (`backend::alias_log`): the records of puts that commit together share one
 //! segment, written alongside their blobs, so a small put costs about one request, not three.
 //! An alias whose blob is gone is harmless: the store checks the blob exists after resolving one.
 //! `fsck` rebuilds the log from the blobs.
 //!
 //! Server quirks handled here: Ceph RGW cannot do object_store's copy-if-not-exists (411 on
 //! UploadPartCopy) and ignores `If-None-Match` on CompleteMultipartUpload, so nothing relies on
-//! either (see [`writer`]); `If-Match` is never used (RGW compares unquoted ETags); a 404 about a
+//! either (see `writer`); `If-Match` is never used (RGW compares unquoted ETags); a 404 about a
 //! missing bucket is an error, never "blob not found"; DELETE answers 204 whether or not the
 //! object existed, so `delete` asks first.
 

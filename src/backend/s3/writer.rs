@@ -95,10 +95,11 @@ impl S3Writer {
 
     async fn spill(&mut self, chunk: Bytes) -> Result<()> {
         if self.spool.is_none() {
-            let file = tokio::task::spawn_blocking(tempfile::tempfile)
-                .await
-                .map_err(|e| Error::io("create spool file", std::env::temp_dir(), e.into()))?
-                .map_err(|e| Error::io("create spool file", std::env::temp_dir(), e))?;
+            let file = crate::task::blocking(|| {
+                tempfile::tempfile()
+                    .map_err(|e| Error::io("create spool file", std::env::temp_dir(), e))
+            })
+            .await?;
             self.spool = Some(tokio::fs::File::from_std(file));
         }
         let held = std::mem::take(&mut self.chunks);
@@ -150,7 +151,9 @@ impl BlobWriter for S3Writer {
             // Completing publishes: only under the key the upload was started for, which the
             // store verified the bytes against.
             if expected != Some(BlobKey::new(digests.sha512)) {
-                let _ = up.abort(&inner.describe).await;
+                if let Err(e) = up.abort(&inner.describe).await {
+                    tracing::warn!(backend = %inner.describe, error = %e, "aborting a multipart upload failed");
+                }
                 return Err(Error::InvalidInput(
                     "commit under another key than the upload was started for".into(),
                 ));
@@ -353,7 +356,9 @@ impl Drop for Upload {
         if let Some(w) = self.0.take() {
             if let Ok(handle) = tokio::runtime::Handle::try_current() {
                 handle.spawn(async move {
-                    let _ = w.abort().await;
+                    if let Err(e) = w.abort().await {
+                        tracing::warn!(error = %e, "aborting an abandoned multipart upload failed");
+                    }
                 });
             }
         }

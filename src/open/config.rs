@@ -1,8 +1,8 @@
-//! Composite stores from configuration, so that `--store` (and [`Store::open`]) can name a
-//! replicated or cached store.
+//! Composite stores from configuration, so that `--store` (and [`Store::open`](crate::Store::open))
+//! can name a replicated or cached store.
 //!
-//! A store is described by a *member*: either a string, which is any store spec [`Store::open`]
-//! accepts (a path, `file://…`, `memory:`, `s3://…`, `manta://…`, another `config:…`, or `@name`
+//! A store is described by a *member*: either a string, which is any store spec
+//! [`Store::open`](crate::Store::open) accepts (a path, `file://…`, `memory:`, `s3://…`, `manta://…`, another `config:…`, or `@name`
 //! for another store of the same file), or a table with one key saying which wrapper it is:
 //!
 //! ```toml
@@ -26,8 +26,8 @@
 //! Specs that select configuration: `config:PATH[#NAME]`, a `PATH.toml` or `PATH.json` file
 //! (again with an optional `#NAME`), or inline JSON starting with `{`.
 //!
-//! Members are opened through [`Store::open`] itself, so every scheme it learns (remote backends
-//! behind their features) composes here without changes.
+//! Members are opened by the [`open`](super) module that opens any spec, so every scheme it learns
+//! (remote backends behind their features) composes here without changes.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -35,9 +35,10 @@ use std::sync::Arc;
 use futures::future::BoxFuture;
 use serde_json::{Map, Value};
 
-use super::{Cached, CachedOptions, Replicated, ReplicatedOptions};
+use crate::backend::compose::{Cached, CachedOptions, Replicated, ReplicatedOptions};
 use crate::backend::Backend;
-use crate::{Error, Result, Store};
+use crate::units::{parse_duration, parse_size};
+use crate::{Error, Result};
 
 /// Nesting deeper than this is taken to be a cycle (`@a` naming `@b` naming `@a`).
 const MAX_DEPTH: usize = 16;
@@ -85,16 +86,8 @@ pub fn is_config_spec(spec: &str) -> bool {
         && !Path::new(path).is_dir()
 }
 
-/// Opens the store a configuration spec names; `Ok(None)` if `spec` is not a configuration spec.
-pub async fn open(spec: &str) -> Result<Option<Store>> {
-    if !is_config_spec(spec) {
-        return Ok(None);
-    }
-    let opened = open_typed(spec).await?;
-    Ok(Some(Store::from_arc(opened.backend())))
-}
-
-/// Like [`open`], keeping the wrapper type.
+/// Opens the composite store a configuration spec names, keeping its wrapper type (for
+/// `repair` and cache statistics); [`open_backend`](super::open_backend) forgets it.
 pub async fn open_typed(spec: &str) -> Result<Opened> {
     open_depth(spec, 0).await
 }
@@ -111,7 +104,7 @@ fn load(spec: &str) -> Result<Source> {
     let spec = spec.trim();
     if spec.starts_with('{') {
         let root = serde_json::from_str(spec)
-            .map_err(|e| Error::Config(format!("inline store configuration: {e}")))?;
+            .map_err(|e| Error::config("inline store configuration", e))?;
         return Ok(Source {
             root,
             dir: std::env::current_dir().unwrap_or_default(),
@@ -125,7 +118,7 @@ fn load(spec: &str) -> Result<Source> {
     };
     let path = Path::new(path);
     let text = std::fs::read_to_string(path)
-        .map_err(|e| Error::Config(format!("store configuration {}: {e}", path.display())))?;
+        .map_err(|e| Error::config(format!("store configuration {}", path.display()), e))?;
     let root = parse_text(&text, path)?;
     let dir = path
         .parent()
@@ -138,12 +131,12 @@ fn load(spec: &str) -> Result<Source> {
 /// TOML, unless the file says JSON by its name or its first character.
 fn parse_text(text: &str, path: &Path) -> Result<Value> {
     let json = path.extension().is_some_and(|e| e == "json") || text.trim_start().starts_with('{');
-    let parsed = if json {
-        serde_json::from_str::<Value>(text).map_err(|e| e.to_string())
+    let what = || format!("store configuration {}", path.display());
+    if json {
+        serde_json::from_str::<Value>(text).map_err(|e| Error::config(what(), e))
     } else {
-        toml::from_str::<Value>(text).map_err(|e| e.to_string())
-    };
-    parsed.map_err(|e| Error::Config(format!("store configuration {}: {e}", path.display())))
+        toml::from_str::<Value>(text).map_err(|e| Error::config(what(), e))
+    }
 }
 
 /// The member a source names: `#NAME`, else `default`, else the only store, else the top level.
@@ -223,8 +216,7 @@ async fn open_string(spec: &str, source: &Source, depth: usize) -> Result<Opened
     if is_config_spec(&resolved) {
         return open_depth(&resolved, depth + 1).await;
     }
-    let store: BoxFuture<'_, Result<Store>> = Box::pin(Store::open(&resolved));
-    Ok(Opened::Plain(store.await?.backend().clone()))
+    Ok(Opened::Plain(super::open_plain(&resolved).await?))
 }
 
 /// A relative filesystem path (or `config:` path) is taken relative to the configuration file.
@@ -284,7 +276,7 @@ async fn build_replicated(body: &Value, source: &Source, depth: usize) -> Result
     let read_timeout = match t.get("read_timeout") {
         None => None,
         Some(Value::String(s)) => {
-            Some(crate::ops::gc::parse_duration(s).map_err(|e| Error::Config(e.to_string()))?)
+            Some(parse_duration(s).map_err(|e| Error::config("`read_timeout`", e))?)
         }
         Some(Value::Number(n)) => n.as_f64().map(std::time::Duration::from_secs_f64),
         Some(_) => return Err(Error::Config("`read_timeout` must be like \"2s\"".into())),
@@ -319,7 +311,7 @@ async fn build_cached(body: &Value, source: &Source, depth: usize) -> Result<Ope
         Some(Value::Number(n)) => n
             .as_u64()
             .ok_or_else(|| Error::Config("`capacity` must be a size".into()))?,
-        Some(Value::String(s)) => parse_size(s)?,
+        Some(Value::String(s)) => parse_size(s).map_err(|e| Error::config("`capacity`", e))?,
         Some(_) => {
             return Err(Error::Config(
                 "`capacity` must be a size like \"10GiB\"".into(),
@@ -329,33 +321,6 @@ async fn build_cached(body: &Value, source: &Source, depth: usize) -> Result<Ope
     Ok(Opened::Cached(
         Cached::new(local, remote, CachedOptions { capacity }).await?,
     ))
-}
-
-/// `10GiB`, `500MB`, `4096`: K/M/G/T are powers of 1000, Ki/Mi/Gi/Ti of 1024; the `B` is optional.
-pub fn parse_size(text: &str) -> Result<u64> {
-    let bad = || Error::Config(format!("bad size {text:?} (e.g. 512MiB, 20GB)"));
-    let t = text.trim().to_ascii_lowercase().replace(' ', "");
-    let t = t.strip_suffix('b').unwrap_or(&t);
-    let units: [(&str, f64); 8] = [
-        ("ki", 1024.0),
-        ("mi", 1024.0 * 1024.0),
-        ("gi", 1024.0 * 1024.0 * 1024.0),
-        ("ti", 1024.0 * 1024.0 * 1024.0 * 1024.0),
-        ("k", 1e3),
-        ("m", 1e6),
-        ("g", 1e9),
-        ("t", 1e12),
-    ];
-    let (digits, scale) = units
-        .iter()
-        .find_map(|(s, m)| t.strip_suffix(s).map(|d| (d, *m)))
-        .unwrap_or((t, 1.0));
-    let n: f64 = digits.parse().map_err(|_| bad())?;
-    let bytes = n * scale;
-    if !(bytes.is_finite() && bytes >= 0.0) {
-        return Err(bad());
-    }
-    Ok(bytes as u64)
 }
 
 #[cfg(test)]
@@ -371,14 +336,6 @@ mod tests {
         assert!(!is_config_spec("/var/lib/tarvault"));
         assert!(!is_config_spec("memory:"));
         assert!(!is_config_spec("s3://bucket/prefix.json"));
-    }
-
-    #[test]
-    fn sizes() {
-        assert_eq!(parse_size("10GiB").ok(), Some(10 << 30));
-        assert_eq!(parse_size("500MB").ok(), Some(500_000_000));
-        assert_eq!(parse_size("4096").ok(), Some(4096));
-        assert!(parse_size("lots").is_err());
     }
 
     #[test]

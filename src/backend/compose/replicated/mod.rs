@@ -1,0 +1,213 @@
+//! [`Replicated`]: one logical store kept on N backends.
+//!
+//! **Writes fan out.** One put stream is teed to N [`BlobWriter`]s, one per replica, each fed by its
+//! own task through a bounded queue, so a slow replica lags behind (up to the queue) instead of
+//! slowing every chunk. The alternative, writing one replica and copying from it afterwards, would
+//! read every blob back and leave a window where only one copy exists; teeing costs only the
+//! upload bandwidth the copies need anyway. A commit is acknowledged as soon as `write_quorum`
+//! replicas committed; the stragglers finish in the background (their failures are logged and left
+//! to [`Replicated::repair`]). If the quorum cannot be reached, the copies that were committed are
+//! deleted again and the put fails with [`Error::QuorumNotReached`]: nothing stays visible.
+//!
+//! **Reads** go to the replicas in order and take the first copy that *verifies* (sha512 against
+//! the key, checked here rather than in the store, so a corrupt replica can be skipped instead of
+//! failing the read). Replicas found missing or corrupt on the way are repaired from the good copy
+//! (read-repair). A replica that does not answer within `read_timeout` is skipped.
+//!
+//! **Repair** ([`Replicated::repair`]) lists every replica and copies each blob to the replicas that
+//! lack it; with `verify` it also re-hashes every copy and replaces the corrupt ones.
+
+use std::collections::HashSet;
+use std::ops::Range;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures::stream::{self, BoxStream, StreamExt, TryStreamExt};
+
+use super::fan_out::{rebuild_each, Filter};
+use crate::backend::{AliasRebuild, Backend, BlobKey, BlobStat, BlobWriter, GetResult, PutHint};
+use crate::integrity::{Digests, Hash};
+use crate::{Error, Result};
+
+/// How a [`Replicated`] backend behaves.
+#[derive(Debug, Clone)]
+pub struct ReplicatedOptions {
+    /// Replicas that must commit a write before it is acknowledged. `None`: a majority.
+    pub write_quorum: Option<usize>,
+    /// How long one replica may take to answer a read (`head`, `get`, alias lookup) before the next
+    /// one is tried. `None`: no limit.
+    pub read_timeout: Option<Duration>,
+    /// Repair replicas found missing or corrupt while reading (default: on).
+    pub read_repair: bool,
+}
+
+mod read;
+mod repair;
+mod writer;
+
+pub(crate) use repair::put_copy;
+pub use repair::RepairReport;
+
+impl Default for ReplicatedOptions {
+    fn default() -> Self {
+        ReplicatedOptions {
+            write_quorum: None,
+            read_timeout: None,
+            read_repair: true,
+        }
+    }
+}
+
+/// N backends acting as one: quorum writes, verified reads with failover and read-repair, and
+/// [`Replicated::repair`] (see [`compose`](super)).
+#[derive(Debug, Clone)]
+pub struct Replicated {
+    replicas: Arc<Vec<Arc<dyn Backend>>>,
+    quorum: usize,
+    read_timeout: Option<Duration>,
+    read_repair: bool,
+}
+
+impl Replicated {
+    /// Replicates over `replicas` (in read-preference order).
+    pub fn new(replicas: Vec<Arc<dyn Backend>>, options: ReplicatedOptions) -> Result<Self> {
+        let n = replicas.len();
+        if n == 0 {
+            return Err(Error::Config(
+                "a replicated store needs at least one replica".into(),
+            ));
+        }
+        let quorum = options.write_quorum.unwrap_or(n / 2 + 1);
+        if quorum == 0 || quorum > n {
+            return Err(Error::Config(format!(
+                "write quorum {quorum} is impossible with {n} replicas"
+            )));
+        }
+        Ok(Replicated {
+            replicas: Arc::new(replicas),
+            quorum,
+            read_timeout: options.read_timeout,
+            read_repair: options.read_repair,
+        })
+    }
+
+    /// The replicas, in read-preference order.
+    pub fn replicas(&self) -> &[Arc<dyn Backend>] {
+        &self.replicas
+    }
+
+    /// The write quorum.
+    pub fn write_quorum(&self) -> usize {
+        self.quorum
+    }
+}
+
+#[async_trait]
+impl Backend for Replicated {
+    fn describe(&self) -> String {
+        let members: Vec<String> = self.replicas.iter().map(|r| r.describe()).collect();
+        format!(
+            "replicated(quorum {} of {}: {})",
+            self.quorum,
+            self.replicas.len(),
+            members.join(", ")
+        )
+    }
+
+    async fn begin_put(&self, hint: &PutHint) -> Result<Box<dyn BlobWriter>> {
+        writer::begin_put(self, hint).await
+    }
+
+    async fn get(&self, key: &BlobKey, range: Option<Range<u64>>) -> Result<Option<GetResult>> {
+        self.read(key, range).await
+    }
+
+    async fn head(&self, key: &BlobKey) -> Result<Option<BlobStat>> {
+        self.first_answer(|replica| replica.head(key)).await
+    }
+
+    async fn delete(&self, key: &BlobKey) -> Result<bool> {
+        let results = futures::future::join_all(self.replicas.iter().map(|r| r.delete(key))).await;
+        let mut any = false;
+        for r in results {
+            any |= r?;
+        }
+        Ok(any)
+    }
+
+    fn list(&self) -> BoxStream<'static, Result<BlobKey>> {
+        let replicas = self.replicas.clone();
+        let describe = self.describe();
+        stream::once(async move {
+            let mut seen = HashSet::new();
+            let mut order = Vec::new();
+            let mut failures = Vec::new();
+            for r in replicas.iter() {
+                match r.list().try_collect::<Vec<BlobKey>>().await {
+                    Ok(keys) => {
+                        for k in keys {
+                            if seen.insert(k) {
+                                order.push(Ok(k));
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(replica = %r.describe(), error = %e, "replica list failed");
+                        failures.push(format!("{}: {e}", r.describe()));
+                    }
+                }
+            }
+            if failures.len() == replicas.len() {
+                order = vec![Err(Error::backend(describe, failures.join("; ")))];
+            }
+            stream::iter(order)
+        })
+        .flatten()
+        .boxed()
+    }
+
+    async fn resolve_alias(&self, hash: &Hash) -> Result<Option<BlobKey>> {
+        self.first_answer(|replica| replica.resolve_alias(hash))
+            .await
+    }
+
+    async fn rebuild_aliases(&self, found: BoxStream<'_, Digests>) -> Result<AliasRebuild> {
+        let members = self
+            .replicas
+            .iter()
+            .map(|r| (&**r as &dyn Backend, Box::new(|_: &Digests| true) as Filter))
+            .collect();
+        // Each replica was given the same records: count them once, and sum the repairs.
+        let mut total = AliasRebuild::default();
+        for r in rebuild_each(found, members).await {
+            let r = r?;
+            let indexed = total.indexed.max(r.indexed);
+            total.add(&r);
+            total.indexed = indexed;
+        }
+        Ok(total)
+    }
+
+    async fn quarantine(&self, key: &BlobKey) -> Result<bool> {
+        let results =
+            futures::future::join_all(self.replicas.iter().map(|r| r.quarantine(key))).await;
+        let mut any = false;
+        for r in results {
+            any |= r?;
+        }
+        Ok(any)
+    }
+
+    fn recorded_digests_trusted(&self) -> bool {
+        self.replicas.iter().all(|r| r.recorded_digests_trusted())
+    }
+
+    async fn sweep(&self) -> Result<u64> {
+        let mut n = 0;
+        for r in futures::future::join_all(self.replicas.iter().map(|r| r.sweep())).await {
+            n += r?;
+        }
+        Ok(n)
+    }
+}

@@ -1,0 +1,103 @@
+//! Reads: the replicas in order, each within the read timeout, and the first answer that holds.
+
+use std::future::Future;
+use std::ops::Range;
+
+use super::Replicated;
+use crate::backend::compose::verify::{digests, fetch_verified, slice, Fetched};
+use crate::backend::{Backend, BlobKey, GetResult};
+use crate::{Error, Result};
+
+impl Replicated {
+    /// `fut`, or a backend error if it takes longer than the read timeout.
+    pub(super) async fn timed<T>(&self, fut: impl Future<Output = Result<T>>) -> Result<T> {
+        match self.read_timeout {
+            None => fut.await,
+            Some(limit) => tokio::time::timeout(limit, fut).await.unwrap_or_else(|_| {
+                Err(Error::backend(
+                    self.describe(),
+                    format!("replica did not answer within {limit:?}"),
+                ))
+            }),
+        }
+    }
+
+    /// The first replica's `Some` answer to `ask`, trying the next on `None` or an error. `None`
+    /// if any replica answered none; the last error if none answered at all (an unreachable set
+    /// of replicas is not the same as a blob that is absent).
+    pub(super) async fn first_answer<'a, T, F, Fut>(&'a self, ask: F) -> Result<Option<T>>
+    where
+        F: Fn(&'a dyn Backend) -> Fut,
+        Fut: Future<Output = Result<Option<T>>> + 'a,
+    {
+        let mut answered = false;
+        let mut last_err = None;
+        for replica in self.replicas.iter() {
+            match self.timed(ask(&**replica)).await {
+                Ok(Some(found)) => return Ok(Some(found)),
+                Ok(None) => answered = true,
+                Err(e) => {
+                    tracing::debug!(replica = %replica.describe(), error = %e, "replica read failed");
+                    last_err = Some(e);
+                }
+            }
+        }
+        match (answered, last_err) {
+            (false, Some(e)) => Err(e),
+            _ => Ok(None),
+        }
+    }
+
+    /// Reads `key` from the first replica whose copy verifies, repairing (with `read_repair`) the
+    /// replicas before it that were missing or corrupt.
+    pub(super) async fn read(
+        &self,
+        key: &BlobKey,
+        range: Option<Range<u64>>,
+    ) -> Result<Option<GetResult>> {
+        let mut to_fix = Vec::new();
+        let mut first_bad = None;
+        let mut answered = false;
+        let mut last_err = None;
+        for (i, replica) in self.replicas.iter().enumerate() {
+            match self.timed(fetch_verified(&**replica, key)).await {
+                Ok(Fetched::Good(bytes)) => {
+                    if self.read_repair && !to_fix.is_empty() {
+                        match digests(&bytes).await {
+                            Ok(d) => {
+                                self.write_copies(key, &bytes, &d, &to_fix).await;
+                            }
+                            Err(e) => {
+                                tracing::warn!(blob = %key, error = %e, "read-repair skipped")
+                            }
+                        }
+                    }
+                    return slice(bytes, range).map(Some);
+                }
+                Ok(Fetched::Missing) => {
+                    answered = true;
+                    to_fix.push((i, false));
+                }
+                Ok(Fetched::Bad(bytes, found)) => {
+                    answered = true;
+                    tracing::warn!(blob = %key, replica = %replica.describe(), %found, "corrupt replica");
+                    to_fix.push((i, true));
+                    first_bad.get_or_insert(bytes);
+                }
+                Err(e) => {
+                    tracing::warn!(blob = %key, replica = %replica.describe(), error = %e, "replica read failed");
+                    last_err = Some(e);
+                }
+            }
+        }
+        // No copy verifies: hand out a bad one so the store reports the blob corrupt (and fsck can
+        // quarantine it) rather than pretending it is not there.
+        if let Some(bytes) = first_bad {
+            return slice(bytes, range).map(Some);
+        }
+        match (answered, last_err) {
+            (false, Some(e)) => Err(e),
+            _ => Ok(None),
+        }
+    }
+}

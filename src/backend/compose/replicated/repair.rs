@@ -1,0 +1,187 @@
+//! Repair: copying each blob to the replicas that lack it (or hold a corrupt copy), from a copy
+//! that verifies. Read-repair uses the same copying.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use futures::stream::{self, StreamExt, TryStreamExt};
+use serde::Serialize;
+
+use super::Replicated;
+use crate::backend::compose::verify::{digests, fetch_verified, Fetched, Held};
+use crate::backend::{Backend, BlobKey, Committed, PutHint};
+use crate::integrity::Digests;
+use crate::Result;
+
+/// What [`Replicated::repair`] did.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct RepairReport {
+    /// Distinct blobs over all replicas.
+    pub blobs: u64,
+    /// Copies written to replicas that lacked a blob.
+    pub copied: u64,
+    /// Corrupt copies found (with `verify`) and replaced.
+    pub replaced: u64,
+    /// Blobs with no good copy anywhere (address: what was found).
+    pub unrecoverable: Vec<String>,
+    /// Copies that could not be written (replica, address: error).
+    pub failed: Vec<String>,
+}
+
+impl RepairReport {
+    /// Whether every replica now holds a good copy of every blob.
+    pub fn is_clean(&self) -> bool {
+        self.unrecoverable.is_empty() && self.failed.is_empty()
+    }
+}
+
+impl Replicated {
+    /// Writes a good copy to each replica in `targets`, quarantining a bad copy first where
+    /// `replace` is set. Returns the failures.
+    pub(super) async fn write_copies(
+        &self,
+        key: &BlobKey,
+        held: &Held,
+        digests: &Digests,
+        targets: &[(usize, bool)],
+    ) -> Vec<(usize, String)> {
+        let mut failed = Vec::new();
+        for &(i, replace) in targets {
+            let replica = &self.replicas[i];
+            let result = async {
+                if replace {
+                    replica.quarantine(key).await?;
+                }
+                put_copy(&**replica, key, held, digests).await
+            }
+            .await;
+            match result {
+                Ok(_) => {
+                    tracing::info!(blob = %key, replica = %replica.describe(), replace, "repaired replica")
+                }
+                Err(e) => {
+                    tracing::warn!(blob = %key, replica = %replica.describe(), error = %e, "repair failed");
+                    failed.push((i, format!("{} {key}: {e}", replica.describe())));
+                }
+            }
+        }
+        failed
+    }
+
+    /// Brings every replica to the same set of blobs: each blob missing from a replica is copied
+    /// there from a replica whose copy verifies. With `verify`, every copy is re-hashed and corrupt
+    /// ones are replaced too (a cross-replica scrub); without, only presence is compared.
+    pub async fn repair(&self, verify: bool, concurrency: usize) -> Result<RepairReport> {
+        let mut present: Vec<HashSet<BlobKey>> = Vec::with_capacity(self.replicas.len());
+        for r in self.replicas.iter() {
+            let keys: HashSet<BlobKey> = r.list().try_collect().await?;
+            present.push(keys);
+        }
+        let mut all: Vec<BlobKey> = present.iter().flatten().copied().collect();
+        all.sort();
+        all.dedup();
+        let present = Arc::new(present);
+        let mut report = RepairReport {
+            blobs: all.len() as u64,
+            ..RepairReport::default()
+        };
+        let mut work = stream::iter(all)
+            .map(|key| {
+                let present = present.clone();
+                async move { self.repair_one(key, &present, verify).await }
+            })
+            .buffer_unordered(concurrency.max(1));
+        while let Some(one) = work.next().await {
+            report.copied += one.copied;
+            report.replaced += one.replaced;
+            report.unrecoverable.extend(one.unrecoverable);
+            report.failed.extend(one.failed);
+        }
+        report.unrecoverable.sort();
+        report.failed.sort();
+        Ok(report)
+    }
+
+    async fn repair_one(
+        &self,
+        key: BlobKey,
+        present: &[HashSet<BlobKey>],
+        verify: bool,
+    ) -> RepairReport {
+        let mut out = RepairReport::default();
+        let mut good: Option<Held> = None;
+        let mut targets = Vec::new();
+        let mut found = Vec::new();
+        for (i, replica) in self.replicas.iter().enumerate() {
+            if !present[i].contains(&key) {
+                targets.push((i, false));
+                continue;
+            }
+            if good.is_some() && !verify {
+                continue;
+            }
+            match fetch_verified(&**replica, &key).await {
+                Ok(Fetched::Good(b)) => {
+                    good.get_or_insert(b);
+                }
+                Ok(Fetched::Missing) => targets.push((i, false)),
+                Ok(Fetched::Bad(_, f)) => {
+                    targets.push((i, true));
+                    found.push(format!("{}: {f}", replica.describe()));
+                }
+                Err(e) => found.push(format!("{}: {e}", replica.describe())),
+            }
+        }
+        let Some(bytes) = good else {
+            out.unrecoverable
+                .push(format!("{key}: {}", found.join("; ")));
+            return out;
+        };
+        if targets.is_empty() {
+            return out;
+        }
+        let digests = match digests(&bytes).await {
+            Ok(d) => d,
+            Err(e) => {
+                out.failed.push(format!("{key}: {e}"));
+                return out;
+            }
+        };
+        let failed = self.write_copies(&key, &bytes, &digests, &targets).await;
+        let ok = |replace: bool| {
+            targets
+                .iter()
+                .filter(|(i, r)| *r == replace && !failed.iter().any(|(f, _)| f == i))
+                .count() as u64
+        };
+        out.copied = ok(false);
+        out.replaced = ok(true);
+        out.failed = failed.into_iter().map(|(_, e)| e).collect();
+        out
+    }
+}
+
+/// Stores `held` (already verified to be `digests`) in `backend`.
+pub(crate) async fn put_copy(
+    backend: &dyn Backend,
+    key: &BlobKey,
+    held: &Held,
+    digests: &Digests,
+) -> Result<Committed> {
+    let hint = PutHint {
+        expected_key: Some(*key),
+        size: Some(held.len()),
+        batch: false,
+    };
+    let mut w = backend.begin_put(&hint).await?;
+    let mut chunks = held.stream(0..held.len());
+    while let Some(chunk) = chunks.next().await {
+        if let Err(e) = async { w.write(chunk?).await }.await {
+            if let Err(abort) = w.abort().await {
+                tracing::warn!(blob = %key, backend = %backend.describe(), error = %abort, "abort after a failed copy failed");
+            }
+            return Err(e);
+        }
+    }
+    w.commit(digests).await
+}

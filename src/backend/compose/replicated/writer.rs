@@ -1,0 +1,228 @@
+//! Writes: one put stream teed to a writer per replica, each fed by its own task through a bounded
+//! queue (a lane), and acknowledged once `write_quorum` replicas committed.
+
+use std::any::Any;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::stream::{FuturesUnordered, StreamExt};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use super::Replicated;
+use crate::backend::{Backend, BlobKey, BlobWriter, Committed, PutHint};
+use crate::integrity::Digests;
+use crate::{Error, ErrorKind, Result};
+
+/// Chunks queued per replica before a write waits for it.
+const LANE_DEPTH: usize = 64;
+
+/// Starts a put on every replica; fails at once if too few of them could start for the quorum.
+pub(super) async fn begin_put(backend: &Replicated, hint: &PutHint) -> Result<Box<dyn BlobWriter>> {
+    let hint = PutHint {
+        batch: false,
+        ..hint.clone()
+    };
+    let starts =
+        futures::future::join_all(backend.replicas.iter().map(|r| r.begin_put(&hint))).await;
+    let mut lanes = Vec::with_capacity(starts.len());
+    let mut failures = Vec::new();
+    for (i, s) in starts.into_iter().enumerate() {
+        match s {
+            Ok(w) => lanes.push(Lane::spawn(i, w)),
+            Err(e) => failures.push(format!("{}: {e}", backend.replicas[i].describe())),
+        }
+    }
+    let writer = ReplicatedWriter {
+        backend: backend.clone(),
+        lanes,
+        failures,
+    };
+    writer.check_quorum(0)?;
+    Ok(Box::new(writer))
+}
+
+enum Msg {
+    Chunk(Bytes),
+    Commit(Digests),
+}
+
+/// One replica's share of a put: a task that feeds its writer from a queue.
+struct Lane {
+    replica: usize,
+    tx: Option<mpsc::Sender<Msg>>,
+    task: JoinHandle<Result<Committed>>,
+}
+
+impl Lane {
+    fn spawn(replica: usize, mut writer: Box<dyn BlobWriter>) -> Lane {
+        let (tx, mut rx) = mpsc::channel(LANE_DEPTH);
+        let task = tokio::spawn(async move {
+            while let Some(msg) = rx.recv().await {
+                match msg {
+                    Msg::Chunk(c) => {
+                        if let Err(e) = writer.write(c).await {
+                            if let Err(abort) = writer.abort().await {
+                                tracing::warn!(error = %abort, "abort after a failed write failed");
+                            }
+                            return Err(e);
+                        }
+                    }
+                    Msg::Commit(d) => return writer.commit(&d).await,
+                }
+            }
+            // The put was aborted or dropped.
+            writer.abort().await?;
+            Err(Error::InvalidInput("upload aborted".into()))
+        });
+        Lane {
+            replica,
+            tx: Some(tx),
+            task,
+        }
+    }
+}
+
+struct ReplicatedWriter {
+    backend: Replicated,
+    lanes: Vec<Lane>,
+    failures: Vec<String>,
+}
+
+impl ReplicatedWriter {
+    fn check_quorum(&self, committed: usize) -> Result<()> {
+        if self.lanes.len() + committed < self.backend.quorum {
+            return Err(self.quorum_error(committed));
+        }
+        Ok(())
+    }
+
+    fn quorum_error(&self, committed: usize) -> Error {
+        Error::QuorumNotReached {
+            backend: self.backend.describe(),
+            needed: self.backend.quorum,
+            committed,
+            failures: self.failures.join("; "),
+        }
+    }
+
+    fn replica_name(&self, i: usize) -> String {
+        self.backend.replicas[i].describe()
+    }
+}
+
+#[async_trait]
+impl BlobWriter for ReplicatedWriter {
+    async fn write(&mut self, chunk: Bytes) -> Result<()> {
+        let mut dead = Vec::new();
+        for (pos, lane) in self.lanes.iter().enumerate() {
+            let sent = match &lane.tx {
+                Some(tx) => tx.send(Msg::Chunk(chunk.clone())).await.is_ok(),
+                None => false,
+            };
+            if !sent {
+                dead.push(pos);
+            }
+        }
+        for pos in dead.into_iter().rev() {
+            let lane = self.lanes.remove(pos);
+            let why = match lane.task.await {
+                Ok(Err(e)) => e.to_string(),
+                Ok(Ok(_)) => "committed early".into(),
+                Err(e) => format!("task failed: {e}"),
+            };
+            tracing::warn!(replica = %self.replica_name(lane.replica), error = %why, "replica dropped out of a put");
+            let name = self.replica_name(lane.replica);
+            self.failures.push(format!("{name}: {why}"));
+        }
+        self.check_quorum(0)
+    }
+
+    async fn commit(mut self: Box<Self>, digests: &Digests) -> Result<Committed> {
+        let mut pending = FuturesUnordered::new();
+        for mut lane in std::mem::take(&mut self.lanes) {
+            let Some(tx) = lane.tx.take() else { continue };
+            let replica = lane.replica;
+            if tx.send(Msg::Commit(*digests)).await.is_err() {
+                // Its task ended on an error; collect it below like any other failure.
+            }
+            pending.push(async move { (replica, lane.task.await) });
+        }
+        let mut committed = Vec::new();
+        let mut stored = false;
+        while let Some((replica, outcome)) = pending.next().await {
+            match outcome {
+                Ok(Ok(c)) => {
+                    stored |= c == Committed::Stored;
+                    committed.push((replica, c));
+                }
+                Ok(Err(e)) => {
+                    let name = self.replica_name(replica);
+                    self.failures.push(format!("{name}: {e}"));
+                }
+                Err(e) => {
+                    let name = self.replica_name(replica);
+                    self.failures.push(format!("{name}: task failed: {e}"));
+                }
+            }
+            if committed.len() >= self.backend.quorum {
+                let describe = self.backend.describe();
+                let names: Vec<String> =
+                    self.backend.replicas.iter().map(|r| r.describe()).collect();
+                if !pending.is_empty() {
+                    // Acknowledged: the stragglers finish on their own; a failure among them
+                    // leaves a copy missing, which read-repair or `repair` fills.
+                    tokio::spawn(async move {
+                        while let Some((replica, outcome)) = pending.next().await {
+                            let failed = match outcome {
+                                Ok(Ok(_)) => None,
+                                Ok(Err(e)) => Some(e.to_string()),
+                                Err(e) => Some(e.to_string()),
+                            };
+                            if let Some(error) = failed {
+                                tracing::warn!(backend = %describe, replica = %names[replica], %error, "late replica commit failed");
+                            }
+                        }
+                    });
+                }
+                return Ok(if stored {
+                    Committed::Stored
+                } else {
+                    Committed::AlreadyPresent
+                });
+            }
+        }
+        // Quorum not reached: take back the copies this put published, so nothing is visible.
+        let key = BlobKey::new(digests.sha512);
+        for (replica, c) in &committed {
+            if *c == Committed::Stored {
+                if let Err(e) = self.backend.replicas[*replica].delete(&key).await {
+                    tracing::warn!(blob = %key, replica = %self.replica_name(*replica), error = %e, "rollback of a partial put failed");
+                }
+            }
+        }
+        Err(self.quorum_error(committed.len()))
+    }
+
+    async fn abort(mut self: Box<Self>) -> Result<()> {
+        for mut lane in std::mem::take(&mut self.lanes) {
+            drop(lane.tx.take());
+            // The lane aborts its writer when its queue closes; wait so nothing is left behind.
+            match lane.task.await {
+                // The lane's own "upload aborted" (InvalidInput) is the expected outcome.
+                Ok(Err(e)) if e.kind() != ErrorKind::InvalidInput => {
+                    tracing::warn!(replica = %self.replica_name(lane.replica), error = %e, "replica abort failed")
+                }
+                Err(e) => {
+                    tracing::warn!(replica = %self.replica_name(lane.replica), error = %e, "replica task failed")
+                }
+                Ok(_) => {}
+            }
+        }
+        Ok(())
+    }
+
+    fn into_any(self: Box<Self>) -> Box<dyn Any + Send> {
+        self
+    }
+}

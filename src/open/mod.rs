@@ -1,0 +1,152 @@
+//! Opening stores from text: what `--store` and `TARVAULT_STORE` accept.
+//!
+//! This module sits above [`store`](crate::Store) and the backends: it parses a store spec and
+//! builds the backends it names (composite ones from [`config`] too), so neither the store nor a
+//! backend ever needs to open another store by name. A spec is
+//! - a filesystem path, or `file:///path` (the embedded default; fsync on, or off with
+//!   `?fsync=false` on the `file:` form);
+//! - `memory:` for a store that lives as long as the process;
+//! - a remote URL (`s3://`, `manta://`), each behind its cargo feature;
+//! - `config:FILE[#NAME]`, a `.toml`/`.json` file, or inline JSON: a replicated or cached store
+//!   (see [`config`]).
+
+use std::sync::Arc;
+
+use futures::future::BoxFuture;
+
+use crate::backend::Backend;
+use crate::{Error, Result, Store};
+
+pub mod config;
+
+pub use config::{is_config_spec, open_typed, Opened};
+
+/// What opens one URL scheme: the whole URL in, a backend out.
+type Opener = for<'a> fn(&'a str) -> BoxFuture<'a, Result<Arc<dyn Backend>>>;
+
+/// `scheme!("feature", open)`: an [`Opener`] calling `async fn open(url: &str) -> Result<impl
+/// Backend>` when the cargo feature is on, and saying which feature is missing when it is off.
+macro_rules! scheme {
+    ($feature:literal, $open:path) => {{
+        #[cfg(feature = $feature)]
+        let open: Opener =
+            |url| Box::pin(async move { Ok(Arc::new($open(url).await?) as Arc<dyn Backend>) });
+        #[cfg(not(feature = $feature))]
+        let open: Opener = |url| {
+            let scheme = url.split_once("://").map_or("file", |(s, _)| s);
+            let message = format!(
+                "{scheme}:// stores need tarvault built with the `{}` feature",
+                $feature
+            );
+            Box::pin(async move { Err(Error::Config(message)) })
+        };
+        open
+    }};
+}
+
+/// The URL schemes a spec may use and the cargo feature each needs. A new backend is one line
+/// here, given an `async fn(&str) -> Result<impl Backend>` that opens it from its URL (behind its
+/// feature, like `open_s3` below).
+fn schemes() -> Vec<(&'static str, Opener)> {
+    vec![
+        ("file", scheme!("fs", open_file)),
+        ("s3", scheme!("s3", open_s3)),
+        ("manta", scheme!("manta", open_manta)),
+    ]
+}
+
+impl Store {
+    /// Opens the store named by `spec` (see the [`open`](crate::open) module for what a spec is).
+    pub async fn open(spec: &str) -> Result<Store> {
+        open_backend(spec).await.map(Store::from_arc)
+    }
+}
+
+/// Opens the backend named by `spec`, composite or plain: [`Store::open`] without the store.
+pub async fn open_backend(spec: &str) -> Result<Arc<dyn Backend>> {
+    let spec = spec.trim();
+    if spec.is_empty() {
+        return Err(Error::Config("empty store location".into()));
+    }
+    if is_config_spec(spec) {
+        return Ok(open_typed(spec).await?.backend());
+    }
+    open_plain(spec).await
+}
+
+/// Opens a spec that is not a configuration: a path, `memory:` or a URL. The members of a
+/// composite store are opened here.
+async fn open_plain(spec: &str) -> Result<Arc<dyn Backend>> {
+    if spec == "memory:" || spec == "memory://" {
+        #[cfg(feature = "memory")]
+        return Ok(Arc::new(crate::backend::memory::MemoryBackend::new()));
+        #[cfg(not(feature = "memory"))]
+        return Err(Error::Config("built without the `memory` feature".into()));
+    }
+    match spec.split_once("://") {
+        Some((scheme, _)) => match schemes().iter().find(|(name, _)| *name == scheme) {
+            Some((_, open)) => open(spec).await,
+            None => Err(Error::Config(format!("unknown store scheme {scheme}://"))),
+        },
+        None => scheme!("fs", open_path)(spec).await,
+    }
+}
+
+/// A filesystem store at a plain path (a `?` in it is part of the name, not a query).
+#[cfg(feature = "fs")]
+async fn open_path(path: &str) -> Result<crate::backend::fs::FsBackend> {
+    crate::backend::fs::FsBackend::open(path, crate::backend::fs::FsOptions::default())
+}
+
+/// A filesystem store named by URL: `file:///path?fsync=true|false`.
+#[cfg(feature = "fs")]
+async fn open_file(spec: &str) -> Result<crate::backend::fs::FsBackend> {
+    let rest = spec.strip_prefix("file://").unwrap_or(spec);
+    let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
+    let mut options = crate::backend::fs::FsOptions::default();
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        match pair.split_once('=') {
+            Some(("fsync", v)) => {
+                options.fsync = match v {
+                    "true" | "1" | "on" => true,
+                    "false" | "0" | "off" => false,
+                    _ => return Err(Error::Config(format!("bad fsync value {v:?}"))),
+                }
+            }
+            _ => return Err(Error::Config(format!("unknown store option {pair:?}"))),
+        }
+    }
+    crate::backend::fs::FsBackend::open(path, options)
+}
+
+/// An S3 store: `s3://bucket/prefix?options` plus the `AWS_*` environment
+/// (see [`S3Config`](crate::backend::s3::S3Config)).
+#[cfg(feature = "s3")]
+async fn open_s3(spec: &str) -> Result<crate::backend::s3::S3Backend> {
+    let config = crate::backend::s3::S3Config::parse(spec)?;
+    crate::backend::s3::S3Backend::connect(&config).await
+}
+
+/// A Manta store: `manta://[user@]host/path` plus the `MANTA_*` environment.
+#[cfg(feature = "manta")]
+async fn open_manta(spec: &str) -> Result<crate::backend::manta::MantaBackend> {
+    crate::backend::manta::MantaBackend::open_url(spec)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ErrorKind;
+
+    #[tokio::test]
+    async fn schemes_dispatch_and_unknown_ones_are_config_errors() {
+        let unknown = open_backend("gopher://x/y").await.err();
+        assert_eq!(unknown.map(|e| e.kind()), Some(ErrorKind::Config));
+        let empty = open_backend("  ").await.err();
+        assert_eq!(empty.map(|e| e.kind()), Some(ErrorKind::Config));
+        #[cfg(feature = "memory")]
+        assert!(open_backend("memory:").await.is_ok());
+        let names: Vec<&str> = schemes().iter().map(|(name, _)| *name).collect();
+        assert_eq!(names, ["file", "s3", "manta"]);
+    }
+}
