@@ -29,9 +29,6 @@ mod alias_log;
 mod alias_map;
 pub mod compose;
 #[cfg(feature = "fs")]
-// The fs docs link two private items (`layout`, `Self::write` in `index`); allowed here until the
-// fs work in progress fixes them, so that `cargo doc -D warnings` checks the rest meanwhile.
-#[allow(rustdoc::private_intra_doc_links)]
 pub mod fs;
 #[cfg(feature = "manta")]
 pub mod manta;

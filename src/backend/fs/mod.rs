@@ -1,7 +1,7 @@
 //! The filesystem backend: tarvault's embedded default.
 //!
 //! Each blob is one read-only file named by its sha512 hex in a two-level shard
-//! (`sha512/ab/cd/<hex>`, see [`layout`]). Uploads go to a unique temp file on the same filesystem,
+//! (`sha512/ab/cd/<hex>`, see `layout.rs`). Uploads go to a unique temp file on the same filesystem,
 //! are fsynced, and are published with a link that never overwrites, followed by an fsync of the
 //! directory; so a crash at any point leaves either no file or a complete one under an address, and
 //! any number of threads and processes may write the same content at once. Temp files of processes
@@ -14,6 +14,7 @@ mod durable;
 mod index;
 mod layout;
 mod read;
+mod remove;
 mod walk;
 mod writer;
 
@@ -28,12 +29,13 @@ use futures::stream::{BoxStream, StreamExt};
 pub use self::index::{FsIndex, IndexMerge};
 use self::layout::Layout;
 use self::walk::{walk, walk_dirs};
-use self::writer::{join_error, key_of, remove_if_exists, FsWriter};
+use self::writer::{key_of, remove_if_exists, FsWriter};
 use super::{
     AliasRebuild, Backend, BlobKey, BlobStat, BlobWriter, Committed, GetResult, PendingBlob,
     PutHint,
 };
 use crate::integrity::{Digests, Hash};
+use crate::task::blocking;
 use crate::{Error, Result};
 
 /// Temp files whose owner cannot be identified are swept once older than this.
@@ -236,43 +238,6 @@ impl FsInner {
         }
     }
 
-    /// Whether a blob's file is certainly gone (an error other than "not found" is not proof).
-    fn blob_gone(&self, key: &BlobKey) -> bool {
-        matches!(std::fs::symlink_metadata(self.layout.blob(key)),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound)
-    }
-
-    /// Removes the index entry of a blob that was just deleted or moved away, unless another
-    /// writer has put it back meanwhile.
-    fn forget(&self, key: &BlobKey) -> Result<()> {
-        if self.legacy_alias_log {
-            return Ok(());
-        }
-        self.index
-            .remove_if(&[*key], self.fsync, |k| self.blob_gone(k))
-            .map(|_| ())
-    }
-
-    /// Removes every index entry whose blob is gone, a page at a time. Returns how many.
-    fn prune_index(&self) -> Result<u64> {
-        let (mut after, mut removed) = (0i64, 0u64);
-        loop {
-            let page = self.index.page(after, 1024)?;
-            let Some(&(last, _)) = page.last() else {
-                return Ok(removed);
-            };
-            after = last;
-            let missing: Vec<BlobKey> = page
-                .iter()
-                .map(|(_, k)| *k)
-                .filter(|k| self.blob_gone(k))
-                .collect();
-            removed += self
-                .index
-                .remove_if(&missing, false, |k| self.blob_gone(k))?;
-        }
-    }
-
     fn publish_one(&self, tmp: &Path, d: &Digests, blobs: &Path, fsync: bool) -> Result<Committed> {
         let target = self.layout.blob(&key_of(d));
         let dir = target.parent().unwrap_or(blobs).to_path_buf();
@@ -302,110 +267,6 @@ impl FsInner {
             durable::sync_dir(&dir).map_err(|e| Error::io("fsync directory", &dir, e))?;
         }
         Ok(outcome)
-    }
-
-    /// Deletes a blob and its record: the blob is moved to its tombstone and its record removed
-    /// in one write transaction (see [`FsIndex::remove_taking`]), then the tombstone is unlinked.
-    /// A crash at any point leaves either the blob and its record, or neither (a blob without a
-    /// record at worst, which fsck indexes); never a record without its blob once recovered.
-    fn delete_blob(&self, key: &BlobKey) -> Result<bool> {
-        let path = self.layout.blob(key);
-        if self.legacy_alias_log {
-            return match std::fs::remove_file(&path) {
-                Ok(()) => self.sync_parent(&path).map(|()| true),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
-                Err(e) => Err(Error::io("remove", &path, e)),
-            };
-        }
-        let tomb = self.layout.tombstone(key);
-        let taken =
-            self.index
-                .remove_taking(key, self.fsync, || match std::fs::rename(&path, &tomb) {
-                    Ok(()) => Ok(true),
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
-                    Err(e) => Err(Error::io("move to its tombstone", &path, e)),
-                });
-        match taken {
-            Ok(true) => {
-                if let Err(e) = remove_if_exists(&tomb) {
-                    tracing::warn!(error = %e, "could not unlink a deleted blob (swept later)");
-                }
-                self.sync_parent(&path).map(|()| true)
-            }
-            Ok(false) => Ok(false),
-            Err(e) => {
-                // The record stays: so must the blob.
-                self.settle_delete(key);
-                Err(e)
-            }
-        }
-    }
-
-    /// Makes a delete's unlink durable (with fsync on).
-    fn sync_parent(&self, path: &Path) -> Result<()> {
-        match path.parent() {
-            Some(dir) if self.fsync => {
-                durable::sync_dir(dir).map_err(|e| Error::io("fsync directory", dir, e))
-            }
-            _ => Ok(()),
-        }
-    }
-
-    /// Settles a tombstone left by a delete that failed or whose process died: under the write
-    /// lock, a blob that still has a record goes back to its address; the tombstone goes.
-    fn settle_delete(&self, key: &BlobKey) {
-        let (tomb, path) = (self.layout.tombstone(key), self.layout.blob(key));
-        let settled = self.index.settle_taken(key, |recorded| {
-            if recorded && self.blob_gone(key) {
-                let blobs = self.layout.blobs();
-                let dir = path.parent().unwrap_or(&blobs);
-                durable::create_dirs(dir, &blobs, self.fsync)
-                    .map_err(|e| Error::io("create directory", dir, e))?;
-                match durable::link_noclobber(&tomb, &path) {
-                    Ok(_) => tracing::info!(%key, "restored a blob whose delete did not commit"),
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                    Err(e) => return Err(Error::io("restore", &path, e)),
-                }
-                self.sync_parent(&path)?;
-            }
-            remove_if_exists(&tomb)
-        });
-        if let Err(e) = settled {
-            tracing::warn!(%key, error = %e, "could not settle an interrupted delete");
-        }
-    }
-
-    fn sweep_temps(&self) -> Result<u64> {
-        let tmp = self.layout.tmp();
-        let entries = match std::fs::read_dir(&tmp) {
-            Ok(e) => e,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
-            Err(e) => return Err(Error::io("read directory", &tmp, e)),
-        };
-        let now = SystemTime::now();
-        let mut removed = 0;
-        for entry in entries.flatten() {
-            let name = entry.file_name().to_string_lossy().into_owned();
-            if let Some(key) = layout::tombstone_key(&name) {
-                self.settle_delete(&key);
-                continue;
-            }
-            let stale = match layout::temp_owner(&name) {
-                Some(pid) if pid == std::process::id() => false,
-                Some(pid) => !durable::process_alive(pid),
-                None => true,
-            };
-            let old = entry
-                .metadata()
-                .and_then(|m| m.modified())
-                .ok()
-                .and_then(|t| now.duration_since(t).ok())
-                .is_some_and(|age| age > STALE_TEMP_AGE);
-            if (stale || old) && std::fs::remove_file(entry.path()).is_ok() {
-                removed += 1;
-            }
-        }
-        Ok(removed)
     }
 }
 
@@ -485,7 +346,7 @@ impl Backend for FsBackend {
                 None
             }
             Ok(Err(e)) => Some(e),
-            Err(e) => Some(join_error(e)),
+            Err(e) => Some(Error::Task(e)),
         };
         if let Some(e) = failed {
             // The first unsettled item gets the error itself (its kind and source intact); the
@@ -660,8 +521,3 @@ impl Backend for FsBackend {
 
 /// Records merged into the index per transaction during a rebuild.
 const REBUILD_CHUNK: usize = 1024;
-
-/// Runs blocking work off the async workers.
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
-    tokio::task::spawn_blocking(f).await.map_err(join_error)?
-}

@@ -16,7 +16,6 @@ use bytes::Bytes;
 use futures::stream::{self, BoxStream, StreamExt};
 use tokio::sync::mpsc;
 
-use super::writer::join_error;
 use super::FsInner;
 use crate::backend::{check_range, BlobKey, GetResult};
 use crate::integrity::Digests;
@@ -52,7 +51,7 @@ pub(super) async fn get(
         Some(done) => done?,
         None => tokio::task::spawn_blocking(move || open(&inner, &key, range))
             .await
-            .map_err(join_error)??,
+            .map_err(Error::Task)??,
     };
     let Some(opened) = opened else {
         return Ok(None);
@@ -65,7 +64,7 @@ pub(super) async fn get(
             once(
                 tokio::task::spawn_blocking(read)
                     .await
-                    .map_err(join_error)??,
+                    .map_err(Error::Task)??,
             )
         }
         Body::Stream(file, path, range) => read_stream(file, path, range),

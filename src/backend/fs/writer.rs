@@ -68,7 +68,7 @@ impl FsWriter {
             Ok(file)
         })
         .await
-        .map_err(join_error)??;
+        .map_err(Error::Task)??;
         drop(file);
         Ok(())
     }
@@ -88,14 +88,6 @@ fn create_temp(tmp: &PathBuf) -> Result<File> {
         opts.mode(0o444);
     }
     opts.open(tmp).map_err(|e| Error::io("create", tmp, e))
-}
-
-pub(super) fn join_error(e: tokio::task::JoinError) -> Error {
-    Error::Io {
-        op: "join",
-        path: PathBuf::new(),
-        source: std::io::Error::other(e),
-    }
 }
 
 #[async_trait]
@@ -121,7 +113,7 @@ impl BlobWriter for FsWriter {
         let file =
             tokio::task::spawn_blocking(move || FsWriter::flush_blocking(&tmp, file, pending))
                 .await
-                .map_err(join_error)??;
+                .map_err(Error::Task)??;
         self.file = Some(file);
         Ok(())
     }
@@ -134,7 +126,7 @@ impl BlobWriter for FsWriter {
         let d = *digests;
         let outcome = tokio::task::spawn_blocking(move || inner.publish(&[(tmp, d)], fsync))
             .await
-            .map_err(join_error)?;
+            .map_err(Error::Task)?;
         self.finished = true;
         outcome
             .into_iter()
@@ -148,7 +140,7 @@ impl BlobWriter for FsWriter {
         let tmp = self.tmp.clone();
         tokio::task::spawn_blocking(move || remove_if_exists(&tmp))
             .await
-            .map_err(join_error)?
+            .map_err(Error::Task)?
     }
 
     fn into_any(self: Box<Self>) -> Box<dyn Any + Send> {
@@ -169,7 +161,9 @@ impl Drop for FsWriter {
         // A put that was cancelled (its future dropped) or failed must not leave its temp file.
         if !self.finished {
             self.file = None;
-            let _ = std::fs::remove_file(&self.tmp);
+            if let Err(e) = remove_if_exists(&self.tmp) {
+                tracing::warn!(error = %e, "could not remove an abandoned upload (swept later)");
+            }
         }
     }
 }

@@ -198,7 +198,8 @@ impl FsIndex {
     }
 
     /// Records the digests of committed blobs (each blob once; a record that disagrees with the
-    /// one given is corrected). See [`write`](Self::write) for `durable`.
+    /// one given is corrected). With `durable` the records are on disk on return; without, they are
+    /// visible to every process at once and made durable by the next flush of the filesystem.
     pub fn insert(&self, records: &[Digests], durable: bool) -> Result<IndexMerge> {
         self.insert_present(records, durable, |_| true)
     }
