@@ -17,6 +17,7 @@ pub mod integrity;
 #[cfg(feature = "migrate")]
 pub mod migrate;
 pub mod ops;
+pub mod publish;
 #[cfg(feature = "server")]
 pub mod server;
 mod store;

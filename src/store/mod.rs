@@ -18,6 +18,7 @@ use crate::integrity::{Algorithm, Digests, Hash, Integrity};
 use crate::{Error, Result};
 
 pub use fsck::{CorruptBlob, FsckOptions, FsckReport};
+pub(crate) use put::Expectations;
 pub use put::{PutOptions, PutOutcome};
 pub use read::BlobStream;
 

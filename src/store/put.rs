@@ -107,6 +107,22 @@ impl Store {
     where
         S: Stream<Item = io::Result<Bytes>> + Send + Unpin,
     {
+        self.put_late(stream, options, None).await
+    }
+
+    /// [`Store::put`] with expectations that are known only once the stream has ended (`late`,
+    /// awaited after the last byte and before the commit): npm's publish document may give a
+    /// tarball's `length`, or even its `versions` with the digests, after the attachment itself.
+    /// An error from `late` aborts the put like a mismatch, so nothing is stored.
+    pub(crate) async fn put_late<S>(
+        &self,
+        stream: S,
+        options: &PutOptions,
+        late: Option<LateExpectations>,
+    ) -> Result<PutOutcome>
+    where
+        S: Stream<Item = io::Result<Bytes>> + Send + Unpin,
+    {
         let hint = self.hint(options, false).await?;
         let writer = match &hint {
             // The caller told us the address and it is already here: hash only, write nothing.
@@ -121,7 +137,7 @@ impl Store {
                 Some(self.backend.begin_put(&hint).await?)
             }
         };
-        let (ingest, writer) = self.ingest(stream, options, writer).await?;
+        let (ingest, writer) = self.ingest(stream, options, writer, late).await?;
         let stored = match writer {
             Some(w) => w.commit(&ingest.digests).await? == Committed::Stored,
             None => false,
@@ -180,7 +196,7 @@ impl Store {
                 let hint = hint.clone();
                 let task = tokio::spawn(async move {
                     let writer = store.backend.begin_put(&hint).await?;
-                    store.ingest(stream, &options, Some(writer)).await
+                    store.ingest(stream, &options, Some(writer), None).await
                 });
                 async move {
                     task.await
@@ -242,6 +258,7 @@ impl Store {
         mut stream: S,
         options: &PutOptions,
         mut writer: Option<Box<dyn BlobWriter>>,
+        late: Option<LateExpectations>,
     ) -> Result<Ingested>
     where
         S: Stream<Item = io::Result<Bytes>> + Send + Unpin,
@@ -298,6 +315,14 @@ impl Store {
             }
         }
         .await;
+        // The stream has ended: whatever was to be learnt after it is known now (or never).
+        let (result, late) = match (result, late) {
+            (Ok(()), Some(late)) => match late.await {
+                Ok(l) => (Ok(()), Some(l)),
+                Err(e) => (Err(e), None),
+            },
+            (r, _) => (r, None),
+        };
         let report = match (result, inspect) {
             (Err(e), _) => Err(e),
             (Ok(()), Some(lane)) => {
@@ -314,10 +339,10 @@ impl Store {
             }
             (Ok(()), None) => Ok(None),
         };
-        let report = report.and_then(|r| check_package(r, options, &what));
+        let report = report.and_then(|r| check_package(r, options, late.as_ref(), &what));
         let verified = match report {
             Ok(report) => self
-                .verify_ingest(hasher, options)
+                .verify_ingest(hasher, options, late.as_ref())
                 .await
                 .map(|digests| Ingest { digests, report }),
             Err(e) => Err(e),
@@ -335,7 +360,12 @@ impl Store {
         }
     }
 
-    async fn verify_ingest(&self, hasher: StreamHasher, options: &PutOptions) -> Result<Digests> {
+    async fn verify_ingest(
+        &self,
+        hasher: StreamHasher,
+        options: &PutOptions,
+        late: Option<&Expectations>,
+    ) -> Result<Digests> {
         let hashes = hasher.finish().await?;
         let digests = hashes.digests()?;
         let what = options
@@ -369,7 +399,62 @@ impl Store {
                 compare(check, &actual, &what)?;
             }
         }
+        if let Some(late) = late {
+            late.verify(&hashes, &digests)?;
+        }
         Ok(digests)
+    }
+}
+
+/// What a put learns it must check only after its stream has ended (see [`Store::put_late`]).
+pub(crate) type LateExpectations = futures::future::BoxFuture<'static, Result<Expectations>>;
+
+/// Checks decided after the bytes went by, each named after where its value came from so that a
+/// mismatch says which field of a document was wrong.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Expectations {
+    /// `(field, integrity)`: every known algorithm of each must match.
+    pub(crate) checks: Vec<(String, Integrity)>,
+    /// `(field, size)`.
+    pub(crate) size: Option<(String, u64)>,
+    /// The package the tarball must say it is (like [`PutOptions::expect_package`]).
+    pub(crate) package: Option<(String, String)>,
+}
+
+impl Expectations {
+    fn verify(&self, hashes: &crate::integrity::HashSet, digests: &Digests) -> Result<()> {
+        if let Some((field, size)) = &self.size {
+            if *size != digests.size {
+                return Err(Error::IntegrityMismatch {
+                    what: field.clone(),
+                    expected: format!("{size} bytes"),
+                    actual: format!("{} bytes", digests.size),
+                });
+            }
+        }
+        let actual = hashes
+            .integrity()
+            .ok_or_else(|| Error::InvalidInput("nothing was hashed".into()))?;
+        let computed = actual.algorithms();
+        for (field, expected) in &self.checks {
+            // Every algorithm that was hashed must hold; one that was not (a sha384 beside the
+            // sha512 npm writes) cannot be checked after the fact, and alone it is refused.
+            let known: Vec<Algorithm> = expected
+                .algorithms()
+                .into_iter()
+                .filter(|a| computed.contains(a))
+                .collect();
+            if known.is_empty() {
+                return Err(Error::invalid_integrity(
+                    &expected.to_string(),
+                    format!("{field}: no algorithm tarvault can check"),
+                ));
+            }
+            for one in known.into_iter().filter_map(|a| expected.only(a)) {
+                compare(&one, &actual, field)?;
+            }
+        }
+        Ok(())
     }
 }
 
@@ -459,9 +544,13 @@ mod tests {
 fn check_package(
     report: Option<crate::tarball::Report>,
     options: &PutOptions,
+    late: Option<&Expectations>,
     what: &str,
 ) -> Result<Option<crate::tarball::Report>> {
-    let (Some(r), Some((name, version))) = (&report, &options.expect_package) else {
+    let expected = late
+        .and_then(|l| l.package.as_ref())
+        .or(options.expect_package.as_ref());
+    let (Some(r), Some((name, version))) = (&report, expected) else {
         return Ok(report);
     };
     let clean = |v: &str| v.trim().trim_start_matches(['v', '=']).to_string();
