@@ -12,7 +12,10 @@ impl Store {
     /// - `config:FILE[#NAME]`, a `.toml`/`.json` file, or inline JSON: a replicated or cached store
     ///   (see [`backend::compose::config`](crate::backend::compose::config)).
     ///
-    /// Remote schemes (`s3://`, `manta://`) need their cargo features.
+    /// - `http://host[:port][/prefix]` (or `https://`): another tarvault server, read-only (see
+    ///   [`backend::http`](crate::backend::http)); with a local tier it is a mirror.
+    ///
+    /// Remote schemes (`s3://`, `manta://`, `http://`) need their cargo features.
     pub async fn open(spec: &str) -> Result<Store> {
         let spec = spec.trim();
         if spec.is_empty() {
@@ -40,6 +43,7 @@ impl Store {
                     spec,
                 )?)),
                 "s3" => open_s3(spec).await,
+                "http" | "https" => open_http(spec),
                 #[allow(unreachable_patterns)] // "manta" is handled above when the feature is on
                 "manta" => Err(Error::Config(format!(
                     "{scheme}:// stores need tarvault built with the `{scheme}` feature"
@@ -66,6 +70,21 @@ async fn open_s3(spec: &str) -> Result<Store> {
         let _ = spec;
         Err(Error::Config(
             "s3:// stores need tarvault built with the `s3` feature".into(),
+        ))
+    }
+}
+
+/// A read-only store over another tarvault server (feature `http`).
+fn open_http(spec: &str) -> Result<Store> {
+    #[cfg(feature = "http")]
+    return Ok(Store::new(crate::backend::http::HttpBackend::open_url(
+        spec,
+    )?));
+    #[cfg(not(feature = "http"))]
+    {
+        let _ = spec;
+        Err(Error::Config(
+            "http:// stores need tarvault built with the `http` feature".into(),
         ))
     }
 }
