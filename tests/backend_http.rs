@@ -120,7 +120,7 @@ async fn a_lying_server_is_caught() {
 #[tokio::test]
 async fn a_mirror_is_a_cached_store_over_it() {
     let data = noise(200_000, 6);
-    let (origin, url) = origin_with(&[data.clone()]).await;
+    let (origin, url) = origin_with(std::slice::from_ref(&data)).await;
     let spec =
         format!(r#"{{"cached": {{"local": "memory:", "remote": "{url}", "capacity": "10MiB"}}}}"#);
     let mirror = Store::open(&spec).await.unwrap_or_else(|e| panic!("{e}"));

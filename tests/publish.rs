@@ -146,12 +146,15 @@ async fn metadata_only_documents_store_nothing() {
     assert_eq!(stored(&store).await, 0);
 }
 
+/// A change to a publish document.
+type Edit<'a> = Box<dyn Fn(&mut Value) + 'a>;
+
 /// A document that lies about its tarball: refused, the field named, nothing stored.
 #[tokio::test]
 async fn a_mismatch_names_the_field_and_stores_nothing() {
     let tgz = noise(200_000, 11);
     let other = noise(200_000, 12);
-    let cases: Vec<(&str, Box<dyn Fn(&mut Value)>)> = vec![
+    let cases: Vec<(&str, Edit<'_>)> = vec![
         (
             "dist.integrity",
             Box::new(|d: &mut Value| {

@@ -81,7 +81,7 @@ pub(super) fn expected_for(name: &str, versions: &Value, file: &str) -> Result<E
         .ok_or_else(|| Error::document(format!("{here}.dist"), "missing, or not an object"))?;
     let mut checks = Vec::new();
     // `integrity` (SRI) and `shasum` (sha1 hex): each is checked when given.
-    let parsers: [(&str, fn(&str) -> Result<Integrity>); 2] = [
+    let parsers: [(&str, ParseDigest); 2] = [
         ("integrity", Integrity::parse),
         ("shasum", Integrity::from_shasum),
     ];
@@ -106,6 +106,9 @@ pub(super) fn expected_for(name: &str, versions: &Value, file: &str) -> Result<E
         checks,
     })
 }
+
+/// Parses one `dist` field's text.
+type ParseDigest = fn(&str) -> Result<Integrity>;
 
 /// What the store must check once the attachment's bytes have gone by.
 pub(super) fn expectations(
