@@ -10,13 +10,11 @@ mod registry;
 
 mod common;
 
-use common::npm::{corrupt_last_byte, log, npm_available, npm_command};
+use common::npm::{corrupt_last_byte, http, log, npm_available, npm_command, publish_doc};
 
-use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
-use base64::Engine;
 use futures::TryStreamExt;
 use serde_json::{json, Value};
 use tarvault::backend::fs::{FsBackend, FsOptions};
@@ -60,46 +58,6 @@ fn package(root: &Path, name: &str, version: &str, deps: Value) -> PathBuf {
 
 fn index_js(name: &str, version: &str) -> String {
     format!("module.exports = {:?};\n", format!("{name}@{version}"))
-}
-
-/// One raw HTTP/1.1 request; returns the status and the body.
-fn http(addr: &str, method: &str, path: &str, auth: Option<&str>, body: &[u8]) -> (u16, String) {
-    let mut s = std::net::TcpStream::connect(addr).unwrap_or_else(|e| panic!("{e}"));
-    let auth = auth.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
-    let head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    );
-    s.write_all(head.as_bytes())
-        .unwrap_or_else(|e| panic!("{e}"));
-    // The server may answer before reading everything (a refusal): a failed write is fine.
-    let _ = s.write_all(body);
-    let mut out = String::new();
-    let _ = s.read_to_string(&mut out);
-    let status = out
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = out
-        .split_once("\r\n\r\n")
-        .map_or("", |(_, b)| b)
-        .to_string();
-    (status, body)
-}
-
-/// A publish document as npm sends it, with `integrity` as its claim.
-fn publish_doc(name: &str, version: &str, tgz: &[u8], integrity: &str, registry: &str) -> Vec<u8> {
-    let file = format!("{name}-{version}.tgz");
-    json!({
-        "_id": name, "name": name, "dist-tags": {"latest": version},
-        "versions": {version: {"name": name, "version": version,
-            "dist": {"integrity": integrity, "tarball": format!("{registry}{name}/-/{file}")}}},
-        "_attachments": {file: {"content_type": "application/octet-stream",
-            "data": base64::engine::general_purpose::STANDARD.encode(tgz), "length": tgz.len()}},
-    })
-    .to_string()
-    .into_bytes()
 }
 
 /// A PUT through [`http`], off the runtime's threads.

@@ -1,8 +1,11 @@
 //! Helpers of the tests that drive the real npm CLI (`npm_e2e.rs`, `npm_registry.rs`).
 
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
+use base64::Engine;
+use serde_json::json;
 use tarvault::backend::fs::FsBackend;
 use tarvault::backend::BlobKey;
 
@@ -75,4 +78,56 @@ pub fn project(dir: &Path, name: &str) -> PathBuf {
     )
     .unwrap_or_else(|e| panic!("{e}"));
     project
+}
+
+/// One raw HTTP/1.1 request; returns the status and the body.
+pub fn http(
+    addr: &str,
+    method: &str,
+    path: &str,
+    auth: Option<&str>,
+    body: &[u8],
+) -> (u16, String) {
+    let mut s = std::net::TcpStream::connect(addr).unwrap_or_else(|e| panic!("{e}"));
+    let auth = auth.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    s.write_all(head.as_bytes())
+        .unwrap_or_else(|e| panic!("{e}"));
+    // The server may answer before reading everything (a refusal): a failed write is fine.
+    let _ = s.write_all(body);
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    let status = out
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = out
+        .split_once("\r\n\r\n")
+        .map_or("", |(_, b)| b)
+        .to_string();
+    (status, body)
+}
+
+/// A publish document as npm sends it, with `integrity` as its claim.
+pub fn publish_doc(
+    name: &str,
+    version: &str,
+    tgz: &[u8],
+    integrity: &str,
+    registry: &str,
+) -> Vec<u8> {
+    let file = format!("{name}-{version}.tgz");
+    json!({
+        "_id": name, "name": name, "dist-tags": {"latest": version},
+        "versions": {version: {"name": name, "version": version,
+            "dist": {"integrity": integrity, "tarball": format!("{registry}{name}/-/{file}")}}},
+        "_attachments": {file: {"content_type": "application/octet-stream",
+            "data": base64::engine::general_purpose::STANDARD.encode(tgz), "length": tgz.len()}},
+    })
+    .to_string()
+    .into_bytes()
 }
