@@ -4,6 +4,7 @@
 #![cfg(all(feature = "http", feature = "server"))]
 
 mod common;
+mod conformance;
 
 use axum::http::header;
 use axum::response::IntoResponse;
@@ -154,4 +155,101 @@ async fn urls_are_checked() {
             .unwrap_or_else(|| panic!("{bad} opened"));
         assert_eq!(err.kind(), ErrorKind::Config, "{bad}: {err}");
     }
+}
+
+/// The conformance suite, in the read-only form that fits: puts, deletes and listings go to the
+/// origin's own backend (as they would on the machine that publishes), and every read — `get`,
+/// `head`, `resolve_alias` — goes through the `http://` backend to a `Server` over that origin.
+/// The corruption cases are left out: the origin's server refuses a corrupt blob itself (a 500,
+/// or a body cut short), which this side sees as a backend failure, not as bytes to verify (the
+/// lying server above covers verification here), and so is `corpus_digests_and_lookups`: the
+/// server has no blake3 route, so a lookup by blake3 over HTTP finds nothing (sha512 and shasum
+/// lookups are covered above).
+mod read_only_conformance {
+    use std::ops::Range;
+    use std::sync::Arc;
+
+    use async_trait::async_trait;
+    use bytes::Bytes;
+    use futures::stream::BoxStream;
+    use tarvault::backend::http::HttpBackend;
+    use tarvault::backend::memory::MemoryBackend;
+    use tarvault::backend::{
+        AliasRebuild, Backend, BlobKey, BlobStat, BlobWriter, GetResult, PutHint,
+    };
+    use tarvault::integrity::{Digests, Hash};
+    use tarvault::server::Server;
+    use tarvault::Store;
+
+    use crate::conformance;
+
+    /// Writes to the origin, reads over HTTP.
+    #[derive(Debug)]
+    struct ReadOverHttp {
+        origin: MemoryBackend,
+        http: HttpBackend,
+    }
+
+    #[async_trait]
+    impl Backend for ReadOverHttp {
+        fn describe(&self) -> String {
+            format!("origin memory read over {}", self.http.describe())
+        }
+        async fn begin_put(&self, hint: &PutHint) -> tarvault::Result<Box<dyn BlobWriter>> {
+            self.origin.begin_put(hint).await
+        }
+        async fn get(
+            &self,
+            key: &BlobKey,
+            range: Option<Range<u64>>,
+        ) -> tarvault::Result<Option<GetResult>> {
+            self.http.get(key, range).await
+        }
+        async fn head(&self, key: &BlobKey) -> tarvault::Result<Option<BlobStat>> {
+            self.http.head(key).await
+        }
+        async fn delete(&self, key: &BlobKey) -> tarvault::Result<bool> {
+            self.origin.delete(key).await
+        }
+        fn list(&self) -> BoxStream<'static, tarvault::Result<BlobKey>> {
+            self.origin.list()
+        }
+        async fn resolve_alias(&self, hash: &Hash) -> tarvault::Result<Option<BlobKey>> {
+            self.http.resolve_alias(hash).await
+        }
+        async fn rebuild_aliases(
+            &self,
+            found: BoxStream<'_, Digests>,
+        ) -> tarvault::Result<AliasRebuild> {
+            self.origin.rebuild_aliases(found).await
+        }
+    }
+
+    struct Fixture(Arc<ReadOverHttp>);
+
+    #[async_trait]
+    impl conformance::Fixture for Fixture {
+        fn backend(&self) -> Arc<dyn Backend> {
+            self.0.clone()
+        }
+        async fn plant(&self, key: &BlobKey, bytes: Bytes) {
+            assert!(
+                self.0.origin.corrupt_for_test(key, bytes),
+                "nothing to corrupt"
+            );
+        }
+    }
+
+    async fn make() -> Fixture {
+        let origin = MemoryBackend::new();
+        let url = super::serve(Server::new(Store::new(origin.clone())).router()).await;
+        let http = HttpBackend::open_url(&url).unwrap_or_else(|e| panic!("{e}"));
+        Fixture(Arc::new(ReadOverHttp { origin, http }))
+    }
+
+    conformance::suite!(@cases make;
+        roundtrip_sizes, put_is_idempotent,
+        put_mismatch_stores_nothing, put_checks_any_expected_algorithm, missing_is_not_found,
+        ranges, truncated_input_stores_nothing, concurrent_same_content, batch_put,
+        async_read_adapter, large_put_with_expected_integrity);
 }

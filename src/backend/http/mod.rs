@@ -2,7 +2,8 @@
 //! any registry embedding [`server::Server`](crate::server::Server)), for mirrors.
 //!
 //! It reads `/sha512/<hex>` and resolves npm's `shasum` through `HEAD /sha1/<hex>`, whose strong
-//! `ETag` is the blob's sha512 integrity. Like every backend it is trusted for nothing: the
+//! `ETag` is the blob's sha512 integrity. The server has no blake3 route, so a lookup by blake3
+//! finds nothing here. Like every backend it is trusted for nothing: the
 //! [`Store`](crate::Store) verifies every byte read against the address, and its recorded
 //! digests are never used to shortcut that (the server could lie about both). Writes, deletes and
 //! listings are refused ([`ErrorKind::Rejected`](crate::ErrorKind::Rejected)): a mirror is a
