@@ -370,12 +370,19 @@ async fn a_huge_document_is_refused_at_the_limit() {
     assert_eq!(err.kind(), ErrorKind::TooLarge, "{err}");
     assert!(matches!(err, Error::TooLarge { limit, .. } if limit == 1 << 20));
     assert_eq!(stored(&store).await, 0);
-    // A long attachment name or member is refused too, without reading it to its end.
+    // A long member name is refused too, without reading it to its end.
     let long = format!(r#"{{"{}":1}}"#, "k".repeat(100_000));
     let err = publish(&store, long.as_bytes(), 4096)
         .await
         .expect_err("key");
     assert_eq!(err.kind(), ErrorKind::TooLarge, "{err}");
+    // So is a long value beside the attachment's data.
+    let mut doc = npm_doc("p", "1.0.0", &tgz);
+    doc["_attachments"]["p-1.0.0.tgz"]["content_type"] = json!("x".repeat(100_000));
+    let err = publish(&store, &text(&doc), 4096).await.expect_err("value");
+    assert_eq!(err.kind(), ErrorKind::TooLarge, "{err}");
+    assert!(err.to_string().contains("content_type"), "{err}");
+    assert_eq!(stored(&store).await, 0);
 }
 
 #[tokio::test]

@@ -94,7 +94,8 @@ pub struct StoredTarball {
 const SMALL: usize = 4096;
 
 /// Reads a publish document from `body` and stores its tarball in `store`, verified; see the
-/// [module documentation](self).
+/// [module documentation](self). Runs inside a Tokio runtime: the put is a task of its own beside
+/// the scanner, so decoding and hashing use two cores.
 pub async fn ingest<S>(store: &Store, body: S, options: &PublishOptions) -> Result<Published>
 where
     S: Stream<Item = io::Result<Bytes>> + Unpin,
