@@ -9,6 +9,9 @@
 //! Run: `cargo bench --bench store` (set `TARVAULT_BENCH_GIB` to change the large-blob size,
 //! `TARVAULT_CORPUS` for the corpus).
 
+#[path = "common/rss.rs"]
+mod rss;
+
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -127,13 +130,13 @@ fn large_blob(rt: &tokio::runtime::Runtime, work: &Path) {
         let (put, get) = (median(put), median(get));
         // Peak RSS of a put and of a get, each in a fresh process.
         let root = work.join(format!("rss-{fsync}"));
-        let put_rss = child_rss(&[
+        let put_rss = rss::child_rss(&[
             "put",
             root.to_str().unwrap_or("."),
             input.to_str().unwrap_or("."),
             &fsync.to_string(),
         ]);
-        let get_rss = child_rss(&[
+        let get_rss = rss::child_rss(&[
             "get",
             root.to_str().unwrap_or("."),
             &integrity.map(|i| i.to_string()).unwrap_or_default(),
@@ -165,19 +168,6 @@ async fn drain(store: &Store, i: &Integrity) -> u64 {
     n
 }
 
-fn child_rss(args: &[&str]) -> String {
-    let exe = std::env::current_exe().expect("exe");
-    let out = std::process::Command::new(exe)
-        .arg("--child")
-        .args(args)
-        .output()
-        .expect("child");
-    if !out.status.success() {
-        return format!("failed: {}", String::from_utf8_lossy(&out.stderr).trim());
-    }
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
-
 fn child(args: &[String]) {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -204,13 +194,7 @@ fn child(args: &[String]) {
             rt.block_on(drain(&store, &i));
         }
     }
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let hwm = status
-        .lines()
-        .find(|l| l.starts_with("VmHWM:"))
-        .map(|l| l.trim_start_matches("VmHWM:").trim().to_string())
-        .unwrap_or_else(|| "n/a".into());
-    println!("{hwm}");
+    println!("{}", rss::peak_rss());
 }
 
 fn corpus_dir() -> PathBuf {

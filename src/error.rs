@@ -32,6 +32,8 @@ pub enum ErrorKind {
     /// A filesystem store's index could not be used (corrupt, unreadable, disk full); the message
     /// names the file, and `tarvault fsck` rebuilds the index from the blobs.
     Index,
+    /// The input is larger than a configured limit (an HTTP server answers 413).
+    TooLarge,
 }
 
 /// An error from tarvault. Match on [`Error::kind`] for control flow; print it for humans.
@@ -142,6 +144,23 @@ pub enum Error {
         #[source]
         source: Option<Box<dyn std::error::Error + Send + Sync>>,
     },
+    /// A document (npm's publish body) is malformed or inconsistent: `at` says where in it (a
+    /// JSON path such as `versions["1.0.0"].dist.integrity`, or `body`). Nothing was stored.
+    #[error("bad document at {at}: {reason}")]
+    Document {
+        /// Where in the document.
+        at: String,
+        /// What is wrong there.
+        reason: String,
+    },
+    /// The input exceeded a limit; nothing was stored.
+    #[error("{what} is larger than the limit of {limit} bytes")]
+    TooLarge {
+        /// What was too large.
+        what: String,
+        /// The limit, in bytes.
+        limit: u64,
+    },
     /// The store could not be opened as configured.
     #[error("configuration: {0}")]
     Config(String),
@@ -180,9 +199,11 @@ impl Error {
     /// The coarse category of this error.
     pub fn kind(&self) -> ErrorKind {
         match self {
-            Error::InvalidIntegrity { .. } | Error::InvalidInput(_) | Error::Quantity(_) => {
-                ErrorKind::InvalidInput
-            }
+            Error::InvalidIntegrity { .. }
+            | Error::InvalidInput(_)
+            | Error::Quantity(_)
+            | Error::Document { .. } => ErrorKind::InvalidInput,
+            Error::TooLarge { .. } => ErrorKind::TooLarge,
             Error::NotFound { .. } => ErrorKind::NotFound,
             Error::IntegrityMismatch { .. } => ErrorKind::IntegrityMismatch,
             Error::Corrupt { .. } => ErrorKind::Corrupt,
@@ -231,6 +252,14 @@ impl Error {
             backend: backend.into(),
             message: message.into(),
             source: None,
+        }
+    }
+
+    /// Builds an [`Error::Document`].
+    pub(crate) fn document(at: impl Into<String>, reason: impl Into<String>) -> Self {
+        Error::Document {
+            at: at.into(),
+            reason: reason.into(),
         }
     }
 

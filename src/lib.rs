@@ -25,7 +25,7 @@
 //! 4. [`backend`]: the trait, the backends and the composite wrappers;
 //! 5. the store ([`Store`]);
 //! 6. [`open`]: store specs and composition configuration, building backends and stores;
-//! 7. the clients of the store: [`ops`], `migrate`, `server` (and the `tarvault` binary, which
+//! 7. the clients of the store: [`ops`], `migrate`, `server`, [`publish`] (and the `tarvault` binary, which
 //!    uses the library only through its public API).
 //!
 //! `tests/layering.rs` checks this order on every `cargo test`, naming the file and line of any
@@ -42,6 +42,7 @@ pub mod mapping;
 pub mod migrate;
 pub mod open;
 pub mod ops;
+pub mod publish;
 #[cfg(feature = "server")]
 pub mod server;
 mod store;

@@ -22,7 +22,7 @@ const LAYERS: &[&[&str]] = &[
     &["backend"],
     &["store"],
     &["open"],
-    &["ops", "migrate", "server"],
+    &["ops", "migrate", "server", "publish"],
 ];
 
 fn layer_of(module: &str) -> Option<usize> {

@@ -19,6 +19,7 @@ use tarvault::backend::fs::{FsBackend, FsOptions};
 use tarvault::backend::BlobKey;
 use tarvault::{Algorithm, Integrity};
 
+use common::npm::{log, npm_available};
 use common::{corpus, corpus_dir, CorpusEntry};
 
 /// Installed and asserted on: no dependencies, or dependencies the corpus satisfies (once →
@@ -34,21 +35,6 @@ const INSTALL: [&str; 6] = [
 /// Corrupted, then installed: a small one (caught before the response head: a 500) and one over
 /// the read chunk with the damage at its end (caught mid-body: the response is cut short).
 const CORRUPT: [(&str, &str); 2] = [("inherits", "2.0.4"), ("prettier", "3.1.1")];
-
-fn npm_available() -> bool {
-    let ok = Command::new("npm")
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !ok {
-        common::skip_or_fail(
-            "npm is not in PATH (install node and npm; `bash .ci/run` installs them)",
-        );
-    }
-    ok
-}
 
 /// Kills a child process when dropped, so a failing test leaves no server behind.
 struct Reaper(Child);
@@ -194,16 +180,10 @@ fn start_tarvault(store: &Path, map: &Path) -> (Reaper, String) {
 
 /// `npm install` in a fresh project with a fresh cache, talking to nothing but `registry`.
 fn npm_install(root: &Path, name: &str, registry: &str, packages: &[&str]) -> (PathBuf, Output) {
-    let project = root.join(name);
-    std::fs::create_dir_all(&project).unwrap_or_else(|e| panic!("{e}"));
-    std::fs::write(
-        project.join("package.json"),
-        format!("{{\"name\":\"{name}\",\"version\":\"1.0.0\",\"private\":true}}\n"),
-    )
-    .unwrap_or_else(|e| panic!("{e}"));
+    let project = common::npm::project(root, name);
     let npmrc = root.join("empty-npmrc");
     std::fs::write(&npmrc, "").unwrap_or_else(|e| panic!("{e}"));
-    let out = Command::new("npm")
+    let out = common::npm::npm_command()
         .arg("install")
         .args(packages)
         .arg(format!("--registry={registry}"))
@@ -223,14 +203,6 @@ fn npm_install(root: &Path, name: &str, registry: &str, packages: &[&str]) -> (P
             "--loglevel=http",
         ])
         .current_dir(&project)
-        .env_remove("HTTP_PROXY")
-        .env_remove("HTTPS_PROXY")
-        .env_remove("http_proxy")
-        .env_remove("https_proxy")
-        .env_remove("npm_config_proxy")
-        .env_remove("npm_config_https_proxy")
-        .env("NO_PROXY", "127.0.0.1")
-        .stdin(Stdio::null())
         .output()
         .unwrap_or_else(|e| panic!("npm: {e}"));
     (project, out)
@@ -258,15 +230,6 @@ fn files_under(dir: &Path) -> Vec<PathBuf> {
         }
     }
     out
-}
-
-fn log(out: &Output) -> String {
-    format!(
-        "status {:?}\nstdout:\n{}\nstderr:\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -361,17 +324,7 @@ async fn npm_installs_from_tarvault_and_refuses_corrupt_blobs() {
             .get(Algorithm::Sha512)
             .and_then(BlobKey::from_hash)
             .unwrap_or_else(|| panic!("no sha512"));
-        let path = backend.blob_path(&key);
-        let mut data = std::fs::read(&path).unwrap_or_else(|err| panic!("{err}"));
-        let last = data.len() - 1;
-        data[last] ^= 0xff;
-        let mut perms = std::fs::metadata(&path)
-            .unwrap_or_else(|err| panic!("{err}"))
-            .permissions();
-        #[allow(clippy::permissions_set_readonly_false)]
-        perms.set_readonly(false);
-        std::fs::set_permissions(&path, perms).unwrap_or_else(|err| panic!("{err}"));
-        std::fs::write(&path, &data).unwrap_or_else(|err| panic!("{err}"));
+        common::npm::corrupt_last_byte(&backend, &key);
 
         let spec = format!("{name}@{version}");
         let (project, out) = tokio::task::spawn_blocking({

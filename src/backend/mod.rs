@@ -30,6 +30,8 @@ mod alias_map;
 pub mod compose;
 #[cfg(feature = "fs")]
 pub mod fs;
+#[cfg(feature = "http")]
+pub mod http;
 #[cfg(feature = "manta")]
 pub mod manta;
 #[cfg(feature = "memory")]
@@ -272,6 +274,18 @@ pub trait Backend: fmt::Debug + Send + Sync + 'static {
     async fn sweep(&self) -> Result<u64> {
         Ok(0)
     }
+}
+
+/// The HTTP client of the remote backends that speak plain HTTP (Manta, another tarvault): one
+/// configuration for timeouts and the user agent.
+#[cfg(any(feature = "manta", feature = "http"))]
+pub(crate) fn http_client() -> Result<reqwest::Client> {
+    reqwest::Client::builder()
+        .connect_timeout(std::time::Duration::from_secs(10))
+        .pool_idle_timeout(std::time::Duration::from_secs(30))
+        .user_agent(concat!("tarvault/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .map_err(|e| Error::Config(format!("HTTP client: {e}")))
 }
 
 /// Checks a requested range against a blob size, as every backend must.

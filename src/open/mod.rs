@@ -7,6 +7,8 @@
 //!   `?fsync=false` on the `file:` form);
 //! - `memory:` for a store that lives as long as the process;
 //! - a remote URL (`s3://`, `manta://`), each behind its cargo feature;
+//! - `http://host[:port][/prefix]` (or `https://`): another tarvault server, read-only (feature
+//!   `http`; see [`backend::http`](crate::backend::http)), the upstream of a mirror;
 //! - `config:FILE[#NAME]`, a `.toml`/`.json` file, or inline JSON: a replicated or cached store
 //!   (see [`config`]).
 
@@ -52,6 +54,8 @@ fn schemes() -> Vec<(&'static str, Opener)> {
         ("file", scheme!("fs", open_file)),
         ("s3", scheme!("s3", open_s3)),
         ("manta", scheme!("manta", open_manta)),
+        ("http", scheme!("http", open_http)),
+        ("https", scheme!("http", open_http)),
     ]
 }
 
@@ -133,6 +137,13 @@ async fn open_manta(spec: &str) -> Result<crate::backend::manta::MantaBackend> {
     crate::backend::manta::MantaBackend::open_url(spec)
 }
 
+/// Another tarvault server, read-only: `http(s)://host[:port][/prefix]` (with a local tier, a
+/// mirror).
+#[cfg(feature = "http")]
+async fn open_http(spec: &str) -> Result<crate::backend::http::HttpBackend> {
+    crate::backend::http::HttpBackend::open_url(spec)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -147,6 +158,6 @@ mod tests {
         #[cfg(feature = "memory")]
         assert!(open_backend("memory:").await.is_ok());
         let names: Vec<&str> = schemes().iter().map(|(name, _)| *name).collect();
-        assert_eq!(names, ["file", "s3", "manta"]);
+        assert_eq!(names, ["file", "s3", "manta", "http", "https"]);
     }
 }

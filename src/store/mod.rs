@@ -2,6 +2,7 @@
 
 mod fsck;
 mod inspect;
+mod late;
 mod put;
 mod read;
 
@@ -17,6 +18,7 @@ use crate::integrity::{Algorithm, Digests, Hash, Integrity};
 use crate::{Error, Result};
 
 pub use fsck::{CorruptBlob, FsckOptions, FsckReport};
+pub(crate) use late::Expectations;
 pub use put::{PutOptions, PutOutcome};
 pub use read::BlobStream;
 

@@ -6,6 +6,7 @@ use bytes::{Bytes, BytesMut};
 use futures::{Stream, StreamExt};
 
 use super::inspect::InspectLane;
+use super::late::{Expectations, LateExpectations};
 use super::Store;
 use crate::backend::{BlobKey, BlobWriter, Committed, PendingBlob, PutHint};
 use crate::integrity::{Algorithm, Comparison, Digests, Integrity, StreamHasher};
@@ -107,6 +108,22 @@ impl Store {
     where
         S: Stream<Item = io::Result<Bytes>> + Send + Unpin,
     {
+        self.put_late(stream, options, None).await
+    }
+
+    /// [`Store::put`] with expectations that are known only once the stream has ended (`late`,
+    /// awaited after the last byte and before the commit): npm's publish document may give a
+    /// tarball's `length`, or even its `versions` with the digests, after the attachment itself.
+    /// An error from `late` aborts the put like a mismatch, so nothing is stored.
+    pub(crate) async fn put_late<S>(
+        &self,
+        stream: S,
+        options: &PutOptions,
+        late: Option<LateExpectations>,
+    ) -> Result<PutOutcome>
+    where
+        S: Stream<Item = io::Result<Bytes>> + Send + Unpin,
+    {
         let hint = self.hint(options, false).await?;
         let writer = match &hint {
             // The caller told us the address and it is already here: hash only, write nothing.
@@ -121,7 +138,7 @@ impl Store {
                 Some(self.backend.begin_put(&hint).await?)
             }
         };
-        let (ingest, writer) = self.ingest(stream, options, writer).await?;
+        let (ingest, writer) = self.ingest(stream, options, writer, late).await?;
         let stored = match writer {
             Some(w) => w.commit(&ingest.digests).await? == Committed::Stored,
             None => false,
@@ -180,7 +197,7 @@ impl Store {
                 let hint = hint.clone();
                 let task = tokio::spawn(async move {
                     let writer = store.backend.begin_put(&hint).await?;
-                    store.ingest(stream, &options, Some(writer)).await
+                    store.ingest(stream, &options, Some(writer), None).await
                 });
                 async move {
                     task.await
@@ -242,6 +259,7 @@ impl Store {
         mut stream: S,
         options: &PutOptions,
         mut writer: Option<Box<dyn BlobWriter>>,
+        late: Option<LateExpectations>,
     ) -> Result<Ingested>
     where
         S: Stream<Item = io::Result<Bytes>> + Send + Unpin,
@@ -298,6 +316,14 @@ impl Store {
             }
         }
         .await;
+        // The stream has ended: whatever was to be learnt after it is known now (or never).
+        let (result, late) = match (result, late) {
+            (Ok(()), Some(late)) => match late.await {
+                Ok(l) => (Ok(()), Some(l)),
+                Err(e) => (Err(e), None),
+            },
+            (r, _) => (r, None),
+        };
         let report = match (result, inspect) {
             (Err(e), _) => Err(e),
             (Ok(()), Some(lane)) => {
@@ -314,10 +340,10 @@ impl Store {
             }
             (Ok(()), None) => Ok(None),
         };
-        let report = report.and_then(|r| check_package(r, options, &what));
+        let report = report.and_then(|r| check_package(r, options, late.as_ref(), &what));
         let verified = match report {
             Ok(report) => self
-                .verify_ingest(hasher, options)
+                .verify_ingest(hasher, options, late.as_ref())
                 .await
                 .map(|digests| Ingest { digests, report }),
             Err(e) => Err(e),
@@ -335,7 +361,12 @@ impl Store {
         }
     }
 
-    async fn verify_ingest(&self, hasher: StreamHasher, options: &PutOptions) -> Result<Digests> {
+    async fn verify_ingest(
+        &self,
+        hasher: StreamHasher,
+        options: &PutOptions,
+        late: Option<&Expectations>,
+    ) -> Result<Digests> {
         let hashes = hasher.finish().await?;
         let digests = hashes.digests()?;
         let what = options
@@ -369,12 +400,15 @@ impl Store {
                 compare(check, &actual, &what)?;
             }
         }
+        if let Some(late) = late {
+            late.verify(&hashes, &digests)?;
+        }
         Ok(digests)
     }
 }
 
 /// Fails unless `expected` matches `actual` on their strongest shared algorithm.
-fn compare(expected: &Integrity, actual: &Integrity, what: &str) -> Result<()> {
+pub(super) fn compare(expected: &Integrity, actual: &Integrity, what: &str) -> Result<()> {
     match expected.compare(actual) {
         Comparison::Match(_) => Ok(()),
         Comparison::Mismatch(alg) => Err(Error::IntegrityMismatch {
@@ -459,9 +493,13 @@ mod tests {
 fn check_package(
     report: Option<crate::tarball::Report>,
     options: &PutOptions,
+    late: Option<&Expectations>,
     what: &str,
 ) -> Result<Option<crate::tarball::Report>> {
-    let (Some(r), Some((name, version))) = (&report, &options.expect_package) else {
+    let expected = late
+        .and_then(|l| l.package.as_ref())
+        .or(options.expect_package.as_ref());
+    let (Some(r), Some((name, version))) = (&report, expected) else {
         return Ok(report);
     };
     let clean = |v: &str| v.trim().trim_start_matches(['v', '=']).to_string();

@@ -1,6 +1,8 @@
 //! Helpers shared by the integration tests.
 #![allow(dead_code)]
 
+#[cfg(feature = "fs")]
+pub mod npm;
 pub mod tarbuild;
 
 use std::path::PathBuf;

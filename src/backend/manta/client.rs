@@ -96,12 +96,7 @@ impl MantaClient {
     /// Builds the client (loads the key).
     pub fn new(config: MantaConfig) -> Result<Self> {
         let signer = config.signer()?;
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(10))
-            .pool_idle_timeout(Duration::from_secs(30))
-            .user_agent(concat!("tarvault/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| Error::Config(format!("HTTP client: {e}")))?;
+        let http = crate::backend::http_client()?;
         Ok(MantaClient {
             http,
             signer: Arc::new(signer),

@@ -1,0 +1,205 @@
+//! [`HttpBackend`]: a read-only backend over another tarvault's HTTP server (`tarvault serve`, or
+//! any registry embedding [`server::Server`](crate::server::Server)), for mirrors.
+//!
+//! It reads `/sha512/<hex>` and resolves npm's `shasum` through `HEAD /sha1/<hex>`, whose strong
+//! `ETag` is the blob's sha512 integrity. The server has no blake3 route, so a lookup by blake3
+//! finds nothing here. Like every backend it is trusted for nothing: the
+//! [`Store`](crate::Store) verifies every byte read against the address, and its recorded
+//! digests are never used to shortcut that (the server could lie about both). Writes, deletes and
+//! listings are refused ([`ErrorKind::Rejected`](crate::ErrorKind::Rejected)): a mirror is a
+//! [`Cached`](crate::backend::compose::Cached) store over it, whose puts would go to the remote.
+//!
+//! Store URL: `http://host:port[/prefix]` or `https://…`, where `/prefix` is where the server's
+//! routes are mounted (nothing for `tarvault serve`).
+
+use std::ops::Range;
+
+use async_trait::async_trait;
+use base64::Engine;
+use futures::stream::BoxStream;
+use futures::{StreamExt, TryStreamExt};
+use reqwest::header::{CONTENT_LENGTH, CONTENT_RANGE, ETAG, RANGE};
+use reqwest::{Method, StatusCode};
+
+use crate::backend::{AliasRebuild, Backend, BlobKey, BlobStat, BlobWriter, GetResult, PutHint};
+use crate::integrity::{Algorithm, Digests, Hash};
+use crate::{Error, Result};
+
+/// A read-only view of a remote tarvault server; see the [module documentation](self).
+#[derive(Debug, Clone)]
+pub struct HttpBackend {
+    base: String,
+    http: reqwest::Client,
+}
+
+impl HttpBackend {
+    /// The server at `url` (`http://host:port[/prefix]`, or `https://`).
+    pub fn open_url(url: &str) -> Result<HttpBackend> {
+        let base = url.trim().trim_end_matches('/');
+        let rest = base
+            .strip_prefix("http://")
+            .or_else(|| base.strip_prefix("https://"))
+            .ok_or_else(|| Error::Config(format!("{url:?}: an HTTP store is http(s)://host/…")))?;
+        if rest.is_empty() || rest.starts_with('/') || base.contains(['?', '#']) {
+            return Err(Error::Config(format!(
+                "{url:?}: an HTTP store is http(s)://host[:port][/prefix], without a query"
+            )));
+        }
+        let http = crate::backend::http_client()?;
+        Ok(HttpBackend {
+            base: base.to_string(),
+            http,
+        })
+    }
+
+    fn fail(&self, message: impl Into<String>) -> Error {
+        Error::backend(self.describe(), message)
+    }
+
+    fn sent(&self, e: reqwest::Error) -> Error {
+        Error::Backend {
+            backend: self.describe(),
+            message: format!("request failed: {e}"),
+            source: Some(Box::new(e)),
+        }
+    }
+
+    fn read_only(&self, op: &str) -> Error {
+        Error::Rejected {
+            what: format!("{op} on {}", self.describe()),
+            reason: "an HTTP store is read-only".into(),
+        }
+    }
+
+    /// Sends `method` to `path`; `Ok(None)` on a 404.
+    async fn request(
+        &self,
+        method: Method,
+        path: &str,
+        range: Option<&Range<u64>>,
+    ) -> Result<Option<reqwest::Response>> {
+        let mut req = self.http.request(method, format!("{}{path}", self.base));
+        if let Some(r) = range {
+            req = req.header(RANGE, format!("bytes={}-{}", r.start, r.end - 1));
+        }
+        let resp = req.send().await.map_err(|e| self.sent(e))?;
+        match resp.status() {
+            StatusCode::NOT_FOUND => Ok(None),
+            s if s.is_success() => Ok(Some(resp)),
+            s => {
+                let text = resp.text().await.unwrap_or_default();
+                let line = text.lines().next().unwrap_or("").trim();
+                Err(self.fail(format!("{path}: {s} {line}")))
+            }
+        }
+    }
+}
+
+/// A header as a number.
+fn number(resp: &reqwest::Response, name: reqwest::header::HeaderName) -> Option<u64> {
+    resp.headers().get(name)?.to_str().ok()?.trim().parse().ok()
+}
+
+#[async_trait]
+impl Backend for HttpBackend {
+    fn describe(&self) -> String {
+        self.base.clone()
+    }
+
+    async fn begin_put(&self, _hint: &PutHint) -> Result<Box<dyn BlobWriter>> {
+        Err(self.read_only("put"))
+    }
+
+    async fn get(&self, key: &BlobKey, range: Option<Range<u64>>) -> Result<Option<GetResult>> {
+        // An empty range of a blob is asked for as the whole blob (a `Range` cannot be empty).
+        let asked = range.clone().filter(|r| r.end > r.start);
+        let path = format!("/sha512/{}", key.to_hex());
+        let Some(resp) = self.request(Method::GET, &path, asked.as_ref()).await? else {
+            return Ok(None);
+        };
+        let size = match (&asked, resp.status()) {
+            (None, StatusCode::OK) => number(&resp, CONTENT_LENGTH),
+            (Some(_), StatusCode::PARTIAL_CONTENT) => resp
+                .headers()
+                .get(CONTENT_RANGE)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.rsplit('/').next())
+                .and_then(|total| total.parse().ok()),
+            (_, s) => return Err(self.fail(format!("{path}: unexpected {s}"))),
+        }
+        .ok_or_else(|| self.fail(format!("{path}: no usable Content-Length/Content-Range")))?;
+        let backend = self.describe();
+        let stream = resp
+            .bytes_stream()
+            .map_err(move |e| Error::Backend {
+                backend: backend.clone(),
+                message: format!("reading the body failed: {e}"),
+                source: Some(Box::new(e)),
+            })
+            .boxed();
+        let stream = match range {
+            Some(r) if r.start == r.end => futures::stream::empty().boxed(),
+            _ => stream,
+        };
+        Ok(Some(GetResult {
+            size,
+            stream,
+            digests: None,
+        }))
+    }
+
+    async fn head(&self, key: &BlobKey) -> Result<Option<BlobStat>> {
+        let path = format!("/sha512/{}", key.to_hex());
+        let Some(resp) = self.request(Method::HEAD, &path, None).await? else {
+            return Ok(None);
+        };
+        let size = number(&resp, CONTENT_LENGTH)
+            .ok_or_else(|| self.fail(format!("{path}: no Content-Length")))?;
+        Ok(Some(BlobStat {
+            key: *key,
+            size,
+            modified: None,
+            digests: None,
+        }))
+    }
+
+    async fn delete(&self, _key: &BlobKey) -> Result<bool> {
+        Err(self.read_only("delete"))
+    }
+
+    fn list(&self) -> BoxStream<'static, Result<BlobKey>> {
+        futures::stream::once(futures::future::ready(Err(self.read_only("list")))).boxed()
+    }
+
+    async fn resolve_alias(&self, hash: &Hash) -> Result<Option<BlobKey>> {
+        // The server answers sha1 (npm's `shasum`) only; its ETag names the sha512 key. Whatever
+        // it says, the read is verified against both the key and the sha1 asked by.
+        if hash.algorithm() != Algorithm::Sha1 {
+            return Ok(None);
+        }
+        let path = format!("/sha1/{}", hash.to_hex());
+        let Some(resp) = self.request(Method::HEAD, &path, None).await? else {
+            return Ok(None);
+        };
+        let etag = resp
+            .headers()
+            .get(ETAG)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        let b64 = etag
+            .trim_matches('"')
+            .strip_prefix("sha512-")
+            .ok_or_else(|| self.fail(format!("{path}: the ETag {etag:?} is not an integrity")))?;
+        let digest = base64::engine::general_purpose::STANDARD
+            .decode(b64)
+            .ok()
+            .and_then(|d| <[u8; 64]>::try_from(d).ok())
+            .ok_or_else(|| self.fail(format!("{path}: the ETag {etag:?} is not a sha512")))?;
+        Ok(Some(BlobKey::new(digest)))
+    }
+
+    async fn rebuild_aliases(&self, _found: BoxStream<'_, Digests>) -> Result<AliasRebuild> {
+        // The index is the server's own; there is nothing here to repair.
+        Ok(AliasRebuild::default())
+    }
+}

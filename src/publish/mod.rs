@@ -1,0 +1,422 @@
+//! npm publish ingest: the body of `npm publish` (`PUT /:package`, one JSON document with the
+//! tarball inlined as base64 in `_attachments`) streamed into a [`Store`] without ever holding
+//! the tarball in memory.
+//!
+//! The document is scanned as it arrives (`reader.rs`, because serde_json needs a whole value in
+//! memory and the tarball is one string of up to hundreds of megabytes). Everything except
+//! `_attachments` is copied aside (at most [`PublishOptions::max_document`] bytes) and parsed
+//! with serde_json at the end. The attachment's `data` is decoded on the fly (`base64.rs`) into a
+//! [`Store::put`] running beside the scanner, and that put commits only once the whole document
+//! has been read and its bytes match what the document says: every algorithm of
+//! `versions[v].dist.integrity`, `dist.shasum`, and the attachment's `length`. A mismatch, a
+//! malformed document, a body cut short: the put is aborted and nothing is stored, and the error
+//! names the field ([`Error::Document`], [`Error::IntegrityMismatch`], [`Error::TooLarge`]).
+//!
+//! Memory is bounded by `max_document` plus a few blocks of decoded bytes, whatever the size of
+//! the tarball (`benches/publish.rs` measures a 256 MiB one).
+//!
+//! ```no_run
+//! # async fn demo() -> tarvault::Result<()> {
+//! use tarvault::publish::{ingest, PublishOptions};
+//!
+//! let store = tarvault::Store::open("/var/lib/tarvault").await?;
+//! // The request body, as a stream of chunks (axum: `body.into_data_stream()`, mapped to io errors).
+//! let body = futures::stream::empty::<std::io::Result<bytes::Bytes>>();
+//! let published = ingest(&store, body, &PublishOptions::default()).await?;
+//! // `published.document` is the packument update without `_attachments`, for the registry's
+//! // own metadata; the tarball is stored and verified.
+//! # Ok(()) }
+//! ```
+
+mod base64;
+mod document;
+mod reader;
+
+use std::io;
+
+use bytes::Bytes;
+use futures::channel::{mpsc, oneshot};
+use futures::{FutureExt, SinkExt, Stream};
+use serde_json::{Map, Value};
+
+use crate::integrity::Digests;
+use crate::store::Expectations;
+use crate::{Error, PutOptions, PutOutcome, Result, Store};
+use reader::Reader;
+
+/// How [`ingest`] treats a publish document.
+#[derive(Debug, Clone)]
+pub struct PublishOptions {
+    /// The most bytes the document may have without its attachment (its `versions`, `readme`
+    /// and the rest are held in memory to be parsed); more is [`Error::TooLarge`].
+    pub max_document: usize,
+    /// Inspect the tarball as it streams in, under this policy, and refuse one whose
+    /// `package.json` names another package or version than the document.
+    pub inspect: Option<crate::tarball::Policy>,
+}
+
+impl Default for PublishOptions {
+    fn default() -> Self {
+        PublishOptions {
+            max_document: 8 << 20,
+            inspect: None,
+        }
+    }
+}
+
+/// What [`ingest`] stored and read.
+#[derive(Debug, Clone)]
+pub struct Published {
+    /// The package name (`name`, equal to `_id`).
+    pub name: String,
+    /// The document without `_attachments`.
+    pub document: Map<String, Value>,
+    /// The tarball, when the document had one (a publish has; a metadata update has not).
+    pub tarball: Option<StoredTarball>,
+}
+
+/// The attachment of a publish document, stored.
+#[derive(Debug, Clone)]
+pub struct StoredTarball {
+    /// The attachment's name (`name-1.0.0.tgz`, `@scope/name-1.0.0.tgz`).
+    pub file: String,
+    /// The version it is the tarball of.
+    pub version: String,
+    /// Its digests (`digests.integrity()` is its address).
+    pub digests: Digests,
+    /// `false` when the same bytes were stored already.
+    pub stored: bool,
+    /// What inspection found, when [`PublishOptions::inspect`] was set.
+    pub report: Option<crate::tarball::Report>,
+}
+
+/// Attachment names, member names and small values are refused beyond this many bytes.
+const SMALL: usize = 4096;
+
+/// Reads a publish document from `body` and stores its tarball in `store`, verified; see the
+/// [module documentation](self). Runs inside a Tokio runtime: the put is a task of its own beside
+/// the scanner, so decoding and hashing use two cores.
+pub async fn ingest<S>(store: &Store, body: S, options: &PublishOptions) -> Result<Published>
+where
+    S: Stream<Item = io::Result<Bytes>> + Unpin,
+{
+    let mut parse = Parse {
+        reader: Reader::new(body),
+        store,
+        options,
+        doc: Vec::with_capacity(4096),
+        name: None,
+        versions: None,
+        upload: None,
+        length: None,
+        upload_failed: false,
+    };
+    let parsed = parse.document().await.and_then(|()| {
+        let document: Map<String, Value> = serde_json::from_slice(&parse.doc)
+            .map_err(|e| Error::document("body", e.to_string()))?;
+        let name = document::package_name(&document)?;
+        Ok((document, name))
+    });
+    let length = parse.length;
+    let failed = parse.upload_failed;
+    let Some(upload) = parse.upload.take() else {
+        let (document, name) = parsed?;
+        return Ok(Published {
+            name,
+            document,
+            tarball: None,
+        });
+    };
+    let checked = parsed.and_then(|(document, name)| {
+        let versions = document.get("versions").unwrap_or(&Value::Null);
+        let expected = document::expected_for(&name, versions, &upload.file)?;
+        Ok((document, name, expected))
+    });
+    match checked {
+        Ok((document, name, expected)) => {
+            let late = document::expectations(
+                &name,
+                &upload.file,
+                &expected,
+                length,
+                options.inspect.is_some(),
+            );
+            let put = upload.finish(late).await?;
+            Ok(Published {
+                name,
+                document,
+                tarball: Some(StoredTarball {
+                    file: put.1,
+                    version: expected.version,
+                    digests: put.0.digests,
+                    stored: put.0.stored,
+                    report: put.0.report,
+                }),
+            })
+        }
+        Err(e) => {
+            let file = upload.file.clone();
+            // Dropping `late` makes the put abort; wait for it, so nothing is left when we answer.
+            let put = upload.abandon().await;
+            tracing::debug!(attachment = %file, error = %e, "publish refused");
+            match put {
+                // The scanner stopped because the put failed first: that failure is the cause.
+                Err(put_err) if failed => Err(put_err),
+                _ => Err(e),
+            }
+        }
+    }
+}
+
+/// The put of an attachment, running beside the scanner.
+struct Upload {
+    file: String,
+    late: oneshot::Sender<Result<Expectations>>,
+    task: tokio::task::JoinHandle<Result<PutOutcome>>,
+}
+
+impl Upload {
+    /// Gives the put what it must check, and waits for its verdict.
+    async fn finish(self, late: Expectations) -> Result<(PutOutcome, String)> {
+        // The put is waiting for this; if it is gone its own error is returned below.
+        let _ = self.late.send(Ok(late));
+        let out = self
+            .task
+            .await
+            .map_err(|e| Error::InvalidInput(format!("publish put task failed: {e}")))??;
+        Ok((out, self.file))
+    }
+
+    /// Makes the put abort (its expectations will never come), and waits until it has.
+    async fn abandon(self) -> Result<PutOutcome> {
+        drop(self.late);
+        self.task
+            .await
+            .map_err(|e| Error::InvalidInput(format!("publish put task failed: {e}")))?
+    }
+}
+
+/// The scanner's state over one document.
+struct Parse<'a, S> {
+    reader: Reader<S>,
+    store: &'a Store,
+    options: &'a PublishOptions,
+    /// The document without `_attachments`, as JSON text.
+    doc: Vec<u8>,
+    /// `name`, once seen (to fail early on an attachment without a version).
+    name: Option<String>,
+    /// The text range of `versions` in `doc`, once seen.
+    versions: Option<std::ops::Range<usize>>,
+    upload: Option<Upload>,
+    /// The attachment's `length`.
+    length: Option<u64>,
+    /// The put ended before the scanner was done sending it bytes.
+    upload_failed: bool,
+}
+
+impl<S> Parse<'_, S>
+where
+    S: Stream<Item = io::Result<Bytes>> + Unpin,
+{
+    async fn document(&mut self) -> Result<()> {
+        let r = &mut self.reader;
+        r.expect(b'{', "body").await?;
+        self.doc.push(b'{');
+        let mut seen_attachments = false;
+        if self.reader.peek_token().await? == b'}' {
+            self.reader.advance(1);
+        } else {
+            loop {
+                let key = self.reader.string(SMALL, "body").await?;
+                self.reader.expect(b':', &key).await?;
+                if key == "_attachments" {
+                    if seen_attachments {
+                        return Err(Error::document("_attachments", "given twice"));
+                    }
+                    seen_attachments = true;
+                    self.attachments().await?;
+                } else {
+                    self.member(&key).await?;
+                }
+                if !self.reader.next_member(b'}', "body").await? {
+                    break;
+                }
+            }
+        }
+        self.doc.push(b'}');
+        self.reader.end().await
+    }
+
+    /// Copies a top-level member other than `_attachments` into `doc`.
+    async fn member(&mut self, key: &str) -> Result<()> {
+        if self.doc.len() > 1 {
+            self.doc.push(b',');
+        }
+        serde_json::to_writer(&mut self.doc, key)
+            .map_err(|e| Error::document("body", e.to_string()))?;
+        self.doc.push(b':');
+        let start = self.doc.len();
+        let limit = self.options.max_document;
+        self.reader
+            .copy_value(
+                &mut self.doc,
+                limit,
+                "the publish document without its attachment",
+            )
+            .await?;
+        let value = start..self.doc.len();
+        match key {
+            "versions" => self.versions = Some(value),
+            "name" => {
+                self.name = serde_json::from_slice::<String>(&self.doc[value]).ok();
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    async fn attachments(&mut self) -> Result<()> {
+        self.reader.expect(b'{', "_attachments").await?;
+        if self.reader.peek_token().await? == b'}' {
+            self.reader.advance(1);
+            return Ok(());
+        }
+        loop {
+            let file = self.reader.string(SMALL, "_attachments").await?;
+            if self.upload.is_some() {
+                return Err(Error::document(
+                    "_attachments",
+                    "several attachments: a publish carries the tarball of one version",
+                ));
+            }
+            self.reader.expect(b':', "_attachments").await?;
+            self.attachment(file).await?;
+            if !self.reader.next_member(b'}', "_attachments").await? {
+                return Ok(());
+            }
+        }
+    }
+
+    async fn attachment(&mut self, file: String) -> Result<()> {
+        let at = format!("_attachments[{file:?}]");
+        if file.is_empty() || file.contains(['\\', '\0']) || file.contains("..") {
+            return Err(Error::document(&at, "not a tarball file name"));
+        }
+        self.reader.expect(b'{', &at).await?;
+        let mut has_data = false;
+        if self.reader.peek_token().await? == b'}' {
+            self.reader.advance(1);
+        } else {
+            loop {
+                let key = self.reader.string(SMALL, &at).await?;
+                let here = format!("{at}.{key}");
+                self.reader.expect(b':', &here).await?;
+                match key.as_str() {
+                    "data" if has_data => return Err(Error::document(here, "given twice")),
+                    "data" => {
+                        self.data(&file, &here).await?;
+                        has_data = true;
+                    }
+                    "length" => {
+                        let n: u64 = self.reader.value(64, &here).await?;
+                        self.length = Some(n);
+                    }
+                    _ => {
+                        let mut ignored = Vec::new();
+                        self.reader.copy_value(&mut ignored, SMALL, &here).await?;
+                    }
+                }
+                if !self.reader.next_member(b'}', &at).await? {
+                    break;
+                }
+            }
+        }
+        if !has_data {
+            return Err(Error::document(at, "has no `data` (the tarball, base64)"));
+        }
+        Ok(())
+    }
+
+    /// Streams the attachment's base64 `data` into a put started here.
+    async fn data(&mut self, file: &str, at: &str) -> Result<()> {
+        // With `name` and `versions` already read (npm sends them first), an attachment that is
+        // no version's tarball is refused before a byte of it is stored.
+        if let (Some(name), Some(range)) = (&self.name, &self.versions) {
+            let versions: Value = serde_json::from_slice(&self.doc[range.clone()])
+                .map_err(|e| Error::document("versions", e.to_string()))?;
+            document::expected_for(name, &versions, file)?;
+        }
+        let b = self.reader.peek_token().await?;
+        if b != b'"' {
+            return Err(self.reader.unexpected(b, at, "a base64 string"));
+        }
+        self.reader.advance(1);
+        let (mut tx, rx) = mpsc::channel::<io::Result<Bytes>>(4);
+        let (late_tx, late_rx) = oneshot::channel::<Result<Expectations>>();
+        let late = async move {
+            late_rx
+                .await
+                .unwrap_or_else(|_| Err(Error::document("body", "publish refused")))
+        }
+        .boxed();
+        let put = PutOptions {
+            label: Some(at.to_string()),
+            inspect: self.options.inspect.clone(),
+            ..PutOptions::default()
+        };
+        let store = self.store.clone();
+        let task = tokio::spawn(async move { store.put_late(rx, &put, Some(late)).await });
+        self.upload = Some(Upload {
+            file: file.to_string(),
+            late: late_tx,
+            task,
+        });
+        let bad = |reason: String| Error::document(at, format!("bad base64: {reason}"));
+        let mut decoder = base64::Decoder::default();
+        loop {
+            let text = self.reader.available().await?;
+            let n = text.len();
+            if n == 0 {
+                return Err(Error::document(
+                    "body",
+                    format!("the body ends early, inside {at}"),
+                ));
+            }
+            match memchr::memchr2(b'"', b'\\', text) {
+                Some(i) => {
+                    let end = text[i] == b'"';
+                    decoder.feed(&text[..i]).map_err(bad)?;
+                    self.reader.advance(i + 1);
+                    if end {
+                        break;
+                    }
+                    // JSON may escape `/` (`\/`); no other escape belongs in base64.
+                    if self.reader.peek().await? != b'/' {
+                        return Err(bad("an escape other than `\\/`".into()));
+                    }
+                    self.reader.advance(1);
+                    decoder.feed(b"/").map_err(bad)?;
+                }
+                None => {
+                    decoder.feed(text).map_err(bad)?;
+                    self.reader.advance(n);
+                }
+            }
+            if decoder.ready() >= base64::BLOCK && !self.send(&mut tx, decoder.take()).await {
+                return Err(Error::document(at, "the store stopped taking it"));
+            }
+        }
+        let last = decoder.finish().map_err(bad)?;
+        if !last.is_empty() && !self.send(&mut tx, last).await {
+            return Err(Error::document(at, "the store stopped taking it"));
+        }
+        Ok(())
+    }
+
+    /// Hands decoded bytes to the put; `false` if it has ended (failed).
+    async fn send(&mut self, tx: &mut mpsc::Sender<io::Result<Bytes>>, bytes: Bytes) -> bool {
+        let ok = tx.send(Ok(bytes)).await.is_ok();
+        self.upload_failed |= !ok;
+        ok
+    }
+}

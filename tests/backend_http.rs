@@ -1,0 +1,255 @@
+//! The read-only `http://` backend against a real [`Server`] on loopback: reads by sha512 and by
+//! shasum, verified on this side (a lying server is caught), writes refused, and a mirror (a cached
+//! store over it, opened from a store spec) that keeps serving what it fetched.
+#![cfg(all(feature = "http", feature = "server"))]
+
+mod common;
+mod conformance;
+
+use axum::http::header;
+use axum::response::IntoResponse;
+use tarvault::server::Server;
+use tarvault::{ErrorKind, Integrity, PutOptions, Store};
+
+use common::{noise, sha1_hex, sha512_sri};
+
+/// Serves `router` on a free loopback port; returns its base URL.
+async fn serve(router: axum::Router) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let addr = listener.local_addr().unwrap_or_else(|e| panic!("{e}"));
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    format!("http://{addr}")
+}
+
+async fn origin_with(blobs: &[Vec<u8>]) -> (Store, String) {
+    let origin = Store::memory();
+    for b in blobs {
+        origin
+            .put_bytes(b.clone(), &PutOptions::default())
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+    let url = serve(Server::new(origin.clone()).router()).await;
+    (origin, url)
+}
+
+fn addr(s: &str) -> Integrity {
+    Integrity::parse_address(s).unwrap_or_else(|e| panic!("{e}"))
+}
+
+#[tokio::test]
+async fn reads_by_sha512_and_shasum_are_verified() {
+    let small = noise(1000, 1);
+    let large = noise(3 << 20, 2);
+    let (_origin, url) = origin_with(&[small.clone(), large.clone()]).await;
+    let remote = Store::open(&format!("{url}/"))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    for data in [&small, &large] {
+        for address in [sha512_sri(data), sha1_hex(data)] {
+            let got = remote
+                .get(&addr(&address))
+                .await
+                .unwrap_or_else(|e| panic!("{address}: {e}"))
+                .bytes()
+                .await
+                .unwrap_or_else(|e| panic!("{address}: {e}"));
+            assert_eq!(&got[..], &data[..], "{address}");
+            assert!(remote.contains(&addr(&address)).await.unwrap_or(false));
+        }
+        let info = remote
+            .stat(&addr(&sha512_sri(data)))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(info.size, data.len() as u64);
+    }
+    let part = remote
+        .get_range(&addr(&sha512_sri(&large)), 10..20)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .bytes()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(&part[..], &large[10..20]);
+    let missing = noise(10, 3);
+    for address in [sha512_sri(&missing), sha1_hex(&missing)] {
+        let err = remote
+            .get(&addr(&address))
+            .await
+            .err()
+            .unwrap_or_else(|| panic!("found"));
+        assert_eq!(err.kind(), ErrorKind::NotFound, "{address}: {err}");
+    }
+    // Read-only: writes, deletes and listings are refused, not silently dropped.
+    let err = remote
+        .put_bytes(&b"x"[..], &PutOptions::default())
+        .await
+        .err();
+    assert_eq!(err.map(|e| e.kind()), Some(ErrorKind::Rejected));
+    let err = remote.delete(&addr(&sha512_sri(&small))).await.err();
+    assert_eq!(err.map(|e| e.kind()), Some(ErrorKind::Rejected));
+}
+
+#[tokio::test]
+async fn a_lying_server_is_caught() {
+    let good = noise(5000, 4);
+    let bad = noise(5000, 5);
+    let key = common::key_of(&good);
+    let shasum = sha1_hex(&good);
+    let etag = format!("\"{}\"", sha512_sri(&good));
+    // Answers every request with the wrong bytes, under the right headers.
+    let liar = axum::Router::new().fallback(move || {
+        let (bad, etag) = (bad.clone(), etag.clone());
+        async move { ([(header::ETAG, etag)], bad).into_response() }
+    });
+    let url = serve(liar).await;
+    let remote = Store::open(&url).await.unwrap_or_else(|e| panic!("{e}"));
+    for address in [format!("sha512-{}", key.hash().to_base64()), shasum] {
+        let read = match remote.get(&addr(&address)).await {
+            Ok(stream) => stream.bytes().await.map(|_| ()),
+            Err(e) => Err(e),
+        };
+        let err = read
+            .err()
+            .unwrap_or_else(|| panic!("{address}: served bad bytes"));
+        assert_eq!(err.kind(), ErrorKind::Corrupt, "{address}: {err}");
+    }
+}
+
+#[tokio::test]
+async fn a_mirror_is_a_cached_store_over_it() {
+    let data = noise(200_000, 6);
+    let (origin, url) = origin_with(std::slice::from_ref(&data)).await;
+    let spec =
+        format!(r#"{{"cached": {{"local": "memory:", "remote": "{url}", "capacity": "10MiB"}}}}"#);
+    let mirror = Store::open(&spec).await.unwrap_or_else(|e| panic!("{e}"));
+    let address = addr(&sha1_hex(&data));
+    let first = mirror
+        .get(&address)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .bytes()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(&first[..], &data[..]);
+    // Gone upstream: the mirror still serves its verified copy.
+    assert!(origin.delete(&address).await.unwrap_or(false));
+    let again = mirror
+        .get(&addr(&sha512_sri(&data)))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .bytes()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(&again[..], &data[..]);
+}
+
+#[tokio::test]
+async fn urls_are_checked() {
+    for bad in ["http://", "http:///x", "https://h/x?y=1"] {
+        let err = Store::open(bad)
+            .await
+            .err()
+            .unwrap_or_else(|| panic!("{bad} opened"));
+        assert_eq!(err.kind(), ErrorKind::Config, "{bad}: {err}");
+    }
+}
+
+/// The conformance suite, in the read-only form that fits: puts, deletes and listings go to the
+/// origin's own backend (as they would on the machine that publishes), and every read — `get`,
+/// `head`, `resolve_alias` — goes through the `http://` backend to a `Server` over that origin.
+/// The corruption cases are left out: the origin's server refuses a corrupt blob itself (a 500,
+/// or a body cut short), which this side sees as a backend failure, not as bytes to verify (the
+/// lying server above covers verification here), and so is `corpus_digests_and_lookups`: the
+/// server has no blake3 route, so a lookup by blake3 over HTTP finds nothing (sha512 and shasum
+/// lookups are covered above).
+mod read_only_conformance {
+    use std::ops::Range;
+    use std::sync::Arc;
+
+    use async_trait::async_trait;
+    use bytes::Bytes;
+    use futures::stream::BoxStream;
+    use tarvault::backend::http::HttpBackend;
+    use tarvault::backend::memory::MemoryBackend;
+    use tarvault::backend::{
+        AliasRebuild, Backend, BlobKey, BlobStat, BlobWriter, GetResult, PutHint,
+    };
+    use tarvault::integrity::{Digests, Hash};
+    use tarvault::server::Server;
+    use tarvault::Store;
+
+    use crate::conformance;
+
+    /// Writes to the origin, reads over HTTP.
+    #[derive(Debug)]
+    struct ReadOverHttp {
+        origin: MemoryBackend,
+        http: HttpBackend,
+    }
+
+    #[async_trait]
+    impl Backend for ReadOverHttp {
+        fn describe(&self) -> String {
+            format!("origin memory read over {}", self.http.describe())
+        }
+        async fn begin_put(&self, hint: &PutHint) -> tarvault::Result<Box<dyn BlobWriter>> {
+            self.origin.begin_put(hint).await
+        }
+        async fn get(
+            &self,
+            key: &BlobKey,
+            range: Option<Range<u64>>,
+        ) -> tarvault::Result<Option<GetResult>> {
+            self.http.get(key, range).await
+        }
+        async fn head(&self, key: &BlobKey) -> tarvault::Result<Option<BlobStat>> {
+            self.http.head(key).await
+        }
+        async fn delete(&self, key: &BlobKey) -> tarvault::Result<bool> {
+            self.origin.delete(key).await
+        }
+        fn list(&self) -> BoxStream<'static, tarvault::Result<BlobKey>> {
+            self.origin.list()
+        }
+        async fn resolve_alias(&self, hash: &Hash) -> tarvault::Result<Option<BlobKey>> {
+            self.http.resolve_alias(hash).await
+        }
+        async fn rebuild_aliases(
+            &self,
+            found: BoxStream<'_, Digests>,
+        ) -> tarvault::Result<AliasRebuild> {
+            self.origin.rebuild_aliases(found).await
+        }
+    }
+
+    struct Fixture(Arc<ReadOverHttp>);
+
+    #[async_trait]
+    impl conformance::Fixture for Fixture {
+        fn backend(&self) -> Arc<dyn Backend> {
+            self.0.clone()
+        }
+        async fn plant(&self, key: &BlobKey, bytes: Bytes) {
+            assert!(
+                self.0.origin.corrupt_for_test(key, bytes),
+                "nothing to corrupt"
+            );
+        }
+    }
+
+    async fn make() -> Fixture {
+        let origin = MemoryBackend::new();
+        let url = super::serve(Server::new(Store::new(origin.clone())).router()).await;
+        let http = HttpBackend::open_url(&url).unwrap_or_else(|e| panic!("{e}"));
+        Fixture(Arc::new(ReadOverHttp { origin, http }))
+    }
+
+    conformance::suite!(@cases make;
+        roundtrip_sizes, put_is_idempotent,
+        put_mismatch_stores_nothing, put_checks_any_expected_algorithm, missing_is_not_found,
+        ranges, truncated_input_stores_nothing, concurrent_same_content, batch_put,
+        async_read_adapter, large_put_with_expected_integrity);
+}

@@ -1,0 +1,421 @@
+//! `tarvault::publish::ingest`: npm publish documents streamed into a store, verified against the
+//! document, and every kind of bad input refused with a one-line reason and nothing stored.
+
+mod common;
+
+use base64::Engine;
+use bytes::Bytes;
+use futures::TryStreamExt;
+use serde_json::{json, Value};
+use tarvault::publish::{ingest, PublishOptions, Published};
+use tarvault::{Error, ErrorKind, Store};
+
+use common::tarbuild::{gzip, Tar};
+use common::{chunked, noise, sha1_hex, sha512_sri};
+
+const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
+
+/// A publish document shaped as npm 11 sends it: `versions` first, the attachment last, its
+/// `length` after its `data`.
+fn npm_doc(name: &str, version: &str, tgz: &[u8]) -> Value {
+    let file = format!("{name}-{version}.tgz");
+    json!({
+        "_id": name,
+        "name": name,
+        "description": "a test package",
+        "dist-tags": {"latest": version},
+        "versions": {version: {
+            "name": name, "version": version, "_id": format!("{name}@{version}"),
+            "dist": {
+                "integrity": sha512_sri(tgz),
+                "shasum": sha1_hex(tgz),
+                "tarball": format!("http://127.0.0.1/{name}/-/{file}"),
+            },
+        }},
+        "access": null,
+        "_attachments": {file: {
+            "content_type": "application/octet-stream",
+            "data": B64.encode(tgz),
+            "length": tgz.len(),
+        }},
+    })
+}
+
+fn package(name: &str, version: &str) -> Vec<u8> {
+    let mut tar = Tar::new();
+    tar.dir("package/")
+        .package_json(name, version)
+        .file("package/index.js", b"module.exports = 42;\n");
+    gzip(&tar.finish())
+}
+
+async fn publish(store: &Store, text: &[u8], chunk: usize) -> tarvault::Result<Published> {
+    ingest(store, chunked(text, chunk), &PublishOptions::default()).await
+}
+
+async fn stored(store: &Store) -> usize {
+    store
+        .list()
+        .try_collect::<Vec<_>>()
+        .await
+        .map_or(0, |v| v.len())
+}
+
+fn text(doc: &Value) -> Vec<u8> {
+    serde_json::to_vec(doc).expect("json")
+}
+
+#[tokio::test]
+async fn npm_documents_are_stored_verified_in_any_chunking() {
+    let tgz = noise(300_000, 7);
+    let doc = npm_doc("@scope/demo", "1.2.3", &tgz);
+    for chunk in [1usize, 3, 4096, 65_536, 1 << 20] {
+        if chunk == 1 && tgz.len() > 100_000 {
+            // One byte at a time is slow in a debug build; a small document proves the same.
+            let small = noise(3000, 1);
+            let store = Store::memory();
+            let p = publish(&store, &text(&npm_doc("a", "1.0.0", &small)), 1)
+                .await
+                .expect("byte by byte");
+            assert_eq!(p.tarball.expect("stored").digests.size, 3000);
+            continue;
+        }
+        let store = Store::memory();
+        let p = publish(&store, &text(&doc), chunk).await.expect("publish");
+        assert_eq!(p.name, "@scope/demo");
+        assert!(!p.document.contains_key("_attachments"));
+        assert_eq!(p.document["dist-tags"]["latest"], "1.2.3");
+        assert_eq!(p.document["versions"], doc["versions"]);
+        let t = p.tarball.expect("a tarball");
+        assert_eq!(t.file, "@scope/demo-1.2.3.tgz");
+        assert_eq!(t.version, "1.2.3");
+        assert!(t.stored);
+        assert_eq!(t.digests.integrity().to_string(), sha512_sri(&tgz));
+        let back = store
+            .get(&t.digests.integrity())
+            .await
+            .expect("get")
+            .bytes()
+            .await
+            .expect("read");
+        assert_eq!(&back[..], &tgz[..]);
+    }
+}
+
+#[tokio::test]
+async fn attachment_before_versions_and_escaped_slashes_still_verify() {
+    let tgz = noise(5000, 3);
+    let doc = npm_doc("p", "1.0.0", &tgz);
+    // `_attachments` first, with every `/` of its base64 escaped as JSON allows.
+    let data = B64.encode(&tgz).replace('/', "\\/");
+    assert!(data.contains("\\/"));
+    let body = format!(
+        r#"{{"_attachments":{{"p-1.0.0.tgz":{{"length":{},"data":"{data}"}}}},"name":"p","versions":{}}}"#,
+        tgz.len(),
+        doc["versions"]
+    );
+    let store = Store::memory();
+    let p = publish(&store, body.as_bytes(), 777)
+        .await
+        .expect("publish");
+    assert_eq!(p.tarball.expect("stored").digests.shasum(), sha1_hex(&tgz));
+
+    // The same order with a wrong shasum: refused only at the end, still nothing stored.
+    let mut bad = doc.clone();
+    bad["versions"]["1.0.0"]["dist"]["shasum"] = json!(sha1_hex(b"other"));
+    let body = format!(
+        r#"{{"_attachments":{{"p-1.0.0.tgz":{{"data":"{}"}}}},"name":"p","versions":{}}}"#,
+        B64.encode(&tgz),
+        bad["versions"]
+    );
+    let err = publish(&store, body.as_bytes(), 777)
+        .await
+        .expect_err("sha1");
+    assert_eq!(err.kind(), ErrorKind::IntegrityMismatch, "{err}");
+    assert!(err.to_string().contains("dist.shasum"), "{err}");
+}
+
+#[tokio::test]
+async fn metadata_only_documents_store_nothing() {
+    let store = Store::memory();
+    let doc = json!({"_id": "p", "name": "p", "versions": {}, "_attachments": {}});
+    let p = publish(&store, &text(&doc), 10)
+        .await
+        .expect("no attachment");
+    assert!(p.tarball.is_none());
+    assert_eq!(stored(&store).await, 0);
+}
+
+/// A change to a publish document.
+type Edit<'a> = Box<dyn Fn(&mut Value) + 'a>;
+
+/// A document that lies about its tarball: refused, the field named, nothing stored.
+#[tokio::test]
+async fn a_mismatch_names_the_field_and_stores_nothing() {
+    let tgz = noise(200_000, 11);
+    let other = noise(200_000, 12);
+    let cases: Vec<(&str, Edit<'_>)> = vec![
+        (
+            "dist.integrity",
+            Box::new(|d: &mut Value| {
+                d["versions"]["1.0.0"]["dist"]["integrity"] = json!(sha512_sri(&other));
+            }),
+        ),
+        (
+            "dist.shasum",
+            Box::new(|d: &mut Value| {
+                d["versions"]["1.0.0"]["dist"]["shasum"] = json!(sha1_hex(&other));
+            }),
+        ),
+        (
+            ".length",
+            Box::new(|d: &mut Value| {
+                d["_attachments"]["p-1.0.0.tgz"]["length"] = json!(199_999);
+            }),
+        ),
+    ];
+    for (field, edit) in cases {
+        let mut doc = npm_doc("p", "1.0.0", &tgz);
+        edit(&mut doc);
+        let store = Store::memory();
+        let err = publish(&store, &text(&doc), 65_536).await.expect_err(field);
+        assert_eq!(err.kind(), ErrorKind::IntegrityMismatch, "{field}: {err}");
+        assert!(err.to_string().contains(field), "{field}: {err}");
+        assert!(!err.to_string().contains('\n'), "one line: {err}");
+        assert_eq!(stored(&store).await, 0, "{field}: nothing stored");
+    }
+}
+
+/// Bad documents: each refused with its kind and a one-line reason naming the problem, and
+/// nothing stored.
+#[tokio::test]
+async fn bad_documents_are_refused_and_store_nothing() {
+    let tgz = noise(100_000, 5);
+    let good = text(&npm_doc("p", "1.0.0", &tgz));
+    let good_str = String::from_utf8(good.clone()).expect("utf-8");
+    let data = B64.encode(&tgz);
+    let with_data = |replacement: &str| good_str.replace(&data, replacement).into_bytes();
+    let mut two = npm_doc("p", "1.0.0", &tgz);
+    two["_attachments"]["p-1.0.1.tgz"] = two["_attachments"]["p-1.0.0.tgz"].clone();
+    let mut orphan = npm_doc("p", "1.0.0", &tgz);
+    let att = orphan["_attachments"]["p-1.0.0.tgz"].take();
+    orphan["_attachments"] = json!({"p-2.0.0.tgz": att});
+    let mut no_data = npm_doc("p", "1.0.0", &tgz);
+    no_data["_attachments"]["p-1.0.0.tgz"] = json!({"stub": true, "length": 1});
+    let mut no_digest = npm_doc("p", "1.0.0", &tgz);
+    no_digest["versions"]["1.0.0"]["dist"] = json!({"tarball": "http://x/p/-/p-1.0.0.tgz"});
+    let mut wrong_id = npm_doc("p", "1.0.0", &tgz);
+    wrong_id["_id"] = json!("q");
+
+    let cases: Vec<(&str, Vec<u8>, ErrorKind, &str)> = vec![
+        (
+            "not JSON",
+            b"hello".to_vec(),
+            ErrorKind::InvalidInput,
+            "expected `{`",
+        ),
+        (
+            "empty body",
+            Vec::new(),
+            ErrorKind::InvalidInput,
+            "ends early",
+        ),
+        (
+            "trailing garbage",
+            [&good[..], b"}"].concat(),
+            ErrorKind::InvalidInput,
+            "end of the body",
+        ),
+        (
+            "bad member",
+            good_str
+                .replacen("\"description\":", "\"description\" ", 1)
+                .into_bytes(),
+            ErrorKind::InvalidInput,
+            "expected `:`",
+        ),
+        (
+            "bad value",
+            good_str
+                .replacen("\"a test package\"", "nope", 1)
+                .into_bytes(),
+            ErrorKind::InvalidInput,
+            "body",
+        ),
+        (
+            "several attachments",
+            text(&two),
+            ErrorKind::InvalidInput,
+            "several attachments",
+        ),
+        (
+            "attachment without a version",
+            text(&orphan),
+            ErrorKind::InvalidInput,
+            "no version",
+        ),
+        (
+            "attachment without data",
+            text(&no_data),
+            ErrorKind::InvalidInput,
+            "no `data`",
+        ),
+        (
+            "no digest to check",
+            text(&no_digest),
+            ErrorKind::InvalidInput,
+            "neither",
+        ),
+        (
+            "_id differs from name",
+            text(&wrong_id),
+            ErrorKind::InvalidInput,
+            "_id",
+        ),
+        (
+            "padding in the middle",
+            with_data(&format!("QQ=={data}")),
+            ErrorKind::InvalidInput,
+            "bad base64",
+        ),
+        (
+            "a character outside base64",
+            with_data(&data.replacen('A', "*", 1)),
+            ErrorKind::InvalidInput,
+            "bad base64",
+        ),
+        (
+            "a short last quad",
+            with_data(&data[..data.len() - 1]),
+            ErrorKind::InvalidInput,
+            "bad base64",
+        ),
+        (
+            "an escape in base64",
+            with_data(&format!("\\n{data}")),
+            ErrorKind::InvalidInput,
+            "escape",
+        ),
+        (
+            "data not a string",
+            good_str
+                .replacen("\"data\":\"", "\"data\":12,\"x\":\"", 1)
+                .into_bytes(),
+            ErrorKind::InvalidInput,
+            "base64 string",
+        ),
+    ];
+    for (what, body, kind, says) in cases {
+        for chunk in [5usize, 65_536] {
+            let store = Store::memory();
+            let err = publish(&store, &body, chunk).await.expect_err(what);
+            assert_eq!(err.kind(), kind, "{what}: {err}");
+            assert!(err.to_string().contains(says), "{what}: {err}");
+            assert!(!err.to_string().contains('\n'), "{what}: one line: {err}");
+            assert_eq!(stored(&store).await, 0, "{what}: nothing stored");
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_body_cut_short_anywhere_stores_nothing() {
+    let tgz = noise(50_000, 9);
+    let body = text(&npm_doc("p", "1.0.0", &tgz));
+    let store = Store::memory();
+    for cut in [
+        0,
+        1,
+        40,
+        body.len() / 3,
+        body.len() / 2,
+        body.len() - 30,
+        body.len() - 1,
+    ] {
+        let err = publish(&store, &body[..cut], 4096).await.expect_err("cut");
+        assert_eq!(err.kind(), ErrorKind::InvalidInput, "cut at {cut}: {err}");
+        assert!(
+            err.to_string().contains("ends early"),
+            "cut at {cut}: {err}"
+        );
+    }
+    // A connection that fails mid-body is an input error, not a document error.
+    let half = Bytes::copy_from_slice(&body[..body.len() / 2]);
+    let failing = futures::stream::iter(vec![
+        Ok(half),
+        Err(std::io::Error::new(
+            std::io::ErrorKind::ConnectionReset,
+            "reset",
+        )),
+    ]);
+    let err = ingest(&store, failing, &PublishOptions::default())
+        .await
+        .expect_err("reset");
+    assert_eq!(err.kind(), ErrorKind::Io, "{err}");
+    assert_eq!(stored(&store).await, 0);
+}
+
+#[tokio::test]
+async fn a_huge_document_is_refused_at_the_limit() {
+    let tgz = noise(1000, 2);
+    let mut doc = npm_doc("p", "1.0.0", &tgz);
+    doc["readme"] = json!("x".repeat(3 << 20));
+    let store = Store::memory();
+    let options = PublishOptions {
+        max_document: 1 << 20,
+        ..PublishOptions::default()
+    };
+    let err = ingest(&store, chunked(&text(&doc), 65_536), &options)
+        .await
+        .expect_err("too large");
+    assert_eq!(err.kind(), ErrorKind::TooLarge, "{err}");
+    assert!(matches!(err, Error::TooLarge { limit, .. } if limit == 1 << 20));
+    assert_eq!(stored(&store).await, 0);
+    // A long member name is refused too, without reading it to its end.
+    let long = format!(r#"{{"{}":1}}"#, "k".repeat(100_000));
+    let err = publish(&store, long.as_bytes(), 4096)
+        .await
+        .expect_err("key");
+    assert_eq!(err.kind(), ErrorKind::TooLarge, "{err}");
+    // So is a long value beside the attachment's data.
+    let mut doc = npm_doc("p", "1.0.0", &tgz);
+    doc["_attachments"]["p-1.0.0.tgz"]["content_type"] = json!("x".repeat(100_000));
+    let err = publish(&store, &text(&doc), 4096).await.expect_err("value");
+    assert_eq!(err.kind(), ErrorKind::TooLarge, "{err}");
+    assert!(err.to_string().contains("content_type"), "{err}");
+    assert_eq!(stored(&store).await, 0);
+}
+
+#[tokio::test]
+async fn inspection_refuses_a_tarball_of_another_package() {
+    let options = PublishOptions {
+        inspect: Some(tarvault::tarball::Policy::default()),
+        ..PublishOptions::default()
+    };
+    let store = Store::memory();
+    let tgz = package("p", "1.0.0");
+    let ok = ingest(
+        &store,
+        chunked(&text(&npm_doc("p", "1.0.0", &tgz)), 999),
+        &options,
+    )
+    .await
+    .expect("the right package");
+    let report = ok.tarball.and_then(|t| t.report).expect("inspected");
+    assert_eq!(
+        (report.name.as_str(), report.version.as_str()),
+        ("p", "1.0.0")
+    );
+
+    let store = Store::memory();
+    let liar = package("p", "9.9.9");
+    let err = ingest(
+        &store,
+        chunked(&text(&npm_doc("p", "1.0.0", &liar)), 999),
+        &options,
+    )
+    .await
+    .expect_err("another version");
+    assert_eq!(err.kind(), ErrorKind::Rejected, "{err}");
+    assert!(err.to_string().contains("p@9.9.9"), "{err}");
+    assert_eq!(stored(&store).await, 0);
+}
