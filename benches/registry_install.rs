@@ -197,28 +197,10 @@ fn publish_doc(name: &str, addr: &str) -> Vec<u8> {
 
 /// `npm install` of every package into a fresh project with a fresh cache; its wall time.
 fn install(root: &Path, name: &str, addr: &str, packages: &[String]) -> Duration {
-    let project = common::npm::project(root, name);
-    let npmrc = root.join("empty-npmrc");
-    std::fs::write(&npmrc, "").expect("write");
+    let registry = format!("http://{addr}/");
+    let (_, mut cmd) = common::npm::install_command(root, name, &registry, packages);
     let started = Instant::now();
-    let out = common::npm::npm_command()
-        .arg("install")
-        .args(packages)
-        .arg(format!("--registry=http://{addr}/"))
-        .arg(format!(
-            "--cache={}",
-            root.join(format!("{name}-cache")).display()
-        ))
-        .arg(format!("--userconfig={}", npmrc.display()))
-        .args([
-            "--no-audit",
-            "--no-fund",
-            "--ignore-scripts",
-            "--no-update-notifier",
-        ])
-        .current_dir(&project)
-        .output()
-        .expect("npm");
+    let out = cmd.output().expect("npm");
     let took = started.elapsed();
     assert!(
         out.status.success(),

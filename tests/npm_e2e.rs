@@ -180,29 +180,14 @@ fn start_tarvault(store: &Path, map: &Path) -> (Reaper, String) {
 
 /// `npm install` in a fresh project with a fresh cache, talking to nothing but `registry`.
 fn npm_install(root: &Path, name: &str, registry: &str, packages: &[&str]) -> (PathBuf, Output) {
-    let project = common::npm::project(root, name);
-    let npmrc = root.join("empty-npmrc");
-    std::fs::write(&npmrc, "").unwrap_or_else(|e| panic!("{e}"));
-    let out = common::npm::npm_command()
-        .arg("install")
-        .args(packages)
-        .arg(format!("--registry={registry}"))
-        .arg(format!(
-            "--cache={}",
-            root.join(format!("{name}-cache")).display()
-        ))
-        .arg(format!("--userconfig={}", npmrc.display()))
+    let (project, mut cmd) = common::npm::install_command(root, name, registry, packages);
+    let out = cmd
         .args([
-            "--no-audit",
-            "--no-fund",
-            "--ignore-scripts",
-            "--no-update-notifier",
             "--fetch-retries=1",
             "--fetch-retry-mintimeout=100",
             "--fetch-retry-maxtimeout=200",
             "--loglevel=http",
         ])
-        .current_dir(&project)
         .output()
         .unwrap_or_else(|e| panic!("npm: {e}"));
     (project, out)

@@ -80,6 +80,36 @@ pub fn project(dir: &Path, name: &str) -> PathBuf {
     project
 }
 
+/// `npm install PACKAGES` in a fresh project `root/name` (returned) with a fresh cache and an
+/// empty user config, so that it talks to nothing but `registry`. Callers add their own flags.
+pub fn install_command(
+    root: &Path,
+    name: &str,
+    registry: &str,
+    packages: impl IntoIterator<Item = impl AsRef<std::ffi::OsStr>>,
+) -> (PathBuf, Command) {
+    let project = project(root, name);
+    let npmrc = root.join("empty-npmrc");
+    std::fs::write(&npmrc, "").unwrap_or_else(|e| panic!("{e}"));
+    let mut cmd = npm_command();
+    cmd.arg("install")
+        .args(packages)
+        .arg(format!("--registry={registry}"))
+        .arg(format!(
+            "--cache={}",
+            root.join(format!("{name}-cache")).display()
+        ))
+        .arg(format!("--userconfig={}", npmrc.display()))
+        .args([
+            "--no-audit",
+            "--no-fund",
+            "--ignore-scripts",
+            "--no-update-notifier",
+        ])
+        .current_dir(&project);
+    (project, cmd)
+}
+
 /// One raw HTTP/1.1 request; returns the status and the body.
 pub fn http(
     addr: &str,
