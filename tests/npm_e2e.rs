@@ -309,7 +309,7 @@ async fn npm_installs_from_tarvault_and_refuses_corrupt_blobs() {
             .get(Algorithm::Sha512)
             .and_then(BlobKey::from_hash)
             .unwrap_or_else(|| panic!("no sha512"));
-        common::npm::corrupt_last_byte(&backend, &key);
+        common::corrupt_blob(&backend, &key, true);
 
         let spec = format!("{name}@{version}");
         let (project, out) = tokio::task::spawn_blocking({

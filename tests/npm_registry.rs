@@ -10,7 +10,7 @@ mod registry;
 
 mod common;
 
-use common::npm::{corrupt_last_byte, http, log, npm_available, npm_command, publish_doc};
+use common::npm::{http, log, npm_available, npm_command, publish_doc};
 
 use std::path::{Path, PathBuf};
 use std::process::Output;
@@ -273,7 +273,7 @@ async fn npm_publishes_to_and_installs_from_the_example_registry() {
         .get(Algorithm::Sha512)
         .and_then(BlobKey::from_hash)
         .unwrap_or_else(|| panic!("no sha512"));
-    corrupt_last_byte(&backend, &key);
+    common::corrupt_blob(&backend, &key, true);
     let bad = common::npm::project(root, "bad");
     let out = run(
         bad.clone(),

@@ -5,7 +5,6 @@
 mod common;
 
 use std::io::{Read, Write};
-use std::path::PathBuf;
 
 use reqwest::header;
 use reqwest::StatusCode;
@@ -127,26 +126,6 @@ async fn fixture() -> Fixture {
     }
 }
 
-/// Flips one byte of a stored blob's file in place (same size), as bit rot would.
-fn corrupt(backend: &FsBackend, key: &BlobKey, at_end: bool) -> PathBuf {
-    let path = backend.blob_path(key);
-    let mut perms = std::fs::metadata(&path)
-        .unwrap_or_else(|e| panic!("{e}"))
-        .permissions();
-    #[allow(clippy::permissions_set_readonly_false)]
-    perms.set_readonly(false);
-    std::fs::set_permissions(&path, perms).unwrap_or_else(|e| panic!("{e}"));
-    let mut data = std::fs::read(&path).unwrap_or_else(|e| panic!("{e}"));
-    let i = if at_end {
-        data.len() - 1
-    } else {
-        data.len() / 2
-    };
-    data[i] ^= 0x55;
-    std::fs::write(&path, &data).unwrap_or_else(|e| panic!("{e}"));
-    path
-}
-
 async fn get(url: &str, headers: &[(&str, &str)]) -> reqwest::Response {
     let mut req = client().get(url);
     for (k, v) in headers {
@@ -255,7 +234,7 @@ async fn if_none_match_answers_304_without_reading_the_blob() {
 
     // Proof that a 304 does not read the blob: with its file corrupt, revalidation still answers
     // 304 and no integrity failure is seen, while a GET refuses the bytes.
-    corrupt(&f.backend, &f.plain.key, false);
+    common::corrupt_blob(&f.backend, &f.plain.key, false);
     let r = get(&url, &[("if-none-match", &etag)]).await;
     assert_eq!(r.status(), StatusCode::NOT_MODIFIED);
     assert_eq!(f.server.metrics().integrity_failures(), 0);
@@ -406,7 +385,7 @@ async fn a_blob_that_fails_verification_mid_stream_has_its_body_cut_short() {
     let (status, length, body) = raw_get(&f.base, &path, "");
     assert_eq!((status, length, body), (200, Some(data.len()), data.len()));
 
-    corrupt(&f.backend, &key, true);
+    common::corrupt_blob(&f.backend, &key, true);
     let before = f.server.metrics().integrity_failures();
     let base = f.base.clone();
     let p = path.clone();
@@ -464,7 +443,7 @@ async fn health_and_prometheus_metrics() {
     get(&url, &[("if-none-match", &f.plain.etag())]).await;
     get(&format!("{}/sha512/zz", f.base), &[]).await;
     get(&format!("{}/nothing", f.base), &[]).await;
-    corrupt(&f.backend, &f.scoped.key, false);
+    common::corrupt_blob(&f.backend, &f.scoped.key, false);
     get(&format!("{}{}", f.base, f.scoped.entry.tarball_path), &[]).await;
 
     let r = get(&format!("{}/-/metrics", f.base), &[]).await;

@@ -153,3 +153,29 @@ pub async fn assert_found_by_aliases(
         }
     }
 }
+
+/// Flips one byte of a stored blob's file in place (same size), as bit rot would: the last byte
+/// with `at_end`, else the middle one. Returns the file's path.
+#[cfg(feature = "fs")]
+pub fn corrupt_blob(
+    backend: &tarvault::backend::fs::FsBackend,
+    key: &tarvault::backend::BlobKey,
+    at_end: bool,
+) -> std::path::PathBuf {
+    let path = backend.blob_path(key);
+    let mut perms = std::fs::metadata(&path)
+        .unwrap_or_else(|e| panic!("{e}"))
+        .permissions();
+    #[allow(clippy::permissions_set_readonly_false)]
+    perms.set_readonly(false);
+    std::fs::set_permissions(&path, perms).unwrap_or_else(|e| panic!("{e}"));
+    let mut data = std::fs::read(&path).unwrap_or_else(|e| panic!("{e}"));
+    let i = if at_end {
+        data.len() - 1
+    } else {
+        data.len() / 2
+    };
+    data[i] ^= 0x55;
+    std::fs::write(&path, &data).unwrap_or_else(|e| panic!("{e}"));
+    path
+}

@@ -6,8 +6,6 @@ use std::process::{Command, Output, Stdio};
 
 use base64::Engine;
 use serde_json::json;
-use tarvault::backend::fs::FsBackend;
-use tarvault::backend::BlobKey;
 
 /// Whether npm runs here; if not, skips (or fails under CI) with the reason.
 pub fn npm_available() -> bool {
@@ -50,22 +48,6 @@ pub fn log(out: &Output) -> String {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     )
-}
-
-/// Flips the last byte of a stored blob's file in place, as bit rot would; returns its path.
-pub fn corrupt_last_byte(backend: &FsBackend, key: &BlobKey) -> PathBuf {
-    let path = backend.blob_path(key);
-    let mut data = std::fs::read(&path).unwrap_or_else(|e| panic!("{e}"));
-    let last = data.len() - 1;
-    data[last] ^= 0xff;
-    let mut perms = std::fs::metadata(&path)
-        .unwrap_or_else(|e| panic!("{e}"))
-        .permissions();
-    #[allow(clippy::permissions_set_readonly_false)]
-    perms.set_readonly(false);
-    std::fs::set_permissions(&path, perms).unwrap_or_else(|e| panic!("{e}"));
-    std::fs::write(&path, &data).unwrap_or_else(|e| panic!("{e}"));
-    path
 }
 
 /// An empty private project `dir/name` for `npm install`.
