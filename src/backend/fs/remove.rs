@@ -77,8 +77,11 @@ impl FsInner {
             }
             Ok(false) => Ok(false),
             Err(e) => {
-                // The record stays: so must the blob.
-                self.settle_delete(key);
+                // Not committed, so the record stays: so must the blob. Put back directly, with
+                // no need of the index that just failed.
+                if let Err(restore) = self.restore(key) {
+                    tracing::warn!(%key, error = %restore, "could not put back a blob after a failed delete (settled when the store is next opened)");
+                }
                 Err(e)
             }
         }
@@ -97,25 +100,35 @@ impl FsInner {
     /// Settles a tombstone left by a delete that failed or whose process died: under the write
     /// lock, a blob that still has a record goes back to its address; the tombstone goes.
     pub(super) fn settle_delete(&self, key: &BlobKey) {
-        let (tomb, path) = (self.layout.tombstone(key), self.layout.blob(key));
         let settled = self.index.settle_taken(key, |recorded| {
-            if recorded && self.blob_gone(key) {
-                let blobs = self.layout.blobs();
-                let dir = path.parent().unwrap_or(&blobs);
-                durable::create_dirs(dir, &blobs, self.fsync)
-                    .map_err(|e| Error::io("create directory", dir, e))?;
-                match durable::link_noclobber(&tomb, &path) {
-                    Ok(_) => tracing::info!(%key, "restored a blob whose delete did not commit"),
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                    Err(e) => return Err(Error::io("restore", &path, e)),
-                }
-                self.sync_parent(&path)?;
+            if recorded {
+                self.restore(key)
+            } else {
+                remove_if_exists(&self.layout.tombstone(key))
             }
-            remove_if_exists(&tomb)
         });
         if let Err(e) = settled {
             tracing::warn!(%key, error = %e, "could not settle an interrupted delete");
         }
+    }
+
+    /// Moves a blob back from its tombstone to its address (unless it is there already, put again
+    /// meanwhile), then drops the tombstone.
+    fn restore(&self, key: &BlobKey) -> Result<()> {
+        let (tomb, path) = (self.layout.tombstone(key), self.layout.blob(key));
+        if self.blob_gone(key) {
+            let blobs = self.layout.blobs();
+            let dir = path.parent().unwrap_or(&blobs);
+            durable::create_dirs(dir, &blobs, self.fsync)
+                .map_err(|e| Error::io("create directory", dir, e))?;
+            match durable::link_noclobber(&tomb, &path) {
+                Ok(_) => tracing::info!(%key, "restored a blob whose delete did not commit"),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(Error::io("restore", &path, e)),
+            }
+            self.sync_parent(&path)?;
+        }
+        remove_if_exists(&tomb)
     }
 
     pub(super) fn sweep_temps(&self) -> Result<u64> {
