@@ -1227,7 +1227,8 @@ mod index_only_impl {
         remove();
         let index = FsIndex::open(&path).expect("open index");
         let start = Instant::now();
-        let mut marks = vec![(0u64, 0.0f64)];
+        let cpu0 = super::cpu::self_cpu();
+        let mut marks = vec![(0u64, 0.0f64, 0.0f64)];
         let mut next_tenth = 1u64;
         let mut done = 0u64;
         let mut added = 0u64;
@@ -1241,7 +1242,7 @@ mod index_only_impl {
             while next_tenth <= 10 && done >= n * next_tenth / 10 {
                 let secs = start.elapsed().as_secs_f64();
                 eprintln!("index only: {done}/{n} after {secs:.0} s");
-                marks.push((done, secs));
+                marks.push((done, secs, super::cpu::self_cpu() - cpu0));
                 next_tenth += 1;
             }
         }
@@ -1256,11 +1257,15 @@ mod index_only_impl {
             "## 7. Index only (FsIndex, {n} records in inserts of {batch}, durable); targets: \
              sha1 p99 <= 1 ms, RSS <= 32 MiB, bytes/record <= 300"
         );
-        println!("| records | inserts/s |");
-        println!("|---|---:|");
+        println!("| records | inserts/s | CPU per record |");
+        println!("|---|---:|---:|");
         for w in marks.windows(2) {
-            let ((a, ta), (b, tb)) = (w[0], w[1]);
-            println!("| {a}-{b} | {:.0} |", (b - a) as f64 / (tb - ta).max(1e-9));
+            let ((a, ta, ca), (b, tb, cb)) = (w[0], w[1]);
+            println!(
+                "| {a}-{b} | {:.0} | {:.1} us |",
+                (b - a) as f64 / (tb - ta).max(1e-9),
+                (cb - ca) * 1e6 / (b - a).max(1) as f64
+            );
         }
         println!();
         println!("| measure | value |");
