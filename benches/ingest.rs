@@ -12,7 +12,9 @@
 //!   never fsyncs, so its rows are the same reference in both tables;
 //! - **tarvault** `put_file` one at a time, `put_batch` of every file, and the CLI's batch `put`.
 //!
-//! Each table ends with the targets and whether this run meets them.
+//! Each table ends with the targets and whether this run meets them. A last table puts
+//! one large file (1 GiB; `TARVAULT_BENCH_LARGE_MIB`, 0 to skip) through the library and the CLI
+//! against single-core sha512 over the same bytes, with the CLI's peak RSS.
 //!
 //! Run: `cargo bench --bench ingest` (`TARVAULT_CORPUS` for the corpus, `TARVAULT_BENCH_DIR` for
 //! where stores go, `TARVAULT_BENCH_ROUNDS` for rounds, default 5).
@@ -74,6 +76,117 @@ fn main() {
         let table = measure(&rt, work.path(), tag, files, rounds);
         print_table(&title, tag, &table);
     }
+    large(&rt, work.path());
+}
+
+/// One large put, fsync off, through the library and through the CLI, against single-core
+/// sha512 over the same bytes (the limit: sha1, blake3 and the write can hide behind it on the
+/// second core), with the CLI's peak RSS.
+fn large(rt: &tokio::runtime::Runtime, work: &Path) {
+    let mib: usize = std::env::var("TARVAULT_BENCH_LARGE_MIB")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1024);
+    if mib == 0 {
+        return;
+    }
+    let input = work.join("large.bin");
+    {
+        let mut f = std::io::BufWriter::new(std::fs::File::create(&input).expect("create"));
+        for i in 0..mib as u64 {
+            f.write_all(&pseudo_random(i, 1 << 20)).expect("write");
+        }
+        f.flush().expect("flush");
+    }
+    let len = (mib << 20) as f64;
+    let (mut sha, mut lib, mut cli, mut rss) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for round in 0..3 {
+        // The limit: sha512 on one core over the file's bytes, read as the put reads them.
+        let t = Instant::now();
+        let mut h = sha2::Sha512::new();
+        let mut f = std::fs::File::open(&input).expect("open");
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            let k = f.read(&mut buf).expect("read");
+            if k == 0 {
+                break;
+            }
+            h.update(&buf[..k]);
+        }
+        std::hint::black_box(h.finalize());
+        sha.push(len / t.elapsed().as_secs_f64() / 1e9);
+
+        let d = work.join(format!("large-lib-{round}"));
+        let store = Store::new(
+            FsBackend::open(
+                &d,
+                FsOptions {
+                    fsync: false,
+                    ..Default::default()
+                },
+            )
+            .expect("open"),
+        );
+        let t = Instant::now();
+        rt.block_on(store.put_file(&input, &PutOptions::default()))
+            .expect("put");
+        lib.push(len / t.elapsed().as_secs_f64() / 1e9);
+        drop(store);
+        let _ = std::fs::remove_dir_all(&d);
+
+        let d = work.join(format!("large-cli-{round}"));
+        let t = Instant::now();
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_tarvault"))
+            .arg("--store")
+            .arg(format!("file://{}?fsync=false", d.display()))
+            .arg("put")
+            .arg(&input)
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("run the CLI");
+        let (ok, peak_kib) = wait_with_rss(child.id());
+        assert!(ok, "tarvault put failed");
+        cli.push(len / t.elapsed().as_secs_f64() / 1e9);
+        rss.push(peak_kib as f64 / 1024.0);
+        let _ = std::fs::remove_dir_all(&d);
+    }
+    let _ = std::fs::remove_file(&input);
+    let sha = median(sha);
+    let (lib, cli, rss) = (median(lib), median(cli), median(rss));
+    println!();
+    println!("## one {mib} MiB put, fsync off (sha512 + sha1 + blake3), median of 3 rounds");
+    println!("| operation | GB/s | / sha512 one core | peak RSS |");
+    println!("|---|---|---|---|");
+    println!("| sha512, one core (sha2) | {sha:.3} | 1.00x | - |");
+    println!("| tarvault put_file | {lib:.3} | {:.2}x | - |", lib / sha);
+    println!(
+        "| tarvault CLI put | {cli:.3} | {:.2}x | {rss:.1} MiB |",
+        cli / sha
+    );
+    println!();
+    println!("targets (large):");
+    for (what, v) in [("library", lib), ("CLI", cli)] {
+        let r = v / sha;
+        println!(
+            "- {mib} MiB put through the {what} / sha512 one core: {r:.2}x (target >= 0.85x) {}",
+            if r >= 0.85 { "met" } else { "NOT met" }
+        );
+    }
+    println!(
+        "- CLI peak RSS: {rss:.1} MiB (target <= 16 MiB) {}",
+        if rss <= 16.0 { "met" } else { "NOT met" }
+    );
+}
+
+/// Waits for child `pid` and returns whether it succeeded and its own peak RSS in KiB (`wait4`
+/// gives one child's, where `RUSAGE_CHILDREN` would give the largest of all so far).
+fn wait_with_rss(pid: u32) -> (bool, i64) {
+    let mut status = 0;
+    // SAFETY: wait4 writes only the status and the struct it is given.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    let rc = unsafe { libc::wait4(pid as libc::pid_t, &mut status, 0, &mut ru) };
+    let ok = rc > 0 && libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0;
+    (ok, ru.ru_maxrss)
 }
 
 fn pseudo_random(seed: u64, len: usize) -> Vec<u8> {
@@ -117,25 +230,71 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-/// Rows measured, in order of first appearance, with every round's blobs/s.
+/// Rows measured, in order of first appearance, with every round's blobs/s and CPU time per blob.
 #[derive(Default)]
 struct Table {
-    rows: Vec<(String, Vec<f64>)>,
+    rows: Vec<(String, Vec<f64>, Vec<f64>)>,
 }
 
 impl Table {
-    fn record(&mut self, name: String, v: f64) {
-        match self.rows.iter_mut().find(|(k, _)| *k == name) {
-            Some((_, vs)) => vs.push(v),
-            None => self.rows.push((name, vec![v])),
+    fn record(&mut self, name: String, rate: f64, cpu: f64) {
+        match self.rows.iter_mut().find(|(k, _, _)| *k == name) {
+            Some((_, r, c)) => {
+                r.push(rate);
+                c.push(cpu);
+            }
+            None => self.rows.push((name, vec![rate], vec![cpu])),
         }
     }
 
     fn get(&self, name: &str) -> f64 {
         self.rows
             .iter()
-            .find(|(k, _)| k == name)
-            .map_or(0.0, |(_, v)| median(v.clone()))
+            .find(|(k, _, _)| k == name)
+            .map_or(0.0, |(_, v, _)| median(v.clone()))
+    }
+
+    fn cpu(&self, name: &str) -> f64 {
+        self.rows
+            .iter()
+            .find(|(k, _, _)| k == name)
+            .map_or(0.0, |(_, _, c)| median(c.clone()))
+    }
+}
+
+/// User + system CPU seconds used so far by this process and, separately, by its waited-for
+/// children (the CLI rows). On a shared machine wall time depends on the neighbours; CPU time per
+/// blob says what the work itself costs.
+fn cpu_seconds() -> (f64, f64) {
+    let get = |who| {
+        // SAFETY: getrusage only writes the struct it is given.
+        let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+        unsafe { libc::getrusage(who, &mut ru) };
+        let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+        tv(ru.ru_utime) + tv(ru.ru_stime)
+    };
+    (get(libc::RUSAGE_SELF), get(libc::RUSAGE_CHILDREN))
+}
+
+/// Times one row: blobs/s by the wall clock, and CPU µs per blob of this process and its children.
+struct Clock {
+    wall: Instant,
+    cpu: (f64, f64),
+}
+
+impl Clock {
+    fn start() -> Clock {
+        Clock {
+            wall: Instant::now(),
+            cpu: cpu_seconds(),
+        }
+    }
+
+    fn stop(self, table: &mut Table, name: String, n: f64) {
+        let wall = self.wall.elapsed().as_secs_f64();
+        let (s, c) = cpu_seconds();
+        let cpu = (s - self.cpu.0) + (c - self.cpu.1);
+        table.record(name, n / wall, cpu / n * 1e6);
     }
 }
 
@@ -156,6 +315,10 @@ fn measure(
 ) -> Table {
     let n = files.len() as f64;
     let mut table = Table::default();
+    let keys: Vec<String> = files
+        .iter()
+        .map(|f| hex::encode(sha2::Sha512::digest(std::fs::read(f).expect("read"))))
+        .collect();
     for round in 0..rounds {
         let dir = |what: &str| work.join(format!("{tag}-{round}-{what}"));
         for (algo, label) in [
@@ -163,27 +326,27 @@ fn measure(
             (cacache::Algorithm::Sha512, "cacache write_hash sha512"),
         ] {
             let d = dir(label.rsplit(' ').next().unwrap_or("cacache"));
-            let t = Instant::now();
+            let t = Clock::start();
             for f in files {
                 let bytes = std::fs::read(f).expect("read");
                 rt.block_on(cacache::write_hash_with_algo(algo, &d, bytes))
                     .expect("cacache write");
             }
-            table.record(label.into(), n / t.elapsed().as_secs_f64());
+            t.stop(&mut table, label.into(), n);
             let _ = std::fs::remove_dir_all(&d);
         }
         for fsync in [false, true] {
             let s = sync_label(fsync);
             for threads in [1, 2] {
                 let d = dir(&format!("naive{threads}-{fsync}"));
-                let t = Instant::now();
+                let t = Clock::start();
                 naive(files, &d, fsync, threads);
                 let name = if threads == 1 {
                     format!("naive loop, 1 thread, {s}")
                 } else {
                     format!("two-thread prototype, {s}")
                 };
-                table.record(name, n / t.elapsed().as_secs_f64());
+                t.stop(&mut table, name, n);
                 let _ = std::fs::remove_dir_all(&d);
             }
             let open = |d: &Path| {
@@ -200,7 +363,7 @@ fn measure(
             };
             let d = dir(&format!("put-{fsync}"));
             let store = open(&d);
-            let t = Instant::now();
+            let t = Clock::start();
             rt.block_on(async {
                 for f in files {
                     store
@@ -209,32 +372,43 @@ fn measure(
                         .expect("put");
                 }
             });
-            table.record(format!("tarvault put, {s}"), n / t.elapsed().as_secs_f64());
+            t.stop(&mut table, format!("tarvault put, {s}"), n);
             drop(store);
             let _ = std::fs::remove_dir_all(&d);
 
-            let d = dir(&format!("batch-{fsync}"));
-            let store = open(&d);
-            let t = Instant::now();
-            rt.block_on(async {
-                let mut inputs = Vec::with_capacity(files.len());
-                for f in files {
-                    let file = tokio::fs::File::open(f).await.expect("open");
-                    inputs.push((
-                        tokio_util::io::ReaderStream::with_capacity(file, 256 * 1024),
-                        PutOptions::default(),
-                    ));
+            for dirs_present in [false, true] {
+                let d = dir(&format!("batch-{fsync}-{dirs_present}"));
+                let store = open(&d);
+                if dirs_present {
+                    // A store of a few million blobs has every shard directory already.
+                    for k in &keys {
+                        std::fs::create_dir_all(d.join("sha512").join(&k[..2]).join(&k[2..4]))
+                            .expect("shard dir");
+                    }
                 }
-                for r in store.put_batch(inputs).await {
-                    r.expect("put_batch");
-                }
-            });
-            table.record(
-                format!("tarvault put_batch, {s}"),
-                n / t.elapsed().as_secs_f64(),
-            );
-            drop(store);
-            let _ = std::fs::remove_dir_all(&d);
+                let t = Clock::start();
+                rt.block_on(async {
+                    let mut inputs = Vec::with_capacity(files.len());
+                    for f in files {
+                        let file = tokio::fs::File::open(f).await.expect("open");
+                        inputs.push((
+                            tokio_util::io::ReaderStream::with_capacity(file, 256 * 1024),
+                            PutOptions::default(),
+                        ));
+                    }
+                    for r in store.put_batch(inputs).await {
+                        r.expect("put_batch");
+                    }
+                });
+                let name = if dirs_present {
+                    format!("tarvault put_batch, shard dirs present, {s}")
+                } else {
+                    format!("tarvault put_batch, {s}")
+                };
+                t.stop(&mut table, name, n);
+                drop(store);
+                let _ = std::fs::remove_dir_all(&d);
+            }
 
             let d = dir(&format!("cli-{fsync}"));
             let url = if fsync {
@@ -242,7 +416,7 @@ fn measure(
             } else {
                 format!("file://{}?fsync=false", d.display())
             };
-            let t = Instant::now();
+            let t = Clock::start();
             let out = std::process::Command::new(env!("CARGO_BIN_EXE_tarvault"))
                 .arg("--store")
                 .arg(&url)
@@ -252,10 +426,7 @@ fn measure(
                 .status()
                 .expect("run the CLI");
             assert!(out.success(), "tarvault put failed: {out}");
-            table.record(
-                format!("tarvault CLI put, {s}"),
-                n / t.elapsed().as_secs_f64(),
-            );
+            t.stop(&mut table, format!("tarvault CLI put, {s}"), n);
             let _ = std::fs::remove_dir_all(&d);
         }
     }
@@ -299,11 +470,11 @@ fn naive(files: &[PathBuf], dir: &Path, fsync: bool, threads: usize) {
 fn print_table(title: &str, tag: &str, t: &Table) {
     println!();
     println!("## ingest: {title}");
-    println!("| operation | blobs/s | vs naive loop (same fsync) | vs cacache sha256 | vs cacache sha512 |");
-    println!("|---|---|---|---|---|");
+    println!("| operation | blobs/s | vs naive loop (same fsync) | vs cacache sha256 | vs cacache sha512 | CPU µs/blob |");
+    println!("|---|---|---|---|---|---|");
     let c256 = t.get("cacache write_hash sha256");
     let c512 = t.get("cacache write_hash sha512");
-    for (name, _) in &t.rows {
+    for (name, _, _) in &t.rows {
         let v = t.get(name);
         let naive = if name.contains("fsync on") {
             t.get("naive loop, 1 thread, fsync on")
@@ -318,9 +489,10 @@ fn print_table(title: &str, tag: &str, t: &Table) {
             "-".into()
         };
         println!(
-            "| {name} | {v:.0} | {vs_naive} | {:.2}x | {:.2}x |",
+            "| {name} | {v:.0} | {vs_naive} | {:.2}x | {:.2}x | {:.0} |",
             v / c256,
-            v / c512
+            v / c512,
+            t.cpu(name)
         );
     }
     println!();
