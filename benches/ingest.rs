@@ -144,7 +144,7 @@ fn large(rt: &tokio::runtime::Runtime, work: &Path) {
             .stdout(std::process::Stdio::null())
             .spawn()
             .expect("run the CLI");
-        let (ok, peak_kib) = wait_with_rss(child.id());
+        let (ok, peak_kib) = wait_with_rss(child);
         assert!(ok, "tarvault put failed");
         cli.push(len / t.elapsed().as_secs_f64() / 1e9);
         rss.push(peak_kib as f64 / 1024.0);
@@ -178,15 +178,28 @@ fn large(rt: &tokio::runtime::Runtime, work: &Path) {
     );
 }
 
-/// Waits for child `pid` and returns whether it succeeded and its own peak RSS in KiB (`wait4`
-/// gives one child's, where `RUSAGE_CHILDREN` would give the largest of all so far).
-fn wait_with_rss(pid: u32) -> (bool, i64) {
-    let mut status = 0;
-    // SAFETY: wait4 writes only the status and the struct it is given.
-    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
-    let rc = unsafe { libc::wait4(pid as libc::pid_t, &mut status, 0, &mut ru) };
-    let ok = rc > 0 && libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0;
-    (ok, ru.ru_maxrss)
+/// Waits for `child` and returns whether it succeeded and its peak RSS in KiB, read from its
+/// `VmHWM` (a high-water mark, so the last reading before it exits is its peak). `wait4`'s
+/// `ru_maxrss` would not do: a child spawned by `vfork` and `exec` keeps the high-water mark of
+/// this process's memory.
+fn wait_with_rss(mut child: std::process::Child) -> (bool, i64) {
+    let status_path = format!("/proc/{}/status", child.id());
+    let mut peak = 0;
+    loop {
+        if let Ok(status) = std::fs::read_to_string(&status_path) {
+            if let Some(kib) = status
+                .lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<i64>().ok())
+            {
+                peak = peak.max(kib);
+            }
+        }
+        match child.try_wait().expect("wait") {
+            Some(status) => return (status.success(), peak),
+            None => std::thread::sleep(std::time::Duration::from_millis(5)),
+        }
+    }
 }
 
 fn pseudo_random(seed: u64, len: usize) -> Vec<u8> {
