@@ -109,3 +109,90 @@ async fn records_committed_by_another_process_are_found() {
         "a later record is seen at once too"
     );
 }
+
+/// A batch writes each blob as soon as it is hashed and publishes it with a no-clobber rename:
+/// an empty blob, the same bytes twice in one batch, bytes already stored, a blob written in place
+/// (≤ 64 KiB), one written through the blocking pool and one large enough to be hashed on threads
+/// all come out stored once, readable by every digest, read-only, with no temp file left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batch_of_every_size_and_duplicates_leaves_no_temp_file() {
+    use tarvault::{Integrity, PutOptions, Store};
+    for fsync in [false, true] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let backend = FsBackend::open(
+            dir.path().join("store"),
+            FsOptions {
+                fsync,
+                ..Default::default()
+            },
+        )
+        .expect("open");
+        let store = Store::new(backend.clone());
+        let noise = |seed: u64, len: usize| -> Vec<u8> {
+            let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+            (0..len)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    x as u8
+                })
+                .collect()
+        };
+        let before = noise(1, 30_000);
+        store
+            .put_bytes(before.clone(), &PutOptions::default())
+            .await
+            .expect("put before");
+        let twice = noise(2, 20 * 1024);
+        let items: Vec<Vec<u8>> = vec![
+            Vec::new(),
+            twice.clone(),
+            twice,
+            before,
+            noise(3, 100 * 1024),
+            noise(4, 5 * 1024 * 1024 + 17),
+        ];
+        let inputs: Vec<_> = items
+            .iter()
+            .map(|d| {
+                let chunks: Vec<std::io::Result<Bytes>> = d
+                    .chunks(64 * 1024)
+                    .map(|c| Ok(Bytes::copy_from_slice(c)))
+                    .collect();
+                (futures::stream::iter(chunks), PutOptions::default())
+            })
+            .collect();
+        let results = store.put_batch(inputs).await;
+        let stored: Vec<bool> = results
+            .iter()
+            .map(|r| r.as_ref().expect("batch item").stored)
+            .collect();
+        assert_eq!(
+            stored,
+            [true, true, false, false, true, true],
+            "fsync {fsync}"
+        );
+        for (d, r) in items.iter().zip(&results) {
+            let digests = &r.as_ref().expect("batch item").digests;
+            for address in [digests.integrity().to_string(), digests.shasum()] {
+                let address = Integrity::parse_address(&address).expect("address");
+                let got = store.get(&address).await.expect("get").bytes().await;
+                assert_eq!(&got.expect("verified")[..], &d[..]);
+            }
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::PermissionsExt;
+                let path = backend.blob_path(&BlobKey::new(digests.sha512));
+                let mode = std::fs::metadata(&path).expect("blob").permissions().mode();
+                assert_eq!(mode & 0o777, 0o444, "{}", path.display());
+            }
+        }
+        let left: Vec<_> = std::fs::read_dir(backend.temp_dir())
+            .expect("temp dir")
+            .flatten()
+            .map(|e| e.file_name())
+            .collect();
+        assert!(left.is_empty(), "temp files left: {left:?}");
+    }
+}

@@ -180,6 +180,12 @@ pub trait BlobWriter: Send {
     async fn flush(&mut self) -> Result<()> {
         Ok(())
     }
+    /// Says the last byte has been written: the writer may write out what it buffers and release
+    /// what only writing needed (an open file), since `commit` may come much later, with a whole
+    /// batch ([`Backend::commit_batch`]). No `write` follows. By default, a [`flush`](Self::flush).
+    async fn finish_writes(&mut self) -> Result<()> {
+        self.flush().await
+    }
     /// Publishes the bytes written so far under `digests`' sha512 key, which the store has verified.
     /// Must not overwrite an existing blob (create-only), and must record the digests so
     /// [`Backend::resolve_alias`] can find the blob by sha1 or blake3.

@@ -9,7 +9,9 @@ use super::inspect::InspectLane;
 use super::late::{Expectations, LateExpectations};
 use super::Store;
 use crate::backend::{BlobKey, BlobWriter, Committed, PendingBlob, PutHint};
-use crate::integrity::{Algorithm, Comparison, Digests, Integrity, StreamHasher};
+use crate::integrity::{
+    Algorithm, Comparison, Digests, Integrity, StreamHasher, PIPELINE_THRESHOLD,
+};
 use crate::{Error, Result};
 
 /// Options for [`Store::put`].
@@ -91,6 +93,14 @@ fn expected_key(options: &PutOptions) -> Option<BlobKey> {
 /// Small input chunks are gathered to this size before hashing and writing: per-chunk costs
 /// (channel hops, blocking-pool hops) stay negligible whatever chunking the caller's stream has.
 const COALESCE: usize = 256 * 1024;
+
+/// Blobs of a batch in flight per core.
+const BATCH_PER_CORE: usize = 4;
+
+/// In a batch, blobs up to this size are hashed on their own task, one core each, instead of on
+/// two hashing threads per blob: the batch already keeps every core busy with separate blobs, and
+/// two thread spawns per tarball cost more than they save. Larger ones still get the threads.
+const BATCH_HASH_INLINE: u64 = 4 * 1024 * 1024;
 
 /// An ingested stream and the upload still waiting for its commit (none when nothing was written).
 type Ingested = (Ingest, Option<Box<dyn BlobWriter>>);
@@ -186,7 +196,11 @@ impl Store {
     where
         S: Stream<Item = io::Result<Bytes>> + Send + Unpin + 'static,
     {
-        let parallel = std::thread::available_parallelism().map_or(2, |n| n.get().clamp(2, 4));
+        // Each blob is read, hashed and written on its own task, so separate blobs hash on
+        // separate cores; a few per core keep the cores busy while others wait on a read.
+        let parallel = std::thread::available_parallelism().map_or(BATCH_PER_CORE * 2, |n| {
+            (n.get() * BATCH_PER_CORE).clamp(4, 32)
+        });
         let hint = PutHint {
             batch: true,
             ..PutHint::default()
@@ -197,7 +211,24 @@ impl Store {
                 let hint = hint.clone();
                 let task = tokio::spawn(async move {
                     let writer = store.backend.begin_put(&hint).await?;
-                    store.ingest(stream, &options, Some(writer), None).await
+                    let (ingest, writer) = store
+                        .ingest_with(stream, &options, Some(writer), None, BATCH_HASH_INLINE)
+                        .await?;
+                    // Write it out now, on this task, rather than one blob after another at
+                    // the commit.
+                    let writer = match writer {
+                        Some(mut w) => match w.finish_writes().await {
+                            Ok(()) => Some(w),
+                            Err(e) => {
+                                if let Err(abort) = w.abort().await {
+                                    tracing::warn!(error = %abort, "abort after a failed write also failed");
+                                }
+                                return Err(e);
+                            }
+                        },
+                        None => None,
+                    };
+                    Ok((ingest, writer))
                 });
                 async move {
                     task.await
@@ -256,10 +287,27 @@ impl Store {
     /// writer is aborted, so nothing is left behind.
     pub(super) async fn ingest<S>(
         &self,
+        stream: S,
+        options: &PutOptions,
+        writer: Option<Box<dyn BlobWriter>>,
+        late: Option<LateExpectations>,
+    ) -> Result<Ingested>
+    where
+        S: Stream<Item = io::Result<Bytes>> + Send + Unpin,
+    {
+        self.ingest_with(stream, options, writer, late, PIPELINE_THRESHOLD)
+            .await
+    }
+
+    /// [`ingest`](Self::ingest), hashing on the calling task up to `inline` bytes before moving
+    /// the hashes to threads of their own.
+    async fn ingest_with<S>(
+        &self,
         mut stream: S,
         options: &PutOptions,
         mut writer: Option<Box<dyn BlobWriter>>,
         late: Option<LateExpectations>,
+        inline: u64,
     ) -> Result<Ingested>
     where
         S: Stream<Item = io::Result<Bytes>> + Send + Unpin,
@@ -268,7 +316,7 @@ impl Store {
         if let Some(expected) = &options.expected {
             algorithms.extend(expected.algorithms());
         }
-        let mut hasher = StreamHasher::new(&algorithms);
+        let mut hasher = StreamHasher::new(&algorithms).with_threshold(inline);
         if options.inspect.is_some() {
             // Decompression is the slowest stage; it takes a core of its own (see inspect.rs).
             hasher = hasher.one_lane();

@@ -26,7 +26,7 @@ use serde::Serialize;
 
 use super::fan_out::{rebuild_each, Filter};
 use super::replicated::put_copy;
-use super::verify::{digests, fetch_verified, slice, Fetched, Held};
+use super::verify::{fetch_for_copy, fetch_verified, slice, Fetched, Held};
 use crate::backend::{AliasRebuild, Backend, BlobKey, BlobStat, BlobWriter, GetResult, PutHint};
 use crate::integrity::{Digests, Hash};
 use crate::{Error, Result};
@@ -315,7 +315,9 @@ impl Inner {
 
     async fn fetch_and_fill(&self, key: BlobKey) -> Result<Option<Held>> {
         self.fetches.fetch_add(1, Ordering::Relaxed);
-        match fetch_verified(&*self.remote, &key).await? {
+        // The sha1/blake3 the cache tier records are hashed with the verifying sha512, in one pass.
+        let (fetched, digests) = fetch_for_copy(&*self.remote, &key).await?;
+        match fetched {
             Fetched::Missing => Ok(None),
             Fetched::Bad(bytes, found) => {
                 // Not cached; the store above reports the blob corrupt.
@@ -325,9 +327,11 @@ impl Inner {
             Fetched::Good(bytes) => {
                 let size = bytes.len();
                 if size <= self.capacity {
-                    let stored = match digests(&bytes).await {
-                        Ok(d) => put_copy(&*self.local, &key, &bytes, &d).await,
-                        Err(e) => Err(e),
+                    let stored = match digests {
+                        Some(d) => put_copy(&*self.local, &key, &bytes, &d).await,
+                        None => Err(Error::InvalidInput(
+                            "a good copy came without digests".into(),
+                        )),
                     };
                     match stored {
                         Ok(_) => {

@@ -126,36 +126,61 @@ pub enum Fetched {
     Bad(Held, String),
 }
 
-/// Reads `key` whole from `backend` and verifies it (sha512 against the key; see [`digests`] for
-/// the other digests a copy needs when it is stored again). The copy is held in memory or, above
-/// [`MEMORY_MAX`], in a temporary file (see the module docs).
+/// Reads `key` whole from `backend` and verifies it (sha512 against the key). The copy is held
+/// in memory or, above [`MEMORY_MAX`], in a temporary file (see the module docs).
 pub async fn fetch_verified(backend: &dyn Backend, key: &BlobKey) -> Result<Fetched> {
-    let Some(got) = backend.get(key, None).await? else {
-        return Ok(Fetched::Missing);
+    Ok(fetch(backend, key, &[Algorithm::Sha512]).await?.0)
+}
+
+/// [`fetch_verified`] for a copy that is to be stored again (a cache fill, a read-repair): the
+/// sha1 and blake3 a backend records are computed in the same pass as the sha512 that verifies,
+/// so the bytes are hashed once, not once to verify and again to store. The digests come with a
+/// good copy only.
+pub async fn fetch_for_copy(
+    backend: &dyn Backend,
+    key: &BlobKey,
+) -> Result<(Fetched, Option<Digests>)> {
+    let (fetched, set) = fetch(backend, key, &Digests::ALGORITHMS).await?;
+    let digests = match (&fetched, set) {
+        (Fetched::Good(_), Some(set)) => Some(set.digests()?),
+        _ => None,
     };
-    let (held, sha512) = if got.size <= MEMORY_MAX {
+    Ok((fetched, digests))
+}
+
+/// Reads and hashes `key` with `algorithms` (sha512 among them), in one pass.
+async fn fetch(
+    backend: &dyn Backend,
+    key: &BlobKey,
+    algorithms: &[Algorithm],
+) -> Result<(Fetched, Option<DigestSet>)> {
+    let Some(got) = backend.get(key, None).await? else {
+        return Ok((Fetched::Missing, None));
+    };
+    let (held, set) = if got.size <= MEMORY_MAX {
         let mut buf = BytesMut::with_capacity(got.size as usize);
         let mut stream = got.stream;
         while let Some(chunk) = stream.next().await {
             buf.extend_from_slice(&chunk?);
         }
         let bytes = buf.freeze();
-        let sha512 = hash_with(bytes.clone(), &[Algorithm::Sha512]).await?;
-        (Held::Memory(bytes), sha512)
+        let set = hash_with(bytes.clone(), algorithms).await?;
+        (Held::Memory(bytes), set)
     } else {
-        spool(got.stream).await?
+        spool(got.stream, algorithms).await?
     };
     let size = held.len();
-    match sha512.get(Algorithm::Sha512) {
-        Some(h) if h.digest() == key.as_bytes() && size == got.size => Ok(Fetched::Good(held)),
-        Some(h) => Ok(Fetched::Bad(held, format!("{h} ({size} bytes)"))),
-        None => Err(Error::InvalidInput("sha512 was not computed".into())),
-    }
+    let fetched = match set.get(Algorithm::Sha512) {
+        Some(h) if h.digest() == key.as_bytes() && size == got.size => Fetched::Good(held),
+        Some(h) => Fetched::Bad(held, format!("{h} ({size} bytes)")),
+        None => return Err(Error::InvalidInput("sha512 was not computed".into())),
+    };
+    Ok((fetched, Some(set)))
 }
 
-/// Writes `stream` to an unlinked temporary file, hashing it (sha512) on the way, with at most
-/// about [`FILE_CHUNK`] bytes in memory.
-async fn spool(mut stream: ByteStream) -> Result<(Held, DigestSet)> {
+/// Writes `stream` to an unlinked temporary file, hashing it (with `algorithms`) on the way, with
+/// at most about [`FILE_CHUNK`] bytes in memory.
+async fn spool(mut stream: ByteStream, algorithms: &[Algorithm]) -> Result<(Held, DigestSet)> {
     struct Spool {
         file: std::fs::File,
         hasher: MultiHasher,
@@ -170,12 +195,13 @@ async fn spool(mut stream: ByteStream) -> Result<(Held, DigestSet)> {
         s.len += batch.len() as u64;
         Ok(s)
     }
-    let mut s = blocking(|| {
+    let algorithms = algorithms.to_vec();
+    let mut s = blocking(move || {
         let file = tempfile::tempfile()
             .map_err(|e| temp_io("creating a temporary file for a held blob", e))?;
         Ok(Spool {
             file,
-            hasher: MultiHasher::new(&[Algorithm::Sha512]),
+            hasher: MultiHasher::new(&algorithms),
             len: 0,
         })
     })

@@ -2,8 +2,8 @@
 //!
 //! Each blob is one read-only file named by its sha512 hex in a two-level shard
 //! (`sha512/ab/cd/<hex>`, see `layout.rs`). Uploads go to a unique temp file on the same filesystem,
-//! are fsynced, and are published with a link that never overwrites, followed by an fsync of the
-//! directory; so a crash at any point leaves either no file or a complete one under an address, and
+//! are fsynced, and are published with a rename that never overwrites (`RENAME_NOREPLACE`, or a
+//! link and an unlink where the filesystem lacks it), followed by an fsync of the directory; so a crash at any point leaves either no file or a complete one under an address, and
 //! any number of threads and processes may write the same content at once. Temp files of processes
 //! that died are swept when a store is opened and by `fsck`.
 //!
@@ -241,12 +241,18 @@ impl FsInner {
     fn publish_one(&self, tmp: &Path, d: &Digests, blobs: &Path, fsync: bool) -> Result<Committed> {
         let target = self.layout.blob(&key_of(d));
         let dir = target.parent().unwrap_or(blobs).to_path_buf();
-        durable::create_dirs(&dir, blobs, fsync)
-            .map_err(|e| Error::io("create directory", &dir, e))?;
-        let linked =
-            durable::link_noclobber(tmp, &target).map_err(|e| Error::io("link", &target, e))?;
+        // Rename first and create the shard directories only when they are missing: in a store
+        // of any size they nearly always exist, and a stat per blob is then saved.
+        let linked = match durable::rename_noclobber(tmp, &target) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                durable::create_dirs(&dir, blobs, fsync)
+                    .map_err(|e| Error::io("create directory", &dir, e))?;
+                durable::rename_noclobber(tmp, &target)
+            }
+            other => other,
+        }
+        .map_err(|e| Error::io("link", &target, e))?;
         let outcome = if linked {
-            remove_if_exists(&tmp.to_path_buf())?;
             Committed::Stored
         } else {
             // Same content already stored. A cheap sanity check: if its size is wrong it is corrupt,
@@ -302,6 +308,7 @@ impl Backend for FsBackend {
                 )))),
             }
         }
+        let ready_index: Vec<usize> = ready.iter().map(|(i, _, _)| *i).collect();
         let inner = self.inner.clone();
         let fsync = inner.fsync;
         let published =
@@ -362,9 +369,12 @@ impl Backend for FsBackend {
                 })));
             }
         }
-        // Temp files of items that failed to publish are removed by the writers' Drop only if not
-        // marked finished; remove any that are left explicitly.
-        for w in writers {
+        // Published items' temp files are gone (renamed into place or removed as duplicates);
+        // those of items that failed are removed here (the writers are marked finished).
+        for (w, i) in writers.iter().zip(&ready_index) {
+            if matches!(results.get(*i), Some(Some(Ok(_)))) {
+                continue;
+            }
             if let Err(e) = remove_if_exists(&w.tmp) {
                 tracing::warn!(error = %e, "could not remove a batch's temp file (swept later)");
             }

@@ -4,7 +4,7 @@ use std::future::Future;
 use std::ops::Range;
 
 use super::Replicated;
-use crate::backend::compose::verify::{digests, fetch_verified, slice, Fetched};
+use crate::backend::compose::verify::{fetch_for_copy, fetch_verified, slice, Fetched};
 use crate::backend::{Backend, BlobKey, GetResult};
 use crate::{Error, Result};
 
@@ -60,25 +60,29 @@ impl Replicated {
         let mut answered = false;
         let mut last_err = None;
         for (i, replica) in self.replicas.iter().enumerate() {
-            match self.timed(fetch_verified(&**replica, key)).await {
-                Ok(Fetched::Good(bytes)) => {
-                    if self.read_repair && !to_fix.is_empty() {
-                        match digests(&bytes).await {
-                            Ok(d) => {
-                                self.write_copies(key, &bytes, &d, &to_fix).await;
-                            }
-                            Err(e) => {
-                                tracing::warn!(blob = %key, error = %e, "read-repair skipped")
-                            }
-                        }
+            // A copy that will repair others gets its sha1/blake3 in the pass that verifies it.
+            let repair = self.read_repair && !to_fix.is_empty();
+            let fetched = self
+                .timed(async {
+                    if repair {
+                        fetch_for_copy(&**replica, key).await
+                    } else {
+                        Ok((fetch_verified(&**replica, key).await?, None))
+                    }
+                })
+                .await;
+            match fetched.map(|(f, d)| (f, d.filter(|_| repair))) {
+                Ok((Fetched::Good(bytes), digests)) => {
+                    if let Some(d) = digests {
+                        self.write_copies(key, &bytes, &d, &to_fix).await;
                     }
                     return slice(bytes, range).map(Some);
                 }
-                Ok(Fetched::Missing) => {
+                Ok((Fetched::Missing, _)) => {
                     answered = true;
                     to_fix.push((i, false));
                 }
-                Ok(Fetched::Bad(bytes, found)) => {
+                Ok((Fetched::Bad(bytes, found), _)) => {
                     answered = true;
                     tracing::warn!(blob = %key, replica = %replica.describe(), %found, "corrupt replica");
                     to_fix.push((i, true));

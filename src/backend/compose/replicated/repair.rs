@@ -8,7 +8,7 @@ use futures::stream::{self, StreamExt, TryStreamExt};
 use serde::Serialize;
 
 use super::Replicated;
-use crate::backend::compose::verify::{digests, fetch_verified, Fetched, Held};
+use crate::backend::compose::verify::{digests, fetch_for_copy, fetch_verified, Fetched, Held};
 use crate::backend::{Backend, BlobKey, Committed, PutHint};
 use crate::integrity::Digests;
 use crate::Result;
@@ -110,8 +110,12 @@ impl Replicated {
     ) -> RepairReport {
         let mut out = RepairReport::default();
         let mut good: Option<Held> = None;
+        let mut good_digests = None;
         let mut targets = Vec::new();
         let mut found = Vec::new();
+        // When a replica is known to lack the blob, the copy made for it is hashed for its
+        // record in the same pass that verifies it (once, not twice).
+        let copy_needed = (0..self.replicas.len()).any(|i| !present[i].contains(&key));
         for (i, replica) in self.replicas.iter().enumerate() {
             if !present[i].contains(&key) {
                 targets.push((i, false));
@@ -120,12 +124,20 @@ impl Replicated {
             if good.is_some() && !verify {
                 continue;
             }
-            match fetch_verified(&**replica, &key).await {
-                Ok(Fetched::Good(b)) => {
+            let fetched = if copy_needed && good.is_none() {
+                fetch_for_copy(&**replica, &key).await
+            } else {
+                fetch_verified(&**replica, &key).await.map(|f| (f, None))
+            };
+            match fetched {
+                Ok((Fetched::Good(b), d)) => {
+                    if good.is_none() {
+                        good_digests = d;
+                    }
                     good.get_or_insert(b);
                 }
-                Ok(Fetched::Missing) => targets.push((i, false)),
-                Ok(Fetched::Bad(_, f)) => {
+                Ok((Fetched::Missing, _)) => targets.push((i, false)),
+                Ok((Fetched::Bad(_, f), _)) => {
                     targets.push((i, true));
                     found.push(format!("{}: {f}", replica.describe()));
                 }
@@ -140,7 +152,11 @@ impl Replicated {
         if targets.is_empty() {
             return out;
         }
-        let digests = match digests(&bytes).await {
+        let hashed = match good_digests {
+            Some(d) => Ok(d),
+            None => digests(&bytes).await,
+        };
+        let digests = match hashed {
             Ok(d) => d,
             Err(e) => {
                 out.failed.push(format!("{key}: {e}"));

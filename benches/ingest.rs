@@ -1,0 +1,547 @@
+//! Small-blob ingest into the fs backend, against what the machine allows, in one run (the
+//! machine is shared and noisy: only same-run ratios of medians mean anything).
+//!
+//! For 2000 files of 20 KiB and for the corpus tarballs, each with fsync off and on, read from
+//! files in the page cache by every row:
+//!
+//! - **naive loop** (the floor): one thread doing the least a content store must per file: read,
+//!   sha512 + sha1, write a temp file (fsync it when fsync is on), rename it under its hex;
+//! - **two-thread prototype**: the same loop on two threads, each taking every other file (the
+//!   ceiling a batch can hope for on this 2-core machine);
+//! - **cacache** `write_hash` with sha256 (its default) and with sha512 (npm's own setting); it
+//!   never fsyncs, so its rows are the same reference in both tables;
+//! - **tarvault** `put_file` one at a time, `put_batch` of every file, and the CLI's batch `put`.
+//!
+//! Each table ends with the targets and whether this run meets them. A last table puts
+//! one large file (1 GiB; `TARVAULT_BENCH_LARGE_MIB`, 0 to skip) through the library and the CLI
+//! against single-core sha512 over the same bytes, with the CLI's peak RSS.
+//!
+//! Run: `cargo bench --bench ingest` (`TARVAULT_CORPUS` for the corpus, `TARVAULT_BENCH_DIR` for
+//! where stores go, `TARVAULT_BENCH_ROUNDS` for rounds, default 5).
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use sha2::Digest;
+use tarvault::backend::fs::{FsBackend, FsOptions};
+use tarvault::{PutOptions, Store};
+
+/// Blobs in the small-file set.
+const SMALL_COUNT: usize = 2000;
+/// Size of each small blob.
+const SMALL_SIZE: usize = 20 * 1024;
+
+fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        return;
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let work =
+        tempfile::tempdir_in(std::env::var("TARVAULT_BENCH_DIR").unwrap_or_else(|_| ".".into()))
+            .expect("bench dir");
+    let rounds: usize = std::env::var("TARVAULT_BENCH_ROUNDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(5);
+    println!(
+        "tarvault ingest benchmarks ({} cores, median of {rounds} rounds)",
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    );
+    let small_dir = work.path().join("input-small");
+    std::fs::create_dir_all(&small_dir).expect("input dir");
+    let small: Vec<PathBuf> = (0..SMALL_COUNT as u64)
+        .map(|i| {
+            let p = small_dir.join(format!("{i:05}.bin"));
+            std::fs::write(&p, pseudo_random(i, SMALL_SIZE)).expect("write input");
+            p
+        })
+        .collect();
+    let corpus = corpus_files();
+    for (tag, title, files) in [
+        ("small", format!("{SMALL_COUNT} files of 20 KiB"), &small),
+        (
+            "corpus",
+            format!(
+                "{} corpus tarballs, {:.1} MB",
+                corpus.len(),
+                total_mb(&corpus)
+            ),
+            &corpus,
+        ),
+    ] {
+        let table = measure(&rt, work.path(), tag, files, rounds);
+        print_table(&title, tag, &table);
+    }
+    large(&rt, work.path());
+}
+
+/// One large put, fsync off, through the library and through the CLI, against single-core
+/// sha512 over the same bytes (the limit: sha1, blake3 and the write can hide behind it on the
+/// second core), with the CLI's peak RSS.
+fn large(rt: &tokio::runtime::Runtime, work: &Path) {
+    let mib: usize = std::env::var("TARVAULT_BENCH_LARGE_MIB")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1024);
+    if mib == 0 {
+        return;
+    }
+    let input = work.join("large.bin");
+    {
+        let mut f = std::io::BufWriter::new(std::fs::File::create(&input).expect("create"));
+        for i in 0..mib as u64 {
+            f.write_all(&pseudo_random(i, 1 << 20)).expect("write");
+        }
+        f.flush().expect("flush");
+    }
+    let len = (mib << 20) as f64;
+    let (mut sha, mut lib, mut cli, mut rss) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for round in 0..3 {
+        // The limit: sha512 on one core over the file's bytes, read as the put reads them.
+        let t = Instant::now();
+        let mut h = sha2::Sha512::new();
+        let mut f = std::fs::File::open(&input).expect("open");
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            let k = f.read(&mut buf).expect("read");
+            if k == 0 {
+                break;
+            }
+            h.update(&buf[..k]);
+        }
+        std::hint::black_box(h.finalize());
+        sha.push(len / t.elapsed().as_secs_f64() / 1e9);
+
+        let d = work.join(format!("large-lib-{round}"));
+        let store = Store::new(
+            FsBackend::open(
+                &d,
+                FsOptions {
+                    fsync: false,
+                    ..Default::default()
+                },
+            )
+            .expect("open"),
+        );
+        let t = Instant::now();
+        rt.block_on(store.put_file(&input, &PutOptions::default()))
+            .expect("put");
+        lib.push(len / t.elapsed().as_secs_f64() / 1e9);
+        drop(store);
+        let _ = std::fs::remove_dir_all(&d);
+
+        let d = work.join(format!("large-cli-{round}"));
+        let t = Instant::now();
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_tarvault"))
+            .arg("--store")
+            .arg(format!("file://{}?fsync=false", d.display()))
+            .arg("put")
+            .arg(&input)
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("run the CLI");
+        let (ok, peak_kib) = wait_with_rss(child);
+        assert!(ok, "tarvault put failed");
+        cli.push(len / t.elapsed().as_secs_f64() / 1e9);
+        rss.push(peak_kib as f64 / 1024.0);
+        let _ = std::fs::remove_dir_all(&d);
+    }
+    let _ = std::fs::remove_file(&input);
+    let sha = median(sha);
+    let (lib, cli, rss) = (median(lib), median(cli), median(rss));
+    println!();
+    println!("## one {mib} MiB put, fsync off (sha512 + sha1 + blake3), median of 3 rounds");
+    println!("| operation | GB/s | / sha512 one core | peak RSS |");
+    println!("|---|---|---|---|");
+    println!("| sha512, one core (sha2) | {sha:.3} | 1.00x | - |");
+    println!("| tarvault put_file | {lib:.3} | {:.2}x | - |", lib / sha);
+    println!(
+        "| tarvault CLI put | {cli:.3} | {:.2}x | {rss:.1} MiB |",
+        cli / sha
+    );
+    println!();
+    println!("targets (large):");
+    for (what, v) in [("library", lib), ("CLI", cli)] {
+        let r = v / sha;
+        println!(
+            "- {mib} MiB put through the {what} / sha512 one core: {r:.2}x (target >= 0.85x) {}",
+            if r >= 0.85 { "met" } else { "NOT met" }
+        );
+    }
+    println!(
+        "- CLI peak RSS: {rss:.1} MiB (target <= 16 MiB) {}",
+        if rss <= 16.0 { "met" } else { "NOT met" }
+    );
+}
+
+/// Waits for `child` and returns whether it succeeded and its peak RSS in KiB, read from its
+/// `VmHWM` (a high-water mark, so the last reading before it exits is its peak). `wait4`'s
+/// `ru_maxrss` would not do: a child spawned by `vfork` and `exec` keeps the high-water mark of
+/// this process's memory.
+fn wait_with_rss(mut child: std::process::Child) -> (bool, i64) {
+    let status_path = format!("/proc/{}/status", child.id());
+    let mut peak = 0;
+    loop {
+        if let Ok(status) = std::fs::read_to_string(&status_path) {
+            if let Some(kib) = status
+                .lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<i64>().ok())
+            {
+                peak = peak.max(kib);
+            }
+        }
+        match child.try_wait().expect("wait") {
+            Some(status) => return (status.success(), peak),
+            None => std::thread::sleep(std::time::Duration::from_millis(5)),
+        }
+    }
+}
+
+fn pseudo_random(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.extend_from_slice(&x.to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+fn corpus_files() -> Vec<PathBuf> {
+    let dir = std::env::var_os("TARVAULT_CORPUS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/corpus"))
+        .join("tarballs");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .expect("corpus")
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "tgz"))
+        .collect();
+    files.sort();
+    files
+}
+
+fn total_mb(files: &[PathBuf]) -> f64 {
+    files
+        .iter()
+        .map(|f| std::fs::metadata(f).map_or(0, |m| m.len()))
+        .sum::<u64>() as f64
+        / 1e6
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
+    v[v.len() / 2]
+}
+
+/// Rows measured, in order of first appearance, with every round's blobs/s and CPU time per blob.
+#[derive(Default)]
+struct Table {
+    rows: Vec<(String, Vec<f64>, Vec<f64>)>,
+}
+
+impl Table {
+    fn record(&mut self, name: String, rate: f64, cpu: f64) {
+        match self.rows.iter_mut().find(|(k, _, _)| *k == name) {
+            Some((_, r, c)) => {
+                r.push(rate);
+                c.push(cpu);
+            }
+            None => self.rows.push((name, vec![rate], vec![cpu])),
+        }
+    }
+
+    fn get(&self, name: &str) -> f64 {
+        self.rows
+            .iter()
+            .find(|(k, _, _)| k == name)
+            .map_or(0.0, |(_, v, _)| median(v.clone()))
+    }
+
+    fn cpu(&self, name: &str) -> f64 {
+        self.rows
+            .iter()
+            .find(|(k, _, _)| k == name)
+            .map_or(0.0, |(_, _, c)| median(c.clone()))
+    }
+}
+
+/// User + system CPU seconds used so far by this process and, separately, by its waited-for
+/// children (the CLI rows). On a shared machine wall time depends on the neighbours; CPU time per
+/// blob says what the work itself costs.
+fn cpu_seconds() -> (f64, f64) {
+    let get = |who| {
+        // SAFETY: getrusage only writes the struct it is given.
+        let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+        unsafe { libc::getrusage(who, &mut ru) };
+        let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+        tv(ru.ru_utime) + tv(ru.ru_stime)
+    };
+    (get(libc::RUSAGE_SELF), get(libc::RUSAGE_CHILDREN))
+}
+
+/// Times one row: blobs/s by the wall clock, and CPU µs per blob of this process and its children.
+struct Clock {
+    wall: Instant,
+    cpu: (f64, f64),
+}
+
+impl Clock {
+    fn start() -> Clock {
+        Clock {
+            wall: Instant::now(),
+            cpu: cpu_seconds(),
+        }
+    }
+
+    fn stop(self, table: &mut Table, name: String, n: f64) {
+        let wall = self.wall.elapsed().as_secs_f64();
+        let (s, c) = cpu_seconds();
+        let cpu = (s - self.cpu.0) + (c - self.cpu.1);
+        table.record(name, n / wall, cpu / n * 1e6);
+    }
+}
+
+fn sync_label(fsync: bool) -> &'static str {
+    if fsync {
+        "fsync on"
+    } else {
+        "fsync off"
+    }
+}
+
+fn measure(
+    rt: &tokio::runtime::Runtime,
+    work: &Path,
+    tag: &str,
+    files: &[PathBuf],
+    rounds: usize,
+) -> Table {
+    let n = files.len() as f64;
+    let mut table = Table::default();
+    let keys: Vec<String> = files
+        .iter()
+        .map(|f| hex::encode(sha2::Sha512::digest(std::fs::read(f).expect("read"))))
+        .collect();
+    for round in 0..rounds {
+        let dir = |what: &str| work.join(format!("{tag}-{round}-{what}"));
+        for (algo, label) in [
+            (cacache::Algorithm::Sha256, "cacache write_hash sha256"),
+            (cacache::Algorithm::Sha512, "cacache write_hash sha512"),
+        ] {
+            let d = dir(label.rsplit(' ').next().unwrap_or("cacache"));
+            let t = Clock::start();
+            for f in files {
+                let bytes = std::fs::read(f).expect("read");
+                rt.block_on(cacache::write_hash_with_algo(algo, &d, bytes))
+                    .expect("cacache write");
+            }
+            t.stop(&mut table, label.into(), n);
+            let _ = std::fs::remove_dir_all(&d);
+        }
+        for fsync in [false, true] {
+            let s = sync_label(fsync);
+            for threads in [1, 2] {
+                let d = dir(&format!("naive{threads}-{fsync}"));
+                let t = Clock::start();
+                naive(files, &d, fsync, threads);
+                let name = if threads == 1 {
+                    format!("naive loop, 1 thread, {s}")
+                } else {
+                    format!("two-thread prototype, {s}")
+                };
+                t.stop(&mut table, name, n);
+                let _ = std::fs::remove_dir_all(&d);
+            }
+            let open = |d: &Path| {
+                Store::new(
+                    FsBackend::open(
+                        d,
+                        FsOptions {
+                            fsync,
+                            ..Default::default()
+                        },
+                    )
+                    .expect("open"),
+                )
+            };
+            let d = dir(&format!("put-{fsync}"));
+            let store = open(&d);
+            let t = Clock::start();
+            rt.block_on(async {
+                for f in files {
+                    store
+                        .put_file(f, &PutOptions::default())
+                        .await
+                        .expect("put");
+                }
+            });
+            t.stop(&mut table, format!("tarvault put, {s}"), n);
+            drop(store);
+            let _ = std::fs::remove_dir_all(&d);
+
+            for dirs_present in [false, true] {
+                let d = dir(&format!("batch-{fsync}-{dirs_present}"));
+                let store = open(&d);
+                if dirs_present {
+                    // A store of a few million blobs has every shard directory already.
+                    for k in &keys {
+                        std::fs::create_dir_all(d.join("sha512").join(&k[..2]).join(&k[2..4]))
+                            .expect("shard dir");
+                    }
+                }
+                let t = Clock::start();
+                rt.block_on(async {
+                    let mut inputs = Vec::with_capacity(files.len());
+                    for f in files {
+                        let file = tokio::fs::File::open(f).await.expect("open");
+                        inputs.push((
+                            tokio_util::io::ReaderStream::with_capacity(file, 256 * 1024),
+                            PutOptions::default(),
+                        ));
+                    }
+                    for r in store.put_batch(inputs).await {
+                        r.expect("put_batch");
+                    }
+                });
+                let name = if dirs_present {
+                    format!("tarvault put_batch, shard dirs present, {s}")
+                } else {
+                    format!("tarvault put_batch, {s}")
+                };
+                t.stop(&mut table, name, n);
+                drop(store);
+                let _ = std::fs::remove_dir_all(&d);
+            }
+
+            let d = dir(&format!("cli-{fsync}"));
+            let url = if fsync {
+                d.display().to_string()
+            } else {
+                format!("file://{}?fsync=false", d.display())
+            };
+            let t = Clock::start();
+            let out = std::process::Command::new(env!("CARGO_BIN_EXE_tarvault"))
+                .arg("--store")
+                .arg(&url)
+                .arg("put")
+                .args(files)
+                .stdout(std::process::Stdio::null())
+                .status()
+                .expect("run the CLI");
+            assert!(out.success(), "tarvault put failed: {out}");
+            t.stop(&mut table, format!("tarvault CLI put, {s}"), n);
+            let _ = std::fs::remove_dir_all(&d);
+        }
+    }
+    table
+}
+
+/// The naive content store: read, sha512 + sha1, write a temp file, rename it under its hex; on
+/// `threads` threads, each taking every `threads`-th file.
+fn naive(files: &[PathBuf], dir: &Path, fsync: bool, threads: usize) {
+    let out = dir.join("out");
+    let tmp = dir.join("tmp");
+    std::fs::create_dir_all(&out).expect("out dir");
+    std::fs::create_dir_all(&tmp).expect("tmp dir");
+    std::thread::scope(|s| {
+        for t in 0..threads {
+            let (out, tmp) = (&out, &tmp);
+            s.spawn(move || {
+                let mut buf = Vec::new();
+                for (i, f) in files.iter().enumerate().skip(t).step_by(threads) {
+                    buf.clear();
+                    std::fs::File::open(f)
+                        .and_then(|mut h| h.read_to_end(&mut buf))
+                        .expect("read");
+                    let sha512 = sha2::Sha512::digest(&buf);
+                    let sha1 = sha1::Sha1::digest(&buf);
+                    std::hint::black_box(sha1);
+                    let temp = tmp.join(format!("{t}.{i}.tmp"));
+                    let mut w = std::fs::File::create(&temp).expect("create");
+                    w.write_all(&buf).expect("write");
+                    if fsync {
+                        w.sync_data().expect("fsync");
+                    }
+                    drop(w);
+                    std::fs::rename(&temp, out.join(hex::encode(sha512))).expect("rename");
+                }
+            });
+        }
+    });
+}
+
+fn print_table(title: &str, tag: &str, t: &Table) {
+    println!();
+    println!("## ingest: {title}");
+    println!("| operation | blobs/s | vs naive loop (same fsync) | vs cacache sha256 | vs cacache sha512 | CPU µs/blob |");
+    println!("|---|---|---|---|---|---|");
+    let c256 = t.get("cacache write_hash sha256");
+    let c512 = t.get("cacache write_hash sha512");
+    for (name, _, _) in &t.rows {
+        let v = t.get(name);
+        let naive = if name.contains("fsync on") {
+            t.get("naive loop, 1 thread, fsync on")
+        } else if name.contains("fsync off") {
+            t.get("naive loop, 1 thread, fsync off")
+        } else {
+            0.0
+        };
+        let vs_naive = if naive > 0.0 {
+            format!("{:.2}x", v / naive)
+        } else {
+            "-".into()
+        };
+        println!(
+            "| {name} | {v:.0} | {vs_naive} | {:.2}x | {:.2}x | {:.0} |",
+            v / c256,
+            v / c512,
+            t.cpu(name)
+        );
+    }
+    println!();
+    println!("targets ({tag}):");
+    let target = |what: &str, got: f64, want: f64| {
+        println!(
+            "- {what}: {got:.2}x (target >= {want:.2}x) {}",
+            if got >= want { "met" } else { "NOT met" }
+        );
+    };
+    let best_batch = |s: &str| {
+        t.get(&format!("tarvault put_batch, {s}"))
+            .max(t.get(&format!("tarvault CLI put, {s}")))
+    };
+    if tag == "small" {
+        for s in ["fsync off", "fsync on"] {
+            let naive = t.get(&format!("naive loop, 1 thread, {s}"));
+            for row in ["put_batch", "CLI put"] {
+                let v = t.get(&format!("tarvault {row}, {s}"));
+                target(&format!("20 KiB {row}, {s} / naive loop"), v / naive, 1.5);
+            }
+        }
+        let proto = t.get("two-thread prototype, fsync off");
+        for row in ["put_batch", "CLI put"] {
+            let v = t.get(&format!("tarvault {row}, fsync off"));
+            target(
+                &format!("20 KiB {row}, fsync off / two-thread prototype"),
+                v / proto,
+                0.8,
+            );
+        }
+    } else {
+        let off = best_batch("fsync off");
+        let on = best_batch("fsync on");
+        target("corpus batch, fsync off / cacache sha512", off / c512, 1.5);
+        target("corpus batch, fsync off / cacache sha256", off / c256, 1.0);
+        target("corpus durable batch / cacache sha512", on / c512, 1.0);
+    }
+}
