@@ -9,7 +9,9 @@
 //! The baseline is one signed PUT (no Content-MD5) and one signed GET.
 //!
 //! Run: `cargo bench --features manta --bench manta`. The server comes from `MANTA_TEST_SERVER_BIN`
-//! (or `backends/target/debug/manta-test-server`), started privately for the run.
+//! (or `backends/target/debug/manta-test-server`), started privately for the run. With
+//! `TARVAULT_NETEM=1` both sides reach it through the network emulator (`common/netem.rs`: 1 ms
+//! round trip, 1 Gbit/s each way, in its own process), as a server on another machine.
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -19,6 +21,8 @@ mod cpu;
 mod digest_floor;
 #[path = "../tests/manta_common/mod.rs"]
 mod manta_common;
+#[path = "common/netem.rs"]
+mod netem;
 
 use std::time::{Duration, Instant};
 
@@ -35,13 +39,34 @@ fn main() {
     if std::env::args().any(|a| a == "--list") {
         return;
     }
+    if netem::run_if_child() {
+        return;
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .expect("runtime");
-    let Some(target) = manta_common::Target::private("manta bench", &[]) else {
+    let Some(mut target) = manta_common::Target::private("manta bench", &[]) else {
         return;
     };
+    // Kept alive for the run: the emulator in front of the server, when asked for.
+    let _netem = std::env::var("TARVAULT_NETEM")
+        .is_ok_and(|v| v == "1")
+        .then(|| {
+            let upstream = target
+                .url
+                .trim_start_matches("http://")
+                .trim_end_matches('/');
+            let net = netem::Netem::LAN;
+            let proxy = netem::Child::start(&std::env::current_exe().expect("exe"), upstream, net);
+            println!(
+                "behind the network emulator: {:.1} ms round trip, {:.0} Mbit/s each way",
+                2.0 * net.one_way.as_secs_f64() * 1e3,
+                net.bytes_per_sec * 8.0 / 1e6
+            );
+            target.url = proxy.endpoint();
+            proxy
+        });
     println!(
         "tarvault Manta backend vs plain signed HTTP, same test server ({} cores)",
         std::thread::available_parallelism().map_or(1, |n| n.get())

@@ -11,8 +11,8 @@
 mod common;
 #[path = "common/cpu.rs"]
 mod cpu;
-#[path = "../tests/s3/proxy.rs"]
-mod proxy;
+#[path = "common/netem.rs"]
+mod netem;
 #[path = "../tests/migrate/seed.rs"]
 mod seed;
 #[path = "../tests/migrate/server.rs"]
@@ -64,6 +64,9 @@ impl Cpu {
 }
 
 fn main() {
+    if netem::run_if_child() {
+        return;
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -118,12 +121,12 @@ async fn bench() {
     println!("\n### the server on this machine (loopback)\n");
     table(&rows);
 
-    // The same server behind a proxy that holds each request for DELAY: what a migration from a
-    // CouchDB on another machine sees. The plain fetch pays the round trip once per tarball; the
-    // migrator overlaps it.
-    let delay = std::time::Duration::from_millis(1);
-    let upstream = url.trim_start_matches("http://").to_string();
-    let hop = proxy::Proxy::start(upstream, Vec::new(), proxy::Fault::Delay(delay)).await;
+    // The same server behind the network emulator (1 ms round trip, 1 Gbit/s each way, in its
+    // own process): what a migration from a CouchDB on another machine sees. The plain fetch pays
+    // the round trip once per tarball; the migrator overlaps it.
+    let net = netem::Netem::LAN;
+    let upstream = url.trim_start_matches("http://").trim_end_matches('/');
+    let hop = netem::Child::start(&std::env::current_exe().expect("exe"), upstream, net);
     let far = hop.endpoint();
     let mut rows = Vec::new();
     for round in 0..ROUNDS {
@@ -131,8 +134,9 @@ async fn bench() {
         rows.push(migrate(&far, &db, 8, true).await);
     }
     println!(
-        "\n### the server {} ms away (a proxy delays each request)\n",
-        delay.as_millis()
+        "\n### behind the network emulator: {:.1} ms round trip, {:.0} Mbit/s (benches/common/netem.rs)\n",
+        2.0 * net.one_way.as_secs_f64() * 1e3,
+        net.bytes_per_sec * 8.0 / 1e6
     );
     table(&rows);
 }

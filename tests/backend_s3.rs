@@ -60,15 +60,16 @@ async fn fixture(var: &str, name: &'static str) -> Option<S3Fixture> {
     Some(S3Fixture(S3Backend::connect(&c).await.expect("connect")))
 }
 
-/// One `#[tokio::test]` per fault case, against the server named by an env variable.
-macro_rules! faults {
-    ($var:literal, $name:literal; $($case:ident),* $(,)?) => {
-        mod faults {
+/// One `#[tokio::test]` per case of `tests/s3/<module>.rs`, against the server named by an env
+/// variable.
+macro_rules! cases {
+    ($module:ident, $var:literal, $name:literal; $($case:ident),* $(,)?) => {
+        mod $module {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $case() {
                     if let Some(s) = crate::s3::Server::from_env($var, $name) {
-                        crate::s3::faults::$case(&s).await;
+                        crate::s3::$module::$case(&s).await;
                     }
                 }
             )*
@@ -84,7 +85,9 @@ macro_rules! server {
                 fixture($var, $name).await
             }
             conformance::suite!(make);
-            faults!($var, $name; wrong_credentials, missing_bucket, unavailable_is_bounded,
+            cases!(staging, $var, $name; large_unknown_put_is_staged,
+                large_unknown_put_spools_when_staging_is_off, staged_mismatch_leaves_nothing);
+            cases!(faults, $var, $name; wrong_credentials, missing_bucket, unavailable_is_bounded,
                 transient_errors_are_retried, reset_mid_upload, single_reset_is_retried,
                 boto3_interop, cli_store_url, alias_log_is_shared_and_merged);
         }

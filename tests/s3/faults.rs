@@ -251,7 +251,18 @@ pub async fn boto3_interop(s: &Server) {
             got.len(),
             data.len()
         );
-        assert!(meta.contains(&put.digests.shasum()), "metadata {meta}");
+        // A small blob carries its digests as metadata. A large one of unknown digest is named by
+        // a server-side copy of its staging object, which had none (the digests were not known
+        // when its upload started); the alias log has them, as for a put whose sha512 was given.
+        if data.len() as u64 <= tarvault::backend::s3::S3Config::new("b", "").multipart_threshold {
+            assert!(meta.contains(&put.digests.shasum()), "metadata {meta}");
+        } else {
+            let by_sha1 = crate::common::addr(&put.digests.shasum());
+            assert_eq!(
+                store.stat(&by_sha1).await.expect("stat by sha1").key,
+                key_of(&data)
+            );
+        }
 
         // boto3 plants corrupt bytes under the address: tarvault refuses them.
         let mut bad = data.clone();

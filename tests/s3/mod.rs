@@ -7,6 +7,7 @@
 
 pub mod faults;
 pub mod proxy;
+pub mod staging;
 
 use std::collections::HashMap;
 use std::sync::Arc;

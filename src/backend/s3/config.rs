@@ -14,6 +14,7 @@
 //! | `max_retries=N` | retries of a failed request (5xx, connection reset, timeout), default 4 |
 //! | `retry_timeout_secs=N` | give up retrying a request after this long, default 30 |
 //! | `multipart_threshold=BYTES` | larger blobs go up as multipart uploads, default 16 MiB |
+//! | `staging=true\|false` | a larger blob of unknown digest streams to a staging key while hashed, then a server-side copy names it (default `true`); `false` spools it to a local file and uploads it once hashed |
 
 use std::time::Duration;
 
@@ -46,6 +47,10 @@ pub struct S3Config {
     /// Blobs larger than this are spooled to a temp file and sent as a multipart upload; smaller
     /// ones are held in memory and sent with one PUT.
     pub multipart_threshold: u64,
+    /// Large blobs of unknown digest stream to a staging key while they are hashed and are then
+    /// copied on the server to their key, instead of being spooled to a local file and uploaded
+    /// once hashed. Falls back to spooling by itself where the server cannot copy.
+    pub stage_unknown: bool,
 }
 
 impl S3Config {
@@ -62,6 +67,7 @@ impl S3Config {
             retry_timeout: Duration::from_secs(30),
             credentials: None,
             multipart_threshold: crate::backend::s3::writer::SINGLE_PUT_MAX,
+            stage_unknown: true,
         }
     }
 
@@ -94,6 +100,7 @@ impl S3Config {
                 }
                 "max_retries" => c.max_retries = v.parse().map_err(|_| bad())?,
                 "multipart_threshold" => c.multipart_threshold = v.parse().map_err(|_| bad())?,
+                "staging" => c.stage_unknown = parse_bool(v).ok_or_else(bad)?,
                 "retry_timeout_secs" => {
                     c.retry_timeout = Duration::from_secs(v.parse().map_err(|_| bad())?)
                 }
@@ -190,6 +197,9 @@ mod tests {
         assert!(S3Config::parse("s3://").is_err());
         assert!(S3Config::parse("s3://b?nope=1").is_err());
         assert!(S3Config::parse("s3://b?checksum=md5").is_err());
+        assert!(S3Config::parse("s3://b").is_ok_and(|c| c.stage_unknown));
+        assert!(S3Config::parse("s3://b?staging=false").is_ok_and(|c| !c.stage_unknown));
+        assert!(S3Config::parse("s3://b?staging=maybe").is_err());
         assert_eq!(
             S3Config::parse("s3://b").map(|c| c.prefix).ok().as_deref(),
             Some("")

@@ -4,6 +4,7 @@
 //! <prefix>/blobs/Ab/<sha512 base64url>  a blob (Ab: the first two characters of its name)
 //! <prefix>/alias/log/<time>-<random>    a segment of the alias log (sha1/blake3 → sha512 records)
 //! <prefix>/quarantine/<sha512 hex>       a blob fsck found corrupt, kept for inspection
+//! <prefix>/staging/<unix ms>-<random>    a large put's verified bytes, until copied to their key
 //! ```
 //!
 //! S3 scales its request rate per key prefix and splits partitions on key ranges. Everything after
@@ -67,6 +68,16 @@ impl Keys {
     /// The folder holding the alias log's segments.
     pub(crate) fn alias_log(&self) -> Path {
         self.join("alias/log")
+    }
+
+    /// The folder holding staging objects (see `staging`).
+    pub(crate) fn staging_dir(&self) -> Path {
+        self.join("staging")
+    }
+
+    /// A staging object named `name`.
+    pub(crate) fn staging(&self, name: &str) -> Path {
+        self.join(&format!("staging/{name}"))
     }
 
     pub(crate) fn quarantine(&self, key: &BlobKey) -> Path {

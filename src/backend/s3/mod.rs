@@ -18,7 +18,8 @@
 //!
 //! Server quirks handled here: Ceph RGW cannot do object_store's copy-if-not-exists (411 on
 //! UploadPartCopy) and ignores `If-None-Match` on CompleteMultipartUpload, so nothing relies on
-//! either (see `writer`); `If-Match` is never used (RGW compares unquoted ETags); a 404 about a
+//! either (see `writer`; a large put of unknown digest uses a plain `CopyObject` after a `HEAD`,
+//! see `staging`); `If-Match` is never used (RGW compares unquoted ETags); a 404 about a
 //! missing bucket is an error, never "blob not found"; DELETE answers 204 whether or not the
 //! object existed, so `delete` asks first.
 
@@ -27,6 +28,7 @@ pub mod config;
 mod errors;
 mod keys;
 mod read;
+mod staging;
 mod writer;
 
 use std::ops::Range;
@@ -57,9 +59,19 @@ pub(crate) struct Inner {
     retries: usize,
     /// Largest blob sent with a single PUT.
     single_put_max: u64,
+    /// Large puts of unknown digest go to a staging key, then a server-side copy (else they
+    /// spool to a local file).
+    stage_unknown: bool,
+    /// Whether the server's `CopyObject` works, once tried.
+    copy: staging::CopySupport,
 }
 
 impl Inner {
+    /// Whether a large put of unknown digest should stream to a staging key now.
+    fn stages(&self) -> bool {
+        self.stage_unknown && self.copy.usable()
+    }
+
     /// Records the sha1 and blake3 aliases of a blob; stored when this returns.
     async fn record_aliases(&self, d: &Digests) -> Result<()> {
         self.aliases.record(std::slice::from_ref(d)).await
@@ -92,7 +104,7 @@ impl S3Backend {
 
     /// A backend over an existing object store client (no probe). For tests and tools.
     pub fn with_store(store: Arc<dyn ObjectStore>, prefix: &str, describe: String) -> S3Backend {
-        S3Backend::new(store, prefix, describe, 4, writer::SINGLE_PUT_MAX)
+        S3Backend::new(store, prefix, describe, 4, writer::SINGLE_PUT_MAX, true)
     }
 
     /// A backend over an existing object store client (no probe) with `config`'s prefix, retries
@@ -105,6 +117,7 @@ impl S3Backend {
             config.describe(),
             config.max_retries,
             config.multipart_threshold,
+            config.stage_unknown,
         )
     }
 
@@ -114,6 +127,7 @@ impl S3Backend {
         describe: String,
         retries: usize,
         single_put_max: u64,
+        stage_unknown: bool,
     ) -> S3Backend {
         let keys = Keys::new(prefix);
         S3Backend {
@@ -128,6 +142,8 @@ impl S3Backend {
                 describe,
                 retries,
                 single_put_max,
+                stage_unknown,
+                copy: staging::CopySupport::default(),
             }),
         }
     }
@@ -278,11 +294,12 @@ impl Backend for S3Backend {
         }
     }
 
-    /// Nothing to sweep on the server: uploads send nothing before they verified, and a multipart
-    /// upload that fails is aborted. (Configure the bucket's `AbortIncompleteMultipartUpload`
-    /// lifecycle rule for uploads of processes killed mid-commit.) Spool files are unlinked temp
-    /// files, which the OS removes with their process.
+    /// Deletes staging objects older than an hour: left by a process killed between completing a
+    /// large put's staging upload and deleting it (see `staging`). A multipart upload that fails
+    /// is aborted; configure the bucket's `AbortIncompleteMultipartUpload` lifecycle rule for
+    /// uploads of processes killed mid-stream. Spool files are unlinked temp files, which the OS
+    /// removes with their process.
     async fn sweep(&self) -> Result<u64> {
-        Ok(0)
+        staging::sweep(&self.inner, staging::STAGING_MAX_AGE).await
     }
 }

@@ -4,8 +4,8 @@
 //! hashed every byte, and a put whose bytes turn out wrong must leave nothing under any address.
 //! S3 cannot rename, and `object_store` has no create-only multipart upload (and Ceph RGW ignores
 //! `If-None-Match` on CompleteMultipartUpload and cannot do UploadPartCopy without a
-//! Content-Length, so "stage under a temp key, then copy-if-not-exists" does not work there). So
-//! nothing is sent to the server until the bytes verified:
+//! Content-Length, so copy-*if-not-exists* does not work there; a plain `CopyObject` after a
+//! `HEAD` does). So nothing is published under an address until the bytes verified:
 //!
 //! - **Small blobs** (up to [`SINGLE_PUT_MAX`], which covers nearly every npm tarball) are held in
 //!   memory and published with one `PUT` carrying `If-None-Match: *` ([`PutMode::Create`]):
@@ -18,11 +18,14 @@
 //!   store has already checked the key is absent; a racing writer that completes too wrote the
 //!   same verified bytes.) The digests other than the key are not known when such an upload
 //!   starts, so the object carries no digest metadata; the alias log records them.
-//! - **Other large blobs** spill to an unlinked local temp file as they stream in, so memory stays
-//!   flat whatever the size. After verification the key is known: a `HEAD` finds a dedupe hit,
-//!   else a multipart upload goes from the file straight to the final key, as above. Two writers
-//!   racing on the same large blob may both complete; both wrote the same verified bytes, so the
-//!   last one wins harmlessly.
+//! - **Other large blobs** (no sha512 given) stream into a multipart upload to a *staging* key
+//!   while they are hashed, completed only once verified, then a server-side `CopyObject` names
+//!   the final key (`staging`): the upload overlaps the hashing instead of following it.
+//! - **The same, where staging is off or the server refused a copy**: they spill to an unlinked
+//!   local temp file as they stream in, so memory stays flat whatever the size. After
+//!   verification the key is known: a `HEAD` finds a dedupe hit, else a multipart upload goes
+//!   from the file straight to the final key, as above. Two writers racing on the same large
+//!   blob may both complete; both wrote the same verified bytes, so the last one wins harmlessly.
 //!
 //! The digests ride along as object metadata, so `head` knows them without reading the blob, and
 //! `x-amz-checksum-sha256` (when enabled) makes the server check every request body as well.
@@ -43,6 +46,7 @@ use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 
 use super::errors::{absent_ok, backend_error, is_transport};
 use super::keys::digest_attributes;
+use super::staging::Staged;
 use super::Inner;
 use crate::backend::{BlobKey, BlobWriter, Committed};
 use crate::integrity::Digests;
@@ -65,6 +69,8 @@ pub(crate) struct S3Writer {
     spool: Option<tokio::fs::File>,
     /// The multipart upload to `expected` once the upload outgrew [`SINGLE_PUT_MAX`].
     direct: Option<Upload>,
+    /// The multipart upload to a staging key, when no key was expected (see `staging`).
+    staged: Option<Staged>,
 }
 
 impl S3Writer {
@@ -76,7 +82,21 @@ impl S3Writer {
             len: 0,
             spool: None,
             direct: None,
+            staged: None,
         }
+    }
+
+    /// Starts a multipart upload to a staging key and sends what is held so far.
+    async fn go_staged(&mut self, chunk: Bytes) -> Result<()> {
+        let mut staged = Staged::start(&self.inner).await?;
+        for c in std::mem::take(&mut self.chunks)
+            .into_iter()
+            .chain(std::iter::once(chunk))
+        {
+            staged.send(&self.inner.describe, c).await?;
+        }
+        self.staged = Some(staged);
+        Ok(())
     }
 
     /// Starts the multipart upload to the expected key and sends what is held so far.
@@ -121,9 +141,12 @@ impl BlobWriter for S3Writer {
         self.len += chunk.len() as u64;
         if let Some(up) = self.direct.as_mut() {
             up.send(&self.inner.describe, chunk).await
+        } else if let Some(staged) = self.staged.as_mut() {
+            staged.send(&self.inner.describe, chunk).await
         } else if self.spool.is_some() || self.len > self.inner.single_put_max {
             match self.expected {
                 Some(key) if self.spool.is_none() => self.go_direct(key, chunk).await,
+                None if self.spool.is_none() && self.inner.stages() => self.go_staged(chunk).await,
                 _ => self.spill(chunk).await,
             }
         } else {
@@ -144,9 +167,15 @@ impl BlobWriter for S3Writer {
             chunks,
             spool,
             direct,
+            staged,
             expected,
             ..
         } = *self;
+        if let Some(staged) = staged {
+            let blob = staged.publish(&inner, digests).await?;
+            inner.record_aliases(digests).await?;
+            return Ok(blob);
+        }
         if let Some(up) = direct {
             // Completing publishes: only under the key the upload was started for, which the
             // store verified the bytes against.
@@ -186,11 +215,19 @@ impl BlobWriter for S3Writer {
     }
 
     async fn abort(self: Box<Self>) -> Result<()> {
-        // Only a direct upload sent anything, and it is invisible until completed: abort it so
-        // the server drops its parts. Dropping the buffers and the unlinked spool file is the rest.
-        match self.direct {
-            Some(up) => up.abort(&self.inner.describe).await,
-            None => Ok(()),
+        // Only a direct or staged upload sent anything, and it is invisible until completed:
+        // abort it so the server drops its parts. Dropping the buffers and the unlinked spool file
+        // is the rest.
+        let S3Writer {
+            inner,
+            direct,
+            staged,
+            ..
+        } = *self;
+        match (direct, staged) {
+            (Some(up), _) => up.abort(&inner.describe).await,
+            (None, Some(staged)) => staged.abort(&inner.describe).await,
+            (None, None) => Ok(()),
         }
     }
 
@@ -261,11 +298,8 @@ async fn put_small(inner: &Inner, d: &Digests, chunks: Vec<Bytes>) -> Result<Com
 async fn put_large(inner: &Inner, d: &Digests, mut file: tokio::fs::File) -> Result<Committed> {
     let key = BlobKey::new(d.sha512);
     let path = inner.keys.blob(&key);
-    if let Some(m) = absent_ok(&inner.describe, "head", inner.store.head(&path).await)? {
-        if m.size == d.size {
-            return Ok(Committed::AlreadyPresent);
-        }
-        tracing::warn!(blob = %path, "replacing a wrong-sized object with verified bytes");
+    if already_there(inner, &path, d).await? {
+        return Ok(Committed::AlreadyPresent);
     }
     let spool_err = |e| Error::io("read spool file", std::env::temp_dir(), e);
     file.seek(SeekFrom::Start(0)).await.map_err(spool_err)?;
@@ -290,23 +324,32 @@ async fn put_large(inner: &Inner, d: &Digests, mut file: tokio::fs::File) -> Res
         }
     }
     .await;
-    match result {
-        Ok(()) => up.complete(&inner.describe).await,
-        Err(e) => {
-            if let Err(abort) = up.abort(&inner.describe).await {
-                tracing::warn!(error = %abort, blob = %path, "could not abort a failed multipart upload");
-            }
-            Err(e)
+    up.settle(&inner.describe, result).await
+}
+
+/// A dedupe check before a large upload: whether `path` already holds a blob of the right size
+/// (a wrong-sized object there is replaced, with a warning).
+pub(super) async fn already_there(inner: &Inner, path: &Path, d: &Digests) -> Result<bool> {
+    match absent_ok(&inner.describe, "head", inner.store.head(path).await)? {
+        Some(m) if m.size == d.size => Ok(true),
+        Some(_) => {
+            tracing::warn!(blob = %path, "replacing a wrong-sized object with verified bytes");
+            Ok(false)
         }
+        None => Ok(false),
     }
 }
 
 /// A multipart upload in progress: invisible until [`Upload::complete`]. One whose commit was
 /// cancelled (its future dropped) is aborted on drop, so the server does not keep the parts.
-struct Upload(Option<WriteMultipart>);
+pub(super) struct Upload(Option<WriteMultipart>);
 
 impl Upload {
-    async fn start(inner: &Inner, path: &Path, opts: PutMultipartOptions) -> Result<Upload> {
+    pub(super) async fn start(
+        inner: &Inner,
+        path: &Path,
+        opts: PutMultipartOptions,
+    ) -> Result<Upload> {
         let upload = inner
             .store
             .put_multipart_opts(path, opts)
@@ -318,7 +361,7 @@ impl Upload {
     }
 
     /// Hands bytes to the upload, waiting while [`PARTS_IN_FLIGHT`] parts are in flight.
-    async fn send(&mut self, describe: &str, chunk: Bytes) -> Result<()> {
+    pub(super) async fn send(&mut self, describe: &str, chunk: Bytes) -> Result<()> {
         let Some(w) = self.0.as_mut() else {
             return Err(Error::InvalidInput("multipart upload gone".into()));
         };
@@ -330,7 +373,7 @@ impl Upload {
     }
 
     /// Completes the upload, which publishes the object.
-    async fn complete(mut self, describe: &str) -> Result<Committed> {
+    pub(super) async fn complete(mut self, describe: &str) -> Result<Committed> {
         let Some(w) = self.0.take() else {
             return Err(Error::InvalidInput("multipart upload gone".into()));
         };
@@ -340,7 +383,21 @@ impl Upload {
         Ok(Committed::Stored)
     }
 
-    async fn abort(mut self, describe: &str) -> Result<()> {
+    /// Completes the upload if every part was sent (`sent` is `Ok`), else aborts it and returns
+    /// the sending error.
+    pub(super) async fn settle(self, describe: &str, sent: Result<()>) -> Result<Committed> {
+        match sent {
+            Ok(()) => self.complete(describe).await,
+            Err(e) => {
+                if let Err(abort) = self.abort(describe).await {
+                    tracing::warn!(backend = %describe, error = %abort, "could not abort a failed multipart upload");
+                }
+                Err(e)
+            }
+        }
+    }
+
+    pub(super) async fn abort(mut self, describe: &str) -> Result<()> {
         match self.0.take() {
             Some(w) => w
                 .abort()

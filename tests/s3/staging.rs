@@ -1,0 +1,123 @@
+//! Large puts of unknown digest on a real server: streamed to a staging key while hashed, then
+//! named by a server-side copy. Nothing is left under `staging/`, nothing is visible after a
+//! mismatch, and the spool fallback (`staging=false`) still stores.
+#![allow(dead_code)]
+
+use bytes::Bytes;
+use futures::TryStreamExt;
+use object_store::path::Path;
+use object_store::ObjectStore;
+use tarvault::backend::s3::S3Backend;
+use tarvault::{ErrorKind, Integrity, PutOptions, Store};
+
+use super::Server;
+use crate::common::{addr, chunked, noise, sha1_hex, sha512_sri};
+
+/// 20 MiB: over the 1 MiB threshold set here, three 8 MiB-or-less parts.
+const SIZE: usize = 20 << 20;
+
+async fn store(s: &Server, prefix: &str, staging: bool) -> Store {
+    let mut c = s.config(prefix);
+    c.multipart_threshold = 1 << 20;
+    c.stage_unknown = staging;
+    Store::new(S3Backend::connect(&c).await.expect("connect"))
+}
+
+/// Every object key under `prefix`.
+async fn keys_under(s: &Server, prefix: &str) -> Vec<String> {
+    s.raw()
+        .list(Some(&Path::from(prefix)))
+        .map_ok(|m| m.location.to_string())
+        .try_collect()
+        .await
+        .expect("list")
+}
+
+async fn put_unknown_and_check(s: &Server, staging: bool) {
+    let prefix = Server::fresh_prefix(if staging { "stage" } else { "spool" });
+    let st = store(s, &prefix, staging).await;
+    let bytes = Bytes::from(noise(SIZE, 17));
+    let put = st
+        .put(chunked(&bytes, 300 * 1024), &PutOptions::default())
+        .await
+        .expect("put of unknown digest");
+    assert!(put.stored);
+    assert_eq!(
+        put.digests.integrity().to_string(),
+        sha512_sri(&bytes),
+        "{}",
+        s.name
+    );
+    // Read back verified, by sha512 and by sha1 (the alias was recorded).
+    let got = st
+        .get(&put.digests.integrity())
+        .await
+        .expect("get")
+        .bytes()
+        .await
+        .expect("verified read");
+    assert!(got == bytes, "{}: bytes differ", s.name);
+    let by_sha1 = Integrity::parse_address(&sha1_hex(&bytes)).expect("address");
+    assert_eq!(
+        st.stat(&by_sha1).await.expect("stat by sha1").size,
+        SIZE as u64
+    );
+    // No staging object left, and the blob is where the layout says.
+    let keys = keys_under(s, &prefix).await;
+    assert!(
+        !keys.iter().any(|k| k.contains("/staging/")),
+        "{}: staging objects left: {keys:?}",
+        s.name
+    );
+    assert_eq!(
+        keys.iter().filter(|k| k.contains("/blobs/")).count(),
+        1,
+        "{}: {keys:?}",
+        s.name
+    );
+    // The same bytes again: a dedupe hit, still no staging object left.
+    let again = st
+        .put(chunked(&bytes, 1 << 20), &PutOptions::default())
+        .await
+        .expect("second put");
+    assert!(!again.stored, "{}: the second put should dedupe", s.name);
+    let keys = keys_under(s, &prefix).await;
+    assert!(!keys.iter().any(|k| k.contains("/staging/")), "{keys:?}");
+}
+
+/// A 20 MiB put of unknown digest goes through a staging key and a server-side copy: it stores,
+/// reads back verified, is found by sha1, and leaves no staging object.
+pub async fn large_unknown_put_is_staged(s: &Server) {
+    put_unknown_and_check(s, true).await;
+}
+
+/// The spool fallback (`staging=false`) stores the same way.
+pub async fn large_unknown_put_spools_when_staging_is_off(s: &Server) {
+    put_unknown_and_check(s, false).await;
+}
+
+/// A large put whose bytes do not match the expected sha1 (so it streams to a staging key, the
+/// sha512 being unknown) fails with a mismatch and leaves nothing under the store's prefix.
+pub async fn staged_mismatch_leaves_nothing(s: &Server) {
+    let prefix = Server::fresh_prefix("stagebad");
+    let st = store(s, &prefix, true).await;
+    let bytes = Bytes::from(noise(SIZE, 18));
+    let wrong = addr(&format!(
+        "sha1-{}",
+        base64::Engine::encode(&base64::engine::general_purpose::STANDARD, [7u8; 20])
+    ));
+    let err = st
+        .put(chunked(&bytes, 1 << 20), &PutOptions::expect(wrong))
+        .await
+        .expect_err("a mismatching put must fail");
+    assert_eq!(
+        err.kind(),
+        ErrorKind::IntegrityMismatch,
+        "{}: {err}",
+        s.name
+    );
+    let keys = keys_under(s, &prefix).await;
+    assert!(keys.is_empty(), "{}: objects left: {keys:?}", s.name);
+    let by_sha512 = addr(&sha512_sri(&bytes));
+    assert!(!st.contains(&by_sha512).await.expect("contains"));
+}
