@@ -14,6 +14,8 @@
 //! | `max_retries=N` | retries of a failed request (5xx, connection reset, timeout), default 4 |
 //! | `retry_timeout_secs=N` | give up retrying a request after this long, default 30 |
 //! | `multipart_threshold=BYTES` | larger blobs go up as multipart uploads, default 16 MiB |
+//! | `alias_cache_bytes=BYTES` | memory for cached sha1/blake3 lookups, default 32 MiB |
+//! | `alias_miss_ttl_ms=N` | how long a lookup that found nothing is answered from memory, default 1000 (0: never) |
 
 use std::time::Duration;
 
@@ -46,6 +48,8 @@ pub struct S3Config {
     /// Blobs larger than this are spooled to a temp file and sent as a multipart upload; smaller
     /// ones are held in memory and sent with one PUT.
     pub multipart_threshold: u64,
+    /// What the alias index may keep in memory.
+    pub alias_cache: crate::backend::AliasCacheConfig,
 }
 
 impl S3Config {
@@ -62,6 +66,7 @@ impl S3Config {
             retry_timeout: Duration::from_secs(30),
             credentials: None,
             multipart_threshold: crate::backend::s3::writer::SINGLE_PUT_MAX,
+            alias_cache: crate::backend::AliasCacheConfig::default(),
         }
     }
 
@@ -94,6 +99,10 @@ impl S3Config {
                 }
                 "max_retries" => c.max_retries = v.parse().map_err(|_| bad())?,
                 "multipart_threshold" => c.multipart_threshold = v.parse().map_err(|_| bad())?,
+                "alias_cache_bytes" => c.alias_cache.bytes = v.parse().map_err(|_| bad())?,
+                "alias_miss_ttl_ms" => {
+                    c.alias_cache.miss_ttl = Duration::from_millis(v.parse().map_err(|_| bad())?)
+                }
                 "retry_timeout_secs" => {
                     c.retry_timeout = Duration::from_secs(v.parse().map_err(|_| bad())?)
                 }
