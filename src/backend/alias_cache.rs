@@ -3,10 +3,13 @@
 //!
 //! Why bounded: the index it fronts holds every blob's aliases, so a process that kept all it saw
 //! (as the segment log did) grows with the store, and a migrator grows with every put. Here the
-//! hits live in two generations of at most half the byte budget each: entries go into the young
-//! one, a hit in the old one moves to the young one, and when the young one is full the old one is
-//! dropped whole and the young one takes its place. That is LRU to within a factor of two, with no
-//! per-entry list to maintain and no crate beyond the standard `HashMap`.
+//! hits live in two generations, each a hash table of fixed capacity taking at most half the byte
+//! budget: entries go into the young one, a hit in the old one moves to the young one, and when
+//! the young one is full the old one is emptied and the two swap. That is LRU to within a factor
+//! of two, with no per-entry list to maintain and no crate beyond the standard `HashMap`. The
+//! tables are sized once (to a power of two of buckets, as the table allocates them) and reused,
+//! never dropped and reallocated: a 200k-entry run that dropped the old table instead measured
+//! 72 MB of RSS for a cache of 26 MB by count, the allocator keeping the freed tables.
 //!
 //! Misses are remembered for at most [`CacheConfig::miss_ttl`] (default 1 s) and at most
 //! [`MISSES_MAX`] of them, so a burst of lookups of one unknown tarball costs one request, yet a
@@ -47,9 +50,8 @@ impl Default for CacheConfig {
 /// An algorithm tag and up to 64 digest bytes (zero-padded).
 type CacheKey = (u8, [u8; 64]);
 
-/// Estimated bytes per entry: key and value, plus the table's control byte, at hashbrown's
-/// 7/8 load factor.
-const ENTRY_BYTES: usize = (std::mem::size_of::<(CacheKey, Digests)>() + 1) * 8 / 7;
+/// Bytes per bucket of a table: key and value, plus the table's control byte.
+const BUCKET_BYTES: usize = std::mem::size_of::<(CacheKey, Digests)>() + 1;
 
 fn cache_key(alg: Algorithm, digest: &[u8]) -> Option<CacheKey> {
     let tag = match alg {
@@ -82,9 +84,20 @@ impl AliasCache {
         }
     }
 
+    /// Buckets of one generation's table: the largest power of two within half the budget (the
+    /// table allocates a power of two of buckets, and fills them to 7/8).
+    fn buckets(&self) -> usize {
+        let fit = self.config.bytes / 2 / BUCKET_BYTES;
+        if fit < 8 {
+            0
+        } else {
+            1 << fit.ilog2()
+        }
+    }
+
     /// Entries one generation holds.
     fn generation_max(&self) -> usize {
-        self.config.bytes / 2 / ENTRY_BYTES
+        self.buckets() / 8 * 7
     }
 
     fn put(&mut self, k: CacheKey, d: Digests) {
@@ -93,7 +106,12 @@ impl AliasCache {
             return;
         }
         if self.young.len() >= max && !self.young.contains_key(&k) {
-            self.old = std::mem::take(&mut self.young);
+            self.old.clear();
+            std::mem::swap(&mut self.young, &mut self.old);
+        }
+        if self.young.capacity() < max {
+            // Once, to its full size, so it never grows by doubling past it.
+            self.young.reserve(max - self.young.len());
         }
         self.young.insert(k, d);
     }
@@ -162,9 +180,17 @@ impl AliasCache {
         self.misses.insert(k, asked);
     }
 
-    /// Estimated bytes held by hits (for tests and benchmarks).
+    /// Bytes the tables of hits take (for tests and benchmarks): their buckets, whether full or
+    /// not.
     pub(crate) fn bytes(&self) -> usize {
-        (self.young.len() + self.old.len()) * ENTRY_BYTES
+        let table = |m: &HashMap<CacheKey, Digests>| {
+            if m.capacity() == 0 {
+                0
+            } else {
+                (m.capacity() * 8 / 7).next_power_of_two() * BUCKET_BYTES
+            }
+        };
+        table(&self.young) + table(&self.old)
     }
 }
 
