@@ -279,7 +279,7 @@ async fn lookups_over(c: Counting, prefix: &str, entries: u64, lookups: u64) {
     let counts = c.counts.clone();
     let probe = AliasProbe::open(
         Arc::new(c),
-        &prefix,
+        prefix,
         AliasDesign::Markers,
         AliasCacheConfig::default(),
     );
@@ -316,14 +316,26 @@ async fn lookups_over(c: Counting, prefix: &str, entries: u64, lookups: u64) {
     lat.sort_unstable();
     let pct = |p: f64| lat[((lat.len() as f64 - 1.0) * p) as usize] as f64 / 1000.0;
     let requests = counts.total() - base;
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let rss = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .map(|v| v.trim().to_string())
-        .unwrap_or_default();
+    let rss = rss_now();
+    // A miss, the first of this process: the marker GET and one LIST of the old log's folder.
+    let before = counts.total();
+    let absent = digests(u64::MAX);
+    let got = probe
+        .resolve(&absent.hash(Algorithm::Sha1))
+        .await
+        .expect("miss");
+    assert!(got.is_none());
+    let first_miss = counts.total() - before;
+    let before = counts.total();
+    let absent = digests(u64::MAX - 1);
+    let got = probe
+        .resolve(&absent.hash(Algorithm::Blake3))
+        .await
+        .expect("miss");
+    assert!(got.is_none());
+    let next_miss = counts.total() - before;
     println!(
-        "  first lookup of the process: {first} requests (marker GET + one LIST of the old log)"
+        "  first lookup of the process (a hit): {first} requests; first miss {first_miss}, next miss {next_miss}"
     );
     println!(
         "  {lookups} lookups (16 in flight): {:.3} requests/lookup, {:.0} lookups/s, latency p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
