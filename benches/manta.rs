@@ -5,7 +5,8 @@
 //! - one large blob (`TARVAULT_BENCH_MANTA_MIB`, default 64).
 //!
 //! tarvault's put hashes sha512+sha1+blake3+MD5, HEADs for an existing copy, PUTs with
-//! `Content-MD5` and metadata, and writes two zero-byte alias objects; its get verifies sha512.
+//! `Content-MD5` and metadata, and writes two small alias marker objects alongside; its get
+//! verifies sha512.
 //! The baseline is one signed PUT (no Content-MD5) and one signed GET.
 //!
 //! Run: `cargo bench --features manta --bench manta`. The server comes from `MANTA_TEST_SERVER_BIN`

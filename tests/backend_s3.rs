@@ -77,6 +77,22 @@ macro_rules! cases {
     };
 }
 
+/// One `#[tokio::test]` per alias marker case, against the server named by an env variable.
+macro_rules! markers {
+    ($var:literal, $name:literal; $($case:ident),* $(,)?) => {
+        mod markers {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    if let Some(s) = crate::s3::Server::from_env($var, $name) {
+                        crate::s3::markers::$case(&s).await;
+                    }
+                }
+            )*
+        }
+    };
+}
+
 macro_rules! server {
     ($module:ident, $var:literal, $name:literal) => {
         mod $module {
@@ -89,7 +105,9 @@ macro_rules! server {
                 large_unknown_put_spools_when_staging_is_off, staged_mismatch_leaves_nothing);
             cases!(faults, $var, $name; wrong_credentials, missing_bucket, unavailable_is_bounded,
                 transient_errors_are_retried, reset_mid_upload, single_reset_is_retried,
-                boto3_interop, cli_store_url, alias_log_is_shared_and_merged);
+                boto3_interop, cli_store_url);
+            markers!($var, $name; lookups_cost_one_request, another_process_sees_a_put_at_once,
+                segments_upgrade_to_markers, fsck_repairs_markers_and_imports_segments);
         }
     };
 }

@@ -12,9 +12,10 @@ use common::noise;
 use futures::TryStreamExt;
 use manta_common::{Keys, Target};
 use md5::Digest as _;
+use tarvault::backend::manta::protocol::RequestBody;
 use tarvault::backend::manta::{api_error, KeyError, LoadedKey, MantaBackend, MantaConfig};
 use tarvault::backend::{Backend, BlobKey};
-use tarvault::{ErrorKind, Integrity, PutOptions, Store};
+use tarvault::{ErrorKind, FsckOptions, Integrity, PutOptions, Store};
 
 /// The first `n` corpus tarballs, with their file names.
 fn corpus_tarballs(n: usize) -> Vec<(String, Vec<u8>)> {
@@ -612,20 +613,20 @@ async fn signature_header_and_subuser_key_id() {
     );
 }
 
-/// The alias log on the test server: the small segments left by one-at-a-time puts are merged
-/// (written first, then deleted), and another process (a fresh backend on the same directory)
-/// finds every blob by sha1 and by blake3.
+/// Alias markers on the test server: another process (a fresh backend on the same directory)
+/// finds every blob by sha1 and blake3 at once; a store of alias-log segments of an earlier
+/// version answers every lookup while it upgrades, and its segments are gone afterwards; a
+/// truncated marker is skipped and fsck rewrites it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn alias_log_is_shared_and_merged() {
-    let Some(target) = Target::get("alias_log_is_shared_and_merged") else {
+async fn alias_markers_are_shared_and_segments_upgrade() {
+    let Some(target) = Target::get("alias_markers_are_shared_and_segments_upgrade") else {
         return;
     };
-    let config = target.config("alias-log");
+    let config = target.config("alias-markers");
     let writer = MantaBackend::new(config.clone()).expect("backend");
     let store = Store::new(writer.clone());
     let mut all = Vec::new();
-    // One at a time: a segment each, so a merge falls due at the 64th.
-    for i in 0..70u64 {
+    for i in 0..12u64 {
         let data = noise(1000 + i as usize, 600 + i);
         let put = store
             .put_bytes(data.clone(), &PutOptions::default())
@@ -633,22 +634,101 @@ async fn alias_log_is_shared_and_merged() {
             .expect("put");
         all.push((data, put.digests));
     }
-    let dir = format!("{}/aliases/log", config.root);
-    let mut segments = usize::MAX;
-    for _ in 0..100 {
-        segments = writer
-            .client()
+    let reader = Store::new(MantaBackend::new(config.clone()).expect("backend"));
+    common::assert_found_by_aliases(&reader, &all).await;
+
+    // What an earlier version left: no markers, the records in segments of the log.
+    let client = writer.client();
+    let markers = format!("{}/markers", config.root);
+    for alg in ["sha1", "blake3"] {
+        let dir = format!("{markers}/{alg}");
+        for shard in client
             .list_dir(&dir)
             .await
             .expect("list")
-            .expect("the log directory")
+            .unwrap_or_default()
+        {
+            let shard = format!("{dir}/{}", shard.name);
+            for m in client
+                .list_dir(&shard)
+                .await
+                .expect("list")
+                .unwrap_or_default()
+            {
+                client
+                    .delete(&format!("{shard}/{}", m.name))
+                    .await
+                    .expect("delete marker");
+            }
+        }
+    }
+    let log = format!("{}/aliases/log", config.root);
+    client
+        .put_directory(&format!("{}/aliases", config.root))
+        .await
+        .expect("mkdir");
+    client.put_directory(&log).await.expect("mkdir");
+    for (i, chunk) in all.chunks(5).enumerate() {
+        let body: String = chunk
+            .iter()
+            .map(|(_, d)| {
+                let (a, b, c) = (d.sha512_hex(), d.shasum(), d.blake3_hex());
+                format!("v1 {a} {b} {c} {}\n", d.size)
+            })
+            .collect();
+        client
+            .put_object(
+                &format!("{log}/0000000000000{i}-00000000000000{i:02}"),
+                reqwest::header::HeaderMap::new(),
+                RequestBody::Bytes(body.into()),
+            )
+            .await
+            .expect("segment");
+    }
+    let upgrading = Store::new(MantaBackend::new(config.clone()).expect("backend"));
+    common::assert_found_by_aliases(&upgrading, &all).await;
+    let mut left = usize::MAX;
+    for _ in 0..300 {
+        left = client
+            .list_dir(&log)
+            .await
+            .expect("list")
+            .unwrap_or_default()
             .len();
-        if segments < 64 {
+        if left == 0 {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert!(segments < 64, "{segments} segments after 70 single puts");
-    let reader = Store::new(MantaBackend::new(config).expect("backend"));
-    common::assert_found_by_aliases(&reader, &all).await;
+    assert_eq!(left, 0, "segments left after the import");
+    let after = Store::new(MantaBackend::new(config.clone()).expect("backend"));
+    common::assert_found_by_aliases(&after, &all).await;
+
+    // A truncated marker: skipped, then rewritten by fsck.
+    let d0 = &all[0].1;
+    let layout = writer.layout();
+    let marker = layout.marker_path(tarvault::Algorithm::Sha1, &d0.shasum());
+    client
+        .put_object(
+            &marker,
+            reqwest::header::HeaderMap::new(),
+            RequestBody::Bytes("v1 12".into()),
+        )
+        .await
+        .expect("corrupt");
+    let fresh = MantaBackend::new(config.clone()).expect("backend");
+    assert_eq!(
+        fresh
+            .resolve_alias(&d0.hash(tarvault::Algorithm::Sha1))
+            .await
+            .expect("resolve"),
+        None
+    );
+    let report = Store::new(fresh)
+        .fsck(&FsckOptions::default())
+        .await
+        .expect("fsck");
+    assert_eq!(report.index.corrected, 1, "{report:?}");
+    let repaired = Store::new(MantaBackend::new(config).expect("backend"));
+    common::assert_found_by_aliases(&repaired, &all).await;
 }

@@ -1,5 +1,8 @@
-//! The alias index of a remote store (S3, Manta): a log of small, immutable *segment* objects,
-//! written with group commit and read into memory.
+//! The alias index remote stores (S3, Manta) kept before [`alias_marker`](super::alias_marker): a
+//! log of small, immutable *segment* objects, written with group commit and read into memory.
+//! Stores of that format are read through it while they upgrade to markers
+//! ([`AliasLog::reader`]), and the benchmarks measure it beside markers; nothing writes new
+//! segments into a store any more.
 //!
 //! Why not one record object per alias: a put must leave its sha1 and blake3 records durable
 //! before it returns, and on an object store each record object costs a request about as dear as
@@ -124,6 +127,9 @@ pub(crate) struct AliasLog<S> {
     state: Mutex<State>,
     /// When the last refresh began; held while one runs, so concurrent misses share it.
     refreshed: tokio::sync::Mutex<Option<Instant>>,
+    /// Whether this process folds small segments together (a reader that only imports the log
+    /// into markers does not: its merges would only hand the import the same records again).
+    merges: bool,
 }
 
 impl<S: SegmentStore> AliasLog<S> {
@@ -132,7 +138,47 @@ impl<S: SegmentStore> AliasLog<S> {
             store,
             state: Mutex::new(State::default()),
             refreshed: tokio::sync::Mutex::new(None),
+            merges: true,
         })
+    }
+
+    /// A log that is read and imported, never written or merged (the legacy side of
+    /// [`AliasIndex`](super::alias_marker::AliasIndex)).
+    pub(crate) fn reader(store: S) -> Arc<Self> {
+        Arc::new(AliasLog {
+            store,
+            state: Mutex::new(State::default()),
+            refreshed: tokio::sync::Mutex::new(None),
+            merges: false,
+        })
+    }
+
+    /// The names of the stored segments (one LIST).
+    pub(crate) async fn segments(&self) -> Result<Vec<String>> {
+        Ok(self
+            .store
+            .list()
+            .await?
+            .into_iter()
+            .map(|(n, _)| n)
+            .collect())
+    }
+
+    /// One segment's records, `None` if it is gone; records that do not parse are skipped with a
+    /// warning naming the segment.
+    pub(crate) async fn read_segment(&self, name: &str) -> Result<Option<Vec<Digests>>> {
+        let Some(body) = self.store.get(name).await? else {
+            return Ok(None);
+        };
+        Ok(Some(parse_named(&self.store.describe(), name, &body)))
+    }
+
+    /// Deletes one segment (its records are stored elsewhere by now).
+    pub(crate) async fn delete_segment(&self, name: &str) -> Result<()> {
+        self.store.delete(&[name.to_string()]).await?;
+        let mut st = self.lock();
+        st.small.remove(name);
+        Ok(())
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -264,15 +310,17 @@ impl<S: SegmentStore> AliasLog<S> {
                 for (name, size, body) in read {
                     match body {
                         Some(body) => {
-                            let records = parse_body(&body);
+                            let records = parse_named(&self.store.describe(), &name, &body);
                             merge |= st.absorb(name, size, &records);
                         }
                         None => gone = true,
                     }
                 }
             }
-            if merge {
+            if merge && self.merges {
                 tokio::spawn(self.clone().merge());
+            } else if merge {
+                self.lock().merging = false;
             }
             if !gone {
                 break;
@@ -321,13 +369,6 @@ impl<S: SegmentStore> AliasLog<S> {
         self.lock().merging = false;
     }
 
-    /// The digests recorded for a blob, if this process has read or written its record (no
-    /// request is made).
-    #[cfg(feature = "s3")]
-    pub(crate) fn known(&self, key: &BlobKey) -> Option<Digests> {
-        self.lock().map.digests(key)
-    }
-
     /// How many segments this process knows of (for tests).
     #[cfg(test)]
     fn segments_known(&self) -> usize {
@@ -343,8 +384,28 @@ fn body_of(records: &[Digests]) -> Bytes {
     Bytes::from(text)
 }
 
-fn parse_body(body: &[u8]) -> Vec<Digests> {
-    body.split(|b| *b == b'\n').filter_map(parse_line).collect()
+/// A segment's records; lines that do not parse (a torn or foreign segment) are skipped, with one
+/// warning naming the segment.
+fn parse_named(store: &str, name: &str, body: &[u8]) -> Vec<Digests> {
+    let mut bad = 0usize;
+    let records = body
+        .split(|b| *b == b'\n')
+        .filter(|l| !l.is_empty())
+        .filter_map(|l| {
+            let d = parse_line(l);
+            bad += usize::from(d.is_none());
+            d
+        })
+        .collect();
+    if bad > 0 {
+        tracing::warn!(
+            store,
+            segment = name,
+            lines = bad,
+            "skipping unreadable alias segment lines"
+        );
+    }
+    records
 }
 
 /// `<microseconds since the epoch, 14 hex digits>-<64 random bits>`: unique, and ordered by time.
@@ -353,21 +414,6 @@ fn segment_name() -> String {
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_micros());
     format!("{micros:014x}-{:016x}", rand::random::<u64>())
-}
-
-/// Records every digest of `found` in `log`, a chunk at a time (a merging rebuild).
-pub(crate) async fn record_all<S: SegmentStore>(
-    log: &Arc<AliasLog<S>>,
-    found: futures::stream::BoxStream<'_, Digests>,
-) -> Result<super::AliasRebuild> {
-    use futures::StreamExt;
-    let mut report = super::AliasRebuild::default();
-    let mut chunks = found.ready_chunks(1024);
-    while let Some(chunk) = chunks.next().await {
-        log.record(&chunk).await?;
-        report.indexed += chunk.len() as u64;
-    }
-    Ok(report)
 }
 
 #[cfg(test)]
@@ -490,8 +536,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_rebuild_merges_and_keeps_what_it_was_not_given() {
-        use futures::StreamExt;
+    async fn a_later_record_keeps_the_earlier_ones() {
         let mem = Mem::default();
         let log = AliasLog::new(mem.clone());
         for i in 1..=5 {
@@ -499,11 +544,9 @@ mod tests {
                 .await
                 .unwrap_or_else(|e| panic!("{e}"));
         }
-        let found = futures::stream::iter([digests(7)]).boxed();
-        let report = record_all(&log, found)
+        log.record(&[digests(7)])
             .await
             .unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(report.indexed, 1);
         let reader = AliasLog::new(mem.clone());
         for i in [1, 5, 7] {
             let h = Hash::new_unchecked(Algorithm::Sha1, &digests(i).sha1);

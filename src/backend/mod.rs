@@ -24,9 +24,13 @@ use crate::integrity::{Algorithm, Digests, Hash};
 use crate::{Error, Result};
 
 #[cfg(any(feature = "s3", feature = "manta"))]
+mod alias_cache;
+#[cfg(any(feature = "s3", feature = "manta"))]
 mod alias_log;
 #[cfg(any(feature = "fs", feature = "memory", feature = "s3", feature = "manta"))]
 mod alias_map;
+#[cfg(any(feature = "s3", feature = "manta"))]
+mod alias_marker;
 pub mod compose;
 #[cfg(feature = "fs")]
 pub mod fs;
@@ -38,6 +42,9 @@ pub mod manta;
 pub mod memory;
 #[cfg(feature = "s3")]
 pub mod s3;
+
+#[cfg(any(feature = "s3", feature = "manta"))]
+pub use alias_cache::{CacheConfig as AliasCacheConfig, DEFAULT_CACHE_BYTES, DEFAULT_MISS_TTL};
 
 /// An upload ready to commit, with the digests it verified to (see [`Backend::commit_batch`]).
 pub type PendingBlob = (Box<dyn BlobWriter>, Digests);

@@ -5,7 +5,9 @@
 //! set, in which case it fails: CI must run against both ([`crate::common::skip_or_fail`]).
 #![allow(dead_code)]
 
+pub mod counting;
 pub mod faults;
+pub mod markers;
 pub mod proxy;
 pub mod staging;
 

@@ -1,5 +1,7 @@
-//! The Manta home of the alias log ([`AliasLog`](crate::backend::alias_log)): segments are objects
-//! in `<root>/aliases/log/`.
+//! The Manta home of the alias index: markers ([`AliasIndex`](crate::backend::alias_marker)) in
+//! `<root>/markers/`, and the segments of the log earlier versions wrote
+//! ([`AliasLog`](crate::backend::alias_log)) in `<root>/aliases/log/`, read while a store
+//! upgrades.
 
 use std::sync::Arc;
 
@@ -9,10 +11,84 @@ use futures::{StreamExt, TryStreamExt};
 use reqwest::header::{HeaderMap, HeaderValue};
 use reqwest::StatusCode;
 
+use super::api_error;
 use super::dirs::Dirs;
+use super::layout::Layout;
 use super::{MantaClient, RequestBody};
 use crate::backend::alias_log::SegmentStore;
+use crate::backend::alias_marker::MarkerStore;
+use crate::integrity::Algorithm;
 use crate::{Error, Result};
+
+/// Markers as objects `<root>/markers/<alg>/<hex[..3]>/<hex>` (see [`Layout::marker_path`]).
+pub(crate) struct MantaMarkers {
+    pub(crate) client: MantaClient,
+    /// Makes the shard directories on first use.
+    pub(crate) dirs: Arc<Dirs>,
+    pub(crate) layout: Layout,
+    pub(crate) describe: String,
+}
+
+impl MantaMarkers {
+    async fn put(&self, alg: Algorithm, hex: &str, body: Bytes, create: bool) -> Result<bool> {
+        let mut headers = HeaderMap::new();
+        headers.insert("content-type", HeaderValue::from_static("text/plain"));
+        if create {
+            // `If-None-Match: *` always fails on Manta; this fails exactly when the object exists
+            // (see the backend's publish).
+            headers.insert(
+                "if-unmodified-since",
+                HeaderValue::from_static("Thu, 01 Jan 1970 00:00:00 GMT"),
+            );
+        }
+        let path = self.layout.marker_path(alg, hex);
+        match self
+            .dirs
+            .put_with_parents(&path, headers, RequestBody::Bytes(body))
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(e) if create && api_error(&e).is_some_and(|a| a.status == 412) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+#[async_trait]
+impl MarkerStore for MantaMarkers {
+    async fn create(&self, alg: Algorithm, hex: &str, body: Bytes) -> Result<bool> {
+        self.put(alg, hex, body, true).await
+    }
+
+    async fn replace(&self, alg: Algorithm, hex: &str, body: Bytes) -> Result<()> {
+        self.put(alg, hex, body, false).await.map(|_| ())
+    }
+
+    async fn get(&self, alg: Algorithm, hex: &str) -> Result<Option<Bytes>> {
+        let path = self.layout.marker_path(alg, hex);
+        let resp = self.client.get(&path, HeaderMap::new()).await?;
+        match resp.status() {
+            StatusCode::OK => {
+                resp.bytes().await.map(Some).map_err(|e| {
+                    Error::backend(self.describe.clone(), format!("reading {path}: {e}"))
+                })
+            }
+            StatusCode::NOT_FOUND => Ok(None),
+            _ => Err(self
+                .client
+                .api_error(&reqwest::Method::GET, &path, resp)
+                .await),
+        }
+    }
+
+    fn name(&self, alg: Algorithm, hex: &str) -> String {
+        format!(
+            "{}{}",
+            self.client.config().url,
+            self.layout.marker_path(alg, hex)
+        )
+    }
+}
 
 /// Segments deleted at once after a merge.
 const PARALLEL_DELETES: usize = 8;

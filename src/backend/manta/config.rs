@@ -4,7 +4,9 @@
 //! `MANTA_KEY_ID`, or `~/.ssh/id_rsa` / `id_ecdsa`).
 //!
 //! A store URL overrides any of them:
-//! `manta://[host[:port]]/<dir>[?url=…&user=…&subuser=…&role=…&key=…&key_id=…&durability=N&hash=sha256|sha512&tls=false&retries=N&timeout=SECS]`.
+//! `manta://[host[:port]]/<dir>[?url=…&user=…&subuser=…&role=…&key=…&key_id=…&durability=N&hash=sha256|sha512&tls=false&retries=N&timeout=SECS&alias_cache_bytes=N&alias_miss_ttl_ms=N]`
+//! (the last two: memory for cached sha1/blake3 lookups, default 32 MiB, and how long a lookup
+//! that found nothing is answered from memory, default 1000 ms).
 //! `<dir>` is relative to the account (`/stor/tarvault` means `/<user>/stor/tarvault`; a leading
 //! `~~` is accepted too). Without a host the endpoint is `MANTA_URL`.
 
@@ -46,6 +48,8 @@ pub struct MantaConfig {
     /// retried like a dropped connection). An upload's wait also allows its body to go out at
     /// 1 MiB/s. A server that hangs then costs bounded time instead of forever.
     pub response_timeout: Duration,
+    /// What the alias index may keep in memory (`?alias_cache_bytes=`, `?alias_miss_ttl_ms=`).
+    pub alias_cache: crate::backend::AliasCacheConfig,
 }
 
 /// The default [`MantaConfig::response_timeout`].
@@ -72,6 +76,7 @@ impl MantaConfig {
             base_backoff: Duration::from_millis(100),
             max_backoff: Duration::from_secs(5),
             response_timeout: DEFAULT_RESPONSE_TIMEOUT,
+            alias_cache: crate::backend::AliasCacheConfig::default(),
             user,
         };
         c.root = c.absolute(root)?;
@@ -141,6 +146,7 @@ impl MantaConfig {
             base_backoff: Duration::from_millis(100),
             max_backoff: Duration::from_secs(5),
             response_timeout: DEFAULT_RESPONSE_TIMEOUT,
+            alias_cache: crate::backend::AliasCacheConfig::default(),
         };
         if path.trim_matches('/').is_empty() {
             return Err(Error::Config(format!(
@@ -172,6 +178,17 @@ impl MantaConfig {
                         .filter(|s: &f64| s.is_finite() && *s > 0.0)
                         .ok_or_else(|| Error::Config(format!("bad timeout value {v:?}")))?;
                     c.response_timeout = Duration::from_secs_f64(secs);
+                }
+                "alias_cache_bytes" => {
+                    c.alias_cache.bytes = v
+                        .parse()
+                        .map_err(|_| Error::Config(format!("bad alias_cache_bytes value {v:?}")))?
+                }
+                "alias_miss_ttl_ms" => {
+                    let ms: u64 = v
+                        .parse()
+                        .map_err(|_| Error::Config(format!("bad alias_miss_ttl_ms value {v:?}")))?;
+                    c.alias_cache.miss_ttl = Duration::from_millis(ms);
                 }
                 "url" | "user" | "subuser" | "role" | "key" | "key_id" | "hash" | "tls" => {}
                 other => {

@@ -2,13 +2,17 @@
 //!
 //! ```text
 //! <root>/blobs/<sha512 hex[0..3]>/<sha512 hex>           the blobs
-//! <root>/aliases/log/<time>-<random>                     alias log segments (sha1/blake3 → sha512)
+//! <root>/markers/sha1/<hex[0..3]>/<sha1 hex>              alias markers: a blob's record, named
+//! <root>/markers/blake3/<hex[0..3]>/<blake3 hex>          by its sha1 or blake3
+//! <root>/aliases/log/<time>-<random>                     alias log segments of earlier versions
 //! <root>/quarantine/<sha512 hex>                          corrupt blobs moved aside by fsck
 //! ```
 //!
 //! Three hex digits give 4096 shard directories: enough to keep every directory far below Manta's
 //! per-directory entry limit (1,000,000) for any registry, few enough that listing an almost empty
-//! store is quick. The alias log stays a few segments long (they are merged as they accumulate).
+//! store is quick. Markers are sharded the same way (10,000 per directory at 40M blobs). They live
+//! apart from `aliases/`, whose per-alias objects of an older layout `fsck` of earlier versions
+//! deletes.
 
 use crate::backend::BlobKey;
 use crate::integrity::Algorithm;
@@ -48,7 +52,13 @@ impl Layout {
         format!("{}/quarantine/{}", self.root, key.to_hex())
     }
 
-    /// The directory holding the alias log's segments.
+    /// The marker naming the blob whose `alg` digest is `hex` (lowercase hex digits).
+    pub fn marker_path(&self, alg: Algorithm, hex: &str) -> String {
+        let shard = hex.get(..3).unwrap_or("000");
+        format!("{}/markers/{}/{shard}/{hex}", self.root, alg_name(alg))
+    }
+
+    /// The directory holding the alias log's segments (earlier versions).
     pub fn alias_log_dir(&self) -> String {
         format!("{}/aliases/log", self.root)
     }

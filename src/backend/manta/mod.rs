@@ -11,9 +11,9 @@
 //! by one verified PUT; why: see that module).
 //!
 //! Every blob carries its digests as `m-tarvault-sha512`, `m-tarvault-sha1` and
-//! `m-tarvault-blake3` metadata, and sha1/blake3 lookups go through the alias log
-//! (`backend::alias_log`), segments under `<root>/aliases/log/` shared by
-//! the puts that commit together.
+//! `m-tarvault-blake3` metadata, and sha1/blake3 lookups read one marker object each
+//! (`backend::alias_marker`, under `<root>/markers/`), written alongside the blob. Stores of
+//! earlier versions (segments under `<root>/aliases/log/`) upgrade by themselves.
 //! Parent directories are created on demand (`mkdir -p` with `application/json; type=directory`)
 //! and remembered, so a warm store does one PUT per blob.
 
@@ -50,9 +50,9 @@ pub mod protocol {
 use self::client::{MantaClient, RequestBody};
 use self::layout::Layout;
 
-use self::aliases::MantaSegments;
+use self::aliases::{MantaMarkers, MantaSegments};
 use self::dirs::Dirs;
-use super::alias_log::AliasLog;
+use super::alias_marker::AliasIndex;
 use super::{check_range, Backend, BlobKey, BlobStat, BlobWriter, Committed, GetResult, PutHint};
 use crate::integrity::{Algorithm, Digests, Hash};
 use crate::{Error, Result};
@@ -71,8 +71,8 @@ pub struct MantaBackend {
     layout: Layout,
     /// Parent directories, created once per process.
     dirs: Arc<Dirs>,
-    /// The sha1 and blake3 records.
-    aliases: Arc<AliasLog<MantaSegments>>,
+    /// The sha1 and blake3 markers.
+    aliases: Arc<AliasIndex<MantaMarkers, MantaSegments>>,
 }
 
 impl std::fmt::Debug for MantaBackend {
@@ -102,12 +102,21 @@ impl MantaBackend {
         let layout = Layout::new(&config.root);
         let client = MantaClient::new(config)?;
         let dirs = Arc::new(Dirs::new(client.clone()));
-        let aliases = AliasLog::new(MantaSegments {
+        let describe = format!("manta:{}{}", client.config().url, layout.root());
+        let cache = client.config().alias_cache;
+        let markers = MantaMarkers {
+            client: client.clone(),
+            dirs: dirs.clone(),
+            layout: layout.clone(),
+            describe: describe.clone(),
+        };
+        let legacy = MantaSegments {
             client: client.clone(),
             dirs: dirs.clone(),
             dir: layout.alias_log_dir(),
-            describe: format!("manta:{}{}", client.config().url, layout.root()),
-        });
+            describe,
+        };
+        let aliases = AliasIndex::new(markers, legacy, cache);
         Ok(MantaBackend {
             client,
             layout,
@@ -141,7 +150,7 @@ impl MantaBackend {
     }
 
     async fn put_aliases(&self, digests: &Digests) -> Result<()> {
-        self.aliases.record(std::slice::from_ref(digests)).await
+        self.aliases.record(digests).await
     }
 
     /// Publishes verified bytes under their key (see [`writer`] for why this is one PUT).
@@ -156,8 +165,8 @@ impl MantaBackend {
         // A create-only PUT: `If-None-Match: *` always fails on Manta (restify's `*` matches even
         // a missing object), but `If-Unmodified-Since` the epoch fails exactly when the object
         // exists (412 `PreconditionFailed`) and lets a new one through, so an existing blob costs
-        // no separate HEAD. The blob goes up with its alias records (a segment shared with the
-        // puts committing alongside): one round trip in all. The records are written even when the
+        // no separate HEAD. The blob goes up with its two alias markers, sent concurrently: one
+        // round trip in all. The records are written even when the
         // blob exists (that repairs an earlier put that died half-way). A record may land before
         // its blob: one pointing at a missing blob is harmless (the store checks the blob itself)
         // and fsck rebuilds any that are lost.
@@ -564,9 +573,9 @@ impl Backend for MantaBackend {
         }
     }
 
-    /// Merges what the scan found into the alias log as new segments (later merged with the
-    /// rest), a chunk at a time, so records other writers commit meanwhile are kept. Entries of
-    /// deleted blobs are not removed here (a lookup checks the blob exists).
+    /// Merges what the scan found into the markers (writing missing ones, rewriting unreadable
+    /// ones, never removing one), streaming, then imports what is left of an earlier version's
+    /// log. Markers of deleted blobs are not removed here (a lookup checks the blob exists).
     async fn rebuild_aliases(&self, found: BoxStream<'_, Digests>) -> Result<super::AliasRebuild> {
         // Per-alias objects of an older layout go first.
         for alg in [Algorithm::Sha1, Algorithm::Blake3] {
@@ -584,6 +593,6 @@ impl Backend for MantaBackend {
                 .try_collect::<Vec<()>>()
                 .await?;
         }
-        super::alias_log::record_all(&self.aliases, found).await
+        self.aliases.rebuild(found).await
     }
 }

@@ -1,5 +1,7 @@
-//! The S3 home of the alias log ([`AliasLog`](crate::backend::alias_log)): segments are objects
-//! under `<prefix>/alias/log/`.
+//! The S3 home of the alias index: markers ([`AliasIndex`](crate::backend::alias_marker)) under
+//! `<prefix>/markers/`, and the segments of the log earlier versions wrote
+//! ([`AliasLog`](crate::backend::alias_log)) under `<prefix>/alias/log/`, read while a store
+//! upgrades.
 
 use std::sync::Arc;
 
@@ -9,9 +11,76 @@ use futures::{StreamExt, TryStreamExt};
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions};
 
-use super::errors::{absent_ok, backend_error};
+use super::errors::{absent_ok, backend_error, is_transport};
+use super::keys::Keys;
 use crate::backend::alias_log::SegmentStore;
+use crate::backend::alias_marker::MarkerStore;
+use crate::integrity::Algorithm;
 use crate::Result;
+
+/// Markers as objects `<prefix>/markers/<alg>/<hex[..2]>/<hex>`.
+pub(crate) struct S3Markers {
+    pub(crate) store: Arc<dyn ObjectStore>,
+    pub(crate) keys: Keys,
+    pub(crate) describe: String,
+    /// Retries of a create-only PUT cut off in transit (object_store does not retry those: they
+    /// are not idempotent in general; a marker's is, see [`MarkerStore::create`]).
+    pub(crate) retries: usize,
+}
+
+#[async_trait]
+impl MarkerStore for S3Markers {
+    async fn create(&self, alg: Algorithm, hex: &str, body: Bytes) -> Result<bool> {
+        let path = self.keys.marker(alg, hex);
+        let opts = PutOptions {
+            mode: PutMode::Create,
+            ..PutOptions::default()
+        };
+        let mut attempt = 0;
+        loop {
+            match self
+                .store
+                .put_opts(&path, body.clone().into(), opts.clone())
+                .await
+            {
+                Ok(_) => return Ok(true),
+                // Also what a retry of a create that did land sees: the caller reads it back.
+                Err(
+                    object_store::Error::AlreadyExists { .. }
+                    | object_store::Error::Precondition { .. },
+                ) => return Ok(false),
+                Err(e) if is_transport(&e) && attempt < self.retries => {
+                    attempt += 1;
+                    tracing::debug!(error = %e, attempt, "retrying a marker PUT");
+                    let pause = std::time::Duration::from_millis(100 << attempt.min(4));
+                    tokio::time::sleep(pause).await;
+                }
+                Err(e) => return Err(backend_error(&self.describe, "write alias marker", e)),
+            }
+        }
+    }
+
+    async fn replace(&self, alg: Algorithm, hex: &str, body: Bytes) -> Result<()> {
+        self.store
+            .put(&self.keys.marker(alg, hex), body.into())
+            .await
+            .map(|_| ())
+            .map_err(|e| backend_error(&self.describe, "rewrite alias marker", e))
+    }
+
+    async fn get(&self, alg: Algorithm, hex: &str) -> Result<Option<Bytes>> {
+        let op = "read alias marker";
+        let path = self.keys.marker(alg, hex);
+        let Some(got) = absent_ok(&self.describe, op, self.store.get(&path).await)? else {
+            return Ok(None);
+        };
+        absent_ok(&self.describe, op, got.bytes().await)
+    }
+
+    fn name(&self, alg: Algorithm, hex: &str) -> String {
+        format!("{}/{}", self.describe, self.keys.marker(alg, hex))
+    }
+}
 
 pub(crate) struct S3Segments {
     pub(crate) store: Arc<dyn ObjectStore>,

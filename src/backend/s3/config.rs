@@ -15,6 +15,8 @@
 //! | `retry_timeout_secs=N` | give up retrying a request after this long, default 30 |
 //! | `multipart_threshold=BYTES` | larger blobs go up as multipart uploads, default 16 MiB |
 //! | `staging=true\|false` | a larger blob of unknown digest streams to a staging key while hashed, then a server-side copy names it (default `true`); `false` spools it to a local file and uploads it once hashed |
+//! | `alias_cache_bytes=BYTES` | memory for cached sha1/blake3 lookups, default 32 MiB |
+//! | `alias_miss_ttl_ms=N` | how long a lookup that found nothing is answered from memory, default 1000 (0: never) |
 
 use std::time::Duration;
 
@@ -51,6 +53,8 @@ pub struct S3Config {
     /// copied on the server to their key, instead of being spooled to a local file and uploaded
     /// once hashed. Falls back to spooling by itself where the server cannot copy.
     pub stage_unknown: bool,
+    /// What the alias index may keep in memory.
+    pub alias_cache: crate::backend::AliasCacheConfig,
 }
 
 impl S3Config {
@@ -68,6 +72,7 @@ impl S3Config {
             credentials: None,
             multipart_threshold: crate::backend::s3::writer::SINGLE_PUT_MAX,
             stage_unknown: true,
+            alias_cache: crate::backend::AliasCacheConfig::default(),
         }
     }
 
@@ -101,6 +106,10 @@ impl S3Config {
                 "max_retries" => c.max_retries = v.parse().map_err(|_| bad())?,
                 "multipart_threshold" => c.multipart_threshold = v.parse().map_err(|_| bad())?,
                 "staging" => c.stage_unknown = parse_bool(v).ok_or_else(bad)?,
+                "alias_cache_bytes" => c.alias_cache.bytes = v.parse().map_err(|_| bad())?,
+                "alias_miss_ttl_ms" => {
+                    c.alias_cache.miss_ttl = Duration::from_millis(v.parse().map_err(|_| bad())?)
+                }
                 "retry_timeout_secs" => {
                     c.retry_timeout = Duration::from_secs(v.parse().map_err(|_| bad())?)
                 }

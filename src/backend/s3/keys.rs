@@ -2,7 +2,9 @@
 //!
 //! ```text
 //! <prefix>/blobs/Ab/<sha512 base64url>  a blob (Ab: the first two characters of its name)
-//! <prefix>/alias/log/<time>-<random>    a segment of the alias log (sha1/blake3 → sha512 records)
+//! <prefix>/markers/sha1/ab/<sha1 hex>   an alias marker: the blob's record, named by its sha1
+//! <prefix>/markers/blake3/ab/<hex>      … and by its blake3 (ab: the first two hex digits)
+//! <prefix>/alias/log/<time>-<random>    a segment of the alias log of earlier versions
 //! <prefix>/quarantine/<sha512 hex>       a blob fsck found corrupt, kept for inspection
 //! <prefix>/staging/<unix ms>-<random>    a large put's verified bytes, until copied to their key
 //! ```
@@ -21,7 +23,7 @@ use object_store::path::Path;
 use object_store::{Attribute, AttributeValue, Attributes};
 
 use crate::backend::BlobKey;
-use crate::integrity::Digests;
+use crate::integrity::{Algorithm, Digests};
 
 /// Metadata keys (`x-amz-meta-…`) holding the digests recorded at commit.
 const META_SHA1: &str = "tarvault-sha1";
@@ -78,6 +80,16 @@ impl Keys {
     /// A staging object named `name`.
     pub(crate) fn staging(&self, name: &str) -> Path {
         self.join(&format!("staging/{name}"))
+    }
+
+    /// The marker naming the blob whose `alg` digest is `hex` (hex digits, lowercase).
+    pub(crate) fn marker(&self, alg: Algorithm, hex: &str) -> Path {
+        let dir = match alg {
+            Algorithm::Sha1 => "sha1",
+            _ => "blake3",
+        };
+        let shard = hex.get(..2).unwrap_or("00");
+        self.join(&format!("markers/{dir}/{shard}/{hex}"))
     }
 
     pub(crate) fn quarantine(&self, key: &BlobKey) -> Path {

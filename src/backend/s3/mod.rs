@@ -10,11 +10,11 @@
 //! an object's metadata come from the same server as its bytes, so they are reported by `head` but
 //! not trusted to verify reads ([`Backend::recorded_digests_trusted`] is false).
 //!
-//! The sha1 and blake3 aliases live in an alias log of segment objects under `alias/log/`
-//! (`backend::alias_log`): the records of puts that commit together share one
-//! segment, written alongside their blobs, so a small put costs about one request, not three.
-//! An alias whose blob is gone is harmless: the store checks the blob exists after resolving one.
-//! `fsck` rebuilds the log from the blobs.
+//! The sha1 and blake3 aliases are marker objects under `markers/` (`backend::alias_marker`), two
+//! small create-only PUTs sent alongside the blob's, so a lookup by sha1 or blake3 is one GET at
+//! any store size. Stores of earlier versions (an alias log of segments under `alias/log/`)
+//! upgrade by themselves. An alias whose blob is gone is harmless: the store checks the blob
+//! exists after resolving one. `fsck` merges the blobs it scans into the markers.
 //!
 //! Server quirks handled here: Ceph RGW cannot do object_store's copy-if-not-exists (411 on
 //! UploadPartCopy) and ignores `If-None-Match` on CompleteMultipartUpload, so nothing relies on
@@ -27,6 +27,8 @@ mod aliases;
 pub mod config;
 mod errors;
 mod keys;
+#[doc(hidden)]
+pub mod probe;
 mod read;
 mod staging;
 mod writer;
@@ -39,12 +41,13 @@ use futures::stream::{BoxStream, StreamExt, TryStreamExt};
 use object_store::path::Path;
 use object_store::{GetOptions, ObjectStore, ObjectStoreExt};
 
-use self::aliases::S3Segments;
+use self::aliases::{S3Markers, S3Segments};
 pub use self::config::S3Config;
 use self::errors::{absent_ok, backend_error};
 use self::keys::{digests_from_attributes, key_from_path, Keys};
 use self::writer::S3Writer;
-use super::alias_log::AliasLog;
+use super::alias_cache::CacheConfig;
+use super::alias_marker::AliasIndex;
 use super::{Backend, BlobKey, BlobStat, BlobWriter, GetResult, PutHint};
 use crate::integrity::{Algorithm, Digests, Hash};
 use crate::{Error, Result};
@@ -53,8 +56,8 @@ pub(crate) struct Inner {
     store: Arc<dyn ObjectStore>,
     keys: Keys,
     describe: String,
-    /// The sha1 and blake3 records.
-    aliases: Arc<AliasLog<S3Segments>>,
+    /// The sha1 and blake3 markers.
+    aliases: Arc<AliasIndex<S3Markers, S3Segments>>,
     /// Retries of requests object_store does not retry itself (see [`writer`]).
     retries: usize,
     /// Largest blob sent with a single PUT.
@@ -74,7 +77,7 @@ impl Inner {
 
     /// Records the sha1 and blake3 aliases of a blob; stored when this returns.
     async fn record_aliases(&self, d: &Digests) -> Result<()> {
-        self.aliases.record(std::slice::from_ref(d)).await
+        self.aliases.record(d).await
     }
 }
 
@@ -104,7 +107,15 @@ impl S3Backend {
 
     /// A backend over an existing object store client (no probe). For tests and tools.
     pub fn with_store(store: Arc<dyn ObjectStore>, prefix: &str, describe: String) -> S3Backend {
-        S3Backend::new(store, prefix, describe, 4, writer::SINGLE_PUT_MAX, true)
+        S3Backend::new(
+            store,
+            prefix,
+            describe,
+            4,
+            writer::SINGLE_PUT_MAX,
+            true,
+            CacheConfig::default(),
+        )
     }
 
     /// A backend over an existing object store client (no probe) with `config`'s prefix, retries
@@ -118,6 +129,7 @@ impl S3Backend {
             config.max_retries,
             config.multipart_threshold,
             config.stage_unknown,
+            config.alias_cache,
         )
     }
 
@@ -128,15 +140,23 @@ impl S3Backend {
         retries: usize,
         single_put_max: u64,
         stage_unknown: bool,
+        cache: CacheConfig,
     ) -> S3Backend {
         let keys = Keys::new(prefix);
+        let markers = S3Markers {
+            store: store.clone(),
+            keys: keys.clone(),
+            describe: describe.clone(),
+            retries,
+        };
+        let legacy = S3Segments {
+            store: store.clone(),
+            dir: keys.alias_log(),
+            describe: describe.clone(),
+        };
         S3Backend {
             inner: Arc::new(Inner {
-                aliases: AliasLog::new(S3Segments {
-                    store: store.clone(),
-                    dir: keys.alias_log(),
-                    describe: describe.clone(),
-                }),
+                aliases: AliasIndex::new(markers, legacy, cache),
                 store,
                 keys,
                 describe,
@@ -208,7 +228,7 @@ impl Backend for S3Backend {
             key: *key,
             size: g.meta.size,
             modified: Some(g.meta.last_modified.into()),
-            // A blob streamed straight to its key has no digest metadata; the alias log may know.
+            // A blob streamed straight to its key has no digest metadata; the alias cache may know.
             digests: digests_from_attributes(key, g.meta.size, &g.attributes).or_else(|| {
                 self.inner
                     .aliases
@@ -256,12 +276,12 @@ impl Backend for S3Backend {
         }
     }
 
-    /// Merges what the scan found into the alias log as new segments (later merged with the
-    /// rest), a chunk at a time, so records other writers commit meanwhile are kept. Entries of
-    /// deleted blobs are not removed here (a lookup checks the blob exists).
+    /// Merges what the scan found into the markers (writing missing ones, rewriting unreadable
+    /// ones, never removing one), streaming, then imports what is left of an earlier version's
+    /// log. Markers of deleted blobs are not removed here (a lookup checks the blob exists).
     async fn rebuild_aliases(&self, found: BoxStream<'_, Digests>) -> Result<super::AliasRebuild> {
         let inner = &self.inner;
-        // Anything under `alias/` besides the log (records of an older layout) goes too.
+        // Anything under `alias/` besides the log (records of an older layout) goes.
         let log = inner.keys.alias_log();
         let stray = inner
             .store
@@ -274,7 +294,7 @@ impl Backend for S3Backend {
             .try_collect::<Vec<_>>()
             .await
             .map_err(self.err("delete alias records"))?;
-        super::alias_log::record_all(&inner.aliases, found).await
+        inner.aliases.rebuild(found).await
     }
 
     /// Copies the blob to `quarantine/<hex>` (keeping its bytes for inspection), then deletes it.

@@ -1,0 +1,394 @@
+//! The remote alias index on a real S3 server: markers (one object per alias, what the backend
+//! uses) against the segment log of earlier versions, in the same run, and an index-only run at
+//! scale built through the index's own API. Requests are counted by a wrapper around the
+//! object_store client (tests/s3/counting.rs); a LIST counts once per listing.
+//!
+//! Run with a server started by `backends/s3/start-*.sh` (`TARVAULT_S3S_ENV` or
+//! `TARVAULT_CEPH_ENV`; each one set is measured):
+//!
+//! - `cargo bench --features s3 --bench remote_index` — the design comparison: index record
+//!   throughput at concurrency 1, 16 and 64, and requests and latency of a cold lookup (hit and
+//!   miss) by a fresh process, for both designs on stores of `--records N` (default 2000).
+//! - `… -- scale --entries 1000000` — builds that many entries through the marker index
+//!   (64 records in flight; progress every 50,000), then a child process (fresh memory) does
+//!   `--lookups 100000` cold lookups of random entries (16 in flight) and reports requests per
+//!   lookup, latency percentiles and its RSS. `--prefix P` reuses a store built before (the
+//!   build is skipped when `--skip-build` is given). The store is left for `du`; the run prints
+//!   how to remove it.
+//! - `… -- scale --memory --entries 1000000` — the same over object_store's in-memory store in
+//!   this process, for sizes whose objects a test server here cannot hold (s3s-fs keeps three
+//!   files per object: 1M entries would be 2M objects, ~25 GB): requests per lookup are the
+//!   index's own, latency is not a network's, and the RSS reported is its growth over the lookups
+//!   (the store itself lives in the process too). Needs no server.
+
+#[path = "../tests/s3/counting.rs"]
+mod counting;
+#[path = "common/rss.rs"]
+mod rss;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use object_store::ObjectStore;
+use sha2::Digest as _;
+use tarvault::backend::s3::probe::{AliasDesign, AliasProbe};
+use tarvault::backend::s3::S3Config;
+use tarvault::backend::AliasCacheConfig;
+use tarvault::integrity::{Algorithm, Digests};
+
+use counting::Counting;
+
+/// The digests of synthetic blob `i` (each digest of the 8 bytes of `i`: distinct, uniform).
+fn digests(i: u64) -> Digests {
+    let b = i.to_le_bytes();
+    let sha512 = sha2::Sha512::digest(b);
+    let sha1 = sha1::Sha1::digest(b);
+    let blake3 = blake3::hash(&b);
+    Digests::from_parts(&sha512, &sha1, blake3.as_bytes(), 1000 + i).expect("digests")
+}
+
+struct Server {
+    name: String,
+    vars: HashMap<String, String>,
+}
+
+impl Server {
+    fn from_env(var: &str, name: &str) -> Option<Server> {
+        let file = std::env::var(var).ok()?;
+        let text = std::fs::read_to_string(&file).expect("env file");
+        let vars = text
+            .lines()
+            .filter_map(|l| l.split_once('='))
+            .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+            .collect();
+        Some(Server {
+            name: name.into(),
+            vars,
+        })
+    }
+
+    fn config(&self) -> S3Config {
+        let v = |k: &str| self.vars.get(k).cloned().expect(k);
+        let mut c = S3Config::new(v("TARVAULT_S3_BUCKET"), "");
+        c.endpoint = Some(v("AWS_ENDPOINT_URL"));
+        c.allow_http = Some(true);
+        c.region = Some(v("AWS_REGION"));
+        c.credentials = Some((v("AWS_ACCESS_KEY_ID"), v("AWS_SECRET_ACCESS_KEY")));
+        c
+    }
+
+    /// A fresh client, counting its requests.
+    fn counted(&self) -> Counting {
+        Counting::new(Arc::new(self.config().build().expect("client")))
+    }
+}
+
+fn arg(args: &[String], name: &str) -> Option<String> {
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1).cloned())
+}
+
+fn num(args: &[String], name: &str, default: u64) -> u64 {
+    arg(args, name).map_or(default, |v| v.parse().expect(name))
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if args.iter().any(|a| a == "--list") {
+        return;
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let servers: Vec<Server> = [
+        ("TARVAULT_S3S_ENV", "s3s-fs"),
+        ("TARVAULT_CEPH_ENV", "ceph"),
+    ]
+    .into_iter()
+    .filter_map(|(v, n)| Server::from_env(v, n))
+    .collect();
+    if args.iter().any(|a| a == "--memory") {
+        rt.block_on(scale_in_memory(&args));
+        return;
+    }
+    if servers.is_empty() {
+        println!("skipped: set TARVAULT_S3S_ENV and/or TARVAULT_CEPH_ENV (backends/s3/start-*.sh)");
+        return;
+    }
+    if args.iter().any(|a| a == "--child") {
+        rt.block_on(lookups_child(&servers[0], &args));
+        return;
+    }
+    if args.iter().any(|a| a == "scale") {
+        for s in &servers {
+            rt.block_on(scale(s, &args));
+        }
+        return;
+    }
+    let records = num(&args, "--records", 2000);
+    println!("| server | design | record c=1 /s | c=16 /s | c=64 /s | cold hit: requests | ms | cold miss: requests | ms |");
+    println!("|---|---|---|---|---|---|---|---|---|");
+    for s in &servers {
+        for design in [AliasDesign::Markers, AliasDesign::SegmentLog] {
+            rt.block_on(compare(s, design, records));
+        }
+    }
+}
+
+fn fresh_prefix(tag: &str) -> String {
+    format!("bench-{tag}-{:08x}", rand::random::<u32>())
+}
+
+/// Records `range` through `probe` with `c` in flight; returns records per second.
+async fn record_rate(probe: &AliasProbe, range: std::ops::Range<u64>, c: usize) -> f64 {
+    let n = range.end - range.start;
+    let t = Instant::now();
+    futures::stream::iter(range)
+        .map(|i| async move { probe.record(&digests(i)).await.expect("record") })
+        .buffer_unordered(c)
+        .collect::<Vec<()>>()
+        .await;
+    n as f64 / t.elapsed().as_secs_f64()
+}
+
+async fn compare(s: &Server, design: AliasDesign, records: u64) {
+    let prefix = fresh_prefix("cmp");
+    let client: Arc<dyn ObjectStore> = Arc::new(s.config().build().expect("client"));
+    let writer = AliasProbe::open(client, &prefix, design, AliasCacheConfig::default());
+    // c=1 on a tenth (it is slow), then the rest at 16 and at 64.
+    let tenth = (records / 10).max(10);
+    let c1 = record_rate(&writer, 0..tenth, 1).await;
+    let half = tenth + (records - tenth) / 2;
+    let c16 = record_rate(&writer, tenth..half, 16).await;
+    let c64 = record_rate(&writer, half..records, 64).await;
+    drop(writer);
+    // Settle (the log merges in the background).
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Cold lookups: each by a fresh index (a fresh process, as far as caches go).
+    let mut hit = (0u64, Duration::ZERO);
+    let mut miss = (0u64, Duration::ZERO);
+    let tries = 20;
+    for k in 0..tries {
+        let i = (k * 97) % records;
+        let d = digests(i);
+        let c = s.counted();
+        let counts = c.counts.clone();
+        let probe = AliasProbe::open(Arc::new(c), &prefix, design, AliasCacheConfig::default());
+        let t = Instant::now();
+        let got = probe
+            .resolve(&d.hash(Algorithm::Sha1))
+            .await
+            .expect("resolve");
+        hit.1 += t.elapsed();
+        assert!(got.is_some(), "entry {i} not found");
+        hit.0 += counts.total();
+        let before = counts.total();
+        let absent = digests(u64::MAX - k);
+        let t = Instant::now();
+        let got = probe
+            .resolve(&absent.hash(Algorithm::Sha1))
+            .await
+            .expect("resolve");
+        miss.1 += t.elapsed();
+        assert!(got.is_none());
+        miss.0 += counts.total() - before;
+    }
+    let per = |(n, t): (u64, Duration)| {
+        (
+            n as f64 / tries as f64,
+            t.as_secs_f64() * 1000.0 / tries as f64,
+        )
+    };
+    let (hr, hms) = per(hit);
+    let (mr, mms) = per(miss);
+    println!(
+        "| {} | {design:?} ({records} records) | {c1:.0} | {c16:.0} | {c64:.0} | {hr:.1} | {hms:.2} | {mr:.1} | {mms:.2} |",
+        s.name
+    );
+}
+
+/// Builds `--entries` entries, then measures cold lookups in a child process.
+async fn scale(s: &Server, args: &[String]) {
+    let entries = num(args, "--entries", 1_000_000);
+    let lookups = num(args, "--lookups", 100_000);
+    let prefix = arg(args, "--prefix").unwrap_or_else(|| fresh_prefix("scale"));
+    println!("{}: prefix {prefix}, {entries} entries", s.name);
+    if !args.iter().any(|a| a == "--skip-build") {
+        let from = num(args, "--from", 0);
+        let client: Arc<dyn ObjectStore> = Arc::new(s.config().build().expect("client"));
+        let writer = AliasProbe::open(
+            client,
+            &prefix,
+            AliasDesign::Markers,
+            AliasCacheConfig::default(),
+        );
+        let t = Instant::now();
+        let step = 50_000;
+        let mut at = from;
+        while at < entries {
+            let end = (at + step).min(entries);
+            let rate = record_rate(&writer, at..end, 64).await;
+            at = end;
+            println!(
+                "  built {at} entries ({rate:.0} records/s now, {:.0} s in all)",
+                t.elapsed().as_secs_f64()
+            );
+        }
+    }
+    let exe = std::env::current_exe().expect("exe");
+    let var = if s.name == "ceph" {
+        "TARVAULT_CEPH_ENV"
+    } else {
+        "TARVAULT_S3S_ENV"
+    };
+    let out = std::process::Command::new(exe)
+        .env_remove("TARVAULT_S3S_ENV")
+        .env_remove("TARVAULT_CEPH_ENV")
+        .env(var, std::env::var(var).expect("env"))
+        .args([
+            "--child",
+            "--prefix",
+            &prefix,
+            "--entries",
+            &entries.to_string(),
+            "--lookups",
+            &lookups.to_string(),
+        ])
+        .output()
+        .expect("child");
+    print!("{}", String::from_utf8_lossy(&out.stdout));
+    eprint!("{}", String::from_utf8_lossy(&out.stderr));
+    println!("  (remove the store: delete the prefix {prefix}/ in the bucket, or restart the server with a fresh data dir)");
+}
+
+/// In a fresh process: `--lookups` lookups of random entries by sha1 or blake3, 16 in flight.
+async fn lookups_child(s: &Server, args: &[String]) {
+    let entries = num(args, "--entries", 1_000_000);
+    let lookups = num(args, "--lookups", 100_000);
+    let prefix = arg(args, "--prefix").expect("--prefix");
+    lookups_over(s.counted(), &prefix, entries, lookups).await;
+}
+
+/// Lookups of random entries through a fresh marker index over `c`.
+async fn lookups_over(c: Counting, prefix: &str, entries: u64, lookups: u64) {
+    let rss_before = rss_now();
+    let counts = c.counts.clone();
+    let probe = AliasProbe::open(
+        Arc::new(c),
+        prefix,
+        AliasDesign::Markers,
+        AliasCacheConfig::default(),
+    );
+    // The first lookup also lists the old log once per process: counted apart.
+    let warm = digests(0);
+    probe
+        .resolve(&warm.hash(Algorithm::Sha1))
+        .await
+        .expect("resolve");
+    let first = counts.total();
+    let base = counts.total();
+    let t = Instant::now();
+    let mut lat: Vec<u32> = futures::stream::iter(0..lookups)
+        .map(|k| {
+            let probe = &probe;
+            async move {
+                let i = rand::random::<u64>() % entries;
+                let d = digests(i);
+                let alg = if k % 2 == 0 {
+                    Algorithm::Sha1
+                } else {
+                    Algorithm::Blake3
+                };
+                let t = Instant::now();
+                let got = probe.resolve(&d.hash(alg)).await.expect("resolve");
+                assert!(got.is_some(), "entry {i} missing");
+                t.elapsed().as_micros() as u32
+            }
+        })
+        .buffer_unordered(16)
+        .collect()
+        .await;
+    let wall = t.elapsed().as_secs_f64();
+    lat.sort_unstable();
+    let pct = |p: f64| lat[((lat.len() as f64 - 1.0) * p) as usize] as f64 / 1000.0;
+    let requests = counts.total() - base;
+    let rss = rss_now();
+    // A miss, the first of this process: the marker GET and one LIST of the old log's folder.
+    let before = counts.total();
+    let absent = digests(u64::MAX);
+    let got = probe
+        .resolve(&absent.hash(Algorithm::Sha1))
+        .await
+        .expect("miss");
+    assert!(got.is_none());
+    let first_miss = counts.total() - before;
+    let before = counts.total();
+    let absent = digests(u64::MAX - 1);
+    let got = probe
+        .resolve(&absent.hash(Algorithm::Blake3))
+        .await
+        .expect("miss");
+    assert!(got.is_none());
+    let next_miss = counts.total() - before;
+    println!(
+        "  first lookup of the process (a hit): {first} requests; first miss {first_miss}, next miss {next_miss}"
+    );
+    println!(
+        "  {lookups} lookups (16 in flight): {:.3} requests/lookup, {:.0} lookups/s, latency p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+        requests as f64 / lookups as f64,
+        lookups as f64 / wall,
+        pct(0.5),
+        pct(0.99),
+        pct(1.0)
+    );
+    println!(
+        "  RSS after the lookups: {} MiB (before them {} MiB; peak {}); cache {} KiB",
+        rss / 1024,
+        rss_before / 1024,
+        rss::peak_rss(),
+        probe.cached_bytes().unwrap_or(0) / 1024
+    );
+}
+
+/// This process's resident set, in KiB.
+fn rss_now() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// The scale run over an in-memory store in this process (see the module documentation).
+async fn scale_in_memory(args: &[String]) {
+    let entries = num(args, "--entries", 1_000_000);
+    let lookups = num(args, "--lookups", 100_000);
+    let store: Arc<dyn ObjectStore> = Arc::new(object_store::memory::InMemory::new());
+    let prefix = "scale";
+    println!("in-memory store: {entries} entries");
+    let writer = AliasProbe::open(
+        store.clone(),
+        prefix,
+        AliasDesign::Markers,
+        AliasCacheConfig::default(),
+    );
+    let t = Instant::now();
+    let step = 100_000;
+    let mut at = 0;
+    while at < entries {
+        let end = (at + step).min(entries);
+        let rate = record_rate(&writer, at..end, 64).await;
+        at = end;
+        println!(
+            "  built {at} entries ({rate:.0} records/s now, {:.0} s in all)",
+            t.elapsed().as_secs_f64()
+        );
+    }
+    drop(writer);
+    lookups_over(Counting::new(store), prefix, entries, lookups).await;
+}

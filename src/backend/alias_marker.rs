@@ -1,0 +1,354 @@
+//! The alias index of a remote store (S3, Manta): one small *marker* object per alias, named by the
+//! alias (`sha1/<hex>`, `blake3/<hex>`), holding the blob's record in the alias logs' line format
+//! ([`line`]). A lookup is one GET; a miss is one GET answered 404. See docs/remote-index.md for
+//! the measurements behind the choice.
+//!
+//! Why markers, when the segment log ([`super::alias_log`]) was chosen to save requests: the log
+//! makes a lookup that misses LIST and read every new segment and keeps every record of the store
+//! in memory, so its lookup cost and its memory grow with the store. A marker lookup costs one
+//! request at any size, and the process keeps only a bounded cache ([`super::alias_cache`]).
+//! The price is two small PUTs per new blob, sent concurrently with the blob's own PUT, so a put
+//! still takes one round trip; the put returns only once both markers are stored.
+//!
+//! Writers never contend: a marker's body is determined by its name (the blob whose digest it
+//! is), so two processes writing one marker write the same bytes. Markers are written create-only
+//! (S3 `If-None-Match: *`; Manta `If-Unmodified-Since` the epoch, see the Manta backend), so a
+//! stored marker is never replaced by a put; an existing one is read back, and replaced only if
+//! it is unreadable (corrupt, truncated, foreign). Two blobs with one sha1 (a collision) keep the
+//! first marker, and the second blob stays reachable by sha512 and blake3.
+//!
+//! Stores written by earlier versions hold segments of the log instead. Each process checks once
+//! whether any segment exists (one LIST); if so, a marker miss asks the log too, and the process
+//! imports the segments into markers in the background, deleting each segment only after its
+//! markers are stored, so a lookup finds every alias throughout: in a marker, or in a segment
+//! not yet deleted ([`import`](AliasIndex::import)). `fsck` merges the blobs it scanned into
+//! markers and finishes any import.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::{StreamExt, TryStreamExt};
+
+use super::alias_cache::{AliasCache, CacheConfig};
+use super::alias_log::{AliasLog, SegmentStore};
+use super::alias_map::{line, parse_line};
+use super::{AliasRebuild, BlobKey};
+use crate::integrity::{Algorithm, Digests, Hash};
+use crate::Result;
+
+/// Markers checked or written at once by a rebuild or an import.
+const PARALLEL: usize = 16;
+/// How long a process trusts "no legacy segments" before listing again (an older version may
+/// still be writing segments into the same store).
+const LEGACY_RECHECK: Duration = Duration::from_secs(300);
+
+/// Where an index keeps its markers: one small object per alias.
+#[async_trait]
+pub(crate) trait MarkerStore: Send + Sync + 'static {
+    /// Stores a marker unless one exists: `Ok(true)` if written, `Ok(false)` if one was there.
+    async fn create(&self, alg: Algorithm, hex: &str, body: Bytes) -> Result<bool>;
+    /// Stores a marker, replacing any (to repair an unreadable one).
+    async fn replace(&self, alg: Algorithm, hex: &str, body: Bytes) -> Result<()>;
+    /// A marker's body, `None` if there is none.
+    async fn get(&self, alg: Algorithm, hex: &str) -> Result<Option<Bytes>>;
+    /// The object a marker is stored as, for warnings.
+    fn name(&self, alg: Algorithm, hex: &str) -> String;
+}
+
+/// What a marker said.
+enum Marker {
+    Absent,
+    /// Unreadable, or names a blob whose digest is not the marker's name.
+    Bad,
+    Good(Digests),
+}
+
+/// What one record did to its markers.
+#[derive(Default, Clone, Copy)]
+struct Outcome {
+    added: bool,
+    corrected: bool,
+}
+
+/// Whether the store may hold segments of the log an older version wrote.
+#[derive(Clone, Copy)]
+enum Legacy {
+    Unknown,
+    Absent(Instant),
+    Present,
+}
+
+/// A marker index (see the [module documentation](self)).
+pub(crate) struct AliasIndex<M, S> {
+    markers: M,
+    /// The segment log of earlier versions: read on a marker miss while it has segments.
+    legacy: Arc<AliasLog<S>>,
+    legacy_state: tokio::sync::Mutex<Legacy>,
+    importing: AtomicBool,
+    cache: Mutex<AliasCache>,
+}
+
+fn hex_of(alg: Algorithm, d: &Digests) -> String {
+    match alg {
+        Algorithm::Sha1 => hex::encode(d.sha1),
+        _ => hex::encode(d.blake3),
+    }
+}
+
+impl<M: MarkerStore, S: SegmentStore> AliasIndex<M, S> {
+    pub(crate) fn new(markers: M, legacy: S, cache: CacheConfig) -> Arc<Self> {
+        Arc::new(AliasIndex {
+            markers,
+            legacy: AliasLog::reader(legacy),
+            legacy_state: tokio::sync::Mutex::new(Legacy::Unknown),
+            importing: AtomicBool::new(false),
+            cache: Mutex::new(AliasCache::new(cache)),
+        })
+    }
+
+    fn cache(&self) -> MutexGuard<'_, AliasCache> {
+        self.cache.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Records the aliases of a committed blob: both markers are stored when this returns.
+    pub(crate) async fn record(&self, d: &Digests) -> Result<()> {
+        let body = Bytes::from(line(d));
+        let (a, b) = tokio::join!(
+            self.ensure(Algorithm::Sha1, d, body.clone(), false),
+            self.ensure(Algorithm::Blake3, d, body, false)
+        );
+        a?;
+        b?;
+        self.cache().insert(d);
+        Ok(())
+    }
+
+    /// Makes the marker of `d`'s `alg` digest exist and name `d`. A put writes first (`check`
+    /// false: one request for a new blob); a rebuild reads first (`check` true: one GET for a
+    /// marker that is already right, the common case).
+    async fn ensure(
+        &self,
+        alg: Algorithm,
+        d: &Digests,
+        body: Bytes,
+        check: bool,
+    ) -> Result<Outcome> {
+        let hex = hex_of(alg, d);
+        if !check && self.markers.create(alg, &hex, body.clone()).await? {
+            return Ok(Outcome {
+                added: true,
+                ..Outcome::default()
+            });
+        }
+        match self.read(alg, &hex).await? {
+            Marker::Good(found) if found.sha512 == d.sha512 => Ok(Outcome::default()),
+            Marker::Good(found) => {
+                tracing::warn!(
+                    marker = self.markers.name(alg, &hex),
+                    kept = hex::encode(found.sha512),
+                    other = hex::encode(d.sha512),
+                    "two blobs share this {alg} digest; the marker keeps the first"
+                );
+                Ok(Outcome::default())
+            }
+            Marker::Absent if check => {
+                if !self.markers.create(alg, &hex, body.clone()).await? {
+                    // Another writer made it meanwhile: it names the same blob.
+                    return Ok(Outcome::default());
+                }
+                Ok(Outcome {
+                    added: true,
+                    ..Outcome::default()
+                })
+            }
+            // Deleted between the create and the read: put it back.
+            Marker::Absent | Marker::Bad => {
+                self.markers.replace(alg, &hex, body).await?;
+                Ok(Outcome {
+                    corrected: true,
+                    ..Outcome::default()
+                })
+            }
+        }
+    }
+
+    /// Reads a marker and checks it names a blob with that digest.
+    async fn read(&self, alg: Algorithm, hex: &str) -> Result<Marker> {
+        let Some(body) = self.markers.get(alg, hex).await? else {
+            return Ok(Marker::Absent);
+        };
+        let parsed = std::str::from_utf8(&body)
+            .ok()
+            .filter(|t| t.lines().count() == 1)
+            .and_then(|t| parse_line(t.trim_end().as_bytes()))
+            .filter(|d| hex_of(alg, d) == hex);
+        Ok(match parsed {
+            Some(d) => Marker::Good(d),
+            None => {
+                tracing::warn!(
+                    marker = self.markers.name(alg, hex),
+                    bytes = body.len(),
+                    "skipping an unreadable alias marker (fsck rewrites it)"
+                );
+                Marker::Bad
+            }
+        })
+    }
+
+    /// The blob whose sha1 or blake3 digest is `hash`, if its marker (or, during an upgrade, the
+    /// log of an earlier version) names one.
+    pub(crate) async fn resolve(self: &Arc<Self>, hash: &Hash) -> Result<Option<BlobKey>> {
+        let asked = Instant::now();
+        {
+            let mut c = self.cache();
+            if let Some(d) = c.get(hash) {
+                return Ok(Some(BlobKey::new(d.sha512)));
+            }
+            if c.missed(hash) {
+                return Ok(None);
+            }
+        }
+        let alg = hash.algorithm();
+        let hex = hex::encode(hash.digest());
+        if let Some(d) = self.lookup(alg, &hex).await? {
+            return Ok(Some(d));
+        }
+        if self.legacy_present().await? {
+            if let Some(k) = self.legacy.resolve(hash).await? {
+                return Ok(Some(k));
+            }
+            // An import may have moved it into a marker (and deleted its segment) meanwhile.
+            if let Some(d) = self.lookup(alg, &hex).await? {
+                return Ok(Some(d));
+            }
+        }
+        self.cache().note_miss(hash, asked);
+        Ok(None)
+    }
+
+    async fn lookup(&self, alg: Algorithm, hex: &str) -> Result<Option<BlobKey>> {
+        match self.read(alg, hex).await? {
+            Marker::Good(d) => {
+                self.cache().insert(&d);
+                Ok(Some(BlobKey::new(d.sha512)))
+            }
+            Marker::Absent | Marker::Bad => Ok(None),
+        }
+    }
+
+    /// Whether the store has segments of the old log (listed once per process, and again after
+    /// [`LEGACY_RECHECK`]); starts importing them when it has.
+    async fn legacy_present(self: &Arc<Self>) -> Result<bool> {
+        let mut state = self.legacy_state.lock().await;
+        match *state {
+            Legacy::Present => return Ok(true),
+            Legacy::Absent(at) if at.elapsed() < LEGACY_RECHECK => return Ok(false),
+            _ => {}
+        }
+        let present = !self.legacy.segments().await?.is_empty();
+        *state = if present {
+            Legacy::Present
+        } else {
+            Legacy::Absent(Instant::now())
+        };
+        drop(state);
+        if present && !self.importing.swap(true, Ordering::SeqCst) {
+            let me = self.clone();
+            tokio::spawn(async move {
+                match me.import().await {
+                    Ok(n) => tracing::info!(records = n, "alias log imported into markers"),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "alias log import stopped; fsck resumes it")
+                    }
+                }
+                me.importing.store(false, Ordering::SeqCst);
+            });
+        }
+        Ok(present)
+    }
+
+    /// The digests of a blob, if this process has seen its marker or written it (no request).
+    #[cfg(feature = "s3")]
+    pub(crate) fn known(&self, key: &BlobKey) -> Option<Digests> {
+        self.cache().by_key(key)
+    }
+
+    /// Imports the segments of the old log into markers, one segment at a time (memory: one
+    /// segment), deleting each once its markers are stored. Idempotent and safe to run in
+    /// several processes at once; a run cut short leaves the rest for the next. Returns the
+    /// records imported.
+    pub(crate) async fn import(&self) -> Result<u64> {
+        let mut imported = 0;
+        // Segments merged meanwhile by an older version show up in the next listing.
+        for _ in 0..3 {
+            let segments = self.legacy.segments().await?;
+            if segments.is_empty() {
+                break;
+            }
+            for name in segments {
+                let Some(records) = self.legacy.read_segment(&name).await? else {
+                    continue;
+                };
+                let n = records.len() as u64;
+                futures::stream::iter(records)
+                    .map(|d| async move { self.merge_one(&d).await })
+                    .buffer_unordered(PARALLEL)
+                    .try_collect::<Vec<_>>()
+                    .await?;
+                imported += n;
+                self.legacy.delete_segment(&name).await?;
+            }
+        }
+        *self.legacy_state.lock().await = Legacy::Absent(Instant::now());
+        Ok(imported)
+    }
+
+    /// Checks both markers of one record, writing or repairing what is missing or wrong.
+    async fn merge_one(&self, d: &Digests) -> Result<Outcome> {
+        let body = Bytes::from(line(d));
+        let (a, b) = tokio::join!(
+            self.ensure(Algorithm::Sha1, d, body.clone(), true),
+            self.ensure(Algorithm::Blake3, d, body, true)
+        );
+        let (a, b) = (a?, b?);
+        Ok(Outcome {
+            added: a.added || b.added,
+            corrected: a.corrected || b.corrected,
+        })
+    }
+
+    /// Merges the digests of every blob a scan found into markers (never removing one), then
+    /// finishes importing the old log. Streams with [`PARALLEL`] records in flight, so memory
+    /// stays flat at any store size; every step is idempotent, so a rebuild that fails part-way
+    /// is resumed by running it again.
+    pub(crate) async fn rebuild(
+        &self,
+        found: futures::stream::BoxStream<'_, Digests>,
+    ) -> Result<AliasRebuild> {
+        let mut report = AliasRebuild::default();
+        let mut outcomes = found
+            .map(|d| async move { self.merge_one(&d).await })
+            .buffer_unordered(PARALLEL);
+        while let Some(o) = outcomes.next().await {
+            let o = o?;
+            report.indexed += 1;
+            report.added += u64::from(o.added);
+            report.corrected += u64::from(o.corrected && !o.added);
+        }
+        drop(outcomes);
+        self.import().await?;
+        Ok(report)
+    }
+
+    /// Bytes the cache holds (for benchmarks).
+    pub(crate) fn cached_bytes(&self) -> usize {
+        self.cache().bytes()
+    }
+}
+
+#[cfg(test)]
+#[path = "alias_marker_tests.rs"]
+mod tests;

@@ -1,0 +1,317 @@
+//! The marker index over in-memory stores that count requests; the S3 and Manta tests run the
+//! same index against real servers.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::StreamExt;
+
+use super::*;
+use crate::backend::alias_cache::CacheConfig;
+use crate::backend::alias_log::{AliasLog, SegmentStore};
+
+/// Objects in memory, with a count of requests.
+#[derive(Default, Clone)]
+struct Mem {
+    objects: Arc<Mutex<HashMap<String, Bytes>>>,
+    requests: Arc<AtomicUsize>,
+}
+
+impl Mem {
+    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<String, Bytes>> {
+        self.objects.lock().unwrap_or_else(|e| e.into_inner())
+    }
+    fn count(&self) -> usize {
+        self.requests.load(Ordering::SeqCst)
+    }
+    fn hit(&self) {
+        self.requests.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+fn marker_key(alg: Algorithm, hex: &str) -> String {
+    format!("m/{alg}/{hex}")
+}
+
+#[async_trait]
+impl MarkerStore for Mem {
+    async fn create(&self, alg: Algorithm, hex: &str, body: Bytes) -> Result<bool> {
+        self.hit();
+        tokio::task::yield_now().await;
+        let mut m = self.map();
+        let k = marker_key(alg, hex);
+        if m.contains_key(&k) {
+            return Ok(false);
+        }
+        m.insert(k, body);
+        Ok(true)
+    }
+    async fn replace(&self, alg: Algorithm, hex: &str, body: Bytes) -> Result<()> {
+        self.hit();
+        self.map().insert(marker_key(alg, hex), body);
+        Ok(())
+    }
+    async fn get(&self, alg: Algorithm, hex: &str) -> Result<Option<Bytes>> {
+        self.hit();
+        tokio::task::yield_now().await;
+        Ok(self.map().get(&marker_key(alg, hex)).cloned())
+    }
+    fn name(&self, alg: Algorithm, hex: &str) -> String {
+        marker_key(alg, hex)
+    }
+}
+
+#[async_trait]
+impl SegmentStore for Mem {
+    async fn put(&self, name: &str, body: Bytes) -> Result<()> {
+        self.hit();
+        self.map().insert(format!("log/{name}"), body);
+        Ok(())
+    }
+    async fn get(&self, name: &str) -> Result<Option<Bytes>> {
+        self.hit();
+        Ok(self.map().get(&format!("log/{name}")).cloned())
+    }
+    async fn list(&self) -> Result<Vec<(String, u64)>> {
+        self.hit();
+        Ok(self
+            .map()
+            .iter()
+            .filter_map(|(k, v)| Some((k.strip_prefix("log/")?.to_string(), v.len() as u64)))
+            .collect())
+    }
+    async fn delete(&self, names: &[String]) -> Result<()> {
+        self.hit();
+        let mut m = self.map();
+        for n in names {
+            m.remove(&format!("log/{n}"));
+        }
+        Ok(())
+    }
+    fn describe(&self) -> String {
+        "mem".into()
+    }
+}
+
+fn digests(i: u32) -> Digests {
+    let b = i.to_le_bytes();
+    let d = |n: usize| -> Vec<u8> { b.iter().copied().cycle().take(n).collect() };
+    Digests::from_parts(&d(64), &d(20), &d(32), u64::from(i)).unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn index(mem: &Mem, cache: CacheConfig) -> Arc<AliasIndex<Mem, Mem>> {
+    AliasIndex::new(mem.clone(), mem.clone(), cache)
+}
+
+fn sha1(d: &Digests) -> Hash {
+    Hash::new_unchecked(Algorithm::Sha1, &d.sha1)
+}
+
+fn ok<T>(r: Result<T>) -> T {
+    r.unwrap_or_else(|e| panic!("{e}"))
+}
+
+#[tokio::test]
+async fn a_cold_lookup_is_one_request_and_a_miss_at_most_two() {
+    let mem = Mem::default();
+    let writer = index(&mem, CacheConfig::default());
+    for i in 0..100 {
+        ok(writer.record(&digests(i)).await);
+    }
+    assert_eq!(mem.count(), 200, "a put writes two markers");
+    // Another process: nothing cached.
+    let reader = index(&mem, CacheConfig::default());
+    let before = mem.count();
+    let d = digests(42);
+    assert_eq!(
+        ok(reader.resolve(&sha1(&d)).await),
+        Some(BlobKey::new(d.sha512))
+    );
+    assert_eq!(mem.count() - before, 1, "a cold hit");
+    let blake3 = Hash::new_unchecked(Algorithm::Blake3, &d.blake3);
+    let before = mem.count();
+    assert_eq!(
+        ok(reader.resolve(&blake3).await),
+        Some(BlobKey::new(d.sha512))
+    );
+    assert_eq!(
+        mem.count() - before,
+        0,
+        "the hit cached the blob's other aliases"
+    );
+    // The first miss of a process also lists the old log once; later misses are one GET.
+    let before = mem.count();
+    assert_eq!(ok(reader.resolve(&sha1(&digests(1000))).await), None);
+    assert_eq!(mem.count() - before, 2, "the first miss");
+    let before = mem.count();
+    assert_eq!(ok(reader.resolve(&sha1(&digests(1001))).await), None);
+    assert_eq!(mem.count() - before, 1, "a later miss");
+}
+
+#[tokio::test]
+async fn a_remembered_miss_never_hides_a_put_for_longer_than_its_ttl() {
+    let mem = Mem::default();
+    let ttl = std::time::Duration::from_millis(200);
+    let reader = index(
+        &mem,
+        CacheConfig {
+            miss_ttl: ttl,
+            ..CacheConfig::default()
+        },
+    );
+    let writer = index(&mem, CacheConfig::default());
+    let d = digests(7);
+    assert_eq!(ok(reader.resolve(&sha1(&d)).await), None);
+    let before = mem.count();
+    assert_eq!(ok(reader.resolve(&sha1(&d)).await), None);
+    assert_eq!(
+        mem.count(),
+        before,
+        "a repeated miss is answered from memory"
+    );
+    ok(writer.record(&d).await);
+    let put_at = Instant::now();
+    loop {
+        if ok(reader.resolve(&sha1(&d)).await).is_some() {
+            break;
+        }
+        assert!(put_at.elapsed() < ttl * 2, "the put stayed hidden");
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert!(put_at.elapsed() <= ttl + std::time::Duration::from_millis(50));
+}
+
+#[tokio::test]
+async fn memory_stays_within_the_budget() {
+    let mem = Mem::default();
+    let budget = 256 * 1024;
+    let idx = index(
+        &mem,
+        CacheConfig {
+            bytes: budget,
+            ..CacheConfig::default()
+        },
+    );
+    for i in 0..5000 {
+        ok(idx.record(&digests(i)).await);
+        assert!(idx.cached_bytes() <= budget);
+    }
+    // Evicted or not, every alias is still found.
+    for i in (0..5000).step_by(97) {
+        let d = digests(i);
+        assert_eq!(
+            ok(idx.resolve(&sha1(&d)).await),
+            Some(BlobKey::new(d.sha512))
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_corrupt_or_foreign_marker_is_skipped_and_fsck_repairs_it() {
+    let mem = Mem::default();
+    let idx = index(&mem, CacheConfig::default());
+    let (a, b) = (digests(1), digests(2));
+    ok(idx.record(&a).await);
+    ok(idx.record(&b).await);
+    // Truncated; and one naming a blob whose sha1 is not the marker's name.
+    let k_a = marker_key(Algorithm::Sha1, &hex::encode(a.sha1));
+    let k_b = marker_key(Algorithm::Sha1, &hex::encode(b.sha1));
+    {
+        let mut m = mem.map();
+        let torn = m.get(&k_a).map(|v| v.slice(..40)).unwrap_or_default();
+        m.insert(k_a.clone(), torn);
+        m.insert(k_b.clone(), Bytes::from(line(&digests(3))));
+    }
+    let fresh = index(&mem, CacheConfig::default());
+    assert_eq!(ok(fresh.resolve(&sha1(&a)).await), None);
+    assert_eq!(ok(fresh.resolve(&sha1(&b)).await), None);
+    let report = ok(fresh.rebuild(futures::stream::iter([a, b]).boxed()).await);
+    assert_eq!(report.indexed, 2);
+    assert_eq!(report.corrected, 2);
+    let after = index(&mem, CacheConfig::default());
+    assert_eq!(
+        ok(after.resolve(&sha1(&a)).await),
+        Some(BlobKey::new(a.sha512))
+    );
+    assert_eq!(
+        ok(after.resolve(&sha1(&b)).await),
+        Some(BlobKey::new(b.sha512))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_rebuild_racing_puts_loses_nothing() {
+    let mem = Mem::default();
+    let idx = index(&mem, CacheConfig::default());
+    let scanned: Vec<Digests> = (0..300).map(digests).collect();
+    let rebuild = {
+        let idx = idx.clone();
+        let scanned = scanned.clone();
+        tokio::spawn(async move { idx.rebuild(futures::stream::iter(scanned).boxed()).await })
+    };
+    let puts: Vec<_> = (200..500)
+        .map(|i| {
+            let idx = idx.clone();
+            tokio::spawn(async move { idx.record(&digests(i)).await })
+        })
+        .collect();
+    for p in puts {
+        ok(p.await.unwrap_or_else(|e| panic!("{e}")));
+    }
+    let report = ok(rebuild.await.unwrap_or_else(|e| panic!("{e}")));
+    assert_eq!(report.indexed, 300);
+    let reader = index(&mem, CacheConfig::default());
+    for i in 0..500 {
+        let d = digests(i);
+        assert_eq!(
+            ok(reader.resolve(&sha1(&d)).await),
+            Some(BlobKey::new(d.sha512)),
+            "blob {i}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_store_of_segments_upgrades_without_a_lookup_failing() {
+    let mem = Mem::default();
+    // An earlier version's writer: records in segments.
+    let old = AliasLog::new(mem.clone());
+    let all: Vec<Digests> = (0..400).map(digests).collect();
+    for chunk in all.chunks(10) {
+        ok(old.record(chunk).await);
+    }
+    let segments = |mem: &Mem| mem.map().keys().filter(|k| k.starts_with("log/")).count();
+    assert!(segments(&mem) > 0);
+    // A new process looks everything up while its own import runs in the background.
+    let idx = index(&mem, CacheConfig::default());
+    for d in &all {
+        assert_eq!(
+            ok(idx.resolve(&sha1(d)).await),
+            Some(BlobKey::new(d.sha512)),
+            "during the upgrade"
+        );
+    }
+    for _ in 0..200 {
+        if segments(&mem) == 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert_eq!(
+        segments(&mem),
+        0,
+        "the import deletes the segments it imported"
+    );
+    let fresh = index(&mem, CacheConfig::default());
+    for d in all.iter().step_by(7) {
+        let before = mem.count();
+        assert_eq!(
+            ok(fresh.resolve(&sha1(d)).await),
+            Some(BlobKey::new(d.sha512))
+        );
+        assert_eq!(mem.count() - before, 1, "after the upgrade, one GET");
+    }
+}

@@ -1,0 +1,109 @@
+//! An `ObjectStore` that counts the requests it passes on to the one it wraps, by kind: how tests
+//! and the `remote_index` benchmark measure what an alias lookup costs on a real server. A LIST
+//! counts once per listing started (a listing of more than 1,000 keys is several requests).
+#![allow(dead_code)]
+
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use futures::stream::BoxStream;
+use object_store::path::Path;
+use object_store::{
+    CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore,
+    PutMultipartOptions, PutOptions, PutPayload, PutResult, Result,
+};
+
+/// Requests by kind.
+#[derive(Debug, Default)]
+pub struct Counts {
+    pub get: AtomicU64,
+    pub put: AtomicU64,
+    pub list: AtomicU64,
+    pub other: AtomicU64,
+}
+
+impl Counts {
+    pub fn total(&self) -> u64 {
+        [&self.get, &self.put, &self.list, &self.other]
+            .iter()
+            .map(|c| c.load(Ordering::SeqCst))
+            .sum()
+    }
+    pub fn gets(&self) -> u64 {
+        self.get.load(Ordering::SeqCst)
+    }
+    pub fn lists(&self) -> u64 {
+        self.list.load(Ordering::SeqCst)
+    }
+}
+
+#[derive(Debug)]
+pub struct Counting {
+    inner: Arc<dyn ObjectStore>,
+    pub counts: Arc<Counts>,
+}
+
+impl Counting {
+    pub fn new(inner: Arc<dyn ObjectStore>) -> Counting {
+        Counting {
+            inner,
+            counts: Arc::new(Counts::default()),
+        }
+    }
+}
+
+impl fmt::Display for Counting {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "counting({})", self.inner)
+    }
+}
+
+fn bump(c: &AtomicU64) {
+    c.fetch_add(1, Ordering::SeqCst);
+}
+
+#[async_trait]
+impl ObjectStore for Counting {
+    async fn put_opts(
+        &self,
+        location: &Path,
+        payload: PutPayload,
+        opts: PutOptions,
+    ) -> Result<PutResult> {
+        bump(&self.counts.put);
+        self.inner.put_opts(location, payload, opts).await
+    }
+    async fn put_multipart_opts(
+        &self,
+        location: &Path,
+        opts: PutMultipartOptions,
+    ) -> Result<Box<dyn MultipartUpload>> {
+        bump(&self.counts.other);
+        self.inner.put_multipart_opts(location, opts).await
+    }
+    async fn get_opts(&self, location: &Path, options: GetOptions) -> Result<GetResult> {
+        bump(&self.counts.get);
+        self.inner.get_opts(location, options).await
+    }
+    fn delete_stream(
+        &self,
+        locations: BoxStream<'static, Result<Path>>,
+    ) -> BoxStream<'static, Result<Path>> {
+        bump(&self.counts.other);
+        self.inner.delete_stream(locations)
+    }
+    fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, Result<ObjectMeta>> {
+        bump(&self.counts.list);
+        self.inner.list(prefix)
+    }
+    async fn list_with_delimiter(&self, prefix: Option<&Path>) -> Result<ListResult> {
+        bump(&self.counts.list);
+        self.inner.list_with_delimiter(prefix).await
+    }
+    async fn copy_opts(&self, from: &Path, to: &Path, options: CopyOptions) -> Result<()> {
+        bump(&self.counts.other);
+        self.inner.copy_opts(from, to, options).await
+    }
+}

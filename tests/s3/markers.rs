@@ -1,0 +1,272 @@
+//! The alias markers on a real server: what a lookup costs (requests counted by a wrapper around
+//! the object_store client), a second process seeing a put at once, a store of alias-log segments
+//! of an earlier version upgrading while it answers, and fsck repairing a corrupt marker.
+#![allow(dead_code)]
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures::TryStreamExt;
+use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+use tarvault::backend::s3::S3Backend;
+use tarvault::backend::{Backend, BlobKey};
+use tarvault::integrity::{Algorithm, Digests};
+use tarvault::{FsckOptions, PutOptions, Store};
+
+use super::counting::Counting;
+use super::Server;
+use crate::common::noise;
+
+/// A backend on `prefix` whose requests are counted.
+fn counted(s: &Server, prefix: &str) -> (S3Backend, Arc<super::counting::Counts>) {
+    let c = s.config(prefix);
+    let counting = Counting::new(Arc::new(c.build().expect("client")));
+    let counts = counting.counts.clone();
+    (S3Backend::with_store_config(Arc::new(counting), &c), counts)
+}
+
+async fn put_some(s: &Server, prefix: &str, n: u64) -> Vec<(Vec<u8>, Digests)> {
+    let store = Store::new(
+        S3Backend::connect(&s.config(prefix))
+            .await
+            .expect("connect"),
+    );
+    let mut all = Vec::new();
+    for i in 0..n {
+        let data = noise(700 + i as usize, 900 + i);
+        let put = store
+            .put_bytes(data.clone(), &PutOptions::default())
+            .await
+            .expect("put");
+        all.push((data, put.digests));
+    }
+    all
+}
+
+fn by(alg: Algorithm, d: &Digests) -> tarvault::Hash {
+    d.hash(alg)
+}
+
+/// A cold lookup by sha1 or blake3 is one GET; a miss is at most two requests (the first miss
+/// of a process also lists the old log once), later misses one.
+pub async fn lookups_cost_one_request(s: &Server) {
+    let prefix = Server::fresh_prefix("mcost");
+    let all = put_some(s, &prefix, 5).await;
+    let (b, counts) = counted(s, &prefix);
+    for (_, d) in &all {
+        for alg in [Algorithm::Sha1, Algorithm::Blake3] {
+            let fresh = counted(s, &prefix);
+            let got = fresh.0.resolve_alias(&by(alg, d)).await.expect("resolve");
+            assert_eq!(got, Some(BlobKey::new(d.sha512)));
+            assert_eq!(fresh.1.total(), 1, "a cold {alg} lookup");
+        }
+    }
+    let missing = |i: u8| tarvault::Hash::from_hex(Algorithm::Sha1, &hex::encode([i; 20]));
+    assert_eq!(
+        b.resolve_alias(&missing(1).expect("hash"))
+            .await
+            .expect("miss"),
+        None
+    );
+    assert!(
+        counts.total() <= 2,
+        "first miss: {} requests",
+        counts.total()
+    );
+    let before = counts.total();
+    assert_eq!(
+        b.resolve_alias(&missing(2).expect("hash"))
+            .await
+            .expect("miss"),
+        None
+    );
+    assert_eq!(counts.total() - before, 1, "a later miss");
+}
+
+/// A blob put by another process (the CLI) is found by sha1 at once by a third process, and
+/// within the miss TTL (1 s) by a process that had just missed it.
+pub async fn another_process_sees_a_put_at_once(s: &Server) {
+    #[cfg(feature = "cli")]
+    {
+        let prefix = Server::fresh_prefix("mproc");
+        let url = format!("s3://{}/{prefix}", s.bucket());
+        let data = noise(3000, 77);
+        let dir = tempfile::tempdir().expect("tempdir");
+        let src = dir.path().join("blob");
+        std::fs::write(&src, &data).expect("write");
+        let shasum = {
+            use sha1::Digest;
+            hex::encode(sha1::Sha1::digest(&data))
+        };
+        let run = |args: &[&str]| {
+            let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_tarvault"));
+            cmd.arg("--store").arg(&url).args(args);
+            for k in [
+                "AWS_ACCESS_KEY_ID",
+                "AWS_SECRET_ACCESS_KEY",
+                "AWS_REGION",
+                "AWS_ENDPOINT_URL",
+                "AWS_ALLOW_HTTP",
+            ] {
+                cmd.env(k, s.var(k));
+            }
+            cmd.output().expect("run tarvault")
+        };
+        let watcher = S3Backend::connect(&s.config(&prefix))
+            .await
+            .expect("connect");
+        let h = tarvault::Hash::from_hex(Algorithm::Sha1, &shasum).expect("hash");
+        assert_eq!(watcher.resolve_alias(&h).await.expect("miss"), None);
+        let put = run(&["put", src.to_str().expect("utf8")]);
+        assert!(
+            put.status.success(),
+            "{}",
+            String::from_utf8_lossy(&put.stderr)
+        );
+        let put_at = Instant::now();
+        let stat = run(&["stat", &shasum]);
+        assert!(
+            stat.status.success(),
+            "{}",
+            String::from_utf8_lossy(&stat.stderr)
+        );
+        loop {
+            if watcher.resolve_alias(&h).await.expect("resolve").is_some() {
+                break;
+            }
+            assert!(
+                put_at.elapsed() < Duration::from_millis(1500),
+                "still hidden {:?} after the put",
+                put_at.elapsed()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    #[cfg(not(feature = "cli"))]
+    let _ = s;
+}
+
+/// Turns a store into what an earlier version left: no markers, every record in a segment of the
+/// alias log.
+async fn make_legacy(raw: &Arc<dyn ObjectStore>, prefix: &str, all: &[(Vec<u8>, Digests)]) {
+    let markers = Path::from(format!("{prefix}/markers"));
+    let listed: Vec<_> = raw.list(Some(&markers)).try_collect().await.expect("list");
+    for m in listed {
+        raw.delete(&m.location).await.expect("delete marker");
+    }
+    for (i, chunk) in all.chunks(4).enumerate() {
+        let body: String = chunk
+            .iter()
+            .map(|(_, d)| {
+                format!(
+                    "v1 {} {} {} {}\n",
+                    d.sha512_hex(),
+                    d.shasum(),
+                    d.blake3_hex(),
+                    d.size
+                )
+            })
+            .collect();
+        let name = Path::from(format!("{prefix}/alias/log/00000000000{i:03x}-{:016x}", i));
+        raw.put(&name, PutPayload::from(Bytes::from(body)))
+            .await
+            .expect("segment");
+    }
+}
+
+/// A store of segments answers every lookup while a new process imports them into markers, and
+/// after the import a lookup is one GET again.
+pub async fn segments_upgrade_to_markers(s: &Server) {
+    let prefix = Server::fresh_prefix("mupg");
+    let all = put_some(s, &prefix, 10).await;
+    let raw = s.raw();
+    make_legacy(&raw, &prefix, &all).await;
+    let log = Path::from(format!("{prefix}/alias/log"));
+    let reader = Store::new(
+        S3Backend::connect(&s.config(&prefix))
+            .await
+            .expect("connect"),
+    );
+    crate::common::assert_found_by_aliases(&reader, &all).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let left: Vec<_> = raw.list(Some(&log)).try_collect().await.expect("list");
+        if left.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} segments not imported",
+            left.len()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for (_, d) in &all {
+        let (b, counts) = counted(s, &prefix);
+        let got = b
+            .resolve_alias(&by(Algorithm::Sha1, d))
+            .await
+            .expect("resolve");
+        assert_eq!(got, Some(BlobKey::new(d.sha512)));
+        assert_eq!(counts.total(), 1, "after the upgrade");
+    }
+}
+
+/// A truncated marker is skipped (the blob is still there, just not found by that alias), and
+/// fsck rewrites it; fsck of a store of segments imports them.
+pub async fn fsck_repairs_markers_and_imports_segments(s: &Server) {
+    let prefix = Server::fresh_prefix("mfsck");
+    let all = put_some(s, &prefix, 6).await;
+    let raw = s.raw();
+    let (_, d0) = &all[0];
+    let marker = Path::from(format!(
+        "{prefix}/markers/sha1/{}/{}",
+        &d0.shasum()[..2],
+        d0.shasum()
+    ));
+    raw.put(&marker, PutPayload::from_static(b"v1 0123"))
+        .await
+        .expect("corrupt");
+    let b = S3Backend::connect(&s.config(&prefix))
+        .await
+        .expect("connect");
+    assert_eq!(
+        b.resolve_alias(&by(Algorithm::Sha1, d0))
+            .await
+            .expect("resolve"),
+        None
+    );
+    let report = Store::new(b)
+        .fsck(&FsckOptions::default())
+        .await
+        .expect("fsck");
+    assert_eq!(report.index.corrected, 1, "{report:?}");
+    let fresh = Store::new(
+        S3Backend::connect(&s.config(&prefix))
+            .await
+            .expect("connect"),
+    );
+    crate::common::assert_found_by_aliases(&fresh, &all).await;
+
+    // A store of segments, imported by fsck.
+    let prefix = Server::fresh_prefix("mfsck2");
+    let all = put_some(s, &prefix, 6).await;
+    make_legacy(&raw, &prefix, &all).await;
+    let store = Store::new(
+        S3Backend::connect(&s.config(&prefix))
+            .await
+            .expect("connect"),
+    );
+    store.fsck(&FsckOptions::default()).await.expect("fsck");
+    let log = Path::from(format!("{prefix}/alias/log"));
+    let left: Vec<_> = raw.list(Some(&log)).try_collect().await.expect("list");
+    assert!(left.is_empty(), "fsck left {} segments", left.len());
+    let fresh = Store::new(
+        S3Backend::connect(&s.config(&prefix))
+            .await
+            .expect("connect"),
+    );
+    crate::common::assert_found_by_aliases(&fresh, &all).await;
+}
