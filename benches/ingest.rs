@@ -19,6 +19,9 @@
 //! Run: `cargo bench --bench ingest` (`TARVAULT_CORPUS` for the corpus, `TARVAULT_BENCH_DIR` for
 //! where stores go, `TARVAULT_BENCH_ROUNDS` for rounds, default 5).
 
+#[path = "common/noise.rs"]
+mod noise;
+
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -56,7 +59,7 @@ fn main() {
     let small: Vec<PathBuf> = (0..SMALL_COUNT as u64)
         .map(|i| {
             let p = small_dir.join(format!("{i:05}.bin"));
-            std::fs::write(&p, pseudo_random(i, SMALL_SIZE)).expect("write input");
+            std::fs::write(&p, noise::noise(i, SMALL_SIZE)).expect("write input");
             p
         })
         .collect();
@@ -94,7 +97,7 @@ fn large(rt: &tokio::runtime::Runtime, work: &Path) {
     {
         let mut f = std::io::BufWriter::new(std::fs::File::create(&input).expect("create"));
         for i in 0..mib as u64 {
-            f.write_all(&pseudo_random(i, 1 << 20)).expect("write");
+            f.write_all(&noise::noise(i, 1 << 20)).expect("write");
         }
         f.flush().expect("flush");
     }
@@ -200,19 +203,6 @@ fn wait_with_rss(mut child: std::process::Child) -> (bool, i64) {
             None => std::thread::sleep(std::time::Duration::from_millis(5)),
         }
     }
-}
-
-fn pseudo_random(seed: u64, len: usize) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let mut out = Vec::with_capacity(len + 8);
-    while out.len() < len {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        out.extend_from_slice(&x.to_le_bytes());
-    }
-    out.truncate(len);
-    out
 }
 
 fn corpus_files() -> Vec<PathBuf> {

@@ -9,6 +9,8 @@
 //! Run: `cargo bench --bench store` (set `TARVAULT_BENCH_GIB` to change the large-blob size,
 //! `TARVAULT_CORPUS` for the corpus).
 
+#[path = "common/noise.rs"]
+mod noise;
 #[path = "common/rss.rs"]
 mod rss;
 
@@ -226,19 +228,7 @@ fn corpus_ingest(rt: &tokio::runtime::Runtime, work: &Path) {
         7,
     );
     // 20 KiB blobs, as in the machine notes' cacache figures: per-file overhead dominates.
-    let small: Vec<Vec<u8>> = (0..1000u64)
-        .map(|i| {
-            let mut x = i.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-            (0..20 * 1024 / 8)
-                .flat_map(|_| {
-                    x ^= x << 13;
-                    x ^= x >> 7;
-                    x ^= x << 17;
-                    x.to_le_bytes()
-                })
-                .collect()
-        })
-        .collect();
+    let small: Vec<Vec<u8>> = (0..1000u64).map(|i| noise::noise(i, 20 * 1024)).collect();
     ingest_table(rt, work, "small", "1000 blobs of 20 KiB", &small, 5);
 }
 

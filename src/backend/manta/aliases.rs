@@ -66,19 +66,7 @@ impl MarkerStore for MantaMarkers {
 
     async fn get(&self, alg: Algorithm, hex: &str) -> Result<Option<Bytes>> {
         let path = self.layout.marker_path(alg, hex);
-        let resp = self.client.get(&path, HeaderMap::new()).await?;
-        match resp.status() {
-            StatusCode::OK => {
-                resp.bytes().await.map(Some).map_err(|e| {
-                    Error::backend(self.describe.clone(), format!("reading {path}: {e}"))
-                })
-            }
-            StatusCode::NOT_FOUND => Ok(None),
-            _ => Err(self
-                .client
-                .api_error(&reqwest::Method::GET, &path, resp)
-                .await),
-        }
+        get_small(&self.client, &self.describe, &path).await
     }
 
     fn name(&self, alg: Algorithm, hex: &str) -> String {
@@ -87,6 +75,20 @@ impl MarkerStore for MantaMarkers {
             self.client.config().url,
             self.layout.marker_path(alg, hex)
         )
+    }
+}
+
+/// The whole body of a small object (a marker, a segment), or `None` if there is none.
+async fn get_small(client: &MantaClient, describe: &str, path: &str) -> Result<Option<Bytes>> {
+    let resp = client.get(path, HeaderMap::new()).await?;
+    match resp.status() {
+        StatusCode::OK => resp
+            .bytes()
+            .await
+            .map(Some)
+            .map_err(|e| Error::backend(describe.to_string(), format!("reading {path}: {e}"))),
+        StatusCode::NOT_FOUND => Ok(None),
+        _ => Err(client.api_error(&reqwest::Method::GET, path, resp).await),
     }
 }
 
@@ -120,20 +122,7 @@ impl SegmentStore for MantaSegments {
     }
 
     async fn get(&self, name: &str) -> Result<Option<Bytes>> {
-        let path = self.path(name);
-        let resp = self.client.get(&path, HeaderMap::new()).await?;
-        match resp.status() {
-            StatusCode::OK => {
-                resp.bytes().await.map(Some).map_err(|e| {
-                    Error::backend(self.describe.clone(), format!("reading {path}: {e}"))
-                })
-            }
-            StatusCode::NOT_FOUND => Ok(None),
-            _ => Err(self
-                .client
-                .api_error(&reqwest::Method::GET, &path, resp)
-                .await),
-        }
+        get_small(&self.client, &self.describe, &self.path(name)).await
     }
 
     async fn list(&self) -> Result<Vec<(String, u64)>> {
