@@ -11,9 +11,9 @@ use futures::{StreamExt, TryStreamExt};
 use reqwest::header::{HeaderMap, HeaderValue};
 use reqwest::StatusCode;
 
-use super::api_error;
 use super::dirs::Dirs;
 use super::layout::Layout;
+use super::{create_only, exists_already};
 use super::{MantaClient, RequestBody};
 use crate::backend::alias_log::SegmentStore;
 use crate::backend::alias_marker::MarkerStore;
@@ -34,12 +34,7 @@ impl MantaMarkers {
         let mut headers = HeaderMap::new();
         headers.insert("content-type", HeaderValue::from_static("text/plain"));
         if create {
-            // `If-None-Match: *` always fails on Manta; this fails exactly when the object exists
-            // (see the backend's publish).
-            headers.insert(
-                "if-unmodified-since",
-                HeaderValue::from_static("Thu, 01 Jan 1970 00:00:00 GMT"),
-            );
+            create_only(&mut headers);
         }
         let path = self.layout.marker_path(alg, hex);
         match self
@@ -48,7 +43,7 @@ impl MantaMarkers {
             .await
         {
             Ok(_) => Ok(true),
-            Err(e) if create && api_error(&e).is_some_and(|a| a.status == 412) => Ok(false),
+            Err(e) if create && exists_already(&e) => Ok(false),
             Err(e) => Err(e),
         }
     }

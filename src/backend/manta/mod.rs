@@ -96,6 +96,21 @@ pub fn api_error(e: &Error) -> Option<&MantaApiError> {
     None
 }
 
+/// Makes a PUT create-only. Manta answers `If-None-Match: *` with a failure whether or not the
+/// object exists; `If-Unmodified-Since` the epoch fails exactly when it exists (see
+/// [`exists_already`]) and lets a new object through.
+pub(crate) fn create_only(headers: &mut HeaderMap) {
+    headers.insert(
+        "if-unmodified-since",
+        HeaderValue::from_static("Thu, 01 Jan 1970 00:00:00 GMT"),
+    );
+}
+
+/// Whether a [`create_only`] PUT failed because the object is already there (412).
+pub(crate) fn exists_already(e: &Error) -> bool {
+    api_error(e).is_some_and(|a| a.status == 412)
+}
+
 impl MantaBackend {
     /// A backend for `config` (loads the key; makes no request).
     pub fn new(config: MantaConfig) -> Result<Self> {
@@ -182,18 +197,15 @@ impl MantaBackend {
             (META_SHA1, hex::encode(digests.sha1)),
             (META_BLAKE3, hex::encode(digests.blake3)),
         ])?;
-        let mut create_only = headers.clone();
-        create_only.insert(
-            "if-unmodified-since",
-            HeaderValue::from_static("Thu, 01 Jan 1970 00:00:00 GMT"),
-        );
+        let mut create = headers.clone();
+        create_only(&mut create);
         let (reply, aliases) = futures::join!(
-            self.dirs.put_with_parents(&path, create_only, body.clone()),
+            self.dirs.put_with_parents(&path, create, body.clone()),
             self.put_aliases(digests)
         );
         // The blob's own failure is the one to report (the records' is likely the same cause).
         let reply = match reply {
-            Err(e) if api_error(&e).is_some_and(|a| a.status == 412) => {
+            Err(e) if exists_already(&e) => {
                 aliases?;
                 match self.client.head(&path).await? {
                     Some(h) if self.stat_from_headers(&key, &h)?.size == digests.size => {

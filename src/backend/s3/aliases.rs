@@ -11,8 +11,9 @@ use futures::{StreamExt, TryStreamExt};
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions};
 
-use super::errors::{absent_ok, backend_error, is_transport};
+use super::errors::{absent_ok, backend_error};
 use super::keys::Keys;
+use super::writer::put_create;
 use crate::backend::alias_log::SegmentStore;
 use crate::backend::alias_marker::MarkerStore;
 use crate::integrity::Algorithm;
@@ -36,27 +37,14 @@ impl MarkerStore for S3Markers {
             mode: PutMode::Create,
             ..PutOptions::default()
         };
-        let mut attempt = 0;
-        loop {
-            match self
-                .store
-                .put_opts(&path, body.clone().into(), opts.clone())
-                .await
-            {
-                Ok(_) => return Ok(true),
-                // Also what a retry of a create that did land sees: the caller reads it back.
-                Err(
-                    object_store::Error::AlreadyExists { .. }
-                    | object_store::Error::Precondition { .. },
-                ) => return Ok(false),
-                Err(e) if is_transport(&e) && attempt < self.retries => {
-                    attempt += 1;
-                    tracing::debug!(error = %e, attempt, "retrying a marker PUT");
-                    let pause = std::time::Duration::from_millis(100 << attempt.min(4));
-                    tokio::time::sleep(pause).await;
-                }
-                Err(e) => return Err(backend_error(&self.describe, "write alias marker", e)),
-            }
+        match put_create(self.store.as_ref(), &path, body.into(), opts, self.retries).await {
+            Ok(_) => Ok(true),
+            // Also what a retry of a create that did land sees: the caller reads it back.
+            Err(
+                object_store::Error::AlreadyExists { .. }
+                | object_store::Error::Precondition { .. },
+            ) => Ok(false),
+            Err(e) => Err(backend_error(&self.describe, "write alias marker", e)),
         }
     }
 

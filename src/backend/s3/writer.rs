@@ -236,6 +236,31 @@ impl BlobWriter for S3Writer {
     }
 }
 
+/// A create-only `PUT` (`opts.mode` is [`PutMode::Create`]), retried up to `retries` times when
+/// the connection fails. object_store does not retry it, since a create is not idempotent in
+/// general; it is for the objects tarvault creates (a blob, an alias marker), whose bytes are
+/// fixed by their name, so a retry of a create that did land sees the object there, which the
+/// caller treats as "already present".
+pub(crate) async fn put_create(
+    store: &dyn ObjectStore,
+    path: &Path,
+    payload: PutPayload,
+    opts: PutOptions,
+    retries: usize,
+) -> object_store::Result<object_store::PutResult> {
+    let mut attempt = 0;
+    loop {
+        match store.put_opts(path, payload.clone(), opts.clone()).await {
+            Err(e) if is_transport(&e) && attempt < retries => {
+                attempt += 1;
+                tracing::debug!(error = %e, attempt, object = %path, "retrying a create-only PUT");
+                tokio::time::sleep(Duration::from_millis(100 << attempt.min(4))).await;
+            }
+            other => return other,
+        }
+    }
+}
+
 /// One create-only `PUT`. A 412 means the blob is already there: a dedupe hit, unless the object
 /// there has the wrong size (a truncated or planted object), which the verified bytes replace.
 async fn put_small(inner: &Inner, d: &Digests, chunks: Vec<Bytes>) -> Result<Committed> {
@@ -247,25 +272,8 @@ async fn put_small(inner: &Inner, d: &Digests, chunks: Vec<Bytes>) -> Result<Com
         attributes: digest_attributes(d),
         ..PutOptions::default()
     };
-    // A create-only PUT is not idempotent, so object_store does not retry it after a connection
-    // reset; it is safe for us to: a retry that finds the object there (412) is a dedupe hit of
-    // the same verified bytes.
-    let mut attempt = 0;
-    let first = loop {
-        match inner
-            .store
-            .put_opts(&path, payload.clone(), opts.clone())
-            .await
-        {
-            Err(e) if is_transport(&e) && attempt < inner.retries => {
-                attempt += 1;
-                tracing::debug!(error = %e, attempt, "retrying a create-only PUT");
-                tokio::time::sleep(Duration::from_millis(100 << attempt.min(4))).await;
-            }
-            other => break other,
-        }
-    };
-    match first {
+    // A retry that finds the object there (412) is a dedupe hit of the same verified bytes.
+    match put_create(inner.store.as_ref(), &path, payload, opts, inner.retries).await {
         Ok(_) => Ok(Committed::Stored),
         Err(
             object_store::Error::AlreadyExists { .. } | object_store::Error::Precondition { .. },
