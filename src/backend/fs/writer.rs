@@ -12,6 +12,7 @@ use bytes::Bytes;
 use super::FsInner;
 use crate::backend::{BlobKey, BlobWriter, Committed};
 use crate::integrity::Digests;
+use crate::task::blocking;
 use crate::{Error, Result};
 
 /// Bytes gathered before they are handed to a blocking write: large enough that the hop to the
@@ -69,7 +70,7 @@ impl FsWriter {
         if self.created && self.file.is_none() && self.pending.is_empty() {
             if fsync {
                 let tmp = self.tmp.clone();
-                crate::task::blocking(move || {
+                blocking(move || {
                     File::open(&tmp)
                         .and_then(|f| f.sync_data())
                         .map_err(|e| Error::io("fsync", &tmp, e))
@@ -82,15 +83,14 @@ impl FsWriter {
         let file = self.file.take();
         let pending = std::mem::take(&mut self.pending);
         self.pending_len = 0;
-        let file = tokio::task::spawn_blocking(move || -> Result<File> {
+        let file = blocking(move || -> Result<File> {
             let file = FsWriter::flush_blocking(&tmp, file, pending)?;
             if fsync {
                 file.sync_data().map_err(|e| Error::io("fsync", &tmp, e))?;
             }
             Ok(file)
         })
-        .await
-        .map_err(Error::Task)??;
+        .await?;
         self.created = true;
         drop(file);
         Ok(())
@@ -137,9 +137,7 @@ impl BlobWriter for FsWriter {
         let file = if inline {
             FsWriter::flush_blocking(&tmp, file, pending)?
         } else {
-            tokio::task::spawn_blocking(move || FsWriter::flush_blocking(&tmp, file, pending))
-                .await
-                .map_err(Error::Task)??
+            blocking(move || FsWriter::flush_blocking(&tmp, file, pending)).await?
         };
         self.created = true;
         self.file = Some(file);
