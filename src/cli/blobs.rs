@@ -1,8 +1,7 @@
 //! The blob commands: put, get, has, stat, ls, rm, fsck.
 
-use std::path::{Path, PathBuf};
-
 use std::io::Read;
+use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
 use futures::stream::BoxStream;

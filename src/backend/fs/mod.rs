@@ -3,8 +3,9 @@
 //! Each blob is one read-only file named by its sha512 hex in a two-level shard
 //! (`sha512/ab/cd/<hex>`, see `layout.rs`). Uploads go to a unique temp file on the same filesystem,
 //! are fsynced, and are published with a rename that never overwrites (`RENAME_NOREPLACE`, or a
-//! link and an unlink where the filesystem lacks it), followed by an fsync of the directory; so a crash at any point leaves either no file or a complete one under an address, and
-//! any number of threads and processes may write the same content at once. Temp files of processes
+//! link and an unlink where the filesystem lacks it), followed by an fsync of the directory; so a
+//! crash at any point leaves either no file or a complete one under an address, and any number
+//! of threads and processes may write the same content at once. Temp files of processes
 //! that died are swept when a store is opened and by `fsck`.
 //!
 //! The sha1/blake3 index and each blob's recorded digests live in an SQLite database beside the
