@@ -756,7 +756,7 @@ async fn fsck_removes_dangling_markers() {
     }
     let client = backend.client();
     let layout = backend.layout();
-    let gone = all[0].1.clone();
+    let gone = all[0].1;
     client
         .delete(&backend.blob_path(&BlobKey::new(gone.sha512)))
         .await

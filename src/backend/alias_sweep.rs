@@ -55,7 +55,8 @@ use crate::backend::alias_map::line;
 use crate::backend::{AliasRebuild, BlobKey};
 use crate::Result;
 
-/// Markers younger than this are not checked (see the [module documentation](self)).
+/// Markers younger than this are not checked by `fsck`: a put's blob lands within this time of
+/// its markers, whose PUTs started with it (see docs/remote-index.md).
 pub const DEFAULT_GRACE: Duration = Duration::from_secs(3600);
 
 /// Markers reported one by one at `warn` level in one pass; the rest at `debug`, with a total.
