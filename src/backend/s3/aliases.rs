@@ -67,7 +67,8 @@ impl MarkerStore for S3Markers {
     }
 
     fn name(&self, alg: Algorithm, hex: &str) -> String {
-        format!("{}/{}", self.describe, self.keys.marker(alg, hex))
+        // The key holds the prefix, which `describe` ends with already.
+        format!("{} key {}", self.describe, self.keys.marker(alg, hex))
     }
 
     /// One LIST of the markers folder, paged by object_store as it is read (1,000 keys a page).
@@ -82,7 +83,7 @@ impl MarkerStore for S3Markers {
                         hex,
                         modified: Some(m.last_modified.into()),
                     },
-                    None => Listed::Foreign(format!("{}/{}", self.describe, m.location)),
+                    None => Listed::Foreign(format!("{} key {}", self.describe, m.location)),
                 })
             })
             .boxed()
