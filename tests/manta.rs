@@ -732,3 +732,87 @@ async fn alias_markers_are_shared_and_segments_upgrade() {
     let repaired = Store::new(MantaBackend::new(config).expect("backend"));
     common::assert_found_by_aliases(&repaired, &all).await;
 }
+
+/// A blob deleted behind the store's back leaves two markers: fsck with the default grace
+/// (an hour) leaves them (too young to check); with `alias_grace_secs=0` it reports and removes
+/// them, the lookup by sha1 then misses cleanly and the other blobs keep their markers. An
+/// unreadable marker naming no blob is reported and kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fsck_removes_dangling_markers() {
+    let Some(target) = Target::get("fsck_removes_dangling_markers") else {
+        return;
+    };
+    let config = target.config("dangling");
+    let backend = MantaBackend::new(config.clone()).expect("backend");
+    let store = Store::new(backend.clone());
+    let mut all = Vec::new();
+    for i in 0..5u64 {
+        let data = noise(800 + i as usize, 300 + i);
+        let put = store
+            .put_bytes(data.clone(), &PutOptions::default())
+            .await
+            .expect("put");
+        all.push((data, put.digests));
+    }
+    let client = backend.client();
+    let layout = backend.layout();
+    let gone = all[0].1;
+    client
+        .delete(&backend.blob_path(&BlobKey::new(gone.sha512)))
+        .await
+        .expect("raw delete");
+    let junk = layout.marker_path(tarvault::Algorithm::Sha1, &"abc".repeat(14)[..40]);
+    client
+        .put_directory(&format!(
+            "{}/abc",
+            layout.markers_dir(tarvault::Algorithm::Sha1)
+        ))
+        .await
+        .expect("mkdir");
+    client
+        .put_object(
+            &junk,
+            reqwest::header::HeaderMap::new(),
+            RequestBody::Bytes("v1 0".into()),
+        )
+        .await
+        .expect("plant");
+    let marker_there = |alg, d: &tarvault::Digests| {
+        let hex = match alg {
+            tarvault::Algorithm::Sha1 => d.shasum(),
+            _ => d.blake3_hex(),
+        };
+        let path = layout.marker_path(alg, &hex);
+        async move { client.head(&path).await.expect("head").is_some() }
+    };
+
+    let report = store.fsck(&FsckOptions::default()).await.expect("fsck");
+    let ix = report.index;
+    assert_eq!((ix.listed, ix.recent, ix.removed), (11, 11, 0), "{ix:?}");
+
+    let mut eager = config.clone();
+    eager.alias_grace = Duration::ZERO;
+    let report = Store::new(MantaBackend::new(eager).expect("backend"))
+        .fsck(&FsckOptions::default())
+        .await
+        .expect("fsck");
+    let ix = report.index;
+    assert_eq!(report.checked, 4);
+    assert_eq!((ix.listed, ix.dangling, ix.removed), (11, 2, 2), "{ix:?}");
+    assert_eq!((ix.unreadable, ix.recent), (1, 0), "{ix:?}");
+    for (i, (_, d)) in all.iter().enumerate() {
+        for alg in [tarvault::Algorithm::Sha1, tarvault::Algorithm::Blake3] {
+            assert_eq!(marker_there(alg, d).await, i > 0, "blob {i}'s {alg} marker");
+        }
+    }
+    assert!(client.head(&junk).await.expect("head").is_some());
+
+    let fresh = Store::new(MantaBackend::new(config).expect("backend"));
+    let err = fresh
+        .get(&common::addr(&gone.shasum()))
+        .await
+        .err()
+        .expect("not found");
+    assert_eq!(err.kind(), ErrorKind::NotFound, "{err}");
+    common::assert_found_by_aliases(&fresh, &all[1..]).await;
+}

@@ -26,10 +26,11 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use futures::stream::BoxStream;
 use futures::{StreamExt, TryStreamExt};
 
 use super::alias_cache::{AliasCache, CacheConfig};
@@ -56,6 +57,26 @@ pub(crate) trait MarkerStore: Send + Sync + 'static {
     async fn get(&self, alg: Algorithm, hex: &str) -> Result<Option<Bytes>>;
     /// The object a marker is stored as, for warnings.
     fn name(&self, alg: Algorithm, hex: &str) -> String;
+    /// Every marker, streamed as the server pages its listing (never collected: a store holds
+    /// two markers per blob, tens of millions of them), in no particular order.
+    fn list(&self) -> BoxStream<'_, Result<Listed>>;
+    /// Deletes a marker; deleting one that is not there is not an error.
+    async fn delete(&self, alg: Algorithm, hex: &str) -> Result<()>;
+}
+
+/// One entry of a marker listing ([`MarkerStore::list`]).
+#[derive(Debug, Clone)]
+pub(crate) enum Listed {
+    /// A marker's name: its algorithm and lowercase hex digest.
+    Marker {
+        alg: Algorithm,
+        hex: String,
+        /// When the server last wrote it, if the listing says (a marker of unknown age is
+        /// never removed by fsck: it could be a put's whose blob is still going up).
+        modified: Option<SystemTime>,
+    },
+    /// An object in the markers' namespace whose name is not a marker's (the object itself).
+    Foreign(String),
 }
 
 /// What a marker said.
@@ -71,6 +92,15 @@ enum Marker {
 struct Outcome {
     added: bool,
     corrected: bool,
+}
+
+/// Markers [`AliasIndex::record_alongside`] found already there, to read back once the blob is
+/// stored ([`AliasIndex::settle`]).
+#[derive(Debug, Clone, Copy, Default)]
+#[must_use = "settle them once the blob is stored"]
+pub(crate) struct Unsettled {
+    sha1: bool,
+    blake3: bool,
 }
 
 /// Whether the store may hold segments of the log an older version wrote.
@@ -114,11 +144,59 @@ impl<M: MarkerStore, S: SegmentStore> AliasIndex<M, S> {
     }
 
     /// Records the aliases of a committed blob: both markers are stored when this returns.
+    /// (Manta's puts send their markers alongside the blob instead: `record_alongside`.)
+    #[cfg_attr(not(feature = "s3"), allow(dead_code))]
     pub(crate) async fn record(&self, d: &Digests) -> Result<()> {
         let body = Bytes::from(line(d));
         let (a, b) = tokio::join!(
             self.ensure(Algorithm::Sha1, d, body.clone(), false),
             self.ensure(Algorithm::Blake3, d, body, false)
+        );
+        a?;
+        b?;
+        self.cache().insert(d);
+        Ok(())
+    }
+
+    /// Records the aliases of a blob whose PUT is still in flight (sent alongside it, so a put
+    /// costs one round trip): creates both markers and returns the ones that were already
+    /// there, which the caller passes to [`settle`](Self::settle) once the blob is stored.
+    ///
+    /// Why an existing marker is read back only after the blob is stored: it may be a dangling
+    /// one (its blob deleted) that an `fsck` is deleting right now. Read after the blob is
+    /// stored, either the read finds it gone (and settle writes it), or fsck's check of the blob
+    /// after its DELETE sees the blob and writes it back (see `alias_sweep`).
+    pub(crate) async fn record_alongside(&self, d: &Digests) -> Result<Unsettled> {
+        let body = Bytes::from(line(d));
+        let (sha1, blake3) = (hex_of(Algorithm::Sha1, d), hex_of(Algorithm::Blake3, d));
+        let (a, b) = tokio::join!(
+            self.markers.create(Algorithm::Sha1, &sha1, body.clone()),
+            self.markers.create(Algorithm::Blake3, &blake3, body)
+        );
+        Ok(Unsettled {
+            sha1: !a?,
+            blake3: !b?,
+        })
+    }
+
+    /// Finishes [`record_alongside`](Self::record_alongside) once the blob is stored: reads back
+    /// each marker that was already there, writing it if it is gone and rewriting it if it is
+    /// unreadable. No request for a new blob (both markers created).
+    pub(crate) async fn settle(&self, d: &Digests, unsettled: Unsettled) -> Result<()> {
+        let body = Bytes::from(line(d));
+        let check = |alg, yes: bool| {
+            let body = body.clone();
+            async move {
+                if yes {
+                    self.ensure(alg, d, body, true).await.map(|_| ())
+                } else {
+                    Ok(())
+                }
+            }
+        };
+        let (a, b) = tokio::join!(
+            check(Algorithm::Sha1, unsettled.sha1),
+            check(Algorithm::Blake3, unsettled.blake3)
         );
         a?;
         b?;
@@ -348,6 +426,10 @@ impl<M: MarkerStore, S: SegmentStore> AliasIndex<M, S> {
         self.cache().bytes()
     }
 }
+
+#[path = "alias_sweep.rs"]
+mod sweep;
+pub use sweep::DEFAULT_GRACE;
 
 #[cfg(test)]
 #[path = "alias_marker_tests.rs"]

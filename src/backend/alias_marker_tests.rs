@@ -7,17 +7,21 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use futures::stream::BoxStream;
 use futures::StreamExt;
+use std::time::SystemTime;
 
 use super::*;
 use crate::backend::alias_cache::CacheConfig;
 use crate::backend::alias_log::{AliasLog, SegmentStore};
 
-/// Objects in memory, with a count of requests.
+/// Objects in memory, with a count of requests. Markers are listed as written at the epoch
+/// unless `fresh` (then: now).
 #[derive(Default, Clone)]
 struct Mem {
     objects: Arc<Mutex<HashMap<String, Bytes>>>,
     requests: Arc<AtomicUsize>,
+    fresh: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Mem {
@@ -61,6 +65,37 @@ impl MarkerStore for Mem {
     }
     fn name(&self, alg: Algorithm, hex: &str) -> String {
         marker_key(alg, hex)
+    }
+    fn list(&self) -> BoxStream<'_, Result<Listed>> {
+        self.hit();
+        let modified = if self.fresh.load(Ordering::SeqCst) {
+            SystemTime::now()
+        } else {
+            SystemTime::UNIX_EPOCH
+        };
+        let listed: Vec<Result<Listed>> = self
+            .map()
+            .keys()
+            .filter_map(|k| {
+                let (alg, hex) = k.strip_prefix("m/")?.split_once('/')?;
+                let alg = if alg == "sha1" {
+                    Algorithm::Sha1
+                } else {
+                    Algorithm::Blake3
+                };
+                Some(Ok(Listed::Marker {
+                    alg,
+                    hex: hex.to_string(),
+                    modified: Some(modified),
+                }))
+            })
+            .collect();
+        futures::stream::iter(listed).boxed()
+    }
+    async fn delete(&self, alg: Algorithm, hex: &str) -> Result<()> {
+        self.hit();
+        self.map().remove(&marker_key(alg, hex));
+        Ok(())
     }
 }
 
@@ -314,4 +349,145 @@ async fn a_store_of_segments_upgrades_without_a_lookup_failing() {
         );
         assert_eq!(mem.count() - before, 1, "after the upgrade, one GET");
     }
+}
+
+/// Blobs that exist, for a sweep: those of `appear` are stored (by a put racing the sweep) as
+/// soon as one of their markers has been deleted.
+#[derive(Default, Clone)]
+struct Blobs {
+    present: Arc<Mutex<std::collections::HashSet<BlobKey>>>,
+    appear: Arc<Mutex<HashMap<BlobKey, Digests>>>,
+    markers: Mem,
+}
+
+impl Blobs {
+    fn add(&self, d: &Digests) {
+        let mut p = self.present.lock().unwrap_or_else(|e| e.into_inner());
+        p.insert(BlobKey::new(d.sha512));
+    }
+    fn check(&self, key: BlobKey) -> futures::future::BoxFuture<'static, Result<bool>> {
+        let there = {
+            let appear = self.appear.lock().unwrap_or_else(|e| e.into_inner());
+            match appear.get(&key) {
+                Some(d) => {
+                    !has_marker(&self.markers, Algorithm::Sha1, d)
+                        || !has_marker(&self.markers, Algorithm::Blake3, d)
+                }
+                None => self
+                    .present
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .contains(&key),
+            }
+        };
+        Box::pin(async move { Ok(there) })
+    }
+}
+
+fn has_marker(mem: &Mem, alg: Algorithm, d: &Digests) -> bool {
+    let hex = match alg {
+        Algorithm::Sha1 => hex::encode(d.sha1),
+        _ => hex::encode(d.blake3),
+    };
+    mem.map().contains_key(&marker_key(alg, &hex))
+}
+
+#[tokio::test]
+async fn a_sweep_removes_dangling_markers_and_reports_unreadable_ones() {
+    let mem = Mem::default();
+    let idx = index(&mem, CacheConfig::default());
+    let blobs = Blobs::default();
+    let all: Vec<Digests> = (0..20).map(digests).collect();
+    for d in &all {
+        ok(idx.record(d).await);
+    }
+    // Blobs 0..15 exist; 15..20 were deleted behind the index's back.
+    for d in &all[..15] {
+        blobs.add(d);
+    }
+    mem.map()
+        .insert(marker_key(Algorithm::Sha1, &"ab".repeat(20)), "v1 1".into());
+    let exists = |k| blobs.check(k);
+    let grace = std::time::Duration::from_secs(60);
+
+    // Written just now: nothing is checked.
+    mem.fresh.store(true, Ordering::SeqCst);
+    let mut young = AliasRebuild::default();
+    ok(idx.sweep(&exists, grace, &mut young).await);
+    assert_eq!((young.listed, young.recent, young.removed), (41, 41, 0));
+
+    mem.fresh.store(false, Ordering::SeqCst);
+    let mut report = AliasRebuild::default();
+    ok(idx.sweep(&exists, grace, &mut report).await);
+    assert_eq!(report.listed, 41);
+    assert_eq!((report.dangling, report.removed), (10, 10), "{report:?}");
+    assert_eq!(report.unreadable, 1);
+    for (i, d) in all.iter().enumerate() {
+        for alg in [Algorithm::Sha1, Algorithm::Blake3] {
+            assert_eq!(has_marker(&mem, alg, d), i < 15, "blob {i} {alg}");
+        }
+    }
+    let fresh = index(&mem, CacheConfig::default());
+    assert_eq!(ok(fresh.resolve(&sha1(&all[17])).await), None);
+    assert_eq!(
+        ok(fresh.resolve(&sha1(&all[3])).await),
+        Some(BlobKey::new(all[3].sha512))
+    );
+    // Idempotent: a second pass finds nothing more.
+    let mut again = AliasRebuild::default();
+    ok(idx.sweep(&exists, grace, &mut again).await);
+    assert_eq!((again.listed, again.removed, again.unreadable), (31, 0, 1));
+}
+
+/// The races of the module documentation of `alias_sweep`, made deterministic.
+#[tokio::test]
+async fn a_sweep_racing_a_put_of_the_same_blob_leaves_its_markers() {
+    let mem = Mem::default();
+    let idx = index(&mem, CacheConfig::default());
+    let blobs = Blobs {
+        markers: mem.clone(),
+        ..Blobs::default()
+    };
+    let exists = |k| blobs.check(k);
+    let grace = std::time::Duration::from_secs(60);
+    let d = digests(5);
+    ok(idx.record(&d).await);
+
+    // The blob appears between the sweep's DELETE and its second look: written back.
+    blobs
+        .appear
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(BlobKey::new(d.sha512), d);
+    let mut report = AliasRebuild::default();
+    ok(idx.sweep(&exists, grace, &mut report).await);
+    assert_eq!(report.removed, 0, "{report:?}");
+    assert!(report.dangling >= 1, "{report:?}");
+    assert!(has_marker(&mem, Algorithm::Sha1, &d) && has_marker(&mem, Algorithm::Blake3, &d));
+
+    // A put whose create-only marker PUTs answered "exists" (the dangling markers), then the
+    // sweep removes them before the put's blob is stored: the put reads them back once its
+    // blob is stored, finds them gone and writes them.
+    let e = digests(6);
+    ok(idx.record(&e).await);
+    let unsettled = ok(idx.record_alongside(&e).await);
+    let mut report = AliasRebuild::default();
+    ok(idx.sweep(&exists, grace, &mut report).await);
+    assert_eq!(report.removed, 2, "{report:?}");
+    assert!(!has_marker(&mem, Algorithm::Sha1, &e));
+    blobs.add(&e);
+    ok(idx.settle(&e, unsettled).await);
+    assert!(has_marker(&mem, Algorithm::Sha1, &e) && has_marker(&mem, Algorithm::Blake3, &e));
+    let fresh = index(&mem, CacheConfig::default());
+    assert_eq!(
+        ok(fresh.resolve(&sha1(&e)).await),
+        Some(BlobKey::new(e.sha512))
+    );
+
+    // A new blob's settle costs no request.
+    let f = digests(7);
+    let unsettled = ok(idx.record_alongside(&f).await);
+    let before = mem.count();
+    ok(idx.settle(&f, unsettled).await);
+    assert_eq!(mem.count(), before);
 }

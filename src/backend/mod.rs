@@ -45,6 +45,10 @@ pub mod s3;
 
 #[cfg(any(feature = "s3", feature = "manta"))]
 pub use alias_cache::{CacheConfig as AliasCacheConfig, DEFAULT_CACHE_BYTES, DEFAULT_MISS_TTL};
+/// How old a remote store's alias marker must be before `fsck` checks whether its blob exists
+/// (the `alias_grace_secs=` store option; see docs/remote-index.md).
+#[cfg(any(feature = "s3", feature = "manta"))]
+pub use alias_marker::DEFAULT_GRACE as DEFAULT_ALIAS_GRACE;
 
 /// An upload ready to commit, with the digests it verified to (see [`Backend::commit_batch`]).
 pub type PendingBlob = (Box<dyn BlobWriter>, Digests);
@@ -155,6 +159,18 @@ pub struct AliasRebuild {
     pub corrected: u64,
     /// Entries whose blob is gone (now removed).
     pub removed: u64,
+    /// Entries a pass over the whole index listed (remote stores: markers); 0 where the backend
+    /// checks its index without listing it.
+    pub listed: u64,
+    /// Listed entries that named a blob that does not exist: `removed`, unless the blob
+    /// appeared while they were removed (a concurrent put), when they were kept.
+    pub dangling: u64,
+    /// Listed entries that could not be read as an entry (reported, left in place: see
+    /// docs/remote-index.md).
+    pub unreadable: u64,
+    /// Listed entries written too recently to be checked (a put may still be storing their
+    /// blob).
+    pub recent: u64,
 }
 
 impl AliasRebuild {
@@ -164,6 +180,10 @@ impl AliasRebuild {
         self.added += other.added;
         self.corrected += other.corrected;
         self.removed += other.removed;
+        self.listed += other.listed;
+        self.dangling += other.dangling;
+        self.unreadable += other.unreadable;
+        self.recent += other.recent;
     }
 }
 

@@ -302,6 +302,12 @@ pub(crate) async fn fsck(store: &Store, json: bool, quarantine: bool) -> Result<
                 ix.added, ix.corrected, ix.removed
             );
         }
+        if ix.listed > 0 {
+            println!(
+                "index listed: {} entries, {} naming a missing blob ({} removed), {} unreadable (kept), {} too recent to check",
+                ix.listed, ix.dangling, ix.removed, ix.unreadable, ix.recent
+            );
+        }
     }
     Ok(if report.is_clean() {
         exit::OK

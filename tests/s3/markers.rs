@@ -270,3 +270,173 @@ pub async fn fsck_repairs_markers_and_imports_segments(s: &Server) {
     );
     crate::common::assert_found_by_aliases(&fresh, &all).await;
 }
+
+/// The object a blob is stored as (`blobs/<2>/<sha512 in base64url>`).
+fn blob_path(prefix: &str, d: &Digests) -> Path {
+    use base64::Engine;
+    let name = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(d.sha512);
+    Path::from(format!("{prefix}/blobs/{}/{name}", &name[..2]))
+}
+
+fn marker_path(prefix: &str, alg: Algorithm, d: &Digests) -> Path {
+    let (dir, hex) = match alg {
+        Algorithm::Sha1 => ("sha1", d.shasum()),
+        _ => ("blake3", d.blake3_hex()),
+    };
+    Path::from(format!("{prefix}/markers/{dir}/{}/{hex}", &hex[..2]))
+}
+
+async fn exists(raw: &Arc<dyn ObjectStore>, path: &Path) -> bool {
+    match raw.head(path).await {
+        Ok(_) => true,
+        Err(object_store::Error::NotFound { .. }) => false,
+        Err(e) => panic!("head {path}: {e}"),
+    }
+}
+
+/// A config whose fsck checks every marker, however young (the test's markers are seconds old).
+fn no_grace(s: &Server, prefix: &str) -> tarvault::backend::s3::S3Config {
+    let mut c = s.config(prefix);
+    c.alias_grace = Duration::ZERO;
+    c
+}
+
+/// Blobs deleted behind the store's back leave markers that fsck reports (count and JSON), and
+/// removes once they are older than the grace period: a lookup by sha1 then misses cleanly, and
+/// the other blobs and their markers are untouched. A marker that cannot be read is reported
+/// and kept.
+pub async fn fsck_removes_dangling_markers(s: &Server) {
+    let prefix = Server::fresh_prefix("mdangle");
+    let all = put_some(s, &prefix, 6).await;
+    let raw = s.raw();
+    for (_, d) in &all[..2] {
+        raw.delete(&blob_path(&prefix, d))
+            .await
+            .expect("raw delete");
+    }
+    let junk = Path::from(format!("{prefix}/markers/sha1/ab/{}", "ab".repeat(20)));
+    raw.put(&junk, PutPayload::from_static(b"v1 0123"))
+        .await
+        .expect("plant");
+    let (gone, kept) = (&all[0].1, &all[2..]);
+
+    // Before the repair a lookup by sha1 resolves to the missing blob.
+    let store = Store::new(
+        S3Backend::connect(&s.config(&prefix))
+            .await
+            .expect("connect"),
+    );
+    assert_eq!(
+        store
+            .backend()
+            .resolve_alias(&by(Algorithm::Sha1, gone))
+            .await
+            .expect("resolve"),
+        Some(BlobKey::new(gone.sha512))
+    );
+    // With the default grace (an hour) these markers are too young to be checked.
+    let report = store.fsck(&FsckOptions::default()).await.expect("fsck");
+    assert_eq!(report.checked, 4);
+    let ix = report.index;
+    assert_eq!((ix.listed, ix.recent, ix.removed), (13, 13, 0), "{ix:?}");
+    assert!(exists(&raw, &marker_path(&prefix, Algorithm::Sha1, gone)).await);
+
+    let store = Store::new(
+        S3Backend::connect(&no_grace(s, &prefix))
+            .await
+            .expect("connect"),
+    );
+    let report = store.fsck(&FsckOptions::default()).await.expect("fsck");
+    let ix = report.index;
+    assert_eq!(ix.listed, 13, "{ix:?}");
+    assert_eq!((ix.dangling, ix.removed), (4, 4), "{ix:?}");
+    assert_eq!((ix.unreadable, ix.recent), (1, 0), "{ix:?}");
+    let json = serde_json::to_value(&report).expect("json");
+    assert_eq!(json["index"]["dangling"], 4, "{json}");
+    assert_eq!(json["index"]["removed"], 4, "{json}");
+    for (i, (_, d)) in all.iter().enumerate() {
+        for alg in [Algorithm::Sha1, Algorithm::Blake3] {
+            let there = exists(&raw, &marker_path(&prefix, alg, d)).await;
+            assert_eq!(there, i >= 2, "blob {i}'s {alg} marker");
+        }
+        assert_eq!(
+            exists(&raw, &blob_path(&prefix, d)).await,
+            i >= 2,
+            "blob {i}"
+        );
+    }
+    assert!(exists(&raw, &junk).await, "an unreadable marker is kept");
+
+    // A fresh process: the lookup misses cleanly (not found, one GET), the rest are served.
+    let (b, counts) = counted(s, &prefix);
+    assert_eq!(
+        b.resolve_alias(&by(Algorithm::Sha1, gone))
+            .await
+            .expect("resolve"),
+        None
+    );
+    assert!(counts.total() <= 2, "{} requests", counts.total());
+    let fresh = Store::new(b);
+    let err = fresh
+        .get(&crate::common::addr(&gone.shasum()))
+        .await
+        .err()
+        .expect("not found");
+    assert_eq!(err.kind(), tarvault::ErrorKind::NotFound, "{err}");
+    crate::common::assert_found_by_aliases(&fresh, kept).await;
+
+    // Nothing is left to remove.
+    let report = store.fsck(&FsckOptions::default()).await.expect("fsck");
+    assert_eq!((report.index.listed, report.index.dangling), (9, 0));
+}
+
+/// The race of a put whose old marker (its blob deleted) is still there: the put's create-only
+/// marker PUTs answer "exists", fsck deletes the markers while the put's blob PUT is still on
+/// its way (held back by a gate), then the blob lands. The put reads its markers back once its
+/// blob is stored, so it finds them gone and writes them: the blob is found by both aliases.
+pub async fn fsck_racing_a_put_of_a_dangling_blob(s: &Server) {
+    let prefix = Server::fresh_prefix("mrace");
+    let all = put_some(s, &prefix, 1).await;
+    let (data, d) = &all[0];
+    let raw = s.raw();
+    raw.delete(&blob_path(&prefix, d))
+        .await
+        .expect("raw delete");
+
+    let config = s.config(&prefix);
+    let gate = super::gate::Gate::new(Arc::new(config.build().expect("client")));
+    let putter = Store::new(S3Backend::with_store_config(gate.clone(), &config));
+    let put = {
+        let data = data.clone();
+        tokio::spawn(async move { putter.put_bytes(data, &PutOptions::default()).await })
+    };
+    gate.reached(1, 2).await;
+    let sweeper = Store::new(
+        S3Backend::connect(&no_grace(s, &prefix))
+            .await
+            .expect("connect"),
+    );
+    let report = sweeper.fsck(&FsckOptions::default()).await.expect("fsck");
+    assert_eq!(
+        (report.index.dangling, report.index.removed),
+        (2, 2),
+        "{:?}",
+        report.index
+    );
+    assert!(!exists(&raw, &marker_path(&prefix, Algorithm::Sha1, d)).await);
+    gate.open();
+    let put = put.await.expect("join").expect("put");
+    assert_eq!(put.digests, *d);
+    for alg in [Algorithm::Sha1, Algorithm::Blake3] {
+        assert!(
+            exists(&raw, &marker_path(&prefix, alg, d)).await,
+            "{alg} marker after the put"
+        );
+    }
+    let fresh = Store::new(
+        S3Backend::connect(&s.config(&prefix))
+            .await
+            .expect("connect"),
+    );
+    crate::common::assert_found_by_aliases(&fresh, &all).await;
+}

@@ -7,6 +7,7 @@
 
 pub mod counting;
 pub mod faults;
+pub mod gate;
 pub mod markers;
 pub mod proxy;
 pub mod staging;

@@ -4,9 +4,11 @@
 //! upgrades.
 
 use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use futures::stream::BoxStream;
 use futures::{StreamExt, TryStreamExt};
 use reqwest::header::{HeaderMap, HeaderValue};
 use reqwest::StatusCode;
@@ -16,7 +18,7 @@ use super::layout::Layout;
 use super::{create_only, exists_already};
 use super::{MantaClient, RequestBody};
 use crate::backend::alias_log::SegmentStore;
-use crate::backend::alias_marker::MarkerStore;
+use crate::backend::alias_marker::{Listed, MarkerStore};
 use crate::integrity::Algorithm;
 use crate::{Error, Result};
 
@@ -71,6 +73,101 @@ impl MarkerStore for MantaMarkers {
             self.layout.marker_path(alg, hex)
         )
     }
+
+    fn list(&self) -> BoxStream<'_, Result<Listed>> {
+        self.list_alg(Algorithm::Sha1)
+            .chain(self.list_alg(Algorithm::Blake3))
+            .boxed()
+    }
+
+    async fn delete(&self, alg: Algorithm, hex: &str) -> Result<()> {
+        let path = self.layout.marker_path(alg, hex);
+        self.client.delete(&path).await.map(|_| ())
+    }
+}
+
+impl MantaMarkers {
+    /// The markers of one shard directory as listing entries (a listing of one directory is
+    /// read whole: at most ~10,000 entries at 40M blobs, see [`Layout`]).
+    async fn list_shard(&self, alg: Algorithm, shard: String) -> Result<Vec<Result<Listed>>> {
+        let dir = format!("{}/{shard}", self.layout.markers_dir(alg));
+        let entries = self.client.list_dir(&dir).await?.unwrap_or_default();
+        Ok(entries
+            .into_iter()
+            .map(|e| {
+                let well_formed = e.kind == "object"
+                    && e.name.len() == if alg == Algorithm::Sha1 { 40 } else { 64 }
+                    && e.name
+                        .bytes()
+                        .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+                    && e.name.get(..3) == Some(shard.as_str());
+                Ok(if well_formed {
+                    Listed::Marker {
+                        alg,
+                        modified: e.mtime.as_deref().and_then(parse_mtime),
+                        hex: e.name,
+                    }
+                } else {
+                    Listed::Foreign(format!("{}{dir}/{}", self.client.config().url, e.name))
+                })
+            })
+            .collect())
+    }
+
+    /// The shard directories of `alg`'s markers, then the markers of each, one directory at a
+    /// time.
+    fn list_alg(&self, alg: Algorithm) -> BoxStream<'_, Result<Listed>> {
+        let shards = async move {
+            let dir = self.layout.markers_dir(alg);
+            let entries = self.client.list_dir(&dir).await?.unwrap_or_default();
+            let shards = entries
+                .into_iter()
+                .filter(|e| e.kind == "directory")
+                .map(|e| e.name);
+            Ok::<_, Error>(
+                futures::stream::iter(shards)
+                    .then(move |shard| self.list_shard(alg, shard))
+                    .map(|r| match r {
+                        Ok(v) => futures::stream::iter(v).boxed(),
+                        Err(e) => futures::stream::iter(vec![Err(e)]).boxed(),
+                    })
+                    .flatten(),
+            )
+        };
+        futures::stream::once(shards)
+            .map(|r| match r {
+                Ok(s) => s.boxed(),
+                Err(e) => futures::stream::iter(vec![Err(e)]).boxed(),
+            })
+            .flatten()
+            .boxed()
+    }
+}
+
+/// A listing's `mtime` (`YYYY-MM-DDTHH:MM:SS[.fff]Z`, UTC), `None` if it is not one.
+fn parse_mtime(text: &str) -> Option<SystemTime> {
+    let t = text.strip_suffix('Z')?;
+    let (date, time) = t.split_once('T')?;
+    let num = |s: &str| s.parse::<u64>().ok();
+    let mut d = date.splitn(3, '-').map(num);
+    let (y, m, day) = (d.next()??, d.next()??, d.next()??);
+    let (hms, frac) = time.split_once('.').unwrap_or((time, ""));
+    let mut h = hms.splitn(3, ':').map(num);
+    let (hh, mm, ss) = (h.next()??, h.next()??, h.next()??);
+    if !(1970..10_000).contains(&y) || !(1..=12).contains(&m) || !(1..=31).contains(&day) {
+        return None;
+    }
+    // Days since the epoch of a proleptic Gregorian date (Howard Hinnant's days_from_civil).
+    let (y, m) = if m <= 2 { (y - 1, m + 9) } else { (y, m - 3) };
+    let era = y / 400;
+    let yoe = y - era * 400;
+    let doy = (153 * m + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = (era * 146_097 + doe).checked_sub(719_468)?;
+    let millis = frac.get(..3.min(frac.len())).and_then(num).unwrap_or(0)
+        * 10u64.pow(3 - 3.min(frac.len()) as u32);
+    let secs = days * 86_400 + hh * 3600 + mm * 60 + ss;
+    Some(SystemTime::UNIX_EPOCH + Duration::from_secs(secs) + Duration::from_millis(millis))
 }
 
 /// The whole body of a small object (a marker, a segment), or `None` if there is none.
@@ -142,5 +239,26 @@ impl SegmentStore for MantaSegments {
 
     fn describe(&self) -> String {
         self.describe.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn listing_mtimes() {
+        let at = |s| parse_mtime(s).map(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok());
+        assert_eq!(at("1970-01-01T00:00:00Z"), Some(Some(Duration::ZERO)));
+        assert_eq!(
+            at("2026-12-02T17:51:00.120Z"),
+            Some(Some(Duration::from_millis(1_796_233_860_120)))
+        );
+        assert_eq!(
+            at("2000-02-29T23:59:59.5Z"),
+            Some(Some(Duration::from_millis(951_868_799_500)))
+        );
+        assert_eq!(at("2026-13-02T17:51:00Z"), None);
+        assert_eq!(at("yesterday"), None);
     }
 }

@@ -4,7 +4,7 @@
 //! `MANTA_KEY_ID`, or `~/.ssh/id_rsa` / `id_ecdsa`).
 //!
 //! A store URL overrides any of them:
-//! `manta://[host[:port]]/<dir>[?url=…&user=…&subuser=…&role=…&key=…&key_id=…&durability=N&hash=sha256|sha512&tls=false&retries=N&timeout=SECS&alias_cache_bytes=N&alias_miss_ttl_ms=N]`
+//! `manta://[host[:port]]/<dir>[?url=…&user=…&subuser=…&role=…&key=…&key_id=…&durability=N&hash=sha256|sha512&tls=false&retries=N&timeout=SECS&alias_cache_bytes=N&alias_miss_ttl_ms=N&alias_grace_secs=N]`
 //! (the last two: memory for cached sha1/blake3 lookups, default 32 MiB, and how long a lookup
 //! that found nothing is answered from memory, default 1000 ms).
 //! `<dir>` is relative to the account (`/stor/tarvault` means `/<user>/stor/tarvault`; a leading
@@ -50,6 +50,10 @@ pub struct MantaConfig {
     pub response_timeout: Duration,
     /// What the alias index may keep in memory (`?alias_cache_bytes=`, `?alias_miss_ttl_ms=`).
     pub alias_cache: crate::backend::AliasCacheConfig,
+    /// How old an alias marker must be before fsck checks whether its blob exists (and removes
+    /// it if not): a younger one may belong to a put whose blob is still going up
+    /// (`?alias_grace_secs=`, default [`DEFAULT_ALIAS_GRACE`](crate::backend::DEFAULT_ALIAS_GRACE)).
+    pub alias_grace: Duration,
 }
 
 /// The default [`MantaConfig::response_timeout`].
@@ -77,6 +81,7 @@ impl MantaConfig {
             max_backoff: Duration::from_secs(5),
             response_timeout: DEFAULT_RESPONSE_TIMEOUT,
             alias_cache: crate::backend::AliasCacheConfig::default(),
+            alias_grace: crate::backend::DEFAULT_ALIAS_GRACE,
             user,
         };
         c.root = c.absolute(root)?;
@@ -147,6 +152,7 @@ impl MantaConfig {
             max_backoff: Duration::from_secs(5),
             response_timeout: DEFAULT_RESPONSE_TIMEOUT,
             alias_cache: crate::backend::AliasCacheConfig::default(),
+            alias_grace: crate::backend::DEFAULT_ALIAS_GRACE,
         };
         if path.trim_matches('/').is_empty() {
             return Err(Error::Config(format!(
@@ -189,6 +195,12 @@ impl MantaConfig {
                         .parse()
                         .map_err(|_| Error::Config(format!("bad alias_miss_ttl_ms value {v:?}")))?;
                     c.alias_cache.miss_ttl = Duration::from_millis(ms);
+                }
+                "alias_grace_secs" => {
+                    let secs: u64 = v
+                        .parse()
+                        .map_err(|_| Error::Config(format!("bad alias_grace_secs value {v:?}")))?;
+                    c.alias_grace = Duration::from_secs(secs);
                 }
                 "url" | "user" | "subuser" | "role" | "key" | "key_id" | "hash" | "tls" => {}
                 other => {

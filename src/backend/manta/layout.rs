@@ -52,6 +52,11 @@ impl Layout {
         format!("{}/quarantine/{}", self.root, key.to_hex())
     }
 
+    /// The directory holding the shard directories of `alg`'s markers.
+    pub fn markers_dir(&self, alg: Algorithm) -> String {
+        format!("{}/markers/{}", self.root, alg_name(alg))
+    }
+
     /// The marker naming the blob whose `alg` digest is `hex` (lowercase hex digits).
     pub fn marker_path(&self, alg: Algorithm, hex: &str) -> String {
         let shard = hex.get(..3).unwrap_or("000");

@@ -22,6 +22,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use base64::Engine as _;
+use futures::future::BoxFuture;
 use futures::stream::{self, BoxStream, StreamExt, TryStreamExt};
 use reqwest::header::{HeaderMap, HeaderValue};
 use reqwest::StatusCode;
@@ -164,10 +165,6 @@ impl MantaBackend {
         Error::backend(self.describe(), msg)
     }
 
-    async fn put_aliases(&self, digests: &Digests) -> Result<()> {
-        self.aliases.record(digests).await
-    }
-
     /// Publishes verified bytes under their key (see [`writer`] for why this is one PUT).
     async fn publish(
         &self,
@@ -201,27 +198,31 @@ impl MantaBackend {
         create_only(&mut create);
         let (reply, aliases) = futures::join!(
             self.dirs.put_with_parents(&path, create, body.clone()),
-            self.put_aliases(digests)
+            self.aliases.record_alongside(digests)
         );
         // The blob's own failure is the one to report (the records' is likely the same cause).
+        // Markers that were there already are read back once the blob is stored (`settle`).
         let reply = match reply {
             Err(e) if exists_already(&e) => {
-                aliases?;
+                let aliases = aliases?;
                 match self.client.head(&path).await? {
                     Some(h) if self.stat_from_headers(&key, &h)?.size == digests.size => {
-                        return Ok(Committed::AlreadyPresent)
+                        self.aliases.settle(digests, aliases).await?;
+                        return Ok(Committed::AlreadyPresent);
                     }
                     _ => {
                         // Gone since, or a truncated or planted object: the verified bytes
                         // replace it.
                         tracing::warn!(path, "replacing a wrong-sized object with verified bytes");
-                        self.dirs.put_with_parents(&path, headers, body).await?
+                        let reply = self.dirs.put_with_parents(&path, headers, body).await?;
+                        self.aliases.settle(digests, aliases).await?;
+                        reply
                     }
                 }
             }
             other => {
                 let reply = other?;
-                aliases?;
+                self.aliases.settle(digests, aliases?).await?;
                 reply
             }
         };
@@ -586,8 +587,8 @@ impl Backend for MantaBackend {
     }
 
     /// Merges what the scan found into the markers (writing missing ones, rewriting unreadable
-    /// ones, never removing one), streaming, then imports what is left of an earlier version's
-    /// log. Markers of deleted blobs are not removed here (a lookup checks the blob exists).
+    /// ones), streaming, then imports what is left of an earlier version's log, then lists every
+    /// marker and removes those whose blob is gone (`alias_sweep`).
     async fn rebuild_aliases(&self, found: BoxStream<'_, Digests>) -> Result<super::AliasRebuild> {
         // Per-alias objects of an older layout go first.
         for alg in [Algorithm::Sha1, Algorithm::Blake3] {
@@ -605,6 +606,13 @@ impl Backend for MantaBackend {
                 .try_collect::<Vec<()>>()
                 .await?;
         }
-        self.aliases.rebuild(found).await
+        let mut report = self.aliases.rebuild(found).await?;
+        let exists = |key: BlobKey| {
+            let (client, path) = (self.client.clone(), self.layout.blob_path(&key));
+            Box::pin(async move { Ok(client.head(&path).await?.is_some()) }) as BoxFuture<'_, _>
+        };
+        let grace = self.client.config().alias_grace;
+        self.aliases.sweep(&exists, grace, &mut report).await?;
+        Ok(report)
     }
 }

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use futures::stream::BoxStream;
 use futures::{StreamExt, TryStreamExt};
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions};
@@ -15,7 +16,7 @@ use super::errors::{absent_ok, backend_error};
 use super::keys::Keys;
 use super::writer::put_create;
 use crate::backend::alias_log::SegmentStore;
-use crate::backend::alias_marker::MarkerStore;
+use crate::backend::alias_marker::{Listed, MarkerStore};
 use crate::integrity::Algorithm;
 use crate::Result;
 
@@ -66,7 +67,33 @@ impl MarkerStore for S3Markers {
     }
 
     fn name(&self, alg: Algorithm, hex: &str) -> String {
-        format!("{}/{}", self.describe, self.keys.marker(alg, hex))
+        // The key holds the prefix, which `describe` ends with already.
+        format!("{} key {}", self.describe, self.keys.marker(alg, hex))
+    }
+
+    /// One LIST of the markers folder, paged by object_store as it is read (1,000 keys a page).
+    fn list(&self) -> BoxStream<'_, Result<Listed>> {
+        self.store
+            .list(Some(&self.keys.markers()))
+            .map(|m| {
+                let m = m.map_err(|e| backend_error(&self.describe, "list alias markers", e))?;
+                Ok(match Keys::marker_of(&m.location) {
+                    Some((alg, hex)) => Listed::Marker {
+                        alg,
+                        hex,
+                        modified: Some(m.last_modified.into()),
+                    },
+                    None => Listed::Foreign(format!("{} key {}", self.describe, m.location)),
+                })
+            })
+            .boxed()
+    }
+
+    async fn delete(&self, alg: Algorithm, hex: &str) -> Result<()> {
+        match self.store.delete(&self.keys.marker(alg, hex)).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(backend_error(&self.describe, "delete alias marker", e)),
+        }
     }
 }
 

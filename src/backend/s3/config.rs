@@ -17,6 +17,7 @@
 //! | `staging=true\|false` | a larger blob of unknown digest streams to a staging key while hashed, then a server-side copy names it (default `true`); `false` spools it to a local file and uploads it once hashed |
 //! | `alias_cache_bytes=BYTES` | memory for cached sha1/blake3 lookups, default 32 MiB |
 //! | `alias_miss_ttl_ms=N` | how long a lookup that found nothing is answered from memory, default 1000 (0: never) |
+//! | `alias_grace_secs=N` | fsck checks whether a marker's blob exists only once the marker is this old, default 3600 (a put's blob lands within that of its markers) |
 
 use std::time::Duration;
 
@@ -55,6 +56,9 @@ pub struct S3Config {
     pub stage_unknown: bool,
     /// What the alias index may keep in memory.
     pub alias_cache: crate::backend::AliasCacheConfig,
+    /// How old an alias marker must be before fsck checks whether its blob exists (and removes
+    /// it if not): a younger one may belong to a put whose blob is still going up.
+    pub alias_grace: Duration,
 }
 
 impl S3Config {
@@ -73,6 +77,7 @@ impl S3Config {
             multipart_threshold: crate::backend::s3::writer::SINGLE_PUT_MAX,
             stage_unknown: true,
             alias_cache: crate::backend::AliasCacheConfig::default(),
+            alias_grace: crate::backend::DEFAULT_ALIAS_GRACE,
         }
     }
 
@@ -109,6 +114,9 @@ impl S3Config {
                 "alias_cache_bytes" => c.alias_cache.bytes = v.parse().map_err(|_| bad())?,
                 "alias_miss_ttl_ms" => {
                     c.alias_cache.miss_ttl = Duration::from_millis(v.parse().map_err(|_| bad())?)
+                }
+                "alias_grace_secs" => {
+                    c.alias_grace = Duration::from_secs(v.parse().map_err(|_| bad())?)
                 }
                 "retry_timeout_secs" => {
                     c.retry_timeout = Duration::from_secs(v.parse().map_err(|_| bad())?)

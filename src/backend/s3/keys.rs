@@ -92,6 +92,31 @@ impl Keys {
         self.join(&format!("markers/{dir}/{shard}/{hex}"))
     }
 
+    /// The folder holding every marker.
+    pub(crate) fn markers(&self) -> Path {
+        self.join("markers")
+    }
+
+    /// The algorithm and hex digest a listed marker path names: `None` if it is not a well-formed
+    /// marker path (`markers/<alg>/<hex[..2]>/<hex>` of the right length, lowercase).
+    pub(crate) fn marker_of(path: &Path) -> Option<(Algorithm, String)> {
+        let parts: Vec<_> = path.parts().collect();
+        let [.., dir, alg, shard, hex] = parts.as_slice() else {
+            return None;
+        };
+        let (alg, len) = match alg.as_ref() {
+            "sha1" => (Algorithm::Sha1, 40),
+            "blake3" => (Algorithm::Blake3, 64),
+            _ => return None,
+        };
+        let hex = hex.as_ref();
+        let well_formed = dir.as_ref() == "markers"
+            && hex.len() == len
+            && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+            && hex.get(..2) == Some(shard.as_ref());
+        well_formed.then(|| (alg, hex.to_string()))
+    }
+
     pub(crate) fn quarantine(&self, key: &BlobKey) -> Path {
         self.join(&format!("quarantine/{}", blob_name(key)))
     }

@@ -35,8 +35,10 @@ mod writer;
 
 use std::ops::Range;
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
+use futures::future::BoxFuture;
 use futures::stream::{BoxStream, StreamExt, TryStreamExt};
 use object_store::path::Path;
 use object_store::{GetOptions, ObjectStore, ObjectStoreExt};
@@ -46,7 +48,6 @@ pub use self::config::S3Config;
 use self::errors::{absent_ok, backend_error};
 use self::keys::{digests_from_attributes, key_from_path, Keys};
 use self::writer::S3Writer;
-use super::alias_cache::CacheConfig;
 use super::alias_marker::AliasIndex;
 use super::{Backend, BlobKey, BlobStat, BlobWriter, GetResult, PutHint};
 use crate::integrity::{Algorithm, Digests, Hash};
@@ -57,7 +58,9 @@ pub(crate) struct Inner {
     keys: Keys,
     describe: String,
     /// The sha1 and blake3 markers.
-    aliases: Arc<AliasIndex<S3Markers, S3Segments>>,
+    pub(super) aliases: Arc<AliasIndex<S3Markers, S3Segments>>,
+    /// How old a marker must be before fsck checks its blob (see `alias_sweep`).
+    alias_grace: Duration,
     /// Retries of requests object_store does not retry itself (see [`writer`]).
     retries: usize,
     /// Largest blob sent with a single PUT.
@@ -107,41 +110,18 @@ impl S3Backend {
 
     /// A backend over an existing object store client (no probe). For tests and tools.
     pub fn with_store(store: Arc<dyn ObjectStore>, prefix: &str, describe: String) -> S3Backend {
-        S3Backend::new(
-            store,
-            prefix,
-            describe,
-            4,
-            writer::SINGLE_PUT_MAX,
-            true,
-            CacheConfig::default(),
-        )
+        S3Backend::new(store, &S3Config::new("", prefix), describe)
     }
 
-    /// A backend over an existing object store client (no probe) with `config`'s prefix, retries
-    /// and multipart threshold; its endpoint and credentials are the client's business. For tests
-    /// and tools, e.g. over object_store's in-memory store.
+    /// A backend over an existing object store client (no probe) with `config`'s prefix, retries,
+    /// multipart threshold and alias options; its endpoint and credentials are the client's
+    /// business. For tests and tools, e.g. over object_store's in-memory store.
     pub fn with_store_config(store: Arc<dyn ObjectStore>, config: &S3Config) -> S3Backend {
-        S3Backend::new(
-            store,
-            &config.prefix,
-            config.describe(),
-            config.max_retries,
-            config.multipart_threshold,
-            config.stage_unknown,
-            config.alias_cache,
-        )
+        S3Backend::new(store, config, config.describe())
     }
 
-    fn new(
-        store: Arc<dyn ObjectStore>,
-        prefix: &str,
-        describe: String,
-        retries: usize,
-        single_put_max: u64,
-        stage_unknown: bool,
-        cache: CacheConfig,
-    ) -> S3Backend {
+    fn new(store: Arc<dyn ObjectStore>, config: &S3Config, describe: String) -> S3Backend {
+        let (prefix, retries) = (config.prefix.as_str(), config.max_retries);
         let keys = Keys::new(prefix);
         let markers = S3Markers {
             store: store.clone(),
@@ -156,13 +136,14 @@ impl S3Backend {
         };
         S3Backend {
             inner: Arc::new(Inner {
-                aliases: AliasIndex::new(markers, legacy, cache),
+                aliases: AliasIndex::new(markers, legacy, config.alias_cache),
+                alias_grace: config.alias_grace,
                 store,
                 keys,
                 describe,
                 retries,
-                single_put_max,
-                stage_unknown,
+                single_put_max: config.multipart_threshold,
+                stage_unknown: config.stage_unknown,
                 copy: staging::CopySupport::default(),
             }),
         }
@@ -277,8 +258,8 @@ impl Backend for S3Backend {
     }
 
     /// Merges what the scan found into the markers (writing missing ones, rewriting unreadable
-    /// ones, never removing one), streaming, then imports what is left of an earlier version's
-    /// log. Markers of deleted blobs are not removed here (a lookup checks the blob exists).
+    /// ones), streaming, then imports what is left of an earlier version's log, then lists
+    /// every marker and removes those whose blob is gone (`alias_sweep`).
     async fn rebuild_aliases(&self, found: BoxStream<'_, Digests>) -> Result<super::AliasRebuild> {
         let inner = &self.inner;
         // Anything under `alias/` besides the log (records of an older layout) goes.
@@ -294,7 +275,20 @@ impl Backend for S3Backend {
             .try_collect::<Vec<_>>()
             .await
             .map_err(self.err("delete alias records"))?;
-        inner.aliases.rebuild(found).await
+        let mut report = inner.aliases.rebuild(found).await?;
+        let exists = |key: BlobKey| {
+            let inner = inner.clone();
+            Box::pin(async move {
+                let path = inner.keys.blob(&key);
+                let head = inner.store.head(&path).await;
+                Ok(absent_ok(&inner.describe, "head", head)?.is_some())
+            }) as BoxFuture<'_, _>
+        };
+        inner
+            .aliases
+            .sweep(&exists, inner.alias_grace, &mut report)
+            .await?;
+        Ok(report)
     }
 
     /// Copies the blob to `quarantine/<hex>` (keeping its bytes for inspection), then deletes it.

@@ -138,6 +138,15 @@ async fn name(inner: &Inner, staging: &Path, d: &Digests) -> Result<Committed> {
 /// Whether a failed `CopyObject` means the server does not do it (not implemented, or a request
 /// it rejects as invalid), as opposed to a failure of this request (5xx after retries, a timeout,
 /// a missing bucket, denied credentials), which is reported rather than worked around.
+///
+/// By the HTTP status where the error has one. object_store 0.14 keeps it in its `RetryError`
+/// (`status()`), but that type is public in a private module and not re-exported, so it cannot be
+/// named to downcast the error's source chain; its public `RetryFailure` only reaches a
+/// multipart `RetryPolicy`. The status is therefore read from where `RetryError` prints it
+/// ("… status code: 501 Not Implemented: …"), not from anywhere in the text: the text also holds
+/// the request's URI (base64 and hex keys) and its elapsed time, where "501" or "405" turn up by
+/// chance, and a 503 must not switch server-side copies off. Without a status (an error in the
+/// body of a 200, as CopyObject can answer), the S3 error codes decide.
 fn refused(e: &object_store::Error) -> bool {
     if is_missing_bucket(e) || is_denied(e) {
         return false;
@@ -149,15 +158,18 @@ fn refused(e: &object_store::Error) -> bool {
         return true;
     }
     let text = e.to_string();
-    [
-        "501",
-        "NotImplemented",
-        "405",
-        "400 Bad Request",
-        "InvalidRequest",
-    ]
-    .iter()
-    .any(|code| text.contains(code))
+    match status_in(&text) {
+        Some(status) => matches!(status, 400 | 405 | 501),
+        None => ["NotImplemented", "MethodNotAllowed", "InvalidRequest"]
+            .iter()
+            .any(|code| text.contains(&format!("<Code>{code}</Code>"))),
+    }
+}
+
+/// The HTTP status object_store printed into a failed request's error.
+fn status_in(text: &str) -> Option<u16> {
+    let (_, rest) = text.split_once("status code: ")?;
+    rest.get(..3)?.parse().ok()
 }
 
 /// Reads the staging object back and uploads it to `to` (above [`COPY_MAX`], or where the server
@@ -223,4 +235,41 @@ fn cutoff_millis(max_age: Duration) -> i64 {
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64);
     now - max_age.as_millis() as i64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn failed(text: &str) -> object_store::Error {
+        object_store::Error::Generic {
+            store: "S3",
+            source: text.to_string().into(),
+        }
+    }
+
+    #[test]
+    fn refused_by_status_not_by_digits_in_the_uri() {
+        let uri = "Error performing PUT http://127.0.0.1:9000/b/blobs/50/501405x in 1.405s";
+        let said = |status: &str| {
+            failed(&format!(
+                "{uri} - Server returned non-2xx status code: {status}: <Error/>"
+            ))
+        };
+        assert!(refused(&failed(&format!(
+            "{uri} - Server returned non-2xx status code: 501 Not Implemented: <Error><Code>NotImplemented</Code></Error>"
+        ))));
+        assert!(refused(&said("405 Method Not Allowed")));
+        assert!(refused(&said("400 Bad Request")));
+        assert!(!refused(&said("503 Service Unavailable")));
+        assert!(!refused(&said("500 Internal Server Error")));
+        assert!(!refused(&failed(&format!("{uri} - error sending request"))));
+        // An error in the body of a 200: the S3 code decides.
+        assert!(refused(&failed(&format!(
+            "{uri} - Server returned error response: <Error><Code>NotImplemented</Code></Error>"
+        ))));
+        assert!(!refused(&failed(&format!(
+            "{uri} - Server returned error response: <Error><Code>InternalError</Code></Error>"
+        ))));
+    }
 }

@@ -195,14 +195,16 @@ impl BlobWriter for S3Writer {
             None => {
                 // The aliases go up alongside the blob: an alias whose blob is missing is harmless
                 // (lookups check the blob exists), and the put costs one round trip, not three.
+                // Markers that were already there are read back once the blob is stored (see
+                // `AliasIndex::record_alongside`).
                 let (blob, aliases) = tokio::join!(
                     put_small(&inner, digests, chunks),
-                    inner.record_aliases(digests)
+                    inner.aliases.record_alongside(digests)
                 );
                 // The blob's own failure is the one to report (the records' is likely the same
                 // cause).
                 let blob = blob?;
-                aliases?;
+                inner.aliases.settle(digests, aliases?).await?;
                 blob
             }
             Some(file) => {

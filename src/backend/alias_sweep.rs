@@ -1,0 +1,185 @@
+//! The second half of a remote store's `fsck` of its alias index: a pass over every marker that
+//! finds (and removes) those whose blob is gone, and reports those that cannot be read.
+//!
+//! The rebuild before it ([`AliasIndex::rebuild`]) starts from the blobs, so it writes and
+//! repairs the markers of blobs that exist, but never sees a marker whose blob does not: a blob
+//! deleted by another tool, a put whose blob PUT failed after its markers were stored, a crash
+//! between the two. Such a marker makes a lookup by sha1 or blake3 resolve to a blob that is not
+//! there (the store then answers "not found", after a wasted request, and the marker stays for
+//! ever). This pass lists the markers namespace, streaming the server's pages with
+//! [`PARALLEL`](super::PARALLEL) markers in flight, so its memory is flat at any size; each
+//! marker costs a GET (its body names the blob) and a HEAD of the blob.
+//!
+//! # Removing a marker safely while other processes put
+//!
+//! A marker is removed by: HEAD of its blob (absent), DELETE of the marker, HEAD of the blob
+//! again, and if the blob is there now, a create-only PUT of the marker back. Two kinds of put
+//! can meet this:
+//!
+//! - **A put of a new blob**, whose create-only marker PUT goes out alongside the blob's PUT
+//!   (one round trip): for a while its marker exists and its blob does not, exactly what a
+//!   dangling marker looks like. Markers the server wrote less than the grace period ago
+//!   ([`DEFAULT_GRACE`], the `alias_grace_secs=` store option) are therefore not checked at all,
+//!   only counted: a put's blob lands within that time of its markers (its PUT started with
+//!   them), so any marker older than that whose blob is absent is not a put in flight. The age
+//!   is the server's write time against this machine's clock, so the grace also absorbs clock
+//!   skew.
+//! - **A put of a blob whose old marker is still there** (the case this pass exists for): its
+//!   create-only marker PUT answers "already exists" because of the dangling marker, and the
+//!   marker would then be deleted under it. The put side handles this by reading such a marker
+//!   back only after its blob is stored ([`AliasIndex::settle`]), writing it if it is gone.
+//!   Against this pass's steps: if the put's read comes after the DELETE it finds nothing and
+//!   writes the marker; if it comes before, the blob was already stored before the DELETE, so
+//!   the second HEAD (after the DELETE) sees it and this pass writes the marker back. Either way
+//!   the marker exists once both are done. This needs only that each request sees every write
+//!   that completed before it started, which S3 (since 2020), Ceph RGW and Manta give for
+//!   single objects.
+//!
+//! A marker that cannot be read (truncated, foreign) is reported and left in place: the
+//! rebuild before this pass has already rewritten the unreadable markers of every blob it
+//! scanned, so what is left names no blob the scan saw, and deleting it could race with a put
+//! that just replaced it with a good one (a put only ever replaces an unreadable marker, and a
+//! DELETE cannot be made conditional on the body it read). It costs a lookup a warning, never a
+//! wrong answer.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use futures::future::BoxFuture;
+use futures::StreamExt;
+
+use super::{AliasIndex, Listed, Marker, MarkerStore, PARALLEL};
+use crate::backend::alias_log::SegmentStore;
+use crate::backend::alias_map::line;
+use crate::backend::{AliasRebuild, BlobKey};
+use crate::Result;
+
+/// Markers younger than this are not checked by `fsck`: a put's blob lands within this time of
+/// its markers, whose PUTs started with it (see docs/remote-index.md).
+pub const DEFAULT_GRACE: Duration = Duration::from_secs(3600);
+
+/// Markers reported one by one at `warn` level in one pass; the rest at `debug`, with a total.
+const WARN_MAX: u64 = 100;
+
+/// Whether a blob is stored: a HEAD of its key.
+pub(crate) type BlobExists<'a> = &'a (dyn Fn(BlobKey) -> BoxFuture<'static, Result<bool>> + Sync);
+
+/// What one listed marker turned out to be.
+enum Swept {
+    Good,
+    Recent,
+    /// Gone between the listing and the read.
+    Vanished,
+    Unreadable,
+    Removed,
+    /// Its blob appeared while the marker was removed: written back.
+    Restored,
+}
+
+/// Counts the markers reported one by one, to bound the log.
+#[derive(Default)]
+struct Noise(AtomicU64);
+
+impl Noise {
+    fn loud(&self) -> bool {
+        self.0.fetch_add(1, Ordering::Relaxed) < WARN_MAX
+    }
+}
+
+impl<M: MarkerStore, S: SegmentStore> AliasIndex<M, S> {
+    /// Lists every marker and removes those whose blob is gone, reporting unreadable ones (see
+    /// the [module documentation](self) for why this is safe against concurrent puts). Adds to
+    /// `report`'s `listed`, `dangling`, `removed`, `unreadable` and `recent`.
+    pub(crate) async fn sweep(
+        &self,
+        exists: BlobExists<'_>,
+        grace: Duration,
+        report: &mut AliasRebuild,
+    ) -> Result<()> {
+        let now = SystemTime::now();
+        let noise = Noise::default();
+        let noise = &noise;
+        let mut checks = self
+            .markers
+            .list()
+            .map(|listed| async move { self.sweep_one(listed?, exists, now, grace, noise).await })
+            .buffer_unordered(PARALLEL);
+        while let Some(swept) = checks.next().await {
+            report.listed += 1;
+            match swept? {
+                Swept::Good | Swept::Vanished => {}
+                Swept::Recent => report.recent += 1,
+                Swept::Unreadable => report.unreadable += 1,
+                Swept::Removed => {
+                    report.dangling += 1;
+                    report.removed += 1;
+                }
+                Swept::Restored => report.dangling += 1,
+            }
+        }
+        let reported = noise.0.load(Ordering::Relaxed);
+        if reported > WARN_MAX {
+            tracing::warn!(
+                markers = reported,
+                shown = WARN_MAX,
+                "more markers were dangling or unreadable than shown (the rest at debug level)"
+            );
+        }
+        Ok(())
+    }
+
+    async fn sweep_one(
+        &self,
+        listed: Listed,
+        exists: BlobExists<'_>,
+        now: SystemTime,
+        grace: Duration,
+        noise: &Noise,
+    ) -> Result<Swept> {
+        let (alg, hex, modified) = match listed {
+            Listed::Marker { alg, hex, modified } => (alg, hex, modified),
+            Listed::Foreign(object) => {
+                if noise.loud() {
+                    tracing::warn!(object, "an object in the markers namespace is not a marker");
+                } else {
+                    tracing::debug!(object, "an object in the markers namespace is not a marker");
+                }
+                return Ok(Swept::Unreadable);
+            }
+        };
+        // A clock behind the server's makes the age negative: young, so not checked. A marker of
+        // unknown age is never removed (it could be a put's in flight).
+        let age = modified.map(|m| now.duration_since(m).unwrap_or(Duration::ZERO));
+        if age.is_none_or(|a| a < grace) {
+            return Ok(Swept::Recent);
+        }
+        let marker = self.markers.name(alg, &hex);
+        let d = match self.read(alg, &hex).await? {
+            Marker::Absent => return Ok(Swept::Vanished),
+            // `read` has warned, naming it.
+            Marker::Bad => return Ok(Swept::Unreadable),
+            Marker::Good(d) => d,
+        };
+        let key = BlobKey::new(d.sha512);
+        if exists(key).await? {
+            return Ok(Swept::Good);
+        }
+        self.markers.delete(alg, &hex).await?;
+        if exists(key).await? {
+            // A put stored the blob meanwhile; its marker may have answered "exists" before
+            // the DELETE. Create-only: a put may have written it again already.
+            self.markers
+                .create(alg, &hex, Bytes::from(line(&d)))
+                .await?;
+            tracing::info!(marker, blob = %key, "a dangling marker's blob appeared meanwhile: kept");
+            return Ok(Swept::Restored);
+        }
+        if noise.loud() {
+            tracing::warn!(marker, blob = %key, "removed a marker whose blob is gone");
+        } else {
+            tracing::debug!(marker, blob = %key, "removed a marker whose blob is gone");
+        }
+        Ok(Swept::Removed)
+    }
+}
