@@ -17,13 +17,18 @@
 //!    records: insert rate per tenth, warm lookups, RSS, bytes per record.
 //!
 //! Run: `cargo bench --bench scale --features server` (without `server` the serve rows are
-//! skipped). At the default N = 1,000,000 the store takes about 5 GB and 1M files; at 5M, 25 GB.
+//! skipped). At the default N = 1,000,000 the store takes about 8 GB and 1M files;
+//! at 5M ~41 GB, or ~21 GB with `TARVAULT_SCALE_BLOB_BYTES=4096`.
 //! The environment:
 //! - `TARVAULT_SCALE_N`: blobs in the big store (default 1000000; e.g. 5000000);
 //! - `TARVAULT_SCALE_DIR`: where the stores go (default `scale-bench/` in the target directory);
 //! - `TARVAULT_SCALE_KEEP=1`: keep the N store at the end (it is deleted otherwise);
 //! - `TARVAULT_SCALE_REUSE=1`: use the N store a previous run kept (skipping the build, and the
 //!   ingest rows), and keep it again;
+//! - `TARVAULT_SCALE_BLOB_BYTES`: the largest blob (default 6144: blobs of 4-6 KiB, two 4 KiB
+//!   blocks each; 4096 makes blobs of 2.7-4 KiB, one block each, for a 5M store in ~21 GB);
+//! - `TARVAULT_SCALE_COST_N`: blobs in each of the four stores of the index-cost part (default
+//!   N/10);
 //! - `TARVAULT_SCALE_IN_FLIGHT`: `put_batch` calls in flight during ingest (default 2);
 //! - `TARVAULT_SCALE_RUNS`: runs per fresh-process lookup (default 10; fewer when runs are slow);
 //! - `TARVAULT_SCALE_LOOKUPS`: serve lookups per digest (default 100000);
@@ -239,11 +244,26 @@ fn splitmix(x: &mut u64) -> u64 {
     z ^ (z >> 31)
 }
 
-/// Blob `i`: 4-6 KiB (5 KiB on average) of pseudo-random bytes led by `i` itself, so that every
-/// blob is distinct.
+/// The largest blob (`TARVAULT_SCALE_BLOB_BYTES`, default 6144); blobs are 2/3 of it to all of
+/// it. The default (4-6 KiB) takes two 4 KiB blocks per blob; 4096 takes one, which is what lets a
+/// 5M store fit on a smaller disk (~21 GB instead of ~41).
+fn blob_max() -> usize {
+    static N: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *N.get_or_init(|| {
+        std::env::var("TARVAULT_SCALE_BLOB_BYTES")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(6144usize)
+            .max(64)
+    })
+}
+
+/// Blob `i`: pseudo-random bytes led by `i` itself, so that every blob is distinct, of a length
+/// drawn from 2/3 of [`blob_max`] up to (not including) all of it.
 fn blob(i: u64) -> Vec<u8> {
     let mut seed = i;
-    let len = 4096 + (splitmix(&mut seed) % 2048) as usize;
+    let (max, min) = (blob_max(), blob_max() * 2 / 3);
+    let len = min + (splitmix(&mut seed) % (max - min).max(1) as u64) as usize;
     let mut out = vec![0u8; len];
     out[..8].copy_from_slice(&i.to_le_bytes());
     let mut x = splitmix(&mut seed) | 1;
@@ -1039,7 +1059,11 @@ fn dir_bytes_or_len(path: &Path) -> u64 {
 // 6. The cost of the index
 
 fn index_cost(rt: &tokio::runtime::Runtime, cfg: &Config) {
-    let n = (cfg.n / 10).max(10_000);
+    let n = std::env::var("TARVAULT_SCALE_COST_N")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(cfg.n / 10)
+        .max(10_000);
     eprintln!("index cost: four stores of {n}…");
     // Index, log, log, index: a drift in the machine's load over the four builds hits both sides
     // alike. The stores are deleted only at the end, so no deletion's writeback lands in a build.
