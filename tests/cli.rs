@@ -362,3 +362,57 @@ fn get_to_a_fifo_writes_through_it() {
     let kind = std::fs::symlink_metadata(&fifo).expect("stat").file_type();
     assert!(kind.is_fifo(), "still a FIFO, not a file renamed over it");
 }
+
+/// A reader that stops early (`tarvault put … | head -1`, `tarvault ls | head`) ends the command
+/// as a closed pipe ends `cat`: status 141, no panic, and the store stays consistent.
+#[test]
+fn a_closed_stdout_ends_the_command_quietly() {
+    use std::io::{BufRead, BufReader};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = dir.path().join("store");
+    let files = dir.path().join("in");
+    std::fs::create_dir(&files).expect("mkdir");
+    let mut names = Vec::new();
+    for i in 0..3000 {
+        let p = files.join(format!("f{i}"));
+        std::fs::write(&p, format!("blob {i}\n")).expect("write");
+        names.push(p);
+    }
+    let stops_after_one_line = |args: Vec<std::ffi::OsString>| {
+        let mut child = Command::new(BIN)
+            .arg("--store")
+            .arg(&store)
+            .args(args)
+            .env_remove("TARVAULT_STORE")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn");
+        let mut first = String::new();
+        BufReader::new(child.stdout.take().expect("stdout"))
+            .read_line(&mut first)
+            .expect("first line");
+        // The reader is dropped here: every later write meets a closed pipe.
+        let out = child.wait_with_output().expect("wait");
+        (first, out)
+    };
+    let mut put = vec!["put".into()];
+    put.extend(names.iter().map(|p| p.clone().into_os_string()));
+    let (first, out) = stops_after_one_line(put);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(first.starts_with("sha512-"), "{first}");
+    assert_eq!(out.status.code(), Some(141), "stderr: {stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+
+    let (first, out) = stops_after_one_line(vec!["ls".into()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(first.starts_with("sha512-"), "{first}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    // Whatever the put committed before it stopped is whole.
+    let fsck = tv(&store, &["fsck"]);
+    assert!(
+        fsck.status.success(),
+        "{}",
+        String::from_utf8_lossy(&fsck.stdout)
+    );
+}

@@ -10,7 +10,7 @@ use tarvault::{Error, FsckOptions, Integrity, PutOptions, PutOutcome, Store};
 use tokio::io::AsyncWriteExt;
 
 use super::exit;
-use super::output::{json_line, BlobLine, PutLine};
+use super::output::{json_line, outln, BlobLine, PutLine};
 
 /// Files committed together by one group commit (each batch holds this many input files open).
 const BATCH: usize = 512;
@@ -53,7 +53,7 @@ pub(crate) async fn put(
                     .as_ref()
                     .map(|r| format!(" {}@{}", r.name, r.version))
                     .unwrap_or_default();
-                println!(
+                outln!(
                     "{} {} {} {}{package}",
                     out.digests.integrity(),
                     if out.stored { "stored" } else { "present" },
@@ -225,14 +225,14 @@ pub(crate) async fn stat(store: &Store, text: &str, json: bool) -> Result<u8, Er
     if json {
         json_line(&line);
     } else {
-        println!("integrity {}", line.integrity);
+        outln!("integrity {}", line.integrity);
         if let Some(s) = &line.shasum {
-            println!("shasum    {s}");
+            outln!("shasum    {s}");
         }
         if let Some(b) = &line.blake3 {
-            println!("blake3    {b}");
+            outln!("blake3    {b}");
         }
-        println!("size      {}", line.size);
+        outln!("size      {}", line.size);
     }
     Ok(exit::OK)
 }
@@ -280,14 +280,14 @@ pub(crate) async fn fsck(store: &Store, json: bool, quarantine: bool) -> Result<
         json_line(&report);
     } else {
         for c in &report.corrupt {
-            println!(
+            outln!(
                 "corrupt {} found {}{}",
                 c.address,
                 c.found,
                 if c.quarantined { " (quarantined)" } else { "" }
             );
         }
-        println!(
+        outln!(
             "checked {} blobs ({} bytes): {} ok, {} corrupt; {} temp files removed",
             report.checked,
             report.bytes,
@@ -297,13 +297,13 @@ pub(crate) async fn fsck(store: &Store, json: bool, quarantine: bool) -> Result<
         );
         let ix = &report.index;
         if ix.added + ix.corrected + ix.removed > 0 {
-            println!(
+            outln!(
                 "index repaired: {} blobs without an entry added, {} wrong entries corrected, {} entries without a blob removed",
                 ix.added, ix.corrected, ix.removed
             );
         }
         if ix.listed > 0 {
-            println!(
+            outln!(
                 "index listed: {} entries, {} naming a missing blob ({} removed), {} unreadable (kept), {} too recent to check",
                 ix.listed, ix.dangling, ix.removed, ix.unreadable, ix.recent
             );

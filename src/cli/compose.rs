@@ -14,7 +14,7 @@ use tarvault::units::parse_duration;
 use tarvault::{Error, FsckOptions, Store};
 
 use super::exit;
-use super::output::json_line;
+use super::output::{json_line, outln};
 
 /// `tarvault copy`.
 #[derive(Args, Debug)]
@@ -162,7 +162,7 @@ pub(crate) async fn copy(args: CopyArgs, default_from: &str) -> Result<u8, Error
     if args.json {
         json_line(&report);
     } else {
-        println!(
+        outln!(
             "copied {} blobs ({} bytes), {} already there, {} failed, in {secs:.1}s",
             report.copied,
             report.bytes,
@@ -191,14 +191,14 @@ pub(crate) async fn scrub(store: &Store, args: ScrubArgs) -> Result<u8, Error> {
         json_line(&report);
     } else {
         for c in &report.corrupt {
-            println!(
+            outln!(
                 "corrupt {} found {}{}",
                 c.address,
                 c.found,
                 if c.quarantined { " (quarantined)" } else { "" }
             );
         }
-        println!(
+        outln!(
             "scrubbed {} blobs ({} bytes) in {:.1}s: {} ok, {} corrupt",
             report.checked,
             report.bytes,
@@ -226,7 +226,7 @@ pub(crate) async fn gc(store: &Store, args: GcArgs) -> Result<u8, Error> {
         "would delete"
     };
     let report = tarvault::ops::gc::gc(store, &keep, &options, |key, size| {
-        println!("{verb} {key} {size}");
+        outln!("{verb} {key} {size}");
     })
     .await?;
     if args.json {
@@ -274,12 +274,12 @@ pub(crate) async fn repair(args: RepairArgs, spec: &str) -> Result<u8, Error> {
         json_line(&report);
     } else {
         for u in &report.unrecoverable {
-            println!("unrecoverable {u}");
+            outln!("unrecoverable {u}");
         }
         for f in &report.failed {
-            println!("failed {f}");
+            outln!("failed {f}");
         }
-        println!(
+        outln!(
             "repair: {} blobs over {} replicas: {} copies written, {} corrupt copies replaced, {} unrecoverable, {} failed",
             report.blobs,
             replicated.replicas().len(),

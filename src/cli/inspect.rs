@@ -7,7 +7,7 @@ use tarvault::tarball::{inspect_stream, Policy, Report, TarballError};
 use tarvault::Error;
 
 use super::exit;
-use super::output::json_line;
+use super::output::{json_line, outln};
 
 #[derive(Serialize)]
 struct Verdict<'a> {
@@ -44,7 +44,7 @@ pub(crate) async fn run(file: &Path, json: bool) -> Result<u8, Error> {
                     reason: None,
                 });
             } else {
-                println!(
+                outln!(
                     "accepted {}@{} ({} entries, {} bytes unpacked, root {}/)",
                     report.name,
                     report.version,
@@ -53,7 +53,7 @@ pub(crate) async fn run(file: &Path, json: bool) -> Result<u8, Error> {
                     report.root
                 );
                 for w in &report.warnings {
-                    println!("warning: {w}");
+                    outln!("warning: {w}");
                 }
             }
             Ok(exit::OK)

@@ -14,6 +14,7 @@ use tarvault::migrate::{
 use tarvault::{Error, Store};
 
 use super::exit;
+use super::output::outln;
 
 #[derive(Subcommand, Debug)]
 pub(crate) enum MigrateCommand {
@@ -227,18 +228,18 @@ fn print_summary(source: &str, args: &CouchArgs, s: &Summary) {
     } else {
         "done"
     };
-    println!(
+    outln!(
         "migrate couch {source}: {how} in {:.1}s; this run: {} documents, {} tarballs, {:.1} MiB",
         s.elapsed.as_secs_f64(),
         s.run.documents,
         s.run.tarballs_ok(),
         mib(s.run.bytes)
     );
-    println!("since the migration began:");
+    outln!("since the migration began:");
     for (name, n) in count_lines(c) {
-        println!("  {name:<20}{n:>10}");
+        outln!("  {name:<20}{n:>10}");
     }
-    println!("  {:<20}{:>10.1}", "MiB verified", mib(c.bytes));
+    outln!("  {:<20}{:>10.1}", "MiB verified", mib(c.bytes));
     let failures: Vec<_> = s
         .report
         .problems
@@ -246,9 +247,9 @@ fn print_summary(source: &str, args: &CouchArgs, s: &Summary) {
         .filter(|p| p.kind.is_failure())
         .collect();
     if !failures.is_empty() {
-        println!("failures ({}):", failures.len());
+        outln!("failures ({}):", failures.len());
         for p in failures {
-            println!("  {}", p.line());
+            outln!("  {}", p.line());
         }
     }
     let notes: Vec<_> = s
@@ -258,12 +259,12 @@ fn print_summary(source: &str, args: &CouchArgs, s: &Summary) {
         .filter(|p| !p.kind.is_failure())
         .collect();
     if !notes.is_empty() {
-        println!("not migrated, not failures ({}):", notes.len());
+        outln!("not migrated, not failures ({}):", notes.len());
         for p in notes {
-            println!("  {}", p.line());
+            outln!("  {}", p.line());
         }
     }
-    println!(
+    outln!(
         "state {} (since {}), mapping {}",
         args.state.display(),
         s.since
@@ -271,7 +272,7 @@ fn print_summary(source: &str, args: &CouchArgs, s: &Summary) {
             .map_or("start".to_string(), |q| q.to_string()),
         args.map.display()
     );
-    println!(
+    outln!(
         "{}",
         if s.report.is_success() {
             "result: ok"

@@ -1,8 +1,18 @@
 //! What the CLI prints: one JSON object per line, or a terse text line.
 
+use std::io::Write;
+
 use serde::Serialize;
 use tarvault::tarball::Report;
 use tarvault::{BlobInfo, Digests};
+
+/// `println!` through [`print_line`].
+macro_rules! outln {
+    ($($arg:tt)*) => {
+        $crate::cli::output::print_line(format_args!($($arg)*))
+    };
+}
+pub(crate) use outln;
 
 /// A put result line.
 #[derive(Serialize)]
@@ -68,7 +78,30 @@ impl From<&BlobInfo> for BlobLine {
 /// Prints a value as one JSON line.
 pub(crate) fn json_line<T: Serialize>(value: &T) {
     match serde_json::to_string(value) {
-        Ok(s) => println!("{s}"),
+        Ok(s) => outln!("{s}"),
         Err(e) => eprintln!("tarvault: error: cannot print JSON: {e}"),
     }
 }
+
+/// Prints one line to stdout, as `println!` would, except when stdout cannot be written: a reader
+/// that went away (`tarvault ls | head`) ends the process the way a closed pipe ends `cat`, quietly
+/// and with the status a shell reports for SIGPIPE (141), instead of `println!`'s panic; any other
+/// failure (a full disk behind a redirection) is reported before exiting. Exiting here is safe
+/// mid-operation: a put cut short leaves what a kill leaves, committed blobs and stray temp files.
+pub(crate) fn print_line(args: std::fmt::Arguments<'_>) {
+    let mut out = std::io::stdout().lock();
+    let written = out
+        .write_fmt(args)
+        .and_then(|()| out.write_all(b"\n"))
+        .and_then(|()| out.flush());
+    if let Err(e) = written {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(SIGPIPE_STATUS);
+        }
+        eprintln!("tarvault: error: cannot write to stdout: {e}");
+        std::process::exit(i32::from(super::exit::OTHER));
+    }
+}
+
+/// What a shell reports for a process killed by SIGPIPE (128 + 13).
+const SIGPIPE_STATUS: i32 = 141;

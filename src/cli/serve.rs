@@ -8,6 +8,7 @@ use tarvault::server::{self, Server};
 use tarvault::{Error, Store};
 
 use super::exit;
+use super::output::outln;
 
 #[derive(Args, Debug)]
 pub(crate) struct ServeArgs {
@@ -32,7 +33,7 @@ pub(crate) async fn run(store: Store, args: ServeArgs) -> Result<u8, Error> {
         .local_addr()
         .map_err(|e| Error::Config(format!("cannot listen on {}: {e}", args.listen)))?;
     // One line a script (or a test) can read to learn the port.
-    println!("listening on http://{local}");
+    outln!("listening on http://{local}");
     tracing::info!(addr = %local, mapped = server.mapped_urls(), "serving");
     server::serve(listener, server, shutdown_signal())
         .await
