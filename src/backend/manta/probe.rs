@@ -3,8 +3,9 @@
 //! measured side by side in one run (as `s3::probe` does for S3). Not a stable API.
 //!
 //! Each index counts the calls it makes to its store. A marker or segment GET, a segment PUT and a
-//! directory listing of one page are one request each; a marker PUT is one request once its shard
-//! directory exists (the first into a shard also makes it, uncounted).
+//! directory listing are one request each (a listing is counted once: past one page, 1,024
+//! entries, it is more); a marker PUT is one request once its shard directory exists (the first
+//! into a shard also makes it, uncounted).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
