@@ -19,8 +19,8 @@
 //! - `corpus`: the table above (one request at a time, and a `put_batch` of 8 in flight);
 //! - `network`: the rows `benches/network.rs` measures for S3 — 64 KiB puts and gets at
 //!   concurrency 1, 16 and 64, a 256 MiB put (sha512 given, digest unknown) and get
-//!   (`--large-mib N`), with client CPU per GB against plain HTTP plus the digests
-//!   (`manta_rows/network.rs`);
+//!   (`--large-mib N`), with client CPU per GB against plain HTTP plus the digests, and 64 KiB
+//!   puts into shard directories already made (`manta_rows/network.rs`);
 //! - `index`: the alias markers against the segment log of earlier versions, `--records N`
 //!   (default 2000) each: record rate at concurrency 1, 16, 64 and a cold lookup's requests and
 //!   latency (`manta_rows/index.rs`).

@@ -5,10 +5,13 @@
 //!
 //! - 64 KiB puts and gets at concurrency 1, 16 and 64;
 //! - a 256 MiB put with the sha512 given and of unknown digest (both spool and send one PUT with
-//!   `Content-MD5`, see `src/backend/manta/writer.rs`), and a 256 MiB get.
+//!   `Content-MD5`, see `src/backend/manta/writer.rs`), and a 256 MiB get;
+//! - 64 KiB puts at c=16 whose shard directories this process made earlier (as a long-lived
+//!   process puts): what a fresh process's directory PUTs cost the rows above.
 //!
 //! Client CPU is getrusage of this process; the server and the proxy are other processes.
 
+use std::collections::HashSet;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -292,29 +295,111 @@ pub async fn run(target: &manta_common::Target, large_mib: usize) {
     // The test server's data directory goes with it; the large objects are removed now, to keep
     // the disk free for the next round's and other runs'.
     let _ = tokio::time::timeout(Duration::from_secs(60), remove_large(client, &root)).await;
+    let made = shard_dirs(client, &root).await;
+    rows.push(warm_row(&tv, client, &http, &root, &made, small_put_d).await);
     print_rows(&rows);
     let puts: usize = ROUNDS * (counts.iter().map(|(_, n)| n).sum::<usize>() + 2);
-    shard_dirs(client, &root, puts).await;
+    println!(
+        "shard directories made by tarvault's {puts} puts before the last row (of 4096 per kind): blobs {}, markers/sha1 {}, markers/blake3 {}",
+        made[0].len(),
+        made[1].len(),
+        made[2].len()
+    );
+    let after = shard_dirs(client, &root).await;
+    let same = after.iter().zip(&made).all(|(a, b)| a.len() == b.len());
+    println!("the last row made no directory: {same}");
 }
 
-/// How many shard directories this process made (one `PUT` of a directory each, before the
-/// first object in it; the backend remembers them for the life of the process): the requests a
-/// put of a fresh process makes beyond its blob's PUT and two marker PUTs.
-async fn shard_dirs(client: &MantaClient, root: &str, puts: usize) {
-    let mut made = Vec::new();
-    for dir in ["blobs", "markers/sha1", "markers/blake3"] {
-        let n = client
+/// 64 KiB puts at c=16 whose three shard directories (blob, sha1 marker, blake3 marker) this
+/// process made already, as a long-lived process would have: picked from fresh noise by their
+/// digests. A put is then its three PUTs and no directory PUT. Both orders, one pass each.
+async fn warm_row(
+    tv: &Store,
+    client: &MantaClient,
+    http: &reqwest::Client,
+    root: &str,
+    known: &[HashSet<String>; 3],
+    small_put_d: f64,
+) -> Row {
+    use sha2::Digest as _;
+    let (c, n) = (16, 1000);
+    let mut row = Row::new(
+        format!("put 64 KiB x{n}, c={c}, shard directories known"),
+        n * SMALL,
+        small_put_d * n as f64,
+        Some(0.9),
+    );
+    let mut seed = 1_000_000u64;
+    let mut pick = || {
+        let mut out = Vec::with_capacity(n);
+        while out.len() < n {
+            seed += 1;
+            let b = common::noise(SMALL, seed);
+            let shards = [
+                hex::encode(sha2::Sha512::digest(&b)),
+                hex::encode(sha1::Sha1::digest(&b)),
+                blake3::hash(&b).to_hex().to_string(),
+            ];
+            if shards.iter().zip(known).all(|(h, k)| k.contains(&h[..3])) {
+                out.push(Bytes::from(b));
+            }
+        }
+        out
+    };
+    let sets = [pick(), pick()];
+    for (pass, blobs) in sets.iter().enumerate() {
+        let dir = format!("{root}/plain-warm{pass}");
+        client.put_directory(&dir).await.expect("mkdir");
+        let paths: Vec<String> = (0..n).map(|j| format!("{dir}/{j}")).collect();
+        for raw_turn in [pass == 0, pass != 0] {
+            if raw_turn {
+                let (s, ()) = timed(
+                    futures::stream::iter(paths.iter().zip(blobs))
+                        .map(|(p, b)| plain_put(http, client, p, b.clone()))
+                        .buffer_unordered(c)
+                        .collect::<()>(),
+                )
+                .await;
+                row.raw.push(s);
+            } else {
+                let opts = PutOptions::default();
+                let (s, r) = timed(
+                    futures::stream::iter(blobs.iter())
+                        .map(|b| tv.put_bytes(b.clone(), &opts))
+                        .buffer_unordered(c)
+                        .try_collect::<Vec<_>>(),
+                )
+                .await;
+                assert!(r.expect("tarvault put").iter().all(|o| o.stored));
+                row.tv.push(s);
+            }
+        }
+    }
+    row
+}
+
+/// The shard directories of the store's blobs, sha1 markers and blake3 markers, which this
+/// process made (one `PUT` of a directory each, before the first object in it; the backend
+/// remembers them for the life of the process): the requests a put of a fresh process makes
+/// beyond its blob's PUT and two marker PUTs.
+async fn shard_dirs(client: &MantaClient, root: &str) -> [HashSet<String>; 3] {
+    let mut out: [HashSet<String>; 3] = Default::default();
+    for (set, dir) in out
+        .iter_mut()
+        .zip(["blobs", "markers/sha1", "markers/blake3"])
+    {
+        *set = client
             .list_dir(&format!("{root}/{dir}"))
             .await
             .ok()
             .flatten()
-            .map_or(0, |e| e.iter().filter(|e| e.kind == "directory").count());
-        made.push(format!("{dir}: {n}"));
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|e| e.kind == "directory")
+            .map(|e| e.name)
+            .collect();
     }
-    println!(
-        "shard directories made by tarvault's {puts} puts (of 4096 per kind): {}",
-        made.join(", ")
-    );
+    out
 }
 
 /// Deletes the plain side's large objects (the store's are left: tarvault has no delete here
