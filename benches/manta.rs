@@ -13,6 +13,17 @@
 //! (or `backends/target/debug/manta-test-server`), started privately for the run. With
 //! `TARVAULT_NETEM=1` both sides reach it through the network emulator (`common/netem.rs`: 1 ms
 //! round trip, 1 Gbit/s each way, in its own process), as a server on another machine.
+//!
+//! Sections, all by default, or those named after `--`:
+//!
+//! - `corpus`: the table above (one request at a time, and a `put_batch` of 8 in flight);
+//! - `network`: the rows `benches/network.rs` measures for S3 — 64 KiB puts and gets at
+//!   concurrency 1, 16 and 64, a 256 MiB put (sha512 given, digest unknown) and get
+//!   (`--large-mib N`), with client CPU per GB against plain HTTP plus the digests, and 64 KiB
+//!   puts into shard directories already made (`manta_rows/network.rs`);
+//! - `index`: the alias markers against the segment log of earlier versions, `--records N`
+//!   (default 2000) each: record rate at concurrency 1, 16, 64 and a cold lookup's requests and
+//!   latency (`manta_rows/index.rs`).
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -20,10 +31,14 @@ mod common;
 mod cpu;
 #[path = "common/digest_floor.rs"]
 mod digest_floor;
+#[path = "manta_rows/index.rs"]
+mod index_rows;
 #[path = "../tests/manta_common/mod.rs"]
 mod manta_common;
 #[path = "common/netem.rs"]
 mod netem;
+#[path = "manta_rows/network.rs"]
+mod network_rows;
 
 use std::time::{Duration, Instant};
 
@@ -47,6 +62,15 @@ fn main() {
         .enable_all()
         .build()
         .expect("runtime");
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let named = |s: &str| args.iter().any(|a| a == s);
+    let all = !["corpus", "network", "index"].iter().any(|s| named(s));
+    let num = |name: &str, default: u64| {
+        args.iter()
+            .position(|a| a == name)
+            .and_then(|i| args.get(i + 1))
+            .map_or(default, |v| v.parse().expect(name))
+    };
     let Some(mut target) = manta_common::Target::private("manta bench", &[]) else {
         return;
     };
@@ -59,6 +83,12 @@ fn main() {
                 .trim_start_matches("http://")
                 .trim_end_matches('/');
             let net = netem::Netem::LAN;
+            let exe = std::env::current_exe().expect("exe");
+            let port = netem::calibration_server();
+            let check = netem::Child::start(&exe, &format!("127.0.0.1:{port}"), net);
+            let (rtt, rate) = netem::measure(check.port);
+            drop(check);
+            println!("proxy check (local echo server): round trip {rtt:.0} µs (median of 200), 64 MiB one way {rate:.0} MB/s");
             let proxy = netem::Child::start(&std::env::current_exe().expect("exe"), upstream, net);
             println!(
                 "behind the network emulator: {:.1} ms round trip, {:.0} Mbit/s each way",
@@ -72,6 +102,29 @@ fn main() {
         "tarvault Manta backend vs plain signed HTTP, same test server ({} cores)",
         std::thread::available_parallelism().map_or(1, |n| n.get())
     );
+    if all || named("network") {
+        println!("\n## 64 KiB at concurrency 1, 16, 64 and 256 MiB, with client CPU per GB\n");
+        rt.block_on(network_rows::run(&target, num("--large-mib", 256) as usize));
+    }
+    if all || named("index") {
+        println!("\n## Alias index: markers against the segment log\n");
+        index_rows::header();
+        let records = num("--records", 2000);
+        for design in [
+            tarvault::backend::manta::probe::AliasDesign::Markers,
+            tarvault::backend::manta::probe::AliasDesign::SegmentLog,
+        ] {
+            rt.block_on(index_rows::compare(&target, design, records));
+        }
+    }
+    if all || named("corpus") {
+        println!("\n## Corpus and one large blob, one request at a time\n");
+        corpus_table(&rt, &target);
+    }
+}
+
+/// The corpus and one large blob put and got one at a time, then the corpus through `put_batch`.
+fn corpus_table(rt: &tokio::runtime::Runtime, target: &manta_common::Target) {
     let corpus = corpus();
     let total: usize = corpus.iter().map(Vec::len).sum();
     let mib: usize = std::env::var("TARVAULT_BENCH_MANTA_MIB")
@@ -136,7 +189,7 @@ fn main() {
             );
         }
     }
-    batch_row(&rt, &target, &corpus);
+    batch_row(rt, target, &corpus);
 }
 
 /// The corpus with 8 requests in flight: plain PUTs vs `Store::put_batch` (group commit).

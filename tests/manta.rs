@@ -816,3 +816,68 @@ async fn fsck_removes_dangling_markers() {
     assert_eq!(err.kind(), ErrorKind::NotFound, "{err}");
     common::assert_found_by_aliases(&fresh, &all[1..]).await;
 }
+
+/// The benchmark's probe of both alias index designs on the test server: what one probe records,
+/// a fresh one (a new process as far as caches go) finds by sha1 and by blake3; an absent alias is
+/// a miss; and the request count it reports is what the design costs: a cold marker hit is one
+/// GET, a cold log hit a listing plus a GET per segment.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alias_probe_records_and_counts_both_designs() {
+    use sha2::Digest as _;
+    use tarvault::backend::manta::probe::{AliasDesign, MantaAliasProbe};
+    use tarvault::backend::AliasCacheConfig;
+    use tarvault::integrity::{Algorithm, Digests};
+
+    let Some(target) = Target::get("alias_probe_records_and_counts_both_designs") else {
+        return;
+    };
+    let digests = |i: u64| {
+        let b = i.to_le_bytes();
+        Digests::from_parts(
+            &sha2::Sha512::digest(b),
+            &sha1::Sha1::digest(b),
+            blake3::hash(&b).as_bytes(),
+            100 + i,
+        )
+        .expect("digests")
+    };
+    for design in [AliasDesign::Markers, AliasDesign::SegmentLog] {
+        let config = target.config("alias-probe");
+        let open = || {
+            MantaAliasProbe::open(config.clone(), design, AliasCacheConfig::default())
+                .expect("probe")
+        };
+        let writer = open();
+        for i in 0..6 {
+            writer.record(&digests(i)).await.expect("record");
+        }
+        assert!(writer.requests() >= 1, "{design:?}: no request counted");
+        drop(writer);
+        for i in 0..6 {
+            let d = digests(i);
+            for alg in [Algorithm::Sha1, Algorithm::Blake3] {
+                let probe = open();
+                let got = probe.resolve(&d.hash(alg)).await.expect("resolve");
+                assert_eq!(
+                    got.map(|k| k.to_hex()),
+                    Some(hex::encode(d.sha512)),
+                    "{design:?}: entry {i} by {alg:?}"
+                );
+                let cold = probe.requests();
+                match design {
+                    AliasDesign::Markers => assert_eq!(cold, 1, "a cold marker hit is one GET"),
+                    AliasDesign::SegmentLog => {
+                        assert!(cold >= 2, "a cold log hit lists and reads: {cold}")
+                    }
+                }
+            }
+        }
+        let probe = open();
+        let absent = digests(1 << 40);
+        let got = probe
+            .resolve(&absent.hash(Algorithm::Sha1))
+            .await
+            .expect("miss");
+        assert!(got.is_none(), "{design:?}: a miss found something");
+    }
+}

@@ -33,6 +33,8 @@ mod client;
 mod config;
 mod dirs;
 mod layout;
+#[doc(hidden)]
+pub mod probe;
 mod writer;
 
 pub use auth::{KeyError, LoadedKey, SignHash};

@@ -1,0 +1,102 @@
+//! The Manta rows of the alias index comparison (`benches/remote_index.rs` has the S3 ones):
+//! markers (what the backend uses) against the segment log of earlier versions, on the same test
+//! server, in the same run. Index record throughput at concurrency 1, 16 and 64, then requests and
+//! latency of a cold lookup (hit and miss), each by a fresh index (a fresh process as far as
+//! caches go). Requests are counted by the probe (`tarvault::backend::manta::probe`).
+
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use sha2::Digest as _;
+use tarvault::backend::manta::probe::{AliasDesign, MantaAliasProbe};
+use tarvault::backend::AliasCacheConfig;
+use tarvault::integrity::{Algorithm, Digests};
+
+use crate::manta_common;
+
+/// The digests of synthetic blob `i` (each digest of the 8 bytes of `i`: distinct, uniform).
+fn digests(i: u64) -> Digests {
+    let b = i.to_le_bytes();
+    let sha512 = sha2::Sha512::digest(b);
+    let sha1 = sha1::Sha1::digest(b);
+    let blake3 = blake3::hash(&b);
+    Digests::from_parts(&sha512, &sha1, blake3.as_bytes(), 1000 + i).expect("digests")
+}
+
+/// Records `range` through `probe` with `c` in flight; returns records per second.
+async fn record_rate(probe: &MantaAliasProbe, range: std::ops::Range<u64>, c: usize) -> f64 {
+    let n = range.end - range.start;
+    let t = Instant::now();
+    futures::stream::iter(range)
+        .map(|i| async move { probe.record(&digests(i)).await.expect("record") })
+        .buffer_unordered(c)
+        .collect::<Vec<()>>()
+        .await;
+    n as f64 / t.elapsed().as_secs_f64()
+}
+
+/// Prints the table header.
+pub fn header() {
+    println!("| server | design | record c=1 /s | c=16 /s | c=64 /s | cold hit: requests | ms | cold miss: requests | ms |");
+    println!("|---|---|---|---|---|---|---|---|---|");
+}
+
+/// One row: `records` aliases recorded through `design` into a fresh store, then 20 cold
+/// lookups of a hit and of a miss.
+pub async fn compare(target: &manta_common::Target, design: AliasDesign, records: u64) {
+    let config = target.config("index");
+    let open = || {
+        MantaAliasProbe::open(config.clone(), design, AliasCacheConfig::default()).expect("probe")
+    };
+    let writer = open();
+    // c=1 on a tenth (it is slow), then the rest at 16 and at 64.
+    let tenth = (records / 10).max(10);
+    let c1 = record_rate(&writer, 0..tenth, 1).await;
+    let half = tenth + (records - tenth) / 2;
+    let c16 = record_rate(&writer, tenth..half, 16).await;
+    let c64 = record_rate(&writer, half..records, 64).await;
+    drop(writer);
+    // Settle (the log merges in the background).
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let mut hit = (0u64, Duration::ZERO);
+    let mut miss = (0u64, Duration::ZERO);
+    let tries = 20;
+    for k in 0..tries {
+        let i = (k * 97) % records;
+        let d = digests(i);
+        let probe = open();
+        let t = Instant::now();
+        let got = probe
+            .resolve(&d.hash(Algorithm::Sha1))
+            .await
+            .expect("resolve");
+        hit.1 += t.elapsed();
+        assert!(got.is_some(), "entry {i} not found");
+        hit.0 += probe.requests();
+        let before = probe.requests();
+        let absent = digests(u64::MAX - k);
+        let t = Instant::now();
+        let got = probe
+            .resolve(&absent.hash(Algorithm::Sha1))
+            .await
+            .expect("resolve");
+        miss.1 += t.elapsed();
+        assert!(got.is_none());
+        miss.0 += probe.requests() - before;
+    }
+    let per = |(n, t): (u64, Duration)| {
+        (
+            n as f64 / tries as f64,
+            t.as_secs_f64() * 1000.0 / tries as f64,
+        )
+    };
+    let (hr, hms) = per(hit);
+    let (mr, mms) = per(miss);
+    let design = match design {
+        AliasDesign::Markers => "markers",
+        AliasDesign::SegmentLog => "segment log",
+    };
+    println!(
+        "| Manta test server | {design} ({records} records) | {c1:.0} | {c16:.0} | {c64:.0} | {hr:.1} | {hms:.2} | {mr:.1} | {mms:.2} |"
+    );
+}

@@ -1,0 +1,181 @@
+//! Both alias index designs over one Manta store, each as a fresh process would open it, for the
+//! `manta` benchmark: the markers the backend uses and the segment log of earlier versions,
+//! measured side by side in one run (as `s3::probe` does for S3). Not a stable API.
+//!
+//! Each index counts the calls it makes to its store. A marker or segment GET, a segment PUT and a
+//! directory listing are one request each (a listing is counted once: past one page, 1,024
+//! entries, it is more); a marker PUT is one request once its shard directory exists (the first
+//! into a shard also makes it, uncounted).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::stream::BoxStream;
+
+use super::aliases::{MantaMarkers, MantaSegments};
+use super::dirs::Dirs;
+use super::layout::Layout;
+use super::{MantaClient, MantaConfig};
+use crate::backend::alias_log::{AliasLog, SegmentStore};
+use crate::backend::alias_marker::{AliasIndex, Listed, MarkerStore};
+use crate::backend::{AliasCacheConfig, BlobKey};
+use crate::integrity::{Algorithm, Digests, Hash};
+use crate::Result;
+
+/// Which design.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AliasDesign {
+    /// One marker object per alias (what the backend uses).
+    Markers,
+    /// The segment log of earlier versions (group-committed segments, read whole).
+    SegmentLog,
+}
+
+/// A store that counts the calls made to it.
+struct Counted<S> {
+    inner: S,
+    calls: Arc<AtomicU64>,
+}
+
+impl<S> Counted<S> {
+    fn tick(&self) {
+        self.calls.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+#[async_trait]
+impl<S: MarkerStore> MarkerStore for Counted<S> {
+    async fn create(&self, alg: Algorithm, hex: &str, body: Bytes) -> Result<bool> {
+        self.tick();
+        self.inner.create(alg, hex, body).await
+    }
+
+    async fn replace(&self, alg: Algorithm, hex: &str, body: Bytes) -> Result<()> {
+        self.tick();
+        self.inner.replace(alg, hex, body).await
+    }
+
+    async fn get(&self, alg: Algorithm, hex: &str) -> Result<Option<Bytes>> {
+        self.tick();
+        self.inner.get(alg, hex).await
+    }
+
+    fn name(&self, alg: Algorithm, hex: &str) -> String {
+        self.inner.name(alg, hex)
+    }
+
+    fn list(&self) -> BoxStream<'_, Result<Listed>> {
+        self.tick();
+        self.inner.list()
+    }
+
+    async fn delete(&self, alg: Algorithm, hex: &str) -> Result<()> {
+        self.tick();
+        self.inner.delete(alg, hex).await
+    }
+}
+
+#[async_trait]
+impl<S: SegmentStore> SegmentStore for Counted<S> {
+    async fn put(&self, name: &str, body: Bytes) -> Result<()> {
+        self.tick();
+        self.inner.put(name, body).await
+    }
+
+    async fn get(&self, name: &str) -> Result<Option<Bytes>> {
+        self.tick();
+        self.inner.get(name).await
+    }
+
+    async fn list(&self) -> Result<Vec<(String, u64)>> {
+        self.tick();
+        self.inner.list().await
+    }
+
+    async fn delete(&self, names: &[String]) -> Result<()> {
+        self.calls.fetch_add(names.len() as u64, Ordering::Relaxed);
+        self.inner.delete(names).await
+    }
+
+    fn describe(&self) -> String {
+        self.inner.describe()
+    }
+}
+
+type Segments = Counted<MantaSegments>;
+
+enum Index {
+    Markers(Arc<AliasIndex<Counted<MantaMarkers>, Segments>>),
+    Log(Arc<AliasLog<Segments>>),
+}
+
+/// One alias index over a Manta store's root, with nothing cached.
+pub struct MantaAliasProbe {
+    index: Index,
+    calls: Arc<AtomicU64>,
+}
+
+impl MantaAliasProbe {
+    /// Opens `design` over the store `config` names (the same layout the backend uses; loads the
+    /// key, makes no request).
+    pub fn open(
+        config: MantaConfig,
+        design: AliasDesign,
+        cache: AliasCacheConfig,
+    ) -> Result<MantaAliasProbe> {
+        let layout = Layout::new(&config.root);
+        let client = MantaClient::new(config)?;
+        let dirs = Arc::new(Dirs::new(client.clone()));
+        let describe = format!("probe:{}{}", client.config().url, layout.root());
+        let calls = Arc::new(AtomicU64::new(0));
+        let segments = Counted {
+            inner: MantaSegments {
+                client: client.clone(),
+                dirs: dirs.clone(),
+                dir: layout.alias_log_dir(),
+                describe: describe.clone(),
+            },
+            calls: calls.clone(),
+        };
+        let index = match design {
+            AliasDesign::Markers => Index::Markers(AliasIndex::new(
+                Counted {
+                    inner: MantaMarkers {
+                        client,
+                        dirs,
+                        layout,
+                        describe,
+                    },
+                    calls: calls.clone(),
+                },
+                segments,
+                cache,
+            )),
+            AliasDesign::SegmentLog => Index::Log(AliasLog::new(segments)),
+        };
+        Ok(MantaAliasProbe { index, calls })
+    }
+
+    /// Records a blob's aliases (stored when this returns).
+    pub async fn record(&self, d: &Digests) -> Result<()> {
+        match &self.index {
+            Index::Markers(i) => i.record(d).await,
+            Index::Log(l) => l.record(std::slice::from_ref(d)).await,
+        }
+    }
+
+    /// The blob whose sha1 or blake3 is `hash`.
+    pub async fn resolve(&self, hash: &Hash) -> Result<Option<BlobKey>> {
+        match &self.index {
+            Index::Markers(i) => i.resolve(hash).await,
+            Index::Log(l) => l.resolve(hash).await,
+        }
+    }
+
+    /// Requests made so far (see the module documentation for what counts as one).
+    pub fn requests(&self) -> u64 {
+        self.calls.load(Ordering::Relaxed)
+    }
+}
