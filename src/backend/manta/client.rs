@@ -61,7 +61,7 @@ pub enum RequestBody {
 }
 
 impl RequestBody {
-    fn len(&self) -> u64 {
+    pub(crate) fn len(&self) -> u64 {
         match self {
             RequestBody::Empty => 0,
             RequestBody::Bytes(b) => b.len() as u64,

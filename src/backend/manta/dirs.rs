@@ -1,6 +1,12 @@
 //! Parent directories, made on demand (`mkdir -p` with `application/json; type=directory`) and
-//! remembered per process, so a warm store does one PUT per object. Shared by the blob writer and
-//! the alias log's segments.
+//! remembered per process, so a warm store does one PUT per object. Shared by the blob writer, the
+//! alias markers and the alias log's segments.
+//!
+//! A small object is PUT before its directories are known to exist, and the directories are made
+//! only when Manta answers that one is missing: in a store of any size every shard directory
+//! exists, and a fresh process (each CLI run) would otherwise pay a directory PUT per ancestor of
+//! each shard it touches first, about a dozen round trips for a one-blob put. Large bodies make
+//! their directories first, so that a missing one never costs a wasted upload.
 
 use std::collections::HashSet;
 use std::sync::Mutex;
@@ -9,6 +15,10 @@ use reqwest::header::HeaderMap;
 
 use super::{api_error, layout, MantaClient, RequestBody};
 use crate::Result;
+
+/// Bodies up to this size are PUT before their directories are known to exist (a failed attempt
+/// costs one round trip and at most this much upload).
+const OPTIMISTIC_MAX: u64 = 1 << 20;
 
 pub(crate) struct Dirs {
     client: MantaClient,
@@ -58,8 +68,9 @@ impl Dirs {
         Ok(())
     }
 
-    /// PUTs an object, creating its parent directories first if not known to exist, and once more
-    /// if Manta says a parent is missing (someone removed it behind our back).
+    /// PUTs an object, creating its parent directories first if they are not known to exist and
+    /// the body is large, and (for any body) once more after creating them if Manta says a parent
+    /// is missing (not made yet, or removed behind our back).
     pub(crate) async fn put_with_parents(
         &self,
         path: &str,
@@ -67,19 +78,33 @@ impl Dirs {
         body: RequestBody,
     ) -> Result<HeaderMap> {
         let parent = layout::parent(path).to_string();
-        self.ensure(&parent).await?;
+        let known = self.is_known(&parent);
+        if !known && body.len() > OPTIMISTIC_MAX {
+            self.ensure(&parent).await?;
+        }
         match self
             .client
             .put_object(path, headers.clone(), body.clone())
             .await
         {
+            Ok(reply) => {
+                if !known {
+                    // The parent exists, so every ancestor does.
+                    for dir in layout::ancestors(&parent) {
+                        self.remember(&dir);
+                    }
+                }
+                Ok(reply)
+            }
             Err(e) if api_error(&e).is_some_and(|a| a.code == "DirectoryDoesNotExist") => {
-                tracing::debug!(path, "parent directory vanished; recreating");
-                self.forget_all();
+                tracing::debug!(path, "parent directory missing; making it");
+                if known {
+                    self.forget_all();
+                }
                 self.ensure(&parent).await?;
                 self.client.put_object(path, headers, body).await
             }
-            other => other,
+            Err(e) => Err(e),
         }
     }
 }
