@@ -1,5 +1,6 @@
 //! The public API: a content-addressed store of verified blobs over any [`Backend`].
 
+mod file_chunks;
 mod fsck;
 mod inspect;
 mod late;
