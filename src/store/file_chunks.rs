@@ -15,18 +15,17 @@ use bytes::Bytes;
 use futures::Stream;
 use tokio::sync::mpsc;
 
-/// Bytes per chunk: the size the ingest loop gathers anyway (`COALESCE`). 512 KiB chunks were
-/// measured too (1 GiB puts, CPU time per put): no cheaper on this machine, and 0.5 MiB more peak
-/// RSS per chunk in flight.
-pub(super) const CHUNK: usize = 256 * 1024;
+/// Bytes per chunk: large, so per-chunk costs (channel hand-offs, wake-ups of the hashing
+/// threads) vanish, and small enough that the chunks in flight stay within a few MiB.
+pub(super) const CHUNK: usize = 512 * 1024;
 
 /// Chunks read ahead of the consumer.
 const AHEAD: usize = 2;
 
-/// Buffers kept for reuse (more than are ever in flight at once in a local put). More may be in flight when a consumer holds chunks for longer (a
+/// Buffers kept for reuse. More may be in flight when a consumer holds chunks for longer (a
 /// remote writer gathering a multipart part): the reader then allocates rather than waits, so it
 /// can never deadlock on its own buffers.
-const KEPT: usize = 16;
+const KEPT: usize = 8;
 
 /// The chunks of `file`, read to its end on a blocking task. Dropping the stream stops the reads.
 pub(super) fn file_chunks(file: File) -> impl Stream<Item = io::Result<Bytes>> + Send + Unpin {
