@@ -1,6 +1,5 @@
 //! The public API: a content-addressed store of verified blobs over any [`Backend`].
 
-mod file_chunks;
 mod fsck;
 mod inspect;
 mod late;

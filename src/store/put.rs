@@ -5,7 +5,6 @@ use std::io;
 use bytes::{Bytes, BytesMut};
 use futures::{Stream, StreamExt};
 
-use super::file_chunks::file_chunks;
 use super::inspect::InspectLane;
 use super::late::{Expectations, LateExpectations};
 use super::Store;
@@ -171,24 +170,22 @@ impl Store {
         self.put(futures::stream::iter([Ok(bytes)]), options).await
     }
 
-    /// Stores a file's contents, read in large chunks by one blocking task (see `file_chunks`).
+    /// Stores a file's contents, read as a stream.
     pub async fn put_file(
         &self,
         path: impl AsRef<std::path::Path>,
         options: &PutOptions,
     ) -> Result<PutOutcome> {
         let path = path.as_ref();
-        // On the blocking pool: opening a FIFO waits for its writer.
-        let owned = path.to_path_buf();
-        let file = crate::task::blocking(move || {
-            std::fs::File::open(&owned).map_err(|e| Error::io("open", &owned, e))
-        })
-        .await?;
+        let file = tokio::fs::File::open(path)
+            .await
+            .map_err(|e| Error::io("open", path, e))?;
         let mut options = options.clone();
         if options.label.is_none() {
             options.label = Some(path.display().to_string());
         }
-        self.put(file_chunks(file), &options).await
+        let stream = tokio_util::io::ReaderStream::with_capacity(file, COALESCE);
+        self.put(stream, &options).await
     }
 
     /// Stores many inputs and makes them durable together (group commit): one flush for the whole
