@@ -196,17 +196,14 @@ fn large(rt: &tokio::runtime::Runtime, work: &Path, rounds: usize) {
     }
     let len = (mib << 20) as f64;
     let (mut sha, mut lib, mut cli, mut rss) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    let (mut sha_crate, mut stream) = (Vec::new(), Vec::new());
+    let mut sha_crate = Vec::new();
     for round in 0..rounds {
-        // Each put follows a sha512 pass over the file, in an order that turns each round, so that
-        // every row meets the same memory: on this VM, page cache
+        // Each put follows a sha512 pass over the file, the library first in even rounds and the
+        // CLI first in odd ones, so that both meet the same memory: on this VM, page cache
         // written into memory that was freed seconds ago and handed back to the host (free page
         // reporting) costs twice the CPU of memory freed just now (`dd` of 1 GiB: 0.5 against
         // 0.25 s of system time), and a fixed order gave one row that cost every round.
-        // The rows: `put_file`; `put` of the file through tokio's file and `ReaderStream` in
-        // 256 KiB pieces (what `put_file` did before it read on a blocking task of its own); the
-        // CLI's `put`.
-        for step in 0..3 {
+        for step in 0..2 {
             // The limit: sha512 on one core over the file's bytes, read as the put reads them,
             // with the implementation the store hashes with; and the sha2 crate's, for comparison.
             let t = Instant::now();
@@ -222,12 +219,11 @@ fn large(rt: &tokio::runtime::Runtime, work: &Path, rounds: usize) {
                 sha.push(len / t.elapsed().as_secs_f64() / 1e9);
             }
             let dir = work.join(format!("large-{round}-{step}"));
-            match (round + step) % 3 {
-                0 => lib.push(len / large_lib(rt, &input, &dir, false) / 1e9),
-                1 => stream.push(len / large_lib(rt, &input, &dir, true) / 1e9),
+            match (round + step) % 2 {
+                0 => lib.push(large_lib(rt, &input, &dir)),
                 _ => {
-                    let (secs, peak_mib) = large_cli(&input, &dir);
-                    cli.push(len / secs / 1e9);
+                    let (secs, cpu, peak_mib) = large_cli(&input, &dir);
+                    cli.push((secs, cpu));
                     rss.push(peak_mib);
                 }
             }
@@ -235,23 +231,28 @@ fn large(rt: &tokio::runtime::Runtime, work: &Path, rounds: usize) {
     }
     let _ = std::fs::remove_file(&input);
     let (sha, sha_crate) = (median(sha), median(sha_crate));
-    let (lib, cli, rss, stream) = (median(lib), median(cli), median(rss), median(stream));
+    // GB/s by the wall clock, and CPU seconds per put (this process's, or the CLI child's).
+    let rate = |v: &[(f64, f64)]| median(v.iter().map(|(secs, _)| len / secs / 1e9).collect());
+    let cpu = |v: &[(f64, f64)]| median(v.iter().map(|(_, c)| *c).collect());
+    let (sha_cpu, rss) = (len / sha / 1e9, median(rss));
+    let (lib_cpu, cli_cpu) = (cpu(&lib), cpu(&cli));
+    let (lib, cli) = (rate(&lib), rate(&cli));
     println!();
     println!("## one {mib} MiB put, fsync off (sha512 + sha1 + blake3), median of {rounds} rounds");
-    println!("| operation | GB/s | / sha512 one core | peak RSS |");
-    println!("|---|---|---|---|");
-    println!("| sha512, one core (tarvault's: ring) | {sha:.3} | 1.00x | - |");
+    println!("| operation | GB/s | / sha512 one core | CPU s | peak RSS |");
+    println!("|---|---|---|---|---|");
+    println!("| sha512, one core (tarvault's: ring) | {sha:.3} | 1.00x | {sha_cpu:.2} | - |");
     println!(
-        "| sha512, one core (sha2 crate) | {sha_crate:.3} | {:.2}x | - |",
-        sha_crate / sha
-    );
-    println!("| tarvault put_file | {lib:.3} | {:.2}x | - |", lib / sha);
-    println!(
-        "| tarvault put, tokio file stream (put_file before) | {stream:.3} | {:.2}x | - |",
-        stream / sha
+        "| sha512, one core (sha2 crate) | {sha_crate:.3} | {:.2}x | {:.2} | - |",
+        sha_crate / sha,
+        len / sha_crate / 1e9
     );
     println!(
-        "| tarvault CLI put | {cli:.3} | {:.2}x | {rss:.1} MiB |",
+        "| tarvault put_file | {lib:.3} | {:.2}x | {lib_cpu:.2} | - |",
+        lib / sha
+    );
+    println!(
+        "| tarvault CLI put | {cli:.3} | {:.2}x | {cli_cpu:.2} | {rss:.1} MiB |",
         cli / sha
     );
     println!();
@@ -269,9 +270,9 @@ fn large(rt: &tokio::runtime::Runtime, work: &Path, rounds: usize) {
     );
 }
 
-/// Seconds of one `put_file` of `input` (or, with `tokio_file`, `put` of a tokio file stream) into
-/// a new store at `dir`, which is removed afterwards.
-fn large_lib(rt: &tokio::runtime::Runtime, input: &Path, dir: &Path, tokio_file: bool) -> f64 {
+/// Wall and CPU seconds of one `put_file` of `input` into a new store at `dir`, which is removed
+/// afterwards.
+fn large_lib(rt: &tokio::runtime::Runtime, input: &Path, dir: &Path) -> (f64, f64) {
     let store = Store::new(
         FsBackend::open(
             dir,
@@ -282,27 +283,20 @@ fn large_lib(rt: &tokio::runtime::Runtime, input: &Path, dir: &Path, tokio_file:
         )
         .expect("open"),
     );
-    let t = Instant::now();
-    rt.block_on(async {
-        if tokio_file {
-            let file = tokio::fs::File::open(input).await.expect("open");
-            let stream = tokio_util::io::ReaderStream::with_capacity(file, 256 * 1024);
-            store.put(stream, &PutOptions::default()).await
-        } else {
-            store.put_file(input, &PutOptions::default()).await
-        }
-    })
-    .expect("put");
+    let (t, cpu) = (Instant::now(), cpu_seconds().0);
+    rt.block_on(store.put_file(input, &PutOptions::default()))
+        .expect("put");
     let secs = t.elapsed().as_secs_f64();
+    let cpu = cpu_seconds().0 - cpu;
     drop(store);
     let _ = std::fs::remove_dir_all(dir);
-    secs
+    (secs, cpu)
 }
 
-/// Seconds of the CLI's `put` of `input` into a new store at `dir`, which is removed
+/// Wall and CPU seconds of the CLI's `put` of `input` into a new store at `dir`, which is removed
 /// afterwards, and the CLI's peak RSS in MiB.
-fn large_cli(input: &Path, dir: &Path) -> (f64, f64) {
-    let t = Instant::now();
+fn large_cli(input: &Path, dir: &Path) -> (f64, f64, f64) {
+    let (t, cpu) = (Instant::now(), cpu_seconds().1);
     let child = std::process::Command::new(env!("CARGO_BIN_EXE_tarvault"))
         .arg("--store")
         .arg(format!("file://{}?fsync=false", dir.display()))
@@ -314,8 +308,9 @@ fn large_cli(input: &Path, dir: &Path) -> (f64, f64) {
     let (ok, peak_kib) = wait_with_rss(child);
     assert!(ok, "tarvault put failed");
     let secs = t.elapsed().as_secs_f64();
+    let cpu = cpu_seconds().1 - cpu;
     let _ = std::fs::remove_dir_all(dir);
-    (secs, peak_kib as f64 / 1024.0)
+    (secs, cpu, peak_kib as f64 / 1024.0)
 }
 
 /// Reads `path` in 1 MiB pieces, handing each to `f`.
