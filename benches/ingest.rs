@@ -16,8 +16,13 @@
 //! one large file (1 GiB; `TARVAULT_BENCH_LARGE_MIB`, 0 to skip) through the library and the CLI
 //! against single-core sha512 over the same bytes, with the CLI's peak RSS.
 //!
+//! Before it, one core's rate of each digest over 1 GiB in memory (sha512 from the `sha2` crate and
+//! from ring, sha1, blake3, and the store's own hasher). The large put's reference is sha512 on one
+//! core with the implementation the store uses (ring), with the `sha2` crate's row beside it.
+//!
 //! Run: `cargo bench --bench ingest` (`TARVAULT_CORPUS` for the corpus, `TARVAULT_BENCH_DIR` for
-//! where stores go, `TARVAULT_BENCH_ROUNDS` for rounds, default 5).
+//! where stores go, `TARVAULT_BENCH_ROUNDS` for rounds, default 5; `TARVAULT_BENCH_ONLY=large` for
+//! the digest rates and the large put alone).
 
 #[path = "common/noise.rs"]
 mod noise;
@@ -28,6 +33,7 @@ use std::time::Instant;
 
 use sha2::Digest;
 use tarvault::backend::fs::{FsBackend, FsOptions};
+use tarvault::integrity::{Algorithm, Digests, MultiHasher};
 use tarvault::{PutOptions, Store};
 
 /// Blobs in the small-file set.
@@ -64,6 +70,8 @@ fn main() {
         })
         .collect();
     let corpus = corpus_files();
+    // `TARVAULT_BENCH_ONLY=large`: the digest rates and the large put alone.
+    let only_large = std::env::var("TARVAULT_BENCH_ONLY").is_ok_and(|v| v == "large");
     for (tag, title, files) in [
         ("small", format!("{SMALL_COUNT} files of 20 KiB"), &small),
         (
@@ -76,16 +84,101 @@ fn main() {
             &corpus,
         ),
     ] {
+        if only_large {
+            break;
+        }
         let table = measure(&rt, work.path(), tag, files, rounds);
         print_table(&title, tag, &table);
     }
-    large(&rt, work.path());
+    digest_rates();
+    large(&rt, work.path(), rounds);
+}
+
+/// One core's rate for each digest over 1 GiB in memory (a 64 MiB buffer hashed 16 times, fed in
+/// 1 MiB pieces): which sha512 is fastest here, and whether sha1 and blake3 (together with the
+/// write) fit on the second core while sha512 takes the first.
+fn digest_rates() {
+    if std::env::var("TARVAULT_BENCH_LARGE_MIB").is_ok_and(|v| v == "0") {
+        return;
+    }
+    let data = noise::noise(7, 64 << 20);
+    let passes = 16;
+    let gib = (data.len() * passes) as f64 / 1e9;
+    type Run<'a> = Box<dyn Fn(&[u8]) + 'a>;
+    let sha512_sha2: Run = Box::new(|d| {
+        let mut h = sha2::Sha512::new();
+        d.chunks(1 << 20).for_each(|c| h.update(c));
+        std::hint::black_box(h.finalize());
+    });
+    let sha512_ring: Run = Box::new(|d| {
+        let mut h = ring::digest::Context::new(&ring::digest::SHA512);
+        d.chunks(1 << 20).for_each(|c| h.update(c));
+        std::hint::black_box(h.finish());
+    });
+    let multi = |algorithms: &'static [Algorithm]| -> Run {
+        Box::new(move |d| {
+            let mut h = MultiHasher::new(algorithms);
+            d.chunks(1 << 20).for_each(|c| h.update(c));
+            std::hint::black_box(h.finalize());
+        })
+    };
+    let sha1: Run = Box::new(|d| {
+        let mut h = sha1::Sha1::new();
+        d.chunks(1 << 20).for_each(|c| h.update(c));
+        std::hint::black_box(h.finalize());
+    });
+    let blake3: Run = Box::new(|d| {
+        let mut h = blake3::Hasher::new();
+        d.chunks(1 << 20).for_each(|c| {
+            h.update(c);
+        });
+        std::hint::black_box(h.finalize());
+    });
+    let rows: Vec<(&str, Run)> = vec![
+        ("sha512, sha2 crate (AVX2 backend)", sha512_sha2),
+        ("sha512, ring", sha512_ring),
+        (
+            "sha512, tarvault (MultiHasher)",
+            multi(&[Algorithm::Sha512]),
+        ),
+        ("sha1, sha1 crate (SHA-NI)", sha1),
+        ("blake3 (one thread)", blake3),
+        (
+            "sha1 + blake3, tarvault",
+            multi(&[Algorithm::Sha1, Algorithm::Blake3]),
+        ),
+        (
+            "sha512 + sha1 + blake3, tarvault",
+            multi(&Digests::ALGORITHMS),
+        ),
+    ];
+    println!();
+    println!(
+        "## digests on one core, {gib:.2} GB in memory, median of 3 (sha-ni {}, avx2 {}, avx512f {})",
+        std::is_x86_feature_detected!("sha"),
+        std::is_x86_feature_detected!("avx2"),
+        std::is_x86_feature_detected!("avx512f")
+    );
+    println!("| digest | GB/s |");
+    println!("|---|---|");
+    for (name, run) in rows {
+        let rates = (0..3)
+            .map(|_| {
+                let t = Instant::now();
+                for _ in 0..passes {
+                    run(&data);
+                }
+                gib / t.elapsed().as_secs_f64()
+            })
+            .collect();
+        println!("| {name} | {:.3} |", median(rates));
+    }
 }
 
 /// One large put, fsync off, through the library and through the CLI, against single-core
 /// sha512 over the same bytes (the limit: sha1, blake3 and the write can hide behind it on the
 /// second core), with the CLI's peak RSS.
-fn large(rt: &tokio::runtime::Runtime, work: &Path) {
+fn large(rt: &tokio::runtime::Runtime, work: &Path, rounds: usize) {
     let mib: usize = std::env::var("TARVAULT_BENCH_LARGE_MIB")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -103,67 +196,63 @@ fn large(rt: &tokio::runtime::Runtime, work: &Path) {
     }
     let len = (mib << 20) as f64;
     let (mut sha, mut lib, mut cli, mut rss) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    for round in 0..3 {
-        // The limit: sha512 on one core over the file's bytes, read as the put reads them.
-        let t = Instant::now();
-        let mut h = sha2::Sha512::new();
-        let mut f = std::fs::File::open(&input).expect("open");
-        let mut buf = vec![0u8; 1 << 20];
-        loop {
-            let k = f.read(&mut buf).expect("read");
-            if k == 0 {
-                break;
+    let mut sha_crate = Vec::new();
+    for round in 0..rounds {
+        // Each put follows a sha512 pass over the file, the library first in even rounds and the
+        // CLI first in odd ones, so that both meet the same memory: on this VM, page cache
+        // written into memory that was freed seconds ago and handed back to the host (free page
+        // reporting) costs twice the CPU of memory freed just now (`dd` of 1 GiB: 0.5 against
+        // 0.25 s of system time), and a fixed order gave one row that cost every round.
+        for step in 0..2 {
+            // The limit: sha512 on one core over the file's bytes, read as the put reads them,
+            // with the implementation the store hashes with; and the sha2 crate's, for comparison.
+            let t = Instant::now();
+            if step == 1 {
+                let mut h = sha2::Sha512::new();
+                read_through(&input, |c| h.update(c));
+                std::hint::black_box(h.finalize());
+                sha_crate.push(len / t.elapsed().as_secs_f64() / 1e9);
+            } else {
+                let mut h = MultiHasher::new(&[Algorithm::Sha512]);
+                read_through(&input, |c| h.update(c));
+                std::hint::black_box(h.finalize());
+                sha.push(len / t.elapsed().as_secs_f64() / 1e9);
             }
-            h.update(&buf[..k]);
+            let dir = work.join(format!("large-{round}-{step}"));
+            match (round + step) % 2 {
+                0 => lib.push(large_lib(rt, &input, &dir)),
+                _ => {
+                    let (secs, cpu, peak_mib) = large_cli(&input, &dir);
+                    cli.push((secs, cpu));
+                    rss.push(peak_mib);
+                }
+            }
         }
-        std::hint::black_box(h.finalize());
-        sha.push(len / t.elapsed().as_secs_f64() / 1e9);
-
-        let d = work.join(format!("large-lib-{round}"));
-        let store = Store::new(
-            FsBackend::open(
-                &d,
-                FsOptions {
-                    fsync: false,
-                    ..Default::default()
-                },
-            )
-            .expect("open"),
-        );
-        let t = Instant::now();
-        rt.block_on(store.put_file(&input, &PutOptions::default()))
-            .expect("put");
-        lib.push(len / t.elapsed().as_secs_f64() / 1e9);
-        drop(store);
-        let _ = std::fs::remove_dir_all(&d);
-
-        let d = work.join(format!("large-cli-{round}"));
-        let t = Instant::now();
-        let child = std::process::Command::new(env!("CARGO_BIN_EXE_tarvault"))
-            .arg("--store")
-            .arg(format!("file://{}?fsync=false", d.display()))
-            .arg("put")
-            .arg(&input)
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .expect("run the CLI");
-        let (ok, peak_kib) = wait_with_rss(child);
-        assert!(ok, "tarvault put failed");
-        cli.push(len / t.elapsed().as_secs_f64() / 1e9);
-        rss.push(peak_kib as f64 / 1024.0);
-        let _ = std::fs::remove_dir_all(&d);
     }
     let _ = std::fs::remove_file(&input);
-    let sha = median(sha);
-    let (lib, cli, rss) = (median(lib), median(cli), median(rss));
+    let (sha, sha_crate) = (median(sha), median(sha_crate));
+    // GB/s by the wall clock, and CPU seconds per put (this process's, or the CLI child's).
+    let rate = |v: &[(f64, f64)]| median(v.iter().map(|(secs, _)| len / secs / 1e9).collect());
+    let cpu = |v: &[(f64, f64)]| median(v.iter().map(|(_, c)| *c).collect());
+    let (sha_cpu, rss) = (len / sha / 1e9, median(rss));
+    let (lib_cpu, cli_cpu) = (cpu(&lib), cpu(&cli));
+    let (lib, cli) = (rate(&lib), rate(&cli));
     println!();
-    println!("## one {mib} MiB put, fsync off (sha512 + sha1 + blake3), median of 3 rounds");
-    println!("| operation | GB/s | / sha512 one core | peak RSS |");
-    println!("|---|---|---|---|");
-    println!("| sha512, one core (sha2) | {sha:.3} | 1.00x | - |");
-    println!("| tarvault put_file | {lib:.3} | {:.2}x | - |", lib / sha);
+    println!("## one {mib} MiB put, fsync off (sha512 + sha1 + blake3), median of {rounds} rounds");
+    println!("| operation | GB/s | / sha512 one core | CPU s | peak RSS |");
+    println!("|---|---|---|---|---|");
+    println!("| sha512, one core (tarvault's: ring) | {sha:.3} | 1.00x | {sha_cpu:.2} | - |");
     println!(
-        "| tarvault CLI put | {cli:.3} | {:.2}x | {rss:.1} MiB |",
+        "| sha512, one core (sha2 crate) | {sha_crate:.3} | {:.2}x | {:.2} | - |",
+        sha_crate / sha,
+        len / sha_crate / 1e9
+    );
+    println!(
+        "| tarvault put_file | {lib:.3} | {:.2}x | {lib_cpu:.2} | - |",
+        lib / sha
+    );
+    println!(
+        "| tarvault CLI put | {cli:.3} | {:.2}x | {cli_cpu:.2} | {rss:.1} MiB |",
         cli / sha
     );
     println!();
@@ -179,6 +268,62 @@ fn large(rt: &tokio::runtime::Runtime, work: &Path) {
         "- CLI peak RSS: {rss:.1} MiB (target <= 16 MiB) {}",
         if rss <= 16.0 { "met" } else { "NOT met" }
     );
+}
+
+/// Wall and CPU seconds of one `put_file` of `input` into a new store at `dir`, which is removed
+/// afterwards.
+fn large_lib(rt: &tokio::runtime::Runtime, input: &Path, dir: &Path) -> (f64, f64) {
+    let store = Store::new(
+        FsBackend::open(
+            dir,
+            FsOptions {
+                fsync: false,
+                ..Default::default()
+            },
+        )
+        .expect("open"),
+    );
+    let (t, cpu) = (Instant::now(), cpu_seconds().0);
+    rt.block_on(store.put_file(input, &PutOptions::default()))
+        .expect("put");
+    let secs = t.elapsed().as_secs_f64();
+    let cpu = cpu_seconds().0 - cpu;
+    drop(store);
+    let _ = std::fs::remove_dir_all(dir);
+    (secs, cpu)
+}
+
+/// Wall and CPU seconds of the CLI's `put` of `input` into a new store at `dir`, which is removed
+/// afterwards, and the CLI's peak RSS in MiB.
+fn large_cli(input: &Path, dir: &Path) -> (f64, f64, f64) {
+    let (t, cpu) = (Instant::now(), cpu_seconds().1);
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_tarvault"))
+        .arg("--store")
+        .arg(format!("file://{}?fsync=false", dir.display()))
+        .arg("put")
+        .arg(input)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("run the CLI");
+    let (ok, peak_kib) = wait_with_rss(child);
+    assert!(ok, "tarvault put failed");
+    let secs = t.elapsed().as_secs_f64();
+    let cpu = cpu_seconds().1 - cpu;
+    let _ = std::fs::remove_dir_all(dir);
+    (secs, cpu, peak_kib as f64 / 1024.0)
+}
+
+/// Reads `path` in 1 MiB pieces, handing each to `f`.
+fn read_through(path: &Path, mut f: impl FnMut(&[u8])) {
+    let mut file = std::fs::File::open(path).expect("open");
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let k = file.read(&mut buf).expect("read");
+        if k == 0 {
+            break;
+        }
+        f(&buf[..k]);
+    }
 }
 
 /// Waits for `child` and returns whether it succeeded and its peak RSS in KiB, read from its

@@ -164,3 +164,25 @@ proptest! {
         prop_assert!(with_opt.matches(&i));
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(300))]
+
+    /// The store's sha512 and sha384 (ring's) are byte-identical to the `sha2` crate's on any
+    /// input, however it is cut into pieces.
+    #[test]
+    fn sha512_and_sha384_match_the_sha2_crate(
+        data in prop::collection::vec(any::<u8>(), 0..5000),
+        cut in 1usize..700,
+    ) {
+        use sha2::Digest as _;
+        let mut h = MultiHasher::new(&[Algorithm::Sha512, Algorithm::Sha384]);
+        for piece in data.chunks(cut) {
+            h.update(piece);
+        }
+        let set = h.finalize();
+        let digest = |a: Algorithm| set.get(a).map(|h| h.digest().to_vec()).unwrap_or_default();
+        prop_assert_eq!(digest(Algorithm::Sha512), sha2::Sha512::digest(&data).to_vec());
+        prop_assert_eq!(digest(Algorithm::Sha384), sha2::Sha384::digest(&data).to_vec());
+    }
+}

@@ -10,6 +10,7 @@ use bytes::Bytes;
 use sha1::Digest as _;
 use tokio::sync::{mpsc, oneshot};
 
+use super::sha512::Sha2Wide;
 use super::{Algorithm, Digests, Hash, Integrity};
 use crate::{Error, Result};
 
@@ -19,8 +20,8 @@ enum AnyHasher {
     Md5(md5::Md5),
     Sha1(sha1::Sha1),
     Sha256(sha2::Sha256),
-    Sha384(sha2::Sha384),
-    Sha512(sha2::Sha512),
+    Sha384(Sha2Wide),
+    Sha512(Sha2Wide),
     Blake3(Box<blake3::Hasher>),
 }
 
@@ -30,8 +31,8 @@ impl AnyHasher {
             Algorithm::Md5 => AnyHasher::Md5(md5::Md5::new()),
             Algorithm::Sha1 => AnyHasher::Sha1(sha1::Sha1::new()),
             Algorithm::Sha256 => AnyHasher::Sha256(sha2::Sha256::new()),
-            Algorithm::Sha384 => AnyHasher::Sha384(sha2::Sha384::new()),
-            Algorithm::Sha512 => AnyHasher::Sha512(sha2::Sha512::new()),
+            Algorithm::Sha384 => AnyHasher::Sha384(Sha2Wide::sha384()),
+            Algorithm::Sha512 => AnyHasher::Sha512(Sha2Wide::sha512()),
             Algorithm::Blake3 => AnyHasher::Blake3(Box::new(blake3::Hasher::new())),
         }
     }
@@ -54,8 +55,8 @@ impl AnyHasher {
             AnyHasher::Md5(h) => (Algorithm::Md5, h.finalize().to_vec()),
             AnyHasher::Sha1(h) => (Algorithm::Sha1, h.finalize().to_vec()),
             AnyHasher::Sha256(h) => (Algorithm::Sha256, h.finalize().to_vec()),
-            AnyHasher::Sha384(h) => (Algorithm::Sha384, h.finalize().to_vec()),
-            AnyHasher::Sha512(h) => (Algorithm::Sha512, h.finalize().to_vec()),
+            AnyHasher::Sha384(h) => (Algorithm::Sha384, h.finalize()),
+            AnyHasher::Sha512(h) => (Algorithm::Sha512, h.finalize()),
             AnyHasher::Blake3(h) => (Algorithm::Blake3, h.finalize().as_bytes().to_vec()),
         };
         Hash::new_unchecked(algorithm, &bytes)

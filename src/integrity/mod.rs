@@ -3,6 +3,7 @@
 mod algorithm;
 mod digests;
 mod hasher;
+mod sha512;
 mod sri;
 
 pub use algorithm::Algorithm;
