@@ -142,6 +142,7 @@ impl AliasCache {
     }
 
     /// The digests of a blob by its key, if cached.
+    #[cfg_attr(not(feature = "s3"), allow(dead_code))]
     pub(crate) fn by_key(&mut self, key: &BlobKey) -> Option<Digests> {
         self.get(&Hash::new_unchecked(Algorithm::Sha512, key.as_bytes()))
     }
@@ -182,6 +183,7 @@ impl AliasCache {
 
     /// Bytes the tables of hits take (for tests and benchmarks): their buckets, whether full or
     /// not.
+    #[cfg_attr(not(any(test, feature = "s3")), allow(dead_code))]
     pub(crate) fn bytes(&self) -> usize {
         let table = |m: &HashMap<CacheKey, Digests>| {
             if m.capacity() == 0 {

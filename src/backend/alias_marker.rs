@@ -421,7 +421,8 @@ impl<M: MarkerStore, S: SegmentStore> AliasIndex<M, S> {
         Ok(report)
     }
 
-    /// Bytes the cache holds (for benchmarks).
+    /// Bytes the cache holds (for benchmarks and tests).
+    #[cfg_attr(not(any(test, feature = "s3")), allow(dead_code))]
     pub(crate) fn cached_bytes(&self) -> usize {
         self.cache().bytes()
     }
