@@ -96,15 +96,44 @@ impl Dirs {
                 }
                 Ok(reply)
             }
-            Err(e) if api_error(&e).is_some_and(|a| a.code == "DirectoryDoesNotExist") => {
+            Err(e) if missing(&e) => {
                 tracing::debug!(path, "parent directory missing; making it");
                 if known {
                     self.forget_all();
                 }
-                self.ensure(&parent).await?;
+                self.make_from_leaf(&parent).await?;
                 self.client.put_object(path, headers, body).await
             }
             Err(e) => Err(e),
         }
     }
+
+    /// Makes `dir` after a PUT into it found it missing. Usually only the shard directory itself
+    /// is (its ancestors exist as soon as a store holds anything), so `dir` is made first, and
+    /// its ancestors, outermost last, only while Manta says the parent of the one tried is
+    /// missing too: one request in the common case instead of one per ancestor.
+    async fn make_from_leaf(&self, dir: &str) -> Result<()> {
+        let chain = layout::ancestors(dir);
+        // The deepest directory made, or found to exist, by walking up.
+        let mut made = chain.len();
+        while made > 0 {
+            match self.client.put_directory(&chain[made - 1]).await {
+                Ok(()) => break,
+                Err(e) if missing(&e) && made > 1 => made -= 1,
+                Err(e) => return Err(e),
+            }
+        }
+        for path in chain.iter().skip(made) {
+            self.client.put_directory(path).await?;
+        }
+        for path in &chain {
+            self.remember(path);
+        }
+        Ok(())
+    }
+}
+
+/// Whether Manta said a directory on the way to the object is missing.
+fn missing(e: &crate::Error) -> bool {
+    api_error(e).is_some_and(|a| a.code == "DirectoryDoesNotExist")
 }
