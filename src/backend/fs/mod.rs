@@ -252,7 +252,7 @@ impl FsInner {
             }
             other => other,
         }
-        .map_err(|e| Error::io("link", &target, e))?;
+        .map_err(|e| Error::io("publish", &target, e))?;
         let outcome = if linked {
             Committed::Stored
         } else {
