@@ -35,6 +35,8 @@ mod digest_floor;
 mod index_rows;
 #[path = "../tests/manta_common/mod.rs"]
 mod manta_common;
+#[path = "common/net_rows.rs"]
+mod net_rows;
 #[path = "common/netem.rs"]
 mod netem;
 #[path = "manta_rows/network.rs"]

@@ -19,6 +19,8 @@
 mod common;
 #[path = "common/cpu.rs"]
 mod cpu;
+#[path = "common/net_rows.rs"]
+mod net_rows;
 #[path = "common/netem.rs"]
 mod netem;
 
@@ -28,10 +30,11 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
+use net_rows::{addr_of, chunks, print_rows, small_rows, timed, Floors, Row, SMALL_CASES};
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload, WriteMultipart};
 use tarvault::backend::s3::{S3Backend, S3Config};
-use tarvault::integrity::{Algorithm, MultiHasher};
+use tarvault::integrity::Algorithm;
 use tarvault::{Integrity, PutOptions, Store};
 
 const MIB: usize = 1 << 20;
@@ -141,58 +144,6 @@ fn config_from(v: &HashMap<String, String>, endpoint: &str) -> S3Config {
     c
 }
 
-/// Raw and tarvault samples of one case.
-struct Row {
-    case: String,
-    bytes: usize,
-    raw: Vec<cpu::Sample>,
-    tv: Vec<cpu::Sample>,
-    /// CPU seconds of the digests a verified store must compute over these bytes (one thread).
-    digests: f64,
-    target: Option<f64>,
-}
-
-impl Row {
-    fn new(case: impl Into<String>, bytes: usize, digests: f64, target: Option<f64>) -> Row {
-        Row {
-            case: case.into(),
-            bytes,
-            raw: vec![],
-            tv: vec![],
-            digests,
-            target,
-        }
-    }
-}
-
-/// CPU seconds of computing `algorithms` over each of `blobs` (best of three).
-fn digest_secs(blobs: &[Bytes], algorithms: &[Algorithm]) -> f64 {
-    (0..3)
-        .map(|_| {
-            let t = cpu::self_cpu();
-            for b in blobs {
-                let mut h = MultiHasher::new(algorithms);
-                h.update(b);
-                std::hint::black_box(h.finalize());
-            }
-            cpu::self_cpu() - t
-        })
-        .fold(f64::INFINITY, f64::min)
-}
-
-async fn timed<F, T>(f: F) -> (cpu::Sample, T)
-where
-    F: std::future::Future<Output = T>,
-{
-    let span = cpu::Span::start();
-    let out = f.await;
-    (span.stop(), out)
-}
-
-fn addr_of(b: &[u8]) -> Integrity {
-    common::addr(&common::sha512_sri(b))
-}
-
 async fn s3(config: &S3Config) {
     let raw: Arc<dyn ObjectStore> = Arc::new(config.build().expect("client"));
     let tv = Store::new(S3Backend::connect(config).await.expect("connect"));
@@ -201,46 +152,22 @@ async fn s3(config: &S3Config) {
     let tv_spool = Store::new(S3Backend::connect(&spool_config).await.expect("connect"));
 
     let put_algs = [Algorithm::Sha512, Algorithm::Sha1, Algorithm::Blake3];
-    let smalls_for_digest: Vec<Bytes> = (0..64)
-        .map(|i| Bytes::from(common::noise(SMALL, i)))
-        .collect();
-    let small_put_d = digest_secs(&smalls_for_digest, &put_algs) / 64.0;
-    let small_get_d = digest_secs(&smalls_for_digest, &[Algorithm::Sha512]) / 64.0;
-    let big0 = Bytes::from(common::noise(LARGE, 1));
-    let large_put_d = digest_secs(std::slice::from_ref(&big0), &put_algs);
-    let large_get_d = digest_secs(std::slice::from_ref(&big0), &[Algorithm::Sha512]);
-    drop(big0);
-
-    let counts = [(1usize, 200usize), (16, 1000), (64, 1000)];
-    let mut rows = Vec::new();
-    for (c, n) in counts {
-        let target = (c == 16).then_some(0.9);
-        rows.push(Row::new(
-            format!("put 64 KiB x{n}, c={c}"),
-            n * SMALL,
-            small_put_d * n as f64,
-            target,
-        ));
-        rows.push(Row::new(
-            format!("get 64 KiB x{n}, c={c}"),
-            n * SMALL,
-            small_get_d * n as f64,
-            target,
-        ));
-    }
+    let floors = Floors::measure(SMALL, LARGE, &put_algs);
+    let counts = SMALL_CASES;
+    let mut rows = small_rows(SMALL, &floors);
     let large = [
-        ("put 256 MiB, sha512 given", large_put_d, None),
+        ("put 256 MiB, sha512 given", floors.large_put, None),
         (
             "put 256 MiB, digest unknown (staging + copy)",
-            large_put_d,
+            floors.large_put,
             Some(0.8),
         ),
         (
             "put 256 MiB, digest unknown (spool, then upload)",
-            large_put_d,
+            floors.large_put,
             Some(0.8),
         ),
-        ("get 256 MiB", large_get_d, Some(0.9)),
+        ("get 256 MiB", floors.large_get, Some(0.9)),
     ];
     for (case, d, target) in large {
         rows.push(Row::new(case, LARGE, d, target));
@@ -383,13 +310,11 @@ async fn s3(config: &S3Config) {
         let all = raw.list(Some(&dir)).map_ok(|m| m.location).boxed();
         let _ = raw.delete_stream(all).try_collect::<Vec<_>>().await;
     }
-    print_rows(&rows);
-}
-
-/// The bytes as a stream of 256 KiB chunks (as a file or an HTTP body arrives).
-fn chunks(b: &Bytes) -> futures::stream::Iter<std::vec::IntoIter<std::io::Result<Bytes>>> {
-    let v: Vec<std::io::Result<Bytes>> = b.chunks(256 * 1024).map(|c| Ok(b.slice_ref(c))).collect();
-    futures::stream::iter(v)
+    print_rows(
+        &rows,
+        "raw object_store",
+        &format!("(medians of {ROUNDS} rounds, alternating which side goes first; the three 256 MiB puts share one raw upload per round; CPU target ≤ 1.1x)"),
+    );
 }
 
 /// A raw multipart upload with the backend's part size and parts in flight (8 MiB, 4).
@@ -401,34 +326,4 @@ async fn raw_upload(raw: &Arc<dyn ObjectStore>, p: &Path, b: Bytes) -> object_st
         w.put(b.slice_ref(part));
     }
     w.finish().await.map(|_| ())
-}
-
-fn print_rows(rows: &[Row]) {
-    println!("| case | raw object_store MB/s | tarvault MB/s | tarvault/raw | target | client CPU s/GB: raw | raw + digests | tarvault | tarvault / (raw + digests) |");
-    println!("|---|---|---|---|---|---|---|---|---|");
-    for r in rows {
-        let (raw, tv) = (cpu::medians(&r.raw), cpu::medians(&r.tv));
-        let gb = r.bytes as f64 / 1e9;
-        let (raw_rate, tv_rate) = (
-            r.bytes as f64 / raw.secs / 1e6,
-            r.bytes as f64 / tv.secs / 1e6,
-        );
-        let ratio = tv_rate / raw_rate;
-        let target = match r.target {
-            Some(t) if ratio >= t => format!("≥ {t} ✓"),
-            Some(t) => format!("≥ {t} ✗"),
-            None => "-".into(),
-        };
-        let floor = (raw.own + r.digests) / gb;
-        println!(
-            "| {} | {raw_rate:.1} | {tv_rate:.1} | {ratio:.2}x | {target} | {:.2} | {floor:.2} | {:.2} | {:.2}x |",
-            r.case,
-            raw.own / gb,
-            tv.own / gb,
-            tv.own / gb / floor
-        );
-    }
-    println!(
-        "(medians of {ROUNDS} rounds, alternating which side goes first; the three 256 MiB puts share one raw upload per round; CPU target ≤ 1.1x)"
-    );
 }

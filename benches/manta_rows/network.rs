@@ -18,10 +18,11 @@ use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
 use tarvault::backend::manta::protocol::MantaClient;
 use tarvault::backend::manta::MantaBackend;
-use tarvault::integrity::{Algorithm, MultiHasher};
+use tarvault::integrity::Algorithm;
 use tarvault::{Integrity, PutOptions, Store};
 
-use crate::{common, cpu, manta_common};
+use crate::net_rows::{addr_of, chunks, print_rows, small_rows, timed, Floors, Row, SMALL_CASES};
+use crate::{common, manta_common};
 
 const MIB: usize = 1 << 20;
 const SMALL: usize = 64 * 1024;
@@ -35,58 +36,6 @@ const PUT_ALGS: [Algorithm; 4] = [
     Algorithm::Blake3,
     Algorithm::Md5,
 ];
-
-/// Raw and tarvault samples of one case.
-struct Row {
-    case: String,
-    bytes: usize,
-    raw: Vec<cpu::Sample>,
-    tv: Vec<cpu::Sample>,
-    /// CPU seconds of the digests a verified store must compute over these bytes (one thread).
-    digests: f64,
-    target: Option<f64>,
-}
-
-impl Row {
-    fn new(case: impl Into<String>, bytes: usize, digests: f64, target: Option<f64>) -> Row {
-        Row {
-            case: case.into(),
-            bytes,
-            raw: vec![],
-            tv: vec![],
-            digests,
-            target,
-        }
-    }
-}
-
-/// CPU seconds of computing `algorithms` over each of `blobs` (best of three).
-fn digest_secs(blobs: &[Bytes], algorithms: &[Algorithm]) -> f64 {
-    (0..3)
-        .map(|_| {
-            let t = cpu::self_cpu();
-            for b in blobs {
-                let mut h = MultiHasher::new(algorithms);
-                h.update(b);
-                std::hint::black_box(h.finalize());
-            }
-            cpu::self_cpu() - t
-        })
-        .fold(f64::INFINITY, f64::min)
-}
-
-async fn timed<F, T>(f: F) -> (cpu::Sample, T)
-where
-    F: std::future::Future<Output = T>,
-{
-    let span = cpu::Span::start();
-    let out = f.await;
-    (span.stop(), out)
-}
-
-fn addr_of(b: &[u8]) -> Integrity {
-    common::addr(&common::sha512_sri(b))
-}
 
 /// A plain signed PUT of `data` to `path`: no Content-MD5, no metadata.
 async fn plain_put(http: &reqwest::Client, client: &MantaClient, path: &str, data: Bytes) {
@@ -123,12 +72,6 @@ async fn plain_get(http: &reqwest::Client, client: &MantaClient, path: &str) -> 
     n
 }
 
-/// The bytes as a stream of 256 KiB chunks (as a file or an HTTP body arrives).
-fn chunks(b: &Bytes) -> futures::stream::Iter<std::vec::IntoIter<std::io::Result<Bytes>>> {
-    let v: Vec<std::io::Result<Bytes>> = b.chunks(256 * 1024).map(|c| Ok(b.slice_ref(c))).collect();
-    futures::stream::iter(v)
-}
-
 /// Runs every row against `target` (already behind the emulator) and prints the table.
 pub async fn run(target: &manta_common::Target, large_mib: usize) {
     let large = large_mib * MIB;
@@ -139,50 +82,25 @@ pub async fn run(target: &manta_common::Target, large_mib: usize) {
     let root = backend.layout().root().to_string();
     client.put_directory(&root).await.expect("mkdir root");
 
-    let smalls: Vec<Bytes> = (0..64)
-        .map(|i| Bytes::from(common::noise(SMALL, i)))
-        .collect();
-    let small_put_d = digest_secs(&smalls, &PUT_ALGS) / 64.0;
-    let small_get_d = digest_secs(&smalls, &[Algorithm::Sha512]) / 64.0;
-    drop(smalls);
-    let big0 = Bytes::from(common::noise(large, 1));
-    let large_put_d = digest_secs(std::slice::from_ref(&big0), &PUT_ALGS);
-    let large_get_d = digest_secs(std::slice::from_ref(&big0), &[Algorithm::Sha512]);
-    drop(big0);
-
-    let counts = [(1usize, 200usize), (16, 1000), (64, 1000)];
-    let mut rows = Vec::new();
-    for (c, n) in counts {
-        let target = (c == 16).then_some(0.9);
-        rows.push(Row::new(
-            format!("put 64 KiB x{n}, c={c}"),
-            n * SMALL,
-            small_put_d * n as f64,
-            target,
-        ));
-        rows.push(Row::new(
-            format!("get 64 KiB x{n}, c={c}"),
-            n * SMALL,
-            small_get_d * n as f64,
-            target,
-        ));
-    }
+    let floors = Floors::measure(SMALL, large, &PUT_ALGS);
+    let counts = SMALL_CASES;
+    let mut rows = small_rows(SMALL, &floors);
     rows.push(Row::new(
         format!("put {large_mib} MiB, sha512 given"),
         large,
-        large_put_d,
+        floors.large_put,
         None,
     ));
     rows.push(Row::new(
         format!("put {large_mib} MiB, digest unknown"),
         large,
-        large_put_d,
+        floors.large_put,
         Some(0.8),
     ));
     rows.push(Row::new(
         format!("get {large_mib} MiB"),
         large,
-        large_get_d,
+        floors.large_get,
         Some(0.9),
     ));
 
@@ -296,8 +214,12 @@ pub async fn run(target: &manta_common::Target, large_mib: usize) {
     // the disk free for the next round's and other runs'.
     let _ = tokio::time::timeout(Duration::from_secs(60), remove_large(client, &root)).await;
     let made = shard_dirs(client, &root).await;
-    rows.push(warm_row(&tv, client, &http, &root, &made, small_put_d).await);
-    print_rows(&rows);
+    rows.push(warm_row(&tv, client, &http, &root, &made, floors.small_put).await);
+    print_rows(
+        &rows,
+        "plain HTTP",
+        &format!("(medians of {ROUNDS} rounds, alternating which side goes first; both large puts share one plain PUT per round; digests: put sha512+sha1+blake3+MD5, get sha512; CPU target ≤ 1.1x)"),
+    );
     let puts: usize = ROUNDS * (counts.iter().map(|(_, n)| n).sum::<usize>() + 2);
     println!(
         "shard directories made by tarvault's {puts} puts before the last row (of 4096 per kind): blobs {}, markers/sha1 {}, markers/blake3 {}",
@@ -408,34 +330,4 @@ async fn remove_large(client: &MantaClient, root: &str) {
     for round in 0..ROUNDS {
         let _ = client.delete(&format!("{root}/plain-r{round}/big")).await;
     }
-}
-
-fn print_rows(rows: &[Row]) {
-    println!("| case | plain HTTP MB/s | tarvault MB/s | tarvault/plain | target | client CPU s/GB: plain | plain + digests | tarvault | tarvault / (plain + digests) |");
-    println!("|---|---|---|---|---|---|---|---|---|");
-    for r in rows {
-        let (raw, tv) = (cpu::medians(&r.raw), cpu::medians(&r.tv));
-        let gb = r.bytes as f64 / 1e9;
-        let (raw_rate, tv_rate) = (
-            r.bytes as f64 / raw.secs / 1e6,
-            r.bytes as f64 / tv.secs / 1e6,
-        );
-        let ratio = tv_rate / raw_rate;
-        let target = match r.target {
-            Some(t) if ratio >= t => format!("≥ {t} ✓"),
-            Some(t) => format!("≥ {t} ✗"),
-            None => "-".into(),
-        };
-        let floor = (raw.own + r.digests) / gb;
-        println!(
-            "| {} | {raw_rate:.1} | {tv_rate:.1} | {ratio:.2}x | {target} | {:.2} | {floor:.2} | {:.2} | {:.2}x |",
-            r.case,
-            raw.own / gb,
-            tv.own / gb,
-            tv.own / gb / floor
-        );
-    }
-    println!(
-        "(medians of {ROUNDS} rounds, alternating which side goes first; both large puts share one plain PUT per round; digests: put sha512+sha1+blake3+MD5, get sha512; CPU target ≤ 1.1x)"
-    );
 }
