@@ -232,11 +232,12 @@ async fn plain_parallel(backend: &MantaBackend, blobs: &[Vec<u8>]) -> Duration {
     let http = reqwest::Client::new();
     let started = Instant::now();
     futures::stream::iter(blobs.iter().enumerate())
-        .map(|(i, data)| signed_put(&http, client, &format!("{dir}/{i}"), data).send())
-        .buffer_unordered(8)
-        .for_each(|r| async move {
-            assert!(r.expect("put").status().is_success());
+        .map(|(i, data)| {
+            let (http, path) = (&http, format!("{dir}/{i}"));
+            async move { network_rows::plain_put(http, client, &path, Bytes::from(data.clone())).await }
         })
+        .buffer_unordered(8)
+        .collect::<()>()
         .await;
     started.elapsed()
 }
@@ -253,21 +254,6 @@ async fn plain_dir(backend: &MantaBackend) -> (&MantaClient, String) {
     (client, dir)
 }
 
-/// A plain signed PUT of `data` to `path`: no Content-MD5, no metadata.
-fn signed_put(
-    http: &reqwest::Client,
-    client: &MantaClient,
-    path: &str,
-    data: &[u8],
-) -> reqwest::RequestBuilder {
-    let (date, auth) = client.signer().sign_now();
-    http.put(client.url_of(path))
-        .header("date", date)
-        .header("authorization", auth)
-        .header("content-type", "application/octet-stream")
-        .body(Bytes::from(data.to_vec()))
-}
-
 /// Plain signed PUTs (into a pre-made directory) and GETs of the same bytes.
 async fn plain(backend: &MantaBackend, blobs: &[Vec<u8>]) -> (cpu::Sample, cpu::Sample) {
     let (client, dir) = plain_dir(backend).await;
@@ -275,25 +261,15 @@ async fn plain(backend: &MantaBackend, blobs: &[Vec<u8>]) -> (cpu::Sample, cpu::
     let paths: Vec<String> = (0..blobs.len()).map(|i| format!("{dir}/{i}")).collect();
     let started = cpu::Span::start();
     for (path, data) in paths.iter().zip(blobs) {
-        let resp = signed_put(&http, client, path, data)
-            .send()
-            .await
-            .expect("put");
-        assert!(resp.status().is_success(), "{}", resp.status());
+        network_rows::plain_put(&http, client, path, Bytes::from(data.clone())).await;
     }
     let put = started.stop();
     let started = cpu::Span::start();
     for (path, data) in paths.iter().zip(blobs) {
-        let (date, auth) = client.signer().sign_now();
-        let resp = http
-            .get(client.url_of(path))
-            .header("date", date)
-            .header("authorization", auth)
-            .send()
-            .await
-            .expect("get");
-        let body = resp.bytes().await.expect("body");
-        assert_eq!(body.len(), data.len());
+        assert_eq!(
+            network_rows::plain_get(&http, client, path).await,
+            data.len()
+        );
     }
     (put, started.stop())
 }

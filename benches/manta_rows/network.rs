@@ -38,7 +38,7 @@ const PUT_ALGS: [Algorithm; 4] = [
 ];
 
 /// A plain signed PUT of `data` to `path`: no Content-MD5, no metadata.
-async fn plain_put(http: &reqwest::Client, client: &MantaClient, path: &str, data: Bytes) {
+pub async fn plain_put(http: &reqwest::Client, client: &MantaClient, path: &str, data: Bytes) {
     let (date, auth) = client.signer().sign_now();
     let resp = http
         .put(client.url_of(path))
@@ -54,7 +54,7 @@ async fn plain_put(http: &reqwest::Client, client: &MantaClient, path: &str, dat
 }
 
 /// A plain signed GET of `path`, its body read to the end; returns its length.
-async fn plain_get(http: &reqwest::Client, client: &MantaClient, path: &str) -> usize {
+pub async fn plain_get(http: &reqwest::Client, client: &MantaClient, path: &str) -> usize {
     let (date, auth) = client.signer().sign_now();
     let resp = http
         .get(client.url_of(path))
