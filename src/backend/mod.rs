@@ -31,6 +31,8 @@ mod alias_log;
 mod alias_map;
 #[cfg(any(feature = "s3", feature = "manta"))]
 mod alias_marker;
+#[cfg(any(feature = "s3", feature = "manta"))]
+mod alias_probe;
 pub mod compose;
 #[cfg(feature = "fs")]
 pub mod fs;

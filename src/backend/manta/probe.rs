@@ -18,20 +18,14 @@ use super::aliases::{MantaMarkers, MantaSegments};
 use super::dirs::Dirs;
 use super::layout::Layout;
 use super::{MantaClient, MantaConfig};
-use crate::backend::alias_log::{AliasLog, SegmentStore};
-use crate::backend::alias_marker::{AliasIndex, Listed, MarkerStore};
+use crate::backend::alias_log::SegmentStore;
+use crate::backend::alias_marker::{Listed, MarkerStore};
+use crate::backend::alias_probe::DesignIndex;
 use crate::backend::{AliasCacheConfig, BlobKey};
 use crate::integrity::{Algorithm, Digests, Hash};
 use crate::Result;
 
-/// Which design.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AliasDesign {
-    /// One marker object per alias (what the backend uses).
-    Markers,
-    /// The segment log of earlier versions (group-committed segments, read whole).
-    SegmentLog,
-}
+pub use crate::backend::alias_probe::AliasDesign;
 
 /// A store that counts the calls made to it.
 struct Counted<S> {
@@ -106,14 +100,9 @@ impl<S: SegmentStore> SegmentStore for Counted<S> {
 
 type Segments = Counted<MantaSegments>;
 
-enum Index {
-    Markers(Arc<AliasIndex<Counted<MantaMarkers>, Segments>>),
-    Log(Arc<AliasLog<Segments>>),
-}
-
 /// One alias index over a Manta store's root, with nothing cached.
 pub struct MantaAliasProbe {
-    index: Index,
+    index: DesignIndex<Counted<MantaMarkers>, Segments>,
     calls: Arc<AtomicU64>,
 }
 
@@ -139,39 +128,27 @@ impl MantaAliasProbe {
             },
             calls: calls.clone(),
         };
-        let index = match design {
-            AliasDesign::Markers => Index::Markers(AliasIndex::new(
-                Counted {
-                    inner: MantaMarkers {
-                        client,
-                        dirs,
-                        layout,
-                        describe,
-                    },
-                    calls: calls.clone(),
-                },
-                segments,
-                cache,
-            )),
-            AliasDesign::SegmentLog => Index::Log(AliasLog::new(segments)),
+        let markers = Counted {
+            inner: MantaMarkers {
+                client,
+                dirs,
+                layout,
+                describe,
+            },
+            calls: calls.clone(),
         };
+        let index = DesignIndex::open(design, markers, segments, cache);
         Ok(MantaAliasProbe { index, calls })
     }
 
     /// Records a blob's aliases (stored when this returns).
     pub async fn record(&self, d: &Digests) -> Result<()> {
-        match &self.index {
-            Index::Markers(i) => i.record(d).await,
-            Index::Log(l) => l.record(std::slice::from_ref(d)).await,
-        }
+        self.index.record(d).await
     }
 
     /// The blob whose sha1 or blake3 is `hash`.
     pub async fn resolve(&self, hash: &Hash) -> Result<Option<BlobKey>> {
-        match &self.index {
-            Index::Markers(i) => i.resolve(hash).await,
-            Index::Log(l) => l.resolve(hash).await,
-        }
+        self.index.resolve(hash).await
     }
 
     /// Requests made so far (see the module documentation for what counts as one).

@@ -8,29 +8,16 @@ use object_store::ObjectStore;
 
 use super::aliases::{S3Markers, S3Segments};
 use super::keys::Keys;
-use crate::backend::alias_log::AliasLog;
-use crate::backend::alias_marker::AliasIndex;
+use crate::backend::alias_probe::DesignIndex;
 use crate::backend::{AliasCacheConfig, BlobKey};
 use crate::integrity::{Digests, Hash};
 use crate::Result;
 
-/// Which design.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AliasDesign {
-    /// One marker object per alias (what the backend uses).
-    Markers,
-    /// The segment log of earlier versions (group-committed segments, read whole).
-    SegmentLog,
-}
-
-enum Index {
-    Markers(Arc<AliasIndex<S3Markers, S3Segments>>),
-    Log(Arc<AliasLog<S3Segments>>),
-}
+pub use crate::backend::alias_probe::AliasDesign;
 
 /// One alias index over a store prefix, with nothing cached.
 pub struct AliasProbe {
-    index: Index,
+    index: DesignIndex<S3Markers, S3Segments>,
 }
 
 impl AliasProbe {
@@ -48,43 +35,28 @@ impl AliasProbe {
             dir: keys.alias_log(),
             describe: describe.clone(),
         };
-        let index = match design {
-            AliasDesign::Markers => Index::Markers(AliasIndex::new(
-                S3Markers {
-                    store,
-                    keys,
-                    describe,
-                    retries: 4,
-                },
-                segments,
-                cache,
-            )),
-            AliasDesign::SegmentLog => Index::Log(AliasLog::new(segments)),
+        let markers = S3Markers {
+            store,
+            keys,
+            describe,
+            retries: 4,
         };
+        let index = DesignIndex::open(design, markers, segments, cache);
         AliasProbe { index }
     }
 
     /// Records a blob's aliases (stored when this returns).
     pub async fn record(&self, d: &Digests) -> Result<()> {
-        match &self.index {
-            Index::Markers(i) => i.record(d).await,
-            Index::Log(l) => l.record(std::slice::from_ref(d)).await,
-        }
+        self.index.record(d).await
     }
 
     /// The blob whose sha1 or blake3 is `hash`.
     pub async fn resolve(&self, hash: &Hash) -> Result<Option<BlobKey>> {
-        match &self.index {
-            Index::Markers(i) => i.resolve(hash).await,
-            Index::Log(l) => l.resolve(hash).await,
-        }
+        self.index.resolve(hash).await
     }
 
     /// Bytes the marker index's cache holds (`None` for the log, which holds every record).
     pub fn cached_bytes(&self) -> Option<usize> {
-        match &self.index {
-            Index::Markers(i) => Some(i.cached_bytes()),
-            Index::Log(_) => None,
-        }
+        self.index.cached_bytes()
     }
 }
