@@ -53,8 +53,8 @@ pub mod units;
 pub use error::{Error, ErrorKind, Result};
 pub use integrity::{Algorithm, Digests, Hash, Integrity};
 pub use store::{
-    BlobInfo, BlobStream, CorruptBlob, FsckOptions, FsckReport, PutOptions, PutOutcome, Store,
-    Verification,
+    file_input, BlobInfo, BlobStream, CorruptBlob, FsckOptions, FsckReport, PutOptions, PutOutcome,
+    Store, Verification,
 };
 
 /// The README's examples, compiled as doctests so they cannot rot.

@@ -196,3 +196,95 @@ async fn batch_of_every_size_and_duplicates_leaves_no_temp_file() {
         assert!(left.is_empty(), "temp files left: {left:?}");
     }
 }
+
+/// A caller that stops reading `put_stream`'s results part way: the blobs whose results it got are
+/// stored and readable, no more inputs are taken, the uploads not yet committed leave no temp file,
+/// and the store takes the next batch normally. Also `file_input`: files read as inputs, and a
+/// missing one failing alone, in its place.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_put_stream_keeps_what_it_returned_and_leaves_no_temp_file() {
+    use futures::StreamExt;
+    use tarvault::{file_input, ErrorKind, PutOptions, Store};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let backend = FsBackend::open(
+        dir.path().join("store"),
+        FsOptions {
+            fsync: false,
+            ..Default::default()
+        },
+    )
+    .expect("open");
+    let store = Store::new(backend.clone());
+    let inputs_dir = dir.path().join("in");
+    std::fs::create_dir(&inputs_dir).expect("input dir");
+    let files: Vec<std::path::PathBuf> = (0..600u64)
+        .map(|i| {
+            let p = inputs_dir.join(format!("{i:04}"));
+            std::fs::write(&p, common::noise(4096, 9000 + i)).expect("input");
+            p
+        })
+        .collect();
+    let taken = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = taken.clone();
+    // Inputs from the 100th on come only once the gate opens, after the caller has left.
+    let gate = std::sync::Arc::new(tokio::sync::Semaphore::new(0));
+    let held = gate.clone();
+    let inputs = futures::stream::iter(files.clone())
+        .enumerate()
+        .then(move |(i, p)| {
+            let held = held.clone();
+            async move {
+                if i >= 100 {
+                    let _ = held.acquire().await;
+                }
+                p
+            }
+        })
+        .map(move |p| {
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            (file_input(p), PutOptions::default())
+        });
+    let mut results = store.put_stream(inputs);
+    let mut got = Vec::new();
+    while got.len() < 70 {
+        got.push(results.next().await.expect("a result").expect("stored"));
+    }
+    drop(results);
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    gate.add_permits(1000);
+    for (out, file) in got.iter().zip(&files) {
+        assert_eq!(
+            out.digests.shasum(),
+            common::sha1_hex(&std::fs::read(file).expect("input"))
+        );
+        let key = BlobKey::new(out.digests.sha512);
+        assert!(backend.blob_path(&key).is_file(), "{}", file.display());
+    }
+    // The driver notices at its next result; uploads in flight are removed as they finish.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let left = std::fs::read_dir(backend.temp_dir())
+            .expect("temp dir")
+            .count();
+        if left == 0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{left} temp files left after the stream was dropped"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let taken = taken.load(std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(taken, 100, "inputs taken after the caller left");
+
+    let missing = inputs_dir.join("missing");
+    let again = [files[0].clone(), missing, files[599].clone()]
+        .map(|p| (file_input(p), PutOptions::default()));
+    let results = store.put_batch(again.into()).await;
+    assert!(!results[0].as_ref().expect("already stored").stored);
+    let e = results[1].as_ref().expect_err("no such file");
+    assert_eq!(e.kind(), ErrorKind::Io, "{e}");
+    assert!(e.to_string().contains("missing"), "{e}");
+    assert!(results[2].as_ref().expect("stored").stored);
+}

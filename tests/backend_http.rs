@@ -251,5 +251,5 @@ mod read_only_conformance {
         roundtrip_sizes, put_is_idempotent,
         put_mismatch_stores_nothing, put_checks_any_expected_algorithm, missing_is_not_found,
         ranges, truncated_input_stores_nothing, concurrent_same_content, batch_put,
-        async_read_adapter, large_put_with_expected_integrity);
+        put_stream_in_order, async_read_adapter, large_put_with_expected_integrity);
 }

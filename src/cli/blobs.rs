@@ -1,10 +1,7 @@
 //! The blob commands: put, get, has, stat, ls, rm, fsck.
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use bytes::Bytes;
-use futures::stream::BoxStream;
 use futures::StreamExt;
 use tarvault::{Error, FsckOptions, Integrity, PutOptions, PutOutcome, Store};
 use tokio::io::AsyncWriteExt;
@@ -12,11 +9,7 @@ use tokio::io::AsyncWriteExt;
 use super::exit;
 use super::output::{json_line, outln, BlobLine, PutLine};
 
-/// Files committed together by one group commit (each batch holds this many input files open).
-const BATCH: usize = 512;
-/// Input files up to this size are read whole, in place, by the task that hashes them.
-const READ_WHOLE: u64 = 1024 * 1024;
-/// Read size for input files.
+/// Read size for standard input.
 const READ_CAPACITY: usize = 256 * 1024;
 
 fn address(text: &str) -> Result<Integrity, Error> {
@@ -31,7 +24,7 @@ pub(crate) async fn put(
     files: &[PathBuf],
 ) -> Result<u8, Error> {
     let expected = expect.map(address).transpose()?;
-    let options_for = |name: &str| PutOptions {
+    let options_for = move |name: &str| PutOptions {
         expected: expected.clone(),
         label: Some(name.to_string()),
         inspect: tarball.then(tarvault::tarball::Policy::default),
@@ -84,60 +77,21 @@ pub(crate) async fn put(
         }
         return Ok(status);
     }
-    for group in files.chunks(BATCH) {
-        let mut inputs = Vec::with_capacity(group.len());
-        let mut names = Vec::with_capacity(group.len());
-        for f in group {
-            let name = f.display().to_string();
-            // Opening a file takes microseconds: in place, not a trip to the blocking pool each.
-            match std::fs::File::open(f) {
-                Ok(file) => {
-                    inputs.push((file_stream(file), options_for(&name)));
-                    names.push(name);
-                }
-                Err(e) => report(
-                    &name,
-                    Err(Error::Input(std::io::Error::new(
-                        e.kind(),
-                        format!("open {name}: {e}"),
-                    ))),
-                ),
-            }
-        }
-        for (name, result) in names.iter().zip(store.put_batch(inputs).await) {
-            report(name, result);
+    // One stream of inputs, opened as the batch gets to them (never more than a few open at
+    // once), committed group by group while later ones are ingested; results in input order.
+    let owned: Vec<PathBuf> = files.to_vec(); // the batch outlives this borrow
+    let inputs = owned.into_iter().map(move |f| {
+        let options = options_for(&f.display().to_string());
+        (tarvault::file_input(f), options)
+    });
+    let mut results = store.put_stream(futures::stream::iter(inputs));
+    let mut names = files.iter().map(|f| f.display().to_string());
+    while let Some(result) = results.next().await {
+        if let Some(name) = names.next() {
+            report(&name, result);
         }
     }
     Ok(status)
-}
-
-/// The bytes of an open input file, read when the batch's task for it gets to it: a small file
-/// (most tarballs) whole, in place on that task, which then hashes and writes it on the same core
-/// (a trip to the blocking pool and back costs about what reading a small cached file does, and
-/// tokio's file would take two); a large one streamed.
-fn file_stream(file: std::fs::File) -> BoxStream<'static, std::io::Result<Bytes>> {
-    let opened = async move {
-        let len = file.metadata()?.len();
-        if len > READ_WHOLE {
-            return Ok(Err(file));
-        }
-        let mut buf = Vec::with_capacity(usize::try_from(len).unwrap_or(0) + 1);
-        (&file).read_to_end(&mut buf)?;
-        Ok(Ok(Bytes::from(buf)))
-    };
-    futures::stream::once(opened)
-        .flat_map(
-            |opened: std::io::Result<Result<Bytes, std::fs::File>>| match opened {
-                Ok(Ok(bytes)) => futures::stream::iter([Ok(bytes)]).boxed(),
-                Ok(Err(large)) => tokio_util::io::ReaderStream::with_capacity(
-                    tokio::fs::File::from_std(large),
-                    READ_CAPACITY,
-                )
-                .boxed(),
-                Err(e) => futures::stream::iter([Err(e)]).boxed(),
-            },
-        )
-        .boxed()
 }
 
 pub(crate) async fn get(store: &Store, text: &str, output: Option<&Path>) -> Result<u8, Error> {

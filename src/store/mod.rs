@@ -1,6 +1,8 @@
 //! The public API: a content-addressed store of verified blobs over any [`Backend`].
 
+mod batch;
 mod fsck;
+mod input;
 mod inspect;
 mod late;
 mod put;
@@ -18,6 +20,7 @@ use crate::integrity::{Algorithm, Digests, Hash, Integrity};
 use crate::{Error, Result};
 
 pub use fsck::{CorruptBlob, FsckOptions, FsckReport};
+pub use input::file_input;
 pub(crate) use late::Expectations;
 pub use put::{PutOptions, PutOutcome};
 pub use read::BlobStream;

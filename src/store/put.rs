@@ -8,7 +8,7 @@ use futures::{Stream, StreamExt};
 use super::inspect::InspectLane;
 use super::late::{Expectations, LateExpectations};
 use super::Store;
-use crate::backend::{BlobKey, BlobWriter, Committed, PendingBlob, PutHint};
+use crate::backend::{BlobKey, BlobWriter, Committed, PutHint};
 use crate::integrity::{
     Algorithm, Comparison, Digests, Integrity, StreamHasher, PIPELINE_THRESHOLD,
 };
@@ -94,13 +94,10 @@ fn expected_key(options: &PutOptions) -> Option<BlobKey> {
 /// (channel hops, blocking-pool hops) stay negligible whatever chunking the caller's stream has.
 const COALESCE: usize = 256 * 1024;
 
-/// Blobs of a batch in flight per core.
-const BATCH_PER_CORE: usize = 4;
-
 /// In a batch, blobs up to this size are hashed on their own task, one core each, instead of on
 /// two hashing threads per blob: the batch already keeps every core busy with separate blobs, and
 /// two thread spawns per tarball cost more than they save. Larger ones still get the threads.
-const BATCH_HASH_INLINE: u64 = 4 * 1024 * 1024;
+pub(super) const BATCH_HASH_INLINE: u64 = 4 * 1024 * 1024;
 
 /// An ingested stream and the upload still waiting for its commit (none when nothing was written).
 type Ingested = (Ingest, Option<Box<dyn BlobWriter>>);
@@ -177,102 +174,14 @@ impl Store {
         options: &PutOptions,
     ) -> Result<PutOutcome> {
         let path = path.as_ref();
-        let file = tokio::fs::File::open(path)
-            .await
-            .map_err(|e| Error::io("open", path, e))?;
+        // Opened in place, and a small file read whole, as `file_input` does (see input.rs).
+        let file = std::fs::File::open(path).map_err(|e| Error::io("open", path, e))?;
         let mut options = options.clone();
         if options.label.is_none() {
             options.label = Some(path.display().to_string());
         }
-        let stream = tokio_util::io::ReaderStream::with_capacity(file, COALESCE);
+        let stream = super::input::opened_file_input(file);
         self.put(stream, &options).await
-    }
-
-    /// Stores many inputs and makes them durable together (group commit): one flush for the whole
-    /// batch instead of several per blob. Inputs are read and hashed a few at a time, on all cores.
-    /// Each input gets its own result; a bad one does not fail the others. Blobs become visible
-    /// when this returns.
-    pub async fn put_batch<S>(&self, inputs: Vec<(S, PutOptions)>) -> Vec<Result<PutOutcome>>
-    where
-        S: Stream<Item = io::Result<Bytes>> + Send + Unpin + 'static,
-    {
-        // Each blob is read, hashed and written on its own task, so separate blobs hash on
-        // separate cores; a few per core keep the cores busy while others wait on a read.
-        let parallel = std::thread::available_parallelism().map_or(BATCH_PER_CORE * 2, |n| {
-            (n.get() * BATCH_PER_CORE).clamp(4, 32)
-        });
-        let hint = PutHint {
-            batch: true,
-            ..PutHint::default()
-        };
-        let ingested: Vec<Result<Ingested>> = futures::stream::iter(inputs)
-            .map(|(stream, options)| {
-                let store = self.clone();
-                let hint = hint.clone();
-                let task = tokio::spawn(async move {
-                    let writer = store.backend.begin_put(&hint).await?;
-                    let (ingest, writer) = store
-                        .ingest_with(stream, &options, Some(writer), None, BATCH_HASH_INLINE)
-                        .await?;
-                    // Write it out now, on this task, rather than one blob after another at
-                    // the commit.
-                    let writer = match writer {
-                        Some(mut w) => match w.finish_writes().await {
-                            Ok(()) => Some(w),
-                            Err(e) => {
-                                if let Err(abort) = w.abort().await {
-                                    tracing::warn!(error = %abort, "abort after a failed write also failed");
-                                }
-                                return Err(e);
-                            }
-                        },
-                        None => None,
-                    };
-                    Ok((ingest, writer))
-                });
-                async move {
-                    task.await
-                        .map_err(|e| Error::InvalidInput(format!("put task failed: {e}")))?
-                }
-            })
-            .buffered(parallel)
-            .collect()
-            .await;
-        let mut results: Vec<Option<Result<PutOutcome>>> = Vec::with_capacity(ingested.len());
-        let mut indices = Vec::new();
-        let mut items: Vec<PendingBlob> = Vec::new();
-        let mut reports = Vec::new();
-        for (i, r) in ingested.into_iter().enumerate() {
-            match r {
-                Ok((ingest, Some(w))) => {
-                    indices.push(i);
-                    items.push((w, ingest.digests));
-                    reports.push(ingest.report);
-                    results.push(None);
-                }
-                Ok((ingest, None)) => results.push(Some(Ok(PutOutcome {
-                    digests: ingest.digests,
-                    stored: false,
-                    report: ingest.report,
-                }))),
-                Err(e) => results.push(Some(Err(e))),
-            }
-        }
-        let digests: Vec<Digests> = items.iter().map(|(_, d)| *d).collect();
-        let committed = self.backend.commit_batch(items).await;
-        for (((i, r), d), report) in indices.into_iter().zip(committed).zip(digests).zip(reports) {
-            if let Some(slot) = results.get_mut(i) {
-                *slot = Some(r.map(|c| PutOutcome {
-                    digests: d,
-                    stored: c == Committed::Stored,
-                    report,
-                }));
-            }
-        }
-        results
-            .into_iter()
-            .map(|r| r.unwrap_or_else(|| Err(Error::InvalidInput("batch item lost".into()))))
-            .collect()
     }
 
     /// If the caller expects a sha512 that is already stored, the key (so the put can skip writing).
@@ -301,7 +210,7 @@ impl Store {
 
     /// [`ingest`](Self::ingest), hashing on the calling task up to `inline` bytes before moving
     /// the hashes to threads of their own.
-    async fn ingest_with<S>(
+    pub(super) async fn ingest_with<S>(
         &self,
         mut stream: S,
         options: &PutOptions,

@@ -13,6 +13,9 @@ use tarvault::{ErrorKind, FsckOptions, Integrity, PutOptions, Store, Verificatio
 
 use crate::common::{addr, chunked, corpus, corpus_bytes, key_of, noise, sha1_hex, sha512_sri};
 
+mod batch;
+pub use batch::put_stream_in_order;
+
 /// What a backend under test offers the suite.
 #[async_trait]
 pub trait Fixture: Send + Sync + 'static {
@@ -726,7 +729,7 @@ macro_rules! suite {
             put_mismatch_stores_nothing, put_checks_any_expected_algorithm, missing_is_not_found,
             ranges, stat_list_delete, writer_contract, truncated_input_stores_nothing,
             corruption_is_detected, fsck_rebuilds_aliases, concurrent_same_content, batch_put,
-            second_instance_sees_changes,
+            put_stream_in_order, second_instance_sees_changes,
             async_read_adapter, large_put_with_expected_integrity);
     };
     (@cases $make:expr; $($case:ident),* $(,)?) => {

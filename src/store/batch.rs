@@ -1,0 +1,220 @@
+//! Putting many inputs: ingest on every core, commit in groups while the next inputs are ingested.
+//!
+//! A batch has two kinds of work. Ingest (read, hash, write the temp file) runs one task per
+//! blob, a few per core. The commit (publish the group's blobs, record them in the index, and with
+//! fsync on, two `syncfs`) is serial by nature. Committing the whole batch after the last ingest
+//! leaves one core idle for the whole commit; here a group is committed as soon as the previous
+//! commit is done and enough blobs are ready, so one core commits while the other ingests, and
+//! results come out (in input order) as their group becomes durable.
+
+use std::io;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::stream::BoxStream;
+use futures::{Stream, StreamExt};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use super::put::{Ingest, PutOptions, PutOutcome, BATCH_HASH_INLINE};
+use super::Store;
+use crate::backend::{BlobWriter, Committed, PutHint};
+use crate::{Error, Result};
+
+/// Blobs of a batch in flight per core.
+const BATCH_PER_CORE: usize = 4;
+
+/// A group is committed once this many blobs are ready (and the previous commit is done)...
+const GROUP_MIN: usize = 64;
+
+/// ...or once its first blob has waited this long, so a slow input does not hold back the others'
+/// results; and never more than this many at once, so results keep coming out.
+const GROUP_WAIT: Duration = Duration::from_millis(5);
+const GROUP_MAX: usize = 1024;
+
+/// A group's commit in flight, and how many inputs it answers for.
+type Committing = (usize, JoinHandle<Vec<Result<PutOutcome>>>);
+
+/// Waits for the commit in flight (forever if there is none; the caller guards on that).
+async fn finished(
+    committing: &mut Option<Committing>,
+) -> (
+    usize,
+    std::result::Result<Vec<Result<PutOutcome>>, tokio::task::JoinError>,
+) {
+    match committing {
+        Some((n, handle)) => (*n, handle.await),
+        None => std::future::pending().await,
+    }
+}
+
+/// One input of a group: its result already (an error, or nothing to write), or an upload waiting
+/// for the group's commit.
+enum Slot {
+    Done(Result<PutOutcome>),
+    Pending(Box<dyn BlobWriter>, Ingest),
+}
+
+impl Store {
+    /// Stores many inputs and makes them durable in groups (group commit): one flush per group
+    /// instead of several per blob. Inputs are read and hashed a few at a time, on all cores, while
+    /// the previous group is committed. Each input gets its own result, in input order; a bad one
+    /// does not fail the others. Every blob is visible when this returns.
+    pub async fn put_batch<S>(&self, inputs: Vec<(S, PutOptions)>) -> Vec<Result<PutOutcome>>
+    where
+        S: Stream<Item = io::Result<Bytes>> + Send + Unpin + 'static,
+    {
+        self.put_stream(futures::stream::iter(inputs))
+            .collect()
+            .await
+    }
+
+    /// [`put_batch`](Self::put_batch) over a stream of inputs, pulled as ingest slots free up (so
+    /// a million inputs never sit in memory at once), yielding each input's result in input order
+    /// as soon as its group is committed. Dropping the returned stream stops taking inputs: blobs
+    /// already committed (and those of a group whose commit is under way) stay, uploads not yet
+    /// committed are removed.
+    pub fn put_stream<I, S>(&self, inputs: I) -> BoxStream<'static, Result<PutOutcome>>
+    where
+        I: Stream<Item = (S, PutOptions)> + Send + 'static,
+        S: Stream<Item = io::Result<Bytes>> + Send + Unpin + 'static,
+    {
+        let (tx, rx) = mpsc::channel(GROUP_MAX);
+        tokio::spawn(self.clone().drive(inputs, tx));
+        futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|r| (r, rx)) })
+            .boxed()
+    }
+
+    /// Ingests `inputs` and commits them group by group, sending each result to `tx` in order.
+    async fn drive<I, S>(self, inputs: I, tx: mpsc::Sender<Result<PutOutcome>>)
+    where
+        I: Stream<Item = (S, PutOptions)> + Send + 'static,
+        S: Stream<Item = io::Result<Bytes>> + Send + Unpin + 'static,
+    {
+        // Each blob is read, hashed and written on its own task, so separate blobs hash on
+        // separate cores; a few per core keep the cores busy while others wait on a read.
+        let parallel = std::thread::available_parallelism().map_or(BATCH_PER_CORE * 2, |n| {
+            (n.get() * BATCH_PER_CORE).clamp(4, 32)
+        });
+        let store = self.clone();
+        let mut ingested = Box::pin(
+            inputs
+                .map(move |(stream, options)| store.clone().spawn_ingest(stream, options))
+                .buffered(parallel),
+        );
+        let mut group: Vec<Slot> = Vec::new();
+        let mut group_since = tokio::time::Instant::now();
+        let mut committing: Option<Committing> = None;
+        let mut ended = false;
+        loop {
+            let due = !group.is_empty()
+                && (ended || group.len() >= GROUP_MIN || group_since.elapsed() >= GROUP_WAIT);
+            if committing.is_none() && due {
+                let group = std::mem::take(&mut group);
+                let n = group.len();
+                committing = Some((n, tokio::spawn(self.clone().commit_group(group))));
+            }
+            if ended && committing.is_none() && group.is_empty() {
+                return;
+            }
+            let wait = tokio::time::sleep_until(group_since + GROUP_WAIT);
+            tokio::select! {
+                (n, done) = finished(&mut committing), if committing.is_some() => {
+                    committing = None;
+                    let results = done.unwrap_or_else(|e| {
+                        (0..n)
+                            .map(|_| Err(Error::InvalidInput(format!("batch commit failed: {e}"))))
+                            .collect()
+                    });
+                    for r in results {
+                        if tx.send(r).await.is_err() {
+                            // The caller went away: take no more inputs; `group`'s uploads are
+                            // removed as their writers drop.
+                            return;
+                        }
+                    }
+                }
+                next = ingested.next(), if !ended && group.len() < GROUP_MAX => match next {
+                    Some(slot) => {
+                        if group.is_empty() {
+                            group_since = tokio::time::Instant::now();
+                        }
+                        group.push(slot);
+                    }
+                    None => ended = true,
+                },
+                () = wait, if !group.is_empty() && committing.is_none() => {}
+                // The caller went away while inputs were slow to come: stop taking them now.
+                () = tx.closed() => return,
+            }
+        }
+    }
+
+    /// Ingests one input on a task of its own; its upload is written out (not yet published).
+    async fn spawn_ingest<S>(self, stream: S, options: PutOptions) -> Slot
+    where
+        S: Stream<Item = io::Result<Bytes>> + Send + Unpin + 'static,
+    {
+        let task = tokio::spawn(async move {
+            let hint = PutHint {
+                batch: true,
+                ..PutHint::default()
+            };
+            let writer = self.backend.begin_put(&hint).await?;
+            let (ingest, writer) = self
+                .ingest_with(stream, &options, Some(writer), None, BATCH_HASH_INLINE)
+                .await?;
+            // Write it out now, on this task, rather than one blob after another at the commit.
+            let Some(mut w) = writer else {
+                return Ok(Slot::Done(Ok(PutOutcome {
+                    digests: ingest.digests,
+                    stored: false,
+                    report: ingest.report,
+                })));
+            };
+            if let Err(e) = w.finish_writes().await {
+                if let Err(abort) = w.abort().await {
+                    tracing::warn!(error = %abort, "abort after a failed write also failed");
+                }
+                return Err(e);
+            }
+            Ok(Slot::Pending(w, ingest))
+        });
+        match task.await {
+            Ok(Ok(slot)) => slot,
+            Ok(Err(e)) => Slot::Done(Err(e)),
+            Err(e) => Slot::Done(Err(Error::InvalidInput(format!("put task failed: {e}")))),
+        }
+    }
+
+    /// Commits a group's pending uploads together; returns every slot's result in order.
+    async fn commit_group(self, group: Vec<Slot>) -> Vec<Result<PutOutcome>> {
+        let mut results: Vec<Option<Result<PutOutcome>>> = Vec::with_capacity(group.len());
+        let mut pending = Vec::new();
+        let mut ingests = Vec::new();
+        for (i, slot) in group.into_iter().enumerate() {
+            match slot {
+                Slot::Done(r) => results.push(Some(r)),
+                Slot::Pending(w, ingest) => {
+                    pending.push((w, ingest.digests));
+                    ingests.push((i, ingest));
+                    results.push(None);
+                }
+            }
+        }
+        let committed = self.backend.commit_batch(pending).await;
+        for ((i, ingest), c) in ingests.into_iter().zip(committed) {
+            if let Some(slot) = results.get_mut(i) {
+                *slot = Some(c.map(|c| PutOutcome {
+                    digests: ingest.digests,
+                    stored: c == Committed::Stored,
+                    report: ingest.report,
+                }));
+            }
+        }
+        results
+            .into_iter()
+            .map(|r| r.unwrap_or_else(|| Err(Error::InvalidInput("batch item lost".into()))))
+            .collect()
+    }
+}

@@ -1,0 +1,75 @@
+//! Files as put inputs: a small file read whole, in place, by the task that hashes it.
+//!
+//! A batch of small files is nothing but opens, reads, hashes and writes of a few KiB each. Going
+//! through tokio's file costs a trip to the blocking pool and back per open and per read, about
+//! what opening and reading a small file in the page cache costs itself, and puts the bytes on
+//! another core than the one that hashes them. So a file up to [`READ_WHOLE`] is opened and read
+//! whole on the calling task (microseconds, like any small syscall an async task makes); a larger
+//! one is streamed through tokio's file in [`READ_CHUNK`] pieces.
+
+use std::io::{self, Read};
+use std::path::PathBuf;
+
+use bytes::Bytes;
+use futures::stream::BoxStream;
+use futures::StreamExt;
+
+/// Files up to this size are read whole, in place.
+pub const READ_WHOLE: u64 = 1024 * 1024;
+
+/// Read size for larger files.
+pub const READ_CHUNK: usize = 256 * 1024;
+
+/// The bytes of the file at `path`, opened and read only when the stream is first polled (so a
+/// batch of a million inputs holds a handful of files open, not a million). A failure to open is
+/// the stream's first item, naming the path.
+///
+/// ```no_run
+/// # async fn f(store: tarvault::Store) -> tarvault::Result<()> {
+/// use tarvault::{file_input, PutOptions};
+/// let inputs = ["a.tgz", "b.tgz"].map(|p| (file_input(p), PutOptions::default().label(p)));
+/// for result in store.put_batch(inputs.into()).await {
+///     println!("{}", result?.digests.integrity());
+/// }
+/// # Ok(())
+/// # }
+/// ```
+pub fn file_input(path: impl Into<PathBuf>) -> BoxStream<'static, io::Result<Bytes>> {
+    let path = path.into();
+    let opened = async move {
+        std::fs::File::open(&path)
+            .map_err(|e| io::Error::new(e.kind(), format!("open {}: {e}", path.display())))
+    };
+    futures::stream::once(opened)
+        .flat_map(|file| match file {
+            Ok(file) => opened_file_input(file),
+            Err(e) => futures::stream::iter([Err(e)]).boxed(),
+        })
+        .boxed()
+}
+
+/// The bytes of an open file, read as [`file_input`] reads them.
+pub(crate) fn opened_file_input(file: std::fs::File) -> BoxStream<'static, io::Result<Bytes>> {
+    let read = async move {
+        let len = file.metadata()?.len();
+        if len > READ_WHOLE {
+            return Ok(Err(file));
+        }
+        let mut buf = Vec::with_capacity(usize::try_from(len).unwrap_or(0) + 1);
+        (&file).read_to_end(&mut buf)?;
+        Ok(Ok(Bytes::from(buf)))
+    };
+    futures::stream::once(read)
+        .flat_map(
+            |read: io::Result<Result<Bytes, std::fs::File>>| match read {
+                Ok(Ok(bytes)) => futures::stream::iter([Ok(bytes)]).boxed(),
+                Ok(Err(large)) => tokio_util::io::ReaderStream::with_capacity(
+                    tokio::fs::File::from_std(large),
+                    READ_CHUNK,
+                )
+                .boxed(),
+                Err(e) => futures::stream::iter([Err(e)]).boxed(),
+            },
+        )
+        .boxed()
+}
