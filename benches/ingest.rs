@@ -10,7 +10,8 @@
 //!   ceiling a batch can hope for on this 2-core machine);
 //! - **cacache** `write_hash` with sha256 (its default) and with sha512 (npm's own setting); it
 //!   never fsyncs, so its rows are the same reference in both tables;
-//! - **tarvault** `put_file` one at a time, `put_batch` of every file, and the CLI's batch `put`.
+//! - **tarvault** `put_file` one at a time, `put_batch` of every file (each read by `file_input`),
+//!   and the CLI's batch `put`.
 //!
 //! Each table ends with the targets and whether this run meets them. A last table puts
 //! one large file (1 GiB; `TARVAULT_BENCH_LARGE_MIB`, 0 to skip) through the library and the CLI
@@ -22,7 +23,9 @@
 //!
 //! Run: `cargo bench --bench ingest` (`TARVAULT_CORPUS` for the corpus, `TARVAULT_BENCH_DIR` for
 //! where stores go, `TARVAULT_BENCH_ROUNDS` for rounds, default 5; `TARVAULT_BENCH_ONLY=large` for
-//! the digest rates and the large put alone).
+//! the digest rates and the large put alone). Every row starts on a settled filesystem (`syncfs`
+//! outside its timing) and the stores stay until the bench ends (`TARVAULT_BENCH_DELETE_ROWS=1`
+//! deletes each right after its row; see `discard` for why that is not the default).
 
 #[path = "common/noise.rs"]
 mod noise;
@@ -431,7 +434,10 @@ struct Clock {
 }
 
 impl Clock {
-    fn start() -> Clock {
+    /// Starts a row's clock on a settled filesystem: everything earlier rows left dirty is
+    /// written out first (outside the timing), so a row's `syncfs` flushes its own data only.
+    fn start(work: &Path) -> Clock {
+        settle(work);
         Clock {
             wall: Instant::now(),
             cpu: cpu_seconds(),
@@ -443,6 +449,31 @@ impl Clock {
         let (s, c) = cpu_seconds();
         let cpu = (s - self.cpu.0) + (c - self.cpu.1);
         table.record(name, n / wall, cpu / n * 1e6);
+    }
+}
+
+/// Writes out every dirty page and inode of the filesystem under `work` (Linux `syncfs`).
+fn settle(work: &Path) {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::fd::AsRawFd;
+        let dir = std::fs::File::open(work).expect("open the bench dir");
+        // SAFETY: `dir` is an open descriptor for the duration of the call.
+        let rc = unsafe { libc::syncfs(dir.as_raw_fd()) };
+        assert_eq!(rc, 0, "syncfs: {}", std::io::Error::last_os_error());
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = work;
+}
+
+/// What happens to a row's store once the row is measured. By default it stays until the bench
+/// ends: on ext4 without a journal (this machine's root filesystem), an inode allocation skips
+/// every inode of its block group freed in the last minutes (`recently_deleted`), so deleting a
+/// row's few thousand files makes the *next* row pay for them. `TARVAULT_BENCH_DELETE_ROWS=1`
+/// deletes each store right after its row, as earlier versions of this bench did.
+fn discard(dir: &Path) {
+    if std::env::var("TARVAULT_BENCH_DELETE_ROWS").is_ok_and(|v| v == "1") {
+        let _ = std::fs::remove_dir_all(dir);
     }
 }
 
@@ -474,20 +505,20 @@ fn measure(
             (cacache::Algorithm::Sha512, "cacache write_hash sha512"),
         ] {
             let d = dir(label.rsplit(' ').next().unwrap_or("cacache"));
-            let t = Clock::start();
+            let t = Clock::start(work);
             for f in files {
                 let bytes = std::fs::read(f).expect("read");
                 rt.block_on(cacache::write_hash_with_algo(algo, &d, bytes))
                     .expect("cacache write");
             }
             t.stop(&mut table, label.into(), n);
-            let _ = std::fs::remove_dir_all(&d);
+            discard(&d);
         }
         for fsync in [false, true] {
             let s = sync_label(fsync);
             for threads in [1, 2] {
                 let d = dir(&format!("naive{threads}-{fsync}"));
-                let t = Clock::start();
+                let t = Clock::start(work);
                 naive(files, &d, fsync, threads);
                 let name = if threads == 1 {
                     format!("naive loop, 1 thread, {s}")
@@ -495,7 +526,7 @@ fn measure(
                     format!("two-thread prototype, {s}")
                 };
                 t.stop(&mut table, name, n);
-                let _ = std::fs::remove_dir_all(&d);
+                discard(&d);
             }
             let open = |d: &Path| {
                 Store::new(
@@ -511,7 +542,7 @@ fn measure(
             };
             let d = dir(&format!("put-{fsync}"));
             let store = open(&d);
-            let t = Clock::start();
+            let t = Clock::start(work);
             rt.block_on(async {
                 for f in files {
                     store
@@ -522,7 +553,7 @@ fn measure(
             });
             t.stop(&mut table, format!("tarvault put, {s}"), n);
             drop(store);
-            let _ = std::fs::remove_dir_all(&d);
+            discard(&d);
 
             for dirs_present in [false, true] {
                 let d = dir(&format!("batch-{fsync}-{dirs_present}"));
@@ -534,16 +565,12 @@ fn measure(
                             .expect("shard dir");
                     }
                 }
-                let t = Clock::start();
+                let t = Clock::start(work);
                 rt.block_on(async {
-                    let mut inputs = Vec::with_capacity(files.len());
-                    for f in files {
-                        let file = tokio::fs::File::open(f).await.expect("open");
-                        inputs.push((
-                            tokio_util::io::ReaderStream::with_capacity(file, 256 * 1024),
-                            PutOptions::default(),
-                        ));
-                    }
+                    let inputs: Vec<_> = files
+                        .iter()
+                        .map(|f| (tarvault::file_input(f), PutOptions::default()))
+                        .collect();
                     for r in store.put_batch(inputs).await {
                         r.expect("put_batch");
                     }
@@ -555,7 +582,7 @@ fn measure(
                 };
                 t.stop(&mut table, name, n);
                 drop(store);
-                let _ = std::fs::remove_dir_all(&d);
+                discard(&d);
             }
 
             let d = dir(&format!("cli-{fsync}"));
@@ -564,7 +591,7 @@ fn measure(
             } else {
                 format!("file://{}?fsync=false", d.display())
             };
-            let t = Clock::start();
+            let t = Clock::start(work);
             let out = std::process::Command::new(env!("CARGO_BIN_EXE_tarvault"))
                 .arg("--store")
                 .arg(&url)
@@ -575,7 +602,7 @@ fn measure(
                 .expect("run the CLI");
             assert!(out.success(), "tarvault put failed: {out}");
             t.stop(&mut table, format!("tarvault CLI put, {s}"), n);
-            let _ = std::fs::remove_dir_all(&d);
+            discard(&d);
         }
     }
     table
