@@ -48,6 +48,28 @@ pub fn file_input(path: impl Into<PathBuf>) -> BoxStream<'static, io::Result<Byt
         .boxed()
 }
 
+/// Reads a file of about `len` bytes to its end with plain `read` calls: `read_to_end` would ask
+/// the size again (an `fstat` and an `lseek` per file) although the caller has just had it.
+fn read_whole(mut file: &std::fs::File, len: u64) -> io::Result<Vec<u8>> {
+    // One byte more than announced, so a file read whole ends on a zero-length read at once.
+    let mut buf = vec![0u8; usize::try_from(len).unwrap_or(0) + 1];
+    let mut filled = 0;
+    loop {
+        if filled == buf.len() {
+            // Grown since it was measured: keep reading.
+            buf.resize(filled * 2 + 4096, 0);
+        }
+        match file.read(&mut buf[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    buf.truncate(filled);
+    Ok(buf)
+}
+
 /// The bytes of an open file, read as [`file_input`] reads them.
 pub(crate) fn opened_file_input(file: std::fs::File) -> BoxStream<'static, io::Result<Bytes>> {
     let read = async move {
@@ -55,9 +77,7 @@ pub(crate) fn opened_file_input(file: std::fs::File) -> BoxStream<'static, io::R
         if len > READ_WHOLE {
             return Ok(Err(file));
         }
-        let mut buf = Vec::with_capacity(usize::try_from(len).unwrap_or(0) + 1);
-        (&file).read_to_end(&mut buf)?;
-        Ok(Ok(Bytes::from(buf)))
+        Ok(Ok(Bytes::from(read_whole(&file, len)?)))
     };
     futures::stream::once(read)
         .flat_map(

@@ -16,16 +16,25 @@ pub(crate) fn sync_dir(dir: &Path) -> io::Result<()> {
 }
 
 /// Creates `dir` and any missing parents up to (not including) `stop`, fsyncing each parent whose
-/// entries changed when `durable`.
+/// entries changed when `durable`. Tries `mkdir` first and looks at the parent only when it is missing: the caller has just
+/// been told the directory is missing, and a shard directory's parent nearly always exists.
 pub(crate) fn create_dirs(dir: &Path, stop: &Path, durable: bool) -> io::Result<()> {
-    if dir.is_dir() {
-        return Ok(());
-    }
-    if let Some(parent) = dir.parent() {
-        if parent != stop && parent.starts_with(stop) {
-            create_dirs(parent, stop, durable)?;
+    match make_dir(dir, durable) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            match dir.parent() {
+                Some(parent) if parent != stop && parent.starts_with(stop) => {
+                    create_dirs(parent, stop, durable)?;
+                }
+                _ => return Err(e),
+            }
+            make_dir(dir, durable)
         }
+        other => other,
     }
+}
+
+/// Makes one directory (an existing one is fine), fsyncing its parent when `durable`.
+fn make_dir(dir: &Path, durable: bool) -> io::Result<()> {
     match std::fs::create_dir(dir) {
         Ok(()) => {
             if durable {
