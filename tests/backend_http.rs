@@ -220,8 +220,9 @@ mod read_only_conformance {
         async fn rebuild_aliases(
             &self,
             found: BoxStream<'_, Digests>,
+            options: &tarvault::backend::RebuildOptions,
         ) -> tarvault::Result<AliasRebuild> {
-            self.origin.rebuild_aliases(found).await
+            self.origin.rebuild_aliases(found, options).await
         }
     }
 

@@ -119,6 +119,13 @@ fn put_json_then_every_command() {
 
     let fsck = json_lines(&tv(&store, &["fsck", "--json"]));
     assert_eq!(fsck[0]["checked"], 4);
+    for what in ["report", "skip"] {
+        let out = tv(&store, &["fsck", "--dangling-aliases", what]);
+        assert!(out.status.success(), "fsck --dangling-aliases {what}");
+    }
+    assert!(!tv(&store, &["fsck", "--dangling-aliases", "maybe"])
+        .status
+        .success());
     assert_eq!(fsck[0]["ok"], 4);
 }
 

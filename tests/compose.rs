@@ -145,9 +145,10 @@ impl Backend for Faulty {
     async fn rebuild_aliases(
         &self,
         found: BoxStream<'_, Digests>,
+        options: &tarvault::backend::RebuildOptions,
     ) -> tarvault::Result<AliasRebuild> {
         self.gate().await?;
-        self.inner.rebuild_aliases(found).await
+        self.inner.rebuild_aliases(found, options).await
     }
     fn recorded_digests_trusted(&self) -> bool {
         self.inner.recorded_digests_trusted()

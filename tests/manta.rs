@@ -792,6 +792,18 @@ async fn fsck_removes_dangling_markers() {
 
     let mut eager = config.clone();
     eager.alias_grace = Duration::ZERO;
+    // Report only: the dangling pair is counted and kept.
+    let report_only = FsckOptions {
+        dangling_aliases: tarvault::backend::Dangling::Report,
+        ..FsckOptions::default()
+    };
+    let ix = Store::new(MantaBackend::new(eager.clone()).expect("backend"))
+        .fsck(&report_only)
+        .await
+        .expect("fsck")
+        .index;
+    assert_eq!((ix.dangling, ix.removed), (2, 0), "{ix:?}");
+    assert!(marker_there(tarvault::Algorithm::Sha1, &gone).await);
     let report = Store::new(MantaBackend::new(eager).expect("backend"))
         .fsck(&FsckOptions::default())
         .await

@@ -14,6 +14,7 @@ use std::time::SystemTime;
 use super::*;
 use crate::backend::alias_cache::CacheConfig;
 use crate::backend::alias_log::{AliasLog, SegmentStore};
+use crate::backend::{Dangling, RebuildOptions};
 
 /// Objects in memory, with a count of requests. Markers are listed as written at the epoch
 /// unless `fresh` (then: now).
@@ -413,12 +414,36 @@ async fn a_sweep_removes_dangling_markers_and_reports_unreadable_ones() {
     // Written just now: nothing is checked.
     mem.fresh.store(true, Ordering::SeqCst);
     let mut young = AliasRebuild::default();
-    ok(idx.sweep(&exists, grace, &mut young).await);
+    ok(idx
+        .sweep(&exists, grace, &RebuildOptions::default(), &mut young)
+        .await);
     assert_eq!((young.listed, young.recent, young.removed), (41, 41, 0));
 
     mem.fresh.store(false, Ordering::SeqCst);
+    // Skipped: nothing listed. Reported only: the same findings, nothing removed.
+    let skip = RebuildOptions {
+        dangling: Dangling::Skip,
+        ..RebuildOptions::default()
+    };
+    let mut skipped = AliasRebuild::default();
+    ok(idx.sweep(&exists, grace, &skip, &mut skipped).await);
+    assert_eq!(skipped, AliasRebuild::default());
+    let report_only = RebuildOptions {
+        dangling: Dangling::Report,
+        ..RebuildOptions::default()
+    };
+    let mut reported = AliasRebuild::default();
+    ok(idx.sweep(&exists, grace, &report_only, &mut reported).await);
+    assert_eq!(
+        (reported.listed, reported.dangling, reported.removed),
+        (41, 10, 0)
+    );
+    assert!(all.iter().all(|d| has_marker(&mem, Algorithm::Sha1, d)));
+
     let mut report = AliasRebuild::default();
-    ok(idx.sweep(&exists, grace, &mut report).await);
+    ok(idx
+        .sweep(&exists, grace, &RebuildOptions::default(), &mut report)
+        .await);
     assert_eq!(report.listed, 41);
     assert_eq!((report.dangling, report.removed), (10, 10), "{report:?}");
     assert_eq!(report.unreadable, 1);
@@ -435,7 +460,9 @@ async fn a_sweep_removes_dangling_markers_and_reports_unreadable_ones() {
     );
     // Idempotent: a second pass finds nothing more.
     let mut again = AliasRebuild::default();
-    ok(idx.sweep(&exists, grace, &mut again).await);
+    ok(idx
+        .sweep(&exists, grace, &RebuildOptions::default(), &mut again)
+        .await);
     assert_eq!((again.listed, again.removed, again.unreadable), (31, 0, 1));
 }
 
@@ -460,7 +487,9 @@ async fn a_sweep_racing_a_put_of_the_same_blob_leaves_its_markers() {
         .unwrap_or_else(|e| e.into_inner())
         .insert(BlobKey::new(d.sha512), d);
     let mut report = AliasRebuild::default();
-    ok(idx.sweep(&exists, grace, &mut report).await);
+    ok(idx
+        .sweep(&exists, grace, &RebuildOptions::default(), &mut report)
+        .await);
     assert_eq!(report.removed, 0, "{report:?}");
     assert!(report.dangling >= 1, "{report:?}");
     assert!(has_marker(&mem, Algorithm::Sha1, &d) && has_marker(&mem, Algorithm::Blake3, &d));
@@ -472,7 +501,9 @@ async fn a_sweep_racing_a_put_of_the_same_blob_leaves_its_markers() {
     ok(idx.record(&e).await);
     let unsettled = ok(idx.record_alongside(&e).await);
     let mut report = AliasRebuild::default();
-    ok(idx.sweep(&exists, grace, &mut report).await);
+    ok(idx
+        .sweep(&exists, grace, &RebuildOptions::default(), &mut report)
+        .await);
     assert_eq!(report.removed, 2, "{report:?}");
     assert!(!has_marker(&mem, Algorithm::Sha1, &e));
     blobs.add(&e);
@@ -490,4 +521,31 @@ async fn a_sweep_racing_a_put_of_the_same_blob_leaves_its_markers() {
     let before = mem.count();
     ok(idx.settle(&f, unsettled).await);
     assert_eq!(mem.count(), before);
+}
+
+/// A paced sweep checks no more markers a second than asked (virtual time: the clock is paused
+/// and advances only by the sweep's own waits).
+#[tokio::test(start_paused = true)]
+async fn a_paced_sweep_keeps_to_its_rate() {
+    let mem = Mem::default();
+    let idx = index(&mem, CacheConfig::default());
+    let blobs = Blobs::default();
+    for d in (0..20).map(digests) {
+        ok(idx.record(&d).await);
+        blobs.add(&d);
+    }
+    let exists = |k| blobs.check(k);
+    let paced = RebuildOptions {
+        checks_per_second: Some(10.0),
+        ..RebuildOptions::default()
+    };
+    let started = tokio::time::Instant::now();
+    let mut report = AliasRebuild::default();
+    ok(idx
+        .sweep(&exists, std::time::Duration::ZERO, &paced, &mut report)
+        .await);
+    assert_eq!((report.listed, report.dangling), (40, 0));
+    // 40 checks at 10 a second: the last starts 3.9 s after the first.
+    let took = started.elapsed();
+    assert!(took >= std::time::Duration::from_millis(3900), "{took:?}");
 }

@@ -52,7 +52,8 @@ use futures::StreamExt;
 use super::{AliasIndex, Listed, Marker, MarkerStore, PARALLEL};
 use crate::backend::alias_log::SegmentStore;
 use crate::backend::alias_map::line;
-use crate::backend::{AliasRebuild, BlobKey};
+use crate::backend::pace::Pacer;
+use crate::backend::{AliasRebuild, BlobKey, Dangling, RebuildOptions};
 use crate::Result;
 
 /// Markers younger than this are not checked by `fsck`: a put's blob lands within this time of
@@ -72,6 +73,8 @@ enum Swept {
     /// Gone between the listing and the read.
     Vanished,
     Unreadable,
+    /// Its blob is gone; left in place (`Dangling::Report`).
+    Kept,
     Removed,
     /// Its blob appeared while the marker was removed: written back.
     Restored,
@@ -90,20 +93,35 @@ impl Noise {
 impl<M: MarkerStore, S: SegmentStore> AliasIndex<M, S> {
     /// Lists every marker and removes those whose blob is gone, reporting unreadable ones (see
     /// the [module documentation](self) for why this is safe against concurrent puts). Adds to
-    /// `report`'s `listed`, `dangling`, `removed`, `unreadable` and `recent`.
+    /// `report`'s `listed`, `dangling`, `removed`, `unreadable` and `recent`. With
+    /// [`Dangling::Report`] nothing is removed, with [`Dangling::Skip`] nothing is listed;
+    /// `checks_per_second` paces the markers checked.
     pub(crate) async fn sweep(
         &self,
         exists: BlobExists<'_>,
         grace: Duration,
+        options: &RebuildOptions,
         report: &mut AliasRebuild,
     ) -> Result<()> {
+        if options.dangling == Dangling::Skip {
+            return Ok(());
+        }
         let now = SystemTime::now();
         let noise = Noise::default();
         let noise = &noise;
+        let pacer = options.checks_per_second.map(Pacer::new);
+        let pacer = pacer.as_ref();
+        let remove = options.dangling == Dangling::Remove;
         let mut checks = self
             .markers
             .list()
-            .map(|listed| async move { self.sweep_one(listed?, exists, now, grace, noise).await })
+            .map(|listed| async move {
+                if let Some(p) = pacer {
+                    p.take(1).await;
+                }
+                self.sweep_one(listed?, exists, now, grace, remove, noise)
+                    .await
+            })
             .buffer_unordered(PARALLEL);
         while let Some(swept) = checks.next().await {
             report.listed += 1;
@@ -115,7 +133,7 @@ impl<M: MarkerStore, S: SegmentStore> AliasIndex<M, S> {
                     report.dangling += 1;
                     report.removed += 1;
                 }
-                Swept::Restored => report.dangling += 1,
+                Swept::Restored | Swept::Kept => report.dangling += 1,
             }
         }
         let reported = noise.0.load(Ordering::Relaxed);
@@ -135,6 +153,7 @@ impl<M: MarkerStore, S: SegmentStore> AliasIndex<M, S> {
         exists: BlobExists<'_>,
         now: SystemTime,
         grace: Duration,
+        remove: bool,
         noise: &Noise,
     ) -> Result<Swept> {
         let (alg, hex, modified) = match listed {
@@ -164,6 +183,14 @@ impl<M: MarkerStore, S: SegmentStore> AliasIndex<M, S> {
         let key = BlobKey::new(d.sha512);
         if exists(key).await? {
             return Ok(Swept::Good);
+        }
+        if !remove {
+            if noise.loud() {
+                tracing::warn!(marker, blob = %key, "a marker's blob is gone (reported, kept)");
+            } else {
+                tracing::debug!(marker, blob = %key, "a marker's blob is gone (reported, kept)");
+            }
+            return Ok(Swept::Kept);
         }
         self.markers.delete(alg, &hex).await?;
         if exists(key).await? {

@@ -157,7 +157,11 @@ impl Backend for MemoryBackend {
         }
     }
 
-    async fn rebuild_aliases(&self, mut found: BoxStream<'_, Digests>) -> Result<AliasRebuild> {
+    async fn rebuild_aliases(
+        &self,
+        mut found: BoxStream<'_, Digests>,
+        _options: &super::RebuildOptions,
+    ) -> Result<AliasRebuild> {
         let mut report = AliasRebuild::default();
         while let Some(d) = found.next().await {
             let mut state = self.lock();

@@ -42,6 +42,7 @@ pub mod http;
 pub mod manta;
 #[cfg(feature = "memory")]
 pub mod memory;
+mod pace;
 #[cfg(feature = "s3")]
 pub mod s3;
 
@@ -147,6 +148,30 @@ pub struct PutHint {
     /// Publication may be deferred to [`Backend::commit_batch`], which makes a whole batch durable at
     /// once (group commit).
     pub batch: bool,
+}
+
+/// What a rebuild does with index entries that name a blob that is gone (remote stores' alias
+/// markers, found by listing them; the fs index removes such entries inside its own
+/// transaction, whatever this says).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Dangling {
+    /// Remove them (after the checks of docs/remote-index.md that keep a racing put's entry).
+    #[default]
+    Remove,
+    /// Count them in the report (`dangling`) and leave them in place.
+    Report,
+    /// Do not list the entries at all: only the merge of what the scan found runs.
+    Skip,
+}
+
+/// How [`Backend::rebuild_aliases`] treats the entries the scan cannot vouch for.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct RebuildOptions {
+    /// What to do with entries whose blob is gone.
+    pub dangling: Dangling,
+    /// Listed entries checked per second at most (`None`: as fast as the store answers). Each
+    /// check of a remote marker is a GET and a HEAD; a scrub paces it like its reads.
+    pub checks_per_second: Option<f64>,
 }
 
 /// What [`Backend::rebuild_aliases`] did to the alias index.
@@ -287,8 +312,13 @@ pub trait Backend: fmt::Debug + Send + Sync + 'static {
     /// each of `found` into the index (adding missing entries, correcting wrong ones) and removes
     /// entries whose blob is gone. `found` streams, so memory stays flat whatever the store's
     /// size, and the rebuild runs while the scan does. It must never lose an entry that another
-    /// writer (another process's put) commits meanwhile.
-    async fn rebuild_aliases(&self, found: BoxStream<'_, Digests>) -> Result<AliasRebuild>;
+    /// writer (another process's put) commits meanwhile. `options` say what to do with entries
+    /// whose blob is gone, and how fast to look for them.
+    async fn rebuild_aliases(
+        &self,
+        found: BoxStream<'_, Digests>,
+        options: &RebuildOptions,
+    ) -> Result<AliasRebuild>;
 
     /// Moves a corrupt blob out of the way, keeping its bytes for inspection where the backend can.
     /// The default deletes it.

@@ -223,10 +223,16 @@ pub(crate) async fn rm(store: &Store, text: &str) -> Result<u8, Error> {
     }
 }
 
-pub(crate) async fn fsck(store: &Store, json: bool, quarantine: bool) -> Result<u8, Error> {
+pub(crate) async fn fsck(
+    store: &Store,
+    json: bool,
+    quarantine: bool,
+    dangling_aliases: tarvault::backend::Dangling,
+) -> Result<u8, Error> {
     let report = store
         .fsck(&FsckOptions {
             quarantine,
+            dangling_aliases,
             ..FsckOptions::default()
         })
         .await?;

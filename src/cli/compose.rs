@@ -48,6 +48,10 @@ pub(crate) struct ScrubArgs {
     /// Blobs checked at once.
     #[arg(long, default_value_t = 4)]
     concurrency: usize,
+    /// Index entries whose blob is gone (S3/Manta alias markers, listed and checked at the
+    /// same rate as the reads): remove them, only report them, or skip the listing.
+    #[arg(long, value_enum, default_value_t = super::DanglingArg::Remove, value_name = "WHAT")]
+    dangling_aliases: super::DanglingArg,
     /// As JSON.
     #[arg(long)]
     json: bool,
@@ -184,6 +188,7 @@ pub(crate) async fn scrub(store: &Store, args: ScrubArgs) -> Result<u8, Error> {
         .fsck(&FsckOptions {
             quarantine: args.quarantine,
             concurrency: args.concurrency,
+            dangling_aliases: args.dangling_aliases.into(),
             ..FsckOptions::default()
         })
         .await?;

@@ -113,6 +113,10 @@ enum Command {
         /// Move corrupt blobs to quarantine.
         #[arg(long)]
         quarantine: bool,
+        /// Index entries whose blob is gone (S3/Manta alias markers, found by listing them):
+        /// remove them, only report them, or skip the listing.
+        #[arg(long, value_enum, default_value_t = DanglingArg::Remove, value_name = "WHAT")]
+        dangling_aliases: DanglingArg,
     },
     /// Copy every blob from one store to another, verified; skips blobs the target has, so running
     /// it again resumes an interrupted copy. Exit 1 if any blob failed.
@@ -227,7 +231,11 @@ async fn run(cli: Cli) -> Result<u8, Error> {
         Command::Stat { address, json } => blobs::stat(&store, &address, json).await,
         Command::Ls { json } => blobs::ls(&store, json).await,
         Command::Rm { address } => blobs::rm(&store, &address).await,
-        Command::Fsck { json, quarantine } => blobs::fsck(&store, json, quarantine).await,
+        Command::Fsck {
+            json,
+            quarantine,
+            dangling_aliases,
+        } => blobs::fsck(&store, json, quarantine, dangling_aliases.into()).await,
         Command::Scrub(args) => compose::scrub(&store, args).await,
         Command::Gc(args) => compose::gc(&store, args).await,
         Command::Copy(_) | Command::Repair(_) => Err(Error::InvalidInput("unreachable".into())),
@@ -235,5 +243,26 @@ async fn run(cli: Cli) -> Result<u8, Error> {
         Command::Migrate(_) => Err(Error::InvalidInput("unreachable: migrate".into())),
         #[cfg(feature = "server")]
         Command::Serve(args) => serve::run(store, args).await,
+    }
+}
+
+/// `--dangling-aliases`: what fsck and scrub do with index entries whose blob is gone.
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+pub(crate) enum DanglingArg {
+    /// Remove them.
+    Remove,
+    /// Report them (`dangling` in the report) and keep them.
+    Report,
+    /// Do not list the index for them.
+    Skip,
+}
+
+impl From<DanglingArg> for tarvault::backend::Dangling {
+    fn from(d: DanglingArg) -> Self {
+        match d {
+            DanglingArg::Remove => Self::Remove,
+            DanglingArg::Report => Self::Report,
+            DanglingArg::Skip => Self::Skip,
+        }
     }
 }

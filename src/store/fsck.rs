@@ -18,6 +18,9 @@ pub struct FsckOptions {
     pub rebuild_aliases: bool,
     /// Blobs checked at once.
     pub concurrency: usize,
+    /// What the index rebuild does with entries whose blob is gone (remote stores list their
+    /// markers to find them): remove them (default), only report them, or skip that pass.
+    pub dangling_aliases: crate::backend::Dangling,
 }
 
 impl Default for FsckOptions {
@@ -26,6 +29,7 @@ impl Default for FsckOptions {
             quarantine: false,
             rebuild_aliases: true,
             concurrency: 4,
+            dangling_aliases: crate::backend::Dangling::Remove,
         }
     }
 }
@@ -99,7 +103,13 @@ impl Store {
         let rebuild = async {
             if options.rebuild_aliases {
                 self.backend
-                    .rebuild_aliases(found_rx.boxed())
+                    .rebuild_aliases(
+                        found_rx.boxed(),
+                        &crate::backend::RebuildOptions {
+                            dangling: options.dangling_aliases,
+                            checks_per_second: None,
+                        },
+                    )
                     .await
                     .map(Some)
             } else {

@@ -607,7 +607,7 @@ pub async fn fsck_rebuilds_aliases(f: &dyn Fixture) {
         .expect("put");
     // A rebuild given nothing removes nothing whose blob is there.
     f.backend()
-        .rebuild_aliases(futures::stream::empty().boxed())
+        .rebuild_aliases(futures::stream::empty().boxed(), &Default::default())
         .await
         .expect("empty rebuild");
     let by_sha1 = addr(&sha1_hex(&data));

@@ -346,6 +346,15 @@ pub async fn fsck_removes_dangling_markers(s: &Server) {
             .await
             .expect("connect"),
     );
+    // Report only (`--dangling-aliases report`): found and counted, nothing removed.
+    let report_only = FsckOptions {
+        dangling_aliases: tarvault::backend::Dangling::Report,
+        ..FsckOptions::default()
+    };
+    let ix = store.fsck(&report_only).await.expect("fsck").index;
+    assert_eq!((ix.listed, ix.dangling, ix.removed), (13, 4, 0), "{ix:?}");
+    assert!(exists(&raw, &marker_path(&prefix, Algorithm::Sha1, gone)).await);
+
     let report = store.fsck(&FsckOptions::default()).await.expect("fsck");
     let ix = report.index;
     assert_eq!(ix.listed, 13, "{ix:?}");

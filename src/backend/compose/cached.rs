@@ -439,7 +439,11 @@ impl Backend for Cached {
 
     /// The remote's index gets every record; the local tier's only those of blobs it caches.
     /// The report is the remote's.
-    async fn rebuild_aliases(&self, found: BoxStream<'_, Digests>) -> Result<AliasRebuild> {
+    async fn rebuild_aliases(
+        &self,
+        found: BoxStream<'_, Digests>,
+        options: &crate::backend::RebuildOptions,
+    ) -> Result<AliasRebuild> {
         let inner = self.inner.clone();
         let cached: Filter = Box::new(move |d| inner.lru().contains(&BlobKey::new(d.sha512)));
         let members = vec![
@@ -449,7 +453,7 @@ impl Backend for Cached {
             ),
             (&*self.inner.local as &dyn Backend, cached),
         ];
-        let mut results = rebuild_each(found, members).await.into_iter();
+        let mut results = rebuild_each(found, members, options).await.into_iter();
         let remote = results
             .next()
             .unwrap_or_else(|| Ok(AliasRebuild::default()))?;

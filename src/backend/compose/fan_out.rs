@@ -5,7 +5,7 @@ use futures::channel::mpsc;
 use futures::stream::{BoxStream, StreamExt};
 use futures::SinkExt;
 
-use crate::backend::{AliasRebuild, Backend};
+use crate::backend::{AliasRebuild, Backend, RebuildOptions};
 use crate::integrity::Digests;
 use crate::Result;
 
@@ -20,13 +20,14 @@ pub(super) type Filter = Box<dyn Fn(&Digests) -> bool + Send + Sync>;
 pub(super) async fn rebuild_each(
     found: BoxStream<'_, Digests>,
     members: Vec<(&dyn Backend, Filter)>,
+    options: &RebuildOptions,
 ) -> Vec<Result<AliasRebuild>> {
     let mut feeds = Vec::with_capacity(members.len());
     let mut rebuilds = Vec::with_capacity(members.len());
     for (backend, keep) in members {
         let (tx, rx) = mpsc::channel::<Digests>(BUFFER);
         feeds.push((tx, keep));
-        rebuilds.push(backend.rebuild_aliases(rx.boxed()));
+        rebuilds.push(backend.rebuild_aliases(rx.boxed(), options));
     }
     let feed = async move {
         let mut found = found;

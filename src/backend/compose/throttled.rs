@@ -2,38 +2,20 @@
 //! without starving its readers. Everything but `get` passes straight through.
 
 use std::ops::Range;
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use futures::stream::{BoxStream, StreamExt};
-use tokio::time::Instant;
 
-use crate::backend::{AliasRebuild, Committed};
+use crate::backend::pace::Pacer;
+use crate::backend::{AliasRebuild, Committed, RebuildOptions};
 use crate::backend::{Backend, BlobKey, BlobStat, BlobWriter, GetResult, PendingBlob, PutHint};
 use crate::integrity::{Digests, Hash};
 use crate::units::Rate;
 use crate::Result;
 
-/// Paces units (bytes or blobs) to a rate: each caller reserves the next free slot.
-#[derive(Debug)]
-struct Pacer {
-    per_second: f64,
-    next: Mutex<Option<Instant>>,
-}
-
-impl Pacer {
-    async fn take(&self, units: u64) {
-        let wait_until = {
-            let mut next = self.next.lock().unwrap_or_else(|e| e.into_inner());
-            let now = Instant::now();
-            let start = next.filter(|n| *n > now).unwrap_or(now);
-            *next = Some(start + Duration::from_secs_f64(units as f64 / self.per_second));
-            start
-        };
-        tokio::time::sleep_until(wait_until).await;
-    }
-}
+/// What one check of an index entry counts as against a byte rate.
+pub const CHECK_BYTES: f64 = 4096.0;
 
 /// A backend whose reads are paced to a [`Rate`].
 #[derive(Debug, Clone)]
@@ -52,10 +34,7 @@ impl Throttled {
         Throttled {
             inner,
             rate,
-            pacer: Arc::new(Pacer {
-                per_second,
-                next: Mutex::new(None),
-            }),
+            pacer: Arc::new(Pacer::new(per_second)),
         }
     }
 }
@@ -118,8 +97,22 @@ impl Backend for Throttled {
         self.inner.resolve_alias(hash).await
     }
 
-    async fn rebuild_aliases(&self, found: BoxStream<'_, Digests>) -> Result<AliasRebuild> {
-        self.inner.rebuild_aliases(found).await
+    /// The listing pass over the index (a remote store's markers, a GET and a HEAD each) is paced
+    /// too: at the blob rate, or, for a byte rate, as if each check read [`CHECK_BYTES`].
+    async fn rebuild_aliases(
+        &self,
+        found: BoxStream<'_, Digests>,
+        options: &RebuildOptions,
+    ) -> Result<AliasRebuild> {
+        let ours = match self.rate {
+            Rate::Blobs(b) => b,
+            Rate::Bytes(b) => b / CHECK_BYTES,
+        };
+        let options = RebuildOptions {
+            checks_per_second: Some(options.checks_per_second.map_or(ours, |c| c.min(ours))),
+            ..*options
+        };
+        self.inner.rebuild_aliases(found, &options).await
     }
 
     async fn quarantine(&self, key: &BlobKey) -> Result<bool> {

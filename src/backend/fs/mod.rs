@@ -472,7 +472,11 @@ impl Backend for FsBackend {
 
     /// Merges the scan's records into the index a chunk at a time, then removes entries whose
     /// blob is gone. A damaged index is first set aside and rebuilt from the scan alone.
-    async fn rebuild_aliases(&self, found: BoxStream<'_, Digests>) -> Result<AliasRebuild> {
+    async fn rebuild_aliases(
+        &self,
+        found: BoxStream<'_, Digests>,
+        _options: &crate::backend::RebuildOptions,
+    ) -> Result<AliasRebuild> {
         let inner = self.inner.clone();
         blocking(move || inner.index.set_aside_if_corrupt()).await?;
         let mut report = AliasRebuild::default();

@@ -198,7 +198,11 @@ impl Backend for HttpBackend {
         Ok(Some(BlobKey::new(digest)))
     }
 
-    async fn rebuild_aliases(&self, _found: BoxStream<'_, Digests>) -> Result<AliasRebuild> {
+    async fn rebuild_aliases(
+        &self,
+        _found: BoxStream<'_, Digests>,
+        _options: &crate::backend::RebuildOptions,
+    ) -> Result<AliasRebuild> {
         // The index is the server's own; there is nothing here to repair.
         Ok(AliasRebuild::default())
     }

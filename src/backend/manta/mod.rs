@@ -591,7 +591,11 @@ impl Backend for MantaBackend {
     /// Merges what the scan found into the markers (writing missing ones, rewriting unreadable
     /// ones), streaming, then imports what is left of an earlier version's log, then lists every
     /// marker and removes those whose blob is gone (`alias_sweep`).
-    async fn rebuild_aliases(&self, found: BoxStream<'_, Digests>) -> Result<super::AliasRebuild> {
+    async fn rebuild_aliases(
+        &self,
+        found: BoxStream<'_, Digests>,
+        options: &super::RebuildOptions,
+    ) -> Result<super::AliasRebuild> {
         // Per-alias objects of an older layout go first.
         for alg in [Algorithm::Sha1, Algorithm::Blake3] {
             let stale: Vec<(String, String)> = self
@@ -614,7 +618,9 @@ impl Backend for MantaBackend {
             Box::pin(async move { Ok(client.head(&path).await?.is_some()) }) as BoxFuture<'_, _>
         };
         let grace = self.client.config().alias_grace;
-        self.aliases.sweep(&exists, grace, &mut report).await?;
+        self.aliases
+            .sweep(&exists, grace, options, &mut report)
+            .await?;
         Ok(report)
     }
 }

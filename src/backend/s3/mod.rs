@@ -260,7 +260,11 @@ impl Backend for S3Backend {
     /// Merges what the scan found into the markers (writing missing ones, rewriting unreadable
     /// ones), streaming, then imports what is left of an earlier version's log, then lists
     /// every marker and removes those whose blob is gone (`alias_sweep`).
-    async fn rebuild_aliases(&self, found: BoxStream<'_, Digests>) -> Result<super::AliasRebuild> {
+    async fn rebuild_aliases(
+        &self,
+        found: BoxStream<'_, Digests>,
+        options: &super::RebuildOptions,
+    ) -> Result<super::AliasRebuild> {
         let inner = &self.inner;
         // Anything under `alias/` besides the log (records of an older layout) goes.
         let log = inner.keys.alias_log();
@@ -286,7 +290,7 @@ impl Backend for S3Backend {
         };
         inner
             .aliases
-            .sweep(&exists, inner.alias_grace, &mut report)
+            .sweep(&exists, inner.alias_grace, options, &mut report)
             .await?;
         Ok(report)
     }

@@ -172,7 +172,11 @@ impl Backend for Replicated {
             .await
     }
 
-    async fn rebuild_aliases(&self, found: BoxStream<'_, Digests>) -> Result<AliasRebuild> {
+    async fn rebuild_aliases(
+        &self,
+        found: BoxStream<'_, Digests>,
+        options: &crate::backend::RebuildOptions,
+    ) -> Result<AliasRebuild> {
         let members = self
             .replicas
             .iter()
@@ -180,7 +184,7 @@ impl Backend for Replicated {
             .collect();
         // Each replica was given the same records: count them once, and sum the repairs.
         let mut total = AliasRebuild::default();
-        for r in rebuild_each(found, members).await {
+        for r in rebuild_each(found, members, options).await {
             let r = r?;
             let indexed = total.indexed.max(r.indexed);
             total.add(&r);
