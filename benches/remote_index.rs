@@ -14,7 +14,10 @@
 //!   `--lookups 100000` cold lookups of random entries (16 in flight) and reports requests per
 //!   lookup, latency percentiles and its RSS. `--prefix P` reuses a store built before (the
 //!   build is skipped when `--skip-build` is given). The store is left for `du`; the run prints
-//!   how to remove it.
+//!   how to remove it. With `--sweep`, the child then runs fsck's pass over every marker
+//!   (`--dangling-aliases report`, no grace: a GET of each marker and a HEAD of its blob, none of
+//!   which exists in an index-only store) and reports markers per second, requests per marker and
+//!   its RSS.
 //! - `… -- scale --memory --entries 1000000` — the same over object_store's in-memory store in
 //!   this process, for sizes whose objects a test server here cannot hold (s3s-fs keeps three
 //!   files per object: 1M entries would be 2M objects, ~25 GB): requests per lookup are the
@@ -258,6 +261,7 @@ async fn scale(s: &Server, args: &[String]) {
             "--lookups",
             &lookups.to_string(),
         ])
+        .args(args.iter().filter(|a| *a == "--sweep"))
         .output()
         .expect("child");
     print!("{}", String::from_utf8_lossy(&out.stdout));
@@ -270,11 +274,39 @@ async fn lookups_child(s: &Server, args: &[String]) {
     let entries = num(args, "--entries", 1_000_000);
     let lookups = num(args, "--lookups", 100_000);
     let prefix = arg(args, "--prefix").expect("--prefix");
-    lookups_over(s.counted(), &prefix, entries, lookups).await;
+    let probe = lookups_over(s.counted(), &prefix, entries, lookups).await;
+    if args.iter().any(|a| a == "--sweep") {
+        sweep(&probe, entries).await;
+    }
+}
+
+/// fsck's marker pass over the whole index: every marker listed, read, and its blob looked for.
+async fn sweep(probe: &(AliasProbe, Arc<counting::Counts>), entries: u64) {
+    let (probe, counts) = probe;
+    let before = counts.total();
+    let t = Instant::now();
+    let report = probe.sweep_report().await.expect("sweep");
+    let wall = t.elapsed().as_secs_f64();
+    let requests = counts.total() - before;
+    assert_eq!(report.listed, 2 * entries, "{report:?}");
+    println!(
+        "  fsck's marker pass (report only): {} markers in {wall:.1} s, {:.0} markers/s, {:.2} requests/marker, {} dangling; RSS after {} MiB (peak {})",
+        report.listed,
+        report.listed as f64 / wall,
+        requests as f64 / report.listed as f64,
+        report.dangling,
+        rss_now() / 1024,
+        rss::peak_rss()
+    );
 }
 
 /// Lookups of random entries through a fresh marker index over `c`.
-async fn lookups_over(c: Counting, prefix: &str, entries: u64, lookups: u64) {
+async fn lookups_over(
+    c: Counting,
+    prefix: &str,
+    entries: u64,
+    lookups: u64,
+) -> (AliasProbe, Arc<counting::Counts>) {
     let rss_before = rss_now();
     let counts = c.counts.clone();
     let probe = AliasProbe::open(
@@ -352,6 +384,7 @@ async fn lookups_over(c: Counting, prefix: &str, entries: u64, lookups: u64) {
         rss::peak_rss(),
         probe.cached_bytes().unwrap_or(0) / 1024
     );
+    (probe, counts)
 }
 
 /// This process's resident set, in KiB.
@@ -390,5 +423,8 @@ async fn scale_in_memory(args: &[String]) {
         );
     }
     drop(writer);
-    lookups_over(Counting::new(store), prefix, entries, lookups).await;
+    let probe = lookups_over(Counting::new(store), prefix, entries, lookups).await;
+    if args.iter().any(|a| a == "--sweep") {
+        sweep(&probe, entries).await;
+    }
 }

@@ -4,10 +4,12 @@
 
 use std::sync::Arc;
 
+use futures::future::BoxFuture;
+
 use super::alias_cache::CacheConfig;
 use super::alias_log::{AliasLog, SegmentStore};
 use super::alias_marker::{AliasIndex, MarkerStore};
-use super::BlobKey;
+use super::{AliasRebuild, BlobKey, Dangling, RebuildOptions};
 use crate::integrity::{Digests, Hash};
 use crate::Result;
 
@@ -49,6 +51,25 @@ impl<M: MarkerStore, S: SegmentStore> DesignIndex<M, S> {
             Self::Markers(i) => i.resolve(hash).await,
             Self::Log(l) => l.resolve(hash).await,
         }
+    }
+
+    /// fsck's pass over every marker with no grace period, reporting (never removing) those
+    /// whose blob `exists` says is gone; nothing for the log.
+    #[cfg_attr(not(feature = "s3"), allow(dead_code))]
+    pub(crate) async fn sweep_report(
+        &self,
+        exists: &(dyn Fn(BlobKey) -> BoxFuture<'static, Result<bool>> + Sync),
+    ) -> Result<AliasRebuild> {
+        let mut report = AliasRebuild::default();
+        if let Self::Markers(i) = self {
+            let options = RebuildOptions {
+                dangling: Dangling::Report,
+                checks_per_second: None,
+            };
+            i.sweep(exists, std::time::Duration::ZERO, &options, &mut report)
+                .await?;
+        }
+        Ok(report)
     }
 
     /// Bytes the marker index's cache holds (`None` for the log, which holds every record).

@@ -4,12 +4,14 @@
 
 use std::sync::Arc;
 
-use object_store::ObjectStore;
+use futures::future::BoxFuture;
+use object_store::{ObjectStore, ObjectStoreExt};
 
 use super::aliases::{S3Markers, S3Segments};
+use super::errors::absent_ok;
 use super::keys::Keys;
 use crate::backend::alias_probe::DesignIndex;
-use crate::backend::{AliasCacheConfig, BlobKey};
+use crate::backend::{AliasCacheConfig, AliasRebuild, BlobKey};
 use crate::integrity::{Digests, Hash};
 use crate::Result;
 
@@ -18,6 +20,8 @@ pub use crate::backend::alias_probe::AliasDesign;
 /// One alias index over a store prefix, with nothing cached.
 pub struct AliasProbe {
     index: DesignIndex<S3Markers, S3Segments>,
+    store: Arc<dyn ObjectStore>,
+    keys: Keys,
 }
 
 impl AliasProbe {
@@ -36,13 +40,13 @@ impl AliasProbe {
             describe: describe.clone(),
         };
         let markers = S3Markers {
-            store,
-            keys,
+            store: store.clone(),
+            keys: keys.clone(),
             describe,
             retries: 4,
         };
         let index = DesignIndex::open(design, markers, segments, cache);
-        AliasProbe { index }
+        AliasProbe { index, store, keys }
     }
 
     /// Records a blob's aliases (stored when this returns).
@@ -53,6 +57,19 @@ impl AliasProbe {
     /// The blob whose sha1 or blake3 is `hash`.
     pub async fn resolve(&self, hash: &Hash) -> Result<Option<BlobKey>> {
         self.index.resolve(hash).await
+    }
+
+    /// fsck's pass over every marker (`--dangling-aliases report`, no grace period): each marker
+    /// read and its blob looked for with a HEAD, as the backend's fsck does.
+    pub async fn sweep_report(&self) -> Result<AliasRebuild> {
+        let (store, keys) = (self.store.clone(), self.keys.clone());
+        let exists = move |key: BlobKey| {
+            let (store, path) = (store.clone(), keys.blob(&key));
+            Box::pin(
+                async move { Ok(absent_ok("probe", "head", store.head(&path).await)?.is_some()) },
+            ) as BoxFuture<'static, Result<bool>>
+        };
+        self.index.sweep_report(&exists).await
     }
 
     /// Bytes the marker index's cache holds (`None` for the log, which holds every record).
