@@ -15,7 +15,7 @@ use crate::units::Rate;
 use crate::Result;
 
 /// What one check of an index entry counts as against a byte rate.
-pub const CHECK_BYTES: f64 = 4096.0;
+pub(crate) const CHECK_BYTES: f64 = 4096.0;
 
 /// A backend whose reads are paced to a [`Rate`].
 #[derive(Debug, Clone)]
@@ -98,7 +98,7 @@ impl Backend for Throttled {
     }
 
     /// The listing pass over the index (a remote store's markers, a GET and a HEAD each) is paced
-    /// too: at the blob rate, or, for a byte rate, as if each check read [`CHECK_BYTES`].
+    /// too: at the blob rate, or, for a byte rate, as if each check read 4 KiB (`CHECK_BYTES`).
     async fn rebuild_aliases(
         &self,
         found: BoxStream<'_, Digests>,
