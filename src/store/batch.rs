@@ -73,7 +73,8 @@ impl Store {
     /// a million inputs never sit in memory at once), yielding each input's result in input order
     /// as soon as its group is committed. Dropping the returned stream stops taking inputs: blobs
     /// already committed (and those of a group whose commit is under way) stay, uploads not yet
-    /// committed are removed.
+    /// committed are removed. Call it within a Tokio runtime: it spawns the task that drives the
+    /// batch, which goes on while the stream is not polled until 1024 results wait.
     pub fn put_stream<I, S>(&self, inputs: I) -> BoxStream<'static, Result<PutOutcome>>
     where
         I: Stream<Item = (S, PutOptions)> + Send + 'static,
