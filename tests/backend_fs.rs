@@ -276,7 +276,11 @@ async fn a_dropped_put_stream_keeps_what_it_returned_and_leaves_no_temp_file() {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
     let taken = taken.load(std::sync::atomic::Ordering::SeqCst);
-    assert_eq!(taken, 100, "inputs taken after the caller left");
+    // Those before the gate may or may not have been taken by then; none after it.
+    assert!(
+        (70..=100).contains(&taken),
+        "{taken} inputs taken: the batch went on after the caller left"
+    );
 
     let missing = inputs_dir.join("missing");
     let again = [files[0].clone(), missing, files[599].clone()]
