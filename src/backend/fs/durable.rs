@@ -16,8 +16,9 @@ pub(crate) fn sync_dir(dir: &Path) -> io::Result<()> {
 }
 
 /// Creates `dir` and any missing parents up to (not including) `stop`, fsyncing each parent whose
-/// entries changed when `durable`. Tries `mkdir` first and looks at the parent only when it is missing: the caller has just
-/// been told the directory is missing, and a shard directory's parent nearly always exists.
+/// entries changed when `durable`. Tries `mkdir` first and looks at the parent only when that
+/// says it is missing: the caller has just been told the directory is missing, and a shard
+/// directory's parent nearly always exists.
 pub(crate) fn create_dirs(dir: &Path, stop: &Path, durable: bool) -> io::Result<()> {
     match make_dir(dir, durable) {
         Err(e) if e.kind() == io::ErrorKind::NotFound => {

@@ -177,6 +177,18 @@ impl S3Backend {
     }
 }
 
+/// Whether the blob `key` is stored: a HEAD of its object. fsck's pass over the alias markers
+/// asks this of every marker it checks (the backend's, and the `remote_index` bench's probe).
+pub(crate) async fn blob_exists(
+    store: &dyn ObjectStore,
+    keys: &Keys,
+    describe: &str,
+    key: BlobKey,
+) -> Result<bool> {
+    let head = store.head(&keys.blob(&key)).await;
+    Ok(absent_ok(describe, "head", head)?.is_some())
+}
+
 #[async_trait]
 impl Backend for S3Backend {
     fn describe(&self) -> String {
@@ -282,11 +294,9 @@ impl Backend for S3Backend {
         let mut report = inner.aliases.rebuild(found).await?;
         let exists = |key: BlobKey| {
             let inner = inner.clone();
-            Box::pin(async move {
-                let path = inner.keys.blob(&key);
-                let head = inner.store.head(&path).await;
-                Ok(absent_ok(&inner.describe, "head", head)?.is_some())
-            }) as BoxFuture<'_, _>
+            Box::pin(
+                async move { blob_exists(&*inner.store, &inner.keys, &inner.describe, key).await },
+            ) as BoxFuture<'_, _>
         };
         inner
             .aliases

@@ -5,10 +5,9 @@
 use std::sync::Arc;
 
 use futures::future::BoxFuture;
-use object_store::{ObjectStore, ObjectStoreExt};
+use object_store::ObjectStore;
 
 use super::aliases::{S3Markers, S3Segments};
-use super::errors::absent_ok;
 use super::keys::Keys;
 use crate::backend::alias_probe::DesignIndex;
 use crate::backend::{AliasCacheConfig, AliasRebuild, BlobKey};
@@ -64,10 +63,9 @@ impl AliasProbe {
     pub async fn sweep_report(&self) -> Result<AliasRebuild> {
         let (store, keys) = (self.store.clone(), self.keys.clone());
         let exists = move |key: BlobKey| {
-            let (store, path) = (store.clone(), keys.blob(&key));
-            Box::pin(
-                async move { Ok(absent_ok("probe", "head", store.head(&path).await)?.is_some()) },
-            ) as BoxFuture<'static, Result<bool>>
+            let (store, keys) = (store.clone(), keys.clone());
+            Box::pin(async move { super::blob_exists(&*store, &keys, "probe", key).await })
+                as BoxFuture<'static, Result<bool>>
         };
         self.index.sweep_report(&exists).await
     }
