@@ -118,15 +118,7 @@ async fn records_committed_by_another_process_are_found() {
 async fn batch_of_every_size_and_duplicates_leaves_no_temp_file() {
     use tarvault::{Integrity, PutOptions, Store};
     for fsync in [false, true] {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let backend = FsBackend::open(
-            dir.path().join("store"),
-            FsOptions {
-                fsync,
-                ..Default::default()
-            },
-        )
-        .expect("open");
+        let Fs { backend, _dir } = make_with(fsync);
         let store = Store::new(backend.clone());
         let noise = |seed: u64, len: usize| -> Vec<u8> {
             let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
@@ -205,15 +197,7 @@ async fn batch_of_every_size_and_duplicates_leaves_no_temp_file() {
 async fn a_dropped_put_stream_keeps_what_it_returned_and_leaves_no_temp_file() {
     use futures::StreamExt;
     use tarvault::{file_input, ErrorKind, PutOptions, Store};
-    let dir = tempfile::tempdir().expect("tempdir");
-    let backend = FsBackend::open(
-        dir.path().join("store"),
-        FsOptions {
-            fsync: false,
-            ..Default::default()
-        },
-    )
-    .expect("open");
+    let Fs { backend, _dir: dir } = make_with(false);
     let store = Store::new(backend.clone());
     let inputs_dir = dir.path().join("in");
     std::fs::create_dir(&inputs_dir).expect("input dir");
