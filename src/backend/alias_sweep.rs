@@ -80,6 +80,17 @@ enum Swept {
     Restored,
 }
 
+/// Logs one marker's finding at `warn` while `noise` allows it, at `debug` after that.
+macro_rules! noisy {
+    ($noise:expr, $($event:tt)*) => {
+        if $noise.loud() {
+            tracing::warn!($($event)*);
+        } else {
+            tracing::debug!($($event)*);
+        }
+    };
+}
+
 /// Counts the markers reported one by one, to bound the log.
 #[derive(Default)]
 struct Noise(AtomicU64);
@@ -159,11 +170,11 @@ impl<M: MarkerStore, S: SegmentStore> AliasIndex<M, S> {
         let (alg, hex, modified) = match listed {
             Listed::Marker { alg, hex, modified } => (alg, hex, modified),
             Listed::Foreign(object) => {
-                if noise.loud() {
-                    tracing::warn!(object, "an object in the markers namespace is not a marker");
-                } else {
-                    tracing::debug!(object, "an object in the markers namespace is not a marker");
-                }
+                noisy!(
+                    noise,
+                    object,
+                    "an object in the markers namespace is not a marker"
+                );
                 return Ok(Swept::Unreadable);
             }
         };
@@ -185,11 +196,7 @@ impl<M: MarkerStore, S: SegmentStore> AliasIndex<M, S> {
             return Ok(Swept::Good);
         }
         if !remove {
-            if noise.loud() {
-                tracing::warn!(marker, blob = %key, "a marker's blob is gone (reported, kept)");
-            } else {
-                tracing::debug!(marker, blob = %key, "a marker's blob is gone (reported, kept)");
-            }
+            noisy!(noise, marker, blob = %key, "a marker's blob is gone (reported, kept)");
             return Ok(Swept::Kept);
         }
         self.markers.delete(alg, &hex).await?;
@@ -202,11 +209,7 @@ impl<M: MarkerStore, S: SegmentStore> AliasIndex<M, S> {
             tracing::info!(marker, blob = %key, "a dangling marker's blob appeared meanwhile: kept");
             return Ok(Swept::Restored);
         }
-        if noise.loud() {
-            tracing::warn!(marker, blob = %key, "removed a marker whose blob is gone");
-        } else {
-            tracing::debug!(marker, blob = %key, "removed a marker whose blob is gone");
-        }
+        noisy!(noise, marker, blob = %key, "removed a marker whose blob is gone");
         Ok(Swept::Removed)
     }
 }
