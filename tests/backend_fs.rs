@@ -40,15 +40,15 @@ impl conformance::Fixture for Fs {
 }
 
 fn make_with(fsync: bool) -> Fs {
+    make_opts(FsOptions {
+        fsync,
+        ..Default::default()
+    })
+}
+
+fn make_opts(options: FsOptions) -> Fs {
     let dir = tempfile::tempdir().expect("tempdir");
-    let backend = FsBackend::open(
-        dir.path().join("store"),
-        FsOptions {
-            fsync,
-            ..Default::default()
-        },
-    )
-    .expect("open");
+    let backend = FsBackend::open(dir.path().join("store"), options).expect("open");
     Fs { backend, _dir: dir }
 }
 
@@ -56,6 +56,18 @@ mod fsync_on {
     use super::*;
     async fn make() -> Fs {
         make_with(true)
+    }
+    conformance::suite!(make);
+}
+
+/// Batches made durable by each blob's ordered fsyncs instead of `syncfs`.
+mod per_file_flush {
+    use super::*;
+    async fn make() -> Fs {
+        make_opts(FsOptions {
+            batch_flush: tarvault::backend::fs::BatchFlush::PerFile,
+            ..Default::default()
+        })
     }
     conformance::suite!(make);
 }

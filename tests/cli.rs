@@ -308,13 +308,24 @@ fn store_specs() {
     let dir = tempfile::tempdir().expect("tempdir");
     let plain = dir.path().join("odd?name");
     let url = format!("file://{}?fsync=false", dir.path().join("url").display());
+    let per_file = format!(
+        "file://{}?fsync=true&batch_flush=per-file",
+        dir.path().join("per-file").display()
+    );
     let data = common::noise(1000, 9);
     let input = dir.path().join("in.bin");
     std::fs::write(&input, &data).expect("write");
-    for spec in [plain.to_str().expect("utf8"), url.as_str()] {
+    let second = dir.path().join("second.bin");
+    std::fs::write(&second, common::noise(2000, 10)).expect("write");
+    for spec in [
+        plain.to_str().expect("utf8"),
+        url.as_str(),
+        per_file.as_str(),
+    ] {
         let out = Command::new(BIN)
             .args(["--store", spec, "put"])
             .arg(&input)
+            .arg(&second)
             .output()
             .expect("run");
         assert!(
@@ -325,11 +336,20 @@ fn store_specs() {
     }
     assert!(plain.join("sha512").is_dir(), "a path with '?' is a path");
     assert!(dir.path().join("url/sha512").is_dir());
-    let bad = Command::new(BIN)
-        .args(["--store", "file:///tmp/x?fsync=maybe", "ls"])
-        .output()
-        .expect("run");
-    assert_eq!(bad.status.code(), Some(2));
+    assert_eq!(
+        json_lines(&tv(Path::new(&per_file), &["ls", "--json"])).len(),
+        2
+    );
+    for bad in [
+        "file:///tmp/x?fsync=maybe",
+        "file:///tmp/x?batch_flush=sometimes",
+    ] {
+        let bad = Command::new(BIN)
+            .args(["--store", bad, "ls"])
+            .output()
+            .expect("run");
+        assert_eq!(bad.status.code(), Some(2));
+    }
     // TARVAULT_STORE is honoured when --store is absent.
     let out = Command::new(BIN)
         .args(["has", &sha512_sri(&data)])

@@ -363,6 +363,7 @@ async fn stores_with_the_old_alias_log_are_upgraded_on_open() {
         let legacy = FsOptions {
             fsync: false,
             legacy_alias_log: true,
+            ..Default::default()
         };
         let store = Store::new(FsBackend::open(&root, legacy).expect("open old"));
         for (_, data) in &files {

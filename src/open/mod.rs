@@ -4,7 +4,8 @@
 //! builds the backends it names (composite ones from [`config`] too), so neither the store nor a
 //! backend ever needs to open another store by name. A spec is
 //! - a filesystem path, or `file:///path` (the embedded default; fsync on, or off with
-//!   `?fsync=false` on the `file:` form);
+//!   `?fsync=false` on the `file:` form; `&batch_flush=per-file` makes batches durable with each
+//!   blob's own fsyncs instead of `syncfs`, see [`BatchFlush`](crate::backend::fs::BatchFlush));
 //! - `memory:` for a store that lives as long as the process;
 //! - a remote URL (`s3://`, `manta://`), each behind its cargo feature;
 //! - `http://host[:port][/prefix]` (or `https://`): another tarvault server, read-only (feature
@@ -102,7 +103,7 @@ async fn open_path(path: &str) -> Result<crate::backend::fs::FsBackend> {
     crate::backend::fs::FsBackend::open(path, crate::backend::fs::FsOptions::default())
 }
 
-/// A filesystem store named by URL: `file:///path?fsync=true|false`.
+/// A filesystem store named by URL: `file:///path?fsync=true|false&batch_flush=syncfs|per-file`.
 #[cfg(feature = "fs")]
 async fn open_file(spec: &str) -> Result<crate::backend::fs::FsBackend> {
     let rest = spec.strip_prefix("file://").unwrap_or(spec);
@@ -117,6 +118,7 @@ async fn open_file(spec: &str) -> Result<crate::backend::fs::FsBackend> {
                     _ => return Err(Error::Config(format!("bad fsync value {v:?}"))),
                 }
             }
+            Some(("batch_flush", v)) => options.batch_flush = v.parse()?,
             _ => return Err(Error::Config(format!("unknown store option {pair:?}"))),
         }
     }
