@@ -120,7 +120,8 @@ pub fn small_rows(small: usize, floors: &Floors) -> Vec<Row> {
     rows
 }
 
-/// Prints the rows, the raw side named `raw` ("raw object_store", "plain HTTP"), then `footnote`.
+/// Prints the rows, the raw side named `raw` ("raw object_store", "plain HTTP"), then `footnote`,
+/// then what the machine as a whole spent on each row (see [`cpu::cells`]).
 pub fn print_rows(rows: &[Row], raw: &str, footnote: &str) {
     println!("| case | {raw} MB/s | tarvault MB/s | tarvault/raw | target | client CPU s/GB: raw | raw + digests | tarvault | tarvault / (raw + digests) |");
     println!("|---|---|---|---|---|---|---|---|---|");
@@ -147,4 +148,18 @@ pub fn print_rows(rows: &[Row], raw: &str, footnote: &str) {
         );
     }
     println!("{footnote}");
+    println!();
+    // What the whole machine spent (client, proxy, server, kernel): where the raw run keeps both
+    // cores busy, tarvault can go only as fast as its CPU per byte allows.
+    println!("| case | tarvault/raw | {} |", cpu::HEADER);
+    println!("|---|---|---|---|---|---|");
+    for r in rows {
+        let (raw_s, tv) = (cpu::medians(&r.raw), cpu::medians(&r.tv));
+        println!(
+            "| {} | {:.2}x | {} |",
+            r.case,
+            raw_s.secs / tv.secs,
+            cpu::cells(raw_s, tv)
+        );
+    }
 }
