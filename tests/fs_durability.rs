@@ -65,7 +65,13 @@ async fn sigkill_during_puts_leaves_no_partial_blob() {
     let mut killed_mid_run = 0;
     for round in 0..40u64 {
         let mut cmd = Command::new(BIN);
-        cmd.arg("--store").arg(&root).arg("put");
+        // Every other batch is made durable by per-file fsyncs instead of syncfs.
+        let spec = if round % 4 == 3 {
+            format!("file://{}?batch_flush=per-file", root.display()).into()
+        } else {
+            root.clone().into_os_string()
+        };
+        cmd.arg("--store").arg(&spec).arg("put");
         // Alternate single puts (per-blob fsync) and batches (group commit).
         if round % 2 == 0 {
             cmd.arg(&inputs[(round as usize / 2) % 3].0);
