@@ -23,7 +23,10 @@
 //!   puts into shard directories already made (`manta_rows/network.rs`);
 //! - `index`: the alias markers against the segment log of earlier versions, `--records N`
 //!   (default 2000) each: record rate at concurrency 1, 16, 64 and a cold lookup's requests and
-//!   latency (`manta_rows/index.rs`).
+//!   latency (`manta_rows/index.rs`);
+//! - `scale` (only when named): `--entries N` (default 1,000,000) built through the marker index,
+//!   then `--lookups N` (default 100,000) random lookups by a fresh index: requests per lookup,
+//!   latency, RSS. The private server keeps its files under `TMPDIR`.
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -41,6 +44,8 @@ mod net_rows;
 mod netem;
 #[path = "manta_rows/network.rs"]
 mod network_rows;
+#[path = "common/rss.rs"]
+mod rss;
 
 use std::time::{Duration, Instant};
 
@@ -66,7 +71,9 @@ fn main() {
         .expect("runtime");
     let args: Vec<String> = std::env::args().skip(1).collect();
     let named = |s: &str| args.iter().any(|a| a == s);
-    let all = !["corpus", "network", "index"].iter().any(|s| named(s));
+    let all = !["corpus", "network", "index", "scale"]
+        .iter()
+        .any(|s| named(s));
     let num = |name: &str, default: u64| {
         args.iter()
             .position(|a| a == name)
@@ -118,6 +125,15 @@ fn main() {
         ] {
             rt.block_on(index_rows::compare(&target, design, records));
         }
+    }
+    if named("scale") {
+        let entries = num("--entries", 1_000_000);
+        println!("\n## Alias markers at scale: {entries} entries\n");
+        rt.block_on(index_rows::scale(
+            &target,
+            entries,
+            num("--lookups", 100_000),
+        ));
     }
     if all || named("corpus") {
         println!("\n## Corpus and one large blob, one request at a time\n");

@@ -295,7 +295,7 @@ async fn sweep(probe: &(AliasProbe, Arc<counting::Counts>), entries: u64) {
         report.listed as f64 / wall,
         requests as f64 / report.listed as f64,
         report.dangling,
-        rss_now() / 1024,
+        rss::rss_now_kib() / 1024,
         rss::peak_rss()
     );
 }
@@ -307,7 +307,7 @@ async fn lookups_over(
     entries: u64,
     lookups: u64,
 ) -> (AliasProbe, Arc<counting::Counts>) {
-    let rss_before = rss_now();
+    let rss_before = rss::rss_now_kib();
     let counts = c.counts.clone();
     let probe = AliasProbe::open(
         Arc::new(c),
@@ -348,7 +348,7 @@ async fn lookups_over(
     lat.sort_unstable();
     let pct = |p: f64| lat[((lat.len() as f64 - 1.0) * p) as usize] as f64 / 1000.0;
     let requests = counts.total() - base;
-    let rss = rss_now();
+    let rss_after = rss::rss_now_kib();
     // A miss, the first of this process: the marker GET and one LIST of the old log's folder.
     let before = counts.total();
     let absent = digests(u64::MAX);
@@ -379,22 +379,12 @@ async fn lookups_over(
     );
     println!(
         "  RSS after the lookups: {} MiB (before them {} MiB; peak {}); cache {} KiB",
-        rss / 1024,
+        rss_after / 1024,
         rss_before / 1024,
         rss::peak_rss(),
         probe.cached_bytes().unwrap_or(0) / 1024
     );
     (probe, counts)
-}
-
-/// This process's resident set, in KiB.
-fn rss_now() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
 }
 
 /// The scale run over an in-memory store in this process (see the module documentation).

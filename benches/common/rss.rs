@@ -25,3 +25,13 @@ pub fn peak_rss() -> String {
         .map(|v| v.trim().to_string())
         .unwrap_or_else(|| "n/a".into())
 }
+
+/// This process's resident set now, in KiB (`VmRSS`), or 0.
+pub fn rss_now_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
