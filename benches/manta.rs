@@ -36,6 +36,8 @@ mod cpu;
 mod digest_floor;
 #[path = "manta_rows/index.rs"]
 mod index_rows;
+#[path = "common/lookups.rs"]
+mod lookups;
 #[path = "../tests/manta_common/mod.rs"]
 mod manta_common;
 #[path = "common/net_rows.rs"]

@@ -26,6 +26,8 @@
 
 #[path = "../tests/s3/counting.rs"]
 mod counting;
+#[path = "common/lookups.rs"]
+mod lookups;
 #[path = "common/rss.rs"]
 mod rss;
 
@@ -229,18 +231,7 @@ async fn scale(s: &Server, args: &[String]) {
             AliasDesign::Markers,
             AliasCacheConfig::default(),
         );
-        let t = Instant::now();
-        let step = 50_000;
-        let mut at = from;
-        while at < entries {
-            let end = (at + step).min(entries);
-            let rate = record_rate(&writer, at..end, 64).await;
-            at = end;
-            println!(
-                "  built {at} entries ({rate:.0} records/s now, {:.0} s in all)",
-                t.elapsed().as_secs_f64()
-            );
-        }
+        lookups::build(from, entries, 50_000, |r| record_rate(&writer, r, 64)).await;
     }
     let exe = std::env::current_exe().expect("exe");
     let var = if s.name == "ceph" {
@@ -323,30 +314,11 @@ async fn lookups_over(
         .expect("resolve");
     let first = counts.total();
     let base = counts.total();
-    let t = Instant::now();
-    let mut lat: Vec<u32> = futures::stream::iter(0..lookups)
-        .map(|k| {
-            let probe = &probe;
-            async move {
-                let i = rand::random::<u64>() % entries;
-                let d = digests(i);
-                let alg = if k % 2 == 0 {
-                    Algorithm::Sha1
-                } else {
-                    Algorithm::Blake3
-                };
-                let t = Instant::now();
-                let got = probe.resolve(&d.hash(alg)).await.expect("resolve");
-                assert!(got.is_some(), "entry {i} missing");
-                t.elapsed().as_micros() as u32
-            }
-        })
-        .buffer_unordered(16)
-        .collect()
-        .await;
-    let wall = t.elapsed().as_secs_f64();
-    lat.sort_unstable();
-    let pct = |p: f64| lat[((lat.len() as f64 - 1.0) * p) as usize] as f64 / 1000.0;
+    let (lat, wall) = lookups::random_lookups(lookups, entries, digests, |h| {
+        let probe = &probe;
+        async move { probe.resolve(&h).await.expect("resolve").is_some() }
+    })
+    .await;
     let requests = counts.total() - base;
     let rss_after = rss::rss_now_kib();
     // A miss, the first of this process: the marker GET and one LIST of the old log's folder.
@@ -369,14 +341,7 @@ async fn lookups_over(
     println!(
         "  first lookup of the process (a hit): {first} requests; first miss {first_miss}, next miss {next_miss}"
     );
-    println!(
-        "  {lookups} lookups (16 in flight): {:.3} requests/lookup, {:.0} lookups/s, latency p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
-        requests as f64 / lookups as f64,
-        lookups as f64 / wall,
-        pct(0.5),
-        pct(0.99),
-        pct(1.0)
-    );
+    lookups::print(lookups, requests, &lat, wall);
     println!(
         "  RSS after the lookups: {} MiB (before them {} MiB; peak {}); cache {} KiB",
         rss_after / 1024,
@@ -400,18 +365,7 @@ async fn scale_in_memory(args: &[String]) {
         AliasDesign::Markers,
         AliasCacheConfig::default(),
     );
-    let t = Instant::now();
-    let step = 100_000;
-    let mut at = 0;
-    while at < entries {
-        let end = (at + step).min(entries);
-        let rate = record_rate(&writer, at..end, 64).await;
-        at = end;
-        println!(
-            "  built {at} entries ({rate:.0} records/s now, {:.0} s in all)",
-            t.elapsed().as_secs_f64()
-        );
-    }
+    lookups::build(0, entries, 100_000, |r| record_rate(&writer, r, 64)).await;
     drop(writer);
     let probe = lookups_over(Counting::new(store), prefix, entries, lookups).await;
     if args.iter().any(|a| a == "--sweep") {

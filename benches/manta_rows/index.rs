@@ -116,17 +116,7 @@ pub async fn scale(target: &manta_common::Target, entries: u64, lookups: u64) {
         .expect("probe")
     };
     let writer = open();
-    let t = Instant::now();
-    let mut at = 0;
-    while at < entries {
-        let end = (at + 50_000).min(entries);
-        let rate = record_rate(&writer, at..end, 64).await;
-        at = end;
-        println!(
-            "  built {at} entries ({rate:.0} records/s now, {:.0} s in all)",
-            t.elapsed().as_secs_f64()
-        );
-    }
+    crate::lookups::build(0, entries, 50_000, |r| record_rate(&writer, r, 64)).await;
     drop(writer);
     let rss_before = crate::rss::rss_now_kib();
     let probe = open();
@@ -138,27 +128,11 @@ pub async fn scale(target: &manta_common::Target, entries: u64, lookups: u64) {
         .expect("resolve")
         .is_some());
     let first_requests = probe.requests();
-    let t = Instant::now();
-    let mut lat: Vec<u32> = futures::stream::iter(0..lookups)
-        .map(|k| {
-            let probe = &probe;
-            async move {
-                let d = digests(rand::random::<u64>() % entries);
-                let alg = if k % 2 == 0 {
-                    Algorithm::Sha1
-                } else {
-                    Algorithm::Blake3
-                };
-                let t = Instant::now();
-                let got = probe.resolve(&d.hash(alg)).await.expect("resolve");
-                assert!(got.is_some(), "an entry is missing");
-                t.elapsed().as_micros() as u32
-            }
-        })
-        .buffer_unordered(16)
-        .collect()
-        .await;
-    let wall = t.elapsed().as_secs_f64();
+    let (lat, wall) = crate::lookups::random_lookups(lookups, entries, digests, |h| {
+        let probe = &probe;
+        async move { probe.resolve(&h).await.expect("resolve").is_some() }
+    })
+    .await;
     let requests = probe.requests() - first_requests;
     let rss_after = crate::rss::rss_now_kib();
     // Misses: the first also lists the old log's directory (once per index), the next does not.
@@ -173,20 +147,11 @@ pub async fn scale(target: &manta_common::Target, entries: u64, lookups: u64) {
             .is_none());
         *m = probe.requests() - before;
     }
-    lat.sort_unstable();
-    let pct = |p: f64| lat[((lat.len() as f64 - 1.0) * p) as usize] as f64 / 1000.0;
     println!(
         "  first lookup of the index (a hit): {first_requests} requests; first miss {}, next miss {}",
         miss[0], miss[1]
     );
-    println!(
-        "  {lookups} lookups (16 in flight): {:.3} requests/lookup, {:.0} lookups/s, latency p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
-        requests as f64 / lookups as f64,
-        lookups as f64 / wall,
-        pct(0.5),
-        pct(0.99),
-        pct(1.0)
-    );
+    crate::lookups::print(lookups, requests, &lat, wall);
     println!(
         "  RSS: {} MiB before the lookups, {} MiB after (peak {})",
         rss_before / 1024,

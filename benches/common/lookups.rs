@@ -1,0 +1,82 @@
+//! Random lookups of an alias index, timed: what the S3 and the Manta scale runs both measure.
+#![allow(dead_code)]
+
+use std::future::Future;
+use std::ops::Range;
+use std::time::Instant;
+
+use futures::StreamExt;
+use tarvault::integrity::{Algorithm, Digests, Hash};
+
+/// `lookups` lookups of random entries of `0..entries` (named by `digests`), by sha1 and blake3
+/// in turn, 16 in flight; `resolve` answers whether the entry was found (each must be). Returns
+/// the latencies in µs, sorted, and the wall time in seconds.
+pub async fn random_lookups<F, Fut>(
+    lookups: u64,
+    entries: u64,
+    digests: fn(u64) -> Digests,
+    resolve: F,
+) -> (Vec<u32>, f64)
+where
+    F: Fn(Hash) -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let t = Instant::now();
+    let resolve = &resolve;
+    let mut lat: Vec<u32> = futures::stream::iter(0..lookups)
+        .map(|k| async move {
+            let i = rand::random::<u64>() % entries;
+            let alg = if k % 2 == 0 {
+                Algorithm::Sha1
+            } else {
+                Algorithm::Blake3
+            };
+            let t = Instant::now();
+            assert!(resolve(digests(i).hash(alg)).await, "entry {i} missing");
+            t.elapsed().as_micros() as u32
+        })
+        .buffer_unordered(16)
+        .collect()
+        .await;
+    let wall = t.elapsed().as_secs_f64();
+    lat.sort_unstable();
+    (lat, wall)
+}
+
+/// The `p` quantile of sorted latencies in µs, in ms.
+pub fn pct(lat: &[u32], p: f64) -> f64 {
+    lat.get(((lat.len() as f64 - 1.0) * p) as usize)
+        .map_or(f64::NAN, |&v| v as f64 / 1000.0)
+}
+
+/// Prints the line of a run of `lookups` lookups that made `requests` requests.
+pub fn print(lookups: u64, requests: u64, lat: &[u32], wall: f64) {
+    println!(
+        "  {lookups} lookups (16 in flight): {:.3} requests/lookup, {:.0} lookups/s, latency p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+        requests as f64 / lookups as f64,
+        lookups as f64 / wall,
+        pct(lat, 0.5),
+        pct(lat, 0.99),
+        pct(lat, 1.0)
+    );
+}
+
+/// Builds entries `from..entries` in steps of `step` by `record` (which returns the records per
+/// second of its range), printing the progress after each step.
+pub async fn build<F, Fut>(from: u64, entries: u64, step: u64, mut record: F)
+where
+    F: FnMut(Range<u64>) -> Fut,
+    Fut: Future<Output = f64>,
+{
+    let t = Instant::now();
+    let mut at = from;
+    while at < entries {
+        let end = (at + step).min(entries);
+        let rate = record(at..end).await;
+        at = end;
+        println!(
+            "  built {at} entries ({rate:.0} records/s now, {:.0} s in all)",
+            t.elapsed().as_secs_f64()
+        );
+    }
+}
