@@ -26,7 +26,8 @@
 //!   latency (`manta_rows/index.rs`);
 //! - `scale` (only when named): `--entries N` (default 1,000,000) built through the marker index,
 //!   then `--lookups N` (default 100,000) random lookups by a fresh index: requests per lookup,
-//!   latency, RSS. The private server keeps its files under `TMPDIR`.
+//!   latency, RSS; with `--sweep`, then fsck's marker pass over all of them (markers/s, requests
+//!   per marker, RSS after). The private server keeps its files under `TMPDIR`.
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -135,6 +136,7 @@ fn main() {
             &target,
             entries,
             num("--lookups", 100_000),
+            named("--sweep"),
         ));
     }
     if all || named("corpus") {

@@ -104,8 +104,8 @@ pub async fn compare(target: &manta_common::Target, design: AliasDesign, records
 /// The index alone at scale: `entries` entries built through the marker index (64 in flight,
 /// progress every 50,000), then `lookups` lookups of random entries by sha1 and blake3 in turn
 /// (16 in flight) through a fresh index (empty cache): requests per lookup, latency, and this
-/// process's RSS before and after the lookups.
-pub async fn scale(target: &manta_common::Target, entries: u64, lookups: u64) {
+/// process's RSS before and after the lookups; with `sweep`, fsck's marker pass over all of them.
+pub async fn scale(target: &manta_common::Target, entries: u64, lookups: u64, sweep: bool) {
     let config = target.config("scale");
     let open = || {
         MantaAliasProbe::open(
@@ -156,6 +156,29 @@ pub async fn scale(target: &manta_common::Target, entries: u64, lookups: u64) {
         "  RSS: {} MiB before the lookups, {} MiB after (peak {})",
         rss_before / 1024,
         rss_after / 1024,
+        crate::rss::peak_rss()
+    );
+    if sweep {
+        sweep_all(&probe, entries).await;
+    }
+}
+
+/// fsck's marker pass (report only, no grace period) over an index of `entries` entries, none of
+/// whose blobs exists: requests per marker, rate, and RSS after it.
+async fn sweep_all(probe: &MantaAliasProbe, entries: u64) {
+    let before = probe.requests();
+    let t = Instant::now();
+    let report = probe.sweep_report().await.expect("sweep");
+    let wall = t.elapsed().as_secs_f64();
+    let requests = probe.requests() - before;
+    assert_eq!(report.listed, 2 * entries, "{report:?}");
+    println!(
+        "  fsck's marker pass (report only): {} markers in {wall:.1} s, {:.0} markers/s, {:.2} requests/marker, {} dangling; RSS after {} MiB (peak {})",
+        report.listed,
+        report.listed as f64 / wall,
+        requests as f64 / report.listed as f64,
+        report.dangling,
+        crate::rss::rss_now_kib() / 1024,
         crate::rss::peak_rss()
     );
 }

@@ -55,7 +55,6 @@ impl<M: MarkerStore, S: SegmentStore> DesignIndex<M, S> {
 
     /// fsck's pass over every marker with no grace period, reporting (never removing) those
     /// whose blob `exists` says is gone; nothing for the log.
-    #[cfg_attr(not(feature = "s3"), allow(dead_code))]
     pub(crate) async fn sweep_report(
         &self,
         exists: &(dyn Fn(BlobKey) -> BoxFuture<'static, Result<bool>> + Sync),

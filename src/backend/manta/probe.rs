@@ -12,6 +12,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use futures::future::BoxFuture;
 use futures::stream::BoxStream;
 
 use super::aliases::{MantaMarkers, MantaSegments};
@@ -21,7 +22,7 @@ use super::{MantaClient, MantaConfig};
 use crate::backend::alias_log::SegmentStore;
 use crate::backend::alias_marker::{Listed, MarkerStore};
 use crate::backend::alias_probe::DesignIndex;
-use crate::backend::{AliasCacheConfig, BlobKey};
+use crate::backend::{AliasCacheConfig, AliasRebuild, BlobKey};
 use crate::integrity::{Algorithm, Digests, Hash};
 use crate::Result;
 
@@ -104,6 +105,9 @@ type Segments = Counted<MantaSegments>;
 pub struct MantaAliasProbe {
     index: DesignIndex<Counted<MantaMarkers>, Segments>,
     calls: Arc<AtomicU64>,
+    /// For the blob HEADs of [`sweep_report`](Self::sweep_report).
+    client: MantaClient,
+    layout: Layout,
 }
 
 impl MantaAliasProbe {
@@ -130,15 +134,20 @@ impl MantaAliasProbe {
         };
         let markers = Counted {
             inner: MantaMarkers {
-                client,
+                client: client.clone(),
                 dirs,
-                layout,
+                layout: layout.clone(),
                 describe,
             },
             calls: calls.clone(),
         };
         let index = DesignIndex::open(design, markers, segments, cache);
-        Ok(MantaAliasProbe { index, calls })
+        Ok(MantaAliasProbe {
+            index,
+            calls,
+            client,
+            layout,
+        })
     }
 
     /// Records a blob's aliases (stored when this returns).
@@ -149,6 +158,22 @@ impl MantaAliasProbe {
     /// The blob whose sha1 or blake3 is `hash`.
     pub async fn resolve(&self, hash: &Hash) -> Result<Option<BlobKey>> {
         self.index.resolve(hash).await
+    }
+
+    /// fsck's pass over every marker (`--dangling-aliases report`, no grace period): each marker
+    /// read and its blob looked for with a HEAD, as the backend's fsck does. The HEADs count as
+    /// requests.
+    pub async fn sweep_report(&self) -> Result<AliasRebuild> {
+        let (client, layout, calls) =
+            (self.client.clone(), self.layout.clone(), self.calls.clone());
+        let exists = move |key: BlobKey| {
+            let (client, path, calls) = (client.clone(), layout.blob_path(&key), calls.clone());
+            Box::pin(async move {
+                calls.fetch_add(1, Ordering::Relaxed);
+                Ok(client.head(&path).await?.is_some())
+            }) as BoxFuture<'static, Result<bool>>
+        };
+        self.index.sweep_report(&exists).await
     }
 
     /// Requests made so far (see the module documentation for what counts as one).
