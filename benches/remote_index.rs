@@ -274,21 +274,7 @@ async fn lookups_child(s: &Server, args: &[String]) {
 /// fsck's marker pass over the whole index: every marker listed, read, and its blob looked for.
 async fn sweep(probe: &(AliasProbe, Arc<counting::Counts>), entries: u64) {
     let (probe, counts) = probe;
-    let before = counts.total();
-    let t = Instant::now();
-    let report = probe.sweep_report().await.expect("sweep");
-    let wall = t.elapsed().as_secs_f64();
-    let requests = counts.total() - before;
-    assert_eq!(report.listed, 2 * entries, "{report:?}");
-    println!(
-        "  fsck's marker pass (report only): {} markers in {wall:.1} s, {:.0} markers/s, {:.2} requests/marker, {} dangling; RSS after {} MiB (peak {})",
-        report.listed,
-        report.listed as f64 / wall,
-        requests as f64 / report.listed as f64,
-        report.dangling,
-        rss::rss_now_kib() / 1024,
-        rss::peak_rss()
-    );
+    lookups::sweep(entries, || counts.total(), || probe.sweep_report()).await;
 }
 
 /// Lookups of random entries through a fresh marker index over `c`.

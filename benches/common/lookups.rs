@@ -80,3 +80,28 @@ where
         );
     }
 }
+
+/// Runs fsck's marker pass (`sweep`, report only) over an index of `entries` entries and prints
+/// what it cost: markers/s, requests per marker (`requests` counts the store's requests so far)
+/// and the process's RSS after it.
+pub async fn sweep<F, Fut>(entries: u64, requests: impl Fn() -> u64, sweep: F)
+where
+    F: FnOnce() -> Fut,
+    Fut: Future<Output = tarvault::Result<tarvault::backend::AliasRebuild>>,
+{
+    let before = requests();
+    let t = Instant::now();
+    let report = sweep().await.expect("sweep");
+    let wall = t.elapsed().as_secs_f64();
+    let made = requests() - before;
+    assert_eq!(report.listed, 2 * entries, "{report:?}");
+    println!(
+        "  fsck's marker pass (report only): {} markers in {wall:.1} s, {:.0} markers/s, {:.2} requests/marker, {} dangling; RSS after {} MiB (peak {})",
+        report.listed,
+        report.listed as f64 / wall,
+        made as f64 / report.listed as f64,
+        report.dangling,
+        crate::rss::rss_now_kib() / 1024,
+        crate::rss::peak_rss()
+    );
+}

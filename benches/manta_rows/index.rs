@@ -159,26 +159,6 @@ pub async fn scale(target: &manta_common::Target, entries: u64, lookups: u64, sw
         crate::rss::peak_rss()
     );
     if sweep {
-        sweep_all(&probe, entries).await;
+        crate::lookups::sweep(entries, || probe.requests(), || probe.sweep_report()).await;
     }
-}
-
-/// fsck's marker pass (report only, no grace period) over an index of `entries` entries, none of
-/// whose blobs exists: requests per marker, rate, and RSS after it.
-async fn sweep_all(probe: &MantaAliasProbe, entries: u64) {
-    let before = probe.requests();
-    let t = Instant::now();
-    let report = probe.sweep_report().await.expect("sweep");
-    let wall = t.elapsed().as_secs_f64();
-    let requests = probe.requests() - before;
-    assert_eq!(report.listed, 2 * entries, "{report:?}");
-    println!(
-        "  fsck's marker pass (report only): {} markers in {wall:.1} s, {:.0} markers/s, {:.2} requests/marker, {} dangling; RSS after {} MiB (peak {})",
-        report.listed,
-        report.listed as f64 / wall,
-        requests as f64 / report.listed as f64,
-        report.dangling,
-        crate::rss::rss_now_kib() / 1024,
-        crate::rss::peak_rss()
-    );
 }
