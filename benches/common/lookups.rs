@@ -1,5 +1,4 @@
 //! Random lookups of an alias index, timed: what the S3 and the Manta scale runs both measure.
-#![allow(dead_code)]
 
 use std::future::Future;
 use std::ops::Range;

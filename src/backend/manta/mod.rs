@@ -109,6 +109,17 @@ pub(crate) fn create_only(headers: &mut HeaderMap) {
     );
 }
 
+/// Whether the blob `key` is stored: fsck's check of a marker's blob (a HEAD of its path), shared
+/// by the backend and the benchmark probe. Owns what it needs, so the future outlives the call.
+pub(crate) fn blob_exists(
+    client: &MantaClient,
+    layout: &Layout,
+    key: BlobKey,
+) -> BoxFuture<'static, Result<bool>> {
+    let (client, path) = (client.clone(), layout.blob_path(&key));
+    Box::pin(async move { Ok(client.head(&path).await?.is_some()) })
+}
+
 /// Whether a [`create_only`] PUT failed because the object is already there (412).
 pub(crate) fn exists_already(e: &Error) -> bool {
     api_error(e).is_some_and(|a| a.status == 412)
@@ -613,10 +624,7 @@ impl Backend for MantaBackend {
                 .await?;
         }
         let mut report = self.aliases.rebuild(found).await?;
-        let exists = |key: BlobKey| {
-            let (client, path) = (self.client.clone(), self.layout.blob_path(&key));
-            Box::pin(async move { Ok(client.head(&path).await?.is_some()) }) as BoxFuture<'_, _>
-        };
+        let exists = |key: BlobKey| blob_exists(&self.client, &self.layout, key);
         let grace = self.client.config().alias_grace;
         self.aliases
             .sweep(&exists, grace, options, &mut report)

@@ -12,7 +12,6 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use futures::future::BoxFuture;
 use futures::stream::BoxStream;
 
 use super::aliases::{MantaMarkers, MantaSegments};
@@ -164,14 +163,9 @@ impl MantaAliasProbe {
     /// read and its blob looked for with a HEAD, as the backend's fsck does. The HEADs count as
     /// requests.
     pub async fn sweep_report(&self) -> Result<AliasRebuild> {
-        let (client, layout, calls) =
-            (self.client.clone(), self.layout.clone(), self.calls.clone());
-        let exists = move |key: BlobKey| {
-            let (client, path, calls) = (client.clone(), layout.blob_path(&key), calls.clone());
-            Box::pin(async move {
-                calls.fetch_add(1, Ordering::Relaxed);
-                Ok(client.head(&path).await?.is_some())
-            }) as BoxFuture<'static, Result<bool>>
+        let exists = |key: BlobKey| {
+            self.calls.fetch_add(1, Ordering::Relaxed);
+            super::blob_exists(&self.client, &self.layout, key)
         };
         self.index.sweep_report(&exists).await
     }
