@@ -18,6 +18,13 @@
 //!   (`--dangling-aliases report`, no grace: a GET of each marker and a HEAD of its blob, none of
 //!   which exists in an index-only store) and reports markers per second, requests per marker and
 //!   its RSS.
+//! - `… -- upgrade --entries 1000000` — builds a store as an earlier version left it (the segment
+//!   log, 8,192 records per segment), then two fresh child processes each do `--lookups 100000`
+//!   lookups of random entries: one through the old log's own reader (every record in memory), one
+//!   through the marker index as it reads that log during an upgrade (fingerprints). Both clients
+//!   may only read, so the marker index's background import stops at its first write and every
+//!   lookup is answered from the log: an upgrade's worst case. Reports what loading the log cost,
+//!   requests per lookup and per miss, latency, RSS and the bytes held.
 //! - `… -- scale --memory --entries 1000000` — the same over object_store's in-memory store in
 //!   this process, for sizes whose objects a test server here cannot hold (s3s-fs keeps three
 //!   files per object: 1M entries would be 2M objects, ~25 GB): requests per lookup are the
@@ -122,6 +129,16 @@ fn main() {
     }
     if servers.is_empty() {
         println!("skipped: set TARVAULT_S3S_ENV and/or TARVAULT_CEPH_ENV (backends/s3/start-*.sh)");
+        return;
+    }
+    if args.iter().any(|a| a == "--upgrade-child") {
+        rt.block_on(upgrade_child(&servers[0], &args));
+        return;
+    }
+    if args.iter().any(|a| a == "upgrade") {
+        for s in &servers {
+            rt.block_on(upgrade(s, &args));
+        }
         return;
     }
     if args.iter().any(|a| a == "--child") {
@@ -233,6 +250,25 @@ async fn scale(s: &Server, args: &[String]) {
         );
         lookups::build(from, entries, 50_000, |r| record_rate(&writer, r, 64)).await;
     }
+    let sweep = args.iter().filter(|a| *a == "--sweep").cloned();
+    child(
+        s,
+        ["--child".to_string()].into_iter().chain(sweep),
+        &prefix,
+        entries,
+        lookups,
+    );
+    println!("  (remove the store: delete the prefix {prefix}/ in the bucket, or restart the server with a fresh data dir)");
+}
+
+/// Runs this bench again as a fresh process on server `s` alone, with `extra` arguments.
+fn child(
+    s: &Server,
+    extra: impl IntoIterator<Item = String>,
+    prefix: &str,
+    entries: u64,
+    lookups: u64,
+) {
     let exe = std::env::current_exe().expect("exe");
     let var = if s.name == "ceph" {
         "TARVAULT_CEPH_ENV"
@@ -243,21 +279,98 @@ async fn scale(s: &Server, args: &[String]) {
         .env_remove("TARVAULT_S3S_ENV")
         .env_remove("TARVAULT_CEPH_ENV")
         .env(var, std::env::var(var).expect("env"))
+        .args(extra)
         .args([
-            "--child",
             "--prefix",
-            &prefix,
+            prefix,
             "--entries",
             &entries.to_string(),
             "--lookups",
             &lookups.to_string(),
         ])
-        .args(args.iter().filter(|a| *a == "--sweep"))
         .output()
         .expect("child");
     print!("{}", String::from_utf8_lossy(&out.stdout));
     eprint!("{}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// A store as an earlier version left it, read by the old log's reader and by the marker index
+/// upgrading from it (see the module documentation).
+async fn upgrade(s: &Server, args: &[String]) {
+    let entries = num(args, "--entries", 1_000_000);
+    let lookups = num(args, "--lookups", 100_000);
+    let prefix = arg(args, "--prefix").unwrap_or_else(|| fresh_prefix("upgrade"));
+    println!(
+        "{}: prefix {prefix}, an old log of {entries} entries",
+        s.name
+    );
+    if !args.iter().any(|a| a == "--skip-build") {
+        let client: Arc<dyn ObjectStore> = Arc::new(s.config().build().expect("client"));
+        let writer = AliasProbe::open(
+            client,
+            &prefix,
+            AliasDesign::SegmentLog,
+            AliasCacheConfig::default(),
+        );
+        lookups::build(0, entries, 65_536, |r| {
+            let writer = &writer;
+            async move {
+                let t = Instant::now();
+                let all: Vec<Digests> = r.map(digests).collect();
+                for segment in all.chunks(8192) {
+                    writer.record_many(segment).await.expect("segment");
+                }
+                all.len() as f64 / t.elapsed().as_secs_f64()
+            }
+        })
+        .await;
+    }
+    for design in ["log", "markers"] {
+        let extra = ["--upgrade-child".to_string(), design.to_string()];
+        child(s, extra, &prefix, entries, lookups);
+    }
     println!("  (remove the store: delete the prefix {prefix}/ in the bucket, or restart the server with a fresh data dir)");
+}
+
+/// In a fresh process whose client may only read: lookups through one design over an old log.
+async fn upgrade_child(s: &Server, args: &[String]) {
+    let entries = num(args, "--entries", 1_000_000);
+    let lookups = num(args, "--lookups", 100_000);
+    let prefix = arg(args, "--prefix").expect("--prefix");
+    let (design, name) = match arg(args, "--upgrade-child").as_deref() {
+        Some("log") => (AliasDesign::SegmentLog, "the old log's reader"),
+        _ => (AliasDesign::Markers, "the marker index, upgrading"),
+    };
+    let rss_before = rss::rss_now_kib();
+    let c = Counting::read_only(Arc::new(s.config().build().expect("client")));
+    let counts = c.counts.clone();
+    let probe = AliasProbe::open(Arc::new(c), &prefix, design, AliasCacheConfig::default());
+    let t = Instant::now();
+    let first = digests(0);
+    let got = probe.resolve(&first.hash(Algorithm::Sha1)).await;
+    assert!(got.expect("resolve").is_some(), "entry 0 missing");
+    let load = (t.elapsed().as_secs_f64(), counts.total());
+    let rss_loaded = rss::rss_now_kib();
+    let (requests, lat, wall) = timed_lookups(&probe, &counts, entries, lookups).await;
+    let rss_after = rss::rss_now_kib();
+    let miss = miss_cost(&probe, &counts, u64::MAX, Algorithm::Blake3).await;
+    println!("  {name}:");
+    println!(
+        "    first lookup (loads the log): {:.1} s, {} requests; a miss then: {miss} requests",
+        load.0, load.1
+    );
+    lookups::print(lookups, requests, &lat, wall);
+    println!(
+        "    RSS {} MiB at start, {} MiB after the first lookup, {} MiB after the lookups (peak {}); for the log it holds {}",
+        rss_before / 1024,
+        rss_loaded / 1024,
+        rss_after / 1024,
+        rss::peak_rss(),
+        probe.legacy_bytes().map_or_else(
+            || "every record".to_string(),
+            |b| format!("{} KiB of fingerprints", b / 1024)
+        )
+    );
 }
 
 /// In a fresh process: `--lookups` lookups of random entries by sha1 or blake3, 16 in flight.
@@ -299,31 +412,11 @@ async fn lookups_over(
         .await
         .expect("resolve");
     let first = counts.total();
-    let base = counts.total();
-    let (lat, wall) = lookups::random_lookups(lookups, entries, digests, |h| {
-        let probe = &probe;
-        async move { probe.resolve(&h).await.expect("resolve").is_some() }
-    })
-    .await;
-    let requests = counts.total() - base;
+    let (requests, lat, wall) = timed_lookups(&probe, &counts, entries, lookups).await;
     let rss_after = rss::rss_now_kib();
     // A miss, the first of this process: the marker GET and one LIST of the old log's folder.
-    let before = counts.total();
-    let absent = digests(u64::MAX);
-    let got = probe
-        .resolve(&absent.hash(Algorithm::Sha1))
-        .await
-        .expect("miss");
-    assert!(got.is_none());
-    let first_miss = counts.total() - before;
-    let before = counts.total();
-    let absent = digests(u64::MAX - 1);
-    let got = probe
-        .resolve(&absent.hash(Algorithm::Blake3))
-        .await
-        .expect("miss");
-    assert!(got.is_none());
-    let next_miss = counts.total() - before;
+    let first_miss = miss_cost(&probe, &counts, u64::MAX, Algorithm::Sha1).await;
+    let next_miss = miss_cost(&probe, &counts, u64::MAX - 1, Algorithm::Blake3).await;
     println!(
         "  first lookup of the process (a hit): {first} requests; first miss {first_miss}, next miss {next_miss}"
     );
@@ -336,6 +429,29 @@ async fn lookups_over(
         probe.cached_bytes().unwrap_or(0) / 1024
     );
     (probe, counts)
+}
+
+/// `lookups` random lookups through `probe`: the requests they made, their latencies and wall time.
+async fn timed_lookups(
+    probe: &AliasProbe,
+    counts: &counting::Counts,
+    entries: u64,
+    lookups: u64,
+) -> (u64, Vec<u32>, f64) {
+    let base = counts.total();
+    let (lat, wall) = lookups::random_lookups(lookups, entries, digests, |h| async move {
+        probe.resolve(&h).await.expect("resolve").is_some()
+    })
+    .await;
+    (counts.total() - base, lat, wall)
+}
+
+/// The requests of one lookup, by `alg`, of entry `i`, which is not in the index.
+async fn miss_cost(probe: &AliasProbe, counts: &counting::Counts, i: u64, alg: Algorithm) -> u64 {
+    let before = counts.total();
+    let got = probe.resolve(&digests(i).hash(alg)).await.expect("miss");
+    assert!(got.is_none());
+    counts.total() - before
 }
 
 /// The scale run over an in-memory store in this process (see the module documentation).

@@ -1,8 +1,9 @@
 //! The alias index remote stores (S3, Manta) kept before [`alias_marker`](super::alias_marker): a
 //! log of small, immutable *segment* objects, written with group commit and read into memory.
-//! Stores of that format are read through it while they upgrade to markers
-//! ([`AliasLog::reader`]), and the benchmarks measure it beside markers; nothing writes new
-//! segments into a store any more.
+//! Stores of that format are read, while they upgrade to markers, by
+//! [`LegacyLog`](super::alias_legacy::LegacyLog) (which keeps fingerprints, not records); the
+//! benchmarks measure the log beside markers, and nothing writes new segments into a store any
+//! more.
 //!
 //! Why not one record object per alias: a put must leave its sha1 and blake3 records durable
 //! before it returns, and on an object store each record object costs a request about as dear as
@@ -27,6 +28,7 @@
 //! of what the blobs say: `fsck` rebuilds it ([`AliasLog::rebuild`]).
 
 use std::collections::{HashMap, HashSet};
+use std::ops::Range;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
@@ -59,6 +61,8 @@ pub(crate) trait SegmentStore: Send + Sync + 'static {
     async fn put(&self, name: &str, body: Bytes) -> Result<()>;
     /// A segment's body; `None` if it is gone (merged away since it was listed).
     async fn get(&self, name: &str) -> Result<Option<Bytes>>;
+    /// Bytes `range` of a segment (which lies within it); `None` if it is gone.
+    async fn get_range(&self, name: &str, range: Range<u64>) -> Result<Option<Bytes>>;
     /// Every segment's name and size.
     async fn list(&self) -> Result<Vec<(String, u64)>>;
     /// Deletes segments (those already gone are fine).
@@ -127,9 +131,6 @@ pub(crate) struct AliasLog<S> {
     state: Mutex<State>,
     /// When the last refresh began; held while one runs, so concurrent misses share it.
     refreshed: tokio::sync::Mutex<Option<Instant>>,
-    /// Whether this process folds small segments together (a reader that only imports the log
-    /// into markers does not: its merges would only hand the import the same records again).
-    merges: bool,
 }
 
 impl<S: SegmentStore> AliasLog<S> {
@@ -138,47 +139,7 @@ impl<S: SegmentStore> AliasLog<S> {
             store,
             state: Mutex::new(State::default()),
             refreshed: tokio::sync::Mutex::new(None),
-            merges: true,
         })
-    }
-
-    /// A log that is read and imported, never written or merged (the legacy side of
-    /// [`AliasIndex`](super::alias_marker::AliasIndex)).
-    pub(crate) fn reader(store: S) -> Arc<Self> {
-        Arc::new(AliasLog {
-            store,
-            state: Mutex::new(State::default()),
-            refreshed: tokio::sync::Mutex::new(None),
-            merges: false,
-        })
-    }
-
-    /// The names of the stored segments (one LIST).
-    pub(crate) async fn segments(&self) -> Result<Vec<String>> {
-        Ok(self
-            .store
-            .list()
-            .await?
-            .into_iter()
-            .map(|(n, _)| n)
-            .collect())
-    }
-
-    /// One segment's records, `None` if it is gone; records that do not parse are skipped with a
-    /// warning naming the segment.
-    pub(crate) async fn read_segment(&self, name: &str) -> Result<Option<Vec<Digests>>> {
-        let Some(body) = self.store.get(name).await? else {
-            return Ok(None);
-        };
-        Ok(Some(parse_named(&self.store.describe(), name, &body)))
-    }
-
-    /// Deletes one segment (its records are stored elsewhere by now).
-    pub(crate) async fn delete_segment(&self, name: &str) -> Result<()> {
-        self.store.delete(&[name.to_string()]).await?;
-        let mut st = self.lock();
-        st.small.remove(name);
-        Ok(())
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -317,10 +278,8 @@ impl<S: SegmentStore> AliasLog<S> {
                     }
                 }
             }
-            if merge && self.merges {
+            if merge {
                 tokio::spawn(self.clone().merge());
-            } else if merge {
-                self.lock().merging = false;
             }
             if !gone {
                 break;
@@ -386,17 +345,28 @@ fn body_of(records: &[Digests]) -> Bytes {
 
 /// A segment's records; lines that do not parse (a torn or foreign segment) are skipped, with one
 /// warning naming the segment.
-fn parse_named(store: &str, name: &str, body: &[u8]) -> Vec<Digests> {
+pub(super) fn parse_named(store: &str, name: &str, body: &[u8]) -> Vec<Digests> {
+    let mut records = Vec::new();
+    each_record(store, name, body, |_, d| records.push(d));
+    records
+}
+
+/// Calls `f` with each record of a segment and the offset of its line; lines that do not parse
+/// are skipped, with one warning naming the segment.
+pub(super) fn each_record(store: &str, name: &str, body: &[u8], mut f: impl FnMut(usize, Digests)) {
     let mut bad = 0usize;
-    let records = body
-        .split(|b| *b == b'\n')
-        .filter(|l| !l.is_empty())
-        .filter_map(|l| {
-            let d = parse_line(l);
-            bad += usize::from(d.is_none());
-            d
-        })
-        .collect();
+    let mut at = 0usize;
+    for l in body.split(|b| *b == b'\n') {
+        let start = at;
+        at += l.len() + 1;
+        if l.is_empty() {
+            continue;
+        }
+        match parse_line(l) {
+            Some(d) => f(start, d),
+            None => bad += 1,
+        }
+    }
     if bad > 0 {
         tracing::warn!(
             store,
@@ -405,7 +375,6 @@ fn parse_named(store: &str, name: &str, body: &[u8]) -> Vec<Digests> {
             "skipping unreadable alias segment lines"
         );
     }
-    records
 }
 
 /// `<microseconds since the epoch, 14 hex digits>-<64 random bits>`: unique, and ordered by time.
@@ -438,6 +407,10 @@ mod tests {
         }
         async fn get(&self, name: &str) -> Result<Option<Bytes>> {
             Ok(self.lock().get(name).cloned())
+        }
+        async fn get_range(&self, name: &str, range: Range<u64>) -> Result<Option<Bytes>> {
+            let body = self.lock().get(name).cloned();
+            Ok(body.map(|b| b.slice(range.start as usize..range.end as usize)))
         }
         async fn list(&self) -> Result<Vec<(String, u64)>> {
             Ok(self

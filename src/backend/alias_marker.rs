@@ -34,7 +34,8 @@ use futures::stream::BoxStream;
 use futures::{StreamExt, TryStreamExt};
 
 use super::alias_cache::{AliasCache, CacheConfig};
-use super::alias_log::{AliasLog, SegmentStore};
+use super::alias_legacy::LegacyLog;
+use super::alias_log::SegmentStore;
 use super::alias_map::{line, parse_line};
 use super::{AliasRebuild, BlobKey};
 use crate::integrity::{Algorithm, Digests, Hash};
@@ -115,7 +116,7 @@ enum Legacy {
 pub(crate) struct AliasIndex<M, S> {
     markers: M,
     /// The segment log of earlier versions: read on a marker miss while it has segments.
-    legacy: Arc<AliasLog<S>>,
+    legacy: LegacyLog<S>,
     legacy_state: tokio::sync::Mutex<Legacy>,
     importing: AtomicBool,
     cache: Mutex<AliasCache>,
@@ -132,7 +133,7 @@ impl<M: MarkerStore, S: SegmentStore> AliasIndex<M, S> {
     pub(crate) fn new(markers: M, legacy: S, cache: CacheConfig) -> Arc<Self> {
         Arc::new(AliasIndex {
             markers,
-            legacy: AliasLog::reader(legacy),
+            legacy: LegacyLog::new(legacy),
             legacy_state: tokio::sync::Mutex::new(Legacy::Unknown),
             importing: AtomicBool::new(false),
             cache: Mutex::new(AliasCache::new(cache)),
@@ -381,6 +382,8 @@ impl<M: MarkerStore, S: SegmentStore> AliasIndex<M, S> {
             }
         }
         *self.legacy_state.lock().await = Legacy::Absent(Instant::now());
+        // Segments other processes imported are forgotten too (listed again if ever present).
+        self.legacy.clear();
         Ok(imported)
     }
 
@@ -419,6 +422,12 @@ impl<M: MarkerStore, S: SegmentStore> AliasIndex<M, S> {
         drop(outcomes);
         self.import().await?;
         Ok(report)
+    }
+
+    /// Bytes held to read the old log while it is imported (for benchmarks).
+    #[cfg_attr(not(feature = "s3"), allow(dead_code))]
+    pub(crate) fn legacy_bytes(&self) -> usize {
+        self.legacy.held_bytes()
     }
 
     /// Bytes the cache holds (for benchmarks and tests).

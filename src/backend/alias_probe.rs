@@ -45,6 +45,21 @@ impl<M: MarkerStore, S: SegmentStore> DesignIndex<M, S> {
         }
     }
 
+    /// Records many blobs' aliases: into one segment for the log (how a store of an earlier
+    /// version is built quickly for the upgrade benchmark), one after another for markers.
+    #[cfg_attr(not(feature = "s3"), allow(dead_code))]
+    pub(crate) async fn record_many(&self, all: &[Digests]) -> Result<()> {
+        match self {
+            Self::Markers(i) => {
+                for d in all {
+                    i.record(d).await?;
+                }
+                Ok(())
+            }
+            Self::Log(l) => l.record(all).await,
+        }
+    }
+
     /// The blob whose sha1 or blake3 is `hash`.
     pub(crate) async fn resolve(&self, hash: &Hash) -> Result<Option<BlobKey>> {
         match self {
@@ -76,6 +91,15 @@ impl<M: MarkerStore, S: SegmentStore> DesignIndex<M, S> {
     pub(crate) fn cached_bytes(&self) -> Option<usize> {
         match self {
             Self::Markers(i) => Some(i.cached_bytes()),
+            Self::Log(_) => None,
+        }
+    }
+
+    /// Bytes the marker index holds to read the old log during an upgrade (`None` for the log).
+    #[cfg_attr(not(feature = "s3"), allow(dead_code))]
+    pub(crate) fn legacy_bytes(&self) -> Option<usize> {
+        match self {
+            Self::Markers(i) => Some(i.legacy_bytes()),
             Self::Log(_) => None,
         }
     }

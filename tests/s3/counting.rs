@@ -1,6 +1,8 @@
 //! An `ObjectStore` that counts the requests it passes on to the one it wraps, by kind: how tests
 //! and the `remote_index` benchmark measure what an alias lookup costs on a real server. A LIST
 //! counts once per listing started (a listing of more than 1,000 keys is several requests).
+//! [`Counting::read_only`] also refuses every write (PUT, DELETE), as credentials that may only
+//! read would.
 #![allow(dead_code)]
 
 use std::fmt;
@@ -43,6 +45,7 @@ impl Counts {
 pub struct Counting {
     inner: Arc<dyn ObjectStore>,
     pub counts: Arc<Counts>,
+    read_only: bool,
 }
 
 impl Counting {
@@ -50,7 +53,30 @@ impl Counting {
         Counting {
             inner,
             counts: Arc::new(Counts::default()),
+            read_only: false,
         }
+    }
+
+    /// Counts like [`new`](Self::new), and answers every write "permission denied".
+    pub fn read_only(inner: Arc<dyn ObjectStore>) -> Counting {
+        Counting {
+            read_only: true,
+            ..Counting::new(inner)
+        }
+    }
+
+    fn refuse(&self, location: &Path) -> Result<()> {
+        if self.read_only {
+            return Err(denied(location));
+        }
+        Ok(())
+    }
+}
+
+fn denied(location: &Path) -> object_store::Error {
+    object_store::Error::PermissionDenied {
+        path: location.to_string(),
+        source: "this client may only read".into(),
     }
 }
 
@@ -73,6 +99,7 @@ impl ObjectStore for Counting {
         opts: PutOptions,
     ) -> Result<PutResult> {
         bump(&self.counts.put);
+        self.refuse(location)?;
         self.inner.put_opts(location, payload, opts).await
     }
     async fn put_multipart_opts(
@@ -81,6 +108,7 @@ impl ObjectStore for Counting {
         opts: PutMultipartOptions,
     ) -> Result<Box<dyn MultipartUpload>> {
         bump(&self.counts.other);
+        self.refuse(location)?;
         self.inner.put_multipart_opts(location, opts).await
     }
     async fn get_opts(&self, location: &Path, options: GetOptions) -> Result<GetResult> {
@@ -92,6 +120,10 @@ impl ObjectStore for Counting {
         locations: BoxStream<'static, Result<Path>>,
     ) -> BoxStream<'static, Result<Path>> {
         bump(&self.counts.other);
+        if self.read_only {
+            use futures::StreamExt;
+            return locations.map(|p| Err(denied(&p?))).boxed();
+        }
         self.inner.delete_stream(locations)
     }
     fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, Result<ObjectMeta>> {
@@ -104,6 +136,7 @@ impl ObjectStore for Counting {
     }
     async fn copy_opts(&self, from: &Path, to: &Path, options: CopyOptions) -> Result<()> {
         bump(&self.counts.other);
+        self.refuse(to)?;
         self.inner.copy_opts(from, to, options).await
     }
 }

@@ -3,6 +3,7 @@
 //! ([`AliasLog`](crate::backend::alias_log)) in `<root>/aliases/log/`, read while a store
 //! upgrades.
 
+use std::ops::Range;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -63,7 +64,7 @@ impl MarkerStore for MantaMarkers {
 
     async fn get(&self, alg: Algorithm, hex: &str) -> Result<Option<Bytes>> {
         let path = self.layout.marker_path(alg, hex);
-        get_small(&self.client, &self.describe, &path).await
+        get_small(&self.client, &self.describe, &path, None).await
     }
 
     fn name(&self, alg: Algorithm, hex: &str) -> String {
@@ -171,14 +172,35 @@ fn parse_mtime(text: &str) -> Option<SystemTime> {
 }
 
 /// The whole body of a small object (a marker, a segment), or `None` if there is none.
-async fn get_small(client: &MantaClient, describe: &str, path: &str) -> Result<Option<Bytes>> {
-    let resp = client.get(path, HeaderMap::new()).await?;
-    match resp.status() {
-        StatusCode::OK => resp
-            .bytes()
-            .await
-            .map(Some)
-            .map_err(|e| Error::backend(describe.to_string(), format!("reading {path}: {e}"))),
+async fn get_small(
+    client: &MantaClient,
+    describe: &str,
+    path: &str,
+    range: Option<Range<u64>>,
+) -> Result<Option<Bytes>> {
+    let mut headers = HeaderMap::new();
+    if let Some(r) = &range {
+        let value = format!("bytes={}-{}", r.start, r.end.saturating_sub(1));
+        if let Ok(v) = HeaderValue::from_str(&value) {
+            headers.insert("range", v);
+        }
+    }
+    let resp = client.get(path, headers).await?;
+    let status = resp.status();
+    match status {
+        StatusCode::OK | StatusCode::PARTIAL_CONTENT => {
+            let body = resp.bytes().await.map_err(|e| {
+                Error::backend(describe.to_string(), format!("reading {path}: {e}"))
+            })?;
+            // A server that ignored the range sent the whole object.
+            Ok(Some(match range {
+                Some(r) if status == StatusCode::OK => {
+                    let end = (r.end as usize).min(body.len());
+                    body.slice((r.start as usize).min(end)..end)
+                }
+                _ => body,
+            }))
+        }
         StatusCode::NOT_FOUND => Ok(None),
         _ => Err(client.api_error(&reqwest::Method::GET, path, resp).await),
     }
@@ -214,7 +236,11 @@ impl SegmentStore for MantaSegments {
     }
 
     async fn get(&self, name: &str) -> Result<Option<Bytes>> {
-        get_small(&self.client, &self.describe, &self.path(name)).await
+        get_small(&self.client, &self.describe, &self.path(name), None).await
+    }
+
+    async fn get_range(&self, name: &str, range: Range<u64>) -> Result<Option<Bytes>> {
+        get_small(&self.client, &self.describe, &self.path(name), Some(range)).await
     }
 
     async fn list(&self) -> Result<Vec<(String, u64)>> {

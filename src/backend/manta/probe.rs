@@ -83,6 +83,11 @@ impl<S: SegmentStore> SegmentStore for Counted<S> {
         self.inner.get(name).await
     }
 
+    async fn get_range(&self, name: &str, range: std::ops::Range<u64>) -> Result<Option<Bytes>> {
+        self.tick();
+        self.inner.get_range(name, range).await
+    }
+
     async fn list(&self) -> Result<Vec<(String, u64)>> {
         self.tick();
         self.inner.list().await

@@ -3,6 +3,7 @@
 //! ([`AliasLog`](crate::backend::alias_log)) under `<prefix>/alias/log/`, read while a store
 //! upgrades.
 
+use std::ops::Range;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -132,6 +133,11 @@ impl SegmentStore for S3Segments {
             return Ok(None);
         };
         absent_ok(&self.describe, op, got.bytes().await)
+    }
+
+    async fn get_range(&self, name: &str, range: Range<u64>) -> Result<Option<Bytes>> {
+        let got = self.store.get_range(&self.path(name), range).await;
+        absent_ok(&self.describe, "read alias segment", got)
     }
 
     async fn list(&self) -> Result<Vec<(String, u64)>> {

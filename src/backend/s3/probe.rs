@@ -53,6 +53,11 @@ impl AliasProbe {
         self.index.record(d).await
     }
 
+    /// Records many blobs' aliases (the log writes them as one segment).
+    pub async fn record_many(&self, all: &[Digests]) -> Result<()> {
+        self.index.record_many(all).await
+    }
+
     /// The blob whose sha1 or blake3 is `hash`.
     pub async fn resolve(&self, hash: &Hash) -> Result<Option<BlobKey>> {
         self.index.resolve(hash).await
@@ -73,5 +78,10 @@ impl AliasProbe {
     /// Bytes the marker index's cache holds (`None` for the log, which holds every record).
     pub fn cached_bytes(&self) -> Option<usize> {
         self.index.cached_bytes()
+    }
+
+    /// Bytes the marker index holds to read an old log during an upgrade (`None` for the log).
+    pub fn legacy_bytes(&self) -> Option<usize> {
+        self.index.legacy_bytes()
     }
 }

@@ -1,0 +1,305 @@
+//! The segment log of an earlier version ([`super::alias_log`]), as a store that upgrades to
+//! markers reads it until its import has deleted the last segment.
+//!
+//! The log's own reader keeps every record in memory (about 450–800 bytes per blob, 0.45–0.8 GB
+//! at 1M blobs), which is what the marker index was built to end. During an upgrade that would
+//! still be every process's cost until the import finishes. This reader keeps, per segment, only a
+//! sorted array of 32-bit *fingerprints* (the first four bytes of each sha1 and blake3 digest it
+//! holds), each with the offset of its record's line: 16 bytes per blob, 16 MB at 1M blobs. A
+//! lookup binary-searches each segment's array and reads only the lines that match, each with one
+//! ranged GET of a few hundred bytes: one for an alias the log holds, and none for a miss but with
+//! probability (aliases / 2³²) (0.05% at 1M blobs).
+//!
+//! A segment that is gone when read has been imported (its markers are stored; the caller asks
+//! the marker again), and its fingerprints are forgotten. Segments written since the last listing
+//! (by a process of the earlier version, during a rolling upgrade) are found by listing again on
+//! a miss, at most once per [`RELIST`].
+
+use std::collections::HashMap;
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use futures::{StreamExt, TryStreamExt};
+
+use super::alias_log::{each_record, parse_named, SegmentStore};
+use super::alias_map::parse_line;
+use super::BlobKey;
+use crate::integrity::{Digests, Hash};
+use crate::Result;
+
+/// Segments read at once while fingerprinting.
+const PARALLEL_READS: usize = 16;
+/// A miss lists the segments again at most this often (the documented bound on how long a
+/// segment written by an older process can stay unseen).
+const RELIST: Duration = Duration::from_secs(1);
+/// Bytes read for one record's line (a line is at most 259 bytes).
+const LINE_MAX: u64 = 320;
+/// The offset of a record whose line lies beyond 4 GiB into its segment: the whole segment is
+/// read to find it (no segment an earlier version wrote is that big).
+const FAR: u32 = u32::MAX;
+/// Fingerprints held beyond this many bytes are reported once (the log is then ~8M blobs or more;
+/// they shrink as the import deletes segments).
+const WARN_BYTES: usize = 64 << 20;
+
+/// A hash's fingerprint: its first four bytes (sha1 and blake3 digests are uniformly spread).
+fn fingerprint(digest: &[u8]) -> u32 {
+    let mut b = [0u8; 4];
+    for (dst, src) in b.iter_mut().zip(digest) {
+        *dst = *src;
+    }
+    u32::from_be_bytes(b)
+}
+
+/// A segment as held: its size, and each alias's fingerprint with its line's offset, sorted.
+struct Segment {
+    size: u64,
+    entries: Box<[(u32, u32)]>,
+}
+
+impl Segment {
+    /// Indexes a segment's body (its records are dropped once indexed).
+    fn index(store: &str, name: &str, body: &[u8]) -> Segment {
+        let mut entries = Vec::new();
+        each_record(store, name, body, |at, d| {
+            let at = u32::try_from(at).unwrap_or(FAR);
+            entries.push((fingerprint(&d.sha1), at));
+            entries.push((fingerprint(&d.blake3), at));
+        });
+        entries.sort_unstable();
+        entries.dedup();
+        Segment {
+            size: body.len() as u64,
+            entries: entries.into_boxed_slice(),
+        }
+    }
+
+    fn bytes(&self) -> usize {
+        self.entries.len() * std::mem::size_of::<(u32, u32)>()
+    }
+
+    /// The offsets of the lines whose fingerprint is `fp`.
+    fn offsets(&self, fp: u32) -> impl Iterator<Item = u32> + '_ {
+        let from = self.entries.partition_point(|(f, _)| *f < fp);
+        self.entries[from..]
+            .iter()
+            .take_while(move |(f, _)| *f == fp)
+            .map(|(_, at)| *at)
+    }
+}
+
+/// Whether record `d` has this sha1 or blake3 digest.
+fn names(d: &Digests, hash: &Hash) -> bool {
+    d.hash(hash.algorithm()).digest() == hash.digest()
+}
+
+#[derive(Default)]
+struct State {
+    /// Every segment seen and not known gone.
+    segments: HashMap<String, Segment>,
+    /// Bytes of fingerprints and offsets held.
+    bytes: usize,
+    warned: bool,
+}
+
+/// The old log, read for lookups and for the import (see the [module documentation](self)).
+pub(crate) struct LegacyLog<S> {
+    store: S,
+    state: Mutex<State>,
+    /// When the segments were last listed (held while listing, so concurrent misses share one).
+    listed: tokio::sync::Mutex<Option<Instant>>,
+}
+
+impl<S: SegmentStore> LegacyLog<S> {
+    pub(crate) fn new(store: S) -> Self {
+        LegacyLog {
+            store,
+            state: Mutex::new(State::default()),
+            listed: tokio::sync::Mutex::new(None),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The names of the stored segments (one LIST).
+    pub(crate) async fn segments(&self) -> Result<Vec<String>> {
+        Ok(self
+            .store
+            .list()
+            .await?
+            .into_iter()
+            .map(|(n, _)| n)
+            .collect())
+    }
+
+    /// One segment's records, `None` if it is gone; records that do not parse are skipped with a
+    /// warning naming the segment.
+    pub(crate) async fn read_segment(&self, name: &str) -> Result<Option<Vec<Digests>>> {
+        let Some(body) = self.store.get(name).await? else {
+            return Ok(None);
+        };
+        Ok(Some(parse_named(&self.store.describe(), name, &body)))
+    }
+
+    /// Deletes one segment (its records are stored elsewhere by now) and forgets it.
+    pub(crate) async fn delete_segment(&self, name: &str) -> Result<()> {
+        self.store.delete(&[name.to_string()]).await?;
+        self.forget(name);
+        Ok(())
+    }
+
+    fn forget(&self, name: &str) {
+        let mut st = self.lock();
+        if let Some(seg) = st.segments.remove(name) {
+            st.bytes -= seg.bytes();
+        }
+    }
+
+    /// Forgets every segment (the import has finished; a later listing finds any new one).
+    pub(crate) fn clear(&self) {
+        let mut st = self.lock();
+        st.segments = HashMap::new();
+        st.bytes = 0;
+    }
+
+    /// Bytes of fingerprints this reader holds (for tests and benchmarks).
+    #[cfg_attr(not(any(test, feature = "s3")), allow(dead_code))]
+    pub(crate) fn held_bytes(&self) -> usize {
+        self.lock().bytes
+    }
+
+    /// The blob with this sha1 or blake3 digest, if a segment still records it.
+    pub(crate) async fn resolve(&self, hash: &Hash) -> Result<Option<BlobKey>> {
+        let asked = Instant::now();
+        let mut tried = Vec::new();
+        if let Some(k) = self.search(hash, &mut tried).await? {
+            return Ok(Some(k));
+        }
+        // Unknown here: perhaps an older process wrote a segment since the last listing.
+        if self.relist(asked).await? {
+            return self.search(hash, &mut tried).await;
+        }
+        Ok(None)
+    }
+
+    /// Reads the lines (not in `tried`) whose fingerprint matches `hash`, until one records it.
+    async fn search(&self, hash: &Hash, tried: &mut Vec<(String, u32)>) -> Result<Option<BlobKey>> {
+        let fp = fingerprint(hash.digest());
+        let mut candidates: Vec<(String, u32, u64)> = {
+            let st = self.lock();
+            st.segments
+                .iter()
+                .flat_map(|(name, seg)| seg.offsets(fp).map(move |at| (name, at, seg.size)))
+                .filter(|(name, at, _)| !tried.iter().any(|(n, a)| n == *name && a == at))
+                .map(|(name, at, size)| (name.clone(), at, size))
+                .collect()
+        };
+        candidates.sort_unstable();
+        for (name, at, size) in candidates {
+            let found = match self.check(&name, at, size, hash).await? {
+                Some(found) => found,
+                None => {
+                    // Imported and deleted since it was listed.
+                    self.forget(&name);
+                    None
+                }
+            };
+            tried.push((name, at));
+            if found.is_some() {
+                return Ok(found);
+            }
+        }
+        Ok(None)
+    }
+
+    /// Whether the record whose line starts at `at` in a segment of `size` bytes has `hash`: one
+    /// ranged GET (the whole segment if the line is far in or longer than [`LINE_MAX`]). `None`
+    /// if the segment is gone.
+    async fn check(
+        &self,
+        name: &str,
+        at: u32,
+        size: u64,
+        hash: &Hash,
+    ) -> Result<Option<Option<BlobKey>>> {
+        let key = |d: Option<Digests>| d.filter(|d| names(d, hash)).map(|d| BlobKey::new(d.sha512));
+        if at != FAR {
+            let range = u64::from(at)..(u64::from(at) + LINE_MAX).min(size);
+            let Some(bytes) = self.store.get_range(name, range.clone()).await? else {
+                return Ok(None);
+            };
+            match bytes.iter().position(|b| *b == b'\n') {
+                Some(end) => return Ok(Some(key(parse_line(&bytes[..end])))),
+                None if range.end == size => return Ok(Some(key(parse_line(&bytes)))),
+                None => {}
+            }
+        }
+        let Some(records) = self.read_segment(name).await? else {
+            return Ok(None);
+        };
+        Ok(Some(key(records.into_iter().find(|d| names(d, hash)))))
+    }
+
+    /// Lists the segments and fingerprints those not seen yet, forgetting those gone, unless a
+    /// listing began after `asked` (it has finished once the lock is ours) or less than
+    /// [`RELIST`] ago. Returns whether segments may have been found since `asked`.
+    async fn relist(&self, asked: Instant) -> Result<bool> {
+        let mut last = self.listed.lock().await;
+        match *last {
+            Some(t) if t >= asked => return Ok(true),
+            Some(t) if t.elapsed() < RELIST => return Ok(false),
+            _ => {}
+        }
+        *last = Some(Instant::now());
+        self.load().await?;
+        Ok(true)
+    }
+
+    /// Fingerprints every listed segment not seen yet (a few at a time; each segment's records
+    /// are dropped once fingerprinted) and forgets those no longer listed.
+    pub(crate) async fn load(&self) -> Result<()> {
+        let listed = self.segments().await?;
+        let new: Vec<String> = {
+            let mut st = self.lock();
+            let names: std::collections::HashSet<&str> =
+                listed.iter().map(String::as_str).collect();
+            let before = st.segments.len();
+            st.segments.retain(|n, _| names.contains(n.as_str()));
+            if st.segments.len() != before {
+                st.bytes = st.segments.values().map(Segment::bytes).sum();
+            }
+            listed
+                .iter()
+                .filter(|n| !st.segments.contains_key(n.as_str()))
+                .cloned()
+                .collect()
+        };
+        futures::stream::iter(new)
+            .map(|name| async move {
+                let body = self.store.get(&name).await?;
+                let seg = body.map(|b| Segment::index(&self.store.describe(), &name, &b));
+                Ok::<_, crate::Error>((name, seg))
+            })
+            .buffer_unordered(PARALLEL_READS)
+            .try_for_each(|(name, seg)| {
+                // A segment gone before it was read has been imported: nothing to hold.
+                if let Some(seg) = seg {
+                    let mut st = self.lock();
+                    st.bytes += seg.bytes();
+                    st.segments.insert(name, seg);
+                    if st.bytes > WARN_BYTES && !st.warned {
+                        st.warned = true;
+                        tracing::warn!(
+                            store = %self.store.describe(),
+                            mib = st.bytes >> 20,
+                            "the old alias log is large: its fingerprints are held until the \
+                             import into markers finishes (run fsck to finish it now)"
+                        );
+                    }
+                }
+                std::future::ready(Ok(()))
+            })
+            .await
+    }
+}
