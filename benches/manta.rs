@@ -28,6 +28,11 @@
 //!   then `--lookups N` (default 100,000) random lookups by a fresh index: requests per lookup,
 //!   latency, RSS; with `--sweep`, then fsck's marker pass over all of them (markers/s, requests
 //!   per marker, RSS after). The private server keeps its files under `TMPDIR`.
+//! - `upgrade` (only when named): an old alias log of `--entries N` (default 1,000,000) in
+//!   segments of 8,192 records, then `--lookups N` random lookups through the marker index
+//!   upgrading from it and through the old log's reader, each in a fresh process and refusing
+//!   writes (so every lookup is answered from the log): requests, latency, RSS and what each
+//!   holds for the log.
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -74,7 +79,7 @@ fn main() {
         .expect("runtime");
     let args: Vec<String> = std::env::args().skip(1).collect();
     let named = |s: &str| args.iter().any(|a| a == s);
-    let all = !["corpus", "network", "index", "scale"]
+    let all = !["corpus", "network", "index", "scale", "upgrade"]
         .iter()
         .any(|s| named(s));
     let num = |name: &str, default: u64| {
@@ -83,6 +88,24 @@ fn main() {
             .and_then(|i| args.get(i + 1))
             .map_or(default, |v| v.parse().expect(name))
     };
+    if let Some(i) = args.iter().position(|a| a == "upgrade-child") {
+        let arg = |k: usize| {
+            args.get(k)
+                .cloned()
+                .expect("upgrade-child DESIGN --root ROOT")
+        };
+        let root = args.iter().position(|a| a == "--root").map(|k| arg(k + 1));
+        if let Some(target) = manta_common::Target::get("manta bench child") {
+            rt.block_on(index_rows::upgrade_child(
+                &target,
+                &arg(i + 1),
+                &root.expect("--root"),
+                num("--entries", 1_000_000),
+                num("--lookups", 100_000),
+            ));
+        }
+        return;
+    }
     let Some(mut target) = manta_common::Target::private("manta bench", &[]) else {
         return;
     };
@@ -137,6 +160,15 @@ fn main() {
             entries,
             num("--lookups", 100_000),
             named("--sweep"),
+        ));
+    }
+    if named("upgrade") {
+        let entries = num("--entries", 1_000_000);
+        println!("\n## A store of the old alias log, upgrading: {entries} entries\n");
+        rt.block_on(index_rows::upgrade(
+            &target,
+            entries,
+            num("--lookups", 100_000),
         ));
     }
     if all || named("corpus") {

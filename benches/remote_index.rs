@@ -312,16 +312,9 @@ async fn upgrade(s: &Server, args: &[String]) {
             AliasDesign::SegmentLog,
             AliasCacheConfig::default(),
         );
-        lookups::build(0, entries, 65_536, |r| {
+        lookups::build_segments(entries, digests, |segment| {
             let writer = &writer;
-            async move {
-                let t = Instant::now();
-                let all: Vec<Digests> = r.map(digests).collect();
-                for segment in all.chunks(8192) {
-                    writer.record_many(segment).await.expect("segment");
-                }
-                all.len() as f64 / t.elapsed().as_secs_f64()
-            }
+            async move { writer.record_many(&segment).await.expect("segment") }
         })
         .await;
     }
@@ -341,36 +334,22 @@ async fn upgrade_child(s: &Server, args: &[String]) {
         Some("log") => (AliasDesign::SegmentLog, "the old log's reader"),
         _ => (AliasDesign::Markers, "the marker index, upgrading"),
     };
-    let rss_before = rss::rss_now_kib();
     let c = Counting::read_only(Arc::new(s.config().build().expect("client")));
     let counts = c.counts.clone();
     let probe = AliasProbe::open(Arc::new(c), &prefix, design, AliasCacheConfig::default());
-    let t = Instant::now();
-    let first = digests(0);
-    let got = probe.resolve(&first.hash(Algorithm::Sha1)).await;
-    assert!(got.expect("resolve").is_some(), "entry 0 missing");
-    let load = (t.elapsed().as_secs_f64(), counts.total());
-    let rss_loaded = rss::rss_now_kib();
-    let (requests, lat, wall) = timed_lookups(&probe, &counts, entries, lookups).await;
-    let rss_after = rss::rss_now_kib();
-    let miss = miss_cost(&probe, &counts, u64::MAX, Algorithm::Blake3).await;
-    println!("  {name}:");
-    println!(
-        "    first lookup (loads the log): {:.1} s, {} requests; a miss then: {miss} requests",
-        load.0, load.1
-    );
-    lookups::print(lookups, requests, &lat, wall);
-    println!(
-        "    RSS {} MiB at start, {} MiB after the first lookup, {} MiB after the lookups (peak {}); for the log it holds {}",
-        rss_before / 1024,
-        rss_loaded / 1024,
-        rss_after / 1024,
-        rss::peak_rss(),
-        probe.legacy_bytes().map_or_else(
-            || "every record".to_string(),
-            |b| format!("{} KiB of fingerprints", b / 1024)
-        )
-    );
+    lookups::upgrade_run(
+        name,
+        entries,
+        lookups,
+        digests,
+        |h| {
+            let probe = &probe;
+            async move { probe.resolve(&h).await.expect("resolve").is_some() }
+        },
+        || counts.total(),
+        || probe.legacy_bytes(),
+    )
+    .await;
 }
 
 /// In a fresh process: `--lookups` lookups of random entries by sha1 or blake3, 16 in flight.

@@ -104,3 +104,72 @@ where
         crate::rss::peak_rss()
     );
 }
+
+/// One design's lookups over an old segment log (the `upgrade` runs): the first lookup, which
+/// reads the log; `lookups` lookups of random entries of `0..entries`; then a miss. Prints what
+/// each cost (`requests` counts the store's requests so far), the process's RSS at each step and
+/// what the index holds for the log (`held`: `None` for the old reader, which holds every record).
+pub async fn upgrade_run<F, Fut>(
+    name: &str,
+    entries: u64,
+    lookups: u64,
+    digests: fn(u64) -> Digests,
+    resolve: F,
+    requests: impl Fn() -> u64,
+    held: impl Fn() -> Option<usize>,
+) where
+    F: Fn(Hash) -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let rss_before = crate::rss::rss_now_kib();
+    let t = Instant::now();
+    let base = requests();
+    assert!(resolve(digests(0).hash(Algorithm::Sha1)).await, "entry 0");
+    let load = (t.elapsed().as_secs_f64(), requests() - base);
+    let rss_loaded = crate::rss::rss_now_kib();
+    let base = requests();
+    let (lat, wall) = random_lookups(lookups, entries, digests, &resolve).await;
+    let made = requests() - base;
+    let rss_after = crate::rss::rss_now_kib();
+    let base = requests();
+    assert!(!resolve(digests(u64::MAX).hash(Algorithm::Blake3)).await);
+    println!("  {name}:");
+    println!(
+        "    first lookup (reads the log): {:.1} s, {} requests; a miss then: {} requests",
+        load.0,
+        load.1,
+        requests() - base
+    );
+    print(lookups, made, &lat, wall);
+    println!(
+        "    RSS {} MiB at start, {} MiB after the first lookup, {} MiB after the lookups (peak {}); for the log it holds {}",
+        rss_before / 1024,
+        rss_loaded / 1024,
+        rss_after / 1024,
+        crate::rss::peak_rss(),
+        held().map_or_else(
+            || "every record".to_string(),
+            |b| format!("{} KiB of fingerprints and offsets", b / 1024)
+        )
+    );
+}
+
+/// Records entries `0..entries` (named by `digests`) as an earlier version's log would hold them,
+/// by `record_many`, 8,192 records at a time (one segment each); prints the time it took.
+pub async fn build_segments<F, Fut>(entries: u64, digests: fn(u64) -> Digests, record_many: F)
+where
+    F: Fn(Vec<Digests>) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let t = Instant::now();
+    let mut at = 0;
+    while at < entries {
+        let end = (at + 8192).min(entries);
+        record_many((at..end).map(digests).collect()).await;
+        at = end;
+    }
+    println!(
+        "  an old log of {entries} entries in segments of 8,192 written in {:.1} s",
+        t.elapsed().as_secs_f64()
+    );
+}

@@ -162,3 +162,66 @@ pub async fn scale(target: &manta_common::Target, entries: u64, lookups: u64, sw
         crate::lookups::sweep(entries, || probe.requests(), || probe.sweep_report()).await;
     }
 }
+
+/// A store as an earlier version left it, read through the marker index upgrading from it and
+/// through the old log's own reader, each by a fresh process whose client may only read (see
+/// `benches/remote_index.rs`, whose `upgrade` does the same for S3).
+pub async fn upgrade(target: &manta_common::Target, entries: u64, lookups: u64) {
+    let config = target.config("upgrade");
+    let writer = MantaAliasProbe::open(
+        config.clone(),
+        AliasDesign::SegmentLog,
+        AliasCacheConfig::default(),
+    )
+    .expect("probe");
+    crate::lookups::build_segments(entries, digests, |segment| {
+        let writer = &writer;
+        async move { writer.record_many(&segment).await.expect("segment") }
+    })
+    .await;
+    drop(writer);
+    for design in ["markers", "log"] {
+        let out = std::process::Command::new(std::env::current_exe().expect("exe"))
+            .env("MANTA_URL", &target.url)
+            .env("MANTA_USER", &target.user)
+            .env("MANTA_KEY_MATERIAL", &target.key)
+            .args(["upgrade-child", design, "--root", &config.root])
+            .args(["--entries", &entries.to_string()])
+            .args(["--lookups", &lookups.to_string()])
+            .output()
+            .expect("child");
+        print!("{}", String::from_utf8_lossy(&out.stdout));
+        eprint!("{}", String::from_utf8_lossy(&out.stderr));
+    }
+}
+
+/// In a fresh process: lookups through one design over the old log at `root`.
+pub async fn upgrade_child(
+    target: &manta_common::Target,
+    design: &str,
+    root: &str,
+    entries: u64,
+    lookups: u64,
+) {
+    let mut config = target.config("upgrade");
+    config.root = root.to_string();
+    let (design, name) = match design {
+        "log" => (AliasDesign::SegmentLog, "the old log's reader"),
+        _ => (AliasDesign::Markers, "the marker index, upgrading"),
+    };
+    let probe = MantaAliasProbe::open_read_only(config, design, AliasCacheConfig::default())
+        .expect("probe");
+    crate::lookups::upgrade_run(
+        name,
+        entries,
+        lookups,
+        digests,
+        |h| {
+            let probe = &probe;
+            async move { probe.resolve(&h).await.expect("resolve").is_some() }
+        },
+        || probe.requests(),
+        || probe.legacy_bytes(),
+    )
+    .await;
+}

@@ -27,8 +27,9 @@ use super::BlobKey;
 use crate::integrity::{Digests, Hash};
 use crate::Result;
 
-/// Segments read at once while fingerprinting.
-const PARALLEL_READS: usize = 16;
+/// Segments read at once while fingerprinting (16 left 59 MiB of RSS behind at 1M blobs on the
+/// Manta test server, 8 left 38 MiB, and read the log as fast).
+const PARALLEL_READS: usize = 8;
 /// A miss lists the segments again at most this often (the documented bound on how long a
 /// segment written by an older process can stay unseen).
 const RELIST: Duration = Duration::from_secs(1);
@@ -164,7 +165,6 @@ impl<S: SegmentStore> LegacyLog<S> {
     }
 
     /// Bytes of fingerprints this reader holds (for tests and benchmarks).
-    #[cfg_attr(not(any(test, feature = "s3")), allow(dead_code))]
     pub(crate) fn held_bytes(&self) -> usize {
         self.lock().bytes
     }

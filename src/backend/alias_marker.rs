@@ -425,7 +425,6 @@ impl<M: MarkerStore, S: SegmentStore> AliasIndex<M, S> {
     }
 
     /// Bytes held to read the old log while it is imported (for benchmarks).
-    #[cfg_attr(not(feature = "s3"), allow(dead_code))]
     pub(crate) fn legacy_bytes(&self) -> usize {
         self.legacy.held_bytes()
     }

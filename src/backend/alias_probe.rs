@@ -47,7 +47,6 @@ impl<M: MarkerStore, S: SegmentStore> DesignIndex<M, S> {
 
     /// Records many blobs' aliases: into one segment for the log (how a store of an earlier
     /// version is built quickly for the upgrade benchmark), one after another for markers.
-    #[cfg_attr(not(feature = "s3"), allow(dead_code))]
     pub(crate) async fn record_many(&self, all: &[Digests]) -> Result<()> {
         match self {
             Self::Markers(i) => {
@@ -96,7 +95,6 @@ impl<M: MarkerStore, S: SegmentStore> DesignIndex<M, S> {
     }
 
     /// Bytes the marker index holds to read the old log during an upgrade (`None` for the log).
-    #[cfg_attr(not(feature = "s3"), allow(dead_code))]
     pub(crate) fn legacy_bytes(&self) -> Option<usize> {
         match self {
             Self::Markers(i) => Some(i.legacy_bytes()),

@@ -27,27 +27,41 @@ use crate::Result;
 
 pub use crate::backend::alias_probe::AliasDesign;
 
-/// A store that counts the calls made to it.
+/// A store that counts the calls made to it, and when `read_only` refuses every write.
 struct Counted<S> {
     inner: S,
     calls: Arc<AtomicU64>,
+    read_only: bool,
 }
 
 impl<S> Counted<S> {
     fn tick(&self) {
         self.calls.fetch_add(1, Ordering::Relaxed);
     }
+
+    /// Counts a write, and refuses it when read-only.
+    fn write(&self) -> Result<()> {
+        self.tick();
+        self.refuse()
+    }
+
+    fn refuse(&self) -> Result<()> {
+        if self.read_only {
+            return Err(crate::Error::backend("probe", "this probe may only read"));
+        }
+        Ok(())
+    }
 }
 
 #[async_trait]
 impl<S: MarkerStore> MarkerStore for Counted<S> {
     async fn create(&self, alg: Algorithm, hex: &str, body: Bytes) -> Result<bool> {
-        self.tick();
+        self.write()?;
         self.inner.create(alg, hex, body).await
     }
 
     async fn replace(&self, alg: Algorithm, hex: &str, body: Bytes) -> Result<()> {
-        self.tick();
+        self.write()?;
         self.inner.replace(alg, hex, body).await
     }
 
@@ -66,7 +80,7 @@ impl<S: MarkerStore> MarkerStore for Counted<S> {
     }
 
     async fn delete(&self, alg: Algorithm, hex: &str) -> Result<()> {
-        self.tick();
+        self.write()?;
         self.inner.delete(alg, hex).await
     }
 }
@@ -74,7 +88,7 @@ impl<S: MarkerStore> MarkerStore for Counted<S> {
 #[async_trait]
 impl<S: SegmentStore> SegmentStore for Counted<S> {
     async fn put(&self, name: &str, body: Bytes) -> Result<()> {
-        self.tick();
+        self.write()?;
         self.inner.put(name, body).await
     }
 
@@ -95,6 +109,7 @@ impl<S: SegmentStore> SegmentStore for Counted<S> {
 
     async fn delete(&self, names: &[String]) -> Result<()> {
         self.calls.fetch_add(names.len() as u64, Ordering::Relaxed);
+        self.refuse()?;
         self.inner.delete(names).await
     }
 
@@ -122,6 +137,26 @@ impl MantaAliasProbe {
         design: AliasDesign,
         cache: AliasCacheConfig,
     ) -> Result<MantaAliasProbe> {
+        Self::open_with(config, design, cache, false)
+    }
+
+    /// As [`open`](Self::open), refusing every write (as credentials that may only read would):
+    /// an index upgrading from an old log then answers every lookup from the log, its import
+    /// stopped at its first write.
+    pub fn open_read_only(
+        config: MantaConfig,
+        design: AliasDesign,
+        cache: AliasCacheConfig,
+    ) -> Result<MantaAliasProbe> {
+        Self::open_with(config, design, cache, true)
+    }
+
+    fn open_with(
+        config: MantaConfig,
+        design: AliasDesign,
+        cache: AliasCacheConfig,
+        read_only: bool,
+    ) -> Result<MantaAliasProbe> {
         let layout = Layout::new(&config.root);
         let client = MantaClient::new(config)?;
         let dirs = Arc::new(Dirs::new(client.clone()));
@@ -135,6 +170,7 @@ impl MantaAliasProbe {
                 describe: describe.clone(),
             },
             calls: calls.clone(),
+            read_only,
         };
         let markers = Counted {
             inner: MantaMarkers {
@@ -144,6 +180,7 @@ impl MantaAliasProbe {
                 describe,
             },
             calls: calls.clone(),
+            read_only,
         };
         let index = DesignIndex::open(design, markers, segments, cache);
         Ok(MantaAliasProbe {
@@ -157,6 +194,11 @@ impl MantaAliasProbe {
     /// Records a blob's aliases (stored when this returns).
     pub async fn record(&self, d: &Digests) -> Result<()> {
         self.index.record(d).await
+    }
+
+    /// Records many blobs' aliases (the log writes them as one segment).
+    pub async fn record_many(&self, all: &[Digests]) -> Result<()> {
+        self.index.record_many(all).await
     }
 
     /// The blob whose sha1 or blake3 is `hash`.
@@ -173,6 +215,11 @@ impl MantaAliasProbe {
             super::blob_exists(&self.client, &self.layout, key)
         };
         self.index.sweep_report(&exists).await
+    }
+
+    /// Bytes the marker index holds to read an old log during an upgrade (`None` for the log).
+    pub fn legacy_bytes(&self) -> Option<usize> {
+        self.index.legacy_bytes()
     }
 
     /// Requests made so far (see the module documentation for what counts as one).
