@@ -1,8 +1,8 @@
 //! The segment log of an earlier version ([`super::alias_log`]), as a store that upgrades to
 //! markers reads it until its import has deleted the last segment.
 //!
-//! The log's own reader keeps every record in memory (about 450–800 bytes per blob, 0.45–0.8 GB
-//! at 1M blobs), which is what the marker index was built to end. During an upgrade that would
+//! The log's own reader keeps every record in memory (816 MiB measured at 1M blobs, about 850
+//! bytes per blob), which is what the marker index was built to end. During an upgrade that would
 //! still be every process's cost until the import finishes. This reader keeps, per segment, only a
 //! sorted array of 32-bit *fingerprints* (the first four bytes of each sha1 and blake3 digest it
 //! holds), each with the offset of its record's line: 16 bytes per blob, 16 MB at 1M blobs. A
@@ -38,8 +38,8 @@ const LINE_MAX: u64 = 320;
 /// The offset of a record whose line lies beyond 4 GiB into its segment: the whole segment is
 /// read to find it (no segment an earlier version wrote is that big).
 const FAR: u32 = u32::MAX;
-/// Fingerprints held beyond this many bytes are reported once (the log is then ~8M blobs or more;
-/// they shrink as the import deletes segments).
+/// Fingerprints held beyond this many bytes are reported once (the log then holds about 4M blobs
+/// or more; they shrink as the import deletes segments).
 const WARN_BYTES: usize = 64 << 20;
 
 /// A hash's fingerprint: its first four bytes (sha1 and blake3 digests are uniformly spread).
