@@ -6,7 +6,7 @@
 //! every transaction committed before it began, whichever process committed it.
 
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, ErrorCode, OpenFlags, TransactionBehavior};
 
@@ -119,12 +119,37 @@ fn open_rw(path: &Path) -> rusqlite::Result<Connection> {
     // A new file. WAL is a property of the file, set once; the schema goes in under the write lock
     // so that two processes creating the same store at once make one schema.
     conn.pragma_update(None, "page_size", PAGE_SIZE)?;
-    let _mode: String = conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))?;
+    set_wal(&conn)?;
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     tx.execute_batch(SCHEMA)?;
     tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
     tx.commit()?;
     Ok(conn)
+}
+
+/// Switches a new file to WAL. That needs an exclusive lock, and while another process holds any
+/// lock on the file SQLite answers "database is locked" at once, without calling the busy handler
+/// (seen with 12 processes creating one store at once, about one run in 60). So the switch is
+/// retried here, with backoff, for up to [`BUSY_TIMEOUT`]. Another process may have switched the
+/// file already, which is just as good.
+fn set_wal(conn: &Connection) -> rusqlite::Result<()> {
+    let started = Instant::now();
+    let mut pause = Duration::from_millis(1);
+    loop {
+        let mode = conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get::<_, String>(0));
+        let wal = mode.as_ref().is_ok_and(|m| m.eq_ignore_ascii_case("wal"));
+        let busy = mode.as_ref().is_err_and(|e| {
+            matches!(
+                e.sqlite_error_code(),
+                Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked)
+            )
+        });
+        if wal || !(busy || mode.is_ok()) || started.elapsed() >= BUSY_TIMEOUT {
+            return mode.map(|_| ());
+        }
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(50));
+    }
 }
 
 fn open_ro(path: &Path) -> Result<(Connection, Mode)> {
