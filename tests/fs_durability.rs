@@ -241,7 +241,7 @@ async fn full_disk_fails_cleanly() {
 
 /// Many processes storing the same content at once into a store none of them has created yet:
 /// all succeed, one blob. Four rounds, each on a fresh store: creating the index's file races
-/// (switching it to WAL once failed about one run in 50 before it was retried).
+/// (switching it to WAL failed about one run in 60 before it was retried).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_processes_same_content() {
     let dir = tempfile::tempdir().expect("tempdir");

@@ -136,16 +136,12 @@ fn set_wal(conn: &Connection) -> rusqlite::Result<()> {
     let started = Instant::now();
     let mut pause = Duration::from_millis(1);
     loop {
-        let mode = conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get::<_, String>(0));
-        let wal = mode.as_ref().is_ok_and(|m| m.eq_ignore_ascii_case("wal"));
-        let busy = mode.as_ref().is_err_and(|e| {
-            matches!(
-                e.sqlite_error_code(),
-                Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked)
-            )
-        });
-        if wal || !(busy || mode.is_ok()) || started.elapsed() >= BUSY_TIMEOUT {
-            return mode.map(|_| ());
+        match conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get::<_, String>(0)) {
+            Ok(mode) if mode.eq_ignore_ascii_case("wal") => return Ok(()),
+            Err(e) if !is_busy(&e) => return Err(e),
+            other if started.elapsed() >= BUSY_TIMEOUT => return other.map(|_| ()),
+            // Busy, or the switch did not take: try again.
+            _ => {}
         }
         std::thread::sleep(pause);
         pause = (pause * 2).min(Duration::from_millis(50));
@@ -169,6 +165,14 @@ fn open_ro(path: &Path) -> Result<(Connection, Mode)> {
             Ok((conn, Mode::Immutable))
         }
     }
+}
+
+/// Whether another connection's lock stood in the way.
+fn is_busy(e: &rusqlite::Error) -> bool {
+    matches!(
+        e.sqlite_error_code(),
+        Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked)
+    )
 }
 
 fn is_permission(e: &rusqlite::Error) -> bool {
