@@ -391,7 +391,17 @@ async fn lookups_over(
         .await
         .expect("resolve");
     let first = counts.total();
-    let (requests, lat, wall) = timed_lookups(&probe, &counts, entries, lookups).await;
+    let (requests, lat, wall) = lookups::random_lookups(
+        lookups,
+        entries,
+        digests,
+        || counts.total(),
+        |h| {
+            let probe = &probe;
+            async move { probe.resolve(&h).await.expect("resolve").is_some() }
+        },
+    )
+    .await;
     let rss_after = rss::rss_now_kib();
     // A miss, the first of this process: the marker GET and one LIST of the old log's folder.
     let first_miss = miss_cost(&probe, &counts, u64::MAX, Algorithm::Sha1).await;
@@ -408,21 +418,6 @@ async fn lookups_over(
         probe.cached_bytes().unwrap_or(0) / 1024
     );
     (probe, counts)
-}
-
-/// `lookups` random lookups through `probe`: the requests they made, their latencies and wall time.
-async fn timed_lookups(
-    probe: &AliasProbe,
-    counts: &counting::Counts,
-    entries: u64,
-    lookups: u64,
-) -> (u64, Vec<u32>, f64) {
-    let base = counts.total();
-    let (lat, wall) = lookups::random_lookups(lookups, entries, digests, |h| async move {
-        probe.resolve(&h).await.expect("resolve").is_some()
-    })
-    .await;
-    (counts.total() - base, lat, wall)
 }
 
 /// The requests of one lookup, by `alg`, of entry `i`, which is not in the index.

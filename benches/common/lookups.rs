@@ -9,17 +9,20 @@ use tarvault::integrity::{Algorithm, Digests, Hash};
 
 /// `lookups` lookups of random entries of `0..entries` (named by `digests`), by sha1 and blake3
 /// in turn, 16 in flight; `resolve` answers whether the entry was found (each must be). Returns
-/// the latencies in µs, sorted, and the wall time in seconds.
+/// the requests they made (`requests` counts the store's requests so far), the latencies in µs,
+/// sorted, and the wall time in seconds.
 pub async fn random_lookups<F, Fut>(
     lookups: u64,
     entries: u64,
     digests: fn(u64) -> Digests,
+    requests: impl Fn() -> u64,
     resolve: F,
-) -> (Vec<u32>, f64)
+) -> (u64, Vec<u32>, f64)
 where
     F: Fn(Hash) -> Fut,
     Fut: Future<Output = bool>,
 {
+    let base = requests();
     let t = Instant::now();
     let resolve = &resolve;
     let mut lat: Vec<u32> = futures::stream::iter(0..lookups)
@@ -39,7 +42,7 @@ where
         .await;
     let wall = t.elapsed().as_secs_f64();
     lat.sort_unstable();
-    (lat, wall)
+    (requests() - base, lat, wall)
 }
 
 /// The `p` quantile of sorted latencies in µs, in ms.
@@ -127,9 +130,7 @@ pub async fn upgrade_run<F, Fut>(
     assert!(resolve(digests(0).hash(Algorithm::Sha1)).await, "entry 0");
     let load = (t.elapsed().as_secs_f64(), requests() - base);
     let rss_loaded = crate::rss::rss_now_kib();
-    let base = requests();
-    let (lat, wall) = random_lookups(lookups, entries, digests, &resolve).await;
-    let made = requests() - base;
+    let (made, lat, wall) = random_lookups(lookups, entries, digests, &requests, &resolve).await;
     let rss_after = crate::rss::rss_now_kib();
     let base = requests();
     assert!(!resolve(digests(u64::MAX).hash(Algorithm::Blake3)).await);

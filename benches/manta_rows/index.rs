@@ -128,12 +128,17 @@ pub async fn scale(target: &manta_common::Target, entries: u64, lookups: u64, sw
         .expect("resolve")
         .is_some());
     let first_requests = probe.requests();
-    let (lat, wall) = crate::lookups::random_lookups(lookups, entries, digests, |h| {
-        let probe = &probe;
-        async move { probe.resolve(&h).await.expect("resolve").is_some() }
-    })
+    let (requests, lat, wall) = crate::lookups::random_lookups(
+        lookups,
+        entries,
+        digests,
+        || probe.requests(),
+        |h| {
+            let probe = &probe;
+            async move { probe.resolve(&h).await.expect("resolve").is_some() }
+        },
+    )
     .await;
-    let requests = probe.requests() - first_requests;
     let rss_after = crate::rss::rss_now_kib();
     // Misses: the first also lists the old log's directory (once per index), the next does not.
     let mut miss = [0u64; 2];
