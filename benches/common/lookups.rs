@@ -132,14 +132,17 @@ pub async fn upgrade_run<F, Fut>(
     let rss_loaded = crate::rss::rss_now_kib();
     let (made, lat, wall) = random_lookups(lookups, entries, digests, &requests, &resolve).await;
     let rss_after = crate::rss::rss_now_kib();
-    let base = requests();
-    assert!(!resolve(digests(u64::MAX).hash(Algorithm::Blake3)).await);
+    // The first miss after the lookups may be due to list the log again; the next is not.
+    let mut misses = [0; 2];
+    for (i, m) in misses.iter_mut().enumerate() {
+        let base = requests();
+        assert!(!resolve(digests(u64::MAX - i as u64).hash(Algorithm::Blake3)).await);
+        *m = requests() - base;
+    }
     println!("  {name}:");
     println!(
-        "    first lookup (reads the log): {:.1} s, {} requests; a miss then: {} requests",
-        load.0,
-        load.1,
-        requests() - base
+        "    first lookup (reads the log): {:.1} s, {} requests; a miss then: {} requests, the next: {}",
+        load.0, load.1, misses[0], misses[1]
     );
     print(lookups, made, &lat, wall);
     println!(

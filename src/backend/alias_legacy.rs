@@ -10,10 +10,11 @@
 //! ranged GET of a few hundred bytes: one for an alias the log holds, and none for a miss but with
 //! probability (aliases / 2³²) (0.05% at 1M blobs).
 //!
-//! A segment that is gone when read has been imported (its markers are stored; the caller asks
-//! the marker again), and its fingerprints are forgotten. Segments written since the last listing
-//! (by a process of the earlier version, during a rolling upgrade) are found by listing again on
-//! a miss, at most once per [`RELIST`].
+//! A segment that is gone when read has been imported (its markers are stored), and its
+//! fingerprints are forgotten. Segments written since the last listing (by a process of the
+//! earlier version, during a rolling upgrade) are found by listing again on a miss, at most once
+//! per [`RELIST`]. A miss asks its marker again only when [`LegacyLog::changed_since`] its first
+//! ask: only then can an import have moved the alias out of the segments this reader searched.
 
 use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard};
@@ -100,14 +101,24 @@ struct State {
     /// Bytes of fingerprints and offsets held.
     bytes: usize,
     warned: bool,
+    /// When a segment was last forgotten, or a listed one found gone before it was read.
+    forgot: Option<Instant>,
+    /// When the last listing began.
+    listed: Option<Instant>,
+}
+
+impl State {
+    fn forgot_now(&mut self) {
+        self.forgot = Some(Instant::now());
+    }
 }
 
 /// The old log, read for lookups and for the import (see the [module documentation](self)).
 pub(crate) struct LegacyLog<S> {
     store: S,
     state: Mutex<State>,
-    /// When the segments were last listed (held while listing, so concurrent misses share one).
-    listed: tokio::sync::Mutex<Option<Instant>>,
+    /// Held while listing, so that concurrent misses share one listing.
+    listing: tokio::sync::Mutex<()>,
 }
 
 impl<S: SegmentStore> LegacyLog<S> {
@@ -115,7 +126,7 @@ impl<S: SegmentStore> LegacyLog<S> {
         LegacyLog {
             store,
             state: Mutex::new(State::default()),
-            listed: tokio::sync::Mutex::new(None),
+            listing: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -154,6 +165,7 @@ impl<S: SegmentStore> LegacyLog<S> {
         let mut st = self.lock();
         if let Some(seg) = st.segments.remove(name) {
             st.bytes -= seg.bytes();
+            st.forgot_now();
         }
     }
 
@@ -162,6 +174,16 @@ impl<S: SegmentStore> LegacyLog<S> {
         let mut st = self.lock();
         st.segments = HashMap::new();
         st.bytes = 0;
+        st.forgot_now();
+    }
+
+    /// Whether, since `t`, a segment was forgotten (imported by now) or the segments were listed
+    /// (one seen for the first time may have been imported before it was listed). Unless so, an
+    /// alias that none of the searched segments holds was not moved into a marker after `t` by
+    /// the import of a segment this reader held, so its marker need not be asked again.
+    pub(crate) fn changed_since(&self, t: Instant) -> bool {
+        let st = self.lock();
+        st.forgot.is_some_and(|f| f >= t) || st.listed.is_some_and(|l| l >= t)
     }
 
     /// Bytes of fingerprints this reader holds (for tests and benchmarks).
@@ -169,9 +191,9 @@ impl<S: SegmentStore> LegacyLog<S> {
         self.lock().bytes
     }
 
-    /// The blob with this sha1 or blake3 digest, if a segment still records it.
-    pub(crate) async fn resolve(&self, hash: &Hash) -> Result<Option<BlobKey>> {
-        let asked = Instant::now();
+    /// The blob with this sha1 or blake3 digest, if a segment still records it; `asked` is when
+    /// the lookup began (a listing begun since then is not repeated).
+    pub(crate) async fn resolve(&self, hash: &Hash, asked: Instant) -> Result<Option<BlobKey>> {
         let mut tried = Vec::new();
         if let Some(k) = self.search(hash, &mut tried).await? {
             return Ok(Some(k));
@@ -245,20 +267,30 @@ impl<S: SegmentStore> LegacyLog<S> {
     /// listing began after `asked` (it has finished once the lock is ours) or less than
     /// [`RELIST`] ago. Returns whether segments may have been found since `asked`.
     async fn relist(&self, asked: Instant) -> Result<bool> {
-        let mut last = self.listed.lock().await;
-        match *last {
+        let _listing = self.listing.lock().await;
+        match self.lock().listed {
             Some(t) if t >= asked => return Ok(true),
             Some(t) if t.elapsed() < RELIST => return Ok(false),
             _ => {}
         }
-        *last = Some(Instant::now());
         self.load().await?;
         Ok(true)
     }
 
+    /// Lists and fingerprints the segments (as a miss does at most once per [`RELIST`]); returns
+    /// whether any is held. The first lookup of a process that finds the log calls this, so that
+    /// its listing serves both to find the log and to read it.
+    pub(crate) async fn refresh(&self) -> Result<bool> {
+        let _listing = self.listing.lock().await;
+        self.load().await?;
+        Ok(!self.lock().segments.is_empty())
+    }
+
     /// Fingerprints every listed segment not seen yet (a few at a time; each segment's records
-    /// are dropped once fingerprinted) and forgets those no longer listed.
-    pub(crate) async fn load(&self) -> Result<()> {
+    /// are dropped once fingerprinted) and forgets those no longer listed. Called with the
+    /// listing lock held.
+    async fn load(&self) -> Result<()> {
+        self.lock().listed = Some(Instant::now());
         let listed = self.segments().await?;
         let new: Vec<String> = {
             let mut st = self.lock();
@@ -268,6 +300,7 @@ impl<S: SegmentStore> LegacyLog<S> {
             st.segments.retain(|n, _| names.contains(n.as_str()));
             if st.segments.len() != before {
                 st.bytes = st.segments.values().map(Segment::bytes).sum();
+                st.forgot_now();
             }
             listed
                 .iter()
@@ -283,19 +316,22 @@ impl<S: SegmentStore> LegacyLog<S> {
             })
             .buffer_unordered(PARALLEL_READS)
             .try_for_each(|(name, seg)| {
-                // A segment gone before it was read has been imported: nothing to hold.
-                if let Some(seg) = seg {
-                    let mut st = self.lock();
-                    st.bytes += seg.bytes();
-                    st.segments.insert(name, seg);
-                    if st.bytes > WARN_BYTES && !st.warned {
-                        st.warned = true;
-                        tracing::warn!(
-                            store = %self.store.describe(),
-                            mib = st.bytes >> 20,
-                            "the old alias log is large: its fingerprints are held until the \
-                             import into markers finishes (run fsck to finish it now)"
-                        );
+                let mut st = self.lock();
+                match seg {
+                    // Gone before it was read: imported, so nothing to hold.
+                    None => st.forgot_now(),
+                    Some(seg) => {
+                        st.bytes += seg.bytes();
+                        st.segments.insert(name, seg);
+                        if st.bytes > WARN_BYTES && !st.warned {
+                            st.warned = true;
+                            tracing::warn!(
+                                store = %self.store.describe(),
+                                mib = st.bytes >> 20,
+                                "the old alias log is large: its fingerprints are held until \
+                                 the import into markers finishes (run fsck to finish it now)"
+                            );
+                        }
                     }
                 }
                 std::future::ready(Ok(()))

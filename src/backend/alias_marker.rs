@@ -296,12 +296,15 @@ impl<M: MarkerStore, S: SegmentStore> AliasIndex<M, S> {
             return Ok(Some(d));
         }
         if self.legacy_present().await? {
-            if let Some(k) = self.legacy.resolve(hash).await? {
+            if let Some(k) = self.legacy.resolve(hash, asked).await? {
                 return Ok(Some(k));
             }
-            // An import may have moved it into a marker (and deleted its segment) meanwhile.
-            if let Some(d) = self.lookup(alg, &hex).await? {
-                return Ok(Some(d));
+            // An import may have moved it into a marker (and deleted its segment) meanwhile: only
+            // if a segment went or the log was listed since the marker was asked.
+            if self.legacy.changed_since(asked) {
+                if let Some(d) = self.lookup(alg, &hex).await? {
+                    return Ok(Some(d));
+                }
             }
         }
         self.cache().note_miss(hash, asked);
@@ -327,7 +330,8 @@ impl<M: MarkerStore, S: SegmentStore> AliasIndex<M, S> {
             Legacy::Absent(at) if at.elapsed() < LEGACY_RECHECK => return Ok(false),
             _ => {}
         }
-        let present = !self.legacy.segments().await?.is_empty();
+        // The listing that finds the log also reads it (the lookup that asked needs it next).
+        let present = self.legacy.refresh().await?;
         *state = if present {
             Legacy::Present
         } else {

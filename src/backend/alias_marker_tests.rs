@@ -314,53 +314,6 @@ async fn a_rebuild_racing_puts_loses_nothing() {
     }
 }
 
-/// What an earlier version's writer leaves: `n` records, in segments of `per` records.
-async fn old_log(mem: &Mem, n: u32, per: usize) -> (Arc<AliasLog<Mem>>, Vec<Digests>) {
-    let old = AliasLog::new(mem.clone());
-    let all: Vec<Digests> = (0..n).map(digests).collect();
-    for chunk in all.chunks(per) {
-        ok(old.record(chunk).await);
-    }
-    (old, all)
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_store_of_segments_upgrades_without_a_lookup_failing() {
-    let mem = Mem::default();
-    let (_, all) = old_log(&mem, 400, 10).await;
-    let segments = |mem: &Mem| mem.map().keys().filter(|k| k.starts_with("log/")).count();
-    assert!(segments(&mem) > 0);
-    // A new process looks everything up while its own import runs in the background.
-    let idx = index(&mem, CacheConfig::default());
-    for d in &all {
-        assert_eq!(
-            ok(idx.resolve(&sha1(d)).await),
-            Some(BlobKey::new(d.sha512)),
-            "during the upgrade"
-        );
-    }
-    for _ in 0..200 {
-        if segments(&mem) == 0 {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
-    assert_eq!(
-        segments(&mem),
-        0,
-        "the import deletes the segments it imported"
-    );
-    let fresh = index(&mem, CacheConfig::default());
-    for d in all.iter().step_by(7) {
-        let before = mem.count();
-        assert_eq!(
-            ok(fresh.resolve(&sha1(d)).await),
-            Some(BlobKey::new(d.sha512))
-        );
-        assert_eq!(mem.count() - before, 1, "after the upgrade, one GET");
-    }
-}
-
 /// Blobs that exist, for a sweep: those of `appear` are stored (by a put racing the sweep) as
 /// soon as one of their markers has been deleted.
 #[derive(Default, Clone)]
@@ -559,59 +512,5 @@ async fn a_paced_sweep_keeps_to_its_rate() {
     assert!(took >= std::time::Duration::from_millis(3900), "{took:?}");
 }
 
-#[tokio::test]
-async fn the_old_log_is_read_through_fingerprints_one_get_per_lookup() {
-    use crate::backend::alias_legacy::LegacyLog;
-    let mem = Mem::default();
-    let (old, all) = old_log(&mem, 2000, 250).await;
-    let log = LegacyLog::new(mem.clone());
-    let key = |d: &Digests| Some(BlobKey::new(d.sha512));
-    assert_eq!(ok(log.resolve(&sha1(&all[0])).await), key(&all[0]));
-    // Test digests share their first four bytes between sha1 and blake3: one entry each.
-    assert_eq!(
-        log.held_bytes(),
-        8 * all.len(),
-        "fingerprints and offsets, not records"
-    );
-    for d in all.iter().step_by(37) {
-        for hash in [sha1(d), d.hash(Algorithm::Blake3)] {
-            let before = mem.count();
-            assert_eq!(ok(log.resolve(&hash).await), key(d));
-            assert_eq!(mem.count() - before, 1, "one ranged GET of its line");
-        }
-    }
-    // A miss whose fingerprint no segment holds costs nothing (the listing is fresh)...
-    let before = mem.count();
-    assert_eq!(ok(log.resolve(&sha1(&digests(5000))).await), None);
-    assert_eq!(mem.count() - before, 0);
-    // ...and one that collides with a record's fingerprint, the one GET that disproves it.
-    let mut twin = all[7].sha1;
-    twin[19] ^= 1;
-    let before = mem.count();
-    let collide = Hash::new_unchecked(Algorithm::Sha1, &twin);
-    assert_eq!(ok(log.resolve(&collide).await), None);
-    assert_eq!(mem.count() - before, 1);
-    // A segment another process imported (and deleted) is forgotten when found gone.
-    let gone: Vec<String> = mem
-        .map()
-        .keys()
-        .filter_map(|k| Some(k.strip_prefix("log/")?.to_string()))
-        .collect();
-    let victim = ok(log.read_segment(&gone[0]).await).unwrap_or_default();
-    ok(SegmentStore::delete(&mem, &gone[..1]).await);
-    assert_eq!(ok(log.resolve(&sha1(&victim[0])).await), None);
-    assert_eq!(log.held_bytes(), 8 * (all.len() - victim.len()));
-    // A segment an older process writes later is found once a listing is due again.
-    let late: Vec<Digests> = (3000..3010).map(digests).collect();
-    ok(old.record(&late).await);
-    // So is a line longer than a ranged read takes (a torn line glued to a record): the segment
-    // is then read whole.
-    let glued = digests(4000);
-    let body = format!("{}{}", "x".repeat(400), line(&glued));
-    ok(SegmentStore::put(&mem, "zz-glued", Bytes::from(body)).await);
-    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
-    assert_eq!(ok(log.resolve(&sha1(&late[3])).await), key(&late[3]));
-    let before = mem.count();
-    assert_eq!(ok(log.resolve(&sha1(&glued)).await), key(&glued));
-    assert_eq!(mem.count() - before, 2, "a ranged GET, then the segment");
-}
+#[path = "alias_upgrade_tests.rs"]
+mod upgrade;
