@@ -322,7 +322,8 @@ impl<M: MarkerStore, S: SegmentStore> AliasIndex<M, S> {
     }
 
     /// Whether the store has segments of the old log (listed once per process, and again after
-    /// [`LEGACY_RECHECK`]); starts importing them when it has.
+    /// [`LEGACY_RECHECK`]; segments found are fingerprinted before this returns); starts
+    /// importing them when it has.
     async fn legacy_present(self: &Arc<Self>) -> Result<bool> {
         let mut state = self.legacy_state.lock().await;
         match *state {
