@@ -39,6 +39,8 @@ struct Knobs {
     delay_ms: AtomicU64,
     /// `get` calls seen.
     gets: AtomicU64,
+    /// If not 0, the `get` calls from this one on fail (the server goes down mid-scan).
+    fail_gets_from: AtomicU64,
 }
 
 #[derive(Debug, Clone)]
@@ -118,7 +120,11 @@ impl Backend for Faulty {
         key: &BlobKey,
         range: Option<Range<u64>>,
     ) -> tarvault::Result<Option<GetResult>> {
-        self.knobs.gets.fetch_add(1, Ordering::SeqCst);
+        let n = self.knobs.gets.fetch_add(1, Ordering::SeqCst) + 1;
+        let from = self.knobs.fail_gets_from.load(Ordering::SeqCst);
+        if from > 0 && n >= from {
+            return Err(Error::backend("faulty", "went down mid-scan"));
+        }
         self.gate().await?;
         self.inner.get(key, range).await
     }
@@ -929,4 +935,27 @@ async fn cache_counts_local_tier_errors_and_reads_the_remote() {
     );
     let s = cached.stats();
     assert_eq!(s.local_errors, after_read + 2, "{s:?}");
+}
+
+/// A backend that fails part-way through fsck's scan, while the index rebuild waits for what the
+/// scan finds: fsck returns the error (it used to wait forever for a scan that had given up).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fsck_whose_scan_fails_returns_the_error() {
+    let faulty = Faulty::new(MemoryBackend::new());
+    let store = Store::new(faulty.clone());
+    for i in 0..40 {
+        store
+            .put_bytes(noise(3000, 7000 + i), &PutOptions::default())
+            .await
+            .expect("put");
+    }
+    faulty.knobs.gets.store(0, Ordering::SeqCst);
+    faulty.knobs.fail_gets_from.store(10, Ordering::SeqCst);
+    let options = tarvault::FsckOptions::default();
+    let err = tokio::time::timeout(Duration::from_secs(30), store.fsck(&options))
+        .await
+        .expect("fsck must end when its scan fails, not wait for the index rebuild")
+        .expect_err("the scan failed");
+    assert_eq!(err.kind(), ErrorKind::Backend, "{err}");
+    assert!(err.to_string().contains("went down mid-scan"), "{err}");
 }

@@ -1,7 +1,7 @@
 //! `fsck`: re-hash every blob, report (and optionally quarantine) corrupt ones, sweep dead uploads
 //! and rebuild the alias index from what the blobs actually contain.
 
-use futures::{SinkExt, StreamExt};
+use futures::{SinkExt, Stream, StreamExt};
 use serde::Serialize;
 
 use super::Store;
@@ -118,33 +118,14 @@ impl Store {
             }
         };
         let scan = async {
-            while let Some(checked) = checks.next().await {
-                match checked? {
-                    Checked::Good(d) => {
-                        report.checked += 1;
-                        report.ok += 1;
-                        report.bytes += d.size;
-                        if options.rebuild_aliases {
-                            // Fails only once the rebuild has ended with an error, reported below.
-                            let _ = found.send(d).await;
-                        }
-                    }
-                    Checked::Bad(key, found_digest) => {
-                        report.checked += 1;
-                        tracing::warn!(blob = %key, found = %found_digest, "corrupt blob");
-                        let quarantined =
-                            options.quarantine && self.backend.quarantine(&key).await?;
-                        report.corrupt.push(CorruptBlob {
-                            address: key.to_string(),
-                            found: found_digest,
-                            quarantined,
-                        });
-                    }
-                    Checked::Gone => {}
-                }
-            }
+            let scanned = self
+                .scan(&mut checks, &mut found, &mut report, options)
+                .await;
+            // On every way out, an error included: the rebuild reads until the channel closes,
+            // and the two are joined below, so a scan that failed without closing it would
+            // leave fsck waiting forever (a server that fails mid-scan did exactly that).
             found.close_channel();
-            Ok::<(), Error>(())
+            scanned
         };
         let (scanned, rebuilt) = futures::join!(scan, rebuild);
         scanned?;
@@ -154,6 +135,42 @@ impl Store {
         }
         report.corrupt.sort_by(|a, b| a.address.cmp(&b.address));
         Ok(report)
+    }
+
+    /// Takes the verdict on every blob from `checks` into `report`, sending each good blob's
+    /// digests to `found` (the index rebuild) if it is on; quarantines corrupt blobs if asked.
+    async fn scan(
+        &self,
+        checks: &mut (impl Stream<Item = Result<Checked>> + Unpin),
+        found: &mut futures::channel::mpsc::Sender<Digests>,
+        report: &mut FsckReport,
+        options: &FsckOptions,
+    ) -> Result<()> {
+        while let Some(checked) = checks.next().await {
+            match checked? {
+                Checked::Good(d) => {
+                    report.checked += 1;
+                    report.ok += 1;
+                    report.bytes += d.size;
+                    if options.rebuild_aliases {
+                        // Fails only once the rebuild has ended with an error, reported below.
+                        let _ = found.send(d).await;
+                    }
+                }
+                Checked::Bad(key, found_digest) => {
+                    report.checked += 1;
+                    tracing::warn!(blob = %key, found = %found_digest, "corrupt blob");
+                    let quarantined = options.quarantine && self.backend.quarantine(&key).await?;
+                    report.corrupt.push(CorruptBlob {
+                        address: key.to_string(),
+                        found: found_digest,
+                        quarantined,
+                    });
+                }
+                Checked::Gone => {}
+            }
+        }
+        Ok(())
     }
 }
 
