@@ -108,7 +108,8 @@ macro_rules! server {
                 boto3_interop, cli_store_url);
             markers!($var, $name; lookups_cost_one_request, another_process_sees_a_put_at_once,
                 segments_upgrade_to_markers, fsck_repairs_markers_and_imports_segments,
-                fsck_removes_dangling_markers, fsck_racing_a_put_of_a_dangling_blob);
+                fsck_removes_dangling_markers, fsck_racing_a_put_of_a_dangling_blob,
+                fsck_cut_off_by_a_failing_server_resumes);
         }
     };
 }

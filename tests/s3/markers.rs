@@ -449,3 +449,113 @@ pub async fn fsck_racing_a_put_of_a_dangling_blob(s: &Server) {
     );
     crate::common::assert_found_by_aliases(&fresh, &all).await;
 }
+
+/// fsck's marker rebuild cut off part-way: after some markers are written the server starts
+/// answering 503 and the connections it had are dropped. The fsck fails typed after bounded
+/// retries; nothing stored is lost and every marker written is right; a second fsck writes the
+/// rest (exactly the records still missing one, not again those done) and every blob is found by
+/// its aliases.
+pub async fn fsck_cut_off_by_a_failing_server_resumes(s: &Server) {
+    use super::gate::Gate;
+    use super::proxy::{Fault, Proxy};
+    let prefix = Server::fresh_prefix("mcut");
+    let n = 100u64;
+    let all = put_some(s, &prefix, n).await;
+    let raw = s.raw();
+    let markers = Path::from(format!("{prefix}/markers"));
+    let listed: Vec<_> = raw.list(Some(&markers)).try_collect().await.expect("list");
+    assert_eq!(listed.len() as u64, 2 * n, "two markers per blob");
+    for m in listed {
+        raw.delete(&m.location).await.expect("delete marker");
+    }
+    let upstream = s
+        .endpoint()
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_string();
+    let proxy = Proxy::start(upstream, vec![], Fault::Pass).await;
+    let retries = 2;
+    let mut c = s.config(&prefix);
+    c.endpoint = Some(proxy.endpoint());
+    c.max_retries = retries;
+    c.retry_timeout = Duration::from_secs(20);
+    let gate = Gate::new(Arc::new(c.build().expect("client")));
+    gate.open();
+    let backend = S3Backend::with_store(gate.clone(), &prefix, "via a proxy that fails".into());
+    let fsck = tokio::spawn(async move { Store::new(backend).fsck(&FsckOptions::default()).await });
+    gate.reached(0, 20).await;
+    proxy.cut(Fault::Unavailable);
+    let at_cut = proxy.connections();
+    let err = tokio::time::timeout(Duration::from_secs(60), fsck)
+        .await
+        .expect("fsck must end once the server fails, not hang")
+        .expect("fsck task")
+        .expect_err("a server answering 503 must fail the fsck");
+    assert_eq!(err.kind(), tarvault::ErrorKind::Backend, "{err}");
+    // At most 16 records in flight (two markers each) and the scan's reads, each request tried
+    // 1 + retries times.
+    let after = proxy.connections() - at_cut;
+    assert!(
+        after <= 64 * (retries + 1),
+        "{after} connections after the cut"
+    );
+
+    // Nothing lost, and what the cut-off fsck wrote is right.
+    let blobs = Path::from(format!("{prefix}/blobs"));
+    let stored: Vec<_> = raw.list(Some(&blobs)).try_collect().await.expect("list");
+    assert_eq!(stored.len() as u64, n, "every blob is still there");
+    let mut done = 0u64;
+    let mut written = 0u64;
+    for (_, d) in &all {
+        let mut both = true;
+        for alg in [Algorithm::Sha1, Algorithm::Blake3] {
+            if exists(&raw, &marker_path(&prefix, alg, d)).await {
+                written += 1;
+            } else {
+                both = false;
+            }
+        }
+        done += u64::from(both);
+    }
+    assert!(written >= 20, "{written} markers written before the cut");
+    assert!(done < n, "the cut came after the rebuild had finished");
+    let mut partial = Vec::new();
+    for (data, d) in &all {
+        if exists(&raw, &marker_path(&prefix, Algorithm::Sha1, d)).await {
+            partial.push((data.clone(), *d));
+        }
+    }
+    assert!(!partial.is_empty(), "no sha1 marker written before the cut");
+    let reader = Store::new(
+        S3Backend::connect(&s.config(&prefix))
+            .await
+            .expect("connect"),
+    );
+    for (data, d) in &partial {
+        let got = reader
+            .get(&tarvault::Integrity::parse_address(&d.shasum()).expect("address"))
+            .await
+            .expect("get by a marker the cut-off fsck wrote")
+            .bytes()
+            .await
+            .expect("verified");
+        assert_eq!(&got[..], &data[..]);
+    }
+
+    // Run again: it does what was left, only that.
+    let report = Store::new(
+        S3Backend::connect(&s.config(&prefix))
+            .await
+            .expect("connect"),
+    )
+    .fsck(&FsckOptions::default())
+    .await
+    .expect("fsck against a healthy server");
+    assert_eq!(report.index.added, n - done, "{report:?}");
+    let fresh = Store::new(
+        S3Backend::connect(&s.config(&prefix))
+            .await
+            .expect("connect"),
+    );
+    crate::common::assert_found_by_aliases(&fresh, &all).await;
+}

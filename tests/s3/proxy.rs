@@ -28,6 +28,8 @@ pub struct Proxy {
     pub port: u16,
     connections: Arc<AtomicUsize>,
     script: Arc<Mutex<(Vec<Fault>, Fault)>>,
+    /// Bumped by [`Proxy::cut`]: every connection open at that moment is closed.
+    cuts: tokio::sync::watch::Sender<u64>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -39,7 +41,8 @@ impl Proxy {
         let port = listener.local_addr().expect("addr").port();
         let connections = Arc::new(AtomicUsize::new(0));
         let script = Arc::new(Mutex::new((first, then)));
-        let (c, s) = (connections.clone(), script.clone());
+        let cuts = tokio::sync::watch::channel(0u64).0;
+        let (c, s, k) = (connections.clone(), script.clone(), cuts.clone());
         let task = tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
                 c.fetch_add(1, Ordering::SeqCst);
@@ -52,8 +55,13 @@ impl Proxy {
                     }
                 };
                 let upstream = upstream.clone();
+                let mut cut = k.subscribe();
                 tokio::spawn(async move {
-                    let _ = serve(client, &upstream, fault).await;
+                    tokio::select! {
+                        _ = serve(client, &upstream, fault) => {}
+                        // Dropping the sockets closes both sides, mid-exchange or idle.
+                        _ = cut.changed() => {}
+                    }
                 });
             }
         });
@@ -61,6 +69,7 @@ impl Proxy {
             port,
             connections,
             script,
+            cuts,
             task,
         }
     }
@@ -80,6 +89,13 @@ impl Proxy {
         let mut g = self.script.lock().expect("lock");
         g.0.clear();
         g.1 = fault;
+    }
+
+    /// From now on every connection gets `fault`, and every connection open now is closed (a
+    /// client's pooled connections too): a server that goes bad mid-run.
+    pub fn cut(&self, fault: Fault) {
+        self.set(fault);
+        self.cuts.send_modify(|n| *n += 1);
     }
 }
 
