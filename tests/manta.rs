@@ -639,29 +639,7 @@ async fn alias_markers_are_shared_and_segments_upgrade() {
 
     // What an earlier version left: no markers, the records in segments of the log.
     let client = writer.client();
-    let markers = format!("{}/markers", config.root);
-    for alg in ["sha1", "blake3"] {
-        let dir = format!("{markers}/{alg}");
-        for shard in client
-            .list_dir(&dir)
-            .await
-            .expect("list")
-            .unwrap_or_default()
-        {
-            let shard = format!("{dir}/{}", shard.name);
-            for m in client
-                .list_dir(&shard)
-                .await
-                .expect("list")
-                .unwrap_or_default()
-            {
-                client
-                    .delete(&format!("{shard}/{}", m.name))
-                    .await
-                    .expect("delete marker");
-            }
-        }
-    }
+    delete_markers(&writer, &config).await;
     let log = format!("{}/aliases/log", config.root);
     client
         .put_directory(&format!("{}/aliases", config.root))
@@ -731,6 +709,70 @@ async fn alias_markers_are_shared_and_segments_upgrade() {
     assert_eq!(report.index.corrected, 1, "{report:?}");
     let repaired = Store::new(MantaBackend::new(config).expect("backend"));
     common::assert_found_by_aliases(&repaired, &all).await;
+}
+
+/// Deletes every alias marker of the store at `config.root`; returns how many.
+async fn delete_markers(backend: &MantaBackend, config: &MantaConfig) -> usize {
+    let client = backend.client();
+    let markers = format!("{}/markers", config.root);
+    let mut deleted = 0;
+    for alg in ["sha1", "blake3"] {
+        let dir = format!("{markers}/{alg}");
+        for shard in client
+            .list_dir(&dir)
+            .await
+            .expect("list")
+            .unwrap_or_default()
+        {
+            let shard = format!("{dir}/{}", shard.name);
+            for m in client
+                .list_dir(&shard)
+                .await
+                .expect("list")
+                .unwrap_or_default()
+            {
+                client
+                    .delete(&format!("{shard}/{}", m.name))
+                    .await
+                    .expect("delete marker");
+                deleted += 1;
+            }
+        }
+    }
+    deleted
+}
+
+/// fsck's marker rebuild on a server that answers 30% of requests 503: bounded retries carry
+/// every marker write through, nothing is lost, and every blob is found by its aliases again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fsck_rebuilds_markers_through_503s() {
+    let Some(target) = Target::private(
+        "fsck_rebuilds_markers_through_503s",
+        &["--fail-503-rate", "0.3", "--fault-seed", "11"],
+    ) else {
+        return;
+    };
+    let config = fast_retry(target.config("rebuild503"), 16);
+    let backend = MantaBackend::new(config.clone()).expect("backend");
+    let store = Store::new(backend.clone());
+    let mut all = Vec::new();
+    for i in 0..24u64 {
+        let data = noise(3000 + i as usize * 10, 1300 + i);
+        let put = store
+            .put_bytes(data.clone(), &PutOptions::default())
+            .await
+            .expect("put despite 503s");
+        all.push((data, put.digests));
+    }
+    assert_eq!(delete_markers(&backend, &config).await, 2 * all.len());
+    let report = Store::new(MantaBackend::new(config.clone()).expect("backend"))
+        .fsck(&FsckOptions::default())
+        .await
+        .expect("fsck despite 503s");
+    assert_eq!(report.ok, all.len() as u64, "{report:?}");
+    assert_eq!(report.index.added, all.len() as u64, "{report:?}");
+    let fresh = Store::new(MantaBackend::new(config).expect("backend"));
+    common::assert_found_by_aliases(&fresh, &all).await;
 }
 
 /// A blob deleted behind the store's back leaves two markers: fsck with the default grace
