@@ -15,7 +15,7 @@ use md5::Digest as _;
 use tarvault::backend::manta::protocol::RequestBody;
 use tarvault::backend::manta::{api_error, KeyError, LoadedKey, MantaBackend, MantaConfig};
 use tarvault::backend::{Backend, BlobKey};
-use tarvault::{ErrorKind, FsckOptions, Integrity, PutOptions, Store};
+use tarvault::{Digests, ErrorKind, FsckOptions, Integrity, PutOptions, Store};
 
 /// The first `n` corpus tarballs, with their file names.
 fn corpus_tarballs(n: usize) -> Vec<(String, Vec<u8>)> {
@@ -338,27 +338,38 @@ fn fast_retry(mut cfg: MantaConfig, attempts: u32) -> MantaConfig {
     cfg
 }
 
-/// 30% of requests answered 503 (ServiceUnavailable / ThrottledError): bounded retries hide them.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn retries_ride_out_503s() {
-    let Some(target) = Target::private(
-        "retries_ride_out_503s",
-        &["--fail-503-rate", "0.3", "--fault-seed", "7"],
-    ) else {
-        return;
-    };
-    let backend = MantaBackend::new(fast_retry(target.config("r503"), 12)).expect("backend");
-    let store = Store::new(backend.clone());
+/// A private test server answering 30% of requests 503 (`seed` picks which), with a config for a
+/// fresh store there that tries each request up to `attempts` times.
+fn flaky_server(what: &str, seed: &str, attempts: u32) -> Option<(Target, MantaConfig)> {
+    let target = Target::private(what, &["--fail-503-rate", "0.3", "--fault-seed", seed])?;
+    let config = fast_retry(target.config(what), attempts);
+    Some((target, config))
+}
+
+/// Puts `n` blobs of noise (`len` bytes and up, from `seed` on); returns each with its digests.
+async fn put_noise(store: &Store, n: u64, len: usize, seed: u64) -> Vec<(Vec<u8>, Digests)> {
     let mut all = Vec::new();
-    for i in 0..12u64 {
-        let data = noise(20_000 + i as usize * 1000, 100 + i);
+    for i in 0..n {
+        let data = noise(len + i as usize * 1000, seed + i);
         let put = store
             .put_bytes(data.clone(), &PutOptions::default())
             .await
-            .expect("put despite 503s");
-        all.push((put.digests, data));
+            .expect("put");
+        all.push((data, put.digests));
     }
-    for (d, data) in &all {
+    all
+}
+
+/// 30% of requests answered 503 (ServiceUnavailable / ThrottledError): bounded retries hide them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retries_ride_out_503s() {
+    let Some((_server, config)) = flaky_server("retries_ride_out_503s", "7", 12) else {
+        return;
+    };
+    let backend = MantaBackend::new(config).expect("backend");
+    let store = Store::new(backend.clone());
+    let all = put_noise(&store, 12, 20_000, 100).await;
+    for (data, d) in &all {
         let got = store
             .get(&Integrity::parse_address(&d.shasum()).expect("addr"))
             .await
@@ -746,24 +757,13 @@ async fn delete_markers(backend: &MantaBackend, config: &MantaConfig) -> usize {
 /// every marker write through, nothing is lost, and every blob is found by its aliases again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fsck_rebuilds_markers_through_503s() {
-    let Some(target) = Target::private(
-        "fsck_rebuilds_markers_through_503s",
-        &["--fail-503-rate", "0.3", "--fault-seed", "11"],
-    ) else {
+    let Some((_server, config)) = flaky_server("fsck_rebuilds_markers_through_503s", "11", 16)
+    else {
         return;
     };
-    let config = fast_retry(target.config("rebuild503"), 16);
     let backend = MantaBackend::new(config.clone()).expect("backend");
     let store = Store::new(backend.clone());
-    let mut all = Vec::new();
-    for i in 0..24u64 {
-        let data = noise(3000 + i as usize * 10, 1300 + i);
-        let put = store
-            .put_bytes(data.clone(), &PutOptions::default())
-            .await
-            .expect("put despite 503s");
-        all.push((data, put.digests));
-    }
+    let all = put_noise(&store, 24, 3000, 1300).await;
     assert_eq!(delete_markers(&backend, &config).await, 2 * all.len());
     let report = Store::new(MantaBackend::new(config.clone()).expect("backend"))
         .fsck(&FsckOptions::default())
