@@ -15,7 +15,7 @@ use md5::Digest as _;
 use tarvault::backend::manta::protocol::RequestBody;
 use tarvault::backend::manta::{api_error, KeyError, LoadedKey, MantaBackend, MantaConfig};
 use tarvault::backend::{Backend, BlobKey};
-use tarvault::{Digests, ErrorKind, FsckOptions, Integrity, PutOptions, Store};
+use tarvault::{ErrorKind, FsckOptions, Integrity, PutOptions, Store};
 
 /// The first `n` corpus tarballs, with their file names.
 fn corpus_tarballs(n: usize) -> Vec<(String, Vec<u8>)> {
@@ -346,20 +346,6 @@ fn flaky_server(what: &str, seed: &str, attempts: u32) -> Option<(Target, MantaC
     Some((target, config))
 }
 
-/// Puts `n` blobs of noise (`len` bytes and up, from `seed` on); returns each with its digests.
-async fn put_noise(store: &Store, n: u64, len: usize, seed: u64) -> Vec<(Vec<u8>, Digests)> {
-    let mut all = Vec::new();
-    for i in 0..n {
-        let data = noise(len + i as usize * 1000, seed + i);
-        let put = store
-            .put_bytes(data.clone(), &PutOptions::default())
-            .await
-            .expect("put");
-        all.push((data, put.digests));
-    }
-    all
-}
-
 /// 30% of requests answered 503 (ServiceUnavailable / ThrottledError): bounded retries hide them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retries_ride_out_503s() {
@@ -368,7 +354,7 @@ async fn retries_ride_out_503s() {
     };
     let backend = MantaBackend::new(config).expect("backend");
     let store = Store::new(backend.clone());
-    let all = put_noise(&store, 12, 20_000, 100).await;
+    let all = common::put_noise(&store, 12, (20_000, 1000), 100).await;
     for (data, d) in &all {
         let got = store
             .get(&Integrity::parse_address(&d.shasum()).expect("addr"))
@@ -763,7 +749,7 @@ async fn fsck_rebuilds_markers_through_503s() {
     };
     let backend = MantaBackend::new(config.clone()).expect("backend");
     let store = Store::new(backend.clone());
-    let all = put_noise(&store, 24, 3000, 1300).await;
+    let all = common::put_noise(&store, 24, (3000, 1000), 1300).await;
     assert_eq!(delete_markers(&backend, &config).await, 2 * all.len());
     let report = Store::new(MantaBackend::new(config.clone()).expect("backend"))
         .fsck(&FsckOptions::default())

@@ -134,6 +134,26 @@ pub fn addr(s: &str) -> tarvault::Integrity {
     tarvault::Integrity::parse_address(s).unwrap_or_else(|e| panic!("{s}: {e}"))
 }
 
+/// Puts `n` blobs of noise, one at a time (the `i`th is `len + i * step` bytes of seed
+/// `seed + i`); returns each with its digests.
+pub async fn put_noise(
+    store: &tarvault::Store,
+    n: u64,
+    (len, step): (usize, usize),
+    seed: u64,
+) -> Vec<(Vec<u8>, tarvault::Digests)> {
+    let mut all = Vec::new();
+    for i in 0..n {
+        let data = noise(len + i as usize * step, seed + i);
+        let put = store
+            .put_bytes(data.clone(), &tarvault::PutOptions::default())
+            .await
+            .unwrap_or_else(|e| panic!("put {i}: {e}"));
+        all.push((data, put.digests));
+    }
+    all
+}
+
 /// Asserts `store` serves each blob by its sha1 and by its blake3, verified, with its bytes.
 pub async fn assert_found_by_aliases(
     store: &tarvault::Store,

@@ -33,16 +33,7 @@ async fn put_some(s: &Server, prefix: &str, n: u64) -> Vec<(Vec<u8>, Digests)> {
             .await
             .expect("connect"),
     );
-    let mut all = Vec::new();
-    for i in 0..n {
-        let data = noise(700 + i as usize, 900 + i);
-        let put = store
-            .put_bytes(data.clone(), &PutOptions::default())
-            .await
-            .expect("put");
-        all.push((data, put.digests));
-    }
-    all
+    crate::common::put_noise(&store, n, (700, 1), 900).await
 }
 
 fn by(alg: Algorithm, d: &Digests) -> tarvault::Hash {
