@@ -148,6 +148,11 @@ async fn wrong_key_is_a_typed_error() {
         (403, "KeyDoesNotExist"),
         "{err}"
     );
+    // Clear about what to change, and about which store said no.
+    let text = err.to_string();
+    for what in ["MANTA_KEY_ID", "MANTA_KEY_MATERIAL", "MANTA_USER", "manta"] {
+        assert!(text.contains(what), "{what} not named: {text}");
+    }
     assert!(
         started.elapsed() < Duration::from_secs(5),
         "auth errors are not retried"

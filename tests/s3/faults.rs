@@ -58,6 +58,7 @@ pub async fn wrong_credentials(s: &Server) {
         .expect_err("wrong secret must fail");
     assert_eq!(err.kind(), ErrorKind::Config, "{err}");
     assert!(err.to_string().contains(&s.bucket()), "{err}");
+    assert!(err.to_string().contains("AWS_SECRET_ACCESS_KEY"), "{err}");
     c.credentials = Some(("no-such-key".into(), "x".into()));
     let err = S3Backend::connect(&c)
         .await

@@ -247,9 +247,18 @@ impl MantaClient {
             code,
             message,
         };
+        let mut message = api.to_string();
+        if refused_credentials(&api) {
+            // Say what to change: the account, the key, or the key file it was read from.
+            message.push_str(
+                " (the credentials were refused: check MANTA_USER (or ?user=), MANTA_KEY_ID and \
+                 the private key in MANTA_KEY_MATERIAL (or ?key=); the key must be one of the \
+                 account's keys)",
+            );
+        }
         Error::Backend {
             backend: self.describe(),
-            message: api.to_string(),
+            message,
             source: Some(Box::new(api)),
         }
     }
@@ -465,4 +474,18 @@ pub fn headers_of(pairs: &[(&str, String)]) -> Result<HeaderMap> {
         h.insert(name, value);
     }
     Ok(h)
+}
+
+/// Whether Manta refused who signed the request (not what it asked for): its authentication
+/// error codes, or a bare 401.
+fn refused_credentials(api: &MantaApiError) -> bool {
+    const CODES: [&str; 6] = [
+        "InvalidCredentials",
+        "KeyDoesNotExist",
+        "InvalidSignature",
+        "InvalidKeyId",
+        "AccountDoesNotExist",
+        "AuthorizationFailed",
+    ];
+    api.status == 401 || (api.status == 403 && CODES.contains(&api.code.as_str()))
 }
