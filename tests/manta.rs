@@ -361,13 +361,7 @@ async fn retries_ride_out_503s() {
     let store = Store::new(backend.clone());
     let all = common::put_noise(&store, 12, (20_000, 1000), 100).await;
     for (data, d) in &all {
-        let got = store
-            .get(&Integrity::parse_address(&d.shasum()).expect("addr"))
-            .await
-            .expect("get")
-            .bytes()
-            .await
-            .expect("verified");
+        let got = common::read_verified(&store, &common::addr(&d.shasum())).await;
         assert_eq!(&got[..], &data[..]);
     }
     let listed: Vec<BlobKey> = backend.list().try_collect().await.expect("list");

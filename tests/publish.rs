@@ -91,13 +91,7 @@ async fn npm_documents_are_stored_verified_in_any_chunking() {
         assert_eq!(t.version, "1.2.3");
         assert!(t.stored);
         assert_eq!(t.digests.integrity().to_string(), sha512_sri(&tgz));
-        let back = store
-            .get(&t.digests.integrity())
-            .await
-            .expect("get")
-            .bytes()
-            .await
-            .expect("read");
+        let back = common::read_verified(&store, &t.digests.integrity()).await;
         assert_eq!(&back[..], &tgz[..]);
     }
 }

@@ -154,6 +154,17 @@ pub async fn put_noise(
     all
 }
 
+/// The bytes `store` serves at `address`, read to the end and verified (fails the test if not).
+pub async fn read_verified(store: &tarvault::Store, address: &tarvault::Integrity) -> Bytes {
+    store
+        .get(address)
+        .await
+        .unwrap_or_else(|e| panic!("get {address}: {e}"))
+        .bytes()
+        .await
+        .unwrap_or_else(|e| panic!("read {address}: {e}"))
+}
+
 /// Asserts `store` serves each blob by its sha1 and by its blake3, verified, with its bytes.
 pub async fn assert_found_by_aliases(
     store: &tarvault::Store,
@@ -162,13 +173,7 @@ pub async fn assert_found_by_aliases(
     for (data, d) in all {
         for alg in [tarvault::Algorithm::Sha1, tarvault::Algorithm::Blake3] {
             let a = addr(&d.hash(alg).to_string());
-            let got = store
-                .get(&a)
-                .await
-                .unwrap_or_else(|e| panic!("get {a}: {e}"))
-                .bytes()
-                .await
-                .unwrap_or_else(|e| panic!("read {a}: {e}"));
+            let got = read_verified(store, &a).await;
             assert_eq!(&got[..], &data[..], "{a}");
         }
     }

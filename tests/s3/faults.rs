@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures::TryStreamExt;
-use tarvault::backend::s3::S3Backend;
+use tarvault::backend::s3::{S3Backend, S3Config};
 use tarvault::backend::{Backend, BlobKey};
 use tarvault::{ErrorKind, PutOptions, Store};
 
@@ -16,19 +16,25 @@ use super::proxy::{Fault, Proxy};
 use super::Server;
 use crate::common::{addr, key_of, noise, sha512_sri};
 
-fn upstream(s: &Server) -> String {
+pub fn upstream(s: &Server) -> String {
     s.endpoint()
         .trim_start_matches("http://")
         .trim_end_matches('/')
         .to_string()
 }
 
-/// A backend whose requests go through `proxy`, with `retries` retries, without the open probe.
-fn via_proxy(s: &Server, proxy: &Proxy, prefix: &str, retries: usize) -> S3Backend {
+/// The config of `prefix` whose requests go through `proxy`, with `retries` retries.
+pub fn proxied_config(s: &Server, proxy: &Proxy, prefix: &str, retries: usize) -> S3Config {
     let mut c = s.config(prefix);
     c.endpoint = Some(proxy.endpoint());
     c.max_retries = retries;
     c.retry_timeout = Duration::from_secs(20);
+    c
+}
+
+/// A backend whose requests go through `proxy`, with `retries` retries, without the open probe.
+fn via_proxy(s: &Server, proxy: &Proxy, prefix: &str, retries: usize) -> S3Backend {
+    let c = proxied_config(s, proxy, prefix, retries);
     let store = Arc::new(c.build().expect("client"));
     S3Backend::with_store(store, prefix, format!("{} via proxy", c.describe()))
 }
