@@ -50,12 +50,27 @@ impl FsWriter {
         }
     }
 
-    /// Writes pending chunks to the temp file (creating it on first use). Runs on a blocking thread.
-    fn flush_blocking(tmp: &PathBuf, file: Option<File>, pending: Vec<Bytes>) -> Result<File> {
-        let mut file = match file {
-            Some(f) => f,
-            None => create_temp(tmp)?,
-        };
+    /// The open temp file, created now if it does not exist yet. It is created here, on the
+    /// put's task, and never inside a closure queued on the blocking pool: a put dropped while
+    /// such a closure waits for a thread (a client gone, a timeout) runs `Drop` first, and a file
+    /// the closure created afterwards would outlive the put.
+    fn take_file(&mut self) -> Result<File> {
+        if let Some(file) = self.file.take() {
+            return Ok(file);
+        }
+        if self.created {
+            return Err(Error::InvalidInput(format!(
+                "{}: written to after its writes were finished",
+                self.tmp.display()
+            )));
+        }
+        let file = create_temp(&self.tmp)?;
+        self.created = true;
+        Ok(file)
+    }
+
+    /// Writes pending chunks to the temp file. Runs on a blocking thread, or in place when small.
+    fn flush_blocking(tmp: &PathBuf, mut file: File, pending: Vec<Bytes>) -> Result<File> {
         for chunk in pending {
             file.write_all(&chunk)
                 .map_err(|e| Error::io("write", tmp, e))?;
@@ -80,7 +95,7 @@ impl FsWriter {
             return Ok(());
         }
         let tmp = self.tmp.clone();
-        let file = self.file.take();
+        let file = self.take_file()?;
         let pending = std::mem::take(&mut self.pending);
         self.pending_len = 0;
         let file = blocking(move || -> Result<File> {
@@ -91,7 +106,6 @@ impl FsWriter {
             Ok(file)
         })
         .await?;
-        self.created = true;
         drop(file);
         Ok(())
     }
@@ -130,7 +144,7 @@ impl BlobWriter for FsWriter {
             return Ok(());
         }
         let tmp = self.tmp.clone();
-        let file = self.file.take();
+        let file = self.take_file()?;
         let pending = std::mem::take(&mut self.pending);
         let inline = self.pending_len <= INLINE_WRITE;
         self.pending_len = 0;
@@ -139,7 +153,6 @@ impl BlobWriter for FsWriter {
         } else {
             blocking(move || FsWriter::flush_blocking(&tmp, file, pending)).await?
         };
-        self.created = true;
         self.file = Some(file);
         Ok(())
     }
@@ -166,12 +179,14 @@ impl BlobWriter for FsWriter {
         let d = *digests;
         let outcome = tokio::task::spawn_blocking(move || inner.publish(&[(tmp, d)], fsync))
             .await
-            .map_err(Error::Task)?;
-        self.finished = true;
-        outcome
+            .map_err(Error::Task)?
             .into_iter()
             .next()
-            .unwrap_or_else(|| Err(Error::InvalidInput("publish returned no result".into())))
+            .unwrap_or_else(|| Err(Error::InvalidInput("publish returned no result".into())));
+        // A publish that failed (a shard directory that cannot be made, say) leaves the temp file
+        // where it was: `Drop` removes it, as for any put that does not commit.
+        self.finished = outcome.is_ok();
+        outcome
     }
 
     async fn abort(mut self: Box<Self>) -> Result<()> {
