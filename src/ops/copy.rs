@@ -118,7 +118,7 @@ pub async fn copy(
 async fn copy_one(from: &Store, to: &Store, key: BlobKey) -> CopyEvent {
     let address = Integrity::from(key.hash());
     let result = async {
-        if to.backend().head(&key).await?.is_some() {
+        if to.stored_intact(&key).await? {
             return Ok(None);
         }
         let stream = from.get(&address).await?;

@@ -189,7 +189,21 @@ impl Store {
         let Some(key) = expected_key(options) else {
             return Ok(None);
         };
-        Ok(self.backend.head(&key).await?.map(|_| key))
+        Ok(self.stored_intact(&key).await?.then_some(key))
+    }
+
+    /// Whether a blob is stored and, as far as a `head` can tell, whole: where the backend keeps
+    /// its own trusted record of each blob (fs, memory), a file whose size disagrees with the
+    /// record (truncated on disk, say) does not count, so that a put of the right bytes writes
+    /// them and its commit replaces the damaged file instead of skipping it.
+    pub(crate) async fn stored_intact(&self, key: &BlobKey) -> Result<bool> {
+        let Some(stat) = self.backend.head(key).await? else {
+            return Ok(false);
+        };
+        // A trusted backend's `head` gives no digests when the record disagrees with the file
+        // (or is missing: then writing again is merely redundant, and the commit records it).
+        Ok(!self.backend.recorded_digests_trusted()
+            || stat.digests.is_some_and(|d| d.size == stat.size))
     }
 
     /// Streams everything into `writer` (if any) while hashing, then verifies. On any failure the
