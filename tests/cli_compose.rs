@@ -284,6 +284,67 @@ async fn gc_never_deletes_live_or_recent_blobs() {
     }
 }
 
+/// A blob put again (by a publish that found its tarball stored, say) is as recent as its last
+/// put: gc, whose live set does not know it yet, keeps it for the grace period. Both ways a put
+/// can find the bytes stored are covered: with `--expect` (the bytes are only hashed) and without
+/// (written, then found present at the commit).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gc_keeps_a_blob_put_again_within_the_grace_period() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path().join("store");
+    let backend = fs(&root);
+    let store = Store::new(backend.clone());
+    let mk = |i: u64| noise(5000 + i as usize, 850 + i);
+    let (live, expected, plain, garbage) = (mk(0), mk(1), mk(2), mk(3));
+    for b in [&live, &expected, &plain, &garbage] {
+        store
+            .put_bytes(b.clone(), &PutOptions::default())
+            .await
+            .expect("put");
+        age(&backend, &key_of(b), Duration::from_secs(7 * 86400));
+    }
+    let s = path(&root);
+    for (b, expect) in [(&expected, true), (&plain, false)] {
+        let file = dir.path().join("again.tgz");
+        std::fs::write(&file, b).expect("write");
+        let sri = sha512_sri(b);
+        let mut args = vec!["put", path(&file)];
+        if expect {
+            args.extend(["--expect", &sri]);
+        }
+        let out = tv(s, &args);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+    }
+    let keep = dir.path().join("keep");
+    std::fs::write(&keep, format!("{}\n", sha512_sri(&live))).expect("keep");
+    let out = tv(
+        s,
+        &[
+            "gc",
+            "--keep",
+            path(&keep),
+            "--grace",
+            "1h",
+            "--delete",
+            "--json",
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    let report: serde_json::Value =
+        serde_json::from_str(stdout.lines().last().expect("summary")).expect("json");
+    assert_eq!(report["garbage"], 1, "{stdout}");
+    assert_eq!(report["kept_recent"], 2, "{stdout}");
+    let left = keys(&root).await;
+    assert!(!left.contains(&key_of(&garbage)));
+    for b in [&live, &expected, &plain] {
+        assert!(
+            left.contains(&key_of(b)),
+            "gc deleted a blob put within the grace period"
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scrub_is_paced_and_reports_corruption() {
     let dir = tempfile::tempdir().expect("tempdir");

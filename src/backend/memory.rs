@@ -76,7 +76,8 @@ impl BlobWriter for MemoryWriter {
         let key = BlobKey::new(digests.sha512);
         let mut state = self.backend.lock();
         state.aliases.insert(digests);
-        if state.blobs.contains_key(&key) {
+        if let Some((_, written)) = state.blobs.get_mut(&key) {
+            *written = SystemTime::now();
             return Ok(Committed::AlreadyPresent);
         }
         state
@@ -135,6 +136,13 @@ impl Backend for MemoryBackend {
 
     async fn delete(&self, key: &BlobKey) -> Result<bool> {
         Ok(self.lock().blobs.remove(key).is_some())
+    }
+
+    async fn freshen(&self, key: &BlobKey) -> Result<()> {
+        if let Some((_, written)) = self.lock().blobs.get_mut(key) {
+            *written = SystemTime::now();
+        }
+        Ok(())
     }
 
     fn list(&self) -> BoxStream<'static, Result<BlobKey>> {

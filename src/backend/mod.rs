@@ -290,6 +290,14 @@ pub trait Backend: fmt::Debug + Send + Sync + 'static {
     /// Deletes a blob. `Ok(false)` if it was not there.
     async fn delete(&self, key: &BlobKey) -> Result<bool>;
 
+    /// Marks a stored blob as written now, for a put of bytes that were stored already: gc's grace
+    /// period ([`crate::ops::gc`]) counts from a blob's last put, so that a publish which finds
+    /// its tarball stored (and has not reached gc's live set yet) does not lose it. The default
+    /// does nothing: a remote object's time is the server's, and changing it means copying it.
+    async fn freshen(&self, _key: &BlobKey) -> Result<()> {
+        Ok(())
+    }
+
     /// Every stored key, in no particular order.
     fn list(&self) -> BoxStream<'static, Result<BlobKey>>;
 

@@ -4,7 +4,11 @@
 //! - a dry run unless asked to delete;
 //! - a blob written within the grace period is never deleted, whatever the live set says (it may
 //!   belong to a publish that has not reached the live set yet), and neither is a blob whose age
-//!   the backend cannot tell;
+//!   the backend cannot tell. A put of bytes that were stored already counts as writing them
+//!   (the filesystem and memory stores [freshen](crate::backend::Backend::freshen) the blob), and
+//!   each blob's age is asked again just before it is deleted. On S3 and Manta an object's time
+//!   is the server's, set by its first put: keep the grace period longer than a publish takes to
+//!   reach the live set;
 //! - an empty live set, or one line of it that does not parse, stops gc before anything is deleted
 //!   (a truncated or wrong keep file must not empty the store).
 //!
@@ -151,6 +155,10 @@ pub async fn gc(
             }
             Some(_) => {}
         }
+        if options.delete && put_again_since(store, &key, cutoff).await? {
+            report.kept_recent += 1;
+            continue;
+        }
         report.garbage += 1;
         report.garbage_bytes += stat.size;
         on_garbage(&key, stat.size);
@@ -164,4 +172,15 @@ pub async fn gc(
     report.kept_live = present_live;
     report.live_missing += live.len() as u64 - present_live.min(live.len() as u64);
     Ok(report)
+}
+
+/// Whether a blob listed as old has been put again since the listing (a put of bytes already
+/// stored freshens the blob, see [`crate::backend::Backend::freshen`]): asked again just before
+/// deleting, because a listing of a large store takes a while and publishes go on meanwhile.
+async fn put_again_since(store: &Store, key: &BlobKey, cutoff: SystemTime) -> Result<bool> {
+    Ok(store
+        .backend()
+        .head(key)
+        .await?
+        .is_some_and(|stat| stat.modified.is_none_or(|t| t > cutoff)))
 }

@@ -146,9 +146,17 @@ impl Store {
             }
         };
         let (ingest, writer) = self.ingest(stream, options, writer, late).await?;
-        let stored = match writer {
-            Some(w) => w.commit(&ingest.digests).await? == Committed::Stored,
-            None => false,
+        let stored = match (writer, hint) {
+            (Some(w), _) => w.commit(&ingest.digests).await? == Committed::Stored,
+            (None, key) => {
+                // Verified bytes that were stored already: a put of them all the same.
+                if let Some(key) = key {
+                    if let Err(e) = self.backend.freshen(&key).await {
+                        tracing::warn!(blob = %key, error = %e, "could not mark a blob put again as recent");
+                    }
+                }
+                false
+            }
         };
         Ok(PutOutcome {
             digests: ingest.digests,

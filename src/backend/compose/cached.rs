@@ -420,6 +420,11 @@ impl Backend for Cached {
         Ok(self.inner.remote.delete(key).await? || cached)
     }
 
+    /// The remote's: it is what gc lists (the cache tier's own eviction goes by use).
+    async fn freshen(&self, key: &BlobKey) -> Result<()> {
+        self.inner.remote.freshen(key).await
+    }
+
     fn list(&self) -> BoxStream<'static, Result<BlobKey>> {
         self.inner.remote.list()
     }

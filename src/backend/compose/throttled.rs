@@ -119,6 +119,10 @@ impl Backend for Throttled {
         self.inner.quarantine(key).await
     }
 
+    async fn freshen(&self, key: &BlobKey) -> Result<()> {
+        self.inner.freshen(key).await
+    }
+
     fn recorded_digests_trusted(&self) -> bool {
         self.inner.recorded_digests_trusted()
     }

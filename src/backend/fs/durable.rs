@@ -130,6 +130,16 @@ pub(crate) fn rename_noclobber(tmp: &Path, target: &Path) -> io::Result<bool> {
     }
 }
 
+/// Sets a file's modification time to now; `Ok(false)` if it does not exist. Blobs are read-only
+/// (0444), so this opens the file for reading: setting the time needs its owner, not write access.
+pub(crate) fn touch(path: &Path) -> io::Result<bool> {
+    match std::fs::File::open(path) {
+        Ok(f) => f.set_modified(std::time::SystemTime::now()).map(|()| true),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
 /// Whether a process with this pid is alive (on Unix; elsewhere assume it is).
 pub(crate) fn process_alive(pid: u32) -> bool {
     #[cfg(unix)]

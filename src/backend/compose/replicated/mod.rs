@@ -136,6 +136,11 @@ impl Backend for Replicated {
         Ok(any)
     }
 
+    async fn freshen(&self, key: &BlobKey) -> Result<()> {
+        let results = futures::future::join_all(self.replicas.iter().map(|r| r.freshen(key))).await;
+        results.into_iter().collect()
+    }
+
     fn list(&self) -> BoxStream<'static, Result<BlobKey>> {
         let replicas = self.replicas.clone();
         let describe = self.describe();
