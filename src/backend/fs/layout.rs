@@ -3,7 +3,8 @@
 //! ```text
 //! <root>/tarvault-store.json          format marker
 //! <root>/sha512/ab/cd/<128 hex>       blobs, sharded by the first two bytes of the digest
-//! <root>/tmp/<pid>.<random>.tmp       uploads in progress (same filesystem, so rename is atomic)
+//! <root>/tmp/<pid>.<lease>.<n>.tmp    uploads in progress (same filesystem, so rename is atomic)
+//! <root>/leases/<lease>               one per open store, locked while open (see `lease.rs`)
 //! <root>/index/blobs.sqlite           sha1 / blake3 -> sha512 and each blob's record (SQLite, WAL)
 //! <root>/index/aliases.log            the alias log of stores written before the index (imported)
 //! <root>/quarantine/<hex>.<secs>      blobs fsck found corrupt
@@ -40,6 +41,10 @@ impl Layout {
         self.root.join("tmp")
     }
 
+    pub(crate) fn leases(&self) -> PathBuf {
+        self.root.join("leases")
+    }
+
     pub(crate) fn index(&self) -> PathBuf {
         self.root.join("index")
     }
@@ -67,11 +72,15 @@ impl Layout {
         self.tmp().join(format!("{}{TOMBSTONE}", key.to_hex()))
     }
 
-    /// A fresh temp path, unique across processes (pid) and within one (random suffix).
-    pub(crate) fn new_temp(&self) -> PathBuf {
+    /// A fresh temp path, unique across processes (pid, and the writer's lease where it has one)
+    /// and within one (random suffix).
+    pub(crate) fn new_temp(&self, lease: Option<&str>) -> PathBuf {
         let n: u64 = rand::random();
-        self.tmp()
-            .join(format!("{}.{n:016x}.tmp", std::process::id()))
+        let pid = std::process::id();
+        self.tmp().join(match lease {
+            Some(lease) => format!("{pid}.{lease}.{n:016x}.tmp"),
+            None => format!("{pid}.{n:016x}.tmp"),
+        })
     }
 }
 
@@ -83,9 +92,42 @@ pub(crate) fn tombstone_key(name: &str) -> Option<BlobKey> {
     BlobKey::from_hex(name.strip_suffix(TOMBSTONE)?).ok()
 }
 
-/// The pid a temp file name was made by, if it is one of ours.
-pub(crate) fn temp_owner(name: &str) -> Option<u32> {
+/// Who wrote a temp file, by its name.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum TempOwner<'a> {
+    /// A store holding this lease (`<pid>.<lease>.<n>.tmp`).
+    Lease(&'a str),
+    /// A process with this pid, of a release before leases or on a filesystem without `flock`
+    /// (`<pid>.<n>.tmp`).
+    Pid(u32),
+}
+
+/// Who wrote a temp file, if its name is one of ours.
+pub(crate) fn temp_owner(name: &str) -> Option<TempOwner<'_>> {
     let rest = name.strip_suffix(".tmp")?;
-    let (pid, _) = rest.split_once('.')?;
-    pid.parse().ok()
+    let mut parts = rest.split('.');
+    let pid: u32 = parts.next()?.parse().ok()?;
+    match (parts.next()?, parts.next(), parts.next()) {
+        (_, None, _) => Some(TempOwner::Pid(pid)),
+        (lease, Some(_), None) if !lease.is_empty() => Some(TempOwner::Lease(lease)),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn temp_names_say_who_wrote_them() {
+        let layout = Layout::new(PathBuf::from("/s"));
+        let name = |p: PathBuf| p.file_name().map(|n| n.to_string_lossy().into_owned());
+        let leased = name(layout.new_temp(Some("00ff"))).unwrap_or_default();
+        assert_eq!(temp_owner(&leased), Some(TempOwner::Lease("00ff")));
+        let bare = name(layout.new_temp(None)).unwrap_or_default();
+        assert_eq!(temp_owner(&bare), Some(TempOwner::Pid(std::process::id())));
+        assert_eq!(temp_owner("12.ab.cd.ef.tmp"), None);
+        assert_eq!(temp_owner("x.ab.tmp"), None);
+        assert_eq!(temp_owner("12.ab"), None);
+    }
 }

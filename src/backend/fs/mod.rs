@@ -14,6 +14,7 @@
 mod durable;
 mod index;
 mod layout;
+mod lease;
 mod read;
 mod remove;
 mod walk;
@@ -108,6 +109,9 @@ pub(crate) struct FsInner {
     batch_flush: BatchFlush,
     index: FsIndex,
     legacy_alias_log: bool,
+    /// Held while the store is open, so that no sweep takes this process's temp files for a dead
+    /// writer's (`lease.rs`); `None` where the store cannot be written or locked.
+    lease: Option<lease::Lease>,
 }
 
 /// A store directory on a local filesystem.
@@ -127,6 +131,7 @@ impl FsBackend {
             layout.tmp(),
             layout.index(),
             layout.quarantine(),
+            layout.leases(),
         ] {
             std::fs::create_dir_all(&dir).map_err(|e| Error::io("create directory", &dir, e))?;
         }
@@ -149,8 +154,15 @@ impl FsBackend {
                 }
             }
         }
+        // A store opened only to be read (a read-only mount, another user's store) has no lease
+        // and needs none: it writes no temp files.
+        let lease = lease::Lease::take(&layout.leases()).unwrap_or_else(|e| {
+            tracing::debug!(root = %root.display(), error = %e, "no lease: temp files carry the pid only");
+            None
+        });
         let inner = Arc::new(FsInner {
             index,
+            lease,
             layout,
             fsync: options.fsync,
             batch_flush: options.batch_flush,

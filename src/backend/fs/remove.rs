@@ -4,6 +4,8 @@
 use std::path::Path;
 use std::time::SystemTime;
 
+use super::layout::TempOwner;
+use super::lease::{self, LeaseCheck};
 use super::writer::remove_if_exists;
 use super::{durable, layout, FsInner, STALE_TEMP_AGE};
 use crate::backend::BlobKey;
@@ -139,6 +141,16 @@ impl FsInner {
             Err(e) => return Err(Error::io("read directory", &tmp, e)),
         };
         let now = SystemTime::now();
+        let old = |entry: &std::fs::DirEntry| {
+            entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| now.duration_since(t).ok())
+                .is_some_and(|age| age > STALE_TEMP_AGE)
+        };
+        let leases = self.layout.leases();
+        let mut check = LeaseCheck::new(&leases, self.lease.as_ref().map(|l| l.id()));
         let mut removed = 0;
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
@@ -147,18 +159,29 @@ impl FsInner {
                 continue;
             }
             let stale = match layout::temp_owner(&name) {
-                Some(pid) if pid == std::process::id() => false,
-                Some(pid) => !durable::process_alive(pid),
+                Some(TempOwner::Lease(id)) => !check.alive(id),
+                Some(TempOwner::Pid(pid)) if pid == std::process::id() => false,
+                Some(TempOwner::Pid(pid)) => !durable::process_alive(pid),
                 None => true,
             };
-            let old = entry
-                .metadata()
-                .and_then(|m| m.modified())
-                .ok()
-                .and_then(|t| now.duration_since(t).ok())
-                .is_some_and(|age| age > STALE_TEMP_AGE);
-            if (stale || old) && std::fs::remove_file(entry.path()).is_ok() {
+            if (stale || old(&entry)) && std::fs::remove_file(entry.path()).is_ok() {
                 removed += 1;
+            }
+        }
+        // Leases of stores closed by a crash, whose temp files (if any) went above.
+        if let Ok(entries) = std::fs::read_dir(&leases) {
+            for entry in entries.flatten() {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                match name.strip_suffix(lease::FRESH) {
+                    // Never locked: its process died between creating and locking it.
+                    Some(_) if old(&entry) => {
+                        let _ = std::fs::remove_file(entry.path());
+                    }
+                    Some(_) => {}
+                    None => {
+                        check.alive(&name);
+                    }
+                }
             }
         }
         Ok(removed)

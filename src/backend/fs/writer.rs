@@ -38,7 +38,7 @@ pub(crate) struct FsWriter {
 
 impl FsWriter {
     pub(super) fn new(inner: Arc<FsInner>) -> Self {
-        let tmp = inner.layout.new_temp();
+        let tmp = inner.layout.new_temp(inner.lease.as_ref().map(|l| l.id()));
         FsWriter {
             inner,
             tmp,

@@ -1,0 +1,232 @@
+//! The filesystem store's uploads in progress: no temp file outlives its put, however the put
+//! ends; a sweep removes the temp files of dead writers only, told apart by their leases even
+//! from another PID namespace; and a put of bytes whose stored file is damaged repairs it.
+
+mod common;
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures::StreamExt;
+use tarvault::backend::fs::{FsBackend, FsOptions};
+use tarvault::backend::{Backend, PutHint};
+use tarvault::{Digests, ErrorKind, PutOptions, Store};
+
+use common::{addr, key_of, noise, sha512_sri};
+
+const BIN: &str = env!("CARGO_BIN_EXE_tarvault");
+
+fn open(root: &Path) -> (Store, FsBackend) {
+    let b = FsBackend::open(root, FsOptions::default()).expect("open");
+    (Store::new(b.clone()), b)
+}
+
+fn temp_files(root: &Path) -> Vec<PathBuf> {
+    std::fs::read_dir(root.join("tmp"))
+        .map(|rd| rd.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default()
+}
+
+fn digests(data: &[u8]) -> Digests {
+    use sha2::Digest as _;
+    let sha1: [u8; 20] = sha1::Sha1::digest(data).into();
+    let sha512: [u8; 64] = sha2::Sha512::digest(data).into();
+    Digests::from_parts(
+        &sha512,
+        &sha1,
+        blake3::hash(data).as_bytes(),
+        data.len() as u64,
+    )
+    .expect("digests")
+}
+
+/// Truncates a blob's file in place (a torn copy, a bad restore).
+fn truncate(path: &Path, len: u64) {
+    let mut perms = std::fs::metadata(path).expect("blob").permissions();
+    #[allow(clippy::permissions_set_readonly_false)]
+    perms.set_readonly(false);
+    std::fs::set_permissions(path, perms).expect("chmod");
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(path)
+        .expect("open")
+        .set_len(len)
+        .expect("truncate");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_put_expecting_its_integrity_repairs_a_truncated_blob() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (store, b) = open(&dir.path().join("s"));
+    let data = noise(100_000, 3);
+    let a = addr(&sha512_sri(&data));
+    store
+        .put_bytes(data.clone(), &PutOptions::default())
+        .await
+        .expect("put");
+    truncate(&b.blob_path(&key_of(&data)), 10);
+    let err = store
+        .get(&a)
+        .await
+        .expect("get")
+        .bytes()
+        .await
+        .expect_err("truncated");
+    assert_eq!(err.kind(), ErrorKind::Corrupt);
+    // What publish, migrate and copy do: a put that names the address it expects.
+    let put = store
+        .put_bytes(data.clone(), &PutOptions::expect(a.clone()))
+        .await
+        .expect("re-put");
+    assert!(put.stored, "the damaged file was not replaced");
+    let back = store
+        .get(&a)
+        .await
+        .expect("get")
+        .bytes()
+        .await
+        .expect("read");
+    assert_eq!(&back[..], &data[..]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_put_whose_publish_fails_leaves_no_temp_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path().join("s");
+    let (store, _b) = open(&root);
+    let data = noise(3000, 4);
+    let hex = key_of(&data).to_hex();
+    // The shard directory cannot be made: a file stands where it goes.
+    std::fs::write(root.join("sha512").join(&hex[..2]), b"x").expect("plant");
+    let err = store
+        .put_bytes(data.clone(), &PutOptions::default())
+        .await
+        .expect_err("publish must fail");
+    assert_eq!(err.kind(), ErrorKind::Io, "{err}");
+    assert_eq!(temp_files(&root), Vec::<PathBuf>::new());
+    let batch = store
+        .put_batch(vec![(common::chunked(&data, 1000), PutOptions::default())])
+        .await;
+    assert!(batch[0].is_err());
+    assert_eq!(temp_files(&root), Vec::<PathBuf>::new());
+}
+
+/// A put dropped (a client gone, a timeout) while its first write waits for a thread of a busy
+/// blocking pool: the temp file must not appear after the put is gone.
+#[test]
+fn a_put_cancelled_while_its_first_write_waits_leaves_no_temp_file() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .max_blocking_threads(1)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path().join("s");
+    rt.block_on(async {
+        let (store, _b) = open(&root);
+        // The pool's one thread is busy (other reads and writes of a busy server).
+        let busy = tokio::task::spawn_blocking(|| std::thread::sleep(Duration::from_millis(800)));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        // 2 MiB: past the size written in place, so the write goes to the pool and waits.
+        let data = Bytes::from(noise(2 << 20, 8));
+        let stream = Box::pin(futures::stream::iter([Ok(data)]).chain(futures::stream::pending()));
+        let options = PutOptions::default();
+        let put = store.put(stream, &options);
+        let cut = tokio::time::timeout(Duration::from_millis(200), put).await;
+        assert!(cut.is_err(), "the put was still waiting for input");
+        busy.await.expect("busy");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    });
+    assert_eq!(temp_files(&root), Vec::<PathBuf>::new());
+}
+
+/// A writer of this process with a temp file on disk, not committed yet.
+async fn upload_in_progress(b: &FsBackend, data: &[u8]) -> Box<dyn tarvault::backend::BlobWriter> {
+    let mut w = b.begin_put(&PutHint::default()).await.expect("begin");
+    w.write(Bytes::from(data.to_vec())).await.expect("write");
+    w.flush().await.expect("flush");
+    w
+}
+
+/// `tarvault ls` opened in another PID namespace (as `docker exec` into a container sharing the
+/// store's volume would) cannot see this process's pid; the upload in progress must survive the
+/// sweep of that open all the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_open_from_another_pid_namespace_keeps_live_uploads() {
+    let unshare = Command::new("unshare")
+        .args(["--pid", "--fork", "--map-root-user", "true"])
+        .stderr(Stdio::null())
+        .status();
+    if !unshare.is_ok_and(|s| s.success()) {
+        // A kernel permission, not a tool `.ci/run` could install: skipped even under CI.
+        eprintln!("skipped: unshare --pid --map-root-user is not permitted here");
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path().join("s");
+    let (_store, b) = open(&root);
+    let data = noise(3000, 7);
+    let w = upload_in_progress(&b, &data).await;
+    assert_eq!(temp_files(&root).len(), 1);
+    let st = Command::new("unshare")
+        .args(["--pid", "--fork", "--map-root-user"])
+        .arg(BIN)
+        .arg("--store")
+        .arg(&root)
+        .arg("ls")
+        .stdout(Stdio::null())
+        .status()
+        .expect("run");
+    assert!(st.success());
+    assert_eq!(temp_files(&root).len(), 1, "a live upload was swept");
+    w.commit(&digests(&data)).await.expect("commit");
+}
+
+/// A real second process (`tarvault put -`, its input held open) has a temp file: an open while
+/// it lives leaves the file; once it is killed (-9: no clean-up of its own), the next open sweeps
+/// the file and the dead process's lease.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_writers_temp_file_is_swept_and_a_live_ones_kept() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path().join("s");
+    drop(open(&root));
+    let mut child = Command::new(BIN)
+        .arg("--store")
+        .arg(&root)
+        .args(["put", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let mut stdin = child.stdin.take().expect("stdin");
+    // More than one write's worth, so that the temp file is created before the input ends.
+    stdin.write_all(&noise(4 << 20, 9)).expect("feed");
+    stdin.flush().expect("flush");
+    let t = Instant::now();
+    while temp_files(&root).is_empty() {
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "no temp file appeared"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let leases = || std::fs::read_dir(root.join("leases")).map_or(0, |d| d.count());
+    assert_eq!(leases(), 1);
+    drop(open(&root));
+    assert_eq!(
+        temp_files(&root).len(),
+        1,
+        "a live writer's temp file was swept"
+    );
+    child.kill().expect("kill");
+    child.wait().expect("wait");
+    drop(stdin);
+    drop(open(&root));
+    assert_eq!(temp_files(&root), Vec::<PathBuf>::new());
+    assert_eq!(leases(), 0, "the dead writer's lease was left");
+}
