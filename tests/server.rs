@@ -305,6 +305,17 @@ async fn unknown_is_404_and_malformed_is_400() {
         (format!("/sha1/{}", "ab".repeat(21)), 400),
         ("/a/b/-/c.tgz".to_string(), 400),
         ("/a/-/%ff%fe.tgz".to_string(), 400),
+        ("/sha512/".to_string(), 400),
+        ("/sha1/%41%42".to_string(), 400),
+        ("/@/-/x.tgz".to_string(), 400),
+        ("/@%2F/-/x.tgz".to_string(), 400),
+        // Not a digest route (a slash after the prefix): a tarball URL, or nothing.
+        ("/sha512/-/sha512-1.0.0.tgz".to_string(), 404),
+        ("/sha1/-/sha1-1.0.0.tgz".to_string(), 404),
+        (format!("/sha1/{}/x", "ab".repeat(20)), 404),
+        ("/%40s%2Fa/-/a-1.tgz".to_string(), 404),
+        ("/a/-/%00.tgz".to_string(), 404),
+        ("/-/-/-".to_string(), 404),
     ];
     for (path, status) in &cases {
         let r = get(&format!("{}{path}", f.base), &[]).await;
@@ -325,6 +336,43 @@ async fn unknown_is_404_and_malformed_is_400() {
     assert_eq!(r.status(), StatusCode::NOT_FOUND);
     let r = get(&format!("{bare}{}", f.plain.sha512_path()), &[]).await;
     assert_eq!(r.status(), StatusCode::OK);
+}
+
+/// `sha1` and `sha512` are npm package names too: their tarball URLs (`/sha1/-/sha1-1.0.0.tgz`) are
+/// tarball routes, not malformed digests.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn packages_named_sha1_and_sha512_are_served_from_the_mapping() {
+    let f = fixture().await;
+    let named = |name: &str| MapEntry {
+        name: name.to_string(),
+        file: format!("{name}-1.0.0.tgz"),
+        ..map_entry(&f.plain.entry)
+    };
+    let server = Server::with_mapping(f.server.store().clone(), [named("sha1"), named("sha512")])
+        .unwrap_or_else(|e| panic!("server: {e}"));
+    let base = start(server.clone()).await;
+    for path in [
+        "/sha1/-/sha1-1.0.0.tgz".to_string(),
+        "/sha512/-/sha512-1.0.0.tgz".to_string(),
+        f.plain.sha512_path(),
+        format!("/sha1/{}", f.plain.entry.shasum),
+    ] {
+        let r = get(&format!("{base}{path}"), &[]).await;
+        assert_eq!(r.status(), StatusCode::OK, "{path}");
+        assert_blob_headers(&r, &f.plain, f.plain.entry.size);
+        assert_eq!(
+            r.bytes().await.ok().as_deref(),
+            Some(&f.plain.bytes[..]),
+            "{path}"
+        );
+    }
+    let r = get(&format!("{base}/sha1/-/sha1-9.9.9.tgz"), &[]).await;
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    let m = server.metrics();
+    assert_eq!(m.requests("tarball", 200), 2);
+    assert_eq!(m.requests("tarball", 404), 1);
+    assert_eq!(m.requests("sha512", 200), 1);
+    assert_eq!(m.requests("sha1", 200), 1);
 }
 
 /// A raw HTTP/1.1 exchange: the status, the declared Content-Length, and the body bytes that

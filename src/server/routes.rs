@@ -80,8 +80,12 @@ impl Target<'_> {
 }
 
 /// Parses a request path (still percent-encoded, without the query).
+///
+/// A digest route is one segment after its prefix: `sha1` and `sha512` are also npm package
+/// names, whose tarball URLs (`/sha1/-/sha1-1.0.0.tgz`) must reach the tarball route.
 pub(crate) fn parse(path: &str) -> Result<Target<'_>, Miss> {
-    if let Some(hex) = path.strip_prefix("/sha512/") {
+    let digest = |prefix: &str| path.strip_prefix(prefix).filter(|rest| !rest.contains('/'));
+    if let Some(hex) = digest("/sha512/") {
         let mut key = [0u8; 64];
         return match hex::decode_to_slice(hex, &mut key) {
             Ok(()) => Ok(Target::Sha512(BlobKey::new(key))),
@@ -91,7 +95,7 @@ pub(crate) fn parse(path: &str) -> Result<Target<'_>, Miss> {
             )),
         };
     }
-    if let Some(hex) = path.strip_prefix("/sha1/") {
+    if let Some(hex) = digest("/sha1/") {
         let mut digest = [0u8; 20];
         return match hex::decode_to_slice(hex, &mut digest) {
             Ok(()) => Ok(Target::Sha1(digest)),
@@ -168,6 +172,23 @@ mod tests {
         assert_eq!(parse("/@s/a/-/a-1.tgz"), Ok(tarball("@s/a", "a-1.tgz")));
         assert_eq!(parse("/@s%2Fa/-/a-1.tgz"), Ok(tarball("@s/a", "a-1.tgz")));
         assert_eq!(parse("/@s%2fa/-/a-1.tgz"), Ok(tarball("@s/a", "a-1.tgz")));
+        assert_eq!(
+            parse("/sha1/-/sha1-1.0.0.tgz"),
+            Ok(tarball("sha1", "sha1-1.0.0.tgz"))
+        );
+        assert_eq!(
+            parse("/sha512/-/sha512-1.0.0.tgz"),
+            Ok(tarball("sha512", "sha512-1.0.0.tgz"))
+        );
+        assert_eq!(
+            parse("/@sha1/x/-/x-1.tgz"),
+            Ok(tarball("@sha1/x", "x-1.tgz"))
+        );
+        assert_eq!(parse("/sha1/x/y"), Err(Miss::Unknown));
+        assert!(matches!(
+            parse("/sha1/"),
+            Err(Miss::Malformed(Route::Sha1, _))
+        ));
         assert_eq!(parse("/"), Err(Miss::Unknown));
         assert_eq!(parse("/a"), Err(Miss::Unknown));
         assert_eq!(parse("/a/-/"), Err(Miss::Unknown));
