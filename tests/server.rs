@@ -225,8 +225,28 @@ async fn if_none_match_answers_304_without_reading_the_blob() {
         let r = get(&format!("{}{path}", f.base), &[("if-none-match", &etag)]).await;
         assert_eq!(r.status(), StatusCode::NOT_MODIFIED, "{path}");
     }
-    let r = get(&url, &[("if-none-match", "\"sha512-other\"")]).await;
-    assert_eq!(r.status(), StatusCode::OK);
+    // If-None-Match is answered before Range.
+    let r = get(&url, &[("if-none-match", &weak), ("range", "bytes=0-1")]).await;
+    assert_eq!(r.status(), StatusCode::NOT_MODIFIED);
+    // Another tag, one tag holding ours between commas, and malformed members (unquoted, or
+    // anything after one) are not a match.
+    let bare = etag.trim_matches('"');
+    for inm in [
+        "\"sha512-other\"".to_string(),
+        format!("\"v1,{bare},gz\""),
+        bare.to_string(),
+        format!("W/{bare}"),
+        format!("junk, {etag}"),
+        format!("*, {etag}"),
+    ] {
+        let r = get(&url, &[("if-none-match", &inm)]).await;
+        assert_eq!(r.status(), StatusCode::OK, "{inm}");
+        assert_eq!(
+            r.bytes().await.ok().as_deref(),
+            Some(&f.plain.bytes[..]),
+            "{inm}"
+        );
+    }
     // An unknown blob is not "not modified", even for `*`.
     let unknown = format!("{}/sha512/{}", f.base, "00".repeat(64));
     let r = get(&unknown, &[("if-none-match", "*")]).await;
@@ -241,7 +261,7 @@ async fn if_none_match_answers_304_without_reading_the_blob() {
     let r = get(&url, &[]).await;
     assert_eq!(r.status(), StatusCode::INTERNAL_SERVER_ERROR);
     assert_eq!(f.server.metrics().integrity_failures(), 1);
-    assert_eq!(f.server.metrics().not_modified(), 7);
+    assert_eq!(f.server.metrics().not_modified(), 8);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -273,11 +293,15 @@ async fn single_ranges_get_206_and_others_the_whole_blob() {
     let r = get(&url, &[("range", &format!("bytes={size}-"))]).await;
     assert_eq!(r.status(), StatusCode::RANGE_NOT_SATISFIABLE);
     assert_eq!(header(&r, header::CONTENT_RANGE), format!("bytes */{size}"));
-    // Several ranges, another unit, or a stale If-Range: the whole blob.
+    // Several ranges, another unit, or an If-Range that is not our strong tag: the whole blob.
+    let weak = format!("W/{}", s.etag());
+    let listed = format!("\"x\", {}", s.etag());
     for hs in [
         vec![("range", "bytes=0-1,5-6")],
         vec![("range", "items=0-1")],
         vec![("range", "bytes=0-1"), ("if-range", "\"sha512-old\"")],
+        vec![("range", "bytes=0-1"), ("if-range", &weak)],
+        vec![("range", "bytes=0-1"), ("if-range", &listed)],
     ] {
         let r = get(&url, &hs).await;
         assert_eq!(r.status(), StatusCode::OK, "{hs:?}");
@@ -286,6 +310,15 @@ async fn single_ranges_get_206_and_others_the_whole_blob() {
     let etag = s.etag();
     let r = get(&url, &[("range", "bytes=0-1"), ("if-range", &etag)]).await;
     assert_eq!(r.status(), StatusCode::PARTIAL_CONTENT);
+    // HEAD ignores Range: the whole blob's length, no body.
+    let r = client()
+        .head(&url)
+        .header("range", "bytes=0-1")
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("HEAD: {e}"));
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_blob_headers(&r, s, size);
     assert_eq!(f.server.metrics().requests("tarball", 206), 5);
     assert_eq!(f.server.metrics().requests("tarball", 416), 1);
 }

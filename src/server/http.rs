@@ -33,11 +33,7 @@ pub(crate) fn etag(key: &BlobKey) -> HeaderValue {
 /// comma-separated list, or `*` for any current representation). Several header lines count as one
 /// list.
 pub(crate) fn none_match(headers: &HeaderMap, etag: &HeaderValue) -> bool {
-    let ours = opaque(etag.as_bytes());
-    headers
-        .get_all(header::IF_NONE_MATCH)
-        .iter()
-        .any(|value| list_matches(value.as_bytes(), ours))
+    list_matches(headers, header::IF_NONE_MATCH, etag, Compare::Weak)
 }
 
 /// Whether any `If-None-Match` header is present.
@@ -45,19 +41,91 @@ pub(crate) fn has_none_match(headers: &HeaderMap) -> bool {
     headers.contains_key(header::IF_NONE_MATCH)
 }
 
-fn list_matches(list: &[u8], ours: &[u8]) -> bool {
-    list.split(|b| *b == b',').any(|item| {
-        let item = item.trim_ascii();
-        item == b"*" || opaque(item) == ours
+/// How two entity tags are compared (RFC 9110 §8.8.3.2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Compare {
+    /// Both strong and the same opaque tag (`If-Range`).
+    Strong,
+    /// The same opaque tag, weak or not (`If-None-Match`).
+    Weak,
+}
+
+/// An entity tag (RFC 9110 §8.8.3): whether it is weak (`W/`), and its opaque tag without quotes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct EntityTag<'a> {
+    weak: bool,
+    opaque: &'a [u8],
+}
+
+impl EntityTag<'_> {
+    fn matches(self, other: EntityTag<'_>, compare: Compare) -> bool {
+        let strong_enough = compare == Compare::Weak || !(self.weak || other.weak);
+        strong_enough && self.opaque == other.opaque
+    }
+}
+
+/// Whether a header holding `*` or a list of entity tags (`If-None-Match`) matches `etag`. A line
+/// that is `*` alone matches any; every other line is read as a list.
+fn list_matches(
+    headers: &HeaderMap,
+    name: header::HeaderName,
+    etag: &HeaderValue,
+    compare: Compare,
+) -> bool {
+    let Some(ours) = single_tag(etag.as_bytes()) else {
+        return false;
+    };
+    headers.get_all(name).iter().any(|line| {
+        line.as_bytes().trim_ascii() == b"*"
+            || entity_tags(line.as_bytes()).any(|tag| tag.matches(ours, compare))
     })
 }
 
-/// The opaque part of an entity tag: without a `W/` prefix and without the quotes.
-fn opaque(tag: &[u8]) -> &[u8] {
-    let tag = tag.strip_prefix(b"W/").unwrap_or(tag);
-    tag.strip_prefix(b"\"")
-        .and_then(|t| t.strip_suffix(b"\""))
-        .unwrap_or(tag)
+/// The entity tag that is the whole of `text` (but for whitespace), if it is one.
+fn single_tag(text: &[u8]) -> Option<EntityTag<'_>> {
+    match entity_tag(text.trim_ascii()) {
+        Some((tag, [])) => Some(tag),
+        _ => None,
+    }
+}
+
+/// The members of an entity-tag list (`#entity-tag`: commas, optional whitespace, and empty
+/// members allowed), in order, up to the first malformed one. A malformed member never matches,
+/// and nothing after it is trusted either: an entity tag may hold commas, so once the quoting is
+/// lost there is no telling where the next member starts.
+fn entity_tags(list: &[u8]) -> impl Iterator<Item = EntityTag<'_>> {
+    let mut rest = Some(list);
+    std::iter::from_fn(move || {
+        // `take` leaves `None` behind, so a malformed member (or the end) ends the list for good.
+        let mut text = rest.take()?.trim_ascii_start();
+        while let Some(after) = text.strip_prefix(b",") {
+            text = after.trim_ascii_start();
+        }
+        let (tag, after) = entity_tag(text)?;
+        let after = after.trim_ascii_start();
+        if !(after.is_empty() || after.starts_with(b",")) {
+            return None;
+        }
+        rest = Some(after);
+        Some(tag)
+    })
+}
+
+/// The entity tag at the start of `text` and what follows it: `W/` (optional), a DQUOTE, any
+/// `etagc` (`%x21 / %x23-7E / obs-text`: no quote, space or control), a DQUOTE.
+fn entity_tag(text: &[u8]) -> Option<(EntityTag<'_>, &[u8])> {
+    let (weak, quoted) = match text.strip_prefix(b"W/") {
+        Some(after) => (true, after),
+        None => (false, text),
+    };
+    let inner = quoted.strip_prefix(b"\"")?;
+    let end = inner.iter().position(|b| *b == b'"')?;
+    let opaque = &inner[..end];
+    let etagc = |b: &u8| *b == 0x21 || (0x23..=0x7e).contains(b) || *b >= 0x80;
+    if !opaque.iter().all(etagc) {
+        return None;
+    }
+    Some((EntityTag { weak, opaque }, &inner[end + 1..]))
 }
 
 /// What a `Range` header asks of a blob of a known size.
@@ -78,8 +146,13 @@ pub(crate) fn range(headers: &HeaderMap, size: u64, etag: &HeaderValue) -> Range
         return RangeAsk::Full;
     };
     if let Some(if_range) = headers.get(header::IF_RANGE) {
-        // Only a strong ETag match lets the range through; a date (or a weak tag) never matches.
-        if if_range.as_bytes() != etag.as_bytes() {
+        // Only a strong ETag match lets the range through (RFC 9110 §13.1.5); a date, a weak tag or
+        // anything that is not one entity tag never matches.
+        let matches = match (single_tag(if_range.as_bytes()), single_tag(etag.as_bytes())) {
+            (Some(theirs), Some(ours)) => theirs.matches(ours, Compare::Strong),
+            _ => false,
+        };
+        if !matches {
             return RangeAsk::Full;
         }
     }
@@ -170,6 +243,28 @@ mod tests {
             &tag
         ));
         assert!(!none_match(&headers(&[]), &tag));
+        // One entity tag may hold commas; unquoted or otherwise malformed members never match,
+        // nor does anything after them.
+        for list in [
+            "\"v1,sha512-abc=,gz\"",
+            "sha512-abc=",
+            "W/sha512-abc=",
+            "\"sha512-abc=",
+            "\"sha512-abc=\"x",
+            "\"sha 512\", \"sha512-abc=\"",
+            "junk, \"sha512-abc=\"",
+            "*, \"x\"",
+            "",
+        ] {
+            assert!(
+                !none_match(&headers(&[("if-none-match", list)]), &tag),
+                "{list}"
+            );
+        }
+        assert!(none_match(
+            &headers(&[("if-none-match", " ,\"x\" ,, W/\"sha512-abc=\" ,")]),
+            &tag
+        ));
         let etag = etag(&BlobKey::new([0; 64]));
         assert_eq!(etag.len(), 97);
         assert!(etag.to_str().is_ok_and(|s| s.starts_with("\"sha512-AAAA")));
@@ -200,6 +295,10 @@ mod tests {
         };
         assert_eq!(if_range("\"t\""), RangeAsk::Part(0, 1));
         assert_eq!(if_range("\"u\""), RangeAsk::Full);
+        assert_eq!(if_range(" \"t\" "), RangeAsk::Part(0, 1));
+        assert_eq!(if_range("W/\"t\""), RangeAsk::Full);
+        assert_eq!(if_range("\"t\", \"t\""), RangeAsk::Full);
+        assert_eq!(if_range("t"), RangeAsk::Full);
         assert_eq!(if_range("Tue, 01 Jan 2030 00:00:00 GMT"), RangeAsk::Full);
     }
 }
