@@ -265,6 +265,75 @@ async fn if_none_match_answers_304_without_reading_the_blob() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn if_match_is_evaluated_first_and_fails_with_412() {
+    let f = fixture().await;
+    let etag = f.plain.etag();
+    let weak = format!("W/{etag}");
+    let bare = etag.trim_matches('"');
+    let paths = [
+        f.plain.sha512_path(),
+        format!("/sha1/{}", f.plain.entry.shasum),
+        f.plain.entry.tarball_path.clone(),
+    ];
+    for path in &paths {
+        let url = format!("{}{path}", f.base);
+        // `*` or a strong match in the list: a plain GET.
+        for im in [etag.clone(), "*".to_string(), format!("\"x\", {etag}")] {
+            let r = get(&url, &[("if-match", &im)]).await;
+            assert_eq!(r.status(), StatusCode::OK, "{path} {im}");
+            assert_blob_headers(&r, &f.plain, f.plain.entry.size);
+            assert_eq!(r.bytes().await.ok().as_deref(), Some(&f.plain.bytes[..]));
+        }
+        let r = get(&url, &[("if-match", &etag), ("range", "bytes=0-9")]).await;
+        assert_eq!(r.status(), StatusCode::PARTIAL_CONTENT, "{path}");
+        let r = get(&url, &[("if-match", &etag), ("if-none-match", &etag)]).await;
+        assert_eq!(r.status(), StatusCode::NOT_MODIFIED, "{path}");
+        // A weak tag never matches; neither do other or malformed tags. 412 comes before the
+        // If-None-Match 304 and the Range 206, and for HEAD too.
+        let failing = [
+            weak.clone(),
+            "\"sha512-other\"".to_string(),
+            bare.to_string(),
+            format!("\"v1,{bare},gz\""),
+        ];
+        for im in &failing {
+            for extra in [
+                None,
+                Some(("if-none-match", etag.as_str())),
+                Some(("range", "bytes=0-9")),
+            ] {
+                let mut hs = vec![("if-match", im.as_str())];
+                hs.extend(extra);
+                let r = get(&url, &hs).await;
+                assert_eq!(r.status(), StatusCode::PRECONDITION_FAILED, "{path} {hs:?}");
+                assert_eq!(header(&r, header::CACHE_CONTROL), "no-store");
+                assert!(r.headers().get(header::ETAG).is_none());
+            }
+        }
+        let r = client()
+            .head(&url)
+            .header("if-match", "\"sha512-other\"")
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("HEAD {path}: {e}"));
+        assert_eq!(r.status(), StatusCode::PRECONDITION_FAILED, "HEAD {path}");
+    }
+    // A blob that is not there is a 404 whatever the preconditions.
+    for path in [
+        format!("/sha512/{}", "00".repeat(64)),
+        format!("/sha1/{}", "00".repeat(20)),
+        "/left-pad/-/left-pad-9.9.9.tgz".to_string(),
+    ] {
+        let r = get(&format!("{}{path}", f.base), &[("if-match", "*")]).await;
+        assert_eq!(r.status(), StatusCode::NOT_FOUND, "{path}");
+    }
+    let m = f.server.metrics();
+    assert_eq!(m.requests("sha512", 412), 13);
+    assert_eq!(m.requests("sha1", 412), 13);
+    assert_eq!(m.requests("tarball", 412), 13);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn single_ranges_get_206_and_others_the_whole_blob() {
     let f = fixture().await;
     let s = &f.scoped;

@@ -118,8 +118,12 @@ async fn respond(
     path: &str,
 ) -> Response {
     let backend = server.store().backend();
-    // Revalidation and HEAD need only to know the blob is there (and its size): a stat, no read.
-    let needs_size = head_only || h::has_none_match(headers) || headers.contains_key(header::RANGE);
+    // Preconditions, revalidation and HEAD need only to know the blob is there (and its size): a
+    // stat, no read. A missing blob is a 404 whatever the preconditions (RFC 9110 §13.2.1).
+    let needs_size = head_only
+        || h::has_if_match(headers)
+        || h::has_none_match(headers)
+        || headers.contains_key(header::RANGE);
     let size = if needs_size {
         let stat = match backend.size_now(&at.key) {
             Some(now) => now,
@@ -133,6 +137,11 @@ async fn respond(
     } else {
         None
     };
+    // RFC 9110 §13.2.2: `If-Match` first, then `If-None-Match`, then `Range` with `If-Range`.
+    // `If-Unmodified-Since` and `If-Modified-Since` are ignored: a blob has no modification date.
+    if size.is_some() && h::if_match_fails(headers, &at.etag) {
+        return plain(StatusCode::PRECONDITION_FAILED, "precondition failed\n");
+    }
     if size.is_some() && h::none_match(headers, &at.etag) {
         return not_modified(at.etag);
     }

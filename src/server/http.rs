@@ -1,5 +1,5 @@
-//! The HTTP semantics of a blob response: the strong `ETag`, `If-None-Match`, `Range` and
-//! `If-Range`, and the headers every blob response carries. Blobs are content-addressed, so a
+//! The HTTP semantics of a blob response: the strong `ETag`, `If-Match`, `If-None-Match`, `Range`
+//! and `If-Range`, and the headers every blob response carries. Blobs are content-addressed, so a
 //! representation never changes: the ETag is the integrity itself and the response may be cached
 //! forever (`immutable`).
 
@@ -29,6 +29,18 @@ pub(crate) fn etag(key: &BlobKey) -> HeaderValue {
     HeaderValue::from_str(&text).unwrap_or(HeaderValue::from_static("\"\""))
 }
 
+/// Whether `If-Match` in `headers` fails for `etag` (RFC 9110 §13.1.1): it passes for `*` or for
+/// an entity tag that matches by strong comparison, so a weak tag never passes. Several header lines
+/// count as one list. Without `If-Match` nothing fails.
+pub(crate) fn if_match_fails(headers: &HeaderMap, etag: &HeaderValue) -> bool {
+    has_if_match(headers) && !list_matches(headers, header::IF_MATCH, etag, Compare::Strong)
+}
+
+/// Whether any `If-Match` header is present.
+pub(crate) fn has_if_match(headers: &HeaderMap) -> bool {
+    headers.contains_key(header::IF_MATCH)
+}
+
 /// Whether `If-None-Match` in `headers` matches `etag` (RFC 9110 §13.1.2: weak comparison, a
 /// comma-separated list, or `*` for any current representation). Several header lines count as one
 /// list.
@@ -44,7 +56,7 @@ pub(crate) fn has_none_match(headers: &HeaderMap) -> bool {
 /// How two entity tags are compared (RFC 9110 §8.8.3.2).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Compare {
-    /// Both strong and the same opaque tag (`If-Range`).
+    /// Both strong and the same opaque tag (`If-Match`, `If-Range`).
     Strong,
     /// The same opaque tag, weak or not (`If-None-Match`).
     Weak,
@@ -64,8 +76,8 @@ impl EntityTag<'_> {
     }
 }
 
-/// Whether a header holding `*` or a list of entity tags (`If-None-Match`) matches `etag`. A line
-/// that is `*` alone matches any; every other line is read as a list.
+/// Whether a header holding `*` or a list of entity tags (`If-Match`, `If-None-Match`) matches
+/// `etag`. A line that is `*` alone matches any; every other line is read as a list.
 fn list_matches(
     headers: &HeaderMap,
     name: header::HeaderName,
@@ -268,6 +280,25 @@ mod tests {
         let etag = etag(&BlobKey::new([0; 64]));
         assert_eq!(etag.len(), 97);
         assert!(etag.to_str().is_ok_and(|s| s.starts_with("\"sha512-AAAA")));
+    }
+
+    #[test]
+    fn if_match() {
+        let tag = HeaderValue::from_static("\"sha512-abc=\"");
+        let fails = |pairs: &[(&'static str, &'static str)]| if_match_fails(&headers(pairs), &tag);
+        assert!(!fails(&[]));
+        assert!(!fails(&[("if-match", "*")]));
+        assert!(!fails(&[("if-match", "\"sha512-abc=\"")]));
+        assert!(!fails(&[("if-match", "\"x\", \"sha512-abc=\"")]));
+        assert!(!fails(&[
+            ("if-match", "\"x\""),
+            ("if-match", "\"sha512-abc=\"")
+        ]));
+        assert!(fails(&[("if-match", "W/\"sha512-abc=\"")]));
+        assert!(fails(&[("if-match", "\"sha512-abd=\"")]));
+        assert!(fails(&[("if-match", "sha512-abc=")]));
+        assert!(fails(&[("if-match", "\"v1,sha512-abc=,gz\"")]));
+        assert!(fails(&[("if-match", "")]));
     }
 
     #[test]

@@ -11,7 +11,7 @@ use axum::http::StatusCode;
 use super::routes::Route;
 
 /// The statuses the server answers with; anything else is counted as `other`.
-const STATUSES: [u16; 9] = [200, 206, 304, 400, 404, 405, 416, 500, 503];
+const STATUSES: [u16; 10] = [200, 206, 304, 400, 404, 405, 412, 416, 500, 503];
 const OTHER_STATUS: usize = STATUSES.len();
 const ROUTES: usize = Route::ALL.len();
 

@@ -8,8 +8,9 @@
 //! - `/-/health` and `/-/metrics` (Prometheus).
 //!
 //! Blob responses are made for CDNs: a strong `ETag` that is the blob's integrity, `Cache-Control:
-//! public, max-age=31536000, immutable`, `If-None-Match` answered with a 304 from a stat alone
-//! (the blob is not read), and single `Range`s (206; several ranges get the whole blob). Every byte
+//! public, max-age=31536000, immutable`, `If-Match` (412 unless `*` or a strong match) and
+//! `If-None-Match` (304) answered from a stat alone (the blob is not read), and single `Range`s
+//! (206; several ranges get the whole blob). Every byte
 //! is verified as it streams: a blob that fails verification before its head is sent gets a 500,
 //! and one that fails later has its body aborted short of its `Content-Length`, so no client or
 //! cache ever holds a complete bad body. Either way the failure is logged and counted.
