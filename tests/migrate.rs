@@ -1,8 +1,13 @@
 //! `tarvault migrate couch` against a real CouchDB-compatible server (pouchdb-server, see
-//! `tests/migrate/server.rs`), seeded from the corpus as fullfat documents plus every bad case.
+//! `tests/migrate/server.rs`), seeded from the corpus as fullfat documents plus every bad case;
+//! and, in `tests/migrate/scripted.rs`, against a fake CouchDB scripted per test (`fake.rs`).
 #![cfg(feature = "migrate")]
 
 mod common;
+#[path = "migrate/fake.rs"]
+mod fake;
+#[path = "migrate/scripted.rs"]
+mod scripted;
 #[path = "migrate/seed.rs"]
 mod seed;
 #[path = "migrate/server.rs"]

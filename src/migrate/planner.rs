@@ -114,11 +114,18 @@ pub(crate) fn plan(row: &ChangeRow) -> DocPlan {
     }
     let mut used = std::collections::BTreeSet::new();
     for (version, meta) in versions {
-        match plan_version(id, version, meta, attachments) {
-            Ok(job) => {
-                used.insert(job.attachment.clone());
-                plan.jobs.push(job);
+        let found = match locate(id, version, meta, attachments) {
+            Ok(found) => found,
+            Err(problem) => {
+                plan.decided.push((problem.kind, Some(*problem)));
+                continue;
             }
+        };
+        // Referenced even if the version is refused below: its attachment is accounted for by
+        // that refusal, and counting it an orphan too would report one attachment twice.
+        used.insert(found.attachment.clone());
+        match plan_version(id, version, found) {
+            Ok(job) => plan.jobs.push(job),
             Err(problem) => plan.decided.push((problem.kind, Some(*problem))),
         }
     }
@@ -143,12 +150,21 @@ pub(crate) fn plan(row: &ChangeRow) -> DocPlan {
 /// Why a version cannot be moved (its `kind` says how it is counted).
 type Refusal = Box<Problem>;
 
-fn plan_version(
+/// A version's `dist` and the attachment its `dist.tarball` names.
+struct Located<'a> {
+    dist: &'a Map<String, Value>,
+    file: String,
+    attachment: String,
+    stub: &'a Value,
+}
+
+/// Finds the attachment a version's `dist.tarball` names.
+fn locate<'a>(
     id: &str,
     version: &str,
-    meta: &Value,
-    attachments: &Map<String, Value>,
-) -> Result<TarballJob, Refusal> {
+    meta: &'a Value,
+    attachments: &'a Map<String, Value>,
+) -> Result<Located<'a>, Refusal> {
     let unreadable = |why: String| -> Refusal {
         Box::new(Problem::doc(OutcomeKind::Unreadable, id, why).with_version(version))
     };
@@ -176,7 +192,29 @@ fn plan_version(
             .with_file(&file),
         ));
     };
-    let unreadable = |why: String| -> Refusal { Box::new(unreadable(why).with_file(&file)) };
+    Ok(Located {
+        dist,
+        file,
+        attachment,
+        stub,
+    })
+}
+
+/// The job for a located version: every digest its document offers.
+fn plan_version(id: &str, version: &str, found: Located<'_>) -> Result<TarballJob, Refusal> {
+    let Located {
+        dist,
+        file,
+        attachment,
+        stub,
+    } = found;
+    let unreadable = |why: String| -> Refusal {
+        Box::new(
+            Problem::doc(OutcomeKind::Unreadable, id, why)
+                .with_version(version)
+                .with_file(&file),
+        )
+    };
     let mut expected: Vec<Hash> = Vec::new();
     // CouchDB's md5 is of the bytes as stored; for an attachment stored gzipped that is the gzip
     // stream, not the tarball we are sent, so it cannot be checked (npm-skim-registry distrusts it
@@ -345,11 +383,14 @@ mod tests {
                     "integrity": "sha512-XI5MPzVNApjAyhQzphX8BkmKsKUxD4LdyK24iZeQGinBN9yTQT3bFlCBy/aVx2HrNcqQGsdot8ghrjyrvMCoEA=="}},
                 "8.0.0": {"dist": {"shasum": SHA1, "tarball": "http://r/is-number/-/is-number-8.0.0.tgz"}},
                 "9.0.0": {"dist": {"tarball": 7}},
-                "10.0.0": {"dist": {"shasum": "zz", "tarball": "http://r/is-number/-/is-number-7.0.0.tgz"}}
+                "10.0.0": {"dist": {"shasum": "zz", "tarball": "http://r/is-number/-/is-number-7.0.0.tgz"}},
+                // Refused, but its attachment is referenced: not an orphan as well.
+                "11.0.0": {"dist": {"shasum": "zz", "tarball": "http://r/is-number/-/is-number-11.0.0.tgz"}}
             },
             "_attachments": {
                 "is-number-7.0.0.tgz": {"content_type": "application/octet-stream", "digest": MD5, "length": 3730, "stub": true, "revpos": 1},
-                "is-number-6.0.0.tgz": {"digest": MD5, "length": 1, "stub": true}
+                "is-number-6.0.0.tgz": {"digest": MD5, "length": 1, "stub": true},
+                "is-number-11.0.0.tgz": {"digest": MD5, "length": 1, "stub": true}
             }
         });
         let p = plan(&row("is-number", doc));
@@ -375,6 +416,7 @@ mod tests {
             decided,
             vec![
                 ("10.0.0".into(), OutcomeKind::Unreadable), // bad shasum
+                ("11.0.0".into(), OutcomeKind::Unreadable),
                 ("8.0.0".into(), OutcomeKind::AttachmentMissing),
                 ("9.0.0".into(), OutcomeKind::Unreadable), // tarball not a string
                 ("is-number-6.0.0.tgz".into(), OutcomeKind::Orphan),

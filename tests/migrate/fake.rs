@@ -1,0 +1,193 @@
+//! A scripted CouchDB in the test process (raw HTTP/1.1 on tokio): each test decides exactly what
+//! every request is answered, for the cases a real server cannot be made to produce on cue (a
+//! document deleted between the feed read and the attachment download, digests that disagree
+//! with one another, `since=now`).
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use percent_encoding::percent_decode_str;
+use serde_json::{json, Value};
+use tarvault::migrate::{CouchSource, MigrateOptions, Migration};
+use tarvault::Store;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+/// One request: the decoded path segments after the host (`["registry", "_changes"]`) and the
+/// decoded query.
+pub struct Req {
+    pub segs: Vec<String>,
+    pub query: HashMap<String, String>,
+}
+
+impl Req {
+    pub fn q(&self, key: &str) -> Option<&str> {
+        self.query.get(key).map(String::as_str)
+    }
+}
+
+/// An answer: status, body, and how long to wait before sending it (a longpoll with nothing new).
+pub struct Resp {
+    pub status: u16,
+    pub body: Vec<u8>,
+    pub delay: Duration,
+}
+
+impl Resp {
+    pub fn json(status: u16, v: Value) -> Resp {
+        Resp {
+            status,
+            body: serde_json::to_vec(&v).expect("json"),
+            delay: Duration::ZERO,
+        }
+    }
+
+    pub fn bytes(body: &[u8]) -> Resp {
+        Resp {
+            status: 200,
+            body: body.to_vec(),
+            delay: Duration::ZERO,
+        }
+    }
+
+    pub fn not_found() -> Resp {
+        Resp::json(404, json!({"error": "not_found", "reason": "missing"}))
+    }
+}
+
+pub type Handler = Arc<dyn Fn(&Req) -> Resp + Send + Sync>;
+
+/// Attachment bytes by `(document id, attachment name)`.
+pub type Attachments = HashMap<(String, String), Vec<u8>>;
+
+/// Serves `handler` on a loopback port; returns the database URL (`http://127.0.0.1:N/registry`).
+pub async fn serve(handler: Handler) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((mut sock, _)) = listener.accept().await {
+            let handler = handler.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut tmp = [0u8; 4096];
+                while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match sock.read(&mut tmp).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&tmp[..n]),
+                    }
+                }
+                let head = String::from_utf8_lossy(&buf).to_string();
+                let target = head.split(' ').nth(1).unwrap_or("/").to_string();
+                let (path, query) = target.split_once('?').unwrap_or((&target, ""));
+                let decode = |s: &str| percent_decode_str(s).decode_utf8_lossy().into_owned();
+                let req = Req {
+                    segs: path
+                        .split('/')
+                        .filter(|s| !s.is_empty())
+                        .map(decode)
+                        .collect(),
+                    query: query
+                        .split('&')
+                        .filter(|s| !s.is_empty())
+                        .map(|kv| {
+                            let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+                            (decode(k), decode(&v.replace('+', " ")))
+                        })
+                        .collect(),
+                };
+                let r = handler(&req);
+                tokio::time::sleep(r.delay).await;
+                let head = format!(
+                    "HTTP/1.1 {} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\
+                     Connection: close\r\n\r\n",
+                    r.status,
+                    r.body.len()
+                );
+                let _ = sock.write_all(head.as_bytes()).await;
+                let _ = sock.write_all(&r.body).await;
+                let _ = sock.shutdown().await;
+            });
+        }
+    });
+    format!("http://{addr}/registry")
+}
+
+/// A `_changes` page over `rows` (integer `seq`s), as CouchDB 1.x answers it: `since=now` is the
+/// end of the feed, and a longpoll with nothing new waits a little and returns nothing.
+pub fn changes_page(rows: &[Value], req: &Req) -> Resp {
+    let end = rows
+        .iter()
+        .filter_map(|r| r["seq"].as_i64())
+        .max()
+        .unwrap_or(0);
+    if req.q("since") == Some("now") {
+        return Resp::json(200, json!({"results": [], "last_seq": end}));
+    }
+    let since: i64 = req.q("since").and_then(|s| s.parse().ok()).unwrap_or(0);
+    let limit: usize = req
+        .q("limit")
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(usize::MAX);
+    let mut rows: Vec<Value> = rows
+        .iter()
+        .filter(|r| r["seq"].as_i64().is_some_and(|s| s > since))
+        .cloned()
+        .collect();
+    rows.sort_by_key(|r| r["seq"].as_i64());
+    rows.truncate(limit);
+    let last = rows.last().map_or(json!(since), |r| r["seq"].clone());
+    let mut resp = Resp::json(200, json!({"results": rows, "last_seq": last}));
+    if rows.is_empty() && req.q("feed") == Some("longpoll") {
+        resp.delay = Duration::from_millis(200);
+    }
+    resp
+}
+
+/// CouchDB's `md5-<base64>` attachment digest of `data`.
+pub fn couch_md5(data: &[u8]) -> String {
+    let mut h = tarvault::integrity::MultiHasher::new(&[tarvault::Algorithm::Md5]);
+    h.update(data);
+    let set = h.finalize();
+    let md5 = set.get(tarvault::Algorithm::Md5).expect("md5");
+    format!("md5-{}", md5.to_base64())
+}
+
+/// A `_changes` row for package `id` at revision `1-a`: version 1.0.0 with `dist` (its
+/// `tarball` filled in when missing), and one attachment `<id>-1.0.0.tgz` described as `data`.
+pub fn row(seq: i64, id: &str, mut dist: Value, data: &[u8]) -> Value {
+    let file = format!("{id}-1.0.0.tgz");
+    if dist.get("tarball").is_none() {
+        dist["tarball"] = json!(format!("http://r/{id}/-/{file}"));
+    }
+    json!({"seq": seq, "id": id, "changes": [{"rev": "1-a"}], "doc": {
+        "_id": id, "_rev": "1-a", "name": id,
+        "versions": {"1.0.0": {"name": id, "version": "1.0.0", "dist": dist}},
+        "_attachments": {file: {"content_type": "application/octet-stream",
+            "digest": couch_md5(data), "length": data.len(), "stub": true, "revpos": 1}}
+    }})
+}
+
+/// A registry that does not change: `GET /registry`, `_changes` over `rows`, and the attachments
+/// `(id, name) → bytes`; everything else is 404.
+pub fn static_registry(rows: Vec<Value>, atts: Attachments) -> Handler {
+    Arc::new(move |req| match req.segs.as_slice() {
+        [_db] => Resp::json(200, json!({"db_name": "registry", "doc_count": rows.len()})),
+        [_db, c] if c == "_changes" => changes_page(&rows, req),
+        [_db, id, att] => match atts.get(&(id.clone(), att.clone())) {
+            Some(b) => Resp::bytes(b),
+            None => Resp::not_found(),
+        },
+        _ => Resp::not_found(),
+    })
+}
+
+/// A migration of `url` into a store under `dir`, with its state and mapping there too.
+pub async fn migration(url: &str, dir: &Path, edit: impl FnOnce(&mut MigrateOptions)) -> Migration {
+    let spec = format!("file://{}?fsync=false", dir.join("store").display());
+    let store = Store::open(&spec).await.expect("store");
+    let mut opts = MigrateOptions::new(dir.join("state.json"), dir.join("map.jsonl"));
+    edit(&mut opts);
+    Migration::new(CouchSource::parse(url).expect("source"), store, opts).expect("migration")
+}
