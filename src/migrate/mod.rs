@@ -8,7 +8,8 @@
 //! - `couch`: the HTTP client (credentials kept out of everything printed);
 //! - `changes`: the `_changes` feed in batches, then `longpoll` when following;
 //! - `planner`: one document → the tarballs to move and the outcomes decided by reading it;
-//! - `transfer`: one tarball → [`Store::put`] with `require_all`, retried when transient;
+//! - `transfer`: one tarball → [`Store::put`], every digest field checked on its own, retried when
+//!   transient;
 //! - `checkpoint`: the state file and the in-order tracker; `mapping`: appending the JSON lines
 //!   of [`MapEntry`] (read back with `tarvault::mapping::read_mapping`);
 //! - `report`: the counts and problems; `progress`: live counters for a front end.

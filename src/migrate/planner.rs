@@ -27,11 +27,12 @@ pub(crate) struct TarballJob {
     pub file: String,
     /// The attachment's key in the document (usually `file`).
     pub attachment: String,
-    /// Every digest the document offers: the attachment's md5, `dist.shasum`, `dist.integrity`
-    /// (at least one).
-    pub expected: Integrity,
-    /// The attachment's `length`.
-    pub size: Option<u64>,
+    /// Every digest the document offers, each with the field it came from (`dist.integrity`,
+    /// `dist.shasum`, the attachment's md5; at least one). Each must hold on its own: two fields
+    /// merged into one integrity would pass when either matched.
+    pub checks: Vec<(String, Integrity)>,
+    /// The attachment's `length`, with the field it came from.
+    pub size: Option<(String, u64)>,
     /// `dist.shasum`, lower-case, to recognise versions already mapped.
     pub shasum: Option<String>,
 }
@@ -40,6 +41,18 @@ impl TarballJob {
     /// `name@version`, for errors and logs.
     pub fn label(&self) -> String {
         format!("{}@{} ({})", self.name, self.version, self.file)
+    }
+
+    /// Every hash of every check in one integrity: what the store must compute while the bytes go
+    /// by (md5 is not among its usual digests), and the sha512 that may name a blob already
+    /// stored. Not what the bytes are judged by: that is each of [`TarballJob::checks`].
+    pub fn all_hashes(&self) -> Option<Integrity> {
+        let mut hashes = self.checks.iter().flat_map(|(_, i)| i.hashes().iter());
+        let mut all = Integrity::from(hashes.next()?.clone());
+        for h in hashes {
+            all.push(h.clone());
+        }
+        Some(all)
     }
 }
 
@@ -200,7 +213,7 @@ fn locate<'a>(
     })
 }
 
-/// The job for a located version: every digest its document offers.
+/// The job for a located version: every digest its document offers, each kept with its field.
 fn plan_version(id: &str, version: &str, found: Located<'_>) -> Result<TarballJob, Refusal> {
     let Located {
         dist,
@@ -215,7 +228,7 @@ fn plan_version(id: &str, version: &str, found: Located<'_>) -> Result<TarballJo
                 .with_file(&file),
         )
     };
-    let mut expected: Vec<Hash> = Vec::new();
+    let mut checks: Vec<(String, Integrity)> = Vec::new();
     // CouchDB's md5 is of the bytes as stored; for an attachment stored gzipped that is the gzip
     // stream, not the tarball we are sent, so it cannot be checked (npm-skim-registry distrusts it
     // too). npm tarballs are octet-stream and never stored compressed.
@@ -224,14 +237,16 @@ fn plan_version(id: &str, version: &str, found: Located<'_>) -> Result<TarballJo
         let d = d
             .as_str()
             .ok_or_else(|| unreadable("attachment digest is not a string".into()))?;
-        expected.extend(md5_digest(d).map_err(unreadable)?);
+        if let Some(md5) = md5_digest(d).map_err(unreadable)? {
+            checks.push((format!("_attachments[{attachment:?}].digest"), md5.into()));
+        }
     }
     let shasum = match dist.get("shasum") {
         None | Some(Value::Null) => None,
         Some(Value::String(s)) => {
             let h = Hash::from_hex(Algorithm::Sha1, s)
                 .map_err(|_| unreadable(format!("dist.shasum {s:?} is not a sha1 hex digest")))?;
-            expected.push(h);
+            checks.push(("dist.shasum".into(), h.into()));
             Some(s.trim().to_ascii_lowercase())
         }
         Some(_) => return Err(unreadable("dist.shasum is not a string".into())),
@@ -241,28 +256,28 @@ fn plan_version(id: &str, version: &str, found: Located<'_>) -> Result<TarballJo
         Some(Value::String(s)) => {
             let i = Integrity::parse(s)
                 .map_err(|e| unreadable(format!("dist.integrity is not usable: {e}")))?;
-            expected.extend(i.hashes().iter().cloned());
+            checks.push(("dist.integrity".into(), i));
         }
         Some(_) => return Err(unreadable("dist.integrity is not a string".into())),
     }
-    let size = stub.get("length").and_then(Value::as_u64);
-    let mut hashes = expected.into_iter();
-    let Some(first) = hashes.next() else {
+    if checks.is_empty() {
         // Storing bytes nothing vouches for would launder them into a verified store.
         return Err(unreadable(
             "no digest to verify against (no attachment md5, dist.shasum or dist.integrity)".into(),
         ));
-    };
-    let mut expected = Integrity::from(first);
-    for h in hashes {
-        expected.push(h);
     }
+    // Strongest first, so that bytes wrong everywhere are reported against the most trusted field.
+    checks.sort_by_key(|(_, i)| std::cmp::Reverse(i.strongest()));
+    let size = stub
+        .get("length")
+        .and_then(Value::as_u64)
+        .map(|n| (format!("_attachments[{attachment:?}].length"), n));
     Ok(TarballJob {
         name: id.to_string(),
         version: version.to_string(),
         file,
         attachment,
-        expected,
+        checks,
         size,
         shasum,
     })
@@ -397,11 +412,31 @@ mod tests {
         assert_eq!(p.jobs.len(), 1);
         let j = &p.jobs[0];
         assert_eq!(j.version, "7.0.0");
-        assert_eq!(j.size, Some(3730));
-        let e = j.expected.clone();
         assert_eq!(
-            e.algorithms(),
-            vec![Algorithm::Sha512, Algorithm::Sha1, Algorithm::Md5]
+            j.size,
+            Some((r#"_attachments["is-number-7.0.0.tgz"].length"#.into(), 3730))
+        );
+        // One check per field, strongest first, none merged into another.
+        let fields: Vec<(&str, Vec<Algorithm>)> = j
+            .checks
+            .iter()
+            .map(|(f, i)| (f.as_str(), i.algorithms()))
+            .collect();
+        assert_eq!(
+            fields,
+            vec![
+                ("dist.integrity", vec![Algorithm::Sha512]),
+                ("dist.shasum", vec![Algorithm::Sha1]),
+                (
+                    r#"_attachments["is-number-7.0.0.tgz"].digest"#,
+                    vec![Algorithm::Md5]
+                ),
+            ]
+        );
+        let all = j.all_hashes().map(|i| i.algorithms());
+        assert_eq!(
+            all,
+            Some(vec![Algorithm::Sha512, Algorithm::Sha1, Algorithm::Md5])
         );
         let mut decided: Vec<(String, OutcomeKind)> = p
             .decided
@@ -437,9 +472,9 @@ mod tests {
             "_attachments": {"a-1.0.0.tgz": {"digest": MD5, "length": 10, "encoding": "gzip", "encoded_length": 7, "stub": true}}});
         let p = plan(&row("a", doc));
         assert_eq!(p.jobs.len(), 1);
-        let e = p.jobs[0].expected.clone();
-        assert_eq!(e.algorithms(), vec![Algorithm::Sha1]);
-        assert_eq!(p.jobs[0].size, Some(10));
+        let fields: Vec<&str> = p.jobs[0].checks.iter().map(|(f, _)| f.as_str()).collect();
+        assert_eq!(fields, ["dist.shasum"]);
+        assert_eq!(p.jobs[0].size.as_ref().map(|s| s.1), Some(10));
     }
 
     #[test]

@@ -1,9 +1,9 @@
 //! One tarball: stream the attachment from CouchDB straight into [`Store::put`], checking every
-//! digest the document offers, with retries for what may be transient.
+//! digest the document offers, each on its own, with retries for what may be transient.
 
 use std::sync::Arc;
 
-use futures::{StreamExt, TryStreamExt};
+use futures::{FutureExt, StreamExt, TryStreamExt};
 use tokio::sync::Semaphore;
 
 use super::changes::backoff;
@@ -12,6 +12,7 @@ use super::mapping::{MapEntry, MappedIndex};
 use super::planner::TarballJob;
 use super::progress::Progress;
 use super::report::{OutcomeKind, Problem};
+use crate::store::Expectations;
 use crate::{Error, PutOptions, Store};
 
 /// Downloads of one tarball before its failure is taken as the server's real answer.
@@ -53,10 +54,10 @@ pub(crate) async fn transfer(ctx: &Context, job: TarballJob) -> Result<Transferr
         .await
         .map_err(|_| Error::InvalidInput("migration shut down".into()))?;
     let options = PutOptions {
-        expected: Some(job.expected.clone()),
-        expected_size: job.size,
+        // Only so that every algorithm is computed (md5 too) and a stored sha512 is recognised:
+        // the bytes are judged by `checks`, below, each field on its own.
+        expected: job.all_hashes(),
         label: Some(job.label()),
-        require_all: true,
         // Inspection runs in the same pass, on its own thread, and a rejected tarball is never
         // committed.
         expect_package: ctx
@@ -64,6 +65,7 @@ pub(crate) async fn transfer(ctx: &Context, job: TarballJob) -> Result<Transferr
             .is_some()
             .then(|| (job.name.clone(), job.version.clone())),
         inspect: ctx.inspect.clone(),
+        ..PutOptions::default()
     };
     let mut attempt = 0;
     loop {
@@ -95,7 +97,19 @@ pub(crate) async fn transfer(ctx: &Context, job: TarballJob) -> Result<Transferr
             .bytes_stream()
             .map_err(|e| std::io::Error::other(e.without_url()))
             .inspect_ok(move |chunk| progress.bytes(chunk.len() as u64));
-        match ctx.store.put(body.boxed(), &options).await {
+        // Known before the download, but given as the store's named checks so that a mismatch
+        // says which field of the document was wrong.
+        let checks = Expectations {
+            checks: job.checks.clone(),
+            size: job.size.clone(),
+            package: None,
+        };
+        let checks = futures::future::ready(Ok(checks)).boxed();
+        match ctx
+            .store
+            .put_late(body.boxed(), &options, Some(checks))
+            .await
+        {
             Ok(put) => {
                 ctx.progress.tarball_done();
                 let kind = if put.stored {
@@ -117,12 +131,14 @@ pub(crate) async fn transfer(ctx: &Context, job: TarballJob) -> Result<Transferr
                 ));
             }
             Err(Error::IntegrityMismatch {
-                expected, actual, ..
+                what,
+                expected,
+                actual,
             }) => {
                 let mut p = problem(
                     &job,
                     OutcomeKind::DigestMismatch,
-                    "bytes do not match the document; nothing stored",
+                    &format!("bytes do not match {what}; nothing stored"),
                 );
                 p.expected = Some(expected);
                 p.actual = Some(actual);

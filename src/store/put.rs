@@ -30,10 +30,11 @@ pub struct PutOptions {
     /// Check every known algorithm in `expected`, not only the strongest one shared with the bytes.
     ///
     /// By default a put compares like npm's `ssri`: on the strongest algorithm only, so a right
-    /// sha512 beside a wrong sha1 passes. A migration from a registry that offers several
-    /// independent digests (CouchDB's md5, npm's `shasum`, `integrity`) wants each of them to hold:
-    /// a wrong one means the document and the bytes disagree, and that must be reported, not
-    /// stored. Every algorithm in `expected` is computed in the same single pass either way.
+    /// sha512 beside a wrong sha1 passes. With `require_all` each algorithm must hold, but still
+    /// any one hash of it: digests from independent sources (CouchDB's md5, npm's `shasum`,
+    /// `integrity`) merged into one `expected` would pass when only one of two sha1s matched, so
+    /// such sources are checked one by one instead (the migration does). Every algorithm in
+    /// `expected` is computed in the same single pass either way.
     pub require_all: bool,
     /// The package (`name`, `version`) the tarball must say it is. Needs [`PutOptions::inspect`];
     /// a tarball whose `package.json` names anything else is refused before it is committed
@@ -361,6 +362,12 @@ impl Store {
                 });
             }
         }
+        // Named checks first: when both would fail, the error names the field that was wrong
+        // rather than the put's label (a migration passes every field's hashes as `expected`
+        // too, only so that they are all computed).
+        if let Some(late) = late {
+            late.verify(&hashes, &digests)?;
+        }
         if let Some(expected) = &options.expected {
             let actual = hashes
                 .integrity()
@@ -378,9 +385,6 @@ impl Store {
             for check in &checks {
                 compare(check, &actual, &what)?;
             }
-        }
-        if let Some(late) = late {
-            late.verify(&hashes, &digests)?;
         }
         Ok(digests)
     }

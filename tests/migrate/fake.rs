@@ -8,6 +8,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use base64::Engine;
 use percent_encoding::percent_decode_str;
 use serde_json::{json, Value};
 use tarvault::migrate::{CouchSource, MigrateOptions, Migration};
@@ -152,6 +153,19 @@ pub fn couch_md5(data: &[u8]) -> String {
     let set = h.finalize();
     let md5 = set.get(tarvault::Algorithm::Md5).expect("md5");
     format!("md5-{}", md5.to_base64())
+}
+
+/// `sha1-<base64>` of `data`, as a `dist.integrity` may hold it.
+pub fn sha1_sri(data: &[u8]) -> String {
+    let hex = crate::common::sha1_hex(data);
+    let raw: Vec<u8> = (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).expect("hex"))
+        .collect();
+    format!(
+        "sha1-{}",
+        base64::engine::general_purpose::STANDARD.encode(raw)
+    )
 }
 
 /// A `_changes` row for package `id` at revision `1-a`: version 1.0.0 with `dist` (its
