@@ -214,6 +214,7 @@ fn count_lines(c: &Counts) -> Vec<(&'static str, u64)> {
         ("orphan attachments", c.orphan),
         ("unpublished", c.unpublished),
         ("deleted", c.deleted),
+        ("gone meanwhile", c.gone),
         ("empty", c.empty),
         ("design docs", c.design),
     ]

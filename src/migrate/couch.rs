@@ -292,15 +292,46 @@ impl CouchClient {
         self.json("GET _changes", url).await
     }
 
-    /// `GET /db/<id>/<attachment>`: the response, streaming, or `None` for a 404.
+    /// `GET /db/<id>/<attachment>[?rev=<rev>]`: the response, streaming, or `None` for a 404.
+    /// At a given revision CouchDB serves the attachment as that revision had it even after the
+    /// document was deleted or changed, until compaction.
     pub(crate) async fn attachment(
         &self,
         id: &str,
         name: &str,
+        rev: Option<&str>,
     ) -> std::result::Result<Option<reqwest::Response>, FetchError> {
         // An attachment name may itself contain `/` (`@scope/name-1.0.0.tgz`): encode it whole.
-        let url = self.source.url(&[id, name]);
+        let mut url = self.source.url(&[id, name]);
+        if let Some(rev) = rev {
+            url.query_pairs_mut().append_pair("rev", rev);
+        }
         self.send("GET attachment", self.get(url)).await
+    }
+
+    /// The document's current `_rev`, or `None` if it is deleted (404).
+    pub(crate) async fn current_rev(
+        &self,
+        id: &str,
+    ) -> std::result::Result<Option<String>, FetchError> {
+        #[derive(Deserialize)]
+        struct Rev {
+            #[serde(rename = "_rev")]
+            rev: String,
+        }
+        let req = self
+            .get(self.source.url(&[id]))
+            .header(reqwest::header::ACCEPT, "application/json");
+        let Some(resp) = self.send("GET document", req).await? else {
+            return Ok(None);
+        };
+        let bytes = resp.bytes().await.map_err(|e| {
+            FetchError::Transient(self.error(format!("GET document: {}", e.without_url())))
+        })?;
+        let doc: Rev = serde_json::from_slice(&bytes).map_err(|e| {
+            FetchError::Fatal(self.error(format!("GET document: not a CouchDB document: {e}")))
+        })?;
+        Ok(Some(doc.rev))
     }
 }
 

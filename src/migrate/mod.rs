@@ -348,7 +348,7 @@ async fn process_doc(ctx: &Context, row: ChangeRow) -> Result<DocDone> {
         match r? {
             Transferred::Stored(kind, entry) => done.stored.push((kind, entry)),
             Transferred::AlreadyMapped => done.report.record(OutcomeKind::AlreadyMapped, None),
-            Transferred::Failed(kind, problem) => done.report.record(kind, Some(problem)),
+            Transferred::Recorded(kind, problem) => done.report.record(kind, Some(problem)),
         }
     }
     ctx.progress.doc_done(done.report.counts.failures());

@@ -27,6 +27,9 @@ pub(crate) struct TarballJob {
     pub file: String,
     /// The attachment's key in the document (usually `file`).
     pub attachment: String,
+    /// The document's revision as the feed showed it: the attachment is fetched at that revision,
+    /// so a document deleted or changed meanwhile still yields the bytes it described.
+    pub rev: Option<String>,
     /// Every digest the document offers, each with the field it came from (`dist.integrity`,
     /// `dist.shasum`, the attachment's md5; at least one). Each must hold on its own: two fields
     /// merged into one integrity would pass when either matched.
@@ -125,6 +128,7 @@ pub(crate) fn plan(row: &ChangeRow) -> DocPlan {
         };
         plan.decided.push((kind, Some(Problem::doc(kind, id, why))));
     }
+    let rev = doc.get("_rev").and_then(Value::as_str);
     let mut used = std::collections::BTreeSet::new();
     for (version, meta) in versions {
         let found = match locate(id, version, meta, attachments) {
@@ -137,7 +141,7 @@ pub(crate) fn plan(row: &ChangeRow) -> DocPlan {
         // Referenced even if the version is refused below: its attachment is accounted for by
         // that refusal, and counting it an orphan too would report one attachment twice.
         used.insert(found.attachment.clone());
-        match plan_version(id, version, found) {
+        match plan_version(id, version, rev, found) {
             Ok(job) => plan.jobs.push(job),
             Err(problem) => plan.decided.push((problem.kind, Some(*problem))),
         }
@@ -214,7 +218,12 @@ fn locate<'a>(
 }
 
 /// The job for a located version: every digest its document offers, each kept with its field.
-fn plan_version(id: &str, version: &str, found: Located<'_>) -> Result<TarballJob, Refusal> {
+fn plan_version(
+    id: &str,
+    version: &str,
+    rev: Option<&str>,
+    found: Located<'_>,
+) -> Result<TarballJob, Refusal> {
     let Located {
         dist,
         file,
@@ -277,6 +286,7 @@ fn plan_version(id: &str, version: &str, found: Located<'_>) -> Result<TarballJo
         version: version.to_string(),
         file,
         attachment,
+        rev: rev.map(str::to_string),
         checks,
         size,
         shasum,
@@ -392,7 +402,7 @@ mod tests {
     #[test]
     fn plans_versions_orphans_and_missing() {
         let doc = json!({
-            "_id": "is-number", "name": "is-number",
+            "_id": "is-number", "_rev": "3-x", "name": "is-number",
             "versions": {
                 "7.0.0": {"dist": {"shasum": SHA1, "tarball": "http://r/is-number/-/is-number-7.0.0.tgz",
                     "integrity": "sha512-XI5MPzVNApjAyhQzphX8BkmKsKUxD4LdyK24iZeQGinBN9yTQT3bFlCBy/aVx2HrNcqQGsdot8ghrjyrvMCoEA=="}},
@@ -416,6 +426,7 @@ mod tests {
             j.size,
             Some((r#"_attachments["is-number-7.0.0.tgz"].length"#.into(), 3730))
         );
+        assert_eq!(j.rev.as_deref(), Some("3-x"));
         // One check per field, strongest first, none merged into another.
         let fields: Vec<(&str, Vec<Algorithm>)> = j
             .checks

@@ -39,6 +39,11 @@ pub enum OutcomeKind {
     Unpublished,
     /// A deleted document (`"deleted": true` in `_changes`).
     Deleted,
+    /// A version's attachment that went away while the run was reading it: the document was
+    /// deleted or changed after the feed showed it, and the revision read is no longer kept
+    /// (compacted). Not a failure: the feed shows the document again further on, and that later
+    /// revision is what the registry serves.
+    Gone,
     /// A document with neither versions nor an unpublish record (a package created but never
     /// published).
     Empty,
@@ -76,6 +81,7 @@ impl OutcomeKind {
             OutcomeKind::Orphan => "orphan",
             OutcomeKind::Unpublished => "unpublished",
             OutcomeKind::Deleted => "deleted",
+            OutcomeKind::Gone => "gone",
             OutcomeKind::Empty => "empty",
             OutcomeKind::Design => "design",
         }
@@ -113,6 +119,9 @@ pub struct Counts {
     pub unpublished: u64,
     /// See [`OutcomeKind::Deleted`].
     pub deleted: u64,
+    /// See [`OutcomeKind::Gone`].
+    #[serde(default)]
+    pub gone: u64,
     /// See [`OutcomeKind::Empty`].
     pub empty: u64,
     /// See [`OutcomeKind::Design`].
@@ -137,6 +146,7 @@ impl Counts {
             OutcomeKind::Orphan => &mut self.orphan,
             OutcomeKind::Unpublished => &mut self.unpublished,
             OutcomeKind::Deleted => &mut self.deleted,
+            OutcomeKind::Gone => &mut self.gone,
             OutcomeKind::Empty => &mut self.empty,
             OutcomeKind::Design => &mut self.design,
         };
@@ -158,6 +168,7 @@ impl Counts {
         self.orphan += other.orphan;
         self.unpublished += other.unpublished;
         self.deleted += other.deleted;
+        self.gone += other.gone;
         self.empty += other.empty;
         self.design += other.design;
         self.bytes += other.bytes;
@@ -292,6 +303,7 @@ mod tests {
             OutcomeKind::Orphan,
             OutcomeKind::Unpublished,
             OutcomeKind::Deleted,
+            OutcomeKind::Gone,
             OutcomeKind::Empty,
             OutcomeKind::Design,
         ] {

@@ -37,8 +37,9 @@ pub(crate) enum Transferred {
     Stored(OutcomeKind, MapEntry),
     /// Already in the mapping with the same shasum; not fetched.
     AlreadyMapped,
-    /// A recorded failure (mismatch, missing).
-    Failed(OutcomeKind, Problem),
+    /// An outcome with its problem line: a failure (mismatch, missing), or an attachment gone
+    /// meanwhile.
+    Recorded(OutcomeKind, Problem),
 }
 
 /// Moves one tarball. `Err` is for what must stop the run without checkpointing past this
@@ -73,18 +74,13 @@ pub(crate) async fn transfer(ctx: &Context, job: TarballJob) -> Result<Transferr
         let retry = |e: &Error| {
             tracing::warn!(tarball = %job.label(), attempt, error = %e, "download failed; retrying");
         };
-        let resp = match ctx.client.attachment(&job.name, &job.attachment).await {
+        let fetched = ctx
+            .client
+            .attachment(&job.name, &job.attachment, job.rev.as_deref())
+            .await;
+        let resp = match fetched {
             Ok(Some(resp)) => resp,
-            Ok(None) => {
-                return Ok(Transferred::Failed(
-                    OutcomeKind::AttachmentMissing,
-                    problem(
-                        &job,
-                        OutcomeKind::AttachmentMissing,
-                        "the server has no such attachment (404)",
-                    ),
-                ))
-            }
+            Ok(None) => return missing(ctx, &job).await,
             Err(FetchError::Transient(e)) if attempt < ATTEMPTS => {
                 retry(&e);
                 tokio::time::sleep(backoff(attempt)).await;
@@ -142,7 +138,7 @@ pub(crate) async fn transfer(ctx: &Context, job: TarballJob) -> Result<Transferr
                 );
                 p.expected = Some(expected);
                 p.actual = Some(actual);
-                return Ok(Transferred::Failed(OutcomeKind::DigestMismatch, p));
+                return Ok(Transferred::Recorded(OutcomeKind::DigestMismatch, p));
             }
             Err(Error::PackageMismatch {
                 expected, actual, ..
@@ -154,7 +150,7 @@ pub(crate) async fn transfer(ctx: &Context, job: TarballJob) -> Result<Transferr
                 );
                 p.expected = Some(expected);
                 p.actual = Some(actual);
-                return Ok(Transferred::Failed(OutcomeKind::PackageMismatch, p));
+                return Ok(Transferred::Recorded(OutcomeKind::PackageMismatch, p));
             }
             Err(e) if e.kind() == crate::ErrorKind::Rejected => {
                 let reason = match &e {
@@ -167,7 +163,7 @@ pub(crate) async fn transfer(ctx: &Context, job: TarballJob) -> Result<Transferr
                     OutcomeKind::Rejected,
                     &format!("tarball rejected by the inspection policy, not stored: {reason}"),
                 );
-                return Ok(Transferred::Failed(OutcomeKind::Rejected, p));
+                return Ok(Transferred::Recorded(OutcomeKind::Rejected, p));
             }
             // The body broke off mid-way: nothing was stored; fetch it again.
             Err(Error::Input(e)) if attempt < ATTEMPTS => {
@@ -177,6 +173,45 @@ pub(crate) async fn transfer(ctx: &Context, job: TarballJob) -> Result<Transferr
             Err(e) => return Err(e),
         }
     }
+}
+
+/// The attachment is 404. At the revision the feed showed, that means the revision is no longer
+/// kept: the document was deleted or changed since (and compacted), and the feed shows it again
+/// further on, so it is noted, not failed. A document still at that revision, or one read without
+/// a revision, really lacks it.
+async fn missing(ctx: &Context, job: &TarballJob) -> Result<Transferred, Error> {
+    let missing = |detail: &str| {
+        let kind = OutcomeKind::AttachmentMissing;
+        Ok(Transferred::Recorded(kind, problem(job, kind, detail)))
+    };
+    let Some(rev) = job.rev.as_deref() else {
+        return missing("the server has no such attachment (404)");
+    };
+    let mut attempt = 0;
+    let now = loop {
+        attempt += 1;
+        match ctx.client.current_rev(&job.name).await {
+            Ok(now) => break now,
+            Err(FetchError::Transient(e)) if attempt < ATTEMPTS => {
+                tracing::warn!(id = %job.name, attempt, error = %e, "document GET failed; retrying");
+                tokio::time::sleep(backoff(attempt)).await;
+            }
+            Err(e) => return Err(e.into_error()),
+        }
+    };
+    let detail = match now {
+        Some(now) if now == rev => {
+            return missing(&format!(
+                "the server has no such attachment (404) at revision {rev}, which lists it"
+            ))
+        }
+        Some(now) => format!("the document changed to revision {now} after {rev} was read"),
+        None => format!("the document was deleted after revision {rev} was read"),
+    };
+    let kind = OutcomeKind::Gone;
+    let detail = format!("{detail}, and {rev} is no longer kept: not migrated");
+    tracing::info!(tarball = %job.label(), "{detail}");
+    Ok(Transferred::Recorded(kind, problem(job, kind, &detail)))
 }
 
 fn problem(job: &TarballJob, kind: OutcomeKind, detail: &str) -> Problem {

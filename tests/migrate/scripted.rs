@@ -1,6 +1,7 @@
 //! Cases scripted on the fake CouchDB of `fake.rs`: they run without pouchdb-server.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use futures::TryStreamExt;
 use serde_json::json;
@@ -8,7 +9,8 @@ use tarvault::migrate::OutcomeKind;
 use tarvault::Store;
 
 use crate::common::{sha1_hex, sha512_sri};
-use crate::fake::{couch_md5, migration, row, serve, sha1_sri, static_registry, Attachments};
+use crate::fake::{changes_page, couch_md5, migration, row, serve, sha1_sri, static_registry};
+use crate::fake::{Attachments, Handler, Resp};
 
 /// `(id, attachment) → bytes` for packages whose attachment is `<id>-1.0.0.tgz`.
 fn atts(of: &[(&str, &[u8])]) -> Attachments {
@@ -128,4 +130,76 @@ async fn a_refused_version_s_attachment_is_not_also_an_orphan() {
         .iter()
         .find(|p| p.kind == OutcomeKind::Orphan);
     assert_eq!(orphan.and_then(|p| p.file.as_deref()), Some("b-0.9.0.tgz"));
+}
+
+/// Package `id` (read from the feed at `1-a`) is deleted as soon as its attachment is asked for:
+/// the attachment at the current revision is 404, at `?rev=1-a` it is `old_rev` (what CouchDB
+/// serves until compaction), and the document itself answers `doc`.
+fn deleted_meanwhile(id: &'static str, old_rev: Option<&'static [u8]>, doc: Resp) -> Handler {
+    let rows = vec![row(1, id, json!({"shasum": sha1_hex(TGZ)}), TGZ)];
+    let doc = Arc::new(doc);
+    Arc::new(move |req| match req.segs.as_slice() {
+        [_db] => Resp::json(200, json!({"db_name": "registry", "doc_count": 1})),
+        [_db, c] if c == "_changes" => changes_page(&rows, req),
+        [_db, d] if d == id => Resp {
+            status: doc.status,
+            body: doc.body.clone(),
+            delay: doc.delay,
+        },
+        [_db, d, _] if d == id => match (req.q("rev"), old_rev) {
+            (Some("1-a"), Some(bytes)) => Resp::bytes(bytes),
+            _ => Resp::not_found(),
+        },
+        _ => Resp::not_found(),
+    })
+}
+
+/// The attachment is fetched at the revision the feed showed, so a package deleted (or
+/// republished) meanwhile is still migrated while its old revision is kept.
+#[tokio::test]
+async fn a_document_deleted_mid_run_is_fetched_at_the_revision_read() {
+    let deleted = Resp::json(404, json!({"error": "not_found", "reason": "deleted"}));
+    let url = serve(deleted_meanwhile("c", Some(TGZ), deleted)).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = migration(&url, dir.path(), |_| {})
+        .await
+        .run()
+        .await
+        .expect("run");
+    let c = s.report.counts;
+    assert!(s.report.is_success(), "{c:?}");
+    assert_eq!((c.migrated, c.gone), (1, 0), "{c:?}");
+}
+
+/// Gone at that revision too (compacted): counted as gone meanwhile, with a note, not a failure.
+/// But an attachment missing from the very revision that lists it is still a failure.
+#[tokio::test]
+async fn an_attachment_gone_with_its_revision_is_noted_not_failed() {
+    let deleted = Resp::json(404, json!({"error": "not_found", "reason": "deleted"}));
+    let url = serve(deleted_meanwhile("c", None, deleted)).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = migration(&url, dir.path(), |_| {})
+        .await
+        .run()
+        .await
+        .expect("run");
+    let c = s.report.counts;
+    assert!(s.report.is_success(), "{c:?}");
+    assert_eq!((c.documents, c.migrated, c.gone), (1, 0, 1), "{c:?}");
+    let p = &s.report.problems[0];
+    assert_eq!((p.kind, p.id.as_str()), (OutcomeKind::Gone, "c"));
+    assert_eq!(p.file.as_deref(), Some("c-1.0.0.tgz"));
+    assert!(!OutcomeKind::Gone.is_failure());
+
+    let same_rev = Resp::json(200, json!({"_id": "m", "_rev": "1-a"}));
+    let url = serve(deleted_meanwhile("m", None, same_rev)).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = migration(&url, dir.path(), |_| {})
+        .await
+        .run()
+        .await
+        .expect("run");
+    let c = s.report.counts;
+    assert_eq!((c.attachment_missing, c.gone), (1, 0), "{c:?}");
+    assert!(!s.report.is_success());
 }
