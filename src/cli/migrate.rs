@@ -48,7 +48,8 @@ pub(crate) struct CouchArgs {
         value_name = "FILE"
     )]
     map: PathBuf,
-    /// Start at this _changes sequence (integer or opaque string) instead of the checkpoint.
+    /// Start at this _changes sequence (integer or opaque string) instead of the checkpoint;
+    /// `now` starts at the current end of the feed (saved as the sequence it stands for).
     #[arg(long, value_name = "SEQ")]
     since: Option<String>,
     /// After catching up, keep following the feed until SIGINT/SIGTERM.

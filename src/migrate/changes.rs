@@ -22,6 +22,13 @@ use crate::Result;
 pub struct Seq(pub Value);
 
 impl Seq {
+    /// Whether this is `now`, CouchDB's name for the end of the feed when the request is made: a
+    /// position only the server can resolve, never to be saved as a checkpoint (a later run would
+    /// resolve it to a later end and skip everything in between).
+    pub fn is_now(&self) -> bool {
+        self.0.as_str() == Some("now")
+    }
+
     /// Reads a sequence given on a command line: JSON if it parses as JSON (`42`, `[1,"x"]`),
     /// otherwise the text itself as a string sequence (`5-g1AAAA…`, `now`).
     pub fn from_arg(text: &str) -> Seq {
@@ -73,8 +80,18 @@ struct ChangesPage {
     pending: Option<u64>,
 }
 
-/// What the feeder task sends: rows in feed order, or the error that ended the feed.
-pub(crate) type FeedItem = Result<ChangeRow>;
+/// What the feeder task sends, in feed order.
+#[derive(Debug)]
+pub(crate) enum Fed {
+    /// A change to process.
+    Row(ChangeRow),
+    /// Every change up to here has been sent: a page's `last_seq` beyond its last row (an empty
+    /// page, `since=now` resolved). The checkpoint may move here once the rows before it are done.
+    Reached(Seq),
+}
+
+/// What the feeder task sends: [`Fed`] items, or the error that ended the feed.
+pub(crate) type FeedItem = Result<Fed>;
 
 /// How the feeder reads.
 #[derive(Debug, Clone)]
@@ -123,12 +140,20 @@ async fn feed(
             since = Some(row.seq.clone());
             tokio::select! {
                 _ = stop.cancelled() => return Ok(()),
-                sent = tx.send(Ok(row)) => if sent.is_err() { return Ok(()) },
+                sent = tx.send(Ok(Fed::Row(row))) => if sent.is_err() { return Ok(()) },
             }
         }
-        if n == 0 {
-            if let Some(last) = page.last_seq {
-                since = Some(last);
+        // `last_seq` is only ever past the rows when the page ended on nothing to send (the
+        // rows' own sequences are the checkpoint otherwise); a page with rows is not trusted to
+        // say more than its last row.
+        if let Some(last) = page
+            .last_seq
+            .filter(|l| n == 0 && since.as_ref() != Some(l))
+        {
+            since = Some(last.clone());
+            tokio::select! {
+                _ = stop.cancelled() => return Ok(()),
+                sent = tx.send(Ok(Fed::Reached(last))) => if sent.is_err() { return Ok(()) },
             }
         }
         let caught_up = n == 0 || page.pending == Some(0);

@@ -53,6 +53,7 @@ pub use mapping::MapEntry;
 pub use progress::{Progress, ProgressSnapshot};
 pub use report::{Counts, OutcomeKind, Problem, Report};
 
+use changes::Fed;
 use checkpoint::Tracker;
 use mapping::{Appended, MappingWriter};
 use transfer::{Context, Transferred};
@@ -69,7 +70,9 @@ pub struct MigrateOptions {
     pub state: PathBuf,
     /// The mapping file (JSON lines; created if missing, appended to, cut back on resume).
     pub map: PathBuf,
-    /// Start from this feed position instead of the state's (or the beginning).
+    /// Start from this feed position instead of the state's (or the beginning). `now` is resolved
+    /// to the position it stands for (`update_seq`, or the feed's first `last_seq`) before it is
+    /// checkpointed.
     pub since: Option<Seq>,
     /// Keep following the feed (`longpoll`) after catching up, until stopped.
     pub follow: bool,
@@ -207,8 +210,18 @@ impl Migration {
                 s
             }
         };
+        // Where the feed starts. `now` is resolved first when the server says where that is;
+        // otherwise the feed is asked for `now` and its first `last_seq` becomes the checkpoint.
+        let mut feed_since = state.since.clone();
         if let Some(since) = &opts.since {
-            state.since = Some(since.clone());
+            feed_since = Some(since.clone());
+            if !since.is_now() {
+                state.since = Some(since.clone());
+            } else if let Some(end) = info.update_seq.clone() {
+                tracing::info!(since = %end, "--since now: the feed's end");
+                state.since = Some(end.clone());
+                feed_since = Some(end);
+            }
         }
         state.caught_up = false;
         let (map_path, keep) = (opts.map.clone(), state.map_len);
@@ -227,7 +240,7 @@ impl Migration {
         let mut rx = changes::spawn_feed(
             self.client.clone(),
             changes::FeedOptions {
-                since: state.since.clone(),
+                since: feed_since,
                 batch: opts.batch,
                 follow: opts.follow,
             },
@@ -300,12 +313,22 @@ impl Migration {
                         fatal.get_or_insert(e);
                         feed_done = true;
                     }
-                    Some(Ok(row)) => {
+                    Some(Ok(Fed::Row(row))) => {
                         let index = tracker.admit(row.seq.clone());
                         let ctx = ctx.clone();
                         in_flight.push(tokio::spawn(async move {
                             (index, process_doc(&ctx, row).await)
                         }));
+                    }
+                    // A position with nothing to do: passed (and saved) once the documents
+                    // before it are, like a document.
+                    Some(Ok(Fed::Reached(seq))) => {
+                        let index = tracker.admit(seq);
+                        for (seq, done) in tracker.finish(index, DocDone::default()) {
+                            let counts = commit(&mut state, &mut map, seq, done)?;
+                            run.merge(&counts);
+                            unsaved += 1;
+                        }
                     }
                 },
             }

@@ -1,11 +1,12 @@
 //! Cases scripted on the fake CouchDB of `fake.rs`: they run without pouchdb-server.
 
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
 use futures::TryStreamExt;
-use serde_json::json;
-use tarvault::migrate::OutcomeKind;
+use serde_json::{json, Value};
+use tarvault::migrate::{OutcomeKind, Seq, State};
 use tarvault::Store;
 
 use crate::common::{sha1_hex, sha512_sri};
@@ -202,4 +203,147 @@ async fn an_attachment_gone_with_its_revision_is_noted_not_failed() {
     let c = s.report.counts;
     assert_eq!((c.attachment_missing, c.gone), (1, 0), "{c:?}");
     assert!(!s.report.is_success());
+}
+
+fn state_since(dir: &Path) -> Option<Value> {
+    let state = State::load(&dir.join("state.json"))
+        .expect("state")
+        .expect("a state file");
+    state.since.map(|s| s.0)
+}
+
+/// A registry whose feed and attachments can grow between runs; `update_seq` in `GET /db` or not.
+struct Growing {
+    rows: Arc<Mutex<Vec<Value>>>,
+    atts: Arc<Mutex<Attachments>>,
+    longpolls: Arc<AtomicBool>,
+}
+
+impl Growing {
+    fn new() -> Growing {
+        Growing {
+            rows: Arc::default(),
+            atts: Arc::default(),
+            longpolls: Arc::default(),
+        }
+    }
+
+    fn publish(&self, seq: i64, id: &str) {
+        let data = format!("tarball of {id}").into_bytes();
+        let r = row(seq, id, json!({"shasum": sha1_hex(&data)}), &data);
+        self.rows.lock().expect("rows").push(r);
+        let key = (id.to_string(), format!("{id}-1.0.0.tgz"));
+        self.atts.lock().expect("atts").insert(key, data);
+    }
+
+    fn handler(&self, update_seq: bool) -> Handler {
+        let (rows, atts, longpolls) =
+            (self.rows.clone(), self.atts.clone(), self.longpolls.clone());
+        Arc::new(move |req| {
+            let rows = rows.lock().expect("rows").clone();
+            match req.segs.as_slice() {
+                [_db] => {
+                    let mut info = json!({"db_name": "registry", "doc_count": rows.len()});
+                    if update_seq {
+                        info["update_seq"] = json!(rows.len());
+                    }
+                    Resp::json(200, info)
+                }
+                [_db, c] if c == "_changes" => {
+                    if req.q("feed") == Some("longpoll") {
+                        longpolls.store(true, Ordering::SeqCst);
+                    }
+                    changes_page(&rows, req)
+                }
+                [_db, id, att] => {
+                    match atts.lock().expect("atts").get(&(id.clone(), att.clone())) {
+                        Some(b) => Resp::bytes(b),
+                        None => Resp::not_found(),
+                    }
+                }
+                _ => Resp::not_found(),
+            }
+        })
+    }
+}
+
+/// `--since now` is checkpointed as the position it stood for (from `update_seq`, or from the
+/// feed's `last_seq`), so a later run picks up what was published in between.
+#[tokio::test]
+async fn since_now_is_checkpointed_as_the_position_it_stood_for() {
+    for update_seq in [false, true] {
+        let registry = Growing::new();
+        registry.publish(1, "old");
+        let url = serve(registry.handler(update_seq)).await;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let first = migration(&url, dir.path(), |o| o.since = Some(Seq::from_arg("now")))
+            .await
+            .run()
+            .await
+            .expect("first run");
+        assert!(first.caught_up);
+        assert_eq!(first.report.counts.documents, 0);
+        assert_eq!(
+            first.since.map(|s| s.0),
+            Some(json!(1)),
+            "update_seq {update_seq}"
+        );
+        assert_eq!(state_since(dir.path()), Some(json!(1)));
+
+        registry.publish(2, "new");
+        let second = migration(&url, dir.path(), |_| {})
+            .await
+            .run()
+            .await
+            .expect("second run");
+        let c = second.report.counts;
+        assert_eq!(
+            (c.documents, c.migrated),
+            (1, 1),
+            "update_seq {update_seq}: {c:?}"
+        );
+        assert!(map_text(dir.path()).contains(r#""name":"new""#));
+        assert!(!map_text(dir.path()).contains(r#""name":"old""#));
+    }
+}
+
+/// `--follow --since now` stopped before any change is published keeps the position "now" meant.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn follow_from_now_stopped_before_any_change_keeps_its_position() {
+    let registry = Growing::new();
+    registry.publish(1, "old");
+    let url = serve(registry.handler(false)).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let m = migration(&url, dir.path(), |o| {
+        o.since = Some(Seq::from_arg("now"));
+        o.follow = true;
+    })
+    .await;
+    let stopper = m.stopper();
+    let running = tokio::spawn(async move { m.run().await });
+    // Stop once the feed has caught up and waits for changes.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !registry.longpolls.load(Ordering::SeqCst) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never reached longpoll"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    stopper.stop();
+    let first = running.await.expect("join").expect("run");
+    assert!(first.interrupted);
+    assert_eq!(state_since(dir.path()), Some(json!(1)));
+
+    registry.publish(2, "new");
+    let second = migration(&url, dir.path(), |_| {})
+        .await
+        .run()
+        .await
+        .expect("second run");
+    assert_eq!(
+        second.report.counts.migrated, 1,
+        "{:?}",
+        second.report.counts
+    );
 }
