@@ -181,8 +181,8 @@ impl Migration {
 
     /// Runs until the feed is exhausted (or, with `follow`, until stopped). `Err` means the run
     /// stopped on something it could not get past (the server or the store failing after retries,
-    /// a state file for another source): everything before it is checkpointed, and a re-run
-    /// resumes there.
+    /// a state file for another source, a mapping with lines but no state file): everything before
+    /// it is checkpointed, and a re-run resumes there.
     pub async fn run(&self) -> Result<Summary> {
         let started = Instant::now();
         let opts = &self.options;
@@ -204,7 +204,11 @@ impl Migration {
             }
             None => {
                 // The state file exists before the mapping gets its first line, so a mapping with
-                // lines always has a state saying how many of them count.
+                // lines always has a state saying how many of them count. One with lines and no
+                // state is another migration's (or its state was lost): starting here would cut
+                // it to nothing.
+                let map_path = opts.map.clone();
+                blocking(move || refuse_orphan_mapping(&map_path)).await?;
                 let s = State::new(identity, None);
                 s.save(&opts.state)?;
                 s
@@ -408,6 +412,24 @@ fn commit(state: &mut State, map: &mut MappingWriter, seq: Seq, done: DocDone) -
     state.report.merge(report);
     state.since = Some(seq);
     Ok(counts)
+}
+
+/// Fails, touching nothing, if `map` has lines although there is no state file: see [`Migration::run`].
+fn refuse_orphan_mapping(map: &std::path::Path) -> Result<()> {
+    let len = match std::fs::metadata(map) {
+        Ok(m) => m.len(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(Error::io("stat", map, e)),
+    };
+    if len == 0 {
+        return Ok(());
+    }
+    Err(Error::Config(format!(
+        "mapping {} already has {len} bytes but there is no state file saying how many of them \
+         count: it belongs to an earlier migration. Resume that one with its --state, or move the \
+         mapping away (or pass another --map) to start a new one",
+        map.display()
+    )))
 }
 
 /// Makes the mapping durable, then records its length and the report in the state file: in that

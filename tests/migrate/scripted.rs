@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use futures::TryStreamExt;
 use serde_json::{json, Value};
 use tarvault::migrate::{OutcomeKind, Seq, State};
-use tarvault::Store;
+use tarvault::{ErrorKind, Store};
 
 use crate::common::{sha1_hex, sha512_sri};
 use crate::fake::{changes_page, couch_md5, migration, row, serve, sha1_sri, static_registry};
@@ -346,4 +346,46 @@ async fn follow_from_now_stopped_before_any_change_keeps_its_position() {
         "{:?}",
         second.report.counts
     );
+}
+
+/// `--map` has a default, so a second migration (or one whose state file was lost) easily points
+/// at an earlier migration's mapping: with no state file saying how much of it counts, the run
+/// refuses to start instead of emptying it.
+#[tokio::test]
+async fn an_existing_mapping_without_a_state_file_is_refused() {
+    let url = serve(static_registry(
+        vec![row(1, "e", json!({"shasum": sha1_hex(TGZ)}), TGZ)],
+        atts(&[("e", TGZ)]),
+    ))
+    .await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let earlier = format!(
+        "{}\n",
+        json!({"name": "left-pad", "version": "1.3.0", "file": "left-pad-1.3.0.tgz",
+            "integrity": sha512_sri(OTHER), "shasum": sha1_hex(OTHER), "size": OTHER.len()})
+    );
+    std::fs::write(dir.path().join("map.jsonl"), &earlier).expect("write mapping");
+    let err = migration(&url, dir.path(), |_| {})
+        .await
+        .run()
+        .await
+        .expect_err("refused");
+    assert_eq!(err.kind(), ErrorKind::Config, "{err}");
+    let msg = err.to_string();
+    assert!(
+        msg.contains("map.jsonl") && msg.contains("--state"),
+        "{msg}"
+    );
+    assert_eq!(map_text(dir.path()), earlier, "the mapping was modified");
+    assert!(!dir.path().join("state.json").exists());
+    assert_eq!(blob_count(dir.path()).await, 0);
+
+    // An empty mapping is nothing to lose: a new migration starts with it.
+    std::fs::write(dir.path().join("map.jsonl"), "").expect("empty mapping");
+    let s = migration(&url, dir.path(), |_| {})
+        .await
+        .run()
+        .await
+        .expect("run");
+    assert_eq!(s.report.counts.migrated, 1);
 }
