@@ -186,3 +186,78 @@ proptest! {
         prop_assert_eq!(digest(Algorithm::Sha384), sha2::Sha384::digest(&data).to_vec());
     }
 }
+
+/// An address with several hashes names what its strongest algorithm names, for reads, `contains`
+/// and deletes as for a put that expects it: a blake3 naming no stored blob does not fall back to
+/// a sha1 beside it, and an address whose strongest hash is one the store cannot look up (sha256)
+/// is refused rather than resolved by a weaker one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_multi_hash_address_is_looked_up_by_its_strongest_hash_only() {
+    use tarvault::{PutOptions, Store};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let fs = Store::open_fs(dir.path().join("s")).expect("open");
+    for store in [Store::memory(), fs] {
+        let stored = common::noise(5000, 1);
+        let other = common::noise(5000, 2);
+        let put = store
+            .put_bytes(stored.clone(), &PutOptions::default())
+            .await
+            .expect("put");
+        let other = {
+            let mut h = MultiHasher::standard();
+            h.update(&other);
+            h.finalize().digests().expect("digests")
+        };
+        let sha1 = put.digests.hash(Algorithm::Sha1);
+        let blake3 = put.digests.hash(Algorithm::Blake3);
+        let mixed = |strong: tarvault::integrity::Hash, weak: &tarvault::integrity::Hash| {
+            Integrity::parse(&format!("{strong} {weak}")).expect("address")
+        };
+        for address in [
+            mixed(other.hash(Algorithm::Blake3), &sha1),
+            mixed(other.hash(Algorithm::Sha512), &blake3),
+        ] {
+            let put = store
+                .put_bytes(stored.clone(), &PutOptions::expect(address.clone()))
+                .await
+                .expect_err("the strongest hash decides");
+            assert_eq!(put.kind(), ErrorKind::IntegrityMismatch, "{address}");
+            assert!(
+                !store.contains(&address).await.expect("contains"),
+                "{address}"
+            );
+            let got = store.get(&address).await.map(|_| ());
+            assert_eq!(
+                got.map_err(|e| e.kind()),
+                Err(ErrorKind::NotFound),
+                "{address}"
+            );
+            assert!(!store.delete(&address).await.expect("delete"), "{address}");
+        }
+        // The strongest hash names the stored blob: found, whatever weaker hash is beside it.
+        let right = mixed(blake3.clone(), &other.hash(Algorithm::Sha1));
+        assert_eq!(
+            &store
+                .get(&right)
+                .await
+                .expect("get")
+                .bytes()
+                .await
+                .expect("read")[..],
+            &stored[..]
+        );
+        let sha256 = Integrity::parse(&format!(
+            "sha256-47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU= {sha1}"
+        ))
+        .expect("address");
+        let err = store
+            .contains(&sha256)
+            .await
+            .expect_err("sha256 cannot be looked up");
+        assert_eq!(err.kind(), ErrorKind::InvalidInput);
+        assert!(store
+            .contains(&Integrity::from(sha1))
+            .await
+            .expect("contains"));
+    }
+}

@@ -332,20 +332,24 @@ impl Store {
     }
 }
 
-/// The hashes of an address (without sha512) that name a blob through the alias index, blake3
-/// first; an address with none of them cannot name a blob at all.
+/// The hashes of an address (without sha512) that name a blob through the alias index: those of
+/// its strongest algorithm, which alone decides what the address names, as in npm's `ssri` and as
+/// a put with this address as its expectation checks. So a blake3 that names no stored blob does
+/// not fall back to a sha1 beside it (that would read, or delete, a blob whose blake3 is not the
+/// one asked for). An address whose strongest hash is one tarvault neither indexes nor records
+/// (sha256, sha384) cannot be looked up: which blob it names could not be told without reading.
 fn alias_hashes(address: &Integrity) -> Result<Vec<&Hash>> {
-    let found: Vec<&Hash> = [Algorithm::Blake3, Algorithm::Sha1]
-        .into_iter()
-        .flat_map(|alg| address.all_of(alg))
-        .collect();
-    if found.is_empty() {
-        return Err(Error::invalid_integrity(
-            &address.to_string(),
-            "blobs can be looked up by sha512, sha1 or blake3 only",
-        ));
+    let strongest = address.strongest();
+    if matches!(strongest, Algorithm::Blake3 | Algorithm::Sha1) {
+        return Ok(address.all_of(strongest).collect());
     }
-    Ok(found)
+    Err(Error::invalid_integrity(
+        &address.to_string(),
+        format!(
+            "blobs are looked up by sha512, blake3 or sha1, and the strongest hash of this \
+             address is {strongest}"
+        ),
+    ))
 }
 
 /// The verifying stream over what a backend `get` returned, for `range` (the whole blob by
