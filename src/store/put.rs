@@ -262,7 +262,8 @@ impl Store {
             None => None,
         };
         let mut buf = BytesMut::new();
-        let result: Result<()> = async {
+        // `Ok(true)`: the inspector rejected the bytes and reading stopped early.
+        let result: Result<bool> = async {
             loop {
                 let next = stream.next().await;
                 let ended = next.is_none();
@@ -282,7 +283,7 @@ impl Store {
                     if let Some(lane) = inspect.as_mut() {
                         if !lane.feed(chunk.clone()).await {
                             // Rejected: stop reading now; the verdict says why.
-                            return Ok(());
+                            return Ok(true);
                         }
                     }
                     hasher.update(chunk.clone()).await?;
@@ -291,11 +292,22 @@ impl Store {
                     }
                 }
                 if ended {
-                    return Ok(());
+                    return Ok(false);
                 }
             }
         }
         .await;
+        // After a rejection the rest of the input is not wanted: dropping the stream tells its
+        // producer so at once. A publish only sends the late expectations once it has pushed the
+        // whole attachment, so keeping the stream open (and awaiting `late`) would wait forever.
+        let result = match result {
+            Ok(true) => {
+                drop(stream);
+                return self.reject(inspect, writer, &what).await;
+            }
+            Ok(false) => Ok(()),
+            Err(e) => Err(e),
+        };
         // The stream has ended: whatever was to be learnt after it is known now (or never).
         let (result, late) = match (result, late) {
             (Ok(()), Some(late)) => match late.await {
@@ -339,6 +351,30 @@ impl Store {
                 Err(e)
             }
         }
+    }
+
+    /// Ends a put whose inspection rejected the bytes: the verdict is known without the rest of
+    /// the input or any late expectation, so the upload is aborted and the verdict returned.
+    async fn reject(
+        &self,
+        inspect: Option<InspectLane>,
+        writer: Option<Box<dyn BlobWriter>>,
+        what: &str,
+    ) -> Result<Ingested> {
+        let verdict = match inspect {
+            Some(lane) => lane.finish(what).await,
+            None => Err(Error::InvalidInput("rejected without an inspector".into())),
+        };
+        if let Some(w) = writer {
+            if let Err(abort_err) = w.abort().await {
+                tracing::warn!(error = %abort_err, "abort after rejected put also failed");
+            }
+        }
+        // A lane that stopped taking chunks has rejected them; `Ok` would mean it died oddly.
+        Err(match verdict {
+            Err(e) => e,
+            Ok(_) => Error::InvalidInput(format!("{what}: inspection stopped early")),
+        })
     }
 
     async fn verify_ingest(
