@@ -472,3 +472,37 @@ async fn an_early_inspection_rejection_does_not_hang_the_publish() {
         assert!(left.is_empty(), "{what}: left behind {left:?}");
     }
 }
+
+/// npm publishes a package.json version with build metadata under `semver.clean(version)`
+/// (libnpmpublish: `1.0.0+build.5` becomes `1.0.0` in the document and the attachment name)
+/// while the tarball keeps its package.json as written: with inspection that is the same
+/// version. A prerelease is part of the version, though, so `1.0.0-rc.1` is not `1.0.0`.
+#[tokio::test]
+async fn a_version_with_build_metadata_publishes_as_npm_sends_it() {
+    let store = Store::memory();
+    let tgz = package("bmtest", "1.0.0+build.5");
+    let p = ingest(
+        &store,
+        chunked(&text(&npm_doc("bmtest", "1.0.0", &tgz)), 65_536),
+        &inspecting(),
+    )
+    .await
+    .expect("npm's own document for a 1.0.0+build.5 package.json");
+    let tarball = p.tarball.expect("stored");
+    assert_eq!(tarball.version, "1.0.0");
+    let report = tarball.report.expect("inspected");
+    assert_eq!(report.version, "1.0.0+build.5");
+    assert_eq!(stored(&store).await, 1);
+
+    let store = Store::memory();
+    let rc = package("bmtest", "1.0.0-rc.1+build.5");
+    let err = ingest(
+        &store,
+        chunked(&text(&npm_doc("bmtest", "1.0.0", &rc)), 65_536),
+        &inspecting(),
+    )
+    .await
+    .expect_err("a prerelease is another version");
+    assert!(matches!(err, Error::PackageMismatch { .. }), "{err:?}");
+    assert_eq!(stored(&store).await, 0);
+}

@@ -39,7 +39,8 @@ pub struct PutOptions {
     /// The package (`name`, `version`) the tarball must say it is. Needs [`PutOptions::inspect`];
     /// a tarball whose `package.json` names anything else is refused before it is committed
     /// ([`Error::PackageMismatch`]). Versions compare as npm's `semver.clean` does (a leading `v`
-    /// or `=` ignored), since old registries kept such keys.
+    /// or `=` and `+build` metadata ignored), since old registries kept such keys and npm
+    /// publishes `1.0.0+build.5` as `1.0.0`.
     pub expect_package: Option<(String, String)>,
 }
 
@@ -461,6 +462,13 @@ mod tests {
         set.get(a).cloned().unwrap_or_else(|| panic!("{a}"))
     }
 
+    #[test]
+    fn versions_are_cleaned_as_npm_publishes_them() {
+        assert_eq!(clean_version(" v1.0.0+build.5 "), "1.0.0");
+        assert_eq!(clean_version("=1.0.0-rc.1+b"), "1.0.0-rc.1");
+        assert_ne!(clean_version("1.0.0-rc.1"), clean_version("1.0.0"));
+    }
+
     #[tokio::test]
     async fn require_all_checks_every_offered_digest() {
         let data = b"tarball bytes";
@@ -521,8 +529,7 @@ fn check_package(
     let (Some(r), Some((name, version))) = (&report, expected) else {
         return Ok(report);
     };
-    let clean = |v: &str| v.trim().trim_start_matches(['v', '=']).to_string();
-    if r.name == *name && clean(&r.version) == clean(version) {
+    if r.name == *name && clean_version(&r.version) == clean_version(version) {
         return Ok(report);
     }
     Err(Error::PackageMismatch {
@@ -530,4 +537,13 @@ fn check_package(
         expected: format!("{name}@{version}"),
         actual: format!("{}@{}", r.name, r.version),
     })
+}
+
+/// A version as npm's `semver.clean` writes it: trimmed, without a leading `v` or `=` (old
+/// registries kept such keys) and without `+build` metadata, the prerelease kept. npm publishes a
+/// `package.json` version `1.0.0+build.5` as `1.0.0` in the document (libnpmpublish cleans it)
+/// while the tarball keeps what was written, so both sides must be cleaned before comparing.
+fn clean_version(version: &str) -> &str {
+    let v = version.trim().trim_start_matches(['v', '=']);
+    v.split_once('+').map_or(v, |(core, _build)| core)
 }
