@@ -628,3 +628,47 @@ async fn put_refuses_a_tarball_of_another_package() {
     assert!(out.stored);
     assert!(store.contains(&address).await.unwrap());
 }
+
+/// npm extracts with `strip: 1`, so a `package.json` under a second top-level folder lands on
+/// the first one's: `evil/package.json` after `package/package.json` makes the package evil@6.6.6
+/// (pacote's manifest says so). The report names that package, with a warning, and a put expecting
+/// demo@1.0.0 refuses the tarball.
+#[tokio::test]
+async fn a_package_json_in_a_second_top_level_folder_is_what_npm_sees() {
+    use tarvault::{Error, ErrorKind, PutOptions, Store};
+    let mut tar = Tar::new();
+    tar.dir("package/")
+        .package_json("demo", "1.0.0")
+        .file("evil/package.json", br#"{"name":"evil","version":"6.6.6"}"#);
+    let bytes = gzip(&tar.finish());
+    let r = inspect(&bytes, &Policy::default(), 512).expect("accepted, with warnings");
+    assert_eq!(
+        (r.name.as_str(), r.version.as_str(), r.root.as_str()),
+        ("evil", "6.6.6", "package")
+    );
+    assert!(
+        r.warnings.iter().any(|w| w.contains("duplicate")),
+        "{:?}",
+        r.warnings
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open_fs(dir.path().join("store")).unwrap();
+    let options = PutOptions {
+        expect_package: Some(("demo".to_string(), "1.0.0".to_string())),
+        ..PutOptions::default().tarball()
+    };
+    let err = store
+        .put_bytes(bytes.clone(), &options)
+        .await
+        .expect_err("npm would install evil@6.6.6");
+    assert_eq!(err.kind(), ErrorKind::Rejected);
+    assert!(
+        matches!(&err, Error::PackageMismatch { actual, .. } if actual == "evil@6.6.6"),
+        "{err:?}"
+    );
+    let listed: Vec<_> = futures::TryStreamExt::try_collect::<Vec<_>>(store.list())
+        .await
+        .unwrap();
+    assert!(listed.is_empty());
+}

@@ -15,10 +15,12 @@
 //!
 //! Top-level folder: npm strips the first path segment of *every* entry. The
 //! report's `root` is the first segment of the first entry (usually
-//! `package`, but old packages used e.g. `node-foo/`), and `package.json` is
-//! looked up as `<root>/package.json`. A tarball with several top-level
-//! folders is accepted with a warning, since npm unpacks all of them into the
-//! same directory.
+//! `package`, but old packages used e.g. `node-foo/`). A tarball with several
+//! top-level folders is accepted with a warning, since npm unpacks all of them
+//! into the same directory: so `package.json` is the last
+//! `<any top-level folder>/package.json`, the one that overwrites the others
+//! on extraction and that npm installs (`evil/package.json` after
+//! `package/package.json` makes the package `evil`).
 //!
 //! ```no_run
 //! # use tarvault::tarball::{Inspector, Policy};
@@ -66,9 +68,10 @@ const MAX_WARNINGS: usize = 100;
 /// What the inspector learned about an accepted tarball.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Report {
-    /// `name` from `<root>/package.json` (empty if absent and not required).
+    /// `name` from the last `<top-level folder>/package.json`, the one npm extracts (empty if
+    /// absent and not required).
     pub name: String,
-    /// `version` from `<root>/package.json` (empty if absent and not required).
+    /// `version` from that same `package.json` (empty if absent and not required).
     pub version: String,
     /// The top-level folder, usually `package`.
     pub root: String,
@@ -307,7 +310,9 @@ impl Visitor for Collector {
         }
         self.links.check(entry)?;
 
-        let is_manifest = self.root.as_deref() == Some(first) && {
+        // Any top-level folder, not only the first: npm strips the first segment of every
+        // entry, so each `<folder>/package.json` lands on the same file and the last one wins.
+        let is_manifest = {
             let mut below = paths::below_root(entry.path);
             below.next() == Some("package.json") && below.next().is_none()
         };
