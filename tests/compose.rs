@@ -23,6 +23,7 @@ use tarvault::backend::{
     AliasRebuild, Backend, BlobKey, BlobStat, BlobWriter, Committed, GetResult, PutHint,
 };
 use tarvault::{Algorithm, Digests, Error, ErrorKind, Hash, PutOptions, Store};
+use tokio::sync::{Notify, Semaphore};
 
 use common::{addr, key_of, noise, sha512_sri};
 
@@ -41,6 +42,52 @@ struct Knobs {
     gets: AtomicU64,
     /// If not 0, the `get` calls from this one on fail (the server goes down mid-scan).
     fail_gets_from: AtomicU64,
+    /// Holds `get` calls once the inner read is open (its bytes already taken).
+    hold: Gate,
+}
+
+/// A gate for `get`: when `closed`, each `get` opens the inner read, signals `entered` and waits
+/// for a permit (`release`).
+#[derive(Debug)]
+struct Gate {
+    closed: AtomicBool,
+    entered: Notify,
+    permits: Semaphore,
+}
+
+impl Default for Gate {
+    fn default() -> Self {
+        Gate {
+            closed: AtomicBool::new(false),
+            entered: Notify::new(),
+            permits: Semaphore::new(0),
+        }
+    }
+}
+
+impl Gate {
+    /// Holds the next `get` calls.
+    fn close(&self) {
+        self.closed.store(true, Ordering::SeqCst);
+    }
+
+    /// Waits until a `get` is held at the gate, then lets later calls through unheld.
+    async fn held(&self) {
+        self.entered.notified().await;
+        self.closed.store(false, Ordering::SeqCst);
+    }
+
+    /// Lets one held `get` go on.
+    fn release(&self) {
+        self.permits.add_permits(1);
+    }
+
+    async fn pass(&self) {
+        if self.closed.load(Ordering::SeqCst) {
+            self.entered.notify_one();
+            self.permits.acquire().await.expect("gate").forget();
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -126,7 +173,9 @@ impl Backend for Faulty {
             return Err(Error::backend("faulty", "went down mid-scan"));
         }
         self.gate().await?;
-        self.inner.get(key, range).await
+        let got = self.inner.get(key, range).await;
+        self.knobs.hold.pass().await;
+        got
     }
     async fn head(&self, key: &BlobKey) -> tarvault::Result<Option<BlobStat>> {
         self.gate().await?;
@@ -731,6 +780,60 @@ async fn corrupt_remote_is_reported_and_not_cached() {
         .expect_err("corrupt");
     assert_eq!(err.kind(), ErrorKind::Corrupt);
     assert!(keys_of(&local).await.is_empty(), "bad bytes were cached");
+}
+
+/// A `Cached` memory tier in front of a fault wrapper over a memory remote that holds `data`.
+async fn cached_over_faulty(data: &[u8]) -> (MemoryBackend, Faulty, Cached) {
+    let remote = Faulty::new(MemoryBackend::new());
+    let local = MemoryBackend::new();
+    Store::new(remote.clone())
+        .put_bytes(data.to_vec(), &PutOptions::default())
+        .await
+        .expect("seed");
+    let cached = Cached::new(
+        arc(local.clone()),
+        arc(remote.clone()),
+        CachedOptions::default(),
+    )
+    .await
+    .expect("cached");
+    (local, remote, cached)
+}
+
+/// A fill whose remote read came before a delete does not keep its copy after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cache_fill_racing_a_delete_does_not_bring_the_blob_back() {
+    let data = noise(20_000, 110);
+    let key = key_of(&data);
+    let (local, remote, cached) = cached_over_faulty(&data).await;
+    let store = Store::new(cached.clone());
+    let a = addr(&sha512_sri(&data));
+    // The miss holds with the remote's bytes in hand while the blob is deleted.
+    remote.knobs.hold.close();
+    let reader = {
+        let (store, a) = (store.clone(), a.clone());
+        tokio::spawn(async move { store.get(&a).await?.bytes().await })
+    };
+    remote.knobs.hold.held().await;
+    assert!(store.delete(&a).await.expect("delete"), "was stored");
+    remote.knobs.hold.release();
+    let read = tokio::time::timeout(Duration::from_secs(30), reader)
+        .await
+        .expect("the read finishes")
+        .expect("task");
+    // It began before the delete: serving what it read is fine, keeping it is not.
+    if let Ok(bytes) = read {
+        assert_eq!(&bytes[..], &data[..]);
+    }
+    assert!(remote.head(&key).await.expect("head").is_none());
+    assert!(
+        local.head(&key).await.expect("head").is_none(),
+        "cached again"
+    );
+    assert_eq!(cached.stats().blobs, 0);
+    assert!(!store.contains(&a).await.expect("contains"));
+    let again = store.get(&a).await.err().map(|e| e.kind());
+    assert_eq!(again, Some(ErrorKind::NotFound));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -13,10 +13,13 @@
 //!   remote, which answers as if there were no cache.
 //! - **Write-around.** Puts, deletes and listings go to the remote, the store of record; a put does
 //!   not fill the cache (the first read does), so a bulk import does not flush what readers use.
+//! - **A delete wins over a fill.** A fill that read the remote before a delete (or an eviction)
+//!   of the same blob does not keep its copy: the delete marks the fills in flight stale, and a
+//!   stale fill neither stores its copy nor enters the LRU (and removes a copy it already stored).
 
 use std::collections::{BTreeMap, HashMap};
 use std::ops::Range;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use async_trait::async_trait;
@@ -72,12 +75,23 @@ pub struct Cached {
 
 type Fill = Shared<BoxFuture<'static, std::result::Result<Option<Held>, Arc<Error>>>>;
 
+/// A fill in progress: its shared result, and whether an eviction or a delete of its blob
+/// overtook it.
+struct Flight {
+    fill: Fill,
+    /// Set by [`Cached::evict`] (which a delete goes through): the copy this fill read may be of
+    /// a blob deleted since, so it must not stay in the local tier. The fill reads it under the
+    /// LRU lock before it enters the LRU, and `evict` sets it before it takes that lock, so either
+    /// the fill sees it, or `evict` finds the fill's LRU entry (and local copy) and removes them.
+    stale: Arc<AtomicBool>,
+}
+
 struct Inner {
     local: Arc<dyn Backend>,
     remote: Arc<dyn Backend>,
     capacity: u64,
     lru: Mutex<Lru>,
-    inflight: Mutex<HashMap<BlobKey, Fill>>,
+    inflight: Mutex<HashMap<BlobKey, Flight>>,
     hits: AtomicU64,
     misses: AtomicU64,
     fetches: AtomicU64,
@@ -217,7 +231,12 @@ impl Cached {
     }
 
     /// Drops a blob from the local tier (the remote keeps it). Returns whether it was cached.
+    /// A fill of the blob in progress is marked stale (it will not keep its copy), and later reads
+    /// start a fill of their own rather than join it.
     pub async fn evict(&self, key: &BlobKey) -> Result<bool> {
+        if let Some(flight) = self.inner.inflight().remove(key) {
+            flight.stale.store(true, Ordering::SeqCst);
+        }
         let was = {
             let mut lru = self.inner.lru();
             let was = lru.contains(key);
@@ -262,13 +281,9 @@ impl Cached {
     /// The one in-progress fill for `key`, started if there is none; `None` if a fill finished
     /// since the caller looked in the local tier (look again).
     fn fill(&self, key: BlobKey) -> Option<Fill> {
-        let mut inflight = self
-            .inner
-            .inflight
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
+        let mut inflight = self.inner.inflight();
         if let Some(f) = inflight.get(&key) {
-            return Some(f.clone());
+            return Some(f.fill.clone());
         }
         // A fill inserts into the LRU before it leaves `inflight`, so this sees any fill that
         // completed after the caller's local lookup.
@@ -276,18 +291,22 @@ impl Cached {
             return None;
         }
         let inner = self.inner.clone();
+        let stale = Arc::new(AtomicBool::new(false));
+        let mine = stale.clone();
         let fut = async move {
-            let r = inner.fetch_and_fill(key).await.map_err(Arc::new);
-            inner
-                .inflight
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .remove(&key);
+            let r = inner.fetch_and_fill(key, &mine).await.map_err(Arc::new);
+            inner.landed(&key, &mine);
             r
         }
         .boxed()
         .shared();
-        inflight.insert(key, fut.clone());
+        inflight.insert(
+            key,
+            Flight {
+                fill: fut.clone(),
+                stale,
+            },
+        );
         Some(fut)
     }
 }
@@ -296,6 +315,23 @@ impl Inner {
     fn lru(&self) -> MutexGuard<'_, Lru> {
         // Every LRU update leaves it consistent before anything that could panic.
         self.lru.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn inflight(&self) -> MutexGuard<'_, HashMap<BlobKey, Flight>> {
+        // A map insert or remove cannot leave it half-changed.
+        self.inflight.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Removes the fill marked by `stale` from the fills in flight, unless an eviction already did
+    /// (and a newer fill of the same blob may have taken its place).
+    fn landed(&self, key: &BlobKey, stale: &Arc<AtomicBool>) {
+        let mut inflight = self.inflight();
+        if inflight
+            .get(key)
+            .is_some_and(|f| Arc::ptr_eq(&f.stale, stale))
+        {
+            inflight.remove(key);
+        }
     }
 
     /// Logs and counts an error of the local tier that the caller works around.
@@ -313,7 +349,8 @@ impl Inner {
         }
     }
 
-    async fn fetch_and_fill(&self, key: BlobKey) -> Result<Option<Held>> {
+    /// Fetches `key` from the remote and, unless `stale` is set first, keeps a good copy locally.
+    async fn fetch_and_fill(&self, key: BlobKey, stale: &AtomicBool) -> Result<Option<Held>> {
         self.fetches.fetch_add(1, Ordering::Relaxed);
         // The sha1/blake3 the cache tier records are hashed with the verifying sha512, in one pass.
         let (fetched, digests) = fetch_for_copy(&*self.remote, &key).await?;
@@ -326,7 +363,9 @@ impl Inner {
             }
             Fetched::Good(bytes) => {
                 let size = bytes.len();
-                if size <= self.capacity {
+                // A delete since the remote read: the bytes are served (the read came first) but
+                // not kept.
+                if size <= self.capacity && !stale.load(Ordering::SeqCst) {
                     let stored = match digests {
                         Some(d) => put_copy(&*self.local, &key, &bytes, &d).await,
                         None => Err(Error::InvalidInput(
@@ -337,10 +376,20 @@ impl Inner {
                         Ok(_) => {
                             let victims = {
                                 let mut lru = self.lru();
-                                lru.insert(key, size);
-                                lru.evict_to(self.capacity, &key)
+                                (!stale.load(Ordering::SeqCst)).then(|| {
+                                    lru.insert(key, size);
+                                    lru.evict_to(self.capacity, &key)
+                                })
                             };
-                            self.drop_local(&victims).await;
+                            match victims {
+                                Some(victims) => self.drop_local(&victims).await,
+                                // Overtaken while storing: take the copy out again.
+                                None => {
+                                    if let Err(e) = self.local.delete(&key).await {
+                                        self.local_failed(&key, &e, "cannot drop a stale fill");
+                                    }
+                                }
+                            }
                         }
                         Err(e) => self.local_failed(&key, &e, "cannot fill the cache tier"),
                     }
@@ -415,9 +464,12 @@ impl Backend for Cached {
         self.inner.remote.head(key).await
     }
 
+    /// The remote first, then the local tier: a fill that read the remote before its delete is
+    /// then still in flight, and the eviction marks it stale, so it does not bring the blob back.
     async fn delete(&self, key: &BlobKey) -> Result<bool> {
+        let removed = self.inner.remote.delete(key).await;
         let cached = self.evict(key).await?;
-        Ok(self.inner.remote.delete(key).await? || cached)
+        Ok(removed? || cached)
     }
 
     /// The remote's: it is what gc lists (the cache tier's own eviction goes by use).
@@ -468,9 +520,11 @@ impl Backend for Cached {
         Ok(remote)
     }
 
+    /// The remote first, then the local tier, as for [`delete`](Backend::delete).
     async fn quarantine(&self, key: &BlobKey) -> Result<bool> {
+        let moved = self.inner.remote.quarantine(key).await;
         self.evict(key).await?;
-        self.inner.remote.quarantine(key).await
+        moved
     }
 
     fn recorded_digests_trusted(&self) -> bool {
