@@ -636,6 +636,79 @@ async fn repair_unions_divergent_replicas_and_replaces_corrupt_copies() {
     }
 }
 
+/// Two memory replicas behind fault wrappers, the blob `data` on the second only (quorum 1).
+async fn second_replica_only(data: &[u8]) -> (Vec<MemoryBackend>, Vec<Faulty>, Replicated) {
+    let mems: Vec<MemoryBackend> = (0..2).map(|_| MemoryBackend::new()).collect();
+    let faulty: Vec<Faulty> = mems.iter().map(|m| Faulty::new(m.clone())).collect();
+    Store::new(mems[1].clone())
+        .put_bytes(data.to_vec(), &PutOptions::default())
+        .await
+        .expect("seed the second replica");
+    let rep = replicated(
+        &faulty,
+        ReplicatedOptions {
+            write_quorum: Some(1),
+            ..ReplicatedOptions::default()
+        },
+    );
+    (mems, faulty, rep)
+}
+
+/// A read-repair whose good copy was read before a delete does not write it back afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_repair_racing_a_delete_does_not_bring_the_blob_back() {
+    let data = noise(20_000, 111);
+    let key = key_of(&data);
+    let (mems, faulty, rep) = second_replica_only(&data).await;
+    let store = Store::new(rep);
+    let a = addr(&sha512_sri(&data));
+    // The read finds replica 0 missing, then holds with replica 1's bytes in hand.
+    faulty[1].knobs.hold.close();
+    let reader = {
+        let (store, a) = (store.clone(), a.clone());
+        tokio::spawn(async move { store.get(&a).await?.bytes().await })
+    };
+    faulty[1].knobs.hold.held().await;
+    assert!(store.delete(&a).await.expect("delete"), "was stored");
+    faulty[1].knobs.hold.release();
+    let read = tokio::time::timeout(Duration::from_secs(30), reader)
+        .await
+        .expect("the read finishes")
+        .expect("task");
+    // It began before the delete: serving what it read is fine, storing it again is not.
+    if let Ok(bytes) = read {
+        assert_eq!(&bytes[..], &data[..]);
+    }
+    for m in &mems {
+        assert!(m.head(&key).await.expect("head").is_none(), "brought back");
+    }
+    assert!(!store.contains(&a).await.expect("contains"));
+}
+
+/// `repair` likewise: a copy read before a delete is not left on a replica after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repair_racing_a_delete_does_not_bring_the_blob_back() {
+    let data = noise(20_000, 112);
+    let key = key_of(&data);
+    let (mems, faulty, rep) = second_replica_only(&data).await;
+    faulty[1].knobs.hold.close();
+    let repair = {
+        let rep = rep.clone();
+        tokio::spawn(async move { rep.repair(false, 1).await })
+    };
+    faulty[1].knobs.hold.held().await;
+    assert!(rep.delete(&key).await.expect("delete"), "was stored");
+    faulty[1].knobs.hold.release();
+    tokio::time::timeout(Duration::from_secs(30), repair)
+        .await
+        .expect("the repair finishes")
+        .expect("task")
+        .expect("repair");
+    for m in &mems {
+        assert!(m.head(&key).await.expect("head").is_none(), "brought back");
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // The cache tier.
 

@@ -14,6 +14,9 @@
 //! failing the read). Replicas found missing or corrupt on the way are repaired from the good copy
 //! (read-repair). A replica that does not answer within `read_timeout` is skipped.
 //!
+//! **Deletes win over repairs**: a repair that read its good copy before a delete of the blob does
+//! not leave that copy on a replica after it (see `fence.rs`).
+//!
 //! **Repair** ([`Replicated::repair`]) lists every replica and copies each blob to the replicas that
 //! lack it; with `verify` it also re-hashes every copy and replaces the corrupt ones.
 
@@ -42,6 +45,7 @@ pub struct ReplicatedOptions {
     pub read_repair: bool,
 }
 
+mod fence;
 mod read;
 mod repair;
 mod writer;
@@ -67,6 +71,7 @@ pub struct Replicated {
     quorum: usize,
     read_timeout: Option<Duration>,
     read_repair: bool,
+    fence: Arc<fence::Fence>,
 }
 
 impl Replicated {
@@ -89,6 +94,7 @@ impl Replicated {
             quorum,
             read_timeout: options.read_timeout,
             read_repair: options.read_repair,
+            fence: Arc::default(),
         })
     }
 
@@ -128,6 +134,8 @@ impl Backend for Replicated {
     }
 
     async fn delete(&self, key: &BlobKey) -> Result<bool> {
+        // Registered before any replica is touched: a repair that read the blob before is told.
+        let _deleting = self.fence.deleting(key);
         let results = futures::future::join_all(self.replicas.iter().map(|r| r.delete(key))).await;
         let mut any = false;
         for r in results {

@@ -59,9 +59,14 @@ impl Replicated {
         let mut first_bad = None;
         let mut answered = false;
         let mut last_err = None;
+        let mut ticket = None;
         for (i, replica) in self.replicas.iter().enumerate() {
             // A copy that will repair others gets its sha1/blake3 in the pass that verifies it.
             let repair = self.read_repair && !to_fix.is_empty();
+            // Taken before the copy is read, so that a delete from now on keeps it off the others.
+            if repair && ticket.is_none() {
+                ticket = Some(self.fence.ticket(key));
+            }
             let fetched = self
                 .timed(async {
                     if repair {
@@ -73,8 +78,8 @@ impl Replicated {
                 .await;
             match fetched.map(|(f, d)| (f, d.filter(|_| repair))) {
                 Ok((Fetched::Good(bytes), digests)) => {
-                    if let Some(d) = digests {
-                        self.write_copies(key, &bytes, &d, &to_fix).await;
+                    if let (Some(d), Some(ticket)) = (digests, &ticket) {
+                        self.write_copies(key, &bytes, &d, &to_fix, ticket).await;
                     }
                     return slice(bytes, range).map(Some);
                 }

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use futures::stream::{self, StreamExt, TryStreamExt};
 use serde::Serialize;
 
+use super::fence::Ticket;
 use super::Replicated;
 use crate::backend::compose::verify::{digests, fetch_for_copy, fetch_verified, Fetched, Held};
 use crate::backend::{Backend, BlobKey, Committed, PutHint};
@@ -37,14 +38,20 @@ impl RepairReport {
 
 impl Replicated {
     /// Writes a good copy to each replica in `targets`, quarantining a bad copy first where
-    /// `replace` is set. Returns the failures.
+    /// `replace` is set. Returns the failures, or `None` if a delete of the blob overtook
+    /// `ticket` (taken before `held` was read): then nothing is written, or what was written is
+    /// deleted again, so that the repair does not bring a deleted blob back.
     pub(super) async fn write_copies(
         &self,
         key: &BlobKey,
         held: &Held,
         digests: &Digests,
         targets: &[(usize, bool)],
-    ) -> Vec<(usize, String)> {
+        ticket: &Ticket<'_>,
+    ) -> Option<Vec<(usize, String)>> {
+        if ticket.overtaken() {
+            return None;
+        }
         let mut failed = Vec::new();
         for &(i, replace) in targets {
             let replica = &self.replicas[i];
@@ -65,7 +72,34 @@ impl Replicated {
                 }
             }
         }
-        failed
+        if ticket.overtaken() {
+            self.undo_copies(key, targets, &failed).await;
+            return None;
+        }
+        Some(failed)
+    }
+
+    /// Deletes the copies of `key` written to `targets` (all but the `failed` ones).
+    async fn undo_copies(
+        &self,
+        key: &BlobKey,
+        targets: &[(usize, bool)],
+        failed: &[(usize, String)],
+    ) {
+        for &(i, _) in targets {
+            if failed.iter().any(|(f, _)| *f == i) {
+                continue;
+            }
+            let replica = &self.replicas[i];
+            match replica.delete(key).await {
+                Ok(_) => {
+                    tracing::info!(blob = %key, replica = %replica.describe(), "deleted meanwhile: repair undone")
+                }
+                Err(e) => {
+                    tracing::warn!(blob = %key, replica = %replica.describe(), error = %e, "cannot undo a repair of a deleted blob")
+                }
+            }
+        }
     }
 
     /// Brings every replica to the same set of blobs: each blob missing from a replica is copied
@@ -109,6 +143,8 @@ impl Replicated {
         verify: bool,
     ) -> RepairReport {
         let mut out = RepairReport::default();
+        // Taken before any copy is read, so that a delete from now on keeps it off the others.
+        let ticket = self.fence.ticket(&key);
         let mut good: Option<Held> = None;
         let mut good_digests = None;
         let mut targets = Vec::new();
@@ -163,7 +199,13 @@ impl Replicated {
                 return out;
             }
         };
-        let failed = self.write_copies(&key, &bytes, &digests, &targets).await;
+        let Some(failed) = self
+            .write_copies(&key, &bytes, &digests, &targets, &ticket)
+            .await
+        else {
+            // Deleted meanwhile: nothing to repair.
+            return out;
+        };
         let ok = |replace: bool| {
             targets
                 .iter()
