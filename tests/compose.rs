@@ -909,6 +909,37 @@ async fn cache_fill_racing_a_delete_does_not_bring_the_blob_back() {
     assert_eq!(again, Some(ErrorKind::NotFound));
 }
 
+/// A miss whose only reader gives up still finishes its fill: the remote read is not left open
+/// waiting for another reader, and the blob is cached.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancelled_miss_still_finishes_its_fill() {
+    let data = noise(20_000, 113);
+    let (local, remote, cached) = cached_over_faulty(&data).await;
+    let store = Store::new(cached.clone());
+    remote.knobs.hold.close();
+    let reader = {
+        let (store, data) = (store.clone(), data.clone());
+        tokio::spawn(async move { read_all(&store, &data).await })
+    };
+    remote.knobs.hold.held().await;
+    reader.abort();
+    assert!(reader.await.expect_err("aborted").is_cancelled());
+    remote.knobs.hold.release();
+    // Nobody reads the blob again: the fill must go on by itself.
+    tokio::time::timeout(Duration::from_secs(30), async {
+        while cached.stats().blobs == 0 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("the fill of a cancelled miss never finished");
+    assert!(local.head(&key_of(&data)).await.expect("head").is_some());
+    let gets = remote.knobs.gets.load(Ordering::SeqCst);
+    assert_eq!(&read_all(&store, &data).await[..], &data[..]);
+    assert_eq!(remote.knobs.gets.load(Ordering::SeqCst), gets, "a hit");
+    assert_eq!(cached.stats().fetches, 1);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cache_on_disk_is_adopted_on_reopen() {
     let dir = tempfile::tempdir().expect("tempdir");

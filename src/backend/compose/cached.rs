@@ -5,7 +5,8 @@
 //!   computed in the same pass) and only then stores it locally, so the cache never holds bytes
 //!   that were not checked. A local copy that no longer verifies is dropped and fetched again.
 //! - **One fetch per blob.** Concurrent misses of the same blob share one remote fetch (a
-//!   single-flight map of in-progress fills); the others wait for it and get the same bytes.
+//!   single-flight map of in-progress fills); the others wait for it and get the same bytes. The
+//!   fill runs on a task of its own, so it finishes even if every reader waiting for it gives up.
 //! - **Bounded.** The local tier holds at most `capacity` bytes; the least recently used blobs are
 //!   evicted to make room. A blob larger than the whole capacity is served but not kept.
 //! - **The local tier is never in the way.** An error from it (a read, a fill, an eviction, an
@@ -293,13 +294,21 @@ impl Cached {
         let inner = self.inner.clone();
         let stale = Arc::new(AtomicBool::new(false));
         let mine = stale.clone();
-        let fut = async move {
-            let r = inner.fetch_and_fill(key, &mine).await.map_err(Arc::new);
-            inner.landed(&key, &mine);
-            r
-        }
-        .boxed()
-        .shared();
+        // On its own task, not in the readers' futures: were they all dropped (cancelled), a fill
+        // polled only by them would stay in `inflight` half-done, its remote read open, until
+        // the next reader of the blob. The task leaves `inflight` however it ends (even by a
+        // panic); it cannot do so before this function inserts it, which holds the lock.
+        let task = tokio::spawn(async move {
+            let _landing = Landing {
+                inner: inner.clone(),
+                key,
+                stale: mine.clone(),
+            };
+            inner.fetch_and_fill(key, &mine).await.map_err(Arc::new)
+        });
+        let fut = async move { task.await.unwrap_or_else(|e| Err(Arc::new(Error::Task(e)))) }
+            .boxed()
+            .shared();
         inflight.insert(
             key,
             Flight {
@@ -308,6 +317,19 @@ impl Cached {
             },
         );
         Some(fut)
+    }
+}
+
+/// Takes a fill out of `inflight` when its task ends.
+struct Landing {
+    inner: Arc<Inner>,
+    key: BlobKey,
+    stale: Arc<AtomicBool>,
+}
+
+impl Drop for Landing {
+    fn drop(&mut self) {
+        self.inner.landed(&self.key, &self.stale);
     }
 }
 
