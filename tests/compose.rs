@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use futures::stream::BoxStream;
+use futures::stream::{BoxStream, StreamExt};
 use futures::TryStreamExt;
 use tarvault::backend::compose::{
     Cached, CachedOptions, Rate, Replicated, ReplicatedOptions, Throttled,
@@ -44,6 +44,11 @@ struct Knobs {
     fail_gets_from: AtomicU64,
     /// Holds `get` calls once the inner read is open (its bytes already taken).
     hold: Gate,
+    /// If not 0, `get` claims a blob of this size and streams `lie_chunks` MiB of zeros instead.
+    lie_size: AtomicU64,
+    lie_chunks: AtomicU64,
+    /// Bytes of such a lying stream pulled so far.
+    pulled: AtomicU64,
 }
 
 /// A gate for `get`: when `closed`, each `get` opens the inner read, signals `entered` and waits
@@ -173,6 +178,22 @@ impl Backend for Faulty {
             return Err(Error::backend("faulty", "went down mid-scan"));
         }
         self.gate().await?;
+        let claimed = self.knobs.lie_size.load(Ordering::SeqCst);
+        if claimed > 0 {
+            let knobs = self.knobs.clone();
+            let chunks = knobs.lie_chunks.load(Ordering::SeqCst);
+            let stream = futures::stream::iter(0..chunks)
+                .map(move |_| {
+                    knobs.pulled.fetch_add(1 << 20, Ordering::SeqCst);
+                    Ok(Bytes::from(vec![0u8; 1 << 20]))
+                })
+                .boxed();
+            return Ok(Some(GetResult {
+                size: claimed,
+                stream,
+                digests: None,
+            }));
+        }
         let got = self.inner.get(key, range).await;
         self.knobs.hold.pass().await;
         got
@@ -1106,6 +1127,37 @@ async fn blobs_over_the_memory_limit_are_held_on_disk_and_still_verified() {
     let s = cached.stats();
     assert_eq!((s.fetches, s.hits), (1, 1), "{s:?}");
     assert_eq!(&read_all(&Store::new(local), &data).await[..], &data[..]);
+}
+
+/// A member that streams more than the size it claimed is cut off just past that size, whether
+/// the copy is held in memory or spooled to a file, and the copy is reported corrupt.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn member_streaming_past_its_claimed_size_is_cut_off() {
+    use tarvault::backend::compose::verify::MEMORY_MAX;
+    const MIB: u64 = 1 << 20;
+    let data = noise(100, 114);
+    for claimed in [10, MEMORY_MAX + MIB / 2] {
+        let liar = Faulty::new(MemoryBackend::new());
+        liar.knobs.lie_size.store(claimed, Ordering::SeqCst);
+        liar.knobs.lie_chunks.store(64, Ordering::SeqCst);
+        let store = Store::new(replicated(
+            std::slice::from_ref(&liar),
+            ReplicatedOptions::default(),
+        ));
+        let err = store
+            .get(&addr(&sha512_sri(&data)))
+            .await
+            .expect("opens")
+            .bytes()
+            .await
+            .expect_err("not the blob");
+        assert_eq!(err.kind(), ErrorKind::Corrupt, "{err}");
+        let pulled = liar.knobs.pulled.load(Ordering::SeqCst);
+        assert!(
+            pulled <= claimed + MIB,
+            "{pulled} bytes read for a blob claimed to be {claimed}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

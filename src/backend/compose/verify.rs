@@ -157,17 +157,26 @@ async fn fetch(
     let Some(got) = backend.get(key, None).await? else {
         return Ok((Fetched::Missing, None));
     };
+    // A member that streams more than the size it claimed is lying (or broken): the read stops
+    // as soon as it goes past that size, so such a copy costs at most one chunk more than it
+    // claimed, not whatever (possibly endless) stream the member sends.
     let (held, set) = if got.size <= MEMORY_MAX {
         let mut buf = BytesMut::with_capacity(got.size as usize);
         let mut stream = got.stream;
         while let Some(chunk) = stream.next().await {
             buf.extend_from_slice(&chunk?);
+            if buf.len() as u64 > got.size {
+                return Ok((too_long(Held::Memory(buf.freeze()), got.size), None));
+            }
         }
         let bytes = buf.freeze();
         let set = hash_with(bytes.clone(), algorithms).await?;
         (Held::Memory(bytes), set)
     } else {
-        spool(got.stream, algorithms).await?
+        match spool(got.stream, algorithms, got.size).await? {
+            Spooled::Whole(held, set) => (held, set),
+            Spooled::TooLong(held) => return Ok((too_long(held, got.size), None)),
+        }
     };
     let size = held.len();
     let fetched = match set.get(Algorithm::Sha512) {
@@ -178,9 +187,22 @@ async fn fetch(
     Ok((fetched, Some(set)))
 }
 
+/// A copy that went on past the size its backend claimed, cut short where that was noticed.
+fn too_long(held: Held, claimed: u64) -> Fetched {
+    Fetched::Bad(held, format!("more than the {claimed} bytes claimed"))
+}
+
+/// What [`spool`] wrote.
+enum Spooled {
+    /// The whole stream, and its hashes.
+    Whole(Held, DigestSet),
+    /// The stream went past the size claimed; what was read of it.
+    TooLong(Held),
+}
+
 /// Writes `stream` to an unlinked temporary file, hashing it (with `algorithms`) on the way, with
-/// at most about [`FILE_CHUNK`] bytes in memory.
-async fn spool(mut stream: ByteStream, algorithms: &[Algorithm]) -> Result<(Held, DigestSet)> {
+/// at most about [`FILE_CHUNK`] bytes in memory; stops once more than `claimed` bytes came.
+async fn spool(mut stream: ByteStream, algorithms: &[Algorithm], claimed: u64) -> Result<Spooled> {
     struct Spool {
         file: std::fs::File,
         hasher: MultiHasher,
@@ -209,6 +231,15 @@ async fn spool(mut stream: ByteStream, algorithms: &[Algorithm]) -> Result<(Held
     let mut batch = BytesMut::new();
     while let Some(chunk) = stream.next().await {
         batch.extend_from_slice(&chunk?);
+        if s.len + batch.len() as u64 > claimed {
+            let rest = batch.split().freeze();
+            let s = blocking(move || flush(s, rest)).await?;
+            let held = Held::File {
+                file: Arc::new(s.file),
+                len: s.len,
+            };
+            return Ok(Spooled::TooLong(held));
+        }
         if batch.len() >= FILE_CHUNK {
             let full = batch.split().freeze();
             s = blocking(move || flush(s, full)).await?;
@@ -220,7 +251,7 @@ async fn spool(mut stream: ByteStream, algorithms: &[Algorithm]) -> Result<(Held
         file: Arc::new(s.file),
         len: s.len,
     };
-    Ok((held, s.hasher.finalize()))
+    Ok(Spooled::Whole(held, s.hasher.finalize()))
 }
 
 /// sha512, sha1 and blake3 of `held`: what a backend records when the bytes are stored again.
