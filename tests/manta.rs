@@ -9,6 +9,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::noise;
+use common::request_proxy::{host_of, Fault, Proxy};
 use futures::TryStreamExt;
 use manta_common::{Keys, Target};
 use md5::Digest as _;
@@ -522,6 +523,121 @@ async fn dropped_connections_leave_nothing_partial() {
             .expect("resumed and verified");
         assert_eq!(&got[..], &d.1[..]);
     }
+}
+
+/// A config for the same store as `cfg`, whose requests go through `proxy`, with a short response
+/// timeout and two attempts per request.
+fn via(proxy: &Proxy, cfg: &MantaConfig) -> MantaBackend {
+    let mut c = fast_retry(cfg.clone(), 2);
+    c.url = proxy.url();
+    c.response_timeout = Duration::from_secs(1);
+    MantaBackend::new(c).expect("backend")
+}
+
+/// Reads a blob's whole stream straight from the backend (no verification, so a cut-off stream
+/// shows as an error or as too few bytes).
+async fn read_all(backend: &MantaBackend, key: &BlobKey) -> tarvault::Result<Vec<u8>> {
+    let got = backend.get(key, None).await?.expect("blob there");
+    got.stream
+        .try_fold(Vec::new(), |mut v, c| async move {
+            v.extend_from_slice(&c);
+            Ok(v)
+        })
+        .await
+}
+
+/// A server that stops sending mid-body, leaving the connection open: the response timeout
+/// covers each wait for body bytes too, so the read resumes where it stopped (Range + If-Match);
+/// when every GET stalls, the read ends with a typed error naming the store, in bounded time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_blob_read_that_stalls_is_resumed_then_bounded() {
+    let Some(target) = Target::get("a_blob_read_that_stalls") else {
+        return;
+    };
+    let cfg = target.config("stall");
+    let data = noise(256 * 1024, 71);
+    let put = Store::new(MantaBackend::new(cfg.clone()).expect("backend"))
+        .put_bytes(data.clone(), &PutOptions::default())
+        .await
+        .expect("put");
+    let key = BlobKey::new(put.digests.sha512);
+    let upstream = host_of(&target.url);
+
+    let proxy = Proxy::start(upstream.clone()).await;
+    proxy.once("GET ", Fault::StallBody(1000));
+    let backend = via(&proxy, &cfg);
+    let started = Instant::now();
+    let got = tokio::time::timeout(Duration::from_secs(20), read_all(&backend, &key))
+        .await
+        .expect("a stalled read must not hang")
+        .expect("resumed after the stall");
+    assert_eq!(got, data);
+    assert!(started.elapsed() >= Duration::from_millis(900));
+
+    let proxy = Proxy::start(upstream).await;
+    proxy.always("GET ", Fault::StallBody(1000));
+    let backend = via(&proxy, &cfg);
+    let started = Instant::now();
+    let err = tokio::time::timeout(Duration::from_secs(20), read_all(&backend, &key))
+        .await
+        .expect("a stalled read must not hang")
+        .expect_err("every GET stalls");
+    assert_eq!(err.kind(), ErrorKind::Backend, "{err}");
+    assert!(err.to_string().contains(&backend.describe()), "{err}");
+    assert!(err.to_string().contains("no data for"), "{err}");
+    assert!(started.elapsed() < Duration::from_secs(10));
+}
+
+/// The same for the small objects read whole: a marker (a sha1 lookup) and a directory listing.
+/// One stalled GET is retried; when each stalls, a typed error in bounded time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_small_read_that_stalls_is_retried_then_bounded() {
+    let Some(target) = Target::get("a_small_read_that_stalls") else {
+        return;
+    };
+    let cfg = target.config("mstall");
+    let put = Store::new(MantaBackend::new(cfg.clone()).expect("backend"))
+        .put_bytes(noise(1000, 72), &PutOptions::default())
+        .await
+        .expect("put");
+    let key = BlobKey::new(put.digests.sha512);
+    let sha1 = put.digests.hash(tarvault::Algorithm::Sha1);
+    let upstream = host_of(&target.url);
+    let bounded = Duration::from_secs(20);
+
+    let proxy = Proxy::start(upstream.clone()).await;
+    // A marker is ~300 bytes: 5 of them, then nothing.
+    proxy.once("GET ", Fault::StallBody(5));
+    let backend = via(&proxy, &cfg);
+    let found = tokio::time::timeout(bounded, backend.resolve_alias(&sha1))
+        .await
+        .expect("a stalled marker read must not hang")
+        .expect("read again after the stall");
+    assert_eq!(found, Some(key));
+    proxy.once("GET ", Fault::StallBody(5));
+    let listed: Vec<BlobKey> = tokio::time::timeout(bounded, backend.list().try_collect())
+        .await
+        .expect("a stalled listing must not hang")
+        .expect("listed again after the stall");
+    assert_eq!(listed, vec![key]);
+
+    let proxy = Proxy::start(upstream).await;
+    proxy.always("GET ", Fault::StallBody(5));
+    let backend = via(&proxy, &cfg);
+    let started = Instant::now();
+    let err = tokio::time::timeout(bounded, backend.resolve_alias(&sha1))
+        .await
+        .expect("a stalled marker read must not hang")
+        .expect_err("every GET stalls");
+    assert_eq!(err.kind(), ErrorKind::Backend, "{err}");
+    assert!(format!("{err:?}").contains("stalled"), "{err:?}");
+    let err = tokio::time::timeout(bounded, backend.list().try_collect::<Vec<_>>())
+        .await
+        .expect("a stalled listing must not hang")
+        .expect_err("every GET stalls");
+    assert_eq!(err.kind(), ErrorKind::Backend, "{err}");
+    assert!(err.to_string().contains(&backend.describe()), "{err}");
+    assert!(started.elapsed() < Duration::from_secs(15));
 }
 
 /// fsck's quarantine keeps the corrupt bytes under `quarantine/` and removes the blob.

@@ -3,6 +3,7 @@
 
 #[cfg(feature = "fs")]
 pub mod npm;
+pub mod request_proxy;
 pub mod tarbuild;
 
 use std::path::PathBuf;

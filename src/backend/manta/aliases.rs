@@ -171,7 +171,10 @@ fn parse_mtime(text: &str) -> Option<SystemTime> {
     Some(SystemTime::UNIX_EPOCH + Duration::from_secs(secs) + Duration::from_millis(millis))
 }
 
-/// The whole body of a small object (a marker, a segment), or `None` if there is none.
+/// The whole body of a small object (a marker, a segment), or `None` if there is none. A body
+/// cut off or stalled past the response timeout is fetched again within the attempt budget (the
+/// object is read-only here, so the next GET is as good as the first); the last failure is the
+/// error.
 async fn get_small(
     client: &MantaClient,
     describe: &str,
@@ -185,24 +188,42 @@ async fn get_small(
             headers.insert("range", v);
         }
     }
-    let resp = client.get(path, headers).await?;
-    let status = resp.status();
-    match status {
-        StatusCode::OK | StatusCode::PARTIAL_CONTENT => {
-            let body = resp.bytes().await.map_err(|e| {
-                Error::backend(describe.to_string(), format!("reading {path}: {e}"))
-            })?;
-            // A server that ignored the range sent the whole object.
-            Ok(Some(match range {
-                Some(r) if status == StatusCode::OK => {
-                    let end = (r.end as usize).min(body.len());
-                    body.slice((r.start as usize).min(end)..end)
-                }
-                _ => body,
-            }))
-        }
-        StatusCode::NOT_FOUND => Ok(None),
-        _ => Err(client.api_error(&reqwest::Method::GET, path, resp).await),
+    let attempts = client.config().max_attempts.max(1);
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let resp = client.get(path, headers.clone()).await?;
+        let status = resp.status();
+        let body = match status {
+            StatusCode::OK | StatusCode::PARTIAL_CONTENT => {
+                client.read_body(&reqwest::Method::GET, path, resp).await
+            }
+            StatusCode::NOT_FOUND => return Ok(None),
+            _ => return Err(client.api_error(&reqwest::Method::GET, path, resp).await),
+        };
+        let body = match body {
+            Ok(body) => body,
+            Err(e) if attempt < attempts => {
+                tracing::debug!(error = %e, path, "small object cut off or stalled; reading it again");
+                tokio::time::sleep(client.backoff(attempt)).await;
+                continue;
+            }
+            Err(e) => {
+                return Err(Error::Backend {
+                    backend: describe.to_string(),
+                    message: format!("reading {path}: gave up after {attempts} attempts"),
+                    source: Some(Box::new(e)),
+                })
+            }
+        };
+        // A server that ignored the range sent the whole object.
+        return Ok(Some(match range {
+            Some(r) if status == StatusCode::OK => {
+                let end = (r.end as usize).min(body.len());
+                body.slice((r.start as usize).min(end)..end)
+            }
+            _ => body,
+        }));
     }
 }
 

@@ -217,7 +217,7 @@ impl MantaClient {
         self.config.response_timeout.saturating_add(upload)
     }
 
-    fn backoff(&self, attempt: u32) -> Duration {
+    pub(crate) fn backoff(&self, attempt: u32) -> Duration {
         let base = self.config.base_backoff.as_millis() as u64;
         let cap = self.config.max_backoff.as_millis() as u64;
         let exp = base.saturating_mul(1u64 << attempt.min(16)).min(cap).max(1);
@@ -225,10 +225,37 @@ impl MantaClient {
         Duration::from_millis(rand::thread_rng().gen_range(exp / 2..=exp))
     }
 
-    /// Turns a non-success response into a typed error (reading muskie's JSON body).
+    /// Reads a response's whole body, allowing it the configured response timeout: the timeout
+    /// in [`MantaClient::send`] ends once the head arrives, and a server that stalls mid-body
+    /// (or a connection that goes silent without closing) would otherwise hold the read forever.
+    /// For the small bodies read whole (markers, segments, listing pages, error bodies); a blob's
+    /// stream is bounded per chunk instead (`MantaBackend::stream_of`).
+    pub(crate) async fn read_body(
+        &self,
+        method: &Method,
+        path: &str,
+        resp: reqwest::Response,
+    ) -> Result<Bytes> {
+        let wait = self.config.response_timeout;
+        match tokio::time::timeout(wait, resp.bytes()).await {
+            Ok(Ok(body)) => Ok(body),
+            Ok(Err(e)) => Err(Error::Backend {
+                backend: self.describe(),
+                message: format!("{method} {path}: reading the body: {e}"),
+                source: Some(Box::new(e)),
+            }),
+            Err(_) => Err(Error::backend(
+                self.describe(),
+                format!("{method} {path}: the body stalled (not complete within {wait:?})"),
+            )),
+        }
+    }
+
+    /// Turns a non-success response into a typed error (reading muskie's JSON body, within the
+    /// response timeout: a body that stalls leaves the message empty).
     pub async fn api_error(&self, method: &Method, path: &str, resp: reqwest::Response) -> Error {
         let status = resp.status().as_u16();
-        let body = resp.bytes().await.unwrap_or_default();
+        let body = self.read_body(method, path, resp).await.unwrap_or_default();
         #[derive(serde::Deserialize)]
         struct Body {
             #[serde(default)]
@@ -402,8 +429,9 @@ impl MantaClient {
 }
 
 impl MantaClient {
-    /// One listing page's body; a body cut off mid-way is fetched again (within the attempt
-    /// budget), since a listing is read-only and the next request is as good as the first.
+    /// One listing page's body; a body cut off mid-way, or stalled past the response timeout, is
+    /// fetched again (within the attempt budget), since a listing is read-only and the next
+    /// request is as good as the first.
     async fn list_page(&self, path: &str, query: &[(&str, String)]) -> Result<Option<Bytes>> {
         let attempts = self.config.max_attempts.max(1);
         let mut attempt = 0;
@@ -435,13 +463,13 @@ impl MantaClient {
                     format!("{path} is not a directory (content type {ct:?})"),
                 ));
             }
-            match resp.bytes().await {
+            match self.read_body(&Method::GET, path, resp).await {
                 Ok(body) => return Ok(Some(body)),
                 Err(e) if attempt < attempts => {
-                    tracing::debug!(error = %e, path, "listing cut off; fetching it again");
+                    tracing::debug!(error = %e, path, "listing cut off or stalled; fetching it again");
                     tokio::time::sleep(self.backoff(attempt)).await;
                 }
-                Err(e) => return Err(self.transport_error(&Method::GET, path, e)),
+                Err(e) => return Err(e),
             }
         }
     }

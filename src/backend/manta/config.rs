@@ -46,7 +46,9 @@ pub struct MantaConfig {
     pub max_backoff: Duration,
     /// How long a request may wait for the response head before it counts as failed (and is
     /// retried like a dropped connection). An upload's wait also allows its body to go out at
-    /// 1 MiB/s. A server that hangs then costs bounded time instead of forever.
+    /// 1 MiB/s. The same bounds a body: a small one read whole (a marker, a listing page) must
+    /// arrive within it, and a blob's stream may wait this long for each piece (then it resumes
+    /// where it stopped). A server that hangs then costs bounded time instead of forever.
     pub response_timeout: Duration,
     /// What the alias index may keep in memory (`?alias_cache_bytes=`, `?alias_miss_ttl_ms=`).
     pub alias_cache: crate::backend::AliasCacheConfig,

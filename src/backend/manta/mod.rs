@@ -7,8 +7,9 @@
 //!
 //! Inside: `config` (`MANTA_*` environment and `manta://` store URLs), `auth` (request signing
 //! exactly as muskie verifies it), `client` (HTTP with bounded retries and typed errors,
-//! [`MantaApiError`]), `layout` (digest-derived paths) and `writer` (spooled uploads published
-//! by one verified PUT; why: see that module).
+//! [`MantaApiError`]), `layout` (digest-derived paths), `resume` (blob reads resumed where a
+//! dropped or stalled connection left them) and `writer` (spooled uploads published by one
+//! verified PUT; why: see that module).
 //!
 //! Every blob carries its digests as `m-tarvault-sha512`, `m-tarvault-sha1` and
 //! `m-tarvault-blake3` metadata, and sha1/blake3 lookups read one marker object each
@@ -35,6 +36,7 @@ mod dirs;
 mod layout;
 #[doc(hidden)]
 pub mod probe;
+mod resume;
 mod writer;
 
 pub use auth::{KeyError, LoadedKey, SignHash};
@@ -282,75 +284,6 @@ impl MantaBackend {
         })
     }
 
-    /// The body of a GET as a stream that, when the connection drops mid-way, asks again for the
-    /// rest (`Range` from where it stopped, `If-Match` the same etag, as node-manta's mget does),
-    /// within the attempt budget. The store still verifies every byte.
-    fn stream_of(&self, resp: reqwest::Response, path: String, start: u64) -> super::ByteStream {
-        let etag = resp
-            .headers()
-            .get("etag")
-            .and_then(|v| v.to_str().ok())
-            .map(|v| v.trim_matches('"').to_string());
-        let len = resp.content_length();
-        let state = Resume {
-            client: self.client.clone(),
-            backend: self.describe(),
-            path,
-            etag,
-            body: Some(resp.bytes_stream().boxed()),
-            pos: start,
-            end: len.map(|n| start + n),
-            left: self.client.config().max_attempts.saturating_sub(1),
-            done: false,
-        };
-        stream::unfold(state, |mut st| async move {
-            loop {
-                if st.done {
-                    return None;
-                }
-                let Some(body) = st.body.as_mut() else {
-                    match st.reopen().await {
-                        Ok(()) => continue,
-                        Err(e) => {
-                            st.done = true;
-                            return Some((Err(e), st));
-                        }
-                    }
-                };
-                let failure = match body.next().await {
-                    Some(Ok(chunk)) => {
-                        st.pos += chunk.len() as u64;
-                        return Some((Ok(chunk), st));
-                    }
-                    None if st.end.is_none_or(|end| st.pos >= end) => return None,
-                    None => format!("connection closed at byte {}", st.pos),
-                    Some(Err(e)) => e.to_string(),
-                };
-                if st.end.is_some_and(|end| st.pos >= end) {
-                    // Every byte arrived; the store's verification judges them.
-                    return None;
-                }
-                if st.left == 0 || st.end.is_none() {
-                    st.done = true;
-                    let err = Error::backend(
-                        st.backend.clone(),
-                        format!("reading {}: {failure}", st.path),
-                    );
-                    return Some((Err(err), st));
-                }
-                tracing::debug!(
-                    path = st.path,
-                    pos = st.pos,
-                    failure,
-                    "GET cut off; resuming"
-                );
-                st.left -= 1;
-                st.body = None;
-            }
-        })
-        .boxed()
-    }
-
     /// Every entry name under `dir`'s shard directories (two levels: shard, then entries).
     fn list_sharded(&self, dir: String) -> BoxStream<'static, Result<(String, String)>> {
         let client = self.client.clone();
@@ -389,45 +322,6 @@ impl MantaBackend {
             })
             .flatten()
             .boxed()
-    }
-}
-
-/// State of a resumable GET body (see [`MantaBackend::stream_of`]).
-struct Resume {
-    client: MantaClient,
-    backend: String,
-    path: String,
-    etag: Option<String>,
-    body: Option<BoxStream<'static, reqwest::Result<bytes::Bytes>>>,
-    pos: u64,
-    end: Option<u64>,
-    left: u32,
-    done: bool,
-}
-
-impl Resume {
-    async fn reopen(&mut self) -> Result<()> {
-        let end = self.end.unwrap_or(self.pos);
-        let mut headers = HeaderMap::new();
-        let range = format!("bytes={}-{}", self.pos, end.saturating_sub(1));
-        headers.insert(
-            "range",
-            HeaderValue::from_str(&range).map_err(|e| Error::InvalidInput(e.to_string()))?,
-        );
-        if let Some(etag) = &self.etag {
-            if let Ok(v) = HeaderValue::from_str(etag) {
-                headers.insert("if-match", v);
-            }
-        }
-        let resp = self.client.get(&self.path, headers).await?;
-        if resp.status() != StatusCode::PARTIAL_CONTENT {
-            return Err(self
-                .client
-                .api_error(&reqwest::Method::GET, &self.path, resp)
-                .await);
-        }
-        self.body = Some(resp.bytes_stream().boxed());
-        Ok(())
     }
 }
 
@@ -527,7 +421,13 @@ impl Backend for MantaBackend {
         };
         Ok(Some(GetResult {
             size,
-            stream: self.stream_of(resp, path, range.map_or(0, |r| r.start)),
+            stream: resume::stream_of(
+                &self.client,
+                self.describe(),
+                resp,
+                path,
+                range.map_or(0, |r| r.start),
+            ),
             digests: None,
         }))
     }
