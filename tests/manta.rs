@@ -640,6 +640,29 @@ async fn a_small_read_that_stalls_is_retried_then_bounded() {
     assert!(started.elapsed() < Duration::from_secs(15));
 }
 
+/// A DELETE whose answer is lost is sent again and answered 404: the first attempt deleted the
+/// blob, so `delete` reports it deleted, not "was not there".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delete_whose_answer_is_lost_reports_the_deletion() {
+    let Some(target) = Target::get("a_delete_whose_answer_is_lost") else {
+        return;
+    };
+    let cfg = target.config("del");
+    let direct = MantaBackend::new(cfg.clone()).expect("backend");
+    let put = Store::new(direct.clone())
+        .put_bytes(noise(5000, 73), &PutOptions::default())
+        .await
+        .expect("put");
+    let key = BlobKey::new(put.digests.sha512);
+    let proxy = Proxy::start(host_of(&target.url)).await;
+    proxy.once("DELETE ", Fault::DropResponse);
+    let deleted = via(&proxy, &cfg).delete(&key).await.expect("delete");
+    assert!(direct.head(&key).await.expect("head").is_none(), "deleted");
+    assert!(deleted, "this call deleted the blob");
+    // Nothing lost, nothing replayed: a blob that is not there is still reported so.
+    assert!(!via(&proxy, &cfg).delete(&key).await.expect("delete"));
+}
+
 /// fsck's quarantine keeps the corrupt bytes under `quarantine/` and removes the blob.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn quarantine_keeps_the_bytes() {

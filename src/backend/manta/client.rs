@@ -49,6 +49,21 @@ pub struct MantaApiError {
     pub message: String,
 }
 
+/// In a backend error's source chain (around the [`MantaApiError`]): the answer came to a request
+/// sent again after an attempt whose answer was lost (the connection failed or timed out once the
+/// request was on its way), so that earlier attempt may have taken effect. A DELETE's 404 or a
+/// create-only PUT's 412 may then be this call's own work rather than someone else's.
+#[derive(Debug, thiserror::Error)]
+#[error("answer to a request sent again: an earlier attempt's answer was lost")]
+pub(crate) struct Replayed(#[source] pub(crate) MantaApiError);
+
+/// A response, and whether an earlier attempt of the same request may have taken effect (its
+/// answer was lost after the request was sent).
+pub(crate) struct Sent {
+    pub(crate) resp: reqwest::Response,
+    pub(crate) replayed: bool,
+}
+
 /// How a request body is (re)produced for each attempt.
 #[derive(Debug, Clone)]
 pub enum RequestBody {
@@ -139,9 +154,27 @@ impl MantaClient {
         headers: HeaderMap,
         body: RequestBody,
     ) -> Result<reqwest::Response> {
+        Ok(self
+            .send_tracked(method, path, query, headers, body)
+            .await?
+            .resp)
+    }
+
+    /// [`MantaClient::send`], also saying whether an earlier attempt may have taken effect: one
+    /// that failed after the request went out (a dropped connection, no answer in time). A 503
+    /// is Manta refusing the request, and a failed connect never sent it, so neither counts.
+    pub(crate) async fn send_tracked(
+        &self,
+        method: Method,
+        path: &str,
+        query: &[(&str, String)],
+        headers: HeaderMap,
+        body: RequestBody,
+    ) -> Result<Sent> {
         let url = self.url_of(path);
         let attempts = self.config.max_attempts.max(1);
         let mut last: Option<Error> = None;
+        let mut replayed = false;
         for attempt in 0..attempts {
             if attempt > 0 {
                 let delay = self.backoff(attempt);
@@ -175,6 +208,7 @@ impl MantaClient {
                 Ok(sent) => sent,
                 Err(_) => {
                     tracing::debug!(%method, path, ?wait, "Manta request timed out");
+                    replayed = true;
                     last = Some(Error::backend(
                         self.describe(),
                         format!("{method} {path}: no response within {wait:?}"),
@@ -188,12 +222,13 @@ impl MantaClient {
                     tracing::debug!(%err, "Manta answered 503");
                     last = Some(err);
                 }
-                Ok(resp) => return Ok(resp),
+                Ok(resp) => return Ok(Sent { resp, replayed }),
                 Err(e) if e.is_builder() => {
                     return Err(self.transport_error(&method, path, e));
                 }
                 Err(e) => {
                     tracing::debug!(error = %e, "Manta request failed");
+                    replayed |= !e.is_connect();
                     last = Some(self.transport_error(&method, path, e));
                 }
             }
@@ -254,6 +289,21 @@ impl MantaClient {
     /// Turns a non-success response into a typed error (reading muskie's JSON body, within the
     /// response timeout: a body that stalls leaves the message empty).
     pub async fn api_error(&self, method: &Method, path: &str, resp: reqwest::Response) -> Error {
+        self.answer_error(
+            method,
+            path,
+            Sent {
+                resp,
+                replayed: false,
+            },
+        )
+        .await
+    }
+
+    /// [`MantaClient::api_error`] of a tracked answer: one to a replayed request carries
+    /// [`Replayed`] in its source chain.
+    pub(crate) async fn answer_error(&self, method: &Method, path: &str, sent: Sent) -> Error {
+        let Sent { resp, replayed } = sent;
         let status = resp.status().as_u16();
         let body = self.read_body(method, path, resp).await.unwrap_or_default();
         #[derive(serde::Deserialize)]
@@ -282,6 +332,14 @@ impl MantaClient {
                  the private key in MANTA_KEY_MATERIAL (or ?key=); the key must be one of the \
                  account's keys)",
             );
+        }
+        if replayed {
+            message.push_str(" (an earlier attempt's answer was lost)");
+            return Error::Backend {
+                backend: self.describe(),
+                message,
+                source: Some(Box::new(Replayed(api))),
+            };
         }
         Error::Backend {
             backend: self.describe(),
@@ -367,10 +425,14 @@ impl MantaClient {
         }
     }
 
-    /// `DELETE path`: `Ok(false)` on 404.
+    /// `DELETE path`: `Ok(false)` on 404, unless the 404 answers a DELETE sent again after an
+    /// attempt whose answer was lost: that attempt may well have deleted the object, and a
+    /// caller told "it was not there" would miscount what it removed, so it is `Ok(true)`. (Had
+    /// the object been absent all along, the lost answer was a 404 too; the two cannot be told
+    /// apart, and the object is gone either way.)
     pub async fn delete(&self, path: &str) -> Result<bool> {
-        let resp = self
-            .send(
+        let sent = self
+            .send_tracked(
                 Method::DELETE,
                 path,
                 &[],
@@ -378,10 +440,10 @@ impl MantaClient {
                 RequestBody::Empty,
             )
             .await?;
-        match resp.status() {
+        match sent.resp.status() {
             s if s.is_success() => Ok(true),
-            StatusCode::NOT_FOUND => Ok(false),
-            _ => Err(self.api_error(&Method::DELETE, path, resp).await),
+            StatusCode::NOT_FOUND => Ok(sent.replayed),
+            _ => Err(self.answer_error(&Method::DELETE, path, sent).await),
         }
     }
 
