@@ -663,6 +663,48 @@ async fn a_delete_whose_answer_is_lost_reports_the_deletion() {
     assert!(!via(&proxy, &cfg).delete(&key).await.expect("delete"));
 }
 
+/// A create-only blob PUT whose answer is lost is sent again and answered 412 (the first attempt
+/// stored it): the object there holds what was sent, so the put reports the blob stored, not
+/// already present.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_put_whose_answer_is_lost_reports_stored() {
+    let Some(target) = Target::get("a_put_whose_answer_is_lost") else {
+        return;
+    };
+    let cfg = target.config("put");
+    let direct = MantaBackend::new(cfg.clone()).expect("backend");
+    let data = noise(4000, 74);
+    let key = common::key_of(&data);
+    // The blob's directories exist already, so that the blob PUT is the first request on its
+    // connection (the proxy picks connections by their first request).
+    let path = direct.blob_path(&key);
+    let parts: Vec<&str> = path.split('/').filter(|p| !p.is_empty()).collect();
+    for depth in 3..parts.len() {
+        direct
+            .client()
+            .put_directory(&format!("/{}", parts[..depth].join("/")))
+            .await
+            .expect("mkdir");
+    }
+    let proxy = Proxy::start(host_of(&target.url)).await;
+    proxy.once("/blobs/", Fault::DropResponse);
+    let store = Store::new(via(&proxy, &cfg));
+    let put = store
+        .put_bytes(data.clone(), &PutOptions::default())
+        .await
+        .expect("put");
+    assert!(direct.head(&key).await.expect("head").is_some());
+    assert!(put.stored, "this put stored the new blob");
+    let back = common::read_verified(&store, &put.digests.integrity()).await;
+    assert_eq!(&back[..], &data[..]);
+    // A put of a blob that was there all along is still a dedupe hit.
+    let again = store
+        .put_bytes(data, &PutOptions::default())
+        .await
+        .expect("put again");
+    assert!(!again.stored);
+}
+
 /// fsck's quarantine keeps the corrupt bytes under `quarantine/` and removes the blob.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn quarantine_keeps_the_bytes() {

@@ -57,6 +57,18 @@ pub struct MantaApiError {
 #[error("answer to a request sent again: an earlier attempt's answer was lost")]
 pub(crate) struct Replayed(#[source] pub(crate) MantaApiError);
 
+/// Whether `e` is a Manta error answering a replayed request (see [`Replayed`]).
+pub(crate) fn replayed(e: &Error) -> bool {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = cur {
+        if err.downcast_ref::<Replayed>().is_some() {
+            return true;
+        }
+        cur = err.source();
+    }
+    false
+}
+
 /// A response, and whether an earlier attempt of the same request may have taken effect (its
 /// answer was lost after the request was sent).
 pub(crate) struct Sent {
@@ -399,11 +411,15 @@ impl MantaClient {
             );
         }
         headers.insert("accept", HeaderValue::from_static("application/json"));
-        let resp = self.send(Method::PUT, path, &[], headers, body).await?;
-        if resp.status().is_success() {
-            Ok(resp.headers().clone())
+        let sent = self
+            .send_tracked(Method::PUT, path, &[], headers, body)
+            .await?;
+        if sent.resp.status().is_success() {
+            Ok(sent.resp.headers().clone())
         } else {
-            Err(self.api_error(&Method::PUT, path, resp).await)
+            // A create-only PUT's 412 after a lost answer may be its own first attempt: the
+            // error says so ([`replayed`]) for the caller to check.
+            Err(self.answer_error(&Method::PUT, path, sent).await)
         }
     }
 

@@ -122,6 +122,14 @@ pub(crate) fn blob_exists(
     Box::pin(async move { Ok(client.head(&path).await?.is_some()) })
 }
 
+/// Whether an object's `content-md5` (base64) is `md5_b64`; true when Manta reports none.
+fn same_md5(headers: &HeaderMap, md5_b64: &str) -> bool {
+    headers
+        .get("content-md5")
+        .and_then(|v| v.to_str().ok())
+        .is_none_or(|m| m == md5_b64)
+}
+
 /// Whether a [`create_only`] PUT failed because the object is already there (412).
 pub(crate) fn exists_already(e: &Error) -> bool {
     api_error(e).is_some_and(|a| a.status == 412)
@@ -223,6 +231,13 @@ impl MantaBackend {
                 match self.client.head(&path).await? {
                     Some(h) if self.stat_from_headers(&key, &h)?.size == digests.size => {
                         self.aliases.settle(digests, aliases).await?;
+                        // A 412 answering a PUT sent again after a lost answer is most likely
+                        // this put's own first attempt: the object there holds what was sent
+                        // (same size, and the same MD5 where Manta reports one), so it is this
+                        // put that stored it.
+                        if client::replayed(&e) && same_md5(&h, &md5_b64) {
+                            return Ok(Committed::Stored);
+                        }
                         return Ok(Committed::AlreadyPresent);
                     }
                     _ => {
