@@ -105,7 +105,7 @@ macro_rules! server {
                 large_unknown_put_spools_when_staging_is_off, staged_mismatch_leaves_nothing);
             cases!(faults, $var, $name; wrong_credentials, missing_bucket, unavailable_is_bounded,
                 transient_errors_are_retried, reset_mid_upload, single_reset_is_retried,
-                boto3_interop, cli_store_url);
+                boto3_interop, cli_store_url, put_whose_answer_is_lost_reports_stored);
             markers!($var, $name; lookups_cost_one_request, another_process_sees_a_put_at_once,
                 segments_upgrade_to_markers, fsck_repairs_markers_and_imports_segments,
                 fsck_removes_dangling_markers, fsck_racing_a_put_of_a_dangling_blob,

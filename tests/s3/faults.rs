@@ -366,3 +366,42 @@ pub async fn cli_store_url(s: &Server) {
     #[cfg(not(feature = "cli"))]
     let _ = s;
 }
+
+/// A create-only blob PUT whose answer is lost (the connection closes as the server answers) is
+/// sent again and answered 412: the first attempt stored the blob, so the put reports it stored,
+/// not already present.
+pub async fn put_whose_answer_is_lost_reports_stored(s: &Server) {
+    use crate::common::request_proxy::{host_of, Fault, Proxy};
+    let proxy = Proxy::start(host_of(&s.endpoint())).await;
+    let prefix = Server::fresh_prefix("replay");
+    let mut c = s.config(&prefix);
+    c.endpoint = Some(proxy.url());
+    // No open probe: each request of the put then has a connection of its own, and the proxy
+    // picks the blob PUT by its request line.
+    let backend = S3Backend::with_store_config(Arc::new(c.build().expect("client")), &c);
+    proxy.once(
+        &format!("PUT /{}/{prefix}/blobs/", s.bucket()),
+        Fault::DropResponse,
+    );
+    let data = noise(3000, 21);
+    let store = Store::new(backend.clone());
+    let put = store
+        .put_bytes(data.clone(), &PutOptions::default())
+        .await
+        .expect("put");
+    let key = key_of(&data);
+    assert!(direct(s, &prefix)
+        .await
+        .head(&key)
+        .await
+        .expect("head")
+        .is_some());
+    assert!(put.stored, "this put stored the new blob");
+    let back = crate::common::read_verified(&store, &put.digests.integrity()).await;
+    assert_eq!(&back[..], &data[..]);
+    let again = store
+        .put_bytes(data, &PutOptions::default())
+        .await
+        .expect("put again");
+    assert!(!again.stored, "a blob already there is a dedupe hit");
+}

@@ -39,7 +39,9 @@ impl MarkerStore for S3Markers {
             mode: PutMode::Create,
             ..PutOptions::default()
         };
-        match put_create(self.store.as_ref(), &path, body.into(), opts, self.retries).await {
+        let (created, _) =
+            put_create(self.store.as_ref(), &path, body.into(), opts, self.retries).await;
+        match created {
             Ok(_) => Ok(true),
             // Also what a retry of a create that did land sees: the caller reads it back.
             Err(

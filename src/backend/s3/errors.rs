@@ -47,6 +47,36 @@ pub(crate) fn is_transport(e: &object_store::Error) -> bool {
     }
 }
 
+/// Whether the request of a failed [`is_transport`] attempt may have reached the server: true
+/// unless the connection could not even be made.
+pub(crate) fn may_have_landed(e: &object_store::Error) -> bool {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = cur {
+        if let Some(http) = err.downcast_ref::<object_store::client::HttpError>() {
+            return http.kind() != object_store::client::HttpErrorKind::Connect;
+        }
+        cur = err.source();
+    }
+    true
+}
+
+/// Whether object_store itself sent the request more than once before it failed with `e`: it
+/// retries a PUT whose connection closed before the answer ("request not sent", though it may
+/// have been) and 5xx answers, so a create-only PUT's 412 can answer its own earlier attempt.
+/// object_store says so only in the message of its retry error ("…, after N retries, …"), so
+/// the text is read, as [`is_denied`] does; should that change, a retried create reads as "not
+/// retried", which only makes a put that stored a blob report it as already present.
+pub(crate) fn retried_inside(e: &object_store::Error) -> bool {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = cur {
+        if err.to_string().contains(" retries, max_retries: ") {
+            return true;
+        }
+        cur = err.source();
+    }
+    false
+}
+
 /// A 404 that is about the bucket, not the object: it must not read as "blob not stored".
 pub(crate) fn is_missing_bucket(e: &object_store::Error) -> bool {
     e.to_string().contains("NoSuchBucket")

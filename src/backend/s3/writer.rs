@@ -44,7 +44,7 @@ use object_store::{
 };
 use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 
-use super::errors::{absent_ok, backend_error, is_transport};
+use super::errors::{absent_ok, backend_error, is_transport, may_have_landed, retried_inside};
 use super::keys::digest_attributes;
 use super::staging::Staged;
 use super::Inner;
@@ -241,30 +241,43 @@ impl BlobWriter for S3Writer {
 /// A create-only `PUT` (`opts.mode` is [`PutMode::Create`]), retried up to `retries` times when
 /// the connection fails. object_store does not retry it, since a create is not idempotent in
 /// general; it is for the objects tarvault creates (a blob, an alias marker), whose bytes are
-/// fixed by their name, so a retry of a create that did land sees the object there, which the
-/// caller treats as "already present".
+/// fixed by their name, so a retry of a create that did land sees the object there. The second
+/// value says whether that can be: an attempt failed after the request may have gone out (not a
+/// failed connect), here or inside object_store (which does replay a PUT whose connection closed
+/// before the answer), so a 412 may be this call's own earlier attempt rather than another
+/// writer's.
 pub(crate) async fn put_create(
     store: &dyn ObjectStore,
     path: &Path,
     payload: PutPayload,
     opts: PutOptions,
     retries: usize,
-) -> object_store::Result<object_store::PutResult> {
+) -> (object_store::Result<object_store::PutResult>, bool) {
     let mut attempt = 0;
+    let mut replayed = false;
     loop {
         match store.put_opts(path, payload.clone(), opts.clone()).await {
             Err(e) if is_transport(&e) && attempt < retries => {
                 attempt += 1;
+                replayed |= may_have_landed(&e);
                 tracing::debug!(error = %e, attempt, object = %path, "retrying a create-only PUT");
                 tokio::time::sleep(Duration::from_millis(100 << attempt.min(4))).await;
             }
-            other => return other,
+            other => {
+                let inside = matches!(&other, Err(e) if retried_inside(e));
+                return (other, replayed || inside);
+            }
         }
     }
 }
 
 /// One create-only `PUT`. A 412 means the blob is already there: a dedupe hit, unless the object
 /// there has the wrong size (a truncated or planted object), which the verified bytes replace.
+/// After a retried attempt whose answer was lost, a 412 over an object of the right size is
+/// taken as that attempt's own work: stored by this put. (S3's HEAD gives no digest of the bytes
+/// to compare: the ETag is an MD5 only for some uploads and servers. The object is named by its
+/// sha512, so a right-sized one that appeared between two attempts of this put is, at worst, the
+/// same blob put by another writer at the same moment.)
 async fn put_small(inner: &Inner, d: &Digests, chunks: Vec<Bytes>) -> Result<Committed> {
     let key = BlobKey::new(d.sha512);
     let path = inner.keys.blob(&key);
@@ -274,14 +287,16 @@ async fn put_small(inner: &Inner, d: &Digests, chunks: Vec<Bytes>) -> Result<Com
         attributes: digest_attributes(d),
         ..PutOptions::default()
     };
-    // A retry that finds the object there (412) is a dedupe hit of the same verified bytes.
-    match put_create(inner.store.as_ref(), &path, payload, opts, inner.retries).await {
+    let (created, replayed) =
+        put_create(inner.store.as_ref(), &path, payload, opts, inner.retries).await;
+    match created {
         Ok(_) => Ok(Committed::Stored),
         Err(
             object_store::Error::AlreadyExists { .. } | object_store::Error::Precondition { .. },
         ) => {
             let existing = absent_ok(&inner.describe, "head", inner.store.head(&path).await)?;
             match existing {
+                Some(m) if m.size == d.size && replayed => Ok(Committed::Stored),
                 Some(m) if m.size == d.size => Ok(Committed::AlreadyPresent),
                 _ => {
                     tracing::warn!(blob = %path, "replacing a wrong-sized object with verified bytes");
