@@ -106,6 +106,8 @@ macro_rules! server {
             cases!(faults, $var, $name; wrong_credentials, missing_bucket, unavailable_is_bounded,
                 transient_errors_are_retried, reset_mid_upload, single_reset_is_retried,
                 boto3_interop, cli_store_url, put_whose_answer_is_lost_reports_stored);
+            cases!(prefix, $var, $name; odd_prefix_is_used_verbatim,
+                url_prefix_is_percent_decoded);
             markers!($var, $name; lookups_cost_one_request, another_process_sees_a_put_at_once,
                 segments_upgrade_to_markers, fsck_repairs_markers_and_imports_segments,
                 fsck_removes_dangling_markers, fsck_racing_a_put_of_a_dangling_blob,

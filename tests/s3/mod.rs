@@ -9,6 +9,7 @@ pub mod counting;
 pub mod faults;
 pub mod gate;
 pub mod markers;
+pub mod prefix;
 pub mod proxy;
 pub mod staging;
 

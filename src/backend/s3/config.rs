@@ -31,7 +31,9 @@ use crate::{Error, Result};
 pub struct S3Config {
     /// The bucket.
     pub bucket: String,
-    /// The key prefix the store lives under (may be empty).
+    /// The key prefix the store lives under (may be empty), used verbatim: every key starts
+    /// with it. Leading and trailing `/` are ignored; empty, `.` and `..` segments and control
+    /// characters are refused.
     pub prefix: String,
     /// Endpoint override (else `AWS_ENDPOINT_URL` or AWS itself).
     pub endpoint: Option<String>,
@@ -91,6 +93,12 @@ impl S3Config {
         if bucket.is_empty() {
             return Err(Error::Config(format!("no bucket in {url}")));
         }
+        // The URL's path is percent-encoded (`my%20dir` is the prefix `my dir`), as in a
+        // `manta://` URL; the keys then start with the decoded prefix exactly (see `Keys`).
+        let prefix = percent_encoding::percent_decode_str(prefix)
+            .decode_utf8()
+            .map_err(|e| Error::Config(format!("bad prefix in {url}: {e}")))?;
+        super::keys::check_prefix(&prefix)?;
         let mut c = S3Config::new(bucket, prefix.trim_matches('/'));
         for pair in query.split('&').filter(|p| !p.is_empty()) {
             let (k, v) = pair
@@ -153,6 +161,9 @@ impl S3Config {
 
     /// Builds the `object_store` client (also for raw access beside a store: tools, tests).
     pub fn build(&self) -> Result<AmazonS3> {
+        // A prefix set in code rather than parsed from a URL is checked here, before any key is
+        // made from it.
+        super::keys::check_prefix(&self.prefix)?;
         install_tls_provider();
         let mut b = AmazonS3Builder::from_env()
             .with_bucket_name(&self.bucket)
@@ -221,5 +232,19 @@ mod tests {
             S3Config::parse("s3://b").map(|c| c.prefix).ok().as_deref(),
             Some("")
         );
+        let prefix = |url: &str| S3Config::parse(url).map(|c| c.prefix);
+        assert_eq!(prefix("s3://b/my%20dir/").ok().as_deref(), Some("my dir"));
+        assert_eq!(
+            prefix("s3://b/~team/caf%C3%A9").ok().as_deref(),
+            Some("~team/café")
+        );
+        assert_eq!(prefix("s3://b/50%25").ok().as_deref(), Some("50%"));
+        for bad in ["s3://b/a//b", "s3://b/a/../b", "s3://b/a%00b", "s3://b/%FF"] {
+            assert!(
+                prefix(bad).is_err_and(|e| e.kind() == crate::ErrorKind::Config),
+                "{bad}"
+            );
+        }
+        assert!(S3Config::new("b", "a/./b").build().is_err());
     }
 }

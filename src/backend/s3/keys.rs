@@ -33,23 +33,27 @@ const META_SIZE: &str = "tarvault-size";
 /// The key layout under one store prefix.
 #[derive(Debug, Clone)]
 pub(crate) struct Keys {
-    /// The prefix without leading or trailing `/` (may be empty).
-    prefix: String,
+    /// The prefix, without leading or trailing `/` (may be empty), as the keys start with it.
+    prefix: Path,
 }
 
 impl Keys {
+    /// The layout under `prefix`, which starts every key exactly as given (`<prefix>/blobs/…`):
+    /// `Path::parse` keeps it verbatim, and object_store escapes it only on the wire. (`Path::from`
+    /// would percent-encode `~ % [ ] { } ^ | < > # " \ * ?` and every non-ASCII character into
+    /// the stored keys themselves.) A prefix [`check_prefix`] refuses cannot be kept verbatim; it
+    /// only gets here through `S3Backend::with_store`, and is escaped as object_store does.
     pub(crate) fn new(prefix: &str) -> Self {
+        let trimmed = prefix.trim_matches('/');
         Keys {
-            prefix: prefix.trim_matches('/').to_string(),
+            prefix: Path::parse(trimmed).unwrap_or_else(|_| Path::from(trimmed)),
         }
     }
 
+    /// `<prefix>/<rest>`; the parts of `rest` are tarvault's own (ASCII names and digests).
     fn join(&self, rest: &str) -> Path {
-        if self.prefix.is_empty() {
-            Path::from(rest)
-        } else {
-            Path::from(format!("{}/{rest}", self.prefix))
-        }
+        rest.split('/')
+            .fold(self.prefix.clone(), |path, part| path.join(part))
     }
 
     /// The folder holding every blob.
@@ -122,6 +126,18 @@ impl Keys {
     }
 }
 
+/// Refuses a store prefix that cannot start S3 keys as it is: one with an empty, `.` or `..`
+/// segment (`a//b`, `a/./b`) or a control character. Leading and trailing `/` are ignored.
+pub(crate) fn check_prefix(prefix: &str) -> crate::Result<()> {
+    let trimmed = prefix.trim_matches('/');
+    Path::parse(trimmed).map(|_| ()).map_err(|e| {
+        crate::Error::Config(format!(
+            "S3 prefix {prefix:?}: a prefix cannot have empty, `.` or `..` segments or control \
+             characters ({e})"
+        ))
+    })
+}
+
 /// A blob's object name: its sha512 in unpadded base64url.
 fn blob_name(key: &BlobKey) -> String {
     use base64::Engine;
@@ -187,6 +203,19 @@ mod tests {
         assert!(p.starts_with("some/prefix/blobs/q6/q6ur"), "{p}");
         assert_eq!(key_from_path(&k.blob(&key)), Some(key));
         assert_eq!(Keys::new("").blobs().to_string(), "blobs");
+    }
+
+    #[test]
+    fn prefix_is_verbatim() {
+        let odd = "~team/a%20b [x]{y}^|<>#\"*?\\/café";
+        assert!(check_prefix(odd).is_ok());
+        let k = Keys::new(&format!("/{odd}/"));
+        assert_eq!(k.blobs().as_ref(), format!("{odd}/blobs"));
+        let key = BlobKey::new([0xab; 64]);
+        assert_eq!(key_from_path(&k.blob(&key)), Some(key));
+        for bad in ["a//b", "a/./b", "../a", "a\u{7}b"] {
+            assert!(check_prefix(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]
