@@ -7,7 +7,7 @@ use tarvault::{Error, FsckOptions, Integrity, PutOptions, PutOutcome, Store};
 use tokio::io::AsyncWriteExt;
 
 use super::exit;
-use super::output::{json_line, outln, BlobLine, PutLine};
+use super::output::{json_line, outln, stdout_failed, BlobLine, PutLine};
 
 /// Read size for standard input.
 const READ_CAPACITY: usize = 256 * 1024;
@@ -101,13 +101,9 @@ pub(crate) async fn get(store: &Store, text: &str, output: Option<&Path>) -> Res
         None => {
             let mut out = tokio::io::stdout();
             while let Some(chunk) = stream.next().await {
-                out.write_all(&chunk?).await.map_err(|e| {
-                    Error::Input(std::io::Error::new(e.kind(), format!("stdout: {e}")))
-                })?;
+                out.write_all(&chunk?).await.map_err(stdout_failed)?;
             }
-            out.flush()
-                .await
-                .map_err(|e| Error::Input(std::io::Error::new(e.kind(), format!("stdout: {e}"))))?;
+            out.flush().await.map_err(stdout_failed)?;
         }
         Some(path) => write_verified_file(&mut stream, path).await?,
     }
@@ -156,11 +152,13 @@ async fn write_verified_file(stream: &mut tarvault::BlobStream, path: &Path) -> 
     Ok(())
 }
 
-fn io_error(op: &str, path: &Path, e: std::io::Error) -> Error {
-    Error::Input(std::io::Error::new(
-        e.kind(),
-        format!("{op} {}: {e}", path.display()),
-    ))
+/// An output file's failure: an I/O error naming the file (not "reading input failed").
+fn io_error(op: &'static str, path: &Path, e: std::io::Error) -> Error {
+    Error::Io {
+        op,
+        path: path.to_path_buf(),
+        source: e,
+    }
 }
 
 pub(crate) async fn has(store: &Store, text: &str) -> Result<u8, Error> {
@@ -195,20 +193,19 @@ pub(crate) async fn stat(store: &Store, text: &str, json: bool) -> Result<u8, Er
 /// finding the blob).
 pub(crate) async fn ls(store: &Store, json: bool) -> Result<u8, Error> {
     use std::io::Write as _;
-    let stdout_error =
-        |e: std::io::Error| Error::Input(std::io::Error::new(e.kind(), format!("stdout: {e}")));
     let mut out = std::io::BufWriter::with_capacity(1 << 16, std::io::stdout());
     let mut all = store.list_info();
     while let Some(info) = all.next().await {
         let line = BlobLine::from(&info?);
         if json {
-            serde_json::to_writer(&mut out, &line).map_err(|e| stdout_error(e.into()))?;
-            out.write_all(b"\n").map_err(stdout_error)?;
+            // serde_json hands an I/O failure back as the io::Error it was (a BrokenPipe stays one).
+            serde_json::to_writer(&mut out, &line).map_err(|e| stdout_failed(e.into()))?;
+            out.write_all(b"\n").map_err(stdout_failed)?;
         } else {
-            writeln!(out, "{} {}", line.integrity, line.size).map_err(stdout_error)?;
+            writeln!(out, "{} {}", line.integrity, line.size).map_err(stdout_failed)?;
         }
     }
-    out.flush().map_err(stdout_error)?;
+    out.flush().map_err(stdout_failed)?;
     Ok(exit::OK)
 }
 

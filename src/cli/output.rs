@@ -4,7 +4,7 @@ use std::io::Write;
 
 use serde::Serialize;
 use tarvault::tarball::Report;
-use tarvault::{BlobInfo, Digests};
+use tarvault::{BlobInfo, Digests, Error};
 
 /// `println!` through [`print_line`].
 macro_rules! outln {
@@ -95,11 +95,24 @@ pub(crate) fn print_line(args: std::fmt::Arguments<'_>) {
         .and_then(|()| out.write_all(b"\n"))
         .and_then(|()| out.flush());
     if let Err(e) = written {
-        if e.kind() == std::io::ErrorKind::BrokenPipe {
-            std::process::exit(SIGPIPE_STATUS);
-        }
-        eprintln!("tarvault: error: cannot write to stdout: {e}");
+        let e = stdout_failed(e);
+        eprintln!("tarvault: error: {e}");
         std::process::exit(i32::from(super::exit::OTHER));
+    }
+}
+
+/// What a failed write to stdout becomes, for commands that write it themselves (`get`'s bytes,
+/// `ls`'s buffered lines): a reader that went away (`tarvault get X | head -c 100`) ends the
+/// process quietly with 141, as in [`print_line`]; any other failure is an error that names
+/// stdout (it is an output failure, never the "reading input failed" of a put).
+pub(crate) fn stdout_failed(e: std::io::Error) -> Error {
+    if e.kind() == std::io::ErrorKind::BrokenPipe {
+        std::process::exit(SIGPIPE_STATUS);
+    }
+    Error::Io {
+        op: "write to",
+        path: "stdout".into(),
+        source: e,
     }
 }
 
