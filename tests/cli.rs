@@ -486,3 +486,46 @@ fn get_into_a_closed_pipe_ends_quietly() {
     assert_eq!(out.status.code(), Some(141), "stderr: {stderr}");
     assert!(stderr.is_empty(), "{stderr}");
 }
+
+/// `get -o FILE` leaves the mode a plain create or overwrite would: a new file gets 0666 less the
+/// umask (not the private 0600 of a temp file), and a file it replaces keeps its mode.
+#[test]
+fn get_to_a_file_gives_it_an_ordinary_mode() {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &Path| std::fs::metadata(p).expect("stat").permissions().mode() & 0o777;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = dir.path().join("store");
+    let input = dir.path().join("in");
+    std::fs::write(&input, b"mode test").expect("write");
+    assert!(tv(&store, &["put", &input.to_string_lossy()])
+        .status
+        .success());
+    let integrity = sha512_sri(b"mode test");
+    // What this process's umask makes of a plain create.
+    let reference = dir.path().join("reference");
+    std::fs::File::create(&reference).expect("create");
+    let fresh = dir.path().join("fresh.tgz");
+    let out = tv(&store, &["get", &integrity, "-o", &fresh.to_string_lossy()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(mode(&fresh), mode(&reference));
+    for kept in [0o644, 0o640, 0o600] {
+        let existing = dir.path().join(format!("existing-{kept:o}.tgz"));
+        std::fs::write(&existing, b"old").expect("write");
+        std::fs::set_permissions(&existing, std::fs::Permissions::from_mode(kept)).expect("chmod");
+        let out = tv(
+            &store,
+            &["get", &integrity, "-o", &existing.to_string_lossy()],
+        );
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(std::fs::read(&existing).expect("read"), b"mode test");
+        assert_eq!(mode(&existing), kept, "{kept:o}");
+    }
+}

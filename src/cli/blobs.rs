@@ -113,8 +113,12 @@ pub(crate) async fn get(store: &Store, text: &str, output: Option<&Path>) -> Res
 /// Writes to a temp file beside `path` and renames it into place only once every byte verified.
 /// A path that exists and is not a regular file (`/dev/null`, a FIFO, a terminal) is written
 /// directly: renaming over it would replace the device with a file.
+///
+/// The file ends up with the mode a plain create or overwrite would leave, not the temp file's
+/// private 0600: a new file gets 0666 less the umask, a replaced file keeps its permission bits.
 async fn write_verified_file(stream: &mut tarvault::BlobStream, path: &Path) -> Result<(), Error> {
-    if std::fs::metadata(path).is_ok_and(|m| !m.is_file()) {
+    let existing = std::fs::metadata(path).ok();
+    if existing.as_ref().is_some_and(|m| !m.is_file()) {
         let mut out = tokio::fs::OpenOptions::new()
             .write(true)
             .open(path)
@@ -131,8 +135,12 @@ async fn write_verified_file(stream: &mut tarvault::BlobStream, path: &Path) -> 
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
-    let tmp = tempfile::Builder::new()
-        .prefix(".tarvault-get-")
+    let mut builder = tempfile::Builder::new();
+    builder.prefix(".tarvault-get-");
+    // The mode given at creation is filtered by the umask, as any create's is.
+    #[cfg(unix)]
+    builder.permissions(std::os::unix::fs::PermissionsExt::from_mode(0o666));
+    let tmp = builder
         .tempfile_in(dir)
         .map_err(|e| io_error("create temp in", dir, e))?;
     let (file, tmp_path) = tmp.into_parts();
@@ -145,6 +153,15 @@ async fn write_verified_file(stream: &mut tarvault::BlobStream, path: &Path) -> 
             .map_err(|e| io_error("write", path, e))?;
     }
     file.flush().await.map_err(|e| io_error("write", path, e))?;
+    // Set-id bits are not carried over: the kernel clears them when a file's bytes change.
+    #[cfg(unix)]
+    if let Some(old) = existing {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::Permissions::from_mode(old.permissions().mode() & 0o777);
+        file.set_permissions(mode)
+            .await
+            .map_err(|e| io_error("set permissions of", path, e))?;
+    }
     drop(file);
     tmp_path
         .persist(path)
