@@ -157,6 +157,41 @@ fn stdin_and_expect() {
     );
 }
 
+/// Standard input can be read once: `put - -` is a usage error (exit 2) and stores nothing, not
+/// the input and then an empty blob.
+#[test]
+fn stdin_given_twice_is_a_usage_error() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = dir.path().join("store");
+    let other = dir.path().join("other");
+    std::fs::write(&other, b"other").expect("write");
+    let other = other.to_string_lossy().into_owned();
+    for args in [vec!["put", "-", "-"], vec!["put", "-", &other, "-"]] {
+        let mut child = Command::new(BIN)
+            .arg("--store")
+            .arg(&store)
+            .args(&args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn");
+        // It may have exited before reading: a closed pipe here is expected.
+        let _ = child.stdin.take().expect("stdin").write_all(b"abc");
+        let out = child.wait_with_output().expect("wait");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains("`-`"), "{err}");
+        assert!(out.stdout.is_empty());
+    }
+    let ls = tv(&store, &["ls"]);
+    assert!(
+        ls.stdout.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&ls.stdout)
+    );
+}
+
 #[test]
 fn exit_statuses() {
     let dir = tempfile::tempdir().expect("tempdir");

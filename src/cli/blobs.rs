@@ -23,6 +23,13 @@ pub(crate) async fn put(
     tarball: bool,
     files: &[PathBuf],
 ) -> Result<u8, Error> {
+    // Standard input can be read once: a second `-` would find it at its end and store an empty
+    // blob, so it is refused before anything is stored.
+    if files.iter().filter(|f| f.as_os_str() == "-").count() > 1 {
+        return Err(Error::InvalidInput(
+            "`-` (standard input) may be given only once".into(),
+        ));
+    }
     let expected = expect.map(address).transpose()?;
     let options_for = move |name: &str| PutOptions {
         expected: expected.clone(),
