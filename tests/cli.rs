@@ -564,3 +564,64 @@ fn get_to_a_file_gives_it_an_ordinary_mode() {
         assert_eq!(mode(&existing), kept, "{kept:o}");
     }
 }
+
+/// `file:` store specs are URLs: the path is percent-decoded, the host is empty or `localhost`,
+/// `file:/dir` is the short form of `file:///dir`; a spec that names no local absolute directory
+/// is a usage error (exit 2) that creates nothing, where it used to make a store of `./localhost`,
+/// `./file:` or the working directory itself.
+#[test]
+fn file_store_urls_are_read_as_urls() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cwd = tempfile::tempdir().expect("tempdir");
+    let input = dir.path().join("in");
+    std::fs::write(&input, b"url test").expect("write");
+    let base = dir.path().display();
+    let run = |spec: &str| {
+        Command::new(BIN)
+            .current_dir(cwd.path())
+            .args(["--store", spec, "put"])
+            .arg(&input)
+            .env_remove("TARVAULT_STORE")
+            .output()
+            .expect("run")
+    };
+    for (spec, dir_name) in [
+        (format!("file://{base}/my%20store?fsync=false"), "my store"),
+        (format!("file://localhost{base}/hosted"), "hosted"),
+        (format!("file:{base}/short?fsync=false"), "short"),
+    ] {
+        let out = run(&spec);
+        assert!(
+            out.status.success(),
+            "{spec}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(dir.path().join(dir_name).join("sha512").is_dir(), "{spec}");
+    }
+    assert!(!dir.path().join("my%20store").exists());
+    for spec in [
+        "file://",
+        "file:",
+        "file://localhost",
+        "file://elsewhere/srv/store",
+        "file:relative",
+        "file:///srv/%zz",
+    ] {
+        let out = run(spec);
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "{spec}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let made: Vec<_> = std::fs::read_dir(cwd.path())
+        .expect("read_dir")
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert!(
+        made.is_empty(),
+        "created in the working directory: {made:?}"
+    );
+}

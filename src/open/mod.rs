@@ -21,6 +21,8 @@ use crate::backend::Backend;
 use crate::{Error, Result, Store};
 
 pub mod config;
+#[cfg(feature = "fs")]
+mod file_url;
 
 pub use config::{is_config_spec, open_typed, Opened};
 
@@ -88,8 +90,13 @@ async fn open_plain(spec: &str) -> Result<Arc<dyn Backend>> {
         #[cfg(not(feature = "memory"))]
         return Err(Error::Config("built without the `memory` feature".into()));
     }
-    match spec.split_once("://") {
-        Some((scheme, _)) => match schemes().iter().find(|(name, _)| *name == scheme) {
+    // `file:/dir` is a URL too (RFC 8089's short form), not a relative path starting `file:`.
+    let scheme = match spec.split_once("://") {
+        Some((scheme, _)) => Some(scheme),
+        None => spec.starts_with("file:").then_some("file"),
+    };
+    match scheme {
+        Some(scheme) => match schemes().iter().find(|(name, _)| *name == scheme) {
             Some((_, open)) => open(spec).await,
             None => Err(Error::Config(format!("unknown store scheme {scheme}://"))),
         },
@@ -103,11 +110,11 @@ async fn open_path(path: &str) -> Result<crate::backend::fs::FsBackend> {
     crate::backend::fs::FsBackend::open(path, crate::backend::fs::FsOptions::default())
 }
 
-/// A filesystem store named by URL: `file:///path?fsync=true|false&batch_flush=syncfs|per-file`.
+/// A filesystem store named by URL: `file:///path?fsync=true|false&batch_flush=syncfs|per-file`
+/// (also `file://localhost/path` and `file:/path`; the path percent-decoded, see [`file_url`]).
 #[cfg(feature = "fs")]
 async fn open_file(spec: &str) -> Result<crate::backend::fs::FsBackend> {
-    let rest = spec.strip_prefix("file://").unwrap_or(spec);
-    let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
+    let (path, query) = file_url::parse(spec)?;
     let mut options = crate::backend::fs::FsOptions::default();
     for pair in query.split('&').filter(|p| !p.is_empty()) {
         match pair.split_once('=') {
