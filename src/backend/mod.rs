@@ -176,6 +176,19 @@ pub struct RebuildOptions {
     pub checks_per_second: Option<f64>,
 }
 
+/// A blob file found outside the place its name gives it, by [`Backend::restore_misplaced`].
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct MisplacedBlob {
+    /// Where it was found.
+    pub path: String,
+    /// The blob its name says it is (`sha512-…`).
+    pub address: String,
+    /// Whether it was moved to its place (its bytes verified and nothing was there).
+    pub restored: bool,
+    /// What was done, or why it was left.
+    pub note: String,
+}
+
 /// What [`Backend::rebuild_aliases`] did to the alias index.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct AliasRebuild {
@@ -342,6 +355,15 @@ pub trait Backend: fmt::Debug + Send + Sync + 'static {
     /// could lie about both, and reads from it are verified against the address itself.
     fn recorded_digests_trusted(&self) -> bool {
         false
+    }
+
+    /// Finds blob files stored outside the place their name gives them, which [`Backend::list`]
+    /// does not list and reads cannot find, and moves each whose bytes verify to its place unless
+    /// something is there already; never deletes bytes. For `fsck`, before its scan, so that the
+    /// blobs put back are verified and indexed. The default finds none (a store whose keys are
+    /// its only names has no other place to put a blob).
+    async fn restore_misplaced(&self) -> Result<Vec<MisplacedBlob>> {
+        Ok(Vec::new())
     }
 
     /// Removes leftovers of uploads that died (temp files, abandoned multipart uploads).

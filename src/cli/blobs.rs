@@ -268,6 +268,16 @@ pub(crate) async fn fsck(
                 if c.quarantined { " (quarantined)" } else { "" }
             );
         }
+        for m in &report.misplaced {
+            outln!("misplaced {} {}: {}", m.address, m.path, m.note);
+        }
+        if !report.misplaced.is_empty() {
+            let restored = report.misplaced.iter().filter(|m| m.restored).count();
+            outln!(
+                "misplaced blob files: {} found, {restored} moved back to their place",
+                report.misplaced.len()
+            );
+        }
         outln!(
             "checked {} blobs ({} bytes): {} ok, {} corrupt; {} temp files removed",
             report.checked,

@@ -31,7 +31,9 @@ use serde::Serialize;
 use super::fan_out::{rebuild_each, Filter};
 use super::replicated::put_copy;
 use super::verify::{fetch_for_copy, fetch_verified, slice, Fetched, Held};
-use crate::backend::{AliasRebuild, Backend, BlobKey, BlobStat, BlobWriter, GetResult, PutHint};
+use crate::backend::{
+    AliasRebuild, Backend, BlobKey, BlobStat, BlobWriter, GetResult, MisplacedBlob, PutHint,
+};
 use crate::integrity::{Digests, Hash};
 use crate::{Error, Result};
 
@@ -555,5 +557,11 @@ impl Backend for Cached {
 
     async fn sweep(&self) -> Result<u64> {
         Ok(self.inner.local.sweep().await? + self.inner.remote.sweep().await?)
+    }
+
+    async fn restore_misplaced(&self) -> Result<Vec<MisplacedBlob>> {
+        let mut all = self.inner.local.restore_misplaced().await?;
+        all.extend(self.inner.remote.restore_misplaced().await?);
+        Ok(all)
     }
 }

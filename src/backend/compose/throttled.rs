@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use futures::stream::{BoxStream, StreamExt};
 
 use crate::backend::pace::Pacer;
-use crate::backend::{AliasRebuild, Committed, RebuildOptions};
+use crate::backend::{AliasRebuild, Committed, MisplacedBlob, RebuildOptions};
 use crate::backend::{Backend, BlobKey, BlobStat, BlobWriter, GetResult, PendingBlob, PutHint};
 use crate::integrity::{Digests, Hash};
 use crate::units::Rate;
@@ -129,5 +129,9 @@ impl Backend for Throttled {
 
     async fn sweep(&self) -> Result<u64> {
         self.inner.sweep().await
+    }
+
+    async fn restore_misplaced(&self) -> Result<Vec<MisplacedBlob>> {
+        self.inner.restore_misplaced().await
     }
 }

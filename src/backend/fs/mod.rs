@@ -15,6 +15,7 @@ mod durable;
 mod index;
 mod layout;
 mod lease;
+mod misplaced;
 mod read;
 mod remove;
 mod walk;
@@ -33,8 +34,8 @@ use self::layout::Layout;
 use self::walk::{walk, walk_dirs};
 use self::writer::{key_of, remove_if_exists, FsWriter};
 use super::{
-    AliasRebuild, Backend, BlobKey, BlobStat, BlobWriter, Committed, GetResult, PendingBlob,
-    PutHint,
+    AliasRebuild, Backend, BlobKey, BlobStat, BlobWriter, Committed, GetResult, MisplacedBlob,
+    PendingBlob, PutHint,
 };
 use crate::integrity::{Digests, Hash};
 use crate::task::blocking;
@@ -511,15 +512,11 @@ impl Backend for FsBackend {
                         continue;
                     }
                 };
-                // A file in the wrong directory is looked up on its own.
-                let digests = if key.as_bytes()[..2] == first.as_bytes()[..2] {
-                    records
-                        .binary_search_by(|d| d.sha512[..].cmp(key.as_bytes()))
-                        .ok()
-                        .map(|i| records[i])
-                } else {
-                    inner.recorded(key)
-                };
+                // The walk yields only files in their own directory: all share `first`'s shard.
+                let digests = records
+                    .binary_search_by(|d| d.sha512[..].cmp(key.as_bytes()))
+                    .ok()
+                    .map(|i| records[i]);
                 let digests = digests.filter(|d| d.size == meta.len());
                 out.push(Ok(BlobStat {
                     key: *key,
@@ -601,6 +598,11 @@ impl Backend for FsBackend {
     async fn sweep(&self) -> Result<u64> {
         let inner = self.inner.clone();
         blocking(move || inner.sweep_temps()).await
+    }
+
+    async fn restore_misplaced(&self) -> Result<Vec<MisplacedBlob>> {
+        let inner = self.inner.clone();
+        blocking(move || inner.restore_misplaced()).await
     }
 }
 

@@ -15,7 +15,10 @@ const BATCH: usize = 512;
 const AHEAD: usize = 4;
 
 /// Walks `root` (`xx/yy/<hex>`) on a blocking thread, yielding what `each` makes of every
-/// well-formed key (`None`: skip it). The walker starts on first poll, so this may be called
+/// well-formed key (`None`: skip it). Only files at the place their name gives them are blobs:
+/// a file in another shard, or named in uppercase, cannot be read, deleted or indexed by its key,
+/// so listing it would offer a blob that `get` cannot find (fsck puts such files back, see
+/// `misplaced.rs`). The walker starts on first poll, so this may be called
 /// outside a runtime; it stays at most a few batches ahead of its consumer.
 pub(super) fn walk<T, F>(root: PathBuf, each: F) -> BoxStream<'static, Result<T>>
 where
@@ -90,24 +93,24 @@ where
             }
         }
     };
-    let is_dir = |e: &std::fs::DirEntry| e.file_type().is_ok_and(|t| t.is_dir());
     let Some(level1) = read(root, out) else {
         return true;
     };
     let mut files = Vec::new();
-    for a in level1.iter().filter(|e| is_dir(e)) {
+    for (a, a_name) in level1.iter().filter_map(shard) {
         let Some(level2) = read(&a.path(), out) else {
             continue;
         };
-        for b in level2.iter().filter(|e| is_dir(e)) {
+        for (b, b_name) in level2.iter().filter_map(shard) {
             let Some(entries) = read(&b.path(), out) else {
                 continue;
             };
             files.clear();
             files.extend(entries.into_iter().filter_map(|f| {
                 let name = f.file_name();
-                let name = name.to_str().filter(|n| n.len() == 128)?;
-                Some((BlobKey::from_hex(name).ok()?, f))
+                let name = name.to_str()?;
+                let placed = is_blob_name(name) && name[..2] == a_name && name[2..4] == b_name;
+                Some((BlobKey::from_hex(name).ok().filter(|_| placed)?, f))
             }));
             each_dir(&files, &mut out.items);
             if !out.ship_if_full() {
@@ -116,4 +119,20 @@ where
         }
     }
     true
+}
+
+/// A shard directory (`ab`, two lowercase hex digits) and its name.
+fn shard(e: &std::fs::DirEntry) -> Option<(&std::fs::DirEntry, String)> {
+    let name = e.file_name().into_string().ok()?;
+    let hex = name.len() == 2 && name.bytes().all(is_lower_hex);
+    (hex && e.file_type().is_ok_and(|t| t.is_dir())).then_some((e, name))
+}
+
+/// Whether `name` is a blob file's name: a sha512 digest in lowercase hex.
+pub(super) fn is_blob_name(name: &str) -> bool {
+    name.len() == 128 && name.bytes().all(is_lower_hex)
+}
+
+fn is_lower_hex(b: u8) -> bool {
+    b.is_ascii_digit() || (b'a'..=b'f').contains(&b)
 }

@@ -29,7 +29,9 @@ use async_trait::async_trait;
 use futures::stream::{self, BoxStream, StreamExt, TryStreamExt};
 
 use super::fan_out::{rebuild_each, Filter};
-use crate::backend::{AliasRebuild, Backend, BlobKey, BlobStat, BlobWriter, GetResult, PutHint};
+use crate::backend::{
+    AliasRebuild, Backend, BlobKey, BlobStat, BlobWriter, GetResult, MisplacedBlob, PutHint,
+};
 use crate::integrity::{Digests, Hash};
 use crate::{Error, Result};
 
@@ -218,6 +220,16 @@ impl Backend for Replicated {
 
     fn recorded_digests_trusted(&self) -> bool {
         self.replicas.iter().all(|r| r.recorded_digests_trusted())
+    }
+
+    async fn restore_misplaced(&self) -> Result<Vec<MisplacedBlob>> {
+        let mut all = Vec::new();
+        for r in
+            futures::future::join_all(self.replicas.iter().map(|r| r.restore_misplaced())).await
+        {
+            all.extend(r?);
+        }
+        Ok(all)
     }
 
     async fn sweep(&self) -> Result<u64> {
