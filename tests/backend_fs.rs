@@ -288,3 +288,63 @@ async fn a_dropped_put_stream_keeps_what_it_returned_and_leaves_no_temp_file() {
     assert!(e.to_string().contains("missing"), "{e}");
     assert!(results[2].as_ref().expect("stored").stored);
 }
+
+/// Sets its flag when dropped.
+struct DropFlag(std::sync::Arc<std::sync::atomic::AtomicBool>);
+
+impl Drop for DropFlag {
+    fn drop(&mut self) {
+        self.0.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// Dropping `put_stream`'s results while one input has sent 3 MiB and then stalls (an upload that
+/// never ends): the result already returned stays stored, and the stalled input is dropped with
+/// its upload's temp file instead of being read for ever by a task nobody waits for.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_put_stream_lets_go_of_a_stalled_input() {
+    use futures::StreamExt;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    use tarvault::{PutOptions, Store};
+    type Input = std::pin::Pin<Box<dyn futures::Stream<Item = std::io::Result<Bytes>> + Send>>;
+    let Fs { backend, _dir } = make_with(false);
+    let store = Store::new(backend.clone());
+    let dropped = Arc::new(AtomicBool::new(false));
+    let flag = DropFlag(dropped.clone());
+    let good = common::noise(10_000, 1);
+    let stalled = futures::stream::iter([Ok(Bytes::from(common::noise(3 << 20, 2)))])
+        .chain(futures::stream::pending())
+        .map(move |chunk| {
+            let _held = &flag;
+            chunk
+        });
+    let inputs: Vec<(Input, PutOptions)> = vec![
+        (common::chunked(&good, 1000).boxed(), PutOptions::default()),
+        (stalled.boxed(), PutOptions::default()),
+    ];
+    let mut results = store.put_stream(futures::stream::iter(inputs));
+    let first = tokio::time::timeout(std::time::Duration::from_secs(20), results.next())
+        .await
+        .expect("the first result in time")
+        .expect("a result")
+        .expect("stored");
+    assert_eq!(first.digests.shasum(), common::sha1_hex(&good));
+    drop(results);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let left = std::fs::read_dir(backend.temp_dir())
+            .expect("temp dir")
+            .count();
+        if left == 0 && dropped.load(Ordering::SeqCst) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "after the results were dropped: {left} temp files left, stalled input dropped: {}",
+            dropped.load(Ordering::SeqCst)
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(backend.blob_path(&common::key_of(&good)).is_file());
+}

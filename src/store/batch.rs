@@ -48,6 +48,15 @@ async fn finished(
     }
 }
 
+/// A task that is aborted when its handle is dropped.
+struct AbortOnDrop<T>(JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// One input of a group: its result already (an error, or nothing to write), or an upload waiting
 /// for the group's commit.
 enum Slot {
@@ -181,7 +190,11 @@ impl Store {
             }
             Ok(Slot::Pending(w, ingest))
         });
-        match task.await {
+        // Dropped (the batch's stream dropped while this input is still being read) means
+        // aborted: a detached task would go on reading an input that may never end, holding its
+        // upload's temp file.
+        let mut task = AbortOnDrop(task);
+        match (&mut task.0).await {
             Ok(Ok(slot)) => slot,
             Ok(Err(e)) => Slot::Done(Err(e)),
             Err(e) => Slot::Done(Err(Error::InvalidInput(format!("put task failed: {e}")))),
