@@ -254,3 +254,60 @@ mod read_only_conformance {
         ranges, truncated_input_stores_nothing, concurrent_same_content, batch_put,
         put_stream_in_order, async_read_adapter, large_put_with_expected_integrity);
 }
+
+/// An upstream that sends its headers and half the body, then goes silent with the connection
+/// open: a mirror's read fails as a backend error once the read timeout passes, instead of
+/// waiting for ever (and holding every later reader of the blob, who share the one fill).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_upstream_fails_a_read_in_bounded_time() {
+    use std::sync::Arc;
+    use std::time::Duration;
+    use tarvault::backend::compose::{Cached, CachedOptions};
+    use tarvault::backend::http::HttpBackend;
+    use tarvault::backend::memory::MemoryBackend;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let data = noise(5000, 4);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let at = listener.local_addr().unwrap_or_else(|e| panic!("{e}"));
+    let body = data.clone();
+    tokio::spawn(async move {
+        let mut open = Vec::new();
+        while let Ok((mut sock, _)) = listener.accept().await {
+            let mut buf = vec![0u8; 8192];
+            let _ = sock.read(&mut buf).await;
+            let head = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", body.len());
+            let _ = sock.write_all(head.as_bytes()).await;
+            let _ = sock.write_all(&body[..2500]).await;
+            open.push(sock); // never finished, never closed
+        }
+    });
+    let upstream =
+        HttpBackend::open_url_with_timeout(&format!("http://{at}"), Duration::from_secs(1))
+            .unwrap_or_else(|e| panic!("{e}"));
+    let mirror = Cached::new(
+        Arc::new(MemoryBackend::new()),
+        Arc::new(upstream),
+        CachedOptions::default(),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    let mirror = Store::new(mirror);
+    let address = addr(&sha512_sri(&data));
+    for _ in 0..2 {
+        let read = async {
+            match mirror.get(&address).await {
+                Ok(s) => s.bytes().await.map(|_| ()),
+                Err(e) => Err(e),
+            }
+        };
+        let got = tokio::time::timeout(Duration::from_secs(20), read)
+            .await
+            .unwrap_or_else(|_| {
+                panic!("a read of a stalled upstream was still pending after 20 s")
+            });
+        assert_eq!(got.map_err(|e| e.kind()), Err(ErrorKind::Backend));
+    }
+}

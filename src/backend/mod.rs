@@ -377,7 +377,12 @@ pub trait Backend: fmt::Debug + Send + Sync + 'static {
 /// configuration for timeouts and the user agent.
 #[cfg(any(feature = "manta", feature = "http"))]
 pub(crate) fn http_client() -> Result<reqwest::Client> {
-    reqwest::Client::builder()
+    http_client_with(reqwest::Client::builder())
+}
+
+/// [`http_client`] on a builder the caller has set up further (a read timeout, say).
+pub(crate) fn http_client_with(builder: reqwest::ClientBuilder) -> Result<reqwest::Client> {
+    builder
         .connect_timeout(std::time::Duration::from_secs(10))
         .pool_idle_timeout(std::time::Duration::from_secs(30))
         .user_agent(concat!("tarvault/", env!("CARGO_PKG_VERSION")))

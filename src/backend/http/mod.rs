@@ -25,6 +25,10 @@ use crate::backend::{AliasRebuild, Backend, BlobKey, BlobStat, BlobWriter, GetRe
 use crate::integrity::{Algorithm, Digests, Hash};
 use crate::{Error, Result};
 
+/// How long a read waits for the upstream's next bytes (response headers or body) before it
+/// fails as a backend error.
+pub const READ_IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// A read-only view of a remote tarvault server; see the [module documentation](self).
 #[derive(Debug, Clone)]
 pub struct HttpBackend {
@@ -35,6 +39,12 @@ pub struct HttpBackend {
 impl HttpBackend {
     /// The server at `url` (`http://host:port[/prefix]`, or `https://`).
     pub fn open_url(url: &str) -> Result<HttpBackend> {
+        HttpBackend::open_url_with_timeout(url, READ_IDLE_TIMEOUT)
+    }
+
+    /// [`open_url`](Self::open_url), failing a read once the upstream has sent nothing for
+    /// `read_idle` (instead of [`READ_IDLE_TIMEOUT`]).
+    pub fn open_url_with_timeout(url: &str, read_idle: std::time::Duration) -> Result<HttpBackend> {
         let base = url.trim().trim_end_matches('/');
         let rest = base
             .strip_prefix("http://")
@@ -45,7 +55,11 @@ impl HttpBackend {
                 "{url:?}: an HTTP store is http(s)://host[:port][/prefix], without a query"
             )));
         }
-        let http = crate::backend::http_client()?;
+        // An upstream that goes silent mid-body (or before its headers) must not hold a read,
+        // and every reader waiting on the same cache fill, for ever. This store only reads, so
+        // a limit on each read of the socket cannot cut off an upload.
+        let http =
+            crate::backend::http_client_with(reqwest::Client::builder().read_timeout(read_idle))?;
         Ok(HttpBackend {
             base: base.to_string(),
             http,
