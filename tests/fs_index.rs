@@ -63,19 +63,6 @@ fn run(root: &Path, args: &[&str]) -> Output {
         .expect("run tarvault")
 }
 
-fn digests_of(data: &[u8]) -> Digests {
-    use sha1::Digest as _;
-    let sha512: [u8; 64] = sha2::Sha512::digest(data).into();
-    let sha1: [u8; 20] = sha1::Sha1::digest(data).into();
-    Digests::from_parts(
-        &sha512,
-        &sha1,
-        blake3::hash(data).as_bytes(),
-        data.len() as u64,
-    )
-    .expect("digests")
-}
-
 fn every_address(d: &Digests) -> [Integrity; 3] {
     [
         d.integrity(),
@@ -106,7 +93,7 @@ async fn survey(root: &Path) -> (usize, usize, Vec<BlobKey>) {
     let mut indexed = 0;
     for key in &keys {
         let bytes = std::fs::read(backend.blob_path(key)).expect("read blob");
-        let d = digests_of(&bytes);
+        let d = common::digests_of(&bytes);
         assert_eq!(
             &d.sha512,
             key.as_bytes(),
@@ -216,7 +203,7 @@ async fn sigkill_of_deletes_beside_puts_leaves_no_entry_without_its_blob() {
     let (mut rounds_with_tombstones, mut deleted_seen) = (0, 0usize);
     for round in 0..80u64 {
         let doomed: Vec<String> = (0..16)
-            .map(|_| digests_of(&files[rng.next(48) as usize].1).shasum())
+            .map(|_| common::digests_of(&files[rng.next(48) as usize].1).shasum())
             .collect();
         let mut deleter = Command::new("sh")
             .arg("-c")
@@ -339,7 +326,7 @@ async fn fsck_keeps_entries_another_process_commits_meanwhile() {
         );
         let index = FsIndex::open(root.join("index/blobs.sqlite")).expect("index");
         for (_, data) in &fresh {
-            let d = digests_of(data);
+            let d = common::digests_of(data);
             assert_eq!(
                 index.key_by_sha1(&d.sha1).expect("lookup"),
                 Some(BlobKey::new(d.sha512)),
@@ -385,7 +372,7 @@ async fn stores_with_the_old_alias_log_are_upgraded_on_open() {
         "the old release wrote no index"
     );
 
-    let d0 = digests_of(&files[0].1);
+    let d0 = common::digests_of(&files[0].1);
     let sha1 = d0.shasum();
     let mut both: Vec<Child> = (0..2)
         .map(|_| {
@@ -412,7 +399,7 @@ async fn stores_with_the_old_alias_log_are_upgraded_on_open() {
         "imported once"
     );
     for (_, data) in &files {
-        let d = digests_of(data);
+        let d = common::digests_of(data);
         for address in every_address(&d) {
             assert!(
                 store.contains(&address).await.expect("contains"),
@@ -436,7 +423,7 @@ fn a_damaged_index_is_reported_and_fsck_rebuilds_it() {
         let _ = std::fs::remove_file(format!("{}{ext}", db.display()));
     }
     std::fs::write(&db, vec![0x42; 16384]).expect("damage");
-    let d = digests_of(&files[1].1);
+    let d = common::digests_of(&files[1].1);
 
     let out = run(&root, &["has", &d.shasum()]);
     let err = String::from_utf8_lossy(&out.stderr);
@@ -493,7 +480,7 @@ fn a_store_this_user_cannot_write_still_answers_lookups() {
         let open = std::fs::Permissions::from_mode(0o755);
         std::fs::set_permissions(dir.path(), open).expect("chmod");
     }
-    let d = digests_of(&files[1].1);
+    let d = common::digests_of(&files[1].1);
     for address in every_address(&d) {
         let out = Command::new(setpriv)
             .args([
@@ -568,7 +555,7 @@ async fn disk_full_while_indexing_fails_the_put_and_leaves_nothing_half_indexed(
     let failed = err.lines().filter(|l| l.contains("error")).count();
     assert_eq!(reported + failed, batch.len(), "one report per file: {err}");
     for (_, data) in &before {
-        let d = digests_of(data);
+        let d = common::digests_of(data);
         assert!(run(&root, &["has", &d.shasum()]).status.success());
     }
 
@@ -597,7 +584,7 @@ async fn fsck_puts_back_a_blob_file_in_the_wrong_shard() {
         .put_bytes(data.clone(), &PutOptions::default())
         .await
         .expect("put");
-    let d = digests_of(&data);
+    let d = common::digests_of(&data);
     let hex = BlobKey::new(d.sha512).to_hex();
     let placed = root
         .join("sha512")

@@ -13,7 +13,7 @@ use bytes::Bytes;
 use futures::StreamExt;
 use tarvault::backend::fs::{FsBackend, FsOptions};
 use tarvault::backend::{Backend, PutHint};
-use tarvault::{Digests, ErrorKind, PutOptions, Store};
+use tarvault::{ErrorKind, PutOptions, Store};
 
 use common::{addr, key_of, noise, sha512_sri};
 
@@ -28,19 +28,6 @@ fn temp_files(root: &Path) -> Vec<PathBuf> {
     std::fs::read_dir(root.join("tmp"))
         .map(|rd| rd.flatten().map(|e| e.path()).collect())
         .unwrap_or_default()
-}
-
-fn digests(data: &[u8]) -> Digests {
-    use sha2::Digest as _;
-    let sha1: [u8; 20] = sha1::Sha1::digest(data).into();
-    let sha512: [u8; 64] = sha2::Sha512::digest(data).into();
-    Digests::from_parts(
-        &sha512,
-        &sha1,
-        blake3::hash(data).as_bytes(),
-        data.len() as u64,
-    )
-    .expect("digests")
 }
 
 /// Truncates a blob's file in place (a torn copy, a bad restore).
@@ -183,7 +170,7 @@ async fn an_open_from_another_pid_namespace_keeps_live_uploads() {
         .expect("run");
     assert!(st.success());
     assert_eq!(temp_files(&root).len(), 1, "a live upload was swept");
-    w.commit(&digests(&data)).await.expect("commit");
+    w.commit(&common::digests_of(&data)).await.expect("commit");
 }
 
 /// A real second process (`tarvault put -`, its input held open) has a temp file: an open while

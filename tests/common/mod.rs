@@ -130,6 +130,21 @@ pub fn key_of(data: &[u8]) -> tarvault::backend::BlobKey {
     tarvault::backend::BlobKey::new(sha2::Sha512::digest(data).into())
 }
 
+/// The digests a store records for `data` (sha512, sha1, blake3, size), computed here with the
+/// reference crates rather than by tarvault.
+pub fn digests_of(data: &[u8]) -> tarvault::Digests {
+    use sha2::Digest as _;
+    let sha512: [u8; 64] = sha2::Sha512::digest(data).into();
+    let sha1: [u8; 20] = sha1::Sha1::digest(data).into();
+    tarvault::Digests::from_parts(
+        &sha512,
+        &sha1,
+        blake3::hash(data).as_bytes(),
+        data.len() as u64,
+    )
+    .expect("digests")
+}
+
 /// Parses an address or fails the test.
 pub fn addr(s: &str) -> tarvault::Integrity {
     tarvault::Integrity::parse_address(s).unwrap_or_else(|e| panic!("{s}: {e}"))
