@@ -375,12 +375,13 @@ pub trait Backend: fmt::Debug + Send + Sync + 'static {
 
 /// The HTTP client of the remote backends that speak plain HTTP (Manta, another tarvault): one
 /// configuration for timeouts and the user agent.
-#[cfg(any(feature = "manta", feature = "http"))]
+#[cfg(feature = "manta")]
 pub(crate) fn http_client() -> Result<reqwest::Client> {
     http_client_with(reqwest::Client::builder())
 }
 
 /// [`http_client`] on a builder the caller has set up further (a read timeout, say).
+#[cfg(any(feature = "manta", feature = "http"))]
 pub(crate) fn http_client_with(builder: reqwest::ClientBuilder) -> Result<reqwest::Client> {
     builder
         .connect_timeout(std::time::Duration::from_secs(10))
