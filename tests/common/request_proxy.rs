@@ -5,6 +5,7 @@
 //! blob PUT among a put's marker PUTs.
 #![allow(dead_code)]
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -30,6 +31,9 @@ struct Rule {
 pub struct Proxy {
     port: u16,
     rules: Arc<Mutex<Vec<Rule>>>,
+    /// Answers passed through say `Connection: close`, so that each request comes on a
+    /// connection of its own (rules look at a connection's first request only).
+    close: Arc<AtomicBool>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -46,16 +50,30 @@ impl Proxy {
         let port = listener.local_addr().expect("addr").port();
         let rules: Arc<Mutex<Vec<Rule>>> = Arc::new(Mutex::new(Vec::new()));
         let r = rules.clone();
+        let close = Arc::new(AtomicBool::new(false));
+        let c = close.clone();
         let task = tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
                 let upstream = upstream.clone();
                 let rules = r.clone();
+                let close = c.load(Ordering::Relaxed);
                 tokio::spawn(async move {
-                    let _ = serve(client, &upstream, rules).await;
+                    let _ = serve(client, &upstream, rules, close).await;
                 });
             }
         });
-        Proxy { port, rules, task }
+        Proxy {
+            port,
+            rules,
+            close,
+            task,
+        }
+    }
+
+    /// From now on, every answer passed through carries `Connection: close`: the client opens a
+    /// connection per request, and every request is one a rule can pick out.
+    pub fn one_request_per_connection(&self) {
+        self.close.store(true, Ordering::Relaxed);
     }
 
     /// `http://127.0.0.1:<port>`.
@@ -93,6 +111,7 @@ async fn serve(
     mut client: TcpStream,
     upstream: &str,
     rules: Arc<Mutex<Vec<Rule>>>,
+    close: bool,
 ) -> std::io::Result<()> {
     let mut head = Vec::new();
     let mut buf = vec![0u8; 64 * 1024];
@@ -136,6 +155,9 @@ async fn serve(
     let down = async move {
         match fault {
             None => {
+                if close {
+                    let _ = relay_head_closing(&mut sr, &mut cw).await;
+                }
                 let _ = tokio::io::copy(&mut sr, &mut cw).await;
                 let _ = cw.shutdown().await;
             }
@@ -173,4 +195,28 @@ async fn serve(
         _ = down => {}
     }
     Ok(())
+}
+
+/// Relays the response head with `Connection: close` added (and any body bytes read with it).
+async fn relay_head_closing(
+    sr: &mut tokio::net::tcp::OwnedReadHalf,
+    cw: &mut tokio::net::tcp::OwnedWriteHalf,
+) -> std::io::Result<()> {
+    let mut got: Vec<u8> = Vec::new();
+    let mut b = vec![0u8; 64 * 1024];
+    let end = loop {
+        if let Some(p) = got.windows(4).position(|w| w == b"\r\n\r\n") {
+            break p;
+        }
+        let k = sr.read(&mut b).await?;
+        if k == 0 {
+            return cw.write_all(&got).await;
+        }
+        got.extend_from_slice(&b[..k]);
+    };
+    // After the status line and headers, before the blank line.
+    let mut out = got[..end + 2].to_vec();
+    out.extend_from_slice(b"connection: close\r\n");
+    out.extend_from_slice(&got[end + 2..]);
+    cw.write_all(&out).await
 }

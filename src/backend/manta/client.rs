@@ -81,6 +81,9 @@ pub(crate) struct Sent {
 pub enum RequestBody {
     /// No body (`Content-Length: 0` on PUT).
     Empty,
+    /// No body and no `Content-Length` at all: a metadata update, which Manta refuses with
+    /// `InvalidUpdate` when the header is there, even as 0.
+    Omitted,
     /// Bytes in memory.
     Bytes(Bytes),
     /// A local file of known length (a spooled upload), reopened for each attempt.
@@ -90,7 +93,7 @@ pub enum RequestBody {
 impl RequestBody {
     pub(crate) fn len(&self) -> u64 {
         match self {
-            RequestBody::Empty => 0,
+            RequestBody::Empty | RequestBody::Omitted => 0,
             RequestBody::Bytes(b) => b.len() as u64,
             RequestBody::File(_, n) => *n,
         }
@@ -98,7 +101,7 @@ impl RequestBody {
 
     async fn to_reqwest(&self) -> std::io::Result<reqwest::Body> {
         Ok(match self {
-            RequestBody::Empty => reqwest::Body::from(Bytes::new()),
+            RequestBody::Empty | RequestBody::Omitted => reqwest::Body::from(Bytes::new()),
             RequestBody::Bytes(b) => reqwest::Body::from(b.clone()),
             RequestBody::File(path, _) => {
                 let file = tokio::fs::File::open(path.as_ref()).await?;
@@ -193,20 +196,12 @@ impl MantaClient {
                 tracing::debug!(%method, path, attempt, ?delay, "retrying Manta request");
                 tokio::time::sleep(delay).await;
             }
-            let (date, auth) = self.signer.sign_now();
-            let mut req = self
-                .http
-                .request(method.clone(), &url)
-                .headers(headers.clone())
-                .header("date", date)
-                .header("authorization", auth);
+            let mut req = self.signed(method.clone(), &url, headers.clone());
             if !query.is_empty() {
                 req = req.query(query);
             }
-            if let Some(role) = &self.config.role {
-                req = req.header("role", role);
-            }
-            if method == Method::PUT || method == Method::POST {
+            let has_body = !matches!(body, RequestBody::Omitted);
+            if has_body && (method == Method::PUT || method == Method::POST) {
                 let len = body.len();
                 let b = body.to_reqwest().await.map_err(|e| Error::Backend {
                     backend: self.describe(),
@@ -251,6 +246,46 @@ impl MantaClient {
             message: format!("{method} {path}: gave up after {attempts} attempts"),
             source: Some(Box::new(last)),
         })
+    }
+
+    /// A request to `url` with `headers`, signed now (and carrying the configured role).
+    fn signed(&self, method: Method, url: &str, headers: HeaderMap) -> reqwest::RequestBuilder {
+        let (date, auth) = self.signer.sign_now();
+        let req = self
+            .http
+            .request(method, url)
+            .headers(headers)
+            .header("date", date)
+            .header("authorization", auth);
+        match &self.config.role {
+            Some(role) => req.header("role", role),
+            None => req,
+        }
+    }
+
+    /// `PUT path` with a body streamed as it is produced (`Transfer-Encoding: chunked`), sent
+    /// once: a body that is not kept cannot be sent again, so a failure is the caller's to handle
+    /// (see `staging`). No timeout bounds the whole request, since the body takes as long as its
+    /// producer; the producer bounds each piece it hands over, and the answer once the body ends.
+    pub(crate) async fn put_streamed(
+        &self,
+        path: &str,
+        mut headers: HeaderMap,
+        body: reqwest::Body,
+    ) -> Result<HeaderMap> {
+        headers.insert("accept", HeaderValue::from_static("application/json"));
+        let url = self.url_of(path);
+        let resp = self
+            .signed(Method::PUT, &url, headers)
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| self.transport_error(&Method::PUT, path, e))?;
+        if resp.status().is_success() {
+            Ok(resp.headers().clone())
+        } else {
+            Err(self.api_error(&Method::PUT, path, resp).await)
+        }
     }
 
     /// How long one attempt may wait for its response head: the configured timeout, plus the
@@ -420,6 +455,21 @@ impl MantaClient {
             // A create-only PUT's 412 after a lost answer may be its own first attempt: the
             // error says so ([`replayed`]) for the caller to check.
             Err(self.answer_error(&Method::PUT, path, sent).await)
+        }
+    }
+
+    /// `PUT path?metadata=true`: replaces an object's metadata (content type, `m-*`), not its
+    /// bytes.
+    pub(crate) async fn put_metadata(&self, path: &str, mut headers: HeaderMap) -> Result<()> {
+        headers.insert("accept", HeaderValue::from_static("application/json"));
+        let query = [("metadata", "true".to_string())];
+        let resp = self
+            .send(Method::PUT, path, &query, headers, RequestBody::Omitted)
+            .await?;
+        if resp.status().is_success() {
+            Ok(())
+        } else {
+            Err(self.api_error(&Method::PUT, path, resp).await)
         }
     }
 

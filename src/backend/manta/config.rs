@@ -4,7 +4,7 @@
 //! `MANTA_KEY_ID`, or `~/.ssh/id_rsa` / `id_ecdsa`).
 //!
 //! A store URL overrides any of them:
-//! `manta://[host[:port]]/<dir>[?url=…&user=…&subuser=…&role=…&key=…&key_id=…&durability=N&hash=sha256|sha512&tls=false&retries=N&timeout=SECS&alias_cache_bytes=N&alias_miss_ttl_ms=N&alias_grace_secs=N]`
+//! `manta://[host[:port]]/<dir>[?url=…&user=…&subuser=…&role=…&key=…&key_id=…&durability=N&hash=sha256|sha512&tls=false&retries=N&timeout=SECS&alias_cache_bytes=N&alias_miss_ttl_ms=N&alias_grace_secs=N&staging=true|false]`
 //! (the last two: memory for cached sha1/blake3 lookups, default 32 MiB, and how long a lookup
 //! that found nothing is answered from memory, default 1000 ms).
 //! `<dir>` is relative to the account (`/stor/tarvault` means `/<user>/stor/tarvault`; a leading
@@ -56,6 +56,10 @@ pub struct MantaConfig {
     /// it if not): a younger one may belong to a put whose blob is still going up
     /// (`?alias_grace_secs=`, default [`DEFAULT_ALIAS_GRACE`](crate::backend::DEFAULT_ALIAS_GRACE)).
     pub alias_grace: Duration,
+    /// Whether a put past the in-memory spool streams to a staging object while it is hashed
+    /// and is then named by a SnapLink, where the server makes them (`?staging=`, default
+    /// `true`; see `staging`). `false` spools it to a local file and uploads it once hashed.
+    pub staging: bool,
 }
 
 /// The default [`MantaConfig::response_timeout`].
@@ -84,6 +88,7 @@ impl MantaConfig {
             response_timeout: DEFAULT_RESPONSE_TIMEOUT,
             alias_cache: crate::backend::AliasCacheConfig::default(),
             alias_grace: crate::backend::DEFAULT_ALIAS_GRACE,
+            staging: true,
             user,
         };
         c.root = c.absolute(root)?;
@@ -155,6 +160,7 @@ impl MantaConfig {
             response_timeout: DEFAULT_RESPONSE_TIMEOUT,
             alias_cache: crate::backend::AliasCacheConfig::default(),
             alias_grace: crate::backend::DEFAULT_ALIAS_GRACE,
+            staging: true,
         };
         if path.trim_matches('/').is_empty() {
             return Err(Error::Config(format!(
@@ -203,6 +209,13 @@ impl MantaConfig {
                         .parse()
                         .map_err(|_| Error::Config(format!("bad alias_grace_secs value {v:?}")))?;
                     c.alias_grace = Duration::from_secs(secs);
+                }
+                "staging" => {
+                    c.staging = match v.as_str() {
+                        "true" | "1" | "on" => true,
+                        "false" | "0" | "off" => false,
+                        _ => return Err(Error::Config(format!("bad staging value {v:?}"))),
+                    }
                 }
                 "url" | "user" | "subuser" | "role" | "key" | "key_id" | "hash" | "tls" => {}
                 other => {

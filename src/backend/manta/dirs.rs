@@ -54,7 +54,7 @@ impl Dirs {
 
     /// `mkdir -p dir`: creates each missing ancestor below the account's top directory
     /// (`/<user>/stor`), skipping the ones already known.
-    async fn ensure(&self, dir: &str) -> Result<()> {
+    pub(crate) async fn ensure(&self, dir: &str) -> Result<()> {
         if self.is_known(dir) {
             return Ok(());
         }

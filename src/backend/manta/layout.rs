@@ -6,6 +6,7 @@
 //! <root>/markers/blake3/<hex[0..3]>/<blake3 hex>          by its sha1 or blake3
 //! <root>/aliases/log/<time>-<random>                     alias log segments of earlier versions
 //! <root>/quarantine/<sha512 hex>                          corrupt blobs moved aside by fsck
+//! <root>/staging/<unix ms>-<random>                      large uploads before they are linked
 //! ```
 //!
 //! Three hex digits give 4096 shard directories: enough to keep every directory far below Manta's
@@ -50,6 +51,11 @@ impl Layout {
     /// Where [`quarantine`](crate::backend::Backend::quarantine) keeps a corrupt blob's bytes.
     pub fn quarantine_path(&self, key: &BlobKey) -> String {
         format!("{}/quarantine/{}", self.root, key.to_hex())
+    }
+
+    /// Where large uploads go before a SnapLink names them (see `staging`).
+    pub fn staging_dir(&self) -> String {
+        format!("{}/staging", self.root)
     }
 
     /// The directory holding the shard directories of `alg`'s markers.

@@ -8,8 +8,9 @@
 //! Inside: `config` (`MANTA_*` environment and `manta://` store URLs), `auth` (request signing
 //! exactly as muskie verifies it), `client` (HTTP with bounded retries and typed errors,
 //! [`MantaApiError`]), `layout` (digest-derived paths), `resume` (blob reads resumed where a
-//! dropped or stalled connection left them) and `writer` (spooled uploads published by one
-//! verified PUT; why: see that module).
+//! dropped or stalled connection left them), `writer` (spooled uploads published by one
+//! verified PUT; why: see that module) and `staging` (large uploads streamed while hashed, then
+//! named by a SnapLink, where the server makes them).
 //!
 //! Every blob carries its digests as `m-tarvault-sha512`, `m-tarvault-sha1` and
 //! `m-tarvault-blake3` metadata, and sha1/blake3 lookups read one marker object each
@@ -37,6 +38,7 @@ mod layout;
 #[doc(hidden)]
 pub mod probe;
 mod resume;
+mod staging;
 mod writer;
 
 pub use auth::{KeyError, LoadedKey, SignHash};
@@ -78,6 +80,8 @@ pub struct MantaBackend {
     dirs: Arc<Dirs>,
     /// The sha1 and blake3 markers.
     aliases: Arc<AliasIndex<MantaMarkers, MantaSegments>>,
+    /// Whether the server makes SnapLinks (large puts stage, see `staging`).
+    links: Arc<staging::LinkSupport>,
 }
 
 impl std::fmt::Debug for MantaBackend {
@@ -161,6 +165,7 @@ impl MantaBackend {
             layout,
             dirs,
             aliases,
+            links: Arc::default(),
         })
     }
 
@@ -172,6 +177,12 @@ impl MantaBackend {
     /// The HTTP client (for tools and tests that need raw access to the same account).
     pub fn client(&self) -> &MantaClient {
         &self.client
+    }
+
+    /// Whether the server was found to make SnapLinks, which large puts use to stage (`None`:
+    /// not asked yet; it is asked before the first put that outgrows memory).
+    pub fn snaplinks(&self) -> Option<bool> {
+        self.links.known()
     }
 
     /// The path layout.
@@ -545,5 +556,11 @@ impl Backend for MantaBackend {
             .sweep(&exists, grace, options, &mut report)
             .await?;
         Ok(report)
+    }
+
+    /// Deletes staging objects older than an hour: left by a process killed between ending a
+    /// large put's staged upload and deleting it (see `staging`).
+    async fn sweep(&self) -> Result<u64> {
+        staging::sweep(self, staging::STAGING_MAX_AGE).await
     }
 }

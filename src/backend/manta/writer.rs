@@ -10,6 +10,10 @@
 //!   trips (create, redirect HEAD, part, commit) and refuse conditional headers, so they cannot be
 //!   create-only either. For tarballs (most are a few KB) that is several times the work of one PUT.
 //!
+//! Where the server makes SnapLinks (Manta v1), a put that outgrows the in-memory spool streams
+//! to a staging object instead, while it is hashed, and a link names it once verified
+//! (`staging`): the upload overlaps the hashing. Everything below is how the other puts go.
+//!
 //! A single PUT with `Content-MD5` is atomic in Manta (the metadata record that makes an object
 //! visible is written only after every byte reached the storage nodes) and the server refuses it
 //! with `ContentMD5Mismatch` if the bytes it received are not the ones hashed here, so what appears
@@ -27,6 +31,7 @@ use bytes::{Bytes, BytesMut};
 use md5::Digest as _;
 
 use super::client::RequestBody;
+use super::staging::{self, Staged};
 use super::MantaBackend;
 use crate::backend::{BlobWriter, Committed};
 use crate::integrity::Digests;
@@ -38,6 +43,8 @@ pub const SPOOL_IN_MEMORY: usize = 16 * 1024 * 1024;
 enum Spool {
     Memory(BytesMut),
     File(tempfile::NamedTempFile, u64),
+    /// Streaming to a staging object (see `staging`).
+    Staged(Staged),
 }
 
 /// An upload in progress (see the module docs).
@@ -45,6 +52,8 @@ pub struct MantaWriter {
     backend: MantaBackend,
     spool: Spool,
     md5: md5::Md5,
+    /// The size hint says the put will outgrow memory: stage (or spill) from the first byte.
+    large: bool,
 }
 
 impl MantaWriter {
@@ -56,7 +65,31 @@ impl MantaWriter {
             backend,
             spool: Spool::Memory(BytesMut::with_capacity(cap)),
             md5: md5::Md5::new(),
+            large: size_hint.is_some_and(|n| n > SPOOL_IN_MEMORY as u64),
         }
+    }
+
+    /// Leaves the in-memory spool: for a staged upload where the server links, else a file.
+    async fn outgrow_memory(&mut self) -> Result<()> {
+        let stage = match staging::usable(&self.backend).await {
+            Ok(stage) => stage,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot tell whether the server links; spooling");
+                false
+            }
+        };
+        if !stage {
+            return self.spill();
+        }
+        let mut up = Staged::start(&self.backend)?;
+        if let Spool::Memory(buf) = &mut self.spool {
+            let held = std::mem::take(buf).freeze();
+            if !held.is_empty() {
+                up.send(held).await?;
+            }
+        }
+        self.spool = Spool::Staged(up);
+        Ok(())
     }
 
     fn spill(&mut self) -> Result<()> {
@@ -77,11 +110,12 @@ impl BlobWriter for MantaWriter {
     async fn write(&mut self, chunk: Bytes) -> Result<()> {
         self.md5.update(&chunk);
         if let Spool::Memory(buf) = &self.spool {
-            if buf.len() + chunk.len() > SPOOL_IN_MEMORY {
-                self.spill()?;
+            if self.large || buf.len() + chunk.len() > SPOOL_IN_MEMORY {
+                self.outgrow_memory().await?;
             }
         }
         match &mut self.spool {
+            Spool::Staged(up) => up.send(chunk).await?,
             Spool::Memory(buf) => buf.extend_from_slice(&chunk),
             Spool::File(file, len) => {
                 // Spool writes are local and sequential; a blocking write of one chunk is what
@@ -98,6 +132,7 @@ impl BlobWriter for MantaWriter {
         let this = *self;
         let md5: [u8; 16] = this.md5.finalize().into();
         let (body, _keep) = match this.spool {
+            Spool::Staged(up) => return up.publish(&this.backend, digests, md5).await,
             Spool::Memory(buf) => (RequestBody::Bytes(buf.freeze()), None),
             Spool::File(mut file, len) => {
                 file.flush()
@@ -110,7 +145,8 @@ impl BlobWriter for MantaWriter {
     }
 
     async fn abort(self: Box<Self>) -> Result<()> {
-        // Nothing was sent; dropping the spool removes its temp file.
+        // Nothing was published: dropping the spool removes its temp file, and a staged upload
+        // dropped unfinished is broken off (its body never ends, so Manta keeps nothing).
         Ok(())
     }
 

@@ -1,0 +1,391 @@
+//! Large puts on a server with SnapLinks: the bytes stream to a staging object while they are
+//! hashed, and a SnapLink names the final path once they verified.
+//!
+//! A blob's path is its sha512, known only after the last byte, and a spooled put (see `writer`)
+//! sends nothing until then: it costs the time to hash *and then* the time to upload. Manta v1
+//! can name an object server-side without moving its bytes (PutSnapLink), so there the upload
+//! overlaps the hashing instead:
+//!
+//! 1. once a put outgrows the in-memory spool, one PUT to `<root>/staging/<unix ms>-<random>`
+//!    starts, its body streamed (`Transfer-Encoding: chunked`) as the store hands the bytes over;
+//! 2. at commit, after the store verified every byte, the body ends. Only then: a put that fails
+//!    verification, is aborted or dropped breaks the body off, and Manta keeps nothing of an
+//!    upload whose body did not end (`UploadAbandoned`), so even a staging path only ever holds
+//!    verified bytes. Manta's `Computed-MD5` must match the MD5 of what was hashed here;
+//! 3. the staging object's metadata is set to the blob's digests (a link shares its source's
+//!    metadata), while a `HEAD` of the final path looks for a dedupe hit and the alias markers go
+//!    up;
+//! 4. unless the blob is there already, a SnapLink names the final path. A link cannot be
+//!    create-only (Manta evaluates its conditional headers against the *source*), so two puts of
+//!    the same new blob may both link; both link verified bytes of the same digest;
+//! 5. the staging object is deleted (the link keeps the bytes).
+//!
+//! Manta v2 refuses every SnapLink (403 `SnaplinksDisabledError`). Whether the server links is
+//! asked once per backend, before the first staged upload, with a link to an object that does
+//! not exist: v1 answers 404 `SourceObjectNotFound`, v2 403 ([`LinkSupport`]). Where links are
+//! refused, or `?staging=false`, large puts spool as before. Should a server that linked refuse
+//! later, the staged bytes are read back into a spool and published by one PUT.
+//!
+//! A streamed body cannot be sent again, so a staged upload that fails (a dropped connection, a
+//! 503) fails its put, where a spooled one is retried from its spool: the caller puts again.
+//! A process killed between steps 2 and 5 leaves a staging object behind; [`sweep`] (run by
+//! `fsck`) deletes those older than [`STAGING_MAX_AGE`].
+
+use std::io::Write as _;
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use base64::Engine as _;
+use bytes::Bytes;
+use futures::{StreamExt, TryStreamExt};
+use reqwest::header::{HeaderMap, HeaderValue};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use super::client::{self, RequestBody};
+use super::{api_error, MantaBackend, META_BLAKE3, META_SHA1, META_SHA512};
+use crate::backend::{Backend as _, BlobKey, Committed};
+use crate::integrity::Digests;
+use crate::{Error, Result};
+
+/// Staging objects older than this are leftovers of a dead process; younger ones may belong to a
+/// put being committed right now.
+pub(crate) const STAGING_MAX_AGE: Duration = Duration::from_secs(3600);
+
+/// Pieces of a staged body waiting to go out: memory for a staged upload is about this many of
+/// the store's chunks.
+const QUEUED: usize = 8;
+
+/// What is known of the server's SnapLinks: untried, working, or refused. Shared by every put of
+/// one backend.
+#[derive(Debug, Default)]
+pub(crate) struct LinkSupport(AtomicU8);
+
+// 0 (the default): untried.
+const WORKS: u8 = 1;
+const REFUSED: u8 = 2;
+
+impl LinkSupport {
+    fn get(&self) -> u8 {
+        self.0.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn known(&self) -> Option<bool> {
+        match self.get() {
+            WORKS => Some(true),
+            REFUSED => Some(false),
+            _ => None,
+        }
+    }
+
+    fn set(&self, v: u8) {
+        self.0.store(v, Ordering::Relaxed);
+    }
+}
+
+/// Whether a large put should stage: staging is on and the server links (asked once).
+pub(crate) async fn usable(backend: &MantaBackend) -> Result<bool> {
+    if !backend.client.config().staging {
+        return Ok(false);
+    }
+    match backend.links.get() {
+        WORKS => return Ok(true),
+        REFUSED => return Ok(false),
+        _ => {}
+    }
+    let dir = backend.layout.staging_dir();
+    backend.dirs.ensure(&dir).await?;
+    let probe = format!("{dir}/.link-probe-{:016x}", rand::random::<u64>());
+    let absent = format!("{dir}/.no-such-object-{:016x}", rand::random::<u64>());
+    let links = match backend
+        .client
+        .put_object(&probe, link_to(&absent)?, RequestBody::Empty)
+        .await
+    {
+        // Nothing to link: the server got as far as looking the source up.
+        Err(e) if api_error(&e).is_some_and(|a| a.code == "SourceObjectNotFound") => true,
+        Err(e) if api_error(&e).is_some_and(|a| a.code == "SnaplinksDisabledError") => false,
+        Err(e) if api_error(&e).is_some_and(|a| a.status < 500) => {
+            tracing::warn!(backend = %backend.describe(), error = %e,
+                "SnapLink probe answered unexpectedly: large puts spool");
+            false
+        }
+        Err(e) => return Err(e),
+        Ok(_) => {
+            // A link to nothing was made: not a server to trust with links.
+            let _ = backend.client.delete(&probe).await;
+            false
+        }
+    };
+    tracing::debug!(links, "Manta SnapLink support");
+    backend.links.set(if links { WORKS } else { REFUSED });
+    Ok(links)
+}
+
+/// A streamed PUT to a staging path, in progress.
+pub(crate) struct Staged {
+    path: String,
+    /// The body's pieces; the body ends cleanly only once `finish` set `complete`.
+    tx: Option<mpsc::Sender<std::io::Result<Bytes>>>,
+    complete: Arc<AtomicBool>,
+    /// The request, answering Manta's reply headers.
+    request: JoinHandle<Result<HeaderMap>>,
+    wait: Duration,
+    describe: String,
+}
+
+impl Staged {
+    /// Starts the PUT to a fresh staging path (whose directory [`usable`] made).
+    pub(crate) fn start(backend: &MantaBackend) -> Result<Staged> {
+        let millis = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis());
+        let path = format!(
+            "{}/{millis:013}-{:016x}",
+            backend.layout.staging_dir(),
+            rand::random::<u64>()
+        );
+        let (tx, rx) = mpsc::channel::<std::io::Result<Bytes>>(QUEUED);
+        let complete = Arc::new(AtomicBool::new(false));
+        let done = complete.clone();
+        let pieces = futures::stream::unfold(rx, |mut rx| async move {
+            rx.recv().await.map(|piece| (piece, rx))
+        });
+        // The channel closing ends the body; unless `finish` said so first, as an error, which
+        // makes the client break the upload off instead of ending it.
+        let tail = futures::stream::once(async move {
+            if done.load(Ordering::Acquire) {
+                None
+            } else {
+                Some(Err(std::io::Error::other("staged upload abandoned")))
+            }
+        })
+        .filter_map(futures::future::ready);
+        let body = reqwest::Body::wrap_stream(pieces.chain(tail));
+        let headers = client::headers_of(&[
+            ("content-type", "application/octet-stream".into()),
+            (
+                "durability-level",
+                backend.client.config().durability.to_string(),
+            ),
+        ])?;
+        let (client, target) = (backend.client.clone(), path.clone());
+        let request =
+            tokio::spawn(async move { client.put_streamed(&target, headers, body).await });
+        Ok(Staged {
+            path,
+            tx: Some(tx),
+            complete,
+            request,
+            wait: backend.client.config().response_timeout,
+            describe: backend.describe(),
+        })
+    }
+
+    /// Hands a piece of the body over, waiting at most the response timeout for room.
+    pub(crate) async fn send(&mut self, chunk: Bytes) -> Result<()> {
+        let Some(tx) = &self.tx else {
+            return Err(self.failed("the upload already ended"));
+        };
+        match tokio::time::timeout(self.wait, tx.send(Ok(chunk))).await {
+            Ok(Ok(())) => Ok(()),
+            // The request ended before its body did: its answer says why.
+            Ok(Err(_)) => {
+                self.tx = None;
+                match self.answer().await {
+                    Err(e) => Err(e),
+                    Ok(_) => Err(self.failed("answered before the body ended")),
+                }
+            }
+            Err(_) => Err(self.failed(&format!("the server took no bytes for {:?}", self.wait))),
+        }
+    }
+
+    fn failed(&self, why: &str) -> Error {
+        Error::backend(
+            self.describe.clone(),
+            format!("staged PUT {}: {why}", self.path),
+        )
+    }
+
+    /// Waits for the request's answer (at most the response timeout).
+    async fn answer(&mut self) -> Result<HeaderMap> {
+        match tokio::time::timeout(self.wait, &mut self.request).await {
+            Ok(Ok(answer)) => answer,
+            Ok(Err(join)) => Err(self.failed(&join.to_string())),
+            Err(_) => Err(self.failed(&format!("no answer within {:?}", self.wait))),
+        }
+    }
+
+    /// Ends the body and publishes the verified bytes under their key (module docs, steps 2–5).
+    pub(crate) async fn publish(
+        mut self,
+        backend: &MantaBackend,
+        digests: &Digests,
+        md5: [u8; 16],
+    ) -> Result<Committed> {
+        self.complete.store(true, Ordering::Release);
+        self.tx = None;
+        let reply = self.answer().await?;
+        let path = std::mem::take(&mut self.path);
+        let named = name(backend, &path, &reply, digests, md5).await;
+        // The staging object goes whatever happened; if deleting fails, fsck's sweep removes it.
+        if let Err(e) = backend.client.delete(&path).await {
+            tracing::warn!(staging = %path, error = %e,
+                "could not delete a staging object; fsck's sweep will");
+        }
+        named
+    }
+}
+
+impl Drop for Staged {
+    /// A staged upload dropped unfinished is broken off: its body never ends.
+    fn drop(&mut self) {
+        if !self.complete.load(Ordering::Acquire) {
+            self.request.abort();
+        }
+    }
+}
+
+/// Names the final path of staged bytes: a dedupe hit or a SnapLink (else a copy by one PUT).
+async fn name(
+    backend: &MantaBackend,
+    staging: &str,
+    reply: &HeaderMap,
+    d: &Digests,
+    md5: [u8; 16],
+) -> Result<Committed> {
+    let md5_b64 = base64::engine::general_purpose::STANDARD.encode(md5);
+    let computed = reply
+        .get("computed-md5")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    if computed != md5_b64 {
+        return Err(backend.describe_err(format!(
+            "{staging}: server computed MD5 {computed:?}, sent {md5_b64}; not published"
+        )));
+    }
+    let key = BlobKey::new(d.sha512);
+    let path = backend.layout.blob_path(&key);
+    let metadata = client::headers_of(&[
+        ("content-type", "application/octet-stream".into()),
+        (META_SHA512, hex::encode(d.sha512)),
+        (META_SHA1, hex::encode(d.sha1)),
+        (META_BLAKE3, hex::encode(d.blake3)),
+    ])?;
+    let (tagged, there, aliases) = futures::join!(
+        backend.client.put_metadata(staging, metadata),
+        backend.client.head(&path),
+        backend.aliases.record_alongside(d)
+    );
+    tagged?;
+    let aliases = aliases?;
+    if let Some(h) = there? {
+        if backend.stat_from_headers(&key, &h)?.size == d.size {
+            backend.aliases.settle(d, aliases).await?;
+            return Ok(Committed::AlreadyPresent);
+        }
+        tracing::warn!(path, "replacing a wrong-sized object with verified bytes");
+    }
+    match backend
+        .dirs
+        .put_with_parents(&path, link_to(staging)?, RequestBody::Empty)
+        .await
+    {
+        Ok(_) => {}
+        Err(e) if api_error(&e).is_some_and(|a| a.code == "SnaplinksDisabledError") => {
+            tracing::warn!(error = %e,
+                "the server stopped linking: publishing by one PUT, and spooling later large puts");
+            backend.links.set(REFUSED);
+            copy_through_client(backend, staging, d, md5).await?;
+        }
+        Err(e) => return Err(e),
+    }
+    backend.aliases.settle(d, aliases).await?;
+    Ok(Committed::Stored)
+}
+
+/// The headers of a PutSnapLink to `source`.
+fn link_to(source: &str) -> Result<HeaderMap> {
+    let mut link = HeaderMap::new();
+    link.insert(
+        "content-type",
+        HeaderValue::from_static("application/json; type=link"),
+    );
+    link.insert(
+        "location",
+        HeaderValue::from_str(source).map_err(|e| Error::InvalidInput(e.to_string()))?,
+    );
+    Ok(link)
+}
+
+/// Reads the staging object back into a local spool and publishes it by one verified PUT (a
+/// server that refused the link).
+async fn copy_through_client(
+    backend: &MantaBackend,
+    staging: &str,
+    d: &Digests,
+    md5: [u8; 16],
+) -> Result<Committed> {
+    let resp = backend.client.get(staging, HeaderMap::new()).await?;
+    if !resp.status().is_success() {
+        return Err(backend
+            .client
+            .api_error(&reqwest::Method::GET, staging, resp)
+            .await);
+    }
+    let mut spool =
+        tempfile::NamedTempFile::new().map_err(|e| Error::io("create", std::env::temp_dir(), e))?;
+    let mut body = resp.bytes_stream();
+    let mut got = 0u64;
+    while let Some(chunk) = body
+        .try_next()
+        .await
+        .map_err(|e| backend.describe_err(format!("reading {staging}: {e}")))?
+    {
+        got += chunk.len() as u64;
+        spool
+            .write_all(&chunk)
+            .map_err(|e| Error::io("write", spool.path().to_path_buf(), e))?;
+    }
+    if got != d.size {
+        return Err(
+            backend.describe_err(format!("{staging} holds {got} bytes, expected {}", d.size))
+        );
+    }
+    spool
+        .flush()
+        .map_err(|e| Error::io("flush", spool.path().to_path_buf(), e))?;
+    let body = RequestBody::File(Arc::new(spool.path().to_path_buf()), got);
+    // Content-MD5 makes Manta refuse bytes other than the ones verified.
+    backend.publish(d, md5, body).await
+}
+
+/// Deletes staging objects older than `max_age`, going by the time in their names (leftovers of
+/// processes that died between ending a staged upload and deleting it). Returns how many went.
+pub(crate) async fn sweep(backend: &MantaBackend, max_age: Duration) -> Result<u64> {
+    let dir = backend.layout.staging_dir();
+    let Some(entries) = backend.client.list_dir(&dir).await? else {
+        return Ok(0);
+    };
+    let cutoff = SystemTime::now()
+        .checked_sub(max_age)
+        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_millis());
+    let old = entries.into_iter().filter(|e| {
+        e.kind == "object"
+            && e.name
+                .split('-')
+                .next()
+                .and_then(|ms| ms.parse::<u128>().ok())
+                .is_some_and(|ms| ms < cutoff)
+    });
+    let mut removed = 0;
+    for e in old {
+        if backend.client.delete(&format!("{dir}/{}", e.name)).await? {
+            removed += 1;
+        }
+    }
+    Ok(removed)
+}

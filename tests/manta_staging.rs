@@ -1,0 +1,218 @@
+//! Large puts on Manta: streamed to a staging object while hashed and named by a SnapLink where
+//! the server makes them (Manta v1, the test server's default), spooled where it refuses them
+//! (Manta v2, `--disable-snaplinks`). Nothing unverified is published, nothing is left under
+//! `staging/` by a put that ends, and fsck's sweep removes what a dead process left.
+
+mod common;
+mod manta_common;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::request_proxy::{host_of, Fault, Proxy};
+use common::{addr, assert_found_by_aliases, chunked, digests_of, noise, read_verified};
+use futures::TryStreamExt;
+use manta_common::Target;
+use tarvault::backend::manta::protocol::RequestBody;
+use tarvault::backend::manta::{MantaBackend, MantaConfig};
+use tarvault::backend::{Backend, BlobKey};
+use tarvault::{ErrorKind, PutOptions, Store};
+
+/// Past the 16 MiB in-memory spool, so a put of unknown size stages (or spills).
+const SIZE: usize = 20 << 20;
+
+/// Objects in the store's staging directory.
+async fn staged_objects(backend: &MantaBackend) -> Vec<String> {
+    let dir = format!("{}/staging", backend.layout().root());
+    let entries = backend.client().list_dir(&dir).await.expect("list staging");
+    entries
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|e| e.kind == "object")
+        .map(|e| e.name)
+        .collect()
+}
+
+async fn blobs(backend: &MantaBackend) -> Vec<BlobKey> {
+    backend.list().try_collect().await.expect("list blobs")
+}
+
+/// Puts `data` (unknown digest, unknown size, in 256 KiB pieces), then checks it reads back by
+/// sha512, sha1 and blake3, that its digests are recorded on the object, and that no staging
+/// object is left; a second put of the same bytes is a dedupe hit.
+async fn put_and_check(store: &Store, backend: &MantaBackend, data: &[u8]) {
+    let put = store
+        .put(chunked(data, 256 << 10), &PutOptions::default())
+        .await
+        .expect("large put");
+    assert!(put.stored);
+    let want = digests_of(data);
+    assert_eq!(put.digests, want);
+    let got = read_verified(store, &want.integrity()).await;
+    assert!(got == data, "bytes differ");
+    assert_found_by_aliases(store, &[(data.to_vec(), want)]).await;
+    let stat = backend
+        .head(&BlobKey::new(want.sha512))
+        .await
+        .expect("head")
+        .expect("blob there");
+    assert_eq!(stat.size, data.len() as u64);
+    assert_eq!(stat.digests, Some(want), "digests recorded on the object");
+    assert_eq!(staged_objects(backend).await, Vec::<String>::new());
+    let again = store
+        .put(chunked(data, 256 << 10), &PutOptions::default())
+        .await
+        .expect("put again");
+    assert!(!again.stored, "a dedupe hit");
+    assert_eq!(staged_objects(backend).await, Vec::<String>::new());
+}
+
+/// On a server that links, a large put stages and is linked: stored, verified, found by every
+/// digest, no staging object left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_put_is_staged_then_linked() {
+    let Some(target) = Target::get("a_large_put_is_staged_then_linked") else {
+        return;
+    };
+    let backend = target.backend("staged");
+    let store = Store::new(backend.clone());
+    assert_eq!(backend.snaplinks(), None, "not asked before a large put");
+    put_and_check(&store, &backend, &noise(SIZE, 41)).await;
+    assert_eq!(backend.snaplinks(), Some(true));
+    // A put whose size is given stages from its first byte.
+    let data = noise(SIZE + 12345, 42);
+    let put = store
+        .put(
+            chunked(&data, 100_000),
+            &PutOptions {
+                expected_size: Some(data.len() as u64),
+                ..PutOptions::default()
+            },
+        )
+        .await
+        .expect("put of known size");
+    assert!(put.stored);
+    assert!(read_verified(&store, &put.digests.integrity()).await == data);
+    assert_eq!(staged_objects(&backend).await, Vec::<String>::new());
+}
+
+/// Manta v2 refuses SnapLinks: large puts spool and publish by one PUT, as before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_server_without_snaplinks_large_puts_spool() {
+    let Some(target) = Target::private(
+        "on_a_server_without_snaplinks_large_puts_spool",
+        &["--disable-snaplinks"],
+    ) else {
+        return;
+    };
+    let backend = target.backend("v2");
+    let store = Store::new(backend.clone());
+    put_and_check(&store, &backend, &noise(SIZE, 43)).await;
+    assert_eq!(backend.snaplinks(), Some(false));
+}
+
+/// `?staging=false` spools even where the server links, and never asks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn staging_off_spools() {
+    let Some(target) = Target::get("staging_off_spools") else {
+        return;
+    };
+    let mut config = target.config("nostage");
+    config.staging = false;
+    let backend = MantaBackend::new(config).expect("backend");
+    let store = Store::new(backend.clone());
+    put_and_check(&store, &backend, &noise(SIZE, 44)).await;
+    assert_eq!(backend.snaplinks(), None);
+    assert!(
+        MantaConfig::from_store_url("manta:///stor/x?url=http://h&user=u&staging=maybe").is_err()
+    );
+}
+
+/// A staged put whose bytes fail verification, and one whose source fails mid-way, publish
+/// nothing: not under the blob's path, not under `staging/` (the body is broken off, and Manta
+/// keeps nothing of an upload whose body did not end).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_staged_put_that_fails_leaves_nothing() {
+    let Some(target) = Target::get("a_staged_put_that_fails_leaves_nothing") else {
+        return;
+    };
+    let backend = target.backend("stagebad");
+    let store = Store::new(backend.clone());
+    let data = noise(SIZE, 45);
+    let mut wrong = digests_of(&data);
+    wrong.sha1[0] ^= 1;
+    let wrong = addr(&wrong.hash(tarvault::Algorithm::Sha1).to_string());
+    let err = store
+        .put(chunked(&data, 256 << 10), &PutOptions::expect(wrong))
+        .await
+        .expect_err("a mismatching put fails");
+    assert_eq!(err.kind(), ErrorKind::IntegrityMismatch, "{err}");
+    assert_eq!(backend.snaplinks(), Some(true), "it did stage");
+
+    let mut pieces: Vec<std::io::Result<Bytes>> = data
+        .chunks(256 << 10)
+        .map(|c| Ok(Bytes::copy_from_slice(c)))
+        .collect();
+    pieces.push(Err(std::io::Error::other("source failed")));
+    let err = store
+        .put(futures::stream::iter(pieces), &PutOptions::default())
+        .await
+        .expect_err("a put whose source fails fails");
+    assert_eq!(err.kind(), ErrorKind::Io, "{err}");
+
+    // Give the server a moment to see the broken connections before looking.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(staged_objects(&backend).await, Vec::<String>::new());
+    assert_eq!(blobs(&backend).await, Vec::<BlobKey>::new());
+}
+
+/// A staged upload whose answer is lost cannot be sent again (its body was not kept): the put
+/// fails with a backend error and publishes nothing under a blob path. The staging object it may
+/// have left is removed by fsck's sweep once it is an hour old, and not before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_staged_upload_whose_answer_is_lost_fails_and_is_swept_later() {
+    let Some(target) = Target::get("a_staged_upload_whose_answer_is_lost") else {
+        return;
+    };
+    let config = target.config("stagelost");
+    let proxy = Proxy::start(host_of(&config.url)).await;
+    proxy.one_request_per_connection();
+    let mut via = config.clone();
+    via.url = proxy.url();
+    via.max_attempts = 2;
+    let backend = MantaBackend::new(via).expect("backend");
+    let store = Store::new(backend.clone());
+    let first = noise(SIZE, 46);
+    store
+        .put(chunked(&first, 256 << 10), &PutOptions::default())
+        .await
+        .expect("first large put");
+    let staging = format!("{}/staging/", backend.layout().root());
+    // The staged upload's path starts with its time in milliseconds (the link probe's does not).
+    proxy.once(&format!("PUT {staging}1"), Fault::DropResponse);
+    let second = noise(SIZE, 47);
+    let err = store
+        .put(chunked(&second, 256 << 10), &PutOptions::default())
+        .await
+        .expect_err("a staged upload is not sent twice");
+    assert_eq!(err.kind(), ErrorKind::Backend, "{err}");
+    assert_eq!(
+        blobs(&backend).await,
+        vec![BlobKey::new(digests_of(&first).sha512)]
+    );
+
+    // What is left under staging/ is young: the sweep keeps it. An hour-old one goes.
+    let young = staged_objects(&backend).await;
+    let old = "0000000000001-0000000000000000";
+    backend
+        .client()
+        .put_object(
+            &format!("{staging}{old}"),
+            Default::default(),
+            RequestBody::Bytes(Bytes::from_static(b"left by a dead process")),
+        )
+        .await
+        .expect("plant an old staging object");
+    assert_eq!(backend.sweep().await.expect("sweep"), 1);
+    assert_eq!(staged_objects(&backend).await, young);
+}
