@@ -4,8 +4,10 @@
 //! compute.
 //!
 //! - 64 KiB puts and gets at concurrency 1, 16 and 64;
-//! - a 256 MiB put with the sha512 given and of unknown digest (both spool and send one PUT with
-//!   `Content-MD5`, see `src/backend/manta/writer.rs`), and a 256 MiB get;
+//! - a 256 MiB put with the sha512 given and of unknown digest (both staged while hashed and
+//!   named by a SnapLink, the test server making links as Manta v1 does, see
+//!   `src/backend/manta/staging.rs`), the same of unknown digest spooled and sent by one PUT with
+//!   `Content-MD5` once hashed (`?staging=false`, what Manta v2 gets), and a 256 MiB get;
 //! - 64 KiB puts at c=16 whose shard directories this process made earlier (as a long-lived
 //!   process puts): what a fresh process's directory PUTs cost the rows above.
 //!
@@ -92,7 +94,7 @@ pub async fn run(target: &manta_common::Target, large_mib: usize) {
         None,
     ));
     rows.push(Row::new(
-        format!("put {large_mib} MiB, digest unknown"),
+        format!("put {large_mib} MiB, digest unknown (staging + link)"),
         large,
         floors.large_put,
         Some(0.8),
@@ -103,6 +105,15 @@ pub async fn run(target: &manta_common::Target, large_mib: usize) {
         floors.large_get,
         Some(0.9),
     ));
+    rows.push(Row::new(
+        format!("put {large_mib} MiB, digest unknown (spool, then upload)"),
+        large,
+        floors.large_put,
+        None,
+    ));
+    let mut spooling = target.config("net-spool");
+    spooling.staging = false;
+    let spooled = Store::new(MantaBackend::new(spooling).expect("backend"));
 
     for round in 0..ROUNDS {
         let raw_first = round % 2 == 0;
@@ -178,6 +189,7 @@ pub async fn run(target: &manta_common::Target, large_mib: usize) {
         let (s, ()) = timed(plain_put(&http, client, &raw_big, big(0))).await;
         rows[base].raw.push(s);
         rows[base + 1].raw.push(s);
+        rows[base + 3].raw.push(s);
         let known = big(1);
         let known_addr = addr_of(&known);
         let (s, r) = timed(tv.put(chunks(&known), &PutOptions::expect(known_addr))).await;
@@ -190,6 +202,9 @@ pub async fn run(target: &manta_common::Target, large_mib: usize) {
         assert!(r.expect("put, digest unknown").stored);
         rows[base + 1].tv.push(s);
         drop(unknown);
+        let (s, r) = timed(spooled.put(chunks(&big(3)), &PutOptions::default())).await;
+        assert!(r.expect("put, digest unknown, spooled").stored);
+        rows[base + 3].tv.push(s);
         for pass in 0..2 {
             if (pass == 0) == raw_first {
                 let (s, n) = timed(plain_get(&http, client, &raw_big)).await;

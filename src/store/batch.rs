@@ -168,6 +168,7 @@ impl Store {
         let task = tokio::spawn(async move {
             let hint = PutHint {
                 batch: true,
+                size: options.expected_size,
                 ..PutHint::default()
             };
             let writer = self.backend.begin_put(&hint).await?;

@@ -142,6 +142,7 @@ impl Store {
                 // to it (published only at commit, after verification) instead of spooling.
                 let hint = PutHint {
                     expected_key: expected_key(options),
+                    size: options.expected_size,
                     ..PutHint::default()
                 };
                 Some(self.backend.begin_put(&hint).await?)

@@ -126,7 +126,7 @@ pub(crate) async fn usable(backend: &MantaBackend) -> Result<bool> {
 /// A streamed PUT to a staging path, in progress.
 pub(crate) struct Staged {
     path: String,
-    /// The body's pieces; the body ends cleanly only once `finish` set `complete`.
+    /// The body's pieces; the body ends cleanly only once `publish` set `complete`.
     tx: Option<mpsc::Sender<std::io::Result<Bytes>>>,
     complete: Arc<AtomicBool>,
     /// The request, answering Manta's reply headers.
@@ -136,8 +136,9 @@ pub(crate) struct Staged {
 }
 
 impl Staged {
-    /// Starts the PUT to a fresh staging path (whose directory [`usable`] made).
-    pub(crate) fn start(backend: &MantaBackend) -> Result<Staged> {
+    /// Starts the PUT to a fresh staging path (whose directory [`usable`] made). A streamed
+    /// upload is capped at 5 GB unless it names its size (`size`, when the put knows it).
+    pub(crate) fn start(backend: &MantaBackend, size: Option<u64>) -> Result<Staged> {
         let millis = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_millis());
@@ -152,7 +153,7 @@ impl Staged {
         let pieces = futures::stream::unfold(rx, |mut rx| async move {
             rx.recv().await.map(|piece| (piece, rx))
         });
-        // The channel closing ends the body; unless `finish` said so first, as an error, which
+        // The channel closing ends the body; unless `publish` said so first, as an error, which
         // makes the client break the upload off instead of ending it.
         let tail = futures::stream::once(async move {
             if done.load(Ordering::Acquire) {
@@ -163,13 +164,17 @@ impl Staged {
         })
         .filter_map(futures::future::ready);
         let body = reqwest::Body::wrap_stream(pieces.chain(tail));
-        let headers = client::headers_of(&[
-            ("content-type", "application/octet-stream".into()),
+        let mut headers = vec![
+            ("content-type", "application/octet-stream".to_string()),
             (
                 "durability-level",
                 backend.client.config().durability.to_string(),
             ),
-        ])?;
+        ];
+        if let Some(n) = size {
+            headers.push(("max-content-length", n.to_string()));
+        }
+        let headers = client::headers_of(&headers)?;
         let (client, target) = (backend.client.clone(), path.clone());
         let request =
             tokio::spawn(async move { client.put_streamed(&target, headers, body).await });

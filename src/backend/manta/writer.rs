@@ -52,6 +52,8 @@ pub struct MantaWriter {
     backend: MantaBackend,
     spool: Spool,
     md5: md5::Md5,
+    /// The size, when the put knows it.
+    size_hint: Option<u64>,
     /// The size hint says the put will outgrow memory: stage (or spill) from the first byte.
     large: bool,
 }
@@ -65,6 +67,7 @@ impl MantaWriter {
             backend,
             spool: Spool::Memory(BytesMut::with_capacity(cap)),
             md5: md5::Md5::new(),
+            size_hint,
             large: size_hint.is_some_and(|n| n > SPOOL_IN_MEMORY as u64),
         }
     }
@@ -81,7 +84,7 @@ impl MantaWriter {
         if !stage {
             return self.spill();
         }
-        let mut up = Staged::start(&self.backend)?;
+        let mut up = Staged::start(&self.backend, self.size_hint)?;
         if let Spool::Memory(buf) = &mut self.spool {
             let held = std::mem::take(buf).freeze();
             if !held.is_empty() {
