@@ -216,3 +216,122 @@ async fn a_staged_upload_whose_answer_is_lost_fails_and_is_swept_later() {
     assert_eq!(backend.sweep().await.expect("sweep"), 1);
     assert_eq!(staged_objects(&backend).await, young);
 }
+
+/// A large put whose sha512 is given streams straight to the blob's path, on a server without
+/// SnapLinks too (Manta v2): stored, verified, its digests recorded on the object, found by
+/// sha1 and blake3; it never asks about links. A wrong sha512 leaves nothing at the path it
+/// named, nor anywhere else.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_put_of_known_sha512_streams_to_its_path() {
+    let Some(target) = Target::private(
+        "a_large_put_of_known_sha512_streams_to_its_path",
+        &["--disable-snaplinks"],
+    ) else {
+        return;
+    };
+    let backend = target.backend("direct");
+    let store = Store::new(backend.clone());
+    let data = noise(SIZE, 48);
+    let want = digests_of(&data);
+    let put = store
+        .put(
+            chunked(&data, 256 << 10),
+            &PutOptions::expect(want.integrity()),
+        )
+        .await
+        .expect("put of known sha512");
+    assert!(put.stored);
+    assert!(read_verified(&store, &want.integrity()).await == data);
+    assert_found_by_aliases(&store, &[(data.clone(), want)]).await;
+    let stat = backend
+        .head(&BlobKey::new(want.sha512))
+        .await
+        .expect("head")
+        .expect("blob there");
+    assert_eq!(stat.digests, Some(want), "digests recorded on the object");
+    assert_eq!(backend.snaplinks(), None, "no link needed, none asked for");
+
+    let other = noise(SIZE, 49);
+    let err = store
+        .put(
+            chunked(&other, 256 << 10),
+            &PutOptions::expect(digests_of(&noise(SIZE, 50)).integrity()),
+        )
+        .await
+        .expect_err("a wrong sha512 fails");
+    assert_eq!(err.kind(), ErrorKind::IntegrityMismatch, "{err}");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(blobs(&backend).await, vec![BlobKey::new(want.sha512)]);
+    assert_eq!(staged_objects(&backend).await, Vec::<String>::new());
+}
+
+/// The blob a direct upload names is there already (it appeared after the store looked): Manta
+/// refuses the create-only PUT, the rest of the bytes are only hashed, and the commit reports the
+/// blob present.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_direct_upload_of_a_blob_already_there_is_a_dedupe_hit() {
+    let Some(target) = Target::get("a_direct_upload_of_a_blob_already_there") else {
+        return;
+    };
+    let backend = target.backend("direct412");
+    let store = Store::new(backend.clone());
+    let data = noise(SIZE, 51);
+    let want = digests_of(&data);
+    store
+        .put(chunked(&data, 256 << 10), &PutOptions::default())
+        .await
+        .expect("first put");
+    let hint = tarvault::backend::PutHint {
+        expected_key: Some(BlobKey::new(want.sha512)),
+        ..Default::default()
+    };
+    let mut w = backend.begin_put(&hint).await.expect("begin");
+    for c in data.chunks(256 << 10) {
+        w.write(Bytes::copy_from_slice(c)).await.expect("write");
+    }
+    let committed = w.commit(&want).await.expect("commit");
+    assert_eq!(committed, tarvault::backend::Committed::AlreadyPresent);
+    assert!(read_verified(&store, &want.integrity()).await == data);
+}
+
+/// A direct upload is sent once: when its answer is lost the put fails with a backend error
+/// instead of being retried (a spooled put would be). The bytes it sent were verified before the
+/// body ended, so what is at the path is the blob, and putting again finds it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_direct_upload_whose_answer_is_lost_fails_and_a_retry_finds_the_blob() {
+    let Some(target) = Target::get("a_direct_upload_whose_answer_is_lost") else {
+        return;
+    };
+    let config = target.config("directlost");
+    let proxy = Proxy::start(host_of(&config.url)).await;
+    proxy.one_request_per_connection();
+    let mut via = config.clone();
+    via.url = proxy.url();
+    via.max_attempts = 2;
+    let backend = MantaBackend::new(via).expect("backend");
+    let store = Store::new(backend.clone());
+    let data = noise(SIZE, 52);
+    let want = digests_of(&data);
+    let path = format!("PUT {}", backend.blob_path(&BlobKey::new(want.sha512)));
+    proxy.once(&path, Fault::DropResponse);
+    let err = store
+        .put(
+            chunked(&data, 256 << 10),
+            &PutOptions::expect(want.integrity()),
+        )
+        .await
+        .expect_err("a direct upload is not sent twice");
+    assert_eq!(err.kind(), ErrorKind::Backend, "{err}");
+    let again = store
+        .put(
+            chunked(&data, 256 << 10),
+            &PutOptions::expect(want.integrity()),
+        )
+        .await
+        .expect("put again");
+    assert!(
+        !again.stored,
+        "the first attempt's verified bytes are the blob"
+    );
+    assert!(read_verified(&store, &want.integrity()).await == data);
+}

@@ -9,8 +9,10 @@
 //! exactly as muskie verifies it), `client` (HTTP with bounded retries and typed errors,
 //! [`MantaApiError`]), `layout` (digest-derived paths), `resume` (blob reads resumed where a
 //! dropped or stalled connection left them), `writer` (spooled uploads published by one
-//! verified PUT; why: see that module) and `staging` (large uploads streamed while hashed, then
-//! named by a SnapLink, where the server makes them).
+//! verified PUT; why: see that module), `streamed` (one PUT whose body streams while the put
+//! hashes, ended only once verified), `staging` (large uploads streamed to a staging object, then
+//! named by a SnapLink, where the server makes them) and `direct` (large uploads whose sha512 was
+//! given, streamed to the blob's own path).
 //!
 //! Every blob carries its digests as `m-tarvault-sha512`, `m-tarvault-sha1` and
 //! `m-tarvault-blake3` metadata, and sha1/blake3 lookups read one marker object each
@@ -33,12 +35,14 @@ mod aliases;
 mod auth;
 mod client;
 mod config;
+mod direct;
 mod dirs;
 mod layout;
 #[doc(hidden)]
 pub mod probe;
 mod resume;
 mod staging;
+mod streamed;
 mod writer;
 
 pub use auth::{KeyError, LoadedKey, SignHash};
@@ -358,7 +362,7 @@ impl Backend for MantaBackend {
     }
 
     async fn begin_put(&self, hint: &PutHint) -> Result<Box<dyn BlobWriter>> {
-        Ok(Box::new(writer::MantaWriter::new(self.clone(), hint.size)))
+        Ok(Box::new(writer::MantaWriter::new(self.clone(), hint)))
     }
 
     /// Publishes a batch with up to eight PUTs in flight: each blob is its own Manta object, so

@@ -32,18 +32,17 @@
 //! `fsck`) deletes those older than [`STAGING_MAX_AGE`].
 
 use std::io::Write as _;
-use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
 use bytes::Bytes;
-use futures::{StreamExt, TryStreamExt};
+use futures::TryStreamExt;
 use reqwest::header::{HeaderMap, HeaderValue};
-use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
 
 use super::client::{self, RequestBody};
+use super::streamed::Streamed;
 use super::{api_error, MantaBackend, META_BLAKE3, META_SHA1, META_SHA512};
 use crate::backend::{Backend as _, BlobKey, Committed};
 use crate::integrity::Digests;
@@ -52,10 +51,6 @@ use crate::{Error, Result};
 /// Staging objects older than this are leftovers of a dead process; younger ones may belong to a
 /// put being committed right now.
 pub(crate) const STAGING_MAX_AGE: Duration = Duration::from_secs(3600);
-
-/// Pieces of a staged body waiting to go out: memory for a staged upload is about this many of
-/// the store's chunks.
-const QUEUED: usize = 8;
 
 /// What is known of the server's SnapLinks: untried, working, or refused. Shared by every put of
 /// one backend.
@@ -124,16 +119,7 @@ pub(crate) async fn usable(backend: &MantaBackend) -> Result<bool> {
 }
 
 /// A streamed PUT to a staging path, in progress.
-pub(crate) struct Staged {
-    path: String,
-    /// The body's pieces; the body ends cleanly only once `publish` set `complete`.
-    tx: Option<mpsc::Sender<std::io::Result<Bytes>>>,
-    complete: Arc<AtomicBool>,
-    /// The request, answering Manta's reply headers.
-    request: JoinHandle<Result<HeaderMap>>,
-    wait: Duration,
-    describe: String,
-}
+pub(crate) struct Staged(Streamed);
 
 impl Staged {
     /// Starts the PUT to a fresh staging path (whose directory [`usable`] made). A streamed
@@ -147,93 +133,24 @@ impl Staged {
             backend.layout.staging_dir(),
             rand::random::<u64>()
         );
-        let (tx, rx) = mpsc::channel::<std::io::Result<Bytes>>(QUEUED);
-        let complete = Arc::new(AtomicBool::new(false));
-        let done = complete.clone();
-        let pieces = futures::stream::unfold(rx, |mut rx| async move {
-            rx.recv().await.map(|piece| (piece, rx))
-        });
-        // The channel closing ends the body; unless `publish` said so first, as an error, which
-        // makes the client break the upload off instead of ending it.
-        let tail = futures::stream::once(async move {
-            if done.load(Ordering::Acquire) {
-                None
-            } else {
-                Some(Err(std::io::Error::other("staged upload abandoned")))
-            }
-        })
-        .filter_map(futures::future::ready);
-        let body = reqwest::Body::wrap_stream(pieces.chain(tail));
-        let mut headers = vec![
-            ("content-type", "application/octet-stream".to_string()),
-            (
-                "durability-level",
-                backend.client.config().durability.to_string(),
-            ),
-        ];
-        if let Some(n) = size {
-            headers.push(("max-content-length", n.to_string()));
-        }
-        let headers = client::headers_of(&headers)?;
-        let (client, target) = (backend.client.clone(), path.clone());
-        let request =
-            tokio::spawn(async move { client.put_streamed(&target, headers, body).await });
-        Ok(Staged {
-            path,
-            tx: Some(tx),
-            complete,
-            request,
-            wait: backend.client.config().response_timeout,
-            describe: backend.describe(),
-        })
+        let headers = Streamed::headers(backend, size, &[])?;
+        Ok(Staged(Streamed::start(backend, path, headers)))
     }
 
-    /// Hands a piece of the body over, waiting at most the response timeout for room.
+    /// Hands a piece of the body over.
     pub(crate) async fn send(&mut self, chunk: Bytes) -> Result<()> {
-        let Some(tx) = &self.tx else {
-            return Err(self.failed("the upload already ended"));
-        };
-        match tokio::time::timeout(self.wait, tx.send(Ok(chunk))).await {
-            Ok(Ok(())) => Ok(()),
-            // The request ended before its body did: its answer says why.
-            Ok(Err(_)) => {
-                self.tx = None;
-                match self.answer().await {
-                    Err(e) => Err(e),
-                    Ok(_) => Err(self.failed("answered before the body ended")),
-                }
-            }
-            Err(_) => Err(self.failed(&format!("the server took no bytes for {:?}", self.wait))),
-        }
-    }
-
-    fn failed(&self, why: &str) -> Error {
-        Error::backend(
-            self.describe.clone(),
-            format!("staged PUT {}: {why}", self.path),
-        )
-    }
-
-    /// Waits for the request's answer (at most the response timeout).
-    async fn answer(&mut self) -> Result<HeaderMap> {
-        match tokio::time::timeout(self.wait, &mut self.request).await {
-            Ok(Ok(answer)) => answer,
-            Ok(Err(join)) => Err(self.failed(&join.to_string())),
-            Err(_) => Err(self.failed(&format!("no answer within {:?}", self.wait))),
-        }
+        self.0.send(chunk).await
     }
 
     /// Ends the body and publishes the verified bytes under their key (module docs, steps 2–5).
     pub(crate) async fn publish(
-        mut self,
+        self,
         backend: &MantaBackend,
         digests: &Digests,
         md5: [u8; 16],
     ) -> Result<Committed> {
-        self.complete.store(true, Ordering::Release);
-        self.tx = None;
-        let reply = self.answer().await?;
-        let path = std::mem::take(&mut self.path);
+        let path = self.0.path().to_string();
+        let reply = self.0.finish().await?;
         let named = name(backend, &path, &reply, digests, md5).await;
         // The staging object goes whatever happened; if deleting fails, fsck's sweep removes it.
         if let Err(e) = backend.client.delete(&path).await {
@@ -241,15 +158,6 @@ impl Staged {
                 "could not delete a staging object; fsck's sweep will");
         }
         named
-    }
-}
-
-impl Drop for Staged {
-    /// A staged upload dropped unfinished is broken off: its body never ends.
-    fn drop(&mut self) {
-        if !self.complete.load(Ordering::Acquire) {
-            self.request.abort();
-        }
     }
 }
 

@@ -10,9 +10,11 @@
 //!   trips (create, redirect HEAD, part, commit) and refuse conditional headers, so they cannot be
 //!   create-only either. For tarballs (most are a few KB) that is several times the work of one PUT.
 //!
-//! Where the server makes SnapLinks (Manta v1), a put that outgrows the in-memory spool streams
-//! to a staging object instead, while it is hashed, and a link names it once verified
-//! (`staging`): the upload overlaps the hashing. Everything below is how the other puts go.
+//! A put that outgrows the in-memory spool streams instead, while it is hashed, so that the
+//! upload overlaps the hashing: straight to the blob's path when the caller gave its sha512
+//! (`direct`, create-only, the body ended only once verified), else, where the server makes
+//! SnapLinks (Manta v1), to a staging object that a link names once verified (`staging`).
+//! Everything below is how the other puts go (all puts on Manta v2 whose sha512 is not given).
 //!
 //! A single PUT with `Content-MD5` is atomic in Manta (the metadata record that makes an object
 //! visible is written only after every byte reached the storage nodes) and the server refuses it
@@ -31,9 +33,10 @@ use bytes::{Bytes, BytesMut};
 use md5::Digest as _;
 
 use super::client::RequestBody;
+use super::direct::Direct;
 use super::staging::{self, Staged};
 use super::MantaBackend;
-use crate::backend::{BlobWriter, Committed};
+use crate::backend::{BlobKey, BlobWriter, Committed, PutHint};
 use crate::integrity::Digests;
 use crate::{Error, Result};
 
@@ -45,6 +48,8 @@ enum Spool {
     File(tempfile::NamedTempFile, u64),
     /// Streaming to a staging object (see `staging`).
     Staged(Staged),
+    /// Streaming to the blob's own path, its sha512 given (see `direct`).
+    Direct(Direct),
 }
 
 /// An upload in progress (see the module docs).
@@ -54,12 +59,15 @@ pub struct MantaWriter {
     md5: md5::Md5,
     /// The size, when the put knows it.
     size_hint: Option<u64>,
+    /// The key, when the put knows it.
+    expected_key: Option<BlobKey>,
     /// The size hint says the put will outgrow memory: stage (or spill) from the first byte.
     large: bool,
 }
 
 impl MantaWriter {
-    pub(super) fn new(backend: MantaBackend, size_hint: Option<u64>) -> Self {
+    pub(super) fn new(backend: MantaBackend, hint: &PutHint) -> Self {
+        let size_hint = hint.size;
         let cap = size_hint
             .map(|n| n.min(SPOOL_IN_MEMORY as u64) as usize)
             .unwrap_or(64 * 1024);
@@ -68,12 +76,25 @@ impl MantaWriter {
             spool: Spool::Memory(BytesMut::with_capacity(cap)),
             md5: md5::Md5::new(),
             size_hint,
+            expected_key: hint.expected_key,
             large: size_hint.is_some_and(|n| n > SPOOL_IN_MEMORY as u64),
         }
     }
 
-    /// Leaves the in-memory spool: for a staged upload where the server links, else a file.
+    /// Leaves the in-memory spool: for the blob's own path when the put knows its key, for a
+    /// staged upload where the server links, else for a file. `?staging=false` always spools.
     async fn outgrow_memory(&mut self) -> Result<()> {
+        if !self.backend.client.config().staging {
+            return self.spill();
+        }
+        if let Some(key) = self.expected_key {
+            let mut up = Direct::start(&self.backend, key, self.size_hint).await?;
+            if let Some(held) = self.take_held() {
+                up.send(held).await?;
+            }
+            self.spool = Spool::Direct(up);
+            return Ok(());
+        }
         let stage = match staging::usable(&self.backend).await {
             Ok(stage) => stage,
             Err(e) => {
@@ -85,14 +106,19 @@ impl MantaWriter {
             return self.spill();
         }
         let mut up = Staged::start(&self.backend, self.size_hint)?;
-        if let Spool::Memory(buf) = &mut self.spool {
-            let held = std::mem::take(buf).freeze();
-            if !held.is_empty() {
-                up.send(held).await?;
-            }
+        if let Some(held) = self.take_held() {
+            up.send(held).await?;
         }
         self.spool = Spool::Staged(up);
         Ok(())
+    }
+
+    /// The bytes held in memory so far, if any (leaving the memory spool empty).
+    fn take_held(&mut self) -> Option<Bytes> {
+        match &mut self.spool {
+            Spool::Memory(buf) if !buf.is_empty() => Some(std::mem::take(buf).freeze()),
+            _ => None,
+        }
     }
 
     fn spill(&mut self) -> Result<()> {
@@ -119,6 +145,7 @@ impl BlobWriter for MantaWriter {
         }
         match &mut self.spool {
             Spool::Staged(up) => up.send(chunk).await?,
+            Spool::Direct(up) => up.send(chunk).await?,
             Spool::Memory(buf) => buf.extend_from_slice(&chunk),
             Spool::File(file, len) => {
                 // Spool writes are local and sequential; a blocking write of one chunk is what
@@ -136,6 +163,7 @@ impl BlobWriter for MantaWriter {
         let md5: [u8; 16] = this.md5.finalize().into();
         let (body, _keep) = match this.spool {
             Spool::Staged(up) => return up.publish(&this.backend, digests, md5).await,
+            Spool::Direct(up) => return up.publish(&this.backend, digests, md5).await,
             Spool::Memory(buf) => (RequestBody::Bytes(buf.freeze()), None),
             Spool::File(mut file, len) => {
                 file.flush()

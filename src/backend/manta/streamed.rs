@@ -1,0 +1,151 @@
+//! One PUT whose body is streamed as the store hands the bytes over (`Transfer-Encoding:
+//! chunked`), ended only when the put commits: the upload overlaps the hashing, and a put that
+//! fails verification, is aborted or is dropped breaks the body off instead of ending it. Manta
+//! keeps nothing of an upload whose body did not end (`UploadAbandoned`), so nothing unverified
+//! is ever visible under the path. Used by `staging` (a staging path, named by a SnapLink once
+//! verified) and `direct` (the blob's own path, when the put knows its sha512 up front).
+//!
+//! The body is not kept, so the request is sent once: a dropped connection, a 503 or a lost
+//! answer fails the put, where a spooled put is retried from its spool.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::StreamExt;
+use reqwest::header::HeaderMap;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use super::client;
+use super::MantaBackend;
+use crate::backend::Backend as _;
+use crate::{Error, Result};
+
+/// Pieces of a body waiting to go out: memory for a streamed upload is about this many of the
+/// store's chunks.
+const QUEUED: usize = 8;
+
+/// A streamed PUT in progress.
+pub(crate) struct Streamed {
+    path: String,
+    /// The body's pieces; the body ends cleanly only once `finish` set `complete`.
+    tx: Option<mpsc::Sender<std::io::Result<Bytes>>>,
+    complete: Arc<AtomicBool>,
+    /// The request, answering Manta's reply headers.
+    request: JoinHandle<Result<HeaderMap>>,
+    wait: Duration,
+    describe: String,
+}
+
+impl Streamed {
+    /// The headers of an object upload: its content type, durability, the size when the put
+    /// knows it (a streamed upload is capped at 5 GB unless it names its size), and `extra`.
+    pub(crate) fn headers(
+        backend: &MantaBackend,
+        size: Option<u64>,
+        extra: &[(&str, String)],
+    ) -> Result<HeaderMap> {
+        let mut headers = vec![
+            ("content-type", "application/octet-stream".to_string()),
+            (
+                "durability-level",
+                backend.client.config().durability.to_string(),
+            ),
+        ];
+        if let Some(n) = size {
+            headers.push(("max-content-length", n.to_string()));
+        }
+        headers.extend(extra.iter().cloned());
+        client::headers_of(&headers)
+    }
+
+    /// Starts the PUT to `path` (whose parent directory must exist).
+    pub(crate) fn start(backend: &MantaBackend, path: String, headers: HeaderMap) -> Streamed {
+        let (tx, rx) = mpsc::channel::<std::io::Result<Bytes>>(QUEUED);
+        let complete = Arc::new(AtomicBool::new(false));
+        let done = complete.clone();
+        let pieces = futures::stream::unfold(rx, |mut rx| async move {
+            rx.recv().await.map(|piece| (piece, rx))
+        });
+        // The channel closing ends the body; unless `finish` said so first, as an error, which
+        // makes the client break the upload off instead of ending it.
+        let tail = futures::stream::once(async move {
+            if done.load(Ordering::Acquire) {
+                None
+            } else {
+                Some(Err(std::io::Error::other("streamed upload abandoned")))
+            }
+        })
+        .filter_map(futures::future::ready);
+        let body = reqwest::Body::wrap_stream(pieces.chain(tail));
+        let (client, target) = (backend.client.clone(), path.clone());
+        let request =
+            tokio::spawn(async move { client.put_streamed(&target, headers, body).await });
+        Streamed {
+            path,
+            tx: Some(tx),
+            complete,
+            request,
+            wait: backend.client.config().response_timeout,
+            describe: backend.describe(),
+        }
+    }
+
+    /// The path the bytes go to.
+    pub(crate) fn path(&self) -> &str {
+        &self.path
+    }
+
+    /// Hands a piece of the body over, waiting at most the response timeout for room. When the
+    /// server answered before the body ended (a refusal), the error is its answer.
+    pub(crate) async fn send(&mut self, chunk: Bytes) -> Result<()> {
+        let Some(tx) = &self.tx else {
+            return Err(self.failed("the upload already ended"));
+        };
+        match tokio::time::timeout(self.wait, tx.send(Ok(chunk))).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) => {
+                self.tx = None;
+                match self.answer().await {
+                    Err(e) => Err(e),
+                    Ok(_) => Err(self.failed("answered before the body ended")),
+                }
+            }
+            Err(_) => Err(self.failed(&format!("the server took no bytes for {:?}", self.wait))),
+        }
+    }
+
+    /// Ends the body (the put verified every byte) and waits for the answer's headers.
+    pub(crate) async fn finish(mut self) -> Result<HeaderMap> {
+        self.complete.store(true, Ordering::Release);
+        self.tx = None;
+        self.answer().await
+    }
+
+    fn failed(&self, why: &str) -> Error {
+        Error::backend(
+            self.describe.clone(),
+            format!("streamed PUT {}: {why}", self.path),
+        )
+    }
+
+    /// Waits for the request's answer (at most the response timeout).
+    async fn answer(&mut self) -> Result<HeaderMap> {
+        match tokio::time::timeout(self.wait, &mut self.request).await {
+            Ok(Ok(answer)) => answer,
+            Ok(Err(join)) => Err(self.failed(&join.to_string())),
+            Err(_) => Err(self.failed(&format!("no answer within {:?}", self.wait))),
+        }
+    }
+}
+
+impl Drop for Streamed {
+    /// An upload dropped unfinished is broken off: its body never ends.
+    fn drop(&mut self) {
+        if !self.complete.load(Ordering::Acquire) {
+            self.request.abort();
+        }
+    }
+}
