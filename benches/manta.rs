@@ -14,6 +14,8 @@
 //! `TARVAULT_NETEM=1` both sides reach it through the network emulator (`common/netem.rs`: 1 ms
 //! round trip, 1 Gbit/s each way, in its own process), as a server on another machine.
 //!
+//! With `--v2` after `--` the server refuses SnapLinks, as Manta v2 does.
+//!
 //! Sections, all by default, or those named after `--`:
 //!
 //! - `corpus`: the table above (one request at a time, and a `put_batch` of 8 in flight);
@@ -106,9 +108,18 @@ fn main() {
         }
         return;
     }
-    let Some(mut target) = manta_common::Target::private("manta bench", &[]) else {
+    // `--v2`: the server refuses SnapLinks as Manta v2 does (large puts of unknown digest spool).
+    let server_args: &[&str] = if named("--v2") {
+        &["--disable-snaplinks"]
+    } else {
+        &[]
+    };
+    let Some(mut target) = manta_common::Target::private("manta bench", server_args) else {
         return;
     };
+    if named("--v2") {
+        println!("server: refuses SnapLinks (as Manta v2)");
+    }
     // Kept alive for the run: the emulator in front of the server, when asked for.
     let _netem = std::env::var("TARVAULT_NETEM")
         .is_ok_and(|v| v == "1")

@@ -4,10 +4,11 @@
 //! compute.
 //!
 //! - 64 KiB puts and gets at concurrency 1, 16 and 64;
-//! - a 256 MiB put with the sha512 given and of unknown digest (both staged while hashed and
-//!   named by a SnapLink, the test server making links as Manta v1 does, see
-//!   `src/backend/manta/staging.rs`), the same of unknown digest spooled and sent by one PUT with
-//!   `Content-MD5` once hashed (`?staging=false`, what Manta v2 gets), and a 256 MiB get;
+//! - a 256 MiB put with the sha512 given (streamed to the blob's path while hashed,
+//!   `src/backend/manta/direct.rs`) and of unknown digest (staged while hashed and named by a
+//!   SnapLink where the test server makes links as Manta v1 does, `staging.rs`; spooled with
+//!   `--v2`), the same of unknown digest spooled and sent by one PUT with `Content-MD5` once
+//!   hashed (`?staging=false`), and a 256 MiB get;
 //! - 64 KiB puts at c=16 whose shard directories this process made earlier (as a long-lived
 //!   process puts): what a fresh process's directory PUTs cost the rows above.
 //!
@@ -88,13 +89,13 @@ pub async fn run(target: &manta_common::Target, large_mib: usize) {
     let counts = SMALL_CASES;
     let mut rows = small_rows(SMALL, &floors);
     rows.push(Row::new(
-        format!("put {large_mib} MiB, sha512 given"),
+        format!("put {large_mib} MiB, sha512 given (streamed to its path)"),
         large,
         floors.large_put,
         None,
     ));
     rows.push(Row::new(
-        format!("put {large_mib} MiB, digest unknown (staging + link)"),
+        format!("put {large_mib} MiB, digest unknown (staging + link where the server links)"),
         large,
         floors.large_put,
         Some(0.8),
