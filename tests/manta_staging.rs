@@ -166,6 +166,19 @@ async fn a_staged_put_that_fails_leaves_nothing() {
     assert_eq!(blobs(&backend).await, Vec::<BlobKey>::new());
 }
 
+/// A fresh store on `target` reached through a request-aware proxy that gives every request a
+/// connection of its own (so a rule can pick out any one), two attempts per request.
+async fn behind_proxy(target: &Target, prefix: &str) -> (Proxy, MantaBackend, Store) {
+    let mut config = target.config(prefix);
+    let proxy = Proxy::start(host_of(&config.url)).await;
+    proxy.one_request_per_connection();
+    config.url = proxy.url();
+    config.max_attempts = 2;
+    let backend = MantaBackend::new(config).expect("backend");
+    let store = Store::new(backend.clone());
+    (proxy, backend, store)
+}
+
 /// A staged upload whose answer is lost cannot be sent again (its body was not kept): the put
 /// fails with a backend error and publishes nothing under a blob path. The staging object it may
 /// have left is removed by fsck's sweep once it is an hour old, and not before.
@@ -174,14 +187,7 @@ async fn a_staged_upload_whose_answer_is_lost_fails_and_is_swept_later() {
     let Some(target) = Target::get("a_staged_upload_whose_answer_is_lost") else {
         return;
     };
-    let config = target.config("stagelost");
-    let proxy = Proxy::start(host_of(&config.url)).await;
-    proxy.one_request_per_connection();
-    let mut via = config.clone();
-    via.url = proxy.url();
-    via.max_attempts = 2;
-    let backend = MantaBackend::new(via).expect("backend");
-    let store = Store::new(backend.clone());
+    let (proxy, backend, store) = behind_proxy(&target, "stagelost").await;
     let first = noise(SIZE, 46);
     store
         .put(chunked(&first, 256 << 10), &PutOptions::default())
@@ -302,14 +308,7 @@ async fn a_direct_upload_whose_answer_is_lost_fails_and_a_retry_finds_the_blob()
     let Some(target) = Target::get("a_direct_upload_whose_answer_is_lost") else {
         return;
     };
-    let config = target.config("directlost");
-    let proxy = Proxy::start(host_of(&config.url)).await;
-    proxy.one_request_per_connection();
-    let mut via = config.clone();
-    via.url = proxy.url();
-    via.max_attempts = 2;
-    let backend = MantaBackend::new(via).expect("backend");
-    let store = Store::new(backend.clone());
+    let (proxy, backend, store) = behind_proxy(&target, "directlost").await;
     let data = noise(SIZE, 52);
     let want = digests_of(&data);
     let path = format!("PUT {}", backend.blob_path(&BlobKey::new(want.sha512)));
