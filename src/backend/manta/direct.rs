@@ -116,7 +116,11 @@ impl Direct {
             (META_SHA1, hex::encode(d.sha1)),
             (META_BLAKE3, hex::encode(d.blake3)),
         ])?;
-        backend.client.put_metadata(&path, metadata).await?;
+        // The blob is stored and verified; its digests in metadata spare a later `head` (and
+        // fsck) a read of the bytes, and are not worth failing the put over.
+        if let Err(e) = backend.client.put_metadata(&path, metadata).await {
+            tracing::warn!(%path, error = %e, "stored a blob without its digests in metadata");
+        }
         backend.aliases.settle(d, aliases).await?;
         Ok(Committed::Stored)
     }
