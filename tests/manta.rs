@@ -227,7 +227,8 @@ fn b64md5(data: &[u8]) -> String {
 }
 
 /// Tarballs written by tarvault are read by `mget` (which checks Content-MD5 itself) with the same
-/// bytes; `mls` lists exactly what tarvault lists.
+/// bytes, large blobs staged and linked or streamed to their path too; `mls` lists exactly what
+/// tarvault lists.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn official_client_reads_what_tarvault_wrote() {
     let Some(target) = Target::get("official_client_reads_what_tarvault_wrote") else {
@@ -238,13 +239,19 @@ async fn official_client_reads_what_tarvault_wrote() {
     };
     let backend = target.backend("interop-read");
     let store = Store::new(backend.clone());
-    let tarballs = corpus_tarballs(6);
+    let mut items: Vec<(String, Vec<u8>, PutOptions)> = corpus_tarballs(6)
+        .into_iter()
+        .map(|(name, data)| (name, data, PutOptions::default()))
+        .collect();
+    // Past the in-memory spool: one staged and linked, one streamed to its path.
+    let large = noise(17 << 20, 61);
+    items.push(("17 MiB, staged".into(), large, PutOptions::default()));
+    let large = noise(17 << 20, 62);
+    let given = PutOptions::expect(common::digests_of(&large).integrity());
+    items.push(("17 MiB, sha512 given".into(), large, given));
     let mut keys = Vec::new();
-    for (name, data) in &tarballs {
-        let put = store
-            .put_bytes(data.clone(), &PutOptions::default())
-            .await
-            .expect(name);
+    for (name, data, options) in &items {
+        let put = store.put_bytes(data.clone(), options).await.expect(name);
         let key = BlobKey::new(put.digests.sha512);
         let path = backend.blob_path(&key);
         let got = cli.run("mget", &[&path]);
