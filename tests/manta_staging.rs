@@ -207,20 +207,36 @@ async fn a_staged_upload_whose_answer_is_lost_fails_and_is_swept_later() {
         vec![BlobKey::new(digests_of(&first).sha512)]
     );
 
-    // What is left under staging/ is young: the sweep keeps it. An hour-old one goes.
+    // What is left under staging/ is young: the sweep keeps it. So is an object whose name
+    // says its upload began long ago but whose body ended just now (a slow upload being linked
+    // right now), and anything not named like a staging upload.
     let young = staged_objects(&backend).await;
-    let old = "0000000000001-0000000000000000";
-    backend
-        .client()
-        .put_object(
-            &format!("{staging}{old}"),
-            Default::default(),
-            RequestBody::Bytes(Bytes::from_static(b"left by a dead process")),
-        )
+    assert_eq!(
+        young.len(),
+        1,
+        "the lost answer's upload was stored: {young:?}"
+    );
+    for name in ["0000000000001-0000000000000000", "keep-me"] {
+        backend
+            .client()
+            .put_object(
+                &format!("{staging}{name}"),
+                Default::default(),
+                RequestBody::Bytes(Bytes::from_static(b"some bytes")),
+            )
+            .await
+            .expect("plant an object");
+    }
+    assert_eq!(backend.sweep().await.expect("sweep"), 0);
+    assert_eq!(staged_objects(&backend).await.len(), 3);
+    // Once both times are past the age, the two staging uploads go; the other object stays.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let swept = backend
+        .sweep_staging_older_than(Duration::from_secs(1))
         .await
-        .expect("plant an old staging object");
-    assert_eq!(backend.sweep().await.expect("sweep"), 1);
-    assert_eq!(staged_objects(&backend).await, young);
+        .expect("sweep");
+    assert_eq!(swept, 2);
+    assert_eq!(staged_objects(&backend).await, vec!["keep-me".to_string()]);
 }
 
 /// A large put whose sha512 is given streams straight to the blob's path, on a server without
@@ -333,4 +349,224 @@ async fn a_direct_upload_whose_answer_is_lost_fails_and_a_retry_finds_the_blob()
         "the first attempt's verified bytes are the blob"
     );
     assert!(read_verified(&store, &want.integrity()).await == data);
+}
+
+/// An expected integrity naming two sha512s passes verification when the bytes match either
+/// (ssri's rule), but the direct upload streams to the path of the *first*. The bytes of the
+/// other digest must never appear under that address, and the put must not report their blob
+/// stored (or already present) when it is not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn direct_upload_never_publishes_under_another_sha512() {
+    let Some(target) = Target::get("direct_wrong_key") else {
+        return;
+    };
+    let backend = target.backend("wrongkey");
+    let store = Store::new(backend.clone());
+    let data = noise(SIZE, 60);
+    let right = digests_of(&data);
+    let decoy = digests_of(&noise(16, 61));
+    let expected = addr(&format!("{} {}", decoy.integrity(), right.integrity()));
+    let result = store
+        .put(chunked(&data, 256 << 10), &PutOptions::expect(expected))
+        .await;
+    // Whatever the put answered, nothing may sit under the decoy's address...
+    let decoy_path = backend.blob_path(&BlobKey::new(decoy.sha512));
+    let there = backend.client().head(&decoy_path).await.expect("head");
+    assert!(
+        there.is_none(),
+        "bytes of sha512 {} are visible under {decoy_path} (put answered {:?})",
+        hex::encode(right.sha512),
+        result.as_ref().map(|p| p.stored)
+    );
+    // ...and a put that succeeded stored the blob it names.
+    if let Ok(put) = result {
+        assert_eq!(put.digests, right);
+        assert!(read_verified(&store, &right.integrity()).await == data);
+    }
+}
+
+/// A TCP relay to `upstream` that passes the client's bytes on at `rate` bytes/s (answers go back
+/// at full speed), with small socket buffers so that what is in flight is what the client holds.
+async fn throttled_relay(upstream: String, rate: usize) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket.set_recv_buffer_size(64 << 10).expect("rcvbuf");
+    socket
+        .bind("127.0.0.1:0".parse().expect("addr"))
+        .expect("bind");
+    let listener = socket.listen(16).expect("listen");
+    let port = listener.local_addr().expect("addr").port();
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            let upstream = upstream.clone();
+            tokio::spawn(async move {
+                let Ok(server) = tokio::net::TcpStream::connect(&upstream).await else {
+                    return;
+                };
+                let (mut cr, mut cw) = client.into_split();
+                let (mut sr, mut sw) = server.into_split();
+                let up = async move {
+                    let mut buf = vec![0u8; 16 << 10];
+                    loop {
+                        let n = match cr.read(&mut buf).await {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => n,
+                        };
+                        if sw.write_all(&buf[..n]).await.is_err() {
+                            break;
+                        }
+                        let pause = Duration::from_secs_f64(n as f64 / rate as f64);
+                        tokio::time::sleep(pause).await;
+                    }
+                    let _ = sw.shutdown().await;
+                };
+                let down = async move {
+                    let _ = tokio::io::copy(&mut sr, &mut cw).await;
+                    let _ = cw.shutdown().await;
+                };
+                tokio::join!(up, down);
+            });
+        }
+    });
+    format!("http://127.0.0.1:{port}")
+}
+
+/// On a link that keeps taking bytes, slowly but steadily, a streamed upload must not fail just
+/// because the pieces still queued when the put commits take longer than the response timeout
+/// to go out: a spooled put of the same size is allowed its body's time at 1 MiB/s on top.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_but_steady_staged_upload_is_not_timed_out_at_commit() {
+    let Some(target) = Target::get("slow_staged") else {
+        return;
+    };
+    let mut config = target.config("slow");
+    config.url = throttled_relay(host_of(&config.url), 2 << 20).await;
+    config.response_timeout = Duration::from_secs(2);
+    let backend = MantaBackend::new(config).expect("backend");
+    let store = Store::new(backend.clone());
+    let data = noise(SIZE, 62);
+    let started = std::time::Instant::now();
+    let put = store
+        .put(
+            chunked(&data, 1 << 20),
+            &PutOptions {
+                expected_size: Some(data.len() as u64),
+                ..PutOptions::default()
+            },
+        )
+        .await;
+    assert_eq!(backend.snaplinks(), Some(true), "it staged");
+    let put =
+        put.unwrap_or_else(|e| panic!("a steady upload failed after {:?}: {e}", started.elapsed()));
+    assert!(put.stored);
+    assert!(read_verified(&store, &put.digests.integrity()).await == data);
+}
+
+/// The staging directory went away after this backend made it (an operator's `mrm -r`): the
+/// spooled path recreates a missing directory (`put_with_parents`); a staged put must too, or at
+/// least fail at once with Manta's answer, not every large put until the process restarts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_staged_put_survives_a_removed_staging_directory() {
+    let Some(target) = Target::get("staging_dir_gone") else {
+        return;
+    };
+    let mut config = target.config("dirgone");
+    config.response_timeout = Duration::from_secs(5);
+    let backend = MantaBackend::new(config).expect("backend");
+    let store = Store::new(backend.clone());
+    store
+        .put(chunked(&noise(SIZE, 63), 256 << 10), &PutOptions::default())
+        .await
+        .expect("first large put");
+    let dir = format!("{}/staging", backend.layout().root());
+    backend.client().delete(&dir).await.expect("rm staging dir");
+    // The put that finds it missing has lost its body: it may fail, with Manta's answer.
+    if let Err(e) = store
+        .put(chunked(&noise(SIZE, 69), 256 << 10), &PutOptions::default())
+        .await
+    {
+        assert!(e.to_string().contains("DirectoryDoesNotExist"), "{e}");
+    }
+    let started = std::time::Instant::now();
+    let data = noise(SIZE, 64);
+    let put = store
+        .put(chunked(&data, 256 << 10), &PutOptions::default())
+        .await;
+    let put = put.unwrap_or_else(|e| {
+        panic!(
+            "large put after the staging dir went: {:?}: {e}",
+            started.elapsed()
+        )
+    });
+    assert!(put.stored);
+    assert!(read_verified(&store, &put.digests.integrity()).await == data);
+}
+
+/// The backend's own guard: a direct upload started for one key and committed with the digests
+/// of other bytes publishes nothing under that key (the S3 writer refuses the same).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_direct_writer_committed_under_another_key_publishes_nothing() {
+    let Some(target) = Target::get("direct_writer_wrong_key") else {
+        return;
+    };
+    let backend = target.backend("writerkey");
+    let data = noise(SIZE, 65);
+    let right = digests_of(&data);
+    let decoy = BlobKey::new(digests_of(&noise(16, 66)).sha512);
+    let hint = tarvault::backend::PutHint {
+        expected_key: Some(decoy),
+        ..Default::default()
+    };
+    let mut w = backend.begin_put(&hint).await.expect("begin");
+    for c in data.chunks(256 << 10) {
+        w.write(Bytes::copy_from_slice(c)).await.expect("write");
+    }
+    let committed = w.commit(&right).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let there = backend
+        .client()
+        .head(&backend.blob_path(&decoy))
+        .await
+        .expect("head");
+    assert!(
+        there.is_none(),
+        "other bytes published under {decoy} (commit: {committed:?})"
+    );
+    assert!(committed.is_err(), "{committed:?}");
+}
+
+/// Store level, before this change too: with two sha512s expected and the first one stored,
+/// a put of bytes matching the second must store them, not report them stored already.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_sha512s_expected_the_first_stored_still_stores_the_bytes() {
+    let Some(target) = Target::get("two_sha512_first_stored") else {
+        return;
+    };
+    let backend = target.backend("twokeys");
+    let store = Store::new(backend.clone());
+    let other = noise(1000, 67);
+    store
+        .put_bytes(other.clone(), &PutOptions::default())
+        .await
+        .expect("put other");
+    let data = noise(2000, 68);
+    let expected = addr(&format!(
+        "{} {}",
+        digests_of(&other).integrity(),
+        digests_of(&data).integrity()
+    ));
+    let put = store
+        .put_bytes(data.clone(), &PutOptions::expect(expected))
+        .await
+        .expect("put");
+    assert_eq!(put.digests, digests_of(&data));
+    assert!(
+        backend
+            .head(&BlobKey::new(put.digests.sha512))
+            .await
+            .expect("head")
+            .is_some(),
+        "the put succeeded (stored: {}) but its blob is not stored",
+        put.stored
+    );
 }

@@ -83,13 +83,16 @@ pub struct PutOutcome {
     pub report: Option<crate::tarball::Report>,
 }
 
-/// The key the caller's expected integrity names, if it has a sha512.
+/// The key the caller's expected integrity names, if it has exactly one sha512. With several,
+/// bytes matching any of them verify (ssri's rule), so none of them is *the* key up front.
 fn expected_key(options: &PutOptions) -> Option<BlobKey> {
-    options
-        .expected
-        .as_ref()
-        .and_then(|e| e.get(Algorithm::Sha512))
-        .and_then(BlobKey::from_hash)
+    let expected = options.expected.as_ref()?;
+    let mut sha512s = expected.all_of(Algorithm::Sha512);
+    let first = sha512s.next()?;
+    if sha512s.any(|h| h != first) {
+        return None;
+    }
+    BlobKey::from_hash(first)
 }
 
 /// Small input chunks are gathered to this size before hashing and writing: per-chunk costs

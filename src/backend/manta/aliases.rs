@@ -146,7 +146,7 @@ impl MantaMarkers {
 }
 
 /// A listing's `mtime` (`YYYY-MM-DDTHH:MM:SS[.fff]Z`, UTC), `None` if it is not one.
-fn parse_mtime(text: &str) -> Option<SystemTime> {
+pub(crate) fn parse_mtime(text: &str) -> Option<SystemTime> {
     let t = text.strip_suffix('Z')?;
     let (date, time) = t.split_once('T')?;
     let num = |s: &str| s.parse::<u64>().ok();

@@ -15,7 +15,7 @@
 use base64::Engine as _;
 use bytes::Bytes;
 
-use super::streamed::Streamed;
+use super::streamed::{stored_md5, Streamed};
 use super::{
     create_only, exists_already, layout, MantaBackend, META_BLAKE3, META_SHA1, META_SHA512,
 };
@@ -68,6 +68,15 @@ impl Direct {
         d: &Digests,
         md5: [u8; 16],
     ) -> Result<Committed> {
+        // Ending the body publishes under the key the upload was started for: only bytes of that
+        // sha512 may go there. Dropping `self.up` breaks the body off, so nothing is published.
+        if d.sha512 != *self.key.as_bytes() {
+            return Err(crate::Error::InvalidInput(format!(
+                "commit of sha512 {} under another key than the upload was started for ({})",
+                hex::encode(d.sha512),
+                self.key.to_hex()
+            )));
+        }
         let path = backend.layout.blob_path(&self.key);
         let (answer, aliases) = match self.up {
             Some(up) => {
@@ -98,17 +107,20 @@ impl Direct {
         };
         let aliases = aliases?;
         let md5_b64 = base64::engine::general_purpose::STANDARD.encode(md5);
-        let computed = reply
-            .get("computed-md5")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default();
-        if computed != md5_b64 {
-            if let Err(e) = backend.client.delete(&path).await {
-                tracing::warn!(%path, error = %e, "cannot remove an upload with a wrong MD5");
+        match stored_md5(backend, &path, &reply).await? {
+            Some(stored) if stored == md5_b64 => {}
+            Some(stored) => {
+                // The server kept other bytes than the verified ones: they must not stay there.
+                if let Err(e) = backend.client.delete(&path).await {
+                    tracing::warn!(%path, error = %e, "cannot remove an upload with a wrong MD5");
+                }
+                return Err(backend.describe_err(format!(
+                    "{path}: server reports MD5 {stored}, sent {md5_b64}; upload removed"
+                )));
             }
-            return Err(backend.describe_err(format!(
-                "{path}: server computed MD5 {computed:?}, sent {md5_b64}; upload removed"
-            )));
+            // A server that reports no MD5 at all: the bytes were verified on their way out, and
+            // every read verifies them again.
+            None => tracing::warn!(%path, "the server reports no MD5 for a streamed upload"),
         }
         let metadata = super::client::headers_of(&[
             ("content-type", "application/octet-stream".into()),

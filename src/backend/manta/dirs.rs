@@ -48,7 +48,7 @@ impl Dirs {
             .insert(dir.to_string());
     }
 
-    fn forget_all(&self) {
+    pub(crate) fn forget_all(&self) {
         self.known.lock().unwrap_or_else(|e| e.into_inner()).clear();
     }
 
@@ -134,6 +134,6 @@ impl Dirs {
 }
 
 /// Whether Manta said a directory on the way to the object is missing.
-fn missing(e: &crate::Error) -> bool {
+pub(crate) fn missing(e: &crate::Error) -> bool {
     api_error(e).is_some_and(|a| a.code == "DirectoryDoesNotExist")
 }

@@ -189,6 +189,12 @@ impl MantaBackend {
         self.links.known()
     }
 
+    /// [`Backend::sweep`] with another age than an hour (for tests and tools).
+    #[doc(hidden)]
+    pub async fn sweep_staging_older_than(&self, age: std::time::Duration) -> Result<u64> {
+        staging::sweep(self, age).await
+    }
+
     /// The path layout.
     pub fn layout(&self) -> &Layout {
         &self.layout

@@ -42,7 +42,7 @@ use futures::TryStreamExt;
 use reqwest::header::{HeaderMap, HeaderValue};
 
 use super::client::{self, RequestBody};
-use super::streamed::Streamed;
+use super::streamed::{stored_md5, Streamed};
 use super::{api_error, MantaBackend, META_BLAKE3, META_SHA1, META_SHA512};
 use crate::backend::{Backend as _, BlobKey, Committed};
 use crate::integrity::Digests;
@@ -102,9 +102,11 @@ pub(crate) async fn usable(backend: &MantaBackend) -> Result<bool> {
         Err(e) if api_error(&e).is_some_and(|a| a.code == "SourceObjectNotFound") => true,
         Err(e) if api_error(&e).is_some_and(|a| a.code == "SnaplinksDisabledError") => false,
         Err(e) if api_error(&e).is_some_and(|a| a.status < 500) => {
+            // Not an answer about links (an expired request, a refused key): this put spools,
+            // and a later one asks again.
             tracing::warn!(backend = %backend.describe(), error = %e,
-                "SnapLink probe answered unexpectedly: large puts spool");
-            false
+                "SnapLink probe answered unexpectedly: this put spools");
+            return Ok(false);
         }
         Err(e) => return Err(e),
         Ok(_) => {
@@ -124,7 +126,9 @@ pub(crate) struct Staged(Streamed);
 impl Staged {
     /// Starts the PUT to a fresh staging path (whose directory [`usable`] made). A streamed
     /// upload is capped at 5 GB unless it names its size (`size`, when the put knows it).
-    pub(crate) fn start(backend: &MantaBackend, size: Option<u64>) -> Result<Staged> {
+    pub(crate) async fn start(backend: &MantaBackend, size: Option<u64>) -> Result<Staged> {
+        // No request while the directory is known; made again once a put found it missing.
+        backend.dirs.ensure(&backend.layout.staging_dir()).await?;
         let millis = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_millis());
@@ -170,13 +174,11 @@ async fn name(
     md5: [u8; 16],
 ) -> Result<Committed> {
     let md5_b64 = base64::engine::general_purpose::STANDARD.encode(md5);
-    let computed = reply
-        .get("computed-md5")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default();
-    if computed != md5_b64 {
+    let stored = stored_md5(backend, staging, reply).await?;
+    if stored.as_deref() != Some(md5_b64.as_str()) {
+        // Not the bytes hashed here, or no way to tell: the staging object is not linked.
         return Err(backend.describe_err(format!(
-            "{staging}: server computed MD5 {computed:?}, sent {md5_b64}; not published"
+            "{staging}: server reports MD5 {stored:?}, sent {md5_b64}; not published"
         )));
     }
     let key = BlobKey::new(d.sha512);
@@ -215,7 +217,8 @@ async fn name(
             tracing::warn!(error = %e,
                 "the server stopped linking: publishing by one PUT, and spooling later large puts");
             backend.links.set(REFUSED);
-            copy_through_client(backend, staging, d, md5).await?;
+            // Its own publish writes the markers again and reports a dedupe hit as such.
+            return copy_through_client(backend, staging, d, md5).await;
         }
         Err(e) => return Err(e),
     }
@@ -279,29 +282,38 @@ async fn copy_through_client(
     backend.publish(d, md5, body).await
 }
 
-/// Deletes staging objects older than `max_age`, going by the time in their names (leftovers of
-/// processes that died between ending a staged upload and deleting it). Returns how many went.
+/// Deletes staging objects older than `max_age` (leftovers of processes that died between
+/// ending a staged upload and deleting it). An object's age is taken from the later of the time
+/// in its name (its upload's start, on the putting host's clock) and its listing's `mtime` (its
+/// body's end, on the server's), so that a slow upload being linked right now is not taken for a
+/// leftover. One that cannot be deleted is reported and the sweep goes on. Returns how many went.
 pub(crate) async fn sweep(backend: &MantaBackend, max_age: Duration) -> Result<u64> {
     let dir = backend.layout.staging_dir();
     let Some(entries) = backend.client.list_dir(&dir).await? else {
         return Ok(0);
     };
-    let cutoff = SystemTime::now()
-        .checked_sub(max_age)
-        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-        .map_or(0, |d| d.as_millis());
+    let Some(cutoff) = SystemTime::now().checked_sub(max_age) else {
+        return Ok(0);
+    };
     let old = entries.into_iter().filter(|e| {
+        let named = e
+            .name
+            .split('-')
+            .next()
+            .and_then(|ms| ms.parse::<u64>().ok())
+            .map(|ms| UNIX_EPOCH + Duration::from_millis(ms));
+        let modified = e.mtime.as_deref().and_then(super::aliases::parse_mtime);
         e.kind == "object"
-            && e.name
-                .split('-')
-                .next()
-                .and_then(|ms| ms.parse::<u128>().ok())
-                .is_some_and(|ms| ms < cutoff)
+            && named.is_some_and(|t| t < cutoff)
+            && modified.is_none_or(|t| t < cutoff)
     });
     let mut removed = 0;
     for e in old {
-        if backend.client.delete(&format!("{dir}/{}", e.name)).await? {
-            removed += 1;
+        let path = format!("{dir}/{}", e.name);
+        match backend.client.delete(&path).await {
+            Ok(true) => removed += 1,
+            Ok(false) => {}
+            Err(e) => tracing::warn!(%path, error = %e, "could not delete a staging leftover"),
         }
     }
     Ok(removed)

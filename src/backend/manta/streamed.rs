@@ -8,7 +8,7 @@
 //! The body is not kept, so the request is sent once: a dropped connection, a 503 or a lost
 //! answer fails the put, where a spooled put is retried from its spool.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,6 +19,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use super::client;
+use super::dirs::{self, Dirs};
 use super::MantaBackend;
 use crate::backend::Backend as _;
 use crate::{Error, Result};
@@ -33,10 +34,14 @@ pub(crate) struct Streamed {
     /// The body's pieces; the body ends cleanly only once `finish` set `complete`.
     tx: Option<mpsc::Sender<std::io::Result<Bytes>>>,
     complete: Arc<AtomicBool>,
+    /// Bytes the client has taken off the queue so far (progress, for the answer's wait).
+    taken: Arc<AtomicU64>,
     /// The request, answering Manta's reply headers.
     request: JoinHandle<Result<HeaderMap>>,
     wait: Duration,
     describe: String,
+    /// The directories known to exist: forgotten when Manta says one is missing.
+    dirs: Arc<Dirs>,
 }
 
 impl Streamed {
@@ -66,8 +71,17 @@ impl Streamed {
         let (tx, rx) = mpsc::channel::<std::io::Result<Bytes>>(QUEUED);
         let complete = Arc::new(AtomicBool::new(false));
         let done = complete.clone();
-        let pieces = futures::stream::unfold(rx, |mut rx| async move {
-            rx.recv().await.map(|piece| (piece, rx))
+        let taken = Arc::new(AtomicU64::new(0));
+        let counted = taken.clone();
+        let pieces = futures::stream::unfold(rx, move |mut rx| {
+            let counted = counted.clone();
+            async move {
+                let piece = rx.recv().await?;
+                if let Ok(b) = &piece {
+                    counted.fetch_add(b.len() as u64, Ordering::Relaxed);
+                }
+                Some((piece, rx))
+            }
         });
         // The channel closing ends the body; unless `finish` said so first, as an error, which
         // makes the client break the upload off instead of ending it.
@@ -87,9 +101,11 @@ impl Streamed {
             path,
             tx: Some(tx),
             complete,
+            taken,
             request,
             wait: backend.client.config().response_timeout,
             describe: backend.describe(),
+            dirs: backend.dirs.clone(),
         }
     }
 
@@ -117,11 +133,27 @@ impl Streamed {
         }
     }
 
-    /// Ends the body (the put verified every byte) and waits for the answer's headers.
+    /// Ends the body (the put verified every byte) and waits for the answer's headers. Up to
+    /// [`QUEUED`] pieces may still be waiting to go out, which on a slow link take longer than
+    /// the response timeout: the wait fails only once the client took no piece for a whole
+    /// response timeout (the last one then has that long to go out and be answered).
     pub(crate) async fn finish(mut self) -> Result<HeaderMap> {
         self.complete.store(true, Ordering::Release);
         self.tx = None;
-        self.answer().await
+        let mut seen = self.taken.load(Ordering::Relaxed);
+        loop {
+            match tokio::time::timeout(self.wait, &mut self.request).await {
+                Ok(Ok(answer)) => return self.checked(answer),
+                Ok(Err(join)) => return Err(self.failed(&join.to_string())),
+                Err(_) => {
+                    let now = self.taken.load(Ordering::Relaxed);
+                    if now == seen {
+                        return Err(self.failed(&format!("no answer within {:?}", self.wait)));
+                    }
+                    seen = now;
+                }
+            }
+        }
     }
 
     fn failed(&self, why: &str) -> Error {
@@ -131,10 +163,21 @@ impl Streamed {
         )
     }
 
+    /// A directory on the way was removed behind this backend's back (the body is gone, so
+    /// this put fails): later puts make the directories again instead of trusting the cache.
+    fn checked(&self, answer: Result<HeaderMap>) -> Result<HeaderMap> {
+        if let Err(e) = &answer {
+            if dirs::missing(e) {
+                self.dirs.forget_all();
+            }
+        }
+        answer
+    }
+
     /// Waits for the request's answer (at most the response timeout).
     async fn answer(&mut self) -> Result<HeaderMap> {
         match tokio::time::timeout(self.wait, &mut self.request).await {
-            Ok(Ok(answer)) => answer,
+            Ok(Ok(answer)) => self.checked(answer),
             Ok(Err(join)) => Err(self.failed(&join.to_string())),
             Err(_) => Err(self.failed(&format!("no answer within {:?}", self.wait))),
         }
@@ -148,4 +191,29 @@ impl Drop for Streamed {
             self.request.abort();
         }
     }
+}
+
+/// The MD5 (base64) of what Manta stored at `path` by a streamed PUT answered `reply`: its
+/// `Computed-MD5`, else the object's `Content-MD5` from a `HEAD`; `None` if the server reports
+/// neither. A streamed upload cannot send `Content-MD5` up front (the digest is known only at
+/// the end), so this is how a put learns that the server kept the bytes it hashed.
+pub(crate) async fn stored_md5(
+    backend: &MantaBackend,
+    path: &str,
+    reply: &HeaderMap,
+) -> Result<Option<String>> {
+    let text = |h: &HeaderMap, name: &str| {
+        h.get(name)
+            .and_then(|v| v.to_str().ok())
+            .filter(|v| !v.is_empty())
+            .map(str::to_string)
+    };
+    if let Some(md5) = text(reply, "computed-md5") {
+        return Ok(Some(md5));
+    }
+    Ok(backend
+        .client
+        .head(path)
+        .await?
+        .and_then(|h| text(&h, "content-md5")))
 }

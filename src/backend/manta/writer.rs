@@ -105,7 +105,7 @@ impl MantaWriter {
         if !stage {
             return self.spill();
         }
-        let mut up = Staged::start(&self.backend, self.size_hint)?;
+        let mut up = Staged::start(&self.backend, self.size_hint).await?;
         if let Some(held) = self.take_held() {
             up.send(held).await?;
         }
