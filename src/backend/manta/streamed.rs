@@ -24,9 +24,12 @@ use super::MantaBackend;
 use crate::backend::Backend as _;
 use crate::{Error, Result};
 
-/// Pieces of a body waiting to go out: memory for a streamed upload is about this many of the
-/// store's chunks.
+/// Pieces of a body waiting to go out: memory for a streamed upload is about this many pieces.
 const QUEUED: usize = 8;
+/// The largest piece handed to the client at once (larger chunks are cut, without copying): a
+/// wait bounded by the response timeout is for a piece this size to go out, so even a slow link
+/// (tens of KB/s) keeps within it, and the queue holds at most 2 MiB.
+const PIECE: usize = 256 * 1024;
 
 /// A streamed PUT in progress.
 pub(crate) struct Streamed {
@@ -114,13 +117,22 @@ impl Streamed {
         &self.path
     }
 
-    /// Hands a piece of the body over, waiting at most the response timeout for room. When the
-    /// server answered before the body ended (a refusal), the error is its answer.
-    pub(crate) async fn send(&mut self, chunk: Bytes) -> Result<()> {
+    /// Hands bytes over, in pieces of at most [`PIECE`], waiting at most the response timeout
+    /// for room for each. When the server answered before the body ended (a refusal), the error
+    /// is its answer.
+    pub(crate) async fn send(&mut self, mut chunk: Bytes) -> Result<()> {
+        while !chunk.is_empty() {
+            let piece = chunk.split_to(chunk.len().min(PIECE));
+            self.send_piece(piece).await?;
+        }
+        Ok(())
+    }
+
+    async fn send_piece(&mut self, piece: Bytes) -> Result<()> {
         let Some(tx) = &self.tx else {
             return Err(self.failed("the upload already ended"));
         };
-        match tokio::time::timeout(self.wait, tx.send(Ok(chunk))).await {
+        match tokio::time::timeout(self.wait, tx.send(Ok(piece))).await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(_)) => {
                 self.tx = None;
