@@ -16,9 +16,7 @@ use base64::Engine as _;
 use bytes::Bytes;
 
 use super::streamed::{stored_md5, Streamed};
-use super::{
-    create_only, exists_already, layout, MantaBackend, META_BLAKE3, META_SHA1, META_SHA512,
-};
+use super::{create_only, digest_metadata, exists_already, layout, MantaBackend, META_SHA512};
 use crate::backend::{BlobKey, Committed};
 use crate::integrity::Digests;
 use crate::Result;
@@ -122,12 +120,7 @@ impl Direct {
             // every read verifies them again.
             None => tracing::warn!(%path, "the server reports no MD5 for a streamed upload"),
         }
-        let metadata = super::client::headers_of(&[
-            ("content-type", "application/octet-stream".into()),
-            (META_SHA512, hex::encode(d.sha512)),
-            (META_SHA1, hex::encode(d.sha1)),
-            (META_BLAKE3, hex::encode(d.blake3)),
-        ])?;
+        let metadata = digest_metadata(d)?;
         // The blob is stored and verified; its digests in metadata spare a later `head` (and
         // fsck) a read of the bytes, and are not worth failing the put over.
         if let Err(e) = backend.client.put_metadata(&path, metadata).await {

@@ -138,6 +138,17 @@ fn same_md5(headers: &HeaderMap, md5_b64: &str) -> bool {
         .is_none_or(|m| m == md5_b64)
 }
 
+/// A blob object's content type and its digests as `m-tarvault-*` metadata: what a PUT of a
+/// blob carries, and what a metadata update gives a streamed one once its digests are known.
+fn digest_metadata(d: &Digests) -> Result<HeaderMap> {
+    client::headers_of(&[
+        ("content-type", "application/octet-stream".into()),
+        (META_SHA512, hex::encode(d.sha512)),
+        (META_SHA1, hex::encode(d.sha1)),
+        (META_BLAKE3, hex::encode(d.blake3)),
+    ])
+}
+
 /// Whether a [`create_only`] PUT failed because the object is already there (412).
 pub(crate) fn exists_already(e: &Error) -> bool {
     api_error(e).is_some_and(|a| a.status == 412)
@@ -227,17 +238,14 @@ impl MantaBackend {
         // its blob: one pointing at a missing blob is harmless (the store checks the blob itself)
         // and fsck rebuilds any that are lost.
         let md5_b64 = base64::engine::general_purpose::STANDARD.encode(md5);
-        let headers = client::headers_of(&[
-            ("content-type", "application/octet-stream".into()),
+        let mut headers = digest_metadata(digests)?;
+        headers.extend(client::headers_of(&[
             ("content-md5", md5_b64.clone()),
             (
                 "durability-level",
                 self.client.config().durability.to_string(),
             ),
-            (META_SHA512, hex::encode(digests.sha512)),
-            (META_SHA1, hex::encode(digests.sha1)),
-            (META_BLAKE3, hex::encode(digests.blake3)),
-        ])?;
+        ])?);
         let mut create = headers.clone();
         create_only(&mut create);
         let (reply, aliases) = futures::join!(

@@ -41,9 +41,9 @@ use bytes::Bytes;
 use futures::TryStreamExt;
 use reqwest::header::{HeaderMap, HeaderValue};
 
-use super::client::{self, RequestBody};
+use super::client::RequestBody;
 use super::streamed::{stored_md5, Streamed};
-use super::{api_error, MantaBackend, META_BLAKE3, META_SHA1, META_SHA512};
+use super::{api_error, digest_metadata, MantaBackend};
 use crate::backend::{Backend as _, BlobKey, Committed};
 use crate::integrity::Digests;
 use crate::{Error, Result};
@@ -183,12 +183,7 @@ async fn name(
     }
     let key = BlobKey::new(d.sha512);
     let path = backend.layout.blob_path(&key);
-    let metadata = client::headers_of(&[
-        ("content-type", "application/octet-stream".into()),
-        (META_SHA512, hex::encode(d.sha512)),
-        (META_SHA1, hex::encode(d.sha1)),
-        (META_BLAKE3, hex::encode(d.blake3)),
-    ])?;
+    let metadata = digest_metadata(d)?;
     let (tagged, there, aliases) = futures::join!(
         backend.client.put_metadata(staging, metadata),
         backend.client.head(&path),
