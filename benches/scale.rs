@@ -402,7 +402,7 @@ fn ingest(
                     busy: cpu::machine_busy(),
                     own: cpu::self_cpu(),
                 };
-                if progress && bounds[next] % (n / 10).max(1) == 0 {
+                if progress && bounds[next].is_multiple_of((n / 10).max(1)) {
                     eprintln!(
                         "ingest: {done}/{n} after {:.0} s ({:.0} blobs/s)",
                         m.secs,

@@ -261,3 +261,92 @@ async fn a_multi_hash_address_is_looked_up_by_its_strongest_hash_only() {
             .expect("contains"));
     }
 }
+
+/// The streams of a batch, cut into pieces of `piece` bytes (0: one piece).
+fn batch_inputs(
+    blobs: &[Vec<u8>],
+    piece: usize,
+) -> Vec<(
+    futures::stream::Iter<std::vec::IntoIter<std::io::Result<bytes::Bytes>>>,
+    tarvault::PutOptions,
+)> {
+    blobs
+        .iter()
+        .map(|b| {
+            let chunks: Vec<std::io::Result<bytes::Bytes>> = if piece == 0 || b.is_empty() {
+                vec![Ok(bytes::Bytes::from(b.clone()))]
+            } else {
+                b.chunks(piece)
+                    .map(|c| Ok(bytes::Bytes::copy_from_slice(c)))
+                    .collect()
+            };
+            (
+                futures::stream::iter(chunks),
+                tarvault::PutOptions::default(),
+            )
+        })
+        .collect()
+}
+
+/// A batch hashes the sha512 of its small blobs together (eight at a time where the CPU has
+/// AVX-512): every blob of the corpus and of lengths around the block, padding and hand-over
+/// boundaries, whole or in odd pieces, gets the same integrity as the registry's and as one
+/// `MultiHasher` pass, and a blob expecting the wrong digest is still refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_hashes_like_npm_whatever_the_mix_of_sizes() {
+    use sha2::Digest as _;
+    let mut blobs: Vec<Vec<u8>> = corpus().iter().map(|e| corpus_bytes(e).to_vec()).collect();
+    let registry: Vec<String> = corpus()
+        .iter()
+        .map(|e| e.registry_integrity.clone())
+        .collect();
+    let lengths = [0usize, 1, 111, 112, 127, 128, 129, 239, 240, 256, 20 << 10]
+        .into_iter()
+        .chain([(1 << 20) - 1, 1 << 20, (1 << 20) + 1, 3 << 20]);
+    for (i, len) in lengths.enumerate() {
+        blobs.push((0..len).map(|j| (j * 31 + i * 7 + j / 251) as u8).collect());
+    }
+    for piece in [0, 4093] {
+        let store = tarvault::Store::new(tarvault::backend::memory::MemoryBackend::new());
+        let results = store.put_batch(batch_inputs(&blobs, piece)).await;
+        assert_eq!(results.len(), blobs.len());
+        for (i, (blob, r)) in blobs.iter().zip(results).enumerate() {
+            let out = r.unwrap_or_else(|e| panic!("blob {i}: {e}"));
+            let mut h = MultiHasher::standard();
+            h.update(blob);
+            let want = h.finalize().digests().expect("digests");
+            assert_eq!(
+                out.digests,
+                want,
+                "blob {i}, {} bytes, pieces of {piece}",
+                blob.len()
+            );
+            assert_eq!(
+                out.digests.sha512_hex(),
+                hex::encode(sha2::Sha512::digest(blob))
+            );
+            if let Some(reg) = registry.get(i) {
+                assert_eq!(out.digests.integrity().to_string(), *reg, "corpus blob {i}");
+            }
+        }
+    }
+    // Wrong expectations, in a batch with good ones: only those are refused.
+    let store = tarvault::Store::new(tarvault::backend::memory::MemoryBackend::new());
+    let mut inputs = batch_inputs(&blobs[..20], 0);
+    for (k, (_, options)) in inputs.iter_mut().enumerate() {
+        let other = &blobs[(k + 1) % 20];
+        let mut h = MultiHasher::standard();
+        h.update(if k % 2 == 0 { other } else { &blobs[k] });
+        let digests = h.finalize().digests().expect("digests");
+        *options = tarvault::PutOptions::expect(digests.integrity());
+    }
+    for (k, r) in store.put_batch(inputs).await.into_iter().enumerate() {
+        match r {
+            Ok(_) => assert!(k % 2 == 1, "blob {k} was stored under a wrong expectation"),
+            Err(e) => {
+                assert!(k % 2 == 0, "blob {k}: {e}");
+                assert_eq!(e.kind(), ErrorKind::IntegrityMismatch, "{e}");
+            }
+        }
+    }
+}

@@ -11,6 +11,7 @@ use sha1::Digest as _;
 use tokio::sync::{mpsc, oneshot};
 
 use super::sha512::Sha2Wide;
+use super::sha512_pool::Ticket;
 use super::{Algorithm, Digests, Hash, Integrity};
 use crate::{Error, Result};
 
@@ -34,6 +35,17 @@ impl AnyHasher {
             Algorithm::Sha384 => AnyHasher::Sha384(Sha2Wide::sha384()),
             Algorithm::Sha512 => AnyHasher::Sha512(Sha2Wide::sha512()),
             Algorithm::Blake3 => AnyHasher::Blake3(Box::new(blake3::Hasher::new())),
+        }
+    }
+
+    fn algorithm(&self) -> Algorithm {
+        match self {
+            AnyHasher::Md5(_) => Algorithm::Md5,
+            AnyHasher::Sha1(_) => Algorithm::Sha1,
+            AnyHasher::Sha256(_) => Algorithm::Sha256,
+            AnyHasher::Sha384(_) => Algorithm::Sha384,
+            AnyHasher::Sha512(_) => Algorithm::Sha512,
+            AnyHasher::Blake3(_) => Algorithm::Blake3,
         }
     }
 
@@ -221,6 +233,10 @@ pub struct StreamHasher {
     fed: u64,
     threshold: u64,
     one_lane: bool,
+    /// The bytes whose sha512 is left to the shared lanes at the end, while they are few enough
+    /// (see [`sha512_in_lanes`](StreamHasher::sha512_in_lanes)).
+    deferred: Option<(Vec<Bytes>, Ticket)>,
+    defer_up_to: u64,
 }
 
 impl StreamHasher {
@@ -231,7 +247,50 @@ impl StreamHasher {
             fed: 0,
             threshold: PIPELINE_THRESHOLD,
             one_lane: false,
+            deferred: None,
+            defer_up_to: 0,
         }
+    }
+
+    /// Leaves the sha512 of a stream of at most `up_to` bytes to the end, where it is hashed
+    /// together with other tasks' streams, eight at a time on CPUs with AVX-512
+    /// ([`super::sha512_lanes`]). For the blobs of a batch, of which many are ingested at once:
+    /// the stream's chunks are held (they are shared, not copied) until [`finish`](Self::finish).
+    /// A stream that grows past `up_to` has its sha512 caught up on the bytes held and computed
+    /// as usual from then on. Call before the first [`update`](Self::update); `up_to` must be
+    /// below the threshold at which hashing moves to threads (else this does nothing).
+    pub fn sha512_in_lanes(mut self, up_to: u64) -> Self {
+        // Without AVX-512 the lanes would hash one at a time, slower than ring does.
+        let useful = super::sha512_pool::enabled() && super::sha512_lanes::wide();
+        if self.fed > 0 || up_to >= self.threshold || !useful {
+            return self;
+        }
+        if let Mode::Inline(h) = &mut self.mode {
+            let before = h.hashers.len();
+            h.hashers.retain(|a| a.algorithm() != Algorithm::Sha512);
+            if h.hashers.len() < before {
+                self.deferred = Some((Vec::new(), Ticket::new()));
+                self.defer_up_to = up_to;
+            }
+        }
+        self
+    }
+
+    /// Hashes the held bytes' sha512 here after all (the stream outgrew the lanes' limit).
+    fn undefer(&mut self) -> Result<()> {
+        let Some((held, _ticket)) = self.deferred.take() else {
+            return Ok(());
+        };
+        let Mode::Inline(h) = &mut self.mode else {
+            return Err(hasher_failed());
+        };
+        let mut sha512 = AnyHasher::new(Algorithm::Sha512);
+        for chunk in &held {
+            sha512.update(chunk);
+        }
+        h.hashers.push(sha512);
+        h.hashers.sort_by_key(AnyHasher::algorithm);
+        Ok(())
     }
 
     /// Hashes on one thread instead of two once the stream is large: for when another thread
@@ -256,6 +315,13 @@ impl StreamHasher {
     /// Feeds a chunk. Waits only when the hashing threads are a few chunks behind (back-pressure).
     pub async fn update(&mut self, chunk: Bytes) -> Result<()> {
         self.fed += chunk.len() as u64;
+        if let Some((held, _)) = &mut self.deferred {
+            if self.fed <= self.defer_up_to {
+                held.push(chunk.clone());
+            } else {
+                self.undefer()?;
+            }
+        }
         if let Mode::Inline(h) = &mut self.mode {
             if self.fed < self.threshold {
                 h.update(&chunk);
@@ -294,7 +360,16 @@ impl StreamHasher {
     /// Waits for every hash to finish.
     pub async fn finish(self) -> Result<DigestSet> {
         match self.mode {
-            Mode::Inline(h) => Ok(h.finalize()),
+            Mode::Inline(h) => {
+                let mut set = h.finalize();
+                if let Some((held, ticket)) = self.deferred {
+                    let digest = super::sha512_pool::sha512(held, ticket).await?;
+                    set.hashes
+                        .push(Hash::new_unchecked(Algorithm::Sha512, &digest));
+                    set.hashes.sort_by_key(|h| h.algorithm());
+                }
+                Ok(set)
+            }
             Mode::Threaded(lanes) => {
                 let mut hashes = Vec::new();
                 let mut size = 0;

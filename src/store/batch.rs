@@ -16,13 +16,13 @@ use futures::{Stream, StreamExt};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use super::put::{Ingest, PutOptions, PutOutcome, BATCH_HASH_INLINE};
+use super::put::{Hashing, Ingest, PutOptions, PutOutcome};
 use super::Store;
 use crate::backend::{BlobWriter, Committed, PutHint};
 use crate::{Error, Result};
 
 /// Blobs of a batch in flight per core.
-const BATCH_PER_CORE: usize = 4;
+const BATCH_PER_CORE: usize = 8;
 
 /// A group is committed once this many blobs are ready (and the previous commit is done)...
 const GROUP_MIN: usize = 64;
@@ -112,6 +112,9 @@ impl Store {
                 .map(move |(stream, options)| store.clone().spawn_ingest(stream, options))
                 .buffered(parallel),
         );
+        // More blobs are coming while inputs are: blobs already read wait a moment for them to
+        // hash their sha512 together (`integrity/sha512_pool.rs`) rather than one by one.
+        let mut more_coming = Some(crate::integrity::Sha512Ticket::new());
         let mut group: Vec<Slot> = Vec::new();
         let mut group_since = tokio::time::Instant::now();
         let mut committing: Option<Committing> = None;
@@ -151,7 +154,10 @@ impl Store {
                         }
                         group.push(slot);
                     }
-                    None => ended = true,
+                    None => {
+                        ended = true;
+                        more_coming.take();
+                    }
                 },
                 () = wait, if !group.is_empty() && committing.is_none() => {}
                 // The caller went away while inputs were slow to come: stop taking them now.
@@ -173,7 +179,7 @@ impl Store {
             };
             let writer = self.backend.begin_put(&hint).await?;
             let (ingest, writer) = self
-                .ingest_with(stream, &options, Some(writer), None, BATCH_HASH_INLINE)
+                .ingest_with(stream, &options, Some(writer), None, Hashing::Batch)
                 .await?;
             // Write it out now, on this task, rather than one blob after another at the commit.
             let Some(mut w) = writer else {

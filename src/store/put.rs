@@ -9,9 +9,7 @@ use super::inspect::InspectLane;
 use super::late::{Expectations, LateExpectations};
 use super::Store;
 use crate::backend::{BlobKey, BlobWriter, Committed, PutHint};
-use crate::integrity::{
-    Algorithm, Comparison, Digests, Integrity, StreamHasher, PIPELINE_THRESHOLD,
-};
+use crate::integrity::{Algorithm, Comparison, Digests, Integrity, StreamHasher};
 use crate::{Error, Result};
 
 /// Options for [`Store::put`].
@@ -102,7 +100,22 @@ const COALESCE: usize = 256 * 1024;
 /// In a batch, blobs up to this size are hashed on their own task, one core each, instead of on
 /// two hashing threads per blob: the batch already keeps every core busy with separate blobs, and
 /// two thread spawns per tarball cost more than they save. Larger ones still get the threads.
-pub(super) const BATCH_HASH_INLINE: u64 = 4 * 1024 * 1024;
+const BATCH_HASH_INLINE: u64 = 4 * 1024 * 1024;
+
+/// In a batch, the sha512 of blobs up to this size is computed together with other blobs'
+/// (eight at a time where the CPU has AVX-512: `integrity/sha512_lanes.rs`). Their bytes are
+/// held until then, so this bounds what a blob in flight holds; 1 MiB is what the CLI reads whole.
+const BATCH_SHA512_LANES: u64 = 1024 * 1024;
+
+/// How an ingest hashes its stream.
+#[derive(Clone, Copy)]
+pub(super) enum Hashing {
+    /// One put on its own: inline while small, on two threads once large.
+    Single,
+    /// One blob of a batch, whose other blobs keep the cores busy: inline up to 4 MiB, and the
+    /// sha512 of a blob up to 1 MiB computed along with the others'.
+    Batch,
+}
 
 /// An ingested stream and the upload still waiting for its commit (none when nothing was written).
 type Ingested = (Ingest, Option<Box<dyn BlobWriter>>);
@@ -232,19 +245,18 @@ impl Store {
     where
         S: Stream<Item = io::Result<Bytes>> + Send + Unpin,
     {
-        self.ingest_with(stream, options, writer, late, PIPELINE_THRESHOLD)
+        self.ingest_with(stream, options, writer, late, Hashing::Single)
             .await
     }
 
-    /// [`ingest`](Self::ingest), hashing on the calling task up to `inline` bytes before moving
-    /// the hashes to threads of their own.
+    /// [`ingest`](Self::ingest), hashing as `hashing` says.
     pub(super) async fn ingest_with<S>(
         &self,
         mut stream: S,
         options: &PutOptions,
         mut writer: Option<Box<dyn BlobWriter>>,
         late: Option<LateExpectations>,
-        inline: u64,
+        hashing: Hashing,
     ) -> Result<Ingested>
     where
         S: Stream<Item = io::Result<Bytes>> + Send + Unpin,
@@ -253,7 +265,12 @@ impl Store {
         if let Some(expected) = &options.expected {
             algorithms.extend(expected.algorithms());
         }
-        let mut hasher = StreamHasher::new(&algorithms).with_threshold(inline);
+        let mut hasher = StreamHasher::new(&algorithms);
+        if let Hashing::Batch = hashing {
+            hasher = hasher
+                .with_threshold(BATCH_HASH_INLINE)
+                .sha512_in_lanes(BATCH_SHA512_LANES);
+        }
         if options.inspect.is_some() {
             // Decompression is the slowest stage; it takes a core of its own (see inspect.rs).
             hasher = hasher.one_lane();

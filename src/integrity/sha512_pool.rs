@@ -1,0 +1,244 @@
+//! One process-wide queue of sha512 jobs, hashed eight at a time by whichever tasks are free.
+//!
+//! Why: eight messages hash at once only if eight are at hand ([`super::sha512_lanes`]), but the
+//! blobs of a batch are ingested on tasks of their own. Each such task hands its blob's bytes to
+//! this queue when it has read them. The task that hands one in while fewer tasks than cores are
+//! hashing becomes a hasher ("flat combining"): it hashes what is queued, taking more as lanes free
+//! up, and sends every digest to its task; the others wait for theirs without holding a thread,
+//! which meanwhile reads, writes or hashes other blobs. No thread of its own, no lock held while
+//! hashing, and a lone job costs what hashing it directly would.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Mutex, OnceLock};
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::sync::oneshot;
+
+use super::sha512_lanes;
+use crate::{Error, Result};
+
+struct Job {
+    chunks: Vec<Bytes>,
+    tx: oneshot::Sender<[u8; 64]>,
+}
+
+struct Pool {
+    queue: Mutex<VecDeque<Job>>,
+    /// Tasks hashing now; at most `max`.
+    hashing: AtomicUsize,
+    max: usize,
+    /// Messages being gathered (their streams still being read) that will come to the queue.
+    coming: AtomicUsize,
+}
+
+/// Leaves the hashers' count however hashing ends (a panic included), so the queue never waits
+/// for a hasher that is gone.
+struct Hashing<'a>(&'a AtomicUsize);
+
+impl Drop for Hashing<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+impl Pool {
+    fn new() -> Pool {
+        Pool {
+            queue: Mutex::new(VecDeque::new()),
+            hashing: AtomicUsize::new(0),
+            max: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            coming: AtomicUsize::new(0),
+        }
+    }
+
+    /// The process's queue.
+    fn get() -> &'static Pool {
+        static POOL: OnceLock<Pool> = OnceLock::new();
+        POOL.get_or_init(|| {
+            tracing::debug!(
+                eight_lanes = sha512_lanes::wide(),
+                "sha512 of batched blobs hashed together"
+            );
+            Pool::new()
+        })
+    }
+
+    fn queue(&self) -> std::sync::MutexGuard<'_, VecDeque<Job>> {
+        self.queue.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Hashes queued jobs on this thread unless enough threads do already. Leaves only when the
+    /// queue is empty or another hasher is still at work: a hasher re-checks the queue after it
+    /// stops counting itself, so a job queued while it was stopping is never left behind.
+    fn combine(&self) {
+        loop {
+            if self.hashing.fetch_add(1, Ordering::SeqCst) >= self.max {
+                self.hashing.fetch_sub(1, Ordering::SeqCst);
+                return;
+            }
+            {
+                let _hashing = Hashing(&self.hashing);
+                sha512_lanes::run(
+                    || self.queue().pop_front().map(|j| (j.tx, j.chunks)),
+                    |tx, digest| {
+                        // The waiting put may have been dropped; then no one wants the digest.
+                        let _ = tx.send(digest);
+                    },
+                );
+            }
+            if self.queue().is_empty() {
+                return;
+            }
+        }
+    }
+}
+
+/// Whether batches hash sha512 through this queue (true unless turned off).
+static ENABLED: AtomicBool = AtomicBool::new(true);
+
+/// Turns the shared sha512 of batched blobs on or off for the whole process (off: each blob's
+/// sha512 is hashed on its own task, as a single put does). For benchmarks that compare the two.
+#[doc(hidden)]
+pub fn set_batch_sha512_lanes(on: bool) {
+    ENABLED.store(on, Ordering::Relaxed);
+}
+
+pub(crate) fn enabled() -> bool {
+    ENABLED.load(Ordering::Relaxed)
+}
+
+/// Removes the jobs nobody waits for any more (on a waiting put's way out).
+struct Withdraw(&'static Pool);
+
+impl Drop for Withdraw {
+    fn drop(&mut self) {
+        let mut queue = self.0.queue();
+        if queue.iter().any(|j| j.tx.is_closed()) {
+            queue.retain(|j| !j.tx.is_closed());
+        }
+    }
+}
+
+/// How long a queued message waits for others before it is hashed with whatever is queued: a
+/// batch whose other inputs are slow (a network stream) is not held back longer than this.
+const GATHER_WAIT: Duration = Duration::from_millis(1);
+
+/// A message that will come to the queue: taken when its stream starts, given back when the
+/// message is queued or dropped. While any are out, a queued message waits (up to
+/// [`GATHER_WAIT`]) for more to fill the lanes; once none are, what is queued is hashed at once.
+pub(crate) struct Ticket(&'static Pool);
+
+impl Ticket {
+    /// A ticket of the process's queue.
+    pub(crate) fn new() -> Ticket {
+        Pool::get().ticket()
+    }
+}
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        self.0.coming.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+impl Pool {
+    fn ticket(&'static self) -> Ticket {
+        self.coming.fetch_add(1, Ordering::SeqCst);
+        Ticket(self)
+    }
+
+    async fn sha512(&'static self, chunks: Vec<Bytes>, ticket: Ticket) -> Result<[u8; 64]> {
+        // Declared before the receiver, so dropped after it: a put dropped while it waits takes
+        // its job (and the bytes it holds) out of the queue, whether or not anyone hashes again.
+        let withdraw = Withdraw(self);
+        let (tx, mut rx) = oneshot::channel();
+        let queued = {
+            let mut queue = self.queue();
+            queue.push_back(Job { chunks, tx });
+            queue.len()
+        };
+        // Given back only once queued: whoever sees none coming finds every message queued.
+        drop(ticket);
+        if queued >= sha512_lanes::LANES || self.coming.load(Ordering::SeqCst) == 0 {
+            self.combine();
+        }
+        let digest = match tokio::time::timeout(GATHER_WAIT, &mut rx).await {
+            Ok(digest) => digest,
+            Err(_) => {
+                self.combine();
+                rx.await
+            }
+        };
+        // Answered: nothing of this put's is queued any more.
+        std::mem::forget(withdraw);
+        digest.map_err(|_| Error::InvalidInput("sha512 hashing stopped before this input".into()))
+    }
+}
+
+/// The sha512 of a whole message (its bytes in order, in any number of pieces), hashed along
+/// with other tasks' messages: at once when eight are queued or no other is coming, else once
+/// others have come or [`GATHER_WAIT`] has passed.
+pub(crate) async fn sha512(chunks: Vec<Bytes>, ticket: Ticket) -> Result<[u8; 64]> {
+    ticket.0.sha512(chunks, ticket).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::sha512;
+    use bytes::Bytes;
+    use sha2::Digest as _;
+
+    /// Hundreds of tasks on a multi-threaded runtime, each hashing its own message through the
+    /// queue, each get their own message's digest.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 3)]
+    async fn concurrent_tasks_each_get_their_own_digest() {
+        let mut tasks = Vec::new();
+        for i in 0..600u32 {
+            tasks.push(tokio::spawn(async move {
+                let data: Vec<u8> = (0..(i as usize * 97) % 50_000)
+                    .map(|j| (j as u32 ^ i) as u8)
+                    .collect();
+                let (a, b) = data.split_at(data.len() / 3);
+                let ticket = super::Ticket::new();
+                tokio::task::yield_now().await;
+                let got = sha512(
+                    vec![Bytes::copy_from_slice(a), Bytes::copy_from_slice(b)],
+                    ticket,
+                )
+                .await
+                .map_err(|e| e.to_string())?;
+                let want = sha2::Sha512::digest(&data);
+                Ok::<bool, String>(got[..] == want[..])
+            }));
+        }
+        for t in tasks {
+            assert_eq!(t.await.map_err(|e| e.to_string()), Ok(Ok(true)));
+        }
+    }
+
+    /// A put dropped while it waits for its digest leaves nothing in the queue, even if no one hashes
+    /// again; one that waits alone is hashed once the gathering wait has passed.
+    #[tokio::test(start_paused = true)]
+    async fn a_dropped_waiter_leaves_nothing_queued_and_a_lone_one_is_hashed() {
+        use sha2::Digest as _;
+        let pool: &'static super::Pool = Box::leak(Box::new(super::Pool::new()));
+        let more = pool.ticket();
+        let waiting = tokio::spawn(pool.sha512(vec![Bytes::from_static(b"abc")], pool.ticket()));
+        tokio::task::yield_now().await;
+        assert_eq!(pool.queue().len(), 1, "queued and waiting for more");
+        waiting.abort();
+        assert!(waiting.await.is_err_and(|e| e.is_cancelled()));
+        assert_eq!(pool.queue().len(), 0, "withdrawn");
+        // Another one still expects more to come (`more`), so it waits, then is hashed anyway.
+        let alone = pool.sha512(vec![Bytes::from_static(b"abc")], pool.ticket());
+        let digest = alone.await.map_err(|e| e.to_string());
+        assert_eq!(
+            digest.map(|d| d.to_vec()),
+            Ok(sha2::Sha512::digest(b"abc").to_vec())
+        );
+        assert_eq!(pool.coming.load(std::sync::atomic::Ordering::SeqCst), 1);
+        drop(more);
+    }
+}
