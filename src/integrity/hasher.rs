@@ -327,6 +327,9 @@ impl StreamHasher {
                 h.update(&chunk);
                 return Ok(());
             }
+            // (Never deferred this far, as `sha512_in_lanes` defers only below the threshold;
+            // but the threads must get a sha512 hasher whatever the builder calls' order.)
+            self.undefer()?;
             let Mode::Inline(h) = std::mem::replace(&mut self.mode, Mode::Poisoned) else {
                 return Err(hasher_failed());
             };
