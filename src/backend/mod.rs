@@ -373,6 +373,17 @@ pub trait Backend: fmt::Debug + Send + Sync + 'static {
     }
 }
 
+/// An on/off store option's value: `true`, `1`, `on`, `yes` or `false`, `0`, `off`, `no`. One
+/// reading for every backend's URL, so that each accepts the same spellings.
+#[cfg(any(feature = "fs", feature = "s3", feature = "manta"))]
+pub(crate) fn parse_flag(value: &str) -> Option<bool> {
+    match value {
+        "true" | "1" | "on" | "yes" => Some(true),
+        "false" | "0" | "off" | "no" => Some(false),
+        _ => None,
+    }
+}
+
 /// The HTTP client of the remote backends that speak plain HTTP (Manta, another tarvault): one
 /// configuration for timeouts and the user agent.
 #[cfg(feature = "manta")]

@@ -119,11 +119,8 @@ async fn open_file(spec: &str) -> Result<crate::backend::fs::FsBackend> {
     for pair in query.split('&').filter(|p| !p.is_empty()) {
         match pair.split_once('=') {
             Some(("fsync", v)) => {
-                options.fsync = match v {
-                    "true" | "1" | "on" => true,
-                    "false" | "0" | "off" => false,
-                    _ => return Err(Error::Config(format!("bad fsync value {v:?}"))),
-                }
+                options.fsync = crate::backend::parse_flag(v)
+                    .ok_or_else(|| Error::Config(format!("bad fsync value {v:?}")))?;
             }
             Some(("batch_flush", v)) => options.batch_flush = v.parse()?,
             _ => return Err(Error::Config(format!("unknown store option {pair:?}"))),

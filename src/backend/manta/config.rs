@@ -122,7 +122,7 @@ impl MantaConfig {
         let get = |k: &str| pairs.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
 
         // Endpoint: ?url= wins, then the URL's host, then MANTA_URL.
-        let tls = !matches!(get("tls").as_deref(), Some("false" | "0" | "off"));
+        let tls = get("tls").and_then(|v| crate::backend::parse_flag(&v)) != Some(false);
         let url = match (get("url"), host.is_empty()) {
             (Some(u), _) => Some(u),
             (None, false) => Some(format!("{}://{host}", if tls { "https" } else { "http" })),
@@ -211,11 +211,8 @@ impl MantaConfig {
                     c.alias_grace = Duration::from_secs(secs);
                 }
                 "staging" => {
-                    c.staging = match v.as_str() {
-                        "true" | "1" | "on" => true,
-                        "false" | "0" | "off" => false,
-                        _ => return Err(Error::Config(format!("bad staging value {v:?}"))),
-                    }
+                    c.staging = crate::backend::parse_flag(v)
+                        .ok_or_else(|| Error::Config(format!("bad staging value {v:?}")))?;
                 }
                 "url" | "user" | "subuser" | "role" | "key" | "key_id" | "hash" | "tls" => {}
                 other => {

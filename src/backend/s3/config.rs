@@ -107,7 +107,7 @@ impl S3Config {
             let bad = || Error::Config(format!("bad value for store option {k}: {v:?}"));
             match k {
                 "endpoint" => c.endpoint = Some(v.to_string()),
-                "allow_http" => c.allow_http = Some(parse_bool(v).ok_or_else(bad)?),
+                "allow_http" => c.allow_http = Some(crate::backend::parse_flag(v).ok_or_else(bad)?),
                 "region" => c.region = Some(v.to_string()),
                 "checksum" => {
                     c.checksum = match v {
@@ -118,7 +118,7 @@ impl S3Config {
                 }
                 "max_retries" => c.max_retries = v.parse().map_err(|_| bad())?,
                 "multipart_threshold" => c.multipart_threshold = v.parse().map_err(|_| bad())?,
-                "staging" => c.stage_unknown = parse_bool(v).ok_or_else(bad)?,
+                "staging" => c.stage_unknown = crate::backend::parse_flag(v).ok_or_else(bad)?,
                 "alias_cache_bytes" => c.alias_cache.bytes = v.parse().map_err(|_| bad())?,
                 "alias_miss_ttl_ms" => {
                     c.alias_cache.miss_ttl = Duration::from_millis(v.parse().map_err(|_| bad())?)
@@ -192,14 +192,6 @@ impl S3Config {
         }
         b.build()
             .map_err(|e| Error::Config(format!("{}: {e}", self.describe())))
-    }
-}
-
-fn parse_bool(v: &str) -> Option<bool> {
-    match v {
-        "true" | "1" | "on" | "yes" => Some(true),
-        "false" | "0" | "off" | "no" => Some(false),
-        _ => None,
     }
 }
 
