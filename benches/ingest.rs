@@ -11,14 +11,16 @@
 //! - **cacache** `write_hash` with sha256 (its default) and with sha512 (npm's own setting); it
 //!   never fsyncs, so its rows are the same reference in both tables;
 //! - **tarvault** `put_file` one at a time, `put_batch` of every file (each read by `file_input`),
-//!   and the CLI's batch `put`.
+//!   and the CLI's batch `put`; with fsync off, `put_batch` once more with each blob's sha512
+//!   hashed on its own task instead of eight blobs' at once (`set_batch_sha512_lanes(false)`).
 //!
 //! Each table ends with the targets and whether this run meets them. A last table puts
 //! one large file (1 GiB; `TARVAULT_BENCH_LARGE_MIB`, 0 to skip) through the library and the CLI
 //! against single-core sha512 over the same bytes, with the CLI's peak RSS.
 //!
 //! Before it, one core's rate of each digest over 1 GiB in memory (sha512 from the `sha2` crate and
-//! from ring, sha1, blake3, and the store's own hasher). The large put's reference is sha512 on one
+//! from ring, sha1, blake3, and the store's own hasher; and sha512 over the same bytes as 20 KiB
+//! blobs, one by one and eight at once as a batch hashes them). The large put's reference is sha512 on one
 //! core with the implementation the store uses (ring), with the `sha2` crate's row beside it.
 //!
 //! Run: `cargo bench --bench ingest` (`TARVAULT_CORPUS` for the corpus, `TARVAULT_BENCH_DIR` for

@@ -302,7 +302,13 @@ async fn a_batch_hashes_like_npm_whatever_the_mix_of_sizes() {
         .collect();
     let lengths = [0usize, 1, 111, 112, 127, 128, 129, 239, 240, 256, 20 << 10]
         .into_iter()
-        .chain([(1 << 20) - 1, 1 << 20, (1 << 20) + 1, 3 << 20]);
+        .chain([
+            (256 << 10) - 1,
+            256 << 10,
+            (256 << 10) + 1,
+            1 << 20,
+            3 << 20,
+        ]);
     for (i, len) in lengths.enumerate() {
         blobs.push((0..len).map(|j| (j * 31 + i * 7 + j / 251) as u8).collect());
     }
