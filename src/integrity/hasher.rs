@@ -63,13 +63,14 @@ impl AnyHasher {
     }
 
     fn finalize(self) -> Hash {
-        let (algorithm, bytes): (Algorithm, Vec<u8>) = match self {
-            AnyHasher::Md5(h) => (Algorithm::Md5, h.finalize().to_vec()),
-            AnyHasher::Sha1(h) => (Algorithm::Sha1, h.finalize().to_vec()),
-            AnyHasher::Sha256(h) => (Algorithm::Sha256, h.finalize().to_vec()),
-            AnyHasher::Sha384(h) => (Algorithm::Sha384, h.finalize()),
-            AnyHasher::Sha512(h) => (Algorithm::Sha512, h.finalize()),
-            AnyHasher::Blake3(h) => (Algorithm::Blake3, h.finalize().as_bytes().to_vec()),
+        let algorithm = self.algorithm();
+        let bytes: Vec<u8> = match self {
+            AnyHasher::Md5(h) => h.finalize().to_vec(),
+            AnyHasher::Sha1(h) => h.finalize().to_vec(),
+            AnyHasher::Sha256(h) => h.finalize().to_vec(),
+            AnyHasher::Sha384(h) => h.finalize(),
+            AnyHasher::Sha512(h) => h.finalize(),
+            AnyHasher::Blake3(h) => h.finalize().as_bytes().to_vec(),
         };
         Hash::new_unchecked(algorithm, &bytes)
     }

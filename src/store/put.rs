@@ -113,8 +113,9 @@ const BATCH_SHA512_LANES: u64 = 256 * 1024;
 pub(super) enum Hashing {
     /// One put on its own: inline while small, on two threads once large.
     Single,
-    /// One blob of a batch, whose other blobs keep the cores busy: inline up to 4 MiB, and the
-    /// sha512 of a blob up to 1 MiB computed along with the others'.
+    /// One blob of a batch, whose other blobs keep the cores busy: inline up to
+    /// [`BATCH_HASH_INLINE`], and the sha512 of a blob up to [`BATCH_SHA512_LANES`] computed
+    /// along with the others'.
     Batch,
 }
 
