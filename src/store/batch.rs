@@ -12,10 +12,11 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures::stream::BoxStream;
-use futures::{Stream, StreamExt};
+use futures::{FutureExt, Stream, StreamExt};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
+use super::in_order::InOrder;
 use super::put::{Hashing, Ingest, PutOptions, PutOutcome};
 use super::Store;
 use crate::backend::{BlobWriter, Committed, PutHint};
@@ -23,6 +24,10 @@ use crate::{Error, Result};
 
 /// Blobs of a batch in flight per core.
 const BATCH_PER_CORE: usize = 8;
+
+/// Inputs taken past the oldest one not yet ingested: blobs behind a large one go on being
+/// ingested while it is (see `in_order.rs`), up to this many.
+const REORDER_WINDOW: usize = 256;
 
 /// A group is committed once this many blobs are ready (and the previous commit is done)...
 const GROUP_MIN: usize = 64;
@@ -107,10 +112,11 @@ impl Store {
             (n.get() * BATCH_PER_CORE).clamp(4, 32)
         });
         let store = self.clone();
-        let mut ingested = Box::pin(
-            inputs
-                .map(move |(stream, options)| store.clone().spawn_ingest(stream, options))
-                .buffered(parallel),
+        let mut ingested = InOrder::new(
+            Box::pin(inputs),
+            parallel,
+            REORDER_WINDOW,
+            move |(stream, options)| store.clone().spawn_ingest(stream, options).boxed(),
         );
         // More blobs are coming while inputs are: blobs already read wait a moment for them to
         // hash their sha512 together (`integrity/sha512_pool.rs`) rather than one by one.

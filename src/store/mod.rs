@@ -2,6 +2,7 @@
 
 mod batch;
 mod fsck;
+mod in_order;
 mod input;
 mod inspect;
 mod late;
