@@ -103,9 +103,9 @@ const COALESCE: usize = 256 * 1024;
 const BATCH_HASH_INLINE: u64 = 4 * 1024 * 1024;
 
 /// In a batch, the sha512 of blobs up to this size is computed together with other blobs'
-/// (eight at a time where the CPU has AVX-512: `integrity/sha512_lanes.rs`). Small blobs come
-/// fast enough to fill eight lanes; larger ones arrive too slowly to (docs/ingest.md: the corpus
-/// batch gained nothing at 1 MiB), and their bytes would be held meanwhile.
+/// (eight at a time where the CPU has AVX-512: `integrity/sha512_lanes/`). Small blobs come
+/// fast enough to fill eight lanes; larger ones arrive too slowly to, and their bytes would be
+/// held meanwhile (docs/ingest.md: the corpus batch saved no CPU with 1 MiB or 4 MiB).
 const BATCH_SHA512_LANES: u64 = 256 * 1024;
 
 /// How an ingest hashes its stream.

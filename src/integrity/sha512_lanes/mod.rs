@@ -1,0 +1,392 @@
+//! sha512 of many messages at once, one message per 64-bit lane of an AVX-512 register.
+//!
+//! Why: sha512 is the costliest digest of a small-blob batch, and one message's sha512 is a
+//! chain of dependent rounds that one core runs at ~0.7 GB/s (ring's assembly; this machine has
+//! no SHA-512 instructions). Eight *separate* messages have no dependency between them, so their
+//! rounds run side by side in the eight lanes of a 512-bit register (rotates and the three-input
+//! boolean functions are single AVX-512 instructions): measured here 2–4× ring's rate per core
+//! over 20 KiB messages (docs/ingest.md). A batch of blobs is exactly such a set of messages.
+//!
+//! [`run`] pulls messages from its caller as lanes free up (so lanes stay full whatever the
+//! lengths), and moves the last one or two messages on with the scalar `sha2` compression when
+//! the lanes would otherwise run mostly empty, a step at a time, so that a message that comes
+//! meanwhile brings them back into the lanes. It hashes for a budget of bytes and hands back the
+//! messages it has not finished with their state ([`Message`]), to be resumed by the next run,
+//! maybe on another thread: a large message's bytes go through the lanes too, not only through
+//! the one hasher that took it. Without AVX-512 every message goes through the scalar path.
+//! Results are byte-identical to every other sha512 (tests below, against the `sha2` crate).
+
+use bytes::Bytes;
+
+/// The sha512 initial hash value (FIPS 180-4, 5.3.5).
+const H0: [u64; 8] = [
+    0x6a09e667f3bcc908,
+    0xbb67ae8584caa73b,
+    0x3c6ef372fe94f82b,
+    0xa54ff53a5f1d36f1,
+    0x510e527fade682d1,
+    0x9b05688c2b3e6c1f,
+    0x1f83d9abfb41bd6b,
+    0x5be0cd19137e2179,
+];
+
+/// Lanes of one 512-bit register.
+pub(crate) const LANES: usize = 8;
+
+/// With this many messages or fewer left in the lanes (and none waiting), the scalar compression
+/// is faster than eight lanes running mostly empty: it moves them on.
+const SCALAR_AT_OR_BELOW: usize = 2;
+
+/// Blocks the scalar compression moves a message on before `run` looks for others again (64 KiB,
+/// about 0.1 ms): long enough that asking costs nothing, short enough that a message arriving
+/// meanwhile soon refills the lanes.
+const SCALAR_STEP: u64 = 512;
+
+/// Blocks handed to the scalar compression in one call: `sha2` hashes pairs of blocks faster than
+/// single ones.
+const SCALAR_GROUP: usize = 16;
+
+/// One message in a lane: its bytes (in pieces, as a stream delivered them) and how far its blocks
+/// have been fed, the final padding included.
+struct Cursor {
+    chunks: Vec<Bytes>,
+    /// Total message length in bytes.
+    len: u64,
+    /// Index of the next block (of 128 bytes) of the padded message.
+    block: u64,
+    /// Blocks in the padded message: the bytes, 0x80, zeros, and the 128-bit bit length.
+    blocks: u64,
+    /// Where the next unread message byte is: chunk index and offset in it.
+    chunk: usize,
+    offset: usize,
+}
+
+impl Cursor {
+    fn new(chunks: Vec<Bytes>) -> Cursor {
+        let len: u64 = chunks.iter().map(|c| c.len() as u64).sum();
+        Cursor {
+            chunks,
+            len,
+            block: 0,
+            blocks: (len + 17).div_ceil(128),
+            chunk: 0,
+            offset: 0,
+        }
+    }
+
+    fn done(&self) -> bool {
+        self.block >= self.blocks
+    }
+
+    /// Writes the next block of the padded message into `out`.
+    fn fill(&mut self, out: &mut [u8; 128]) {
+        let start = self.block * 128;
+        let mut at = 0usize;
+        // Message bytes first, from as many chunks as the block spans.
+        while at < 128 && self.chunk < self.chunks.len() {
+            let chunk = &self.chunks[self.chunk];
+            let rest = chunk.get(self.offset..).unwrap_or_default();
+            let n = rest.len().min(128 - at);
+            out[at..at + n].copy_from_slice(&rest[..n]);
+            at += n;
+            self.offset += n;
+            if self.offset >= chunk.len() {
+                self.chunk += 1;
+                self.offset = 0;
+            }
+        }
+        // Then the padding: 0x80 right after the last byte, zeros, and the length in bits last.
+        if at < 128 {
+            let pos = start + at as u64;
+            out[at..].fill(0);
+            if pos == self.len {
+                out[at] = 0x80;
+            }
+            if self.block + 1 == self.blocks {
+                let bits = u128::from(self.len) * 8;
+                out[112..].copy_from_slice(&bits.to_be_bytes());
+            }
+        }
+        self.block += 1;
+    }
+}
+
+/// A digest from the eight state words.
+fn digest_of(state: &[u64; 8]) -> [u8; 64] {
+    let mut out = [0u8; 64];
+    for (o, w) in out.chunks_exact_mut(8).zip(state) {
+        o.copy_from_slice(&w.to_be_bytes());
+    }
+    out
+}
+
+/// A message to hash, and how far it is hashed: what [`run`] takes, and hands back unfinished when
+/// its budget runs out.
+pub(crate) struct Message {
+    cursor: Cursor,
+    state: [u64; 8],
+}
+
+impl Message {
+    /// A whole message, in the pieces a stream delivered it in, not hashed yet.
+    pub(crate) fn new(chunks: Vec<Bytes>) -> Message {
+        Message {
+            cursor: Cursor::new(chunks),
+            state: H0,
+        }
+    }
+
+    /// Moves the message on by up to `max` blocks with the scalar compression; returns the
+    /// blocks hashed.
+    fn advance_scalar(&mut self, max: u64) -> u64 {
+        let mut group: [sha2::digest::generic_array::GenericArray<u8, _>; SCALAR_GROUP] =
+            Default::default();
+        let mut hashed = 0;
+        while hashed < max && !self.cursor.done() {
+            let mut n = 0;
+            while n < SCALAR_GROUP && hashed + (n as u64) < max && !self.cursor.done() {
+                let mut block = [0u8; 128];
+                self.cursor.fill(&mut block);
+                group[n] = block.into();
+                n += 1;
+            }
+            sha2::compress512(&mut self.state, &group[..n]);
+            hashed += n as u64;
+        }
+        hashed
+    }
+
+    /// The digest, once every block is hashed.
+    fn digest(&self) -> [u8; 64] {
+        digest_of(&self.state)
+    }
+}
+
+/// Hashes one message whole on the scalar compression.
+#[cfg(test)]
+fn finish_scalar(mut message: Message) -> [u8; 64] {
+    message.advance_scalar(u64::MAX);
+    message.digest()
+}
+
+/// Hashes messages, each taken from `next` with its job and returned through `done` with its
+/// digest, in whatever order they finish. `next` is asked whenever a lane is free and says `None`
+/// when it has nothing more now. `run` returns once every message it took is done, or once it has
+/// hashed about `budget` bytes: then with the messages it took and has not finished, each with
+/// its state, to be given to a later `run` (and the bytes it hashed).
+pub(crate) fn run<J>(
+    mut next: impl FnMut() -> Option<(J, Message)>,
+    mut done: impl FnMut(J, [u8; 64]),
+    budget: u64,
+) -> (Vec<(J, Message)>, u64) {
+    #[cfg(target_arch = "x86_64")]
+    if avx512::available() {
+        // SAFETY: AVX-512F is present (checked just above).
+        return unsafe { avx512::run(&mut next, &mut done, budget) };
+    }
+    let mut spent = 0u64;
+    while spent < budget {
+        let Some((job, mut message)) = next() else {
+            break;
+        };
+        spent += message.advance_scalar((budget - spent).div_ceil(128)) * 128;
+        if message.cursor.done() {
+            done(job, message.digest());
+        } else {
+            return (vec![(job, message)], spent);
+        }
+    }
+    (Vec::new(), spent)
+}
+
+/// The sha512 of each message, in order, hashed eight at a time where the CPU allows (for
+/// benchmarks; the store goes through the shared queue of `sha512_pool`).
+#[doc(hidden)]
+pub fn sha512_each(messages: &[Bytes]) -> Vec<[u8; 64]> {
+    let mut out = vec![[0u8; 64]; messages.len()];
+    let mut queue = messages.iter().cloned().enumerate();
+    run(
+        || queue.next().map(|(i, m)| (i, Message::new(vec![m]))),
+        |i, digest| {
+            if let Some(o) = out.get_mut(i) {
+                *o = digest;
+            }
+        },
+        u64::MAX,
+    );
+    out
+}
+
+/// Whether [`run`] hashes eight messages at once on this CPU.
+pub(crate) fn wide() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        avx512::available()
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx512;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::{Rng, SeedableRng};
+    use sha2::Digest as _;
+
+    /// Splits `data` into random pieces, as a stream would deliver it.
+    fn pieces(data: &[u8], rng: &mut impl Rng) -> Vec<Bytes> {
+        let mut out = Vec::new();
+        let mut rest = data;
+        while !rest.is_empty() {
+            let k = rng.gen_range(1..=rest.len().min(700));
+            out.push(Bytes::copy_from_slice(&rest[..k]));
+            rest = &rest[k..];
+        }
+        out
+    }
+
+    /// Every length around the block and padding boundaries, whole and in random pieces, in one
+    /// run so that lanes are refilled mid-way, and the same again on the scalar path alone.
+    #[test]
+    fn same_digests_as_sha2() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(512);
+        let mut data = vec![0u8; 300_000];
+        rng.fill(&mut data[..]);
+        let mut lengths: Vec<usize> = (0..=400).collect();
+        lengths.extend((0..100).map(|_| rng.gen_range(0..data.len())));
+        let messages: Vec<Vec<Bytes>> = lengths
+            .iter()
+            .enumerate()
+            .map(|(i, &len)| {
+                if i % 2 == 0 {
+                    vec![Bytes::copy_from_slice(&data[..len])]
+                } else {
+                    pieces(&data[..len], &mut rng)
+                }
+            })
+            .collect();
+        let mut results: Vec<Option<[u8; 64]>> = vec![None; lengths.len()];
+        let mut queue = messages.clone().into_iter().enumerate();
+        let (unfinished, _) = run(
+            || queue.next().map(|(i, m)| (i, Message::new(m))),
+            |i, d| results[i] = Some(d),
+            u64::MAX,
+        );
+        assert!(unfinished.is_empty());
+        for (i, &len) in lengths.iter().enumerate() {
+            let want = sha2::Sha512::digest(&data[..len]);
+            assert_eq!(results[i].map(|d| d.to_vec()), Some(want.to_vec()), "{len}");
+            let scalar = finish_scalar(Message::new(messages[i].clone()));
+            assert_eq!(scalar.to_vec(), want.to_vec(), "scalar {len}");
+        }
+    }
+
+    /// Runs on small budgets, each handing back what it has not finished to be resumed by a later
+    /// run in another order among new messages, give every message its own digest, once: a
+    /// message's state survives the move between lanes and the scalar steps.
+    #[test]
+    fn messages_resumed_across_runs_hash_right() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(77);
+        let inputs: Vec<Vec<u8>> = (0..60)
+            .map(|i| {
+                // A few long messages (they outlast many runs) among short ones.
+                let len = if i % 7 == 0 {
+                    rng.gen_range(100_000..400_000)
+                } else {
+                    rng.gen_range(0..20_000)
+                };
+                (0..len).map(|_| rng.gen()).collect()
+            })
+            .collect();
+        let mut results: Vec<Vec<[u8; 64]>> = vec![Vec::new(); inputs.len()];
+        let split: Vec<Vec<Bytes>> = inputs.iter().map(|d| pieces(d, &mut rng)).collect();
+        let mut fresh = split
+            .into_iter()
+            .enumerate()
+            .map(|(i, p)| (i, Message::new(p)));
+        let mut resumed: Vec<(usize, Message)> = Vec::new();
+        let mut runs = 0;
+        loop {
+            // Some runs offer the resumed messages first, some new ones first.
+            let resumed_first = rng.gen_bool(0.5);
+            let mut offer = std::mem::take(&mut resumed);
+            let mut new_left = rng.gen_range(0..5);
+            let budget = rng.gen_range(1..200_000);
+            let (unfinished, spent) = run(
+                || {
+                    if resumed_first || new_left == 0 {
+                        if let Some(m) = offer.pop() {
+                            return Some(m);
+                        }
+                    }
+                    if new_left > 0 {
+                        new_left -= 1;
+                        if let Some(m) = fresh.next() {
+                            return Some(m);
+                        }
+                    }
+                    offer.pop()
+                },
+                |i, d| results[i].push(d),
+                budget,
+            );
+            assert!(unfinished.is_empty() || spent >= budget, "stopped early");
+            resumed = unfinished;
+            resumed.append(&mut offer);
+            runs += 1;
+            if resumed.is_empty() && results.iter().all(|r| !r.is_empty()) {
+                break;
+            }
+            assert!(runs < 100_000, "no progress");
+        }
+        assert!(
+            runs > 10,
+            "the budgets should have stopped runs mid-message"
+        );
+        for (input, got) in inputs.iter().zip(&results) {
+            assert_eq!(got.len(), 1);
+            assert_eq!(got[0].to_vec(), sha2::Sha512::digest(input).to_vec());
+        }
+    }
+
+    /// Messages offered a few at a time (`next` saying "nothing now" in between) are all hashed,
+    /// each once, whatever the lanes held when the offers ran dry.
+    #[test]
+    fn messages_offered_in_trickles_are_each_hashed_once() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(8);
+        let inputs: Vec<Vec<u8>> = (0..200)
+            .map(|_| {
+                let len = rng.gen_range(0..40_000);
+                (0..len).map(|_| rng.gen()).collect()
+            })
+            .collect();
+        let mut results: Vec<Vec<[u8; 64]>> = vec![Vec::new(); inputs.len()];
+        let mut offered = 0;
+        while offered < inputs.len() {
+            let burst = rng.gen_range(1..12);
+            let mut taken = 0;
+            let (unfinished, _) = run(
+                || {
+                    (taken < burst && offered < inputs.len()).then(|| {
+                        taken += 1;
+                        offered += 1;
+                        let m = vec![Bytes::from(inputs[offered - 1].clone())];
+                        (offered - 1, Message::new(m))
+                    })
+                },
+                |i, d| results[i].push(d),
+                u64::MAX,
+            );
+            assert!(unfinished.is_empty());
+        }
+        for (input, got) in inputs.iter().zip(&results) {
+            assert_eq!(got.len(), 1);
+            assert_eq!(got[0].to_vec(), sha2::Sha512::digest(input).to_vec());
+        }
+    }
+}
