@@ -25,7 +25,7 @@
 //!
 //! Run: `cargo bench --bench ingest` (`TARVAULT_CORPUS` for the corpus, `TARVAULT_BENCH_DIR` for
 //! where stores go, `TARVAULT_BENCH_ROUNDS` for rounds, default 5; `TARVAULT_BENCH_ONLY=large` for
-//! the digest rates and the large put alone). Every row starts on a settled filesystem (`syncfs`
+//! the digest rates and the large put alone, `=small` or `=corpus` for that table alone). Every row starts on a settled filesystem (`syncfs`
 //! outside its timing) and the stores stay until the bench ends (`TARVAULT_BENCH_DELETE_ROWS=1`
 //! deletes each right after its row; see `discard` for why that is not the default).
 
@@ -75,8 +75,9 @@ fn main() {
         })
         .collect();
     let corpus = corpus_files();
-    // `TARVAULT_BENCH_ONLY=large`: the digest rates and the large put alone.
-    let only_large = std::env::var("TARVAULT_BENCH_ONLY").is_ok_and(|v| v == "large");
+    // `TARVAULT_BENCH_ONLY=large`: the digest rates and the large put alone; `=small` or
+    // `=corpus`: that set's table alone.
+    let only = std::env::var("TARVAULT_BENCH_ONLY").unwrap_or_default();
     for (tag, title, files) in [
         ("small", format!("{SMALL_COUNT} files of 20 KiB"), &small),
         (
@@ -89,14 +90,16 @@ fn main() {
             &corpus,
         ),
     ] {
-        if only_large {
-            break;
+        if !only.is_empty() && only != tag {
+            continue;
         }
         let table = measure(&rt, work.path(), tag, files, rounds);
         print_table(&title, tag, &table);
     }
-    digest_rates();
-    large(&rt, work.path(), rounds);
+    if only.is_empty() || only == "large" {
+        digest_rates();
+        large(&rt, work.path(), rounds);
+    }
 }
 
 /// One core's rate for each digest over 1 GiB in memory (a 64 MiB buffer hashed 16 times, fed in
