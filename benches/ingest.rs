@@ -25,9 +25,10 @@
 //!
 //! Run: `cargo bench --bench ingest` (`TARVAULT_CORPUS` for the corpus, `TARVAULT_BENCH_DIR` for
 //! where stores go, `TARVAULT_BENCH_ROUNDS` for rounds, default 5; `TARVAULT_BENCH_ONLY=large` for
-//! the digest rates and the large put alone, `=small` or `=corpus` for that table alone). Every row starts on a settled filesystem (`syncfs`
-//! outside its timing) and the stores stay until the bench ends (`TARVAULT_BENCH_DELETE_ROWS=1`
-//! deletes each right after its row; see `discard` for why that is not the default).
+//! the digest rates and the large put alone, `=small` or `=corpus` for that table alone). Every
+//! row starts on a settled filesystem (`syncfs` outside its timing) and the stores stay until the
+//! bench ends (`TARVAULT_BENCH_DELETE_ROWS=1` deletes each right after its row; see `discard` for
+//! why that is not the default).
 
 #[path = "common/noise.rs"]
 mod noise;

@@ -171,8 +171,16 @@ fn compress8(state: &mut LaneState, w: &LaneBlock) {
     }
 }
 
+/// One lane's state words, out of the registers' layout.
 fn lane_state(state: &LaneState, lane: usize) -> [u64; 8] {
     std::array::from_fn(|i| state[i][lane])
+}
+
+/// Puts a message's state words into one lane.
+fn set_lane_state(state: &mut LaneState, lane: usize, words: &[u64; 8]) {
+    for (row, w) in state.iter_mut().zip(words) {
+        row[lane] = *w;
+    }
 }
 
 /// [`super::run`] with eight lanes (call only where AVX-512F is present).
@@ -207,9 +215,7 @@ pub(super) fn run<J>(
             if lane.is_none() && more {
                 match next() {
                     Some((job, message)) => {
-                        for (i, h) in message.state.iter().enumerate() {
-                            state[i][l] = *h;
-                        }
+                        set_lane_state(&mut state, l, &message.state);
                         *lane = Some((job, message));
                     }
                     None => more = false,
@@ -231,9 +237,7 @@ pub(super) fn run<J>(
                 if message.cursor.done() {
                     done(job, message.digest());
                 } else {
-                    for (i, h) in message.state.iter().enumerate() {
-                        state[i][l] = *h;
-                    }
+                    set_lane_state(&mut state, l, &message.state);
                     *lane = Some((job, message));
                 }
             }
