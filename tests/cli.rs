@@ -344,7 +344,7 @@ fn store_specs() {
     let plain = dir.path().join("odd?name");
     let url = format!("file://{}?fsync=false", dir.path().join("url").display());
     let per_file = format!(
-        "file://{}?fsync=true&batch_flush=per-file",
+        "file://{}?fsync=true&batch_flush=per-file&direct_writes=false",
         dir.path().join("per-file").display()
     );
     let data = common::noise(1000, 9);
@@ -378,6 +378,7 @@ fn store_specs() {
     for bad in [
         "file:///tmp/x?fsync=maybe",
         "file:///tmp/x?batch_flush=sometimes",
+        "file:///tmp/x?direct_writes=often",
     ] {
         let bad = Command::new(BIN)
             .args(["--store", bad, "ls"])

@@ -217,3 +217,55 @@ async fn a_killed_writers_temp_file_is_swept_and_a_live_ones_kept() {
     assert_eq!(temp_files(&root), Vec::<PathBuf>::new());
     assert_eq!(leases(), 0, "the dead writer's lease was left");
 }
+
+/// A large put whose bytes past the threshold are written around the page cache (`O_DIRECT`, in
+/// aligned blocks, with unaligned heads and tails through the cache) stores exactly its bytes,
+/// however its stream is chunked, durable or not; and a second put of the same bytes finds it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_put_written_around_the_page_cache_reads_back_whole() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = noise((12 << 20) + 12_345, 21);
+    for (fsync, chunk) in [(false, 333_333), (true, 1 << 20), (false, 4097)] {
+        let root = dir.path().join(format!("s-{fsync}-{chunk}"));
+        let b = FsBackend::open(
+            &root,
+            FsOptions {
+                fsync,
+                direct_writes_from: Some(1 << 20),
+                ..FsOptions::default()
+            },
+        )
+        .expect("open");
+        let store = Store::new(b.clone());
+        let chunks: Vec<std::io::Result<Bytes>> = data
+            .chunks(chunk)
+            .map(|c| Ok(Bytes::copy_from_slice(c)))
+            .collect();
+        let out = store
+            .put(futures::stream::iter(chunks), &PutOptions::default())
+            .await
+            .expect("put");
+        assert!(out.stored);
+        assert_eq!(out.digests.integrity().to_string(), sha512_sri(&data));
+        let path = b.blob_path(&key_of(&data));
+        assert!(
+            std::fs::read(&path).expect("blob") == data,
+            "stored bytes differ"
+        );
+        let mut got = Vec::new();
+        let mut stream = store.get(&addr(&sha512_sri(&data))).await.expect("get");
+        while let Some(c) = stream.next().await {
+            got.extend_from_slice(&c.expect("verified chunk"));
+        }
+        assert!(got == data, "bytes read back differ");
+        assert!(temp_files(&root).is_empty(), "a temp file was left");
+        let again = store
+            .put(
+                futures::stream::iter([Ok(Bytes::from(data.clone()))]),
+                &PutOptions::default(),
+            )
+            .await
+            .expect("put again");
+        assert!(!again.stored);
+    }
+}

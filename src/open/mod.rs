@@ -110,8 +110,8 @@ async fn open_path(path: &str) -> Result<crate::backend::fs::FsBackend> {
     crate::backend::fs::FsBackend::open(path, crate::backend::fs::FsOptions::default())
 }
 
-/// A filesystem store named by URL: `file:///path?fsync=true|false&batch_flush=syncfs|per-file`
-/// (also `file://localhost/path` and `file:/path`; the path percent-decoded, see [`file_url`]).
+/// A filesystem store named by URL:
+/// `file:///path?fsync=true|false&batch_flush=syncfs|per-file&direct_writes=true|false` (also `file://localhost/path` and `file:/path`; the path percent-decoded, see [`file_url`]).
 #[cfg(feature = "fs")]
 async fn open_file(spec: &str) -> Result<crate::backend::fs::FsBackend> {
     let (path, query) = file_url::parse(spec)?;
@@ -123,6 +123,11 @@ async fn open_file(spec: &str) -> Result<crate::backend::fs::FsBackend> {
                     .ok_or_else(|| Error::Config(format!("bad fsync value {v:?}")))?;
             }
             Some(("batch_flush", v)) => options.batch_flush = v.parse()?,
+            Some(("direct_writes", v)) => {
+                let on = crate::backend::parse_flag(v)
+                    .ok_or_else(|| Error::Config(format!("bad direct_writes value {v:?}")))?;
+                options.direct_writes_from = on.then_some(crate::backend::fs::DIRECT_WRITES_FROM);
+            }
             _ => return Err(Error::Config(format!("unknown store option {pair:?}"))),
         }
     }

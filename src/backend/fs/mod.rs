@@ -11,6 +11,7 @@
 //! The sha1/blake3 index and each blob's recorded digests live in an SQLite database beside the
 //! blobs ([`FsIndex`]), shared by every process that opens the store.
 
+mod direct;
 mod durable;
 mod index;
 mod layout;
@@ -59,7 +60,17 @@ pub struct FsOptions {
     /// written so is imported into the index the next time it is opened without this option.
     #[doc(hidden)]
     pub legacy_alias_log: bool,
+    /// The bytes of a blob past this many are written around the page cache (`O_DIRECT`, on
+    /// Linux, where the filesystem takes it); `None` writes every byte through it. Default 8 MiB:
+    /// a large put then spends a fraction of the system CPU a buffered write costs, which on a
+    /// two-core machine is what decides whether it runs at the speed of sha512
+    /// (`docs/ingest.md`). The first get of such a blob then reads it from the disk; a blob that
+    /// large is seldom read back at once, and a bulk import no longer evicts the hot set.
+    pub direct_writes_from: Option<u64>,
 }
+
+/// [`FsOptions::direct_writes_from`]'s default.
+pub const DIRECT_WRITES_FROM: u64 = 8 << 20;
 
 impl Default for FsOptions {
     fn default() -> Self {
@@ -67,6 +78,7 @@ impl Default for FsOptions {
             fsync: true,
             batch_flush: BatchFlush::default(),
             legacy_alias_log: false,
+            direct_writes_from: Some(DIRECT_WRITES_FROM),
         }
     }
 }
@@ -110,6 +122,8 @@ pub(crate) struct FsInner {
     batch_flush: BatchFlush,
     index: FsIndex,
     legacy_alias_log: bool,
+    /// [`FsOptions::direct_writes_from`].
+    direct_from: Option<u64>,
     /// Held while the store is open, so that no sweep takes this process's temp files for a dead
     /// writer's (`lease.rs`); `None` where the store cannot be written or locked.
     lease: Option<lease::Lease>,
@@ -168,6 +182,7 @@ impl FsBackend {
             fsync: options.fsync,
             batch_flush: options.batch_flush,
             legacy_alias_log: options.legacy_alias_log,
+            direct_from: options.direct_writes_from,
         });
         let backend = FsBackend { inner };
         let swept = backend.inner.sweep_temps()?;

@@ -2,13 +2,13 @@
 
 use std::any::Any;
 use std::fs::{File, OpenOptions};
-use std::io::Write;
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use bytes::Bytes;
 
+use super::direct::Writes;
 use super::FsInner;
 use crate::backend::{BlobKey, BlobWriter, Committed};
 use crate::integrity::Digests;
@@ -32,6 +32,9 @@ pub(crate) struct FsWriter {
     created: bool,
     pending: Vec<Bytes>,
     pending_len: usize,
+    /// How the bytes reach the file (large blobs partly around the page cache, `direct.rs`).
+    /// Taken while a write is under way on the blocking pool.
+    writes: Option<Writes>,
     /// Set once the temp file has been linked into place or removed, so `Drop` leaves it alone.
     finished: bool,
 }
@@ -39,6 +42,7 @@ pub(crate) struct FsWriter {
 impl FsWriter {
     pub(super) fn new(inner: Arc<FsInner>) -> Self {
         let tmp = inner.layout.new_temp(inner.lease.as_ref().map(|l| l.id()));
+        let direct_from = inner.direct_from;
         FsWriter {
             inner,
             tmp,
@@ -46,6 +50,7 @@ impl FsWriter {
             created: false,
             pending: Vec::new(),
             pending_len: 0,
+            writes: Some(Writes::new(direct_from)),
             finished: false,
         }
     }
@@ -69,13 +74,27 @@ impl FsWriter {
         Ok(file)
     }
 
+    /// The file's write state, which a failed write on the blocking pool did not give back.
+    fn take_writes(&mut self) -> Result<Writes> {
+        self.writes.take().ok_or_else(|| {
+            Error::InvalidInput(format!(
+                "{}: written to after a failed write",
+                self.tmp.display()
+            ))
+        })
+    }
+
     /// Writes pending chunks to the temp file. Runs on a blocking thread, or in place when small.
-    fn flush_blocking(tmp: &PathBuf, mut file: File, pending: Vec<Bytes>) -> Result<File> {
-        for chunk in pending {
-            file.write_all(&chunk)
-                .map_err(|e| Error::io("write", tmp, e))?;
-        }
-        Ok(file)
+    fn flush_blocking(
+        tmp: &PathBuf,
+        mut file: File,
+        mut writes: Writes,
+        pending: Vec<Bytes>,
+    ) -> Result<(File, Writes)> {
+        writes
+            .write(&mut file, pending)
+            .map_err(|e| Error::io("write", tmp, e))?;
+        Ok((file, writes))
     }
 
     /// Flushes everything and, if durability is on, fsyncs the data. A writer whose bytes are all
@@ -96,18 +115,27 @@ impl FsWriter {
         }
         let tmp = self.tmp.clone();
         let file = self.take_file()?;
+        let writes = self.take_writes()?;
         let pending = std::mem::take(&mut self.pending);
         self.pending_len = 0;
-        let file = blocking(move || -> Result<File> {
-            let file = FsWriter::flush_blocking(&tmp, file, pending)?;
+        let (file, writes) = blocking(move || -> Result<(File, Writes)> {
+            let (file, writes) = FsWriter::flush_blocking(&tmp, file, writes, pending)?;
             if fsync {
                 file.sync_data().map_err(|e| Error::io("fsync", &tmp, e))?;
             }
-            Ok(file)
+            Ok((file, writes))
         })
         .await?;
+        self.writes = Some(writes);
+        self.release_buffer();
         drop(file);
         Ok(())
+    }
+
+    fn release_buffer(&mut self) {
+        if let Some(w) = self.writes.as_mut() {
+            w.release_buffer();
+        }
     }
 
     pub(super) fn mark_finished(&mut self) {
@@ -145,14 +173,16 @@ impl BlobWriter for FsWriter {
         }
         let tmp = self.tmp.clone();
         let file = self.take_file()?;
+        let writes = self.take_writes()?;
         let pending = std::mem::take(&mut self.pending);
         let inline = self.pending_len <= INLINE_WRITE;
         self.pending_len = 0;
-        let file = if inline {
-            FsWriter::flush_blocking(&tmp, file, pending)?
+        let (file, writes) = if inline {
+            FsWriter::flush_blocking(&tmp, file, writes, pending)?
         } else {
-            blocking(move || FsWriter::flush_blocking(&tmp, file, pending)).await?
+            blocking(move || FsWriter::flush_blocking(&tmp, file, writes, pending)).await?
         };
+        self.writes = Some(writes);
         self.file = Some(file);
         Ok(())
     }
@@ -167,6 +197,7 @@ impl BlobWriter for FsWriter {
             create_temp(&self.tmp)?;
             self.created = true;
         }
+        self.release_buffer();
         self.file = None;
         Ok(())
     }
