@@ -111,7 +111,8 @@ async fn open_path(path: &str) -> Result<crate::backend::fs::FsBackend> {
 }
 
 /// A filesystem store named by URL:
-/// `file:///path?fsync=true|false&batch_flush=syncfs|per-file&direct_writes=true|false` (also `file://localhost/path` and `file:/path`; the path percent-decoded, see [`file_url`]).
+/// `file:///path?fsync=true|false&batch_flush=syncfs|per-file&direct_writes=true|false` (also
+/// `file://localhost/path` and `file:/path`; the path percent-decoded, see [`file_url`]).
 #[cfg(feature = "fs")]
 async fn open_file(spec: &str) -> Result<crate::backend::fs::FsBackend> {
     let (path, query) = file_url::parse(spec)?;

@@ -7,8 +7,8 @@
 //! the put ran at the speed of sha512 (docs/ingest.md, "A large put's writes around the page
 //! cache"). A large blob is also the one least likely to be read back at once.
 //!
-//! Only the bytes past a threshold go direct: small blobs, and the first bytes of every blob,
-//! still go through the page cache. `O_DIRECT` asks for buffers, lengths and offsets aligned to
+//! Only writes that reach a threshold go direct (from the flush that reaches it): small blobs,
+//! and the first bytes of every blob, still go through the page cache. `O_DIRECT` asks for buffers, lengths and offsets aligned to
 //! the device's block: every direct write here is a whole number of 4 KiB blocks at an aligned
 //! offset, copied into an aligned buffer; the unaligned head and tail of each flush are written
 //! through the page cache with the flag cleared (Linux lets `fcntl` switch it on an open file). A
@@ -33,18 +33,20 @@ const DIRECT_CHUNK: usize = 1 << 20;
 pub(super) struct Writes {
     /// Bytes written to the file so far (its length, and the offset of the next write).
     written: u64,
-    /// Bytes from which writes go direct; `None` for buffered writes only.
+    /// A flush that brings the file to this many bytes or more goes direct; `None` for buffered
+    /// writes only.
     direct_from: Option<u64>,
     /// Whether the file has `O_DIRECT` set now.
     direct_on: bool,
-    /// Bytes written directly, for tests and logs.
+    /// Bytes written directly, for the tests.
     direct_bytes: u64,
     /// `DIRECT_CHUNK + ALIGN` bytes, of which the aligned middle is used; empty until needed.
     buf: Vec<u8>,
 }
 
 impl Writes {
-    /// Writes of a new file; those past `direct_from` bytes go around the page cache.
+    /// Writes of a new file; a flush that brings it to `direct_from` bytes or more goes around the
+    /// page cache.
     pub(super) fn new(direct_from: Option<u64>) -> Writes {
         Writes {
             written: 0,
@@ -67,7 +69,8 @@ impl Writes {
         self.direct_bytes
     }
 
-    /// Appends `chunks` to `file`, directly where they are past the threshold and aligned.
+    /// Appends `chunks` to `file`: once the flush reaches the threshold, its aligned middle
+    /// directly and its unaligned head and tail through the page cache.
     pub(super) fn write(&mut self, file: &mut File, chunks: Vec<Bytes>) -> io::Result<()> {
         let total: usize = chunks.iter().map(Bytes::len).sum();
         let mut rest = Pieces::new(chunks);

@@ -60,8 +60,9 @@ pub struct FsOptions {
     /// written so is imported into the index the next time it is opened without this option.
     #[doc(hidden)]
     pub legacy_alias_log: bool,
-    /// The bytes of a blob past this many are written around the page cache (`O_DIRECT`, on
-    /// Linux, where the filesystem takes it); `None` writes every byte through it. Default 8 MiB:
+    /// Once a blob's writes reach this many bytes they go around the page cache (`O_DIRECT`, on
+    /// Linux, where the filesystem takes it), from the flush (up to 1 MiB) that reaches it; `None`
+    /// writes every byte through the page cache. Default 8 MiB:
     /// a large put then spends a fraction of the system CPU a buffered write costs, which on a
     /// two-core machine is what decides whether it runs at the speed of sha512
     /// (`docs/ingest.md`). The first get of such a blob then reads it from the disk; a blob that
