@@ -6,9 +6,12 @@
 //! hashing becomes a hasher ("flat combining"): it hashes what is queued, taking more as lanes free
 //! up, and sends every digest to its task; the others wait for theirs without holding a thread,
 //! which meanwhile reads, writes or hashes other blobs. No thread of its own, no lock held while
-//! hashing, and a lone job costs what hashing it directly would. A hasher works in turns of about
-//! 1 MiB and yields its thread between them, so a long batch does not hold up the other tasks of
-//! the runtime it shares (a server's requests).
+//! hashing, and a lone job costs what hashing it directly would. When a hasher is down to one or
+//! two messages and more are coming, those wait in the queue for company rather than go through
+//! the scalar compression at three times the cost, but never longer than [`GATHER_WAIT`] from
+//! when they were queued. A hasher works in turns of about 1 MiB and yields its thread between
+//! them, so a long batch does not hold up the other tasks of the runtime it shares (a server's
+//! requests).
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -17,6 +20,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::sync::oneshot;
+use tokio::time::Instant;
 
 use super::sha512_lanes::{self, Message};
 use crate::{Error, Result};
@@ -25,6 +29,8 @@ struct Job {
     /// The message, maybe partly hashed by an earlier turn.
     message: Message,
     tx: oneshot::Sender<[u8; 64]>,
+    /// When it was first queued.
+    since: Instant,
 }
 
 struct Pool {
@@ -85,29 +91,39 @@ impl Pool {
                 self.hashing.fetch_sub(1, Ordering::SeqCst);
                 return Turn::Done;
             }
-            let spent = {
+            // The last one or two messages of a run wait for others (instead of being hashed
+            // on the scalar compression, at three times the cost) while more are on their way
+            // and they have not waited `GATHER_WAIT` yet: their waiters ask again once it has
+            // passed, and a message queued meanwhile may fill the lanes first.
+            let more_coming = self.coming.load(Ordering::SeqCst) > 0;
+            let (spent, held) = {
                 let _hashing = Hashing(&self.hashing);
                 let (unfinished, spent) = sha512_lanes::run(
                     || {
                         let job = self.queue().pop_front()?;
-                        Some((job.tx, job.message))
+                        Some(((job.tx, job.since), job.message))
                     },
-                    |tx, digest| {
+                    |(tx, _), digest| {
                         // The waiting put may have been dropped; then no one wants the digest.
                         let _ = tx.send(digest);
                     },
+                    |(_, since)| more_coming && since.elapsed() < GATHER_WAIT,
                     TURN_BYTES,
                 );
+                // Handed back before the budget was spent: held to wait for company, unless
+                // some came while they were being handed back.
+                let held = !unfinished.is_empty() && spent < TURN_BYTES;
                 let mut queue = self.queue();
-                for (tx, message) in unfinished.into_iter().rev() {
+                let others = queue.len();
+                for ((tx, since), message) in unfinished.into_iter().rev() {
                     // Nobody to hand it to if its put was dropped meanwhile.
                     if !tx.is_closed() {
-                        queue.push_front(Job { message, tx });
+                        queue.push_front(Job { message, tx, since });
                     }
                 }
-                spent
+                (spent, held && others == 0)
             };
-            if self.queue().is_empty() {
+            if held || self.queue().is_empty() {
                 return Turn::Done;
             }
             if spent >= TURN_BYTES {
@@ -201,6 +217,7 @@ impl Pool {
             queue.push_back(Job {
                 message: Message::new(chunks),
                 tx,
+                since: Instant::now(),
             });
             queue.len()
         };
@@ -277,12 +294,23 @@ mod tests {
         waiting.abort();
         assert!(waiting.await.is_err_and(|e| e.is_cancelled()));
         assert_eq!(pool.queue().len(), 0, "withdrawn");
-        // Another one still expects more to come (`more`), so it waits, then is hashed anyway.
+        // Another one still expects more to come (`more`), so it waits, then is hashed anyway:
+        // held back for company no longer than `GATHER_WAIT` (the clock is paused, so the time
+        // it took is the timers', exactly).
+        let began = tokio::time::Instant::now();
         let alone = pool.sha512(vec![Bytes::from_static(b"abc")], pool.ticket());
-        let digest = alone.await.map_err(|e| e.to_string());
+        let digest = tokio::time::timeout(super::GATHER_WAIT * 20, alone)
+            .await
+            .map_err(|_| "never hashed".to_string())
+            .and_then(|d| d.map_err(|e| e.to_string()));
         assert_eq!(
             digest.map(|d| d.to_vec()),
             Ok(sha2::Sha512::digest(b"abc").to_vec())
+        );
+        let waited = began.elapsed();
+        assert!(
+            waited >= super::GATHER_WAIT && waited <= super::GATHER_WAIT * 2,
+            "waited {waited:?} for company"
         );
         assert_eq!(pool.coming.load(std::sync::atomic::Ordering::SeqCst), 1);
         drop(more);
@@ -309,6 +337,7 @@ mod tests {
             pool.queue().push_back(super::Job {
                 message: super::Message::new(vec![data.clone()]),
                 tx,
+                since: tokio::time::Instant::now(),
             });
             waiting.push((data, rx));
         }

@@ -176,6 +176,19 @@ fn lane_state(state: &LaneState, lane: usize) -> [u64; 8] {
     std::array::from_fn(|i| state[i][lane])
 }
 
+/// Takes every message out of the lanes, each with its state, to be resumed by a later run.
+fn hand_back<J>(lanes: &mut [Option<(J, Message)>; LANES], state: &LaneState) -> Vec<(J, Message)> {
+    lanes
+        .iter_mut()
+        .enumerate()
+        .filter_map(|(l, lane)| {
+            let (job, mut message) = lane.take()?;
+            message.state = lane_state(state, l);
+            Some((job, message))
+        })
+        .collect()
+}
+
 /// Puts a message's state words into one lane.
 fn set_lane_state(state: &mut LaneState, lane: usize, words: &[u64; 8]) {
     for (row, w) in state.iter_mut().zip(words) {
@@ -188,6 +201,7 @@ fn set_lane_state(state: &mut LaneState, lane: usize, words: &[u64; 8]) {
 pub(super) fn run<J>(
     next: &mut dyn FnMut() -> Option<(J, Message)>,
     done: &mut dyn FnMut(J, [u8; 64]),
+    wait: &mut dyn FnMut(&J) -> bool,
     budget: u64,
 ) -> (Vec<(J, Message)>, u64) {
     // A lane's message keeps its cursor here and its state in the registers' layout below.
@@ -198,16 +212,7 @@ pub(super) fn run<J>(
     let mut spent = 0u64;
     loop {
         if spent >= budget {
-            let unfinished = lanes
-                .iter_mut()
-                .enumerate()
-                .filter_map(|(l, lane)| {
-                    let (job, mut message) = lane.take()?;
-                    message.state = lane_state(&state, l);
-                    Some((job, message))
-                })
-                .collect();
-            return (unfinished, spent);
+            return (hand_back(&mut lanes, &state), spent);
         }
         // Fill free lanes; stop asking once the caller has nothing more now.
         let mut more = true;
@@ -225,6 +230,10 @@ pub(super) fn run<J>(
         let active = lanes.iter().filter(|l| l.is_some()).count();
         if active == 0 {
             return (Vec::new(), spent);
+        }
+        if active <= SCALAR_AT_OR_BELOW && !more && lanes.iter().flatten().all(|(j, _)| wait(j)) {
+            // They can wait for company: a later run hashes them in full lanes.
+            return (hand_back(&mut lanes, &state), spent);
         }
         if active <= SCALAR_AT_OR_BELOW && !more {
             // A step on the scalar compression each, then back to look for others.
