@@ -7,13 +7,13 @@
 //! the put ran at the speed of sha512 (docs/ingest.md, "A large put's writes around the page
 //! cache"). A large blob is also the one least likely to be read back at once.
 //!
-//! Only writes that reach a threshold go direct (from the flush that reaches it): small blobs,
-//! and the first bytes of every blob, still go through the page cache. `O_DIRECT` asks for buffers, lengths and offsets aligned to
-//! the device's block: every direct write here is a whole number of 4 KiB blocks at an aligned
-//! offset, copied into an aligned buffer; the unaligned head and tail of each flush are written
-//! through the page cache with the flag cleared (Linux lets `fcntl` switch it on an open file). A
-//! filesystem that refuses the flag (tmpfs, some network filesystems) gets buffered writes, as
-//! everywhere but Linux.
+//! Only writes that reach a threshold go direct (from the flush that reaches it): small blobs, and
+//! the first bytes of every blob, still go through the page cache. `O_DIRECT` asks for buffers,
+//! lengths and offsets aligned to the device's block: every direct write here is a whole number of
+//! 4 KiB blocks at an aligned offset, copied into an aligned buffer; the unaligned head and tail of
+//! each flush are written through the page cache with the flag cleared (Linux lets `fcntl` switch
+//! it on an open file). A filesystem that refuses the flag (tmpfs, some network filesystems) gets
+//! buffered writes, as everywhere but Linux.
 
 use std::collections::VecDeque;
 use std::fs::File;

@@ -231,11 +231,11 @@ pub(super) fn run<J>(
         if active == 0 {
             return (Vec::new(), spent);
         }
-        if active <= SCALAR_AT_OR_BELOW && !more && lanes.iter().flatten().all(|(j, _)| wait(j)) {
-            // They can wait for company: a later run hashes them in full lanes.
-            return (hand_back(&mut lanes, &state), spent);
-        }
         if active <= SCALAR_AT_OR_BELOW && !more {
+            if lanes.iter().flatten().all(|(j, _)| wait(j)) {
+                // They can wait for company: a later run hashes them in full lanes.
+                return (hand_back(&mut lanes, &state), spent);
+            }
             // A step on the scalar compression each, then back to look for others.
             for (l, lane) in lanes.iter_mut().enumerate() {
                 let Some((job, mut message)) = lane.take() else {

@@ -411,6 +411,7 @@ mod tests {
             assert_eq!(got[0].to_vec(), sha2::Sha512::digest(input).to_vec());
         }
     }
+
     /// The last few messages of a run wait for company when `wait` says they may, handed back
     /// with their state (nothing hashed on the scalar path); a later run finishes them right.
     #[test]
