@@ -662,8 +662,10 @@ async fn a_delete_whose_answer_is_lost_reports_the_deletion() {
         .expect("put");
     let key = BlobKey::new(put.digests.sha512);
     let proxy = Proxy::start(host_of(&target.url)).await;
+    proxy.one_request_per_connection();
     proxy.once("DELETE ", Fault::DropResponse);
     let deleted = via(&proxy, &cfg).delete(&key).await.expect("delete");
+    assert_eq!(proxy.rules_left(), 0, "the DELETE lost its answer");
     assert!(direct.head(&key).await.expect("head").is_none(), "deleted");
     assert!(deleted, "this call deleted the blob");
     // Nothing lost, nothing replayed: a blob that is not there is still reported so.
@@ -694,12 +696,15 @@ async fn a_put_whose_answer_is_lost_reports_stored() {
             .expect("mkdir");
     }
     let proxy = Proxy::start(host_of(&target.url)).await;
+    // And a connection per request, whatever the client's pool holds.
+    proxy.one_request_per_connection();
     proxy.once("/blobs/", Fault::DropResponse);
     let store = Store::new(via(&proxy, &cfg));
     let put = store
         .put_bytes(data.clone(), &PutOptions::default())
         .await
         .expect("put");
+    assert_eq!(proxy.rules_left(), 0, "the blob PUT lost its answer");
     assert!(direct.head(&key).await.expect("head").is_some());
     assert!(put.stored, "this put stored the new blob");
     let back = common::read_verified(&store, &put.digests.integrity()).await;

@@ -91,6 +91,11 @@ impl Proxy {
         self.add(needle, fault, None);
     }
 
+    /// Rules not used up yet: a test asserts a `once` fault was dealt where it meant it to be.
+    pub fn rules_left(&self) -> usize {
+        self.rules.lock().expect("lock").len()
+    }
+
     fn add(&self, needle: &str, fault: Fault, left: Option<usize>) {
         self.rules.lock().expect("lock").push(Rule {
             needle: needle.to_string(),

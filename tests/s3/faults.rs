@@ -376,8 +376,9 @@ pub async fn put_whose_answer_is_lost_reports_stored(s: &Server) {
     let prefix = Server::fresh_prefix("replay");
     let mut c = s.config(&prefix);
     c.endpoint = Some(proxy.url());
-    // No open probe: each request of the put then has a connection of its own, and the proxy
-    // picks the blob PUT by its request line.
+    // A connection per request, so that the blob PUT is the first request of its connection
+    // whatever the client's pool holds, and the proxy picks it by its request line.
+    proxy.one_request_per_connection();
     let backend = S3Backend::with_store_config(Arc::new(c.build().expect("client")), &c);
     proxy.once(
         &format!("PUT /{}/{prefix}/blobs/", s.bucket()),
@@ -389,6 +390,11 @@ pub async fn put_whose_answer_is_lost_reports_stored(s: &Server) {
         .put_bytes(data.clone(), &PutOptions::default())
         .await
         .expect("put");
+    assert_eq!(
+        proxy.rules_left(),
+        0,
+        "the first put's blob PUT lost its answer"
+    );
     let key = key_of(&data);
     assert!(direct(s, &prefix)
         .await
