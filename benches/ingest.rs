@@ -158,6 +158,14 @@ fn digest_rates() {
     let blobs_lanes: Run = Box::new(|_| {
         std::hint::black_box(tarvault::integrity::sha512_each(&blobs));
     });
+    let blobs_sha1: Run = Box::new(|d| {
+        for c in d.chunks(20 << 10) {
+            std::hint::black_box(sha1::Sha1::digest(c));
+        }
+    });
+    let blobs_sha1_lanes: Run = Box::new(|_| {
+        std::hint::black_box(tarvault::integrity::sha1_each(&blobs));
+    });
     let rows: Vec<(&str, Run)> = vec![
         ("sha512, sha2 crate (AVX2 backend)", sha512_sha2),
         ("sha512, ring", sha512_ring),
@@ -171,6 +179,11 @@ fn digest_rates() {
             blobs_lanes,
         ),
         ("sha1, sha1 crate (SHA-NI)", sha1),
+        ("sha1 of 20 KiB blobs, one by one (sha1 crate)", blobs_sha1),
+        (
+            "sha1 of 20 KiB blobs, eight at once (batch lanes)",
+            blobs_sha1_lanes,
+        ),
         ("blake3 (one thread)", blake3),
         (
             "sha1 + blake3, tarvault",

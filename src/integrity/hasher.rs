@@ -237,6 +237,8 @@ pub struct StreamHasher {
     /// The bytes whose sha512 is left to the shared lanes at the end, while they are few enough
     /// (see [`sha512_in_lanes`](StreamHasher::sha512_in_lanes)).
     deferred: Option<(Vec<Bytes>, Ticket)>,
+    /// Whether the sha1 goes with the deferred sha512 (hashed eight at a time there too).
+    deferred_sha1: bool,
     defer_up_to: u64,
 }
 
@@ -249,13 +251,14 @@ impl StreamHasher {
             threshold: PIPELINE_THRESHOLD,
             one_lane: false,
             deferred: None,
+            deferred_sha1: false,
             defer_up_to: 0,
         }
     }
 
     /// Leaves the sha512 of a stream of at most `up_to` bytes to the end, where it is hashed
     /// together with other tasks' streams, eight at a time on CPUs with AVX-512
-    /// (the `sha512_lanes` module). For the blobs of a batch, of which many are ingested at once:
+    /// (the `sha512_lanes` module), and its sha1 with it (`sha1_lanes`, where AVX-512VL is). For the blobs of a batch, of which many are ingested at once:
     /// the stream's chunks are held (they are shared, not copied) until [`finish`](Self::finish).
     /// A stream that grows past `up_to` has its sha512 caught up on the bytes held and computed
     /// as usual from then on. Call before the first [`update`](Self::update); `up_to` must be
@@ -272,12 +275,18 @@ impl StreamHasher {
             if h.hashers.len() < before {
                 self.deferred = Some((Vec::new(), Ticket::new()));
                 self.defer_up_to = up_to;
+                if super::sha1_lanes::wide() {
+                    let before = h.hashers.len();
+                    h.hashers.retain(|a| a.algorithm() != Algorithm::Sha1);
+                    self.deferred_sha1 = h.hashers.len() < before;
+                }
             }
         }
         self
     }
 
-    /// Hashes the held bytes' sha512 here after all (the stream outgrew the lanes' limit).
+    /// Hashes the held bytes' sha512 (and sha1, if it was deferred too) here after all (the
+    /// stream outgrew the lanes' limit).
     fn undefer(&mut self) -> Result<()> {
         let Some((held, _ticket)) = self.deferred.take() else {
             return Ok(());
@@ -285,11 +294,17 @@ impl StreamHasher {
         let Mode::Inline(h) = &mut self.mode else {
             return Err(hasher_failed());
         };
-        let mut sha512 = AnyHasher::new(Algorithm::Sha512);
-        for chunk in &held {
-            sha512.update(chunk);
+        let mut algorithms = vec![Algorithm::Sha512];
+        if std::mem::take(&mut self.deferred_sha1) {
+            algorithms.push(Algorithm::Sha1);
         }
-        h.hashers.push(sha512);
+        for algorithm in algorithms {
+            let mut hasher = AnyHasher::new(algorithm);
+            for chunk in &held {
+                hasher.update(chunk);
+            }
+            h.hashers.push(hasher);
+        }
         h.hashers.sort_by_key(AnyHasher::algorithm);
         Ok(())
     }
@@ -367,9 +382,14 @@ impl StreamHasher {
             Mode::Inline(h) => {
                 let mut set = h.finalize();
                 if let Some((held, ticket)) = self.deferred {
-                    let digest = super::sha512_pool::sha512(held, ticket).await?;
+                    let (sha512, sha1) =
+                        super::sha512_pool::digests(held, self.deferred_sha1, ticket).await?;
                     set.hashes
-                        .push(Hash::new_unchecked(Algorithm::Sha512, &digest));
+                        .push(Hash::new_unchecked(Algorithm::Sha512, &sha512));
+                    if self.deferred_sha1 {
+                        let sha1 = sha1.ok_or_else(hasher_failed)?;
+                        set.hashes.push(Hash::new_unchecked(Algorithm::Sha1, &sha1));
+                    }
                     set.hashes.sort_by_key(|h| h.algorithm());
                 }
                 Ok(set)

@@ -3,6 +3,8 @@
 mod algorithm;
 mod digests;
 mod hasher;
+mod padded;
+mod sha1_lanes;
 mod sha512;
 mod sha512_lanes;
 mod sha512_pool;
@@ -11,6 +13,8 @@ mod sri;
 pub use algorithm::Algorithm;
 pub use digests::{Digests, DigestsJson};
 pub use hasher::{DigestSet, MultiHasher, StreamHasher, PIPELINE_THRESHOLD};
+#[doc(hidden)]
+pub use sha1_lanes::sha1_each;
 #[doc(hidden)]
 pub use sha512_lanes::sha512_each;
 #[doc(hidden)]

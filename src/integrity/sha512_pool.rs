@@ -1,4 +1,5 @@
-//! One process-wide queue of sha512 jobs, hashed eight at a time by whichever tasks are free.
+//! One process-wide queue of sha512 jobs, hashed eight at a time by whichever tasks are free
+//! (and their sha1, when the job asks for it, eight at a time too).
 //!
 //! Why: eight messages hash at once only if eight are at hand ([`super::sha512_lanes`]), but the
 //! blobs of a batch are ingested on tasks of their own. Each such task hands its blob's bytes to
@@ -11,7 +12,9 @@
 //! the scalar compression at three times the cost, but never longer than [`GATHER_WAIT`] from
 //! when they were queued. A hasher works in turns of about 1 MiB and yields its thread between
 //! them, so a long batch does not hold up the other tasks of the runtime it shares (a server's
-//! requests).
+//! requests). The messages a turn finishes are answered at its end, once their sha1 (if asked
+//! for) has been hashed together (`sha1_lanes`): the blobs whose sha512 finishes together are
+//! the eight at hand for sha1's lanes.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -22,15 +25,43 @@ use bytes::Bytes;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
+use super::sha1_lanes;
 use super::sha512_lanes::{self, Message};
 use crate::{Error, Result};
+
+/// A job's answer: its sha512, and its sha1 if it asked for it.
+type Sums = ([u8; 64], Option<[u8; 20]>);
 
 struct Job {
     /// The message, maybe partly hashed by an earlier turn.
     message: Message,
-    tx: oneshot::Sender<[u8; 64]>,
+    /// The message's bytes again, if its sha1 is wanted too (hashed once its sha512 is done).
+    sha1: Option<Vec<Bytes>>,
+    tx: oneshot::Sender<Sums>,
     /// When it was first queued.
     since: Instant,
+}
+
+/// A job whose sha512 is done: answered at the end of the turn.
+type Finished = (oneshot::Sender<Sums>, [u8; 64], Option<Vec<Bytes>>);
+
+/// Hashes the sha1 the finished jobs asked for, together, and answers each.
+fn answer(finished: Vec<Finished>) {
+    // Nobody to answer for a put that was dropped meanwhile: no sha1 to hash for it either.
+    let (with_sha1, without): (Vec<_>, Vec<_>) = finished
+        .into_iter()
+        .filter(|(tx, _, _)| !tx.is_closed())
+        .partition(|(_, _, sha1)| sha1.is_some());
+    for (tx, sha512, _) in without {
+        let _ = tx.send((sha512, None));
+    }
+    let (answers, messages): (Vec<_>, Vec<_>) = with_sha1
+        .into_iter()
+        .map(|(tx, sha512, sha1)| ((tx, sha512), sha1.unwrap_or_default()))
+        .unzip();
+    for ((tx, sha512), sha1) in answers.into_iter().zip(sha1_lanes::each(messages)) {
+        let _ = tx.send((sha512, Some(sha1)));
+    }
 }
 
 struct Pool {
@@ -98,27 +129,31 @@ impl Pool {
             let more_coming = self.coming.load(Ordering::SeqCst) > 0;
             let (spent, held) = {
                 let _hashing = Hashing(&self.hashing);
+                let mut finished: Vec<Finished> = Vec::new();
                 let (unfinished, spent) = sha512_lanes::run(
                     || {
                         let job = self.queue().pop_front()?;
-                        Some(((job.tx, job.since), job.message))
+                        Some(((job.tx, job.since, job.sha1), job.message))
                     },
-                    |(tx, _), digest| {
-                        // The waiting put may have been dropped; then no one wants the digest.
-                        let _ = tx.send(digest);
-                    },
-                    |(_, since)| more_coming && since.elapsed() < GATHER_WAIT,
+                    |(tx, _, sha1), digest| finished.push((tx, digest, sha1)),
+                    |(_, since, _)| more_coming && since.elapsed() < GATHER_WAIT,
                     TURN_BYTES,
                 );
+                answer(finished);
                 // Handed back before the budget was spent: held to wait for company, unless
                 // some came while they were being handed back.
                 let held = !unfinished.is_empty() && spent < TURN_BYTES;
                 let mut queue = self.queue();
                 let others = queue.len();
-                for ((tx, since), message) in unfinished.into_iter().rev() {
+                for ((tx, since, sha1), message) in unfinished.into_iter().rev() {
                     // Nobody to hand it to if its put was dropped meanwhile.
                     if !tx.is_closed() {
-                        queue.push_front(Job { message, tx, since });
+                        queue.push_front(Job {
+                            message,
+                            sha1,
+                            tx,
+                            since,
+                        });
                     }
                 }
                 (spent, held && others == 0)
@@ -207,7 +242,12 @@ impl Pool {
         Ticket(self)
     }
 
-    async fn sha512(&'static self, chunks: Vec<Bytes>, ticket: Ticket) -> Result<[u8; 64]> {
+    async fn digests(
+        &'static self,
+        chunks: Vec<Bytes>,
+        sha1: bool,
+        ticket: Ticket,
+    ) -> Result<Sums> {
         // Declared before the receiver, so dropped after it: a put dropped while it waits takes
         // its job (and the bytes it holds) out of the queue, whether or not anyone hashes again.
         let withdraw = Withdraw(self);
@@ -215,6 +255,7 @@ impl Pool {
         let queued = {
             let mut queue = self.queue();
             queue.push_back(Job {
+                sha1: sha1.then(|| chunks.clone()),
                 message: Message::new(chunks),
                 tx,
                 since: Instant::now(),
@@ -240,21 +281,33 @@ impl Pool {
     }
 }
 
-/// The sha512 of a whole message (its bytes in order, in any number of pieces), hashed along
-/// with other tasks' messages: at once when eight are queued or no other is coming, else once
-/// others have come or [`GATHER_WAIT`] has passed.
-pub(crate) async fn sha512(chunks: Vec<Bytes>, ticket: Ticket) -> Result<[u8; 64]> {
-    ticket.0.sha512(chunks, ticket).await
+/// The sha512 of a whole message (its bytes in order, in any number of pieces), and its sha1 if
+/// `sha1`, hashed along with other tasks' messages: at once when eight are queued or no other is
+/// coming, else once others have come or [`GATHER_WAIT`] has passed.
+pub(crate) async fn digests(chunks: Vec<Bytes>, sha1: bool, ticket: Ticket) -> Result<Sums> {
+    ticket.0.digests(chunks, sha1, ticket).await
 }
 
 #[cfg(test)]
 mod tests {
-    use super::sha512;
+    use super::digests;
     use bytes::Bytes;
-    use sha2::Digest as _;
+
+    /// The sha512 of `data`, and its sha1 if `sha1`: what the queue should answer.
+    fn want(data: &[u8], sha1: bool) -> (Vec<u8>, Option<Vec<u8>>) {
+        use sha1::Digest as _;
+        (
+            sha2::Sha512::digest(data).to_vec(),
+            sha1.then(|| sha1::Sha1::digest(data).to_vec()),
+        )
+    }
+
+    fn got(sums: super::Sums) -> (Vec<u8>, Option<Vec<u8>>) {
+        (sums.0.to_vec(), sums.1.map(|d| d.to_vec()))
+    }
 
     /// Hundreds of tasks on a multi-threaded runtime, each hashing its own message through the
-    /// queue, each get their own message's digest.
+    /// queue (some asking for its sha1 too), each get their own message's digests.
     #[tokio::test(flavor = "multi_thread", worker_threads = 3)]
     async fn concurrent_tasks_each_get_their_own_digest() {
         let mut tasks = Vec::new();
@@ -266,14 +319,15 @@ mod tests {
                 let (a, b) = data.split_at(data.len() / 3);
                 let ticket = super::Ticket::new();
                 tokio::task::yield_now().await;
-                let got = sha512(
+                let with_sha1 = i % 3 != 0;
+                let sums = digests(
                     vec![Bytes::copy_from_slice(a), Bytes::copy_from_slice(b)],
+                    with_sha1,
                     ticket,
                 )
                 .await
                 .map_err(|e| e.to_string())?;
-                let want = sha2::Sha512::digest(&data);
-                Ok::<bool, String>(got[..] == want[..])
+                Ok::<bool, String>(got(sums) == want(&data, with_sha1))
             }));
         }
         for t in tasks {
@@ -285,10 +339,10 @@ mod tests {
     /// again; one that waits alone is hashed once the gathering wait has passed.
     #[tokio::test(start_paused = true)]
     async fn a_dropped_waiter_leaves_nothing_queued_and_a_lone_one_is_hashed() {
-        use sha2::Digest as _;
         let pool: &'static super::Pool = Box::leak(Box::new(super::Pool::new()));
         let more = pool.ticket();
-        let waiting = tokio::spawn(pool.sha512(vec![Bytes::from_static(b"abc")], pool.ticket()));
+        let waiting =
+            tokio::spawn(pool.digests(vec![Bytes::from_static(b"abc")], true, pool.ticket()));
         tokio::task::yield_now().await;
         assert_eq!(pool.queue().len(), 1, "queued and waiting for more");
         waiting.abort();
@@ -298,15 +352,12 @@ mod tests {
         // held back for company no longer than `GATHER_WAIT` (the clock is paused, so the time
         // it took is the timers', exactly).
         let began = tokio::time::Instant::now();
-        let alone = pool.sha512(vec![Bytes::from_static(b"abc")], pool.ticket());
+        let alone = pool.digests(vec![Bytes::from_static(b"abc")], true, pool.ticket());
         let digest = tokio::time::timeout(super::GATHER_WAIT * 20, alone)
             .await
             .map_err(|_| "never hashed".to_string())
             .and_then(|d| d.map_err(|e| e.to_string()));
-        assert_eq!(
-            digest.map(|d| d.to_vec()),
-            Ok(sha2::Sha512::digest(b"abc").to_vec())
-        );
+        assert_eq!(digest.map(got), Ok(want(b"abc", true)));
         let waited = began.elapsed();
         assert!(
             waited >= super::GATHER_WAIT && waited <= super::GATHER_WAIT * 2,
@@ -334,12 +385,14 @@ mod tests {
         for (i, &size) in sizes.iter().enumerate() {
             let data = Bytes::from(vec![i as u8; size]);
             let (tx, rx) = tokio::sync::oneshot::channel();
+            let with_sha1 = i % 2 == 0;
             pool.queue().push_back(super::Job {
                 message: super::Message::new(vec![data.clone()]),
+                sha1: with_sha1.then(|| vec![data.clone()]),
                 tx,
                 since: tokio::time::Instant::now(),
             });
-            waiting.push((data, rx));
+            waiting.push((data, with_sha1, rx));
         }
         // On this one-thread runtime the ticker runs only when the hasher yields.
         let ticks = Arc::new(AtomicUsize::new(0));
@@ -361,9 +414,9 @@ mod tests {
             ran >= 8,
             "other tasks ran {ran} times during 16 MiB of hashing"
         );
-        for (data, rx) in waiting {
-            let got = rx.await.map(|d| d.to_vec()).map_err(|e| e.to_string());
-            assert_eq!(got, Ok(sha2::Sha512::digest(&data).to_vec()));
+        for (data, with_sha1, rx) in waiting {
+            let sums = rx.await.map(got).map_err(|e| e.to_string());
+            assert_eq!(sums, Ok(want(&data, with_sha1)));
         }
     }
 }

@@ -47,70 +47,8 @@ const SCALAR_STEP: u64 = 512;
 /// single ones.
 const SCALAR_GROUP: usize = 16;
 
-/// One message in a lane: its bytes (in pieces, as a stream delivered them) and how far its blocks
-/// have been fed, the final padding included.
-struct Cursor {
-    chunks: Vec<Bytes>,
-    /// Total message length in bytes.
-    len: u64,
-    /// Index of the next block (of 128 bytes) of the padded message.
-    block: u64,
-    /// Blocks in the padded message: the bytes, 0x80, zeros, and the 128-bit bit length.
-    blocks: u64,
-    /// Where the next unread message byte is: chunk index and offset in it.
-    chunk: usize,
-    offset: usize,
-}
-
-impl Cursor {
-    fn new(chunks: Vec<Bytes>) -> Cursor {
-        let len: u64 = chunks.iter().map(|c| c.len() as u64).sum();
-        Cursor {
-            chunks,
-            len,
-            block: 0,
-            blocks: (len + 17).div_ceil(128),
-            chunk: 0,
-            offset: 0,
-        }
-    }
-
-    fn done(&self) -> bool {
-        self.block >= self.blocks
-    }
-
-    /// Writes the next block of the padded message into `out`.
-    fn fill(&mut self, out: &mut [u8; 128]) {
-        let start = self.block * 128;
-        let mut at = 0usize;
-        // Message bytes first, from as many chunks as the block spans.
-        while at < 128 && self.chunk < self.chunks.len() {
-            let chunk = &self.chunks[self.chunk];
-            let rest = chunk.get(self.offset..).unwrap_or_default();
-            let n = rest.len().min(128 - at);
-            out[at..at + n].copy_from_slice(&rest[..n]);
-            at += n;
-            self.offset += n;
-            if self.offset >= chunk.len() {
-                self.chunk += 1;
-                self.offset = 0;
-            }
-        }
-        // Then the padding: 0x80 right after the last byte, zeros, and the length in bits last.
-        if at < 128 {
-            let pos = start + at as u64;
-            out[at..].fill(0);
-            if pos == self.len {
-                out[at] = 0x80;
-            }
-            if self.block + 1 == self.blocks {
-                let bits = u128::from(self.len) * 8;
-                out[112..].copy_from_slice(&bits.to_be_bytes());
-            }
-        }
-        self.block += 1;
-    }
-}
+/// One message in a lane: its bytes and how far its 128-byte blocks have been fed.
+type Cursor = crate::integrity::padded::Cursor<128>;
 
 /// A digest from the eight state words.
 fn digest_of(state: &[u64; 8]) -> [u8; 64] {
@@ -246,20 +184,9 @@ mod avx512;
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::integrity::padded::pieces;
     use rand::{Rng, SeedableRng};
     use sha2::Digest as _;
-
-    /// Splits `data` into random pieces, as a stream would deliver it.
-    fn pieces(data: &[u8], rng: &mut impl Rng) -> Vec<Bytes> {
-        let mut out = Vec::new();
-        let mut rest = data;
-        while !rest.is_empty() {
-            let k = rng.gen_range(1..=rest.len().min(700));
-            out.push(Bytes::copy_from_slice(&rest[..k]));
-            rest = &rest[k..];
-        }
-        out
-    }
 
     /// Every length around the block and padding boundaries, whole and in random pieces, in one
     /// run so that lanes are refilled mid-way, and the same again on the scalar path alone.
@@ -277,7 +204,7 @@ mod tests {
                 if i % 2 == 0 {
                     vec![Bytes::copy_from_slice(&data[..len])]
                 } else {
-                    pieces(&data[..len], &mut rng)
+                    pieces(&data[..len], 700, &mut rng)
                 }
             })
             .collect();
@@ -316,7 +243,7 @@ mod tests {
             })
             .collect();
         let mut results: Vec<Vec<[u8; 64]>> = vec![Vec::new(); inputs.len()];
-        let split: Vec<Vec<Bytes>> = inputs.iter().map(|d| pieces(d, &mut rng)).collect();
+        let split: Vec<Vec<Bytes>> = inputs.iter().map(|d| pieces(d, 700, &mut rng)).collect();
         let mut fresh = split
             .into_iter()
             .enumerate()
