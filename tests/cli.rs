@@ -428,6 +428,43 @@ fn get_to_a_fifo_writes_through_it() {
 
 /// A reader that stops early (`tarvault put … | head -1`, `tarvault ls | head`) ends the command
 /// as a closed pipe ends `cat`: status 141, no panic, and the store stays consistent.
+/// A batch `put` prints the results that are ready together, and still one line per file in the
+/// order given, with a file that cannot be read reported on stderr (the others stored, exit 1).
+#[test]
+fn a_batch_put_prints_every_file_in_order() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = dir.path().join("store");
+    let mut names = Vec::new();
+    for i in 0..300 {
+        let p = dir.path().join(format!("f{i}"));
+        if i != 150 {
+            std::fs::write(&p, format!("blob {i}\n")).expect("write");
+        }
+        names.push(p.display().to_string());
+    }
+    let mut args = vec!["put", "--json"];
+    args.extend(names.iter().map(String::as_str));
+    let out = tv(&store, &args);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains(&names[150]), "{stderr}");
+    let lines = json_lines(&out);
+    let printed: Vec<&str> = lines
+        .iter()
+        .map(|l| l["file"].as_str().expect("file"))
+        .collect();
+    let want: Vec<&str> = names
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != 150)
+        .map(|(_, n)| n.as_str())
+        .collect();
+    assert_eq!(printed, want);
+    for (line, i) in lines.iter().zip((0..300).filter(|i| *i != 150)) {
+        assert_eq!(line["shasum"], sha1_hex(format!("blob {i}\n").as_bytes()));
+    }
+}
+
 #[test]
 fn a_closed_stdout_ends_the_command_quietly() {
     use std::io::{BufRead, BufReader};

@@ -7,10 +7,13 @@ use tarvault::{Error, FsckOptions, Integrity, PutOptions, PutOutcome, Store};
 use tokio::io::AsyncWriteExt;
 
 use super::exit;
-use super::output::{json_line, outln, stdout_failed, BlobLine, PutLine};
+use super::output::{json_line, outln, stdout_failed, BlobLine, Held, PutLine};
 
 /// Read size for standard input.
 const READ_CAPACITY: usize = 256 * 1024;
+
+/// Results of a batch `put` printed with one write, at most.
+const RESULTS_AT_ONCE: usize = 1024;
 
 fn address(text: &str) -> Result<Integrity, Error> {
     Integrity::parse_address(text)
@@ -91,11 +94,21 @@ pub(crate) async fn put(
         let options = options_for(&f.display().to_string());
         (tarvault::file_input(f), options)
     });
-    let mut results = store.put_stream(futures::stream::iter(inputs));
+    // The results that are ready together (a committed group's) are printed with one write.
+    let mut results = store
+        .put_stream(futures::stream::iter(inputs))
+        .ready_chunks(RESULTS_AT_ONCE);
     let mut names = files.iter().map(|f| f.display().to_string());
-    while let Some(result) = results.next().await {
-        if let Some(name) = names.next() {
-            report(&name, result);
+    while let Some(ready) = results.next().await {
+        let held = Held::start();
+        for result in ready {
+            if result.is_err() {
+                // Before the error goes to stderr, the lines of the files before it.
+                held.release();
+            }
+            if let Some(name) = names.next() {
+                report(&name, result);
+            }
         }
     }
     Ok(status)

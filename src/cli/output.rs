@@ -88,16 +88,61 @@ pub(crate) fn json_line<T: Serialize>(value: &T) {
 /// and with the status a shell reports for SIGPIPE (141), instead of `println!`'s panic; any other
 /// failure (a full disk behind a redirection) is reported before exiting. Exiting here is safe
 /// mid-operation: a put cut short leaves what a kill leaves, committed blobs and stray temp files.
+/// While a [`Held`] is alive the line is kept for it to write with the others.
 pub(crate) fn print_line(args: std::fmt::Arguments<'_>) {
+    let mut held = HELD.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(lines) = held.as_mut() {
+        // Writing to a Vec cannot fail.
+        let _ = lines.write_fmt(args);
+        lines.push(b'\n');
+        return;
+    }
+    drop(held);
+    write_out(|out| out.write_fmt(args).and_then(|()| out.write_all(b"\n")));
+}
+
+/// Writes to stdout and flushes, exiting as [`print_line`] describes if that fails.
+fn write_out(write: impl FnOnce(&mut std::io::StdoutLock<'static>) -> std::io::Result<()>) {
     let mut out = std::io::stdout().lock();
-    let written = out
-        .write_fmt(args)
-        .and_then(|()| out.write_all(b"\n"))
-        .and_then(|()| out.flush());
-    if let Err(e) = written {
+    if let Err(e) = write(&mut out).and_then(|()| out.flush()) {
         let e = stdout_failed(e);
         eprintln!("tarvault: error: {e}");
         std::process::exit(i32::from(super::exit::OTHER));
+    }
+}
+
+/// Lines printed while a [`Held`] is alive.
+static HELD: std::sync::Mutex<Option<Vec<u8>>> = std::sync::Mutex::new(None);
+
+/// Keeps the lines printed from now on and writes them to stdout in one write when dropped (or
+/// when [`release`](Held::release)d early, before an error goes to stderr, to keep the order):
+/// a batch `put` prints the results that are ready together, not with a write (and a wake-up
+/// of whoever reads the pipe) per file.
+pub(crate) struct Held(());
+
+impl Held {
+    pub(crate) fn start() -> Held {
+        let mut held = HELD.lock().unwrap_or_else(|e| e.into_inner());
+        held.get_or_insert_with(Vec::new);
+        Held(())
+    }
+
+    /// Writes what is held so far; lines printed afterwards are held again.
+    pub(crate) fn release(&self) {
+        let lines = {
+            let mut held = HELD.lock().unwrap_or_else(|e| e.into_inner());
+            held.as_mut().map(std::mem::take).unwrap_or_default()
+        };
+        if !lines.is_empty() {
+            write_out(|out| out.write_all(&lines));
+        }
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.release();
+        *HELD.lock().unwrap_or_else(|e| e.into_inner()) = None;
     }
 }
 
