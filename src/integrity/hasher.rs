@@ -258,8 +258,9 @@ impl StreamHasher {
 
     /// Leaves the sha512 of a stream of at most `up_to` bytes to the end, where it is hashed
     /// together with other tasks' streams, eight at a time on CPUs with AVX-512
-    /// (the `sha512_lanes` module), and its sha1 with it (`sha1_lanes`, where AVX-512VL is). For the blobs of a batch, of which many are ingested at once:
-    /// the stream's chunks are held (they are shared, not copied) until [`finish`](Self::finish).
+    /// (the `sha512_lanes` module), and its sha1 with it (`sha1_lanes`, where AVX-512VL is).
+    /// For the blobs of a batch, of which many are ingested at once: the stream's chunks are held
+    /// (they are shared, not copied) until [`finish`](Self::finish).
     /// A stream that grows past `up_to` has its sha512 caught up on the bytes held and computed
     /// as usual from then on. Call before the first [`update`](Self::update); `up_to` must be
     /// below the threshold at which hashing moves to threads (else this does nothing).

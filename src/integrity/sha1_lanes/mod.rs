@@ -7,8 +7,8 @@
 //! and the three-input boolean functions as single instructions on 256-bit registers) at 1.8×
 //! the SHA-NI rate per core over 20 KiB messages here (docs/ingest.md). The blobs whose sha512
 //! the shared queue hashes (`sha512_pool`) are at hand whole, so their sha1 is hashed there too,
-//! eight at a time. Unlike the sha512 lanes these runs are not resumable: the messages are small (the
-//! queue takes blobs up to 256 KiB), and a run is over within the queue's turn.
+//! eight at a time. Unlike the sha512 lanes these runs are not resumable: the messages are
+//! small (the queue takes blobs up to 256 KiB), and a run is over within the queue's turn.
 //!
 //! [`each`] keeps the lanes full whatever the lengths (a lane that finishes takes the next
 //! message) and hands the last few messages to the scalar (SHA-NI) compression, which is faster
