@@ -39,6 +39,11 @@ impl<const B: usize> Cursor<B> {
         }
     }
 
+    /// The message's pieces, given back.
+    pub(crate) fn into_chunks(self) -> Vec<Bytes> {
+        self.chunks
+    }
+
     /// Whether every block has been read.
     pub(crate) fn done(&self) -> bool {
         self.block >= self.blocks

@@ -35,14 +35,15 @@ type Sums = ([u8; 64], Option<[u8; 20]>);
 struct Job {
     /// The message, maybe partly hashed by an earlier turn.
     message: Message,
-    /// The message's bytes again, if its sha1 is wanted too (hashed once its sha512 is done).
-    sha1: Option<Vec<Bytes>>,
+    /// Whether its sha1 is wanted too (hashed once its sha512 is done).
+    sha1: bool,
     tx: oneshot::Sender<Sums>,
     /// When it was first queued.
     since: Instant,
 }
 
-/// A job whose sha512 is done: answered at the end of the turn.
+/// A job whose sha512 is done, with its bytes if its sha1 is wanted: answered at the end of the
+/// turn.
 type Finished = (oneshot::Sender<Sums>, [u8; 64], Option<Vec<Bytes>>);
 
 /// Hashes the sha1 the finished jobs asked for, together, and answers each.
@@ -135,7 +136,9 @@ impl Pool {
                         let job = self.queue().pop_front()?;
                         Some(((job.tx, job.since, job.sha1), job.message))
                     },
-                    |(tx, _, sha1), digest| finished.push((tx, digest, sha1)),
+                    |(tx, _, sha1), digest, chunks| {
+                        finished.push((tx, digest, sha1.then_some(chunks)));
+                    },
                     |(_, since, _)| more_coming && since.elapsed() < GATHER_WAIT,
                     TURN_BYTES,
                 );
@@ -255,7 +258,7 @@ impl Pool {
         let queued = {
             let mut queue = self.queue();
             queue.push_back(Job {
-                sha1: sha1.then(|| chunks.clone()),
+                sha1,
                 message: Message::new(chunks),
                 tx,
                 since: Instant::now(),
@@ -388,7 +391,7 @@ mod tests {
             let with_sha1 = i % 2 == 0;
             pool.queue().push_back(super::Job {
                 message: super::Message::new(vec![data.clone()]),
-                sha1: with_sha1.then(|| vec![data.clone()]),
+                sha1: with_sha1,
                 tx,
                 since: tokio::time::Instant::now(),
             });

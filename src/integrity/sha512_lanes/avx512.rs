@@ -1,6 +1,7 @@
 //! The eight-lane kernel: one sha512 compression per 64-bit lane of a 512-bit register, and the
 //! loop that keeps the lanes fed (see the parent module for why).
 
+use bytes::Bytes;
 use std::arch::x86_64::*;
 
 use super::{digest_of, Message, LANES, SCALAR_AT_OR_BELOW, SCALAR_STEP};
@@ -237,7 +238,7 @@ fn set_lane_state(state: &mut LaneState, lane: usize, words: &[u64; 8]) {
 #[target_feature(enable = "avx512f")]
 pub(super) fn run<J>(
     next: &mut dyn FnMut() -> Option<(J, Message)>,
-    done: &mut dyn FnMut(J, [u8; 64]),
+    done: &mut dyn FnMut(J, [u8; 64], Vec<Bytes>),
     wait: &mut dyn FnMut(&J) -> bool,
     budget: u64,
 ) -> (Vec<(J, Message)>, u64) {
@@ -280,7 +281,8 @@ pub(super) fn run<J>(
                 message.state = lane_state(&state, l);
                 spent += message.advance_scalar(SCALAR_STEP) * 128;
                 if message.cursor.done() {
-                    done(job, message.digest());
+                    let digest = message.digest();
+                    done(job, digest, message.into_chunks());
                 } else {
                     set_lane_state(&mut state, l, &message.state);
                     *lane = Some((job, message));
@@ -299,8 +301,12 @@ pub(super) fn run<J>(
         spent += active as u64 * 128;
         for (l, lane) in lanes.iter_mut().enumerate() {
             if lane.as_ref().is_some_and(|(_, m)| m.cursor.done()) {
-                if let Some((job, _)) = lane.take() {
-                    done(job, digest_of(&lane_state(&state, l)));
+                if let Some((job, message)) = lane.take() {
+                    done(
+                        job,
+                        digest_of(&lane_state(&state, l)),
+                        message.into_chunks(),
+                    );
                 }
             }
         }

@@ -99,6 +99,11 @@ impl Message {
     fn digest(&self) -> [u8; 64] {
         digest_of(&self.state)
     }
+
+    /// The message's bytes, in the pieces it was given in (for its other digests).
+    fn into_chunks(self) -> Vec<Bytes> {
+        self.cursor.into_chunks()
+    }
 }
 
 /// Hashes one message whole on the scalar compression.
@@ -109,7 +114,7 @@ fn finish_scalar(mut message: Message) -> [u8; 64] {
 }
 
 /// Hashes messages, each taken from `next` with its job and returned through `done` with its
-/// digest, in whatever order they finish. `next` is asked whenever a lane is free and says `None`
+/// digest and its bytes (for a caller that hashes them again), in whatever order they finish. `next` is asked whenever a lane is free and says `None`
 /// when it has nothing more now. `run` returns once every message it took is done, or once it has
 /// hashed about `budget` bytes: then with the messages it took and has not finished, each with
 /// its state, to be given to a later `run` (and the bytes it hashed).
@@ -121,7 +126,7 @@ fn finish_scalar(mut message: Message) -> [u8; 64] {
 /// the scalar compression costs now. Without AVX-512 there are no lanes to wait for.
 pub(crate) fn run<J>(
     mut next: impl FnMut() -> Option<(J, Message)>,
-    mut done: impl FnMut(J, [u8; 64]),
+    mut done: impl FnMut(J, [u8; 64], Vec<Bytes>),
     mut wait: impl FnMut(&J) -> bool,
     budget: u64,
 ) -> (Vec<(J, Message)>, u64) {
@@ -139,7 +144,8 @@ pub(crate) fn run<J>(
         };
         spent += message.advance_scalar((budget - spent).div_ceil(128)) * 128;
         if message.cursor.done() {
-            done(job, message.digest());
+            let digest = message.digest();
+            done(job, digest, message.into_chunks());
         } else {
             return (vec![(job, message)], spent);
         }
@@ -155,7 +161,7 @@ pub fn sha512_each(messages: &[Bytes]) -> Vec<[u8; 64]> {
     let mut queue = messages.iter().cloned().enumerate();
     run(
         || queue.next().map(|(i, m)| (i, Message::new(vec![m]))),
-        |i, digest| {
+        |i, digest, _| {
             if let Some(o) = out.get_mut(i) {
                 *o = digest;
             }
@@ -209,10 +215,14 @@ mod tests {
             })
             .collect();
         let mut results: Vec<Option<[u8; 64]>> = vec![None; lengths.len()];
+        let mut handed_back: Vec<Vec<Bytes>> = vec![Vec::new(); lengths.len()];
         let mut queue = messages.clone().into_iter().enumerate();
         let (unfinished, _) = run(
             || queue.next().map(|(i, m)| (i, Message::new(m))),
-            |i, d| results[i] = Some(d),
+            |i, d, chunks| {
+                results[i] = Some(d);
+                handed_back[i] = chunks;
+            },
             |_| false,
             u64::MAX,
         );
@@ -220,6 +230,8 @@ mod tests {
         for (i, &len) in lengths.iter().enumerate() {
             let want = sha2::Sha512::digest(&data[..len]);
             assert_eq!(results[i].map(|d| d.to_vec()), Some(want.to_vec()), "{len}");
+            // The pieces come back as given, for the caller's sha1.
+            assert_eq!(handed_back[i], messages[i], "pieces of {len}");
             let scalar = finish_scalar(Message::new(messages[i].clone()));
             assert_eq!(scalar.to_vec(), want.to_vec(), "scalar {len}");
         }
@@ -273,7 +285,7 @@ mod tests {
                     }
                     offer.pop()
                 },
-                |i, d| results[i].push(d),
+                |i, d, _| results[i].push(d),
                 |_| hold,
                 budget,
             );
@@ -327,7 +339,7 @@ mod tests {
                         (offered - 1, Message::new(m))
                     })
                 },
-                |i, d| results[i].push(d),
+                |i, d, _| results[i].push(d),
                 |_| false,
                 u64::MAX,
             );
@@ -351,7 +363,7 @@ mod tests {
             .map(|(i, d)| (i, Message::new(vec![Bytes::from(d.clone())])));
         let (held, spent) = run(
             || fresh.next(),
-            |i, d| results[i] = Some(d),
+            |i, d, _| results[i] = Some(d),
             |_| true,
             u64::MAX,
         );
@@ -368,7 +380,7 @@ mod tests {
         let mut again = held.into_iter();
         let (left, _) = run(
             || again.next(),
-            |i, d| results[i] = Some(d),
+            |i, d, _| results[i] = Some(d),
             |_| false,
             u64::MAX,
         );
