@@ -12,3 +12,10 @@ where
 {
     tokio::task::spawn_blocking(f).await.map_err(Error::Task)?
 }
+
+/// The cores this process may use, asked of the system once: on Linux the standard library reads
+/// the cgroup's CPU quota files on every call, which a batch put would otherwise do per batch.
+pub(crate) fn cores() -> Option<usize> {
+    static CORES: std::sync::OnceLock<Option<usize>> = std::sync::OnceLock::new();
+    *CORES.get_or_init(|| std::thread::available_parallelism().ok().map(|n| n.get()))
+}

@@ -109,9 +109,8 @@ impl Store {
     {
         // Each blob is read, hashed and written on its own task, so separate blobs hash on
         // separate cores; a few per core keep the cores busy while others wait on a read.
-        let parallel = std::thread::available_parallelism().map_or(BATCH_PER_CORE * 2, |n| {
-            (n.get() * BATCH_PER_CORE).clamp(4, 32)
-        });
+        let parallel =
+            crate::task::cores().map_or(BATCH_PER_CORE * 2, |n| (n * BATCH_PER_CORE).clamp(4, 32));
         // More blobs are coming while inputs are: blobs already read wait a moment (at most
         // 1 ms) for them to hash their sha512 together (`integrity/sha512_pool.rs`) rather than
         // one by one. So the batch holds a ticket of the queue until its inputs end, and each input
