@@ -128,7 +128,7 @@ fn main() {
                 .url
                 .trim_start_matches("http://")
                 .trim_end_matches('/');
-            let net = netem::Netem::LAN;
+            let net = netem::Netem::from_env();
             let exe = std::env::current_exe().expect("exe");
             let port = netem::calibration_server();
             let check = netem::Child::start(&exe, &format!("127.0.0.1:{port}"), net);

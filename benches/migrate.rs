@@ -122,9 +122,10 @@ async fn bench() {
     table(&rows);
 
     // The same server behind the network emulator (1 ms round trip, 1 Gbit/s each way, in its
-    // own process): what a migration from a CouchDB on another machine sees. The plain fetch pays
-    // the round trip once per tarball; the migrator overlaps it.
-    let net = netem::Netem::LAN;
+    // own process; `TARVAULT_NET_RTT_US` and `TARVAULT_NET_MBIT` change them): what a migration
+    // from a CouchDB on another machine sees. The plain fetch pays the round trip once per
+    // tarball; the migrator overlaps it.
+    let net = netem::Netem::from_env();
     let upstream = url.trim_start_matches("http://").trim_end_matches('/');
     let hop = netem::Child::start(&std::env::current_exe().expect("exe"), upstream, net);
     let far = hop.endpoint();

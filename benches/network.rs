@@ -26,7 +26,6 @@ mod netem;
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
@@ -49,7 +48,7 @@ fn main() {
     if netem::run_if_child() {
         return;
     }
-    let net = netem_from_env();
+    let net = netem::Netem::from_env();
     let exe = std::env::current_exe().expect("exe");
     println!(
         "# tarvault on an emulated network: {:.1} ms round trip, {:.0} Mbit/s each way ({} cores, servers on this machine)\n",
@@ -86,23 +85,6 @@ fn main() {
          `TARVAULT_NETEM=1 cargo bench --features manta --bench manta` (tarvault vs plain signed \
          HTTP) and `cargo bench --bench migrate` (its emulated-network section)."
     );
-}
-
-fn netem_from_env() -> netem::Netem {
-    let mut n = netem::Netem::LAN;
-    if let Some(rtt) = std::env::var("TARVAULT_NET_RTT_US")
-        .ok()
-        .and_then(|v| v.parse::<u64>().ok())
-    {
-        n.one_way = Duration::from_micros(rtt / 2);
-    }
-    if let Some(mbit) = std::env::var("TARVAULT_NET_MBIT")
-        .ok()
-        .and_then(|v| v.parse::<f64>().ok())
-    {
-        n.bytes_per_sec = mbit * 1e6 / 8.0;
-    }
-    n
 }
 
 /// What the proxy adds, measured: round trip and one-way rate to a local echo server, directly

@@ -75,6 +75,26 @@ impl Netem {
         bytes_per_sec: 125e6,
     };
 
+    /// [`LAN`](Netem::LAN), with the round trip (`TARVAULT_NET_RTT_US`) and the rate
+    /// (`TARVAULT_NET_MBIT`) changed where those are set: every benchmark behind the emulator
+    /// takes the same two variables.
+    pub fn from_env() -> Netem {
+        let mut n = Netem::LAN;
+        if let Some(rtt) = std::env::var("TARVAULT_NET_RTT_US")
+            .ok()
+            .and_then(|v| v.parse::<u64>().ok())
+        {
+            n.one_way = Duration::from_micros(rtt / 2);
+        }
+        if let Some(mbit) = std::env::var("TARVAULT_NET_MBIT")
+            .ok()
+            .and_then(|v| v.parse::<f64>().ok())
+        {
+            n.bytes_per_sec = mbit * 1e6 / 8.0;
+        }
+        n
+    }
+
     pub fn to_args(self) -> [String; 2] {
         [
             self.one_way.as_micros().to_string(),
