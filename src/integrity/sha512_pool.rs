@@ -89,7 +89,7 @@ impl Pool {
         Pool {
             queue: Mutex::new(VecDeque::new()),
             hashing: AtomicUsize::new(0),
-            max: crate::task::cores().unwrap_or(2),
+            max: std::thread::available_parallelism().map_or(2, |n| n.get()),
             coming: AtomicUsize::new(0),
         }
     }
