@@ -137,7 +137,13 @@ async fn copy_killed_midway_then_resumed_to_completion() {
     assert!(out.status.success(), "{stdout}{}", text(&out.stderr));
     let skipped = summary_number(&stdout, "already there") as usize;
     let copied = summary_number(&stdout, "blobs (") as usize;
-    assert_eq!(skipped, partial, "{stdout}");
+    // Every blob the killed copy finished is skipped. A blob whose file was linked when the kill
+    // came, but not yet recorded in the index, is written again (which records it): at most one
+    // per blob in flight (`--concurrency 2`).
+    assert!(
+        skipped <= partial && partial - skipped <= 2,
+        "{partial} blobs there before, {stdout}"
+    );
     assert_eq!(copied + skipped, total, "{stdout}");
     assert_eq!(keys(&dst).await, keys(&src).await);
     // Every copied blob verifies, and a third run has nothing to do.
