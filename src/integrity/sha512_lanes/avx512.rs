@@ -1,8 +1,9 @@
 //! The eight-lane kernel: one sha512 compression per 64-bit lane of a 512-bit register, and the
 //! loop that keeps the lanes fed (see the parent module for why).
 
-use bytes::Bytes;
 use std::arch::x86_64::*;
+
+use bytes::Bytes;
 
 use super::{digest_of, Message, LANES, SCALAR_AT_OR_BELOW, SCALAR_STEP};
 

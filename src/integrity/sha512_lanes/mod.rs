@@ -114,10 +114,11 @@ fn finish_scalar(mut message: Message) -> [u8; 64] {
 }
 
 /// Hashes messages, each taken from `next` with its job and returned through `done` with its
-/// digest and its bytes (for a caller that hashes them again), in whatever order they finish. `next` is asked whenever a lane is free and says `None`
-/// when it has nothing more now. `run` returns once every message it took is done, or once it has
-/// hashed about `budget` bytes: then with the messages it took and has not finished, each with
-/// its state, to be given to a later `run` (and the bytes it hashed).
+/// digest and its bytes (for a caller that hashes them again), in whatever order they finish.
+/// `next` is asked whenever a lane is free and says `None` when it has nothing more now. `run`
+/// returns once every message it took is done, or once it has hashed about `budget` bytes: then
+/// with the messages it took and has not finished, each with its state, to be given to a later
+/// `run` (and the bytes it hashed).
 ///
 /// When the lanes are down to the few messages the scalar compression would take over and `next`
 /// has nothing, `wait` is asked of each: if it says every one of them can wait for others to come
