@@ -9,8 +9,8 @@
 //!   SnapLink where the test server makes links as Manta v1 does, `staging.rs`; spooled with
 //!   `--v2`), the same of unknown digest spooled and sent by one PUT with `Content-MD5` once
 //!   hashed (`?staging=false`), and a 256 MiB get;
-//! - 64 KiB puts at c=16 whose shard directories this process made earlier (as a long-lived
-//!   process puts): what a fresh process's directory PUTs cost the rows above.
+//! - 64 KiB puts at c=1, 16 and 64 whose shard directories this process made earlier (as a
+//!   long-lived process puts): what a fresh process's directory PUTs cost the rows above.
 //!
 //! Client CPU is getrusage of this process; the server and the proxy are other processes.
 
@@ -230,7 +230,19 @@ pub async fn run(target: &manta_common::Target, large_mib: usize) {
     // the disk free for the next round's and other runs'.
     let _ = tokio::time::timeout(Duration::from_secs(60), remove_large(client, &root)).await;
     let made = shard_dirs(client, &root).await;
-    rows.push(warm_row(&tv, client, &http, &root, &made, floors.small_put).await);
+    for (k, (c, n)) in [(1, 200), (16, 1000), (64, 1000)].into_iter().enumerate() {
+        let seed = 1_000_000 * (k as u64 + 1);
+        let row = warm_row(
+            &tv,
+            client,
+            &http,
+            &root,
+            &made,
+            floors.small_put,
+            (c, n, seed),
+        );
+        rows.push(row.await);
+    }
     print_rows(
         &rows,
         "plain HTTP",
@@ -238,19 +250,20 @@ pub async fn run(target: &manta_common::Target, large_mib: usize) {
     );
     let puts: usize = ROUNDS * (counts.iter().map(|(_, n)| n).sum::<usize>() + 2);
     println!(
-        "shard directories made by tarvault's {puts} puts before the last row (of 4096 per kind): blobs {}, markers/sha1 {}, markers/blake3 {}",
+        "shard directories made by tarvault's {puts} puts before the rows with shard directories known (of 4096 per kind): blobs {}, markers/sha1 {}, markers/blake3 {}",
         made[0].len(),
         made[1].len(),
         made[2].len()
     );
     let after = shard_dirs(client, &root).await;
     let same = after.iter().zip(&made).all(|(a, b)| a.len() == b.len());
-    println!("the last row made no directory: {same}");
+    println!("the rows with shard directories known made no directory: {same}");
 }
 
-/// 64 KiB puts at c=16 whose three shard directories (blob, sha1 marker, blake3 marker) this
-/// process made already, as a long-lived process would have: picked from fresh noise by their
-/// digests. A put is then its three PUTs and no directory PUT. Both orders, one pass each.
+/// `n` 64 KiB puts at concurrency `c` whose three shard directories (blob, sha1 marker, blake3
+/// marker) this process made already, as a long-lived process would have: picked from fresh
+/// noise (from `seed` on) by their digests. A put is then its three PUTs and no directory PUT.
+/// Both orders, one pass each.
 async fn warm_row(
     tv: &Store,
     client: &MantaClient,
@@ -258,16 +271,15 @@ async fn warm_row(
     root: &str,
     known: &[HashSet<String>; 3],
     small_put_d: f64,
+    (c, n, mut seed): (usize, usize, u64),
 ) -> Row {
     use sha2::Digest as _;
-    let (c, n) = (16, 1000);
     let mut row = Row::new(
         format!("put 64 KiB x{n}, c={c}, shard directories known"),
         n * SMALL,
         small_put_d * n as f64,
-        Some(0.9),
+        (c == 16).then_some(0.9),
     );
-    let mut seed = 1_000_000u64;
     let mut pick = || {
         let mut out = Vec::with_capacity(n);
         while out.len() < n {
@@ -286,7 +298,7 @@ async fn warm_row(
     };
     let sets = [pick(), pick()];
     for (pass, blobs) in sets.iter().enumerate() {
-        let dir = format!("{root}/plain-warm{pass}");
+        let dir = format!("{root}/plain-warm-c{c}-{pass}");
         client.put_directory(&dir).await.expect("mkdir");
         let paths: Vec<String> = (0..n).map(|j| format!("{dir}/{j}")).collect();
         for raw_turn in [pass == 0, pass != 0] {
