@@ -11,6 +11,9 @@
 //!   processes) of tarvault against the raw client plus the digests a verified store must
 //!   compute, timed here on the same bytes.
 //!
+//! Each timed 256 MiB operation starts with the machine's dirty pages written out
+//! (`net_rows::timed_settled`), so that none pays for the server's writeback of the one before.
+//!
 //! The proxy is checked first against a local echo server (added round trip, capped rate).
 //! A server whose variable is unset is skipped with a reason. `TARVAULT_NET_RTT_US` and
 //! `TARVAULT_NET_MBIT` change the emulated network.
@@ -29,7 +32,9 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
-use net_rows::{addr_of, chunks, print_rows, small_rows, timed, Floors, Row, SMALL_CASES};
+use net_rows::{
+    addr_of, chunks, print_rows, small_rows, timed, timed_settled, Floors, Row, SMALL_CASES,
+};
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload, WriteMultipart};
 use tarvault::backend::s3::{S3Backend, S3Config};
@@ -231,31 +236,31 @@ async fn s3(config: &S3Config) {
             Bytes::from(v)
         };
         let raw_big = Path::from(format!("{raw_dir}/big"));
-        let (s, r) = timed(raw_upload(&raw, &raw_big, big(0))).await;
+        let (s, r) = timed_settled(raw_upload(&raw, &raw_big, big(0))).await;
         r.expect("raw big put");
         for row in &mut rows[base..base + 3] {
             row.raw.push(s);
         }
         let known = big(1);
         let known_addr = addr_of(&known);
-        let (s, r) = timed(tv.put(chunks(&known), &PutOptions::expect(known_addr))).await;
+        let (s, r) = timed_settled(tv.put(chunks(&known), &PutOptions::expect(known_addr))).await;
         assert!(r.expect("put, sha512 given").stored);
         rows[base].tv.push(s);
         drop(known);
         let staged = big(2);
         let staged_addr = addr_of(&staged);
-        let (s, r) = timed(tv.put(chunks(&staged), &PutOptions::default())).await;
+        let (s, r) = timed_settled(tv.put(chunks(&staged), &PutOptions::default())).await;
         assert!(r.expect("put, staged").stored);
         rows[base + 1].tv.push(s);
         drop(staged);
         let spooled = big(3);
-        let (s, r) = timed(tv_spool.put(chunks(&spooled), &PutOptions::default())).await;
+        let (s, r) = timed_settled(tv_spool.put(chunks(&spooled), &PutOptions::default())).await;
         assert!(r.expect("put, spooled").stored);
         rows[base + 2].tv.push(s);
         drop(spooled);
         for pass in 0..2 {
             if (pass == 0) == raw_first {
-                let (s, n) = timed(async {
+                let (s, n) = timed_settled(async {
                     let mut st = raw.get(&raw_big).await.expect("get").into_stream();
                     let mut n = 0;
                     while let Some(c) = st.next().await {
@@ -267,7 +272,7 @@ async fn s3(config: &S3Config) {
                 assert_eq!(n, LARGE);
                 rows[base + 3].raw.push(s);
             } else {
-                let (s, n) = timed(async {
+                let (s, n) = timed_settled(async {
                     let mut st = tv.get(&staged_addr).await.expect("get");
                     let mut n = 0;
                     while let Some(c) = st.next().await {

@@ -24,7 +24,9 @@ use tarvault::backend::manta::MantaBackend;
 use tarvault::integrity::Algorithm;
 use tarvault::{Integrity, PutOptions, Store};
 
-use crate::net_rows::{addr_of, chunks, print_rows, small_rows, timed, Floors, Row, SMALL_CASES};
+use crate::net_rows::{
+    addr_of, chunks, print_rows, small_rows, timed, timed_settled, Floors, Row, SMALL_CASES,
+};
 use crate::{common, manta_common};
 
 const MIB: usize = 1 << 20;
@@ -187,32 +189,32 @@ pub async fn run(target: &manta_common::Target, large_mib: usize) {
             Bytes::from(v)
         };
         let raw_big = format!("{raw_dir}/big");
-        let (s, ()) = timed(plain_put(&http, client, &raw_big, big(0))).await;
+        let (s, ()) = timed_settled(plain_put(&http, client, &raw_big, big(0))).await;
         rows[base].raw.push(s);
         rows[base + 1].raw.push(s);
         rows[base + 3].raw.push(s);
         let known = big(1);
         let known_addr = addr_of(&known);
-        let (s, r) = timed(tv.put(chunks(&known), &PutOptions::expect(known_addr))).await;
+        let (s, r) = timed_settled(tv.put(chunks(&known), &PutOptions::expect(known_addr))).await;
         assert!(r.expect("put, sha512 given").stored);
         rows[base].tv.push(s);
         drop(known);
         let unknown = big(2);
         let unknown_addr = addr_of(&unknown);
-        let (s, r) = timed(tv.put(chunks(&unknown), &PutOptions::default())).await;
+        let (s, r) = timed_settled(tv.put(chunks(&unknown), &PutOptions::default())).await;
         assert!(r.expect("put, digest unknown").stored);
         rows[base + 1].tv.push(s);
         drop(unknown);
-        let (s, r) = timed(spooled.put(chunks(&big(3)), &PutOptions::default())).await;
+        let (s, r) = timed_settled(spooled.put(chunks(&big(3)), &PutOptions::default())).await;
         assert!(r.expect("put, digest unknown, spooled").stored);
         rows[base + 3].tv.push(s);
         for pass in 0..2 {
             if (pass == 0) == raw_first {
-                let (s, n) = timed(plain_get(&http, client, &raw_big)).await;
+                let (s, n) = timed_settled(plain_get(&http, client, &raw_big)).await;
                 assert_eq!(n, large);
                 rows[base + 2].raw.push(s);
             } else {
-                let (s, n) = timed(async {
+                let (s, n) = timed_settled(async {
                     let mut st = tv.get(&unknown_addr).await.expect("get");
                     let mut n = 0;
                     while let Some(c) = st.next().await {
