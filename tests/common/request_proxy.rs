@@ -31,6 +31,8 @@ struct Rule {
 pub struct Proxy {
     port: u16,
     rules: Arc<Mutex<Vec<Rule>>>,
+    /// The first request line of every connection so far.
+    seen: Arc<Mutex<Vec<String>>>,
     /// Answers passed through say `Connection: close`, so that each request comes on a
     /// connection of its own (rules look at a connection's first request only).
     close: Arc<AtomicBool>,
@@ -50,21 +52,25 @@ impl Proxy {
         let port = listener.local_addr().expect("addr").port();
         let rules: Arc<Mutex<Vec<Rule>>> = Arc::new(Mutex::new(Vec::new()));
         let r = rules.clone();
+        let seen: Arc<Mutex<Vec<String>>> = Arc::default();
+        let s = seen.clone();
         let close = Arc::new(AtomicBool::new(false));
         let c = close.clone();
         let task = tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
                 let upstream = upstream.clone();
                 let rules = r.clone();
+                let seen = s.clone();
                 let close = c.load(Ordering::Relaxed);
                 tokio::spawn(async move {
-                    let _ = serve(client, &upstream, rules, close).await;
+                    let _ = serve(client, &upstream, rules, seen, close).await;
                 });
             }
         });
         Proxy {
             port,
             rules,
+            seen,
             close,
             task,
         }
@@ -89,6 +95,12 @@ impl Proxy {
     /// Every connection whose first request line contains `needle` gets `fault`.
     pub fn always(&self, needle: &str, fault: Fault) {
         self.add(needle, fault, None);
+    }
+
+    /// The first request line of every connection so far (with
+    /// [`one_request_per_connection`](Self::one_request_per_connection), of every request).
+    pub fn requests(&self) -> Vec<String> {
+        self.seen.lock().expect("lock").clone()
     }
 
     /// Rules not used up yet: a test asserts a `once` fault was dealt where it meant it to be.
@@ -116,6 +128,7 @@ async fn serve(
     mut client: TcpStream,
     upstream: &str,
     rules: Arc<Mutex<Vec<Rule>>>,
+    seen: Arc<Mutex<Vec<String>>>,
     close: bool,
 ) -> std::io::Result<()> {
     let mut head = Vec::new();
@@ -129,6 +142,7 @@ async fn serve(
     }
     let end = head.iter().position(|b| *b == b'\r').unwrap_or(0);
     let line = String::from_utf8_lossy(&head[..end]).to_string();
+    seen.lock().expect("lock").push(line.clone());
     let fault = {
         let mut g = rules.lock().expect("lock");
         match g.iter().position(|r| line.contains(r.needle.as_str())) {

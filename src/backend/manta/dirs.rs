@@ -7,8 +7,16 @@
 //! exists, and a fresh process (each CLI run) would otherwise pay a directory PUT per ancestor of
 //! each shard it touches first, about a dozen round trips for a one-blob put. Large bodies make
 //! their directories first, so that a missing one never costs a wasted upload.
+//!
+//! A young store is the other way round: most of its 4096 shard directories of each kind do not
+//! exist yet, and a PUT into an unknown one is refused, then sent again once the directory is
+//! made: three round trips, and the body sent twice. So each kind of shard (the directory that
+//! holds them) keeps a score of what PUTs into unknown shards found, up one for a missing
+//! directory and down one for an existing one, within ±[`SCORE_MAX`]: while it is above zero an
+//! unknown shard is made first (two round trips), and every [`PROBE`]th such PUT still goes
+//! first, so that the score comes back down once the store has grown its directories.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 
 use reqwest::header::HeaderMap;
@@ -19,11 +27,20 @@ use crate::Result;
 /// Bodies up to this size are PUT before their directories are known to exist (a failed attempt
 /// costs one round trip and at most this much upload).
 const OPTIMISTIC_MAX: u64 = 1 << 20;
+/// How far a kind of shard's score goes either way: a store that has grown its directories is
+/// recognised within this many PUTs that find one.
+const SCORE_MAX: i32 = 16;
+/// While shards are made first, every this-many-th PUT into an unknown shard is still tried
+/// first, to see whether they exist by now.
+const PROBE: u32 = 8;
 
 pub(crate) struct Dirs {
     client: MantaClient,
     /// Directories known to exist (created or seen).
     known: Mutex<HashSet<String>>,
+    /// Per kind of shard (the directory holding the shards): what PUTs into unknown shards
+    /// found (see the module docs), and how many were made first since the last probe.
+    young: Mutex<HashMap<String, (i32, u32)>>,
 }
 
 impl Dirs {
@@ -31,7 +48,33 @@ impl Dirs {
         Dirs {
             client,
             known: Mutex::new(HashSet::new()),
+            young: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Whether a PUT into the unknown shard directory `dir` should make it first: its kind's
+    /// score says most are missing, and this is not a probe.
+    fn make_first(&self, dir: &str) -> bool {
+        let mut young = self.young.lock().unwrap_or_else(|e| e.into_inner());
+        let Some((score, since_probe)) = young.get_mut(layout::parent(dir)) else {
+            return false;
+        };
+        if *score <= 0 {
+            return false;
+        }
+        *since_probe += 1;
+        if *since_probe >= PROBE {
+            *since_probe = 0;
+            return false;
+        }
+        true
+    }
+
+    /// Notes what a PUT into the unknown shard directory `dir` found.
+    fn found(&self, dir: &str, missing: bool) {
+        let mut young = self.young.lock().unwrap_or_else(|e| e.into_inner());
+        let (score, _) = young.entry(layout::parent(dir).to_string()).or_default();
+        *score = (*score + if missing { 1 } else { -1 }).clamp(-SCORE_MAX, SCORE_MAX);
     }
 
     fn is_known(&self, dir: &str) -> bool {
@@ -78,9 +121,10 @@ impl Dirs {
         body: RequestBody,
     ) -> Result<HeaderMap> {
         let parent = layout::parent(path).to_string();
-        let known = self.is_known(&parent);
-        if !known && body.len() > OPTIMISTIC_MAX {
+        let mut known = self.is_known(&parent);
+        if !known && (body.len() > OPTIMISTIC_MAX || self.make_first(&parent)) {
             self.ensure(&parent).await?;
+            known = true;
         }
         match self
             .client
@@ -89,6 +133,7 @@ impl Dirs {
         {
             Ok(reply) => {
                 if !known {
+                    self.found(&parent, false);
                     // The parent exists, so every ancestor does.
                     for dir in layout::ancestors(&parent) {
                         self.remember(&dir);
@@ -100,6 +145,8 @@ impl Dirs {
                 tracing::debug!(path, "parent directory missing; making it");
                 if known {
                     self.forget_all();
+                } else {
+                    self.found(&parent, true);
                 }
                 self.make_from_leaf(&parent).await?;
                 self.client.put_object(path, headers, body).await

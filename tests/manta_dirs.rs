@@ -1,0 +1,109 @@
+//! Shard directories on the Manta test server (`src/backend/manta/dirs.rs`): a young store's are
+//! made before the PUTs into them, a grown store is PUT into first. Requests are counted by a
+//! proxy that sees each one on a connection of its own.
+
+mod common;
+mod manta_common;
+
+use common::noise;
+use common::request_proxy::{host_of, Proxy};
+use manta_common::Target;
+use tarvault::backend::manta::MantaBackend;
+use tarvault::{PutOptions, Store};
+
+/// What a request line PUTs under the store's `blobs/`: `Some(true)` a blob (`blobs/abc/<hex>`),
+/// `Some(false)` a shard directory (`blobs/abc`), `None` anything else.
+fn blob_put(line: &str) -> Option<bool> {
+    let path = line.strip_prefix("PUT ")?.split(' ').next()?;
+    let parts: Vec<&str> = path.split('/').collect();
+    let at = parts.iter().position(|p| *p == "blobs")?;
+    match parts.len() - at {
+        2 => Some(false),
+        3 => Some(true),
+        _ => None,
+    }
+}
+
+fn count(lines: &[String], blob: bool) -> usize {
+    lines.iter().filter(|l| blob_put(l) == Some(blob)).count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_young_store_makes_shard_directories_first_and_a_grown_one_does_not() {
+    let Some(target) = Target::get("a_young_store_makes_shard_directories_first") else {
+        return;
+    };
+    let proxy = Proxy::start(host_of(&target.url)).await;
+    proxy.one_request_per_connection();
+    let mut cfg = target.config("dirs");
+    cfg.url = proxy.url();
+    let store = Store::new(MantaBackend::new(cfg.clone()).expect("backend"));
+    let n = 48;
+    let blobs: Vec<Vec<u8>> = (0..n).map(|i| noise(2000, 9_000 + i as u64)).collect();
+    let mut addresses = Vec::new();
+    for b in &blobs {
+        let out = store
+            .put_bytes(b.clone(), &PutOptions::default())
+            .await
+            .expect("put");
+        assert!(out.stored);
+        addresses.push(out.digests.integrity());
+    }
+    let lines = proxy.requests();
+    // 48 blobs in 4096 shards: nearly every put's shard is new. PUT first, nearly every blob
+    // would go up twice (refused, then sent again once its shard is made: ~96 blob PUTs). Made
+    // first once the store is seen to be young: the first blob twice, and one in eight (the
+    // probes) twice.
+    let puts = count(&lines, true);
+    assert!(
+        (n..=n + n / 4).contains(&puts),
+        "{puts} blob PUTs for {n} new blobs"
+    );
+    assert!(count(&lines, false) >= n / 2, "the shards were made");
+    for (a, b) in addresses.iter().zip(&blobs) {
+        assert_eq!(&common::read_verified(&store, a).await[..], &b[..]);
+    }
+
+    // The store grows its shard directories behind this process's back (another writer makes
+    // them): the probes find them, and this process goes back to PUTting first.
+    let mut direct_cfg = cfg.clone();
+    direct_cfg.url = target.url.clone();
+    let direct = MantaBackend::new(direct_cfg).expect("backend");
+    let grown: Vec<Vec<u8>> = (0..160).map(|i| noise(2000, 20_000 + i as u64)).collect();
+    for b in &grown {
+        let path = direct.blob_path(&common::key_of(b));
+        let (shard, _) = path.rsplit_once('/').expect("a shard");
+        direct.client().put_directory(shard).await.expect("mkdir");
+    }
+    let before = proxy.requests().len();
+    let mut dirs_made = Vec::new();
+    for b in &grown {
+        let seen = proxy.requests().len();
+        store
+            .put_bytes(b.clone(), &PutOptions::default())
+            .await
+            .expect("put into a grown shard");
+        dirs_made.push(count(&proxy.requests()[seen..], false));
+    }
+    let later = &proxy.requests()[before..];
+    assert_eq!(count(later, true), grown.len(), "each blob PUT once");
+    assert!(
+        dirs_made[80..].iter().all(|&d| d == 0),
+        "still making existing shards after 80 puts: {dirs_made:?}"
+    );
+
+    // A fresh process on the grown store: the shards of these blobs exist, and its PUTs go first
+    // (each answered 412, the blob being there), with no directory PUT at all.
+    let before = proxy.requests().len();
+    let again = Store::new(MantaBackend::new(cfg).expect("backend"));
+    for b in &blobs {
+        let out = again
+            .put_bytes(b.clone(), &PutOptions::default())
+            .await
+            .expect("put again");
+        assert!(!out.stored);
+    }
+    let later = &proxy.requests()[before..];
+    assert_eq!(count(later, true), n, "one blob PUT each");
+    assert_eq!(count(later, false), 0, "no shard directory made again");
+}
