@@ -524,100 +524,153 @@ fn sync_label(fsync: bool) -> &'static str {
     }
 }
 
-fn measure(
-    rt: &tokio::runtime::Runtime,
-    work: &Path,
-    tag: &str,
-    files: &[PathBuf],
-    rounds: usize,
-) -> Table {
-    let n = files.len() as f64;
-    let mut table = Table::default();
-    let keys: Vec<String> = files
-        .iter()
-        .map(|f| hex::encode(sha2::Sha512::digest(std::fs::read(f).expect("read"))))
-        .collect();
-    for round in 0..rounds {
-        let dir = |what: &str| work.join(format!("{tag}-{round}-{what}"));
-        for (algo, label) in [
-            (cacache::Algorithm::Sha256, "cacache write_hash sha256"),
-            (cacache::Algorithm::Sha512, "cacache write_hash sha512"),
-        ] {
-            let d = dir(label.rsplit(' ').next().unwrap_or("cacache"));
-            let t = Clock::start(work);
-            for f in files {
-                let bytes = std::fs::read(f).expect("read");
-                rt.block_on(cacache::write_hash_with_algo(algo, &d, bytes))
-                    .expect("cacache write");
-            }
-            t.stop(&mut table, label.into(), n);
-            discard(&d);
-        }
-        for fsync in [false, true] {
-            let s = sync_label(fsync);
-            for threads in [1, 2] {
-                let d = dir(&format!("naive{threads}-{fsync}"));
-                let t = Clock::start(work);
-                naive(files, &d, fsync, threads);
-                let name = if threads == 1 {
-                    format!("naive loop, 1 thread, {s}")
-                } else {
-                    format!("two-thread prototype, {s}")
-                };
-                t.stop(&mut table, name, n);
-                discard(&d);
-            }
-            let open_with = |d: &Path, batch_flush: BatchFlush| {
-                Store::new(
-                    FsBackend::open(
-                        d,
-                        FsOptions {
-                            fsync,
-                            batch_flush,
-                            ..Default::default()
-                        },
-                    )
-                    .expect("open"),
-                )
-            };
-            let open = |d: &Path| open_with(d, BatchFlush::Syncfs);
-            let d = dir(&format!("put-{fsync}"));
-            let store = open(&d);
-            let t = Clock::start(work);
-            rt.block_on(async {
-                for f in files {
-                    store
-                        .put_file(f, &PutOptions::default())
-                        .await
-                        .expect("put");
-                }
-            });
-            t.stop(&mut table, format!("tarvault put, {s}"), n);
-            drop(store);
-            discard(&d);
+/// One row of a small-file table.
+#[derive(Clone, Copy)]
+enum Row {
+    /// cacache's `write_hash` with this digest (sha256 or sha512).
+    Cacache(cacache::Algorithm, &'static str),
+    /// The naive loop on one thread, or the two-thread prototype.
+    Naive { fsync: bool, threads: usize },
+    /// `put_file` one blob at a time.
+    Put { fsync: bool },
+    /// `put_batch` of every file.
+    Batch {
+        fsync: bool,
+        dirs_present: bool,
+        flush: BatchFlush,
+        lanes: bool,
+    },
+    /// The CLI's batch `put`, in a process of its own.
+    Cli { fsync: bool },
+}
 
+impl Row {
+    /// Every row of a table, in the order they are printed.
+    fn all() -> Vec<Row> {
+        let mut rows = vec![
+            Row::Cacache(cacache::Algorithm::Sha256, "sha256"),
+            Row::Cacache(cacache::Algorithm::Sha512, "sha512"),
+        ];
+        for fsync in [false, true] {
+            rows.push(Row::Naive { fsync, threads: 1 });
+            rows.push(Row::Naive { fsync, threads: 2 });
+            rows.push(Row::Put { fsync });
             // With fsync on, the batch also once with each blob's own ordered fsyncs instead of
             // the two syncfs calls (`BatchFlush::PerFile`); with fsync off, once with each blob's
             // sha512 hashed on its own task instead of eight blobs' at once (as before the lanes).
-            let flushes: &[(bool, BatchFlush, bool)] = if fsync {
-                &[
-                    (false, BatchFlush::Syncfs, true),
-                    (true, BatchFlush::Syncfs, true),
-                    (false, BatchFlush::PerFile, true),
-                ]
+            let (flush, lanes) = if fsync {
+                (BatchFlush::PerFile, true)
             } else {
-                &[
-                    (false, BatchFlush::Syncfs, true),
-                    (true, BatchFlush::Syncfs, true),
-                    (false, BatchFlush::Syncfs, false),
-                ]
+                (BatchFlush::Syncfs, false)
             };
-            for &(dirs_present, flush, lanes) in flushes {
-                let d = dir(&format!("batch-{fsync}-{dirs_present}-{flush:?}-{lanes}"));
-                let store = open_with(&d, flush);
+            for (dirs_present, flush, lanes) in [
+                (false, BatchFlush::Syncfs, true),
+                (true, BatchFlush::Syncfs, true),
+                (false, flush, lanes),
+            ] {
+                rows.push(Row::Batch {
+                    fsync,
+                    dirs_present,
+                    flush,
+                    lanes,
+                });
+            }
+            rows.push(Row::Cli { fsync });
+        }
+        rows
+    }
+
+    fn name(self) -> String {
+        match self {
+            Row::Cacache(_, algo) => format!("cacache write_hash {algo}"),
+            Row::Naive { fsync, threads: 1 } => {
+                format!("naive loop, 1 thread, {}", sync_label(fsync))
+            }
+            Row::Naive { fsync, .. } => format!("two-thread prototype, {}", sync_label(fsync)),
+            Row::Put { fsync } => format!("tarvault put, {}", sync_label(fsync)),
+            Row::Batch {
+                fsync,
+                dirs_present,
+                flush,
+                lanes,
+            } => {
+                let how = if dirs_present {
+                    "shard dirs present, "
+                } else if flush == BatchFlush::PerFile {
+                    "per-file fsyncs, "
+                } else if !lanes {
+                    "sha512 blob by blob, "
+                } else {
+                    ""
+                };
+                format!("tarvault put_batch, {how}{}", sync_label(fsync))
+            }
+            Row::Cli { fsync } => format!("tarvault CLI put, {}", sync_label(fsync)),
+        }
+    }
+
+    /// Runs the row into the fresh store directory `d` and records it in `table`.
+    fn run(
+        self,
+        rt: &tokio::runtime::Runtime,
+        work: &Path,
+        d: &Path,
+        files: &[PathBuf],
+        keys: &[String],
+        table: &mut Table,
+    ) {
+        let n = files.len() as f64;
+        let open = |fsync: bool, batch_flush: BatchFlush| {
+            Store::new(
+                FsBackend::open(
+                    d,
+                    FsOptions {
+                        fsync,
+                        batch_flush,
+                        ..Default::default()
+                    },
+                )
+                .expect("open"),
+            )
+        };
+        match self {
+            Row::Cacache(algo, _) => {
+                let t = Clock::start(work);
+                for f in files {
+                    let bytes = std::fs::read(f).expect("read");
+                    rt.block_on(cacache::write_hash_with_algo(algo, d, bytes))
+                        .expect("cacache write");
+                }
+                t.stop(table, self.name(), n);
+            }
+            Row::Naive { fsync, threads } => {
+                let t = Clock::start(work);
+                naive(files, d, fsync, threads);
+                t.stop(table, self.name(), n);
+            }
+            Row::Put { fsync } => {
+                let store = open(fsync, BatchFlush::Syncfs);
+                let t = Clock::start(work);
+                rt.block_on(async {
+                    for f in files {
+                        store
+                            .put_file(f, &PutOptions::default())
+                            .await
+                            .expect("put");
+                    }
+                });
+                t.stop(table, self.name(), n);
+            }
+            Row::Batch {
+                fsync,
+                dirs_present,
+                flush,
+                lanes,
+            } => {
+                let store = open(fsync, flush);
                 if dirs_present {
                     // A store of a few million blobs has every shard directory already.
-                    for k in &keys {
+                    for k in keys {
                         std::fs::create_dir_all(d.join("sha512").join(&k[..2]).join(&k[2..4]))
                             .expect("shard dir");
                     }
@@ -634,37 +687,59 @@ fn measure(
                     }
                 });
                 tarvault::integrity::set_batch_sha512_lanes(true);
-                let name = if dirs_present {
-                    format!("tarvault put_batch, shard dirs present, {s}")
-                } else if flush == BatchFlush::PerFile {
-                    format!("tarvault put_batch, per-file fsyncs, {s}")
-                } else if !lanes {
-                    format!("tarvault put_batch, sha512 blob by blob, {s}")
-                } else {
-                    format!("tarvault put_batch, {s}")
-                };
-                t.stop(&mut table, name, n);
-                drop(store);
-                discard(&d);
+                t.stop(table, self.name(), n);
             }
+            Row::Cli { fsync } => {
+                let url = if fsync {
+                    d.display().to_string()
+                } else {
+                    format!("file://{}?fsync=false", d.display())
+                };
+                let t = Clock::start(work);
+                let out = std::process::Command::new(env!("CARGO_BIN_EXE_tarvault"))
+                    .arg("--store")
+                    .arg(&url)
+                    .arg("put")
+                    .args(files)
+                    .stdout(std::process::Stdio::null())
+                    .status()
+                    .expect("run the CLI");
+                assert!(out.success(), "tarvault put failed: {out}");
+                t.stop(table, self.name(), n);
+            }
+        }
+    }
+}
 
-            let d = dir(&format!("cli-{fsync}"));
-            let url = if fsync {
-                d.display().to_string()
-            } else {
-                format!("file://{}?fsync=false", d.display())
-            };
-            let t = Clock::start(work);
-            let out = std::process::Command::new(env!("CARGO_BIN_EXE_tarvault"))
-                .arg("--store")
-                .arg(&url)
-                .arg("put")
-                .args(files)
-                .stdout(std::process::Stdio::null())
-                .status()
-                .expect("run the CLI");
-            assert!(out.success(), "tarvault put failed: {out}");
-            t.stop(&mut table, format!("tarvault CLI put, {s}"), n);
+/// Runs every row once per round. The order changes from round to round (rotated by a share of
+/// the rows each round, and reversed in odd rounds): a row's rate depends on what the filesystem
+/// went through just before it, and with one fixed order one row (the CLI's, last after three
+/// `put_batch` rows) always ran on the store the others had just filled.
+fn measure(
+    rt: &tokio::runtime::Runtime,
+    work: &Path,
+    tag: &str,
+    files: &[PathBuf],
+    rounds: usize,
+) -> Table {
+    let rows = Row::all();
+    let mut table = Table::default();
+    for row in &rows {
+        table.rows.push((row.name(), Vec::new(), Vec::new()));
+    }
+    let keys: Vec<String> = files
+        .iter()
+        .map(|f| hex::encode(sha2::Sha512::digest(std::fs::read(f).expect("read"))))
+        .collect();
+    for round in 0..rounds {
+        let mut order: Vec<(usize, Row)> = rows.iter().copied().enumerate().collect();
+        order.rotate_left(round * rows.len() / rounds.max(1) % rows.len());
+        if round % 2 == 1 {
+            order.reverse();
+        }
+        for (i, row) in order {
+            let d = work.join(format!("{tag}-{round}-{i}"));
+            row.run(rt, work, &d, files, &keys, &mut table);
             discard(&d);
         }
     }
