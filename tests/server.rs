@@ -695,3 +695,47 @@ fn the_cli_serves_a_store_with_a_mapping() {
         std::panic::resume_unwind(e);
     }
 }
+
+/// An empty blob (a zero-byte file is a valid blob) is served as a 200 with an empty body, both
+/// over HTTP and by the router alone, which polls the body past its end the way an embedding
+/// stack may: a stream polled after it ended must keep saying it ended, not panic.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_empty_blob_is_served_with_an_empty_body() {
+    use futures::StreamExt;
+    use tower::ServiceExt;
+
+    let store = Store::new(tarvault::backend::memory::MemoryBackend::new());
+    let out = store
+        .put_bytes(bytes::Bytes::new(), &PutOptions::default())
+        .await
+        .unwrap_or_else(|e| panic!("put: {e}"));
+    let path = format!("/sha512/{}", out.digests.sha512_hex());
+    let server = Server::new(store.clone());
+    let base = start(server.clone()).await;
+    let r = get(&format!("{base}{path}"), &[]).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(header(&r, header::CONTENT_LENGTH), "0");
+    assert_eq!(r.bytes().await.ok().map(|b| b.len()), Some(0));
+
+    let request = axum::http::Request::get(path.as_str())
+        .body(axum::body::Body::empty())
+        .unwrap_or_else(|e| panic!("request: {e}"));
+    let response = server
+        .router()
+        .oneshot(request)
+        .await
+        .unwrap_or_else(|e| match e {});
+    assert_eq!(response.status().as_u16(), 200);
+    let body = axum::body::to_bytes(response.into_body(), 1024)
+        .await
+        .unwrap_or_else(|e| panic!("body: {e}"));
+    assert!(body.is_empty());
+
+    // The library's stream itself, polled again after its end.
+    let mut blob = store
+        .get(&out.digests.integrity())
+        .await
+        .unwrap_or_else(|e| panic!("get: {e}"));
+    assert!(blob.next().await.is_none());
+    assert!(blob.next().await.is_none());
+}

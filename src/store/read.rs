@@ -10,7 +10,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use futures::stream::BoxStream;
+use futures::stream::{BoxStream, FusedStream};
 use futures::{Stream, StreamExt};
 
 use crate::backend::ByteStream;
@@ -18,10 +18,14 @@ use crate::integrity::{Algorithm, Hash, StreamHasher};
 use crate::{Error, Result};
 
 /// A verified stream of a blob's bytes (or of a range of them).
+///
+/// Fused: polled again after its end (as `Chain`, HTTP bodies and other adapters may), it keeps
+/// returning `None`.
 pub struct BlobStream {
     inner: BoxStream<'static, Result<Bytes>>,
     len: u64,
     size: u64,
+    ended: bool,
 }
 
 impl BlobStream {
@@ -59,7 +63,20 @@ impl BlobStream {
 impl Stream for BlobStream {
     type Item = Result<Bytes>;
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        self.inner.poll_next_unpin(cx)
+        if self.ended {
+            return Poll::Ready(None);
+        }
+        let next = self.inner.poll_next_unpin(cx);
+        if let Poll::Ready(None) = next {
+            self.ended = true;
+        }
+        next
+    }
+}
+
+impl FusedStream for BlobStream {
+    fn is_terminated(&self) -> bool {
+        self.ended
     }
 }
 
@@ -112,6 +129,7 @@ pub(crate) fn verify(
         inner,
         len: range.end - range.start,
         size,
+        ended: false,
     }
 }
 
