@@ -15,9 +15,13 @@ fn run(data: &[u8], chunk: usize) -> Result<tarvault::tarball::Report, String> {
     };
     let mut inspector = Inspector::new(policy);
     for c in data.chunks(chunk.max(1)) {
-        inspector.update(c).map_err(|e| e.kind().as_str().to_string())?;
+        inspector
+            .update(c)
+            .map_err(|e| e.kind().as_str().to_string())?;
     }
-    inspector.finish().map_err(|e| e.kind().as_str().to_string())
+    inspector
+        .finish()
+        .map_err(|e| e.kind().as_str().to_string())
 }
 
 fuzz_target!(|data: &[u8]| {
@@ -31,5 +35,9 @@ fuzz_target!(|data: &[u8]| {
     if let (Ok(a), Ok(b)) = (&whole, &chunked) {
         assert_eq!(a, b, "chunking changed the report");
     }
-    assert_eq!(whole.is_ok(), chunked.is_ok(), "chunking changed the verdict");
+    assert_eq!(
+        whole.is_ok(),
+        chunked.is_ok(),
+        "chunking changed the verdict"
+    );
 });
