@@ -98,6 +98,7 @@ impl Store {
         let (tx, rx) = mpsc::channel(GROUP_MAX);
         tokio::spawn(self.clone().drive(inputs, tx));
         futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|r| (r, rx)) })
+            .fuse()
             .boxed()
     }
 

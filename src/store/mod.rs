@@ -310,9 +310,10 @@ impl Store {
         }
     }
 
-    /// Every stored blob's key.
+    /// Every stored blob's key. Like every stream a store returns, it is fused: polled again after
+    /// its end, it says `None` again.
     pub fn list(&self) -> BoxStream<'static, Result<BlobKey>> {
-        self.backend.list()
+        self.backend.list().fuse().boxed()
     }
 
     /// Every stored blob with its facts, in one pass where the backend can (the fs backend stats
@@ -329,6 +330,7 @@ impl Store {
                     digests: st.digests,
                 })
             })
+            .fuse()
             .boxed()
     }
 }

@@ -721,6 +721,57 @@ pub async fn async_read_adapter(f: &dyn Fixture) {
     );
 }
 
+/// Every stream a store returns keeps saying it ended once it has (a stream adapter or an HTTP
+/// body may poll once more): a blob's bytes (an empty blob's at once), the listings, and the
+/// results of `put_stream`.
+pub async fn streams_stay_ended(f: &dyn Fixture) {
+    let store = store_of(f);
+    for bytes in [Bytes::new(), Bytes::from(noise(3000, 23))] {
+        store
+            .put_bytes(bytes.clone(), &PutOptions::default())
+            .await
+            .expect("put");
+        let mut blob = store.get(&addr(&sha512_sri(&bytes))).await.expect("get");
+        let mut got = Vec::new();
+        while let Some(chunk) = blob.next().await {
+            got.extend_from_slice(&chunk.expect("chunk"));
+        }
+        assert_eq!(got, bytes);
+        assert!(blob.next().await.is_none(), "polled after its end");
+    }
+    let mut list = store.list();
+    let mut n = 0;
+    while let Some(k) = list.next().await {
+        k.expect("list");
+        n += 1;
+    }
+    assert_eq!(n, 2);
+    assert!(list.next().await.is_none(), "list polled after its end");
+    let mut infos = store.list_info();
+    while infos.next().await.is_some() {}
+    assert!(
+        infos.next().await.is_none(),
+        "list_info polled after its end"
+    );
+    let inputs = [noise(100, 24), noise(200, 25)].map(|d| {
+        (
+            futures::stream::iter([Ok::<_, std::io::Error>(Bytes::from(d))]),
+            PutOptions::default(),
+        )
+    });
+    let mut results = store.put_stream(futures::stream::iter(inputs));
+    let mut n = 0;
+    while let Some(r) = results.next().await {
+        r.expect("put_stream");
+        n += 1;
+    }
+    assert_eq!(n, 2);
+    assert!(
+        results.next().await.is_none(),
+        "put_stream polled after its end"
+    );
+}
+
 /// Generates one `#[tokio::test]` per conformance case for a fixture constructor.
 macro_rules! suite {
     ($make:expr) => {
@@ -730,7 +781,7 @@ macro_rules! suite {
             ranges, stat_list_delete, writer_contract, truncated_input_stores_nothing,
             corruption_is_detected, fsck_rebuilds_aliases, concurrent_same_content, batch_put,
             put_stream_in_order, second_instance_sees_changes,
-            async_read_adapter, large_put_with_expected_integrity);
+            async_read_adapter, large_put_with_expected_integrity, streams_stay_ended);
     };
     (@cases $make:expr; $($case:ident),* $(,)?) => {
         $(
