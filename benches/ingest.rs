@@ -534,14 +534,20 @@ enum Row {
     /// `put_file` one blob at a time.
     Put { fsync: bool },
     /// `put_batch` of every file.
-    Batch {
-        fsync: bool,
-        dirs_present: bool,
-        flush: BatchFlush,
-        lanes: bool,
-    },
+    Batch(BatchRow),
     /// The CLI's batch `put`, in a process of its own.
     Cli { fsync: bool },
+}
+
+/// How a `put_batch` row runs.
+#[derive(Clone, Copy)]
+struct BatchRow {
+    fsync: bool,
+    /// Every shard directory made before the row, as in a store of a few million blobs.
+    dirs_present: bool,
+    flush: BatchFlush,
+    /// Eight blobs' sha512 at once (`set_batch_sha512_lanes`), or blob by blob.
+    lanes: bool,
 }
 
 impl Row {
@@ -568,12 +574,12 @@ impl Row {
                 (true, BatchFlush::Syncfs, true),
                 (false, flush, lanes),
             ] {
-                rows.push(Row::Batch {
+                rows.push(Row::Batch(BatchRow {
                     fsync,
                     dirs_present,
                     flush,
                     lanes,
-                });
+                }));
             }
             rows.push(Row::Cli { fsync });
         }
@@ -588,22 +594,17 @@ impl Row {
             }
             Row::Naive { fsync, .. } => format!("two-thread prototype, {}", sync_label(fsync)),
             Row::Put { fsync } => format!("tarvault put, {}", sync_label(fsync)),
-            Row::Batch {
-                fsync,
-                dirs_present,
-                flush,
-                lanes,
-            } => {
-                let how = if dirs_present {
+            Row::Batch(b) => {
+                let how = if b.dirs_present {
                     "shard dirs present, "
-                } else if flush == BatchFlush::PerFile {
+                } else if b.flush == BatchFlush::PerFile {
                     "per-file fsyncs, "
-                } else if !lanes {
+                } else if !b.lanes {
                     "sha512 blob by blob, "
                 } else {
                     ""
                 };
-                format!("tarvault put_batch, {how}{}", sync_label(fsync))
+                format!("tarvault put_batch, {how}{}", sync_label(b.fsync))
             }
             Row::Cli { fsync } => format!("tarvault CLI put, {}", sync_label(fsync)),
         }
@@ -661,21 +662,16 @@ impl Row {
                 });
                 t.stop(table, self.name(), n);
             }
-            Row::Batch {
-                fsync,
-                dirs_present,
-                flush,
-                lanes,
-            } => {
-                let store = open(fsync, flush);
-                if dirs_present {
+            Row::Batch(b) => {
+                let store = open(b.fsync, b.flush);
+                if b.dirs_present {
                     // A store of a few million blobs has every shard directory already.
                     for k in keys {
                         std::fs::create_dir_all(d.join("sha512").join(&k[..2]).join(&k[2..4]))
                             .expect("shard dir");
                     }
                 }
-                tarvault::integrity::set_batch_sha512_lanes(lanes);
+                tarvault::integrity::set_batch_sha512_lanes(b.lanes);
                 let t = Clock::start(work);
                 rt.block_on(async {
                     let inputs: Vec<_> = files
