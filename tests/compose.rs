@@ -706,6 +706,63 @@ async fn read_repair_racing_a_delete_does_not_bring_the_blob_back() {
     assert!(!store.contains(&a).await.expect("contains"));
 }
 
+/// A replica's late commit (the put was acknowledged by the others) that lands after a delete of
+/// the blob does not bring it back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn late_replica_commit_after_a_delete_does_not_bring_the_blob_back() {
+    let (mems, faulty) = three_memory();
+    let store = Store::new(replicated(&faulty, ReplicatedOptions::default()));
+    let data = noise(30_000, 113);
+    let key = key_of(&data);
+    let a = addr(&sha512_sri(&data));
+    // Replica 0's commit waits 1.5 s; the put is acknowledged by the other two meanwhile.
+    faulty[0].knobs.delay_ms.store(1500, Ordering::SeqCst);
+    store
+        .put_bytes(data.clone(), &PutOptions::default())
+        .await
+        .expect("put");
+    faulty[0].knobs.delay_ms.store(0, Ordering::SeqCst);
+    assert!(
+        mems[0].head(&key).await.expect("head").is_none(),
+        "replica 0 committed before the put returned: the test proves nothing"
+    );
+    assert!(store.delete(&a).await.expect("delete"), "was stored");
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    for m in &mems {
+        assert!(m.head(&key).await.expect("head").is_none(), "brought back");
+    }
+    assert!(!store.contains(&a).await.expect("contains"));
+}
+
+/// A second put of a blob while the first's late commit is still running finds that replica
+/// without it and is told `Stored` there; the blob was stored before, and the put says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn second_put_during_a_late_commit_is_reported_present() {
+    let (mems, faulty) = three_memory();
+    let store = Store::new(replicated(&faulty, ReplicatedOptions::default()));
+    let data = noise(30_000, 114);
+    let key = key_of(&data);
+    faulty[0].knobs.delay_ms.store(1500, Ordering::SeqCst);
+    let first = store
+        .put_bytes(data.clone(), &PutOptions::default())
+        .await
+        .expect("first put");
+    assert!(first.stored);
+    // Now replica 0 is quick (its first commit still waits) and replica 2 slow, so the second
+    // put's quorum is replica 0 (`Stored`) and replica 1 (`AlreadyPresent`).
+    faulty[0].knobs.delay_ms.store(0, Ordering::SeqCst);
+    faulty[2].knobs.delay_ms.store(1000, Ordering::SeqCst);
+    let second = store
+        .put_bytes(data.clone(), &PutOptions::default())
+        .await
+        .expect("second put");
+    assert!(
+        mems[0].head(&key).await.expect("head").is_some(),
+        "the second put did not commit on replica 0: the test proves nothing"
+    );
+    assert!(!second.stored, "reported stored, though stored before");
+}
+
 /// `repair` likewise: a copy read before a delete is not left on a replica after it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn repair_racing_a_delete_does_not_bring_the_blob_back() {

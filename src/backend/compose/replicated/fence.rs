@@ -1,5 +1,5 @@
-//! Repairs against deletes: a copy read before a delete of its blob must not be written to a
-//! replica after it.
+//! Repairs and late commits against deletes: a copy read before a delete of its blob must not be
+//! written to a replica after it, nor may a replica's late commit of a put acknowledged before it.
 //!
 //! A delete goes to every replica at once, but a repair (read-repair or [`Replicated::repair`])
 //! reads a good copy from one replica and writes it to others afterwards; had the delete landed
@@ -10,20 +10,39 @@
 //! what it wrote. One lock orders the two: if a repair checks its ticket and finds it good, any
 //! delete registered later deletes the copies that repair already wrote.
 //!
-//! This covers the deletes and repairs of one `Replicated` (and its clones): a delete made by
-//! another process through its own `Replicated` is not seen here.
+//! A put is acknowledged once a quorum of replicas committed, and the others commit in the
+//! background; the caller may delete the blob before they do. So the put takes a ticket when it
+//! acknowledges ([`Fence::acknowledge`]), and a late commit that finds its ticket overtaken
+//! deletes the copy it published.
+//!
+//! The same late commits can make a second put of the blob find a replica the first had not
+//! reached yet, and be told `Stored` there although the blob was stored before. A put whose
+//! replicas answered both `Stored` and `AlreadyPresent` asks [`Fence::stored_before`]: the blobs
+//! this `Replicated` reported stored since its last delete (the most recent [`RECENT`] of them).
+//!
+//! This covers the deletes, repairs and late commits of one `Replicated` (and its clones): a
+//! delete made by another process through its own `Replicated` is not seen here, so a late commit
+//! there can still bring back a blob that process deleted (verified bytes of a put that was
+//! acknowledged before the delete; `gc` or a second delete removes it).
 //!
 //! [`Replicated::repair`]: super::Replicated::repair
 
-use std::collections::HashMap;
-use std::sync::{Mutex, MutexGuard};
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::backend::BlobKey;
 
-/// The blobs with a repair or a delete in progress.
+/// Blobs remembered as reported stored, at most; past it the memory is cleared (a put of one of
+/// them whose replicas answer both ways then reports `Stored` again, as it would in another
+/// process).
+const RECENT: usize = 4096;
+
+/// The blobs with a repair or a delete in progress, and those reported stored lately.
 #[derive(Debug, Default)]
 pub(super) struct Fence {
     keys: Mutex<HashMap<BlobKey, Entry>>,
+    /// Blobs reported stored and not deleted here since.
+    stored: Mutex<HashSet<BlobKey>>,
 }
 
 #[derive(Debug, Default)]
@@ -42,21 +61,41 @@ impl Fence {
         self.keys.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// A ticket for a repair of `key`, to take before the good copy is read.
-    pub(super) fn ticket(&self, key: &BlobKey) -> Ticket<'_> {
+    /// A ticket for a repair of `key`, to take before the good copy is read (or for a put's late
+    /// commits, when it is acknowledged). It may outlive the call, in a task of its own.
+    pub(super) fn ticket(self: &Arc<Self>, key: &BlobKey) -> Ticket {
         let mut keys = self.keys();
         let entry = keys.entry(*key).or_default();
         entry.holders += 1;
         Ticket {
-            fence: self,
+            fence: self.clone(),
             key: *key,
             seen: entry.started,
             during_delete: entry.deleting > 0,
         }
     }
 
+    fn stored(&self) -> MutexGuard<'_, HashSet<BlobKey>> {
+        self.stored.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Remembers that a put of `key` was reported `Stored`.
+    pub(super) fn reported_stored(&self, key: &BlobKey) {
+        let mut stored = self.stored();
+        if stored.len() >= RECENT {
+            stored.clear();
+        }
+        stored.insert(*key);
+    }
+
+    /// Whether a put of `key` was reported `Stored` here and no delete of it started here since.
+    pub(super) fn stored_before(&self, key: &BlobKey) -> bool {
+        self.stored().contains(key)
+    }
+
     /// Registers a delete of `key` until the returned guard is dropped.
     pub(super) fn deleting(&self, key: &BlobKey) -> Deleting<'_> {
+        self.stored().remove(key);
         let mut keys = self.keys();
         let entry = keys.entry(*key).or_default();
         entry.holders += 1;
@@ -83,15 +122,15 @@ impl Fence {
     }
 }
 
-/// A repair's claim on its blob (see the module docs).
-pub(super) struct Ticket<'a> {
-    fence: &'a Fence,
+/// A repair's (or a put's late commits') claim on its blob (see the module docs).
+pub(super) struct Ticket {
+    fence: Arc<Fence>,
     key: BlobKey,
     seen: u64,
     during_delete: bool,
 }
 
-impl Ticket<'_> {
+impl Ticket {
     /// Whether a delete of the blob was under way when the ticket was taken, or started since:
     /// the copy the repair read may be of a deleted blob.
     pub(super) fn overtaken(&self) -> bool {
@@ -104,7 +143,7 @@ impl Ticket<'_> {
     }
 }
 
-impl Drop for Ticket<'_> {
+impl Drop for Ticket {
     fn drop(&mut self) {
         self.fence.release(&self.key, false);
     }

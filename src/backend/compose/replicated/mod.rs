@@ -14,8 +14,10 @@
 //! failing the read). Replicas found missing or corrupt on the way are repaired from the good copy
 //! (read-repair). A replica that does not answer within `read_timeout` is skipped.
 //!
-//! **Deletes win over repairs**: a repair that read its good copy before a delete of the blob does
-//! not leave that copy on a replica after it (see `fence.rs`).
+//! **Deletes win over repairs and late commits**: a repair that read its good copy before a
+//! delete of the blob does not leave that copy on a replica after it, nor does the late commit of
+//! a put acknowledged before the delete (see `fence.rs`). A put is reported `Stored` only if the
+//! blob was not stored before: a second put can find a replica the first had not reached yet.
 //!
 //! **Repair** ([`Replicated::repair`]) lists every replica and copies each blob to the replicas that
 //! lack it; with `verify` it also re-hashes every copy and replaces the corrupt ones.

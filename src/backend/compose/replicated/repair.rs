@@ -47,7 +47,7 @@ impl Replicated {
         held: &Held,
         digests: &Digests,
         targets: &[(usize, bool)],
-        ticket: &Ticket<'_>,
+        ticket: &Ticket,
     ) -> Option<Vec<(usize, String)>> {
         if ticket.overtaken() {
             return None;

@@ -5,6 +5,7 @@ use std::any::Any;
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use futures::future::{BoxFuture, FutureExt};
 use futures::stream::{FuturesUnordered, StreamExt};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -16,6 +17,10 @@ use crate::{Error, ErrorKind, Result};
 
 /// Chunks queued per replica before a write waits for it.
 const LANE_DEPTH: usize = 64;
+
+/// The replicas' commits still running, each with its replica's index.
+type Late = FuturesUnordered<BoxFuture<'static, (usize, LaneResult)>>;
+type LaneResult = std::result::Result<Result<Committed>, tokio::task::JoinError>;
 
 /// Starts a put on every replica; fails at once if too few of them could start for the quorum.
 pub(super) async fn begin_put(backend: &Replicated, hint: &PutHint) -> Result<Box<dyn BlobWriter>> {
@@ -111,6 +116,37 @@ impl ReplicatedWriter {
     }
 }
 
+impl ReplicatedWriter {
+    /// Lets the replicas that had not committed when the put was acknowledged finish on their
+    /// own. A failure among them leaves a copy missing, which read-repair or `repair` fills; a
+    /// copy published after a delete of the blob is deleted again (see `fence.rs`).
+    fn finish_late(&self, key: BlobKey, mut pending: Late) {
+        let ticket = self.backend.fence.ticket(&key);
+        let replicas = self.backend.replicas.clone();
+        let describe = self.backend.describe();
+        tokio::spawn(async move {
+            while let Some((replica, outcome)) = pending.next().await {
+                let failed = match outcome {
+                    Ok(Ok(Committed::Stored)) if ticket.overtaken() => {
+                        // The blob was deleted after the put was acknowledged.
+                        let removed = replicas[replica].delete(&key).await;
+                        removed
+                            .err()
+                            .map(|e| format!("deleted since; removing it failed: {e}"))
+                    }
+                    Ok(Ok(_)) => None,
+                    Ok(Err(e)) => Some(e.to_string()),
+                    Err(e) => Some(e.to_string()),
+                };
+                if let Some(error) = failed {
+                    let name = replicas[replica].describe();
+                    tracing::warn!(backend = %describe, replica = %name, %error, "late replica commit failed");
+                }
+            }
+        });
+    }
+}
+
 #[async_trait]
 impl BlobWriter for ReplicatedWriter {
     async fn write(&mut self, chunk: Bytes) -> Result<()> {
@@ -139,21 +175,22 @@ impl BlobWriter for ReplicatedWriter {
     }
 
     async fn commit(mut self: Box<Self>, digests: &Digests) -> Result<Committed> {
-        let mut pending = FuturesUnordered::new();
+        let mut pending = Late::new();
         for mut lane in std::mem::take(&mut self.lanes) {
             let Some(tx) = lane.tx.take() else { continue };
             let replica = lane.replica;
             if tx.send(Msg::Commit(*digests)).await.is_err() {
                 // Its task ended on an error; collect it below like any other failure.
             }
-            pending.push(async move { (replica, lane.task.await) });
+            pending.push(async move { (replica, lane.task.await) }.boxed());
         }
         let mut committed = Vec::new();
-        let mut stored = false;
+        let (mut stored, mut present) = (false, false);
         while let Some((replica, outcome)) = pending.next().await {
             match outcome {
                 Ok(Ok(c)) => {
                     stored |= c == Committed::Stored;
+                    present |= c == Committed::AlreadyPresent;
                     committed.push((replica, c));
                 }
                 Ok(Err(e)) => {
@@ -166,24 +203,18 @@ impl BlobWriter for ReplicatedWriter {
                 }
             }
             if committed.len() >= self.backend.quorum {
-                let describe = self.backend.describe();
-                let names: Vec<String> =
-                    self.backend.replicas.iter().map(|r| r.describe()).collect();
+                let key = BlobKey::new(digests.sha512);
+                // Answered both ways: another put of the blob committed on some replicas first.
+                // A put acknowledged before this one reached a quorum, which shares a replica
+                // with this one's, so answered only `Stored` this put is the first; answered both
+                // ways it is the first unless a put here was told so since the last delete (the
+                // earlier put's late commits may still be running, see `fence.rs`).
+                let stored = stored && !(present && self.backend.fence.stored_before(&key));
+                if stored {
+                    self.backend.fence.reported_stored(&key);
+                }
                 if !pending.is_empty() {
-                    // Acknowledged: the stragglers finish on their own; a failure among them
-                    // leaves a copy missing, which read-repair or `repair` fills.
-                    tokio::spawn(async move {
-                        while let Some((replica, outcome)) = pending.next().await {
-                            let failed = match outcome {
-                                Ok(Ok(_)) => None,
-                                Ok(Err(e)) => Some(e.to_string()),
-                                Err(e) => Some(e.to_string()),
-                            };
-                            if let Some(error) = failed {
-                                tracing::warn!(backend = %describe, replica = %names[replica], %error, "late replica commit failed");
-                            }
-                        }
-                    });
+                    self.finish_late(key, pending);
                 }
                 return Ok(if stored {
                     Committed::Stored
