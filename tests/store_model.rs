@@ -1,17 +1,22 @@
 //! The store against a model: random sequences of puts (one at a time and in batches, with right
 //! and wrong expected integrities), reads (whole and ranged, by each of the three digests), stats,
-//! deletes, listings and, on the filesystem, reopening the store as a second process would. After
+//! deletes, listings and reopening the store as a second process would; on the memory and fs
+//! backends, and through a cache tier and three replicas. After
 //! every operation the store must answer as a plain set of stored blobs says it should: the
 //! bytes, the error kind, whether a put stored or found its blob.
 
 mod common;
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use futures::TryStreamExt;
 use proptest::prelude::*;
+use tarvault::backend::compose::{Cached, CachedOptions, Replicated, ReplicatedOptions};
 use tarvault::backend::fs::{FsBackend, FsOptions};
+use tarvault::backend::memory::MemoryBackend;
+use tarvault::backend::Backend;
 use tarvault::{Algorithm, ErrorKind, Integrity, PutOptions, Store};
 
 use common::{digests_of, noise};
@@ -112,27 +117,64 @@ fn op() -> impl Strategy<Value = Op> {
 enum Under {
     Memory,
     Fs(tempfile::TempDir),
+    /// A [`Cached`] tier on the filesystem (smaller than the pool: it evicts) over a memory remote.
+    Cached(tempfile::TempDir, Arc<dyn Backend>),
+    /// Three memory replicas, majority writes (reopening keeps the one instance).
+    Replicated(Vec<Arc<dyn Backend>>),
+}
+
+fn fs_backend(dir: &tempfile::TempDir) -> FsBackend {
+    let options = FsOptions {
+        fsync: false,
+        ..Default::default()
+    };
+    FsBackend::open(dir.path(), options).expect("open the fs store")
 }
 
 impl Under {
-    fn open(&self, current: Option<Store>) -> Store {
-        match self {
-            Under::Memory => current.unwrap_or_else(Store::memory),
-            Under::Fs(dir) => {
-                drop(current);
-                let options = FsOptions {
-                    fsync: false,
-                    ..Default::default()
-                };
-                Store::new(FsBackend::open(dir.path(), options).expect("open the fs store"))
+    fn cached() -> Under {
+        Under::Cached(
+            tempfile::tempdir().expect("tempdir"),
+            Arc::new(MemoryBackend::new()),
+        )
+    }
+
+    fn replicated() -> Under {
+        Under::Replicated(
+            (0..3)
+                .map(|_| Arc::new(MemoryBackend::new()) as Arc<dyn Backend>)
+                .collect(),
+        )
+    }
+
+    /// The store, opened again over the same storage (as another process would) if `current` is
+    /// given and the storage outlives it.
+    async fn open(&self, current: Option<Store>) -> Store {
+        // The old instance is dropped only after the new one is open: two at once, as two
+        // processes would have.
+        match (self, current) {
+            (Under::Memory, current) => current.unwrap_or_else(Store::memory),
+            (Under::Fs(dir), _) => Store::new(fs_backend(dir)),
+            (Under::Cached(dir, remote), _) => {
+                let options = CachedOptions { capacity: 400_000 };
+                let local: Arc<dyn Backend> = Arc::new(fs_backend(dir));
+                let cached = Cached::new(local, remote.clone(), options);
+                Store::new(cached.await.expect("cached"))
+            }
+            // One instance throughout: it keeps its late commits off the blobs that *it* deletes
+            // (`fence.rs`), not off those another instance deletes meanwhile.
+            (Under::Replicated(_), Some(current)) => current,
+            (Under::Replicated(members), None) => {
+                let options = ReplicatedOptions::default();
+                Store::new(Replicated::new(members.clone(), options).expect("replicated"))
             }
         }
     }
 }
 
-fn kind<T>(r: tarvault::Result<T>) -> ErrorKind {
+fn kind<T>(r: tarvault::Result<T>, op: &str) -> ErrorKind {
     match r {
-        Ok(_) => panic!("expected an error"),
+        Ok(_) => panic!("{op}: expected an error"),
         Err(e) => e.kind(),
     }
 }
@@ -140,8 +182,9 @@ fn kind<T>(r: tarvault::Result<T>) -> ErrorKind {
 async fn check(under: Under, ops: Vec<Op>) {
     let pool = pool();
     let mut model: BTreeSet<usize> = BTreeSet::new();
-    let mut store = under.open(None);
+    let mut store = under.open(None).await;
     for op in ops {
+        let what = format!("{op:?}");
         match op {
             Op::Put { i, expect, wrong } => {
                 let expected = if wrong {
@@ -155,7 +198,7 @@ async fn check(under: Under, ops: Vec<Op>) {
                 };
                 let r = store.put_bytes(pool[i].clone(), &options).await;
                 if wrong {
-                    assert_eq!(kind(r), ErrorKind::IntegrityMismatch);
+                    assert_eq!(kind(r, &what), ErrorKind::IntegrityMismatch);
                 } else {
                     let out = r.expect("put");
                     assert_eq!(out.digests, digests_of(&pool[i]));
@@ -183,7 +226,7 @@ async fn check(under: Under, ops: Vec<Op>) {
                 assert_eq!(results.len(), items.len());
                 for (&(i, wrong), r) in items.iter().zip(results) {
                     if wrong {
-                        assert_eq!(kind(r), ErrorKind::IntegrityMismatch);
+                        assert_eq!(kind(r, &what), ErrorKind::IntegrityMismatch);
                     } else {
                         let out = r.expect("batch put");
                         assert_eq!(out.digests, digests_of(&pool[i]));
@@ -197,7 +240,7 @@ async fn check(under: Under, ops: Vec<Op>) {
                     let bytes = r.expect("get").bytes().await.expect("verified bytes");
                     assert_eq!(bytes, pool[i], "blob {i} by {name:?}");
                 } else {
-                    assert_eq!(kind(r), ErrorKind::NotFound, "blob {i} by {name:?}");
+                    assert_eq!(kind(r, &what), ErrorKind::NotFound, "blob {i} by {name:?}");
                 }
             }
             Op::Range { i, name, from, to } => {
@@ -208,9 +251,13 @@ async fn check(under: Under, ops: Vec<Op>) {
                     .get_range(&address(&pool[i], name), range.clone())
                     .await;
                 if !model.contains(&i) {
-                    assert_eq!(kind(r), ErrorKind::NotFound);
+                    assert_eq!(kind(r, &what), ErrorKind::NotFound);
                 } else if range.start > range.end || range.end > size {
-                    assert_eq!(kind(r), ErrorKind::InvalidInput, "{range:?} of {size}");
+                    assert_eq!(
+                        kind(r, &what),
+                        ErrorKind::InvalidInput,
+                        "{range:?} of {size}"
+                    );
                 } else {
                     let bytes = r.expect("range").bytes().await.expect("verified range");
                     let want = pool[i].slice(range.start as usize..range.end as usize);
@@ -235,7 +282,7 @@ async fn check(under: Under, ops: Vec<Op>) {
                         assert_eq!(d, digests_of(&pool[i]));
                     }
                 } else {
-                    assert_eq!(kind(r), ErrorKind::NotFound);
+                    assert_eq!(kind(r, &what), ErrorKind::NotFound);
                 }
             }
             Op::Delete { i, name } => {
@@ -253,7 +300,7 @@ async fn check(under: Under, ops: Vec<Op>) {
                     .collect();
                 assert_eq!(keys, want);
             }
-            Op::Reopen => store = under.open(Some(store)),
+            Op::Reopen => store = under.open(Some(store)).await,
         }
     }
 }
@@ -278,5 +325,15 @@ proptest! {
     #[test]
     fn fs_store_follows_the_model(ops in proptest::collection::vec(op(), 1..40)) {
         run(|| Under::Fs(tempfile::tempdir().expect("tempdir")), ops);
+    }
+
+    #[test]
+    fn cached_store_follows_the_model(ops in proptest::collection::vec(op(), 1..40)) {
+        run(Under::cached, ops);
+    }
+
+    #[test]
+    fn replicated_store_follows_the_model(ops in proptest::collection::vec(op(), 1..40)) {
+        run(Under::replicated, ops);
     }
 }
