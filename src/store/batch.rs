@@ -7,11 +7,13 @@
 //! commit is done and enough blobs are ready, so one core commits while the other ingests, and
 //! results come out (in input order) as their group becomes durable.
 
+use std::collections::HashMap;
 use std::io;
 use std::task::Poll;
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures::future::BoxFuture;
 use futures::stream::BoxStream;
 use futures::{FutureExt, Stream, StreamExt};
 use tokio::sync::mpsc;
@@ -20,7 +22,7 @@ use tokio::task::JoinHandle;
 use super::in_order::InOrder;
 use super::put::{Hashing, Ingest, PutOptions, PutOutcome};
 use super::Store;
-use crate::backend::{BlobWriter, Committed, PutHint};
+use crate::backend::{BlobWriter, Committed, PendingBlob, PutHint};
 use crate::{Error, Result};
 
 /// Blobs of a batch in flight per core.
@@ -243,7 +245,7 @@ impl Store {
                 }
             }
         }
-        let committed = self.backend.commit_batch(pending).await;
+        let committed = self.commit_firsts(pending).await;
         for ((i, ingest), c) in ingests.into_iter().zip(committed) {
             if let Some(slot) = results.get_mut(i) {
                 *slot = Some(c.map(|c| PutOutcome {
@@ -257,6 +259,66 @@ impl Store {
             .into_iter()
             .map(|r| r.unwrap_or_else(|| Err(Error::InvalidInput("batch item lost".into()))))
             .collect()
+    }
+}
+
+impl Store {
+    /// Commits a group in which a blob may come more than once. The backend commits the first
+    /// copy of each blob (it may commit a batch's items concurrently, and two copies of one blob
+    /// committed at once could both be told `Stored`). A later copy is then `AlreadyPresent`
+    /// without being committed, unless its first failed: those are committed the same way, next.
+    fn commit_firsts(&self, pending: Vec<PendingBlob>) -> BoxFuture<'_, Vec<Result<Committed>>> {
+        async move {
+            let mut first_of: HashMap<[u8; 64], usize> = HashMap::with_capacity(pending.len());
+            let mut firsts = Vec::with_capacity(pending.len());
+            // Each item: its index among the firsts, or the first it repeats with its upload.
+            let mut places = Vec::with_capacity(pending.len());
+            for (writer, digests) in pending {
+                if let Some(&f) = first_of.get(&digests.sha512) {
+                    places.push(Err((f, writer, digests)));
+                } else {
+                    first_of.insert(digests.sha512, firsts.len());
+                    places.push(Ok(firsts.len()));
+                    firsts.push((writer, digests));
+                }
+            }
+            let unique = firsts.len() == places.len();
+            let mut first_results: Vec<Option<Result<Committed>>> =
+                self.backend.commit_batch(firsts).await.into_iter().map(Some).collect();
+            if unique {
+                return first_results.into_iter().flatten().collect();
+            }
+            let failed: Vec<bool> = first_results
+                .iter()
+                .map(|r| matches!(r, Some(Err(_))))
+                .collect();
+            let mut again = Vec::new();
+            let mut out: Vec<Option<Result<Committed>>> = Vec::with_capacity(places.len());
+            for place in places {
+                out.push(match place {
+                    Ok(f) => first_results.get_mut(f).and_then(Option::take),
+                    Err((f, writer, digests)) if failed.get(f) == Some(&true) => {
+                        again.push((writer, digests));
+                        None
+                    }
+                    Err((_, writer, _)) => {
+                        // Its blob is committed already: this copy's upload is not needed.
+                        if let Err(e) = writer.abort().await {
+                            tracing::warn!(error = %e, "discarding a repeated blob's upload failed");
+                        }
+                        Some(Ok(Committed::AlreadyPresent))
+                    }
+                });
+            }
+            let mut again = self.commit_firsts(again).await.into_iter();
+            out.into_iter()
+                .map(|r| {
+                    r.or_else(|| again.next())
+                        .unwrap_or_else(|| Err(Error::InvalidInput("batch item lost".into())))
+                })
+                .collect()
+        }
+        .boxed()
     }
 }
 
