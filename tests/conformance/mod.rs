@@ -14,6 +14,7 @@ use tarvault::{ErrorKind, FsckOptions, Integrity, PutOptions, Store, Verificatio
 use crate::common::{addr, chunked, corpus, corpus_bytes, key_of, noise, sha1_hex, sha512_sri};
 
 mod batch;
+pub mod model;
 pub use batch::put_stream_in_order;
 
 /// What a backend under test offers the suite.
@@ -696,6 +697,62 @@ pub async fn batch_put(f: &dyn Fixture) {
     }
 }
 
+/// One blob several times in one batch: its first copy is `stored`, the others are not (a backend
+/// that commits a group's items at once must not report two). A copy whose expected integrity is
+/// wrong is refused, and the copy after it is still the one that stores the blob.
+pub async fn batch_repeats(f: &dyn Fixture) {
+    let store = store_of(f);
+    let a = noise(5000, 301);
+    let b = noise(7000, 302);
+    let wrong = PutOptions::expect(addr(&sha512_sri(b"nope")));
+    let plan: [(&[u8], bool); 7] = [
+        (&a, false),
+        (&a, false),
+        (&b, true),
+        (&a, false),
+        (&b, false),
+        (&b, false),
+        (&a, false),
+    ];
+    let inputs: Vec<_> = plan
+        .iter()
+        .map(|(d, bad)| {
+            let options = if *bad {
+                wrong.clone()
+            } else {
+                PutOptions::default()
+            };
+            (chunked(d, 999), options)
+        })
+        .collect();
+    let results = store.put_batch(inputs).await;
+    let got: Vec<Option<bool>> = results
+        .iter()
+        .map(|r| r.as_ref().ok().map(|o| o.stored))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            Some(true),
+            Some(false),
+            None,
+            Some(false),
+            Some(true),
+            Some(false),
+            Some(false)
+        ]
+    );
+    assert_eq!(
+        results[2].as_ref().map(|_| ()).map_err(|e| e.kind()),
+        Err(ErrorKind::IntegrityMismatch)
+    );
+    assert_eq!(keys(&store).await, {
+        let mut k = vec![key_of(&a), key_of(&b)];
+        k.sort();
+        k
+    });
+}
+
 /// The verified stream works as an `AsyncRead` too, and its errors survive the trip.
 pub async fn async_read_adapter(f: &dyn Fixture) {
     use tokio::io::AsyncReadExt;
@@ -772,6 +829,11 @@ pub async fn streams_stay_ended(f: &dyn Fixture) {
     );
 }
 
+/// One seeded sequence of operations against a model of the store (`model.rs`).
+pub async fn follows_a_model(f: &dyn Fixture) {
+    model::follows_a_model(f).await;
+}
+
 /// Generates one `#[tokio::test]` per conformance case for a fixture constructor.
 macro_rules! suite {
     ($make:expr) => {
@@ -780,8 +842,10 @@ macro_rules! suite {
             put_mismatch_stores_nothing, put_checks_any_expected_algorithm, missing_is_not_found,
             ranges, stat_list_delete, writer_contract, truncated_input_stores_nothing,
             corruption_is_detected, fsck_rebuilds_aliases, concurrent_same_content, batch_put,
+            batch_repeats,
             put_stream_in_order, second_instance_sees_changes,
-            async_read_adapter, large_put_with_expected_integrity, streams_stay_ended);
+            async_read_adapter, large_put_with_expected_integrity, streams_stay_ended,
+            follows_a_model);
     };
     (@cases $make:expr; $($case:ident),* $(,)?) => {
         $(
