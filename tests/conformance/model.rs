@@ -80,6 +80,8 @@ pub enum Op {
         name: Name,
     },
     List,
+    /// `fsck`: clean, every stored blob checked, and the blobs unchanged.
+    Fsck,
     /// Drop the store and open it again (the filesystem backend; a no-op in memory).
     Reopen,
 }
@@ -106,6 +108,7 @@ pub fn op() -> impl Strategy<Value = Op> {
         2 => (i.clone(), name()).prop_map(|(i, name)| Op::Stat { i, name }),
         2 => (i.clone(), name()).prop_map(|(i, name)| Op::Delete { i, name }),
         1 => Just(Op::List),
+        1 => Just(Op::Fsck),
         1 => Just(Op::Reopen),
     ]
 }
@@ -242,6 +245,14 @@ pub async fn check(mut open: Open<'_>, ops: Vec<Op>) {
                     .map(|&i| tarvault::backend::BlobKey::new(digests_of(&pool[i]).sha512))
                     .collect();
                 assert_eq!(keys, want);
+            }
+            Op::Fsck => {
+                let report = store
+                    .fsck(&tarvault::FsckOptions::default())
+                    .await
+                    .expect("fsck");
+                assert!(report.is_clean(), "{report:?}");
+                assert_eq!(report.checked, model.len() as u64, "{report:?}");
             }
             Op::Reopen => store = open(Some(store)).await,
         }
