@@ -16,6 +16,7 @@ use tarvault::backend::{Backend, BlobKey};
 
 struct Manta {
     backend: MantaBackend,
+    config: tarvault::backend::manta::MantaConfig,
     _target: manta_common::Target,
 }
 
@@ -23,6 +24,13 @@ struct Manta {
 impl conformance::Fixture for Manta {
     fn backend(&self) -> Arc<dyn Backend> {
         Arc::new(self.backend.clone())
+    }
+
+    /// Another instance on the same store directory, with caches of its own (a second process).
+    fn second(&self) -> Option<Arc<dyn Backend>> {
+        Some(Arc::new(
+            MantaBackend::new(self.config.clone()).expect("second instance"),
+        ))
     }
 
     /// Overwrites the object with raw bytes through the Manta API, keeping its metadata: what a
@@ -50,8 +58,10 @@ impl conformance::Fixture for Manta {
 
 async fn make() -> Option<Manta> {
     let target = manta_common::Target::get("backend_manta")?;
+    let config = target.config("conformance");
     Some(Manta {
-        backend: target.backend("conformance"),
+        backend: MantaBackend::new(config.clone()).expect("backend"),
+        config,
         _target: target,
     })
 }

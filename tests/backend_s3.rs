@@ -18,13 +18,19 @@ use tarvault::backend::{Backend, BlobKey};
 
 use crate::s3::Server;
 
-/// A backend under a fresh prefix.
-struct S3Fixture(S3Backend);
+/// A backend under a fresh prefix, and the configuration a second instance is made with.
+struct S3Fixture(S3Backend, S3Config);
 
 #[async_trait]
 impl conformance::Fixture for S3Fixture {
     fn backend(&self) -> Arc<dyn Backend> {
         Arc::new(self.0.clone())
+    }
+    /// Another instance on the same bucket and prefix, with caches of its own (a second process;
+    /// it shares the first one's HTTP client).
+    fn second(&self) -> Option<Arc<dyn Backend>> {
+        let store = self.0.object_store().clone();
+        Some(Arc::new(S3Backend::with_store_config(store, &self.1)))
     }
     /// Overwrites the object with raw bytes through object_store, bypassing the backend.
     async fn plant(&self, key: &BlobKey, bytes: Bytes) {
@@ -47,7 +53,7 @@ mod in_memory {
         let mut c = S3Config::new("memory", Server::fresh_prefix("conf"));
         c.multipart_threshold = MULTIPART_THRESHOLD;
         let store = Arc::new(object_store::memory::InMemory::new());
-        S3Fixture(S3Backend::with_store_config(store, &c))
+        S3Fixture(S3Backend::with_store_config(store, &c), c)
     }
     conformance::suite!(make);
 }
@@ -57,7 +63,8 @@ async fn fixture(var: &str, name: &'static str) -> Option<S3Fixture> {
     let s = Server::from_env(var, name)?;
     let mut c = s.config(&Server::fresh_prefix("conf"));
     c.multipart_threshold = MULTIPART_THRESHOLD;
-    Some(S3Fixture(S3Backend::connect(&c).await.expect("connect")))
+    let backend = S3Backend::connect(&c).await.expect("connect");
+    Some(S3Fixture(backend, c))
 }
 
 /// One `#[tokio::test]` per case of `tests/s3/<module>.rs`, against the server named by an env
