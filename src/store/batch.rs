@@ -260,15 +260,16 @@ impl Store {
             .map(|r| r.unwrap_or_else(|| Err(Error::InvalidInput("batch item lost".into()))))
             .collect()
     }
-}
 
-impl Store {
     /// Commits a group in which a blob may come more than once. The backend commits the first
     /// copy of each blob (it may commit a batch's items concurrently, and two copies of one blob
     /// committed at once could both be told `Stored`). A later copy is then `AlreadyPresent`
     /// without being committed, unless its first failed: those are committed the same way, next.
     fn commit_firsts(&self, pending: Vec<PendingBlob>) -> BoxFuture<'_, Vec<Result<Committed>>> {
         async move {
+            if pending.is_empty() {
+                return Vec::new();
+            }
             let mut first_of: HashMap<[u8; 64], usize> = HashMap::with_capacity(pending.len());
             let mut firsts = Vec::with_capacity(pending.len());
             // Each item: its index among the firsts, or the first it repeats with its upload.

@@ -114,9 +114,7 @@ impl ReplicatedWriter {
     fn replica_name(&self, i: usize) -> String {
         self.backend.replicas[i].describe()
     }
-}
 
-impl ReplicatedWriter {
     /// Lets the replicas that had not committed when the put was acknowledged finish on their
     /// own. A failure among them leaves a copy missing, which read-repair or `repair` fills; a
     /// copy published after a delete of the blob is deleted again (see `fence.rs`).
