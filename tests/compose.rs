@@ -25,7 +25,7 @@ use tarvault::backend::{
 use tarvault::{Algorithm, Digests, Error, ErrorKind, Hash, PutOptions, Store};
 use tokio::sync::{Notify, Semaphore};
 
-use common::{addr, key_of, noise, sha512_sri};
+use common::{addr, chunked, key_of, noise, sha512_sri};
 
 // ---------------------------------------------------------------------------------------------
 // A backend wrapper with fault knobs.
@@ -36,6 +36,8 @@ struct Knobs {
     down: AtomicBool,
     /// Commits fail (after the bytes were written).
     fail_commit: AtomicBool,
+    /// This many of the next commits fail, then they succeed again.
+    fail_next_commits: AtomicU64,
     /// Reads and commits wait this long first.
     delay_ms: AtomicU64,
     /// `get` calls seen.
@@ -139,7 +141,11 @@ impl BlobWriter for FaultyWriter {
             self.inner.abort().await?;
             return Err(e);
         }
-        if self.owner.knobs.fail_commit.load(Ordering::SeqCst) {
+        let fail_next = &self.owner.knobs.fail_next_commits;
+        let fail_this = fail_next
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok();
+        if fail_this || self.owner.knobs.fail_commit.load(Ordering::SeqCst) {
             self.inner.abort().await?;
             return Err(Error::backend("faulty", "commit refused"));
         }
@@ -761,6 +767,31 @@ async fn second_put_during_a_late_commit_is_reported_present() {
         "the second put did not commit on replica 0: the test proves nothing"
     );
     assert!(!second.stored, "reported stored, though stored before");
+}
+
+/// In a batch, a later copy of a blob is not committed once the first is; but if the first copy's
+/// commit fails, the next copy is committed in its place and stores the blob.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batch_repeat_stands_in_for_a_first_copy_that_failed() {
+    let faulty = Faulty::new(MemoryBackend::new());
+    let store = Store::new(faulty.clone());
+    let data = noise(9000, 115);
+    faulty.knobs.fail_next_commits.store(1, Ordering::SeqCst);
+    let inputs = (0..3)
+        .map(|_| (chunked(&data, 1000), PutOptions::default()))
+        .collect();
+    let results = store.put_batch(inputs).await;
+    assert_eq!(
+        results[0].as_ref().map(|_| ()).map_err(|e| e.kind()),
+        Err(ErrorKind::Backend),
+        "the first copy's commit failed"
+    );
+    let stored: Vec<Option<bool>> = results[1..]
+        .iter()
+        .map(|r| r.as_ref().ok().map(|o| o.stored))
+        .collect();
+    assert_eq!(stored, [Some(true), Some(false)]);
+    assert_eq!(read_all(&store, &data).await, Bytes::from(data));
 }
 
 /// `repair` likewise: a copy read before a delete is not left on a replica after it.
