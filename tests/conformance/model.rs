@@ -1,8 +1,8 @@
 //! The store against a model: a random sequence of puts (one at a time and in batches, with
 //! right and wrong expected integrities), reads (whole and ranged, by each of the three
-//! digests), stats, deletes, listings and reopenings. After every operation the store must answer
-//! as a plain set of stored blobs says it should: the bytes, the error kind, whether a put stored
-//! or found its blob. `tests/store_model.rs` runs it under proptest (shrinking what fails); every
+//! digests), stats, deletes, listings, fsck and reopenings. After every operation the store must
+//! answer as a plain set of stored blobs says it should: the bytes, the error kind, whether a put
+//! stored or found its blob. `tests/store_model.rs` runs it under proptest (shrinking what fails); every
 //! backend's suite runs one seeded sequence of it ([`follows_a_model`]).
 
 use std::collections::BTreeSet;
@@ -259,8 +259,8 @@ pub async fn check(mut open: Open<'_>, ops: Vec<Op>) {
     }
 }
 
-/// One seeded sequence of 120 operations on the fixture's backend, with reopening through its
-/// second instance where it has one.
+/// One seeded sequence of 120 operations on the fixture's backend, reopened each time as a new
+/// second instance where it has them.
 pub async fn follows_a_model(f: &dyn Fixture) {
     let mut runner = TestRunner::deterministic();
     let ops = proptest::collection::vec(op(), 120)
@@ -268,12 +268,10 @@ pub async fn follows_a_model(f: &dyn Fixture) {
         .expect("operations")
         .current();
     let first = store_of(f);
-    let second = f.second();
     let open: Open<'_> = Box::new(move |current| {
-        let store = match (current, &second) {
-            (None, _) => first.clone(),
-            (Some(_), Some(b)) => Store::from_arc(b.clone()),
-            (Some(current), None) => current,
+        let store = match current {
+            None => first.clone(),
+            Some(current) => f.second().map_or(current, Store::from_arc),
         };
         Box::pin(async move { store })
     });
