@@ -11,14 +11,15 @@
 //! delete registered later deletes the copies that repair already wrote.
 //!
 //! A put is acknowledged once a quorum of replicas committed, and the others commit in the
-//! background; the caller may delete the blob before they do. So the put takes a ticket when it
-//! acknowledges ([`Fence::acknowledge`]), and a late commit that finds its ticket overtaken
+//! background; the caller may delete the blob before they do. So the put takes a ticket
+//! ([`Fence::ticket`]) when it acknowledges, and a late commit that finds its ticket overtaken
 //! deletes the copy it published.
 //!
 //! The same late commits can make a second put of the blob find a replica the first had not
 //! reached yet, and be told `Stored` there although the blob was stored before. A put whose
-//! replicas answered both `Stored` and `AlreadyPresent` asks [`Fence::stored_before`]: the blobs
-//! this `Replicated` reported stored since its last delete (the most recent [`RECENT`] of them).
+//! replicas answered both `Stored` and `AlreadyPresent` asks [`Fence::stored_before`]: whether
+//! this `Replicated` reported the blob stored and has not deleted it since (it remembers up to
+//! [`RECENT`] blobs, and starts afresh when full).
 //!
 //! This covers the deletes, repairs and late commits of one `Replicated` (and its clones): a
 //! delete made by another process through its own `Replicated` is not seen here, so a late commit
