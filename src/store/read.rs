@@ -10,7 +10,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use futures::stream::{BoxStream, FusedStream};
+use futures::stream::{BoxStream, Fuse, FusedStream};
 use futures::{Stream, StreamExt};
 
 use crate::backend::ByteStream;
@@ -22,10 +22,9 @@ use crate::{Error, Result};
 /// Fused: polled again after its end (as `Chain`, HTTP bodies and other adapters may), it keeps
 /// returning `None`.
 pub struct BlobStream {
-    inner: BoxStream<'static, Result<Bytes>>,
+    inner: Fuse<BoxStream<'static, Result<Bytes>>>,
     len: u64,
     size: u64,
-    ended: bool,
 }
 
 impl BlobStream {
@@ -63,20 +62,13 @@ impl BlobStream {
 impl Stream for BlobStream {
     type Item = Result<Bytes>;
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        if self.ended {
-            return Poll::Ready(None);
-        }
-        let next = self.inner.poll_next_unpin(cx);
-        if let Poll::Ready(None) = next {
-            self.ended = true;
-        }
-        next
+        self.inner.poll_next_unpin(cx)
     }
 }
 
 impl FusedStream for BlobStream {
     fn is_terminated(&self) -> bool {
-        self.ended
+        self.inner.is_terminated()
     }
 }
 
@@ -124,12 +116,12 @@ pub(crate) fn verify(
         let item = st.step().await?;
         Some((item, st))
     })
-    .boxed();
+    .boxed()
+    .fuse();
     BlobStream {
         inner,
         len: range.end - range.start,
         size,
-        ended: false,
     }
 }
 
