@@ -117,6 +117,29 @@ pub fn op() -> impl Strategy<Value = Op> {
 /// process would; a backend without a second instance hands the same store back).
 pub type Open<'a> = Box<dyn FnMut(Option<Store>) -> BoxFuture<'a, Store> + Send + 'a>;
 
+/// The sha512 address of a blob other than `i`: a wrong expectation for blob `i`.
+fn another_blob(pool: &[Bytes], i: usize) -> Integrity {
+    address(&pool[(i + 1) % pool.len()], Name::Sha512)
+}
+
+/// Checks what a put of blob `i` (`wrong`: expecting another blob's address) answered, and
+/// records a stored blob in the model.
+fn put_outcome(
+    r: tarvault::Result<tarvault::PutOutcome>,
+    (i, wrong): (usize, bool),
+    pool: &[Bytes],
+    model: &mut BTreeSet<usize>,
+    what: &str,
+) {
+    if wrong {
+        assert_eq!(kind(r, what), ErrorKind::IntegrityMismatch);
+    } else {
+        let out = r.unwrap_or_else(|e| panic!("{what}: put of blob {i}: {e}"));
+        assert_eq!(out.digests, digests_of(&pool[i]));
+        assert_eq!(out.stored, model.insert(i), "{what}: stored, for blob {i}");
+    }
+}
+
 fn kind<T>(r: tarvault::Result<T>, op: &str) -> ErrorKind {
     match r {
         Ok(_) => panic!("{op}: expected an error"),
@@ -134,7 +157,7 @@ pub async fn check(mut open: Open<'_>, ops: Vec<Op>) {
         match op {
             Op::Put { i, expect, wrong } => {
                 let expected = if wrong {
-                    Some(address(&pool[(i + 1) % pool.len()], Name::Sha512))
+                    Some(another_blob(&pool, i))
                 } else {
                     expect.map(|n| address(&pool[i], n))
                 };
@@ -143,20 +166,13 @@ pub async fn check(mut open: Open<'_>, ops: Vec<Op>) {
                     ..PutOptions::default()
                 };
                 let r = store.put_bytes(pool[i].clone(), &options).await;
-                if wrong {
-                    assert_eq!(kind(r, &what), ErrorKind::IntegrityMismatch);
-                } else {
-                    let out = r.expect("put");
-                    assert_eq!(out.digests, digests_of(&pool[i]));
-                    assert_eq!(out.stored, model.insert(i), "stored, for blob {i}");
-                }
+                put_outcome(r, (i, wrong), &pool, &mut model, &what);
             }
             Op::Batch(items) => {
                 let inputs: Vec<_> = items
                     .iter()
                     .map(|&(i, wrong)| {
-                        let expected =
-                            wrong.then(|| address(&pool[(i + 1) % pool.len()], Name::Sha512));
+                        let expected = wrong.then(|| another_blob(&pool, i));
                         let body =
                             futures::stream::iter([Ok::<_, std::io::Error>(pool[i].clone())]);
                         (
@@ -170,14 +186,8 @@ pub async fn check(mut open: Open<'_>, ops: Vec<Op>) {
                     .collect();
                 let results = store.put_batch(inputs).await;
                 assert_eq!(results.len(), items.len());
-                for (&(i, wrong), r) in items.iter().zip(results) {
-                    if wrong {
-                        assert_eq!(kind(r, &what), ErrorKind::IntegrityMismatch);
-                    } else {
-                        let out = r.expect("batch put");
-                        assert_eq!(out.digests, digests_of(&pool[i]));
-                        assert_eq!(out.stored, model.insert(i), "batch stored, for blob {i}");
-                    }
+                for (&item, r) in items.iter().zip(results) {
+                    put_outcome(r, item, &pool, &mut model, &what);
                 }
             }
             Op::Get { i, name } => {
