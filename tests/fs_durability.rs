@@ -285,6 +285,15 @@ async fn same_content_at_once(root: &Path, input: &(PathBuf, Vec<u8>)) {
         .await
         .expect("fsck")
         .is_clean());
+    // Each process built an index file of its own; the one renamed into place is the index, and
+    // every other build is gone.
+    let mut index_files: Vec<String> = std::fs::read_dir(root.join("index"))
+        .expect("index dir")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .filter(|n| !n.ends_with("-wal") && !n.ends_with("-shm"))
+        .collect();
+    index_files.sort();
+    assert_eq!(index_files, ["blobs.sqlite"]);
 }
 
 /// Temp files of dead writers are swept on open; those of live writers are left alone.

@@ -156,7 +156,7 @@ impl FsBackend {
             let body = "{\"format\":\"tarvault-fs\",\"version\":1}\n";
             std::fs::write(&marker, body).map_err(|e| Error::io("write", &marker, e))?;
         }
-        let index = FsIndex::lazy(layout.index_db());
+        let index = FsIndex::lazy(layout.index_db(), options.fsync);
         if !options.legacy_alias_log {
             // A store written by a release before the index: import its log, once. A damaged
             // index must not keep the store from opening (fsck repairs it); the log stays and is

@@ -12,6 +12,8 @@ use rusqlite::{Connection, ErrorCode, OpenFlags, TransactionBehavior};
 
 use crate::{Error, Result};
 
+mod create;
+
 /// The schema's version, kept in SQLite's `user_version`.
 const SCHEMA_VERSION: i64 = 1;
 
@@ -62,9 +64,16 @@ pub(crate) enum Mode {
     Immutable,
 }
 
-/// Opens the database file, creating it and its schema if need be. A store this process may not
-/// write is opened read-only instead.
-pub(crate) fn open(path: &Path) -> Result<(Connection, Mode)> {
+/// Opens the database file, creating it and its schema if need be ([`create`]; `durable`: whether
+/// a new file is made durable before it is used). A store this process may not write is opened
+/// read-only instead.
+pub(crate) fn open(path: &Path, durable: bool) -> Result<(Connection, Mode)> {
+    if !path.exists() {
+        if let Err(e) = create::create(path, durable) {
+            // Made in place below instead (the way before `create`), or reported from there.
+            tracing::debug!(index = %path.display(), error = %e, "could not build a new index aside");
+        }
+    }
     match open_rw(path) {
         Ok(conn) => Ok((conn, Mode::ReadWrite)),
         Err(e) if is_permission(&e) && path.exists() => open_ro(path),
@@ -116,8 +125,9 @@ fn open_rw(path: &Path) -> rusqlite::Result<Connection> {
     if version >= SCHEMA_VERSION {
         return Ok(conn);
     }
-    // A new file. WAL is a property of the file, set once; the schema goes in under the write lock
-    // so that two processes creating the same store at once make one schema.
+    // A new, empty file that `create` did not make (it could not, or a process of an earlier
+    // release created the file in place). WAL is a property of the file, set once; the schema goes
+    // in under the write lock so that two processes creating the same store at once make one.
     conn.pragma_update(None, "page_size", PAGE_SIZE)?;
     set_wal(&conn)?;
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;

@@ -76,6 +76,8 @@ pub struct IndexMerge {
 /// ```
 pub struct FsIndex {
     path: PathBuf,
+    /// Whether a new database file is made durable before it is used (the store's `fsync`).
+    durable: bool,
     /// The open database, once something needed it.
     db: Mutex<Option<Arc<Db>>>,
 }
@@ -102,16 +104,17 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 impl FsIndex {
     /// Opens (creating if needed) the index database at `path`.
     pub fn open(path: impl AsRef<Path>) -> Result<FsIndex> {
-        let index = FsIndex::lazy(path.as_ref().to_path_buf());
+        let index = FsIndex::lazy(path.as_ref().to_path_buf(), true);
         index.db()?;
         Ok(index)
     }
 
     /// An index opened on first use, so that a store whose index is damaged can still be opened
-    /// (and repaired by `fsck`).
-    pub(crate) fn lazy(path: PathBuf) -> FsIndex {
+    /// (and repaired by `fsck`). `durable`: a new database file is on disk before it is used.
+    pub(crate) fn lazy(path: PathBuf, durable: bool) -> FsIndex {
         FsIndex {
             path,
+            durable,
             db: Mutex::new(None),
         }
     }
@@ -126,7 +129,7 @@ impl FsIndex {
         if let Some(db) = slot.as_ref() {
             return Ok(db.clone());
         }
-        let (conn, mode) = conn::open(&self.path)?;
+        let (conn, mode) = conn::open(&self.path, self.durable)?;
         if mode != Mode::ReadWrite {
             tracing::info!(index = %self.path.display(), ?mode, "store not writable: index opened for lookups only");
         }
@@ -561,7 +564,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("i.sqlite");
         std::fs::write(&path, vec![0x5a; 8192]).expect("write garbage");
-        let index = FsIndex::lazy(path.clone());
+        let index = FsIndex::lazy(path.clone(), false);
         let err = index
             .key_by_sha1(&[1; 20])
             .expect_err("garbage must not open");
