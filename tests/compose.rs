@@ -712,6 +712,26 @@ async fn read_repair_racing_a_delete_does_not_bring_the_blob_back() {
     assert!(!store.contains(&a).await.expect("contains"));
 }
 
+/// Puts `data` with replica 0's commit held back 1.5 s, so that the other two acknowledge the put
+/// and replica 0 (`raw`, without the fault wrapper) commits late, in the background.
+async fn put_acknowledged_before_replica_0(
+    store: &Store,
+    faulty: &[Faulty],
+    raw: &dyn Backend,
+    data: &[u8],
+) {
+    faulty[0].knobs.delay_ms.store(1500, Ordering::SeqCst);
+    store
+        .put_bytes(data.to_vec(), &PutOptions::default())
+        .await
+        .expect("put");
+    faulty[0].knobs.delay_ms.store(0, Ordering::SeqCst);
+    assert!(
+        raw.head(&key_of(data)).await.expect("head").is_none(),
+        "replica 0 committed before the put returned: the test proves nothing"
+    );
+}
+
 /// A replica's late commit (the put was acknowledged by the others) that lands after a delete of
 /// the blob does not bring it back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -721,23 +741,69 @@ async fn late_replica_commit_after_a_delete_does_not_bring_the_blob_back() {
     let data = noise(30_000, 113);
     let key = key_of(&data);
     let a = addr(&sha512_sri(&data));
-    // Replica 0's commit waits 1.5 s; the put is acknowledged by the other two meanwhile.
-    faulty[0].knobs.delay_ms.store(1500, Ordering::SeqCst);
-    store
-        .put_bytes(data.clone(), &PutOptions::default())
-        .await
-        .expect("put");
-    faulty[0].knobs.delay_ms.store(0, Ordering::SeqCst);
-    assert!(
-        mems[0].head(&key).await.expect("head").is_none(),
-        "replica 0 committed before the put returned: the test proves nothing"
-    );
+    put_acknowledged_before_replica_0(&store, &faulty, &mems[0], &data).await;
     assert!(store.delete(&a).await.expect("delete"), "was stored");
     tokio::time::sleep(Duration::from_millis(2500)).await;
     for m in &mems {
         assert!(m.head(&key).await.expect("head").is_none(), "brought back");
     }
     assert!(!store.contains(&a).await.expect("contains"));
+}
+
+/// The same, with the delete made by another process (the CLI, through its own `Replicated` over
+/// the same three filesystem replicas), which this process's fence never sees: the late copy is
+/// found to be the only one left once the delete has had time to reach every replica, and removed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn late_replica_commit_after_another_process_deleted_the_blob_is_removed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let roots: Vec<_> = (0..3).map(|i| dir.path().join(format!("r{i}"))).collect();
+    let fs: Vec<FsBackend> = roots
+        .iter()
+        .map(|r| FsBackend::open(r, FsOptions::default()).expect("open replica"))
+        .collect();
+    let faulty: Vec<Faulty> = fs.iter().map(|b| Faulty::new(b.clone())).collect();
+    let store = Store::new(replicated(&faulty, ReplicatedOptions::default()));
+    let data = noise(30_000, 116);
+    let key = key_of(&data);
+    put_acknowledged_before_replica_0(&store, &faulty, &fs[0], &data).await;
+    let config = serde_json::json!({
+        "replicated": {"replicas": roots.iter().map(|r| r.display().to_string()).collect::<Vec<_>>()}
+    });
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tarvault"))
+        .arg("--store")
+        .arg(config.to_string())
+        .args(["rm", &sha512_sri(&data)])
+        .output()
+        .expect("run the CLI");
+    assert!(
+        out.status.success(),
+        "rm: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Replica 0's commit lands about a second after the delete; the check follows a second later.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut brought_back = false;
+    while Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        brought_back |= fs[0].head(&key).await.expect("head").is_some();
+        if brought_back && fs[0].head(&key).await.expect("head").is_none() {
+            break;
+        }
+    }
+    assert!(
+        brought_back,
+        "replica 0's late commit never landed: the test proves nothing"
+    );
+    for (i, b) in fs.iter().enumerate() {
+        assert!(
+            b.head(&key).await.expect("head").is_none(),
+            "replica {i} still has the deleted blob"
+        );
+    }
+    assert!(!store
+        .contains(&addr(&sha512_sri(&data)))
+        .await
+        .expect("contains"));
 }
 
 /// A second put of a blob while the first's late commit is still running finds that replica

@@ -21,10 +21,14 @@
 //! this `Replicated` reported the blob stored and has not deleted it since (it remembers up to
 //! [`RECENT`] blobs, and starts afresh when full).
 //!
-//! This covers the deletes, repairs and late commits of one `Replicated` (and its clones): a
-//! delete made by another process through its own `Replicated` is not seen here, so a late commit
-//! there can still bring back a blob that process deleted (verified bytes of a put that was
-//! acknowledged before the delete; `gc` or a second delete removes it).
+//! The fence covers the deletes, repairs and late commits of one `Replicated` (and its clones). A
+//! delete made by another process through its own `Replicated` is not seen here; for that, a late
+//! commit that published a copy asks the replicas that acknowledged the put, a second later
+//! (`DELETE_GRACE` in `writer.rs`), whether they still have the blob, and removes its copy if
+//! none has: they had it moments before, so a delete took it. Not covered: a delete whose requests
+//! reach the acknowledging replicas more than that second after the late one, and a read-repair
+//! (in any process) that copies the late copy back to the others within that second; the blob's
+//! verified bytes then stay, until a second delete or `gc`.
 //!
 //! [`Replicated::repair`]: super::Replicated::repair
 

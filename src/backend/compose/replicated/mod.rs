@@ -16,7 +16,8 @@
 //!
 //! **Deletes win over repairs and late commits**: a repair that read its good copy before a
 //! delete of the blob does not leave that copy on a replica after it, nor does the late commit of
-//! a put acknowledged before the delete (see `fence.rs`). A put is reported `Stored` only if the
+//! a put acknowledged before the delete, made in this process or (checked a second after the late
+//! commit, one `head`) in another (see `fence.rs`). A put is reported `Stored` only if the
 //! blob was not stored before: a second put can find a replica the first had not reached yet.
 //!
 //! **Repair** ([`Replicated::repair`]) lists every replica and copies each blob to the replicas that

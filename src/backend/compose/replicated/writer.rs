@@ -2,6 +2,8 @@
 //! queue (a lane), and acknowledged once `write_quorum` replicas committed.
 
 use std::any::Any;
+use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -117,12 +119,15 @@ impl ReplicatedWriter {
 
     /// Lets the replicas that had not committed when the put was acknowledged finish on their
     /// own. A failure among them leaves a copy missing, which read-repair or `repair` fills; a
-    /// copy published after a delete of the blob is deleted again (see `fence.rs`).
-    fn finish_late(&self, key: BlobKey, mut pending: Late) {
+    /// copy published after a delete of the blob is deleted again (see `fence.rs`): at once if
+    /// the delete was made here, and after [`DELETE_GRACE`] if the replicas that acknowledged
+    /// the put (`acked`) no longer have the blob, which is a delete made by another process.
+    fn finish_late(&self, key: BlobKey, acked: Vec<usize>, mut pending: Late) {
         let ticket = self.backend.fence.ticket(&key);
         let replicas = self.backend.replicas.clone();
         let describe = self.backend.describe();
         tokio::spawn(async move {
+            let mut published = Vec::new();
             while let Some((replica, outcome)) = pending.next().await {
                 let failed = match outcome {
                     Ok(Ok(Committed::Stored)) if ticket.overtaken() => {
@@ -131,6 +136,10 @@ impl ReplicatedWriter {
                         removed
                             .err()
                             .map(|e| format!("deleted since; removing it failed: {e}"))
+                    }
+                    Ok(Ok(Committed::Stored)) => {
+                        published.push(replica);
+                        None
                     }
                     Ok(Ok(_)) => None,
                     Ok(Err(e)) => Some(e.to_string()),
@@ -141,8 +150,46 @@ impl ReplicatedWriter {
                     tracing::warn!(backend = %describe, replica = %name, %error, "late replica commit failed");
                 }
             }
+            if published.is_empty() {
+                return;
+            }
+            tokio::time::sleep(DELETE_GRACE).await;
+            // Deleted here meanwhile: that delete reached the copies published before it.
+            if ticket.overtaken() || !deleted_elsewhere(&replicas, &acked, &key).await {
+                return;
+            }
+            for replica in published {
+                let name = replicas[replica].describe();
+                match replicas[replica].delete(&key).await {
+                    Ok(_) => {
+                        tracing::info!(backend = %describe, replica = %name, blob = %key, "late copy of a blob deleted by another process removed")
+                    }
+                    Err(e) => {
+                        tracing::warn!(backend = %describe, replica = %name, blob = %key, error = %e, "late copy of a blob deleted by another process could not be removed")
+                    }
+                }
+            }
         });
     }
+}
+
+/// How long after a replica's late commit the replicas that acknowledged the put are asked
+/// whether they still have the blob. A delete made by another process goes to every replica at
+/// once; one that reached the late replica before its commit has reached the others within this.
+const DELETE_GRACE: Duration = Duration::from_secs(1);
+
+/// Whether every replica in `acked`, which committed the blob moments ago, is now without it: a
+/// delete (made elsewhere, since the fence saw none here). One `head` while the first of them
+/// still has it, which is the common answer. A replica that cannot answer counts as having it,
+/// so that a late copy is never removed on a guess.
+async fn deleted_elsewhere(replicas: &[Arc<dyn Backend>], acked: &[usize], key: &BlobKey) -> bool {
+    for &replica in acked {
+        match replicas[replica].head(key).await {
+            Ok(None) => {}
+            Ok(Some(_)) | Err(_) => return false,
+        }
+    }
+    !acked.is_empty()
 }
 
 #[async_trait]
@@ -212,7 +259,8 @@ impl BlobWriter for ReplicatedWriter {
                     self.backend.fence.reported_stored(&key);
                 }
                 if !pending.is_empty() {
-                    self.finish_late(key, pending);
+                    let acked = committed.iter().map(|(replica, _)| *replica).collect();
+                    self.finish_late(key, acked, pending);
                 }
                 return Ok(if stored {
                     Committed::Stored
