@@ -806,6 +806,52 @@ async fn late_replica_commit_after_another_process_deleted_the_blob_is_removed()
         .expect("contains"));
 }
 
+/// Many late commits beside another instance's deletes and re-puts: a late copy goes only where
+/// the blob was deleted and not put again, and blobs no one deleted keep every copy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn late_copies_go_only_where_another_instance_deleted_the_blob() {
+    let (mems, faulty) = three_memory();
+    // This instance's replica 0 commits 50 ms late; the other instance sees the same replicas
+    // without delay, and has a fence of its own.
+    faulty[0].knobs.delay_ms.store(50, Ordering::SeqCst);
+    let here = Store::new(replicated(&faulty, ReplicatedOptions::default()));
+    let other = Store::new(
+        Replicated::new(
+            mems.iter().map(|m| arc(m.clone())).collect(),
+            ReplicatedOptions::default(),
+        )
+        .expect("replicated"),
+    );
+    let blobs: Vec<Vec<u8>> = (0..24).map(|i| noise(5_000 + i, 400 + i as u64)).collect();
+    for b in &blobs {
+        here.put_bytes(b.clone(), &PutOptions::default())
+            .await
+            .expect("put");
+    }
+    // 0..8 deleted and put again, 8..16 deleted, 16..24 left alone; all before most of replica
+    // 0's late commits land.
+    for b in &blobs[..16] {
+        assert!(other.delete(&addr(&sha512_sri(b))).await.expect("delete"));
+    }
+    for b in &blobs[..8] {
+        other
+            .put_bytes(b.clone(), &PutOptions::default())
+            .await
+            .expect("put again");
+    }
+    faulty[0].knobs.delay_ms.store(0, Ordering::SeqCst);
+    // Late commits (50 ms each, one at a time per put) and their checks a second later.
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    for (i, b) in blobs.iter().enumerate() {
+        let key = key_of(b);
+        for (r, m) in mems.iter().enumerate() {
+            let has = m.head(&key).await.expect("head").is_some();
+            let want = !(8..16).contains(&i);
+            assert_eq!(has, want, "blob {i} on replica {r}");
+        }
+    }
+}
+
 /// A second put of a blob while the first's late commit is still running finds that replica
 /// without it and is told `Stored` there; the blob was stored before, and the put says so.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
