@@ -364,14 +364,24 @@ impl<M: MarkerStore, S: SegmentStore> AliasIndex<M, S> {
     /// segment), deleting each once its markers are stored. Idempotent and safe to run in
     /// several processes at once; a run cut short leaves the rest for the next. Returns the
     /// records imported.
+    ///
+    /// Every process that finds the log imports it. Each takes the segments in a random order of
+    /// its own, so that they mostly work on different segments and skip (one 404) those another
+    /// has imported and deleted. In listing order they went through the same segments side by
+    /// side, each redoing the others' work: four at once on this 2-core machine made 1.7x the
+    /// requests of one alone and imported every record 2.35 times; in random orders, 1.07-1.16x
+    /// and 1.1-1.3 times (`processes_importing_at_once_share_the_work`). One process per core
+    /// on a larger machine went N times over the log.
     pub(crate) async fn import(&self) -> Result<u64> {
+        use rand::seq::SliceRandom as _;
         let mut imported = 0;
         // Segments merged meanwhile by an older version show up in the next listing.
         for _ in 0..3 {
-            let segments = self.legacy.segments().await?;
+            let mut segments = self.legacy.segments().await?;
             if segments.is_empty() {
                 break;
             }
+            segments.shuffle(&mut rand::thread_rng());
             for name in segments {
                 let Some(records) = self.legacy.read_segment(&name).await? else {
                     continue;

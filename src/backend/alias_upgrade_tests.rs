@@ -158,3 +158,44 @@ async fn during_an_upgrade_the_log_is_listed_once_and_a_miss_is_one_request() {
         }
     }
 }
+
+/// Processes that find the old log import it at once (each starts its own import). They share the
+/// work: each takes the segments in an order of its own and skips those another has imported and
+/// deleted, so four importers cost about what one does, not four times as much.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn processes_importing_at_once_share_the_work() {
+    // 40 segments: fewer than the old writer merges (`MERGE_AT`), so the log stays as written.
+    let solo = Mem::default();
+    old_log(&solo, 4000, 100).await;
+    let before = solo.count();
+    let alone = ok(index(&solo, CacheConfig::default()).import().await);
+    let one = solo.count() - before;
+    assert_eq!(alone, 4000);
+
+    let mem = Mem::default();
+    let (_, all) = old_log(&mem, 4000, 100).await;
+    let before = mem.count();
+    let importers: Vec<_> = (0..4)
+        .map(|_| {
+            let idx = index(&mem, CacheConfig::default());
+            tokio::spawn(async move { idx.import().await })
+        })
+        .collect();
+    let mut imported = 0;
+    for importer in importers {
+        imported += ok(importer.await.unwrap_or_else(|e| panic!("{e}")));
+    }
+    let four = mem.count() - before;
+    assert!(imported >= 4000, "every record imported ({imported})");
+    assert!(
+        four * 10 < one * 13,
+        "four importers made {four} requests, one alone {one}; records imported {imported}"
+    );
+    let fresh = index(&mem, CacheConfig::default());
+    for d in all.iter().step_by(13) {
+        assert_eq!(
+            ok(fresh.resolve(&sha1(d)).await),
+            Some(BlobKey::new(d.sha512))
+        );
+    }
+}
