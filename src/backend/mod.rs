@@ -40,6 +40,7 @@ pub mod compose;
 pub mod fs;
 #[cfg(feature = "http")]
 pub mod http;
+pub mod ledger;
 #[cfg(feature = "manta")]
 pub mod manta;
 #[cfg(feature = "memory")]
@@ -54,6 +55,8 @@ pub use alias_cache::{CacheConfig as AliasCacheConfig, DEFAULT_CACHE_BYTES, DEFA
 /// (the `alias_grace_secs=` store option; see docs/remote-index.md).
 #[cfg(any(feature = "s3", feature = "manta"))]
 pub use alias_marker::DEFAULT_GRACE as DEFAULT_ALIAS_GRACE;
+
+pub use ledger::CacheLedger;
 
 /// An upload ready to commit, with the digests it verified to (see [`Backend::commit_batch`]).
 pub type PendingBlob = (Box<dyn BlobWriter>, Digests);
@@ -313,6 +316,14 @@ pub trait Backend: fmt::Debug + Send + Sync + 'static {
 
     /// Every stored key, in no particular order.
     fn list(&self) -> BoxStream<'static, Result<BlobKey>>;
+
+    /// A record, kept beside this backend's blobs and shared by every process using it, of what a
+    /// cache tier ([`Cached`](compose::Cached)) with this backend as its local tier holds: see
+    /// [`CacheLedger`]. `None` (the default): the cache keeps that record in memory, and rebuilds
+    /// it from a listing each time it starts.
+    fn cache_ledger(&self) -> Result<Option<std::sync::Arc<dyn CacheLedger>>> {
+        Ok(None)
+    }
 
     /// Every stored blob with what [`head`](Backend::head) knows of it, in no particular order.
     /// The default heads each listed key; a backend that can do better in one pass overrides it.

@@ -7,6 +7,7 @@
 //! <root>/leases/<lease>               one per open store, locked while open (see `lease.rs`)
 //! <root>/index/blobs.sqlite           sha1 / blake3 -> sha512 and each blob's record (SQLite, WAL)
 //! <root>/index/aliases.log            the alias log of stores written before the index (imported)
+//! <root>/index/cache.sqlite           size and last use of each blob, when the store is a cache tier
 //! <root>/quarantine/<hex>.<secs>      blobs fsck found corrupt
 //! ```
 
@@ -51,6 +52,10 @@ impl Layout {
 
     pub(crate) fn index_db(&self) -> PathBuf {
         self.index().join("blobs.sqlite")
+    }
+
+    pub(crate) fn cache_ledger(&self) -> PathBuf {
+        self.index().join("cache.sqlite")
     }
 
     pub(crate) fn aliases(&self) -> PathBuf {

@@ -30,13 +30,13 @@ use std::time::{Duration, SystemTime};
 use async_trait::async_trait;
 use futures::stream::{BoxStream, StreamExt};
 
-pub use self::index::{FsIndex, IndexMerge};
+pub use self::index::{FsCacheLedger, FsIndex, IndexMerge};
 use self::layout::Layout;
 use self::walk::{walk, walk_dirs};
 use self::writer::{key_of, remove_if_exists, FsWriter};
 use super::{
-    AliasRebuild, Backend, BlobKey, BlobStat, BlobWriter, Committed, GetResult, MisplacedBlob,
-    PendingBlob, PutHint,
+    AliasRebuild, Backend, BlobKey, BlobStat, BlobWriter, CacheLedger, Committed, GetResult,
+    MisplacedBlob, PendingBlob, PutHint,
 };
 use crate::integrity::{Digests, Hash};
 use crate::task::blocking;
@@ -508,6 +508,12 @@ impl Backend for FsBackend {
 
     fn list(&self) -> BoxStream<'static, Result<BlobKey>> {
         walk(self.inner.layout.blobs(), |key, _| Some(Ok(key)))
+    }
+
+    /// `index/cache.sqlite`, opened (and made, the first time) now.
+    fn cache_ledger(&self) -> Result<Option<Arc<dyn CacheLedger>>> {
+        let ledger = FsCacheLedger::open(self.inner.layout.cache_ledger())?;
+        Ok(Some(Arc::new(ledger)))
     }
 
     /// One pass on the walker's thread, a directory at a time: each file's `stat` from its

@@ -93,7 +93,7 @@ pub(crate) fn connect(path: &Path, mode: Mode) -> Result<Connection> {
     Ok(conn)
 }
 
-fn rw_flags() -> OpenFlags {
+pub(super) fn rw_flags() -> OpenFlags {
     OpenFlags::SQLITE_OPEN_READ_WRITE
         | OpenFlags::SQLITE_OPEN_CREATE
         | OpenFlags::SQLITE_OPEN_NO_MUTEX
@@ -108,7 +108,7 @@ fn open_immutable(path: &Path) -> rusqlite::Result<Connection> {
     Connection::open_with_flags(uri, ro_flags() | OpenFlags::SQLITE_OPEN_URI)
 }
 
-fn tune(conn: &Connection) -> rusqlite::Result<()> {
+pub(super) fn tune(conn: &Connection) -> rusqlite::Result<()> {
     conn.busy_timeout(BUSY_TIMEOUT)?;
     conn.pragma_update(None, "cache_size", -CACHE_KIB)?;
     // Durability comes from the caller: a single put commits with FULL (the WAL is fsynced), a
@@ -142,7 +142,7 @@ fn open_rw(path: &Path) -> rusqlite::Result<Connection> {
 /// (seen with 12 processes creating one store at once, about one run in 60). So the switch is
 /// retried here, with backoff, for up to [`BUSY_TIMEOUT`]. Another process may have switched the
 /// file already, which is just as good.
-fn set_wal(conn: &Connection) -> rusqlite::Result<()> {
+pub(super) fn set_wal(conn: &Connection) -> rusqlite::Result<()> {
     let started = Instant::now();
     let mut pause = Duration::from_millis(1);
     loop {
@@ -206,6 +206,14 @@ pub(crate) fn is_corrupt(e: &Error) -> bool {
         .downcast_ref::<rusqlite::Error>()
         .and_then(rusqlite::Error::sqlite_error_code)
         .is_some_and(|code| matches!(code, ErrorCode::DatabaseCorrupt | ErrorCode::NotADatabase))
+}
+
+/// Whether SQLite says the file is damaged or not a database.
+pub(super) fn is_corrupt_db(e: &rusqlite::Error) -> bool {
+    matches!(
+        e.sqlite_error_code(),
+        Some(ErrorCode::DatabaseCorrupt | ErrorCode::NotADatabase)
+    )
 }
 
 const CORRUPT: &str = "is corrupt or not a tarvault index";

@@ -14,6 +14,7 @@
 //! entry for a missing blob (a delete cut short is settled when the store is next opened), and at
 //! worst leaves a blob without an entry, which `fsck` finds and indexes.
 
+mod cache_ledger;
 mod conn;
 pub(crate) mod legacy;
 mod remove;
@@ -23,6 +24,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior};
 
+pub use self::cache_ledger::FsCacheLedger;
 use self::conn::Mode;
 use crate::backend::BlobKey;
 use crate::integrity::{Algorithm, Digests, Hash};

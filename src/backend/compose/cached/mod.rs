@@ -9,6 +9,11 @@
 //!   fill runs on a task of its own, so it finishes even if every reader waiting for it gives up.
 //! - **Bounded.** The local tier holds at most `capacity` bytes; the least recently used blobs are
 //!   evicted to make room. A blob larger than the whole capacity is served but not kept.
+//! - **A record that costs nothing to open.** What the local tier holds (each blob's size and last
+//!   use) is kept by a [`CacheLedger`]: an fs tier's is a file beside its blobs, shared by every
+//!   process serving from that tier, so that a start loads and lists nothing and the processes
+//!   share one capacity; any other tier's is in memory (`lru.rs`). How it is written (off the
+//!   async threads, uses in batches) is `record.rs`.
 //! - **The local tier is never in the way.** An error from it (a read, a fill, an eviction, an
 //!   alias lookup) is logged, counted in [`CacheStats::local_errors`], and the read goes on to the
 //!   remote, which answers as if there were no cache.
@@ -16,9 +21,10 @@
 //!   not fill the cache (the first read does), so a bulk import does not flush what readers use.
 //! - **A delete wins over a fill.** A fill that read the remote before a delete (or an eviction)
 //!   of the same blob does not keep its copy: the delete marks the fills in flight stale, and a
-//!   stale fill neither stores its copy nor enters the LRU (and removes a copy it already stored).
+//!   stale fill neither stores its copy nor is recorded (and removes a copy it already stored).
+//!   This holds within one process: another process's delete does not reach this one's fills.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::ops::Range;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -28,14 +34,23 @@ use futures::future::{BoxFuture, FutureExt, Shared};
 use futures::stream::{BoxStream, TryStreamExt};
 use serde::Serialize;
 
+use self::lru::MemoryLedger;
+use self::record::Uses;
 use super::fan_out::{rebuild_each, Filter};
 use super::replicated::put_copy;
 use super::verify::{fetch_for_copy, fetch_verified, slice, Fetched, Held};
 use crate::backend::{
-    AliasRebuild, Backend, BlobKey, BlobStat, BlobWriter, GetResult, MisplacedBlob, PutHint,
+    AliasRebuild, Backend, BlobKey, BlobStat, BlobWriter, CacheLedger, GetResult, MisplacedBlob,
+    PutHint,
 };
 use crate::integrity::{Digests, Hash};
 use crate::{Error, Result};
+
+mod lru;
+mod record;
+
+/// Blobs recorded per transaction when a ledger takes in what the local tier already holds.
+const ADOPT_CHUNK: usize = 1024;
 
 /// How a [`Cached`] backend behaves.
 #[derive(Debug, Clone)]
@@ -61,9 +76,10 @@ pub struct CacheStats {
     pub fetches: u64,
     /// Blobs evicted to stay within capacity.
     pub evictions: u64,
-    /// Bytes held by the local tier now.
+    /// Bytes held by the local tier now, as its record counts them (for an fs tier, the fills of
+    /// every process using it).
     pub bytes: u64,
-    /// Blobs held by the local tier now.
+    /// Blobs held by the local tier now, counted the same way.
     pub blobs: u64,
     /// Errors from the local tier (each logged; the read was answered by the remote instead).
     pub local_errors: u64,
@@ -84,8 +100,9 @@ struct Flight {
     fill: Fill,
     /// Set by [`Cached::evict`] (which a delete goes through): the copy this fill read may be of
     /// a blob deleted since, so it must not stay in the local tier. The fill reads it under the
-    /// LRU lock before it enters the LRU, and `evict` sets it before it takes that lock, so either
-    /// the fill sees it, or `evict` finds the fill's LRU entry (and local copy) and removes them.
+    /// recording lock before it records its blob, and `evict` sets it before it takes that lock,
+    /// so either the fill sees it, or `evict` finds the fill's record (and local copy) and removes
+    /// them.
     stale: Arc<AtomicBool>,
 }
 
@@ -93,7 +110,12 @@ struct Inner {
     local: Arc<dyn Backend>,
     remote: Arc<dyn Backend>,
     capacity: u64,
-    lru: Mutex<Lru>,
+    /// What `local` holds: each blob's size and last use.
+    ledger: Arc<dyn CacheLedger>,
+    /// Taken around a fill's check of its stale flag and its record (see [`Inner::recording`]).
+    record: Mutex<()>,
+    /// Uses noted and not recorded yet.
+    uses: Mutex<Uses>,
     inflight: Mutex<HashMap<BlobKey, Flight>>,
     hits: AtomicU64,
     misses: AtomicU64,
@@ -112,88 +134,35 @@ impl std::fmt::Debug for Cached {
     }
 }
 
-/// Recency order of the local tier: a stamp per blob, and the blobs by stamp.
-#[derive(Default)]
-struct Lru {
-    entries: HashMap<BlobKey, (u64, u64)>,
-    order: BTreeMap<u64, BlobKey>,
-    bytes: u64,
-    clock: u64,
-}
-
-impl Lru {
-    fn contains(&self, key: &BlobKey) -> bool {
-        self.entries.contains_key(key)
-    }
-
-    fn touch(&mut self, key: &BlobKey) {
-        self.clock += 1;
-        let now = self.clock;
-        if let Some((_, stamp)) = self.entries.get_mut(key) {
-            self.order.remove(stamp);
-            *stamp = now;
-            self.order.insert(now, *key);
-        }
-    }
-
-    fn insert(&mut self, key: BlobKey, size: u64) {
-        if self.contains(&key) {
-            self.touch(&key);
-            return;
-        }
-        self.clock += 1;
-        self.entries.insert(key, (size, self.clock));
-        self.order.insert(self.clock, key);
-        self.bytes += size;
-    }
-
-    fn remove(&mut self, key: &BlobKey) {
-        if let Some((size, stamp)) = self.entries.remove(key) {
-            self.order.remove(&stamp);
-            self.bytes -= size;
-        }
-    }
-
-    /// Removes the least recently used blobs until `bytes <= capacity`, sparing `keep`.
-    fn evict_to(&mut self, capacity: u64, keep: &BlobKey) -> Vec<BlobKey> {
-        let mut victims = Vec::new();
-        while self.bytes > capacity {
-            let Some(oldest) = self.order.values().find(|k| *k != keep).copied() else {
-                break;
-            };
-            self.remove(&oldest);
-            victims.push(oldest);
-        }
-        victims
-    }
-}
-
 impl Cached {
-    /// A cache of `remote` in `local`. Blobs already in `local` (from an earlier run) are adopted,
-    /// oldest first by modification time, and evicted down to the capacity if need be.
+    /// A cache of `remote` in `local`. The record of what `local` holds (each blob's size and last
+    /// use) is the one `local` keeps beside its blobs ([`Backend::cache_ledger`]: a filesystem
+    /// tier's, shared by every process using it, so that opening it loads nothing), or else one in
+    /// memory. A record that has not seen the blobs already in `local` (a new one, or one in
+    /// memory) records them from one streamed listing, oldest first by modification time; then
+    /// the tier is evicted down to the capacity if need be.
     pub async fn new(
         local: Arc<dyn Backend>,
         remote: Arc<dyn Backend>,
         options: CachedOptions,
     ) -> Result<Cached> {
-        let mut found = Vec::new();
-        let keys: Vec<BlobKey> = local.list().try_collect().await?;
-        for key in keys {
-            if let Some(st) = local.head(&key).await? {
-                found.push((st.modified, key, st.size));
+        let ledger = match local.cache_ledger() {
+            Ok(Some(ledger)) => ledger,
+            Ok(None) => Arc::new(MemoryLedger::default()) as Arc<dyn CacheLedger>,
+            Err(e) => {
+                tracing::warn!(local = %local.describe(), error = %e,
+                    "cannot open the cache tier's ledger; keeping one in memory");
+                Arc::new(MemoryLedger::default())
             }
-        }
-        found.sort();
-        let mut lru = Lru::default();
-        for (_, key, size) in found {
-            lru.insert(key, size);
-        }
+        };
         let cached = Cached {
             inner: Arc::new(Inner {
                 local,
                 remote,
                 capacity: options.capacity,
-                lru: Mutex::new(Lru::default()),
+                ledger,
+                record: Mutex::new(()),
+                uses: Mutex::new(Uses::default()),
                 inflight: Mutex::new(HashMap::new()),
                 hits: AtomicU64::new(0),
                 misses: AtomicU64::new(0),
@@ -202,9 +171,21 @@ impl Cached {
                 local_errors: AtomicU64::new(0),
             }),
         };
-        let victims = lru.evict_to(options.capacity, &BlobKey::new([0; 64]));
-        *cached.inner.lru() = lru;
-        cached.inner.drop_local(&victims).await;
+        let inner = &cached.inner;
+        if !inner.on_ledger(|l| l.adopted()).await? {
+            let mut found = inner.local.clone().list_stat().try_chunks(ADOPT_CHUNK);
+            while let Some(chunk) = found.try_next().await.map_err(|e| e.1)? {
+                let chunk: Vec<_> = chunk
+                    .into_iter()
+                    .map(|st| (st.key, st.size, st.modified))
+                    .collect();
+                inner.on_ledger(move |l| l.adopt(&chunk)).await?;
+            }
+            inner.on_ledger(|l| l.set_adopted()).await?;
+        }
+        let capacity = options.capacity;
+        let victims = inner.on_ledger(move |l| l.evict_to(capacity, None)).await?;
+        inner.drop_local(&victims).await;
         Ok(cached)
     }
 
@@ -221,14 +202,21 @@ impl Cached {
     /// Counters and occupancy.
     pub fn stats(&self) -> CacheStats {
         let i = &self.inner;
-        let lru = i.lru();
+        let (bytes, blobs) = i.ledger.totals().unwrap_or_else(|e| {
+            i.local_failed(
+                &i.local.describe(),
+                &e,
+                "cannot read the cache tier's totals",
+            );
+            (0, 0)
+        });
         CacheStats {
             hits: i.hits.load(Ordering::Relaxed),
             misses: i.misses.load(Ordering::Relaxed),
             fetches: i.fetches.load(Ordering::Relaxed),
             evictions: i.evictions.load(Ordering::Relaxed),
-            bytes: lru.bytes,
-            blobs: lru.entries.len() as u64,
+            bytes,
+            blobs,
             local_errors: i.local_errors.load(Ordering::Relaxed),
         }
     }
@@ -240,33 +228,33 @@ impl Cached {
         if let Some(flight) = self.inner.inflight().remove(key) {
             flight.stale.store(true, Ordering::SeqCst);
         }
-        let was = {
-            let mut lru = self.inner.lru();
-            let was = lru.contains(key);
-            lru.remove(key);
-            was
-        };
-        self.inner.local.delete(key).await?;
-        Ok(was)
+        let k = *key;
+        let was = self
+            .inner
+            .clone()
+            .recording(move |l| {
+                let was = l.contains(&k)?;
+                l.remove(&k)?;
+                Ok(was)
+            })
+            .await?;
+        let deleted = self.inner.local.delete(key).await?;
+        Ok(was || deleted)
     }
 
     /// The bytes of `key` from the local tier, if it holds a copy that verifies.
     async fn read_local(&self, key: &BlobKey) -> Option<Held> {
-        if !self.inner.lru().contains(key) {
-            return None;
-        }
         match fetch_verified(&*self.inner.local, key).await {
             Ok(Fetched::Good(bytes)) => {
-                self.inner.lru().touch(key);
+                self.inner.used(key, bytes.len()).await;
                 Some(bytes)
             }
-            Ok(Fetched::Missing) => {
-                self.inner.lru().remove(key);
-                None
-            }
+            // A record without a copy (another process's eviction raced a use here) is left for
+            // eviction to find: forgetting it on every miss would make each miss a write.
+            Ok(Fetched::Missing) => None,
             Ok(Fetched::Bad(_, found)) => {
                 tracing::warn!(blob = %key, %found, "cached copy is corrupt; dropping it");
-                self.inner.lru().remove(key);
+                self.inner.forget(key).await;
                 if let Err(e) = self.inner.local.quarantine(key).await {
                     self.inner
                         .local_failed(key, &e, "cannot drop a corrupt cached copy");
@@ -288,10 +276,14 @@ impl Cached {
         if let Some(f) = inflight.get(&key) {
             return Some(f.fill.clone());
         }
-        // A fill inserts into the LRU before it leaves `inflight`, so this sees any fill that
-        // completed after the caller's local lookup.
-        if self.inner.lru().contains(&key) {
-            return None;
+        // A fill records its blob before it leaves `inflight`, so this sees any fill that
+        // completed after the caller's local lookup (and any other process's).
+        match self.inner.ledger.contains(&key) {
+            Ok(true) => return None,
+            Ok(false) => {}
+            Err(e) => self
+                .inner
+                .local_failed(&key, &e, "cache tier lookup failed"),
         }
         let inner = self.inner.clone();
         let stale = Arc::new(AtomicBool::new(false));
@@ -336,11 +328,6 @@ impl Drop for Landing {
 }
 
 impl Inner {
-    fn lru(&self) -> MutexGuard<'_, Lru> {
-        // Every LRU update leaves it consistent before anything that could panic.
-        self.lru.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
     fn inflight(&self) -> MutexGuard<'_, HashMap<BlobKey, Flight>> {
         // A map insert or remove cannot leave it half-changed.
         self.inflight.lock().unwrap_or_else(|e| e.into_inner())
@@ -374,7 +361,11 @@ impl Inner {
     }
 
     /// Fetches `key` from the remote and, unless `stale` is set first, keeps a good copy locally.
-    async fn fetch_and_fill(&self, key: BlobKey, stale: &AtomicBool) -> Result<Option<Held>> {
+    async fn fetch_and_fill(
+        self: &Arc<Self>,
+        key: BlobKey,
+        stale: &Arc<AtomicBool>,
+    ) -> Result<Option<Held>> {
         self.fetches.fetch_add(1, Ordering::Relaxed);
         // The sha1/blake3 the cache tier records are hashed with the verifying sha512, in one pass.
         let (fetched, digests) = fetch_for_copy(&*self.remote, &key).await?;
@@ -398,21 +389,28 @@ impl Inner {
                     };
                     match stored {
                         Ok(_) => {
-                            let victims = {
-                                let mut lru = self.lru();
-                                (!stale.load(Ordering::SeqCst)).then(|| {
-                                    lru.insert(key, size);
-                                    lru.evict_to(self.capacity, &key)
+                            let capacity = self.capacity;
+                            let stale = stale.clone();
+                            let victims = self
+                                .clone()
+                                .recording(move |l| {
+                                    if stale.load(Ordering::SeqCst) {
+                                        return Ok(None);
+                                    }
+                                    l.insert(&key, size)?;
+                                    l.evict_to(capacity, Some(&key)).map(Some)
                                 })
-                            };
+                                .await;
                             match victims {
-                                Some(victims) => self.drop_local(&victims).await,
+                                Ok(Some(victims)) => self.drop_local(&victims).await,
                                 // Overtaken while storing: take the copy out again.
-                                None => {
+                                Ok(None) => {
                                     if let Err(e) = self.local.delete(&key).await {
                                         self.local_failed(&key, &e, "cannot drop a stale fill");
                                     }
                                 }
+                                // Kept, and recorded at its first use.
+                                Err(e) => self.local_failed(&key, &e, "cannot record a fill"),
                             }
                         }
                         Err(e) => self.local_failed(&key, &e, "cannot fill the cache tier"),
@@ -460,7 +458,10 @@ impl Backend for Cached {
         }
         self.inner.misses.fetch_add(1, Ordering::Relaxed);
         let Some(fill) = fill else {
-            // The local tier claims the blob but cannot read it: serve from the remote directly.
+            // The record claims the blob but the local tier cannot read it (a record left behind
+            // by a race with another process's eviction, or a copy that vanished): forget it, so
+            // that the next read fills again, and serve from the remote directly.
+            self.inner.forget(key).await;
             return match fetch_verified(&*self.inner.remote, key).await? {
                 Fetched::Missing => Ok(None),
                 Fetched::Good(b) | Fetched::Bad(b, _) => slice(b, range).map(Some),
@@ -475,15 +476,12 @@ impl Backend for Cached {
     }
 
     async fn head(&self, key: &BlobKey) -> Result<Option<BlobStat>> {
-        if self.inner.lru().contains(key) {
-            match self.inner.local.head(key).await {
-                Ok(Some(st)) => return Ok(Some(st)),
-                Ok(None) => {}
-                Err(e) => {
-                    self.inner
-                        .local_failed(key, &e, "cache tier head failed; asking the remote")
-                }
-            }
+        match self.inner.local.head(key).await {
+            Ok(Some(st)) => return Ok(Some(st)),
+            Ok(None) => {}
+            Err(e) => self
+                .inner
+                .local_failed(key, &e, "cache tier head failed; asking the remote"),
         }
         self.inner.remote.head(key).await
     }
@@ -507,7 +505,7 @@ impl Backend for Cached {
 
     async fn resolve_alias(&self, hash: &Hash) -> Result<Option<BlobKey>> {
         match self.inner.local.resolve_alias(hash).await {
-            Ok(Some(k)) if self.inner.lru().contains(&k) => return Ok(Some(k)),
+            Ok(Some(k)) => return Ok(Some(k)),
             Ok(_) => {}
             Err(e) => self.inner.local_failed(
                 hash,
@@ -526,7 +524,13 @@ impl Backend for Cached {
         options: &crate::backend::RebuildOptions,
     ) -> Result<AliasRebuild> {
         let inner = self.inner.clone();
-        let cached: Filter = Box::new(move |d| inner.lru().contains(&BlobKey::new(d.sha512)));
+        let cached: Filter = Box::new(move |d| {
+            let key = BlobKey::new(d.sha512);
+            inner.ledger.contains(&key).unwrap_or_else(|e| {
+                inner.local_failed(&key, &e, "cache tier lookup failed");
+                false
+            })
+        });
         let members = vec![
             (
                 &*self.inner.remote as &dyn Backend,

@@ -1,0 +1,212 @@
+//! A cache tier (`Cached`) over a filesystem local tier keeps its record of what it holds in the
+//! local tier's `index/cache.sqlite`: opening it lists nothing, an old cache without the record is
+//! taken in once, and processes sharing the local tier share one capacity (tested with a real
+//! second process, the CLI).
+
+mod common;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use futures::TryStreamExt;
+use tarvault::backend::compose::{Cached, CachedOptions};
+use tarvault::backend::fs::{FsBackend, FsOptions};
+use tarvault::backend::Backend;
+use tarvault::{PutOptions, Store};
+
+use common::{addr, key_of, noise, sha512_sri};
+
+const SIZE: usize = 20_000;
+
+fn fs(root: &Path) -> FsBackend {
+    FsBackend::open(
+        root,
+        FsOptions {
+            fsync: false,
+            ..Default::default()
+        },
+    )
+    .expect("open fs store")
+}
+
+async fn cached(dir: &Path, capacity: u64) -> Cached {
+    Cached::new(
+        Arc::new(fs(&dir.join("cache"))),
+        Arc::new(fs(&dir.join("remote"))),
+        CachedOptions { capacity },
+    )
+    .await
+    .expect("open cache")
+}
+
+/// `n` blobs of [`SIZE`] bytes, stored in `root`.
+async fn seed(root: &Path, n: u64, salt: u64) -> Vec<Vec<u8>> {
+    let store = Store::new(fs(root));
+    let mut blobs = Vec::new();
+    for i in 0..n {
+        let data = noise(SIZE, salt * 1000 + i);
+        store
+            .put_bytes(data.clone(), &PutOptions::default())
+            .await
+            .expect("seed");
+        blobs.push(data);
+    }
+    blobs
+}
+
+async fn read(cache: &Cached, data: &[u8]) {
+    let got = Store::new(cache.clone())
+        .get(&addr(&sha512_sri(data)))
+        .await
+        .expect("get")
+        .bytes()
+        .await
+        .expect("verified");
+    assert_eq!(&got[..], data);
+}
+
+/// Sets blob `i`'s modification time to `i` hours into the epoch's second day (blob 0 the oldest),
+/// as an earlier run would have left them.
+fn age(backend: &FsBackend, blobs: &[Vec<u8>]) {
+    for (i, b) in (0u64..).zip(blobs) {
+        let t = SystemTime::UNIX_EPOCH + Duration::from_secs(86_400 + i * 3600);
+        std::fs::File::options()
+            .write(true)
+            .open(backend.blob_path(&key_of(b)))
+            .and_then(|f| f.set_modified(t))
+            .expect("set mtime");
+    }
+}
+
+/// `tarvault get` of `data` in another process, through a cache with the same local tier, remote
+/// and capacity as [`cached`].
+fn cli_get(dir: &Path, capacity: u64, data: &[u8]) {
+    let config = serde_json::json!({
+        "cached": {
+            "local": dir.join("cache").display().to_string(),
+            "remote": dir.join("remote").display().to_string(),
+            "capacity": capacity,
+        }
+    });
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tarvault"))
+        .arg("--store")
+        .arg(config.to_string())
+        .args(["get", &sha512_sri(data)])
+        .output()
+        .expect("run the CLI");
+    assert!(
+        out.status.success(),
+        "get: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.stdout, data);
+}
+
+/// The bytes of the blobs the local tier holds, by listing it.
+async fn on_disk(dir: &Path) -> u64 {
+    let local: Arc<dyn Backend> = Arc::new(fs(&dir.join("cache")));
+    let stats: Vec<_> = local.list_stat().try_collect().await.expect("list");
+    stats.iter().map(|s| s.size).sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reopening_lists_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let blobs = seed(&dir.path().join("remote"), 3, 1).await;
+    let first = cached(dir.path(), 1 << 30).await;
+    for b in &blobs {
+        read(&first, b).await;
+    }
+    assert_eq!(first.stats().blobs, 3);
+    drop(first);
+    // A blob the cache did not put in its local tier: a listing would count it.
+    seed(&dir.path().join("cache"), 1, 2).await;
+    let second = cached(dir.path(), 1 << 30).await;
+    let stats = second.stats();
+    assert_eq!((stats.blobs, stats.bytes), (3, 3 * SIZE as u64));
+    assert!(dir.path().join("cache/index/cache.sqlite").exists());
+}
+
+/// A local tier filled by a release without the record (no `cache.sqlite`) is taken in from one
+/// listing, oldest first by modification time, and evicted to the capacity.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_old_cache_is_taken_in_once_oldest_first() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let local = dir.path().join("cache");
+    let blobs = seed(&local, 4, 3).await;
+    let backend = fs(&local);
+    age(&backend, &blobs);
+    assert!(!local.join("index/cache.sqlite").exists());
+    let cache = cached(dir.path(), 2 * SIZE as u64 + 10).await;
+    let stats = cache.stats();
+    assert_eq!((stats.blobs, stats.evictions), (2, 2));
+    for (i, b) in blobs.iter().enumerate() {
+        let held = backend.head(&key_of(b)).await.expect("head").is_some();
+        assert_eq!(held, i >= 2, "blob {i}: only the two newest stay");
+    }
+    drop(cache);
+    seed(&local, 1, 4).await;
+    let again = cached(dir.path(), 1 << 30).await;
+    assert_eq!(again.stats().blobs, 2, "taken in once, not listed again");
+}
+
+/// This process and the CLI fill the same local tier: between them it stays within the one
+/// capacity. (With a record per process, each evicted only what it had filled, and the tier
+/// ended 40% over.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn processes_sharing_a_local_tier_share_its_capacity() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let blobs = seed(&dir.path().join("remote"), 8, 5).await;
+    let capacity = 5 * SIZE as u64;
+    let mine = cached(dir.path(), capacity).await;
+    for b in &blobs[..4] {
+        read(&mine, b).await;
+    }
+    for b in &blobs[4..6] {
+        cli_get(dir.path(), capacity, b);
+    }
+    for b in &blobs[6..] {
+        read(&mine, b).await;
+    }
+    let held = on_disk(dir.path()).await;
+    assert!(held <= capacity, "{held} bytes held, capacity {capacity}");
+    assert_eq!(
+        mine.stats().bytes,
+        held,
+        "the shared record matches the disk"
+    );
+    // The newest two (this process's) and the CLI's two are among what stayed.
+    let local = fs(&dir.path().join("cache"));
+    for (i, b) in blobs.iter().enumerate().skip(4) {
+        assert!(
+            local.head(&key_of(b)).await.expect("head").is_some(),
+            "blob {i} was evicted before older ones"
+        );
+    }
+}
+
+/// A read in another process (the CLI's `get`, a hit) counts as a use here: the blob it read is
+/// not the one evicted next, though it was the oldest.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hit_in_another_process_is_a_use_here() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let local = dir.path().join("cache");
+    let old = seed(&local, 3, 6).await;
+    let backend = fs(&local);
+    age(&backend, &old);
+    let new = seed(&dir.path().join("remote"), 1, 7).await;
+    let capacity = 3 * SIZE as u64;
+    let mine = cached(dir.path(), capacity).await;
+    assert_eq!(mine.stats().blobs, 3);
+    cli_get(dir.path(), capacity, &old[0]);
+    read(&mine, &new[0]).await;
+    let held = |b: &Vec<u8>| {
+        let backend = backend.clone();
+        let key = key_of(b);
+        async move { backend.head(&key).await.expect("head").is_some() }
+    };
+    assert!(held(&old[0]).await, "the blob the CLI read was evicted");
+    assert!(!held(&old[1]).await, "the least recently used blob stayed");
+    assert!(held(&new[0]).await);
+}
