@@ -170,6 +170,7 @@ async fn child(mode: &str, hits: u64, skewed: bool, n: u64) {
     let open_rss = rss::rss_now_kib();
     let blobs = cache.stats().blobs;
     let mut rate = String::from("-");
+    let mut growth = String::from("-");
     if hits > 0 {
         let store = Store::new(cache.clone());
         let mut x = 0x2545_F491_4F6C_DD1Du64;
@@ -187,6 +188,7 @@ async fn child(mode: &str, hits: u64, skewed: bool, n: u64) {
                 address(rank.wrapping_mul(2_654_435_761) % n)
             })
             .collect();
+        let before = rss::rss_now_kib();
         let started = Instant::now();
         stream::iter(picks)
             .map(|a| {
@@ -205,10 +207,14 @@ async fn child(mode: &str, hits: u64, skewed: bool, n: u64) {
             .for_each(|_| async {})
             .await;
         rate = format!("{:.0}", hits as f64 / started.elapsed().as_secs_f64());
+        growth = format!(
+            "{:.1}",
+            rss::rss_now_kib().saturating_sub(before) as f64 / 1024.0
+        );
         assert_eq!(cache.stats().misses, 0, "every read a hit");
     }
     println!(
-        "{open:.3} | {} | {} | {rate} | {}",
+        "{open:.3} | {} | {} | {rate} | {growth} | {}",
         blobs,
         open_rss / 1024,
         rss::peak_rss()
@@ -254,8 +260,11 @@ fn main() {
         "\nCached over an fs local tier of {n} blobs; {hits} hits at c=16, over blobs drawn \
          uniformly or skewed (log-uniform ranks, about Zipf s=1)\n"
     );
-    println!("| open | seconds | blobs recorded | RSS after open (MiB) | hits/s | peak RSS |");
-    println!("|---|---:|---:|---:|---:|---:|");
+    println!(
+        "| open | seconds | blobs recorded | RSS after open (MiB) | hits/s | RSS growth over \
+         the hits (MiB) | peak RSS (with the bench's list of addresses) |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|---:|");
     for (what, args) in rows {
         println!("| {what} | {} |", rss::child_rss(args));
     }
