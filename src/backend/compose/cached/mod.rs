@@ -171,7 +171,18 @@ impl Cached {
                 local_errors: AtomicU64::new(0),
             }),
         };
-        let inner = &cached.inner;
+        if let Err(e) = cached.take_in().await {
+            // Served all the same; the next start tries again.
+            let inner = &cached.inner;
+            inner.local_failed(&inner.local.describe(), &e, "cannot take in the cache tier");
+        }
+        Ok(cached)
+    }
+
+    /// Records the blobs the local tier holds if the record has not seen them, and evicts down
+    /// to the capacity.
+    async fn take_in(&self) -> Result<()> {
+        let inner = &self.inner;
         if !inner.on_ledger(|l| l.adopted()).await? {
             let mut found = inner.local.clone().list_stat().try_chunks(ADOPT_CHUNK);
             while let Some(chunk) = found.try_next().await.map_err(|e| e.1)? {
@@ -183,10 +194,10 @@ impl Cached {
             }
             inner.on_ledger(|l| l.set_adopted()).await?;
         }
-        let capacity = options.capacity;
+        let capacity = inner.capacity;
         let victims = inner.on_ledger(move |l| l.evict_to(capacity, None)).await?;
         inner.drop_local(&victims).await;
-        Ok(cached)
+        Ok(())
     }
 
     /// The local tier.
@@ -237,7 +248,13 @@ impl Cached {
                 l.remove(&k)?;
                 Ok(was)
             })
-            .await?;
+            .await
+            .unwrap_or_else(|e| {
+                // The copy goes all the same; its record is settled by eviction.
+                self.inner
+                    .local_failed(key, &e, "cannot update the cache tier's record");
+                false
+            });
         let deleted = self.inner.local.delete(key).await?;
         Ok(was || deleted)
     }

@@ -65,7 +65,11 @@ const EVICT_SCAN: i64 = 256;
 #[derive(Debug)]
 pub struct FsCacheLedger {
     path: PathBuf,
-    conn: Mutex<Connection>,
+    /// For lookups: in WAL mode a read never waits for a writer, so a cache's miss path (which
+    /// looks here while it holds its map of fills in flight) never waits for a transaction.
+    reader: Mutex<Connection>,
+    /// For transactions, which may wait for another process's write lock.
+    writer: Mutex<Connection>,
 }
 
 impl FsCacheLedger {
@@ -77,7 +81,7 @@ impl FsCacheLedger {
         if damage_marker(&path).exists() {
             set_aside(&path, "a process found it damaged")?;
         }
-        let conn = match open_conn(&path) {
+        let writer = match open_conn(&path) {
             Ok(c) => c,
             Err(e) if conn::is_corrupt_db(&e) => {
                 set_aside(&path, &e.to_string())?;
@@ -85,9 +89,11 @@ impl FsCacheLedger {
             }
             Err(e) => return Err(error(&path, "open cache ledger", e)),
         };
+        let reader = open_conn(&path).map_err(|e| error(&path, "open cache ledger", e))?;
         Ok(FsCacheLedger {
             path,
-            conn: Mutex::new(conn),
+            reader: Mutex::new(reader),
+            writer: Mutex::new(writer),
         })
     }
 
@@ -96,13 +102,23 @@ impl FsCacheLedger {
         &self.path
     }
 
+    /// Runs `f` on the reading connection.
     fn with<T>(
         &self,
         op: &str,
         f: impl FnOnce(&mut Connection) -> rusqlite::Result<T>,
     ) -> Result<T> {
+        self.on(&self.reader, op, f)
+    }
+
+    fn on<T>(
+        &self,
+        conn: &Mutex<Connection>,
+        op: &str,
+        f: impl FnOnce(&mut Connection) -> rusqlite::Result<T>,
+    ) -> Result<T> {
         // A statement that failed leaves the connection usable.
-        let mut conn = self.conn.lock().unwrap_or_else(|e| e.into_inner());
+        let mut conn = conn.lock().unwrap_or_else(|e| e.into_inner());
         f(&mut conn).map_err(|e| {
             if conn::is_corrupt_db(&e) {
                 // The next opening sets the file aside; until then the cache works without it.
@@ -119,7 +135,7 @@ impl FsCacheLedger {
         op: &str,
         f: impl FnOnce(&rusqlite::Transaction<'_>) -> rusqlite::Result<T>,
     ) -> Result<T> {
-        self.with(op, |conn| {
+        self.on(&self.writer, op, |conn| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let out = f(&tx)?;
             tx.commit()?;
