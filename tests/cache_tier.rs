@@ -12,7 +12,9 @@ use std::time::{Duration, SystemTime};
 use futures::TryStreamExt;
 use tarvault::backend::compose::{Cached, CachedOptions};
 use tarvault::backend::fs::{FsBackend, FsOptions};
-use tarvault::backend::Backend;
+use tarvault::backend::{
+    AliasRebuild, Backend, BlobKey, BlobStat, BlobWriter, GetResult, PutHint, RebuildOptions,
+};
 use tarvault::{PutOptions, Store};
 
 use common::{addr, key_of, noise, sha512_sri};
@@ -79,9 +81,9 @@ fn age(backend: &FsBackend, blobs: &[Vec<u8>]) {
     }
 }
 
-/// `tarvault get` of `data` in another process, through a cache with the same local tier, remote
-/// and capacity as [`cached`].
-fn cli_get(dir: &Path, capacity: u64, data: &[u8]) {
+/// Runs the CLI in another process with `args`, through a cache with the same local tier and
+/// remote as [`cached`], and returns its standard output.
+fn cli(dir: &Path, capacity: u64, args: &[&str]) -> Vec<u8> {
     let config = serde_json::json!({
         "cached": {
             "local": dir.join("cache").display().to_string(),
@@ -92,15 +94,20 @@ fn cli_get(dir: &Path, capacity: u64, data: &[u8]) {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_tarvault"))
         .arg("--store")
         .arg(config.to_string())
-        .args(["get", &sha512_sri(data)])
+        .args(args)
         .output()
         .expect("run the CLI");
     assert!(
         out.status.success(),
-        "get: {}",
+        "{args:?}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert_eq!(out.stdout, data);
+    out.stdout
+}
+
+/// `tarvault get` of `data` in another process.
+fn cli_get(dir: &Path, capacity: u64, data: &[u8]) {
+    assert_eq!(cli(dir, capacity, &["get", &sha512_sri(data)]), data);
 }
 
 /// The bytes of the blobs the local tier holds, by listing it.
@@ -209,4 +216,99 @@ async fn a_hit_in_another_process_is_a_use_here() {
     assert!(held(&old[0]).await, "the blob the CLI read was evicted");
     assert!(!held(&old[1]).await, "the least recently used blob stayed");
     assert!(held(&new[0]).await);
+}
+
+/// A remote whose reads, once begun, wait for [`Gate::open`]: a fill's remote read can be held
+/// after it started, while another process deletes the blob.
+#[derive(Debug, Clone)]
+struct Gated {
+    inner: FsBackend,
+    reached: Arc<tokio::sync::Notify>,
+    open: Arc<tokio::sync::Semaphore>,
+}
+
+#[async_trait::async_trait]
+impl Backend for Gated {
+    fn describe(&self) -> String {
+        self.inner.describe()
+    }
+    async fn begin_put(&self, hint: &PutHint) -> tarvault::Result<Box<dyn BlobWriter>> {
+        self.inner.begin_put(hint).await
+    }
+    async fn get(
+        &self,
+        key: &BlobKey,
+        range: Option<std::ops::Range<u64>>,
+    ) -> tarvault::Result<Option<GetResult>> {
+        let got = self.inner.get(key, range).await;
+        self.reached.notify_one();
+        let _pass = self.open.acquire().await.expect("gate");
+        got
+    }
+    async fn head(&self, key: &BlobKey) -> tarvault::Result<Option<BlobStat>> {
+        self.inner.head(key).await
+    }
+    async fn delete(&self, key: &BlobKey) -> tarvault::Result<bool> {
+        self.inner.delete(key).await
+    }
+    fn list(&self) -> futures::stream::BoxStream<'static, tarvault::Result<BlobKey>> {
+        self.inner.list()
+    }
+    async fn resolve_alias(&self, hash: &tarvault::Hash) -> tarvault::Result<Option<BlobKey>> {
+        self.inner.resolve_alias(hash).await
+    }
+    async fn rebuild_aliases(
+        &self,
+        found: futures::stream::BoxStream<'_, tarvault::Digests>,
+        options: &RebuildOptions,
+    ) -> tarvault::Result<AliasRebuild> {
+        self.inner.rebuild_aliases(found, options).await
+    }
+}
+
+/// Another process (the CLI's `rm`, through a cache over the same local tier and remote) deletes
+/// a blob while a fill of it here has read the remote and not yet stored its copy: the fill
+/// serves what it read (the read came first) but keeps no copy, so the deleted blob is not served
+/// again. (Before the shared record noted deletes, the copy stayed and was served from then on.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delete_in_another_process_overtakes_a_fill_here() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let blobs = seed(&dir.path().join("remote"), 1, 8).await;
+    let gated = Gated {
+        inner: fs(&dir.path().join("remote")),
+        reached: Arc::new(tokio::sync::Notify::new()),
+        open: Arc::new(tokio::sync::Semaphore::new(0)),
+    };
+    let cache = Cached::new(
+        Arc::new(fs(&dir.path().join("cache"))),
+        Arc::new(gated.clone()),
+        CachedOptions { capacity: 1 << 30 },
+    )
+    .await
+    .expect("open cache");
+    let reader = {
+        let cache = cache.clone();
+        let data = blobs[0].clone();
+        tokio::spawn(async move { read(&cache, &data).await })
+    };
+    gated.reached.notified().await;
+    cli(dir.path(), 1 << 30, &["rm", &sha512_sri(&blobs[0])]);
+    gated.open.add_permits(1000);
+    reader
+        .await
+        .expect("the read that began before the delete is served");
+    let local = fs(&dir.path().join("cache"));
+    assert!(
+        local
+            .head(&key_of(&blobs[0]))
+            .await
+            .expect("head")
+            .is_none(),
+        "the fill kept a copy of a blob deleted meanwhile"
+    );
+    assert_eq!(cache.stats().blobs, 0);
+    let again = Store::new(cache.clone())
+        .get(&addr(&sha512_sri(&blobs[0])))
+        .await;
+    assert!(again.is_err(), "the deleted blob is served again");
 }

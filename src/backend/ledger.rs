@@ -25,6 +25,26 @@ pub trait CacheLedger: Send + Sync + fmt::Debug {
     /// Records `key` as held with `size` bytes and used now (replacing any record of it).
     fn insert(&self, key: &BlobKey, size: u64) -> Result<()>;
 
+    /// Records a fill of `key` that began reading the remote at `began` (microseconds of wall
+    /// time), as [`insert`](Self::insert) does, unless a delete of `key` noted by
+    /// [`deleted`](Self::deleted) (in any process sharing the record) came at or after `began`:
+    /// then the fill's copy may be of a blob deleted since, records nothing, and `false` says
+    /// the caller must drop it. One transaction, so that a delete comes either before the check
+    /// or after the record (and removes it).
+    fn insert_fill(&self, key: &BlobKey, size: u64, began: i64) -> Result<bool> {
+        let _ = began;
+        self.insert(key, size).map(|()| true)
+    }
+
+    /// Forgets `key` because the blob was deleted, noting when, for [`insert_fill`] in other
+    /// processes. A record in memory needs no note: the cache's own stale flags cover fills in
+    /// the one process that can see them.
+    ///
+    /// [`insert_fill`]: Self::insert_fill
+    fn deleted(&self, key: &BlobKey) -> Result<()> {
+        self.remove(key)
+    }
+
     /// Records uses of blobs, in order (the last is the most recent). A blob not recorded is
     /// recorded with the size given: a copy the local tier holds but the ledger lost (a process
     /// stopped between storing a copy and recording it) is counted again at its next use.

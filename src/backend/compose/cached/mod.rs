@@ -22,12 +22,14 @@
 //! - **A delete wins over a fill.** A fill that read the remote before a delete (or an eviction)
 //!   of the same blob does not keep its copy: the delete marks the fills in flight stale, and a
 //!   stale fill neither stores its copy nor is recorded (and removes a copy it already stored).
-//!   This holds within one process: another process's delete does not reach this one's fills.
+//!   With an fs tier this holds across processes too: a delete is noted in the shared record, and
+//!   a fill that began before it drops its copy when it comes to record it.
 
 use std::collections::HashMap;
 use std::ops::Range;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::SystemTime;
 
 use async_trait::async_trait;
 use futures::future::{BoxFuture, FutureExt, Shared};
@@ -39,6 +41,7 @@ use self::record::Uses;
 use super::fan_out::{rebuild_each, Filter};
 use super::replicated::put_copy;
 use super::verify::{fetch_for_copy, fetch_verified, slice, Fetched, Held};
+use crate::backend::ledger::micros;
 use crate::backend::{
     AliasRebuild, Backend, BlobKey, BlobStat, BlobWriter, CacheLedger, GetResult, MisplacedBlob,
     PutHint,
@@ -236,6 +239,12 @@ impl Cached {
     /// A fill of the blob in progress is marked stale (it will not keep its copy), and later reads
     /// start a fill of their own rather than join it.
     pub async fn evict(&self, key: &BlobKey) -> Result<bool> {
+        self.drop_copy(key, false).await
+    }
+
+    /// [`evict`](Self::evict); for a blob `deleted` from the remote, the record notes the delete,
+    /// so that fills of it in flight in other processes sharing the local tier drop their copies.
+    async fn drop_copy(&self, key: &BlobKey, deleted: bool) -> Result<bool> {
         if let Some(flight) = self.inner.inflight().remove(key) {
             flight.stale.store(true, Ordering::SeqCst);
         }
@@ -245,7 +254,11 @@ impl Cached {
             .clone()
             .recording(move |l| {
                 let was = l.contains(&k)?;
-                l.remove(&k)?;
+                if deleted {
+                    l.deleted(&k)?;
+                } else {
+                    l.remove(&k)?;
+                }
                 Ok(was)
             })
             .await
@@ -384,6 +397,8 @@ impl Inner {
         stale: &Arc<AtomicBool>,
     ) -> Result<Option<Held>> {
         self.fetches.fetch_add(1, Ordering::Relaxed);
+        // Before the remote read: a delete in another process after this may be of the bytes read.
+        let began = micros(SystemTime::now());
         // The sha1/blake3 the cache tier records are hashed with the verifying sha512, in one pass.
         let (fetched, digests) = fetch_for_copy(&*self.remote, &key).await?;
         match fetched {
@@ -414,13 +429,16 @@ impl Inner {
                                     if stale.load(Ordering::SeqCst) {
                                         return Ok(None);
                                     }
-                                    l.insert(&key, size)?;
+                                    if !l.insert_fill(&key, size, began)? {
+                                        return Ok(None);
+                                    }
                                     l.evict_to(capacity, Some(&key)).map(Some)
                                 })
                                 .await;
                             match victims {
                                 Ok(Some(victims)) => self.drop_local(&victims).await,
-                                // Overtaken while storing: take the copy out again.
+                                // Overtaken by a delete or an eviction (in this process or,
+                                // for a delete, another) while storing: take the copy out again.
                                 Ok(None) => {
                                     if let Err(e) = self.local.delete(&key).await {
                                         self.local_failed(&key, &e, "cannot drop a stale fill");
@@ -507,7 +525,7 @@ impl Backend for Cached {
     /// then still in flight, and the eviction marks it stale, so it does not bring the blob back.
     async fn delete(&self, key: &BlobKey) -> Result<bool> {
         let removed = self.inner.remote.delete(key).await;
-        let cached = self.evict(key).await?;
+        let cached = self.drop_copy(key, true).await?;
         Ok(removed? || cached)
     }
 
@@ -568,7 +586,7 @@ impl Backend for Cached {
     /// The remote first, then the local tier, as for [`delete`](Backend::delete).
     async fn quarantine(&self, key: &BlobKey) -> Result<bool> {
         let moved = self.inner.remote.quarantine(key).await;
-        self.evict(key).await?;
+        self.drop_copy(key, true).await?;
         moved
     }
 

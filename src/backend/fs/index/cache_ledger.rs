@@ -30,7 +30,7 @@ use crate::backend::{BlobKey, CacheLedger};
 use crate::Result;
 
 /// The schema's version, kept in SQLite's `user_version`.
-const SCHEMA_VERSION: i64 = 1;
+const SCHEMA_VERSION: i64 = 2;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS held(
@@ -47,6 +47,12 @@ CREATE TABLE IF NOT EXISTS totals(
     adopted INTEGER NOT NULL
 );
 INSERT OR IGNORE INTO totals VALUES (0, 0, 0, 0);
+CREATE TABLE IF NOT EXISTS deleted(
+    id INTEGER PRIMARY KEY,
+    key BLOB NOT NULL,
+    at INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS deleted_at ON deleted(at);
 CREATE TRIGGER IF NOT EXISTS held_in AFTER INSERT ON held BEGIN
     UPDATE totals SET bytes = bytes + new.size, blobs = blobs + 1;
 END;
@@ -57,6 +63,11 @@ CREATE TRIGGER IF NOT EXISTS held_resized AFTER UPDATE OF size ON held BEGIN
     UPDATE totals SET bytes = bytes - old.size + new.size;
 END;
 ";
+
+/// How long a delete is remembered for fills in flight in other processes: a fill that began
+/// reading the remote longer ago than this before it records its copy may keep a blob deleted
+/// meanwhile. (A fill takes as long as its remote read.)
+const DELETES_KEPT_US: i64 = 3_600_000_000;
 
 /// Oldest entries read at a time while choosing what to evict.
 const EVICT_SCAN: i64 = 256;
@@ -227,6 +238,22 @@ fn id(key: &BlobKey) -> i64 {
     i64::from_be_bytes(first)
 }
 
+/// Records `key` as held with `size` bytes, used now.
+fn record(tx: &rusqlite::Transaction<'_>, key: &BlobKey, size: u64) -> rusqlite::Result<()> {
+    tx.prepare_cached(
+        "INSERT INTO held(id, key, size, used) VALUES (?1, ?2, ?3, ?4)
+         ON CONFLICT(id) DO UPDATE SET size = excluded.size, used = excluded.used
+         WHERE key = excluded.key",
+    )?
+    .execute(params![
+        id(key),
+        &key.as_bytes()[..],
+        size_sql(size),
+        micros(SystemTime::now())
+    ])
+    .map(|_| ())
+}
+
 impl CacheLedger for FsCacheLedger {
     fn contains(&self, key: &BlobKey) -> Result<bool> {
         self.with("look up", |c| {
@@ -238,19 +265,37 @@ impl CacheLedger for FsCacheLedger {
     }
 
     fn insert(&self, key: &BlobKey, size: u64) -> Result<()> {
+        self.write("record a fill", |tx| record(tx, key, size))
+    }
+
+    fn insert_fill(&self, key: &BlobKey, size: u64, began: i64) -> Result<bool> {
         self.write("record a fill", |tx| {
+            let deleted = tx
+                .prepare_cached("SELECT 1 FROM deleted WHERE id = ?1 AND key = ?2 AND at >= ?3")?
+                .query_row(params![id(key), &key.as_bytes()[..], began], |_| Ok(()))
+                .optional()?
+                .is_some();
+            if deleted {
+                return Ok(false);
+            }
+            record(tx, key, size)?;
+            Ok(true)
+        })
+    }
+
+    fn deleted(&self, key: &BlobKey) -> Result<()> {
+        let now = micros(SystemTime::now());
+        self.write("record a delete", |tx| {
+            tx.prepare_cached("DELETE FROM held WHERE id = ?1 AND key = ?2")?
+                .execute(params![id(key), &key.as_bytes()[..]])?;
             tx.prepare_cached(
-                "INSERT INTO held(id, key, size, used) VALUES (?1, ?2, ?3, ?4)
-                 ON CONFLICT(id) DO UPDATE SET size = excluded.size, used = excluded.used
-                 WHERE key = excluded.key",
+                "INSERT INTO deleted(id, key, at) VALUES (?1, ?2, ?3)
+                 ON CONFLICT(id) DO UPDATE SET key = excluded.key, at = excluded.at",
             )?
-            .execute(params![
-                id(key),
-                &key.as_bytes()[..],
-                size_sql(size),
-                micros(SystemTime::now())
-            ])
-            .map(|_| ())
+            .execute(params![id(key), &key.as_bytes()[..], now])?;
+            tx.prepare_cached("DELETE FROM deleted WHERE at < ?1")?
+                .execute([now - DELETES_KEPT_US])?;
+            Ok(())
         })
     }
 
@@ -494,5 +539,34 @@ mod tests {
         assert!(l.contains(&a).expect("a") && !l.contains(&b).expect("b"));
         l.remove(&b).expect("remove b");
         assert!(l.contains(&a).expect("a stays"));
+    }
+
+    #[test]
+    fn a_fill_that_began_before_a_delete_is_not_recorded() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let l = ledger(&dir);
+        let before = micros(SystemTime::now());
+        l.insert(&key(1), 10).expect("insert");
+        l.deleted(&key(1)).expect("delete");
+        assert_eq!(
+            l.totals().expect("totals"),
+            (0, 0),
+            "a delete forgets the record"
+        );
+        assert!(
+            !l.insert_fill(&key(1), 10, before).expect("fill"),
+            "began before"
+        );
+        assert!(!l.contains(&key(1)).expect("contains"));
+        let after = micros(SystemTime::now()) + 1;
+        assert!(
+            l.insert_fill(&key(1), 10, after).expect("fill"),
+            "began after"
+        );
+        assert!(
+            l.insert_fill(&key(2), 5, before).expect("fill"),
+            "another blob"
+        );
+        assert_eq!(l.totals().expect("totals"), (15, 2));
     }
 }
