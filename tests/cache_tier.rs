@@ -68,10 +68,12 @@ async fn read(cache: &Cached, data: &[u8]) {
     assert_eq!(&got[..], data);
 }
 
-/// Sets blob `i`'s modification time to `i` hours into the epoch's second day (blob 0 the oldest),
-/// as an earlier run would have left them.
-fn age(backend: &FsBackend, blobs: &[Vec<u8>]) {
-    for (i, b) in (0u64..).zip(blobs) {
+/// `n` blobs put straight into the local tier at `root`, blob `i` modified `i` hours into the
+/// epoch's second day (blob 0 the oldest), as an earlier run would have left them.
+async fn left_by_an_earlier_run(root: &Path, n: u64, salt: u64) -> (FsBackend, Vec<Vec<u8>>) {
+    let blobs = seed(root, n, salt).await;
+    let backend = fs(root);
+    for (i, b) in (0u64..).zip(&blobs) {
         let t = SystemTime::UNIX_EPOCH + Duration::from_secs(86_400 + i * 3600);
         std::fs::File::options()
             .write(true)
@@ -79,6 +81,7 @@ fn age(backend: &FsBackend, blobs: &[Vec<u8>]) {
             .and_then(|f| f.set_modified(t))
             .expect("set mtime");
     }
+    (backend, blobs)
 }
 
 /// Runs the CLI in another process with `args`, through a cache with the same local tier and
@@ -141,9 +144,7 @@ async fn reopening_lists_nothing() {
 async fn an_old_cache_is_taken_in_once_oldest_first() {
     let dir = tempfile::tempdir().expect("tempdir");
     let local = dir.path().join("cache");
-    let blobs = seed(&local, 4, 3).await;
-    let backend = fs(&local);
-    age(&backend, &blobs);
+    let (backend, blobs) = left_by_an_earlier_run(&local, 4, 3).await;
     assert!(!local.join("index/cache.sqlite").exists());
     let cache = cached(dir.path(), 2 * SIZE as u64 + 10).await;
     let stats = cache.stats();
@@ -199,9 +200,7 @@ async fn processes_sharing_a_local_tier_share_its_capacity() {
 async fn a_hit_in_another_process_is_a_use_here() {
     let dir = tempfile::tempdir().expect("tempdir");
     let local = dir.path().join("cache");
-    let old = seed(&local, 3, 6).await;
-    let backend = fs(&local);
-    age(&backend, &old);
+    let (backend, old) = left_by_an_earlier_run(&local, 3, 6).await;
     let new = seed(&dir.path().join("remote"), 1, 7).await;
     let capacity = 3 * SIZE as u64;
     let mine = cached(dir.path(), capacity).await;

@@ -22,19 +22,13 @@ pub trait CacheLedger: Send + Sync + fmt::Debug {
     /// Whether `key` is recorded as held.
     fn contains(&self, key: &BlobKey) -> Result<bool>;
 
-    /// Records `key` as held with `size` bytes and used now (replacing any record of it).
-    fn insert(&self, key: &BlobKey, size: u64) -> Result<()>;
-
     /// Records a fill of `key` that began reading the remote at `began` (microseconds of wall
-    /// time), as [`insert`](Self::insert) does, unless a delete of `key` noted by
-    /// [`deleted`](Self::deleted) (in any process sharing the record) came at or after `began`:
-    /// then the fill's copy may be of a blob deleted since, records nothing, and `false` says
-    /// the caller must drop it. One transaction, so that a delete comes either before the check
-    /// or after the record (and removes it).
-    fn insert_fill(&self, key: &BlobKey, size: u64, began: i64) -> Result<bool> {
-        let _ = began;
-        self.insert(key, size).map(|()| true)
-    }
+    /// time): `key` held with `size` bytes and used now (replacing any record of it). Unless a
+    /// delete of `key` noted by [`deleted`](Self::deleted) (in any process sharing the record)
+    /// came at or after `began`: then the fill's copy may be of a blob deleted since, nothing is
+    /// recorded, and `false` says the caller must drop it. One transaction, so that a delete comes
+    /// either before the check or after the record (and removes it).
+    fn insert_fill(&self, key: &BlobKey, size: u64, began: i64) -> Result<bool>;
 
     /// Forgets `key` because the blob was deleted, noting when, for [`insert_fill`] in other
     /// processes. A record in memory needs no note: the cache's own stale flags cover fills in

@@ -60,11 +60,13 @@ impl CacheLedger for MemoryLedger {
         Ok(self.lru().entries.contains_key(key))
     }
 
-    fn insert(&self, key: &BlobKey, size: u64) -> Result<()> {
+    /// In memory, only this process fills: its stale flags cover the deletes, and `began` is
+    /// not needed.
+    fn insert_fill(&self, key: &BlobKey, size: u64, _began: i64) -> Result<bool> {
         let mut lru = self.lru();
         let now = lru.now();
         lru.set(key, size, now);
-        Ok(())
+        Ok(true)
     }
 
     fn touch(&self, used: &[(BlobKey, u64)]) -> Result<()> {

@@ -409,50 +409,58 @@ impl Inner {
                 Ok(Some(bytes))
             }
             Fetched::Good(bytes) => {
-                let size = bytes.len();
                 // A delete since the remote read: the bytes are served (the read came first) but
                 // not kept.
-                if size <= self.capacity && !stale.load(Ordering::SeqCst) {
-                    let stored = match digests {
-                        Some(d) => put_copy(&*self.local, &key, &bytes, &d).await,
-                        None => Err(Error::InvalidInput(
-                            "a good copy came without digests".into(),
-                        )),
-                    };
-                    match stored {
-                        Ok(_) => {
-                            let capacity = self.capacity;
-                            let stale = stale.clone();
-                            let victims = self
-                                .clone()
-                                .recording(move |l| {
-                                    if stale.load(Ordering::SeqCst) {
-                                        return Ok(None);
-                                    }
-                                    if !l.insert_fill(&key, size, began)? {
-                                        return Ok(None);
-                                    }
-                                    l.evict_to(capacity, Some(&key)).map(Some)
-                                })
-                                .await;
-                            match victims {
-                                Ok(Some(victims)) => self.drop_local(&victims).await,
-                                // Overtaken by a delete or an eviction (in this process or,
-                                // for a delete, another) while storing: take the copy out again.
-                                Ok(None) => {
-                                    if let Err(e) = self.local.delete(&key).await {
-                                        self.local_failed(&key, &e, "cannot drop a stale fill");
-                                    }
-                                }
-                                // Kept, and recorded at its first use.
-                                Err(e) => self.local_failed(&key, &e, "cannot record a fill"),
-                            }
+                if bytes.len() <= self.capacity && !stale.load(Ordering::SeqCst) {
+                    match digests {
+                        Some(d) => self.keep(key, &bytes, &d, began, stale).await,
+                        None => {
+                            let e = Error::InvalidInput("a good copy came without digests".into());
+                            self.local_failed(&key, &e, "cannot fill the cache tier");
                         }
-                        Err(e) => self.local_failed(&key, &e, "cannot fill the cache tier"),
                     }
                 }
                 Ok(Some(bytes))
             }
+        }
+    }
+
+    /// Stores a verified copy of `key` in the local tier and records it (evicting to capacity),
+    /// unless a delete or an eviction overtook the fill meanwhile (`stale`, or a delete noted by
+    /// another process after `began`): then the copy is taken out again.
+    async fn keep(
+        self: &Arc<Self>,
+        key: BlobKey,
+        bytes: &Held,
+        digests: &Digests,
+        began: i64,
+        stale: &Arc<AtomicBool>,
+    ) {
+        if let Err(e) = put_copy(&*self.local, &key, bytes, digests).await {
+            self.local_failed(&key, &e, "cannot fill the cache tier");
+            return;
+        }
+        let (capacity, size, stale) = (self.capacity, bytes.len(), stale.clone());
+        let victims = self
+            .clone()
+            .recording(move |l| {
+                if stale.load(Ordering::SeqCst) || !l.insert_fill(&key, size, began)? {
+                    return Ok(None);
+                }
+                l.evict_to(capacity, Some(&key)).map(Some)
+            })
+            .await;
+        match victims {
+            Ok(Some(victims)) => self.drop_local(&victims).await,
+            // Overtaken by a delete or an eviction (in this process or, for a delete, another)
+            // while storing: take the copy out again.
+            Ok(None) => {
+                if let Err(e) = self.local.delete(&key).await {
+                    self.local_failed(&key, &e, "cannot drop a stale fill");
+                }
+            }
+            // Kept, and recorded at its first use.
+            Err(e) => self.local_failed(&key, &e, "cannot record a fill"),
         }
     }
 }

@@ -254,6 +254,13 @@ fn record(tx: &rusqlite::Transaction<'_>, key: &BlobKey, size: u64) -> rusqlite:
     .map(|_| ())
 }
 
+/// Removes `key`'s record, if there is one.
+fn forget(tx: &rusqlite::Transaction<'_>, key: &BlobKey) -> rusqlite::Result<()> {
+    tx.prepare_cached("DELETE FROM held WHERE id = ?1 AND key = ?2")?
+        .execute(params![id(key), &key.as_bytes()[..]])
+        .map(|_| ())
+}
+
 impl CacheLedger for FsCacheLedger {
     fn contains(&self, key: &BlobKey) -> Result<bool> {
         self.with("look up", |c| {
@@ -262,10 +269,6 @@ impl CacheLedger for FsCacheLedger {
                 .optional()
                 .map(|r| r.is_some())
         })
-    }
-
-    fn insert(&self, key: &BlobKey, size: u64) -> Result<()> {
-        self.write("record a fill", |tx| record(tx, key, size))
     }
 
     fn insert_fill(&self, key: &BlobKey, size: u64, began: i64) -> Result<bool> {
@@ -286,8 +289,7 @@ impl CacheLedger for FsCacheLedger {
     fn deleted(&self, key: &BlobKey) -> Result<()> {
         let now = micros(SystemTime::now());
         self.write("record a delete", |tx| {
-            tx.prepare_cached("DELETE FROM held WHERE id = ?1 AND key = ?2")?
-                .execute(params![id(key), &key.as_bytes()[..]])?;
+            forget(tx, key)?;
             tx.prepare_cached(
                 "INSERT INTO deleted(id, key, at) VALUES (?1, ?2, ?3)
                  ON CONFLICT(id) DO UPDATE SET key = excluded.key, at = excluded.at",
@@ -320,11 +322,7 @@ impl CacheLedger for FsCacheLedger {
     }
 
     fn remove(&self, key: &BlobKey) -> Result<()> {
-        self.write("forget", |tx| {
-            tx.prepare_cached("DELETE FROM held WHERE id = ?1 AND key = ?2")?
-                .execute(params![id(key), &key.as_bytes()[..]])
-                .map(|_| ())
-        })
+        self.write("forget", |tx| forget(tx, key))
     }
 
     fn evict_to(&self, capacity: u64, keep: Option<&BlobKey>) -> Result<Vec<BlobKey>> {
@@ -332,20 +330,17 @@ impl CacheLedger for FsCacheLedger {
             let bytes: i64 = tx.query_row("SELECT bytes FROM totals", [], |r| r.get(0))?;
             let mut over = size_of(bytes).saturating_sub(capacity);
             let mut victims = Vec::new();
-            let mut after: Option<(i64, i64)> = None;
+            // Keyset pages of the oldest entries, each starting after the last one seen (uses
+            // are times since the epoch, never negative: the first page starts before them all).
+            let mut after = (i64::MIN, i64::MIN);
             while over > 0 {
-                // Keyset pages of the oldest entries: each page starts after the last one seen.
                 let page: Vec<(Vec<u8>, i64, i64, i64)> = {
                     let mut stmt = tx.prepare_cached(
                         "SELECT key, size, used, id FROM held
-                         WHERE ?1 IS NULL OR (used, id) > (?1, ?2)
+                         WHERE (used, id) > (?1, ?2)
                          ORDER BY used, id LIMIT ?3",
                     )?;
-                    let (u, i) = match after {
-                        Some((u, i)) => (Some(u), Some(i)),
-                        None => (None, None),
-                    };
-                    let rows = stmt.query_map(params![u, i, EVICT_SCAN], |r| {
+                    let rows = stmt.query_map(params![after.0, after.1, EVICT_SCAN], |r| {
                         Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
                     })?;
                     rows.collect::<rusqlite::Result<_>>()?
@@ -353,7 +348,7 @@ impl CacheLedger for FsCacheLedger {
                 let Some((_, _, u, i)) = page.last() else {
                     break;
                 };
-                after = Some((*u, *i));
+                after = (*u, *i);
                 for (k, size, _, _) in page {
                     if over == 0 {
                         break;
@@ -418,6 +413,12 @@ mod tests {
         BlobKey::new([n; 64])
     }
 
+    /// A fill recorded (one that began now, after any delete).
+    fn insert(l: &FsCacheLedger, key: &BlobKey, size: u64) {
+        let began = micros(SystemTime::now());
+        assert!(l.insert_fill(key, size, began).expect("insert"));
+    }
+
     fn ledger(dir: &tempfile::TempDir) -> FsCacheLedger {
         FsCacheLedger::open(dir.path().join("cache.sqlite")).expect("open")
     }
@@ -426,9 +427,9 @@ mod tests {
     fn totals_follow_inserts_uses_and_removals() {
         let dir = tempfile::tempdir().expect("tempdir");
         let l = ledger(&dir);
-        l.insert(&key(1), 100).expect("insert");
-        l.insert(&key(2), 50).expect("insert");
-        l.insert(&key(1), 120).expect("insert again, resized");
+        insert(&l, &key(1), 100);
+        insert(&l, &key(2), 50);
+        insert(&l, &key(1), 120); // again, resized
         assert_eq!(l.totals().expect("totals"), (170, 2));
         // A use of an unknown blob records it; a use of a known one leaves its size.
         l.touch(&[(key(3), 7), (key(2), 999)]).expect("touch");
@@ -459,7 +460,7 @@ mod tests {
         .expect("adopt");
         for n in 3..=600u16 {
             let k = BlobKey::new([(n % 251) as u8 + 3; 64]);
-            l.insert(&k, 10).expect("insert");
+            insert(&l, &k, 10);
         }
         // key 2 is the oldest, then key 1; then the fills in order. Spare key 2.
         let (bytes, blobs) = l.totals().expect("totals");
@@ -481,7 +482,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let l = ledger(&dir);
         assert!(!l.adopted().expect("adopted"));
-        l.insert(&key(1), 10).expect("insert");
+        insert(&l, &key(1), 10);
         l.adopt(&[(key(1), 99, None), (key(2), 5, None)])
             .expect("adopt");
         l.set_adopted().expect("set");
@@ -498,7 +499,7 @@ mod tests {
         let path = dir.path().join("cache.sqlite");
         std::fs::write(&path, vec![0x5a; 8192]).expect("write junk");
         let l = FsCacheLedger::open(&path).expect("open over junk");
-        l.insert(&key(1), 3).expect("insert");
+        insert(&l, &key(1), 3);
         assert_eq!(l.totals().expect("totals"), (3, 1));
         let aside = std::fs::read_dir(dir.path())
             .expect("read dir")
@@ -512,7 +513,7 @@ mod tests {
     fn a_file_marked_damaged_is_set_aside_at_the_next_opening() {
         let dir = tempfile::tempdir().expect("tempdir");
         let l = ledger(&dir);
-        l.insert(&key(1), 3).expect("insert");
+        insert(&l, &key(1), 3);
         drop(l);
         std::fs::write(damage_marker(&dir.path().join("cache.sqlite")), b"").expect("mark");
         let l = ledger(&dir);
@@ -532,8 +533,8 @@ mod tests {
         let mut b = [1u8; 64];
         b[63] = 2;
         let b = BlobKey::new(b);
-        l.insert(&a, 10).expect("insert a");
-        l.insert(&b, 20).expect("insert b: not recorded");
+        insert(&l, &a, 10);
+        insert(&l, &b, 20); // kept by the caller, not recorded
         l.touch(&[(b, 20)]).expect("touch b");
         assert_eq!(l.totals().expect("totals"), (10, 1));
         assert!(l.contains(&a).expect("a") && !l.contains(&b).expect("b"));
@@ -546,7 +547,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let l = ledger(&dir);
         let before = micros(SystemTime::now());
-        l.insert(&key(1), 10).expect("insert");
+        insert(&l, &key(1), 10);
         l.deleted(&key(1)).expect("delete");
         assert_eq!(
             l.totals().expect("totals"),

@@ -204,8 +204,7 @@ pub(crate) fn is_corrupt(e: &Error) -> bool {
     };
     source
         .downcast_ref::<rusqlite::Error>()
-        .and_then(rusqlite::Error::sqlite_error_code)
-        .is_some_and(|code| matches!(code, ErrorCode::DatabaseCorrupt | ErrorCode::NotADatabase))
+        .is_some_and(is_corrupt_db)
 }
 
 /// Whether SQLite says the file is damaged or not a database.
