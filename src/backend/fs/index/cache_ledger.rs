@@ -25,6 +25,7 @@ use std::time::SystemTime;
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
 use super::conn::{self, error};
+use super::{move_aside, sibling};
 use crate::backend::ledger::micros;
 use crate::backend::{BlobKey, CacheLedger};
 use crate::Result;
@@ -160,26 +161,18 @@ fn damage_marker(path: &Path) -> PathBuf {
     sibling(path, ".damaged")
 }
 
-fn sibling(path: &Path, suffix: &str) -> PathBuf {
-    let mut name = path.as_os_str().to_owned();
-    name.push(suffix);
-    PathBuf::from(name)
-}
-
-/// Renames the ledger out of the way (with its WAL, which belongs to it), so that the next
-/// opening begins a new one.
+/// Moves the ledger (with its WAL) out of the way, so that the next opening begins a new one.
 fn set_aside(path: &Path, why: &str) -> Result<()> {
     let aside = sibling(path, &format!(".damaged-{}", std::process::id()));
     tracing::warn!(ledger = %path.display(), aside = %aside.display(), why,
         "cache ledger damaged; setting it aside and starting a new one");
-    match std::fs::rename(path, &aside) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(crate::Error::io("set aside", path, e)),
+    if let Err(e) = move_aside(path, &aside) {
+        // Gone already (another process set it aside first) is as good.
+        if path.exists() {
+            return Err(e);
+        }
     }
-    for suffix in ["-wal", "-shm", ".damaged"] {
-        let _ = std::fs::remove_file(sibling(path, suffix));
-    }
+    let _ = std::fs::remove_file(damage_marker(path));
     Ok(())
 }
 

@@ -439,17 +439,24 @@ impl FsIndex {
             .map(|d| d.as_secs())
             .unwrap_or(0);
         let aside = sibling(&self.path, &format!(".corrupt.{secs}"));
-        std::fs::rename(&self.path, &aside).map_err(|e| Error::io("rename", &self.path, e))?;
-        for ext in ["-wal", "-shm"] {
-            let from = sibling(&self.path, ext);
-            if from.exists() {
-                let to = sibling(&aside, ext);
-                std::fs::rename(&from, &to).map_err(|e| Error::io("rename", &from, e))?;
-            }
-        }
+        move_aside(&self.path, &aside)?;
         tracing::warn!(index = %self.path.display(), moved_to = %aside.display(), "damaged index set aside; rebuilding from the blobs");
         Ok(Some(aside))
     }
+}
+
+/// Renames the database at `path` to `aside`, and its `-wal` and `-shm` (which belong to it) to
+/// the same names beside `aside`, so that the next opening of `path` begins a new database.
+fn move_aside(path: &Path, aside: &Path) -> Result<()> {
+    std::fs::rename(path, aside).map_err(|e| Error::io("rename", path, e))?;
+    for ext in ["-wal", "-shm"] {
+        let from = sibling(path, ext);
+        if from.exists() {
+            let to = sibling(aside, ext);
+            std::fs::rename(&from, &to).map_err(|e| Error::io("rename", &from, e))?;
+        }
+    }
+    Ok(())
 }
 
 /// `path` with `suffix` appended to its file name.

@@ -10,11 +10,12 @@
 //! belongs, and processes creating one store at once no longer wait on each other's locks for the
 //! switch to WAL (each builds its own file, and the first rename wins).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, SystemTime};
 
 use rusqlite::Connection;
 
+use super::super::sibling;
 use super::{rw_flags, PAGE_SIZE, SCHEMA, SCHEMA_VERSION};
 use crate::backend::fs::durable::{rename_noclobber, sync_dir};
 use crate::{Error, Result};
@@ -88,9 +89,7 @@ fn place(tmp: &Path, path: &Path, durable: bool) -> Result<bool> {
 /// Removes a build and whatever SQLite may have left beside it.
 fn remove_build(tmp: &Path) {
     for suffix in ["", "-journal", "-wal", "-shm"] {
-        let mut name = tmp.as_os_str().to_owned();
-        name.push(suffix);
-        let _ = std::fs::remove_file(PathBuf::from(name));
+        let _ = std::fs::remove_file(sibling(tmp, suffix));
     }
 }
 
