@@ -24,7 +24,8 @@
 //!   through the marker index as it reads that log during an upgrade (fingerprints). Both clients
 //!   may only read, so the marker index's background import stops at its first write and every
 //!   lookup is answered from the log: an upgrade's worst case. Reports what loading the log cost,
-//!   requests per lookup and per miss, latency, RSS and the bytes held.
+//!   requests per lookup and per miss, latency, RSS and the bytes held. `--designs markers` runs
+//!   the marker index's child alone (the old reader holds ~850 bytes a record: 8 GB at 10M).
 //! - `… -- scale --memory --entries 1000000` — the same over object_store's in-memory store in
 //!   this process, for sizes whose objects a test server here cannot hold (s3s-fs keeps three
 //!   files per object: 1M entries would be 2M objects, ~25 GB): requests per lookup are the
@@ -318,7 +319,8 @@ async fn upgrade(s: &Server, args: &[String]) {
         })
         .await;
     }
-    for design in ["log", "markers"] {
+    let designs = arg(args, "--designs").unwrap_or_else(|| "log,markers".to_string());
+    for design in designs.split(',') {
         let extra = ["--upgrade-child".to_string(), design.to_string()];
         child(s, extra, &prefix, entries, lookups);
     }

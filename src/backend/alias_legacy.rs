@@ -10,6 +10,12 @@
 //! ranged GET of a few hundred bytes: one for an alias the log holds, and none for a miss but with
 //! probability (aliases / 2³²) (0.05% at 1M blobs).
 //!
+//! A log of [`SPILL_FROM`] segments or more (131,072 blobs) is fingerprinted into a table on local
+//! disk instead ([`super::alias_legacy_table`]): then the memory held is 512 KiB and the
+//! segments' names, whatever the log's size, and a lookup reads its candidates with one
+//! positioned read of the table rather than searching every segment. Should the temp file fail
+//! (no space, no temp dir), the fingerprints are held in memory as for a small log.
+//!
 //! A segment that is gone when read has been imported (its markers are stored), and its
 //! fingerprints are forgotten. Segments written since the last listing (by a process of the
 //! earlier version, during a rolling upgrade) are found by listing again on a miss, at most once
@@ -22,6 +28,7 @@ use std::time::{Duration, Instant};
 
 use futures::{StreamExt, TryStreamExt};
 
+use super::alias_legacy_table::{Builder, Table};
 use super::alias_log::{each_record, parse_named, SegmentStore};
 use super::alias_map::parse_line;
 use super::BlobKey;
@@ -39,9 +46,11 @@ const LINE_MAX: u64 = 320;
 /// The offset of a record whose line lies beyond 4 GiB into its segment: the whole segment is
 /// read to find it (no segment an earlier version wrote is that big).
 const FAR: u32 = u32::MAX;
-/// Fingerprints held beyond this many bytes are reported once (the log then holds about 4M blobs
-/// or more; they shrink as the import deletes segments).
+/// Fingerprints held in memory beyond this many bytes are reported once (only when the temp file
+/// of a large log failed; they shrink as the import deletes segments).
 const WARN_BYTES: usize = 64 << 20;
+/// A listing that finds this many new segments or more fingerprints them into a table on disk.
+pub(crate) const SPILL_FROM: usize = 16;
 
 /// A hash's fingerprint: its first four bytes (sha1 and blake3 digests are uniformly spread).
 fn fingerprint(digest: &[u8]) -> u32 {
@@ -96,10 +105,13 @@ fn names(d: &Digests, hash: &Hash) -> bool {
 
 #[derive(Default)]
 struct State {
-    /// Every segment seen and not known gone.
+    /// Every segment seen and not known gone, held in memory.
     segments: HashMap<String, Segment>,
-    /// Bytes of fingerprints and offsets held.
+    /// Bytes of fingerprints and offsets held in memory.
     bytes: usize,
+    /// Segments fingerprinted on disk, a table per listing that found many; a table whose
+    /// segments are all gone is dropped.
+    tables: Vec<Table>,
     warned: bool,
     /// When a segment was last forgotten, or a listed one found gone before it was read.
     forgot: Option<Instant>,
@@ -111,11 +123,25 @@ impl State {
     fn forgot_now(&mut self) {
         self.forgot = Some(Instant::now());
     }
+
+    /// Whether `name` is held (in memory or in a table).
+    fn holds(&self, name: &str) -> bool {
+        self.segments.contains_key(name) || self.tables.iter().any(|t| t.holds(name))
+    }
+
+    /// Drops the tables whose every segment is gone.
+    fn drop_empty_tables(&mut self) {
+        self.tables.retain(|t| t.live() > 0);
+    }
 }
 
 /// The old log, read for lookups and for the import (see the [module documentation](self)).
 pub(crate) struct LegacyLog<S> {
     store: S,
+    /// New segments in one listing from which they go to a table on disk.
+    spill_from: usize,
+    /// Where that table goes (`None`: the system's temp dir).
+    spill_dir: Option<std::path::PathBuf>,
     state: Mutex<State>,
     /// Held while listing, so that concurrent misses share one listing.
     listing: tokio::sync::Mutex<()>,
@@ -123,11 +149,26 @@ pub(crate) struct LegacyLog<S> {
 
 impl<S: SegmentStore> LegacyLog<S> {
     pub(crate) fn new(store: S) -> Self {
+        Self::spilling_from(store, SPILL_FROM)
+    }
+
+    /// A reader that fingerprints into a table on disk once a listing finds `spill_from` new
+    /// segments (`usize::MAX`: never).
+    pub(crate) fn spilling_from(store: S, spill_from: usize) -> Self {
         LegacyLog {
             store,
+            spill_from,
+            spill_dir: None,
             state: Mutex::new(State::default()),
             listing: tokio::sync::Mutex::new(()),
         }
+    }
+
+    /// The same, with its table's temp files in `dir`.
+    #[cfg(test)]
+    pub(crate) fn spilling_into(mut self, dir: &std::path::Path) -> Self {
+        self.spill_dir = Some(dir.to_path_buf());
+        self
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -167,6 +208,14 @@ impl<S: SegmentStore> LegacyLog<S> {
             st.bytes -= seg.bytes();
             st.forgot_now();
         }
+        let mut any = false;
+        for t in &mut st.tables {
+            any |= t.forget(name);
+        }
+        if any {
+            st.drop_empty_tables();
+            st.forgot_now();
+        }
     }
 
     /// Forgets every segment (the import has finished; a later listing finds any new one).
@@ -174,6 +223,7 @@ impl<S: SegmentStore> LegacyLog<S> {
         let mut st = self.lock();
         st.segments = HashMap::new();
         st.bytes = 0;
+        st.tables = Vec::new();
         st.forgot_now();
     }
 
@@ -186,9 +236,11 @@ impl<S: SegmentStore> LegacyLog<S> {
         st.forgot.is_some_and(|f| f >= t) || st.listed.is_some_and(|l| l >= t)
     }
 
-    /// Bytes of fingerprints this reader holds (for tests and benchmarks).
+    /// Bytes of memory this reader holds for the log (for tests and benchmarks): fingerprints
+    /// held in memory, and the tables' fan-outs and segment names.
     pub(crate) fn held_bytes(&self) -> usize {
-        self.lock().bytes
+        let st = self.lock();
+        st.bytes + st.tables.iter().map(Table::bytes).sum::<usize>()
     }
 
     /// The blob with this sha1 or blake3 digest, if a segment still records it; `asked` is when
@@ -210,12 +262,19 @@ impl<S: SegmentStore> LegacyLog<S> {
         let fp = fingerprint(hash.digest());
         let mut candidates: Vec<(String, u32, u64)> = {
             let st = self.lock();
-            st.segments
+            let mut found: Vec<(String, u32, u64)> = st
+                .segments
                 .iter()
                 .flat_map(|(name, seg)| seg.offsets(fp).map(move |at| (name, at, seg.size)))
-                .filter(|(name, at, _)| !tried.iter().any(|(n, a)| n == *name && a == at))
                 .map(|(name, at, size)| (name.clone(), at, size))
-                .collect()
+                .collect();
+            for t in &st.tables {
+                // One positioned read of a local file (the page cache's, once warm), as short
+                // as the blocking reads of a spooled upload.
+                found.extend(t.candidates(fp).map_err(table_io)?);
+            }
+            found.retain(|(name, at, _)| !tried.iter().any(|(n, a)| n == name && a == at));
+            found
         };
         candidates.sort_unstable();
         for (name, at, size) in candidates {
@@ -283,7 +342,8 @@ impl<S: SegmentStore> LegacyLog<S> {
     pub(crate) async fn refresh(&self) -> Result<bool> {
         let _listing = self.listing.lock().await;
         self.load().await?;
-        Ok(!self.lock().segments.is_empty())
+        let st = self.lock();
+        Ok(!st.segments.is_empty() || !st.tables.is_empty())
     }
 
     /// Fingerprints every listed segment not seen yet (a few at a time; each segment's records
@@ -298,16 +358,80 @@ impl<S: SegmentStore> LegacyLog<S> {
                 listed.iter().map(String::as_str).collect();
             let before = st.segments.len();
             st.segments.retain(|n, _| names.contains(n.as_str()));
-            if st.segments.len() != before {
+            let mut gone = st.segments.len() != before;
+            if gone {
                 st.bytes = st.segments.values().map(Segment::bytes).sum();
+            }
+            for t in &mut st.tables {
+                gone |= t.retain(|n| names.contains(n));
+            }
+            if gone {
+                st.drop_empty_tables();
                 st.forgot_now();
             }
-            listed
-                .iter()
-                .filter(|n| !st.segments.contains_key(n.as_str()))
-                .cloned()
-                .collect()
+            listed.iter().filter(|n| !st.holds(n)).cloned().collect()
         };
+        if new.len() >= self.spill_from {
+            match self.load_table(new.clone()).await {
+                Ok(Ok(())) => return Ok(()),
+                Ok(Err(e)) => tracing::warn!(
+                    store = %self.store.describe(),
+                    error = %e,
+                    segments = new.len(),
+                    "cannot write the old alias log's fingerprints to a temp file; holding them \
+                     in memory until the import into markers finishes"
+                ),
+                Err(e) => return Err(e),
+            }
+        }
+        self.load_in_memory(new).await
+    }
+
+    /// Fingerprints `new` into one table on local disk. The outer error is the store's (the
+    /// listing fails as it would in memory), the inner one the temp file's (the caller then
+    /// holds the fingerprints in memory instead).
+    async fn load_table(&self, new: Vec<String>) -> Result<std::io::Result<()>> {
+        let mut builder = match Builder::new(self.spill_dir.as_deref()) {
+            Ok(b) => b,
+            Err(e) => return Ok(Err(e)),
+        };
+        let mut failed = None;
+        let describe = self.store.describe();
+        let mut reads = futures::stream::iter(new)
+            .map(|name: String| async move {
+                let body = self.store.get(&name).await?;
+                Ok::<_, crate::Error>((name, body))
+            })
+            .buffer_unordered(PARALLEL_READS);
+        while let Some((name, body)) = reads.try_next().await? {
+            let Some(body) = body else {
+                // Gone before it was read: imported, so nothing to hold.
+                self.lock().forgot_now();
+                continue;
+            };
+            if failed.is_none() {
+                let seg = Segment::index(&describe, &name, &body);
+                let added = builder.add(name, seg.size, &seg.entries);
+                failed = added.err();
+            }
+        }
+        if let Some(e) = failed {
+            return Ok(Err(e));
+        }
+        let table = match tokio::task::spawn_blocking(move || builder.finish()).await {
+            Ok(Ok(t)) => t,
+            Ok(Err(e)) => return Ok(Err(e)),
+            Err(e) => return Ok(Err(std::io::Error::other(e))),
+        };
+        let mut st = self.lock();
+        if table.live() > 0 {
+            st.tables.push(table);
+        }
+        Ok(Ok(()))
+    }
+
+    /// Fingerprints `new` into memory, a segment at a time.
+    async fn load_in_memory(&self, new: Vec<String>) -> Result<()> {
         futures::stream::iter(new)
             .map(|name| async move {
                 let body = self.store.get(&name).await?;
@@ -338,4 +462,12 @@ impl<S: SegmentStore> LegacyLog<S> {
             })
             .await
     }
+}
+
+fn table_io(e: std::io::Error) -> crate::Error {
+    crate::Error::io(
+        "reading the old alias log's fingerprints from a temp file",
+        std::env::temp_dir(),
+        e,
+    )
 }

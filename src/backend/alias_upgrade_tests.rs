@@ -52,19 +52,50 @@ async fn a_store_of_segments_upgrades_without_a_lookup_failing() {
 
 #[tokio::test]
 async fn the_old_log_is_read_through_fingerprints_one_get_per_lookup() {
+    read_through_fingerprints(usize::MAX).await;
+}
+
+/// The same, with every listing's fingerprints in a table on disk (as a log of many segments).
+#[tokio::test]
+async fn the_old_log_is_read_through_a_table_on_disk_one_get_per_lookup() {
+    read_through_fingerprints(1).await;
+}
+
+/// The same, where the table's temp file cannot be made: the fingerprints are held in memory.
+#[tokio::test]
+async fn the_old_log_is_read_through_fingerprints_when_no_temp_file_can_be_made() {
+    read_through(1, Some(std::path::Path::new("/nonexistent/tarvault-test"))).await;
+}
+
+async fn read_through_fingerprints(spill_from: usize) {
+    read_through(spill_from, None).await;
+}
+
+/// Reads an old log of 8 segments through a reader that spills `spill_from` new segments or more
+/// into a table on disk, in `spill_dir` if given (`held_bytes` tells which was used).
+async fn read_through(spill_from: usize, spill_dir: Option<&std::path::Path>) {
     use crate::backend::alias_legacy::LegacyLog;
     let mem = Mem::default();
     let (old, all) = old_log(&mem, 2000, 250).await;
-    let log = LegacyLog::new(mem.clone());
+    let mut log = LegacyLog::spilling_from(mem.clone(), spill_from);
+    if let Some(dir) = spill_dir {
+        log = log.spilling_into(dir);
+    }
+    let in_memory = spill_from == usize::MAX || spill_dir.is_some();
     let key = |d: &Digests| Some(BlobKey::new(d.sha512));
     let now = std::time::Instant::now;
     assert_eq!(ok(log.resolve(&sha1(&all[0]), now()).await), key(&all[0]));
-    // Test digests share their first four bytes between sha1 and blake3: one entry each.
-    assert_eq!(
-        log.held_bytes(),
-        8 * all.len(),
-        "fingerprints and offsets, not records"
-    );
+    // Test digests share their first four bytes between sha1 and blake3: one entry each. In a
+    // table the memory held is its fan-out (512 KiB) and names, whatever the number of records.
+    let held = |records: usize| {
+        if in_memory {
+            assert_eq!(log.held_bytes(), 8 * records, "fingerprints, not records");
+        } else {
+            let held = log.held_bytes();
+            assert!((512 << 10..530 << 10).contains(&held), "held {held}");
+        }
+    };
+    held(all.len());
     for d in all.iter().step_by(37) {
         for hash in [sha1(d), d.hash(Algorithm::Blake3)] {
             let before = mem.count();
@@ -97,7 +128,7 @@ async fn the_old_log_is_read_through_fingerprints_one_get_per_lookup() {
     ok(SegmentStore::delete(&mem, &gone[..1]).await);
     let asked = now();
     assert_eq!(ok(log.resolve(&sha1(&victim[0]), asked).await), None);
-    assert_eq!(log.held_bytes(), 8 * (all.len() - victim.len()));
+    held(all.len() - victim.len());
     assert!(log.changed_since(asked), "its marker is asked again");
     // A segment an older process writes later is found once a listing is due again.
     let late: Vec<Digests> = (3000..3010).map(digests).collect();

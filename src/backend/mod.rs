@@ -28,6 +28,8 @@ mod alias_cache;
 #[cfg(any(feature = "s3", feature = "manta"))]
 mod alias_legacy;
 #[cfg(any(feature = "s3", feature = "manta"))]
+mod alias_legacy_table;
+#[cfg(any(feature = "s3", feature = "manta"))]
 mod alias_log;
 #[cfg(any(feature = "fs", feature = "memory", feature = "s3", feature = "manta"))]
 mod alias_map;
