@@ -20,11 +20,11 @@
 //!
 //! 1. [`tarball`] (tar/gzip parsing, no other module) and [`units`] (sizes, durations, rates);
 //! 2. the error type ([`Error`], [`ErrorKind`]);
-//! 3. [`integrity`] (SRI parsing and hashing), `mapping` (the npm URL mapping shared by
-//!    `migrate` and `server`) and `task` (blocking work off the runtime);
+//! 3. [`integrity`] (SRI parsing and hashing) and `task` (blocking work off the runtime);
 //! 4. [`backend`]: the trait, the backends and the composite wrappers;
 //! 5. the store ([`Store`]);
-//! 6. [`open`]: store specs and composition configuration, building backends and stores;
+//! 6. [`open`]: store specs and composition configuration, building backends and stores; and
+//!    [`mapping`] (the npm URL mapping shared by `migrate` and `server`, and its database);
 //! 7. the clients of the store: [`ops`], `migrate`, `server`, [`publish`] (and the `tarvault` binary, which
 //!    uses the library only through its public API).
 //!

@@ -18,10 +18,10 @@ use std::path::{Path, PathBuf};
 const LAYERS: &[&[&str]] = &[
     &["tarball", "units"],
     &["error"],
-    &["integrity", "mapping", "task"],
+    &["integrity", "task"],
     &["backend"],
     &["store"],
-    &["open"],
+    &["open", "mapping"],
     &["ops", "migrate", "server", "publish"],
 ];
 

@@ -9,9 +9,9 @@
 mod common;
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::{BufRead, Read};
+use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Output};
 use std::sync::Arc;
 
 use serde_json::{json, Value};
@@ -155,27 +155,8 @@ async fn packument_server(docs: HashMap<String, String>) -> String {
 
 /// `tarvault serve` on a free port; returns the process and its base URL.
 fn start_tarvault(store: &Path, map: &Path) -> (Reaper, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tarvault"))
-        .arg("--store")
-        .arg(store)
-        .args(["serve", "--listen", "127.0.0.1:0", "--map"])
-        .arg(map)
-        .env("TARVAULT_LOG", "warn")
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("tarvault serve: {e}"));
-    let stdout = child.stdout.take().unwrap_or_else(|| panic!("stdout"));
-    let reaper = Reaper(child);
-    let mut line = String::new();
-    std::io::BufReader::new(stdout)
-        .read_line(&mut line)
-        .unwrap_or_else(|e| panic!("{e}"));
-    let base = line
-        .trim()
-        .strip_prefix("listening on ")
-        .unwrap_or_else(|| panic!("tarvault serve printed {line:?}"))
-        .to_string();
-    (reaper, base)
+    let (child, base) = common::serve_cli(store, map, &[("TARVAULT_LOG", "warn")]);
+    (Reaper(child), base)
 }
 
 /// `npm install` in a fresh project with a fresh cache, talking to nothing but `registry`.

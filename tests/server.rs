@@ -642,8 +642,7 @@ async fn health_and_prometheus_metrics() {
 
 #[test]
 fn the_cli_serves_a_store_with_a_mapping() {
-    use std::io::BufRead;
-    use std::process::{Command, Stdio};
+    use std::process::Command;
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let store = dir.path().join("store");
     let entry = corpus()
@@ -665,23 +664,7 @@ fn the_cli_serves_a_store_with_a_mapping() {
     let map = dir.path().join("map.jsonl");
     let line = serde_json::to_string(&map_entry(&entry)).unwrap_or_else(|e| panic!("{e}"));
     std::fs::write(&map, format!("{line}\n")).unwrap_or_else(|e| panic!("{e}"));
-    let mut child = Command::new(bin)
-        .args(["--store", &store.display().to_string(), "serve"])
-        .args(["--listen", "127.0.0.1:0", "--map"])
-        .arg(&map)
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("{e}"));
-    let mut first = String::new();
-    let stdout = child.stdout.take().unwrap_or_else(|| panic!("stdout"));
-    std::io::BufReader::new(stdout)
-        .read_line(&mut first)
-        .unwrap_or_else(|e| panic!("{e}"));
-    let base = first
-        .trim()
-        .strip_prefix("listening on ")
-        .unwrap_or_else(|| panic!("unexpected first line {first:?}"))
-        .to_string();
+    let (mut child, base) = common::serve_cli(&store, &map, &[]);
     let result = std::panic::catch_unwind(|| {
         let (status, length, body) = raw_get(&base, &entry.tarball_path, "");
         assert_eq!(

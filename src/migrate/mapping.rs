@@ -2,6 +2,11 @@
 //! size}`, enough for a registry server (`tarvault serve --map`) to answer the old tarball URLs
 //! (`/<name>/-/<file>`) from the store.
 //!
+//! The versions already mapped are looked up in the mapping's database (`<mapping>.sqlite`,
+//! [`crate::mapping::db`], the one `tarvault serve --map` reads): a migration of tens of millions
+//! of versions holds in memory only those appended since its last checkpoint, and a resumed one
+//! reads only the lines the database does not have yet.
+//!
 //! Crash safety comes from the checkpoint, not from deduplication after the fact: lines are
 //! appended only for documents the checkpoint is about to cover, in feed order, and the state file
 //! records the mapping's length at each checkpoint. A resumed run cuts the file back to that
@@ -10,17 +15,48 @@
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
-use std::io::{BufReader, BufWriter, Seek, SeekFrom, Write};
+use std::io::{BufWriter, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
-use crate::mapping::parse_lines;
+use crate::mapping::db::MapDb;
 pub use crate::mapping::MapEntry;
 use crate::{Error, Result};
 
 /// The versions already in the mapping, shared with the workers so that a version met again (an
 /// incremental run, `--follow`) is not fetched again.
-pub(crate) type MappedIndex = Arc<RwLock<HashMap<(String, String), MapEntry>>>;
+pub(crate) type MappedIndex = Arc<Mapped>;
+
+/// The mapping's versions: those its database holds, and those appended since it last read the
+/// mapping (until the next checkpoint).
+#[derive(Debug)]
+pub(crate) struct Mapped {
+    db: MapDb,
+    pending: RwLock<HashMap<(String, String), MapEntry>>,
+}
+
+impl Mapped {
+    /// The entry of `name`'s `version`, if mapped.
+    pub(crate) fn get(&self, name: &str, version: &str) -> Result<Option<MapEntry>> {
+        let pending = self
+            .pending
+            .read()
+            .map_err(|_| Error::InvalidInput("mapping index poisoned".into()))?;
+        if let Some(e) = pending.get(&(name.to_string(), version.to_string())) {
+            return Ok(Some(e.clone()));
+        }
+        drop(pending);
+        self.db.version(name, version)
+    }
+
+    fn insert(&self, entry: MapEntry) -> Result<()> {
+        self.pending
+            .write()
+            .map_err(|_| Error::InvalidInput("mapping index poisoned".into()))?
+            .insert((entry.name.clone(), entry.version.clone()), entry);
+        Ok(())
+    }
+}
 
 /// What appending an entry did.
 #[derive(Debug, PartialEq, Eq)]
@@ -71,19 +107,19 @@ impl MappingWriter {
             file.set_len(keep).map_err(io("truncate"))?;
             file.sync_data().map_err(io("fsync"))?;
         }
-        let mut index = HashMap::new();
-        let mut reader = BufReader::new(&file);
-        reader.seek(SeekFrom::Start(0)).map_err(io("seek"))?;
-        for entry in parse_lines(reader, path)? {
-            index.insert((entry.name.clone(), entry.version.clone()), entry);
-        }
+        // Reads the lines the database lacks (every line, the first time; a line that is not a
+        // mapping entry fails the open, naming its byte).
+        let db = MapDb::open(path)?;
         let mut file = file;
         file.seek(SeekFrom::End(0)).map_err(io("seek"))?;
         Ok(MappingWriter {
             path: path.to_path_buf(),
             out: BufWriter::new(file),
             len: keep,
-            index: Arc::new(RwLock::new(index)),
+            index: Arc::new(Mapped {
+                db,
+                pending: RwLock::default(),
+            }),
         })
     }
 
@@ -94,19 +130,12 @@ impl MappingWriter {
 
     /// Appends an entry unless its version is already mapped.
     pub(crate) fn append(&mut self, entry: MapEntry) -> Result<Appended> {
-        let key = (entry.name.clone(), entry.version.clone());
-        {
-            let index = self
-                .index
-                .read()
-                .map_err(|_| Error::InvalidInput("mapping index poisoned".into()))?;
-            if let Some(old) = index.get(&key) {
-                return Ok(if *old == entry {
-                    Appended::Duplicate
-                } else {
-                    Appended::Conflict(old.clone())
-                });
-            }
+        if let Some(old) = self.index.get(&entry.name, &entry.version)? {
+            return Ok(if old == entry {
+                Appended::Duplicate
+            } else {
+                Appended::Conflict(old)
+            });
         }
         let mut line = serde_json::to_vec(&entry)
             .map_err(|e| Error::InvalidInput(format!("cannot encode mapping entry: {e}")))?;
@@ -115,11 +144,20 @@ impl MappingWriter {
             .write_all(&line)
             .map_err(|e| Error::io("write", &self.path, e))?;
         self.len += line.len() as u64;
+        self.index.insert(entry)?;
+        Ok(Appended::Written)
+    }
+
+    /// Has the database read the lines appended up to the last [`sync`](Self::sync), and forgets
+    /// them from memory (after a checkpoint: memory holds one checkpoint's versions at most).
+    pub(crate) fn index_synced(&mut self) -> Result<()> {
+        self.index.db.catch_up()?;
         self.index
+            .pending
             .write()
             .map_err(|_| Error::InvalidInput("mapping index poisoned".into()))?
-            .insert(key, entry);
-        Ok(Appended::Written)
+            .clear();
+        Ok(())
     }
 
     /// Makes everything appended so far durable and returns the file's length, for the state file.
@@ -140,11 +178,14 @@ mod tests {
     use super::*;
 
     fn entry(v: &str, shasum: &str) -> MapEntry {
+        let mut h = crate::integrity::MultiHasher::new(&[crate::Algorithm::Sha512]);
+        h.update(shasum.as_bytes());
+        let integrity = h.finalize().integrity().map(|i| i.to_string());
         MapEntry {
             name: "@a/b".into(),
             version: v.into(),
             file: format!("b-{v}.tgz"),
-            integrity: "sha512-x".into(),
+            integrity: integrity.unwrap_or_default(),
             shasum: shasum.into(),
             size: 3,
         }
@@ -178,10 +219,13 @@ mod tests {
         drop(f);
         let w = MappingWriter::open(&path, kept).unwrap_or_else(|e| panic!("{e}"));
         let index = w.index();
-        let index = index.read().unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(index.len(), 1);
-        assert!(index.contains_key(&("@a/b".to_string(), "1.0.0".to_string())));
-        drop(index);
+        let get = |v: &str| index.get("@a/b", v).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(get("1.0.0"), Some(entry("1.0.0", "aa")));
+        assert_eq!(
+            get("2.0.0"),
+            None,
+            "cut back with the line after the checkpoint"
+        );
         drop(w);
         let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(text.lines().count(), 1);

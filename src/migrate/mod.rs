@@ -442,6 +442,8 @@ async fn save(
     blocking(move || {
         state.map_len = map.sync()?;
         state.save(&path)?;
+        // After the state: the database is derived from the mapping and may lag it.
+        map.index_synced()?;
         tracing::debug!(since = ?state.since, map_len = state.map_len, "checkpoint");
         Ok((state, map))
     })

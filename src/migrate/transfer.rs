@@ -225,10 +225,12 @@ fn already_mapped(ctx: &Context, job: &TarballJob) -> bool {
     let Some(shasum) = &job.shasum else {
         return false;
     };
-    let Ok(index) = ctx.mapped.read() else {
-        return false;
-    };
-    index
-        .get(&(job.name.clone(), job.version.clone()))
-        .is_some_and(|e| &e.shasum == shasum && e.file == job.file)
+    match ctx.mapped.get(&job.name, &job.version) {
+        Ok(e) => e.is_some_and(|e| &e.shasum == shasum && e.file == job.file),
+        Err(e) => {
+            // Fetched again, as if unmapped; the mapping keeps its first entry either way.
+            tracing::warn!(error = %e, name = %job.name, version = %job.version, "cannot tell whether a version is mapped");
+            false
+        }
+    }
 }

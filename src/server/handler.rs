@@ -97,7 +97,7 @@ async fn locate(server: &Server, target: Target<'_>) -> crate::Result<Option<Loc
             }
         }
         Target::Tarball { name, file } => {
-            let Some(named) = server.names().get(&name, &file) else {
+            let Some(named) = server.names().get(&name, &file).await? else {
                 return Ok(None);
             };
             Located {

@@ -47,8 +47,9 @@ use axum::Router;
 use crate::mapping::MapEntry;
 use crate::{Result, Store};
 
+use crate::mapping::db::MapDb;
 pub use metrics::Metrics;
-use names::NameIndex;
+use names::{NameIndex, NameMap};
 use routes::Route;
 
 /// A tarball server over a [`Store`]. Cheap to clone (an `Arc` inside).
@@ -85,15 +86,39 @@ impl Server {
         Ok(Server {
             inner: Arc::new(Inner {
                 store,
-                names: NameIndex::build(entries)?,
+                names: NameIndex::Memory(NameMap::build(entries)?),
                 metrics: Arc::default(),
             }),
         })
     }
 
-    /// [`Server::with_mapping`] with the mapping file `tarvault migrate couch --map` wrote.
+    /// [`Server::with_mapping`] with the mapping file `tarvault migrate couch --map` wrote, read
+    /// into an SQLite database beside it (`<path>.sqlite`) that every server process of the host
+    /// shares: opening it reads only the lines appended since it was last read, memory does not
+    /// grow with the mapping, and a URL migrated while the server runs is found within a second.
+    /// Where that file cannot be made (a read-only directory), the mapping is held in memory.
+    /// Blocking (it may read the whole mapping once).
     pub fn with_mapping_file(store: Store, path: &Path) -> Result<Server> {
-        Server::with_mapping(store, crate::mapping::read_mapping(path)?)
+        let names = match MapDb::open(path) {
+            Ok(db) => {
+                if let Some(conflict) = db.conflict()? {
+                    return Err(crate::Error::Config(conflict));
+                }
+                NameIndex::Db(Arc::new(db))
+            }
+            Err(e @ crate::Error::Index { .. }) => {
+                tracing::warn!(mapping = %path.display(), error = %e, "cannot keep the mapping in a database beside it; holding it in memory");
+                NameIndex::Memory(NameMap::build(crate::mapping::read_mapping(path)?)?)
+            }
+            Err(e) => return Err(e),
+        };
+        Ok(Server {
+            inner: Arc::new(Inner {
+                store,
+                names,
+                metrics: Arc::default(),
+            }),
+        })
     }
 
     /// The store served.

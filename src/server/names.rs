@@ -1,12 +1,17 @@
 //! The npm tarball URLs a server answers, from the mapping `tarvault migrate couch` writes:
-//! `(name, file)` → the blob's address, with its entity tag computed once at load.
+//! `(name, file)` → the blob's address. A mapping file is read into an SQLite database beside it
+//! ([`crate::mapping::db`]); entries given in memory ([`super::Server::with_mapping`]) are held in a
+//! map, with each entity tag computed once.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use axum::http::HeaderValue;
 
 use crate::backend::BlobKey;
-use crate::integrity::{Algorithm, Integrity};
+use crate::integrity::Integrity;
+use crate::mapping::db::MapDb;
+use crate::mapping::sha512_of;
 use crate::mapping::MapEntry;
 use crate::{Error, Result};
 
@@ -19,29 +24,80 @@ pub(crate) struct Named {
     pub(crate) etag: HeaderValue,
 }
 
+impl Named {
+    fn of(key: BlobKey) -> Named {
+        Named {
+            key,
+            address: Integrity::from(key.hash()),
+            etag: super::http::etag(&key),
+        }
+    }
+}
+
+/// Where a server finds its tarball URLs.
+#[derive(Debug)]
+pub(crate) enum NameIndex {
+    /// Entries held in memory.
+    Memory(NameMap),
+    /// A mapping file's database.
+    Db(Arc<MapDb>),
+}
+
+impl Default for NameIndex {
+    fn default() -> Self {
+        NameIndex::Memory(NameMap::default())
+    }
+}
+
+impl NameIndex {
+    /// The blob of `/<name>/-/<file>`. A database that does not know the URL first reads what
+    /// was appended to its mapping, at most once a second.
+    pub(crate) async fn get(&self, name: &str, file: &str) -> Result<Option<Named>> {
+        let db = match self {
+            NameIndex::Memory(m) => return Ok(m.get(name, file).cloned()),
+            NameIndex::Db(db) => db,
+        };
+        if let Some(key) = db.url(name, file)? {
+            return Ok(Some(Named::of(key)));
+        }
+        if !db.due() {
+            return Ok(None);
+        }
+        let reader = db.clone();
+        let read = tokio::task::spawn_blocking(move || reader.catch_up())
+            .await
+            .map_err(Error::Task)?;
+        if let Err(e) = read {
+            // A line appended that names a URL's second blob, say: the URLs read so far stay
+            // served, and the next miss a second later tries again (and logs again).
+            tracing::error!(error = %e, "cannot read the lines appended to the mapping");
+        }
+        Ok(db.url(name, file)?.map(Named::of))
+    }
+
+    /// How many tarball URLs are mapped.
+    pub(crate) fn len(&self) -> usize {
+        match self {
+            NameIndex::Memory(m) => m.len(),
+            NameIndex::Db(db) => db.len(),
+        }
+    }
+}
+
 /// Package name → file name → blob. Two levels so that a lookup borrows the request's strings.
 #[derive(Debug, Default)]
-pub(crate) struct NameIndex {
+pub(crate) struct NameMap {
     by_name: HashMap<String, HashMap<String, Named>>,
     len: usize,
 }
 
-impl NameIndex {
+impl NameMap {
     /// Builds the index. A URL mapped to two different blobs is refused: which one a client gets
     /// must not depend on line order.
-    pub(crate) fn build(entries: impl IntoIterator<Item = MapEntry>) -> Result<NameIndex> {
-        let mut index = NameIndex::default();
+    pub(crate) fn build(entries: impl IntoIterator<Item = MapEntry>) -> Result<NameMap> {
+        let mut index = NameMap::default();
         for entry in entries {
-            let address = Integrity::parse(&entry.integrity)?;
-            let key = address
-                .get(Algorithm::Sha512)
-                .and_then(BlobKey::from_hash)
-                .ok_or_else(|| {
-                    Error::Config(format!(
-                        "mapping entry {}@{} has no sha512 integrity",
-                        entry.name, entry.version
-                    ))
-                })?;
+            let key = sha512_of(&entry)?;
             let files = index.by_name.entry(entry.name.clone()).or_default();
             if let Some(old) = files.get(&entry.file) {
                 if old.key != key {
@@ -52,12 +108,7 @@ impl NameIndex {
                 }
                 continue;
             }
-            let named = Named {
-                key,
-                address: Integrity::from(key.hash()),
-                etag: super::http::etag(&key),
-            };
-            files.insert(entry.file, named);
+            files.insert(entry.file, Named::of(key));
             index.len += 1;
         }
         Ok(index)

@@ -220,3 +220,39 @@ pub fn corrupt_blob(
     std::fs::write(&path, &data).unwrap_or_else(|e| panic!("{e}"));
     path
 }
+
+/// Starts `tarvault --store STORE serve --listen 127.0.0.1:0 --map MAP` with `envs`; returns the
+/// child and its base URL, read from the first line it prints.
+pub fn serve_cli(
+    store: &std::path::Path,
+    map: &std::path::Path,
+    envs: &[(&str, &str)],
+) -> (std::process::Child, String) {
+    use std::io::BufRead;
+    let bin = option_env!("CARGO_BIN_EXE_tarvault")
+        .unwrap_or_else(|| panic!("this test needs the tarvault binary (feature cli)"));
+    let mut child = std::process::Command::new(bin)
+        .arg("--store")
+        .arg(store)
+        .args(["serve", "--listen", "127.0.0.1:0", "--map"])
+        .arg(map)
+        .envs(envs.iter().copied())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("tarvault serve: {e}"));
+    let stdout = child.stdout.take().unwrap_or_else(|| panic!("stdout"));
+    let mut line = String::new();
+    let read = std::io::BufReader::new(stdout).read_line(&mut line);
+    let base = read
+        .ok()
+        .and_then(|_| line.trim().strip_prefix("listening on "))
+        .map(str::to_string);
+    match base {
+        Some(base) => (child, base),
+        None => {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("tarvault serve printed {line:?}")
+        }
+    }
+}

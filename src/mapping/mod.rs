@@ -6,6 +6,14 @@
 //! the old URLs from it). It lives here, below both, so that either feature builds without the
 //! other.
 
+#[cfg(any(feature = "server", feature = "migrate"))]
+pub(crate) mod db;
+#[cfg(any(feature = "server", feature = "migrate"))]
+mod read;
+
+#[cfg(feature = "server")]
+pub(crate) use read::sha512_of;
+
 use std::fs::File;
 use std::io::{BufRead, BufReader};
 use std::path::Path;

@@ -1,0 +1,259 @@
+//! A mapping file's URLs and versions in an SQLite database beside it (`<mapping>.sqlite`), shared
+//! by every process of the host that reads the mapping: `tarvault serve` processes and the
+//! migration writing it.
+//!
+//! Loaded into memory, a mapping costs every process that reads it its whole size and a start-up
+//! that parses every line: at npm's scale (tens of millions of versions) gigabytes per process,
+//! and a server runs one process per core. Here a process opens the database, reads the mapping
+//! lines written since any process last did (none, usually), and answers each question with one
+//! primary-key lookup: a URL's blob (`names`), or whether a version is mapped (`versions`, which
+//! holds the offset of its line, read back from the mapping when asked). Start-up and memory do
+//! not grow with the mapping, and the database is built once for all processes.
+//!
+//! The database remembers how many bytes of the mapping it holds and the last 256 of them. A
+//! mapping that grew (a migration appending, `--follow`) is read from there on; one that is
+//! shorter, or whose bytes there differ (cut back by a resumed migration, or replaced), is read
+//! again from the start. Lines are read in transactions of [`BATCH`](super::read::BATCH) under
+//! SQLite's write lock: processes starting together share the reading, each batch taken by one of
+//! them ([`super::read`]).
+//!
+//! The database is derived data, written without syncs (`synchronous=OFF`): a damaged one is
+//! deleted and built again from the mapping.
+
+// Servers ask for URLs, migrations for versions; a build with one of the two leaves the other's
+// lookups unused.
+#![cfg_attr(not(all(feature = "server", feature = "migrate")), allow(dead_code))]
+
+use std::fs::File;
+use std::io::{BufRead, BufReader, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use rusqlite::{params, Connection, ErrorCode, OptionalExtension, TransactionBehavior};
+
+use super::read::read_batch;
+use super::MapEntry;
+use crate::backend::BlobKey;
+use crate::{Error, Result};
+
+/// How often, at most, a server's miss reads what was appended to the mapping since.
+pub(crate) const CATCH_UP: Duration = Duration::from_secs(1);
+/// Connections for lookups at most (each with SQLite's default page cache of 2 MiB at most).
+const LANES: usize = 8;
+/// The page cache while lines are read (inserts in random key order), in KiB; given back after.
+const READ_CACHE_KIB: i64 = 65_536;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS names(
+    name TEXT NOT NULL,
+    file TEXT NOT NULL,
+    sha512 BLOB NOT NULL,
+    PRIMARY KEY(name, file)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS versions(
+    name TEXT NOT NULL,
+    version TEXT NOT NULL,
+    at INTEGER NOT NULL,
+    PRIMARY KEY(name, version)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS source(
+    id INTEGER PRIMARY KEY CHECK (id = 0),
+    consumed INTEGER NOT NULL,
+    tail BLOB NOT NULL,
+    urls INTEGER NOT NULL,
+    conflict TEXT
+);
+INSERT OR IGNORE INTO source VALUES (0, 0, x'', 0, NULL);
+";
+
+/// A mapping's URLs and versions in SQLite (see the [module documentation](self)).
+#[derive(Debug)]
+pub(crate) struct MapDb {
+    mapping: PathBuf,
+    db: PathBuf,
+    /// Lookups take whichever connection is free (one per core).
+    conns: Vec<Mutex<Connection>>,
+    next: AtomicUsize,
+    urls: AtomicU64,
+    /// When the mapping was last read for appended lines.
+    caught_up: Mutex<Instant>,
+}
+
+impl MapDb {
+    /// Opens (building or updating it from `mapping`) the database beside `mapping`. A damaged
+    /// database is deleted and built again.
+    pub(crate) fn open(mapping: &Path) -> Result<MapDb> {
+        let mut name = mapping.as_os_str().to_os_string();
+        name.push(".sqlite");
+        let db = PathBuf::from(name);
+        match Self::open_at(mapping, &db) {
+            Err(Error::Index {
+                source: Some(e), ..
+            }) if is_corrupt(e.as_ref()) => {
+                tracing::warn!(db = %db.display(), "the mapping's database is damaged; building it again");
+                for suffix in ["", "-wal", "-shm"] {
+                    let mut p = db.as_os_str().to_os_string();
+                    p.push(suffix);
+                    let _ = std::fs::remove_file(PathBuf::from(p));
+                }
+                Self::open_at(mapping, &db)
+            }
+            other => other,
+        }
+    }
+
+    fn open_at(mapping: &Path, db: &Path) -> Result<MapDb> {
+        let first = connect(db)?;
+        first
+            .execute_batch(SCHEMA)
+            .map_err(sql(db, "create the mapping's tables"))?;
+        let lanes = std::thread::available_parallelism().map_or(2, |n| n.get().min(LANES));
+        let mut conns = vec![Mutex::new(first)];
+        for _ in 1..lanes {
+            conns.push(Mutex::new(connect(db)?));
+        }
+        let me = MapDb {
+            mapping: mapping.to_path_buf(),
+            db: db.to_path_buf(),
+            conns,
+            next: AtomicUsize::new(0),
+            urls: AtomicU64::new(0),
+            caught_up: Mutex::new(Instant::now()),
+        };
+        me.catch_up()?;
+        Ok(me)
+    }
+
+    /// How many URLs the mapping maps (as of the last reading).
+    pub(crate) fn len(&self) -> usize {
+        self.urls.load(Ordering::Relaxed) as usize
+    }
+
+    /// The first line's description of a URL the mapping maps to two blobs, if any.
+    pub(crate) fn conflict(&self) -> Result<Option<String>> {
+        self.conn()
+            .query_row("SELECT conflict FROM source", [], |r| r.get(0))
+            .map_err(sql(&self.db, "read the mapping's position"))
+    }
+
+    /// The entry of `name`'s `version`, if the mapping has one (its line, read back).
+    pub(crate) fn version(&self, name: &str, version: &str) -> Result<Option<MapEntry>> {
+        let at: Option<i64> = self
+            .conn()
+            .prepare_cached("SELECT at FROM versions WHERE name = ?1 AND version = ?2")
+            .and_then(|mut q| q.query_row(params![name, version], |r| r.get(0)).optional())
+            .map_err(sql(&self.db, "look up a version"))?;
+        let Some(at) = at else {
+            return Ok(None);
+        };
+        let io = |op| move |e| Error::io(op, &self.mapping, e);
+        let mut file = File::open(&self.mapping).map_err(io("open"))?;
+        file.seek(SeekFrom::Start(at.max(0) as u64))
+            .map_err(io("seek"))?;
+        let mut line = Vec::new();
+        BufReader::with_capacity(4096, file)
+            .read_until(b'\n', &mut line)
+            .map_err(io("read"))?;
+        match serde_json::from_slice::<MapEntry>(line.trim_ascii()) {
+            Ok(e) if e.name == name && e.version == version => Ok(Some(e)),
+            _ => Err(Error::Index {
+                path: self.db.clone(),
+                message: format!(
+                    "the line of {name}@{version} at byte {at} of {} is not its entry: the \
+                     mapping changed under its database (delete the file to have it built again)",
+                    self.mapping.display()
+                ),
+                source: None,
+            }),
+        }
+    }
+
+    /// The blob mapped to `/<name>/-/<file>`, if any.
+    pub(crate) fn url(&self, name: &str, file: &str) -> Result<Option<BlobKey>> {
+        let conn = self.conn();
+        let found: Option<Vec<u8>> = conn
+            .prepare_cached("SELECT sha512 FROM names WHERE name = ?1 AND file = ?2")
+            .and_then(|mut q| q.query_row(params![name, file], |r| r.get(0)).optional())
+            .map_err(sql(&self.db, "look up a tarball URL"))?;
+        Ok(found.and_then(|b| <[u8; 64]>::try_from(b.as_slice()).ok().map(BlobKey::new)))
+    }
+
+    /// Whether a miss may read the mapping's appended lines now (at most once a [`CATCH_UP`]);
+    /// if so, the time is taken.
+    pub(crate) fn due(&self) -> bool {
+        let mut last = self.caught_up.lock().unwrap_or_else(|e| e.into_inner());
+        if last.elapsed() < CATCH_UP {
+            return false;
+        }
+        *last = Instant::now();
+        true
+    }
+
+    fn conn(&self) -> MutexGuard<'_, Connection> {
+        let n = self.conns.len();
+        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        for i in 0..n {
+            if let Ok(c) = self.conns[(start + i) % n].try_lock() {
+                return c;
+            }
+        }
+        self.conns[start % n]
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Reads the mapping's lines the database does not hold yet (all of them, if the mapping is
+    /// not the one it was built from), a batch per transaction. Blocking.
+    pub(crate) fn catch_up(&self) -> Result<()> {
+        let conn = self.conn();
+        conn.execute_batch(&format!("PRAGMA cache_size = -{READ_CACHE_KIB}"))
+            .map_err(sql(&self.db, "set up the mapping's database"))?;
+        let read = self.read_all(&conn);
+        // Back to the default, and the pages read given back, for the lookups that follow.
+        let _ = conn.execute_batch("PRAGMA cache_size = -2000; PRAGMA shrink_memory;");
+        read
+    }
+
+    fn read_all(&self, conn: &Connection) -> Result<()> {
+        loop {
+            let tx = rusqlite::Transaction::new_unchecked(conn, TransactionBehavior::Immediate)
+                .map_err(sql(&self.db, "lock the mapping's database"))?;
+            let batch = read_batch(&tx, &self.mapping, &self.db)?;
+            tx.commit()
+                .map_err(sql(&self.db, "record the mapping's lines"))?;
+            self.urls.store(batch.urls, Ordering::Relaxed);
+            if !batch.more {
+                return Ok(());
+            }
+        }
+    }
+}
+
+fn connect(db: &Path) -> Result<Connection> {
+    let conn = Connection::open(db).map_err(sql(db, "open the mapping's database"))?;
+    conn.busy_timeout(Duration::from_secs(120))
+        .and_then(|()| conn.execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = OFF;"))
+        .map_err(sql(db, "set up the mapping's database"))?;
+    Ok(conn)
+}
+
+pub(super) fn sql<'a>(
+    db: &'a Path,
+    what: &'static str,
+) -> impl FnOnce(rusqlite::Error) -> Error + 'a {
+    move |e| Error::Index {
+        path: db.to_path_buf(),
+        message: format!("cannot {what} (delete the file to have it built again)"),
+        source: Some(Box::new(e)),
+    }
+}
+
+fn is_corrupt(e: &(dyn std::error::Error + Send + Sync + 'static)) -> bool {
+    matches!(
+        e.downcast_ref::<rusqlite::Error>()
+            .and_then(|e| e.sqlite_error_code()),
+        Some(ErrorCode::DatabaseCorrupt | ErrorCode::NotADatabase)
+    )
+}

@@ -1,0 +1,274 @@
+//! A server's mapping file read into the SQLite database beside it (`<mapping>.sqlite`): shared
+//! with a real second `tarvault serve` process, kept up with a mapping that grows while serving,
+//! read again when the mapping is cut back, rebuilt when damaged, and still refusing a URL mapped
+//! to two blobs.
+
+mod common;
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::Child;
+use std::time::Duration;
+
+use tarvault::backend::fs::{FsBackend, FsOptions};
+use tarvault::migrate::MapEntry;
+use tarvault::server::Server;
+use tarvault::{PutOptions, Store};
+
+use common::{noise, sha1_hex, sha512_sri};
+
+struct Fixture {
+    dir: tempfile::TempDir,
+    store: Store,
+    map: PathBuf,
+}
+
+impl Fixture {
+    async fn new() -> Fixture {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let options = FsOptions {
+            fsync: false,
+            ..Default::default()
+        };
+        let backend = FsBackend::open(dir.path().join("store"), options)
+            .unwrap_or_else(|e| panic!("open: {e}"));
+        let map = dir.path().join("map.jsonl");
+        std::fs::write(&map, "").unwrap_or_else(|e| panic!("{e}"));
+        Fixture {
+            dir,
+            store: Store::new(backend),
+            map,
+        }
+    }
+
+    /// Puts blob `i` and returns its mapping line (package `pkg-<i>`, a newline at its end).
+    async fn blob(&self, i: u64) -> String {
+        let bytes = noise(1000 + i as usize, i);
+        self.store
+            .put_bytes(bytes.clone(), &PutOptions::default())
+            .await
+            .unwrap_or_else(|e| panic!("put: {e}"));
+        line(&entry(i, &bytes))
+    }
+
+    fn append(&self, text: &str) {
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&self.map)
+            .unwrap_or_else(|e| panic!("{e}"));
+        f.write_all(text.as_bytes())
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+
+    fn server(&self) -> Server {
+        Server::with_mapping_file(self.store.clone(), &self.map)
+            .unwrap_or_else(|e| panic!("server: {e}"))
+    }
+}
+
+fn entry(i: u64, bytes: &[u8]) -> MapEntry {
+    MapEntry {
+        name: format!("pkg-{i}"),
+        version: "1.0.0".into(),
+        file: format!("pkg-{i}-1.0.0.tgz"),
+        integrity: sha512_sri(bytes),
+        shasum: sha1_hex(bytes),
+        size: bytes.len() as u64,
+    }
+}
+
+fn line(e: &MapEntry) -> String {
+    format!(
+        "{}\n",
+        serde_json::to_string(e).unwrap_or_else(|e| panic!("{e}"))
+    )
+}
+
+fn url(i: u64) -> String {
+    format!("/pkg-{i}/-/pkg-{i}-1.0.0.tgz")
+}
+
+/// The status a server's router gives `path`.
+async fn status(server: &Server, path: &str) -> u16 {
+    use tower::ServiceExt;
+    let request = axum::http::Request::get(path)
+        .body(axum::body::Body::empty())
+        .unwrap_or_else(|e| panic!("request: {e}"));
+    let response = server
+        .router()
+        .oneshot(request)
+        .await
+        .unwrap_or_else(|e| match e {});
+    response.status().as_u16()
+}
+
+/// A `tarvault serve --map` process and its base URL.
+struct Cli {
+    child: Child,
+    base: String,
+}
+
+impl Cli {
+    fn start(store: &Path, map: &Path) -> Cli {
+        let (child, base) = common::serve_cli(store, map, &[]);
+        Cli { child, base }
+    }
+
+    async fn status(&self, path: &str) -> u16 {
+        reqwest::Client::builder()
+            .no_proxy()
+            .build()
+            .unwrap_or_else(|e| panic!("{e}"))
+            .get(format!("{}{path}", self.base))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("get {path}: {e}"))
+            .status()
+            .as_u16()
+    }
+}
+
+impl Drop for Cli {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The mapping is read once into its database; a second process (the CLI) opens the same database,
+/// and lines appended while both serve are found by each within a second, without a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn processes_share_the_mapping_database_and_follow_a_growing_mapping() {
+    let f = Fixture::new().await;
+    let mut text = String::new();
+    for i in 0..300 {
+        text.push_str(&f.blob(i).await);
+    }
+    f.append(&text);
+    let server = f.server();
+    assert_eq!(server.mapped_urls(), 300);
+    let db = PathBuf::from(format!("{}.sqlite", f.map.display()));
+    assert!(db.exists(), "the database beside the mapping");
+    assert_eq!(status(&server, &url(7)).await, 200);
+    assert_eq!(status(&server, &url(299)).await, 200);
+    assert_eq!(status(&server, &url(300)).await, 404);
+
+    let cli = Cli::start(&f.dir.path().join("store"), &f.map);
+    assert_eq!(cli.status(&url(0)).await, 200);
+    assert_eq!(cli.status(&url(123)).await, 200);
+
+    // A migration appends (the last line first in two pieces, as a writer may leave it).
+    let mut more = String::new();
+    for i in 300..320 {
+        more.push_str(&f.blob(i).await);
+    }
+    let cut = more.len() - 40;
+    f.append(&more[..cut]);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(
+        status(&server, &url(318)).await,
+        200,
+        "appended while serving"
+    );
+    assert_eq!(
+        status(&server, &url(319)).await,
+        404,
+        "a line still being written"
+    );
+    f.append(&more[cut..]);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(status(&server, &url(319)).await, 200, "once whole");
+    assert_eq!(cli.status(&url(319)).await, 200, "the other process too");
+    assert_eq!(cli.status(&url(305)).await, 200);
+    assert_eq!(server.mapped_urls(), 320);
+    // A fresh server opens the database without reading the mapping again: its count is the
+    // database's, and a URL the mapping never had is still unknown.
+    let again = f.server();
+    assert_eq!(again.mapped_urls(), 320);
+    assert_eq!(status(&again, &url(320)).await, 404);
+}
+
+/// A mapping cut back (as a resumed migration cuts it to its checkpoint) is read again from the
+/// start: the URLs of the lines cut are no longer served, those kept still are.
+#[tokio::test]
+async fn a_mapping_cut_back_is_read_again() {
+    let f = Fixture::new().await;
+    let mut lines = Vec::new();
+    for i in 0..50 {
+        lines.push(f.blob(i).await);
+    }
+    f.append(&lines.concat());
+    assert_eq!(f.server().mapped_urls(), 50);
+    let kept: String = lines[..30].concat();
+    std::fs::write(&f.map, &kept).unwrap_or_else(|e| panic!("{e}"));
+    let server = f.server();
+    assert_eq!(server.mapped_urls(), 30);
+    assert_eq!(status(&server, &url(29)).await, 200);
+    assert_eq!(status(&server, &url(30)).await, 404);
+    // Replaced by other lines of the same length: read again too.
+    let mut other = lines.clone();
+    other.swap(0, 40);
+    std::fs::write(&f.map, other[..30].concat()).unwrap_or_else(|e| panic!("{e}"));
+    let server = f.server();
+    assert_eq!(status(&server, &url(40)).await, 200);
+    assert_eq!(status(&server, &url(0)).await, 404);
+}
+
+/// A damaged database is deleted and built again from the mapping.
+#[tokio::test]
+async fn a_damaged_mapping_database_is_built_again() {
+    let f = Fixture::new().await;
+    f.append(&(f.blob(1).await + &f.blob(2).await));
+    drop(f.server());
+    let db = PathBuf::from(format!("{}.sqlite", f.map.display()));
+    for suffix in ["-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", db.display()));
+    }
+    std::fs::write(&db, vec![0x5a; 8192]).unwrap_or_else(|e| panic!("{e}"));
+    let server = f.server();
+    assert_eq!(server.mapped_urls(), 2);
+    assert_eq!(status(&server, &url(2)).await, 200);
+}
+
+/// One URL mapped to two different blobs is refused, whether the lines are there at start or
+/// appended while serving (then logged, and the URL keeps its first blob).
+#[tokio::test]
+async fn a_url_mapped_to_two_blobs_is_refused() {
+    let f = Fixture::new().await;
+    let one = f.blob(1).await;
+    let two = noise(5000, 99);
+    let mut twin = entry(1, &two);
+    twin.integrity = sha512_sri(&two);
+    f.append(&(one.clone() + &line(&twin)));
+    let err = Server::with_mapping_file(f.store.clone(), &f.map)
+        .err()
+        .unwrap_or_else(|| panic!("a conflicting mapping was accepted"));
+    assert!(err.to_string().contains("two different blobs"), "{err}");
+
+    std::fs::write(&f.map, &one).unwrap_or_else(|e| panic!("{e}"));
+    let server = f.server();
+    f.append(&line(&twin));
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(
+        status(&server, &url(5)).await,
+        404,
+        "a miss reads the new line"
+    );
+    assert_eq!(status(&server, &url(1)).await, 200, "the first blob stays");
+}
+
+/// Where no database can be made beside the mapping (here its name is taken by a directory; a
+/// read-only directory does the same for a user other than root), the mapping is served from
+/// memory.
+#[tokio::test]
+async fn a_mapping_whose_database_cannot_be_made_is_held_in_memory() {
+    let f = Fixture::new().await;
+    f.append(&f.blob(3).await);
+    let db = PathBuf::from(format!("{}.sqlite", f.map.display()));
+    std::fs::create_dir(&db).unwrap_or_else(|e| panic!("{e}"));
+    let server = f.server();
+    assert_eq!(server.mapped_urls(), 1);
+    assert_eq!(status(&server, &url(3)).await, 200);
+    assert_eq!(status(&server, &url(4)).await, 404);
+    assert!(db.is_dir(), "left as it was");
+}
