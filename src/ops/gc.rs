@@ -14,15 +14,18 @@
 //!
 //! The live set is a file of lines, each either a JSON object with an `integrity` field (the
 //! migration mapping, one `{name, version, file, integrity, shasum, size}` per line) or a bare
-//! address (`sha512-…`, or any address `tarvault get` accepts).
+//! address (`sha512-…`, or any address `tarvault get` accepts). It is read a line at a time
+//! ([`keep_file`]) into a set that moves to a temp database past a million keys
+//! ([`super::live`]): a live set of tens of millions of blobs is not held in memory.
 
-use std::collections::HashSet;
+use std::io::BufRead;
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
 use futures::StreamExt;
 use serde::Serialize;
 
+use super::live::LiveSet;
 use crate::backend::BlobKey;
 use crate::{Algorithm, Error, ErrorKind, Integrity, Result, Store};
 
@@ -69,66 +72,94 @@ pub struct GcReport {
     pub failed: Vec<String>,
 }
 
-/// Reads a keep file (see the [module documentation](self)).
+/// Reads a keep file whole (see the [module documentation](self)); [`keep_file`] reads it a line
+/// at a time.
 pub fn read_keep_file(path: &Path) -> Result<Vec<Integrity>> {
-    let text = std::fs::read_to_string(path).map_err(|e| Error::io("read", path, e))?;
-    let mut out = Vec::new();
-    for (n, line) in text.lines().enumerate() {
-        let line = line.trim();
-        if line.is_empty() || line.starts_with('#') {
-            continue;
-        }
-        let bad = |why: String| Error::InvalidInput(format!("{}:{}: {why}", path.display(), n + 1));
-        let address = if line.starts_with('{') {
-            let v: serde_json::Value =
-                serde_json::from_str(line).map_err(|e| bad(format!("not JSON: {e}")))?;
-            v.get("integrity")
-                .and_then(|i| i.as_str())
-                .ok_or_else(|| bad("no \"integrity\" field".into()))?
-                .to_string()
-        } else {
-            line.to_string()
+    keep_file(path)?.collect()
+}
+
+/// The addresses of a keep file, read a line at a time (see the [module documentation](self)). A
+/// line that does not parse is an error naming it.
+pub fn keep_file(path: &Path) -> Result<impl Iterator<Item = Result<Integrity>>> {
+    let file = std::fs::File::open(path).map_err(|e| Error::io("open", path, e))?;
+    let path = path.to_path_buf();
+    let lines = std::io::BufReader::new(file).lines().enumerate();
+    Ok(lines.filter_map(move |(n, line)| {
+        let line = match line {
+            Ok(l) => l,
+            Err(e) => return Some(Err(Error::io("read", &path, e))),
         };
-        out.push(Integrity::parse_address(&address).map_err(|e| bad(e.to_string()))?);
+        keep_line(&path, n + 1, line.trim()).transpose()
+    }))
+}
+
+/// One keep file line's address (`None` for a blank line or a comment).
+fn keep_line(path: &Path, n: usize, line: &str) -> Result<Option<Integrity>> {
+    if line.is_empty() || line.starts_with('#') {
+        return Ok(None);
     }
-    Ok(out)
+    let bad = |why: String| Error::InvalidInput(format!("{}:{n}: {why}", path.display()));
+    let address = if line.starts_with('{') {
+        let v: serde_json::Value =
+            serde_json::from_str(line).map_err(|e| bad(format!("not JSON: {e}")))?;
+        v.get("integrity")
+            .and_then(|i| i.as_str())
+            .ok_or_else(|| bad("no \"integrity\" field".into()))?
+            .to_string()
+    } else {
+        line.to_string()
+    };
+    Integrity::parse_address(&address)
+        .map(Some)
+        .map_err(|e| bad(e.to_string()))
 }
 
 /// Deletes (or with `delete: false`, lists) every blob of `store` not named by `keep` and older
-/// than the grace period. `on_garbage` sees each garbage blob and its size.
+/// than the grace period. `on_garbage` sees each garbage blob and its size. Every address of
+/// `keep` is read before anything is deleted: an error in it (a line of [`keep_file`] that does
+/// not parse) stops gc first.
 pub async fn gc(
     store: &Store,
-    keep: &[Integrity],
+    keep: impl IntoIterator<Item = Result<Integrity>>,
     options: &GcOptions,
+    on_garbage: impl FnMut(&BlobKey, u64),
+) -> Result<GcReport> {
+    collect(store, keep, options, super::live::IN_MEMORY, on_garbage).await
+}
+
+/// [`gc`], with the live set held in memory up to `in_memory` keys.
+async fn collect(
+    store: &Store,
+    keep: impl IntoIterator<Item = Result<Integrity>>,
+    options: &GcOptions,
+    in_memory: usize,
     mut on_garbage: impl FnMut(&BlobKey, u64),
 ) -> Result<GcReport> {
-    if keep.is_empty() {
-        return Err(Error::InvalidInput(
-            "the live set is empty: refusing to collect every blob".into(),
-        ));
-    }
     let mut report = GcReport {
         deleted_for_real: options.delete,
-        live_addresses: keep.len() as u64,
         ..GcReport::default()
     };
-    let mut live: HashSet<BlobKey> = HashSet::with_capacity(keep.len());
+    let mut live = LiveSet::new(in_memory);
     for address in keep {
+        let address = address?;
+        report.live_addresses += 1;
         let direct = address
             .all_of(Algorithm::Sha512)
             .find_map(BlobKey::from_hash);
         match direct {
-            Some(k) => {
-                live.insert(k);
-            }
-            None => match store.stat(address).await {
-                Ok(info) => {
-                    live.insert(info.key);
-                }
+            Some(k) => live.insert(k)?,
+            None => match store.stat(&address).await {
+                Ok(info) => live.insert(info.key)?,
                 Err(e) if e.kind() == ErrorKind::NotFound => report.live_missing += 1,
                 Err(e) => return Err(e),
             },
         }
+    }
+    live.finish()?;
+    if report.live_addresses == 0 {
+        return Err(Error::InvalidInput(
+            "the live set is empty: refusing to collect every blob".into(),
+        ));
     }
     let cutoff = SystemTime::now()
         .checked_sub(options.grace)
@@ -140,7 +171,7 @@ pub async fn gc(
         let stat = stat?;
         let key = stat.key;
         report.listed += 1;
-        if live.contains(&key) {
+        if live.contains(&key)? {
             present_live += 1;
             continue;
         }
@@ -170,7 +201,7 @@ pub async fn gc(
         }
     }
     report.kept_live = present_live;
-    report.live_missing += live.len() as u64 - present_live.min(live.len() as u64);
+    report.live_missing += live.len() - present_live.min(live.len());
     Ok(report)
 }
 
@@ -183,4 +214,70 @@ async fn put_again_since(store: &Store, key: &BlobKey, cutoff: SystemTime) -> Re
         .head(key)
         .await?
         .is_some_and(|stat| stat.modified.is_none_or(|t| t > cutoff)))
+}
+
+#[cfg(all(test, feature = "memory"))]
+mod tests {
+    use super::*;
+    use crate::backend::memory::MemoryBackend;
+    use crate::PutOptions;
+
+    /// A live set larger than what is held in memory (it moves to disk) keeps exactly its blobs.
+    #[tokio::test]
+    async fn a_live_set_on_disk_keeps_exactly_its_blobs() {
+        let store = Store::new(MemoryBackend::new());
+        let mut addresses = Vec::new();
+        for i in 0..40u32 {
+            let out = store
+                .put_bytes(
+                    bytes::Bytes::from(format!("blob {i}")),
+                    &PutOptions::default(),
+                )
+                .await
+                .expect("put");
+            addresses.push(out.digests.integrity());
+        }
+        let missing = (0..5).map(|i| {
+            let mut h = crate::integrity::MultiHasher::new(&[Algorithm::Sha512]);
+            h.update(format!("absent {i}").as_bytes());
+            h.finalize().integrity().expect("integrity")
+        });
+        // Every other blob is live, some twice, with five addresses of blobs never stored.
+        let keep: Vec<Integrity> = addresses
+            .iter()
+            .step_by(2)
+            .chain(addresses.iter().step_by(4))
+            .cloned()
+            .chain(missing)
+            .collect();
+        let options = GcOptions {
+            grace: Duration::ZERO,
+            delete: true,
+        };
+        let mut garbage = Vec::new();
+        let report = collect(&store, keep.into_iter().map(Ok), &options, 3, |k, _| {
+            garbage.push(*k)
+        })
+        .await
+        .expect("gc");
+        assert_eq!(report.listed, 40);
+        assert_eq!(report.kept_live, 20);
+        assert_eq!(report.garbage, 20);
+        assert_eq!(report.live_missing, 5);
+        assert_eq!(report.live_addresses, 35);
+        for (i, a) in addresses.iter().enumerate() {
+            assert_eq!(
+                store.contains(a).await.expect("contains"),
+                i % 2 == 0,
+                "blob {i}"
+            );
+        }
+        // An error in the live set stops gc before anything is deleted.
+        let bad = vec![
+            Ok(addresses[0].clone()),
+            Err(Error::InvalidInput("line 2".into())),
+        ];
+        assert!(collect(&store, bad, &options, 3, |_, _| {}).await.is_err());
+        assert!(store.contains(&addresses[2]).await.expect("contains"));
+    }
 }

@@ -6,3 +6,4 @@
 
 pub mod copy;
 pub mod gc;
+mod live;
