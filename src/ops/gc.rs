@@ -16,7 +16,7 @@
 //! migration mapping, one `{name, version, file, integrity, shasum, size}` per line) or a bare
 //! address (`sha512-…`, or any address `tarvault get` accepts). It is read a line at a time
 //! ([`keep_file`]) into a set that moves to a temp database past a million keys
-//! ([`super::live`]): a live set of tens of millions of blobs is not held in memory.
+//! (`ops/live.rs`): a live set of tens of millions of blobs is not held in memory.
 
 use std::io::BufRead;
 use std::path::Path;
