@@ -42,6 +42,7 @@ pub mod compose;
 pub mod fs;
 #[cfg(feature = "http")]
 pub mod http;
+pub(crate) mod key_table;
 pub mod ledger;
 #[cfg(feature = "manta")]
 pub mod manta;

@@ -16,7 +16,7 @@
 //! migration mapping, one `{name, version, file, integrity, shasum, size}` per line) or a bare
 //! address (`sha512-…`, or any address `tarvault get` accepts). It is read a line at a time
 //! ([`keep_file`]) into a set that moves to a temp database past a million keys
-//! (`ops/live.rs`): a live set of tens of millions of blobs is not held in memory.
+//! (`backend/key_table.rs`): a live set of tens of millions of blobs is not held in memory.
 
 use std::io::BufRead;
 use std::path::Path;
@@ -25,7 +25,7 @@ use std::time::{Duration, SystemTime};
 use futures::StreamExt;
 use serde::Serialize;
 
-use super::live::LiveSet;
+use crate::backend::key_table::{self, KeyTable};
 use crate::backend::BlobKey;
 use crate::{Algorithm, Error, ErrorKind, Integrity, Result, Store};
 
@@ -124,7 +124,7 @@ pub async fn gc(
     options: &GcOptions,
     on_garbage: impl FnMut(&BlobKey, u64),
 ) -> Result<GcReport> {
-    collect(store, keep, options, super::live::IN_MEMORY, on_garbage).await
+    collect(store, keep, options, key_table::IN_MEMORY, on_garbage).await
 }
 
 /// [`gc`], with the live set held in memory up to `in_memory` keys.
@@ -139,7 +139,7 @@ async fn collect(
         deleted_for_real: options.delete,
         ..GcReport::default()
     };
-    let mut live = LiveSet::new(in_memory);
+    let mut live = KeyTable::new(in_memory);
     for address in keep {
         let address = address?;
         report.live_addresses += 1;
@@ -147,9 +147,9 @@ async fn collect(
             .all_of(Algorithm::Sha512)
             .find_map(BlobKey::from_hash);
         match direct {
-            Some(k) => live.insert(k)?,
+            Some(k) => live.note(k, 1)?,
             None => match store.stat(&address).await {
-                Ok(info) => live.insert(info.key)?,
+                Ok(info) => live.note(info.key, 1)?,
                 Err(e) if e.kind() == ErrorKind::NotFound => report.live_missing += 1,
                 Err(e) => return Err(e),
             },
@@ -201,7 +201,8 @@ async fn collect(
         }
     }
     report.kept_live = present_live;
-    report.live_missing += live.len() - present_live.min(live.len());
+    let distinct = live.len()?;
+    report.live_missing += distinct - present_live.min(distinct);
     Ok(report)
 }
 

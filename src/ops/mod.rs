@@ -6,4 +6,3 @@
 
 pub mod copy;
 pub mod gc;
-mod live;

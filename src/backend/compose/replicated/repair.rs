@@ -1,18 +1,19 @@
 //! Repair: copying each blob to the replicas that lack it (or hold a corrupt copy), from a copy
 //! that verifies. Read-repair uses the same copying.
 
-use std::collections::HashSet;
-use std::sync::Arc;
-
 use futures::stream::{self, StreamExt, TryStreamExt};
 use serde::Serialize;
 
 use super::fence::Ticket;
 use super::Replicated;
 use crate::backend::compose::verify::{digests, fetch_for_copy, fetch_verified, Fetched, Held};
+use crate::backend::key_table::{self, KeyTable};
 use crate::backend::{Backend, BlobKey, Committed, PutHint};
 use crate::integrity::Digests;
 use crate::Result;
+
+/// Blobs repaired per page of the census.
+const PAGE: usize = 4096;
 
 /// What [`Replicated::repair`] did.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -105,43 +106,62 @@ impl Replicated {
     /// Brings every replica to the same set of blobs: each blob missing from a replica is copied
     /// there from a replica whose copy verifies. With `verify`, every copy is re-hashed and corrupt
     /// ones are replaced too (a cross-replica scrub); without, only presence is compared.
+    ///
+    /// The replicas' listings are folded into one census of which replicas list each blob, held in
+    /// memory up to 262,144 blobs and in a temp database beyond (`backend/key_table.rs`), and
+    /// read back a page at a time: memory does not grow with the store.
     pub async fn repair(&self, verify: bool, concurrency: usize) -> Result<RepairReport> {
-        let mut present: Vec<HashSet<BlobKey>> = Vec::with_capacity(self.replicas.len());
-        for r in self.replicas.iter() {
-            let keys: HashSet<BlobKey> = r.list().try_collect().await?;
-            present.push(keys);
+        self.repair_with(verify, concurrency, key_table::IN_MEMORY)
+            .await
+    }
+
+    /// [`repair`](Self::repair), with the census in memory up to `in_memory` blobs.
+    pub(super) async fn repair_with(
+        &self,
+        verify: bool,
+        concurrency: usize,
+        in_memory: usize,
+    ) -> Result<RepairReport> {
+        if self.replicas.len() > 64 {
+            return Err(crate::Error::InvalidInput(
+                "repair takes at most 64 replicas".into(),
+            ));
         }
-        let mut all: Vec<BlobKey> = present.iter().flatten().copied().collect();
-        all.sort();
-        all.dedup();
-        let present = Arc::new(present);
+        let mut census = KeyTable::new(in_memory);
+        for (i, r) in self.replicas.iter().enumerate() {
+            let mut keys = r.list();
+            while let Some(key) = keys.try_next().await? {
+                census.note(key, 1 << i)?;
+            }
+        }
+        census.finish()?;
         let mut report = RepairReport {
-            blobs: all.len() as u64,
+            blobs: census.len()?,
             ..RepairReport::default()
         };
-        let mut work = stream::iter(all)
-            .map(|key| {
-                let present = present.clone();
-                async move { self.repair_one(key, &present, verify).await }
-            })
-            .buffer_unordered(concurrency.max(1));
-        while let Some(one) = work.next().await {
-            report.copied += one.copied;
-            report.replaced += one.replaced;
-            report.unrecoverable.extend(one.unrecoverable);
-            report.failed.extend(one.failed);
+        let mut after = None;
+        loop {
+            let page = census.page(after.as_ref(), PAGE)?;
+            let Some(last) = page.last() else {
+                break;
+            };
+            after = Some(last.0);
+            let mut work = stream::iter(page)
+                .map(|(key, mask)| self.repair_one(key, mask, verify))
+                .buffer_unordered(concurrency.max(1));
+            while let Some(one) = work.next().await {
+                report.copied += one.copied;
+                report.replaced += one.replaced;
+                report.unrecoverable.extend(one.unrecoverable);
+                report.failed.extend(one.failed);
+            }
         }
         report.unrecoverable.sort();
         report.failed.sort();
         Ok(report)
     }
 
-    async fn repair_one(
-        &self,
-        key: BlobKey,
-        present: &[HashSet<BlobKey>],
-        verify: bool,
-    ) -> RepairReport {
+    async fn repair_one(&self, key: BlobKey, listed: u64, verify: bool) -> RepairReport {
         let mut out = RepairReport::default();
         // Taken before any copy is read, so that a delete from now on keeps it off the others.
         let ticket = self.fence.ticket(&key);
@@ -151,9 +171,10 @@ impl Replicated {
         let mut found = Vec::new();
         // When a replica is known to lack the blob, the copy made for it is hashed for its
         // record in the same pass that verifies it (once, not twice).
-        let copy_needed = (0..self.replicas.len()).any(|i| !present[i].contains(&key));
+        let present = |i: usize| listed & (1 << i) != 0;
+        let copy_needed = (0..self.replicas.len()).any(|i| !present(i));
         for (i, replica) in self.replicas.iter().enumerate() {
-            if !present[i].contains(&key) {
+            if !present(i) {
                 targets.push((i, false));
                 continue;
             }
@@ -242,4 +263,61 @@ pub(crate) async fn put_copy(
         }
     }
     w.commit(digests).await
+}
+
+#[cfg(all(test, feature = "memory"))]
+mod tests {
+    use std::sync::Arc;
+
+    use futures::TryStreamExt;
+
+    use super::*;
+    use crate::backend::memory::MemoryBackend;
+    use crate::integrity::MultiHasher;
+
+    async fn put(backend: &MemoryBackend, bytes: &[u8]) {
+        let mut h = MultiHasher::standard();
+        h.update(bytes);
+        let digests = h.finalize().digests().expect("digests");
+        let hint = PutHint {
+            expected_key: Some(BlobKey::new(digests.sha512)),
+            size: Some(bytes.len() as u64),
+            batch: false,
+        };
+        let mut w = backend.begin_put(&hint).await.expect("begin");
+        w.write(bytes::Bytes::copy_from_slice(bytes))
+            .await
+            .expect("write");
+        w.commit(&digests).await.expect("commit");
+    }
+
+    /// Three replicas, each lacking a different third of 60 blobs: a repair whose census moved to
+    /// disk (limit 4) copies exactly what each lacks, once.
+    #[tokio::test]
+    async fn a_repair_with_its_census_on_disk_copies_what_each_replica_lacks() {
+        let mems: Vec<MemoryBackend> = (0..3).map(|_| MemoryBackend::new()).collect();
+        for i in 0..60u32 {
+            let bytes = format!("blob {i}");
+            for (r, m) in mems.iter().enumerate() {
+                if i as usize % 3 != r {
+                    put(m, bytes.as_bytes()).await;
+                }
+            }
+        }
+        let replicas: Vec<Arc<dyn Backend>> = mems
+            .iter()
+            .map(|m| Arc::new(m.clone()) as Arc<dyn Backend>)
+            .collect();
+        let rep = Replicated::new(replicas, Default::default()).expect("replicated");
+        let report = rep.repair_with(true, 4, 4).await.expect("repair");
+        assert_eq!(report.blobs, 60);
+        assert_eq!(report.copied, 60, "{report:?}");
+        assert!(report.unrecoverable.is_empty() && report.failed.is_empty());
+        for m in &mems {
+            let keys: Vec<BlobKey> = m.list().try_collect().await.expect("list");
+            assert_eq!(keys.len(), 60);
+        }
+        let again = rep.repair_with(true, 4, 4).await.expect("repair");
+        assert_eq!((again.blobs, again.copied, again.replaced), (60, 0, 0));
+    }
 }
