@@ -389,34 +389,17 @@ impl<S: SegmentStore> LegacyLog<S> {
 
     /// Fingerprints `new` into one table on local disk. The outer error is the store's (the
     /// listing fails as it would in memory), the inner one the temp file's (the caller then
-    /// holds the fingerprints in memory instead).
+    /// holds the fingerprints in memory instead, and this stops reading).
     async fn load_table(&self, new: Vec<String>) -> Result<std::io::Result<()>> {
         let mut builder = match Builder::new(self.spill_dir.as_deref()) {
             Ok(b) => b,
             Err(e) => return Ok(Err(e)),
         };
-        let mut failed = None;
-        let describe = self.store.describe();
-        let mut reads = futures::stream::iter(new)
-            .map(|name: String| async move {
-                let body = self.store.get(&name).await?;
-                Ok::<_, crate::Error>((name, body))
-            })
-            .buffer_unordered(PARALLEL_READS);
-        while let Some((name, body)) = reads.try_next().await? {
-            let Some(body) = body else {
-                // Gone before it was read: imported, so nothing to hold.
-                self.lock().forgot_now();
-                continue;
-            };
-            if failed.is_none() {
-                let seg = Segment::index(&describe, &name, &body);
-                let added = builder.add(name, seg.size, &seg.entries);
-                failed = added.err();
+        let mut segments = std::pin::pin!(self.indexed(new));
+        while let Some((name, seg)) = segments.try_next().await? {
+            if let Err(e) = builder.add(name, seg.size, &seg.entries) {
+                return Ok(Err(e));
             }
-        }
-        if let Some(e) = failed {
-            return Ok(Err(e));
         }
         let table = match tokio::task::spawn_blocking(move || builder.finish()).await {
             Ok(Ok(t)) => t,
@@ -432,35 +415,44 @@ impl<S: SegmentStore> LegacyLog<S> {
 
     /// Fingerprints `new` into memory, a segment at a time.
     async fn load_in_memory(&self, new: Vec<String>) -> Result<()> {
+        let mut segments = std::pin::pin!(self.indexed(new));
+        while let Some((name, seg)) = segments.try_next().await? {
+            let mut st = self.lock();
+            st.bytes += seg.bytes();
+            st.segments.insert(name, seg);
+            if st.bytes > WARN_BYTES && !st.warned {
+                st.warned = true;
+                tracing::warn!(
+                    store = %self.store.describe(),
+                    mib = st.bytes >> 20,
+                    "the old alias log is large: its fingerprints are held until \
+                     the import into markers finishes (run fsck to finish it now)"
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// The segments `new`, read [`PARALLEL_READS`] at a time and fingerprinted (each one's records
+    /// dropped once fingerprinted). A segment gone before it was read has been imported: it is
+    /// skipped, and noted as a change.
+    fn indexed(
+        &self,
+        new: Vec<String>,
+    ) -> impl futures::Stream<Item = Result<(String, Segment)>> + '_ {
         futures::stream::iter(new)
-            .map(|name| async move {
+            .map(move |name| async move {
                 let body = self.store.get(&name).await?;
                 let seg = body.map(|b| Segment::index(&self.store.describe(), &name, &b));
                 Ok::<_, crate::Error>((name, seg))
             })
             .buffer_unordered(PARALLEL_READS)
-            .try_for_each(|(name, seg)| {
-                let mut st = self.lock();
-                match seg {
-                    // Gone before it was read: imported, so nothing to hold.
-                    None => st.forgot_now(),
-                    Some(seg) => {
-                        st.bytes += seg.bytes();
-                        st.segments.insert(name, seg);
-                        if st.bytes > WARN_BYTES && !st.warned {
-                            st.warned = true;
-                            tracing::warn!(
-                                store = %self.store.describe(),
-                                mib = st.bytes >> 20,
-                                "the old alias log is large: its fingerprints are held until \
-                                 the import into markers finishes (run fsck to finish it now)"
-                            );
-                        }
-                    }
+            .try_filter_map(move |(name, seg)| {
+                if seg.is_none() {
+                    self.lock().forgot_now();
                 }
-                std::future::ready(Ok(()))
+                std::future::ready(Ok(seg.map(|seg| (name, seg))))
             })
-            .await
     }
 }
 
