@@ -21,6 +21,8 @@ use std::fs::File;
 use std::io::{self, BufReader, BufWriter, Read, Seek, Write};
 use std::path::{Path, PathBuf};
 
+use super::positioned::{read_exact_at, write_all_at};
+
 /// Bytes of one entry: fingerprint, segment number and line offset, little-endian `u32`s.
 const ENTRY: usize = 12;
 /// Fan-out buckets: entries grouped by the top 16 bits of their fingerprint.
@@ -104,27 +106,27 @@ impl Builder {
             let b = usize::from(e[3]);
             bufs[b].extend_from_slice(&e);
             if bufs[b].len() >= SCATTER_BUF {
-                write_at(&file, &bufs[b], cursor[b] * ENTRY as u64)?;
+                write_all_at(&file, &bufs[b], cursor[b] * ENTRY as u64)?;
                 cursor[b] += (bufs[b].len() / ENTRY) as u64;
                 bufs[b].clear();
             }
         }
         drop(reader);
         for (b, buf) in bufs.iter().enumerate() {
-            write_at(&file, buf, cursor[b] * ENTRY as u64)?;
+            write_all_at(&file, buf, cursor[b] * ENTRY as u64)?;
         }
         drop(bufs);
         // Sort each part in memory.
         for b in 0..256 {
             let (from, to) = part(b);
             let mut bytes = vec![0u8; ((to - from) as usize) * ENTRY];
-            read_at(&file, &mut bytes, from * ENTRY as u64)?;
+            read_exact_at(&file, &mut bytes, from * ENTRY as u64)?;
             let mut entries: Vec<(u32, u32, u32)> = bytes.chunks_exact(ENTRY).map(decode).collect();
             entries.sort_unstable();
             for (dst, (fp, seg, at)) in bytes.chunks_exact_mut(ENTRY).zip(entries) {
                 dst.copy_from_slice(&encode(fp, seg, at));
             }
-            write_at(&file, &bytes, from * ENTRY as u64)?;
+            write_all_at(&file, &bytes, from * ENTRY as u64)?;
         }
         let ids = self
             .segs
@@ -199,7 +201,7 @@ impl Table {
         let p = (fp >> 16) as usize;
         let (from, to) = (self.starts[p], self.starts[p + 1]);
         let mut bytes = vec![0u8; ((to - from) as usize) * ENTRY];
-        read_at(&self.file, &mut bytes, from * ENTRY as u64)?;
+        read_exact_at(&self.file, &mut bytes, from * ENTRY as u64)?;
         Ok(bytes
             .chunks_exact(ENTRY)
             .map(decode)
@@ -235,48 +237,6 @@ fn decode(e: &[u8]) -> (u32, u32, u32) {
         u32::from_le_bytes(w)
     };
     (word(0), word(4), word(8))
-}
-
-#[cfg(unix)]
-fn read_at(file: &File, buf: &mut [u8], at: u64) -> io::Result<()> {
-    std::os::unix::fs::FileExt::read_exact_at(file, buf, at)
-}
-
-#[cfg(unix)]
-fn write_at(file: &File, buf: &[u8], at: u64) -> io::Result<()> {
-    std::os::unix::fs::FileExt::write_all_at(file, buf, at)
-}
-
-#[cfg(windows)]
-fn read_at(file: &File, mut buf: &mut [u8], mut at: u64) -> io::Result<()> {
-    while !buf.is_empty() {
-        match std::os::windows::fs::FileExt::seek_read(file, buf, at) {
-            Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
-            Ok(n) => {
-                buf = &mut buf[n..];
-                at += n as u64;
-            }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
-}
-
-#[cfg(windows)]
-fn write_at(file: &File, mut buf: &[u8], mut at: u64) -> io::Result<()> {
-    while !buf.is_empty() {
-        match std::os::windows::fs::FileExt::seek_write(file, buf, at) {
-            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-            Ok(n) => {
-                buf = &buf[n..];
-                at += n as u64;
-            }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
 }
 
 #[cfg(test)]

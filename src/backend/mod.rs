@@ -49,6 +49,7 @@ pub mod manta;
 #[cfg(feature = "memory")]
 pub mod memory;
 mod pace;
+mod positioned;
 #[cfg(feature = "s3")]
 pub mod s3;
 

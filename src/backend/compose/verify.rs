@@ -88,25 +88,13 @@ impl Held {
 
 fn read_at(file: &std::fs::File, at: u64, n: usize) -> Result<Bytes> {
     let mut buf = vec![0u8; n];
-    let mut done = 0;
-    while done < n {
-        #[cfg(unix)]
-        let got = std::os::unix::fs::FileExt::read_at(file, &mut buf[done..], at + done as u64);
-        #[cfg(windows)]
-        let got =
-            std::os::windows::fs::FileExt::seek_read(file, &mut buf[done..], at + done as u64);
-        match got {
-            Ok(0) => {
-                return Err(Error::InvalidInput(
-                    "a held blob's temporary file is shorter than the blob".into(),
-                ))
-            }
-            Ok(k) => done += k,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(temp_io("reading a held blob's temporary file", e)),
-        }
+    match crate::backend::positioned::read_exact_at(file, &mut buf, at) {
+        Ok(()) => Ok(Bytes::from(buf)),
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Err(Error::InvalidInput(
+            "a held blob's temporary file is shorter than the blob".into(),
+        )),
+        Err(e) => Err(temp_io("reading a held blob's temporary file", e)),
     }
-    Ok(Bytes::from(buf))
 }
 
 /// An I/O error on a held blob's temporary file (unlinked: only its directory can be named).
