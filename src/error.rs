@@ -305,3 +305,29 @@ impl Error {
         Error::Input(err)
     }
 }
+
+/// Whether SQLite says a database file is damaged, or is not a database at all.
+#[cfg(any(feature = "fs", feature = "server", feature = "migrate"))]
+pub(crate) fn sqlite_says_corrupt(e: &rusqlite::Error) -> bool {
+    matches!(
+        e.sqlite_error_code(),
+        Some(rusqlite::ErrorCode::DatabaseCorrupt | rusqlite::ErrorCode::NotADatabase)
+    )
+}
+
+#[cfg(any(feature = "fs", feature = "server", feature = "migrate"))]
+impl Error {
+    /// Whether this is an [`Error::Index`] whose database file is damaged (or is not a database):
+    /// decided by SQLite's own error code, kept as the source, not by the message's wording.
+    pub(crate) fn is_corrupt_db(&self) -> bool {
+        match self {
+            Error::Index {
+                source: Some(source),
+                ..
+            } => source
+                .downcast_ref::<rusqlite::Error>()
+                .is_some_and(sqlite_says_corrupt),
+            _ => false,
+        }
+    }
+}

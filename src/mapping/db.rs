@@ -31,7 +31,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use rusqlite::{params, Connection, ErrorCode, OptionalExtension, TransactionBehavior};
+use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
 use super::read::read_batch;
 use super::MapEntry;
@@ -73,7 +73,7 @@ INSERT OR IGNORE INTO source VALUES (0, 0, x'', 0, NULL);
 pub(crate) struct MapDb {
     mapping: PathBuf,
     db: PathBuf,
-    /// Lookups take whichever connection is free (one per core).
+    /// Lookups take whichever connection is free (one per core, at most [`LANES`]).
     conns: Vec<Mutex<Connection>>,
     next: AtomicUsize,
     urls: AtomicU64,
@@ -89,9 +89,7 @@ impl MapDb {
         name.push(".sqlite");
         let db = PathBuf::from(name);
         match Self::open_at(mapping, &db) {
-            Err(Error::Index {
-                source: Some(e), ..
-            }) if is_corrupt(e.as_ref()) => {
+            Err(e) if e.is_corrupt_db() => {
                 tracing::warn!(db = %db.display(), "the mapping's database is damaged; building it again");
                 for suffix in ["", "-wal", "-shm"] {
                     let mut p = db.as_os_str().to_os_string();
@@ -135,17 +133,27 @@ impl MapDb {
     pub(crate) fn conflict(&self) -> Result<Option<String>> {
         self.conn()
             .query_row("SELECT conflict FROM source", [], |r| r.get(0))
-            .map_err(sql(&self.db, "read the mapping's position"))
+            .map_err(sql(&self.db, "read the mapping's conflict"))
+    }
+
+    /// The one value `query` finds for the key (`a`, `b`), if any.
+    fn lookup<T: rusqlite::types::FromSql>(
+        &self,
+        query: &str,
+        a: &str,
+        b: &str,
+        what: &'static str,
+    ) -> Result<Option<T>> {
+        self.conn()
+            .prepare_cached(query)
+            .and_then(|mut q| q.query_row(params![a, b], |r| r.get(0)).optional())
+            .map_err(sql(&self.db, what))
     }
 
     /// The entry of `name`'s `version`, if the mapping has one (its line, read back).
     pub(crate) fn version(&self, name: &str, version: &str) -> Result<Option<MapEntry>> {
-        let at: Option<i64> = self
-            .conn()
-            .prepare_cached("SELECT at FROM versions WHERE name = ?1 AND version = ?2")
-            .and_then(|mut q| q.query_row(params![name, version], |r| r.get(0)).optional())
-            .map_err(sql(&self.db, "look up a version"))?;
-        let Some(at) = at else {
+        let query = "SELECT at FROM versions WHERE name = ?1 AND version = ?2";
+        let Some(at) = self.lookup::<i64>(query, name, version, "look up a version")? else {
             return Ok(None);
         };
         let io = |op| move |e| Error::io(op, &self.mapping, e);
@@ -172,11 +180,8 @@ impl MapDb {
 
     /// The blob mapped to `/<name>/-/<file>`, if any.
     pub(crate) fn url(&self, name: &str, file: &str) -> Result<Option<BlobKey>> {
-        let conn = self.conn();
-        let found: Option<Vec<u8>> = conn
-            .prepare_cached("SELECT sha512 FROM names WHERE name = ?1 AND file = ?2")
-            .and_then(|mut q| q.query_row(params![name, file], |r| r.get(0)).optional())
-            .map_err(sql(&self.db, "look up a tarball URL"))?;
+        let query = "SELECT sha512 FROM names WHERE name = ?1 AND file = ?2";
+        let found = self.lookup::<Vec<u8>>(query, name, file, "look up a tarball URL")?;
         Ok(found.and_then(|b| <[u8; 64]>::try_from(b.as_slice()).ok().map(BlobKey::new)))
     }
 
@@ -248,12 +253,4 @@ pub(super) fn sql<'a>(
         message: format!("cannot {what} (delete the file to have it built again)"),
         source: Some(Box::new(e)),
     }
-}
-
-fn is_corrupt(e: &(dyn std::error::Error + Send + Sync + 'static)) -> bool {
-    matches!(
-        e.downcast_ref::<rusqlite::Error>()
-            .and_then(|e| e.sqlite_error_code()),
-        Some(ErrorCode::DatabaseCorrupt | ErrorCode::NotADatabase)
-    )
 }

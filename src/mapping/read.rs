@@ -58,7 +58,6 @@ pub(super) fn read_batch(tx: &Connection, mapping: &Path, db: &Path) -> Result<B
     let mut reader = BufReader::with_capacity(1 << 20, file);
     let mut lines = 0;
     let mut line = Vec::new();
-    let mut last = Vec::new();
     let mut conflict: Option<String> = None;
     while lines < BATCH {
         line.clear();
@@ -97,21 +96,9 @@ pub(super) fn read_batch(tx: &Connection, mapping: &Path, db: &Path) -> Result<B
         }
         lines += 1;
         consumed += n as u64;
-        last.extend_from_slice(&line);
-        let keep = last.len().saturating_sub(TAIL as usize);
-        last.drain(..keep);
     }
-    let tail = if last.len() as u64 >= TAIL.min(consumed) {
-        last
-    } else {
-        // Fewer bytes read this time than the tail holds: take the rest from the file.
-        let mut t = vec![0u8; TAIL.min(consumed) as usize];
-        let mut f = reader.into_inner();
-        f.seek(SeekFrom::Start(consumed - t.len() as u64))
-            .map_err(io("seek"))?;
-        f.read_exact(&mut t).map_err(io("read"))?;
-        t
-    };
+    let tail =
+        bytes_before(&mut reader.into_inner(), consumed, TAIL.min(consumed)).map_err(io("read"))?;
     tx.execute(
         "UPDATE source SET consumed = ?1, tail = ?2, urls = ?3, conflict = coalesce(conflict, ?4)",
         params![consumed as i64, tail, urls as i64, conflict],
@@ -156,13 +143,19 @@ fn record(tx: &Connection, db: &Path, entry: &MapEntry, at: u64) -> Result<Recor
 
 /// Whether the mapping still holds, `consumed` bytes in, the `tail` read last.
 fn same_source(file: &mut File, len: u64, consumed: u64, tail: &[u8]) -> std::io::Result<bool> {
-    if len < consumed || (tail.len() as u64) > consumed {
+    let n = tail.len() as u64;
+    if len < consumed || n > consumed {
         return Ok(false);
     }
-    let mut now = vec![0u8; tail.len()];
-    file.seek(SeekFrom::Start(consumed - tail.len() as u64))?;
-    file.read_exact(&mut now)?;
-    Ok(now == tail)
+    Ok(bytes_before(file, consumed, n)? == tail)
+}
+
+/// The `n` bytes of `file` that end at byte `end`.
+fn bytes_before(file: &mut File, end: u64, n: u64) -> std::io::Result<Vec<u8>> {
+    let mut bytes = vec![0u8; n as usize];
+    file.seek(SeekFrom::Start(end - n))?;
+    file.read_exact(&mut bytes)?;
+    Ok(bytes)
 }
 
 /// The blob a mapping entry names (its integrity must hold a sha512).

@@ -68,10 +68,14 @@ struct Inner {
 impl Server {
     /// A server of `store` by digest only (`/sha512/…`, `/sha1/…`).
     pub fn new(store: Store) -> Server {
+        Server::with_names(store, NameIndex::default())
+    }
+
+    fn with_names(store: Store, names: NameIndex) -> Server {
         Server {
             inner: Arc::new(Inner {
                 store,
-                names: NameIndex::default(),
+                names,
                 metrics: Arc::default(),
             }),
         }
@@ -83,13 +87,8 @@ impl Server {
         store: Store,
         entries: impl IntoIterator<Item = MapEntry>,
     ) -> Result<Server> {
-        Ok(Server {
-            inner: Arc::new(Inner {
-                store,
-                names: NameIndex::Memory(NameMap::build(entries)?),
-                metrics: Arc::default(),
-            }),
-        })
+        let names = NameIndex::Memory(NameMap::build(entries)?);
+        Ok(Server::with_names(store, names))
     }
 
     /// [`Server::with_mapping`] with the mapping file `tarvault migrate couch --map` wrote, read
@@ -112,13 +111,7 @@ impl Server {
             }
             Err(e) => return Err(e),
         };
-        Ok(Server {
-            inner: Arc::new(Inner {
-                store,
-                names,
-                metrics: Arc::default(),
-            }),
-        })
+        Ok(Server::with_names(store, names))
     }
 
     /// The store served.

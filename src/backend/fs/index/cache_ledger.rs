@@ -95,7 +95,7 @@ impl FsCacheLedger {
         }
         let writer = match open_conn(&path) {
             Ok(c) => c,
-            Err(e) if conn::is_corrupt_db(&e) => {
+            Err(e) if crate::error::sqlite_says_corrupt(&e) => {
                 set_aside(&path, &e.to_string())?;
                 open_conn(&path).map_err(|e| error(&path, "open cache ledger", e))?
             }
@@ -132,7 +132,7 @@ impl FsCacheLedger {
         // A statement that failed leaves the connection usable.
         let mut conn = conn.lock().unwrap_or_else(|e| e.into_inner());
         f(&mut conn).map_err(|e| {
-            if conn::is_corrupt_db(&e) {
+            if crate::error::sqlite_says_corrupt(&e) {
                 // The next opening sets the file aside; until then the cache works without it.
                 if let Err(io) = std::fs::write(damage_marker(&self.path), b"") {
                     tracing::warn!(ledger = %self.path.display(), error = %io, "cannot mark the cache ledger damaged");

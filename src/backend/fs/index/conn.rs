@@ -192,29 +192,6 @@ fn is_permission(e: &rusqlite::Error) -> bool {
     )
 }
 
-/// Whether an error says the file itself is damaged (or is not an index at all): decided by the
-/// database's own error code, which [`error`] keeps as the source, not by the message's wording.
-pub(crate) fn is_corrupt(e: &Error) -> bool {
-    let Error::Index {
-        source: Some(source),
-        ..
-    } = e
-    else {
-        return false;
-    };
-    source
-        .downcast_ref::<rusqlite::Error>()
-        .is_some_and(is_corrupt_db)
-}
-
-/// Whether SQLite says the file is damaged or not a database.
-pub(super) fn is_corrupt_db(e: &rusqlite::Error) -> bool {
-    matches!(
-        e.sqlite_error_code(),
-        Some(ErrorCode::DatabaseCorrupt | ErrorCode::NotADatabase)
-    )
-}
-
 const CORRUPT: &str = "is corrupt or not a tarvault index";
 
 /// An [`Error::Index`] for `op` on the database at `path`.

@@ -426,7 +426,7 @@ impl FsIndex {
         });
         let damaged = match checked {
             Ok(verdict) => verdict != "ok",
-            Err(e) if conn::is_corrupt(&e) => true,
+            Err(e) if e.is_corrupt_db() => true,
             Err(e) => return Err(e),
         };
         if !damaged {
