@@ -60,6 +60,11 @@ impl Fixture {
             .unwrap_or_else(|e| panic!("{e}"));
     }
 
+    /// The database beside the mapping.
+    fn db(&self) -> PathBuf {
+        PathBuf::from(format!("{}.sqlite", self.map.display()))
+    }
+
     fn server(&self) -> Server {
         Server::with_mapping_file(self.store.clone(), &self.map)
             .unwrap_or_else(|e| panic!("server: {e}"))
@@ -147,7 +152,7 @@ async fn processes_share_the_mapping_database_and_follow_a_growing_mapping() {
     f.append(&text);
     let server = f.server();
     assert_eq!(server.mapped_urls(), 300);
-    let db = PathBuf::from(format!("{}.sqlite", f.map.display()));
+    let db = f.db();
     assert!(db.exists(), "the database beside the mapping");
     assert_eq!(status(&server, &url(7)).await, 200);
     assert_eq!(status(&server, &url(299)).await, 200);
@@ -220,7 +225,7 @@ async fn a_damaged_mapping_database_is_built_again() {
     let f = Fixture::new().await;
     f.append(&(f.blob(1).await + &f.blob(2).await));
     drop(f.server());
-    let db = PathBuf::from(format!("{}.sqlite", f.map.display()));
+    let db = f.db();
     for suffix in ["-wal", "-shm"] {
         let _ = std::fs::remove_file(format!("{}{suffix}", db.display()));
     }
@@ -236,9 +241,7 @@ async fn a_damaged_mapping_database_is_built_again() {
 async fn a_url_mapped_to_two_blobs_is_refused() {
     let f = Fixture::new().await;
     let one = f.blob(1).await;
-    let two = noise(5000, 99);
-    let mut twin = entry(1, &two);
-    twin.integrity = sha512_sri(&two);
+    let twin = entry(1, &noise(5000, 99));
     f.append(&(one.clone() + &line(&twin)));
     let err = Server::with_mapping_file(f.store.clone(), &f.map)
         .err()
@@ -264,7 +267,7 @@ async fn a_url_mapped_to_two_blobs_is_refused() {
 async fn a_mapping_whose_database_cannot_be_made_is_held_in_memory() {
     let f = Fixture::new().await;
     f.append(&f.blob(3).await);
-    let db = PathBuf::from(format!("{}.sqlite", f.map.display()));
+    let db = f.db();
     std::fs::create_dir(&db).unwrap_or_else(|e| panic!("{e}"));
     let server = f.server();
     assert_eq!(server.mapped_urls(), 1);
