@@ -414,6 +414,42 @@ fn replicated(members: &[Faulty], options: ReplicatedOptions) -> Replicated {
     Replicated::new(members.iter().map(|f| arc(f.clone())).collect(), options).expect("replicated")
 }
 
+/// A replicated store lists every blob of the replicas that answer, each once; a replica whose
+/// listing fails is skipped, and only a store whose every replica fails lists an error.
+#[tokio::test]
+async fn a_replicated_listing_skips_a_failed_replica_and_fails_only_with_all() {
+    let (mems, faulty) = three_memory();
+    let rep = replicated(&faulty, ReplicatedOptions::default());
+    let store = Store::new(rep.clone());
+    let blobs: Vec<Vec<u8>> = (0..6).map(|i| noise(30_000 + i, 200 + i as u64)).collect();
+    for b in &blobs {
+        store
+            .put_bytes(b.clone(), &PutOptions::default())
+            .await
+            .expect("put");
+    }
+    // One more on the last replica alone.
+    Store::new(mems[2].clone())
+        .put_bytes(b"on one replica".to_vec(), &PutOptions::default())
+        .await
+        .expect("put");
+    let mut want = keys_of(&mems[0]).await;
+    want.push(key_of(b"on one replica"));
+    want.sort();
+    assert_eq!(keys_of(&rep).await, want);
+    faulty[0].knobs.down.store(true, Ordering::SeqCst);
+    assert_eq!(keys_of(&rep).await, want, "replica 0 down");
+    for f in &faulty {
+        f.knobs.down.store(true, Ordering::SeqCst);
+    }
+    let all: Vec<tarvault::Result<BlobKey>> = rep.list().collect().await;
+    assert!(
+        matches!(all[..], [Err(_)]),
+        "every replica down: {} items",
+        all.len()
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replica_down_then_repaired() {
     let (mems, faulty) = three_memory();

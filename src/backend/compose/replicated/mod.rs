@@ -23,13 +23,12 @@
 //! **Repair** ([`Replicated::repair`]) lists every replica and copies each blob to the replicas that
 //! lack it; with `verify` it also re-hashes every copy and replaces the corrupt ones.
 
-use std::collections::HashSet;
 use std::ops::Range;
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use futures::stream::{self, BoxStream, StreamExt, TryStreamExt};
+use futures::stream::BoxStream;
 
 use super::fan_out::{rebuild_each, Filter};
 use crate::backend::{
@@ -51,6 +50,7 @@ pub struct ReplicatedOptions {
 }
 
 mod fence;
+mod list;
 mod read;
 mod repair;
 mod writer;
@@ -155,34 +155,7 @@ impl Backend for Replicated {
     }
 
     fn list(&self) -> BoxStream<'static, Result<BlobKey>> {
-        let replicas = self.replicas.clone();
-        let describe = self.describe();
-        stream::once(async move {
-            let mut seen = HashSet::new();
-            let mut order = Vec::new();
-            let mut failures = Vec::new();
-            for r in replicas.iter() {
-                match r.list().try_collect::<Vec<BlobKey>>().await {
-                    Ok(keys) => {
-                        for k in keys {
-                            if seen.insert(k) {
-                                order.push(Ok(k));
-                            }
-                        }
-                    }
-                    Err(e) => {
-                        tracing::warn!(replica = %r.describe(), error = %e, "replica list failed");
-                        failures.push(format!("{}: {e}", r.describe()));
-                    }
-                }
-            }
-            if failures.len() == replicas.len() {
-                order = vec![Err(Error::backend(describe, failures.join("; ")))];
-            }
-            stream::iter(order)
-        })
-        .flatten()
-        .boxed()
+        list::union(self.replicas.clone(), self.describe())
     }
 
     async fn resolve_alias(&self, hash: &Hash) -> Result<Option<BlobKey>> {

@@ -266,7 +266,7 @@ pub(crate) async fn put_copy(
 }
 
 #[cfg(all(test, feature = "memory"))]
-mod tests {
+pub(super) mod tests {
     use std::sync::Arc;
 
     use futures::TryStreamExt;
@@ -275,7 +275,11 @@ mod tests {
     use crate::backend::memory::MemoryBackend;
     use crate::integrity::MultiHasher;
 
-    async fn put(backend: &MemoryBackend, bytes: &[u8]) {
+    /// Puts `bytes` into `backend`.
+    pub(in crate::backend::compose::replicated) async fn put(
+        backend: &MemoryBackend,
+        bytes: &[u8],
+    ) {
         let mut h = MultiHasher::standard();
         h.update(bytes);
         let digests = h.finalize().digests().expect("digests");
@@ -291,12 +295,12 @@ mod tests {
         w.commit(&digests).await.expect("commit");
     }
 
-    /// Three replicas, each lacking a different third of 60 blobs: a repair whose census moved to
-    /// disk (limit 4) copies exactly what each lacks, once.
-    #[tokio::test]
-    async fn a_repair_with_its_census_on_disk_copies_what_each_replica_lacks() {
+    /// Three memory replicas of `n` blobs, each lacking a different third of them.
+    pub(in crate::backend::compose::replicated) async fn each_lacking_a_third(
+        n: u32,
+    ) -> Vec<MemoryBackend> {
         let mems: Vec<MemoryBackend> = (0..3).map(|_| MemoryBackend::new()).collect();
-        for i in 0..60u32 {
+        for i in 0..n {
             let bytes = format!("blob {i}");
             for (r, m) in mems.iter().enumerate() {
                 if i as usize % 3 != r {
@@ -304,6 +308,14 @@ mod tests {
                 }
             }
         }
+        mems
+    }
+
+    /// Three replicas, each lacking a different third of 60 blobs: a repair whose census moved to
+    /// disk (limit 4) copies exactly what each lacks, once.
+    #[tokio::test]
+    async fn a_repair_with_its_census_on_disk_copies_what_each_replica_lacks() {
+        let mems = each_lacking_a_third(60).await;
         let replicas: Vec<Arc<dyn Backend>> = mems
             .iter()
             .map(|m| Arc::new(m.clone()) as Arc<dyn Backend>)

@@ -1,0 +1,166 @@
+//! The listing of a [`Replicated`](super::Replicated) store: every blob any replica lists, once.
+//!
+//! Keys are yielded as the replicas list them, the first replica's as they come and each later
+//! replica's that no earlier one listed. The keys already yielded are kept in a
+//! [`KeyTable`] (in memory up to [`key_table::IN_MEMORY`] keys, in a temp SQLite database
+//! beyond), not in a `HashSet`: `ls`, `fsck`, `scrub`, `copy` and `gc` of a replicated store walk
+//! it, and a set of every key in memory would cost some 14 GB at 40M blobs, and its first key would
+//! wait for every replica's whole listing.
+
+use std::sync::Arc;
+
+use futures::stream::{self, BoxStream, StreamExt};
+
+use crate::backend::key_table::{self, KeyTable};
+use crate::backend::{Backend, BlobKey};
+use crate::{Error, Result};
+
+/// Walks the replicas one after another.
+struct Union {
+    replicas: Arc<Vec<Arc<dyn Backend>>>,
+    /// The replica being listed (`current`'s), or the next one to list.
+    at: usize,
+    current: Option<BoxStream<'static, Result<BlobKey>>>,
+    /// Keys yielded so far, noted only while a later replica is left to dedup against.
+    seen: KeyTable,
+    failures: Vec<String>,
+    describe: String,
+    done: bool,
+}
+
+/// Every key listed by any of `replicas`, each once. A replica whose listing fails is logged and
+/// skipped (its keys listed so far count); only if every replica fails does the stream end with
+/// an error.
+pub(super) fn union(
+    replicas: Arc<Vec<Arc<dyn Backend>>>,
+    describe: String,
+) -> BoxStream<'static, Result<BlobKey>> {
+    union_in(replicas, describe, key_table::IN_MEMORY)
+}
+
+/// [`union`], its keys held in memory up to `in_memory`.
+fn union_in(
+    replicas: Arc<Vec<Arc<dyn Backend>>>,
+    describe: String,
+    in_memory: usize,
+) -> BoxStream<'static, Result<BlobKey>> {
+    if replicas.len() == 1 {
+        return replicas[0].list();
+    }
+    let union = Union {
+        replicas,
+        at: 0,
+        current: None,
+        seen: KeyTable::new(in_memory),
+        failures: Vec::new(),
+        describe,
+        done: false,
+    };
+    stream::unfold(union, |mut u| async move {
+        let next = u.next().await?;
+        Some((next, u))
+    })
+    .boxed()
+}
+
+impl Union {
+    async fn next(&mut self) -> Option<Result<BlobKey>> {
+        loop {
+            if self.done {
+                return None;
+            }
+            let Some(listing) = self.current.as_mut() else {
+                if self.at == self.replicas.len() {
+                    self.done = true;
+                    if self.failures.len() == self.replicas.len() {
+                        let why = self.failures.join("; ");
+                        return Some(Err(Error::backend(self.describe.clone(), why)));
+                    }
+                    return None;
+                }
+                self.current = Some(self.replicas[self.at].list());
+                continue;
+            };
+            match listing.next().await {
+                Some(Ok(key)) => match self.fresh(key) {
+                    Ok(true) => return Some(Ok(key)),
+                    Ok(false) => {}
+                    Err(e) => {
+                        self.done = true;
+                        return Some(Err(e));
+                    }
+                },
+                Some(Err(e)) => {
+                    let replica = self.replicas[self.at].describe();
+                    tracing::warn!(%replica, error = %e, "replica list failed");
+                    self.failures.push(format!("{replica}: {e}"));
+                    if let Err(e) = self.end_replica() {
+                        return Some(Err(e));
+                    }
+                }
+                None => {
+                    if let Err(e) = self.end_replica() {
+                        return Some(Err(e));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Whether `key` is listed here for the first time (and notes it for the replicas after).
+    fn fresh(&mut self, key: BlobKey) -> Result<bool> {
+        // A replica's own listing names each key once, so the first replica's keys need no check.
+        if self.at > 0 && self.seen.contains(&key)? {
+            return Ok(false);
+        }
+        if self.at + 1 < self.replicas.len() {
+            self.seen.note(key, 1)?;
+        }
+        Ok(true)
+    }
+
+    /// Moves on to the next replica, with every key noted so far visible to its checks.
+    fn end_replica(&mut self) -> Result<()> {
+        self.current = None;
+        self.at += 1;
+        self.seen.finish().inspect_err(|_| self.done = true)
+    }
+}
+
+#[cfg(all(test, feature = "memory"))]
+mod tests {
+    use std::collections::HashSet;
+
+    use futures::TryStreamExt;
+
+    use super::*;
+    use crate::backend::compose::replicated::repair::tests::{each_lacking_a_third, put};
+
+    /// Three replicas holding overlapping thirds of 90 blobs, the keys yielded moved to disk past 4:
+    /// every blob once, the first replica's first and in its own order.
+    #[tokio::test]
+    async fn every_blob_of_any_replica_is_listed_once() {
+        let mems = each_lacking_a_third(90).await;
+        // One blob on the last replica alone.
+        put(&mems[2], b"only on the last").await;
+        let first: Vec<BlobKey> = mems[0].list().try_collect().await.expect("list");
+        let mut want = HashSet::new();
+        for m in &mems {
+            let keys: Vec<BlobKey> = m.list().try_collect().await.expect("list");
+            want.extend(keys);
+        }
+        let replicas: Vec<Arc<dyn Backend>> = mems
+            .iter()
+            .map(|m| Arc::new(m.clone()) as Arc<dyn Backend>)
+            .collect();
+        for in_memory in [4, 1 << 20] {
+            let got: Vec<BlobKey> = union_in(Arc::new(replicas.clone()), "r".into(), in_memory)
+                .try_collect()
+                .await
+                .expect("union");
+            assert_eq!(got.len(), 91, "limit {in_memory}");
+            assert_eq!(got.iter().copied().collect::<HashSet<_>>(), want);
+            assert_eq!(got[..first.len()], first[..], "limit {in_memory}");
+        }
+    }
+}
