@@ -115,7 +115,11 @@ struct Cli {
 
 impl Cli {
     fn start(store: &Path, map: &Path) -> Cli {
-        let (child, base) = common::serve_cli(store, map, &[]);
+        Cli::start_with(store, map, &[])
+    }
+
+    fn start_with(store: &Path, map: &Path, envs: &[(&str, &str)]) -> Cli {
+        let (child, base) = common::serve_cli(store, map, envs);
         Cli { child, base }
     }
 
@@ -261,17 +265,64 @@ async fn a_url_mapped_to_two_blobs_is_refused() {
 }
 
 /// Where no database can be made beside the mapping (here its name is taken by a directory; a
-/// read-only directory does the same for a user other than root), the mapping is served from
+/// read-only directory does the same for a user other than root), the servers of the host keep one
+/// in the temp directory (`TMPDIR`), named after the mapping, and share it: two real processes
+/// find the one file there. Where none can be made there either, the mapping is served from
 /// memory.
-#[tokio::test]
-async fn a_mapping_whose_database_cannot_be_made_is_held_in_memory() {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mapping_whose_database_cannot_be_beside_it_is_kept_in_the_temp_directory() {
     let f = Fixture::new().await;
     f.append(&f.blob(3).await);
     let db = f.db();
     std::fs::create_dir(&db).unwrap_or_else(|e| panic!("{e}"));
-    let server = f.server();
-    assert_eq!(server.mapped_urls(), 1);
-    assert_eq!(status(&server, &url(3)).await, 200);
-    assert_eq!(status(&server, &url(4)).await, 404);
+    let tmp = f.dir.path().join("tmp");
+    std::fs::create_dir(&tmp).unwrap_or_else(|e| panic!("{e}"));
+    let tmpdir = tmp.display().to_string();
+    let store = f.dir.path().join("store");
+    let databases = || -> Vec<PathBuf> {
+        let mut found: Vec<PathBuf> = std::fs::read_dir(&tmp)
+            .unwrap_or_else(|e| panic!("{e}"))
+            .map(|e| e.unwrap_or_else(|e| panic!("{e}")).path())
+            .filter(|p| p.extension().is_some_and(|x| x == "sqlite"))
+            .collect();
+        found.sort();
+        found
+    };
+
+    let first = Cli::start_with(&store, &f.map, &[("TMPDIR", &tmpdir)]);
+    assert_eq!(first.status(&url(3)).await, 200);
+    assert_eq!(first.status(&url(4)).await, 404);
+    let made = databases();
+    assert_eq!(
+        made.len(),
+        1,
+        "one database in the temp directory: {made:?}"
+    );
     assert!(db.is_dir(), "left as it was");
+
+    let second = Cli::start_with(&store, &f.map, &[("TMPDIR", &tmpdir)]);
+    assert_eq!(second.status(&url(3)).await, 200);
+    assert_eq!(
+        databases(),
+        made,
+        "the second process shares the first's database"
+    );
+    // Both follow the mapping through it.
+    f.append(&f.blob(4).await);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(first.status(&url(4)).await, 200);
+    assert_eq!(second.status(&url(4)).await, 200);
+    drop((first, second));
+
+    // Its name taken there too: served from memory.
+    let name = made[0].clone();
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", name.display()));
+    }
+    std::fs::create_dir(&name).unwrap_or_else(|e| panic!("{e}"));
+    let third = Cli::start_with(&store, &f.map, &[("TMPDIR", &tmpdir)]);
+    assert_eq!(third.status(&url(3)).await, 200);
+    assert_eq!(third.status(&url(4)).await, 200);
+    assert_eq!(third.status(&url(5)).await, 404);
+    assert!(name.is_dir() && db.is_dir(), "left as they were");
 }

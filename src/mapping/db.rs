@@ -82,13 +82,29 @@ pub(crate) struct MapDb {
 }
 
 impl MapDb {
-    /// Opens (building or updating it from `mapping`) the database beside `mapping`. A damaged
-    /// database is deleted and built again.
+    /// Opens (building or updating it from `mapping`) the database beside `mapping`, or, where no
+    /// file can be made there (a read-only directory), one named after the mapping's path in the
+    /// temp directory ([`std::env::temp_dir`], `TMPDIR`), which the host's processes share in the
+    /// same way. A damaged database is deleted and built again.
     pub(crate) fn open(mapping: &Path) -> Result<MapDb> {
         let mut name = mapping.as_os_str().to_os_string();
         name.push(".sqlite");
-        let db = PathBuf::from(name);
-        match Self::open_at(mapping, &db) {
+        let beside = PathBuf::from(name);
+        match Self::open_or_rebuild(mapping, &beside) {
+            Err(e @ Error::Index { .. }) if !e.is_corrupt_db() => {
+                let other = std::env::temp_dir().join(shared_name(mapping));
+                tracing::info!(mapping = %mapping.display(), db = %other.display(), error = %e, "no database beside the mapping; keeping it in the temp directory");
+                Self::open_or_rebuild(mapping, &other).map_err(|e2| {
+                    tracing::warn!(db = %other.display(), error = %e2, "no database for the mapping in the temp directory either");
+                    e
+                })
+            }
+            other => other,
+        }
+    }
+
+    fn open_or_rebuild(mapping: &Path, db: &Path) -> Result<MapDb> {
+        match Self::open_at(mapping, db) {
             Err(e) if e.is_corrupt_db() => {
                 tracing::warn!(db = %db.display(), "the mapping's database is damaged; building it again");
                 for suffix in ["", "-wal", "-shm"] {
@@ -96,7 +112,7 @@ impl MapDb {
                     p.push(suffix);
                     let _ = std::fs::remove_file(PathBuf::from(p));
                 }
-                Self::open_at(mapping, &db)
+                Self::open_at(mapping, db)
             }
             other => other,
         }
@@ -234,6 +250,14 @@ impl MapDb {
             }
         }
     }
+}
+
+/// The file name of a mapping's database outside its directory: one per mapping path (its
+/// canonical form hashed), so that every process serving that mapping finds the same one.
+fn shared_name(mapping: &Path) -> String {
+    let path = std::fs::canonicalize(mapping).unwrap_or_else(|_| mapping.to_path_buf());
+    let hash = blake3::hash(path.as_os_str().as_encoded_bytes());
+    format!("tarvault-map-{}.sqlite", &hash.to_hex()[..16])
 }
 
 fn connect(db: &Path) -> Result<Connection> {

@@ -95,7 +95,9 @@ impl Server {
     /// into an SQLite database beside it (`<path>.sqlite`) that every server process of the host
     /// shares: opening it reads only the lines appended since it was last read, memory does not
     /// grow with the mapping, and a URL migrated while the server runs is found within a second.
-    /// Where that file cannot be made (a read-only directory), the mapping is held in memory.
+    /// Where that file cannot be made (a read-only directory), the database is kept in the temp
+    /// directory (`$TMPDIR`), named after the mapping's path and shared the same way; only where
+    /// it cannot be made there either is the mapping held in memory (a warning says so).
     /// Blocking (it may read the whole mapping once).
     pub fn with_mapping_file(store: Store, path: &Path) -> Result<Server> {
         let names = match MapDb::open(path) {
@@ -106,7 +108,7 @@ impl Server {
                 NameIndex::Db(Arc::new(db))
             }
             Err(e @ crate::Error::Index { .. }) => {
-                tracing::warn!(mapping = %path.display(), error = %e, "cannot keep the mapping in a database beside it; holding it in memory");
+                tracing::warn!(mapping = %path.display(), error = %e, "cannot keep the mapping in a database beside it or in the temp directory; holding it in memory (it grows with the mapping)");
                 NameIndex::Memory(NameMap::build(crate::mapping::read_mapping(path)?)?)
             }
             Err(e) => return Err(e),
