@@ -7,18 +7,15 @@
 //! of versions holds in memory only those appended since its last checkpoint, and a resumed one
 //! reads only the lines the database does not have yet.
 //!
-//! Crash safety comes from the checkpoint, not from deduplication after the fact: lines are
-//! appended only for documents the checkpoint is about to cover, in feed order, and the state file
-//! records the mapping's length at each checkpoint. A resumed run cuts the file back to that
-//! length, so lines written after the last checkpoint (possibly half a line) disappear and are
-//! written again, once, when their documents are redone.
+//! Crash safety comes from the checkpoint, not from deduplication after the fact: the mapping is
+//! a [`LineLog`], appended to only for documents the checkpoint is about to cover and cut back to
+//! the checkpointed length on resume.
 
 use std::collections::HashMap;
-use std::fs::{File, OpenOptions};
-use std::io::{BufWriter, Seek, SeekFrom, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, RwLock};
 
+use super::lines::LineLog;
 use crate::mapping::db::MapDb;
 pub use crate::mapping::MapEntry;
 use crate::{Error, Result};
@@ -71,9 +68,7 @@ pub(crate) enum Appended {
 
 /// Appends mapping lines; see the module docs for the crash-safety contract.
 pub(crate) struct MappingWriter {
-    path: PathBuf,
-    out: BufWriter<File>,
-    len: u64,
+    lines: LineLog,
     index: MappedIndex,
 }
 
@@ -82,40 +77,12 @@ impl MappingWriter {
     /// recorded at the last checkpoint. Fails if the file is shorter than that (it was truncated or
     /// replaced behind the migration's back) or if a kept line does not parse.
     pub(crate) fn open(path: &Path, keep: u64) -> Result<MappingWriter> {
-        let io = |op: &'static str| move |e| Error::io(op, path, e);
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(path)
-            .map_err(io("open"))?;
-        let actual = file.metadata().map_err(io("stat"))?.len();
-        if actual < keep {
-            return Err(Error::Config(format!(
-                "mapping {} has {actual} bytes but the state file recorded {keep}: it was cut or \
-                 replaced; restore it or start over with a new state file",
-                path.display()
-            )));
-        }
-        if actual > keep {
-            tracing::info!(
-                map = %path.display(),
-                dropped = actual - keep,
-                "cutting the mapping back to the last checkpoint"
-            );
-            file.set_len(keep).map_err(io("truncate"))?;
-            file.sync_data().map_err(io("fsync"))?;
-        }
+        let lines = LineLog::open(path, keep, "mapping")?;
         // Reads the lines the database lacks (every line, the first time; a line that is not a
         // mapping entry fails the open, naming its byte).
         let db = MapDb::open(path)?;
-        let mut file = file;
-        file.seek(SeekFrom::End(0)).map_err(io("seek"))?;
         Ok(MappingWriter {
-            path: path.to_path_buf(),
-            out: BufWriter::new(file),
-            len: keep,
+            lines,
             index: Arc::new(Mapped {
                 db,
                 pending: RwLock::default(),
@@ -137,13 +104,7 @@ impl MappingWriter {
                 Appended::Conflict(old)
             });
         }
-        let mut line = serde_json::to_vec(&entry)
-            .map_err(|e| Error::InvalidInput(format!("cannot encode mapping entry: {e}")))?;
-        line.push(b'\n');
-        self.out
-            .write_all(&line)
-            .map_err(|e| Error::io("write", &self.path, e))?;
-        self.len += line.len() as u64;
+        self.lines.append(&entry, "mapping entry")?;
         self.index.insert(entry)?;
         Ok(Appended::Written)
     }
@@ -162,19 +123,15 @@ impl MappingWriter {
 
     /// Makes everything appended so far durable and returns the file's length, for the state file.
     pub(crate) fn sync(&mut self) -> Result<u64> {
-        self.out
-            .flush()
-            .map_err(|e| Error::io("write", &self.path, e))?;
-        self.out
-            .get_ref()
-            .sync_data()
-            .map_err(|e| Error::io("fsync", &self.path, e))?;
-        Ok(self.len)
+        self.lines.sync()
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::fs::OpenOptions;
+    use std::io::Write;
+
     use super::*;
 
     fn entry(v: &str, shasum: &str) -> MapEntry {

@@ -10,8 +10,9 @@
 //! - `planner`: one document → the tarballs to move and the outcomes decided by reading it;
 //! - `transfer`: one tarball → [`Store::put`], every digest field checked on its own, retried when
 //!   transient;
-//! - `checkpoint`: the state file and the in-order tracker; `mapping`: appending the JSON lines
-//!   of [`MapEntry`] (read back with `tarvault::mapping::read_mapping`);
+//! - `checkpoint`: the state file and the in-order tracker; `lines`: appending JSON lines cut
+//!   back to a checkpoint on resume; `mapping`: the lines of [`MapEntry`] (read back with
+//!   `tarvault::mapping::read_mapping`);
 //! - `report`: the counts and problems; `progress`: live counters for a front end.
 //!
 //! ```no_run
@@ -30,6 +31,7 @@
 mod changes;
 mod checkpoint;
 mod couch;
+mod lines;
 mod mapping;
 mod planner;
 mod progress;
