@@ -1,11 +1,14 @@
 //! `tarvault migrate couch` against a real CouchDB-compatible server (pouchdb-server, see
 //! `tests/migrate/server.rs`), seeded from the corpus as fullfat documents plus every bad case;
-//! and, in `tests/migrate/scripted.rs`, against a fake CouchDB scripted per test (`fake.rs`).
+//! and, in `tests/migrate/scripted.rs` and `tests/migrate/problems.rs`, against a fake CouchDB
+//! scripted per test (`fake.rs`).
 #![cfg(feature = "migrate")]
 
 mod common;
 #[path = "migrate/fake.rs"]
 mod fake;
+#[path = "migrate/problems.rs"]
+mod problems;
 #[path = "migrate/scripted.rs"]
 mod scripted;
 #[path = "migrate/seed.rs"]
@@ -21,7 +24,8 @@ use std::time::{Duration, Instant};
 use futures::TryStreamExt;
 use serde_json::Value;
 use tarvault::migrate::{
-    CouchSource, Counts, MapEntry, MigrateOptions, Migration, OutcomeKind, State, Summary,
+    read_problems, CouchSource, Counts, MapEntry, MigrateOptions, Migration, OutcomeKind, Problem,
+    State, Summary,
 };
 use tarvault::{Integrity, Store};
 
@@ -72,6 +76,14 @@ fn read_map(path: &Path) -> (Vec<String>, Vec<MapEntry>) {
     (lines, entries)
 }
 
+/// The problems file's problems, every line checked to parse.
+fn read_problems_file(path: &Path) -> Vec<Problem> {
+    read_problems(path)
+        .expect("problems file")
+        .collect::<Result<_, _>>()
+        .expect("every line a problem")
+}
+
 async fn blob_keys(store: &Store) -> BTreeSet<String> {
     store
         .list()
@@ -98,8 +110,16 @@ async fn migrates_every_version_and_counts_every_outcome() {
     assert_eq!(summary.run, seeded.expected, "this run");
     assert!(summary.caught_up && !summary.interrupted);
     assert!(!summary.report.is_success(), "mismatches make it fail");
+    // Every problem is in the problems file (beside the state file), in the report's order.
+    let problems_file = dir.path().join("state.json.problems.jsonl");
+    let problems = read_problems_file(&problems_file);
+    assert_eq!(summary.report.problems_total, problems.len() as u64);
     assert_eq!(
-        summary.report.problems.len() as u64,
+        summary.report.problems, problems,
+        "all kept: fewer than the limit"
+    );
+    assert_eq!(
+        summary.report.problems_total,
         seeded.expected.failures()
             + seeded.expected.orphan
             + seeded.expected.unpublished
@@ -147,7 +167,6 @@ async fn migrates_every_version_and_counts_every_outcome() {
     }
 
     // Mismatches are listed with both digests, in the algorithm that disagreed.
-    let problems = &summary.report.problems;
     let find = |kind: OutcomeKind, id: &str| {
         problems
             .iter()
@@ -194,6 +213,7 @@ async fn migrates_every_version_and_counts_every_outcome() {
     let again = migrate_lib(&couch, &db, &store, dir.path(), 4).await;
     assert_eq!(again.run, Counts::default());
     assert_eq!(again.report, summary.report);
+    assert_eq!(read_problems_file(&problems_file), problems);
     let (_, entries_again) = read_map(&dir.path().join("map.jsonl"));
     assert_eq!(entries_again, entries);
 
@@ -331,6 +351,18 @@ fn killed_at_any_moment_a_rerun_ends_like_an_uninterrupted_run() {
             keys.len(),
             "duplicate before the checkpoint"
         );
+        // And for whole problem lines, as many as it counts.
+        let problems =
+            std::fs::read(killed.path().join("state.json.problems.jsonl")).unwrap_or_default();
+        assert!(
+            problems.len() as u64 >= state.problems_len,
+            "state ahead of problems file"
+        );
+        let kept = std::str::from_utf8(&problems[..state.problems_len as usize]).expect("utf8");
+        for l in kept.lines() {
+            serde_json::from_str::<Problem>(l).expect("whole line");
+        }
+        assert_eq!(kept.lines().count() as u64, state.problems_total);
     }
     assert!(
         kills >= 3,
@@ -369,6 +401,26 @@ fn killed_at_any_moment_a_rerun_ends_like_an_uninterrupted_run() {
     assert_eq!(
         resumed_summary["report"]["problems"],
         clean_summary["report"]["problems"]
+    );
+    // The problems file: each problem once, in feed order, as in the uninterrupted run.
+    let problems_file = |dir: &Path| dir.join("state.json.problems.jsonl");
+    assert_eq!(
+        clean_summary["problems_file"].as_str(),
+        problems_file(clean.path()).to_str()
+    );
+    let clean_problems = read_problems_file(&problems_file(clean.path()));
+    assert!(!clean_problems.is_empty());
+    assert_eq!(
+        clean_summary["report"]["problems_total"],
+        Value::from(clean_problems.len())
+    );
+    assert_eq!(
+        read_problems_file(&problems_file(killed.path())),
+        clean_problems
+    );
+    assert_eq!(
+        resumed_summary["report"]["problems_total"],
+        clean_summary["report"]["problems_total"]
     );
 }
 

@@ -2,7 +2,7 @@
 //! and a summary.
 
 use std::io::IsTerminal;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -48,6 +48,10 @@ pub(crate) struct CouchArgs {
         value_name = "FILE"
     )]
     map: PathBuf,
+    /// Every problem (everything but a success), one JSON line each, in feed order; the summary
+    /// shows the first ones. Default: the state file's name with `.problems.jsonl` added.
+    #[arg(long, value_name = "FILE")]
+    problems: Option<PathBuf>,
     /// Start at this _changes sequence (integer or opaque string) instead of the checkpoint;
     /// `now` starts at the current end of the feed (saved as the sequence it stands for).
     #[arg(long, value_name = "SEQ")]
@@ -81,6 +85,10 @@ pub(crate) async fn run(command: MigrateCommand, store_spec: String) -> Result<u
     options.batch = args.batch;
     options.checkpoint_docs = args.checkpoint_docs.max(1);
     options.inspect = args.inspect.then(tarvault::tarball::Policy::default);
+    if let Some(problems) = &args.problems {
+        options.problems = problems.clone();
+    }
+    let problems_file = options.problems.clone();
     let shown_source = source.to_string();
     let migration = Migration::new(source, store, options)?;
     let stopper = migration.stopper();
@@ -97,9 +105,10 @@ pub(crate) async fn run(command: MigrateCommand, store_spec: String) -> Result<u
     display.finish().await;
     let summary = result?;
     if args.json {
-        super::output::json_line(&JsonSummary::new(&shown_source, &args, &summary));
+        let json = JsonSummary::new(&shown_source, &args, &problems_file, &summary);
+        super::output::json_line(&json);
     } else {
-        print_summary(&shown_source, &args, &summary);
+        print_summary(&shown_source, &args, &problems_file, &summary);
     }
     Ok(if !summary.report.is_success() {
         exit::INCOMPLETE
@@ -221,7 +230,7 @@ fn count_lines(c: &Counts) -> Vec<(&'static str, u64)> {
     ]
 }
 
-fn print_summary(source: &str, args: &CouchArgs, s: &Summary) {
+fn print_summary(source: &str, args: &CouchArgs, problems: &Path, s: &Summary) {
     let c = &s.report.counts;
     let how = if s.interrupted {
         "stopped"
@@ -242,37 +251,15 @@ fn print_summary(source: &str, args: &CouchArgs, s: &Summary) {
         outln!("  {name:<20}{n:>10}");
     }
     outln!("  {:<20}{:>10.1}", "MiB verified", mib(c.bytes));
-    let failures: Vec<_> = s
-        .report
-        .problems
-        .iter()
-        .filter(|p| p.kind.is_failure())
-        .collect();
-    if !failures.is_empty() {
-        outln!("failures ({}):", failures.len());
-        for p in failures {
-            outln!("  {}", p.line());
-        }
-    }
-    let notes: Vec<_> = s
-        .report
-        .problems
-        .iter()
-        .filter(|p| !p.kind.is_failure())
-        .collect();
-    if !notes.is_empty() {
-        outln!("not migrated, not failures ({}):", notes.len());
-        for p in notes {
-            outln!("  {}", p.line());
-        }
-    }
+    print_problems(&s.report, problems);
     outln!(
-        "state {} (since {}), mapping {}",
+        "state {} (since {}), mapping {}, problems {}",
         args.state.display(),
         s.since
             .as_ref()
             .map_or("start".to_string(), |q| q.to_string()),
-        args.map.display()
+        args.map.display(),
+        problems.display()
     );
     outln!(
         "{}",
@@ -284,12 +271,53 @@ fn print_summary(source: &str, args: &CouchArgs, s: &Summary) {
     );
 }
 
+/// The problems the report kept, failures first, and where the rest are.
+fn print_problems(report: &Report, file: &Path) {
+    let (total, kept) = (report.problems_total, report.problems.len() as u64);
+    if total == 0 {
+        return;
+    }
+    if kept < total {
+        outln!(
+            "problems: {total}, all in {}; the first {kept} of them:",
+            file.display()
+        );
+    }
+    let failures_total = report.counts.failures();
+    for (failures, heading, of_total) in [
+        (true, "failures", failures_total),
+        (
+            false,
+            "not migrated, not failures",
+            total.saturating_sub(failures_total),
+        ),
+    ] {
+        let listed: Vec<_> = report
+            .problems
+            .iter()
+            .filter(|p| p.kind.is_failure() == failures)
+            .collect();
+        if listed.is_empty() {
+            continue;
+        }
+        if listed.len() as u64 == of_total {
+            outln!("{heading} ({of_total}):");
+        } else {
+            outln!("{heading} ({} of {of_total}):", listed.len());
+        }
+        for p in listed {
+            outln!("  {}", p.line());
+        }
+    }
+}
+
 /// The `--json` summary.
 #[derive(Serialize)]
 struct JsonSummary<'a> {
     source: &'a str,
     state: String,
     map: String,
+    problems_file: String,
     ok: bool,
     caught_up: bool,
     interrupted: bool,
@@ -300,11 +328,12 @@ struct JsonSummary<'a> {
 }
 
 impl<'a> JsonSummary<'a> {
-    fn new(source: &'a str, args: &CouchArgs, s: &'a Summary) -> Self {
+    fn new(source: &'a str, args: &CouchArgs, problems: &Path, s: &'a Summary) -> Self {
         JsonSummary {
             source,
             state: args.state.display().to_string(),
             map: args.map.display().to_string(),
+            problems_file: problems.display().to_string(),
             ok: s.report.is_success(),
             caught_up: s.caught_up,
             interrupted: s.interrupted,

@@ -16,8 +16,10 @@ pub(crate) use read::sha512_of;
 
 use std::fs::File;
 use std::io::{BufRead, BufReader};
-use std::path::Path;
+use std::marker::PhantomData;
+use std::path::{Path, PathBuf};
 
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::{Error, Result};
@@ -48,21 +50,76 @@ pub fn read_mapping(path: &Path) -> Result<Vec<MapEntry>> {
 }
 
 pub(crate) fn parse_lines(reader: impl BufRead, path: &Path) -> Result<Vec<MapEntry>> {
-    let mut out = Vec::new();
-    for (n, line) in reader.lines().enumerate() {
-        let line = line.map_err(|e| Error::io("read", path, e))?;
-        if line.trim().is_empty() {
-            continue;
+    JsonLines::new(reader, path, "mapping", "a mapping entry").collect()
+}
+
+/// Reads a file of JSON lines one value at a time (the mapping; the migration's problems file),
+/// so that a file of any length is read in the memory of one line. Blank lines are skipped; a
+/// line that does not parse, or a read that fails, is an error naming the file and line, after
+/// which nothing more is read.
+pub(crate) struct JsonLines<T, R> {
+    reader: R,
+    path: PathBuf,
+    /// What the file is and what each line should be, for errors ("mapping", "a mapping entry").
+    file: &'static str,
+    item: &'static str,
+    line: usize,
+    buf: String,
+    failed: bool,
+    _item: PhantomData<fn() -> T>,
+}
+
+impl<T: DeserializeOwned, R: BufRead> JsonLines<T, R> {
+    /// Reads `reader`, the contents of `path` (`file` and `item` name them in errors).
+    pub(crate) fn new(
+        reader: R,
+        path: &Path,
+        file: &'static str,
+        item: &'static str,
+    ) -> JsonLines<T, R> {
+        JsonLines {
+            reader,
+            path: path.to_path_buf(),
+            file,
+            item,
+            line: 0,
+            buf: String::new(),
+            failed: false,
+            _item: PhantomData,
         }
-        let entry: MapEntry = serde_json::from_str(&line).map_err(|e| {
-            let what = format!(
-                "mapping {} line {} is not a mapping entry",
-                path.display(),
-                n + 1
-            );
-            Error::config(what, e)
-        })?;
-        out.push(entry);
     }
-    Ok(out)
+}
+
+impl<T: DeserializeOwned, R: BufRead> Iterator for JsonLines<T, R> {
+    type Item = Result<T>;
+
+    fn next(&mut self) -> Option<Result<T>> {
+        while !self.failed {
+            self.buf.clear();
+            self.line += 1;
+            match self.reader.read_line(&mut self.buf) {
+                Ok(0) => return None,
+                Ok(_) if self.buf.trim().is_empty() => continue,
+                Ok(_) => {
+                    let parsed = serde_json::from_str(&self.buf).map_err(|e| {
+                        let what = format!(
+                            "{} {} line {} is not {}",
+                            self.file,
+                            self.path.display(),
+                            self.line,
+                            self.item
+                        );
+                        Error::config(what, e)
+                    });
+                    self.failed = parsed.is_err();
+                    return Some(parsed);
+                }
+                Err(e) => {
+                    self.failed = true;
+                    return Some(Err(Error::io("read", &self.path, e)));
+                }
+            }
+        }
+        None
+    }
 }

@@ -2,11 +2,15 @@
 //!
 //! Documents finish out of order (several are in flight), but the checkpoint is a single `since`
 //! value, so it may only move past a document once every document before it in the feed is done
-//! too. [`Tracker`] holds finished documents until the prefix before them completes; the driver
-//! then writes their mapping lines and folds their outcomes into the report, in feed order, and
-//! periodically saves [`State`] (sequence, mapping length, cumulative report) atomically: temp
-//! file, fsync, rename, fsync of the directory. A kill at any moment leaves either the old state
-//! or the new one, each consistent with a prefix of the mapping.
+//! too. [`Tracker`] holds finished documents until the prefix before them completes; the
+//! driver's journal ([`super::journal`]) then appends their mapping lines and problem lines and
+//! folds their counts into the report, in feed order, and periodically makes both files durable
+//! and saves [`State`] (sequence, both files' lengths, cumulative counts) atomically: temp file,
+//! fsync, rename, fsync of the directory. A kill at any moment leaves either the old state or the
+//! new one, each consistent with a prefix of the mapping and of the problems file.
+//!
+//! The state file's size does not grow with the migration: its problems live in the problems
+//! file, not here.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -15,11 +19,14 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::changes::Seq;
-use super::report::Report;
+use super::report::{Counts, Problem};
 use crate::{Error, Result};
 
-/// The state file's format version.
-const FORMAT: u32 = 1;
+/// The state file's format version: problems in the problems file, their count and its length here.
+const FORMAT: u32 = 2;
+/// The format before the problems file, whose report held every problem. Still resumed: its
+/// problems are moved into the problems file once.
+const FORMAT_INLINE_PROBLEMS: u32 = 1;
 
 /// What a migration remembers between runs.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -32,11 +39,38 @@ pub struct State {
     pub since: Option<Seq>,
     /// The mapping file's length at that position.
     pub map_len: u64,
-    /// The cumulative report for the documents up to `since`.
-    pub report: Report,
+    /// The cumulative counts for the documents up to `since`.
+    pub counts: Counts,
+    /// How many problems the problems file holds up to `since`.
+    pub problems_total: u64,
+    /// The problems file's length at that position.
+    pub problems_len: u64,
     /// Whether a run has reached the end of the feed (a later run picks up new changes only).
     #[serde(default)]
     pub caught_up: bool,
+}
+
+/// Just the format, to know how to read the rest.
+#[derive(Deserialize)]
+struct Format {
+    format: u32,
+}
+
+/// A state file of [`FORMAT_INLINE_PROBLEMS`].
+#[derive(Deserialize)]
+struct InlineState {
+    source: String,
+    since: Option<Seq>,
+    map_len: u64,
+    report: InlineReport,
+    #[serde(default)]
+    caught_up: bool,
+}
+
+#[derive(Deserialize)]
+struct InlineReport {
+    counts: Counts,
+    problems: Vec<Problem>,
 }
 
 impl State {
@@ -47,32 +81,59 @@ impl State {
             source,
             since,
             map_len: 0,
-            report: Report::default(),
+            counts: Counts::default(),
+            problems_total: 0,
+            problems_len: 0,
             caught_up: false,
         }
     }
 
-    /// Reads the state file, if there is one.
+    /// Reads the state file, if there is one. A state file of the format before the problems file
+    /// (its problems inline) reads as one whose problems are counted in `problems_total` but not
+    /// yet in the problems file (`problems_len` 0): the next run moves them there.
     pub fn load(path: &Path) -> Result<Option<State>> {
+        Ok(State::load_with_inline(path)?.map(|(mut state, inline)| {
+            state.problems_total += inline.len() as u64;
+            state
+        }))
+    }
+
+    /// Reads the state file, if there is one, with the problems an old state file holds inline
+    /// (counted in neither `problems_total` nor `problems_len`).
+    pub(crate) fn load_with_inline(path: &Path) -> Result<Option<(State, Vec<Problem>)>> {
         let text = match std::fs::read(path) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(Error::io("read", path, e)),
         };
-        let state: State = serde_json::from_slice(&text).map_err(|e| {
+        let parse_err = |e: serde_json::Error| {
             Error::Config(format!(
                 "state file {} is not a tarvault migration state: {e}",
                 path.display()
             ))
-        })?;
-        if state.format != FORMAT {
-            return Err(Error::Config(format!(
-                "state file {} has format {}, this tarvault reads {FORMAT}",
-                path.display(),
-                state.format
-            )));
+        };
+        match serde_json::from_slice::<Format>(&text)
+            .map_err(parse_err)?
+            .format
+        {
+            FORMAT => Ok(Some((
+                serde_json::from_slice(&text).map_err(parse_err)?,
+                Vec::new(),
+            ))),
+            FORMAT_INLINE_PROBLEMS => {
+                let old: InlineState = serde_json::from_slice(&text).map_err(parse_err)?;
+                let mut state = State::new(old.source, old.since);
+                state.map_len = old.map_len;
+                state.counts = old.report.counts;
+                state.caught_up = old.caught_up;
+                Ok(Some((state, old.report.problems)))
+            }
+            other => Err(Error::Config(format!(
+                "state file {} has format {other}, this tarvault reads {FORMAT_INLINE_PROBLEMS} \
+                 and {FORMAT}",
+                path.display()
+            ))),
         }
-        Ok(Some(state))
     }
 
     /// Replaces the state file atomically and durably.

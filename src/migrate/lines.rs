@@ -1,5 +1,5 @@
 //! An append-only file of JSON lines whose length the state file records at each checkpoint: the
-//! mapping is one.
+//! mapping and the problems file are both one.
 //!
 //! Lines are appended (buffered) only for documents the checkpoint is about to cover, in feed
 //! order; [`LineLog::sync`] makes them durable before the state file that records the new length

@@ -10,10 +10,12 @@
 //! - `planner`: one document → the tarballs to move and the outcomes decided by reading it;
 //! - `transfer`: one tarball → [`Store::put`], every digest field checked on its own, retried when
 //!   transient;
-//! - `checkpoint`: the state file and the in-order tracker; `lines`: appending JSON lines cut
-//!   back to a checkpoint on resume; `mapping`: the lines of [`MapEntry`] (read back with
+//! - `checkpoint`: the state file and the in-order tracker; `journal`: advancing the state with
+//!   the mapping and the problems file; `lines`: appending JSON lines cut back to a checkpoint on
+//!   resume; `mapping`: the lines of [`MapEntry`] (read back with
 //!   `tarvault::mapping::read_mapping`);
-//! - `report`: the counts and problems; `progress`: live counters for a front end.
+//! - `report`: the counts, the first problems, and every [`Problem`] in the problems file (read
+//!   back with [`read_problems`]); `progress`: live counters for a front end.
 //!
 //! ```no_run
 //! # async fn demo() -> tarvault::Result<()> {
@@ -31,6 +33,7 @@
 mod changes;
 mod checkpoint;
 mod couch;
+mod journal;
 mod lines;
 mod mapping;
 mod planner;
@@ -38,7 +41,7 @@ mod progress;
 mod report;
 mod transfer;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -53,11 +56,11 @@ pub use checkpoint::State;
 pub use couch::{CouchClient, CouchSource};
 pub use mapping::MapEntry;
 pub use progress::{Progress, ProgressSnapshot};
-pub use report::{Counts, OutcomeKind, Problem, Report};
+pub use report::{read_problems, Counts, OutcomeKind, Problem, Report, KEPT_PROBLEMS};
 
 use changes::Fed;
 use checkpoint::Tracker;
-use mapping::{Appended, MappingWriter};
+use journal::Journal;
 use transfer::{Context, Transferred};
 
 use crate::task::blocking;
@@ -72,6 +75,11 @@ pub struct MigrateOptions {
     pub state: PathBuf,
     /// The mapping file (JSON lines; created if missing, appended to, cut back on resume).
     pub map: PathBuf,
+    /// The problems file: every [`Problem`], one JSON line each, in feed order (created if
+    /// missing, appended to, cut back on resume like the mapping; started afresh with a new
+    /// state file). The report in memory keeps only the first [`KEPT_PROBLEMS`]. Default: the
+    /// state file's path with `.problems.jsonl` added.
+    pub problems: PathBuf,
     /// Start from this feed position instead of the state's (or the beginning). `now` is resolved
     /// to the position it stands for (`update_seq`, or the feed's first `last_seq`) before it is
     /// checkpointed.
@@ -93,9 +101,11 @@ pub struct MigrateOptions {
 impl MigrateOptions {
     /// Defaults: concurrency 8, batches of 100 rows, a checkpoint every second or 500 documents.
     pub fn new(state: impl Into<PathBuf>, map: impl Into<PathBuf>) -> MigrateOptions {
+        let state = state.into();
         MigrateOptions {
             concurrency: 8,
-            state: state.into(),
+            problems: problems_beside(&state),
+            state,
             map: map.into(),
             since: None,
             follow: false,
@@ -107,10 +117,18 @@ impl MigrateOptions {
     }
 }
 
+/// The default problems file of the state file `state`: `<state>.problems.jsonl`, beside it.
+fn problems_beside(state: &Path) -> PathBuf {
+    let mut name = state.as_os_str().to_owned();
+    name.push(".problems.jsonl");
+    PathBuf::from(name)
+}
+
 /// What a run did.
 #[derive(Debug, Clone)]
 pub struct Summary {
-    /// Everything since the migration began, across resumed runs.
+    /// Everything since the migration began, across resumed runs (the first problems; all of them
+    /// are in [`MigrateOptions::problems`]).
     pub report: Report,
     /// This run alone.
     pub run: Counts,
@@ -149,9 +167,18 @@ pub struct Migration {
 #[derive(Debug, Default)]
 struct DocDone {
     /// Outcomes other than stored tarballs.
-    report: Report,
+    counts: Counts,
+    /// Their problems, in the order met (all of them: one document's, bounded by its size).
+    problems: Vec<Problem>,
     /// Verified tarballs; counted when their mapping lines are written.
     stored: Vec<(OutcomeKind, MapEntry)>,
+}
+
+impl DocDone {
+    fn record(&mut self, kind: OutcomeKind, problem: Option<Problem>) {
+        self.counts.add(kind);
+        self.problems.extend(problem);
+    }
 }
 
 impl Migration {
@@ -192,30 +219,34 @@ impl Migration {
         let info = self.client.db_info().await?;
         self.progress.set_docs_total(info.doc_count.unwrap_or(0));
         let identity = source.identity();
-        let mut state = match State::load(&opts.state)? {
-            Some(s) if s.source != identity => {
+        let (state, inline) = match State::load_with_inline(&opts.state)? {
+            Some((s, _)) if s.source != identity => {
                 return Err(Error::Config(format!(
                     "state file {} belongs to a migration from {}, not {source}",
                     opts.state.display(),
                     s.source
                 )))
             }
-            Some(s) => {
+            Some((s, inline)) => {
                 tracing::info!(since = ?s.since, "resuming from the state file");
-                s
+                (s, inline)
             }
             None => {
                 // The state file exists before the mapping gets its first line, so a mapping with
                 // lines always has a state saying how many of them count. One with lines and no
                 // state is another migration's (or its state was lost): starting here would cut
-                // it to nothing.
+                // it to nothing. (A problems file is this migration's report: a new migration
+                // starts it afresh.)
                 let map_path = opts.map.clone();
                 blocking(move || refuse_orphan_mapping(&map_path)).await?;
                 let s = State::new(identity, None);
                 s.save(&opts.state)?;
-                s
+                (s, Vec::new())
             }
         };
+        let journal_opts = opts.clone();
+        let mut journal = blocking(move || Journal::open(state, inline, &journal_opts)).await?;
+        let state = journal.state_mut();
         // Where the feed starts. `now` is resolved first when the server says where that is;
         // otherwise the feed is asked for `now` and its first `last_seq` becomes the checkpoint.
         let mut feed_since = state.since.clone();
@@ -230,15 +261,13 @@ impl Migration {
             }
         }
         state.caught_up = false;
-        let (map_path, keep) = (opts.map.clone(), state.map_len);
-        let mut map = blocking(move || MappingWriter::open(&map_path, keep)).await?;
         tracing::info!(source = %source, since = ?state.since, "migrating");
 
         let ctx = Arc::new(Context {
             client: self.client.clone(),
             store: self.store.clone(),
             permits: Arc::new(Semaphore::new(opts.concurrency)),
-            mapped: map.index(),
+            mapped: journal.mapped(),
             progress: self.progress.clone(),
             inspect: opts.inspect.clone(),
         });
@@ -278,7 +307,7 @@ impl Migration {
                     match result {
                         Ok(done) => {
                             for (seq, done) in tracker.finish(index, done) {
-                                let counts = commit(&mut state, &mut map, seq, done)?;
+                                let counts = journal.commit(seq, done)?;
                                 run.merge(&counts);
                                 unsaved += 1;
                             }
@@ -291,7 +320,7 @@ impl Migration {
                         }
                     }
                     if unsaved >= opts.checkpoint_docs {
-                        (state, map) = save(state, map, opts.state.clone()).await?;
+                        journal = save(journal).await?;
                         last_save = Instant::now();
                         unsaved = 0;
                     }
@@ -300,7 +329,7 @@ impl Migration {
                 // (a slow tarball ahead of them, an idle `--follow`).
                 _ = tokio::time::sleep_until((last_save + opts.checkpoint_interval).into()),
                     if unsaved > 0 => {
-                    (state, map) = save(state, map, opts.state.clone()).await?;
+                    journal = save(journal).await?;
                     last_save = Instant::now();
                     unsaved = 0;
                 }
@@ -331,7 +360,7 @@ impl Migration {
                     Some(Ok(Fed::Reached(seq))) => {
                         let index = tracker.admit(seq);
                         for (seq, done) in tracker.finish(index, DocDone::default()) {
-                            let counts = commit(&mut state, &mut map, seq, done)?;
+                            let counts = journal.commit(seq, done)?;
                             run.merge(&counts);
                             unsaved += 1;
                         }
@@ -340,14 +369,14 @@ impl Migration {
             }
         }
         if caught_up && tracker.in_flight() == 0 {
-            state.caught_up = true;
+            journal.state_mut().caught_up = true;
         }
-        let (state, _map) = save(state, map, opts.state.clone()).await?;
+        let (state, report) = save(journal).await?.finish();
         if let Some(e) = fatal {
             return Err(e);
         }
         Ok(Summary {
-            report: state.report,
+            report,
             run,
             since: state.since,
             caught_up: state.caught_up,
@@ -363,9 +392,9 @@ async fn process_doc(ctx: &Context, row: ChangeRow) -> Result<DocDone> {
     // A packument can be large; only the plan is needed while tarballs download.
     drop(row);
     let mut done = DocDone::default();
-    done.report.counts.documents = 1;
+    done.counts.documents = 1;
     for (kind, problem) in plan.decided {
-        done.report.record(kind, problem);
+        done.record(kind, problem);
     }
     let results = futures::future::join_all(
         plan.jobs
@@ -376,48 +405,16 @@ async fn process_doc(ctx: &Context, row: ChangeRow) -> Result<DocDone> {
     for r in results {
         match r? {
             Transferred::Stored(kind, entry) => done.stored.push((kind, entry)),
-            Transferred::AlreadyMapped => done.report.record(OutcomeKind::AlreadyMapped, None),
-            Transferred::Recorded(kind, problem) => done.report.record(kind, Some(problem)),
+            Transferred::AlreadyMapped => done.record(OutcomeKind::AlreadyMapped, None),
+            Transferred::Recorded(kind, problem) => done.record(kind, Some(problem)),
         }
     }
-    ctx.progress.doc_done(done.report.counts.failures());
+    ctx.progress.doc_done(done.counts.failures());
     Ok(done)
 }
 
-/// Writes a finished document's mapping lines and folds its outcomes into the state, which now
-/// covers it. Returns the counts it added.
-fn commit(state: &mut State, map: &mut MappingWriter, seq: Seq, done: DocDone) -> Result<Counts> {
-    let mut report = done.report;
-    for (kind, entry) in done.stored {
-        let size = entry.size;
-        match map.append(entry.clone())? {
-            Appended::Written => {
-                report.record(kind, None);
-                report.counts.bytes += size;
-            }
-            Appended::Duplicate => report.record(OutcomeKind::AlreadyMapped, None),
-            Appended::Conflict(old) => {
-                let mut p = Problem::doc(
-                    OutcomeKind::Conflict,
-                    &entry.name,
-                    "version already mapped to other bytes; mapping left as it was",
-                )
-                .with_version(&entry.version)
-                .with_file(&entry.file);
-                p.expected = Some(old.integrity);
-                p.actual = Some(entry.integrity);
-                report.record(OutcomeKind::Conflict, Some(p));
-            }
-        }
-    }
-    let counts = report.counts;
-    state.report.merge(report);
-    state.since = Some(seq);
-    Ok(counts)
-}
-
 /// Fails, touching nothing, if `map` has lines although there is no state file: see [`Migration::run`].
-fn refuse_orphan_mapping(map: &std::path::Path) -> Result<()> {
+fn refuse_orphan_mapping(map: &Path) -> Result<()> {
     let len = match std::fs::metadata(map) {
         Ok(m) => m.len(),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
@@ -434,20 +431,11 @@ fn refuse_orphan_mapping(map: &std::path::Path) -> Result<()> {
     )))
 }
 
-/// Makes the mapping durable, then records its length and the report in the state file: in that
-/// order, so the state never vouches for lines that are not on disk.
-async fn save(
-    mut state: State,
-    mut map: MappingWriter,
-    path: PathBuf,
-) -> Result<(State, MappingWriter)> {
+/// Checkpoints the journal ([`Journal::save`]) off the runtime.
+async fn save(mut journal: Journal) -> Result<Journal> {
     blocking(move || {
-        state.map_len = map.sync()?;
-        state.save(&path)?;
-        // After the state: the database is derived from the mapping and may lag it.
-        map.index_synced()?;
-        tracing::debug!(since = ?state.since, map_len = state.map_len, "checkpoint");
-        Ok((state, map))
+        journal.save()?;
+        Ok(journal)
     })
     .await
 }

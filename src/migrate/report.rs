@@ -2,7 +2,14 @@
 //! success. Nothing a migration meets goes uncounted: an operator must be able to account for every
 //! document and every attachment of the old registry.
 
+use std::fs::File;
+use std::io::BufReader;
+use std::path::Path;
+
 use serde::{Deserialize, Serialize};
+
+use crate::mapping::JsonLines;
+use crate::{Error, Result};
 
 /// The outcome of one item (a tarball, an attachment, or a whole document).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -258,35 +265,66 @@ impl Problem {
     }
 }
 
+/// How many problems a [`Report`] keeps in memory: the first ones, in feed order. A registry of
+/// tens of millions of documents can have millions of problems (deleted packages, orphan
+/// attachments), and holding them all would make a migration's memory, and what a summary prints,
+/// grow with the registry. Every problem is in the problems file
+/// ([`MigrateOptions::problems`](super::MigrateOptions::problems)); the report keeps enough to
+/// show in a summary, and counts the rest.
+pub const KEPT_PROBLEMS: usize = 1_000;
+
 /// Counts and problems. A migration's report is cumulative across resumed runs: the state file
-/// carries the part for documents already checkpointed.
+/// carries the counts for the documents already checkpointed, and the problems file their problems.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Report {
     /// How many of each outcome.
     pub counts: Counts,
-    /// Every outcome other than migrated / already present / already mapped, in feed order.
+    /// The first [`KEPT_PROBLEMS`] outcomes other than migrated / already present / already
+    /// mapped, in feed order. All of them, in the same order, are in the problems file (read it
+    /// with [`read_problems`](super::read_problems)).
     pub problems: Vec<Problem>,
+    /// How many problems there were, kept in [`problems`](Self::problems) or not.
+    #[serde(default)]
+    pub problems_total: u64,
 }
 
 impl Report {
-    /// Records an outcome (and its problem line, if it has one).
+    /// Records an outcome (and its problem, if it has one: kept while fewer than
+    /// [`KEPT_PROBLEMS`] are, counted in any case).
     pub fn record(&mut self, kind: OutcomeKind, problem: Option<Problem>) {
         self.counts.add(kind);
         if let Some(p) = problem {
-            self.problems.push(p);
+            self.keep(p);
         }
     }
 
-    /// Appends another report.
-    pub fn merge(&mut self, other: Report) {
-        self.counts.merge(&other.counts);
-        self.problems.extend(other.problems);
+    /// Counts a problem whose outcome is already counted, keeping it while there is room.
+    pub(crate) fn keep(&mut self, problem: Problem) {
+        self.problems_total += 1;
+        if self.problems.len() < KEPT_PROBLEMS {
+            self.problems.push(problem);
+        }
     }
 
     /// Whether nothing failed.
     pub fn is_success(&self) -> bool {
         self.counts.failures() == 0
     }
+}
+
+/// Reads a problems file back, one problem at a time, in the order written (feed order): memory
+/// holds one line, however many problems there are. Fails on a line that is not a problem, naming
+/// it. A file whose migration was killed may end with lines past its last checkpoint (the state
+/// file's `problems_len`), the last of them possibly cut short (an error): the next run cuts them
+/// off and writes them again.
+pub fn read_problems(path: &Path) -> Result<impl Iterator<Item = Result<Problem>>> {
+    let file = File::open(path).map_err(|e| Error::io("open", path, e))?;
+    Ok(JsonLines::new(
+        BufReader::new(file),
+        path,
+        "problems file",
+        "a problem",
+    ))
 }
 
 #[cfg(test)]
@@ -336,6 +374,24 @@ mod tests {
         assert_eq!(
             p.line(),
             "digest_mismatch @a/b@1.0.0 (b-1.0.0.tgz): bytes differ: expected sha1-AAAA, found sha1-BBBB"
+        );
+    }
+
+    #[test]
+    fn a_report_keeps_the_first_problems_and_counts_them_all() {
+        let mut r = Report::default();
+        let n = KEPT_PROBLEMS + 5;
+        for i in 0..n {
+            let p = Problem::doc(OutcomeKind::Deleted, &format!("p{i}"), "document deleted");
+            r.record(OutcomeKind::Deleted, Some(p));
+        }
+        r.record(OutcomeKind::Migrated, None);
+        assert_eq!(r.counts.deleted, n as u64);
+        assert_eq!(r.problems_total, n as u64);
+        assert_eq!(r.problems.len(), KEPT_PROBLEMS);
+        assert_eq!(
+            r.problems[KEPT_PROBLEMS - 1].id,
+            format!("p{}", KEPT_PROBLEMS - 1)
         );
     }
 }

@@ -11,7 +11,7 @@ use std::time::Duration;
 use base64::Engine;
 use percent_encoding::percent_decode_str;
 use serde_json::{json, Value};
-use tarvault::migrate::{CouchSource, MigrateOptions, Migration};
+use tarvault::migrate::{CouchSource, MigrateOptions, Migration, Summary};
 use tarvault::Store;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
@@ -204,4 +204,13 @@ pub async fn migration(url: &str, dir: &Path, edit: impl FnOnce(&mut MigrateOpti
     let mut opts = MigrateOptions::new(dir.join("state.json"), dir.join("map.jsonl"));
     edit(&mut opts);
     Migration::new(CouchSource::parse(url).expect("source"), store, opts).expect("migration")
+}
+
+/// Runs a migration of `url` with the defaults (see [`migration`]) to its end.
+pub async fn migrate_once(url: &str, dir: &Path) -> Summary {
+    migration(url, dir, |_| {})
+        .await
+        .run()
+        .await
+        .expect("migration run")
 }
