@@ -72,12 +72,6 @@ pub struct GcReport {
     pub failed: Vec<String>,
 }
 
-/// Reads a keep file whole (see the [module documentation](self)); [`keep_file`] reads it a line
-/// at a time.
-pub fn read_keep_file(path: &Path) -> Result<Vec<Integrity>> {
-    keep_file(path)?.collect()
-}
-
 /// The addresses of a keep file, read a line at a time (see the [module documentation](self)). A
 /// line that does not parse is an error naming it.
 pub fn keep_file(path: &Path) -> Result<impl Iterator<Item = Result<Integrity>>> {
