@@ -196,7 +196,8 @@ async fn copy_of_a_corrupt_source_blob_fails_and_copies_the_rest() {
     let report: serde_json::Value =
         serde_json::from_str(text(&out.stdout).trim()).expect("json summary");
     assert_eq!(report["copied"], 5);
-    let failed = report["failed"].as_array().expect("failed");
+    assert_eq!(report["failed"]["total"], 1);
+    let failed = report["failed"]["kept"].as_array().expect("failed");
     assert_eq!(failed.len(), 1);
     assert!(failed[0]
         .as_str()
@@ -386,7 +387,8 @@ async fn scrub_is_paced_and_reports_corruption() {
     let out = tv(s, &["scrub", "--rate", "100MB/s", "--json"]);
     assert_eq!(out.status.code(), Some(4));
     let report: serde_json::Value = serde_json::from_str(text(&out.stdout).trim()).expect("json");
-    assert_eq!(report["corrupt"].as_array().map(Vec::len), Some(1));
+    assert_eq!(report["corrupt"]["total"], 1);
+    assert_eq!(report["corrupt"]["kept"].as_array().map(Vec::len), Some(1));
     assert_eq!(tv(s, &["scrub", "--rate", "fast"]).status.code(), Some(2));
 }
 

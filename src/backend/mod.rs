@@ -52,6 +52,7 @@ mod pace;
 mod positioned;
 #[cfg(feature = "s3")]
 pub mod s3;
+mod sample;
 
 #[cfg(any(feature = "s3", feature = "manta"))]
 pub use alias_cache::{CacheConfig as AliasCacheConfig, DEFAULT_CACHE_BYTES, DEFAULT_MISS_TTL};
@@ -61,6 +62,7 @@ pub use alias_cache::{CacheConfig as AliasCacheConfig, DEFAULT_CACHE_BYTES, DEFA
 pub use alias_marker::DEFAULT_GRACE as DEFAULT_ALIAS_GRACE;
 
 pub use ledger::CacheLedger;
+pub use sample::{Sample, SAMPLE_LIMIT};
 
 /// An upload ready to commit, with the digests it verified to (see [`Backend::commit_batch`]).
 pub type PendingBlob = (Box<dyn BlobWriter>, Digests);
@@ -375,10 +377,11 @@ pub trait Backend: fmt::Debug + Send + Sync + 'static {
     /// Finds blob files stored outside the place their name gives them, which [`Backend::list`]
     /// does not list and reads cannot find, and moves each whose bytes verify to its place unless
     /// something is there already; never deletes bytes. For `fsck`, before its scan, so that the
-    /// blobs put back are verified and indexed. The default finds none (a store whose keys are
-    /// its only names has no other place to put a blob).
-    async fn restore_misplaced(&self) -> Result<Vec<MisplacedBlob>> {
-        Ok(Vec::new())
+    /// blobs put back are verified and indexed. Reports every file it found in the count of a
+    /// [`Sample`] and the first of them in full (each is logged as it is found). The default finds
+    /// none (a store whose keys are its only names has no other place to put a blob).
+    async fn restore_misplaced(&self) -> Result<Sample<MisplacedBlob>> {
+        Ok(Sample::new())
     }
 
     /// Removes leftovers of uploads that died (temp files, abandoned multipart uploads).

@@ -7,7 +7,9 @@ use tarvault::{Error, FsckOptions, Integrity, PutOptions, PutOutcome, Store};
 use tokio::io::AsyncWriteExt;
 
 use super::exit;
-use super::output::{json_line, outln, stdout_failed, BlobLine, Held, PutLine};
+use super::output::{
+    and_more, corrupt_lines, json_line, outln, stdout_failed, BlobLine, Held, PutLine,
+};
 
 /// Read size for standard input.
 const READ_CAPACITY: usize = 256 * 1024;
@@ -273,22 +275,24 @@ pub(crate) async fn fsck(
     if json {
         json_line(&report);
     } else {
-        for c in &report.corrupt {
-            outln!(
-                "corrupt {} found {}{}",
-                c.address,
-                c.found,
-                if c.quarantined { " (quarantined)" } else { "" }
-            );
-        }
-        for m in &report.misplaced {
+        corrupt_lines(&report.corrupt);
+        let misplaced = &report.misplaced;
+        for m in misplaced {
             outln!("misplaced {} {}: {}", m.address, m.path, m.note);
         }
-        if !report.misplaced.is_empty() {
-            let restored = report.misplaced.iter().filter(|m| m.restored).count();
+        if let Some(more) = and_more(misplaced) {
+            outln!("{more} misplaced");
+        }
+        if !misplaced.is_empty() {
+            let restored = misplaced.iter().filter(|m| m.restored).count();
+            let of = if misplaced.omitted() > 0 {
+                format!(" of the {} listed", misplaced.len())
+            } else {
+                String::new()
+            };
             outln!(
-                "misplaced blob files: {} found, {restored} moved back to their place",
-                report.misplaced.len()
+                "misplaced blob files: {} found, {restored}{of} moved back to their place",
+                misplaced.total()
             );
         }
         outln!(
@@ -296,7 +300,7 @@ pub(crate) async fn fsck(
             report.checked,
             report.bytes,
             report.ok,
-            report.corrupt.len(),
+            report.corrupt.total(),
             report.temp_removed
         );
         let ix = &report.index;

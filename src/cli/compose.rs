@@ -14,7 +14,7 @@ use tarvault::units::parse_duration;
 use tarvault::{Error, FsckOptions, Store};
 
 use super::exit;
-use super::output::{json_line, outln};
+use super::output::{and_more, corrupt_lines, json_line, outln};
 
 /// `tarvault copy`.
 #[derive(Args, Debug)]
@@ -171,7 +171,7 @@ pub(crate) async fn copy(args: CopyArgs, default_from: &str) -> Result<u8, Error
             report.copied,
             report.bytes,
             report.skipped,
-            report.failed.len()
+            report.failed.total()
         );
     }
     Ok(if report.is_complete() {
@@ -195,21 +195,14 @@ pub(crate) async fn scrub(store: &Store, args: ScrubArgs) -> Result<u8, Error> {
     if args.json {
         json_line(&report);
     } else {
-        for c in &report.corrupt {
-            outln!(
-                "corrupt {} found {}{}",
-                c.address,
-                c.found,
-                if c.quarantined { " (quarantined)" } else { "" }
-            );
-        }
+        corrupt_lines(&report.corrupt);
         outln!(
             "scrubbed {} blobs ({} bytes) in {:.1}s: {} ok, {} corrupt",
             report.checked,
             report.bytes,
             started.elapsed().as_secs_f64(),
             report.ok,
-            report.corrupt.len()
+            report.corrupt.total()
         );
     }
     Ok(if report.is_clean() {
@@ -255,6 +248,9 @@ pub(crate) async fn gc(store: &Store, args: GcArgs) -> Result<u8, Error> {
         for f in &report.failed {
             eprintln!("tarvault: gc: delete failed: {f}");
         }
+        if let Some(more) = and_more(&report.failed) {
+            eprintln!("tarvault: gc: {more} failed deletes");
+        }
     }
     Ok(if report.failed.is_empty() {
         exit::OK
@@ -281,8 +277,14 @@ pub(crate) async fn repair(args: RepairArgs, spec: &str) -> Result<u8, Error> {
         for u in &report.unrecoverable {
             outln!("unrecoverable {u}");
         }
+        if let Some(more) = and_more(&report.unrecoverable) {
+            outln!("{more} unrecoverable");
+        }
         for f in &report.failed {
             outln!("failed {f}");
+        }
+        if let Some(more) = and_more(&report.failed) {
+            outln!("{more} failed");
         }
         outln!(
             "repair: {} blobs over {} replicas: {} copies written, {} corrupt copies replaced, {} unrecoverable, {} failed",
@@ -290,8 +292,8 @@ pub(crate) async fn repair(args: RepairArgs, spec: &str) -> Result<u8, Error> {
             replicated.replicas().len(),
             report.copied,
             report.replaced,
-            report.unrecoverable.len(),
-            report.failed.len()
+            report.unrecoverable.total(),
+            report.failed.total()
         );
     }
     Ok(if report.is_clean() {

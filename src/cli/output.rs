@@ -3,8 +3,9 @@
 use std::io::Write;
 
 use serde::Serialize;
+use tarvault::backend::Sample;
 use tarvault::tarball::Report;
-use tarvault::{BlobInfo, Digests, Error};
+use tarvault::{BlobInfo, CorruptBlob, Digests, Error};
 
 /// `println!` through [`print_line`].
 macro_rules! outln {
@@ -80,6 +81,28 @@ pub(crate) fn json_line<T: Serialize>(value: &T) {
     match serde_json::to_string(value) {
         Ok(s) => outln!("{s}"),
         Err(e) => eprintln!("tarvault: error: cannot print JSON: {e}"),
+    }
+}
+
+/// The line that ends a report's list of `sample`'s items when some were counted but not kept
+/// (`... and 12345 more`), if any were.
+pub(crate) fn and_more<T>(sample: &Sample<T>) -> Option<String> {
+    let more = sample.omitted();
+    (more > 0).then(|| format!("... and {more} more"))
+}
+
+/// `fsck`'s and `scrub`'s line for each corrupt blob the report kept, and how many more there were.
+pub(crate) fn corrupt_lines(corrupt: &Sample<CorruptBlob>) {
+    for c in corrupt {
+        outln!(
+            "corrupt {} found {}{}",
+            c.address,
+            c.found,
+            if c.quarantined { " (quarantined)" } else { "" }
+        );
+    }
+    if let Some(more) = and_more(corrupt) {
+        outln!("{more} corrupt");
     }
 }
 

@@ -9,7 +9,7 @@
 use futures::StreamExt;
 use serde::Serialize;
 
-use crate::backend::BlobKey;
+use crate::backend::{BlobKey, Sample};
 use crate::{Error, Integrity, PutOptions, Result, Store};
 
 /// Options for [`copy`].
@@ -60,8 +60,9 @@ pub struct CopyReport {
     pub skipped: u64,
     /// Bytes copied.
     pub bytes: u64,
-    /// What failed (`address: error`).
-    pub failed: Vec<String>,
+    /// What failed (`address: error`): all counted, the first kept. Every failure also goes to
+    /// [`copy`]'s `on_event` as it happens.
+    pub failed: Sample<String>,
 }
 
 impl CopyReport {
@@ -71,7 +72,8 @@ impl CopyReport {
     }
 }
 
-/// Copies every blob of `from` that `to` lacks; calls `on_event` for each blob as it is done.
+/// Copies every blob of `from` that `to` lacks; calls `on_event` for each blob as it is done (every
+/// failure included: the report keeps only the first).
 pub async fn copy(
     from: &Store,
     to: &Store,

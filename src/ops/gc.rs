@@ -26,7 +26,7 @@ use futures::StreamExt;
 use serde::Serialize;
 
 use crate::backend::key_table::{self, KeyTable};
-use crate::backend::BlobKey;
+use crate::backend::{BlobKey, Sample};
 use crate::{Algorithm, Error, ErrorKind, Integrity, Result, Store};
 
 /// Options for [`gc`].
@@ -68,8 +68,9 @@ pub struct GcReport {
     pub garbage: u64,
     /// Their bytes.
     pub garbage_bytes: u64,
-    /// Deletions that failed.
-    pub failed: Vec<String>,
+    /// Deletions that failed (`address: error`): all counted, the first kept (each one is
+    /// logged as it happens).
+    pub failed: Sample<String>,
 }
 
 /// The addresses of a keep file, read a line at a time (see the [module documentation](self)). A
@@ -215,23 +216,17 @@ async fn put_again_since(store: &Store, key: &BlobKey, cutoff: SystemTime) -> Re
 mod tests {
     use super::*;
     use crate::backend::memory::MemoryBackend;
-    use crate::PutOptions;
+    use crate::Digests;
 
     /// A live set larger than what is held in memory (it moves to disk) keeps exactly its blobs.
     #[tokio::test]
     async fn a_live_set_on_disk_keeps_exactly_its_blobs() {
         let store = Store::new(MemoryBackend::new());
-        let mut addresses = Vec::new();
-        for i in 0..40u32 {
-            let out = store
-                .put_bytes(
-                    bytes::Bytes::from(format!("blob {i}")),
-                    &PutOptions::default(),
-                )
-                .await
-                .expect("put");
-            addresses.push(out.digests.integrity());
-        }
+        let addresses: Vec<Integrity> = crate::store::put_numbered(&store, 40)
+            .await
+            .iter()
+            .map(Digests::integrity)
+            .collect();
         let missing = (0..5).map(|i| {
             let mut h = crate::integrity::MultiHasher::new(&[Algorithm::Sha512]);
             h.update(format!("absent {i}").as_bytes());

@@ -5,7 +5,7 @@ use futures::{SinkExt, Stream, StreamExt};
 use serde::Serialize;
 
 use super::Store;
-use crate::backend::{AliasRebuild, BlobKey, MisplacedBlob};
+use crate::backend::{AliasRebuild, BlobKey, MisplacedBlob, Sample};
 use crate::integrity::{Digests, MultiHasher};
 use crate::{Error, Result};
 
@@ -54,15 +54,16 @@ pub struct FsckReport {
     pub ok: u64,
     /// Bytes read.
     pub bytes: u64,
-    /// Blobs whose bytes do not match (or could not be read).
-    pub corrupt: Vec<CorruptBlob>,
+    /// Blobs whose bytes do not match (or could not be read): all counted, the first kept (each
+    /// one is logged as it is found).
+    pub corrupt: Sample<CorruptBlob>,
     /// Leftover uploads removed.
     pub temp_removed: u64,
     /// Blob files found outside the place their name gives them (where no read finds them).
     /// Each one whose bytes verified was moved back to its place first (`restored`), so it is
     /// counted in `checked` and indexed; the others were left as they were. A store with any is
-    /// not clean: something moved its files.
-    pub misplaced: Vec<MisplacedBlob>,
+    /// not clean: something moved its files. All counted, the first kept (each one is logged).
+    pub misplaced: Sample<MisplacedBlob>,
     /// Entries in the rebuilt alias index (0 if not rebuilt).
     pub aliases: u64,
     /// What the rebuild did to the index: blobs that had no entry, entries that disagreed with
@@ -86,7 +87,17 @@ enum Checked {
 impl Store {
     /// Verifies every blob. See [`FsckOptions`].
     pub async fn fsck(&self, options: &FsckOptions) -> Result<FsckReport> {
+        self.fsck_keeping(options, Sample::new()).await
+    }
+
+    /// [`fsck`](Self::fsck), keeping the corrupt blobs in `corrupt` (a sample with its limit).
+    pub(crate) async fn fsck_keeping(
+        &self,
+        options: &FsckOptions,
+        corrupt: Sample<CorruptBlob>,
+    ) -> Result<FsckReport> {
         let mut report = FsckReport {
+            corrupt,
             temp_removed: self.backend.sweep().await?,
             // Before the scan: a blob put back is then listed, verified and indexed like any
             // other, instead of its index entry being removed as one whose blob is gone.
@@ -201,5 +212,46 @@ async fn check_one(backend: &dyn crate::backend::Backend, key: BlobKey) -> Resul
         Ok(Checked::Good(digests))
     } else {
         Ok(Checked::Bad(key, digests.integrity().to_string()))
+    }
+}
+
+#[cfg(all(test, feature = "memory"))]
+mod tests {
+    use super::*;
+    use crate::backend::memory::MemoryBackend;
+
+    /// More corrupt blobs than the report keeps: every one is counted, as many as the limit kept
+    /// (each a blob that really is corrupt), and the good blobs are still checked.
+    #[tokio::test]
+    async fn more_corrupt_blobs_than_kept_are_all_counted() {
+        let memory = MemoryBackend::new();
+        let store = Store::new(memory.clone());
+        let mut corrupted = std::collections::BTreeSet::new();
+        for (i, digests) in crate::store::put_numbered(&store, 30)
+            .await
+            .iter()
+            .enumerate()
+        {
+            if i % 3 != 0 {
+                let key = BlobKey::new(digests.sha512);
+                assert!(memory.corrupt_for_test(&key, bytes::Bytes::from("rot")));
+                corrupted.insert(key.to_string());
+            }
+        }
+        let report = store
+            .fsck_keeping(&FsckOptions::default(), Sample::with_limit(4))
+            .await
+            .expect("fsck");
+        assert_eq!((report.checked, report.ok), (30, 10), "{report:?}");
+        assert_eq!(report.corrupt.total(), 20);
+        assert_eq!(report.corrupt.len(), 4);
+        assert_eq!(report.corrupt.omitted(), 16);
+        assert!(!report.is_clean());
+        for c in &report.corrupt {
+            assert!(corrupted.contains(&c.address), "{c:?}");
+        }
+        let json = serde_json::to_value(&report).expect("json");
+        assert_eq!(json["corrupt"]["total"], 20);
+        assert_eq!(json["corrupt"]["kept"].as_array().map(Vec::len), Some(4));
     }
 }

@@ -367,3 +367,21 @@ fn verified(
     crate::backend::check_range(&range, got.size)?;
     Ok(read::verify(got.stream, got.size, range, expect, label))
 }
+
+/// Puts `n` small distinct blobs (`blob 0`, `blob 1`, …) into `store`: their digests, in order.
+/// For tests.
+#[cfg(all(test, feature = "memory"))]
+pub(crate) async fn put_numbered(store: &Store, n: u32) -> Vec<Digests> {
+    let mut out = Vec::new();
+    for i in 0..n {
+        let put = store
+            .put_bytes(
+                bytes::Bytes::from(format!("blob {i}")),
+                &PutOptions::default(),
+            )
+            .await
+            .expect("put");
+        out.push(put.digests);
+    }
+    out
+}

@@ -11,23 +11,25 @@ use sha2::{Digest, Sha512};
 use super::durable;
 use super::walk::is_blob_name;
 use super::FsInner;
-use crate::backend::{BlobKey, MisplacedBlob};
+use crate::backend::{BlobKey, MisplacedBlob, Sample};
 use crate::{Error, Result};
 
 impl FsInner {
     /// Finds every misplaced blob file and moves those whose bytes match their name to their
     /// place, unless a file is there already (create-only: a copy in place is kept, and so is
     /// the misplaced one). Files whose bytes do not match are left where they are, reported.
-    pub(super) fn restore_misplaced(&self) -> Result<Vec<MisplacedBlob>> {
+    /// Each file is dealt with as the walk finds it and logged; the report counts them all and
+    /// keeps the first (a store whose files were all moved has tens of millions).
+    pub(super) fn restore_misplaced(&self) -> Result<Sample<MisplacedBlob>> {
         let blobs = self.layout.blobs();
-        let mut found = Vec::new();
-        for path in misplaced_files(&blobs)? {
+        let mut found = Sample::new();
+        for_each_misplaced(&blobs, |path| {
             let Some(key) = path
                 .file_name()
                 .and_then(|n| n.to_str())
                 .and_then(|n| BlobKey::from_hex(&n.to_ascii_lowercase()).ok())
             else {
-                continue;
+                return Ok(());
             };
             let (restored, note) = self.put_back(&path, &key, &blobs)?;
             tracing::warn!(file = %path.display(), blob = %key, restored, note, "misplaced blob file");
@@ -37,7 +39,8 @@ impl FsInner {
                 restored,
                 note,
             });
-        }
+            Ok(())
+        })?;
         Ok(found)
     }
 
@@ -65,19 +68,13 @@ impl FsInner {
     }
 }
 
-/// Files at `sha512/*/*/` named like a blob (any case) but not at their place.
-fn misplaced_files(blobs: &Path) -> Result<Vec<PathBuf>> {
-    let entries = |dir: &Path| -> Result<Vec<std::fs::DirEntry>> {
-        match std::fs::read_dir(dir) {
-            Ok(rd) => Ok(rd.flatten().collect()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
-            Err(e) => Err(Error::io("read directory", dir, e)),
-        }
-    };
+/// Calls `each` with every file at `sha512/*/*/` named like a blob (any case) but not at its place,
+/// as the walk finds it: nothing is collected. A file `each` moves to its place may be met again
+/// in a directory not walked yet, where it is at its place and passed over.
+fn for_each_misplaced(blobs: &Path, mut each: impl FnMut(PathBuf) -> Result<()>) -> Result<()> {
     let is_dir = |e: &std::fs::DirEntry| e.file_type().is_ok_and(|t| t.is_dir());
-    let mut out = Vec::new();
-    for a in entries(blobs)?.into_iter().filter(is_dir) {
-        for b in entries(&a.path())?.into_iter().filter(is_dir) {
+    for a in entries(blobs)?.filter(is_dir) {
+        for b in entries(&a.path())?.filter(is_dir) {
             let shard = format!(
                 "{}{}",
                 a.file_name().to_string_lossy(),
@@ -89,12 +86,23 @@ fn misplaced_files(blobs: &Path) -> Result<Vec<PathBuf>> {
                 let blob_like = name.len() == 128 && name.bytes().all(|c| c.is_ascii_hexdigit());
                 let placed = is_blob_name(name) && name[..4] == shard;
                 if blob_like && !placed && f.file_type().is_ok_and(|t| t.is_file()) {
-                    out.push(f.path());
+                    each(f.path())?;
                 }
             }
         }
     }
-    Ok(out)
+    Ok(())
+}
+
+/// The entries of `dir`, read as they are iterated (none if it does not exist; entries that
+/// cannot be read are passed over).
+fn entries(dir: &Path) -> Result<impl Iterator<Item = std::fs::DirEntry>> {
+    let read = match std::fs::read_dir(dir) {
+        Ok(rd) => Some(rd),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(Error::io("read directory", dir, e)),
+    };
+    Ok(read.into_iter().flatten().flatten())
 }
 
 /// Whether the file's bytes hash to `key`.

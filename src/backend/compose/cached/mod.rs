@@ -44,7 +44,7 @@ use super::verify::{fetch_for_copy, fetch_verified, slice, Fetched, Held};
 use crate::backend::ledger::micros;
 use crate::backend::{
     AliasRebuild, Backend, BlobKey, BlobStat, BlobWriter, CacheLedger, GetResult, MisplacedBlob,
-    PutHint,
+    PutHint, Sample,
 };
 use crate::integrity::{Digests, Hash};
 use crate::{Error, Result};
@@ -606,9 +606,9 @@ impl Backend for Cached {
         Ok(self.inner.local.sweep().await? + self.inner.remote.sweep().await?)
     }
 
-    async fn restore_misplaced(&self) -> Result<Vec<MisplacedBlob>> {
+    async fn restore_misplaced(&self) -> Result<Sample<MisplacedBlob>> {
         let mut all = self.inner.local.restore_misplaced().await?;
-        all.extend(self.inner.remote.restore_misplaced().await?);
+        all.merge(self.inner.remote.restore_misplaced().await?);
         Ok(all)
     }
 }

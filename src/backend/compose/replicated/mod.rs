@@ -32,7 +32,7 @@ use futures::stream::BoxStream;
 
 use super::fan_out::{rebuild_each, Filter};
 use crate::backend::{
-    AliasRebuild, Backend, BlobKey, BlobStat, BlobWriter, GetResult, MisplacedBlob, PutHint,
+    AliasRebuild, Backend, BlobKey, BlobStat, BlobWriter, GetResult, MisplacedBlob, PutHint, Sample,
 };
 use crate::integrity::{Digests, Hash};
 use crate::{Error, Result};
@@ -198,12 +198,12 @@ impl Backend for Replicated {
         self.replicas.iter().all(|r| r.recorded_digests_trusted())
     }
 
-    async fn restore_misplaced(&self) -> Result<Vec<MisplacedBlob>> {
-        let mut all = Vec::new();
+    async fn restore_misplaced(&self) -> Result<Sample<MisplacedBlob>> {
+        let mut all = Sample::new();
         for r in
             futures::future::join_all(self.replicas.iter().map(|r| r.restore_misplaced())).await
         {
-            all.extend(r?);
+            all.merge(r?);
         }
         Ok(all)
     }

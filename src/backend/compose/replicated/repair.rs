@@ -8,7 +8,7 @@ use super::fence::Ticket;
 use super::Replicated;
 use crate::backend::compose::verify::{digests, fetch_for_copy, fetch_verified, Fetched, Held};
 use crate::backend::key_table::{self, KeyTable};
-use crate::backend::{Backend, BlobKey, Committed, PutHint};
+use crate::backend::{Backend, BlobKey, Committed, PutHint, Sample};
 use crate::integrity::Digests;
 use crate::Result;
 
@@ -24,10 +24,12 @@ pub struct RepairReport {
     pub copied: u64,
     /// Corrupt copies found (with `verify`) and replaced.
     pub replaced: u64,
-    /// Blobs with no good copy anywhere (address: what was found).
-    pub unrecoverable: Vec<String>,
-    /// Copies that could not be written (replica, address: error).
-    pub failed: Vec<String>,
+    /// Blobs with no good copy anywhere (address: what was found): all counted, the first kept
+    /// (each one is logged).
+    pub unrecoverable: Sample<String>,
+    /// Copies that could not be written (replica, address: error): all counted, the first kept
+    /// (each one is logged).
+    pub failed: Sample<String>,
 }
 
 impl RepairReport {
@@ -152,8 +154,8 @@ impl Replicated {
             while let Some(one) = work.next().await {
                 report.copied += one.copied;
                 report.replaced += one.replaced;
-                report.unrecoverable.extend(one.unrecoverable);
-                report.failed.extend(one.failed);
+                report.unrecoverable.merge(one.unrecoverable);
+                report.failed.merge(one.failed);
             }
         }
         report.unrecoverable.sort();
@@ -202,8 +204,9 @@ impl Replicated {
             }
         }
         let Some(bytes) = good else {
-            out.unrecoverable
-                .push(format!("{key}: {}", found.join("; ")));
+            let found = found.join("; ");
+            tracing::warn!(blob = %key, found, "no good copy to repair from");
+            out.unrecoverable.push(format!("{key}: {found}"));
             return out;
         };
         if targets.is_empty() {
@@ -216,6 +219,7 @@ impl Replicated {
         let digests = match hashed {
             Ok(d) => d,
             Err(e) => {
+                tracing::warn!(blob = %key, error = %e, "repair failed");
                 out.failed.push(format!("{key}: {e}"));
                 return out;
             }
@@ -235,7 +239,7 @@ impl Replicated {
         };
         out.copied = ok(false);
         out.replaced = ok(true);
-        out.failed = failed.into_iter().map(|(_, e)| e).collect();
+        out.failed.extend(failed.into_iter().map(|(_, e)| e));
         out
     }
 }
