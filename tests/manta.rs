@@ -1113,3 +1113,59 @@ async fn alias_probe_records_and_counts_both_designs() {
         assert!(got.is_none(), "{design:?}: a miss found something");
     }
 }
+
+/// An older layout's per-alias objects (`aliases/{sha1,blake3}/<shard>/<alias>`), more of them
+/// than fsck deletes at once and over several shards: fsck deletes every one as their listing
+/// comes, and leaves the blobs found by their aliases (through the markers).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fsck_deletes_every_older_per_alias_object() {
+    let Some(target) = Target::get("fsck_deletes_every_older_per_alias_object") else {
+        return;
+    };
+    let config = target.config("legacy-aliases");
+    let backend = MantaBackend::new(config.clone()).expect("backend");
+    let store = Store::new(backend.clone());
+    let all = common::put_noise(&store, 3, (900, 100), 1700).await;
+    let client = backend.client();
+    let aliases = format!("{}/aliases", config.root);
+    client.put_directory(&aliases).await.expect("mkdir");
+    let mut shards = Vec::new();
+    for alg in ["sha1", "blake3"] {
+        client
+            .put_directory(&format!("{aliases}/{alg}"))
+            .await
+            .expect("mkdir");
+        for shard in ["0a", "7f", "e3"] {
+            let dir = format!("{aliases}/{alg}/{shard}");
+            client.put_directory(&dir).await.expect("mkdir");
+            for i in 0..12 {
+                client
+                    .put_object(
+                        &format!("{dir}/{shard}{i:038x}"),
+                        reqwest::header::HeaderMap::new(),
+                        RequestBody::Bytes(format!("{i}").into()),
+                    )
+                    .await
+                    .expect("plant");
+            }
+            shards.push(dir);
+        }
+    }
+    let report = Store::new(MantaBackend::new(config.clone()).expect("backend"))
+        .fsck(&FsckOptions::default())
+        .await
+        .expect("fsck");
+    assert!(report.is_clean(), "{report:?}");
+    assert_eq!(report.ok, all.len() as u64, "{report:?}");
+    for dir in &shards {
+        let left = client
+            .list_dir(dir)
+            .await
+            .expect("list")
+            .unwrap_or_default();
+        let objects = left.iter().filter(|e| e.kind == "object").count();
+        assert_eq!(objects, 0, "{dir}: {left:?}");
+    }
+    let fresh = Store::new(MantaBackend::new(config).expect("backend"));
+    common::assert_found_by_aliases(&fresh, &all).await;
+}

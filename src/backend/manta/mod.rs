@@ -551,20 +551,17 @@ impl Backend for MantaBackend {
         found: BoxStream<'_, Digests>,
         options: &super::RebuildOptions,
     ) -> Result<super::AliasRebuild> {
-        // Per-alias objects of an older layout go first.
+        // Per-alias objects of an older layout go first, deleted as their listing comes (one
+        // shard's at a time), not collected first: an old index has one per blob and alias.
         for alg in [Algorithm::Sha1, Algorithm::Blake3] {
-            let stale: Vec<(String, String)> = self
-                .list_sharded(self.layout.legacy_alias_dir(alg))
-                .try_collect()
-                .await?;
             let client = self.client.clone();
-            stream::iter(stale)
-                .map(|(dir, name)| {
+            self.list_sharded(self.layout.legacy_alias_dir(alg))
+                .map_ok(|(dir, name)| {
                     let client = client.clone();
                     async move { client.delete(&format!("{dir}/{name}")).await.map(|_| ()) }
                 })
-                .buffer_unordered(PARALLEL)
-                .try_collect::<Vec<()>>()
+                .try_buffer_unordered(PARALLEL)
+                .try_for_each(|()| futures::future::ready(Ok(())))
                 .await?;
         }
         let mut report = self.aliases.rebuild(found).await?;

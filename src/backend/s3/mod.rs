@@ -285,10 +285,11 @@ impl Backend for S3Backend {
             .list(Some(&inner.keys.aliases()))
             .try_filter(move |m| futures::future::ready(!m.location.prefix_matches(&log)))
             .map_ok(|m| m.location);
+        // Drained as they are deleted, not collected: an old index has one per blob.
         inner
             .store
             .delete_stream(stray.boxed())
-            .try_collect::<Vec<_>>()
+            .try_for_each(|_| futures::future::ready(Ok(())))
             .await
             .map_err(self.err("delete alias records"))?;
         let mut report = inner.aliases.rebuild(found).await?;

@@ -220,13 +220,13 @@ pub(crate) async fn sweep(inner: &Inner, max_age: Duration) -> Result<u64> {
         .try_filter(move |m| futures::future::ready(m.last_modified.timestamp_millis() < cutoff))
         .map_ok(|m| m.location)
         .boxed();
-    let removed = inner
+    // Counted as they go, not collected.
+    inner
         .store
         .delete_stream(old)
-        .try_collect::<Vec<_>>()
+        .try_fold(0u64, |n, _| futures::future::ready(Ok(n + 1)))
         .await
-        .map_err(|e| backend_error(&inner.describe, "sweep staging objects", e))?;
-    Ok(removed.len() as u64)
+        .map_err(|e| backend_error(&inner.describe, "sweep staging objects", e))
 }
 
 /// `now - max_age` in unix milliseconds.
