@@ -22,12 +22,13 @@
 //! per [`RELIST`]. A miss asks its marker again only when [`LegacyLog::changed_since`] its first
 //! ask: only then can an import have moved the alias out of the segments this reader searched.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use futures::{StreamExt, TryStreamExt};
 
+use super::alias_legacy_shared::{remove, Shared};
 use super::alias_legacy_table::{Builder, Table};
 use super::alias_log::{each_record, parse_named, SegmentStore};
 use super::alias_map::parse_line;
@@ -129,9 +130,16 @@ impl State {
         self.segments.contains_key(name) || self.tables.iter().any(|t| t.holds(name))
     }
 
-    /// Drops the tables whose every segment is gone.
+    /// Drops the tables whose every segment is gone, deleting those published for the host's
+    /// other processes (it is gone for them too).
     fn drop_empty_tables(&mut self) {
-        self.tables.retain(|t| t.live() > 0);
+        self.tables.retain(|t| {
+            let empty = t.live() == 0;
+            if let Some(path) = t.path().filter(|_| empty) {
+                remove(path, "its segments are all imported");
+            }
+            !empty
+        });
     }
 }
 
@@ -223,8 +231,17 @@ impl<S: SegmentStore> LegacyLog<S> {
         let mut st = self.lock();
         st.segments = HashMap::new();
         st.bytes = 0;
-        st.tables = Vec::new();
+        for t in &mut st.tables {
+            t.retain(|_| false);
+        }
+        st.drop_empty_tables();
         st.forgot_now();
+    }
+
+    /// Where this store's fingerprint tables are shared with the host's other processes.
+    fn shared(&self) -> Shared {
+        let dir = self.spill_dir.clone().unwrap_or_else(std::env::temp_dir);
+        Shared::new(dir, &self.store.describe())
     }
 
     /// Whether, since `t`, a segment was forgotten (imported by now) or the segments were listed
@@ -354,8 +371,7 @@ impl<S: SegmentStore> LegacyLog<S> {
         let listed = self.segments().await?;
         let new: Vec<String> = {
             let mut st = self.lock();
-            let names: std::collections::HashSet<&str> =
-                listed.iter().map(String::as_str).collect();
+            let names: HashSet<&str> = listed.iter().map(String::as_str).collect();
             let before = st.segments.len();
             st.segments.retain(|n, _| names.contains(n.as_str()));
             let mut gone = st.segments.len() != before;
@@ -371,9 +387,15 @@ impl<S: SegmentStore> LegacyLog<S> {
             }
             listed.iter().filter(|n| !st.holds(n)).cloned().collect()
         };
+        if listed.is_empty() {
+            // No log (any more): the tables a process published for it are of no use.
+            let shared = self.shared();
+            let _ = tokio::task::spawn_blocking(move || shared.remove_all()).await;
+            return Ok(());
+        }
         if new.len() >= self.spill_from {
-            match self.load_table(new.clone()).await {
-                Ok(Ok(())) => return Ok(()),
+            match self.load_tables(&new, &listed).await {
+                Ok(Ok(rest)) => return self.load_in_memory(rest).await,
                 Ok(Err(e)) => tracing::warn!(
                     store = %self.store.describe(),
                     error = %e,
@@ -384,15 +406,74 @@ impl<S: SegmentStore> LegacyLog<S> {
                 Err(e) => return Err(e),
             }
         }
+        let new = {
+            let st = self.lock();
+            new.into_iter().filter(|n| !st.holds(n)).collect()
+        };
         self.load_in_memory(new).await
     }
 
-    /// Fingerprints `new` into one table on local disk. The outer error is the store's (the
-    /// listing fails as it would in memory), the inner one the temp file's (the caller then
-    /// holds the fingerprints in memory instead, and this stops reading).
-    async fn load_table(&self, new: Vec<String>) -> Result<std::io::Result<()>> {
-        let mut builder = match Builder::new(self.spill_dir.as_deref()) {
-            Ok(b) => b,
+    /// Takes the segments of `new` that tables the host's other processes published cover from
+    /// them, then, if [`SPILL_FROM`] segments or more are left, fingerprints those into a table of
+    /// its own on local disk, published for the others; returns the segments left to hold in
+    /// memory. Tables are built under the host's lock, so processes that start together read the
+    /// log once. The outer error is the store's (the listing fails as it would in memory), the
+    /// inner one the local disk's (the caller then holds the fingerprints in memory instead, and
+    /// this stops reading).
+    async fn load_tables(
+        &self,
+        new: &[String],
+        listed: &[String],
+    ) -> Result<std::io::Result<Vec<String>>> {
+        let shared = self.shared();
+        let held: Vec<std::path::PathBuf> = {
+            let st = self.lock();
+            st.tables
+                .iter()
+                .filter_map(|t| t.path().map(std::path::Path::to_path_buf))
+                .collect()
+        };
+        let (s, names) = (shared.clone(), listed.to_vec());
+        let found = blocking(move || {
+            let lock = s.lock()?;
+            let listed: HashSet<&str> = names.iter().map(String::as_str).collect();
+            let found = s.published(&held, &listed);
+            Ok((lock, found))
+        })
+        .await;
+        let (lock, found) = match found {
+            Ok(found) => found,
+            Err(e) => return Ok(Err(e)),
+        };
+        let rest: Vec<String> = {
+            let mut st = self.lock();
+            let wanted: HashSet<&str> = new.iter().map(String::as_str).collect();
+            for mut t in found {
+                t.retain(|n| wanted.contains(n) && !st.holds(n));
+                if t.live() > 0 {
+                    tracing::debug!(table = ?t.path(), segments = t.live(), "old alias log fingerprints from a table another process published");
+                    st.tables.push(t);
+                }
+            }
+            new.iter().filter(|n| !st.holds(n)).cloned().collect()
+        };
+        if rest.len() < self.spill_from {
+            return Ok(Ok(rest));
+        }
+        let built = self.build_table(&shared, rest).await?;
+        drop(lock);
+        Ok(built.map(|()| Vec::new()))
+    }
+
+    /// Fingerprints `new` into one table, published for the host's other processes. The errors
+    /// are as [`load_tables`](Self::load_tables)'.
+    async fn build_table(&self, shared: &Shared, new: Vec<String>) -> Result<std::io::Result<()>> {
+        let made = shared.create().and_then(|tmp| {
+            let builder = Builder::new(tmp.path().parent())?;
+            Ok((tmp, builder))
+        });
+        let (tmp, mut builder) = match made {
+            Ok(made) => made,
             Err(e) => return Ok(Err(e)),
         };
         let mut segments = std::pin::pin!(self.indexed(new));
@@ -401,10 +482,17 @@ impl<S: SegmentStore> LegacyLog<S> {
                 return Ok(Err(e));
             }
         }
-        let table = match tokio::task::spawn_blocking(move || builder.finish()).await {
-            Ok(Ok(t)) => t,
-            Ok(Err(e)) => return Ok(Err(e)),
-            Err(e) => return Ok(Err(std::io::Error::other(e))),
+        let name = shared.name();
+        let table = blocking(move || {
+            let mut table = builder.finish_into(tmp.as_file().try_clone()?)?;
+            table.save(name.clone())?;
+            tmp.persist_noclobber(&name).map_err(|e| e.error)?;
+            Ok(table)
+        })
+        .await;
+        let table = match table {
+            Ok(t) => t,
+            Err(e) => return Ok(Err(e)),
         };
         let mut st = self.lock();
         if table.live() > 0 {
@@ -454,6 +542,15 @@ impl<S: SegmentStore> LegacyLog<S> {
                 std::future::ready(Ok(seg.map(|seg| (name, seg))))
             })
     }
+}
+
+/// Runs blocking local I/O off the runtime.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> std::io::Result<T> + Send + 'static,
+) -> std::io::Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .unwrap_or_else(|e| Err(std::io::Error::other(e)))
 }
 
 fn table_io(e: std::io::Error) -> crate::Error {

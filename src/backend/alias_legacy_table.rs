@@ -13,10 +13,13 @@
 //! The table is built in two passes over local files, in flat memory: the entries are appended to
 //! a run file as the segments are read, counted by prefix; then scattered into their first byte's
 //! part of the table (256 buffers of 8 KiB) and each part (1/256 of the table: 4 MB at 40M blobs)
-//! sorted in memory. Both files are unnamed temp files (`tempfile::tempfile`), gone when closed or
-//! when the process dies.
+//! sorted in memory. The run file is an unnamed temp file (`tempfile::tempfile`), gone when closed
+//! or when the process dies. The table is built in a named temp file, then [`Table::save`]d (its
+//! fan-out and segment names written after its entries) and published under a name for the host's
+//! other processes, which [`Table::open`] it instead of reading the log
+//! ([`super::alias_legacy_shared`]).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::io::{self, BufReader, BufWriter, Read, Seek, Write};
 use std::path::{Path, PathBuf};
@@ -29,6 +32,8 @@ const ENTRY: usize = 12;
 const FAN: usize = 1 << 16;
 /// Bytes buffered per first byte while the run is scattered into the table.
 const SCATTER_BUF: usize = 8 << 10;
+/// The last bytes of a table [`save`](Table::save)d for other processes.
+const MAGIC: &[u8; 8] = b"tvfpidx1";
 
 /// One segment the table holds entries of.
 struct Seg {
@@ -40,8 +45,6 @@ struct Seg {
 
 /// Entries being collected, segment by segment.
 pub(crate) struct Builder {
-    /// Where the temp files go (`None`: the system's temp dir).
-    dir: Option<PathBuf>,
     run: BufWriter<File>,
     counts: Vec<u64>,
     segs: Vec<Seg>,
@@ -49,10 +52,9 @@ pub(crate) struct Builder {
 }
 
 impl Builder {
-    /// A builder whose temp files go into `dir` (`None`: the system's temp dir).
+    /// A builder whose run file goes into `dir` (`None`: the system's temp dir).
     pub(crate) fn new(dir: Option<&Path>) -> io::Result<Builder> {
         Ok(Builder {
-            dir: dir.map(Path::to_path_buf),
             run: BufWriter::with_capacity(256 << 10, temp_file(dir)?),
             counts: vec![0; FAN],
             segs: Vec::new(),
@@ -82,8 +84,15 @@ impl Builder {
         Ok(())
     }
 
-    /// Sorts the entries into the table (blocking: local I/O and a sort, in flat memory).
+    /// Sorts the entries into the table, in an unnamed temp file (blocking: local I/O and a sort,
+    /// in flat memory).
+    #[cfg(test)]
     pub(crate) fn finish(self) -> io::Result<Table> {
+        self.finish_into(temp_file(None)?)
+    }
+
+    /// Sorts the entries into the table, in `file` (empty; blocking, as [`finish`](Self::finish)).
+    pub(crate) fn finish_into(self, file: File) -> io::Result<Table> {
         let mut run = self.run.into_inner().map_err(|e| e.into_error())?;
         let mut starts = Vec::with_capacity(FAN + 1);
         let mut at = 0;
@@ -92,7 +101,6 @@ impl Builder {
             at += c;
         }
         starts.push(at);
-        let file = temp_file(self.dir.as_deref())?;
         file.set_len(at * ENTRY as u64)?;
         // Scatter: each entry to the part of the table its first byte owns.
         let part = |b: usize| (starts[b << 8], starts[(b + 1) << 8]);
@@ -128,19 +136,7 @@ impl Builder {
             }
             write_all_at(&file, &bytes, from * ENTRY as u64)?;
         }
-        let ids = self
-            .segs
-            .iter()
-            .enumerate()
-            .map(|(i, s)| (s.name.clone(), i as u32))
-            .collect();
-        Ok(Table {
-            file,
-            starts: starts.into_boxed_slice(),
-            live: self.segs.len(),
-            segs: self.segs,
-            ids,
-        })
+        Ok(Table::new(file, starts, self.segs, None))
     }
 }
 
@@ -152,9 +148,28 @@ pub(crate) struct Table {
     segs: Vec<Seg>,
     ids: HashMap<String, u32>,
     live: usize,
+    /// Where the table is published for the host's other processes (`None`: unnamed).
+    path: Option<PathBuf>,
 }
 
 impl Table {
+    /// The table in `file`, of fan-out `starts` and segments `segs`, every one live.
+    fn new(file: File, starts: Vec<u64>, segs: Vec<Seg>, path: Option<PathBuf>) -> Table {
+        let ids = segs
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (s.name.clone(), i as u32))
+            .collect();
+        Table {
+            file,
+            starts: starts.into_boxed_slice(),
+            live: segs.len(),
+            segs,
+            ids,
+            path,
+        }
+    }
+
     /// Whether this table holds `name` and it is not known gone.
     pub(crate) fn holds(&self, name: &str) -> bool {
         self.ids
@@ -211,6 +226,114 @@ impl Table {
                 s.live.then(|| (s.name.clone(), at, s.size))
             })
             .collect())
+    }
+}
+
+impl Table {
+    /// Writes what the table holds in memory (its fan-out and segments) after its entries, and
+    /// makes the file durable, so that another process can [`open`](Self::open) it once it is
+    /// published as `path`. Blocking.
+    pub(crate) fn save(&mut self, path: PathBuf) -> io::Result<()> {
+        let at = self.starts[FAN] * ENTRY as u64;
+        let mut meta = Vec::with_capacity((FAN + 1) * 8 + self.segs.len() * 48 + 16);
+        for s in self.starts.iter() {
+            meta.extend_from_slice(&s.to_le_bytes());
+        }
+        let n =
+            u32::try_from(self.segs.len()).map_err(|_| io::Error::other("too many segments"))?;
+        meta.extend_from_slice(&n.to_le_bytes());
+        for s in &self.segs {
+            let len = u16::try_from(s.name.len()).map_err(|_| io::Error::other("long name"))?;
+            meta.extend_from_slice(&s.size.to_le_bytes());
+            meta.extend_from_slice(&len.to_le_bytes());
+            meta.extend_from_slice(s.name.as_bytes());
+        }
+        meta.extend_from_slice(&at.to_le_bytes());
+        meta.extend_from_slice(MAGIC);
+        write_all_at(&self.file, &meta, at)?;
+        // Published under a name, a table must never be found half-written after a power loss:
+        // its lookups would miss aliases the log holds.
+        self.file.sync_data()?;
+        self.path = Some(path);
+        Ok(())
+    }
+
+    /// A table another process [`save`](Self::save)d at `path`, every segment live. A file that
+    /// is not such a table is `InvalidData`. Blocking.
+    pub(crate) fn open(path: &Path) -> io::Result<Table> {
+        let file = File::open(path)?;
+        let len = file.metadata()?.len();
+        if len < 16 {
+            return Err(invalid("too short"));
+        }
+        let mut footer = [0u8; 16];
+        read_exact_at(&file, &mut footer, len - 16)?;
+        let mut f = Reader(&footer);
+        let at = f.word(8)?;
+        if f.take(8)? != MAGIC {
+            return Err(invalid("not a fingerprint table"));
+        }
+        let meta_len = (len - 16)
+            .checked_sub(at)
+            .ok_or_else(|| invalid("footer"))?;
+        let mut meta = vec![0u8; usize::try_from(meta_len).map_err(|_| invalid("footer"))?];
+        read_exact_at(&file, &mut meta, at)?;
+        let mut rest = Reader(&meta);
+        let mut starts = Vec::with_capacity(FAN + 1);
+        for _ in 0..=FAN {
+            starts.push(rest.word(8)?);
+        }
+        let sorted = starts.windows(2).all(|w| w[0] <= w[1]);
+        if !sorted || starts[0] != 0 || starts[FAN] * ENTRY as u64 != at {
+            return Err(invalid("fan-out"));
+        }
+        let mut segs = Vec::new();
+        for _ in 0..rest.word(4)? {
+            let size = rest.word(8)?;
+            let len = rest.word(2)? as usize;
+            let name = String::from_utf8(rest.take(len)?.to_vec()).map_err(|_| invalid("name"))?;
+            segs.push(Seg {
+                name,
+                size,
+                live: true,
+            });
+        }
+        Ok(Table::new(file, starts, segs, Some(path.to_path_buf())))
+    }
+
+    /// Where the table is published, if it is.
+    pub(crate) fn path(&self) -> Option<&Path> {
+        self.path.as_deref()
+    }
+
+    /// Whether the table holds any of `names`' segments (gone or not).
+    pub(crate) fn covers_any(&self, names: &HashSet<&str>) -> bool {
+        self.segs.iter().any(|s| names.contains(s.name.as_str()))
+    }
+}
+
+fn invalid(what: &str) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, what.to_string())
+}
+
+/// A saved table's meta data, read from its start.
+struct Reader<'a>(&'a [u8]);
+
+impl Reader<'_> {
+    fn take(&mut self, n: usize) -> io::Result<&[u8]> {
+        if self.0.len() < n {
+            return Err(invalid("truncated"));
+        }
+        let (head, tail) = self.0.split_at(n);
+        self.0 = tail;
+        Ok(head)
+    }
+
+    /// A little-endian unsigned integer of `n` bytes (at most 8).
+    fn word(&mut self, n: usize) -> io::Result<u64> {
+        let mut b = [0u8; 8];
+        b[..n].copy_from_slice(self.take(n)?);
+        Ok(u64::from_le_bytes(b))
     }
 }
 
@@ -272,12 +395,49 @@ mod tests {
         }
         let mut t = b.finish().expect("finish");
         assert_eq!(t.live(), 40);
+        // Saved for other processes and opened again: the same table.
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("t.tbl");
+        let copy = tempfile::NamedTempFile::new_in(dir.path()).expect("temp file");
+        let mut saved = {
+            let mut b = Builder::new(None).expect("temp file");
+            for s in 0..40u32 {
+                let name = format!("seg-{s}");
+                let mut entries: Vec<(u32, u32)> = all
+                    .iter()
+                    .filter(|e| e.1 == name)
+                    .map(|e| (e.0, e.2))
+                    .collect();
+                entries.sort_unstable();
+                b.add(name, 1000 + u64::from(s), &entries).expect("add");
+            }
+            b.finish_into(copy.as_file().try_clone().expect("clone"))
+                .expect("finish")
+        };
+        saved.save(path.clone()).expect("save");
+        copy.persist(&path).expect("persist");
+        let mut t2 = Table::open(&path).expect("open");
+        assert_eq!((t2.live(), t2.path()), (40, Some(path.as_path())));
+        let len = std::fs::metadata(&path).expect("stat").len();
+        for bad in [len - 1, len - 20, 10] {
+            let cut = dir.path().join("cut.tbl");
+            std::fs::copy(&path, &cut).expect("copy");
+            std::fs::File::options()
+                .write(true)
+                .open(&cut)
+                .and_then(|f| f.set_len(bad))
+                .expect("cut");
+            let e = Table::open(&cut).err().expect("a cut table does not open");
+            assert_eq!(e.kind(), io::ErrorKind::InvalidData, "cut to {bad}: {e}");
+        }
         // Forget some segments: their entries are no longer candidates.
         for s in [3, 17, 39] {
             assert!(t.forget(&format!("seg-{s}")));
             assert!(!t.forget(&format!("seg-{s}")), "once");
+            assert!(t2.forget(&format!("seg-{s}")));
         }
         assert!(t.retain(|n| n != "seg-5"));
+        assert!(t2.retain(|n| n != "seg-5"));
         assert!(!t.holds("seg-5") && t.holds("seg-6") && !t.holds("seg-x"));
         assert_eq!(t.live(), 36);
         let gone = ["seg-3", "seg-17", "seg-39", "seg-5"];
@@ -291,9 +451,12 @@ mod tests {
                 .map(|e| (e.1.clone(), e.2, e.3))
                 .collect();
             let mut got = t.candidates(fp).expect("read");
+            let mut opened = t2.candidates(fp).expect("read");
             want.sort();
             got.sort();
+            opened.sort();
             assert_eq!(got, want, "fingerprint {fp:#x}");
+            assert_eq!(opened, want, "fingerprint {fp:#x}, opened");
         }
     }
 

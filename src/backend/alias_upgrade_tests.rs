@@ -68,7 +68,8 @@ async fn the_old_log_is_read_through_fingerprints_when_no_temp_file_can_be_made(
 }
 
 async fn read_through_fingerprints(spill_from: usize) {
-    read_through(spill_from, None).await;
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    read_through(spill_from, Some(dir.path())).await;
 }
 
 /// Reads an old log of 8 segments through a reader that spills `spill_from` new segments or more
@@ -81,7 +82,7 @@ async fn read_through(spill_from: usize, spill_dir: Option<&std::path::Path>) {
     if let Some(dir) = spill_dir {
         log = log.spilling_into(dir);
     }
-    let in_memory = spill_from == usize::MAX || spill_dir.is_some();
+    let in_memory = spill_from == usize::MAX || spill_dir.is_some_and(|d| !d.exists());
     let key = |d: &Digests| Some(BlobKey::new(d.sha512));
     let now = std::time::Instant::now;
     assert_eq!(ok(log.resolve(&sha1(&all[0]), now()).await), key(&all[0]));
@@ -229,4 +230,68 @@ async fn processes_importing_at_once_share_the_work() {
             Some(BlobKey::new(d.sha512))
         );
     }
+}
+
+/// Two processes of one host reading the same old log: the first fingerprints it into a table it
+/// publishes beside it; the second takes every segment from that table and reads none of them.
+/// Once the log is gone, the next listing deletes the table.
+#[tokio::test]
+async fn a_second_reader_takes_the_log_from_the_table_the_first_published() {
+    use crate::backend::alias_legacy::LegacyLog;
+    let mem = Mem::default();
+    let (_, all) = old_log(&mem, 2000, 100).await;
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let reader = || LegacyLog::spilling_from(mem.clone(), 4).spilling_into(dir.path());
+    let tables = || {
+        std::fs::read_dir(dir.path())
+            .unwrap_or_else(|e| panic!("{e}"))
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_name().to_string_lossy().ends_with(".tbl"))
+            .count()
+    };
+    let key = |d: &Digests| Some(BlobKey::new(d.sha512));
+    let now = std::time::Instant::now;
+    let first = reader();
+    let before = mem.count();
+    assert_eq!(ok(first.resolve(&sha1(&all[0]), now()).await), key(&all[0]));
+    assert_eq!(
+        mem.count() - before,
+        22,
+        "a LIST, the 20 segments, a ranged GET"
+    );
+    assert_eq!(tables(), 1, "published");
+
+    let second = reader();
+    let before = mem.count();
+    assert_eq!(
+        ok(second.resolve(&sha1(&all[1]), now()).await),
+        key(&all[1])
+    );
+    assert_eq!(
+        mem.count() - before,
+        2,
+        "a LIST and a ranged GET: no segment read"
+    );
+    assert!((512 << 10..530 << 10).contains(&second.held_bytes()));
+    for d in all.iter().step_by(41) {
+        for log in [&first, &second] {
+            let before = mem.count();
+            assert_eq!(
+                ok(log.resolve(&d.hash(Algorithm::Blake3), now()).await),
+                key(d)
+            );
+            assert_eq!(mem.count() - before, 1);
+        }
+    }
+
+    // The import has taken every segment: a process that lists the log deletes the table.
+    let segments: Vec<String> = mem
+        .map()
+        .keys()
+        .filter_map(|k| Some(k.strip_prefix("log/")?.to_string()))
+        .collect();
+    ok(SegmentStore::delete(&mem, &segments).await);
+    assert!(!ok(reader().refresh().await));
+    assert_eq!(tables(), 0, "deleted once the log is gone");
+    assert_eq!(ok(first.resolve(&sha1(&all[2]), now()).await), None);
 }

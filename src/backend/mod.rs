@@ -28,6 +28,8 @@ mod alias_cache;
 #[cfg(any(feature = "s3", feature = "manta"))]
 mod alias_legacy;
 #[cfg(any(feature = "s3", feature = "manta"))]
+mod alias_legacy_shared;
+#[cfg(any(feature = "s3", feature = "manta"))]
 mod alias_legacy_table;
 #[cfg(any(feature = "s3", feature = "manta"))]
 mod alias_log;

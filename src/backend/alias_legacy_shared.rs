@@ -1,0 +1,111 @@
+//! The fingerprint tables of an upgrading store's old log ([`super::alias_legacy_table`]), shared
+//! by the processes of one host.
+//!
+//! Each process answering lookups during an upgrade reads the whole old log once to fingerprint
+//! it: about 9.8 GB at 40M blobs, and a registry runs one process per core. So a table is
+//! published in the temp directory under a name of the store (`tarvault-aliaslog-<hash of the
+//! store>-<random>.tbl`), and a process that finds one takes the segments it covers from it
+//! instead of reading them. The host's processes build tables one at a time (a lock file beside
+//! them), so processes starting together wait for the first one's table rather than each reading
+//! the log. Segments are immutable and their names unique, so a table is right about every
+//! segment it names for as long as that segment exists; segments imported since are marked gone
+//! by each process as it finds them gone, and a table none of whose segments is listed any more
+//! is deleted by whichever process notices.
+
+use std::collections::HashSet;
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::path::{Path, PathBuf};
+
+use super::alias_legacy_table::Table;
+
+/// Where a store's shared tables are, and what they are called.
+#[derive(Clone)]
+pub(crate) struct Shared {
+    dir: PathBuf,
+    stem: String,
+}
+
+impl Shared {
+    /// The shared tables of the store described as `store`, in `dir`.
+    pub(crate) fn new(dir: PathBuf, store: &str) -> Shared {
+        let hash = blake3::hash(store.as_bytes()).to_hex();
+        Shared {
+            dir,
+            stem: format!("tarvault-aliaslog-{}", &hash[..16]),
+        }
+    }
+
+    /// Waits for, and takes, the host's lock on building this store's tables; released when the
+    /// file is dropped. Blocking.
+    pub(crate) fn lock(&self) -> io::Result<File> {
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(self.dir.join(format!("{}.lock", self.stem)))?;
+        file.lock()?;
+        Ok(file)
+    }
+
+    /// The tables published for this store, except those at `held` (this process's own), opened;
+    /// a table none of whose segments is in `listed` is deleted (the import has taken them all),
+    /// as is a file that is not a table. Blocking.
+    pub(crate) fn published(&self, held: &[PathBuf], listed: &HashSet<&str>) -> Vec<Table> {
+        let prefix = format!("{}-", self.stem);
+        let Ok(entries) = std::fs::read_dir(&self.dir) else {
+            return Vec::new();
+        };
+        let mut found = Vec::new();
+        for path in entries.filter_map(|e| e.ok()).map(|e| e.path()) {
+            let ours = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with(&prefix) && n.ends_with(".tbl"));
+            if !ours || held.contains(&path) {
+                continue;
+            }
+            match Table::open(&path) {
+                Ok(t) if t.covers_any(listed) => found.push(t),
+                Ok(_) => remove(&path, "its segments are all imported"),
+                Err(e) if e.kind() == io::ErrorKind::InvalidData => remove(&path, &e.to_string()),
+                Err(e) => {
+                    tracing::warn!(table = %path.display(), error = %e, "cannot read a shared fingerprint table");
+                }
+            }
+        }
+        found
+    }
+
+    /// A file to build a table in, published by [`publish`](Self::publish).
+    pub(crate) fn create(&self) -> io::Result<tempfile::NamedTempFile> {
+        tempfile::Builder::new()
+            .prefix(&format!(".{}-", self.stem))
+            .suffix(".tmp")
+            .tempfile_in(&self.dir)
+    }
+
+    /// The name a new table is published under.
+    pub(crate) fn name(&self) -> PathBuf {
+        self.dir
+            .join(format!("{}-{:016x}.tbl", self.stem, rand::random::<u64>()))
+    }
+
+    /// Deletes every table published for this store (the log is gone). Blocking.
+    pub(crate) fn remove_all(&self) {
+        self.published(&[], &HashSet::new());
+    }
+}
+
+/// Deletes a published table (processes that opened it keep reading it).
+pub(crate) fn remove(path: &Path, why: &str) {
+    match std::fs::remove_file(path) {
+        Ok(()) => {
+            tracing::debug!(table = %path.display(), why, "deleted a shared fingerprint table")
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => {
+            tracing::warn!(table = %path.display(), error = %e, "cannot delete a shared fingerprint table")
+        }
+    }
+}
