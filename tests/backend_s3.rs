@@ -116,7 +116,8 @@ macro_rules! server {
             cases!(prefix, $var, $name; odd_prefix_is_used_verbatim,
                 url_prefix_is_percent_decoded);
             markers!($var, $name; lookups_cost_one_request, another_process_sees_a_put_at_once,
-                segments_upgrade_to_markers, fsck_repairs_markers_and_imports_segments,
+                segments_upgrade_to_markers, processes_of_a_host_read_an_old_log_once,
+                fsck_repairs_markers_and_imports_segments,
                 fsck_removes_dangling_markers, fsck_racing_a_put_of_a_dangling_blob,
                 fsck_cut_off_by_a_failing_server_resumes);
         }
@@ -125,3 +126,12 @@ macro_rules! server {
 
 server!(s3s_fs, "TARVAULT_S3S_ENV", "s3s-fs");
 server!(ceph, "TARVAULT_CEPH_ENV", "ceph");
+
+/// A child process of `markers::processes_of_a_host_read_an_old_log_once`, run by it with
+/// `TARVAULT_TEST_UPGRADE_CHILD` set; otherwise it does nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upgrade_reader_child() {
+    if let Ok(spec) = std::env::var(s3::markers::UPGRADE_CHILD) {
+        s3::markers::upgrade_reader_child(&spec).await;
+    }
+}

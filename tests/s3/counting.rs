@@ -24,6 +24,8 @@ pub struct Counts {
     pub put: AtomicU64,
     pub list: AtomicU64,
     pub other: AtomicU64,
+    /// Whole GETs of an alias-log segment (`…/alias/log/…` without a range), among `get`.
+    pub segment: AtomicU64,
 }
 
 impl Counts {
@@ -38,6 +40,9 @@ impl Counts {
     }
     pub fn lists(&self) -> u64 {
         self.list.load(Ordering::SeqCst)
+    }
+    pub fn segments(&self) -> u64 {
+        self.segment.load(Ordering::SeqCst)
     }
 }
 
@@ -113,6 +118,9 @@ impl ObjectStore for Counting {
     }
     async fn get_opts(&self, location: &Path, options: GetOptions) -> Result<GetResult> {
         bump(&self.counts.get);
+        if options.range.is_none() && location.as_ref().contains("/alias/log/") {
+            bump(&self.counts.segment);
+        }
         self.inner.get_opts(location, options).await
     }
     fn delete_stream(

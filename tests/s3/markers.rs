@@ -535,3 +535,85 @@ pub async fn fsck_cut_off_by_a_failing_server_resumes(s: &Server) {
     );
     crate::common::assert_found_by_aliases(&fresh, &all).await;
 }
+
+/// The environment variable that makes `upgrade_reader_child` (tests/backend_s3.rs) a child
+/// process of [`processes_of_a_host_read_an_old_log_once`]: `<env var>|<server>|<prefix>|<sha1>|
+/// <sha512>`, both digests in hex.
+pub const UPGRADE_CHILD: &str = "TARVAULT_TEST_UPGRADE_CHILD";
+
+/// An upgrading store of 16 segments (a log that goes into a fingerprint table) read by two real
+/// processes of one host, one after the other, sharing a temp directory: the first reads every
+/// segment and publishes the table, the second takes the log from it and reads none (its
+/// background import may read one before its first write is refused: both may only read).
+pub async fn processes_of_a_host_read_an_old_log_once(s: &Server) {
+    let prefix = Server::fresh_prefix("mshare");
+    let all = put_some(s, &prefix, 64).await;
+    make_legacy(&s.raw(), &prefix, &all).await;
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let var = match s.name {
+        "ceph" => "TARVAULT_CEPH_ENV",
+        _ => "TARVAULT_S3S_ENV",
+    };
+    let tables = || {
+        std::fs::read_dir(tmp.path())
+            .expect("temp dir")
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_name().to_string_lossy().ends_with(".tbl"))
+            .count()
+    };
+    let run = |d: &Digests| -> u64 {
+        let spec = format!(
+            "{var}|{}|{prefix}|{}|{}",
+            s.name,
+            d.shasum(),
+            d.sha512_hex()
+        );
+        let exe = std::env::current_exe().expect("test binary");
+        let out = std::process::Command::new(exe)
+            .args(["--exact", "upgrade_reader_child", "--nocapture"])
+            .env(UPGRADE_CHILD, spec)
+            .env("TMPDIR", tmp.path())
+            .output()
+            .expect("child process");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "child: {stdout}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        stdout
+            .lines()
+            .find_map(|l| l.strip_prefix("upgrade-child segments read: "))
+            .and_then(|n| n.trim().parse().ok())
+            .unwrap_or_else(|| panic!("the child did not say what it read: {stdout}"))
+    };
+    let first = run(&all[0].1);
+    assert!(first >= 16, "the first process read {first} segments");
+    assert_eq!(tables(), 1, "the first process published its table");
+    let second = run(&all[37].1);
+    assert!(second <= 1, "the second process read {second} segments");
+}
+
+/// The child process of [`processes_of_a_host_read_an_old_log_once`] (see [`UPGRADE_CHILD`]): looks
+/// the blob up by its sha1 through a client that may only read, and prints how many segments it
+/// read whole.
+pub async fn upgrade_reader_child(spec: &str) {
+    let parts: Vec<&str> = spec.split('|').collect();
+    let [var, name, prefix, sha1, sha512] = parts[..] else {
+        panic!("{UPGRADE_CHILD}={spec}");
+    };
+    let name: &'static str = if name == "ceph" { "ceph" } else { "s3s-fs" };
+    let s = Server::from_env(var, name).expect("the parent's server");
+    let c = s.config(prefix);
+    let counting = Counting::read_only(Arc::new(c.build().expect("client")));
+    let counts = counting.counts.clone();
+    let b = S3Backend::with_store_config(Arc::new(counting), &c);
+    let hash = tarvault::Hash::from_hex(Algorithm::Sha1, sha1).expect("sha1");
+    let got = b.resolve_alias(&hash).await.expect("resolve");
+    let want: [u8; 64] = hex::decode(sha512)
+        .expect("hex")
+        .try_into()
+        .expect("64 bytes");
+    assert_eq!(got, Some(BlobKey::new(want)));
+    println!("upgrade-child segments read: {}", counts.segments());
+}
