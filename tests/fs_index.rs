@@ -612,14 +612,19 @@ async fn fsck_puts_back_a_blob_file_in_the_wrong_shard() {
     assert!(!report.is_clean(), "{report:?}");
     assert_eq!(report.checked, 1, "{report:?}");
     assert_eq!(report.index.removed, 0, "{report:?}");
-    assert_eq!(report.misplaced.len(), 2, "{report:?}");
-    let restored: Vec<_> = report.misplaced.iter().filter(|m| m.restored).collect();
+    assert_eq!(report.misplaced.files.len(), 2, "{report:?}");
+    let restored: Vec<_> = report
+        .misplaced
+        .files
+        .iter()
+        .filter(|m| m.restored)
+        .collect();
     assert_eq!(restored.len(), 1, "{report:?}");
     assert_eq!(restored[0].address, d.integrity().to_string());
     let json = serde_json::to_value(&report).expect("json");
-    assert_eq!(json["misplaced"]["total"], 2, "{json}");
+    assert_eq!(json["misplaced"]["files"]["total"], 2, "{json}");
     assert_eq!(
-        json["misplaced"]["kept"].as_array().map(Vec::len),
+        json["misplaced"]["files"]["kept"].as_array().map(Vec::len),
         Some(2),
         "{json}"
     );
@@ -635,8 +640,9 @@ async fn fsck_puts_back_a_blob_file_in_the_wrong_shard() {
 
     // The bogus file stays reported (left alone); the restored blob is no longer misplaced.
     let again = store.fsck(&FsckOptions::default()).await.expect("fsck");
-    assert_eq!(again.misplaced.len(), 1, "{again:?}");
-    assert!(!again.misplaced.kept()[0].restored);
+    assert_eq!(again.misplaced.files.len(), 1, "{again:?}");
+    assert_eq!(again.misplaced.restored, 0);
+    assert!(!again.misplaced.files.kept()[0].restored);
     std::fs::remove_file(&bogus).expect("remove");
     assert!(store
         .fsck(&FsckOptions::default())

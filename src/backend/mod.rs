@@ -200,6 +200,35 @@ pub struct MisplacedBlob {
     pub note: String,
 }
 
+/// What [`Backend::restore_misplaced`] found: every misplaced file counted, the first kept in full,
+/// and how many of them were moved back to their place.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Misplaced {
+    /// The files found.
+    pub files: Sample<MisplacedBlob>,
+    /// How many of them were moved to their place (kept or not).
+    pub restored: u64,
+}
+
+impl Misplaced {
+    /// Counts one file found.
+    pub fn push(&mut self, file: MisplacedBlob) {
+        self.restored += u64::from(file.restored);
+        self.files.push(file);
+    }
+
+    /// Adds what another backend found.
+    pub fn merge(&mut self, other: Misplaced) {
+        self.restored += other.restored;
+        self.files.merge(other.files);
+    }
+
+    /// Whether no file was found.
+    pub fn is_empty(&self) -> bool {
+        self.files.is_empty()
+    }
+}
+
 /// What [`Backend::rebuild_aliases`] did to the alias index.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct AliasRebuild {
@@ -380,10 +409,11 @@ pub trait Backend: fmt::Debug + Send + Sync + 'static {
     /// does not list and reads cannot find, and moves each whose bytes verify to its place unless
     /// something is there already; never deletes bytes. For `fsck`, before its scan, so that the
     /// blobs put back are verified and indexed. Reports every file it found in the count of a
-    /// [`Sample`] and the first of them in full (each is logged as it is found). The default finds
+    /// [`Sample`] and the first of them in full (each is logged as it is found), and how many it
+    /// moved back. The default finds
     /// none (a store whose keys are its only names has no other place to put a blob).
-    async fn restore_misplaced(&self) -> Result<Sample<MisplacedBlob>> {
-        Ok(Sample::new())
+    async fn restore_misplaced(&self) -> Result<Misplaced> {
+        Ok(Misplaced::default())
     }
 
     /// Removes leftovers of uploads that died (temp files, abandoned multipart uploads).

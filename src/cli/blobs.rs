@@ -276,7 +276,7 @@ pub(crate) async fn fsck(
         json_line(&report);
     } else {
         corrupt_lines(&report.corrupt);
-        let misplaced = &report.misplaced;
+        let misplaced = &report.misplaced.files;
         for m in misplaced {
             outln!("misplaced {} {}: {}", m.address, m.path, m.note);
         }
@@ -284,15 +284,10 @@ pub(crate) async fn fsck(
             outln!("{more} misplaced");
         }
         if !misplaced.is_empty() {
-            let restored = misplaced.iter().filter(|m| m.restored).count();
-            let of = if misplaced.omitted() > 0 {
-                format!(" of the {} listed", misplaced.len())
-            } else {
-                String::new()
-            };
             outln!(
-                "misplaced blob files: {} found, {restored}{of} moved back to their place",
-                misplaced.total()
+                "misplaced blob files: {} found, {} moved back to their place",
+                misplaced.total(),
+                report.misplaced.restored
             );
         }
         outln!(

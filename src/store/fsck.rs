@@ -5,7 +5,7 @@ use futures::{SinkExt, Stream, StreamExt};
 use serde::Serialize;
 
 use super::Store;
-use crate::backend::{AliasRebuild, BlobKey, MisplacedBlob, Sample};
+use crate::backend::{AliasRebuild, BlobKey, Misplaced, Sample};
 use crate::integrity::{Digests, MultiHasher};
 use crate::{Error, Result};
 
@@ -63,7 +63,7 @@ pub struct FsckReport {
     /// Each one whose bytes verified was moved back to its place first (`restored`), so it is
     /// counted in `checked` and indexed; the others were left as they were. A store with any is
     /// not clean: something moved its files. All counted, the first kept (each one is logged).
-    pub misplaced: Sample<MisplacedBlob>,
+    pub misplaced: Misplaced,
     /// Entries in the rebuilt alias index (0 if not rebuilt).
     pub aliases: u64,
     /// What the rebuild did to the index: blobs that had no entry, entries that disagreed with

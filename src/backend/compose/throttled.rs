@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use futures::stream::{BoxStream, StreamExt};
 
 use crate::backend::pace::Pacer;
-use crate::backend::{AliasRebuild, Committed, MisplacedBlob, RebuildOptions, Sample};
+use crate::backend::{AliasRebuild, Committed, Misplaced, RebuildOptions};
 use crate::backend::{Backend, BlobKey, BlobStat, BlobWriter, GetResult, PendingBlob, PutHint};
 use crate::integrity::{Digests, Hash};
 use crate::units::Rate;
@@ -131,7 +131,7 @@ impl Backend for Throttled {
         self.inner.sweep().await
     }
 
-    async fn restore_misplaced(&self) -> Result<Sample<MisplacedBlob>> {
+    async fn restore_misplaced(&self) -> Result<Misplaced> {
         self.inner.restore_misplaced().await
     }
 }

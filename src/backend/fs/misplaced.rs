@@ -11,7 +11,7 @@ use sha2::{Digest, Sha512};
 use super::durable;
 use super::walk::is_blob_name;
 use super::FsInner;
-use crate::backend::{BlobKey, MisplacedBlob, Sample};
+use crate::backend::{BlobKey, Misplaced, MisplacedBlob};
 use crate::{Error, Result};
 
 impl FsInner {
@@ -20,9 +20,9 @@ impl FsInner {
     /// the misplaced one). Files whose bytes do not match are left where they are, reported.
     /// Each file is dealt with as the walk finds it and logged; the report counts them all and
     /// keeps the first (a store whose files were all moved has tens of millions).
-    pub(super) fn restore_misplaced(&self) -> Result<Sample<MisplacedBlob>> {
+    pub(super) fn restore_misplaced(&self) -> Result<Misplaced> {
         let blobs = self.layout.blobs();
-        let mut found = Sample::new();
+        let mut found = Misplaced::default();
         for_each_misplaced(&blobs, |path| {
             let Some(key) = path
                 .file_name()

@@ -36,7 +36,7 @@ use self::walk::{walk, walk_dirs};
 use self::writer::{key_of, remove_if_exists, FsWriter};
 use super::{
     AliasRebuild, Backend, BlobKey, BlobStat, BlobWriter, CacheLedger, Committed, GetResult,
-    MisplacedBlob, PendingBlob, PutHint, Sample,
+    Misplaced, PendingBlob, PutHint,
 };
 use crate::integrity::{Digests, Hash};
 use crate::task::blocking;
@@ -622,7 +622,7 @@ impl Backend for FsBackend {
         blocking(move || inner.sweep_temps()).await
     }
 
-    async fn restore_misplaced(&self) -> Result<Sample<MisplacedBlob>> {
+    async fn restore_misplaced(&self) -> Result<Misplaced> {
         let inner = self.inner.clone();
         blocking(move || inner.restore_misplaced()).await
     }

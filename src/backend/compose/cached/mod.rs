@@ -43,8 +43,8 @@ use super::replicated::put_copy;
 use super::verify::{fetch_for_copy, fetch_verified, slice, Fetched, Held};
 use crate::backend::ledger::micros;
 use crate::backend::{
-    AliasRebuild, Backend, BlobKey, BlobStat, BlobWriter, CacheLedger, GetResult, MisplacedBlob,
-    PutHint, Sample,
+    AliasRebuild, Backend, BlobKey, BlobStat, BlobWriter, CacheLedger, GetResult, Misplaced,
+    PutHint,
 };
 use crate::integrity::{Digests, Hash};
 use crate::{Error, Result};
@@ -606,7 +606,7 @@ impl Backend for Cached {
         Ok(self.inner.local.sweep().await? + self.inner.remote.sweep().await?)
     }
 
-    async fn restore_misplaced(&self) -> Result<Sample<MisplacedBlob>> {
+    async fn restore_misplaced(&self) -> Result<Misplaced> {
         let mut all = self.inner.local.restore_misplaced().await?;
         all.merge(self.inner.remote.restore_misplaced().await?);
         Ok(all)

@@ -32,7 +32,7 @@ use futures::stream::BoxStream;
 
 use super::fan_out::{rebuild_each, Filter};
 use crate::backend::{
-    AliasRebuild, Backend, BlobKey, BlobStat, BlobWriter, GetResult, MisplacedBlob, PutHint, Sample,
+    AliasRebuild, Backend, BlobKey, BlobStat, BlobWriter, GetResult, Misplaced, PutHint,
 };
 use crate::integrity::{Digests, Hash};
 use crate::{Error, Result};
@@ -198,8 +198,8 @@ impl Backend for Replicated {
         self.replicas.iter().all(|r| r.recorded_digests_trusted())
     }
 
-    async fn restore_misplaced(&self) -> Result<Sample<MisplacedBlob>> {
-        let mut all = Sample::new();
+    async fn restore_misplaced(&self) -> Result<Misplaced> {
+        let mut all = Misplaced::default();
         for r in
             futures::future::join_all(self.replicas.iter().map(|r| r.restore_misplaced())).await
         {
