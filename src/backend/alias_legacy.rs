@@ -441,6 +441,7 @@ impl<S: SegmentStore> LegacyLog<S> {
             Ok((lock, found))
         })
         .await;
+        // Held (if taken) until this process's own table, if it builds one, is published.
         let (lock, found) = match found {
             Ok(found) => found,
             Err(e) => return Ok(Err(e)),

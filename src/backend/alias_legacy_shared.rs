@@ -13,11 +13,17 @@
 //! is deleted by whichever process notices.
 
 use std::collections::HashSet;
-use std::fs::{File, OpenOptions};
+use std::fs::{File, OpenOptions, TryLockError};
 use std::io;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use super::alias_legacy_table::Table;
+
+/// How long a process waits for another one to build a table before it reads the log itself (a
+/// process that dies releases the lock at once; this bounds one that hangs). Reading the log of
+/// 40M blobs takes one to two minutes on a link of 1 Gbit/s.
+const LOCK_WAIT: Duration = Duration::from_secs(300);
 
 /// Where a store's shared tables are, and what they are called.
 #[derive(Clone)]
@@ -36,16 +42,34 @@ impl Shared {
         }
     }
 
-    /// Waits for, and takes, the host's lock on building this store's tables; released when the
-    /// file is dropped. Blocking.
-    pub(crate) fn lock(&self) -> io::Result<File> {
+    /// Waits for, and takes, the host's lock on building this store's tables (released when the
+    /// file is dropped); `None` if another process held it for [`LOCK_WAIT`]: then the caller
+    /// goes on without it, as if alone. Blocking.
+    pub(crate) fn lock(&self) -> io::Result<Option<File>> {
+        self.lock_within(LOCK_WAIT)
+    }
+
+    fn lock_within(&self, wait: Duration) -> io::Result<Option<File>> {
+        let path = self.dir.join(format!("{}.lock", self.stem));
         let file = OpenOptions::new()
             .create(true)
             .truncate(false)
             .write(true)
-            .open(self.dir.join(format!("{}.lock", self.stem)))?;
-        file.lock()?;
-        Ok(file)
+            .open(&path)?;
+        let deadline = Instant::now() + wait;
+        loop {
+            match file.try_lock() {
+                Ok(()) => return Ok(Some(file)),
+                Err(TryLockError::WouldBlock) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                Err(TryLockError::WouldBlock) => {
+                    tracing::warn!(lock = %path.display(), waited = ?wait, "another process has been building the old alias log's fingerprint table for too long; reading the log here too");
+                    return Ok(None);
+                }
+                Err(TryLockError::Error(e)) => return Err(e),
+            }
+        }
     }
 
     /// The tables published for this store, except those at `held` (this process's own), opened;
@@ -107,5 +131,27 @@ pub(crate) fn remove(path: &Path, why: &str) {
         Err(e) => {
             tracing::warn!(table = %path.display(), error = %e, "cannot delete a shared fingerprint table")
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A process that holds the lock too long is waited for only so long; once it lets go, the
+    /// lock is taken.
+    #[test]
+    fn a_lock_held_too_long_is_given_up_on() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let shared = Shared::new(dir.path().to_path_buf(), "store");
+        let held = shared.lock().unwrap_or_else(|e| panic!("{e}"));
+        assert!(held.is_some());
+        let t = Instant::now();
+        let other = shared.lock_within(Duration::from_millis(200));
+        assert!(matches!(other, Ok(None)), "{other:?}");
+        assert!(t.elapsed() >= Duration::from_millis(200));
+        drop(held);
+        let again = shared.lock_within(Duration::from_millis(200));
+        assert!(matches!(again, Ok(Some(_))), "{again:?}");
     }
 }
