@@ -469,10 +469,9 @@ impl<S: SegmentStore> LegacyLog<S> {
     /// Fingerprints `new` into one table, published for the host's other processes. The errors
     /// are as [`load_tables`](Self::load_tables)'.
     async fn build_table(&self, shared: &Shared, new: Vec<String>) -> Result<std::io::Result<()>> {
-        let made = shared.create().and_then(|tmp| {
-            let builder = Builder::new(tmp.path().parent())?;
-            Ok((tmp, builder))
-        });
+        let made = shared
+            .create()
+            .and_then(|tmp| Ok((tmp, Builder::new(Some(shared.dir()))?)));
         let (tmp, mut builder) = match made {
             Ok(made) => made,
             Err(e) => return Ok(Err(e)),

@@ -76,19 +76,8 @@ impl Shared {
     /// a table none of whose segments is in `listed` is deleted (the import has taken them all),
     /// as is a file that is not a table. Blocking.
     pub(crate) fn published(&self, held: &[PathBuf], listed: &HashSet<&str>) -> Vec<Table> {
-        let prefix = format!("{}-", self.stem);
-        let Ok(entries) = std::fs::read_dir(&self.dir) else {
-            return Vec::new();
-        };
         let mut found = Vec::new();
-        for path in entries.filter_map(|e| e.ok()).map(|e| e.path()) {
-            let ours = path
-                .file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with(&prefix) && n.ends_with(".tbl"));
-            if !ours || held.contains(&path) {
-                continue;
-            }
+        for path in self.files().into_iter().filter(|p| !held.contains(p)) {
             match Table::open(&path) {
                 Ok(t) if t.covers_any(listed) => found.push(t),
                 Ok(_) => remove(&path, "its segments are all imported"),
@@ -101,7 +90,29 @@ impl Shared {
         found
     }
 
-    /// A file to build a table in, published by [`publish`](Self::publish).
+    /// The files published under this store's name (whatever they hold).
+    fn files(&self) -> Vec<PathBuf> {
+        let prefix = format!("{}-", self.stem);
+        let Ok(entries) = std::fs::read_dir(&self.dir) else {
+            return Vec::new();
+        };
+        entries
+            .filter_map(|e| e.ok())
+            .map(|e| e.path())
+            .filter(|p| {
+                p.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with(&prefix) && n.ends_with(".tbl"))
+            })
+            .collect()
+    }
+
+    /// The directory the tables are in.
+    pub(crate) fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// A file to build a table in, published (renamed) as [`name`](Self::name) once saved.
     pub(crate) fn create(&self) -> io::Result<tempfile::NamedTempFile> {
         tempfile::Builder::new()
             .prefix(&format!(".{}-", self.stem))
@@ -115,9 +126,12 @@ impl Shared {
             .join(format!("{}-{:016x}.tbl", self.stem, rand::random::<u64>()))
     }
 
-    /// Deletes every table published for this store (the log is gone). Blocking.
+    /// Deletes every table published for this store (the log is gone), without reading them.
+    /// Blocking.
     pub(crate) fn remove_all(&self) {
-        self.published(&[], &HashSet::new());
+        for path in self.files() {
+            remove(&path, "the log is gone");
+        }
     }
 }
 
