@@ -95,16 +95,7 @@ fn url(i: u64) -> String {
 
 /// The status a server's router gives `path`.
 async fn status(server: &Server, path: &str) -> u16 {
-    use tower::ServiceExt;
-    let request = axum::http::Request::get(path)
-        .body(axum::body::Body::empty())
-        .unwrap_or_else(|e| panic!("request: {e}"));
-    let response = server
-        .router()
-        .oneshot(request)
-        .await
-        .unwrap_or_else(|e| match e {});
-    response.status().as_u16()
+    common::router_get(server, path).await.status().as_u16()
 }
 
 /// A `tarvault serve --map` process and its base URL.

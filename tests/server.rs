@@ -685,7 +685,6 @@ fn the_cli_serves_a_store_with_a_mapping() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_empty_blob_is_served_with_an_empty_body() {
     use futures::StreamExt;
-    use tower::ServiceExt;
 
     let store = Store::new(tarvault::backend::memory::MemoryBackend::new());
     let out = store
@@ -700,14 +699,7 @@ async fn an_empty_blob_is_served_with_an_empty_body() {
     assert_eq!(header(&r, header::CONTENT_LENGTH), "0");
     assert_eq!(r.bytes().await.ok().map(|b| b.len()), Some(0));
 
-    let request = axum::http::Request::get(path.as_str())
-        .body(axum::body::Body::empty())
-        .unwrap_or_else(|e| panic!("request: {e}"));
-    let response = server
-        .router()
-        .oneshot(request)
-        .await
-        .unwrap_or_else(|e| match e {});
+    let response = common::router_get(&server, &path).await;
     assert_eq!(response.status().as_u16(), 200);
     let body = axum::body::to_bytes(response.into_body(), 1024)
         .await

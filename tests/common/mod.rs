@@ -221,6 +221,20 @@ pub fn corrupt_blob(
     path
 }
 
+/// The response a server's router alone (no HTTP) gives a GET of `path`.
+#[cfg(feature = "server")]
+pub async fn router_get(server: &tarvault::server::Server, path: &str) -> axum::response::Response {
+    use tower::ServiceExt;
+    let request = axum::http::Request::get(path)
+        .body(axum::body::Body::empty())
+        .unwrap_or_else(|e| panic!("request: {e}"));
+    server
+        .router()
+        .oneshot(request)
+        .await
+        .unwrap_or_else(|e| match e {})
+}
+
 /// Starts `tarvault --store STORE serve --listen 127.0.0.1:0 --map MAP` with `envs`; returns the
 /// child and its base URL, read from the first line it prints.
 pub fn serve_cli(
