@@ -550,10 +550,6 @@ pub async fn processes_of_a_host_read_an_old_log_once(s: &Server) {
     let all = put_some(s, &prefix, 64).await;
     make_legacy(&s.raw(), &prefix, &all).await;
     let tmp = tempfile::tempdir().expect("temp dir");
-    let var = match s.name {
-        "ceph" => "TARVAULT_CEPH_ENV",
-        _ => "TARVAULT_S3S_ENV",
-    };
     let tables = || {
         std::fs::read_dir(tmp.path())
             .expect("temp dir")
@@ -563,7 +559,8 @@ pub async fn processes_of_a_host_read_an_old_log_once(s: &Server) {
     };
     let run = |d: &Digests| -> u64 {
         let spec = format!(
-            "{var}|{}|{prefix}|{}|{}",
+            "{}|{}|{prefix}|{}|{}",
+            s.env,
             s.name,
             d.shasum(),
             d.sha512_hex()

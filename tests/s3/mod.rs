@@ -23,6 +23,8 @@ use tarvault::backend::s3::{S3Backend, S3Config};
 #[derive(Debug, Clone)]
 pub struct Server {
     pub name: &'static str,
+    /// The environment variable naming its env file (a child process finds it again by it).
+    pub env: String,
     pub vars: HashMap<String, String>,
 }
 
@@ -43,7 +45,11 @@ impl Server {
             .filter_map(|l| l.split_once('='))
             .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
             .collect();
-        Some(Server { name, vars })
+        Some(Server {
+            name,
+            env: var.to_string(),
+            vars,
+        })
     }
 
     pub fn var(&self, k: &str) -> String {
