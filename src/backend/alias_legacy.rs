@@ -30,8 +30,8 @@ use futures::{StreamExt, TryStreamExt};
 
 use super::alias_legacy_shared::{remove, Shared};
 use super::alias_legacy_table::{Builder, Table};
+use super::alias_line::parse_line;
 use super::alias_log::{each_record, parse_named, SegmentStore};
-use super::alias_map::parse_line;
 use super::BlobKey;
 use crate::integrity::{Digests, Hash};
 use crate::Result;

@@ -37,7 +37,8 @@ use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
 use tokio::sync::oneshot;
 
-use super::alias_map::{line, parse_line, AliasMap};
+use super::alias_line::{line, parse_line};
+use super::alias_map::AliasMap;
 use super::BlobKey;
 use crate::integrity::{Digests, Hash};
 use crate::{Error, Result};

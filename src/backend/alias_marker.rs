@@ -35,8 +35,8 @@ use futures::{StreamExt, TryStreamExt};
 
 use super::alias_cache::{AliasCache, CacheConfig};
 use super::alias_legacy::LegacyLog;
+use super::alias_line::{line, parse_line};
 use super::alias_log::SegmentStore;
-use super::alias_map::{line, parse_line};
 use super::{AliasRebuild, BlobKey};
 use crate::integrity::{Algorithm, Digests, Hash};
 use crate::Result;

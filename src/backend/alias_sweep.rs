@@ -50,8 +50,8 @@ use futures::future::BoxFuture;
 use futures::StreamExt;
 
 use super::{AliasIndex, Listed, Marker, MarkerStore, PARALLEL};
+use crate::backend::alias_line::line;
 use crate::backend::alias_log::SegmentStore;
-use crate::backend::alias_map::line;
 use crate::backend::pace::Pacer;
 use crate::backend::{AliasRebuild, BlobKey, Dangling, RebuildOptions};
 use crate::Result;

@@ -31,9 +31,11 @@ mod alias_legacy;
 mod alias_legacy_shared;
 #[cfg(any(feature = "s3", feature = "manta"))]
 mod alias_legacy_table;
+#[cfg(any(feature = "fs", feature = "s3", feature = "manta"))]
+mod alias_line;
 #[cfg(any(feature = "s3", feature = "manta"))]
 mod alias_log;
-#[cfg(any(feature = "fs", feature = "memory", feature = "s3", feature = "manta"))]
+#[cfg(any(feature = "memory", feature = "s3", feature = "manta"))]
 mod alias_map;
 #[cfg(any(feature = "s3", feature = "manta"))]
 mod alias_marker;

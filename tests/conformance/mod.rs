@@ -11,7 +11,9 @@ use futures::{StreamExt, TryStreamExt};
 use tarvault::backend::{Backend, BlobKey, Committed, PutHint};
 use tarvault::{ErrorKind, FsckOptions, Integrity, PutOptions, Store, Verification};
 
-use crate::common::{addr, chunked, corpus, corpus_bytes, key_of, noise, sha1_hex, sha512_sri};
+use crate::common::{
+    addr, chunked, corpus, corpus_bytes, digests_of, key_of, noise, sha1_hex, sha512_sri,
+};
 
 mod batch;
 pub mod model;
@@ -383,11 +385,7 @@ pub async fn writer_contract(f: &dyn Fixture) {
     let backend = f.backend();
     let data = Bytes::from(noise(300_000, 11));
     let key = key_of(&data);
-    let digests = Store::memory()
-        .put_bytes(data.clone(), &PutOptions::default())
-        .await
-        .expect("digests")
-        .digests;
+    let digests = digests_of(&data);
 
     let mut w = backend.begin_put(&PutHint::default()).await.expect("begin");
     w.write(data.slice(..1000)).await.expect("write");

@@ -17,6 +17,7 @@ use tarvault::{FsckOptions, PutOptions, Store};
 
 use super::counting::Counting;
 use super::Server;
+#[cfg(feature = "cli")]
 use crate::common::noise;
 
 /// A backend on `prefix` whose requests are counted.
