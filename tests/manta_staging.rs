@@ -11,7 +11,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use common::request_proxy::{host_of, Fault, Proxy};
 use common::{addr, assert_found_by_aliases, chunked, digests_of, noise, read_verified};
-use futures::TryStreamExt;
+use futures::{StreamExt, TryStreamExt};
 use manta_common::Target;
 use tarvault::backend::manta::protocol::RequestBody;
 use tarvault::backend::manta::{MantaBackend, MantaConfig};
@@ -237,6 +237,77 @@ async fn a_staged_upload_whose_answer_is_lost_fails_and_is_swept_later() {
         .expect("sweep");
     assert_eq!(swept, 2);
     assert_eq!(staged_objects(&backend).await, vec!["keep-me".to_string()]);
+}
+
+/// A staging directory of thousands of leftovers (a host that died again and again) is swept as
+/// its listing pages come: the first deletes go out before the second page is asked for, so the
+/// sweep holds one page of the listing, not the whole directory. Deleting what a page listed does
+/// not disturb the pages after it (each starts at a name), and every leftover goes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thousands_of_leftovers_are_swept_as_the_listing_pages_come() {
+    let Some(target) = Target::get("thousands_of_leftovers_are_swept") else {
+        return;
+    };
+    let config = target.config("stagemany");
+    let direct = MantaBackend::new(config.clone()).expect("backend");
+    let root = direct.layout().root().to_string();
+    let staging = format!("{root}/staging");
+    for dir in [&root, &staging] {
+        direct.client().put_directory(dir).await.expect("mkdir");
+    }
+    // Three pages of 1,024 at most: 2,100 leftovers (an upload begun at 1 ms past the epoch) and
+    // two objects not named like one, listed after them.
+    let names: Vec<String> = (0..2_100)
+        .map(|i| format!("0000000000001-{i:016x}"))
+        .chain(["keep-1".to_string(), "keep-2".to_string()])
+        .collect();
+    let (client, dir) = (direct.client(), &staging);
+    futures::stream::iter(&names)
+        .map(|name| async move {
+            client
+                .put_object(
+                    &format!("{dir}/{name}"),
+                    Default::default(),
+                    RequestBody::Bytes(Bytes::from_static(b"left")),
+                )
+                .await
+        })
+        .buffer_unordered(16)
+        .try_collect::<Vec<_>>()
+        .await
+        .expect("plant the leftovers");
+
+    // Old by their listing's time too (the later of the two counts).
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let proxy = Proxy::start(host_of(&config.url)).await;
+    proxy.one_request_per_connection();
+    let backend = MantaBackend::new(MantaConfig {
+        url: proxy.url(),
+        ..config
+    })
+    .expect("backend");
+    let swept = backend
+        .sweep_staging_older_than(Duration::from_secs(1))
+        .await
+        .expect("sweep");
+    assert_eq!(swept, 2_100);
+    assert_eq!(
+        staged_objects(&direct).await,
+        vec!["keep-1".to_string(), "keep-2".to_string()]
+    );
+    let lines = proxy.requests();
+    let listings: Vec<usize> = (0..lines.len())
+        .filter(|&i| lines[i].starts_with(&format!("GET {staging}?")))
+        .collect();
+    let first_delete = lines
+        .iter()
+        .position(|l| l.starts_with(&format!("DELETE {staging}/")))
+        .expect("deletes");
+    assert_eq!(listings.len(), 3, "three pages: {:?}", &lines[..5]);
+    assert!(
+        first_delete < listings[1],
+        "the first page's leftovers are deleted before the second page is listed"
+    );
 }
 
 /// A large put whose sha512 is given streams straight to the blob's path, on a server without

@@ -88,59 +88,42 @@ impl MarkerStore for MantaMarkers {
 }
 
 impl MantaMarkers {
-    /// The markers of one shard directory as listing entries (a listing of one directory is
-    /// read whole: at most ~10,000 entries at 40M blobs, see [`Layout`]).
-    async fn list_shard(&self, alg: Algorithm, shard: String) -> Result<Vec<Result<Listed>>> {
+    /// The markers of one shard directory as listing entries, as its listing pages come.
+    fn list_shard(&self, alg: Algorithm, shard: String) -> BoxStream<'_, Result<Listed>> {
         let dir = format!("{}/{shard}", self.layout.markers_dir(alg));
-        let entries = self.client.list_dir(&dir).await?.unwrap_or_default();
-        Ok(entries
-            .into_iter()
-            .map(|e| {
+        let url = self.client.config().url.clone();
+        self.client
+            .list_dir_entries(&dir)
+            .map_ok(move |e| {
                 let well_formed = e.kind == "object"
                     && e.name.len() == if alg == Algorithm::Sha1 { 40 } else { 64 }
                     && e.name
                         .bytes()
                         .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
                     && e.name.get(..3) == Some(shard.as_str());
-                Ok(if well_formed {
+                if well_formed {
                     Listed::Marker {
                         alg,
                         modified: e.mtime.as_deref().and_then(parse_mtime),
                         hex: e.name,
                     }
                 } else {
-                    Listed::Foreign(format!("{}{dir}/{}", self.client.config().url, e.name))
-                })
+                    Listed::Foreign(format!("{url}{dir}/{}", e.name))
+                }
             })
-            .collect())
+            .boxed()
     }
 
     /// The shard directories of `alg`'s markers, then the markers of each, one directory at a
     /// time.
     fn list_alg(&self, alg: Algorithm) -> BoxStream<'_, Result<Listed>> {
-        let shards = async move {
-            let dir = self.layout.markers_dir(alg);
-            let entries = self.client.list_dir(&dir).await?.unwrap_or_default();
-            let shards = entries
-                .into_iter()
-                .filter(|e| e.kind == "directory")
-                .map(|e| e.name);
-            Ok::<_, Error>(
-                futures::stream::iter(shards)
-                    .then(move |shard| self.list_shard(alg, shard))
-                    .map(|r| match r {
-                        Ok(v) => futures::stream::iter(v).boxed(),
-                        Err(e) => futures::stream::iter(vec![Err(e)]).boxed(),
-                    })
-                    .flatten(),
-            )
-        };
-        futures::stream::once(shards)
-            .map(|r| match r {
-                Ok(s) => s.boxed(),
-                Err(e) => futures::stream::iter(vec![Err(e)]).boxed(),
+        self.client
+            .list_dir_entries(&self.layout.markers_dir(alg))
+            .try_filter_map(|e| {
+                futures::future::ready(Ok((e.kind == "directory").then_some(e.name)))
             })
-            .flatten()
+            .map_ok(move |shard| self.list_shard(alg, shard))
+            .try_flatten()
             .boxed()
     }
 }

@@ -144,7 +144,7 @@ impl MantaClient {
         &self.signer
     }
 
-    fn describe(&self) -> String {
+    pub(super) fn describe(&self) -> String {
         format!("manta:{}{}", self.config.url, self.config.root)
     }
 
@@ -519,104 +519,6 @@ impl MantaClient {
         self.send(Method::GET, path, &[], headers, RequestBody::Empty)
             .await
     }
-
-    /// Every entry of a directory, paging with `limit` and the inclusive `marker` (the first entry
-    /// of each later page repeats the previous page's last one and is dropped). `Ok(None)` if the
-    /// directory does not exist.
-    pub async fn list_dir(&self, path: &str) -> Result<Option<Vec<DirEntry>>> {
-        const LIMIT: usize = 1024;
-        let mut out: Vec<DirEntry> = Vec::new();
-        let mut marker: Option<String> = None;
-        loop {
-            let mut query = vec![("limit", LIMIT.to_string())];
-            if let Some(m) = &marker {
-                query.push(("marker", m.clone()));
-            }
-            let Some(body) = self.list_page(path, &query).await? else {
-                return Ok(None);
-            };
-            let mut page: Vec<DirEntry> = Vec::new();
-            for line in body.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
-                let e: DirEntry = serde_json::from_slice(line).map_err(|e| {
-                    Error::backend(self.describe(), format!("bad listing line in {path}: {e}"))
-                })?;
-                page.push(e);
-            }
-            let full = page.len() >= LIMIT;
-            if marker.is_some() && page.first().map(|e| &e.name) == marker.as_ref() {
-                page.remove(0);
-            }
-            let next = page.last().map(|e| e.name.clone());
-            out.extend(page);
-            match next {
-                Some(n) if full => marker = Some(n),
-                _ => return Ok(Some(out)),
-            }
-        }
-    }
-}
-
-impl MantaClient {
-    /// One listing page's body; a body cut off mid-way, or stalled past the response timeout, is
-    /// fetched again (within the attempt budget), since a listing is read-only and the next
-    /// request is as good as the first.
-    async fn list_page(&self, path: &str, query: &[(&str, String)]) -> Result<Option<Bytes>> {
-        let attempts = self.config.max_attempts.max(1);
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            let resp = self
-                .send(
-                    Method::GET,
-                    path,
-                    query,
-                    HeaderMap::new(),
-                    RequestBody::Empty,
-                )
-                .await?;
-            match resp.status() {
-                StatusCode::OK => {}
-                StatusCode::NOT_FOUND => return Ok(None),
-                _ => return Err(self.api_error(&Method::GET, path, resp).await),
-            }
-            let ct = resp
-                .headers()
-                .get("content-type")
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("")
-                .to_string();
-            if ct != "application/x-json-stream; type=directory" {
-                return Err(Error::backend(
-                    self.describe(),
-                    format!("{path} is not a directory (content type {ct:?})"),
-                ));
-            }
-            match self.read_body(&Method::GET, path, resp).await {
-                Ok(body) => return Ok(Some(body)),
-                Err(e) if attempt < attempts => {
-                    tracing::debug!(error = %e, path, "listing cut off or stalled; fetching it again");
-                    tokio::time::sleep(self.backoff(attempt)).await;
-                }
-                Err(e) => return Err(e),
-            }
-        }
-    }
-}
-
-/// One line of a Manta directory listing.
-#[derive(Debug, Clone, serde::Deserialize)]
-pub struct DirEntry {
-    /// The entry's name (not a path).
-    pub name: String,
-    /// `object` or `directory`.
-    #[serde(rename = "type")]
-    pub kind: String,
-    /// Size in bytes (objects only).
-    #[serde(default)]
-    pub size: Option<u64>,
-    /// ISO modification time.
-    #[serde(default)]
-    pub mtime: Option<String>,
 }
 
 /// Builds a header map from name/value pairs, refusing values HTTP cannot carry.

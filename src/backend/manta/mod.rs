@@ -26,7 +26,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use base64::Engine as _;
-use futures::future::BoxFuture;
+use futures::future::{self, BoxFuture};
 use futures::stream::{self, BoxStream, StreamExt, TryStreamExt};
 use reqwest::header::{HeaderMap, HeaderValue};
 use reqwest::StatusCode;
@@ -38,6 +38,7 @@ mod config;
 mod direct;
 mod dirs;
 mod layout;
+mod listing;
 #[doc(hidden)]
 pub mod probe;
 mod resume;
@@ -56,6 +57,7 @@ pub mod protocol {
     pub use super::auth::Signer;
     pub use super::client::{MantaClient, RequestBody};
     pub use super::layout::Layout;
+    pub use super::listing::DirEntry;
 }
 
 use self::client::{MantaClient, RequestBody};
@@ -328,43 +330,23 @@ impl MantaBackend {
         })
     }
 
-    /// Every entry name under `dir`'s shard directories (two levels: shard, then entries).
+    /// Every entry name under `dir`'s shard directories (two levels: shard, then entries), as
+    /// the listing pages come. A shard that cannot be listed yields its error and the walk goes
+    /// on with the next one.
     fn list_sharded(&self, dir: String) -> BoxStream<'static, Result<(String, String)>> {
         let client = self.client.clone();
-        let shards = async move {
-            let entries = client.list_dir(&dir).await?.unwrap_or_default();
-            let names: Vec<String> = entries
-                .into_iter()
-                .filter(|e| e.kind == "directory")
-                .map(|e| format!("{dir}/{}", e.name))
-                .collect();
-            let per_shard = stream::iter(names)
-                .then(move |shard| {
-                    let client = client.clone();
-                    async move {
-                        let entries = client.list_dir(&shard).await?.unwrap_or_default();
-                        Ok::<_, Error>(
-                            entries
-                                .into_iter()
-                                .filter(|e| e.kind == "object")
-                                .map(|e| Ok((shard.clone(), e.name)))
-                                .collect::<Vec<_>>(),
-                        )
-                    }
-                })
-                .map(|r| match r {
-                    Ok(v) => stream::iter(v).boxed(),
-                    Err(e) => stream::iter(vec![Err(e)]).boxed(),
-                })
-                .flatten();
-            Ok::<_, Error>(per_shard)
-        };
-        stream::once(shards)
-            .map(|r| match r {
-                Ok(s) => s.boxed(),
-                Err(e) => stream::iter(vec![Err(e)]).boxed(),
+        self.client
+            .list_dir_entries(&dir)
+            .try_filter_map(move |e| {
+                let shard = (e.kind == "directory").then(|| format!("{dir}/{}", e.name));
+                future::ready(Ok(shard))
             })
-            .flatten()
+            .map_ok(move |shard| {
+                client.list_dir_entries(&shard).try_filter_map(move |e| {
+                    future::ready(Ok((e.kind == "object").then(|| (shard.clone(), e.name))))
+                })
+            })
+            .try_flatten()
             .boxed()
     }
 }

@@ -283,14 +283,15 @@ async fn copy_through_client(
 /// body's end, on the server's), so that a slow upload being linked right now is not taken for a
 /// leftover. One that cannot be deleted is reported and the sweep goes on. Returns how many went.
 pub(crate) async fn sweep(backend: &MantaBackend, max_age: Duration) -> Result<u64> {
-    let dir = backend.layout.staging_dir();
-    let Some(entries) = backend.client.list_dir(&dir).await? else {
-        return Ok(0);
-    };
     let Some(cutoff) = SystemTime::now().checked_sub(max_age) else {
         return Ok(0);
     };
-    let old = entries.into_iter().filter(|e| {
+    let dir = backend.layout.staging_dir();
+    // Deleted as the listing comes: a page's marker is a name, so deleting entries already
+    // listed does not disturb the pages after it.
+    let mut entries = backend.client.list_dir_entries(&dir);
+    let mut removed = 0;
+    while let Some(e) = entries.try_next().await? {
         let named = e
             .name
             .split('-')
@@ -298,12 +299,12 @@ pub(crate) async fn sweep(backend: &MantaBackend, max_age: Duration) -> Result<u
             .and_then(|ms| ms.parse::<u64>().ok())
             .map(|ms| UNIX_EPOCH + Duration::from_millis(ms));
         let modified = e.mtime.as_deref().and_then(super::aliases::parse_mtime);
-        e.kind == "object"
+        let old = e.kind == "object"
             && named.is_some_and(|t| t < cutoff)
-            && modified.is_none_or(|t| t < cutoff)
-    });
-    let mut removed = 0;
-    for e in old {
+            && modified.is_none_or(|t| t < cutoff);
+        if !old {
+            continue;
+        }
         let path = format!("{dir}/{}", e.name);
         match backend.client.delete(&path).await {
             Ok(true) => removed += 1,
