@@ -486,9 +486,16 @@ async fn replica_down_then_repaired() {
     for b in &blobs {
         assert_eq!(&read_all(&alone, b).await[..], &b[..]);
     }
-    // A second repair has nothing to do.
+    // A second repair has nothing to do; without `verify` it reads nothing to find that out
+    // (presence is all it compares), with `verify` it reads every copy.
+    let gets = || -> u64 { faulty.iter().map(|f| f.knobs.gets.load(Ordering::SeqCst)).sum() };
+    let before = gets();
+    let again = rep.repair(false, 4).await.expect("repair");
+    assert_eq!((again.blobs, again.copied, again.replaced), (5, 0, 0));
+    assert_eq!(gets(), before, "a presence-only repair read blobs");
     let again = rep.repair(true, 4).await.expect("repair");
     assert_eq!((again.copied, again.replaced), (0, 0));
+    assert_eq!(gets(), before + 15, "a verifying repair reads every copy");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -175,6 +175,10 @@ impl Replicated {
         // record in the same pass that verifies it (once, not twice).
         let present = |i: usize| listed & (1 << i) != 0;
         let copy_needed = (0..self.replicas.len()).any(|i| !present(i));
+        if !copy_needed && !verify {
+            // Listed by every replica, and presence is all that is compared: nothing to read.
+            return out;
+        }
         for (i, replica) in self.replicas.iter().enumerate() {
             if !present(i) {
                 targets.push((i, false));
