@@ -488,7 +488,12 @@ async fn replica_down_then_repaired() {
     }
     // A second repair has nothing to do; without `verify` it reads nothing to find that out
     // (presence is all it compares), with `verify` it reads every copy.
-    let gets = || -> u64 { faulty.iter().map(|f| f.knobs.gets.load(Ordering::SeqCst)).sum() };
+    let gets = || -> u64 {
+        faulty
+            .iter()
+            .map(|f| f.knobs.gets.load(Ordering::SeqCst))
+            .sum()
+    };
     let before = gets();
     let again = rep.repair(false, 4).await.expect("repair");
     assert_eq!((again.blobs, again.copied, again.replaced), (5, 0, 0));

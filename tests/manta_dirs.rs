@@ -1,5 +1,6 @@
 //! Shard directories on the Manta test server (`src/backend/manta/dirs.rs`): a young store's are
-//! made before the PUTs into them, a grown store is PUT into first. Requests are counted by a
+//! made before the PUTs into them, a grown store is PUT into first; a walk of the store reads
+//! its blobs' sizes and times from the shard directories' listings. Requests are counted by a
 //! proxy that sees each one on a connection of its own.
 
 mod common;
@@ -7,6 +8,7 @@ mod manta_common;
 
 use common::noise;
 use common::request_proxy::{host_of, Proxy};
+use futures::TryStreamExt;
 use manta_common::Target;
 use tarvault::backend::manta::MantaBackend;
 use tarvault::{PutOptions, Store};
@@ -106,4 +108,45 @@ async fn a_young_store_makes_shard_directories_first_and_a_grown_one_does_not() 
     let later = &proxy.requests()[before..];
     assert_eq!(count(later, true), n, "one blob PUT each");
     assert_eq!(count(later, false), 0, "no shard directory made again");
+}
+
+/// A walk that needs each blob's size and time (`ls`, `gc`, a cache taking in its tier) reads
+/// them from the shard directories' listings: no `HEAD` per blob. `list_info`, whose digests only
+/// a `HEAD` brings, heads each blob once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_walk_reads_sizes_and_times_from_the_listing() {
+    let Some(target) = Target::get("a_walk_reads_sizes_and_times_from_the_listing") else {
+        return;
+    };
+    let cfg = target.config("walk");
+    let direct = Store::new(MantaBackend::new(cfg.clone()).expect("backend"));
+    let mut want = Vec::new();
+    for i in 0..30u64 {
+        let data = noise(500 + i as usize * 7, 40_000 + i);
+        direct
+            .put_bytes(data.clone(), &PutOptions::default())
+            .await
+            .expect("put");
+        want.push((common::key_of(&data), data.len() as u64, true));
+    }
+    want.sort();
+    let proxy = Proxy::start(host_of(&target.url)).await;
+    proxy.one_request_per_connection();
+    let store = Store::new(
+        MantaBackend::new(tarvault::backend::manta::MantaConfig {
+            url: proxy.url(),
+            ..cfg
+        })
+        .expect("backend"),
+    );
+    assert_eq!(crate::common::listed_meta(&store).await, want);
+    let heads = |lines: &[String]| lines.iter().filter(|l| l.starts_with("HEAD ")).count();
+    assert_eq!(heads(&proxy.requests()), 0, "list_meta sent a HEAD");
+    let infos: Vec<_> = store.list_info().try_collect().await.expect("list_info");
+    assert!(infos.iter().all(|i| i.digests.is_some()));
+    assert_eq!(
+        heads(&proxy.requests()),
+        30,
+        "list_info heads each blob once"
+    );
 }

@@ -233,7 +233,12 @@ pub(crate) async fn stat(store: &Store, text: &str, json: bool) -> Result<u8, Er
 pub(crate) async fn ls(store: &Store, json: bool) -> Result<u8, Error> {
     use std::io::Write as _;
     let mut out = std::io::BufWriter::with_capacity(1 << 16, std::io::stdout());
-    let mut all = store.list_info();
+    // The plain form prints no digests: from an object store's listing alone, no `HEAD` each.
+    let mut all = if json {
+        store.list_info()
+    } else {
+        store.list_meta()
+    };
     while let Some(info) = all.next().await {
         let line = BlobLine::from(&info?);
         if json {

@@ -159,8 +159,9 @@ async fn collect(
     let cutoff = SystemTime::now()
         .checked_sub(options.grace)
         .unwrap_or(SystemTime::UNIX_EPOCH);
-    // One pass that brings each blob's size and age with its key (no `head` per blob on the fs).
-    let mut stats = store.backend().clone().list_stat();
+    // One pass that brings each blob's size and age with its key (no `head` per blob on the fs
+    // or an object store: their listings carry both).
+    let mut stats = store.backend().clone().list_meta();
     let mut present_live = 0u64;
     while let Some(stat) = stats.next().await {
         let stat = stat?;

@@ -16,7 +16,7 @@ use std::time::SystemTime;
 use futures::stream::BoxStream;
 use futures::StreamExt;
 
-use crate::backend::{Backend, BlobKey};
+use crate::backend::{Backend, BlobKey, BlobStat};
 use crate::integrity::{Algorithm, Digests, Hash, Integrity};
 use crate::{Error, Result};
 
@@ -317,22 +317,32 @@ impl Store {
     }
 
     /// Every stored blob with its facts, in one pass where the backend can (the fs backend stats
-    /// and looks up each record on its walker's thread).
+    /// and looks up each record on its walker's thread; an object store heads each blob, 16 at a
+    /// time, for its digests).
     pub fn list_info(&self) -> BoxStream<'static, Result<BlobInfo>> {
-        self.backend
-            .clone()
-            .list_stat()
-            .map(|st| {
-                st.map(|st| BlobInfo {
-                    key: st.key,
-                    size: st.size,
-                    modified: st.modified,
-                    digests: st.digests,
-                })
-            })
-            .fuse()
-            .boxed()
+        info_of(self.backend.clone().list_stat())
     }
+
+    /// Every stored blob with its size and time, without its digests unless they come free: from
+    /// an object store's listing alone, with no request per blob (see [`Backend::list_meta`](crate::backend::Backend::list_meta)).
+    pub fn list_meta(&self) -> BoxStream<'static, Result<BlobInfo>> {
+        info_of(self.backend.clone().list_meta())
+    }
+}
+
+/// A store's [`BlobInfo`]s from a backend's [`BlobStat`]s, fused like every stream a store returns.
+fn info_of(stats: BoxStream<'static, Result<BlobStat>>) -> BoxStream<'static, Result<BlobInfo>> {
+    stats
+        .map(|st| {
+            st.map(|st| BlobInfo {
+                key: st.key,
+                size: st.size,
+                modified: st.modified,
+                digests: st.digests,
+            })
+        })
+        .fuse()
+        .boxed()
 }
 
 /// The hashes of an address (without sha512) that name a blob through the alias index: those of

@@ -170,6 +170,20 @@ pub async fn put_noise(
     all
 }
 
+/// What [`Store::list_meta`](tarvault::Store::list_meta) lists: each blob's key, size and whether
+/// it has a time, sorted.
+pub async fn listed_meta(store: &tarvault::Store) -> Vec<(tarvault::backend::BlobKey, u64, bool)> {
+    use futures::TryStreamExt;
+    let mut listed: Vec<_> = store
+        .list_meta()
+        .map_ok(|i| (i.key, i.size, i.modified.is_some()))
+        .try_collect()
+        .await
+        .expect("list_meta");
+    listed.sort();
+    listed
+}
+
 /// The bytes `store` serves at `address`, read to the end and verified (fails the test if not).
 pub async fn read_verified(store: &tarvault::Store, address: &tarvault::Integrity) -> Bytes {
     store

@@ -363,8 +363,30 @@ pub async fn stat_list_delete(f: &dyn Fixture) {
     assert_eq!(info.integrity().to_string(), sha512_sri(&all[2]));
     let d = info.digests.expect("digests recorded at commit");
     assert_eq!(d.shasum(), sha1_hex(&all[2]));
+    // Both listings: each blob once, with its size and a time, `list_info` with its digests
+    // wherever `stat` has them.
+    let sizes = |infos: Vec<tarvault::BlobInfo>| {
+        let mut v: Vec<(BlobKey, u64)> = infos
+            .iter()
+            .map(|i| {
+                assert!(i.modified.is_some(), "no time listed for {}", i.key);
+                (i.key, i.size)
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    let mut want_sizes: Vec<(BlobKey, u64)> =
+        all.iter().map(|d| (key_of(d), d.len() as u64)).collect();
+    want_sizes.sort();
     let infos: Vec<_> = store.list_info().try_collect().await.expect("list_info");
-    assert_eq!(infos.len(), 5);
+    assert!(
+        infos.iter().all(|i| i.digests.is_some()),
+        "list_info without digests"
+    );
+    assert_eq!(sizes(infos), want_sizes);
+    let metas: Vec<_> = store.list_meta().try_collect().await.expect("list_meta");
+    assert_eq!(sizes(metas), want_sizes);
     assert!(store
         .delete(&addr(&sha512_sri(&all[2])))
         .await

@@ -21,14 +21,14 @@ use super::Server;
 use crate::common::noise;
 
 /// A backend on `prefix` whose requests are counted.
-fn counted(s: &Server, prefix: &str) -> (S3Backend, Arc<super::counting::Counts>) {
+pub fn counted(s: &Server, prefix: &str) -> (S3Backend, Arc<super::counting::Counts>) {
     let c = s.config(prefix);
     let counting = Counting::new(Arc::new(c.build().expect("client")));
     let counts = counting.counts.clone();
     (S3Backend::with_store_config(Arc::new(counting), &c), counts)
 }
 
-async fn put_some(s: &Server, prefix: &str, n: u64) -> Vec<(Vec<u8>, Digests)> {
+pub async fn put_some(s: &Server, prefix: &str, n: u64) -> Vec<(Vec<u8>, Digests)> {
     let store = Store::new(
         S3Backend::connect(&s.config(prefix))
             .await

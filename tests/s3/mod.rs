@@ -8,6 +8,7 @@
 pub mod counting;
 pub mod faults;
 pub mod gate;
+pub mod listing;
 pub mod markers;
 pub mod prefix;
 pub mod proxy;

@@ -93,6 +93,14 @@ impl Backend for Throttled {
         self.inner.list()
     }
 
+    fn list_stat(self: Arc<Self>) -> BoxStream<'static, Result<BlobStat>> {
+        self.inner.clone().list_stat()
+    }
+
+    fn list_meta(self: Arc<Self>) -> BoxStream<'static, Result<BlobStat>> {
+        self.inner.clone().list_meta()
+    }
+
     async fn resolve_alias(&self, hash: &Hash) -> Result<Option<BlobKey>> {
         self.inner.resolve_alias(hash).await
     }

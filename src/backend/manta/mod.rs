@@ -65,8 +65,11 @@ use self::layout::Layout;
 
 use self::aliases::{MantaMarkers, MantaSegments};
 use self::dirs::Dirs;
+use self::listing::DirEntry;
 use super::alias_marker::AliasIndex;
-use super::{check_range, Backend, BlobKey, BlobStat, BlobWriter, Committed, GetResult, PutHint};
+use super::{
+    check_range, Backend, BlobKey, BlobStat, BlobWriter, Committed, GetResult, PutHint, LIST_HEADS,
+};
 use crate::integrity::{Algorithm, Digests, Hash};
 use crate::{Error, Result};
 
@@ -333,7 +336,7 @@ impl MantaBackend {
     /// Every entry name under `dir`'s shard directories (two levels: shard, then entries), as
     /// the listing pages come. A shard that cannot be listed yields its error and the walk goes
     /// on with the next one.
-    fn list_sharded(&self, dir: String) -> BoxStream<'static, Result<(String, String)>> {
+    fn list_sharded(&self, dir: String) -> BoxStream<'static, Result<(String, DirEntry)>> {
         let client = self.client.clone();
         self.client
             .list_dir_entries(&dir)
@@ -343,10 +346,32 @@ impl MantaBackend {
             })
             .map_ok(move |shard| {
                 client.list_dir_entries(&shard).try_filter_map(move |e| {
-                    future::ready(Ok((e.kind == "object").then(|| (shard.clone(), e.name))))
+                    future::ready(Ok((e.kind == "object").then(|| (shard.clone(), e))))
                 })
             })
             .try_flatten()
+            .boxed()
+    }
+}
+
+impl MantaBackend {
+    /// Every blob in the blob directory with its listing entry; a foreign object there is
+    /// skipped with a warning.
+    fn list_blobs(&self) -> BoxStream<'static, Result<(BlobKey, DirEntry)>> {
+        self.list_sharded(self.layout.blobs_dir())
+            .try_filter_map(|(_, e)| {
+                let key = match BlobKey::from_hex(&e.name) {
+                    Ok(k) if e.name.len() == 128 => Some((k, e)),
+                    _ => {
+                        tracing::warn!(
+                            name = e.name,
+                            "ignoring a foreign object in the blob directory"
+                        );
+                        None
+                    }
+                };
+                future::ready(Ok(key))
+            })
             .boxed()
     }
 }
@@ -475,19 +500,31 @@ impl Backend for MantaBackend {
     }
 
     fn list(&self) -> BoxStream<'static, Result<BlobKey>> {
-        self.list_sharded(self.layout.blobs_dir())
-            .filter_map(|r| async move {
-                match r {
-                    Ok((_, name)) => match BlobKey::from_hex(&name) {
-                        Ok(k) if name.len() == 128 => Some(Ok(k)),
-                        _ => {
-                            tracing::warn!(name, "ignoring a foreign object in the blob directory");
-                            None
-                        }
-                    },
-                    Err(e) => Some(Err(e)),
+        self.list_blobs().map_ok(|(key, _)| key).boxed()
+    }
+
+    /// Each blob's size and time from its shard's listing: no `HEAD` per blob (the digests,
+    /// which only a `HEAD` brings, are left out). An entry without a size is asked for.
+    fn list_meta(self: Arc<Self>) -> BoxStream<'static, Result<BlobStat>> {
+        let backend = self.clone();
+        self.list_blobs()
+            .map(move |r| {
+                let backend = backend.clone();
+                async move {
+                    let (key, e) = r?;
+                    match e.size {
+                        Some(size) => Ok(Some(BlobStat {
+                            key,
+                            size,
+                            modified: e.mtime.as_deref().and_then(aliases::parse_mtime),
+                            digests: None,
+                        })),
+                        None => backend.head(&key).await,
+                    }
                 }
             })
+            .buffered(LIST_HEADS)
+            .try_filter_map(|st| future::ready(Ok(st)))
             .boxed()
     }
 
@@ -538,9 +575,14 @@ impl Backend for MantaBackend {
         for alg in [Algorithm::Sha1, Algorithm::Blake3] {
             let client = self.client.clone();
             self.list_sharded(self.layout.legacy_alias_dir(alg))
-                .map_ok(|(dir, name)| {
+                .map_ok(|(dir, e)| {
                     let client = client.clone();
-                    async move { client.delete(&format!("{dir}/{name}")).await.map(|_| ()) }
+                    async move {
+                        client
+                            .delete(&format!("{dir}/{}", e.name))
+                            .await
+                            .map(|_| ())
+                    }
                 })
                 .try_buffer_unordered(PARALLEL)
                 .try_for_each(|()| futures::future::ready(Ok(())))

@@ -108,6 +108,17 @@ impl S3Backend {
         Ok(backend)
     }
 
+    /// Every object under the blobs' prefix, as the listing pages come.
+    fn list_objects(&self) -> BoxStream<'static, Result<object_store::ObjectMeta>> {
+        let inner = self.inner.clone();
+        let blobs = inner.keys.blobs();
+        inner
+            .store
+            .list(Some(&blobs))
+            .map_err(move |e| backend_error(&inner.describe, "list", e))
+            .boxed()
+    }
+
     /// A backend over an existing object store client (no probe). For tests and tools.
     pub fn with_store(store: Arc<dyn ObjectStore>, prefix: &str, describe: String) -> S3Backend {
         S3Backend::new(store, &S3Config::new("", prefix), describe)
@@ -249,13 +260,23 @@ impl Backend for S3Backend {
     }
 
     fn list(&self) -> BoxStream<'static, Result<BlobKey>> {
-        let inner = self.inner.clone();
-        let blobs = inner.keys.blobs();
-        inner
-            .store
-            .list(Some(&blobs))
-            .map_err(move |e| backend_error(&inner.describe, "list", e))
+        self.list_objects()
             .try_filter_map(|meta| async move { Ok(key_from_path(&meta.location)) })
+            .boxed()
+    }
+
+    /// Each blob's size and time from the listing itself: no `HEAD` per blob (the digests,
+    /// which only a `HEAD` brings, are left out).
+    fn list_meta(self: Arc<Self>) -> BoxStream<'static, Result<BlobStat>> {
+        self.list_objects()
+            .try_filter_map(|meta| async move {
+                Ok(key_from_path(&meta.location).map(|key| BlobStat {
+                    key,
+                    size: meta.size,
+                    modified: Some(meta.last_modified.into()),
+                    digests: None,
+                }))
+            })
             .boxed()
     }
 

@@ -187,7 +187,7 @@ impl Cached {
     async fn take_in(&self) -> Result<()> {
         let inner = &self.inner;
         if !inner.on_ledger(|l| l.adopted()).await? {
-            let mut found = inner.local.clone().list_stat().try_chunks(ADOPT_CHUNK);
+            let mut found = inner.local.clone().list_meta().try_chunks(ADOPT_CHUNK);
             while let Some(chunk) = found.try_next().await.map_err(|e| e.1)? {
                 let chunk: Vec<_> = chunk
                     .into_iter()
@@ -544,6 +544,12 @@ impl Backend for Cached {
 
     fn list(&self) -> BoxStream<'static, Result<BlobKey>> {
         self.inner.remote.list()
+    }
+
+    /// The remote's listing, as [`list`](Backend::list) is (`list_stat` heads through the cache,
+    /// whose local tier answers for the blobs it holds).
+    fn list_meta(self: Arc<Self>) -> BoxStream<'static, Result<BlobStat>> {
+        self.inner.remote.clone().list_meta()
     }
 
     async fn resolve_alias(&self, hash: &Hash) -> Result<Option<BlobKey>> {

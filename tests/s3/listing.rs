@@ -1,0 +1,61 @@
+//! What a walk of the store costs on a real server: `ls`, `gc` and a cache taking in its local
+//! tier need each blob's size and time, which the listing carries; they must not send a `HEAD`
+//! per blob (40M round trips at 40M blobs, where the listing is 40,000 pages).
+
+use std::time::Duration;
+
+use futures::TryStreamExt;
+use tarvault::ops::gc::{gc, GcOptions};
+use tarvault::Store;
+
+use super::markers::{counted, put_some};
+use super::Server;
+
+/// `list_meta` and a dry-run `gc` read the listing alone; `list_info` (whose digests only a
+/// `HEAD` brings) heads each blob.
+pub async fn walks_list_without_a_head_per_blob(s: &Server) {
+    let prefix = Server::fresh_prefix("walk");
+    let blobs = put_some(s, &prefix, 40).await;
+    let (backend, counts) = counted(s, &prefix);
+    let store = Store::new(backend);
+
+    let before = counts.gets();
+    let mut want: Vec<_> = blobs
+        .iter()
+        .map(|(data, d)| {
+            (
+                tarvault::backend::BlobKey::new(d.sha512),
+                data.len() as u64,
+                true,
+            )
+        })
+        .collect();
+    want.sort();
+    assert_eq!(crate::common::listed_meta(&store).await, want);
+    assert_eq!(counts.gets(), before, "list_meta sent a HEAD or GET");
+
+    // Keep half; the rest is garbage, but younger than the grace period.
+    let keep: Vec<_> = blobs[..20].iter().map(|(_, d)| Ok(d.integrity())).collect();
+    let report = gc(&store, keep, &GcOptions::default(), |_, _| {})
+        .await
+        .expect("gc");
+    assert_eq!((report.listed, report.kept_recent), (40, 20));
+    // Its live set is looked up by sha512 (no request); its walk is the listing.
+    assert_eq!(counts.gets(), before, "gc sent a HEAD or GET per blob");
+    let report = gc(
+        &store,
+        blobs.iter().map(|(_, d)| Ok(d.integrity())).take(20),
+        &GcOptions {
+            grace: Duration::ZERO,
+            delete: false,
+        },
+        |_, _| {},
+    )
+    .await
+    .expect("gc");
+    assert_eq!(report.garbage, 20);
+
+    let infos: Vec<_> = store.list_info().try_collect().await.expect("list_info");
+    assert!(infos.iter().all(|i| i.digests.is_some()));
+    assert_eq!(counts.gets(), before + 40, "list_info heads each blob once");
+}
