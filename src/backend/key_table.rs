@@ -7,8 +7,8 @@
 //! Held in memory, such sets cost a repair some 12 GB at 40M blobs and three replicas, and a gc
 //! as much for its live set. On disk they are fed in sorted batches (each insert beside the last in
 //! the B-tree) and read back by key or a page at a time in key order, so memory stays flat.
-//! (Builds without SQLite, that is without the `fs`, `server` and `migrate` features, hold every
-//! key in memory.)
+//! (Every feature that can walk a large store links SQLite for this; a build of the memory or
+//! http backend alone holds every key in memory.)
 
 use std::collections::BTreeMap;
 use std::ops::Bound;
@@ -23,11 +23,25 @@ pub(crate) const IN_MEMORY: usize = 1 << 18;
 pub(crate) struct KeyTable {
     memory: BTreeMap<BlobKey, u64>,
     #[cfg_attr(
-        not(any(feature = "fs", feature = "server", feature = "migrate")),
+        not(any(
+            feature = "fs",
+            feature = "server",
+            feature = "migrate",
+            feature = "s3",
+            feature = "manta",
+            feature = "cli"
+        )),
         allow(dead_code)
     )]
     limit: usize,
-    #[cfg(any(feature = "fs", feature = "server", feature = "migrate"))]
+    #[cfg(any(
+        feature = "fs",
+        feature = "server",
+        feature = "migrate",
+        feature = "s3",
+        feature = "manta",
+        feature = "cli"
+    ))]
     disk: Option<disk::Disk>,
 }
 
@@ -37,14 +51,28 @@ impl KeyTable {
         KeyTable {
             memory: BTreeMap::new(),
             limit,
-            #[cfg(any(feature = "fs", feature = "server", feature = "migrate"))]
+            #[cfg(any(
+                feature = "fs",
+                feature = "server",
+                feature = "migrate",
+                feature = "s3",
+                feature = "manta",
+                feature = "cli"
+            ))]
             disk: None,
         }
     }
 
     /// Adds `key` with the bits of `mask` (or-ed into those it has).
     pub(crate) fn note(&mut self, key: BlobKey, mask: u64) -> Result<()> {
-        #[cfg(any(feature = "fs", feature = "server", feature = "migrate"))]
+        #[cfg(any(
+            feature = "fs",
+            feature = "server",
+            feature = "migrate",
+            feature = "s3",
+            feature = "manta",
+            feature = "cli"
+        ))]
         {
             if let Some(d) = &mut self.disk {
                 return d.note(key, mask);
@@ -66,7 +94,14 @@ impl KeyTable {
     /// Done noting: everything noted is visible to [`page`](Self::page) and
     /// [`contains`](Self::contains).
     pub(crate) fn finish(&mut self) -> Result<()> {
-        #[cfg(any(feature = "fs", feature = "server", feature = "migrate"))]
+        #[cfg(any(
+            feature = "fs",
+            feature = "server",
+            feature = "migrate",
+            feature = "s3",
+            feature = "manta",
+            feature = "cli"
+        ))]
         if let Some(d) = &mut self.disk {
             d.flush()?;
         }
@@ -75,7 +110,14 @@ impl KeyTable {
 
     /// Distinct keys noted.
     pub(crate) fn len(&self) -> Result<u64> {
-        #[cfg(any(feature = "fs", feature = "server", feature = "migrate"))]
+        #[cfg(any(
+            feature = "fs",
+            feature = "server",
+            feature = "migrate",
+            feature = "s3",
+            feature = "manta",
+            feature = "cli"
+        ))]
         if let Some(d) = &self.disk {
             return d.len();
         }
@@ -84,7 +126,14 @@ impl KeyTable {
 
     /// Whether `key` was noted.
     pub(crate) fn contains(&self, key: &BlobKey) -> Result<bool> {
-        #[cfg(any(feature = "fs", feature = "server", feature = "migrate"))]
+        #[cfg(any(
+            feature = "fs",
+            feature = "server",
+            feature = "migrate",
+            feature = "s3",
+            feature = "manta",
+            feature = "cli"
+        ))]
         if let Some(d) = &self.disk {
             return d.contains(key);
         }
@@ -94,15 +143,36 @@ impl KeyTable {
     /// Whether the table has moved to disk.
     #[cfg(test)]
     pub(crate) fn on_disk(&self) -> bool {
-        #[cfg(any(feature = "fs", feature = "server", feature = "migrate"))]
+        #[cfg(any(
+            feature = "fs",
+            feature = "server",
+            feature = "migrate",
+            feature = "s3",
+            feature = "manta",
+            feature = "cli"
+        ))]
         return self.disk.is_some();
-        #[cfg(not(any(feature = "fs", feature = "server", feature = "migrate")))]
+        #[cfg(not(any(
+            feature = "fs",
+            feature = "server",
+            feature = "migrate",
+            feature = "s3",
+            feature = "manta",
+            feature = "cli"
+        )))]
         false
     }
 
     /// Up to `n` keys after `after` (from the first if `None`), in key order, with their masks.
     pub(crate) fn page(&self, after: Option<&BlobKey>, n: usize) -> Result<Vec<(BlobKey, u64)>> {
-        #[cfg(any(feature = "fs", feature = "server", feature = "migrate"))]
+        #[cfg(any(
+            feature = "fs",
+            feature = "server",
+            feature = "migrate",
+            feature = "s3",
+            feature = "manta",
+            feature = "cli"
+        ))]
         if let Some(d) = &self.disk {
             return d.page(after, n);
         }
@@ -116,7 +186,14 @@ impl KeyTable {
     }
 }
 
-#[cfg(any(feature = "fs", feature = "server", feature = "migrate"))]
+#[cfg(any(
+    feature = "fs",
+    feature = "server",
+    feature = "migrate",
+    feature = "s3",
+    feature = "manta",
+    feature = "cli"
+))]
 mod disk {
     use rusqlite::{params, Connection};
 
@@ -257,7 +334,14 @@ mod tests {
             }
         }
         c.finish().expect("finish");
-        #[cfg(any(feature = "fs", feature = "server", feature = "migrate"))]
+        #[cfg(any(
+            feature = "fs",
+            feature = "server",
+            feature = "migrate",
+            feature = "s3",
+            feature = "manta",
+            feature = "cli"
+        ))]
         assert!(c.on_disk());
         assert!(!KeyTable::new(500).on_disk());
         assert_eq!(c.len().expect("len"), 3000);
