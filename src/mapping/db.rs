@@ -10,10 +10,12 @@
 //! holds the offset of its line, read back from the mapping when asked). Start-up and memory do
 //! not grow with the mapping, and the database is built once for all processes.
 //!
-//! The database remembers how many bytes of the mapping it holds and the last 256 of them. A
-//! mapping that grew (a migration appending, `--follow`) is read from there on; one that is
-//! shorter, or whose bytes there differ (cut back by a resumed migration, or replaced), is read
-//! again from the start. Lines are read in transactions of [`BATCH`](super::read::BATCH) under
+//! The database remembers how many bytes of the mapping it holds and the last 256 bytes before
+//! that and before earlier places (its marks). A mapping that grew (a migration appending,
+//! `--follow`) is read from there on. One that is shorter, or whose bytes there differ (cut back by
+//! a resumed migration, perhaps with other lines written since), loses only the rows of the lines
+//! past where it still agrees with the database, and is read on from there ([`super::cut`]); one
+//! that agrees nowhere (another file put in its place) is read again from the start. Lines are read in transactions of [`BATCH`](super::read::BATCH) under
 //! SQLite's write lock: processes starting together share the reading, each batch taken by one of
 //! them ([`super::read`]).
 //!
@@ -45,27 +47,40 @@ const LANES: usize = 8;
 /// The page cache while lines are read (inserts in random key order), in KiB; given back after.
 const READ_CACHE_KIB: i64 = 65_536;
 
+/// The schema's version (`PRAGMA user_version`). 2: `names` rows hold their line's offset (`at`),
+/// both tables are indexed by it, and `marks` holds where earlier readings stopped, so that a
+/// mapping cut back drops only the rows of the lines cut ([`super::cut`]). A database of an older
+/// schema (1, which set no version) is built again once.
+const SCHEMA_VERSION: i64 = 2;
+
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS names(
     name TEXT NOT NULL,
     file TEXT NOT NULL,
     sha512 BLOB NOT NULL,
+    at INTEGER NOT NULL,
     PRIMARY KEY(name, file)
 ) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS names_at ON names(at);
 CREATE TABLE IF NOT EXISTS versions(
     name TEXT NOT NULL,
     version TEXT NOT NULL,
     at INTEGER NOT NULL,
     PRIMARY KEY(name, version)
 ) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS versions_at ON versions(at);
 CREATE TABLE IF NOT EXISTS source(
     id INTEGER PRIMARY KEY CHECK (id = 0),
     consumed INTEGER NOT NULL,
-    tail BLOB NOT NULL,
     urls INTEGER NOT NULL,
-    conflict TEXT
+    conflict TEXT,
+    conflict_at INTEGER
 );
-INSERT OR IGNORE INTO source VALUES (0, 0, x'', 0, NULL);
+INSERT OR IGNORE INTO source VALUES (0, 0, 0, NULL, NULL);
+CREATE TABLE IF NOT EXISTS marks(
+    at INTEGER PRIMARY KEY,
+    tail BLOB NOT NULL
+);
 ";
 
 /// A mapping's URLs and versions in SQLite (see the [module documentation](self)).
@@ -120,9 +135,7 @@ impl MapDb {
 
     fn open_at(mapping: &Path, db: &Path) -> Result<MapDb> {
         let first = connect(db)?;
-        first
-            .execute_batch(SCHEMA)
-            .map_err(sql(db, "create the mapping's tables"))?;
+        create_or_upgrade(&first, db)?;
         let lanes = std::thread::available_parallelism().map_or(2, |n| n.get().min(LANES));
         let mut conns = vec![Mutex::new(first)];
         for _ in 1..lanes {
@@ -250,6 +263,51 @@ impl MapDb {
             }
         }
     }
+}
+
+/// Creates the tables, or, in a database of an older schema, drops them and creates them anew
+/// (they are read again from the mapping). Under the write lock, so that of several processes
+/// opening it together one does it.
+fn create_or_upgrade(conn: &Connection, db: &Path) -> Result<()> {
+    let version =
+        || -> rusqlite::Result<i64> { conn.query_row("PRAGMA user_version", [], |r| r.get(0)) };
+    if version().map_err(sql(db, "read the schema's version"))? == SCHEMA_VERSION {
+        return Ok(());
+    }
+    let tx = rusqlite::Transaction::new_unchecked(conn, TransactionBehavior::Immediate)
+        .map_err(sql(db, "lock the mapping's database"))?;
+    let found = version().map_err(sql(db, "read the schema's version"))?;
+    if found > SCHEMA_VERSION {
+        return Err(Error::Index {
+            path: db.to_path_buf(),
+            message: format!(
+                "the mapping's database has schema {found}, newer than this tarvault's \
+                 {SCHEMA_VERSION} (delete the file to have it built again)"
+            ),
+            source: None,
+        });
+    }
+    if found < SCHEMA_VERSION {
+        let old: i64 = tx
+            .query_row(
+                "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'names'",
+                [],
+                |r| r.get(0),
+            )
+            .map_err(sql(db, "read the mapping's tables"))?;
+        if old > 0 {
+            tracing::info!(db = %db.display(), from = found.max(1), to = SCHEMA_VERSION, "the mapping's database predates line offsets for URLs; reading the mapping into it again, once");
+        }
+        tx.execute_batch(
+            "DROP TABLE IF EXISTS names; DROP TABLE IF EXISTS versions; \
+             DROP TABLE IF EXISTS source; DROP TABLE IF EXISTS marks;",
+        )
+        .map_err(sql(db, "drop the mapping's old tables"))?;
+    }
+    tx.execute_batch(SCHEMA)
+        .and_then(|()| tx.execute_batch(&format!("PRAGMA user_version = {SCHEMA_VERSION}")))
+        .map_err(sql(db, "create the mapping's tables"))?;
+    tx.commit().map_err(sql(db, "create the mapping's tables"))
 }
 
 /// The file name of a mapping's database outside its directory: one per mapping path (its

@@ -7,6 +7,8 @@
 //! other.
 
 #[cfg(any(feature = "server", feature = "migrate"))]
+mod cut;
+#[cfg(any(feature = "server", feature = "migrate"))]
 pub(crate) mod db;
 #[cfg(any(feature = "server", feature = "migrate"))]
 mod read;

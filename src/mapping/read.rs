@@ -1,11 +1,12 @@
 //! Reading a mapping's new lines into its database ([`super::db`]), one batch per transaction.
 
 use std::fs::File;
-use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
+use std::io::{BufRead, BufReader, Seek, SeekFrom};
 use std::path::Path;
 
 use rusqlite::{params, Connection};
 
+use super::cut::{self, MARK_EVERY};
 use super::db::sql;
 use super::MapEntry;
 use crate::backend::BlobKey;
@@ -14,8 +15,6 @@ use crate::{Error, Result};
 
 /// Mapping lines read per transaction.
 pub(super) const BATCH: usize = 50_000;
-/// Bytes of the mapping kept to recognise it (the last ones read).
-const TAIL: u64 = 256;
 
 /// What one batch did.
 pub(super) struct Batch {
@@ -26,39 +25,40 @@ pub(super) struct Batch {
 }
 
 /// Reads up to [`BATCH`] lines of `mapping` from where the database `tx` (of file `db`) stopped,
-/// recording each line's URL (`names`) and version (`versions`, with the line's offset). A
-/// mapping that is not the one the database was read from (shorter, or other bytes where it
-/// stopped) is read again from its start. A line that maps a URL already mapped to another blob
-/// is recorded as the mapping's conflict (the first one kept), not as an error, so that the
-/// writer of the mapping is not stopped by it; a server refuses such a mapping.
+/// recording each line's URL (`names`) and version (`versions`), with the line's offset. A
+/// mapping that is not the one the database was read from (cut back, or replaced) is first taken
+/// back to where the two still agree ([`cut::agreed`]): only the rows of the lines past there are
+/// dropped and read again. A line that maps a URL already mapped to another blob is recorded as
+/// the mapping's conflict (the first one kept), not as an error, so that the writer of the
+/// mapping is not stopped by it; a server refuses such a mapping.
 pub(super) fn read_batch(tx: &Connection, mapping: &Path, db: &Path) -> Result<Batch> {
-    let (consumed, tail, urls): (i64, Vec<u8>, i64) = tx
-        .query_row("SELECT consumed, tail, urls FROM source", [], |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+    let (consumed, urls): (i64, i64) = tx
+        .query_row("SELECT consumed, urls FROM source", [], |r| {
+            Ok((r.get(0)?, r.get(1)?))
         })
         .map_err(sql(db, "read the mapping's position"))?;
-    let (mut consumed, mut urls) = (consumed.max(0) as u64, urls.max(0) as u64);
+    let (consumed, urls) = (consumed.max(0) as u64, urls.max(0) as u64);
     let io = |op| move |e| Error::io(op, mapping, e);
     let mut file = File::open(mapping).map_err(io("open"))?;
     let len = file.metadata().map_err(io("stat"))?.len();
-    if !same_source(&mut file, len, consumed, &tail).map_err(io("read"))? {
-        if consumed > 0 {
-            tracing::info!(mapping = %mapping.display(), "the mapping was cut back or replaced; reading it again");
-        }
-        tx.execute_batch(
-            "DELETE FROM names; DELETE FROM versions; UPDATE source SET conflict = NULL;",
-        )
-        .map_err(sql(db, "clear the mapping's database"))?;
-        (consumed, urls) = (0, 0);
-    }
-    if len == consumed {
+    let (agreed, dropped) = cut::agreed(tx, db, &mut file, len, consumed, mapping)?;
+    let (mut consumed, mut urls) = match agreed {
+        0 => (0, 0),
+        at => (at, urls.saturating_sub(dropped)),
+    };
+    let last_mark: i64 = tx
+        .query_row("SELECT coalesce(max(at), 0) FROM marks", [], |r| r.get(0))
+        .map_err(sql(db, "read the mapping's marks"))?;
+    let mut last_mark = last_mark.max(0) as u64;
+    if len == consumed && last_mark == consumed {
         return Ok(Batch { more: false, urls });
     }
     file.seek(SeekFrom::Start(consumed)).map_err(io("seek"))?;
     let mut reader = BufReader::with_capacity(1 << 20, file);
     let mut lines = 0;
     let mut line = Vec::new();
-    let mut conflict: Option<String> = None;
+    let mut conflict: Option<(String, u64)> = None;
+    let mut marks = Vec::new();
     while lines < BATCH {
         line.clear();
         let n = reader.read_until(b'\n', &mut line).map_err(io("read"))?;
@@ -84,24 +84,39 @@ pub(super) fn read_batch(tx: &Connection, mapping: &Path, db: &Path) -> Result<B
                 Recorded::Known => {}
                 Recorded::Conflict => {
                     conflict.get_or_insert_with(|| {
-                        format!(
+                        let what = format!(
                             "mapping {} names two different blobs for {}/-/{}",
                             mapping.display(),
                             entry.name,
                             entry.file
-                        )
+                        );
+                        (what, consumed)
                     });
                 }
             }
         }
         lines += 1;
         consumed += n as u64;
+        if consumed.saturating_sub(last_mark) >= MARK_EVERY {
+            marks.push(consumed);
+            last_mark = consumed;
+        }
     }
-    let tail =
-        bytes_before(&mut reader.into_inner(), consumed, TAIL.min(consumed)).map_err(io("read"))?;
+    if marks.last() != Some(&consumed) && consumed > 0 {
+        marks.push(consumed);
+    }
+    cut::mark(tx, db, &mut reader.into_inner(), &marks)?;
+    let (conflict, conflict_at) = conflict.unzip();
     tx.execute(
-        "UPDATE source SET consumed = ?1, tail = ?2, urls = ?3, conflict = coalesce(conflict, ?4)",
-        params![consumed as i64, tail, urls as i64, conflict],
+        "UPDATE source SET consumed = ?1, urls = ?2, \
+         conflict_at = CASE WHEN conflict IS NULL THEN ?4 ELSE conflict_at END, \
+         conflict = coalesce(conflict, ?3)",
+        params![
+            consumed as i64,
+            urls as i64,
+            conflict,
+            conflict_at.map(|a| a as i64)
+        ],
     )
     .map_err(sql(db, "record the mapping's position"))?;
     // Another batch only if this one was full (a partial last line waits for its writer).
@@ -124,8 +139,11 @@ fn record(tx: &Connection, db: &Path, entry: &MapEntry, at: u64) -> Result<Recor
         .and_then(|mut q| q.execute(params![entry.name, entry.version, at as i64]))
         .map_err(sql(db, "record a version"))?;
     let added = tx
-        .prepare_cached("INSERT OR IGNORE INTO names VALUES (?1, ?2, ?3)")
-        .and_then(|mut q| q.execute(params![entry.name, entry.file, key.as_bytes().as_slice()]))
+        .prepare_cached("INSERT OR IGNORE INTO names VALUES (?1, ?2, ?3, ?4)")
+        .and_then(|mut q| {
+            let blob = key.as_bytes().as_slice();
+            q.execute(params![entry.name, entry.file, blob, at as i64])
+        })
         .map_err(sql(db, "record a tarball URL"))?;
     if added > 0 {
         return Ok(Recorded::New);
@@ -139,23 +157,6 @@ fn record(tx: &Connection, db: &Path, entry: &MapEntry, at: u64) -> Result<Recor
     } else {
         Recorded::Conflict
     })
-}
-
-/// Whether the mapping still holds, `consumed` bytes in, the `tail` read last.
-fn same_source(file: &mut File, len: u64, consumed: u64, tail: &[u8]) -> std::io::Result<bool> {
-    let n = tail.len() as u64;
-    if len < consumed || n > consumed {
-        return Ok(false);
-    }
-    Ok(bytes_before(file, consumed, n)? == tail)
-}
-
-/// The `n` bytes of `file` that end at byte `end`.
-fn bytes_before(file: &mut File, end: u64, n: u64) -> std::io::Result<Vec<u8>> {
-    let mut bytes = vec![0u8; n as usize];
-    file.seek(SeekFrom::Start(end - n))?;
-    file.read_exact(&mut bytes)?;
-    Ok(bytes)
 }
 
 /// The blob a mapping entry names (its integrity must hold a sha512).
