@@ -1,7 +1,7 @@
 //! A server's mapping file read into the SQLite database beside it (`<mapping>.sqlite`): shared
 //! with a real second `tarvault serve` process, kept up with a mapping that grows while serving,
-//! read again when the mapping is cut back, rebuilt when damaged, and still refusing a URL mapped
-//! to two blobs.
+//! cut back to where a mapping cut back ends (dropping only what was cut), rebuilt when damaged,
+//! and still refusing a URL mapped to two blobs.
 
 mod common;
 
@@ -188,8 +188,8 @@ async fn processes_share_the_mapping_database_and_follow_a_growing_mapping() {
     assert_eq!(status(&again, &url(320)).await, 404);
 }
 
-/// A mapping cut back (as a resumed migration cuts it to its checkpoint) is read again from the
-/// start: the URLs of the lines cut are no longer served, those kept still are.
+/// A mapping cut back (as a resumed migration cuts it to its checkpoint): the URLs of the lines cut
+/// are no longer served, those kept still are; one replaced by other lines is read again.
 #[tokio::test]
 async fn a_mapping_cut_back_is_read_again() {
     let f = Fixture::new().await;
@@ -316,4 +316,146 @@ async fn a_mapping_whose_database_cannot_be_beside_it_is_kept_in_the_temp_direct
     assert_eq!(third.status(&url(4)).await, 200);
     assert_eq!(third.status(&url(5)).await, 404);
     assert!(name.is_dir() && db.is_dir(), "left as they were");
+}
+
+/// `n` mapping lines, `pkg-<i>` for each `i` in `range`, each naming one of `blobs` (URLs, not
+/// blobs, are what a mapping holds many of; a few blobs keep a large mapping cheap to make).
+fn lines_of(range: std::ops::Range<u64>, blobs: &[Vec<u8>]) -> Vec<String> {
+    range
+        .map(|i| line(&entry(i, &blobs[i as usize % blobs.len()])))
+        .collect()
+}
+
+/// A trigger-kept record of the rows the servers add to and delete from the shared database:
+/// SQLite runs the triggers inside their transactions, so nothing they do escapes it.
+fn watch_rows(db: &Path) -> rusqlite::Connection {
+    let conn = rusqlite::Connection::open(db).unwrap_or_else(|e| panic!("{e}"));
+    conn.busy_timeout(Duration::from_secs(60))
+        .unwrap_or_else(|e| panic!("{e}"));
+    conn.execute_batch(
+        "CREATE TABLE watched(what TEXT NOT NULL, name TEXT NOT NULL);
+         CREATE TRIGGER names_gone AFTER DELETE ON names
+             BEGIN INSERT INTO watched VALUES ('names gone', old.name); END;
+         CREATE TRIGGER names_added AFTER INSERT ON names
+             BEGIN INSERT INTO watched VALUES ('names added', new.name); END;
+         CREATE TRIGGER versions_gone AFTER DELETE ON versions
+             BEGIN INSERT INTO watched VALUES ('versions gone', old.name); END;
+         CREATE TRIGGER versions_added AFTER INSERT ON versions
+             BEGIN INSERT INTO watched VALUES ('versions added', new.name); END;",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    conn
+}
+
+/// The package numbers of the rows `what` (e.g. "names gone"), sorted.
+fn watched(conn: &rusqlite::Connection, what: &str) -> Vec<u64> {
+    let mut q = conn
+        .prepare("SELECT name FROM watched WHERE what = ?1")
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mut found: Vec<u64> = q
+        .query_map([what], |r| r.get::<_, String>(0))
+        .unwrap_or_else(|e| panic!("{e}"))
+        .map(|n| {
+            let n = n.unwrap_or_else(|e| panic!("{e}"));
+            n.trim_start_matches("pkg-")
+                .parse()
+                .unwrap_or_else(|e| panic!("{n}: {e}"))
+        })
+        .collect();
+    found.sort_unstable();
+    found
+}
+
+/// A mapping of 60,000 lines (more than one reading batch), followed by two real server
+/// processes, cut back by 5,000 lines (as a resumed migration cuts it to its checkpoint) and then
+/// given 50 other lines: the server that reads it drops the rows of the lines cut and nothing
+/// else, reads only the new lines, and the other server serves every kept URL throughout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mapping_cut_back_drops_only_the_lines_cut() {
+    let f = Fixture::new().await;
+    let mut blobs = Vec::new();
+    for i in 0..4 {
+        let bytes = noise(1000 + i, i as u64);
+        f.store
+            .put_bytes(bytes.clone(), &PutOptions::default())
+            .await
+            .unwrap_or_else(|e| panic!("put: {e}"));
+        blobs.push(bytes);
+    }
+    let lines = lines_of(0..60_000, &blobs);
+    f.append(&lines.concat());
+    let store = f.dir.path().join("store");
+    let reader = Cli::start(&store, &f.map);
+    let other = Cli::start(&store, &f.map);
+    assert_eq!(reader.status(&url(0)).await, 200);
+    assert_eq!(other.status(&url(59_999)).await, 200);
+    let watch = watch_rows(&f.db());
+
+    let kept: usize = lines[..55_000].iter().map(String::len).sum();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&f.map)
+        .and_then(|m| m.set_len(kept as u64))
+        .unwrap_or_else(|e| panic!("{e}"));
+    f.append(&lines_of(100_000..100_050, &blobs).concat());
+
+    // The other server is asked for kept URLs (never a miss: it reads nothing itself) while the
+    // first reads the change.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let poll = {
+        let (stop, base) = (stop.clone(), other.base.clone());
+        tokio::spawn(async move {
+            let client = reqwest::Client::builder()
+                .no_proxy()
+                .build()
+                .unwrap_or_else(|e| panic!("{e}"));
+            let (mut asked, mut missed) = (0u64, Vec::new());
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) || asked < 200 {
+                let i = (asked * 7919) % 55_000;
+                let got = client
+                    .get(format!("{base}{}", url(i)))
+                    .send()
+                    .await
+                    .unwrap_or_else(|e| panic!("{e}"))
+                    .status()
+                    .as_u16();
+                if got != 200 {
+                    missed.push((i, got));
+                }
+                asked += 1;
+            }
+            missed
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(reader.status(&url(100_000)).await, 200, "a line appended");
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let missed = poll.await.unwrap_or_else(|e| panic!("{e}"));
+    assert!(missed.is_empty(), "kept URLs not served: {missed:?}");
+
+    for i in [0, 54_999, 100_049] {
+        assert_eq!(reader.status(&url(i)).await, 200, "{}", url(i));
+        assert_eq!(other.status(&url(i)).await, 200, "{}", url(i));
+    }
+    for i in [55_000, 59_999] {
+        assert_eq!(reader.status(&url(i)).await, 404, "cut: {}", url(i));
+        assert_eq!(other.status(&url(i)).await, 404, "cut: {}", url(i));
+    }
+    let span = |what: &str| {
+        let found = watched(&watch, what);
+        (found.len(), found.first().copied(), found.last().copied())
+    };
+    let (cut, new) = (
+        (5_000, Some(55_000), Some(59_999)),
+        (50, Some(100_000), Some(100_049)),
+    );
+    // (rows, first package, last package): the old reading dropped and read all 60,000 again.
+    assert_eq!(span("names gone"), cut, "URLs dropped");
+    assert_eq!(span("versions gone"), cut, "versions dropped");
+    assert_eq!(span("names added"), new, "URLs read");
+    assert_eq!(span("versions added"), new, "versions read");
+    assert_eq!(
+        watched(&watch, "names gone"),
+        (55_000..60_000).collect::<Vec<_>>()
+    );
 }
