@@ -15,9 +15,9 @@
 //! `--follow`) is read from there on. One that is shorter, or whose bytes there differ (cut back by
 //! a resumed migration, perhaps with other lines written since), loses only the rows of the lines
 //! past where it still agrees with the database, and is read on from there ([`super::cut`]); one
-//! that agrees nowhere (another file put in its place) is read again from the start. Lines are read in transactions of [`BATCH`](super::read::BATCH) under
-//! SQLite's write lock: processes starting together share the reading, each batch taken by one of
-//! them ([`super::read`]).
+//! that agrees nowhere (another file put in its place) is read again from the start. Lines are
+//! read in transactions of [`BATCH`](super::read::BATCH) under SQLite's write lock: processes
+//! starting together share the reading, each batch taken by one of them ([`super::read`]).
 //!
 //! The database is derived data, written without syncs (`synchronous=OFF`): a damaged one is
 //! deleted and built again from the mapping.
