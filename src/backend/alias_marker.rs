@@ -88,11 +88,13 @@ enum Marker {
     Good(Digests),
 }
 
-/// What one record did to its markers.
+/// What one record did to its marker(s).
 #[derive(Default, Clone, Copy)]
 struct Outcome {
     added: bool,
     corrected: bool,
+    /// The marker names the record's blob now (not another blob sharing its digest).
+    names_blob: bool,
 }
 
 /// Markers [`AliasIndex::record_alongside`] found already there, to read back once the blob is
@@ -216,14 +218,18 @@ impl<M: MarkerStore, S: SegmentStore> AliasIndex<M, S> {
         check: bool,
     ) -> Result<Outcome> {
         let hex = hex_of(alg, d);
+        let named = Outcome {
+            names_blob: true,
+            ..Outcome::default()
+        };
         if !check && self.markers.create(alg, &hex, body.clone()).await? {
             return Ok(Outcome {
                 added: true,
-                ..Outcome::default()
+                ..named
             });
         }
         match self.read(alg, &hex).await? {
-            Marker::Good(found) if found.sha512 == d.sha512 => Ok(Outcome::default()),
+            Marker::Good(found) if found.sha512 == d.sha512 => Ok(named),
             Marker::Good(found) => {
                 tracing::warn!(
                     marker = self.markers.name(alg, &hex),
@@ -236,11 +242,11 @@ impl<M: MarkerStore, S: SegmentStore> AliasIndex<M, S> {
             Marker::Absent if check => {
                 if !self.markers.create(alg, &hex, body.clone()).await? {
                     // Another writer made it meanwhile: it names the same blob.
-                    return Ok(Outcome::default());
+                    return Ok(named);
                 }
                 Ok(Outcome {
                     added: true,
-                    ..Outcome::default()
+                    ..named
                 })
             }
             // Deleted between the create and the read: put it back.
@@ -248,7 +254,7 @@ impl<M: MarkerStore, S: SegmentStore> AliasIndex<M, S> {
                 self.markers.replace(alg, &hex, body).await?;
                 Ok(Outcome {
                     corrected: true,
-                    ..Outcome::default()
+                    ..named
                 })
             }
         }
@@ -403,40 +409,46 @@ impl<M: MarkerStore, S: SegmentStore> AliasIndex<M, S> {
     }
 
     /// Checks both markers of one record, writing or repairing what is missing or wrong.
-    async fn merge_one(&self, d: &Digests) -> Result<Outcome> {
+    /// The outcomes for `d`'s sha1 marker and its blake3 marker.
+    async fn merge_one(&self, d: &Digests) -> Result<(Outcome, Outcome)> {
         let body = Bytes::from(line(d));
         let (a, b) = tokio::join!(
             self.ensure(Algorithm::Sha1, d, body.clone(), true),
             self.ensure(Algorithm::Blake3, d, body, true)
         );
-        let (a, b) = (a?, b?);
-        Ok(Outcome {
-            added: a.added || b.added,
-            corrected: a.corrected || b.corrected,
-        })
+        Ok((a?, b?))
     }
 
     /// Merges the digests of every blob a scan found into markers (never removing one), then
     /// finishes importing the old log. Streams with [`PARALLEL`] records in flight, so memory
     /// stays flat at any store size; every step is idempotent, so a rebuild that fails part-way
-    /// is resumed by running it again.
+    /// is resumed by running it again. Returns, besides the report, the markers it found or made
+    /// naming a blob the scan saw, which the [`sweep`](Self::sweep) after it need not check.
     pub(crate) async fn rebuild(
         &self,
         found: futures::stream::BoxStream<'_, Digests>,
-    ) -> Result<AliasRebuild> {
+    ) -> Result<(AliasRebuild, Seen)> {
         let mut report = AliasRebuild::default();
+        let mut seen = Seen::new();
         let mut outcomes = found
-            .map(|d| async move { self.merge_one(&d).await })
+            .map(|d| async move { (self.merge_one(&d).await, d) })
             .buffer_unordered(PARALLEL);
-        while let Some(o) = outcomes.next().await {
-            let o = o?;
+        while let Some((o, d)) = outcomes.next().await {
+            let (a, b) = o?;
             report.indexed += 1;
-            report.added += u64::from(o.added);
-            report.corrected += u64::from(o.corrected && !o.added);
+            report.added += u64::from(a.added || b.added);
+            report.corrected += u64::from((a.corrected || b.corrected) && !(a.added || b.added));
+            if a.names_blob {
+                seen.note(Algorithm::Sha1, &d.sha1)?;
+            }
+            if b.names_blob {
+                seen.note(Algorithm::Blake3, &d.blake3)?;
+            }
         }
         drop(outcomes);
+        seen.finish()?;
         self.import().await?;
-        Ok(report)
+        Ok((report, seen))
     }
 
     /// Bytes held to read the old log while it is imported (for benchmarks).
@@ -453,6 +465,7 @@ impl<M: MarkerStore, S: SegmentStore> AliasIndex<M, S> {
 
 #[path = "alias_sweep.rs"]
 mod sweep;
+pub(crate) use sweep::Seen;
 pub use sweep::DEFAULT_GRACE;
 
 #[cfg(test)]

@@ -268,7 +268,7 @@ async fn a_corrupt_or_foreign_marker_is_skipped_and_fsck_repairs_it() {
     let fresh = index(&mem, CacheConfig::default());
     assert_eq!(ok(fresh.resolve(&sha1(&a)).await), None);
     assert_eq!(ok(fresh.resolve(&sha1(&b)).await), None);
-    let report = ok(fresh.rebuild(futures::stream::iter([a, b]).boxed()).await);
+    let (report, _) = ok(fresh.rebuild(futures::stream::iter([a, b]).boxed()).await);
     assert_eq!(report.indexed, 2);
     assert_eq!(report.corrected, 2);
     let after = index(&mem, CacheConfig::default());
@@ -301,7 +301,7 @@ async fn a_rebuild_racing_puts_loses_nothing() {
     for p in puts {
         ok(p.await.unwrap_or_else(|e| panic!("{e}")));
     }
-    let report = ok(rebuild.await.unwrap_or_else(|e| panic!("{e}")));
+    let (report, _) = ok(rebuild.await.unwrap_or_else(|e| panic!("{e}")));
     assert_eq!(report.indexed, 300);
     let reader = index(&mem, CacheConfig::default());
     for i in 0..500 {
@@ -347,6 +347,31 @@ impl Blobs {
     }
 }
 
+/// An index with the markers of 20 blobs, of which 0..15 exist and 15..20 were deleted behind
+/// the index's back.
+async fn twenty_recorded_five_deleted() -> (Mem, Arc<AliasIndex<Mem, Mem>>, Blobs, Vec<Digests>) {
+    let mem = Mem::default();
+    let idx = index(&mem, CacheConfig::default());
+    let blobs = Blobs::default();
+    let all: Vec<Digests> = (0..20).map(digests).collect();
+    for d in &all {
+        ok(idx.record(d).await);
+    }
+    for d in &all[..15] {
+        blobs.add(d);
+    }
+    (mem, idx, blobs, all)
+}
+
+/// Both markers of each of the first `n` blobs of `all` are there, and none of the others'.
+fn markers_only_of_the_first(mem: &Mem, all: &[Digests], n: usize) {
+    for (i, d) in all.iter().enumerate() {
+        for alg in [Algorithm::Sha1, Algorithm::Blake3] {
+            assert_eq!(has_marker(mem, alg, d), i < n, "blob {i} {alg}");
+        }
+    }
+}
+
 fn has_marker(mem: &Mem, alg: Algorithm, d: &Digests) -> bool {
     let hex = match alg {
         Algorithm::Sha1 => hex::encode(d.sha1),
@@ -357,17 +382,7 @@ fn has_marker(mem: &Mem, alg: Algorithm, d: &Digests) -> bool {
 
 #[tokio::test]
 async fn a_sweep_removes_dangling_markers_and_reports_unreadable_ones() {
-    let mem = Mem::default();
-    let idx = index(&mem, CacheConfig::default());
-    let blobs = Blobs::default();
-    let all: Vec<Digests> = (0..20).map(digests).collect();
-    for d in &all {
-        ok(idx.record(d).await);
-    }
-    // Blobs 0..15 exist; 15..20 were deleted behind the index's back.
-    for d in &all[..15] {
-        blobs.add(d);
-    }
+    let (mem, idx, blobs, all) = twenty_recorded_five_deleted().await;
     mem.map()
         .insert(marker_key(Algorithm::Sha1, &"ab".repeat(20)), "v1 1".into());
     let exists = |k| blobs.check(k);
@@ -377,7 +392,7 @@ async fn a_sweep_removes_dangling_markers_and_reports_unreadable_ones() {
     mem.fresh.store(true, Ordering::SeqCst);
     let mut young = AliasRebuild::default();
     ok(idx
-        .sweep(&exists, grace, &RebuildOptions::default(), &mut young)
+        .sweep(&exists, grace, &RebuildOptions::default(), &mut young, None)
         .await);
     assert_eq!((young.listed, young.recent, young.removed), (41, 41, 0));
 
@@ -388,14 +403,16 @@ async fn a_sweep_removes_dangling_markers_and_reports_unreadable_ones() {
         ..RebuildOptions::default()
     };
     let mut skipped = AliasRebuild::default();
-    ok(idx.sweep(&exists, grace, &skip, &mut skipped).await);
+    ok(idx.sweep(&exists, grace, &skip, &mut skipped, None).await);
     assert_eq!(skipped, AliasRebuild::default());
     let report_only = RebuildOptions {
         dangling: Dangling::Report,
         ..RebuildOptions::default()
     };
     let mut reported = AliasRebuild::default();
-    ok(idx.sweep(&exists, grace, &report_only, &mut reported).await);
+    ok(idx
+        .sweep(&exists, grace, &report_only, &mut reported, None)
+        .await);
     assert_eq!(
         (reported.listed, reported.dangling, reported.removed),
         (41, 10, 0)
@@ -404,16 +421,18 @@ async fn a_sweep_removes_dangling_markers_and_reports_unreadable_ones() {
 
     let mut report = AliasRebuild::default();
     ok(idx
-        .sweep(&exists, grace, &RebuildOptions::default(), &mut report)
+        .sweep(
+            &exists,
+            grace,
+            &RebuildOptions::default(),
+            &mut report,
+            None,
+        )
         .await);
     assert_eq!(report.listed, 41);
     assert_eq!((report.dangling, report.removed), (10, 10), "{report:?}");
     assert_eq!(report.unreadable, 1);
-    for (i, d) in all.iter().enumerate() {
-        for alg in [Algorithm::Sha1, Algorithm::Blake3] {
-            assert_eq!(has_marker(&mem, alg, d), i < 15, "blob {i} {alg}");
-        }
-    }
+    markers_only_of_the_first(&mem, &all, 15);
     let fresh = index(&mem, CacheConfig::default());
     assert_eq!(ok(fresh.resolve(&sha1(&all[17])).await), None);
     assert_eq!(
@@ -423,9 +442,54 @@ async fn a_sweep_removes_dangling_markers_and_reports_unreadable_ones() {
     // Idempotent: a second pass finds nothing more.
     let mut again = AliasRebuild::default();
     ok(idx
-        .sweep(&exists, grace, &RebuildOptions::default(), &mut again)
+        .sweep(&exists, grace, &RebuildOptions::default(), &mut again, None)
         .await);
     assert_eq!((again.listed, again.removed, again.unreadable), (31, 0, 1));
+}
+
+/// After a rebuild, the sweep skips the markers the rebuild found or made naming a blob its scan
+/// saw: only the others (here those of deleted blobs) cost a GET and HEADs, and the findings are
+/// the same as a sweep that checks every marker.
+#[tokio::test]
+async fn a_sweep_after_a_rebuild_checks_only_what_the_scan_did_not_see() {
+    let grace = std::time::Duration::from_secs(60);
+    let mut costs = Vec::new();
+    for with_seen in [false, true] {
+        // Blobs 0..15 exist and are what the scan finds.
+        let (mem, idx, blobs, all) = twenty_recorded_five_deleted().await;
+        let (_, seen) = ok(idx
+            .rebuild(futures::stream::iter(all[..15].to_vec()).boxed())
+            .await);
+        let heads = AtomicUsize::new(0);
+        let exists = |k| {
+            heads.fetch_add(1, Ordering::SeqCst);
+            blobs.check(k)
+        };
+        let before = mem.count();
+        let mut report = AliasRebuild::default();
+        let seen = with_seen.then_some(&seen);
+        ok(idx
+            .sweep(
+                &exists,
+                grace,
+                &RebuildOptions::default(),
+                &mut report,
+                seen,
+            )
+            .await);
+        assert_eq!(report.listed, 40);
+        assert_eq!((report.dangling, report.removed), (10, 10), "{report:?}");
+        markers_only_of_the_first(&mem, &all, 15);
+        costs.push((mem.count() - before, heads.load(Ordering::SeqCst)));
+    }
+    let [(requests, heads), (seen_requests, seen_heads)] = costs[..] else {
+        panic!("two sweeps")
+    };
+    // The 30 markers of the 15 blobs scanned: a GET and a HEAD each, no more.
+    assert_eq!(requests - seen_requests, 30, "{costs:?}");
+    assert_eq!(heads - seen_heads, 30, "{costs:?}");
+    // Each dangling marker: a HEAD before and after its DELETE.
+    assert_eq!(seen_heads, 20, "{costs:?}");
 }
 
 /// The races of the module documentation of `alias_sweep`, made deterministic.
@@ -450,7 +514,13 @@ async fn a_sweep_racing_a_put_of_the_same_blob_leaves_its_markers() {
         .insert(BlobKey::new(d.sha512), d);
     let mut report = AliasRebuild::default();
     ok(idx
-        .sweep(&exists, grace, &RebuildOptions::default(), &mut report)
+        .sweep(
+            &exists,
+            grace,
+            &RebuildOptions::default(),
+            &mut report,
+            None,
+        )
         .await);
     assert_eq!(report.removed, 0, "{report:?}");
     assert!(report.dangling >= 1, "{report:?}");
@@ -464,7 +534,13 @@ async fn a_sweep_racing_a_put_of_the_same_blob_leaves_its_markers() {
     let unsettled = ok(idx.record_alongside(&e).await);
     let mut report = AliasRebuild::default();
     ok(idx
-        .sweep(&exists, grace, &RebuildOptions::default(), &mut report)
+        .sweep(
+            &exists,
+            grace,
+            &RebuildOptions::default(),
+            &mut report,
+            None,
+        )
         .await);
     assert_eq!(report.removed, 2, "{report:?}");
     assert!(!has_marker(&mem, Algorithm::Sha1, &e));
@@ -504,7 +580,13 @@ async fn a_paced_sweep_keeps_to_its_rate() {
     let started = tokio::time::Instant::now();
     let mut report = AliasRebuild::default();
     ok(idx
-        .sweep(&exists, std::time::Duration::ZERO, &paced, &mut report)
+        .sweep(
+            &exists,
+            std::time::Duration::ZERO,
+            &paced,
+            &mut report,
+            None,
+        )
         .await);
     assert_eq!((report.listed, report.dangling), (40, 0));
     // 40 checks at 10 a second: the last starts 3.9 s after the first.

@@ -79,8 +79,14 @@ impl<M: MarkerStore, S: SegmentStore> DesignIndex<M, S> {
                 dangling: Dangling::Report,
                 checks_per_second: None,
             };
-            i.sweep(exists, std::time::Duration::ZERO, &options, &mut report)
-                .await?;
+            i.sweep(
+                exists,
+                std::time::Duration::ZERO,
+                &options,
+                &mut report,
+                None,
+            )
+            .await?;
         }
         Ok(report)
     }

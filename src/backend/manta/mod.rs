@@ -588,11 +588,11 @@ impl Backend for MantaBackend {
                 .try_for_each(|()| futures::future::ready(Ok(())))
                 .await?;
         }
-        let mut report = self.aliases.rebuild(found).await?;
+        let (mut report, seen) = self.aliases.rebuild(found).await?;
         let exists = |key: BlobKey| blob_exists(&self.client, &self.layout, key);
         let grace = self.client.config().alias_grace;
         self.aliases
-            .sweep(&exists, grace, options, &mut report)
+            .sweep(&exists, grace, options, &mut report, Some(&seen))
             .await?;
         Ok(report)
     }

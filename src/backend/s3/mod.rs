@@ -313,7 +313,7 @@ impl Backend for S3Backend {
             .try_for_each(|_| futures::future::ready(Ok(())))
             .await
             .map_err(self.err("delete alias records"))?;
-        let mut report = inner.aliases.rebuild(found).await?;
+        let (mut report, seen) = inner.aliases.rebuild(found).await?;
         let exists = |key: BlobKey| {
             let inner = inner.clone();
             Box::pin(
@@ -322,7 +322,13 @@ impl Backend for S3Backend {
         };
         inner
             .aliases
-            .sweep(&exists, inner.alias_grace, options, &mut report)
+            .sweep(
+                &exists,
+                inner.alias_grace,
+                options,
+                &mut report,
+                Some(&seen),
+            )
             .await?;
         Ok(report)
     }
