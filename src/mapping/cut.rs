@@ -14,8 +14,9 @@
 //! the other processes sharing the database see the mapping before the cut or after it, never a
 //! half-cut one, and the URLs of the lines kept are served throughout.
 //!
-//! The cost is the lines cut (their rows dropped, through the `at` indexes) and at most
-//! [`MARK_EVERY`] bytes of the lines kept (compared), not the whole mapping. A mapping where no
+//! The cost is the lines cut (their rows dropped by the keys the database keeps of the last
+//! [`RECENT`] bytes read; a deeper cut scans both tables once) and at most [`MARK_EVERY`] bytes
+//! of the lines kept (compared), not the whole mapping. A mapping where no
 //! mark's bytes match (another file put at its path) agrees nowhere and is read again whole.
 
 use std::fs::File;
@@ -33,6 +34,9 @@ use crate::{Error, Result};
 pub(super) const TAIL: u64 = 256;
 /// Bytes between marks at most (about a thousand lines): what is compared again after a cut.
 pub(super) const MARK_EVERY: u64 = 256 << 10;
+/// The last bytes read whose lines' keys are kept (`recent`, some 64,000 lines), so that a cut
+/// back among them drops its rows by key.
+pub(super) const RECENT: u64 = 16 << 20;
 
 /// How far the mapping (`len` bytes) still holds what the database `tx` read from it (`consumed`
 /// bytes): `consumed` when it does (it grew, or did not change), else the start of the first line
@@ -63,16 +67,7 @@ pub(super) fn agreed(
     if end == consumed {
         return Ok((consumed, 0));
     }
-    let dropped = if end == 0 {
-        tx.execute_batch("DELETE FROM versions; DELETE FROM marks;")
-            .map_err(sql(db, "clear the mapping's database"))?;
-        tx.execute("DELETE FROM names", [])
-    } else {
-        tx.execute("DELETE FROM versions WHERE at >= ?1", [end as i64])
-            .map_err(sql(db, "drop the versions cut"))?;
-        tx.execute("DELETE FROM names WHERE at >= ?1", [end as i64])
-    }
-    .map_err(sql(db, "drop the URLs cut"))?;
+    let dropped = drop_from(tx, db, end)?;
     tx.execute(
         "UPDATE source SET conflict = NULL, conflict_at = NULL WHERE conflict_at >= ?1",
         [end as i64],
@@ -86,6 +81,87 @@ pub(super) fn agreed(
         "the mapping was cut back or replaced; dropping what was read past where it still agrees"
     );
     Ok((end, dropped as u64))
+}
+
+/// Drops the rows of the lines at or past `end`; returns how many URLs went. Their keys are
+/// among the recent lines' when `end` is within the last [`RECENT`] bytes read (a migration cuts
+/// back to its last checkpoint: a second or 500 documents ago); a cut deeper than that drops them
+/// by a scan of both tables, which costs the whole database once.
+fn drop_from(tx: &Connection, db: &Path, end: u64) -> Result<u64> {
+    let what = "drop the lines cut";
+    if end == 0 {
+        tx.execute_batch(
+            "DELETE FROM versions; DELETE FROM marks; DELETE FROM recent; \
+             UPDATE source SET recent_from = 0;",
+        )
+        .map_err(sql(db, what))?;
+        return tx
+            .execute("DELETE FROM names", [])
+            .map(|n| n as u64)
+            .map_err(sql(db, what));
+    }
+    let recent_from: i64 = tx
+        .query_row("SELECT recent_from FROM source", [], |r| r.get(0))
+        .map_err(sql(db, what))?;
+    let end_sql = end as i64;
+    if end_sql < recent_from {
+        tracing::info!(
+            end,
+            recent_from,
+            "the mapping was cut back past its recent lines; scanning for the rows to drop"
+        );
+        tx.execute("DELETE FROM versions WHERE at >= ?1", [end_sql])
+            .map_err(sql(db, what))?;
+        let urls = tx
+            .execute("DELETE FROM names WHERE at >= ?1", [end_sql])
+            .map_err(sql(db, what))?;
+        tx.execute("DELETE FROM recent", [])
+            .map_err(sql(db, what))?;
+        tx.execute("UPDATE source SET recent_from = ?1", [end_sql])
+            .map_err(sql(db, what))?;
+        return Ok(urls as u64);
+    }
+    let mut urls = 0u64;
+    {
+        let mut lines = tx
+            .prepare_cached("SELECT at, name, file, version FROM recent WHERE at >= ?1")
+            .map_err(sql(db, what))?;
+        let mut rows = lines.query([end_sql]).map_err(sql(db, what))?;
+        let mut version = tx
+            .prepare_cached("DELETE FROM versions WHERE name = ?1 AND version = ?2 AND at = ?3")
+            .map_err(sql(db, what))?;
+        let mut name = tx
+            .prepare_cached("DELETE FROM names WHERE name = ?1 AND file = ?2 AND at = ?3")
+            .map_err(sql(db, what))?;
+        while let Some(row) = rows.next().map_err(sql(db, what))? {
+            let (at, n, file, v): (i64, String, String, String) = (
+                row.get(0).map_err(sql(db, what))?,
+                row.get(1).map_err(sql(db, what))?,
+                row.get(2).map_err(sql(db, what))?,
+                row.get(3).map_err(sql(db, what))?,
+            );
+            // Only the rows this line made (a key seen on an earlier line keeps that line's row).
+            version.execute(params![n, v, at]).map_err(sql(db, what))?;
+            urls += name.execute(params![n, file, at]).map_err(sql(db, what))? as u64;
+        }
+    }
+    tx.execute("DELETE FROM recent WHERE at >= ?1", [end_sql])
+        .map_err(sql(db, what))?;
+    Ok(urls)
+}
+
+/// Forgets the recent lines before `at` (the keys of lines that far back are no longer kept:
+/// a cut below there scans, see [`drop_from`]).
+pub(super) fn forget_before(tx: &Connection, db: &Path, at: u64) -> Result<()> {
+    let what = "forget older lines";
+    tx.execute("DELETE FROM recent WHERE at < ?1", [at as i64])
+        .map_err(sql(db, what))?;
+    tx.execute(
+        "UPDATE source SET recent_from = max(recent_from, ?1)",
+        [at as i64],
+    )
+    .map_err(sql(db, what))?;
+    Ok(())
 }
 
 /// The last mark at or before `upto` whose bytes the file still holds, if any.
@@ -321,6 +397,36 @@ mod tests {
         );
     }
 
+    /// A cut deeper than the recent lines whose keys are kept drops the same rows by a scan; and
+    /// a line past the cut that repeats one before it (the same URL and version) takes the earlier
+    /// line's rows with it in neither case.
+    #[test]
+    fn a_cut_past_the_recent_lines_scans_and_repeated_lines_keep_their_rows() {
+        for deep in [false, true] {
+            let (dir, map) = mapping();
+            let sqlite = dir.path().join("map.jsonl.sqlite");
+            append(&map, &(lines(0..2000) + &line(5) + &lines(2000..3000)));
+            let db = ok(MapDb::open(&map));
+            let keep = lines(0..1500).len() as u64;
+            if deep {
+                // As if the lines before 1,800 were read more than `RECENT` bytes ago.
+                let conn = ok(rusqlite::Connection::open(&sqlite).map_err(sql(&sqlite, "open")));
+                let forgot = lines(0..1800).len() as u64;
+                ok(forget_before(&conn, &sqlite, forgot));
+            }
+            cut_to(&map, keep);
+            append(&map, &lines(5000..5010));
+            ok(db.catch_up());
+            assert_eq!(db.len(), 1510, "deep {deep}");
+            assert!(has(&db, 5) && has(&db, 1499) && !has(&db, 1500) && !has(&db, 2999));
+            let q = "SELECT count(*) FROM versions WHERE name = 'pkg-5'";
+            assert_eq!(rows(&sqlite, q), 1, "deep {deep}");
+            let q = "SELECT min(at) FROM recent";
+            let first_recent = if deep { keep as i64 } else { 0 };
+            assert_eq!(rows(&sqlite, q), first_recent, "deep {deep}");
+        }
+    }
+
     /// Another file at the mapping's path (here the same lines in another order, shorter): read
     /// again whole. A line half written at the end is no place to cut at either.
     #[test]
@@ -375,7 +481,7 @@ mod tests {
         let db = ok(MapDb::open(&map));
         assert_eq!(db.len(), 3);
         assert!(has(&db, 2));
-        assert_eq!(rows(&sqlite, "PRAGMA user_version"), 2);
+        assert_eq!(rows(&sqlite, "PRAGMA user_version"), 3);
         assert_eq!(rows(&sqlite, "SELECT count(*) FROM names WHERE at > 0"), 2);
     }
 }

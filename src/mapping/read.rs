@@ -106,6 +106,7 @@ pub(super) fn read_batch(tx: &Connection, mapping: &Path, db: &Path) -> Result<B
         marks.push(consumed);
     }
     cut::mark(tx, db, &mut reader.into_inner(), &marks)?;
+    cut::forget_before(tx, db, consumed.saturating_sub(cut::RECENT))?;
     let (conflict, conflict_at) = conflict.unzip();
     tx.execute(
         "UPDATE source SET consumed = ?1, urls = ?2, \
@@ -132,9 +133,12 @@ enum Recorded {
     Conflict,
 }
 
-/// Records one entry, whose line starts at byte `at`.
+/// Records one entry, whose line starts at byte `at`, and its keys among the recent lines'.
 fn record(tx: &Connection, db: &Path, entry: &MapEntry, at: u64) -> Result<Recorded> {
     let key = sha512_of(entry)?;
+    tx.prepare_cached("INSERT OR REPLACE INTO recent VALUES (?1, ?2, ?3, ?4)")
+        .and_then(|mut q| q.execute(params![at as i64, entry.name, entry.file, entry.version]))
+        .map_err(sql(db, "record a recent line"))?;
     tx.prepare_cached("INSERT OR IGNORE INTO versions VALUES (?1, ?2, ?3)")
         .and_then(|mut q| q.execute(params![entry.name, entry.version, at as i64]))
         .map_err(sql(db, "record a version"))?;
