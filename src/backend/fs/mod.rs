@@ -137,6 +137,44 @@ pub struct FsBackend {
 }
 
 impl FsBackend {
+    /// Every blob's `stat`, a directory at a time on the walker's thread; with `digests`, the
+    /// directory's records too, from one range scan of the index.
+    fn walk_stats(&self, digests: bool) -> BoxStream<'static, Result<BlobStat>> {
+        let inner = self.inner.clone();
+        walk_dirs(self.inner.layout.blobs(), move |files, out| {
+            let Some((first, _)) = files.first() else {
+                return;
+            };
+            let records = if digests {
+                inner.recorded_in_dir(first)
+            } else {
+                Vec::new()
+            };
+            for (key, entry) in files {
+                let meta = match entry.metadata() {
+                    Ok(m) => m,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                    Err(e) => {
+                        out.push(Err(Error::io("stat", entry.path(), e)));
+                        continue;
+                    }
+                };
+                // The walk yields only files in their own directory: all share `first`'s shard.
+                let digests = records
+                    .binary_search_by(|d| d.sha512[..].cmp(key.as_bytes()))
+                    .ok()
+                    .map(|i| records[i]);
+                let digests = digests.filter(|d| d.size == meta.len());
+                out.push(Ok(BlobStat {
+                    key: *key,
+                    size: meta.len(),
+                    modified: meta.modified().ok(),
+                    digests,
+                }));
+            }
+        })
+    }
+
     /// Opens (creating if needed) a store at `root`, and sweeps temp files left by dead processes.
     pub fn open(root: impl AsRef<Path>, options: FsOptions) -> Result<FsBackend> {
         let root = root.as_ref().to_path_buf();
@@ -519,35 +557,12 @@ impl Backend for FsBackend {
     /// One pass on the walker's thread, a directory at a time: each file's `stat` from its
     /// directory entry, and the records of the whole directory from one range scan of the index.
     fn list_stat(self: Arc<Self>) -> BoxStream<'static, Result<BlobStat>> {
-        let inner = self.inner.clone();
-        walk_dirs(self.inner.layout.blobs(), move |files, out| {
-            let Some((first, _)) = files.first() else {
-                return;
-            };
-            let records = inner.recorded_in_dir(first);
-            for (key, entry) in files {
-                let meta = match entry.metadata() {
-                    Ok(m) => m,
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-                    Err(e) => {
-                        out.push(Err(Error::io("stat", entry.path(), e)));
-                        continue;
-                    }
-                };
-                // The walk yields only files in their own directory: all share `first`'s shard.
-                let digests = records
-                    .binary_search_by(|d| d.sha512[..].cmp(key.as_bytes()))
-                    .ok()
-                    .map(|i| records[i]);
-                let digests = digests.filter(|d| d.size == meta.len());
-                out.push(Ok(BlobStat {
-                    key: *key,
-                    size: meta.len(),
-                    modified: meta.modified().ok(),
-                    digests,
-                }));
-            }
-        })
+        self.walk_stats(true)
+    }
+
+    /// The same walk without the index's records (gc and a plain `ls` need no digests).
+    fn list_meta(self: Arc<Self>) -> BoxStream<'static, Result<BlobStat>> {
+        self.walk_stats(false)
     }
 
     fn recorded_digests_trusted(&self) -> bool {
