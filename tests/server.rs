@@ -12,7 +12,7 @@ use tarvault::backend::fs::{FsBackend, FsOptions};
 use tarvault::backend::BlobKey;
 use tarvault::migrate::MapEntry;
 use tarvault::server::Server;
-use tarvault::{PutOptions, Store};
+use tarvault::{ErrorKind, PutOptions, Store};
 
 use common::{corpus, corpus_bytes, key_of, noise, CorpusEntry};
 
@@ -390,6 +390,37 @@ async fn single_ranges_get_206_and_others_the_whole_blob() {
     assert_blob_headers(&r, s, size);
     assert_eq!(f.server.metrics().requests("tarball", 206), 5);
     assert_eq!(f.server.metrics().requests("tarball", 416), 1);
+}
+
+/// A blob whose file was cut short is corrupt, not a shorter blob: a range past what is left is
+/// answered 500 (an integrity failure), where a 416 would advertise the short size as the blob's,
+/// and `Store::get_range` says `Corrupt` rather than blaming the range. A range past the end of
+/// a whole blob is still the caller's: 416 with the true size, `InvalidInput`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_blob_cut_short_is_corrupt_not_a_short_blob() {
+    let f = fixture().await;
+    let s = &f.plain;
+    let size = s.entry.size;
+    let url = format!("{}{}", f.base, s.sha512_path());
+    let store = Store::new(f.backend.clone());
+    let address = tarvault::Integrity::parse(&s.entry.integrity).unwrap_or_else(|e| panic!("{e}"));
+    let past = size..size + 10;
+    let err = store.get_range(&address, past.clone()).await.err();
+    assert_eq!(err.map(|e| e.kind()), Some(ErrorKind::InvalidInput));
+
+    let path = common::writable_blob(&f.backend, &s.key);
+    let half = size / 2;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .and_then(|f| f.set_len(half))
+        .unwrap_or_else(|e| panic!("{e}"));
+
+    let r = get(&url, &[("range", &format!("bytes={}-", half + 5))]).await;
+    assert_eq!(r.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    assert_eq!(f.server.metrics().integrity_failures(), 1);
+    let err = store.get_range(&address, half + 5..half + 9).await.err();
+    assert_eq!(err.map(|e| e.kind()), Some(ErrorKind::Corrupt));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

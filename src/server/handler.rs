@@ -161,9 +161,12 @@ async fn respond(
         }
         (RangeAsk::Full, None) => store.get(&at.address).await,
         (&RangeAsk::Part(start, end), None) => store.get_range(&at.address, start..end).await,
-        (RangeAsk::Unsatisfiable, _) => {
-            let mut r = plain(StatusCode::RANGE_NOT_SATISFIABLE, "range not satisfiable\n");
+        (RangeAsk::Unsatisfiable, resolved_from) => {
             let size = size.unwrap_or(0);
+            if let Err(e) = past_the_end(server, &at.key, &at.address, resolved_from, size).await {
+                return failure(server, &e, path);
+            }
+            let mut r = plain(StatusCode::RANGE_NOT_SATISFIABLE, "range not satisfiable\n");
             if let Ok(v) = HeaderValue::from_str(&format!("bytes */{size}")) {
                 r.headers_mut().insert(header::CONTENT_RANGE, v);
             }
@@ -248,6 +251,29 @@ pub(crate) fn plain(status: StatusCode, text: &str) -> Response {
 }
 
 /// The response for an error met before the head was sent.
+/// Whether a read just past the blob's `size` (as a `stat` or `HEAD` said) is refused as the
+/// caller's bad range, as it should be (`Ok`), before a 416 names that size: a blob whose record
+/// disagrees with its size is read and verified whole first, so that a copy cut short is answered
+/// as corrupt (the error), not advertised as a shorter blob.
+async fn past_the_end(
+    server: &Server,
+    key: &BlobKey,
+    address: &Integrity,
+    resolved_from: Option<Hash>,
+    size: u64,
+) -> crate::Result<()> {
+    let store = server.store();
+    let past = size..size.saturating_add(1);
+    let read = match resolved_from {
+        Some(asked) => store.read_resolved(*key, asked, Some(past)).await,
+        None => store.get_range(address, past).await,
+    };
+    match read {
+        Err(e) if e.kind() != ErrorKind::InvalidInput => Err(e),
+        _ => Ok(()),
+    }
+}
+
 fn failure(server: &Server, e: &Error, path: &str) -> Response {
     match e.kind() {
         ErrorKind::NotFound => plain(StatusCode::NOT_FOUND, "not found\n"),

@@ -213,7 +213,7 @@ impl Store {
         } else {
             format!("{address} ({key})")
         };
-        verified(got, range, expect, label)
+        verified(got, range, expect, label).await
     }
 
     /// A read of the blob `key`, which the caller found by the sha1 or blake3 hash `asked` (an
@@ -233,7 +233,7 @@ impl Store {
             });
         };
         let expect = self.checks(&key, Some(asked), got.digests.as_ref());
-        verified(got, range, expect, label)
+        verified(got, range, expect, label).await
     }
 
     /// A read by sha512 in one backend request: the key is the address, so one `get` both finds and
@@ -367,13 +367,29 @@ fn alias_hashes(address: &Integrity) -> Result<Vec<&Hash>> {
 
 /// The verifying stream over what a backend `get` returned, for `range` (the whole blob by
 /// default).
-fn verified(
+///
+/// A range past the size the backend reports is the caller's mistake if the blob's record agrees
+/// on that size; otherwise only once the blob has been read and verified whole: a copy cut short,
+/// or a backend that lies about the size, is `Corrupt`, not a bad range.
+async fn verified(
     got: crate::backend::GetResult,
     range: Option<Range<u64>>,
     expect: Vec<Hash>,
     label: String,
 ) -> Result<BlobStream> {
     let range = range.unwrap_or(0..got.size);
+    let size_recorded = got.digests.is_some_and(|d| d.size == got.size);
+    if range.end > got.size && !size_recorded {
+        let mut whole = read::verify(got.stream, got.size, 0..got.size, expect, label);
+        while let Some(chunk) = whole.next().await {
+            chunk?;
+        }
+        // Whole and good: the range is the caller's.
+        crate::backend::check_range(&range, got.size)?;
+        return Err(Error::InvalidInput(format!(
+            "range {range:?} past the blob"
+        )));
+    }
     crate::backend::check_range(&range, got.size)?;
     Ok(read::verify(got.stream, got.size, range, expect, label))
 }

@@ -209,13 +209,11 @@ pub async fn assert_found_by_aliases(
     }
 }
 
-/// Flips one byte of a stored blob's file in place (same size), as bit rot would: the last byte
-/// with `at_end`, else the middle one. Returns the file's path.
+/// A stored blob's file, made writable (the store keeps them read-only), for a test to damage.
 #[cfg(feature = "fs")]
-pub fn corrupt_blob(
+pub fn writable_blob(
     backend: &tarvault::backend::fs::FsBackend,
     key: &tarvault::backend::BlobKey,
-    at_end: bool,
 ) -> std::path::PathBuf {
     let path = backend.blob_path(key);
     let mut perms = std::fs::metadata(&path)
@@ -224,6 +222,18 @@ pub fn corrupt_blob(
     #[allow(clippy::permissions_set_readonly_false)]
     perms.set_readonly(false);
     std::fs::set_permissions(&path, perms).unwrap_or_else(|e| panic!("{e}"));
+    path
+}
+
+/// Flips one byte of a stored blob's file in place (same size), as bit rot would: the last byte
+/// with `at_end`, else the middle one. Returns the file's path.
+#[cfg(feature = "fs")]
+pub fn corrupt_blob(
+    backend: &tarvault::backend::fs::FsBackend,
+    key: &tarvault::backend::BlobKey,
+    at_end: bool,
+) -> std::path::PathBuf {
+    let path = writable_blob(backend, key);
     let mut data = std::fs::read(&path).unwrap_or_else(|e| panic!("{e}"));
     let i = if at_end {
         data.len() - 1
