@@ -115,7 +115,8 @@ macro_rules! server {
                 boto3_interop, cli_store_url, put_whose_answer_is_lost_reports_stored);
             cases!(prefix, $var, $name; odd_prefix_is_used_verbatim,
                 url_prefix_is_percent_decoded);
-            cases!(listing, $var, $name; walks_list_without_a_head_per_blob);
+            cases!(listing, $var, $name; walks_list_without_a_head_per_blob,
+                a_copy_lists_its_target_once);
             markers!($var, $name; lookups_cost_one_request, another_process_sees_a_put_at_once,
                 segments_upgrade_to_markers, processes_of_a_host_read_an_old_log_once,
                 fsck_repairs_markers_and_imports_segments,

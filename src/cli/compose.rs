@@ -28,6 +28,10 @@ pub(crate) struct CopyArgs {
     /// Blobs copied at once.
     #[arg(long, default_value_t = 8)]
     concurrency: usize,
+    /// Ask a remote target about each blob instead of listing it once first (for a few blobs
+    /// copied into a large store).
+    #[arg(long)]
+    no_list_target: bool,
     /// Pace reads from the source: bytes per second (`50MB/s`) or blobs per second (`200blobs/s`).
     #[arg(long, value_name = "RATE")]
     rate: Option<String>,
@@ -123,6 +127,7 @@ pub(crate) async fn copy(args: CopyArgs, default_from: &str) -> Result<u8, Error
         &to,
         &CopyOptions {
             concurrency: args.concurrency,
+            list_target: !args.no_list_target,
         },
         |event| {
             match event {

@@ -59,3 +59,42 @@ pub async fn walks_list_without_a_head_per_blob(s: &Server) {
     assert!(infos.iter().all(|i| i.digests.is_some()));
     assert_eq!(counts.gets(), before + 40, "list_info heads each blob once");
 }
+
+/// A copy into an S3 store lists it once instead of asking it about each blob: the blobs it
+/// already has cost no request; the others are still asked for before they are read. With
+/// `list_target` off, each blob is asked for.
+pub async fn a_copy_lists_its_target_once(s: &Server) {
+    #[cfg(feature = "memory")]
+    {
+        use tarvault::ops::copy::{copy, CopyOptions};
+        // The same noise as the first 10 of the source's 30 goes into each target first.
+        let source = Store::memory();
+        crate::common::put_noise(&source, 30, (900, 1), 7_000).await;
+        let mut gets = Vec::new();
+        for list_target in [true, false] {
+            let prefix = Server::fresh_prefix("copyto");
+            let (backend, counts) = counted(s, &prefix);
+            let target = Store::new(backend);
+            crate::common::put_noise(&target, 10, (900, 1), 7_000).await;
+            let (before, lists) = (counts.gets(), counts.lists());
+            let options = CopyOptions {
+                list_target,
+                ..CopyOptions::default()
+            };
+            let report = copy(&source, &target, &options, |_| {})
+                .await
+                .expect("copy");
+            assert_eq!((report.copied, report.skipped), (20, 10), "{report:?}");
+            assert_eq!(counts.lists() - lists, u64::from(list_target));
+            gets.push(counts.gets() - before);
+            assert_eq!(crate::common::listed_meta(&target).await.len(), 30);
+        }
+        assert_eq!(
+            gets[1] - gets[0],
+            10,
+            "HEADs with and without the listing: {gets:?}"
+        );
+    }
+    #[cfg(not(feature = "memory"))]
+    let _ = s;
+}
