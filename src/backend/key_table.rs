@@ -7,8 +7,8 @@
 //! Held in memory, such sets cost a repair some 12 GB at 40M blobs and three replicas, and a gc
 //! as much for its live set. On disk they are fed in sorted batches (each insert beside the last in
 //! the B-tree) and read back by key or a page at a time in key order, so memory stays flat.
-//! (Every feature that can walk a large store links SQLite for this; a build of the memory or
-//! http backend alone holds every key in memory.)
+//! (Every feature that can walk a large store turns on `sqlite` for this; a build of the memory
+//! or http backend alone holds every key in memory.)
 
 use std::collections::BTreeMap;
 use std::ops::Bound;
@@ -22,26 +22,9 @@ pub(crate) const IN_MEMORY: usize = 1 << 18;
 /// See the [module documentation](self).
 pub(crate) struct KeyTable {
     memory: BTreeMap<BlobKey, u64>,
-    #[cfg_attr(
-        not(any(
-            feature = "fs",
-            feature = "server",
-            feature = "migrate",
-            feature = "s3",
-            feature = "manta",
-            feature = "cli"
-        )),
-        allow(dead_code)
-    )]
+    #[cfg_attr(not(feature = "sqlite"), allow(dead_code))]
     limit: usize,
-    #[cfg(any(
-        feature = "fs",
-        feature = "server",
-        feature = "migrate",
-        feature = "s3",
-        feature = "manta",
-        feature = "cli"
-    ))]
+    #[cfg(feature = "sqlite")]
     disk: Option<disk::Disk>,
 }
 
@@ -51,28 +34,14 @@ impl KeyTable {
         KeyTable {
             memory: BTreeMap::new(),
             limit,
-            #[cfg(any(
-                feature = "fs",
-                feature = "server",
-                feature = "migrate",
-                feature = "s3",
-                feature = "manta",
-                feature = "cli"
-            ))]
+            #[cfg(feature = "sqlite")]
             disk: None,
         }
     }
 
     /// Adds `key` with the bits of `mask` (or-ed into those it has).
     pub(crate) fn note(&mut self, key: BlobKey, mask: u64) -> Result<()> {
-        #[cfg(any(
-            feature = "fs",
-            feature = "server",
-            feature = "migrate",
-            feature = "s3",
-            feature = "manta",
-            feature = "cli"
-        ))]
+        #[cfg(feature = "sqlite")]
         {
             if let Some(d) = &mut self.disk {
                 return d.note(key, mask);
@@ -94,14 +63,7 @@ impl KeyTable {
     /// Done noting: everything noted is visible to [`page`](Self::page) and
     /// [`contains`](Self::contains).
     pub(crate) fn finish(&mut self) -> Result<()> {
-        #[cfg(any(
-            feature = "fs",
-            feature = "server",
-            feature = "migrate",
-            feature = "s3",
-            feature = "manta",
-            feature = "cli"
-        ))]
+        #[cfg(feature = "sqlite")]
         if let Some(d) = &mut self.disk {
             d.flush()?;
         }
@@ -110,14 +72,7 @@ impl KeyTable {
 
     /// Distinct keys noted.
     pub(crate) fn len(&self) -> Result<u64> {
-        #[cfg(any(
-            feature = "fs",
-            feature = "server",
-            feature = "migrate",
-            feature = "s3",
-            feature = "manta",
-            feature = "cli"
-        ))]
+        #[cfg(feature = "sqlite")]
         if let Some(d) = &self.disk {
             return d.len();
         }
@@ -126,14 +81,7 @@ impl KeyTable {
 
     /// Whether `key` was noted.
     pub(crate) fn contains(&self, key: &BlobKey) -> Result<bool> {
-        #[cfg(any(
-            feature = "fs",
-            feature = "server",
-            feature = "migrate",
-            feature = "s3",
-            feature = "manta",
-            feature = "cli"
-        ))]
+        #[cfg(feature = "sqlite")]
         if let Some(d) = &self.disk {
             return d.contains(key);
         }
@@ -143,36 +91,15 @@ impl KeyTable {
     /// Whether the table has moved to disk.
     #[cfg(test)]
     pub(crate) fn on_disk(&self) -> bool {
-        #[cfg(any(
-            feature = "fs",
-            feature = "server",
-            feature = "migrate",
-            feature = "s3",
-            feature = "manta",
-            feature = "cli"
-        ))]
+        #[cfg(feature = "sqlite")]
         return self.disk.is_some();
-        #[cfg(not(any(
-            feature = "fs",
-            feature = "server",
-            feature = "migrate",
-            feature = "s3",
-            feature = "manta",
-            feature = "cli"
-        )))]
+        #[cfg(not(feature = "sqlite"))]
         false
     }
 
     /// Up to `n` keys after `after` (from the first if `None`), in key order, with their masks.
     pub(crate) fn page(&self, after: Option<&BlobKey>, n: usize) -> Result<Vec<(BlobKey, u64)>> {
-        #[cfg(any(
-            feature = "fs",
-            feature = "server",
-            feature = "migrate",
-            feature = "s3",
-            feature = "manta",
-            feature = "cli"
-        ))]
+        #[cfg(feature = "sqlite")]
         if let Some(d) = &self.disk {
             return d.page(after, n);
         }
@@ -186,14 +113,7 @@ impl KeyTable {
     }
 }
 
-#[cfg(any(
-    feature = "fs",
-    feature = "server",
-    feature = "migrate",
-    feature = "s3",
-    feature = "manta",
-    feature = "cli"
-))]
+#[cfg(feature = "sqlite")]
 mod disk {
     use rusqlite::{params, Connection};
 
@@ -334,14 +254,7 @@ mod tests {
             }
         }
         c.finish().expect("finish");
-        #[cfg(any(
-            feature = "fs",
-            feature = "server",
-            feature = "migrate",
-            feature = "s3",
-            feature = "manta",
-            feature = "cli"
-        ))]
+        #[cfg(feature = "sqlite")]
         assert!(c.on_disk());
         assert!(!KeyTable::new(500).on_disk());
         assert_eq!(c.len().expect("len"), 3000);
