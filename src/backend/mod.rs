@@ -471,10 +471,15 @@ pub(crate) fn http_client_with(builder: reqwest::ClientBuilder) -> Result<reqwes
 /// Checks a requested range against a blob size, as every backend must.
 pub fn check_range(range: &Range<u64>, size: u64) -> Result<()> {
     if range.start > range.end || range.end > size {
-        return Err(Error::InvalidInput(format!(
-            "range {}..{} is outside a blob of {size} bytes",
-            range.start, range.end
-        )));
+        return Err(range_outside(range, size));
     }
     Ok(())
+}
+
+/// The error of a `range` that is not within a blob of `size` bytes.
+pub(crate) fn range_outside(range: &Range<u64>, size: u64) -> Error {
+    Error::InvalidInput(format!(
+        "range {}..{} is outside a blob of {size} bytes",
+        range.start, range.end
+    ))
 }

@@ -385,10 +385,7 @@ async fn verified(
             chunk?;
         }
         // Whole and good: the range is the caller's.
-        crate::backend::check_range(&range, got.size)?;
-        return Err(Error::InvalidInput(format!(
-            "range {range:?} past the blob"
-        )));
+        return Err(crate::backend::range_outside(&range, got.size));
     }
     crate::backend::check_range(&range, got.size)?;
     Ok(read::verify(got.stream, got.size, range, expect, label))
