@@ -122,11 +122,7 @@ async fn read_through(spill_from: usize, spill_dir: Option<&std::path::Path>) {
     assert_eq!(ok(log.resolve(&collide, now()).await), None);
     assert_eq!(mem.count() - before, 1);
     // A segment another process imported (and deleted) is forgotten when found gone.
-    let gone: Vec<String> = mem
-        .map()
-        .keys()
-        .filter_map(|k| Some(k.strip_prefix("log/")?.to_string()))
-        .collect();
+    let gone = segment_names(&mem);
     let victim = ok(log.read_segment(&gone[0]).await).unwrap_or_default();
     ok(SegmentStore::delete(&mem, &gone[..1]).await);
     let asked = now();
@@ -287,13 +283,17 @@ async fn a_second_reader_takes_the_log_from_the_table_the_first_published() {
     }
 
     // The import has taken every segment: a process that lists the log deletes the table.
-    let segments: Vec<String> = mem
-        .map()
-        .keys()
-        .filter_map(|k| Some(k.strip_prefix("log/")?.to_string()))
-        .collect();
+    let segments = segment_names(&mem);
     ok(SegmentStore::delete(&mem, &segments).await);
     assert!(!ok(reader().refresh().await));
     assert_eq!(tables(), 0, "deleted once the log is gone");
     assert_eq!(ok(first.resolve(&sha1(&all[2]), now()).await), None);
+}
+
+/// The names of the old log's segments in `mem`.
+fn segment_names(mem: &Mem) -> Vec<String> {
+    mem.map()
+        .keys()
+        .filter_map(|k| Some(k.strip_prefix("log/")?.to_string()))
+        .collect()
 }
