@@ -49,7 +49,9 @@ pub trait CacheLedger: Send + Sync + fmt::Debug {
 
     /// Takes the least recently used blobs out of the record until the blobs recorded add up to at
     /// most `capacity` bytes, sparing `keep`, and returns them for the caller to delete. One
-    /// transaction: two processes evicting at once do not both pick the same blobs.
+    /// transaction: two processes evicting at once do not both pick the same blobs. A record of
+    /// millions may choose each victim from a sample (the fs ledger does), so that recording a
+    /// use need not keep an index of the times of use.
     fn evict_to(&self, capacity: u64, keep: Option<&BlobKey>) -> Result<Vec<BlobKey>>;
 
     /// Bytes and blobs recorded.
