@@ -34,6 +34,9 @@ pub enum ErrorKind {
     Index,
     /// The input is larger than a configured limit (an HTTP server answers 413).
     TooLarge,
+    /// Another process's operation on the same blob (a delete) overtook this one, which did
+    /// nothing: doing it again succeeds.
+    Conflict,
 }
 
 /// An error from tarvault. Match on [`Error::kind`] for control flow; print it for humans.
@@ -180,6 +183,14 @@ pub enum Error {
     /// A size, duration or rate given as an argument did not parse.
     #[error("invalid input: {0}")]
     Quantity(#[from] crate::units::ParseQuantityError),
+    /// A put that found its blob stored, and so wrote nothing while it verified the bytes, found
+    /// the blob gone at its end: deleted (by `rm`, gc or another host) while the put ran. Nothing
+    /// is stored; putting the same bytes again stores them.
+    #[error("{address} was deleted while a put of it ran: nothing is stored; put it again")]
+    DeletedDuringPut {
+        /// The blob's address.
+        address: String,
+    },
     /// A replicated write was committed by fewer replicas than its write quorum. The copies that
     /// were committed have been removed again, so the blob is not stored.
     #[error("quorum not reached on {backend}: {committed} of the {needed} replicas needed committed ({failures})")]
@@ -214,6 +225,7 @@ impl Error {
             Error::Backend { .. } | Error::QuorumNotReached { .. } => ErrorKind::Backend,
             Error::Config(_) | Error::ConfigInvalid { .. } => ErrorKind::Config,
             Error::Index { .. } => ErrorKind::Index,
+            Error::DeletedDuringPut { .. } => ErrorKind::Conflict,
         }
     }
 

@@ -235,11 +235,13 @@ async fn sigkill_of_deletes_beside_puts_leaves_no_entry_without_its_blob() {
                 .join(&hex[2..4])
                 .join(&hex);
             if !blob.exists() {
-                let tomb = root.join("tmp").join(format!("{hex}.deleting"));
-                assert!(
-                    tomb.exists(),
-                    "round {round}: an entry points nowhere: {hex}"
-                );
+                // Each delete's own tombstone: `<hex>.<pid>.<random>.deleting`.
+                let tomb = std::fs::read_dir(root.join("tmp"))
+                    .expect("read tmp")
+                    .flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .any(|n| n.starts_with(&format!("{hex}.")) && n.ends_with(".deleting"));
+                assert!(tomb, "round {round}: an entry points nowhere: {hex}");
                 tombstoned += 1;
             }
         }

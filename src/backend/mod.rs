@@ -348,12 +348,39 @@ pub trait Backend: fmt::Debug + Send + Sync + 'static {
     /// Deletes a blob. `Ok(false)` if it was not there.
     async fn delete(&self, key: &BlobKey) -> Result<bool>;
 
-    /// Marks a stored blob as written now, for a put of bytes that were stored already: gc's grace
-    /// period ([`crate::ops::gc`]) counts from a blob's last put, so that a publish which finds
-    /// its tarball stored (and has not reached gc's live set yet) does not lose it. The default
-    /// does nothing: a remote object's time is the server's, and changing it means copying it.
-    async fn freshen(&self, _key: &BlobKey) -> Result<()> {
-        Ok(())
+    /// Deletes a blob unless it was written after `cutoff` (put, or put again: see
+    /// [`freshen`](Backend::freshen)), or its time is unknown: gc's delete, which must not take a
+    /// blob a put has just found stored. `Ok(false)` if the blob was kept or is not there. The
+    /// default asks [`head`](Backend::head) and then deletes, two steps a put can come between
+    /// (a remote object's time is its first put's anyway); the fs backend decides in the step
+    /// that takes the blob away, under its index's write lock.
+    async fn delete_unless_written_since(
+        &self,
+        key: &BlobKey,
+        cutoff: std::time::SystemTime,
+    ) -> Result<bool> {
+        match self.head(key).await? {
+            Some(stat) if stat.modified.is_some_and(|t| t <= cutoff) => self.delete(key).await,
+            _ => Ok(false),
+        }
+    }
+
+    /// Marks a stored blob as written now, for a put of bytes that were stored already, and says
+    /// whether the blob is stored: gc's grace period ([`crate::ops::gc`]) counts from a blob's
+    /// last put, so that a publish which finds its tarball stored (and has not reached gc's live
+    /// set yet) does not lose it, and a put that wrote nothing because the blob was stored learns
+    /// whether it still is. The default only asks [`head`](Backend::head): a remote object's time
+    /// is the server's, and changing it means copying it.
+    async fn freshen(&self, key: &BlobKey) -> Result<bool> {
+        Ok(self.head(key).await?.is_some())
+    }
+
+    /// What [`head`](Backend::head) says of a blob where it is kept for good, for a put deciding
+    /// whether it need write anything: a cache tier asks its remote, not its local copy (which may
+    /// outlive the remote's), and a replicated store answers only for a blob every replica holds
+    /// (a put of a blob some replica lacks writes it there). The default is `head`.
+    async fn head_of_record(&self, key: &BlobKey) -> Result<Option<BlobStat>> {
+        self.head(key).await
     }
 
     /// Every stored key, in no particular order.

@@ -182,35 +182,34 @@ async fn collect(
             }
             Some(_) => {}
         }
-        if options.delete && put_again_since(store, &key, cutoff).await? {
-            report.kept_recent += 1;
-            continue;
+        if options.delete {
+            // Asked again as it is deleted: a listing of a large store takes a while, and
+            // publishes go on meanwhile (a put of bytes already stored marks the blob, see
+            // `Backend::freshen`).
+            match store
+                .backend()
+                .delete_unless_written_since(&key, cutoff)
+                .await
+            {
+                Ok(true) => {}
+                Ok(false) => {
+                    report.kept_recent += 1;
+                    continue;
+                }
+                Err(e) => {
+                    tracing::warn!(blob = %key, error = %e, "gc delete failed");
+                    report.failed.push(format!("{key}: {e}"));
+                }
+            }
         }
         report.garbage += 1;
         report.garbage_bytes += stat.size;
         on_garbage(&key, stat.size);
-        if options.delete {
-            if let Err(e) = store.backend().delete(&key).await {
-                tracing::warn!(blob = %key, error = %e, "gc delete failed");
-                report.failed.push(format!("{key}: {e}"));
-            }
-        }
     }
     report.kept_live = present_live;
     let distinct = live.len()?;
     report.live_missing += distinct - present_live.min(distinct);
     Ok(report)
-}
-
-/// Whether a blob listed as old has been put again since the listing (a put of bytes already
-/// stored freshens the blob, see [`crate::backend::Backend::freshen`]): asked again just before
-/// deleting, because a listing of a large store takes a while and publishes go on meanwhile.
-async fn put_again_since(store: &Store, key: &BlobKey, cutoff: SystemTime) -> Result<bool> {
-    Ok(store
-        .backend()
-        .head(key)
-        .await?
-        .is_some_and(|stat| stat.modified.is_none_or(|t| t > cutoff)))
 }
 
 #[cfg(all(test, feature = "memory"))]

@@ -290,6 +290,10 @@ fn failure(server: &Server, e: &Error, path: &str) -> Response {
             tracing::error!(path, error = %e, "backend failed");
             plain(StatusCode::SERVICE_UNAVAILABLE, "storage unavailable\n")
         }
+        ErrorKind::Conflict => {
+            tracing::warn!(path, error = %e, "overtaken by another operation on the same blob");
+            plain(StatusCode::SERVICE_UNAVAILABLE, &format!("{e}\n"))
+        }
         _ => {
             tracing::error!(path, error = %e, "serving failed");
             plain(StatusCode::INTERNAL_SERVER_ERROR, "internal error\n")

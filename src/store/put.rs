@@ -151,7 +151,19 @@ impl Store {
     where
         S: Stream<Item = io::Result<Bytes>> + Send + Unpin,
     {
-        let hint = self.hint(options, false).await?;
+        let mut hint = self.hint(options, false).await?;
+        if let Some(key) = hint {
+            // Marked recent before the bytes are read, not only after: gc spares a blob put again
+            // since its listing (it asks just before deleting), however long this put takes.
+            match self.backend.freshen(&key).await {
+                Ok(true) => {}
+                // Deleted since the `head`: write the bytes after all.
+                Ok(false) => hint = None,
+                Err(e) => {
+                    tracing::warn!(blob = %key, error = %e, "could not mark a blob put again as recent")
+                }
+            }
+        }
         let writer = match &hint {
             // The caller told us the address and it is already here: hash only, write nothing.
             Some(_) => None,
@@ -170,10 +182,19 @@ impl Store {
         let stored = match (writer, hint) {
             (Some(w), _) => w.commit(&ingest.digests).await? == Committed::Stored,
             (None, key) => {
-                // Verified bytes that were stored already: a put of them all the same.
+                // Verified bytes that were stored already: a put of them all the same, if the
+                // blob is still there (nothing was written: a delete meanwhile leaves nothing).
                 if let Some(key) = key {
-                    if let Err(e) = self.backend.freshen(&key).await {
-                        tracing::warn!(blob = %key, error = %e, "could not mark a blob put again as recent");
+                    match self.backend.freshen(&key).await {
+                        Ok(true) => {}
+                        Ok(false) => {
+                            return Err(Error::DeletedDuringPut {
+                                address: key.to_string(),
+                            })
+                        }
+                        Err(e) => {
+                            tracing::warn!(blob = %key, error = %e, "could not mark a blob put again as recent")
+                        }
                     }
                 }
                 false
@@ -218,17 +239,35 @@ impl Store {
         let Some(key) = expected_key(options) else {
             return Ok(None);
         };
-        Ok(self.stored_intact(&key).await?.then_some(key))
+        Ok(self
+            .stored_intact_sized(&key, options.expected_size)
+            .await?
+            .then_some(key))
     }
 
-    /// Whether a blob is stored and, as far as a `head` can tell, whole: where the backend keeps
+    /// Whether a blob is stored where it is kept for good ([`Backend::head_of_record`]: not only in
+    /// a cache tier's copy, on every replica) and, as far as a `head` can tell, whole: where the backend keeps
     /// its own trusted record of each blob (fs, memory), a file whose size disagrees with the
     /// record (truncated on disk, say) does not count, so that a put of the right bytes writes
     /// them and its commit replaces the damaged file instead of skipping it.
     pub(crate) async fn stored_intact(&self, key: &BlobKey) -> Result<bool> {
-        let Some(stat) = self.backend.head(key).await? else {
+        self.stored_intact_sized(key, None).await
+    }
+
+    /// [`stored_intact`](Self::stored_intact), and of `size` bytes if a size is given: a remote
+    /// object cut short (its store keeps no record to compare) is written again by a put that
+    /// knows the size.
+    pub(crate) async fn stored_intact_sized(
+        &self,
+        key: &BlobKey,
+        size: Option<u64>,
+    ) -> Result<bool> {
+        let Some(stat) = self.backend.head_of_record(key).await? else {
             return Ok(false);
         };
+        if size.is_some_and(|n| n != stat.size) {
+            return Ok(false);
+        }
         // A trusted backend's `head` gives no digests when the record disagrees with the file
         // (or is missing: then writing again is merely redundant, and the commit records it).
         Ok(!self.backend.recorded_digests_trusted()

@@ -89,6 +89,14 @@ impl Backend for Throttled {
         self.inner.delete(key).await
     }
 
+    async fn delete_unless_written_since(
+        &self,
+        key: &BlobKey,
+        cutoff: std::time::SystemTime,
+    ) -> Result<bool> {
+        self.inner.delete_unless_written_since(key, cutoff).await
+    }
+
     fn list(&self) -> BoxStream<'static, Result<BlobKey>> {
         self.inner.list()
     }
@@ -127,8 +135,12 @@ impl Backend for Throttled {
         self.inner.quarantine(key).await
     }
 
-    async fn freshen(&self, key: &BlobKey) -> Result<()> {
+    async fn freshen(&self, key: &BlobKey) -> Result<bool> {
         self.inner.freshen(key).await
+    }
+
+    async fn head_of_record(&self, key: &BlobKey) -> Result<Option<BlobStat>> {
+        self.inner.head_of_record(key).await
     }
 
     fn recorded_digests_trusted(&self) -> bool {

@@ -72,9 +72,15 @@ impl Layout {
         self.blobs().join(&hex[0..2]).join(&hex[2..4]).join(hex)
     }
 
-    /// The tombstone of `key`: where a delete moves the blob (see [`TOMBSTONE`]).
-    pub(crate) fn tombstone(&self, key: &BlobKey) -> PathBuf {
-        self.tmp().join(format!("{}{TOMBSTONE}", key.to_hex()))
+    /// A fresh tombstone of `key`: where a delete moves the blob (see [`TOMBSTONE`]). Each delete
+    /// has its own (pid and a random number in the name): with one name per blob, a delete that
+    /// had committed could unlink, late, the tombstone of a second delete of the blob put again
+    /// meanwhile, and a second delete that then failed had nothing to put back.
+    pub(crate) fn new_tombstone(&self, key: &BlobKey) -> PathBuf {
+        let n: u64 = rand::random();
+        let pid = std::process::id();
+        self.tmp()
+            .join(format!("{}.{pid}.{n:016x}{TOMBSTONE}", key.to_hex()))
     }
 
     /// A fresh temp path, unique across processes (pid, and the writer's lease where it has one)
@@ -89,12 +95,14 @@ impl Layout {
     }
 }
 
-/// Where a delete moves a blob while it removes the blob's record (`tmp/<hex>.deleting`).
+/// Where a delete moves a blob while it removes the blob's record
+/// (`tmp/<hex>.<pid>.<random>.deleting`; releases before 2026-12-05 wrote `tmp/<hex>.deleting`).
 pub(crate) const TOMBSTONE: &str = ".deleting";
 
 /// The blob a tombstone name stands for.
 pub(crate) fn tombstone_key(name: &str) -> Option<BlobKey> {
-    BlobKey::from_hex(name.strip_suffix(TOMBSTONE)?).ok()
+    let stem = name.strip_suffix(TOMBSTONE)?;
+    BlobKey::from_hex(stem.split('.').next()?).ok()
 }
 
 /// Who wrote a temp file, by its name.
@@ -134,5 +142,24 @@ mod tests {
         assert_eq!(temp_owner("12.ab.cd.ef.tmp"), None);
         assert_eq!(temp_owner("x.ab.tmp"), None);
         assert_eq!(temp_owner("12.ab"), None);
+    }
+
+    #[test]
+    fn each_delete_has_its_own_tombstone_and_old_names_still_parse() {
+        let layout = Layout::new(PathBuf::from("/s"));
+        let key = BlobKey::new([7; 64]);
+        let (a, b) = (layout.new_tombstone(&key), layout.new_tombstone(&key));
+        assert_ne!(a, b, "two deletes of one blob, two tombstones");
+        for path in [a, b] {
+            let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
+            assert_eq!(tombstone_key(&name.unwrap_or_default()), Some(key));
+        }
+        let old = format!("{}.deleting", key.to_hex());
+        assert_eq!(
+            tombstone_key(&old),
+            Some(key),
+            "a release before this one's"
+        );
+        assert_eq!(tombstone_key("nothex.1.2.deleting"), None);
     }
 }

@@ -17,6 +17,7 @@ mod index;
 mod layout;
 mod lease;
 mod misplaced;
+mod publish;
 mod read;
 mod remove;
 mod walk;
@@ -253,62 +254,6 @@ impl FsBackend {
 }
 
 impl FsInner {
-    /// Links verified temp files into place, then records them in the index. With `durable`,
-    /// each directory touched is synced before the records are written and the records are
-    /// durable on return; without, the caller flushes the filesystem afterwards (group commit).
-    /// If the records cannot be written (disk full, a damaged index), the blobs this call linked
-    /// are taken back and every item fails: nothing is left visible half-indexed.
-    fn publish(&self, items: &[(PathBuf, Digests)], durable: bool) -> Vec<Result<Committed>> {
-        let blobs = self.layout.blobs();
-        let mut results: Vec<Result<Committed>> = items
-            .iter()
-            .map(|(tmp, d)| self.publish_one(tmp, d, &blobs, durable))
-            .collect();
-        let linked: Vec<Digests> = items
-            .iter()
-            .zip(&results)
-            .filter(|(_, r)| r.is_ok())
-            .map(|((_, d), _)| *d)
-            .collect();
-        if let Err(e) = self.record(&linked, durable) {
-            tracing::warn!(error = %e, "could not index committed blobs; unlinking them");
-            let cause = match &e {
-                Error::Index { message, .. } => message.clone(),
-                other => other.to_string(),
-            };
-            let mut first = Some(e);
-            for ((_, d), r) in items.iter().zip(results.iter_mut()) {
-                if matches!(r, Ok(Committed::Stored)) {
-                    let path = self.layout.blob(&key_of(d));
-                    if let Err(e) = std::fs::remove_file(&path) {
-                        // Left for fsck, which indexes it: visible by sha512 meanwhile.
-                        tracing::warn!(path = %path.display(), error = %e, "could not unlink an unindexed blob");
-                    }
-                }
-                if r.is_ok() {
-                    *r = Err(first.take().unwrap_or_else(|| Error::Index {
-                        path: self.index.path().to_path_buf(),
-                        message: format!("not recorded with the rest of its batch: {cause}"),
-                        source: None,
-                    }));
-                }
-            }
-        }
-        results
-    }
-
-    /// Writes the records of linked blobs (to the index, or to the old log when asked to).
-    fn record(&self, linked: &[Digests], durable: bool) -> Result<()> {
-        if self.legacy_alias_log {
-            let log = self.layout.aliases();
-            return index::legacy::append(&log, linked, durable)
-                .map_err(|e| Error::io("append", log, e));
-        }
-        self.index
-            .insert_present(linked, durable, |k| !self.blob_gone(k))
-            .map(|_| ())
-    }
-
     /// The digests recorded for a blob. An index that cannot be read costs only the fast check:
     /// the blob is then verified against its address (sha512) instead, and the failure is logged
     /// (lookups by sha1 or blake3 report it as an error naming the file and the repair).
@@ -344,51 +289,14 @@ impl FsInner {
         }
     }
 
-    /// Marks a blob put again as written now (see [`Backend::freshen`]). A failure is logged, not
-    /// returned: the put itself succeeded, and the blob is stored.
-    fn freshen_file(&self, path: &Path) {
-        if let Err(e) = durable::touch(path) {
+    /// Marks a blob put again as written now (see [`Backend::freshen`]); whether it is there. A
+    /// failure to mark it is logged, not returned: the blob is stored all the same.
+    fn freshen_file(&self, path: &Path) -> bool {
+        durable::touch(path).unwrap_or_else(|e| {
             tracing::warn!(blob = %path.display(), error = %e,
                 "could not mark a blob put again as recent; gc's grace period counts from its first put");
-        }
-    }
-
-    fn publish_one(&self, tmp: &Path, d: &Digests, blobs: &Path, fsync: bool) -> Result<Committed> {
-        let target = self.layout.blob(&key_of(d));
-        let dir = target.parent().unwrap_or(blobs).to_path_buf();
-        // Rename first and create the shard directories only when they are missing: in a store
-        // of any size they nearly always exist, and a stat per blob is then saved.
-        let linked = match durable::rename_noclobber(tmp, &target) {
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                durable::create_dirs(&dir, blobs, fsync)
-                    .map_err(|e| Error::io("create directory", &dir, e))?;
-                durable::rename_noclobber(tmp, &target)
-            }
-            other => other,
-        }
-        .map_err(|e| Error::io("publish", &target, e))?;
-        let outcome = if linked {
-            Committed::Stored
-        } else {
-            // Same content already stored. A cheap sanity check: if its size is wrong it is corrupt,
-            // and the verified bytes we hold replace it (nothing good is lost: the old bytes were not).
-            match std::fs::metadata(&target) {
-                Ok(m) if m.len() != d.size => {
-                    tracing::warn!(blob = %target.display(), "replacing corrupt blob with verified bytes");
-                    std::fs::rename(tmp, &target).map_err(|e| Error::io("rename", &target, e))?;
-                    Committed::Stored
-                }
-                _ => {
-                    remove_if_exists(&tmp.to_path_buf())?;
-                    self.freshen_file(&target);
-                    Committed::AlreadyPresent
-                }
-            }
-        };
-        if fsync {
-            durable::sync_dir(&dir).map_err(|e| Error::io("fsync directory", &dir, e))?;
-        }
-        Ok(outcome)
+            path.exists()
+        })
     }
 }
 
@@ -534,14 +442,21 @@ impl Backend for FsBackend {
     async fn delete(&self, key: &BlobKey) -> Result<bool> {
         let inner = self.inner.clone();
         let key = *key;
-        blocking(move || inner.delete_blob(&key)).await
+        blocking(move || inner.delete_blob(&key, None)).await
+    }
+
+    /// Decided under the index's write lock, in the step that takes the blob away (see
+    /// `delete_blob`).
+    async fn delete_unless_written_since(&self, key: &BlobKey, cutoff: SystemTime) -> Result<bool> {
+        let inner = self.inner.clone();
+        let key = *key;
+        blocking(move || inner.delete_blob(&key, Some(cutoff))).await
     }
 
     /// Sets the file's modification time (what `list_stat` reports) to now, inline: one open and
     /// one `futimens`, less than a trip to the blocking pool.
-    async fn freshen(&self, key: &BlobKey) -> Result<()> {
-        self.inner.freshen_file(&self.inner.layout.blob(key));
-        Ok(())
+    async fn freshen(&self, key: &BlobKey) -> Result<bool> {
+        Ok(self.inner.freshen_file(&self.inner.layout.blob(key)))
     }
 
     fn list(&self) -> BoxStream<'static, Result<BlobKey>> {

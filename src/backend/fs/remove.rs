@@ -4,6 +4,7 @@
 use std::path::Path;
 use std::time::SystemTime;
 
+use super::index::Take;
 use super::layout::TempOwner;
 use super::lease::{self, LeaseCheck};
 use super::writer::remove_if_exists;
@@ -53,35 +54,59 @@ impl FsInner {
     /// in one write transaction (see [`FsIndex::remove_taking`]), then the tombstone is unlinked.
     /// A crash at any point leaves either the blob and its record, or neither (a blob without a
     /// record at worst, which fsck indexes); never a record without its blob once recovered.
-    pub(super) fn delete_blob(&self, key: &BlobKey) -> Result<bool> {
+    ///
+    /// With `unless_since`, a blob written (or put again, see `freshen_file`) after that time is
+    /// kept, decided in the same step that moves it away: a put that finds the blob stored marks
+    /// it before it records it under the same lock, so gc either sees the mark or takes the blob
+    /// before that put's record, which then links the put's own copy (see `publish`).
+    ///
+    /// [`FsIndex::remove_taking`]: super::FsIndex::remove_taking
+    pub(super) fn delete_blob(
+        &self,
+        key: &BlobKey,
+        unless_since: Option<SystemTime>,
+    ) -> Result<bool> {
         let path = self.layout.blob(key);
+        let written_since = |path: &Path| {
+            unless_since.is_some_and(|cutoff| {
+                std::fs::metadata(path)
+                    .and_then(|m| m.modified())
+                    .is_ok_and(|t| t > cutoff)
+            })
+        };
         if self.legacy_alias_log {
+            if written_since(&path) {
+                return Ok(false);
+            }
             return match std::fs::remove_file(&path) {
                 Ok(()) => self.sync_parent(&path).map(|()| true),
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
                 Err(e) => Err(Error::io("remove", &path, e)),
             };
         }
-        let tomb = self.layout.tombstone(key);
-        let taken =
-            self.index
-                .remove_taking(key, self.fsync, || match std::fs::rename(&path, &tomb) {
-                    Ok(()) => Ok(true),
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
-                    Err(e) => Err(Error::io("move to its tombstone", &path, e)),
-                });
+        let tomb = self.layout.new_tombstone(key);
+        let taken = self.index.remove_taking(key, self.fsync, || {
+            if written_since(&path) {
+                return Ok(Take::Kept);
+            }
+            match std::fs::rename(&path, &tomb) {
+                Ok(()) => Ok(Take::Moved),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Take::Absent),
+                Err(e) => Err(Error::io("move to its tombstone", &path, e)),
+            }
+        });
         match taken {
-            Ok(true) => {
+            Ok(Take::Moved) => {
                 if let Err(e) = remove_if_exists(&tomb) {
                     tracing::warn!(error = %e, "could not unlink a deleted blob (swept later)");
                 }
                 self.sync_parent(&path).map(|()| true)
             }
-            Ok(false) => Ok(false),
+            Ok(Take::Absent | Take::Kept) => Ok(false),
             Err(e) => {
                 // Not committed, so the record stays: so must the blob. Put back directly, with
                 // no need of the index that just failed.
-                if let Err(restore) = self.restore(key) {
+                if let Err(restore) = self.restore(key, &tomb) {
                     tracing::warn!(%key, error = %restore, "could not put back a blob after a failed delete (settled when the store is next opened)");
                 }
                 Err(e)
@@ -99,14 +124,15 @@ impl FsInner {
         }
     }
 
-    /// Settles a tombstone left by a delete that failed or whose process died: under the write
-    /// lock, a blob that still has a record goes back to its address; the tombstone goes.
-    pub(super) fn settle_delete(&self, key: &BlobKey) {
+    /// Settles `tomb`, a tombstone of `key` left by a delete that failed or whose process died:
+    /// under the write lock, a blob that still has a record goes back to its address; the
+    /// tombstone goes.
+    pub(super) fn settle_delete(&self, key: &BlobKey, tomb: &Path) {
         let settled = self.index.settle_taken(key, |recorded| {
             if recorded {
-                self.restore(key)
+                self.restore(key, tomb)
             } else {
-                remove_if_exists(&self.layout.tombstone(key))
+                remove_if_exists(tomb)
             }
         });
         if let Err(e) = settled {
@@ -116,21 +142,21 @@ impl FsInner {
 
     /// Moves a blob back from its tombstone to its address (unless it is there already, put again
     /// meanwhile), then drops the tombstone.
-    fn restore(&self, key: &BlobKey) -> Result<()> {
-        let (tomb, path) = (self.layout.tombstone(key), self.layout.blob(key));
+    fn restore(&self, key: &BlobKey, tomb: &Path) -> Result<()> {
+        let path = self.layout.blob(key);
         if self.blob_gone(key) {
             let blobs = self.layout.blobs();
             let dir = path.parent().unwrap_or(&blobs);
             durable::create_dirs(dir, &blobs, self.fsync)
                 .map_err(|e| Error::io("create directory", dir, e))?;
-            match durable::link_noclobber(&tomb, &path) {
+            match durable::link_noclobber(tomb, &path) {
                 Ok(_) => tracing::info!(%key, "restored a blob whose delete did not commit"),
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                 Err(e) => return Err(Error::io("restore", &path, e)),
             }
             self.sync_parent(&path)?;
         }
-        remove_if_exists(&tomb)
+        remove_if_exists(tomb)
     }
 
     pub(super) fn sweep_temps(&self) -> Result<u64> {
@@ -155,7 +181,7 @@ impl FsInner {
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
             if let Some(key) = layout::tombstone_key(&name) {
-                self.settle_delete(&key);
+                self.settle_delete(&key, &entry.path());
                 continue;
             }
             let stale = match layout::temp_owner(&name) {

@@ -2,7 +2,7 @@
 
 use std::any::Any;
 use std::fs::{File, OpenOptions};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -234,7 +234,7 @@ impl BlobWriter for FsWriter {
     }
 }
 
-pub(super) fn remove_if_exists(path: &PathBuf) -> Result<()> {
+pub(super) fn remove_if_exists(path: &Path) -> Result<()> {
     match std::fs::remove_file(path) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),

@@ -537,9 +537,32 @@ impl Backend for Cached {
         Ok(removed? || cached)
     }
 
+    /// The remote decides (it is what gc lists); the copy goes with the remote's blob.
+    async fn delete_unless_written_since(
+        &self,
+        key: &BlobKey,
+        cutoff: std::time::SystemTime,
+    ) -> Result<bool> {
+        let removed = self
+            .inner
+            .remote
+            .delete_unless_written_since(key, cutoff)
+            .await?;
+        if removed {
+            self.drop_copy(key, true).await?;
+        }
+        Ok(removed)
+    }
+
     /// The remote's: it is what gc lists (the cache tier's own eviction goes by use).
-    async fn freshen(&self, key: &BlobKey) -> Result<()> {
+    async fn freshen(&self, key: &BlobKey) -> Result<bool> {
         self.inner.remote.freshen(key).await
+    }
+
+    /// The remote's: a copy in the local tier may outlive the remote's (deleted by another host,
+    /// or by a store opened on the remote alone).
+    async fn head_of_record(&self, key: &BlobKey) -> Result<Option<BlobStat>> {
+        self.inner.remote.head_of_record(key).await
     }
 
     fn list(&self) -> BoxStream<'static, Result<BlobKey>> {

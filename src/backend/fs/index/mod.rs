@@ -26,6 +26,7 @@ use rusqlite::{Connection, OptionalExtension, TransactionBehavior};
 
 pub use self::cache_ledger::FsCacheLedger;
 use self::conn::Mode;
+pub(crate) use self::remove::Take;
 use crate::backend::BlobKey;
 use crate::integrity::{Algorithm, Digests, Hash};
 use crate::{Error, Result};

@@ -7,6 +7,19 @@ use crate::Result;
 
 const DELETE: &str = "DELETE FROM blobs WHERE substr(sha512, 1, 8) = ?1 AND sha512 = ?2";
 
+const RECORDED: &str = "SELECT 1 FROM blobs WHERE substr(sha512, 1, 8) = ?1 AND sha512 = ?2";
+
+/// What a delete's `take` step did with the blob (see [`FsIndex::remove_taking`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Take {
+    /// Moved away from its address.
+    Moved,
+    /// Not there.
+    Absent,
+    /// Left in place (a conditional delete whose condition failed).
+    Kept,
+}
+
 impl FsIndex {
     /// Removes the records of those `keys` for which `gone` holds, deciding under the write lock:
     /// a blob put meanwhile by another process has its record written after its link, so either
@@ -41,16 +54,19 @@ impl FsIndex {
     /// changes; if the commit fails after `take`, the caller puts the blob back. A crash after
     /// `take` and before the commit leaves the record and the moved blob, which the store's
     /// recovery puts back ([`settle_taken`](Self::settle_taken)).
+    /// `take` may also keep the blob ([`Take::Kept`]): then the record stays too.
     pub(crate) fn remove_taking(
         &self,
         key: &BlobKey,
         durable: bool,
-        take: impl FnOnce() -> Result<bool>,
-    ) -> Result<bool> {
+        take: impl FnOnce() -> Result<Take>,
+    ) -> Result<Take> {
         self.write("remove a record", durable, |tx| {
             let took = take().map_err(TxError::Step)?;
-            let k = key.as_bytes();
-            tx.prepare_cached(DELETE)?.execute((&k[..8], &k[..]))?;
+            if took != Take::Kept {
+                let k = key.as_bytes();
+                tx.prepare_cached(DELETE)?.execute((&k[..8], &k[..]))?;
+            }
             Ok(took)
         })
     }
@@ -65,12 +81,27 @@ impl FsIndex {
     ) -> Result<()> {
         self.write("settle a delete", false, |tx| {
             let k = key.as_bytes();
-            let recorded = tx
-                .prepare_cached(
-                    "SELECT 1 FROM blobs WHERE substr(sha512, 1, 8) = ?1 AND sha512 = ?2",
-                )?
-                .exists((&k[..8], &k[..]))?;
+            let recorded = tx.prepare_cached(RECORDED)?.exists((&k[..8], &k[..]))?;
             settle(recorded).map_err(TxError::Step)
+        })
+    }
+
+    /// Runs `take` for each of `keys` that has no record, under the write lock: a blob linked by
+    /// a put whose record failed is taken back unless another put, finding it linked, recorded it
+    /// as its own meanwhile (see the fs backend's `publish`). Writes nothing.
+    pub(crate) fn take_unrecorded(&self, keys: &[BlobKey], take: impl Fn(&BlobKey)) -> Result<()> {
+        if keys.is_empty() {
+            return Ok(());
+        }
+        self.write("take back unrecorded blobs", false, |tx| {
+            let mut find = tx.prepare_cached(RECORDED)?;
+            for key in keys {
+                let k = key.as_bytes();
+                if !find.exists((&k[..8], &k[..]))? {
+                    take(key);
+                }
+            }
+            Ok(())
         })
     }
 }

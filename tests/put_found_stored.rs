@@ -1,0 +1,286 @@
+//! A put told the blob's sha512 that finds the blob stored hashes the bytes and writes nothing.
+//! These tests are about what it relies on while it does: the blob must still be there when the
+//! put returns (gc must not take it meanwhile, a delete meanwhile is an error, not a success), and
+//! "stored" must mean where the blob is kept for good (a cache tier's remote, every replica).
+
+mod common;
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use futures::channel::mpsc;
+use futures::SinkExt;
+use tarvault::backend::compose::{Cached, CachedOptions, Replicated, ReplicatedOptions};
+use tarvault::backend::fs::{FsBackend, FsOptions};
+use tarvault::backend::memory::MemoryBackend;
+use tarvault::backend::Backend;
+use tarvault::ops::gc::{gc, GcOptions};
+use tarvault::{ErrorKind, PutOptions, PutOutcome, Result, Store};
+
+use common::{addr, key_of, noise, sha512_sri};
+
+type Sender = mpsc::UnboundedSender<std::io::Result<Bytes>>;
+
+/// Starts a put of `data` expecting its sha512, whose input stops after its first half until the
+/// returned sender is given the rest (see [`finish`]).
+fn stalled_put(
+    store: &Store,
+    data: &[u8],
+) -> (Sender, tokio::task::JoinHandle<Result<PutOutcome>>) {
+    let (tx, rx) = mpsc::unbounded();
+    let half = data.len() / 2;
+    tx.unbounded_send(Ok(Bytes::copy_from_slice(&data[..half])))
+        .expect("first half");
+    let options = PutOptions {
+        expected: Some(addr(&sha512_sri(data))),
+        ..PutOptions::default()
+    };
+    let store = store.clone();
+    let put = tokio::spawn(async move { store.put(rx, &options).await });
+    (tx, put)
+}
+
+async fn finish(
+    mut tx: Sender,
+    data: &[u8],
+    put: tokio::task::JoinHandle<Result<PutOutcome>>,
+) -> Result<PutOutcome> {
+    tx.send(Ok(Bytes::copy_from_slice(&data[data.len() / 2..])))
+        .await
+        .expect("second half");
+    drop(tx);
+    put.await.expect("join")
+}
+
+async fn put(store: &Store, data: &[u8]) {
+    store
+        .put_bytes(data.to_vec(), &PutOptions::default())
+        .await
+        .expect("put");
+}
+
+/// Lets the stalled put reach its wait for the second half.
+async fn settle() {
+    tokio::time::sleep(Duration::from_millis(200)).await;
+}
+
+/// gc runs while a put of a blob it finds old is under way: the put marked the blob recent when
+/// it began, so gc spares it, and the put returns with the blob stored. (Marked only at its end,
+/// the blob was deleted and the put still reported it present.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gc_spares_a_blob_whose_put_is_under_way() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let fs = FsBackend::open(dir.path(), FsOptions::default()).expect("open");
+    let store = Store::new(fs.clone());
+    let data = noise(300_000, 1);
+    put(&store, &data).await;
+    let old = SystemTime::now() - Duration::from_secs(3 * 24 * 3600);
+    std::fs::File::open(fs.blob_path(&key_of(&data)))
+        .and_then(|f| f.set_modified(old))
+        .expect("age the blob");
+
+    let (tx, running) = stalled_put(&store, &data);
+    settle().await;
+    let options = GcOptions {
+        grace: Duration::from_secs(24 * 3600),
+        delete: true,
+    };
+    // The live set names another blob only.
+    let keep = [Ok(addr(&sha512_sri(b"another blob")))];
+    let report = gc(&store, keep, &options, |_, _| {}).await.expect("gc");
+    assert_eq!((report.garbage, report.kept_recent), (0, 1), "{report:?}");
+    let outcome = finish(tx, &data, running).await.expect("the put");
+    assert!(!outcome.stored, "found stored: nothing written");
+    assert!(fs.head(&key_of(&data)).await.expect("head").is_some());
+}
+
+/// A delete while the put runs: the put wrote nothing, so it cannot report the blob stored. It
+/// fails with a `Conflict` naming the blob, and the same put again stores it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_put_that_found_its_blob_fails_if_a_delete_overtakes_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let fs = FsBackend::open(dir.path(), FsOptions::default()).expect("open");
+    let store = Store::new(fs.clone());
+    let data = noise(100_000, 2);
+    put(&store, &data).await;
+    let (tx, running) = stalled_put(&store, &data);
+    settle().await;
+    assert!(fs.delete(&key_of(&data)).await.expect("delete"));
+    let err = finish(tx, &data, running)
+        .await
+        .expect_err("a put of a deleted blob that wrote nothing");
+    assert_eq!(err.kind(), ErrorKind::Conflict, "{err}");
+    assert!(err.to_string().contains("deleted while a put"), "{err}");
+
+    let (tx, running) = stalled_put(&store, &data);
+    let outcome = finish(tx, &data, running).await.expect("put again");
+    assert!(outcome.stored);
+    assert!(fs.head(&key_of(&data)).await.expect("head").is_some());
+}
+
+/// A cache tier's local copy outlives the remote's (deleted by a store opened on the remote): a
+/// put through the cache asks the remote, and writes the blob there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_put_through_a_cache_writes_a_blob_its_remote_lost() {
+    let (local, remote) = (MemoryBackend::new(), MemoryBackend::new());
+    let cached = Cached::new(
+        Arc::new(local.clone()),
+        Arc::new(remote.clone()),
+        CachedOptions::default(),
+    )
+    .await
+    .expect("cached");
+    let store = Store::new(cached);
+    let data = noise(50_000, 3);
+    put(&store, &data).await;
+    let got = store.get(&addr(&sha512_sri(&data))).await.expect("get");
+    assert_eq!(got.bytes().await.expect("read"), data, "a fill");
+    assert!(local.head(&key_of(&data)).await.expect("head").is_some());
+    assert!(remote.delete(&key_of(&data)).await.expect("delete"));
+
+    let (tx, running) = stalled_put(&store, &data);
+    let outcome = finish(tx, &data, running).await.expect("put");
+    assert!(outcome.stored, "written to the remote");
+    assert!(remote.head(&key_of(&data)).await.expect("head").is_some());
+}
+
+/// A blob one replica holds and another lacks: a put through the replicated store writes it to
+/// the one that lacks it, instead of taking the first replica's word and acknowledging a blob
+/// below its write quorum.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_put_through_replicas_writes_the_replica_that_lacks_the_blob() {
+    let (a, b) = (MemoryBackend::new(), MemoryBackend::new());
+    let replicated = Replicated::new(
+        vec![Arc::new(a.clone()), Arc::new(b.clone())],
+        ReplicatedOptions {
+            write_quorum: Some(2),
+            ..ReplicatedOptions::default()
+        },
+    )
+    .expect("replicated");
+    let store = Store::new(replicated);
+    let data = noise(50_000, 4);
+    put(&Store::new(a.clone()), &data).await;
+
+    let (tx, running) = stalled_put(&store, &data);
+    finish(tx, &data, running).await.expect("put");
+    assert!(b.head(&key_of(&data)).await.expect("head").is_some());
+    assert!(a.head(&key_of(&data)).await.expect("head").is_some());
+}
+
+/// gc's delete asks the blob's age in the step that deletes it: a blob put again (freshened)
+/// after the cutoff is kept with its record, and an old one goes with its record.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gc_deletes_only_what_was_not_written_since_its_cutoff() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let fs = FsBackend::open(dir.path(), FsOptions::default()).expect("open");
+    let store = Store::new(fs.clone());
+    let data = noise(10_000, 5);
+    put(&store, &data).await;
+    let key = key_of(&data);
+    let age = |secs: u64| {
+        std::fs::File::open(fs.blob_path(&key))
+            .and_then(|f| f.set_modified(SystemTime::now() - Duration::from_secs(secs)))
+            .expect("set the blob's time")
+    };
+    let cutoff = SystemTime::now() - Duration::from_secs(24 * 3600);
+    age(3 * 24 * 3600);
+    assert!(fs.freshen(&key).await.expect("freshen"), "stored");
+    assert!(!fs
+        .delete_unless_written_since(&key, cutoff)
+        .await
+        .expect("delete"));
+    let sha1 = addr(&common::sha1_hex(&data));
+    assert!(store.contains(&sha1).await.expect("by sha1"), "record kept");
+
+    age(3 * 24 * 3600);
+    assert!(fs
+        .delete_unless_written_since(&key, cutoff)
+        .await
+        .expect("delete"));
+    assert!(fs.head(&key).await.expect("head").is_none());
+    assert!(
+        !store.contains(&sha1).await.expect("by sha1"),
+        "record gone"
+    );
+    assert!(!fs
+        .delete_unless_written_since(&key, cutoff)
+        .await
+        .expect("delete again"));
+    assert!(!fs.freshen(&key).await.expect("freshen"), "not stored");
+}
+
+/// A store whose records are not trusted, as an object store's are not: a memory store that says
+/// so, for a blob cut short behind the store's back.
+#[derive(Debug, Clone)]
+struct Untrusted(MemoryBackend);
+
+#[async_trait::async_trait]
+impl Backend for Untrusted {
+    fn describe(&self) -> String {
+        format!("untrusted {}", self.0.describe())
+    }
+    async fn begin_put(
+        &self,
+        hint: &tarvault::backend::PutHint,
+    ) -> Result<Box<dyn tarvault::backend::BlobWriter>> {
+        self.0.begin_put(hint).await
+    }
+    async fn get(
+        &self,
+        key: &tarvault::backend::BlobKey,
+        range: Option<std::ops::Range<u64>>,
+    ) -> Result<Option<tarvault::backend::GetResult>> {
+        self.0.get(key, range).await
+    }
+    async fn head(
+        &self,
+        key: &tarvault::backend::BlobKey,
+    ) -> Result<Option<tarvault::backend::BlobStat>> {
+        self.0.head(key).await
+    }
+    async fn delete(&self, key: &tarvault::backend::BlobKey) -> Result<bool> {
+        self.0.delete(key).await
+    }
+    fn list(&self) -> futures::stream::BoxStream<'static, Result<tarvault::backend::BlobKey>> {
+        self.0.list()
+    }
+    async fn resolve_alias(
+        &self,
+        hash: &tarvault::Hash,
+    ) -> Result<Option<tarvault::backend::BlobKey>> {
+        self.0.resolve_alias(hash).await
+    }
+    async fn rebuild_aliases(
+        &self,
+        found: futures::stream::BoxStream<'_, tarvault::Digests>,
+        options: &tarvault::backend::RebuildOptions,
+    ) -> Result<tarvault::backend::AliasRebuild> {
+        self.0.rebuild_aliases(found, options).await
+    }
+    fn recorded_digests_trusted(&self) -> bool {
+        false
+    }
+}
+
+/// A blob cut short in a store that keeps no trusted record of sizes: a put that knows the size
+/// writes the blob again instead of taking the short copy's presence for the blob's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_put_that_knows_the_size_writes_a_blob_cut_short_again() {
+    let memory = MemoryBackend::new();
+    let store = Store::new(Untrusted(memory.clone()));
+    let data = noise(40_000, 6);
+    put(&store, &data).await;
+    let key = key_of(&data);
+    assert!(memory.corrupt_for_test(&key, Bytes::copy_from_slice(&data[..1000])));
+    let options = PutOptions {
+        expected: Some(addr(&sha512_sri(&data))),
+        expected_size: Some(data.len() as u64),
+        ..PutOptions::default()
+    };
+    let outcome = store.put_bytes(data.clone(), &options).await.expect("put");
+    assert!(outcome.stored, "written again");
+    let stat = memory.head(&key).await.expect("head").expect("stored");
+    assert_eq!(stat.size, data.len() as u64);
+}
