@@ -184,14 +184,11 @@ impl Backend for Replicated {
         Ok(total)
     }
 
+    /// Quarantines the copies of `key` found bad, each replica's copy read and hashed first: a
+    /// copy that verifies stays in service, and so does one that could not be read (see
+    /// `quarantine_bad` in `repair.rs`).
     async fn quarantine(&self, key: &BlobKey) -> Result<bool> {
-        let results =
-            futures::future::join_all(self.replicas.iter().map(|r| r.quarantine(key))).await;
-        let mut any = false;
-        for r in results {
-            any |= r?;
-        }
-        Ok(any)
+        self.quarantine_bad(key).await
     }
 
     fn recorded_digests_trusted(&self) -> bool {

@@ -49,7 +49,9 @@ impl Replicated {
     }
 
     /// Reads `key` from the first replica whose copy verifies, repairing (with `read_repair`) the
-    /// replicas before it that were missing or corrupt.
+    /// replicas before it that were missing or corrupt. With no copy that verifies: the error of a
+    /// replica that could not be read if any copy was bad (that replica's copy may be good), else
+    /// a bad copy (the store reports the blob corrupt), else `None`.
     pub(super) async fn read(
         &self,
         key: &BlobKey,
@@ -99,14 +101,18 @@ impl Replicated {
                 }
             }
         }
-        // No copy verifies: hand out a bad one so the store reports the blob corrupt (and fsck can
-        // quarantine it) rather than pretending it is not there.
-        if let Some(bytes) = first_bad {
-            return slice(bytes, range).map(Some);
-        }
-        match (answered, last_err) {
-            (false, Some(e)) => Err(e),
-            _ => Ok(None),
+        match (first_bad, last_err) {
+            // No copy verifies, but a replica could not be read and its copy may be good: its
+            // error, not a verdict of corrupt (which fsck would act on by quarantining).
+            (Some(_), Some(e)) => {
+                tracing::warn!(blob = %key, error = %e, "no copy verified, and a replica could not be read");
+                Err(e)
+            }
+            // Every replica answered and none verifies: hand out a bad copy so the store reports
+            // the blob corrupt (and fsck can quarantine it) rather than pretending it is not there.
+            (Some(bytes), None) => slice(bytes, range).map(Some),
+            (None, Some(e)) if !answered => Err(e),
+            (None, _) => Ok(None),
         }
     }
 }
