@@ -25,7 +25,7 @@ use tarvault::backend::{
 use tarvault::{Algorithm, Digests, Error, ErrorKind, Hash, PutOptions, Store};
 use tokio::sync::{Notify, Semaphore};
 
-use common::{addr, chunked, key_of, noise, sha512_sri};
+use common::{addr, chunked, key_of, noise, sha1_hex, sha512_sri};
 
 // ---------------------------------------------------------------------------------------------
 // A backend wrapper with fault knobs.
@@ -769,6 +769,40 @@ async fn a_corrupt_copy_beside_a_replica_that_failed_is_no_verdict_and_not_quara
     assert!(mems[0].head(&key).await.expect("head").is_none());
     assert!(mems[1].head(&key).await.expect("head").is_some());
     assert_eq!(&read_all(&store, &data).await[..], &data[..]);
+}
+
+/// The only replica holding a blob is down and the other lacks it: the blob may well exist, so a
+/// read, a `stat`/`contains` (a `head`) and a lookup by sha1 (the alias index) fail with the down
+/// replica's error (kind `Backend`: a server answers 503), not `NotFound` (a 404). A put of that
+/// blob with its integrity expected still goes through (the check for a stored copy is only a
+/// shortcut), and once every replica answers, a blob none has is `NotFound` again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_down_and_the_rest_lacking_the_blob_is_no_verdict_of_absence() {
+    let data = noise(5_000, 46);
+    let (_mems, faulty, rep) = second_replica_only(&data).await;
+    let store = Store::new(rep);
+    faulty[1].knobs.down.store(true, Ordering::SeqCst);
+    let by_sha512 = addr(&sha512_sri(&data));
+    let by_sha1 = addr(&sha1_hex(&data));
+    for a in [&by_sha512, &by_sha1] {
+        let read = async { store.get(a).await?.bytes().await }.await;
+        let err = read.expect_err("the holder is down");
+        assert_eq!(err.kind(), ErrorKind::Backend, "get {a}: {err}");
+        let err = store.contains(a).await.expect_err("the holder is down");
+        assert_eq!(err.kind(), ErrorKind::Backend, "contains {a}: {err}");
+        let err = store.stat(a).await.expect_err("the holder is down");
+        assert_eq!(err.kind(), ErrorKind::Backend, "stat {a}: {err}");
+    }
+    let put = store
+        .put_bytes(data.clone(), &PutOptions::expect(by_sha512.clone()))
+        .await
+        .expect("put with one replica down (quorum 1)");
+    assert_eq!(put.digests.integrity(), by_sha512);
+    assert_eq!(&read_all(&store, &data).await[..], &data[..]);
+    faulty[1].knobs.down.store(false, Ordering::SeqCst);
+    let absent = addr(&sha512_sri(b"stored nowhere"));
+    let err = store.get(&absent).await.err().expect("absent");
+    assert_eq!(err.kind(), ErrorKind::NotFound, "{err}");
 }
 
 /// Two memory replicas behind fault wrappers, the blob `data` on the second only (quorum 1).
