@@ -25,7 +25,7 @@ use tarvault::backend::{
 use tarvault::{Algorithm, Digests, Error, ErrorKind, Hash, PutOptions, Store};
 use tokio::sync::{Notify, Semaphore};
 
-use common::{addr, chunked, key_of, noise, sha512_sri};
+use common::{addr, chunked, key_of, noise, sha1_hex, sha512_sri};
 
 // ---------------------------------------------------------------------------------------------
 // A backend wrapper with fault knobs.
@@ -44,6 +44,8 @@ struct Knobs {
     gets: AtomicU64,
     /// If not 0, the `get` calls from this one on fail (the server goes down mid-scan).
     fail_gets_from: AtomicU64,
+    /// This many of the next `get` calls fail (a 503), then they succeed again.
+    fail_next_gets: AtomicU64,
     /// Holds `get` calls once the inner read is open (its bytes already taken).
     hold: Gate,
     /// If not 0, `get` claims a blob of this size and streams `lie_chunks` MiB of zeros instead.
@@ -182,6 +184,13 @@ impl Backend for Faulty {
         let from = self.knobs.fail_gets_from.load(Ordering::SeqCst);
         if from > 0 && n >= from {
             return Err(Error::backend("faulty", "went down mid-scan"));
+        }
+        let fail_next = &self.knobs.fail_next_gets;
+        if fail_next
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok()
+        {
+            return Err(Error::backend("faulty", "503 Slow Down"));
         }
         self.gate().await?;
         let claimed = self.knobs.lie_size.load(Ordering::SeqCst);
@@ -709,6 +718,91 @@ async fn repair_unions_divergent_replicas_and_replaces_corrupt_copies() {
             assert_eq!(&read_all(&s, d).await[..], &d[..]);
         }
     }
+}
+
+/// A corrupt copy on the first replica, and the second, whose copy is good, failing the read: the
+/// read fails with that replica's error (kind `Backend`), not `Corrupt`, since a good copy may be
+/// (and is) there; `fsck --quarantine` fails the same way and takes nothing out of service. And a
+/// quarantine of the blob reads each copy again and moves only the corrupt one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_corrupt_copy_beside_a_replica_that_failed_is_no_verdict_and_not_quarantined() {
+    let data = noise(10_000, 44);
+    let key = key_of(&data);
+    let a = addr(&sha512_sri(&data));
+    let mems: Vec<MemoryBackend> = (0..2).map(|_| MemoryBackend::new()).collect();
+    let faulty: Vec<Faulty> = mems.iter().map(|m| Faulty::new(m.clone())).collect();
+    let rep = replicated(
+        &faulty,
+        ReplicatedOptions {
+            write_quorum: Some(2),
+            ..ReplicatedOptions::default()
+        },
+    );
+    let store = Store::new(rep.clone());
+    store
+        .put_bytes(data.clone(), &PutOptions::default())
+        .await
+        .expect("put");
+    assert!(mems[0].corrupt_for_test(&key, Bytes::from(noise(10_000, 45))));
+
+    faulty[1].knobs.fail_next_gets.store(1, Ordering::SeqCst);
+    let read = async { store.get(&a).await?.bytes().await }.await;
+    let err = read.expect_err("no copy could be verified");
+    assert_eq!(err.kind(), ErrorKind::Backend, "{err}");
+
+    faulty[1].knobs.fail_next_gets.store(1, Ordering::SeqCst);
+    let options = tarvault::FsckOptions {
+        quarantine: true,
+        ..tarvault::FsckOptions::default()
+    };
+    match store.fsck(&options).await {
+        Err(e) => assert_eq!(e.kind(), ErrorKind::Backend, "{e}"),
+        Ok(report) => assert!(report.corrupt.is_empty(), "{report:?}"),
+    }
+    assert!(
+        mems[1].head(&key).await.expect("head").is_some(),
+        "good copy quarantined"
+    );
+
+    // Both answering, each copy is judged on its own: the corrupt one goes, the good one stays.
+    assert!(rep.quarantine(&key).await.expect("quarantine"));
+    assert!(mems[0].head(&key).await.expect("head").is_none());
+    assert!(mems[1].head(&key).await.expect("head").is_some());
+    assert_eq!(&read_all(&store, &data).await[..], &data[..]);
+}
+
+/// The only replica holding a blob is down and the other lacks it: the blob may well exist, so a
+/// read, a `stat`/`contains` (a `head`) and a lookup by sha1 (the alias index) fail with the down
+/// replica's error (kind `Backend`: a server answers 503), not `NotFound` (a 404). A put of that
+/// blob with its integrity expected still goes through (the check for a stored copy is only a
+/// shortcut), and once every replica answers, a blob none has is `NotFound` again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_down_and_the_rest_lacking_the_blob_is_no_verdict_of_absence() {
+    let data = noise(5_000, 46);
+    let (_mems, faulty, rep) = second_replica_only(&data).await;
+    let store = Store::new(rep);
+    faulty[1].knobs.down.store(true, Ordering::SeqCst);
+    let by_sha512 = addr(&sha512_sri(&data));
+    let by_sha1 = addr(&sha1_hex(&data));
+    for a in [&by_sha512, &by_sha1] {
+        let read = async { store.get(a).await?.bytes().await }.await;
+        let err = read.expect_err("the holder is down");
+        assert_eq!(err.kind(), ErrorKind::Backend, "get {a}: {err}");
+        let err = store.contains(a).await.expect_err("the holder is down");
+        assert_eq!(err.kind(), ErrorKind::Backend, "contains {a}: {err}");
+        let err = store.stat(a).await.expect_err("the holder is down");
+        assert_eq!(err.kind(), ErrorKind::Backend, "stat {a}: {err}");
+    }
+    let put = store
+        .put_bytes(data.clone(), &PutOptions::expect(by_sha512.clone()))
+        .await
+        .expect("put with one replica down (quorum 1)");
+    assert_eq!(put.digests.integrity(), by_sha512);
+    assert_eq!(&read_all(&store, &data).await[..], &data[..]);
+    faulty[1].knobs.down.store(false, Ordering::SeqCst);
+    let absent = addr(&sha512_sri(b"stored nowhere"));
+    let err = store.get(&absent).await.err().expect("absent");
+    assert_eq!(err.kind(), ErrorKind::NotFound, "{err}");
 }
 
 /// Two memory replicas behind fault wrappers, the blob `data` on the second only (quorum 1).

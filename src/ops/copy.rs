@@ -168,7 +168,9 @@ async fn copy_one(
                 return Ok(None);
             }
         }
-        if to.stored_intact(&key).await? {
+        // A target that cannot tell (a replica down while the others lack the blob) is written
+        // to: the put stores the blob wherever it can.
+        if to.stored_intact(&key).await.unwrap_or(false) {
             return Ok(None);
         }
         let stream = from.get(&address).await?;

@@ -1,5 +1,6 @@
 //! The public API: a content-addressed store of verified blobs over any [`Backend`].
 
+mod alias;
 mod batch;
 mod fsck;
 mod in_order;
@@ -124,18 +125,6 @@ impl Store {
         &self.backend
     }
 
-    /// Finds the key for an address and the hashes a read must check: the key's sha512 plus the hash
-    /// the caller asked by when it is another algorithm (a wrong alias must not serve the wrong
-    /// bytes), or, in [`Verification::Fast`] on a backend with trusted records, the recorded blake3
-    /// once the record is seen to agree with the address.
-    async fn resolve(&self, address: &Integrity) -> Result<Option<(BlobKey, Vec<Hash>)>> {
-        let Some((key, asked, stat)) = self.locate(address).await? else {
-            return Ok(None);
-        };
-        let checks = self.checks(&key, asked, stat.digests.as_ref());
-        Ok(Some((key, checks)))
-    }
-
     /// What a read of `key` is verified against: its sha512 and the hash the caller asked by when
     /// that is another algorithm (a wrong alias must not serve the wrong bytes), or, in
     /// [`Verification::Fast`] on a backend with trusted records, the recorded blake3 once the record
@@ -154,39 +143,6 @@ impl Store {
         let mut expect = vec![key.hash()];
         expect.extend(asked);
         expect
-    }
-
-    /// Finds the stored blob an address names: its key, the non-sha512 hash it was found by (if
-    /// any) and what the backend knows of it.
-    async fn locate(
-        &self,
-        address: &Integrity,
-    ) -> Result<Option<(BlobKey, Option<Hash>, crate::backend::BlobStat)>> {
-        for h in address.all_of(Algorithm::Sha512) {
-            if let Some(key) = BlobKey::from_hash(h) {
-                if let Some(st) = self.backend.head(&key).await? {
-                    return Ok(Some((key, None, st)));
-                }
-            }
-        }
-        if address.get(Algorithm::Sha512).is_some() {
-            return Ok(None);
-        }
-        for h in alias_hashes(address)? {
-            // An alias may outlive its blob (deleted, quarantined): check the blob is there.
-            if let Some(key) = self.backend.resolve_alias(h).await? {
-                if let Some(st) = self.backend.head(&key).await? {
-                    return Ok(Some((key, Some(h.clone()), st)));
-                }
-            }
-        }
-        Ok(None)
-    }
-
-    async fn resolve_or_not_found(&self, address: &Integrity) -> Result<(BlobKey, Vec<Hash>)> {
-        self.resolve(address).await?.ok_or_else(|| Error::NotFound {
-            address: address.to_string(),
-        })
     }
 
     /// Reads a blob as a stream verified as it is read.
@@ -279,17 +235,25 @@ impl Store {
         Ok(None)
     }
 
-    /// Whether a blob is stored under the address (without reading it).
+    /// Whether a blob is stored under the address. By sha512, without reading it. By sha1 or
+    /// blake3, the blob the alias index names is first confirmed to have that hash, as a read by
+    /// it would be: by its trusted record in [`Verification::Fast`] on fs or memory, otherwise by
+    /// reading it whole (on S3, Manta or HTTP a `GET` of the blob where a `HEAD` would do for a
+    /// sha512). A blob that does not have it is an error of kind `Corrupt`, not `false`: the index
+    /// entry is wrong, and the blob asked for may be stored all the same (`tarvault fsck` rebuilds
+    /// the entry).
     pub async fn contains(&self, address: &Integrity) -> Result<bool> {
-        Ok(self.resolve(address).await?.is_some())
+        Ok(self
+            .locate(address, alias::Confirm::AsReads)
+            .await?
+            .is_some())
     }
 
-    /// Facts about a stored blob (without reading it).
+    /// Facts about a stored blob. By sha512, without reading it; by sha1 or blake3, confirmed as
+    /// [`contains`](Self::contains) says (which may read the blob).
     pub async fn stat(&self, address: &Integrity) -> Result<BlobInfo> {
-        let (key, _) = self.resolve_or_not_found(address).await?;
-        let st = self
-            .backend
-            .head(&key)
+        let (key, st) = self
+            .locate(address, alias::Confirm::AsReads)
             .await?
             .ok_or_else(|| Error::NotFound {
                 address: address.to_string(),
@@ -302,9 +266,14 @@ impl Store {
         })
     }
 
-    /// Deletes a blob. Returns whether it was there.
+    /// Deletes a blob. Returns whether it was there. By sha1 or blake3, the blob the alias index
+    /// names is read and hashed first, whatever its record says (a delete cannot be undone, and
+    /// the record sits in the same index as the entry), and deleted only if it has that hash;
+    /// otherwise nothing is deleted and the error is of kind `Corrupt` (the blob asked for may be
+    /// stored under its own key, with only its entry wrong). That costs one read of the blob; a
+    /// delete by sha512 reads nothing.
     pub async fn delete(&self, address: &Integrity) -> Result<bool> {
-        match self.resolve(address).await? {
+        match self.locate(address, alias::Confirm::Read).await? {
             Some((key, _)) => self.backend.delete(&key).await,
             None => Ok(false),
         }

@@ -235,14 +235,19 @@ impl Store {
     }
 
     /// If the caller expects a sha512 that is already stored, the key (so the put can skip writing).
+    /// Only a shortcut: a store that cannot tell whether it holds the blob (a replica down while
+    /// the others lack it) gets it written, as if it did not.
     async fn hint(&self, options: &PutOptions, _batch: bool) -> Result<Option<BlobKey>> {
         let Some(key) = expected_key(options) else {
             return Ok(None);
         };
-        Ok(self
-            .stored_intact_sized(&key, options.expected_size)
-            .await?
-            .then_some(key))
+        match self.stored_intact_sized(&key, options.expected_size).await {
+            Ok(stored) => Ok(stored.then_some(key)),
+            Err(e) => {
+                tracing::debug!(blob = %key, error = %e, "cannot tell whether the blob is stored: writing it");
+                Ok(None)
+            }
+        }
     }
 
     /// Whether a blob is stored where it is kept for good ([`Backend::head_of_record`]: not only in

@@ -12,7 +12,10 @@
 //! **Reads** go to the replicas in order and take the first copy that *verifies* (sha512 against
 //! the key, checked here rather than in the store, so a corrupt replica can be skipped instead of
 //! failing the read). Replicas found missing or corrupt on the way are repaired from the good copy
-//! (read-repair). A replica that does not answer within `read_timeout` is skipped.
+//! (read-repair). A replica that does not answer within `read_timeout` is skipped. A read (or a
+//! `head`, or an alias lookup) that finds no good copy reports the error of a replica that failed,
+//! if one did, rather than `None` or a corrupt copy: that replica's copy may be good, or the only
+//! one. Not found means every replica answered that it lacks the blob.
 //!
 //! **Deletes win over repairs and late commits**: a repair that read its good copy before a
 //! delete of the blob does not leave that copy on a replica after it, nor does the late commit of
@@ -217,14 +220,11 @@ impl Backend for Replicated {
         Ok(total)
     }
 
+    /// Quarantines the copies of `key` found bad, each replica's copy read and hashed first: a
+    /// copy that verifies stays in service, and so does one that could not be read (see
+    /// `quarantine_bad` in `repair.rs`).
     async fn quarantine(&self, key: &BlobKey) -> Result<bool> {
-        let results =
-            futures::future::join_all(self.replicas.iter().map(|r| r.quarantine(key))).await;
-        let mut any = false;
-        for r in results {
-            any |= r?;
-        }
-        Ok(any)
+        self.quarantine_bad(key).await
     }
 
     fn recorded_digests_trusted(&self) -> bool {

@@ -23,33 +23,36 @@ impl Replicated {
     }
 
     /// The first replica's `Some` answer to `ask`, trying the next on `None` or an error. `None`
-    /// if any replica answered none; the last error if none answered at all (an unreachable set
-    /// of replicas is not the same as a blob that is absent).
+    /// only if every replica answered none; otherwise the last error: what a replica that failed
+    /// would have answered is unknown, and the blob may be there (a server answers 503 then, not
+    /// 404, and a client tries again rather than concluding the blob is absent).
     pub(super) async fn first_answer<'a, T, F, Fut>(&'a self, ask: F) -> Result<Option<T>>
     where
         F: Fn(&'a dyn Backend) -> Fut,
         Fut: Future<Output = Result<Option<T>>> + 'a,
     {
-        let mut answered = false;
         let mut last_err = None;
         for replica in self.replicas.iter() {
             match self.timed(ask(&**replica)).await {
                 Ok(Some(found)) => return Ok(Some(found)),
-                Ok(None) => answered = true,
+                Ok(None) => {}
                 Err(e) => {
                     tracing::debug!(replica = %replica.describe(), error = %e, "replica read failed");
                     last_err = Some(e);
                 }
             }
         }
-        match (answered, last_err) {
-            (false, Some(e)) => Err(e),
-            _ => Ok(None),
+        match last_err {
+            Some(e) => Err(e),
+            None => Ok(None),
         }
     }
 
     /// Reads `key` from the first replica whose copy verifies, repairing (with `read_repair`) the
-    /// replicas before it that were missing or corrupt.
+    /// replicas before it that were missing or corrupt. With no copy that verifies: the error of a
+    /// replica that could not be read if there is one (that replica's copy may be good, or be the
+    /// only one), else a bad copy (the store reports the blob corrupt), else `None`: every
+    /// replica answered that it lacks the blob.
     pub(super) async fn read(
         &self,
         key: &BlobKey,
@@ -57,7 +60,6 @@ impl Replicated {
     ) -> Result<Option<GetResult>> {
         let mut to_fix = Vec::new();
         let mut first_bad = None;
-        let mut answered = false;
         let mut last_err = None;
         let mut ticket = None;
         for (i, replica) in self.replicas.iter().enumerate() {
@@ -83,12 +85,8 @@ impl Replicated {
                     }
                     return slice(bytes, range).map(Some);
                 }
-                Ok((Fetched::Missing, _)) => {
-                    answered = true;
-                    to_fix.push((i, false));
-                }
+                Ok((Fetched::Missing, _)) => to_fix.push((i, false)),
                 Ok((Fetched::Bad(bytes, found), _)) => {
-                    answered = true;
                     tracing::warn!(blob = %key, replica = %replica.describe(), %found, "corrupt replica");
                     to_fix.push((i, true));
                     first_bad.get_or_insert(bytes);
@@ -99,14 +97,19 @@ impl Replicated {
                 }
             }
         }
-        // No copy verifies: hand out a bad one so the store reports the blob corrupt (and fsck can
-        // quarantine it) rather than pretending it is not there.
-        if let Some(bytes) = first_bad {
-            return slice(bytes, range).map(Some);
-        }
-        match (answered, last_err) {
-            (false, Some(e)) => Err(e),
-            _ => Ok(None),
+        match (first_bad, last_err) {
+            // No copy verifies, but a replica could not be read and its copy may be good: its
+            // error, not a verdict of corrupt (which fsck would act on by quarantining).
+            (Some(_), Some(e)) => {
+                tracing::warn!(blob = %key, error = %e, "no copy verified, and a replica could not be read");
+                Err(e)
+            }
+            // Every replica answered and none verifies: hand out a bad copy so the store reports
+            // the blob corrupt (and fsck can quarantine it) rather than pretending it is not there.
+            (Some(bytes), None) => slice(bytes, range).map(Some),
+            // None has it, but one could not be asked and may be the one that does.
+            (None, Some(e)) => Err(e),
+            (None, None) => Ok(None),
         }
     }
 }

@@ -82,6 +82,44 @@ impl Replicated {
         Some(failed)
     }
 
+    /// Quarantines, on each replica, the copy of `key` that is read back and found not to hash to
+    /// the key; leaves a copy that verifies, and one that cannot be read (it may be good). A
+    /// verdict of corrupt from [`Backend::get`] speaks of the copies that one read saw, not of
+    /// every replica's: a replica may have failed that read, or been repaired since, so each copy
+    /// is checked again here before it is taken out of service. Costs one read of each replica's
+    /// copy, one replica at a time (a quarantine is rare: fsck, on a blob found corrupt). Returns
+    /// whether any copy was moved; a replica's error (reading or moving its copy) is returned once
+    /// every replica has been dealt with.
+    pub(super) async fn quarantine_bad(&self, key: &BlobKey) -> Result<bool> {
+        let mut moved = false;
+        let mut first_err = None;
+        for replica in self.replicas.iter() {
+            let done = match self.timed(fetch_verified(&**replica, key)).await {
+                Ok(Fetched::Bad(_, found)) => {
+                    tracing::warn!(blob = %key, replica = %replica.describe(), %found, "quarantining a corrupt copy");
+                    replica.quarantine(key).await
+                }
+                Ok(Fetched::Good(_)) => {
+                    tracing::info!(blob = %key, replica = %replica.describe(), "copy verifies: not quarantined");
+                    Ok(false)
+                }
+                Ok(Fetched::Missing) => Ok(false),
+                Err(e) => Err(e),
+            };
+            match done {
+                Ok(m) => moved |= m,
+                Err(e) => {
+                    tracing::warn!(blob = %key, replica = %replica.describe(), error = %e, "copy left in place: not checked");
+                    first_err.get_or_insert(e);
+                }
+            }
+        }
+        match first_err {
+            Some(e) => Err(e),
+            None => Ok(moved),
+        }
+    }
+
     /// Deletes the copies of `key` written to `targets` (all but the `failed` ones).
     async fn undo_copies(
         &self,
