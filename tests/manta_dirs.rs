@@ -150,3 +150,56 @@ async fn a_walk_reads_sizes_and_times_from_the_listing() {
         "list_info heads each blob once"
     );
 }
+
+/// An object with a blob's name outside that blob's own path (another shard, the name in
+/// uppercase) is not listed as a blob: nothing can read it there, and `copy` would skip the blob
+/// on a target that listed it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_objects_at_their_own_blob_path_are_listed() {
+    use tarvault::backend::manta::protocol::RequestBody;
+    use tarvault::backend::Backend;
+    let Some(target) = Target::get("only_objects_at_their_own_blob_path_are_listed") else {
+        return;
+    };
+    let backend = target.backend("strays");
+    let store = Store::new(backend.clone());
+    let data = noise(900, 41_000);
+    store
+        .put_bytes(data.clone(), &PutOptions::default())
+        .await
+        .expect("put");
+    let stray = noise(700, 41_001);
+    let key = common::key_of(&stray);
+    let hex = key.to_hex();
+    let own = backend.blob_path(&key);
+    let blobs = own
+        .rsplit_once("/blobs/")
+        .map(|(root, _)| root)
+        .unwrap_or_default();
+    let other_shard = if hex.starts_with("fff") { "000" } else { "fff" };
+    let client = backend.client();
+    client
+        .put_directory(&format!("{blobs}/blobs/{other_shard}"))
+        .await
+        .expect("mkdir");
+    client
+        .put_directory(&format!("{blobs}/blobs/{}", &hex[..3]))
+        .await
+        .expect("mkdir");
+    for path in [
+        format!("{blobs}/blobs/{other_shard}/{hex}"),
+        format!("{blobs}/blobs/{}/{}", &hex[..3], hex.to_uppercase()),
+    ] {
+        client
+            .put_object(
+                &path,
+                Default::default(),
+                RequestBody::Bytes(stray.clone().into()),
+            )
+            .await
+            .expect("put a stray object");
+    }
+    let listed: Vec<_> = backend.list().try_collect().await.expect("list");
+    assert_eq!(listed, vec![common::key_of(&data)]);
+    assert_eq!(common::listed_meta(&store).await.len(), 1);
+}

@@ -358,10 +358,13 @@ impl MantaBackend {
     /// Every blob in the blob directory with its listing entry; a foreign object there is
     /// skipped with a warning.
     fn list_blobs(&self) -> BoxStream<'static, Result<(BlobKey, DirEntry)>> {
+        let layout = self.layout.clone();
         self.list_sharded(self.layout.blobs_dir())
-            .try_filter_map(|(_, e)| {
+            .try_filter_map(move |(shard, e)| {
+                // Exactly the blob's own path (lowercase hex in its own shard): an object
+                // elsewhere is not a blob this store can read (see the S3 backend's `key_of`).
                 let key = match BlobKey::from_hex(&e.name) {
-                    Ok(k) if e.name.len() == 128 => Some((k, e)),
+                    Ok(k) if layout.blob_path(&k) == format!("{shard}/{}", e.name) => Some((k, e)),
                     _ => {
                         tracing::warn!(
                             name = e.name,

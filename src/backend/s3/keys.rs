@@ -144,8 +144,17 @@ fn blob_name(key: &BlobKey) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(key.as_bytes())
 }
 
-/// The blob key a listed object path names, if it is a well-formed blob path.
-pub(crate) fn key_from_path(path: &Path) -> Option<BlobKey> {
+impl Keys {
+    /// The blob a listed object path names, if it is exactly that blob's path: an object in
+    /// another shard than its name's (copied there by hand, say) is not a blob this store can
+    /// read, and listing it as one would make `copy` skip a blob its target lacks.
+    pub(crate) fn key_of(&self, path: &Path) -> Option<BlobKey> {
+        key_from_path(path).filter(|key| self.blob(key) == *path)
+    }
+}
+
+/// The blob key a listed object path's name encodes, if the name is well formed.
+fn key_from_path(path: &Path) -> Option<BlobKey> {
     use base64::Engine;
     let name = path.filename()?;
     if name.len() != 86 {
@@ -201,8 +210,13 @@ mod tests {
         let k = Keys::new("/some/prefix/");
         let p = k.blob(&key).to_string();
         assert!(p.starts_with("some/prefix/blobs/q6/q6ur"), "{p}");
-        assert_eq!(key_from_path(&k.blob(&key)), Some(key));
+        assert_eq!(k.key_of(&k.blob(&key)), Some(key));
         assert_eq!(Keys::new("").blobs().to_string(), "blobs");
+        // The right name in another shard, or under another prefix, is no blob of this store.
+        let name = p.rsplit('/').next().unwrap_or_default().to_string();
+        let misplaced = Path::from(format!("some/prefix/blobs/zz/{name}"));
+        assert_eq!(k.key_of(&misplaced), None);
+        assert_eq!(Keys::new("other").key_of(&k.blob(&key)), None);
     }
 
     #[test]
@@ -212,7 +226,7 @@ mod tests {
         let k = Keys::new(&format!("/{odd}/"));
         assert_eq!(k.blobs().as_ref(), format!("{odd}/blobs"));
         let key = BlobKey::new([0xab; 64]);
-        assert_eq!(key_from_path(&k.blob(&key)), Some(key));
+        assert_eq!(k.key_of(&k.blob(&key)), Some(key));
         for bad in ["a//b", "a/./b", "../a", "a\u{7}b"] {
             assert!(check_prefix(bad).is_err(), "{bad:?}");
         }

@@ -38,7 +38,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use futures::future::BoxFuture;
+use futures::future::{self, BoxFuture};
 use futures::stream::{BoxStream, StreamExt, TryStreamExt};
 use object_store::path::Path;
 use object_store::{GetOptions, ObjectStore, ObjectStoreExt};
@@ -46,7 +46,7 @@ use object_store::{GetOptions, ObjectStore, ObjectStoreExt};
 use self::aliases::{S3Markers, S3Segments};
 pub use self::config::S3Config;
 use self::errors::{absent_ok, backend_error};
-use self::keys::{digests_from_attributes, key_from_path, Keys};
+use self::keys::{digests_from_attributes, Keys};
 use self::writer::S3Writer;
 use super::alias_marker::AliasIndex;
 use super::{Backend, BlobKey, BlobStat, BlobWriter, GetResult, PutHint};
@@ -260,22 +260,24 @@ impl Backend for S3Backend {
     }
 
     fn list(&self) -> BoxStream<'static, Result<BlobKey>> {
+        let keys = self.inner.keys.clone();
         self.list_objects()
-            .try_filter_map(|meta| async move { Ok(key_from_path(&meta.location)) })
+            .try_filter_map(move |meta| future::ready(Ok(keys.key_of(&meta.location))))
             .boxed()
     }
 
     /// Each blob's size and time from the listing itself: no `HEAD` per blob (the digests,
     /// which only a `HEAD` brings, are left out).
     fn list_meta(self: Arc<Self>) -> BoxStream<'static, Result<BlobStat>> {
+        let keys = self.inner.keys.clone();
         self.list_objects()
-            .try_filter_map(|meta| async move {
-                Ok(key_from_path(&meta.location).map(|key| BlobStat {
+            .try_filter_map(move |meta| {
+                future::ready(Ok(keys.key_of(&meta.location).map(|key| BlobStat {
                     key,
                     size: meta.size,
                     modified: Some(meta.last_modified.into()),
                     digests: None,
-                }))
+                })))
             })
             .boxed()
     }
