@@ -135,6 +135,15 @@ impl Verify {
                 Some(Ok(chunk)) => {
                     let start = self.pos;
                     self.pos += chunk.len() as u64;
+                    if self.pos > self.size {
+                        // Longer than the size the backend gave: corrupt, and not worth reading
+                        // on (a body with no length of its own could go on for ever).
+                        return self.fail(Error::Corrupt {
+                            address: self.address.clone(),
+                            expected: format!("{} bytes", self.size),
+                            actual: format!("more than {} bytes", self.size),
+                        });
+                    }
                     let Some(hasher) = self.hasher.as_mut() else {
                         return self.fail(Error::InvalidInput("verifier used after end".into()));
                     };
@@ -204,5 +213,42 @@ impl Verify {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::integrity::{Algorithm, MultiHasher};
+
+    /// A source that goes on past the size it was given (a ranged answer with no length of its
+    /// own, say) is corrupt as soon as it passes that size: it is not read to its end.
+    #[tokio::test]
+    async fn a_source_longer_than_its_size_is_cut_off_as_corrupt() {
+        let mut h = MultiHasher::new(&[Algorithm::Sha512]);
+        h.update(b"0123456789");
+        let sha512 = h.finalize().get(Algorithm::Sha512).expect("sha512").clone();
+        let endless: ByteStream =
+            futures::stream::repeat_with(|| Ok(Bytes::from_static(b"0123"))).boxed();
+        let stream = verify(endless, 10, 0..10, vec![sha512], "test".into());
+        let items: Vec<Result<Bytes>> =
+            tokio::time::timeout(std::time::Duration::from_secs(10), stream.inner.collect())
+                .await
+                .expect("the stream ends instead of reading on for ever");
+        let last = items.last().expect("an item");
+        assert!(
+            matches!(last, Err(Error::Corrupt { .. })),
+            "{:?}",
+            items
+                .iter()
+                .map(|r| r.as_ref().map(Bytes::len))
+                .collect::<Vec<_>>()
+        );
+        let served: usize = items
+            .iter()
+            .filter_map(|r| r.as_ref().ok())
+            .map(Bytes::len)
+            .sum();
+        assert!(served < 10, "no bytes past a check are served: {served}");
     }
 }
