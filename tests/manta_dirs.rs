@@ -150,3 +150,76 @@ async fn a_walk_reads_sizes_and_times_from_the_listing() {
         "list_info heads each blob once"
     );
 }
+
+/// A stand-in for a Manta server that lists `blobs/` as one shard directory `abc` and answers
+/// every listing of `blobs/abc` with the same full page, whatever its `marker`: a server (or a
+/// proxy) that ignores the marker.
+async fn server_ignoring_markers() -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let at = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((mut sock, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match sock.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let head = String::from_utf8_lossy(&head);
+                let path = head.split(' ').nth(1).unwrap_or("");
+                let body: String = if path.contains("/blobs/abc") {
+                    (0..1024)
+                        .map(|i| {
+                            format!(
+                                "{{\"name\":\"abc{i:0125x}\",\"type\":\"object\",\"size\":5,\
+                                 \"mtime\":\"2020-01-01T00:00:00.000Z\"}}\n"
+                            )
+                        })
+                        .collect()
+                } else if path.contains("/blobs") {
+                    "{\"name\":\"abc\",\"type\":\"directory\"}\n".into()
+                } else {
+                    String::new()
+                };
+                let reply = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: application/x-json-stream; type=directory\r\n\
+                     Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = sock.write_all(reply.as_bytes()).await;
+                let _ = sock.shutdown().await;
+            });
+        }
+    });
+    format!("http://{at}")
+}
+
+/// Listing pages must move forward: a server that answers every page with the first one makes
+/// a walk of the store fail with a backend error naming the directory, instead of listing the
+/// same 1,024 blobs for ever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listing_whose_pages_do_not_advance_is_an_error() {
+    let keys = manta_common::Keys::new();
+    let key = keys.rsa();
+    let url = server_ignoring_markers().await;
+    let cfg = tarvault::backend::manta::MantaConfig::from_store_url(&format!(
+        "manta:///stor/x?url={url}&user={}&key={}",
+        manta_common::USER,
+        key.display()
+    ))
+    .expect("config");
+    let backend = MantaBackend::new(cfg).expect("backend");
+    let walk = tarvault::backend::Backend::list(&backend).try_collect::<Vec<_>>();
+    let got = tokio::time::timeout(std::time::Duration::from_secs(20), walk)
+        .await
+        .expect("the listing was still going after 20 s");
+    let err = got.expect_err("a listing that does not advance must fail");
+    assert_eq!(err.kind(), tarvault::ErrorKind::Backend, "{err}");
+    assert!(err.to_string().contains("/blobs/abc"), "{err}");
+}
