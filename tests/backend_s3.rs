@@ -137,3 +137,16 @@ async fn upgrade_reader_child() {
         s3::markers::upgrade_reader_child(&spec).await;
     }
 }
+
+/// A marker GET answered with `Content-Length: 2^62` (by a stand-in server, no real one needed):
+/// refused by its claimed length with an error naming the marker, not an aborted allocation.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_marker_claiming_2_62_bytes_is_refused() {
+    s3::claims::resolve_fails_naming(s3::claims::Log::Empty, "p/markers/sha1/ab/abab").await;
+}
+
+/// The same for a segment of an older version's alias log, read while a store upgrades.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_segment_claiming_2_62_bytes_is_refused() {
+    s3::claims::resolve_fails_naming(s3::claims::Log::HugeSegment, "p/alias/log/seg1").await;
+}
