@@ -151,53 +151,24 @@ async fn a_walk_reads_sizes_and_times_from_the_listing() {
     );
 }
 
-/// A stand-in for a Manta server that lists `blobs/` as one shard directory `abc` and answers
-/// every listing of `blobs/abc` with the same full page, whatever its `marker`: a server (or a
-/// proxy) that ignores the marker.
-async fn server_ignoring_markers() -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let at = listener.local_addr().expect("addr");
-    tokio::spawn(async move {
-        while let Ok((mut sock, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let mut head = Vec::new();
-                let mut buf = [0u8; 4096];
-                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match sock.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => head.extend_from_slice(&buf[..n]),
-                    }
-                }
-                let head = String::from_utf8_lossy(&head);
-                let path = head.split(' ').nth(1).unwrap_or("");
-                let body: String = if path.contains("/blobs/abc") {
-                    (0..1024)
-                        .map(|i| {
-                            format!(
-                                "{{\"name\":\"abc{i:0125x}\",\"type\":\"object\",\"size\":5,\
-                                 \"mtime\":\"2020-01-01T00:00:00.000Z\"}}\n"
-                            )
-                        })
-                        .collect()
-                } else if path.contains("/blobs") {
-                    "{\"name\":\"abc\",\"type\":\"directory\"}\n".into()
-                } else {
-                    String::new()
-                };
-                let reply = format!(
-                    "HTTP/1.1 200 OK\r\nContent-Type: application/x-json-stream; type=directory\r\n\
-                     Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                    body.len()
-                );
-                let _ = sock.write_all(reply.as_bytes()).await;
-                let _ = sock.shutdown().await;
-            });
-        }
-    });
-    format!("http://{at}")
+/// What a stand-in Manta server that ignores `marker` answers: `blobs/` holds one shard
+/// directory `abc`, and every listing of `blobs/abc` is the same full page, whatever its marker.
+fn ignoring_markers(target: &str) -> String {
+    if target.contains("/blobs/abc") {
+        let page: String = (0..1024)
+            .map(|i| {
+                format!(
+                    "{{\"name\":\"abc{i:0125x}\",\"type\":\"object\",\"size\":5,\
+                     \"mtime\":\"2020-01-01T00:00:00.000Z\"}}\n"
+                )
+            })
+            .collect();
+        manta_common::listing(&page)
+    } else if target.contains("/blobs") {
+        manta_common::listing("{\"name\":\"abc\",\"type\":\"directory\"}\n")
+    } else {
+        manta_common::listing("")
+    }
 }
 
 /// Listing pages must move forward: a server that answers every page with the first one makes
@@ -205,16 +176,8 @@ async fn server_ignoring_markers() -> String {
 /// same 1,024 blobs for ever.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_listing_whose_pages_do_not_advance_is_an_error() {
-    let keys = manta_common::Keys::new();
-    let key = keys.rsa();
-    let url = server_ignoring_markers().await;
-    let cfg = tarvault::backend::manta::MantaConfig::from_store_url(&format!(
-        "manta:///stor/x?url={url}&user={}&key={}",
-        manta_common::USER,
-        key.display()
-    ))
-    .expect("config");
-    let backend = MantaBackend::new(cfg).expect("backend");
+    let url = manta_common::stand_in(ignoring_markers).await;
+    let (backend, _keys) = manta_common::stand_in_backend(&url);
     let walk = tarvault::backend::Backend::list(&backend).try_collect::<Vec<_>>();
     let got = tokio::time::timeout(std::time::Duration::from_secs(20), walk)
         .await

@@ -18,10 +18,15 @@ use super::dirs::Dirs;
 use super::layout::Layout;
 use super::{create_only, exists_already};
 use super::{MantaClient, RequestBody};
-use crate::backend::alias_log::SegmentStore;
-use crate::backend::alias_marker::{Listed, MarkerStore};
+use crate::backend::alias_log::{SegmentStore, SEGMENT_MAX};
+use crate::backend::alias_marker::{Listed, MarkerStore, MARKER_MAX};
 use crate::integrity::Algorithm;
 use crate::{Error, Result};
+
+/// What a marker is, and the most it may hold.
+const MARKER: (&str, u64) = ("alias marker", MARKER_MAX);
+/// What a segment is, and the most it may hold.
+const SEGMENT: (&str, u64) = ("alias segment", SEGMENT_MAX);
 
 /// Markers as objects `<root>/markers/<alg>/<hex[..3]>/<hex>` (see [`Layout::marker_path`]).
 pub(crate) struct MantaMarkers {
@@ -64,7 +69,7 @@ impl MarkerStore for MantaMarkers {
 
     async fn get(&self, alg: Algorithm, hex: &str) -> Result<Option<Bytes>> {
         let path = self.layout.marker_path(alg, hex);
-        get_small(&self.client, &self.describe, &path, None).await
+        get_small(&self.client, &self.describe, MARKER, &path, None).await
     }
 
     fn name(&self, alg: Algorithm, hex: &str) -> String {
@@ -190,13 +195,21 @@ fn days_in_month(y: u64, m: u64) -> u64 {
 /// The whole body of a small object (a marker, a segment), or `None` if there is none. A body
 /// cut off or stalled past the response timeout is fetched again within the attempt budget (the
 /// object is read-only here, so the next GET is as good as the first); the last failure is the
-/// error.
+/// error. An object over `max` bytes (a `what` is never that large) is an error naming it: by its
+/// `Content-Length` before the body is read, or once more than `max` bytes have come.
 async fn get_small(
     client: &MantaClient,
     describe: &str,
+    (what, max): (&str, u64),
     path: &str,
     range: Option<Range<u64>>,
 ) -> Result<Option<Bytes>> {
+    let too_big = |size: String| {
+        Error::backend(
+            describe,
+            format!("reading {what} {path}: the object is {size} bytes, over the {max}-byte limit of an {what}"),
+        )
+    };
     let mut headers = HeaderMap::new();
     if let Some(r) = &range {
         let value = format!("bytes={}-{}", r.start, r.end.saturating_sub(1));
@@ -212,7 +225,17 @@ async fn get_small(
         let status = resp.status();
         let body = match status {
             StatusCode::OK | StatusCode::PARTIAL_CONTENT => {
-                client.read_body(&reqwest::Method::GET, path, resp).await
+                if let Some(claimed) = resp.content_length().filter(|n| *n > max) {
+                    return Err(too_big(claimed.to_string()));
+                }
+                match client
+                    .read_body_max(&reqwest::Method::GET, path, resp, max)
+                    .await
+                {
+                    Ok(Some(body)) => Ok(body),
+                    Ok(None) => return Err(too_big(format!("more than {max}"))),
+                    Err(e) => Err(e),
+                }
             }
             StatusCode::NOT_FOUND => return Ok(None),
             _ => return Err(client.api_error(&reqwest::Method::GET, path, resp).await),
@@ -273,11 +296,25 @@ impl SegmentStore for MantaSegments {
     }
 
     async fn get(&self, name: &str) -> Result<Option<Bytes>> {
-        get_small(&self.client, &self.describe, &self.path(name), None).await
+        get_small(
+            &self.client,
+            &self.describe,
+            SEGMENT,
+            &self.path(name),
+            None,
+        )
+        .await
     }
 
     async fn get_range(&self, name: &str, range: Range<u64>) -> Result<Option<Bytes>> {
-        get_small(&self.client, &self.describe, &self.path(name), Some(range)).await
+        get_small(
+            &self.client,
+            &self.describe,
+            SEGMENT,
+            &self.path(name),
+            Some(range),
+        )
+        .await
     }
 
     async fn list(&self) -> Result<Vec<(String, u64)>> {
