@@ -150,3 +150,35 @@ async fn a_marker_claiming_2_62_bytes_is_refused() {
 async fn a_segment_claiming_2_62_bytes_is_refused() {
     s3::claims::resolve_fails_naming(s3::claims::Log::HugeSegment, "p/alias/log/seg1").await;
 }
+
+/// With no credentials configured and no instance-metadata service to fetch them from (its
+/// endpoint refuses connections), opening an S3 store is a configuration error that names the
+/// store and the variables to set, not a backend error about `PUT …/latest/api/token`.
+#[cfg(feature = "cli")]
+#[test]
+fn no_credentials_is_a_config_error_naming_the_variables() {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_tarvault"));
+    for (k, _) in std::env::vars_os() {
+        if k.to_string_lossy().starts_with("AWS_") {
+            cmd.env_remove(&k);
+        }
+    }
+    let url = "s3://bucket/p?endpoint=http://127.0.0.1:1&allow_http=true&region=us-east-1";
+    cmd.env("AWS_METADATA_ENDPOINT", "http://127.0.0.1:1")
+        .arg("--store")
+        .arg(url)
+        .args(["stat", &"ab".repeat(20)]);
+    let started = std::time::Instant::now();
+    let out = cmd.output().expect("run tarvault");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(60),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("configuration"), "{err}");
+    assert!(err.contains("s3://bucket/p"), "{err}");
+    assert!(err.contains("AWS_ACCESS_KEY_ID"), "{err}");
+    assert!(err.contains("AWS_SECRET_ACCESS_KEY"), "{err}");
+}
