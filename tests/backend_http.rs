@@ -311,3 +311,38 @@ async fn a_stalled_upstream_fails_a_read_in_bounded_time() {
         assert_eq!(got.map_err(|e| e.kind()), Err(ErrorKind::Backend));
     }
 }
+
+/// An upstream whose `Content-Length` claims 2^62 bytes and sends three: reading the blob whole
+/// fails as a backend error once the connection ends, instead of aborting the process by
+/// reserving memory for the size the upstream claimed before any byte was checked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_huge_claimed_length_is_not_reserved_up_front() {
+    use std::time::Duration;
+    use tarvault::backend::http::HttpBackend;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let at = listener.local_addr().unwrap_or_else(|e| panic!("{e}"));
+    tokio::spawn(async move {
+        while let Ok((mut sock, _)) = listener.accept().await {
+            let mut buf = vec![0u8; 8192];
+            let _ = sock.read(&mut buf).await;
+            let head = "HTTP/1.1 200 OK\r\nContent-Length: 4611686018427387904\r\n\r\nabc";
+            let _ = sock.write_all(head.as_bytes()).await;
+            let _ = sock.shutdown().await;
+        }
+    });
+    let upstream =
+        HttpBackend::open_url_with_timeout(&format!("http://{at}"), Duration::from_secs(5))
+            .unwrap_or_else(|e| panic!("{e}"));
+    let store = Store::new(upstream);
+    let address = addr(&sha512_sri(&noise(100, 9)));
+    let stream = store.get(&address).await.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(stream.len(), 1 << 62);
+    let read = tokio::time::timeout(Duration::from_secs(20), stream.bytes())
+        .await
+        .unwrap_or_else(|_| panic!("the read was still pending after 20 s"));
+    assert_eq!(read.map_err(|e| e.kind()), Err(ErrorKind::Backend));
+}

@@ -109,7 +109,8 @@ macro_rules! server {
             }
             conformance::suite!(make);
             cases!(staging, $var, $name; large_unknown_put_is_staged,
-                large_unknown_put_spools_when_staging_is_off, staged_mismatch_leaves_nothing);
+                large_unknown_put_spools_when_staging_is_off, staged_mismatch_leaves_nothing,
+                staging_sweep_takes_the_later_of_name_and_last_modified);
             cases!(faults, $var, $name; wrong_credentials, missing_bucket, unavailable_is_bounded,
                 transient_errors_are_retried, reset_mid_upload, single_reset_is_retried,
                 boto3_interop, cli_store_url, put_whose_answer_is_lost_reports_stored);
@@ -136,4 +137,49 @@ async fn upgrade_reader_child() {
     if let Ok(spec) = std::env::var(s3::markers::UPGRADE_CHILD) {
         s3::markers::upgrade_reader_child(&spec).await;
     }
+}
+
+/// A marker GET answered with `Content-Length: 2^62` (by a stand-in server, no real one needed):
+/// refused by its claimed length with an error naming the marker, not an aborted allocation.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_marker_claiming_2_62_bytes_is_refused() {
+    s3::claims::resolve_fails_naming(s3::claims::Log::Empty, "p/markers/sha1/ab/abab").await;
+}
+
+/// The same for a segment of an older version's alias log, read while a store upgrades.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_segment_claiming_2_62_bytes_is_refused() {
+    s3::claims::resolve_fails_naming(s3::claims::Log::HugeSegment, "p/alias/log/seg1").await;
+}
+
+/// With no credentials configured and no instance-metadata service to fetch them from (its
+/// endpoint refuses connections), opening an S3 store is a configuration error that names the
+/// store and the variables to set, not a backend error about `PUT …/latest/api/token`.
+#[cfg(feature = "cli")]
+#[test]
+fn no_credentials_is_a_config_error_naming_the_variables() {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_tarvault"));
+    for (k, _) in std::env::vars_os() {
+        if k.to_string_lossy().starts_with("AWS_") {
+            cmd.env_remove(&k);
+        }
+    }
+    let url = "s3://bucket/p?endpoint=http://127.0.0.1:1&allow_http=true&region=us-east-1";
+    cmd.env("AWS_METADATA_ENDPOINT", "http://127.0.0.1:1")
+        .arg("--store")
+        .arg(url)
+        .args(["stat", &"ab".repeat(20)]);
+    let started = std::time::Instant::now();
+    let out = cmd.output().expect("run tarvault");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(60),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("configuration"), "{err}");
+    assert!(err.contains("s3://bucket/p"), "{err}");
+    assert!(err.contains("AWS_ACCESS_KEY_ID"), "{err}");
+    assert!(err.contains("AWS_SECRET_ACCESS_KEY"), "{err}");
 }

@@ -1169,3 +1169,54 @@ async fn fsck_deletes_every_older_per_alias_object() {
     let fresh = Store::new(MantaBackend::new(config).expect("backend"));
     common::assert_found_by_aliases(&fresh, &all).await;
 }
+
+/// A stand-in server's answer to a marker GET: a `Content-Length` of 2^62 (and two bytes).
+fn marker_claims_2_62(target: &str) -> String {
+    if target.contains("/markers/") {
+        "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 4611686018427387904\r\n\r\nv1"
+            .into()
+    } else {
+        manta_common::not_found()
+    }
+}
+
+/// A stand-in server's answer to a marker GET: 4 MiB, chunked (no length said up front).
+fn marker_streams_4_mib(target: &str) -> String {
+    if target.contains("/markers/") {
+        let n = 4 << 20;
+        format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nTransfer-Encoding: chunked\r\n\
+             Connection: close\r\n\r\n{n:x}\r\n{}\r\n0\r\n\r\n",
+            "x".repeat(n)
+        )
+    } else {
+        manta_common::not_found()
+    }
+}
+
+/// A marker is one line of a few hundred bytes: an object at a marker's name that is (or says it
+/// is) far larger is refused with an error naming it, by its `Content-Length` before any of its
+/// body is read, or as soon as more than a marker's limit has come; it is never read whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_marker_is_refused_unread() {
+    let hash = tarvault::Hash::from_hex(tarvault::Algorithm::Sha1, &"ab".repeat(20)).expect("hash");
+    for (answer, says) in [
+        (
+            marker_claims_2_62 as fn(&str) -> String,
+            "4611686018427387904 bytes",
+        ),
+        (marker_streams_4_mib, "more than 1024 bytes"),
+    ] {
+        let url = manta_common::stand_in(answer).await;
+        let (backend, _keys) = manta_common::stand_in_backend(&url);
+        let got = tokio::time::timeout(Duration::from_secs(20), backend.resolve_alias(&hash))
+            .await
+            .expect("the lookup was still pending after 20 s");
+        let err = got.expect_err("an oversized marker must be refused");
+        assert_eq!(err.kind(), ErrorKind::Backend, "{err}");
+        let text = err.to_string();
+        assert!(text.contains("/markers/sha1/aba/abab"), "{text}");
+        assert!(text.contains(says), "{text}");
+        assert!(text.contains("1024-byte limit"), "{text}");
+    }
+}

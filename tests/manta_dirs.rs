@@ -203,3 +203,39 @@ async fn only_objects_at_their_own_blob_path_are_listed() {
     assert_eq!(listed, vec![common::key_of(&data)]);
     assert_eq!(common::listed_meta(&store).await.len(), 1);
 }
+
+/// What a stand-in Manta server that ignores `marker` answers: `blobs/` holds one shard
+/// directory `abc`, and every listing of `blobs/abc` is the same full page, whatever its marker.
+fn ignoring_markers(target: &str) -> String {
+    if target.contains("/blobs/abc") {
+        let page: String = (0..1024)
+            .map(|i| {
+                format!(
+                    "{{\"name\":\"abc{i:0125x}\",\"type\":\"object\",\"size\":5,\
+                     \"mtime\":\"2020-01-01T00:00:00.000Z\"}}\n"
+                )
+            })
+            .collect();
+        manta_common::listing(&page)
+    } else if target.contains("/blobs") {
+        manta_common::listing("{\"name\":\"abc\",\"type\":\"directory\"}\n")
+    } else {
+        manta_common::listing("")
+    }
+}
+
+/// Listing pages must move forward: a server that answers every page with the first one makes
+/// a walk of the store fail with a backend error naming the directory, instead of listing the
+/// same 1,024 blobs for ever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listing_whose_pages_do_not_advance_is_an_error() {
+    let url = manta_common::stand_in(ignoring_markers).await;
+    let (backend, _keys) = manta_common::stand_in_backend(&url);
+    let walk = tarvault::backend::Backend::list(&backend).try_collect::<Vec<_>>();
+    let got = tokio::time::timeout(std::time::Duration::from_secs(20), walk)
+        .await
+        .expect("the listing was still going after 20 s");
+    let err = got.expect_err("a listing that does not advance must fail");
+    assert_eq!(err.kind(), tarvault::ErrorKind::Backend, "{err}");
+    assert!(err.to_string().contains("/blobs/abc"), "{err}");
+}

@@ -54,13 +54,18 @@ const LINGER: std::time::Duration = std::time::Duration::from_millis(2);
 const LINGER_UNTIL: usize = 32;
 /// Segments read at once when loading.
 const PARALLEL_READS: usize = 16;
+/// The most a segment object may hold: each was written with one PUT, and S3 takes at most
+/// 5 GiB in one (real segments are far smaller: a merge writes about [`SMALL`], a flush the
+/// records of the puts in flight). A larger claimed size is refused before any of it is read.
+pub(crate) const SEGMENT_MAX: u64 = 5 << 30;
 
 /// Where a log keeps its segments: a flat namespace of whole objects.
 #[async_trait]
 pub(crate) trait SegmentStore: Send + Sync + 'static {
     /// Stores a whole segment (names are unique: replacing is never needed, but harmless).
     async fn put(&self, name: &str, body: Bytes) -> Result<()>;
-    /// A segment's body; `None` if it is gone (merged away since it was listed).
+    /// A segment's body; `None` if it is gone (merged away since it was listed). An object over
+    /// [`SEGMENT_MAX`] bytes is an error naming it, refused before its body is read.
     async fn get(&self, name: &str) -> Result<Option<Bytes>>;
     /// Bytes `range` of a segment (which lies within it); `None` if it is gone.
     async fn get_range(&self, name: &str, range: Range<u64>) -> Result<Option<Bytes>>;

@@ -43,6 +43,10 @@ use crate::Result;
 
 /// Markers checked or written at once by a rebuild or an import.
 const PARALLEL: usize = 16;
+/// The most a marker object may hold. A marker is one record line of at most 259 bytes
+/// ([`line`]); a larger object at a marker's name is not one, and its claimed size is not
+/// trusted enough to reserve memory for, so a marker store refuses it unread.
+pub(crate) const MARKER_MAX: u64 = 1024;
 /// How long a process trusts "no legacy segments" before listing again (an older version may
 /// still be writing segments into the same store).
 const LEGACY_RECHECK: Duration = Duration::from_secs(300);
@@ -54,7 +58,8 @@ pub(crate) trait MarkerStore: Send + Sync + 'static {
     async fn create(&self, alg: Algorithm, hex: &str, body: Bytes) -> Result<bool>;
     /// Stores a marker, replacing any (to repair an unreadable one).
     async fn replace(&self, alg: Algorithm, hex: &str, body: Bytes) -> Result<()>;
-    /// A marker's body, `None` if there is none.
+    /// A marker's body, `None` if there is none; an object over [`MARKER_MAX`] bytes is an
+    /// error naming it, refused before its body is read.
     async fn get(&self, alg: Algorithm, hex: &str) -> Result<Option<Bytes>>;
     /// The object a marker is stored as, for warnings.
     fn name(&self, alg: Algorithm, hex: &str) -> String;

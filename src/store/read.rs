@@ -17,6 +17,9 @@ use crate::backend::ByteStream;
 use crate::integrity::{Algorithm, Hash, StreamHasher};
 use crate::{Error, Result};
 
+/// The most [`BlobStream::bytes`] reserves before any byte has arrived.
+const PREALLOCATE_MAX: u64 = 1 << 20;
+
 /// A verified stream of a blob's bytes (or of a range of them).
 ///
 /// Fused: polled again after its end (as `Chain`, HTTP bodies and other adapters may), it keeps
@@ -44,8 +47,13 @@ impl BlobStream {
     }
 
     /// Reads everything into memory (verified). For small blobs and tests.
+    ///
+    /// The length is what the backend claims (a remote's `Content-Length`), so at most
+    /// [`PREALLOCATE_MAX`] is reserved up front and the buffer grows as bytes arrive: a claim of
+    /// 2^62 bytes ends in an error once the stream does, not in an aborted allocation.
     pub async fn bytes(mut self) -> Result<Bytes> {
-        let mut out = bytes::BytesMut::with_capacity(usize::try_from(self.len).unwrap_or(0));
+        let reserve = self.len.min(PREALLOCATE_MAX);
+        let mut out = bytes::BytesMut::with_capacity(usize::try_from(reserve).unwrap_or(0));
         while let Some(chunk) = self.next().await {
             out.extend_from_slice(&chunk?);
         }

@@ -235,3 +235,64 @@ pub fn unique() -> String {
         N.fetch_add(1, Ordering::Relaxed)
     )
 }
+
+/// A stand-in for a Manta server on a loopback port, for answers no real one gives: each
+/// request's target (path and query) goes to `answer`, whose reply (status line, headers and
+/// body) is written as it is before the connection is closed.
+pub async fn stand_in(answer: fn(&str) -> String) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let at = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((mut sock, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match sock.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let head = String::from_utf8_lossy(&head).to_string();
+                let reply = answer(head.split(' ').nth(1).unwrap_or(""));
+                let _ = sock.write_all(reply.as_bytes()).await;
+                let _ = sock.shutdown().await;
+            });
+        }
+    });
+    format!("http://{at}")
+}
+
+/// A backend on a [`stand_in`] at `url`, signing with a fresh key (kept alive by the `Keys`).
+pub fn stand_in_backend(url: &str) -> (MantaBackend, Keys) {
+    let keys = Keys::new();
+    let key = keys.rsa();
+    let cfg = MantaConfig::from_store_url(&format!(
+        "manta:///stor/x?url={url}&user={USER}&key={}",
+        key.display()
+    ))
+    .expect("config");
+    (MantaBackend::new(cfg).expect("backend"), keys)
+}
+
+/// A `200` reply with a JSON-stream (directory listing) body.
+pub fn listing(body: &str) -> String {
+    format!(
+        "HTTP/1.1 200 OK\r\nContent-Type: application/x-json-stream; type=directory\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+}
+
+/// A `404` reply as muskie words it.
+pub fn not_found() -> String {
+    let body = "{\"code\":\"ResourceNotFound\",\"message\":\"not found\"}";
+    format!(
+        "HTTP/1.1 404 Not Found\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\
+         Connection: close\r\n\r\n{body}",
+        body.len()
+    )
+}

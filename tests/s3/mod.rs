@@ -5,6 +5,7 @@
 //! set, in which case it fails: CI must run against both ([`crate::common::skip_or_fail`]).
 #![allow(dead_code)]
 
+pub mod claims;
 pub mod counting;
 pub mod faults;
 pub mod gate;

@@ -6,7 +6,7 @@
 use bytes::Bytes;
 use futures::TryStreamExt;
 use object_store::path::Path;
-use object_store::ObjectStore;
+use object_store::{ObjectStore, ObjectStoreExt};
 use tarvault::backend::s3::S3Backend;
 use tarvault::{ErrorKind, Integrity, PutOptions, Store};
 
@@ -120,4 +120,62 @@ pub async fn staged_mismatch_leaves_nothing(s: &Server) {
     assert!(keys.is_empty(), "{}: objects left: {keys:?}", s.name);
     let by_sha512 = addr(&sha512_sri(&bytes));
     assert!(!st.contains(&by_sha512).await.expect("contains"));
+}
+
+/// The sweep judges a staging object's age by the later of the time in its name (its upload's
+/// start, on the putting host's clock) and its listing's Last-Modified, as on Manta: an object
+/// whose Last-Modified is old but whose name says its upload began just now (a clock behind the
+/// server's, or a server that dates a multipart object by its upload's start) belongs to a put
+/// that may be copying it right now, and stays. s3s-fs only: the test ages objects by setting
+/// their files' modification times (Last-Modified there).
+pub async fn staging_sweep_takes_the_later_of_name_and_last_modified(s: &Server) {
+    use std::time::{Duration, SystemTime, UNIX_EPOCH};
+    use tarvault::backend::Backend;
+    let Some(dir) = s.vars.get("TARVAULT_S3_DIR").filter(|_| s.name == "s3s-fs") else {
+        println!("skipped: {}: object files are not reachable to age", s.name);
+        return;
+    };
+    let prefix = Server::fresh_prefix("sweep");
+    let backend = S3Backend::connect(&s.config(&prefix))
+        .await
+        .expect("connect");
+    let ms = |t: SystemTime| t.duration_since(UNIX_EPOCH).expect("clock").as_millis();
+    let now = SystemTime::now();
+    let two_hours_ago = now - Duration::from_secs(2 * 3600);
+    let young_name = format!("{:013}-{:016x}", ms(now), 1);
+    let old_name = format!("{:013}-{:016x}", ms(two_hours_ago), 2);
+    let raw = s.raw();
+    for name in [&young_name, &old_name, &"not-a-staging-name".to_string()] {
+        let key = Path::from(format!("{prefix}/staging/{name}"));
+        raw.put(&key, Bytes::from_static(b"staged bytes").into())
+            .await
+            .expect("plant a staging object");
+        // Its Last-Modified two hours back.
+        let file = std::path::Path::new(dir)
+            .join("data")
+            .join(s.bucket())
+            .join(&prefix)
+            .join("staging")
+            .join(name);
+        std::fs::File::options()
+            .write(true)
+            .open(&file)
+            .and_then(|f| f.set_modified(two_hours_ago))
+            .unwrap_or_else(|e| panic!("age {}: {e}", file.display()));
+    }
+    let listed: Vec<_> = raw
+        .list(Some(&Path::from(format!("{prefix}/staging"))))
+        .try_collect()
+        .await
+        .expect("list");
+    assert!(
+        listed
+            .iter()
+            .all(|m| m.last_modified.timestamp_millis() < ms(now) as i64 - 3_600_000),
+        "the server does not date objects by their files: {listed:?}"
+    );
+    // The object named just now stays; both old by name and by Last-Modified go.
+    assert_eq!(backend.sweep().await.expect("sweep"), 2);
+    let keys = keys_under(s, &format!("{prefix}/staging")).await;
+    assert_eq!(keys, vec![format!("{prefix}/staging/{young_name}")]);
 }

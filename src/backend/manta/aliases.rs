@@ -18,10 +18,15 @@ use super::dirs::Dirs;
 use super::layout::Layout;
 use super::{create_only, exists_already};
 use super::{MantaClient, RequestBody};
-use crate::backend::alias_log::SegmentStore;
-use crate::backend::alias_marker::{Listed, MarkerStore};
+use crate::backend::alias_log::{SegmentStore, SEGMENT_MAX};
+use crate::backend::alias_marker::{Listed, MarkerStore, MARKER_MAX};
 use crate::integrity::Algorithm;
 use crate::{Error, Result};
+
+/// What a marker is, and the most it may hold.
+const MARKER: (&str, u64) = ("alias marker", MARKER_MAX);
+/// What a segment is, and the most it may hold.
+const SEGMENT: (&str, u64) = ("alias segment", SEGMENT_MAX);
 
 /// Markers as objects `<root>/markers/<alg>/<hex[..3]>/<hex>` (see [`Layout::marker_path`]).
 pub(crate) struct MantaMarkers {
@@ -64,7 +69,7 @@ impl MarkerStore for MantaMarkers {
 
     async fn get(&self, alg: Algorithm, hex: &str) -> Result<Option<Bytes>> {
         let path = self.layout.marker_path(alg, hex);
-        get_small(&self.client, &self.describe, &path, None).await
+        get_small(&self.client, &self.describe, MARKER, &path, None).await
     }
 
     fn name(&self, alg: Algorithm, hex: &str) -> String {
@@ -128,17 +133,32 @@ impl MantaMarkers {
     }
 }
 
-/// A listing's `mtime` (`YYYY-MM-DDTHH:MM:SS[.fff]Z`, UTC), `None` if it is not one.
+/// A listing's `mtime` (`YYYY-MM-DDTHH:MM:SS[.fff]Z`, UTC), `None` if it is not one: the text
+/// comes from the server, so every field is checked against its range (a leap second's `:60`
+/// is let through) and the sum is checked, never trusted to fit.
 pub(crate) fn parse_mtime(text: &str) -> Option<SystemTime> {
     let t = text.strip_suffix('Z')?;
     let (date, time) = t.split_once('T')?;
-    let num = |s: &str| s.parse::<u64>().ok();
+    // At most four digits (a year): no sign, and nothing that could overflow below.
+    let num = |s: &str| match s.len() {
+        1..=4 if s.bytes().all(|b| b.is_ascii_digit()) => s.parse::<u64>().ok(),
+        _ => None,
+    };
     let mut d = date.splitn(3, '-').map(num);
     let (y, m, day) = (d.next()??, d.next()??, d.next()??);
     let (hms, frac) = time.split_once('.').unwrap_or((time, ""));
     let mut h = hms.splitn(3, ':').map(num);
     let (hh, mm, ss) = (h.next()??, h.next()??, h.next()??);
-    if !(1970..10_000).contains(&y) || !(1..=12).contains(&m) || !(1..=31).contains(&day) {
+    if !(1970..10_000).contains(&y)
+        || !(1..=12).contains(&m)
+        || !(1..=days_in_month(y, m)).contains(&day)
+        || hh > 23
+        || mm > 59
+        || ss > 60
+    {
+        return None;
+    }
+    if !frac.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
     // Days since the epoch of a proleptic Gregorian date (Howard Hinnant's days_from_civil).
@@ -148,22 +168,48 @@ pub(crate) fn parse_mtime(text: &str) -> Option<SystemTime> {
     let doy = (153 * m + 2) / 5 + day - 1;
     let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
     let days = (era * 146_097 + doe).checked_sub(719_468)?;
-    let millis = frac.get(..3.min(frac.len())).and_then(num).unwrap_or(0)
-        * 10u64.pow(3 - 3.min(frac.len()) as u32);
-    let secs = days * 86_400 + hh * 3600 + mm * 60 + ss;
-    Some(SystemTime::UNIX_EPOCH + Duration::from_secs(secs) + Duration::from_millis(millis))
+    // Milliseconds: the first three digits of the fraction, padded on the right.
+    let millis = frac
+        .bytes()
+        .chain(std::iter::repeat(b'0'))
+        .take(3)
+        .fold(0u64, |n, b| n * 10 + u64::from(b - b'0'));
+    let secs = days
+        .checked_mul(86_400)?
+        .checked_add(hh * 3600 + mm * 60 + ss)?;
+    SystemTime::UNIX_EPOCH
+        .checked_add(Duration::from_secs(secs))?
+        .checked_add(Duration::from_millis(millis))
+}
+
+/// Days in month `m` (1 to 12) of year `y`.
+fn days_in_month(y: u64, m: u64) -> u64 {
+    match m {
+        2 if y.is_multiple_of(4) && (!y.is_multiple_of(100) || y.is_multiple_of(400)) => 29,
+        2 => 28,
+        4 | 6 | 9 | 11 => 30,
+        _ => 31,
+    }
 }
 
 /// The whole body of a small object (a marker, a segment), or `None` if there is none. A body
 /// cut off or stalled past the response timeout is fetched again within the attempt budget (the
 /// object is read-only here, so the next GET is as good as the first); the last failure is the
-/// error.
+/// error. An object over `max` bytes (a `what` is never that large) is an error naming it: by its
+/// `Content-Length` before the body is read, or once more than `max` bytes have come.
 async fn get_small(
     client: &MantaClient,
     describe: &str,
+    (what, max): (&str, u64),
     path: &str,
     range: Option<Range<u64>>,
 ) -> Result<Option<Bytes>> {
+    let too_big = |size: String| {
+        Error::backend(
+            describe,
+            format!("reading {what} {path}: the object is {size} bytes, over the {max}-byte limit of an {what}"),
+        )
+    };
     let mut headers = HeaderMap::new();
     if let Some(r) = &range {
         let value = format!("bytes={}-{}", r.start, r.end.saturating_sub(1));
@@ -179,7 +225,17 @@ async fn get_small(
         let status = resp.status();
         let body = match status {
             StatusCode::OK | StatusCode::PARTIAL_CONTENT => {
-                client.read_body(&reqwest::Method::GET, path, resp).await
+                if let Some(claimed) = resp.content_length().filter(|n| *n > max) {
+                    return Err(too_big(claimed.to_string()));
+                }
+                match client
+                    .read_body_max(&reqwest::Method::GET, path, resp, max)
+                    .await
+                {
+                    Ok(Some(body)) => Ok(body),
+                    Ok(None) => return Err(too_big(format!("more than {max}"))),
+                    Err(e) => Err(e),
+                }
             }
             StatusCode::NOT_FOUND => return Ok(None),
             _ => return Err(client.api_error(&reqwest::Method::GET, path, resp).await),
@@ -240,11 +296,25 @@ impl SegmentStore for MantaSegments {
     }
 
     async fn get(&self, name: &str) -> Result<Option<Bytes>> {
-        get_small(&self.client, &self.describe, &self.path(name), None).await
+        get_small(
+            &self.client,
+            &self.describe,
+            SEGMENT,
+            &self.path(name),
+            None,
+        )
+        .await
     }
 
     async fn get_range(&self, name: &str, range: Range<u64>) -> Result<Option<Bytes>> {
-        get_small(&self.client, &self.describe, &self.path(name), Some(range)).await
+        get_small(
+            &self.client,
+            &self.describe,
+            SEGMENT,
+            &self.path(name),
+            Some(range),
+        )
+        .await
     }
 
     async fn list(&self) -> Result<Vec<(String, u64)>> {
@@ -290,5 +360,43 @@ mod tests {
         );
         assert_eq!(at("2026-13-02T17:51:00Z"), None);
         assert_eq!(at("yesterday"), None);
+        assert_eq!(
+            at("2016-12-31T23:59:60Z"),
+            Some(Some(Duration::from_secs(1_483_228_800)))
+        );
+        assert_eq!(
+            at("2024-02-29T00:00:00Z"),
+            Some(Some(Duration::from_secs(1_709_164_800)))
+        );
+    }
+
+    /// A listing line comes from the server: fields out of range are no time, not a panic (an
+    /// hour of 5e15 overflowed the sum, and a sum past `i64::MAX` seconds panicked in
+    /// `UNIX_EPOCH + Duration`).
+    #[test]
+    fn listing_mtimes_out_of_range_are_none() {
+        for bad in [
+            "2020-01-01T5000000000000000:00:00Z",
+            "2020-01-01T18446744073709551615:00:00Z",
+            "2020-01-01T00:18446744073709551615:00Z",
+            "2020-01-01T00:00:18446744073709551615Z",
+            "2020-01-18446744073709551615T00:00:00Z",
+            "2020-01-01T24:00:00Z",
+            "2020-01-01T00:60:00Z",
+            "2020-01-01T00:00:61Z",
+            "2023-02-29T00:00:00Z",
+            "2020-04-31T00:00:00Z",
+            "2020-01-00T00:00:00Z",
+            "2020-01-01T+1:00:00Z",
+            "2020-01-01T00:00:00.-5Z",
+            "2020-01-01T00:00Z",
+        ] {
+            assert_eq!(parse_mtime(bad), None, "{bad}");
+        }
+        // A long fraction is cut to milliseconds, whatever its length.
+        assert_eq!(
+            parse_mtime("1970-01-01T00:00:00.99999999999999999999999Z"),
+            Some(SystemTime::UNIX_EPOCH + Duration::from_millis(999))
+        );
     }
 }

@@ -319,7 +319,43 @@ impl MantaClient {
         resp: reqwest::Response,
     ) -> Result<Bytes> {
         let wait = self.config.response_timeout;
-        match tokio::time::timeout(wait, resp.bytes()).await {
+        let read = tokio::time::timeout(wait, resp.bytes()).await;
+        self.body_read(method, path, read)
+    }
+
+    /// [`MantaClient::read_body`] of a body that may hold at most `max` bytes: `Ok(None)` as soon
+    /// as it holds more (the rest is not read). The buffer grows as bytes arrive; nothing is
+    /// reserved for the length the server claims.
+    pub(crate) async fn read_body_max(
+        &self,
+        method: &Method,
+        path: &str,
+        mut resp: reqwest::Response,
+        max: u64,
+    ) -> Result<Option<Bytes>> {
+        let wait = self.config.response_timeout;
+        let body = async {
+            let mut body = bytes::BytesMut::new();
+            while let Some(chunk) = resp.chunk().await? {
+                if (body.len() + chunk.len()) as u64 > max {
+                    return Ok(None);
+                }
+                body.extend_from_slice(&chunk);
+            }
+            Ok(Some(body.freeze()))
+        };
+        let read = tokio::time::timeout(wait, body).await;
+        self.body_read(method, path, read)
+    }
+
+    /// The outcome of reading a body within the response timeout, as a typed error.
+    fn body_read<T>(
+        &self,
+        method: &Method,
+        path: &str,
+        read: std::result::Result<reqwest::Result<T>, tokio::time::error::Elapsed>,
+    ) -> Result<T> {
+        match read {
             Ok(Ok(body)) => Ok(body),
             Ok(Err(e)) => Err(Error::Backend {
                 backend: self.describe(),
@@ -328,7 +364,10 @@ impl MantaClient {
             }),
             Err(_) => Err(Error::backend(
                 self.describe(),
-                format!("{method} {path}: the body stalled (not complete within {wait:?})"),
+                format!(
+                    "{method} {path}: the body stalled (not complete within {:?})",
+                    self.config.response_timeout
+                ),
             )),
         }
     }

@@ -1,7 +1,8 @@
 //! Directory listings, a page at a time.
 //!
 //! Manta lists a directory in pages of at most `limit` entries, in name order, each later page
-//! starting at its `marker` (inclusive). A shard directory of a store of 40M blobs holds about
+//! starting at its `marker` (inclusive); a page that does not end past its marker is an error,
+//! not a listing without end. A shard directory of a store of 40M blobs holds about
 //! 10,000 entries, 3 MB of listing: [`MantaClient::list_dir_entries`] hands them on a page
 //! (1,024 entries) at a time, so a walk of the store holds one page, whatever the store's size.
 //! [`MantaClient::list_dir`] collects them, for the small directories read whole (the shard
@@ -108,6 +109,19 @@ impl MantaClient {
             Some(last) if full => Some(last.name.clone()),
             _ => None,
         };
+        // Pages come in name order, so each must end past the marker it started at; one that
+        // does not (a server that ignores `marker` sends the first page again) would be asked
+        // for again and again.
+        if let (Some(at), Some(end)) = (&marker, &next) {
+            if end <= at {
+                return Err(Error::backend(
+                    self.describe(),
+                    format!(
+                        "listing {path}: the page from marker {at:?} ends at {end:?}, not past                          it (the server does not page by marker); listing stopped"
+                    ),
+                ));
+            }
+        }
         Ok(Some(Page { entries, next }))
     }
 

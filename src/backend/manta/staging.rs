@@ -297,7 +297,7 @@ pub(crate) async fn sweep(backend: &MantaBackend, max_age: Duration) -> Result<u
             .split('-')
             .next()
             .and_then(|ms| ms.parse::<u64>().ok())
-            .map(|ms| UNIX_EPOCH + Duration::from_millis(ms));
+            .and_then(|ms| UNIX_EPOCH.checked_add(Duration::from_millis(ms)));
         let modified = e.mtime.as_deref().and_then(super::aliases::parse_mtime);
         let old = e.kind == "object"
             && named.is_some_and(|t| t < cutoff)

@@ -7,7 +7,7 @@ use std::ops::Range;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use futures::stream::BoxStream;
 use futures::{StreamExt, TryStreamExt};
 use object_store::path::Path;
@@ -16,10 +16,59 @@ use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions};
 use super::errors::{absent_ok, backend_error};
 use super::keys::Keys;
 use super::writer::put_create;
-use crate::backend::alias_log::SegmentStore;
-use crate::backend::alias_marker::{Listed, MarkerStore};
+use crate::backend::alias_log::{SegmentStore, SEGMENT_MAX};
+use crate::backend::alias_marker::{Listed, MarkerStore, MARKER_MAX};
 use crate::integrity::Algorithm;
-use crate::Result;
+use crate::{Error, Result};
+
+/// Memory reserved for a body before its bytes arrive.
+const RESERVE_MAX: u64 = 1 << 20;
+
+/// The whole body of `path`, a `what` (a marker, a segment) of at most `max` bytes, or `None` if
+/// there is none. The size the server claims (its `Content-Length`) is checked against `max`
+/// before anything is read, and is not taken as the size of the buffer (object_store's
+/// `GetResult::bytes` reserves it whole, so a claim of 2^62 bytes aborted the process): the body
+/// is read into a buffer that grows as bytes arrive, up to `max`.
+async fn get_small(
+    store: &dyn ObjectStore,
+    describe: &str,
+    what: &str,
+    path: &Path,
+    max: u64,
+) -> Result<Option<Bytes>> {
+    let op = format!("read {what}");
+    let Some(got) = absent_ok(describe, &op, store.get(path).await)? else {
+        return Ok(None);
+    };
+    let too_big = |size: u64| {
+        Error::backend(
+            describe,
+            format!(
+                "{op} {path}: the object is {size} bytes, over the {max}-byte limit of an {what}"
+            ),
+        )
+    };
+    let claimed = got.meta.size;
+    if claimed > max {
+        return Err(too_big(claimed));
+    }
+    let reserve = usize::try_from(claimed.min(RESERVE_MAX)).unwrap_or(0);
+    let mut body = BytesMut::with_capacity(reserve);
+    let mut stream = got.into_stream();
+    loop {
+        match stream.try_next().await {
+            Ok(Some(chunk)) => {
+                body.extend_from_slice(&chunk);
+                if body.len() as u64 > max {
+                    return Err(too_big(body.len() as u64));
+                }
+            }
+            Ok(None) => return Ok(Some(body.freeze())),
+            // Gone since it answered: as if it had not been there.
+            Err(e) => return absent_ok(describe, &op, Err(e)),
+        }
+    }
+}
 
 /// Markers as objects `<prefix>/markers/<alg>/<hex[..2]>/<hex>`.
 pub(crate) struct S3Markers {
@@ -61,12 +110,15 @@ impl MarkerStore for S3Markers {
     }
 
     async fn get(&self, alg: Algorithm, hex: &str) -> Result<Option<Bytes>> {
-        let op = "read alias marker";
         let path = self.keys.marker(alg, hex);
-        let Some(got) = absent_ok(&self.describe, op, self.store.get(&path).await)? else {
-            return Ok(None);
-        };
-        absent_ok(&self.describe, op, got.bytes().await)
+        get_small(
+            self.store.as_ref(),
+            &self.describe,
+            "alias marker",
+            &path,
+            MARKER_MAX,
+        )
+        .await
     }
 
     fn name(&self, alg: Algorithm, hex: &str) -> String {
@@ -129,12 +181,15 @@ impl SegmentStore for S3Segments {
     }
 
     async fn get(&self, name: &str) -> Result<Option<Bytes>> {
-        let op = "read alias segment";
-        let Some(got) = absent_ok(&self.describe, op, self.store.get(&self.path(name)).await)?
-        else {
-            return Ok(None);
-        };
-        absent_ok(&self.describe, op, got.bytes().await)
+        let path = self.path(name);
+        get_small(
+            self.store.as_ref(),
+            &self.describe,
+            "alias segment",
+            &path,
+            SEGMENT_MAX,
+        )
+        .await
     }
 
     async fn get_range(&self, name: &str, range: Range<u64>) -> Result<Option<Bytes>> {

@@ -195,6 +195,26 @@ impl S3Config {
     }
 }
 
+/// Gets the client's credentials before the store is first used. A key pair given in the config
+/// or the environment is there already; without one, object_store fetches credentials (from the
+/// instance-metadata service, or a web identity or container endpoint where those are set), and
+/// a failure there is a configuration error naming the store and the variables to set, not a
+/// backend error about a request to the metadata service. The credentials fetched are cached by
+/// the client for the requests that follow.
+pub(crate) async fn fetch_credentials(client: &AmazonS3, describe: &str) -> Result<()> {
+    client.credentials().get_credential().await.map_err(|e| {
+        Error::config(
+            format!(
+                "{describe}: no S3 credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY \
+                 (none were given, and fetching them from the instance-metadata service or the \
+                 credential source configured in AWS_* failed)"
+            ),
+            e,
+        )
+    })?;
+    Ok(())
+}
+
 /// TLS for the S3 client uses rustls on `ring` (see Cargo.toml); rustls wants a process-wide
 /// provider. Installing fails harmlessly when the application already installed one.
 fn install_tls_provider() {

@@ -100,10 +100,12 @@ impl std::fmt::Debug for S3Backend {
 
 impl S3Backend {
     /// Connects and checks that the bucket exists and the credentials work (one LIST request),
-    /// so a wrong bucket or key fails here, as [`ErrorKind::Config`](crate::ErrorKind::Config),
-    /// rather than at the first put.
+    /// so a wrong bucket or key, or no credentials at all, fails here, as
+    /// [`ErrorKind::Config`](crate::ErrorKind::Config), rather than at the first put.
     pub async fn connect(config: &S3Config) -> Result<S3Backend> {
-        let backend = S3Backend::with_store_config(Arc::new(config.build()?), config);
+        let client = config.build()?;
+        self::config::fetch_credentials(&client, &config.describe()).await?;
+        let backend = S3Backend::with_store_config(Arc::new(client), config);
         backend.probe().await?;
         Ok(backend)
     }

@@ -21,7 +21,8 @@
 //! unknown digest spool instead, as before.
 //!
 //! A process killed between steps 2 and 4 leaves a staging object behind; `sweep` (run by
-//! `fsck`) deletes staging objects older than [`STAGING_MAX_AGE`]. One killed before step 2
+//! `fsck`) deletes staging objects older than [`STAGING_MAX_AGE`] by both the time in their name
+//! and their Last-Modified (see `last_known`). One killed before step 2
 //! leaves an incomplete multipart upload, which only the bucket's
 //! `AbortIncompleteMultipartUpload` lifecycle rule removes (as for any multipart upload).
 
@@ -30,7 +31,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures::{StreamExt, TryStreamExt};
 use object_store::path::Path;
-use object_store::{ObjectStore, ObjectStoreExt, PutMultipartOptions};
+use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt, PutMultipartOptions};
 
 use super::errors::{backend_error, is_denied, is_missing_bucket};
 use super::keys::digest_attributes;
@@ -211,13 +212,14 @@ async fn copy_through_client(
 }
 
 /// Deletes staging objects older than `max_age` (leftovers of processes that died between
-/// completing a staging upload and deleting it). Returns how many went.
+/// completing a staging upload and deleting it), an object's age taken from [`last_known`].
+/// Returns how many went.
 pub(crate) async fn sweep(inner: &Inner, max_age: Duration) -> Result<u64> {
     let cutoff = cutoff_millis(max_age);
     let old = inner
         .store
         .list(Some(&inner.keys.staging_dir()))
-        .try_filter(move |m| futures::future::ready(m.last_modified.timestamp_millis() < cutoff))
+        .try_filter(move |m| futures::future::ready(last_known(m) < cutoff))
         .map_ok(|m| m.location)
         .boxed();
     // Counted as they go, not collected.
@@ -227,6 +229,26 @@ pub(crate) async fn sweep(inner: &Inner, max_age: Duration) -> Result<u64> {
         .try_fold(0u64, |n, _| futures::future::ready(Ok(n + 1)))
         .await
         .map_err(|e| backend_error(&inner.describe, "sweep staging objects", e))
+}
+
+/// When a staging object was last known to be in use, in unix milliseconds: the later of the time
+/// in its name (`<unix ms>-<random>`: its upload's start, on the putting host's clock) and its
+/// Last-Modified (the server's), as the Manta sweep does, so that neither a putting host's clock
+/// behind the server's nor a server dating the object early makes a young object look old. An
+/// object not named like one has its Last-Modified alone.
+///
+/// Both can be the upload's start: AWS dates a multipart object by its upload's start, not its
+/// completion. An upload that lasts longer than the sweep's age can therefore still lose its
+/// object to a sweep between its completion and its copy; the copy then fails, and the put
+/// reports an error (nothing is stored under the blob's key).
+fn last_known(m: &ObjectMeta) -> i64 {
+    let modified = m.last_modified.timestamp_millis();
+    let named = m
+        .location
+        .filename()
+        .and_then(|name| name.split('-').next())
+        .and_then(|ms| ms.parse::<i64>().ok());
+    named.map_or(modified, |named| named.max(modified))
 }
 
 /// `now - max_age` in unix milliseconds.
