@@ -238,9 +238,11 @@ pub(crate) async fn sweep(inner: &Inner, max_age: Duration) -> Result<u64> {
 /// object not named like one has its Last-Modified alone.
 ///
 /// Both can be the upload's start: AWS dates a multipart object by its upload's start, not its
-/// completion. An upload that lasts longer than the sweep's age can therefore still lose its
-/// object to a sweep between its completion and its copy; the copy then fails, and the put
-/// reports an error (nothing is stored under the blob's key).
+/// completion, and a staging object is listed only once complete, a moment before its copy. So
+/// the object's upload is allowed its time too, at 1 MiB/s (as the Manta client allows a body):
+/// a 5 GiB staging upload of 85 minutes is not swept before its copy. (A slower upload could
+/// still lose its object between completion and copy; the copy then fails and the put reports an
+/// error, with nothing stored under the blob's key.)
 fn last_known(m: &ObjectMeta) -> i64 {
     let modified = m.last_modified.timestamp_millis();
     let named = m
@@ -248,7 +250,10 @@ fn last_known(m: &ObjectMeta) -> i64 {
         .filename()
         .and_then(|name| name.split('-').next())
         .and_then(|ms| ms.parse::<i64>().ok());
-    named.map_or(modified, |named| named.max(modified))
+    let upload_millis = i64::try_from(m.size / 1024 / 1024 * 1000).unwrap_or(i64::MAX);
+    named
+        .map_or(modified, |named| named.max(modified))
+        .saturating_add(upload_millis)
 }
 
 /// `now - max_age` in unix milliseconds.
@@ -268,6 +273,24 @@ mod tests {
             store: "S3",
             source: text.to_string().into(),
         }
+    }
+
+    #[test]
+    fn a_staging_object_is_allowed_its_upload_time_before_it_is_old() {
+        let meta = |name: &str, modified: u64, size: u64| ObjectMeta {
+            location: Path::from(format!("staging/{name}")),
+            last_modified: (UNIX_EPOCH + Duration::from_millis(modified)).into(),
+            size,
+            e_tag: None,
+            version: None,
+        };
+        // The later of the name's time and Last-Modified.
+        assert_eq!(last_known(&meta("5000-ab", 3000, 0)), 5000);
+        assert_eq!(last_known(&meta("5000-ab", 9000, 0)), 9000);
+        assert_eq!(last_known(&meta("not-a-time", 9000, 0)), 9000);
+        // Plus a second a MiB: 5 GiB dated at its upload's start stays young for 85 minutes more.
+        let big = meta("0-ab", 0, 5 << 30);
+        assert_eq!(last_known(&big), 5 * 1024 * 1000);
     }
 
     #[test]
