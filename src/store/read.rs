@@ -49,7 +49,7 @@ impl BlobStream {
     /// Reads everything into memory (verified). For small blobs and tests.
     ///
     /// The length is what the backend claims (a remote's `Content-Length`), so at most
-    /// [`PREALLOCATE_MAX`] is reserved up front and the buffer grows as bytes arrive: a claim of
+    /// 1 MiB is reserved up front and the buffer grows as bytes arrive: a claim of
     /// 2^62 bytes ends in an error once the stream does, not in an aborted allocation.
     pub async fn bytes(mut self) -> Result<Bytes> {
         let reserve = self.len.min(PREALLOCATE_MAX);
