@@ -201,6 +201,58 @@ async fn every_route_serves_the_verified_bytes_with_cache_headers() {
     );
 }
 
+/// A scoped tarball's URL as later npm clients wrote it, with the scope again after `/-/`
+/// (`/@s/a/-/@s/a-1.0.0.tgz`, kept in lockfiles), serves the same blob.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scoped_url_with_the_scope_after_the_dash_serves_the_tarball() {
+    let f = fixture().await;
+    let path = f.scoped.entry.tarball_path.clone();
+    let (package, file) = path.rsplit_once("/-/").expect("a tarball path");
+    let scope = package
+        .trim_start_matches('/')
+        .split('/')
+        .next()
+        .expect("a scope");
+    for url in [
+        format!("{}{package}/-/{scope}/{file}", f.base),
+        format!(
+            "{}{}/-/{scope}/{file}",
+            f.base,
+            package.replacen('/', "%2f", 2).replacen("%2f", "/", 1)
+        ),
+    ] {
+        let r = get(&url, &[]).await;
+        assert_eq!(r.status(), StatusCode::OK, "{url}");
+        assert_eq!(header(&r, header::ETAG), f.scoped.etag());
+        assert_eq!(r.bytes().await.ok().as_deref(), Some(&f.scoped.bytes[..]));
+    }
+}
+
+/// A HEAD answered 304 carries the length its 200 would have (RFC 9110 §8.6), not the empty
+/// body's 0, which a cache merging the 304 into its stored response could take for the blob's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_head_answered_304_has_the_length_of_its_200() {
+    let f = fixture().await;
+    let url = format!("{}{}", f.base, f.plain.entry.tarball_path);
+    let size = f.plain.bytes.len().to_string();
+    let r = client()
+        .head(&url)
+        .header("if-none-match", f.plain.etag())
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("HEAD {url}: {e}"));
+    assert_eq!(r.status(), StatusCode::NOT_MODIFIED);
+    assert_eq!(header(&r, header::CONTENT_LENGTH), size);
+    let r = client()
+        .head(&url)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("HEAD {url}: {e}"));
+    assert_eq!(header(&r, header::CONTENT_LENGTH), size, "the 200's");
+    let metrics = get(&format!("{}/-/metrics", f.base), &[]).await;
+    assert_eq!(header(&metrics, header::CACHE_CONTROL), "no-store");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn if_none_match_answers_304_without_reading_the_blob() {
     let f = fixture().await;

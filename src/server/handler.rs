@@ -142,8 +142,8 @@ async fn respond(
     if size.is_some() && h::if_match_fails(headers, &at.etag) {
         return plain(StatusCode::PRECONDITION_FAILED, "precondition failed\n");
     }
-    if size.is_some() && h::none_match(headers, &at.etag) {
-        return not_modified(at.etag);
+    if let (true, Some(size)) = (h::none_match(headers, &at.etag), size) {
+        return not_modified(at.etag, head_only.then_some(size));
     }
     if let (true, Some(size)) = (head_only, size) {
         return blob_head(StatusCode::OK, size, at.etag, Body::empty());
@@ -231,12 +231,18 @@ fn blob_head(status: StatusCode, len: u64, etag: HeaderValue, body: Body) -> Res
     r
 }
 
-fn not_modified(etag: HeaderValue) -> Response {
+/// A 304. To a HEAD, with the `Content-Length` its 200 would have had (`head_size`): left unset,
+/// the empty body's 0 would go out (RFC 9110 §8.6 forbids a length other than the 200's), and a
+/// cache merging the 304's headers into its stored response could record the blob as empty.
+fn not_modified(etag: HeaderValue, head_size: Option<u64>) -> Response {
     let mut r = Response::new(Body::empty());
     *r.status_mut() = StatusCode::NOT_MODIFIED;
     let hm = r.headers_mut();
     hm.insert(header::ETAG, etag);
     hm.insert(header::CACHE_CONTROL, h::CACHE_CONTROL);
+    if let Some(size) = head_size {
+        hm.insert(header::CONTENT_LENGTH, HeaderValue::from(size));
+    }
     r
 }
 

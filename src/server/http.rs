@@ -168,11 +168,12 @@ pub(crate) fn range(headers: &HeaderMap, size: u64, etag: &HeaderValue) -> Range
             return RangeAsk::Full;
         }
     }
-    let Some(spec) = value
-        .to_str()
-        .ok()
-        .and_then(|v| v.trim().strip_prefix("bytes="))
-    else {
+    // The unit is case-insensitive (RFC 9110 §14.1).
+    let Some(spec) = value.to_str().ok().map(str::trim).and_then(|v| {
+        v.get(..6)
+            .filter(|unit| unit.eq_ignore_ascii_case("bytes="))
+            .map(|_| &v[6..])
+    }) else {
         return RangeAsk::Full;
     };
     if spec.contains(',') {
@@ -183,17 +184,21 @@ pub(crate) fn range(headers: &HeaderMap, size: u64, etag: &HeaderValue) -> Range
         return RangeAsk::Full;
     };
     let (first, last) = (first.trim(), last.trim());
+    // Digits only; a number past u64 is as good as u64::MAX (a last position or a suffix that
+    // long covers the blob).
     let parse = |s: &str| -> Option<u64> {
         if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
             return None;
         }
-        s.parse().ok()
+        Some(s.parse().unwrap_or(u64::MAX))
     };
     if first.is_empty() {
         // A suffix: the last N bytes.
         return match parse(last) {
             Some(0) => RangeAsk::Unsatisfiable,
-            Some(_) if size == 0 => RangeAsk::Unsatisfiable,
+            // Satisfiable (RFC 9110 §14.1.1), but no `Content-Range` can name a part of
+            // nothing: the whole, empty, blob.
+            Some(_) if size == 0 => RangeAsk::Full,
             Some(n) => RangeAsk::Part(size.saturating_sub(n), size),
             None => RangeAsk::Full,
         };
@@ -317,6 +322,17 @@ mod tests {
         assert_eq!(r("items=0-1"), RangeAsk::Full);
         assert_eq!(r("bytes=5-1"), RangeAsk::Full);
         assert_eq!(r("bytes=x-1"), RangeAsk::Full);
+        // The unit in any case; positions past u64 cover the blob.
+        assert_eq!(r("Bytes=0-9"), RangeAsk::Part(0, 10));
+        assert_eq!(r("BYTES=-10"), RangeAsk::Part(90, 100));
+        assert_eq!(r("bytes"), RangeAsk::Full);
+        assert_eq!(r("bytes=0-99999999999999999999999"), RangeAsk::Part(0, 100));
+        assert_eq!(r("bytes=-99999999999999999999999"), RangeAsk::Part(0, 100));
+        assert_eq!(r("bytes=99999999999999999999999-"), RangeAsk::Unsatisfiable);
+        // A suffix of an empty blob: the whole (empty) blob, not a 416.
+        let empty = |v: &'static str| range(&headers(&[("range", v)]), 0, &tag);
+        assert_eq!(empty("bytes=-5"), RangeAsk::Full);
+        assert_eq!(empty("bytes=0-"), RangeAsk::Unsatisfiable);
         let if_range = |v: &'static str| {
             range(
                 &headers(&[("range", "bytes=0-0"), ("if-range", v)]),

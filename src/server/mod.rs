@@ -165,6 +165,9 @@ async fn metrics_page(State(server): State<Server>) -> Response {
         header::CONTENT_TYPE,
         axum::http::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
     );
+    // A CDN in front must not keep (and serve to anyone) this moment's figures.
+    r.headers_mut()
+        .insert(header::CACHE_CONTROL, http::NO_STORE);
     server
         .metrics()
         .response(Route::Metrics, r.status(), started.elapsed());

@@ -110,7 +110,15 @@ pub(crate) fn parse(path: &str) -> Result<Target<'_>, Miss> {
         return Err(Miss::Unknown);
     };
     let package = decode(package)?;
-    let file = decode(file)?;
+    let mut file = decode(file)?;
+    // Later npm clients published a scoped tarball's URL with the scope again after `/-/`
+    // (`/@s%2fa/-/@s/a-1.0.0.tgz`), and lockfiles and cached packuments keep it; the mapping
+    // names the file alone.
+    if let Some((scope, _)) = package.split_once('/').filter(|_| package.starts_with('@')) {
+        if let Some(rest) = file.strip_prefix(scope).and_then(|r| r.strip_prefix('/')) {
+            file = Cow::Owned(rest.to_string());
+        }
+    }
     if file.is_empty() || file.contains('/') || package.is_empty() {
         return Err(Miss::Unknown);
     }
@@ -172,6 +180,18 @@ mod tests {
         assert_eq!(parse("/@s/a/-/a-1.tgz"), Ok(tarball("@s/a", "a-1.tgz")));
         assert_eq!(parse("/@s%2Fa/-/a-1.tgz"), Ok(tarball("@s/a", "a-1.tgz")));
         assert_eq!(parse("/@s%2fa/-/a-1.tgz"), Ok(tarball("@s/a", "a-1.tgz")));
+        // The scope again after `/-/`, as later npm clients wrote it; not another scope.
+        assert_eq!(
+            parse("/@s%2fa/-/@s/a-1.tgz"),
+            Ok(tarball("@s/a", "a-1.tgz"))
+        );
+        assert_eq!(parse("/@s/a/-/@s/a-1.tgz"), Ok(tarball("@s/a", "a-1.tgz")));
+        assert_eq!(
+            parse("/@s/a/-/@s%2fa-1.tgz"),
+            Ok(tarball("@s/a", "a-1.tgz"))
+        );
+        assert_eq!(parse("/@s/a/-/@t/a-1.tgz"), Err(Miss::Unknown));
+        assert_eq!(parse("/a/-/@s/a-1.tgz"), Err(Miss::Unknown));
         assert_eq!(
             parse("/sha1/-/sha1-1.0.0.tgz"),
             Ok(tarball("sha1", "sha1-1.0.0.tgz"))
