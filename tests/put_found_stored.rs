@@ -60,6 +60,23 @@ async fn put(store: &Store, data: &[u8]) {
         .expect("put");
 }
 
+/// An fs store in a new directory (kept alive by the `TempDir`) holding `data`.
+async fn fs_store_with(data: &[u8]) -> (tempfile::TempDir, FsBackend, Store) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let fs = FsBackend::open(dir.path(), FsOptions::default()).expect("open");
+    let store = Store::new(fs.clone());
+    put(&store, data).await;
+    (dir, fs, store)
+}
+
+/// Sets the time of `data`'s blob in `fs` to `days` days ago.
+fn age(fs: &FsBackend, data: &[u8], days: u64) {
+    let then = SystemTime::now() - Duration::from_secs(days * 24 * 3600);
+    std::fs::File::open(fs.blob_path(&key_of(data)))
+        .and_then(|f| f.set_modified(then))
+        .expect("age the blob");
+}
+
 /// Lets the stalled put reach its wait for the second half.
 async fn settle() {
     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -70,15 +87,9 @@ async fn settle() {
 /// the blob was deleted and the put still reported it present.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gc_spares_a_blob_whose_put_is_under_way() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let fs = FsBackend::open(dir.path(), FsOptions::default()).expect("open");
-    let store = Store::new(fs.clone());
     let data = noise(300_000, 1);
-    put(&store, &data).await;
-    let old = SystemTime::now() - Duration::from_secs(3 * 24 * 3600);
-    std::fs::File::open(fs.blob_path(&key_of(&data)))
-        .and_then(|f| f.set_modified(old))
-        .expect("age the blob");
+    let (_dir, fs, store) = fs_store_with(&data).await;
+    age(&fs, &data, 3);
 
     let (tx, running) = stalled_put(&store, &data);
     settle().await;
@@ -99,11 +110,8 @@ async fn gc_spares_a_blob_whose_put_is_under_way() {
 /// fails with a `Conflict` naming the blob, and the same put again stores it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_put_that_found_its_blob_fails_if_a_delete_overtakes_it() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let fs = FsBackend::open(dir.path(), FsOptions::default()).expect("open");
-    let store = Store::new(fs.clone());
     let data = noise(100_000, 2);
-    put(&store, &data).await;
+    let (_dir, fs, store) = fs_store_with(&data).await;
     let (tx, running) = stalled_put(&store, &data);
     settle().await;
     assert!(fs.delete(&key_of(&data)).await.expect("delete"));
@@ -173,20 +181,12 @@ async fn a_put_through_replicas_writes_the_replica_that_lacks_the_blob() {
 /// after the cutoff is kept with its record, and an old one goes with its record.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gc_deletes_only_what_was_not_written_since_its_cutoff() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let fs = FsBackend::open(dir.path(), FsOptions::default()).expect("open");
-    let store = Store::new(fs.clone());
     let data = noise(10_000, 5);
-    put(&store, &data).await;
+    let (_dir, fs, store) = fs_store_with(&data).await;
     let key = key_of(&data);
-    let age = |secs: u64| {
-        std::fs::File::open(fs.blob_path(&key))
-            .and_then(|f| f.set_modified(SystemTime::now() - Duration::from_secs(secs)))
-            .expect("set the blob's time")
-    };
     let cutoff = SystemTime::now() - Duration::from_secs(24 * 3600);
-    age(3 * 24 * 3600);
-    assert!(fs.freshen(&key).await.expect("freshen"), "stored");
+    age(&fs, &data, 3);
+    assert!(fs.freshen(&key).await.expect("freshen").is_some(), "stored");
     assert!(!fs
         .delete_unless_written_since(&key, cutoff)
         .await
@@ -194,7 +194,7 @@ async fn gc_deletes_only_what_was_not_written_since_its_cutoff() {
     let sha1 = addr(&common::sha1_hex(&data));
     assert!(store.contains(&sha1).await.expect("by sha1"), "record kept");
 
-    age(3 * 24 * 3600);
+    age(&fs, &data, 3);
     assert!(fs
         .delete_unless_written_since(&key, cutoff)
         .await
@@ -208,7 +208,10 @@ async fn gc_deletes_only_what_was_not_written_since_its_cutoff() {
         .delete_unless_written_since(&key, cutoff)
         .await
         .expect("delete again"));
-    assert!(!fs.freshen(&key).await.expect("freshen"), "not stored");
+    assert!(
+        fs.freshen(&key).await.expect("freshen").is_none(),
+        "not stored"
+    );
 }
 
 /// A store whose records are not trusted, as an object store's are not: a memory store that says

@@ -141,14 +141,11 @@ impl Backend for MemoryBackend {
         Ok(self.lock().blobs.remove(key).is_some())
     }
 
-    async fn freshen(&self, key: &BlobKey) -> Result<bool> {
-        Ok(match self.lock().blobs.get_mut(key) {
-            Some((_, written)) => {
-                *written = SystemTime::now();
-                true
-            }
-            None => false,
-        })
+    async fn freshen(&self, key: &BlobKey) -> Result<Option<BlobStat>> {
+        if let Some((_, written)) = self.lock().blobs.get_mut(key) {
+            *written = SystemTime::now();
+        }
+        self.head(key).await
     }
 
     fn list(&self) -> BoxStream<'static, Result<BlobKey>> {

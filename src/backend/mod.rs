@@ -365,14 +365,15 @@ pub trait Backend: fmt::Debug + Send + Sync + 'static {
         }
     }
 
-    /// Marks a stored blob as written now, for a put of bytes that were stored already, and says
-    /// whether the blob is stored: gc's grace period ([`crate::ops::gc`]) counts from a blob's
-    /// last put, so that a publish which finds its tarball stored (and has not reached gc's live
-    /// set yet) does not lose it, and a put that wrote nothing because the blob was stored learns
-    /// whether it still is. The default only asks [`head`](Backend::head): a remote object's time
-    /// is the server's, and changing it means copying it.
-    async fn freshen(&self, key: &BlobKey) -> Result<bool> {
-        Ok(self.head(key).await?.is_some())
+    /// Marks a stored blob as written now, for a put of bytes that were stored already, and then
+    /// says what [`head_of_record`](Backend::head_of_record) says of it: gc's grace period
+    /// ([`crate::ops::gc`]) counts from a blob's last put, so that a publish which finds its
+    /// tarball stored (and has not reached gc's live set yet) does not lose it, and a put that
+    /// writes nothing because the blob is stored learns, in the same call, whether it is. The
+    /// default marks nothing and is `head_of_record`: a remote object's time is the server's, and
+    /// changing it means copying it.
+    async fn freshen(&self, key: &BlobKey) -> Result<Option<BlobStat>> {
+        self.head_of_record(key).await
     }
 
     /// What [`head`](Backend::head) says of a blob where it is kept for good, for a put deciding

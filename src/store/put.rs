@@ -8,7 +8,7 @@ use futures::{Stream, StreamExt};
 use super::inspect::InspectLane;
 use super::late::{Expectations, LateExpectations};
 use super::Store;
-use crate::backend::{BlobKey, BlobWriter, Committed, PutHint};
+use crate::backend::{BlobKey, BlobStat, BlobWriter, Committed, PutHint};
 use crate::integrity::{Algorithm, Comparison, Digests, Integrity, StreamHasher};
 use crate::{Error, Result};
 
@@ -151,19 +151,7 @@ impl Store {
     where
         S: Stream<Item = io::Result<Bytes>> + Send + Unpin,
     {
-        let mut hint = self.hint(options, false).await?;
-        if let Some(key) = hint {
-            // Marked recent before the bytes are read, not only after: gc spares a blob put again
-            // since its listing (it asks just before deleting), however long this put takes.
-            match self.backend.freshen(&key).await {
-                Ok(true) => {}
-                // Deleted since the `head`: write the bytes after all.
-                Ok(false) => hint = None,
-                Err(e) => {
-                    tracing::warn!(blob = %key, error = %e, "could not mark a blob put again as recent")
-                }
-            }
-        }
+        let hint = self.hint(options, false).await?;
         let writer = match &hint {
             // The caller told us the address and it is already here: hash only, write nothing.
             Some(_) => None,
@@ -186,8 +174,8 @@ impl Store {
                 // blob is still there (nothing was written: a delete meanwhile leaves nothing).
                 if let Some(key) = key {
                     match self.backend.freshen(&key).await {
-                        Ok(true) => {}
-                        Ok(false) => {
+                        Ok(Some(_)) => {}
+                        Ok(None) => {
                             return Err(Error::DeletedDuringPut {
                                 address: key.to_string(),
                             })
@@ -235,14 +223,16 @@ impl Store {
     }
 
     /// If the caller expects a sha512 that is already stored, the key (so the put can skip writing).
-    /// Only a shortcut: a store that cannot tell whether it holds the blob (a replica down while
-    /// the others lack it) gets it written, as if it did not.
+    /// The blob is marked recent in the same call ([`Backend::freshen`]), as the put begins and not
+    /// only at its end: gc spares a blob put again since its listing (it asks as it deletes),
+    /// however long the put takes. Only a shortcut: a store that cannot tell whether it holds the
+    /// blob (a replica down while the others lack it) gets it written, as if it did not.
     async fn hint(&self, options: &PutOptions, _batch: bool) -> Result<Option<BlobKey>> {
         let Some(key) = expected_key(options) else {
             return Ok(None);
         };
-        match self.stored_intact_sized(&key, options.expected_size).await {
-            Ok(stored) => Ok(stored.then_some(key)),
+        match self.backend.freshen(&key).await {
+            Ok(stat) => Ok(self.intact(stat, options.expected_size).then_some(key)),
             Err(e) => {
                 tracing::debug!(blob = %key, error = %e, "cannot tell whether the blob is stored: writing it");
                 Ok(None)
@@ -251,32 +241,29 @@ impl Store {
     }
 
     /// Whether a blob is stored where it is kept for good ([`Backend::head_of_record`]: not only in
-    /// a cache tier's copy, on every replica) and, as far as a `head` can tell, whole: where the backend keeps
-    /// its own trusted record of each blob (fs, memory), a file whose size disagrees with the
-    /// record (truncated on disk, say) does not count, so that a put of the right bytes writes
-    /// them and its commit replaces the damaged file instead of skipping it.
+    /// a cache tier's copy, on every replica) and, as far as a `head` can tell, whole (see
+    /// [`intact`](Self::intact)).
     pub(crate) async fn stored_intact(&self, key: &BlobKey) -> Result<bool> {
-        self.stored_intact_sized(key, None).await
+        Ok(self.intact(self.backend.head_of_record(key).await?, None))
     }
 
-    /// [`stored_intact`](Self::stored_intact), and of `size` bytes if a size is given: a remote
-    /// object cut short (its store keeps no record to compare) is written again by a put that
-    /// knows the size.
-    pub(crate) async fn stored_intact_sized(
-        &self,
-        key: &BlobKey,
-        size: Option<u64>,
-    ) -> Result<bool> {
-        let Some(stat) = self.backend.head_of_record(key).await? else {
-            return Ok(false);
+    /// Whether `stat` is of a whole blob, of `size` bytes if a size is given (a remote object cut
+    /// short, whose store keeps no record to compare, is written again by a put that knows the
+    /// size): where the backend keeps its own trusted record of each blob (fs, memory), a file
+    /// whose size disagrees with the record (truncated on disk, say) does not count, so that a put
+    /// of the right bytes writes them and its commit replaces the damaged file instead of
+    /// skipping it.
+    fn intact(&self, stat: Option<BlobStat>, size: Option<u64>) -> bool {
+        let Some(stat) = stat else {
+            return false;
         };
         if size.is_some_and(|n| n != stat.size) {
-            return Ok(false);
+            return false;
         }
         // A trusted backend's `head` gives no digests when the record disagrees with the file
         // (or is missing: then writing again is merely redundant, and the commit records it).
-        Ok(!self.backend.recorded_digests_trusted()
-            || stat.digests.is_some_and(|d| d.size == stat.size))
+        !self.backend.recorded_digests_trusted()
+            || stat.digests.is_some_and(|d| d.size == stat.size)
     }
 
     /// Streams everything into `writer` (if any) while hashing, then verifies. On any failure the

@@ -135,7 +135,7 @@ impl Backend for Throttled {
         self.inner.quarantine(key).await
     }
 
-    async fn freshen(&self, key: &BlobKey) -> Result<bool> {
+    async fn freshen(&self, key: &BlobKey) -> Result<Option<BlobStat>> {
         self.inner.freshen(key).await
     }
 

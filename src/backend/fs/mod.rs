@@ -289,14 +289,13 @@ impl FsInner {
         }
     }
 
-    /// Marks a blob put again as written now (see [`Backend::freshen`]); whether it is there. A
-    /// failure to mark it is logged, not returned: the blob is stored all the same.
-    fn freshen_file(&self, path: &Path) -> bool {
-        durable::touch(path).unwrap_or_else(|e| {
+    /// Marks a blob put again as written now (see [`Backend::freshen`]). A failure is logged, not
+    /// returned: the blob is stored all the same.
+    fn freshen_file(&self, path: &Path) {
+        if let Err(e) = durable::touch(path) {
             tracing::warn!(blob = %path.display(), error = %e,
                 "could not mark a blob put again as recent; gc's grace period counts from its first put");
-            path.exists()
-        })
+        }
     }
 }
 
@@ -455,8 +454,9 @@ impl Backend for FsBackend {
 
     /// Sets the file's modification time (what `list_stat` reports) to now, inline: one open and
     /// one `futimens`, less than a trip to the blocking pool.
-    async fn freshen(&self, key: &BlobKey) -> Result<bool> {
-        Ok(self.inner.freshen_file(&self.inner.layout.blob(key)))
+    async fn freshen(&self, key: &BlobKey) -> Result<Option<BlobStat>> {
+        self.inner.freshen_file(&self.inner.layout.blob(key));
+        self.head(key).await
     }
 
     fn list(&self) -> BoxStream<'static, Result<BlobKey>> {

@@ -555,7 +555,7 @@ impl Backend for Cached {
     }
 
     /// The remote's: it is what gc lists (the cache tier's own eviction goes by use).
-    async fn freshen(&self, key: &BlobKey) -> Result<bool> {
+    async fn freshen(&self, key: &BlobKey) -> Result<Option<BlobStat>> {
         self.inner.remote.freshen(key).await
     }
 

@@ -152,42 +152,18 @@ impl Backend for Replicated {
         Ok(any)
     }
 
-    /// Every replica's: stored only while every replica holds the blob (a put that wrote nothing
-    /// relied on all of them holding it, see [`head_of_record`](Backend::head_of_record)).
-    async fn freshen(&self, key: &BlobKey) -> Result<bool> {
-        let results = futures::future::join_all(self.replicas.iter().map(|r| r.freshen(key))).await;
-        let mut failed = None;
-        for r in results {
-            match r {
-                Ok(true) => {}
-                Ok(false) => return Ok(false),
-                Err(e) => {
-                    failed.get_or_insert(e);
-                }
-            }
-        }
-        failed.map_or(Ok(true), Err)
+    /// Every replica's: the blob counts as stored only while every replica holds it (a put that
+    /// wrote nothing relied on all of them holding it, see [`head_of_record`](Backend::head_of_record)).
+    async fn freshen(&self, key: &BlobKey) -> Result<Option<BlobStat>> {
+        self.held_by_every(|replica| replica.freshen(key)).await
     }
 
-    /// A blob every replica holds; `None` if any lacks it or cannot say (a replica that is down),
-    /// so that a put writes it through the quorum instead of trusting one replica's copy.
+    /// A blob every replica holds; `None` if any lacks it, so that a put writes it through the
+    /// quorum instead of trusting one replica's copy. A replica that cannot say is an error,
+    /// which a put takes as "not stored" too.
     async fn head_of_record(&self, key: &BlobKey) -> Result<Option<BlobStat>> {
-        let results =
-            futures::future::join_all(self.replicas.iter().map(|r| r.head_of_record(key))).await;
-        let mut first = None;
-        for r in results {
-            match r {
-                Ok(Some(stat)) => {
-                    first.get_or_insert(stat);
-                }
-                Ok(None) => return Ok(None),
-                Err(e) => {
-                    tracing::debug!(blob = %key, error = %e, "a replica cannot say whether it holds a blob; the put writes it");
-                    return Ok(None);
-                }
-            }
-        }
-        Ok(first)
+        self.held_by_every(|replica| replica.head_of_record(key))
+            .await
     }
 
     fn list(&self) -> BoxStream<'static, Result<BlobKey>> {

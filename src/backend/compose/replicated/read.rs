@@ -5,7 +5,7 @@ use std::ops::Range;
 
 use super::Replicated;
 use crate::backend::compose::verify::{fetch_for_copy, fetch_verified, slice, Fetched};
-use crate::backend::{Backend, BlobKey, GetResult};
+use crate::backend::{Backend, BlobKey, BlobStat, GetResult};
 use crate::{Error, Result};
 
 impl Replicated {
@@ -46,6 +46,32 @@ impl Replicated {
             Some(e) => Err(e),
             None => Ok(None),
         }
+    }
+
+    /// What every replica answers to `ask` (asked at once), for a blob that counts as stored only
+    /// if every replica holds it: the first replica's answer if all answered `Some`, `None` if
+    /// any answered `None` (that replica lacks the blob, whatever the others say), else the first
+    /// error.
+    pub(super) async fn held_by_every<'a, F, Fut>(&'a self, ask: F) -> Result<Option<BlobStat>>
+    where
+        F: Fn(&'a dyn Backend) -> Fut,
+        Fut: Future<Output = Result<Option<BlobStat>>> + 'a,
+    {
+        let answers = futures::future::join_all(self.replicas.iter().map(|r| ask(&**r))).await;
+        let mut first = None;
+        let mut failed = None;
+        for answer in answers {
+            match answer {
+                Ok(Some(stat)) => {
+                    first.get_or_insert(stat);
+                }
+                Ok(None) => return Ok(None),
+                Err(e) => {
+                    failed.get_or_insert(e);
+                }
+            }
+        }
+        failed.map_or(Ok(first), Err)
     }
 
     /// Reads `key` from the first replica whose copy verifies, repairing (with `read_repair`) the
