@@ -413,8 +413,9 @@ mod throttled_blobs_suite {
 // ---------------------------------------------------------------------------------------------
 // Replication under faults.
 
-fn three_memory() -> (Vec<MemoryBackend>, Vec<Faulty>) {
-    let mems: Vec<MemoryBackend> = (0..3).map(|_| MemoryBackend::new()).collect();
+/// `n` memory stores, each also behind a [`Faulty`] for a replicated store's members.
+fn memory_replicas(n: usize) -> (Vec<MemoryBackend>, Vec<Faulty>) {
+    let mems: Vec<MemoryBackend> = (0..n).map(|_| MemoryBackend::new()).collect();
     let faulty = mems.iter().map(|m| Faulty::new(m.clone())).collect();
     (mems, faulty)
 }
@@ -427,7 +428,7 @@ fn replicated(members: &[Faulty], options: ReplicatedOptions) -> Replicated {
 /// listing fails is skipped, and only a store whose every replica fails lists an error.
 #[tokio::test]
 async fn a_replicated_listing_skips_a_failed_replica_and_fails_only_with_all() {
-    let (mems, faulty) = three_memory();
+    let (mems, faulty) = memory_replicas(3);
     let rep = replicated(&faulty, ReplicatedOptions::default());
     let store = Store::new(rep.clone());
     let blobs: Vec<Vec<u8>> = (0..6).map(|i| noise(30_000 + i, 200 + i as u64)).collect();
@@ -461,7 +462,7 @@ async fn a_replicated_listing_skips_a_failed_replica_and_fails_only_with_all() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replica_down_then_repaired() {
-    let (mems, faulty) = three_memory();
+    let (mems, faulty) = memory_replicas(3);
     let rep = replicated(&faulty, ReplicatedOptions::default());
     let store = Store::new(rep.clone());
     faulty[0].knobs.down.store(true, Ordering::SeqCst);
@@ -514,7 +515,7 @@ async fn replica_down_then_repaired() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn corrupt_replica_is_skipped_and_read_repaired() {
-    let (mems, faulty) = three_memory();
+    let (mems, faulty) = memory_replicas(3);
     // Quorum 3: every replica has committed when the put returns.
     let store = Store::new(replicated(
         &faulty,
@@ -548,7 +549,7 @@ async fn corrupt_replica_is_skipped_and_read_repaired() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_replica_corrupt_is_reported() {
-    let (mems, faulty) = three_memory();
+    let (mems, faulty) = memory_replicas(3);
     // Quorum 3: every replica has committed when the put returns.
     let store = Store::new(replicated(
         &faulty,
@@ -577,7 +578,7 @@ async fn every_replica_corrupt_is_reported() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_replica_does_not_hold_up_reads_or_writes() {
-    let (mems, faulty) = three_memory();
+    let (mems, faulty) = memory_replicas(3);
     let rep = replicated(
         &faulty,
         ReplicatedOptions {
@@ -616,7 +617,7 @@ async fn slow_replica_does_not_hold_up_reads_or_writes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn quorum_not_reached_is_a_typed_error_and_nothing_is_visible() {
-    let (mems, faulty) = three_memory();
+    let (mems, faulty) = memory_replicas(3);
     let rep = replicated(&faulty, ReplicatedOptions::default());
     let store = Store::new(rep.clone());
     faulty[1].knobs.fail_commit.store(true, Ordering::SeqCst);
@@ -667,7 +668,7 @@ async fn quorum_not_reached_is_a_typed_error_and_nothing_is_visible() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn impossible_quorum_is_a_config_error() {
-    let (_, faulty) = three_memory();
+    let (_, faulty) = memory_replicas(3);
     for q in [0, 4] {
         let err = Replicated::new(
             faulty.iter().map(|f| arc(f.clone())).collect(),
@@ -683,7 +684,7 @@ async fn impossible_quorum_is_a_config_error() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn repair_unions_divergent_replicas_and_replaces_corrupt_copies() {
-    let (mems, faulty) = three_memory();
+    let (mems, faulty) = memory_replicas(3);
     let rep = replicated(&faulty, ReplicatedOptions::default());
     // Each replica got different blobs behind the wrapper's back.
     let mut all = Vec::new();
@@ -729,8 +730,7 @@ async fn a_corrupt_copy_beside_a_replica_that_failed_is_no_verdict_and_not_quara
     let data = noise(10_000, 44);
     let key = key_of(&data);
     let a = addr(&sha512_sri(&data));
-    let mems: Vec<MemoryBackend> = (0..2).map(|_| MemoryBackend::new()).collect();
-    let faulty: Vec<Faulty> = mems.iter().map(|m| Faulty::new(m.clone())).collect();
+    let (mems, faulty) = memory_replicas(2);
     let rep = replicated(
         &faulty,
         ReplicatedOptions {
@@ -807,8 +807,7 @@ async fn a_replica_down_and_the_rest_lacking_the_blob_is_no_verdict_of_absence()
 
 /// Two memory replicas behind fault wrappers, the blob `data` on the second only (quorum 1).
 async fn second_replica_only(data: &[u8]) -> (Vec<MemoryBackend>, Vec<Faulty>, Replicated) {
-    let mems: Vec<MemoryBackend> = (0..2).map(|_| MemoryBackend::new()).collect();
-    let faulty: Vec<Faulty> = mems.iter().map(|m| Faulty::new(m.clone())).collect();
+    let (mems, faulty) = memory_replicas(2);
     Store::new(mems[1].clone())
         .put_bytes(data.to_vec(), &PutOptions::default())
         .await
@@ -878,7 +877,7 @@ async fn put_acknowledged_before_replica_0(
 /// the blob does not bring it back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn late_replica_commit_after_a_delete_does_not_bring_the_blob_back() {
-    let (mems, faulty) = three_memory();
+    let (mems, faulty) = memory_replicas(3);
     let store = Store::new(replicated(&faulty, ReplicatedOptions::default()));
     let data = noise(30_000, 113);
     let key = key_of(&data);
@@ -952,7 +951,7 @@ async fn late_replica_commit_after_another_process_deleted_the_blob_is_removed()
 /// the blob was deleted and not put again, and blobs no one deleted keep every copy.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn late_copies_go_only_where_another_instance_deleted_the_blob() {
-    let (mems, faulty) = three_memory();
+    let (mems, faulty) = memory_replicas(3);
     // This instance's replica 0 commits 50 ms late; the other instance sees the same replicas
     // without delay, and has a fence of its own.
     faulty[0].knobs.delay_ms.store(50, Ordering::SeqCst);
@@ -998,7 +997,7 @@ async fn late_copies_go_only_where_another_instance_deleted_the_blob() {
 /// without it and is told `Stored` there; the blob was stored before, and the put says so.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn second_put_during_a_late_commit_is_reported_present() {
-    let (mems, faulty) = three_memory();
+    let (mems, faulty) = memory_replicas(3);
     let store = Store::new(replicated(&faulty, ReplicatedOptions::default()));
     let data = noise(30_000, 114);
     let key = key_of(&data);
@@ -1414,7 +1413,7 @@ async fn blobs_over_the_memory_limit_are_held_on_disk_and_still_verified() {
     let key = key_of(&data);
 
     // Replicated: the first replica's copy is corrupt.
-    let (mems, faulty) = three_memory();
+    let (mems, faulty) = memory_replicas(3);
     let rep = replicated(
         &faulty,
         ReplicatedOptions {

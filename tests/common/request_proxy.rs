@@ -117,6 +117,21 @@ impl Proxy {
     }
 }
 
+/// Reads from `sock` until the end of a request's head (`\r\n\r\n`): the bytes read, which may
+/// run past the head into the body; `None` if the connection ended first.
+pub async fn read_head(sock: &mut TcpStream) -> std::io::Result<Option<Vec<u8>>> {
+    let mut head = Vec::new();
+    let mut buf = [0u8; 8192];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = sock.read(&mut buf).await?;
+        if n == 0 {
+            return Ok(None);
+        }
+        head.extend_from_slice(&buf[..n]);
+    }
+    Ok(Some(head))
+}
+
 /// `host:port` of an `http://host:port[/]` URL.
 pub fn host_of(url: &str) -> String {
     url.trim_start_matches("http://")
@@ -131,15 +146,9 @@ async fn serve(
     seen: Arc<Mutex<Vec<String>>>,
     close: bool,
 ) -> std::io::Result<()> {
-    let mut head = Vec::new();
-    let mut buf = vec![0u8; 64 * 1024];
-    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-        let n = client.read(&mut buf).await?;
-        if n == 0 {
-            return Ok(());
-        }
-        head.extend_from_slice(&buf[..n]);
-    }
+    let Some(head) = read_head(&mut client).await? else {
+        return Ok(());
+    };
     let end = head.iter().position(|b| *b == b'\r').unwrap_or(0);
     let line = String::from_utf8_lossy(&head[..end]).to_string();
     seen.lock().expect("lock").push(line.clone());

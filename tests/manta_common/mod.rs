@@ -240,7 +240,7 @@ pub fn unique() -> String {
 /// request's target (path and query) goes to `answer`, whose reply (status line, headers and
 /// body) is written as it is before the connection is closed.
 pub async fn stand_in(answer: fn(&str) -> String) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::AsyncWriteExt;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
@@ -248,14 +248,10 @@ pub async fn stand_in(answer: fn(&str) -> String) -> String {
     tokio::spawn(async move {
         while let Ok((mut sock, _)) = listener.accept().await {
             tokio::spawn(async move {
-                let mut head = Vec::new();
-                let mut buf = [0u8; 4096];
-                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match sock.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => head.extend_from_slice(&buf[..n]),
-                    }
-                }
+                let Ok(Some(head)) = crate::common::request_proxy::read_head(&mut sock).await
+                else {
+                    return;
+                };
                 let head = String::from_utf8_lossy(&head).to_string();
                 let reply = answer(head.split(' ').nth(1).unwrap_or(""));
                 let _ = sock.write_all(reply.as_bytes()).await;

@@ -13,7 +13,7 @@ use percent_encoding::percent_decode_str;
 use serde_json::{json, Value};
 use tarvault::migrate::{CouchSource, MigrateOptions, Migration, Summary};
 use tarvault::Store;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
 
 /// One request: the decoded path segments after the host (`["registry", "_changes"]`) and the
@@ -71,14 +71,9 @@ pub async fn serve(handler: Handler) -> String {
         while let Ok((mut sock, _)) = listener.accept().await {
             let handler = handler.clone();
             tokio::spawn(async move {
-                let mut buf = Vec::new();
-                let mut tmp = [0u8; 4096];
-                while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match sock.read(&mut tmp).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => buf.extend_from_slice(&tmp[..n]),
-                    }
-                }
+                let Ok(Some(buf)) = crate::common::request_proxy::read_head(&mut sock).await else {
+                    return;
+                };
                 let head = String::from_utf8_lossy(&buf).to_string();
                 let target = head.split(' ').nth(1).unwrap_or("/").to_string();
                 let (path, query) = target.split_once('?').unwrap_or((&target, ""));

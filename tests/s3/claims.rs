@@ -11,7 +11,9 @@ use tarvault::backend::s3::{S3Backend, S3Config};
 use tarvault::backend::Backend;
 use tarvault::integrity::{Algorithm, Hash};
 use tarvault::ErrorKind;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
+
+use crate::common::request_proxy::read_head;
 
 /// 2^62: more memory than any machine has.
 pub const HUGE: u64 = 1 << 62;
@@ -40,14 +42,9 @@ pub async fn lying_server(log: Log) -> String {
 }
 
 async fn answer(mut sock: tokio::net::TcpStream, log: Log) {
-    let mut head = Vec::new();
-    let mut buf = [0u8; 4096];
-    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-        match sock.read(&mut buf).await {
-            Ok(0) | Err(_) => return,
-            Ok(n) => head.extend_from_slice(&buf[..n]),
-        }
-    }
+    let Ok(Some(head)) = read_head(&mut sock).await else {
+        return;
+    };
     let head = String::from_utf8_lossy(&head).to_string();
     let target = head.split(' ').nth(1).unwrap_or("").to_string();
     let xml = |status: &str, body: String| {

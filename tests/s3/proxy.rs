@@ -10,6 +10,8 @@ use std::sync::{Arc, Mutex};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
+use crate::common::request_proxy::read_head;
+
 /// What to do with one connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Fault {
@@ -109,15 +111,10 @@ impl Drop for Proxy {
 async fn serve(mut client: TcpStream, upstream: &str, fault: Fault) -> std::io::Result<()> {
     match fault {
         Fault::Unavailable => {
-            let mut head = Vec::new();
-            let mut buf = [0u8; 8192];
-            while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                let n = client.read(&mut buf).await?;
-                if n == 0 {
-                    return Ok(());
-                }
-                head.extend_from_slice(&buf[..n]);
+            if read_head(&mut client).await?.is_none() {
+                return Ok(());
             }
+            let mut buf = [0u8; 8192];
             let body = "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>ServiceUnavailable</Code><Message>injected</Message></Error>";
             let resp = format!(
                 "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/xml\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
