@@ -204,6 +204,11 @@ pub enum Error {
         /// Why the others failed, one `replica: error` per failure.
         failures: String,
     },
+    /// One failure reported to every caller that waited on the same operation (the readers that
+    /// joined one cache fill): the original error, which gives the kind, the message and the
+    /// source chain.
+    #[error(transparent)]
+    Shared(std::sync::Arc<Error>),
 }
 
 impl Error {
@@ -226,6 +231,7 @@ impl Error {
             Error::Config(_) | Error::ConfigInvalid { .. } => ErrorKind::Config,
             Error::Index { .. } => ErrorKind::Index,
             Error::DeletedDuringPut { .. } => ErrorKind::Conflict,
+            Error::Shared(e) => e.kind(),
         }
     }
 
@@ -233,8 +239,15 @@ impl Error {
     pub fn tarball_kind(&self) -> Option<crate::tarball::TarballErrorKind> {
         match self {
             Error::Tarball { source, .. } => Some(source.kind()),
+            Error::Shared(e) => e.tarball_kind(),
             _ => None,
         }
+    }
+
+    /// The error an operation shared by several callers ended with, for one of them: the error
+    /// itself if no other caller holds it, otherwise an [`Error::Shared`] of it.
+    pub(crate) fn shared(e: std::sync::Arc<Error>) -> Self {
+        std::sync::Arc::try_unwrap(e).unwrap_or_else(Error::Shared)
     }
 
     /// Builds an [`Error::Io`] for `op` on `path`.

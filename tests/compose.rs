@@ -53,6 +53,8 @@ struct Knobs {
     lie_chunks: AtomicU64,
     /// Bytes of such a lying stream pulled so far.
     pulled: AtomicU64,
+    /// `get` fails with a Config error, as a server rejecting the credentials makes one.
+    refuse_gets: AtomicBool,
 }
 
 /// A gate for `get`: when `closed`, each `get` opens the inner read, signals `entered` and waits
@@ -193,6 +195,11 @@ impl Backend for Faulty {
             return Err(Error::backend("faulty", "503 Slow Down"));
         }
         self.gate().await?;
+        if self.knobs.refuse_gets.load(Ordering::SeqCst) {
+            return Err(Error::Config(
+                "faulty: credentials rejected; set FAULTY_KEY".into(),
+            ));
+        }
         let claimed = self.knobs.lie_size.load(Ordering::SeqCst);
         if claimed > 0 {
             let knobs = self.knobs.clone();
@@ -1300,6 +1307,35 @@ async fn cancelled_miss_still_finishes_its_fill() {
     assert_eq!(&read_all(&store, &data).await[..], &data[..]);
     assert_eq!(remote.knobs.gets.load(Ordering::SeqCst), gets, "a hit");
     assert_eq!(cached.stats().fetches, 1);
+}
+
+/// A fill that fails gives each reader the remote's own error, of its own kind (here the Config
+/// error of rejected credentials, which names what to set), also the reader that joined the fill
+/// another began; not a Backend error of the cache's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_fill_gives_every_reader_the_remotes_own_error() {
+    let data = noise(20_000, 114);
+    let (_local, remote, cached) = cached_over_faulty(&data).await;
+    let store = Store::new(cached.clone());
+    remote.knobs.refuse_gets.store(true, Ordering::SeqCst);
+    remote.knobs.delay_ms.store(300, Ordering::SeqCst);
+    let a = addr(&sha512_sri(&data));
+    let readers: Vec<_> = (0..2)
+        .map(|_| {
+            let (store, a) = (store.clone(), a.clone());
+            tokio::spawn(async move { store.get(&a).await.err() })
+        })
+        .collect();
+    for reader in readers {
+        let err = reader.await.expect("reader").expect("the fill failed");
+        assert_eq!(err.kind(), ErrorKind::Config, "{err}");
+        assert!(err.to_string().contains("FAULTY_KEY"), "{err}");
+    }
+    assert_eq!(
+        cached.stats().fetches,
+        1,
+        "the second reader joined the fill"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

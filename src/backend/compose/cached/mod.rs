@@ -510,11 +510,9 @@ impl Backend for Cached {
                 Fetched::Good(b) | Fetched::Bad(b, _) => slice(b, range).map(Some),
             };
         };
-        let got = fill.await.map_err(|e| Error::Backend {
-            backend: self.describe(),
-            message: format!("fetching {key} failed"),
-            source: Some(Box::new(e)),
-        })?;
+        // The remote's own error, of its own kind (a Config error for rejected credentials, not a
+        // Backend one), whether this reader started the fill or joined it.
+        let got = fill.await.map_err(Error::shared)?;
         got.map(|b| slice(b, range)).transpose()
     }
 
