@@ -797,3 +797,78 @@ async fn an_empty_blob_is_served_with_an_empty_body() {
     assert!(blob.next().await.is_none());
     assert!(blob.next().await.is_none());
 }
+
+/// `/sha1/<A>` where the index names another blob, B, for that sha1 (a wrong entry, which fsck
+/// counts as possible): a `HEAD`, a revalidation and a range are refused as the `GET` is (500,
+/// stored bytes failed verification), not answered with B's size. First with the entry and B's
+/// record both wrong (checked by a read, `Full`), then with B's record put right and the entry
+/// left behind (where `Fast` trusts the record, which disagrees). B's own sha1 is still served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sha1_whose_entry_names_another_blob_is_answered_for_nowhere() {
+    use tarvault::backend::{Backend, PutHint};
+    use tarvault::Verification;
+
+    let memory = tarvault::backend::memory::MemoryBackend::new();
+    let b = noise(5_000, 71);
+    let (a, right) = (noise(5_000, 72), common::digests_of(&b));
+    let sha1_a = common::digests_of(&a);
+    let wrong = tarvault::Digests::from_parts(
+        &right.sha512,
+        sha1_a.hash(tarvault::Algorithm::Sha1).digest(),
+        &right.blake3,
+        right.size,
+    )
+    .unwrap_or_else(|e| panic!("digests: {e}"));
+    let commit = |digests: tarvault::Digests| {
+        let memory = memory.clone();
+        async move {
+            let w = memory.begin_put(&PutHint::default()).await.expect("begin");
+            w.commit(&digests).await.expect("commit");
+        }
+    };
+    Store::new(memory.clone())
+        .put_bytes(b.clone(), &PutOptions::default())
+        .await
+        .unwrap_or_else(|e| panic!("put: {e}"));
+    commit(wrong).await;
+    let by_a = format!("/sha1/{}", common::sha1_hex(&a));
+    let etag = format!("\"{}\"", right.integrity());
+    let asks: [(&str, Vec<(&str, &str)>); 3] = [
+        ("plain", vec![]),
+        ("revalidation", vec![("if-none-match", etag.as_str())]),
+        ("range", vec![("range", "bytes=0-9")]),
+    ];
+    for (round, mode) in [(0, Verification::Full), (1, Verification::Fast)] {
+        if round == 1 {
+            commit(right).await;
+        }
+        let store = Store::new(memory.clone()).with_verification(mode);
+        let base = start(Server::new(store)).await;
+        let head = client()
+            .head(format!("{base}{by_a}"))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("head: {e}"));
+        assert_eq!(
+            head.status(),
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "{mode:?} HEAD"
+        );
+        for (what, headers) in &asks {
+            let r = get(&format!("{base}{by_a}"), headers).await;
+            assert_eq!(
+                r.status(),
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "{mode:?} {what}"
+            );
+        }
+        let by_b = format!("{base}/sha1/{}", common::sha1_hex(&b));
+        let head = client()
+            .head(&by_b)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("head: {e}"));
+        assert_eq!(head.status(), StatusCode::OK, "{mode:?} B's own sha1");
+        assert_eq!(header(&head, header::CONTENT_LENGTH), "5000");
+    }
+}

@@ -1,5 +1,6 @@
 //! The blob handler: path → address → response, never reading a blob it does not have to (a
-//! revalidation or a HEAD only stats it) and never finishing a body whose bytes did not verify.
+//! revalidation or a HEAD only stats it, and by sha1 confirms the alias as a read would) and never
+//! finishing a body whose bytes did not verify.
 
 use std::time::Instant;
 
@@ -125,9 +126,14 @@ async fn respond(
         || h::has_none_match(headers)
         || headers.contains_key(header::RANGE);
     let size = if needs_size {
-        let stat = match backend.size_now(&at.key) {
-            Some(now) => now,
-            None => backend.head(&at.key).await.map(|st| st.map(|st| st.size)),
+        let stat = if let Some(asked) = &at.resolved_from {
+            // Found by sha1: the blob the index names is confirmed to have that sha1 first, as
+            // the GET's read would, so that a wrong entry does not get a 200 with another size.
+            server.store().size_resolved(&at.key, asked).await
+        } else if let Some(now) = backend.size_now(&at.key) {
+            now
+        } else {
+            backend.head(&at.key).await.map(|st| st.map(|st| st.size))
         };
         match stat {
             Ok(Some(size)) => Some(size),

@@ -81,18 +81,27 @@ impl Store {
                 Checked::Holds => return Ok(Some((key, st))),
                 Checked::Gone => {}
                 Checked::Differs(found) => {
-                    tracing::warn!(blob = %key, asked = %h, %found, "the alias index names a blob without that hash");
-                    wrong.get_or_insert(Error::Corrupt {
-                        address: format!("{h} ({key})"),
-                        expected: h.to_string(),
-                        actual: format!(
-                            "{found}: the alias index names the wrong blob (tarvault fsck rebuilds it)"
-                        ),
-                    });
+                    wrong.get_or_insert(wrong_entry(h, &key, &found));
                 }
             }
         }
         wrong.map_or(Ok(None), Err)
+    }
+
+    /// The size of the blob `key`, which the caller found through the alias index by `asked` (an
+    /// HTTP server's `HEAD`, revalidation or range of `/sha1/…`), confirmed to have that hash as a
+    /// read would confirm it ([`Confirm::AsReads`]). A wrong entry is then the
+    /// [`Error::Corrupt`] the `GET` would meet, not a 200 with another blob's size.
+    #[cfg(feature = "server")]
+    pub(crate) async fn size_resolved(&self, key: &BlobKey, asked: &Hash) -> Result<Option<u64>> {
+        let Some(st) = self.backend.head(key).await? else {
+            return Ok(None);
+        };
+        match self.check_alias(key, asked, &st, Confirm::AsReads).await? {
+            Checked::Holds => Ok(Some(st.size)),
+            Checked::Gone => Ok(None),
+            Checked::Differs(found) => Err(wrong_entry(asked, key, &found)),
+        }
     }
 
     /// The key of the blob `address` names, for gc's live set: its index entry checked against a
@@ -157,6 +166,19 @@ impl Store {
                 asked.algorithm()
             ))),
         }
+    }
+}
+
+/// The error for an alias entry naming `key` for `asked`, a hash the blob does not have (it has
+/// `found`), logged as it is made.
+fn wrong_entry(asked: &Hash, key: &BlobKey, found: &str) -> Error {
+    tracing::warn!(blob = %key, %asked, %found, "the alias index names a blob without that hash");
+    Error::Corrupt {
+        address: format!("{asked} ({key})"),
+        expected: asked.to_string(),
+        actual: format!(
+            "{found}: the alias index names the wrong blob (tarvault fsck rebuilds it)"
+        ),
     }
 }
 
