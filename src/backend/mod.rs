@@ -384,6 +384,18 @@ pub trait Backend: fmt::Debug + Send + Sync + 'static {
         self.head(key).await
     }
 
+    /// Whether the stored copy of `key` still has the digests `record` (the backend's own trusted
+    /// record of it, from [`head`](Backend::head)), where reading it back is local and cheap: a
+    /// put that would write nothing because the blob is stored asks first, so that putting the
+    /// right bytes again replaces a copy damaged in place (bit rot of the same size, which a
+    /// `head` cannot see) instead of leaving it. The fs backend hashes the file with blake3 (several
+    /// GB/s). The default says yes: a remote copy is checked by each verified read and by fsck,
+    /// not read back whole by every put.
+    async fn copy_holds(&self, key: &BlobKey, record: &Digests) -> Result<bool> {
+        let _ = (key, record);
+        Ok(true)
+    }
+
     /// Every stored key, in no particular order.
     fn list(&self) -> BoxStream<'static, Result<BlobKey>>;
 

@@ -231,12 +231,32 @@ impl Store {
         let Some(key) = expected_key(options) else {
             return Ok(None);
         };
-        match self.backend.freshen(&key).await {
-            Ok(stat) => Ok(self.intact(stat, options.expected_size).then_some(key)),
+        let stat = match self.backend.freshen(&key).await {
+            Ok(stat) => stat,
             Err(e) => {
                 tracing::debug!(blob = %key, error = %e, "cannot tell whether the blob is stored: writing it");
-                Ok(None)
+                return Ok(None);
             }
+        };
+        let record = stat.as_ref().and_then(|st| st.digests);
+        if !self.intact(stat, options.expected_size) {
+            return Ok(None);
+        }
+        // A copy damaged in place keeps its size: where the record is trusted (and so present,
+        // by `intact`), the copy is checked against it, and a put of the right bytes replaces it.
+        match record.filter(|_| self.backend.recorded_digests_trusted()) {
+            Some(d) => match self.backend.copy_holds(&key, &d).await {
+                Ok(true) => Ok(Some(key)),
+                Ok(false) => {
+                    tracing::warn!(blob = %key, "the stored copy is damaged: writing the verified bytes over it");
+                    Ok(None)
+                }
+                Err(e) => {
+                    tracing::debug!(blob = %key, error = %e, "cannot check the stored copy: writing it");
+                    Ok(None)
+                }
+            },
+            None => Ok(Some(key)),
         }
     }
 

@@ -147,6 +147,10 @@ impl Backend for Throttled {
         self.inner.recorded_digests_trusted()
     }
 
+    async fn copy_holds(&self, key: &BlobKey, record: &Digests) -> Result<bool> {
+        self.inner.copy_holds(key, record).await
+    }
+
     async fn sweep(&self) -> Result<u64> {
         self.inner.sweep().await
     }

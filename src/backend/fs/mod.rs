@@ -452,6 +452,13 @@ impl Backend for FsBackend {
         blocking(move || inner.delete_blob(&key, Some(cutoff))).await
     }
 
+    /// The file hashed with blake3 against the record, on the blocking pool.
+    async fn copy_holds(&self, key: &BlobKey, record: &Digests) -> Result<bool> {
+        let (path, record) = (self.inner.layout.blob(key), *record);
+        blocking(move || read::file_has(&path, &record).map_err(|e| Error::io("read", &path, e)))
+            .await
+    }
+
     /// Sets the file's modification time (what `list_stat` reports) to now, inline: one open and
     /// one `futimens`, less than a trip to the blocking pool.
     async fn freshen(&self, key: &BlobKey) -> Result<Option<BlobStat>> {

@@ -203,10 +203,12 @@ impl FsInner {
         let outcome = if linked {
             Committed::Stored
         } else {
-            // Same content already stored. A cheap sanity check: if its size is wrong it is corrupt,
-            // and the verified bytes we hold replace it (nothing good is lost: the old bytes were not).
-            match std::fs::metadata(&target) {
-                Ok(m) if m.len() != d.size => {
+            // Same content already stored, unless it was damaged in place: a file of another size
+            // or with another blake3 is corrupt, and the verified bytes we hold replace it
+            // (nothing good is lost: the old bytes were not). A file gone meanwhile is left to
+            // the record (below), which links this put's copy.
+            match super::read::file_has(&target, d) {
+                Ok(false) if target.exists() => {
                     tracing::warn!(blob = %target.display(), "replacing corrupt blob with verified bytes");
                     std::fs::rename(tmp, &target).map_err(|e| Error::io("rename", &target, e))?;
                     Committed::Stored

@@ -232,3 +232,20 @@ fn read_exact_at(file: &File, path: &Path, offset: u64, len: usize) -> Result<By
         .map_err(|e| Error::io("read", path, e))?;
     Ok(Bytes::from(buf))
 }
+
+/// Whether the file at `path` has the size and the blake3 digest of `record`: a stored copy
+/// checked before a put of the same bytes leaves it in place (see
+/// [`Backend::copy_holds`](crate::backend::Backend::copy_holds)). A file that is gone does not.
+pub(super) fn file_has(path: &Path, record: &Digests) -> std::io::Result<bool> {
+    let file = match File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(e),
+    };
+    if file.metadata()?.len() != record.size {
+        return Ok(false);
+    }
+    let mut hasher = blake3::Hasher::new();
+    hasher.update_reader(std::io::BufReader::with_capacity(READ_CHUNK, file))?;
+    Ok(hasher.finalize().as_bytes() == &record.blake3)
+}

@@ -563,6 +563,11 @@ impl Backend for Cached {
         self.inner.remote.head_of_record(key).await
     }
 
+    /// The remote's copy, the one [`head_of_record`](Backend::head_of_record) answers for.
+    async fn copy_holds(&self, key: &BlobKey, record: &Digests) -> Result<bool> {
+        self.inner.remote.copy_holds(key, record).await
+    }
+
     fn list(&self) -> BoxStream<'static, Result<BlobKey>> {
         self.inner.remote.list()
     }

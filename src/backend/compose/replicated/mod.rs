@@ -166,6 +166,16 @@ impl Backend for Replicated {
             .await
     }
 
+    /// Every replica's copy: a put writes the blob through the quorum if any is damaged.
+    async fn copy_holds(&self, key: &BlobKey, record: &Digests) -> Result<bool> {
+        for replica in self.replicas.iter() {
+            if !replica.copy_holds(key, record).await? {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
     fn list(&self) -> BoxStream<'static, Result<BlobKey>> {
         list::union(self.replicas.clone(), self.describe())
     }
