@@ -80,11 +80,23 @@ impl Drop for Lease {
 /// The suffix of a lease not locked yet (see the [module documentation](self)).
 pub(crate) const FRESH: &str = ".new";
 
+/// What a sweep found of a lease.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Holder {
+    /// Locked by an open store: its temp files are uploads in progress, however old.
+    Live,
+    /// Gone, or its lock taken by this sweep: its process is gone.
+    Dead,
+    /// Not known (an error other than "gone"): its files wait for their age to run out instead
+    /// of being removed under a writer.
+    Unknown,
+}
+
 /// Whether each lease asked about is held by a live process, asked at most once per sweep.
 pub(crate) struct LeaseCheck<'a> {
     dir: &'a Path,
     own: Option<&'a str>,
-    known: HashMap<String, bool>,
+    known: HashMap<String, Holder>,
 }
 
 impl<'a> LeaseCheck<'a> {
@@ -96,30 +108,30 @@ impl<'a> LeaseCheck<'a> {
         }
     }
 
-    /// Whether the lease `id` is held. A dead one is removed (its lock taken first, so two
-    /// sweeps agree). An error other than "gone" counts as held: the files then wait for
-    /// their age to run out instead of being removed under a writer.
-    pub(crate) fn alive(&mut self, id: &str) -> bool {
+    /// Who holds the lease `id`. A dead one is removed (its lock taken first, so two sweeps
+    /// agree).
+    pub(crate) fn holder(&mut self, id: &str) -> Holder {
         if self.own == Some(id) {
-            return true;
+            return Holder::Live;
         }
         if let Some(known) = self.known.get(id) {
             return *known;
         }
         let path = self.dir.join(id);
-        let alive = match File::open(&path) {
-            Err(e) if e.kind() == io::ErrorKind::NotFound => false,
-            Err(_) => true,
+        let holder = match File::open(&path) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Holder::Dead,
+            Err(_) => Holder::Unknown,
             Ok(file) => match try_lock(&file) {
                 Ok(true) => {
                     let _ = std::fs::remove_file(&path);
-                    false
+                    Holder::Dead
                 }
-                Ok(false) | Err(_) => true,
+                Ok(false) => Holder::Live,
+                Err(_) => Holder::Unknown,
             },
         };
-        self.known.insert(id.to_string(), alive);
-        alive
+        self.known.insert(id.to_string(), holder);
+        holder
     }
 }
 
@@ -169,14 +181,23 @@ mod tests {
             .expect("flock works here");
         let id = lease.id().to_string();
         // Another open file description (as another process would have) cannot take it.
-        assert!(LeaseCheck::new(dir.path(), None).alive(&id));
-        assert!(LeaseCheck::new(dir.path(), Some(&id)).alive(&id));
+        assert_eq!(LeaseCheck::new(dir.path(), None).holder(&id), Holder::Live);
+        assert_eq!(
+            LeaseCheck::new(dir.path(), Some(&id)).holder(&id),
+            Holder::Live
+        );
         // A lease left unlocked (its process died, the kernel dropped the lock) is dead and goes.
         let stale = dir.path().join("00000000deadbeef");
         std::fs::write(&stale, b"").expect("write");
-        assert!(!LeaseCheck::new(dir.path(), None).alive("00000000deadbeef"));
+        assert_eq!(
+            LeaseCheck::new(dir.path(), None).holder("00000000deadbeef"),
+            Holder::Dead
+        );
         assert!(!stale.exists());
-        assert!(!LeaseCheck::new(dir.path(), None).alive("0000000000000000"));
+        assert_eq!(
+            LeaseCheck::new(dir.path(), None).holder("0000000000000000"),
+            Holder::Dead
+        );
         drop(lease);
         assert!(!dir.path().join(&id).exists());
     }

@@ -6,7 +6,7 @@ use std::time::SystemTime;
 
 use super::index::Take;
 use super::layout::TempOwner;
-use super::lease::{self, LeaseCheck};
+use super::lease::{self, Holder, LeaseCheck};
 use super::writer::remove_if_exists;
 use super::{durable, layout, FsInner, STALE_TEMP_AGE};
 use crate::backend::BlobKey;
@@ -184,13 +184,21 @@ impl FsInner {
                 self.settle_delete(&key, &entry.path());
                 continue;
             }
-            let stale = match layout::temp_owner(&name) {
-                Some(TempOwner::Lease(id)) => !check.alive(id),
-                Some(TempOwner::Pid(pid)) if pid == std::process::id() => false,
-                Some(TempOwner::Pid(pid)) => !durable::process_alive(pid),
+            // A live lease's files are uploads in progress however old they are (an upload can
+            // wait on its input for longer than a day); age decides only where the owner cannot
+            // be told: a lease that cannot be checked, or a pid (no flock; pids are not shared
+            // across namespaces and are recycled).
+            let remove = match layout::temp_owner(&name) {
+                Some(TempOwner::Lease(id)) => match check.holder(id) {
+                    Holder::Live => false,
+                    Holder::Dead => true,
+                    Holder::Unknown => old(&entry),
+                },
+                Some(TempOwner::Pid(pid)) if pid == std::process::id() => old(&entry),
+                Some(TempOwner::Pid(pid)) => !durable::process_alive(pid) || old(&entry),
                 None => true,
             };
-            if (stale || old(&entry)) && std::fs::remove_file(entry.path()).is_ok() {
+            if remove && std::fs::remove_file(entry.path()).is_ok() {
                 removed += 1;
             }
         }
@@ -205,7 +213,7 @@ impl FsInner {
                     }
                     Some(_) => {}
                     None => {
-                        check.alive(&name);
+                        check.holder(&name);
                     }
                 }
             }
