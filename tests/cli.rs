@@ -663,3 +663,54 @@ fn file_store_urls_are_read_as_urls() {
         "created in the working directory: {made:?}"
     );
 }
+
+/// Two corpus tarballs whose index rows have their sha1s swapped (a wrong entry, which `fsck`
+/// counts as possible): `get`, `has` and `stat` by either shasum exit 4 (corrupt) and `get` writes
+/// nothing, where they had served the other tarball with success (the default `Fast` checks took
+/// the row's own digests as witness); by sha512 both are served. `fsck` corrects the entries, and
+/// the shasums then find their own tarballs.
+#[cfg(feature = "fs")]
+#[test]
+fn a_wrong_sha1_entry_is_refused_until_fsck_corrects_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = dir.path().join("store");
+    let entries: Vec<_> = corpus().into_iter().take(2).collect();
+    let files: Vec<String> = entries
+        .iter()
+        .map(|e| corpus_dir().join(&e.file).display().to_string())
+        .collect();
+    assert!(tv(&store, &["put", &files[0], &files[1]]).status.success());
+    let sha1 = |e: &common::CorpusEntry| hex::decode(&e.shasum).expect("hex");
+    let db = rusqlite::Connection::open(store.join("index").join("blobs.sqlite")).expect("index");
+    let swapped = db
+        .execute(
+            "UPDATE blobs SET sha1 = CASE WHEN sha1 = ?1 THEN ?2 ELSE ?1 END WHERE sha1 IN (?1, ?2)",
+            rusqlite::params![sha1(&entries[0]), sha1(&entries[1])],
+        )
+        .expect("swap");
+    assert_eq!(swapped, 2);
+    drop(db);
+    let out_file = dir.path().join("out.tgz");
+    let out_arg = out_file.to_str().expect("utf8");
+    for e in &entries {
+        for cmd in [
+            vec!["get", e.shasum.as_str(), "-o", out_arg],
+            vec!["has", e.shasum.as_str()],
+            vec!["stat", e.shasum.as_str()],
+        ] {
+            let out = tv(&store, &cmd);
+            assert_eq!(out.status.code(), Some(4), "{cmd:?}: {out:?}");
+        }
+        assert!(!out_file.exists(), "no file for bytes that did not verify");
+        assert!(tv(&store, &["has", &e.integrity]).status.success());
+    }
+    assert!(tv(&store, &["fsck"]).status.success());
+    for (e, file) in entries.iter().zip(&files) {
+        let out = tv(&store, &["get", &e.shasum, "-o", out_arg]);
+        assert!(out.status.success(), "{out:?}");
+        assert_eq!(
+            std::fs::read(&out_file).expect("got"),
+            std::fs::read(file).expect("corpus")
+        );
+    }
+}

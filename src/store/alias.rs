@@ -13,7 +13,7 @@
 
 use futures::StreamExt;
 
-use super::{alias_hashes, Store, Verification};
+use super::{alias_hashes, Store};
 use crate::backend::{BlobKey, BlobStat};
 use crate::integrity::{Algorithm, Hash, Integrity, MultiHasher};
 use crate::{Error, Result};
@@ -27,14 +27,11 @@ pub(crate) enum Confirm {
     ///
     /// [`Backend::recorded_digests_trusted`]: crate::backend::Backend::recorded_digests_trusted
     Record,
-    /// As a read by that hash is verified: by the trusted record in [`Verification::Fast`],
-    /// otherwise by reading and hashing the blob (on S3, Manta or HTTP a `GET` of the whole blob
-    /// instead of a `HEAD`). For `stat` and `contains`.
-    AsReads,
-    /// Always by reading and hashing the blob, whatever the record says: for `delete`, which
-    /// cannot be undone. The record is no second witness there: it lives in the same index as the
-    /// entry (one commit writes both; on the fs they are one row), so a wrong entry comes with a
-    /// record that agrees with it as often as not.
+    /// By reading and hashing the blob, whatever the record says, as a read by that hash is
+    /// verified (on S3, Manta or HTTP a `GET` of the whole blob instead of a `HEAD`): for `stat`,
+    /// `contains`, `delete` and the server's `HEAD` by sha1. The record is no second witness: it
+    /// lives in the same index as the entry (one commit writes both; on the fs they are one row),
+    /// so a wrong entry comes with a record that agrees with it as often as not.
     Read,
 }
 
@@ -90,14 +87,14 @@ impl Store {
 
     /// The size of the blob `key`, which the caller found through the alias index by `asked` (an
     /// HTTP server's `HEAD`, revalidation or range of `/sha1/…`), confirmed to have that hash as a
-    /// read would confirm it ([`Confirm::AsReads`]). A wrong entry is then the
+    /// read would confirm it ([`Confirm::Read`]). A wrong entry is then the
     /// [`Error::Corrupt`] the `GET` would meet, not a 200 with another blob's size.
     #[cfg(feature = "server")]
     pub(crate) async fn size_resolved(&self, key: &BlobKey, asked: &Hash) -> Result<Option<u64>> {
         let Some(st) = self.backend.head(key).await? else {
             return Ok(None);
         };
-        match self.check_alias(key, asked, &st, Confirm::AsReads).await? {
+        match self.check_alias(key, asked, &st, Confirm::Read).await? {
             Checked::Holds => Ok(Some(st.size)),
             Checked::Gone => Ok(None),
             Checked::Differs(found) => Err(wrong_entry(asked, key, &found)),
@@ -126,25 +123,18 @@ impl Store {
             .digests
             .as_ref()
             .filter(|d| trusted && d.sha512 == *key.as_bytes());
-        let by_record = match confirm {
-            Confirm::Record => true,
-            Confirm::AsReads => self.verification == Verification::Fast,
-            Confirm::Read => false,
-        };
-        if by_record {
-            if let Some(d) = record {
-                let has = d.hash(asked.algorithm());
-                return Ok(if has.same_digest(asked) {
-                    Checked::Holds
-                } else {
-                    Checked::Differs(format!("{has} (recorded)"))
-                });
-            }
-            if confirm == Confirm::Record {
-                return Ok(Checked::Holds);
-            }
+        if confirm == Confirm::Read {
+            return self.hash_of(key, asked).await;
         }
-        self.hash_of(key, asked).await
+        let Some(d) = record else {
+            return Ok(Checked::Holds);
+        };
+        let has = d.hash(asked.algorithm());
+        Ok(if has.same_digest(asked) {
+            Checked::Holds
+        } else {
+            Checked::Differs(format!("{has} (recorded)"))
+        })
     }
 
     /// Reads the blob `key` whole and checks it against `asked`.
@@ -190,6 +180,7 @@ mod tests {
     use crate::backend::memory::MemoryBackend;
     use crate::backend::{Backend, PutHint};
     use crate::integrity::{Digests, MultiHasher};
+    use crate::store::Verification;
     use crate::{ErrorKind, PutOptions};
 
     fn sha1_of(bytes: &[u8]) -> Hash {
@@ -253,32 +244,39 @@ mod tests {
         assert!(!store.contains(&b.integrity()).await.expect("contains"));
     }
 
-    /// `stat` and `contains` by a sha1 whose index entry names another blob: where a read would
-    /// read the blob (`Full`), so do they, and find it is not the blob asked for; where a read
-    /// would trust B's record (`Fast` on memory), so do they, and a record that disagrees with the
-    /// entry (a stale entry beside a right record) is enough to refuse. Either way an error of
-    /// kind `Corrupt`, and the right sha1 still finds B.
+    /// `stat`, `contains` and a read by a sha1 whose index entry names another blob, in either
+    /// verification mode, with B's record as wrong as the entry (as the fs's one row has them)
+    /// or put right: each reads the blob and finds it is not the blob asked for, an error of kind
+    /// `Corrupt`, and the right sha1 still finds B. (`Fast` trusted B's record, which agreed with
+    /// the wrong entry, and said B was A.)
     #[tokio::test]
     async fn stat_and_contains_by_a_wrong_alias_do_not_claim_another_blob() {
         let memory = MemoryBackend::new();
         let (b, sha1_a) = wrong_alias(&memory).await;
         let by_sha1_a = Integrity::from(sha1_a);
-        let full = Store::new(memory.clone()).with_verification(Verification::Full);
-        let err = full.stat(&by_sha1_a).await.expect_err("B is not A");
-        assert_eq!(err.kind(), ErrorKind::Corrupt, "{err}");
-        let err = full.contains(&by_sha1_a).await.expect_err("B is not A");
-        assert_eq!(err.kind(), ErrorKind::Corrupt, "{err}");
-        // B's record put right again; the entry for A's sha1 stays behind, still naming B.
-        record(&memory, &b).await;
-        for mode in [Verification::Fast, Verification::Full] {
+        // Then with B's record put right again, the entry for A's sha1 left behind, naming B.
+        for (right_again, mode) in [
+            (false, Verification::Fast),
+            (false, Verification::Full),
+            (true, Verification::Fast),
+            (true, Verification::Full),
+        ] {
+            if right_again {
+                record(&memory, &b).await;
+            }
             let store = Store::new(memory.clone()).with_verification(mode);
             let err = store.stat(&by_sha1_a).await.expect_err("B is not A");
             assert_eq!(err.kind(), ErrorKind::Corrupt, "{mode:?}: {err}");
             let err = store.contains(&by_sha1_a).await.expect_err("B is not A");
             assert_eq!(err.kind(), ErrorKind::Corrupt, "{mode:?}: {err}");
+            let read = async { store.get(&by_sha1_a).await?.bytes().await };
+            let err = read.await.expect_err("B is not A");
+            assert_eq!(err.kind(), ErrorKind::Corrupt, "{mode:?}: {err}");
             let by_sha1_b = Integrity::from(b.hash(Algorithm::Sha1));
-            assert_eq!(store.stat(&by_sha1_b).await.expect("stat").digests, Some(b));
             assert!(store.contains(&by_sha1_b).await.expect("contains"));
+            if right_again {
+                assert_eq!(store.stat(&by_sha1_b).await.expect("stat").digests, Some(b));
+            }
         }
         // A sha1 no entry names is simply not there.
         let none = Integrity::from(sha1_of(b"blob C"));

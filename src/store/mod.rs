@@ -59,6 +59,8 @@ pub enum Verification {
     /// Against the blake3 digest recorded when the blob was verified on its way in, where the
     /// backend keeps such records itself ([`Backend::recorded_digests_trusted`]); otherwise as
     /// `Full`. blake3 runs at several GB/s, so verified reads cost little more than plain reads.
+    /// A read by sha1 or blake3 is checked against that hash (the record is no witness for the
+    /// alias entry that led to it: they are written together).
     #[default]
     Fast,
     /// Against the address itself (sha512, plus the sha1 or blake3 the caller asked by).
@@ -126,18 +128,19 @@ impl Store {
     }
 
     /// What a read of `key` is verified against: its sha512 and the hash the caller asked by when
-    /// that is another algorithm (a wrong alias must not serve the wrong bytes), or, in
-    /// [`Verification::Fast`] on a backend with trusted records, the recorded blake3 once the record
-    /// is seen to agree with the key and with what was asked.
+    /// that is another algorithm (a wrong alias must not serve the wrong bytes). In
+    /// [`Verification::Fast`] on a backend with trusted records: the hash asked by alone, for a
+    /// read by sha1 or blake3, and otherwise the recorded blake3 once the record is seen to agree
+    /// with the key. A read by alias is not checked against the record: the record sits beside
+    /// the alias entry that led to the blob (on the fs, in the same row), so a wrong entry comes
+    /// with a record that agrees with it, and only the bytes can tell.
     fn checks(&self, key: &BlobKey, asked: Option<Hash>, record: Option<&Digests>) -> Vec<Hash> {
         if self.verification == Verification::Fast && self.backend.recorded_digests_trusted() {
+            if let Some(asked) = asked {
+                return vec![asked];
+            }
             if let Some(d) = record.filter(|d| d.sha512 == *key.as_bytes()) {
-                let agrees = asked
-                    .as_ref()
-                    .is_none_or(|h| d.hash(h.algorithm()).same_digest(h));
-                if agrees {
-                    return vec![d.hash(Algorithm::Blake3)];
-                }
+                return vec![d.hash(Algorithm::Blake3)];
             }
         }
         let mut expect = vec![key.hash()];
@@ -237,23 +240,19 @@ impl Store {
 
     /// Whether a blob is stored under the address. By sha512, without reading it. By sha1 or
     /// blake3, the blob the alias index names is first confirmed to have that hash, as a read by
-    /// it would be: by its trusted record in [`Verification::Fast`] on fs or memory, otherwise by
-    /// reading it whole (on S3, Manta or HTTP a `GET` of the blob where a `HEAD` would do for a
-    /// sha512). A blob that does not have it is an error of kind `Corrupt`, not `false`: the index
+    /// it is: by reading it whole and hashing it (on S3, Manta or HTTP a `GET` of the blob where a
+    /// `HEAD` would do for a sha512). A blob that does not have it is an error of kind `Corrupt`, not `false`: the index
     /// entry is wrong, and the blob asked for may be stored all the same (`tarvault fsck` rebuilds
     /// the entry).
     pub async fn contains(&self, address: &Integrity) -> Result<bool> {
-        Ok(self
-            .locate(address, alias::Confirm::AsReads)
-            .await?
-            .is_some())
+        Ok(self.locate(address, alias::Confirm::Read).await?.is_some())
     }
 
     /// Facts about a stored blob. By sha512, without reading it; by sha1 or blake3, confirmed as
     /// [`contains`](Self::contains) says (which may read the blob).
     pub async fn stat(&self, address: &Integrity) -> Result<BlobInfo> {
         let (key, st) = self
-            .locate(address, alias::Confirm::AsReads)
+            .locate(address, alias::Confirm::Read)
             .await?
             .ok_or_else(|| Error::NotFound {
                 address: address.to_string(),
