@@ -233,9 +233,16 @@ fn read_exact_at(file: &File, path: &Path, offset: u64, len: usize) -> Result<By
     Ok(Bytes::from(buf))
 }
 
-/// Whether the file at `path` has the size and the blake3 digest of `record`: a stored copy
-/// checked before a put of the same bytes leaves it in place (see
-/// [`Backend::copy_holds`](crate::backend::Backend::copy_holds)). A file that is gone does not.
+/// Stored copies up to this size are hashed before a put of the same bytes leaves them in place;
+/// larger ones are checked by size only. A copy this small was written through the page cache
+/// (see [`DIRECT_WRITES_FROM`](super::DIRECT_WRITES_FROM)) and nearly always reads from it, in a
+/// few milliseconds at most; a GiB written around the cache reads back from the disk, which here
+/// took 2 s, more than the put itself. Nearly every npm tarball is under it.
+const HASHED_BEFORE_KEPT_UP_TO: u64 = super::DIRECT_WRITES_FROM;
+
+/// Whether the file at `path` has the size and (up to [`HASHED_BEFORE_KEPT_UP_TO`]) the blake3
+/// digest of `record`: a stored copy checked before a put of the same bytes leaves it in place
+/// (see [`Backend::copy_holds`](crate::backend::Backend::copy_holds)). A file that is gone does not.
 pub(super) fn file_has(path: &Path, record: &Digests) -> std::io::Result<bool> {
     let file = match File::open(path) {
         Ok(f) => f,
@@ -244,6 +251,9 @@ pub(super) fn file_has(path: &Path, record: &Digests) -> std::io::Result<bool> {
     };
     if file.metadata()?.len() != record.size {
         return Ok(false);
+    }
+    if record.size > HASHED_BEFORE_KEPT_UP_TO {
+        return Ok(true);
     }
     let mut hasher = blake3::Hasher::new();
     hasher.update_reader(std::io::BufReader::with_capacity(READ_CHUNK, file))?;
