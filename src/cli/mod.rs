@@ -38,8 +38,9 @@ pub(crate) mod exit {
     about = "Content-addressed, verified storage for package tarballs"
 )]
 struct Cli {
-    /// Where the store is: a directory, file:///dir[?fsync=false], memory:, s3://bucket/prefix or
-    /// manta://... (default: $TARVAULT_STORE, else ./tarvault-store).
+    /// Where the store is: a directory, file:///dir[?fsync=false], memory:, s3://bucket/prefix,
+    /// manta://..., http://host:port (read-only), or a configuration (config:FILE[#NAME], a .toml
+    /// or .json file, inline JSON) (default: $TARVAULT_STORE, else ./tarvault-store).
     #[arg(long, global = true, env = "TARVAULT_STORE")]
     store: Option<String>,
     #[command(subcommand)]
