@@ -14,6 +14,7 @@ use reqwest::{Method, StatusCode};
 
 use super::auth::Signer;
 use super::config::MantaConfig;
+use crate::backend::body::{read_capped, Capped};
 use crate::{Error, Result};
 
 /// Characters escaped in a path segment (everything but unreserved and sub-delims that Manta
@@ -324,28 +325,19 @@ impl MantaClient {
     }
 
     /// [`MantaClient::read_body`] of a body that may hold at most `max` bytes: `Ok(None)` as soon
-    /// as it holds more (the rest is not read). The buffer grows as bytes arrive; nothing is
-    /// reserved for the length the server claims.
+    /// as it holds more (the rest is not read). The buffer grows as bytes arrive (see
+    /// [`read_capped`]); at most 1 MiB is reserved for the length the server claims.
     pub(crate) async fn read_body_max(
         &self,
         method: &Method,
         path: &str,
-        mut resp: reqwest::Response,
+        resp: reqwest::Response,
         max: u64,
     ) -> Result<Option<Bytes>> {
-        let wait = self.config.response_timeout;
-        let body = async {
-            let mut body = bytes::BytesMut::new();
-            while let Some(chunk) = resp.chunk().await? {
-                if (body.len() + chunk.len()) as u64 > max {
-                    return Ok(None);
-                }
-                body.extend_from_slice(&chunk);
-            }
-            Ok(Some(body.freeze()))
-        };
-        let read = tokio::time::timeout(wait, body).await;
-        self.body_read(method, path, read)
+        let claimed = resp.content_length();
+        let read = read_capped(resp.bytes_stream(), claimed, max);
+        let read = tokio::time::timeout(self.config.response_timeout, read).await;
+        self.body_read(method, path, read).map(Capped::whole)
     }
 
     /// The outcome of reading a body within the response timeout, as a typed error.
