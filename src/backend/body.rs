@@ -17,6 +17,12 @@ use futures::{Stream, TryStreamExt};
 /// body longer than this grows its buffer as its bytes come.
 pub(crate) const RESERVE_MAX: u64 = 1 << 20;
 
+/// What is read of an error answer's body, for its message: an error body that means something is
+/// a line or a small JSON object (muskie's `{"code","message"}`, CouchDB's `{"error","reason"}`),
+/// and the message shows at most its first line. The rest is not waited for.
+#[cfg(any(feature = "manta", feature = "http", feature = "migrate"))]
+pub(crate) const MESSAGE_MAX: u64 = 4 << 10;
+
 /// A body read up to a limit.
 #[derive(Debug)]
 pub(crate) struct Capped {
