@@ -346,3 +346,47 @@ async fn a_huge_claimed_length_is_not_reserved_up_front() {
         .unwrap_or_else(|_| panic!("the read was still pending after 20 s"));
     assert_eq!(read.map_err(|e| e.kind()), Err(ErrorKind::Backend));
 }
+
+/// An upstream that answers an error with a long body and then goes silent: the error's message
+/// needs the body's first line only, so the read fails as a backend error at once with that line,
+/// instead of waiting on the rest until the read timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_error_body_is_read_for_its_start_only() {
+    use std::time::Duration;
+    use tarvault::backend::http::HttpBackend;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let at = listener.local_addr().unwrap_or_else(|e| panic!("{e}"));
+    tokio::spawn(async move {
+        let mut open = Vec::new();
+        while let Ok((mut sock, _)) = listener.accept().await {
+            let mut buf = vec![0u8; 8192];
+            let _ = sock.read(&mut buf).await;
+            let body = format!("upstream broke\n{}", "x".repeat(64 << 10));
+            let head = format!(
+                "HTTP/1.1 500 Internal Server Error\r\nContent-Length: {}\r\n\r\n",
+                body.len() + 1
+            );
+            let _ = sock.write_all(head.as_bytes()).await;
+            let _ = sock.write_all(body.as_bytes()).await;
+            open.push(sock); // one byte short, never closed
+        }
+    });
+    let upstream =
+        HttpBackend::open_url_with_timeout(&format!("http://{at}"), Duration::from_secs(60))
+            .unwrap_or_else(|e| panic!("{e}"));
+    let store = Store::new(upstream);
+    let address = addr(&sha512_sri(&noise(100, 9)));
+    let got = tokio::time::timeout(Duration::from_secs(20), store.get(&address))
+        .await
+        .unwrap_or_else(|_| panic!("the read was still pending after 20 s"));
+    let err = got
+        .err()
+        .unwrap_or_else(|| panic!("a 500 must be an error"));
+    assert_eq!(err.kind(), ErrorKind::Backend, "{err}");
+    assert!(err.to_string().contains("500"), "{err}");
+    assert!(err.to_string().contains("upstream broke"), "{err}");
+}

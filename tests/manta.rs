@@ -1220,3 +1220,45 @@ async fn an_oversized_marker_is_refused_unread() {
         assert!(text.contains("1024-byte limit"), "{text}");
     }
 }
+
+/// A stand-in server's answer to a marker GET: a 403 whose body is 64 KiB, with the connection
+/// then left open (as if more were coming).
+fn refused_at_length(target: &str) -> String {
+    if target.contains("/markers/") {
+        let body = format!(
+            "{{\"code\":\"AuthorizationFailed\",\"message\":\"{}\"}}",
+            "m".repeat(64 << 10)
+        );
+        format!(
+            "HTTP/1.1 403 Forbidden\r\nContent-Type: application/json\r\n\
+             Content-Length: {}\r\n\r\n{}",
+            body.len() + 1,
+            body
+        )
+    } else {
+        manta_common::not_found()
+    }
+}
+
+/// An error answer's body is read for its message only: its first bytes are enough, and the
+/// rest is not waited for, so an error body that is long and never finishes gives the error (of
+/// kind Backend, naming the object) at once, not after the response timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_error_body_is_read_for_its_start_only() {
+    let hash = tarvault::Hash::from_hex(tarvault::Algorithm::Sha1, &"ab".repeat(20)).expect("hash");
+    let url = manta_common::stand_in_held(refused_at_length).await;
+    let (backend, _keys) = manta_common::stand_in_backend(&url);
+    let got = tokio::time::timeout(Duration::from_secs(20), backend.resolve_alias(&hash))
+        .await
+        .expect("the lookup was still pending after 20 s");
+    let err = got.expect_err("a 403 must be an error");
+    assert_eq!(err.kind(), ErrorKind::Backend, "{err}");
+    let text = err.to_string();
+    assert!(text.contains("/markers/sha1/aba/abab"), "{text}");
+    assert!(text.contains("403"), "{text}");
+    assert!(text.contains("mmmm"), "{text}");
+    assert!(
+        text.len() < 16 << 10,
+        "the message holds only the body's start"
+    );
+}

@@ -239,3 +239,58 @@ async fn a_listing_whose_pages_do_not_advance_is_an_error() {
     assert_eq!(err.kind(), tarvault::ErrorKind::Backend, "{err}");
     assert!(err.to_string().contains("/blobs/abc"), "{err}");
 }
+
+/// A listing page of 1,024 well-formed entries with 8 KiB names, 8 MiB in all, chunked (no length
+/// said up front), for any listing under `blobs`.
+fn listing_streams_8_mib(target: &str) -> String {
+    if !target.contains("/blobs") {
+        return manta_common::not_found();
+    }
+    let name = "n".repeat(8 << 10);
+    let page: String = (0..1024)
+        .map(|i| format!("{{\"name\":\"{name}{i:04}\",\"type\":\"object\",\"size\":5}}\n"))
+        .collect();
+    format!(
+        "HTTP/1.1 200 OK\r\nContent-Type: application/x-json-stream; type=directory\r\n\
+         Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n{:x}\r\n{page}\r\n0\r\n\r\n",
+        page.len()
+    )
+}
+
+/// A listing page whose `Content-Length` claims 2^62 bytes (and sends one line).
+fn listing_claims_2_62(target: &str) -> String {
+    if !target.contains("/blobs") {
+        return manta_common::not_found();
+    }
+    "HTTP/1.1 200 OK\r\nContent-Type: application/x-json-stream; type=directory\r\n\
+     Content-Length: 4611686018427387904\r\n\r\n{\"name\":\"abc\",\"type\":\"directory\"}\n"
+        .into()
+}
+
+/// A listing page is at most 1,024 lines of a few hundred bytes: a page that is (or says it is)
+/// far larger fails the listing with a backend error naming the directory and the limit, by its
+/// `Content-Length` before its body is read, or once more than the limit has come; it is never
+/// read whole (nor waited for to its claimed end).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_listing_page_is_refused_unread() {
+    for (answer, says) in [
+        (
+            listing_streams_8_mib as fn(&str) -> String,
+            "more than 4194304 bytes",
+        ),
+        (listing_claims_2_62, "4611686018427387904 bytes"),
+    ] {
+        let url = manta_common::stand_in_held(answer).await;
+        let (backend, _keys) = manta_common::stand_in_backend(&url);
+        let walk = tarvault::backend::Backend::list(&backend).try_collect::<Vec<_>>();
+        let got = tokio::time::timeout(std::time::Duration::from_secs(20), walk)
+            .await
+            .expect("the listing was still going after 20 s");
+        let err = got.expect_err("an oversized listing page must be refused");
+        assert_eq!(err.kind(), tarvault::ErrorKind::Backend, "{err}");
+        let text = err.to_string();
+        assert!(text.contains("/stor/x/blobs"), "{text}");
+        assert!(text.contains(says), "{text}");
+        assert!(text.contains("4194304-byte limit"), "{text}");
+    }
+}

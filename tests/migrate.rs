@@ -4,6 +4,8 @@
 //! scripted per test (`fake.rs`).
 #![cfg(feature = "migrate")]
 
+#[path = "migrate/bounded.rs"]
+mod bounded;
 mod common;
 #[path = "migrate/fake.rs"]
 mod fake;

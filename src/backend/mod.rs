@@ -41,6 +41,13 @@ mod alias_map;
 mod alias_marker;
 #[cfg(any(feature = "s3", feature = "manta"))]
 mod alias_probe;
+#[cfg(any(
+    feature = "s3",
+    feature = "manta",
+    feature = "http",
+    feature = "migrate"
+))]
+pub(crate) mod body;
 pub mod compose;
 #[cfg(feature = "fs")]
 pub mod fs;

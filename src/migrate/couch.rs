@@ -16,7 +16,17 @@ use reqwest::{StatusCode, Url};
 use serde::Deserialize;
 
 use super::changes::Seq;
+use crate::backend::body::{read_capped, MESSAGE_MAX};
 use crate::{Error, Result};
+
+/// The most a JSON answer from CouchDB (a document, a `_changes` page with its documents) may hold
+/// by default ([`MigrateOptions::max_body`](super::MigrateOptions::max_body)): 256 MiB. An npm
+/// document (every version's package.json, readmes, times) can legitimately run to tens of MB for
+/// a package with thousands of versions, and npm's registry refuses a publish that would take one
+/// past 100 MB; CouchDB 2.x caps a document at 64 MB by default. The limit is there so that a
+/// broken or hostile server (an endless or absurdly long body) gets an error naming the request
+/// instead of the migration's whole memory.
+pub const DEFAULT_MAX_BODY: u64 = 256 << 20;
 
 /// Where to migrate from: a CouchDB server and database, with optional credentials.
 #[derive(Clone)]
@@ -159,6 +169,8 @@ pub struct DbInfo {
 pub struct CouchClient {
     source: CouchSource,
     http: reqwest::Client,
+    /// The most a JSON answer may hold ([`DEFAULT_MAX_BODY`] unless set).
+    max_body: u64,
 }
 
 /// How a request failed: worth retrying, or not.
@@ -192,7 +204,18 @@ impl CouchClient {
             .pool_idle_timeout(Duration::from_secs(2))
             .build()
             .map_err(|e| Error::Config(format!("cannot build HTTP client: {e}")))?;
-        Ok(CouchClient { source, http })
+        Ok(CouchClient {
+            source,
+            http,
+            max_body: DEFAULT_MAX_BODY,
+        })
+    }
+
+    /// This client, refusing a JSON answer (a document, a `_changes` page) of more than `max`
+    /// bytes instead of [`DEFAULT_MAX_BODY`].
+    pub fn with_max_body(mut self, max: u64) -> CouchClient {
+        self.max_body = max;
+        self
     }
 
     /// The source this client reads.
@@ -229,8 +252,14 @@ impl CouchClient {
         if status == StatusCode::NOT_FOUND {
             return Ok(None);
         }
-        let body = resp.text().await.unwrap_or_default();
-        let body: String = body.trim().chars().take(200).collect();
+        // Only the start is shown: it is all that is read, and the rest is not waited for.
+        let start = read_capped(resp.bytes_stream(), None, MESSAGE_MAX).await;
+        let body = start.map(|c| c.bytes).unwrap_or_default();
+        let body: String = String::from_utf8_lossy(&body)
+            .trim()
+            .chars()
+            .take(200)
+            .collect();
         let e = self.error(format!("{what}: HTTP {status}: {body}"));
         if status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS {
             Err(FetchError::Transient(e))
@@ -245,19 +274,47 @@ impl CouchClient {
         url: Url,
     ) -> std::result::Result<T, FetchError> {
         let req = self
-            .get(url)
+            .get(url.clone())
             .header(reqwest::header::ACCEPT, "application/json");
         let Some(resp) = self.send(what, req).await? else {
             return Err(FetchError::Fatal(
                 self.error(format!("{what}: HTTP 404 (no such database?)")),
             ));
         };
-        let bytes = resp.bytes().await.map_err(|e| {
-            FetchError::Transient(self.error(format!("{what}: {}", e.without_url())))
-        })?;
+        let bytes = self.body(what, &url, resp).await?;
         serde_json::from_slice(&bytes).map_err(|e| {
             FetchError::Fatal(self.error(format!("{what}: not the JSON CouchDB sends: {e}")))
         })
+    }
+
+    /// The body of a JSON answer to `url`, of at most `max_body` bytes: one that says (by its
+    /// `Content-Length`) or turns out to be longer is a fatal error naming the URL (asking again
+    /// would get the same), and nothing past the limit is read. A body cut off is transient.
+    async fn body(
+        &self,
+        what: &str,
+        url: &Url,
+        resp: reqwest::Response,
+    ) -> std::result::Result<bytes::Bytes, FetchError> {
+        let max = self.max_body;
+        let too_big = |size: String| {
+            FetchError::Fatal(self.error(format!(
+                "{what} {url}: the answer is {size} bytes, over the {max}-byte limit \
+                 (MigrateOptions::max_body); a `_changes` page holds `batch` documents, so a \
+                 smaller --batch asks for less at once"
+            )))
+        };
+        let claimed = resp.content_length();
+        if let Some(n) = claimed.filter(|n| *n > max) {
+            return Err(too_big(n.to_string()));
+        }
+        let read = read_capped(resp.bytes_stream(), claimed, max)
+            .await
+            .map_err(|e| {
+                FetchError::Transient(self.error(format!("{what}: {}", e.without_url())))
+            })?;
+        read.whole()
+            .ok_or_else(|| too_big(format!("more than {max}")))
     }
 
     /// `GET /db`: checks the database exists (and the credentials work).
@@ -319,15 +376,14 @@ impl CouchClient {
             #[serde(rename = "_rev")]
             rev: String,
         }
+        let url = self.source.url(&[id]);
         let req = self
-            .get(self.source.url(&[id]))
+            .get(url.clone())
             .header(reqwest::header::ACCEPT, "application/json");
         let Some(resp) = self.send("GET document", req).await? else {
             return Ok(None);
         };
-        let bytes = resp.bytes().await.map_err(|e| {
-            FetchError::Transient(self.error(format!("GET document: {}", e.without_url())))
-        })?;
+        let bytes = self.body("GET document", &url, resp).await?;
         let doc: Rev = serde_json::from_slice(&bytes).map_err(|e| {
             FetchError::Fatal(self.error(format!("GET document: not a CouchDB document: {e}")))
         })?;

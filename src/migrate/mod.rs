@@ -53,7 +53,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use changes::{ChangeRow, Seq};
 pub use checkpoint::State;
-pub use couch::{CouchClient, CouchSource};
+pub use couch::{CouchClient, CouchSource, DEFAULT_MAX_BODY};
 pub use mapping::MapEntry;
 pub use progress::{Progress, ProgressSnapshot};
 pub use report::{read_problems, Counts, OutcomeKind, Problem, Report, KEPT_PROBLEMS};
@@ -96,6 +96,10 @@ pub struct MigrateOptions {
     /// tarball the policy rejects is not stored, and one whose package.json names another
     /// package or version is not mapped. Both are failures.
     pub inspect: Option<crate::tarball::Policy>,
+    /// The most bytes a JSON answer from CouchDB (a `_changes` page with its `batch` documents, a
+    /// document) may hold; a larger one fails the run with an error naming the request, rather
+    /// than being read into memory whatever its size. Default: [`DEFAULT_MAX_BODY`] (256 MiB).
+    pub max_body: u64,
 }
 
 impl MigrateOptions {
@@ -113,6 +117,7 @@ impl MigrateOptions {
             checkpoint_interval: Duration::from_secs(1),
             checkpoint_docs: 500,
             inspect: None,
+            max_body: DEFAULT_MAX_BODY,
         }
     }
 }
@@ -190,7 +195,7 @@ impl Migration {
             ));
         }
         Ok(Migration {
-            client: CouchClient::new(source)?,
+            client: CouchClient::new(source)?.with_max_body(options.max_body),
             store,
             options,
             progress: Arc::new(Progress::default()),

@@ -240,6 +240,16 @@ pub fn unique() -> String {
 /// request's target (path and query) goes to `answer`, whose reply (status line, headers and
 /// body) is written as it is before the connection is closed.
 pub async fn stand_in(answer: fn(&str) -> String) -> String {
+    stand_in_with(answer, false).await
+}
+
+/// A [`stand_in`] that leaves each connection open once its reply is written (for a minute): a
+/// server whose body goes on after what it sent, as far as the client can tell.
+pub async fn stand_in_held(answer: fn(&str) -> String) -> String {
+    stand_in_with(answer, true).await
+}
+
+async fn stand_in_with(answer: fn(&str) -> String, hold: bool) -> String {
     use tokio::io::AsyncWriteExt;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
@@ -255,6 +265,10 @@ pub async fn stand_in(answer: fn(&str) -> String) -> String {
                 let head = String::from_utf8_lossy(&head).to_string();
                 let reply = answer(head.split(' ').nth(1).unwrap_or(""));
                 let _ = sock.write_all(reply.as_bytes()).await;
+                if hold {
+                    let _ = sock.flush().await;
+                    tokio::time::sleep(Duration::from_secs(60)).await;
+                }
                 let _ = sock.shutdown().await;
             });
         }

@@ -30,10 +30,26 @@ impl Req {
 }
 
 /// An answer: status, body, and how long to wait before sending it (a longpoll with nothing new).
+#[derive(Clone)]
 pub struct Resp {
     pub status: u16,
     pub body: Vec<u8>,
     pub delay: Duration,
+    pub length: Length,
+    /// Leave the connection open once the body is written (for a minute), instead of closing it:
+    /// a body that, as far as the client can tell, is not over.
+    pub hold: bool,
+}
+
+/// How an answer's length is told.
+#[derive(Clone, Copy)]
+pub enum Length {
+    /// `Content-Length` of the body.
+    Exact,
+    /// `Content-Length` of this many bytes, whatever the body holds.
+    Claimed(u64),
+    /// `Transfer-Encoding: chunked`: no length up front.
+    Chunked,
 }
 
 impl Resp {
@@ -42,6 +58,8 @@ impl Resp {
             status,
             body: serde_json::to_vec(&v).expect("json"),
             delay: Duration::ZERO,
+            length: Length::Exact,
+            hold: false,
         }
     }
 
@@ -50,6 +68,8 @@ impl Resp {
             status: 200,
             body: body.to_vec(),
             delay: Duration::ZERO,
+            length: Length::Exact,
+            hold: false,
         }
     }
 
@@ -95,14 +115,29 @@ pub async fn serve(handler: Handler) -> String {
                 };
                 let r = handler(&req);
                 tokio::time::sleep(r.delay).await;
+                let length = match r.length {
+                    Length::Exact => format!("Content-Length: {}", r.body.len()),
+                    Length::Claimed(n) => format!("Content-Length: {n}"),
+                    Length::Chunked => "Transfer-Encoding: chunked".into(),
+                };
                 let head = format!(
-                    "HTTP/1.1 {} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\
+                    "HTTP/1.1 {} X\r\nContent-Type: application/json\r\n{length}\r\n\
                      Connection: close\r\n\r\n",
                     r.status,
-                    r.body.len()
                 );
                 let _ = sock.write_all(head.as_bytes()).await;
-                let _ = sock.write_all(&r.body).await;
+                if let Length::Chunked = r.length {
+                    let size = format!("{:x}\r\n", r.body.len());
+                    let _ = sock.write_all(size.as_bytes()).await;
+                    let _ = sock.write_all(&r.body).await;
+                    let _ = sock.write_all(b"\r\n0\r\n\r\n").await;
+                } else {
+                    let _ = sock.write_all(&r.body).await;
+                }
+                if r.hold {
+                    let _ = sock.flush().await;
+                    tokio::time::sleep(Duration::from_secs(60)).await;
+                }
                 let _ = sock.shutdown().await;
             });
         }

@@ -136,17 +136,13 @@ async fn a_refused_version_s_attachment_is_not_also_an_orphan() {
 /// Package `id` (read from the feed at `1-a`) is deleted as soon as its attachment is asked for:
 /// the attachment at the current revision is 404, at `?rev=1-a` it is `old_rev` (what CouchDB
 /// serves until compaction), and the document itself answers `doc`.
-fn deleted_meanwhile(id: &'static str, old_rev: Option<&'static [u8]>, doc: Resp) -> Handler {
+pub fn deleted_meanwhile(id: &'static str, old_rev: Option<&'static [u8]>, doc: Resp) -> Handler {
     let rows = vec![row(1, id, json!({"shasum": sha1_hex(TGZ)}), TGZ)];
     let doc = Arc::new(doc);
     Arc::new(move |req| match req.segs.as_slice() {
         [_db] => Resp::json(200, json!({"db_name": "registry", "doc_count": 1})),
         [_db, c] if c == "_changes" => changes_page(&rows, req),
-        [_db, d] if d == id => Resp {
-            status: doc.status,
-            body: doc.body.clone(),
-            delay: doc.delay,
-        },
+        [_db, d] if d == id => (*doc).clone(),
         [_db, d, _] if d == id => match (req.q("rev"), old_rev) {
             (Some("1-a"), Some(bytes)) => Resp::bytes(bytes),
             _ => Resp::not_found(),

@@ -14,6 +14,7 @@ use reqwest::{Method, StatusCode};
 
 use super::auth::Signer;
 use super::config::MantaConfig;
+use crate::backend::body::{read_capped, Capped, MESSAGE_MAX};
 use crate::{Error, Result};
 
 /// Characters escaped in a path segment (everything but unreserved and sub-delims that Manta
@@ -307,45 +308,34 @@ impl MantaClient {
         Duration::from_millis(rand::thread_rng().gen_range(exp / 2..=exp))
     }
 
-    /// Reads a response's whole body, allowing it the configured response timeout: the timeout
-    /// in [`MantaClient::send`] ends once the head arrives, and a server that stalls mid-body
-    /// (or a connection that goes silent without closing) would otherwise hold the read forever.
-    /// For the small bodies read whole (markers, segments, listing pages, error bodies); a blob's
-    /// stream is bounded per chunk instead (`MantaBackend::stream_of`).
-    pub(crate) async fn read_body(
-        &self,
-        method: &Method,
-        path: &str,
-        resp: reqwest::Response,
-    ) -> Result<Bytes> {
-        let wait = self.config.response_timeout;
-        let read = tokio::time::timeout(wait, resp.bytes()).await;
-        self.body_read(method, path, read)
-    }
-
-    /// [`MantaClient::read_body`] of a body that may hold at most `max` bytes: `Ok(None)` as soon
-    /// as it holds more (the rest is not read). The buffer grows as bytes arrive; nothing is
-    /// reserved for the length the server claims.
+    /// Reads a response's body of at most `max` bytes, allowing it the configured response
+    /// timeout: the timeout in [`MantaClient::send`] ends once the head arrives, and a server that
+    /// stalls mid-body (or a connection that goes silent without closing) would otherwise hold the
+    /// read forever. `Ok(None)` as soon as it holds more than `max` (the rest is not read): every
+    /// body read whole (markers, segments, listing pages) has a limit of its own, so that a server
+    /// cannot make the process hold more (see [`read_capped`]). A blob's stream is bounded per
+    /// chunk instead (`MantaBackend::stream_of`).
     pub(crate) async fn read_body_max(
         &self,
         method: &Method,
         path: &str,
-        mut resp: reqwest::Response,
+        resp: reqwest::Response,
         max: u64,
     ) -> Result<Option<Bytes>> {
-        let wait = self.config.response_timeout;
-        let body = async {
-            let mut body = bytes::BytesMut::new();
-            while let Some(chunk) = resp.chunk().await? {
-                if (body.len() + chunk.len()) as u64 > max {
-                    return Ok(None);
-                }
-                body.extend_from_slice(&chunk);
-            }
-            Ok(Some(body.freeze()))
-        };
-        let read = tokio::time::timeout(wait, body).await;
+        let claimed = resp.content_length();
+        let read = read_capped(resp.bytes_stream(), claimed, max);
+        let read = tokio::time::timeout(self.config.response_timeout, read).await;
+        self.body_read(method, path, read).map(Capped::whole)
+    }
+
+    /// The first [`MESSAGE_MAX`] bytes of an error answer's body, within the response timeout: all
+    /// a message needs; the rest is not waited for.
+    async fn read_message(&self, method: &Method, path: &str, resp: reqwest::Response) -> Bytes {
+        let read = read_capped(resp.bytes_stream(), None, MESSAGE_MAX);
+        let read = tokio::time::timeout(self.config.response_timeout, read).await;
         self.body_read(method, path, read)
+            .map(|body| body.bytes)
+            .unwrap_or_default()
     }
 
     /// The outcome of reading a body within the response timeout, as a typed error.
@@ -372,8 +362,9 @@ impl MantaClient {
         }
     }
 
-    /// Turns a non-success response into a typed error (reading muskie's JSON body, within the
-    /// response timeout: a body that stalls leaves the message empty).
+    /// Turns a non-success response into a typed error (reading the start of muskie's JSON body,
+    /// within the response timeout: a body that stalls leaves the message empty, and one longer
+    /// than 4 KiB gives its first 4 KiB).
     pub async fn api_error(&self, method: &Method, path: &str, resp: reqwest::Response) -> Error {
         self.answer_error(
             method,
@@ -391,7 +382,7 @@ impl MantaClient {
     pub(crate) async fn answer_error(&self, method: &Method, path: &str, sent: Sent) -> Error {
         let Sent { resp, replayed } = sent;
         let status = resp.status().as_u16();
-        let body = self.read_body(method, path, resp).await.unwrap_or_default();
+        let body = self.read_message(method, path, resp).await;
         #[derive(serde::Deserialize)]
         struct Body {
             #[serde(default)]

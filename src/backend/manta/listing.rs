@@ -19,6 +19,12 @@ use crate::{Error, Result};
 /// Entries asked for a page.
 const LIMIT: usize = 1024;
 
+/// The most a listing page's body may hold: [`LIMIT`] lines of up to 4 KiB. A line is a few
+/// hundred bytes (a blob's 128-character name, its etag, size, type, MD5 and mtime); names of up
+/// to a few KiB still fit. A larger page is not one Manta sends, and is refused (with an error
+/// naming the directory) before it fills memory.
+const PAGE_MAX: u64 = LIMIT as u64 * 4096;
+
 /// One line of a Manta directory listing.
 #[derive(Debug, Clone, serde::Deserialize)]
 pub struct DirEntry {
@@ -159,8 +165,22 @@ impl MantaClient {
                     format!("{path} is not a directory (content type {ct:?})"),
                 ));
             }
-            match self.read_body(&Method::GET, path, resp).await {
-                Ok(body) => return Ok(Some(body)),
+            let too_big = |size: String| {
+                Error::backend(
+                    self.describe(),
+                    format!(
+                        "listing {path}: the page is {size} bytes, over the {PAGE_MAX}-byte \
+                         limit of a page of {LIMIT} entries; listing stopped"
+                    ),
+                )
+            };
+            if let Some(claimed) = resp.content_length().filter(|n| *n > PAGE_MAX) {
+                return Err(too_big(claimed.to_string()));
+            }
+            // Not fetched again when too large: the next answer would be no smaller.
+            match self.read_body_max(&Method::GET, path, resp, PAGE_MAX).await {
+                Ok(Some(body)) => return Ok(Some(body)),
+                Ok(None) => return Err(too_big(format!("more than {PAGE_MAX}"))),
                 Err(e) if attempt < attempts => {
                     tracing::debug!(error = %e, path, "listing cut off or stalled; fetching it again");
                     tokio::time::sleep(self.backoff(attempt)).await;

@@ -7,66 +7,62 @@ use std::ops::Range;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use futures::stream::BoxStream;
 use futures::{StreamExt, TryStreamExt};
 use object_store::path::Path;
-use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions};
+use object_store::{GetOptions, ObjectStore, ObjectStoreExt, PutMode, PutOptions};
 
 use super::errors::{absent_ok, backend_error};
 use super::keys::Keys;
 use super::writer::put_create;
 use crate::backend::alias_log::{SegmentStore, SEGMENT_MAX};
 use crate::backend::alias_marker::{Listed, MarkerStore, MARKER_MAX};
+use crate::backend::body::read_capped;
 use crate::integrity::Algorithm;
 use crate::{Error, Result};
 
-/// Memory reserved for a body before its bytes arrive.
-const RESERVE_MAX: u64 = 1 << 20;
-
-/// The whole body of `path`, a `what` (a marker, a segment) of at most `max` bytes, or `None` if
-/// there is none. The size the server claims (its `Content-Length`) is checked against `max`
-/// before anything is read, and is not taken as the size of the buffer (object_store's
-/// `GetResult::bytes` reserves it whole, so a claim of 2^62 bytes aborted the process): the body
-/// is read into a buffer that grows as bytes arrive, up to `max`.
+/// The whole body of `path` (or of its `range`), a `what` (a marker, a segment) of at most `max`
+/// bytes, or `None` if there is none. The size of the answer (its `Content-Length`) is checked
+/// against `max` before anything is read, and is not taken as the size of the buffer
+/// (object_store's `GetResult::bytes` reserves it whole, so a claim of 2^62 bytes aborted the
+/// process); the body is read by [`read_capped`], which stops once it holds more than `max`.
 async fn get_small(
     store: &dyn ObjectStore,
     describe: &str,
     what: &str,
     path: &Path,
-    max: u64,
+    (range, max): (Option<Range<u64>>, u64),
 ) -> Result<Option<Bytes>> {
     let op = format!("read {what}");
-    let Some(got) = absent_ok(describe, &op, store.get(path).await)? else {
+    let opts = GetOptions {
+        range: range.map(Into::into),
+        ..GetOptions::default()
+    };
+    let Some(got) = absent_ok(describe, &op, store.get_opts(path, opts).await)? else {
         return Ok(None);
     };
-    let too_big = |size: u64| {
+    let too_big = |size: String| {
         Error::backend(
             describe,
             format!(
-                "{op} {path}: the object is {size} bytes, over the {max}-byte limit of an {what}"
+                "{op} {path}: the answer is {size} bytes, over the {max}-byte limit of an {what}"
             ),
         )
     };
-    let claimed = got.meta.size;
+    // The length of what is sent: the object's size, or the range's (object_store checks that a
+    // ranged answer's Content-Range is the range asked for).
+    let claimed = got.range.end.saturating_sub(got.range.start);
     if claimed > max {
-        return Err(too_big(claimed));
+        return Err(too_big(claimed.to_string()));
     }
-    let reserve = usize::try_from(claimed.min(RESERVE_MAX)).unwrap_or(0);
-    let mut body = BytesMut::with_capacity(reserve);
-    let mut stream = got.into_stream();
-    loop {
-        match stream.try_next().await {
-            Ok(Some(chunk)) => {
-                body.extend_from_slice(&chunk);
-                if body.len() as u64 > max {
-                    return Err(too_big(body.len() as u64));
-                }
-            }
-            Ok(None) => return Ok(Some(body.freeze())),
-            // Gone since it answered: as if it had not been there.
-            Err(e) => return absent_ok(describe, &op, Err(e)),
-        }
+    match read_capped(got.into_stream(), Some(claimed), max).await {
+        Ok(body) => match body.whole() {
+            Some(body) => Ok(Some(body)),
+            None => Err(too_big(format!("more than {max}"))),
+        },
+        // Gone since it answered: as if it had not been there.
+        Err(e) => absent_ok(describe, &op, Err(e)),
     }
 }
 
@@ -116,7 +112,7 @@ impl MarkerStore for S3Markers {
             &self.describe,
             "alias marker",
             &path,
-            MARKER_MAX,
+            (None, MARKER_MAX),
         )
         .await
     }
@@ -187,14 +183,24 @@ impl SegmentStore for S3Segments {
             &self.describe,
             "alias segment",
             &path,
-            SEGMENT_MAX,
+            (None, SEGMENT_MAX),
         )
         .await
     }
 
+    /// The range's bytes, and no more: `ObjectStore::get_range` reads whatever the answer's body
+    /// holds, which a chunked body with the right `Content-Range` can make endless.
     async fn get_range(&self, name: &str, range: Range<u64>) -> Result<Option<Bytes>> {
-        let got = self.store.get_range(&self.path(name), range).await;
-        absent_ok(&self.describe, "read alias segment", got)
+        let max = range.end.saturating_sub(range.start);
+        let path = self.path(name);
+        get_small(
+            self.store.as_ref(),
+            &self.describe,
+            "alias segment range",
+            &path,
+            (Some(range), max),
+        )
+        .await
     }
 
     async fn list(&self) -> Result<Vec<(String, u64)>> {
@@ -227,5 +233,68 @@ impl SegmentStore for S3Segments {
 
     fn describe(&self) -> String {
         self.describe.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::s3::S3Config;
+    use crate::ErrorKind;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// A stand-in S3 server answering every GET with the first ten bytes of a 100-byte object
+    /// (as its `Content-Range` says), but a `Content-Length` and a body of 1 MiB.
+    async fn overlong_ranges() -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let at = listener.local_addr().unwrap_or_else(|e| panic!("{e}"));
+        tokio::spawn(async move {
+            while let Ok((mut sock, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 8192];
+                    let _ = sock.read(&mut buf).await;
+                    let body = vec![b'x'; 1 << 20];
+                    let head = format!(
+                        "HTTP/1.1 206 Partial Content\r\nContent-Range: bytes 0-9/100\r\n\
+                         ETag: \"x\"\r\nLast-Modified: Wed, 01 Jan 2020 00:00:00 GMT\r\n\
+                         Content-Length: {}\r\nConnection: close\r\n\r\n",
+                        body.len()
+                    );
+                    let _ = sock.write_all(head.as_bytes()).await;
+                    let _ = sock.write_all(&body).await;
+                    let _ = sock.shutdown().await;
+                });
+            }
+        });
+        format!("http://{at}")
+    }
+
+    /// A range of a segment is read up to its length and no further: an answer whose body goes
+    /// on past it (its `Content-Range` right, its length not) is a backend error naming
+    /// the segment, not a megabyte (or an endless stream) read into memory.
+    #[tokio::test]
+    async fn a_range_answered_with_more_is_refused() {
+        let mut c = S3Config::new("bucket", "p");
+        c.endpoint = Some(overlong_ranges().await);
+        c.allow_http = Some(true);
+        c.region = Some("us-east-1".into());
+        c.credentials = Some(("key".into(), "secret".into()));
+        c.max_retries = 0;
+        let store = c.build().unwrap_or_else(|e| panic!("{e}"));
+        let segments = S3Segments {
+            store: Arc::new(store),
+            dir: Path::from("p/alias/log"),
+            describe: "s3 stand-in".into(),
+        };
+        let got = segments.get_range("seg1", 0..10).await;
+        let err = got
+            .err()
+            .unwrap_or_else(|| panic!("an overlong range must be refused"));
+        assert_eq!(err.kind(), ErrorKind::Backend, "{err}");
+        let text = err.to_string();
+        assert!(text.contains("p/alias/log/seg1"), "{text}");
+        assert!(text.contains("more than 10 bytes"), "{text}");
     }
 }
