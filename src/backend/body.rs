@@ -28,7 +28,13 @@ pub(crate) const MESSAGE_MAX: u64 = 4 << 10;
 pub(crate) struct Capped {
     /// The body's first bytes: all of it, or the first `max` bytes when it went on.
     pub(crate) bytes: Bytes,
-    /// Whether the body went on past `max` bytes (what followed was not read).
+    /// Whether the body went on past `max` bytes (what followed was not read). Read by
+    /// [`Capped::whole`]; a build whose only reader is the `http` backend's error message
+    /// (which keeps the first bytes either way) has no use for it.
+    #[cfg_attr(
+        not(any(feature = "s3", feature = "manta", feature = "migrate", test)),
+        allow(dead_code)
+    )]
     pub(crate) cut: bool,
 }
 

@@ -123,7 +123,8 @@ impl MantaClient {
                 return Err(Error::backend(
                     self.describe(),
                     format!(
-                        "listing {path}: the page from marker {at:?} ends at {end:?}, not past                          it (the server does not page by marker); listing stopped"
+                        "listing {path}: the page from marker {at:?} ends at {end:?}, not past \
+                         it (the server does not page by marker); listing stopped"
                     ),
                 ));
             }
