@@ -98,6 +98,11 @@ pub(crate) fn plan(row: &ChangeRow) -> DocPlan {
             Problem::doc(OutcomeKind::Unreadable, id, why),
         )
     };
+    if unaddressable(id) {
+        return unreadable(
+            "a document id of `.` or `..` cannot be asked for: HTTP removes it from the path",
+        );
+    }
     let Some(doc) = row.doc.as_ref() else {
         return unreadable("the feed carried no document body");
     };
@@ -209,12 +214,32 @@ fn locate<'a>(
             .with_file(&file),
         ));
     };
+    if unaddressable(&attachment) {
+        return Err(Box::new(
+            Problem::doc(
+                OutcomeKind::Unreadable,
+                id,
+                format!(
+                    "attachment {attachment:?} cannot be asked for: HTTP removes it from the path"
+                ),
+            )
+            .with_version(version)
+            .with_file(&file),
+        ));
+    }
     Ok(Located {
         dist,
         file,
         attachment,
         stub,
     })
+}
+
+/// Whether a path segment cannot be sent: a URL's `.` and `..` segments (also percent-encoded)
+/// are resolved away by every URL parser, so a request for the document or attachment so named
+/// would ask for its parent instead (the database, the document).
+fn unaddressable(segment: &str) -> bool {
+    matches!(segment, "." | "..")
 }
 
 /// The job for a located version: every digest its document offers, each kept with its field.
@@ -277,10 +302,15 @@ fn plan_version(
     }
     // Strongest first, so that bytes wrong everywhere are reported against the most trusted field.
     checks.sort_by_key(|(_, i)| std::cmp::Reverse(i.strongest()));
-    let size = stub
-        .get("length")
-        .and_then(Value::as_u64)
-        .map(|n| (format!("_attachments[{attachment:?}].length"), n));
+    let size = match stub.get("length") {
+        None | Some(Value::Null) => None,
+        Some(n) => {
+            let n = n
+                .as_u64()
+                .ok_or_else(|| unreadable(format!("attachment length {n} is not a byte count")))?;
+            Some((format!("_attachments[{attachment:?}].length"), n))
+        }
+    };
     Ok(TarballJob {
         name: id.to_string(),
         version: version.to_string(),
@@ -475,6 +505,48 @@ mod tests {
             .and_then(|(_, pr)| pr.clone())
             .unwrap_or_else(|| panic!("missing"));
         assert_eq!(missing.file.as_deref(), Some("is-number-8.0.0.tgz"));
+    }
+
+    /// What cannot be asked for or checked is unreadable, not a failure of the run: a document
+    /// or attachment named `.` or `..` (a request would reach its parent: the database, the
+    /// document) and an attachment length that is not a byte count (it was ignored).
+    #[test]
+    fn unaddressable_names_and_bad_lengths_are_unreadable() {
+        let version = |tarball: &str, length: Value| {
+            json!({"versions": {"1.0.0": {"dist": {"shasum": SHA1, "tarball": tarball}}},
+                "_attachments": {"..": {"digest": MD5, "length": length, "stub": true},
+                    "a-1.0.0.tgz": {"digest": MD5, "length": length, "stub": true}}})
+        };
+        let kinds = |p: DocPlan| -> Vec<(OutcomeKind, String)> {
+            p.decided
+                .into_iter()
+                .filter(|(k, _)| *k != OutcomeKind::Orphan)
+                .map(|(k, pr)| (k, pr.map(|pr| pr.detail).unwrap_or_default()))
+                .collect()
+        };
+        let unreadable = |why: &str| vec![(OutcomeKind::Unreadable, why.to_string())];
+        for id in [".", ".."] {
+            let p = plan(&row(id, version("http://r/a/-/a-1.0.0.tgz", json!(1))));
+            assert!(p.jobs.is_empty(), "{id}");
+            let why =
+                "a document id of `.` or `..` cannot be asked for: HTTP removes it from the path";
+            assert_eq!(kinds(p), unreadable(why), "{id}");
+        }
+        let p = plan(&row("a", version("a/-/..", json!(1))));
+        assert!(p.jobs.is_empty());
+        let why = "attachment \"..\" cannot be asked for: HTTP removes it from the path";
+        assert_eq!(kinds(p), unreadable(why));
+        for length in [json!(-5), json!("3619"), json!(1.5)] {
+            let p = plan(&row(
+                "a",
+                version("http://r/a/-/a-1.0.0.tgz", length.clone()),
+            ));
+            assert!(p.jobs.is_empty(), "{length}");
+            let why = format!("attachment length {length} is not a byte count");
+            assert_eq!(kinds(p), unreadable(&why), "{length}");
+        }
+        let p = plan(&row("a", version("http://r/a/-/a-1.0.0.tgz", Value::Null)));
+        assert_eq!(p.jobs.len(), 1, "no length: nothing to check it against");
     }
 
     #[test]
