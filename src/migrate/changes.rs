@@ -5,6 +5,7 @@
 //! `"5-g1AAAA…"` on 2.x and later, arrays on BigCouch. They are kept as JSON and echoed back
 //! unchanged, never compared or incremented.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::time::Duration;
 
@@ -14,7 +15,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::couch::{CouchClient, FetchError};
-use crate::Result;
+use crate::{Error, Result};
 
 /// A `_changes` sequence value, kept exactly as the server sent it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -104,6 +105,45 @@ pub(crate) struct FeedOptions {
 /// Attempts for one `_changes` request before the feed gives up.
 const ATTEMPTS: u32 = 5;
 
+/// How many pages with rows one position may start before the feed is taken to go round in
+/// circles.
+const VISITS: u8 = 3;
+
+/// Positions remembered by [`Visits`]: a few hundred KB at most, forgotten all at once when full.
+const REMEMBERED: usize = 4096;
+
+/// The positions pages with rows were read from, and how often. A feed may go back: CouchDB
+/// rewinds it when a shard is replaced, and the rows come again, which the migration takes as
+/// already done. But a feed that keeps coming back to the same position (a broken or hostile
+/// server) would hold a run that does not `--follow` forever, counting the same documents again
+/// and again. A position is compared as the server wrote it, never ordered (see the module docs).
+#[derive(Default)]
+struct Visits(HashMap<String, u8>);
+
+impl Visits {
+    /// Notes a page with rows read from `since`; an error once that position has started
+    /// [`VISITS`] of them.
+    fn page_from(&mut self, client: &CouchClient, since: Option<&Seq>) -> Result<()> {
+        let key = since.map_or_else(String::new, |s| s.0.to_string());
+        if self.0.len() >= REMEMBERED && !self.0.contains_key(&key) {
+            self.0.clear();
+        }
+        let n = self.0.entry(key).or_insert(0);
+        *n += 1;
+        if *n < VISITS {
+            return Ok(());
+        }
+        let at = since.map_or_else(|| "the start".to_string(), |s| format!("seq {s}"));
+        Err(Error::backend(
+            client.source().to_string(),
+            format!(
+                "_changes: the feed came back to {at} {n} times with rows: it goes round in \
+                 circles and would never end; stopped (what was done is saved)"
+            ),
+        ))
+    }
+}
+
 /// Starts a task that reads the feed into a bounded channel: the channel's capacity is the
 /// back-pressure (the feed is read only as fast as documents are taken off it), and a separate
 /// task means a batch request is never abandoned half-way because a document finished.
@@ -129,12 +169,16 @@ async fn feed(
 ) -> Result<()> {
     let mut since = options.since.clone();
     let mut longpoll = false;
+    let mut visits = Visits::default();
     loop {
         let page = tokio::select! {
             _ = stop.cancelled() => return Ok(()),
             page = fetch_page(client, since.as_ref(), options.batch, longpoll) => page?,
         };
         let n = page.results.len();
+        if n > 0 {
+            visits.page_from(client, since.as_ref())?;
+        }
         tracing::debug!(rows = n, since = ?since, longpoll, "changes page");
         for row in page.results {
             since = Some(row.seq.clone());

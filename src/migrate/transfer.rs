@@ -170,6 +170,17 @@ pub(crate) async fn transfer(ctx: &Context, job: TarballJob) -> Result<Transferr
                 retry(&Error::Input(e));
                 tokio::time::sleep(backoff(attempt)).await;
             }
+            // Named, since the run ends on it: which tarball, from where, after how many tries.
+            Err(Error::Input(e)) => {
+                return Err(Error::Backend {
+                    backend: ctx.client.source().to_string(),
+                    message: format!(
+                        "downloading {}: the body broke off {ATTEMPTS} times",
+                        job.label()
+                    ),
+                    source: Some(Box::new(e)),
+                })
+            }
             Err(e) => return Err(e),
         }
     }

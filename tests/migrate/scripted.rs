@@ -385,3 +385,82 @@ async fn an_existing_mapping_without_a_state_file_is_refused() {
         .expect("run");
     assert_eq!(s.report.counts.migrated, 1);
 }
+
+/// A feed that keeps going back (from seq 2 it sends seq 1 again, from 1 it sends 2: a broken or
+/// hostile server) ends a run that does not follow with a Backend error naming the position,
+/// after the same position started a few pages, instead of running forever and counting the
+/// same documents again and again. Both packages are mapped once.
+#[tokio::test]
+async fn a_feed_that_goes_round_in_circles_stops_the_run() {
+    let (a, b) = (b"tarball of a".to_vec(), b"tarball of b".to_vec());
+    let rows = vec![
+        row(1, "a", json!({"shasum": sha1_hex(&a)}), &a),
+        row(2, "b", json!({"shasum": sha1_hex(&b)}), &b),
+    ];
+    let served = atts(&[("a", &a), ("b", &b)]);
+    let pages = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = pages.clone();
+    let handler: Handler = Arc::new(move |req| match req.segs.as_slice() {
+        [_db] => Resp::json(200, json!({"db_name": "registry", "doc_count": 2})),
+        [_db, c] if c == "_changes" => {
+            counted.fetch_add(1, Ordering::SeqCst);
+            let results = match req.q("since") {
+                Some("2") => vec![rows[0].clone()],
+                Some("1") => vec![rows[1].clone()],
+                _ => rows.clone(),
+            };
+            let last = results.last().map(|r| r["seq"].clone());
+            Resp::json(200, json!({"results": results, "last_seq": last}))
+        }
+        [_db, id, att] => match served.get(&(id.clone(), att.clone())) {
+            Some(bytes) => Resp::bytes(bytes),
+            None => Resp::not_found(),
+        },
+        _ => Resp::not_found(),
+    });
+    let url = serve(handler).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let migration = migration(&url, dir.path(), |_| {}).await;
+    let err = tokio::time::timeout(std::time::Duration::from_secs(30), migration.run())
+        .await
+        .expect("the run never ended")
+        .expect_err("a feed going round in circles is an error");
+    assert_eq!(err.kind(), ErrorKind::Backend, "{err}");
+    assert!(err.to_string().contains("seq 2"), "{err}");
+    assert!(
+        pages.load(Ordering::SeqCst) < 20,
+        "stopped after a few pages"
+    );
+    assert_eq!(map_text(dir.path()).lines().count(), 2);
+}
+
+/// An attachment whose body breaks off every time (the server claims more than it sends) ends the
+/// run, after its retries, with a Backend error that names the tarball, not a bare "reading input
+/// failed". Nothing is stored or mapped.
+#[tokio::test]
+async fn a_download_that_always_breaks_off_names_its_tarball() {
+    let a = b"tarball of a".to_vec();
+    let rows = vec![row(1, "a", json!({"shasum": sha1_hex(&a)}), &a)];
+    let served = a.clone();
+    let handler: Handler = Arc::new(move |req| match req.segs.as_slice() {
+        [_db] => Resp::json(200, json!({"db_name": "registry", "doc_count": 1})),
+        [_db, c] if c == "_changes" => changes_page(&rows, req),
+        [_db, _id, _att] => {
+            let mut r = Resp::bytes(&served[..4]);
+            r.length = crate::fake::Length::Claimed(served.len() as u64);
+            r
+        }
+        _ => Resp::not_found(),
+    });
+    let url = serve(handler).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let err = migration(&url, dir.path(), |_| {})
+        .await
+        .run()
+        .await
+        .expect_err("the body never comes whole");
+    assert_eq!(err.kind(), ErrorKind::Backend, "{err}");
+    assert!(err.to_string().contains("a@1.0.0 (a-1.0.0.tgz)"), "{err}");
+    assert_eq!(blob_count(dir.path()).await, 0);
+    assert_eq!(map_text(dir.path()), "");
+}
