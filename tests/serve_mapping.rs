@@ -255,6 +255,31 @@ async fn a_url_mapped_to_two_blobs_is_refused() {
     assert_eq!(status(&server, &url(1)).await, 200, "the first blob stays");
 }
 
+/// A mapping whose last line runs on without end (here 4 MiB of `x` and no newline: a damaged
+/// file, or one that is not a mapping) is refused with an error naming the byte where that line
+/// starts, read no further than 64 KiB past it, instead of held whole in memory and read again
+/// on every miss. A last line still being written (short, no newline yet) is waited for.
+#[tokio::test]
+async fn a_line_without_end_is_refused_not_read_whole() {
+    let f = Fixture::new().await;
+    let one = f.blob(1).await;
+    f.append(&one);
+    f.append(r#"{"name":"pkg-2","vers"#);
+    let server = f.server();
+    assert_eq!(
+        status(&server, &url(1)).await,
+        200,
+        "a line being written waits"
+    );
+    f.append(&"x".repeat(4 << 20));
+    let err = Server::with_mapping_file(f.store.clone(), &f.map)
+        .err()
+        .unwrap_or_else(|| panic!("a line without end was accepted"));
+    let text = err.to_string();
+    assert!(text.contains(&format!("at byte {}", one.len())), "{text}");
+    assert!(text.contains("longer than 65536 bytes"), "{text}");
+}
+
 /// Where no database can be made beside the mapping (here its name is taken by a directory; a
 /// read-only directory does the same for a user other than root), the servers of the host keep one
 /// in the temp directory (`TMPDIR`), named after the mapping, and share it: two real processes

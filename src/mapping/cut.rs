@@ -20,7 +20,7 @@
 //! mark's bytes match (another file put at its path) agrees nowhere and is read again whole.
 
 use std::fs::File;
-use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
+use std::io::{BufReader, Read, Seek, SeekFrom};
 use std::path::Path;
 
 use rusqlite::{params, Connection, OptionalExtension};
@@ -201,7 +201,7 @@ fn kept_lines(
     let (mut at, mut line) = (from, Vec::new());
     while at < consumed {
         line.clear();
-        let n = reader.read_until(b'\n', &mut line).map_err(Compare::Io)?;
+        let n = super::read::read_line(&mut reader, &mut line).map_err(Compare::Io)?;
         if n == 0 || !line.ends_with(b"\n") {
             break;
         }

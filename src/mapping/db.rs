@@ -27,7 +27,7 @@
 #![cfg_attr(not(all(feature = "server", feature = "migrate")), allow(dead_code))]
 
 use std::fs::File;
-use std::io::{BufRead, BufReader, Seek, SeekFrom};
+use std::io::{BufReader, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
@@ -196,8 +196,7 @@ impl MapDb {
         file.seek(SeekFrom::Start(at.max(0) as u64))
             .map_err(io("seek"))?;
         let mut line = Vec::new();
-        BufReader::with_capacity(4096, file)
-            .read_until(b'\n', &mut line)
+        super::read::read_line(&mut BufReader::with_capacity(4096, file), &mut line)
             .map_err(io("read"))?;
         match serde_json::from_slice::<MapEntry>(line.trim_ascii()) {
             Ok(e) if e.name == name && e.version == version => Ok(Some(e)),

@@ -61,9 +61,16 @@ pub(super) fn read_batch(tx: &Connection, mapping: &Path, db: &Path) -> Result<B
     let mut marks = Vec::new();
     while lines < BATCH {
         line.clear();
-        let n = reader.read_until(b'\n', &mut line).map_err(io("read"))?;
+        let n = read_line(&mut reader, &mut line).map_err(io("read"))?;
         if n == 0 {
             break;
+        }
+        if line.len() as u64 > LINE_MAX {
+            return Err(Error::Config(format!(
+                "mapping {} at byte {consumed} has a line longer than {LINE_MAX} bytes: not a \
+                 mapping entry",
+                mapping.display()
+            )));
         }
         let text = line.trim_ascii();
         if !text.is_empty() {
@@ -174,4 +181,15 @@ pub(crate) fn sha512_of(entry: &MapEntry) -> Result<BlobKey> {
                 entry.name, entry.version
             ))
         })
+}
+
+/// The longest line a mapping may hold: an entry is a few hundred bytes (npm caps a name at 214),
+/// so a longer line is not one (a damaged file, or one that is not a mapping), and is not read
+/// into memory whatever its length.
+pub(super) const LINE_MAX: u64 = 64 << 10;
+
+/// Reads one line of a mapping, with its `\n`, into `line`, but no more than [`LINE_MAX`] + 1
+/// bytes: a line longer than [`LINE_MAX`] comes back cut, without its `\n`.
+pub(super) fn read_line<R: BufRead>(reader: &mut R, line: &mut Vec<u8>) -> std::io::Result<usize> {
+    std::io::Read::take(reader, LINE_MAX + 1).read_until(b'\n', line)
 }
