@@ -506,3 +506,73 @@ async fn a_version_with_build_metadata_publishes_as_npm_sends_it() {
     assert!(matches!(err, Error::PackageMismatch { .. }), "{err:?}");
     assert_eq!(stored(&store).await, 0);
 }
+
+/// `<algorithm>-<base64>` of `data` for the algorithms npm's `integrity` may name beside sha512.
+fn sri(algorithm: &str, data: &[u8]) -> String {
+    use sha2::Digest;
+    let digest = match algorithm {
+        "sha256" => sha2::Sha256::digest(data).to_vec(),
+        "sha384" => sha2::Sha384::digest(data).to_vec(),
+        "md5" => md5::Md5::digest(data).to_vec(),
+        _ => panic!("{algorithm}"),
+    };
+    format!("{algorithm}-{}", B64.encode(digest))
+}
+
+/// Every algorithm of `dist.integrity` must hold, not only those tarvault addresses blobs by: a
+/// right sha512 beside a wrong sha256, sha384 or md5 is refused with nothing stored, whether
+/// `versions` comes before the attachment (npm's order) or after it; right ones are accepted.
+#[tokio::test]
+async fn every_algorithm_of_the_integrity_is_checked() {
+    let tgz = noise(200_000, 21);
+    let other = noise(200_000, 22);
+    for algorithm in ["sha256", "sha384", "md5"] {
+        for attachment_first in [false, true] {
+            let case = format!("{algorithm}, attachment first: {attachment_first}");
+            let body = |integrity: String| {
+                let mut doc = npm_doc("p", "1.0.0", &tgz);
+                doc["versions"]["1.0.0"]["dist"]["integrity"] = json!(integrity);
+                if !attachment_first {
+                    return text(&doc);
+                }
+                format!(
+                    r#"{{"_attachments":{},"name":"p","versions":{}}}"#,
+                    doc["_attachments"], doc["versions"]
+                )
+                .into_bytes()
+            };
+            let wrong = format!("{} {}", sha512_sri(&tgz), sri(algorithm, &other));
+            let store = Store::memory();
+            let err = publish(&store, &body(wrong), 65_536)
+                .await
+                .expect_err(&case);
+            assert_eq!(err.kind(), ErrorKind::IntegrityMismatch, "{case}: {err}");
+            assert!(err.to_string().contains("dist.integrity"), "{case}: {err}");
+            assert!(err.to_string().contains(algorithm), "{case}: {err}");
+            assert_eq!(stored(&store).await, 0, "{case}: nothing stored");
+
+            let right = format!("{} {}", sha512_sri(&tgz), sri(algorithm, &tgz));
+            let p = publish(&store, &body(right), 65_536)
+                .await
+                .unwrap_or_else(|e| panic!("{case}: {e}"));
+            assert!(p.tarball.is_some_and(|t| t.stored), "{case}");
+        }
+    }
+    // An algorithm tarvault does not know is ignored beside a known one (as npm's ssri does),
+    // and alone it is refused: the tarball could not be verified.
+    let mut doc = npm_doc("p", "1.0.0", &tgz);
+    doc["versions"]["1.0.0"]["dist"]["integrity"] =
+        json!(format!("{} sha3-AAAA", sha512_sri(&tgz)));
+    let store = Store::memory();
+    publish(&store, &text(&doc), 65_536)
+        .await
+        .expect("an unknown algorithm beside sha512");
+    let mut doc = npm_doc("p", "1.0.0", &tgz);
+    doc["versions"]["1.0.0"]["dist"] = json!({"integrity": "sha3-AAAA"});
+    let store = Store::memory();
+    let err = publish(&store, &text(&doc), 65_536)
+        .await
+        .expect_err("only an unknown algorithm");
+    assert_eq!(err.kind(), ErrorKind::InvalidInput, "{err}");
+    assert_eq!(stored(&store).await, 0);
+}

@@ -8,7 +8,8 @@
 //! with serde_json at the end. The attachment's `data` is decoded on the fly (`base64.rs`) into a
 //! [`Store::put`] running beside the scanner, and that put commits only once the whole document
 //! has been read and its bytes match what the document says: every algorithm of
-//! `versions[v].dist.integrity`, `dist.shasum`, and the attachment's `length`. A mismatch, a
+//! `versions[v].dist.integrity` (each algorithm it names is computed in the put's one pass, sha256,
+//! sha384 and md5 included), `dist.shasum`, and the attachment's `length`. A mismatch, a
 //! malformed document, a body cut short: the put is aborted and nothing is stored, and the error
 //! names the field ([`Error::Document`], [`Error::IntegrityMismatch`], [`Error::TooLarge`]).
 //!
@@ -39,8 +40,8 @@ use futures::channel::{mpsc, oneshot};
 use futures::{FutureExt, SinkExt, Stream};
 use serde_json::{Map, Value};
 
-use crate::integrity::Digests;
-use crate::store::Expectations;
+use crate::integrity::{Algorithm, Digests};
+use crate::store::{Expectations, LateExpectations};
 use crate::{Error, PutOptions, PutOutcome, Result, Store};
 use reader::Reader;
 
@@ -341,10 +342,11 @@ where
     async fn data(&mut self, file: &str, at: &str) -> Result<()> {
         // With `name` and `versions` already read (npm sends them first), an attachment that is
         // no version's tarball is refused before a byte of it is stored.
+        let mut known = None;
         if let (Some(name), Some(range)) = (&self.name, &self.versions) {
             let versions: Value = serde_json::from_slice(&self.doc[range.clone()])
                 .map_err(|e| Error::document("versions", e.to_string()))?;
-            document::expected_for(name, &versions, file)?;
+            known = Some(document::expected_for(name, &versions, file)?);
         }
         let b = self.reader.peek_token().await?;
         if b != b'"' {
@@ -359,7 +361,22 @@ where
                 .unwrap_or_else(|_| Err(Error::document("body", "publish refused")))
         }
         .boxed();
+        // Each algorithm the document's digests name must be computed in the put's one pass
+        // (sha256, sha384 and md5 are not among the store's own), or it could not be checked.
+        // Known already (npm's order), they are the put's `expected`, as in a migration, which
+        // also lets a stored sha512 spare the write; not known yet (`versions` after the
+        // attachment), every algorithm is computed, slower but never unchecked.
+        let expected = known.and_then(|k| crate::store::all_hashes(&k.checks));
+        let compute = match expected {
+            Some(_) => Vec::new(),
+            None => Algorithm::ALL.to_vec(),
+        };
+        let late = LateExpectations {
+            expectations: late,
+            compute,
+        };
         let put = PutOptions {
+            expected,
             label: Some(at.to_string()),
             inspect: self.options.inspect.clone(),
             ..PutOptions::default()
