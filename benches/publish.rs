@@ -152,6 +152,11 @@ fn throughput(rt: &tokio::runtime::Runtime, work: &Path, mib: usize) {
         .step_by(64 * 1024)
         .map(|i| body.slice(i..(i + 64 * 1024).min(body.len())))
         .collect();
+    // `TARVAULT_BENCH_MIB` may ask for more than the default cap on a publish's tarball.
+    let options = PublishOptions {
+        max_tarball: (total as u64).max(tarvault::publish::DEFAULT_MAX_TARBALL),
+        ..PublishOptions::default()
+    };
     let (mut t_put, mut t_pub) = (Vec::new(), Vec::new());
     for round in 0..3 {
         let dir = work.join(format!("put-{round}"));
@@ -169,7 +174,7 @@ fn throughput(rt: &tokio::runtime::Runtime, work: &Path, mib: usize) {
         let stream = futures::stream::iter(pieces.clone().into_iter().map(Ok));
         let started = Instant::now();
         let p = rt
-            .block_on(ingest(&store, stream, &PublishOptions::default()))
+            .block_on(ingest(&store, stream, &options))
             .expect("publish");
         t_pub.push(started.elapsed());
         assert!(p.tarball.is_some_and(|t| t.stored));

@@ -5,7 +5,7 @@ mod common;
 
 use base64::Engine;
 use bytes::Bytes;
-use futures::TryStreamExt;
+use futures::{StreamExt, TryStreamExt};
 use serde_json::{json, Value};
 use tarvault::publish::{ingest, PublishOptions, Published};
 use tarvault::{Error, ErrorKind, Store};
@@ -504,5 +504,195 @@ async fn a_version_with_build_metadata_publishes_as_npm_sends_it() {
     .await
     .expect_err("a prerelease is another version");
     assert!(matches!(err, Error::PackageMismatch { .. }), "{err:?}");
+    assert_eq!(stored(&store).await, 0);
+}
+
+/// The files a failed put may have left in an fs store's `tmp/`.
+fn leftovers(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    std::fs::read_dir(dir.join("store/tmp"))
+        .map(|d| d.filter_map(|e| e.ok()).map(|e| e.path()).collect())
+        .unwrap_or_default()
+}
+
+/// An attachment whose base64 never ends (the audit streamed 2.1 GB of it) is cut off once its
+/// decoded bytes pass `max_tarball`: kind `TooLarge`, having read about the limit of the body,
+/// nothing stored and no temp file left. The stream gives up by itself after 64 MiB of base64,
+/// so that without the limit the test fails (with another error) instead of filling the disk.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_endless_attachment_stops_at_max_tarball() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    let limit: u64 = 1 << 20;
+    let piece = Bytes::from("QUJD".repeat(16 * 1024)); // 64 KiB of base64, 48 KiB decoded
+    let versions = npm_doc("p", "1.0.0", b"x")["versions"].clone();
+    let head =
+        format!(r#"{{"name":"p","versions":{versions},"_attachments":{{"p-1.0.0.tgz":{{"data":""#);
+    let read = Arc::new(AtomicUsize::new(0));
+    let counter = read.clone();
+    let endless = futures::stream::iter(
+        std::iter::once(Bytes::from(head)).chain(std::iter::repeat_n(piece.clone(), 1024)),
+    )
+    .map(move |c| {
+        counter.fetch_add(c.len(), Ordering::Relaxed);
+        Ok::<_, std::io::Error>(c)
+    });
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open_fs(dir.path().join("store")).expect("store");
+    let options = PublishOptions {
+        max_tarball: limit,
+        ..PublishOptions::default()
+    };
+    let err = ingest(&store, endless, &options)
+        .await
+        .expect_err("too large");
+    assert_eq!(err.kind(), ErrorKind::TooLarge, "{err}");
+    assert!(
+        matches!(&err, Error::TooLarge { limit: l, what } if *l == limit && what.contains("p-1.0.0.tgz")),
+        "{err:?}"
+    );
+    let read = read.load(Ordering::Relaxed) as u64;
+    assert!(
+        read <= limit * 4 / 3 + 4 * piece.len() as u64,
+        "read {read} body bytes for a limit of {limit} decoded"
+    );
+    assert_eq!(stored(&store).await, 0);
+    assert!(
+        leftovers(dir.path()).is_empty(),
+        "left {:?}",
+        leftovers(dir.path())
+    );
+}
+
+/// A `length` given before `data` bounds the attachment: more bytes than it says stop the
+/// publish there (the field named, kind `IntegrityMismatch`), not at the end of the attachment;
+/// a `length` past `max_tarball` is refused before a byte is stored.
+#[tokio::test]
+async fn a_length_given_first_stops_a_longer_attachment_early() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    let tgz = noise(4 << 20, 9);
+    let doc = npm_doc("p", "1.0.0", &tgz);
+    let body = |length: u64| {
+        format!(
+            r#"{{"name":"p","versions":{},"_attachments":{{"p-1.0.0.tgz":{{"length":{length},"data":"{}"}}}}}}"#,
+            doc["versions"],
+            B64.encode(&tgz)
+        )
+        .into_bytes()
+    };
+    let short = body(100_000);
+    let read = Arc::new(AtomicUsize::new(0));
+    let counter = read.clone();
+    let stream = chunked(&short, 65_536).inspect(move |c| {
+        if let Ok(c) = c {
+            counter.fetch_add(c.len(), Ordering::Relaxed);
+        }
+    });
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open_fs(dir.path().join("store")).expect("store");
+    let err = ingest(&store, stream, &PublishOptions::default())
+        .await
+        .expect_err("longer than its length");
+    assert_eq!(err.kind(), ErrorKind::IntegrityMismatch, "{err}");
+    assert!(err.to_string().contains(".length"), "{err}");
+    let read = read.load(Ordering::Relaxed);
+    assert!(
+        read < short.len() / 4,
+        "read {read} of {} body bytes before refusing",
+        short.len()
+    );
+    assert_eq!(stored(&store).await, 0);
+    assert!(leftovers(dir.path()).is_empty());
+
+    let options = PublishOptions {
+        max_tarball: 1 << 20,
+        ..PublishOptions::default()
+    };
+    let err = ingest(&store, chunked(&body(tgz.len() as u64), 65_536), &options)
+        .await
+        .expect_err("length past the limit");
+    assert_eq!(err.kind(), ErrorKind::TooLarge, "{err}");
+    assert_eq!(stored(&store).await, 0);
+
+    // The right length, first, passes.
+    let p = ingest(
+        &store,
+        chunked(&body(tgz.len() as u64), 65_536),
+        &PublishOptions::default(),
+    )
+    .await
+    .expect("right length");
+    assert!(p.tarball.is_some_and(|t| t.stored));
+}
+
+/// `<algorithm>-<base64>` of `data` for the algorithms npm's `integrity` may name beside sha512.
+fn sri(algorithm: &str, data: &[u8]) -> String {
+    use sha2::Digest;
+    let digest = match algorithm {
+        "sha256" => sha2::Sha256::digest(data).to_vec(),
+        "sha384" => sha2::Sha384::digest(data).to_vec(),
+        "md5" => md5::Md5::digest(data).to_vec(),
+        _ => panic!("{algorithm}"),
+    };
+    format!("{algorithm}-{}", B64.encode(digest))
+}
+
+/// Every algorithm of `dist.integrity` must hold, not only those tarvault addresses blobs by: a
+/// right sha512 beside a wrong sha256, sha384 or md5 is refused with nothing stored, whether
+/// `versions` comes before the attachment (npm's order) or after it; right ones are accepted.
+#[tokio::test]
+async fn every_algorithm_of_the_integrity_is_checked() {
+    let tgz = noise(200_000, 21);
+    let other = noise(200_000, 22);
+    for algorithm in ["sha256", "sha384", "md5"] {
+        for attachment_first in [false, true] {
+            let case = format!("{algorithm}, attachment first: {attachment_first}");
+            let body = |integrity: String| {
+                let mut doc = npm_doc("p", "1.0.0", &tgz);
+                doc["versions"]["1.0.0"]["dist"]["integrity"] = json!(integrity);
+                if !attachment_first {
+                    return text(&doc);
+                }
+                format!(
+                    r#"{{"_attachments":{},"name":"p","versions":{}}}"#,
+                    doc["_attachments"], doc["versions"]
+                )
+                .into_bytes()
+            };
+            let wrong = format!("{} {}", sha512_sri(&tgz), sri(algorithm, &other));
+            let store = Store::memory();
+            let err = publish(&store, &body(wrong), 65_536)
+                .await
+                .expect_err(&case);
+            assert_eq!(err.kind(), ErrorKind::IntegrityMismatch, "{case}: {err}");
+            assert!(err.to_string().contains("dist.integrity"), "{case}: {err}");
+            assert!(err.to_string().contains(algorithm), "{case}: {err}");
+            assert_eq!(stored(&store).await, 0, "{case}: nothing stored");
+
+            let right = format!("{} {}", sha512_sri(&tgz), sri(algorithm, &tgz));
+            let p = publish(&store, &body(right), 65_536)
+                .await
+                .unwrap_or_else(|e| panic!("{case}: {e}"));
+            assert!(p.tarball.is_some_and(|t| t.stored), "{case}");
+        }
+    }
+    // An algorithm tarvault does not know is ignored beside a known one (as npm's ssri does),
+    // and alone it is refused: the tarball could not be verified.
+    let mut doc = npm_doc("p", "1.0.0", &tgz);
+    doc["versions"]["1.0.0"]["dist"]["integrity"] =
+        json!(format!("{} sha3-AAAA", sha512_sri(&tgz)));
+    let store = Store::memory();
+    publish(&store, &text(&doc), 65_536)
+        .await
+        .expect("an unknown algorithm beside sha512");
+    let mut doc = npm_doc("p", "1.0.0", &tgz);
+    doc["versions"]["1.0.0"]["dist"] = json!({"integrity": "sha3-AAAA"});
+    let store = Store::memory();
+    let err = publish(&store, &text(&doc), 65_536)
+        .await
+        .expect_err("only an unknown algorithm");
+    assert_eq!(err.kind(), ErrorKind::InvalidInput, "{err}");
     assert_eq!(stored(&store).await, 0);
 }

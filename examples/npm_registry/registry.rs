@@ -4,7 +4,8 @@
 //! Routes:
 //! - `PUT /<name>` (`@scope%2fname` for scoped packages): `npm publish`, bearer token required;
 //!   the body is streamed through [`tarvault::publish::ingest`], so a tarball of any size costs
-//!   the same memory, and one that disagrees with its document is refused before it is stored;
+//!   the same memory, one that disagrees with its document is refused before it is stored, and
+//!   one past `PublishOptions::max_tarball` (256 MiB) is cut off there and answered 413;
 //! - `GET /<name>`: the packument (`npm install`, `npm view`);
 //! - `GET /<name>/-/<file>.tgz` (scoped: `/@scope/name/-/name-1.0.0.tgz`): the tarball, found
 //!   through the packument and answered by the library's own handler ([`Server::router`]) as

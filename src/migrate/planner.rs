@@ -50,12 +50,7 @@ impl TarballJob {
     /// by (md5 is not among its usual digests), and the sha512 that may name a blob already
     /// stored. Not what the bytes are judged by: that is each of [`TarballJob::checks`].
     pub fn all_hashes(&self) -> Option<Integrity> {
-        let mut hashes = self.checks.iter().flat_map(|(_, i)| i.hashes().iter());
-        let mut all = Integrity::from(hashes.next()?.clone());
-        for h in hashes {
-            all.push(h.clone());
-        }
-        Some(all)
+        crate::store::all_hashes(&self.checks)
     }
 }
 

@@ -21,6 +21,8 @@ pub(super) struct Decoder {
     out: BytesMut,
     /// Characters consumed so far (for error offsets).
     seen: u64,
+    /// Bytes decoded so far, handed on or not.
+    decoded: u64,
     /// A padded quad was decoded: the text must end here.
     padded: bool,
 }
@@ -71,6 +73,7 @@ impl Decoder {
         match STANDARD.decode_slice(quads, &mut self.out[start..]) {
             Ok(n) => {
                 self.out.truncate(start + n);
+                self.decoded += n as u64;
                 self.padded = quads.last() == Some(&b'=');
                 self.seen += quads.len() as u64;
                 Ok(())
@@ -85,6 +88,11 @@ impl Decoder {
     /// How many decoded bytes are waiting.
     pub(super) fn ready(&self) -> usize {
         self.out.len()
+    }
+
+    /// How many bytes the text has decoded to so far, handed on or not.
+    pub(super) fn decoded(&self) -> u64 {
+        self.decoded
     }
 
     /// The decoded bytes so far.

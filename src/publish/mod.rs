@@ -8,9 +8,12 @@
 //! with serde_json at the end. The attachment's `data` is decoded on the fly (`base64.rs`) into a
 //! [`Store::put`] running beside the scanner, and that put commits only once the whole document
 //! has been read and its bytes match what the document says: every algorithm of
-//! `versions[v].dist.integrity`, `dist.shasum`, and the attachment's `length`. A mismatch, a
-//! malformed document, a body cut short: the put is aborted and nothing is stored, and the error
-//! names the field ([`Error::Document`], [`Error::IntegrityMismatch`], [`Error::TooLarge`]).
+//! `versions[v].dist.integrity` (each algorithm it names is computed in the put's one pass, sha256,
+//! sha384 and md5 included), `dist.shasum`, and the attachment's `length`. The attachment may
+//! decode to at most [`PublishOptions::max_tarball`] bytes, or its `length` when that comes before
+//! `data`, checked as it arrives. A mismatch, a malformed document, a body cut short, an
+//! attachment too large: the put is aborted and nothing is stored, and the error names the field
+//! ([`Error::Document`], [`Error::IntegrityMismatch`], [`Error::TooLarge`]).
 //!
 //! Memory is bounded by `max_document` plus a few blocks of decoded bytes, whatever the size of
 //! the tarball (`benches/publish.rs` measures a 256 MiB one).
@@ -39,8 +42,8 @@ use futures::channel::{mpsc, oneshot};
 use futures::{FutureExt, SinkExt, Stream};
 use serde_json::{Map, Value};
 
-use crate::integrity::Digests;
-use crate::store::Expectations;
+use crate::integrity::{Algorithm, Digests};
+use crate::store::{Expectations, LateExpectations};
 use crate::{Error, PutOptions, PutOutcome, Result, Store};
 use reader::Reader;
 
@@ -53,6 +56,13 @@ pub struct PublishOptions {
     /// Inspect the tarball as it streams in, under this policy, and refuse one whose
     /// `package.json` names another package or version than the document.
     pub inspect: Option<crate::tarball::Policy>,
+    /// The most bytes the attachment (the tarball) may decode to; default
+    /// [`DEFAULT_MAX_TARBALL`]. Checked as the base64 arrives, not at its end, so that a body
+    /// whose `data` never ends stops there instead of filling the disk under the store's temp
+    /// file: past it the publish fails with [`Error::TooLarge`] and nothing is stored. A `length`
+    /// given before `data` bounds the attachment the same way, failing with
+    /// [`Error::IntegrityMismatch`] naming it (and a `length` past this limit is refused at once).
+    pub max_tarball: u64,
 }
 
 impl Default for PublishOptions {
@@ -60,6 +70,7 @@ impl Default for PublishOptions {
         PublishOptions {
             max_document: 8 << 20,
             inspect: None,
+            max_tarball: DEFAULT_MAX_TARBALL,
         }
     }
 }
@@ -89,6 +100,13 @@ pub struct StoredTarball {
     /// What inspection found, when [`PublishOptions::inspect`] was set.
     pub report: Option<crate::tarball::Report>,
 }
+
+/// The default of [`PublishOptions::max_tarball`], 256 MiB. npm's own registry refuses
+/// (413) publishes of packages around 200 MB and more (npm/cli#4794: a 229.9 MB tarball), so
+/// this refuses nothing it would take while bounding what one publish may write; it is also the
+/// size `benches/publish.rs` measures and the migration's cap on a CouchDB answer
+/// (`MigrateOptions::max_body`).
+pub const DEFAULT_MAX_TARBALL: u64 = 256 << 20;
 
 /// Attachment names, member names and small values are refused beyond this many bytes.
 const SMALL: usize = 4096;
@@ -341,11 +359,13 @@ where
     async fn data(&mut self, file: &str, at: &str) -> Result<()> {
         // With `name` and `versions` already read (npm sends them first), an attachment that is
         // no version's tarball is refused before a byte of it is stored.
+        let mut known = None;
         if let (Some(name), Some(range)) = (&self.name, &self.versions) {
             let versions: Value = serde_json::from_slice(&self.doc[range.clone()])
                 .map_err(|e| Error::document("versions", e.to_string()))?;
-            document::expected_for(name, &versions, file)?;
+            known = Some(document::expected_for(name, &versions, file)?);
         }
+        let cap = Cap::new(self.options.max_tarball, self.length, file)?;
         let b = self.reader.peek_token().await?;
         if b != b'"' {
             return Err(self.reader.unexpected(b, at, "a base64 string"));
@@ -359,7 +379,22 @@ where
                 .unwrap_or_else(|_| Err(Error::document("body", "publish refused")))
         }
         .boxed();
+        // Each algorithm the document's digests name must be computed in the put's one pass
+        // (sha256, sha384 and md5 are not among the store's own), or it could not be checked.
+        // Known already (npm's order), they are the put's `expected`, as in a migration, which
+        // also lets a stored sha512 spare the write; not known yet (`versions` after the
+        // attachment), every algorithm is computed, slower but never unchecked.
+        let expected = known.and_then(|k| crate::store::all_hashes(&k.checks));
+        let compute = match expected {
+            Some(_) => Vec::new(),
+            None => Algorithm::ALL.to_vec(),
+        };
+        let late = LateExpectations {
+            expectations: late,
+            compute,
+        };
         let put = PutOptions {
+            expected,
             label: Some(at.to_string()),
             inspect: self.options.inspect.clone(),
             ..PutOptions::default()
@@ -402,10 +437,14 @@ where
                     self.reader.advance(n);
                 }
             }
+            // Checked as the text arrives, so that an attachment that never ends stops here
+            // rather than when the disk under the store's temp file is full.
+            cap.check(decoder.decoded(), at)?;
             if decoder.ready() >= base64::BLOCK && !self.send(&mut tx, decoder.take()).await {
                 return Err(Error::document(at, "the store stopped taking it"));
             }
         }
+        cap.check(decoder.decoded(), at)?;
         let last = decoder.finish().map_err(bad)?;
         if !last.is_empty() && !self.send(&mut tx, last).await {
             return Err(Error::document(at, "the store stopped taking it"));
@@ -418,5 +457,54 @@ where
         let ok = tx.send(Ok(bytes)).await.is_ok();
         self.upload_failed |= !ok;
         ok
+    }
+}
+
+/// The most bytes an attachment may decode to, and where that bound came from.
+struct Cap {
+    bytes: u64,
+    /// `Some(field)` when the bound is the attachment's `length`, given before its `data`.
+    length: Option<String>,
+}
+
+impl Cap {
+    /// [`PublishOptions::max_tarball`], or the attachment's `length` when that came first: npm
+    /// sends it after `data`, but a document that gives it before is held to it as the bytes
+    /// arrive rather than once they all have. A `length` past the limit is refused at once.
+    fn new(max: u64, length: Option<u64>, file: &str) -> Result<Cap> {
+        let field = format!("_attachments[{file:?}].length");
+        match length {
+            Some(n) if n > max => Err(Error::TooLarge {
+                what: format!("{field} ({n})"),
+                limit: max,
+            }),
+            Some(n) => Ok(Cap {
+                bytes: n,
+                length: Some(field),
+            }),
+            None => Ok(Cap {
+                bytes: max,
+                length: None,
+            }),
+        }
+    }
+
+    /// Fails once `decoded` bytes of the attachment at `at` are more than it may have: a
+    /// mismatch of the `length` it gave (like one found at the end), else too large.
+    fn check(&self, decoded: u64, at: &str) -> Result<()> {
+        if decoded <= self.bytes {
+            return Ok(());
+        }
+        Err(match &self.length {
+            Some(field) => Error::IntegrityMismatch {
+                what: field.clone(),
+                expected: format!("{} bytes", self.bytes),
+                actual: format!("more than {} bytes", self.bytes),
+            },
+            None => Error::TooLarge {
+                what: format!("the tarball in {at}"),
+                limit: self.bytes,
+            },
+        })
     }
 }

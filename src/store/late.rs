@@ -6,8 +6,30 @@ use super::put::compare;
 use crate::integrity::{Algorithm, Digests, Integrity};
 use crate::{Error, Result};
 
-/// What a put learns it must check only after its stream has ended (see [`Store::put_late`]).
-pub(crate) type LateExpectations = futures::future::BoxFuture<'static, Result<Expectations>>;
+/// What a put learns it must check only after its stream has ended (see [`Store::put_late`]),
+/// and which algorithms those checks may need.
+pub(crate) struct LateExpectations {
+    /// The checks, awaited after the last byte and before the commit.
+    pub(crate) expectations: futures::future::BoxFuture<'static, Result<Expectations>>,
+    /// Algorithms to compute beyond the store's own and those of `PutOptions::expected`: a check
+    /// can only be made of a digest computed while the bytes went by, and a caller that does not
+    /// know yet which algorithms its checks will name (a publish whose `versions` come after its
+    /// attachment) asks for every one it might.
+    pub(crate) compute: Vec<Algorithm>,
+}
+
+/// Every hash of every check, as one integrity: given as `PutOptions::expected`, it makes the put
+/// compute each algorithm the checks name (md5, sha256 and sha384 are not among the store's own)
+/// and lets a stored sha512 spare the write. Not what the bytes are judged by: that is each check
+/// on its own.
+pub(crate) fn all_hashes(checks: &[(String, Integrity)]) -> Option<Integrity> {
+    let mut hashes = checks.iter().flat_map(|(_, i)| i.hashes().iter());
+    let mut all = Integrity::from(hashes.next()?.clone());
+    for h in hashes {
+        all.push(h.clone());
+    }
+    Some(all)
+}
 
 /// Checks decided after the bytes went by, each named after where its value came from so that a
 /// mismatch says which field of a document was wrong.
@@ -41,20 +63,18 @@ impl Expectations {
             .ok_or_else(|| Error::InvalidInput("nothing was hashed".into()))?;
         let computed = actual.algorithms();
         for (field, expected) in &self.checks {
-            // Every algorithm that was hashed must hold; one that was not (a sha384 beside the
-            // sha512 npm writes) cannot be checked after the fact, and alone it is refused.
-            let known: Vec<Algorithm> = expected
-                .algorithms()
-                .into_iter()
-                .filter(|a| computed.contains(a))
-                .collect();
-            if known.is_empty() {
+            // Every known algorithm must hold (unknown ones are ignored, as npm's ssri ignores
+            // them: `Integrity::parse` refuses a string with none it knows). One that was not
+            // computed cannot be checked after the fact, and is refused rather than skipped: a
+            // wrong sha256 beside a right sha512 must not pass because nobody hashed sha256.
+            let algorithms = expected.algorithms();
+            if let Some(missing) = algorithms.iter().find(|a| !computed.contains(a)) {
                 return Err(Error::invalid_integrity(
                     &expected.to_string(),
-                    format!("{field}: no algorithm tarvault can check"),
+                    format!("{field}: its {missing} was not computed, so it cannot be checked"),
                 ));
             }
-            for one in known.into_iter().filter_map(|a| expected.only(a)) {
+            for one in algorithms.into_iter().filter_map(|a| expected.only(a)) {
                 compare(&one, &actual, field)?;
             }
         }

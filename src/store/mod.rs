@@ -23,7 +23,7 @@ use crate::{Error, Result};
 
 pub use fsck::{CorruptBlob, FsckOptions, FsckReport};
 pub use input::file_input;
-pub(crate) use late::Expectations;
+pub(crate) use late::{all_hashes, Expectations, LateExpectations};
 pub use put::{PutOptions, PutOutcome};
 pub use read::BlobStream;
 

@@ -318,6 +318,10 @@ impl Store {
         if let Some(expected) = &options.expected {
             algorithms.extend(expected.algorithms());
         }
+        let late = late.map(|l| {
+            algorithms.extend(l.compute);
+            l.expectations
+        });
         let mut hasher = StreamHasher::new(&algorithms);
         if let Hashing::Batch = hashing {
             hasher = hasher
