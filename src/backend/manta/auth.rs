@@ -148,8 +148,21 @@ impl LoadedKey {
             reason,
         };
         if text.contains("BEGIN OPENSSH PRIVATE KEY") {
-            let pk =
-                ssh_key::PrivateKey::from_openssh(text).map_err(|e| malformed(e.to_string()))?;
+            let pk = match ssh_key::PrivateKey::from_openssh(text) {
+                Ok(pk) => pk,
+                // One ECDSA key in 256 (a scalar written a byte short), which ssh-key 0.6 refuses.
+                Err(e) => {
+                    return match super::openssh_ecdsa::parse(text) {
+                        Some(super::openssh_ecdsa::EcdsaKey::P256(k)) => {
+                            Ok(Self::from_key(PrivKey::P256(k)))
+                        }
+                        Some(super::openssh_ecdsa::EcdsaKey::P384(k)) => {
+                            Ok(Self::from_key(PrivKey::P384(k)))
+                        }
+                        None => Err(malformed(e.to_string())),
+                    }
+                }
+            };
             if pk.is_encrypted() {
                 return Err(KeyError::Encrypted {
                     what: what.to_string(),

@@ -39,6 +39,7 @@ mod direct;
 mod dirs;
 mod layout;
 mod listing;
+mod openssh_ecdsa;
 #[doc(hidden)]
 pub mod probe;
 mod resume;
