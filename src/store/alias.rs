@@ -118,14 +118,14 @@ impl Store {
         st: &BlobStat,
         confirm: Confirm,
     ) -> Result<Checked> {
+        if confirm == Confirm::Read {
+            return self.hash_of(key, asked).await;
+        }
         let trusted = self.backend.recorded_digests_trusted();
         let record = st
             .digests
             .as_ref()
             .filter(|d| trusted && d.sha512 == *key.as_bytes());
-        if confirm == Confirm::Read {
-            return self.hash_of(key, asked).await;
-        }
         let Some(d) = record else {
             return Ok(Checked::Holds);
         };
