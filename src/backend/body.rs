@@ -4,11 +4,11 @@
 //! The server decides how much it sends. A hostile or broken one (or a proxy in the way) can claim
 //! 2^62 bytes in `Content-Length`, or stream without end: a body read with `bytes()` or `text()`
 //! reserves the claim up front (object_store's `GetResult::bytes` does; an allocation that size
-//! aborts the process rather than failing) or grows until memory runs out. [`read_capped`] is the
-//! one way such a body is read here: it reserves at most [`RESERVE_MAX`] whatever the claim, and
-//! stops reading once the limit is reached, leaving the rest unread. The caller decides what a
-//! body past its limit is: an error naming the store and the object, or (for an error message)
-//! just its first bytes.
+//! aborts the process rather than failing) or grows until memory runs out. Such a body is read
+//! here in one of two ways, both of which reserve at most [`RESERVE_MAX`] whatever the claim and
+//! stop reading once their limit is reached, leaving the rest unread: [`read_within`], for a body
+//! that must be read whole (past its limit it is refused, and the caller's error names the store
+//! and the object), and [`message_start`], for an error answer (its first bytes are enough).
 
 use bytes::{Bytes, BytesMut};
 use futures::{Stream, TryStreamExt};
@@ -23,38 +23,15 @@ pub(crate) const RESERVE_MAX: u64 = 1 << 20;
 #[cfg(any(feature = "manta", feature = "http", feature = "migrate"))]
 pub(crate) const MESSAGE_MAX: u64 = 4 << 10;
 
-/// A body read up to a limit.
-#[derive(Debug)]
-pub(crate) struct Capped {
-    /// The body's first bytes: all of it, or the first `max` bytes when it went on.
-    pub(crate) bytes: Bytes,
-    /// Whether the body went on past `max` bytes (what followed was not read). Read by
-    /// [`Capped::whole`]; a build whose only reader is the `http` backend's error message
-    /// (which keeps the first bytes either way) has no use for it.
-    #[cfg_attr(
-        not(any(feature = "s3", feature = "manta", feature = "migrate", test)),
-        allow(dead_code)
-    )]
-    pub(crate) cut: bool,
-}
-
-impl Capped {
-    /// The whole body, or `None` if it went on past the limit.
-    #[cfg(any(feature = "s3", feature = "manta", feature = "migrate", test))]
-    pub(crate) fn whole(self) -> Option<Bytes> {
-        (!self.cut).then_some(self.bytes)
-    }
-}
-
-/// Reads `body` until it ends or holds more than `max` bytes, whichever comes first. `claimed`
+/// Reads `body` until it ends or holds more than `max` bytes, whichever comes first: its bytes
+/// (the first `max` when it went on) and whether it went on (what followed was not read). `claimed`
 /// (the server's `Content-Length`, or a ranged answer's length) only sizes the first reservation,
-/// up to [`RESERVE_MAX`] and `max`; it is never trusted further. Refusing a body by its claim
-/// before reading it is the caller's (it can then say how large the server said it was).
-pub(crate) async fn read_capped<S, E>(
+/// up to [`RESERVE_MAX`] and `max`; it is never trusted further.
+async fn read_capped<S, E>(
     body: S,
     claimed: Option<u64>,
     max: u64,
-) -> std::result::Result<Capped, E>
+) -> std::result::Result<(Bytes, bool), E>
 where
     S: Stream<Item = std::result::Result<Bytes, E>>,
 {
@@ -67,17 +44,71 @@ where
         if chunk.len() as u64 > room {
             // `room` is less than the chunk's length, so it fits in a usize.
             buf.extend_from_slice(&chunk[..room as usize]);
-            return Ok(Capped {
-                bytes: buf.freeze(),
-                cut: true,
-            });
+            return Ok((buf.freeze(), true));
         }
         buf.extend_from_slice(&chunk);
     }
-    Ok(Capped {
-        bytes: buf.freeze(),
-        cut: false,
-    })
+    Ok((buf.freeze(), false))
+}
+
+/// Why [`read_within`] gave no body.
+#[cfg(any(feature = "s3", feature = "manta", feature = "migrate"))]
+#[derive(Debug)]
+pub(crate) enum NotWhole<E> {
+    /// Over the limit: the size the server claimed (`"1234"`), or `"more than <max>"` once more
+    /// than `max` bytes came; for the caller's message, which names what was read.
+    Over(String),
+    /// The body could not be read.
+    Failed(E),
+}
+
+/// The whole of a body that must be read whole (a marker, a segment, a listing page, a CouchDB
+/// answer) and is never larger than `max`: one whose `claimed` length is over it is refused
+/// before a byte is read (the message can then say how large the server said it was), and one
+/// that turns out longer once more than `max` bytes have come, the rest left unread.
+#[cfg(any(feature = "s3", feature = "manta", feature = "migrate"))]
+pub(crate) async fn read_within<S, E>(
+    body: S,
+    claimed: Option<u64>,
+    max: u64,
+) -> std::result::Result<Bytes, NotWhole<E>>
+where
+    S: Stream<Item = std::result::Result<Bytes, E>>,
+{
+    if let Some(n) = claimed.filter(|n| *n > max) {
+        return Err(NotWhole::Over(n.to_string()));
+    }
+    match read_capped(body, claimed, max).await {
+        Ok((bytes, false)) => Ok(bytes),
+        Ok((_, true)) => Err(NotWhole::Over(format!("more than {max}"))),
+        Err(e) => Err(NotWhole::Failed(e)),
+    }
+}
+
+/// The start of an error answer's body, for its message: at most [`MESSAGE_MAX`] bytes are
+/// read (an answer whose body never ends is not waited for), and a body that cannot be read gives
+/// nothing, since the status already says what failed.
+#[cfg(any(feature = "manta", feature = "http", feature = "migrate"))]
+pub(crate) async fn message_start<S, E>(body: S) -> Bytes
+where
+    S: Stream<Item = std::result::Result<Bytes, E>>,
+{
+    read_capped(body, None, MESSAGE_MAX)
+        .await
+        .map(|(bytes, _)| bytes)
+        .unwrap_or_default()
+}
+
+/// How much of an error body's first line a message shows.
+#[cfg(any(feature = "http", feature = "migrate"))]
+pub(crate) const MESSAGE_CHARS: usize = 200;
+
+/// The first non-empty line of `body`, trimmed, at most `chars` characters (lossy UTF-8).
+#[cfg(any(feature = "http", feature = "migrate"))]
+pub(crate) fn first_line(body: &[u8], chars: usize) -> String {
+    let text = String::from_utf8_lossy(body);
+    let line = text.lines().map(str::trim).find(|l| !l.is_empty());
+    line.unwrap_or("").chars().take(chars).collect()
 }
 
 #[cfg(test)]
@@ -98,8 +129,7 @@ mod tests {
     async fn a_body_within_its_limit_is_read_whole() {
         let got = read_capped(chunks(&[b"ab", b"cd"]), Some(4), 4).await;
         let got = got.unwrap_or_else(|()| panic!("read"));
-        assert!(!got.cut);
-        assert_eq!(got.whole().as_deref(), Some(&b"abcd"[..]));
+        assert_eq!(got, (Bytes::from_static(b"abcd"), false));
     }
 
     #[tokio::test]
@@ -109,9 +139,7 @@ mod tests {
         let got = read_capped(body, None, 3)
             .await
             .unwrap_or_else(|()| panic!("read past the limit"));
-        assert!(got.cut);
-        assert_eq!(&got.bytes[..], b"abc");
-        assert_eq!(got.whole(), None);
+        assert_eq!(got, (Bytes::from_static(b"abc"), true));
     }
 
     #[tokio::test]
@@ -120,8 +148,8 @@ mod tests {
         let got = read_capped(endless, None, 1 << 20)
             .await
             .unwrap_or_else(|()| panic!("read"));
-        assert!(got.cut);
-        assert_eq!(got.bytes.len(), 1 << 20);
+        assert!(got.1);
+        assert_eq!(got.0.len(), 1 << 20);
     }
 
     #[tokio::test]
@@ -129,12 +157,37 @@ mod tests {
         let got = read_capped(chunks(&[b"xy"]), Some(1 << 62), u64::MAX)
             .await
             .unwrap_or_else(|()| panic!("read"));
-        assert_eq!(got.whole().as_deref(), Some(&b"xy"[..]));
+        assert_eq!(got, (Bytes::from_static(b"xy"), false));
     }
 
     #[tokio::test]
     async fn errors_pass_through() {
         let body = chunks(&[b"ab"]).chain(stream::iter([Err(())]));
         assert!(read_capped(body, None, 10).await.is_err());
+    }
+
+    #[cfg(any(feature = "s3", feature = "manta", feature = "migrate"))]
+    #[tokio::test]
+    async fn read_within_refuses_by_the_claim_before_reading() {
+        // The body would fail the read: a claim over the limit is refused before it is asked.
+        let body = stream::iter([Err::<Bytes, ()>(())]);
+        match read_within(body, Some(11), 10).await {
+            Err(NotWhole::Over(size)) => assert_eq!(size, "11"),
+            other => panic!("{other:?}"),
+        }
+        match read_within(chunks(&[b"abc", b"def"]), None, 5).await {
+            Err(NotWhole::Over(size)) => assert_eq!(size, "more than 5"),
+            other => panic!("{other:?}"),
+        }
+        let got = read_within(chunks(&[b"abc"]), Some(3), 3).await;
+        assert_eq!(got.ok().as_deref(), Some(&b"abc"[..]));
+    }
+
+    #[cfg(any(feature = "http", feature = "migrate"))]
+    #[test]
+    fn first_line_skips_blank_lines_and_is_cut() {
+        assert_eq!(first_line(b"\n  \n  boom here \nmore", 100), "boom here");
+        assert_eq!(first_line(b"abcdef", 3), "abc");
+        assert_eq!(first_line(b"", 3), "");
     }
 }

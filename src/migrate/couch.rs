@@ -16,7 +16,7 @@ use reqwest::{StatusCode, Url};
 use serde::Deserialize;
 
 use super::changes::Seq;
-use crate::backend::body::{read_capped, MESSAGE_MAX};
+use crate::backend::body::{first_line, message_start, read_within, NotWhole, MESSAGE_CHARS};
 use crate::{Error, Result};
 
 /// The most a JSON answer from CouchDB (a document, a `_changes` page with its documents) may hold
@@ -253,13 +253,8 @@ impl CouchClient {
             return Ok(None);
         }
         // Only the start is shown: it is all that is read, and the rest is not waited for.
-        let start = read_capped(resp.bytes_stream(), None, MESSAGE_MAX).await;
-        let body = start.map(|c| c.bytes).unwrap_or_default();
-        let body: String = String::from_utf8_lossy(&body)
-            .trim()
-            .chars()
-            .take(200)
-            .collect();
+        let start = message_start(resp.bytes_stream()).await;
+        let body = first_line(&start, MESSAGE_CHARS);
         let e = self.error(format!("{what}: HTTP {status}: {body}"));
         if status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS {
             Err(FetchError::Transient(e))
@@ -297,24 +292,18 @@ impl CouchClient {
         resp: reqwest::Response,
     ) -> std::result::Result<bytes::Bytes, FetchError> {
         let max = self.max_body;
-        let too_big = |size: String| {
-            FetchError::Fatal(self.error(format!(
+        let claimed = resp.content_length();
+        match read_within(resp.bytes_stream(), claimed, max).await {
+            Ok(body) => Ok(body),
+            Err(NotWhole::Over(size)) => Err(FetchError::Fatal(self.error(format!(
                 "{what} {url}: the answer is {size} bytes, over the {max}-byte limit \
                  (MigrateOptions::max_body); a `_changes` page holds `batch` documents, so a \
                  smaller --batch asks for less at once"
-            )))
-        };
-        let claimed = resp.content_length();
-        if let Some(n) = claimed.filter(|n| *n > max) {
-            return Err(too_big(n.to_string()));
+            )))),
+            Err(NotWhole::Failed(e)) => Err(FetchError::Transient(
+                self.error(format!("{what}: {}", e.without_url())),
+            )),
         }
-        let read = read_capped(resp.bytes_stream(), claimed, max)
-            .await
-            .map_err(|e| {
-                FetchError::Transient(self.error(format!("{what}: {}", e.without_url())))
-            })?;
-        read.whole()
-            .ok_or_else(|| too_big(format!("more than {max}")))
     }
 
     /// `GET /db`: checks the database exists (and the credentials work).

@@ -21,7 +21,7 @@ use futures::{StreamExt, TryStreamExt};
 use reqwest::header::{CONTENT_LENGTH, CONTENT_RANGE, ETAG, RANGE};
 use reqwest::{Method, StatusCode};
 
-use crate::backend::body::{read_capped, MESSAGE_MAX};
+use crate::backend::body::{first_line, message_start, MESSAGE_CHARS};
 use crate::backend::{AliasRebuild, Backend, BlobKey, BlobStat, BlobWriter, GetResult, PutHint};
 use crate::integrity::{Algorithm, Digests, Hash};
 use crate::{Error, Result};
@@ -104,10 +104,8 @@ impl HttpBackend {
             s => {
                 // The message is the body's first line: its first bytes are enough, and an
                 // upstream that answers an error with an endless body is not read to its end.
-                let start = read_capped(resp.bytes_stream(), None, MESSAGE_MAX).await;
-                let text = start.map(|c| c.bytes).unwrap_or_default();
-                let text = String::from_utf8_lossy(&text);
-                let line = text.lines().next().unwrap_or("").trim();
+                let start = message_start(resp.bytes_stream()).await;
+                let line = first_line(&start, MESSAGE_CHARS);
                 Err(self.fail(format!("{path}: {s} {line}")))
             }
         }

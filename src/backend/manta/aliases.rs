@@ -20,6 +20,7 @@ use super::{create_only, exists_already};
 use super::{MantaClient, RequestBody};
 use crate::backend::alias_log::{SegmentStore, SEGMENT_MAX};
 use crate::backend::alias_marker::{Listed, MarkerStore, MARKER_MAX};
+use crate::backend::body::NotWhole;
 use crate::integrity::Algorithm;
 use crate::{Error, Result};
 
@@ -204,12 +205,6 @@ async fn get_small(
     path: &str,
     range: Option<Range<u64>>,
 ) -> Result<Option<Bytes>> {
-    let too_big = |size: String| {
-        Error::backend(
-            describe,
-            format!("reading {what} {path}: the object is {size} bytes, over the {max}-byte limit of an {what}"),
-        )
-    };
     let mut headers = HeaderMap::new();
     if let Some(r) = &range {
         let value = format!("bytes={}-{}", r.start, r.end.saturating_sub(1));
@@ -225,16 +220,21 @@ async fn get_small(
         let status = resp.status();
         let body = match status {
             StatusCode::OK | StatusCode::PARTIAL_CONTENT => {
-                if let Some(claimed) = resp.content_length().filter(|n| *n > max) {
-                    return Err(too_big(claimed.to_string()));
-                }
                 match client
                     .read_body_max(&reqwest::Method::GET, path, resp, max)
                     .await
                 {
-                    Ok(Some(body)) => Ok(body),
-                    Ok(None) => return Err(too_big(format!("more than {max}"))),
-                    Err(e) => Err(e),
+                    Ok(body) => Ok(body),
+                    Err(NotWhole::Over(size)) => {
+                        return Err(Error::backend(
+                            describe,
+                            format!(
+                                "reading {what} {path}: the object is {size} bytes, over the \
+                                 {max}-byte limit of an {what}"
+                            ),
+                        ))
+                    }
+                    Err(NotWhole::Failed(e)) => Err(e),
                 }
             }
             StatusCode::NOT_FOUND => return Ok(None),

@@ -14,7 +14,7 @@ use reqwest::{Method, StatusCode};
 
 use super::auth::Signer;
 use super::config::MantaConfig;
-use crate::backend::body::{read_capped, Capped, MESSAGE_MAX};
+use crate::backend::body::{message_start, read_within, NotWhole};
 use crate::{Error, Result};
 
 /// Characters escaped in a path segment (everything but unreserved and sub-delims that Manta
@@ -311,54 +311,54 @@ impl MantaClient {
     /// Reads a response's body of at most `max` bytes, allowing it the configured response
     /// timeout: the timeout in [`MantaClient::send`] ends once the head arrives, and a server that
     /// stalls mid-body (or a connection that goes silent without closing) would otherwise hold the
-    /// read forever. `Ok(None)` as soon as it holds more than `max` (the rest is not read): every
-    /// body read whole (markers, segments, listing pages) has a limit of its own, so that a server
-    /// cannot make the process hold more (see [`read_capped`]). A blob's stream is bounded per
-    /// chunk instead (`MantaBackend::stream_of`).
+    /// read forever. [`NotWhole::Over`] as soon as it says or turns out to be longer than `max`
+    /// (the rest is not read): every body read whole (markers, segments, listing pages) has a
+    /// limit of its own, so that a server cannot make the process hold more (see
+    /// [`read_within`]). A blob's stream is bounded per chunk instead (`MantaBackend::stream_of`).
     pub(crate) async fn read_body_max(
         &self,
         method: &Method,
         path: &str,
         resp: reqwest::Response,
         max: u64,
-    ) -> Result<Option<Bytes>> {
+    ) -> std::result::Result<Bytes, NotWhole<Error>> {
         let claimed = resp.content_length();
-        let read = read_capped(resp.bytes_stream(), claimed, max);
-        let read = tokio::time::timeout(self.config.response_timeout, read).await;
-        self.body_read(method, path, read).map(Capped::whole)
+        let read = read_within(resp.bytes_stream(), claimed, max);
+        match tokio::time::timeout(self.config.response_timeout, read).await {
+            Ok(Ok(body)) => Ok(body),
+            Ok(Err(NotWhole::Over(size))) => Err(NotWhole::Over(size)),
+            Ok(Err(NotWhole::Failed(e))) => {
+                Err(NotWhole::Failed(self.body_failed(method, path, Some(e))))
+            }
+            Err(_) => Err(NotWhole::Failed(self.body_failed(method, path, None))),
+        }
     }
 
-    /// The first [`MESSAGE_MAX`] bytes of an error answer's body, within the response timeout: all
-    /// a message needs; the rest is not waited for.
-    async fn read_message(&self, method: &Method, path: &str, resp: reqwest::Response) -> Bytes {
-        let read = read_capped(resp.bytes_stream(), None, MESSAGE_MAX);
-        let read = tokio::time::timeout(self.config.response_timeout, read).await;
-        self.body_read(method, path, read)
-            .map(|body| body.bytes)
+    /// The first [`MESSAGE_MAX`](crate::backend::body::MESSAGE_MAX) bytes of an error answer's
+    /// body, within the response timeout: all a message needs; the rest is not waited for.
+    async fn read_message(&self, resp: reqwest::Response) -> Bytes {
+        let read = message_start(resp.bytes_stream());
+        tokio::time::timeout(self.config.response_timeout, read)
+            .await
             .unwrap_or_default()
     }
 
-    /// The outcome of reading a body within the response timeout, as a typed error.
-    fn body_read<T>(
-        &self,
-        method: &Method,
-        path: &str,
-        read: std::result::Result<reqwest::Result<T>, tokio::time::error::Elapsed>,
-    ) -> Result<T> {
-        match read {
-            Ok(Ok(body)) => Ok(body),
-            Ok(Err(e)) => Err(Error::Backend {
+    /// A body that could not be read (`error`) or stalled past the response timeout (`None`), as
+    /// a typed error.
+    fn body_failed(&self, method: &Method, path: &str, error: Option<reqwest::Error>) -> Error {
+        match error {
+            Some(e) => Error::Backend {
                 backend: self.describe(),
                 message: format!("{method} {path}: reading the body: {e}"),
                 source: Some(Box::new(e)),
-            }),
-            Err(_) => Err(Error::backend(
+            },
+            None => Error::backend(
                 self.describe(),
                 format!(
                     "{method} {path}: the body stalled (not complete within {:?})",
                     self.config.response_timeout
                 ),
-            )),
+            ),
         }
     }
 
@@ -382,7 +382,7 @@ impl MantaClient {
     pub(crate) async fn answer_error(&self, method: &Method, path: &str, sent: Sent) -> Error {
         let Sent { resp, replayed } = sent;
         let status = resp.status().as_u16();
-        let body = self.read_message(method, path, resp).await;
+        let body = self.read_message(resp).await;
         #[derive(serde::Deserialize)]
         struct Body {
             #[serde(default)]

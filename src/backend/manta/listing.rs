@@ -14,6 +14,7 @@ use reqwest::header::HeaderMap;
 use reqwest::{Method, StatusCode};
 
 use super::client::{MantaClient, RequestBody};
+use crate::backend::body::NotWhole;
 use crate::{Error, Result};
 
 /// Entries asked for a page.
@@ -166,27 +167,23 @@ impl MantaClient {
                     format!("{path} is not a directory (content type {ct:?})"),
                 ));
             }
-            let too_big = |size: String| {
-                Error::backend(
-                    self.describe(),
-                    format!(
-                        "listing {path}: the page is {size} bytes, over the {PAGE_MAX}-byte \
-                         limit of a page of {LIMIT} entries; listing stopped"
-                    ),
-                )
-            };
-            if let Some(claimed) = resp.content_length().filter(|n| *n > PAGE_MAX) {
-                return Err(too_big(claimed.to_string()));
-            }
             // Not fetched again when too large: the next answer would be no smaller.
             match self.read_body_max(&Method::GET, path, resp, PAGE_MAX).await {
-                Ok(Some(body)) => return Ok(Some(body)),
-                Ok(None) => return Err(too_big(format!("more than {PAGE_MAX}"))),
-                Err(e) if attempt < attempts => {
+                Ok(body) => return Ok(Some(body)),
+                Err(NotWhole::Over(size)) => {
+                    return Err(Error::backend(
+                        self.describe(),
+                        format!(
+                            "listing {path}: the page is {size} bytes, over the {PAGE_MAX}-byte \
+                             limit of a page of {LIMIT} entries; listing stopped"
+                        ),
+                    ))
+                }
+                Err(NotWhole::Failed(e)) if attempt < attempts => {
                     tracing::debug!(error = %e, path, "listing cut off or stalled; fetching it again");
                     tokio::time::sleep(self.backoff(attempt)).await;
                 }
-                Err(e) => return Err(e),
+                Err(NotWhole::Failed(e)) => return Err(e),
             }
         }
     }

@@ -18,7 +18,7 @@ use super::keys::Keys;
 use super::writer::put_create;
 use crate::backend::alias_log::{SegmentStore, SEGMENT_MAX};
 use crate::backend::alias_marker::{Listed, MarkerStore, MARKER_MAX};
-use crate::backend::body::read_capped;
+use crate::backend::body::{read_within, NotWhole};
 use crate::integrity::Algorithm;
 use crate::{Error, Result};
 
@@ -26,7 +26,7 @@ use crate::{Error, Result};
 /// bytes, or `None` if there is none. The size of the answer (its `Content-Length`) is checked
 /// against `max` before anything is read, and is not taken as the size of the buffer
 /// (object_store's `GetResult::bytes` reserves it whole, so a claim of 2^62 bytes aborted the
-/// process); the body is read by [`read_capped`], which stops once it holds more than `max`.
+/// process); the body is read by [`read_within`], which stops once it holds more than `max`.
 async fn get_small(
     store: &dyn ObjectStore,
     describe: &str,
@@ -42,27 +42,19 @@ async fn get_small(
     let Some(got) = absent_ok(describe, &op, store.get_opts(path, opts).await)? else {
         return Ok(None);
     };
-    let too_big = |size: String| {
-        Error::backend(
+    // The length of what is sent: the object's size, or the range's (object_store checks that a
+    // ranged answer's Content-Range is the range asked for).
+    let claimed = got.range.end.saturating_sub(got.range.start);
+    match read_within(got.into_stream(), Some(claimed), max).await {
+        Ok(body) => Ok(Some(body)),
+        Err(NotWhole::Over(size)) => Err(Error::backend(
             describe,
             format!(
                 "{op} {path}: the answer is {size} bytes, over the {max}-byte limit of an {what}"
             ),
-        )
-    };
-    // The length of what is sent: the object's size, or the range's (object_store checks that a
-    // ranged answer's Content-Range is the range asked for).
-    let claimed = got.range.end.saturating_sub(got.range.start);
-    if claimed > max {
-        return Err(too_big(claimed.to_string()));
-    }
-    match read_capped(got.into_stream(), Some(claimed), max).await {
-        Ok(body) => match body.whole() {
-            Some(body) => Ok(Some(body)),
-            None => Err(too_big(format!("more than {max}"))),
-        },
+        )),
         // Gone since it answered: as if it had not been there.
-        Err(e) => absent_ok(describe, &op, Err(e)),
+        Err(NotWhole::Failed(e)) => absent_ok(describe, &op, Err(e)),
     }
 }
 
