@@ -45,6 +45,16 @@ enum Checked {
     Gone,
 }
 
+/// The blob an alias entry names, as [`Store::confirm_entry`] found it.
+enum Entry {
+    /// There, with the hash it was found by.
+    Holds(BlobStat),
+    /// Not there.
+    Gone,
+    /// There, without that hash: the [`Error::Corrupt`] to report if no other entry holds.
+    Wrong(Error),
+}
+
 impl Store {
     /// Finds the stored blob an address names: its key and what the backend knows of it. By
     /// sha512 the key is the address; by sha1 or blake3 the blob the index names is confirmed
@@ -67,18 +77,14 @@ impl Store {
         }
         let mut wrong = None;
         for h in alias_hashes(address)? {
-            // An alias may outlive its blob (deleted, quarantined): check the blob is there.
             let Some(key) = self.backend.resolve_alias(h).await? else {
                 continue;
             };
-            let Some(st) = self.backend.head(&key).await? else {
-                continue;
-            };
-            match self.check_alias(&key, h, &st, confirm).await? {
-                Checked::Holds => return Ok(Some((key, st))),
-                Checked::Gone => {}
-                Checked::Differs(found) => {
-                    wrong.get_or_insert(wrong_entry(h, &key, &found));
+            match self.confirm_entry(&key, h, confirm).await? {
+                Entry::Holds(st) => return Ok(Some((key, st))),
+                Entry::Gone => {}
+                Entry::Wrong(e) => {
+                    wrong.get_or_insert(e);
                 }
             }
         }
@@ -91,13 +97,10 @@ impl Store {
     /// [`Error::Corrupt`] the `GET` would meet, not a 200 with another blob's size.
     #[cfg(feature = "server")]
     pub(crate) async fn size_resolved(&self, key: &BlobKey, asked: &Hash) -> Result<Option<u64>> {
-        let Some(st) = self.backend.head(key).await? else {
-            return Ok(None);
-        };
-        match self.check_alias(key, asked, &st, Confirm::Read).await? {
-            Checked::Holds => Ok(Some(st.size)),
-            Checked::Gone => Ok(None),
-            Checked::Differs(found) => Err(wrong_entry(asked, key, &found)),
+        match self.confirm_entry(key, asked, Confirm::Read).await? {
+            Entry::Holds(st) => Ok(Some(st.size)),
+            Entry::Gone => Ok(None),
+            Entry::Wrong(e) => Err(e),
         }
     }
 
@@ -108,6 +111,20 @@ impl Store {
             .locate(address, Confirm::Record)
             .await?
             .map(|(key, _)| key))
+    }
+
+    /// The blob `key` the index names for `asked`, if it is there, confirmed as `confirm` says
+    /// to have that hash. An alias may outlive its blob (deleted, quarantined): that is
+    /// [`Entry::Gone`].
+    async fn confirm_entry(&self, key: &BlobKey, asked: &Hash, confirm: Confirm) -> Result<Entry> {
+        let Some(st) = self.backend.head(key).await? else {
+            return Ok(Entry::Gone);
+        };
+        Ok(match self.check_alias(key, asked, &st, confirm).await? {
+            Checked::Holds => Entry::Holds(st),
+            Checked::Gone => Entry::Gone,
+            Checked::Differs(found) => Entry::Wrong(wrong_entry(asked, key, &found)),
+        })
     }
 
     /// Whether the blob `key`, which the index names for `asked`, has that hash.
