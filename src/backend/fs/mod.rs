@@ -455,8 +455,11 @@ impl Backend for FsBackend {
     /// The file hashed with blake3 against the record, on the blocking pool.
     async fn copy_holds(&self, key: &BlobKey, record: &Digests) -> Result<bool> {
         let (path, record) = (self.inner.layout.blob(key), *record);
-        blocking(move || read::file_has(&path, &record).map_err(|e| Error::io("read", &path, e)))
-            .await
+        blocking(move || {
+            let has = read::file_has(&path, &record).map_err(|e| Error::io("read", &path, e))?;
+            Ok(has == Some(true))
+        })
+        .await
     }
 
     /// Sets the file's modification time (what `list_stat` reports) to now, inline: one open and

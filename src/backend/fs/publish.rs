@@ -208,7 +208,7 @@ impl FsInner {
             // (nothing good is lost: the old bytes were not). A file gone meanwhile is left to
             // the record (below), which links this put's copy.
             match super::read::file_has(&target, d) {
-                Ok(false) if target.exists() => {
+                Ok(Some(false)) => {
                     tracing::warn!(blob = %target.display(), "replacing corrupt blob with verified bytes");
                     std::fs::rename(tmp, &target).map_err(|e| Error::io("rename", &target, e))?;
                     Committed::Stored

@@ -242,20 +242,21 @@ const HASHED_BEFORE_KEPT_UP_TO: u64 = super::DIRECT_WRITES_FROM;
 
 /// Whether the file at `path` has the size and (up to [`HASHED_BEFORE_KEPT_UP_TO`]) the blake3
 /// digest of `record`: a stored copy checked before a put of the same bytes leaves it in place
-/// (see [`Backend::copy_holds`](crate::backend::Backend::copy_holds)). A file that is gone does not.
-pub(super) fn file_has(path: &Path, record: &Digests) -> std::io::Result<bool> {
+/// (see [`Backend::copy_holds`](crate::backend::Backend::copy_holds)). `None` if there is no file
+/// (gone meanwhile), which a put links its own copy in place of rather than replacing.
+pub(super) fn file_has(path: &Path, record: &Digests) -> std::io::Result<Option<bool>> {
     let file = match File::open(path) {
         Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(e),
     };
     if file.metadata()?.len() != record.size {
-        return Ok(false);
+        return Ok(Some(false));
     }
     if record.size > HASHED_BEFORE_KEPT_UP_TO {
-        return Ok(true);
+        return Ok(Some(true));
     }
     let mut hasher = blake3::Hasher::new();
     hasher.update_reader(std::io::BufReader::with_capacity(READ_CHUNK, file))?;
-    Ok(hasher.finalize().as_bytes() == &record.blake3)
+    Ok(Some(hasher.finalize().as_bytes() == &record.blake3))
 }

@@ -31,7 +31,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use futures::stream::BoxStream;
+use futures::stream::{BoxStream, FuturesUnordered, StreamExt};
 
 use super::fan_out::{rebuild_each, Filter};
 use crate::backend::{
@@ -166,10 +166,16 @@ impl Backend for Replicated {
             .await
     }
 
-    /// Every replica's copy: a put writes the blob through the quorum if any is damaged.
+    /// Every replica's copy: a put writes the blob through the quorum if any is damaged. The
+    /// replicas check at once (each may read its copy back), and the first damaged one answers.
     async fn copy_holds(&self, key: &BlobKey, record: &Digests) -> Result<bool> {
-        for replica in self.replicas.iter() {
-            if !replica.copy_holds(key, record).await? {
+        let mut checks: FuturesUnordered<_> = self
+            .replicas
+            .iter()
+            .map(|r| r.copy_holds(key, record))
+            .collect();
+        while let Some(holds) = checks.next().await {
+            if !holds? {
                 return Ok(false);
             }
         }
