@@ -4,6 +4,10 @@
 //! Sequence values are opaque: integers on CouchDB 1.x and pouchdb-server, strings like
 //! `"5-g1AAAA…"` on 2.x and later, arrays on BigCouch. They are kept as JSON and echoed back
 //! unchanged, never compared or incremented.
+//!
+//! Every answer is capped at `MigrateOptions::max_body`, and a page holds its documents whole: a
+//! page over the cap is asked again for half as many documents, down to one, then grown back
+//! (see [`Limit`]). Only a single document over the cap ends the run.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -14,7 +18,7 @@ use serde_json::Value;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::couch::{CouchClient, FetchError};
+use super::couch::{CouchClient, FetchError, Oversize};
 use crate::{Error, Result};
 
 /// A `_changes` sequence value, kept exactly as the server sent it.
@@ -133,14 +137,69 @@ impl Visits {
         if *n < VISITS {
             return Ok(());
         }
-        let at = since.map_or_else(|| "the start".to_string(), |s| format!("seq {s}"));
         Err(Error::backend(
             client.source().to_string(),
             format!(
-                "_changes: the feed came back to {at} {n} times with rows: it goes round in \
-                 circles and would never end; stopped (what was done is saved)"
+                "_changes: the feed came back to {} {n} times with rows: it goes round in \
+                 circles and would never end; stopped (what was done is saved)",
+                position(since)
             ),
         ))
+    }
+}
+
+/// A feed position as errors and logs name it: `seq <since>`, or `the start`.
+fn position(since: Option<&Seq>) -> String {
+    since.map_or_else(|| "the start".to_string(), |s| format!("seq {s}"))
+}
+
+/// The `limit` of the next `_changes` request. A page holds its documents whole and must fit in
+/// `max_body`, so a few fat packuments can put a page of the configured batch over the cap where
+/// fewer documents would fit: such a page is asked again for half as many, down to one, rather
+/// than ending the run. Each page that then fits doubles the limit back towards the batch, so one
+/// fat document does not leave the rest of the run reading pages of one. The position asked from
+/// is the same on every try, so nothing is skipped or read twice.
+struct Limit {
+    batch: usize,
+    now: usize,
+}
+
+impl Limit {
+    fn new(batch: usize) -> Limit {
+        let batch = batch.max(1);
+        Limit { batch, now: batch }
+    }
+
+    /// A page asked from `since` was over the cap: the next request asks for half as many
+    /// documents. At one document there is nothing smaller to ask for, and the error says which
+    /// document it is and what to raise.
+    fn halve(&mut self, since: Option<&Seq>, over: Oversize) -> Result<()> {
+        let at = position(since);
+        if self.now <= 1 {
+            return Err(Error::backend(
+                over.backend,
+                format!(
+                    "_changes from {at}: the document after it is larger than the {}-byte limit \
+                     on its own, even in a page of one ({}); raise MigrateOptions::max_body (the \
+                     CLI has no flag for it) to migrate it. Everything before it is saved, and a \
+                     rerun resumes there",
+                    over.max, over.detail
+                ),
+            ));
+        }
+        self.now /= 2;
+        tracing::warn!(since = %at, limit = self.now, detail = %over.detail,
+            "a _changes page is over max_body; asking for fewer documents");
+        Ok(())
+    }
+
+    /// A page fitted: the next one may ask for twice as many, up to the batch.
+    fn fitted(&mut self, since: Option<&Seq>) {
+        if self.now < self.batch {
+            self.now = self.now.saturating_mul(2).min(self.batch);
+            tracing::info!(since = %position(since), limit = self.now,
+                "a _changes page fitted in max_body; asking for more documents again");
+        }
     }
 }
 
@@ -170,10 +229,11 @@ async fn feed(
     let mut since = options.since.clone();
     let mut longpoll = false;
     let mut visits = Visits::default();
+    let mut limit = Limit::new(options.batch);
     loop {
         let page = tokio::select! {
             _ = stop.cancelled() => return Ok(()),
-            page = fetch_page(client, since.as_ref(), options.batch, longpoll) => page?,
+            page = fetch_fitting(client, since.as_ref(), &mut limit, longpoll) => page?,
         };
         let n = page.results.len();
         if n > 0 {
@@ -210,22 +270,41 @@ async fn feed(
     }
 }
 
+/// The page from `since`, asked for fewer documents while it is over `max_body` (see [`Limit`]).
+async fn fetch_fitting(
+    client: &CouchClient,
+    since: Option<&Seq>,
+    limit: &mut Limit,
+    longpoll: bool,
+) -> Result<ChangesPage> {
+    loop {
+        match fetch_page(client, since, limit.now, longpoll).await {
+            Ok(page) => {
+                limit.fitted(since);
+                return Ok(page);
+            }
+            Err(FetchError::TooBig(over)) => limit.halve(since, over)?,
+            Err(e) => return Err(e.into_error()),
+        }
+    }
+}
+
+/// One page of `limit` documents, retried while it fails in a way that may pass.
 async fn fetch_page(
     client: &CouchClient,
     since: Option<&Seq>,
-    batch: usize,
+    limit: usize,
     longpoll: bool,
-) -> Result<ChangesPage> {
+) -> std::result::Result<ChangesPage, FetchError> {
     let mut attempt = 0;
     loop {
         attempt += 1;
-        match client.changes::<ChangesPage>(since, batch, longpoll).await {
-            Ok(page) => return Ok(page),
+        match client.changes::<ChangesPage>(since, limit, longpoll).await {
             Err(FetchError::Transient(e)) if attempt < ATTEMPTS => {
                 tracing::warn!(error = %e, attempt, "changes request failed; retrying");
                 tokio::time::sleep(backoff(attempt)).await;
             }
-            Err(e) => return Err(e.into_error()),
+            other => return other,
         }
     }
 }
@@ -273,6 +352,55 @@ mod tests {
         .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(two.results[0].seq, Seq(Value::String("5-g1A".into())));
         assert_eq!(two.pending, Some(0));
+    }
+
+    fn over() -> Oversize {
+        Oversize {
+            backend: "couch http://h/db".into(),
+            detail: "GET _changes: the answer is 9 bytes".into(),
+            max: 8,
+        }
+    }
+
+    #[test]
+    fn the_limit_halves_to_one_then_names_the_position() {
+        let mut limit = Limit::new(100);
+        let since = Seq(Value::from(42));
+        let mut asked = vec![limit.now];
+        while limit.halve(Some(&since), over()).is_ok() {
+            asked.push(limit.now);
+        }
+        assert_eq!(asked, [100, 50, 25, 12, 6, 3, 1]);
+        let e = limit
+            .halve(Some(&since), over())
+            .expect_err("nothing under one document");
+        assert_eq!(e.kind(), crate::ErrorKind::Backend);
+        let text = e.to_string();
+        for part in [
+            "seq 42",
+            "8-byte limit",
+            "MigrateOptions::max_body",
+            "9 bytes",
+        ] {
+            assert!(text.contains(part), "{part:?} not in {text}");
+        }
+    }
+
+    #[test]
+    fn the_limit_grows_back_to_the_batch() {
+        let mut limit = Limit::new(10);
+        limit.fitted(None);
+        assert_eq!(limit.now, 10);
+        for _ in 0..3 {
+            assert!(limit.halve(None, over()).is_ok());
+        }
+        assert_eq!(limit.now, 1);
+        let mut grown = Vec::new();
+        for _ in 0..5 {
+            limit.fitted(None);
+            grown.push(limit.now);
+        }
+        assert_eq!(grown, [2, 4, 8, 10, 10]);
     }
 
     #[test]

@@ -173,11 +173,17 @@ pub struct CouchClient {
     max_body: u64,
 }
 
-/// How a request failed: worth retrying, or not.
+/// How a request failed: worth retrying, worth asking for less, or neither.
 #[derive(Debug)]
 pub(crate) enum FetchError {
     /// Connection refused or reset, timeout, 5xx: the same request may succeed later.
     Transient(Error),
+    /// The answer is over `max_body`: the same request would get the same, but a `_changes`
+    /// page with a smaller `limit` may fit (see `changes::feed`). Kept apart from [`Fatal`] so
+    /// that nothing else makes the feed ask for less.
+    ///
+    /// [`Fatal`]: FetchError::Fatal
+    TooBig(Oversize),
     /// Anything else (401, 400, a response that is not what CouchDB sends).
     Fatal(Error),
 }
@@ -186,7 +192,26 @@ impl FetchError {
     pub(crate) fn into_error(self) -> Error {
         match self {
             FetchError::Transient(e) | FetchError::Fatal(e) => e,
+            FetchError::TooBig(o) => o.into_error(),
         }
+    }
+}
+
+/// An answer over the client's `max_body`, by its `Content-Length` or as it arrived.
+#[derive(Debug)]
+pub(crate) struct Oversize {
+    /// The backend an error names (`couch <source>`).
+    pub(crate) backend: String,
+    /// The request and how big its answer is or was found to be.
+    pub(crate) detail: String,
+    /// The limit it is over.
+    pub(crate) max: u64,
+}
+
+impl Oversize {
+    /// The error of a request whose answer cannot be made smaller: a document, the database.
+    pub(crate) fn into_error(self) -> Error {
+        Error::backend(self.backend, self.detail)
     }
 }
 
@@ -232,7 +257,12 @@ impl CouchClient {
     }
 
     fn error(&self, message: String) -> Error {
-        Error::backend(format!("couch {}", self.source), message)
+        Error::backend(self.backend_name(), message)
+    }
+
+    /// The backend errors about this source name: `couch <source>`, credentials redacted.
+    fn backend_name(&self) -> String {
+        format!("couch {}", self.source)
     }
 
     /// Sends a GET and sorts failures into transient and fatal. `Ok(None)` is a 404.
@@ -283,8 +313,9 @@ impl CouchClient {
     }
 
     /// The body of a JSON answer to `url`, of at most `max_body` bytes: one that says (by its
-    /// `Content-Length`) or turns out to be longer is a fatal error naming the URL (asking again
-    /// would get the same), and nothing past the limit is read. A body cut off is transient.
+    /// `Content-Length`) or turns out to be longer is [`FetchError::TooBig`], naming the URL
+    /// (asking again would get the same; a `_changes` page asked for fewer documents may fit),
+    /// and nothing past the limit is read. A body cut off is transient.
     async fn body(
         &self,
         what: &str,
@@ -295,11 +326,14 @@ impl CouchClient {
         let claimed = resp.content_length();
         match read_within(resp.bytes_stream(), claimed, max).await {
             Ok(body) => Ok(body),
-            Err(NotWhole::Over(size)) => Err(FetchError::Fatal(self.error(format!(
-                "{what} {url}: the answer is {size} bytes, over the {max}-byte limit \
-                 (MigrateOptions::max_body); a `_changes` page holds `batch` documents, so a \
-                 smaller --batch asks for less at once"
-            )))),
+            Err(NotWhole::Over(size)) => Err(FetchError::TooBig(Oversize {
+                backend: self.backend_name(),
+                detail: format!(
+                    "{what} {url}: the answer is {size} bytes, over the {max}-byte limit \
+                     (MigrateOptions::max_body)"
+                ),
+                max,
+            })),
             Err(NotWhole::Failed(e)) => Err(FetchError::Transient(
                 self.error(format!("{what}: {}", e.without_url())),
             )),

@@ -86,7 +86,8 @@ pub struct MigrateOptions {
     pub since: Option<Seq>,
     /// Keep following the feed (`longpoll`) after catching up, until stopped.
     pub follow: bool,
-    /// `_changes` rows per request.
+    /// `_changes` rows per request: fewer for a while when a page of this many is over
+    /// [`max_body`](MigrateOptions::max_body) (halved until it fits, then doubled back).
     pub batch: usize,
     /// Save the state at least this often while documents complete...
     pub checkpoint_interval: Duration,
@@ -97,8 +98,10 @@ pub struct MigrateOptions {
     /// package or version is not mapped. Both are failures.
     pub inspect: Option<crate::tarball::Policy>,
     /// The most bytes a JSON answer from CouchDB (a `_changes` page with its `batch` documents, a
-    /// document) may hold; a larger one fails the run with an error naming the request, rather
-    /// than being read into memory whatever its size. Default: [`DEFAULT_MAX_BODY`] (256 MiB).
+    /// document) may hold, so that no answer is read into memory whatever its size. A `_changes`
+    /// page over it is asked again for half as many documents, down to one; a single document
+    /// over it (or any other answer) fails the run with an error naming the request and, for the
+    /// feed, the position. Default: [`DEFAULT_MAX_BODY`] (256 MiB).
     pub max_body: u64,
 }
 

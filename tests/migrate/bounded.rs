@@ -1,7 +1,8 @@
-//! Answers from a fake CouchDB larger than any it sends: a `_changes` page or a document over the
-//! migration's limit (by its `Content-Length`, or as it streams) fails the run with a backend
-//! error naming the request and the limit, without being read whole; an error answer is read for
-//! the start of its message only. No real server is needed.
+//! Answers from a fake CouchDB larger than any it sends: a document, or a `_changes` page still
+//! over the migration's limit when asked for one document (by its `Content-Length`, or as it
+//! streams), fails the run with a backend error naming the request and the limit, without being
+//! read whole; an error answer is read for the start of its message only. No real server is
+//! needed. (A page that fits when asked for fewer documents: `scripted.rs`.)
 
 use std::sync::Arc;
 use std::time::Duration;

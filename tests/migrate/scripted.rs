@@ -6,12 +6,12 @@ use std::sync::{Arc, Mutex};
 
 use futures::TryStreamExt;
 use serde_json::{json, Value};
-use tarvault::migrate::{OutcomeKind, Seq, State};
+use tarvault::migrate::{OutcomeKind, Seq, State, Summary};
 use tarvault::{ErrorKind, Store};
 
 use crate::common::{sha1_hex, sha512_sri};
 use crate::fake::{changes_page, couch_md5, migration, row, serve, sha1_sri, static_registry};
-use crate::fake::{Attachments, Handler, Resp};
+use crate::fake::{Attachments, Handler, Length, Resp};
 
 /// `(id, attachment) → bytes` for packages whose attachment is `<id>-1.0.0.tgz`.
 fn atts(of: &[(&str, &[u8])]) -> Attachments {
@@ -225,8 +225,12 @@ impl Growing {
     }
 
     fn publish(&self, seq: i64, id: &str) {
-        let data = format!("tarball of {id}").into_bytes();
-        let r = row(seq, id, json!({"shasum": sha1_hex(&data)}), &data);
+        self.publish_padded(seq, id, 0);
+    }
+
+    /// [`Growing::publish`] of a document with `pad` bytes of readme.
+    fn publish_padded(&self, seq: i64, id: &str, pad: usize) {
+        let (r, data) = padded_row(seq, id, pad);
         self.rows.lock().expect("rows").push(r);
         let key = (id.to_string(), format!("{id}-1.0.0.tgz"));
         self.atts.lock().expect("atts").insert(key, data);
@@ -463,4 +467,173 @@ async fn a_download_that_always_breaks_off_names_its_tarball() {
     assert!(err.to_string().contains("a@1.0.0 (a-1.0.0.tgz)"), "{err}");
     assert_eq!(blob_count(dir.path()).await, 0);
     assert_eq!(map_text(dir.path()), "");
+}
+
+/// The `max_body` of the tests below: a page of four padded documents is over it, two fit.
+const CAP: u64 = 32 << 10;
+
+/// A row for package `id` whose document carries `pad` bytes of readme, and its tarball.
+fn padded_row(seq: i64, id: &str, pad: usize) -> (Value, Vec<u8>) {
+    let data = format!("tarball of {id}").into_bytes();
+    let mut r = row(seq, id, json!({"shasum": sha1_hex(&data)}), &data);
+    r["doc"]["readme"] = json!("r".repeat(pad));
+    (r, data)
+}
+
+/// Waits until `done`, failing after 20 s.
+async fn until(what: &str, done: impl Fn() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !done() {
+        assert!(std::time::Instant::now() < deadline, "never {what}");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+/// The `(since, limit)` of every `_changes` request, and whether it was a longpoll.
+type Asked = Arc<Mutex<Vec<(Option<String>, usize, bool)>>>;
+
+/// `inner`, noting every `_changes` request in `asked` and sending its pages as `length` says.
+fn noting(inner: Handler, asked: Asked, length: Length) -> Handler {
+    Arc::new(move |req| {
+        let mut resp = inner(req);
+        if matches!(req.segs.as_slice(), [_db, c] if c == "_changes") {
+            let limit = req.q("limit").and_then(|l| l.parse().ok()).unwrap_or(0);
+            let since = req.q("since").map(str::to_string);
+            let longpoll = req.q("feed") == Some("longpoll");
+            asked.lock().expect("asked").push((since, limit, longpoll));
+            resp.length = length;
+        }
+        resp
+    })
+}
+
+/// Migrates, with `batch` 4 and `max_body` [`CAP`], a registry of packages `(seq, id, readme
+/// bytes)` whose `_changes` pages are sent as `length` says: the run's result, every `_changes`
+/// request it made, and the directory of its store, state and mapping.
+async fn run_padded(
+    docs: &[(i64, String, usize)],
+    length: Length,
+) -> (tarvault::Result<Summary>, Asked, tempfile::TempDir) {
+    let (rows, served): (Vec<Value>, Vec<(&str, Vec<u8>)>) = docs
+        .iter()
+        .map(|(seq, id, pad)| {
+            let (r, data) = padded_row(*seq, id, *pad);
+            (r, (id.as_str(), data))
+        })
+        .unzip();
+    let served: Vec<(&str, &[u8])> = served.iter().map(|(id, d)| (*id, d.as_slice())).collect();
+    let asked = Asked::default();
+    let handler = noting(static_registry(rows, atts(&served)), asked.clone(), length);
+    let url = serve(handler).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let result = migration(&url, dir.path(), |o| {
+        o.batch = 4;
+        o.max_body = CAP;
+    })
+    .await
+    .run()
+    .await;
+    (result, asked, dir)
+}
+
+/// A page of `batch` documents over `max_body` (by its `Content-Length`, or found while it
+/// streams) is asked again for fewer, and the limit grows back once a page fits: every package is
+/// migrated and checkpointed, none twice.
+#[tokio::test]
+async fn a_page_over_max_body_is_asked_again_for_fewer_documents() {
+    let docs: Vec<(i64, String, usize)> = (1..=6).map(|i| (i, format!("p{i}"), 10 << 10)).collect();
+    for length in [Length::Exact, Length::Chunked] {
+        let (result, asked, dir) = run_padded(&docs, length).await;
+        let s = result.expect("a page over max_body is asked for less, not an error");
+        let c = s.report.counts;
+        assert_eq!((c.documents, c.migrated, c.failures()), (6, 6, 0), "{c:?}");
+        assert_eq!(map_text(dir.path()).lines().count(), 6);
+        assert_eq!(blob_count(dir.path()).await, 6);
+        assert_eq!(state_since(dir.path()), Some(json!(6)));
+        let asked = asked.lock().expect("asked").clone();
+        let limits: Vec<usize> = asked.iter().map(|a| a.1).collect();
+        // Halved to 2 from the start and from seq 2, grown back to 4 after each page that fits.
+        assert_eq!(limits, [4, 2, 4, 2, 4, 4], "{asked:?}");
+        let since: Vec<Option<&str>> = asked.iter().map(|a| a.0.as_deref()).collect();
+        assert_eq!(
+            since,
+            [None, None, Some("2"), Some("2"), Some("4"), Some("6")],
+            "{asked:?}"
+        );
+    }
+}
+
+/// `--follow` reads its longpoll pages the same way: four fat documents published at once come
+/// in pages of two, and all are migrated.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_longpoll_page_over_max_body_is_asked_again_for_fewer_documents() {
+    let registry = Growing::new();
+    registry.publish(1, "first");
+    let asked = Asked::default();
+    let url = serve(noting(
+        registry.handler(false),
+        asked.clone(),
+        Length::Exact,
+    ))
+    .await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let m = migration(&url, dir.path(), |o| {
+        o.follow = true;
+        o.batch = 4;
+        o.max_body = CAP;
+    })
+    .await;
+    let stopper = m.stopper();
+    let running = tokio::spawn(async move { m.run().await });
+    until("reached longpoll", || {
+        registry.longpolls.load(Ordering::SeqCst)
+    })
+    .await;
+    for seq in 2..=5 {
+        registry.publish_padded(seq, &format!("fat{seq}"), 10 << 10);
+    }
+    until("migrated the fat documents", || {
+        map_text(dir.path()).lines().count() == 5
+    })
+    .await;
+    stopper.stop();
+    let s = running.await.expect("join").expect("run");
+    assert_eq!(s.report.counts.migrated, 5, "{:?}", s.report.counts);
+    assert_eq!(state_since(dir.path()), Some(json!(5)));
+    let asked = asked.lock().expect("asked").clone();
+    assert!(
+        asked.contains(&(Some("1".into()), 2, true)),
+        "no longpoll for 2 from seq 1: {asked:?}"
+    );
+}
+
+/// A single document over `max_body` cannot be asked for in a smaller page: the run ends with a
+/// Backend error naming the position before it and the option to raise, once the packages before
+/// it are migrated and checkpointed.
+#[tokio::test]
+async fn a_single_document_over_max_body_ends_the_run_at_its_position() {
+    let docs = [
+        (1, "a", 100),
+        (2, "b", 100),
+        (3, "fat", 40 << 10),
+        (4, "d", 100),
+    ]
+    .map(|(seq, id, pad)| (seq, id.to_string(), pad));
+    let (result, asked, dir) = run_padded(&docs, Length::Exact).await;
+    let err = result.expect_err("one document over max_body ends the run");
+    assert_eq!(err.kind(), ErrorKind::Backend, "{err}");
+    let text = err.to_string();
+    for part in ["seq 2", "MigrateOptions::max_body", "32768-byte limit"] {
+        assert!(text.contains(part), "{part:?} not in: {text}");
+    }
+    let map = map_text(dir.path());
+    assert_eq!(map.lines().count(), 2, "{map}");
+    assert!(
+        map.contains(r#""name":"a""#) && map.contains(r#""name":"b""#),
+        "{map}"
+    );
+    assert_eq!(blob_count(dir.path()).await, 2);
+    assert_eq!(state_since(dir.path()), Some(json!(2)));
+    let limits: Vec<usize> = asked.lock().expect("asked").iter().map(|a| a.1).collect();
+    assert_eq!(limits, [4, 2, 4, 2, 1], "asked down to one document");
 }
