@@ -696,3 +696,76 @@ async fn every_algorithm_of_the_integrity_is_checked() {
     assert_eq!(err.kind(), ErrorKind::InvalidInput, "{err}");
     assert_eq!(stored(&store).await, 0);
 }
+
+/// The document's text with its top-level members in npm's order (`versions` before
+/// `_attachments`) or with the attachment first, every value as in `doc`.
+fn ordered(doc: &Value, attachment_first: bool) -> String {
+    let members = doc.as_object().expect("an object");
+    let rest: Vec<String> = members
+        .iter()
+        .filter(|(k, _)| *k != "_attachments")
+        .map(|(k, v)| format!("{}:{v}", json!(k)))
+        .collect();
+    let rest = rest.join(",");
+    let attachments = format!(r#""_attachments":{}"#, doc["_attachments"]);
+    if attachment_first {
+        format!("{{{attachments},{rest}}}")
+    } else {
+        format!("{{{rest},{attachments}}}")
+    }
+}
+
+/// A package name is held to npm's rules that decide whether it can be served: `@scope/name`
+/// with one `/`, no `/` unscoped, no leading `.` or `_`, no `..`, URL-safe. `a/b` was mapped
+/// before and could not be served (the server reads it as a malformed scoped path).
+#[tokio::test]
+async fn package_names_are_held_to_npms_rules() {
+    let tgz = noise(20_000, 35);
+    for attachment_first in [false, true] {
+        for bad in [
+            "a/b",
+            "@s/a/b",
+            ".x",
+            "_x",
+            "@s/",
+            "@s",
+            "@/p",
+            "a b",
+            "caf\u{e9}",
+        ] {
+            let what = format!("{bad:?}, attachment first: {attachment_first}");
+            let store = Store::memory();
+            let body = ordered(&npm_doc(bad, "1.0.0", &tgz), attachment_first);
+            let err = publish(&store, body.as_bytes(), 4096)
+                .await
+                .expect_err(&what);
+            assert_eq!(err.kind(), ErrorKind::InvalidInput, "{what}: {err}");
+            assert!(
+                err.to_string().starts_with("bad document at name: "),
+                "{what}: {err}"
+            );
+            assert_eq!(stored(&store).await, 0, "{what}: nothing stored");
+        }
+        for good in ["@s/p", "left-pad", "JSONStream", "a.b_c"] {
+            let what = format!("{good:?}, attachment first: {attachment_first}");
+            let store = Store::memory();
+            let body = ordered(&npm_doc(good, "1.0.0", &tgz), attachment_first);
+            let p = publish(&store, body.as_bytes(), 4096)
+                .await
+                .unwrap_or_else(|e| panic!("{what}: {e}"));
+            assert_eq!(p.name, good);
+            assert!(p.tarball.is_some_and(|t| t.stored), "{what}");
+        }
+    }
+    // With `name` first (npm's order) the name is refused before the attachment is read, also
+    // when its tarball's name (`a..b-1.0.0.tgz`) would have been refused for itself.
+    for bad in ["a..b", "@s/.."] {
+        let store = Store::memory();
+        let body = ordered(&npm_doc(bad, "1.0.0", &tgz), false);
+        let err = publish(&store, body.as_bytes(), 4096).await.expect_err(bad);
+        assert!(
+            err.to_string().starts_with("bad document at name: "),
+            "{bad}: {err}"
+        );
+    }
+}

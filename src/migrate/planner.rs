@@ -98,6 +98,12 @@ pub(crate) fn plan(row: &ChangeRow) -> DocPlan {
             "a document id of `.` or `..` cannot be asked for: HTTP removes it from the path",
         );
     }
+    // Mapped, it could not be served: the server reads the package from the URL's path.
+    if let Err(why) = crate::package_name::addressable(id) {
+        return unreadable(&format!(
+            "not a package name a tarball URL can carry: {why}"
+        ));
+    }
     let Some(doc) = row.doc.as_ref() else {
         return unreadable("the feed carried no document body");
     };

@@ -14,15 +14,14 @@ pub(super) struct Expected {
     pub(super) checks: Vec<(String, Integrity)>,
 }
 
-/// The document's package name (`name`, which must equal `_id` when that is given).
+/// The document's package name (`name`, which must equal `_id` when that is given), one npm
+/// would take and the server can serve (see `crate::package_name::publishable`).
 pub(super) fn package_name(doc: &Map<String, Value>) -> Result<String> {
     let name = doc
         .get("name")
         .and_then(Value::as_str)
         .ok_or_else(|| Error::document("name", "missing, or not a string"))?;
-    if name.is_empty() || name.len() > 214 {
-        return Err(Error::document("name", "must be 1 to 214 characters"));
-    }
+    crate::package_name::publishable(name).map_err(|why| Error::document("name", why))?;
     if let Some(id) = doc.get("_id") {
         if id.as_str() != Some(name) {
             return Err(Error::document("_id", "must equal `name`"));

@@ -44,7 +44,7 @@ use serde_json::{Map, Value};
 
 use crate::integrity::{Algorithm, Digests};
 use crate::store::{Expectations, LateExpectations};
-use crate::{Error, PutOptions, PutOutcome, Result, Store};
+use crate::{package_name, Error, PutOptions, PutOutcome, Result, Store};
 use reader::Reader;
 
 /// How [`ingest`] treats a publish document.
@@ -286,7 +286,15 @@ where
         match key {
             "versions" => self.versions = Some(value),
             "name" => {
-                self.name = serde_json::from_slice::<String>(&self.doc[value]).ok();
+                let name = serde_json::from_slice::<String>(&self.doc[value]).ok();
+                // A name that could not be served is refused before its tarball is read.
+                if let Some(why) = name
+                    .as_deref()
+                    .and_then(|n| package_name::publishable(n).err())
+                {
+                    return Err(Error::document("name", why));
+                }
+                self.name = name;
             }
             _ => {}
         }
