@@ -715,6 +715,139 @@ fn ordered(doc: &Value, attachment_first: bool) -> String {
     }
 }
 
+/// A key given twice is refused wherever the publish reads it, naming its path, before anything
+/// is stored: serde_json keeps the last of two, CouchDB the first, so the digest checked here
+/// and the one a CouchDB or another reader of the same document sees could differ.
+#[tokio::test]
+async fn duplicate_keys_are_refused_naming_their_path() {
+    let tgz = noise(20_000, 31);
+    let other = noise(20_000, 32);
+    let doc = npm_doc("p", "1.0.0", &tgz);
+    let right_md5 = couch_md5(&tgz);
+    let twice = |from: &str, to: String| (from.to_string(), to);
+    let cases: Vec<(&str, (String, String))> = vec![
+        (
+            "name",
+            twice(r#""name":"p""#, r#""name":"p","name":"q""#.into()),
+        ),
+        (
+            "name",
+            twice(r#""name":"p""#, r#""name":"p","n\u0061me":"p""#.into()),
+        ),
+        (
+            "_id",
+            twice(r#""_id":"p""#, r#""_id":"p","_id":"q""#.into()),
+        ),
+        (
+            "versions",
+            twice(r#""versions":{"#, r#""versions":{},"versions":{"#.into()),
+        ),
+        (
+            "dist-tags",
+            twice(
+                r#""dist-tags":{"#,
+                r#""dist-tags":{"latest":"9.0.0"},"dist-tags":{"#.into(),
+            ),
+        ),
+        (
+            r#"versions["1.0.0"]"#,
+            twice(r#""1.0.0":{"#, r#""1.0.0":{},"1.0.0":{"#.into()),
+        ),
+        (
+            r#"versions["1.0.0"].name"#,
+            twice(
+                r#""name":"p","version":"#,
+                r#""name":"q","name":"p","version":"#.into(),
+            ),
+        ),
+        (
+            r#"versions["1.0.0"].version"#,
+            twice(
+                r#""version":"1.0.0""#,
+                r#""version":"1.0.0","version":"2.0.0""#.into(),
+            ),
+        ),
+        (
+            r#"versions["1.0.0"].dist"#,
+            twice(r#""dist":{"#, r#""dist":{},"dist":{"#.into()),
+        ),
+        (
+            r#"versions["1.0.0"].dist.integrity"#,
+            twice(
+                r#""integrity":""#,
+                format!(r#""integrity":"{}","integrity":""#, sha512_sri(&other)),
+            ),
+        ),
+        (
+            r#"versions["1.0.0"].dist.shasum"#,
+            twice(
+                r#""shasum":""#,
+                format!(r#""shasum":"{}","shasum":""#, sha1_hex(&other)),
+            ),
+        ),
+        (
+            r#"versions["1.0.0"].dist.tarball"#,
+            twice(
+                r#""tarball":""#,
+                r#""tarball":"http://x/p/-/p-9.tgz","tarball":""#.into(),
+            ),
+        ),
+        (
+            r#"_attachments["p-1.0.0.tgz"]"#,
+            twice(
+                r#""_attachments":{"#,
+                format!(
+                    r#""_attachments":{{"p-1.0.0.tgz":{{"data":"{}"}},"#,
+                    B64.encode(&tgz)
+                ),
+            ),
+        ),
+        (
+            r#"_attachments["p-1.0.0.tgz"].data"#,
+            twice(r#""data":""#, r#""data":"QQ==","data":""#.into()),
+        ),
+        (
+            r#"_attachments["p-1.0.0.tgz"].length"#,
+            twice(r#""length":"#, r#""length":1,"length":"#.into()),
+        ),
+        (
+            r#"_attachments["p-1.0.0.tgz"].digest"#,
+            twice(
+                r#""data":""#,
+                format!(r#""digest":"{right_md5}","digest":"{right_md5}","data":""#),
+            ),
+        ),
+    ];
+    for attachment_first in [false, true] {
+        let good = ordered(&doc, attachment_first);
+        let store = Store::memory();
+        publish(&store, good.as_bytes(), 65_536)
+            .await
+            .expect("the document without duplicates");
+        for (path, (from, to)) in &cases {
+            let body = good.replacen(from, to, 1);
+            assert_ne!(body, good, "{path}: {from} is in the document");
+            for chunk in [5usize, 65_536] {
+                let case = format!("{path} (attachment first: {attachment_first}, {chunk})");
+                let store = Store::memory();
+                let err = publish(&store, body.as_bytes(), chunk)
+                    .await
+                    .expect_err(&case);
+                assert_eq!(err.kind(), ErrorKind::InvalidInput, "{case}: {err}");
+                let says = format!("bad document at {path}: given twice");
+                assert!(err.to_string().starts_with(&says), "{case}: {err}");
+                assert_eq!(stored(&store).await, 0, "{case}: nothing stored");
+            }
+        }
+    }
+}
+
+/// CouchDB's `md5-<base64>` of `data`, as an attachment's `digest`.
+fn couch_md5(data: &[u8]) -> String {
+    use md5::Digest;
+    format!("md5-{}", B64.encode(md5::Md5::digest(data)))
+}
+
 /// A package name is held to npm's rules that decide whether it can be served: `@scope/name`
 /// with one `/`, no `/` unscoped, no leading `.` or `_`, no `..`, URL-safe. `a/b` was mapped
 /// before and could not be served (the server reads it as a malformed scoped path).

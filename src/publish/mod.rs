@@ -34,7 +34,9 @@
 mod base64;
 mod document;
 mod reader;
+mod strict;
 
+use std::collections::HashSet;
 use std::io;
 
 use bytes::Bytes;
@@ -111,6 +113,9 @@ pub const DEFAULT_MAX_TARBALL: u64 = 256 << 20;
 /// Attachment names, member names and small values are refused beyond this many bytes.
 const SMALL: usize = 4096;
 
+/// Why a key given twice is refused (serde_json keeps the last of two, CouchDB the first).
+const TWICE: &str = "given twice: JSON readers disagree on which one counts";
+
 /// Reads a publish document from `body` and stores its tarball in `store`, verified; see the
 /// [module documentation](self). Runs inside a Tokio runtime: the put is a task of its own beside
 /// the scanner, so decoding and hashing use two cores.
@@ -130,8 +135,9 @@ where
         upload_failed: false,
     };
     let parsed = parse.document().await.and_then(|()| {
-        let document: Map<String, Value> = serde_json::from_slice(&parse.doc)
-            .map_err(|e| Error::document("body", e.to_string()))?;
+        let Value::Object(document) = strict::parse(&parse.doc, None, "body")? else {
+            return Err(Error::document("body", "not an object"));
+        };
         let name = document::package_name(&document)?;
         Ok((document, name))
     });
@@ -240,18 +246,19 @@ where
         let r = &mut self.reader;
         r.expect(b'{', "body").await?;
         self.doc.push(b'{');
-        let mut seen_attachments = false;
+        // Refused as soon as seen (the copy in `doc` would be refused at its parse anyway), so
+        // that `name` and `versions` are never read from one copy and the document from another.
+        let mut keys = HashSet::new();
         if self.reader.peek_token().await? == b'}' {
             self.reader.advance(1);
         } else {
             loop {
                 let key = self.reader.string(SMALL, "body").await?;
                 self.reader.expect(b':', &key).await?;
+                if !keys.insert(key.clone()) {
+                    return Err(Error::document(key, TWICE));
+                }
                 if key == "_attachments" {
-                    if seen_attachments {
-                        return Err(Error::document("_attachments", "given twice"));
-                    }
-                    seen_attachments = true;
                     self.attachments().await?;
                 } else {
                     self.member(&key).await?;
@@ -309,6 +316,9 @@ where
         }
         loop {
             let file = self.reader.string(SMALL, "_attachments").await?;
+            if self.upload.as_ref().is_some_and(|u| u.file == file) {
+                return Err(Error::document(format!("_attachments[{file:?}]"), TWICE));
+            }
             if self.upload.is_some() {
                 return Err(Error::document(
                     "_attachments",
@@ -329,7 +339,7 @@ where
             return Err(Error::document(&at, "not a tarball file name"));
         }
         self.reader.expect(b'{', &at).await?;
-        let mut has_data = false;
+        let mut keys = HashSet::new();
         if self.reader.peek_token().await? == b'}' {
             self.reader.advance(1);
         } else {
@@ -337,12 +347,11 @@ where
                 let key = self.reader.string(SMALL, &at).await?;
                 let here = format!("{at}.{key}");
                 self.reader.expect(b':', &here).await?;
+                if !keys.insert(key.clone()) {
+                    return Err(Error::document(here, TWICE));
+                }
                 match key.as_str() {
-                    "data" if has_data => return Err(Error::document(here, "given twice")),
-                    "data" => {
-                        self.data(&file, &here).await?;
-                        has_data = true;
-                    }
+                    "data" => self.data(&file, &here).await?,
                     "length" => {
                         let n: u64 = self.reader.value(64, &here).await?;
                         self.length = Some(n);
@@ -357,7 +366,7 @@ where
                 }
             }
         }
-        if !has_data {
+        if !keys.contains("data") {
             return Err(Error::document(at, "has no `data` (the tarball, base64)"));
         }
         Ok(())
@@ -369,8 +378,7 @@ where
         // no version's tarball is refused before a byte of it is stored.
         let mut known = None;
         if let (Some(name), Some(range)) = (&self.name, &self.versions) {
-            let versions: Value = serde_json::from_slice(&self.doc[range.clone()])
-                .map_err(|e| Error::document("versions", e.to_string()))?;
+            let versions = strict::parse(&self.doc[range.clone()], Some("versions"), "versions")?;
             known = Some(document::expected_for(name, &versions, file)?);
         }
         let cap = Cap::new(self.options.max_tarball, self.length, file)?;
