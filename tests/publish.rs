@@ -848,6 +848,114 @@ fn couch_md5(data: &[u8]) -> String {
     format!("md5-{}", B64.encode(md5::Md5::digest(data)))
 }
 
+/// An attachment's `digest` is held to CouchDB's meaning: an `md5-` one is checked against the
+/// bytes (a wrong one refused like a wrong `dist.integrity`), and any other, which CouchDB would
+/// drop unchecked, is refused as malformed rather than ignored. Nothing is stored when refused.
+#[tokio::test]
+async fn an_attachment_digest_is_checked_or_refused_never_ignored() {
+    let tgz = noise(20_000, 33);
+    let other = noise(20_000, 34);
+    let doc = npm_doc("p", "1.0.0", &tgz);
+    let data = B64.encode(&tgz);
+    let body = |attachment: String, attachment_first: bool| {
+        let mut doc = doc.clone();
+        doc["_attachments"] = json!({});
+        let text = ordered(&doc, attachment_first);
+        let with = format!(r#""_attachments":{{"p-1.0.0.tgz":{{{attachment}}}}}"#);
+        text.replacen(r#""_attachments":{}"#, &with, 1)
+    };
+    let field = r#"_attachments["p-1.0.0.tgz"].digest"#;
+    for attachment_first in [false, true] {
+        let case = |what: &str| format!("{what}, attachment first: {attachment_first}");
+        // A right md5 before `data`: checked, and stored.
+        let store = Store::memory();
+        let right = format!(r#""digest":"{}","data":"{data}""#, couch_md5(&tgz));
+        publish(&store, body(right, attachment_first).as_bytes(), 4096)
+            .await
+            .unwrap_or_else(|e| panic!("{}: {e}", case("right md5")));
+        assert_eq!(stored(&store).await, 1);
+        // A wrong md5 before `data`: a mismatch naming the digest. After `data`: the same with
+        // the attachment first (every algorithm is computed then); in npm's order md5 was not
+        // computed as `data` went by, and the digest is refused as one that cannot be checked.
+        let wrong = couch_md5(&other);
+        for (attachment, kind, says) in [
+            (
+                format!(r#""digest":"{wrong}","data":"{data}""#),
+                ErrorKind::IntegrityMismatch,
+                "integrity mismatch",
+            ),
+            if attachment_first {
+                (
+                    format!(r#""data":"{data}","digest":"{wrong}""#),
+                    ErrorKind::IntegrityMismatch,
+                    "integrity mismatch",
+                )
+            } else {
+                (
+                    format!(r#""data":"{data}","digest":"{wrong}""#),
+                    ErrorKind::InvalidInput,
+                    "comes after `data`",
+                )
+            },
+        ] {
+            let what = case(&attachment[..12]);
+            let store = Store::memory();
+            let err = publish(&store, body(attachment, attachment_first).as_bytes(), 4096)
+                .await
+                .expect_err(&what);
+            assert_eq!(err.kind(), kind, "{what}: {err}");
+            assert!(err.to_string().contains(field), "{what}: {err}");
+            assert!(err.to_string().contains(says), "{what}: {err}");
+            assert_eq!(stored(&store).await, 0, "{what}: nothing stored");
+        }
+        // A right md5 after `data` with the attachment first: checked, and stored.
+        if attachment_first {
+            let store = Store::memory();
+            let right = format!(r#""data":"{data}","digest":"{}""#, couch_md5(&tgz));
+            publish(&store, body(right, true).as_bytes(), 4096)
+                .await
+                .unwrap_or_else(|e| panic!("{}: {e}", case("right md5 after data")));
+        }
+        // Any other digest, before or after `data`: refused as malformed, naming the field.
+        let sha1 = format!(
+            "sha1-{}",
+            B64.encode(hex::decode(sha1_hex(&tgz)).expect("hex"))
+        );
+        for (digest, says) in [
+            (json!(sha1), "not an md5 digest"),
+            (json!(sha512_sri(&tgz)), "not an md5 digest"),
+            (
+                json!(couch_md5(&tgz).replace("md5-", "MD5-")),
+                "not an md5 digest",
+            ),
+            (
+                json!(couch_md5(&tgz).replace("md5-", "")),
+                "not an md5 digest",
+            ),
+            (json!("md5-!!!!"), "not base64"),
+            (json!("md5-AAAA"), "not an md5"),
+            (json!(12), "invalid type"),
+        ] {
+            for digest_first in [false, true] {
+                let what = case(&format!("digest {digest}, before data: {digest_first}"));
+                let attachment = if digest_first {
+                    format!(r#""digest":{digest},"data":"{data}""#)
+                } else {
+                    format!(r#""data":"{data}","digest":{digest}"#)
+                };
+                let store = Store::memory();
+                let err = publish(&store, body(attachment, attachment_first).as_bytes(), 4096)
+                    .await
+                    .expect_err(&what);
+                assert_eq!(err.kind(), ErrorKind::InvalidInput, "{what}: {err}");
+                assert!(err.to_string().contains(field), "{what}: {err}");
+                assert!(err.to_string().contains(says), "{what}: {err}");
+                assert_eq!(stored(&store).await, 0, "{what}: nothing stored");
+            }
+        }
+    }
+}
+
 /// A package name is held to npm's rules that decide whether it can be served: `@scope/name`
 /// with one `/`, no `/` unscoped, no leading `.` or `_`, no `..`, URL-safe. `a/b` was mapped
 /// before and could not be served (the server reads it as a malformed scoped path).

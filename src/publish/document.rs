@@ -3,7 +3,7 @@
 
 use serde_json::{Map, Value};
 
-use crate::integrity::Integrity;
+use crate::integrity::{Hash, Integrity};
 use crate::store::Expectations;
 use crate::{Error, Result};
 
@@ -109,16 +109,21 @@ pub(super) fn expected_for(name: &str, versions: &Value, file: &str) -> Result<E
 /// Parses one `dist` field's text.
 type ParseDigest = fn(&str) -> Result<Integrity>;
 
-/// What the store must check once the attachment's bytes have gone by.
+/// What the store must check once the attachment's bytes have gone by: the version's digests, and
+/// the attachment's own `length` and `digest` (md5) when it gives them.
 pub(super) fn expectations(
     name: &str,
     file: &str,
     expected: &Expected,
-    length: Option<u64>,
+    (length, digest): (Option<u64>, Option<Hash>),
     inspect: bool,
 ) -> Expectations {
+    let mut checks = expected.checks.clone();
+    if let Some(md5) = digest {
+        checks.push((format!("_attachments[{file:?}].digest"), md5.into()));
+    }
     Expectations {
-        checks: expected.checks.clone(),
+        checks,
         size: length.map(|n| (format!("_attachments[{file:?}].length"), n)),
         package: inspect.then(|| (name.to_string(), expected.version.clone())),
     }

@@ -44,7 +44,7 @@ use futures::channel::{mpsc, oneshot};
 use futures::{FutureExt, SinkExt, Stream};
 use serde_json::{Map, Value};
 
-use crate::integrity::{Algorithm, Digests};
+use crate::integrity::{Algorithm, Digests, Hash};
 use crate::store::{Expectations, LateExpectations};
 use crate::{package_name, Error, PutOptions, PutOutcome, Result, Store};
 use reader::Reader;
@@ -132,6 +132,8 @@ where
         versions: None,
         upload: None,
         length: None,
+        digest: None,
+        computes_md5: false,
         upload_failed: false,
     };
     let parsed = parse.document().await.and_then(|()| {
@@ -142,6 +144,7 @@ where
         Ok((document, name))
     });
     let length = parse.length;
+    let digest = parse.digest.take();
     let failed = parse.upload_failed;
     let Some(upload) = parse.upload.take() else {
         let (document, name) = parsed?;
@@ -162,7 +165,7 @@ where
                 &name,
                 &upload.file,
                 &expected,
-                length,
+                (length, digest),
                 options.inspect.is_some(),
             );
             let put = upload.finish(late).await?;
@@ -234,6 +237,10 @@ struct Parse<'a, S> {
     upload: Option<Upload>,
     /// The attachment's `length`.
     length: Option<u64>,
+    /// The attachment's CouchDB `digest` (`md5-…`), checked like `dist.integrity`.
+    digest: Option<Hash>,
+    /// The put computes md5, so that a `digest` read after `data` can still be checked.
+    computes_md5: bool,
     /// The put ended before the scanner was done sending it bytes.
     upload_failed: bool,
 }
@@ -356,6 +363,7 @@ where
                         let n: u64 = self.reader.value(64, &here).await?;
                         self.length = Some(n);
                     }
+                    "digest" => self.digest(&here).await?,
                     _ => {
                         let mut ignored = Vec::new();
                         self.reader.copy_value(&mut ignored, SMALL, &here).await?;
@@ -400,11 +408,19 @@ where
         // Known already (npm's order), they are the put's `expected`, as in a migration, which
         // also lets a stored sha512 spare the write; not known yet (`versions` after the
         // attachment), every algorithm is computed, slower but never unchecked.
-        let expected = known.and_then(|k| crate::store::all_hashes(&k.checks));
+        // A `digest` given before `data` is one more algorithm to compute; one given after can be
+        // checked only if md5 is computed anyway (see `digest`).
+        let mut expected = known.and_then(|k| crate::store::all_hashes(&k.checks));
+        if let (Some(all), Some(md5)) = (&mut expected, &self.digest) {
+            all.push(md5.clone());
+        }
         let compute = match expected {
             Some(_) => Vec::new(),
             None => Algorithm::ALL.to_vec(),
         };
+        self.computes_md5 = expected
+            .as_ref()
+            .is_none_or(|all| all.get(Algorithm::Md5).is_some());
         let late = LateExpectations {
             expectations: late,
             compute,
@@ -465,6 +481,25 @@ where
         if !last.is_empty() && !self.send(&mut tx, last).await {
             return Err(Error::document(at, "the store stopped taking it"));
         }
+        Ok(())
+    }
+
+    /// Reads an attachment's `digest`. CouchDB checks an `md5-` digest against the bytes of an
+    /// upload and silently drops any other, and it writes only `md5-` ones; here the md5 is
+    /// checked like `dist.integrity`, and another or malformed digest is refused rather than
+    /// dropped: a document that claims a digest nobody checks could pass it on as if checked.
+    /// npm's client sends no `digest`, so this refuses no real publish.
+    async fn digest(&mut self, at: &str) -> Result<()> {
+        let text: String = self.reader.value(SMALL, at).await?;
+        let md5 = Hash::from_couch_digest(&text).map_err(|why| Error::document(at, why))?;
+        if self.upload.is_some() && !self.computes_md5 {
+            // The put did not hash md5 as `data` went by; it cannot be checked after the fact.
+            return Err(Error::document(
+                at,
+                "comes after `data` and could not be checked: give it before `data`",
+            ));
+        }
+        self.digest = Some(md5);
         Ok(())
     }
 
