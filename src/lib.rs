@@ -18,7 +18,8 @@
 //! (so there are no import cycles, and each layer can be understood and tested without the ones
 //! above it). From the bottom:
 //!
-//! 1. [`tarball`] (tar/gzip parsing, no other module) and [`units`] (sizes, durations, rates);
+//! 1. [`tarball`] (tar/gzip parsing, no other module), [`units`] (sizes, durations, rates) and
+//!    `package_name` (which npm package names can be stored and served);
 //! 2. the error type ([`Error`], [`ErrorKind`]);
 //! 3. [`integrity`] (SRI parsing and hashing) and `task` (blocking work off the runtime);
 //! 4. [`backend`]: the trait, the backends and the composite wrappers;
@@ -42,6 +43,7 @@ pub mod mapping;
 pub mod migrate;
 pub mod open;
 pub mod ops;
+mod package_name;
 pub mod publish;
 #[cfg(feature = "server")]
 pub mod server;

@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 /// The layers, from the bottom: a module may import the modules of lower layers only. Keep in step
 /// with the list in `src/lib.rs`.
 const LAYERS: &[&[&str]] = &[
-    &["tarball", "units"],
+    &["tarball", "units", "package_name"],
     &["error"],
     &["integrity", "task"],
     &["backend"],

@@ -696,3 +696,317 @@ async fn every_algorithm_of_the_integrity_is_checked() {
     assert_eq!(err.kind(), ErrorKind::InvalidInput, "{err}");
     assert_eq!(stored(&store).await, 0);
 }
+
+/// The document's text with its top-level members in npm's order (`versions` before
+/// `_attachments`) or with the attachment first, every value as in `doc`.
+fn ordered(doc: &Value, attachment_first: bool) -> String {
+    let members = doc.as_object().expect("an object");
+    let rest: Vec<String> = members
+        .iter()
+        .filter(|(k, _)| *k != "_attachments")
+        .map(|(k, v)| format!("{}:{v}", json!(k)))
+        .collect();
+    let rest = rest.join(",");
+    let attachments = format!(r#""_attachments":{}"#, doc["_attachments"]);
+    if attachment_first {
+        format!("{{{attachments},{rest}}}")
+    } else {
+        format!("{{{rest},{attachments}}}")
+    }
+}
+
+/// A key given twice is refused wherever the publish reads it, naming its path, before anything
+/// is stored: serde_json keeps the last of two, CouchDB the first, so the digest checked here
+/// and the one a CouchDB or another reader of the same document sees could differ.
+#[tokio::test]
+async fn duplicate_keys_are_refused_naming_their_path() {
+    let tgz = noise(20_000, 31);
+    let other = noise(20_000, 32);
+    let doc = npm_doc("p", "1.0.0", &tgz);
+    let right_md5 = couch_md5(&tgz);
+    let twice = |from: &str, to: String| (from.to_string(), to);
+    let cases: Vec<(&str, (String, String))> = vec![
+        (
+            "name",
+            twice(r#""name":"p""#, r#""name":"p","name":"q""#.into()),
+        ),
+        (
+            "name",
+            twice(r#""name":"p""#, r#""name":"p","n\u0061me":"p""#.into()),
+        ),
+        (
+            "_id",
+            twice(r#""_id":"p""#, r#""_id":"p","_id":"q""#.into()),
+        ),
+        (
+            "versions",
+            twice(r#""versions":{"#, r#""versions":{},"versions":{"#.into()),
+        ),
+        (
+            "dist-tags",
+            twice(
+                r#""dist-tags":{"#,
+                r#""dist-tags":{"latest":"9.0.0"},"dist-tags":{"#.into(),
+            ),
+        ),
+        (
+            r#"versions["1.0.0"]"#,
+            twice(r#""1.0.0":{"#, r#""1.0.0":{},"1.0.0":{"#.into()),
+        ),
+        (
+            r#"versions["1.0.0"].name"#,
+            twice(
+                r#""name":"p","version":"#,
+                r#""name":"q","name":"p","version":"#.into(),
+            ),
+        ),
+        (
+            r#"versions["1.0.0"].version"#,
+            twice(
+                r#""version":"1.0.0""#,
+                r#""version":"1.0.0","version":"2.0.0""#.into(),
+            ),
+        ),
+        (
+            r#"versions["1.0.0"].dist"#,
+            twice(r#""dist":{"#, r#""dist":{},"dist":{"#.into()),
+        ),
+        (
+            r#"versions["1.0.0"].dist.integrity"#,
+            twice(
+                r#""integrity":""#,
+                format!(r#""integrity":"{}","integrity":""#, sha512_sri(&other)),
+            ),
+        ),
+        (
+            r#"versions["1.0.0"].dist.shasum"#,
+            twice(
+                r#""shasum":""#,
+                format!(r#""shasum":"{}","shasum":""#, sha1_hex(&other)),
+            ),
+        ),
+        (
+            r#"versions["1.0.0"].dist.tarball"#,
+            twice(
+                r#""tarball":""#,
+                r#""tarball":"http://x/p/-/p-9.tgz","tarball":""#.into(),
+            ),
+        ),
+        (
+            r#"_attachments["p-1.0.0.tgz"]"#,
+            twice(
+                r#""_attachments":{"#,
+                format!(
+                    r#""_attachments":{{"p-1.0.0.tgz":{{"data":"{}"}},"#,
+                    B64.encode(&tgz)
+                ),
+            ),
+        ),
+        (
+            r#"_attachments["p-1.0.0.tgz"].data"#,
+            twice(r#""data":""#, r#""data":"QQ==","data":""#.into()),
+        ),
+        (
+            r#"_attachments["p-1.0.0.tgz"].length"#,
+            twice(r#""length":"#, r#""length":1,"length":"#.into()),
+        ),
+        (
+            r#"_attachments["p-1.0.0.tgz"].digest"#,
+            twice(
+                r#""data":""#,
+                format!(r#""digest":"{right_md5}","digest":"{right_md5}","data":""#),
+            ),
+        ),
+    ];
+    for attachment_first in [false, true] {
+        let good = ordered(&doc, attachment_first);
+        let store = Store::memory();
+        publish(&store, good.as_bytes(), 65_536)
+            .await
+            .expect("the document without duplicates");
+        for (path, (from, to)) in &cases {
+            let body = good.replacen(from, to, 1);
+            assert_ne!(body, good, "{path}: {from} is in the document");
+            for chunk in [5usize, 65_536] {
+                let case = format!("{path} (attachment first: {attachment_first}, {chunk})");
+                let store = Store::memory();
+                let err = publish(&store, body.as_bytes(), chunk)
+                    .await
+                    .expect_err(&case);
+                assert_eq!(err.kind(), ErrorKind::InvalidInput, "{case}: {err}");
+                let says = format!("bad document at {path}: given twice");
+                assert!(err.to_string().starts_with(&says), "{case}: {err}");
+                assert_eq!(stored(&store).await, 0, "{case}: nothing stored");
+            }
+        }
+    }
+}
+
+/// CouchDB's `md5-<base64>` of `data`, as an attachment's `digest`.
+fn couch_md5(data: &[u8]) -> String {
+    use md5::Digest;
+    format!("md5-{}", B64.encode(md5::Md5::digest(data)))
+}
+
+/// An attachment's `digest` is held to CouchDB's meaning: an `md5-` one is checked against the
+/// bytes (a wrong one refused like a wrong `dist.integrity`), and any other, which CouchDB would
+/// drop unchecked, is refused as malformed rather than ignored. Nothing is stored when refused.
+#[tokio::test]
+async fn an_attachment_digest_is_checked_or_refused_never_ignored() {
+    let tgz = noise(20_000, 33);
+    let other = noise(20_000, 34);
+    let doc = npm_doc("p", "1.0.0", &tgz);
+    let data = B64.encode(&tgz);
+    let body = |attachment: String, attachment_first: bool| {
+        let mut doc = doc.clone();
+        doc["_attachments"] = json!({});
+        let text = ordered(&doc, attachment_first);
+        let with = format!(r#""_attachments":{{"p-1.0.0.tgz":{{{attachment}}}}}"#);
+        text.replacen(r#""_attachments":{}"#, &with, 1)
+    };
+    let field = r#"_attachments["p-1.0.0.tgz"].digest"#;
+    for attachment_first in [false, true] {
+        let case = |what: &str| format!("{what}, attachment first: {attachment_first}");
+        // A right md5 before `data`: checked, and stored.
+        let store = Store::memory();
+        let right = format!(r#""digest":"{}","data":"{data}""#, couch_md5(&tgz));
+        publish(&store, body(right, attachment_first).as_bytes(), 4096)
+            .await
+            .unwrap_or_else(|e| panic!("{}: {e}", case("right md5")));
+        assert_eq!(stored(&store).await, 1);
+        // A wrong md5 before `data`: a mismatch naming the digest. After `data`: the same with
+        // the attachment first (every algorithm is computed then); in npm's order md5 was not
+        // computed as `data` went by, and the digest is refused as one that cannot be checked.
+        let wrong = couch_md5(&other);
+        for (attachment, kind, says) in [
+            (
+                format!(r#""digest":"{wrong}","data":"{data}""#),
+                ErrorKind::IntegrityMismatch,
+                "integrity mismatch",
+            ),
+            if attachment_first {
+                (
+                    format!(r#""data":"{data}","digest":"{wrong}""#),
+                    ErrorKind::IntegrityMismatch,
+                    "integrity mismatch",
+                )
+            } else {
+                (
+                    format!(r#""data":"{data}","digest":"{wrong}""#),
+                    ErrorKind::InvalidInput,
+                    "comes after `data`",
+                )
+            },
+        ] {
+            let what = case(&attachment[..12]);
+            let store = Store::memory();
+            let err = publish(&store, body(attachment, attachment_first).as_bytes(), 4096)
+                .await
+                .expect_err(&what);
+            assert_eq!(err.kind(), kind, "{what}: {err}");
+            assert!(err.to_string().contains(field), "{what}: {err}");
+            assert!(err.to_string().contains(says), "{what}: {err}");
+            assert_eq!(stored(&store).await, 0, "{what}: nothing stored");
+        }
+        // A right md5 after `data` with the attachment first: checked, and stored.
+        if attachment_first {
+            let store = Store::memory();
+            let right = format!(r#""data":"{data}","digest":"{}""#, couch_md5(&tgz));
+            publish(&store, body(right, true).as_bytes(), 4096)
+                .await
+                .unwrap_or_else(|e| panic!("{}: {e}", case("right md5 after data")));
+        }
+        // Any other digest, before or after `data`: refused as malformed, naming the field.
+        let sha1 = format!(
+            "sha1-{}",
+            B64.encode(hex::decode(sha1_hex(&tgz)).expect("hex"))
+        );
+        for (digest, says) in [
+            (json!(sha1), "not an md5 digest"),
+            (json!(sha512_sri(&tgz)), "not an md5 digest"),
+            (
+                json!(couch_md5(&tgz).replace("md5-", "MD5-")),
+                "not an md5 digest",
+            ),
+            (
+                json!(couch_md5(&tgz).replace("md5-", "")),
+                "not an md5 digest",
+            ),
+            (json!("md5-!!!!"), "not base64"),
+            (json!("md5-AAAA"), "not an md5"),
+            (json!(12), "invalid type"),
+        ] {
+            for digest_first in [false, true] {
+                let what = case(&format!("digest {digest}, before data: {digest_first}"));
+                let attachment = if digest_first {
+                    format!(r#""digest":{digest},"data":"{data}""#)
+                } else {
+                    format!(r#""data":"{data}","digest":{digest}"#)
+                };
+                let store = Store::memory();
+                let err = publish(&store, body(attachment, attachment_first).as_bytes(), 4096)
+                    .await
+                    .expect_err(&what);
+                assert_eq!(err.kind(), ErrorKind::InvalidInput, "{what}: {err}");
+                assert!(err.to_string().contains(field), "{what}: {err}");
+                assert!(err.to_string().contains(says), "{what}: {err}");
+                assert_eq!(stored(&store).await, 0, "{what}: nothing stored");
+            }
+        }
+    }
+}
+
+/// A package name is held to npm's rules that decide whether it can be served: `@scope/name`
+/// with one `/`, no `/` unscoped, no leading `.` or `_`, no `..`, URL-safe. `a/b` was mapped
+/// before and could not be served (the server reads it as a malformed scoped path).
+#[tokio::test]
+async fn package_names_are_held_to_npms_rules() {
+    let tgz = noise(20_000, 35);
+    for attachment_first in [false, true] {
+        for bad in [
+            "a/b",
+            "@s/a/b",
+            ".x",
+            "_x",
+            "@s/",
+            "@s",
+            "@/p",
+            "a b",
+            "caf\u{e9}",
+        ] {
+            let what = format!("{bad:?}, attachment first: {attachment_first}");
+            let store = Store::memory();
+            let body = ordered(&npm_doc(bad, "1.0.0", &tgz), attachment_first);
+            let err = publish(&store, body.as_bytes(), 4096)
+                .await
+                .expect_err(&what);
+            assert_eq!(err.kind(), ErrorKind::InvalidInput, "{what}: {err}");
+            assert!(
+                err.to_string().starts_with("bad document at name: "),
+                "{what}: {err}"
+            );
+            assert_eq!(stored(&store).await, 0, "{what}: nothing stored");
+        }
+        for good in ["@s/p", "left-pad", "JSONStream", "a.b_c"] {
+            let what = format!("{good:?}, attachment first: {attachment_first}");
+            let store = Store::memory();
+            let body = ordered(&npm_doc(good, "1.0.0", &tgz), attachment_first);
+            let p = publish(&store, body.as_bytes(), 4096)
+                .await
+                .unwrap_or_else(|e| panic!("{what}: {e}"));
+            assert_eq!(p.name, good);
+            assert!(p.tarball.is_some_and(|t| t.stored), "{what}");
+        }
+    }
+    // With `name` first (npm's order) the name is refused before the attachment is read, also
+    // when its tarball's name (`a..b-1.0.0.tgz`) would have been refused for itself.
+    for bad in ["a..b", "@s/.."] {
+        let store = Store::memory();
+        let body = ordered(&npm_doc(bad, "1.0.0", &tgz), false);
+        let err = publish(&store, body.as_bytes(), 4096).await.expect_err(bad);
+        assert!(
+            err.to_string().starts_with("bad document at name: "),
+            "{bad}: {err}"
+        );
+    }
+}

@@ -51,6 +51,23 @@ impl Hash {
         }
     }
 
+    /// A CouchDB attachment `digest`, `md5-<base64>`: the only kind CouchDB writes (couch_doc's
+    /// `to_json_attachments`) and the only kind it checks an upload against; it drops any other
+    /// prefix without a word. Here another prefix, or an md5 that is not standard base64 of 16
+    /// bytes, is refused (the reason is returned, for the caller to name the field): a digest
+    /// that nobody checks must not pass for one that was checked.
+    pub(crate) fn from_couch_digest(digest: &str) -> std::result::Result<Hash, String> {
+        let Some(b64) = digest.strip_prefix("md5-") else {
+            return Err(format!(
+                "{digest:?} is not an md5 digest: CouchDB writes and checks only `md5-<base64>`"
+            ));
+        };
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(b64)
+            .map_err(|_| format!("{digest:?} is not base64"))?;
+        Hash::new(Algorithm::Md5, &bytes).map_err(|_| format!("{digest:?} is not an md5"))
+    }
+
     /// A hash from a hex digest (case-insensitive), e.g. an npm `shasum`.
     pub fn from_hex(algorithm: Algorithm, hex_digest: &str) -> Result<Hash> {
         let trimmed = hex_digest.trim();

@@ -8,7 +8,6 @@
 //! the scope's slash (`@scope%2fname`), and later npm clients stored the attachment under
 //! `@scope/name-1.0.0.tgz` (with a slash) while the URL's last segment is `name-1.0.0.tgz`.
 
-use base64::Engine;
 use percent_encoding::percent_decode_str;
 use serde_json::{Map, Value};
 
@@ -97,6 +96,12 @@ pub(crate) fn plan(row: &ChangeRow) -> DocPlan {
         return unreadable(
             "a document id of `.` or `..` cannot be asked for: HTTP removes it from the path",
         );
+    }
+    // Mapped, it could not be served: the server reads the package from the URL's path.
+    if let Err(why) = crate::package_name::addressable(id) {
+        return unreadable(&format!(
+            "not a package name a tarball URL can carry: {why}"
+        ));
     }
     let Some(doc) = row.doc.as_ref() else {
         return unreadable("the feed carried no document body");
@@ -266,9 +271,9 @@ fn plan_version(
         let d = d
             .as_str()
             .ok_or_else(|| unreadable("attachment digest is not a string".into()))?;
-        if let Some(md5) = md5_digest(d).map_err(unreadable)? {
-            checks.push((format!("_attachments[{attachment:?}].digest"), md5.into()));
-        }
+        let md5 = Hash::from_couch_digest(d)
+            .map_err(|why| unreadable(format!("attachment digest: {why}")))?;
+        checks.push((format!("_attachments[{attachment:?}].digest"), md5.into()));
     }
     let shasum = match dist.get("shasum") {
         None | Some(Value::Null) => None,
@@ -316,21 +321,6 @@ fn plan_version(
         size,
         shasum,
     })
-}
-
-/// Parses CouchDB's `md5-<base64>` attachment digest. Other prefixes are not CouchDB's and are
-/// ignored; a malformed md5 is an error.
-fn md5_digest(digest: &str) -> Result<Option<Hash>, String> {
-    let Some(b64) = digest.strip_prefix("md5-") else {
-        tracing::debug!(digest, "attachment digest is not md5; not checked");
-        return Ok(None);
-    };
-    let bytes = base64::engine::general_purpose::STANDARD
-        .decode(b64)
-        .map_err(|_| format!("attachment digest {digest:?} is not base64"))?;
-    Hash::new(Algorithm::Md5, &bytes)
-        .map(Some)
-        .map_err(|_| format!("attachment digest {digest:?} is not an md5"))
 }
 
 /// The tarball's file name and the attachment keys it may be stored under, most likely first:
@@ -542,6 +532,43 @@ mod tests {
         }
         let p = plan(&row("a", version("http://r/a/-/a-1.0.0.tgz", Value::Null)));
         assert_eq!(p.jobs.len(), 1, "no length: nothing to check it against");
+    }
+
+    /// CouchDB writes only `md5-` digests: another one, or a malformed md5, is not skipped (the
+    /// version would be moved on fewer checks than its document claims) but unreadable. An id
+    /// that no tarball URL can carry (`a/b`) is unreadable too: mapped, it could not be served.
+    #[test]
+    fn unknown_digests_and_unservable_ids_are_unreadable() {
+        let doc = |digest: &str| {
+            json!({"versions": {"1.0.0": {"dist": {"shasum": SHA1, "tarball": "http://r/a/-/a-1.0.0.tgz"}}},
+                "_attachments": {"a-1.0.0.tgz": {"digest": digest, "length": 1, "stub": true}}})
+        };
+        for (digest, says) in [
+            ("sha-bG4AEU4AwoFfwK6uPaGvIw==", "not an md5 digest"),
+            ("md5-bG4AEU4AwoFfwK6uPaGvIw", "not base64"),
+            ("md5-AAAA", "not an md5"),
+        ] {
+            let p = plan(&row("a", doc(digest)));
+            assert!(p.jobs.is_empty(), "{digest}");
+            let (kind, problem) = p
+                .decided
+                .first()
+                .cloned()
+                .unwrap_or_else(|| panic!("{digest}"));
+            assert_eq!(kind, OutcomeKind::Unreadable, "{digest}");
+            let detail = problem.map(|p| p.detail).unwrap_or_default();
+            assert!(detail.contains(says), "{digest}: {detail}");
+        }
+        assert_eq!(plan(&row("a", doc(MD5))).jobs.len(), 1);
+        for id in ["a/b", "@s/a/b", "@s"] {
+            let p = plan(&row(id, doc(MD5)));
+            assert!(p.jobs.is_empty(), "{id}");
+            assert_eq!(
+                p.decided.first().map(|d| d.0),
+                Some(OutcomeKind::Unreadable),
+                "{id}"
+            );
+        }
     }
 
     #[test]

@@ -3,7 +3,7 @@
 
 use serde_json::{Map, Value};
 
-use crate::integrity::Integrity;
+use crate::integrity::{Hash, Integrity};
 use crate::store::Expectations;
 use crate::{Error, Result};
 
@@ -14,15 +14,14 @@ pub(super) struct Expected {
     pub(super) checks: Vec<(String, Integrity)>,
 }
 
-/// The document's package name (`name`, which must equal `_id` when that is given).
+/// The document's package name (`name`, which must equal `_id` when that is given), one npm
+/// would take and the server can serve (see `crate::package_name::publishable`).
 pub(super) fn package_name(doc: &Map<String, Value>) -> Result<String> {
     let name = doc
         .get("name")
         .and_then(Value::as_str)
         .ok_or_else(|| Error::document("name", "missing, or not a string"))?;
-    if name.is_empty() || name.len() > 214 {
-        return Err(Error::document("name", "must be 1 to 214 characters"));
-    }
+    crate::package_name::publishable(name).map_err(|why| Error::document("name", why))?;
     if let Some(id) = doc.get("_id") {
         if id.as_str() != Some(name) {
             return Err(Error::document("_id", "must equal `name`"));
@@ -110,16 +109,21 @@ pub(super) fn expected_for(name: &str, versions: &Value, file: &str) -> Result<E
 /// Parses one `dist` field's text.
 type ParseDigest = fn(&str) -> Result<Integrity>;
 
-/// What the store must check once the attachment's bytes have gone by.
+/// What the store must check once the attachment's bytes have gone by: the version's digests, and
+/// the attachment's own `length` and `digest` (md5) when it gives them.
 pub(super) fn expectations(
     name: &str,
     file: &str,
     expected: &Expected,
-    length: Option<u64>,
+    (length, digest): (Option<u64>, Option<Hash>),
     inspect: bool,
 ) -> Expectations {
+    let mut checks = expected.checks.clone();
+    if let Some(md5) = digest {
+        checks.push((format!("_attachments[{file:?}].digest"), md5.into()));
+    }
     Expectations {
-        checks: expected.checks.clone(),
+        checks,
         size: length.map(|n| (format!("_attachments[{file:?}].length"), n)),
         package: inspect.then(|| (name.to_string(), expected.version.clone())),
     }

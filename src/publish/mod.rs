@@ -34,7 +34,9 @@
 mod base64;
 mod document;
 mod reader;
+mod strict;
 
+use std::collections::HashSet;
 use std::io;
 
 use bytes::Bytes;
@@ -42,9 +44,9 @@ use futures::channel::{mpsc, oneshot};
 use futures::{FutureExt, SinkExt, Stream};
 use serde_json::{Map, Value};
 
-use crate::integrity::{Algorithm, Digests};
+use crate::integrity::{Algorithm, Digests, Hash};
 use crate::store::{Expectations, LateExpectations};
-use crate::{Error, PutOptions, PutOutcome, Result, Store};
+use crate::{package_name, Error, PutOptions, PutOutcome, Result, Store};
 use reader::Reader;
 
 /// How [`ingest`] treats a publish document.
@@ -111,6 +113,9 @@ pub const DEFAULT_MAX_TARBALL: u64 = 256 << 20;
 /// Attachment names, member names and small values are refused beyond this many bytes.
 const SMALL: usize = 4096;
 
+/// Why a key given twice is refused (serde_json keeps the last of two, CouchDB the first).
+const TWICE: &str = "given twice: JSON readers disagree on which one counts";
+
 /// Reads a publish document from `body` and stores its tarball in `store`, verified; see the
 /// [module documentation](self). Runs inside a Tokio runtime: the put is a task of its own beside
 /// the scanner, so decoding and hashing use two cores.
@@ -127,15 +132,19 @@ where
         versions: None,
         upload: None,
         length: None,
+        digest: None,
+        computes_md5: false,
         upload_failed: false,
     };
     let parsed = parse.document().await.and_then(|()| {
-        let document: Map<String, Value> = serde_json::from_slice(&parse.doc)
-            .map_err(|e| Error::document("body", e.to_string()))?;
+        let Value::Object(document) = strict::parse(&parse.doc, None, "body")? else {
+            return Err(Error::document("body", "not an object"));
+        };
         let name = document::package_name(&document)?;
         Ok((document, name))
     });
     let length = parse.length;
+    let digest = parse.digest.take();
     let failed = parse.upload_failed;
     let Some(upload) = parse.upload.take() else {
         let (document, name) = parsed?;
@@ -156,7 +165,7 @@ where
                 &name,
                 &upload.file,
                 &expected,
-                length,
+                (length, digest),
                 options.inspect.is_some(),
             );
             let put = upload.finish(late).await?;
@@ -228,6 +237,10 @@ struct Parse<'a, S> {
     upload: Option<Upload>,
     /// The attachment's `length`.
     length: Option<u64>,
+    /// The attachment's CouchDB `digest` (`md5-…`), checked like `dist.integrity`.
+    digest: Option<Hash>,
+    /// The put computes md5, so that a `digest` read after `data` can still be checked.
+    computes_md5: bool,
     /// The put ended before the scanner was done sending it bytes.
     upload_failed: bool,
 }
@@ -240,18 +253,19 @@ where
         let r = &mut self.reader;
         r.expect(b'{', "body").await?;
         self.doc.push(b'{');
-        let mut seen_attachments = false;
+        // Refused as soon as seen (the copy in `doc` would be refused at its parse anyway), so
+        // that `name` and `versions` are never read from one copy and the document from another.
+        let mut keys = HashSet::new();
         if self.reader.peek_token().await? == b'}' {
             self.reader.advance(1);
         } else {
             loop {
                 let key = self.reader.string(SMALL, "body").await?;
                 self.reader.expect(b':', &key).await?;
+                if !keys.insert(key.clone()) {
+                    return Err(Error::document(key, TWICE));
+                }
                 if key == "_attachments" {
-                    if seen_attachments {
-                        return Err(Error::document("_attachments", "given twice"));
-                    }
-                    seen_attachments = true;
                     self.attachments().await?;
                 } else {
                     self.member(&key).await?;
@@ -286,7 +300,15 @@ where
         match key {
             "versions" => self.versions = Some(value),
             "name" => {
-                self.name = serde_json::from_slice::<String>(&self.doc[value]).ok();
+                let name = serde_json::from_slice::<String>(&self.doc[value]).ok();
+                // A name that could not be served is refused before its tarball is read.
+                if let Some(why) = name
+                    .as_deref()
+                    .and_then(|n| package_name::publishable(n).err())
+                {
+                    return Err(Error::document("name", why));
+                }
+                self.name = name;
             }
             _ => {}
         }
@@ -301,6 +323,9 @@ where
         }
         loop {
             let file = self.reader.string(SMALL, "_attachments").await?;
+            if self.upload.as_ref().is_some_and(|u| u.file == file) {
+                return Err(Error::document(format!("_attachments[{file:?}]"), TWICE));
+            }
             if self.upload.is_some() {
                 return Err(Error::document(
                     "_attachments",
@@ -321,7 +346,7 @@ where
             return Err(Error::document(&at, "not a tarball file name"));
         }
         self.reader.expect(b'{', &at).await?;
-        let mut has_data = false;
+        let mut keys = HashSet::new();
         if self.reader.peek_token().await? == b'}' {
             self.reader.advance(1);
         } else {
@@ -329,16 +354,16 @@ where
                 let key = self.reader.string(SMALL, &at).await?;
                 let here = format!("{at}.{key}");
                 self.reader.expect(b':', &here).await?;
+                if !keys.insert(key.clone()) {
+                    return Err(Error::document(here, TWICE));
+                }
                 match key.as_str() {
-                    "data" if has_data => return Err(Error::document(here, "given twice")),
-                    "data" => {
-                        self.data(&file, &here).await?;
-                        has_data = true;
-                    }
+                    "data" => self.data(&file, &here).await?,
                     "length" => {
                         let n: u64 = self.reader.value(64, &here).await?;
                         self.length = Some(n);
                     }
+                    "digest" => self.digest(&here).await?,
                     _ => {
                         let mut ignored = Vec::new();
                         self.reader.copy_value(&mut ignored, SMALL, &here).await?;
@@ -349,7 +374,7 @@ where
                 }
             }
         }
-        if !has_data {
+        if !keys.contains("data") {
             return Err(Error::document(at, "has no `data` (the tarball, base64)"));
         }
         Ok(())
@@ -361,8 +386,7 @@ where
         // no version's tarball is refused before a byte of it is stored.
         let mut known = None;
         if let (Some(name), Some(range)) = (&self.name, &self.versions) {
-            let versions: Value = serde_json::from_slice(&self.doc[range.clone()])
-                .map_err(|e| Error::document("versions", e.to_string()))?;
+            let versions = strict::parse(&self.doc[range.clone()], Some("versions"), "versions")?;
             known = Some(document::expected_for(name, &versions, file)?);
         }
         let cap = Cap::new(self.options.max_tarball, self.length, file)?;
@@ -384,11 +408,19 @@ where
         // Known already (npm's order), they are the put's `expected`, as in a migration, which
         // also lets a stored sha512 spare the write; not known yet (`versions` after the
         // attachment), every algorithm is computed, slower but never unchecked.
-        let expected = known.and_then(|k| crate::store::all_hashes(&k.checks));
+        // A `digest` given before `data` is one more algorithm to compute; one given after can be
+        // checked only if md5 is computed anyway (see `digest`).
+        let mut expected = known.and_then(|k| crate::store::all_hashes(&k.checks));
+        if let (Some(all), Some(md5)) = (&mut expected, &self.digest) {
+            all.push(md5.clone());
+        }
         let compute = match expected {
             Some(_) => Vec::new(),
             None => Algorithm::ALL.to_vec(),
         };
+        self.computes_md5 = expected
+            .as_ref()
+            .is_none_or(|all| all.get(Algorithm::Md5).is_some());
         let late = LateExpectations {
             expectations: late,
             compute,
@@ -449,6 +481,25 @@ where
         if !last.is_empty() && !self.send(&mut tx, last).await {
             return Err(Error::document(at, "the store stopped taking it"));
         }
+        Ok(())
+    }
+
+    /// Reads an attachment's `digest`. CouchDB checks an `md5-` digest against the bytes of an
+    /// upload and silently drops any other, and it writes only `md5-` ones; here the md5 is
+    /// checked like `dist.integrity`, and another or malformed digest is refused rather than
+    /// dropped: a document that claims a digest nobody checks could pass it on as if checked.
+    /// npm's client sends no `digest`, so this refuses no real publish.
+    async fn digest(&mut self, at: &str) -> Result<()> {
+        let text: String = self.reader.value(SMALL, at).await?;
+        let md5 = Hash::from_couch_digest(&text).map_err(|why| Error::document(at, why))?;
+        if self.upload.is_some() && !self.computes_md5 {
+            // The put did not hash md5 as `data` went by; it cannot be checked after the fact.
+            return Err(Error::document(
+                at,
+                "comes after `data` and could not be checked: give it before `data`",
+            ));
+        }
+        self.digest = Some(md5);
         Ok(())
     }
 

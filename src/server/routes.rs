@@ -122,13 +122,8 @@ pub(crate) fn parse(path: &str) -> Result<Target<'_>, Miss> {
     if file.is_empty() || file.contains('/') || package.is_empty() {
         return Err(Miss::Unknown);
     }
-    let well_formed = match package.strip_prefix('@') {
-        Some(scoped) => {
-            matches!(scoped.split_once('/'), Some((s, n)) if !s.is_empty() && !n.is_empty() && !n.contains('/'))
-        }
-        None => !package.contains('/'),
-    };
-    if !well_formed {
+    // The rule a publish and a migration hold names to, so that whatever they map is served.
+    if crate::package_name::addressable(&package).is_err() {
         return Err(Miss::Malformed(
             Route::Tarball,
             "a package name is `name` or `@scope/name`",
