@@ -348,3 +348,51 @@ async fn a_dropped_put_stream_lets_go_of_a_stalled_input() {
     }
     assert!(backend.blob_path(&common::key_of(&good)).is_file());
 }
+
+/// Reads whose consumers stop taking chunks (slow downloads, an HTTP/2 connection's stalled
+/// streams) hold no thread of the blocking pool: with a pool of two threads and four such reads
+/// of an 8 MiB blob open, a fifth read still runs to its end. A reader parked until its consumer
+/// took the next chunk held its thread for as long as the consumer stalled, and two of them
+/// stopped every other read.
+#[test]
+fn stalled_reads_leave_the_blocking_pool_to_other_reads() {
+    use futures::StreamExt;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .max_blocking_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let Fs { backend, _dir } = make_with(false);
+    let data = Bytes::from(common::noise(8 << 20, 3));
+    let key = common::key_of(&data);
+    let reads = async {
+        let store = tarvault::Store::new(backend.clone());
+        store
+            .put_bytes(data.clone(), &tarvault::PutOptions::default())
+            .await
+            .expect("put");
+        let mut stalled = Vec::new();
+        for _ in 0..4 {
+            let mut got = backend.get(&key, None).await.expect("get").expect("found");
+            got.stream.next().await.expect("a chunk").expect("read");
+            stalled.push(got);
+        }
+        // Time for a reader that runs ahead to fill its read-ahead and wait on its consumer.
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        let got = backend.get(&key, None).await.expect("get").expect("found");
+        let mut read = 0;
+        let mut stream = got.stream;
+        while let Some(chunk) = stream.next().await {
+            read += chunk.expect("read").len();
+        }
+        drop(stalled);
+        read
+    };
+    // Every step is inside the timeout: with readers that hold their threads, the third stalled
+    // read already waits for one.
+    let read = rt
+        .block_on(async { tokio::time::timeout(std::time::Duration::from_secs(20), reads).await })
+        .expect("reads with stalled reads open finish");
+    assert_eq!(read, data.len());
+}

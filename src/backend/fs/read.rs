@@ -14,7 +14,6 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use futures::stream::{self, BoxStream, StreamExt};
-use tokio::sync::mpsc;
 
 use super::FsInner;
 use crate::backend::{check_range, BlobKey, GetResult};
@@ -38,7 +37,7 @@ enum Body {
     Read(Bytes),
     /// A small read the page cache could not serve: one blocking read.
     Unread(File, PathBuf, Range<u64>),
-    /// Left to a reader on the blocking pool ([`read_stream`]).
+    /// Left to readers on the blocking pool ([`read_stream`]).
     Stream(File, PathBuf, Range<u64>),
 }
 
@@ -157,7 +156,6 @@ fn open_file(path: &Path, range: Option<Range<u64>>) -> Result<Option<(File, u64
 /// otherwise, or on any error (the blocking path will meet it again and report it).
 #[cfg(target_os = "linux")]
 fn read_cached(file: &File, offset: u64, len: usize) -> Option<Bytes> {
-    use std::os::fd::AsRawFd;
     use std::sync::atomic::{AtomicBool, Ordering};
     /// Set once the kernel turns out not to know `RWF_NOWAIT` (before Linux 4.14, or a filesystem
     /// without it), so that every later read goes straight to the blocking pool.
@@ -165,31 +163,20 @@ fn read_cached(file: &File, offset: u64, len: usize) -> Option<Bytes> {
     if UNSUPPORTED.load(Ordering::Relaxed) {
         return None;
     }
-    let mut buf: Vec<u8> = Vec::with_capacity(len);
-    while buf.len() < len {
-        let spare = buf.spare_capacity_mut();
-        let iov = libc::iovec {
-            iov_base: spare.as_mut_ptr().cast(),
-            iov_len: spare.len(),
-        };
-        let at = libc::off_t::try_from(offset + buf.len() as u64).ok()?;
-        // SAFETY: the iovec covers exactly the vector's spare capacity, which the kernel may write;
-        // `set_len` below counts only the bytes it reports written.
-        let n = unsafe { libc::preadv2(file.as_raw_fd(), &iov, 1, at, libc::RWF_NOWAIT) };
-        if n <= 0 {
-            // EAGAIN (not cached), an error, or a file that shrank: let the blocking read decide.
-            if n < 0 {
-                let errno = std::io::Error::last_os_error().raw_os_error();
-                if matches!(errno, Some(libc::EOPNOTSUPP | libc::EINVAL | libc::ENOSYS)) {
-                    UNSUPPORTED.store(true, Ordering::Relaxed);
-                }
+    match pread(file, offset, len, libc::RWF_NOWAIT) {
+        // A file that shrank: let the blocking read decide.
+        Ok(bytes) => (bytes.len() == len).then_some(bytes),
+        // EAGAIN (not cached), or an error.
+        Err(e) => {
+            if matches!(
+                e.raw_os_error(),
+                Some(libc::EOPNOTSUPP | libc::EINVAL | libc::ENOSYS)
+            ) {
+                UNSUPPORTED.store(true, Ordering::Relaxed);
             }
-            return None;
+            None
         }
-        // SAFETY: the kernel initialised `n` more bytes, and n <= spare length.
-        unsafe { buf.set_len(buf.len() + n as usize) };
     }
-    Some(Bytes::from(buf))
 }
 
 #[cfg(not(target_os = "linux"))]
@@ -197,40 +184,96 @@ fn read_cached(_file: &File, _offset: u64, _len: usize) -> Option<Bytes> {
     None
 }
 
-/// Streams `range` of an open file from a reader on the blocking pool that stays at most
-/// [`READ_AHEAD`] chunks ahead of the consumer.
-fn read_stream(file: File, path: PathBuf, range: Range<u64>) -> BoxStream<'static, Result<Bytes>> {
-    let (tx, rx) = mpsc::channel::<Result<Bytes>>(READ_AHEAD);
-    tokio::task::spawn_blocking(move || {
-        let mut pos = range.start;
-        while pos < range.end {
-            let n = (range.end - pos).min(READ_CHUNK as u64) as usize;
-            let chunk = read_exact_at(&file, &path, pos, n);
-            let failed = chunk.is_err();
-            if tx.blocking_send(chunk).is_err() || failed {
-                return;
+/// Reads `len` bytes at `offset`, fewer if the file ends first, into a buffer that is not
+/// zero-filled first, with `preadv2` and `flags` (`RWF_NOWAIT`: from the page cache only). A
+/// positioned read leaves the file's cursor alone, so several chunks of one file are read at once
+/// ([`read_stream`]).
+#[cfg(target_os = "linux")]
+fn pread(file: &File, offset: u64, len: usize, flags: libc::c_int) -> std::io::Result<Bytes> {
+    use std::os::fd::AsRawFd;
+    let mut buf: Vec<u8> = Vec::with_capacity(len);
+    while buf.len() < len {
+        let spare = buf.spare_capacity_mut();
+        let iov = libc::iovec {
+            iov_base: spare.as_mut_ptr().cast(),
+            iov_len: spare.len(),
+        };
+        let at = libc::off_t::try_from(offset + buf.len() as u64)
+            .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
+        // SAFETY: the iovec covers exactly the vector's spare capacity, which the kernel may write;
+        // `set_len` below counts only the bytes it reports written.
+        let n = unsafe { libc::preadv2(file.as_raw_fd(), &iov, 1, at, flags) };
+        if n < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.kind() == std::io::ErrorKind::Interrupted {
+                continue;
             }
-            pos += n as u64;
+            return Err(e);
         }
-    });
-    stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|item| (item, rx))
-    })
-    .boxed()
+        if n == 0 {
+            break;
+        }
+        // SAFETY: the kernel initialised `n` more bytes, and n <= spare length.
+        unsafe { buf.set_len(buf.len() + n as usize) };
+    }
+    Ok(Bytes::from(buf))
 }
 
-fn read_exact_at(file: &File, path: &Path, offset: u64, len: usize) -> Result<Bytes> {
-    use std::io::{Read, Seek, SeekFrom};
-    let mut f = file;
-    f.seek(SeekFrom::Start(offset))
-        .map_err(|e| Error::io("seek", path, e))?;
-    // Read into spare capacity: no zero-filling of a buffer that is about to be overwritten. If the
-    // file shrank under us this returns what there is, and verification fails loudly.
-    let mut buf = Vec::with_capacity(len);
-    f.take(len as u64)
-        .read_to_end(&mut buf)
-        .map_err(|e| Error::io("read", path, e))?;
+/// [`pread`] elsewhere: a zero-filled buffer, read by the standard library's positioned reads.
+#[cfg(not(target_os = "linux"))]
+fn pread(file: &File, offset: u64, len: usize, _flags: i32) -> std::io::Result<Bytes> {
+    let mut buf = vec![0u8; len];
+    let mut done = 0;
+    while done < len {
+        let at = offset + done as u64;
+        #[cfg(unix)]
+        let n = std::os::unix::fs::FileExt::read_at(file, &mut buf[done..], at);
+        #[cfg(windows)]
+        let n = std::os::windows::fs::FileExt::seek_read(file, &mut buf[done..], at);
+        match n {
+            Ok(0) => break,
+            Ok(n) => done += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    buf.truncate(done);
     Ok(Bytes::from(buf))
+}
+
+/// Streams `range` of an open file, each chunk read by a task of its own on the blocking pool, at
+/// most [`READ_AHEAD`] chunks ahead of the consumer and only as it asks for more. No thread waits
+/// on a consumer: a reader parked until a slow client took its chunk held a blocking thread for
+/// as long as the client took, and a few hundred slow downloads (or one HTTP/2 connection's
+/// stalled streams) used up the pool that every other read needs.
+fn read_stream(file: File, path: PathBuf, range: Range<u64>) -> BoxStream<'static, Result<Bytes>> {
+    let shared = Arc::new((file, path));
+    let end = range.end;
+    stream::iter(range.step_by(READ_CHUNK))
+        .map(move |pos| {
+            let shared = shared.clone();
+            let n = (end - pos).min(READ_CHUNK as u64) as usize;
+            async move {
+                let read = move || read_exact_at(&shared.0, &shared.1, pos, n);
+                tokio::task::spawn_blocking(read)
+                    .await
+                    .map_err(Error::Task)?
+            }
+        })
+        .buffered(READ_AHEAD)
+        // Nothing after a failed read: the consumer stops at the error anyway.
+        .scan(false, |failed, chunk| {
+            let go = !*failed;
+            *failed = chunk.is_err();
+            futures::future::ready(go.then_some(chunk))
+        })
+        .boxed()
+}
+
+/// `len` bytes at `offset` of `file`, blocking. If the file shrank under us this returns what
+/// there is, and verification fails loudly.
+fn read_exact_at(file: &File, path: &Path, offset: u64, len: usize) -> Result<Bytes> {
+    pread(file, offset, len, 0).map_err(|e| Error::io("read", path, e))
 }
 
 /// Stored copies up to this size are hashed before a put of the same bytes leaves them in place;
