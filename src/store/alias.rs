@@ -184,7 +184,8 @@ fn wrong_entry(asked: &Hash, key: &BlobKey, found: &str) -> Error {
         address: format!("{asked} ({key})"),
         expected: asked.to_string(),
         actual: format!(
-            "{found}: the alias index names the wrong blob (tarvault fsck rebuilds it)"
+            "{found}: the blob the alias index names does not have it (a wrong entry, or the blob \
+             damaged; tarvault fsck tells which, and corrects the entry)"
         ),
     }
 }
