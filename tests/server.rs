@@ -473,6 +473,19 @@ async fn a_blob_cut_short_is_corrupt_not_a_short_blob() {
     assert_eq!(f.server.metrics().integrity_failures(), 1);
     let err = store.get_range(&address, half + 5..half + 9).await.err();
     assert_eq!(err.map(|e| e.kind()), Some(ErrorKind::Corrupt));
+
+    // Nor is the short size advertised by a HEAD or a revalidation (a cache would take it):
+    // both see the file's size disagree with the blob's record.
+    let r = client()
+        .head(&url)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("HEAD: {e}"));
+    assert_eq!(r.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    assert_eq!(header(&r, header::CACHE_CONTROL), "no-store");
+    let r = get(&url, &[("if-none-match", &s.etag())]).await;
+    assert_eq!(r.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    assert_eq!(f.server.metrics().integrity_failures(), 3);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -602,7 +615,7 @@ fn raw_get(base: &str, path: &str, extra: &str) -> (u16, Option<usize>, usize) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_blob_that_fails_verification_mid_stream_has_its_body_cut_short() {
+async fn a_corrupt_blob_is_refused_before_its_head_or_cut_short_past_the_limit() {
     let f = fixture().await;
     let store = f.server.store().clone();
     // Larger than the fs backend's 1 MiB read chunk, so bytes are on the wire before the end of
@@ -618,7 +631,22 @@ async fn a_blob_that_fails_verification_mid_stream_has_its_body_cut_short() {
     let (status, length, body) = raw_get(&f.base, &path, "");
     assert_eq!((status, length, body), (200, Some(data.len()), data.len()));
 
+    // By default a blob of 3 MiB is verified whole before its head: corrupt, it is a 500.
     common::corrupt_blob(&f.backend, &key, true);
+    let before = f.server.metrics().integrity_failures();
+    let r = get(&format!("{}{path}", f.base), &[]).await;
+    assert_eq!(r.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    assert_eq!(header(&r, header::CACHE_CONTROL), "no-store");
+    let r = get(
+        &format!("{}{path}", f.base),
+        &[("range", "bytes=1048000-1049999")],
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    assert_eq!(f.server.metrics().integrity_failures(), before + 2);
+
+    // Past the limit (lowered here to the first chunk), it streams verified as it goes.
+    f.server.verify_before_head(1 << 20);
     let before = f.server.metrics().integrity_failures();
     let base = f.base.clone();
     let p = path.clone();

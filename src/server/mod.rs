@@ -35,6 +35,7 @@ mod routes;
 
 use std::future::Future;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -63,6 +64,8 @@ struct Inner {
     store: Store,
     names: NameIndex,
     metrics: Arc<Metrics>,
+    /// See [`Server::verify_before_head`].
+    verified_before_head: AtomicU64,
 }
 
 impl Server {
@@ -77,6 +80,7 @@ impl Server {
                 store,
                 names,
                 metrics: Arc::default(),
+                verified_before_head: AtomicU64::new(handler::VERIFIED_BEFORE_HEAD),
             }),
         }
     }
@@ -119,6 +123,21 @@ impl Server {
     /// The store served.
     pub fn store(&self) -> &Store {
         &self.inner.store
+    }
+
+    /// Blobs up to `bytes` long are read and verified whole before a response's head is sent
+    /// (default 64 MiB); a larger one streams verified as it goes, and one found corrupt then has
+    /// its body cut short after bytes of it went out. Raising it keeps every unchecked byte from
+    /// the wire for larger blobs, at the cost of a second read of each before its first byte;
+    /// for the requests that start after the call.
+    pub fn verify_before_head(&self, bytes: u64) {
+        self.inner
+            .verified_before_head
+            .store(bytes, Ordering::Relaxed);
+    }
+
+    fn verified_before_head(&self) -> u64 {
+        self.inner.verified_before_head.load(Ordering::Relaxed)
     }
 
     /// How many tarball URLs the mapping gave.
