@@ -3,6 +3,8 @@
 #![cfg(feature = "server")]
 
 mod common;
+#[path = "server/limits.rs"]
+mod limits;
 
 use std::io::{Read, Write};
 

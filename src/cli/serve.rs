@@ -2,9 +2,10 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::Args;
-use tarvault::server::{self, Server};
+use tarvault::server::{self, ServeOptions, Server};
 use tarvault::{Error, Store};
 
 use super::exit;
@@ -19,6 +20,19 @@ pub(crate) struct ServeArgs {
     /// URLs (/<name>/-/<file>).
     #[arg(long, value_name = "FILE")]
     map: Option<PathBuf>,
+    /// Seconds a request header may take to arrive (also the longest an idle HTTP/1.1
+    /// keep-alive connection waits for its next request): a connection that sends nothing, half
+    /// a header or a byte at a time is closed after it.
+    #[arg(long, value_name = "SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
+    header_timeout: u64,
+    /// Seconds a connection may stay open with no new request before it is closed (gracefully:
+    /// a response in flight finishes); what closes idle HTTP/2 connections.
+    #[arg(long, value_name = "SECS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
+    idle_timeout: u64,
+    /// Connections open at once; further ones wait in the listen backlog until one closes.
+    /// Lowered to half the open-file limit, which `serve` first raises to its hard limit.
+    #[arg(long, value_name = "N", default_value_t = 4096, value_parser = clap::value_parser!(u64).range(1..))]
+    max_connections: u64,
 }
 
 pub(crate) async fn run(store: Store, args: ServeArgs) -> Result<u8, Error> {
@@ -35,10 +49,42 @@ pub(crate) async fn run(store: Store, args: ServeArgs) -> Result<u8, Error> {
     // One line a script (or a test) can read to learn the port.
     outln!("listening on http://{local}");
     tracing::info!(addr = %local, mapped = server.mapped_urls(), "serving");
-    server::serve(listener, server, shutdown_signal())
+    raise_open_file_limit();
+    let options = ServeOptions {
+        header_timeout: Duration::from_secs(args.header_timeout),
+        idle_timeout: Duration::from_secs(args.idle_timeout),
+        max_connections: usize::try_from(args.max_connections).unwrap_or(usize::MAX),
+    };
+    server::serve_with(listener, server, options, shutdown_signal())
         .await
         .map_err(|e| Error::Config(format!("server on {local} failed: {e}")))?;
     Ok(exit::OK)
+}
+
+/// Raises the soft open-file limit to the hard one (as Go programs do at start): the soft default
+/// is often 1024, which would lower `--max-connections` to 512; the hard limit is what the
+/// administrator allowed. A failure only leaves the cap lower (the server says so).
+fn raise_open_file_limit() {
+    #[cfg(unix)]
+    {
+        let mut limit = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit and setrlimit read or write one `rlimit` through a valid pointer.
+        if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0
+            || limit.rlim_cur >= limit.rlim_max
+            || limit.rlim_max == libc::RLIM_INFINITY
+        {
+            return;
+        }
+        let soft = limit.rlim_cur;
+        limit.rlim_cur = limit.rlim_max;
+        // SAFETY: as above.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) } != 0 {
+            tracing::debug!(soft, error = %std::io::Error::last_os_error(), "open-file limit not raised");
+        }
+    }
 }
 
 async fn shutdown_signal() {

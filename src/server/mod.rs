@@ -26,14 +26,19 @@
 //! tarvault::server::serve(listener, server, std::future::pending()).await?;
 //! # Ok(()) }
 //! ```
+//!
+//! [`serve`] bounds every connection ([`ServeOptions`]: a header timeout, an idle timeout, a cap
+//! on open connections, a small HTTP/2 stream limit), because the server is an origin that is
+//! often reachable without its CDN in front; a registry that embeds [`Server::router`] in its
+//! own server has to set such bounds there.
 
 mod handler;
 mod http;
+mod listen;
 mod metrics;
 mod names;
 mod routes;
 
-use std::future::Future;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -49,6 +54,7 @@ use crate::mapping::MapEntry;
 use crate::{Result, Store};
 
 use crate::mapping::db::MapDb;
+pub use listen::{serve, serve_with, ServeOptions};
 pub use metrics::Metrics;
 use names::{NameIndex, NameMap};
 use routes::Route;
@@ -191,22 +197,4 @@ async fn metrics_page(State(server): State<Server>) -> Response {
         .metrics()
         .response(Route::Metrics, r.status(), started.elapsed());
     r
-}
-
-/// Serves `server` on `listener` until `shutdown` resolves, then finishes the requests in flight.
-pub async fn serve(
-    listener: tokio::net::TcpListener,
-    server: Server,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    use axum::serve::ListenerExt;
-    // Small responses (a 304 is one packet) must not wait for Nagle.
-    let listener = listener.tap_io(|tcp| {
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::debug!(error = %e, "TCP_NODELAY not set; small responses may be delayed");
-        }
-    });
-    axum::serve(listener, server.router())
-        .with_graceful_shutdown(shutdown)
-        .await
 }

@@ -1,0 +1,356 @@
+//! [`serve`]'s accept loop: hyper-util's HTTP/1.1 + h2c connection builder with the limits
+//! `axum::serve` cannot set, because the server is an origin that is often reachable directly,
+//! not only through its CDN. Without them a client that opens a connection and sends nothing (or
+//! half a header, or one byte every few seconds, or stalled HTTP/2 streams) held it forever, and
+//! enough of them ran the process out of file descriptors.
+//!
+//! Each connection is bounded in time: its first request must start within the header timeout
+//! (the HTTP/2 preface and HTTP/1.1 protocol sniffing included), hyper's own timer bounds every
+//! HTTP/1.1 header read (the wait for the next request on a kept-alive connection is one), and a
+//! connection on which no request has started for the idle timeout is shut down gracefully
+//! (requests in flight finish). The number of open connections is capped.
+
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use hyper::body::Incoming;
+use hyper::Request;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::service::TowerToHyperService;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
+use tokio::time::Instant;
+
+use super::Server;
+
+/// HTTP/2 streams one connection may have open at once. hyper's default (200) let 3 connections
+/// tie up 600 stalled streams; no CDN or npm client needs more than a few dozen requests in
+/// flight on one connection, and more connections are counted against `max_connections`.
+const H2_MAX_STREAMS: u32 = 32;
+/// How often an HTTP/2 connection is pinged, and how long the answer may take before it is
+/// dropped: a peer that vanished (no FIN, no RST) holds streams its requests will never finish.
+const H2_PING_INTERVAL: Duration = Duration::from_secs(20);
+const H2_PING_TIMEOUT: Duration = Duration::from_secs(20);
+/// How long to wait after an accept failed for a reason other than the connection (out of file
+/// descriptors, out of memory) before accepting again, instead of spinning on the error.
+const ACCEPT_RETRY: Duration = Duration::from_secs(1);
+
+/// How [`serve_with`] bounds its connections. `Default` is what `tarvault serve` uses.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServeOptions {
+    /// How long a request's header may take to arrive, from the connection's start (its first
+    /// request) or from the end of the previous response (HTTP/1.1 keep-alive: hyper counts the
+    /// wait for the next request as reading its header, so an idle HTTP/1.1 connection closes
+    /// after the shorter of this and `idle_timeout`). Default 30 s, hyper's own default: a header
+    /// is a few hundred bytes that no working client takes seconds to send, and 30 s still
+    /// forgives a very slow link; a connection that sends nothing, half a header, or drips one
+    /// byte at a time, is closed after it.
+    pub header_timeout: Duration,
+    /// How long a connection may stay open with no new request, measured from the start of the
+    /// last one; it is then shut down gracefully (a response still streaming finishes first).
+    /// This is what closes an idle HTTP/2 connection, which has no header timer. Default 60 s:
+    /// longer than CDNs keep idle origin connections (so a pooled connection is reused, not cut
+    /// under the CDN), short enough that abandoned ones are freed within a minute.
+    pub idle_timeout: Duration,
+    /// Connections open at once. At the cap the server stops accepting: further connections wait
+    /// in the kernel's listen backlog (and beyond it the kernel drops their SYNs, which clients
+    /// retry) until one closes. Waiting rather than refusing costs no file descriptor and no
+    /// accept-and-close loop under a flood, and a legitimate client in a burst is only delayed.
+    /// Lowered to half the process's open-file limit (a warning says so), leaving a descriptor
+    /// for the blob file each connection's request reads and for the store's own files. Default
+    /// 4096: far more than a CDN's connections to its origin, and a bound on the memory they take
+    /// (hyper's buffers, a few KiB each while idle).
+    pub max_connections: usize,
+}
+
+impl Default for ServeOptions {
+    fn default() -> ServeOptions {
+        ServeOptions {
+            header_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(60),
+            max_connections: 4096,
+        }
+    }
+}
+
+/// Serves `server` on `listener` with [`ServeOptions::default`] until `shutdown` resolves, then
+/// finishes the requests in flight.
+pub async fn serve(
+    listener: TcpListener,
+    server: Server,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    serve_with(listener, server, ServeOptions::default(), shutdown).await
+}
+
+/// Serves `server` on `listener` (HTTP/1.1, and HTTP/2 with prior knowledge) within `options`'
+/// bounds until `shutdown` resolves: then it stops accepting, closes idle connections, and returns
+/// once the requests in flight have finished.
+pub async fn serve_with(
+    listener: TcpListener,
+    server: Server,
+    options: ServeOptions,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let cap = fit_to_fd_limit(options.max_connections);
+    let slots = Arc::new(Semaphore::new(cap));
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let builder = builder(&options);
+    let router = server.router();
+    let mut full_warned: Option<Instant> = None;
+    tokio::pin!(shutdown);
+    loop {
+        // A slot first, then the accept: at the cap, connections wait in the listen backlog.
+        let slot = tokio::select! {
+            biased;
+            () = &mut shutdown => break,
+            slot = slots.clone().acquire_owned() => slot,
+        };
+        let Ok(slot) = slot else { break };
+        let (tcp, peer) = tokio::select! {
+            biased;
+            () = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    accept_failed(e).await;
+                    continue;
+                }
+            },
+        };
+        if slots.available_permits() == 0
+            && full_warned.is_none_or(|at| at.elapsed() >= Duration::from_secs(60))
+        {
+            tracing::warn!(
+                max_connections = cap,
+                "connection cap reached; new connections wait until one closes"
+            );
+            full_warned = Some(Instant::now());
+        }
+        tracing::trace!(%peer, "connection accepted");
+        tokio::spawn(connection(
+            tcp,
+            builder.clone(),
+            router.clone(),
+            options.clone(),
+            stop_rx.clone(),
+            slot,
+        ));
+    }
+    drop(listener);
+    stop_tx.send_replace(true);
+    // Every connection holds a slot until it ends: all of them back means all have ended.
+    let all = u32::try_from(cap).unwrap_or(u32::MAX);
+    let _all_closed = slots.acquire_many(all).await;
+    Ok(())
+}
+
+/// The connection builder: hyper's header timer on HTTP/1.1 (it needs a timer to run at all;
+/// without one, as under `axum::serve`, its 30 s default is silently off), and HTTP/2 with a
+/// modest stream limit and pings.
+fn builder(options: &ServeOptions) -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(options.header_timeout);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(H2_MAX_STREAMS)
+        .keep_alive_interval(H2_PING_INTERVAL)
+        .keep_alive_timeout(H2_PING_TIMEOUT);
+    builder
+}
+
+/// Serves one connection until it ends, the server stops, or it outlives its timeouts. `_slot`
+/// is its place under the connection cap, given back when this returns.
+async fn connection(
+    tcp: TcpStream,
+    builder: auto::Builder<TokioExecutor>,
+    router: Router,
+    options: ServeOptions,
+    mut stop: watch::Receiver<bool>,
+    _slot: OwnedSemaphorePermit,
+) {
+    // Small responses (a 304 is one packet) must not wait for Nagle.
+    if let Err(e) = tcp.set_nodelay(true) {
+        tracing::debug!(error = %e, "TCP_NODELAY not set; small responses may be delayed");
+    }
+    let activity = Arc::new(Activity::new());
+    let service = Tracked {
+        inner: TowerToHyperService::new(router),
+        activity: activity.clone(),
+    };
+    let conn = builder.serve_connection(TokioIo::new(tcp), service);
+    tokio::pin!(conn);
+    // The first request must start by `first_by`; after that, one must start within the idle
+    // timeout of the last. Requests are not announced to this loop, so it wakes at whichever
+    // bound could come first and looks.
+    let first_by = activity.since + options.header_timeout;
+    let mut wake = first_by.min(activity.since + options.idle_timeout);
+    let mut closing = false;
+    loop {
+        tokio::select! {
+            ended = conn.as_mut() => {
+                if let Err(e) = ended {
+                    tracing::debug!(error = %e, "connection ended with an error");
+                }
+                return;
+            }
+            _ = stop.wait_for(|stop| *stop), if !closing => {
+                closing = true;
+                conn.as_mut().graceful_shutdown();
+            }
+            () = tokio::time::sleep_until(wake), if !closing => match activity.last() {
+                // Nothing was ever asked (no header, a sniffing or HTTP/2 handshake that never
+                // finished): nothing is in flight, so the connection is simply dropped.
+                None if Instant::now() >= first_by => {
+                    tracing::debug!("no request within the header timeout; connection closed");
+                    return;
+                }
+                None => wake = first_by.min(Instant::now() + options.idle_timeout),
+                Some(at) if at + options.idle_timeout > Instant::now() => {
+                    wake = at + options.idle_timeout;
+                }
+                Some(_) => {
+                    tracing::debug!("connection idle; shutting it down");
+                    closing = true;
+                    conn.as_mut().graceful_shutdown();
+                }
+            },
+        }
+    }
+}
+
+/// When a connection's latest request started, for its idle timeout.
+#[derive(Debug)]
+struct Activity {
+    since: Instant,
+    /// Milliseconds from `since` to the start of the latest request; `u64::MAX` before the first.
+    last_ms: AtomicU64,
+}
+
+impl Activity {
+    fn new() -> Activity {
+        Activity {
+            since: Instant::now(),
+            last_ms: AtomicU64::new(u64::MAX),
+        }
+    }
+
+    fn touch(&self) {
+        let ms = u64::try_from(self.since.elapsed().as_millis()).unwrap_or(u64::MAX - 1);
+        self.last_ms.store(ms, Ordering::Relaxed);
+    }
+
+    fn last(&self) -> Option<Instant> {
+        match self.last_ms.load(Ordering::Relaxed) {
+            u64::MAX => None,
+            ms => Some(self.since + Duration::from_millis(ms)),
+        }
+    }
+}
+
+/// The router as a hyper service that notes when each request starts.
+#[derive(Clone, Debug)]
+struct Tracked {
+    inner: TowerToHyperService<Router>,
+    activity: Arc<Activity>,
+}
+
+impl hyper::service::Service<Request<Incoming>> for Tracked {
+    type Response =
+        <TowerToHyperService<Router> as hyper::service::Service<Request<Incoming>>>::Response;
+    type Error = <TowerToHyperService<Router> as hyper::service::Service<Request<Incoming>>>::Error;
+    type Future =
+        <TowerToHyperService<Router> as hyper::service::Service<Request<Incoming>>>::Future;
+
+    fn call(&self, request: Request<Incoming>) -> Self::Future {
+        self.activity.touch();
+        self.inner.call(request)
+    }
+}
+
+/// An accept error: one about the connection being accepted (reset or aborted before it was
+/// taken) is that connection's; any other (out of file descriptors) is the process's, and waits
+/// a moment before accepting again so the loop does not spin on it.
+async fn accept_failed(e: std::io::Error) {
+    use std::io::ErrorKind;
+    if matches!(
+        e.kind(),
+        ErrorKind::ConnectionAborted | ErrorKind::ConnectionReset | ErrorKind::ConnectionRefused
+    ) {
+        tracing::debug!(error = %e, "a connection failed before it was accepted");
+        return;
+    }
+    tracing::warn!(error = %e, "accept failed; retrying in a second");
+    tokio::time::sleep(ACCEPT_RETRY).await;
+}
+
+/// `max_connections`, at least 1, at most what the semaphore and [`serve_with`]'s final wait can
+/// count, and at most half the open-file limit (a connection's socket, and the blob file its
+/// request reads).
+fn fit_to_fd_limit(max_connections: usize) -> usize {
+    let countable = Semaphore::MAX_PERMITS.min(u32::MAX as usize);
+    let wanted = max_connections.clamp(1, countable);
+    match open_file_limit() {
+        Some(limit) if wanted as u64 > limit / 2 => {
+            let fits = usize::try_from(limit / 2).unwrap_or(wanted).max(1);
+            tracing::warn!(
+                max_connections = wanted,
+                open_file_limit = limit,
+                lowered_to = fits,
+                "max connections lowered to half the open-file limit (raise `ulimit -n` to allow more)"
+            );
+            fits
+        }
+        _ => wanted,
+    }
+}
+
+#[cfg(unix)]
+fn open_file_limit() -> Option<u64> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes one `rlimit` through a valid pointer and reads nothing else.
+    let r = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) };
+    // `rlim_t` is u64 here but not on every unix.
+    #[allow(clippy::unnecessary_cast)]
+    let soft = limit.rlim_cur as u64;
+    (r == 0 && limit.rlim_cur != libc::RLIM_INFINITY).then_some(soft)
+}
+
+#[cfg(not(unix))]
+fn open_file_limit() -> Option<u64> {
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cap_is_at_least_one_and_fits_the_open_file_limit() {
+        assert_eq!(fit_to_fd_limit(0), 1);
+        assert_eq!(fit_to_fd_limit(2), 2);
+        if let Some(limit) = open_file_limit() {
+            assert!(fit_to_fd_limit(usize::MAX) as u64 <= limit / 2);
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn activity_is_none_until_a_request_starts() {
+        let a = Activity::new();
+        assert_eq!(a.last(), None);
+        tokio::time::advance(Duration::from_millis(1500)).await;
+        a.touch();
+        assert_eq!(a.last(), Some(a.since + Duration::from_millis(1500)));
+    }
+}
