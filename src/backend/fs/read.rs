@@ -163,7 +163,7 @@ fn read_cached(file: &File, offset: u64, len: usize) -> Option<Bytes> {
     if UNSUPPORTED.load(Ordering::Relaxed) {
         return None;
     }
-    match pread(file, offset, len, libc::RWF_NOWAIT) {
+    match pread(file, offset, Vec::with_capacity(len), libc::RWF_NOWAIT) {
         // A file that shrank: let the blocking read decide.
         Ok(bytes) => (bytes.len() == len).then_some(bytes),
         // EAGAIN (not cached), or an error.
@@ -184,14 +184,14 @@ fn read_cached(_file: &File, _offset: u64, _len: usize) -> Option<Bytes> {
     None
 }
 
-/// Reads `len` bytes at `offset`, fewer if the file ends first, into a buffer that is not
-/// zero-filled first, with `preadv2` and `flags` (`RWF_NOWAIT`: from the page cache only). A
-/// positioned read leaves the file's cursor alone, so several chunks of one file are read at once
-/// ([`read_stream`]).
+/// Reads `buf`'s capacity in bytes at `offset`, fewer if the file ends first, into `buf` (empty,
+/// not zero-filled first), with `preadv2` and `flags` (`RWF_NOWAIT`: from the page cache only).
+/// A positioned read leaves the file's cursor alone, so several chunks of one file are read at
+/// once ([`read_stream`]).
 #[cfg(target_os = "linux")]
-fn pread(file: &File, offset: u64, len: usize, flags: libc::c_int) -> std::io::Result<Bytes> {
+fn pread(file: &File, offset: u64, mut buf: Vec<u8>, flags: libc::c_int) -> std::io::Result<Bytes> {
     use std::os::fd::AsRawFd;
-    let mut buf: Vec<u8> = Vec::with_capacity(len);
+    let len = buf.capacity();
     while buf.len() < len {
         let spare = buf.spare_capacity_mut();
         let iov = libc::iovec {
@@ -221,8 +221,9 @@ fn pread(file: &File, offset: u64, len: usize, flags: libc::c_int) -> std::io::R
 
 /// [`pread`] elsewhere: a zero-filled buffer, read by the standard library's positioned reads.
 #[cfg(not(target_os = "linux"))]
-fn pread(file: &File, offset: u64, len: usize, _flags: i32) -> std::io::Result<Bytes> {
-    let mut buf = vec![0u8; len];
+fn pread(file: &File, offset: u64, mut buf: Vec<u8>, _flags: i32) -> std::io::Result<Bytes> {
+    let len = buf.capacity();
+    buf.resize(len, 0);
     let mut done = 0;
     while done < len {
         let at = offset + done as u64;
@@ -253,8 +254,14 @@ fn read_stream(file: File, path: PathBuf, range: Range<u64>) -> BoxStream<'stati
         .map(move |pos| {
             let shared = shared.clone();
             let n = (end - pos).min(READ_CHUNK as u64) as usize;
+            // The buffer is allocated here, on a runtime thread, where the consumer frees it:
+            // allocated on whichever blocking thread read it, each thread's malloc arena kept
+            // its own freed chunks, and a 1 GiB get's peak RSS went from 13 to 22 MiB.
+            let buf = Vec::with_capacity(n);
             async move {
-                let read = move || read_exact_at(&shared.0, &shared.1, pos, n);
+                let read = move || {
+                    pread(&shared.0, pos, buf, 0).map_err(|e| Error::io("read", &shared.1, e))
+                };
                 tokio::task::spawn_blocking(read)
                     .await
                     .map_err(Error::Task)?
@@ -273,7 +280,7 @@ fn read_stream(file: File, path: PathBuf, range: Range<u64>) -> BoxStream<'stati
 /// `len` bytes at `offset` of `file`, blocking. If the file shrank under us this returns what
 /// there is, and verification fails loudly.
 fn read_exact_at(file: &File, path: &Path, offset: u64, len: usize) -> Result<Bytes> {
-    pread(file, offset, len, 0).map_err(|e| Error::io("read", path, e))
+    pread(file, offset, Vec::with_capacity(len), 0).map_err(|e| Error::io("read", path, e))
 }
 
 /// Stored copies up to this size are hashed before a put of the same bytes leaves them in place;
