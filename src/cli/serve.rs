@@ -50,6 +50,7 @@ pub(crate) async fn run(store: Store, args: ServeArgs) -> Result<u8, Error> {
     outln!("listening on http://{local}");
     tracing::info!(addr = %local, mapped = server.mapped_urls(), "serving");
     raise_open_file_limit();
+    super::trim_memory_periodically();
     let options = ServeOptions {
         header_timeout: Duration::from_secs(args.header_timeout),
         idle_timeout: Duration::from_secs(args.idle_timeout),
