@@ -195,9 +195,11 @@ async fn respond(
         None => None,
     };
     // A longer one is read and verified whole first, up to VERIFIED_BEFORE_HEAD: its body then
-    // only ever carries bytes checked already (the stream checks them again as they go).
+    // only ever carries bytes checked already (the stream checks them again as they go). Only
+    // where the second read is local (the backend answers a size with a local stat: the fs); from
+    // S3, Manta or an HTTP upstream it would be a second download of the blob.
     let rest = len - first.as_ref().map_or(0, |c| c.len() as u64);
-    if rest > 0 && total <= server.verified_before_head() {
+    if rest > 0 && total <= server.verified_before_head() && backend.size_now(&at.key).is_some() {
         if let Err(e) = verify_whole(server, &at.key, &at.address, checked_by).await {
             return failure(server, &e, path);
         }
@@ -276,8 +278,8 @@ pub(crate) fn plain(status: StatusCode, text: &str) -> Response {
 /// caller's bad range, as it should be (`Ok`), before a 416 names that size: a blob whose record
 /// disagrees with its size is read and verified whole first, so that a copy cut short is answered
 /// as corrupt (the error), not advertised as a shorter blob.
-/// Blobs up to this size are read and verified whole before a response's head is sent, when the
-/// first chunk (1 MiB on the fs) does not hold them: a cache or CDN that passes a body on as it
+/// Blobs up to this size, on a store read locally (the fs), are read and verified whole before a
+/// response's head is sent, when the first chunk (1 MiB on the fs) does not hold them: a cache or CDN that passes a body on as it
 /// arrives (a streaming miss, collapsed requests) or keeps an incomplete one (RFC 9111 §3.3)
 /// then never gets an unchecked byte. It costs these blobs a second read and hash (on the fs from
 /// the page cache, blake3 at several GB/s: about 20 ms for 64 MiB), and nothing to the tarballs

@@ -132,8 +132,9 @@ impl Server {
     }
 
     /// Blobs up to `bytes` long are read and verified whole before a response's head is sent
-    /// (default 64 MiB); a larger one streams verified as it goes, and one found corrupt then has
-    /// its body cut short after bytes of it went out. Raising it keeps every unchecked byte from
+    /// (default 64 MiB), where the store reads them locally (the fs; from a remote store that
+    /// would be a second download); a larger one, or one from a remote store, streams verified as
+    /// it goes, and one found corrupt then has its body cut short after bytes of it went out. Raising it keeps every unchecked byte from
     /// the wire for larger blobs, at the cost of a second read of each before its first byte;
     /// for the requests that start after the call.
     pub fn verify_before_head(&self, bytes: u64) {
