@@ -396,3 +396,73 @@ fn stalled_reads_leave_the_blocking_pool_to_other_reads() {
         .expect("reads with stalled reads open finish");
     assert_eq!(read, data.len());
 }
+
+/// Reads that consumers hold on to spend the store's read budget; further reads then take small
+/// chunks, none ahead, and still read every byte; once the held chunks are dropped, reads take
+/// whole chunks again. Small blobs read in one piece are charged too.
+#[tokio::test]
+async fn held_chunks_spend_the_read_budget_and_later_reads_take_small_ones() {
+    use futures::StreamExt;
+    const MIB: usize = 1 << 20;
+    let Fs { backend, _dir } = make_opts(FsOptions {
+        fsync: false,
+        read_budget: 3 * MIB as u64,
+        ..Default::default()
+    });
+    let store = tarvault::Store::new(backend.clone());
+    let big = Bytes::from(common::noise(8 * MIB, 5));
+    let small = Bytes::from(common::noise(MIB - 100, 6));
+    for data in [&big, &small] {
+        store
+            .put_bytes(data.clone(), &tarvault::PutOptions::default())
+            .await
+            .expect("put");
+    }
+    /// A read's chunk lengths and bytes, each chunk dropped once copied.
+    async fn chunks(backend: &FsBackend, key: &BlobKey) -> (Vec<usize>, Vec<u8>) {
+        let mut got = backend.get(key, None).await.expect("get").expect("found");
+        let (mut lens, mut all) = (Vec::new(), Vec::new());
+        while let Some(chunk) = got.stream.next().await {
+            let chunk = chunk.expect("read");
+            lens.push(chunk.len());
+            all.extend_from_slice(&chunk);
+        }
+        (lens, all)
+    }
+    let (big_key, small_key) = (common::key_of(&big), common::key_of(&small));
+
+    // Nothing held: whole chunks.
+    let (lens, bytes) = chunks(&backend, &big_key).await;
+    assert!(lens.iter().all(|&n| n == MIB), "1 MiB chunks: {lens:?}");
+    assert_eq!(bytes, big);
+    assert_eq!(chunks(&backend, &small_key).await.0.len(), 1, "one piece");
+
+    // One held read: its first chunk and the two it read ahead spend the budget.
+    let mut held = backend
+        .get(&big_key, None)
+        .await
+        .expect("get")
+        .expect("found");
+    let first = held.stream.next().await.expect("a chunk").expect("read");
+    assert_eq!(first.len(), MIB);
+    let (lens, bytes) = chunks(&backend, &big_key).await;
+    assert!(
+        lens.iter().all(|&n| n <= 64 << 10),
+        "small chunks once the budget is spent: {:?}",
+        &lens[..4]
+    );
+    assert_eq!(bytes, big, "every byte all the same");
+    let (lens, bytes) = chunks(&backend, &small_key).await;
+    assert!(lens.len() > 1, "a small blob streams too");
+    assert_eq!(bytes, small);
+
+    // Dropping the held read gives the budget back.
+    drop((held, first));
+    // Its chunks in flight finish on the blocking pool before they are dropped.
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let (lens, _) = chunks(&backend, &big_key).await;
+    assert!(
+        lens.iter().all(|&n| n == MIB),
+        "whole chunks again: {lens:?}"
+    );
+}

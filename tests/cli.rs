@@ -344,7 +344,7 @@ fn store_specs() {
     let plain = dir.path().join("odd?name");
     let url = format!("file://{}?fsync=false", dir.path().join("url").display());
     let per_file = format!(
-        "file://{}?fsync=true&batch_flush=per-file&direct_writes=false",
+        "file://{}?fsync=true&batch_flush=per-file&direct_writes=false&read_budget=1MiB",
         dir.path().join("per-file").display()
     );
     let data = common::noise(1000, 9);
@@ -379,6 +379,7 @@ fn store_specs() {
         "file:///tmp/x?fsync=maybe",
         "file:///tmp/x?batch_flush=sometimes",
         "file:///tmp/x?direct_writes=often",
+        "file:///tmp/x?read_budget=lots",
     ] {
         let bad = Command::new(BIN)
             .args(["--store", bad, "ls"])

@@ -905,3 +905,83 @@ async fn a_sha1_whose_entry_names_another_blob_is_answered_for_nowhere() {
         assert_eq!(header(&head, header::CONTENT_LENGTH), "5000");
     }
 }
+
+/// Clients that stop reading spend the store's read budget, and downloads go on without it: a
+/// download started then still gets every byte (in the fs backend's small chunks), and the
+/// stalled clients' own responses are not cut.
+#[tokio::test]
+async fn downloads_go_on_once_stalled_clients_have_spent_the_read_budget() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let options = FsOptions {
+        fsync: false,
+        read_budget: 2 << 20,
+        ..Default::default()
+    };
+    let backend = FsBackend::open(dir.path(), options).unwrap_or_else(|e| panic!("open: {e}"));
+    let store = Store::new(backend);
+    let data = bytes::Bytes::from(noise(8 << 20, 11));
+    store
+        .put_bytes(data.clone(), &PutOptions::default())
+        .await
+        .unwrap_or_else(|e| panic!("put: {e}"));
+    let path = format!("/sha512/{}", key_of(&data).to_hex());
+    let base = start(Server::new(store)).await;
+    let addr = base.trim_start_matches("http://").to_string();
+    let mut stalled = Vec::new();
+    for _ in 0..20 {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap_or_else(|e| panic!("{e}"));
+        socket
+            .set_recv_buffer_size(4096)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let addr = addr.parse().unwrap_or_else(|e| panic!("{e}"));
+        let mut tcp = socket
+            .connect(addr)
+            .await
+            .unwrap_or_else(|e| panic!("connect: {e}"));
+        let ask = format!("GET {path} HTTP/1.1\r\nHost: t\r\n\r\n");
+        tcp.write_all(ask.as_bytes())
+            .await
+            .unwrap_or_else(|e| panic!("send: {e}"));
+        stalled.push(tcp);
+    }
+    // Time for the stalled responses to fill their sockets and spend the budget.
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let got = tokio::time::timeout(std::time::Duration::from_secs(20), async {
+        let response = client()
+            .get(format!("{base}{path}"))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("get: {e}"));
+        assert_eq!(response.status(), StatusCode::OK);
+        response
+            .bytes()
+            .await
+            .unwrap_or_else(|e| panic!("body: {e}"))
+    })
+    .await
+    .unwrap_or_else(|_| panic!("a download with the budget spent finishes"));
+    assert!(got == data, "every byte");
+    // A stalled client that reads again gets its whole response.
+    let mut first = stalled.swap_remove(0);
+    drop(stalled);
+    let mut response = Vec::new();
+    let read = async {
+        let mut buf = vec![0; 1 << 16];
+        while !response.ends_with(&data[data.len() - 64..]) {
+            let n = first
+                .read(&mut buf)
+                .await
+                .unwrap_or_else(|e| panic!("read: {e}"));
+            assert!(n > 0, "the response ends early");
+            response.extend_from_slice(&buf[..n]);
+        }
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(20), read)
+        .await
+        .unwrap_or_else(|_| panic!("the stalled response finishes"));
+    assert!(
+        response.ends_with(&data),
+        "the stalled response's body whole"
+    );
+}

@@ -111,8 +111,9 @@ async fn open_path(path: &str) -> Result<crate::backend::fs::FsBackend> {
 }
 
 /// A filesystem store named by URL:
-/// `file:///path?fsync=true|false&batch_flush=syncfs|per-file&direct_writes=true|false` (also
-/// `file://localhost/path` and `file:/path`; the path percent-decoded, see [`file_url`]).
+/// `file:///path?fsync=true|false&batch_flush=syncfs|per-file&direct_writes=true|false&read_budget=256MiB`
+/// (also `file://localhost/path` and `file:/path`; the path percent-decoded, see [`file_url`]).
+/// `read_budget` is [`FsOptions::read_budget`](crate::backend::fs::FsOptions::read_budget).
 #[cfg(feature = "fs")]
 async fn open_file(spec: &str) -> Result<crate::backend::fs::FsBackend> {
     let (path, query) = file_url::parse(spec)?;
@@ -128,6 +129,10 @@ async fn open_file(spec: &str) -> Result<crate::backend::fs::FsBackend> {
                 let on = crate::backend::parse_flag(v)
                     .ok_or_else(|| Error::Config(format!("bad direct_writes value {v:?}")))?;
                 options.direct_writes_from = on.then_some(crate::backend::fs::DIRECT_WRITES_FROM);
+            }
+            Some(("read_budget", v)) => {
+                options.read_budget = crate::units::parse_size(v)
+                    .map_err(|e| Error::Config(format!("read_budget: {e}")))?;
             }
             _ => return Err(Error::Config(format!("unknown store option {pair:?}"))),
         }

@@ -11,6 +11,7 @@
 //! The sha1/blake3 index and each blob's recorded digests live in an SQLite database beside the
 //! blobs ([`FsIndex`]), shared by every process that opens the store.
 
+mod budget;
 mod direct;
 mod durable;
 mod index;
@@ -19,6 +20,7 @@ mod lease;
 mod misplaced;
 mod publish;
 mod read;
+mod read_ahead;
 mod remove;
 mod walk;
 mod writer;
@@ -69,7 +71,16 @@ pub struct FsOptions {
     /// (`docs/ingest.md`). The first get of such a blob then reads it from the disk; a blob that
     /// large is seldom read back at once, and a bulk import no longer evicts the hot set.
     pub direct_writes_from: Option<u64>,
+    /// Bytes of read chunks the store lets live at once, across all its reads (default
+    /// [`READ_BUDGET`]): read ahead, held back by the verifier, queued for a slow HTTP client.
+    /// While it has room a read takes 1 MiB chunks, four ahead of its consumer; once it is spent
+    /// further reads take 64 KiB at a time with none ahead. What a thousand stalled downloads can
+    /// hold is then this plus a few hundred KiB each, not 6 MiB each.
+    pub read_budget: u64,
 }
+
+/// [`FsOptions::read_budget`]'s default: 64 downloads reading at full speed at once.
+pub const READ_BUDGET: u64 = 256 << 20;
 
 /// [`FsOptions::direct_writes_from`]'s default.
 pub const DIRECT_WRITES_FROM: u64 = 8 << 20;
@@ -81,6 +92,7 @@ impl Default for FsOptions {
             batch_flush: BatchFlush::default(),
             legacy_alias_log: false,
             direct_writes_from: Some(DIRECT_WRITES_FROM),
+            read_budget: READ_BUDGET,
         }
     }
 }
@@ -129,6 +141,8 @@ pub(crate) struct FsInner {
     /// Held while the store is open, so that no sweep takes this process's temp files for a dead
     /// writer's (`lease.rs`); `None` where the store cannot be written or locked.
     lease: Option<lease::Lease>,
+    /// [`FsOptions::read_budget`].
+    read_budget: Arc<budget::ReadBudget>,
 }
 
 /// A store directory on a local filesystem.
@@ -223,6 +237,7 @@ impl FsBackend {
             batch_flush: options.batch_flush,
             legacy_alias_log: options.legacy_alias_log,
             direct_from: options.direct_writes_from,
+            read_budget: budget::ReadBudget::new(options.read_budget),
         });
         let backend = FsBackend { inner };
         let swept = backend.inner.sweep_temps()?;

@@ -15,15 +15,15 @@ use std::sync::Arc;
 use bytes::Bytes;
 use futures::stream::{self, BoxStream, StreamExt};
 
-use super::FsInner;
+use super::budget::{self, Charge, FLOOR_CHUNK};
+use super::{read_ahead, FsInner};
 use crate::backend::{check_range, BlobKey, GetResult};
 use crate::integrity::Digests;
 use crate::{Error, Result};
 
-/// Reads at most this much in one go; blobs up to this size come back as a single chunk.
-const READ_CHUNK: usize = 1 << 20;
-/// Chunks a reader may run ahead of its consumer.
-const READ_AHEAD: usize = 4;
+/// Reads at most this much in one go; blobs up to this size come back as a single chunk (while
+/// the store's read budget has room for them).
+pub(super) const READ_CHUNK: usize = 1 << 20;
 
 /// An opened blob.
 struct Opened {
@@ -35,9 +35,9 @@ struct Opened {
 enum Body {
     /// The requested bytes, read already.
     Read(Bytes),
-    /// A small read the page cache could not serve: one blocking read.
-    Unread(File, PathBuf, Range<u64>),
-    /// Left to readers on the blocking pool ([`read_stream`]).
+    /// A small read the page cache could not serve: one blocking read, charged already.
+    Unread(File, PathBuf, Range<u64>, Option<Charge>),
+    /// Left to readers on the blocking pool ([`read_ahead`]).
     Stream(File, PathBuf, Range<u64>),
 }
 
@@ -48,25 +48,30 @@ pub(super) async fn get(
 ) -> Result<Option<GetResult>> {
     let opened = match open_in_place(&inner, &key, range.clone()) {
         Some(done) => done?,
-        None => tokio::task::spawn_blocking(move || open(&inner, &key, range))
-            .await
-            .map_err(Error::Task)??,
+        None => {
+            let inner = inner.clone();
+            tokio::task::spawn_blocking(move || open(&inner, &key, range))
+                .await
+                .map_err(Error::Task)??
+        }
     };
     let Some(opened) = opened else {
         return Ok(None);
     };
     let stream = match opened.body {
         Body::Read(bytes) => once(bytes),
-        Body::Unread(file, path, range) => {
+        Body::Unread(file, path, range, charge) => {
             let len = (range.end - range.start) as usize;
-            let read = move || read_exact_at(&file, &path, range.start, len);
+            let read = move || read_exact_at(&file, &path, range.start, len, charge);
             once(
                 tokio::task::spawn_blocking(read)
                     .await
                     .map_err(Error::Task)??,
             )
         }
-        Body::Stream(file, path, range) => read_stream(file, path, range),
+        Body::Stream(file, path, range) => {
+            read_ahead::stream(file, path, range, inner.read_budget.clone())
+        }
     };
     Ok(Some(GetResult {
         size: opened.size,
@@ -87,11 +92,12 @@ fn open(inner: &FsInner, key: &BlobKey, range: Option<Range<u64>>) -> Result<Opt
         return Ok(None);
     };
     let digests = inner.recorded(key);
-    let len = range.end - range.start;
-    let body = if len <= READ_CHUNK as u64 {
-        Body::Read(read_exact_at(&file, &path, range.start, len as usize)?)
-    } else {
-        Body::Stream(file, path, range)
+    let body = match whole(inner, &range) {
+        Some(charge) => {
+            let len = (range.end - range.start) as usize;
+            Body::Read(read_exact_at(&file, &path, range.start, len, charge)?)
+        }
+        None => Body::Stream(file, path, range),
     };
     Ok(Some(opened(size, digests, body)))
 }
@@ -114,16 +120,30 @@ fn open_in_place(
         Err(e) => return Some(Err(e)),
     };
     let digests = inner.recorded(key);
-    let len = range.end - range.start;
-    let body = if len <= READ_CHUNK as u64 {
-        match read_cached(&file, range.start, len as usize) {
-            Some(bytes) => Body::Read(bytes),
-            None => Body::Unread(file, path, range),
+    let body = match whole(inner, &range) {
+        Some(charge) => {
+            let len = (range.end - range.start) as usize;
+            match read_cached(&file, range.start, len) {
+                Some(buf) => Body::Read(budget::charged(buf, charge)),
+                None => Body::Unread(file, path, range, charge),
+            }
         }
-    } else {
-        Body::Stream(file, path, range)
+        None => Body::Stream(file, path, range),
     };
     Some(Ok(Some(opened(size, digests, body))))
+}
+
+/// Whether `range` is read in one piece, with its charge to the store's read budget: a range of up
+/// to [`READ_CHUNK`] is, if the budget has room for it or it is no larger than a floor chunk;
+/// any other streams ([`read_ahead`]), in floor chunks while the budget stays spent.
+fn whole(inner: &FsInner, range: &Range<u64>) -> Option<Option<Charge>> {
+    let len = usize::try_from(range.end - range.start)
+        .ok()
+        .filter(|&len| len <= READ_CHUNK)?;
+    match inner.read_budget.charge(len) {
+        Some(charge) => Some(Some(charge)),
+        None => (len <= FLOOR_CHUNK).then_some(None),
+    }
 }
 
 fn opened(size: u64, digests: Option<Digests>, body: Body) -> Opened {
@@ -155,7 +175,7 @@ fn open_file(path: &Path, range: Option<Range<u64>>) -> Result<Option<(File, u64
 /// Reads `len` bytes at `offset` only if the page cache holds them all (`RWF_NOWAIT`); `None`
 /// otherwise, or on any error (the blocking path will meet it again and report it).
 #[cfg(target_os = "linux")]
-fn read_cached(file: &File, offset: u64, len: usize) -> Option<Bytes> {
+fn read_cached(file: &File, offset: u64, len: usize) -> Option<Vec<u8>> {
     use std::sync::atomic::{AtomicBool, Ordering};
     /// Set once the kernel turns out not to know `RWF_NOWAIT` (before Linux 4.14, or a filesystem
     /// without it), so that every later read goes straight to the blocking pool.
@@ -180,16 +200,21 @@ fn read_cached(file: &File, offset: u64, len: usize) -> Option<Bytes> {
 }
 
 #[cfg(not(target_os = "linux"))]
-fn read_cached(_file: &File, _offset: u64, _len: usize) -> Option<Bytes> {
+fn read_cached(_file: &File, _offset: u64, _len: usize) -> Option<Vec<u8>> {
     None
 }
 
 /// Reads `buf`'s capacity in bytes at `offset`, fewer if the file ends first, into `buf` (empty,
 /// not zero-filled first), with `preadv2` and `flags` (`RWF_NOWAIT`: from the page cache only).
 /// A positioned read leaves the file's cursor alone, so several chunks of one file are read at
-/// once ([`read_stream`]).
+/// once ([`read_ahead`]).
 #[cfg(target_os = "linux")]
-fn pread(file: &File, offset: u64, mut buf: Vec<u8>, flags: libc::c_int) -> std::io::Result<Bytes> {
+pub(super) fn pread(
+    file: &File,
+    offset: u64,
+    mut buf: Vec<u8>,
+    flags: libc::c_int,
+) -> std::io::Result<Vec<u8>> {
     use std::os::fd::AsRawFd;
     let len = buf.capacity();
     while buf.len() < len {
@@ -216,12 +241,17 @@ fn pread(file: &File, offset: u64, mut buf: Vec<u8>, flags: libc::c_int) -> std:
         // SAFETY: the kernel initialised `n` more bytes, and n <= spare length.
         unsafe { buf.set_len(buf.len() + n as usize) };
     }
-    Ok(Bytes::from(buf))
+    Ok(buf)
 }
 
 /// [`pread`] elsewhere: a zero-filled buffer, read by the standard library's positioned reads.
 #[cfg(not(target_os = "linux"))]
-fn pread(file: &File, offset: u64, mut buf: Vec<u8>, _flags: i32) -> std::io::Result<Bytes> {
+pub(super) fn pread(
+    file: &File,
+    offset: u64,
+    mut buf: Vec<u8>,
+    _flags: i32,
+) -> std::io::Result<Vec<u8>> {
     let len = buf.capacity();
     buf.resize(len, 0);
     let mut done = 0;
@@ -239,48 +269,21 @@ fn pread(file: &File, offset: u64, mut buf: Vec<u8>, _flags: i32) -> std::io::Re
         }
     }
     buf.truncate(done);
-    Ok(Bytes::from(buf))
-}
-
-/// Streams `range` of an open file, each chunk read by a task of its own on the blocking pool, at
-/// most [`READ_AHEAD`] chunks ahead of the consumer and only as it asks for more. No thread waits
-/// on a consumer: a reader parked until a slow client took its chunk held a blocking thread for
-/// as long as the client took, and a few hundred slow downloads (or one HTTP/2 connection's
-/// stalled streams) used up the pool that every other read needs.
-fn read_stream(file: File, path: PathBuf, range: Range<u64>) -> BoxStream<'static, Result<Bytes>> {
-    let shared = Arc::new((file, path));
-    let end = range.end;
-    stream::iter(range.step_by(READ_CHUNK))
-        .map(move |pos| {
-            let shared = shared.clone();
-            let n = (end - pos).min(READ_CHUNK as u64) as usize;
-            // The buffer is allocated here, on a runtime thread, where the consumer frees it:
-            // allocated on whichever blocking thread read it, each thread's malloc arena kept
-            // its own freed chunks, and a 1 GiB get's peak RSS went from 13 to 22 MiB.
-            let buf = Vec::with_capacity(n);
-            async move {
-                let read = move || {
-                    pread(&shared.0, pos, buf, 0).map_err(|e| Error::io("read", &shared.1, e))
-                };
-                tokio::task::spawn_blocking(read)
-                    .await
-                    .map_err(Error::Task)?
-            }
-        })
-        .buffered(READ_AHEAD)
-        // Nothing after a failed read: the consumer stops at the error anyway.
-        .scan(false, |failed, chunk| {
-            let go = !*failed;
-            *failed = chunk.is_err();
-            futures::future::ready(go.then_some(chunk))
-        })
-        .boxed()
+    Ok(buf)
 }
 
 /// `len` bytes at `offset` of `file`, blocking. If the file shrank under us this returns what
 /// there is, and verification fails loudly.
-fn read_exact_at(file: &File, path: &Path, offset: u64, len: usize) -> Result<Bytes> {
-    pread(file, offset, Vec::with_capacity(len), 0).map_err(|e| Error::io("read", path, e))
+fn read_exact_at(
+    file: &File,
+    path: &Path,
+    offset: u64,
+    len: usize,
+    charge: Option<Charge>,
+) -> Result<Bytes> {
+    pread(file, offset, Vec::with_capacity(len), 0)
+        .map(|buf| budget::charged(buf, charge))
+        .map_err(|e| Error::io("read", path, e))
 }
 
 /// Stored copies up to this size are hashed before a put of the same bytes leaves them in place;

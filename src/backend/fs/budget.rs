@@ -1,0 +1,115 @@
+//! A store-wide cap on the bytes of read chunks alive at once.
+//!
+//! A read's chunks live until its consumer drops them: read ahead of it, held back by the verifier
+//! until the blob's hash is checked, queued in a server connection's write buffer until the client
+//! takes them. A client that reads slowly, or not at all, keeps them for as long as it likes; 300
+//! HTTP clients that stopped reading an 8 MB blob kept 1.75 GB of the server's memory (about
+//! 6 MiB each), and the server admits thousands of connections. So every chunk larger than
+//! [`FLOOR_CHUNK`] is charged to one budget per store, and its charge goes back when the last
+//! handle to its bytes is dropped. A read that finds the budget spent still makes progress: one
+//! chunk of at most [`FLOOR_CHUNK`] at a time, uncharged, and only while its consumer waits
+//! for it. Memory then grows with downloads by a few floor chunks each, not by megabytes.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+/// The largest read made without a charge, and the chunk a read falls back to once the budget is
+/// spent. At 64 KiB a read from the page cache still runs at GB/s.
+pub(super) const FLOOR_CHUNK: usize = 64 << 10;
+
+/// The bytes of read chunks a store lets live at once ([`FsOptions::read_budget`]).
+///
+/// [`FsOptions::read_budget`]: super::FsOptions::read_budget
+#[derive(Debug)]
+pub(super) struct ReadBudget {
+    used: AtomicU64,
+    limit: u64,
+}
+
+impl ReadBudget {
+    pub(super) fn new(limit: u64) -> Arc<ReadBudget> {
+        Arc::new(ReadBudget {
+            used: AtomicU64::new(0),
+            limit,
+        })
+    }
+
+    /// A charge of `n` bytes, or `None` if the budget has no room for them.
+    pub(super) fn charge(self: &Arc<Self>, n: usize) -> Option<Charge> {
+        let n = n as u64;
+        self.used
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
+                used.checked_add(n).filter(|&after| after <= self.limit)
+            })
+            .ok()?;
+        Some(Charge {
+            budget: self.clone(),
+            n,
+        })
+    }
+
+    /// Bytes charged now.
+    #[cfg(test)]
+    pub(super) fn used(&self) -> u64 {
+        self.used.load(Ordering::Acquire)
+    }
+}
+
+/// Bytes taken from a [`ReadBudget`], given back when dropped.
+#[derive(Debug)]
+pub(super) struct Charge {
+    budget: Arc<ReadBudget>,
+    n: u64,
+}
+
+impl Drop for Charge {
+    fn drop(&mut self) {
+        self.budget.used.fetch_sub(self.n, Ordering::AcqRel);
+    }
+}
+
+/// A chunk's bytes, carrying `charge` (if any) for as long as any handle to them lives.
+pub(super) fn charged(buf: Vec<u8>, charge: Option<Charge>) -> Bytes {
+    match charge {
+        Some(charge) => Bytes::from_owner(Owned {
+            buf,
+            _charge: charge,
+        }),
+        None => Bytes::from(buf),
+    }
+}
+
+struct Owned {
+    buf: Vec<u8>,
+    _charge: Charge,
+}
+
+impl AsRef<[u8]> for Owned {
+    fn as_ref(&self) -> &[u8] {
+        &self.buf
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_charge_lives_as_long_as_its_bytes() {
+        let budget = ReadBudget::new(100);
+        let a = charged(vec![1; 60], budget.charge(60));
+        assert_eq!(budget.used(), 60);
+        assert!(budget.charge(41).is_none(), "over the limit");
+        let slice = a.slice(10..20);
+        drop(a);
+        assert_eq!(budget.used(), 60, "a slice still holds the buffer");
+        drop(slice);
+        assert_eq!(budget.used(), 0);
+        let whole = budget.charge(100);
+        assert!(whole.is_some(), "the whole budget at once");
+        drop(whole);
+        assert_eq!(budget.used(), 0);
+    }
+}
