@@ -27,6 +27,12 @@ use tokio::time::Instant;
 
 use super::Server;
 
+/// Bytes an HTTP/1.1 connection buffers: a request's head, or the response body it has taken
+/// from the store and not yet written to its socket. hyper's default (about 400 KiB) let each
+/// stalled download keep that much read ahead once the store's read budget was spent and its
+/// reads came in 64 KiB chunks; a request head is never near this.
+const H1_MAX_BUF: usize = 64 << 10;
+
 /// HTTP/2 streams one connection may have open at once. hyper's default (200) let 3 connections
 /// tie up 600 stalled streams; no CDN or npm client needs more than a few dozen requests in
 /// flight on one connection, and more connections are counted against `max_connections`.
@@ -157,7 +163,8 @@ fn builder(options: &ServeOptions) -> auto::Builder<TokioExecutor> {
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(options.header_timeout);
+        .header_read_timeout(options.header_timeout)
+        .max_buf_size(H1_MAX_BUF);
     builder
         .http2()
         .timer(TokioTimer::new())
