@@ -91,7 +91,8 @@ impl Builder {
         self.finish_into(temp_file(None)?)
     }
 
-    /// Sorts the entries into the table, in `file` (empty; blocking, as [`finish`](Self::finish)).
+    /// Sorts the entries into the table, in `file` (empty; blocking: local I/O and a sort, in flat
+    /// memory).
     pub(crate) fn finish_into(self, file: File) -> io::Result<Table> {
         let mut run = self.run.into_inner().map_err(|e| e.into_error())?;
         let mut starts = Vec::with_capacity(FAN + 1);

@@ -15,7 +15,7 @@
 //! segment was shared, the next one waits [`LINGER`] for more records (a classic group-commit
 //! linger: it halves the segments at 16 puts in flight); a lone put never waits.
 //!
-//! A segment's body is lines in the fs log's format ([`line`]); its name is
+//! A segment's body is lines in the fs log's format ([`line()`]); its name is
 //! `<microseconds hex>-<random hex>`, unique to its writer, so writers never contend. Readers keep
 //! every record in memory (as the fs backend does with its log): a lookup that misses lists the
 //! segments again (one LIST, shared by concurrent misses) and reads the ones it has not seen.
@@ -25,7 +25,8 @@
 //! that finds a listed segment gone lists again: its records are in the merged one. Two processes
 //! merging the same segments write the same records twice, which is harmless; no record is lost,
 //! because nothing is deleted before a segment holding its records is stored. The log is a cache
-//! of what the blobs say: `fsck` rebuilds it ([`AliasLog::rebuild`]).
+//! of what the blobs say: `fsck` rebuilds it
+//! ([`Backend::rebuild_aliases`](super::Backend::rebuild_aliases)).
 
 use std::collections::{HashMap, HashSet};
 use std::ops::Range;

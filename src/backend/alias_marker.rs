@@ -1,6 +1,6 @@
 //! The alias index of a remote store (S3, Manta): one small *marker* object per alias, named by the
 //! alias (`sha1/<hex>`, `blake3/<hex>`), holding the blob's record in the alias logs' line format
-//! ([`line`]). A lookup is one GET; a miss is one GET answered 404. See docs/remote-index.md for
+//! ([`line()`]). A lookup is one GET; a miss is one GET answered 404. See docs/remote-index.md for
 //! the measurements behind the choice.
 //!
 //! Why markers, when the segment log ([`super::alias_log`]) was chosen to save requests: the log
@@ -44,7 +44,7 @@ use crate::Result;
 /// Markers checked or written at once by a rebuild or an import.
 const PARALLEL: usize = 16;
 /// The most a marker object may hold. A marker is one record line of at most 259 bytes
-/// ([`line`]); a larger object at a marker's name is not one, and its claimed size is not
+/// ([`line()`]); a larger object at a marker's name is not one, and its claimed size is not
 /// trusted enough to reserve memory for, so a marker store refuses it unread.
 pub(crate) const MARKER_MAX: u64 = 1024;
 /// How long a process trusts "no legacy segments" before listing again (an older version may

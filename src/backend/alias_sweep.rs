@@ -7,7 +7,7 @@
 //! between the two. Such a marker makes a lookup by sha1 or blake3 resolve to a blob that is not
 //! there (the store then answers "not found", after a wasted request, and the marker stays for
 //! ever). This pass lists the markers namespace, streaming the server's pages with
-//! [`PARALLEL`](super::PARALLEL) markers in flight, so its memory is flat at any size; each
+//! [`PARALLEL`] markers in flight, so its memory is flat at any size; each
 //! marker costs a GET (its body names the blob) and a HEAD of the blob, except those the rebuild
 //! just read or wrote naming a blob its scan saw ([`Seen`]): nearly all of them, in a store whose
 //! markers are sound. At 40M blobs that is 160M requests not sent, for a temp table of the

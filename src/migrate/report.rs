@@ -281,7 +281,7 @@ pub struct Report {
     pub counts: Counts,
     /// The first [`KEPT_PROBLEMS`] outcomes other than migrated / already present / already
     /// mapped, in feed order. All of them, in the same order, are in the problems file (read it
-    /// with [`read_problems`](super::read_problems)).
+    /// with [`read_problems`]).
     pub problems: Vec<Problem>,
     /// How many problems there were, kept in [`problems`](Self::problems) or not.
     #[serde(default)]

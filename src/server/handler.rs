@@ -273,19 +273,14 @@ pub(crate) fn plain(status: StatusCode, text: &str) -> Response {
     r
 }
 
-/// The response for an error met before the head was sent.
-/// Whether a read just past the blob's `size` (as a `stat` or `HEAD` said) is refused as the
-/// caller's bad range, as it should be (`Ok`), before a 416 names that size: a blob whose record
-/// disagrees with its size is read and verified whole first, so that a copy cut short is answered
-/// as corrupt (the error), not advertised as a shorter blob.
 /// Blobs up to this size, on a store read locally (the fs), are read and verified whole before a
-/// response's head is sent, when the first chunk (1 MiB on the fs) does not hold them: a cache or CDN that passes a body on as it
-/// arrives (a streaming miss, collapsed requests) or keeps an incomplete one (RFC 9111 §3.3)
-/// then never gets an unchecked byte. It costs these blobs a second read and hash (on the fs from
-/// the page cache, blake3 at several GB/s: about 20 ms for 64 MiB), and nothing to the tarballs
-/// under 1 MiB that most requests are for. A larger blob streams verified as it goes, and one
-/// found corrupt has its body cut short before its `Content-Length`. The default of
-/// [`Server::verify_before_head`].
+/// response's head is sent, when the first chunk (1 MiB on the fs) does not hold them: a cache or
+/// CDN that passes a body on as it arrives (a streaming miss, collapsed requests) or keeps an
+/// incomplete one (RFC 9111 §3.3) then never gets an unchecked byte. It costs these blobs a
+/// second read and hash (on the fs from the page cache, blake3 at several GB/s: about 20 ms for
+/// 64 MiB), and nothing to the tarballs under 1 MiB that most requests are for. A larger blob
+/// streams verified as it goes, and one found corrupt has its body cut short before its
+/// `Content-Length`. The default of [`Server::verify_before_head`].
 pub(super) const VERIFIED_BEFORE_HEAD: u64 = 64 << 20;
 
 /// Reads the blob `key` whole through the store's verified read (against the sha1 it was found
@@ -307,6 +302,10 @@ async fn verify_whole(
     Ok(())
 }
 
+/// Whether a read just past the blob's `size` (as a `stat` or `HEAD` said) is refused as the
+/// caller's bad range, as it should be (`Ok`), before a 416 names that size: a blob whose record
+/// disagrees with its size is read and verified whole first, so that a copy cut short is answered
+/// as corrupt (the error), not advertised as a shorter blob.
 async fn past_the_end(
     server: &Server,
     key: &BlobKey,
@@ -326,6 +325,7 @@ async fn past_the_end(
     }
 }
 
+/// The response for an error met before the head was sent.
 fn failure(server: &Server, e: &Error, path: &str) -> Response {
     match e.kind() {
         ErrorKind::NotFound => plain(StatusCode::NOT_FOUND, "not found\n"),

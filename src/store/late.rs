@@ -6,8 +6,8 @@ use super::put::compare;
 use crate::integrity::{Algorithm, Digests, Integrity};
 use crate::{Error, Result};
 
-/// What a put learns it must check only after its stream has ended (see [`Store::put_late`]),
-/// and which algorithms those checks may need.
+/// What a put learns it must check only after its stream has ended (see
+/// [`Store::put_late`](super::Store::put_late)), and which algorithms those checks may need.
 pub(crate) struct LateExpectations {
     /// The checks, awaited after the last byte and before the commit.
     pub(crate) expectations: futures::future::BoxFuture<'static, Result<Expectations>>,
@@ -39,7 +39,8 @@ pub(crate) struct Expectations {
     pub(crate) checks: Vec<(String, Integrity)>,
     /// `(field, size)`.
     pub(crate) size: Option<(String, u64)>,
-    /// The package the tarball must say it is (like [`PutOptions::expect_package`]).
+    /// The package the tarball must say it is (like
+    /// [`PutOptions::expect_package`](super::PutOptions::expect_package)).
     pub(crate) package: Option<(String, String)>,
 }
 

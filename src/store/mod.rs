@@ -292,7 +292,7 @@ impl Store {
     }
 
     /// Every stored blob with its size and time, without its digests unless they come free: from
-    /// an object store's listing alone, with no request per blob (see [`Backend::list_meta`](crate::backend::Backend::list_meta)).
+    /// an object store's listing alone, with no request per blob (see [`Backend::list_meta`]).
     pub fn list_meta(&self) -> BoxStream<'static, Result<BlobInfo>> {
         info_of(self.backend.clone().list_meta())
     }

@@ -222,11 +222,13 @@ impl Store {
         self.put(stream, &options).await
     }
 
-    /// If the caller expects a sha512 that is already stored, the key (so the put can skip writing).
-    /// The blob is marked recent in the same call ([`Backend::freshen`]), as the put begins and not
-    /// only at its end: gc spares a blob put again since its listing (it asks as it deletes),
-    /// however long the put takes. Only a shortcut: a store that cannot tell whether it holds the
-    /// blob (a replica down while the others lack it) gets it written, as if it did not.
+    /// If the caller expects a sha512 that is already stored, the key (so the put can skip
+    /// writing). The blob is marked recent in the same call ([`Backend::freshen`]), as the put
+    /// begins and not only at its end: gc spares a blob put again since its listing (it asks as it
+    /// deletes), however long the put takes. Only a shortcut: a store that cannot tell whether it
+    /// holds the blob (a replica down while the others lack it) gets it written, as if it did not.
+    ///
+    /// [`Backend::freshen`]: crate::backend::Backend::freshen
     async fn hint(&self, options: &PutOptions, _batch: bool) -> Result<Option<BlobKey>> {
         let Some(key) = expected_key(options) else {
             return Ok(None);
@@ -263,6 +265,8 @@ impl Store {
     /// Whether a blob is stored where it is kept for good ([`Backend::head_of_record`]: not only in
     /// a cache tier's copy, on every replica) and, as far as a `head` can tell, whole (see
     /// [`intact`](Self::intact)).
+    ///
+    /// [`Backend::head_of_record`]: crate::backend::Backend::head_of_record
     pub(crate) async fn stored_intact(&self, key: &BlobKey) -> Result<bool> {
         Ok(self.intact(self.backend.head_of_record(key).await?, None))
     }

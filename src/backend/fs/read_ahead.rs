@@ -6,7 +6,7 @@
 //! HTTP/2 connection's stalled streams) used up the pool that every other read needs. Here a
 //! chunk is read only once the consumer has asked for the stream's next item, so a stalled
 //! consumer stops its reads, and what it holds is what its chunks' charges say
-//! ([`budget`](super::budget)).
+//! ([`budget`]).
 
 use std::collections::VecDeque;
 use std::fs::File;

@@ -90,7 +90,7 @@ pub(super) fn stream_of(
     .boxed()
 }
 
-/// State of a resumable GET body (see [`MantaBackend::stream_of`]).
+/// State of a resumable GET body (see [`stream_of`]).
 struct Resume {
     client: MantaClient,
     backend: String,

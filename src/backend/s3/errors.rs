@@ -1,4 +1,4 @@
-//! object_store errors turned into tarvault's typed [`Error`](crate::Error).
+//! object_store errors turned into tarvault's typed [`Error`].
 
 use crate::Error;
 
