@@ -48,6 +48,7 @@ mod alias_probe;
     feature = "migrate"
 ))]
 pub(crate) mod body;
+mod budget;
 pub mod compose;
 #[cfg(feature = "fs")]
 pub mod fs;

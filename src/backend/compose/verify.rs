@@ -10,11 +10,12 @@
 //! Public for those who write a wrapper of their own; a store's users need none of it.
 
 use std::ops::Range;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
 
+use crate::backend::budget::{charged, ReadBudget, FLOOR_CHUNK};
 use crate::backend::{Backend, BlobKey, ByteStream};
 use crate::integrity::{Algorithm, DigestSet, Digests, MultiHasher};
 use crate::task::blocking;
@@ -24,6 +25,12 @@ use crate::{Error, Result};
 const BLOCKING_HASH_THRESHOLD: usize = 256 * 1024;
 /// Largest blob a wrapper holds in memory; larger ones go to a temporary file.
 pub const MEMORY_MAX: u64 = 16 << 20;
+/// Bytes of copies held in memory at once, by all wrappers of the process; once they are spent, a
+/// copy over 64 KiB goes to a temporary file as a larger one does. A copy is held for as long as
+/// its reader takes: a server's download of a blob read through `Cached` or `Replicated` holds
+/// it until the client has taken the last byte, and a thousand clients that stopped reading a
+/// 16 MiB blob would otherwise hold 16 GB.
+pub const HELD_IN_MEMORY: u64 = 256 << 20;
 /// Bytes gathered before one blocking write to (or read from) the temporary file.
 const FILE_CHUNK: usize = 1 << 20;
 
@@ -71,9 +78,15 @@ impl Held {
                         if r.start >= r.end {
                             return None;
                         }
-                        let n = (r.end - r.start).min(FILE_CHUNK as u64) as usize;
+                        // A chunk charged to the held budget, or a small one once it is spent.
+                        let want = (r.end - r.start).min(FILE_CHUNK as u64) as usize;
+                        let (n, charge) = match held_budget().charge(want) {
+                            Some(charge) => (want, Some(charge)),
+                            None => (want.min(FLOOR_CHUNK), None),
+                        };
                         let at = r.start;
-                        match blocking(move || read_at(&file, at, n)).await {
+                        let read = move || read_at(&file, at, n).map(|b| charged(b, charge));
+                        match blocking(read).await {
                             Ok(chunk) => Some((Ok(chunk), at + n as u64..r.end)),
                             // End the stream after the error.
                             Err(e) => Some((Err(e), r.end..r.end)),
@@ -136,11 +149,27 @@ pub async fn fetch_for_copy(
     Ok((fetched, digests))
 }
 
+/// The process's budget for copies held in memory ([`HELD_IN_MEMORY`]).
+fn held_budget() -> &'static Arc<ReadBudget> {
+    static BUDGET: OnceLock<Arc<ReadBudget>> = OnceLock::new();
+    BUDGET.get_or_init(|| ReadBudget::new(HELD_IN_MEMORY))
+}
+
 /// Reads and hashes `key` with `algorithms` (sha512 among them), in one pass.
 async fn fetch(
     backend: &dyn Backend,
     key: &BlobKey,
     algorithms: &[Algorithm],
+) -> Result<(Fetched, Option<DigestSet>)> {
+    fetch_within(backend, key, algorithms, held_budget()).await
+}
+
+/// [`fetch`], holding the copy in memory only while `held_budget` has room for it.
+async fn fetch_within(
+    backend: &dyn Backend,
+    key: &BlobKey,
+    algorithms: &[Algorithm],
+    held_budget: &Arc<ReadBudget>,
 ) -> Result<(Fetched, Option<DigestSet>)> {
     let Some(got) = backend.get(key, None).await? else {
         return Ok((Fetched::Missing, None));
@@ -148,7 +177,15 @@ async fn fetch(
     // A member that streams more than the size it claimed is lying (or broken): the read stops
     // as soon as it goes past that size, so such a copy costs at most one chunk more than it
     // claimed, not whatever (possibly endless) stream the member sends.
-    let (held, set) = if got.size <= MEMORY_MAX {
+    // In memory with its charge, or (a small copy once the budget is spent) without one.
+    let in_memory = match usize::try_from(got.size) {
+        Ok(size) if got.size <= MEMORY_MAX => match held_budget.charge(size) {
+            Some(charge) => Some(Some(charge)),
+            None => (size <= FLOOR_CHUNK).then_some(None),
+        },
+        _ => None,
+    };
+    let (held, set) = if let Some(charge) = in_memory {
         let mut buf = BytesMut::with_capacity(got.size as usize);
         let mut stream = got.stream;
         while let Some(chunk) = stream.next().await {
@@ -157,7 +194,7 @@ async fn fetch(
                 return Ok((too_long(Held::Memory(buf.freeze()), got.size), None));
             }
         }
-        let bytes = buf.freeze();
+        let bytes = charged(buf.freeze(), charge);
         let set = hash_with(bytes.clone(), algorithms).await?;
         (Held::Memory(bytes), set)
     } else {
@@ -291,4 +328,77 @@ pub(super) fn slice(held: Held, range: Option<Range<u64>>) -> Result<crate::back
         stream: held.stream(range),
         digests: None,
     })
+}
+
+#[cfg(all(test, feature = "memory"))]
+mod tests {
+    use super::*;
+    use crate::backend::memory::MemoryBackend;
+    use crate::backend::PutHint;
+
+    /// Copies held in memory spend the budget; once it is spent, a copy over 64 KiB goes to a
+    /// temporary file and a smaller one stays in memory; a dropped copy gives its share back.
+    #[tokio::test]
+    async fn held_copies_spend_the_budget_then_go_to_files() {
+        let backend = MemoryBackend::new();
+        let mut keys = Vec::new();
+        for (len, seed) in [(3 << 20, 1u8), (100 << 10, 2), (10 << 10, 3)] {
+            let data: Vec<u8> = (0..len)
+                .map(|i| (i as u8).wrapping_mul(31) ^ seed)
+                .collect();
+            let mut hasher = MultiHasher::new(&Digests::ALGORITHMS);
+            hasher.update(&data);
+            let digests = hasher
+                .finalize()
+                .digests()
+                .unwrap_or_else(|e| panic!("{e}"));
+            let put = async {
+                let mut writer = backend.begin_put(&PutHint::default()).await?;
+                writer.write(Bytes::from(data)).await?;
+                writer.commit(&digests).await
+            };
+            put.await.unwrap_or_else(|e| panic!("put: {e}"));
+            keys.push(BlobKey::new(digests.sha512));
+        }
+        let budget = ReadBudget::new(3 << 20);
+        let held = |fetched: Fetched| match fetched {
+            Fetched::Good(held) => held,
+            other => panic!("not good: {other:?}"),
+        };
+        let get = |key| {
+            let (backend, budget) = (backend.clone(), budget.clone());
+            async move {
+                let (fetched, _) = fetch_within(&backend, &key, &[Algorithm::Sha512], &budget)
+                    .await
+                    .unwrap_or_else(|e| panic!("fetch: {e}"));
+                held(fetched)
+            }
+        };
+        let big = get(keys[0]).await;
+        assert!(matches!(big, Held::Memory(_)), "room for 3 MiB");
+        assert_eq!(budget.used(), 3 << 20);
+        let second = get(keys[0]).await;
+        assert!(matches!(second, Held::File { .. }), "no room for another");
+        assert!(
+            matches!(get(keys[1]).await, Held::File { .. }),
+            "nor for 100 KiB"
+        );
+        let small = get(keys[2]).await;
+        assert!(
+            matches!(small, Held::Memory(_)),
+            "10 KiB held in memory all the same"
+        );
+        assert_eq!(budget.used(), 3 << 20, "uncharged");
+        drop(small);
+        let kept = match &big {
+            Held::Memory(b) => b.slice(..10),
+            Held::File { .. } => unreachable!(),
+        };
+        drop(big);
+        assert_eq!(budget.used(), 3 << 20, "a slice keeps the copy's share");
+        drop(kept);
+        assert_eq!(budget.used(), 0);
+        assert!(matches!(get(keys[1]).await, Held::Memory(_)), "room again");
+        drop(second);
+    }
 }

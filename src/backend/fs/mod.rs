@@ -11,7 +11,6 @@
 //! The sha1/blake3 index and each blob's recorded digests live in an SQLite database beside the
 //! blobs ([`FsIndex`]), shared by every process that opens the store.
 
-mod budget;
 mod direct;
 mod durable;
 mod index;
@@ -142,7 +141,7 @@ pub(crate) struct FsInner {
     /// writer's (`lease.rs`); `None` where the store cannot be written or locked.
     lease: Option<lease::Lease>,
     /// [`FsOptions::read_budget`].
-    read_budget: Arc<budget::ReadBudget>,
+    read_budget: Arc<crate::backend::budget::ReadBudget>,
 }
 
 /// A store directory on a local filesystem.
@@ -237,7 +236,7 @@ impl FsBackend {
             batch_flush: options.batch_flush,
             legacy_alias_log: options.legacy_alias_log,
             direct_from: options.direct_writes_from,
-            read_budget: budget::ReadBudget::new(options.read_budget),
+            read_budget: crate::backend::budget::ReadBudget::new(options.read_budget),
         });
         let backend = FsBackend { inner };
         let swept = backend.inner.sweep_temps()?;

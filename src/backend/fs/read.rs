@@ -15,8 +15,8 @@ use std::sync::Arc;
 use bytes::Bytes;
 use futures::stream::{self, BoxStream, StreamExt};
 
-use super::budget::{self, Charge, FLOOR_CHUNK};
 use super::{read_ahead, FsInner};
+use crate::backend::budget::{self, Charge, FLOOR_CHUNK};
 use crate::backend::{check_range, BlobKey, GetResult};
 use crate::integrity::Digests;
 use crate::{Error, Result};

@@ -21,8 +21,8 @@ use bytes::Bytes;
 use futures::stream::{BoxStream, Stream, StreamExt};
 use tokio::task::JoinHandle;
 
-use super::budget::{self, ReadBudget, FLOOR_CHUNK};
 use super::read::{pread, READ_CHUNK};
+use crate::backend::budget::{self, ReadBudget, FLOOR_CHUNK};
 use crate::{Error, Result};
 
 /// Chunks a reader may run ahead of its consumer.

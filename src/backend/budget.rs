@@ -1,14 +1,16 @@
-//! A store-wide cap on the bytes of read chunks alive at once.
+//! A cap on the bytes of read chunks alive at once: one per fs store, and one per process for the
+//! copies that wrappers hold while they verify them ([`compose::verify`](super::compose::verify)).
 //!
 //! A read's chunks live until its consumer drops them: read ahead of it, held back by the verifier
 //! until the blob's hash is checked, queued in a server connection's write buffer until the client
 //! takes them. A client that reads slowly, or not at all, keeps them for as long as it likes; 300
 //! HTTP clients that stopped reading an 8 MB blob kept 1.75 GB of the server's memory (about
 //! 6 MiB each), and the server admits thousands of connections. So every chunk larger than
-//! [`FLOOR_CHUNK`] is charged to one budget per store, and its charge goes back when the last
-//! handle to its bytes is dropped. A read that finds the budget spent still makes progress: one
-//! chunk of at most [`FLOOR_CHUNK`] at a time, uncharged, and only while its consumer waits
-//! for it. Memory then grows with downloads by a few floor chunks each, not by megabytes.
+//! [`FLOOR_CHUNK`] is charged to a budget, and its charge goes back when the last handle to its
+//! bytes is dropped. A read that finds the budget spent still makes progress: on the fs one chunk
+//! of at most [`FLOOR_CHUNK`] at a time, uncharged, and only while its consumer waits for it; in a
+//! wrapper, through a temporary file instead of memory. Memory then grows with downloads by a few
+//! floor chunks each, not by megabytes.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -17,19 +19,17 @@ use bytes::Bytes;
 
 /// The largest read made without a charge, and the chunk a read falls back to once the budget is
 /// spent. At 64 KiB a read from the page cache still runs at GB/s.
-pub(super) const FLOOR_CHUNK: usize = 64 << 10;
+pub(crate) const FLOOR_CHUNK: usize = 64 << 10;
 
-/// The bytes of read chunks a store lets live at once ([`FsOptions::read_budget`]).
-///
-/// [`FsOptions::read_budget`]: super::FsOptions::read_budget
+/// The bytes of read chunks a store lets live at once (`FsOptions::read_budget`).
 #[derive(Debug)]
-pub(super) struct ReadBudget {
+pub(crate) struct ReadBudget {
     used: AtomicU64,
     limit: u64,
 }
 
 impl ReadBudget {
-    pub(super) fn new(limit: u64) -> Arc<ReadBudget> {
+    pub(crate) fn new(limit: u64) -> Arc<ReadBudget> {
         Arc::new(ReadBudget {
             used: AtomicU64::new(0),
             limit,
@@ -37,7 +37,7 @@ impl ReadBudget {
     }
 
     /// A charge of `n` bytes, or `None` if the budget has no room for them.
-    pub(super) fn charge(self: &Arc<Self>, n: usize) -> Option<Charge> {
+    pub(crate) fn charge(self: &Arc<Self>, n: usize) -> Option<Charge> {
         let n = n as u64;
         self.used
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
@@ -52,14 +52,14 @@ impl ReadBudget {
 
     /// Bytes charged now.
     #[cfg(test)]
-    pub(super) fn used(&self) -> u64 {
+    pub(crate) fn used(&self) -> u64 {
         self.used.load(Ordering::Acquire)
     }
 }
 
 /// Bytes taken from a [`ReadBudget`], given back when dropped.
 #[derive(Debug)]
-pub(super) struct Charge {
+pub(crate) struct Charge {
     budget: Arc<ReadBudget>,
     n: u64,
 }
@@ -71,24 +71,27 @@ impl Drop for Charge {
 }
 
 /// A chunk's bytes, carrying `charge` (if any) for as long as any handle to them lives.
-pub(super) fn charged(buf: Vec<u8>, charge: Option<Charge>) -> Bytes {
+pub(crate) fn charged<B>(buf: B, charge: Option<Charge>) -> Bytes
+where
+    B: AsRef<[u8]> + Into<Bytes> + Send + 'static,
+{
     match charge {
         Some(charge) => Bytes::from_owner(Owned {
             buf,
             _charge: charge,
         }),
-        None => Bytes::from(buf),
+        None => buf.into(),
     }
 }
 
-struct Owned {
-    buf: Vec<u8>,
+struct Owned<B> {
+    buf: B,
     _charge: Charge,
 }
 
-impl AsRef<[u8]> for Owned {
+impl<B: AsRef<[u8]>> AsRef<[u8]> for Owned<B> {
     fn as_ref(&self) -> &[u8] {
-        &self.buf
+        self.buf.as_ref()
     }
 }
 
