@@ -14,10 +14,13 @@ use serde_json::{Map, Value};
 
 use crate::{Error, Result};
 
+/// Why a key given twice is refused (serde_json keeps the last of two, CouchDB the first).
+pub(crate) const TWICE: &str = "given twice: JSON readers disagree on which one counts";
+
 /// Parses `text`, the value found at `root` (`None`: the whole document; `Some("versions")`:
 /// that member), refusing any object with a key twice: [`Error::Document`] naming its path, such
 /// as `versions["1.0.0"].dist.integrity`. Other errors name `at`.
-pub(super) fn parse(text: &[u8], root: Option<&str>, at: &str) -> Result<Value> {
+pub(crate) fn parse(text: &[u8], root: Option<&str>, at: &str) -> Result<Value> {
     let duplicate = RefCell::new(None);
     let root = root.map(|key| Path {
         parent: None,
@@ -30,7 +33,7 @@ pub(super) fn parse(text: &[u8], root: Option<&str>, at: &str) -> Result<Value> 
     let mut de = serde_json::Deserializer::from_slice(text);
     let parsed = seed.deserialize(&mut de).and_then(|v| de.end().map(|()| v));
     match (parsed, duplicate.into_inner()) {
-        (_, Some(path)) => Err(Error::document(path, super::TWICE)),
+        (_, Some(path)) => Err(Error::document(path, TWICE)),
         (Ok(value), None) => Ok(value),
         (Err(e), None) => Err(Error::document(at, e.to_string())),
     }
@@ -51,7 +54,7 @@ struct Path<'a> {
 
 impl fmt::Display for Path<'_> {
     /// `versions["1.0.0"].dist.integrity`: a key that is a plain identifier after a `.`, any
-    /// other in brackets and quotes, like the publish's other errors.
+    /// other in brackets and quotes, like the other errors that name a field of a document.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if let Some(parent) = self.parent {
             write!(f, "{parent}")?;
