@@ -21,7 +21,9 @@
 //! 1. [`tarball`] (tar/gzip parsing, no other module), [`units`] (sizes, durations, rates) and
 //!    `package_name` (which npm package names can be stored and served);
 //! 2. the error type ([`Error`], [`ErrorKind`]);
-//! 3. [`integrity`] (SRI parsing and hashing) and `task` (blocking work off the runtime);
+//! 3. [`integrity`] (SRI parsing and hashing), `task` (blocking work off the runtime) and
+//!    `strict_json` (JSON with every repeated key refused, for the clients that read registry
+//!    documents);
 //! 4. [`backend`]: the trait, the backends and the composite wrappers;
 //! 5. the store ([`Store`]);
 //! 6. [`open`]: store specs and composition configuration, building backends and stores; and
@@ -48,6 +50,7 @@ pub mod publish;
 #[cfg(feature = "server")]
 pub mod server;
 mod store;
+mod strict_json;
 pub mod tarball;
 mod task;
 pub mod units;

@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 const LAYERS: &[&[&str]] = &[
     &["tarball", "units", "package_name"],
     &["error"],
-    &["integrity", "task"],
+    &["integrity", "task", "strict_json"],
     &["backend"],
     &["store"],
     &["open", "mapping"],

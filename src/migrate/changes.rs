@@ -19,7 +19,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::couch::{CouchClient, FetchError, Oversize};
-use crate::{Error, Result};
+use crate::{strict_json, Error, Result};
 
 /// A `_changes` sequence value, kept exactly as the server sent it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -70,9 +70,22 @@ pub struct ChangeRow {
     /// Whether the document is deleted.
     #[serde(default)]
     pub deleted: bool,
-    /// The document (with `include_docs`); `None` for deleted documents.
-    #[serde(default)]
-    pub doc: Option<Value>,
+    /// The document (with `include_docs`); `None` for deleted documents. `Err` for one with a
+    /// key twice, naming the first such key by its path (`versions["1.0.0"].dist.shasum`): serde
+    /// would keep the last of the two and CouchDB, and the npm clients it serves, see the first,
+    /// so such a document is not read at all (the migration reports it unreadable).
+    #[serde(default, deserialize_with = "strict_doc")]
+    pub doc: Option<std::result::Result<Value, String>>,
+}
+
+/// A row's `doc`, every object's keys checked (`crate::strict_json::read`); `null` is none.
+fn strict_doc<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> std::result::Result<Option<std::result::Result<Value, String>>, D::Error> {
+    Ok(match strict_json::read(d)? {
+        Ok(Value::Null) => None,
+        doc => Some(doc),
+    })
 }
 
 #[derive(Debug, Deserialize)]
@@ -352,6 +365,37 @@ mod tests {
         .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(two.results[0].seq, Seq(Value::String("5-g1A".into())));
         assert_eq!(two.pending, Some(0));
+    }
+
+    /// A document with a key twice is held as the path of that key, and the rows after it (and
+    /// the page's `last_seq`) are read as ever.
+    #[test]
+    fn a_document_with_a_key_twice_is_named_not_read() {
+        let page: ChangesPage = serde_json::from_str(
+            r#"{"results":[
+                {"seq":1,"id":"a","doc":{"_id":"a","versions":{"1.0.0":{"dist":
+                    {"shasum":"aa","tarball":"t","shasum":"bb"}}}}},
+                {"seq":2,"id":"b","doc":{"_id":"b","_attachments":{"b.tgz":{"length":1},
+                    "b.tgz":{"length":2}}}},
+                {"seq":3,"id":"c","doc":{"_id":"c","n":[{"k":1,"k":2}],"_id":"c"}},
+                {"seq":4,"id":"d","doc":{"_id":"d","versions":{"1.0.0":{"dist":{"shasum":"aa"}}}}}
+            ],"last_seq":4}"#,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let docs: Vec<_> = page.results.iter().map(|r| r.doc.clone()).collect();
+        assert_eq!(
+            docs,
+            [
+                Some(Err(r#"versions["1.0.0"].dist.shasum"#.to_string())),
+                Some(Err(r#"_attachments["b.tgz"]"#.to_string())),
+                // The first repeat in the text is the one named.
+                Some(Err("n[0].k".to_string())),
+                Some(Ok(serde_json::json!(
+                    {"_id": "d", "versions": {"1.0.0": {"dist": {"shasum": "aa"}}}}
+                ))),
+            ]
+        );
+        assert_eq!(page.last_seq, Some(Seq(Value::from(4))));
     }
 
     fn over() -> Oversize {

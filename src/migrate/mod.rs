@@ -6,7 +6,8 @@
 //! [`Summary`], [`Report`] and [`Progress`]. The pieces inside, each a client of the one before
 //! (private; their types that show in this API are re-exported here):
 //! - `couch`: the HTTP client (credentials kept out of everything printed);
-//! - `changes`: the `_changes` feed in batches, then `longpoll` when following;
+//! - `changes`: the `_changes` feed in batches, then `longpoll` when following, each document
+//!   read with its repeated keys named (`crate::strict_json`);
 //! - `planner`: one document → the tarballs to move and the outcomes decided by reading it;
 //! - `transfer`: one tarball → [`Store::put`], every digest field checked on its own, retried when
 //!   transient;

@@ -14,6 +14,7 @@ use serde_json::{Map, Value};
 use super::changes::ChangeRow;
 use super::report::{OutcomeKind, Problem};
 use crate::integrity::{Algorithm, Hash, Integrity};
+use crate::strict_json::TWICE;
 
 /// One version's tarball to fetch, verify and store.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -103,8 +104,11 @@ pub(crate) fn plan(row: &ChangeRow) -> DocPlan {
             "not a package name a tarball URL can carry: {why}"
         ));
     }
-    let Some(doc) = row.doc.as_ref() else {
-        return unreadable("the feed carried no document body");
+    let doc = match &row.doc {
+        None => return unreadable("the feed carried no document body"),
+        // Nothing of it is moved: we would check one of the two values, clients read the other.
+        Some(Err(path)) => return unreadable(&format!("{path} {TWICE}")),
+        Some(Ok(doc)) => doc,
     };
     let Some(doc) = doc.as_object() else {
         return unreadable("document is not a JSON object");
@@ -368,7 +372,7 @@ mod tests {
             seq: Seq(json!(1)),
             id: id.into(),
             deleted: false,
-            doc: Some(doc),
+            doc: Some(Ok(doc)),
         }
     }
 

@@ -34,7 +34,6 @@
 mod base64;
 mod document;
 mod reader;
-mod strict;
 
 use std::collections::HashSet;
 use std::io;
@@ -46,6 +45,7 @@ use serde_json::{Map, Value};
 
 use crate::integrity::{Algorithm, Digests, Hash};
 use crate::store::{Expectations, LateExpectations};
+use crate::strict_json::{self, TWICE};
 use crate::{package_name, Error, PutOptions, PutOutcome, Result, Store};
 use reader::Reader;
 
@@ -113,9 +113,6 @@ pub const DEFAULT_MAX_TARBALL: u64 = 256 << 20;
 /// Attachment names, member names and small values are refused beyond this many bytes.
 const SMALL: usize = 4096;
 
-/// Why a key given twice is refused (serde_json keeps the last of two, CouchDB the first).
-const TWICE: &str = "given twice: JSON readers disagree on which one counts";
-
 /// Reads a publish document from `body` and stores its tarball in `store`, verified; see the
 /// [module documentation](self). Runs inside a Tokio runtime: the put is a task of its own beside
 /// the scanner, so decoding and hashing use two cores.
@@ -137,7 +134,7 @@ where
         upload_failed: false,
     };
     let parsed = parse.document().await.and_then(|()| {
-        let Value::Object(document) = strict::parse(&parse.doc, None, "body")? else {
+        let Value::Object(document) = strict_json::parse(&parse.doc, None, "body")? else {
             return Err(Error::document("body", "not an object"));
         };
         let name = document::package_name(&document)?;
@@ -386,7 +383,8 @@ where
         // no version's tarball is refused before a byte of it is stored.
         let mut known = None;
         if let (Some(name), Some(range)) = (&self.name, &self.versions) {
-            let versions = strict::parse(&self.doc[range.clone()], Some("versions"), "versions")?;
+            let versions =
+                strict_json::parse(&self.doc[range.clone()], Some("versions"), "versions")?;
             known = Some(document::expected_for(name, &versions, file)?);
         }
         let cap = Cap::new(self.options.max_tarball, self.length, file)?;

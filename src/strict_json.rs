@@ -5,19 +5,26 @@
 //! twice would then be checked against one digest here and served to clients with the other.
 //! No JSON writer npm uses produces duplicates (`JSON.stringify` cannot), so a document that has
 //! them is refused rather than read one way.
+//!
+//! Shared by the clients that read registry documents: `publish` parses a publish document with
+//! [`parse`], `migrate` reads each document of a `_changes` page with `read`.
 
 use std::cell::RefCell;
 use std::fmt;
 
-use serde::de::{DeserializeSeed, Error as _, MapAccess, SeqAccess, Visitor};
+use serde::de::{DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde_json::map::Entry;
 use serde_json::{Map, Value};
 
 use crate::{Error, Result};
 
+/// Why a key given twice is refused (serde_json keeps the last of two, CouchDB the first).
+pub(crate) const TWICE: &str = "given twice: JSON readers disagree on which one counts";
+
 /// Parses `text`, the value found at `root` (`None`: the whole document; `Some("versions")`:
 /// that member), refusing any object with a key twice: [`Error::Document`] naming its path, such
 /// as `versions["1.0.0"].dist.integrity`. Other errors name `at`.
-pub(super) fn parse(text: &[u8], root: Option<&str>, at: &str) -> Result<Value> {
+pub(crate) fn parse(text: &[u8], root: Option<&str>, at: &str) -> Result<Value> {
     let duplicate = RefCell::new(None);
     let root = root.map(|key| Path {
         parent: None,
@@ -30,10 +37,28 @@ pub(super) fn parse(text: &[u8], root: Option<&str>, at: &str) -> Result<Value> 
     let mut de = serde_json::Deserializer::from_slice(text);
     let parsed = seed.deserialize(&mut de).and_then(|v| de.end().map(|()| v));
     match (parsed, duplicate.into_inner()) {
-        (_, Some(path)) => Err(Error::document(path, super::TWICE)),
+        (_, Some(path)) => Err(Error::document(path, TWICE)),
         (Ok(value), None) => Ok(value),
         (Err(e), None) => Err(Error::document(at, e.to_string())),
     }
+}
+
+/// Reads one value from `d` as [`parse`] does, for a document inside a larger answer that serde
+/// reads (a `_changes` row's `doc`): `Ok(Err(path))` when a key repeats, the path from the
+/// value's root (`versions["1.0.0"].dist.shasum`; with it, [`TWICE`] says why). The value is read
+/// to its end either way, so that the answer around it goes on: one bad document refuses itself,
+/// not the page of documents it came in. `Err` is the answer's own (bad JSON).
+#[cfg(feature = "migrate")]
+pub(crate) fn read<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> std::result::Result<std::result::Result<Value, String>, D::Error> {
+    let duplicate = RefCell::new(None);
+    let seed = Seed {
+        path: None,
+        duplicate: &duplicate,
+    };
+    let value = seed.deserialize(d)?;
+    Ok(duplicate.into_inner().map_or(Ok(value), Err))
 }
 
 /// A step of the path to a value: a member's key or an array index.
@@ -51,7 +76,7 @@ struct Path<'a> {
 
 impl fmt::Display for Path<'_> {
     /// `versions["1.0.0"].dist.integrity`: a key that is a plain identifier after a `.`, any
-    /// other in brackets and quotes, like the publish's other errors.
+    /// other in brackets and quotes, like the other errors that name a field of a document.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if let Some(parent) = self.parent {
             write!(f, "{parent}")?;
@@ -74,8 +99,8 @@ impl fmt::Display for Path<'_> {
 #[derive(Clone, Copy)]
 struct Seed<'a> {
     path: Option<&'a Path<'a>>,
-    /// Set to the path of the first duplicated key: the error serde_json returns for it carries
-    /// a line and column, not the path.
+    /// Set to the path of the first duplicated key (serde_json's errors carry a line and column,
+    /// not a path). The text is read on past it, to the end of the value: see `read`.
     duplicate: &'a RefCell<Option<String>>,
 }
 
@@ -148,16 +173,28 @@ impl<'de> Visitor<'de> for Seed<'_> {
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
         let mut out = Map::new();
         while let Some(key) = map.next_key::<String>()? {
-            let path = Path {
-                parent: self.path,
-                segment: Segment::Key(&key),
-            };
-            if out.contains_key(&key) {
-                *self.duplicate.borrow_mut() = Some(path.to_string());
-                return Err(A::Error::custom("duplicate key"));
+            // One lookup per key (`entry`), not a check and then an insert: a packument has
+            // hundreds of versions, and a migration reads every document of a registry.
+            match out.entry(key) {
+                Entry::Vacant(slot) => {
+                    let path = Path {
+                        parent: self.path,
+                        segment: Segment::Key(slot.key()),
+                    };
+                    let value = map.next_value_seed(self.child(&path))?;
+                    slot.insert(value);
+                }
+                Entry::Occupied(first) => {
+                    let path = Path {
+                        parent: self.path,
+                        segment: Segment::Key(first.key()),
+                    };
+                    self.duplicate
+                        .borrow_mut()
+                        .get_or_insert_with(|| path.to_string());
+                    map.next_value::<IgnoredAny>()?;
+                }
             }
-            let value = map.next_value_seed(self.child(&path))?;
-            out.insert(key, value);
         }
         Ok(Value::Object(out))
     }
