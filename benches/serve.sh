@@ -27,7 +27,7 @@ done
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 
 cargo build --release --locked --features server,cli --bin tarvault >&2
-BIN=$ROOT/target/release/tarvault
+BIN=${CARGO_TARGET_DIR:-$ROOT/target}/release/tarvault
 
 # Fresh directories every run (see the machine notes on reusing deleted-from directories).
 WORK=$(mktemp -d /tmp/tarvault-serve-bench.XXXXXX)
