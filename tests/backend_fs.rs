@@ -364,7 +364,8 @@ fn stalled_reads_leave_the_blocking_pool_to_other_reads() {
         .build()
         .expect("runtime");
     let Fs { backend, _dir } = make_with(false);
-    let data = Bytes::from(common::noise(8 << 20, 3));
+    // Over the 8 MiB the fs reads in one piece: it streams, 1 MiB at a time.
+    let data = Bytes::from(common::noise(16 << 20, 3));
     let key = common::key_of(&data);
     let reads = async {
         let store = tarvault::Store::new(backend.clone());
@@ -399,7 +400,8 @@ fn stalled_reads_leave_the_blocking_pool_to_other_reads() {
 
 /// Reads that consumers hold on to spend the store's read budget; further reads then take small
 /// chunks, none ahead, and still read every byte; once the held chunks are dropped, reads take
-/// whole chunks again. Small blobs read in one piece are charged too.
+/// whole chunks again. Blobs up to 8 MiB are read in one piece while the budget has room for
+/// them, and those pieces are charged too.
 #[tokio::test]
 async fn held_chunks_spend_the_read_budget_and_later_reads_take_small_ones() {
     use futures::StreamExt;
@@ -410,9 +412,10 @@ async fn held_chunks_spend_the_read_budget_and_later_reads_take_small_ones() {
         ..Default::default()
     });
     let store = tarvault::Store::new(backend.clone());
-    let big = Bytes::from(common::noise(8 * MIB, 5));
+    let big = Bytes::from(common::noise(12 * MIB, 5));
     let small = Bytes::from(common::noise(MIB - 100, 6));
-    for data in [&big, &small] {
+    let mid = Bytes::from(common::noise(2 * MIB + 100, 7));
+    for data in [&big, &small, &mid] {
         store
             .put_bytes(data.clone(), &tarvault::PutOptions::default())
             .await
@@ -430,12 +433,16 @@ async fn held_chunks_spend_the_read_budget_and_later_reads_take_small_ones() {
         (lens, all)
     }
     let (big_key, small_key) = (common::key_of(&big), common::key_of(&small));
+    let mid_key = common::key_of(&mid);
 
     // Nothing held: whole chunks.
     let (lens, bytes) = chunks(&backend, &big_key).await;
     assert!(lens.iter().all(|&n| n == MIB), "1 MiB chunks: {lens:?}");
     assert_eq!(bytes, big);
     assert_eq!(chunks(&backend, &small_key).await.0.len(), 1, "one piece");
+    let (lens, bytes) = chunks(&backend, &mid_key).await;
+    assert_eq!(lens, [mid.len()], "2 MiB in one piece too");
+    assert_eq!(bytes, mid);
 
     // One held read: its first chunk and the two it read ahead spend the budget.
     let mut held = backend
@@ -452,9 +459,14 @@ async fn held_chunks_spend_the_read_budget_and_later_reads_take_small_ones() {
         &lens[..4]
     );
     assert_eq!(bytes, big, "every byte all the same");
-    let (lens, bytes) = chunks(&backend, &small_key).await;
-    assert!(lens.len() > 1, "a small blob streams too");
-    assert_eq!(bytes, small);
+    for (key, data) in [(&small_key, &small), (&mid_key, &mid)] {
+        let (lens, bytes) = chunks(&backend, key).await;
+        assert!(
+            lens.iter().all(|&n| n <= 64 << 10),
+            "a blob of one piece streams too"
+        );
+        assert_eq!(&bytes, data);
+    }
 
     // Dropping the held read gives the budget back.
     drop((held, first));

@@ -353,6 +353,16 @@ pub trait Backend: fmt::Debug + Send + Sync + 'static {
         None
     }
 
+    /// Whether a blob is stored, if the backend can tell as [`size_now`](Backend::size_now)
+    /// can; `None` if it cannot. For an HTTP revalidation of a `GET` answered with a 304, which
+    /// names no size: the default asks `size_now`, and a backend whose `size_now` checks more
+    /// than existence (the fs compares the file's size with its record, an index lookup that
+    /// halved a server's 304s per second) answers with less.
+    fn exists_now(&self, key: &BlobKey) -> Option<Result<bool>> {
+        self.size_now(key)
+            .map(|size| size.map(|size| size.is_some()))
+    }
+
     /// Deletes a blob. `Ok(false)` if it was not there.
     async fn delete(&self, key: &BlobKey) -> Result<bool>;
 

@@ -119,13 +119,16 @@ async fn respond(
     path: &str,
 ) -> Response {
     let backend = server.store().backend();
-    // Preconditions, revalidation and HEAD need only to know the blob is there (and its size): a
-    // stat, no read. A missing blob is a 404 whatever the preconditions (RFC 9110 §13.2.1).
+    // Preconditions, revalidation and HEAD need only to know the blob is there (and, for a HEAD
+    // or a range, its size): a stat, no read. A missing blob is a 404 whatever the preconditions
+    // (RFC 9110 §13.2.1).
+    let conditional = h::has_if_match(headers) || h::has_none_match(headers);
     let needs_size = head_only
-        || h::has_if_match(headers)
-        || h::has_none_match(headers)
-        || headers.contains_key(header::RANGE);
-    let size = if needs_size {
+        || headers.contains_key(header::RANGE)
+        // Found by sha1: confirmed below, as the GET's read would confirm it.
+        || (conditional && at.resolved_from.is_some());
+    // `Some` once the blob is known to be there, with its size if the response names one.
+    let found = if needs_size {
         let stat = if let Some(asked) = &at.resolved_from {
             // Found by sha1: the blob the index names is confirmed to have that sha1 first, as
             // the GET's read would, so that a wrong entry does not get a 200 with another size.
@@ -136,20 +139,32 @@ async fn respond(
             backend.head(&at.key).await.map(|st| st.map(|st| st.size))
         };
         match stat {
-            Ok(Some(size)) => Some(size),
+            Ok(Some(size)) => Some(Some(size)),
             Ok(None) => return plain(StatusCode::NOT_FOUND, "not found\n"),
+            Err(e) => return failure(server, &e, path),
+        }
+    } else if conditional {
+        // A GET's revalidation: its 304 names no size, so existence is all it needs.
+        let there = match backend.exists_now(&at.key) {
+            Some(now) => now,
+            None => backend.head(&at.key).await.map(|st| st.is_some()),
+        };
+        match there {
+            Ok(true) => Some(None),
+            Ok(false) => return plain(StatusCode::NOT_FOUND, "not found\n"),
             Err(e) => return failure(server, &e, path),
         }
     } else {
         None
     };
+    let size = found.flatten();
     // RFC 9110 §13.2.2: `If-Match` first, then `If-None-Match`, then `Range` with `If-Range`.
     // `If-Unmodified-Since` and `If-Modified-Since` are ignored: a blob has no modification date.
-    if size.is_some() && h::if_match_fails(headers, &at.etag) {
+    if found.is_some() && h::if_match_fails(headers, &at.etag) {
         return plain(StatusCode::PRECONDITION_FAILED, "precondition failed\n");
     }
-    if let (true, Some(size)) = (h::none_match(headers, &at.etag), size) {
-        return not_modified(at.etag, head_only.then_some(size));
+    if found.is_some() && h::none_match(headers, &at.etag) {
+        return not_modified(at.etag, size.filter(|_| head_only));
     }
     if let (true, Some(size)) = (head_only, size) {
         return blob_head(StatusCode::OK, size, at.etag, Body::empty());
