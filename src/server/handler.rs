@@ -289,11 +289,12 @@ pub(crate) fn plain(status: StatusCode, text: &str) -> Response {
 }
 
 /// Blobs up to this size, on a store read locally (the fs), are read and verified whole before a
-/// response's head is sent, when the first chunk (1 MiB on the fs) does not hold them: a cache or
-/// CDN that passes a body on as it arrives (a streaming miss, collapsed requests) or keeps an
-/// incomplete one (RFC 9111 §3.3) then never gets an unchecked byte. It costs these blobs a
-/// second read and hash (on the fs from the page cache, blake3 at several GB/s: about 20 ms for
-/// 64 MiB), and nothing to the tarballs under 1 MiB that most requests are for. A larger blob
+/// response's head is sent, when the first chunk does not hold them (on the fs a blob up to 8 MiB
+/// is one chunk while the read budget has room): a cache or CDN that passes a body on as it
+/// arrives (a streaming miss, collapsed requests) or keeps an incomplete one (RFC 9111 §3.3) then
+/// never gets an unchecked byte. It costs these blobs a second read and hash (on the fs from the
+/// page cache, blake3 at several GB/s: about 20 ms for 64 MiB), and nothing to the tarballs that
+/// most requests are for. A larger blob
 /// streams verified as it goes, and one found corrupt has its body cut short before its
 /// `Content-Length`. The default of [`Server::verify_before_head`].
 pub(super) const VERIFIED_BEFORE_HEAD: u64 = 64 << 20;
