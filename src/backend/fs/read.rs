@@ -70,8 +70,10 @@ pub(super) async fn get(
     let stream = match opened.body {
         Body::Read(bytes) => once(bytes),
         Body::Unread(file, path, range, charge) => {
-            let len = (range.end - range.start) as usize;
-            let read = move || read_exact_at(&file, &path, range.start, len, charge);
+            // Allocated here, on the runtime thread that frees it (see `read_ahead`): a piece of
+            // up to 8 MiB allocated on a blocking thread stayed in that thread's malloc arena.
+            let buf = Vec::with_capacity((range.end - range.start) as usize);
+            let read = move || read_exact_at(&file, &path, range.start, buf, charge);
             once(
                 tokio::task::spawn_blocking(read)
                     .await
@@ -104,7 +106,8 @@ fn open(inner: &FsInner, key: &BlobKey, range: Option<Range<u64>>) -> Result<Opt
     let body = match whole(inner, &range) {
         Some(charge) => {
             let len = (range.end - range.start) as usize;
-            Body::Read(read_exact_at(&file, &path, range.start, len, charge)?)
+            let buf = Vec::with_capacity(len);
+            Body::Read(read_exact_at(&file, &path, range.start, buf, charge)?)
         }
         None => Body::Stream(file, path, range),
     };
@@ -284,16 +287,16 @@ pub(super) fn pread(
     Ok(buf)
 }
 
-/// `len` bytes at `offset` of `file`, blocking. If the file shrank under us this returns what
-/// there is, and verification fails loudly.
+/// `buf`'s capacity in bytes at `offset` of `file`, blocking. If the file shrank under us this
+/// returns what there is, and verification fails loudly.
 fn read_exact_at(
     file: &File,
     path: &Path,
     offset: u64,
-    len: usize,
+    buf: Vec<u8>,
     charge: Option<Charge>,
 ) -> Result<Bytes> {
-    pread(file, offset, Vec::with_capacity(len), 0)
+    pread(file, offset, buf, 0)
         .map(|buf| budget::charged(buf, charge))
         .map_err(|e| Error::io("read", path, e))
 }
