@@ -15,10 +15,7 @@ use common::{noise, sha1_hex, sha512_sri};
 
 /// Serves `router` on a free loopback port; returns its base URL.
 async fn serve(router: axum::Router) -> String {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    let addr = listener.local_addr().unwrap_or_else(|e| panic!("{e}"));
+    let (listener, addr) = common::loopback().await;
     tokio::spawn(async move { axum::serve(listener, router).await });
     format!("http://{addr}")
 }
@@ -268,10 +265,7 @@ async fn a_stalled_upstream_fails_a_read_in_bounded_time() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     let data = noise(5000, 4);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    let at = listener.local_addr().unwrap_or_else(|e| panic!("{e}"));
+    let (listener, at) = common::loopback().await;
     let body = data.clone();
     tokio::spawn(async move {
         let mut open = Vec::new();
@@ -321,10 +315,7 @@ async fn a_huge_claimed_length_is_not_reserved_up_front() {
     use tarvault::backend::http::HttpBackend;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    let at = listener.local_addr().unwrap_or_else(|e| panic!("{e}"));
+    let (listener, at) = common::loopback().await;
     tokio::spawn(async move {
         while let Ok((mut sock, _)) = listener.accept().await {
             let mut buf = vec![0u8; 8192];
@@ -356,10 +347,7 @@ async fn an_error_body_is_read_for_its_start_only() {
     use tarvault::backend::http::HttpBackend;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    let at = listener.local_addr().unwrap_or_else(|e| panic!("{e}"));
+    let (listener, at) = common::loopback().await;
     tokio::spawn(async move {
         let mut open = Vec::new();
         while let Ok((mut sock, _)) = listener.accept().await {

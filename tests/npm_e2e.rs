@@ -145,10 +145,7 @@ async fn packument_server(docs: HashMap<String, String>) -> String {
             }
         }
     });
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    let addr = listener.local_addr().unwrap_or_else(|e| panic!("{e}"));
+    let (listener, addr) = common::loopback().await;
     tokio::spawn(async move { axum::serve(listener, app).await });
     format!("http://{addr}/")
 }

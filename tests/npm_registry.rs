@@ -101,13 +101,8 @@ async fn npm_publishes_to_and_installs_from_the_example_registry() {
     let packuments = registry::packuments_beside(&store_dir);
     let reg = registry::Registry::new(store.clone(), packuments.clone(), Some(TOKEN.into()))
         .unwrap_or_else(|e| panic!("{e}"));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    let addr = listener
-        .local_addr()
-        .unwrap_or_else(|e| panic!("{e}"))
-        .to_string();
+    let (listener, addr) = common::loopback().await;
+    let addr = addr.to_string();
     tokio::spawn(registry::serve(listener, reg, std::future::pending()));
     let registry = format!("http://{addr}/");
     std::fs::write(

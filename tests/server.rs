@@ -69,12 +69,7 @@ fn map_entry(e: &CorpusEntry) -> MapEntry {
 
 /// Starts `server` on a free loopback port; returns its base URL.
 async fn start(server: Server) -> String {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .unwrap_or_else(|e| panic!("bind: {e}"));
-    let addr = listener
-        .local_addr()
-        .unwrap_or_else(|e| panic!("addr: {e}"));
+    let (listener, addr) = common::loopback().await;
     tokio::spawn(tarvault::server::serve(
         listener,
         server,

@@ -29,6 +29,18 @@ pub fn skip_or_fail(reason: &str) {
     eprintln!("skipped: {reason}");
 }
 
+/// A listener on a free loopback port, and its address: where a test starts a server, or a
+/// stand-in for one, that its client then connects to.
+pub async fn loopback() -> (tokio::net::TcpListener, std::net::SocketAddr) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .unwrap_or_else(|e| panic!("bind a loopback port: {e}"));
+    let addr = listener
+        .local_addr()
+        .unwrap_or_else(|e| panic!("the listener's address: {e}"));
+    (listener, addr)
+}
+
 /// One line of the corpus manifest: real npm tarballs with the registry's own digests.
 #[derive(Debug, Clone, Deserialize)]
 pub struct CorpusEntry {
