@@ -25,6 +25,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
+use super::fd_limit::open_file_limit;
 use super::Server;
 
 /// HTTP/2 streams one connection may have open at once. hyper's default (200) let 3 connections
@@ -61,9 +62,10 @@ pub struct ServeOptions {
     /// retry) until one closes. Waiting rather than refusing costs no file descriptor and no
     /// accept-and-close loop under a flood, and a legitimate client in a burst is only delayed.
     /// Lowered to half the process's open-file limit (a warning says so), leaving a descriptor
-    /// for the blob file each connection's request reads and for the store's own files. Default
-    /// 4096: far more than a CDN's connections to its origin, and a bound on the memory they take
-    /// (hyper's buffers, a few KiB each while idle).
+    /// for the blob file each connection's request reads and for the store's own files; a
+    /// program can raise that limit first ([`super::raise_open_file_limit`]). Default 4096: far
+    /// more than a CDN's connections to its origin, and a bound on the memory they take (hyper's
+    /// buffers, a few KiB each while idle).
     pub max_connections: usize,
 }
 
@@ -311,25 +313,6 @@ fn fit_to_fd_limit(max_connections: usize) -> usize {
         }
         _ => wanted,
     }
-}
-
-#[cfg(unix)]
-fn open_file_limit() -> Option<u64> {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit writes one `rlimit` through a valid pointer and reads nothing else.
-    let r = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) };
-    // `rlim_t` is u64 here but not on every unix.
-    #[allow(clippy::unnecessary_cast)]
-    let soft = limit.rlim_cur as u64;
-    (r == 0 && limit.rlim_cur != libc::RLIM_INFINITY).then_some(soft)
-}
-
-#[cfg(not(unix))]
-fn open_file_limit() -> Option<u64> {
-    None
 }
 
 #[cfg(test)]

@@ -32,6 +32,7 @@
 //! often reachable without its CDN in front; a registry that embeds [`Server::router`] in its
 //! own server has to set such bounds there.
 
+mod fd_limit;
 mod handler;
 mod http;
 mod listen;
@@ -54,6 +55,7 @@ use crate::mapping::MapEntry;
 use crate::{Result, Store};
 
 use crate::mapping::db::MapDb;
+pub use fd_limit::raise_open_file_limit;
 pub use listen::{serve, serve_with, ServeOptions};
 pub use metrics::Metrics;
 use names::{NameIndex, NameMap};
