@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use base64::Engine;
 use serde_json::{json, Value};
+use tarvault::server::ServeOptions;
 use tarvault::Store;
 
 const PACKAGES: usize = 50;
@@ -57,7 +58,12 @@ fn main() {
             .await
             .expect("bind");
         let addr = listener.local_addr().expect("addr").to_string();
-        tokio::spawn(registry::serve(listener, reg, std::future::pending()));
+        tokio::spawn(registry::serve(
+            listener,
+            reg,
+            ServeOptions::default(),
+            std::future::pending(),
+        ));
         addr
     });
     let names: Vec<String> = (0..PACKAGES).map(|i| format!("bench-pkg-{i}")).collect();

@@ -26,7 +26,6 @@ use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
 use super::fd_limit::open_file_limit;
-use super::Server;
 
 /// HTTP/2 streams one connection may have open at once. hyper's default (200) let 3 connections
 /// tie up 600 stalled streams; no CDN or npm client needs more than a few dozen requests in
@@ -79,30 +78,34 @@ impl Default for ServeOptions {
     }
 }
 
-/// Serves `server` on `listener` with [`ServeOptions::default`] until `shutdown` resolves, then
-/// finishes the requests in flight.
+/// Serves `app` on `listener` with [`ServeOptions::default`] until `shutdown` resolves, then
+/// finishes the requests in flight. See [`serve_with`].
 pub async fn serve(
     listener: TcpListener,
-    server: Server,
+    app: impl Into<Router>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    serve_with(listener, server, ServeOptions::default(), shutdown).await
+    serve_with(listener, app, ServeOptions::default(), shutdown).await
 }
 
-/// Serves `server` on `listener` (HTTP/1.1, and HTTP/2 with prior knowledge) within `options`'
+/// Serves `app` on `listener` (HTTP/1.1, and HTTP/2 with prior knowledge) within `options`'
 /// bounds until `shutdown` resolves: then it stops accepting, closes idle connections, and returns
 /// once the requests in flight have finished.
+///
+/// `app` is a [`Server`](super::Server) or any axum [`Router`]: a registry that merges
+/// [`Server::router`](super::Server::router) into its own app serves that app here and gets the
+/// same bounds, which `axum::serve` does not set.
 pub async fn serve_with(
     listener: TcpListener,
-    server: Server,
+    app: impl Into<Router>,
     options: ServeOptions,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    let router = app.into();
     let cap = fit_to_fd_limit(options.max_connections);
     let slots = Arc::new(Semaphore::new(cap));
     let (stop_tx, stop_rx) = watch::channel(false);
     let builder = builder(&options);
-    let router = server.router();
     let mut full_warned: Option<Instant> = None;
     tokio::pin!(shutdown);
     loop {
@@ -258,7 +261,7 @@ impl Activity {
     }
 }
 
-/// The router as a hyper service that notes when each request starts.
+/// The app as a hyper service that notes when each request starts.
 #[derive(Clone, Debug)]
 struct Tracked {
     inner: TowerToHyperService<Router>,

@@ -29,8 +29,9 @@
 //!
 //! [`serve`] bounds every connection ([`ServeOptions`]: a header timeout, an idle timeout, a cap
 //! on open connections, a small HTTP/2 stream limit), because the server is an origin that is
-//! often reachable without its CDN in front; a registry that embeds [`Server::router`] in its
-//! own server has to set such bounds there.
+//! often reachable without its CDN in front. A registry that embeds [`Server::router`] in its own
+//! app gets the same bounds by serving that app with [`serve`] or [`serve_with`] too (as
+//! `examples/npm_registry` does); served any other way, it has to set such bounds itself.
 
 mod fd_limit;
 mod handler;
@@ -174,6 +175,13 @@ impl Server {
             .route("/-/metrics", get(metrics_page))
             .fallback(handler::blob)
             .with_state(self.clone())
+    }
+}
+
+/// What [`serve`] and [`serve_with`] serve a server as: [`Server::router`].
+impl From<Server> for Router {
+    fn from(server: Server) -> Router {
+        server.router()
     }
 }
 
