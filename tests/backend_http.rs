@@ -13,13 +13,6 @@ use tarvault::{ErrorKind, Integrity, PutOptions, Store};
 
 use common::{noise, sha1_hex, sha512_sri};
 
-/// Serves `router` on a free loopback port; returns its base URL.
-async fn serve(router: axum::Router) -> String {
-    let (listener, addr) = common::loopback().await;
-    tokio::spawn(async move { axum::serve(listener, router).await });
-    format!("http://{addr}")
-}
-
 async fn origin_with(blobs: &[Vec<u8>]) -> (Store, String) {
     let origin = Store::memory();
     for b in blobs {
@@ -28,7 +21,7 @@ async fn origin_with(blobs: &[Vec<u8>]) -> (Store, String) {
             .await
             .unwrap_or_else(|e| panic!("{e}"));
     }
-    let url = serve(Server::new(origin.clone()).router()).await;
+    let url = common::serve(Server::new(origin.clone())).await;
     (origin, url)
 }
 
@@ -101,7 +94,7 @@ async fn a_lying_server_is_caught() {
         let (bad, etag) = (bad.clone(), etag.clone());
         async move { ([(header::ETAG, etag)], bad).into_response() }
     });
-    let url = serve(liar).await;
+    let url = common::serve(liar).await;
     let remote = Store::open(&url).await.unwrap_or_else(|e| panic!("{e}"));
     for address in [format!("sha512-{}", key.hash().to_base64()), shasum] {
         let read = match remote.get(&addr(&address)).await {
@@ -240,7 +233,7 @@ mod read_only_conformance {
 
     async fn make() -> Fixture {
         let origin = MemoryBackend::new();
-        let url = super::serve(Server::new(Store::new(origin.clone())).router()).await;
+        let url = crate::common::serve(Server::new(Store::new(origin.clone()))).await;
         let http = HttpBackend::open_url(&url).unwrap_or_else(|e| panic!("{e}"));
         Fixture(Arc::new(ReadOverHttp { origin, http }))
     }

@@ -145,9 +145,7 @@ async fn packument_server(docs: HashMap<String, String>) -> String {
             }
         }
     });
-    let (listener, addr) = common::loopback().await;
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    format!("http://{addr}/")
+    format!("{}/", common::serve(app).await)
 }
 
 /// `tarvault serve` on a free port; returns the process and its base URL.

@@ -41,6 +41,22 @@ pub async fn loopback() -> (tokio::net::TcpListener, std::net::SocketAddr) {
     (listener, addr)
 }
 
+/// Serves `app` (a [`tarvault::server::Server`], or any axum router: a stand-in for a server) on
+/// the library's accept loop on a free loopback port until the test ends; its base URL
+/// (`http://127.0.0.1:N`).
+#[cfg(feature = "server")]
+pub async fn serve(app: impl Into<axum::Router>) -> String {
+    // A router now: the spawned future must not hold `app`'s type, which need not be `Send`.
+    let router: axum::Router = app.into();
+    let (listener, addr) = loopback().await;
+    tokio::spawn(tarvault::server::serve(
+        listener,
+        router,
+        std::future::pending(),
+    ));
+    format!("http://{addr}")
+}
+
 /// One line of the corpus manifest: real npm tarballs with the registry's own digests.
 #[derive(Debug, Clone, Deserialize)]
 pub struct CorpusEntry {
