@@ -3,6 +3,8 @@
 #![cfg(feature = "server")]
 
 mod common;
+#[path = "server/host.rs"]
+mod host;
 #[path = "server/limits.rs"]
 mod limits;
 

@@ -9,12 +9,20 @@
 //! HTTP/1.1 header read (the wait for the next request on a kept-alive connection is one), and a
 //! connection on which no request has started for the idle timeout is shut down gracefully
 //! (requests in flight finish). The number of open connections is capped.
+//!
+//! Requests are held to one rule of HTTP/1.1 messaging here rather than in the app, because it is
+//! about the message as it came over the wire: one without the `Host` header that RFC 9112 §3.2
+//! requires, or with two, is answered 400 on every route. A request made in-process (a test, or an
+//! app handing requests to [`super::Server::router`]) is not such a message and is not held to it.
 
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::http::{header, HeaderMap, StatusCode, Version};
+use axum::middleware::{self, Next};
+use axum::response::Response;
 use axum::Router;
 use hyper::body::Incoming;
 use hyper::Request;
@@ -101,7 +109,8 @@ pub async fn serve_with(
     options: ServeOptions,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let router = app.into();
+    // Around every route and fallback of the app: a refusal whatever the request asks for.
+    let router = app.into().layer(middleware::from_fn(one_host));
     let cap = fit_to_fd_limit(options.max_connections);
     let slots = Arc::new(Semaphore::new(cap));
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -281,6 +290,31 @@ impl hyper::service::Service<Request<Incoming>> for Tracked {
     }
 }
 
+/// Answers 400 to a request that [`host_refusal`] refuses; passes any other on.
+async fn one_host(request: axum::extract::Request, next: Next) -> Response {
+    match host_refusal(request.version(), request.headers()) {
+        None => next.run(request).await,
+        Some(why) => {
+            tracing::debug!(version = ?request.version(), path = request.uri().path(), "{why}");
+            super::handler::plain(StatusCode::BAD_REQUEST, &format!("{why}\n"))
+        }
+    }
+}
+
+/// Why a request must be refused with a 400 for its `Host` header fields, if it must (RFC 9112
+/// §3.2): an HTTP/1.1 request has exactly one, and no request has more than one. Which host a
+/// request without one, or with two, is for is not known, and a proxy or cache in front may have
+/// read it as being for another. HTTP/1.0 may leave it out, and HTTP/2 names the host in its
+/// `:authority` pseudo-header instead.
+fn host_refusal(version: Version, headers: &HeaderMap) -> Option<&'static str> {
+    let mut hosts = headers.get_all(header::HOST).iter();
+    match (hosts.next(), hosts.next()) {
+        (None, _) if version == Version::HTTP_11 => Some("an HTTP/1.1 request needs a Host header"),
+        (Some(_), Some(_)) => Some("a request has one Host header at most"),
+        _ => None,
+    }
+}
+
 /// An accept error: one about the connection being accepted (reset or aborted before it was
 /// taken) is that connection's; any other (out of file descriptors) is the process's, and waits
 /// a moment before accepting again so the loop does not spin on it.
@@ -329,6 +363,28 @@ mod tests {
         if let Some(limit) = open_file_limit() {
             assert!(fit_to_fd_limit(usize::MAX) as u64 <= limit / 2);
         }
+    }
+
+    #[test]
+    fn one_host_on_http_1_1_and_at_most_one_on_any_version() {
+        let mut one = HeaderMap::new();
+        one.append(
+            header::HOST,
+            "example.org".parse().unwrap_or_else(|e| panic!("{e}")),
+        );
+        let mut two = one.clone();
+        two.append(
+            header::HOST,
+            "example.net".parse().unwrap_or_else(|e| panic!("{e}")),
+        );
+        for version in [Version::HTTP_10, Version::HTTP_11, Version::HTTP_2] {
+            assert_eq!(host_refusal(version, &one), None, "{version:?}");
+            assert!(host_refusal(version, &two).is_some(), "{version:?}");
+        }
+        let none = HeaderMap::new();
+        assert!(host_refusal(Version::HTTP_11, &none).is_some());
+        assert_eq!(host_refusal(Version::HTTP_10, &none), None);
+        assert_eq!(host_refusal(Version::HTTP_2, &none), None);
     }
 
     #[tokio::test(start_paused = true)]

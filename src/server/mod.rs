@@ -29,9 +29,11 @@
 //!
 //! [`serve`] bounds every connection ([`ServeOptions`]: a header timeout, an idle timeout, a cap
 //! on open connections, a small HTTP/2 stream limit), because the server is an origin that is
-//! often reachable without its CDN in front. A registry that embeds [`Server::router`] in its own
-//! app gets the same bounds by serving that app with [`serve`] or [`serve_with`] too (as
-//! `examples/npm_registry` does); served any other way, it has to set such bounds itself.
+//! often reachable without its CDN in front, and answers 400 on every route to an HTTP/1.1
+//! request without a `Host` header or any request with two (RFC 9112 §3.2). A registry that
+//! embeds [`Server::router`] in its own app gets the same by serving that app with [`serve`] or
+//! [`serve_with`] too (as `examples/npm_registry` does); served any other way, it has to set such
+//! bounds itself.
 
 mod fd_limit;
 mod handler;

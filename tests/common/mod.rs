@@ -57,6 +57,31 @@ pub async fn serve(app: impl Into<axum::Router>) -> String {
     format!("http://{addr}")
 }
 
+/// The status code of the answer to `request`, raw bytes sent whole to `addr` (`host:port`) on a
+/// connection of its own: for requests that an HTTP client library would not send as they are.
+pub async fn raw_status(addr: &str, request: &str) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = tokio::net::TcpStream::connect(addr)
+        .await
+        .unwrap_or_else(|e| panic!("connect {addr}: {e}"));
+    tcp.write_all(request.as_bytes())
+        .await
+        .unwrap_or_else(|e| panic!("write: {e}"));
+    // `HTTP/1.x NNN`.
+    let mut line = [0u8; 12];
+    tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        tcp.read_exact(&mut line),
+    )
+    .await
+    .unwrap_or_else(|_| panic!("no answer to {request:?} in 10 s"))
+    .unwrap_or_else(|e| panic!("read the answer to {request:?}: {e}"));
+    std::str::from_utf8(&line[9..])
+        .ok()
+        .and_then(|code| code.parse().ok())
+        .unwrap_or_else(|| panic!("not a status line: {line:?}"))
+}
+
 /// One line of the corpus manifest: real npm tarballs with the registry's own digests.
 #[derive(Debug, Clone, Deserialize)]
 pub struct CorpusEntry {
