@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use base64::Engine;
 use serde_json::{json, Value};
+use tarvault::server::ServeOptions;
 use tarvault::Store;
 
 const PACKAGES: usize = 50;
@@ -53,12 +54,14 @@ fn main() {
     let reg = registry::Registry::new(store.clone(), packuments.clone(), Some(TOKEN.into()))
         .expect("registry");
     let reg_addr = rt.block_on(async {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let addr = listener.local_addr().expect("addr").to_string();
-        tokio::spawn(registry::serve(listener, reg, std::future::pending()));
-        addr
+        let (listener, addr) = common::loopback().await;
+        tokio::spawn(registry::serve(
+            listener,
+            reg,
+            ServeOptions::default(),
+            std::future::pending(),
+        ));
+        addr.to_string()
     });
     let names: Vec<String> = (0..PACKAGES).map(|i| format!("bench-pkg-{i}")).collect();
     for name in &names {
@@ -125,12 +128,9 @@ fn median(mut v: Vec<Duration>) -> Duration {
 }
 
 async fn listen(app: axum::Router) -> String {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr").to_string();
+    let (listener, addr) = common::loopback().await;
     tokio::spawn(async move { axum::serve(listener, app).await });
-    addr
+    addr.to_string()
 }
 
 /// A static file server: `GET /<path>` is the file `dir/<path>`, or `dir/<path>/index.json`.

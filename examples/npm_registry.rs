@@ -17,6 +17,7 @@ mod registry;
 use std::path::PathBuf;
 
 use registry::Registry;
+use tarvault::server::ServeOptions;
 
 const USAGE: &str = "usage: npm_registry --store DIR --listen ADDR [--token TOKEN]";
 
@@ -78,6 +79,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let shutdown = async {
         let _ = tokio::signal::ctrl_c().await;
     };
-    registry::serve(listener, reg, shutdown).await?;
+    // `tarvault serve`'s bounds: a 30 s header timeout, a 60 s idle timeout, 4096 connections.
+    registry::serve(listener, reg, ServeOptions::default(), shutdown).await?;
     Ok(())
 }

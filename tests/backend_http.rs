@@ -13,16 +13,6 @@ use tarvault::{ErrorKind, Integrity, PutOptions, Store};
 
 use common::{noise, sha1_hex, sha512_sri};
 
-/// Serves `router` on a free loopback port; returns its base URL.
-async fn serve(router: axum::Router) -> String {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    let addr = listener.local_addr().unwrap_or_else(|e| panic!("{e}"));
-    tokio::spawn(async move { axum::serve(listener, router).await });
-    format!("http://{addr}")
-}
-
 async fn origin_with(blobs: &[Vec<u8>]) -> (Store, String) {
     let origin = Store::memory();
     for b in blobs {
@@ -31,7 +21,7 @@ async fn origin_with(blobs: &[Vec<u8>]) -> (Store, String) {
             .await
             .unwrap_or_else(|e| panic!("{e}"));
     }
-    let url = serve(Server::new(origin.clone()).router()).await;
+    let url = common::serve(Server::new(origin.clone())).await;
     (origin, url)
 }
 
@@ -104,7 +94,7 @@ async fn a_lying_server_is_caught() {
         let (bad, etag) = (bad.clone(), etag.clone());
         async move { ([(header::ETAG, etag)], bad).into_response() }
     });
-    let url = serve(liar).await;
+    let url = common::serve(liar).await;
     let remote = Store::open(&url).await.unwrap_or_else(|e| panic!("{e}"));
     for address in [format!("sha512-{}", key.hash().to_base64()), shasum] {
         let read = match remote.get(&addr(&address)).await {
@@ -243,7 +233,7 @@ mod read_only_conformance {
 
     async fn make() -> Fixture {
         let origin = MemoryBackend::new();
-        let url = super::serve(Server::new(Store::new(origin.clone())).router()).await;
+        let url = crate::common::serve(Server::new(Store::new(origin.clone()))).await;
         let http = HttpBackend::open_url(&url).unwrap_or_else(|e| panic!("{e}"));
         Fixture(Arc::new(ReadOverHttp { origin, http }))
     }
@@ -268,10 +258,7 @@ async fn a_stalled_upstream_fails_a_read_in_bounded_time() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     let data = noise(5000, 4);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    let at = listener.local_addr().unwrap_or_else(|e| panic!("{e}"));
+    let (listener, at) = common::loopback().await;
     let body = data.clone();
     tokio::spawn(async move {
         let mut open = Vec::new();
@@ -321,10 +308,7 @@ async fn a_huge_claimed_length_is_not_reserved_up_front() {
     use tarvault::backend::http::HttpBackend;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    let at = listener.local_addr().unwrap_or_else(|e| panic!("{e}"));
+    let (listener, at) = common::loopback().await;
     tokio::spawn(async move {
         while let Ok((mut sock, _)) = listener.accept().await {
             let mut buf = vec![0u8; 8192];
@@ -356,10 +340,7 @@ async fn an_error_body_is_read_for_its_start_only() {
     use tarvault::backend::http::HttpBackend;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    let at = listener.local_addr().unwrap_or_else(|e| panic!("{e}"));
+    let (listener, at) = common::loopback().await;
     tokio::spawn(async move {
         let mut open = Vec::new();
         while let Ok((mut sock, _)) = listener.accept().await {

@@ -145,12 +145,7 @@ async fn packument_server(docs: HashMap<String, String>) -> String {
             }
         }
     });
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    let addr = listener.local_addr().unwrap_or_else(|e| panic!("{e}"));
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    format!("http://{addr}/")
+    format!("{}/", common::serve(app).await)
 }
 
 /// `tarvault serve` on a free port; returns the process and its base URL.

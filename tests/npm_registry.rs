@@ -19,7 +19,9 @@ use futures::TryStreamExt;
 use serde_json::{json, Value};
 use tarvault::backend::fs::{FsBackend, FsOptions};
 use tarvault::backend::BlobKey;
+use tarvault::server::ServeOptions;
 use tarvault::{Algorithm, Integrity, Store};
+use tokio::io::AsyncReadExt;
 
 const TOKEN: &str = "test-token-123";
 
@@ -101,14 +103,14 @@ async fn npm_publishes_to_and_installs_from_the_example_registry() {
     let packuments = registry::packuments_beside(&store_dir);
     let reg = registry::Registry::new(store.clone(), packuments.clone(), Some(TOKEN.into()))
         .unwrap_or_else(|e| panic!("{e}"));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    let addr = listener
-        .local_addr()
-        .unwrap_or_else(|e| panic!("{e}"))
-        .to_string();
-    tokio::spawn(registry::serve(listener, reg, std::future::pending()));
+    let (listener, addr) = common::loopback().await;
+    let addr = addr.to_string();
+    tokio::spawn(registry::serve(
+        listener,
+        reg,
+        ServeOptions::default(),
+        std::future::pending(),
+    ));
     let registry = format!("http://{addr}/");
     std::fs::write(
         root.join("npmrc"),
@@ -287,4 +289,54 @@ async fn npm_publishes_to_and_installs_from_the_example_registry() {
         log(&out)
     );
     assert!(!bad.join("node_modules/@tv/beta/index.js").exists());
+}
+
+/// The registry is served on the library's accept loop: a connection that sends nothing is closed
+/// after the header timeout (under `axum::serve` it stayed open for good), a request still gets
+/// its answer, an HTTP/1.1 one without `Host` is refused on the registry's own routes as on the
+/// library's, and shutdown makes the server return. No npm needed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_example_registry_bounds_its_connections_and_shuts_down() {
+    use std::time::Duration;
+    use tokio::time::timeout;
+
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let store_dir = dir.path().join("store");
+    let store = Store::open_fs(&store_dir).unwrap_or_else(|e| panic!("{e}"));
+    let reg = registry::Registry::new(store, registry::packuments_beside(&store_dir), None)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let (listener, addr) = common::loopback().await;
+    let options = ServeOptions {
+        header_timeout: Duration::from_secs(1),
+        ..ServeOptions::default()
+    };
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let served = tokio::spawn(registry::serve(listener, reg, options, async move {
+        let _ = stopped.await;
+    }));
+
+    let mut silent = tokio::net::TcpStream::connect(addr)
+        .await
+        .unwrap_or_else(|e| panic!("connect: {e}"));
+    let addr = addr.to_string();
+    let health = "GET /-/health HTTP/1.1\r\nHost: registry\r\n\r\n";
+    assert_eq!(common::raw_status(&addr, health).await, 200);
+    // The accept loop's Host rule holds for the registry's own routes too.
+    for path in ["/alpha", "/-/health"] {
+        let request = format!("GET {path} HTTP/1.1\r\n\r\n");
+        assert_eq!(common::raw_status(&addr, &request).await, 400, "{path}");
+    }
+    let mut buf = [0u8; 64];
+    match timeout(Duration::from_secs(10), silent.read(&mut buf)).await {
+        Err(_) => panic!("a connection that sent nothing was still open after 10 s"),
+        Ok(Ok(0) | Err(_)) => {}
+        Ok(Ok(n)) => panic!("the server sent {n} bytes unasked"),
+    }
+
+    let _ = stop.send(());
+    timeout(Duration::from_secs(5), served)
+        .await
+        .unwrap_or_else(|_| panic!("the registry did not stop"))
+        .unwrap_or_else(|e| panic!("{e}"))
+        .unwrap_or_else(|e| panic!("serve: {e}"));
 }

@@ -3,6 +3,8 @@
 #![cfg(feature = "server")]
 
 mod common;
+#[path = "server/host.rs"]
+mod host;
 #[path = "server/limits.rs"]
 mod limits;
 
@@ -67,22 +69,6 @@ fn map_entry(e: &CorpusEntry) -> MapEntry {
     }
 }
 
-/// Starts `server` on a free loopback port; returns its base URL.
-async fn start(server: Server) -> String {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .unwrap_or_else(|e| panic!("bind: {e}"));
-    let addr = listener
-        .local_addr()
-        .unwrap_or_else(|e| panic!("addr: {e}"));
-    tokio::spawn(tarvault::server::serve(
-        listener,
-        server,
-        std::future::pending(),
-    ));
-    format!("http://{addr}")
-}
-
 /// An fs store holding one unscoped and one scoped corpus tarball, served with a mapping of both.
 async fn fixture() -> Fixture {
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
@@ -117,7 +103,7 @@ async fn fixture() -> Fixture {
     let plain = stored.pop().unwrap_or_else(|| panic!("two stored"));
     let server = Server::with_mapping(store, [map_entry(&plain.entry), map_entry(&scoped.entry)])
         .unwrap_or_else(|e| panic!("server: {e}"));
-    let base = start(server.clone()).await;
+    let base = common::serve(server.clone()).await;
     Fixture {
         _dir: dir,
         backend,
@@ -539,7 +525,7 @@ async fn unknown_is_404_and_malformed_is_400() {
     assert_eq!(header(&r, header::ALLOW), "GET, HEAD");
 
     // Without a mapping, npm URLs are unknown but digests still work.
-    let bare = start(Server::new(f.server.store().clone())).await;
+    let bare = common::serve(Server::new(f.server.store().clone())).await;
     let r = get(&format!("{bare}{}", f.plain.entry.tarball_path), &[]).await;
     assert_eq!(r.status(), StatusCode::NOT_FOUND);
     let r = get(&format!("{bare}{}", f.plain.sha512_path()), &[]).await;
@@ -558,7 +544,7 @@ async fn packages_named_sha1_and_sha512_are_served_from_the_mapping() {
     };
     let server = Server::with_mapping(f.server.store().clone(), [named("sha1"), named("sha512")])
         .unwrap_or_else(|e| panic!("server: {e}"));
-    let base = start(server.clone()).await;
+    let base = common::serve(server.clone()).await;
     for path in [
         "/sha1/-/sha1-1.0.0.tgz".to_string(),
         "/sha512/-/sha512-1.0.0.tgz".to_string(),
@@ -814,7 +800,7 @@ async fn an_empty_blob_is_served_with_an_empty_body() {
         .unwrap_or_else(|e| panic!("put: {e}"));
     let path = format!("/sha512/{}", out.digests.sha512_hex());
     let server = Server::new(store.clone());
-    let base = start(server.clone()).await;
+    let base = common::serve(server.clone()).await;
     let r = get(&format!("{base}{path}"), &[]).await;
     assert_eq!(r.status(), StatusCode::OK);
     assert_eq!(header(&r, header::CONTENT_LENGTH), "0");
@@ -884,7 +870,7 @@ async fn a_sha1_whose_entry_names_another_blob_is_answered_for_nowhere() {
             commit(right).await;
         }
         let store = Store::new(memory.clone()).with_verification(mode);
-        let base = start(Server::new(store)).await;
+        let base = common::serve(Server::new(store)).await;
         let head = client()
             .head(format!("{base}{by_a}"))
             .send()

@@ -12,6 +12,9 @@
 //!   `/sha512/<hex>`, so it is verified while it streams and carries the ETag/Range/caching
 //!   headers of `tarvault serve`;
 //! - everything else (`/sha512/…`, `/sha1/…`, `/-/health`, `/-/metrics`): the library's router.
+//!
+//! [`serve`] runs the app on the library's accept loop, with the connection bounds of `tarvault
+//! serve` ([`ServeOptions`]).
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -24,7 +27,7 @@ use axum::Router;
 use futures::TryStreamExt;
 use serde_json::{json, Map, Value};
 use tarvault::publish::{ingest, PublishOptions, Published};
-use tarvault::server::Server;
+use tarvault::server::{ServeOptions, Server};
 use tarvault::{Algorithm, ErrorKind, Integrity, Store};
 use tower::ServiceExt;
 
@@ -343,13 +346,15 @@ pub fn packuments_beside(store: &Path) -> PathBuf {
     PathBuf::from(name)
 }
 
-/// Serves `reg` on `listener` until `shutdown` resolves.
+/// Serves `reg` on `listener` within `options`' bounds until `shutdown` resolves, then lets the
+/// requests in flight finish. Through the library's accept loop rather than `axum::serve`, which
+/// sets no header timeout, idle timeout or connection cap: a registry is often reachable directly,
+/// and there every client that opens a connection and sends nothing would hold it forever.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     reg: Registry,
+    options: ServeOptions,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> io::Result<()> {
-    axum::serve(listener, reg.router())
-        .with_graceful_shutdown(shutdown)
-        .await
+    tarvault::server::serve_with(listener, reg.router(), options, shutdown).await
 }

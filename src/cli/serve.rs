@@ -49,7 +49,8 @@ pub(crate) async fn run(store: Store, args: ServeArgs) -> Result<u8, Error> {
     // One line a script (or a test) can read to learn the port.
     outln!("listening on http://{local}");
     tracing::info!(addr = %local, mapped = server.mapped_urls(), "serving");
-    raise_open_file_limit();
+    // The soft open-file limit is often 1024, which would lower `--max-connections` to 512.
+    server::raise_open_file_limit();
     super::trim_memory_periodically();
     let options = ServeOptions {
         header_timeout: Duration::from_secs(args.header_timeout),
@@ -60,32 +61,6 @@ pub(crate) async fn run(store: Store, args: ServeArgs) -> Result<u8, Error> {
         .await
         .map_err(|e| Error::Config(format!("server on {local} failed: {e}")))?;
     Ok(exit::OK)
-}
-
-/// Raises the soft open-file limit to the hard one (as Go programs do at start): the soft default
-/// is often 1024, which would lower `--max-connections` to 512; the hard limit is what the
-/// administrator allowed. A failure only leaves the cap lower (the server says so).
-fn raise_open_file_limit() {
-    #[cfg(unix)]
-    {
-        let mut limit = libc::rlimit {
-            rlim_cur: 0,
-            rlim_max: 0,
-        };
-        // SAFETY: getrlimit and setrlimit read or write one `rlimit` through a valid pointer.
-        if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0
-            || limit.rlim_cur >= limit.rlim_max
-            || limit.rlim_max == libc::RLIM_INFINITY
-        {
-            return;
-        }
-        let soft = limit.rlim_cur;
-        limit.rlim_cur = limit.rlim_max;
-        // SAFETY: as above.
-        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) } != 0 {
-            tracing::debug!(soft, error = %std::io::Error::last_os_error(), "open-file limit not raised");
-        }
-    }
 }
 
 async fn shutdown_signal() {

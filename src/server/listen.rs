@@ -9,12 +9,20 @@
 //! HTTP/1.1 header read (the wait for the next request on a kept-alive connection is one), and a
 //! connection on which no request has started for the idle timeout is shut down gracefully
 //! (requests in flight finish). The number of open connections is capped.
+//!
+//! Requests are held to one rule of HTTP/1.1 messaging here rather than in the app, because it is
+//! about the message as it came over the wire: one without the `Host` header that RFC 9112 §3.2
+//! requires, or with two, is answered 400 on every route. A request made in-process (a test, or an
+//! app handing requests to [`super::Server::router`]) is not such a message and is not held to it.
 
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::http::{header, HeaderMap, StatusCode, Version};
+use axum::middleware::{self, Next};
+use axum::response::Response;
 use axum::Router;
 use hyper::body::Incoming;
 use hyper::Request;
@@ -25,7 +33,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
-use super::Server;
+use super::fd_limit::open_file_limit;
 
 /// Bytes an HTTP/1.1 connection buffers: a request's head, or the response body it has taken
 /// from the store and not yet written to its socket. hyper's default (about 400 KiB) let each
@@ -67,9 +75,10 @@ pub struct ServeOptions {
     /// retry) until one closes. Waiting rather than refusing costs no file descriptor and no
     /// accept-and-close loop under a flood, and a legitimate client in a burst is only delayed.
     /// Lowered to half the process's open-file limit (a warning says so), leaving a descriptor
-    /// for the blob file each connection's request reads and for the store's own files. Default
-    /// 4096: far more than a CDN's connections to its origin, and a bound on the memory they take
-    /// (hyper's buffers, a few KiB each while idle).
+    /// for the blob file each connection's request reads and for the store's own files; a
+    /// program can raise that limit first ([`super::raise_open_file_limit`]). Default 4096: far
+    /// more than a CDN's connections to its origin, and a bound on the memory they take (hyper's
+    /// buffers, a few KiB each while idle).
     pub max_connections: usize,
 }
 
@@ -83,30 +92,35 @@ impl Default for ServeOptions {
     }
 }
 
-/// Serves `server` on `listener` with [`ServeOptions::default`] until `shutdown` resolves, then
-/// finishes the requests in flight.
+/// Serves `app` on `listener` with [`ServeOptions::default`] until `shutdown` resolves, then
+/// finishes the requests in flight. See [`serve_with`].
 pub async fn serve(
     listener: TcpListener,
-    server: Server,
+    app: impl Into<Router>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    serve_with(listener, server, ServeOptions::default(), shutdown).await
+    serve_with(listener, app, ServeOptions::default(), shutdown).await
 }
 
-/// Serves `server` on `listener` (HTTP/1.1, and HTTP/2 with prior knowledge) within `options`'
+/// Serves `app` on `listener` (HTTP/1.1, and HTTP/2 with prior knowledge) within `options`'
 /// bounds until `shutdown` resolves: then it stops accepting, closes idle connections, and returns
 /// once the requests in flight have finished.
+///
+/// `app` is a [`Server`](super::Server) or any axum [`Router`]: a registry that merges
+/// [`Server::router`](super::Server::router) into its own app serves that app here and gets the
+/// same bounds, which `axum::serve` does not set.
 pub async fn serve_with(
     listener: TcpListener,
-    server: Server,
+    app: impl Into<Router>,
     options: ServeOptions,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    // Around every route and fallback of the app: a refusal whatever the request asks for.
+    let router = app.into().layer(middleware::from_fn(one_host));
     let cap = fit_to_fd_limit(options.max_connections);
     let slots = Arc::new(Semaphore::new(cap));
     let (stop_tx, stop_rx) = watch::channel(false);
     let builder = builder(&options);
-    let router = server.router();
     let mut full_warned: Option<Instant> = None;
     tokio::pin!(shutdown);
     loop {
@@ -263,7 +277,7 @@ impl Activity {
     }
 }
 
-/// The router as a hyper service that notes when each request starts.
+/// The app as a hyper service that notes when each request starts.
 #[derive(Clone, Debug)]
 struct Tracked {
     inner: TowerToHyperService<Router>,
@@ -280,6 +294,31 @@ impl hyper::service::Service<Request<Incoming>> for Tracked {
     fn call(&self, request: Request<Incoming>) -> Self::Future {
         self.activity.touch();
         self.inner.call(request)
+    }
+}
+
+/// Answers 400 to a request that [`host_refusal`] refuses; passes any other on.
+async fn one_host(request: axum::extract::Request, next: Next) -> Response {
+    match host_refusal(request.version(), request.headers()) {
+        None => next.run(request).await,
+        Some(why) => {
+            tracing::debug!(version = ?request.version(), path = request.uri().path(), "{why}");
+            super::handler::plain(StatusCode::BAD_REQUEST, &format!("{why}\n"))
+        }
+    }
+}
+
+/// Why a request must be refused with a 400 for its `Host` header fields, if it must (RFC 9112
+/// §3.2): an HTTP/1.1 request has exactly one, and no request has more than one. Which host a
+/// request without one, or with two, is for is not known, and a proxy or cache in front may have
+/// read it as being for another. HTTP/1.0 may leave it out, and HTTP/2 names the host in its
+/// `:authority` pseudo-header instead.
+fn host_refusal(version: Version, headers: &HeaderMap) -> Option<&'static str> {
+    let mut hosts = headers.get_all(header::HOST).iter();
+    match (hosts.next(), hosts.next()) {
+        (None, _) if version == Version::HTTP_11 => Some("an HTTP/1.1 request needs a Host header"),
+        (Some(_), Some(_)) => Some("a request has one Host header at most"),
+        _ => None,
     }
 }
 
@@ -320,25 +359,6 @@ fn fit_to_fd_limit(max_connections: usize) -> usize {
     }
 }
 
-#[cfg(unix)]
-fn open_file_limit() -> Option<u64> {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit writes one `rlimit` through a valid pointer and reads nothing else.
-    let r = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) };
-    // `rlim_t` is u64 here but not on every unix.
-    #[allow(clippy::unnecessary_cast)]
-    let soft = limit.rlim_cur as u64;
-    (r == 0 && limit.rlim_cur != libc::RLIM_INFINITY).then_some(soft)
-}
-
-#[cfg(not(unix))]
-fn open_file_limit() -> Option<u64> {
-    None
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -350,6 +370,28 @@ mod tests {
         if let Some(limit) = open_file_limit() {
             assert!(fit_to_fd_limit(usize::MAX) as u64 <= limit / 2);
         }
+    }
+
+    #[test]
+    fn one_host_on_http_1_1_and_at_most_one_on_any_version() {
+        let mut one = HeaderMap::new();
+        one.append(
+            header::HOST,
+            "example.org".parse().unwrap_or_else(|e| panic!("{e}")),
+        );
+        let mut two = one.clone();
+        two.append(
+            header::HOST,
+            "example.net".parse().unwrap_or_else(|e| panic!("{e}")),
+        );
+        for version in [Version::HTTP_10, Version::HTTP_11, Version::HTTP_2] {
+            assert_eq!(host_refusal(version, &one), None, "{version:?}");
+            assert!(host_refusal(version, &two).is_some(), "{version:?}");
+        }
+        let none = HeaderMap::new();
+        assert!(host_refusal(Version::HTTP_11, &none).is_some());
+        assert_eq!(host_refusal(Version::HTTP_10, &none), None);
+        assert_eq!(host_refusal(Version::HTTP_2, &none), None);
     }
 
     #[tokio::test(start_paused = true)]

@@ -29,9 +29,13 @@
 //!
 //! [`serve`] bounds every connection ([`ServeOptions`]: a header timeout, an idle timeout, a cap
 //! on open connections, a small HTTP/2 stream limit), because the server is an origin that is
-//! often reachable without its CDN in front; a registry that embeds [`Server::router`] in its
-//! own server has to set such bounds there.
+//! often reachable without its CDN in front, and answers 400 on every route to an HTTP/1.1
+//! request without a `Host` header or any request with two (RFC 9112 §3.2). A registry that
+//! embeds [`Server::router`] in its own app gets the same by serving that app with [`serve`] or
+//! [`serve_with`] too (as `examples/npm_registry` does); served any other way, it has to set such
+//! bounds itself.
 
+mod fd_limit;
 mod handler;
 mod http;
 mod listen;
@@ -54,6 +58,7 @@ use crate::mapping::MapEntry;
 use crate::{Result, Store};
 
 use crate::mapping::db::MapDb;
+pub use fd_limit::raise_open_file_limit;
 pub use listen::{serve, serve_with, ServeOptions};
 pub use metrics::Metrics;
 use names::{NameIndex, NameMap};
@@ -172,6 +177,13 @@ impl Server {
             .route("/-/metrics", get(metrics_page))
             .fallback(handler::blob)
             .with_state(self.clone())
+    }
+}
+
+/// What [`serve`] and [`serve_with`] serve a server as: [`Server::router`].
+impl From<Server> for Router {
+    fn from(server: Server) -> Router {
+        server.router()
     }
 }
 

@@ -29,6 +29,59 @@ pub fn skip_or_fail(reason: &str) {
     eprintln!("skipped: {reason}");
 }
 
+/// A listener on a free loopback port, and its address: where a test starts a server, or a
+/// stand-in for one, that its client then connects to.
+pub async fn loopback() -> (tokio::net::TcpListener, std::net::SocketAddr) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .unwrap_or_else(|e| panic!("bind a loopback port: {e}"));
+    let addr = listener
+        .local_addr()
+        .unwrap_or_else(|e| panic!("the listener's address: {e}"));
+    (listener, addr)
+}
+
+/// Serves `app` (a [`tarvault::server::Server`], or any axum router: a stand-in for a server) on
+/// the library's accept loop on a free loopback port until the test ends; its base URL
+/// (`http://127.0.0.1:N`).
+#[cfg(feature = "server")]
+pub async fn serve(app: impl Into<axum::Router>) -> String {
+    // A router now: the spawned future must not hold `app`'s type, which need not be `Send`.
+    let router: axum::Router = app.into();
+    let (listener, addr) = loopback().await;
+    tokio::spawn(tarvault::server::serve(
+        listener,
+        router,
+        std::future::pending(),
+    ));
+    format!("http://{addr}")
+}
+
+/// The status code of the answer to `request`, raw bytes sent whole to `addr` (`host:port`) on a
+/// connection of its own: for requests that an HTTP client library would not send as they are.
+pub async fn raw_status(addr: &str, request: &str) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = tokio::net::TcpStream::connect(addr)
+        .await
+        .unwrap_or_else(|e| panic!("connect {addr}: {e}"));
+    tcp.write_all(request.as_bytes())
+        .await
+        .unwrap_or_else(|e| panic!("write: {e}"));
+    // `HTTP/1.x NNN`.
+    let mut line = [0u8; 12];
+    tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        tcp.read_exact(&mut line),
+    )
+    .await
+    .unwrap_or_else(|_| panic!("no answer to {request:?} in 10 s"))
+    .unwrap_or_else(|e| panic!("read the answer to {request:?}: {e}"));
+    std::str::from_utf8(&line[9..])
+        .ok()
+        .and_then(|code| code.parse().ok())
+        .unwrap_or_else(|| panic!("not a status line: {line:?}"))
+}
+
 /// One line of the corpus manifest: real npm tarballs with the registry's own digests.
 #[derive(Debug, Clone, Deserialize)]
 pub struct CorpusEntry {

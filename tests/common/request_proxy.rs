@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 
 #[derive(Debug, Clone, Copy)]
 pub enum Fault {
@@ -48,8 +48,8 @@ impl Drop for Proxy {
 impl Proxy {
     /// A proxy to `upstream` (`host:port`) with no rules yet.
     pub async fn start(upstream: String) -> Proxy {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let port = listener.local_addr().expect("addr").port();
+        let (listener, addr) = super::loopback().await;
+        let port = addr.port();
         let rules: Arc<Mutex<Vec<Rule>>> = Arc::new(Mutex::new(Vec::new()));
         let r = rules.clone();
         let seen: Arc<Mutex<Vec<String>>> = Arc::default();

@@ -251,10 +251,7 @@ pub async fn stand_in_held(answer: fn(&str) -> String) -> String {
 
 async fn stand_in_with(answer: fn(&str) -> String, hold: bool) -> String {
     use tokio::io::AsyncWriteExt;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let at = listener.local_addr().expect("addr");
+    let (listener, at) = crate::common::loopback().await;
     tokio::spawn(async move {
         while let Ok((mut sock, _)) = listener.accept().await {
             tokio::spawn(async move {

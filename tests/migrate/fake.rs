@@ -14,7 +14,6 @@ use serde_json::{json, Value};
 use tarvault::migrate::{CouchSource, MigrateOptions, Migration, Summary};
 use tarvault::Store;
 use tokio::io::AsyncWriteExt;
-use tokio::net::TcpListener;
 
 /// One request: the decoded path segments after the host (`["registry", "_changes"]`) and the
 /// decoded query.
@@ -85,8 +84,7 @@ pub type Attachments = HashMap<(String, String), Vec<u8>>;
 
 /// Serves `handler` on a loopback port; returns the database URL (`http://127.0.0.1:N/registry`).
 pub async fn serve(handler: Handler) -> String {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().expect("addr");
+    let (listener, addr) = crate::common::loopback().await;
     tokio::spawn(async move {
         while let Ok((mut sock, _)) = listener.accept().await {
             let handler = handler.clone();

@@ -29,10 +29,7 @@ pub enum Log {
 
 /// Serves on a loopback port until the test ends; returns its endpoint.
 pub async fn lying_server(log: Log) -> String {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let at = listener.local_addr().expect("addr");
+    let (listener, at) = crate::common::loopback().await;
     tokio::spawn(async move {
         while let Ok((sock, _)) = listener.accept().await {
             tokio::spawn(answer(sock, log));

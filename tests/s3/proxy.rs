@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 
 use crate::common::request_proxy::read_head;
 
@@ -39,8 +39,8 @@ impl Proxy {
     /// A proxy to `upstream` (`host:port`): the first connections get `first` in order, every
     /// later one gets `then`.
     pub async fn start(upstream: String, first: Vec<Fault>, then: Fault) -> Proxy {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let port = listener.local_addr().expect("addr").port();
+        let (listener, addr) = crate::common::loopback().await;
+        let port = addr.port();
         let connections = Arc::new(AtomicUsize::new(0));
         let script = Arc::new(Mutex::new((first, then)));
         let cuts = tokio::sync::watch::channel(0u64).0;

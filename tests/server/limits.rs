@@ -12,7 +12,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::{sleep, timeout, Instant};
 
-use crate::common::{key_of, noise};
+use crate::common::{key_of, loopback, noise};
 
 const HEALTH: &[u8] = b"GET /-/health HTTP/1.1\r\nHost: t\r\n\r\n";
 
@@ -23,13 +23,7 @@ struct Running {
 }
 
 async fn start_with(store: Store, options: ServeOptions) -> Running {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .unwrap_or_else(|e| panic!("bind: {e}"));
-    let addr = listener
-        .local_addr()
-        .unwrap_or_else(|e| panic!("addr: {e}"))
-        .to_string();
+    let (listener, addr) = loopback().await;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let served = tokio::spawn(tarvault::server::serve_with(
         listener,
@@ -40,7 +34,7 @@ async fn start_with(store: Store, options: ServeOptions) -> Running {
         },
     ));
     Running {
-        addr,
+        addr: addr.to_string(),
         stop: Some(stop),
         served,
     }
