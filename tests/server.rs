@@ -920,7 +920,7 @@ async fn downloads_go_on_once_stalled_clients_have_spent_the_read_budget() {
         .await
         .unwrap_or_else(|e| panic!("put: {e}"));
     let path = format!("/sha512/{}", key_of(&data).to_hex());
-    let base = start(Server::new(store)).await;
+    let base = common::serve(Server::new(store)).await;
     let addr = base.trim_start_matches("http://").to_string();
     let mut stalled = Vec::new();
     for _ in 0..20 {
