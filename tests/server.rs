@@ -150,6 +150,9 @@ async fn every_route_serves_the_verified_bytes_with_cache_headers() {
         .replacen('/', "%2F", 2)
         .replacen("%2F", "/", 1);
     assert!(scoped_encoded.starts_with("/@") && scoped_encoded.contains("%2F"));
+    // A digest with its first digit percent-encoded: the same URL (RFC 3986 §6.2.2.2).
+    let encoded =
+        |route: &str, hex: &str| format!("{route}%{:02X}{}", hex.as_bytes()[0], &hex[1..]);
     let cases = [
         (&f.plain, f.plain.sha512_path()),
         (&f.plain, format!("/sha1/{}", f.plain.entry.shasum)),
@@ -158,6 +161,8 @@ async fn every_route_serves_the_verified_bytes_with_cache_headers() {
             format!("/sha1/{}", f.plain.entry.shasum.to_uppercase()),
         ),
         (&f.plain, tarball(&f.plain.entry)),
+        (&f.plain, encoded("/sha512/", &f.plain.key.to_hex())),
+        (&f.plain, encoded("/sha1/", &f.plain.entry.shasum)),
         (&f.scoped, f.scoped.sha512_path()),
         (&f.scoped, format!("/sha1/{}", f.scoped.entry.shasum)),
         (&f.scoped, tarball(&f.scoped.entry)),
@@ -180,12 +185,12 @@ async fn every_route_serves_the_verified_bytes_with_cache_headers() {
         assert!(r.bytes().await.map(|b| b.is_empty()).unwrap_or(false));
     }
     let m = f.server.metrics();
-    assert_eq!(m.requests("sha512", 200), 4);
-    assert_eq!(m.requests("sha1", 200), 6);
+    assert_eq!(m.requests("sha512", 200), 6);
+    assert_eq!(m.requests("sha1", 200), 8);
     assert_eq!(m.requests("tarball", 200), 6);
     assert_eq!(
         m.body_bytes(),
-        4 * f.plain.entry.size + 4 * f.scoped.entry.size
+        6 * f.plain.entry.size + 4 * f.scoped.entry.size
     );
 }
 

@@ -82,12 +82,14 @@ impl Target<'_> {
 /// Parses a request path (still percent-encoded, without the query).
 ///
 /// A digest route is one segment after its prefix: `sha1` and `sha512` are also npm package
-/// names, whose tarball URLs (`/sha1/-/sha1-1.0.0.tgz`) must reach the tarball route.
+/// names, whose tarball URLs (`/sha1/-/sha1-1.0.0.tgz`) must reach the tarball route. Its segment
+/// is percent-decoded, as a tarball URL's are: `%61` and `a` are the same character in a URL
+/// (RFC 3986 §6.2.2.2), so `/sha1/%61b…` names the blob `/sha1/ab…` does.
 pub(crate) fn parse(path: &str) -> Result<Target<'_>, Miss> {
     let digest = |prefix: &str| path.strip_prefix(prefix).filter(|rest| !rest.contains('/'));
     if let Some(hex) = digest("/sha512/") {
         let mut key = [0u8; 64];
-        return match hex::decode_to_slice(hex, &mut key) {
+        return match hex::decode_to_slice(unescape(hex), &mut key) {
             Ok(()) => Ok(Target::Sha512(BlobKey::new(key))),
             Err(_) => Err(Miss::Malformed(
                 Route::Sha512,
@@ -97,7 +99,7 @@ pub(crate) fn parse(path: &str) -> Result<Target<'_>, Miss> {
     }
     if let Some(hex) = digest("/sha1/") {
         let mut digest = [0u8; 20];
-        return match hex::decode_to_slice(hex, &mut digest) {
+        return match hex::decode_to_slice(unescape(hex), &mut digest) {
             Ok(()) => Ok(Target::Sha1(digest)),
             Err(_) => Err(Miss::Malformed(
                 Route::Sha1,
@@ -133,6 +135,14 @@ pub(crate) fn parse(path: &str) -> Result<Target<'_>, Miss> {
         name: package,
         file,
     })
+}
+
+/// A digest segment's bytes with its percent-encoding undone (borrowed when it has none). They are
+/// only ever read as hex digits, so no check of what they decode to is needed: a `%2F`, a byte
+/// that is not UTF-8, or a `%` without two hex digits after it (left as it is) is just not a hex
+/// digit, and the address stays malformed (400) as it was encoded.
+fn unescape(segment: &str) -> Cow<'_, [u8]> {
+    percent_decode_str(segment).into()
 }
 
 fn decode(text: &str) -> Result<Cow<'_, str>, Miss> {
@@ -211,5 +221,49 @@ mod tests {
         assert!(matches!(parse("/a/b/-/a.tgz"), Err(Miss::Malformed(..))));
         assert!(matches!(parse("/@s/-/a.tgz"), Err(Miss::Malformed(..))));
         assert!(matches!(parse("/a/-/%ff.tgz"), Err(Miss::Malformed(..))));
+    }
+
+    /// Percent-encoded hex digits are the digits (RFC 3986 §6.2.2.2), in either case and for any
+    /// number of them; what does not decode to hex digits stays malformed (400).
+    #[test]
+    fn percent_encoded_digits_name_the_same_blob() {
+        let hex = "ab".repeat(64);
+        let every = |hex: &str| -> String { hex.bytes().map(|b| format!("%{b:02X}")).collect() };
+        for path in [
+            format!("/sha512/%61%62{}", &hex[2..]),
+            format!("/sha512/%61%42{}", &hex[2..]),
+            format!("/sha512/{}", every(&hex)),
+            format!("/sha512/{}", every(&hex).to_lowercase()),
+        ] {
+            assert_eq!(
+                parse(&path),
+                Ok(Target::Sha512(BlobKey::new([0xab; 64]))),
+                "{path}"
+            );
+        }
+        let sha1 = "0f".repeat(20);
+        for path in [
+            format!("/sha1/%30f{}", &sha1[2..]),
+            format!("/sha1/{}", every(&sha1)),
+        ] {
+            assert_eq!(parse(&path), Ok(Target::Sha1([0x0f; 20])), "{path}");
+        }
+        for bad in [
+            format!("/sha1/%7A%7A{}", &sha1[2..]),
+            format!("/sha1/0f%2F{}", &sha1[3..]),
+            format!("/sha1/%ff%fe{}", &sha1[2..]),
+            format!("/sha1/%0{}", &sha1[2..]),
+            format!("/sha1/%30{sha1}"),
+            "/sha1/%".to_string(),
+        ] {
+            assert!(
+                matches!(parse(&bad), Err(Miss::Malformed(Route::Sha1, _))),
+                "{bad}"
+            );
+        }
+        assert!(matches!(
+            parse(&format!("/sha512/%2F{}", &hex[1..])),
+            Err(Miss::Malformed(Route::Sha512, _))
+        ));
     }
 }
