@@ -50,6 +50,25 @@ impl ReadBudget {
         })
     }
 
+    /// How a read of `len` bytes wanted in one piece is made: `Some` with its charge while the
+    /// budget has room, `Some(None)` uncharged if it is no larger than a floor chunk, `None` if it
+    /// must be read otherwise (streamed, or through a file).
+    pub(crate) fn piece(self: &Arc<Self>, len: usize) -> Option<Option<Charge>> {
+        match self.charge(len) {
+            Some(charge) => Some(Some(charge)),
+            None => (len <= FLOOR_CHUNK).then_some(None),
+        }
+    }
+
+    /// The next chunk of a stream that wants `want` bytes: all of them, charged, while the budget
+    /// has room; else at most a floor chunk, uncharged.
+    pub(crate) fn chunk(self: &Arc<Self>, want: usize) -> (usize, Option<Charge>) {
+        match self.charge(want) {
+            Some(charge) => (want, Some(charge)),
+            None => (want.min(FLOOR_CHUNK), None),
+        }
+    }
+
     /// Bytes charged now.
     #[cfg(test)]
     pub(crate) fn used(&self) -> u64 {

@@ -15,7 +15,7 @@ use std::sync::{Arc, OnceLock};
 use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
 
-use crate::backend::budget::{charged, ReadBudget, FLOOR_CHUNK};
+use crate::backend::budget::{charged, ReadBudget};
 use crate::backend::{Backend, BlobKey, ByteStream};
 use crate::integrity::{Algorithm, DigestSet, Digests, MultiHasher};
 use crate::task::blocking;
@@ -80,10 +80,7 @@ impl Held {
                         }
                         // A chunk charged to the held budget, or a small one once it is spent.
                         let want = (r.end - r.start).min(FILE_CHUNK as u64) as usize;
-                        let (n, charge) = match held_budget().charge(want) {
-                            Some(charge) => (want, Some(charge)),
-                            None => (want.min(FLOOR_CHUNK), None),
-                        };
+                        let (n, charge) = held_budget().chunk(want);
                         let at = r.start;
                         let read = move || read_at(&file, at, n).map(|b| charged(b, charge));
                         match blocking(read).await {
@@ -179,10 +176,7 @@ async fn fetch_within(
     // claimed, not whatever (possibly endless) stream the member sends.
     // In memory with its charge, or (a small copy once the budget is spent) without one.
     let in_memory = match usize::try_from(got.size) {
-        Ok(size) if got.size <= MEMORY_MAX => match held_budget.charge(size) {
-            Some(charge) => Some(Some(charge)),
-            None => (size <= FLOOR_CHUNK).then_some(None),
-        },
+        Ok(size) if got.size <= MEMORY_MAX => held_budget.piece(size),
         _ => None,
     };
     let (held, set) = if let Some(charge) = in_memory {

@@ -16,7 +16,7 @@ use bytes::Bytes;
 use futures::stream::{self, BoxStream, StreamExt};
 
 use super::{read_ahead, FsInner};
-use crate::backend::budget::{self, Charge, FLOOR_CHUNK};
+use crate::backend::budget::{self, Charge};
 use crate::backend::{check_range, BlobKey, GetResult};
 use crate::integrity::Digests;
 use crate::{Error, Result};
@@ -155,10 +155,7 @@ fn whole(inner: &FsInner, range: &Range<u64>) -> Option<Option<Charge>> {
     let len = usize::try_from(range.end - range.start)
         .ok()
         .filter(|&len| len <= ONE_PIECE_MAX)?;
-    match inner.read_budget.charge(len) {
-        Some(charge) => Some(Some(charge)),
-        None => (len <= FLOOR_CHUNK).then_some(None),
-    }
+    inner.read_budget.piece(len)
 }
 
 fn opened(size: u64, digests: Option<Digests>, body: Body) -> Opened {

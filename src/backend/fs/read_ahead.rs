@@ -22,14 +22,15 @@ use futures::stream::{BoxStream, Stream, StreamExt};
 use tokio::task::JoinHandle;
 
 use super::read::{pread, READ_CHUNK};
-use crate::backend::budget::{self, ReadBudget, FLOOR_CHUNK};
+use crate::backend::budget::{self, ReadBudget};
 use crate::{Error, Result};
 
 /// Chunks a reader may run ahead of its consumer.
 const READ_AHEAD: usize = 4;
 
 /// Streams `range` of an open file: chunks of [`READ_CHUNK`] charged to `budget`, up to
-/// [`READ_AHEAD`] of them read at once; once the budget is spent, one [`FLOOR_CHUNK`] at a time.
+/// [`READ_AHEAD`] of them read at once; once the budget is spent, one
+/// [`FLOOR_CHUNK`](budget::FLOOR_CHUNK) at a time.
 pub(super) fn stream(
     file: File,
     path: PathBuf,
@@ -65,11 +66,11 @@ impl ReadAhead {
     fn start_reads(&mut self) {
         while self.next < self.end && self.reads.len() < READ_AHEAD {
             let want = (self.end - self.next).min(READ_CHUNK as u64) as usize;
-            let (len, charge) = match self.budget.charge(want) {
-                Some(charge) => (want, Some(charge)),
-                None if self.reads.is_empty() => (want.min(FLOOR_CHUNK), None),
-                None => break,
-            };
+            let (len, charge) = self.budget.chunk(want);
+            if charge.is_none() && !self.reads.is_empty() {
+                // Uncharged chunks only while the consumer waits: none ahead.
+                break;
+            }
             let (file, at) = (self.file.clone(), self.next);
             // The buffer is allocated here, on a runtime thread, where the consumer frees it:
             // allocated on whichever blocking thread read it, each thread's malloc arena kept
