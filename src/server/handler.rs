@@ -211,10 +211,10 @@ async fn respond(
     };
     // A longer one is read and verified whole first, up to VERIFIED_BEFORE_HEAD: its body then
     // only ever carries bytes checked already (the stream checks them again as they go). Only
-    // where the second read is local (the backend answers a size with a local stat: the fs); from
+    // where the second read is local (the backend answers with a local stat: the fs); from
     // S3, Manta or an HTTP upstream it would be a second download of the blob.
     let rest = len - first.as_ref().map_or(0, |c| c.len() as u64);
-    if rest > 0 && total <= server.verified_before_head() && backend.size_now(&at.key).is_some() {
+    if rest > 0 && total <= server.verified_before_head() && backend.exists_now(&at.key).is_some() {
         if let Err(e) = verify_whole(server, &at.key, &at.address, checked_by).await {
             return failure(server, &e, path);
         }
@@ -294,9 +294,8 @@ pub(crate) fn plain(status: StatusCode, text: &str) -> Response {
 /// arrives (a streaming miss, collapsed requests) or keeps an incomplete one (RFC 9111 §3.3) then
 /// never gets an unchecked byte. It costs these blobs a second read and hash (on the fs from the
 /// page cache, blake3 at several GB/s: about 20 ms for 64 MiB), and nothing to the tarballs that
-/// most requests are for. A larger blob
-/// streams verified as it goes, and one found corrupt has its body cut short before its
-/// `Content-Length`. The default of [`Server::verify_before_head`].
+/// most requests are for. A larger blob streams verified as it goes, and one found corrupt has its
+/// body cut short before its `Content-Length`. The default of [`Server::verify_before_head`].
 pub(super) const VERIFIED_BEFORE_HEAD: u64 = 64 << 20;
 
 /// Reads the blob `key` whole through the store's verified read (against the sha1 it was found

@@ -72,8 +72,9 @@ pub struct FsOptions {
     pub direct_writes_from: Option<u64>,
     /// Bytes of read chunks the store lets live at once, across all its reads (default
     /// [`READ_BUDGET`]): read ahead, held back by the verifier, queued for a slow HTTP client.
-    /// While it has room a read takes 1 MiB chunks, four ahead of its consumer; once it is spent
-    /// further reads take 64 KiB at a time with none ahead. What a thousand stalled downloads can
+    /// While it has room a blob up to 8 MiB is read in one piece and a larger one in 1 MiB
+    /// chunks, four ahead of its consumer; once it is spent further reads take 64 KiB at a time
+    /// with none ahead. What a thousand stalled downloads can
     /// hold is then this plus a few hundred KiB each, not 6 MiB each.
     pub read_budget: u64,
 }
@@ -151,6 +152,17 @@ pub struct FsBackend {
 }
 
 impl FsBackend {
+    /// The blob file's `stat`, inline (`None`: no such file): what [`Backend::size_now`] and
+    /// [`Backend::exists_now`] start from.
+    fn stat_now(&self, key: &BlobKey) -> Result<Option<std::fs::Metadata>> {
+        let path = self.inner.layout.blob(key);
+        match std::fs::metadata(&path) {
+            Ok(m) => Ok(Some(m)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(Error::io("stat", &path, e)),
+        }
+    }
+
     /// Every blob's `stat`, a directory at a time on the walker's thread; with `digests`, the
     /// directory's records too, from one range scan of the index.
     fn walk_stats(&self, digests: bool) -> BoxStream<'static, Result<BlobStat>> {
@@ -446,30 +458,21 @@ impl Backend for FsBackend {
     /// size is not its record's (cut short, or grown) is corrupt, as the `GET` would find, and
     /// not a blob of another size: an HTTP `HEAD` or `304` would advertise that size to caches.
     fn size_now(&self, key: &BlobKey) -> Option<Result<Option<u64>>> {
-        let path = self.inner.layout.blob(key);
-        Some(match std::fs::metadata(&path) {
-            Ok(m) => match self.inner.recorded(key) {
-                Some(d) if d.size != m.len() => Err(Error::Corrupt {
-                    address: key.to_string(),
-                    expected: format!("{} bytes (recorded)", d.size),
-                    actual: format!("{} bytes on disk", m.len()),
-                }),
-                _ => Ok(Some(m.len())),
-            },
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(Error::io("stat", &path, e)),
-        })
+        let size = |m: std::fs::Metadata| match self.inner.recorded(key) {
+            Some(d) if d.size != m.len() => Err(Error::Corrupt {
+                address: key.to_string(),
+                expected: format!("{} bytes (recorded)", d.size),
+                actual: format!("{} bytes on disk", m.len()),
+            }),
+            _ => Ok(Some(m.len())),
+        };
+        Some(self.stat_now(key).and_then(|m| m.map_or(Ok(None), size)))
     }
 
     /// One `stat`, without [`size_now`](Backend::size_now)'s record lookup: a 304 names no
     /// size, and a copy damaged since the client got its verified one leaves that one good.
     fn exists_now(&self, key: &BlobKey) -> Option<Result<bool>> {
-        let path = self.inner.layout.blob(key);
-        Some(match std::fs::metadata(&path) {
-            Ok(_) => Ok(true),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
-            Err(e) => Err(Error::io("stat", &path, e)),
-        })
+        Some(self.stat_now(key).map(|m| m.is_some()))
     }
 
     async fn delete(&self, key: &BlobKey) -> Result<bool> {
