@@ -71,6 +71,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     if args.token.as_deref().is_none_or(str::is_empty) {
         tracing::warn!("no --token or TARVAULT_REGISTRY_TOKEN: every publish will be refused");
     }
+    // As `tarvault serve` does: a soft open-file limit of 1024 would cap 4096 connections at 512.
+    tarvault::server::raise_open_file_limit();
     let store = tarvault::Store::open_fs(&args.store)?;
     let reg = Registry::new(store, registry::packuments_beside(&args.store), args.token)?;
     let listener = tokio::net::TcpListener::bind(&args.listen).await?;

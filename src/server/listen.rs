@@ -12,8 +12,9 @@
 //!
 //! Requests are held to one rule of HTTP/1.1 messaging here rather than in the app, because it is
 //! about the message as it came over the wire: one without the `Host` header that RFC 9112 §3.2
-//! requires, or with two, is answered 400 on every route. A request made in-process (a test, or an
-//! app handing requests to [`super::Server::router`]) is not such a message and is not held to it.
+//! requires, with two, or with one whose value is not a host and an optional port, is answered 400
+//! on every route. A request made in-process (a test, or an app handing requests to
+//! [`super::Server::router`]) is not such a message and is not held to it.
 
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -309,17 +310,99 @@ async fn one_host(request: axum::extract::Request, next: Next) -> Response {
 }
 
 /// Why a request must be refused with a 400 for its `Host` header fields, if it must (RFC 9112
-/// §3.2): an HTTP/1.1 request has exactly one, and no request has more than one. Which host a
-/// request without one, or with two, is for is not known, and a proxy or cache in front may have
-/// read it as being for another. HTTP/1.0 may leave it out, and HTTP/2 names the host in its
-/// `:authority` pseudo-header instead.
+/// §3.2): an HTTP/1.1 request has exactly one, no request has more than one, and its value is
+/// valid ([`valid_host`]). Which host a request without one, with two, or with one that is not a
+/// host, is for is not known, and a proxy or cache in front may have read it as being for another.
+/// HTTP/1.0 may leave it out, and HTTP/2 names the host in its `:authority` pseudo-header instead.
 fn host_refusal(version: Version, headers: &HeaderMap) -> Option<&'static str> {
     let mut hosts = headers.get_all(header::HOST).iter();
     match (hosts.next(), hosts.next()) {
         (None, _) if version == Version::HTTP_11 => Some("an HTTP/1.1 request needs a Host header"),
         (Some(_), Some(_)) => Some("a request has one Host header at most"),
+        (Some(host), None) if !valid_host(host.as_bytes()) => {
+            Some("a Host header is a host and an optional port")
+        }
         _ => None,
     }
+}
+
+/// Whether `value` is a valid `Host` field value: `uri-host [ ":" port ]` (RFC 9110 §7.2, with
+/// RFC 3986's `host` and `port`), or empty, as a request whose target has no authority sends it
+/// (RFC 9112 §3.2). The host is an IP-literal in brackets or a reg-name (which an IPv4 address
+/// also is); a port is digits, possibly none. So a value with a space, a `/`, `@`, `?` or `#`, a
+/// byte outside ASCII, or an unbalanced bracket is refused: a proxy or cache in front may split or
+/// key it differently. It runs on every request, so it is a byte scan that allocates nothing.
+fn valid_host(value: &[u8]) -> bool {
+    let after_host = match value.strip_prefix(b"[") {
+        Some(literal) => {
+            let Some(end) = literal.iter().position(|&b| b == b']') else {
+                return false;
+            };
+            if !ip_literal(&literal[..end]) {
+                return false;
+            }
+            &literal[end + 1..]
+        }
+        None => {
+            let end = value.iter().position(|&b| b == b':').unwrap_or(value.len());
+            if !reg_name(&value[..end]) {
+                return false;
+            }
+            &value[end..]
+        }
+    };
+    match after_host {
+        [] => true,
+        [b':', port @ ..] => port.iter().all(u8::is_ascii_digit),
+        _ => false,
+    }
+}
+
+/// RFC 3986's `reg-name`: `*( unreserved / pct-encoded / sub-delims )`.
+fn reg_name(name: &[u8]) -> bool {
+    let mut i = 0;
+    while let Some(&b) = name.get(i) {
+        i += match b {
+            b'%' if name
+                .get(i + 1..i + 3)
+                .is_some_and(|hex| hex.iter().all(u8::is_ascii_hexdigit)) =>
+            {
+                3
+            }
+            _ if unreserved_or_sub_delim(b) => 1,
+            _ => return false,
+        };
+    }
+    true
+}
+
+/// What RFC 3986's `IP-literal` holds between its brackets: an `IPv6address` (which std's parser
+/// reads to the same grammar, without allocating) or an `IPvFuture`,
+/// `"v" 1*HEXDIG "." 1*( unreserved / sub-delims / ":" )`.
+fn ip_literal(inner: &[u8]) -> bool {
+    match inner {
+        [b'v' | b'V', rest @ ..] => {
+            let Some(dot) = rest.iter().position(|&b| b == b'.') else {
+                return false;
+            };
+            let (version, address) = (&rest[..dot], &rest[dot + 1..]);
+            !version.is_empty()
+                && version.iter().all(u8::is_ascii_hexdigit)
+                && !address.is_empty()
+                && address
+                    .iter()
+                    .all(|&b| b == b':' || unreserved_or_sub_delim(b))
+        }
+        _ => {
+            std::str::from_utf8(inner).is_ok_and(|text| text.parse::<std::net::Ipv6Addr>().is_ok())
+        }
+    }
+}
+
+/// RFC 3986's `unreserved` (`ALPHA / DIGIT / "-" / "." / "_" / "~"`) and `sub-delims`
+/// (`"!" / "$" / "&" / "'" / "(" / ")" / "*" / "+" / "," / ";" / "="`).
+fn unreserved_or_sub_delim(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=".contains(&b)
 }
 
 /// An accept error: one about the connection being accepted (reset or aborted before it was
@@ -362,6 +445,7 @@ fn fit_to_fd_limit(max_connections: usize) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use axum::http::HeaderValue;
 
     #[test]
     fn the_cap_is_at_least_one_and_fits_the_open_file_limit() {
@@ -392,6 +476,82 @@ mod tests {
         assert!(host_refusal(Version::HTTP_11, &none).is_some());
         assert_eq!(host_refusal(Version::HTTP_10, &none), None);
         assert_eq!(host_refusal(Version::HTTP_2, &none), None);
+    }
+
+    #[test]
+    fn a_host_value_is_a_host_and_an_optional_port() {
+        for valid in [
+            "example.com",
+            "example.com:8080",
+            "127.0.0.1:1",
+            "[::1]:80",
+            "[::1]",
+            "[2001:db8::ffff:1.2.3.4]:443",
+            "[v1.x]",
+            "[V1f.a:b]:8",
+            "",
+            ":80",
+            "a-b.c_d~e",
+            "%41b",
+            "%4a%4F",
+            "!$&'()*+,;=",
+            "host:",
+            "[::1]:",
+        ] {
+            assert!(valid_host(valid.as_bytes()), "{valid:?} refused");
+        }
+        for invalid in [
+            &b"a b"[..],
+            b"a/b",
+            b"user@host",
+            b"host:8x",
+            b"host:80:80",
+            b"host: 80",
+            b"[::1",
+            b"::1]",
+            b"[::1]x",
+            b"[::1]80",
+            b"[]",
+            b"[::g]",
+            b"[fe80::1%25eth0]",
+            b"[v.x]",
+            b"[v1.]",
+            b"[v1x]",
+            b"[vx.1]",
+            b"[[::1]]",
+            b"ho\x80st",
+            "h\u{e9}st".as_bytes(),
+            b"host?",
+            b"host#",
+            b"host\t",
+            b"%4",
+            b"%zz",
+            b"a%",
+            b"a\"b",
+            b"a<b>",
+        ] {
+            assert!(
+                !valid_host(invalid),
+                "{:?} allowed",
+                String::from_utf8_lossy(invalid)
+            );
+        }
+    }
+
+    #[test]
+    fn an_invalid_host_value_is_refused_on_any_version() {
+        let mut headers = HeaderMap::new();
+        headers.append(
+            header::HOST,
+            HeaderValue::from_bytes(b"ho\x80st").unwrap_or_else(|e| panic!("{e}")),
+        );
+        for version in [Version::HTTP_10, Version::HTTP_11, Version::HTTP_2] {
+            assert!(host_refusal(version, &headers).is_some(), "{version:?}");
+        }
+        headers.insert(header::HOST, HeaderValue::from_static("a b"));
+        assert!(host_refusal(Version::HTTP_11, &headers).is_some());
+        headers.insert(header::HOST, HeaderValue::from_static(""));
+        assert_eq!(host_refusal(Version::HTTP_11, &headers), None);
     }
 
     #[tokio::test(start_paused = true)]
