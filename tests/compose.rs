@@ -1397,21 +1397,23 @@ async fn wrappers_nest() {
     assert_eq!(keys_of(&r0).await, keys_of(&r1).await);
 }
 
+/// An fs store (fsync off) in `dir/name`.
+fn fs_in(dir: &std::path::Path, name: &str) -> FsBackend {
+    FsBackend::open(
+        dir.join(name),
+        FsOptions {
+            fsync: false,
+            ..Default::default()
+        },
+    )
+    .expect("open fs")
+}
+
 /// Read-repair on real filesystem replicas: the corrupt file is quarantined and replaced.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn read_repair_on_fs_replicas() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let open = |n: &str| {
-        FsBackend::open(
-            dir.path().join(n),
-            FsOptions {
-                fsync: false,
-                ..Default::default()
-            },
-        )
-        .expect("fs")
-    };
-    let (a, b) = (open("a"), open("b"));
+    let (a, b) = (fs_in(dir.path(), "a"), fs_in(dir.path(), "b"));
     let store = Store::new(
         Replicated::new(
             vec![arc(a.clone()), arc(b.clone())],
@@ -1594,4 +1596,119 @@ async fn fsck_whose_scan_fails_returns_the_error() {
         .expect_err("the scan failed");
     assert_eq!(err.kind(), ErrorKind::Backend, "{err}");
     assert!(err.to_string().contains("went down mid-scan"), "{err}");
+}
+
+/// A replicated store answers at once (`size_now`, `exists_now`) from its first replica when that
+/// one holds the blob and can tell with a `stat`, as its `head` would answer; in every other case
+/// it claims no answer, and the caller's `head` asks the replicas in order. A throttled store
+/// passes its backend's answers on: they read nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn immediate_answers_come_from_the_first_local_copy() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (first, second) = (fs_in(dir.path(), "first"), fs_in(dir.path(), "second"));
+    let rep = Replicated::new(
+        vec![arc(first.clone()), arc(second.clone())],
+        ReplicatedOptions::default(),
+    )
+    .expect("replicated");
+    assert!(rep.verifies_reads_whole());
+    assert!(!first.verifies_reads_whole());
+    let data = noise(50_000, 91);
+    let key = key_of(&data);
+    let size = data.len() as u64;
+    // Not stored anywhere yet: no immediate answer.
+    assert!(rep.exists_now(&key).is_none());
+    assert!(rep.size_now(&key).is_none());
+    // Only in the second replica: the first says no, so nothing is claimed (its head would go on).
+    Store::new(second.clone())
+        .put_bytes(data.clone(), &PutOptions::default())
+        .await
+        .expect("put into the second replica");
+    assert!(rep.exists_now(&key).is_none());
+    assert!(rep.size_now(&key).is_none());
+    // In the first: its answer.
+    Store::new(first.clone())
+        .put_bytes(data.clone(), &PutOptions::default())
+        .await
+        .expect("put into the first replica");
+    assert_eq!(rep.exists_now(&key).map(|r| r.ok()), Some(Some(true)));
+    assert_eq!(rep.size_now(&key).map(|r| r.ok()), Some(Some(Some(size))));
+    let throttled = Throttled::new(arc(rep.clone()), Rate::Bytes(1e6));
+    assert!(throttled.verifies_reads_whole());
+    assert_eq!(
+        throttled.size_now(&key).map(|r| r.ok()),
+        Some(Some(Some(size)))
+    );
+    // The first copy cut short: its size disagrees with its record, and instead of an error the
+    // caller is sent to `head`, which a read then serves from the second replica.
+    let path = common::writable_blob(&first, &key);
+    std::fs::write(&path, &data[..1000]).expect("cut the first copy short");
+    assert!(rep.size_now(&key).is_none());
+    assert_eq!(
+        common::read_verified(&Store::new(rep.clone()), &addr(&sha512_sri(&data))).await[..],
+        data[..]
+    );
+}
+
+/// A copy read through a cache tier is checked against the fs tier's trusted record (its blake3,
+/// which hashes several times faster than sha512) and handed out with that record, so that the
+/// store checks the bytes it serves against the same blake3 and does not hash sha512 again; a
+/// copy damaged in the tier still fails that check, is dropped and is read from the remote again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cache_tier_hit_is_checked_against_its_record_and_hands_it_on() {
+    use tarvault::backend::compose::verify::{fetch_checked, fetch_verified, Fetched};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (tier, remote) = (fs_in(dir.path(), "tier"), fs_in(dir.path(), "remote"));
+    let data = noise(300_000, 77);
+    let key = key_of(&data);
+    Store::new(remote.clone())
+        .put_bytes(data.clone(), &PutOptions::default())
+        .await
+        .expect("put");
+    let cached = Cached::new(
+        arc(tier.clone()),
+        arc(remote.clone()),
+        CachedOptions { capacity: 1 << 30 },
+    )
+    .await
+    .expect("cache");
+    // The fill's copy comes with the digests computed while verifying it; the hit's with the
+    // tier's record.
+    for round in ["fill", "hit"] {
+        let got = cached.get(&key, None).await.expect("get").expect("stored");
+        assert_eq!(got.digests, Some(common::digests_of(&data)), "{round}");
+    }
+    assert_eq!(cached.stats().hits, 1);
+    match fetch_checked(&tier, &key).await.expect("fetch") {
+        (Fetched::Good(_), Some(record)) => assert_eq!(record, common::digests_of(&data)),
+        other => panic!("a good copy and its record: {other:?}"),
+    }
+    // A read that brings no record (the memory backend keeps none): checked against the key.
+    let untrusted = Faulty::new(MemoryBackend::new());
+    Store::new(untrusted.clone())
+        .put_bytes(data.clone(), &PutOptions::default())
+        .await
+        .expect("put");
+    assert!(matches!(
+        fetch_checked(&untrusted, &key).await.expect("fetch"),
+        (Fetched::Good(_), None)
+    ));
+    // The tier's copy damaged: the record's blake3 no longer matches, the copy is dropped, and
+    // the remote's serves the read.
+    common::corrupt_blob(&tier, &key, false);
+    assert!(matches!(
+        fetch_checked(&tier, &key).await.expect("fetch"),
+        (Fetched::Bad(..), None)
+    ));
+    assert!(matches!(
+        fetch_verified(&tier, &key).await.expect("fetch"),
+        Fetched::Bad(..)
+    ));
+    let read = common::read_verified(&Store::new(cached.clone()), &addr(&sha512_sri(&data))).await;
+    assert_eq!(read[..], data[..]);
+    assert_eq!(
+        cached.stats().fetches,
+        2,
+        "the damaged copy was read again from the remote"
+    );
 }

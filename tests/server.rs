@@ -3,6 +3,8 @@
 #![cfg(feature = "server")]
 
 mod common;
+#[path = "server/composed.rs"]
+mod composed;
 #[path = "server/host.rs"]
 mod host;
 #[path = "server/limits.rs"]

@@ -160,7 +160,8 @@ pub struct GetResult {
     pub stream: ByteStream,
     /// The digests recorded at commit time, when the backend had them at hand while opening the
     /// blob (no extra request). Trusted for verification only as [`BlobStat::digests`] is: when
-    /// [`Backend::recorded_digests_trusted`] says so.
+    /// [`Backend::recorded_digests_trusted`] says so, or from a backend that
+    /// [verifies its reads whole](Backend::verifies_reads_whole), which vouches for them.
     pub digests: Option<Digests>,
 }
 
@@ -361,6 +362,18 @@ pub trait Backend: fmt::Debug + Send + Sync + 'static {
     fn exists_now(&self, key: &BlobKey) -> Option<Result<bool>> {
         self.size_now(key)
             .map(|size| size.map(|size| size.is_some()))
+    }
+
+    /// Whether every [`get`](Backend::get) reads the whole blob and verifies it against its
+    /// sha512 before it yields a byte: the compose wrappers, which serve a copy they hold and have
+    /// checked. A caller that verifies a blob whole before passing its first byte on (`tarvault
+    /// serve` does for blobs up to 64 MiB where a second read is local) then need not read it a
+    /// second time. Such a backend also vouches for the digests its reads hand out
+    /// ([`GetResult::digests`]: checked against the bytes, or a trusted record they were checked
+    /// against), so a store checks the bytes it serves against their blake3 rather than hashing
+    /// sha512 again. The default: no, bytes are checked only as the caller's stream hashes them.
+    fn verifies_reads_whole(&self) -> bool {
+        false
     }
 
     /// Deletes a blob. `Ok(false)` if it was not there.

@@ -212,9 +212,14 @@ async fn respond(
     // A longer one is read and verified whole first, up to VERIFIED_BEFORE_HEAD: its body then
     // only ever carries bytes checked already (the stream checks them again as they go). Only
     // where the second read is local (the backend answers with a local stat: the fs); from
-    // S3, Manta or an HTTP upstream it would be a second download of the blob.
+    // S3, Manta or an HTTP upstream it would be a second download of the blob. Not where the
+    // backend's read verified the whole blob already (a cache tier's or a replica's copy).
     let rest = len - first.as_ref().map_or(0, |c| c.len() as u64);
-    if rest > 0 && total <= server.verified_before_head() && backend.exists_now(&at.key).is_some() {
+    if rest > 0
+        && total <= server.verified_before_head()
+        && !backend.verifies_reads_whole()
+        && backend.exists_now(&at.key).is_some()
+    {
         if let Err(e) = verify_whole(server, &at.key, &at.address, checked_by).await {
             return failure(server, &e, path);
         }

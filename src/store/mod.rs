@@ -133,9 +133,13 @@ impl Store {
     /// read by sha1 or blake3, and otherwise the recorded blake3 once the record is seen to agree
     /// with the key. A read by alias is not checked against the record: the record sits beside
     /// the alias entry that led to the blob (on the fs, in the same row), so a wrong entry comes
-    /// with a record that agrees with it, and only the bytes can tell.
+    /// with a record that agrees with it, and only the bytes can tell. The same on a backend that
+    /// verifies its reads whole ([`Backend::verifies_reads_whole`]: a cache tier, replicas): it has
+    /// checked the bytes against the key, and vouches for the record it hands out with them.
     fn checks(&self, key: &BlobKey, asked: Option<Hash>, record: Option<&Digests>) -> Vec<Hash> {
-        if self.verification == Verification::Fast && self.backend.recorded_digests_trusted() {
+        let vouched =
+            self.backend.recorded_digests_trusted() || self.backend.verifies_reads_whole();
+        if self.verification == Verification::Fast && vouched {
             if let Some(asked) = asked {
                 return vec![asked];
             }

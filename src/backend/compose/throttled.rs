@@ -85,6 +85,18 @@ impl Backend for Throttled {
         self.inner.head(key).await
     }
 
+    fn size_now(&self, key: &BlobKey) -> Option<Result<Option<u64>>> {
+        self.inner.size_now(key)
+    }
+
+    fn exists_now(&self, key: &BlobKey) -> Option<Result<bool>> {
+        self.inner.exists_now(key)
+    }
+
+    fn verifies_reads_whole(&self) -> bool {
+        self.inner.verifies_reads_whole()
+    }
+
     async fn delete(&self, key: &BlobKey) -> Result<bool> {
         self.inner.delete(key).await
     }

@@ -130,6 +130,23 @@ pub async fn fetch_verified(backend: &dyn Backend, key: &BlobKey) -> Result<Fetc
     Ok(fetch(backend, key, &[Algorithm::Sha512]).await?.0)
 }
 
+/// [`fetch_verified`] for a copy that is to be served, as a store's own read would check it: from
+/// a backend whose records are trusted ([`Backend::recorded_digests_trusted`]: fs, memory) and
+/// whose read brought the blob's record, against the record's blake3 (which hashes several times
+/// faster than sha512) once the record is seen to name this key and size; otherwise against the
+/// key. With a good copy, the record it was checked against, if it was: a store reading through
+/// the wrapper then checks the bytes it serves against that blake3 too, where it would otherwise
+/// hash them with sha512 a second time. Not for scrubs and repairs, which check the sha512 itself.
+pub async fn fetch_checked(
+    backend: &dyn Backend,
+    key: &BlobKey,
+) -> Result<(Fetched, Option<Digests>)> {
+    let (fetched, _, record) =
+        fetch_within(backend, key, &[Algorithm::Sha512], held_budget(), true).await?;
+    let record = record.filter(|_| matches!(fetched, Fetched::Good(_)));
+    Ok((fetched, record))
+}
+
 /// [`fetch_verified`] for a copy that is to be stored again (a cache fill, a read-repair): the
 /// sha1 and blake3 a backend records are computed in the same pass as the sha512 that verifies,
 /// so the bytes are hashed once, not once to verify and again to store. The digests come with a
@@ -158,18 +175,35 @@ async fn fetch(
     key: &BlobKey,
     algorithms: &[Algorithm],
 ) -> Result<(Fetched, Option<DigestSet>)> {
-    fetch_within(backend, key, algorithms, held_budget()).await
+    let (fetched, set, _) = fetch_within(backend, key, algorithms, held_budget(), false).await?;
+    Ok((fetched, set))
 }
 
-/// [`fetch`], holding the copy in memory only while `held_budget` has room for it.
+/// [`fetch`], holding the copy in memory only while `held_budget` has room for it; with
+/// `by_record`, checked against a trusted record's blake3 where [`fetch_checked`] says, and that
+/// record returned.
 async fn fetch_within(
     backend: &dyn Backend,
     key: &BlobKey,
     algorithms: &[Algorithm],
     held_budget: &Arc<ReadBudget>,
-) -> Result<(Fetched, Option<DigestSet>)> {
+    by_record: bool,
+) -> Result<(Fetched, Option<DigestSet>, Option<Digests>)> {
     let Some(got) = backend.get(key, None).await? else {
-        return Ok((Fetched::Missing, None));
+        return Ok((Fetched::Missing, None, None));
+    };
+    let record = got
+        .digests
+        .filter(|d| {
+            by_record
+                && backend.recorded_digests_trusted()
+                && d.sha512 == *key.as_bytes()
+                && d.size == got.size
+        })
+        .map(|d| (d.hash(Algorithm::Blake3), d));
+    let algorithms = match record {
+        Some(_) => &[Algorithm::Blake3],
+        None => algorithms,
     };
     // A member that streams more than the size it claimed is lying (or broken): the read stops
     // as soon as it goes past that size, so such a copy costs at most one chunk more than it
@@ -185,7 +219,7 @@ async fn fetch_within(
         while let Some(chunk) = stream.next().await {
             buf.extend_from_slice(&chunk?);
             if buf.len() as u64 > got.size {
-                return Ok((too_long(Held::Memory(buf.freeze()), got.size), None));
+                return Ok((too_long(Held::Memory(buf.freeze()), got.size), None, None));
             }
         }
         let bytes = charged(buf.freeze(), charge);
@@ -194,16 +228,23 @@ async fn fetch_within(
     } else {
         match spool(got.stream, algorithms, got.size).await? {
             Spooled::Whole(held, set) => (held, set),
-            Spooled::TooLong(held) => return Ok((too_long(held, got.size), None)),
+            Spooled::TooLong(held) => return Ok((too_long(held, got.size), None, None)),
         }
     };
     let size = held.len();
-    let fetched = match set.get(Algorithm::Sha512) {
-        Some(h) if h.digest() == key.as_bytes() && size == got.size => Fetched::Good(held),
-        Some(h) => Fetched::Bad(held, format!("{h} ({size} bytes)")),
-        None => return Err(Error::InvalidInput("sha512 was not computed".into())),
+    let (expected, record) = match record {
+        Some((blake3, record)) => (blake3, Some(record)),
+        None => (key.hash(), None),
     };
-    Ok((fetched, Some(set)))
+    let fetched = match set.get(expected.algorithm()) {
+        Some(h) if *h == expected && size == got.size => Fetched::Good(held),
+        Some(h) => Fetched::Bad(held, format!("{h} ({size} bytes)")),
+        None => {
+            let what = format!("{} was not computed", expected.algorithm());
+            return Err(Error::InvalidInput(what));
+        }
+    };
+    Ok((fetched, Some(set), record))
 }
 
 /// A copy that went on past the size its backend claimed, cut short where that was noticed.
@@ -312,15 +353,21 @@ async fn hash_with(bytes: Bytes, algorithms: &[Algorithm]) -> Result<DigestSet> 
     }
 }
 
-/// A verified held blob served as a [`GetResult`](crate::backend::GetResult), cut to `range`.
-pub(super) fn slice(held: Held, range: Option<Range<u64>>) -> Result<crate::backend::GetResult> {
+/// A verified held blob served as a [`GetResult`](crate::backend::GetResult), cut to `range`,
+/// with the digests the wrapper vouches for (see [`Backend::verifies_reads_whole`]): the trusted
+/// record it was checked against, or what it computed from the bytes.
+pub(super) fn slice(
+    held: Held,
+    range: Option<Range<u64>>,
+    digests: Option<Digests>,
+) -> Result<crate::backend::GetResult> {
     let size = held.len();
     let range = range.unwrap_or(0..size);
     crate::backend::check_range(&range, size)?;
     Ok(crate::backend::GetResult {
         size,
         stream: held.stream(range),
-        digests: None,
+        digests,
     })
 }
 
@@ -362,8 +409,9 @@ mod tests {
         let get = |key| {
             let (backend, budget) = (backend.clone(), budget.clone());
             async move {
-                let (fetched, _) = fetch_within(&backend, &key, &[Algorithm::Sha512], &budget)
+                let fetched = fetch_within(&backend, &key, &[Algorithm::Sha512], &budget, false)
                     .await
+                    .map(|(fetched, _, _)| fetched)
                     .unwrap_or_else(|e| panic!("fetch: {e}"));
                 held(fetched)
             }

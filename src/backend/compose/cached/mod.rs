@@ -6,7 +6,7 @@
 //!   that were not checked. A local copy that no longer verifies is dropped and fetched again.
 //! - **One fetch per blob.** Concurrent misses of the same blob share one remote fetch (a
 //!   single-flight map of in-progress fills); the others wait for it and get the same bytes. The
-//!   fill runs on a task of its own, so it finishes even if every reader waiting for it gives up.
+//!   fill runs on a task of its own, so it finishes even if every reader waiting for it gives up (`fill.rs`).
 //! - **Bounded.** The local tier holds at most `capacity` bytes; the least recently used blobs are
 //!   evicted to make room. A blob larger than the whole capacity is served but not kept.
 //! - **A record that costs nothing to open.** What the local tier holds (each blob's size and last
@@ -27,21 +27,18 @@
 
 use std::collections::HashMap;
 use std::ops::Range;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::SystemTime;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
-use futures::future::{BoxFuture, FutureExt, Shared};
 use futures::stream::{BoxStream, TryStreamExt};
 use serde::Serialize;
 
+use self::fill::Flight;
 use self::lru::MemoryLedger;
 use self::record::Uses;
 use super::fan_out::{rebuild_each, Filter};
-use super::replicated::put_copy;
-use super::verify::{fetch_for_copy, fetch_verified, slice, Fetched, Held};
-use crate::backend::ledger::micros;
+use super::verify::{fetch_checked, slice, Fetched, Held};
 use crate::backend::{
     AliasRebuild, Backend, BlobKey, BlobStat, BlobWriter, CacheLedger, GetResult, Misplaced,
     PutHint,
@@ -49,6 +46,7 @@ use crate::backend::{
 use crate::integrity::{Digests, Hash};
 use crate::{Error, Result};
 
+mod fill;
 mod lru;
 mod record;
 
@@ -93,20 +91,6 @@ pub struct CacheStats {
 #[derive(Clone)]
 pub struct Cached {
     inner: Arc<Inner>,
-}
-
-type Fill = Shared<BoxFuture<'static, std::result::Result<Option<Held>, Arc<Error>>>>;
-
-/// A fill in progress: its shared result, and whether an eviction or a delete of its blob
-/// overtook it.
-struct Flight {
-    fill: Fill,
-    /// Set by [`Cached::evict`] (which a delete goes through): the copy this fill read may be of
-    /// a blob deleted since, so it must not stay in the local tier. The fill reads it under the
-    /// recording lock before it records its blob, and `evict` sets it before it takes that lock,
-    /// so either the fill sees it, or `evict` finds the fill's record (and local copy) and removes
-    /// them.
-    stale: Arc<AtomicBool>,
 }
 
 struct Inner {
@@ -272,17 +256,18 @@ impl Cached {
         Ok(was || deleted)
     }
 
-    /// The bytes of `key` from the local tier, if it holds a copy that verifies.
-    async fn read_local(&self, key: &BlobKey) -> Option<Held> {
-        match fetch_verified(&*self.inner.local, key).await {
-            Ok(Fetched::Good(bytes)) => {
+    /// The bytes of `key` from the local tier, if it holds a copy that verifies, with the record
+    /// it was checked against (see [`fetch_checked`]).
+    async fn read_local(&self, key: &BlobKey) -> Option<(Held, Option<Digests>)> {
+        match fetch_checked(&*self.inner.local, key).await {
+            Ok((Fetched::Good(bytes), record)) => {
                 self.inner.used(key, bytes.len()).await;
-                Some(bytes)
+                Some((bytes, record))
             }
             // A record without a copy (another process's eviction raced a use here) is left for
             // eviction to find: forgetting it on every miss would make each miss a write.
-            Ok(Fetched::Missing) => None,
-            Ok(Fetched::Bad(_, found)) => {
+            Ok((Fetched::Missing, _)) => None,
+            Ok((Fetched::Bad(_, found), _)) => {
                 tracing::warn!(blob = %key, %found, "cached copy is corrupt; dropping it");
                 self.inner.forget(key).await;
                 if let Err(e) = self.inner.local.quarantine(key).await {
@@ -298,80 +283,25 @@ impl Cached {
             }
         }
     }
-
-    /// The one in-progress fill for `key`, started if there is none; `None` if a fill finished
-    /// since the caller looked in the local tier (look again).
-    fn fill(&self, key: BlobKey) -> Option<Fill> {
-        let mut inflight = self.inner.inflight();
-        if let Some(f) = inflight.get(&key) {
-            return Some(f.fill.clone());
-        }
-        // A fill records its blob before it leaves `inflight`, so this sees any fill that
-        // completed after the caller's local lookup (and any other process's).
-        match self.inner.ledger.contains(&key) {
-            Ok(true) => return None,
-            Ok(false) => {}
-            Err(e) => self
-                .inner
-                .local_failed(&key, &e, "cache tier lookup failed"),
-        }
-        let inner = self.inner.clone();
-        let stale = Arc::new(AtomicBool::new(false));
-        let mine = stale.clone();
-        // On its own task, not in the readers' futures: were they all dropped (cancelled), a fill
-        // polled only by them would stay in `inflight` half-done, its remote read open, until
-        // the next reader of the blob. The task leaves `inflight` however it ends (even by a
-        // panic); it cannot do so before this function inserts it, which holds the lock.
-        let task = tokio::spawn(async move {
-            let _landing = Landing {
-                inner: inner.clone(),
-                key,
-                stale: mine.clone(),
-            };
-            inner.fetch_and_fill(key, &mine).await.map_err(Arc::new)
-        });
-        let fut = async move { task.await.unwrap_or_else(|e| Err(Arc::new(Error::Task(e)))) }
-            .boxed()
-            .shared();
-        inflight.insert(
-            key,
-            Flight {
-                fill: fut.clone(),
-                stale,
-            },
-        );
-        Some(fut)
-    }
-}
-
-/// Takes a fill out of `inflight` when its task ends.
-struct Landing {
-    inner: Arc<Inner>,
-    key: BlobKey,
-    stale: Arc<AtomicBool>,
-}
-
-impl Drop for Landing {
-    fn drop(&mut self) {
-        self.inner.landed(&self.key, &self.stale);
-    }
 }
 
 impl Inner {
-    fn inflight(&self) -> MutexGuard<'_, HashMap<BlobKey, Flight>> {
-        // A map insert or remove cannot leave it half-changed.
-        self.inflight.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// Removes the fill marked by `stale` from the fills in flight, unless an eviction already did
-    /// (and a newer fill of the same blob may have taken its place).
-    fn landed(&self, key: &BlobKey, stale: &Arc<AtomicBool>) {
-        let mut inflight = self.inflight();
-        if inflight
-            .get(key)
-            .is_some_and(|f| Arc::ptr_eq(&f.stale, stale))
-        {
-            inflight.remove(key);
+    /// The local tier's immediate answer (`size_now`, `exists_now`) if it says the copy is
+    /// there; `None` otherwise, for the caller to ask [`head`](Backend::head), which tries the
+    /// remote: a copy the tier lacks, or cannot answer for, may be the remote's.
+    fn held_now<T>(
+        &self,
+        key: &BlobKey,
+        answer: Option<Result<T>>,
+        there: impl Fn(&T) -> bool,
+    ) -> Option<Result<T>> {
+        match answer? {
+            Ok(found) if there(&found) => Some(Ok(found)),
+            Ok(_) => None,
+            Err(e) => {
+                self.local_failed(key, &e, "cache tier stat failed; asking the remote");
+                None
+            }
         }
     }
 
@@ -387,80 +317,6 @@ impl Inner {
             if let Err(e) = self.local.delete(v).await {
                 self.local_failed(v, &e, "cache eviction failed");
             }
-        }
-    }
-
-    /// Fetches `key` from the remote and, unless `stale` is set first, keeps a good copy locally.
-    async fn fetch_and_fill(
-        self: &Arc<Self>,
-        key: BlobKey,
-        stale: &Arc<AtomicBool>,
-    ) -> Result<Option<Held>> {
-        self.fetches.fetch_add(1, Ordering::Relaxed);
-        // Before the remote read: a delete in another process after this may be of the bytes read.
-        let began = micros(SystemTime::now());
-        // The sha1/blake3 the cache tier records are hashed with the verifying sha512, in one pass.
-        let (fetched, digests) = fetch_for_copy(&*self.remote, &key).await?;
-        match fetched {
-            Fetched::Missing => Ok(None),
-            Fetched::Bad(bytes, found) => {
-                // Not cached; the store above reports the blob corrupt.
-                tracing::warn!(blob = %key, %found, remote = %self.remote.describe(), "remote copy is corrupt");
-                Ok(Some(bytes))
-            }
-            Fetched::Good(bytes) => {
-                // A delete since the remote read: the bytes are served (the read came first) but
-                // not kept.
-                if bytes.len() <= self.capacity && !stale.load(Ordering::SeqCst) {
-                    match digests {
-                        Some(d) => self.keep(key, &bytes, &d, began, stale).await,
-                        None => {
-                            let e = Error::InvalidInput("a good copy came without digests".into());
-                            self.local_failed(&key, &e, "cannot fill the cache tier");
-                        }
-                    }
-                }
-                Ok(Some(bytes))
-            }
-        }
-    }
-
-    /// Stores a verified copy of `key` in the local tier and records it (evicting to capacity),
-    /// unless a delete or an eviction overtook the fill meanwhile (`stale`, or a delete noted by
-    /// another process after `began`): then the copy is taken out again.
-    async fn keep(
-        self: &Arc<Self>,
-        key: BlobKey,
-        bytes: &Held,
-        digests: &Digests,
-        began: i64,
-        stale: &Arc<AtomicBool>,
-    ) {
-        if let Err(e) = put_copy(&*self.local, &key, bytes, digests).await {
-            self.local_failed(&key, &e, "cannot fill the cache tier");
-            return;
-        }
-        let (capacity, size, stale) = (self.capacity, bytes.len(), stale.clone());
-        let victims = self
-            .clone()
-            .recording(move |l| {
-                if stale.load(Ordering::SeqCst) || !l.insert_fill(&key, size, began)? {
-                    return Ok(None);
-                }
-                l.evict_to(capacity, Some(&key)).map(Some)
-            })
-            .await;
-        match victims {
-            Ok(Some(victims)) => self.drop_local(&victims).await,
-            // Overtaken by a delete or an eviction (in this process or, for a delete, another)
-            // while storing: take the copy out again.
-            Ok(None) => {
-                if let Err(e) = self.local.delete(&key).await {
-                    self.local_failed(&key, &e, "cannot drop a stale fill");
-                }
-            }
-            // Kept, and recorded at its first use.
-            Err(e) => self.local_failed(&key, &e, "cannot record a fill"),
         }
     }
 }
@@ -490,9 +346,9 @@ impl Backend for Cached {
     async fn get(&self, key: &BlobKey, range: Option<Range<u64>>) -> Result<Option<GetResult>> {
         let mut fill = None;
         for _ in 0..2 {
-            if let Some(bytes) = self.read_local(key).await {
+            if let Some((bytes, record)) = self.read_local(key).await {
                 self.inner.hits.fetch_add(1, Ordering::Relaxed);
-                return slice(bytes, range).map(Some);
+                return slice(bytes, range, record).map(Some);
             }
             fill = self.fill(*key);
             if fill.is_some() {
@@ -505,15 +361,16 @@ impl Backend for Cached {
             // by a race with another process's eviction, or a copy that vanished): forget it, so
             // that the next read fills again, and serve from the remote directly.
             self.inner.forget(key).await;
-            return match fetch_verified(&*self.inner.remote, key).await? {
-                Fetched::Missing => Ok(None),
-                Fetched::Good(b) | Fetched::Bad(b, _) => slice(b, range).map(Some),
+            return match fetch_checked(&*self.inner.remote, key).await? {
+                (Fetched::Missing, _) => Ok(None),
+                (Fetched::Good(b), record) => slice(b, range, record).map(Some),
+                (Fetched::Bad(b, _), _) => slice(b, range, None).map(Some),
             };
         };
         // The remote's own error, of its own kind (a Config error for rejected credentials, not a
         // Backend one), whether this reader started the fill or joined it.
         let got = fill.await.map_err(Error::shared)?;
-        got.map(|b| slice(b, range)).transpose()
+        got.map(|(b, digests)| slice(b, range, digests)).transpose()
     }
 
     async fn head(&self, key: &BlobKey) -> Result<Option<BlobStat>> {
@@ -525,6 +382,26 @@ impl Backend for Cached {
                 .local_failed(key, &e, "cache tier head failed; asking the remote"),
         }
         self.inner.remote.head(key).await
+    }
+
+    /// The local tier's size when it holds a copy and can tell at once (an fs tier: one `stat`
+    /// and its record); otherwise `None`, and [`head`](Backend::head) asks the remote.
+    fn size_now(&self, key: &BlobKey) -> Option<Result<Option<u64>>> {
+        let held = self.inner.local.size_now(key);
+        self.inner.held_now(key, held, |size| size.is_some())
+    }
+
+    /// The local tier's "yes" when it can give one at once (an fs tier: one `stat`); otherwise
+    /// `None`, and [`head`](Backend::head) asks the remote. A 304 for a cached blob then costs
+    /// what it costs on the fs alone.
+    fn exists_now(&self, key: &BlobKey) -> Option<Result<bool>> {
+        let held = self.inner.local.exists_now(key);
+        self.inner.held_now(key, held, |there| *there)
+    }
+
+    /// Reads serve a copy verified whole (the local tier's, or the remote's as it fills).
+    fn verifies_reads_whole(&self) -> bool {
+        true
     }
 
     /// The remote first, then the local tier: a fill that read the remote before its delete is

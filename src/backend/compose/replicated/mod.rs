@@ -141,6 +141,30 @@ impl Backend for Replicated {
         self.first_answer(|replica| replica.head(key)).await
     }
 
+    /// The first replica's size when it holds the blob and can tell at once (an fs replica: one
+    /// `stat` and its record), as [`head`](Backend::head) would answer; otherwise `None`, and
+    /// `head` asks the replicas in order.
+    fn size_now(&self, key: &BlobKey) -> Option<Result<Option<u64>>> {
+        match self.replicas.first()?.size_now(key)? {
+            Ok(Some(size)) => Some(Ok(Some(size))),
+            _ => None,
+        }
+    }
+
+    /// The first replica's "yes" when it can give one at once, as for
+    /// [`size_now`](Backend::size_now).
+    fn exists_now(&self, key: &BlobKey) -> Option<Result<bool>> {
+        match self.replicas.first()?.exists_now(key)? {
+            Ok(true) => Some(Ok(true)),
+            _ => None,
+        }
+    }
+
+    /// Reads serve the first copy that verifies whole.
+    fn verifies_reads_whole(&self) -> bool {
+        true
+    }
+
     async fn delete(&self, key: &BlobKey) -> Result<bool> {
         // Registered before any replica is touched: a repair that read the blob before is told.
         let _deleting = self.fence.deleting(key);

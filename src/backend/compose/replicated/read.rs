@@ -4,7 +4,7 @@ use std::future::Future;
 use std::ops::Range;
 
 use super::Replicated;
-use crate::backend::compose::verify::{fetch_for_copy, fetch_verified, slice, Fetched};
+use crate::backend::compose::verify::{fetch_checked, fetch_for_copy, slice, Fetched};
 use crate::backend::{Backend, BlobKey, BlobStat, GetResult};
 use crate::{Error, Result};
 
@@ -100,16 +100,16 @@ impl Replicated {
                     if repair {
                         fetch_for_copy(&**replica, key).await
                     } else {
-                        Ok((fetch_verified(&**replica, key).await?, None))
+                        fetch_checked(&**replica, key).await
                     }
                 })
                 .await;
-            match fetched.map(|(f, d)| (f, d.filter(|_| repair))) {
+            match fetched {
                 Ok((Fetched::Good(bytes), digests)) => {
-                    if let (Some(d), Some(ticket)) = (digests, &ticket) {
-                        self.write_copies(key, &bytes, &d, &to_fix, ticket).await;
+                    if let (Some(d), Some(ticket), true) = (&digests, &ticket, repair) {
+                        self.write_copies(key, &bytes, d, &to_fix, ticket).await;
                     }
-                    return slice(bytes, range).map(Some);
+                    return slice(bytes, range, digests).map(Some);
                 }
                 Ok((Fetched::Missing, _)) => to_fix.push((i, false)),
                 Ok((Fetched::Bad(bytes, found), _)) => {
@@ -132,7 +132,7 @@ impl Replicated {
             }
             // Every replica answered and none verifies: hand out a bad copy so the store reports
             // the blob corrupt (and fsck can quarantine it) rather than pretending it is not there.
-            (Some(bytes), None) => slice(bytes, range).map(Some),
+            (Some(bytes), None) => slice(bytes, range, None).map(Some),
             // None has it, but one could not be asked and may be the one that does.
             (None, Some(e)) => Err(e),
             (None, None) => Ok(None),

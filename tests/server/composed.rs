@@ -1,0 +1,102 @@
+//! The server over composed stores: a cache tier in front of the store of record. Its reads hand
+//! out a copy verified whole, so the server does not read a blob a second time to verify it before
+//! its head, and a revalidation is answered from the tier's own `stat`.
+
+use std::sync::Arc;
+
+use reqwest::StatusCode;
+use tarvault::backend::compose::{Cached, CachedOptions};
+use tarvault::backend::fs::{FsBackend, FsOptions};
+use tarvault::backend::Backend;
+use tarvault::server::Server;
+use tarvault::{PutOptions, Store};
+
+use crate::common::{self, key_of, noise};
+
+fn fs(root: &std::path::Path) -> FsBackend {
+    FsBackend::open(
+        root,
+        FsOptions {
+            fsync: false,
+            ..Default::default()
+        },
+    )
+    .unwrap_or_else(|e| panic!("open an fs store at {}: {e}", root.display()))
+}
+
+/// A 20 MiB blob (over what a cache tier holds in memory, so its copy is streamed in chunks from a
+/// temporary file) read twice through a server over a cache tier: one fill, one hit, and no other
+/// read of the tier. Were the server to verify it whole before its head, as it does blobs read
+/// straight from the fs, each `GET` would read the tier's copy once more.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cached_blob_is_read_once_per_get_and_revalidated_from_the_tier() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+    let cached = Cached::new(
+        Arc::new(fs(&dir.path().join("tier"))),
+        Arc::new(fs(&dir.path().join("remote"))),
+        CachedOptions { capacity: 1 << 30 },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("open the cache: {e}"));
+    let data = noise(20 << 20, 17);
+    let key = key_of(&data);
+    let store = Store::new(cached.clone());
+    let put = store
+        .put_bytes(data.clone(), &PutOptions::default())
+        .await
+        .unwrap_or_else(|e| panic!("put: {e}"));
+    assert!(cached.verifies_reads_whole());
+    // Nothing in the tier yet: no immediate answer, the remote is asked.
+    assert!(cached.exists_now(&key).is_none());
+    assert!(cached.size_now(&key).is_none());
+
+    let base = common::serve(Server::new(store)).await;
+    let url = format!("{base}/sha512/{}", key.to_hex());
+    let client = reqwest::Client::new();
+    for round in 0..2 {
+        let r = client
+            .get(&url)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("GET: {e}"));
+        assert_eq!(r.status(), StatusCode::OK, "round {round}");
+        let body = r
+            .bytes()
+            .await
+            .unwrap_or_else(|e| panic!("body, round {round}: {e}"));
+        assert!(body[..] == data[..], "round {round}: the bytes served");
+    }
+    let stats = cached.stats();
+    assert_eq!(
+        (stats.misses, stats.fetches, stats.hits),
+        (1, 1, 1),
+        "one fill and one hit: no read of the tier to verify before the head"
+    );
+
+    // Held by the tier now: it answers at once.
+    assert_eq!(cached.exists_now(&key).map(|r| r.ok()), Some(Some(true)));
+    assert_eq!(
+        cached.size_now(&key).map(|r| r.ok()),
+        Some(Some(Some(data.len() as u64)))
+    );
+    let etag = format!("\"{}\"", put.digests.integrity());
+    let revalidate = || async {
+        let r = client
+            .get(&url)
+            .header("if-none-match", &etag)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("revalidate: {e}"));
+        r.status()
+    };
+    assert_eq!(revalidate().await, StatusCode::NOT_MODIFIED);
+    assert_eq!(cached.stats().hits, 1, "a 304 reads nothing");
+
+    // Evicted: the remote answers again, and no immediate answer is claimed.
+    assert!(cached
+        .evict(&key)
+        .await
+        .unwrap_or_else(|e| panic!("evict: {e}")));
+    assert!(cached.exists_now(&key).is_none());
+    assert_eq!(revalidate().await, StatusCode::NOT_MODIFIED);
+}
