@@ -7,6 +7,10 @@
 # (the default Fast verification: blake3 against the digest recorded at put time).
 #
 #   bash benches/serve.sh            # DUR=10 CONNS=32 ROUNDS=3 THREADS=1 by default
+#   TARVAULT_BIN=/path/to/tarvault bash benches/serve.sh   # that binary, not this tree's build
+#   CACHED=1 bash benches/serve.sh   # tarvault serves through a cache tier (fs) in front of the
+#                                    # fs store, warmed before the rounds: a registry in front of
+#                                    # a remote store, with the remote's latency left out
 #
 # Needs wrk, nginx and python3 (wrk and nginx are installed with apt when missing and root).
 set -euo pipefail
@@ -26,8 +30,13 @@ for tool in wrk nginx; do
 done
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 
-cargo build --release --locked --features server,cli --bin tarvault >&2
-BIN=${CARGO_TARGET_DIR:-$ROOT/target}/release/tarvault
+# TARVAULT_BIN: a binary built elsewhere (to compare two builds in turn), instead of this tree's.
+if [ -n "${TARVAULT_BIN:-}" ]; then
+  BIN=$TARVAULT_BIN
+else
+  cargo build --release --locked --features server,cli --bin tarvault >&2
+  BIN=${CARGO_TARGET_DIR:-$ROOT/target}/release/tarvault
+fi
 
 # Fresh directories every run (see the machine notes on reusing deleted-from directories).
 WORK=$(mktemp -d /tmp/tarvault-serve-bench.XXXXXX)
@@ -94,7 +103,11 @@ CONF
 "$NGINX" -c "$WORK/nginx/nginx.conf" -p "$WORK/nginx" & PIDS+=($!)
 
 TPORT=$(free_port)
-"$BIN" --store "file://$WORK/store?fsync=false" serve --listen "127.0.0.1:$TPORT" \
+SERVED="file://$WORK/store?fsync=false"
+if [ "${CACHED:-0}" = 1 ]; then
+  SERVED="{\"cached\": {\"local\": \"file://$WORK/cache?fsync=false\", \"remote\": \"$SERVED\", \"capacity\": \"1GiB\"}}"
+fi
+"$BIN" --store "$SERVED" serve --listen "127.0.0.1:$TPORT" \
   --map "$WORK/map.jsonl" >/dev/null & PIDS+=($!)
 
 # Wait for both, then collect each server's own ETag per URL (and check 304s really are 304s).
@@ -123,6 +136,8 @@ for port in (nport, tport):
 for name, port in (("nginx", nport), ("tarvault", tport)):
     with open(os.path.join(work, f"paths-{name}.txt"), "w") as out:
         for p in manifest_paths:
+            # A GET first, which fills a cache tier (CACHED=1).
+            opener.open(urllib.request.Request(f"http://127.0.0.1:{port}{p}"), timeout=5).read()
             status, etag = fetch(port, p)
             assert status == 200 and etag, (name, p, status)
             status, _ = fetch(port, p, {"If-None-Match": etag})
