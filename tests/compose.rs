@@ -214,6 +214,7 @@ impl Backend for Faulty {
                 size: claimed,
                 stream,
                 digests: None,
+                verified_whole: false,
             }));
         }
         let got = self.inner.get(key, range).await;
@@ -1677,6 +1678,8 @@ async fn a_cache_tier_hit_is_checked_against_its_record_and_hands_it_on() {
     for round in ["fill", "hit"] {
         let got = cached.get(&key, None).await.expect("get").expect("stored");
         assert_eq!(got.digests, Some(common::digests_of(&data)), "{round}");
+        // Held in memory and checked: the store need not hash these bytes again.
+        assert!(got.verified_whole, "{round}");
     }
     assert_eq!(cached.stats().hits, 1);
     match fetch_checked(&tier, &key).await.expect("fetch") {
@@ -1711,4 +1714,17 @@ async fn a_cache_tier_hit_is_checked_against_its_record_and_hands_it_on() {
         2,
         "the damaged copy was read again from the remote"
     );
+    // A bad copy from the remote is handed on unvouched, and the store finds it corrupt.
+    assert!(cached.evict(&key).await.expect("evict"));
+    common::corrupt_blob(&remote, &key, true);
+    let got = cached.get(&key, None).await.expect("get").expect("stored");
+    assert!(!got.verified_whole && got.digests.is_none());
+    let err = Store::new(cached.clone())
+        .get(&addr(&sha512_sri(&data)))
+        .await
+        .expect("opened")
+        .bytes()
+        .await
+        .expect_err("corrupt");
+    assert_eq!(err.kind(), ErrorKind::Corrupt, "{err}");
 }

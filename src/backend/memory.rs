@@ -124,6 +124,7 @@ impl Backend for MemoryBackend {
             size,
             stream: stream::iter([Ok(part)]).boxed(),
             digests: None,
+            verified_whole: false,
         }))
     }
 

@@ -163,6 +163,12 @@ pub struct GetResult {
     /// [`Backend::recorded_digests_trusted`] says so, or from a backend that
     /// [verifies its reads whole](Backend::verifies_reads_whole), which vouches for them.
     pub digests: Option<Digests>,
+    /// The backend read the blob whole and checked it against its key (or a trusted record)
+    /// before answering, and `stream` yields those very bytes, held in memory and not read
+    /// again: a store in its fast verification then checks only the alias a read was asked by,
+    /// not the bytes a second time. Set only by wrappers holding a verified copy
+    /// ([`Backend::verifies_reads_whole`]); every other backend answers `false`.
+    pub verified_whole: bool,
 }
 
 /// Hints given when an upload starts; a backend may use them to choose how to publish.

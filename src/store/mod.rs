@@ -17,7 +17,7 @@ use std::time::SystemTime;
 use futures::stream::BoxStream;
 use futures::StreamExt;
 
-use crate::backend::{Backend, BlobKey, BlobStat};
+use crate::backend::{Backend, BlobKey, BlobStat, GetResult};
 use crate::integrity::{Algorithm, Digests, Hash, Integrity};
 use crate::{Error, Result};
 
@@ -136,10 +136,18 @@ impl Store {
     /// with a record that agrees with it, and only the bytes can tell. The same on a backend that
     /// verifies its reads whole ([`Backend::verifies_reads_whole`]: a cache tier, replicas): it has
     /// checked the bytes against the key, and vouches for the record it hands out with them.
-    fn checks(&self, key: &BlobKey, asked: Option<Hash>, record: Option<&Digests>) -> Vec<Hash> {
+    /// Where it hands out the very bytes it checked, held in memory
+    /// ([`GetResult::verified_whole`]): the hash asked
+    /// by alone, or nothing but their size.
+    fn checks(&self, key: &BlobKey, asked: Option<Hash>, got: &GetResult) -> Vec<Hash> {
+        let fast = self.verification == Verification::Fast;
+        if fast && got.verified_whole && self.backend.verifies_reads_whole() {
+            return asked.into_iter().collect();
+        }
+        let record = got.digests.as_ref();
         let vouched =
             self.backend.recorded_digests_trusted() || self.backend.verifies_reads_whole();
-        if self.verification == Verification::Fast && vouched {
+        if fast && vouched {
             if let Some(asked) = asked {
                 return vec![asked];
             }
@@ -195,7 +203,7 @@ impl Store {
                 address: asked.to_string(),
             });
         };
-        let expect = self.checks(&key, Some(asked), got.digests.as_ref());
+        let expect = self.checks(&key, Some(asked), &got);
         verified(got, range, expect, label).await
     }
 
@@ -206,14 +214,14 @@ impl Store {
     async fn get_by_sha512(
         &self,
         address: &Integrity,
-    ) -> Result<Option<(BlobKey, Vec<Hash>, crate::backend::GetResult)>> {
+    ) -> Result<Option<(BlobKey, Vec<Hash>, GetResult)>> {
         if address.get(Algorithm::Sha512).is_none() {
             return Ok(None);
         }
         for h in address.all_of(Algorithm::Sha512) {
             if let Some(key) = BlobKey::from_hash(h) {
                 if let Some(got) = self.backend.get(&key, None).await? {
-                    let expect = self.checks(&key, None, got.digests.as_ref());
+                    let expect = self.checks(&key, None, &got);
                     return Ok(Some((key, expect, got)));
                 }
             }
@@ -229,12 +237,12 @@ impl Store {
     async fn get_by_alias(
         &self,
         address: &Integrity,
-    ) -> Result<Option<(BlobKey, Vec<Hash>, crate::backend::GetResult)>> {
+    ) -> Result<Option<(BlobKey, Vec<Hash>, GetResult)>> {
         for h in alias_hashes(address)? {
             // An alias may outlive its blob (deleted, quarantined): `get` says whether it is there.
             if let Some(key) = self.backend.resolve_alias(h).await? {
                 if let Some(got) = self.backend.get(&key, None).await? {
-                    let expect = self.checks(&key, Some(h.clone()), got.digests.as_ref());
+                    let expect = self.checks(&key, Some(h.clone()), &got);
                     return Ok(Some((key, expect, got)));
                 }
             }
@@ -344,7 +352,7 @@ fn alias_hashes(address: &Integrity) -> Result<Vec<&Hash>> {
 /// on that size; otherwise only once the blob has been read and verified whole: a copy cut short,
 /// or a backend that lies about the size, is `Corrupt`, not a bad range.
 async fn verified(
-    got: crate::backend::GetResult,
+    got: GetResult,
     range: Option<Range<u64>>,
     expect: Vec<Hash>,
     label: String,

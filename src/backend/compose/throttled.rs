@@ -78,6 +78,7 @@ impl Backend for Throttled {
             size: got.size,
             stream,
             digests: got.digests,
+            verified_whole: got.verified_whole,
         }))
     }
 

@@ -17,7 +17,7 @@ use futures::StreamExt;
 
 use crate::backend::budget::{charged, ReadBudget};
 use crate::backend::{Backend, BlobKey, ByteStream};
-use crate::integrity::{Algorithm, DigestSet, Digests, MultiHasher};
+use crate::integrity::{Algorithm, DigestSet, Digests, Hash, MultiHasher};
 use crate::task::blocking;
 use crate::{Error, Result};
 
@@ -205,6 +205,18 @@ async fn fetch_within(
         Some(_) => &[Algorithm::Blake3],
         None => algorithms,
     };
+    hold(got, key, algorithms, held_budget, record).await
+}
+
+/// Holds and hashes what a `get` of `key` returned (see [`fetch_within`]), checked against
+/// `record`'s blake3 if given, else against the key.
+async fn hold(
+    got: crate::backend::GetResult,
+    key: &BlobKey,
+    algorithms: &[Algorithm],
+    held_budget: &Arc<ReadBudget>,
+    record: Option<(Hash, Digests)>,
+) -> Result<(Fetched, Option<DigestSet>, Option<Digests>)> {
     // A member that streams more than the size it claimed is lying (or broken): the read stops
     // as soon as it goes past that size, so such a copy costs at most one chunk more than it
     // claimed, not whatever (possibly endless) stream the member sends.
@@ -214,15 +226,30 @@ async fn fetch_within(
         _ => None,
     };
     let (held, set) = if let Some(charge) = in_memory {
-        let mut buf = BytesMut::with_capacity(got.size as usize);
         let mut stream = got.stream;
-        while let Some(chunk) = stream.next().await {
-            buf.extend_from_slice(&chunk?);
-            if buf.len() as u64 > got.size {
-                return Ok((too_long(Held::Memory(buf.freeze()), got.size), None, None));
+        let first = stream.next().await.transpose()?.unwrap_or_default();
+        // Only a first chunk of the whole size is looked past: a longer one is cut off below.
+        let next = match first.len() as u64 == got.size {
+            true => stream.next().await.transpose()?,
+            false => None,
+        };
+        let bytes = if first.len() as u64 == got.size && next.is_none() {
+            // The whole blob in one chunk (an fs read of a blob up to 8 MiB, a memory backend's
+            // bytes): held as it is, not copied, and left to the budget its reader charged it to.
+            drop(charge);
+            first
+        } else {
+            let mut buf = BytesMut::with_capacity(got.size as usize);
+            let mut chunks =
+                futures::stream::iter([Ok(first)].into_iter().chain(next.map(Ok))).chain(stream);
+            while let Some(chunk) = chunks.next().await {
+                buf.extend_from_slice(&chunk?);
+                if buf.len() as u64 > got.size {
+                    return Ok((too_long(Held::Memory(buf.freeze()), got.size), None, None));
+                }
             }
-        }
-        let bytes = charged(buf.freeze(), charge);
+            charged(buf.freeze(), charge)
+        };
         let set = hash_with(bytes.clone(), algorithms).await?;
         (Held::Memory(bytes), set)
     } else {
@@ -339,7 +366,9 @@ pub async fn digests(held: &Held) -> Result<Digests> {
 }
 
 async fn hash_with(bytes: Bytes, algorithms: &[Algorithm]) -> Result<DigestSet> {
-    let large = bytes.len() > BLOCKING_HASH_THRESHOLD;
+    // blake3 alone (a copy checked against a trusted record) hashes at several GB/s: inline, as
+    // a store's own read hashes it, costs less than the trip to the blocking pool and back.
+    let large = bytes.len() > BLOCKING_HASH_THRESHOLD && algorithms != [Algorithm::Blake3];
     let algorithms = algorithms.to_vec();
     let run = move || {
         let mut h = MultiHasher::new(&algorithms);
@@ -353,13 +382,16 @@ async fn hash_with(bytes: Bytes, algorithms: &[Algorithm]) -> Result<DigestSet> 
     }
 }
 
-/// A verified held blob served as a [`GetResult`](crate::backend::GetResult), cut to `range`,
-/// with the digests the wrapper vouches for (see [`Backend::verifies_reads_whole`]): the trusted
-/// record it was checked against, or what it computed from the bytes.
+/// A held blob served as a [`GetResult`](crate::backend::GetResult), cut to `range`. A `good`
+/// copy comes with the digests the wrapper vouches for (see [`Backend::verifies_reads_whole`]:
+/// the trusted record it was checked against, or what it computed from the bytes), and, held in
+/// memory, as [`verified_whole`](crate::backend::GetResult::verified_whole). A copy in a
+/// temporary file is read again as it is served, and checked again.
 pub(super) fn slice(
     held: Held,
     range: Option<Range<u64>>,
     digests: Option<Digests>,
+    good: bool,
 ) -> Result<crate::backend::GetResult> {
     let size = held.len();
     let range = range.unwrap_or(0..size);
@@ -367,7 +399,8 @@ pub(super) fn slice(
     Ok(crate::backend::GetResult {
         size,
         stream: held.stream(range),
-        digests,
+        digests: digests.filter(|_| good),
+        verified_whole: good && matches!(held, Held::Memory(_)),
     })
 }
 
@@ -406,10 +439,21 @@ mod tests {
             Fetched::Good(held) => held,
             other => panic!("not good: {other:?}"),
         };
+        // The memory backend's bytes in 64 KiB chunks, as a remote sends them (its one chunk
+        // of the whole blob would be held as it is, costing no memory of its own).
         let get = |key| {
             let (backend, budget) = (backend.clone(), budget.clone());
             async move {
-                let fetched = fetch_within(&backend, &key, &[Algorithm::Sha512], &budget, false)
+                let got = backend.get(&key, None).await.ok().flatten();
+                let mut got = got.unwrap_or_else(|| panic!("{key} is stored"));
+                let whole = got.stream.next().await.transpose().ok().flatten();
+                let whole = whole.unwrap_or_else(|| panic!("{key}'s bytes"));
+                let chunks: Vec<Result<Bytes>> = whole
+                    .chunks(64 << 10)
+                    .map(|c| Ok(whole.slice_ref(c)))
+                    .collect();
+                got.stream = futures::stream::iter(chunks).boxed();
+                let fetched = hold(got, &key, &[Algorithm::Sha512], &budget, None)
                     .await
                     .map(|(fetched, _, _)| fetched)
                     .unwrap_or_else(|e| panic!("fetch: {e}"));
@@ -442,5 +486,10 @@ mod tests {
         assert_eq!(budget.used(), 0);
         assert!(matches!(get(keys[1]).await, Held::Memory(_)), "room again");
         drop(second);
+        // Fetched whole in one chunk: held as it is, uncharged.
+        let whole = fetch_within(&backend, &keys[0], &[Algorithm::Sha512], &budget, false).await;
+        let whole = whole.map(|(fetched, _, _)| held(fetched));
+        assert!(matches!(whole, Ok(Held::Memory(_))));
+        assert_eq!(budget.used(), 0, "the backend's own bytes");
     }
 }

@@ -162,6 +162,7 @@ impl Backend for HttpBackend {
             size,
             stream,
             digests: None,
+            verified_whole: false,
         }))
     }
 

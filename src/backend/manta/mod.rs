@@ -416,6 +416,7 @@ impl Backend for MantaBackend {
                     size: st.size,
                     stream: stream::empty().boxed(),
                     digests: None,
+                    verified_whole: false,
                 }));
             }
             let value = format!("bytes={}-{}", r.start, r.end - 1);
@@ -484,6 +485,7 @@ impl Backend for MantaBackend {
                 range.map_or(0, |r| r.start),
             ),
             digests: None,
+            verified_whole: false,
         }))
     }
 

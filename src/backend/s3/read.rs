@@ -28,6 +28,7 @@ pub(super) async fn get(
             size: meta.size,
             stream: stream::empty().boxed(),
             digests: None,
+            verified_whole: false,
         }));
     }
     let opts = GetOptions {
@@ -61,5 +62,6 @@ pub(super) async fn get(
         size,
         stream,
         digests: None,
+        verified_whole: false,
     }))
 }

@@ -348,7 +348,7 @@ impl Backend for Cached {
         for _ in 0..2 {
             if let Some((bytes, record)) = self.read_local(key).await {
                 self.inner.hits.fetch_add(1, Ordering::Relaxed);
-                return slice(bytes, range, record).map(Some);
+                return slice(bytes, range, record, true).map(Some);
             }
             fill = self.fill(*key);
             if fill.is_some() {
@@ -363,14 +363,19 @@ impl Backend for Cached {
             self.inner.forget(key).await;
             return match fetch_checked(&*self.inner.remote, key).await? {
                 (Fetched::Missing, _) => Ok(None),
-                (Fetched::Good(b), record) => slice(b, range, record).map(Some),
-                (Fetched::Bad(b, _), _) => slice(b, range, None).map(Some),
+                (Fetched::Good(b), record) => slice(b, range, record, true).map(Some),
+                (Fetched::Bad(b, _), _) => slice(b, range, None, false).map(Some),
             };
         };
         // The remote's own error, of its own kind (a Config error for rejected credentials, not a
         // Backend one), whether this reader started the fill or joined it.
         let got = fill.await.map_err(Error::shared)?;
-        got.map(|(b, digests)| slice(b, range, digests)).transpose()
+        // A good fill comes with the digests computed while verifying it; a bad one without.
+        got.map(|(b, digests)| {
+            let good = digests.is_some();
+            slice(b, range, digests, good)
+        })
+        .transpose()
     }
 
     async fn head(&self, key: &BlobKey) -> Result<Option<BlobStat>> {

@@ -109,7 +109,7 @@ impl Replicated {
                     if let (Some(d), Some(ticket), true) = (&digests, &ticket, repair) {
                         self.write_copies(key, &bytes, d, &to_fix, ticket).await;
                     }
-                    return slice(bytes, range, digests).map(Some);
+                    return slice(bytes, range, digests, true).map(Some);
                 }
                 Ok((Fetched::Missing, _)) => to_fix.push((i, false)),
                 Ok((Fetched::Bad(bytes, found), _)) => {
@@ -132,7 +132,7 @@ impl Replicated {
             }
             // Every replica answered and none verifies: hand out a bad copy so the store reports
             // the blob corrupt (and fsck can quarantine it) rather than pretending it is not there.
-            (Some(bytes), None) => slice(bytes, range, None).map(Some),
+            (Some(bytes), None) => slice(bytes, range, None, false).map(Some),
             // None has it, but one could not be asked and may be the one that does.
             (None, Some(e)) => Err(e),
             (None, None) => Ok(None),
