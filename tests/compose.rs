@@ -55,6 +55,8 @@ struct Knobs {
     pulled: AtomicU64,
     /// `get` fails with a Config error, as a server rejecting the credentials makes one.
     refuse_gets: AtomicBool,
+    /// Its records are not to be trusted (as a remote server's are not).
+    distrusted: AtomicBool,
 }
 
 /// A gate for `get`: when `closed`, each `get` opens the inner read, signals `entered` and waits
@@ -250,7 +252,7 @@ impl Backend for Faulty {
         self.inner.rebuild_aliases(found, options).await
     }
     fn recorded_digests_trusted(&self) -> bool {
-        self.inner.recorded_digests_trusted()
+        !self.knobs.distrusted.load(Ordering::SeqCst) && self.inner.recorded_digests_trusted()
     }
 }
 
@@ -1686,12 +1688,18 @@ async fn a_cache_tier_hit_is_checked_against_its_record_and_hands_it_on() {
         (Fetched::Good(_), Some(record)) => assert_eq!(record, common::digests_of(&data)),
         other => panic!("a good copy and its record: {other:?}"),
     }
-    // A read that brings no record (the memory backend keeps none): checked against the key.
+    // A record from a backend whose records are not trusted (a remote server's): the copy is
+    // checked against the key, and no record is vouched for.
     let untrusted = Faulty::new(MemoryBackend::new());
     Store::new(untrusted.clone())
         .put_bytes(data.clone(), &PutOptions::default())
         .await
         .expect("put");
+    assert!(matches!(
+        fetch_checked(&untrusted, &key).await.expect("fetch"),
+        (Fetched::Good(_), Some(_))
+    ));
+    untrusted.knobs.distrusted.store(true, Ordering::SeqCst);
     assert!(matches!(
         fetch_checked(&untrusted, &key).await.expect("fetch"),
         (Fetched::Good(_), None)
