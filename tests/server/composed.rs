@@ -1,6 +1,7 @@
 //! The server over composed stores: a cache tier in front of the store of record. Its reads hand
 //! out a copy verified whole, so the server does not read a blob a second time to verify it before
-//! its head, and a revalidation is answered from the tier's own `stat`.
+//! its head, a revalidation is answered from the tier's own `stat`, and a `HEAD` never names the size
+//! of a damaged copy.
 
 use std::sync::Arc;
 
@@ -91,6 +92,31 @@ async fn a_cached_blob_is_read_once_per_get_and_revalidated_from_the_tier() {
     };
     assert_eq!(revalidate().await, StatusCode::NOT_MODIFIED);
     assert_eq!(cached.stats().hits, 1, "a 304 reads nothing");
+
+    // The tier's copy cut short: a HEAD names the blob's size (the remote's), not the copy's,
+    // and a GET serves the whole blob.
+    let tier = fs(&dir.path().join("tier"));
+    let path = common::writable_blob(&tier, &key);
+    std::fs::write(&path, &data[..1000]).unwrap_or_else(|e| panic!("cut the copy short: {e}"));
+    let r = client
+        .head(&url)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("HEAD: {e}"));
+    assert_eq!(r.status(), StatusCode::OK);
+    let length = r.headers().get(reqwest::header::CONTENT_LENGTH);
+    let length = length.and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
+    assert_eq!(length, Some(data.len()), "HEAD of a damaged copy");
+    let body = client
+        .get(&url)
+        .send()
+        .await
+        .and_then(|r| r.error_for_status());
+    let body = body.unwrap_or_else(|e| panic!("GET: {e}")).bytes().await;
+    assert!(
+        body.is_ok_and(|b| b[..] == data[..]),
+        "the whole blob, from the remote"
+    );
 
     // Evicted: the remote answers again, and no immediate answer is claimed.
     assert!(cached

@@ -378,9 +378,28 @@ impl Backend for Cached {
         .transpose()
     }
 
+    /// The local tier's, unless its copy has no record where its records are kept (an fs tier's
+    /// copy whose size is not its record's: cut short, or grown), and then the remote's: a
+    /// `HEAD` must not advertise a damaged copy's size.
     async fn head(&self, key: &BlobKey) -> Result<Option<BlobStat>> {
         match self.inner.local.head(key).await {
-            Ok(Some(st)) => return Ok(Some(st)),
+            Ok(Some(st))
+                if st.digests.is_some() || !self.inner.local.recorded_digests_trusted() =>
+            {
+                return Ok(Some(st))
+            }
+            Ok(Some(st)) => {
+                let e = Error::Corrupt {
+                    address: key.to_string(),
+                    expected: "the size of its record".into(),
+                    actual: format!("{} bytes in the cache tier, and no record", st.size),
+                };
+                self.inner.local_failed(
+                    key,
+                    &e,
+                    "cached copy's size unconfirmed; asking the remote",
+                );
+            }
             Ok(None) => {}
             Err(e) => self
                 .inner
