@@ -36,6 +36,13 @@ impl Algorithm {
         Algorithm::Sha512,
     ];
 
+    /// Whether hashing bytes with `algorithms` costs less on the thread that has them, whatever
+    /// their size, than the hand-off to another thread and back: blake3 alone (or nothing) hashes
+    /// at several GB/s.
+    pub(crate) fn hashed_inline(algorithms: &[Algorithm]) -> bool {
+        algorithms.iter().all(|a| *a == Algorithm::Blake3)
+    }
+
     /// The name used in SRI strings (`sha512`, `blake3`, ...).
     pub fn name(self) -> &'static str {
         match self {

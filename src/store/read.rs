@@ -104,10 +104,8 @@ pub(crate) fn verify(
 ) -> BlobStream {
     let algorithms: Vec<Algorithm> = expect.iter().map(Hash::algorithm).collect();
     let mut hasher = StreamHasher::new(&algorithms);
-    if algorithms.is_empty() || algorithms == [Algorithm::Blake3] {
-        // blake3 alone hashes at several GB/s (and nothing to hash, a copy its backend verified
-        // whole, costs nothing): a chunk costs less inline than the hand-off to a hashing thread
-        // and back would.
+    if Algorithm::hashed_inline(&algorithms) {
+        // Nothing to hash (a copy its backend verified whole), or blake3 alone.
         hasher = hasher.with_threshold(u64::MAX);
     }
     let state = Verify {

@@ -17,7 +17,7 @@ use futures::StreamExt;
 
 use crate::backend::budget::{charged, ReadBudget};
 use crate::backend::{Backend, BlobKey, ByteStream};
-use crate::integrity::{Algorithm, DigestSet, Digests, Hash, MultiHasher};
+use crate::integrity::{Algorithm, DigestSet, Digests, MultiHasher};
 use crate::task::blocking;
 use crate::{Error, Result};
 
@@ -192,31 +192,29 @@ async fn fetch_within(
     let Some(got) = backend.get(key, None).await? else {
         return Ok((Fetched::Missing, None, None));
     };
-    let record = got
-        .digests
-        .filter(|d| {
-            by_record
-                && backend.recorded_digests_trusted()
-                && d.sha512 == *key.as_bytes()
-                && d.size == got.size
-        })
-        .map(|d| (d.hash(Algorithm::Blake3), d));
-    let algorithms = match record {
-        Some(_) => &[Algorithm::Blake3],
-        None => algorithms,
-    };
+    let record = got.digests.filter(|d| {
+        by_record
+            && backend.recorded_digests_trusted()
+            && d.sha512 == *key.as_bytes()
+            && d.size == got.size
+    });
     hold(got, key, algorithms, held_budget, record).await
 }
 
-/// Holds and hashes what a `get` of `key` returned (see [`fetch_within`]), checked against
-/// `record`'s blake3 if given, else against the key.
+/// Holds and hashes what a `get` of `key` returned (see [`fetch_within`]): with `algorithms`
+/// and checked against the key, or, given a trusted `record`, with blake3 alone and checked
+/// against the record's.
 async fn hold(
     got: crate::backend::GetResult,
     key: &BlobKey,
     algorithms: &[Algorithm],
     held_budget: &Arc<ReadBudget>,
-    record: Option<(Hash, Digests)>,
+    record: Option<Digests>,
 ) -> Result<(Fetched, Option<DigestSet>, Option<Digests>)> {
+    let (expected, algorithms) = match &record {
+        Some(d) => (d.hash(Algorithm::Blake3), &[Algorithm::Blake3][..]),
+        None => (key.hash(), algorithms),
+    };
     // A member that streams more than the size it claimed is lying (or broken): the read stops
     // as soon as it goes past that size, so such a copy costs at most one chunk more than it
     // claimed, not whatever (possibly endless) stream the member sends.
@@ -229,11 +227,13 @@ async fn hold(
         let mut stream = got.stream;
         let first = stream.next().await.transpose()?.unwrap_or_default();
         // Only a first chunk of the whole size is looked past: a longer one is cut off below.
-        let next = match first.len() as u64 == got.size {
-            true => stream.next().await.transpose()?,
-            false => None,
+        let whole = first.len() as u64 == got.size;
+        let next = if whole {
+            stream.next().await.transpose()?
+        } else {
+            None
         };
-        let bytes = if first.len() as u64 == got.size && next.is_none() {
+        let bytes = if whole && next.is_none() {
             // The whole blob in one chunk (an fs read of a blob up to 8 MiB, a memory backend's
             // bytes): held as it is, not copied, and left to the budget its reader charged it to.
             drop(charge);
@@ -259,10 +259,6 @@ async fn hold(
         }
     };
     let size = held.len();
-    let (expected, record) = match record {
-        Some((blake3, record)) => (blake3, Some(record)),
-        None => (key.hash(), None),
-    };
     let fetched = match set.get(expected.algorithm()) {
         Some(h) if *h == expected && size == got.size => Fetched::Good(held),
         Some(h) => Fetched::Bad(held, format!("{h} ({size} bytes)")),
@@ -366,9 +362,9 @@ pub async fn digests(held: &Held) -> Result<Digests> {
 }
 
 async fn hash_with(bytes: Bytes, algorithms: &[Algorithm]) -> Result<DigestSet> {
-    // blake3 alone (a copy checked against a trusted record) hashes at several GB/s: inline, as
-    // a store's own read hashes it, costs less than the trip to the blocking pool and back.
-    let large = bytes.len() > BLOCKING_HASH_THRESHOLD && algorithms != [Algorithm::Blake3];
+    // blake3 alone (a copy checked against a trusted record) is hashed inline, as a store's own
+    // read hashes it.
+    let large = bytes.len() > BLOCKING_HASH_THRESHOLD && !Algorithm::hashed_inline(algorithms);
     let algorithms = algorithms.to_vec();
     let run = move || {
         let mut h = MultiHasher::new(&algorithms);

@@ -5,8 +5,9 @@
 //!   computed in the same pass) and only then stores it locally, so the cache never holds bytes
 //!   that were not checked. A local copy that no longer verifies is dropped and fetched again.
 //! - **One fetch per blob.** Concurrent misses of the same blob share one remote fetch (a
-//!   single-flight map of in-progress fills); the others wait for it and get the same bytes. The
-//!   fill runs on a task of its own, so it finishes even if every reader waiting for it gives up (`fill.rs`).
+//!   single-flight map of in-progress fills, `fill.rs`); the others wait for it and get the same
+//!   bytes. The fill runs on a task of its own, so it finishes even if every reader waiting for it
+//!   gives up.
 //! - **Bounded.** The local tier holds at most `capacity` bytes; the least recently used blobs are
 //!   evicted to make room. A blob larger than the whole capacity is served but not kept.
 //! - **A record that costs nothing to open.** What the local tier holds (each blob's size and last
