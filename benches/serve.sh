@@ -11,6 +11,9 @@
 #   CACHED=1 bash benches/serve.sh   # tarvault serves through a cache tier (fs) in front of the
 #                                    # fs store, warmed before the rounds: a registry in front of
 #                                    # a remote store, with the remote's latency left out
+#   LARGE_MIB=32 bash benches/serve.sh  # instead of the corpus, 8 random blobs of that many MiB
+#                                    # (above the fs's one-piece read of 8 MiB, up to the server's
+#                                    # verify-before-head size of 64 MiB)
 #
 # Needs wrk, nginx and python3 (wrk and nginx are installed with apt when missing and root).
 set -euo pipefail
@@ -42,6 +45,26 @@ fi
 WORK=$(mktemp -d /tmp/tarvault-serve-bench.XXXXXX)
 chmod 755 "$WORK"
 PIDS=()
+if [ -n "${LARGE_MIB:-}" ]; then
+  # A corpus of its own: 8 random blobs of LARGE_MIB MiB, with their integrity and shasum.
+  CORPUS=$WORK/large
+  python3 - "$CORPUS" "$LARGE_MIB" <<'PY'
+import base64, hashlib, json, os, sys
+out, mib = sys.argv[1], int(sys.argv[2])
+os.makedirs(os.path.join(out, "tarballs"))
+with open(os.path.join(out, "manifest.jsonl"), "w") as m:
+    for i in range(8):
+        data = os.urandom(mib << 20)
+        name = f"large-{i}"
+        file = f"tarballs/{name}-1.0.0.tgz"
+        with open(os.path.join(out, file), "wb") as f:
+            f.write(data)
+        m.write(json.dumps({"name": name, "version": "1.0.0", "file": file,
+                            "tarball_path": f"/{name}/-/{name}-1.0.0.tgz",
+                            "integrity": "sha512-" + base64.b64encode(hashlib.sha512(data).digest()).decode(),
+                            "shasum": hashlib.sha1(data).hexdigest(), "size": len(data)}) + "\n")
+PY
+fi
 cleanup() {
   for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
   wait 2>/dev/null || true
@@ -171,12 +194,13 @@ for round in $(seq "$ROUNDS"); do
   done
 done
 
-python3 - "$ROUNDS" "$DUR" "$CONNS" "$THREADS" <<PY
+python3 - "$ROUNDS" "$DUR" "$CONNS" "$THREADS" "${LARGE_MIB:-0}" <<PY
 import statistics, sys
-rounds, dur, conns, threads = map(int, sys.argv[1:5])
+rounds, dur, conns, threads, large = map(int, sys.argv[1:6])
 R = {}
 $(for k in "${!R[@]}"; do echo "R['$k'] = '${R[$k]}'"; done)
-print(f"\nwrk -t{threads} -c{conns} -d{dur}s, {rounds} rounds alternating, medians; 80 corpus tarballs (1.7 KB-5.8 MB)\n")
+what = f"8 random blobs of {large} MiB" if large else "80 corpus tarballs (1.7 KB-5.8 MB)"
+print(f"\nwrk -t{threads} -c{conns} -d{dur}s, {rounds} rounds alternating, medians; {what}\n")
 print("| scenario | nginx req/s | tarvault req/s | ratio | nginx p99 | tarvault p99 |")
 print("|---|---:|---:|---:|---:|---:|")
 for mode, label in (("304", "(a) 304 revalidation"), ("get", "(b) full GET")):

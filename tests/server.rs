@@ -9,6 +9,8 @@ mod composed;
 mod host;
 #[path = "server/limits.rs"]
 mod limits;
+#[path = "server/read_once.rs"]
+mod read_once;
 
 use std::io::{Read, Write};
 
@@ -778,6 +780,16 @@ fn the_cli_serves_a_store_with_a_mapping() {
     let map = dir.path().join("map.jsonl");
     let line = serde_json::to_string(&map_entry(&entry)).unwrap_or_else(|e| panic!("{e}"));
     std::fs::write(&map, format!("{line}\n")).unwrap_or_else(|e| panic!("{e}"));
+    let bad = Command::new(bin)
+        .args(["--store", &store.display().to_string(), "serve"])
+        .args(["--held-memory", "lots"])
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        bad.status.code(),
+        Some(2),
+        "a held-memory size that is none"
+    );
     let (mut child, base) = common::serve_cli(&store, &map, &[]);
     let result = std::panic::catch_unwind(|| {
         let (status, length, body) = raw_get(&base, &entry.tarball_path, "");

@@ -13,7 +13,7 @@
 //! floor chunks each, not by megabytes.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
 
@@ -25,23 +25,25 @@ pub(crate) const FLOOR_CHUNK: usize = 64 << 10;
 #[derive(Debug)]
 pub(crate) struct ReadBudget {
     used: AtomicU64,
-    limit: u64,
+    /// Changed only for the process's held budget ([`ReadBudget::set_limit`]).
+    limit: AtomicU64,
 }
 
 impl ReadBudget {
     pub(crate) fn new(limit: u64) -> Arc<ReadBudget> {
         Arc::new(ReadBudget {
             used: AtomicU64::new(0),
-            limit,
+            limit: AtomicU64::new(limit),
         })
     }
 
     /// A charge of `n` bytes, or `None` if the budget has no room for them.
     pub(crate) fn charge(self: &Arc<Self>, n: usize) -> Option<Charge> {
         let n = n as u64;
+        let limit = self.limit.load(Ordering::Relaxed);
         self.used
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
-                used.checked_add(n).filter(|&after| after <= self.limit)
+                used.checked_add(n).filter(|&after| after <= limit)
             })
             .ok()?;
         Some(Charge {
@@ -69,11 +71,26 @@ impl ReadBudget {
         }
     }
 
+    /// A new limit, for the charges asked for after the call: charges taken already stay until
+    /// their bytes are dropped, and while they exceed a lowered limit no new one is granted.
+    pub(crate) fn set_limit(&self, limit: u64) {
+        self.limit.store(limit, Ordering::Relaxed);
+    }
+
     /// Bytes charged now.
     #[cfg(test)]
     pub(crate) fn used(&self) -> u64 {
         self.used.load(Ordering::Acquire)
     }
+}
+
+/// The process's budget for blobs held in memory whole once checked
+/// ([`HELD_IN_MEMORY`](super::compose::verify::HELD_IN_MEMORY)): the copies that `Cached` and
+/// `Replicated` verify before they yield a byte, and the blobs a server reads whole before a
+/// response's head.
+pub(crate) fn held() -> &'static Arc<ReadBudget> {
+    static BUDGET: OnceLock<Arc<ReadBudget>> = OnceLock::new();
+    BUDGET.get_or_init(|| ReadBudget::new(super::compose::verify::HELD_IN_MEMORY))
 }
 
 /// Bytes taken from a [`ReadBudget`], given back when dropped.
@@ -133,5 +150,23 @@ mod tests {
         assert!(whole.is_some(), "the whole budget at once");
         drop(whole);
         assert_eq!(budget.used(), 0);
+
+        let held = budget.charge(80);
+        budget.set_limit(50);
+        assert!(
+            budget.charge(1).is_none(),
+            "a lowered limit already exceeded"
+        );
+        drop(held);
+        assert!(
+            budget.charge(50).is_some(),
+            "the new limit, once the old charge is gone"
+        );
+        budget.set_limit(0);
+        assert!(budget.charge(1).is_none(), "a limit of 0 grants nothing");
+        assert!(
+            budget.piece(FLOOR_CHUNK + 1).is_none(),
+            "nor a piece past a floor chunk"
+        );
     }
 }

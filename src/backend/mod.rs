@@ -48,7 +48,7 @@ mod alias_probe;
     feature = "migrate"
 ))]
 pub(crate) mod body;
-mod budget;
+pub(crate) mod budget;
 pub mod compose;
 #[cfg(feature = "fs")]
 pub mod fs;

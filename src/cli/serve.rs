@@ -33,6 +33,13 @@ pub(crate) struct ServeArgs {
     /// Lowered to half the open-file limit, which `serve` first raises to its hard limit.
     #[arg(long, value_name = "N", default_value_t = 4096, value_parser = clap::value_parser!(u64).range(1..))]
     max_connections: u64,
+    /// Memory for blobs held whole once checked (`10MiB`, `1GiB`, `0`): the blobs of 8-64 MiB
+    /// that are verified before their response's head and then sent from memory, and the copies
+    /// a cache tier or replicas check before serving. Past it such blobs are read twice, or
+    /// copies held in temporary files, instead; it bounds what stalled downloads of them can
+    /// hold.
+    #[arg(long, value_name = "SIZE", default_value = "256MiB", value_parser = tarvault::units::parse_size)]
+    held_memory: u64,
 }
 
 pub(crate) async fn run(store: Store, args: ServeArgs) -> Result<u8, Error> {
@@ -51,6 +58,7 @@ pub(crate) async fn run(store: Store, args: ServeArgs) -> Result<u8, Error> {
     tracing::info!(addr = %local, mapped = server.mapped_urls(), "serving");
     // The soft open-file limit is often 1024, which would lower `--max-connections` to 512.
     server::raise_open_file_limit();
+    tarvault::backend::compose::verify::set_held_in_memory(args.held_memory);
     super::trim_memory_periodically();
     let options = ServeOptions {
         header_timeout: Duration::from_secs(args.header_timeout),
@@ -82,5 +90,17 @@ async fn shutdown_signal() {
     #[cfg(not(unix))]
     {
         let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_held_memory_default_is_the_library_s() {
+        let parsed = tarvault::units::parse_size("256MiB").ok();
+        assert_eq!(
+            parsed,
+            Some(tarvault::backend::compose::verify::HELD_IN_MEMORY)
+        );
     }
 }

@@ -11,14 +11,16 @@ use axum::http::header::{self, HeaderMap, HeaderValue};
 use axum::http::{Method, StatusCode};
 use axum::response::Response;
 use bytes::Bytes;
-use futures::{stream, StreamExt};
+use futures::stream::{self, BoxStream};
+use futures::StreamExt;
 
 use super::http::{self as h, RangeAsk};
 use super::routes::{self, Miss, Route, Target};
 use super::Server;
+use crate::backend::budget;
 use crate::backend::BlobKey;
 use crate::integrity::{Algorithm, Hash, Integrity};
-use crate::{Error, ErrorKind};
+use crate::{BlobStream, Error, ErrorKind};
 
 /// The router's fallback: every path that is not `/-/…`.
 pub(crate) async fn blob(State(server): State<Server>, request: Request) -> Response {
@@ -210,24 +212,51 @@ async fn respond(
         None => None,
     };
     // A longer one is read and verified whole first, up to VERIFIED_BEFORE_HEAD: its body then
-    // only ever carries bytes checked already (the stream checks them again as they go). Only
-    // where the second read is local (the backend answers with a local stat: the fs); from
-    // S3, Manta or an HTTP upstream it would be a second download of the blob. Not where the
-    // backend's read verified the whole blob already (a cache tier's or a replica's copy).
+    // only ever carries bytes checked already. Only where the blob is read locally (the backend
+    // answers with a local stat: the fs); from S3, Manta or an HTTP upstream that would be a
+    // second download of the blob or a long wait for the head. Not where the backend's read
+    // verified the whole blob already (a cache tier's or a replica's copy).
     let rest = len - first.as_ref().map_or(0, |c| c.len() as u64);
-    if rest > 0
+    let held = if rest > 0
         && total <= server.verified_before_head()
         && !backend.verifies_reads_whole()
         && backend.exists_now(&at.key).is_some()
     {
-        if let Err(e) = verify_whole(server, &at.key, &at.address, checked_by).await {
-            return failure(server, &e, path);
+        // A whole blob is kept as it is read, while the process's held budget has room for it,
+        // and sent from memory: one read and one hash. A range, or a blob past the budget, is
+        // read and verified apart, then read again to be sent (the stream checks it again).
+        let charge = match ask {
+            RangeAsk::Full => usize::try_from(rest)
+                .ok()
+                .and_then(|n| budget::held().charge(n)),
+            _ => None,
+        };
+        match charge {
+            Some(charge) => match read_rest(&mut blob).await {
+                Ok(chunks) => Some((chunks, charge)),
+                Err(e) => return failure(server, &e, path),
+            },
+            None => match verify_whole(server, &at.key, &at.address, checked_by).await {
+                Ok(()) => None,
+                Err(e) => return failure(server, &e, path),
+            },
         }
-    }
+    } else {
+        None
+    };
+    let rest: BoxStream<'static, crate::Result<Bytes>> = match held {
+        // The charge goes back once the body is done with (sent, or dropped with its connection).
+        Some((chunks, charge)) => stream::unfold(
+            (chunks.into_iter(), charge),
+            |(mut chunks, charge)| async move { Some((Ok(chunks.next()?), (chunks, charge))) },
+        )
+        .boxed(),
+        None => blob.boxed(),
+    };
     let metrics = server.metrics_arc();
     let label = path.to_string();
     let body = stream::iter(first.map(Ok))
-        .chain(blob)
+        .chain(rest)
         .map(move |item: crate::Result<Bytes>| {
             match &item {
                 Ok(chunk) => metrics.bytes(chunk.len() as u64),
@@ -297,11 +326,23 @@ pub(crate) fn plain(status: StatusCode, text: &str) -> Response {
 /// response's head is sent, when the first chunk does not hold them (on the fs a blob up to 8 MiB
 /// is one chunk while the read budget has room): a cache or CDN that passes a body on as it
 /// arrives (a streaming miss, collapsed requests) or keeps an incomplete one (RFC 9111 §3.3) then
-/// never gets an unchecked byte. It costs these blobs a second read and hash (on the fs from the
-/// page cache, blake3 at several GB/s: about 20 ms for 64 MiB), and nothing to the tarballs that
-/// most requests are for. A larger blob streams verified as it goes, and one found corrupt has its
-/// body cut short before its `Content-Length`. The default of [`Server::verify_before_head`].
+/// never gets an unchecked byte. A whole blob is kept in memory as it is read, while the process's
+/// held budget ([`HELD_IN_MEMORY`](crate::backend::compose::verify::HELD_IN_MEMORY)) has room, and
+/// sent from there; a range, or a blob past that budget, costs a second read and hash (on the fs
+/// from the page cache, blake3 at several GB/s: about 20 ms for 64 MiB). Nothing changes for the
+/// tarballs that most requests are for. A larger blob streams verified as it goes, and one found
+/// corrupt has its body cut short before its `Content-Length`. The default of
+/// [`Server::verify_before_head`].
 pub(super) const VERIFIED_BEFORE_HEAD: u64 = 64 << 20;
+
+/// The rest of a verified read, kept: the error it meets, if any, which is the whole blob's check.
+async fn read_rest(blob: &mut BlobStream) -> crate::Result<Vec<Bytes>> {
+    let mut chunks = Vec::new();
+    while let Some(chunk) = blob.next().await {
+        chunks.push(chunk?);
+    }
+    Ok(chunks)
+}
 
 /// Reads the blob `key` whole through the store's verified read (against the sha1 it was found
 /// by, if it was), keeping none of it: the error it meets, if any.

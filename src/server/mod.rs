@@ -139,9 +139,12 @@ impl Server {
     /// Blobs up to `bytes` long are read and verified whole before a response's head is sent
     /// (default 64 MiB), where the store reads them locally (the fs; from a remote store that
     /// would be a second download); a larger one, or one from a remote store, streams verified as
-    /// it goes, and one found corrupt then has its body cut short after bytes of it went out. Raising it keeps every unchecked byte from
-    /// the wire for larger blobs, at the cost of a second read of each before its first byte;
-    /// for the requests that start after the call.
+    /// it goes, and one found corrupt then has its body cut short after bytes of it went out.
+    /// A whole blob verified first is held in memory until sent, within the process's budget for
+    /// held copies ([`HELD_IN_MEMORY`](crate::backend::compose::verify::HELD_IN_MEMORY)); past
+    /// it, and for a range, the blob is read a second time to be sent. Raising the size keeps
+    /// every unchecked byte from the wire for larger blobs, at the cost of that memory or second
+    /// read, and of a longer wait for the first byte; for the requests that start after the call.
     pub fn verify_before_head(&self, bytes: u64) {
         self.inner
             .verified_before_head

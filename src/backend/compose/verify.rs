@@ -10,12 +10,12 @@
 //! Public for those who write a wrapper of their own; a store's users need none of it.
 
 use std::ops::Range;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
 
-use crate::backend::budget::{charged, ReadBudget};
+use crate::backend::budget::{self, charged, ReadBudget};
 use crate::backend::{Backend, BlobKey, ByteStream};
 use crate::integrity::{Algorithm, DigestSet, Digests, MultiHasher};
 use crate::task::blocking;
@@ -25,14 +25,24 @@ use crate::{Error, Result};
 const BLOCKING_HASH_THRESHOLD: usize = 256 * 1024;
 /// Largest blob a wrapper holds in memory; larger ones go to a temporary file.
 pub const MEMORY_MAX: u64 = 16 << 20;
-/// Bytes of copies held in memory at once, by all wrappers of the process; once they are spent, a
-/// copy over 64 KiB goes to a temporary file as a larger one does. A copy is held for as long as
-/// its reader takes: a server's download of a blob read through `Cached` or `Replicated` holds
-/// it until the client has taken the last byte, and a thousand clients that stopped reading a
-/// 16 MiB blob would otherwise hold 16 GB.
+/// Bytes of copies held in memory at once, by all wrappers of the process and by a server's
+/// blobs verified whole before their head; once they are spent, a wrapper's copy over 64 KiB
+/// goes to a temporary file as a larger one does, and a server reads its blob a second time to
+/// send it. A copy is held for as long as its reader takes: a server's download of a blob read
+/// through `Cached` or `Replicated` holds it until the client has taken the last byte, and a
+/// thousand clients that stopped reading a 16 MiB blob would otherwise hold 16 GB. The default
+/// of [`set_held_in_memory`].
 pub const HELD_IN_MEMORY: u64 = 256 << 20;
 /// Bytes gathered before one blocking write to (or read from) the temporary file.
 const FILE_CHUNK: usize = 1 << 20;
+
+/// Sets the process's budget for copies held in memory ([`HELD_IN_MEMORY`] until called): lower
+/// it to bound what stalled downloads and concurrent fills can hold, at the cost of temporary
+/// files for wrappers and a second read of each blob a server verifies before its head; 0 holds
+/// nothing. Applies to the copies taken after the call.
+pub fn set_held_in_memory(bytes: u64) {
+    budget::held().set_limit(bytes);
+}
 
 /// A blob's bytes held by a wrapper: cheap to clone, readable any number of times.
 #[derive(Debug, Clone)]
@@ -80,7 +90,7 @@ impl Held {
                         }
                         // A chunk charged to the held budget, or a small one once it is spent.
                         let want = (r.end - r.start).min(FILE_CHUNK as u64) as usize;
-                        let (n, charge) = held_budget().chunk(want);
+                        let (n, charge) = budget::held().chunk(want);
                         let at = r.start;
                         let read = move || read_at(&file, at, n).map(|b| charged(b, charge));
                         match blocking(read).await {
@@ -142,7 +152,7 @@ pub async fn fetch_checked(
     key: &BlobKey,
 ) -> Result<(Fetched, Option<Digests>)> {
     let (fetched, _, record) =
-        fetch_within(backend, key, &[Algorithm::Sha512], held_budget(), true).await?;
+        fetch_within(backend, key, &[Algorithm::Sha512], budget::held(), true).await?;
     let record = record.filter(|_| matches!(fetched, Fetched::Good(_)));
     Ok((fetched, record))
 }
@@ -163,19 +173,13 @@ pub async fn fetch_for_copy(
     Ok((fetched, digests))
 }
 
-/// The process's budget for copies held in memory ([`HELD_IN_MEMORY`]).
-fn held_budget() -> &'static Arc<ReadBudget> {
-    static BUDGET: OnceLock<Arc<ReadBudget>> = OnceLock::new();
-    BUDGET.get_or_init(|| ReadBudget::new(HELD_IN_MEMORY))
-}
-
 /// Reads and hashes `key` with `algorithms` (sha512 among them), in one pass.
 async fn fetch(
     backend: &dyn Backend,
     key: &BlobKey,
     algorithms: &[Algorithm],
 ) -> Result<(Fetched, Option<DigestSet>)> {
-    let (fetched, set, _) = fetch_within(backend, key, algorithms, held_budget(), false).await?;
+    let (fetched, set, _) = fetch_within(backend, key, algorithms, budget::held(), false).await?;
     Ok((fetched, set))
 }
 
