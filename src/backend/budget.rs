@@ -77,10 +77,16 @@ impl ReadBudget {
         self.limit.store(limit, Ordering::Relaxed);
     }
 
-    /// Bytes charged now.
-    #[cfg(test)]
+    /// Bytes charged now (a server's metrics).
+    #[cfg(any(test, feature = "server"))]
     pub(crate) fn used(&self) -> u64 {
         self.used.load(Ordering::Acquire)
+    }
+
+    /// The limit charges are granted within (a server's metrics).
+    #[cfg(feature = "server")]
+    pub(crate) fn limit(&self) -> u64 {
+        self.limit.load(Ordering::Relaxed)
     }
 }
 

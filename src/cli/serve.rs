@@ -40,6 +40,12 @@ pub(crate) struct ServeArgs {
     /// hold.
     #[arg(long, value_name = "SIZE", default_value = "256MiB", value_parser = tarvault::units::parse_size)]
     held_memory: u64,
+    /// Blobs up to this size are read and verified whole before their response's head, so that
+    /// a corrupt one gets a 500 and no cache sees a byte of it; a larger one streams verified as
+    /// it goes, its body cut short if it turns out corrupt. The fs store only (from a remote
+    /// store the head would wait for the whole download).
+    #[arg(long, value_name = "SIZE", default_value = "64MiB", value_parser = tarvault::units::parse_size)]
+    verify_before_head: u64,
 }
 
 pub(crate) async fn run(store: Store, args: ServeArgs) -> Result<u8, Error> {
@@ -47,6 +53,7 @@ pub(crate) async fn run(store: Store, args: ServeArgs) -> Result<u8, Error> {
         Some(path) => Server::with_mapping_file(store, path)?,
         None => Server::new(store),
     };
+    server.verify_before_head(args.verify_before_head);
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .map_err(|e| Error::Config(format!("cannot listen on {}: {e}", args.listen)))?;
@@ -96,11 +103,13 @@ async fn shutdown_signal() {
 #[cfg(test)]
 mod tests {
     #[test]
-    fn the_held_memory_default_is_the_library_s() {
+    fn the_defaults_are_the_library_s() {
         let parsed = tarvault::units::parse_size("256MiB").ok();
         assert_eq!(
             parsed,
             Some(tarvault::backend::compose::verify::HELD_IN_MEMORY)
         );
+        let parsed = tarvault::units::parse_size("64MiB").ok();
+        assert_eq!(parsed, Some(tarvault::server::VERIFIED_BEFORE_HEAD));
     }
 }

@@ -333,7 +333,7 @@ pub(crate) fn plain(status: StatusCode, text: &str) -> Response {
 /// tarballs that most requests are for. A larger blob streams verified as it goes, and one found
 /// corrupt has its body cut short before its `Content-Length`. The default of
 /// [`Server::verify_before_head`].
-pub(super) const VERIFIED_BEFORE_HEAD: u64 = 64 << 20;
+pub const VERIFIED_BEFORE_HEAD: u64 = 64 << 20;
 
 /// The rest of a verified read, kept: the error it meets, if any, which is the whole blob's check.
 async fn read_rest(blob: &mut BlobStream) -> crate::Result<Vec<Bytes>> {

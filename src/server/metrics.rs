@@ -131,27 +131,44 @@ impl Metrics {
                 );
             }
         }
-        let counters = [
+        // The held bytes are the process's: what stalled downloads and cache fills hold.
+        let held = crate::backend::budget::held();
+        let series = [
             (
                 "tarvault_http_body_bytes_total",
+                "counter",
                 "Blob bytes sent in response bodies.",
                 self.body_bytes(),
             ),
             (
                 "tarvault_http_not_modified_total",
+                "counter",
                 "304 Not Modified responses (If-None-Match revalidations).",
                 self.not_modified(),
             ),
             (
                 "tarvault_integrity_failures_total",
+                "counter",
                 "Blobs whose stored bytes failed verification while being served.",
                 self.integrity_failures(),
             ),
+            (
+                "tarvault_held_memory_bytes",
+                "gauge",
+                "Bytes of blobs held in memory whole once checked (served from memory, cache fills).",
+                held.used(),
+            ),
+            (
+                "tarvault_held_memory_limit_bytes",
+                "gauge",
+                "The process's limit on held bytes (serve --held-memory); past it blobs are read twice or held in temporary files.",
+                held.limit(),
+            ),
         ];
-        for (name, help, value) in counters {
+        for (name, kind, help, value) in series {
             let _ = write!(
                 out,
-                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}\n"
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n"
             );
         }
         out.push_str(

@@ -59,6 +59,7 @@ use crate::{Result, Store};
 
 use crate::mapping::db::MapDb;
 pub use fd_limit::raise_open_file_limit;
+pub use handler::VERIFIED_BEFORE_HEAD;
 pub use listen::{serve, serve_with, ServeOptions};
 pub use metrics::Metrics;
 use names::{NameIndex, NameMap};

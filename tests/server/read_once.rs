@@ -158,6 +158,41 @@ async fn a_whole_get_reads_a_blob_once_and_a_range_twice() {
         );
     }
 
+    // While a whole GET's body is being sent, the blob is held, and the metrics say so.
+    let r = client
+        .get(&urls[0])
+        .send()
+        .await
+        .and_then(|r| r.error_for_status())
+        .unwrap_or_else(|e| panic!("GET: {e}"));
+    let metrics = client
+        .get(format!("{base}/-/metrics"))
+        .send()
+        .await
+        .and_then(|r| r.error_for_status());
+    let metrics = match metrics {
+        Ok(m) => m.text().await,
+        Err(e) => Err(e),
+    };
+    let metrics = metrics.unwrap_or_else(|e| panic!("metrics: {e}"));
+    let gauge = |name: &str| -> u64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in\n{metrics}"))
+    };
+    // All but the first chunk (1 MiB at most) is held until sent.
+    assert!(
+        gauge("tarvault_held_memory_bytes") >= (11 << 20),
+        "held while sent:\n{metrics}"
+    );
+    assert_eq!(gauge("tarvault_held_memory_limit_bytes"), HELD_IN_MEMORY);
+    let body = r
+        .bytes()
+        .await
+        .unwrap_or_else(|e| panic!("body while held: {e}"));
+    assert!(body[..] == data[..], "the held bytes served");
+
     // With no room left for held blobs (a budget set to 0 here; spent by other downloads in a
     // server) a whole GET is verified apart and read again, as a range is.
     set_held_in_memory(0);
