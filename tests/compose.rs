@@ -57,6 +57,9 @@ struct Knobs {
     refuse_gets: AtomicBool,
     /// Its records are not to be trusted (as a remote server's are not).
     distrusted: AtomicBool,
+    /// Its reads' streams panic if polled after their end, as `stream::unfold`'s do (a stream
+    /// need not be pollable then), and yield no empty chunks.
+    unfused: AtomicBool,
 }
 
 /// A gate for `get`: when `closed`, each `get` opens the inner read, signals `entered` and waits
@@ -216,11 +219,23 @@ impl Backend for Faulty {
                 size: claimed,
                 stream,
                 digests: None,
-                verified_whole: false,
+                verified_whole: None,
             }));
         }
-        let got = self.inner.get(key, range).await;
+        let mut got = self.inner.get(key, range).await;
         self.knobs.hold.pass().await;
+        if self.knobs.unfused.load(Ordering::SeqCst) {
+            if let Ok(Some(read)) = &mut got {
+                let stream = std::mem::replace(&mut read.stream, futures::stream::empty().boxed());
+                // No empty chunks either: an empty blob is a stream that ends at once.
+                let stream = stream
+                    .filter(|c| std::future::ready(c.as_ref().map_or(true, |c| !c.is_empty())));
+                read.stream = futures::stream::unfold(stream, |mut s| async move {
+                    s.next().await.map(|item| (item, s))
+                })
+                .boxed();
+            }
+        }
         got
     }
     async fn head(&self, key: &BlobKey) -> tarvault::Result<Option<BlobStat>> {
@@ -1614,8 +1629,8 @@ async fn immediate_answers_come_from_the_first_local_copy() {
         ReplicatedOptions::default(),
     )
     .expect("replicated");
-    assert!(rep.verifies_reads_whole());
-    assert!(!first.verifies_reads_whole());
+    assert!(rep.verifies_reads_whole().is_some());
+    assert!(first.verifies_reads_whole().is_none());
     let data = noise(50_000, 91);
     let key = key_of(&data);
     let size = data.len() as u64;
@@ -1637,7 +1652,7 @@ async fn immediate_answers_come_from_the_first_local_copy() {
     assert_eq!(rep.exists_now(&key).map(|r| r.ok()), Some(Some(true)));
     assert_eq!(rep.size_now(&key).map(|r| r.ok()), Some(Some(Some(size))));
     let throttled = Throttled::new(arc(rep.clone()), Rate::Bytes(1e6));
-    assert!(throttled.verifies_reads_whole());
+    assert!(throttled.verifies_reads_whole().is_some());
     assert_eq!(
         throttled.size_now(&key).map(|r| r.ok()),
         Some(Some(Some(size)))
@@ -1681,7 +1696,7 @@ async fn a_cache_tier_hit_is_checked_against_its_record_and_hands_it_on() {
         let got = cached.get(&key, None).await.expect("get").expect("stored");
         assert_eq!(got.digests, Some(common::digests_of(&data)), "{round}");
         // Held in memory and checked: the store need not hash these bytes again.
-        assert!(got.verified_whole, "{round}");
+        assert!(got.verified_whole.is_some(), "{round}");
     }
     assert_eq!(cached.stats().hits, 1);
     match fetch_checked(&tier, &key).await.expect("fetch") {
@@ -1726,7 +1741,7 @@ async fn a_cache_tier_hit_is_checked_against_its_record_and_hands_it_on() {
     assert!(cached.evict(&key).await.expect("evict"));
     common::corrupt_blob(&remote, &key, true);
     let got = cached.get(&key, None).await.expect("get").expect("stored");
-    assert!(!got.verified_whole && got.digests.is_none());
+    assert!(got.verified_whole.is_none() && got.digests.is_none());
     let err = Store::new(cached.clone())
         .get(&addr(&sha512_sri(&data)))
         .await
@@ -1735,4 +1750,41 @@ async fn a_cache_tier_hit_is_checked_against_its_record_and_hands_it_on() {
         .await
         .expect_err("corrupt");
     assert_eq!(err.kind(), ErrorKind::Corrupt, "{err}");
+}
+
+/// A member's stream is not polled after its end (`stream::unfold` panics then): an empty blob,
+/// whose first poll already ends it, and a short one, read through replicas and a cache tier.
+#[tokio::test]
+async fn a_member_stream_is_not_polled_after_its_end() {
+    let member = Faulty::new(MemoryBackend::new());
+    member.knobs.unfused.store(true, Ordering::SeqCst);
+    let replicated = Replicated::new(vec![arc(member.clone())], ReplicatedOptions::default())
+        .expect("replicated");
+    let cached = Cached::new(
+        arc(MemoryBackend::new()),
+        arc(member.clone()),
+        CachedOptions { capacity: 1 << 20 },
+    )
+    .await
+    .expect("cached");
+    for data in [Bytes::new(), Bytes::from_static(b"abc")] {
+        for wrapper in [arc(replicated.clone()), arc(cached.clone())] {
+            let store = Store::from_arc(wrapper.clone());
+            let put = store
+                .put_bytes(data.clone(), &PutOptions::default())
+                .await
+                .expect("put");
+            let address = put.digests.integrity();
+            let read = tokio::spawn(async move { store.get(&address).await?.bytes().await });
+            match read.await {
+                Ok(got) => assert_eq!(
+                    got.expect("read").len(),
+                    data.len(),
+                    "{}",
+                    wrapper.describe()
+                ),
+                Err(e) => panic!("{}: the read panicked: {e}", wrapper.describe()),
+            }
+        }
+    }
 }

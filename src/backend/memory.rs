@@ -130,7 +130,7 @@ impl Backend for MemoryBackend {
             size,
             stream: stream::iter([Ok(part)]).boxed(),
             digests,
-            verified_whole: false,
+            verified_whole: None,
         }))
     }
 

@@ -167,8 +167,26 @@ pub struct GetResult {
     /// before answering, and `stream` yields those very bytes, held in memory and not read
     /// again: a store in its fast verification then checks only the alias a read was asked by,
     /// not the bytes a second time. Set only by wrappers holding a verified copy
-    /// ([`Backend::verifies_reads_whole`]); every other backend answers `false`.
-    pub verified_whole: bool,
+    /// ([`Backend::verifies_reads_whole`]); every other backend answers `None`.
+    pub verified_whole: Option<Vouched>,
+}
+
+/// Proof that a read or a backend is one of this crate's wrappers holding a copy it verified
+/// whole ([`GetResult::verified_whole`], [`Backend::verifies_reads_whole`]): only this crate can
+/// make one, so a backend written outside it cannot switch off the store's checks by claiming
+/// to have made them, by mistake or otherwise. It can pass one on.
+///
+/// ```compile_fail
+/// // Outside the crate there is no way to make one.
+/// let claimed = tarvault::backend::Vouched::new();
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Vouched(());
+
+impl Vouched {
+    pub(crate) const fn new() -> Vouched {
+        Vouched(())
+    }
 }
 
 /// Hints given when an upload starts; a backend may use them to choose how to publish.
@@ -371,15 +389,18 @@ pub trait Backend: fmt::Debug + Send + Sync + 'static {
     }
 
     /// Whether every [`get`](Backend::get) reads the whole blob and verifies it against its
-    /// sha512 before it yields a byte: the compose wrappers, which serve a copy they hold and have
-    /// checked. A caller that verifies a blob whole before passing its first byte on (`tarvault
-    /// serve` does for blobs up to 64 MiB where a second read is local) then need not read it a
-    /// second time. Such a backend also vouches for the digests its reads hand out
+    /// sha512 before it yields a byte (and yields none of a blob with no good copy, only its
+    /// [`Error::Corrupt`]): the compose wrappers, which serve a copy they
+    /// hold and have checked. A caller that verifies a blob whole before passing its first byte
+    /// on (`tarvault serve` does for blobs up to 64 MiB where a second read is local) then need
+    /// not read it a second time. Such a backend also vouches for the digests its reads hand out
     /// ([`GetResult::digests`]: checked against the bytes, or a trusted record they were checked
     /// against), so a store checks the bytes it serves against their blake3 rather than hashing
-    /// sha512 again. The default: no, bytes are checked only as the caller's stream hashes them.
-    fn verifies_reads_whole(&self) -> bool {
-        false
+    /// sha512 again. The default: `None`, bytes are checked only as the caller's stream hashes
+    /// them. Only this crate's wrappers can answer `Some` ([`Vouched`]); a wrapper outside it
+    /// passes on its inner backend's answer, if it serves that backend's reads unchanged.
+    fn verifies_reads_whole(&self) -> Option<Vouched> {
+        None
     }
 
     /// Deletes a blob. `Ok(false)` if it was not there.

@@ -219,7 +219,7 @@ async fn respond(
     let rest = len - first.as_ref().map_or(0, |c| c.len() as u64);
     let held = if rest > 0
         && total <= server.verified_before_head()
-        && !backend.verifies_reads_whole()
+        && backend.verifies_reads_whole().is_none()
         && backend.exists_now(&at.key).is_some()
     {
         // A whole blob is kept as it is read, while the process's held budget has room for it,
@@ -271,7 +271,7 @@ async fn respond(
             }
             item
         });
-    let body = Body::from_stream(body);
+    let body = Body::from_stream(body.fuse());
     match ask {
         RangeAsk::Part(start, end) => {
             let mut r = blob_head(StatusCode::PARTIAL_CONTENT, len, at.etag, body);

@@ -204,6 +204,8 @@ async fn check_one(backend: &dyn crate::backend::Backend, key: BlobKey) -> Resul
         match chunk {
             Ok(c) => hasher.update(&c),
             Err(e @ Error::Io { .. }) => return Ok(Checked::Bad(key, format!("unreadable: {e}"))),
+            // A wrapper's copy that it found bad already (no copy of it verifies).
+            Err(Error::Corrupt { actual, .. }) => return Ok(Checked::Bad(key, actual)),
             Err(e) => return Err(e),
         }
     }

@@ -141,12 +141,12 @@ impl Store {
     /// by alone, or nothing but their size.
     fn checks(&self, key: &BlobKey, asked: Option<Hash>, got: &GetResult) -> Vec<Hash> {
         let fast = self.verification == Verification::Fast;
-        if fast && got.verified_whole && self.backend.verifies_reads_whole() {
+        if fast && got.verified_whole.is_some() && self.backend.verifies_reads_whole().is_some() {
             return asked.into_iter().collect();
         }
         let record = got.digests.as_ref();
-        let vouched =
-            self.backend.recorded_digests_trusted() || self.backend.verifies_reads_whole();
+        let vouched = self.backend.recorded_digests_trusted()
+            || self.backend.verifies_reads_whole().is_some();
         if fast && vouched {
             if let Some(asked) = asked {
                 return vec![asked];

@@ -94,7 +94,7 @@ impl Backend for Throttled {
         self.inner.exists_now(key)
     }
 
-    fn verifies_reads_whole(&self) -> bool {
+    fn verifies_reads_whole(&self) -> Option<crate::backend::Vouched> {
         self.inner.verifies_reads_whole()
     }
 

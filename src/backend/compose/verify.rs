@@ -228,7 +228,8 @@ async fn hold(
         _ => None,
     };
     let (held, set) = if let Some(charge) = in_memory {
-        let mut stream = got.stream;
+        // Fused: an empty first answer is looked past below (a stream need not be pollable after its end).
+        let mut stream = got.stream.fuse();
         let first = stream.next().await.transpose()?.unwrap_or_default();
         // Only a first chunk of the whole size is looked past: a longer one is cut off below.
         let whole = first.len() as u64 == got.size;
@@ -382,16 +383,15 @@ async fn hash_with(bytes: Bytes, algorithms: &[Algorithm]) -> Result<DigestSet> 
     }
 }
 
-/// A held blob served as a [`GetResult`](crate::backend::GetResult), cut to `range`. A `good`
-/// copy comes with the digests the wrapper vouches for (see [`Backend::verifies_reads_whole`]:
-/// the trusted record it was checked against, or what it computed from the bytes), and, held in
-/// memory, as [`verified_whole`](crate::backend::GetResult::verified_whole). A copy in a
-/// temporary file is read again as it is served, and checked again.
+/// A good held blob served as a [`GetResult`](crate::backend::GetResult), cut to `range`, with
+/// the digests the wrapper vouches for (see [`Backend::verifies_reads_whole`]: the trusted record
+/// it was checked against, or what it computed from the bytes), and, held in memory, as
+/// [`verified_whole`](crate::backend::GetResult::verified_whole). A copy in a temporary file is
+/// read again as it is served, and checked again.
 pub(super) fn slice(
     held: Held,
     range: Option<Range<u64>>,
     digests: Option<Digests>,
-    good: bool,
 ) -> Result<crate::backend::GetResult> {
     let size = held.len();
     let range = range.unwrap_or(0..size);
@@ -399,8 +399,32 @@ pub(super) fn slice(
     Ok(crate::backend::GetResult {
         size,
         stream: held.stream(range),
-        digests: digests.filter(|_| good),
-        verified_whole: good && matches!(held, Held::Memory(_)),
+        digests,
+        verified_whole: matches!(held, Held::Memory(_)).then(crate::backend::Vouched::new),
+    })
+}
+
+/// The answer for a blob whose copy of `size` bytes the wrapper found bad (`found`: what it hashed to), and no other good: its
+/// reader meets the verdict, [`Error::Corrupt`], before any of its bytes. Handed on as bytes, a
+/// copy held in a temporary file would reach a server's client chunk by chunk under a `200`
+/// before the store could hash its end. A `range` outside the copy is refused as a bad range.
+pub(super) fn refused(
+    key: &BlobKey,
+    size: u64,
+    range: Option<Range<u64>>,
+    found: &str,
+) -> Result<crate::backend::GetResult> {
+    crate::backend::check_range(&range.unwrap_or(0..size), size)?;
+    let e = Error::Corrupt {
+        address: key.to_string(),
+        expected: key.hash().to_string(),
+        actual: found.to_string(),
+    };
+    Ok(crate::backend::GetResult {
+        size,
+        stream: futures::stream::iter([Err(e)]).boxed(),
+        digests: None,
+        verified_whole: None,
     })
 }
 

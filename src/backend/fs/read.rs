@@ -88,7 +88,7 @@ pub(super) async fn get(
         size: opened.size,
         stream,
         digests: opened.digests,
-        verified_whole: false,
+        verified_whole: None,
     }))
 }
 

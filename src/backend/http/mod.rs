@@ -162,7 +162,7 @@ impl Backend for HttpBackend {
             size,
             stream,
             digests: None,
-            verified_whole: false,
+            verified_whole: None,
         }))
     }
 

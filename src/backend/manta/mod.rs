@@ -416,7 +416,7 @@ impl Backend for MantaBackend {
                     size: st.size,
                     stream: stream::empty().boxed(),
                     digests: None,
-                    verified_whole: false,
+                    verified_whole: None,
                 }));
             }
             let value = format!("bytes={}-{}", r.start, r.end - 1);
@@ -485,7 +485,7 @@ impl Backend for MantaBackend {
                 range.map_or(0, |r| r.start),
             ),
             digests: None,
-            verified_whole: false,
+            verified_whole: None,
         }))
     }
 

@@ -28,7 +28,7 @@ pub(super) async fn get(
             size: meta.size,
             stream: stream::empty().boxed(),
             digests: None,
-            verified_whole: false,
+            verified_whole: None,
         }));
     }
     let opts = GetOptions {
@@ -62,6 +62,6 @@ pub(super) async fn get(
         size,
         stream,
         digests: None,
-        verified_whole: false,
+        verified_whole: None,
     }))
 }

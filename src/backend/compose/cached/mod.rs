@@ -39,7 +39,7 @@ use self::fill::Flight;
 use self::lru::MemoryLedger;
 use self::record::Uses;
 use super::fan_out::{rebuild_each, Filter};
-use super::verify::{fetch_checked, slice, Fetched, Held};
+use super::verify::{fetch_checked, refused, slice, Fetched, Held};
 use crate::backend::{
     AliasRebuild, Backend, BlobKey, BlobStat, BlobWriter, CacheLedger, GetResult, Misplaced,
     PutHint,
@@ -349,7 +349,7 @@ impl Backend for Cached {
         for _ in 0..2 {
             if let Some((bytes, record)) = self.read_local(key).await {
                 self.inner.hits.fetch_add(1, Ordering::Relaxed);
-                return slice(bytes, range, record, true).map(Some);
+                return slice(bytes, range, record).map(Some);
             }
             fill = self.fill(*key);
             if fill.is_some() {
@@ -364,17 +364,18 @@ impl Backend for Cached {
             self.inner.forget(key).await;
             return match fetch_checked(&*self.inner.remote, key).await? {
                 (Fetched::Missing, _) => Ok(None),
-                (Fetched::Good(b), record) => slice(b, range, record, true).map(Some),
-                (Fetched::Bad(b, _), _) => slice(b, range, None, false).map(Some),
+                (Fetched::Good(b), record) => slice(b, range, record).map(Some),
+                (Fetched::Bad(b, found), _) => refused(key, b.len(), range, &found).map(Some),
             };
         };
         // The remote's own error, of its own kind (a Config error for rejected credentials, not a
         // Backend one), whether this reader started the fill or joined it.
         let got = fill.await.map_err(Error::shared)?;
-        // A good fill comes with the digests computed while verifying it; a bad one without.
-        got.map(|(b, digests)| {
-            let good = digests.is_some();
-            slice(b, range, digests, good)
+        // A good fill comes with the digests computed while verifying it; a bad one with what it
+        // hashed to.
+        got.map(|(b, verdict)| match verdict {
+            Ok(digests) => slice(b, range, digests),
+            Err(found) => refused(key, b.len(), range, &found),
         })
         .transpose()
     }
@@ -425,8 +426,8 @@ impl Backend for Cached {
     }
 
     /// Reads serve a copy verified whole (the local tier's, or the remote's as it fills).
-    fn verifies_reads_whole(&self) -> bool {
-        true
+    fn verifies_reads_whole(&self) -> Option<crate::backend::Vouched> {
+        Some(crate::backend::Vouched::new())
     }
 
     /// The remote first, then the local tier: a fill that read the remote before its delete is

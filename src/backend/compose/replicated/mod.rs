@@ -137,8 +137,26 @@ impl Backend for Replicated {
         self.read(key, range).await
     }
 
+    /// The first replica's whose size its trusted record confirms; a copy without (cut short,
+    /// grown) names its size only if no replica's can, and no replica failed.
     async fn head(&self, key: &BlobKey) -> Result<Option<BlobStat>> {
-        self.first_answer(|replica| replica.head(key)).await
+        let (mut unconfirmed, mut last_err) = (None, None);
+        for replica in self.replicas.iter() {
+            match self.timed(replica.head(key)).await {
+                Ok(Some(st)) if st.digests.is_some() || !replica.recorded_digests_trusted() => {
+                    return Ok(Some(st))
+                }
+                Ok(Some(st)) => {
+                    unconfirmed.get_or_insert(st);
+                }
+                Ok(None) => {}
+                Err(e) => last_err = Some(e),
+            }
+        }
+        match (last_err, unconfirmed) {
+            (Some(e), _) => Err(e),
+            (None, st) => Ok(st),
+        }
     }
 
     /// The first replica's size when it holds the blob and can tell at once (an fs replica: one
@@ -161,8 +179,8 @@ impl Backend for Replicated {
     }
 
     /// Reads serve the first copy that verifies whole.
-    fn verifies_reads_whole(&self) -> bool {
-        true
+    fn verifies_reads_whole(&self) -> Option<crate::backend::Vouched> {
+        Some(crate::backend::Vouched::new())
     }
 
     async fn delete(&self, key: &BlobKey) -> Result<bool> {

@@ -4,7 +4,7 @@ use std::future::Future;
 use std::ops::Range;
 
 use super::Replicated;
-use crate::backend::compose::verify::{fetch_checked, fetch_for_copy, slice, Fetched};
+use crate::backend::compose::verify::{fetch_checked, fetch_for_copy, refused, slice, Fetched};
 use crate::backend::{Backend, BlobKey, BlobStat, GetResult};
 use crate::{Error, Result};
 
@@ -109,13 +109,13 @@ impl Replicated {
                     if let (Some(d), Some(ticket), true) = (&digests, &ticket, repair) {
                         self.write_copies(key, &bytes, d, &to_fix, ticket).await;
                     }
-                    return slice(bytes, range, digests, true).map(Some);
+                    return slice(bytes, range, digests).map(Some);
                 }
                 Ok((Fetched::Missing, _)) => to_fix.push((i, false)),
                 Ok((Fetched::Bad(bytes, found), _)) => {
                     tracing::warn!(blob = %key, replica = %replica.describe(), %found, "corrupt replica");
                     to_fix.push((i, true));
-                    first_bad.get_or_insert(bytes);
+                    first_bad.get_or_insert((bytes.len(), found));
                 }
                 Err(e) => {
                     tracing::warn!(blob = %key, replica = %replica.describe(), error = %e, "replica read failed");
@@ -130,9 +130,9 @@ impl Replicated {
                 tracing::warn!(blob = %key, error = %e, "no copy verified, and a replica could not be read");
                 Err(e)
             }
-            // Every replica answered and none verifies: hand out a bad copy so the store reports
-            // the blob corrupt (and fsck can quarantine it) rather than pretending it is not there.
-            (Some(bytes), None) => slice(bytes, range, None, false).map(Some),
+            // Every replica answered and none verifies: the blob is corrupt (and fsck can
+            // quarantine it), not missing.
+            (Some((size, found)), None) => refused(key, size, range, &found).map(Some),
             // None has it, but one could not be asked and may be the one that does.
             (None, Some(e)) => Err(e),
             (None, None) => Ok(None),
