@@ -16,9 +16,9 @@ use crate::backend::BlobKey;
 use crate::integrity::Digests;
 use crate::{Error, Result};
 
-/// A fill's copy, with its digests when it is good (computed in the pass that verified it), or
-/// what it hashed to when it is bad.
-pub(super) type Filled = Option<(Held, std::result::Result<Option<Digests>, String>)>;
+/// A fill's good copy, with its digests (computed in the pass that verified it); or a bad copy's
+/// size and what it hashed to, its bytes dropped.
+pub(super) type Filled = Option<std::result::Result<(Held, Option<Digests>), (u64, String)>>;
 
 pub(super) type Fill = Shared<BoxFuture<'static, std::result::Result<Filled, Arc<Error>>>>;
 
@@ -127,7 +127,7 @@ impl Inner {
             Fetched::Bad(bytes, found) => {
                 // Not cached; the store above reports the blob corrupt.
                 tracing::warn!(blob = %key, %found, remote = %self.remote.describe(), "remote copy is corrupt");
-                Ok(Some((bytes, Err(found))))
+                Ok(Some(Err((bytes.len(), found))))
             }
             Fetched::Good(bytes) => {
                 // A delete since the remote read: the bytes are served (the read came first) but
@@ -141,7 +141,7 @@ impl Inner {
                         }
                     }
                 }
-                Ok(Some((bytes, Ok(digests))))
+                Ok(Some(Ok((bytes, digests))))
             }
         }
     }

@@ -373,9 +373,9 @@ impl Backend for Cached {
         let got = fill.await.map_err(Error::shared)?;
         // A good fill comes with the digests computed while verifying it; a bad one with what it
         // hashed to.
-        got.map(|(b, verdict)| match verdict {
-            Ok(digests) => slice(b, range, digests),
-            Err(found) => refused(key, b.len(), range, &found),
+        got.map(|verdict| match verdict {
+            Ok((b, digests)) => slice(b, range, digests),
+            Err((size, found)) => refused(key, size, range, &found),
         })
         .transpose()
     }
