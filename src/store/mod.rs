@@ -137,8 +137,7 @@ impl Store {
     /// verifies its reads whole ([`Backend::verifies_reads_whole`]: a cache tier, replicas): it has
     /// checked the bytes against the key, and vouches for the record it hands out with them.
     /// Where it hands out the very bytes it checked, held in memory
-    /// ([`GetResult::verified_whole`]): the hash asked
-    /// by alone, or nothing but their size.
+    /// ([`GetResult::verified_whole`]): the hash asked by alone, or nothing but their size.
     fn checks(&self, key: &BlobKey, asked: Option<Hash>, got: &GetResult) -> Vec<Hash> {
         let fast = self.verification == Verification::Fast;
         if fast && got.verified_whole.is_some() && self.backend.verifies_reads_whole().is_some() {

@@ -16,7 +16,7 @@ use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
 
 use crate::backend::budget::{self, charged, ReadBudget};
-use crate::backend::{Backend, BlobKey, ByteStream};
+use crate::backend::{Backend, BlobKey, BlobStat, ByteStream};
 use crate::integrity::{Algorithm, DigestSet, Digests, MultiHasher};
 use crate::task::blocking;
 use crate::{Error, Result};
@@ -383,6 +383,13 @@ async fn hash_with(bytes: Bytes, algorithms: &[Algorithm]) -> Result<DigestSet> 
     }
 }
 
+/// Whether a member's `head` of a copy names the blob's size: where the member keeps trusted
+/// records, only with the copy's record, which it leaves out for a copy whose size is not the
+/// record's (cut short, or grown); a `HEAD` must not advertise a damaged copy's size.
+pub(super) fn size_confirmed(member: &dyn Backend, st: &BlobStat) -> bool {
+    st.digests.is_some() || !member.recorded_digests_trusted()
+}
+
 /// A good held blob served as a [`GetResult`](crate::backend::GetResult), cut to `range`, with
 /// the digests the wrapper vouches for (see [`Backend::verifies_reads_whole`]: the trusted record
 /// it was checked against, or what it computed from the bytes), and, held in memory, as
@@ -404,10 +411,11 @@ pub(super) fn slice(
     })
 }
 
-/// The answer for a blob whose copy of `size` bytes the wrapper found bad (`found`: what it hashed to), and no other good: its
-/// reader meets the verdict, [`Error::Corrupt`], before any of its bytes. Handed on as bytes, a
-/// copy held in a temporary file would reach a server's client chunk by chunk under a `200`
-/// before the store could hash its end. A `range` outside the copy is refused as a bad range.
+/// The answer for a blob whose copy of `size` bytes the wrapper found bad (`found`: what it
+/// hashed to), with no other copy good: its reader meets the verdict, [`Error::Corrupt`], before
+/// any of its bytes. Handed on as bytes, a copy held in a temporary file would reach a server's
+/// client chunk by chunk under a `200` before the store could hash its end. A `range` outside
+/// the copy is refused as a bad range.
 pub(super) fn refused(
     key: &BlobKey,
     size: u64,

@@ -39,7 +39,7 @@ use self::fill::Flight;
 use self::lru::MemoryLedger;
 use self::record::Uses;
 use super::fan_out::{rebuild_each, Filter};
-use super::verify::{fetch_checked, refused, slice, Fetched, Held};
+use super::verify::{fetch_checked, refused, size_confirmed, slice, Fetched, Held};
 use crate::backend::{
     AliasRebuild, Backend, BlobKey, BlobStat, BlobWriter, CacheLedger, GetResult, Misplaced,
     PutHint,
@@ -385,11 +385,7 @@ impl Backend for Cached {
     /// `HEAD` must not advertise a damaged copy's size.
     async fn head(&self, key: &BlobKey) -> Result<Option<BlobStat>> {
         match self.inner.local.head(key).await {
-            Ok(Some(st))
-                if st.digests.is_some() || !self.inner.local.recorded_digests_trusted() =>
-            {
-                return Ok(Some(st))
-            }
+            Ok(Some(st)) if size_confirmed(&*self.inner.local, &st) => return Ok(Some(st)),
             Ok(Some(st)) => {
                 let e = Error::Corrupt {
                     address: key.to_string(),

@@ -34,6 +34,7 @@ use async_trait::async_trait;
 use futures::stream::{BoxStream, FuturesUnordered, StreamExt};
 
 use super::fan_out::{rebuild_each, Filter};
+use super::verify::size_confirmed;
 use crate::backend::{
     AliasRebuild, Backend, BlobKey, BlobStat, BlobWriter, GetResult, Misplaced, PutHint,
 };
@@ -143,9 +144,7 @@ impl Backend for Replicated {
         let (mut unconfirmed, mut last_err) = (None, None);
         for replica in self.replicas.iter() {
             match self.timed(replica.head(key)).await {
-                Ok(Some(st)) if st.digests.is_some() || !replica.recorded_digests_trusted() => {
-                    return Ok(Some(st))
-                }
+                Ok(Some(st)) if size_confirmed(&**replica, &st) => return Ok(Some(st)),
                 Ok(Some(st)) => {
                     unconfirmed.get_or_insert(st);
                 }
