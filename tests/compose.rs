@@ -266,8 +266,11 @@ impl Backend for Faulty {
         self.gate().await?;
         self.inner.rebuild_aliases(found, options).await
     }
-    fn recorded_digests_trusted(&self) -> bool {
-        !self.knobs.distrusted.load(Ordering::SeqCst) && self.inner.recorded_digests_trusted()
+    fn recorded_digests_trusted(&self) -> Option<tarvault::backend::Vouched> {
+        let distrusted = self.knobs.distrusted.load(Ordering::SeqCst);
+        self.inner
+            .recorded_digests_trusted()
+            .filter(|_| !distrusted)
     }
 }
 

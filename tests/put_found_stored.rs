@@ -262,8 +262,8 @@ impl Backend for Untrusted {
     ) -> Result<tarvault::backend::AliasRebuild> {
         self.0.rebuild_aliases(found, options).await
     }
-    fn recorded_digests_trusted(&self) -> bool {
-        false
+    fn recorded_digests_trusted(&self) -> Option<tarvault::backend::Vouched> {
+        None
     }
 }
 

@@ -160,7 +160,7 @@ pub struct GetResult {
     pub stream: ByteStream,
     /// The digests recorded at commit time, when the backend had them at hand while opening the
     /// blob (no extra request). Trusted for verification only as [`BlobStat::digests`] is: when
-    /// [`Backend::recorded_digests_trusted`] says so, or from a backend that
+    /// [`Backend::recorded_digests_trusted`] vouches for them, or from a backend that
     /// [verifies its reads whole](Backend::verifies_reads_whole), which vouches for them.
     pub digests: Option<Digests>,
     /// The backend read the blob whole and checked it against its key (or a trusted record)
@@ -172,9 +172,10 @@ pub struct GetResult {
 }
 
 /// Proof that a read or a backend is one of this crate's wrappers holding a copy it verified
-/// whole ([`GetResult::verified_whole`], [`Backend::verifies_reads_whole`]): only this crate can
-/// make one, so a backend written outside it cannot switch off the store's checks by claiming
-/// to have made them, by mistake or otherwise. It can pass one on.
+/// whole ([`GetResult::verified_whole`], [`Backend::verifies_reads_whole`]), or one of its
+/// backends keeping records it trusts ([`Backend::recorded_digests_trusted`]): only this crate
+/// can make one, so a backend written outside it cannot switch off or weaken the store's checks
+/// by claiming to have made them, by mistake or otherwise. It can pass one on.
 ///
 /// ```compile_fail
 /// // Outside the crate there is no way to make one.
@@ -513,11 +514,16 @@ pub trait Backend: fmt::Debug + Send + Sync + 'static {
     }
 
     /// Whether the digests this backend records at commit (returned by [`Backend::head`]) can be
-    /// trusted to verify reads. True only where they are kept locally by tarvault itself (fs,
-    /// memory); a remote server's metadata comes from the same place as the bytes, so a lying server
-    /// could lie about both, and reads from it are verified against the address itself.
-    fn recorded_digests_trusted(&self) -> bool {
-        false
+    /// trusted to verify reads: `Some` only where tarvault itself keeps them, beside the bytes
+    /// and apart from them (fs, memory), and for this crate's wrappers when every member's are.
+    /// A remote server's metadata comes from the same place as the bytes, so a lying server could
+    /// lie about both, and reads from it are verified against the address itself. Only this crate
+    /// can make the token ([`Vouched`]): a backend written outside it has its reads checked
+    /// against their sha512 however it keeps its records, since a claim made by mistake would let
+    /// a record forged or damaged together with the bytes pass them; a wrapper outside it may pass
+    /// on its inner backend's answer, if it hands out that backend's records and bytes unchanged.
+    fn recorded_digests_trusted(&self) -> Option<Vouched> {
+        None
     }
 
     /// Finds blob files stored outside the place their name gives them, which [`Backend::list`]

@@ -98,7 +98,7 @@ pub async fn copy(
     mut on_event: impl FnMut(&CopyEvent),
 ) -> Result<CopyReport> {
     let mut report = CopyReport::default();
-    let listed = if options.list_target && !to.backend().recorded_digests_trusted() {
+    let listed = if options.list_target && to.backend().recorded_digests_trusted().is_none() {
         Some(Mutex::new(target_keys(to).await?))
     } else {
         None

@@ -138,7 +138,7 @@ impl Store {
         if confirm == Confirm::Read {
             return self.hash_of(key, asked).await;
         }
-        let trusted = self.backend.recorded_digests_trusted();
+        let trusted = self.backend.recorded_digests_trusted().is_some();
         let record = st
             .digests
             .as_ref()

@@ -144,7 +144,7 @@ impl Store {
             return asked.into_iter().collect();
         }
         let record = got.digests.as_ref();
-        let vouched = self.backend.recorded_digests_trusted()
+        let vouched = self.backend.recorded_digests_trusted().is_some()
             || self.backend.verifies_reads_whole().is_some();
         if fast && vouched {
             if let Some(asked) = asked {

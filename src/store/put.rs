@@ -246,7 +246,7 @@ impl Store {
         }
         // A copy damaged in place keeps its size: where the record is trusted (and so present,
         // by `intact`), the copy is checked against it, and a put of the right bytes replaces it.
-        match record.filter(|_| self.backend.recorded_digests_trusted()) {
+        match record.filter(|_| self.backend.recorded_digests_trusted().is_some()) {
             Some(d) => match self.backend.copy_holds(&key, &d).await {
                 Ok(true) => Ok(Some(key)),
                 Ok(false) => {
@@ -286,7 +286,7 @@ impl Store {
         }
         // A trusted backend's `head` gives no digests when the record disagrees with the file
         // (or is missing: then writing again is merely redundant, and the commit records it).
-        !self.backend.recorded_digests_trusted()
+        self.backend.recorded_digests_trusted().is_none()
             || stat.digests.is_some_and(|d| d.size == stat.size)
     }
 

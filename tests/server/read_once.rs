@@ -69,7 +69,7 @@ impl Backend for Counted {
     ) -> tarvault::Result<AliasRebuild> {
         self.inner.rebuild_aliases(found, options).await
     }
-    fn recorded_digests_trusted(&self) -> bool {
+    fn recorded_digests_trusted(&self) -> Option<tarvault::backend::Vouched> {
         self.inner.recorded_digests_trusted()
     }
 }

@@ -156,7 +156,7 @@ impl Backend for Throttled {
         self.inner.head_of_record(key).await
     }
 
-    fn recorded_digests_trusted(&self) -> bool {
+    fn recorded_digests_trusted(&self) -> Option<crate::backend::Vouched> {
         self.inner.recorded_digests_trusted()
     }
 

@@ -198,7 +198,7 @@ async fn fetch_within(
     };
     let record = got.digests.filter(|d| {
         by_record
-            && backend.recorded_digests_trusted()
+            && backend.recorded_digests_trusted().is_some()
             && d.sha512 == *key.as_bytes()
             && d.size == got.size
     });
@@ -387,7 +387,7 @@ async fn hash_with(bytes: Bytes, algorithms: &[Algorithm]) -> Result<DigestSet> 
 /// records, only with the copy's record, which it leaves out for a copy whose size is not the
 /// record's (cut short, or grown); a `HEAD` must not advertise a damaged copy's size.
 pub(super) fn size_confirmed(member: &dyn Backend, st: &BlobStat) -> bool {
-    st.digests.is_some() || !member.recorded_digests_trusted()
+    st.digests.is_some() || member.recorded_digests_trusted().is_none()
 }
 
 /// A good held blob served as a [`GetResult`](crate::backend::GetResult), cut to `range`, with

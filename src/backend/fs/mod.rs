@@ -527,8 +527,8 @@ impl Backend for FsBackend {
         self.walk_stats(false)
     }
 
-    fn recorded_digests_trusted(&self) -> bool {
-        true
+    fn recorded_digests_trusted(&self) -> Option<crate::backend::Vouched> {
+        Some(crate::backend::Vouched::new())
     }
 
     /// One index lookup, in place (see [`FsBackend::head`]).

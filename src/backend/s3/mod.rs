@@ -8,7 +8,7 @@
 //!
 //! Reads are verified by the [`Store`](crate::Store) against the address itself: the digests in
 //! an object's metadata come from the same server as its bytes, so they are reported by `head` but
-//! not trusted to verify reads ([`Backend::recorded_digests_trusted`] is false).
+//! not trusted to verify reads ([`Backend::recorded_digests_trusted`] is `None`).
 //!
 //! The sha1 and blake3 aliases are marker objects under `markers/` (`backend::alias_marker`), two
 //! small create-only PUTs sent alongside the blob's, so a lookup by sha1 or blake3 is one GET at

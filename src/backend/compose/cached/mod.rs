@@ -529,8 +529,9 @@ impl Backend for Cached {
         moved
     }
 
-    fn recorded_digests_trusted(&self) -> bool {
-        self.inner.local.recorded_digests_trusted() && self.inner.remote.recorded_digests_trusted()
+    fn recorded_digests_trusted(&self) -> Option<crate::backend::Vouched> {
+        self.inner.local.recorded_digests_trusted()?;
+        self.inner.remote.recorded_digests_trusted()
     }
 
     async fn sweep(&self) -> Result<u64> {

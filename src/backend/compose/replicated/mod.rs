@@ -260,8 +260,12 @@ impl Backend for Replicated {
         self.quarantine_bad(key).await
     }
 
-    fn recorded_digests_trusted(&self) -> bool {
-        self.replicas.iter().all(|r| r.recorded_digests_trusted())
+    fn recorded_digests_trusted(&self) -> Option<crate::backend::Vouched> {
+        let all = self
+            .replicas
+            .iter()
+            .all(|r| r.recorded_digests_trusted().is_some());
+        all.then(crate::backend::Vouched::new)
     }
 
     async fn restore_misplaced(&self) -> Result<Misplaced> {
