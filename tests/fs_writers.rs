@@ -108,6 +108,51 @@ async fn a_put_of_the_right_bytes_repairs_a_blob_damaged_in_place() {
     }
 }
 
+/// The same over 8 MiB, where a stored file is not hashed in place (it would be read back from
+/// the disk): the put's own verified copy, written already, takes its place, so a put of the
+/// right bytes (told their sha512 or not, one at a time or in a batch) repairs bit rot there too.
+/// The put cannot tell the old copy was damaged, and says the blob was present. A put of an
+/// intact blob leaves it readable, and no put leaves a temp file. (Before, the file's size alone
+/// was checked, and the damaged copy stayed.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_put_of_the_right_bytes_repairs_a_large_blob_damaged_in_place() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = noise((8 << 20) + 4096, 22);
+    let a = addr(&sha512_sri(&data));
+    let root = dir.path().join("s");
+    let (store, b) = open(&root);
+    store
+        .put_bytes(data.clone(), &PutOptions::default())
+        .await
+        .expect("put");
+    let read = || async { store.get(&a).await?.bytes().await };
+    for (told, batch) in [(false, false), (true, false), (false, true), (true, true)] {
+        let case = format!("told the sha512: {told}, in a batch: {batch}");
+        common::corrupt_blob(&b, &key_of(&data), told);
+        assert_eq!(
+            read().await.err().map(|e| e.kind()),
+            Some(ErrorKind::Corrupt),
+            "{case}"
+        );
+        let options = PutOptions {
+            expected: told.then(|| a.clone()),
+            ..PutOptions::default()
+        };
+        for _ in 0..2 {
+            let put = if batch {
+                let input = common::chunked(&data, 1 << 20);
+                let mut results = store.put_batch(vec![(input, options.clone())]).await;
+                results.remove(0)
+            } else {
+                store.put_bytes(data.clone(), &options).await
+            };
+            assert!(!put.expect("put").stored, "{case}");
+            assert_eq!(read().await.expect("reads whole"), data, "{case}");
+            assert_eq!(temp_files(&root), Vec::<PathBuf>::new(), "{case}");
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_put_whose_publish_fails_leaves_no_temp_file() {
     let dir = tempfile::tempdir().expect("tempdir");

@@ -448,9 +448,10 @@ pub trait Backend: fmt::Debug + Send + Sync + 'static {
     /// put that would write nothing because the blob is stored asks first, so that putting the
     /// right bytes again replaces a copy damaged in place (bit rot of the same size, which a
     /// `head` cannot see) instead of leaving it. The fs backend hashes a file of up to 8 MiB with
-    /// blake3 (several GB/s, from the page cache) and checks a larger one by its size. The default
-    /// says yes: a remote copy is checked by each verified read and by fsck,
-    /// not read back whole by every put.
+    /// blake3 (several GB/s, from the page cache) and answers `false` for a larger one, whose
+    /// read from the disk would cost more than the put's own copy: that copy then replaces it.
+    /// The default says yes: a remote copy is checked by each verified read and by fsck, not
+    /// read back whole by every put.
     async fn copy_holds(&self, key: &BlobKey, record: &Digests) -> Result<bool> {
         let _ = (key, record);
         Ok(true)

@@ -250,7 +250,7 @@ impl Store {
             Some(d) => match self.backend.copy_holds(&key, &d).await {
                 Ok(true) => Ok(Some(key)),
                 Ok(false) => {
-                    tracing::warn!(blob = %key, "the stored copy is damaged: writing the verified bytes over it");
+                    tracing::debug!(blob = %key, "the stored copy is damaged or cannot be checked in place: writing the verified bytes");
                     Ok(None)
                 }
                 Err(e) => {

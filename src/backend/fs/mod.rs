@@ -489,12 +489,17 @@ impl Backend for FsBackend {
         blocking(move || inner.delete_blob(&key, Some(cutoff))).await
     }
 
-    /// The file hashed with blake3 against the record, on the blocking pool.
+    /// The file hashed with blake3 against the record, on the blocking pool. A file too large to
+    /// hash in place does not count: the put writes its own copy, which its commit puts in place
+    /// of this one (see `read::Found::Unchecked`).
     async fn copy_holds(&self, key: &BlobKey, record: &Digests) -> Result<bool> {
         let (path, record) = (self.inner.layout.blob(key), *record);
         blocking(move || {
-            let has = read::file_has(&path, &record).map_err(|e| Error::io("read", &path, e))?;
-            Ok(has == Some(true))
+            let found = read::file_has(&path, &record).map_err(|e| Error::io("read", &path, e))?;
+            if found == read::Found::Damaged {
+                tracing::warn!(blob = %path.display(), "the stored copy is damaged: writing the verified bytes over it");
+            }
+            Ok(found == read::Found::Holds)
         })
         .await
     }

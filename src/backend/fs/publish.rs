@@ -1,7 +1,8 @@
 //! Publishing verified temp files under their addresses, and recording them in the index.
 //!
-//! A put that finds its blob already stored writes nothing more, but it keeps its own copy (the
-//! temp file) until its record is written: the file it found may be one another process linked a
+//! A put that finds its blob already stored writes nothing more (over 8 MiB, where the stored
+//! file is not hashed in place, it renames a second name of its own copy over it), but it keeps
+//! its own copy (the temp file) until its record is written: the file it found may be one another process linked a
 //! moment before and then takes back, because that process could not write its own record (a
 //! full disk, a write lock held too long). The record of each blob is written under the index's
 //! write lock, and so is a take-back; whichever comes first decides. A take-back removes only
@@ -12,6 +13,7 @@ use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
+use super::read::Found;
 use super::writer::{key_of, remove_if_exists};
 use super::{durable, FsInner};
 use crate::backend::{BlobKey, Committed};
@@ -205,13 +207,18 @@ impl FsInner {
         } else {
             // Same content already stored, unless it was damaged in place: a file of another size
             // or with another blake3 is corrupt, and the verified bytes we hold replace it
-            // (nothing good is lost: the old bytes were not). A file gone meanwhile is left to
+            // (nothing good is lost: the old bytes were not). A file too large to hash in place
+            // is replaced by them too, and counts as present. A file gone meanwhile is left to
             // the record (below), which links this put's copy.
             match super::read::file_has(&target, d) {
-                Ok(Some(false)) => {
+                Ok(Found::Damaged) => {
                     tracing::warn!(blob = %target.display(), "replacing corrupt blob with verified bytes");
                     std::fs::rename(tmp, &target).map_err(|e| Error::io("rename", &target, e))?;
                     Committed::Stored
+                }
+                Ok(Found::Unchecked) => {
+                    self.replace_keeping(tmp, &target);
+                    Committed::AlreadyPresent
                 }
                 _ => {
                     // The temp file stays until the record is written (see `publish`); a blob
@@ -225,6 +232,27 @@ impl FsInner {
             durable::sync_dir(&dir).map_err(|e| Error::io("fsync directory", &dir, e))?;
         }
         Ok(outcome)
+    }
+
+    /// Puts a second name of the verified copy `tmp` in place of `target` (a stored copy too
+    /// large to check in place: `Found::Unchecked`), in one rename, and keeps `tmp` itself as
+    /// the spare a put that found its blob keeps until its record is written (module docs). The
+    /// second name is a temp file of this store's own, which no sweep takes while the store is
+    /// open. The copy's bytes are flushed first, whatever the store's `fsync`: the copy it
+    /// replaces may have been on disk for years, and a crash must not swap it for bytes that
+    /// never got there. Where that cannot be done (a filesystem without hard links), the stored
+    /// copy stays and is marked recent, as a copy that holds is.
+    fn replace_keeping(&self, tmp: &Path, target: &Path) {
+        let side = self.layout.new_temp(self.lease.as_ref().map(|l| l.id()));
+        let replaced = std::fs::File::open(tmp)
+            .and_then(|f| f.sync_data())
+            .and_then(|()| std::fs::hard_link(tmp, &side))
+            .and_then(|()| std::fs::rename(&side, target));
+        if let Err(e) = replaced {
+            tracing::debug!(blob = %target.display(), error = %e, "could not replace a stored copy too large to check; keeping it");
+            let _ = remove_if_exists(&side);
+            self.freshen_file(target);
+        }
     }
 }
 

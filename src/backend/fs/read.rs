@@ -300,29 +300,50 @@ fn read_exact_at(
 }
 
 /// Stored copies up to this size are hashed before a put of the same bytes leaves them in place;
-/// larger ones are checked by size only. A copy this small was written through the page cache
-/// (see [`DIRECT_WRITES_FROM`](super::DIRECT_WRITES_FROM)) and nearly always reads from it, in a
-/// few milliseconds at most; a GiB written around the cache reads back from the disk, which here
-/// took 2 s, more than the put itself. Nearly every npm tarball is under it.
+/// a larger one is replaced by the put's own verified copy instead ([`Found::Unchecked`]). A copy
+/// this small was written through the page cache (see
+/// [`DIRECT_WRITES_FROM`](super::DIRECT_WRITES_FROM)) and nearly always reads from it, in a few
+/// milliseconds at most; a GiB written around the cache reads back from the disk, which here
+/// took 2 s, more than the put itself, while the put's copy is written already. Nearly every npm
+/// tarball is under it.
 const HASHED_BEFORE_KEPT_UP_TO: u64 = super::DIRECT_WRITES_FROM;
 
-/// Whether the file at `path` has the size and (up to [`HASHED_BEFORE_KEPT_UP_TO`]) the blake3
-/// digest of `record`: a stored copy checked before a put of the same bytes leaves it in place
-/// (see [`Backend::copy_holds`](crate::backend::Backend::copy_holds)). `None` if there is no file
-/// (gone meanwhile), which a put links its own copy in place of rather than replacing.
-pub(super) fn file_has(path: &Path, record: &Digests) -> std::io::Result<Option<bool>> {
+/// What a put of a blob found in the blob's place (see [`file_has`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Found {
+    /// No file (gone meanwhile): a put links its own copy in its place rather than replacing.
+    Gone,
+    /// A file of the record's size and blake3: left in place.
+    Holds,
+    /// A file of another size, or with another blake3: damaged, and replaced.
+    Damaged,
+    /// A file of the record's size, too large to hash in place (over
+    /// [`HASHED_BEFORE_KEPT_UP_TO`]): a put that has written its own verified copy puts that
+    /// one in its place, so that a put of the right bytes repairs a copy damaged in place at any
+    /// size.
+    Unchecked,
+}
+
+/// What the file at `path` is to `record` (its size, and up to [`HASHED_BEFORE_KEPT_UP_TO`] its
+/// blake3): a stored copy checked before a put of the same bytes leaves it in place (see
+/// [`Backend::copy_holds`](crate::backend::Backend::copy_holds)).
+pub(super) fn file_has(path: &Path, record: &Digests) -> std::io::Result<Found> {
     let file = match File::open(path) {
         Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Found::Gone),
         Err(e) => return Err(e),
     };
     if file.metadata()?.len() != record.size {
-        return Ok(Some(false));
+        return Ok(Found::Damaged);
     }
     if record.size > HASHED_BEFORE_KEPT_UP_TO {
-        return Ok(Some(true));
+        return Ok(Found::Unchecked);
     }
     let mut hasher = blake3::Hasher::new();
     hasher.update_reader(std::io::BufReader::with_capacity(READ_CHUNK, file))?;
-    Ok(Some(hasher.finalize().as_bytes() == &record.blake3))
+    Ok(if hasher.finalize().as_bytes() == &record.blake3 {
+        Found::Holds
+    } else {
+        Found::Damaged
+    })
 }
