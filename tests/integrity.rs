@@ -70,6 +70,23 @@ fn ssri_compatible_parsing() {
         format!("{HELLO_SHA1} sha3-abc whirlpool-xyz?o")
     );
     assert_eq!(u.compare(&i), Comparison::Match(Algorithm::Sha1));
+    // Whitespace is what ssri trims and splits on, JavaScript's `\s`: vertical tab, no-break and
+    // other Unicode spaces, line and paragraph separators, BOM. Not U+0085 or U+200B.
+    for space in [
+        "\u{b}", "\u{a0}", "\u{2007}", "\u{2028}", "\u{3000}", "\u{feff}",
+    ] {
+        let spaced = format!("{space}{HELLO_SHA512}{space}{HELLO_SHA1}{space}");
+        let i = Integrity::parse(&spaced).unwrap_or_else(|e| panic!("{spaced:?}: {e}"));
+        assert_eq!(
+            i.to_string(),
+            format!("{HELLO_SHA512} {HELLO_SHA1}"),
+            "{spaced:?}"
+        );
+    }
+    for not_space in ["\u{85}", "\u{200b}"] {
+        let joined = format!("{HELLO_SHA512}{not_space}{HELLO_SHA1}");
+        assert!(Integrity::parse(&joined).is_err(), "{joined:?}");
+    }
     // blake3 is ours.
     let b =
         Integrity::parse("blake3-6wDqlL0M6MYULCAuKYWvFpSo0UfsoRJjU8T2UYLRJfU=").expect("blake3");

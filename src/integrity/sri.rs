@@ -147,13 +147,16 @@ const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STA
 impl Integrity {
     /// Parses an SRI string such as `sha512-<base64>`, or several space-separated ones.
     ///
+    /// Tokens are separated by the whitespace ssri splits on ([`is_ssri_space`]), so that a string
+    /// npm reads as two hashes is two hashes here too.
+    ///
     /// Errors (never panics) on: an empty string, a token without `algo-digest` shape, a known
     /// algorithm whose digest is not canonical padded base64 or has the wrong length, and a string
     /// with no known algorithm at all.
     pub fn parse(input: &str) -> Result<Integrity> {
         let mut hashes = Vec::new();
         let mut unknown = Vec::new();
-        for token in input.split_ascii_whitespace() {
+        for token in input.split(is_ssri_space).filter(|t| !t.is_empty()) {
             let Some((algo, rest)) = token.split_once('-') else {
                 return Err(Error::invalid_integrity(
                     input,
@@ -231,7 +234,7 @@ impl Integrity {
     /// Parses an address as the CLI and HTTP routes accept it: an integrity string, or a 40-digit
     /// hex npm `shasum` (sha1).
     pub fn parse_address(input: &str) -> Result<Integrity> {
-        let t = input.trim();
+        let t = input.trim_matches(is_ssri_space);
         if t.len() == 40 && t.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Integrity::from_shasum(t);
         }
@@ -370,6 +373,25 @@ impl<'de> serde::Deserialize<'de> for Integrity {
         let s = String::deserialize(d)?;
         Integrity::parse(&s).map_err(serde::de::Error::custom)
     }
+}
+
+/// Whether `c` is whitespace to npm's ssri, which reads `integrity.trim().split(/\s+/)`:
+/// JavaScript's `\s`, ECMAScript's WhiteSpace and LineTerminator (tab, LF, VT, FF, CR, every
+/// Unicode space separator, U+2028, U+2029 and the BOM, U+FEFF). Neither of Rust's splits is
+/// that set: `split_ascii_whitespace` misses VT and the Unicode spaces (a packument npm installs
+/// from would be refused), `split_whitespace` splits on U+0085 and not on U+FEFF.
+fn is_ssri_space(c: char) -> bool {
+    matches!(
+        c,
+        '\t' | '\n' | '\u{b}' | '\u{c}' | '\r' | ' ' | '\u{a0}' | '\u{1680}' | '\u{2000}'
+            ..='\u{200a}'
+                | '\u{2028}'
+                | '\u{2029}'
+                | '\u{202f}'
+                | '\u{205f}'
+                | '\u{3000}'
+                | '\u{feff}'
+    )
 }
 
 fn short(s: &str) -> &str {
