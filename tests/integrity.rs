@@ -70,6 +70,18 @@ fn ssri_compatible_parsing() {
         format!("{HELLO_SHA1} sha3-abc whirlpool-xyz?o")
     );
     assert_eq!(u.compare(&i), Comparison::Match(Algorithm::Sha1));
+    // Printed as ssri prints (and npm writes into a lockfile): grouped by algorithm, in the order
+    // each algorithm first appears; unknown entries last.
+    let other_sha1 = format!("sha1-{}=", "A".repeat(27));
+    let mixed = Integrity::parse(&format!(
+        "{HELLO_SHA1} sha3-abc {HELLO_SHA512}?x {other_sha1} {HELLO_SHA512}"
+    ))
+    .expect("parse");
+    assert_eq!(
+        mixed.to_string(),
+        format!("{HELLO_SHA1} {other_sha1} {HELLO_SHA512}?x {HELLO_SHA512} sha3-abc")
+    );
+    assert_eq!(mixed.hashes()[1].to_string(), format!("{HELLO_SHA512}?x"));
     // Whitespace is what ssri trims and splits on, JavaScript's `\s`: vertical tab, no-break and
     // other Unicode spaces, line and paragraph separators, BOM. Not U+0085 or U+200B.
     for space in [

@@ -334,15 +334,29 @@ impl From<Hash> for Integrity {
     }
 }
 
+/// Prints as npm's ssri does, which is what npm writes into a lockfile for the string (pacote's
+/// `String(ssri.parse(dist.integrity))`): ssri keeps hashes in an object keyed by algorithm, so
+/// they come out grouped by algorithm, each algorithm where it first appeared and its hashes in
+/// their order (`sha1-a sha512-b sha1-c` prints `sha1-a sha1-c sha512-b`). Unknown entries
+/// follow, verbatim: ssri drops those whose algorithm node cannot hash and keeps the others in
+/// the same grouped order, which this does not mirror.
 impl fmt::Display for Integrity {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut first = true;
-        for h in &self.hashes {
-            if !first {
-                f.write_str(" ")?;
+        for (i, h) in self.hashes.iter().enumerate() {
+            if self.hashes[..i].iter().any(|p| p.algorithm == h.algorithm) {
+                continue; // printed with the first of its algorithm
             }
-            first = false;
-            write!(f, "{h}")?;
+            for same in self.hashes[i..]
+                .iter()
+                .filter(|o| o.algorithm == h.algorithm)
+            {
+                if !first {
+                    f.write_str(" ")?;
+                }
+                first = false;
+                write!(f, "{same}")?;
+            }
         }
         for u in &self.unknown {
             if !first {
