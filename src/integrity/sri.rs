@@ -153,6 +153,15 @@ impl Integrity {
     /// Errors (never panics) on: an empty string, a token without `algo-digest` shape, a known
     /// algorithm whose digest is not canonical padded base64 or has the wrong length, and a string
     /// with no known algorithm at all.
+    ///
+    /// Deliberately stricter than npm's ssri, which reads these without a word (checked against
+    /// ssri itself by `tests/ssri_differential.rs`): ssri keeps any digest text for an algorithm
+    /// and compares it as text, so a non-canonical or wrong-length digest there never matches,
+    /// and here is an error naming it; ssri drops a token that is not `[a-z0-9]+-<digest>`
+    /// (`SHA512-…`, `sha512-`, a stray word), which could leave a weaker hash to decide, and here
+    /// refuses the string; ssri keeps options of any characters, here they must be visible ASCII
+    /// (the spec's VCHAR). And an extension: ssri drops `blake3-…` (node has no blake3), here it is
+    /// a known algorithm, checked like the others.
     pub fn parse(input: &str) -> Result<Integrity> {
         let mut hashes = Vec::new();
         let mut unknown = Vec::new();
