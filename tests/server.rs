@@ -532,6 +532,24 @@ async fn unknown_is_404_and_malformed_is_400() {
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(r.status(), StatusCode::METHOD_NOT_ALLOWED);
     assert_eq!(header(&r, header::ALLOW), "GET, HEAD");
+    // The fixed routes answer another method the same way, `no-store` like every answer that is
+    // not a blob (axum's own 405 had neither), and count it.
+    for path in ["/-/health", "/-/metrics"] {
+        let r = client()
+            .post(format!("{}{path}", f.base))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(r.status(), StatusCode::METHOD_NOT_ALLOWED, "{path}");
+        assert_eq!(header(&r, header::ALLOW), "GET, HEAD", "{path}");
+        assert_eq!(header(&r, header::CACHE_CONTROL), "no-store", "{path}");
+    }
+    let metrics = get(&format!("{}/-/metrics", f.base), &[]).await;
+    let metrics = metrics.text().await.unwrap_or_else(|e| panic!("{e}"));
+    for route in ["health", "metrics"] {
+        let line = format!("tarvault_http_requests_total{{route=\"{route}\",status=\"405\"}} 1");
+        assert!(metrics.contains(&line), "{line} in\n{metrics}");
+    }
 
     // Without a mapping, npm URLs are unknown but digests still work.
     let bare = common::serve(Server::new(f.server.store().clone())).await;

@@ -64,9 +64,7 @@ async fn answer(
     } else if method == Method::HEAD {
         true
     } else {
-        let mut r = plain(StatusCode::METHOD_NOT_ALLOWED, "GET or HEAD only\n");
-        r.headers_mut().insert(header::ALLOW, h::ALLOW);
-        return (route, r);
+        return (route, method_not_allowed());
     };
     let located = match locate(server, target).await {
         Ok(Some(l)) => l,
@@ -313,6 +311,13 @@ fn not_modified(etag: HeaderValue, head_size: Option<u64>) -> Response {
 }
 
 /// A short text response that no cache keeps.
+/// The answer to a method other than `GET` and `HEAD`, on every route.
+pub(crate) fn method_not_allowed() -> Response {
+    let mut r = plain(StatusCode::METHOD_NOT_ALLOWED, "GET or HEAD only\n");
+    r.headers_mut().insert(header::ALLOW, h::ALLOW);
+    r
+}
+
 pub(crate) fn plain(status: StatusCode, text: &str) -> Response {
     let mut r = Response::new(Body::from(text.to_string()));
     *r.status_mut() = status;

@@ -177,8 +177,12 @@ impl Server {
     /// The routes, ready to serve or to merge into (or nest under) a registry's own router.
     pub fn router(&self) -> Router {
         Router::new()
-            .route("/-/health", get(health))
-            .route("/-/metrics", get(metrics_page))
+            // Other methods: the blob routes' 405 (`Allow`, `no-store`), counted, not axum's own.
+            .route("/-/health", get(health).fallback(health_other_method))
+            .route(
+                "/-/metrics",
+                get(metrics_page).fallback(metrics_other_method),
+            )
             .fallback(handler::blob)
             .with_state(self.clone())
     }
@@ -198,6 +202,23 @@ async fn health(State(server): State<Server>) -> Response {
         .metrics()
         .response(Route::Health, r.status(), started.elapsed());
     r
+}
+
+fn other_method(server: &Server, route: Route) -> Response {
+    let started = Instant::now();
+    let r = handler::method_not_allowed();
+    server
+        .metrics()
+        .response(route, r.status(), started.elapsed());
+    r
+}
+
+async fn health_other_method(State(server): State<Server>) -> Response {
+    other_method(&server, Route::Health)
+}
+
+async fn metrics_other_method(State(server): State<Server>) -> Response {
+    other_method(&server, Route::Metrics)
 }
 
 async fn metrics_page(State(server): State<Server>) -> Response {
