@@ -26,7 +26,11 @@ done
 command -v ssh-keygen >/dev/null || { echo "start.sh: ssh-keygen is not installed (openssh-client)" >&2; exit 1; }
 echo "start.sh: building manta-test-server" >&2
 cargo build --locked --quiet --manifest-path "$BACKENDS/Cargo.toml" -p manta-test-server --bin manta-test-server >&2
-BIN="$BACKENDS/target/debug/manta-test-server"
+# Where cargo put it: CARGO_TARGET_DIR (or a cargo config's build.target-dir) moves it out of
+# backends/target.
+TARGET=$(cargo metadata --locked --format-version 1 --no-deps --manifest-path "$BACKENDS/Cargo.toml" |
+  sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
+BIN="${TARGET:-$BACKENDS/target}/debug/manta-test-server"
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/tarvault-manta.XXXXXX")
 mkdir -p "$WORK/home/.ssh" "$WORK/root"
 chmod 700 "$WORK/home/.ssh"
