@@ -26,7 +26,7 @@ pub(crate) struct CopyArgs {
     #[arg(long, value_name = "STORE")]
     to: String,
     /// Blobs copied at once.
-    #[arg(long, default_value_t = 8)]
+    #[arg(long, default_value_t = 8, value_name = "N")]
     concurrency: usize,
     /// Ask a remote target about each blob instead of listing it once first (for a few blobs
     /// copied into a large store).
@@ -50,7 +50,7 @@ pub(crate) struct ScrubArgs {
     #[arg(long)]
     quarantine: bool,
     /// Blobs checked at once.
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, default_value_t = 4, value_name = "N")]
     concurrency: usize,
     /// Index entries whose blob is gone (S3/Manta alias markers, listed and checked at the
     /// same rate as the reads): remove them, only report them, or skip the listing.
@@ -85,7 +85,7 @@ pub(crate) struct RepairArgs {
     #[arg(long)]
     verify: bool,
     /// Blobs repaired at once.
-    #[arg(long, default_value_t = 8)]
+    #[arg(long, default_value_t = 8, value_name = "N")]
     concurrency: usize,
     /// As JSON.
     #[arg(long)]

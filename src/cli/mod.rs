@@ -106,7 +106,8 @@ enum Command {
         /// An integrity string or a 40-hex npm shasum.
         address: String,
     },
-    /// Re-hash every blob; report corrupt ones (exit 4) and rebuild the alias index.
+    /// Re-hash every blob; report corrupt ones and misplaced blob files (exit 4), sweep dead
+    /// uploads, and repair the alias index (merging).
     Fsck {
         /// As JSON.
         #[arg(long)]
