@@ -310,7 +310,6 @@ fn not_modified(etag: HeaderValue, head_size: Option<u64>) -> Response {
     r
 }
 
-/// A short text response that no cache keeps.
 /// The answer to a method other than `GET` and `HEAD`, on every route.
 pub(crate) fn method_not_allowed() -> Response {
     let mut r = plain(StatusCode::METHOD_NOT_ALLOWED, "GET or HEAD only\n");
@@ -318,6 +317,7 @@ pub(crate) fn method_not_allowed() -> Response {
     r
 }
 
+/// A short text response that no cache keeps.
 pub(crate) fn plain(status: StatusCode, text: &str) -> Response {
     let mut r = Response::new(Body::from(text.to_string()));
     *r.status_mut() = status;
