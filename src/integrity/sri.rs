@@ -147,8 +147,9 @@ const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STA
 impl Integrity {
     /// Parses an SRI string such as `sha512-<base64>`, or several space-separated ones.
     ///
-    /// Tokens are separated by the whitespace ssri splits on ([`is_ssri_space`]), so that a string
-    /// npm reads as two hashes is two hashes here too.
+    /// Tokens are separated by the whitespace ssri splits on (JavaScript's `\s`, Unicode spaces,
+    /// line separators and the BOM among them), so that a string npm reads as two hashes is two
+    /// hashes here too.
     ///
     /// Errors (never panics) on: an empty string, a token without `algo-digest` shape, a known
     /// algorithm whose digest is not canonical padded base64 or has the wrong length, and a string
