@@ -7,6 +7,8 @@
 #[path = "migrate/bounded.rs"]
 mod bounded;
 mod common;
+#[path = "migrate/concurrent.rs"]
+mod concurrent;
 #[path = "migrate/fake.rs"]
 mod fake;
 #[path = "migrate/problems.rs"]
@@ -428,37 +430,58 @@ fn killed_at_any_moment_a_rerun_ends_like_an_uninterrupted_run() {
     );
 }
 
-#[test]
-fn follows_the_feed_until_sigterm() {
-    let rt = tokio::runtime::Runtime::new().expect("runtime");
-    let Some(couch) = couch() else {
-        return;
-    };
-    let db = db_name("follow");
-    let packages = seed::corpus_packages();
-    rt.block_on(async {
-        couch.create_db(&db).await;
-        for (name, versions) in &packages[..3] {
-            couch
-                .put_doc(&db, name, &seed::fullfat(name, versions, &[]))
-                .await;
-        }
-    });
-    let want: usize = packages[..3].iter().map(|(_, v)| v.len()).sum();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let args = migrate_args(&format!("{}/{db}", couch.base), dir.path());
-    let mut all: Vec<&str> = args.iter().map(String::as_str).collect();
-    all.push("--follow");
-    let child = tarvault(&all)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn");
-    let map = dir.path().join("map.jsonl");
-    let wait_for = |n: usize| {
+/// `tarvault migrate couch --follow` from a new registry of the corpus's first `packages`
+/// packages into a new directory, once it has mapped all of their versions (how many: `want`).
+struct Following {
+    db: String,
+    dir: tempfile::TempDir,
+    args: Vec<String>,
+    child: std::process::Child,
+    want: usize,
+}
+
+impl Following {
+    fn start(rt: &tokio::runtime::Runtime, couch: &Couch, tag: &str, packages: usize) -> Self {
+        let db = db_name(tag);
+        let corpus = seed::corpus_packages();
+        rt.block_on(async {
+            couch.create_db(&db).await;
+            for (name, versions) in &corpus[..packages] {
+                couch
+                    .put_doc(&db, name, &seed::fullfat(name, versions, &[]))
+                    .await;
+            }
+        });
+        let want: usize = corpus[..packages].iter().map(|(_, v)| v.len()).sum();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let args = migrate_args(&format!("{}/{db}", couch.base), dir.path());
+        let mut all: Vec<&str> = args.iter().map(String::as_str).collect();
+        all.push("--follow");
+        let child = tarvault(&all)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn");
+        let following = Following {
+            db,
+            dir,
+            args,
+            child,
+            want,
+        };
+        assert_eq!(following.wait_for(want), want);
+        following
+    }
+
+    fn map(&self) -> std::path::PathBuf {
+        self.dir.path().join("map.jsonl")
+    }
+
+    /// Waits (a minute at most) until the mapping has `n` lines; returns how many it has.
+    fn wait_for(&self, n: usize) -> usize {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
-            let lines = std::fs::read_to_string(&map)
+            let lines = std::fs::read_to_string(self.map())
                 .map(|t| t.lines().count())
                 .unwrap_or(0);
             if lines >= n {
@@ -470,8 +493,25 @@ fn follows_the_feed_until_sigterm() {
             );
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// SIGTERM, and its output once it has exited; with its directory, which lives on.
+    fn stop(self) -> (Output, tempfile::TempDir) {
+        // SAFETY: kill(2) on our own child's pid has no memory-safety preconditions.
+        let rc = unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        assert_eq!(rc, 0);
+        (self.child.wait_with_output().expect("wait"), self.dir)
+    }
+}
+
+#[test]
+fn follows_the_feed_until_sigterm() {
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let Some(couch) = couch() else {
+        return;
     };
-    assert_eq!(wait_for(want), want);
+    let following = Following::start(&rt, &couch, "follow", 3);
+    let (db, want, map) = (following.db.clone(), following.want, following.map());
     // A publish while it follows.
     let late = Ver::honest("late-pkg", "1.0.0", common::noise(4096, 99).into());
     rt.block_on(couch.put_doc(
@@ -479,11 +519,8 @@ fn follows_the_feed_until_sigterm() {
         "late-pkg",
         &seed::fullfat("late-pkg", std::slice::from_ref(&late), &[]),
     ));
-    assert_eq!(wait_for(want + 1), want + 1);
-    // SAFETY: kill(2) on our own child's pid has no memory-safety preconditions.
-    let rc = unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-    assert_eq!(rc, 0);
-    let out = child.wait_with_output().expect("wait");
+    assert_eq!(following.wait_for(want + 1), want + 1);
+    let (out, _dir) = following.stop();
     assert_eq!(
         out.status.code(),
         Some(0),

@@ -13,8 +13,8 @@
 //!   transient;
 //! - `checkpoint`: the state file and the in-order tracker; `journal`: advancing the state with
 //!   the mapping and the problems file; `lines`: appending JSON lines cut back to a checkpoint on
-//!   resume; `mapping`: the lines of [`MapEntry`] (read back with
-//!   `tarvault::mapping::read_mapping`);
+//!   resume; `lock`: one run at a time on a mapping and problems file; `mapping`: the lines of
+//!   [`MapEntry`] (read back with `tarvault::mapping::read_mapping`);
 //! - `report`: the counts, the first problems, and every [`Problem`] in the problems file (read
 //!   back with [`read_problems`]); `progress`: live counters for a front end.
 //!
@@ -36,6 +36,7 @@ mod checkpoint;
 mod couch;
 mod journal;
 mod lines;
+mod lock;
 mod mapping;
 mod planner;
 mod progress;
@@ -227,6 +228,13 @@ impl Migration {
         let source = self.client.source();
         let info = self.client.db_info().await?;
         self.progress.set_docs_total(info.doc_count.unwrap_or(0));
+        // Before the state is read or anything written: a second run on these files would cut
+        // them back and append between the first's lines (see `lock`). Held until `run` returns.
+        let (map_path, problems_path) = (opts.map.clone(), opts.problems.clone());
+        let _held = blocking(move || {
+            lock::hold(&[(&map_path, "mapping"), (&problems_path, "problems file")])
+        })
+        .await?;
         let identity = source.identity();
         let (state, inline) = match State::load_with_inline(&opts.state)? {
             Some((s, _)) if s.source != identity => {
