@@ -436,8 +436,19 @@ struct Following {
     db: String,
     dir: tempfile::TempDir,
     args: Vec<String>,
-    child: std::process::Child,
+    /// Taken by [`Following::stop`]; killed on drop otherwise (a failed assertion must not leave
+    /// a following migration behind).
+    child: Option<std::process::Child>,
     want: usize,
+}
+
+impl Drop for Following {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
 }
 
 impl Following {
@@ -466,7 +477,7 @@ impl Following {
             db,
             dir,
             args,
-            child,
+            child: Some(child),
             want,
         };
         assert_eq!(following.wait_for(want), want);
@@ -495,12 +506,13 @@ impl Following {
         }
     }
 
-    /// SIGTERM, and its output once it has exited; with its directory, which lives on.
-    fn stop(self) -> (Output, tempfile::TempDir) {
+    /// SIGTERM, and its output once it has exited.
+    fn stop(&mut self) -> Output {
+        let child = self.child.take().expect("still running");
         // SAFETY: kill(2) on our own child's pid has no memory-safety preconditions.
-        let rc = unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let rc = unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
         assert_eq!(rc, 0);
-        (self.child.wait_with_output().expect("wait"), self.dir)
+        child.wait_with_output().expect("wait")
     }
 }
 
@@ -510,7 +522,7 @@ fn follows_the_feed_until_sigterm() {
     let Some(couch) = couch() else {
         return;
     };
-    let following = Following::start(&rt, &couch, "follow", 3);
+    let mut following = Following::start(&rt, &couch, "follow", 3);
     let (db, want, map) = (following.db.clone(), following.want, following.map());
     // A publish while it follows.
     let late = Ver::honest("late-pkg", "1.0.0", common::noise(4096, 99).into());
@@ -520,7 +532,7 @@ fn follows_the_feed_until_sigterm() {
         &seed::fullfat("late-pkg", std::slice::from_ref(&late), &[]),
     ));
     assert_eq!(following.wait_for(want + 1), want + 1);
-    let (out, _dir) = following.stop();
+    let out = following.stop();
     assert_eq!(
         out.status.code(),
         Some(0),

@@ -15,7 +15,7 @@ fn a_second_migration_on_the_same_state_is_refused_while_the_first_runs() {
     let Some(couch) = couch() else {
         return;
     };
-    let first = Following::start(&rt, &couch, "twoatonce", 4);
+    let mut first = Following::start(&rt, &couch, "twoatonce", 4);
     let (args, want, map) = (first.args.clone(), first.want, first.map());
     // (The state file is the first run's to write meanwhile: it checkpoints after the mapping.)
     let before = std::fs::read(&map).expect("mapping");
@@ -33,7 +33,7 @@ fn a_second_migration_on_the_same_state_is_refused_while_the_first_runs() {
         "mapping touched"
     );
 
-    let (out, _dir) = first.stop();
+    let out = first.stop();
     assert_eq!(
         out.status.code(),
         Some(0),
