@@ -238,6 +238,7 @@ impl Integrity {
             };
             return Err(Error::invalid_integrity(input, reason));
         }
+        group_by_algorithm(&mut hashes);
         Ok(Integrity { hashes, unknown })
     }
 
@@ -256,7 +257,9 @@ impl Integrity {
         Ok(Integrity::from(Hash::from_hex(Algorithm::Sha1, shasum)?))
     }
 
-    /// All known hashes, in the order they were given.
+    /// All known hashes, in the order npm's ssri keeps them: grouped by algorithm, each algorithm
+    /// where it first appeared and its hashes in the order given (`sha1-a sha512-b sha1-c` holds
+    /// `sha1-a sha1-c sha512-b`).
     pub fn hashes(&self) -> &[Hash] {
         &self.hashes
     }
@@ -329,9 +332,17 @@ impl Integrity {
         })
     }
 
-    /// Adds a hash (used to build multi-hash integrities).
+    /// Adds a hash (used to build multi-hash integrities): after the last of its algorithm, or
+    /// at the end (see [`hashes`](Self::hashes)).
     pub fn push(&mut self, hash: Hash) {
-        self.hashes.push(hash);
+        match self
+            .hashes
+            .iter()
+            .rposition(|h| h.algorithm == hash.algorithm)
+        {
+            Some(last) => self.hashes.insert(last + 1, hash),
+            None => self.hashes.push(hash),
+        }
     }
 }
 
@@ -344,29 +355,34 @@ impl From<Hash> for Integrity {
     }
 }
 
+/// Groups `hashes` by algorithm as npm's ssri does, keeping it an object keyed by algorithm:
+/// each algorithm where it first appeared, its hashes in their order. A stable sort by that rank,
+/// not a scan per hash, so that a string of many thousand hashes costs no more than its length.
+fn group_by_algorithm(hashes: &mut [Hash]) {
+    let mut order: Vec<Algorithm> = Vec::new();
+    for h in hashes.iter() {
+        if !order.contains(&h.algorithm) {
+            order.push(h.algorithm);
+        }
+    }
+    hashes.sort_by_key(|h| order.iter().position(|a| *a == h.algorithm));
+}
+
 /// Prints as npm's ssri does, which is what npm writes into a lockfile for the string (pacote's
-/// `String(ssri.parse(dist.integrity))`): ssri keeps hashes in an object keyed by algorithm, so
-/// they come out grouped by algorithm, each algorithm where it first appeared and its hashes in
-/// their order (`sha1-a sha512-b sha1-c` prints `sha1-a sha1-c sha512-b`). Unknown entries
-/// follow, verbatim: ssri drops those whose algorithm node cannot hash and keeps the others in
-/// the same grouped order, which this does not mirror.
+/// `String(ssri.parse(dist.integrity))`): the hashes grouped by algorithm, as they are held (see
+/// [`Integrity::hashes`]; `sha1-a sha512-b sha1-c` prints `sha1-a sha1-c sha512-b`), so that
+/// what prints re-parses to the same value. Unknown entries follow, verbatim: ssri drops those
+/// whose algorithm node cannot hash and keeps the others in the same grouped order, which this
+/// does not mirror.
 impl fmt::Display for Integrity {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut first = true;
-        for (i, h) in self.hashes.iter().enumerate() {
-            if self.hashes[..i].iter().any(|p| p.algorithm == h.algorithm) {
-                continue; // printed with the first of its algorithm
+        for h in &self.hashes {
+            if !first {
+                f.write_str(" ")?;
             }
-            for same in self.hashes[i..]
-                .iter()
-                .filter(|o| o.algorithm == h.algorithm)
-            {
-                if !first {
-                    f.write_str(" ")?;
-                }
-                first = false;
-                write!(f, "{same}")?;
-            }
+            first = false;
+            write!(f, "{h}")?;
         }
         for u in &self.unknown {
             if !first {
