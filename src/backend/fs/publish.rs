@@ -1,13 +1,13 @@
 //! Publishing verified temp files under their addresses, and recording them in the index.
 //!
-//! A put that finds its blob already stored writes nothing more (over 8 MiB, where the stored
-//! file is not hashed in place, it renames a second name of its own copy over it), but it keeps
-//! its own copy (the temp file) until its record is written: the file it found may be one another process linked a
-//! moment before and then takes back, because that process could not write its own record (a
-//! full disk, a write lock held too long). The record of each blob is written under the index's
-//! write lock, and so is a take-back; whichever comes first decides. A take-back removes only
-//! blobs no record names, and a record that finds its blob gone links its own copy in its place.
-//! So no put reports a blob stored that is not, and no failed put leaves a blob half-indexed.
+//! A put that finds its blob already stored writes nothing more (over 8 MiB, where the stored file
+//! is not hashed in place, it renames a second name of its own copy over it), but it keeps its own
+//! copy (the temp file) until its record is written: the file it found may be one another process
+//! linked a moment before and then takes back, because that process could not write its own record
+//! (a full disk, a write lock held too long). The record of each blob is written under the index's
+//! write lock, and so is a take-back; whichever comes first decides. A take-back removes only blobs
+//! no record names, and a record that finds its blob gone links its own copy in its place. So no
+//! put reports a blob stored that is not, and no failed put leaves a blob half-indexed.
 
 use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
