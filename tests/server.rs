@@ -11,6 +11,8 @@ mod host;
 mod limits;
 #[path = "server/read_once.rs"]
 mod read_once;
+#[path = "server/send_timeout.rs"]
+mod send_timeout;
 
 use std::io::{Read, Write};
 

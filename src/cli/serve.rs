@@ -29,6 +29,11 @@ pub(crate) struct ServeArgs {
     /// a response in flight finishes); what closes idle HTTP/2 connections.
     #[arg(long, value_name = "SECS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
     idle_timeout: u64,
+    /// Seconds a response may wait on a client that takes less than 4 KiB of it before the
+    /// connection is closed (what nginx calls `send_timeout`): frees what a download that stopped
+    /// being read holds. A slow client that keeps reading is never cut off.
+    #[arg(long, value_name = "SECS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
+    send_timeout: u64,
     /// Connections open at once; further ones wait in the listen backlog until one closes.
     /// Lowered to half the open-file limit, which `serve` first raises to its hard limit.
     #[arg(long, value_name = "N", default_value_t = 4096, value_parser = clap::value_parser!(u64).range(1..))]
@@ -70,6 +75,7 @@ pub(crate) async fn run(store: Store, args: ServeArgs) -> Result<u8, Error> {
     let options = ServeOptions {
         header_timeout: Duration::from_secs(args.header_timeout),
         idle_timeout: Duration::from_secs(args.idle_timeout),
+        send_timeout: Duration::from_secs(args.send_timeout),
         max_connections: usize::try_from(args.max_connections).unwrap_or(usize::MAX),
     };
     server::serve_with(listener, server, options, shutdown_signal())

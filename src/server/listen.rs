@@ -8,7 +8,9 @@
 //! (the HTTP/2 preface and HTTP/1.1 protocol sniffing included), hyper's own timer bounds every
 //! HTTP/1.1 header read (the wait for the next request on a kept-alive connection is one), and a
 //! connection on which no request has started for the idle timeout is shut down gracefully
-//! (requests in flight finish). The number of open connections is capped.
+//! (requests in flight finish). A connection whose client has stopped taking a response is
+//! closed after the send timeout (`progress.rs`), also during a graceful shutdown. The number of
+//! open connections is capped.
 //!
 //! Requests are held to one rule of HTTP/1.1 messaging here rather than in the app, because it is
 //! about the message as it came over the wire: one without the `Host` header that RFC 9112 §3.2
@@ -17,7 +19,7 @@
 //! [`super::Server::router`]) is not such a message and is not held to it.
 
 use std::future::Future;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -25,16 +27,14 @@ use axum::http::{header, HeaderMap, StatusCode, Version};
 use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::Router;
-use hyper::body::Incoming;
-use hyper::Request;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::service::TowerToHyperService;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
 use super::fd_limit::open_file_limit;
+use super::progress::{unsent, Activity, CountedIo, Progress, StallClock, Tracked};
 
 /// Bytes an HTTP/1.1 connection buffers: a request's head, or the response body it has taken
 /// from the store and not yet written to its socket. hyper's default (about 400 KiB) let each
@@ -71,6 +71,15 @@ pub struct ServeOptions {
     /// longer than CDNs keep idle origin connections (so a pooled connection is reused, not cut
     /// under the CDN), short enough that abandoned ones are freed within a minute.
     pub idle_timeout: Duration,
+    /// How long a response may wait on its client (its socket's send buffer full, or an HTTP/2
+    /// stream's window not opened again) while fewer than 4 KiB go out: the connection is then
+    /// closed, and with it what the response held (read chunks, a held copy of the blob, a file
+    /// descriptor, a place under the cap). What nginx calls `send_timeout`, with its default of
+    /// 60 s: a client on a slow link keeps taking bytes and is never cut off; one that stopped
+    /// reading is, instead of holding its response for as long as its TCP stack stays up (a
+    /// shutdown waited for it too). A response waiting on the store (a slow remote backend) is
+    /// not counted against it.
+    pub send_timeout: Duration,
     /// Connections open at once. At the cap the server stops accepting: further connections wait
     /// in the kernel's listen backlog (and beyond it the kernel drops their SYNs, which clients
     /// retry) until one closes. Waiting rather than refusing costs no file descriptor and no
@@ -88,6 +97,7 @@ impl Default for ServeOptions {
         ServeOptions {
             header_timeout: Duration::from_secs(30),
             idle_timeout: Duration::from_secs(60),
+            send_timeout: Duration::from_secs(60),
             max_connections: 4096,
         }
     }
@@ -203,13 +213,15 @@ async fn connection(
     if let Err(e) = tcp.set_nodelay(true) {
         tracing::debug!(error = %e, "TCP_NODELAY not set; small responses may be delayed");
     }
+    let fd = tcp.as_raw_fd();
     let activity = Arc::new(Activity::new());
-    let service = Tracked {
-        inner: TowerToHyperService::new(router),
-        activity: activity.clone(),
-    };
-    let conn = builder.serve_connection(TokioIo::new(tcp), service);
+    let progress = Progress::new();
+    let service = Tracked::new(router, activity.clone(), progress.clone());
+    let io = TokioIo::new(CountedIo::new(tcp, progress.clone()));
+    let conn = builder.serve_connection(io, service);
     tokio::pin!(conn);
+    let mut stall = StallClock::new(options.send_timeout);
+    let mut look_at_stall = Instant::now() + stall.period();
     // The first request must start by `first_by`; after that, one must start within the idle
     // timeout of the last. Requests are not announced to this loop, so it wakes at whichever
     // bound could come first and looks.
@@ -223,6 +235,19 @@ async fn connection(
                     tracing::debug!(error = %e, "connection ended with an error");
                 }
                 return;
+            }
+            // Also while closing: a stalled response would hold a shutdown forever.
+            () = tokio::time::sleep_until(look_at_stall) => {
+                let now = Instant::now();
+                // `fd` is open: `conn` owns the socket until this function returns.
+                if stall.stalled(&progress, unsent(fd), closing, now) {
+                    tracing::debug!(
+                        timeout = ?options.send_timeout,
+                        "a response waited on its client past the send timeout; connection closed"
+                    );
+                    return;
+                }
+                look_at_stall = now + stall.period();
             }
             _ = stop.wait_for(|stop| *stop), if !closing => {
                 closing = true;
@@ -246,55 +271,6 @@ async fn connection(
                 }
             },
         }
-    }
-}
-
-/// When a connection's latest request started, for its idle timeout.
-#[derive(Debug)]
-struct Activity {
-    since: Instant,
-    /// Milliseconds from `since` to the start of the latest request; `u64::MAX` before the first.
-    last_ms: AtomicU64,
-}
-
-impl Activity {
-    fn new() -> Activity {
-        Activity {
-            since: Instant::now(),
-            last_ms: AtomicU64::new(u64::MAX),
-        }
-    }
-
-    fn touch(&self) {
-        let ms = u64::try_from(self.since.elapsed().as_millis()).unwrap_or(u64::MAX - 1);
-        self.last_ms.store(ms, Ordering::Relaxed);
-    }
-
-    fn last(&self) -> Option<Instant> {
-        match self.last_ms.load(Ordering::Relaxed) {
-            u64::MAX => None,
-            ms => Some(self.since + Duration::from_millis(ms)),
-        }
-    }
-}
-
-/// The app as a hyper service that notes when each request starts.
-#[derive(Clone, Debug)]
-struct Tracked {
-    inner: TowerToHyperService<Router>,
-    activity: Arc<Activity>,
-}
-
-impl hyper::service::Service<Request<Incoming>> for Tracked {
-    type Response =
-        <TowerToHyperService<Router> as hyper::service::Service<Request<Incoming>>>::Response;
-    type Error = <TowerToHyperService<Router> as hyper::service::Service<Request<Incoming>>>::Error;
-    type Future =
-        <TowerToHyperService<Router> as hyper::service::Service<Request<Incoming>>>::Future;
-
-    fn call(&self, request: Request<Incoming>) -> Self::Future {
-        self.activity.touch();
-        self.inner.call(request)
     }
 }
 
@@ -552,14 +528,5 @@ mod tests {
         assert!(host_refusal(Version::HTTP_11, &headers).is_some());
         headers.insert(header::HOST, HeaderValue::from_static(""));
         assert_eq!(host_refusal(Version::HTTP_11, &headers), None);
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn activity_is_none_until_a_request_starts() {
-        let a = Activity::new();
-        assert_eq!(a.last(), None);
-        tokio::time::advance(Duration::from_millis(1500)).await;
-        a.touch();
-        assert_eq!(a.last(), Some(a.since + Duration::from_millis(1500)));
     }
 }

@@ -27,8 +27,8 @@
 //! # Ok(()) }
 //! ```
 //!
-//! [`serve`] bounds every connection ([`ServeOptions`]: a header timeout, an idle timeout, a cap
-//! on open connections, a small HTTP/2 stream limit), because the server is an origin that is
+//! [`serve`] bounds every connection ([`ServeOptions`]: a header timeout, an idle timeout, a send
+//! timeout for clients that stop reading, a cap on open connections, a small HTTP/2 stream limit), because the server is an origin that is
 //! often reachable without its CDN in front, and answers 400 on every route to an HTTP/1.1
 //! request without a `Host` header or any request with two (RFC 9112 §3.2). A registry that
 //! embeds [`Server::router`] in its own app gets the same by serving that app with [`serve`] or
@@ -41,6 +41,7 @@ mod http;
 mod listen;
 mod metrics;
 mod names;
+mod progress;
 mod routes;
 
 use std::path::Path;

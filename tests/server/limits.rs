@@ -16,13 +16,13 @@ use crate::common::{key_of, loopback, noise};
 
 const HEALTH: &[u8] = b"GET /-/health HTTP/1.1\r\nHost: t\r\n\r\n";
 
-struct Running {
-    addr: String,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    served: tokio::task::JoinHandle<std::io::Result<()>>,
+pub(crate) struct Running {
+    pub(crate) addr: String,
+    pub(crate) stop: Option<tokio::sync::oneshot::Sender<()>>,
+    pub(crate) served: tokio::task::JoinHandle<std::io::Result<()>>,
 }
 
-async fn start_with(store: Store, options: ServeOptions) -> Running {
+pub(crate) async fn start_with(store: Store, options: ServeOptions) -> Running {
     let (listener, addr) = loopback().await;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let served = tokio::spawn(tarvault::server::serve_with(
@@ -48,7 +48,7 @@ fn timeouts(header: u64, idle: u64) -> ServeOptions {
     }
 }
 
-async fn connect(addr: &str) -> TcpStream {
+pub(crate) async fn connect(addr: &str) -> TcpStream {
     TcpStream::connect(addr)
         .await
         .unwrap_or_else(|e| panic!("connect {addr}: {e}"))
