@@ -506,13 +506,21 @@ impl Following {
         }
     }
 
-    /// SIGTERM, and its output once it has exited.
+    /// SIGTERM, and its output once it has exited, which must be with status 0 (a followed
+    /// feed stopped by a signal is not an interruption).
     fn stop(&mut self) -> Output {
         let child = self.child.take().expect("still running");
         // SAFETY: kill(2) on our own child's pid has no memory-safety preconditions.
         let rc = unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
         assert_eq!(rc, 0);
-        child.wait_with_output().expect("wait")
+        let out = child.wait_with_output().expect("wait");
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "stderr: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
     }
 }
 
@@ -533,12 +541,6 @@ fn follows_the_feed_until_sigterm() {
     ));
     assert_eq!(following.wait_for(want + 1), want + 1);
     let out = following.stop();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "stderr: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
     let summary = json_summary(&out);
     assert_eq!(summary["interrupted"], Value::Bool(true));
     assert_eq!(summary["report"]["counts"]["documents"], Value::from(4));

@@ -5,11 +5,23 @@
 //! mapped twice and torn lines that fail every later run. So each run holds an exclusive advisory
 //! lock (`flock`) on both for as long as it runs, and one that cannot get it is refused before it
 //! touches anything.
+//!
+//! The state file needs the same: two runs sharing it (with a mapping and problems file each)
+//! would checkpoint over each other, each state vouching for the other's files' lengths. But it
+//! is replaced by rename at every checkpoint, and a lock on the file renamed away guards nothing.
+//! So its lock is on a file beside it that is never renamed or removed (`<state>.lock`, see
+//! [`beside`]): removing it when a run ends would let a run that opened the old file and one that
+//! created a new one both hold "the" lock.
 
 use std::fs::{File, OpenOptions, TryLockError};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use crate::{Error, Result};
+
+/// The lock file of the state file `state`: `<state>.lock`, beside it. Empty, and left in place.
+pub(crate) fn beside(state: &Path) -> PathBuf {
+    super::suffixed(state, ".lock")
+}
 
 /// The locks a run holds; dropping it releases them.
 #[derive(Debug)]

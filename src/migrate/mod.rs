@@ -13,8 +13,8 @@
 //!   transient;
 //! - `checkpoint`: the state file and the in-order tracker; `journal`: advancing the state with
 //!   the mapping and the problems file; `lines`: appending JSON lines cut back to a checkpoint on
-//!   resume; `lock`: one run at a time on a mapping and problems file; `mapping`: the lines of
-//!   [`MapEntry`] (read back with `tarvault::mapping::read_mapping`);
+//!   resume; `lock`: one run at a time on a state file, mapping and problems file; `mapping`: the
+//!   lines of [`MapEntry`] (read back with `tarvault::mapping::read_mapping`);
 //! - `report`: the counts, the first problems, and every [`Problem`] in the problems file (read
 //!   back with [`read_problems`]); `progress`: live counters for a front end.
 //!
@@ -129,8 +129,13 @@ impl MigrateOptions {
 
 /// The default problems file of the state file `state`: `<state>.problems.jsonl`, beside it.
 fn problems_beside(state: &Path) -> PathBuf {
-    let mut name = state.as_os_str().to_owned();
-    name.push(".problems.jsonl");
+    suffixed(state, ".problems.jsonl")
+}
+
+/// `path` with `suffix` added to its file name: the files a state file keeps beside it.
+fn suffixed(path: &Path, suffix: &str) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(suffix);
     PathBuf::from(name)
 }
 
@@ -229,10 +234,19 @@ impl Migration {
         let info = self.client.db_info().await?;
         self.progress.set_docs_total(info.doc_count.unwrap_or(0));
         // Before the state is read or anything written: a second run on these files would cut
-        // them back and append between the first's lines (see `lock`). Held until `run` returns.
-        let (map_path, problems_path) = (opts.map.clone(), opts.problems.clone());
+        // them back and append between the first's lines, or checkpoint over the first's state
+        // (see `lock`). Held until `run` returns.
+        let (state_lock, map_path, problems_path) = (
+            lock::beside(&opts.state),
+            opts.map.clone(),
+            opts.problems.clone(),
+        );
         let _held = blocking(move || {
-            lock::hold(&[(&map_path, "mapping"), (&problems_path, "problems file")])
+            lock::hold(&[
+                (&state_lock, "state file's lock"),
+                (&map_path, "mapping"),
+                (&problems_path, "problems file"),
+            ])
         })
         .await?;
         let identity = source.identity();
