@@ -7,6 +7,13 @@
 //! run cuts both files back to those lengths ([`LineLog`]) and redoes the documents after `since`,
 //! so each line is written once. The report in memory keeps the counts and only the first
 //! [`KEPT_PROBLEMS`] problems: neither memory nor a checkpoint grows with the migration.
+//!
+//! A document met again (`--since` set back, a feed that rewinds, a changed document) is counted
+//! in the run, but the report, like the files, takes only what is new: a problem the problems
+//! file holds already ([`Recorded`]) is neither written nor counted again, and a document that
+//! brings nothing new (every version already mapped, every problem already recorded) adds nothing
+//! to the report, not even itself. So the report's counts of each problem kind are the problems
+//! file's lines of that kind, however often the feed is read.
 
 use std::path::PathBuf;
 
@@ -14,6 +21,7 @@ use super::changes::Seq;
 use super::checkpoint::State;
 use super::lines::LineLog;
 use super::mapping::{Appended, MappedIndex, MappingWriter};
+use super::recorded::Recorded;
 use super::report::{read_problems, Counts, OutcomeKind, Problem, Report, KEPT_PROBLEMS};
 use super::{DocDone, MigrateOptions};
 use crate::Result;
@@ -28,6 +36,8 @@ pub(crate) struct Journal {
     report: Report,
     map: MappingWriter,
     problems: LineLog,
+    /// Which problems `problems` holds.
+    recorded: Recorded,
 }
 
 impl Journal {
@@ -37,6 +47,7 @@ impl Journal {
     pub(crate) fn open(state: State, inline: Vec<Problem>, opts: &MigrateOptions) -> Result<Self> {
         let map = MappingWriter::open(&opts.map, state.map_len)?;
         let problems = LineLog::open(&opts.problems, state.problems_len, "problems file")?;
+        let recorded = Recorded::open(&opts.problems, state.problems_len)?;
         let kept = read_problems(&opts.problems)?
             .take(KEPT_PROBLEMS)
             .collect::<Result<Vec<_>>>()?;
@@ -51,6 +62,7 @@ impl Journal {
             report,
             map,
             problems,
+            recorded,
         };
         if !inline.is_empty() {
             tracing::info!(
@@ -58,7 +70,9 @@ impl Journal {
                 file = %opts.problems.display(),
                 "moving the state file's problems into the problems file"
             );
+            // All of them, as the old report counted them; their keys are taken for later runs.
             for p in inline {
+                journal.recorded.is_new(&p, journal.problems.len())?;
                 journal.problem(p)?;
             }
             journal.save()?;
@@ -82,18 +96,25 @@ impl Journal {
         Ok(())
     }
 
-    /// Writes a finished document's mapping lines and problem lines and adds its counts: the
-    /// state now covers it (once saved). Returns the counts it added.
+    /// Writes a finished document's new mapping lines and problem lines and adds what is new to
+    /// the report's counts (see the module documentation): the state now covers it (once saved).
+    /// Returns its counts, new or not, for the run's.
     pub(crate) fn commit(&mut self, seq: Seq, done: DocDone) -> Result<Counts> {
         let (mut counts, mut problems) = (done.counts, done.problems);
+        // Whether it wrote a line; whether it met something already recorded.
+        let (mut new, mut again) = (false, counts.already_mapped > 0);
         for (kind, entry) in done.stored {
             let size = entry.size;
             match self.map.append(entry.clone())? {
                 Appended::Written => {
+                    new = true;
                     counts.add(kind);
                     counts.bytes += size;
                 }
-                Appended::Duplicate => counts.add(OutcomeKind::AlreadyMapped),
+                Appended::Duplicate => {
+                    again = true;
+                    counts.add(OutcomeKind::AlreadyMapped)
+                }
                 Appended::Conflict(old) => {
                     let mut p = Problem::doc(
                         OutcomeKind::Conflict,
@@ -109,10 +130,19 @@ impl Journal {
                 }
             }
         }
+        let mut added = counts;
         for p in problems {
-            self.problem(p)?;
+            if self.recorded.is_new(&p, self.problems.len())? {
+                new = true;
+                self.problem(p)?;
+            } else {
+                again = true;
+                added.forget(p.kind);
+            }
         }
-        self.report.counts.merge(&counts);
+        if new || !again {
+            self.report.counts.merge(&added);
+        }
         self.state.since = Some(seq);
         Ok(counts)
     }
@@ -126,8 +156,9 @@ impl Journal {
         self.state.counts = self.report.counts;
         self.state.problems_total = self.report.problems_total;
         self.state.save(&self.path)?;
-        // After the state: the database is derived from the mapping and may lag it.
+        // After the state: the databases are derived from the files and may lag them.
         self.map.index_synced()?;
+        self.recorded.synced(self.state.problems_len)?;
         tracing::debug!(
             since = ?self.state.since,
             map_len = self.state.map_len,
@@ -233,6 +264,32 @@ mod tests {
             Some(crate::ErrorKind::Config),
             "shorter than the checkpoint"
         );
+    }
+
+    #[test]
+    fn a_problem_met_again_is_neither_written_nor_counted_again() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let opts = options(dir.path());
+        let state = State::new("http://h/db".into(), None);
+        let mut j = ok(Journal::open(state, Vec::new(), &opts));
+        ok(j.commit(Seq(json!(1)), doc(&ids(0..3))));
+        // Met again before the checkpoint, and after it (by a resumed run), beside new ones.
+        ok(j.commit(Seq(json!(2)), doc(&ids(1..2))));
+        ok(j.save());
+        drop(j);
+        let mut j = reopen(&opts);
+        let run = ok(j.commit(Seq(json!(3)), doc(&ids(2..5))));
+        assert_eq!(
+            (run.documents, run.deleted),
+            (1, 3),
+            "the run counts what it met"
+        );
+        ok(j.save());
+        let (state, report) = j.finish();
+        assert_eq!(file_ids(&opts.problems), ids(0..5), "each once");
+        assert_eq!(report.problems_total, 5);
+        // The document that brought nothing new is not counted; the one with new problems is.
+        assert_eq!((state.counts.documents, state.counts.deleted), (2, 5));
     }
 
     #[test]

@@ -72,6 +72,11 @@ impl LineLog {
         Ok(())
     }
 
+    /// The file's length with what has been appended (where the next line starts).
+    pub(crate) fn len(&self) -> u64 {
+        self.len
+    }
+
     /// Makes everything appended so far durable and returns the file's length, for the state file.
     pub(crate) fn sync(&mut self) -> Result<u64> {
         self.out

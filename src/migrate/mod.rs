@@ -13,8 +13,9 @@
 //!   transient;
 //! - `checkpoint`: the state file and the in-order tracker; `journal`: advancing the state with
 //!   the mapping and the problems file; `lines`: appending JSON lines cut back to a checkpoint on
-//!   resume; `lock`: one run at a time on a state file, mapping and problems file; `mapping`: the
-//!   lines of [`MapEntry`] (read back with `tarvault::mapping::read_mapping`);
+//!   resume; `lock`: one run at a time on a state file, mapping and problems file; `recorded`:
+//!   which problems the problems file holds, so none is written twice; `mapping`: the lines of
+//!   [`MapEntry`] (read back with `tarvault::mapping::read_mapping`);
 //! - `report`: the counts, the first problems, and every [`Problem`] in the problems file (read
 //!   back with [`read_problems`]); `progress`: live counters for a front end.
 //!
@@ -40,6 +41,7 @@ mod lock;
 mod mapping;
 mod planner;
 mod progress;
+mod recorded;
 mod report;
 mod transfer;
 
@@ -84,7 +86,9 @@ pub struct MigrateOptions {
     pub problems: PathBuf,
     /// Start from this feed position instead of the state's (or the beginning). `now` is resolved
     /// to the position it stands for (`update_seq`, or the feed's first `last_seq`) before it is
-    /// checkpointed.
+    /// checkpointed. A position before the checkpoint re-checks the documents after it: they are
+    /// read again and counted in [`Summary::run`], but what the mapping and the problems file
+    /// already hold is neither written nor counted in the report again.
     pub since: Option<Seq>,
     /// Keep following the feed (`longpoll`) after catching up, until stopped.
     pub follow: bool,

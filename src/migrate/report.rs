@@ -98,7 +98,9 @@ impl OutcomeKind {
 /// How many of each outcome, plus documents and verified bytes.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Counts {
-    /// `_changes` rows handled (every document, whatever became of it).
+    /// `_changes` rows handled (every document, whatever became of it). In a migration's
+    /// cumulative [`Report`], a row read again that brought nothing new (every version already
+    /// mapped, every problem already in the problems file) is not counted again.
     pub documents: u64,
     /// See [`OutcomeKind::Migrated`].
     pub migrated: u64,
@@ -140,7 +142,17 @@ pub struct Counts {
 impl Counts {
     /// Counts one outcome.
     pub fn add(&mut self, kind: OutcomeKind) {
-        let slot = match kind {
+        *self.slot(kind) += 1;
+    }
+
+    /// Uncounts one outcome counted before (a problem found already recorded).
+    pub(crate) fn forget(&mut self, kind: OutcomeKind) {
+        let slot = self.slot(kind);
+        *slot = slot.saturating_sub(1);
+    }
+
+    fn slot(&mut self, kind: OutcomeKind) -> &mut u64 {
+        match kind {
             OutcomeKind::Migrated => &mut self.migrated,
             OutcomeKind::AlreadyPresent => &mut self.already_present,
             OutcomeKind::AlreadyMapped => &mut self.already_mapped,
@@ -156,8 +168,7 @@ impl Counts {
             OutcomeKind::Gone => &mut self.gone,
             OutcomeKind::Empty => &mut self.empty,
             OutcomeKind::Design => &mut self.design,
-        };
-        *slot += 1;
+        }
     }
 
     /// Adds another set of counts.

@@ -6,9 +6,9 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use serde_json::{json, Value};
-use tarvault::migrate::{read_problems, OutcomeKind, Problem, State, KEPT_PROBLEMS};
+use tarvault::migrate::{read_problems, OutcomeKind, Problem, Seq, State, KEPT_PROBLEMS};
 
-use crate::fake::{changes_page, migrate_once, serve, Handler, Resp};
+use crate::fake::{changes_page, migrate_once, migration, serve, Handler, Resp};
 
 /// Row `seq` of a feed of problems only: a deleted document, or every third one a document with
 /// no versions (package `p<seq>` either way).
@@ -152,6 +152,57 @@ async fn a_resumed_run_writes_each_problem_once() {
     assert_eq!(second.report.problems, all);
     // The second run's own lines, not the ones left behind: p33 has no versions.
     assert_eq!(all[32].kind, OutcomeKind::Empty);
+}
+
+/// `since: 0` over a finished migration reads every document again (a re-check: a version that
+/// failed and now verifies would be migrated), but the problems file gets no line twice and the
+/// report counts nothing twice: it is what it was, plus what was published meanwhile. The run's
+/// own counts say what it read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn since_zero_over_a_finished_migration_records_no_problem_twice() {
+    let (rows, url) = serve_problems(30).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let first = migrate_once(&url, dir.path()).await;
+    assert_eq!(first.report.problems_total, 30);
+    let state_path = dir.path().join("state.json");
+    let first_state = std::fs::read(&state_path).expect("state");
+    let from_zero = |dir: &Path| {
+        let url = url.clone();
+        let dir = dir.to_path_buf();
+        async move {
+            migration(&url, &dir, |o| o.since = Some(Seq(json!(0))))
+                .await
+                .run()
+                .await
+                .expect("migration run")
+        }
+    };
+
+    let again = from_zero(dir.path()).await;
+    assert_eq!(again.run.documents, 30, "every document read again");
+    assert_eq!(again.report, first.report, "nothing counted twice");
+    assert_eq!(file_ids(dir.path()), ids(1, 30), "no problem written twice");
+
+    // Read again with documents published since: theirs are new, the others still once each.
+    publish(&rows, 31, 35);
+    let third = from_zero(dir.path()).await;
+    assert_eq!(third.run.documents, 35);
+    let c = third.report.counts;
+    assert_eq!((c.documents, c.deleted + c.empty), (35, 35), "{c:?}");
+    assert_eq!(third.report.problems_total, 35);
+    assert_eq!(file_ids(dir.path()), ids(1, 35));
+    let state = State::load(&state_path)
+        .expect("state")
+        .expect("a state file");
+    assert_eq!((state.problems_total, state.counts), (35, c));
+
+    // The first run's state put back (as a backup restored): the problems file is cut back to
+    // its 30 lines, its database forgets the 5 after them, and they are written again, once.
+    std::fs::write(&state_path, &first_state).expect("write state");
+    let fourth = from_zero(dir.path()).await;
+    assert_eq!(fourth.run.documents, 35);
+    assert_eq!(fourth.report, third.report);
+    assert_eq!(file_ids(dir.path()), ids(1, 35));
 }
 
 /// A state file from before the problems file (its report holding every problem) resumes: its
