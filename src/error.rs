@@ -37,6 +37,9 @@ pub enum ErrorKind {
     /// Another process's operation on the same blob (a delete) overtook this one, which did
     /// nothing: doing it again succeeds.
     Conflict,
+    /// The backend cannot answer this kind of request at all (a lookup by blake3 through an
+    /// `http://` mirror, whose server has no blake3 route): not "absent", which it cannot tell.
+    Unsupported,
 }
 
 /// An error from tarvault. Match on [`Error::kind`] for control flow; print it for humans.
@@ -204,6 +207,18 @@ pub enum Error {
         /// Why the others failed, one `replica: error` per failure.
         failures: String,
     },
+    /// The backend cannot do what was asked of it, whatever is stored: an `http://` store has no
+    /// way to look a blob up by blake3. Kept apart from [`Error::NotFound`] so that a caller does
+    /// not take "cannot tell" for "absent".
+    #[error("{backend} cannot {what}: {reason}")]
+    Unsupported {
+        /// Which backend.
+        backend: String,
+        /// What was asked (`look up blake3-…`).
+        what: String,
+        /// Why it cannot, and what it can do instead.
+        reason: String,
+    },
     /// One failure reported to every caller that waited on the same operation (the readers that
     /// joined one cache fill): the original error, which gives the kind, the message and the
     /// source chain.
@@ -231,6 +246,7 @@ impl Error {
             Error::Config(_) | Error::ConfigInvalid { .. } => ErrorKind::Config,
             Error::Index { .. } => ErrorKind::Index,
             Error::DeletedDuringPut { .. } => ErrorKind::Conflict,
+            Error::Unsupported { .. } => ErrorKind::Unsupported,
             Error::Shared(e) => e.kind(),
         }
     }
@@ -310,6 +326,7 @@ impl Error {
         let kind = match self.kind() {
             ErrorKind::NotFound => std::io::ErrorKind::NotFound,
             ErrorKind::InvalidInput => std::io::ErrorKind::InvalidInput,
+            ErrorKind::Unsupported => std::io::ErrorKind::Unsupported,
             _ => std::io::ErrorKind::InvalidData,
         };
         std::io::Error::new(kind, self)

@@ -136,6 +136,121 @@ async fn a_mirror_is_a_cached_store_over_it() {
     assert_eq!(&again[..], &data[..]);
 }
 
+/// The server has no blake3 route, so a lookup by blake3 over HTTP cannot say whether a blob is
+/// there: an error of kind `Unsupported` (exit 2 from the CLI), not "not found", for a blob the
+/// origin holds as for one it lacks. Wrapped, the store answers where a member can: a cache tier
+/// holding the blob finds it, and a replicated store asks the replica that can look up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_blake3_lookup_over_http_is_unsupported_not_absent() {
+    use std::sync::Arc;
+    use tarvault::backend::compose::{Replicated, ReplicatedOptions};
+    use tarvault::backend::memory::MemoryBackend;
+    use tarvault::backend::Backend;
+    use tarvault::Algorithm;
+
+    let held = noise(4000, 7);
+    let absent = noise(4000, 8);
+    let (_origin, url) = origin_with(std::slice::from_ref(&held)).await;
+    let by_blake3 =
+        |data: &[u8]| addr(&common::digests_of(data).hash(Algorithm::Blake3).to_string());
+    let unsupported = |what: &str, r: Result<(), tarvault::Error>| {
+        let err = r.err().unwrap_or_else(|| panic!("{what}: answered"));
+        assert_eq!(err.kind(), ErrorKind::Unsupported, "{what}: {err}");
+        assert!(
+            err.to_string().contains("cannot look up blake3-"),
+            "{what}: {err}"
+        );
+    };
+    let remote = Store::open(&url).await.unwrap_or_else(|e| panic!("{e}"));
+    for data in [&held, &absent] {
+        let a = by_blake3(data);
+        unsupported("get", remote.get(&a).await.map(|_| ()));
+        unsupported("contains", remote.contains(&a).await.map(|_| ()));
+        unsupported("stat", remote.stat(&a).await.map(|_| ()));
+    }
+    // By sha512 and by sha1 it still answers, "not found" included.
+    assert!(remote
+        .contains(&addr(&sha1_hex(&held)))
+        .await
+        .unwrap_or(false));
+    let err = remote.stat(&addr(&sha1_hex(&absent))).await.err();
+    assert_eq!(err.map(|e| e.kind()), Some(ErrorKind::NotFound));
+
+    // A cache tier over it: unsupported until the tier holds the blob, then found there.
+    let spec =
+        format!(r#"{{"cached": {{"local": "memory:", "remote": "{url}", "capacity": "1MiB"}}}}"#);
+    let mirror = Store::open(&spec).await.unwrap_or_else(|e| panic!("{e}"));
+    unsupported(
+        "cold mirror",
+        mirror.contains(&by_blake3(&held)).await.map(|_| ()),
+    );
+    common::read_verified(&mirror, &addr(&sha512_sri(&held))).await;
+    let got = common::read_verified(&mirror, &by_blake3(&held)).await;
+    assert_eq!(&got[..], &held[..]);
+    unsupported(
+        "absent from the tier",
+        mirror.contains(&by_blake3(&absent)).await.map(|_| ()),
+    );
+
+    // Replicated with a replica that can look up by blake3: that one answers, absent included.
+    let http = || {
+        let b = tarvault::backend::http::HttpBackend::open_url(&url);
+        Arc::new(b.unwrap_or_else(|e| panic!("{e}"))) as Arc<dyn Backend>
+    };
+    let memory = MemoryBackend::new();
+    Store::new(memory.clone())
+        .put_bytes(held.clone(), &PutOptions::default())
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let both = Replicated::new(vec![http(), Arc::new(memory)], ReplicatedOptions::default());
+    let both = Store::new(both.unwrap_or_else(|e| panic!("{e}")));
+    assert!(both.contains(&by_blake3(&held)).await.unwrap_or(false));
+    let err = both.stat(&by_blake3(&absent)).await.err();
+    assert_eq!(err.map(|e| e.kind()), Some(ErrorKind::NotFound));
+    let alone = Replicated::new(vec![http()], ReplicatedOptions::default());
+    let alone = Store::new(alone.unwrap_or_else(|e| panic!("{e}")));
+    unsupported(
+        "http replica alone",
+        alone.contains(&by_blake3(&held)).await.map(|_| ()),
+    );
+
+    // The CLI: exit 2 with the reason, not 3.
+    let Some(bin) = option_env!("CARGO_BIN_EXE_tarvault") else {
+        return;
+    };
+    let tv = |args: Vec<String>| {
+        let url = url.clone();
+        tokio::task::spawn_blocking(move || {
+            std::process::Command::new(bin)
+                .arg("--store")
+                .arg(url)
+                .args(args)
+                .env_remove("TARVAULT_STORE")
+                .output()
+                .unwrap_or_else(|e| panic!("run tarvault: {e}"))
+        })
+    };
+    for cmd in ["has", "stat", "get"] {
+        let out = tv(vec![cmd.into(), by_blake3(&held).to_string()])
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{cmd}: {stderr}");
+        assert!(stderr.contains("cannot look up blake3-"), "{cmd}: {stderr}");
+        assert!(out.stdout.is_empty(), "{cmd}");
+    }
+    for (address, code) in [
+        (sha1_hex(&held), 0),
+        (sha1_hex(&absent), 3),
+        (sha512_sri(&absent), 3),
+    ] {
+        let out = tv(vec!["has".into(), address.clone()])
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(out.status.code(), Some(code), "has {address}: {out:?}");
+    }
+}
+
 #[tokio::test]
 async fn urls_are_checked() {
     for bad in ["http://", "http:///x", "https://h/x?y=1"] {
@@ -153,8 +268,8 @@ async fn urls_are_checked() {
 /// The corruption cases are left out: the origin's server refuses a corrupt blob itself (a 500,
 /// or a body cut short), which this side sees as a backend failure, not as bytes to verify (the
 /// lying server above covers verification here), and so is `corpus_digests_and_lookups`: the
-/// server has no blake3 route, so a lookup by blake3 over HTTP finds nothing (sha512 and shasum
-/// lookups are covered above).
+/// server has no blake3 route, so a lookup by blake3 over HTTP is unsupported (sha512 and shasum
+/// lookups, and that, are covered above).
 mod read_only_conformance {
     use std::ops::Range;
     use std::sync::Arc;

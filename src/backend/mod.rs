@@ -494,6 +494,9 @@ pub trait Backend: fmt::Debug + Send + Sync + 'static {
     }
 
     /// Finds the blob whose sha1 or blake3 digest is `hash`, using the alias index kept at commit.
+    /// A backend with no way to look up by `hash`'s algorithm (an `http://` store by blake3)
+    /// fails with [`ErrorKind::Unsupported`](crate::ErrorKind::Unsupported) rather than answer
+    /// `None`, which would claim the blob is absent.
     async fn resolve_alias(&self, hash: &Hash) -> Result<Option<BlobKey>>;
 
     /// Repairs the alias index from what a scan found by re-hashing every blob (`fsck`): merges

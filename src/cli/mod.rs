@@ -218,7 +218,9 @@ fn init_logging() {
 /// The exit status for an error.
 pub(crate) fn exit_status(e: &Error) -> u8 {
     match e.kind() {
-        ErrorKind::InvalidInput | ErrorKind::Config => exit::USAGE,
+        // A lookup the store cannot make (by blake3 through an `http://` mirror) is a question
+        // that store cannot be asked, as a `sha256-` address is one no store can: not "absent".
+        ErrorKind::InvalidInput | ErrorKind::Config | ErrorKind::Unsupported => exit::USAGE,
         ErrorKind::NotFound => exit::NOT_FOUND,
         ErrorKind::IntegrityMismatch | ErrorKind::Corrupt => exit::MISMATCH,
         ErrorKind::Rejected => exit::REJECTED,

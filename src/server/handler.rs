@@ -408,6 +408,14 @@ fn failure(server: &Server, e: &Error, path: &str) -> Response {
             tracing::error!(path, error = %e, "backend failed");
             plain(StatusCode::SERVICE_UNAVAILABLE, "storage unavailable\n")
         }
+        // The message names the upstream, which clients need not learn.
+        ErrorKind::Unsupported => {
+            tracing::warn!(path, error = %e, "the store cannot answer this request");
+            plain(
+                StatusCode::NOT_IMPLEMENTED,
+                "this store cannot answer that\n",
+            )
+        }
         ErrorKind::Conflict => {
             tracing::warn!(path, error = %e, "overtaken by another operation on the same blob");
             plain(StatusCode::SERVICE_UNAVAILABLE, &format!("{e}\n"))

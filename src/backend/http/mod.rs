@@ -3,7 +3,8 @@
 //!
 //! It reads `/sha512/<hex>` and resolves npm's `shasum` through `HEAD /sha1/<hex>`, whose strong
 //! `ETag` is the blob's sha512 integrity. The server has no blake3 route, so a lookup by blake3
-//! finds nothing here. Like every backend it is trusted for nothing: the
+//! is an error of kind [`Unsupported`](crate::ErrorKind::Unsupported), not "not found": this side
+//! cannot tell whether the blob is there. Like every backend it is trusted for nothing: the
 //! [`Store`](crate::Store) verifies every byte read against the address, and its recorded
 //! digests are never used to shortcut that (the server could lie about both). Writes, deletes and
 //! listings are refused ([`ErrorKind::Rejected`](crate::ErrorKind::Rejected)): a mirror is a
@@ -191,9 +192,14 @@ impl Backend for HttpBackend {
 
     async fn resolve_alias(&self, hash: &Hash) -> Result<Option<BlobKey>> {
         // The server answers sha1 (npm's `shasum`) only; its ETag names the sha512 key. Whatever
-        // it says, the read is verified against both the key and the sha1 asked by.
+        // it says, the read is verified against both the key and the sha1 asked by. Any other
+        // lookup (blake3) has no route: "not found" would claim an absence nobody checked.
         if hash.algorithm() != Algorithm::Sha1 {
-            return Ok(None);
+            return Err(Error::Unsupported {
+                backend: self.describe(),
+                what: format!("look up {hash}"),
+                reason: "a tarvault server answers lookups by sha512 and sha1 (shasum) only".into(),
+            });
         }
         let path = format!("/sha1/{}", hash.to_hex());
         let Some(resp) = self.request(Method::HEAD, &path, None).await? else {

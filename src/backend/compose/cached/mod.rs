@@ -477,6 +477,10 @@ impl Backend for Cached {
         self.inner.remote.clone().list_meta()
     }
 
+    /// The local tier's entry if it has one, else the remote's answer, whatever it is: the tier
+    /// holds some blobs only, so its "none" says nothing of the store, and a remote that cannot
+    /// look up by this hash (an `http://` mirror by blake3) fails as
+    /// [`ErrorKind::Unsupported`](crate::ErrorKind::Unsupported) for a blob the tier lacks.
     async fn resolve_alias(&self, hash: &Hash) -> Result<Option<BlobKey>> {
         match self.inner.local.resolve_alias(hash).await {
             Ok(Some(k)) => return Ok(Some(k)),

@@ -6,7 +6,7 @@ use std::ops::Range;
 use super::Replicated;
 use crate::backend::compose::verify::{fetch_checked, fetch_for_copy, refused, slice, Fetched};
 use crate::backend::{Backend, BlobKey, BlobStat, GetResult};
-use crate::{Error, Result};
+use crate::{Error, ErrorKind, Result};
 
 impl Replicated {
     /// `fut`, or a backend error if it takes longer than the read timeout.
@@ -23,28 +23,36 @@ impl Replicated {
     }
 
     /// The first replica's `Some` answer to `ask`, trying the next on `None` or an error. `None`
-    /// only if every replica answered none; otherwise the last error: what a replica that failed
-    /// would have answered is unknown, and the blob may be there (a server answers 503 then, not
-    /// 404, and a client tries again rather than concluding the blob is absent).
+    /// only if every replica that can answer answered none; otherwise the last error: what a
+    /// replica that failed would have answered is unknown, and the blob may be there (a server
+    /// answers 503 then, not 404, and a client tries again rather than concluding the blob is
+    /// absent). A replica that cannot answer such a question at all
+    /// ([`ErrorKind::Unsupported`]: an `http://` replica asked by blake3) never will, so it is
+    /// left out while another replica answers; only if none can is that the error.
     pub(super) async fn first_answer<'a, T, F, Fut>(&'a self, ask: F) -> Result<Option<T>>
     where
         F: Fn(&'a dyn Backend) -> Fut,
         Fut: Future<Output = Result<Option<T>>> + 'a,
     {
-        let mut last_err = None;
+        let (mut last_err, mut unsupported, mut answered) = (None, None, false);
         for replica in self.replicas.iter() {
             match self.timed(ask(&**replica)).await {
                 Ok(Some(found)) => return Ok(Some(found)),
-                Ok(None) => {}
+                Ok(None) => answered = true,
+                Err(e) if e.kind() == ErrorKind::Unsupported => {
+                    tracing::debug!(replica = %replica.describe(), error = %e, "replica cannot answer");
+                    unsupported = Some(e);
+                }
                 Err(e) => {
                     tracing::debug!(replica = %replica.describe(), error = %e, "replica read failed");
                     last_err = Some(e);
                 }
             }
         }
-        match last_err {
-            Some(e) => Err(e),
-            None => Ok(None),
+        match (last_err, unsupported) {
+            (Some(e), _) => Err(e),
+            (None, Some(e)) if !answered => Err(e),
+            _ => Ok(None),
         }
     }
 
