@@ -311,3 +311,47 @@ async fn a_delete_in_another_process_overtakes_a_fill_here() {
         .await;
     assert!(again.is_err(), "the deleted blob is served again");
 }
+
+/// A copy in the local tier whose record was lost (the tier's index row gone, the file left) is
+/// not known verified, so `head` takes the remote's size: `size_now`, the server's fast path for a
+/// `HEAD`, gives the same answer or none, never the copy's own size. (It named the size of a tier
+/// copy cut short, while `head` named the blob's.) Deleted upstream, both say "not stored".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tier_copy_without_its_record_is_sized_as_head_sizes_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let blobs = seed(&dir.path().join("remote"), 1, 9).await;
+    let (data, key) = (&blobs[0], key_of(&blobs[0]));
+    read(&cached(dir.path(), 1 << 30).await, data).await;
+    let tier = fs(&dir.path().join("cache"));
+    assert!(tier.head(&key).await.expect("head").is_some(), "filled");
+    let index = rusqlite::Connection::open(dir.path().join("cache/index/blobs.sqlite"));
+    let lost = index
+        .and_then(|db| db.execute("DELETE FROM blobs WHERE sha512 = ?1", [&key.as_bytes()[..]]))
+        .expect("drop the tier's record");
+    assert_eq!(lost, 1);
+    std::fs::write(common::writable_blob(&tier, &key), &data[..1000]).expect("cut the copy short");
+    drop(tier);
+
+    let cache = cached(dir.path(), 1 << 30).await;
+    let head = cache.head(&key).await.expect("head").map(|st| st.size);
+    assert_eq!(head, Some(SIZE as u64), "head takes the remote's size");
+    if let Some(now) = cache.size_now(&key) {
+        assert_eq!(now.expect("size_now"), head, "size_now disagrees with head");
+    }
+    // Gone from the remote: the copy without a record does not keep the blob alive.
+    assert!(fs(&dir.path().join("remote"))
+        .delete(&key)
+        .await
+        .expect("delete"));
+    assert_eq!(
+        cache.head(&key).await.expect("head").map(|st| st.size),
+        None
+    );
+    if let Some(now) = cache.size_now(&key) {
+        assert_eq!(
+            now.expect("size_now"),
+            None,
+            "size_now of a blob the remote lost"
+        );
+    }
+}

@@ -457,16 +457,25 @@ impl Backend for FsBackend {
     /// index each takes microseconds, less than handing them to the blocking pool. A file whose
     /// size is not its record's (cut short, or grown) is corrupt, as the `GET` would find, and
     /// not a blob of another size: an HTTP `HEAD` or `304` would advertise that size to caches.
+    /// A file with no record (lost, or an index that cannot be read) gets no immediate answer:
+    /// its size is what [`head`](Backend::head) makes of it, and a wrapper's `head` takes no size
+    /// a record does not confirm (a cache tier asks its remote, a replicated store the next
+    /// replica), so the file's own size here would disagree with it.
     fn size_now(&self, key: &BlobKey) -> Option<Result<Option<u64>>> {
-        let size = |m: std::fs::Metadata| match self.inner.recorded(key) {
-            Some(d) if d.size != m.len() => Err(Error::Corrupt {
-                address: key.to_string(),
-                expected: format!("{} bytes (recorded)", d.size),
-                actual: format!("{} bytes on disk", m.len()),
-            }),
-            _ => Ok(Some(m.len())),
+        let meta = match self.stat_now(key) {
+            Ok(Some(m)) => m,
+            other => return Some(other.map(|_| None)),
         };
-        Some(self.stat_now(key).and_then(|m| m.map_or(Ok(None), size)))
+        let record = self.inner.recorded(key)?;
+        Some(if record.size == meta.len() {
+            Ok(Some(meta.len()))
+        } else {
+            Err(Error::Corrupt {
+                address: key.to_string(),
+                expected: format!("{} bytes (recorded)", record.size),
+                actual: format!("{} bytes on disk", meta.len()),
+            })
+        })
     }
 
     /// One `stat`, without [`size_now`](Backend::size_now)'s record lookup: a 304 names no

@@ -407,7 +407,9 @@ impl Backend for Cached {
     }
 
     /// The local tier's size when it holds a copy and can tell at once (an fs tier: one `stat`
-    /// and its record); otherwise `None`, and [`head`](Backend::head) asks the remote.
+    /// and its record); otherwise `None`, and [`head`](Backend::head) asks the remote. A copy
+    /// without its record is not known verified: the tier gives no immediate answer for it, and
+    /// the size is the remote's, as `head` says.
     fn size_now(&self, key: &BlobKey) -> Option<Result<Option<u64>>> {
         let held = self.inner.local.size_now(key);
         self.inner.held_now(key, held, |size| size.is_some())
