@@ -153,6 +153,12 @@ impl Metrics {
                 self.integrity_failures(),
             ),
             (
+                "tarvault_http_send_timeouts_total",
+                "counter",
+                "Connections closed because a response waited on its client past the send timeout (serve --send-timeout), in this process.",
+                super::progress::send_timeouts(),
+            ),
+            (
                 "tarvault_held_memory_bytes",
                 "gauge",
                 "Bytes of blobs held in memory whole once checked (served from memory, cache fills).",

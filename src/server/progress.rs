@@ -39,6 +39,16 @@ use tokio::time::Instant;
 /// below any working link.
 pub(super) const MIN_PROGRESS: u64 = 4 << 10;
 
+/// Connections closed by the send timeout, by every server of the process (like the held
+/// memory, the process's: [`super::serve_with`] serves any router, and the metrics are a
+/// `Server`'s).
+static SEND_TIMEOUTS: AtomicU64 = AtomicU64::new(0);
+
+/// How many connections the send timeout has closed in this process.
+pub(super) fn send_timeouts() -> u64 {
+    SEND_TIMEOUTS.load(Relaxed)
+}
+
 /// One connection's traffic, shared by its socket, its response bodies and its watching loop.
 #[derive(Debug)]
 pub(super) struct Progress {
@@ -115,7 +125,11 @@ impl StallClock {
             self.taken = taken;
             return false;
         }
-        now.duration_since(self.since) >= self.timeout
+        let stalled = now.duration_since(self.since) >= self.timeout;
+        if stalled {
+            SEND_TIMEOUTS.fetch_add(1, Relaxed);
+        }
+        stalled
     }
 }
 

@@ -171,6 +171,7 @@ async fn an_http2_stream_the_client_never_reads_is_closed_after_the_send_timeout
         }
     };
     assert_eq!(response.status(), axum::http::StatusCode::OK);
+    let closed_before = send_timeouts(&s.addr).await;
     let started = Instant::now();
     // Ended, with an error or without: what matters is that the server closed it.
     let _ended = timeout(Duration::from_secs(6), &mut conn)
@@ -178,4 +179,24 @@ async fn an_http2_stream_the_client_never_reads_is_closed_after_the_send_timeout
         .unwrap_or_else(|_| panic!("the stalled h2 connection is still open after 6 s"));
     let took = started.elapsed();
     assert!(took >= Duration::from_millis(500), "closed early: {took:?}");
+    // Counted (the counter is the process's, and other tests may add to it meanwhile).
+    let closed_after = send_timeouts(&s.addr).await;
+    assert!(
+        closed_after > closed_before,
+        "tarvault_http_send_timeouts_total {closed_before} -> {closed_after}"
+    );
+}
+
+/// `tarvault_http_send_timeouts_total` from the server's `/-/metrics`.
+async fn send_timeouts(addr: &str) -> u64 {
+    let text = reqwest::get(format!("http://{addr}/-/metrics"))
+        .await
+        .unwrap_or_else(|e| panic!("metrics: {e}"))
+        .text()
+        .await
+        .unwrap_or_else(|e| panic!("metrics body: {e}"));
+    text.lines()
+        .find_map(|l| l.strip_prefix("tarvault_http_send_timeouts_total "))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no send timeout counter in {text}"))
 }
