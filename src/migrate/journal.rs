@@ -19,7 +19,7 @@ use std::path::PathBuf;
 
 use super::changes::Seq;
 use super::checkpoint::State;
-use super::lines::LineLog;
+use super::lines::{encode, LineLog};
 use super::mapping::{Appended, MappedIndex, MappingWriter};
 use super::recorded::Recorded;
 use super::report::{read_problems, Counts, OutcomeKind, Problem, Report, KEPT_PROBLEMS};
@@ -72,8 +72,8 @@ impl Journal {
             );
             // All of them, as the old report counted them; their keys are taken for later runs.
             for p in inline {
-                journal.recorded.is_new(&p, journal.problems.len())?;
-                journal.problem(p)?;
+                let (line, _) = journal.recorded_line(&p)?;
+                journal.problem(line, p)?;
             }
             journal.save()?;
         }
@@ -90,8 +90,17 @@ impl Journal {
         self.map.index()
     }
 
-    fn problem(&mut self, p: Problem) -> Result<()> {
-        self.problems.append(&p, "problem")?;
+    /// `p`'s line, and whether the problems file lacks it (its key is then taken as the line
+    /// the caller appends next). One encoding for both, so the key is the written line's.
+    fn recorded_line(&mut self, p: &Problem) -> Result<(Vec<u8>, bool)> {
+        let line = encode(p, "problem")?;
+        let new = self.recorded.is_new(&line, self.problems.len())?;
+        Ok((line, new))
+    }
+
+    /// Appends `p`'s `line` to the problems file and keeps `p` for the report.
+    fn problem(&mut self, line: Vec<u8>, p: Problem) -> Result<()> {
+        self.problems.append_line(line)?;
         self.report.keep(p);
         Ok(())
     }
@@ -132,9 +141,10 @@ impl Journal {
         }
         let mut added = counts;
         for p in problems {
-            if self.recorded.is_new(&p, self.problems.len())? {
+            let (line, is_new) = self.recorded_line(&p)?;
+            if is_new {
                 new = true;
-                self.problem(p)?;
+                self.problem(line, p)?;
             } else {
                 again = true;
                 added.forget(p.kind);

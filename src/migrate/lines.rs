@@ -62,8 +62,11 @@ impl LineLog {
 
     /// Appends `item` as one line (`encoding` names it if it cannot be encoded).
     pub(crate) fn append(&mut self, item: &impl Serialize, encoding: &str) -> Result<()> {
-        let mut line = serde_json::to_vec(item)
-            .map_err(|e| Error::InvalidInput(format!("cannot encode {encoding}: {e}")))?;
+        self.append_line(encode(item, encoding)?)
+    }
+
+    /// Appends `line`, as [`encode`] made it, and its newline.
+    pub(crate) fn append_line(&mut self, mut line: Vec<u8>) -> Result<()> {
         line.push(b'\n');
         self.out
             .write_all(&line)
@@ -88,4 +91,11 @@ impl LineLog {
             .map_err(|e| Error::io("fsync", &self.path, e))?;
         Ok(self.len)
     }
+}
+
+/// `item` as the text of one line, without its newline (`encoding` names it if it cannot be
+/// encoded): what [`LineLog::append`] writes, and what a line read back is compared with.
+pub(crate) fn encode(item: &impl Serialize, encoding: &str) -> Result<Vec<u8>> {
+    serde_json::to_vec(item)
+        .map_err(|e| Error::InvalidInput(format!("cannot encode {encoding}: {e}")))
 }

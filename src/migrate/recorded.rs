@@ -20,7 +20,6 @@ use std::path::{Path, PathBuf};
 
 use rusqlite::{params, Connection, OptionalExtension};
 
-use super::report::Problem;
 use crate::{Error, Result};
 
 /// A problem's key: the first 16 bytes of the blake3 hash of its line (without the newline).
@@ -118,12 +117,10 @@ impl Recorded {
         tx.commit().map_err(sql(&db, "write"))
     }
 
-    /// Whether `problem` is in the file already; if not, it is taken as appended at `at` (the
-    /// caller writes it there).
-    pub(crate) fn is_new(&mut self, problem: &Problem, at: u64) -> Result<bool> {
-        let line = serde_json::to_vec(problem)
-            .map_err(|e| Error::InvalidInput(format!("cannot encode problem: {e}")))?;
-        let key = key(&line);
+    /// Whether a problem's `line` (as `lines::encode` made it) is in the file already; if not,
+    /// it is taken as appended at `at` (the caller writes it there).
+    pub(crate) fn is_new(&mut self, line: &[u8], at: u64) -> Result<bool> {
+        let key = key(line);
         if self.pending.contains_key(&key) {
             return Ok(false);
         }
