@@ -34,7 +34,9 @@ use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
 use super::fd_limit::open_file_limit;
-use super::progress::{unsent, Activity, CountedIo, Progress, StallClock, Tracked};
+use super::progress::{
+    count_send_timeout, unsent, Activity, CountedIo, Progress, StallClock, Tracked,
+};
 
 /// Bytes an HTTP/1.1 connection buffers: a request's head, or the response body it has taken
 /// from the store and not yet written to its socket. hyper's default (about 400 KiB) let each
@@ -241,6 +243,7 @@ async fn connection(
                 let now = Instant::now();
                 // `fd` is open: `conn` owns the socket until this function returns.
                 if stall.stalled(&progress, unsent(fd), closing, now) {
+                    count_send_timeout();
                     tracing::debug!(
                         timeout = ?options.send_timeout,
                         "a response waited on its client past the send timeout; connection closed"

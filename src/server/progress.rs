@@ -49,6 +49,11 @@ pub(super) fn send_timeouts() -> u64 {
     SEND_TIMEOUTS.load(Relaxed)
 }
 
+/// Counts a connection closed by the send timeout.
+pub(super) fn count_send_timeout() {
+    SEND_TIMEOUTS.fetch_add(1, Relaxed);
+}
+
 /// One connection's traffic, shared by its socket, its response bodies and its watching loop.
 #[derive(Debug)]
 pub(super) struct Progress {
@@ -125,11 +130,7 @@ impl StallClock {
             self.taken = taken;
             return false;
         }
-        let stalled = now.duration_since(self.since) >= self.timeout;
-        if stalled {
-            SEND_TIMEOUTS.fetch_add(1, Relaxed);
-        }
-        stalled
+        now.duration_since(self.since) >= self.timeout
     }
 }
 
