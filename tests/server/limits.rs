@@ -55,15 +55,16 @@ pub(crate) async fn connect(addr: &str) -> TcpStream {
 }
 
 /// Reads until the server closes the connection (EOF or a reset); panics if it is still open
-/// after `limit`. Returns how long that took.
-async fn closed_within(tcp: &mut TcpStream, limit: Duration) -> Duration {
+/// after `limit`. Returns how long that took and how many bytes came before.
+pub(crate) async fn closed_within(tcp: &mut TcpStream, limit: Duration) -> (Duration, usize) {
     let started = Instant::now();
     let mut buf = [0u8; 4096];
+    let mut read = 0;
     loop {
         match timeout(limit.saturating_sub(started.elapsed()), tcp.read(&mut buf)).await {
-            Err(_) => panic!("the connection is still open after {limit:?}"),
-            Ok(Ok(0)) | Ok(Err(_)) => return started.elapsed(),
-            Ok(Ok(_)) => {}
+            Err(_) => panic!("the connection is still open after {limit:?} ({read} bytes read)"),
+            Ok(Ok(0)) | Ok(Err(_)) => return (started.elapsed(), read),
+            Ok(Ok(n)) => read += n,
         }
     }
 }
@@ -90,7 +91,7 @@ async fn closed_after_the_header_timeout(addr: &str, sent: &[u8]) {
     tcp.write_all(sent)
         .await
         .unwrap_or_else(|e| panic!("write: {e}"));
-    let took = closed_within(&mut tcp, Duration::from_secs(5)).await;
+    let (took, _) = closed_within(&mut tcp, Duration::from_secs(5)).await;
     assert!(took >= Duration::from_millis(900), "closed early: {took:?}");
 }
 

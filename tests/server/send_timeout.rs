@@ -12,7 +12,7 @@ use tokio::net::TcpSocket;
 use tokio::time::{sleep, timeout, Instant};
 
 use crate::common::{key_of, noise};
-use crate::limits::{connect, start_with};
+use crate::limits::{closed_within, connect, start_with};
 
 /// A memory store holding one blob of `len` bytes, and the blob.
 async fn store_with(len: usize) -> (Store, Vec<u8>) {
@@ -35,22 +35,6 @@ fn send_timeout(ms: u64) -> ServeOptions {
 fn get(data: &[u8]) -> Vec<u8> {
     let path = format!("/sha512/{}", key_of(data).to_hex());
     format!("GET {path} HTTP/1.1\r\nHost: t\r\n\r\n").into_bytes()
-}
-
-/// Reads what is left on `tcp` until the server closes it; panics if that takes over `limit`.
-/// Returns the bytes read.
-async fn drain(tcp: &mut tokio::net::TcpStream, limit: Duration) -> usize {
-    let started = Instant::now();
-    let mut buf = vec![0u8; 1 << 20];
-    let mut total = 0;
-    loop {
-        let left = limit.saturating_sub(started.elapsed());
-        match timeout(left, tcp.read(&mut buf)).await {
-            Err(_) => panic!("still open after {limit:?} ({total} bytes read)"),
-            Ok(Ok(0) | Err(_)) => return total,
-            Ok(Ok(n)) => total += n,
-        }
-    }
 }
 
 /// A client that asks for 32 MiB and reads nothing: with a 1 s send timeout the server closes the
@@ -86,7 +70,7 @@ async fn a_client_that_stops_reading_is_closed_after_the_send_timeout() {
     assert!(took >= Duration::from_millis(900), "closed early: {took:?}");
 
     // What the socket buffers held arrives, then the end: never the whole blob.
-    let rest = drain(&mut tcp, Duration::from_secs(10)).await;
+    let (_, rest) = closed_within(&mut tcp, Duration::from_secs(10)).await;
     assert!(
         n + rest < data.len(),
         "the whole blob arrived ({} bytes)",
