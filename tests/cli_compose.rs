@@ -392,6 +392,33 @@ async fn scrub_is_paced_and_reports_corruption() {
     assert_eq!(tv(s, &["scrub", "--rate", "fast"]).status.code(), Some(2));
 }
 
+/// A misplaced blob file makes scrub exit 4, as it makes fsck: the text says why, as fsck's does,
+/// instead of "0 corrupt" beside a failing status.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scrub_names_the_misplaced_files_it_exits_4_for() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path().join("store");
+    let store = Store::new(fs(&root));
+    let blob = noise(10_000, 77);
+    store
+        .put_bytes(blob.clone(), &PutOptions::default())
+        .await
+        .expect("put");
+    // A blob-like name in another shard whose bytes are not that blob: left where it is.
+    let hex = key_of(&blob).to_hex().to_uppercase();
+    let elsewhere = root.join("sha512").join("00").join("00");
+    std::fs::create_dir_all(&elsewhere).expect("mkdir");
+    std::fs::write(elsewhere.join(&hex), b"not that blob").expect("plant");
+    let out = tv(path(&root), &["scrub"]);
+    assert_eq!(out.status.code(), Some(4), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.contains(&format!("misplaced {}", sha512_sri(&blob))),
+        "{stdout}"
+    );
+    assert!(stdout.contains("misplaced blob files: 1 found"), "{stdout}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn config_file_names_replicated_and_cached_stores() {
     let dir = tempfile::tempdir().expect("tempdir");

@@ -8,7 +8,7 @@ use tokio::io::AsyncWriteExt;
 
 use super::exit;
 use super::output::{
-    and_more, corrupt_lines, json_line, outln, stdout_failed, BlobLine, Held, PutLine,
+    corrupt_lines, json_line, misplaced_lines, outln, stdout_failed, BlobLine, Held, PutLine,
 };
 
 /// Read size for standard input.
@@ -281,20 +281,7 @@ pub(crate) async fn fsck(
         json_line(&report);
     } else {
         corrupt_lines(&report.corrupt);
-        let misplaced = &report.misplaced.files;
-        for m in misplaced {
-            outln!("misplaced {} {}: {}", m.address, m.path, m.note);
-        }
-        if let Some(more) = and_more(misplaced) {
-            outln!("{more} misplaced");
-        }
-        if !misplaced.is_empty() {
-            outln!(
-                "misplaced blob files: {} found, {} moved back to their place",
-                misplaced.total(),
-                report.misplaced.restored
-            );
-        }
+        misplaced_lines(&report.misplaced);
         outln!(
             "checked {} blobs ({} bytes): {} ok, {} corrupt; {} temp files removed",
             report.checked,

@@ -14,7 +14,7 @@ use tarvault::units::parse_duration;
 use tarvault::{Error, FsckOptions, Store};
 
 use super::exit;
-use super::output::{and_more, corrupt_lines, json_line, outln};
+use super::output::{and_more, corrupt_lines, json_line, misplaced_lines, outln};
 
 /// `tarvault copy`.
 #[derive(Args, Debug)]
@@ -201,6 +201,7 @@ pub(crate) async fn scrub(store: &Store, args: ScrubArgs) -> Result<u8, Error> {
         json_line(&report);
     } else {
         corrupt_lines(&report.corrupt);
+        misplaced_lines(&report.misplaced);
         outln!(
             "scrubbed {} blobs ({} bytes) in {:.1}s: {} ok, {} corrupt",
             report.checked,

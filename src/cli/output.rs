@@ -3,7 +3,7 @@
 use std::io::Write;
 
 use serde::Serialize;
-use tarvault::backend::Sample;
+use tarvault::backend::{Misplaced, Sample};
 use tarvault::tarball::Report;
 use tarvault::{BlobInfo, CorruptBlob, Digests, Error};
 
@@ -103,6 +103,25 @@ pub(crate) fn corrupt_lines(corrupt: &Sample<CorruptBlob>) {
     }
     if let Some(more) = and_more(corrupt) {
         outln!("{more} corrupt");
+    }
+}
+
+/// `fsck`'s and `scrub`'s lines for the misplaced blob files found (each makes the report unclean,
+/// exit 4), and how many were moved back to their place.
+pub(crate) fn misplaced_lines(misplaced: &Misplaced) {
+    let files = &misplaced.files;
+    for m in files {
+        outln!("misplaced {} {}: {}", m.address, m.path, m.note);
+    }
+    if let Some(more) = and_more(files) {
+        outln!("{more} misplaced");
+    }
+    if !files.is_empty() {
+        outln!(
+            "misplaced blob files: {} found, {} moved back to their place",
+            files.total(),
+            misplaced.restored
+        );
     }
 }
 
