@@ -715,3 +715,28 @@ fn a_wrong_sha1_entry_is_refused_until_fsck_corrects_it() {
         );
     }
 }
+
+/// An input that opens but cannot be read (a directory) is named in the error, alone and in a
+/// batch, as one that cannot be opened is: not a bare "Is a directory".
+#[test]
+fn an_unreadable_input_is_named() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = dir.path().join("store");
+    let input = dir.path().join("not-a-file.tgz");
+    std::fs::create_dir(&input).expect("mkdir");
+    let name = input.to_string_lossy().into_owned();
+    let (_, other) = corpus_file(0);
+    for args in [vec!["put", &name], vec!["put", &other, &name]] {
+        let out = tv(&store, &args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+        assert!(err.contains(&name), "{args:?}: {err}");
+    }
+}
+
+/// The bytes and path of the `n`th corpus tarball.
+fn corpus_file(n: usize) -> (Vec<u8>, String) {
+    let path = corpus_dir().join(&corpus()[n].file);
+    let bytes = std::fs::read(&path).expect("read corpus tarball");
+    (bytes, path.to_string_lossy().into_owned())
+}

@@ -21,8 +21,8 @@ pub const READ_WHOLE: u64 = 1024 * 1024;
 pub const READ_CHUNK: usize = 256 * 1024;
 
 /// The bytes of the file at `path`, opened and read only when the stream is first polled (so a
-/// batch of a million inputs holds a handful of files open, not a million). A failure to open is
-/// the stream's first item, naming the path.
+/// batch of a million inputs holds a handful of files open, not a million). A failure to open or
+/// to read (a directory opens, and fails only when read) is an item of the stream naming the path.
 ///
 /// ```no_run
 /// # async fn f(store: tarvault::Store) -> tarvault::Result<()> {
@@ -37,12 +37,17 @@ pub const READ_CHUNK: usize = 256 * 1024;
 pub fn file_input(path: impl Into<PathBuf>) -> BoxStream<'static, io::Result<Bytes>> {
     let path = path.into();
     let opened = async move {
-        std::fs::File::open(&path)
-            .map_err(|e| io::Error::new(e.kind(), format!("open {}: {e}", path.display())))
+        match std::fs::File::open(&path) {
+            Ok(file) => Ok((file, path)),
+            Err(e) => Err(io::Error::new(
+                e.kind(),
+                format!("open {}: {e}", path.display()),
+            )),
+        }
     };
     futures::stream::once(opened)
-        .flat_map(|file| match file {
-            Ok(file) => opened_file_input(file),
+        .flat_map(|opened| match opened {
+            Ok((file, path)) => opened_file_input(file, path),
             Err(e) => futures::stream::iter([Err(e)]).boxed(),
         })
         .boxed()
@@ -70,8 +75,12 @@ fn read_whole(mut file: &std::fs::File, len: u64) -> io::Result<Vec<u8>> {
     Ok(buf)
 }
 
-/// The bytes of an open file, read as [`file_input`] reads them.
-pub(crate) fn opened_file_input(file: std::fs::File) -> BoxStream<'static, io::Result<Bytes>> {
+/// The bytes of an open file, read as [`file_input`] reads them; a failure to read names `path`
+/// (a directory opens, and fails only when read).
+pub(crate) fn opened_file_input(
+    file: std::fs::File,
+    path: PathBuf,
+) -> BoxStream<'static, io::Result<Bytes>> {
     let read = async move {
         let len = file.metadata()?.len();
         if len > READ_WHOLE {
@@ -91,5 +100,8 @@ pub(crate) fn opened_file_input(file: std::fs::File) -> BoxStream<'static, io::R
                 Err(e) => futures::stream::iter([Err(e)]).boxed(),
             },
         )
+        .map(move |chunk| {
+            chunk.map_err(|e| io::Error::new(e.kind(), format!("read {}: {e}", path.display())))
+        })
         .boxed()
 }

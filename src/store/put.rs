@@ -218,7 +218,7 @@ impl Store {
         if options.label.is_none() {
             options.label = Some(path.display().to_string());
         }
-        let stream = super::input::opened_file_input(file);
+        let stream = super::input::opened_file_input(file, path.to_path_buf());
         self.put(stream, &options).await
     }
 
