@@ -734,6 +734,31 @@ fn an_unreadable_input_is_named() {
     }
 }
 
+/// `get -o -` is standard output, as `-` is standard input for `put` (and as curl's `-o -`), not
+/// a file named `-` in the working directory.
+#[test]
+fn get_dash_o_dash_is_stdout() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = dir.path().join("store");
+    let (bytes, file) = corpus_file(0);
+    assert!(tv(&store, &["put", &file]).status.success());
+    let out = Command::new(BIN)
+        .current_dir(dir.path())
+        .arg("--store")
+        .arg(&store)
+        .args(["get", &sha512_sri(&bytes), "-o", "-"])
+        .env_remove("TARVAULT_STORE")
+        .output()
+        .expect("run tarvault");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.stdout == bytes, "stdout is not the blob");
+    assert!(!dir.path().join("-").exists(), "wrote a file named `-`");
+}
+
 /// The bytes and path of the `n`th corpus tarball.
 fn corpus_file(n: usize) -> (Vec<u8>, String) {
     let path = corpus_dir().join(&corpus()[n].file);

@@ -119,7 +119,8 @@ pub(crate) async fn put(
 pub(crate) async fn get(store: &Store, text: &str, output: Option<&Path>) -> Result<u8, Error> {
     let addr = address(text)?;
     let mut stream = store.get(&addr).await?;
-    match output {
+    // `-o -` is standard output, as `-` is standard input for `put`.
+    match output.filter(|p| p.as_os_str() != "-") {
         None => {
             let mut out = tokio::io::stdout();
             while let Some(chunk) = stream.next().await {

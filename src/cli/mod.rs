@@ -78,7 +78,8 @@ enum Command {
     Get {
         /// An integrity string or a 40-hex npm shasum.
         address: String,
-        /// Write here instead; the file only appears if every byte verified.
+        /// Write here instead (`-`: standard output); the file only appears if every byte
+        /// verified.
         #[arg(short, long, value_name = "FILE")]
         output: Option<PathBuf>,
     },
