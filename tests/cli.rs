@@ -759,6 +759,24 @@ fn get_dash_o_dash_is_stdout() {
     assert!(!dir.path().join("-").exists(), "wrote a file named `-`");
 }
 
+/// A digest that is not canonical base64 (here its `==` padding left off) is quoted whole in the
+/// reason, or marked as cut: not a 40-character prefix that reads like the whole digest.
+#[test]
+fn a_malformed_digest_is_not_quoted_cut_short_unmarked() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = dir.path().join("store");
+    let sri = sha512_sri(b"x");
+    let unpadded = sri.trim_end_matches('=');
+    let digest = unpadded.trim_start_matches("sha512-");
+    let out = tv(&store, &["get", unpadded]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        !err.contains(&format!("{:?}", &digest[..40])),
+        "a prefix quoted as if whole: {err}"
+    );
+}
+
 /// The bytes and path of the `n`th corpus tarball.
 fn corpus_file(n: usize) -> (Vec<u8>, String) {
     let path = corpus_dir().join(&corpus()[n].file);

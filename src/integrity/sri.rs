@@ -434,10 +434,16 @@ fn is_ssri_space(c: char) -> bool {
     )
 }
 
-fn short(s: &str) -> &str {
+/// `s` up to its first 40 bytes, and `…` after it if it was longer (quoted as the digest it is
+/// not, a bare prefix would read as the whole of it).
+fn short(s: &str) -> String {
     let mut end = s.len().min(40);
     while !s.is_char_boundary(end) {
         end -= 1;
     }
-    &s[..end]
+    if end < s.len() {
+        format!("{}…", &s[..end])
+    } else {
+        s.to_string()
+    }
 }
