@@ -80,6 +80,14 @@ async fn reads_by_sha512_and_shasum_are_verified() {
     assert_eq!(err.map(|e| e.kind()), Some(ErrorKind::Rejected));
     let err = remote.delete(&addr(&sha512_sri(&small))).await.err();
     assert_eq!(err.map(|e| e.kind()), Some(ErrorKind::Rejected));
+    // A listing is refused for what it is, not for being a write (`tarvault ls` said "read-only").
+    let err = futures::StreamExt::next(&mut remote.list())
+        .await
+        .and_then(Result::err)
+        .unwrap_or_else(|| panic!("listed"));
+    assert_eq!(err.kind(), ErrorKind::Rejected, "{err}");
+    assert!(!err.to_string().contains("read-only"), "{err}");
+    assert!(err.to_string().contains("no listing"), "{err}");
 }
 
 #[tokio::test]

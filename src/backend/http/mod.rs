@@ -6,8 +6,9 @@
 //! is an error of kind [`Unsupported`](crate::ErrorKind::Unsupported), not "not found": this side
 //! cannot tell whether the blob is there. Like every backend it is trusted for nothing: the
 //! [`Store`](crate::Store) verifies every byte read against the address, and its recorded
-//! digests are never used to shortcut that (the server could lie about both). Writes, deletes and
-//! listings are refused ([`ErrorKind::Rejected`](crate::ErrorKind::Rejected)): a mirror is a
+//! digests are never used to shortcut that (the server could lie about both). Writes and deletes
+//! (the store is read-only) and listings (the server has none) are refused
+//! ([`ErrorKind::Rejected`](crate::ErrorKind::Rejected)): a mirror is a
 //! [`Cached`](crate::backend::compose::Cached) store over it, whose puts would go to the remote.
 //!
 //! Store URL: `http://host:port[/prefix]` or `https://…`, where `/prefix` is where the server's
@@ -187,7 +188,11 @@ impl Backend for HttpBackend {
     }
 
     fn list(&self) -> BoxStream<'static, Result<BlobKey>> {
-        futures::stream::once(futures::future::ready(Err(self.read_only("list")))).boxed()
+        let refused = Error::Rejected {
+            what: format!("list on {}", self.describe()),
+            reason: "a tarvault server has no listing (list the store it serves)".into(),
+        };
+        futures::stream::once(futures::future::ready(Err(refused))).boxed()
     }
 
     async fn resolve_alias(&self, hash: &Hash) -> Result<Option<BlobKey>> {
