@@ -102,10 +102,11 @@ pub fn parse_size(text: &str) -> Result<u64, ParseQuantityError> {
         .ok_or_else(|| error(Quantity::Size, text))
 }
 
-/// Parses a duration: `90s`, `15m` (or `15min`), `24h`, `7d`, `2w`, or plain seconds.
+/// Parses a duration: `90s`, `15m` (or `15min`), `24h`, `7d`, `2w`, or plain seconds. One past
+/// what a `Duration` holds (some 584 billion years) is refused like any bad duration.
 pub fn parse_duration(text: &str) -> Result<Duration, ParseQuantityError> {
     scaled(&normalise(text), DURATION_UNITS)
-        .map(Duration::from_secs_f64)
+        .and_then(|secs| Duration::try_from_secs_f64(secs).ok())
         .ok_or_else(|| error(Quantity::Duration, text))
 }
 
@@ -194,7 +195,7 @@ mod tests {
             parse_duration("0.5s").ok(),
             Some(Duration::from_millis(500))
         );
-        for bad in ["soon", "5y", "-1s", "", "NaN"] {
+        for bad in ["soon", "5y", "-1s", "", "NaN", "99999999999999999999d"] {
             assert!(parse_duration(bad).is_err(), "{bad}");
         }
     }

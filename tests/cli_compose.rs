@@ -289,6 +289,15 @@ async fn gc_never_deletes_live_or_recent_blobs() {
         assert_eq!(out.status.code(), Some(2), "keep file {bad:?}");
         assert_eq!(keys(&root).await.len(), 2);
     }
+
+    // A grace period too long for a Duration is a usage error, not a panic (exit 101).
+    std::fs::write(&keep, format!("{}\n", sha512_sri(&live_sha1))).expect("keep");
+    for grace in ["99999999999999999999d", "18446744073709551616s"] {
+        let out = tv(s, &["gc", "--keep", k, "--grace", grace]);
+        let err = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "--grace {grace}: {err}");
+        assert!(err.contains(grace) && !err.contains("panicked"), "{err}");
+    }
 }
 
 /// A blob put again (by a publish that found its tarball stored, say) is as recent as its last
