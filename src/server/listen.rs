@@ -56,7 +56,13 @@ const H2_PING_TIMEOUT: Duration = Duration::from_secs(20);
 /// descriptors, out of memory) before accepting again, instead of spinning on the error.
 const ACCEPT_RETRY: Duration = Duration::from_secs(1);
 
-/// How [`serve_with`] bounds its connections. `Default` is what `tarvault serve` uses.
+/// The longest any timeout of [`ServeOptions`] is taken to be. A connection's deadlines are
+/// `Instant`s, which a `Duration` of billions of years would overflow (a panic in every
+/// connection's task, which then answered nothing); a century is "never" for a connection.
+const LONGEST_TIMEOUT: Duration = Duration::from_secs(100 * 365 * 86_400);
+
+/// How [`serve_with`] bounds its connections. `Default` is what `tarvault serve` uses. A timeout
+/// longer than a century is taken as a century.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ServeOptions {
     /// How long a request's header may take to arrive, from the connection's start (its first
@@ -128,6 +134,12 @@ pub async fn serve_with(
     options: ServeOptions,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    let options = ServeOptions {
+        header_timeout: options.header_timeout.min(LONGEST_TIMEOUT),
+        idle_timeout: options.idle_timeout.min(LONGEST_TIMEOUT),
+        send_timeout: options.send_timeout.min(LONGEST_TIMEOUT),
+        ..options
+    };
     // Around every route and fallback of the app: a refusal whatever the request asks for.
     let router = app.into().layer(middleware::from_fn(one_host));
     let cap = fit_to_fd_limit(options.max_connections);

@@ -158,6 +158,26 @@ async fn an_idle_keep_alive_connection_is_closed_after_its_response() {
     }
 }
 
+/// A timeout too long to add to an `Instant` (`tarvault serve --idle-timeout 18446744073709551615`)
+/// is "never", not a panic in every connection's task (which answered nothing).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn timeouts_past_any_instant_still_serve() {
+    let forever = ServeOptions {
+        header_timeout: Duration::MAX,
+        idle_timeout: Duration::MAX,
+        send_timeout: Duration::MAX,
+        ..ServeOptions::default()
+    };
+    let s = start_with(Store::new(MemoryBackend::new()), forever).await;
+    for _ in 0..2 {
+        let mut tcp = connect(&s.addr).await;
+        tcp.write_all(HEALTH)
+            .await
+            .unwrap_or_else(|e| panic!("write: {e}"));
+        read_health(&mut tcp).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn past_the_connection_cap_a_connection_waits_until_one_closes() {
     let options = ServeOptions {
