@@ -777,6 +777,35 @@ fn a_malformed_digest_is_not_quoted_cut_short_unmarked() {
     );
 }
 
+/// A blob file cut short keeps its record, but `stat --json` and `ls --json` take the file's size
+/// and leave the digests out (a record of another size is no record of this file), as the README
+/// says; `get` and `fsck` find it corrupt (exit 4).
+#[test]
+fn a_blob_file_cut_short_is_stated_at_its_size_without_digests() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = dir.path().join("store");
+    let (bytes, file) = corpus_file(0);
+    assert!(tv(&store, &["put", &file]).status.success());
+    let blob = walk_one(&store.join("sha512"));
+    let mut perms = std::fs::metadata(&blob).expect("meta").permissions();
+    #[allow(clippy::permissions_set_readonly_false)]
+    perms.set_readonly(false);
+    std::fs::set_permissions(&blob, perms).expect("chmod");
+    std::fs::write(&blob, &bytes[..1000]).expect("cut short");
+    let address = sha512_sri(&bytes);
+    let stat = tv(&store, &["stat", "--json", &address]);
+    assert_eq!(stat.status.code(), Some(0));
+    let ls = tv(&store, &["ls", "--json"]);
+    for line in [json_lines(&stat), json_lines(&ls)] {
+        assert_eq!(line.len(), 1);
+        assert_eq!(line[0]["integrity"], address.as_str());
+        assert_eq!(line[0]["size"], 1000);
+        assert!(line[0].get("shasum").is_none() && line[0].get("blake3").is_none());
+    }
+    assert_eq!(tv(&store, &["get", &address]).status.code(), Some(4));
+    assert_eq!(tv(&store, &["fsck"]).status.code(), Some(4));
+}
+
 /// The bytes and path of the `n`th corpus tarball.
 fn corpus_file(n: usize) -> (Vec<u8>, String) {
     let path = corpus_dir().join(&corpus()[n].file);
