@@ -806,6 +806,21 @@ fn a_blob_file_cut_short_is_stated_at_its_size_without_digests() {
     assert_eq!(tv(&store, &["fsck"]).status.code(), Some(4));
 }
 
+/// A `--store` that names a regular file is a configuration error (exit 2) saying so, not an
+/// I/O failure to "create directory …: File exists" (exit 1); the file is left as it was.
+#[test]
+fn a_store_path_that_is_a_file_is_a_configuration_error() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("store.tgz");
+    std::fs::write(&file, b"not a store").expect("write");
+    let out = tv(&file, &["ls"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains(&*file.to_string_lossy()), "{err}");
+    assert!(err.contains("not a directory"), "{err}");
+    assert_eq!(std::fs::read(&file).expect("read"), b"not a store");
+}
+
 /// The bytes and path of the `n`th corpus tarball.
 fn corpus_file(n: usize) -> (Vec<u8>, String) {
     let path = corpus_dir().join(&corpus()[n].file);

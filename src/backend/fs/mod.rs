@@ -204,6 +204,13 @@ impl FsBackend {
     /// Opens (creating if needed) a store at `root`, and sweeps temp files left by dead processes.
     pub fn open(root: impl AsRef<Path>, options: FsOptions) -> Result<FsBackend> {
         let root = root.as_ref().to_path_buf();
+        // A store named by mistake as a file (a tarball, say) is a wrong setting, not an I/O error.
+        if std::fs::metadata(&root).is_ok_and(|m| !m.is_dir()) {
+            return Err(Error::Config(format!(
+                "store {}: not a directory",
+                root.display()
+            )));
+        }
         let layout = Layout::new(root.clone());
         for dir in [
             layout.root().to_path_buf(),
