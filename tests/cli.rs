@@ -195,7 +195,8 @@ fn stdin_given_twice_is_a_usage_error() {
 #[test]
 fn exit_statuses() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let store = dir.path().join("store");
+    // An empty directory: a store with nothing in it (a path with nothing there is exit 2).
+    let store = dir.path().to_path_buf();
     // Usage.
     assert_eq!(tv(&store, &["frobnicate"]).status.code(), Some(2));
     assert_eq!(
@@ -819,6 +820,65 @@ fn a_store_path_that_is_a_file_is_a_configuration_error() {
     assert!(err.contains(&*file.to_string_lossy()), "{err}");
     assert!(err.contains("not a directory"), "{err}");
     assert_eq!(std::fs::read(&file).expect("read"), b"not a store");
+}
+
+/// Commands that only read do not make a store where there is none: a mistyped `--store` is a
+/// configuration error (exit 2) naming it, not a new, empty store answering "not found" (exit
+/// 3), and a directory of other files gets no store directories added to it. An empty directory
+/// may become a store, and `put` still creates one.
+#[test]
+fn commands_that_only_read_do_not_create_a_store() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let typo = dir.path().join("no-such-store");
+    let shasum = "0".repeat(40);
+    for args in [
+        &["has", &shasum][..],
+        &["get", &shasum],
+        &["stat", &shasum],
+        &["rm", &shasum],
+        &["ls"],
+        &["fsck"],
+        &["gc", "--keep", "/dev/null"],
+    ] {
+        let out = tv(&typo, args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains("no store at"), "{args:?}: {err}");
+        assert!(err.contains(&*typo.to_string_lossy()), "{args:?}: {err}");
+        assert!(!typo.exists(), "{args:?} created {}", typo.display());
+    }
+    let url = format!("file://{}?fsync=false", typo.display());
+    let out = Command::new(BIN)
+        .args(["--store", &url, "ls"])
+        .env_remove("TARVAULT_STORE")
+        .output()
+        .expect("run tarvault");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(!typo.exists());
+
+    // A directory of other files is not a store, and stays as it was.
+    let project = dir.path().join("project");
+    std::fs::create_dir(&project).expect("mkdir");
+    std::fs::write(project.join("package.json"), b"{}").expect("write");
+    let out = tv(&project, &["ls"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("not a tarvault store"), "{err}");
+    let names: Vec<_> = std::fs::read_dir(&project)
+        .expect("read_dir")
+        .map(|e| e.expect("entry").file_name())
+        .collect();
+    assert_eq!(names, ["package.json"]);
+
+    // An empty directory is fine (an empty store), and put creates a store anywhere.
+    let empty = dir.path().join("empty");
+    std::fs::create_dir(&empty).expect("mkdir");
+    let out = tv(&empty, &["has", &shasum]);
+    assert_eq!(out.status.code(), Some(3));
+    let (_, file) = corpus_file(0);
+    assert_eq!(tv(&typo, &["put", &file]).status.code(), Some(0));
+    let out = tv(&typo, &["has", &sha512_sri(&corpus_file(0).0)]);
+    assert_eq!(out.status.code(), Some(0));
 }
 
 /// The bytes and path of the `n`th corpus tarball.

@@ -248,7 +248,14 @@ async fn run(cli: Cli) -> Result<u8, Error> {
         Command::Repair(args) => return compose::repair(args, &spec).await,
         other => other,
     };
-    let store = Store::open(&spec).await?;
+    // Only a put (and a server, which others may be about to fill) makes a store where none is:
+    // a command that reads refuses a mistyped path instead of answering from a new, empty store.
+    let store = match &command {
+        Command::Put { .. } => Store::open(&spec).await?,
+        #[cfg(feature = "server")]
+        Command::Serve(_) => Store::open(&spec).await?,
+        _ => Store::open_existing(&spec).await?,
+    };
     match command {
         Command::Put {
             expect,

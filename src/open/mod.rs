@@ -64,8 +64,45 @@ fn schemes() -> Vec<(&'static str, Opener)> {
 
 impl Store {
     /// Opens the store named by `spec` (see the [`open`](crate::open) module for what a spec is).
+    /// A filesystem store is created where there is none.
     pub async fn open(spec: &str) -> Result<Store> {
         open_backend(spec).await.map(Store::from_arc)
+    }
+
+    /// [`Store::open`] for a caller that only reads (`get`, `has`, `ls`, `fsck`…): a spec naming
+    /// a filesystem path (or `file:` URL) where nothing is, or a directory of other files, is an
+    /// error of kind [`Config`](crate::ErrorKind::Config) instead of a new, empty store there
+    /// (see [`FsBackend::check_existing`](crate::backend::fs::FsBackend::check_existing)). Other
+    /// specs open as with [`Store::open`].
+    pub async fn open_existing(spec: &str) -> Result<Store> {
+        #[cfg(feature = "fs")]
+        if let Some(path) = fs_path(spec)? {
+            crate::backend::fs::FsBackend::check_existing(path)?;
+        }
+        Store::open(spec).await
+    }
+}
+
+/// The directory a spec names when it is a plain filesystem store (a path or a `file:` URL).
+#[cfg(feature = "fs")]
+fn fs_path(spec: &str) -> Result<Option<std::path::PathBuf>> {
+    let spec = spec.trim();
+    if spec.is_empty() || is_config_spec(spec) || spec.starts_with("memory:") {
+        return Ok(None);
+    }
+    Ok(match scheme_of(spec) {
+        None => Some(spec.into()),
+        Some("file") => Some(file_url::parse(spec)?.0),
+        Some(_) => None,
+    })
+}
+
+/// The URL scheme of a spec that is not a configuration or `memory:`; `None` for a plain path.
+fn scheme_of(spec: &str) -> Option<&str> {
+    // `file:/dir` is a URL too (RFC 8089's short form), not a relative path starting `file:`.
+    match spec.split_once("://") {
+        Some((scheme, _)) => Some(scheme),
+        None => spec.starts_with("file:").then_some("file"),
     }
 }
 
@@ -90,12 +127,7 @@ async fn open_plain(spec: &str) -> Result<Arc<dyn Backend>> {
         #[cfg(not(feature = "memory"))]
         return Err(Error::Config("built without the `memory` feature".into()));
     }
-    // `file:/dir` is a URL too (RFC 8089's short form), not a relative path starting `file:`.
-    let scheme = match spec.split_once("://") {
-        Some((scheme, _)) => Some(scheme),
-        None => spec.starts_with("file:").then_some("file"),
-    };
-    match scheme {
+    match scheme_of(spec) {
         Some(scheme) => match schemes().iter().find(|(name, _)| *name == scheme) {
             Some((_, open)) => open(spec).await,
             None => Err(Error::Config(format!("unknown store scheme {scheme}://"))),

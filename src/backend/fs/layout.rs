@@ -97,6 +97,38 @@ impl Layout {
 
 /// Where a delete moves a blob while it removes the blob's record
 /// (`tmp/<hex>.<pid>.<random>.deleting`; releases before 2026-12-05 wrote `tmp/<hex>.deleting`).
+/// Whether `root` is somewhere a command that only reads may open a store: a store (its marker
+/// or its blob directory is there) or an empty directory. Opening creates a store wherever it is
+/// asked to, so without this a mistyped `--store` of `has` or `ls` became a new empty store that
+/// answered "not found", and a directory of other files got a store's directories added to it.
+pub(crate) fn check_existing(root: &Path) -> crate::Result<()> {
+    let layout = Layout::new(root.to_path_buf());
+    let entries = match std::fs::read_dir(root) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(crate::Error::Config(format!(
+                "no store at {}: nothing is there (a put creates a store)",
+                root.display()
+            )));
+        }
+        // Not a directory, or unreadable: opening says which.
+        Err(_) => return Ok(()),
+    };
+    let mut entries = entries.peekable();
+    if entries.peek().is_none() || layout.marker().exists() || layout.blobs().is_dir() {
+        return Ok(());
+    }
+    Err(crate::Error::Config(format!(
+        "{} is not a tarvault store (it has other files and no {}); a command that only reads \
+         does not make one there",
+        root.display(),
+        layout
+            .marker()
+            .file_name()
+            .map_or_else(String::new, |n| n.to_string_lossy().into_owned())
+    )))
+}
+
 pub(crate) const TOMBSTONE: &str = ".deleting";
 
 /// The blob a tombstone name stands for.

@@ -201,6 +201,14 @@ impl FsBackend {
         })
     }
 
+    /// Checks that `root` holds a store, or is an empty directory, without opening or creating
+    /// anything: what a caller that only reads checks before [`open`](Self::open), which creates
+    /// a store wherever it is pointed. An error of kind [`Config`](crate::ErrorKind::Config)
+    /// when nothing is at `root` or it is a directory of other files.
+    pub fn check_existing(root: impl AsRef<Path>) -> Result<()> {
+        layout::check_existing(root.as_ref())
+    }
+
     /// Opens (creating if needed) a store at `root`, and sweeps temp files left by dead processes.
     pub fn open(root: impl AsRef<Path>, options: FsOptions) -> Result<FsBackend> {
         let root = root.as_ref().to_path_buf();
