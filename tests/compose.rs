@@ -829,7 +829,7 @@ async fn a_replica_down_and_the_rest_lacking_the_blob_is_no_verdict_of_absence()
     assert_eq!(&read_all(&store, &data).await[..], &data[..]);
     faulty[1].knobs.down.store(false, Ordering::SeqCst);
     let absent = addr(&sha512_sri(b"stored nowhere"));
-    let err = store.get(&absent).await.err().expect("absent");
+    let err = store.get(&absent).await.expect_err("absent");
     assert_eq!(err.kind(), ErrorKind::NotFound, "{err}");
 }
 

@@ -496,7 +496,7 @@ async fn an_expired_date_is_a_typed_error_and_not_retried() {
         .digests
         .integrity();
     // A GET's answer carries muskie's error body.
-    let err = store.get(&address).await.err().expect("refused");
+    let err = store.get(&address).await.expect_err("refused");
     assert_eq!(err.kind(), ErrorKind::Backend, "{err}");
     let api = api_error(&err).expect("Manta's error");
     assert_eq!(
@@ -1069,8 +1069,7 @@ async fn fsck_removes_dangling_markers() {
     let err = fresh
         .get(&common::addr(&gone.shasum()))
         .await
-        .err()
-        .expect("not found");
+        .expect_err("not found");
     assert_eq!(err.kind(), ErrorKind::NotFound, "{err}");
     common::assert_found_by_aliases(&fresh, &all[1..]).await;
 }

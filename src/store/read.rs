@@ -67,6 +67,17 @@ impl BlobStream {
     }
 }
 
+/// Its lengths and whether it has ended (the bytes are not shown).
+impl std::fmt::Debug for BlobStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BlobStream")
+            .field("len", &self.len)
+            .field("blob_size", &self.size)
+            .field("ended", &self.inner.is_terminated())
+            .finish_non_exhaustive()
+    }
+}
+
 impl Stream for BlobStream {
     type Item = Result<Bytes>;
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {

@@ -279,7 +279,7 @@ pub async fn missing_is_not_found(f: &dyn Fixture) {
     let store = store_of(f);
     let data = noise(100, 6);
     for a in [sha512_sri(&data), sha1_hex(&data)] {
-        let err = store.get(&addr(&a)).await.err().expect("not stored");
+        let err = store.get(&addr(&a)).await.expect_err("not stored");
         assert_eq!(err.kind(), ErrorKind::NotFound);
         assert!(err.to_string().contains("not found"));
         assert_eq!(
@@ -294,8 +294,7 @@ pub async fn missing_is_not_found(f: &dyn Fixture) {
         store
             .get(&sha256_only)
             .await
-            .err()
-            .expect("unsupported")
+            .expect_err("unsupported")
             .kind(),
         ErrorKind::InvalidInput
     );
@@ -327,7 +326,7 @@ pub async fn ranges(f: &dyn Fixture) {
         assert_eq!(&got[..], &data[r.start as usize..r.end as usize], "{r:?}");
     }
     for bad in [0..n + 1, n + 1..n + 2] {
-        let err = store.get_range(&a, bad).await.err().expect("bad range");
+        let err = store.get_range(&a, bad).await.expect_err("bad range");
         assert_eq!(err.kind(), ErrorKind::InvalidInput);
     }
     // Raw backend ranges too.

@@ -381,8 +381,7 @@ pub async fn fsck_removes_dangling_markers(s: &Server) {
     let err = fresh
         .get(&crate::common::addr(&gone.shasum()))
         .await
-        .err()
-        .expect("not found");
+        .expect_err("not found");
     assert_eq!(err.kind(), tarvault::ErrorKind::NotFound, "{err}");
     crate::common::assert_found_by_aliases(&fresh, kept).await;
 
