@@ -28,3 +28,52 @@ async fn a_read_result_is_debug() {
     );
     assert_eq!(&range.bytes().await.expect("bytes")[..], b"el");
 }
+
+/// A stream made of async code (`unfold`, `once(async { … })`, `async-stream`) is not `Unpin`;
+/// `put`, `put_batch` and `put_stream` take it as it is, without the caller pinning it.
+#[tokio::test]
+async fn puts_take_streams_that_are_not_unpin() {
+    fn chunks(n: u8) -> impl futures::Stream<Item = std::io::Result<Bytes>> + Send + 'static {
+        futures::stream::unfold(0u8, move |i| async move {
+            (i < n).then(|| (Ok(Bytes::from(vec![i; 1000])), i + 1))
+        })
+    }
+    let store = Store::memory();
+    let put = store
+        .put(chunks(3), &PutOptions::default())
+        .await
+        .expect("put");
+    assert_eq!(put.digests.size, 3000);
+
+    let batch = store
+        .put_batch(vec![
+            (chunks(4), PutOptions::default()),
+            (chunks(5), PutOptions::default()),
+        ])
+        .await;
+    let sizes: Vec<u64> = batch
+        .into_iter()
+        .map(|r| r.expect("batch put").digests.size)
+        .collect();
+    assert_eq!(sizes, [4000, 5000]);
+
+    let inputs = futures::stream::iter([(chunks(6), PutOptions::default())]);
+    let mut results = store.put_stream(inputs);
+    let put = futures::StreamExt::next(&mut results)
+        .await
+        .expect("a result")
+        .expect("stream put");
+    assert_eq!(put.digests.size, 6000);
+}
+
+/// `publish::ingest` takes a body that is not `Unpin` too (here a document without a name,
+/// refused as such once read).
+#[tokio::test]
+async fn publish_takes_a_body_that_is_not_unpin() {
+    let body = futures::stream::once(async { Ok(Bytes::from_static(b"{}")) });
+    let options = tarvault::publish::PublishOptions::default();
+    let err = tarvault::publish::ingest(&Store::memory(), body, &options)
+        .await
+        .expect_err("no name");
+    assert_eq!(err.kind(), ErrorKind::InvalidInput, "{err}");
+}

@@ -115,11 +115,12 @@ const SMALL: usize = 4096;
 
 /// Reads a publish document from `body` and stores its tarball in `store`, verified; see the
 /// [module documentation](self). Runs inside a Tokio runtime: the put is a task of its own beside
-/// the scanner, so decoding and hashing use two cores.
+/// the scanner, so decoding and hashing use two cores. `body` need not be `Unpin`.
 pub async fn ingest<S>(store: &Store, body: S, options: &PublishOptions) -> Result<Published>
 where
-    S: Stream<Item = io::Result<Bytes>> + Unpin,
+    S: Stream<Item = io::Result<Bytes>>,
 {
+    let body = std::pin::pin!(body);
     let mut parse = Parse {
         reader: Reader::new(body),
         store,

@@ -79,7 +79,7 @@ impl Store {
     /// does not fail the others. Every blob is visible when this returns.
     pub async fn put_batch<S>(&self, inputs: Vec<(S, PutOptions)>) -> Vec<Result<PutOutcome>>
     where
-        S: Stream<Item = io::Result<Bytes>> + Send + Unpin + 'static,
+        S: Stream<Item = io::Result<Bytes>> + Send + 'static,
     {
         self.put_stream(futures::stream::iter(inputs))
             .collect()
@@ -95,7 +95,7 @@ impl Store {
     pub fn put_stream<I, S>(&self, inputs: I) -> BoxStream<'static, Result<PutOutcome>>
     where
         I: Stream<Item = (S, PutOptions)> + Send + 'static,
-        S: Stream<Item = io::Result<Bytes>> + Send + Unpin + 'static,
+        S: Stream<Item = io::Result<Bytes>> + Send + 'static,
     {
         let (tx, rx) = mpsc::channel(GROUP_MAX);
         tokio::spawn(self.clone().drive(inputs, tx));
@@ -108,7 +108,7 @@ impl Store {
     async fn drive<I, S>(self, inputs: I, tx: mpsc::Sender<Result<PutOutcome>>)
     where
         I: Stream<Item = (S, PutOptions)> + Send + 'static,
-        S: Stream<Item = io::Result<Bytes>> + Send + Unpin + 'static,
+        S: Stream<Item = io::Result<Bytes>> + Send + 'static,
     {
         // Each blob is read, hashed and written on its own task, so separate blobs hash on
         // separate cores; a few per core keep the cores busy while others wait on a read.
@@ -323,14 +323,16 @@ impl Store {
     }
 }
 
-/// `stream`, holding `ticket` until it is first polled (see `drive`).
+/// `stream`, holding `ticket` until it is first polled (see `drive`). Pinned here, so that a
+/// caller's input need not be `Unpin` (a stream of async code is not).
 fn ticketed<S>(
-    mut stream: S,
+    stream: S,
     ticket: crate::integrity::Sha512Ticket,
 ) -> impl Stream<Item = io::Result<Bytes>> + Send + Unpin + 'static
 where
-    S: Stream<Item = io::Result<Bytes>> + Send + Unpin + 'static,
+    S: Stream<Item = io::Result<Bytes>> + Send + 'static,
 {
+    let mut stream = Box::pin(stream);
     let mut ticket = Some(ticket);
     futures::stream::poll_fn(move |cx| {
         ticket.take();

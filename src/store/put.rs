@@ -131,10 +131,12 @@ pub(super) struct Ingest {
 impl Store {
     /// Stores the bytes of `stream`, verifying them against `options`, and returns their digests.
     /// Idempotent: putting the same bytes twice stores one blob and reports `stored: false`.
+    /// The stream need not be `Unpin`: it is pinned in the put's own future.
     pub async fn put<S>(&self, stream: S, options: &PutOptions) -> Result<PutOutcome>
     where
-        S: Stream<Item = io::Result<Bytes>> + Send + Unpin,
+        S: Stream<Item = io::Result<Bytes>> + Send,
     {
+        let stream = std::pin::pin!(stream);
         self.put_late(stream, options, None).await
     }
 
