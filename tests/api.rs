@@ -77,3 +77,36 @@ async fn publish_takes_a_body_that_is_not_unpin() {
         .expect_err("no name");
     assert_eq!(err.kind(), ErrorKind::InvalidInput, "{err}");
 }
+
+/// A file that opens but cannot be read (a directory, a disk error) is named in the error of
+/// `put_file` and of a `file_input` put, as a file that does not open is.
+#[tokio::test]
+async fn a_file_read_failure_names_the_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().to_path_buf();
+    let store = Store::memory();
+    let err = store
+        .put_file(&path, &PutOptions::default())
+        .await
+        .expect_err("a directory is not a file to put");
+    assert_eq!(err.kind(), ErrorKind::Io, "{err}");
+    assert!(
+        err.to_string().contains(&path.display().to_string()),
+        "{err}"
+    );
+    assert!(std::error::Error::source(&err).is_some(), "{err}");
+
+    let results = store
+        .put_batch(vec![(tarvault::file_input(&path), PutOptions::default())])
+        .await;
+    let err = results
+        .into_iter()
+        .next()
+        .expect("one result")
+        .expect_err("a directory");
+    assert_eq!(err.kind(), ErrorKind::Io, "{err}");
+    assert!(
+        err.to_string().contains(&path.display().to_string()),
+        "{err}"
+    );
+}

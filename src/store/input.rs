@@ -75,8 +75,9 @@ fn read_whole(mut file: &std::fs::File, len: u64) -> io::Result<Vec<u8>> {
     Ok(buf)
 }
 
-/// The bytes of an open file, read as [`file_input`] reads them; a failure to read names `path`
-/// (a directory opens, and fails only when read).
+/// The bytes of an open file, read as [`file_input`] reads them. A failure to read names `path`:
+/// an `io::Error` of the same kind wrapping an [`Error::Io`](crate::Error::Io), which a put
+/// recovers ([`Error::from_io`](crate::Error::from_io)).
 pub(crate) fn opened_file_input(
     file: std::fs::File,
     path: PathBuf,
@@ -100,8 +101,8 @@ pub(crate) fn opened_file_input(
                 Err(e) => futures::stream::iter([Err(e)]).boxed(),
             },
         )
-        .map(move |chunk| {
-            chunk.map_err(|e| io::Error::new(e.kind(), format!("read {}: {e}", path.display())))
+        .map(move |read| {
+            read.map_err(|e| io::Error::new(e.kind(), crate::Error::io("read", path.clone(), e)))
         })
         .boxed()
 }
