@@ -110,3 +110,19 @@ async fn a_file_read_failure_names_the_file() {
         "{err}"
     );
 }
+
+/// The keys a listing yields are addresses: each one reads, stats and deletes its blob.
+#[tokio::test]
+async fn a_listed_key_is_an_address() {
+    use futures::TryStreamExt;
+    let store = Store::memory();
+    let put = store
+        .put_bytes(Bytes::from_static(b"listed"), &PutOptions::default())
+        .await
+        .expect("put");
+    let keys: Vec<tarvault::backend::BlobKey> = store.list().try_collect().await.expect("list");
+    let address = Integrity::from(keys[0]);
+    assert_eq!(address, put.digests.integrity());
+    assert_eq!(store.stat(&keys[0].into()).await.expect("stat").size, 6);
+    assert!(store.delete(&address).await.expect("delete"));
+}

@@ -124,6 +124,14 @@ impl BlobKey {
     }
 }
 
+/// The address of the blob stored under a key (as [`Store::list`](crate::Store::list) yields
+/// them), a `sha512-…` integrity to read, stat or delete it by.
+impl From<BlobKey> for crate::integrity::Integrity {
+    fn from(key: BlobKey) -> Self {
+        Self::from(key.hash())
+    }
+}
+
 impl fmt::Debug for BlobKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "BlobKey({}…)", &self.to_hex()[..16])
