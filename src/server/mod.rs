@@ -21,9 +21,40 @@
 //! use tarvault::Store;
 //!
 //! let server = Server::new(Store::open("/var/lib/tarvault").await?);
-//! // Embed: `my_app.merge(server.router())`, or run it on its own:
+//! // Embed `server.router()` in an app (below), or run it on its own:
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
 //! tarvault::server::serve(listener, server, std::future::pending()).await?;
+//! # Ok(()) }
+//! ```
+//!
+//! The blob routes are the router's fallback, so `merge` needs an app without a fallback of its
+//! own (axum panics on a second one). Nested under a prefix, the router keeps its fallback to its
+//! prefix, beside the app's own routes and fallback (or the app calls it as a service, as
+//! `examples/npm_registry` does):
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use axum::body::Body;
+//! use axum::http::{Request, StatusCode};
+//! use axum::{routing::get, Router};
+//! use tarvault::{server::Server, PutOptions, Store};
+//! use tower::ServiceExt; // `oneshot`
+//!
+//! let store = Store::memory();
+//! let put = store.put_bytes(&b"hello"[..], &PutOptions::default()).await?;
+//! let app = Router::new()
+//!     .route("/", get(|| async { "my registry" }))
+//!     .nest("/tarballs", Server::new(store).router())
+//!     .fallback(|| async { (StatusCode::NOT_FOUND, "not mine") });
+//!
+//! let uri = format!("/tarballs/sha1/{}", put.digests.shasum());
+//! let response = app.clone().oneshot(Request::get(uri).body(Body::empty())?).await?;
+//! assert_eq!(response.status(), StatusCode::OK);
+//! let body = axum::body::to_bytes(response.into_body(), usize::MAX).await?;
+//! assert_eq!(&body[..], b"hello");
+//! let health = app.oneshot(Request::get("/tarballs/-/health").body(Body::empty())?).await?;
+//! assert_eq!(health.status(), StatusCode::OK);
 //! # Ok(()) }
 //! ```
 //!
