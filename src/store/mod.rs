@@ -30,6 +30,7 @@ pub use read::BlobStream;
 /// A content-addressed store. Cheap to clone (an `Arc` inside), `Send + Sync`.
 ///
 /// ```
+/// # #[cfg(feature = "memory")] // `Store::memory`
 /// # tokio_test_block_on(async {
 /// use tarvault::{Store, PutOptions, Integrity};
 ///
