@@ -126,3 +126,18 @@ async fn a_listed_key_is_an_address() {
     assert_eq!(store.stat(&keys[0].into()).await.expect("stat").size, 6);
     assert!(store.delete(&address).await.expect("delete"));
 }
+
+/// A replicated store's `read_timeout` that no `Duration` holds (negative, or past 2^64 s, as a
+/// number or as text) is a configuration error of `Store::open`, not a panic.
+#[tokio::test]
+async fn an_impossible_read_timeout_is_a_config_error() {
+    for timeout in ["-1", "1e30", "\"99999999999999999999h\""] {
+        let spec =
+            format!(r#"{{"replicated": {{"replicas": ["memory:"], "read_timeout": {timeout}}}}}"#);
+        let err = Store::open(&spec).await.expect_err("an impossible timeout");
+        assert_eq!(err.kind(), ErrorKind::Config, "{timeout}: {err}");
+        assert!(err.to_string().contains("read_timeout"), "{err}");
+    }
+    let spec = r#"{"replicated": {"replicas": ["memory:"], "read_timeout": 0.5}}"#;
+    Store::open(spec).await.expect("half a second");
+}

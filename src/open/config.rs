@@ -278,7 +278,14 @@ async fn build_replicated(body: &Value, source: &Source, depth: usize) -> Result
         Some(Value::String(s)) => {
             Some(parse_duration(s).map_err(|e| Error::config("`read_timeout`", e))?)
         }
-        Some(Value::Number(n)) => n.as_f64().map(std::time::Duration::from_secs_f64),
+        Some(Value::Number(n)) => match n.as_f64().map(std::time::Duration::try_from_secs_f64) {
+            Some(Ok(d)) => Some(d),
+            _ => {
+                return Err(Error::Config(format!(
+                    "`read_timeout` {n} is not a number of seconds a timeout can be"
+                )))
+            }
+        },
         Some(_) => return Err(Error::Config("`read_timeout` must be like \"2s\"".into())),
     };
     let read_repair = match t.get("read_repair") {
