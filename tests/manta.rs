@@ -116,6 +116,8 @@ fn store_urls() {
         "manta://h/stor/x?user=u&key=/k&durability=0",
         "manta://h/stor/x?user=u&key=/k&colour=red",
         "manta://h/?user=u&key=/k",
+        // More seconds than a Duration holds: refused, not a panic.
+        "manta://h/stor/x?user=u&key=/k&timeout=1e30",
     ] {
         let err = MantaConfig::from_store_url(bad).expect_err(bad);
         assert_eq!(err.kind(), ErrorKind::Config, "{bad}");

@@ -186,12 +186,12 @@ impl MantaConfig {
                     c.max_attempts = n + 1;
                 }
                 "timeout" => {
-                    let secs: f64 = v
+                    c.response_timeout = v
                         .parse()
                         .ok()
                         .filter(|s: &f64| s.is_finite() && *s > 0.0)
+                        .and_then(|s| Duration::try_from_secs_f64(s).ok())
                         .ok_or_else(|| Error::Config(format!("bad timeout value {v:?}")))?;
-                    c.response_timeout = Duration::from_secs_f64(secs);
                 }
                 "alias_cache_bytes" => {
                     c.alias_cache.bytes = v
