@@ -881,6 +881,20 @@ fn commands_that_only_read_do_not_create_a_store() {
     assert_eq!(out.status.code(), Some(0));
 }
 
+/// A blob that is not there is named as it was typed: a 40-hex shasum as those 40 hex digits,
+/// not as the `sha1-<base64>` it parses to.
+#[test]
+fn not_found_names_the_address_as_typed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let shasum = "0123456789abcdef0123456789abcdef01234567";
+    for cmd in ["get", "has", "stat", "rm"] {
+        let out = tv(dir.path(), &[cmd, shasum]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(3), "{cmd}: {err}");
+        assert!(err.contains(shasum), "{cmd}: {err}");
+    }
+}
+
 /// The bytes and path of the `n`th corpus tarball.
 fn corpus_file(n: usize) -> (Vec<u8>, String) {
     let path = corpus_dir().join(&corpus()[n].file);

@@ -21,6 +21,17 @@ fn address(text: &str) -> Result<Integrity, Error> {
     Integrity::parse_address(text)
 }
 
+/// A "not found" names the address as it was typed: the library names the parsed address, in
+/// which a 40-hex shasum has become `sha1-<base64>`, which no one matches by eye to what they typed.
+fn as_typed(text: &str) -> impl Fn(Error) -> Error + '_ {
+    move |e| match e {
+        Error::NotFound { .. } => Error::NotFound {
+            address: text.trim().to_string(),
+        },
+        other => other,
+    }
+}
+
 pub(crate) async fn put(
     store: &Store,
     expect: Option<&str>,
@@ -118,7 +129,7 @@ pub(crate) async fn put(
 
 pub(crate) async fn get(store: &Store, text: &str, output: Option<&Path>) -> Result<u8, Error> {
     let addr = address(text)?;
-    let mut stream = store.get(&addr).await?;
+    let mut stream = store.get(&addr).await.map_err(as_typed(text))?;
     // `-o -` is standard output, as `-` is standard input for `put`.
     match output.filter(|p| p.as_os_str() != "-") {
         None => {
@@ -206,13 +217,13 @@ pub(crate) async fn has(store: &Store, text: &str) -> Result<u8, Error> {
     if store.contains(&addr).await? {
         Ok(exit::OK)
     } else {
-        eprintln!("tarvault: not found: {addr}");
+        eprintln!("tarvault: not found: {}", text.trim());
         Ok(exit::NOT_FOUND)
     }
 }
 
 pub(crate) async fn stat(store: &Store, text: &str, json: bool) -> Result<u8, Error> {
-    let info = store.stat(&address(text)?).await?;
+    let info = store.stat(&address(text)?).await.map_err(as_typed(text))?;
     let line = BlobLine::from(&info);
     if json {
         json_line(&line);
@@ -256,12 +267,12 @@ pub(crate) async fn ls(store: &Store, json: bool) -> Result<u8, Error> {
 
 pub(crate) async fn rm(store: &Store, text: &str) -> Result<u8, Error> {
     let addr = address(text)?;
-    if store.delete(&addr).await? {
+    if store.delete(&addr).await.map_err(as_typed(text))? {
         Ok(exit::OK)
     } else {
-        Err(Error::NotFound {
+        Err(as_typed(text)(Error::NotFound {
             address: addr.to_string(),
-        })
+        }))
     }
 }
 
