@@ -127,6 +127,12 @@ async fn open_plain(spec: &str) -> Result<Arc<dyn Backend>> {
         #[cfg(not(feature = "memory"))]
         return Err(Error::Config("built without the `memory` feature".into()));
     }
+    // Not a directory named `memory:x`: a store of the process, which takes no name.
+    if spec.starts_with("memory:") {
+        return Err(Error::Config(format!(
+            "unknown store {spec:?}: a memory store is `memory:`, with nothing after it"
+        )));
+    }
     match scheme_of(spec) {
         Some(scheme) => match schemes().iter().find(|(name, _)| *name == scheme) {
             Some((_, open)) => open(spec).await,
@@ -206,6 +212,10 @@ mod tests {
         assert_eq!(empty.map(|e| e.kind()), Some(ErrorKind::Config));
         #[cfg(feature = "memory")]
         assert!(open_backend("memory:").await.is_ok());
+        // Not a directory of that name.
+        let named = open_backend("memory:foo").await.err();
+        assert_eq!(named.map(|e| e.kind()), Some(ErrorKind::Config));
+        assert!(!std::path::Path::new("memory:foo").exists());
         let names: Vec<&str> = schemes().iter().map(|(name, _)| *name).collect();
         assert_eq!(names, ["file", "s3", "manta", "http", "https"]);
     }
