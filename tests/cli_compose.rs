@@ -255,9 +255,16 @@ async fn gc_never_deletes_live_or_recent_blobs() {
         &["gc", "--keep", k, "--grace", "1h", "--delete", "--json"],
     );
     assert!(out.status.success(), "{}", text(&out.stderr));
-    let lines: Vec<String> = text(&out.stdout).lines().map(String::from).collect();
-    let report: serde_json::Value =
-        serde_json::from_str(lines.last().expect("summary")).expect("json");
+    // Every line is JSON: one object per garbage blob, then the summary.
+    let lines: Vec<serde_json::Value> = text(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l:?}: {e}")))
+        .collect();
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    assert_eq!(lines[0]["garbage"], key_of(&old_garbage).to_string());
+    assert_eq!(lines[0]["size"], old_garbage.len());
+    assert_eq!(lines[0]["deleted"], true);
+    let report = &lines[1];
     assert_eq!(report["garbage"], 1);
     assert_eq!(report["kept_live"], 2);
     assert_eq!(report["kept_recent"], 1);

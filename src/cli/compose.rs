@@ -73,7 +73,8 @@ pub(crate) struct GcArgs {
     /// Delete. Without it, gc only lists what it would delete.
     #[arg(long)]
     delete: bool,
-    /// As JSON (the summary; garbage lines are printed either way).
+    /// As JSON lines: one `{"garbage", "size", "deleted"}` object per garbage blob, then the
+    /// summary.
     #[arg(long)]
     json: bool,
 }
@@ -230,7 +231,16 @@ pub(crate) async fn gc(store: &Store, args: GcArgs) -> Result<u8, Error> {
         "would delete"
     };
     let report = tarvault::ops::gc::gc(store, keep, &options, |key, size| {
-        outln!("{verb} {key} {size}");
+        if args.json {
+            let line = serde_json::json!({
+                "garbage": key.to_string(),
+                "size": size,
+                "deleted": args.delete,
+            });
+            json_line(&line);
+        } else {
+            outln!("{verb} {key} {size}");
+        }
     })
     .await?;
     if args.json {
