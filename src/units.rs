@@ -95,9 +95,12 @@ fn bytes(norm: &str) -> Option<f64> {
     scaled(norm.strip_suffix('b').unwrap_or(norm), SIZE_UNITS)
 }
 
-/// Parses a size: `10GiB`, `500MB`, `4096` (the `B` is optional).
+/// Parses a size: `10GiB`, `500MB`, `4096` (the `B` is optional). One past what a `u64` holds (16
+/// EiB) is refused like any bad size, not taken as `u64::MAX`.
 pub fn parse_size(text: &str) -> Result<u64, ParseQuantityError> {
     bytes(&normalise(text))
+        // `u64::MAX as f64` rounds up to 2^64, which no u64 holds.
+        .filter(|&b| b < u64::MAX as f64)
         .map(|b| b as u64)
         .ok_or_else(|| error(Quantity::Size, text))
 }
@@ -174,7 +177,17 @@ mod tests {
         assert_eq!(parse_size("4096").ok(), Some(4096));
         assert_eq!(parse_size("1.5 KiB").ok(), Some(1536));
         assert_eq!(parse_size("2t").ok(), Some(2_000_000_000_000));
-        for bad in ["lots", "", "-1", "inf", "GiB", "1x"] {
+        assert_eq!(parse_size("16000000TiB").ok(), Some(16_000_000 << 40));
+        for bad in [
+            "lots",
+            "",
+            "-1",
+            "inf",
+            "GiB",
+            "1x",
+            "17000000TiB",
+            "18446744073709551616",
+        ] {
             let err = parse_size(bad).err();
             assert_eq!(err.map(|e| e.quantity), Some(Quantity::Size), "{bad}");
         }
