@@ -5,6 +5,10 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+/// The longest one reservation is taken to be: a slot too long for a `Duration` or an `Instant` (a
+/// tiny rate and a huge blob) is a century, which is "never" for a pacer, not a panic.
+const LONGEST_SLOT: Duration = Duration::from_secs(100 * 365 * 86_400);
+
 /// Paces units (bytes or blobs) to a rate: each caller reserves the next free slot.
 #[derive(Debug)]
 pub(crate) struct Pacer {
@@ -28,9 +32,37 @@ impl Pacer {
             let mut next = self.next.lock().unwrap_or_else(|e| e.into_inner());
             let now = Instant::now();
             let start = next.filter(|n| *n > now).unwrap_or(now);
-            *next = Some(start + Duration::from_secs_f64(units as f64 / self.per_second));
+            let slot = Duration::try_from_secs_f64(units as f64 / self.per_second)
+                .map_or(LONGEST_SLOT, |d| d.min(LONGEST_SLOT));
+            *next = Some(start.checked_add(slot).unwrap_or(start));
             start
         };
         tokio::time::sleep_until(wait_until).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A slot no `Duration` holds (u64::MAX bytes at a millionth of a unit a second) is a long
+    /// wait for the next caller, not a panic.
+    #[tokio::test(start_paused = true)]
+    async fn a_slot_past_any_duration_is_a_long_wait() {
+        let pacer = Pacer::new(0.0);
+        pacer.take(u64::MAX).await;
+        let next = tokio::time::timeout(Duration::from_secs(3600), pacer.take(1)).await;
+        assert!(next.is_err(), "the next slot came within the hour");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn units_are_paced_to_the_rate() {
+        let pacer = Pacer::new(100.0);
+        let start = Instant::now();
+        for _ in 0..3 {
+            pacer.take(50).await;
+        }
+        // 50 units at once, then two more slots of half a second each.
+        assert_eq!(start.elapsed(), Duration::from_secs(1));
     }
 }
