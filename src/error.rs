@@ -42,6 +42,26 @@ pub enum ErrorKind {
     Unsupported,
 }
 
+/// The kind's name in words (`not found`, `integrity mismatch`), for logs and messages.
+impl std::fmt::Display for ErrorKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ErrorKind::InvalidInput => "invalid input",
+            ErrorKind::NotFound => "not found",
+            ErrorKind::IntegrityMismatch => "integrity mismatch",
+            ErrorKind::Corrupt => "corrupt",
+            ErrorKind::Rejected => "rejected",
+            ErrorKind::Io => "I/O error",
+            ErrorKind::Backend => "backend error",
+            ErrorKind::Config => "configuration error",
+            ErrorKind::Index => "index error",
+            ErrorKind::TooLarge => "too large",
+            ErrorKind::Conflict => "conflict",
+            ErrorKind::Unsupported => "unsupported",
+        })
+    }
+}
+
 /// An error from tarvault. Match on [`Error::kind`] for control flow; print it for humans.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]

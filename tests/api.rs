@@ -141,3 +141,43 @@ async fn an_impossible_read_timeout_is_a_config_error() {
     let spec = r#"{"replicated": {"replicas": ["memory:"], "read_timeout": 0.5}}"#;
     Store::open(spec).await.expect("half a second");
 }
+
+/// Errors a caller prints stay readable: a bad key quotes at most a key's length of what it was
+/// given, a range that ends before it starts says so (not "outside the blob"), and an error's
+/// kind prints in words.
+#[tokio::test]
+async fn errors_name_what_was_wrong_briefly() {
+    let long = "z".repeat(100_000);
+    let err = tarvault::backend::BlobKey::from_hex(&long).expect_err("not hex");
+    assert_eq!(err.kind(), ErrorKind::InvalidInput);
+    let message = err.to_string();
+    assert!(message.len() < 300, "{} bytes", message.len());
+    assert!(message.contains('…'), "{message}");
+
+    let store = Store::memory();
+    let put = store
+        .put_bytes(Bytes::from_static(b"ranged"), &PutOptions::default())
+        .await
+        .expect("put");
+    #[allow(clippy::reversed_empty_ranges)]
+    let err = store
+        .get_range(&put.digests.integrity(), 5..3)
+        .await
+        .expect_err("reversed");
+    assert_eq!(err.kind(), ErrorKind::InvalidInput);
+    assert!(err.to_string().contains("ends before it starts"), "{err}");
+    let err = store
+        .get_range(&put.digests.integrity(), 3..9)
+        .await
+        .expect_err("past the end");
+    assert!(
+        err.to_string().contains("outside a blob of 6 bytes"),
+        "{err}"
+    );
+
+    assert_eq!(ErrorKind::NotFound.to_string(), "not found");
+    assert_eq!(
+        ErrorKind::IntegrityMismatch.to_string(),
+        "integrity mismatch"
+    );
+}

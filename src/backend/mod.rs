@@ -103,8 +103,16 @@ impl BlobKey {
     /// Parses 128 hex digits.
     pub fn from_hex(hex_key: &str) -> Result<Self> {
         let mut out = [0u8; 64];
-        hex::decode_to_slice(hex_key, &mut out)
-            .map_err(|e| Error::InvalidInput(format!("bad blob key {hex_key:?}: {e}")))?;
+        hex::decode_to_slice(hex_key, &mut out).map_err(|e| {
+            // A key is 128 characters: more is quoted cut (a caller's 100 KB is not the message).
+            let shown: String = hex_key.chars().take(130).collect();
+            let cut = if shown.len() < hex_key.len() {
+                "…"
+            } else {
+                ""
+            };
+            Error::InvalidInput(format!("bad blob key {shown:?}{cut}: {e}"))
+        })?;
         Ok(BlobKey(out))
     }
 
@@ -593,8 +601,14 @@ pub fn check_range(range: &Range<u64>, size: u64) -> Result<()> {
     Ok(())
 }
 
-/// The error of a `range` that is not within a blob of `size` bytes.
+/// The error of a `range` that is not within a blob of `size` bytes, or ends before it starts.
 pub(crate) fn range_outside(range: &Range<u64>, size: u64) -> Error {
+    if range.start > range.end {
+        return Error::InvalidInput(format!(
+            "range {}..{} ends before it starts",
+            range.start, range.end
+        ));
+    }
     Error::InvalidInput(format!(
         "range {}..{} is outside a blob of {size} bytes",
         range.start, range.end
