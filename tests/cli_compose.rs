@@ -435,6 +435,28 @@ async fn scrub_names_the_misplaced_files_it_exits_4_for() {
     assert!(stdout.contains("misplaced blob files: 1 found"), "{stdout}");
 }
 
+/// A replica whose listing fails is left out of a replicated store's listing, and the command
+/// still succeeds from the others; by default its stderr names the replica left out (before, the
+/// warning was below the default log level: exit 0 and not a word).
+#[cfg(feature = "http")]
+#[test]
+fn a_replica_left_out_of_a_listing_is_named_on_stderr() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    let file = d.join("blob.bin");
+    std::fs::write(&file, noise(5000, 7)).expect("write");
+    let out = tv_in(d, "r0", &["put", &file.to_string_lossy()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    // An http:// replica has no listing: a replica whose listing always fails.
+    let spec = r#"{"replicated": {"replicas": ["r0", "http://127.0.0.1:9"], "write_quorum": 1}}"#;
+    let out = tv_in(d, spec, &["ls"]);
+    let err = text(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert_eq!(text(&out.stdout).lines().count(), 1);
+    assert!(err.contains("replica list failed"), "{err}");
+    assert!(err.contains("127.0.0.1:9"), "{err}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn config_file_names_replicated_and_cached_stores() {
     let dir = tempfile::tempdir().expect("tempdir");

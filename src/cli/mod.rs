@@ -206,9 +206,15 @@ pub(crate) fn trim_memory_periodically() {
     });
 }
 
+/// What is logged unless `TARVAULT_LOG` says otherwise: errors, and the warnings of replicated
+/// and cached stores, which say that a command succeeded without part of the store (a replica
+/// down and left out of a listing, a corrupt copy read past): quiet, a `fsck` or `copy` of a
+/// replicated store would exit 0 without a word about the replica it never listed.
+const DEFAULT_LOG: &str = "error,tarvault::backend::compose=warn";
+
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("TARVAULT_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("error"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_LOG));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
