@@ -25,10 +25,15 @@ fn address(text: &str) -> Result<Integrity, Error> {
 /// which a 40-hex shasum has become `sha1-<base64>`, which no one matches by eye to what they typed.
 fn as_typed(text: &str) -> impl Fn(Error) -> Error + '_ {
     move |e| match e {
-        Error::NotFound { .. } => Error::NotFound {
-            address: text.trim().to_string(),
-        },
+        Error::NotFound { .. } => not_found(text),
         other => other,
+    }
+}
+
+/// "Not found", naming the address as it was typed.
+fn not_found(text: &str) -> Error {
+    Error::NotFound {
+        address: text.trim().to_string(),
     }
 }
 
@@ -217,7 +222,7 @@ pub(crate) async fn has(store: &Store, text: &str) -> Result<u8, Error> {
     if store.contains(&addr).await? {
         Ok(exit::OK)
     } else {
-        eprintln!("tarvault: not found: {}", text.trim());
+        eprintln!("tarvault: {}", not_found(text));
         Ok(exit::NOT_FOUND)
     }
 }
@@ -270,9 +275,7 @@ pub(crate) async fn rm(store: &Store, text: &str) -> Result<u8, Error> {
     if store.delete(&addr).await.map_err(as_typed(text))? {
         Ok(exit::OK)
     } else {
-        Err(as_typed(text)(Error::NotFound {
-            address: addr.to_string(),
-        }))
+        Err(not_found(text))
     }
 }
 

@@ -15,6 +15,9 @@ use std::path::{Path, PathBuf};
 
 use crate::backend::BlobKey;
 
+/// The format marker's name, in the root of every store.
+const MARKER: &str = "tarvault-store.json";
+
 /// Paths inside one store root.
 #[derive(Debug, Clone)]
 pub(crate) struct Layout {
@@ -31,7 +34,7 @@ impl Layout {
     }
 
     pub(crate) fn marker(&self) -> PathBuf {
-        self.root.join("tarvault-store.json")
+        self.root.join(MARKER)
     }
 
     pub(crate) fn blobs(&self) -> PathBuf {
@@ -95,8 +98,6 @@ impl Layout {
     }
 }
 
-/// Where a delete moves a blob while it removes the blob's record
-/// (`tmp/<hex>.<pid>.<random>.deleting`; releases before 2026-12-05 wrote `tmp/<hex>.deleting`).
 /// Whether `root` is somewhere a command that only reads may open a store: a store (its marker
 /// or its blob directory is there) or an empty directory. Opening creates a store wherever it is
 /// asked to, so without this a mistyped `--store` of `has` or `ls` became a new empty store that
@@ -122,13 +123,12 @@ pub(crate) fn check_existing(root: &Path) -> crate::Result<()> {
         "{} is not a tarvault store (it has other files and no {}); a command that only reads \
          does not make one there",
         root.display(),
-        layout
-            .marker()
-            .file_name()
-            .map_or_else(String::new, |n| n.to_string_lossy().into_owned())
+        MARKER
     )))
 }
 
+/// Where a delete moves a blob while it removes the blob's record
+/// (`tmp/<hex>.<pid>.<random>.deleting`; releases before 2026-12-05 wrote `tmp/<hex>.deleting`).
 pub(crate) const TOMBSTONE: &str = ".deleting";
 
 /// The blob a tombstone name stands for.
