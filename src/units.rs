@@ -50,6 +50,10 @@ fn example(quantity: Quantity) -> &'static str {
 }
 
 /// Byte multiples, longest suffix first so that `ki` is not read as `k` followed by junk.
+/// A century: what a wait or timeout too long for an `Instant` (a `Duration` of billions of
+/// years, a tiny rate) is taken as, "never" for anything that runs, instead of a panic.
+pub(crate) const CENTURY: Duration = Duration::from_secs(100 * 365 * 86_400);
+
 const SIZE_UNITS: &[(&str, f64)] = &[
     ("ki", 1024.0),
     ("mi", 1024.0 * 1024.0),

@@ -5,9 +5,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-/// The longest one reservation is taken to be: a slot too long for a `Duration` or an `Instant` (a
-/// tiny rate and a huge blob) is a century, which is "never" for a pacer, not a panic.
-const LONGEST_SLOT: Duration = Duration::from_secs(100 * 365 * 86_400);
+use crate::units::CENTURY;
 
 /// Paces units (bytes or blobs) to a rate: each caller reserves the next free slot.
 #[derive(Debug)]
@@ -32,8 +30,10 @@ impl Pacer {
             let mut next = self.next.lock().unwrap_or_else(|e| e.into_inner());
             let now = Instant::now();
             let start = next.filter(|n| *n > now).unwrap_or(now);
+            // A slot too long for a `Duration` or an `Instant` (a tiny rate and a huge blob) is
+            // a century, "never" for a pacer, not a panic.
             let slot = Duration::try_from_secs_f64(units as f64 / self.per_second)
-                .map_or(LONGEST_SLOT, |d| d.min(LONGEST_SLOT));
+                .map_or(CENTURY, |d| d.min(CENTURY));
             *next = Some(start.checked_add(slot).unwrap_or(start));
             start
         };

@@ -37,6 +37,7 @@ use super::fd_limit::open_file_limit;
 use super::progress::{
     count_send_timeout, unsent, Activity, CountedIo, Progress, StallClock, Tracked,
 };
+use crate::units::CENTURY;
 
 /// Bytes an HTTP/1.1 connection buffers: a request's head, or the response body it has taken
 /// from the store and not yet written to its socket. hyper's default (about 400 KiB) let each
@@ -55,11 +56,6 @@ const H2_PING_TIMEOUT: Duration = Duration::from_secs(20);
 /// How long to wait after an accept failed for a reason other than the connection (out of file
 /// descriptors, out of memory) before accepting again, instead of spinning on the error.
 const ACCEPT_RETRY: Duration = Duration::from_secs(1);
-
-/// The longest any timeout of [`ServeOptions`] is taken to be. A connection's deadlines are
-/// `Instant`s, which a `Duration` of billions of years would overflow (a panic in every
-/// connection's task, which then answered nothing); a century is "never" for a connection.
-const LONGEST_TIMEOUT: Duration = Duration::from_secs(100 * 365 * 86_400);
 
 /// How [`serve_with`] bounds its connections. `Default` is what `tarvault serve` uses. A timeout
 /// longer than a century is taken as a century.
@@ -134,10 +130,12 @@ pub async fn serve_with(
     options: ServeOptions,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    // A connection's deadlines are `Instant`s, which a `Duration` of billions of years would
+    // overflow (a panic in every connection's task, which then answered nothing).
     let options = ServeOptions {
-        header_timeout: options.header_timeout.min(LONGEST_TIMEOUT),
-        idle_timeout: options.idle_timeout.min(LONGEST_TIMEOUT),
-        send_timeout: options.send_timeout.min(LONGEST_TIMEOUT),
+        header_timeout: options.header_timeout.min(CENTURY),
+        idle_timeout: options.idle_timeout.min(CENTURY),
+        send_timeout: options.send_timeout.min(CENTURY),
         ..options
     };
     // Around every route and fallback of the app: a refusal whatever the request asks for.
