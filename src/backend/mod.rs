@@ -105,13 +105,8 @@ impl BlobKey {
         let mut out = [0u8; 64];
         hex::decode_to_slice(hex_key, &mut out).map_err(|e| {
             // A key is 128 characters: more is quoted cut (a caller's 100 KB is not the message).
-            let shown: String = hex_key.chars().take(130).collect();
-            let cut = if shown.len() < hex_key.len() {
-                "…"
-            } else {
-                ""
-            };
-            Error::InvalidInput(format!("bad blob key {shown:?}{cut}: {e}"))
+            let shown = crate::integrity::clipped(hex_key, 130);
+            Error::InvalidInput(format!("bad blob key {shown:?}: {e}"))
         })?;
         Ok(BlobKey(out))
     }

@@ -437,7 +437,13 @@ fn is_ssri_space(c: char) -> bool {
 /// `s` up to its first 40 bytes, and `…` after it if it was longer (quoted as the digest it is
 /// not, a bare prefix would read as the whole of it).
 fn short(s: &str) -> String {
-    let mut end = s.len().min(40);
+    clipped(s, 40)
+}
+
+/// `s` up to its first `max` bytes (at a character boundary), and `…` after it if it was longer:
+/// how an error quotes what it was given without quoting all of it.
+pub(crate) fn clipped(s: &str, max: usize) -> String {
+    let mut end = s.len().min(max);
     while !s.is_char_boundary(end) {
         end -= 1;
     }
