@@ -70,6 +70,14 @@ pub(crate) async fn closed_within(tcp: &mut TcpStream, limit: Duration) -> (Dura
 }
 
 /// Reads one response to `/-/health` (its head and its 3-byte body) off a kept-alive connection.
+/// Asks `/-/health` on `tcp` and reads its whole answer.
+async fn ask_health(tcp: &mut TcpStream) {
+    tcp.write_all(HEALTH)
+        .await
+        .unwrap_or_else(|e| panic!("write: {e}"));
+    read_health(tcp).await;
+}
+
 async fn read_health(tcp: &mut TcpStream) {
     let mut got = Vec::new();
     let mut buf = [0u8; 1024];
@@ -150,10 +158,7 @@ async fn an_idle_keep_alive_connection_is_closed_after_its_response() {
     for (header, idle) in [(30, 1), (1, 30)] {
         let s = start_with(Store::new(MemoryBackend::new()), timeouts(header, idle)).await;
         let mut tcp = connect(&s.addr).await;
-        tcp.write_all(HEALTH)
-            .await
-            .unwrap_or_else(|e| panic!("write: {e}"));
-        read_health(&mut tcp).await;
+        ask_health(&mut tcp).await;
         closed_within(&mut tcp, Duration::from_secs(5)).await;
     }
 }
@@ -171,10 +176,7 @@ async fn timeouts_past_any_instant_still_serve() {
     let s = start_with(Store::new(MemoryBackend::new()), forever).await;
     for _ in 0..2 {
         let mut tcp = connect(&s.addr).await;
-        tcp.write_all(HEALTH)
-            .await
-            .unwrap_or_else(|e| panic!("write: {e}"));
-        read_health(&mut tcp).await;
+        ask_health(&mut tcp).await;
     }
 }
 
@@ -188,10 +190,7 @@ async fn past_the_connection_cap_a_connection_waits_until_one_closes() {
     let mut open = Vec::new();
     for _ in 0..2 {
         let mut tcp = connect(&s.addr).await;
-        tcp.write_all(HEALTH)
-            .await
-            .unwrap_or_else(|e| panic!("write: {e}"));
-        read_health(&mut tcp).await;
+        ask_health(&mut tcp).await;
         open.push(tcp);
     }
     // The kernel completes the third handshake (the listen backlog), but the server does not
@@ -210,11 +209,7 @@ async fn past_the_connection_cap_a_connection_waits_until_one_closes() {
     drop(open);
     drop(third);
     let mut again = connect(&s.addr).await;
-    again
-        .write_all(HEALTH)
-        .await
-        .unwrap_or_else(|e| panic!("write: {e}"));
-    read_health(&mut again).await;
+    ask_health(&mut again).await;
 }
 
 /// Shutdown stops accepting and closes idle connections, but a response in flight (a blob larger
@@ -229,10 +224,7 @@ async fn shutdown_lets_a_response_in_flight_finish() {
         .unwrap_or_else(|e| panic!("put: {e}"));
     let mut s = start_with(store, ServeOptions::default()).await;
     let mut idle = connect(&s.addr).await;
-    idle.write_all(HEALTH)
-        .await
-        .unwrap_or_else(|e| panic!("write: {e}"));
-    read_health(&mut idle).await;
+    ask_health(&mut idle).await;
 
     let mut tcp = connect(&s.addr).await;
     let path = format!("/sha512/{}", key_of(&data).to_hex());
