@@ -84,22 +84,32 @@ async fn left_by_an_earlier_run(root: &Path, n: u64, salt: u64) -> (FsBackend, V
     (backend, blobs)
 }
 
-/// Runs the CLI in another process with `args`, through a cache with the same local tier and
-/// remote as [`cached`], and returns its standard output.
-fn cli(dir: &Path, capacity: u64, args: &[&str]) -> Vec<u8> {
-    let config = serde_json::json!({
+/// The `--store` of a cache with the same local tier and remote as [`cached`].
+fn config(dir: &Path, capacity: u64) -> String {
+    serde_json::json!({
         "cached": {
             "local": dir.join("cache").display().to_string(),
             "remote": dir.join("remote").display().to_string(),
             "capacity": capacity,
         }
-    });
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tarvault"))
+    })
+    .to_string()
+}
+
+/// Runs the CLI in another process with `args`, through a cache with the same local tier and
+/// remote as [`cached`], whatever its exit status.
+fn run(dir: &Path, capacity: u64, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_tarvault"))
         .arg("--store")
-        .arg(config.to_string())
+        .arg(config(dir, capacity))
         .args(args)
         .output()
-        .expect("run the CLI");
+        .expect("run the CLI")
+}
+
+/// [`run`], which must succeed; its standard output.
+fn cli(dir: &Path, capacity: u64, args: &[&str]) -> Vec<u8> {
+    let out = run(dir, capacity, args);
     assert!(
         out.status.success(),
         "{args:?}: {}",
@@ -354,4 +364,56 @@ async fn a_tier_copy_without_its_record_is_sized_as_head_sizes_it() {
             "size_now of a blob the remote lost"
         );
     }
+}
+
+/// fsck, scrub and copy through a cached store check the store of record's copies, not the
+/// tier's, and leave the tier as it was: a pass over every blob neither reads it (a remote copy
+/// gone bad is found though the tier holds a good one) nor fills it (what readers use stays).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pass_over_a_cached_store_checks_the_remote_and_leaves_the_tier_alone() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let blobs = seed(&dir.path().join("remote"), 6, 11).await;
+    let capacity = 4 * SIZE as u64;
+    let cache = cached(dir.path(), capacity).await;
+    read(&cache, &blobs[0]).await;
+    read(&cache, &blobs[1]).await;
+    let held = 2 * SIZE as u64;
+    assert_eq!(on_disk(dir.path()).await, held);
+    let bad = key_of(&blobs[1]);
+    common::corrupt_blob(&fs(&dir.path().join("remote")), &bad, false);
+
+    let report = Store::new(cache.clone())
+        .fsck(&tarvault::FsckOptions::default())
+        .await
+        .expect("fsck");
+    assert_eq!((report.checked, report.ok), (6, 5));
+    let corrupt: Vec<_> = report.corrupt.iter().map(|c| c.address.clone()).collect();
+    assert_eq!(
+        corrupt,
+        vec![bad.to_string()],
+        "the remote's copy is checked"
+    );
+    assert_eq!(cache.stats().fetches, 2, "fsck filled the tier");
+    assert_eq!(on_disk(dir.path()).await, held);
+
+    // The same through the CLI, in other processes sharing the tier.
+    for args in [&["fsck"][..], &["scrub", "--rate", "1GB/s"]] {
+        let out = run(dir.path(), capacity, args);
+        assert_eq!(out.status.code(), Some(4), "{args:?}: {out:?}");
+    }
+    let target = dir.path().join("target");
+    let copy = std::process::Command::new(env!("CARGO_BIN_EXE_tarvault"))
+        .args(["copy", "--from", &config(dir.path(), capacity), "--to"])
+        .arg(&target)
+        .output()
+        .expect("run the CLI");
+    assert_eq!(
+        copy.status.code(),
+        Some(1),
+        "the corrupt blob fails: {copy:?}"
+    );
+    let copied: Vec<_> = fs(&target).list().try_collect().await.expect("list");
+    assert_eq!(copied.len(), 5);
+    assert!(!copied.contains(&bad), "the remote's bad copy was copied");
+    assert_eq!(on_disk(dir.path()).await, held, "a pass filled the tier");
 }

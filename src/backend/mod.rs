@@ -378,6 +378,16 @@ pub trait Backend: fmt::Debug + Send + Sync + 'static {
     /// Reads a blob, or a byte range of it. `Ok(None)` if the key is not stored.
     async fn get(&self, key: &BlobKey, range: Option<Range<u64>>) -> Result<Option<GetResult>>;
 
+    /// Reads a whole blob from the store of record, around any cache tier: for a pass over the
+    /// store (fsck, scrub, copy), which must check the remote's copy, not the cache's, and which
+    /// would otherwise fill the cache with every blob and push out what readers use. A cache tier
+    /// neither reads nor keeps a copy. The bytes are not vouched for as [`get`](Backend::get)'s
+    /// may be, whatever [`verifies_reads_whole`](Backend::verifies_reads_whole) says: the caller
+    /// checks them against the key. The default is `get` of the whole blob.
+    async fn get_uncached(&self, key: &BlobKey) -> Result<Option<GetResult>> {
+        self.get(key, None).await
+    }
+
     /// Facts about a blob without reading it; `Ok(None)` if not stored.
     async fn head(&self, key: &BlobKey) -> Result<Option<BlobStat>>;
 

@@ -173,7 +173,9 @@ async fn copy_one(
         if to.stored_intact(&key).await.unwrap_or(false) {
             return Ok(None);
         }
-        let stream = from.get(&address).await?;
+        // A pass over the source: read from its store of record, without filling a cache tier
+        // in front of it with every blob.
+        let stream = from.get_uncached(&key).await?;
         let put = to
             .put(
                 stream.map(|r| r.map_err(Error::into_io)),

@@ -194,7 +194,9 @@ impl Store {
 }
 
 async fn check_one(backend: &dyn crate::backend::Backend, key: BlobKey) -> Result<Checked> {
-    let Some(got) = backend.get(&key, None).await? else {
+    // The store of record's copy, not a cache tier's; and a pass over every blob through the
+    // tier would push out what readers use.
+    let Some(got) = backend.get_uncached(&key).await? else {
         // Deleted while we were listing.
         return Ok(Checked::Gone);
     };

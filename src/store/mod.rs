@@ -187,6 +187,19 @@ impl Store {
         verified(got, range, expect, label).await
     }
 
+    /// Reads a whole blob from the store of record, around any cache tier
+    /// ([`Backend::get_uncached`]), for a pass over the store's keys such as `tarvault copy`
+    /// makes: the remote's copy is what is read, and the cache is neither read nor filled.
+    /// Verified as [`Store::get`]'s reads are, always against the sha512.
+    pub async fn get_uncached(&self, key: &BlobKey) -> Result<BlobStream> {
+        let Some(got) = self.backend.get_uncached(key).await? else {
+            return Err(Error::NotFound {
+                address: key.to_string(),
+            });
+        };
+        verified(got, None, vec![key.hash()], key.to_string()).await
+    }
+
     /// A read of the blob `key`, which the caller found by the sha1 or blake3 hash `asked` (an
     /// HTTP server that needed the key first, for its ETag): one backend `get`, and the bytes are
     /// verified against `asked` too, as [`Store::get`] by that hash would.

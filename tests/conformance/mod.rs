@@ -79,6 +79,14 @@ pub async fn roundtrip_sizes(f: &dyn Fixture) {
             .await
             .expect("verified read");
         assert_eq!(&back[..], &data[..], "len {len}");
+        let around = store
+            .get_uncached(&key_of(&data))
+            .await
+            .expect("get_uncached")
+            .bytes()
+            .await
+            .expect("verified read around caches");
+        assert_eq!(&around[..], &data[..], "len {len}, get_uncached");
     }
 }
 
@@ -289,6 +297,11 @@ pub async fn missing_is_not_found(f: &dyn Fixture) {
         assert!(!store.contains(&addr(&a)).await.expect("contains"));
         assert!(!store.delete(&addr(&a)).await.expect("delete"));
     }
+    let err = store
+        .get_uncached(&key_of(&data))
+        .await
+        .expect_err("absent");
+    assert_eq!(err.kind(), ErrorKind::NotFound);
     let sha256_only = addr("sha256-47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=");
     assert_eq!(
         store
@@ -513,6 +526,11 @@ async fn corruption_is_detected_in(f: &dyn Fixture, store: Store) {
                 "all bytes were handed out before the error"
             );
         }
+        let around = store.get_uncached(&key_of(data)).await.expect("opens");
+        assert_eq!(
+            around.bytes().await.expect_err("verified").kind(),
+            ErrorKind::Corrupt
+        );
         let r = store
             .get_range(&put.digests.integrity(), 0..10)
             .await

@@ -39,26 +39,18 @@ impl Throttled {
     }
 }
 
-#[async_trait]
-impl Backend for Throttled {
-    fn describe(&self) -> String {
-        format!("{} at {}", self.inner.describe(), self.rate)
-    }
-
-    async fn begin_put(&self, hint: &PutHint) -> Result<Box<dyn BlobWriter>> {
-        self.inner.begin_put(hint).await
-    }
-
-    async fn commit_batch(&self, items: Vec<PendingBlob>) -> Vec<Result<Committed>> {
-        self.inner.commit_batch(items).await
-    }
-
-    async fn get(&self, key: &BlobKey, range: Option<Range<u64>>) -> Result<Option<GetResult>> {
+impl Throttled {
+    /// A read of the inner backend, paced: a blob rate takes its slot before the read, a byte
+    /// rate as each chunk arrives.
+    async fn paced(
+        &self,
+        read: impl std::future::Future<Output = Result<Option<GetResult>>>,
+    ) -> Result<Option<GetResult>> {
         if let Rate::Blobs(_) = self.rate {
             self.pacer.take(1).await;
-            return self.inner.get(key, range).await;
+            return read.await;
         }
-        let Some(got) = self.inner.get(key, range).await? else {
+        let Some(got) = read.await? else {
             return Ok(None);
         };
         let pacer = self.pacer.clone();
@@ -74,12 +66,30 @@ impl Backend for Throttled {
                 }
             })
             .boxed();
-        Ok(Some(GetResult {
-            size: got.size,
-            stream,
-            digests: got.digests,
-            verified_whole: got.verified_whole,
-        }))
+        Ok(Some(GetResult { stream, ..got }))
+    }
+}
+
+#[async_trait]
+impl Backend for Throttled {
+    fn describe(&self) -> String {
+        format!("{} at {}", self.inner.describe(), self.rate)
+    }
+
+    async fn begin_put(&self, hint: &PutHint) -> Result<Box<dyn BlobWriter>> {
+        self.inner.begin_put(hint).await
+    }
+
+    async fn commit_batch(&self, items: Vec<PendingBlob>) -> Vec<Result<Committed>> {
+        self.inner.commit_batch(items).await
+    }
+
+    async fn get(&self, key: &BlobKey, range: Option<Range<u64>>) -> Result<Option<GetResult>> {
+        self.paced(self.inner.get(key, range)).await
+    }
+
+    async fn get_uncached(&self, key: &BlobKey) -> Result<Option<GetResult>> {
+        self.paced(self.inner.get_uncached(key)).await
     }
 
     async fn head(&self, key: &BlobKey) -> Result<Option<BlobStat>> {

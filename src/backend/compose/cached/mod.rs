@@ -380,6 +380,17 @@ impl Backend for Cached {
         .transpose()
     }
 
+    /// The remote's read as it is: no copy kept, and with neither the remote's record nor a
+    /// vouch, for the caller checks it.
+    async fn get_uncached(&self, key: &BlobKey) -> Result<Option<GetResult>> {
+        let got = self.inner.remote.get_uncached(key).await?;
+        Ok(got.map(|got| GetResult {
+            digests: None,
+            verified_whole: None,
+            ..got
+        }))
+    }
+
     /// The local tier's, unless its copy has no record where its records are kept (an fs tier's
     /// copy whose size is not its record's: cut short, or grown), and then the remote's: a
     /// `HEAD` must not advertise a damaged copy's size.
