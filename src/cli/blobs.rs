@@ -8,7 +8,7 @@ use tokio::io::AsyncWriteExt;
 
 use super::exit;
 use super::output::{
-    corrupt_lines, json_line, misplaced_lines, outln, stdout_failed, BlobLine, Held, PutLine,
+    corrupt_lines, json_line, misplaced_lines, outln, stdout_failed, Held, PutLine,
 };
 
 /// Read size for standard input.
@@ -229,18 +229,15 @@ pub(crate) async fn has(store: &Store, text: &str) -> Result<u8, Error> {
 
 pub(crate) async fn stat(store: &Store, text: &str, json: bool) -> Result<u8, Error> {
     let info = store.stat(&address(text)?).await.map_err(as_typed(text))?;
-    let line = BlobLine::from(&info);
     if json {
-        json_line(&line);
+        json_line(&info);
     } else {
-        outln!("integrity {}", line.integrity);
-        if let Some(s) = &line.shasum {
-            outln!("shasum    {s}");
+        outln!("integrity {}", info.integrity());
+        if let Some(d) = &info.digests {
+            outln!("shasum    {}", d.shasum());
+            outln!("blake3    {}", d.blake3_hex());
         }
-        if let Some(b) = &line.blake3 {
-            outln!("blake3    {b}");
-        }
-        outln!("size      {}", line.size);
+        outln!("size      {}", info.size);
     }
     Ok(exit::OK)
 }
@@ -257,13 +254,13 @@ pub(crate) async fn ls(store: &Store, json: bool) -> Result<u8, Error> {
         store.list_meta()
     };
     while let Some(info) = all.next().await {
-        let line = BlobLine::from(&info?);
+        let info = info?;
         if json {
             // serde_json hands an I/O failure back as the io::Error it was (a BrokenPipe stays one).
-            serde_json::to_writer(&mut out, &line).map_err(|e| stdout_failed(e.into()))?;
+            serde_json::to_writer(&mut out, &info).map_err(|e| stdout_failed(e.into()))?;
             out.write_all(b"\n").map_err(stdout_failed)?;
         } else {
-            writeln!(out, "{} {}", line.integrity, line.size).map_err(stdout_failed)?;
+            writeln!(out, "{} {}", info.integrity(), info.size).map_err(stdout_failed)?;
         }
     }
     out.flush().map_err(stdout_failed)?;

@@ -5,7 +5,7 @@ use std::io::Write;
 use serde::Serialize;
 use tarvault::backend::{Misplaced, Sample};
 use tarvault::tarball::Report;
-use tarvault::{BlobInfo, CorruptBlob, Digests, Error};
+use tarvault::{CorruptBlob, Digests, Error};
 
 /// `println!` through [`print_line`].
 macro_rules! outln {
@@ -44,34 +44,6 @@ impl<'a> PutLine<'a> {
             size: d.size,
             stored,
             package,
-        }
-    }
-}
-
-/// A blob description for `stat` and `ls`.
-#[derive(Serialize)]
-pub(crate) struct BlobLine {
-    pub integrity: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub shasum: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub blake3: Option<String>,
-    pub size: u64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub modified: Option<u64>,
-}
-
-impl From<&BlobInfo> for BlobLine {
-    fn from(b: &BlobInfo) -> Self {
-        BlobLine {
-            integrity: b.integrity().to_string(),
-            shasum: b.digests.map(|d| d.shasum()),
-            blake3: b.digests.map(|d| d.blake3_hex()),
-            size: b.size,
-            modified: b
-                .modified
-                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-                .map(|d| d.as_secs()),
         }
     }
 }

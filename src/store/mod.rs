@@ -4,6 +4,7 @@ mod alias;
 mod batch;
 mod fsck;
 mod in_order;
+mod info;
 mod input;
 mod inspect;
 mod late;
@@ -12,16 +13,16 @@ mod read;
 
 use std::ops::Range;
 use std::sync::Arc;
-use std::time::SystemTime;
 
 use futures::stream::BoxStream;
 use futures::StreamExt;
 
 use crate::backend::{Backend, BlobKey, BlobStat, GetResult};
-use crate::integrity::{Algorithm, Digests, Hash, Integrity};
+use crate::integrity::{Algorithm, Hash, Integrity};
 use crate::{Error, Result};
 
 pub use fsck::{CorruptBlob, FsckOptions, FsckReport};
+pub use info::BlobInfo;
 pub use input::file_input;
 pub(crate) use late::{all_hashes, Expectations, LateExpectations};
 pub use put::{PutOptions, PutOutcome};
@@ -66,26 +67,6 @@ pub enum Verification {
     Fast,
     /// Against the address itself (sha512, plus the sha1 or blake3 the caller asked by).
     Full,
-}
-
-/// What [`Store::stat`] knows about a blob.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BlobInfo {
-    /// The sha512 key.
-    pub key: BlobKey,
-    /// Size in bytes.
-    pub size: u64,
-    /// When it was stored, if known.
-    pub modified: Option<SystemTime>,
-    /// sha512, sha1 and blake3, if recorded at commit (always, unless the alias index was lost).
-    pub digests: Option<Digests>,
-}
-
-impl BlobInfo {
-    /// npm's integrity string for the blob.
-    pub fn integrity(&self) -> Integrity {
-        Integrity::from(self.key.hash())
-    }
 }
 
 impl Store {
@@ -387,7 +368,7 @@ async fn verified(
 /// Puts `n` small distinct blobs (`blob 0`, `blob 1`, …) into `store`: their digests, in order.
 /// For tests.
 #[cfg(all(test, feature = "memory"))]
-pub(crate) async fn put_numbered(store: &Store, n: u32) -> Vec<Digests> {
+pub(crate) async fn put_numbered(store: &Store, n: u32) -> Vec<crate::Digests> {
     let mut out = Vec::new();
     for i in 0..n {
         let put = store
