@@ -77,17 +77,46 @@ async fn reads_by_sha512_and_shasum_are_verified() {
         .put_bytes(&b"x"[..], &PutOptions::default())
         .await
         .err();
-    assert_eq!(err.map(|e| e.kind()), Some(ErrorKind::Rejected));
+    assert_eq!(err.map(|e| e.kind()), Some(ErrorKind::Unsupported));
     let err = remote.delete(&addr(&sha512_sri(&small))).await.err();
-    assert_eq!(err.map(|e| e.kind()), Some(ErrorKind::Rejected));
+    assert_eq!(err.map(|e| e.kind()), Some(ErrorKind::Unsupported));
     // A listing is refused for what it is, not for being a write (`tarvault ls` said "read-only").
     let err = futures::StreamExt::next(&mut remote.list())
         .await
         .and_then(Result::err)
         .unwrap_or_else(|| panic!("listed"));
-    assert_eq!(err.kind(), ErrorKind::Rejected, "{err}");
+    assert_eq!(err.kind(), ErrorKind::Unsupported, "{err}");
     assert!(!err.to_string().contains("read-only"), "{err}");
     assert!(err.to_string().contains("no listing"), "{err}");
+}
+
+/// The CLI over an `http://` store: a write or a listing is a request that store cannot take,
+/// exit 2 as for a blake3 lookup there, not 5, which says a tarball was refused by policy.
+#[cfg(feature = "cli")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_refuses_writes_and_listings_as_unsupported() {
+    let (_origin, url) = origin_with(&[noise(100, 4)]).await;
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let file = dir.path().join("x.bin");
+    std::fs::write(&file, b"x").unwrap_or_else(|e| panic!("{e}"));
+    let file = file.display().to_string();
+    let cases: [(&[&str], &str); 3] = [
+        (&["put", &file], "read-only"),
+        (&["rm", &sha512_sri(&noise(100, 4))], "read-only"),
+        (&["ls"], "no listing"),
+    ];
+    for (args, says) in cases {
+        let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_tarvault"))
+            .arg("--store")
+            .arg(&url)
+            .args(args)
+            .output()
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains(says), "{args:?}: {stderr}");
+    }
 }
 
 #[tokio::test]

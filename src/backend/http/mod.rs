@@ -7,9 +7,12 @@
 //! cannot tell whether the blob is there. Like every backend it is trusted for nothing: the
 //! [`Store`](crate::Store) verifies every byte read against the address, and its recorded
 //! digests are never used to shortcut that (the server could lie about both). Writes and deletes
-//! (the store is read-only) and listings (the server has none) are refused
-//! ([`ErrorKind::Rejected`](crate::ErrorKind::Rejected)): a mirror is a
-//! [`Cached`](crate::backend::compose::Cached) store over it, whose puts would go to the remote.
+//! (the store is read-only) and listings (the server has none) are requests this backend cannot
+//! make whatever is stored, so they are [`Unsupported`](crate::ErrorKind::Unsupported) too, not
+//! [`Rejected`](crate::ErrorKind::Rejected), which says the input was refused by a policy (a
+//! migration takes a `Rejected` put for a tarball its inspection refused, and goes on). A mirror
+//! is a [`Cached`](crate::backend::compose::Cached) store over it, whose puts would go to the
+//! remote.
 //!
 //! Store URL: `http://host:port[/prefix]` or `https://…`, where `/prefix` is where the server's
 //! routes are mounted (nothing for `tarvault serve`).
@@ -81,9 +84,10 @@ impl HttpBackend {
         }
     }
 
-    fn read_only(&self, op: &str) -> Error {
-        Error::Rejected {
-            what: format!("{op} on {}", self.describe()),
+    fn read_only(&self, what: &str) -> Error {
+        Error::Unsupported {
+            backend: self.describe(),
+            what: what.into(),
             reason: "an HTTP store is read-only".into(),
         }
     }
@@ -126,7 +130,7 @@ impl Backend for HttpBackend {
     }
 
     async fn begin_put(&self, _hint: &PutHint) -> Result<Box<dyn BlobWriter>> {
-        Err(self.read_only("put"))
+        Err(self.read_only("store a blob"))
     }
 
     async fn get(&self, key: &BlobKey, range: Option<Range<u64>>) -> Result<Option<GetResult>> {
@@ -184,12 +188,13 @@ impl Backend for HttpBackend {
     }
 
     async fn delete(&self, _key: &BlobKey) -> Result<bool> {
-        Err(self.read_only("delete"))
+        Err(self.read_only("delete a blob"))
     }
 
     fn list(&self) -> BoxStream<'static, Result<BlobKey>> {
-        let refused = Error::Rejected {
-            what: format!("list on {}", self.describe()),
+        let refused = Error::Unsupported {
+            backend: self.describe(),
+            what: "list its blobs".into(),
             reason: "a tarvault server has no listing (list the store it serves)".into(),
         };
         futures::stream::once(futures::future::ready(Err(refused))).boxed()
