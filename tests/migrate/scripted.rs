@@ -637,3 +637,30 @@ async fn a_single_document_over_max_body_ends_the_run_at_its_position() {
     let limits: Vec<usize> = asked.lock().expect("asked").iter().map(|a| a.1).collect();
     assert_eq!(limits, [4, 2, 4, 2, 1], "asked down to one document");
 }
+
+/// A migration into a store that takes no writes (an `http://` store, another tarvault's server)
+/// stops on its first put with that store's error, of kind `Unsupported`, and files no tarball as
+/// rejected: the refusal is the store's, not the tarball's, and a re-run into a writable store
+/// must still migrate it.
+#[cfg(all(feature = "http", feature = "server", feature = "memory"))]
+#[tokio::test]
+async fn a_store_that_takes_no_writes_stops_the_run_and_rejects_no_tarball() {
+    use tarvault::migrate::{CouchSource, MigrateOptions, Migration};
+    let rows = vec![row(1, "a", json!({"shasum": sha1_hex(TGZ)}), TGZ)];
+    let url = serve(static_registry(rows, atts(&[("a", TGZ)]))).await;
+    let upstream = crate::common::serve(tarvault::server::Server::new(Store::memory())).await;
+    let store = Store::open(&upstream).await.expect("http store");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let options = MigrateOptions::new(dir.path().join("state.json"), dir.path().join("map.jsonl"));
+    let source = CouchSource::parse(&url).expect("source");
+    let err = Migration::new(source, store, options)
+        .expect("migration")
+        .run()
+        .await
+        .expect_err("an http:// store takes no puts");
+    assert_eq!(err.kind(), ErrorKind::Unsupported, "{err}");
+    assert!(map_text(dir.path()).is_empty());
+    let problems = std::fs::read_to_string(dir.path().join("state.json.problems.jsonl"));
+    let problems = problems.unwrap_or_default();
+    assert!(!problems.contains("rejected"), "{problems}");
+}
