@@ -1,4 +1,6 @@
-//! An upload into a filesystem store: a private temp file, published by a no-overwrite link.
+//! An upload into a filesystem store: a private temp file, published by a rename that never
+//! overwrites (`durable::rename_noclobber`: a link and an unlink where the filesystem lacks
+//! `RENAME_NOREPLACE`).
 
 use std::any::Any;
 use std::fs::{File, OpenOptions};
