@@ -9,7 +9,9 @@
 //!   bytes. The fill runs on a task of its own, so it finishes even if every reader waiting for it
 //!   gives up.
 //! - **Bounded.** The local tier holds at most `capacity` bytes; the least recently used blobs are
-//!   evicted to make room. A blob larger than the whole capacity is served but not kept.
+//!   evicted to make room (with an fs tier, each the least recently used of a sample of its
+//!   record: [`CacheLedger::evict_to`]). A blob larger than the whole capacity is served but not
+//!   kept.
 //! - **A record that costs nothing to open.** What the local tier holds (each blob's size and last
 //!   use) is kept by a [`CacheLedger`]: an fs tier's is a file beside its blobs, shared by every
 //!   process serving from that tier, so that a start loads and lists nothing and the processes
