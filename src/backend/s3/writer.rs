@@ -17,7 +17,7 @@
 //!   mismatch or any failure it is aborted, so a partial or wrong object is never visible. (The
 //!   store has already checked the key is absent; a racing writer that completes too wrote the
 //!   same verified bytes.) The digests other than the key are not known when such an upload
-//!   starts, so the object carries no digest metadata; the alias log records them.
+//!   starts, so the object carries no digest metadata; the alias markers record them.
 //! - **Other large blobs** (no sha512 given) stream into a multipart upload to a *staging* key
 //!   while they are hashed, completed only once verified, then a server-side `CopyObject` names
 //!   the final key (`staging`): the upload overlaps the hashing instead of following it.
