@@ -14,7 +14,8 @@
 //! upload overlaps the hashing: straight to the blob's path when the caller gave its sha512
 //! (`direct`, create-only, the body ended only once verified), else, where the server makes
 //! SnapLinks (Manta v1), to a staging object that a link names once verified (`staging`).
-//! Everything below is how the other puts go (all puts on Manta v2 whose sha512 is not given).
+//! Everything below is how the other puts go: those that fit the in-memory spool, larger ones of
+//! unknown sha512 on Manta v2, and every put with `?staging=false`.
 //!
 //! A single PUT with `Content-MD5` is atomic in Manta (the metadata record that makes an object
 //! visible is written only after every byte reached the storage nodes) and the server refuses it
