@@ -9,7 +9,7 @@
 //! - `memory:` for a store that lives as long as the process;
 //! - a remote URL (`s3://`, `manta://`), each behind its cargo feature;
 //! - `http://host[:port][/prefix]` (or `https://`): another tarvault server, read-only (feature
-//!   `http`; see [`backend::http`](crate::backend::http)), the upstream of a mirror;
+//!   `http`; see `backend::http`), the upstream of a mirror;
 //! - `config:FILE[#NAME]`, a `.toml`/`.json` file, or inline JSON: a replicated or cached store
 //!   (see [`config`]).
 
