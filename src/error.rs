@@ -3,6 +3,12 @@
 //! Every variant carries enough context to be printed as one line that names the address and what was
 //! expected versus what was found: integrity errors that do not say which blob they are about are the
 //! most common complaint about npm's cache (see the project notes).
+//!
+//! An error states its cause once: a variant's `Display` says what failed at its own layer, and
+//! the underlying error is returned by [`std::error::Error::source`], not repeated in the text.
+//! That is what chain printers (`anyhow`'s `{:#}`, `eyre`, a loop over `source()`) expect; an
+//! error that did both would be printed with its cause twice. [`Error::report`] prints the whole
+//! chain on one line for a caller that prints with `{}`.
 
 use std::path::PathBuf;
 
@@ -62,7 +68,30 @@ impl std::fmt::Display for ErrorKind {
     }
 }
 
-/// An error from tarvault. Match on [`Error::kind`] for control flow; print it for humans.
+/// An error from tarvault. Match on [`Error::kind`] for control flow; print
+/// [`Error::report`] for humans.
+///
+/// `Display` says what failed at this layer only (`read /srv/a.tgz`, `rejected a.tgz`) and
+/// [`source`](std::error::Error::source) gives the cause (the [`std::io::Error`], the
+/// [`TarballError`](crate::tarball::TarballError), ...), never both: a chain printer (`anyhow`'s
+/// `{:#}`, `eyre`, a loop over `source()`) would otherwise show the cause twice, as in `read foo:
+/// Is a directory (os error 21): Is a directory (os error 21)`. Keeping the cause as a source
+/// also lets a caller downcast it (an `io::ErrorKind`, a tarball rule). [`Error::report`] prints
+/// the message and its causes joined by `: `, for callers that print with `{}`:
+///
+/// ```
+/// # #[cfg(feature = "memory")]
+/// # async fn demo() {
+/// let store = tarvault::Store::memory();
+/// let dir = std::env::temp_dir();
+/// let e = store
+///     .put_file(&dir, &tarvault::PutOptions::default())
+///     .await
+///     .unwrap_err();
+/// // `read /tmp`, then the cause: `read /tmp: Is a directory (os error 21)`
+/// eprintln!("error: {}", e.report());
+/// # }
+/// ```
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
@@ -125,7 +154,7 @@ pub enum Error {
     },
     /// A tarball was refused by the inspection policy (hostile, malformed, or not a package).
     /// Nothing was stored. [`Error::tarball_kind`] says which rule.
-    #[error("rejected {what}: {source}")]
+    #[error("rejected {what}")]
     Tarball {
         /// What was refused (a file name, "input stream", ...).
         what: String,
@@ -134,7 +163,7 @@ pub enum Error {
         source: crate::tarball::TarballError,
     },
     /// A local filesystem operation failed.
-    #[error("{op} {}: {source}", path.display())]
+    #[error("{op} {}", path.display())]
     Io {
         /// The operation (`create`, `write`, `rename`, ...).
         op: &'static str,
@@ -145,9 +174,9 @@ pub enum Error {
         source: std::io::Error,
     },
     /// The stream of bytes given to `put` failed before its end; nothing was stored.
-    #[error("reading input failed: {0}")]
+    #[error("reading input failed")]
     Input(#[source] std::io::Error),
-    /// A backend failed.
+    /// A backend failed. `message` says what was being done, not the source's text.
     #[error("backend {backend}: {message}")]
     Backend {
         /// Which backend (`s3://bucket`, `fs:/path`, ...).
@@ -159,7 +188,7 @@ pub enum Error {
         source: Option<Box<dyn std::error::Error + Send + Sync>>,
     },
     /// A filesystem store's sha1/blake3 index failed: `path` is the database file and `message`
-    /// says what was being done and, where it helps, how to repair it.
+    /// says what was being done and, where it helps, how to repair it (not the source's text).
     #[error("index {}: {message}", path.display())]
     Index {
         /// The index database file.
@@ -192,7 +221,7 @@ pub enum Error {
     Config(String),
     /// The store could not be opened as configured, because of an underlying error kept as the
     /// source (a configuration file that does not parse, a size that is not one).
-    #[error("configuration: {message}: {source}")]
+    #[error("configuration: {message}")]
     ConfigInvalid {
         /// What was being read (a file, a setting).
         message: String,
@@ -201,10 +230,10 @@ pub enum Error {
         source: Box<dyn std::error::Error + Send + Sync>,
     },
     /// A blocking task (file I/O, hashing) panicked or was cancelled before it finished.
-    #[error("background task failed: {0}")]
+    #[error("background task failed")]
     Task(#[source] tokio::task::JoinError),
-    /// A size, duration or rate given as an argument did not parse.
-    #[error("invalid input: {0}")]
+    /// A size, duration or rate given as an argument did not parse (the source says which).
+    #[error("invalid input")]
     Quantity(#[from] crate::units::ParseQuantityError),
     /// A put that found its blob stored, and so wrote nothing while it verified the bytes, found
     /// the blob gone at its end: deleted (by `rm`, gc or another host) while the put ran. Nothing
@@ -247,6 +276,14 @@ pub enum Error {
 }
 
 impl Error {
+    /// The error and its causes on one line, for people: what [`std::error::Error::source`]
+    /// chains together, joined by `: ` (`read /srv/a: Is a directory (os error 21)`). A program
+    /// that prints errors with `{}` shows this, since the error's own text leaves its cause to
+    /// `source()`.
+    pub fn report(&self) -> ErrorReport<'_> {
+        ErrorReport::new(self)
+    }
+
     /// The coarse category of this error.
     pub fn kind(&self) -> ErrorKind {
         match self {
@@ -391,5 +428,43 @@ impl Error {
                 .is_some_and(sqlite_says_corrupt),
             _ => false,
         }
+    }
+}
+
+/// An error and its chain of causes, printed on one line joined by `: `: see [`Error::report`].
+///
+/// Errors from other crates do not all keep to the rule [`Error`] keeps, so a cause is left out
+/// when the line already contains its text (a link that repeats its source) or when its text
+/// only adds a prefix to the link before it (rusqlite's `file is not a database` over `Error
+/// code 26: file is not a database`): each is said once.
+#[derive(Debug, Clone, Copy)]
+pub struct ErrorReport<'a>(&'a (dyn std::error::Error + 'static));
+
+impl<'a> ErrorReport<'a> {
+    /// The report of any error, for chains that do not start at an [`Error`] (an
+    /// [`std::io::Error`] wrapping one, a backend's own error type).
+    pub fn new(error: &'a (dyn std::error::Error + 'static)) -> Self {
+        ErrorReport(error)
+    }
+}
+
+impl std::fmt::Display for ErrorReport<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut line = self.0.to_string();
+        let mut last = line.clone();
+        let mut cause = self.0.source();
+        while let Some(e) = cause {
+            let text = e.to_string();
+            let said = text.is_empty()
+                || line.contains(&text)
+                || (!last.is_empty() && text.ends_with(&last));
+            if !said {
+                line.push_str(": ");
+                line.push_str(&text);
+            }
+            last = text;
+            cause = e.source();
+        }
+        f.write_str(&line)
     }
 }

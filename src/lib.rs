@@ -55,7 +55,7 @@ pub mod tarball;
 mod task;
 pub mod units;
 
-pub use error::{Error, ErrorKind, Result};
+pub use error::{Error, ErrorKind, ErrorReport, Result};
 pub use integrity::{Algorithm, Digests, Hash, Integrity};
 pub use store::{
     file_input, BlobInfo, BlobStream, CorruptBlob, FsckOptions, FsckReport, PutOptions, PutOutcome,

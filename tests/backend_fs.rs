@@ -284,8 +284,9 @@ async fn a_dropped_put_stream_keeps_what_it_returned_and_leaves_no_temp_file() {
     let results = store.put_batch(again.into()).await;
     assert!(!results[0].as_ref().expect("already stored").stored);
     let e = results[1].as_ref().expect_err("no such file");
-    assert_eq!(e.kind(), ErrorKind::Io, "{e}");
-    assert!(e.to_string().contains("missing"), "{e}");
+    let report = e.report().to_string();
+    assert_eq!(e.kind(), ErrorKind::Io, "{report}");
+    assert!(report.contains("missing"), "{report}");
     assert!(results[2].as_ref().expect("stored").stored);
 }
 

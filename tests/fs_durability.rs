@@ -220,7 +220,8 @@ async fn full_disk_fails_cleanly() {
         .await
         .expect_err("disk full");
     assert_eq!(err.kind(), ErrorKind::Io);
-    assert!(err.to_string().to_lowercase().contains("space"), "{err}");
+    let report = err.report().to_string();
+    assert!(report.to_lowercase().contains("space"), "{report}");
     assert!(temp_files(&root).is_empty(), "temp removed");
     assert_eq!(keys(&store).await, vec![key_of(&small)]);
     let got = store

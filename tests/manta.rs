@@ -48,7 +48,8 @@ fn ed25519_key_is_a_clear_typed_error() {
     .expect("config");
     let err = MantaBackend::new(cfg).expect_err("refused");
     assert_eq!(err.kind(), ErrorKind::Config);
-    assert!(err.to_string().contains("ed25519"), "{err}");
+    let report = err.report().to_string();
+    assert!(report.contains("ed25519"), "{report}");
 }
 
 #[test]
@@ -1279,8 +1280,8 @@ async fn an_error_body_is_read_for_its_start_only() {
         .await
         .expect("the lookup was still pending after 20 s");
     let err = got.expect_err("a 403 must be an error");
-    assert_eq!(err.kind(), ErrorKind::Backend, "{err}");
-    let text = err.to_string();
+    let text = err.report().to_string();
+    assert_eq!(err.kind(), ErrorKind::Backend, "{text}");
     assert!(text.contains("/markers/sha1/aba/abab"), "{text}");
     assert!(text.contains("403"), "{text}");
     assert!(text.contains("mmmm"), "{text}");

@@ -556,7 +556,8 @@ async fn a_staged_put_survives_a_removed_staging_directory() {
         .put(chunked(&noise(SIZE, 69), 256 << 10), &PutOptions::default())
         .await
     {
-        assert!(e.to_string().contains("DirectoryDoesNotExist"), "{e}");
+        let report = e.report().to_string();
+        assert!(report.contains("DirectoryDoesNotExist"), "{report}");
     }
     let started = std::time::Instant::now();
     let data = noise(SIZE, 64);

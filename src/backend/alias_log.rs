@@ -173,7 +173,7 @@ impl<S: SegmentStore> AliasLog<S> {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => Err(Error::Backend {
                 backend: self.store.describe(),
-                message: format!("write alias segment: {e}"),
+                message: "write alias segment".into(),
                 source: Some(Box::new(Shared(e))),
             }),
             Err(_) => Err(Error::backend(
@@ -325,11 +325,11 @@ impl<S: SegmentStore> AliasLog<S> {
                         st.absorb(name, size, &records);
                     }
                     if let Err(e) = self.store.delete(&names).await {
-                        tracing::warn!(error = %e, "alias log: merged segments not deleted");
+                        tracing::warn!(error = %e.report(), "alias log: merged segments not deleted");
                     }
                     tracing::debug!(segments = names.len(), "alias log: merged");
                 }
-                Err(e) => tracing::warn!(error = %e, "alias log: merge not written"),
+                Err(e) => tracing::warn!(error = %e.report(), "alias log: merge not written"),
             }
         }
         self.lock().merging = false;

@@ -113,8 +113,8 @@ pub enum TarballError {
         reason: String,
     },
     /// Reading the input failed (only from the reader/stream helpers).
-    #[error("I/O error while reading the tarball: {0}")]
-    Io(Arc<io::Error>),
+    #[error("I/O error while reading the tarball")]
+    Io(#[source] Arc<io::Error>),
 }
 
 /// A `Copy` discriminant of [`TarballError`] for matching and metrics.

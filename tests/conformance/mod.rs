@@ -476,7 +476,8 @@ pub async fn truncated_input_stores_nothing(f: &dyn Fixture) {
         .await
         .expect_err("truncated");
     assert_eq!(err.kind(), ErrorKind::Io);
-    assert!(err.to_string().contains("connection closed"), "{err}");
+    let report = err.report().to_string();
+    assert!(report.contains("connection closed"), "{report}");
     assert!(keys(&store).await.is_empty());
 }
 

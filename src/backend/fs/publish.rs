@@ -78,7 +78,7 @@ impl FsInner {
                     true
                 }
                 Err(e) => {
-                    tracing::warn!(blob = %key, error = %e, "could not link a blob taken back by another put");
+                    tracing::warn!(blob = %key, error = %e.report(), "could not link a blob taken back by another put");
                     lost.borrow_mut().insert(*key);
                     false
                 }
@@ -86,7 +86,7 @@ impl FsInner {
         });
         for (_, tmp) in &kept {
             if let Err(e) = remove_if_exists(tmp) {
-                tracing::warn!(error = %e, "could not remove a temp file (swept later)");
+                tracing::warn!(error = %e.report(), "could not remove a temp file (swept later)");
             }
         }
         let (relinked, lost) = (relinked.into_inner(), lost.into_inner());
@@ -106,7 +106,7 @@ impl FsInner {
             }
             Err(e) => e,
         };
-        tracing::warn!(error = %e, "could not index committed blobs; taking them back");
+        tracing::warn!(error = %e.report(), "could not index committed blobs; taking them back");
         let stored: Vec<BlobKey> = items
             .iter()
             .zip(&results)
@@ -116,8 +116,14 @@ impl FsInner {
             .collect();
         self.take_back(&stored);
         let cause = match &e {
+            // The index's path is in the error each item gets; the cause follows the message.
+            Error::Index {
+                message,
+                source: Some(source),
+                ..
+            } => format!("{message}: {}", crate::ErrorReport::new(&**source)),
             Error::Index { message, .. } => message.clone(),
-            other => other.to_string(),
+            other => other.report().to_string(),
         };
         let mut first = Some(e);
         for r in results.iter_mut().filter(|r| r.is_ok()) {
@@ -177,7 +183,7 @@ impl FsInner {
             return;
         }
         if let Err(e) = self.index.take_unrecorded(stored, unlink) {
-            tracing::warn!(error = %e, blobs = stored.len(),
+            tracing::warn!(error = %e.report(), blobs = stored.len(),
                 "could not take back unindexed blobs; left for fsck, which indexes them");
         }
     }

@@ -79,7 +79,7 @@ impl HttpBackend {
     fn sent(&self, e: reqwest::Error) -> Error {
         Error::Backend {
             backend: self.describe(),
-            message: format!("request failed: {e}"),
+            message: "request failed".into(),
             source: Some(Box::new(e)),
         }
     }
@@ -156,7 +156,7 @@ impl Backend for HttpBackend {
             .bytes_stream()
             .map_err(move |e| Error::Backend {
                 backend: backend.clone(),
-                message: format!("reading the body failed: {e}"),
+                message: "reading the body failed".into(),
                 source: Some(Box::new(e)),
             })
             .boxed();

@@ -27,7 +27,7 @@ use sha2::{Digest as _, Sha256, Sha512};
 #[non_exhaustive]
 pub enum KeyError {
     /// The key file could not be read.
-    #[error("cannot read key {}: {source}", path.display())]
+    #[error("cannot read key {}", path.display())]
     Read {
         /// The key file.
         path: PathBuf,

@@ -227,7 +227,7 @@ impl MantaClient {
             match sent {
                 Ok(resp) if resp.status() == StatusCode::SERVICE_UNAVAILABLE => {
                     let err = self.api_error(&method, path, resp).await;
-                    tracing::debug!(%err, "Manta answered 503");
+                    tracing::debug!(error = %err.report(), "Manta answered 503");
                     last = Some(err);
                 }
                 Ok(resp) => return Ok(Sent { resp, replayed }),
@@ -235,7 +235,7 @@ impl MantaClient {
                     return Err(self.transport_error(&method, path, e));
                 }
                 Err(e) => {
-                    tracing::debug!(error = %e, "Manta request failed");
+                    tracing::debug!(error = %crate::ErrorReport::new(&e), "Manta request failed");
                     replayed |= !e.is_connect();
                     last = Some(self.transport_error(&method, path, e));
                 }
@@ -349,7 +349,7 @@ impl MantaClient {
         match error {
             Some(e) => Error::Backend {
                 backend: self.describe(),
-                message: format!("{method} {path}: reading the body: {e}"),
+                message: format!("{method} {path}: reading the body"),
                 source: Some(Box::new(e)),
             },
             None => Error::backend(
@@ -401,7 +401,9 @@ impl MantaClient {
             code,
             message,
         };
-        let mut message = api.to_string();
+        // What went wrong is the source's text (method, path, status, muskie's code and message);
+        // this says only what to do about it.
+        let mut message = String::from("Manta answered an error");
         if refused_credentials(&api) {
             // Say what to change: the account, the key, or the key file it was read from.
             message.push_str(
@@ -411,7 +413,6 @@ impl MantaClient {
             );
         }
         if replayed {
-            message.push_str(" (an earlier attempt's answer was lost)");
             return Error::Backend {
                 backend: self.describe(),
                 message,
@@ -428,7 +429,7 @@ impl MantaClient {
     fn transport_error(&self, method: &Method, path: &str, e: reqwest::Error) -> Error {
         Error::Backend {
             backend: self.describe(),
-            message: format!("{method} {path}: {e}"),
+            message: format!("{method} {path}"),
             source: Some(Box::new(e)),
         }
     }

@@ -5,11 +5,11 @@ use crate::Error;
 /// What an object_store error means for us.
 pub(crate) fn backend_error(describe: &str, op: &str, e: object_store::Error) -> Error {
     let message = if is_missing_bucket(&e) {
-        format!("{op}: the bucket does not exist: {e}")
+        format!("{op}: the bucket does not exist")
     } else if is_denied(&e) {
-        format!("{op}: access denied (check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY and the bucket policy): {e}")
+        format!("{op}: access denied (check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY and the bucket policy)")
     } else {
-        format!("{op}: {e}")
+        op.to_string()
     };
     Error::Backend {
         backend: describe.to_string(),

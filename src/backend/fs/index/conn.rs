@@ -71,7 +71,7 @@ pub(crate) fn open(path: &Path, durable: bool) -> Result<(Connection, Mode)> {
     if !path.exists() {
         if let Err(e) = create::create(path, durable) {
             // Made in place below instead (the way before `create`), or reported from there.
-            tracing::debug!(index = %path.display(), error = %e, "could not build a new index aside");
+            tracing::debug!(index = %path.display(), error = %e.report(), "could not build a new index aside");
         }
     }
     match open_rw(path) {
@@ -204,7 +204,7 @@ pub(crate) fn error(path: &Path, op: &str, e: rusqlite::Error) -> Error {
         Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => {
             format!("{op}: another process held the index's write lock for over {BUSY_TIMEOUT:?}")
         }
-        _ => format!("{op}: {e}"),
+        _ => op.to_string(),
     };
     Error::Index {
         path: path.to_path_buf(),
