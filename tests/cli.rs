@@ -901,3 +901,34 @@ fn corpus_file(n: usize) -> (Vec<u8>, String) {
     let bytes = std::fs::read(&path).expect("read corpus tarball");
     (bytes, path.to_string_lossy().into_owned())
 }
+
+/// An error's cause is printed once: the message names what failed (`read FILE`, the
+/// configuration file) and then its cause, not the cause twice.
+#[test]
+fn an_error_states_its_cause_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = dir.path().join("store");
+    let input = dir.path().join("a-directory.tgz");
+    std::fs::create_dir(&input).expect("mkdir");
+    let cause = std::fs::read(&input)
+        .expect_err("read a directory")
+        .to_string();
+    let out = tv(&store, &["put", input.to_str().expect("utf8")]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert_eq!(err.matches(&cause).count(), 1, "{cause:?} once in {err}");
+    assert_eq!(err.matches("a-directory.tgz").count(), 1, "{err}");
+
+    let config = dir.path().join("store.toml");
+    std::fs::write(&config, "type = [unclosed\n").expect("write");
+    let cause = toml::from_str::<serde_json::Value>("type = [unclosed\n")
+        .expect_err("bad toml")
+        .to_string();
+    let first = cause.lines().next().expect("a line");
+    let spec = format!("config:{}", config.display());
+    let out = tv(Path::new(&spec), &["ls"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert_eq!(err.matches(first).count(), 1, "{first:?} once in {err}");
+    assert_eq!(err.matches("store.toml").count(), 1, "{err}");
+}

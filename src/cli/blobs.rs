@@ -84,7 +84,7 @@ pub(crate) async fn put(
             }
         }
         Err(e) => {
-            eprintln!("tarvault: error: {e}");
+            eprintln!("tarvault: error: {}", e.report());
             if status == exit::OK {
                 status = super::exit_status(&e);
             }

@@ -142,7 +142,7 @@ pub(crate) async fn copy(args: CopyArgs, default_from: &str) -> Result<u8, Error
                     let what = key
                         .map(|k| k.to_string())
                         .unwrap_or_else(|| "listing".into());
-                    let line = format!("tarvault: copy: failed {what}: {error}");
+                    let line = format!("tarvault: copy: failed {what}: {}", error.report());
                     match &bar {
                         Some(b) => b.println(line),
                         None => eprintln!("{line}"),

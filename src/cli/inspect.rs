@@ -4,7 +4,7 @@ use std::path::Path;
 
 use serde::Serialize;
 use tarvault::tarball::{inspect_stream, Policy, Report, TarballError};
-use tarvault::Error;
+use tarvault::{Error, ErrorReport};
 
 use super::exit;
 use super::output::{json_line, outln};
@@ -69,10 +69,10 @@ pub(crate) async fn run(file: &Path, json: bool) -> Result<u8, Error> {
                     verdict: "rejected",
                     report: None,
                     kind: Some(e.kind().as_str()),
-                    reason: Some(e.to_string()),
+                    reason: Some(ErrorReport::new(&e).to_string()),
                 });
             }
-            eprintln!("tarvault: rejected {name}: {e}");
+            eprintln!("tarvault: rejected {name}: {}", ErrorReport::new(&e));
             Ok(exit::REJECTED)
         }
     }

@@ -158,7 +158,8 @@ pub fn main() -> ExitCode {
     match runtime.block_on(run(cli)) {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
-            eprintln!("tarvault: error: {e}");
+            // The whole chain: an error's own text leaves its cause to `source()`.
+            eprintln!("tarvault: error: {}", e.report());
             ExitCode::from(exit_status(&e))
         }
     }

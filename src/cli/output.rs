@@ -120,7 +120,7 @@ fn write_out(write: impl FnOnce(&mut std::io::StdoutLock<'static>) -> std::io::R
     let mut out = std::io::stdout().lock();
     if let Err(e) = write(&mut out).and_then(|()| out.flush()) {
         let e = stdout_failed(e);
-        eprintln!("tarvault: error: {e}");
+        eprintln!("tarvault: error: {}", e.report());
         std::process::exit(i32::from(super::exit::OTHER));
     }
 }
