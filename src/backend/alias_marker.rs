@@ -356,7 +356,7 @@ impl<M: MarkerStore, S: SegmentStore> AliasIndex<M, S> {
                 match me.import().await {
                     Ok(n) => tracing::info!(records = n, "alias log imported into markers"),
                     Err(e) => {
-                        tracing::warn!(error = %e, "alias log import stopped; fsck resumes it")
+                        tracing::warn!(error = %e.report(), "alias log import stopped; fsck resumes it")
                     }
                 }
                 me.importing.store(false, Ordering::SeqCst);

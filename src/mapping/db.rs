@@ -114,9 +114,9 @@ impl MapDb {
         match Self::open_or_rebuild(mapping, &beside) {
             Err(e @ Error::Index { .. }) if !e.is_corrupt_db() => {
                 let other = std::env::temp_dir().join(shared_name(mapping));
-                tracing::info!(mapping = %mapping.display(), db = %other.display(), error = %e, "no database beside the mapping; keeping it in the temp directory");
+                tracing::info!(mapping = %mapping.display(), db = %other.display(), error = %e.report(), "no database beside the mapping; keeping it in the temp directory");
                 Self::open_or_rebuild(mapping, &other).map_err(|e2| {
-                    tracing::warn!(db = %other.display(), error = %e2, "no database for the mapping in the temp directory either");
+                    tracing::warn!(db = %other.display(), error = %e2.report(), "no database for the mapping in the temp directory either");
                     e
                 })
             }

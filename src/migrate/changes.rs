@@ -314,7 +314,7 @@ async fn fetch_page(
         attempt += 1;
         match client.changes::<ChangesPage>(since, limit, longpoll).await {
             Err(FetchError::Transient(e)) if attempt < ATTEMPTS => {
-                tracing::warn!(error = %e, attempt, "changes request failed; retrying");
+                tracing::warn!(error = %e.report(), attempt, "changes request failed; retrying");
                 tokio::time::sleep(backoff(attempt)).await;
             }
             other => return other,

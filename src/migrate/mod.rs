@@ -348,7 +348,7 @@ impl Migration {
                             }
                         }
                         Err(e) => {
-                            tracing::error!(error = %e, "stopping: a document could not be finished");
+                            tracing::error!(error = %e.report(), "stopping: a document could not be finished");
                             fatal.get_or_insert(e);
                             feed_stop.cancel();
                             feed_done = true;

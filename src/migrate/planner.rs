@@ -293,7 +293,7 @@ fn plan_version(
         None | Some(Value::Null) => {}
         Some(Value::String(s)) => {
             let i = Integrity::parse(s)
-                .map_err(|e| unreadable(format!("dist.integrity is not usable: {e}")))?;
+                .map_err(|e| unreadable(format!("dist.integrity is not usable: {}", e.report())))?;
             checks.push(("dist.integrity".into(), i));
         }
         Some(_) => return Err(unreadable("dist.integrity is not a string".into())),

@@ -50,7 +50,7 @@ impl Recorded {
         let mut me = match Self::open_at(&db) {
             Ok(me) => me,
             Err(e) => {
-                tracing::warn!(db = %db.display(), error = %e, "the problems file's database cannot be used; building it again");
+                tracing::warn!(db = %db.display(), error = %e.report(), "the problems file's database cannot be used; building it again");
                 for suffix in ["", "-wal", "-shm"] {
                     let _ = std::fs::remove_file(super::suffixed(&db, suffix));
                 }

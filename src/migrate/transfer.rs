@@ -72,7 +72,7 @@ pub(crate) async fn transfer(ctx: &Context, job: TarballJob) -> Result<Transferr
     loop {
         attempt += 1;
         let retry = |e: &Error| {
-            tracing::warn!(tarball = %job.label(), attempt, error = %e, "download failed; retrying");
+            tracing::warn!(tarball = %job.label(), attempt, error = %e.report(), "download failed; retrying");
         };
         let fetched = ctx
             .client
@@ -158,9 +158,9 @@ pub(crate) async fn transfer(ctx: &Context, job: TarballJob) -> Result<Transferr
             }
             Err(e) if e.kind() == crate::ErrorKind::Rejected => {
                 let reason = match &e {
-                    Error::Tarball { source, .. } => source.to_string(),
+                    Error::Tarball { source, .. } => crate::ErrorReport::new(source).to_string(),
                     Error::Rejected { reason, .. } => reason.clone(),
-                    other => other.to_string(),
+                    other => other.report().to_string(),
                 };
                 let p = problem(
                     &job,
@@ -208,7 +208,7 @@ async fn missing(ctx: &Context, job: &TarballJob) -> Result<Transferred, Error> 
         match ctx.client.current_rev(&job.name).await {
             Ok(now) => break now,
             Err(FetchError::Transient(e)) if attempt < ATTEMPTS => {
-                tracing::warn!(id = %job.name, attempt, error = %e, "document GET failed; retrying");
+                tracing::warn!(id = %job.name, attempt, error = %e.report(), "document GET failed; retrying");
                 tokio::time::sleep(backoff(attempt)).await;
             }
             Err(e) => return Err(e.into_error()),
@@ -244,7 +244,7 @@ fn already_mapped(ctx: &Context, job: &TarballJob) -> bool {
         Ok(e) => e.is_some_and(|e| &e.shasum == shasum && e.file == job.file),
         Err(e) => {
             // Fetched again, as if unmapped; the mapping keeps its first entry either way.
-            tracing::warn!(error = %e, name = %job.name, version = %job.version, "cannot tell whether a version is mapped");
+            tracing::warn!(error = %e.report(), name = %job.name, version = %job.version, "cannot tell whether a version is mapped");
             false
         }
     }

@@ -127,11 +127,13 @@ pub async fn copy(
             CopyEvent::Failed { key, error } => match key {
                 Some(k) => {
                     report.listed += 1;
-                    report.failed.push(format!("{k}: {error}"));
+                    report.failed.push(format!("{k}: {}", error.report()));
                 }
-                None => report
-                    .failed
-                    .push(format!("listing {}: {error}", from.backend().describe())),
+                None => report.failed.push(format!(
+                    "listing {}: {}",
+                    from.backend().describe(),
+                    error.report()
+                )),
             },
         }
         on_event(&event);

@@ -198,8 +198,8 @@ async fn collect(
                     continue;
                 }
                 Err(e) => {
-                    tracing::warn!(blob = %key, error = %e, "gc delete failed");
-                    report.failed.push(format!("{key}: {e}"));
+                    tracing::warn!(blob = %key, error = %e.report(), "gc delete failed");
+                    report.failed.push(format!("{key}: {}", e.report()));
                 }
             }
         }

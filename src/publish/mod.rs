@@ -183,7 +183,7 @@ where
             let file = upload.file.clone();
             // Dropping `late` makes the put abort; wait for it, so nothing is left when we answer.
             let put = upload.abandon().await;
-            tracing::debug!(attachment = %file, error = %e, "publish refused");
+            tracing::debug!(attachment = %file, error = %e.report(), "publish refused");
             match put {
                 // The scanner stopped because the put failed first: that failure is the cause.
                 Err(put_err) if failed => Err(put_err),

@@ -264,7 +264,7 @@ async fn respond(
                     }
                     // Returning the error makes hyper drop the connection before the declared
                     // Content-Length: no client or cache can mistake the body for complete.
-                    tracing::error!(path = %label, error = %e, "aborting response body");
+                    tracing::error!(path = %label, error = %e.report(), "aborting response body");
                 }
             }
             item
@@ -395,33 +395,36 @@ async fn past_the_end(
 fn failure(server: &Server, e: &Error, path: &str) -> Response {
     match e.kind() {
         ErrorKind::NotFound => plain(StatusCode::NOT_FOUND, "not found\n"),
-        ErrorKind::InvalidInput => plain(StatusCode::BAD_REQUEST, &format!("{e}\n")),
+        ErrorKind::InvalidInput => plain(StatusCode::BAD_REQUEST, &format!("{}\n", e.report())),
         ErrorKind::Corrupt => {
             server.metrics().integrity_failure();
-            tracing::error!(path, error = %e, "refusing to serve a corrupt blob");
+            tracing::error!(path, error = %e.report(), "refusing to serve a corrupt blob");
             plain(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "stored bytes failed verification\n",
             )
         }
         ErrorKind::Backend => {
-            tracing::error!(path, error = %e, "backend failed");
+            tracing::error!(path, error = %e.report(), "backend failed");
             plain(StatusCode::SERVICE_UNAVAILABLE, "storage unavailable\n")
         }
         // The message names the upstream, which clients need not learn.
         ErrorKind::Unsupported => {
-            tracing::warn!(path, error = %e, "the store cannot answer this request");
+            tracing::warn!(path, error = %e.report(), "the store cannot answer this request");
             plain(
                 StatusCode::NOT_IMPLEMENTED,
                 "this store cannot answer that\n",
             )
         }
         ErrorKind::Conflict => {
-            tracing::warn!(path, error = %e, "overtaken by another operation on the same blob");
-            plain(StatusCode::SERVICE_UNAVAILABLE, &format!("{e}\n"))
+            tracing::warn!(path, error = %e.report(), "overtaken by another operation on the same blob");
+            plain(
+                StatusCode::SERVICE_UNAVAILABLE,
+                &format!("{}\n", e.report()),
+            )
         }
         _ => {
-            tracing::error!(path, error = %e, "serving failed");
+            tracing::error!(path, error = %e.report(), "serving failed");
             plain(StatusCode::INTERNAL_SERVER_ERROR, "internal error\n")
         }
     }

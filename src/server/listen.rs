@@ -244,7 +244,7 @@ async fn connection(
         tokio::select! {
             ended = conn.as_mut() => {
                 if let Err(e) = ended {
-                    tracing::debug!(error = %e, "connection ended with an error");
+                    tracing::debug!(error = %crate::ErrorReport::new(&*e), "connection ended with an error");
                 }
                 return;
             }

@@ -156,7 +156,7 @@ impl Server {
                 NameIndex::Db(Arc::new(db))
             }
             Err(e @ crate::Error::Index { .. }) => {
-                tracing::warn!(mapping = %path.display(), error = %e, "cannot keep the mapping in a database beside it or in the temp directory; holding it in memory (it grows with the mapping)");
+                tracing::warn!(mapping = %path.display(), error = %e.report(), "cannot keep the mapping in a database beside it or in the temp directory; holding it in memory (it grows with the mapping)");
                 NameIndex::Memory(NameMap::build(crate::mapping::read_mapping(path)?)?)
             }
             Err(e) => return Err(e),

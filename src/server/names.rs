@@ -70,7 +70,7 @@ impl NameIndex {
         if let Err(e) = read {
             // A line appended that names a URL's second blob, say: the URLs read so far stay
             // served, and the next miss a second later tries again (and logs again).
-            tracing::error!(error = %e, "cannot read the lines appended to the mapping");
+            tracing::error!(error = %e.report(), "cannot read the lines appended to the mapping");
         }
         Ok(db.url(name, file)?.map(Named::of))
     }

@@ -213,7 +213,7 @@ impl Store {
             };
             if let Err(e) = w.finish_writes().await {
                 if let Err(abort) = w.abort().await {
-                    tracing::warn!(error = %abort, "abort after a failed write also failed");
+                    tracing::warn!(error = %abort.report(), "abort after a failed write also failed");
                 }
                 return Err(e);
             }
@@ -305,7 +305,7 @@ impl Store {
                     Err((_, writer, _)) => {
                         // Its blob is committed already: this copy's upload is not needed.
                         if let Err(e) = writer.abort().await {
-                            tracing::warn!(error = %e, "discarding a repeated blob's upload failed");
+                            tracing::warn!(error = %e.report(), "discarding a repeated blob's upload failed");
                         }
                         Some(Ok(Committed::AlreadyPresent))
                     }

@@ -205,7 +205,9 @@ async fn check_one(backend: &dyn crate::backend::Backend, key: BlobKey) -> Resul
     while let Some(chunk) = stream.next().await {
         match chunk {
             Ok(c) => hasher.update(&c),
-            Err(e @ Error::Io { .. }) => return Ok(Checked::Bad(key, format!("unreadable: {e}"))),
+            Err(e @ Error::Io { .. }) => {
+                return Ok(Checked::Bad(key, format!("unreadable: {}", e.report())))
+            }
             // A wrapper's copy that it found bad already (no copy of it verifies).
             Err(Error::Corrupt { actual, .. }) => return Ok(Checked::Bad(key, actual)),
             Err(e) => return Err(e),

@@ -183,7 +183,7 @@ impl Store {
                             })
                         }
                         Err(e) => {
-                            tracing::warn!(blob = %key, error = %e, "could not mark a blob put again as recent")
+                            tracing::warn!(blob = %key, error = %e.report(), "could not mark a blob put again as recent")
                         }
                     }
                 }
@@ -238,7 +238,7 @@ impl Store {
         let stat = match self.backend.freshen(&key).await {
             Ok(stat) => stat,
             Err(e) => {
-                tracing::debug!(blob = %key, error = %e, "cannot tell whether the blob is stored: writing it");
+                tracing::debug!(blob = %key, error = %e.report(), "cannot tell whether the blob is stored: writing it");
                 return Ok(None);
             }
         };
@@ -256,7 +256,7 @@ impl Store {
                     Ok(None)
                 }
                 Err(e) => {
-                    tracing::debug!(blob = %key, error = %e, "cannot check the stored copy: writing it");
+                    tracing::debug!(blob = %key, error = %e.report(), "cannot check the stored copy: writing it");
                     Ok(None)
                 }
             },
@@ -430,7 +430,7 @@ impl Store {
             Err(e) => {
                 if let Some(w) = writer {
                     if let Err(abort_err) = w.abort().await {
-                        tracing::warn!(error = %abort_err, "abort after failed put also failed");
+                        tracing::warn!(error = %abort_err.report(), "abort after failed put also failed");
                     }
                 }
                 Err(e)
@@ -452,7 +452,7 @@ impl Store {
         };
         if let Some(w) = writer {
             if let Err(abort_err) = w.abort().await {
-                tracing::warn!(error = %abort_err, "abort after rejected put also failed");
+                tracing::warn!(error = %abort_err.report(), "abort after rejected put also failed");
             }
         }
         // A lane that stopped taking chunks has rejected them; `Ok` would mean it died oddly.

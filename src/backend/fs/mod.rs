@@ -242,7 +242,7 @@ impl FsBackend {
             // imported by a later open.
             match index::legacy::import_if_present(&index, &layout.aliases()) {
                 Err(e) if e.kind() == crate::ErrorKind::Index => {
-                    tracing::warn!(error = %e, "could not import the alias log into the index");
+                    tracing::warn!(error = %e.report(), "could not import the alias log into the index");
                 }
                 other => {
                     other?;
@@ -302,7 +302,7 @@ impl FsInner {
         match self.index.digests(key) {
             Ok(d) => d,
             Err(e) => {
-                tracing::warn!(error = %e, "index unreadable; verifying against the address");
+                tracing::warn!(error = %e.report(), "index unreadable; verifying against the address");
                 None
             }
         }
@@ -314,7 +314,7 @@ impl FsInner {
         self.index
             .digests_with_prefix(&key.as_bytes()[..2])
             .unwrap_or_else(|e| {
-                tracing::warn!(error = %e, "index unreadable; walking without records");
+                tracing::warn!(error = %e.report(), "index unreadable; walking without records");
                 Vec::new()
             })
     }
@@ -425,7 +425,7 @@ impl Backend for FsBackend {
         if let Some(e) = failed {
             // The first unsettled item gets the error itself (its kind and source intact); the
             // others say they went down with it.
-            let msg = e.to_string();
+            let msg = e.report().to_string();
             let mut first = Some(e);
             for slot in results.iter_mut().filter(|s| s.is_none()) {
                 *slot = Some(Err(first.take().unwrap_or_else(|| {
@@ -443,7 +443,7 @@ impl Backend for FsBackend {
                 continue;
             }
             if let Err(e) = remove_if_exists(&w.tmp) {
-                tracing::warn!(error = %e, "could not remove a batch's temp file (swept later)");
+                tracing::warn!(error = %e.report(), "could not remove a batch's temp file (swept later)");
             }
         }
         results

@@ -98,7 +98,7 @@ impl FsInner {
         match taken {
             Ok(Take::Moved) => {
                 if let Err(e) = remove_if_exists(&tomb) {
-                    tracing::warn!(error = %e, "could not unlink a deleted blob (swept later)");
+                    tracing::warn!(error = %e.report(), "could not unlink a deleted blob (swept later)");
                 }
                 self.sync_parent(&path).map(|()| true)
             }
@@ -107,7 +107,7 @@ impl FsInner {
                 // Not committed, so the record stays: so must the blob. Put back directly, with
                 // no need of the index that just failed.
                 if let Err(restore) = self.restore(key, &tomb) {
-                    tracing::warn!(%key, error = %restore, "could not put back a blob after a failed delete (settled when the store is next opened)");
+                    tracing::warn!(%key, error = %restore.report(), "could not put back a blob after a failed delete (settled when the store is next opened)");
                 }
                 Err(e)
             }
@@ -136,7 +136,7 @@ impl FsInner {
             }
         });
         if let Err(e) = settled {
-            tracing::warn!(%key, error = %e, "could not settle an interrupted delete");
+            tracing::warn!(%key, error = %e.report(), "could not settle an interrupted delete");
         }
     }
 

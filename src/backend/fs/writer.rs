@@ -250,7 +250,7 @@ impl Drop for FsWriter {
         if !self.finished {
             self.file = None;
             if let Err(e) = remove_if_exists(&self.tmp) {
-                tracing::warn!(error = %e, "could not remove an abandoned upload (swept later)");
+                tracing::warn!(error = %e.report(), "could not remove an abandoned upload (swept later)");
             }
         }
     }

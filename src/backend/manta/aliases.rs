@@ -243,7 +243,7 @@ async fn get_small(
         let body = match body {
             Ok(body) => body,
             Err(e) if attempt < attempts => {
-                tracing::debug!(error = %e, path, "small object cut off or stalled; reading it again");
+                tracing::debug!(error = %e.report(), path, "small object cut off or stalled; reading it again");
                 tokio::time::sleep(client.backoff(attempt)).await;
                 continue;
             }

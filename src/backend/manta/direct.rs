@@ -110,7 +110,7 @@ impl Direct {
             Some(stored) => {
                 // The server kept other bytes than the verified ones: they must not stay there.
                 if let Err(e) = backend.client.delete(&path).await {
-                    tracing::warn!(%path, error = %e, "cannot remove an upload with a wrong MD5");
+                    tracing::warn!(%path, error = %e.report(), "cannot remove an upload with a wrong MD5");
                 }
                 return Err(backend.describe_err(format!(
                     "{path}: server reports MD5 {stored}, sent {md5_b64}; upload removed"
@@ -124,7 +124,7 @@ impl Direct {
         // The blob is stored and verified; its digests in metadata spare a later `head` (and
         // fsck) a read of the bytes, and are not worth failing the put over.
         if let Err(e) = backend.client.put_metadata(&path, metadata).await {
-            tracing::warn!(%path, error = %e, "stored a blob without its digests in metadata");
+            tracing::warn!(%path, error = %e.report(), "stored a blob without its digests in metadata");
         }
         backend.aliases.settle(d, aliases).await?;
         Ok(Committed::Stored)

@@ -180,7 +180,7 @@ impl MantaClient {
                     ))
                 }
                 Err(NotWhole::Failed(e)) if attempt < attempts => {
-                    tracing::debug!(error = %e, path, "listing cut off or stalled; fetching it again");
+                    tracing::debug!(error = %e.report(), path, "listing cut off or stalled; fetching it again");
                     tokio::time::sleep(self.backoff(attempt)).await;
                 }
                 Err(NotWhole::Failed(e)) => return Err(e),

@@ -298,7 +298,7 @@ impl MantaBackend {
             .unwrap_or_default();
         if !computed.is_empty() && computed != md5_b64 {
             if let Err(e) = self.client.delete(&path).await {
-                tracing::warn!(%path, error = %e, "cannot remove an upload with a wrong MD5");
+                tracing::warn!(%path, error = %e.report(), "cannot remove an upload with a wrong MD5");
             }
             return Err(self.describe_err(format!(
                 "{path}: server computed MD5 {computed}, sent {md5_b64}; upload removed"

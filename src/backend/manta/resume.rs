@@ -62,7 +62,7 @@ pub(super) fn stream_of(
                 }
                 Ok(None) if st.end.is_none_or(|end| st.pos >= end) => return None,
                 Ok(None) => format!("connection closed at byte {}", st.pos),
-                Ok(Some(Err(e))) => e.to_string(),
+                Ok(Some(Err(e))) => crate::ErrorReport::new(&e).to_string(),
                 Err(_) => format!("no data for {idle:?} at byte {}", st.pos),
             };
             if st.end.is_some_and(|end| st.pos >= end) {

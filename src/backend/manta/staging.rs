@@ -104,7 +104,7 @@ pub(crate) async fn usable(backend: &MantaBackend) -> Result<bool> {
         Err(e) if api_error(&e).is_some_and(|a| a.status < 500) => {
             // Not an answer about links (an expired request, a refused key): this put spools,
             // and a later one asks again.
-            tracing::warn!(backend = %backend.describe(), error = %e,
+            tracing::warn!(backend = %backend.describe(), error = %e.report(),
                 "SnapLink probe answered unexpectedly: this put spools");
             return Ok(false);
         }
@@ -158,7 +158,7 @@ impl Staged {
         let named = name(backend, &path, &reply, digests, md5).await;
         // The staging object goes whatever happened; if deleting fails, fsck's sweep removes it.
         if let Err(e) = backend.client.delete(&path).await {
-            tracing::warn!(staging = %path, error = %e,
+            tracing::warn!(staging = %path, error = %e.report(),
                 "could not delete a staging object; fsck's sweep will");
         }
         named
@@ -192,7 +192,7 @@ async fn name(
     // Digests in metadata spare a later `head` (and fsck) a read of the bytes; not worth failing
     // the put over (a staging object that is gone fails the link below).
     if let Err(e) = tagged {
-        tracing::warn!(staging, error = %e, "linking a blob without its digests in metadata");
+        tracing::warn!(staging, error = %e.report(), "linking a blob without its digests in metadata");
     }
     let aliases = aliases?;
     if let Some(h) = there? {
@@ -209,7 +209,7 @@ async fn name(
     {
         Ok(_) => {}
         Err(e) if api_error(&e).is_some_and(|a| a.code == "SnaplinksDisabledError") => {
-            tracing::warn!(error = %e,
+            tracing::warn!(error = %e.report(),
                 "the server stopped linking: publishing by one PUT, and spooling later large puts");
             backend.links.set(REFUSED);
             // Its own publish writes the markers again and reports a dedupe hit as such.
@@ -309,7 +309,9 @@ pub(crate) async fn sweep(backend: &MantaBackend, max_age: Duration) -> Result<u
         match backend.client.delete(&path).await {
             Ok(true) => removed += 1,
             Ok(false) => {}
-            Err(e) => tracing::warn!(%path, error = %e, "could not delete a staging leftover"),
+            Err(e) => {
+                tracing::warn!(%path, error = %e.report(), "could not delete a staging leftover")
+            }
         }
     }
     Ok(removed)

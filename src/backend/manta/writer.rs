@@ -99,7 +99,7 @@ impl MantaWriter {
         let stage = match staging::usable(&self.backend).await {
             Ok(stage) => stage,
             Err(e) => {
-                tracing::warn!(error = %e, "cannot tell whether the server links; spooling");
+                tracing::warn!(error = %e.report(), "cannot tell whether the server links; spooling");
                 false
             }
         };

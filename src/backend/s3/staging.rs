@@ -105,7 +105,7 @@ impl Staged {
         let named = name(inner, &path, d).await;
         // The staging object goes whatever happened; if deleting fails, sweep removes it later.
         if let Err(e) = inner.store.delete(&path).await {
-            tracing::warn!(backend = %inner.describe, staging = %path, error = %e,
+            tracing::warn!(backend = %inner.describe, staging = %path, error = %crate::ErrorReport::new(&e),
                 "could not delete a staging object; fsck's sweep will");
         }
         named
@@ -127,7 +127,7 @@ async fn name(inner: &Inner, staging: &Path, d: &Digests) -> Result<Committed> {
             }
             Err(e) if !refused(&e) => return Err(backend_error(&inner.describe, "copy", e)),
             Err(e) => {
-                tracing::warn!(backend = %inner.describe, error = %e,
+                tracing::warn!(backend = %inner.describe, error = %crate::ErrorReport::new(&e),
                     "the server refused CopyObject: copying through the client, and spooling later large puts");
                 inner.copy.set(REFUSED);
             }

@@ -181,7 +181,7 @@ impl BlobWriter for S3Writer {
             // store verified the bytes against.
             if expected != Some(BlobKey::new(digests.sha512)) {
                 if let Err(e) = up.abort(&inner.describe).await {
-                    tracing::warn!(backend = %inner.describe, error = %e, "aborting a multipart upload failed");
+                    tracing::warn!(backend = %inner.describe, error = %e.report(), "aborting a multipart upload failed");
                 }
                 return Err(Error::InvalidInput(
                     "commit under another key than the upload was started for".into(),
@@ -260,7 +260,7 @@ pub(crate) async fn put_create(
             Err(e) if is_transport(&e) && attempt < retries => {
                 attempt += 1;
                 replayed |= may_have_landed(&e);
-                tracing::debug!(error = %e, attempt, object = %path, "retrying a create-only PUT");
+                tracing::debug!(error = %crate::ErrorReport::new(&e), attempt, object = %path, "retrying a create-only PUT");
                 tokio::time::sleep(Duration::from_millis(100 << attempt.min(4))).await;
             }
             other => {
@@ -415,7 +415,7 @@ impl Upload {
             Ok(()) => self.complete(describe).await,
             Err(e) => {
                 if let Err(abort) = self.abort(describe).await {
-                    tracing::warn!(backend = %describe, error = %abort, "could not abort a failed multipart upload");
+                    tracing::warn!(backend = %describe, error = %abort.report(), "could not abort a failed multipart upload");
                 }
                 Err(e)
             }
@@ -439,7 +439,7 @@ impl Drop for Upload {
             if let Ok(handle) = tokio::runtime::Handle::try_current() {
                 handle.spawn(async move {
                     if let Err(e) = w.abort().await {
-                        tracing::warn!(error = %e, "aborting an abandoned multipart upload failed");
+                        tracing::warn!(error = %crate::ErrorReport::new(&e), "aborting an abandoned multipart upload failed");
                     }
                 });
             }

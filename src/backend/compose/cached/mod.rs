@@ -140,7 +140,7 @@ impl Cached {
             Ok(Some(ledger)) => ledger,
             Ok(None) => Arc::new(MemoryLedger::default()) as Arc<dyn CacheLedger>,
             Err(e) => {
-                tracing::warn!(local = %local.describe(), error = %e,
+                tracing::warn!(local = %local.describe(), error = %e.report(),
                     "cannot open the cache tier's ledger; keeping one in memory");
                 Arc::new(MemoryLedger::default())
             }

@@ -36,7 +36,7 @@ impl Drop for Inner {
     fn drop(&mut self) {
         let uses = std::mem::take(&mut self.uses().list);
         if let Err(e) = self.ledger.touch(&uses) {
-            tracing::warn!(local = %self.local.describe(), error = %e, "cannot record cache uses");
+            tracing::warn!(local = %self.local.describe(), error = %e.report(), "cannot record cache uses");
         }
     }
 }

@@ -92,8 +92,8 @@ impl Union {
                 },
                 Some(Err(e)) => {
                     let replica = self.replicas[self.at].describe();
-                    tracing::warn!(%replica, error = %e, "replica list failed");
-                    self.failures.push(format!("{replica}: {e}"));
+                    tracing::warn!(%replica, error = %e.report(), "replica list failed");
+                    self.failures.push(format!("{replica}: {}", e.report()));
                     if let Err(e) = self.end_replica() {
                         return Some(Err(e));
                     }

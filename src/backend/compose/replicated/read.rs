@@ -40,11 +40,11 @@ impl Replicated {
                 Ok(Some(found)) => return Ok(Some(found)),
                 Ok(None) => answered = true,
                 Err(e) if e.kind() == ErrorKind::Unsupported => {
-                    tracing::debug!(replica = %replica.describe(), error = %e, "replica cannot answer");
+                    tracing::debug!(replica = %replica.describe(), error = %e.report(), "replica cannot answer");
                     unsupported = Some(e);
                 }
                 Err(e) => {
-                    tracing::debug!(replica = %replica.describe(), error = %e, "replica read failed");
+                    tracing::debug!(replica = %replica.describe(), error = %e.report(), "replica read failed");
                     last_err = Some(e);
                 }
             }
@@ -126,7 +126,7 @@ impl Replicated {
                     first_bad.get_or_insert((bytes.len(), found));
                 }
                 Err(e) => {
-                    tracing::warn!(blob = %key, replica = %replica.describe(), error = %e, "replica read failed");
+                    tracing::warn!(blob = %key, replica = %replica.describe(), error = %e.report(), "replica read failed");
                     last_err = Some(e);
                 }
             }
@@ -135,7 +135,7 @@ impl Replicated {
             // No copy verifies, but a replica could not be read and its copy may be good: its
             // error, not a verdict of corrupt (which fsck would act on by quarantining).
             (Some(_), Some(e)) => {
-                tracing::warn!(blob = %key, error = %e, "no copy verified, and a replica could not be read");
+                tracing::warn!(blob = %key, error = %e.report(), "no copy verified, and a replica could not be read");
                 Err(e)
             }
             // Every replica answered and none verifies: the blob is corrupt (and fsck can

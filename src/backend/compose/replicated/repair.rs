@@ -70,8 +70,8 @@ impl Replicated {
                     tracing::info!(blob = %key, replica = %replica.describe(), replace, "repaired replica")
                 }
                 Err(e) => {
-                    tracing::warn!(blob = %key, replica = %replica.describe(), error = %e, "repair failed");
-                    failed.push((i, format!("{} {key}: {e}", replica.describe())));
+                    tracing::warn!(blob = %key, replica = %replica.describe(), error = %e.report(), "repair failed");
+                    failed.push((i, format!("{} {key}: {}", replica.describe(), e.report())));
                 }
             }
         }
@@ -109,7 +109,7 @@ impl Replicated {
             match done {
                 Ok(m) => moved |= m,
                 Err(e) => {
-                    tracing::warn!(blob = %key, replica = %replica.describe(), error = %e, "copy left in place: not checked");
+                    tracing::warn!(blob = %key, replica = %replica.describe(), error = %e.report(), "copy left in place: not checked");
                     first_err.get_or_insert(e);
                 }
             }
@@ -137,7 +137,7 @@ impl Replicated {
                     tracing::info!(blob = %key, replica = %replica.describe(), "deleted meanwhile: repair undone")
                 }
                 Err(e) => {
-                    tracing::warn!(blob = %key, replica = %replica.describe(), error = %e, "cannot undo a repair of a deleted blob")
+                    tracing::warn!(blob = %key, replica = %replica.describe(), error = %e.report(), "cannot undo a repair of a deleted blob")
                 }
             }
         }
@@ -242,7 +242,7 @@ impl Replicated {
                     targets.push((i, true));
                     found.push(format!("{}: {f}", replica.describe()));
                 }
-                Err(e) => found.push(format!("{}: {e}", replica.describe())),
+                Err(e) => found.push(format!("{}: {}", replica.describe(), e.report())),
             }
         }
         let Some(bytes) = good else {
@@ -261,8 +261,8 @@ impl Replicated {
         let digests = match hashed {
             Ok(d) => d,
             Err(e) => {
-                tracing::warn!(blob = %key, error = %e, "repair failed");
-                out.failed.push(format!("{key}: {e}"));
+                tracing::warn!(blob = %key, error = %e.report(), "repair failed");
+                out.failed.push(format!("{key}: {}", e.report()));
                 return out;
             }
         };
@@ -303,7 +303,7 @@ pub(crate) async fn put_copy(
     while let Some(chunk) = chunks.next().await {
         if let Err(e) = async { w.write(chunk?).await }.await {
             if let Err(abort) = w.abort().await {
-                tracing::warn!(blob = %key, backend = %backend.describe(), error = %abort, "abort after a failed copy failed");
+                tracing::warn!(blob = %key, backend = %backend.describe(), error = %abort.report(), "abort after a failed copy failed");
             }
             return Err(e);
         }

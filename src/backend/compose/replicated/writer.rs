@@ -37,7 +37,11 @@ pub(super) async fn begin_put(backend: &Replicated, hint: &PutHint) -> Result<Bo
     for (i, s) in starts.into_iter().enumerate() {
         match s {
             Ok(w) => lanes.push(Lane::spawn(i, w)),
-            Err(e) => failures.push(format!("{}: {e}", backend.replicas[i].describe())),
+            Err(e) => failures.push(format!(
+                "{}: {}",
+                backend.replicas[i].describe(),
+                e.report()
+            )),
         }
     }
     let writer = ReplicatedWriter {
@@ -70,7 +74,7 @@ impl Lane {
                     Msg::Chunk(c) => {
                         if let Err(e) = writer.write(c).await {
                             if let Err(abort) = writer.abort().await {
-                                tracing::warn!(error = %abort, "abort after a failed write failed");
+                                tracing::warn!(error = %abort.report(), "abort after a failed write failed");
                             }
                             return Err(e);
                         }
@@ -135,14 +139,14 @@ impl ReplicatedWriter {
                         let removed = replicas[replica].delete(&key).await;
                         removed
                             .err()
-                            .map(|e| format!("deleted since; removing it failed: {e}"))
+                            .map(|e| format!("deleted since; removing it failed: {}", e.report()))
                     }
                     Ok(Ok(Committed::Stored)) => {
                         published.push(replica);
                         None
                     }
                     Ok(Ok(_)) => None,
-                    Ok(Err(e)) => Some(e.to_string()),
+                    Ok(Err(e)) => Some(e.report().to_string()),
                     Err(e) => Some(e.to_string()),
                 };
                 if let Some(error) = failed {
@@ -165,7 +169,7 @@ impl ReplicatedWriter {
                         tracing::info!(backend = %describe, replica = %name, blob = %key, "late copy of a blob deleted by another process removed")
                     }
                     Err(e) => {
-                        tracing::warn!(backend = %describe, replica = %name, blob = %key, error = %e, "late copy of a blob deleted by another process could not be removed")
+                        tracing::warn!(backend = %describe, replica = %name, blob = %key, error = %e.report(), "late copy of a blob deleted by another process could not be removed")
                     }
                 }
             }
@@ -208,7 +212,7 @@ impl BlobWriter for ReplicatedWriter {
         for pos in dead.into_iter().rev() {
             let lane = self.lanes.remove(pos);
             let why = match lane.task.await {
-                Ok(Err(e)) => e.to_string(),
+                Ok(Err(e)) => e.report().to_string(),
                 Ok(Ok(_)) => "committed early".into(),
                 Err(e) => format!("task failed: {e}"),
             };
@@ -240,7 +244,7 @@ impl BlobWriter for ReplicatedWriter {
                 }
                 Ok(Err(e)) => {
                     let name = self.replica_name(replica);
-                    self.failures.push(format!("{name}: {e}"));
+                    self.failures.push(format!("{name}: {}", e.report()));
                 }
                 Err(e) => {
                     let name = self.replica_name(replica);
@@ -274,7 +278,7 @@ impl BlobWriter for ReplicatedWriter {
         for (replica, c) in &committed {
             if *c == Committed::Stored {
                 if let Err(e) = self.backend.replicas[*replica].delete(&key).await {
-                    tracing::warn!(blob = %key, replica = %self.replica_name(*replica), error = %e, "rollback of a partial put failed");
+                    tracing::warn!(blob = %key, replica = %self.replica_name(*replica), error = %e.report(), "rollback of a partial put failed");
                 }
             }
         }
@@ -288,7 +292,7 @@ impl BlobWriter for ReplicatedWriter {
             match lane.task.await {
                 // The lane's own "upload aborted" (InvalidInput) is the expected outcome.
                 Ok(Err(e)) if e.kind() != ErrorKind::InvalidInput => {
-                    tracing::warn!(replica = %self.replica_name(lane.replica), error = %e, "replica abort failed")
+                    tracing::warn!(replica = %self.replica_name(lane.replica), error = %e.report(), "replica abort failed")
                 }
                 Err(e) => {
                     tracing::warn!(replica = %self.replica_name(lane.replica), error = %e, "replica task failed")
