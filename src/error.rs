@@ -1,8 +1,9 @@
 //! The one error type of the library, with an [`ErrorKind`] a caller can match on.
 //!
-//! Every variant carries enough context to be printed as one line that names the address and what was
-//! expected versus what was found: integrity errors that do not say which blob they are about are the
-//! most common complaint about npm's cache (see the project notes).
+//! Every variant carries enough context to be printed (with its causes, by [`Error::report`]) as
+//! one line that names the address and what was expected versus what was found: integrity errors
+//! that do not say which blob they are about are the most common complaint about npm's cache (see
+//! the project notes).
 //!
 //! An error states its cause once: a variant's `Display` says what failed at its own layer, and
 //! the underlying error is returned by [`std::error::Error::source`], not repeated in the text.
