@@ -260,6 +260,18 @@ impl CouchClient {
         Error::backend(self.backend_name(), message)
     }
 
+    /// A request that failed below HTTP (refused, reset, DNS, TLS): `what` was being done, and the
+    /// client's error is the source, so that a report names the cause ("Connection refused"),
+    /// where its own text says only "error sending request". `without_url`: the URL has no
+    /// credentials, but errors stay short and uniform.
+    fn request_failed(&self, what: &str, e: reqwest::Error) -> Error {
+        Error::Backend {
+            backend: self.backend_name(),
+            message: what.to_string(),
+            source: Some(Box::new(e.without_url())),
+        }
+    }
+
     /// The backend errors about this source name: `couch <source>`, credentials redacted.
     fn backend_name(&self) -> String {
         format!("couch {}", self.source)
@@ -271,10 +283,10 @@ impl CouchClient {
         what: &str,
         req: reqwest::RequestBuilder,
     ) -> std::result::Result<Option<reqwest::Response>, FetchError> {
-        let resp = req.send().await.map_err(|e| {
-            // `without_url`: the URL has no credentials, but keep errors short and uniform.
-            FetchError::Transient(self.error(format!("{what}: {}", e.without_url())))
-        })?;
+        let resp = req
+            .send()
+            .await
+            .map_err(|e| FetchError::Transient(self.request_failed(what, e)))?;
         let status = resp.status();
         if status.is_success() {
             return Ok(Some(resp));
@@ -334,9 +346,7 @@ impl CouchClient {
                 ),
                 max,
             })),
-            Err(NotWhole::Failed(e)) => Err(FetchError::Transient(
-                self.error(format!("{what}: {}", e.without_url())),
-            )),
+            Err(NotWhole::Failed(e)) => Err(FetchError::Transient(self.request_failed(what, e))),
         }
     }
 

@@ -664,3 +664,26 @@ async fn a_store_that_takes_no_writes_stops_the_run_and_rejects_no_tarball() {
     let problems = problems.unwrap_or_default();
     assert!(!problems.contains("rejected"), "{problems}");
 }
+
+/// A server that cannot be reached is named with the cause, not only with reqwest's own "error
+/// sending request", which says nothing of why: the client's error is the source of the
+/// migration's, and its report reaches the reason (here a refused connection).
+#[tokio::test]
+async fn an_unreachable_server_is_reported_with_its_cause() {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = closed.local_addr().expect("port").port();
+    drop(closed);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = format!("http://127.0.0.1:{port}/registry");
+    let err = match migration(&url, dir.path(), |_| {}).await.run().await {
+        Ok(s) => panic!("migrated from a closed port: {s:?}"),
+        Err(e) => e,
+    };
+    assert_eq!(err.kind(), ErrorKind::Backend, "{err}");
+    let report = err.report().to_string();
+    assert!(report.contains("GET database"), "{report}");
+    assert!(
+        report.to_lowercase().contains("connection refused"),
+        "{report}"
+    );
+}
