@@ -37,9 +37,7 @@ impl Throttled {
             pacer: Arc::new(Pacer::new(per_second)),
         }
     }
-}
 
-impl Throttled {
     /// A read of the inner backend, paced: a blob rate takes its slot before the read, a byte
     /// rate as each chunk arrives.
     async fn paced(
