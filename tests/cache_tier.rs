@@ -10,12 +10,12 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use futures::TryStreamExt;
-use tarvault::backend::compose::{Cached, CachedOptions};
+use tarvault::backend::compose::{Cached, CachedOptions, Replicated, ReplicatedOptions};
 use tarvault::backend::fs::{FsBackend, FsOptions};
 use tarvault::backend::{
     AliasRebuild, Backend, BlobKey, BlobStat, BlobWriter, GetResult, PutHint, RebuildOptions,
 };
-use tarvault::{PutOptions, Store};
+use tarvault::{FsckOptions, PutOptions, Store};
 
 use common::{addr, key_of, noise, sha512_sri};
 
@@ -383,7 +383,7 @@ async fn a_pass_over_a_cached_store_checks_the_remote_and_leaves_the_tier_alone(
     common::corrupt_blob(&fs(&dir.path().join("remote")), &bad, false);
 
     let report = Store::new(cache.clone())
-        .fsck(&tarvault::FsckOptions::default())
+        .fsck(&FsckOptions::default())
         .await
         .expect("fsck");
     assert_eq!((report.checked, report.ok), (6, 5));
@@ -416,4 +416,80 @@ async fn a_pass_over_a_cached_store_checks_the_remote_and_leaves_the_tier_alone(
     assert_eq!(copied.len(), 5);
     assert!(!copied.contains(&bad), "the remote's bad copy was copied");
     assert_eq!(on_disk(dir.path()).await, held, "a pass filled the tier");
+}
+
+/// A replicated store whose first replica is a cached store: fsck reads that replica's store of
+/// record, not its tier, and so does a repair and the check before a quarantine. A remote copy
+/// gone bad behind a good tier copy is found and replaced, one with no good copy left anywhere is
+/// quarantined, and no pass fills the tier.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pass_over_a_replicated_store_reads_a_cached_replica_around_its_tier() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (remote_dir, other_dir) = (dir.path().join("remote"), dir.path().join("other"));
+    let blobs = seed(&remote_dir, 6, 12).await;
+    seed(&other_dir, 6, 12).await;
+    let (remote, other) = (fs(&remote_dir), fs(&other_dir));
+    let capacity = 4 * SIZE as u64;
+    let cache = cached(dir.path(), capacity).await;
+    read(&cache, &blobs[0]).await;
+    read(&cache, &blobs[1]).await;
+    let held = 2 * SIZE as u64;
+    let behind_the_tier = key_of(&blobs[1]);
+    common::corrupt_blob(&remote, &behind_the_tier, false);
+    let replicated = Replicated::new(
+        vec![Arc::new(cache.clone()), Arc::new(other.clone())],
+        ReplicatedOptions {
+            read_repair: false,
+            ..Default::default()
+        },
+    )
+    .expect("replicated");
+    let store = Store::new(replicated.clone());
+
+    // Every blob has a good copy (the other replica's); nothing was read into the tier.
+    let report = store.fsck(&FsckOptions::default()).await.expect("fsck");
+    assert_eq!((report.checked, report.ok), (6, 6), "{report:?}");
+    assert_eq!(cache.stats().fetches, 2, "fsck filled the tier");
+    assert_eq!(on_disk(dir.path()).await, held);
+
+    // A verifying repair finds the remote's bad copy behind the tier's good one.
+    let repaired = replicated.repair(true, 2).await.expect("repair");
+    assert_eq!(
+        (repaired.blobs, repaired.replaced, repaired.copied),
+        (6, 1, 0),
+        "{repaired:?}"
+    );
+    let replaced =
+        common::read_verified(&Store::new(remote.clone()), &addr(&sha512_sri(&blobs[1]))).await;
+    assert_eq!(
+        &replaced[..],
+        &blobs[1][..],
+        "the remote's copy was replaced"
+    );
+    assert_eq!(cache.stats().fetches, 2, "repair filled the tier");
+
+    // Both copies of record of a cached blob go bad: fsck finds it corrupt although the tier's
+    // copy is good, and the quarantine takes every bad copy out, the tier's too.
+    let lost = key_of(&blobs[0]);
+    common::corrupt_blob(&remote, &lost, true);
+    common::corrupt_blob(&other, &lost, true);
+    let options = FsckOptions {
+        quarantine: true,
+        ..Default::default()
+    };
+    let report = store.fsck(&options).await.expect("fsck");
+    let corrupt: Vec<_> = report.corrupt.iter().map(|c| c.address.clone()).collect();
+    assert_eq!(corrupt, vec![lost.to_string()], "{report:?}");
+    for (name, backend) in [("remote", &remote), ("other", &other)] {
+        assert!(
+            backend.head(&lost).await.expect("head").is_none(),
+            "{name} still serves its bad copy"
+        );
+    }
+    let tier = fs(&dir.path().join("cache"));
+    assert!(
+        tier.head(&lost).await.expect("head").is_none(),
+        "the tier's copy was left"
+    );
+    assert_eq!(cache.stats().fetches, 2, "fsck filled the tier");
 }

@@ -1467,7 +1467,7 @@ async fn read_repair_on_fs_replicas() {
 /// ranges are cut from the held copy, a cache miss fills the local tier and the next read hits.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn blobs_over_the_memory_limit_are_held_on_disk_and_still_verified() {
-    use tarvault::backend::compose::verify::{fetch_verified, Fetched, Held, MEMORY_MAX};
+    use tarvault::backend::compose::verify::{fetch_verified, Fetched, Held, Read, MEMORY_MAX};
     let data = noise(MEMORY_MAX as usize + 3 * 1024 * 1024 + 17, 77);
     let key = key_of(&data);
 
@@ -1488,14 +1488,20 @@ async fn blobs_over_the_memory_limit_are_held_on_disk_and_still_verified() {
     let mut bad = data.clone();
     bad[MEMORY_MAX as usize + 5] ^= 0x40;
     assert!(mems[0].corrupt_for_test(&key, Bytes::from(bad)));
-    match fetch_verified(&mems[0], &key).await.expect("fetch") {
+    match fetch_verified(&mems[0], &key, Read::Served)
+        .await
+        .expect("fetch")
+    {
         Fetched::Bad(Held::File { len, .. }, found) => {
             assert_eq!(len, data.len() as u64);
             assert!(found.starts_with("sha512-"), "{found}");
         }
         other => panic!("expected a bad copy held on disk, got {other:?}"),
     }
-    match fetch_verified(&mems[1], &key).await.expect("fetch") {
+    match fetch_verified(&mems[1], &key, Read::Served)
+        .await
+        .expect("fetch")
+    {
         Fetched::Good(held @ Held::File { .. }) => assert_eq!(held.len(), data.len() as u64),
         other => panic!("expected a good copy held on disk, got {other:?}"),
     }
@@ -1677,7 +1683,7 @@ async fn immediate_answers_come_from_the_first_local_copy() {
 /// copy damaged in the tier still fails that check, is dropped and is read from the remote again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cache_tier_hit_is_checked_against_its_record_and_hands_it_on() {
-    use tarvault::backend::compose::verify::{fetch_checked, fetch_verified, Fetched};
+    use tarvault::backend::compose::verify::{fetch_checked, fetch_verified, Fetched, Read};
     let dir = tempfile::tempdir().expect("tempdir");
     let (tier, remote) = (fs_in(dir.path(), "tier"), fs_in(dir.path(), "remote"));
     let data = noise(300_000, 77);
@@ -1702,10 +1708,20 @@ async fn a_cache_tier_hit_is_checked_against_its_record_and_hands_it_on() {
         assert!(got.verified_whole.is_some(), "{round}");
     }
     assert_eq!(cached.stats().hits, 1);
-    match fetch_checked(&tier, &key).await.expect("fetch") {
+    match fetch_checked(&tier, &key, Read::Served)
+        .await
+        .expect("fetch")
+    {
         (Fetched::Good(_), Some(record)) => assert_eq!(record, common::digests_of(&data)),
         other => panic!("a good copy and its record: {other:?}"),
     }
+    // A pass's read is checked against the key and vouches for no record.
+    assert!(matches!(
+        fetch_checked(&tier, &key, Read::OfRecord)
+            .await
+            .expect("fetch"),
+        (Fetched::Good(_), None)
+    ));
     // A record from a backend whose records are not trusted (a remote server's): the copy is
     // checked against the key, and no record is vouched for.
     let untrusted = Faulty::new(MemoryBackend::new());
@@ -1714,23 +1730,31 @@ async fn a_cache_tier_hit_is_checked_against_its_record_and_hands_it_on() {
         .await
         .expect("put");
     assert!(matches!(
-        fetch_checked(&untrusted, &key).await.expect("fetch"),
+        fetch_checked(&untrusted, &key, Read::Served)
+            .await
+            .expect("fetch"),
         (Fetched::Good(_), Some(_))
     ));
     untrusted.knobs.distrusted.store(true, Ordering::SeqCst);
     assert!(matches!(
-        fetch_checked(&untrusted, &key).await.expect("fetch"),
+        fetch_checked(&untrusted, &key, Read::Served)
+            .await
+            .expect("fetch"),
         (Fetched::Good(_), None)
     ));
     // The tier's copy damaged: the record's blake3 no longer matches, the copy is dropped, and
     // the remote's serves the read.
     common::corrupt_blob(&tier, &key, false);
     assert!(matches!(
-        fetch_checked(&tier, &key).await.expect("fetch"),
+        fetch_checked(&tier, &key, Read::Served)
+            .await
+            .expect("fetch"),
         (Fetched::Bad(..), None)
     ));
     assert!(matches!(
-        fetch_verified(&tier, &key).await.expect("fetch"),
+        fetch_verified(&tier, &key, Read::OfRecord)
+            .await
+            .expect("fetch"),
         Fetched::Bad(..)
     ));
     let read = common::read_verified(&Store::new(cached.clone()), &addr(&sha512_sri(&data))).await;

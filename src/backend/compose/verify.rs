@@ -134,10 +134,22 @@ pub enum Fetched {
     Bad(Held, String),
 }
 
+/// Which of a backend's reads a fetch makes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Read {
+    /// [`Backend::get`]: what a reader is served, through any cache tier (and filling it).
+    Served,
+    /// [`Backend::get_uncached`]: the store of record's copy, for a pass over the store (fsck,
+    /// a replicated store's repair), which must check that copy and not a cache tier's, and
+    /// must not fill a tier with every blob it reads. No record comes with such a read: the copy
+    /// is checked against its key.
+    OfRecord,
+}
+
 /// Reads `key` whole from `backend` and verifies it (sha512 against the key). The copy is held
 /// in memory or, above [`MEMORY_MAX`], in a temporary file (see the module docs).
-pub async fn fetch_verified(backend: &dyn Backend, key: &BlobKey) -> Result<Fetched> {
-    Ok(fetch(backend, key, &[Algorithm::Sha512]).await?.0)
+pub async fn fetch_verified(backend: &dyn Backend, key: &BlobKey, read: Read) -> Result<Fetched> {
+    Ok(fetch(backend, key, &[Algorithm::Sha512], read).await?.0)
 }
 
 /// [`fetch_verified`] for a copy that is to be served, as a store's own read would check it: from
@@ -146,13 +158,22 @@ pub async fn fetch_verified(backend: &dyn Backend, key: &BlobKey) -> Result<Fetc
 /// faster than sha512) once the record is seen to name this key and size; otherwise against the
 /// key. With a good copy, the record it was checked against, if it was: a store reading through
 /// the wrapper then checks the bytes it serves against that blake3 too, where it would otherwise
-/// hash them with sha512 a second time. Not for scrubs and repairs, which check the sha512 itself.
+/// hash them with sha512 a second time. A read [`OfRecord`](Read::OfRecord) brings no record and
+/// is checked against the key, as scrubs and repairs must check it.
 pub async fn fetch_checked(
     backend: &dyn Backend,
     key: &BlobKey,
+    read: Read,
 ) -> Result<(Fetched, Option<Digests>)> {
-    let (fetched, _, record) =
-        fetch_within(backend, key, &[Algorithm::Sha512], budget::held(), true).await?;
+    let (fetched, _, record) = fetch_within(
+        backend,
+        key,
+        &[Algorithm::Sha512],
+        budget::held(),
+        read,
+        true,
+    )
+    .await?;
     let record = record.filter(|_| matches!(fetched, Fetched::Good(_)));
     Ok((fetched, record))
 }
@@ -164,8 +185,9 @@ pub async fn fetch_checked(
 pub async fn fetch_for_copy(
     backend: &dyn Backend,
     key: &BlobKey,
+    read: Read,
 ) -> Result<(Fetched, Option<Digests>)> {
-    let (fetched, set) = fetch(backend, key, &Digests::ALGORITHMS).await?;
+    let (fetched, set) = fetch(backend, key, &Digests::ALGORITHMS, read).await?;
     let digests = match (&fetched, set) {
         (Fetched::Good(_), Some(set)) => Some(set.digests()?),
         _ => None,
@@ -178,26 +200,34 @@ async fn fetch(
     backend: &dyn Backend,
     key: &BlobKey,
     algorithms: &[Algorithm],
+    read: Read,
 ) -> Result<(Fetched, Option<DigestSet>)> {
-    let (fetched, set, _) = fetch_within(backend, key, algorithms, budget::held(), false).await?;
+    let (fetched, set, _) =
+        fetch_within(backend, key, algorithms, budget::held(), read, false).await?;
     Ok((fetched, set))
 }
 
 /// [`fetch`], holding the copy in memory only while `held_budget` has room for it; with
-/// `by_record`, checked against a trusted record's blake3 where [`fetch_checked`] says, and that
-/// record returned.
+/// `by_record`, a [`Served`](Read::Served) copy is checked against a trusted record's blake3
+/// where [`fetch_checked`] says, and that record returned.
 async fn fetch_within(
     backend: &dyn Backend,
     key: &BlobKey,
     algorithms: &[Algorithm],
     held_budget: &Arc<ReadBudget>,
+    read: Read,
     by_record: bool,
 ) -> Result<(Fetched, Option<DigestSet>, Option<Digests>)> {
-    let Some(got) = backend.get(key, None).await? else {
+    let got = match read {
+        Read::Served => backend.get(key, None).await?,
+        Read::OfRecord => backend.get_uncached(key).await?,
+    };
+    let Some(got) = got else {
         return Ok((Fetched::Missing, None, None));
     };
     let record = got.digests.filter(|d| {
         by_record
+            && read == Read::Served
             && backend.recorded_digests_trusted().is_some()
             && d.sha512 == *key.as_bytes()
             && d.size == got.size
@@ -519,7 +549,8 @@ mod tests {
         assert!(matches!(get(keys[1]).await, Held::Memory(_)), "room again");
         drop(second);
         // Fetched whole in one chunk: held as it is, uncharged.
-        let whole = fetch_within(&backend, &keys[0], &[Algorithm::Sha512], &budget, false).await;
+        let sha512 = &[Algorithm::Sha512];
+        let whole = fetch_within(&backend, &keys[0], sha512, &budget, Read::Served, false).await;
         let whole = whole.map(|(fetched, _, _)| held(fetched));
         assert!(matches!(whole, Ok(Held::Memory(_))));
         assert_eq!(budget.used(), 0, "the backend's own bytes");

@@ -10,7 +10,7 @@ use futures::future::{BoxFuture, FutureExt, Shared};
 
 use super::{Cached, Inner};
 use crate::backend::compose::replicated::put_copy;
-use crate::backend::compose::verify::{fetch_for_copy, Fetched, Held};
+use crate::backend::compose::verify::{fetch_for_copy, Fetched, Held, Read};
 use crate::backend::ledger::micros;
 use crate::backend::BlobKey;
 use crate::integrity::Digests;
@@ -121,7 +121,7 @@ impl Inner {
         // Before the remote read: a delete in another process after this may be of the bytes read.
         let began = micros(SystemTime::now());
         // The sha1/blake3 the cache tier records are hashed with the verifying sha512, in one pass.
-        let (fetched, digests) = fetch_for_copy(&*self.remote, &key).await?;
+        let (fetched, digests) = fetch_for_copy(&*self.remote, &key, Read::Served).await?;
         match fetched {
             Fetched::Missing => Ok(None),
             Fetched::Bad(bytes, found) => {

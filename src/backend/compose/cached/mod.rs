@@ -41,7 +41,7 @@ use self::fill::Flight;
 use self::lru::MemoryLedger;
 use self::record::Uses;
 use super::fan_out::{rebuild_each, Filter};
-use super::verify::{fetch_checked, refused, size_confirmed, slice, Fetched, Held};
+use super::verify::{fetch_checked, refused, size_confirmed, slice, Fetched, Held, Read};
 use crate::backend::{
     AliasRebuild, Backend, BlobKey, BlobStat, BlobWriter, CacheLedger, GetResult, Misplaced,
     PutHint,
@@ -262,7 +262,7 @@ impl Cached {
     /// The bytes of `key` from the local tier, if it holds a copy that verifies, with the record
     /// it was checked against (see [`fetch_checked`]).
     async fn read_local(&self, key: &BlobKey) -> Option<(Held, Option<Digests>)> {
-        match fetch_checked(&*self.inner.local, key).await {
+        match fetch_checked(&*self.inner.local, key, Read::Served).await {
             Ok((Fetched::Good(bytes), record)) => {
                 self.inner.used(key, bytes.len()).await;
                 Some((bytes, record))
@@ -364,7 +364,7 @@ impl Backend for Cached {
             // by a race with another process's eviction, or a copy that vanished): forget it, so
             // that the next read fills again, and serve from the remote directly.
             self.inner.forget(key).await;
-            return match fetch_checked(&*self.inner.remote, key).await? {
+            return match fetch_checked(&*self.inner.remote, key, Read::Served).await? {
                 (Fetched::Missing, _) => Ok(None),
                 (Fetched::Good(b), record) => slice(b, range, record).map(Some),
                 (Fetched::Bad(b, found), _) => refused(key, b.len(), range, &found).map(Some),

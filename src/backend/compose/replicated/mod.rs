@@ -34,7 +34,7 @@ use async_trait::async_trait;
 use futures::stream::{BoxStream, FuturesUnordered, StreamExt};
 
 use super::fan_out::{rebuild_each, Filter};
-use super::verify::size_confirmed;
+use super::verify::{size_confirmed, Read};
 use crate::backend::{
     AliasRebuild, Backend, BlobKey, BlobStat, BlobWriter, GetResult, Misplaced, PutHint,
 };
@@ -135,7 +135,14 @@ impl Backend for Replicated {
     }
 
     async fn get(&self, key: &BlobKey, range: Option<Range<u64>>) -> Result<Option<GetResult>> {
-        self.read(key, range).await
+        self.read(key, range, Read::Served).await
+    }
+
+    /// [`get`](Backend::get), reading each replica's store of record: a pass over a replicated
+    /// store checks a cached replica's remote copy and fills no tier. A bad copy is still
+    /// repaired from a good one (with `read_repair`).
+    async fn get_uncached(&self, key: &BlobKey) -> Result<Option<GetResult>> {
+        self.read(key, None, Read::OfRecord).await
     }
 
     /// The first replica's whose size its trusted record confirms; a copy without (cut short,

@@ -4,7 +4,9 @@ use std::future::Future;
 use std::ops::Range;
 
 use super::Replicated;
-use crate::backend::compose::verify::{fetch_checked, fetch_for_copy, refused, slice, Fetched};
+use crate::backend::compose::verify::{
+    fetch_checked, fetch_for_copy, refused, slice, Fetched, Read,
+};
 use crate::backend::{Backend, BlobKey, BlobStat, GetResult};
 use crate::{Error, ErrorKind, Result};
 
@@ -86,11 +88,13 @@ impl Replicated {
     /// replicas before it that were missing or corrupt. With no copy that verifies: the error of a
     /// replica that could not be read if there is one (that replica's copy may be good, or be the
     /// only one), else a bad copy (the store reports the blob corrupt), else `None`: every
-    /// replica answered that it lacks the blob.
+    /// replica answered that it lacks the blob. `how` says which read each replica makes: a pass
+    /// ([`Read::OfRecord`]) reads a cached replica's store of record, not its tier.
     pub(super) async fn read(
         &self,
         key: &BlobKey,
         range: Option<Range<u64>>,
+        how: Read,
     ) -> Result<Option<GetResult>> {
         let mut to_fix = Vec::new();
         let mut first_bad = None;
@@ -106,9 +110,9 @@ impl Replicated {
             let fetched = self
                 .timed(async {
                     if repair {
-                        fetch_for_copy(&**replica, key).await
+                        fetch_for_copy(&**replica, key, how).await
                     } else {
-                        fetch_checked(&**replica, key).await
+                        fetch_checked(&**replica, key, how).await
                     }
                 })
                 .await;

@@ -6,7 +6,9 @@ use serde::Serialize;
 
 use super::fence::Ticket;
 use super::Replicated;
-use crate::backend::compose::verify::{digests, fetch_for_copy, fetch_verified, Fetched, Held};
+use crate::backend::compose::verify::{
+    digests, fetch_for_copy, fetch_verified, Fetched, Held, Read,
+};
 use crate::backend::key_table::{self, KeyTable};
 use crate::backend::{Backend, BlobKey, Committed, PutHint, Sample};
 use crate::integrity::Digests;
@@ -94,7 +96,10 @@ impl Replicated {
         let mut moved = false;
         let mut first_err = None;
         for replica in self.replicas.iter() {
-            let done = match self.timed(fetch_verified(&**replica, key)).await {
+            let done = match self
+                .timed(fetch_verified(&**replica, key, Read::OfRecord))
+                .await
+            {
                 Ok(Fetched::Bad(_, found)) => {
                     tracing::warn!(blob = %key, replica = %replica.describe(), %found, "quarantining a corrupt copy");
                     replica.quarantine(key).await
@@ -226,9 +231,11 @@ impl Replicated {
                 continue;
             }
             let fetched = if copy_needed && good.is_none() {
-                fetch_for_copy(&**replica, &key).await
+                fetch_for_copy(&**replica, &key, Read::OfRecord).await
             } else {
-                fetch_verified(&**replica, &key).await.map(|f| (f, None))
+                fetch_verified(&**replica, &key, Read::OfRecord)
+                    .await
+                    .map(|f| (f, None))
             };
             match fetched {
                 Ok((Fetched::Good(b), d)) => {
