@@ -427,7 +427,7 @@ async fn put_range(store: &Store, range: Range<u64>) -> u64 {
         .collect();
     let mut stored = 0;
     for (i, r) in range.zip(store.put_batch(inputs).await) {
-        let outcome = r.unwrap_or_else(|e| panic!("put of blob {i} failed: {e}"));
+        let outcome = r.unwrap_or_else(|e| panic!("put of blob {i} failed: {}", e.report()));
         assert!(
             outcome.stored,
             "blob {i} was already stored: not a fresh store"
