@@ -196,7 +196,7 @@ async fn copy_one(
         Ok(Some(size)) => CopyEvent::Copied { key, size },
         Ok(None) => CopyEvent::Skipped { key },
         Err(error) => {
-            tracing::warn!(blob = %key, %error, "copy failed");
+            tracing::warn!(blob = %key, error = %error.report(), "copy failed");
             CopyEvent::Failed {
                 key: Some(key),
                 error,

@@ -311,7 +311,7 @@ impl Inner {
     /// Logs and counts an error of the local tier that the caller works around.
     fn local_failed(&self, key: &impl std::fmt::Display, error: &Error, what: &str) {
         self.local_errors.fetch_add(1, Ordering::Relaxed);
-        tracing::warn!(blob = %key, local = %self.local.describe(), %error, "{what}");
+        tracing::warn!(blob = %key, local = %self.local.describe(), error = %error.report(), "{what}");
     }
 
     async fn drop_local(&self, victims: &[BlobKey]) {
