@@ -548,3 +548,48 @@ capacity = "1MiB"
     assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
     assert!(text(&out.stderr).contains("quorum"));
 }
+
+/// A command that only reads refuses a member of a configuration where nothing is, as it refuses
+/// a plain path: a mistyped replica or remote is an error (exit 2), not a new, empty member
+/// answering "not found". A cache's local tier is still made where there is none, and `repair`,
+/// which writes, makes a new replica and fills it.
+#[test]
+fn a_read_refuses_a_configuration_member_where_nothing_is() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    let data = noise(20_000, 1001);
+    let file = d.join("blob.bin");
+    std::fs::write(&file, &data).expect("file");
+    let out = tv_in(d, "r0", &["put", path(&file)]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let sri = sha512_sri(&data);
+
+    let replicated = r#"{"replicated": {"replicas": ["r0", "r1"], "write_quorum": 1}}"#;
+    for args in [&["ls"][..], &["has", &sri], &["get", &sri], &["fsck"]] {
+        let out = tv_in(d, replicated, args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {out:?}");
+        assert!(text(&out.stderr).contains("r1"), "{}", text(&out.stderr));
+        assert!(!d.join("r1").exists(), "{args:?} made the missing replica");
+    }
+    let mistyped = r#"{"cached": {"local": "cache", "remote": "r0-typo"}}"#;
+    let out = tv_in(d, mistyped, &["has", &sri]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(!d.join("r0-typo").exists() && !d.join("cache").exists());
+
+    let cached = r#"{"cached": {"local": "cache", "remote": "r0"}}"#;
+    let out = tv_in(d, cached, &["get", &sri]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(out.stdout, data);
+    assert!(
+        d.join("cache").is_dir(),
+        "the tier is made as a read fills it"
+    );
+
+    let out = tv_in(d, replicated, &["repair"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = tv_in(d, "r1", &["has", &sri]);
+    assert!(
+        out.status.success(),
+        "repair filled the new replica: {out:?}"
+    );
+}

@@ -35,6 +35,7 @@ use std::sync::Arc;
 use futures::future::BoxFuture;
 use serde_json::{Map, Value};
 
+use super::Missing;
 use crate::backend::compose::{Cached, CachedOptions, Replicated, ReplicatedOptions};
 use crate::backend::Backend;
 use crate::units::{parse_duration, parse_size};
@@ -42,6 +43,22 @@ use crate::{Error, Result};
 
 /// Nesting deeper than this is taken to be a cycle (`@a` naming `@b` naming `@a`).
 const MAX_DEPTH: usize = 16;
+
+/// How deep a member sits, and what its filesystem stores do when nothing is at their path.
+#[derive(Debug, Clone, Copy)]
+struct Nest {
+    depth: usize,
+    missing: Missing,
+}
+
+impl Nest {
+    fn deeper(self) -> Nest {
+        Nest {
+            depth: self.depth + 1,
+            ..self
+        }
+    }
+}
 
 /// A store opened from configuration, with its wrapper type kept (for `repair`, cache stats).
 #[derive(Debug, Clone)]
@@ -89,14 +106,21 @@ pub fn is_config_spec(spec: &str) -> bool {
 /// Opens the composite store a configuration spec names, keeping its wrapper type (for
 /// `repair` and cache statistics); [`open_backend`](super::open_backend) forgets it.
 pub async fn open_typed(spec: &str) -> Result<Opened> {
-    open_depth(spec, 0).await
+    open_as(spec, Missing::Create).await
 }
 
-fn open_depth(spec: &str, depth: usize) -> BoxFuture<'_, Result<Opened>> {
+/// [`open_typed`], with what the filesystem stores among its members do when nothing is at
+/// their path: with [`Missing::Refuse`] (a command that only reads), every member must be
+/// there but a cache's local tier, which a read fills as it always does.
+pub(super) async fn open_as(spec: &str, missing: Missing) -> Result<Opened> {
+    open_depth(spec, Nest { depth: 0, missing }).await
+}
+
+fn open_depth(spec: &str, at: Nest) -> BoxFuture<'_, Result<Opened>> {
     Box::pin(async move {
         let source = load(spec)?;
         let member = select(&source)?;
-        build(member, &source, depth).await
+        build(member, &source, at).await
     })
 }
 
@@ -170,15 +194,15 @@ fn named<'a>(stores: &'a Map<String, Value>, name: &str) -> Result<&'a Value> {
         .ok_or_else(|| Error::Config(format!("no store named {name:?} in the configuration")))
 }
 
-fn build<'a>(member: &'a Value, source: &'a Source, depth: usize) -> BoxFuture<'a, Result<Opened>> {
+fn build<'a>(member: &'a Value, source: &'a Source, at: Nest) -> BoxFuture<'a, Result<Opened>> {
     Box::pin(async move {
-        if depth > MAX_DEPTH {
+        if at.depth > MAX_DEPTH {
             return Err(Error::Config(
                 "store configuration nests too deep (a cycle of @names?)".into(),
             ));
         }
         match member {
-            Value::String(spec) => open_string(spec, source, depth).await,
+            Value::String(spec) => open_string(spec, source, at).await,
             Value::Object(table) => {
                 let mut kinds = table
                     .iter()
@@ -189,8 +213,8 @@ fn build<'a>(member: &'a Value, source: &'a Source, depth: usize) -> BoxFuture<'
                     ));
                 };
                 match kind.as_str() {
-                    "replicated" => build_replicated(body, source, depth).await,
-                    "cached" => build_cached(body, source, depth).await,
+                    "replicated" => build_replicated(body, source, at).await,
+                    "cached" => build_cached(body, source, at).await,
                     other => Err(Error::Config(format!(
                         "unknown store kind {other:?} (expected `replicated` or `cached`)"
                     ))),
@@ -203,20 +227,22 @@ fn build<'a>(member: &'a Value, source: &'a Source, depth: usize) -> BoxFuture<'
     })
 }
 
-async fn open_string(spec: &str, source: &Source, depth: usize) -> Result<Opened> {
+async fn open_string(spec: &str, source: &Source, at: Nest) -> Result<Opened> {
     if let Some(name) = spec.strip_prefix('@') {
         let stores = source
             .root
             .get("stores")
             .and_then(Value::as_object)
             .ok_or_else(|| Error::Config(format!("{spec}: the configuration has no [stores]")))?;
-        return build(named(stores, name)?, source, depth + 1).await;
+        return build(named(stores, name)?, source, at.deeper()).await;
     }
     let resolved = relative_to(spec, &source.dir);
     if is_config_spec(&resolved) {
-        return open_depth(&resolved, depth + 1).await;
+        return open_depth(&resolved, at.deeper()).await;
     }
-    Ok(Opened::Plain(super::open_plain(&resolved).await?))
+    Ok(Opened::Plain(
+        super::open_plain(&resolved, at.missing).await?,
+    ))
 }
 
 /// A relative filesystem path (or `config:` path) is taken relative to the configuration file.
@@ -250,7 +276,7 @@ fn check_keys(t: &Map<String, Value>, kind: &str, allowed: &[&str]) -> Result<()
     Ok(())
 }
 
-async fn build_replicated(body: &Value, source: &Source, depth: usize) -> Result<Opened> {
+async fn build_replicated(body: &Value, source: &Source, at: Nest) -> Result<Opened> {
     let t = table(body, "replicated")?;
     check_keys(
         t,
@@ -263,7 +289,7 @@ async fn build_replicated(body: &Value, source: &Source, depth: usize) -> Result
         .ok_or_else(|| Error::Config("`replicated` needs a `replicas` list".into()))?;
     let mut replicas = Vec::with_capacity(members.len());
     for m in members {
-        replicas.push(build(m, source, depth + 1).await?.backend());
+        replicas.push(build(m, source, at.deeper()).await?.backend());
     }
     let write_quorum = match t.get("write_quorum") {
         None => None,
@@ -304,15 +330,22 @@ async fn build_replicated(body: &Value, source: &Source, depth: usize) -> Result
     )?))
 }
 
-async fn build_cached(body: &Value, source: &Source, depth: usize) -> Result<Opened> {
+async fn build_cached(body: &Value, source: &Source, at: Nest) -> Result<Opened> {
     let t = table(body, "cached")?;
     check_keys(t, "cached", &["local", "remote", "capacity"])?;
     let get = |k: &str| {
         t.get(k)
             .ok_or_else(|| Error::Config(format!("`cached` needs `{k}`")))
     };
-    let local = build(get("local")?, source, depth + 1).await?.backend();
-    let remote = build(get("remote")?, source, depth + 1).await?.backend();
+    // The tier is made where there is none, as any read through a cache may fill it; the
+    // remote is the store of record.
+    let tier = Nest {
+        missing: Missing::Create,
+        ..at.deeper()
+    };
+    // The remote first: a remote refused leaves no new tier behind.
+    let remote = build(get("remote")?, source, at.deeper()).await?.backend();
+    let local = build(get("local")?, source, tier).await?.backend();
     let capacity = match t.get("capacity") {
         None => CachedOptions::default().capacity,
         Some(Value::Number(n)) => n

@@ -26,6 +26,16 @@ mod file_url;
 
 pub use config::{is_config_spec, open_typed, Opened};
 
+/// What opening a filesystem store does when nothing is at its path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Missing {
+    /// Makes a new, empty store there ([`Store::open`]).
+    Create,
+    /// Refuses, with an error of kind [`Config`](crate::ErrorKind::Config)
+    /// ([`Store::open_existing`]).
+    Refuse,
+}
+
 /// What opens one URL scheme: the whole URL in, a backend out.
 type Opener = for<'a> fn(&'a str) -> BoxFuture<'a, Result<Arc<dyn Backend>>>;
 
@@ -72,22 +82,22 @@ impl Store {
     /// [`Store::open`] for a caller that only reads (`get`, `has`, `ls`, `fsck`…): a spec naming
     /// a filesystem path (or `file:` URL) where nothing is, or a directory of other files, is an
     /// error of kind [`Config`](crate::ErrorKind::Config) instead of a new, empty store there
-    /// (see [`FsBackend::check_existing`](crate::backend::fs::FsBackend::check_existing)). Other
-    /// specs open as with [`Store::open`].
+    /// (see [`FsBackend::check_existing`](crate::backend::fs::FsBackend::check_existing)). The
+    /// same holds for every member of a configuration, but a cache's local tier (made where
+    /// there is none, as a read through the cache fills it): a mistyped replica or remote is an
+    /// error, not a new, empty member. Other specs open as with [`Store::open`].
     pub async fn open_existing(spec: &str) -> Result<Store> {
-        #[cfg(feature = "fs")]
-        if let Some(path) = fs_path(spec)? {
-            crate::backend::fs::FsBackend::check_existing(path)?;
-        }
-        Store::open(spec).await
+        open_backend_as(spec, Missing::Refuse)
+            .await
+            .map(Store::from_arc)
     }
 }
 
-/// The directory a spec names when it is a plain filesystem store (a path or a `file:` URL).
+/// The directory a spec that is not a configuration names when it is a filesystem store (a
+/// path or a `file:` URL).
 #[cfg(feature = "fs")]
 fn fs_path(spec: &str) -> Result<Option<std::path::PathBuf>> {
-    let spec = spec.trim();
-    if spec.is_empty() || is_config_spec(spec) || spec.starts_with("memory:") {
+    if spec.starts_with("memory:") {
         return Ok(None);
     }
     Ok(match scheme_of(spec) {
@@ -108,19 +118,32 @@ fn scheme_of(spec: &str) -> Option<&str> {
 
 /// Opens the backend named by `spec`, composite or plain: [`Store::open`] without the store.
 pub async fn open_backend(spec: &str) -> Result<Arc<dyn Backend>> {
+    open_backend_as(spec, Missing::Create).await
+}
+
+/// [`open_backend`], with what a filesystem store named in `spec` does when it is missing.
+async fn open_backend_as(spec: &str, missing: Missing) -> Result<Arc<dyn Backend>> {
     let spec = spec.trim();
     if spec.is_empty() {
         return Err(Error::Config("empty store location".into()));
     }
     if is_config_spec(spec) {
-        return Ok(open_typed(spec).await?.backend());
+        return Ok(config::open_as(spec, missing).await?.backend());
     }
-    open_plain(spec).await
+    open_plain(spec, missing).await
 }
 
 /// Opens a spec that is not a configuration: a path, `memory:` or a URL. The members of a
 /// composite store are opened here.
-async fn open_plain(spec: &str) -> Result<Arc<dyn Backend>> {
+async fn open_plain(spec: &str, missing: Missing) -> Result<Arc<dyn Backend>> {
+    #[cfg(not(feature = "fs"))]
+    let _ = missing;
+    #[cfg(feature = "fs")]
+    if missing == Missing::Refuse {
+        if let Some(path) = fs_path(spec)? {
+            crate::backend::fs::FsBackend::check_existing(path)?;
+        }
+    }
     if spec == "memory:" || spec == "memory://" {
         #[cfg(feature = "memory")]
         return Ok(Arc::new(crate::backend::memory::MemoryBackend::new()));
