@@ -4,9 +4,9 @@
 //! - corpus tarballs one after another (the registry's workload: many small objects);
 //! - one large blob (`TARVAULT_BENCH_MANTA_MIB`, default 64).
 //!
-//! tarvault's put hashes sha512+sha1+blake3+MD5, HEADs for an existing copy, PUTs with
-//! `Content-MD5` and metadata, and writes two small alias marker objects alongside; its get
-//! verifies sha512.
+//! tarvault's put hashes sha512+sha1+blake3+MD5 and sends one create-only PUT with
+//! `Content-MD5` and metadata (a HEAD only when it answers that the blob exists), with two small
+//! alias marker objects written alongside; its get verifies sha512.
 //! The baseline is one signed PUT (no Content-MD5) and one signed GET.
 //!
 //! Run: `cargo bench --features manta --bench manta`. The server comes from `MANTA_TEST_SERVER_BIN`
