@@ -117,7 +117,10 @@ impl CouchSource {
     }
 
     /// The URL of a path under the database, each segment percent-encoded on its own (so a scoped
-    /// id `@scope/name` becomes `@scope%2Fname`, as CouchDB requires).
+    /// id `@scope/name` becomes `@scope%2Fname`, as CouchDB requires), `+` included: CouchDB
+    /// decodes a path as a query string (mochiweb's `unquote`, up to 3.x), so a bare `+` reaches
+    /// it as a space, and an attachment `a-1.0.0+build.5.tgz` (old registries kept such version
+    /// keys) would be asked for as `a-1.0.0 build.5.tgz`: a 404, reported missing.
     pub(crate) fn url(&self, segments: &[&str]) -> Url {
         let mut url = self.server.clone();
         if let Ok(mut path) = url.path_segments_mut() {
@@ -126,6 +129,12 @@ impl CouchSource {
             for s in segments {
                 path.push(s);
             }
+        }
+        // Every other character that needs it is encoded by now, `%` too, so a `+` left in the
+        // path is one of a segment's own.
+        if url.path().contains('+') {
+            let path = url.path().replace('+', "%2B");
+            url.set_path(&path);
         }
         url
     }
@@ -445,6 +454,11 @@ mod tests {
         assert_eq!(
             s.url(&["@sc/pk", "@sc/pk-1.0.0.tgz"]).as_str(),
             "http://h:5984/registry/@sc%2Fpk/@sc%2Fpk-1.0.0.tgz"
+        );
+        // CouchDB reads a bare `+` in a path as a space.
+        assert_eq!(
+            s.url(&["a+b", "a-1.0.0+b.5 %2B.tgz"]).as_str(),
+            "http://h:5984/registry/a%2Bb/a-1.0.0%2Bb.5%20%252B.tgz"
         );
     }
 

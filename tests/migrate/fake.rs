@@ -16,7 +16,8 @@ use tarvault::Store;
 use tokio::io::AsyncWriteExt;
 
 /// One request: the decoded path segments after the host (`["registry", "_changes"]`) and the
-/// decoded query.
+/// decoded query. A path is decoded as CouchDB (mochiweb's `unquote`, up to 3.x) decodes it: like
+/// a query string, a bare `+` a space.
 pub struct Req {
     pub segs: Vec<String>,
     pub query: HashMap<String, String>,
@@ -100,7 +101,7 @@ pub async fn serve(handler: Handler) -> String {
                     segs: path
                         .split('/')
                         .filter(|s| !s.is_empty())
-                        .map(decode)
+                        .map(|s| decode(&s.replace('+', " ")))
                         .collect(),
                     query: query
                         .split('&')

@@ -10,7 +10,9 @@ use tarvault::migrate::{OutcomeKind, Seq, State, Summary};
 use tarvault::{ErrorKind, Store};
 
 use crate::common::{sha1_hex, sha512_sri};
-use crate::fake::{changes_page, couch_md5, migration, row, serve, sha1_sri, static_registry};
+use crate::fake::{
+    changes_page, couch_md5, migrate_once, migration, row, serve, sha1_sri, static_registry,
+};
 use crate::fake::{Attachments, Handler, Length, Resp};
 
 /// `(id, attachment) → bytes` for packages whose attachment is `<id>-1.0.0.tgz`.
@@ -105,6 +107,50 @@ async fn every_digest_the_document_offers_must_match_on_its_own() {
     let map = map_text(dir.path());
     assert_eq!(map.lines().count(), 1);
     assert!(map.contains(r#""name":"d""#), "{map}");
+}
+
+/// Old registries kept version keys with build metadata (`1.0.0+build.5`), and their tarballs'
+/// names with them. CouchDB reads a bare `+` in a request path as a space (as the fake does), so
+/// the attachment must be asked for with the `+` encoded, or it is a 404 at the very revision
+/// that lists it: reported missing, and never migrated.
+#[tokio::test]
+async fn an_attachment_with_a_plus_in_its_name_is_migrated() {
+    let file = "plus-1.0.0+build.5.tgz";
+    let mut r = row(1, "plus", json!({"shasum": sha1_hex(TGZ)}), TGZ);
+    let doc = &mut r["doc"];
+    let v = doc["versions"]["1.0.0"].take();
+    doc["versions"] = json!({"1.0.0+build.5": v});
+    doc["versions"]["1.0.0+build.5"]["dist"]["tarball"] = json!(format!("http://r/plus/-/{file}"));
+    let stub = doc["_attachments"]["plus-1.0.0.tgz"].take();
+    doc["_attachments"] = json!({file: stub});
+    let atts: Attachments = [(("plus".to_string(), file.to_string()), TGZ.to_vec())].into();
+    let rev_asked = Arc::new(Mutex::new(Vec::new()));
+    let registry = static_registry(vec![r.clone()], atts);
+    let asked = rev_asked.clone();
+    let doc = r["doc"].clone();
+    let url = serve(Arc::new(move |req| match req.segs.as_slice() {
+        // The document, as asked for when an attachment is 404.
+        [_db, id] if id == "plus" => {
+            asked.lock().expect("lock").push(id.clone());
+            Resp::json(200, doc.clone())
+        }
+        _ => registry(req),
+    }))
+    .await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let summary = migrate_once(&url, dir.path()).await;
+    let c = summary.report.counts;
+    assert_eq!((c.migrated, c.failures()), (1, 0), "{:#?}", summary.report);
+    assert!(
+        map_text(dir.path()).contains(file),
+        "{}",
+        map_text(dir.path())
+    );
+    assert_eq!(blob_count(dir.path()).await, 1);
+    assert!(
+        rev_asked.lock().expect("lock").is_empty(),
+        "no 404 to look into"
+    );
 }
 
 /// A version refused for its metadata still names its attachment in `dist.tarball`: one failure,
