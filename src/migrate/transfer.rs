@@ -215,10 +215,14 @@ async fn missing(ctx: &Context, job: &TarballJob) -> Result<Transferred, Error> 
         }
     };
     let detail = match now {
+        // The revision is not named: a problem is recorded once by its line, and the same broken
+        // version met again at a later revision (the document changed otherwise) is the same
+        // problem, not a second one.
         Some(now) if now == rev => {
-            return missing(&format!(
-                "the server has no such attachment (404) at revision {rev}, which lists it"
-            ))
+            tracing::info!(tarball = %job.label(), rev, "404 at the revision that lists it");
+            return missing(
+                "the server has no such attachment (404) at the revision that lists it",
+            );
         }
         Some(now) => format!("the document changed to revision {now} after {rev} was read"),
         None => format!("the document was deleted after revision {rev} was read"),

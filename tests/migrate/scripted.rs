@@ -247,6 +247,56 @@ async fn an_attachment_gone_with_its_revision_is_noted_not_failed() {
     assert!(!s.report.is_success());
 }
 
+/// An attachment the server lacks at the very revision that lists it is one failure however
+/// often its document changes: a later revision (a new readme) still lacking it adds no second
+/// problem line and no second count, as the problems file promises for a broken version that
+/// stays broken.
+#[tokio::test]
+async fn an_attachment_still_missing_after_a_change_is_one_problem() {
+    let rows = Arc::new(Mutex::new(vec![row(
+        1,
+        "m",
+        json!({"shasum": sha1_hex(TGZ)}),
+        TGZ,
+    )]));
+    let feed = rows.clone();
+    let url = serve(Arc::new(move |req| {
+        let rows = feed.lock().expect("rows").clone();
+        let last = rows.last().map(|r| r["doc"].clone()).unwrap_or_default();
+        match req.segs.as_slice() {
+            [_db] => Resp::json(200, json!({"db_name": "registry", "doc_count": 1})),
+            [_db, c] if c == "_changes" => changes_page(&rows, req),
+            // The document as it is now; its attachment is 404 at every revision.
+            [_db, id] if id == "m" => Resp::json(200, last),
+            _ => Resp::not_found(),
+        }
+    }))
+    .await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let first = migrate_once(&url, dir.path()).await;
+    assert_eq!(
+        first.report.counts.attachment_missing, 1,
+        "{:#?}",
+        first.report
+    );
+
+    let mut changed = row(2, "m", json!({"shasum": sha1_hex(TGZ)}), TGZ);
+    changed["doc"]["_rev"] = json!("2-b");
+    changed["doc"]["readme"] = json!("now with a readme");
+    rows.lock().expect("rows").push(changed);
+    let second = migrate_once(&url, dir.path()).await;
+    assert_eq!(
+        second.run.attachment_missing, 1,
+        "read again: {:#?}",
+        second.run
+    );
+    let c = second.report.counts;
+    assert_eq!((c.attachment_missing, c.failures()), (1, 1), "{c:?}");
+    let lines = std::fs::read_to_string(dir.path().join("state.json.problems.jsonl"))
+        .expect("problems file");
+    assert_eq!(lines.lines().count(), 1, "{lines}");
+}
+
 fn state_since(dir: &Path) -> Option<Value> {
     let state = State::load(&dir.join("state.json"))
         .expect("state")
