@@ -35,8 +35,8 @@ use tarvault::migrate::{
 };
 use tarvault::{Integrity, Store};
 
-use common::{sha1_hex, sha512_sri};
-use seed::{db_name, seed_registry, Couch, Ver};
+use common::{noise, sha1_hex, sha512_sri};
+use seed::{db_name, fullfat, seed_registry, Couch, Ver};
 
 /// The test server's client; `None` (the test returns) when there is none, see
 /// [`server::couch_url`].
@@ -235,6 +235,70 @@ async fn migrates_every_version_and_counts_every_outcome() {
         entries2.into_iter().collect::<HashSet<_>>(),
         seeded.expected_map
     );
+}
+
+/// A document in conflict (two replicas each took a publish: 1.0.0 on one, 2.0.0 on the
+/// other): the feed sends the winning revision, and the losing one's version must not vanish
+/// without a word. The winner is migrated; the losing revision is listed in the problems file and
+/// counted (not a failure: like an orphan, no packument served leads to it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_losing_conflicting_revision_is_listed_not_dropped() {
+    let Some(couch) = couch() else {
+        return;
+    };
+    let db = db_name("conflict");
+    couch.create_db(&db).await;
+    let lost = Ver::honest("split", "1.0.0", noise(3000, 41).into());
+    let kept = Ver::honest("split", "2.0.0", noise(3000, 42).into());
+    let (lost_rev, kept_rev) = (
+        "1-aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+        "1-ffffffffffffffffffffffffffffffff",
+    );
+    let mut loser = fullfat("split", &[lost], &[]);
+    loser["_rev"] = Value::from(lost_rev);
+    let mut winner = fullfat("split", std::slice::from_ref(&kept), &[]);
+    winner["_rev"] = Value::from(kept_rev);
+    couch.put_revs(&db, &[loser, winner]).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(&store_spec(&dir.path().join("store")))
+        .await
+        .expect("store");
+
+    let summary = migrate_lib(&couch, &db, &store, dir.path(), 2).await;
+    let (_, entries) = read_map(&dir.path().join("map.jsonl"));
+    assert_eq!(
+        entries,
+        [kept.entry("split")],
+        "the winning revision is migrated"
+    );
+    let c = summary.report.counts;
+    assert_eq!(
+        (c.documents, c.migrated, c.losing_revision),
+        (1, 1, 1),
+        "{c:?}"
+    );
+    assert!(summary.report.is_success(), "not a failure: {c:?}");
+    let problems = read_problems_file(&dir.path().join("state.json.problems.jsonl"));
+    assert_eq!(problems.len(), 1, "{problems:#?}");
+    let p = &problems[0];
+    assert_eq!(
+        (p.kind, p.id.as_str()),
+        (OutcomeKind::LosingRevision, "split")
+    );
+    assert!(p.detail.contains(lost_rev), "{p:?}");
+
+    // Read again (`--since 0`): listed and counted once.
+    let source = CouchSource::parse(&format!("{}/{db}", couch.base)).expect("source");
+    let mut opts = MigrateOptions::new(dir.path().join("state.json"), dir.path().join("map.jsonl"));
+    opts.since = Some(tarvault::migrate::Seq::from_arg("0"));
+    let again = Migration::new(source, store.clone(), opts)
+        .expect("migration")
+        .run()
+        .await
+        .expect("run");
+    assert_eq!(again.report.counts, c, "nothing counted twice");
+    let problems = read_problems_file(&dir.path().join("state.json.problems.jsonl"));
+    assert_eq!(problems.len(), 1, "{problems:#?}");
 }
 
 fn tarvault(args: &[&str]) -> Command {

@@ -222,6 +222,7 @@ fn count_lines(c: &Counts) -> Vec<(&'static str, u64)> {
         ("rejected", c.rejected),
         ("package mismatch", c.package_mismatch),
         ("orphan attachments", c.orphan),
+        ("losing revisions", c.losing_revision),
         ("unpublished", c.unpublished),
         ("deleted", c.deleted),
         ("gone meanwhile", c.gone),

@@ -381,6 +381,9 @@ impl CouchClient {
             }
             q.append_pair("limit", &limit.to_string());
             q.append_pair("include_docs", "true");
+            // A document's `_conflicts`: the revisions that lost to the one sent, which the
+            // planner lists (otherwise nothing of them would be seen at all).
+            q.append_pair("conflicts", "true");
             // Says whether an attachment is stored gzipped (its `digest` is then of the gzip bytes).
             q.append_pair("att_encoding_info", "true");
             if longpoll {

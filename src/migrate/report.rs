@@ -42,6 +42,12 @@ pub enum OutcomeKind {
     /// An attachment no version's `dist.tarball` refers to. Not migrated: no packument can lead a
     /// client to it (npm-skim-registry deletes these).
     Orphan,
+    /// A conflicting revision of a document (one of its `_conflicts`: two replicas each took a
+    /// write), which lost to the revision CouchDB serves. Not migrated, like an orphan: the
+    /// registry serves only the winning revision, so no client is led to what only the losing one
+    /// holds. But its versions and attachments are still in the database, so each losing
+    /// revision is listed, to be resolved before CouchDB is retired.
+    LosingRevision,
     /// An unpublished package (`time.unpublished`, no versions): nothing to serve.
     Unpublished,
     /// A deleted document (`"deleted": true` in `_changes`).
@@ -86,6 +92,7 @@ impl OutcomeKind {
             OutcomeKind::Rejected => "rejected",
             OutcomeKind::PackageMismatch => "package_mismatch",
             OutcomeKind::Orphan => "orphan",
+            OutcomeKind::LosingRevision => "losing_revision",
             OutcomeKind::Unpublished => "unpublished",
             OutcomeKind::Deleted => "deleted",
             OutcomeKind::Gone => "gone",
@@ -124,6 +131,9 @@ pub struct Counts {
     pub package_mismatch: u64,
     /// See [`OutcomeKind::Orphan`].
     pub orphan: u64,
+    /// See [`OutcomeKind::LosingRevision`].
+    #[serde(default)]
+    pub losing_revision: u64,
     /// See [`OutcomeKind::Unpublished`].
     pub unpublished: u64,
     /// See [`OutcomeKind::Deleted`].
@@ -163,6 +173,7 @@ impl Counts {
             OutcomeKind::Rejected => &mut self.rejected,
             OutcomeKind::PackageMismatch => &mut self.package_mismatch,
             OutcomeKind::Orphan => &mut self.orphan,
+            OutcomeKind::LosingRevision => &mut self.losing_revision,
             OutcomeKind::Unpublished => &mut self.unpublished,
             OutcomeKind::Deleted => &mut self.deleted,
             OutcomeKind::Gone => &mut self.gone,
@@ -184,6 +195,7 @@ impl Counts {
         self.rejected += other.rejected;
         self.package_mismatch += other.package_mismatch;
         self.orphan += other.orphan;
+        self.losing_revision += other.losing_revision;
         self.unpublished += other.unpublished;
         self.deleted += other.deleted;
         self.gone += other.gone;
@@ -350,6 +362,7 @@ mod tests {
             OutcomeKind::AlreadyPresent,
             OutcomeKind::AlreadyMapped,
             OutcomeKind::Orphan,
+            OutcomeKind::LosingRevision,
             OutcomeKind::Unpublished,
             OutcomeKind::Deleted,
             OutcomeKind::Gone,

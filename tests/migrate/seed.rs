@@ -68,6 +68,20 @@ impl Couch {
         body["rev"].as_str().expect("rev").to_string()
     }
 
+    /// Stores documents at the revisions they name (`_bulk_docs` with `new_edits: false`, as
+    /// replication writes them): two of one document at different revisions are in conflict.
+    pub async fn put_revs(&self, db: &str, docs: &[Value]) {
+        let r = self
+            .http
+            .post(self.url(&[db, "_bulk_docs"]))
+            .header("accept", "application/json")
+            .json(&json!({"new_edits": false, "docs": docs}))
+            .send()
+            .await
+            .expect("POST _bulk_docs");
+        assert!(r.status().is_success(), "_bulk_docs: {}", r.status());
+    }
+
     pub async fn delete_doc(&self, db: &str, id: &str, rev: &str) {
         let mut url = self.url(&[db, id]);
         url.query_pairs_mut().append_pair("rev", rev);
