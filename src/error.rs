@@ -230,7 +230,8 @@ pub enum Error {
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
-    /// A blocking task (file I/O, hashing) panicked or was cancelled before it finished.
+    /// A task of the library's own (file I/O, hashing, a migration's document) panicked or was
+    /// cancelled before it finished.
     #[error("background task failed")]
     Task(#[source] tokio::task::JoinError),
     /// A size, duration or rate given as an argument did not parse (the source says which).

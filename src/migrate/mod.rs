@@ -336,9 +336,10 @@ impl Migration {
             tokio::select! {
                 biased;
                 Some(joined) = in_flight.next(), if !in_flight.is_empty() => {
-                    let (index, result) = joined.map_err(|e| {
-                        Error::InvalidInput(format!("document task failed: {e}"))
-                    }).unwrap_or_else(|e| (u64::MAX, Err(e)));
+                    // A task that panicked is a fault here (exit 1), not a bad argument.
+                    let (index, result) = joined
+                        .map_err(Error::Task)
+                        .unwrap_or_else(|e| (u64::MAX, Err(e)));
                     match result {
                         Ok(done) => {
                             for (seq, done) in tracker.finish(index, done) {
