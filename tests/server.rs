@@ -7,6 +7,8 @@ mod common;
 mod composed;
 #[path = "server/host.rs"]
 mod host;
+#[path = "server/http2.rs"]
+mod http2;
 #[path = "server/limits.rs"]
 mod limits;
 #[path = "server/read_once.rs"]

@@ -2,9 +2,11 @@
 //! revalidation or a HEAD only stats it, and by sha1 confirms the alias as a read would) and never
 //! finishing a body whose bytes did not verify.
 
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Instant;
 
-use axum::body::Body;
+use axum::body::{Body, HttpBody};
 use axum::extract::Request;
 use axum::extract::State;
 use axum::http::header::{self, HeaderMap, HeaderValue};
@@ -13,6 +15,7 @@ use axum::response::Response;
 use bytes::Bytes;
 use futures::stream::{self, BoxStream};
 use futures::StreamExt;
+use hyper::body::Frame;
 
 use super::http::{self as h, RangeAsk};
 use super::routes::{self, Miss, Route, Target};
@@ -295,11 +298,12 @@ fn blob_head(status: StatusCode, len: u64, etag: HeaderValue, body: Body) -> Res
     r
 }
 
-/// A 304. To a HEAD, with the `Content-Length` its 200 would have had (`head_size`): left unset,
-/// the empty body's 0 would go out (RFC 9110 §8.6 forbids a length other than the 200's), and a
-/// cache merging the 304's headers into its stored response could record the blob as empty.
+/// A 304. To a HEAD, with the `Content-Length` its 200 would have had (`head_size`); to a GET,
+/// with none ([`NoContent`]). A 0 must not go out (RFC 9110 §8.6 forbids a length other than the
+/// 200's): a cache merging the 304's headers into its stored response could record the blob as
+/// empty.
 fn not_modified(etag: HeaderValue, head_size: Option<u64>) -> Response {
-    let mut r = Response::new(Body::empty());
+    let mut r = Response::new(Body::new(NoContent));
     *r.status_mut() = StatusCode::NOT_MODIFIED;
     let hm = r.headers_mut();
     hm.insert(header::ETAG, etag);
@@ -308,6 +312,28 @@ fn not_modified(etag: HeaderValue, head_size: Option<u64>) -> Response {
         hm.insert(header::CONTENT_LENGTH, HeaderValue::from(size));
     }
     r
+}
+
+/// The body of a 304: none, and no length either. An empty [`Body`] says its size is exactly 0,
+/// which axum writes as `Content-Length: 0` into every response it routes that has none; hyper
+/// leaves that out of an HTTP/1.1 304 but sends it over HTTP/2.
+struct NoContent;
+
+impl HttpBody for NoContent {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        Poll::Ready(None)
+    }
+
+    /// Ended from the start, so an HTTP/2 304 is its header frame alone.
+    fn is_end_stream(&self) -> bool {
+        true
+    }
 }
 
 /// The answer to a method other than `GET` and `HEAD`, on every route.
