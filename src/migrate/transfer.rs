@@ -174,6 +174,11 @@ pub(crate) async fn transfer(ctx: &Context, job: TarballJob) -> Result<Transferr
                 retry(&Error::Input(e));
                 tokio::time::sleep(backoff(attempt)).await;
             }
+            // A delete (a gc in another process) removed the blob this put found stored before
+            // the put could mark it recent: nothing is stored, and a put again writes it anew.
+            Err(e) if e.kind() == crate::ErrorKind::Conflict && attempt < ATTEMPTS => {
+                tracing::info!(tarball = %job.label(), attempt, error = %e.report(), "overtaken by a delete; putting it again");
+            }
             // Named, since the run ends on it: which tarball, from where, after how many tries.
             Err(Error::Input(e)) => {
                 return Err(Error::Backend {

@@ -39,6 +39,9 @@ pub struct Resp {
     /// Leave the connection open once the body is written (for a minute), instead of closing it:
     /// a body that, as far as the client can tell, is not over.
     pub hold: bool,
+    /// Write this many bytes of the body, then wait this long before the rest: a download caught
+    /// half-way while something else happens.
+    pub pause: Option<(usize, Duration)>,
 }
 
 /// How an answer's length is told.
@@ -60,6 +63,7 @@ impl Resp {
             delay: Duration::ZERO,
             length: Length::Exact,
             hold: false,
+            pause: None,
         }
     }
 
@@ -70,6 +74,7 @@ impl Resp {
             delay: Duration::ZERO,
             length: Length::Exact,
             hold: false,
+            pause: None,
         }
     }
 
@@ -131,7 +136,14 @@ pub async fn serve(handler: Handler) -> String {
                     let _ = sock.write_all(&r.body).await;
                     let _ = sock.write_all(b"\r\n0\r\n\r\n").await;
                 } else {
-                    let _ = sock.write_all(&r.body).await;
+                    let at = r.pause.map_or(r.body.len(), |(at, _)| at.min(r.body.len()));
+                    let (first, rest) = r.body.split_at(at);
+                    let _ = sock.write_all(first).await;
+                    if let Some((_, wait)) = r.pause {
+                        let _ = sock.flush().await;
+                        tokio::time::sleep(wait).await;
+                    }
+                    let _ = sock.write_all(rest).await;
                 }
                 if r.hold {
                     let _ = sock.flush().await;

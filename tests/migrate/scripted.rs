@@ -783,3 +783,56 @@ async fn an_unreachable_server_is_reported_with_its_cause() {
         "{report}"
     );
 }
+
+/// A put that a delete overtakes (a gc in another process removes the blob the put found already
+/// stored, before the put could mark it recent) is tried again, not the end of the run: the
+/// delete means only that the blob must be written anew.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_put_overtaken_by_a_delete_is_tried_again() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let spec = format!("file://{}?fsync=false", dir.path().join("store").display());
+    let store = Store::open(&spec).await.expect("store");
+    let put = store
+        .put_bytes(TGZ.to_vec(), &tarvault::PutOptions::default())
+        .await
+        .expect("seed");
+    assert!(put.stored);
+    let address = tarvault::Integrity::parse(&sha512_sri(TGZ)).expect("address");
+    let dist = json!({"shasum": sha1_hex(TGZ), "integrity": sha512_sri(TGZ)});
+    let registry = static_registry(vec![row(1, "a", dist, TGZ)], atts(&[("a", TGZ)]));
+    // The first download stops half-way for a while, and the blob is deleted meanwhile.
+    let first = Arc::new(AtomicBool::new(true));
+    let asked = Arc::new(tokio::sync::Notify::new());
+    let handler: Handler = {
+        let (first, asked) = (first.clone(), asked.clone());
+        Arc::new(move |req| {
+            let mut r = registry(req);
+            if req.segs.len() == 3 && first.swap(false, Ordering::SeqCst) {
+                r.pause = Some((TGZ.len() / 2, std::time::Duration::from_millis(500)));
+                asked.notify_one();
+            }
+            r
+        })
+    };
+    let url = serve(handler).await;
+    let deleter = {
+        let (store, address) = (store.clone(), address.clone());
+        tokio::spawn(async move {
+            asked.notified().await;
+            tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+            store.delete(&address).await.expect("delete")
+        })
+    };
+    let summary = migrate_once(&url, dir.path()).await;
+    assert!(
+        deleter.await.expect("deleter"),
+        "the blob was there to delete"
+    );
+    assert!(
+        !first.load(Ordering::SeqCst),
+        "the attachment was downloaded"
+    );
+    assert_eq!(summary.report.counts.migrated, 1, "{summary:?}");
+    assert!(store.contains(&address).await.expect("has"), "stored again");
+    assert_eq!(map_text(dir.path()).lines().count(), 1);
+}
