@@ -154,16 +154,20 @@ pub(crate) enum RangeAsk {
 
 /// Interprets `Range` (and `If-Range`) against a blob of `size` bytes with entity tag `etag`.
 pub(crate) fn range(headers: &HeaderMap, size: u64, etag: &HeaderValue) -> RangeAsk {
-    let Some(value) = headers.get(header::RANGE) else {
+    // Neither field is a list: given twice, the request says two things, and the range is
+    // ignored as a list of ranges is (the first line alone would be one reading of several).
+    let mut ranges = headers.get_all(header::RANGE).iter();
+    let (Some(value), None) = (ranges.next(), ranges.next()) else {
         return RangeAsk::Full;
     };
-    if let Some(if_range) = headers.get(header::IF_RANGE) {
+    let mut if_ranges = headers.get_all(header::IF_RANGE).iter();
+    if let Some(if_range) = if_ranges.next() {
         // Only a strong ETag match lets the range through (RFC 9110 §13.1.5); a date, a weak tag or
         // anything that is not one entity tag never matches.
         let matches = match (single_tag(if_range.as_bytes()), single_tag(etag.as_bytes())) {
             (Some(theirs), Some(ours)) => theirs.matches(ours, Compare::Strong),
             _ => false,
-        };
+        } && if_ranges.next().is_none();
         if !matches {
             return RangeAsk::Full;
         }
@@ -347,5 +351,19 @@ mod tests {
         assert_eq!(if_range("\"t\", \"t\""), RangeAsk::Full);
         assert_eq!(if_range("t"), RangeAsk::Full);
         assert_eq!(if_range("Tue, 01 Jan 2030 00:00:00 GMT"), RangeAsk::Full);
+        // Either field twice: the whole blob.
+        let twice = |pairs| range(&headers(pairs), 100, &tag);
+        assert_eq!(
+            twice(&[("range", "bytes=0-0"), ("range", "bytes=5-9")]),
+            RangeAsk::Full
+        );
+        assert_eq!(
+            twice(&[
+                ("range", "bytes=0-0"),
+                ("if-range", "\"t\""),
+                ("if-range", "\"t\"")
+            ]),
+            RangeAsk::Full
+        );
     }
 }
