@@ -412,17 +412,16 @@ impl MantaClient {
                  account's keys)",
             );
         }
-        if replayed {
-            return Error::Backend {
-                backend: self.describe(),
-                message,
-                source: Some(Box::new(Replayed(api))),
-            };
-        }
+        // A replayed request's answer says so in its source, which `replayed` looks for.
+        let source: Box<dyn std::error::Error + Send + Sync> = if replayed {
+            Box::new(Replayed(api))
+        } else {
+            Box::new(api)
+        };
         Error::Backend {
             backend: self.describe(),
             message,
-            source: Some(Box::new(api)),
+            source: Some(source),
         }
     }
 
