@@ -238,25 +238,31 @@ async fn migrates_every_version_and_counts_every_outcome() {
 }
 
 /// A document in conflict (two replicas each took a publish: 1.0.0 on one, 2.0.0 on the
-/// other): the feed sends the winning revision, and the losing one's version must not vanish
-/// without a word. The winner is migrated; the losing revision is listed in the problems file and
-/// counted (not a failure: like an orphan, no packument served leads to it).
+/// other, and both 0.9.0): the feed sends the winning revision, and the losing one must not
+/// vanish without a word, nor its bytes with CouchDB. The winner is mapped; the losing revision
+/// is listed, and the tarball only it holds is stored, verified, but not mapped (no packument
+/// served leads to it); one whose bytes disagree with the losing revision's own shasum is listed,
+/// not stored. None of it is a failure.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_losing_conflicting_revision_is_listed_not_dropped() {
+async fn a_losing_conflicting_revision_is_listed_and_its_own_tarballs_stored() {
     let Some(couch) = couch() else {
         return;
     };
     let db = db_name("conflict");
     couch.create_db(&db).await;
+    let both = Ver::honest("split", "0.9.0", noise(3000, 40).into());
     let lost = Ver::honest("split", "1.0.0", noise(3000, 41).into());
     let kept = Ver::honest("split", "2.0.0", noise(3000, 42).into());
+    let mut forged = Ver::honest("split", "1.1.0", noise(3000, 43).into());
+    forged.shasum = Some(sha1_hex(b"other bytes"));
+    forged.integrity = None;
     let (lost_rev, kept_rev) = (
         "1-aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
         "1-ffffffffffffffffffffffffffffffff",
     );
-    let mut loser = fullfat("split", &[lost], &[]);
+    let mut loser = fullfat("split", &[both.clone(), lost.clone(), forged.clone()], &[]);
     loser["_rev"] = Value::from(lost_rev);
-    let mut winner = fullfat("split", std::slice::from_ref(&kept), &[]);
+    let mut winner = fullfat("split", &[both.clone(), kept.clone()], &[]);
     winner["_rev"] = Value::from(kept_rev);
     couch.put_revs(&db, &[loser, winner]).await;
     let dir = tempfile::tempdir().expect("tempdir");
@@ -266,26 +272,76 @@ async fn a_losing_conflicting_revision_is_listed_not_dropped() {
 
     let summary = migrate_lib(&couch, &db, &store, dir.path(), 2).await;
     let (_, entries) = read_map(&dir.path().join("map.jsonl"));
+    let entries: BTreeSet<_> = entries.into_iter().map(|e| e.version).collect();
     assert_eq!(
         entries,
-        [kept.entry("split")],
-        "the winning revision is migrated"
+        BTreeSet::from(["0.9.0".to_string(), "2.0.0".to_string()]),
+        "the winning revision is mapped, and only it"
     );
     let c = summary.report.counts;
     assert_eq!(
-        (c.documents, c.migrated, c.losing_revision),
-        (1, 1, 1),
+        (c.documents, c.migrated, c.losing_revision, c.losing_tarball),
+        (1, 2, 1, 2),
         "{c:?}"
     );
     assert!(summary.report.is_success(), "not a failure: {c:?}");
-    let problems = read_problems_file(&dir.path().join("state.json.problems.jsonl"));
-    assert_eq!(problems.len(), 1, "{problems:#?}");
-    let p = &problems[0];
+    let lost_sri: Integrity = sha512_sri(&lost.bytes).parse().expect("sri");
     assert_eq!(
-        (p.kind, p.id.as_str()),
-        (OutcomeKind::LosingRevision, "split")
+        store
+            .get(&lost_sri)
+            .await
+            .expect("the loser's own tarball")
+            .bytes()
+            .await
+            .expect("read"),
+        lost.bytes,
+        "stored although not mapped"
     );
-    assert!(p.detail.contains(lost_rev), "{p:?}");
+    let forged_sri: Integrity = sha512_sri(&forged.bytes).parse().expect("sri");
+    assert!(
+        !store.contains(&forged_sri).await.expect("exists"),
+        "bytes its shasum disagrees with"
+    );
+    assert_eq!(
+        store
+            .list()
+            .try_collect::<Vec<_>>()
+            .await
+            .expect("list")
+            .len(),
+        3
+    );
+
+    let problems = read_problems_file(&dir.path().join("state.json.problems.jsonl"));
+    let lines = |problems: &[Problem]| -> Vec<(OutcomeKind, Option<String>)> {
+        problems
+            .iter()
+            .map(|p| (p.kind, p.version.clone()))
+            .collect()
+    };
+    assert_eq!(
+        lines(&problems),
+        [
+            (OutcomeKind::LosingRevision, None),
+            (OutcomeKind::LosingTarball, Some("1.0.0".into())),
+            (OutcomeKind::LosingTarball, Some("1.1.0".into())),
+        ],
+        "{problems:#?}"
+    );
+    assert!(
+        problems.iter().all(|p| p.detail.contains(lost_rev)),
+        "{problems:#?}"
+    );
+    assert!(
+        problems[1].detail.contains(&lost_sri.to_string()),
+        "{:?}",
+        problems[1]
+    );
+    assert!(
+        problems[2].detail.contains("not stored"),
+        "{:?}",
+        problems[2]
+    );
 
     // Read again (`--since 0`): listed and counted once.
     let source = CouchSource::parse(&format!("{}/{db}", couch.base)).expect("source");
@@ -298,7 +354,7 @@ async fn a_losing_conflicting_revision_is_listed_not_dropped() {
         .expect("run");
     assert_eq!(again.report.counts, c, "nothing counted twice");
     let problems = read_problems_file(&dir.path().join("state.json.problems.jsonl"));
-    assert_eq!(problems.len(), 1, "{problems:#?}");
+    assert_eq!(problems.len(), 3, "{problems:#?}");
 }
 
 fn tarvault(args: &[&str]) -> Command {

@@ -421,18 +421,46 @@ impl CouchClient {
             #[serde(rename = "_rev")]
             rev: String,
         }
-        let url = self.source.url(&[id]);
-        let req = self
-            .get(url.clone())
-            .header(reqwest::header::ACCEPT, "application/json");
-        let Some(resp) = self.send("GET document", req).await? else {
+        let Some(bytes) = self
+            .document("GET document", self.source.url(&[id]))
+            .await?
+        else {
             return Ok(None);
         };
-        let bytes = self.body("GET document", &url, resp).await?;
         let doc: Rev = serde_json::from_slice(&bytes).map_err(|e| {
             FetchError::Fatal(self.error(format!("GET document: not a CouchDB document: {e}")))
         })?;
         Ok(Some(doc.rev))
+    }
+
+    /// `GET /db/<id>?rev=<rev>`: the document as that revision has it, unparsed (a losing
+    /// revision of a conflict, whose attachments CouchDB keeps while it is a leaf), or `None` for
+    /// a 404. Its attachments are stubs saying how each is stored, as in the feed.
+    pub(crate) async fn document_at(
+        &self,
+        id: &str,
+        rev: &str,
+    ) -> std::result::Result<Option<bytes::Bytes>, FetchError> {
+        let mut url = self.source.url(&[id]);
+        url.query_pairs_mut()
+            .append_pair("rev", rev)
+            .append_pair("att_encoding_info", "true");
+        self.document("GET document revision", url).await
+    }
+
+    /// A document's body, at most `max_body` bytes, or `None` for a 404.
+    async fn document(
+        &self,
+        what: &str,
+        url: Url,
+    ) -> std::result::Result<Option<bytes::Bytes>, FetchError> {
+        let req = self
+            .get(url.clone())
+            .header(reqwest::header::ACCEPT, "application/json");
+        let Some(resp) = self.send(what, req).await? else {
+            return Ok(None);
+        };
+        self.body(what, &url, resp).await.map(Some)
     }
 }
 

@@ -38,6 +38,7 @@ mod couch;
 mod journal;
 mod lines;
 mod lock;
+mod losing;
 mod mapping;
 mod planner;
 mod progress;
@@ -425,6 +426,7 @@ impl Migration {
 /// Reads one document's plan and moves its tarballs (each waiting for a permit).
 async fn process_doc(ctx: &Context, row: ChangeRow) -> Result<DocDone> {
     let plan = planner::plan(&row);
+    let row_id = row.id.clone();
     // A packument can be large; only the plan is needed while tarballs download.
     drop(row);
     let mut done = DocDone::default();
@@ -432,6 +434,7 @@ async fn process_doc(ctx: &Context, row: ChangeRow) -> Result<DocDone> {
     for (kind, problem) in plan.decided {
         done.record(kind, problem);
     }
+    let vouched = losing::Vouched::of(&plan.jobs);
     let results = futures::future::join_all(
         plan.jobs
             .into_iter()
@@ -443,6 +446,13 @@ async fn process_doc(ctx: &Context, row: ChangeRow) -> Result<DocDone> {
             Transferred::Stored(kind, entry) => done.stored.push((kind, entry)),
             Transferred::AlreadyMapped => done.record(OutcomeKind::AlreadyMapped, None),
             Transferred::Recorded(kind, problem) => done.record(kind, Some(problem)),
+        }
+    }
+    // After the winner's, so that a tarball both revisions hold is fetched once; conflicts are
+    // rare, and one at a time is enough.
+    for rev in &plan.losing {
+        for problem in losing::tarballs(ctx, &row_id, rev, &vouched).await? {
+            done.record(OutcomeKind::LosingTarball, Some(problem));
         }
     }
     ctx.progress.doc_done(done.counts.failures());

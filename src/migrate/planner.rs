@@ -61,13 +61,16 @@ pub(crate) struct DocPlan {
     pub jobs: Vec<TarballJob>,
     /// Outcomes decided without fetching anything.
     pub decided: Vec<(OutcomeKind, Option<Problem>)>,
+    /// The revisions that lost to this one (its `_conflicts`), each read in turn for the
+    /// tarballs only it holds (`super::losing`).
+    pub losing: Vec<String>,
 }
 
 impl DocPlan {
     fn decide(kind: OutcomeKind, problem: Problem) -> DocPlan {
         DocPlan {
-            jobs: Vec::new(),
             decided: vec![(kind, Some(problem))],
+            ..DocPlan::default()
         }
     }
 }
@@ -125,7 +128,7 @@ pub(crate) fn plan(row: &ChangeRow) -> DocPlan {
         Some(_) => return unreadable("versions is not an object"),
     };
     let mut plan = DocPlan::default();
-    losing_revisions(id, doc, &mut plan);
+    super::losing::list(id, doc, &mut plan);
     if versions.is_empty() {
         let unpublished = doc
             .get("time")
@@ -172,27 +175,6 @@ pub(crate) fn plan(row: &ChangeRow) -> DocPlan {
         }
     }
     plan
-}
-
-/// Lists each of the document's `_conflicts` (asked for with `conflicts=true`): revisions that
-/// lost to the one the feed sent. Only the winner is migrated, as only it is served; a losing
-/// revision may hold versions and attachments the winner lacks (each replica took another
-/// publish), and without this line nothing would say they were left behind.
-fn losing_revisions(id: &str, doc: &Map<String, Value>, plan: &mut DocPlan) {
-    let Some(Value::Array(revs)) = doc.get("_conflicts") else {
-        return;
-    };
-    for rev in revs {
-        let rev = rev.as_str().map_or_else(|| rev.to_string(), str::to_string);
-        let kind = OutcomeKind::LosingRevision;
-        // Not naming the winner: the line stays the same when the winner moves on (a publish),
-        // so the problems file lists each losing revision once.
-        let why = format!(
-            "conflicting revision {rev} lost to the revision served: its versions and \
-             attachments are not migrated"
-        );
-        plan.decided.push((kind, Some(Problem::doc(kind, id, why))));
-    }
 }
 
 /// Why a version cannot be moved (its `kind` says how it is counted).

@@ -43,11 +43,19 @@ pub enum OutcomeKind {
     /// client to it (npm-skim-registry deletes these).
     Orphan,
     /// A conflicting revision of a document (one of its `_conflicts`: two replicas each took a
-    /// write), which lost to the revision CouchDB serves. Not migrated, like an orphan: the
-    /// registry serves only the winning revision, so no client is led to what only the losing one
-    /// holds. But its versions and attachments are still in the database, so each losing
-    /// revision is listed, to be resolved before CouchDB is retired.
+    /// write), which lost to the revision CouchDB serves. Its versions are not mapped: the
+    /// registry serves only the winning revision, so no packument leads a client to them. But
+    /// they are still in the database, so each losing revision is listed, to be resolved before
+    /// CouchDB is retired, and the tarballs only it holds are stored ([`LosingTarball`]).
+    ///
+    /// [`LosingTarball`]: OutcomeKind::LosingTarball
     LosingRevision,
+    /// A tarball only a losing revision holds (no version of the winner has the same bytes):
+    /// fetched at that revision and verified against that revision's own digests, then stored
+    /// but not mapped, so that retiring CouchDB loses none of its bytes. Its line names the
+    /// revision and the integrity it is stored under, or why it could not be stored (a mismatch,
+    /// a missing attachment). Not a failure, whichever: nothing served leads to it.
+    LosingTarball,
     /// An unpublished package (`time.unpublished`, no versions): nothing to serve.
     Unpublished,
     /// A deleted document (`"deleted": true` in `_changes`).
@@ -93,6 +101,7 @@ impl OutcomeKind {
             OutcomeKind::PackageMismatch => "package_mismatch",
             OutcomeKind::Orphan => "orphan",
             OutcomeKind::LosingRevision => "losing_revision",
+            OutcomeKind::LosingTarball => "losing_tarball",
             OutcomeKind::Unpublished => "unpublished",
             OutcomeKind::Deleted => "deleted",
             OutcomeKind::Gone => "gone",
@@ -134,6 +143,9 @@ pub struct Counts {
     /// See [`OutcomeKind::LosingRevision`].
     #[serde(default)]
     pub losing_revision: u64,
+    /// See [`OutcomeKind::LosingTarball`].
+    #[serde(default)]
+    pub losing_tarball: u64,
     /// See [`OutcomeKind::Unpublished`].
     pub unpublished: u64,
     /// See [`OutcomeKind::Deleted`].
@@ -174,6 +186,7 @@ impl Counts {
             OutcomeKind::PackageMismatch => &mut self.package_mismatch,
             OutcomeKind::Orphan => &mut self.orphan,
             OutcomeKind::LosingRevision => &mut self.losing_revision,
+            OutcomeKind::LosingTarball => &mut self.losing_tarball,
             OutcomeKind::Unpublished => &mut self.unpublished,
             OutcomeKind::Deleted => &mut self.deleted,
             OutcomeKind::Gone => &mut self.gone,
@@ -196,6 +209,7 @@ impl Counts {
         self.package_mismatch += other.package_mismatch;
         self.orphan += other.orphan;
         self.losing_revision += other.losing_revision;
+        self.losing_tarball += other.losing_tarball;
         self.unpublished += other.unpublished;
         self.deleted += other.deleted;
         self.gone += other.gone;
@@ -363,6 +377,7 @@ mod tests {
             OutcomeKind::AlreadyMapped,
             OutcomeKind::Orphan,
             OutcomeKind::LosingRevision,
+            OutcomeKind::LosingTarball,
             OutcomeKind::Unpublished,
             OutcomeKind::Deleted,
             OutcomeKind::Gone,

@@ -207,18 +207,7 @@ async fn missing(ctx: &Context, job: &TarballJob) -> Result<Transferred, Error> 
     let Some(rev) = job.rev.as_deref() else {
         return missing("the server has no such attachment (404)");
     };
-    let mut attempt = 0;
-    let now = loop {
-        attempt += 1;
-        match ctx.client.current_rev(&job.name).await {
-            Ok(now) => break now,
-            Err(FetchError::Transient(e)) if attempt < ATTEMPTS => {
-                tracing::warn!(id = %job.name, attempt, error = %e.report(), "document GET failed; retrying");
-                tokio::time::sleep(backoff(attempt)).await;
-            }
-            Err(e) => return Err(e.into_error()),
-        }
-    };
+    let now = retried(&job.name, || ctx.client.current_rev(&job.name)).await?;
     let detail = match now {
         // The revision is not named: a problem is recorded once by its line, and the same broken
         // version met again at a later revision (the document changed otherwise) is the same
@@ -236,6 +225,27 @@ async fn missing(ctx: &Context, job: &TarballJob) -> Result<Transferred, Error> 
     let detail = format!("{detail}, and {rev} is no longer kept: not migrated");
     tracing::info!(tarball = %job.label(), "{detail}");
     Ok(Transferred::Recorded(kind, problem(job, kind, &detail)))
+}
+
+/// A request about the document `id`, asked again (after a backoff) while it fails in a way that
+/// may pass, up to [`ATTEMPTS`] times in all.
+pub(crate) async fn retried<T, F, Fut>(id: &str, mut request: F) -> Result<T, Error>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, FetchError>>,
+{
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        match request().await {
+            Ok(answer) => return Ok(answer),
+            Err(FetchError::Transient(e)) if attempt < ATTEMPTS => {
+                tracing::warn!(id, attempt, error = %e.report(), "document GET failed; retrying");
+                tokio::time::sleep(backoff(attempt)).await;
+            }
+            Err(e) => return Err(e.into_error()),
+        }
+    }
 }
 
 fn problem(job: &TarballJob, kind: OutcomeKind, detail: &str) -> Problem {

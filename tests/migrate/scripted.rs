@@ -836,3 +836,65 @@ async fn a_put_overtaken_by_a_delete_is_tried_again() {
     assert!(store.contains(&address).await.expect("has"), "stored again");
     assert_eq!(map_text(dir.path()).lines().count(), 1);
 }
+
+/// A losing revision is read with retries, and as the feed's documents are: with each
+/// attachment's encoding, so that the md5 of an attachment CouchDB keeps gzipped (the gzip
+/// bytes' digest) is not held against the tarball. Its own tarball is fetched at that revision
+/// and stored, not mapped.
+#[tokio::test]
+async fn a_losing_revision_is_read_again_after_a_503_and_its_tarball_stored() {
+    const LOST: &[u8] = b"the tarball only the losing revision holds";
+    let mut winner = row(1, "p", json!({"shasum": sha1_hex(TGZ)}), TGZ);
+    winner["doc"]["_conflicts"] = json!(["1-b"]);
+    let reads = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = reads.clone();
+    let handler: Handler = Arc::new(move |req| match req.segs.as_slice() {
+        [_db] => Resp::json(200, json!({"db_name": "registry", "doc_count": 1})),
+        [_db, c] if c == "_changes" => changes_page(std::slice::from_ref(&winner), req),
+        [_db, id] if id == "p" && req.q("rev") == Some("1-b") => {
+            if counted.fetch_add(1, Ordering::SeqCst) == 0 {
+                return Resp::json(503, json!({"error": "unavailable"}));
+            }
+            let mut stub = json!({"content_type": "application/octet-stream",
+                "digest": couch_md5(b"the gzip bytes"), "length": LOST.len(), "stub": true});
+            if req.q("att_encoding_info") == Some("true") {
+                stub["encoding"] = json!("gzip");
+            }
+            Resp::json(
+                200,
+                json!({"_id": "p", "_rev": "1-b", "name": "p",
+                    "versions": {"0.5.0": {"name": "p", "version": "0.5.0", "dist": {
+                        "tarball": "http://r/p/-/p-0.5.0.tgz", "shasum": sha1_hex(LOST)}}},
+                    "_attachments": {"p-0.5.0.tgz": stub}}),
+            )
+        }
+        [_db, id, att] if id == "p" => match (att.as_str(), req.q("rev")) {
+            ("p-1.0.0.tgz", Some("1-a")) => Resp::bytes(TGZ),
+            ("p-0.5.0.tgz", Some("1-b")) => Resp::bytes(LOST),
+            _ => Resp::not_found(),
+        },
+        _ => Resp::not_found(),
+    });
+    let url = serve(handler).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = migrate_once(&url, dir.path()).await;
+    let c = s.report.counts;
+    assert_eq!(
+        (c.migrated, c.losing_revision, c.losing_tarball),
+        (1, 1, 1),
+        "{c:?} {:#?}",
+        s.report.problems
+    );
+    assert!(s.report.is_success(), "{c:?}");
+    assert_eq!(reads.load(Ordering::SeqCst), 2, "read again after the 503");
+    assert_eq!(blob_count(dir.path()).await, 2);
+    let lost = s
+        .report
+        .problems
+        .iter()
+        .find(|p| p.kind == OutcomeKind::LosingTarball)
+        .expect("its line");
+    assert_eq!(lost.version.as_deref(), Some("0.5.0"));
+    assert!(lost.detail.contains(&sha512_sri(LOST)), "{lost:?}");
+    assert!(!map_text(dir.path()).contains("0.5.0"), "not mapped");
+}

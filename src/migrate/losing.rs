@@ -1,0 +1,123 @@
+//! The tarballs only a losing revision of a conflicted document holds. Two replicas that each
+//! took a publish leave the document in conflict: CouchDB serves one revision and keeps the other
+//! as a leaf, attachments and all. The registry never serves the loser, so nothing of it is
+//! mapped, but its tarballs are bytes no other copy may hold: retiring CouchDB must not drop
+//! them. Each losing revision is read once (`GET /db/<id>?rev=`), planned as a feed's document
+//! is, and every tarball no version of the winner has is fetched at that revision, verified
+//! against that revision's own digests, and stored.
+
+use std::collections::HashSet;
+
+use serde_json::{Map, Value};
+
+use super::changes::{ChangeRow, Seq};
+use super::planner::{self, DocPlan, TarballJob};
+use super::report::{OutcomeKind, Problem};
+use super::transfer::{self, Context, Transferred};
+use crate::{strict_json, Error};
+
+/// Lists each of the document's `_conflicts` (asked for with `conflicts=true`): revisions that
+/// lost to the one the feed sent. Only the winner is mapped, as only it is served; a losing
+/// revision may hold versions and attachments the winner lacks (each replica took another
+/// publish): without this line nothing would say they were left out of the mapping, and each is
+/// kept in `plan.losing` so that its own tarballs are stored ([`tarballs`]).
+pub(crate) fn list(id: &str, doc: &Map<String, Value>, plan: &mut DocPlan) {
+    let Some(Value::Array(revs)) = doc.get("_conflicts") else {
+        return;
+    };
+    for rev in revs {
+        let Some(rev) = rev.as_str() else {
+            let why = format!("_conflicts holds {rev}, not a revision");
+            let kind = OutcomeKind::Unreadable;
+            plan.decided.push((kind, Some(Problem::doc(kind, id, why))));
+            continue;
+        };
+        let kind = OutcomeKind::LosingRevision;
+        // Not naming the winner: the line stays the same when the winner moves on (a publish),
+        // so the problems file lists each losing revision once.
+        let why = format!(
+            "conflicting revision {rev} lost to the revision served: its versions are not \
+             mapped; the tarballs only it holds are stored (losing_tarball)"
+        );
+        plan.decided.push((kind, Some(Problem::doc(kind, id, why))));
+        plan.losing.push(rev.to_string());
+    }
+}
+
+/// The bytes a document's versions vouch for, each digest as `algorithm-hex`: a losing
+/// revision's tarball with any of them is one the winner has.
+#[derive(Debug, Default)]
+pub(crate) struct Vouched(HashSet<String>);
+
+impl Vouched {
+    /// Every digest `jobs` check their bytes against.
+    pub(crate) fn of(jobs: &[TarballJob]) -> Vouched {
+        Vouched(jobs.iter().flat_map(digests).collect())
+    }
+
+    fn holds(&self, job: &TarballJob) -> bool {
+        digests(job).any(|d| self.0.contains(&d))
+    }
+}
+
+fn digests(job: &TarballJob) -> impl Iterator<Item = String> + '_ {
+    job.checks
+        .iter()
+        .flat_map(|(_, i)| i.hashes())
+        .map(|h| format!("{}-{}", h.algorithm().name(), h.to_hex()))
+}
+
+/// Reads the losing revision `rev` of document `id` and stores the tarballs only it holds (those
+/// the winner's `vouched` does not): one [`OutcomeKind::LosingTarball`] line each, saying where
+/// it is stored or why it is not. `Err` as for [`transfer::transfer`]: the server or the store
+/// failing after retries.
+pub(crate) async fn tarballs(
+    ctx: &Context,
+    id: &str,
+    rev: &str,
+    vouched: &Vouched,
+) -> Result<Vec<Problem>, Error> {
+    let line = |detail: String| Problem::doc(OutcomeKind::LosingTarball, id, detail);
+    let Some(body) = transfer::retried(id, || ctx.client.document_at(id, rev)).await? else {
+        // Resolved meanwhile (a leaf that is deleted still answers, with `_deleted`), or purged.
+        tracing::info!(id, rev, "losing revision no longer there (404)");
+        return Ok(Vec::new());
+    };
+    let doc = match strict_json::parse(&body, None, "document") {
+        Ok(doc) => doc,
+        Err(e) => {
+            let why = format!("conflicting revision {rev} cannot be read: {}", e.report());
+            return Ok(vec![line(why)]);
+        }
+    };
+    let row = ChangeRow {
+        // Not used: a revision's plan does not depend on where the feed is.
+        seq: Seq(Value::Null),
+        id: id.to_string(),
+        deleted: doc.get("_deleted").and_then(Value::as_bool) == Some(true),
+        doc: Some(Ok(doc)),
+    };
+    let plan = planner::plan(&row);
+    drop(row);
+    let mut lines = Vec::new();
+    for job in plan.jobs.into_iter().filter(|j| !vouched.holds(j)) {
+        let (version, file) = (job.version.clone(), job.file.clone());
+        let held = format!("held only by conflicting revision {rev}");
+        let mut p = match transfer::transfer(ctx, job).await? {
+            // Mapped already with the same shasum: those bytes are in the store.
+            Transferred::AlreadyMapped => continue,
+            Transferred::Stored(_, entry) => line(format!(
+                "{held}: verified and stored as {}, not mapped",
+                entry.integrity
+            )),
+            Transferred::Recorded(_, p) => {
+                let mut q = line(format!("{held}, not stored: {}", p.detail));
+                (q.expected, q.actual) = (p.expected, p.actual);
+                q
+            }
+        };
+        p = p.with_version(&version).with_file(&file);
+        lines.push(p);
+    }
+    Ok(lines)
+}
