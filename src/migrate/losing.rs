@@ -110,8 +110,17 @@ pub(crate) async fn tarballs(
                 "{held}: verified and stored as {}, not mapped",
                 entry.integrity
             )),
-            Transferred::Recorded(_, p) => {
-                let mut q = line(format!("{held}, not stored: {}", p.detail));
+            Transferred::Recorded(kind, p) => {
+                // A 404 at a revision just read: `transfer` would go on to compare it with the
+                // document's current revision, the winner, which says nothing of the loser's
+                // (and would name the winner, making a new line each time the winner moves on).
+                let why = match kind {
+                    OutcomeKind::Gone | OutcomeKind::AttachmentMissing => {
+                        "the server has no such attachment at that revision (404)"
+                    }
+                    _ => &p.detail,
+                };
+                let mut q = line(format!("{held}, not stored: {why}"));
                 (q.expected, q.actual) = (p.expected, p.actual);
                 q
             }

@@ -842,7 +842,7 @@ async fn a_put_overtaken_by_a_delete_is_tried_again() {
 /// bytes' digest) is not held against the tarball. Its own tarball is fetched at that revision
 /// and stored, not mapped.
 #[tokio::test]
-async fn a_losing_revision_is_read_again_after_a_503_and_its_tarball_stored() {
+async fn a_losing_revision_is_read_again_after_a_503_and_its_tarballs_stored() {
     const LOST: &[u8] = b"the tarball only the losing revision holds";
     let mut winner = row(1, "p", json!({"shasum": sha1_hex(TGZ)}), TGZ);
     winner["doc"]["_conflicts"] = json!(["1-b"]);
@@ -864,10 +864,15 @@ async fn a_losing_revision_is_read_again_after_a_503_and_its_tarball_stored() {
                 200,
                 json!({"_id": "p", "_rev": "1-b", "name": "p",
                     "versions": {"0.5.0": {"name": "p", "version": "0.5.0", "dist": {
-                        "tarball": "http://r/p/-/p-0.5.0.tgz", "shasum": sha1_hex(LOST)}}},
-                    "_attachments": {"p-0.5.0.tgz": stub}}),
+                        "tarball": "http://r/p/-/p-0.5.0.tgz", "shasum": sha1_hex(LOST)}},
+                        "0.6.0": {"name": "p", "version": "0.6.0", "dist": {
+                        "tarball": "http://r/p/-/p-0.6.0.tgz", "shasum": sha1_hex(OTHER)}}},
+                    "_attachments": {"p-0.5.0.tgz": stub,
+                        "p-0.6.0.tgz": {"length": OTHER.len(), "stub": true}}}),
             )
         }
+        // The winner has moved on since the feed's row.
+        [_db, id] if id == "p" => Resp::json(200, json!({"_id": "p", "_rev": "2-c"})),
         [_db, id, att] if id == "p" => match (att.as_str(), req.q("rev")) {
             ("p-1.0.0.tgz", Some("1-a")) => Resp::bytes(TGZ),
             ("p-0.5.0.tgz", Some("1-b")) => Resp::bytes(LOST),
@@ -881,7 +886,7 @@ async fn a_losing_revision_is_read_again_after_a_503_and_its_tarball_stored() {
     let c = s.report.counts;
     assert_eq!(
         (c.migrated, c.losing_revision, c.losing_tarball),
-        (1, 1, 1),
+        (1, 1, 2),
         "{c:?} {:#?}",
         s.report.problems
     );
@@ -897,4 +902,15 @@ async fn a_losing_revision_is_read_again_after_a_503_and_its_tarball_stored() {
     assert_eq!(lost.version.as_deref(), Some("0.5.0"));
     assert!(lost.detail.contains(&sha512_sri(LOST)), "{lost:?}");
     assert!(!map_text(dir.path()).contains("0.5.0"), "not mapped");
+    // Its other tarball is not served at that revision: said so, and not as a change of the
+    // document (which would name the winner's revision).
+    let missing = s
+        .report
+        .problems
+        .iter()
+        .find(|p| p.version.as_deref() == Some("0.6.0"))
+        .expect("the missing one's line");
+    assert_eq!(missing.kind, OutcomeKind::LosingTarball);
+    assert!(missing.detail.contains("404"), "{missing:?}");
+    assert!(!missing.detail.contains("2-c"), "{missing:?}");
 }
