@@ -238,11 +238,11 @@ async fn migrates_every_version_and_counts_every_outcome() {
 }
 
 /// A document in conflict (two replicas each took a publish: 1.0.0 on one, 2.0.0 on the
-/// other, and both 0.9.0): the feed sends the winning revision, and the losing one must not
-/// vanish without a word, nor its bytes with CouchDB. The winner is mapped; the losing revision
-/// is listed, and the tarball only it holds is stored, verified, but not mapped (no packument
-/// served leads to it); one whose bytes disagree with the losing revision's own shasum is listed,
-/// not stored. None of it is a failure.
+/// other, and both 0.9.0; a third replica has 1.0.0 too): the feed sends the winning revision,
+/// and the losing ones must not vanish without a word, nor their bytes with CouchDB. The winner
+/// is mapped; each losing revision is listed, and each tarball only they hold is stored, once,
+/// verified, but not mapped (no packument served leads to it); one whose bytes disagree with its
+/// revision's own shasum is listed, not stored. None of it is a failure.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_losing_conflicting_revision_is_listed_and_its_own_tarballs_stored() {
     let Some(couch) = couch() else {
@@ -256,15 +256,18 @@ async fn a_losing_conflicting_revision_is_listed_and_its_own_tarballs_stored() {
     let mut forged = Ver::honest("split", "1.1.0", noise(3000, 43).into());
     forged.shasum = Some(sha1_hex(b"other bytes"));
     forged.integrity = None;
-    let (lost_rev, kept_rev) = (
+    let (lost_rev, also_lost_rev, kept_rev) = (
         "1-aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+        "1-bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb",
         "1-ffffffffffffffffffffffffffffffff",
     );
     let mut loser = fullfat("split", &[both.clone(), lost.clone(), forged.clone()], &[]);
     loser["_rev"] = Value::from(lost_rev);
+    let mut also_loser = fullfat("split", &[both.clone(), lost.clone()], &[]);
+    also_loser["_rev"] = Value::from(also_lost_rev);
     let mut winner = fullfat("split", &[both.clone(), kept.clone()], &[]);
     winner["_rev"] = Value::from(kept_rev);
-    couch.put_revs(&db, &[loser, winner]).await;
+    couch.put_revs(&db, &[loser, also_loser, winner]).await;
     let dir = tempfile::tempdir().expect("tempdir");
     let store = Store::open(&store_spec(&dir.path().join("store")))
         .await
@@ -281,7 +284,7 @@ async fn a_losing_conflicting_revision_is_listed_and_its_own_tarballs_stored() {
     let c = summary.report.counts;
     assert_eq!(
         (c.documents, c.migrated, c.losing_revision, c.losing_tarball),
-        (1, 2, 1, 2),
+        (1, 2, 2, 2),
         "{c:?}"
     );
     assert!(summary.report.is_success(), "not a failure: {c:?}");
@@ -290,7 +293,7 @@ async fn a_losing_conflicting_revision_is_listed_and_its_own_tarballs_stored() {
         store
             .get(&lost_sri)
             .await
-            .expect("the loser's own tarball")
+            .expect("the losers' own tarball")
             .bytes()
             .await
             .expect("read"),
@@ -313,35 +316,42 @@ async fn a_losing_conflicting_revision_is_listed_and_its_own_tarballs_stored() {
     );
 
     let problems = read_problems_file(&dir.path().join("state.json.problems.jsonl"));
-    let lines = |problems: &[Problem]| -> Vec<(OutcomeKind, Option<String>)> {
-        problems
-            .iter()
-            .map(|p| (p.kind, p.version.clone()))
-            .collect()
+    let lines = |kind: OutcomeKind| -> Vec<&Problem> {
+        problems.iter().filter(|p| p.kind == kind).collect()
     };
+    let revisions = lines(OutcomeKind::LosingRevision);
+    assert_eq!(revisions.len(), 2, "{problems:#?}");
+    for rev in [lost_rev, also_lost_rev] {
+        assert!(
+            revisions.iter().any(|p| p.detail.contains(rev)),
+            "{rev}: {problems:#?}"
+        );
+    }
+    let tarballs = lines(OutcomeKind::LosingTarball);
+    let versions: BTreeSet<_> = tarballs
+        .iter()
+        .filter_map(|p| p.version.as_deref())
+        .collect();
     assert_eq!(
-        lines(&problems),
-        [
-            (OutcomeKind::LosingRevision, None),
-            (OutcomeKind::LosingTarball, Some("1.0.0".into())),
-            (OutcomeKind::LosingTarball, Some("1.1.0".into())),
-        ],
+        versions,
+        BTreeSet::from(["1.0.0", "1.1.0"]),
         "{problems:#?}"
     );
+    let stored = tarballs
+        .iter()
+        .find(|p| p.version.as_deref() == Some("1.0.0"));
     assert!(
-        problems.iter().all(|p| p.detail.contains(lost_rev)),
-        "{problems:#?}"
+        stored.is_some_and(|p| p.detail.contains(&lost_sri.to_string())),
+        "{stored:?}"
     );
+    let refused = tarballs
+        .iter()
+        .find(|p| p.version.as_deref() == Some("1.1.0"));
     assert!(
-        problems[1].detail.contains(&lost_sri.to_string()),
-        "{:?}",
-        problems[1]
+        refused.is_some_and(|p| p.detail.contains(lost_rev) && p.detail.contains("not stored")),
+        "{refused:?}"
     );
-    assert!(
-        problems[2].detail.contains("not stored"),
-        "{:?}",
-        problems[2]
-    );
+    assert_eq!(problems.len(), 4, "{problems:#?}");
 
     // Read again (`--since 0`): listed and counted once.
     let source = CouchSource::parse(&format!("{}/{db}", couch.base)).expect("source");
@@ -354,7 +364,7 @@ async fn a_losing_conflicting_revision_is_listed_and_its_own_tarballs_stored() {
         .expect("run");
     assert_eq!(again.report.counts, c, "nothing counted twice");
     let problems = read_problems_file(&dir.path().join("state.json.problems.jsonl"));
-    assert_eq!(problems.len(), 3, "{problems:#?}");
+    assert_eq!(problems.len(), 4, "{problems:#?}");
 }
 
 fn tarvault(args: &[&str]) -> Command {

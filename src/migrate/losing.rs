@@ -45,7 +45,8 @@ pub(crate) fn list(id: &str, doc: &Map<String, Value>, plan: &mut DocPlan) {
 }
 
 /// The bytes a document's versions vouch for, each digest as `algorithm-hex`: a losing
-/// revision's tarball with any of them is one the winner has.
+/// revision's tarball with any of them is one the winner has, or one an earlier losing revision
+/// of the same document stored (a branch of many revisions holds the same tarballs).
 #[derive(Debug, Default)]
 pub(crate) struct Vouched(HashSet<String>);
 
@@ -58,6 +59,10 @@ impl Vouched {
     fn holds(&self, job: &TarballJob) -> bool {
         digests(job).any(|d| self.0.contains(&d))
     }
+
+    fn add(&mut self, digests: Vec<String>) {
+        self.0.extend(digests);
+    }
 }
 
 fn digests(job: &TarballJob) -> impl Iterator<Item = String> + '_ {
@@ -68,14 +73,14 @@ fn digests(job: &TarballJob) -> impl Iterator<Item = String> + '_ {
 }
 
 /// Reads the losing revision `rev` of document `id` and stores the tarballs only it holds (those
-/// the winner's `vouched` does not): one [`OutcomeKind::LosingTarball`] line each, saying where
-/// it is stored or why it is not. `Err` as for [`transfer::transfer`]: the server or the store
+/// `vouched` does not hold, which gains those stored): one [`OutcomeKind::LosingTarball`] line
+/// each, saying where it is stored or why it is not. `Err` as for [`transfer::transfer`]: the server or the store
 /// failing after retries.
 pub(crate) async fn tarballs(
     ctx: &Context,
     id: &str,
     rev: &str,
-    vouched: &Vouched,
+    vouched: &mut Vouched,
 ) -> Result<Vec<Problem>, Error> {
     let line = |detail: String| Problem::doc(OutcomeKind::LosingTarball, id, detail);
     let Some(body) = transfer::retried(id, || ctx.client.document_at(id, rev)).await? else {
@@ -100,16 +105,23 @@ pub(crate) async fn tarballs(
     let plan = planner::plan(&row);
     drop(row);
     let mut lines = Vec::new();
-    for job in plan.jobs.into_iter().filter(|j| !vouched.holds(j)) {
+    for job in plan.jobs {
+        if vouched.holds(&job) {
+            continue;
+        }
         let (version, file) = (job.version.clone(), job.file.clone());
+        let its = digests(&job).collect();
         let held = format!("held only by conflicting revision {rev}");
         let mut p = match transfer::transfer(ctx, job).await? {
             // Mapped already with the same shasum: those bytes are in the store.
             Transferred::AlreadyMapped => continue,
-            Transferred::Stored(_, entry) => line(format!(
-                "{held}: verified and stored as {}, not mapped",
-                entry.integrity
-            )),
+            Transferred::Stored(_, entry) => {
+                vouched.add(its);
+                line(format!(
+                    "{held}: verified and stored as {}, not mapped",
+                    entry.integrity
+                ))
+            }
             Transferred::Recorded(kind, p) => {
                 // A 404 at a revision just read: `transfer` would go on to compare it with the
                 // document's current revision, the winner, which says nothing of the loser's

@@ -434,7 +434,7 @@ async fn process_doc(ctx: &Context, row: ChangeRow) -> Result<DocDone> {
     for (kind, problem) in plan.decided {
         done.record(kind, problem);
     }
-    let vouched = losing::Vouched::of(&plan.jobs);
+    let mut vouched = losing::Vouched::of(&plan.jobs);
     let results = futures::future::join_all(
         plan.jobs
             .into_iter()
@@ -451,7 +451,7 @@ async fn process_doc(ctx: &Context, row: ChangeRow) -> Result<DocDone> {
     // After the winner's, so that a tarball both revisions hold is fetched once; conflicts are
     // rare, and one at a time is enough.
     for rev in &plan.losing {
-        for problem in losing::tarballs(ctx, &row_id, rev, &vouched).await? {
+        for problem in losing::tarballs(ctx, &row_id, rev, &mut vouched).await? {
             done.record(OutcomeKind::LosingTarball, Some(problem));
         }
     }
