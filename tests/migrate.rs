@@ -352,6 +352,38 @@ async fn a_losing_conflicting_revision_is_listed_and_its_own_tarballs_stored() {
         "{refused:?}"
     );
     assert_eq!(problems.len(), 4, "{problems:#?}");
+    assert_eq!(
+        stored.and_then(|p| p.integrity.clone()),
+        Some(lost_sri.to_string())
+    );
+
+    // The mapping and the problem lines naming an integrity, as they are, are the keep file
+    // that keeps every byte the migration stored.
+    let keep = dir.path().join("keep.jsonl");
+    let mut text = std::fs::read_to_string(dir.path().join("map.jsonl")).expect("map");
+    let problems_text =
+        std::fs::read_to_string(dir.path().join("state.json.problems.jsonl")).expect("problems");
+    for l in problems_text
+        .lines()
+        .filter(|l| l.contains("\"integrity\""))
+    {
+        text.push_str(l);
+        text.push('\n');
+    }
+    std::fs::write(&keep, text).expect("keep file");
+    let options = tarvault::ops::gc::GcOptions {
+        grace: Duration::ZERO,
+        delete: true,
+    };
+    let keep = tarvault::ops::gc::keep_file(&keep).expect("keep");
+    let report = tarvault::ops::gc::gc(&store, keep, &options, |_, _| {})
+        .await
+        .expect("gc");
+    assert_eq!(
+        (report.live_addresses, report.garbage),
+        (3, 0),
+        "{report:?}"
+    );
 
     // Read again (`--since 0`): listed and counted once.
     let source = CouchSource::parse(&format!("{}/{db}", couch.base)).expect("source");

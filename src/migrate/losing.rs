@@ -117,10 +117,12 @@ pub(crate) async fn tarballs(
             Transferred::AlreadyMapped => continue,
             Transferred::Stored(_, entry) => {
                 vouched.add(its);
-                line(format!(
+                let mut p = line(format!(
                     "{held}: verified and stored as {}, not mapped",
                     entry.integrity
-                ))
+                ));
+                p.integrity = Some(entry.integrity);
+                p
             }
             Transferred::Recorded(kind, p) => {
                 // A 404 at a revision just read: `transfer` would go on to compare it with the

@@ -255,6 +255,11 @@ pub struct Problem {
     /// For mismatches: the digest of the bytes the server sent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub actual: Option<String>,
+    /// For a tarball stored but not mapped ([`OutcomeKind::LosingTarball`]): the integrity it is
+    /// stored under. Named as in the mapping, so that such a line is a line of a keep file
+    /// (`tarvault gc --keep`) as it is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub integrity: Option<String>,
 }
 
 impl Problem {
@@ -268,6 +273,7 @@ impl Problem {
             detail: detail.into(),
             expected: None,
             actual: None,
+            integrity: None,
         }
     }
 
