@@ -44,28 +44,31 @@ pub(crate) fn list(id: &str, doc: &Map<String, Value>, plan: &mut DocPlan) {
     }
 }
 
-/// The bytes a document's versions vouch for, each digest as `algorithm-hex`: a losing
-/// revision's tarball with any of them is one the winner has, or one an earlier losing revision
-/// of the same document stored (a branch of many revisions holds the same tarballs).
+/// The bytes of a document already in the store, each digest its document vouches for them by
+/// as `algorithm-hex`: the winner's tarballs stored or mapped before, then what each losing
+/// revision stored (a branch of many revisions holds the same tarballs). A losing revision's
+/// tarball with any of them is not fetched again. Only what verified counts: a winner's version
+/// whose bytes disagree with its digests vouches for nothing.
 #[derive(Debug, Default)]
 pub(crate) struct Vouched(HashSet<String>);
 
 impl Vouched {
-    /// Every digest `jobs` check their bytes against.
-    pub(crate) fn of(jobs: &[TarballJob]) -> Vouched {
-        Vouched(jobs.iter().flat_map(digests).collect())
-    }
-
     fn holds(&self, job: &TarballJob) -> bool {
-        digests(job).any(|d| self.0.contains(&d))
+        job_digests(job).any(|d| self.0.contains(&d))
     }
 
-    fn add(&mut self, digests: Vec<String>) {
+    /// Adds a stored tarball's [`digests`].
+    pub(crate) fn add(&mut self, digests: Vec<String>) {
         self.0.extend(digests);
     }
 }
 
-fn digests(job: &TarballJob) -> impl Iterator<Item = String> + '_ {
+/// Every digest `job` checks its bytes against, as `algorithm-hex`.
+pub(crate) fn digests(job: &TarballJob) -> Vec<String> {
+    job_digests(job).collect()
+}
+
+fn job_digests(job: &TarballJob) -> impl Iterator<Item = String> + '_ {
     job.checks
         .iter()
         .flat_map(|(_, i)| i.hashes())
@@ -74,8 +77,8 @@ fn digests(job: &TarballJob) -> impl Iterator<Item = String> + '_ {
 
 /// Reads the losing revision `rev` of document `id` and stores the tarballs only it holds (those
 /// `vouched` does not hold, which gains those stored): one [`OutcomeKind::LosingTarball`] line
-/// each, saying where it is stored or why it is not. `Err` as for [`transfer::transfer`]: the server or the store
-/// failing after retries.
+/// each, saying where it is stored or why it is not. `Err` as for [`transfer::transfer`]: the
+/// server or the store failing after retries.
 pub(crate) async fn tarballs(
     ctx: &Context,
     id: &str,
@@ -110,7 +113,7 @@ pub(crate) async fn tarballs(
             continue;
         }
         let (version, file) = (job.version.clone(), job.file.clone());
-        let its = digests(&job).collect();
+        let its = digests(&job);
         let held = format!("held only by conflicting revision {rev}");
         let mut p = match transfer::transfer(ctx, job).await? {
             // Mapped already with the same shasum: those bytes are in the store.

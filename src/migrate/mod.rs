@@ -434,17 +434,24 @@ async fn process_doc(ctx: &Context, row: ChangeRow) -> Result<DocDone> {
     for (kind, problem) in plan.decided {
         done.record(kind, problem);
     }
-    let mut vouched = losing::Vouched::of(&plan.jobs);
+    let mut vouched = losing::Vouched::default();
+    let digests: Vec<_> = plan.jobs.iter().map(losing::digests).collect();
     let results = futures::future::join_all(
         plan.jobs
             .into_iter()
             .map(|job| transfer::transfer(ctx, job)),
     )
     .await;
-    for r in results {
+    for (r, digests) in results.into_iter().zip(digests) {
         match r? {
-            Transferred::Stored(kind, entry) => done.stored.push((kind, entry)),
-            Transferred::AlreadyMapped => done.record(OutcomeKind::AlreadyMapped, None),
+            Transferred::Stored(kind, entry) => {
+                vouched.add(digests);
+                done.stored.push((kind, entry))
+            }
+            Transferred::AlreadyMapped => {
+                vouched.add(digests);
+                done.record(OutcomeKind::AlreadyMapped, None)
+            }
             Transferred::Recorded(kind, problem) => done.record(kind, Some(problem)),
         }
     }

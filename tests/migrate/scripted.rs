@@ -914,3 +914,44 @@ async fn a_losing_revision_is_read_again_after_a_503_and_its_tarballs_stored() {
     assert!(missing.detail.contains("404"), "{missing:?}");
     assert!(!missing.detail.contains("2-c"), "{missing:?}");
 }
+
+/// Only bytes that verified vouch for a losing revision's tarball: the winner's 1.0.0 comes back
+/// with other bytes than its shasum (a failure), and the losing revision's 1.0.0, with the same
+/// shasum, is fetched from that revision and stored.
+#[tokio::test]
+async fn a_losing_tarball_is_stored_when_the_winners_copy_did_not_verify() {
+    let mut winner = row(1, "q", json!({"shasum": sha1_hex(TGZ)}), TGZ);
+    winner["doc"]["_conflicts"] = json!(["1-b"]);
+    let mut loser = row(1, "q", json!({"shasum": sha1_hex(TGZ)}), TGZ)["doc"].clone();
+    loser["_rev"] = json!("1-b");
+    let handler: Handler = Arc::new(move |req| match req.segs.as_slice() {
+        [_db] => Resp::json(200, json!({"db_name": "registry", "doc_count": 1})),
+        [_db, c] if c == "_changes" => changes_page(std::slice::from_ref(&winner), req),
+        [_db, id] if id == "q" && req.q("rev") == Some("1-b") => Resp::json(200, loser.clone()),
+        [_db, id] if id == "q" => Resp::json(200, json!({"_id": "q", "_rev": "1-a"})),
+        [_db, id, att] if id == "q" && att == "q-1.0.0.tgz" => match req.q("rev") {
+            Some("1-a") => Resp::bytes(OTHER),
+            Some("1-b") => Resp::bytes(TGZ),
+            _ => Resp::not_found(),
+        },
+        _ => Resp::not_found(),
+    });
+    let url = serve(handler).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = migrate_once(&url, dir.path()).await;
+    let c = s.report.counts;
+    assert_eq!(
+        (c.migrated, c.digest_mismatch, c.losing_tarball),
+        (0, 1, 1),
+        "{c:?} {:#?}",
+        s.report.problems
+    );
+    let lost = s
+        .report
+        .problems
+        .iter()
+        .find(|p| p.kind == OutcomeKind::LosingTarball)
+        .expect("its line");
+    assert_eq!(lost.integrity.as_deref(), Some(sha512_sri(TGZ).as_str()));
+    assert_eq!(blob_count(dir.path()).await, 1);
+}
