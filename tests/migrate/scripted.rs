@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 
 use futures::TryStreamExt;
 use serde_json::{json, Value};
-use tarvault::migrate::{OutcomeKind, Seq, State, Summary};
+use tarvault::migrate::{OutcomeKind, Problem, Seq, State, Summary};
 use tarvault::{ErrorKind, Store};
 
 use crate::common::{sha1_hex, sha512_sri};
@@ -837,6 +837,12 @@ async fn a_put_overtaken_by_a_delete_is_tried_again() {
     assert_eq!(map_text(dir.path()).lines().count(), 1);
 }
 
+/// The first problem of the run's report that `which` picks.
+fn line_of(s: &Summary, which: impl Fn(&Problem) -> bool) -> &Problem {
+    let found = s.report.problems.iter().find(|p| which(p));
+    found.unwrap_or_else(|| panic!("no such line: {:#?}", s.report.problems))
+}
+
 /// A losing revision is read with retries, and as the feed's documents are: with each
 /// attachment's encoding, so that the md5 of an attachment CouchDB keeps gzipped (the gzip
 /// bytes' digest) is not held against the tarball. Its own tarball is fetched at that revision
@@ -893,23 +899,13 @@ async fn a_losing_revision_is_read_again_after_a_503_and_its_tarballs_stored() {
     assert!(s.report.is_success(), "{c:?}");
     assert_eq!(reads.load(Ordering::SeqCst), 2, "read again after the 503");
     assert_eq!(blob_count(dir.path()).await, 2);
-    let lost = s
-        .report
-        .problems
-        .iter()
-        .find(|p| p.kind == OutcomeKind::LosingTarball)
-        .expect("its line");
+    let lost = line_of(&s, |p| p.kind == OutcomeKind::LosingTarball);
     assert_eq!(lost.version.as_deref(), Some("0.5.0"));
     assert!(lost.detail.contains(&sha512_sri(LOST)), "{lost:?}");
     assert!(!map_text(dir.path()).contains("0.5.0"), "not mapped");
     // Its other tarball is not served at that revision: said so, and not as a change of the
     // document (which would name the winner's revision).
-    let missing = s
-        .report
-        .problems
-        .iter()
-        .find(|p| p.version.as_deref() == Some("0.6.0"))
-        .expect("the missing one's line");
+    let missing = line_of(&s, |p| p.version.as_deref() == Some("0.6.0"));
     assert_eq!(missing.kind, OutcomeKind::LosingTarball);
     assert!(missing.detail.contains("404"), "{missing:?}");
     assert!(!missing.detail.contains("2-c"), "{missing:?}");
@@ -946,12 +942,7 @@ async fn a_losing_tarball_is_stored_when_the_winners_copy_did_not_verify() {
         "{c:?} {:#?}",
         s.report.problems
     );
-    let lost = s
-        .report
-        .problems
-        .iter()
-        .find(|p| p.kind == OutcomeKind::LosingTarball)
-        .expect("its line");
+    let lost = line_of(&s, |p| p.kind == OutcomeKind::LosingTarball);
     assert_eq!(lost.integrity.as_deref(), Some(sha512_sri(TGZ).as_str()));
     assert_eq!(blob_count(dir.path()).await, 1);
 }
