@@ -223,7 +223,7 @@ fn count_lines(c: &Counts) -> Vec<(&'static str, u64)> {
         ("package mismatch", c.package_mismatch),
         ("orphan attachments", c.orphan),
         ("losing revisions", c.losing_revision),
-        ("losing revisions' tarballs", c.losing_tarball),
+        ("losing tarballs", c.losing_tarball),
         ("unpublished", c.unpublished),
         ("deleted", c.deleted),
         ("gone meanwhile", c.gone),
