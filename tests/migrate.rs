@@ -399,6 +399,65 @@ async fn a_losing_conflicting_revision_is_listed_and_its_own_tarballs_stored() {
     assert_eq!(problems.len(), 4, "{problems:#?}");
 }
 
+/// `--keep-orphans`: an attachment no version names is stored too, verified against the md5
+/// CouchDB keeps of it, and not mapped; its line names the integrity it is stored under. Without
+/// the flag it is listed and left where it is.
+#[test]
+fn keep_orphans_stores_an_orphan_attachment_unmapped() {
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let Some(couch) = couch() else {
+        return;
+    };
+    let db = db_name("orphans");
+    rt.block_on(couch.create_db(&db));
+    let v = Ver::honest("lone", "1.0.0", noise(2000, 50).into());
+    let orphan = noise(2500, 51);
+    let doc = fullfat(
+        "lone",
+        std::slice::from_ref(&v),
+        &[("lone-0.9.0.tgz", &orphan)],
+    );
+    rt.block_on(couch.put_doc(&db, "lone", &doc));
+    let from = format!("{}/{db}", couch.base);
+    let orphan_sri = sha512_sri(&orphan);
+    for keep in [false, true] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let flag: &[&str] = if keep { &["--keep-orphans"] } else { &[] };
+        let out = run(&migrate_args(&from, dir.path()), flag);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let counts = &json_summary(&out)["report"]["counts"];
+        assert_eq!(
+            (counts["migrated"].as_u64(), counts["orphan"].as_u64()),
+            (Some(1), Some(1))
+        );
+        let (_, entries) = read_map(&dir.path().join("map.jsonl"));
+        assert_eq!(entries, [v.entry("lone")], "only the version is mapped");
+        let problems = read_problems_file(&dir.path().join("state.json.problems.jsonl"));
+        assert_eq!(problems.len(), 1, "{problems:#?}");
+        let p = &problems[0];
+        assert_eq!(
+            (p.kind, p.file.as_deref()),
+            (OutcomeKind::Orphan, Some("lone-0.9.0.tgz"))
+        );
+        let store = rt
+            .block_on(Store::open(&store_spec(&dir.path().join("store"))))
+            .expect("store");
+        let address: Integrity = orphan_sri.parse().expect("sri");
+        let stored = rt.block_on(store.contains(&address)).expect("contains");
+        assert_eq!(stored, keep, "{p:?}");
+        assert_eq!(
+            p.integrity.as_deref(),
+            keep.then_some(orphan_sri.as_str()),
+            "{p:?}"
+        );
+    }
+}
+
 fn tarvault(args: &[&str]) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_tarvault"));
     c.args(args)

@@ -69,6 +69,10 @@ pub(crate) struct CouchArgs {
     /// whose package.json names another package or version is not mapped.
     #[arg(long)]
     inspect: bool,
+    /// Store orphan attachments too (no version names them), verified against CouchDB's md5 and
+    /// length, not mapped; their problem lines name the integrity each is stored under.
+    #[arg(long)]
+    keep_orphans: bool,
     /// Print the summary as one JSON object.
     #[arg(long)]
     json: bool,
@@ -85,6 +89,7 @@ pub(crate) async fn run(command: MigrateCommand, store_spec: String) -> Result<u
     options.batch = args.batch;
     options.checkpoint_docs = args.checkpoint_docs.max(1);
     options.inspect = args.inspect.then(tarvault::tarball::Policy::default);
+    options.keep_orphans = args.keep_orphans;
     if let Some(problems) = &args.problems {
         options.problems = problems.clone();
     }

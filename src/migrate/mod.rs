@@ -40,6 +40,7 @@ mod lines;
 mod lock;
 mod losing;
 mod mapping;
+mod orphans;
 mod planner;
 mod progress;
 mod recorded;
@@ -104,6 +105,10 @@ pub struct MigrateOptions {
     /// tarball the policy rejects is not stored, and one whose package.json names another
     /// package or version is not mapped. Both are failures.
     pub inspect: Option<crate::tarball::Policy>,
+    /// Store orphan attachments too (those no version's `dist.tarball` names), verified against
+    /// CouchDB's md5 and length, not mapped: their problem lines name the `integrity` each is
+    /// stored under. Off by default: no packument leads a client to one.
+    pub keep_orphans: bool,
     /// The most bytes a JSON answer from CouchDB (a `_changes` page with its `batch` documents, a
     /// document) may hold, so that no answer is read into memory whatever its size. A `_changes`
     /// page over it is asked again for half as many documents, down to one; a single document
@@ -127,6 +132,7 @@ impl MigrateOptions {
             checkpoint_interval: Duration::from_secs(1),
             checkpoint_docs: 500,
             inspect: None,
+            keep_orphans: false,
             max_body: DEFAULT_MAX_BODY,
         }
     }
@@ -306,6 +312,7 @@ impl Migration {
             mapped: journal.mapped(),
             progress: self.progress.clone(),
             inspect: opts.inspect.clone(),
+            keep_orphans: opts.keep_orphans,
         });
         let feed_stop = self.stop.child_token();
         let mut rx = changes::spawn_feed(
@@ -454,6 +461,15 @@ async fn process_doc(ctx: &Context, row: ChangeRow) -> Result<DocDone> {
             }
             Transferred::Recorded(kind, problem) => done.record(kind, Some(problem)),
         }
+    }
+    let orphans = plan.orphans.into_iter().map(|o| async move {
+        match ctx.keep_orphans {
+            true => o.keep(ctx).await,
+            false => Ok(o.listed()),
+        }
+    });
+    for problem in futures::future::join_all(orphans).await {
+        done.record(OutcomeKind::Orphan, Some(problem?));
     }
     // After the winner's, so that a tarball both revisions hold is fetched once; conflicts are
     // rare, and one at a time is enough.

@@ -21,7 +21,7 @@ use crate::strict_json::TWICE;
 pub(crate) struct TarballJob {
     /// The package name (the document id).
     pub name: String,
-    /// The version (its key in `versions`).
+    /// The version (its key in `versions`); empty for an orphan attachment.
     pub version: String,
     /// The tarball's file name: the last segment of `dist.tarball`, which old URLs end with.
     pub file: String,
@@ -43,7 +43,11 @@ pub(crate) struct TarballJob {
 impl TarballJob {
     /// `name@version`, for errors and logs.
     pub fn label(&self) -> String {
-        format!("{}@{} ({})", self.name, self.version, self.file)
+        match self.version.as_str() {
+            // An orphan attachment: no version names it.
+            "" => format!("{} ({})", self.name, self.file),
+            v => format!("{}@{v} ({})", self.name, self.file),
+        }
     }
 
     /// Every hash of every check in one integrity: what the store must compute while the bytes go
@@ -61,6 +65,8 @@ pub(crate) struct DocPlan {
     pub jobs: Vec<TarballJob>,
     /// Outcomes decided without fetching anything.
     pub decided: Vec<(OutcomeKind, Option<Problem>)>,
+    /// Attachments no version names: listed, and stored with `MigrateOptions::keep_orphans`.
+    pub orphans: Vec<super::orphans::Orphan>,
     /// The revisions that lost to this one (its `_conflicts`), each read in turn for the
     /// tarballs only it holds (`super::losing`).
     pub losing: Vec<String>,
@@ -159,21 +165,10 @@ pub(crate) fn plan(row: &ChangeRow) -> DocPlan {
             Err(problem) => plan.decided.push((problem.kind, Some(*problem))),
         }
     }
-    for name in attachments.keys() {
-        if !used.contains(name) {
-            plan.decided.push((
-                OutcomeKind::Orphan,
-                Some(
-                    Problem::doc(
-                        OutcomeKind::Orphan,
-                        id,
-                        "attachment not referenced by any version's dist.tarball",
-                    )
-                    .with_file(name),
-                ),
-            ));
-        }
-    }
+    let unused = attachments.iter().filter(|(name, _)| !used.contains(*name));
+    plan.orphans = unused
+        .map(|(name, stub)| super::orphans::Orphan::new(id, rev, name, stub))
+        .collect();
     plan
 }
 
@@ -271,18 +266,7 @@ fn plan_version(
         )
     };
     let mut checks: Vec<(String, Integrity)> = Vec::new();
-    // CouchDB's md5 is of the bytes as stored; for an attachment stored gzipped that is the gzip
-    // stream, not the tarball we are sent, so it cannot be checked (npm-skim-registry distrusts it
-    // too). npm tarballs are octet-stream and never stored compressed.
-    let encoded = stub.get("encoding").is_some();
-    if let Some(d) = stub.get("digest").filter(|_| !encoded) {
-        let d = d
-            .as_str()
-            .ok_or_else(|| unreadable("attachment digest is not a string".into()))?;
-        let md5 = Hash::from_couch_digest(d)
-            .map_err(|why| unreadable(format!("attachment digest: {why}")))?;
-        checks.push((format!("_attachments[{attachment:?}].digest"), md5.into()));
-    }
+    checks.extend(stub_md5(&attachment, stub).map_err(unreadable)?);
     let shasum = match dist.get("shasum") {
         None | Some(Value::Null) => None,
         Some(Value::String(s)) => {
@@ -310,15 +294,7 @@ fn plan_version(
     }
     // Strongest first, so that bytes wrong everywhere are reported against the most trusted field.
     checks.sort_by_key(|(_, i)| std::cmp::Reverse(i.strongest()));
-    let size = match stub.get("length") {
-        None | Some(Value::Null) => None,
-        Some(n) => {
-            let n = n
-                .as_u64()
-                .ok_or_else(|| unreadable(format!("attachment length {n} is not a byte count")))?;
-            Some((format!("_attachments[{attachment:?}].length"), n))
-        }
-    };
+    let size = stub_length(&attachment, stub).map_err(unreadable)?;
     Ok(TarballJob {
         name: id.to_string(),
         version: version.to_string(),
@@ -329,6 +305,42 @@ fn plan_version(
         size,
         shasum,
     })
+}
+
+/// The md5 CouchDB keeps of an attachment (its stub's `digest`), as a check named by its field;
+/// `None` when there is none to hold the bytes to. CouchDB's md5 is of the bytes as stored; for an
+/// attachment stored gzipped that is the gzip stream, not the tarball we are sent, so it cannot
+/// be checked (npm-skim-registry distrusts it too). npm tarballs are octet-stream and never
+/// stored compressed.
+pub(crate) fn stub_md5(
+    attachment: &str,
+    stub: &Value,
+) -> Result<Option<(String, Integrity)>, String> {
+    if stub.get("encoding").is_some() {
+        return Ok(None);
+    }
+    let Some(d) = stub.get("digest") else {
+        return Ok(None);
+    };
+    let d = d.as_str().ok_or("attachment digest is not a string")?;
+    let md5 = Hash::from_couch_digest(d).map_err(|why| format!("attachment digest: {why}"))?;
+    Ok(Some((
+        format!("_attachments[{attachment:?}].digest"),
+        md5.into(),
+    )))
+}
+
+/// An attachment's `length`, named by its field.
+pub(crate) fn stub_length(attachment: &str, stub: &Value) -> Result<Option<(String, u64)>, String> {
+    match stub.get("length") {
+        None | Some(Value::Null) => Ok(None),
+        Some(n) => {
+            let n = n
+                .as_u64()
+                .ok_or_else(|| format!("attachment length {n} is not a byte count"))?;
+            Ok(Some((format!("_attachments[{attachment:?}].length"), n)))
+        }
+    }
 }
 
 /// The tarball's file name and the attachment keys it may be stored under, most likely first:
@@ -488,8 +500,13 @@ mod tests {
                 ("11.0.0".into(), OutcomeKind::Unreadable),
                 ("8.0.0".into(), OutcomeKind::AttachmentMissing),
                 ("9.0.0".into(), OutcomeKind::Unreadable), // tarball not a string
-                ("is-number-6.0.0.tgz".into(), OutcomeKind::Orphan),
             ]
+        );
+        let orphans: Vec<_> = p.orphans.into_iter().map(|o| o.listed()).collect();
+        assert_eq!(orphans.len(), 1, "{orphans:?}");
+        assert_eq!(
+            (orphans[0].kind, orphans[0].file.as_deref()),
+            (OutcomeKind::Orphan, Some("is-number-6.0.0.tgz"))
         );
         let missing = p
             .decided

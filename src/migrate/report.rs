@@ -39,8 +39,10 @@ pub enum OutcomeKind {
     /// **Failure** (with inspection). The tarball's package.json names another package or
     /// version. Not mapped (its bytes, verified, may stay in the store, unreferenced).
     PackageMismatch,
-    /// An attachment no version's `dist.tarball` refers to. Not migrated: no packument can lead a
-    /// client to it (npm-skim-registry deletes these).
+    /// An attachment no version's `dist.tarball` refers to. Not mapped: no packument can lead a
+    /// client to it (npm-skim-registry deletes these). Left in CouchDB unless
+    /// [`MigrateOptions::keep_orphans`](super::MigrateOptions::keep_orphans) stores it, verified
+    /// against CouchDB's md5.
     Orphan,
     /// A conflicting revision of a document (one of its `_conflicts`: two replicas each took a
     /// write), which lost to the revision CouchDB serves. Its versions are not mapped: the
@@ -255,8 +257,8 @@ pub struct Problem {
     /// For mismatches: the digest of the bytes the server sent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub actual: Option<String>,
-    /// For a tarball stored but not mapped ([`OutcomeKind::LosingTarball`]): the integrity it is
-    /// stored under. Named as in the mapping, so that such a line is a line of a keep file
+    /// For a tarball stored but not mapped ([`OutcomeKind::LosingTarball`], a kept
+    /// [`OutcomeKind::Orphan`]): the integrity it is stored under. Named as in the mapping, so that such a line is a line of a keep file
     /// (`tarvault gc --keep`) as it is.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub integrity: Option<String>,

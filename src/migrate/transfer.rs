@@ -28,6 +28,8 @@ pub(crate) struct Context {
     pub progress: Arc<Progress>,
     /// Inspect tarballs under this policy (`--inspect`).
     pub inspect: Option<crate::tarball::Policy>,
+    /// Store orphan attachments too (`--keep-orphans`).
+    pub keep_orphans: bool,
 }
 
 /// How one tarball ended, short of a run-stopping error.
@@ -61,9 +63,8 @@ pub(crate) async fn transfer(ctx: &Context, job: TarballJob) -> Result<Transferr
         label: Some(job.label()),
         // Inspection runs in the same pass, on its own thread, and a rejected tarball is never
         // committed.
-        expect_package: ctx
-            .inspect
-            .is_some()
+        // An orphan names no version to expect.
+        expect_package: (ctx.inspect.is_some() && !job.version.is_empty())
             .then(|| (job.name.clone(), job.version.clone())),
         inspect: ctx.inspect.clone(),
         ..PutOptions::default()

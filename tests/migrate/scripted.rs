@@ -946,3 +946,41 @@ async fn a_losing_tarball_is_stored_when_the_winners_copy_did_not_verify() {
     assert_eq!(lost.integrity.as_deref(), Some(sha512_sri(TGZ).as_str()));
     assert_eq!(blob_count(dir.path()).await, 1);
 }
+
+/// `keep_orphans` stores only what CouchDB's md5 vouches for: an orphan whose bytes disagree
+/// with its md5, and one stored gzipped (its md5 is of the gzip bytes), are listed, not stored.
+#[tokio::test]
+async fn kept_orphans_are_only_those_their_md5_vouches_for() {
+    let mut r = row(1, "o", json!({"shasum": sha1_hex(TGZ)}), TGZ);
+    let stub = |digest: &[u8], len: usize| {
+        json!({"content_type": "application/octet-stream", "digest": couch_md5(digest),
+            "length": len, "stub": true})
+    };
+    let stubs = &mut r["doc"]["_attachments"];
+    stubs["good.tgz"] = stub(OTHER, OTHER.len());
+    stubs["forged.tgz"] = stub(b"not these bytes", OTHER.len());
+    stubs["zipped.tgz"] = stub(b"gzip bytes", OTHER.len());
+    stubs["zipped.tgz"]["encoding"] = json!("gzip");
+    let mut served = atts(&[("o", TGZ)]);
+    for name in ["good.tgz", "forged.tgz", "zipped.tgz"] {
+        served.insert(("o".into(), name.into()), OTHER.to_vec());
+    }
+    let url = serve(static_registry(vec![r], served)).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = migration(&url, dir.path(), |o| o.keep_orphans = true)
+        .await
+        .run()
+        .await
+        .expect("run");
+    let c = s.report.counts;
+    assert_eq!((c.migrated, c.orphan), (1, 3), "{c:?}");
+    assert!(s.report.is_success(), "orphans are not failures: {c:?}");
+    let of = |file: &str| line_of(&s, |p| p.file.as_deref() == Some(file)).clone();
+    let good = of("good.tgz");
+    assert_eq!(good.integrity.as_deref(), Some(sha512_sri(OTHER).as_str()));
+    for refused in [of("forged.tgz"), of("zipped.tgz")] {
+        assert!(refused.detail.contains("not stored"), "{refused:?}");
+        assert_eq!(refused.integrity, None, "{refused:?}");
+    }
+    assert_eq!(blob_count(dir.path()).await, 2);
+}

@@ -1,0 +1,83 @@
+//! Attachments no version's `dist.tarball` names. No packument leads a client to one, so none is
+//! mapped; each is listed, and with `MigrateOptions::keep_orphans` stored too, verified against
+//! what CouchDB keeps of it (its md5 and length), so that retiring CouchDB loses none of the
+//! bytes it held.
+
+use serde_json::Value;
+
+use super::planner::{stub_length, stub_md5, TarballJob};
+use super::report::{OutcomeKind, Problem};
+use super::transfer::{self, Context, Transferred};
+use crate::Error;
+
+/// One orphan attachment: its line, and the job that would store it (or why there is none).
+#[derive(Debug)]
+pub(crate) struct Orphan {
+    problem: Problem,
+    job: Result<TarballJob, String>,
+}
+
+impl Orphan {
+    /// The orphan attachment `name` of document `id` at revision `rev`, as its stub describes it.
+    pub(crate) fn new(id: &str, rev: Option<&str>, name: &str, stub: &Value) -> Orphan {
+        let problem = Problem::doc(
+            OutcomeKind::Orphan,
+            id,
+            "attachment not referenced by any version's dist.tarball",
+        )
+        .with_file(name);
+        let job = match (stub_md5(name, stub), stub_length(name, stub)) {
+            (Err(why), _) | (_, Err(why)) => Err(why),
+            // Storing bytes nothing vouches for would launder them into a verified store.
+            (Ok(None), _) => Err("CouchDB keeps no md5 of it (or one of its gzip bytes) to \
+                 verify it against"
+                .into()),
+            (Ok(Some(md5)), Ok(size)) => Ok(TarballJob {
+                name: id.to_string(),
+                version: String::new(),
+                file: name.to_string(),
+                attachment: name.to_string(),
+                rev: rev.map(str::to_string),
+                checks: vec![md5],
+                size,
+                shasum: None,
+            }),
+        };
+        Orphan { problem, job }
+    }
+
+    /// Its line as it is, the attachment left where it is.
+    pub(crate) fn listed(self) -> Problem {
+        self.problem
+    }
+
+    /// Fetches and stores the attachment, verified, not mapped: its line then says where it is
+    /// stored (with the `integrity` a keep file takes) or why it is not. `Err` as for
+    /// [`transfer::transfer`].
+    pub(crate) async fn keep(self, ctx: &Context) -> Result<Problem, Error> {
+        let Orphan { mut problem, job } = self;
+        let job = match job {
+            Ok(job) => job,
+            Err(why) => {
+                problem.detail = format!("{}; not stored: {why}", problem.detail);
+                return Ok(problem);
+            }
+        };
+        match transfer::transfer(ctx, job).await? {
+            Transferred::Stored(_, entry) => {
+                problem.detail = format!(
+                    "{}: verified and stored as {}, not mapped",
+                    problem.detail, entry.integrity
+                );
+                problem.integrity = Some(entry.integrity);
+            }
+            // Not met: an orphan has no shasum to find in the mapping.
+            Transferred::AlreadyMapped => {}
+            Transferred::Recorded(_, p) => {
+                problem.detail = format!("{}; not stored: {}", problem.detail, p.detail);
+                (problem.expected, problem.actual) = (p.expected, p.actual);
+            }
+        }
+        Ok(problem)
+    }
+}
