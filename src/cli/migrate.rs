@@ -73,6 +73,10 @@ pub(crate) struct CouchArgs {
     /// length, not mapped; their problem lines name the integrity each is stored under.
     #[arg(long)]
     keep_orphans: bool,
+    /// Fetch a version whose document holds no attachment for it from its dist.tarball (http or
+    /// https, without the source's credentials), verified against dist.shasum/integrity.
+    #[arg(long)]
+    fetch_missing: bool,
     /// Print the summary as one JSON object.
     #[arg(long)]
     json: bool,
@@ -90,6 +94,7 @@ pub(crate) async fn run(command: MigrateCommand, store_spec: String) -> Result<u
     options.checkpoint_docs = args.checkpoint_docs.max(1);
     options.inspect = args.inspect.then(tarvault::tarball::Policy::default);
     options.keep_orphans = args.keep_orphans;
+    options.fetch_missing = args.fetch_missing;
     if let Some(problems) = &args.problems {
         options.problems = problems.clone();
     }

@@ -411,6 +411,16 @@ impl CouchClient {
         self.send("GET attachment", self.get(url)).await
     }
 
+    /// `GET <url>`, a tarball outside CouchDB (a version's `dist.tarball`): the response,
+    /// streaming, or `None` for a 404. Sent without the source's credentials, which belong to
+    /// CouchDB alone, and with redirects followed as the client does (up to ten).
+    pub(crate) async fn elsewhere(
+        &self,
+        url: Url,
+    ) -> std::result::Result<Option<reqwest::Response>, FetchError> {
+        self.send("GET dist.tarball", self.http.get(url)).await
+    }
+
     /// The document's current `_rev`, or `None` if it is deleted (404).
     pub(crate) async fn current_rev(
         &self,

@@ -35,6 +35,7 @@
 mod changes;
 mod checkpoint;
 mod couch;
+mod fallback;
 mod journal;
 mod lines;
 mod lock;
@@ -105,6 +106,11 @@ pub struct MigrateOptions {
     /// tarball the policy rejects is not stored, and one whose package.json names another
     /// package or version is not mapped. Both are failures.
     pub inspect: Option<crate::tarball::Policy>,
+    /// Fetch a version whose document holds no attachment for it from its `dist.tarball` (http
+    /// or https, without the source's credentials), verified against `dist.shasum` and
+    /// `dist.integrity`, and map it: npm-fullfat-registry's fallback, for a skim registry.
+    /// Off by default: such a version is a failure (`attachment_missing`).
+    pub fetch_missing: bool,
     /// Store orphan attachments too (those no version's `dist.tarball` names), verified against
     /// CouchDB's md5 and length, not mapped: their problem lines name the `integrity` each is
     /// stored under. Off by default: no packument leads a client to one.
@@ -133,6 +139,7 @@ impl MigrateOptions {
             checkpoint_docs: 500,
             inspect: None,
             keep_orphans: false,
+            fetch_missing: false,
             max_body: DEFAULT_MAX_BODY,
         }
     }
@@ -313,6 +320,7 @@ impl Migration {
             progress: self.progress.clone(),
             inspect: opts.inspect.clone(),
             keep_orphans: opts.keep_orphans,
+            fetch_missing: opts.fetch_missing,
         });
         let feed_stop = self.stop.child_token();
         let mut rx = changes::spawn_feed(
@@ -441,14 +449,17 @@ async fn process_doc(ctx: &Context, row: ChangeRow) -> Result<DocDone> {
     for (kind, problem) in plan.decided {
         done.record(kind, problem);
     }
+    let mut jobs = plan.jobs;
+    for fallback in plan.fallbacks {
+        match fallback.resolve(ctx.fetch_missing) {
+            Ok(job) => jobs.push(job),
+            Err(problem) => done.record(problem.kind, Some(*problem)),
+        }
+    }
     let mut vouched = losing::Vouched::default();
-    let digests: Vec<_> = plan.jobs.iter().map(losing::digests).collect();
-    let results = futures::future::join_all(
-        plan.jobs
-            .into_iter()
-            .map(|job| transfer::transfer(ctx, job)),
-    )
-    .await;
+    let digests: Vec<_> = jobs.iter().map(losing::digests).collect();
+    let results =
+        futures::future::join_all(jobs.into_iter().map(|job| transfer::transfer(ctx, job))).await;
     for (r, digests) in results.into_iter().zip(digests) {
         match r? {
             Transferred::Stored(kind, entry) => {

@@ -41,6 +41,7 @@ impl Orphan {
                 checks: vec![md5],
                 size,
                 shasum: None,
+                url: None,
             }),
         };
         Orphan { problem, job }

@@ -26,8 +26,9 @@ pub enum OutcomeKind {
     /// **Failure.** The bytes disagree with a digest the document offers (CouchDB's md5, `shasum`,
     /// `integrity`) or with the attachment's length. Nothing was stored under any address.
     DigestMismatch,
-    /// **Failure.** A version's `dist.tarball` names no attachment of the document, or the server
-    /// answered 404 for it.
+    /// **Failure.** A version's `dist.tarball` names no attachment of the document (and, with
+    /// [`MigrateOptions::fetch_missing`](super::MigrateOptions::fetch_missing), the URL answered
+    /// 404), or the server answered 404 for it.
     AttachmentMissing,
     /// **Failure.** A document or version that cannot be understood as npm package metadata.
     Unreadable,

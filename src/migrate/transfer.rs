@@ -30,6 +30,8 @@ pub(crate) struct Context {
     pub inspect: Option<crate::tarball::Policy>,
     /// Store orphan attachments too (`--keep-orphans`).
     pub keep_orphans: bool,
+    /// Fetch versions without an attachment from their `dist.tarball` (`--fetch-missing`).
+    pub fetch_missing: bool,
 }
 
 /// How one tarball ended, short of a run-stopping error.
@@ -75,12 +77,28 @@ pub(crate) async fn transfer(ctx: &Context, job: TarballJob) -> Result<Transferr
         let retry = |e: &Error| {
             tracing::warn!(tarball = %job.label(), attempt, error = %e.report(), "download failed; retrying");
         };
-        let fetched = ctx
-            .client
-            .attachment(&job.name, &job.attachment, job.rev.as_deref())
-            .await;
+        let fetched = match &job.url {
+            Some(url) => ctx.client.elsewhere(url.clone()).await,
+            None => {
+                ctx.client
+                    .attachment(&job.name, &job.attachment, job.rev.as_deref())
+                    .await
+            }
+        };
         let resp = match fetched {
             Ok(Some(resp)) => resp,
+            Ok(None) if job.url.is_some() => {
+                let kind = OutcomeKind::AttachmentMissing;
+                let detail = "no attachment, and its dist.tarball answers 404";
+                return Ok(Transferred::Recorded(kind, problem(&job, kind, detail)));
+            }
+            // Another host's refusal (401, 403, 410…) is this version's failure, not the run's:
+            // it is not the source failing.
+            Err(FetchError::Fatal(e)) if job.url.is_some() => {
+                let kind = OutcomeKind::AttachmentMissing;
+                let detail = format!("no attachment, and its dist.tarball: {}", e.report());
+                return Ok(Transferred::Recorded(kind, problem(&job, kind, &detail)));
+            }
             Ok(None) => return missing(ctx, &job).await,
             Err(FetchError::Transient(e)) if attempt < ATTEMPTS => {
                 retry(&e);

@@ -21,6 +21,8 @@ use tokio::io::AsyncWriteExt;
 pub struct Req {
     pub segs: Vec<String>,
     pub query: HashMap<String, String>,
+    /// Whether the request carried an `Authorization` header.
+    pub auth: bool,
 }
 
 impl Req {
@@ -116,6 +118,9 @@ pub async fn serve(handler: Handler) -> String {
                             (decode(k), decode(&v.replace('+', " ")))
                         })
                         .collect(),
+                    auth: head
+                        .lines()
+                        .any(|l| l.to_ascii_lowercase().starts_with("authorization:")),
                 };
                 let r = handler(&req);
                 tokio::time::sleep(r.delay).await;

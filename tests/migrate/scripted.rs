@@ -984,3 +984,80 @@ async fn kept_orphans_are_only_those_their_md5_vouches_for() {
     }
     assert_eq!(blob_count(dir.path()).await, 2);
 }
+
+/// `fetch_missing`: a version whose document holds no attachment for it is fetched from its
+/// `dist.tarball` on another host, without the source's credentials, verified against its
+/// shasum and mapped; one whose bytes there disagree, one answered 404 and one refused (403) are
+/// failures of their own, not the run's, as is every such version without the option (and then
+/// nothing is asked of that host).
+#[tokio::test]
+async fn fetch_missing_takes_a_version_from_its_dist_tarball() {
+    let asked = Arc::new(Mutex::new(Vec::new()));
+    let seen = asked.clone();
+    let files: Handler = Arc::new(move |req| {
+        seen.lock()
+            .expect("lock")
+            .push((req.segs.join("/"), req.auth));
+        match req.segs.as_slice() {
+            [f, name] if f == "files" && name == "a-1.0.0.tgz" => Resp::bytes(TGZ),
+            [f, name] if f == "files" && name == "b-1.0.0.tgz" => Resp::bytes(OTHER),
+            [f, name] if f == "files" && name == "d-1.0.0.tgz" => {
+                Resp::json(403, json!({"error": "forbidden"}))
+            }
+            _ => Resp::not_found(),
+        }
+    });
+    let host = serve(files).await.replace("/registry", "/files");
+    let skim = |seq: i64, id: &str| {
+        let mut r = row(
+            seq,
+            id,
+            json!({"shasum": sha1_hex(TGZ), "tarball": format!("{host}/{id}-1.0.0.tgz")}),
+            TGZ,
+        );
+        r["doc"]
+            .as_object_mut()
+            .expect("doc")
+            .remove("_attachments");
+        r
+    };
+    let rows = vec![skim(1, "a"), skim(2, "b"), skim(3, "c"), skim(4, "d")];
+    let couch = serve(static_registry(rows, atts(&[]))).await;
+    let with_credentials = couch.replace("http://", "http://migrator:s3cret@");
+    for fetch in [false, true] {
+        asked.lock().expect("lock").clear();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = migration(&with_credentials, dir.path(), |o| o.fetch_missing = fetch)
+            .await
+            .run()
+            .await
+            .expect("run");
+        let c = s.report.counts;
+        let asked = asked.lock().expect("lock").clone();
+        if !fetch {
+            assert_eq!((c.migrated, c.attachment_missing), (0, 4), "{c:?}");
+            assert!(asked.is_empty(), "{asked:?}");
+            continue;
+        }
+        assert_eq!(
+            (c.migrated, c.digest_mismatch, c.attachment_missing),
+            (1, 1, 2),
+            "{c:?} {:#?}",
+            s.report.problems
+        );
+        assert!(
+            map_text(dir.path()).contains(&sha512_sri(TGZ)),
+            "a is mapped"
+        );
+        assert_eq!(blob_count(dir.path()).await, 1);
+        assert_eq!(asked.len(), 4, "{asked:?}");
+        assert!(
+            asked.iter().all(|(_, auth)| !auth),
+            "no credentials sent: {asked:?}"
+        );
+        let gone = line_of(&s, |p| p.id == "c");
+        assert!(gone.detail.contains("404"), "{gone:?}");
+        let refused = line_of(&s, |p| p.id == "d");
+        assert!(refused.detail.contains("403"), "{refused:?}");
+    }
+}
