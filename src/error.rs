@@ -44,8 +44,8 @@ pub enum ErrorKind {
     /// Another process's operation on the same blob (a delete) overtook this one, which did
     /// nothing: doing it again succeeds.
     Conflict,
-    /// The backend cannot answer this kind of request at all (a lookup by blake3 through an
-    /// `http://` mirror, whose server has no blake3 route): not "absent", which it cannot tell.
+    /// The backend cannot answer this kind of request at all (a write or a listing through an
+    /// `http://` mirror, which is read-only and has no listing): not "refused" nor "absent".
     Unsupported,
 }
 
@@ -258,14 +258,14 @@ pub enum Error {
         /// Why the others failed, one `replica: error` per failure.
         failures: String,
     },
-    /// The backend cannot do what was asked of it, whatever is stored: an `http://` store has no
-    /// way to look a blob up by blake3. Kept apart from [`Error::NotFound`] so that a caller does
-    /// not take "cannot tell" for "absent".
+    /// The backend cannot do what was asked of it, whatever is stored: an `http://` store cannot
+    /// list its blobs. Kept apart from [`Error::NotFound`] and [`Error::Rejected`] so that a
+    /// caller does not take "cannot" for "absent" or for "refused by a policy".
     #[error("{backend} cannot {what}: {reason}")]
     Unsupported {
         /// Which backend.
         backend: String,
-        /// What was asked (`look up blake3-…`).
+        /// What was asked (`list its blobs`).
         what: String,
         /// Why it cannot, and what it can do instead.
         reason: String,

@@ -91,7 +91,7 @@ async fn reads_by_sha512_and_shasum_are_verified() {
 }
 
 /// The CLI over an `http://` store: a write or a listing is a request that store cannot take,
-/// exit 2 as for a blake3 lookup there, not 5, which says a tarball was refused by policy.
+/// exit 2, not 5, which says a tarball was refused by policy.
 #[cfg(feature = "cli")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_cli_refuses_writes_and_listings_as_unsupported() {
@@ -173,16 +173,11 @@ async fn a_mirror_is_a_cached_store_over_it() {
     assert_eq!(&again[..], &data[..]);
 }
 
-/// The server has no blake3 route, so a lookup by blake3 over HTTP cannot say whether a blob is
-/// there: an error of kind `Unsupported` (exit 2 from the CLI), not "not found", for a blob the
-/// origin holds as for one it lacks. Wrapped, the store answers where a member can: a cache tier
-/// holding the blob finds it, and a replicated store asks the replica that can look up.
+/// A lookup by blake3 over HTTP, as by sha1: `HEAD /blake3/<hex>` names the blob by its ETag,
+/// and the read is verified against the blake3 asked by. Found when the origin holds the blob,
+/// "not found" (exit 3 from the CLI) when it does not; a mirror's tier keeps answering by blake3.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_blake3_lookup_over_http_is_unsupported_not_absent() {
-    use std::sync::Arc;
-    use tarvault::backend::compose::{Replicated, ReplicatedOptions};
-    use tarvault::backend::memory::MemoryBackend;
-    use tarvault::backend::Backend;
+async fn a_blake3_lookup_over_http_is_answered() {
     use tarvault::Algorithm;
 
     let held = noise(4000, 7);
@@ -190,100 +185,49 @@ async fn a_blake3_lookup_over_http_is_unsupported_not_absent() {
     let (_origin, url) = origin_with(std::slice::from_ref(&held)).await;
     let by_blake3 =
         |data: &[u8]| addr(&common::digests_of(data).hash(Algorithm::Blake3).to_string());
-    let unsupported = |what: &str, r: Result<(), tarvault::Error>| {
-        let err = r.err().unwrap_or_else(|| panic!("{what}: answered"));
-        assert_eq!(err.kind(), ErrorKind::Unsupported, "{what}: {err}");
-        assert!(
-            err.to_string().contains("cannot look up blake3-"),
-            "{what}: {err}"
-        );
-    };
     let remote = Store::open(&url).await.unwrap_or_else(|e| panic!("{e}"));
-    for data in [&held, &absent] {
-        let a = by_blake3(data);
-        unsupported("get", remote.get(&a).await.map(|_| ()));
-        unsupported("contains", remote.contains(&a).await.map(|_| ()));
-        unsupported("stat", remote.stat(&a).await.map(|_| ()));
+    for by in [by_blake3(&held), addr(&sha1_hex(&held))] {
+        let got = common::read_verified(&remote, &by).await;
+        assert_eq!(&got[..], &held[..], "{by}");
+        assert!(remote.contains(&by).await.unwrap_or(false), "{by}");
     }
-    // By sha512 and by sha1 it still answers, "not found" included.
-    assert!(remote
-        .contains(&addr(&sha1_hex(&held)))
-        .await
-        .unwrap_or(false));
-    let err = remote.stat(&addr(&sha1_hex(&absent))).await.err();
-    assert_eq!(err.map(|e| e.kind()), Some(ErrorKind::NotFound));
+    for by in [by_blake3(&absent), addr(&sha1_hex(&absent))] {
+        let err = remote.stat(&by).await.err();
+        assert_eq!(err.map(|e| e.kind()), Some(ErrorKind::NotFound), "{by}");
+    }
 
-    // A cache tier over it: unsupported until the tier holds the blob, then found there.
+    // A cache tier over it: found through the remote, then in the tier.
     let spec =
         format!(r#"{{"cached": {{"local": "memory:", "remote": "{url}", "capacity": "1MiB"}}}}"#);
     let mirror = Store::open(&spec).await.unwrap_or_else(|e| panic!("{e}"));
-    unsupported(
-        "cold mirror",
-        mirror.contains(&by_blake3(&held)).await.map(|_| ()),
-    );
-    common::read_verified(&mirror, &addr(&sha512_sri(&held))).await;
-    let got = common::read_verified(&mirror, &by_blake3(&held)).await;
-    assert_eq!(&got[..], &held[..]);
-    unsupported(
-        "absent from the tier",
-        mirror.contains(&by_blake3(&absent)).await.map(|_| ()),
-    );
+    for _ in 0..2 {
+        let got = common::read_verified(&mirror, &by_blake3(&held)).await;
+        assert_eq!(&got[..], &held[..]);
+    }
+    assert!(!mirror.contains(&by_blake3(&absent)).await.unwrap_or(true));
 
-    // Replicated with a replica that can look up by blake3: that one answers, absent included.
-    let http = || {
-        let b = tarvault::backend::http::HttpBackend::open_url(&url);
-        Arc::new(b.unwrap_or_else(|e| panic!("{e}"))) as Arc<dyn Backend>
-    };
-    let memory = MemoryBackend::new();
-    Store::new(memory.clone())
-        .put_bytes(held.clone(), &PutOptions::default())
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    let both = Replicated::new(vec![http(), Arc::new(memory)], ReplicatedOptions::default());
-    let both = Store::new(both.unwrap_or_else(|e| panic!("{e}")));
-    assert!(both.contains(&by_blake3(&held)).await.unwrap_or(false));
-    let err = both.stat(&by_blake3(&absent)).await.err();
-    assert_eq!(err.map(|e| e.kind()), Some(ErrorKind::NotFound));
-    let alone = Replicated::new(vec![http()], ReplicatedOptions::default());
-    let alone = Store::new(alone.unwrap_or_else(|e| panic!("{e}")));
-    unsupported(
-        "http replica alone",
-        alone.contains(&by_blake3(&held)).await.map(|_| ()),
-    );
-
-    // The CLI: exit 2 with the reason, not 3.
+    // The CLI: exit 0 for the blob the origin holds, 3 for one it lacks.
     let Some(bin) = option_env!("CARGO_BIN_EXE_tarvault") else {
         return;
     };
-    let tv = |args: Vec<String>| {
+    for (address, code) in [
+        (by_blake3(&held).to_string(), 0),
+        (by_blake3(&absent).to_string(), 3),
+        (sha1_hex(&held), 0),
+        (sha1_hex(&absent), 3),
+        (sha512_sri(&absent), 3),
+    ] {
         let url = url.clone();
-        tokio::task::spawn_blocking(move || {
+        let args = ["--store".to_string(), url, "has".into(), address.clone()];
+        let out = tokio::task::spawn_blocking(move || {
             std::process::Command::new(bin)
-                .arg("--store")
-                .arg(url)
                 .args(args)
                 .env_remove("TARVAULT_STORE")
                 .output()
                 .unwrap_or_else(|e| panic!("run tarvault: {e}"))
         })
-    };
-    for cmd in ["has", "stat", "get"] {
-        let out = tv(vec![cmd.into(), by_blake3(&held).to_string()])
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(2), "{cmd}: {stderr}");
-        assert!(stderr.contains("cannot look up blake3-"), "{cmd}: {stderr}");
-        assert!(out.stdout.is_empty(), "{cmd}");
-    }
-    for (address, code) in [
-        (sha1_hex(&held), 0),
-        (sha1_hex(&absent), 3),
-        (sha512_sri(&absent), 3),
-    ] {
-        let out = tv(vec!["has".into(), address.clone()])
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(out.status.code(), Some(code), "has {address}: {out:?}");
     }
 }
@@ -304,9 +248,7 @@ async fn urls_are_checked() {
 /// `head`, `resolve_alias` — goes through the `http://` backend to a `Server` over that origin.
 /// The corruption cases are left out: the origin's server refuses a corrupt blob itself (a 500,
 /// or a body cut short), which this side sees as a backend failure, not as bytes to verify (the
-/// lying server above covers verification here), and so is `corpus_digests_and_lookups`: the
-/// server has no blake3 route, so a lookup by blake3 over HTTP is unsupported (sha512 and shasum
-/// lookups, and that, are covered above).
+/// lying server above covers verification here).
 mod read_only_conformance {
     use std::ops::Range;
     use std::sync::Arc;
@@ -394,7 +336,8 @@ mod read_only_conformance {
         roundtrip_sizes, put_is_idempotent,
         put_mismatch_stores_nothing, put_checks_any_expected_algorithm, missing_is_not_found,
         ranges, truncated_input_stores_nothing, concurrent_same_content, batch_put,
-        put_stream_in_order, async_read_adapter, large_put_with_expected_integrity);
+        put_stream_in_order, async_read_adapter, large_put_with_expected_integrity,
+        corpus_digests_and_lookups);
 }
 
 /// An upstream that sends its headers and half the body, then goes silent with the connection

@@ -39,6 +39,9 @@ impl Stored {
     fn sha512_path(&self) -> String {
         format!("/sha512/{}", self.key.to_hex())
     }
+    fn blake3_path(&self) -> String {
+        format!("/blake3/{}", common::digests_of(&self.bytes).blake3_hex())
+    }
     fn etag(&self) -> String {
         format!("\"{}\"", self.entry.integrity)
     }
@@ -175,6 +178,8 @@ async fn every_route_serves_the_verified_bytes_with_cache_headers() {
         (&f.scoped, format!("/sha1/{}", f.scoped.entry.shasum)),
         (&f.scoped, tarball(&f.scoped.entry)),
         (&f.scoped, scoped_encoded),
+        (&f.plain, f.plain.blake3_path()),
+        (&f.scoped, f.scoped.blake3_path()),
     ];
     for (s, path) in &cases {
         let r = get(&format!("{}{path}", f.base), &[]).await;
@@ -196,9 +201,10 @@ async fn every_route_serves_the_verified_bytes_with_cache_headers() {
     assert_eq!(m.requests("sha512", 200), 6);
     assert_eq!(m.requests("sha1", 200), 8);
     assert_eq!(m.requests("tarball", 200), 6);
+    assert_eq!(m.requests("blake3", 200), 4);
     assert_eq!(
         m.body_bytes(),
-        6 * f.plain.entry.size + 4 * f.scoped.entry.size
+        7 * f.plain.entry.size + 5 * f.scoped.entry.size
     );
 }
 
@@ -510,6 +516,9 @@ async fn unknown_is_404_and_malformed_is_400() {
         ("/sha512/abc".to_string(), 400),
         (format!("/sha512/{}", "zz".repeat(64)), 400),
         (format!("/sha1/{}", "ab".repeat(21)), 400),
+        (format!("/blake3/{}", "ab".repeat(32)), 404),
+        (format!("/blake3/{}", "ab".repeat(20)), 400),
+        ("/blake3/-/blake3-1.0.0.tgz".to_string(), 404),
         ("/a/b/-/c.tgz".to_string(), 400),
         ("/a/-/%ff%fe.tgz".to_string(), 400),
         ("/sha512/".to_string(), 400),

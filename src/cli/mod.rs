@@ -135,7 +135,8 @@ enum Command {
     #[cfg(feature = "migrate")]
     #[command(subcommand)]
     Migrate(migrate::MigrateCommand),
-    /// Serve verified tarballs over HTTP (/sha512/<hex>, /sha1/<hex>, npm URLs with --map).
+    /// Serve verified tarballs over HTTP (/sha512/<hex>, /sha1/<hex>, /blake3/<hex>, npm URLs
+    /// with --map).
     #[cfg(feature = "server")]
     Serve(serve::ServeArgs),
 }

@@ -22,7 +22,7 @@ use super::routes::{self, Miss, Route, Target};
 use super::Server;
 use crate::backend::budget;
 use crate::backend::BlobKey;
-use crate::integrity::{Algorithm, Hash, Integrity};
+use crate::integrity::{Hash, Integrity};
 use crate::{BlobStream, Error, ErrorKind};
 
 /// The router's fallback: every path that is not `/-/…`.
@@ -40,11 +40,12 @@ pub(crate) async fn blob(State(server): State<Server>, request: Request) -> Resp
 /// The blob a request resolved to.
 struct Located {
     key: BlobKey,
-    /// What the store is asked for: the sha1 itself on `/sha1/`, so that the store checks the bytes
+    /// What the store is asked for: the alias itself on `/sha1/` or `/blake3/`, so that the store checks the bytes
     /// against it and a wrong alias cannot serve other bytes.
     address: Integrity,
     etag: HeaderValue,
-    /// The hash the key was resolved from (`/sha1/`), so the read need not resolve it again.
+    /// The hash the key was resolved from (`/sha1/`, `/blake3/`), so the read need not resolve it
+    /// again.
     resolved_from: Option<Hash>,
 }
 
@@ -88,8 +89,7 @@ async fn locate(server: &Server, target: Target<'_>) -> crate::Result<Option<Loc
             etag: h::etag(&key),
             resolved_from: None,
         },
-        Target::Sha1(digest) => {
-            let hash = Hash::new(Algorithm::Sha1, &digest)?;
+        Target::Alias(hash) => {
             let Some(key) = server.store().backend().resolve_alias(&hash).await? else {
                 return Ok(None);
             };

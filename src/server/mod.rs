@@ -2,7 +2,8 @@
 //! `tarvault serve` runs.
 //!
 //! Routes (`GET` and `HEAD`):
-//! - `/sha512/<hex>` and `/sha1/<hex>` (npm's `shasum`): any stored blob by digest;
+//! - `/sha512/<hex>`, `/sha1/<hex>` (npm's `shasum`) and `/blake3/<hex>`: any stored blob by
+//!   digest;
 //! - with a mapping ([`Server::with_mapping`], written by `tarvault migrate couch`), npm's tarball
 //!   URLs `/<name>/-/<file>` and `/@scope/<name>/-/<file>` (also with the slash as `%2F`);
 //! - `/-/health` and `/-/metrics` (Prometheus).
@@ -113,7 +114,7 @@ struct Inner {
 }
 
 impl Server {
-    /// A server of `store` by digest only (`/sha512/…`, `/sha1/…`).
+    /// A server of `store` by digest only (`/sha512/…`, `/sha1/…`, `/blake3/…`).
     pub fn new(store: Store) -> Server {
         Server::with_names(store, NameIndex::default())
     }

@@ -8,12 +8,14 @@ use std::borrow::Cow;
 use percent_encoding::percent_decode_str;
 
 use crate::backend::BlobKey;
+use crate::{Algorithm, Hash};
 
 /// The route a request matched, as used in metrics labels.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Route {
     Sha512,
     Sha1,
+    Blake3,
     Tarball,
     Health,
     Metrics,
@@ -21,9 +23,10 @@ pub(crate) enum Route {
 }
 
 impl Route {
-    pub(crate) const ALL: [Route; 6] = [
+    pub(crate) const ALL: [Route; 7] = [
         Route::Sha512,
         Route::Sha1,
+        Route::Blake3,
         Route::Tarball,
         Route::Health,
         Route::Metrics,
@@ -34,6 +37,7 @@ impl Route {
         match self {
             Route::Sha512 => "sha512",
             Route::Sha1 => "sha1",
+            Route::Blake3 => "blake3",
             Route::Tarball => "tarball",
             Route::Health => "health",
             Route::Metrics => "metrics",
@@ -51,8 +55,9 @@ impl Route {
 pub(crate) enum Target<'a> {
     /// `/sha512/<128 hex>`.
     Sha512(BlobKey),
-    /// `/sha1/<40 hex>` (npm's `shasum`).
-    Sha1([u8; 20]),
+    /// `/sha1/<40 hex>` (npm's `shasum`) or `/blake3/<64 hex>`: a blob by an alias the store's
+    /// index resolves.
+    Alias(Hash),
     /// `/<name>/-/<file>` or `/@scope/<name>/-/<file>` (the scope's slash possibly `%2F`).
     Tarball {
         name: Cow<'a, str>,
@@ -73,7 +78,8 @@ impl Target<'_> {
     pub(crate) fn route(&self) -> Route {
         match self {
             Target::Sha512(_) => Route::Sha512,
-            Target::Sha1(_) => Route::Sha1,
+            Target::Alias(hash) if hash.algorithm() == Algorithm::Blake3 => Route::Blake3,
+            Target::Alias(_) => Route::Sha1,
             Target::Tarball { .. } => Route::Tarball,
         }
     }
@@ -81,8 +87,8 @@ impl Target<'_> {
 
 /// Parses a request path (still percent-encoded, without the query).
 ///
-/// A digest route is one segment after its prefix: `sha1` and `sha512` are also npm package
-/// names, whose tarball URLs (`/sha1/-/sha1-1.0.0.tgz`) must reach the tarball route. Its segment
+/// A digest route is one segment after its prefix: `sha1`, `sha512` and `blake3` are also npm
+/// package names, whose tarball URLs (`/sha1/-/sha1-1.0.0.tgz`) must reach the tarball route. Its segment
 /// is percent-decoded, as a tarball URL's are: `%61` and `a` are the same character in a URL
 /// (RFC 3986 §6.2.2.2), so `/sha1/%61b…` names the blob `/sha1/ab…` does.
 pub(crate) fn parse(path: &str) -> Result<Target<'_>, Miss> {
@@ -97,15 +103,28 @@ pub(crate) fn parse(path: &str) -> Result<Target<'_>, Miss> {
             )),
         };
     }
-    if let Some(hex) = digest("/sha1/") {
-        let mut digest = [0u8; 20];
-        return match hex::decode_to_slice(unescape(hex), &mut digest) {
-            Ok(()) => Ok(Target::Sha1(digest)),
-            Err(_) => Err(Miss::Malformed(
-                Route::Sha1,
-                "a sha1 address is 40 hex digits",
-            )),
-        };
+    let aliases = [
+        (
+            "/sha1/",
+            Route::Sha1,
+            Algorithm::Sha1,
+            "a sha1 address is 40 hex digits",
+        ),
+        (
+            "/blake3/",
+            Route::Blake3,
+            Algorithm::Blake3,
+            "a blake3 address is 64 hex digits",
+        ),
+    ];
+    for (prefix, route, algorithm, why) in aliases {
+        if let Some(hex) = digest(prefix) {
+            let hash = hex::decode(unescape(hex)).map(|d| Hash::new(algorithm, &d));
+            return match hash {
+                Ok(Ok(hash)) => Ok(Target::Alias(hash)),
+                _ => Err(Miss::Malformed(route, why)),
+            };
+        }
     }
     let rest = path.strip_prefix('/').ok_or(Miss::Unknown)?;
     let Some((package, file)) = rest.rsplit_once("/-/") else {
@@ -172,9 +191,29 @@ mod tests {
             parse(&format!("/sha512/{hex}")),
             Ok(Target::Sha512(BlobKey::new([0xab; 64])))
         );
+        let alias = |algorithm, len: usize| {
+            Ok(Target::Alias(
+                Hash::new(algorithm, &vec![0x0f; len]).expect("hash"),
+            ))
+        };
         assert_eq!(
             parse(&format!("/sha1/{}", "0f".repeat(20))),
-            Ok(Target::Sha1([0x0f; 20]))
+            alias(Algorithm::Sha1, 20)
+        );
+        assert_eq!(
+            parse(&format!("/blake3/{}", "0f".repeat(32))),
+            alias(Algorithm::Blake3, 32)
+        );
+        assert_eq!(
+            parse(&format!("/blake3/{}", "0f".repeat(20))),
+            Err(Miss::Malformed(
+                Route::Blake3,
+                "a blake3 address is 64 hex digits"
+            ))
+        );
+        assert_eq!(
+            parse("/blake3/-/blake3-1.0.0.tgz"),
+            Ok(tarball("blake3", "blake3-1.0.0.tgz"))
         );
         assert!(matches!(parse("/sha512/abc"), Err(Miss::Malformed(..))));
         assert!(matches!(
@@ -246,7 +285,8 @@ mod tests {
             format!("/sha1/%30f{}", &sha1[2..]),
             format!("/sha1/{}", every(&sha1)),
         ] {
-            assert_eq!(parse(&path), Ok(Target::Sha1([0x0f; 20])), "{path}");
+            let sha1 = Hash::new(Algorithm::Sha1, &[0x0f; 20]).expect("hash");
+            assert_eq!(parse(&path), Ok(Target::Alias(sha1)), "{path}");
         }
         for bad in [
             format!("/sha1/%7A%7A{}", &sha1[2..]),

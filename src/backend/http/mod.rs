@@ -1,11 +1,10 @@
 //! [`HttpBackend`]: a read-only backend over another tarvault's HTTP server (`tarvault serve`, or
 //! any registry embedding [`server::Server`](crate::server::Server)), for mirrors.
 //!
-//! It reads `/sha512/<hex>` and resolves npm's `shasum` through `HEAD /sha1/<hex>`, whose strong
-//! `ETag` is the blob's sha512 integrity. The server has no blake3 route, so a lookup by blake3
-//! is an error of kind [`Unsupported`](crate::ErrorKind::Unsupported), not "not found": this side
-//! cannot tell whether the blob is there. Like every backend it is trusted for nothing: the
-//! [`Store`](crate::Store) verifies every byte read against the address, and its recorded
+//! It reads `/sha512/<hex>` and resolves npm's `shasum` and blake3 through `HEAD /sha1/<hex>` and
+//! `HEAD /blake3/<hex>`, whose strong `ETag` is the blob's sha512 integrity. Like every backend
+//! it is trusted for nothing: the [`Store`](crate::Store) verifies every byte read against the
+//! address, and its recorded
 //! digests are never used to shortcut that (the server could lie about both). Writes and deletes
 //! (the store is read-only) and listings (the server has none) are requests this backend cannot
 //! make whatever is stored, so they are [`Unsupported`](crate::ErrorKind::Unsupported) too, not
@@ -201,17 +200,23 @@ impl Backend for HttpBackend {
     }
 
     async fn resolve_alias(&self, hash: &Hash) -> Result<Option<BlobKey>> {
-        // The server answers sha1 (npm's `shasum`) only; its ETag names the sha512 key. Whatever
-        // it says, the read is verified against both the key and the sha1 asked by. Any other
-        // lookup (blake3) has no route: "not found" would claim an absence nobody checked.
-        if hash.algorithm() != Algorithm::Sha1 {
-            return Err(Error::Unsupported {
-                backend: self.describe(),
-                what: format!("look up {hash}"),
-                reason: "a tarvault server answers lookups by sha512 and sha1 (shasum) only".into(),
-            });
-        }
-        let path = format!("/sha1/{}", hash.to_hex());
+        // The server answers sha1 (npm's `shasum`) and blake3; its ETag names the sha512 key.
+        // Whatever it says, the read is verified against both the key and the hash asked by. Any
+        // other lookup has no route: "not found" would claim an absence nobody checked.
+        let route = match hash.algorithm() {
+            Algorithm::Sha1 => "sha1",
+            Algorithm::Blake3 => "blake3",
+            _ => {
+                return Err(Error::Unsupported {
+                    backend: self.describe(),
+                    what: format!("look up {hash}"),
+                    reason: "a tarvault server answers lookups by sha512, sha1 (shasum) and \
+                             blake3 only"
+                        .into(),
+                })
+            }
+        };
+        let path = format!("/{route}/{}", hash.to_hex());
         let Some(resp) = self.request(Method::HEAD, &path, None).await? else {
             return Ok(None);
         };
