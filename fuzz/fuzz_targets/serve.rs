@@ -22,6 +22,7 @@ struct Blob {
     etag: String,
     sha512_path: String,
     sha1_path: String,
+    blake3_path: String,
 }
 
 struct Fixture {
@@ -57,6 +58,7 @@ fn fixture() -> &'static Fixture {
                     etag: format!("\"{}\"", out.digests.integrity()),
                     sha512_path: format!("/sha512/{}", out.digests.sha512_hex()),
                     sha1_path: format!("/sha1/{}", out.digests.shasum()),
+                    blake3_path: format!("/blake3/{}", out.digests.blake3_hex()),
                 }
             })
             .collect();
@@ -112,7 +114,9 @@ fuzz_target!(|data: &[u8]| {
     let blob = &f.blobs[target];
     let path = match pick / 12 % 4 {
         0 => blob.sha512_path.clone(),
-        1 => blob.sha1_path.clone(),
+        // An alias: npm's shasum or blake3.
+        1 if pick / 48 % 2 == 0 => blob.sha1_path.clone(),
+        1 => blob.blake3_path.clone(),
         2 => "/@fz%2fpkg/-/pkg-1.0.0.tgz".to_string(),
         _ => String::from_utf8_lossy(field()).into_owned(),
     };
