@@ -5,13 +5,8 @@
 //! it to), and mapped like any other. The source's credentials are never sent there: the URL
 //! may name any host.
 
-use serde_json::Value;
-
-use super::planner::{attachment_candidates, plan_version, Located, TarballJob};
-use super::report::Problem;
-
-/// What stands for a stub that is not there: no md5, no length.
-static NO_STUB: Value = Value::Null;
+use super::planner::{plan_version, Located, TarballJob};
+use super::report::{OutcomeKind, Problem};
 
 /// A version without its attachment: its problem, and the job that would fetch it from its
 /// `dist.tarball` (or why there is none).
@@ -22,10 +17,15 @@ pub(crate) struct Fallback {
 }
 
 impl Fallback {
-    /// Version `version` of document `id`, whose `meta` names an attachment the document lacks
-    /// (`problem` says so).
-    pub(crate) fn new(id: &str, version: &str, meta: &Value, problem: Problem) -> Fallback {
-        let job = job(id, version, meta);
+    /// Version `version` of document `id`, found without the attachment its `dist.tarball`
+    /// names.
+    pub(crate) fn new(id: &str, version: &str, found: Located<'_>) -> Fallback {
+        let kind = OutcomeKind::AttachmentMissing;
+        let why = format!("no attachment named by dist.tarball {}", found.tarball);
+        let problem = Problem::doc(kind, id, why)
+            .with_version(version)
+            .with_file(&found.file);
+        let job = job(id, version, found);
         Fallback { problem, job }
     }
 
@@ -44,26 +44,11 @@ impl Fallback {
     }
 }
 
-fn job(id: &str, version: &str, meta: &Value) -> Result<TarballJob, String> {
-    let dist = meta
-        .get("dist")
-        .and_then(Value::as_object)
-        .ok_or("no dist object")?;
-    let tarball = dist
-        .get("tarball")
-        .and_then(Value::as_str)
-        .ok_or("no dist.tarball")?;
-    let url = reqwest::Url::parse(tarball).map_err(|e| format!("not a URL: {e}"))?;
+fn job(id: &str, version: &str, found: Located<'_>) -> Result<TarballJob, String> {
+    let url = reqwest::Url::parse(found.tarball).map_err(|e| format!("not a URL: {e}"))?;
     if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
         return Err("not an http or https URL".into());
     }
-    let (file, _) = attachment_candidates(id, tarball).ok_or("it names no file")?;
-    let found = Located {
-        dist,
-        attachment: file.clone(),
-        file,
-        stub: &NO_STUB,
-    };
     let mut job = plan_version(id, version, None, found).map_err(|p| p.detail)?;
     job.url = Some(url);
     Ok(job)

@@ -158,16 +158,16 @@ pub(crate) fn plan(row: &ChangeRow) -> DocPlan {
     for (version, meta) in versions {
         let found = match locate(id, version, meta, attachments) {
             Ok(found) => found,
-            Err(problem) if problem.kind == OutcomeKind::AttachmentMissing => {
-                let fallback = super::fallback::Fallback::new(id, version, meta, *problem);
-                plan.fallbacks.push(fallback);
-                continue;
-            }
             Err(problem) => {
                 plan.decided.push((problem.kind, Some(*problem)));
                 continue;
             }
         };
+        if found.stub.is_none() {
+            let fallback = super::fallback::Fallback::new(id, version, found);
+            plan.fallbacks.push(fallback);
+            continue;
+        }
         // Referenced even if the version is refused below: its attachment is accounted for by
         // that refusal, and counting it an orphan too would report one attachment twice.
         used.insert(found.attachment.clone());
@@ -189,13 +189,18 @@ type Refusal = Box<Problem>;
 /// A version's `dist` and the attachment its `dist.tarball` names.
 pub(crate) struct Located<'a> {
     pub dist: &'a Map<String, Value>,
+    /// Its `dist.tarball`.
+    pub tarball: &'a str,
     pub file: String,
+    /// The attachment's key (`file` when the document has none).
     pub attachment: String,
-    /// The attachment's stub (`null` for a tarball fetched from elsewhere: no md5, no length).
-    pub stub: &'a Value,
+    /// The attachment's stub; `None` when the document holds no attachment `dist.tarball` names
+    /// (then there is no md5 or length to check against either).
+    pub stub: Option<&'a Value>,
 }
 
-/// Finds the attachment a version's `dist.tarball` names.
+/// Finds the attachment a version's `dist.tarball` names (see [`Located::stub`] for one the
+/// document does not hold).
 fn locate<'a>(
     id: &str,
     version: &str,
@@ -219,15 +224,13 @@ fn locate<'a>(
         .iter()
         .find_map(|c| attachments.get(c).map(|s| (c.clone(), s)))
     else {
-        return Err(Box::new(
-            Problem::doc(
-                OutcomeKind::AttachmentMissing,
-                id,
-                format!("no attachment named by dist.tarball {tarball}"),
-            )
-            .with_version(version)
-            .with_file(&file),
-        ));
+        return Ok(Located {
+            dist,
+            tarball,
+            attachment: file.clone(),
+            file,
+            stub: None,
+        });
     };
     if unaddressable(&attachment) {
         return Err(Box::new(
@@ -244,9 +247,10 @@ fn locate<'a>(
     }
     Ok(Located {
         dist,
+        tarball,
         file,
         attachment,
-        stub,
+        stub: Some(stub),
     })
 }
 
@@ -269,6 +273,7 @@ pub(crate) fn plan_version(
         file,
         attachment,
         stub,
+        ..
     } = found;
     let unreadable = |why: String| -> Refusal {
         Box::new(
@@ -278,7 +283,9 @@ pub(crate) fn plan_version(
         )
     };
     let mut checks: Vec<(String, Integrity)> = Vec::new();
-    checks.extend(stub_md5(&attachment, stub).map_err(unreadable)?);
+    if let Some(stub) = stub {
+        checks.extend(stub_md5(&attachment, stub).map_err(unreadable)?);
+    }
     let shasum = match dist.get("shasum") {
         None | Some(Value::Null) => None,
         Some(Value::String(s)) => {
@@ -306,7 +313,10 @@ pub(crate) fn plan_version(
     }
     // Strongest first, so that bytes wrong everywhere are reported against the most trusted field.
     checks.sort_by_key(|(_, i)| std::cmp::Reverse(i.strongest()));
-    let size = stub_length(&attachment, stub).map_err(unreadable)?;
+    let size = match stub {
+        Some(stub) => stub_length(&attachment, stub).map_err(unreadable)?,
+        None => None,
+    };
     Ok(TarballJob {
         name: id.to_string(),
         version: version.to_string(),
