@@ -112,37 +112,26 @@ pub(crate) async fn tarballs(
         if vouched.holds(&job) {
             continue;
         }
-        let (version, file) = (job.version.clone(), job.file.clone());
         let its = digests(&job);
-        let held = format!("held only by conflicting revision {rev}");
-        let mut p = match transfer::transfer(ctx, job).await? {
-            // Mapped already with the same shasum: those bytes are in the store.
-            Transferred::AlreadyMapped => continue,
-            Transferred::Stored(_, entry) => {
-                vouched.add(its);
-                let mut p = line(format!(
-                    "{held}: verified and stored as {}, not mapped",
-                    entry.integrity
-                ));
-                p.integrity = Some(entry.integrity);
-                p
-            }
-            Transferred::Recorded(kind, p) => {
-                // A 404 at a revision just read: `transfer` would go on to compare it with the
-                // document's current revision, the winner, which says nothing of the loser's
-                // (and would name the winner, making a new line each time the winner moves on).
-                let why = match kind {
-                    OutcomeKind::Gone | OutcomeKind::AttachmentMissing => {
-                        "the server has no such attachment at that revision (404)"
-                    }
-                    _ => &p.detail,
-                };
-                let mut q = line(format!("{held}, not stored: {why}"));
-                (q.expected, q.actual) = (p.expected, p.actual);
-                q
-            }
-        };
-        p = p.with_version(&version).with_file(&file);
+        let mut p = line(format!("held only by conflicting revision {rev}"))
+            .with_version(&job.version)
+            .with_file(&job.file);
+        let mut outcome = transfer::transfer(ctx, job).await?;
+        if let Transferred::Recorded(OutcomeKind::Gone | OutcomeKind::AttachmentMissing, q) =
+            &mut outcome
+        {
+            // A 404 at a revision just read: `transfer` would go on to compare it with the
+            // document's current revision, the winner, which says nothing of the loser's (and
+            // would name the winner, making a new line each time the winner moves on).
+            q.detail = "the server has no such attachment at that revision (404)".into();
+        }
+        // Mapped already with the same shasum: those bytes are in the store.
+        if !transfer::note_unmapped(&mut p, outcome) {
+            continue;
+        }
+        if p.integrity.is_some() {
+            vouched.add(its);
+        }
         lines.push(p);
     }
     Ok(lines)

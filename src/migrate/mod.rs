@@ -474,9 +474,10 @@ async fn process_doc(ctx: &Context, row: ChangeRow) -> Result<DocDone> {
         }
     }
     let orphans = plan.orphans.into_iter().map(|o| async move {
-        match ctx.keep_orphans {
-            true => o.keep(ctx).await,
-            false => Ok(o.listed()),
+        if ctx.keep_orphans {
+            o.keep(ctx).await
+        } else {
+            Ok(o.listed())
         }
     });
     for problem in futures::future::join_all(orphans).await {

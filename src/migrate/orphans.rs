@@ -7,7 +7,7 @@ use serde_json::Value;
 
 use super::planner::{stub_length, stub_md5, TarballJob};
 use super::report::{OutcomeKind, Problem};
-use super::transfer::{self, Context, Transferred};
+use super::transfer::{self, Context};
 use crate::Error;
 
 /// One orphan attachment: its line, and the job that would store it (or why there is none).
@@ -64,21 +64,8 @@ impl Orphan {
                 return Ok(problem);
             }
         };
-        match transfer::transfer(ctx, job).await? {
-            Transferred::Stored(_, entry) => {
-                problem.detail = format!(
-                    "{}: verified and stored as {}, not mapped",
-                    problem.detail, entry.integrity
-                );
-                problem.integrity = Some(entry.integrity);
-            }
-            // Not met: an orphan has no shasum to find in the mapping.
-            Transferred::AlreadyMapped => {}
-            Transferred::Recorded(_, p) => {
-                problem.detail = format!("{}; not stored: {}", problem.detail, p.detail);
-                (problem.expected, problem.actual) = (p.expected, p.actual);
-            }
-        }
+        // An orphan has no shasum to find in the mapping: never "already mapped".
+        transfer::note_unmapped(&mut problem, transfer::transfer(ctx, job).await?);
         Ok(problem)
     }
 }

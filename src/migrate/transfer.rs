@@ -267,6 +267,28 @@ where
     }
 }
 
+/// Writes into `line` what became of a tarball stored but never mapped (a losing revision's, a
+/// kept orphan): where it is stored and its `integrity` (so that the line is a keep-file line,
+/// see `Problem::integrity`), or why it is not stored. `false` for a tarball already mapped: its
+/// bytes are stored under the version that maps them, and `line` is left as it was.
+pub(crate) fn note_unmapped(line: &mut Problem, outcome: Transferred) -> bool {
+    match outcome {
+        Transferred::AlreadyMapped => return false,
+        Transferred::Stored(_, entry) => {
+            line.detail = format!(
+                "{}: verified and stored as {}, not mapped",
+                line.detail, entry.integrity
+            );
+            line.integrity = Some(entry.integrity);
+        }
+        Transferred::Recorded(_, p) => {
+            line.detail = format!("{}; not stored: {}", line.detail, p.detail);
+            (line.expected, line.actual) = (p.expected, p.actual);
+        }
+    }
+    true
+}
+
 fn problem(job: &TarballJob, kind: OutcomeKind, detail: &str) -> Problem {
     Problem::doc(kind, &job.name, detail)
         .with_version(&job.version)
