@@ -1,5 +1,5 @@
 //! The blob handler: path → address → response, never reading a blob it does not have to (a
-//! revalidation or a HEAD only stats it, and by sha1 confirms the alias as a read would) and never
+//! revalidation or a HEAD only stats it, and by an alias confirms it as a read would) and never
 //! finishing a body whose bytes did not verify.
 
 use std::pin::Pin;
@@ -40,8 +40,8 @@ pub(crate) async fn blob(State(server): State<Server>, request: Request) -> Resp
 /// The blob a request resolved to.
 struct Located {
     key: BlobKey,
-    /// What the store is asked for: the alias itself on `/sha1/` or `/blake3/`, so that the store checks the bytes
-    /// against it and a wrong alias cannot serve other bytes.
+    /// What the store is asked for: the alias itself on `/sha1/` or `/blake3/`, so that the store
+    /// checks the bytes against it and a wrong alias cannot serve other bytes.
     address: Integrity,
     etag: HeaderValue,
     /// The hash the key was resolved from (`/sha1/`, `/blake3/`), so the read need not resolve it
