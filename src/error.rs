@@ -174,9 +174,17 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
-    /// The stream of bytes given to `put` failed before its end; nothing was stored.
-    #[error("reading input failed")]
-    Input(#[source] std::io::Error),
+    /// The stream of bytes given to `put` (or to another operation that reads a stream) failed
+    /// before its end; nothing was stored.
+    #[error("reading {what} failed")]
+    Input {
+        /// What was being read: the put's [`label`](crate::PutOptions::label) (a file name, a
+        /// tarball's `name@version`), `input stream` for a put without one.
+        what: String,
+        /// The stream's own error.
+        #[source]
+        source: std::io::Error,
+    },
     /// A backend failed. `message` says what was being done, not the source's text.
     #[error("backend {backend}: {message}")]
     Backend {
@@ -300,7 +308,7 @@ impl Error {
             Error::Rejected { .. } | Error::Tarball { .. } | Error::PackageMismatch { .. } => {
                 ErrorKind::Rejected
             }
-            Error::Io { .. } | Error::Input(_) | Error::Task(_) => ErrorKind::Io,
+            Error::Io { .. } | Error::Input { .. } | Error::Task(_) => ErrorKind::Io,
             Error::Backend { .. } | Error::QuorumNotReached { .. } => ErrorKind::Backend,
             Error::Config(_) | Error::ConfigInvalid { .. } => ErrorKind::Config,
             Error::Index { .. } => ErrorKind::Index,
@@ -391,8 +399,15 @@ impl Error {
         std::io::Error::new(kind, self)
     }
 
-    /// Recovers a tarvault error wrapped by [`Error::into_io`], or wraps a plain I/O error as input failure.
+    /// Recovers a tarvault error wrapped by [`Error::into_io`], or wraps a plain I/O error as
+    /// the failure of an `input stream` ([`Error::Input`]).
     pub fn from_io(err: std::io::Error) -> Self {
+        Error::from_io_reading(err, "input stream")
+    }
+
+    /// As [`Error::from_io`], naming `what` was being read when the error is a plain I/O error:
+    /// an error a stream carried across an `AsyncRead` already says what it is about.
+    pub(crate) fn from_io_reading(err: std::io::Error, what: &str) -> Self {
         if err.get_ref().is_some_and(|e| e.is::<Error>()) {
             if let Some(inner) = err.into_inner() {
                 if let Ok(e) = inner.downcast::<Error>() {
@@ -403,7 +418,10 @@ impl Error {
             }
             return Error::InvalidInput("unrecognised wrapped error".into());
         }
-        Error::Input(err)
+        Error::Input {
+            what: what.to_string(),
+            source: err,
+        }
     }
 }
 

@@ -155,6 +155,10 @@ fn stdin_and_expect() {
         err.contains("expected sha1-") && err.contains("found sha1-"),
         "{err}"
     );
+    assert!(
+        err.contains("integrity mismatch for standard input:"),
+        "the input is named in words, not as `-`: {err}"
+    );
 }
 
 /// Standard input can be read once: `put - -` is a usage error (exit 2) and stores nothing, not

@@ -123,9 +123,36 @@ async fn a_failing_input_stream_keeps_its_error_as_source() {
         .put(input, &PutOptions::default())
         .await
         .unwrap_err();
-    assert!(matches!(err, Error::Input(_)), "{err:?}");
+    assert!(matches!(err, Error::Input { .. }), "{err:?}");
     let report = assert_each_cause_once(&err);
-    assert_eq!(report, "reading input failed: the upstream hung up");
+    assert_eq!(report, "reading input stream failed: the upstream hung up");
+}
+
+/// A put that has a label names it when its stream fails: among a batch's or a migration's
+/// many puts, "reading input failed" would not say which one.
+#[tokio::test]
+async fn a_failing_input_stream_is_named_by_the_puts_label() {
+    let input = futures::stream::iter([
+        Ok(Bytes::from_static(b"some bytes")),
+        Err(std::io::Error::other("the upstream hung up")),
+    ]);
+    let err = Store::memory()
+        .put(input, &PutOptions::default().label("left-pad@1.3.0"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Io);
+    match &err {
+        Error::Input { what, source } => {
+            assert_eq!(what, "left-pad@1.3.0");
+            assert_eq!(source.to_string(), "the upstream hung up");
+        }
+        other => panic!("not an input error: {other:?}"),
+    }
+    let report = assert_each_cause_once(&err);
+    assert_eq!(
+        report,
+        "reading left-pad@1.3.0 failed: the upstream hung up"
+    );
 }
 
 #[tokio::test]

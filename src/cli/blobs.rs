@@ -97,7 +97,7 @@ pub(crate) async fn put(
             let result = if f.as_os_str() == "-" {
                 let stdin =
                     tokio_util::io::ReaderStream::with_capacity(tokio::io::stdin(), READ_CAPACITY);
-                store.put(stdin, &options_for("-")).await
+                store.put(stdin, &options_for("standard input")).await
             } else {
                 store.put_file(f, &options_for(&name)).await
             };
@@ -208,7 +208,7 @@ async fn write_verified_file(stream: &mut tarvault::BlobStream, path: &Path) -> 
     Ok(())
 }
 
-/// An output file's failure: an I/O error naming the file (not "reading input failed").
+/// An output file's failure: an I/O error naming the file (not a put's "reading … failed").
 fn io_error(op: &'static str, path: &Path, e: std::io::Error) -> Error {
     Error::Io {
         op,

@@ -27,9 +27,13 @@ pub(crate) async fn run(file: &Path, json: bool) -> Result<u8, Error> {
         let input = tokio_util::io::ReaderStream::with_capacity(tokio::io::stdin(), 256 * 1024);
         inspect_stream(input, Policy::default()).await
     } else {
-        let f = tokio::fs::File::open(file).await.map_err(|e| {
-            Error::Input(std::io::Error::new(e.kind(), format!("open {name}: {e}")))
-        })?;
+        let f = tokio::fs::File::open(file)
+            .await
+            .map_err(|source| Error::Io {
+                op: "open",
+                path: file.to_path_buf(),
+                source,
+            })?;
         let input = tokio_util::io::ReaderStream::with_capacity(f, 256 * 1024);
         inspect_stream(input, Policy::default()).await
     };
@@ -58,10 +62,14 @@ pub(crate) async fn run(file: &Path, json: bool) -> Result<u8, Error> {
             }
             Ok(exit::OK)
         }
-        Err(TarballError::Io(e)) => Err(Error::Input(std::io::Error::new(
-            e.kind(),
-            format!("{name}: {e}"),
-        ))),
+        Err(TarballError::Io(e)) => Err(Error::Input {
+            what: if file.as_os_str() == "-" {
+                "standard input".into()
+            } else {
+                name
+            },
+            source: std::io::Error::new(e.kind(), e),
+        }),
         Err(e) => {
             if json {
                 json_line(&Verdict {

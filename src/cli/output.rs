@@ -163,7 +163,7 @@ impl Drop for Held {
 /// What a failed write to stdout becomes, for commands that write it themselves (`get`'s bytes,
 /// `ls`'s buffered lines): a reader that went away (`tarvault get X | head -c 100`) ends the
 /// process quietly with 141, as in [`print_line`]; any other failure is an error that names
-/// stdout (it is an output failure, never the "reading input failed" of a put).
+/// stdout (it is an output failure, never a put's "reading … failed").
 pub(crate) fn stdout_failed(e: std::io::Error) -> Error {
     if e.kind() == std::io::ErrorKind::BrokenPipe {
         std::process::exit(SIGPIPE_STATUS);

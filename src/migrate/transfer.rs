@@ -189,8 +189,8 @@ pub(crate) async fn transfer(ctx: &Context, job: TarballJob) -> Result<Transferr
                 return Ok(Transferred::Recorded(OutcomeKind::Rejected, p));
             }
             // The body broke off mid-way: nothing was stored; fetch it again.
-            Err(Error::Input(e)) if attempt < ATTEMPTS => {
-                retry(&Error::Input(e));
+            Err(e @ Error::Input { .. }) if attempt < ATTEMPTS => {
+                retry(&e);
                 tokio::time::sleep(backoff(attempt)).await;
             }
             // A delete (a gc in another process) removed the blob this put found stored before
@@ -199,14 +199,14 @@ pub(crate) async fn transfer(ctx: &Context, job: TarballJob) -> Result<Transferr
                 tracing::info!(tarball = %job.label(), attempt, error = %e.report(), "overtaken by a delete; putting it again");
             }
             // Named, since the run ends on it: which tarball, from where, after how many tries.
-            Err(Error::Input(e)) => {
+            Err(Error::Input { source, .. }) => {
                 return Err(Error::Backend {
                     backend: ctx.client.source().to_string(),
                     message: format!(
                         "downloading {}: the body broke off {ATTEMPTS} times",
                         job.label()
                     ),
-                    source: Some(Box::new(e)),
+                    source: Some(Box::new(source)),
                 })
             }
             Err(e) => return Err(e),

@@ -186,7 +186,7 @@ async fn copy_one(
             .await
             .map_err(|e| match e {
                 // A source read error travels through the put as an I/O error: unwrap it.
-                Error::Input(io) => Error::from_io(io),
+                Error::Input { source, .. } => Error::from_io(source),
                 other => other,
             })?;
         Ok::<_, Error>(Some(put.digests.size))

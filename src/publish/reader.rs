@@ -58,7 +58,7 @@ where
                     self.chunk = chunk;
                     self.pos = 0;
                 }
-                Some(Err(e)) => return Err(Error::Input(e)),
+                Some(Err(e)) => return Err(Error::from_io_reading(e, "the request body")),
                 None => self.ended = true,
             }
         }

@@ -361,7 +361,7 @@ impl Store {
                             (buf.len() >= COALESCE).then(|| buf.split().freeze())
                         }
                     }
-                    Some(Err(e)) => return Err(Error::from_io(e)),
+                    Some(Err(e)) => return Err(Error::from_io_reading(e, &what)),
                     None => (!buf.is_empty()).then(|| buf.split().freeze()),
                 };
                 if let Some(chunk) = chunk {

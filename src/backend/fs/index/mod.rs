@@ -68,7 +68,7 @@ pub struct IndexMerge {
 /// use tarvault::backend::fs::FsIndex;
 /// use tarvault::Digests;
 ///
-/// let dir = tempfile::tempdir().map_err(tarvault::Error::Input)?;
+/// let dir = tempfile::tempdir().map_err(tarvault::Error::from_io)?;
 /// let index = FsIndex::open(dir.path().join("blobs.sqlite"))?;
 /// let d = Digests::from_parts(&[7; 64], &[1; 20], &[2; 32], 5)?;
 /// index.insert(&[d], true)?;
