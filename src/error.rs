@@ -125,10 +125,13 @@ pub enum Error {
         actual: String,
     },
     /// The bytes stored under an address do not hash to it.
-    #[error("corrupt blob {address}: expected {expected}, found {actual}")]
+    #[error("corrupt blob {address} in {backend}: expected {expected}, found {actual}")]
     Corrupt {
         /// The address of the corrupt blob.
         address: String,
+        /// The backend whose copy it is ([`Backend::describe`](crate::backend::Backend::describe)):
+        /// behind a cache tier or among replicas, the one to repair.
+        backend: String,
         /// What it should hash to.
         expected: String,
         /// What the stored bytes hash to (or what was wrong with them).

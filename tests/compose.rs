@@ -602,6 +602,13 @@ async fn every_replica_corrupt_is_reported() {
         .await
         .expect_err("no good copy");
     assert_eq!(err.kind(), ErrorKind::Corrupt);
+    // Every copy is bad: the error names the replicated set, each of whose members needs repair.
+    match &err {
+        Error::Corrupt { backend, .. } => {
+            assert!(backend.starts_with("replicated(quorum 3 of 3"), "{backend}")
+        }
+        other => panic!("{other:?}"),
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1229,6 +1236,9 @@ async fn corrupt_remote_is_reported_and_not_cached() {
         .await
         .expect("seed");
     remote.corrupt_for_test(&key_of(&data), Bytes::from(noise(20_000, 93)));
+    // Named apart from the memory tier in front of it.
+    let remote = Faulty::new(remote);
+    let remote_name = remote.describe();
     let store = Store::new(
         Cached::new(arc(local.clone()), arc(remote), CachedOptions::default())
             .await
@@ -1242,6 +1252,11 @@ async fn corrupt_remote_is_reported_and_not_cached() {
         .await
         .expect_err("corrupt");
     assert_eq!(err.kind(), ErrorKind::Corrupt);
+    // The bad copy is the remote's, not the cache tier's: the error says so.
+    match &err {
+        Error::Corrupt { backend, .. } => assert_eq!(backend, &remote_name),
+        other => panic!("{other:?}"),
+    }
     assert!(keys_of(&local).await.is_empty(), "bad bytes were cached");
 }
 

@@ -123,7 +123,7 @@ impl Store {
         Ok(match self.check_alias(key, asked, &st, confirm).await? {
             Checked::Holds => Entry::Holds(st),
             Checked::Gone => Entry::Gone,
-            Checked::Differs(found) => Entry::Wrong(wrong_entry(asked, key, &found)),
+            Checked::Differs(found) => Entry::Wrong(wrong_entry(asked, key, &found, &self.name)),
         })
     }
 
@@ -176,12 +176,13 @@ impl Store {
     }
 }
 
-/// The error for an alias entry naming `key` for `asked`, a hash the blob does not have (it has
-/// `found`), logged as it is made.
-fn wrong_entry(asked: &Hash, key: &BlobKey, found: &str) -> Error {
-    tracing::warn!(blob = %key, %asked, %found, "the alias index names a blob without that hash");
+/// The error for an alias entry of `backend` naming `key` for `asked`, a hash the blob does not
+/// have (it has `found`), logged as it is made.
+fn wrong_entry(asked: &Hash, key: &BlobKey, found: &str, backend: &str) -> Error {
+    tracing::warn!(blob = %key, %asked, %found, backend, "the alias index names a blob without that hash");
     Error::Corrupt {
         address: format!("{asked} ({key})"),
+        backend: backend.to_string(),
         expected: asked.to_string(),
         actual: format!(
             "{found}: the blob the alias index names does not have it (a wrong entry, or the blob \

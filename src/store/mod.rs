@@ -52,6 +52,8 @@ pub use read::BlobStream;
 #[derive(Clone, Debug)]
 pub struct Store {
     backend: Arc<dyn Backend>,
+    /// The backend's [`describe`](Backend::describe), taken once: what a read found corrupt names.
+    name: Arc<str>,
     verification: Verification,
 }
 
@@ -78,6 +80,7 @@ impl Store {
     /// A store over a shared backend.
     pub fn from_arc(backend: Arc<dyn Backend>) -> Store {
         Store {
+            name: backend.describe().into(),
             backend,
             verification: Verification::default(),
         }
@@ -165,7 +168,7 @@ impl Store {
         } else {
             format!("{address} ({key})")
         };
-        verified(got, range, expect, label).await
+        verified(got, range, expect, label, &self.name).await
     }
 
     /// Reads a whole blob from the store of record, around any cache tier
@@ -178,7 +181,7 @@ impl Store {
                 address: key.to_string(),
             });
         };
-        verified(got, None, vec![key.hash()], key.to_string()).await
+        verified(got, None, vec![key.hash()], key.to_string(), &self.name).await
     }
 
     /// A read of the blob `key`, which the caller found by the sha1 or blake3 hash `asked` (an
@@ -198,7 +201,7 @@ impl Store {
             });
         };
         let expect = self.checks(&key, Some(asked), &got);
-        verified(got, range, expect, label).await
+        verified(got, range, expect, label, &self.name).await
     }
 
     /// A read by sha512 in one backend request: the key is the address, so one `get` both finds and
@@ -350,11 +353,19 @@ async fn verified(
     range: Option<Range<u64>>,
     expect: Vec<Hash>,
     label: String,
+    backend: &Arc<str>,
 ) -> Result<BlobStream> {
     let range = range.unwrap_or(0..got.size);
     let size_recorded = got.digests.is_some_and(|d| d.size == got.size);
     if range.end > got.size && !size_recorded {
-        let mut whole = read::verify(got.stream, got.size, 0..got.size, expect, label);
+        let mut whole = read::verify(
+            got.stream,
+            got.size,
+            0..got.size,
+            expect,
+            label,
+            backend.clone(),
+        );
         while let Some(chunk) = whole.next().await {
             chunk?;
         }
@@ -362,7 +373,14 @@ async fn verified(
         return Err(crate::backend::range_outside(&range, got.size));
     }
     crate::backend::check_range(&range, got.size)?;
-    Ok(read::verify(got.stream, got.size, range, expect, label))
+    Ok(read::verify(
+        got.stream,
+        got.size,
+        range,
+        expect,
+        label,
+        backend.clone(),
+    ))
 }
 
 /// Puts `n` small distinct blobs (`blob 0`, `blob 1`, …) into `store`: their digests, in order.

@@ -7,6 +7,7 @@
 
 use std::ops::Range;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
@@ -96,6 +97,8 @@ struct Verify {
     hasher: Option<StreamHasher>,
     expect: Vec<Hash>,
     address: String,
+    /// The backend's name, for a corrupt blob's error.
+    backend: Arc<str>,
     /// Blob offset of the next byte the source yields.
     pos: u64,
     size: u64,
@@ -112,6 +115,7 @@ pub(crate) fn verify(
     range: Range<u64>,
     expect: Vec<Hash>,
     address: String,
+    backend: Arc<str>,
 ) -> BlobStream {
     let algorithms: Vec<Algorithm> = expect.iter().map(Hash::algorithm).collect();
     let mut hasher = StreamHasher::new(&algorithms);
@@ -124,6 +128,7 @@ pub(crate) fn verify(
         hasher: Some(hasher),
         expect,
         address,
+        backend,
         pos: 0,
         size,
         range: range.clone(),
@@ -158,6 +163,7 @@ impl Verify {
                         // on (a body with no length of its own could go on for ever).
                         return self.fail(Error::Corrupt {
                             address: self.address.clone(),
+                            backend: self.backend.to_string(),
                             expected: format!("{} bytes", self.size),
                             actual: format!("more than {} bytes", self.size),
                         });
@@ -207,6 +213,7 @@ impl Verify {
         if got.size != self.size {
             return Err(Error::Corrupt {
                 address: self.address.clone(),
+                backend: self.backend.to_string(),
                 expected: format!("{} bytes", self.size),
                 actual: format!("{} bytes", got.size),
             });
@@ -218,6 +225,7 @@ impl Verify {
                     tracing::warn!(address = %self.address, expected = %want, actual = %h, "stored blob is corrupt");
                     return Err(Error::Corrupt {
                         address: self.address.clone(),
+                        backend: self.backend.to_string(),
                         expected: want.to_string(),
                         actual: h.to_string(),
                     });
@@ -248,7 +256,14 @@ mod tests {
         let sha512 = h.finalize().get(Algorithm::Sha512).expect("sha512").clone();
         let endless: ByteStream =
             futures::stream::repeat_with(|| Ok(Bytes::from_static(b"0123"))).boxed();
-        let stream = verify(endless, 10, 0..10, vec![sha512], "test".into());
+        let stream = verify(
+            endless,
+            10,
+            0..10,
+            vec![sha512],
+            "test".into(),
+            "test backend".into(),
+        );
         let items: Vec<Result<Bytes>> =
             tokio::time::timeout(std::time::Duration::from_secs(10), stream.inner.collect())
                 .await

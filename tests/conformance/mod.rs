@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
 use tarvault::backend::{Backend, BlobKey, Committed, PutHint};
-use tarvault::{ErrorKind, FsckOptions, Integrity, PutOptions, Store, Verification};
+use tarvault::{Error, ErrorKind, FsckOptions, Integrity, PutOptions, Store, Verification};
 
 use crate::common::{
     addr, chunked, corpus, corpus_bytes, digests_of, key_of, noise, sha1_hex, sha512_sri,
@@ -522,6 +522,17 @@ async fn corruption_is_detected_in(f: &dyn Fixture, store: Store) {
             let e = failed.expect("stream must end in an error");
             assert_eq!(e.kind(), ErrorKind::Corrupt);
             assert!(e.to_string().contains(&put.digests.integrity().to_string()));
+            // Which backend holds the bad copy: the store's, or behind a wrapper the member of
+            // it that does (the one to repair).
+            let Error::Corrupt { backend, .. } = &e else {
+                panic!("{e:?}")
+            };
+            let whole = store.backend().describe();
+            assert!(
+                !backend.is_empty() && whole.contains(backend.as_str()),
+                "{backend:?} is not in {whole:?}"
+            );
+            assert!(e.to_string().contains(&format!(" in {backend}: ")), "{e}");
             assert!(
                 seen < data.len(),
                 "all bytes were handed out before the error"

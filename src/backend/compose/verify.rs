@@ -442,7 +442,7 @@ pub(super) fn slice(
 }
 
 /// The answer for a blob whose copy of `size` bytes the wrapper found bad (`found`: what it
-/// hashed to), with no other copy good: its reader meets the verdict, [`Error::Corrupt`], before
+/// hashed to) in `backend`, with no other copy good: its reader meets the verdict, [`Error::Corrupt`], before
 /// any of its bytes. Handed on as bytes, a copy held in a temporary file would reach a server's
 /// client chunk by chunk under a `200` before the store could hash its end. A `range` outside
 /// the copy is refused as a bad range.
@@ -451,10 +451,12 @@ pub(super) fn refused(
     size: u64,
     range: Option<Range<u64>>,
     found: &str,
+    backend: String,
 ) -> Result<crate::backend::GetResult> {
     crate::backend::check_range(&range.unwrap_or(0..size), size)?;
     let e = Error::Corrupt {
         address: key.to_string(),
+        backend,
         expected: key.hash().to_string(),
         actual: found.to_string(),
     };

@@ -487,6 +487,7 @@ impl Backend for FsBackend {
         } else {
             Err(Error::Corrupt {
                 address: key.to_string(),
+                backend: self.describe(),
                 expected: format!("{} bytes (recorded)", record.size),
                 actual: format!("{} bytes on disk", meta.len()),
             })

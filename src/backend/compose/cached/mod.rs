@@ -367,7 +367,9 @@ impl Backend for Cached {
             return match fetch_checked(&*self.inner.remote, key, Read::Served).await? {
                 (Fetched::Missing, _) => Ok(None),
                 (Fetched::Good(b), record) => slice(b, range, record).map(Some),
-                (Fetched::Bad(b, found), _) => refused(key, b.len(), range, &found).map(Some),
+                (Fetched::Bad(b, found), _) => {
+                    refused(key, b.len(), range, &found, self.inner.remote.describe()).map(Some)
+                }
             };
         };
         // The remote's own error, of its own kind (a Config error for rejected credentials, not a
@@ -377,7 +379,7 @@ impl Backend for Cached {
         // hashed to.
         got.map(|verdict| match verdict {
             Ok((b, digests)) => slice(b, range, digests),
-            Err((size, found)) => refused(key, size, range, &found),
+            Err((size, found)) => refused(key, size, range, &found, self.inner.remote.describe()),
         })
         .transpose()
     }
@@ -402,6 +404,7 @@ impl Backend for Cached {
             Ok(Some(st)) => {
                 let e = Error::Corrupt {
                     address: key.to_string(),
+                    backend: self.inner.local.describe(),
                     expected: "the size of its record".into(),
                     actual: format!("{} bytes in the cache tier, and no record", st.size),
                 };

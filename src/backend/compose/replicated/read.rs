@@ -144,7 +144,9 @@ impl Replicated {
             }
             // Every replica answered and none verifies: the blob is corrupt (and fsck can
             // quarantine it), not missing.
-            (Some((size, found)), None) => refused(key, size, range, &found).map(Some),
+            (Some((size, found)), None) => {
+                refused(key, size, range, &found, self.describe()).map(Some)
+            }
             // None has it, but one could not be asked and may be the one that does.
             (None, Some(e)) => Err(e),
             (None, None) => Ok(None),
