@@ -28,9 +28,9 @@ impl Replicated {
     /// only if every replica that can answer answered none; otherwise the last error: what a
     /// replica that failed would have answered is unknown, and the blob may be there (a server
     /// answers 503 then, not 404, and a client tries again rather than concluding the blob is
-    /// absent). A replica that cannot answer such a question at all
-    /// ([`ErrorKind::Unsupported`]: an `http://` replica asked by blake3) never will, so it is
-    /// left out while another replica answers; only if none can is that the error.
+    /// absent). A replica that cannot answer such a question at all ([`ErrorKind::Unsupported`]:
+    /// an `http://` replica asked by a hash it has no route for) never will, so it is left out
+    /// while another replica answers; only if none can is that the error.
     pub(super) async fn first_answer<'a, T, F, Fut>(&'a self, ask: F) -> Result<Option<T>>
     where
         F: Fn(&'a dyn Backend) -> Fut,
