@@ -122,7 +122,8 @@ macro_rules! server {
                 segments_upgrade_to_markers, processes_of_a_host_read_an_old_log_once,
                 fsck_repairs_markers_and_imports_segments,
                 fsck_removes_dangling_markers, fsck_racing_a_put_of_a_dangling_blob,
-                fsck_cut_off_by_a_failing_server_resumes);
+                fsck_cut_off_by_a_failing_server_resumes,
+                a_put_finding_its_blob_stored_writes_missing_markers);
         }
     };
 }

@@ -1290,3 +1290,44 @@ async fn an_error_body_is_read_for_its_start_only() {
         "the message holds only the body's start"
     );
 }
+
+/// A blob stored without its markers (its put failed after the blob's PUT, when a marker PUT did
+/// not go through), then put again by a caller that knows its sha512 (a copy, a migration run
+/// again): the put writes no bytes, and it leaves both markers there, so that a fresh process
+/// finds the blob by its shasum and blake3, as after a put that wrote it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_put_finding_its_blob_stored_writes_missing_markers() {
+    let Some(target) = Target::get("a_put_finding_its_blob_stored_writes_missing_markers") else {
+        return;
+    };
+    let config = target.config("redo-markers");
+    let backend = MantaBackend::new(config.clone()).expect("backend");
+    let data = noise(1500, 81);
+    let put = Store::new(backend.clone())
+        .put_bytes(data.clone(), &PutOptions::default())
+        .await
+        .expect("put");
+    let d = put.digests;
+    let layout = backend.layout();
+    for (alg, hex) in [
+        (tarvault::Algorithm::Sha1, d.shasum()),
+        (tarvault::Algorithm::Blake3, d.blake3_hex()),
+    ] {
+        let gone = backend
+            .client()
+            .delete(&layout.marker_path(alg, &hex))
+            .await
+            .expect("delete marker");
+        assert!(gone, "{alg} marker");
+    }
+    let again = Store::new(MantaBackend::new(config.clone()).expect("backend"))
+        .put_bytes(data, &PutOptions::expect(d.integrity()))
+        .await
+        .expect("put again");
+    assert!(
+        !again.stored,
+        "the blob was stored already: no bytes written"
+    );
+    let fresh = Store::new(MantaBackend::new(config).expect("backend"));
+    common::assert_found_by_aliases(&fresh, &[(noise(1500, 81), d)]).await;
+}

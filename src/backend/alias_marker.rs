@@ -212,6 +212,23 @@ impl<M: MarkerStore, S: SegmentStore> AliasIndex<M, S> {
         Ok(())
     }
 
+    /// Makes both markers of a blob that is stored already name it (a put that found the blob
+    /// and wrote nothing): no request for markers this process has seen, else a GET of each and a
+    /// write of any that is gone or unreadable, as [`settle`](Self::settle) does.
+    pub(crate) async fn record_stored(&self, d: &Digests) -> Result<()> {
+        let seen = |alg, digest: &[u8]| {
+            let hash = Hash::new_unchecked(alg, digest);
+            self.cache()
+                .get(&hash)
+                .is_some_and(|c| c.sha512 == d.sha512)
+        };
+        let unsettled = Unsettled {
+            sha1: !seen(Algorithm::Sha1, &d.sha1),
+            blake3: !seen(Algorithm::Blake3, &d.blake3),
+        };
+        self.settle(d, unsettled).await
+    }
+
     /// Makes the marker of `d`'s `alg` digest exist and name `d`. A put writes first (`check`
     /// false: one request for a new blob); a rebuild reads first (`check` true: one GET for a
     /// marker that is already right, the common case).

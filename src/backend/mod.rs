@@ -520,6 +520,16 @@ pub trait Backend: fmt::Debug + Send + Sync + 'static {
     /// `None`, which would claim the blob is absent.
     async fn resolve_alias(&self, hash: &Hash) -> Result<Option<BlobKey>>;
 
+    /// Makes a blob that a put found stored, and wrote nothing for (its sha512 was given), as
+    /// findable by its sha1 and blake3 as a put that stores it leaves it: a remote store's alias
+    /// markers may be missing (an earlier put failed after its blob's PUT), and no commit writes
+    /// them. The default does nothing: the fs and memory backends keep the aliases in the record
+    /// a put finds whole before it skips writing.
+    async fn index_stored(&self, digests: &Digests) -> Result<()> {
+        let _ = digests;
+        Ok(())
+    }
+
     /// Repairs the alias index from what a scan found by re-hashing every blob (`fsck`): merges
     /// each of `found` into the index (adding missing entries, correcting wrong ones) and removes
     /// entries whose blob is gone. `found` streams, so memory stays flat whatever the store's

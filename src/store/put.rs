@@ -176,7 +176,8 @@ impl Store {
                 // blob is still there (nothing was written: a delete meanwhile leaves nothing).
                 if let Some(key) = key {
                     match self.backend.freshen(&key).await {
-                        Ok(Some(_)) => {}
+                        // Its aliases too, as a put that stored it leaves them.
+                        Ok(Some(_)) => self.backend.index_stored(&ingest.digests).await?,
                         Ok(None) => {
                             return Err(Error::DeletedDuringPut {
                                 address: key.to_string(),

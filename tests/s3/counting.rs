@@ -38,6 +38,9 @@ impl Counts {
     pub fn gets(&self) -> u64 {
         self.get.load(Ordering::SeqCst)
     }
+    pub fn puts(&self) -> u64 {
+        self.put.load(Ordering::SeqCst)
+    }
     pub fn lists(&self) -> u64 {
         self.list.load(Ordering::SeqCst)
     }

@@ -614,3 +614,54 @@ pub async fn upgrade_reader_child(spec: &str) {
     assert_eq!(got, Some(BlobKey::new(want)));
     println!("upgrade-child segments read: {}", counts.segments());
 }
+
+/// A blob stored without its markers (its put failed after the blob's PUT, when a marker PUT
+/// did not go through) and then put again by a caller that knows its sha512 (a copy, a
+/// migration run again): the put finds the blob stored and writes no bytes, and it leaves both
+/// markers there, so that it is found by its shasum and blake3 once the put returns, as after
+/// a put that wrote it.
+pub async fn a_put_finding_its_blob_stored_writes_missing_markers(s: &Server) {
+    let prefix = Server::fresh_prefix("mredo");
+    let all = put_some(s, &prefix, 2).await;
+    let raw = s.raw();
+    for (_, d) in &all {
+        for alg in [Algorithm::Sha1, Algorithm::Blake3] {
+            raw.delete(&marker_path(&prefix, alg, d))
+                .await
+                .expect("delete marker");
+        }
+    }
+    let (data, d) = &all[0];
+    let (backend, counts) = counted(s, &prefix);
+    let store = Store::new(backend);
+    let out = store
+        .put_bytes(data.clone(), &PutOptions::expect(d.integrity()))
+        .await
+        .expect("put again");
+    assert!(!out.stored, "the blob was stored already: no bytes written");
+    assert_eq!(counts.puts(), 2, "the two markers written, not the blob");
+    for alg in [Algorithm::Sha1, Algorithm::Blake3] {
+        assert!(
+            exists(&raw, &marker_path(&prefix, alg, d)).await,
+            "{alg} marker"
+        );
+        let fresh = counted(s, &prefix).0;
+        assert_eq!(
+            fresh.resolve_alias(&by(alg, d)).await.expect("resolve"),
+            Some(BlobKey::new(d.sha512)),
+            "{alg}"
+        );
+    }
+    // A blob whose markers are there costs the put no write.
+    let (backend, counts) = counted(s, &prefix);
+    let store = Store::new(backend);
+    store
+        .put_bytes(data.clone(), &PutOptions::expect(d.integrity()))
+        .await
+        .expect("put a third time");
+    assert_eq!(
+        counts.puts(),
+        0,
+        "nothing written when the markers are there"
+    );
+}

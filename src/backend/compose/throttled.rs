@@ -134,6 +134,10 @@ impl Backend for Throttled {
         self.inner.resolve_alias(hash).await
     }
 
+    async fn index_stored(&self, digests: &Digests) -> Result<()> {
+        self.inner.index_stored(digests).await
+    }
+
     /// The listing pass over the index (a remote store's markers, a GET and a HEAD each) is paced
     /// too: at the blob rate, or, for a byte rate, as if each check read 4 KiB (`CHECK_BYTES`).
     async fn rebuild_aliases(

@@ -294,6 +294,11 @@ impl Backend for S3Backend {
         }
     }
 
+    /// Both markers, read back (unless this process has seen them) and written where missing.
+    async fn index_stored(&self, digests: &Digests) -> Result<()> {
+        self.inner.aliases.record_stored(digests).await
+    }
+
     /// Merges what the scan found into the markers (writing missing ones, rewriting unreadable
     /// ones), streaming, then imports what is left of an earlier version's log, then lists
     /// every marker and removes those whose blob is gone (`alias_sweep`).

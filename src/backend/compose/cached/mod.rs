@@ -469,6 +469,11 @@ impl Backend for Cached {
         Ok(removed)
     }
 
+    /// The remote's, whose `freshen` found the blob stored.
+    async fn index_stored(&self, digests: &Digests) -> Result<()> {
+        self.inner.remote.index_stored(digests).await
+    }
+
     /// The remote's: it is what gc lists (the cache tier's own eviction goes by use).
     async fn freshen(&self, key: &BlobKey) -> Result<Option<BlobStat>> {
         self.inner.remote.freshen(key).await

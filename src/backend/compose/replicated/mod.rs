@@ -239,6 +239,15 @@ impl Backend for Replicated {
             .await
     }
 
+    /// Every replica's: `freshen` found the blob on each of them.
+    async fn index_stored(&self, digests: &Digests) -> Result<()> {
+        let each = self.replicas.iter().map(|r| r.index_stored(digests));
+        for r in futures::future::join_all(each).await {
+            r?;
+        }
+        Ok(())
+    }
+
     async fn rebuild_aliases(
         &self,
         found: BoxStream<'_, Digests>,
