@@ -829,6 +829,11 @@ async fn signature_header_and_subuser_key_id() {
         (403, "UserDoesNotExist"),
         "{err}"
     );
+    // Refused credentials: the error says which setting names the sub-user.
+    let text = err.to_string();
+    for what in ["MANTA_SUBUSER", "credentials were refused"] {
+        assert!(text.contains(what), "{what} not named: {text}");
+    }
 }
 
 /// Alias markers on the test server: another process (a fresh backend on the same directory)

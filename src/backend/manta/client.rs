@@ -405,11 +405,12 @@ impl MantaClient {
         // this says only what to do about it.
         let mut message = String::from("Manta answered an error");
         if refused_credentials(&api) {
-            // Say what to change: the account, the key, or the key file it was read from.
+            // Say what to change: the account, the sub-user, the key, or the key file it was read
+            // from.
             message.push_str(
-                " (the credentials were refused: check MANTA_USER (or ?user=), MANTA_KEY_ID and \
-                 the private key in MANTA_KEY_MATERIAL (or ?key=); the key must be one of the \
-                 account's keys)",
+                " (the credentials were refused: check MANTA_USER (or ?user=), MANTA_SUBUSER (or \
+                 ?subuser=), MANTA_KEY_ID and the private key in MANTA_KEY_MATERIAL (or ?key=); \
+                 the key must be one of the account's or the sub-user's keys)",
             );
         }
         // A replayed request's answer says so in its source, which `replayed` looks for.
@@ -567,12 +568,13 @@ pub fn headers_of(pairs: &[(&str, String)]) -> Result<HeaderMap> {
 /// Whether Manta refused who signed the request (not what it asked for): its authentication
 /// error codes, or a bare 401.
 fn refused_credentials(api: &MantaApiError) -> bool {
-    const CODES: [&str; 6] = [
+    const CODES: [&str; 7] = [
         "InvalidCredentials",
         "KeyDoesNotExist",
         "InvalidSignature",
         "InvalidKeyId",
         "AccountDoesNotExist",
+        "UserDoesNotExist",
         "AuthorizationFailed",
     ];
     api.status == 401 || (api.status == 403 && CODES.contains(&api.code.as_str()))
