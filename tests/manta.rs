@@ -119,6 +119,8 @@ fn store_urls() {
         "manta://h/?user=u&key=/k",
         // More seconds than a Duration holds: refused, not a panic.
         "manta://h/stor/x?user=u&key=/k&timeout=1e30",
+        // More retries than an attempt count holds, with the first attempt: the same.
+        "manta://h/stor/x?user=u&key=/k&retries=4294967295",
     ] {
         let err = MantaConfig::from_store_url(bad).expect_err(bad);
         assert_eq!(err.kind(), ErrorKind::Config, "{bad}");

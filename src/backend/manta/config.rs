@@ -180,10 +180,13 @@ impl MantaConfig {
                             })?
                 }
                 "retries" => {
-                    let n: u32 = v
-                        .parse()
-                        .map_err(|_| Error::Config(format!("bad retries value {v:?}")))?;
-                    c.max_attempts = n + 1;
+                    // The first attempt and `n` more: a count with no room for the first is
+                    // refused (`n + 1` overflowed: a panic, or no retry at all).
+                    c.max_attempts = v
+                        .parse::<u32>()
+                        .ok()
+                        .and_then(|n| n.checked_add(1))
+                        .ok_or_else(|| Error::Config(format!("bad retries value {v:?}")))?;
                 }
                 "timeout" => {
                     c.response_timeout = v
