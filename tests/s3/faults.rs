@@ -65,11 +65,22 @@ pub async fn wrong_credentials(s: &Server) {
     assert_eq!(err.kind(), ErrorKind::Config, "{err}");
     assert!(err.to_string().contains(&s.bucket()), "{err}");
     assert!(err.to_string().contains("AWS_SECRET_ACCESS_KEY"), "{err}");
+    // The server's own answer stays in the chain: its code tells which setting is wrong.
+    let report = err.report().to_string();
+    assert!(report.contains("SignatureDoesNotMatch"), "{report}");
     c.credentials = Some(("no-such-key".into(), "x".into()));
     let err = S3Backend::connect(&c)
         .await
         .expect_err("unknown key must fail");
     assert_eq!(err.kind(), ErrorKind::Config, "{err}");
+    // (AWS and Ceph answer InvalidAccessKeyId, s3s-fs NotSignedUp.)
+    let report = err.report().to_string();
+    assert!(
+        ["InvalidAccessKeyId", "NotSignedUp"]
+            .iter()
+            .any(|code| report.contains(code)),
+        "{report}"
+    );
     // Past the open check (a store built without it), operations fail typed, not as "not found".
     c.max_retries = 1;
     let b = S3Backend::with_store(Arc::new(c.build().expect("client")), "p", "bad".into());

@@ -4,17 +4,22 @@ use crate::Error;
 
 /// What an object_store error means for us.
 pub(crate) fn backend_error(describe: &str, op: &str, e: object_store::Error) -> Error {
-    let message = if is_missing_bucket(&e) {
-        format!("{op}: the bucket does not exist")
-    } else if is_denied(&e) {
-        format!("{op}: access denied (check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY and the bucket policy)")
-    } else {
-        op.to_string()
-    };
+    let message = meaning(op, &e);
     Error::Backend {
         backend: describe.to_string(),
         message,
         source: Some(Box::new(e)),
+    }
+}
+
+/// `op`, and what to do about `e` where that is known: a missing bucket, refused credentials.
+pub(crate) fn meaning(op: &str, e: &object_store::Error) -> String {
+    if is_missing_bucket(e) {
+        format!("{op}: the bucket does not exist")
+    } else if is_denied(e) {
+        format!("{op}: access denied (check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY and the bucket policy)")
+    } else {
+        op.to_string()
     }
 }
 

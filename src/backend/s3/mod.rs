@@ -176,9 +176,15 @@ impl S3Backend {
         let blobs = self.inner.keys.blobs();
         match self.inner.store.list_with_delimiter(Some(&blobs)).await {
             Ok(_) => Ok(()),
-            Err(e) if errors::is_denied(&e) || errors::is_missing_bucket(&e) => Err(Error::Config(
-                backend_error(&self.inner.describe, "open", e).to_string(),
-            )),
+            // The server's answer stays in the error's source: which code it gave (an unknown key
+            // or a wrong secret, say) is what tells the user which setting to fix.
+            Err(e) if errors::is_denied(&e) || errors::is_missing_bucket(&e) => {
+                let what = errors::meaning("open", &e);
+                Err(Error::config(
+                    format!("backend {}: {what}", self.inner.describe),
+                    e,
+                ))
+            }
             Err(e) => Err(backend_error(&self.inner.describe, "open", e)),
         }
     }
