@@ -499,8 +499,8 @@ impl Backend for MantaBackend {
 
     async fn delete(&self, key: &BlobKey) -> Result<bool> {
         let path = self.layout.blob_path(key);
-        // Its alias records stay in the log: one pointing at a missing blob is harmless (the
-        // store checks the blob after resolving it), and fsck drops them.
+        // Its alias markers stay: one naming a missing blob is harmless (the store checks the
+        // blob after resolving it), and fsck removes them once older than the grace period.
         let deleted = self.client.delete(&path).await?;
         Ok(deleted)
     }
@@ -535,7 +535,7 @@ impl Backend for MantaBackend {
     }
 
     /// Copies the blob's bytes to `<root>/quarantine/<sha512 hex>` (Manta v2 has no rename or
-    /// link), then deletes it and its aliases.
+    /// link), then deletes it (its alias markers stay, as for [`delete`](Backend::delete)).
     async fn quarantine(&self, key: &BlobKey) -> Result<bool> {
         let Some(got) = self.get(key, None).await? else {
             return Ok(false);

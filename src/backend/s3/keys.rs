@@ -5,7 +5,7 @@
 //! <prefix>/markers/sha1/ab/<sha1 hex>   an alias marker: the blob's record, named by its sha1
 //! <prefix>/markers/blake3/ab/<hex>      … and by its blake3 (ab: the first two hex digits)
 //! <prefix>/alias/log/<time>-<random>    a segment of the alias log of earlier versions
-//! <prefix>/quarantine/<sha512 hex>       a blob fsck found corrupt, kept for inspection
+//! <prefix>/quarantine/<sha512 base64url> a blob fsck found corrupt, kept for inspection
 //! <prefix>/staging/<unix ms>-<random>    a large put's verified bytes, until copied to their key
 //! ```
 //!

@@ -348,7 +348,8 @@ impl Backend for S3Backend {
         Ok(report)
     }
 
-    /// Copies the blob to `quarantine/<hex>` (keeping its bytes for inspection), then deletes it.
+    /// Copies the blob to `quarantine/<sha512 base64url>` (its blob name: keeping its bytes for
+    /// inspection), then deletes it.
     async fn quarantine(&self, key: &BlobKey) -> Result<bool> {
         let from = self.inner.keys.blob(key);
         let to = self.inner.keys.quarantine(key);
