@@ -110,7 +110,8 @@ macro_rules! server {
             conformance::suite!(make);
             cases!(staging, $var, $name; large_unknown_put_is_staged,
                 large_unknown_put_spools_when_staging_is_off, staged_mismatch_leaves_nothing,
-                staging_sweep_takes_the_later_of_name_and_last_modified);
+                staging_sweep_takes_the_later_of_name_and_last_modified,
+                a_copy_through_the_client_publishes_only_verified_bytes);
             cases!(faults, $var, $name; wrong_credentials, missing_bucket, unavailable_is_bounded,
                 transient_errors_are_retried, reset_mid_upload, single_reset_is_retried,
                 boto3_interop, cli_store_url, put_whose_answer_is_lost_reports_stored);

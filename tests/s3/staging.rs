@@ -179,3 +179,144 @@ pub async fn staging_sweep_takes_the_later_of_name_and_last_modified(s: &Server)
     let keys = keys_under(s, &format!("{prefix}/staging")).await;
     assert_eq!(keys, vec![format!("{prefix}/staging/{young_name}")]);
 }
+
+/// A client that refuses `CopyObject` (as some S3-compatible servers do) and, when `tamper` is
+/// set, hands back a staging object's bytes with one of them changed (a server or proxy that
+/// answers a GET with other bytes of the same length).
+#[derive(Debug)]
+struct NoCopy {
+    inner: std::sync::Arc<dyn ObjectStore>,
+    tamper: bool,
+}
+
+impl std::fmt::Display for NoCopy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "no-copy({})", self.inner)
+    }
+}
+
+#[async_trait::async_trait]
+impl ObjectStore for NoCopy {
+    async fn put_opts(
+        &self,
+        location: &Path,
+        payload: object_store::PutPayload,
+        opts: object_store::PutOptions,
+    ) -> object_store::Result<object_store::PutResult> {
+        self.inner.put_opts(location, payload, opts).await
+    }
+    async fn put_multipart_opts(
+        &self,
+        location: &Path,
+        opts: object_store::PutMultipartOptions,
+    ) -> object_store::Result<Box<dyn object_store::MultipartUpload>> {
+        self.inner.put_multipart_opts(location, opts).await
+    }
+    async fn get_opts(
+        &self,
+        location: &Path,
+        options: object_store::GetOptions,
+    ) -> object_store::Result<object_store::GetResult> {
+        use futures::StreamExt;
+        let got = self.inner.get_opts(location, options).await?;
+        if self.tamper && location.as_ref().contains("/staging/") {
+            let (meta, range, attributes) =
+                (got.meta.clone(), got.range.clone(), got.attributes.clone());
+            let stream = got.into_stream();
+            let mut first = true;
+            let changed = stream.map(move |chunk| {
+                let chunk = chunk?;
+                if !std::mem::take(&mut first) || chunk.is_empty() {
+                    return Ok(chunk);
+                }
+                let mut v = chunk.to_vec();
+                v[0] ^= 0xff;
+                Ok(Bytes::from(v))
+            });
+            return Ok(object_store::GetResult {
+                payload: object_store::GetResultPayload::Stream(changed.boxed()),
+                meta,
+                range,
+                attributes,
+                extensions: Default::default(),
+            });
+        }
+        Ok(got)
+    }
+    fn delete_stream(
+        &self,
+        locations: futures::stream::BoxStream<'static, object_store::Result<Path>>,
+    ) -> futures::stream::BoxStream<'static, object_store::Result<Path>> {
+        self.inner.delete_stream(locations)
+    }
+    fn list(
+        &self,
+        prefix: Option<&Path>,
+    ) -> futures::stream::BoxStream<'static, object_store::Result<object_store::ObjectMeta>> {
+        self.inner.list(prefix)
+    }
+    async fn list_with_delimiter(
+        &self,
+        prefix: Option<&Path>,
+    ) -> object_store::Result<object_store::ListResult> {
+        self.inner.list_with_delimiter(prefix).await
+    }
+    async fn copy_opts(
+        &self,
+        _from: &Path,
+        _to: &Path,
+        _options: object_store::CopyOptions,
+    ) -> object_store::Result<()> {
+        Err(object_store::Error::NotImplemented {
+            operation: "copy".into(),
+            implementer: "this test's server".into(),
+        })
+    }
+}
+
+/// A server that refuses `CopyObject`: a staged put is copied through the client instead. Its
+/// bytes are checked on the way against the sha512 they verified as: where the server hands the
+/// staging object back with other bytes, the put fails and nothing is published under the
+/// blob's key (nor left under `staging/`); with the right bytes it stores and reads back.
+pub async fn a_copy_through_the_client_publishes_only_verified_bytes(s: &Server) {
+    for tamper in [true, false] {
+        let prefix = Server::fresh_prefix("nocopy");
+        let mut c = s.config(&prefix);
+        c.multipart_threshold = 1 << 20;
+        let client = std::sync::Arc::new(NoCopy {
+            inner: std::sync::Arc::new(c.build().expect("client")),
+            tamper,
+        });
+        let st = Store::new(S3Backend::with_store_config(client, &c));
+        let bytes = Bytes::from(noise(3 << 20, 23));
+        let put = st
+            .put(chunked(&bytes, 256 * 1024), &PutOptions::default())
+            .await;
+        let keys = keys_under(s, &prefix).await;
+        assert!(
+            !keys.iter().any(|k| k.contains("/staging/")),
+            "{}: staging objects left: {keys:?}",
+            s.name
+        );
+        if tamper {
+            let err = put.expect_err("other bytes must not be published");
+            assert_eq!(err.kind(), ErrorKind::Backend, "{}: {err}", s.name);
+            assert!(
+                !keys.iter().any(|k| k.contains("/blobs/")),
+                "{}: published unverified bytes: {keys:?}",
+                s.name
+            );
+            continue;
+        }
+        let put = put.expect("put copied through the client");
+        assert!(put.stored);
+        let got = st
+            .get(&put.digests.integrity())
+            .await
+            .expect("get")
+            .bytes()
+            .await
+            .expect("verified read");
+        assert!(got == bytes, "{}: bytes differ", s.name);
+    }
+}

@@ -16,7 +16,8 @@
 //!
 //! `CopyObject` copies at most 5 GiB ([`COPY_MAX`]), and object_store offers no multi-part
 //! `UploadPartCopy`; a larger staged blob is copied through the client (GET, then a multipart
-//! upload), which costs its bytes twice over the network. A server that refuses `CopyObject`
+//! upload, completed only if the bytes read back have the blob's sha512), which costs its bytes
+//! twice over the network. A server that refuses `CopyObject`
 //! is remembered ([`CopySupport`]): that put is copied through the client and later large puts of
 //! unknown digest spool instead, as before.
 //!
@@ -38,7 +39,7 @@ use super::keys::digest_attributes;
 use super::writer::{already_there, Upload};
 use super::Inner;
 use crate::backend::{BlobKey, Committed};
-use crate::integrity::Digests;
+use crate::integrity::{Algorithm, Digests, Hash, MultiHasher};
 use crate::{Error, Result};
 
 /// The largest object one `CopyObject` may copy (S3's limit).
@@ -174,7 +175,10 @@ fn status_in(text: &str) -> Option<u16> {
 }
 
 /// Reads the staging object back and uploads it to `to` (above [`COPY_MAX`], or where the server
-/// cannot copy). The upload is completed only if every byte arrived.
+/// cannot copy). The upload is completed only if the bytes that came back are the ones the put
+/// verified: every byte, with the blob's sha512. They cross this client, so they are checked on
+/// the way (a server or proxy answering the GET with other bytes of the same length would
+/// otherwise have them published under the blob's key).
 async fn copy_through_client(
     inner: &Inner,
     from: &Path,
@@ -190,9 +194,11 @@ async fn copy_through_client(
         .into_stream();
     let mut up = Upload::start(inner, to, PutMultipartOptions::from(digest_attributes(d))).await?;
     let mut sent = 0u64;
+    let mut hasher = MultiHasher::new(&[Algorithm::Sha512]);
     let copied: Result<()> = async {
         while let Some(chunk) = body.try_next().await.map_err(err("read staging object"))? {
             sent += chunk.len() as u64;
+            hasher.update(&chunk);
             up.send(&inner.describe, chunk).await?;
         }
         if sent != d.size {
@@ -204,6 +210,16 @@ async fn copy_through_client(
                 ),
                 source: None,
             });
+        }
+        let read = hasher.finalize();
+        if read.get(Algorithm::Sha512).map(Hash::digest) != Some(&d.sha512[..]) {
+            return Err(Error::backend(
+                &inner.describe,
+                format!(
+                    "staging object {from} read back with other bytes than the put verified; \
+                     not published"
+                ),
+            ));
         }
         Ok(())
     }
