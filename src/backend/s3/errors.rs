@@ -13,9 +13,20 @@ pub(crate) fn backend_error(describe: &str, op: &str, e: object_store::Error) ->
 }
 
 /// `op`, and what to do about `e` where that is known: a missing bucket, refused credentials.
+/// Two refusals are not about the key pair, and the keys are not what to check: a request
+/// whose time is off from the server's by more than it allows (a host clock astray), and a
+/// session token that expired or is not one.
 pub(crate) fn meaning(op: &str, e: &object_store::Error) -> String {
+    let text = e.to_string();
     if is_missing_bucket(e) {
         format!("{op}: the bucket does not exist")
+    } else if text.contains("RequestTimeTooSkewed") {
+        format!("{op}: the server refused the request's time (check this host's clock)")
+    } else if ["ExpiredToken", "InvalidToken", "TokenRefreshRequired"]
+        .iter()
+        .any(|code| text.contains(code))
+    {
+        format!("{op}: the session token was refused (renew AWS_SESSION_TOKEN, or unset it)")
     } else if is_denied(e) {
         format!("{op}: access denied (check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY and the bucket policy)")
     } else {
@@ -37,6 +48,8 @@ pub(crate) fn is_denied(e: &object_store::Error) -> bool {
         "SignatureDoesNotMatch",
         "InvalidAccessKeyId",
         "AccessDenied",
+        "ExpiredToken",
+        "InvalidToken",
         "403 Forbidden",
     ]
     .iter()
@@ -97,5 +110,42 @@ pub(crate) fn absent_ok<T>(
         Ok(v) => Ok(Some(v)),
         Err(e @ object_store::Error::NotFound { .. }) if !is_missing_bucket(&e) => Ok(None),
         Err(e) => Err(backend_error(describe, op, e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answered(status: &str, code: &str) -> object_store::Error {
+        object_store::Error::Generic {
+            store: "S3",
+            source: format!(
+                "Error performing GET http://127.0.0.1:9000/b?list-type=2 in 2ms - Server \
+                 returned non-2xx status code: {status}: <Error><Code>{code}</Code></Error>"
+            )
+            .into(),
+        }
+    }
+
+    /// A refusal says what to fix: the keys, the clock, or the session token.
+    #[test]
+    fn refusals_name_what_to_check() {
+        let keys = meaning("open", &answered("403 Forbidden", "SignatureDoesNotMatch"));
+        assert!(keys.contains("AWS_SECRET_ACCESS_KEY"), "{keys}");
+        let clock = meaning("open", &answered("403 Forbidden", "RequestTimeTooSkewed"));
+        assert!(clock.contains("clock"), "{clock}");
+        assert!(!clock.contains("AWS_SECRET_ACCESS_KEY"), "{clock}");
+        let token = meaning("put", &answered("400 Bad Request", "ExpiredToken"));
+        assert!(token.contains("AWS_SESSION_TOKEN"), "{token}");
+        let bucket = meaning("open", &answered("404 Not Found", "NoSuchBucket"));
+        assert!(bucket.contains("bucket does not exist"), "{bucket}");
+        assert_eq!(
+            meaning(
+                "get",
+                &answered("500 Internal Server Error", "InternalError")
+            ),
+            "get"
+        );
     }
 }
