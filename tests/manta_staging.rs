@@ -642,3 +642,46 @@ async fn two_sha512s_expected_the_first_stored_still_stores_the_bytes() {
         put.stored
     );
 }
+
+/// Manta's refusal of every SnapLink, as v2 answers one.
+const LINKS_REFUSED: &str = "HTTP/1.1 403 Forbidden\r\ncontent-type: application/json\r\n\
+    content-length: 82\r\nconnection: close\r\n\r\n\
+    {\"code\":\"SnaplinksDisabledError\",\"message\":\"Manta v2 does not support SnapLinks.\"}";
+
+/// A server that stops making SnapLinks between the probe and a put's link: the staged bytes are
+/// read back and published by one PUT. That read is bounded as every other body read is: when
+/// the server stalls mid-way it is asked again from where it stopped once the response timeout
+/// passed, and the put stores, instead of waiting on the stalled read for ever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_staged_blob_read_back_after_a_refused_link_is_not_waited_on_for_ever() {
+    let Some(target) = Target::get("a_staged_blob_read_back_after_a_refused_link") else {
+        return;
+    };
+    let mut config = target.config("linkstall");
+    let proxy = Proxy::start(host_of(&config.url)).await;
+    proxy.one_request_per_connection();
+    config.url = proxy.url();
+    config.max_attempts = 2;
+    config.response_timeout = Duration::from_secs(2);
+    let backend = MantaBackend::new(config).expect("backend");
+    let store = Store::new(backend.clone());
+    let data = noise(SIZE, 48);
+    let want = digests_of(&data);
+    let blob = backend.blob_path(&BlobKey::new(want.sha512));
+    proxy.once(&format!("PUT {blob} "), Fault::Answer(LINKS_REFUSED));
+    let staging = format!("{}/staging/", backend.layout().root());
+    proxy.once(&format!("GET {staging}1"), Fault::StallBody(1 << 20));
+    let put = tokio::time::timeout(
+        Duration::from_secs(60),
+        store.put(chunked(&data, 256 << 10), &PutOptions::default()),
+    )
+    .await
+    .expect("the put waited on a stalled read for ever")
+    .expect("put copied through the client");
+    assert!(put.stored);
+    assert_eq!(proxy.rules_left(), 0, "{:?}", proxy.requests());
+    assert_eq!(backend.snaplinks(), Some(false));
+    let got = read_verified(&store, &want.integrity()).await;
+    assert!(got == data, "bytes differ");
+    assert_eq!(staged_objects(&backend).await, Vec::<String>::new());
+}

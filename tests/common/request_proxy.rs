@@ -19,6 +19,9 @@ pub enum Fault {
     /// Relay the request, then close the client's connection as soon as the server starts
     /// answering: the request took effect, its answer is lost.
     DropResponse,
+    /// Answer with these bytes (a whole HTTP response) instead of the server, which never sees
+    /// the request: an answer the server would not give (a refusal it stopped making, say).
+    Answer(&'static str),
 }
 
 struct Rule {
@@ -169,6 +172,10 @@ async fn serve(
             None => None,
         }
     };
+    if let Some(Fault::Answer(answer)) = fault {
+        client.write_all(answer.as_bytes()).await?;
+        return client.shutdown().await;
+    }
     let mut server = TcpStream::connect(upstream).await?;
     client.set_nodelay(true)?;
     server.set_nodelay(true)?;
@@ -189,6 +196,8 @@ async fn serve(
                 let _ = tokio::io::copy(&mut sr, &mut cw).await;
                 let _ = cw.shutdown().await;
             }
+            // Answered above, without the server.
+            Some(Fault::Answer(_)) => {}
             Some(Fault::DropResponse) => {
                 // Returning drops both halves of both sockets once the server answers: the
                 // client sees the connection close before any byte of the response.

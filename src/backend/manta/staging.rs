@@ -42,6 +42,7 @@ use futures::TryStreamExt;
 use reqwest::header::{HeaderMap, HeaderValue};
 
 use super::client::RequestBody;
+use super::resume;
 use super::streamed::{stored_md5, Streamed};
 use super::{api_error, digest_metadata, MantaBackend};
 use crate::backend::{Backend as _, BlobKey, Committed};
@@ -236,7 +237,9 @@ fn link_to(source: &str) -> Result<HeaderMap> {
 }
 
 /// Reads the staging object back into a local spool and publishes it by one verified PUT (a
-/// server that refused the link).
+/// server that refused the link). The read is a blob's read ([`resume::stream_of`]): each piece
+/// waits at most the response timeout, and a read cut off or stalled goes on from where it
+/// stopped, so a server that hangs mid-body fails the put in bounded time instead of holding it.
 async fn copy_through_client(
     backend: &MantaBackend,
     staging: &str,
@@ -252,13 +255,15 @@ async fn copy_through_client(
     }
     let mut spool =
         tempfile::NamedTempFile::new().map_err(|e| Error::io("create", std::env::temp_dir(), e))?;
-    let mut body = resp.bytes_stream();
+    let mut body = resume::stream_of(
+        &backend.client,
+        backend.describe(),
+        resp,
+        staging.to_string(),
+        0,
+    );
     let mut got = 0u64;
-    while let Some(chunk) = body
-        .try_next()
-        .await
-        .map_err(|e| backend.describe_err(format!("reading {staging}: {e}")))?
-    {
+    while let Some(chunk) = body.try_next().await? {
         got += chunk.len() as u64;
         spool
             .write_all(&chunk)
