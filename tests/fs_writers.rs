@@ -368,3 +368,44 @@ async fn a_large_put_written_around_the_page_cache_reads_back_whole() {
         assert!(!again.stored);
     }
 }
+
+/// fsck reads a blob and finds it corrupt; before it quarantines it, a put of the right bytes
+/// (another process's, say) writes its verified copy over the damaged one and says it stored
+/// it. The quarantine that follows, decided on the copy read before, must leave the good copy
+/// in service and its record in place: it once moved whatever was at the address, so a blob
+/// whose put had succeeded was gone, by every digest.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quarantine_leaves_a_copy_repaired_since_it_was_found_corrupt() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (store, b) = open(&dir.path().join("s"));
+    let data = noise(200_000, 31);
+    let a = addr(&sha512_sri(&data));
+    let key = key_of(&data);
+    store
+        .put_bytes(data.clone(), &PutOptions::default())
+        .await
+        .expect("put");
+    common::corrupt_blob(&b, &key, false);
+    // What fsck's scan saw.
+    let read = async { store.get(&a).await?.bytes().await };
+    assert_eq!(read.await.err().map(|e| e.kind()), Some(ErrorKind::Corrupt));
+    let put = store
+        .put_bytes(data.clone(), &PutOptions::default())
+        .await
+        .expect("repairing put");
+    assert!(put.stored, "the put replaced the damaged copy");
+    let moved = b.quarantine(&key).await.expect("quarantine");
+    assert!(!moved, "the copy at the address verifies: not quarantined");
+    assert_eq!(common::read_verified(&store, &a).await, data);
+    common::assert_found_by_aliases(&store, &[(data.clone(), common::digests_of(&data))]).await;
+    // A copy still corrupt is quarantined as before.
+    common::corrupt_blob(&b, &key, true);
+    assert!(b.quarantine(&key).await.expect("quarantine"));
+    assert!(!b.blob_path(&key).exists());
+    assert_eq!(
+        std::fs::read_dir(dir.path().join("s/quarantine"))
+            .expect("quarantine dir")
+            .count(),
+        1
+    );
+}

@@ -18,6 +18,7 @@ mod layout;
 mod lease;
 mod misplaced;
 mod publish;
+mod quarantine;
 mod read;
 mod read_ahead;
 mod remove;
@@ -599,29 +600,11 @@ impl Backend for FsBackend {
         Ok(report)
     }
 
+    /// Unless the copy now at the address verifies (see `quarantine.rs`).
     async fn quarantine(&self, key: &BlobKey) -> Result<bool> {
-        let from = self.inner.layout.blob(key);
-        let secs = SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0);
-        let to = self
-            .inner
-            .layout
-            .quarantine()
-            .join(format!("{}.{secs}", key.to_hex()));
         let inner = self.inner.clone();
         let key = *key;
-        blocking(move || {
-            let moved = match std::fs::rename(&from, &to) {
-                Ok(()) => true,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
-                Err(e) => return Err(Error::io("quarantine", &from, e)),
-            };
-            inner.forget(&key)?;
-            Ok(moved)
-        })
-        .await
+        blocking(move || inner.quarantine_blob(&key)).await
     }
 
     async fn sweep(&self) -> Result<u64> {
