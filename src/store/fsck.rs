@@ -196,9 +196,16 @@ impl Store {
 async fn check_one(backend: &dyn crate::backend::Backend, key: BlobKey) -> Result<Checked> {
     // The store of record's copy, not a cache tier's; and a pass over every blob through the
     // tier would push out what readers use.
-    let Some(got) = backend.get_uncached(&key).await? else {
+    let got = match backend.get_uncached(&key).await {
+        Ok(Some(got)) => got,
         // Deleted while we were listing.
-        return Ok(Checked::Gone);
+        Ok(None) => return Ok(Checked::Gone),
+        // A blob read in one piece meets its read error here, not in the stream: one file that
+        // cannot be read is one bad blob, and the scan goes on to the others.
+        Err(e @ Error::Io { .. }) => {
+            return Ok(Checked::Bad(key, format!("unreadable: {}", e.report())))
+        }
+        Err(e) => return Err(e),
     };
     let mut hasher = MultiHasher::standard();
     let mut stream = got.stream;
