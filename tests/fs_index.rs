@@ -659,3 +659,41 @@ async fn fsck_puts_back_a_blob_file_in_the_wrong_shard() {
         .expect("fsck")
         .is_clean());
 }
+
+/// A gc delete that fails leaves its blob stored, and gc says so: the blob is counted in
+/// `failed`, not reported deleted, and its bytes are not counted as freed. gc once reported it
+/// like any other (`deleted <address> <size>`, `"deleted": true`) and counted it in `garbage`,
+/// so an operator was told of blobs deleted that were still there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gc_delete_that_fails_is_not_reported_deleted() {
+    use tarvault::ops::gc::{gc, GcOptions};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path().join("s");
+    let fs = FsBackend::open(&root, FsOptions::default()).expect("open");
+    let store = Store::new(fs.clone());
+    let (live, garbage) = (noise(3000, 61), noise(4000, 62));
+    for data in [&live, &garbage] {
+        store
+            .put_bytes(data.clone(), &PutOptions::default())
+            .await
+            .expect("put");
+    }
+    // A delete first moves its blob into `tmp/`: a file in that directory's place fails it.
+    std::fs::remove_dir_all(root.join("tmp")).expect("rm tmp");
+    std::fs::write(root.join("tmp"), b"not a directory").expect("write");
+    let keep = [Integrity::parse_address(&common::sha512_sri(&live))];
+    let options = GcOptions {
+        grace: Duration::ZERO,
+        delete: true,
+    };
+    let mut reported = Vec::new();
+    let report = gc(&store, keep, &options, |k, size| reported.push((*k, size)))
+        .await
+        .expect("gc");
+    let key = common::key_of(&garbage);
+    assert!(fs.blob_path(&key).exists(), "the delete failed");
+    assert_eq!(report.failed.total(), 1, "{report:?}");
+    assert_eq!((report.garbage, report.garbage_bytes), (0, 0), "{report:?}");
+    assert!(reported.is_empty(), "reported deleted: {reported:?}");
+    assert_eq!(report.kept_live, 1);
+}

@@ -197,9 +197,11 @@ async fn collect(
                     report.kept_recent += 1;
                     continue;
                 }
+                // Still stored: counted in `failed` only, not reported deleted.
                 Err(e) => {
                     tracing::warn!(blob = %key, error = %e.report(), "gc delete failed");
                     report.failed.push(format!("{key}: {}", e.report()));
+                    continue;
                 }
             }
         }
