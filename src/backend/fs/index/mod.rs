@@ -18,6 +18,7 @@ mod cache_ledger;
 mod conn;
 pub(crate) mod legacy;
 mod remove;
+mod replaced;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -93,6 +94,9 @@ impl std::fmt::Debug for FsIndex {
 
 struct Db {
     mode: Mode,
+    /// The file (device, inode) it was opened on, where that can be told: `fsck` may set a
+    /// damaged file aside and a new one take its name (see `replaced.rs`).
+    file: Option<(u64, u64)>,
     readers: Mutex<Vec<Connection>>,
     /// The one connection this process writes through (writes are serialised by SQLite anyway),
     /// with whether it currently commits with `synchronous=FULL`.
@@ -133,11 +137,13 @@ impl FsIndex {
             return Ok(db.clone());
         }
         let (conn, mode) = conn::open(&self.path, self.durable)?;
+        let file = replaced::identity(&self.path);
         if mode != Mode::ReadWrite {
             tracing::info!(index = %self.path.display(), ?mode, "store not writable: index opened for lookups only");
         }
         let db = Arc::new(Db {
             mode,
+            file,
             readers: Mutex::new(vec![conn]),
             writer: Mutex::new(None),
         });
@@ -285,11 +291,18 @@ impl FsIndex {
     }
 
     fn key_by(&self, sql: &str, digest: &[u8]) -> Result<Option<BlobKey>> {
-        let found = self.read("look up", |conn| {
-            conn.prepare_cached(sql)?
-                .query_row((&digest[..8], digest), |r| r.get::<_, Vec<u8>>(0))
-                .optional()
-        })?;
+        let look = || {
+            self.read("look up", |conn| {
+                conn.prepare_cached(sql)?
+                    .query_row((&digest[..8], digest), |r| r.get::<_, Vec<u8>>(0))
+                    .optional()
+            })
+        };
+        // A miss in a file set aside is asked again of the file in its place.
+        let mut found = look()?;
+        if found.is_none() && self.reopen_if_replaced() {
+            found = look()?;
+        }
         Ok(found.and_then(|k| <[u8; 64]>::try_from(k).ok().map(BlobKey::new)))
     }
 
@@ -313,19 +326,25 @@ impl FsIndex {
     /// The digests recorded for a blob.
     pub fn digests(&self, key: &BlobKey) -> Result<Option<Digests>> {
         let k = key.as_bytes();
-        let row = self.read("read a record", |conn| {
-            conn.prepare_cached(
-                "SELECT sha1, blake3, size FROM blobs WHERE substr(sha512, 1, 8) = ?1 AND sha512 = ?2",
-            )?
-            .query_row((&k[..8], &k[..]), |r| {
-                Ok((
-                    r.get::<_, Vec<u8>>(0)?,
-                    r.get::<_, Vec<u8>>(1)?,
-                    r.get::<_, i64>(2)?,
-                ))
+        let look = || {
+            self.read("read a record", |conn| {
+                conn.prepare_cached(
+                    "SELECT sha1, blake3, size FROM blobs WHERE substr(sha512, 1, 8) = ?1 AND sha512 = ?2",
+                )?
+                .query_row((&k[..8], &k[..]), |r| {
+                    Ok((
+                        r.get::<_, Vec<u8>>(0)?,
+                        r.get::<_, Vec<u8>>(1)?,
+                        r.get::<_, i64>(2)?,
+                    ))
+                })
+                .optional()
             })
-            .optional()
-        })?;
+        };
+        let mut row = look()?;
+        if row.is_none() && self.reopen_if_replaced() {
+            row = look()?;
+        }
         Ok(row.and_then(|(sha1, blake3, size)| {
             Digests::from_parts(k, &sha1, &blake3, u64::try_from(size).ok()?).ok()
         }))
@@ -433,14 +452,7 @@ impl FsIndex {
         if !damaged {
             return Ok(None);
         }
-        let mut slot = lock(&self.db);
-        *slot = None;
-        let secs = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0);
-        let aside = sibling(&self.path, &format!(".corrupt.{secs}"));
-        move_aside(&self.path, &aside)?;
+        let aside = self.set_aside()?;
         tracing::warn!(index = %self.path.display(), moved_to = %aside.display(), "damaged index set aside; rebuilding from the blobs");
         Ok(Some(aside))
     }
