@@ -697,3 +697,50 @@ async fn a_gc_delete_that_fails_is_not_reported_deleted() {
     assert!(reported.is_empty(), "reported deleted: {reported:?}");
     assert_eq!(report.kept_live, 1);
 }
+
+/// A blob with no index entry (a crash between its link and its record, a restore of the blob
+/// files alone: what `fsck` indexes) that the live set names only by its sha1 (npm's shasum, all
+/// the mapping has for old tarballs) or its blake3 is live: gc finds that digest in its bytes
+/// and keeps it, and still deletes real garbage. gc once looked the sha1 up in the index alone,
+/// found nothing, and deleted the blob as garbage.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gc_keeps_a_live_blob_the_index_has_no_entry_for() {
+    use tarvault::ops::gc::{gc, GcOptions};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let fs = FsBackend::open(dir.path().join("s"), FsOptions::default()).expect("open");
+    let store = Store::new(fs.clone());
+    let (by_sha1, by_blake3, garbage) = (noise(3000, 71), noise(3100, 72), noise(3200, 73));
+    store
+        .put_bytes(garbage.clone(), &PutOptions::default())
+        .await
+        .expect("put");
+    for data in [&by_sha1, &by_blake3] {
+        let path = fs.blob_path(&common::key_of(data));
+        std::fs::create_dir_all(path.parent().expect("shard")).expect("mkdir");
+        std::fs::write(&path, data).expect("a blob file without its record");
+    }
+    let never = common::digests_of(b"never stored");
+    let keep = [
+        common::digests_of(&by_sha1).hash(Algorithm::Sha1),
+        common::digests_of(&by_blake3).hash(Algorithm::Blake3),
+        never.hash(Algorithm::Sha1),
+    ]
+    .map(|h| Integrity::parse_address(&h.to_string()));
+    let options = GcOptions {
+        grace: Duration::ZERO,
+        delete: true,
+    };
+    let report = gc(&store, keep, &options, |_, _| {}).await.expect("gc");
+    for data in [&by_sha1, &by_blake3] {
+        assert!(
+            fs.blob_path(&common::key_of(data)).exists(),
+            "a live blob was deleted: {report:?}"
+        );
+    }
+    assert!(!fs.blob_path(&common::key_of(&garbage)).exists());
+    assert_eq!(
+        (report.garbage, report.kept_unindexed),
+        (1, 2),
+        "{report:?}"
+    );
+}

@@ -247,12 +247,13 @@ pub(crate) async fn gc(store: &Store, args: GcArgs) -> Result<u8, Error> {
         json_line(&report);
     } else {
         eprintln!(
-            "gc: {} blobs: {} live, {} recent (< {}), {} of unknown age kept; {verb} {} ({} bytes){}",
+            "gc: {} blobs: {} live, {} recent (< {}), {} of unknown age, {} live but not indexed (run fsck) kept; {verb} {} ({} bytes){}",
             report.listed,
             report.kept_live,
             report.kept_recent,
             args.grace,
             report.kept_unknown_age,
+            report.kept_unindexed,
             report.garbage,
             report.garbage_bytes,
             if args.delete {

@@ -64,6 +64,10 @@ pub struct GcReport {
     pub kept_recent: u64,
     /// Unlisted blobs kept because their age is unknown.
     pub kept_unknown_age: u64,
+    /// Unlisted blobs kept because a live sha1 or blake3 address names them although the index
+    /// has no entry for them (found in their record or their bytes; `fsck` indexes them). Their
+    /// addresses count in `live_missing` too.
+    pub kept_unindexed: u64,
     /// Garbage: blobs deleted (or that would be, in a dry run).
     pub garbage: u64,
     /// Their bytes.
@@ -135,6 +139,8 @@ async fn collect(
         ..GcReport::default()
     };
     let mut live = KeyTable::new(in_memory);
+    // The sha1 and blake3 digests of live addresses the index did not know (see `named_by`).
+    let mut unresolved = KeyTable::new(in_memory);
     for address in keep {
         let address = address?;
         report.live_addresses += 1;
@@ -147,11 +153,20 @@ async fn collect(
             // is one; not the blob's bytes (a live set may name every blob of a remote store).
             None => match store.live_key(&address).await? {
                 Some(key) => live.note(key, 1)?,
-                None => report.live_missing += 1,
+                None => {
+                    report.live_missing += 1;
+                    for alg in [Algorithm::Sha1, Algorithm::Blake3] {
+                        for hash in address.all_of(alg) {
+                            unresolved.note(alias_key(alg, hash.digest()), 1)?;
+                        }
+                    }
+                }
             },
         }
     }
     live.finish()?;
+    unresolved.finish()?;
+    let unresolved = (unresolved.len()? > 0).then_some(unresolved);
     if report.live_addresses == 0 {
         return Err(Error::InvalidInput(
             "the live set is empty: refusing to collect every blob".into(),
@@ -183,6 +198,21 @@ async fn collect(
             }
             Some(_) => {}
         }
+        if let Some(unresolved) = &unresolved {
+            match named_by(store, &key, unresolved).await {
+                Ok(false) => {}
+                Ok(true) => {
+                    report.kept_unindexed += 1;
+                    continue;
+                }
+                // Kept: whether it is live cannot be told.
+                Err(e) => {
+                    tracing::warn!(blob = %key, error = %e.report(), "gc: cannot tell whether a live address names this blob; kept");
+                    report.failed.push(format!("{key}: kept, not checked against the live sha1/blake3 addresses the index lacks: {}", e.report()));
+                    continue;
+                }
+            }
+        }
         if options.delete {
             // Asked again as it is deleted: a listing of a large store takes a while, and
             // publishes go on meanwhile (a put of bytes already stored marks the blob, see
@@ -213,6 +243,44 @@ async fn collect(
     let distinct = live.len()?;
     report.live_missing += distinct - present_live.min(distinct);
     Ok(report)
+}
+
+/// Where a sha1 or blake3 digest goes in a table of keys: its own 64 bytes, tagged by algorithm.
+fn alias_key(alg: Algorithm, digest: &[u8]) -> BlobKey {
+    let mut k = [0u8; 64];
+    k[0] = if alg == Algorithm::Sha1 { 1 } else { 2 };
+    let n = digest.len().min(63);
+    k[1..=n].copy_from_slice(&digest[..n]);
+    BlobKey::new(k)
+}
+
+/// Whether a live sha1 or blake3 address that the index did not resolve (`unresolved`) names the
+/// blob `key`. A blob can be stored with no entry (a crash between its link and its record, blob
+/// files restored without the index: `fsck` indexes them), and a live set may name it only by its
+/// sha1 (npm's `shasum`, all the mapping has for old tarballs): deleting it as garbage would lose
+/// a live tarball. Its trusted record answers if it has one; otherwise its bytes are read (only
+/// while some live alias is unresolved, and only for blobs about to be deleted).
+async fn named_by(store: &Store, key: &BlobKey, unresolved: &KeyTable) -> Result<bool> {
+    let backend = store.backend();
+    let recorded = match backend.recorded_digests_trusted() {
+        Some(_) => backend.head(key).await?.and_then(|st| st.digests),
+        None => None,
+    };
+    let digests = match recorded.filter(|d| d.sha512 == *key.as_bytes()) {
+        Some(d) => d,
+        None => {
+            let mut stream = store.get_uncached(key).await?;
+            let mut hasher = crate::integrity::MultiHasher::standard();
+            while let Some(chunk) = stream.next().await {
+                hasher.update(&chunk?);
+            }
+            hasher.finalize().digests()?
+        }
+    };
+    Ok(
+        unresolved.contains(&alias_key(Algorithm::Sha1, &digests.sha1))?
+            || unresolved.contains(&alias_key(Algorithm::Blake3, &digests.blake3))?,
+    )
 }
 
 #[cfg(all(test, feature = "memory"))]
