@@ -75,7 +75,7 @@ impl Seen {
     }
 
     pub(crate) fn note(&mut self, alg: Algorithm, digest: &[u8]) -> Result<()> {
-        self.table().note(alias_key(alg, digest), 1)
+        self.table().note(key_table::alias_key(alg, digest), 1)
     }
 
     pub(crate) fn finish(&mut self) -> Result<()> {
@@ -85,19 +85,10 @@ impl Seen {
     /// Whether the marker named `hex` (of `alg`) was seen.
     fn contains(&self, alg: Algorithm, hex: &str) -> Result<bool> {
         match hex::decode(hex) {
-            Ok(digest) => self.table().contains(&alias_key(alg, &digest)),
+            Ok(digest) => self.table().contains(&key_table::alias_key(alg, &digest)),
             Err(_) => Ok(false),
         }
     }
-}
-
-/// An alias as a key of the table: the algorithm's tag, then the digest, zero-padded.
-fn alias_key(alg: Algorithm, digest: &[u8]) -> BlobKey {
-    let mut k = [0u8; 64];
-    k[0] = if alg == Algorithm::Sha1 { 1 } else { 2 };
-    let n = digest.len().min(63);
-    k[1..=n].copy_from_slice(&digest[..n]);
-    BlobKey::new(k)
 }
 
 /// Markers younger than this are not checked by `fsck`: a put's blob lands within this time of

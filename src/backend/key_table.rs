@@ -14,10 +14,21 @@ use std::collections::BTreeMap;
 use std::ops::Bound;
 
 use crate::backend::BlobKey;
+use crate::integrity::Algorithm;
 use crate::Result;
 
 /// Keys held in memory before a table moves to disk (16 MiB of keys).
 pub(crate) const IN_MEMORY: usize = 1 << 18;
+
+/// A sha1 or blake3 digest as a key of a table (a remote index's sweep, gc's unresolved live
+/// aliases): the algorithm's tag, then the digest, zero-padded to a key's 64 bytes.
+pub(crate) fn alias_key(alg: Algorithm, digest: &[u8]) -> BlobKey {
+    let mut k = [0u8; 64];
+    k[0] = if alg == Algorithm::Sha1 { 1 } else { 2 };
+    let n = digest.len().min(63);
+    k[1..=n].copy_from_slice(&digest[..n]);
+    BlobKey::new(k)
+}
 
 /// See the [module documentation](self).
 pub(crate) struct KeyTable {

@@ -157,7 +157,7 @@ async fn collect(
                     report.live_missing += 1;
                     for alg in [Algorithm::Sha1, Algorithm::Blake3] {
                         for hash in address.all_of(alg) {
-                            unresolved.note(alias_key(alg, hash.digest()), 1)?;
+                            unresolved.note(key_table::alias_key(alg, hash.digest()), 1)?;
                         }
                     }
                 }
@@ -245,15 +245,6 @@ async fn collect(
     Ok(report)
 }
 
-/// Where a sha1 or blake3 digest goes in a table of keys: its own 64 bytes, tagged by algorithm.
-fn alias_key(alg: Algorithm, digest: &[u8]) -> BlobKey {
-    let mut k = [0u8; 64];
-    k[0] = if alg == Algorithm::Sha1 { 1 } else { 2 };
-    let n = digest.len().min(63);
-    k[1..=n].copy_from_slice(&digest[..n]);
-    BlobKey::new(k)
-}
-
 /// Whether a live sha1 or blake3 address that the index did not resolve (`unresolved`) names the
 /// blob `key`. A blob can be stored with no entry (a crash between its link and its record, blob
 /// files restored without the index: `fsck` indexes them), and a live set may name it only by its
@@ -278,8 +269,8 @@ async fn named_by(store: &Store, key: &BlobKey, unresolved: &KeyTable) -> Result
         }
     };
     Ok(
-        unresolved.contains(&alias_key(Algorithm::Sha1, &digests.sha1))?
-            || unresolved.contains(&alias_key(Algorithm::Blake3, &digests.blake3))?,
+        unresolved.contains(&key_table::alias_key(Algorithm::Sha1, &digests.sha1))?
+            || unresolved.contains(&key_table::alias_key(Algorithm::Blake3, &digests.blake3))?,
     )
 }
 

@@ -3,10 +3,7 @@
 //! does not list them (nothing could read them by their key), so fsck looks for them here and puts
 //! back each one whose bytes verify; bytes are never deleted.
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
-
-use sha2::{Digest, Sha512};
 
 use super::durable;
 use super::walk::is_blob_name;
@@ -46,7 +43,9 @@ impl FsInner {
 
     /// Moves one misplaced file to its place if its bytes verify; what happened, and why.
     fn put_back(&self, path: &Path, key: &BlobKey, blobs: &Path) -> Result<(bool, String)> {
-        if !hashes_to(path, key).map_err(|e| Error::io("read", path, e))? {
+        let hashed =
+            std::fs::File::open(path).and_then(|mut f| super::quarantine::hashes_to(&mut f, key));
+        if !hashed.map_err(|e| Error::io("read", path, e))? {
             return Ok((
                 false,
                 "left in place: its bytes do not match its name".into(),
@@ -103,19 +102,4 @@ fn entries(dir: &Path) -> Result<impl Iterator<Item = std::fs::DirEntry>> {
         Err(e) => return Err(Error::io("read directory", dir, e)),
     };
     Ok(read.into_iter().flatten().flatten())
-}
-
-/// Whether the file's bytes hash to `key`.
-fn hashes_to(path: &Path, key: &BlobKey) -> std::io::Result<bool> {
-    let mut file = std::fs::File::open(path)?;
-    let mut hasher = Sha512::new();
-    let mut buf = vec![0u8; 256 * 1024];
-    loop {
-        let n = file.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-    }
-    Ok(hasher.finalize()[..] == key.as_bytes()[..])
 }

@@ -69,7 +69,7 @@ impl FsInner {
 }
 
 /// Whether the file's bytes hash to `key`.
-fn hashes_to(file: &mut File, key: &BlobKey) -> std::io::Result<bool> {
+pub(super) fn hashes_to(file: &mut File, key: &BlobKey) -> std::io::Result<bool> {
     let mut hasher = MultiHasher::new(&[Algorithm::Sha512]);
     let mut buf = vec![0u8; 256 * 1024];
     loop {

@@ -488,7 +488,8 @@ fn size_to_sql(size: u64) -> i64 {
 mod tests {
     use super::*;
 
-    fn digests(n: u8) -> Digests {
+    /// A record whose every digest byte is `n`, of `n` bytes.
+    pub(super) fn digests(n: u8) -> Digests {
         Digests::from_parts(&[n; 64], &[n; 20], &[n; 32], u64::from(n))
             .unwrap_or_else(|e| panic!("{e}"))
     }

@@ -65,14 +65,9 @@ impl FsIndex {
 
 #[cfg(test)]
 mod tests {
+    use super::super::tests::digests;
     use super::*;
     use crate::backend::BlobKey;
-    use crate::integrity::Digests;
-
-    fn digests(n: u8) -> Digests {
-        Digests::from_parts(&[n; 64], &[n; 20], &[n; 32], u64::from(n))
-            .unwrap_or_else(|e| panic!("{e}"))
-    }
 
     /// Two server processes have read and written the index when fsck (a third) sets it aside; a
     /// fourth then records a blob in the new file. One server looks that blob up, the other
