@@ -402,12 +402,21 @@ async fn a_quarantine_leaves_a_copy_repaired_since_it_was_found_corrupt() {
     common::corrupt_blob(&b, &key, true);
     assert!(b.quarantine(&key).await.expect("quarantine"));
     assert!(!b.blob_path(&key).exists());
-    assert_eq!(
+    let kept = || {
         std::fs::read_dir(dir.path().join("s/quarantine"))
             .expect("quarantine dir")
-            .count(),
-        1
-    );
+            .count()
+    };
+    assert_eq!(kept(), 1);
+    // Put again, damaged again, quarantined again (within the same second, as a rule): the bytes
+    // the first quarantine kept are not replaced.
+    store
+        .put_bytes(data.clone(), &PutOptions::default())
+        .await
+        .expect("put again");
+    common::corrupt_blob(&b, &key, false);
+    assert!(b.quarantine(&key).await.expect("quarantine again"));
+    assert_eq!(kept(), 2, "each quarantine keeps its own copy");
 }
 
 /// A blob's file that cannot be read (here a directory in its place, as a bad restore can leave;

@@ -8,7 +8,8 @@
 //! <root>/index/blobs.sqlite           sha1 / blake3 -> sha512 and each blob's record (SQLite, WAL)
 //! <root>/index/aliases.log            the alias log of stores written before the index (imported)
 //! <root>/index/cache.sqlite           size and last use of each blob, when the store is a cache tier
-//! <root>/quarantine/<hex>.<secs>      blobs fsck found corrupt
+//! <root>/quarantine/<hex>.<secs>.<pid>.<n>
+//!                                     blobs fsck found corrupt
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -67,6 +68,20 @@ impl Layout {
 
     pub(crate) fn quarantine(&self) -> PathBuf {
         self.root.join("quarantine")
+    }
+
+    /// Where a quarantine of `key` keeps its bytes: `quarantine/<hex>.<secs>.<pid>.<random>`. The
+    /// time says when; the pid and the random part keep a second quarantine of the blob (put
+    /// again, found corrupt again, within the same second) from replacing the first one's bytes.
+    pub(crate) fn new_quarantine(&self, key: &BlobKey) -> PathBuf {
+        let secs = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let n: u64 = rand::random();
+        let pid = std::process::id();
+        self.quarantine()
+            .join(format!("{}.{secs}.{pid}.{n:016x}", key.to_hex()))
     }
 
     /// `sha512/ab/cd/<hex>`.

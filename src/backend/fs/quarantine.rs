@@ -1,10 +1,9 @@
-//! Taking a blob found corrupt out of service: its file moves to `quarantine/<hex>.<secs>`, where
+//! Taking a blob found corrupt out of service: its file moves to `quarantine/<hex>.<secs>.<pid>.<n>`, where
 //! its bytes are kept for study, and its record goes.
 
 use std::fs::File;
 use std::io::Read;
 use std::path::Path;
-use std::time::SystemTime;
 
 use super::{durable, FsInner};
 use crate::backend::BlobKey;
@@ -43,14 +42,7 @@ impl FsInner {
             },
             None => None,
         };
-        let secs = SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0);
-        let to = self
-            .layout
-            .quarantine()
-            .join(format!("{}.{secs}", key.to_hex()));
+        let to = self.layout.new_quarantine(key);
         let moved = match std::fs::rename(&from, &to) {
             Ok(()) => true,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
