@@ -10,7 +10,7 @@ use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
 use futures::stream::{self, BoxStream, StreamExt};
 
-use super::alias_map::AliasMap;
+use super::alias::map::AliasMap;
 use super::{
     check_range, AliasRebuild, Backend, BlobKey, BlobStat, BlobWriter, Committed, GetResult,
     PutHint,

@@ -23,24 +23,8 @@ use futures::stream::BoxStream;
 use crate::integrity::{Algorithm, Digests, Hash};
 use crate::{Error, Result};
 
-#[cfg(any(feature = "s3", feature = "manta"))]
-mod alias_cache;
-#[cfg(any(feature = "s3", feature = "manta"))]
-mod alias_legacy;
-#[cfg(any(feature = "s3", feature = "manta"))]
-mod alias_legacy_shared;
-#[cfg(any(feature = "s3", feature = "manta"))]
-mod alias_legacy_table;
-#[cfg(any(feature = "fs", feature = "s3", feature = "manta"))]
-mod alias_line;
-#[cfg(any(feature = "s3", feature = "manta"))]
-mod alias_log;
-#[cfg(any(feature = "memory", feature = "s3", feature = "manta"))]
-mod alias_map;
-#[cfg(any(feature = "s3", feature = "manta"))]
-mod alias_marker;
-#[cfg(any(feature = "s3", feature = "manta"))]
-mod alias_probe;
+#[cfg(any(feature = "fs", feature = "memory", feature = "s3", feature = "manta"))]
+mod alias;
 #[cfg(any(
     feature = "s3",
     feature = "manta",
@@ -67,11 +51,11 @@ pub mod s3;
 mod sample;
 
 #[cfg(any(feature = "s3", feature = "manta"))]
-pub use alias_cache::{CacheConfig as AliasCacheConfig, DEFAULT_CACHE_BYTES, DEFAULT_MISS_TTL};
+pub use alias::cache::{CacheConfig as AliasCacheConfig, DEFAULT_CACHE_BYTES, DEFAULT_MISS_TTL};
 /// How old a remote store's alias marker must be before `fsck` checks whether its blob exists
 /// (the `alias_grace_secs=` store option; see docs/remote-index.md).
 #[cfg(any(feature = "s3", feature = "manta"))]
-pub use alias_marker::DEFAULT_GRACE as DEFAULT_ALIAS_GRACE;
+pub use alias::marker::DEFAULT_GRACE as DEFAULT_ALIAS_GRACE;
 
 pub use ledger::CacheLedger;
 pub use sample::{Sample, SAMPLE_LIMIT};

@@ -1,6 +1,6 @@
-//! The Manta home of the alias index: markers ([`AliasIndex`](crate::backend::alias_marker)) in
+//! The Manta home of the alias index: markers ([`AliasIndex`](crate::backend::alias::marker)) in
 //! `<root>/markers/`, and the segments of the log earlier versions wrote
-//! ([`AliasLog`](crate::backend::alias_log)) in `<root>/aliases/log/`, read while a store
+//! ([`AliasLog`](crate::backend::alias::log)) in `<root>/aliases/log/`, read while a store
 //! upgrades.
 
 use std::ops::Range;
@@ -18,8 +18,8 @@ use super::dirs::Dirs;
 use super::layout::Layout;
 use super::{create_only, exists_already};
 use super::{MantaClient, RequestBody};
-use crate::backend::alias_log::{SegmentStore, SEGMENT_MAX};
-use crate::backend::alias_marker::{Listed, MarkerStore, MARKER_MAX};
+use crate::backend::alias::log::{SegmentStore, SEGMENT_MAX};
+use crate::backend::alias::marker::{Listed, MarkerStore, MARKER_MAX};
 use crate::backend::body::NotWhole;
 use crate::integrity::Algorithm;
 use crate::{Error, Result};

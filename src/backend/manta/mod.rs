@@ -16,7 +16,7 @@
 //!
 //! Every blob carries its digests as `m-tarvault-sha512`, `m-tarvault-sha1` and
 //! `m-tarvault-blake3` metadata, and sha1/blake3 lookups read one marker object each
-//! (`backend::alias_marker`, under `<root>/markers/`), written alongside the blob. Stores of
+//! (`backend::alias::marker`, under `<root>/markers/`), written alongside the blob. Stores of
 //! earlier versions (segments under `<root>/aliases/log/`) upgrade by themselves.
 //! Parent directories are created on demand (`mkdir -p` with `application/json; type=directory`)
 //! and remembered, so a warm store does one PUT per blob.
@@ -67,7 +67,7 @@ use self::layout::Layout;
 use self::aliases::{MantaMarkers, MantaSegments};
 use self::dirs::Dirs;
 use self::listing::DirEntry;
-use super::alias_marker::AliasIndex;
+use super::alias::marker::AliasIndex;
 use super::{
     check_range, Backend, BlobKey, BlobStat, BlobWriter, Committed, GetResult, PutHint, LIST_HEADS,
 };
@@ -575,7 +575,7 @@ impl Backend for MantaBackend {
 
     /// Merges what the scan found into the markers (writing missing ones, rewriting unreadable
     /// ones), streaming, then imports what is left of an earlier version's log, then lists every
-    /// marker and removes those whose blob is gone (`alias_sweep`).
+    /// marker and removes those whose blob is gone (`alias::sweep`).
     async fn rebuild_aliases(
         &self,
         found: BoxStream<'_, Digests>,

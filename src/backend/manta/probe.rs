@@ -18,14 +18,14 @@ use super::aliases::{MantaMarkers, MantaSegments};
 use super::dirs::Dirs;
 use super::layout::Layout;
 use super::{MantaClient, MantaConfig};
-use crate::backend::alias_log::SegmentStore;
-use crate::backend::alias_marker::{Listed, MarkerStore};
-use crate::backend::alias_probe::DesignIndex;
+use crate::backend::alias::log::SegmentStore;
+use crate::backend::alias::marker::{Listed, MarkerStore};
+use crate::backend::alias::probe::DesignIndex;
 use crate::backend::{AliasCacheConfig, AliasRebuild, BlobKey};
 use crate::integrity::{Algorithm, Digests, Hash};
 use crate::Result;
 
-pub use crate::backend::alias_probe::AliasDesign;
+pub use crate::backend::alias::probe::AliasDesign;
 
 /// A store that counts the calls made to it, and when `read_only` refuses every write.
 struct Counted<S> {

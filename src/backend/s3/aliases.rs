@@ -1,6 +1,6 @@
-//! The S3 home of the alias index: markers ([`AliasIndex`](crate::backend::alias_marker)) under
+//! The S3 home of the alias index: markers ([`AliasIndex`](crate::backend::alias::marker)) under
 //! `<prefix>/markers/`, and the segments of the log earlier versions wrote
-//! ([`AliasLog`](crate::backend::alias_log)) under `<prefix>/alias/log/`, read while a store
+//! ([`AliasLog`](crate::backend::alias::log)) under `<prefix>/alias/log/`, read while a store
 //! upgrades.
 
 use std::ops::Range;
@@ -16,8 +16,8 @@ use object_store::{GetOptions, ObjectStore, ObjectStoreExt, PutMode, PutOptions}
 use super::errors::{absent_ok, backend_error};
 use super::keys::Keys;
 use super::writer::put_create;
-use crate::backend::alias_log::{SegmentStore, SEGMENT_MAX};
-use crate::backend::alias_marker::{Listed, MarkerStore, MARKER_MAX};
+use crate::backend::alias::log::{SegmentStore, SEGMENT_MAX};
+use crate::backend::alias::marker::{Listed, MarkerStore, MARKER_MAX};
 use crate::backend::body::{read_within, NotWhole};
 use crate::integrity::Algorithm;
 use crate::{Error, Result};

@@ -10,7 +10,7 @@
 //! an object's metadata come from the same server as its bytes, so they are reported by `head` but
 //! not trusted to verify reads ([`Backend::recorded_digests_trusted`] is `None`).
 //!
-//! The sha1 and blake3 aliases are marker objects under `markers/` (`backend::alias_marker`), two
+//! The sha1 and blake3 aliases are marker objects under `markers/` (`backend::alias::marker`), two
 //! small create-only PUTs sent alongside the blob's, so a lookup by sha1 or blake3 is one GET at
 //! any store size. Stores of earlier versions (an alias log of segments under `alias/log/`)
 //! upgrade by themselves. An alias whose blob is gone is harmless: the store checks the blob
@@ -48,7 +48,7 @@ pub use self::config::S3Config;
 use self::errors::{absent_ok, backend_error};
 use self::keys::{digests_from_attributes, Keys};
 use self::writer::S3Writer;
-use super::alias_marker::AliasIndex;
+use super::alias::marker::AliasIndex;
 use super::{Backend, BlobKey, BlobStat, BlobWriter, GetResult, PutHint};
 use crate::integrity::{Algorithm, Digests, Hash};
 use crate::{Error, Result};
@@ -59,7 +59,7 @@ pub(crate) struct Inner {
     describe: String,
     /// The sha1 and blake3 markers.
     pub(super) aliases: Arc<AliasIndex<S3Markers, S3Segments>>,
-    /// How old a marker must be before fsck checks its blob (see `alias_sweep`).
+    /// How old a marker must be before fsck checks its blob (see `alias::sweep`).
     alias_grace: Duration,
     /// Retries of requests object_store does not retry itself (see [`writer`]).
     retries: usize,
@@ -307,7 +307,7 @@ impl Backend for S3Backend {
 
     /// Merges what the scan found into the markers (writing missing ones, rewriting unreadable
     /// ones), streaming, then imports what is left of an earlier version's log, then lists
-    /// every marker and removes those whose blob is gone (`alias_sweep`).
+    /// every marker and removes those whose blob is gone (`alias::sweep`).
     async fn rebuild_aliases(
         &self,
         found: BoxStream<'_, Digests>,

@@ -9,12 +9,12 @@ use object_store::ObjectStore;
 
 use super::aliases::{S3Markers, S3Segments};
 use super::keys::Keys;
-use crate::backend::alias_probe::DesignIndex;
+use crate::backend::alias::probe::DesignIndex;
 use crate::backend::{AliasCacheConfig, AliasRebuild, BlobKey};
 use crate::integrity::{Digests, Hash};
 use crate::Result;
 
-pub use crate::backend::alias_probe::AliasDesign;
+pub use crate::backend::alias::probe::AliasDesign;
 
 /// One alias index over a store prefix, with nothing cached.
 pub struct AliasProbe {

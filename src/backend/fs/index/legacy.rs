@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use super::FsIndex;
-use crate::backend::alias_line::{line, parse_line};
+use crate::backend::alias::line::{line, parse_line};
 use crate::integrity::Digests;
 use crate::{Error, Result};
 

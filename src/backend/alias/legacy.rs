@@ -1,4 +1,4 @@
-//! The segment log of an earlier version ([`super::alias_log`]), as a store that upgrades to
+//! The segment log of an earlier version ([`super::log`]), as a store that upgrades to
 //! markers reads it until its import has deleted the last segment.
 //!
 //! The log's own reader keeps every record in memory (816 MiB measured at 1M blobs, about 850
@@ -11,7 +11,7 @@
 //! probability (aliases / 2³²) (0.05% at 1M blobs).
 //!
 //! A log of [`SPILL_FROM`] segments or more (131,072 blobs) is fingerprinted into a table on local
-//! disk instead ([`super::alias_legacy_table`]): then the memory held is 512 KiB and the
+//! disk instead ([`super::legacy_table`]): then the memory held is 512 KiB and the
 //! segments' names, whatever the log's size, and a lookup reads its candidates with one
 //! positioned read of the table rather than searching every segment. Should the temp file fail
 //! (no space, no temp dir), the fingerprints are held in memory as for a small log.
@@ -28,11 +28,11 @@ use std::time::{Duration, Instant};
 
 use futures::{StreamExt, TryStreamExt};
 
-use super::alias_legacy_shared::{remove, Shared};
-use super::alias_legacy_table::{Builder, Table};
-use super::alias_line::parse_line;
-use super::alias_log::{each_record, parse_named, SegmentStore};
-use super::BlobKey;
+use super::legacy_shared::{remove, Shared};
+use super::legacy_table::{Builder, Table};
+use super::line::parse_line;
+use super::log::{each_record, parse_named, SegmentStore};
+use crate::backend::BlobKey;
 use crate::integrity::{Digests, Hash};
 use crate::Result;
 

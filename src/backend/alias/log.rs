@@ -1,7 +1,7 @@
-//! The alias index remote stores (S3, Manta) kept before [`alias_marker`](super::alias_marker): a
+//! The alias index remote stores (S3, Manta) kept before [`marker`](super::marker): a
 //! log of small, immutable *segment* objects, written with group commit and read into memory.
 //! Stores of that format are read, while they upgrade to markers, by
-//! [`LegacyLog`](super::alias_legacy::LegacyLog) (which keeps fingerprints, not records); the
+//! [`LegacyLog`](super::legacy::LegacyLog) (which keeps fingerprints, not records); the
 //! benchmarks measure the log beside markers, and nothing writes new segments into a store any
 //! more.
 //!
@@ -26,7 +26,7 @@
 //! merging the same segments write the same records twice, which is harmless; no record is lost,
 //! because nothing is deleted before a segment holding its records is stored. The log is a cache
 //! of what the blobs say: `fsck` rebuilds it
-//! ([`Backend::rebuild_aliases`](super::Backend::rebuild_aliases)).
+//! ([`Backend::rebuild_aliases`](crate::backend::Backend::rebuild_aliases)).
 
 use std::collections::{HashMap, HashSet};
 use std::ops::Range;
@@ -38,9 +38,9 @@ use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
 use tokio::sync::oneshot;
 
-use super::alias_line::{line, parse_line};
-use super::alias_map::AliasMap;
-use super::BlobKey;
+use super::line::{line, parse_line};
+use super::map::AliasMap;
+use crate::backend::BlobKey;
 use crate::integrity::{Digests, Hash};
 use crate::{Error, Result};
 

@@ -1,4 +1,4 @@
-//! The fingerprint tables of an upgrading store's old log ([`super::alias_legacy_table`]), shared
+//! The fingerprint tables of an upgrading store's old log ([`super::legacy_table`]), shared
 //! by the processes of one host.
 //!
 //! Each process answering lookups during an upgrade reads the whole old log once to fingerprint
@@ -18,7 +18,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use super::alias_legacy_table::Table;
+use super::legacy_table::Table;
 
 /// How long a process waits for another one to build a table before it reads the log itself (a
 /// process that dies releases the lock at once; this bounds one that hangs). Reading the log of

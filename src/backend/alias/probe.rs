@@ -6,10 +6,10 @@ use std::sync::Arc;
 
 use futures::future::BoxFuture;
 
-use super::alias_cache::CacheConfig;
-use super::alias_log::{AliasLog, SegmentStore};
-use super::alias_marker::{AliasIndex, MarkerStore};
-use super::{AliasRebuild, BlobKey, Dangling, RebuildOptions};
+use super::cache::CacheConfig;
+use super::log::{AliasLog, SegmentStore};
+use super::marker::{AliasIndex, MarkerStore};
+use crate::backend::{AliasRebuild, BlobKey, Dangling, RebuildOptions};
 use crate::integrity::{Digests, Hash};
 use crate::Result;
 

@@ -77,7 +77,7 @@ async fn read_through_fingerprints(spill_from: usize) {
 /// Reads an old log of 8 segments through a reader that spills `spill_from` new segments or more
 /// into a table on disk, in `spill_dir` if given (`held_bytes` tells which was used).
 async fn read_through(spill_from: usize, spill_dir: Option<&std::path::Path>) {
-    use crate::backend::alias_legacy::LegacyLog;
+    use crate::backend::alias::legacy::LegacyLog;
     let mem = Mem::default();
     let (old, all) = old_log(&mem, 2000, 250).await;
     let mut log = LegacyLog::spilling_from(mem.clone(), spill_from);
@@ -235,7 +235,7 @@ async fn processes_importing_at_once_share_the_work() {
 /// Once the log is gone, the next listing deletes the table.
 #[tokio::test]
 async fn a_second_reader_takes_the_log_from_the_table_the_first_published() {
-    use crate::backend::alias_legacy::LegacyLog;
+    use crate::backend::alias::legacy::LegacyLog;
     let mem = Mem::default();
     let (_, all) = old_log(&mem, 2000, 100).await;
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));

@@ -1,4 +1,4 @@
-//! The fingerprints of a large old log ([`super::alias_legacy`]) kept in a temp file, so that a
+//! The fingerprints of a large old log ([`super::legacy`]) kept in a temp file, so that a
 //! process answering lookups during an upgrade holds the same memory whatever the log's size.
 //!
 //! Held in memory, the fingerprints cost 16 bytes per blob (640 MB at 40M blobs, in every process
@@ -17,14 +17,14 @@
 //! or when the process dies. The table is built in a named temp file, then [`Table::save`]d (its
 //! fan-out and segment names written after its entries) and published under a name for the host's
 //! other processes, which [`Table::open`] it instead of reading the log
-//! ([`super::alias_legacy_shared`]).
+//! ([`super::legacy_shared`]).
 
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::io::{self, BufReader, BufWriter, Read, Seek, Write};
 use std::path::{Path, PathBuf};
 
-use super::positioned::{read_exact_at, write_all_at};
+use crate::backend::positioned::{read_exact_at, write_all_at};
 
 /// Bytes of one entry: fingerprint, segment number and line offset, little-endian `u32`s.
 const ENTRY: usize = 12;

@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 
-use super::BlobKey;
+use crate::backend::BlobKey;
 use crate::integrity::{Algorithm, Digests, Hash};
 
 #[derive(Debug, Default)]

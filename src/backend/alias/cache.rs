@@ -1,4 +1,4 @@
-//! The bounded in-process cache in front of a remote alias index ([`super::alias_marker`]): what
+//! The bounded in-process cache in front of a remote alias index ([`super::marker`]): what
 //! lookups and puts learned (sha1, blake3 or sha512 → the blob's digests), and recent misses.
 //!
 //! Why bounded: the index it fronts holds every blob's aliases, so a process that kept all it saw
@@ -19,7 +19,7 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use super::BlobKey;
+use crate::backend::BlobKey;
 use crate::integrity::{Algorithm, Digests, Hash};
 
 /// Default byte budget of the hit cache.

@@ -53,8 +53,8 @@ use futures::future::BoxFuture;
 use futures::StreamExt;
 
 use super::{AliasIndex, Listed, Marker, MarkerStore, PARALLEL};
-use crate::backend::alias_line::line;
-use crate::backend::alias_log::SegmentStore;
+use crate::backend::alias::line::line;
+use crate::backend::alias::log::SegmentStore;
 use crate::backend::key_table::{self, KeyTable};
 use crate::backend::pace::Pacer;
 use crate::backend::{AliasRebuild, BlobKey, Dangling, RebuildOptions};

@@ -12,8 +12,8 @@ use futures::StreamExt;
 use std::time::SystemTime;
 
 use super::*;
-use crate::backend::alias_cache::CacheConfig;
-use crate::backend::alias_log::{AliasLog, SegmentStore};
+use crate::backend::alias::cache::CacheConfig;
+use crate::backend::alias::log::{AliasLog, SegmentStore};
 use crate::backend::{Dangling, RebuildOptions};
 
 /// Objects in memory, with a count of requests. Markers are listed as written at the epoch
@@ -492,7 +492,7 @@ async fn a_sweep_after_a_rebuild_checks_only_what_the_scan_did_not_see() {
     assert_eq!(seen_heads, 20, "{costs:?}");
 }
 
-/// The races of the module documentation of `alias_sweep`, made deterministic.
+/// The races of the module documentation of `alias::sweep`, made deterministic.
 #[tokio::test]
 async fn a_sweep_racing_a_put_of_the_same_blob_leaves_its_markers() {
     let mem = Mem::default();
@@ -594,5 +594,5 @@ async fn a_paced_sweep_keeps_to_its_rate() {
     assert!(took >= std::time::Duration::from_millis(3900), "{took:?}");
 }
 
-#[path = "alias_upgrade_tests.rs"]
+#[path = "upgrade_tests.rs"]
 mod upgrade;

@@ -3,10 +3,10 @@
 //! ([`line()`]). A lookup is one GET; a miss is one GET answered 404. See docs/remote-index.md for
 //! the measurements behind the choice.
 //!
-//! Why markers, when the segment log ([`super::alias_log`]) was chosen to save requests: the log
+//! Why markers, when the segment log ([`super::log`]) was chosen to save requests: the log
 //! makes a lookup that misses LIST and read every new segment and keeps every record of the store
 //! in memory, so its lookup cost and its memory grow with the store. A marker lookup costs one
-//! request at any size, and the process keeps only a bounded cache ([`super::alias_cache`]).
+//! request at any size, and the process keeps only a bounded cache ([`super::cache`]).
 //! The price is two small PUTs per new blob, sent concurrently with the blob's own PUT, so a put
 //! still takes one round trip; the put returns only once both markers are stored.
 //!
@@ -33,11 +33,11 @@ use bytes::Bytes;
 use futures::stream::BoxStream;
 use futures::{StreamExt, TryStreamExt};
 
-use super::alias_cache::{AliasCache, CacheConfig};
-use super::alias_legacy::LegacyLog;
-use super::alias_line::{line, parse_line};
-use super::alias_log::SegmentStore;
-use super::{AliasRebuild, BlobKey};
+use super::cache::{AliasCache, CacheConfig};
+use super::legacy::LegacyLog;
+use super::line::{line, parse_line};
+use super::log::SegmentStore;
+use crate::backend::{AliasRebuild, BlobKey};
 use crate::integrity::{Algorithm, Digests, Hash};
 use crate::Result;
 
@@ -173,7 +173,7 @@ impl<M: MarkerStore, S: SegmentStore> AliasIndex<M, S> {
     /// Why an existing marker is read back only after the blob is stored: it may be a dangling
     /// one (its blob deleted) that an `fsck` is deleting right now. Read after the blob is
     /// stored, either the read finds it gone (and settle writes it), or fsck's check of the blob
-    /// after its DELETE sees the blob and writes it back (see `alias_sweep`).
+    /// after its DELETE sees the blob and writes it back (see `alias::sweep`).
     pub(crate) async fn record_alongside(&self, d: &Digests) -> Result<Unsettled> {
         let body = Bytes::from(line(d));
         let (sha1, blake3) = (hex_of(Algorithm::Sha1, d), hex_of(Algorithm::Blake3, d));
@@ -485,11 +485,11 @@ impl<M: MarkerStore, S: SegmentStore> AliasIndex<M, S> {
     }
 }
 
-#[path = "alias_sweep.rs"]
+#[path = "sweep.rs"]
 mod sweep;
 pub(crate) use sweep::Seen;
 pub use sweep::DEFAULT_GRACE;
 
 #[cfg(test)]
-#[path = "alias_marker_tests.rs"]
+#[path = "marker_tests.rs"]
 mod tests;
