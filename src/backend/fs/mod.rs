@@ -13,6 +13,7 @@
 
 mod direct;
 mod durable;
+mod file_id;
 mod index;
 mod layout;
 mod lease;

@@ -1,11 +1,10 @@
-//! Taking a blob found corrupt out of service: its file moves to `quarantine/<hex>.<secs>.<pid>.<n>`, where
-//! its bytes are kept for study, and its record goes.
+//! Taking a blob found corrupt out of service: its file moves to
+//! `quarantine/<hex>.<secs>.<pid>.<n>`, where its bytes are kept for study, and its record goes.
 
 use std::fs::File;
 use std::io::Read;
-use std::path::Path;
 
-use super::{durable, FsInner};
+use super::{durable, file_id, FsInner};
 use crate::backend::BlobKey;
 use crate::integrity::{Algorithm, MultiHasher};
 use crate::{Error, Result};
@@ -77,28 +76,15 @@ pub(super) fn hashes_to(file: &mut File, key: &BlobKey) -> std::io::Result<bool>
         .is_some_and(|h| h.digest() == key.as_bytes()))
 }
 
-/// The (device, inode) of an open file: which file it is, whatever names it has now.
-#[cfg(unix)]
+/// Which file `file` is (see [`file_id`]).
 fn identity(file: &File) -> Option<(u64, u64)> {
-    use std::os::unix::fs::MetadataExt;
-    file.metadata().ok().map(|m| (m.dev(), m.ino()))
+    file.metadata().ok().as_ref().and_then(file_id::of)
 }
 
-#[cfg(unix)]
-fn identity_at(path: &Path) -> Option<(u64, u64)> {
-    use std::os::unix::fs::MetadataExt;
+/// Which file is at `path` itself (a symlink is not followed).
+fn identity_at(path: &std::path::Path) -> Option<(u64, u64)> {
     std::fs::symlink_metadata(path)
         .ok()
-        .map(|m| (m.dev(), m.ino()))
-}
-
-/// Elsewhere files are not told apart: the check before the move is all there is.
-#[cfg(not(unix))]
-fn identity(_file: &File) -> Option<(u64, u64)> {
-    None
-}
-
-#[cfg(not(unix))]
-fn identity_at(_path: &Path) -> Option<(u64, u64)> {
-    None
+        .as_ref()
+        .and_then(file_id::of)
 }

@@ -291,18 +291,13 @@ impl FsIndex {
     }
 
     fn key_by(&self, sql: &str, digest: &[u8]) -> Result<Option<BlobKey>> {
-        let look = || {
+        let found = self.look_up(|| {
             self.read("look up", |conn| {
                 conn.prepare_cached(sql)?
                     .query_row((&digest[..8], digest), |r| r.get::<_, Vec<u8>>(0))
                     .optional()
             })
-        };
-        // A miss in a file set aside is asked again of the file in its place.
-        let mut found = look()?;
-        if found.is_none() && self.reopen_if_replaced() {
-            found = look()?;
-        }
+        })?;
         Ok(found.and_then(|k| <[u8; 64]>::try_from(k).ok().map(BlobKey::new)))
     }
 
@@ -326,7 +321,7 @@ impl FsIndex {
     /// The digests recorded for a blob.
     pub fn digests(&self, key: &BlobKey) -> Result<Option<Digests>> {
         let k = key.as_bytes();
-        let look = || {
+        let row = self.look_up(|| {
             self.read("read a record", |conn| {
                 conn.prepare_cached(
                     "SELECT sha1, blake3, size FROM blobs WHERE substr(sha512, 1, 8) = ?1 AND sha512 = ?2",
@@ -340,11 +335,7 @@ impl FsIndex {
                 })
                 .optional()
             })
-        };
-        let mut row = look()?;
-        if row.is_none() && self.reopen_if_replaced() {
-            row = look()?;
-        }
+        })?;
         Ok(row.and_then(|(sha1, blake3, size)| {
             Digests::from_parts(k, &sha1, &blake3, u64::try_from(size).ok()?).ok()
         }))

@@ -13,20 +13,13 @@
 
 use std::path::{Path, PathBuf};
 
+use super::super::file_id;
 use super::{lock, move_aside, sibling, FsIndex};
 use crate::Result;
 
-/// The (device, inode) of the file at `path`, if it can be told.
-#[cfg(unix)]
+/// Which file is at `path` (its device and inode), if that can be told.
 pub(super) fn identity(path: &Path) -> Option<(u64, u64)> {
-    use std::os::unix::fs::MetadataExt;
-    std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
-}
-
-/// Elsewhere files are not told apart, and nothing here applies.
-#[cfg(not(unix))]
-pub(super) fn identity(_path: &Path) -> Option<(u64, u64)> {
-    None
+    std::fs::metadata(path).ok().as_ref().and_then(file_id::of)
 }
 
 /// Whether the file at `path` is no longer `file`, the one a database was opened on.
@@ -35,9 +28,19 @@ pub(super) fn is_replaced(path: &Path, file: Option<(u64, u64)>) -> bool {
 }
 
 impl FsIndex {
+    /// What `look` (a lookup) finds, asked again of the file now at the index's path when it
+    /// finds nothing in a file set aside.
+    pub(super) fn look_up<T>(&self, look: impl Fn() -> Result<Option<T>>) -> Result<Option<T>> {
+        let found = look()?;
+        if found.is_none() && self.reopen_if_replaced() {
+            return look();
+        }
+        Ok(found)
+    }
+
     /// Lets go of this process's database if its file is no longer at the index's path, so that
     /// the next use opens the one there. Returns whether it did.
-    pub(super) fn reopen_if_replaced(&self) -> bool {
+    fn reopen_if_replaced(&self) -> bool {
         let mut slot = lock(&self.db);
         let replaced = slot
             .as_ref()
