@@ -257,21 +257,24 @@ async fn named_by(store: &Store, key: &BlobKey, unresolved: &KeyTable) -> Result
         Some(_) => backend.head(key).await?.and_then(|st| st.digests),
         None => None,
     };
-    let digests = match recorded.filter(|d| d.sha512 == *key.as_bytes()) {
-        Some(d) => d,
-        None => {
-            let mut stream = store.get_uncached(key).await?;
-            let mut hasher = crate::integrity::MultiHasher::standard();
-            while let Some(chunk) = stream.next().await {
-                hasher.update(&chunk?);
-            }
-            hasher.finalize().digests()?
+    let named = |alg, digest: &[u8]| unresolved.contains(&key_table::alias_key(alg, digest));
+    if let Some(d) = recorded.filter(|d| d.sha512 == *key.as_bytes()) {
+        return Ok(named(Algorithm::Sha1, &d.sha1)? || named(Algorithm::Blake3, &d.blake3)?);
+    }
+    // The read checks the sha512 itself: only the two aliases are computed here.
+    let mut stream = store.get_uncached(key).await?;
+    let aliases = [Algorithm::Sha1, Algorithm::Blake3];
+    let mut hasher = crate::integrity::MultiHasher::new(&aliases);
+    while let Some(chunk) = stream.next().await {
+        hasher.update(&chunk?);
+    }
+    let got = hasher.finalize();
+    for alg in aliases {
+        if got.get(alg).map(|h| named(alg, h.digest())).transpose()? == Some(true) {
+            return Ok(true);
         }
-    };
-    Ok(
-        unresolved.contains(&key_table::alias_key(Algorithm::Sha1, &digests.sha1))?
-            || unresolved.contains(&key_table::alias_key(Algorithm::Blake3, &digests.blake3))?,
-    )
+    }
+    Ok(false)
 }
 
 #[cfg(all(test, feature = "memory"))]
