@@ -5,9 +5,10 @@
 //! bounded lookup cache [`cache`], the fsck sweep `marker`'s `sweep` and the request counts of
 //! [`probe`]). Stores written by earlier versions keep a log of segment objects instead ([`log`]),
 //! read during the upgrade without holding its records ([`legacy`], [`legacy_table`],
-//! [`legacy_shared`]). The record line format ([`line`](mod@line)) is shared with the filesystem store's
-//! old alias log, and the in-memory map ([`map`]) with the memory backend. The filesystem store's
-//! own index is SQLite (`backend/fs/index/`). docs/remote-index.md says why, with measurements.
+//! [`legacy_shared`]). The record line format ([`line`](mod@line)) is shared with the filesystem
+//! store's old alias log, and the in-memory map ([`map`]) with the memory backend. The filesystem
+//! store's own index is SQLite (`backend/fs/index/`). docs/remote-index.md says why, with
+//! measurements.
 
 #[cfg(any(feature = "s3", feature = "manta"))]
 pub(super) mod cache;
