@@ -291,6 +291,18 @@ async fn bad_documents_are_refused_and_store_nothing() {
             "escape",
         ),
         (
+            "bad JSON beside the data, where nothing reads it",
+            good_str
+                .replacen(
+                    r#""content_type":"application/octet-stream""#,
+                    r#""content_type":[1,}"#,
+                    1,
+                )
+                .into_bytes(),
+            ErrorKind::InvalidInput,
+            r#"_attachments["p-1.0.0.tgz"].content_type"#,
+        ),
+        (
             "data not a string",
             good_str
                 .replacen("\"data\":\"", "\"data\":12,\"x\":\"", 1)
@@ -809,6 +821,20 @@ async fn duplicate_keys_are_refused_naming_their_path() {
         (
             r#"_attachments["p-1.0.0.tgz"].length"#,
             twice(r#""length":"#, r#""length":1,"length":"#.into()),
+        ),
+        (
+            r#"_attachments["p-1.0.0.tgz"].content_type.a"#,
+            twice(
+                r#""content_type":"application/octet-stream""#,
+                r#""content_type":{"a":1,"a":2}"#.into(),
+            ),
+        ),
+        (
+            r#"_attachments["p-1.0.0.tgz"]["x y"][0].a"#,
+            twice(
+                r#""content_type":"application/octet-stream""#,
+                r#""x y":[{"a":1,"a":2}]"#.into(),
+            ),
         ),
         (
             r#"_attachments["p-1.0.0.tgz"].digest"#,

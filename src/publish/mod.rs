@@ -365,6 +365,9 @@ where
                     _ => {
                         let mut ignored = Vec::new();
                         self.reader.copy_value(&mut ignored, SMALL, &here).await?;
+                        // The scanner only finds where the value ends: parsed, as the rest of
+                        // the document is, so that bad JSON or a key twice is refused here too.
+                        ignored_value(&ignored, &at, &key)?;
                     }
                 }
                 if !self.reader.next_member(b'}', &at).await? {
@@ -507,6 +510,21 @@ where
         let ok = tx.send(Ok(bytes)).await.is_ok();
         self.upload_failed |= !ok;
         ok
+    }
+}
+
+/// Checks an attachment member that is not read (`content_type`, a CouchDB stub's `revpos`…) as
+/// the document's other members are at its end: JSON, with no key twice (named by its path under
+/// the attachment `at`).
+fn ignored_value(text: &[u8], at: &str, key: &str) -> Result<()> {
+    match strict_json::parse(text, Some(key), &format!("{at}.{key}")) {
+        Ok(_) => Ok(()),
+        // The path starts at the member: `key.x`, or `["a key"].x` for a key that is not plain.
+        Err(Error::Document { at: path, reason }) if reason == TWICE => {
+            let sep = if path.starts_with('[') { "" } else { "." };
+            Err(Error::document(format!("{at}{sep}{path}"), reason))
+        }
+        Err(e) => Err(e),
     }
 }
 
