@@ -389,6 +389,22 @@ async fn a_huge_document_is_refused_at_the_limit() {
     assert_eq!(err.kind(), ErrorKind::TooLarge, "{err}");
     assert!(err.to_string().contains("content_type"), "{err}");
     assert_eq!(stored(&store).await, 0);
+    // And endless distinct members beside the data, each small: every key is kept to refuse a
+    // repeat, so they are bounded together rather than grow memory for as long as they come.
+    let good = String::from_utf8(text(&npm_doc("p", "1.0.0", &tgz))).expect("utf-8");
+    let many: String = (0..100_000).map(|i| format!(r#""k{i}":0,"#)).collect();
+    let body = good.replacen(r#""data":"#, &format!(r#"{many}"data":"#), 1);
+    assert_ne!(body, good);
+    let err = publish(&store, body.as_bytes(), 65_536)
+        .await
+        .expect_err("members");
+    assert_eq!(err.kind(), ErrorKind::TooLarge, "{err}");
+    assert!(
+        err.to_string()
+            .contains(r#"_attachments["p-1.0.0.tgz"] without its `data`"#),
+        "{err}"
+    );
+    assert_eq!(stored(&store).await, 0);
 }
 
 #[tokio::test]

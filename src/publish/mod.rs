@@ -113,6 +113,11 @@ pub const DEFAULT_MAX_TARBALL: u64 = 256 << 20;
 /// Attachment names, member names and small values are refused beyond this many bytes.
 const SMALL: usize = 4096;
 
+/// The most bytes of text an attachment's members other than `data` may have together, keys and
+/// values (npm sends `content_type` and `length`, a CouchDB stub a few more). Each key is kept to
+/// refuse a repeat, so without this bound endless distinct keys would grow memory without end.
+const ATTACHMENT_META: usize = 16 * SMALL;
+
 /// Reads a publish document from `body` and stores its tarball in `store`, verified; see the
 /// [module documentation](self). Runs inside a Tokio runtime: the put is a task of its own beside
 /// the scanner, so decoding and hashing use two cores. `body` need not be `Unpin`.
@@ -345,6 +350,8 @@ where
         }
         self.reader.expect(b'{', &at).await?;
         let mut keys = HashSet::new();
+        // The text of the members other than `data` so far (see `ATTACHMENT_META`).
+        let mut meta = 0usize;
         if self.reader.peek_token().await? == b'}' {
             self.reader.advance(1);
         } else {
@@ -355,6 +362,7 @@ where
                 if !keys.insert(key.clone()) {
                     return Err(Error::document(here, TWICE));
                 }
+                meta += key.len();
                 match key.as_str() {
                     "data" => self.data(&file, &here).await?,
                     "length" => {
@@ -365,10 +373,17 @@ where
                     _ => {
                         let mut ignored = Vec::new();
                         self.reader.copy_value(&mut ignored, SMALL, &here).await?;
+                        meta += ignored.len();
                         // The scanner only finds where the value ends: parsed, as the rest of
                         // the document is, so that bad JSON or a key twice is refused here too.
                         ignored_value(&ignored, &at, &key)?;
                     }
+                }
+                if meta > ATTACHMENT_META {
+                    return Err(Error::TooLarge {
+                        what: format!("{at} without its `data`"),
+                        limit: ATTACHMENT_META as u64,
+                    });
                 }
                 if !self.reader.next_member(b'}', &at).await? {
                     break;
