@@ -484,3 +484,52 @@ async fn a_mapping_cut_back_drops_only_the_lines_cut() {
         (55_000..60_000).collect::<Vec<_>>()
     );
 }
+
+/// A line appended while a server runs that maps a URL it serves to another blob is logged when
+/// the server reads it (the URL keeps its first blob): a restart refuses that mapping, and the
+/// log is what says why beforehand.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_conflict_appended_while_serving_is_logged() {
+    use std::io::BufRead;
+    let f = Fixture::new().await;
+    let one = f.blob(1).await;
+    f.append(&one);
+    let log = f.dir.path().join("serve.log");
+    let bin = option_env!("CARGO_BIN_EXE_tarvault")
+        .unwrap_or_else(|| panic!("this test needs the tarvault binary (feature cli)"));
+    let child = std::process::Command::new(bin)
+        .arg("--store")
+        .arg(f.dir.path().join("store"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--map"])
+        .arg(&f.map)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::fs::File::create(&log).unwrap_or_else(|e| panic!("{e}")))
+        .spawn()
+        .unwrap_or_else(|e| panic!("tarvault serve: {e}"));
+    let mut cli = Cli {
+        child,
+        base: String::new(),
+    };
+    let stdout = cli.child.stdout.take().unwrap_or_else(|| panic!("stdout"));
+    let mut first = String::new();
+    std::io::BufReader::new(stdout)
+        .read_line(&mut first)
+        .unwrap_or_else(|e| panic!("{e}"));
+    cli.base = first
+        .trim()
+        .strip_prefix("listening on ")
+        .unwrap_or_else(|| panic!("tarvault serve printed {first:?}"))
+        .to_string();
+    assert_eq!(cli.status(&url(1)).await, 200);
+
+    f.append(&line(&entry(1, &noise(5000, 99))));
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(cli.status(&url(5)).await, 404, "a miss reads the new line");
+    assert_eq!(cli.status(&url(1)).await, 200, "the first blob stays");
+    drop(cli);
+    let text = std::fs::read_to_string(&log).unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        text.contains("two different blobs for pkg-1/-/pkg-1-1.0.0.tgz"),
+        "the conflict is not logged: {text:?}"
+    );
+}

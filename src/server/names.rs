@@ -67,10 +67,20 @@ impl NameIndex {
         let read = tokio::task::spawn_blocking(move || reader.catch_up())
             .await
             .map_err(Error::Task)?;
-        if let Err(e) = read {
-            // A line appended that names a URL's second blob, say: the URLs read so far stay
-            // served, and the next miss a second later tries again (and logs again).
-            tracing::error!(error = %e.report(), "cannot read the lines appended to the mapping");
+        match read {
+            // A line that is not a mapping entry, say: the URLs read so far stay served, and the
+            // next miss a second later tries again (and logs again).
+            Err(e) => {
+                tracing::error!(error = %e.report(), "cannot read the lines appended to the mapping")
+            }
+            // A line appended that names a URL's second blob is recorded, not an error (the
+            // migration writing the mapping must not stop on it), and the URL keeps its first
+            // blob; a restart refuses the mapping, so it is said here, on every catch-up.
+            Ok(()) => {
+                if let Ok(Some(conflict)) = db.conflict() {
+                    tracing::error!(conflict = %conflict, "the mapping names two blobs for one URL: it is served its first, and a restart will refuse the mapping");
+                }
+            }
         }
         Ok(db.url(name, file)?.map(Named::of))
     }
