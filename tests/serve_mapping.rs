@@ -533,3 +533,42 @@ async fn a_conflict_appended_while_serving_is_logged() {
         "the conflict is not logged: {text:?}"
     );
 }
+
+/// A reading of appended lines that takes long (here: another process holds the database's write
+/// lock, as a migration or a server reading a large mapping does) holds up no lookup of a URL
+/// already read. Each miss a second apart starts a reading, which holds its connection while it
+/// waits; when they held every connection lookups have, the next lookup blocked its runtime
+/// thread (and so the server) until a reading ended.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_reading_of_appended_lines_holds_up_no_lookup() {
+    let f = Fixture::new().await;
+    let one = f.blob(1).await;
+    f.append(&one);
+    let server = f.server();
+    f.append(&f.blob(2).await);
+    let other = rusqlite::Connection::open(f.db()).unwrap_or_else(|e| panic!("{e}"));
+    other
+        .execute_batch("BEGIN IMMEDIATE")
+        .unwrap_or_else(|e| panic!("{e}"));
+    // As many readings as the server has lookup connections (one per core, at most 8).
+    let lanes = std::thread::available_parallelism().map_or(2, |n| n.get().min(8));
+    let mut misses = Vec::new();
+    for _ in 0..lanes {
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        let s = server.clone();
+        misses.push(tokio::spawn(async move { status(&s, &url(3)).await }));
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let s = server.clone();
+    let lookup = tokio::spawn(async move { status(&s, &url(1)).await });
+    let answered = tokio::time::timeout(Duration::from_secs(3), lookup).await;
+    other
+        .execute_batch("COMMIT")
+        .unwrap_or_else(|e| panic!("{e}"));
+    let answered = answered.unwrap_or_else(|_| panic!("a lookup waited for the readings"));
+    assert_eq!(answered.unwrap_or_else(|e| panic!("{e}")), 200);
+    for m in misses {
+        assert_eq!(m.await.unwrap_or_else(|e| panic!("{e}")), 404);
+    }
+    assert_eq!(status(&server, &url(2)).await, 200, "the line is read");
+}

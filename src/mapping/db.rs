@@ -96,6 +96,11 @@ pub(crate) struct MapDb {
     db: PathBuf,
     /// Lookups take whichever connection is free (one per core, at most [`LANES`]).
     conns: Vec<Mutex<Connection>>,
+    /// The connection that reads new lines in ([`MapDb::catch_up`]), none of the lookups': a
+    /// reading may take minutes (a mapping read again from its start) and holds its connection
+    /// throughout, and a lookup that finds every connection held blocks its thread (a server's
+    /// runtime thread) until one is free.
+    reader: Mutex<Connection>,
     next: AtomicUsize,
     urls: AtomicU64,
     /// When the mapping was last read for appended lines.
@@ -140,17 +145,18 @@ impl MapDb {
     }
 
     fn open_at(mapping: &Path, db: &Path) -> Result<MapDb> {
-        let first = connect(db)?;
-        create_or_upgrade(&first, db)?;
+        let reader = connect(db)?;
+        create_or_upgrade(&reader, db)?;
         let lanes = std::thread::available_parallelism().map_or(2, |n| n.get().min(LANES));
-        let mut conns = vec![Mutex::new(first)];
-        for _ in 1..lanes {
+        let mut conns = Vec::with_capacity(lanes);
+        for _ in 0..lanes {
             conns.push(Mutex::new(connect(db)?));
         }
         let me = MapDb {
             mapping: mapping.to_path_buf(),
             db: db.to_path_buf(),
             conns,
+            reader: Mutex::new(reader),
             next: AtomicUsize::new(0),
             urls: AtomicU64::new(0),
             caught_up: Mutex::new(Instant::now()),
@@ -244,9 +250,10 @@ impl MapDb {
     }
 
     /// Reads the mapping's lines the database does not hold yet (all of them, if the mapping is
-    /// not the one it was built from), a batch per transaction. Blocking.
+    /// not the one it was built from), a batch per transaction, on the reading connection (one
+    /// reading at a time; lookups go on meanwhile). Blocking.
     pub(crate) fn catch_up(&self) -> Result<()> {
-        let conn = self.conn();
+        let conn = self.reader.lock().unwrap_or_else(|e| e.into_inner());
         conn.execute_batch(&format!("PRAGMA cache_size = -{READ_CACHE_KIB}"))
             .map_err(sql(&self.db, "set up the mapping's database"))?;
         let read = self.read_all(&conn);
