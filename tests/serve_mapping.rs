@@ -572,3 +572,37 @@ async fn a_long_reading_of_appended_lines_holds_up_no_lookup() {
     }
     assert_eq!(status(&server, &url(2)).await, 200, "the line is read");
 }
+
+/// A miss while another miss's reading is under way (here waiting for the write lock another
+/// process holds) is answered from what is read, at once, rather than wait for that reading,
+/// which may take minutes (a mapping read again from its start).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_miss_does_not_wait_for_another_miss_s_reading() {
+    let f = Fixture::new().await;
+    let one = f.blob(1).await;
+    f.append(&one);
+    let server = f.server();
+    f.append(&f.blob(2).await);
+    let other = rusqlite::Connection::open(f.db()).unwrap_or_else(|e| panic!("{e}"));
+    other
+        .execute_batch("BEGIN IMMEDIATE")
+        .unwrap_or_else(|e| panic!("{e}"));
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let s = server.clone();
+    let first = tokio::spawn(async move { status(&s, &url(3)).await });
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let s = server.clone();
+    let second = tokio::spawn(async move { status(&s, &url(4)).await });
+    let answered = tokio::time::timeout(Duration::from_secs(3), second).await;
+    other
+        .execute_batch("COMMIT")
+        .unwrap_or_else(|e| panic!("{e}"));
+    let answered = answered.unwrap_or_else(|_| panic!("a miss waited for another's reading"));
+    assert_eq!(answered.unwrap_or_else(|e| panic!("{e}")), 404);
+    assert_eq!(first.await.unwrap_or_else(|e| panic!("{e}")), 404);
+    assert_eq!(
+        status(&server, &url(2)).await,
+        200,
+        "the first reading read it"
+    );
+}

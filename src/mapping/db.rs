@@ -30,7 +30,7 @@ use std::fs::File;
 use std::io::{BufReader, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Mutex, MutexGuard, TryLockError};
 use std::time::{Duration, Instant};
 
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
@@ -254,9 +254,26 @@ impl MapDb {
     /// reading at a time; lookups go on meanwhile). Blocking.
     pub(crate) fn catch_up(&self) -> Result<()> {
         let conn = self.reader.lock().unwrap_or_else(|e| e.into_inner());
+        self.read_on(&conn)
+    }
+
+    /// [`MapDb::catch_up`], unless a reading is under way in this process already: then `false`
+    /// at once. A server's miss is answered from what is read rather than wait for another
+    /// miss's reading, which may take minutes (a mapping read again from its start), each such
+    /// miss holding a request and a blocking thread meanwhile.
+    pub(crate) fn catch_up_unless_reading(&self) -> Result<bool> {
+        let conn = match self.reader.try_lock() {
+            Ok(conn) => conn,
+            Err(TryLockError::WouldBlock) => return Ok(false),
+            Err(TryLockError::Poisoned(e)) => e.into_inner(),
+        };
+        self.read_on(&conn).map(|()| true)
+    }
+
+    fn read_on(&self, conn: &Connection) -> Result<()> {
         conn.execute_batch(&format!("PRAGMA cache_size = -{READ_CACHE_KIB}"))
             .map_err(sql(&self.db, "set up the mapping's database"))?;
-        let read = self.read_all(&conn);
+        let read = self.read_all(conn);
         // Back to the default, and the pages read given back, for the lookups that follow.
         let _ = conn.execute_batch("PRAGMA cache_size = -2000; PRAGMA shrink_memory;");
         read

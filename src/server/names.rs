@@ -64,10 +64,12 @@ impl NameIndex {
             return Ok(None);
         }
         let reader = db.clone();
-        let read = tokio::task::spawn_blocking(move || reader.catch_up())
+        let read = tokio::task::spawn_blocking(move || reader.catch_up_unless_reading())
             .await
             .map_err(Error::Task)?;
         match read {
+            // Another miss's reading is under way: this one is answered from what is read.
+            Ok(false) => {}
             // A line that is not a mapping entry, say: the URLs read so far stay served, and the
             // next miss a second later tries again (and logs again).
             Err(e) => {
@@ -76,7 +78,7 @@ impl NameIndex {
             // A line appended that names a URL's second blob is recorded, not an error (the
             // migration writing the mapping must not stop on it), and the URL keeps its first
             // blob; a restart refuses the mapping, so it is said here, on every catch-up.
-            Ok(()) => {
+            Ok(true) => {
                 if let Ok(Some(conflict)) = db.conflict() {
                     tracing::error!(conflict = %conflict, "the mapping names two blobs for one URL: it is served its first, and a restart will refuse the mapping");
                 }
