@@ -606,3 +606,19 @@ async fn a_miss_does_not_wait_for_another_miss_s_reading() {
         "the first reading read it"
     );
 }
+
+/// `read_mapping` (what a server holds in memory where no database can be made, and the
+/// library's reader of a whole mapping) refuses a line longer than 64 KiB as the database's
+/// reading does, naming it, instead of reading it whole into memory however long it runs.
+#[tokio::test]
+async fn read_mapping_refuses_a_line_without_end_at_64_kib() {
+    let f = Fixture::new().await;
+    f.append(&f.blob(1).await);
+    f.append(&"x".repeat(4 << 20));
+    let err = tarvault::mapping::read_mapping(&f.map)
+        .err()
+        .unwrap_or_else(|| panic!("a line without end was accepted"));
+    let text = err.to_string();
+    assert!(text.contains("line 2"), "{text}");
+    assert!(text.contains("longer than 65536 bytes"), "{text}");
+}

@@ -44,16 +44,24 @@ pub struct MapEntry {
 }
 
 /// Reads a whole mapping file (what `tarvault serve --map` loads). Fails on a line that does not
-/// parse, naming it: a mapping is written by tarvault and checkpointed, so a bad line means the
-/// file was damaged or is not a mapping, and serving from part of it would hide that.
+/// parse, or that is longer than 64 KiB (read no further), naming it: a mapping is written by
+/// tarvault and checkpointed, so a bad line means the file was damaged or is not a mapping, and
+/// serving from part of it would hide that.
 pub fn read_mapping(path: &Path) -> Result<Vec<MapEntry>> {
     let file = File::open(path).map_err(|e| Error::io("open", path, e))?;
     parse_lines(BufReader::new(file), path)
 }
 
 pub(crate) fn parse_lines(reader: impl BufRead, path: &Path) -> Result<Vec<MapEntry>> {
-    JsonLines::new(reader, path, "mapping", "a mapping entry").collect()
+    JsonLines::new(reader, path, "mapping", "a mapping entry")
+        .max_line(LINE_MAX)
+        .collect()
 }
+
+/// The longest line a mapping may hold: an entry is a few hundred bytes (npm caps a name at 214),
+/// so a longer line is not one (a damaged file, or one that is not a mapping), and is not read
+/// into memory whatever its length.
+pub(crate) const LINE_MAX: u64 = 64 << 10;
 
 /// Reads a file of JSON lines one value at a time (the mapping; the migration's problems file),
 /// so that a file of any length is read in the memory of one line. Blank lines are skipped; a
@@ -67,6 +75,8 @@ pub(crate) struct JsonLines<T, R> {
     item: &'static str,
     line: usize,
     buf: String,
+    /// The longest line read (its `\n` included); a longer one is an error, read no further.
+    max_line: Option<u64>,
     failed: bool,
     _item: PhantomData<fn() -> T>,
 }
@@ -86,9 +96,16 @@ impl<T: DeserializeOwned, R: BufRead> JsonLines<T, R> {
             item,
             line: 0,
             buf: String::new(),
+            max_line: None,
             failed: false,
             _item: PhantomData,
         }
+    }
+
+    /// Refuses a line longer than `bytes` (its `\n` included) rather than read it whole.
+    pub(crate) fn max_line(mut self, bytes: u64) -> Self {
+        self.max_line = Some(bytes);
+        self
     }
 }
 
@@ -99,8 +116,25 @@ impl<T: DeserializeOwned, R: BufRead> Iterator for JsonLines<T, R> {
         while !self.failed {
             self.buf.clear();
             self.line += 1;
-            match self.reader.read_line(&mut self.buf) {
+            let read = match self.max_line {
+                Some(max) => {
+                    std::io::Read::take(&mut self.reader, max + 1).read_line(&mut self.buf)
+                }
+                None => self.reader.read_line(&mut self.buf),
+            };
+            match read {
                 Ok(0) => return None,
+                Ok(n) if self.max_line.is_some_and(|max| n as u64 > max) => {
+                    self.failed = true;
+                    return Some(Err(Error::Config(format!(
+                        "{} {} line {} is longer than {} bytes: not {}",
+                        self.file,
+                        self.path.display(),
+                        self.line,
+                        self.max_line.unwrap_or_default(),
+                        self.item
+                    ))));
+                }
                 Ok(_) if self.buf.trim().is_empty() => continue,
                 Ok(_) => {
                     let parsed = serde_json::from_str(&self.buf).map_err(|e| {

@@ -8,7 +8,7 @@ use rusqlite::{params, Connection};
 
 use super::cut::{self, MARK_EVERY};
 use super::db::sql;
-use super::MapEntry;
+use super::{MapEntry, LINE_MAX};
 use crate::backend::BlobKey;
 use crate::integrity::{Algorithm, Integrity};
 use crate::{Error, Result};
@@ -182,11 +182,6 @@ pub(crate) fn sha512_of(entry: &MapEntry) -> Result<BlobKey> {
             ))
         })
 }
-
-/// The longest line a mapping may hold: an entry is a few hundred bytes (npm caps a name at 214),
-/// so a longer line is not one (a damaged file, or one that is not a mapping), and is not read
-/// into memory whatever its length.
-pub(super) const LINE_MAX: u64 = 64 << 10;
 
 /// Reads one line of a mapping, with its `\n`, into `line`, but no more than [`LINE_MAX`] + 1
 /// bytes: a line longer than [`LINE_MAX`] comes back cut, without its `\n`.
