@@ -442,14 +442,28 @@ impl Error {
     /// Whether this is an [`Error::Index`] whose database file is damaged (or is not a database):
     /// decided by SQLite's own error code, kept as the source, not by the message's wording.
     pub(crate) fn is_corrupt_db(&self) -> bool {
+        self.sqlite_error().is_some_and(sqlite_says_corrupt)
+    }
+
+    /// Whether this is an [`Error::Index`] because another connection held the database's lock
+    /// for longer than the busy timeout: a wait that ran out, not a database that cannot be had.
+    pub(crate) fn is_busy_db(&self) -> bool {
+        self.sqlite_error().is_some_and(|e| {
+            matches!(
+                e.sqlite_error_code(),
+                Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+            )
+        })
+    }
+
+    /// The SQLite error an [`Error::Index`] keeps as its source, if that is what it keeps.
+    fn sqlite_error(&self) -> Option<&rusqlite::Error> {
         match self {
             Error::Index {
                 source: Some(source),
                 ..
-            } => source
-                .downcast_ref::<rusqlite::Error>()
-                .is_some_and(sqlite_says_corrupt),
-            _ => false,
+            } => source.downcast_ref::<rusqlite::Error>(),
+            _ => None,
         }
     }
 }

@@ -484,4 +484,28 @@ mod tests {
         assert_eq!(rows(&sqlite, "PRAGMA user_version"), 3);
         assert_eq!(rows(&sqlite, "SELECT count(*) FROM names WHERE at > 0"), 2);
     }
+
+    /// A database whose write lock another process holds past the busy timeout (reading a large
+    /// mapping in) is waited for, not left for a second database in the temp directory.
+    #[test]
+    fn a_database_locked_past_the_busy_timeout_is_waited_for() {
+        let (dir, map) = mapping();
+        let sqlite = dir.path().join("map.jsonl.sqlite");
+        append(&map, &lines(0..3));
+        drop(ok(MapDb::open(&map)));
+        append(&map, &lines(3..4));
+        let holder = ok(rusqlite::Connection::open(&sqlite).map_err(sql(&sqlite, "open")));
+        ok(holder
+            .execute_batch("BEGIN IMMEDIATE")
+            .map_err(sql(&sqlite, "lock")));
+        let release = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(700));
+            holder.execute_batch("COMMIT").map(|()| holder)
+        });
+        let db = ok(MapDb::open(&map));
+        assert!(release.join().is_ok_and(|r| r.is_ok()));
+        assert_eq!(db.len(), 4);
+        // Read into the database beside the mapping, not into one of its own elsewhere.
+        assert_eq!(rows(&sqlite, "SELECT count(*) FROM names"), 4);
+    }
 }

@@ -111,21 +111,37 @@ impl MapDb {
     /// Opens (building or updating it from `mapping`) the database beside `mapping`, or, where no
     /// file can be made there (a read-only directory), one named after the mapping's path in the
     /// temp directory ([`std::env::temp_dir`], `TMPDIR`), which the host's processes share in the
-    /// same way. A damaged database is deleted and built again.
+    /// same way. A damaged database is deleted and built again. A database whose write lock
+    /// another process holds past the busy timeout (it is reading a large mapping in) is waited
+    /// for again: it will be there, and a second database, or the mapping in memory, would cost
+    /// what the first one saves.
     pub(crate) fn open(mapping: &Path) -> Result<MapDb> {
         let mut name = mapping.as_os_str().to_os_string();
         name.push(".sqlite");
         let beside = PathBuf::from(name);
-        match Self::open_or_rebuild(mapping, &beside) {
+        match Self::open_waiting(mapping, &beside) {
             Err(e @ Error::Index { .. }) if !e.is_corrupt_db() => {
                 let other = std::env::temp_dir().join(shared_name(mapping));
                 tracing::info!(mapping = %mapping.display(), db = %other.display(), error = %e.report(), "no database beside the mapping; keeping it in the temp directory");
-                Self::open_or_rebuild(mapping, &other).map_err(|e2| {
+                Self::open_waiting(mapping, &other).map_err(|e2| {
                     tracing::warn!(db = %other.display(), error = %e2.report(), "no database for the mapping in the temp directory either");
                     e
                 })
             }
             other => other,
+        }
+    }
+
+    /// [`MapDb::open_or_rebuild`], again for as long as another connection keeps the database's
+    /// lock past the busy timeout, saying so each time.
+    fn open_waiting(mapping: &Path, db: &Path) -> Result<MapDb> {
+        loop {
+            match Self::open_or_rebuild(mapping, db) {
+                Err(e) if e.is_busy_db() => {
+                    tracing::info!(db = %db.display(), "another process is reading the mapping in; waiting for it");
+                }
+                other => return other,
+            }
         }
     }
 
@@ -348,9 +364,16 @@ fn shared_name(mapping: &Path) -> String {
     format!("tarvault-map-{}.sqlite", &hash.to_hex()[..16])
 }
 
+/// How long a connection waits for another's lock before its statement fails (then
+/// [`MapDb::open`] waits again, and a lookup or a reading fails and is tried again later).
+#[cfg(not(test))]
+const BUSY_TIMEOUT: Duration = Duration::from_secs(120);
+#[cfg(test)]
+const BUSY_TIMEOUT: Duration = Duration::from_millis(200);
+
 fn connect(db: &Path) -> Result<Connection> {
     let conn = Connection::open(db).map_err(sql(db, "open the mapping's database"))?;
-    conn.busy_timeout(Duration::from_secs(120))
+    conn.busy_timeout(BUSY_TIMEOUT)
         .and_then(|()| conn.execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = OFF;"))
         .map_err(sql(db, "set up the mapping's database"))?;
     Ok(conn)
