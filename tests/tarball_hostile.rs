@@ -127,6 +127,22 @@ fn cases() -> Vec<Case> {
             }),
             K::LinkEscape,
         ),
+        // npm strips every top-level folder, so `other/up` is the same place as `package/up`.
+        case(
+            "entry through symlink of another top-level folder",
+            package_with(|t| {
+                t.symlink("package/up", ".").file("other/up/x", b"x");
+            }),
+            K::LinkEscape,
+        ),
+        case(
+            "symlink escaping through a symlink of another top-level folder",
+            package_with(|t| {
+                t.symlink("package/a/b", "..")
+                    .symlink("other/a/b/c", "../../etc");
+            }),
+            K::LinkEscape,
+        ),
         case(
             "symlink chain",
             package_with(|t| {

@@ -93,8 +93,10 @@ pub(crate) fn check_entry_path(path: &str) -> Result<(), TarballError> {
 /// `a/b/l -> ../..`, `l` looks like it points at the package root but really
 /// points at its parent. So, in any order: no entry may live under a
 /// symlink, and no link target may pass through a symlink. Paths are compared
-/// case-insensitively (macOS and Windows file systems are), as 64-bit hashes
-/// to keep memory small; a collision can only cause a false rejection.
+/// below their top-level folder (npm strips it from every entry, so `a/x` and
+/// `b/x` are one place), case-insensitively (macOS and Windows file systems
+/// are), as 64-bit hashes to keep memory small; a collision can only cause a
+/// false rejection.
 #[derive(Debug, Default)]
 pub(crate) struct LinkTracker {
     /// Symlink paths.
@@ -103,9 +105,8 @@ pub(crate) struct LinkTracker {
     through: HashSet<u64>,
 }
 
-fn key<'a>(root: &str, segments: impl Iterator<Item = &'a str>) -> u64 {
+fn key<'a>(segments: impl Iterator<Item = &'a str>) -> u64 {
     let mut h = DefaultHasher::new();
-    root.to_lowercase().hash(&mut h);
     for s in segments {
         s.to_lowercase().hash(&mut h);
     }
@@ -120,19 +121,18 @@ impl LinkTracker {
             // The common case: no symlinks yet, nothing to resolve.
             return Ok(());
         }
-        let root = first_segment(entry.path);
         let segments: Vec<&str> = below_root(entry.path).collect();
         if !self.symlinks.is_empty() {
             // The root itself, then each parent directory below it.
             for depth in 0..segments.len() {
                 let prefix = segments.get(..depth).unwrap_or_default();
-                if self.symlinks.contains(&key(root, prefix.iter().copied())) {
+                if self.symlinks.contains(&key(prefix.iter().copied())) {
                     return Err(escape(entry, "entry is inside a symlinked directory"));
                 }
             }
         }
         match entry.kind {
-            EntryKind::Symlink => self.symlink(entry, root, &segments),
+            EntryKind::Symlink => self.symlink(entry, &segments),
             EntryKind::HardLink => self.hard_link(entry),
             _ => Ok(()),
         }
@@ -153,12 +153,7 @@ impl LinkTracker {
         Ok(())
     }
 
-    fn symlink(
-        &mut self,
-        entry: &Entry<'_>,
-        root: &str,
-        segments: &[&str],
-    ) -> Result<(), TarballError> {
+    fn symlink(&mut self, entry: &Entry<'_>, segments: &[&str]) -> Result<(), TarballError> {
         let target = entry.link;
         if target.is_empty() {
             return Err(escape(entry, "empty symlink target"));
@@ -186,7 +181,7 @@ impl LinkTracker {
             }
             stack.push(part);
             if i + 1 < parts.len() {
-                let k = key(root, stack.iter().copied());
+                let k = key(stack.iter().copied());
                 if self.symlinks.contains(&k) {
                     return Err(escape(
                         entry,
@@ -196,7 +191,7 @@ impl LinkTracker {
                 self.remember(Set::Through, k)?;
             }
         }
-        let own = key(root, segments.iter().copied());
+        let own = key(segments.iter().copied());
         if self.through.contains(&own) {
             return Err(escape(
                 entry,
@@ -229,10 +224,7 @@ impl LinkTracker {
             return Err(escape(entry, "hard link target is the package root"));
         }
         for depth in 0..segments.len() {
-            let k = key(
-                root,
-                segments.get(..depth).unwrap_or_default().iter().copied(),
-            );
+            let k = key(segments.get(..depth).unwrap_or_default().iter().copied());
             if self.symlinks.contains(&k) {
                 return Err(escape(entry, "hard link target passes through a symlink"));
             }
