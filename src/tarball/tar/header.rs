@@ -123,6 +123,22 @@ impl TarParser {
         if fields.prefix.is_empty() && unprefixed.is_empty() {
             return Err(self.bad("entry has no path"));
         }
+        // node-tar 7 applies pending pax/GNU overrides to entries only: a meta header, or one of
+        // an unknown type, keeps its own path and size (older versions apply them to every
+        // header). Where the two would read such a header differently (one reads its body by
+        // the pax size, the other by its own, and takes the rest for headers), it is refused.
+        if kind.is_err() {
+            if fields.prefix.is_empty() && fields.name.is_empty() {
+                return Err(self.bad("header has no path of its own"));
+            }
+            if self.ext.size.is_some_and(|s| s != fields.size.unwrap_or(0)) {
+                return Err(self.bad(format!(
+                    "a pax size is pending before a header of type {:?}, which node-tar 7 \
+                     reads by its own size",
+                    char::from(typeflag)
+                )));
+            }
+        }
         let is_link = matches!(kind, Ok(EntryKind::HardLink | EntryKind::Symlink));
         if is_link && fields.link.is_empty() {
             return Err(self.bad("link entry without a target in its header"));
