@@ -174,6 +174,26 @@ fn cases() -> Vec<Case> {
             }),
             K::BadTar,
         ),
+        // After the gzip stream, Node's zlib (so npm's install) ignores bytes that start with a
+        // zero byte, and fails on any others: "incorrect header check", "unexpected end of file".
+        case(
+            "bytes after the gzip stream",
+            {
+                let mut bytes = package_with(|_| {});
+                bytes.extend_from_slice(b"not gzip");
+                bytes
+            },
+            K::BadGzip,
+        ),
+        case(
+            "a gzip member header cut short after the stream",
+            {
+                let mut bytes = package_with(|_| {});
+                bytes.extend_from_slice(&[0x1f, 0x8b, 8]);
+                bytes
+            },
+            K::Truncated,
+        ),
         // Special files.
         case(
             "char device",

@@ -7,8 +7,11 @@
 //! failure map to its own [`TarballError`] kind.
 //!
 //! Like Node's zlib (which npm uses), concatenated gzip members are decoded
-//! as one stream and non-gzip bytes after a complete member are ignored with
-//! a warning.
+//! as one stream. After a complete member, bytes that start with a zero byte
+//! (padding) are ignored with a warning; any others must start another
+//! member, as Node's zlib requires: it fails on them ("incorrect header
+//! check", "unexpected end of file"), and so does an `npm install` of the
+//! tarball.
 
 use flate2::{Crc, Decompress, FlushDecompress, Status};
 
@@ -45,7 +48,7 @@ enum HeaderStep {
 #[derive(Debug)]
 enum State {
     /// Parsing a member header. `optional` is set between members: bytes that
-    /// do not start with the gzip magic are trailing garbage, not an error.
+    /// start with a zero byte are trailing garbage, not an error.
     Header { step: HeaderStep, optional: bool },
     /// Inflating member data.
     Deflate,
@@ -129,7 +132,8 @@ impl GzipDecoder {
     /// Checks that the input ended on a member boundary.
     pub(crate) fn finish(&self) -> Result<(), TarballError> {
         match self.state {
-            State::Header { optional: true, .. } | State::Garbage => Ok(()),
+            State::Header { optional: true, .. } if self.small_len == 0 => Ok(()),
+            State::Garbage => Ok(()),
             State::Header { .. } if self.members == 0 && self.consumed == 0 => {
                 Err(TarballError::Truncated("empty input".into()))
             }
@@ -176,16 +180,20 @@ impl GzipDecoder {
                     .zip([0x1f, 0x8b])
                     .all(|(a, b)| *a == b);
                 if !magic_ok {
-                    if optional {
+                    if optional && self.small.first() == Some(&0) {
                         // Count what we buffered plus this call's bytes as garbage.
                         self.garbage = self.garbage.saturating_add(self.small_len as u64);
                         self.small_len = 0;
                         self.state = State::Garbage;
                         return Ok(used);
                     }
-                    return Err(TarballError::BadGzip(
-                        "not gzip data (bad magic bytes)".into(),
-                    ));
+                    return Err(TarballError::BadGzip(if optional {
+                        "bytes after the gzip stream that are neither another member nor \
+                         zero padding"
+                            .into()
+                    } else {
+                        "not gzip data (bad magic bytes)".into()
+                    }));
                 }
                 if self.small_len < 10 {
                     self.header_crc
