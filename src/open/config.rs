@@ -246,12 +246,14 @@ async fn open_string(spec: &str, source: &Source, at: Nest) -> Result<Opened> {
 }
 
 /// A relative filesystem path (or `config:` path) is taken relative to the configuration file.
+/// A URL is not a path, in its short form `file:/dir` too, and neither is `memory:…`.
 fn relative_to(spec: &str, dir: &Path) -> String {
     let (prefix, rest) = match spec.strip_prefix("config:") {
         Some(r) => ("config:", r),
         None => ("", spec),
     };
-    let is_path = !rest.contains("://") && !rest.ends_with(':') && !rest.starts_with('{');
+    let is_path =
+        super::scheme_of(rest).is_none() && !rest.starts_with("memory:") && !rest.starts_with('{');
     if is_path && Path::new(rest).is_relative() {
         format!("{prefix}{}", dir.join(rest).display())
     } else {
@@ -385,6 +387,13 @@ mod tests {
         assert_eq!(relative_to("/abs", d), "/abs");
         assert_eq!(relative_to("memory:", d), "memory:");
         assert_eq!(relative_to("s3://b/p", d), "s3://b/p");
+        // RFC 8089's short form is a URL, not a relative path starting `file:`.
+        assert_eq!(
+            relative_to("file:/srv/s?fsync=false", d),
+            "file:/srv/s?fsync=false"
+        );
+        // An error when opened, as on the command line: not a directory made beside the file.
+        assert_eq!(relative_to("memory:x", d), "memory:x");
         assert_eq!(
             relative_to("config:x.toml", d),
             "config:/etc/tarvault/x.toml"
