@@ -936,3 +936,32 @@ fn an_error_states_its_cause_once() {
     assert_eq!(err.matches(first).count(), 1, "{first:?} once in {err}");
     assert_eq!(err.matches("store.toml").count(), 1, "{err}");
 }
+
+/// A password in an `http://` store URL (sent as basic auth) appears in no error and no log line,
+/// whether the URL is refused or the server cannot be reached.
+#[cfg(feature = "http")]
+#[test]
+fn credentials_in_a_store_url_are_never_printed() {
+    let address = sha512_sri(b"anything");
+    for spec in [
+        "http://user:s3cretpw@127.0.0.1:1",
+        "http://user:s3cretpw@127.0.0.1:1/prefix/",
+        "http://user:s3cretpw@127.0.0.1:1/?x=y",
+    ] {
+        for command in [&["get", address.as_str()][..], &["stat", &address], &["ls"]] {
+            let out = Command::new(BIN)
+                .args(["--store", spec])
+                .args(command)
+                .env("TARVAULT_LOG", "debug")
+                .output()
+                .expect("run");
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert!(!out.status.success(), "{spec} {command:?}");
+            assert!(!stderr.contains("s3cretpw"), "{spec} {command:?}: {stderr}");
+            assert!(
+                stderr.contains("127.0.0.1:1"),
+                "{spec} {command:?}: {stderr}"
+            );
+        }
+    }
+}

@@ -35,9 +35,13 @@ use crate::{Error, Result};
 pub const READ_IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// A read-only view of a remote tarvault server; see the [module documentation](self).
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct HttpBackend {
+    /// The URL requests go to, with the user and password it may hold (reqwest sends them as
+    /// basic auth).
     base: String,
+    /// `base` with its credentials replaced by `***`: what errors, logs and `Debug` show.
+    shown: String,
     http: reqwest::Client,
 }
 
@@ -51,13 +55,16 @@ impl HttpBackend {
     /// `read_idle` (instead of [`READ_IDLE_TIMEOUT`]).
     pub fn open_url_with_timeout(url: &str, read_idle: std::time::Duration) -> Result<HttpBackend> {
         let base = url.trim().trim_end_matches('/');
+        let shown = redact(base);
         let rest = base
             .strip_prefix("http://")
             .or_else(|| base.strip_prefix("https://"))
-            .ok_or_else(|| Error::Config(format!("{url:?}: an HTTP store is http(s)://host/…")))?;
+            .ok_or_else(|| {
+                Error::Config(format!("{shown:?}: an HTTP store is http(s)://host/…"))
+            })?;
         if rest.is_empty() || rest.starts_with('/') || base.contains(['?', '#']) {
             return Err(Error::Config(format!(
-                "{url:?}: an HTTP store is http(s)://host[:port][/prefix], without a query"
+                "{shown:?}: an HTTP store is http(s)://host[:port][/prefix], without a query"
             )));
         }
         // An upstream that goes silent mid-body (or before its headers) must not hold a read,
@@ -67,6 +74,7 @@ impl HttpBackend {
             crate::backend::http_client_with(reqwest::Client::builder().read_timeout(read_idle))?;
         Ok(HttpBackend {
             base: base.to_string(),
+            shown,
             http,
         })
     }
@@ -117,6 +125,26 @@ impl HttpBackend {
     }
 }
 
+impl std::fmt::Debug for HttpBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpBackend")
+            .field("base", &self.shown)
+            .finish_non_exhaustive()
+    }
+}
+
+/// `url` with the user and password it may carry (`http://user:pw@host/…`) replaced by `***`.
+fn redact(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let (authority, tail) = rest.split_at(rest.find(['/', '?', '#']).unwrap_or(rest.len()));
+    match authority.rsplit_once('@') {
+        Some((_, host)) => format!("{scheme}://***@{host}{tail}"),
+        None => url.to_string(),
+    }
+}
+
 /// A header as a number.
 fn number(resp: &reqwest::Response, name: reqwest::header::HeaderName) -> Option<u64> {
     resp.headers().get(name)?.to_str().ok()?.trim().parse().ok()
@@ -125,7 +153,7 @@ fn number(resp: &reqwest::Response, name: reqwest::header::HeaderName) -> Option
 #[async_trait]
 impl Backend for HttpBackend {
     fn describe(&self) -> String {
-        self.base.clone()
+        self.shown.clone()
     }
 
     async fn begin_put(&self, _hint: &PutHint) -> Result<Box<dyn BlobWriter>> {
