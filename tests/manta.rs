@@ -121,6 +121,9 @@ fn store_urls() {
         "manta://h/stor/x?user=u&key=/k&timeout=1e30",
         // More retries than an attempt count holds, with the first attempt: the same.
         "manta://h/stor/x?user=u&key=/k&retries=4294967295",
+        // An option given twice: which one was meant is not for the parser to guess.
+        "manta://h/stor/x?user=u&key=/k&durability=2&durability=3",
+        "manta://h/stor/x?user=u&user=v&key=/k",
     ] {
         let err = MantaConfig::from_store_url(bad).expect_err(bad);
         assert_eq!(err.kind(), ErrorKind::Config, "{bad}");

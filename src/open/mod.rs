@@ -179,7 +179,14 @@ async fn open_path(path: &str) -> Result<crate::backend::fs::FsBackend> {
 async fn open_file(spec: &str) -> Result<crate::backend::fs::FsBackend> {
     let (path, query) = file_url::parse(spec)?;
     let mut options = crate::backend::fs::FsOptions::default();
+    let mut given: Vec<&str> = Vec::new();
     for pair in query.split('&').filter(|p| !p.is_empty()) {
+        // Given twice, an option says two things: which one was meant is not for us to guess.
+        let key = pair.split_once('=').map_or(pair, |(k, _)| k);
+        if given.contains(&key) {
+            return Err(Error::Config(format!("store option {key:?} given twice")));
+        }
+        given.push(key);
         match pair.split_once('=') {
             Some(("fsync", v)) => {
                 options.fsync = crate::backend::parse_flag(v)
@@ -241,5 +248,17 @@ mod tests {
         assert!(!std::path::Path::new("memory:foo").exists());
         let names: Vec<&str> = schemes().iter().map(|(name, _)| *name).collect();
         assert_eq!(names, ["file", "s3", "manta", "http", "https"]);
+    }
+
+    /// `fsync=false&fsync=true` says two things: refused, not read as whichever comes last.
+    #[cfg(feature = "fs")]
+    #[tokio::test]
+    async fn a_store_option_given_twice_is_refused() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+        let store = dir.path().join("s");
+        let spec = format!("file://{}?fsync=false&fsync=true", store.display());
+        let err = open_backend(&spec).await.err();
+        assert_eq!(err.map(|e| e.kind()), Some(ErrorKind::Config));
+        assert!(!store.exists());
     }
 }

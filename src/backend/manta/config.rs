@@ -117,6 +117,11 @@ impl MantaConfig {
                 .decode_utf8()
                 .map_err(|e| Error::Config(format!("bad value for {k}: {e}")))?
                 .into_owned();
+            // Given twice, an option says two things (and `user` was read from the first,
+            // `durability` from the last): which one was meant is not ours to guess.
+            if pairs.iter().any(|(n, _)| n == k) {
+                return Err(Error::Config(format!("store option {k:?} given twice")));
+            }
             pairs.push((k.to_string(), v));
         }
         let get = |k: &str| pairs.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());

@@ -100,10 +100,16 @@ impl S3Config {
             .map_err(|e| Error::Config(format!("bad prefix in {url}: {e}")))?;
         super::keys::check_prefix(&prefix)?;
         let mut c = S3Config::new(bucket, prefix.trim_matches('/'));
+        let mut given: Vec<&str> = Vec::new();
         for pair in query.split('&').filter(|p| !p.is_empty()) {
             let (k, v) = pair
                 .split_once('=')
                 .ok_or_else(|| Error::Config(format!("store option {pair:?} has no value")))?;
+            // Given twice, an option says two things: which one was meant is not ours to guess.
+            if given.contains(&k) {
+                return Err(Error::Config(format!("store option {k:?} given twice")));
+            }
+            given.push(k);
             let bad = || Error::Config(format!("bad value for store option {k}: {v:?}"));
             match k {
                 "endpoint" => c.endpoint = Some(v.to_string()),
@@ -240,6 +246,7 @@ mod tests {
         assert!(S3Config::parse("s3://b").is_ok_and(|c| c.stage_unknown));
         assert!(S3Config::parse("s3://b?staging=false").is_ok_and(|c| !c.stage_unknown));
         assert!(S3Config::parse("s3://b?staging=maybe").is_err());
+        assert!(S3Config::parse("s3://b?max_retries=1&max_retries=9").is_err());
         assert_eq!(
             S3Config::parse("s3://b").map(|c| c.prefix).ok().as_deref(),
             Some("")
