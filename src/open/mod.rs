@@ -216,7 +216,8 @@ async fn open_s3(spec: &str) -> Result<crate::backend::s3::S3Backend> {
     crate::backend::s3::S3Backend::connect(&config).await
 }
 
-/// A Manta store: `manta://[user@]host/path` plus the `MANTA_*` environment.
+/// A Manta store: `manta://[host[:port]]/path?user=…` plus the `MANTA_*` environment (the
+/// account is `?user=` or `MANTA_USER`, never a `user@` before the host).
 #[cfg(feature = "manta")]
 async fn open_manta(spec: &str) -> Result<crate::backend::manta::MantaBackend> {
     crate::backend::manta::MantaBackend::open_url(spec)
