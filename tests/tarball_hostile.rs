@@ -194,6 +194,17 @@ fn cases() -> Vec<Case> {
             },
             K::Truncated,
         ),
+        // On macOS and Windows this file replaces package/package.json when unpacked.
+        case(
+            "package.json in another case",
+            package_with(|t| {
+                t.file(
+                    "package/PACKAGE.JSON",
+                    br#"{"name":"evil","version":"6.6.6"}"#,
+                );
+            }),
+            K::BadPackageJson,
+        ),
         // Special files.
         case(
             "char device",

@@ -312,10 +312,27 @@ impl Visitor for Collector {
 
         // Any top-level folder, not only the first: npm strips the first segment of every
         // entry, so each `<folder>/package.json` lands on the same file and the last one wins.
-        let is_manifest = {
+        let below_name = {
             let mut below = paths::below_root(entry.path);
-            below.next() == Some("package.json") && below.next().is_none()
+            below.next().filter(|_| below.next().is_none())
         };
+        let is_manifest = below_name == Some("package.json");
+        // On a case-insensitive file system (macOS, Windows) `PACKAGE.JSON` is the same file as
+        // `package.json`, and the last one unpacked is what npm reads; on Linux it is another
+        // file. Which manifest is installed would depend on the platform, so it is a problem with
+        // package.json (fatal when one is required), compared as the link tracker compares paths.
+        if let Some(name) =
+            below_name.filter(|n| !is_manifest && n.to_lowercase() == "package.json")
+        {
+            self.manifest_problem(TarballError::BadPackageJson {
+                path: entry.path.to_owned(),
+                reason: format!(
+                    "{:?} differs from \"package.json\" only in case: on macOS and Windows it \
+                     replaces it",
+                    paths::short(name)
+                ),
+            })?;
+        }
         if !is_manifest {
             return Ok(Body::Skip);
         }
