@@ -948,7 +948,12 @@ fn credentials_in_a_store_url_are_never_printed() {
         "http://user:s3cretpw@127.0.0.1:1/prefix/",
         "http://user:s3cretpw@127.0.0.1:1/?x=y",
     ] {
-        for command in [&["get", address.as_str()][..], &["stat", &address], &["ls"]] {
+        for command in [
+            &["get", address.as_str()][..],
+            &["stat", &address],
+            &["ls"],
+            &["repair"],
+        ] {
             let out = Command::new(BIN)
                 .args(["--store", spec])
                 .args(command)
@@ -958,10 +963,12 @@ fn credentials_in_a_store_url_are_never_printed() {
             let stderr = String::from_utf8_lossy(&out.stderr);
             assert!(!out.status.success(), "{spec} {command:?}");
             assert!(!stderr.contains("s3cretpw"), "{spec} {command:?}: {stderr}");
-            assert!(
-                stderr.contains("127.0.0.1:1"),
-                "{spec} {command:?}: {stderr}"
-            );
+            if command != ["repair"] {
+                assert!(
+                    stderr.contains("127.0.0.1:1"),
+                    "{spec} {command:?}: {stderr}"
+                );
+            }
         }
     }
 }

@@ -282,10 +282,12 @@ pub(crate) async fn repair(args: RepairArgs, spec: &str) -> Result<u8, Error> {
     } else {
         None
     };
+    // The spec is not repeated: a URL may hold a password (`http://user:pw@host`).
     let Some(Opened::Replicated(replicated)) = typed else {
-        return Err(Error::Config(format!(
-            "repair needs a replicated store (a `replicated` configuration), not {spec}"
-        )));
+        return Err(Error::Config(
+            "repair needs a replicated store: --store must name a `replicated` configuration"
+                .into(),
+        ));
     };
     let report = replicated.repair(args.verify, args.concurrency).await?;
     if args.json {
