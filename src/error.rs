@@ -447,6 +447,7 @@ impl Error {
 
     /// Whether this is an [`Error::Index`] because another connection held the database's lock
     /// for longer than the busy timeout: a wait that ran out, not a database that cannot be had.
+    #[cfg(any(feature = "server", feature = "migrate"))]
     pub(crate) fn is_busy_db(&self) -> bool {
         self.sqlite_error().is_some_and(|e| {
             matches!(
