@@ -534,14 +534,10 @@ async fn a_conflict_appended_while_serving_is_logged() {
     );
 }
 
-/// A reading of appended lines that takes long (here: another process holds the database's write
-/// lock, as a migration or a server reading a large mapping does) holds up no lookup of a URL
-/// already read. Each miss a second apart starts a reading, which holds its connection while it
-/// waits; when they held every connection lookups have, the next lookup blocked its runtime
-/// thread (and so the server) until a reading ended.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_long_reading_of_appended_lines_holds_up_no_lookup() {
-    let f = Fixture::new().await;
+/// A server that has read the mapping's first line, the second appended since, and another
+/// connection holding the database's write lock (as a process reading the mapping in does), which
+/// the caller ends with `COMMIT`.
+async fn one_read_one_locked_out(f: &Fixture) -> (Server, rusqlite::Connection) {
     let one = f.blob(1).await;
     f.append(&one);
     let server = f.server();
@@ -550,6 +546,18 @@ async fn a_long_reading_of_appended_lines_holds_up_no_lookup() {
     other
         .execute_batch("BEGIN IMMEDIATE")
         .unwrap_or_else(|e| panic!("{e}"));
+    (server, other)
+}
+
+/// A reading of appended lines that takes long (here: another process holds the database's write
+/// lock, as a migration or a server reading a large mapping does) holds up no lookup of a URL
+/// already read. Each miss a second apart starts a reading, which holds its connection while it
+/// waits; when they held every connection lookups have, the next lookup blocked its runtime
+/// thread (and so the server) until a reading ended.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_reading_of_appended_lines_holds_up_no_lookup() {
+    let f = Fixture::new().await;
+    let (server, other) = one_read_one_locked_out(&f).await;
     // As many readings as the server has lookup connections (one per core, at most 8).
     let lanes = std::thread::available_parallelism().map_or(2, |n| n.get().min(8));
     let mut misses = Vec::new();
@@ -579,14 +587,7 @@ async fn a_long_reading_of_appended_lines_holds_up_no_lookup() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_miss_does_not_wait_for_another_miss_s_reading() {
     let f = Fixture::new().await;
-    let one = f.blob(1).await;
-    f.append(&one);
-    let server = f.server();
-    f.append(&f.blob(2).await);
-    let other = rusqlite::Connection::open(f.db()).unwrap_or_else(|e| panic!("{e}"));
-    other
-        .execute_batch("BEGIN IMMEDIATE")
-        .unwrap_or_else(|e| panic!("{e}"));
+    let (server, other) = one_read_one_locked_out(&f).await;
     tokio::time::sleep(Duration::from_millis(1100)).await;
     let s = server.clone();
     let first = tokio::spawn(async move { status(&s, &url(3)).await });
