@@ -609,6 +609,46 @@ fn get_to_a_file_gives_it_an_ordinary_mode() {
     }
 }
 
+/// `get -o LINK` writes through a symbolic link, as `>` or `cp` would: the file it names gets the
+/// bytes (made if the link dangles, through a chain of links, relative ones from their own
+/// directory), and the link stays a link. The rename into place had replaced the link itself.
+#[test]
+fn get_to_a_symlink_writes_the_file_it_names() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = dir.path().join("store");
+    let input = dir.path().join("in");
+    std::fs::write(&input, b"through the link").expect("write");
+    assert!(tv(&store, &["put", &input.to_string_lossy()])
+        .status
+        .success());
+    let integrity = sha512_sri(b"through the link");
+    let sub = dir.path().join("sub");
+    std::fs::create_dir(&sub).expect("mkdir");
+    let existing = sub.join("existing.tgz");
+    std::fs::write(&existing, b"old").expect("write");
+    let dangling = sub.join("new.tgz");
+    // link-a -> sub/existing.tgz; link-b -> link-c -> sub/new.tgz (which is not there yet).
+    std::os::unix::fs::symlink("sub/existing.tgz", dir.path().join("link-a")).expect("symlink");
+    std::os::unix::fs::symlink("new.tgz", sub.join("link-c")).expect("symlink");
+    std::os::unix::fs::symlink("sub/link-c", dir.path().join("link-b")).expect("symlink");
+    for (link, file) in [("link-a", &existing), ("link-b", &dangling)] {
+        let link = dir.path().join(link);
+        let out = tv(&store, &["get", &integrity, "-o", &link.to_string_lossy()]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let meta = std::fs::symlink_metadata(&link).expect("lstat");
+        assert!(
+            meta.file_type().is_symlink(),
+            "{} was replaced",
+            link.display()
+        );
+        assert_eq!(std::fs::read(file).expect("read"), b"through the link");
+    }
+}
+
 /// `file:` store specs are URLs: the path is percent-decoded, the host is empty or `localhost`,
 /// `file:/dir` is the short form of `file:///dir`; a spec that names no local absolute directory
 /// is a usage error (exit 2) that creates nothing, where it used to make a store of `./localhost`,

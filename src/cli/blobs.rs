@@ -155,7 +155,10 @@ pub(crate) async fn get(store: &Store, text: &str, output: Option<&Path>) -> Res
 ///
 /// The file ends up with the mode a plain create or overwrite would leave, not the temp file's
 /// private 0600: a new file gets 0666 less the umask, a replaced file keeps its permission bits.
+/// A symbolic link is written through, as `>` or `cp` would: the file it names is replaced (or
+/// made), and the link stays.
 async fn write_verified_file(stream: &mut tarvault::BlobStream, path: &Path) -> Result<(), Error> {
+    let path = &through_links(path);
     let existing = std::fs::metadata(path).ok();
     if existing.as_ref().is_some_and(|m| !m.is_file()) {
         let mut out = tokio::fs::OpenOptions::new()
@@ -206,6 +209,27 @@ async fn write_verified_file(stream: &mut tarvault::BlobStream, path: &Path) -> 
         .persist(path)
         .map_err(|e| io_error("rename to", path, e.error))?;
     Ok(())
+}
+
+/// The path `path` names once its symbolic links are followed (at most 40, as the kernel
+/// follows): the file a write through it would reach, whether or not it exists yet. A path that
+/// is not a link, or one that cannot be read, is itself.
+fn through_links(path: &Path) -> PathBuf {
+    let mut at = path.to_path_buf();
+    for _ in 0..40 {
+        if !std::fs::symlink_metadata(&at).is_ok_and(|m| m.file_type().is_symlink()) {
+            break;
+        }
+        let Ok(target) = std::fs::read_link(&at) else {
+            break;
+        };
+        // A relative target is relative to the link's own directory.
+        at = match at.parent() {
+            Some(dir) if target.is_relative() => dir.join(target),
+            _ => target,
+        };
+    }
+    at
 }
 
 /// An output file's failure: an I/O error naming the file (not a put's "reading … failed").
