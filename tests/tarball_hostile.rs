@@ -446,6 +446,37 @@ fn hostile_tarballs_are_rejected_with_the_right_kind() {
     assert!(failures.is_empty(), "\n{}", failures.join("\n"));
 }
 
+/// A path or link target too long to accept (pax records carry up to 1 MiB) is named in the
+/// error by its first bytes, not whole: one header must not make a megabyte error line.
+#[test]
+fn an_overlong_path_is_named_by_its_start() {
+    let long = format!("package/{}", "p".repeat(512 * 1024));
+    let cases = [
+        (
+            "path",
+            package_with(|t| {
+                t.pax(&[("path", &long)], false).file("package/x", b"x");
+            }),
+        ),
+        (
+            "link target",
+            package_with(|t| {
+                t.pax(&[("linkpath", &long)], false)
+                    .symlink("package/l", "x");
+            }),
+        ),
+    ];
+    let mut whole = Vec::new();
+    for (name, bytes) in cases {
+        let e = inspect(&bytes, &Policy::default(), usize::MAX).expect_err("refused");
+        let text = e.to_string();
+        if text.len() > 2048 || !(text.contains("package/ppp") && text.contains('…')) {
+            whole.push(format!("{name}: {:?}, {} bytes", e.kind(), text.len()));
+        }
+    }
+    assert!(whole.is_empty(), "{whole:?}");
+}
+
 /// Streams the gzip of a header plus 4 GiB of zeros, compressing on the fly,
 /// and returns the error and how much compressed data it took.
 fn stream_bomb(tar_header: Option<[u8; BLOCK]>, policy: Policy) -> (TarballError, u64) {

@@ -22,7 +22,8 @@ pub enum TarballError {
     /// or that means different things on different platforms.
     #[error("unsafe entry path {path:?}: {reason}")]
     PathTraversal {
-        /// The entry path as stored in the archive.
+        /// The entry path as stored in the archive (one longer than the 4096 bytes accepted:
+        /// its first 256 bytes and `…`).
         path: String,
         /// Which rule it broke.
         reason: &'static str,
@@ -32,7 +33,8 @@ pub enum TarballError {
     LinkEscape {
         /// The link entry's path.
         path: String,
-        /// The link target as stored in the archive.
+        /// The link target as stored in the archive (one longer than the 4096 bytes accepted:
+        /// its first 256 bytes and `…`).
         target: String,
         /// Which rule it broke.
         reason: &'static str,

@@ -35,6 +35,17 @@ pub(crate) fn short(path: &str) -> &str {
     path.get(..end).unwrap_or_default()
 }
 
+/// `text` (a path or a link target) as an error keeps it: whole up to [`MAX_PATH`], the longest
+/// accepted; past it (a pax record's may be up to 1 MiB, refused for that) its first bytes, as
+/// [`short`] cuts them, and `…`, so that one hostile header does not make a megabyte error line.
+fn as_kept(text: &str) -> String {
+    if text.len() > MAX_PATH {
+        format!("{}…", short(text))
+    } else {
+        text.to_owned()
+    }
+}
+
 /// First path segment: the top-level folder npm strips.
 pub(crate) fn first_segment(path: &str) -> &str {
     path.split('/').next().unwrap_or_default()
@@ -80,7 +91,7 @@ fn unsafe_reason(path: &str) -> Option<&'static str> {
 pub(crate) fn check_entry_path(path: &str) -> Result<(), TarballError> {
     match unsafe_reason(path) {
         Some(reason) => Err(TarballError::PathTraversal {
-            path: path.to_owned(),
+            path: as_kept(path),
             reason,
         }),
         None => Ok(()),
@@ -260,8 +271,8 @@ fn unsafe_target(target: &str) -> Option<&'static str> {
 
 fn escape(entry: &Entry<'_>, reason: &'static str) -> TarballError {
     TarballError::LinkEscape {
-        path: entry.path.to_owned(),
-        target: entry.link.to_owned(),
+        path: as_kept(entry.path),
+        target: as_kept(entry.link),
         reason,
     }
 }
