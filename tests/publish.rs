@@ -405,6 +405,33 @@ async fn a_huge_document_is_refused_at_the_limit() {
         "{err}"
     );
     assert_eq!(stored(&store).await, 0);
+    // A document within the limit but made of the smallest values (`0,` parses into a 32-byte
+    // value; 24 times the text) is refused past one unit per 16 bytes of the limit, in
+    // `versions` (parsed when the attachment comes) and in any other member (parsed at the end).
+    let zeros = |n: usize| json!(vec![0; n]);
+    // Small objects (a B-tree node each, about 640 bytes) count as twenty values.
+    let small_objects = json!(vec![json!({"a": 0}); 30_000]);
+    for member in ["versions", "keywords", "contributors"] {
+        let mut doc = npm_doc("p", "1.0.0", &tgz);
+        match member {
+            "versions" => doc["versions"]["1.0.0"]["zeros"] = zeros(300_000),
+            "keywords" => doc[member] = zeros(300_000),
+            _ => doc[member] = small_objects.clone(),
+        }
+        let Err(err) = ingest(&Store::memory(), chunked(&text(&doc), 65_536), &options).await
+        else {
+            panic!("{member}: a document of 300,000 values was accepted");
+        };
+        assert_eq!(err.kind(), ErrorKind::TooLarge, "{member}: {err}");
+        assert!(err.to_string().contains("JSON values"), "{member}: {err}");
+        // Under one value per 16 bytes of the limit it is read as before.
+        match member {
+            "versions" => doc["versions"]["1.0.0"]["zeros"] = zeros(1_000),
+            _ => doc[member] = zeros(1_000),
+        }
+        let ok = ingest(&Store::memory(), chunked(&text(&doc), 65_536), &options).await;
+        assert!(ok.is_ok(), "{member}: {:?}", ok.err());
+    }
 }
 
 #[tokio::test]

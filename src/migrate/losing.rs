@@ -91,7 +91,7 @@ pub(crate) async fn tarballs(
         tracing::info!(id, rev, "losing revision no longer there (404)");
         return Ok(Vec::new());
     };
-    let doc = match strict_json::parse(&body, None, "document") {
+    let doc = match strict_json::parse(&body, None, "document", None) {
         Ok(doc) => doc,
         Err(e) => {
             let why = format!("conflicting revision {rev} cannot be read: {}", e.report());

@@ -15,8 +15,10 @@
 //! attachment too large: the put is aborted and nothing is stored, and the error names the field
 //! ([`Error::Document`], [`Error::IntegrityMismatch`], [`Error::TooLarge`]).
 //!
-//! Memory is bounded by `max_document` plus a few blocks of decoded bytes, whatever the size of
-//! the tarball (`benches/publish.rs` measures a 256 MiB one).
+//! Memory is bounded by `max_document`, its parsed form (a budget of one unit per 16 bytes of it:
+//! a value is one, an array four, an object twenty; about three times its size), and a few
+//! blocks of decoded bytes, whatever the size of the tarball (`benches/publish.rs` measures a
+//! 256 MiB one).
 //!
 //! ```no_run
 //! # async fn demo() -> tarvault::Result<()> {
@@ -53,7 +55,10 @@ use reader::Reader;
 #[derive(Debug, Clone)]
 pub struct PublishOptions {
     /// The most bytes the document may have without its attachment (its `versions`, `readme`
-    /// and the rest are held in memory to be parsed); more is [`Error::TooLarge`].
+    /// and the rest are held in memory to be parsed); more is [`Error::TooLarge`], and so is a
+    /// document that parses into more than one unit per 16 bytes of this limit (a value is one
+    /// unit, an array four, an object twenty): the smallest values, `0,` or `{"a":0},`, take 24
+    /// to 80 times their text once parsed.
     pub max_document: usize,
     /// Inspect the tarball as it streams in, under this policy, and refuse one whose
     /// `package.json` names another package or version than the document.
@@ -140,7 +145,9 @@ where
         upload_failed: false,
     };
     let parsed = parse.document().await.and_then(|()| {
-        let Value::Object(document) = strict_json::parse(&parse.doc, None, "body")? else {
+        let Value::Object(document) =
+            strict_json::parse(&parse.doc, None, "body", Some(options.max_document))?
+        else {
             return Err(Error::document("body", "not an object"));
         };
         let name = document::package_name(&document)?;
@@ -402,8 +409,12 @@ where
         // no version's tarball is refused before a byte of it is stored.
         let mut known = None;
         if let (Some(name), Some(range)) = (&self.name, &self.versions) {
-            let versions =
-                strict_json::parse(&self.doc[range.clone()], Some("versions"), "versions")?;
+            let versions = strict_json::parse(
+                &self.doc[range.clone()],
+                Some("versions"),
+                "versions",
+                Some(self.options.max_document),
+            )?;
             known = Some(document::expected_for(name, &versions, file)?);
         }
         let cap = Cap::new(self.options.max_tarball, self.length, file)?;
@@ -532,7 +543,7 @@ where
 /// the document's other members are at its end: JSON, with no key twice (named by its path under
 /// the attachment `at`).
 fn ignored_value(text: &[u8], at: &str, key: &str) -> Result<()> {
-    match strict_json::parse(text, Some(key), &format!("{at}.{key}")) {
+    match strict_json::parse(text, Some(key), &format!("{at}.{key}"), None) {
         Ok(_) => Ok(()),
         // The path starts at the member: `key.x`, or `["a key"].x` for a key that is not plain.
         Err(Error::Document { at: path, reason }) if reason == TWICE => {
