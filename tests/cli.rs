@@ -46,6 +46,50 @@ fn json_lines(out: &Output) -> Vec<serde_json::Value> {
         .collect()
 }
 
+/// `put --json` has a line for every file, in the order given: a file that could not be stored
+/// (here, one that is not there; there, a mismatch) gets one naming its error, beside stderr's.
+#[test]
+fn put_json_has_a_line_for_every_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = dir.path().join("store");
+    let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+    std::fs::write(&a, b"first").expect("write");
+    std::fs::write(&b, b"second").expect("write");
+    let missing = dir.path().join("missing");
+    let files = [&a, &missing, &b].map(|p| p.display().to_string());
+    let mut args = vec!["put", "--json"];
+    args.extend(files.iter().map(String::as_str));
+    let out = tv(&store, &args);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let lines = json_lines(&out);
+    assert_eq!(lines.len(), 3, "{lines:?}");
+    for (line, file) in lines.iter().zip(&files) {
+        assert_eq!(line["file"], file.as_str());
+    }
+    assert_eq!(lines[0]["integrity"], sha512_sri(b"first").as_str());
+    assert_eq!(lines[2]["integrity"], sha512_sri(b"second").as_str());
+    assert_eq!(lines[1]["error"], "I/O error", "{:?}", lines[1]);
+    assert!(lines[1].get("integrity").is_none());
+    let reason = lines[1]["reason"].as_str().unwrap_or_default();
+    assert!(reason.contains("missing"), "{reason}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains(reason));
+    // One file, refused for a mismatch: its line says so too.
+    let out = tv(
+        &store,
+        &[
+            "put",
+            "--json",
+            "--expect",
+            &sha512_sri(b"other"),
+            &files[0],
+        ],
+    );
+    assert_eq!(out.status.code(), Some(4));
+    let lines = json_lines(&out);
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert_eq!(lines[0]["error"], "integrity mismatch", "{:?}", lines[0]);
+}
+
 #[test]
 fn put_json_then_every_command() {
     let dir = tempfile::tempdir().expect("tempdir");

@@ -8,7 +8,7 @@ use tokio::io::AsyncWriteExt;
 
 use super::exit;
 use super::output::{
-    corrupt_lines, json_line, misplaced_lines, outln, stdout_failed, Held, PutLine,
+    corrupt_lines, json_line, misplaced_lines, outln, stdout_failed, FailedPutLine, Held, PutLine,
 };
 
 /// Read size for standard input.
@@ -84,6 +84,13 @@ pub(crate) async fn put(
             }
         }
         Err(e) => {
+            if json {
+                json_line(&FailedPutLine {
+                    file: name,
+                    error: e.kind().to_string(),
+                    reason: e.report().to_string(),
+                });
+            }
             eprintln!("tarvault: error: {}", e.report());
             if status == exit::OK {
                 status = super::exit_status(&e);

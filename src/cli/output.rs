@@ -29,6 +29,16 @@ pub(crate) struct PutLine<'a> {
     pub package: Option<&'a Report>,
 }
 
+/// `put --json`'s line for a file that was not stored (beside the error on stderr), so that a
+/// reader of the lines has one per file, in the order given: the error's kind in words (`not
+/// found`, `integrity mismatch`, `rejected`, `I/O error`...) and the whole report.
+#[derive(Serialize)]
+pub(crate) struct FailedPutLine<'a> {
+    pub file: &'a str,
+    pub error: String,
+    pub reason: String,
+}
+
 impl<'a> PutLine<'a> {
     pub(crate) fn new(
         file: &'a str,
