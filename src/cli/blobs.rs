@@ -211,6 +211,11 @@ async fn write_verified_file(stream: &mut tarvault::BlobStream, path: &Path) -> 
             .await
             .map_err(|e| io_error("set permissions of", path, e))?;
     }
+    // Its bytes reach the disk before its name does: after a crash the file is either not there
+    // or whole, never the empty or partial file a rename ahead of the data could leave.
+    file.sync_all()
+        .await
+        .map_err(|e| io_error("sync", path, e))?;
     drop(file);
     tmp_path
         .persist(path)
