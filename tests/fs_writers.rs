@@ -439,6 +439,17 @@ async fn fsck_reports_an_unreadable_blob_and_checks_the_rest() {
     let path = common::writable_blob(&b, &bad);
     std::fs::remove_file(&path).expect("unlink");
     std::fs::create_dir(&path).expect("a directory in its place");
+    // No blob of any size is vouched for there: `has` and `stat` say it is corrupt, as the read
+    // and fsck do.
+    let address = addr(&sha512_sri(&blobs[1]));
+    for (what, e) in [
+        ("contains", store.contains(&address).await.err()),
+        ("stat", store.stat(&address).await.err()),
+    ] {
+        let e = e.unwrap_or_else(|| panic!("{what}: a directory passed for the blob"));
+        assert_eq!(e.kind(), ErrorKind::Corrupt, "{what}: {e}");
+        assert!(e.to_string().contains("a directory"), "{what}: {e}");
+    }
     let report = store
         .fsck(&tarvault::FsckOptions::default())
         .await

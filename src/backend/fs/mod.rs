@@ -156,10 +156,26 @@ pub struct FsBackend {
 impl FsBackend {
     /// The blob file's `stat`, inline (`None`: no such file): what [`Backend::size_now`] and
     /// [`Backend::exists_now`] start from.
+    /// A directory (or a device, a socket) at a blob's path is no blob of any size: it is
+    /// [`Error::Corrupt`], as its read and fsck find, not a blob `has` and `stat` would vouch for.
     fn stat_now(&self, key: &BlobKey) -> Result<Option<std::fs::Metadata>> {
         let path = self.inner.layout.blob(key);
         match std::fs::metadata(&path) {
-            Ok(m) => Ok(Some(m)),
+            Ok(m) if m.is_file() => Ok(Some(m)),
+            Ok(m) => Err(Error::Corrupt {
+                address: key.to_string(),
+                backend: self.describe(),
+                expected: "a blob file".into(),
+                actual: format!(
+                    "{} at {}",
+                    if m.is_dir() {
+                        "a directory"
+                    } else {
+                        "not a regular file"
+                    },
+                    path.display()
+                ),
+            }),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(Error::io("stat", &path, e)),
         }
@@ -461,13 +477,9 @@ impl Backend for FsBackend {
     /// A `stat` and one index lookup, both in place: on a warm page cache each takes microseconds,
     /// less than a round trip through the blocking pool.
     async fn head(&self, key: &BlobKey) -> Result<Option<BlobStat>> {
-        let path = self.inner.layout.blob(key);
-        let meta = match std::fs::metadata(&path) {
-            Ok(m) => m,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(Error::io("stat", &path, e)),
-        };
-        Ok(Some(self.inner.stat_of(*key, &meta)))
+        Ok(self
+            .stat_now(key)?
+            .map(|meta| self.inner.stat_of(*key, &meta)))
     }
 
     /// One `stat` of the blob's file and its record, inline: on a hot dentry cache and a warm
