@@ -317,7 +317,12 @@ impl MantaBackend {
         }
         let size = text("content-length")
             .and_then(|v| v.parse::<u64>().ok())
-            .ok_or_else(|| self.describe_err("HEAD without Content-Length"))?;
+            .ok_or_else(|| {
+                self.describe_err(format!(
+                    "HEAD {} without Content-Length",
+                    self.layout.blob_path(key)
+                ))
+            })?;
         let modified = text("last-modified").and_then(|v| httpdate::parse_http_date(v).ok());
         let digests = (|| {
             let sha512 = hex::decode(text(META_SHA512)?).ok()?;
