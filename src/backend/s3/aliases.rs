@@ -34,7 +34,7 @@ async fn get_small(
     path: &Path,
     (range, max): (Option<Range<u64>>, u64),
 ) -> Result<Option<Bytes>> {
-    let op = format!("read {what}");
+    let op = format!("read {what} {path}");
     let opts = GetOptions {
         range: range.map(Into::into),
         ..GetOptions::default()
@@ -50,7 +50,7 @@ async fn get_small(
         Err(NotWhole::Over(size)) => Err(Error::backend(
             describe,
             format!(
-                "{op} {path}: the answer is {size} bytes, over the {max}-byte limit of an {what}"
+                "{op}: the answer is {size} bytes, over the {max}-byte limit of an {what}"
             ),
         )),
         // Gone since it answered: as if it had not been there.
