@@ -56,7 +56,8 @@ pub struct GcReport {
     pub listed: u64,
     /// Addresses in the live set.
     pub live_addresses: u64,
-    /// Live addresses that name no stored blob.
+    /// Live addresses that name no stored blob (an address of several sha512s counts once for
+    /// each of them that is not stored).
     pub live_missing: u64,
     /// Blobs kept because they are live.
     pub kept_live: u64,
@@ -144,11 +145,18 @@ async fn collect(
     for address in keep {
         let address = address?;
         report.live_addresses += 1;
-        let direct = address
+        // Every sha512 of the address: a read of it serves whichever is stored, so each may be
+        // the live blob (noting only the first would delete the blob a later one names).
+        let mut direct = address
             .all_of(Algorithm::Sha512)
-            .find_map(BlobKey::from_hash);
-        match direct {
-            Some(k) => live.note(k, 1)?,
+            .filter_map(BlobKey::from_hash)
+            .peekable();
+        match direct.peek() {
+            Some(_) => {
+                for k in direct {
+                    live.note(k, 1)?;
+                }
+            }
             // By sha1 or blake3: the index entry, checked against a trusted record where there
             // is one; not the blob's bytes (a live set may name every blob of a remote store).
             None => match store.live_key(&address).await? {
@@ -282,6 +290,31 @@ mod tests {
     use super::*;
     use crate::backend::memory::MemoryBackend;
     use crate::Digests;
+
+    /// A keep line of several sha512s names every blob a read of it may serve (`get` tries each
+    /// in turn): a blob named by the second is live even when the first is not stored.
+    #[tokio::test]
+    async fn every_sha512_of_a_keep_line_is_live() {
+        let store = Store::new(MemoryBackend::new());
+        let stored = crate::store::put_numbered(&store, 1).await[0].integrity();
+        let mut h = crate::integrity::MultiHasher::new(&[Algorithm::Sha512]);
+        h.update(b"never stored");
+        let absent = h.finalize().integrity().expect("integrity");
+        let line = Integrity::parse_address(&format!("{absent} {stored}")).expect("address");
+        assert!(
+            store.get(&line).await.is_ok(),
+            "a read of the line serves the blob"
+        );
+        let options = GcOptions {
+            grace: Duration::ZERO,
+            delete: true,
+        };
+        let report = gc(&store, [Ok(line)], &options, |_, _| {})
+            .await
+            .expect("gc");
+        assert_eq!(report.garbage, 0);
+        assert!(store.contains(&stored).await.expect("contains"));
+    }
 
     /// A live set larger than what is held in memory (it moves to disk) keeps exactly its blobs.
     #[tokio::test]
