@@ -5,7 +5,8 @@
 //! what opening and reading a small file in the page cache costs itself, and puts the bytes on
 //! another core than the one that hashes them. So a file up to [`READ_WHOLE`] is opened and read
 //! whole on the calling task (microseconds, like any small syscall an async task makes); a larger
-//! one is streamed through tokio's file in [`READ_CHUNK`] pieces.
+//! one, or anything but a regular file (a pipe), is streamed through tokio's file in
+//! [`READ_CHUNK`] pieces.
 
 use std::io::{self, Read};
 use std::path::PathBuf;
@@ -83,8 +84,11 @@ pub(crate) fn opened_file_input(
     path: PathBuf,
 ) -> BoxStream<'static, io::Result<Bytes>> {
     let read = async move {
-        let len = file.metadata()?.len();
-        if len > READ_WHOLE {
+        let meta = file.metadata()?;
+        let len = meta.len();
+        // Only a regular file's length says how much a read whole holds: a pipe or a device
+        // (`/dev/stdin`, `<(curl …)`) says 0 and may bring gigabytes, so it is streamed.
+        if len > READ_WHOLE || !meta.is_file() {
             return Ok(Err(file));
         }
         Ok(Ok(Bytes::from(read_whole(&file, len)?)))
@@ -105,4 +109,49 @@ pub(crate) fn opened_file_input(
             read.map_err(|e| io::Error::new(e.kind(), crate::Error::io("read", path.clone(), e)))
         })
         .boxed()
+}
+
+#[cfg(all(test, unix))]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    /// A pipe (`tarvault put /dev/stdin`, `<(curl …)`) says it is 0 bytes long: it is streamed in
+    /// pieces, not read whole into memory however much comes down it.
+    #[tokio::test]
+    async fn a_pipe_is_streamed_not_read_whole() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let fifo = dir.path().join("fifo");
+        let made = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .expect("mkfifo");
+        assert!(made.success());
+        let sent = 4 * READ_WHOLE as usize;
+        let writer = {
+            let fifo = fifo.clone();
+            std::thread::spawn(move || {
+                let mut w = std::fs::OpenOptions::new()
+                    .write(true)
+                    .open(fifo)
+                    .expect("open the fifo");
+                // The reader may stop early (the assertion below): a broken pipe is fine.
+                let _ = w.write_all(&vec![7u8; sent]);
+            })
+        };
+        let file = std::fs::File::open(&fifo).expect("open the fifo");
+        let mut stream = opened_file_input(file, fifo);
+        let mut total = 0;
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.expect("read");
+            assert!(
+                chunk.len() <= READ_CHUNK,
+                "one piece of {} bytes",
+                chunk.len()
+            );
+            total += chunk.len();
+        }
+        assert_eq!(total, sent);
+        writer.join().expect("writer");
+    }
 }
