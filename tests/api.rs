@@ -181,3 +181,27 @@ async fn errors_name_what_was_wrong_briefly() {
         "integrity mismatch"
     );
 }
+
+/// A put that expects a size stops at the first byte past it: an input longer than it said (an
+/// upload that never ends, say) is refused as it goes by, not read, hashed and written to its end.
+#[tokio::test]
+async fn a_put_stops_reading_past_its_expected_size() {
+    let store = Store::memory();
+    let endless = futures::stream::unfold((), |()| async {
+        tokio::task::yield_now().await;
+        Some((Ok(Bytes::from_static(b"0123456789")), ()))
+    });
+    let options = PutOptions {
+        expected_size: Some(25),
+        ..PutOptions::default()
+    };
+    let put = tokio::time::timeout(
+        std::time::Duration::from_secs(3),
+        store.put(endless, &options),
+    )
+    .await
+    .expect("the put ends instead of reading on for ever");
+    let err = put.expect_err("longer than expected");
+    assert_eq!(err.kind(), ErrorKind::IntegrityMismatch);
+    assert!(err.to_string().contains("25 bytes"), "{err}");
+}

@@ -348,6 +348,7 @@ impl Store {
             None => None,
         };
         let mut buf = BytesMut::new();
+        let mut read = 0u64;
         // `Ok(true)`: the inspector rejected the bytes and reading stopped early.
         let result: Result<bool> = async {
             loop {
@@ -355,6 +356,16 @@ impl Store {
                 let ended = next.is_none();
                 let chunk = match next {
                     Some(Ok(chunk)) => {
+                        read += chunk.len() as u64;
+                        // Past the expected size it is a mismatch already: not read on (an
+                        // input need never end), written or hashed.
+                        if let Some(size) = options.expected_size.filter(|&n| read > n) {
+                            return Err(Error::IntegrityMismatch {
+                                what: what.clone(),
+                                expected: format!("{size} bytes"),
+                                actual: format!("more than {size} bytes"),
+                            });
+                        }
                         if buf.is_empty() && chunk.len() >= COALESCE {
                             Some(chunk)
                         } else {
