@@ -49,9 +49,7 @@ async fn get_small(
         Ok(body) => Ok(Some(body)),
         Err(NotWhole::Over(size)) => Err(Error::backend(
             describe,
-            format!(
-                "{op}: the answer is {size} bytes, over the {max}-byte limit of an {what}"
-            ),
+            format!("{op}: the answer is {size} bytes, over the {max}-byte limit of an {what}"),
         )),
         // Gone since it answered: as if it had not been there.
         Err(NotWhole::Failed(e)) => absent_ok(describe, &op, Err(e)),
