@@ -89,7 +89,12 @@ pub fn keep_file(path: &Path) -> Result<impl Iterator<Item = Result<Integrity>>>
             Ok(l) => l,
             Err(e) => return Some(Err(Error::io("read", &path, e))),
         };
-        keep_line(&path, n + 1, line.trim()).transpose()
+        // A file saved by an editor that marks UTF-8 (a byte-order mark) is the same file.
+        let text = match n {
+            0 => line.strip_prefix('\u{feff}').unwrap_or(&line),
+            _ => &line,
+        };
+        keep_line(&path, n + 1, text.trim()).transpose()
     }))
 }
 
@@ -290,6 +295,31 @@ mod tests {
     use super::*;
     use crate::backend::memory::MemoryBackend;
     use crate::Digests;
+
+    /// A keep file that starts with a UTF-8 byte-order mark (as some editors save) is read as
+    /// the same file without it: its first line, a comment or a mapping's JSON line, is what it
+    /// is, not a line that does not parse (an address alone was read already: npm's whitespace,
+    /// which addresses are split on, includes the mark).
+    #[test]
+    fn a_keep_file_may_start_with_a_byte_order_mark() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let sha1 = "5b8a3a7765dfe001261dde915589e782f8c94d1e";
+        let want = Integrity::parse_address(sha1).expect("sha1").to_string();
+        for first in [
+            "# live tarballs".to_string(),
+            format!(r#"{{"integrity":"{sha1}"}}"#),
+        ] {
+            let path = dir.path().join("keep");
+            std::fs::write(&path, format!("\u{feff}{first}\n{sha1}\n")).expect("write");
+            let lines: Vec<_> = keep_file(&path).expect("open").collect();
+            assert!(lines.iter().all(Result::is_ok), "{first}: {lines:?}");
+            let addresses: Vec<String> = lines.iter().flatten().map(|i| i.to_string()).collect();
+            assert!(
+                !addresses.is_empty() && addresses.iter().all(|a| *a == want),
+                "{first}"
+            );
+        }
+    }
 
     /// A keep line of several sha512s names every blob a read of it may serve (`get` tries each
     /// in turn): a blob named by the second is live even when the first is not stored.
