@@ -443,9 +443,9 @@ pub(super) fn slice(
 
 /// The answer for a blob whose copy of `size` bytes the wrapper found bad (`found`: what it
 /// hashed to) in `backend`, with no other copy good: its reader meets the verdict,
-/// [`Error::Corrupt`], before any of its bytes. Handed on as bytes, a copy held in a temporary file would reach a server's
-/// client chunk by chunk under a `200` before the store could hash its end. A `range` outside
-/// the copy is refused as a bad range.
+/// [`Error::Corrupt`], before any of its bytes. Handed on as bytes, a copy held in a temporary
+/// file would reach a server's client chunk by chunk under a `200` before the store could hash
+/// its end. A `range` outside the copy is refused as a bad range.
 pub(super) fn refused(
     key: &BlobKey,
     size: u64,

@@ -155,7 +155,8 @@ pub struct FsBackend {
 
 impl FsBackend {
     /// The blob file's `stat`, inline (`None`: no such file): what [`Backend::size_now`] and
-    /// [`Backend::exists_now`] start from.
+    /// [`Backend::exists_now`] and [`Backend::head`] start from.
+    ///
     /// A directory (or a device, a socket) at a blob's path is no blob of any size: it is
     /// [`Error::Corrupt`], as its read and fsck find, not a blob `has` and `stat` would vouch for.
     fn stat_now(&self, key: &BlobKey) -> Result<Option<std::fs::Metadata>> {
