@@ -574,6 +574,17 @@ pub(crate) fn parse_flag(value: &str) -> Option<bool> {
     }
 }
 
+/// Refuses a store URL option `key` that `earlier` (the keys before it) holds already: given twice,
+/// it says two things, and which one was meant is not ours to guess. One rule for every
+/// backend's URL, as with [`parse_flag`].
+#[cfg(any(feature = "fs", feature = "s3", feature = "manta"))]
+pub(crate) fn option_once<'a>(mut earlier: impl Iterator<Item = &'a str>, key: &str) -> Result<()> {
+    if earlier.any(|k| k == key) {
+        return Err(Error::Config(format!("store option {key:?} given twice")));
+    }
+    Ok(())
+}
+
 /// The HTTP client of the remote backends that speak plain HTTP (Manta, another tarvault): one
 /// configuration for timeouts and the user agent.
 #[cfg(feature = "manta")]

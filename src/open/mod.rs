@@ -181,11 +181,8 @@ async fn open_file(spec: &str) -> Result<crate::backend::fs::FsBackend> {
     let mut options = crate::backend::fs::FsOptions::default();
     let mut given: Vec<&str> = Vec::new();
     for pair in query.split('&').filter(|p| !p.is_empty()) {
-        // Given twice, an option says two things: which one was meant is not for us to guess.
         let key = pair.split_once('=').map_or(pair, |(k, _)| k);
-        if given.contains(&key) {
-            return Err(Error::Config(format!("store option {key:?} given twice")));
-        }
+        crate::backend::option_once(given.iter().copied(), key)?;
         given.push(key);
         match pair.split_once('=') {
             Some(("fsync", v)) => {

@@ -117,11 +117,8 @@ impl MantaConfig {
                 .decode_utf8()
                 .map_err(|e| Error::Config(format!("bad value for {k}: {e}")))?
                 .into_owned();
-            // Given twice, an option says two things (and `user` was read from the first,
-            // `durability` from the last): which one was meant is not ours to guess.
-            if pairs.iter().any(|(n, _)| n == k) {
-                return Err(Error::Config(format!("store option {k:?} given twice")));
-            }
+            // (`user` had been read from the first of two, `durability` from the last.)
+            crate::backend::option_once(pairs.iter().map(|(n, _)| n.as_str()), k)?;
             pairs.push((k.to_string(), v));
         }
         let get = |k: &str| pairs.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());

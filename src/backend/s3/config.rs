@@ -105,10 +105,7 @@ impl S3Config {
             let (k, v) = pair
                 .split_once('=')
                 .ok_or_else(|| Error::Config(format!("store option {pair:?} has no value")))?;
-            // Given twice, an option says two things: which one was meant is not ours to guess.
-            if given.contains(&k) {
-                return Err(Error::Config(format!("store option {k:?} given twice")));
-            }
+            crate::backend::option_once(given.iter().copied(), k)?;
             given.push(k);
             let bad = || Error::Config(format!("bad value for store option {k}: {v:?}"));
             match k {
