@@ -21,9 +21,9 @@
 //! 1. [`tarball`] (tar/gzip parsing, no other module), [`units`] (sizes, durations, rates) and
 //!    `package_name` (which npm package names can be stored and served);
 //! 2. the error type ([`Error`], [`ErrorKind`]);
-//! 3. [`integrity`] (SRI parsing and hashing), `task` (blocking work off the runtime) and
+//! 3. [`integrity`] (SRI parsing and hashing), `task` (blocking work off the runtime),
 //!    `strict_json` (JSON with every repeated key refused, for the clients that read registry
-//!    documents);
+//!    documents) and `host_tmp` (the private temp directory a user's processes share);
 //! 4. [`backend`]: the trait, the backends and the composite wrappers;
 //! 5. the store ([`Store`]);
 //! 6. [`open`]: store specs and composition configuration, building backends and stores; and
@@ -38,6 +38,13 @@
 
 pub mod backend;
 mod error;
+#[cfg(any(
+    feature = "s3",
+    feature = "manta",
+    feature = "migrate",
+    feature = "server"
+))]
+mod host_tmp;
 pub mod integrity;
 #[cfg(any(feature = "migrate", feature = "server"))]
 pub mod mapping;

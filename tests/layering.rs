@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 const LAYERS: &[&[&str]] = &[
     &["tarball", "units", "package_name"],
     &["error"],
-    &["integrity", "task", "strict_json"],
+    &["integrity", "task", "strict_json", "host_tmp"],
     &["backend"],
     &["store"],
     &["open", "mapping"],

@@ -281,10 +281,10 @@ async fn a_line_without_end_is_refused_not_read_whole() {
 }
 
 /// Where no database can be made beside the mapping (here its name is taken by a directory; a
-/// read-only directory does the same for a user other than root), the servers of the host keep one
-/// in the temp directory (`TMPDIR`), named after the mapping, and share it: two real processes
-/// find the one file there. Where none can be made there either, the mapping is served from
-/// memory.
+/// read-only directory does the same for a user other than root), the user's servers on the host
+/// keep one in the user's private temp directory (`$TMPDIR/tarvault-<uid>`), named after the
+/// mapping, and share it: two real processes find the one file there. Where none can be made
+/// there either, the mapping is served from memory.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_mapping_whose_database_cannot_be_beside_it_is_kept_in_the_temp_directory() {
     let f = Fixture::new().await;
@@ -295,15 +295,8 @@ async fn a_mapping_whose_database_cannot_be_beside_it_is_kept_in_the_temp_direct
     std::fs::create_dir(&tmp).unwrap_or_else(|e| panic!("{e}"));
     let tmpdir = tmp.display().to_string();
     let store = f.dir.path().join("store");
-    let databases = || -> Vec<PathBuf> {
-        let mut found: Vec<PathBuf> = std::fs::read_dir(&tmp)
-            .unwrap_or_else(|e| panic!("{e}"))
-            .map(|e| e.unwrap_or_else(|e| panic!("{e}")).path())
-            .filter(|p| p.extension().is_some_and(|x| x == "sqlite"))
-            .collect();
-        found.sort();
-        found
-    };
+    let private = tmp.join(format!("tarvault-{}", unsafe { libc::geteuid() }));
+    let databases = || -> Vec<PathBuf> { sqlite_files(&private) };
 
     let first = Cli::start_with(&store, &f.map, &[("TMPDIR", &tmpdir)]);
     assert_eq!(first.status(&url(3)).await, 200);
@@ -341,6 +334,53 @@ async fn a_mapping_whose_database_cannot_be_beside_it_is_kept_in_the_temp_direct
     assert_eq!(third.status(&url(4)).await, 200);
     assert_eq!(third.status(&url(5)).await, 404);
     assert!(name.is_dir() && db.is_dir(), "left as they were");
+    assert!(
+        sqlite_files(&tmp).is_empty(),
+        "nothing in the temp directory itself"
+    );
+}
+
+/// A `tarvault-<uid>` directory in the temp directory that others may write (any local user
+/// could have made it first, and put a database there that maps a URL to another package's
+/// blob) is not used: the server holds the mapping in memory and writes nothing into it, nor
+/// into the temp directory itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_temp_directory_others_can_write_is_not_trusted_with_the_mapping() {
+    use std::os::unix::fs::PermissionsExt;
+    let f = Fixture::new().await;
+    f.append(&f.blob(3).await);
+    std::fs::create_dir(f.db()).unwrap_or_else(|e| panic!("{e}"));
+    let tmp = f.dir.path().join("tmp");
+    let planted = tmp.join(format!("tarvault-{}", unsafe { libc::geteuid() }));
+    std::fs::create_dir_all(&planted).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::set_permissions(&planted, std::fs::Permissions::from_mode(0o777))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let tmpdir = tmp.display().to_string();
+    let store = f.dir.path().join("store");
+    let server = Cli::start_with(&store, &f.map, &[("TMPDIR", &tmpdir)]);
+    assert_eq!(server.status(&url(3)).await, 200);
+    assert_eq!(server.status(&url(4)).await, 404);
+    assert!(
+        sqlite_files(&planted).is_empty(),
+        "the open directory was used"
+    );
+    assert!(
+        sqlite_files(&tmp).is_empty(),
+        "the temp directory itself was used"
+    );
+}
+
+/// The SQLite databases (`*.sqlite`) directly in `dir` (none if it does not exist), sorted.
+fn sqlite_files(dir: &Path) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut found: Vec<PathBuf> = entries
+        .map(|e| e.unwrap_or_else(|e| panic!("{e}")).path())
+        .filter(|p| p.extension().is_some_and(|x| x == "sqlite"))
+        .collect();
+    found.sort();
+    found
 }
 
 /// `n` mapping lines, `pkg-<i>` for each `i` in `range`, each naming one of `blobs` (URLs, not

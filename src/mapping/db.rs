@@ -109,19 +109,26 @@ pub(crate) struct MapDb {
 
 impl MapDb {
     /// Opens (building or updating it from `mapping`) the database beside `mapping`, or, where no
-    /// file can be made there (a read-only directory), one named after the mapping's path in the
-    /// temp directory ([`std::env::temp_dir`], `TMPDIR`), which the host's processes share in the
-    /// same way. A damaged database is deleted and built again. A database whose write lock
-    /// another process holds past the busy timeout (it is reading a large mapping in) is waited
-    /// for again: it will be there, and a second database, or the mapping in memory, would cost
-    /// what the first one saves.
+    /// file can be made there (a read-only directory), one named after the mapping's path in this
+    /// user's private temp directory (`$TMPDIR/tarvault-<uid>`, `host_tmp`: in the temp directory
+    /// itself another user could plant a database that maps a URL to another package's blob), which
+    /// the user's processes on the host share in the same way. A damaged database is deleted and
+    /// built again. A database whose write lock another process holds past the busy timeout (it is
+    /// reading a large mapping in) is waited for again: it will be there, and a second database, or
+    /// the mapping in memory, would cost what the first one saves.
     pub(crate) fn open(mapping: &Path) -> Result<MapDb> {
         let mut name = mapping.as_os_str().to_os_string();
         name.push(".sqlite");
         let beside = PathBuf::from(name);
         match Self::open_waiting(mapping, &beside) {
             Err(e @ Error::Index { .. }) if !e.is_corrupt_db() => {
-                let other = std::env::temp_dir().join(shared_name(mapping));
+                let other = match crate::host_tmp::dir() {
+                    Ok(dir) => dir.join(shared_name(mapping)),
+                    Err(e2) => {
+                        tracing::warn!(mapping = %mapping.display(), error = %e2, "no database beside the mapping, and no private temp directory to keep one in");
+                        return Err(e);
+                    }
+                };
                 tracing::info!(mapping = %mapping.display(), db = %other.display(), error = %e.report(), "no database beside the mapping; keeping it in the temp directory");
                 Self::open_waiting(mapping, &other).map_err(|e2| {
                     tracing::warn!(db = %other.display(), error = %e2.report(), "no database for the mapping in the temp directory either");

@@ -550,9 +550,13 @@ pub async fn processes_of_a_host_read_an_old_log_once(s: &Server) {
     let all = put_some(s, &prefix, 64).await;
     make_legacy(&s.raw(), &prefix, &all).await;
     let tmp = tempfile::tempdir().expect("temp dir");
+    // The tables are kept in the user's private directory there.
+    let private = tmp
+        .path()
+        .join(format!("tarvault-{}", unsafe { libc::geteuid() }));
     let tables = || {
-        std::fs::read_dir(tmp.path())
-            .expect("temp dir")
+        std::fs::read_dir(&private)
+            .expect("the user's private temp directory")
             .filter_map(|e| e.ok())
             .filter(|e| e.file_name().to_string_lossy().ends_with(".tbl"))
             .count()

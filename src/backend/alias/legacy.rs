@@ -238,10 +238,15 @@ impl<S: SegmentStore> LegacyLog<S> {
         st.forgot_now();
     }
 
-    /// Where this store's fingerprint tables are shared with the host's other processes.
-    fn shared(&self) -> Shared {
-        let dir = self.spill_dir.clone().unwrap_or_else(std::env::temp_dir);
-        Shared::new(dir, &self.store.describe())
+    /// Where this store's fingerprint tables are shared with the host's other processes: this
+    /// user's private temp directory (`host_tmp`), where no other user can plant a table or hold
+    /// the lock. Blocking (the directory is made if missing).
+    fn shared(&self) -> std::io::Result<Shared> {
+        let dir = match &self.spill_dir {
+            Some(dir) => dir.clone(),
+            None => crate::host_tmp::dir()?,
+        };
+        Ok(Shared::new(dir, &self.store.describe()))
     }
 
     /// Whether, since `t`, a segment was forgotten (imported by now) or the segments were listed
@@ -389,8 +394,9 @@ impl<S: SegmentStore> LegacyLog<S> {
         };
         if listed.is_empty() {
             // No log (any more): the tables a process published for it are of no use.
-            let shared = self.shared();
-            let _ = tokio::task::spawn_blocking(move || shared.remove_all()).await;
+            if let Ok(shared) = self.shared() {
+                let _ = tokio::task::spawn_blocking(move || shared.remove_all()).await;
+            }
             return Ok(());
         }
         if new.len() >= self.spill_from {
@@ -425,7 +431,10 @@ impl<S: SegmentStore> LegacyLog<S> {
         new: &[String],
         listed: &[String],
     ) -> Result<std::io::Result<Vec<String>>> {
-        let shared = self.shared();
+        let shared = match self.shared() {
+            Ok(shared) => shared,
+            Err(e) => return Ok(Err(e)),
+        };
         let held: Vec<std::path::PathBuf> = {
             let st = self.lock();
             st.tables

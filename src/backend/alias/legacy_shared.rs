@@ -1,16 +1,17 @@
 //! The fingerprint tables of an upgrading store's old log ([`super::legacy_table`]), shared
 //! by the processes of one host.
 //!
-//! Each process answering lookups during an upgrade reads the whole old log once to fingerprint
-//! it: about 9.8 GB at 40M blobs, and a registry runs one process per core. So a table is
-//! published in the temp directory under a name of the store (`tarvault-aliaslog-<hash of the
-//! store>-<random>.tbl`), and a process that finds one takes the segments it covers from it
-//! instead of reading them. The host's processes build tables one at a time (a lock file beside
-//! them), so processes starting together wait for the first one's table rather than each reading
-//! the log. Segments are immutable and their names unique, so a table is right about every
-//! segment it names for as long as that segment exists; segments imported since are marked gone
-//! by each process as it finds them gone, and a table none of whose segments is listed any more
-//! is deleted by whichever process notices.
+//! Each process answering lookups during an upgrade reads the whole old log once to fingerprint it:
+//! about 9.8 GB at 40M blobs, and a registry runs one process per core. So a table is published
+//! under a name of the store (`tarvault-aliaslog-<hash of the store>-<random>.tbl`) in the user's
+//! private temp directory (`$TMPDIR/tarvault-<uid>`, see `crate::host_tmp`: another local user
+//! could otherwise plant a table that hides aliases, or hold the lock), and a process that finds
+//! one takes the segments it covers from it instead of reading them. The host's processes build
+//! tables one at a time (a lock file beside them), so processes starting together wait for the
+//! first one's table rather than each reading the log. Segments are immutable and their names
+//! unique, so a table is right about every segment it names for as long as that segment exists;
+//! segments imported since are marked gone by each process as it finds them gone, and a table none
+//! of whose segments is listed any more is deleted by whichever process notices.
 
 use std::collections::HashSet;
 use std::fs::{File, OpenOptions, TryLockError};
