@@ -55,10 +55,25 @@ async fn migrate_lib(
     dir: &Path,
     concurrency: usize,
 ) -> Summary {
+    migrate_with(couch, db, store, dir, |opts| {
+        opts.concurrency = concurrency;
+        opts.batch = 7; // several _changes pages
+    })
+    .await
+}
+
+/// A migration of `db` into `store` through the library, its state and mapping in `dir`, with
+/// the options `set` changes.
+async fn migrate_with(
+    couch: &Couch,
+    db: &str,
+    store: &Store,
+    dir: &Path,
+    set: impl FnOnce(&mut MigrateOptions),
+) -> Summary {
     let source = CouchSource::parse(&format!("{}/{db}", couch.base)).expect("source");
     let mut opts = MigrateOptions::new(dir.join("state.json"), dir.join("map.jsonl"));
-    opts.concurrency = concurrency;
-    opts.batch = 7; // several _changes pages
+    set(&mut opts);
     Migration::new(source, store.clone(), opts)
         .expect("migration")
         .run()
@@ -397,6 +412,77 @@ async fn a_losing_conflicting_revision_is_listed_and_its_own_tarballs_stored() {
     assert_eq!(again.report.counts, c, "nothing counted twice");
     let problems = read_problems_file(&dir.path().join("state.json.problems.jsonl"));
     assert_eq!(problems.len(), 4, "{problems:#?}");
+}
+
+/// A losing revision's orphan attachments are the winner's orphans' kind of bytes: listed, and
+/// with `keep_orphans` stored, so that retiring CouchDB drops none of them; one the winner holds
+/// as well has one line, not two. (They were neither listed nor stored.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_losing_revision_s_orphans_are_listed_and_kept() {
+    let Some(couch) = couch() else {
+        return;
+    };
+    let db = db_name("lostorphan");
+    couch.create_db(&db).await;
+    let v = Ver::honest("twig", "1.0.0", noise(2000, 60).into());
+    let (shared, only) = (noise(2100, 61), noise(2200, 62));
+    let lost_rev = "1-aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+    let mut loser = fullfat(
+        "twig",
+        std::slice::from_ref(&v),
+        &[("twig-0.1.0.tgz", &shared), ("twig-0.2.0.tgz", &only)],
+    );
+    loser["_rev"] = Value::from(lost_rev);
+    let mut winner = fullfat(
+        "twig",
+        std::slice::from_ref(&v),
+        &[("twig-0.1.0.tgz", &shared)],
+    );
+    winner["_rev"] = Value::from("1-ffffffffffffffffffffffffffffffff");
+    couch.put_revs(&db, &[loser, winner]).await;
+    let only_sri: Integrity = sha512_sri(&only).parse().expect("sri");
+    for keep in [false, true] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(&store_spec(&dir.path().join("store")))
+            .await
+            .expect("store");
+        let summary =
+            migrate_with(&couch, &db, &store, dir.path(), |o| o.keep_orphans = keep).await;
+        let c = summary.report.counts;
+        assert_eq!(
+            (c.migrated, c.losing_revision, c.orphan, c.losing_tarball),
+            (1, 1, 2, 0),
+            "keep {keep}: {c:?}"
+        );
+        let problems = read_problems_file(&dir.path().join("state.json.problems.jsonl"));
+        let orphans: Vec<&Problem> = problems
+            .iter()
+            .filter(|p| p.kind == OutcomeKind::Orphan)
+            .collect();
+        let files: BTreeSet<_> = orphans.iter().filter_map(|p| p.file.as_deref()).collect();
+        assert_eq!(
+            files,
+            BTreeSet::from(["twig-0.1.0.tgz", "twig-0.2.0.tgz"]),
+            "{problems:#?}"
+        );
+        let Some(lost) = orphans
+            .iter()
+            .find(|p| p.file.as_deref() == Some("twig-0.2.0.tgz"))
+        else {
+            panic!("no line for the losing revision's orphan: {problems:#?}");
+        };
+        assert!(lost.detail.contains(lost_rev), "{lost:?}");
+        assert_eq!(
+            lost.integrity.as_deref(),
+            keep.then(|| only_sri.to_string()).as_deref(),
+            "{lost:?}"
+        );
+        assert_eq!(
+            store.contains(&only_sri).await.expect("contains"),
+            keep,
+            "the losing revision's own orphan"
+        );
+    }
 }
 
 /// `--keep-orphans`: an attachment no version names is stored too, verified against the md5

@@ -48,18 +48,33 @@ pub(crate) fn list(id: &str, doc: &Map<String, Value>, plan: &mut DocPlan) {
 /// as `algorithm-hex`: the winner's tarballs stored or mapped before, then what each losing
 /// revision stored (a branch of many revisions holds the same tarballs). A losing revision's
 /// tarball with any of them is not fetched again. Only what verified counts: a winner's version
-/// whose bytes disagree with its digests vouches for nothing.
+/// whose bytes disagree with its digests vouches for nothing. Beside them, the orphan
+/// attachments already listed ([`Orphan::keys`](super::orphans::Orphan::keys)), so that one
+/// every revision holds has one line.
 #[derive(Debug, Default)]
-pub(crate) struct Vouched(HashSet<String>);
+pub(crate) struct Vouched {
+    stored: HashSet<String>,
+    orphans: HashSet<String>,
+}
 
 impl Vouched {
     fn holds(&self, job: &TarballJob) -> bool {
-        job_digests(job).any(|d| self.0.contains(&d))
+        job_digests(job).any(|d| self.stored.contains(&d))
     }
 
     /// Adds a stored tarball's [`digests`].
     pub(crate) fn add(&mut self, digests: Vec<String>) {
-        self.0.extend(digests);
+        self.stored.extend(digests);
+    }
+
+    /// Notes an orphan attachment's [`keys`](super::orphans::Orphan::keys); false if its bytes
+    /// were stored or listed already (then it needs no line of its own).
+    pub(crate) fn first_orphan(&mut self, keys: &[String]) -> bool {
+        let seen = keys
+            .iter()
+            .any(|k| self.stored.contains(k) || self.orphans.contains(k));
+        self.orphans.extend(keys.iter().cloned());
+        !seen
     }
 }
 
@@ -77,8 +92,10 @@ fn job_digests(job: &TarballJob) -> impl Iterator<Item = String> + '_ {
 
 /// Reads the losing revision `rev` of document `id` and stores the tarballs only it holds (those
 /// `vouched` does not hold, which gains those stored): one [`OutcomeKind::LosingTarball`] line
-/// each, saying where it is stored or why it is not. `Err` as for [`transfer::transfer`]: the
-/// server or the store failing after retries.
+/// each, saying where it is stored or why it is not. Its orphan attachments that no other
+/// revision holds are listed too ([`OutcomeKind::Orphan`]), and stored with `keep_orphans`, as
+/// the winner's are: retiring CouchDB must not drop them either. `Err` as for
+/// [`transfer::transfer`]: the server or the store failing after retries.
 pub(crate) async fn tarballs(
     ctx: &Context,
     id: &str,
@@ -131,6 +148,21 @@ pub(crate) async fn tarballs(
         }
         if p.integrity.is_some() {
             vouched.add(its);
+        }
+        lines.push(p);
+    }
+    for orphan in plan.orphans {
+        let keys = orphan.keys();
+        if !vouched.first_orphan(&keys) {
+            continue;
+        }
+        let orphan = orphan.of_losing(rev);
+        let p = match ctx.keep_orphans {
+            true => orphan.keep(ctx).await?,
+            false => orphan.listed(),
+        };
+        if p.integrity.is_some() {
+            vouched.add(keys);
         }
         lines.push(p);
     }

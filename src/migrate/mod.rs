@@ -473,21 +473,30 @@ async fn process_doc(ctx: &Context, row: ChangeRow) -> Result<DocDone> {
             Transferred::Recorded(kind, problem) => done.record(kind, Some(problem)),
         }
     }
-    let orphans = plan.orphans.into_iter().map(|o| async move {
-        if ctx.keep_orphans {
-            o.keep(ctx).await
-        } else {
-            Ok(o.listed())
+    let orphans = plan.orphans.into_iter().map(|o| {
+        let keys = o.keys();
+        vouched.first_orphan(&keys);
+        async move {
+            let problem = match ctx.keep_orphans {
+                true => o.keep(ctx).await?,
+                false => o.listed(),
+            };
+            Ok::<_, Error>((problem, keys))
         }
     });
-    for problem in futures::future::join_all(orphans).await {
-        done.record(OutcomeKind::Orphan, Some(problem?));
+    let orphans: Vec<_> = orphans.collect();
+    for outcome in futures::future::join_all(orphans).await {
+        let (problem, keys) = outcome?;
+        if problem.integrity.is_some() {
+            vouched.add(keys);
+        }
+        done.record(OutcomeKind::Orphan, Some(problem));
     }
     // After the winner's, so that a tarball both revisions hold is fetched once; conflicts are
     // rare, and one at a time is enough.
     for rev in &plan.losing {
         for problem in losing::tarballs(ctx, &row_id, rev, &mut vouched).await? {
-            done.record(OutcomeKind::LosingTarball, Some(problem));
+            done.record(problem.kind, Some(problem));
         }
     }
     ctx.progress.doc_done(done.counts.failures());

@@ -1,10 +1,12 @@
 //! Attachments no version's `dist.tarball` names. No packument leads a client to one, so none is
 //! mapped; each is listed, and with `MigrateOptions::keep_orphans` stored too, verified against
 //! what CouchDB keeps of it (its md5 and length), so that retiring CouchDB loses none of the
-//! bytes it held.
+//! bytes it held. A losing revision's orphans are handled alike (`losing.rs`), once each: one
+//! whose bytes the winner holds too is not listed again.
 
 use serde_json::Value;
 
+use super::losing;
 use super::planner::{stub_length, stub_md5, TarballJob};
 use super::report::{OutcomeKind, Problem};
 use super::transfer::{self, Context};
@@ -45,6 +47,24 @@ impl Orphan {
             }),
         };
         Orphan { problem, job }
+    }
+
+    /// The orphan of the losing revision `rev` of a conflicted document: its line says so.
+    pub(crate) fn of_losing(mut self, rev: &str) -> Orphan {
+        self.problem.detail = format!(
+            "attachment of conflicting revision {rev} (which lost to the revision served) not \
+             referenced by any of its versions' dist.tarball"
+        );
+        self
+    }
+
+    /// What tells this attachment's bytes from others' (see [`losing::Vouched`]): the digests
+    /// its job checks them against, or where it has none to check, its name.
+    pub(crate) fn keys(&self) -> Vec<String> {
+        match &self.job {
+            Ok(job) => losing::digests(job),
+            Err(_) => vec![format!("attachment {:?}", self.problem.file)],
+        }
     }
 
     /// Its line as it is, the attachment left where it is.
