@@ -185,3 +185,44 @@ fn no_credentials_is_a_config_error_naming_the_variables() {
     assert!(err.contains("AWS_ACCESS_KEY_ID"), "{err}");
     assert!(err.contains("AWS_SECRET_ACCESS_KEY"), "{err}");
 }
+
+/// A put given only the sha512 of a blob stored whole (no size to check the object against
+/// before reading) holds its bytes until it can compare sizes, and so sends nothing: no PUT, and
+/// for a blob past the multipart threshold no multipart upload (to its key, or to a staging key)
+/// started and then aborted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_put_of_a_stored_blobs_sha512_alone_sends_nothing() {
+    let counting = Arc::new(s3::counting::Counting::new(Arc::new(
+        object_store::memory::InMemory::new(),
+    )));
+    let mut c = S3Config::new("memory", Server::fresh_prefix("held"));
+    c.multipart_threshold = MULTIPART_THRESHOLD;
+    let store = tarvault::Store::new(S3Backend::with_store_config(counting.clone(), &c));
+    for len in [5000usize, 3 * 1024 * 1024 + 17] {
+        let data = common::noise(len, 70);
+        let expected = common::addr(&common::sha512_sri(&data));
+        store
+            .put_bytes(data.clone(), &tarvault::PutOptions::default())
+            .await
+            .expect("put");
+        let counts = &counting.counts;
+        let (puts, others) = (
+            counts.puts(),
+            counts.total() - counts.gets() - counts.lists(),
+        );
+        let again = store
+            .put(
+                common::chunked(&data, 65_536),
+                &tarvault::PutOptions::expect(expected),
+            )
+            .await
+            .expect("put again");
+        assert!(!again.stored, "len {len}");
+        assert_eq!(counts.puts(), puts, "len {len}: a PUT was sent");
+        assert_eq!(
+            counts.total() - counts.gets() - counts.lists(),
+            others,
+            "len {len}: an upload was started"
+        );
+    }
+}

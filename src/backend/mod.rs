@@ -195,6 +195,11 @@ pub struct PutHint {
     /// Publication may be deferred to [`Backend::commit_batch`], which makes a whole batch durable at
     /// once (group commit).
     pub batch: bool,
+    /// The put found its blob stored already, but cannot tell yet whether that copy is whole (a
+    /// remote object, and no [`size`](Self::size) to compare its size with), so it will most
+    /// likely drop these bytes unpublished: hold them locally (memory, a spool file) rather than
+    /// stream them out ahead of the commit (a multipart or staged upload), where the backend can.
+    pub likely_stored: bool,
 }
 
 /// What a rebuild does with index entries that name a blob that is gone (remote stores' alias

@@ -2,6 +2,7 @@
 
 mod alias;
 mod batch;
+mod found;
 mod fsck;
 mod in_order;
 mod info;

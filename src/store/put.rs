@@ -5,11 +5,12 @@ use std::io;
 use bytes::{Bytes, BytesMut};
 use futures::{Stream, StreamExt};
 
+use super::found::{expected_key, Found};
 use super::inspect::InspectLane;
 use super::late::{Expectations, LateExpectations};
 use super::Store;
-use crate::backend::{BlobKey, BlobStat, BlobWriter, Committed, PutHint};
-use crate::integrity::{Algorithm, Comparison, Digests, Integrity, StreamHasher};
+use crate::backend::{BlobWriter, Committed, PutHint};
+use crate::integrity::{Comparison, Digests, Integrity, StreamHasher};
 use crate::{Error, Result};
 
 /// Options for [`Store::put`].
@@ -18,7 +19,10 @@ pub struct PutOptions {
     /// The integrity the bytes must have (any algorithm npm uses, or several). On a mismatch nothing
     /// is stored and the error names both digests.
     pub expected: Option<Integrity>,
-    /// The size the bytes must have.
+    /// The size the bytes must have. With an expected sha512 already stored on a remote store
+    /// (S3, Manta), it is also what the stored object's size is checked against before the put
+    /// reads its input, so that it writes nothing; without it, the put holds its bytes until it
+    /// knows their size, and replaces an object of another size (cut short, or grown).
     pub expected_size: Option<u64>,
     /// A name for the input in error messages (a file name, a package@version).
     pub label: Option<String>,
@@ -81,18 +85,6 @@ pub struct PutOutcome {
     pub report: Option<crate::tarball::Report>,
 }
 
-/// The key the caller's expected integrity names, if it has exactly one sha512. With several,
-/// bytes matching any of them verify (ssri's rule), so none of them is *the* key up front.
-fn expected_key(options: &PutOptions) -> Option<BlobKey> {
-    let expected = options.expected.as_ref()?;
-    let mut sha512s = expected.all_of(Algorithm::Sha512);
-    let first = sha512s.next()?;
-    if sha512s.any(|h| h != first) {
-        return None;
-    }
-    BlobKey::from_hash(first)
-}
-
 /// Small input chunks are gathered to this size before hashing and writing: per-chunk costs
 /// (channel hops, blocking-pool hops) stay negligible whatever chunking the caller's stream has.
 const COALESCE: usize = 256 * 1024;
@@ -153,28 +145,33 @@ impl Store {
     where
         S: Stream<Item = io::Result<Bytes>> + Send + Unpin,
     {
-        let hint = self.hint(options, false).await?;
-        let writer = match &hint {
+        let found = self.hint(options).await?;
+        let writer = match &found {
             // The caller told us the address and it is already here: hash only, write nothing.
-            Some(_) => None,
-            None => {
+            Found::Stored(_) => None,
+            Found::Nothing | Found::Unchecked(_) => {
                 // Knowing the key up front lets a remote backend stream a large blob straight
-                // to it (published only at commit, after verification) instead of spooling.
+                // to it (published only at commit, after verification) instead of spooling;
+                // unless the blob is most likely stored already, and nothing need be sent.
                 let hint = PutHint {
                     expected_key: expected_key(options),
                     size: options.expected_size,
+                    likely_stored: matches!(found, Found::Unchecked(_)),
                     ..PutHint::default()
                 };
                 Some(self.backend.begin_put(&hint).await?)
             }
         };
         let (ingest, writer) = self.ingest(stream, options, writer, late).await?;
-        let stored = match (writer, hint) {
+        let stored = match (writer, found) {
+            (Some(w), Found::Unchecked(key)) => {
+                self.settle_unchecked(key, w, &ingest.digests).await?
+            }
             (Some(w), _) => w.commit(&ingest.digests).await? == Committed::Stored,
-            (None, key) => {
+            (None, found) => {
                 // Verified bytes that were stored already: a put of them all the same, if the
                 // blob is still there (nothing was written: a delete meanwhile leaves nothing).
-                if let Some(key) = key {
+                if let Found::Stored(key) = found {
                     match self.backend.freshen(&key).await {
                         // Its aliases too, as a put that stored it leaves them.
                         Ok(Some(_)) => self.backend.index_stored(&ingest.digests).await?,
@@ -223,74 +220,6 @@ impl Store {
         }
         let stream = super::input::opened_file_input(file, path.to_path_buf());
         self.put(stream, &options).await
-    }
-
-    /// If the caller expects a sha512 that is already stored, the key (so the put can skip
-    /// writing). The blob is marked recent in the same call ([`Backend::freshen`]), as the put
-    /// begins and not only at its end: gc spares a blob put again since its listing (it asks as it
-    /// deletes), however long the put takes. Only a shortcut: a store that cannot tell whether it
-    /// holds the blob (a replica down while the others lack it) gets it written, as if it did not.
-    ///
-    /// [`Backend::freshen`]: crate::backend::Backend::freshen
-    async fn hint(&self, options: &PutOptions, _batch: bool) -> Result<Option<BlobKey>> {
-        let Some(key) = expected_key(options) else {
-            return Ok(None);
-        };
-        let stat = match self.backend.freshen(&key).await {
-            Ok(stat) => stat,
-            Err(e) => {
-                tracing::debug!(blob = %key, error = %e.report(), "cannot tell whether the blob is stored: writing it");
-                return Ok(None);
-            }
-        };
-        let record = stat.as_ref().and_then(|st| st.digests);
-        if !self.intact(stat, options.expected_size) {
-            return Ok(None);
-        }
-        // A copy damaged in place keeps its size: where the record is trusted (and so present,
-        // by `intact`), the copy is checked against it, and a put of the right bytes replaces it.
-        match record.filter(|_| self.backend.recorded_digests_trusted().is_some()) {
-            Some(d) => match self.backend.copy_holds(&key, &d).await {
-                Ok(true) => Ok(Some(key)),
-                Ok(false) => {
-                    tracing::debug!(blob = %key, "the stored copy is damaged or cannot be checked in place: writing the verified bytes");
-                    Ok(None)
-                }
-                Err(e) => {
-                    tracing::debug!(blob = %key, error = %e.report(), "cannot check the stored copy: writing it");
-                    Ok(None)
-                }
-            },
-            None => Ok(Some(key)),
-        }
-    }
-
-    /// Whether a blob is stored where it is kept for good ([`Backend::head_of_record`]: not only in
-    /// a cache tier's copy, on every replica) and, as far as a `head` can tell, whole (see
-    /// [`intact`](Self::intact)).
-    ///
-    /// [`Backend::head_of_record`]: crate::backend::Backend::head_of_record
-    pub(crate) async fn stored_intact(&self, key: &BlobKey) -> Result<bool> {
-        Ok(self.intact(self.backend.head_of_record(key).await?, None))
-    }
-
-    /// Whether `stat` is of a whole blob, of `size` bytes if a size is given (a remote object cut
-    /// short, whose store keeps no record to compare, is written again by a put that knows the
-    /// size): where the backend keeps its own trusted record of each blob (fs, memory), a file
-    /// whose size disagrees with the record (truncated on disk, say) does not count, so that a put
-    /// of the right bytes writes them and its commit replaces the damaged file instead of
-    /// skipping it.
-    fn intact(&self, stat: Option<BlobStat>, size: Option<u64>) -> bool {
-        let Some(stat) = stat else {
-            return false;
-        };
-        if size.is_some_and(|n| n != stat.size) {
-            return false;
-        }
-        // A trusted backend's `head` gives no digests when the record disagrees with the file
-        // (or is missing: then writing again is merely redundant, and the commit records it).
-        self.backend.recorded_digests_trusted().is_none()
-            || stat.digests.is_some_and(|d| d.size == stat.size)
     }
 
     /// Streams everything into `writer` (if any) while hashing, then verifies. On any failure the
@@ -545,7 +474,7 @@ pub(super) fn compare(expected: &Integrity, actual: &Integrity, what: &str) -> R
 #[cfg(all(test, feature = "memory"))]
 mod tests {
     use super::*;
-    use crate::integrity::{Hash, MultiHasher};
+    use crate::integrity::{Algorithm, Hash, MultiHasher};
     use crate::ErrorKind;
 
     fn hashes(data: &[u8]) -> crate::integrity::DigestSet {

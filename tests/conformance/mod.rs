@@ -12,7 +12,8 @@ use tarvault::backend::{Backend, BlobKey, Committed, PutHint};
 use tarvault::{Error, ErrorKind, FsckOptions, Integrity, PutOptions, Store, Verification};
 
 use crate::common::{
-    addr, chunked, corpus, corpus_bytes, digests_of, key_of, noise, sha1_hex, sha512_sri,
+    addr, chunked, corpus, corpus_bytes, digests_of, key_of, noise, read_verified, sha1_hex,
+    sha512_sri,
 };
 
 mod batch;
@@ -147,6 +148,48 @@ pub async fn put_is_idempotent(f: &dyn Fixture) {
     assert!(a.stored && !b.stored && !c.stored);
     assert_eq!(a.digests, b.digests);
     assert_eq!(keys(&store).await, vec![key_of(&data)]);
+}
+
+/// A put given only the blob's sha512 (no size) that finds an object of another size at its
+/// address (cut short, or grown, behind the store's back) writes the verified bytes over it and
+/// says it stored them: it never takes an object it has not checked for the blob. (On S3 and
+/// Manta, which keep no trusted record of a blob's size, it took any object there as the blob.)
+/// The blob, whole again, is then a dedupe hit.
+pub async fn a_put_of_its_sha512_replaces_a_wrong_sized_object(f: &dyn Fixture) {
+    let store = store_of(f);
+    for (i, len) in [5000usize, 3 * 1024 * 1024 + 17].into_iter().enumerate() {
+        let data = noise(len, 60 + i as u64);
+        let (key, expected) = (key_of(&data), addr(&sha512_sri(&data)));
+        store
+            .put_bytes(data.clone(), &PutOptions::default())
+            .await
+            .expect("put");
+        let options = PutOptions::expect(expected.clone());
+        let put_by_sha512 = || store.put(chunked(&data, 65_536), &options);
+        let mut grown = data.clone();
+        grown.extend_from_slice(b"and some more");
+        for (what, bad) in [("cut short", data[..len - 100].to_vec()), ("grown", grown)] {
+            f.plant(&key, Bytes::from(bad)).await;
+            let put = put_by_sha512().await.expect("put of its sha512");
+            assert!(
+                put.stored,
+                "len {len}, {what}: the object was taken as the blob"
+            );
+            let size = store
+                .backend()
+                .head(&key)
+                .await
+                .expect("head")
+                .map(|st| st.size);
+            assert_eq!(size, Some(len as u64), "len {len}, {what}");
+            assert!(
+                read_verified(&store, &expected).await == data,
+                "len {len}, {what}"
+            );
+        }
+        let again = put_by_sha512().await.expect("put again");
+        assert!(!again.stored, "len {len}: a dedupe hit");
+    }
 }
 
 /// A put whose bytes do not match the expected integrity fails with a typed error naming both
@@ -894,7 +937,7 @@ macro_rules! suite {
             batch_repeats,
             put_stream_in_order, second_instance_sees_changes,
             async_read_adapter, large_put_with_expected_integrity, streams_stay_ended,
-            follows_a_model);
+            follows_a_model, a_put_of_its_sha512_replaces_a_wrong_sized_object);
     };
     (@cases $make:expr; $($case:ident),* $(,)?) => {
         $(

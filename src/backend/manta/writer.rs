@@ -15,7 +15,8 @@
 //! (`direct`, create-only, the body ended only once verified), else, where the server makes
 //! SnapLinks (Manta v1), to a staging object that a link names once verified (`staging`).
 //! Everything below is how the other puts go: those that fit the in-memory spool, larger ones of
-//! unknown sha512 on Manta v2, and every put with `?staging=false`.
+//! unknown sha512 on Manta v2, every put with `?staging=false`, and one that found its blob
+//! stored but cannot check its size before the end ([`PutHint::likely_stored`]).
 //!
 //! A single PUT with `Content-MD5` is atomic in Manta (the metadata record that makes an object
 //! visible is written only after every byte reached the storage nodes) and the server refuses it
@@ -64,6 +65,8 @@ pub struct MantaWriter {
     expected_key: Option<BlobKey>,
     /// The size hint says the put will outgrow memory: stage (or spill) from the first byte.
     large: bool,
+    /// Spill rather than stream out ([`PutHint::likely_stored`]).
+    hold: bool,
 }
 
 impl MantaWriter {
@@ -79,13 +82,15 @@ impl MantaWriter {
             size_hint,
             expected_key: hint.expected_key,
             large: size_hint.is_some_and(|n| n > SPOOL_IN_MEMORY as u64),
+            hold: hint.likely_stored,
         }
     }
 
     /// Leaves the in-memory spool: for the blob's own path when the put knows its key, for a
-    /// staged upload where the server links, else for a file. `?staging=false` always spools.
+    /// staged upload where the server links, else for a file. `?staging=false` always spools,
+    /// and so does a put that most likely finds its blob stored: it then sends nothing.
     async fn outgrow_memory(&mut self) -> Result<()> {
-        if !self.backend.client.config().staging {
+        if !self.backend.client.config().staging || self.hold {
             return self.spill();
         }
         if let Some(key) = self.expected_key {

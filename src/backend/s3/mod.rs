@@ -215,10 +215,7 @@ impl Backend for S3Backend {
     }
 
     async fn begin_put(&self, hint: &PutHint) -> Result<Box<dyn BlobWriter>> {
-        Ok(Box::new(S3Writer::new(
-            self.inner.clone(),
-            hint.expected_key,
-        )))
+        Ok(Box::new(S3Writer::new(self.inner.clone(), hint)))
     }
 
     async fn get(&self, key: &BlobKey, range: Option<Range<u64>>) -> Result<Option<GetResult>> {

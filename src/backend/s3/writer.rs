@@ -26,6 +26,8 @@
 //!   verification the key is known: a `HEAD` finds a dedupe hit, else a multipart upload goes
 //!   from the file straight to the final key, as above. Two writers racing on the same large
 //!   blob may both complete; both wrote the same verified bytes, so the last one wins harmlessly.
+//!   A put that found its blob stored and cannot check its size before the end
+//!   ([`PutHint::likely_stored`]) spools too, whatever its key: it most likely sends nothing.
 //!
 //! The digests ride along as object metadata, so `head` knows them without reading the blob, and
 //! `x-amz-checksum-sha256` (when enabled) makes the server check every request body as well.
@@ -48,7 +50,7 @@ use super::errors::{absent_ok, backend_error, is_transport, may_have_landed, ret
 use super::keys::digest_attributes;
 use super::staging::Staged;
 use super::Inner;
-use crate::backend::{BlobKey, BlobWriter, Committed};
+use crate::backend::{BlobKey, BlobWriter, Committed, PutHint};
 use crate::integrity::Digests;
 use crate::{Error, Result};
 
@@ -63,6 +65,8 @@ pub(crate) struct S3Writer {
     inner: Arc<Inner>,
     /// The key the caller said the bytes must have, if it did.
     expected: Option<BlobKey>,
+    /// Spool a large upload rather than stream it out ([`PutHint::likely_stored`]).
+    hold: bool,
     chunks: Vec<Bytes>,
     len: u64,
     /// The spill file once the upload outgrew [`SINGLE_PUT_MAX`] (unlinked: it vanishes on drop).
@@ -74,10 +78,11 @@ pub(crate) struct S3Writer {
 }
 
 impl S3Writer {
-    pub(crate) fn new(inner: Arc<Inner>, expected: Option<BlobKey>) -> Self {
+    pub(crate) fn new(inner: Arc<Inner>, hint: &PutHint) -> Self {
         S3Writer {
             inner,
-            expected,
+            expected: hint.expected_key,
+            hold: hint.likely_stored,
             chunks: Vec::new(),
             len: 0,
             spool: None,
@@ -145,8 +150,10 @@ impl BlobWriter for S3Writer {
             staged.send(&self.inner.describe, chunk).await
         } else if self.spool.is_some() || self.len > self.inner.single_put_max {
             match self.expected {
-                Some(key) if self.spool.is_none() => self.go_direct(key, chunk).await,
-                None if self.spool.is_none() && self.inner.stages() => self.go_staged(chunk).await,
+                Some(key) if self.spool.is_none() && !self.hold => self.go_direct(key, chunk).await,
+                None if self.spool.is_none() && !self.hold && self.inner.stages() => {
+                    self.go_staged(chunk).await
+                }
                 _ => self.spill(chunk).await,
             }
         } else {

@@ -304,6 +304,7 @@ pub(crate) async fn put_copy(
         expected_key: Some(*key),
         size: Some(held.len()),
         batch: false,
+        ..PutHint::default()
     };
     let mut w = backend.begin_put(&hint).await?;
     let mut chunks = held.stream(0..held.len());
@@ -340,6 +341,7 @@ pub(super) mod tests {
             expected_key: Some(BlobKey::new(digests.sha512)),
             size: Some(bytes.len() as u64),
             batch: false,
+            ..PutHint::default()
         };
         let mut w = backend.begin_put(&hint).await.expect("begin");
         w.write(bytes::Bytes::copy_from_slice(bytes))
