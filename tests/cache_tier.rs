@@ -325,7 +325,9 @@ async fn a_delete_in_another_process_overtakes_a_fill_here() {
 /// A copy in the local tier whose record was lost (the tier's index row gone, the file left) is
 /// not known verified, so `head` takes the remote's size: `size_now`, the server's fast path for a
 /// `HEAD`, gives the same answer or none, never the copy's own size. (It named the size of a tier
-/// copy cut short, while `head` named the blob's.) Deleted upstream, both say "not stored".
+/// copy cut short, while `head` named the blob's.) Deleted upstream, both say "not stored", and
+/// so does `exists_now`, the fast path of a `GET`'s revalidation (it said yes from the tier's
+/// `stat` of the copy, so a 304 answered for a blob the `GET` would not find).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tier_copy_without_its_record_is_sized_as_head_sizes_it() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -348,6 +350,9 @@ async fn a_tier_copy_without_its_record_is_sized_as_head_sizes_it() {
     if let Some(now) = cache.size_now(&key) {
         assert_eq!(now.expect("size_now"), head, "size_now disagrees with head");
     }
+    if let Some(now) = cache.exists_now(&key) {
+        assert!(now.expect("exists_now"), "exists_now disagrees with head");
+    }
     // Gone from the remote: the copy without a record does not keep the blob alive.
     assert!(fs(&dir.path().join("remote"))
         .delete(&key)
@@ -362,6 +367,12 @@ async fn a_tier_copy_without_its_record_is_sized_as_head_sizes_it() {
             now.expect("size_now"),
             None,
             "size_now of a blob the remote lost"
+        );
+    }
+    if let Some(now) = cache.exists_now(&key) {
+        assert!(
+            !now.expect("exists_now"),
+            "exists_now of a blob the remote lost"
         );
     }
 }

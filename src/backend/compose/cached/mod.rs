@@ -289,9 +289,9 @@ impl Cached {
 }
 
 impl Inner {
-    /// The local tier's immediate answer (`size_now`, `exists_now`) if it says the copy is
-    /// there; `None` otherwise, for the caller to ask [`head`](Backend::head), which tries the
-    /// remote: a copy the tier lacks, or cannot answer for, may be the remote's.
+    /// The local tier's immediate answer (`size_now`) if it says the copy is there; `None`
+    /// otherwise, for the caller to ask [`head`](Backend::head), which tries the remote: a copy
+    /// the tier lacks, or cannot answer for, may be the remote's.
     fn held_now<T>(
         &self,
         key: &BlobKey,
@@ -431,12 +431,15 @@ impl Backend for Cached {
         self.inner.held_now(key, held, |size| size.is_some())
     }
 
-    /// The local tier's "yes" when it can give one at once (an fs tier: one `stat`); otherwise
-    /// `None`, and [`head`](Backend::head) asks the remote. A 304 for a cached blob then costs
-    /// what it costs on the fs alone.
+    /// [`size_now`](Backend::size_now)'s "yes" (the local tier holds the copy with its record),
+    /// not the tier's own `exists_now`: an fs tier's is one `stat`, which says yes for a copy
+    /// without its record too, one that [`head`](Backend::head) does not take (it asks the
+    /// remote) and a read checks before it serves. A revalidation must not get a 304 for a blob
+    /// `head` and `GET` would answer 404 for (deleted from the remote, the record-less copy left
+    /// in the tier). A 304 for a cached blob costs a `stat` and a lookup of the tier's record.
     fn exists_now(&self, key: &BlobKey) -> Option<Result<bool>> {
-        let held = self.inner.local.exists_now(key);
-        self.inner.held_now(key, held, |there| *there)
+        self.size_now(key)
+            .map(|size| size.map(|size| size.is_some()))
     }
 
     /// Reads serve a copy verified whole (the local tier's, or the remote's as it fills).
