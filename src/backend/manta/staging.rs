@@ -28,8 +28,11 @@
 //!
 //! A streamed body cannot be sent again, so a staged upload that fails (a dropped connection, a
 //! 503) fails its put, where a spooled one is retried from its spool: the caller puts again.
-//! A process killed between steps 2 and 5 leaves a staging object behind; [`sweep`] (run by
-//! `fsck`) deletes those older than [`STAGING_MAX_AGE`].
+//! Such a put deletes its staging object all the same, as after step 5: one whose body ended
+//! may have been stored though its answer was lost. A process killed between steps 2 and 5
+//! leaves a staging object behind, as does an upload stored only after that delete (its answer
+//! given up on, the server still storing it); [`sweep`] (run by `fsck`) deletes those older
+//! than [`STAGING_MAX_AGE`].
 
 use std::io::Write as _;
 use std::sync::atomic::{AtomicU8, Ordering};
@@ -155,8 +158,12 @@ impl Staged {
         md5: [u8; 16],
     ) -> Result<Committed> {
         let path = self.0.path().to_string();
-        let reply = self.0.finish().await?;
-        let named = name(backend, &path, &reply, digests, md5).await;
+        // An upload whose answer was lost (or that failed once its body had ended) may have been
+        // stored all the same: it goes too, rather than wait an hour for fsck's sweep.
+        let named = match self.0.finish().await {
+            Ok(reply) => name(backend, &path, &reply, digests, md5).await,
+            Err(e) => Err(e),
+        };
         // The staging object goes whatever happened; if deleting fails, fsck's sweep removes it.
         if let Err(e) = backend.client.delete(&path).await {
             tracing::warn!(staging = %path, error = %e.report(),

@@ -160,6 +160,9 @@ impl Streamed {
                 Err(_) => {
                     let now = self.taken.load(Ordering::Relaxed);
                     if now == seen {
+                        // Given up on: broken off, so that a body still queued never ends and
+                        // the upload cannot be stored after the caller cleaned up behind it.
+                        self.request.abort();
                         return Err(self.failed(&format!("no answer within {:?}", self.wait)));
                     }
                     seen = now;
