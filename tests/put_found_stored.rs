@@ -14,7 +14,7 @@ use futures::SinkExt;
 use tarvault::backend::compose::{Cached, CachedOptions, Replicated, ReplicatedOptions};
 use tarvault::backend::fs::{FsBackend, FsOptions};
 use tarvault::backend::memory::MemoryBackend;
-use tarvault::backend::Backend;
+use tarvault::backend::{AgedDelete, Backend};
 use tarvault::ops::gc::{gc, GcOptions};
 use tarvault::{ErrorKind, PutOptions, PutOutcome, Result, Store};
 
@@ -187,83 +187,125 @@ async fn gc_deletes_only_what_was_not_written_since_its_cutoff() {
     let cutoff = SystemTime::now() - Duration::from_secs(24 * 3600);
     age(&fs, &data, 3);
     assert!(fs.freshen(&key).await.expect("freshen").is_some(), "stored");
-    assert!(!fs
-        .delete_unless_written_since(&key, cutoff)
-        .await
-        .expect("delete"));
+    assert_eq!(
+        fs.delete_unless_written_since(&key, cutoff)
+            .await
+            .expect("delete"),
+        AgedDelete::Kept
+    );
     let sha1 = addr(&common::sha1_hex(&data));
     assert!(store.contains(&sha1).await.expect("by sha1"), "record kept");
 
     age(&fs, &data, 3);
-    assert!(fs
-        .delete_unless_written_since(&key, cutoff)
-        .await
-        .expect("delete"));
+    assert_eq!(
+        fs.delete_unless_written_since(&key, cutoff)
+            .await
+            .expect("delete"),
+        AgedDelete::Deleted
+    );
     assert!(fs.head(&key).await.expect("head").is_none());
     assert!(
         !store.contains(&sha1).await.expect("by sha1"),
         "record gone"
     );
-    assert!(!fs
-        .delete_unless_written_since(&key, cutoff)
-        .await
-        .expect("delete again"));
+    assert_eq!(
+        fs.delete_unless_written_since(&key, cutoff)
+            .await
+            .expect("delete again"),
+        AgedDelete::Gone
+    );
     assert!(
         fs.freshen(&key).await.expect("freshen").is_none(),
         "not stored"
     );
 }
 
-/// A store whose records are not trusted, as an object store's are not: a memory store that says
-/// so, for a blob cut short behind the store's back.
+/// A store that acts as another would: `untrusted`, one whose records are not trusted, as an
+/// object store's are not (for a blob cut short behind the store's back); `deleted_meanwhile`,
+/// one that another process (another gc, an `rm`) deletes each blob from just before gc's
+/// delete of it, after gc listed it.
 #[derive(Debug, Clone)]
-struct Untrusted(MemoryBackend);
+struct Acting<B> {
+    inner: B,
+    untrusted: bool,
+    deleted_meanwhile: bool,
+}
+
+impl<B> Acting<B> {
+    fn untrusted(inner: B) -> Self {
+        Acting {
+            inner,
+            untrusted: true,
+            deleted_meanwhile: false,
+        }
+    }
+    fn deleted_meanwhile(inner: B) -> Self {
+        Acting {
+            inner,
+            untrusted: false,
+            deleted_meanwhile: true,
+        }
+    }
+}
 
 #[async_trait::async_trait]
-impl Backend for Untrusted {
+impl<B: Backend + Clone> Backend for Acting<B> {
     fn describe(&self) -> String {
-        format!("untrusted {}", self.0.describe())
+        format!("acting {}", self.inner.describe())
     }
     async fn begin_put(
         &self,
         hint: &tarvault::backend::PutHint,
     ) -> Result<Box<dyn tarvault::backend::BlobWriter>> {
-        self.0.begin_put(hint).await
+        self.inner.begin_put(hint).await
     }
     async fn get(
         &self,
         key: &tarvault::backend::BlobKey,
         range: Option<std::ops::Range<u64>>,
     ) -> Result<Option<tarvault::backend::GetResult>> {
-        self.0.get(key, range).await
+        self.inner.get(key, range).await
     }
     async fn head(
         &self,
         key: &tarvault::backend::BlobKey,
     ) -> Result<Option<tarvault::backend::BlobStat>> {
-        self.0.head(key).await
+        self.inner.head(key).await
     }
     async fn delete(&self, key: &tarvault::backend::BlobKey) -> Result<bool> {
-        self.0.delete(key).await
+        self.inner.delete(key).await
+    }
+    async fn delete_unless_written_since(
+        &self,
+        key: &tarvault::backend::BlobKey,
+        cutoff: SystemTime,
+    ) -> Result<AgedDelete> {
+        if self.deleted_meanwhile {
+            assert!(self.inner.delete(key).await.expect("the other delete"));
+        }
+        self.inner.delete_unless_written_since(key, cutoff).await
     }
     fn list(&self) -> futures::stream::BoxStream<'static, Result<tarvault::backend::BlobKey>> {
-        self.0.list()
+        self.inner.list()
     }
     async fn resolve_alias(
         &self,
         hash: &tarvault::Hash,
     ) -> Result<Option<tarvault::backend::BlobKey>> {
-        self.0.resolve_alias(hash).await
+        self.inner.resolve_alias(hash).await
     }
     async fn rebuild_aliases(
         &self,
         found: futures::stream::BoxStream<'_, tarvault::Digests>,
         options: &tarvault::backend::RebuildOptions,
     ) -> Result<tarvault::backend::AliasRebuild> {
-        self.0.rebuild_aliases(found, options).await
+        self.inner.rebuild_aliases(found, options).await
     }
     fn recorded_digests_trusted(&self) -> Option<tarvault::backend::Vouched> {
-        None
+        if self.untrusted {
+            return None;
+        }
+        self.inner.recorded_digests_trusted()
     }
 }
 
@@ -272,7 +314,7 @@ impl Backend for Untrusted {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_put_that_knows_the_size_writes_a_blob_cut_short_again() {
     let memory = MemoryBackend::new();
-    let store = Store::new(Untrusted(memory.clone()));
+    let store = Store::new(Acting::untrusted(memory.clone()));
     let data = noise(40_000, 6);
     put(&store, &data).await;
     let key = key_of(&data);
@@ -286,4 +328,43 @@ async fn a_put_that_knows_the_size_writes_a_blob_cut_short_again() {
     assert!(outcome.stored, "written again");
     let stat = memory.head(&key).await.expect("head").expect("stored");
     assert_eq!(stat.size, data.len() as u64);
+}
+
+/// A garbage blob deleted by another process between gc's listing and its delete is counted as
+/// gone, not as kept (it was counted in `kept_recent`, which says it is still stored), on the fs
+/// (which decides under its index's lock) and with the default delete (head, then delete).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gc_counts_a_blob_deleted_meanwhile_as_gone() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let fs = FsBackend::open(dir.path(), FsOptions::default()).expect("open");
+    let stores = [
+        Store::new(Acting::deleted_meanwhile(fs.clone())),
+        Store::new(Acting::deleted_meanwhile(MemoryBackend::new())),
+    ];
+    let blobs = [noise(1000, 7), noise(2000, 8)];
+    for store in &stores {
+        for data in &blobs {
+            put(store, data).await;
+        }
+    }
+    for data in &blobs {
+        age(&fs, data, 3);
+    }
+    // The memory store's blobs are as old as the test: no grace period.
+    let options = GcOptions {
+        grace: Duration::ZERO,
+        delete: true,
+    };
+    for store in &stores {
+        let keep = [Ok(addr(&sha512_sri(b"another blob")))];
+        let report = gc(store, keep, &options, |_, _| {}).await.expect("gc");
+        let counts = (report.gone, report.kept_recent, report.garbage);
+        assert_eq!(
+            counts,
+            (2, 0, 0),
+            "{}: {report:?}",
+            store.backend().describe()
+        );
+        assert!(report.failed.is_empty(), "{report:?}");
+    }
 }

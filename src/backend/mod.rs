@@ -317,6 +317,17 @@ pub enum Committed {
     AlreadyPresent,
 }
 
+/// What [`Backend::delete_unless_written_since`] did with a blob.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AgedDelete {
+    /// Deleted by this call.
+    Deleted,
+    /// Stored, and left in place: written after the cutoff, or its time is unknown.
+    Kept,
+    /// Not there: deleted by someone else since the caller saw it listed (another gc, an `rm`).
+    Gone,
+}
+
 /// An upload in progress. Bytes are invisible until [`commit`](BlobWriter::commit).
 #[async_trait]
 pub trait BlobWriter: Send {
@@ -419,19 +430,32 @@ pub trait Backend: fmt::Debug + Send + Sync + 'static {
 
     /// Deletes a blob unless it was written after `cutoff` (put, or put again: see
     /// [`freshen`](Backend::freshen)), or its time is unknown: gc's delete, which must not take a
-    /// blob a put has just found stored. `Ok(false)` if the blob was kept or is not there. The
-    /// default asks [`head`](Backend::head) and then deletes, two steps a put can come between
-    /// (a remote object's time is its first put's anyway); the fs backend decides in the step
-    /// that takes the blob away, under its index's write lock.
+    /// blob a put has just found stored. The answer tells a blob kept from one already gone, so
+    /// that gc does not count a blob another process deleted as one it kept. The default asks
+    /// [`head`](Backend::head) and then deletes, two steps a put can come between (a remote
+    /// object's time is its first put's anyway); the fs backend decides in the step that takes
+    /// the blob away, under its index's write lock.
+    ///
+    /// [`AgedDelete::Gone`] is as good as the backend's [`delete`](Backend::delete) can tell: S3
+    /// answers a `DELETE` alike whether or not the object is there, so an object deleted by
+    /// someone else between the `HEAD` before it and the `DELETE` counts as
+    /// [`Deleted`](AgedDelete::Deleted) (as does, on Manta, a `DELETE` retried after an answer
+    /// that was lost).
     async fn delete_unless_written_since(
         &self,
         key: &BlobKey,
         cutoff: std::time::SystemTime,
-    ) -> Result<bool> {
-        match self.head(key).await? {
-            Some(stat) if stat.modified.is_some_and(|t| t <= cutoff) => self.delete(key).await,
-            _ => Ok(false),
-        }
+    ) -> Result<AgedDelete> {
+        Ok(match self.head(key).await? {
+            Some(stat) if stat.modified.is_some_and(|t| t <= cutoff) => {
+                match self.delete(key).await? {
+                    true => AgedDelete::Deleted,
+                    false => AgedDelete::Gone,
+                }
+            }
+            Some(_) => AgedDelete::Kept,
+            None => AgedDelete::Gone,
+        })
     }
 
     /// Marks a stored blob as written now, for a put of bytes that were stored already, and then

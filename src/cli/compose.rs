@@ -257,9 +257,12 @@ pub(crate) async fn gc(store: &Store, args: GcArgs) -> Result<u8, Error> {
             report.garbage,
             report.garbage_bytes,
             if args.delete {
-                ""
+                format!(
+                    "; {} already gone (deleted by another process since the listing)",
+                    report.gone
+                )
             } else {
-                "; dry run, pass --delete to delete"
+                "; dry run, pass --delete to delete".into()
             }
         );
         for f in &report.failed {

@@ -26,7 +26,7 @@ use futures::StreamExt;
 use serde::Serialize;
 
 use crate::backend::key_table::{self, KeyTable};
-use crate::backend::{BlobKey, Sample};
+use crate::backend::{AgedDelete, BlobKey, Sample};
 use crate::{Algorithm, Error, Integrity, Result, Store};
 
 /// Options for [`gc`].
@@ -65,6 +65,10 @@ pub struct GcReport {
     pub kept_recent: u64,
     /// Unlisted blobs kept because their age is unknown.
     pub kept_unknown_age: u64,
+    /// Unlisted blobs already gone when gc came to delete them: deleted by another process (an
+    /// `rm`, another gc) since the listing. Neither kept nor deleted by this gc. Where a backend
+    /// cannot tell (see [`AgedDelete`]), such a blob counts in `garbage`.
+    pub gone: u64,
     /// Unlisted blobs kept because a live sha1 or blake3 address names them although the index
     /// has no entry for them (found in their record or their bytes; `fsck` indexes them). Their
     /// addresses count in `live_missing` too.
@@ -235,9 +239,13 @@ async fn collect(
                 .delete_unless_written_since(&key, cutoff)
                 .await
             {
-                Ok(true) => {}
-                Ok(false) => {
+                Ok(AgedDelete::Deleted) => {}
+                Ok(AgedDelete::Kept) => {
                     report.kept_recent += 1;
+                    continue;
+                }
+                Ok(AgedDelete::Gone) => {
+                    report.gone += 1;
                     continue;
                 }
                 // Still stored: counted in `failed` only, not reported deleted.

@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use futures::stream::{BoxStream, StreamExt};
 
 use crate::backend::pace::Pacer;
-use crate::backend::{AliasRebuild, Committed, Misplaced, RebuildOptions};
+use crate::backend::{AgedDelete, AliasRebuild, Committed, Misplaced, RebuildOptions};
 use crate::backend::{Backend, BlobKey, BlobStat, BlobWriter, GetResult, PendingBlob, PutHint};
 use crate::integrity::{Digests, Hash};
 use crate::units::Rate;
@@ -114,7 +114,7 @@ impl Backend for Throttled {
         &self,
         key: &BlobKey,
         cutoff: std::time::SystemTime,
-    ) -> Result<bool> {
+    ) -> Result<AgedDelete> {
         self.inner.delete_unless_written_since(key, cutoff).await
     }
 

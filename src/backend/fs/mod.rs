@@ -39,8 +39,8 @@ use self::layout::Layout;
 use self::walk::{walk, walk_dirs};
 use self::writer::{key_of, remove_if_exists, FsWriter};
 use super::{
-    AliasRebuild, Backend, BlobKey, BlobStat, BlobWriter, CacheLedger, Committed, GetResult,
-    Misplaced, PendingBlob, PutHint,
+    AgedDelete, AliasRebuild, Backend, BlobKey, BlobStat, BlobWriter, CacheLedger, Committed,
+    GetResult, Misplaced, PendingBlob, PutHint,
 };
 use crate::integrity::{Digests, Hash};
 use crate::task::blocking;
@@ -518,12 +518,18 @@ impl Backend for FsBackend {
     async fn delete(&self, key: &BlobKey) -> Result<bool> {
         let inner = self.inner.clone();
         let key = *key;
-        blocking(move || inner.delete_blob(&key, None)).await
+        blocking(move || inner.delete_blob(&key, None))
+            .await
+            .map(|done| done == AgedDelete::Deleted)
     }
 
     /// Decided under the index's write lock, in the step that takes the blob away (see
     /// `delete_blob`).
-    async fn delete_unless_written_since(&self, key: &BlobKey, cutoff: SystemTime) -> Result<bool> {
+    async fn delete_unless_written_since(
+        &self,
+        key: &BlobKey,
+        cutoff: SystemTime,
+    ) -> Result<AgedDelete> {
         let inner = self.inner.clone();
         let key = *key;
         blocking(move || inner.delete_blob(&key, Some(cutoff))).await

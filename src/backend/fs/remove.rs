@@ -9,7 +9,7 @@ use super::layout::TempOwner;
 use super::lease::{self, Holder, LeaseCheck};
 use super::writer::remove_if_exists;
 use super::{durable, layout, FsInner, STALE_TEMP_AGE};
-use crate::backend::BlobKey;
+use crate::backend::{AgedDelete, BlobKey};
 use crate::{Error, Result};
 
 impl FsInner {
@@ -58,14 +58,15 @@ impl FsInner {
     /// With `unless_since`, a blob written (or put again, see `freshen_file`) after that time is
     /// kept, decided in the same step that moves it away: a put that finds the blob stored marks
     /// it before it records it under the same lock, so gc either sees the mark or takes the blob
-    /// before that put's record, which then links the put's own copy (see `publish`).
+    /// before that put's record, which then links the put's own copy (see `publish`). A blob
+    /// whose file is not there is [`AgedDelete::Gone`], told apart from one kept.
     ///
     /// [`FsIndex::remove_taking`]: super::FsIndex::remove_taking
     pub(super) fn delete_blob(
         &self,
         key: &BlobKey,
         unless_since: Option<SystemTime>,
-    ) -> Result<bool> {
+    ) -> Result<AgedDelete> {
         let path = self.layout.blob(key);
         let written_since = |path: &Path| {
             unless_since.is_some_and(|cutoff| {
@@ -76,11 +77,11 @@ impl FsInner {
         };
         if self.legacy_alias_log {
             if written_since(&path) {
-                return Ok(false);
+                return Ok(AgedDelete::Kept);
             }
             return match std::fs::remove_file(&path) {
-                Ok(()) => self.sync_parent(&path).map(|()| true),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+                Ok(()) => self.sync_parent(&path).map(|()| AgedDelete::Deleted),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(AgedDelete::Gone),
                 Err(e) => Err(Error::io("remove", &path, e)),
             };
         }
@@ -100,9 +101,10 @@ impl FsInner {
                 if let Err(e) = remove_if_exists(&tomb) {
                     tracing::warn!(error = %e.report(), "could not unlink a deleted blob (swept later)");
                 }
-                self.sync_parent(&path).map(|()| true)
+                self.sync_parent(&path).map(|()| AgedDelete::Deleted)
             }
-            Ok(Take::Absent | Take::Kept) => Ok(false),
+            Ok(Take::Absent) => Ok(AgedDelete::Gone),
+            Ok(Take::Kept) => Ok(AgedDelete::Kept),
             Err(e) => {
                 // Not committed, so the record stays: so must the blob. Put back directly, with
                 // no need of the index that just failed.

@@ -43,8 +43,8 @@ use self::record::Uses;
 use super::fan_out::{rebuild_each, Filter};
 use super::verify::{fetch_checked, refused, size_confirmed, slice, Fetched, Held, Read};
 use crate::backend::{
-    AliasRebuild, Backend, BlobKey, BlobStat, BlobWriter, CacheLedger, GetResult, Misplaced,
-    PutHint,
+    AgedDelete, AliasRebuild, Backend, BlobKey, BlobStat, BlobWriter, CacheLedger, GetResult,
+    Misplaced, PutHint,
 };
 use crate::integrity::{Digests, Hash};
 use crate::{Error, Result};
@@ -460,16 +460,16 @@ impl Backend for Cached {
         &self,
         key: &BlobKey,
         cutoff: std::time::SystemTime,
-    ) -> Result<bool> {
-        let removed = self
+    ) -> Result<AgedDelete> {
+        let done = self
             .inner
             .remote
             .delete_unless_written_since(key, cutoff)
             .await?;
-        if removed {
+        if done == AgedDelete::Deleted {
             self.drop_copy(key, true).await?;
         }
-        Ok(removed)
+        Ok(done)
     }
 
     /// The remote's, whose `freshen` found the blob stored.
