@@ -60,6 +60,8 @@ struct Knobs {
     /// Its reads' streams panic if polled after their end, as `stream::unfold`'s do (a stream
     /// need not be pollable then), and yield no empty chunks.
     unfused: AtomicBool,
+    /// Its listing gives every key twice (a listing replayed, as a retried S3 page can be).
+    repeat_listing: AtomicBool,
 }
 
 /// A gate for `get`: when `closed`, each `get` opens the inner read, signals `entered` and waits
@@ -251,6 +253,9 @@ impl Backend for Faulty {
             return Box::pin(futures::stream::once(async {
                 Err(Error::backend("faulty", "replica is down"))
             }));
+        }
+        if self.knobs.repeat_listing.load(Ordering::SeqCst) {
+            return self.inner.list().chain(self.inner.list()).boxed();
         }
         self.inner.list()
     }
@@ -1829,4 +1834,30 @@ async fn a_member_stream_is_not_polled_after_its_end() {
             }
         }
     }
+}
+
+/// A source whose listing gives each key twice (an S3 listing while the bucket is written to, a
+/// page fetched again after a retry): copy copies and counts each blob once.
+#[tokio::test]
+async fn copy_takes_a_key_listed_twice_once() {
+    use tarvault::ops::copy::{copy, CopyOptions};
+    let source = Faulty::new(MemoryBackend::new());
+    let from = Store::new(source.clone());
+    for (i, len) in [1000, 2000, 3000].into_iter().enumerate() {
+        from.put_bytes(noise(len, i as u64), &PutOptions::default())
+            .await
+            .expect("put");
+    }
+    source.knobs.repeat_listing.store(true, Ordering::SeqCst);
+    assert_eq!(keys_of(&source).await.len(), 6, "each key listed twice");
+    let to = Store::new(MemoryBackend::new());
+    let mut events = 0;
+    let report = copy(&from, &to, &CopyOptions::default(), |_| events += 1)
+        .await
+        .expect("copy");
+    let counts = (report.listed, report.copied, report.skipped, report.bytes);
+    assert_eq!(counts, (3, 3, 0, 6000), "{report:?}");
+    assert_eq!(events, 3);
+    assert!(report.is_complete(), "{report:?}");
+    assert_eq!(keys_of(to.backend().as_ref()).await.len(), 3);
 }

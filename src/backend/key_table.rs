@@ -2,7 +2,7 @@
 //! SQLite database beyond it, for whole-store operations whose sets grow with the store: a
 //! repair's census of which replicas list each blob
 //! ([`Replicated::repair`](super::compose::Replicated::repair)), gc's live set
-//! ([`crate::ops::gc`]).
+//! ([`crate::ops::gc`]), the keys a copy has taken from its source ([`crate::ops::copy`]).
 //!
 //! Held in memory, such sets cost a repair some 12 GB at 40M blobs and three replicas, and a gc
 //! as much for its live set. On disk they are fed in sorted batches (each insert beside the last in
@@ -90,13 +90,23 @@ impl KeyTable {
         Ok(self.memory.len() as u64)
     }
 
-    /// Whether `key` was noted.
+    /// Whether `key` was noted (since [`finish`](Self::finish), or before it).
     pub(crate) fn contains(&self, key: &BlobKey) -> Result<bool> {
         #[cfg(feature = "sqlite")]
         if let Some(d) = &self.disk {
             return d.contains(key);
         }
         Ok(self.memory.contains_key(key))
+    }
+
+    /// Notes `key` (mask 1) unless it was noted already: whether it is new. For a listing that may
+    /// give a key twice (copy's source), whose keys are each to be taken once.
+    pub(crate) fn first_sight(&mut self, key: BlobKey) -> Result<bool> {
+        if self.contains(&key)? {
+            return Ok(false);
+        }
+        self.note(key, 1)?;
+        Ok(true)
     }
 
     /// Whether the table has moved to disk.
@@ -126,18 +136,21 @@ impl KeyTable {
 
 #[cfg(feature = "sqlite")]
 mod disk {
+    use std::collections::BTreeMap;
+
     use rusqlite::{params, Connection};
 
     use crate::backend::BlobKey;
     use crate::{Error, Result};
 
-    /// Notes gathered, then sorted and written in one transaction.
+    /// Notes gathered, then written in key order in one transaction.
     const BATCH: usize = 65_536;
 
     pub(super) struct Disk {
         dir: tempfile::TempDir,
         conn: Connection,
-        pending: Vec<(BlobKey, u64)>,
+        /// Notes not yet written, by key (so that `contains` sees them too).
+        pending: BTreeMap<BlobKey, u64>,
     }
 
     impl Disk {
@@ -158,12 +171,12 @@ mod disk {
             Ok(Disk {
                 dir,
                 conn,
-                pending: Vec::with_capacity(BATCH),
+                pending: BTreeMap::new(),
             })
         }
 
         pub(super) fn note(&mut self, key: BlobKey, mask: u64) -> Result<()> {
-            self.pending.push((key, mask));
+            *self.pending.entry(key).or_default() |= mask;
             if self.pending.len() >= BATCH {
                 self.flush()?;
             }
@@ -171,7 +184,6 @@ mod disk {
         }
 
         pub(super) fn flush(&mut self) -> Result<()> {
-            self.pending.sort_unstable_by_key(|p| p.0);
             let tx = self.conn.transaction().map_err(|e| sql(&self.dir, e))?;
             {
                 let mut q = tx
@@ -191,6 +203,9 @@ mod disk {
         }
 
         pub(super) fn contains(&self, key: &BlobKey) -> Result<bool> {
+            if self.pending.contains_key(key) {
+                return Ok(true);
+            }
             self.conn
                 .prepare_cached("SELECT 1 FROM seen WHERE key = ?1")
                 .and_then(|mut q| q.exists(params![key.as_bytes().as_slice()]))
@@ -290,5 +305,26 @@ mod tests {
             }
             assert_eq!(got, want, "pages of {n}");
         }
+    }
+
+    /// `first_sight` takes each key once, past the in-memory limit too, where keys wait in a
+    /// batch before they are written: a key seen again before its batch is written is not new.
+    #[test]
+    fn first_sight_is_true_once_per_key() {
+        let mut c = KeyTable::new(50);
+        for round in 0..2 {
+            for i in 0..300 {
+                assert_eq!(
+                    c.first_sight(key(i)).expect("note"),
+                    round == 0,
+                    "{round} {i}"
+                );
+                assert!(!c.first_sight(key(i)).expect("again"), "{round} {i}");
+            }
+        }
+        #[cfg(feature = "sqlite")]
+        assert!(c.on_disk());
+        c.finish().expect("finish");
+        assert_eq!(c.len().expect("len"), 300);
     }
 }

@@ -13,10 +13,14 @@
 //! A local target (fs, memory) is asked blob by blob, as its `stat` is cheap and also tells a
 //! damaged file from a whole one. For a few blobs copied into a large remote store,
 //! [`CopyOptions::list_target`] off skips the listing.
+//!
+//! The source's keys go to a key table too, as they are listed: a listing may give a key twice
+//! (an S3 listing while the bucket is written to, a page fetched again after a retry), and each
+//! blob is copied, and counted in the report, once.
 
 use std::sync::Mutex;
 
-use futures::{StreamExt, TryStreamExt};
+use futures::{future, StreamExt, TryStreamExt};
 use serde::Serialize;
 
 use crate::backend::key_table::{self, KeyTable};
@@ -104,8 +108,15 @@ pub async fn copy(
         None
     };
     let listed = listed.as_ref();
+    // A key the table cannot take is reported with the listing's failures (and not copied): the
+    // copy is then incomplete, and running it again finishes it.
+    let mut seen = KeyTable::new(key_table::IN_MEMORY);
     let mut work = from
         .list()
+        .filter_map(|k| {
+            let new = k.and_then(|key| Ok(seen.first_sight(key)?.then_some(key)));
+            future::ready(new.transpose())
+        })
         .map(|k| async move {
             match k {
                 Ok(key) => copy_one(from, to, key, listed).await,
