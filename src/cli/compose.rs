@@ -9,7 +9,7 @@ use clap::Args;
 use tarvault::backend::compose::{Rate, Throttled};
 use tarvault::open::{is_config_spec, open_typed, Opened};
 use tarvault::ops::copy::{CopyEvent, CopyOptions};
-use tarvault::ops::gc::{keep_file, GcOptions};
+use tarvault::ops::gc::{keep_lines, GcOptions};
 use tarvault::units::parse_duration;
 use tarvault::{Error, FsckOptions, Store};
 
@@ -220,7 +220,7 @@ pub(crate) async fn scrub(store: &Store, args: ScrubArgs) -> Result<u8, Error> {
 }
 
 pub(crate) async fn gc(store: &Store, args: GcArgs) -> Result<u8, Error> {
-    let keep = keep_file(&args.keep)?;
+    let keep = keep_lines(&args.keep)?;
     let options = GcOptions {
         grace: parse_duration(&args.grace)?,
         delete: args.delete,

@@ -17,9 +17,12 @@
 //! address (`sha512-…`, or any address `tarvault get` accepts). It is read a line at a time
 //! ([`keep_file`]) into a set that moves to a temp database past a million keys
 //! (`backend/key_table.rs`): a live set of tens of millions of blobs is not held in memory.
+//! Read with [`keep_lines`], each address keeps its line, so that an error about it (a sha1
+//! whose index entry names a blob without that sha1) says which line of the file it is.
 
 use std::io::BufRead;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use futures::StreamExt;
@@ -82,23 +85,71 @@ pub struct GcReport {
     pub failed: Sample<String>,
 }
 
+/// An address of a live set, as [`gc`] takes it: an [`Integrity`], or a [`KeepLine`], which an
+/// error about its address names by its file and line.
+pub trait LiveAddress {
+    /// The address.
+    fn address(&self) -> &Integrity;
+    /// Where it was read (`keep.txt:12`), if anywhere in particular.
+    fn origin(&self) -> Option<String> {
+        None
+    }
+}
+
+impl LiveAddress for Integrity {
+    fn address(&self) -> &Integrity {
+        self
+    }
+}
+
+/// A keep file line's address ([`keep_lines`]), with where it was read.
+#[derive(Debug, Clone)]
+pub struct KeepLine {
+    /// The keep file.
+    pub path: Arc<Path>,
+    /// Its line, counted from 1.
+    pub line: usize,
+    /// The line's address.
+    pub address: Integrity,
+}
+
+impl LiveAddress for KeepLine {
+    fn address(&self) -> &Integrity {
+        &self.address
+    }
+    fn origin(&self) -> Option<String> {
+        Some(format!("{}:{}", self.path.display(), self.line))
+    }
+}
+
 /// The addresses of a keep file, read a line at a time (see the [module documentation](self)). A
 /// line that does not parse is an error naming it.
 pub fn keep_file(path: &Path) -> Result<impl Iterator<Item = Result<Integrity>>> {
+    Ok(keep_lines(path)?.map(|line| line.map(|l| l.address)))
+}
+
+/// [`keep_file`]'s addresses, each with its line: [`gc`] of them names the line of an address
+/// it cannot look up.
+pub fn keep_lines(path: &Path) -> Result<impl Iterator<Item = Result<KeepLine>>> {
     let file = std::fs::File::open(path).map_err(|e| Error::io("open", path, e))?;
-    let path = path.to_path_buf();
+    let path: Arc<Path> = Arc::from(path);
     let lines = std::io::BufReader::new(file).lines().enumerate();
     Ok(lines.filter_map(move |(n, line)| {
         let line = match line {
             Ok(l) => l,
-            Err(e) => return Some(Err(Error::io("read", &path, e))),
+            Err(e) => return Some(Err(Error::io("read", &*path, e))),
         };
         // A file saved by an editor that marks UTF-8 (a byte-order mark) is the same file.
         let text = match n {
             0 => line.strip_prefix('\u{feff}').unwrap_or(&line),
             _ => &line,
         };
-        keep_line(&path, n + 1, text.trim()).transpose()
+        let address = keep_line(&path, n + 1, text.trim()).transpose()?;
+        Some(address.map(|address| KeepLine {
+            path: path.clone(),
+            line: n + 1,
+            address,
+        }))
     }))
 }
 
@@ -126,10 +177,11 @@ fn keep_line(path: &Path, n: usize, line: &str) -> Result<Option<Integrity>> {
 /// Deletes (or with `delete: false`, lists) every blob of `store` not named by `keep` and older
 /// than the grace period. `on_garbage` sees each garbage blob and its size. Every address of
 /// `keep` is read before anything is deleted: an error in it (a line of [`keep_file`] that does
-/// not parse) stops gc first.
+/// not parse), or one looking it up (a sha1 whose index entry is wrong: an error of the kind the
+/// lookup met, naming the address and, from [`keep_lines`], its line), stops gc first.
 pub async fn gc(
     store: &Store,
-    keep: impl IntoIterator<Item = Result<Integrity>>,
+    keep: impl IntoIterator<Item = Result<impl LiveAddress>>,
     options: &GcOptions,
     on_garbage: impl FnMut(&BlobKey, u64),
 ) -> Result<GcReport> {
@@ -139,7 +191,7 @@ pub async fn gc(
 /// [`gc`], with the live set held in memory up to `in_memory` keys.
 async fn collect(
     store: &Store,
-    keep: impl IntoIterator<Item = Result<Integrity>>,
+    keep: impl IntoIterator<Item = Result<impl LiveAddress>>,
     options: &GcOptions,
     in_memory: usize,
     mut on_garbage: impl FnMut(&BlobKey, u64),
@@ -151,8 +203,9 @@ async fn collect(
     let mut live = KeyTable::new(in_memory);
     // The sha1 and blake3 digests of live addresses the index did not know (see `named_by`).
     let mut unresolved = KeyTable::new(in_memory);
-    for address in keep {
-        let address = address?;
+    for entry in keep {
+        let entry = entry?;
+        let address = entry.address();
         report.live_addresses += 1;
         // Every sha512 of the address: a read of it serves whichever is stored, so each may be
         // the live blob (noting only the first would delete the blob a later one names).
@@ -168,7 +221,11 @@ async fn collect(
             }
             // By sha1 or blake3: the index entry, checked against a trusted record where there
             // is one; not the blob's bytes (a live set may name every blob of a remote store).
-            None => match store.live_key(&address).await? {
+            None => match store
+                .live_key(address)
+                .await
+                .map_err(|e| lookup_failed(e, &entry))?
+            {
                 Some(key) => live.note(key, 1)?,
                 None => {
                     report.live_missing += 1;
@@ -266,6 +323,31 @@ async fn collect(
     Ok(report)
 }
 
+/// `e`, met looking up the live address `live`, saying which it is (and its keep file line), that
+/// gc stopped before deleting anything and, for a wrong index entry or an index that cannot be
+/// read, that `tarvault fsck` repairs the index. Its kind is unchanged: where the error has no
+/// message to add to (an I/O error, whose message is its path), the live address is logged.
+fn lookup_failed(mut e: Error, live: &impl LiveAddress) -> Error {
+    let at = match live.origin() {
+        Some(origin) => format!("{origin} ({})", live.address()),
+        None => live.address().to_string(),
+    };
+    let note = |message: &str, fsck: bool| {
+        let fsck = if fsck && !message.contains("tarvault fsck") {
+            "; tarvault fsck repairs the index"
+        } else {
+            ""
+        };
+        format!("{message}; live address {at}: gc stopped before deleting anything{fsck}")
+    };
+    match &mut e {
+        Error::Corrupt { actual: m, .. } | Error::Index { message: m, .. } => *m = note(m, true),
+        Error::Backend { message, .. } => *message = note(message, false),
+        _ => tracing::warn!(live = %at, error = %e.report(), "gc: cannot look up a live address"),
+    }
+    e
+}
+
 /// Whether a live sha1 or blake3 address that the index did not resolve (`unresolved`) names the
 /// blob `key`. A blob can be stored with no entry (a crash between its link and its record, blob
 /// files restored without the index: `fsck` indexes them), and a live set may name it only by its
@@ -327,6 +409,51 @@ mod tests {
                 "{first}"
             );
         }
+    }
+
+    /// A live sha1 whose index entry names a blob that its trusted record says has another sha1
+    /// stops gc before anything is deleted, with an error of the lookup's kind (`Corrupt`) that
+    /// names the keep file line it was read from and `tarvault fsck` (which repairs the entry).
+    #[tokio::test]
+    async fn a_wrong_live_alias_is_named_by_its_keep_line() {
+        use crate::backend::{Backend, PutHint};
+        let memory = MemoryBackend::new();
+        let store = Store::new(memory.clone());
+        let options = crate::PutOptions::default();
+        let b = store.put_bytes(b"blob B".to_vec(), &options).await;
+        let b = b.expect("put").digests;
+        let garbage = store.put_bytes(b"blob C".to_vec(), &options).await;
+        let garbage = garbage.expect("put").digests.integrity();
+        let mut h = crate::integrity::MultiHasher::new(&[Algorithm::Sha1]);
+        h.update(b"blob A");
+        let sha1_a = h.finalize().get(Algorithm::Sha1).cloned().expect("sha1");
+        // One wrong commit names B for A's sha1; B's record is then put right, the entry left.
+        let wrong = Digests::from_parts(&b.sha512, sha1_a.digest(), &b.blake3, b.size);
+        for digests in [wrong.expect("digests"), b] {
+            let w = memory.begin_put(&PutHint::default()).await.expect("begin");
+            w.commit(&digests).await.expect("commit");
+        }
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("keep");
+        let text = format!("# live\n{}\n{sha1_a}\n", b.integrity());
+        std::fs::write(&path, text).expect("write");
+        let options = GcOptions {
+            grace: Duration::ZERO,
+            delete: true,
+        };
+        let keep = keep_lines(&path).expect("open");
+        let err = gc(&store, keep, &options, |_, _| {})
+            .await
+            .expect_err("wrong");
+        assert_eq!(err.kind(), crate::ErrorKind::Corrupt, "{err}");
+        let message = err.report().to_string();
+        let line = format!("{}:3 ({sha1_a})", path.display());
+        assert!(message.contains(&line), "{message}");
+        assert!(message.contains("tarvault fsck"), "{message}");
+        assert!(
+            store.contains(&garbage).await.expect("contains"),
+            "deleted nothing"
+        );
     }
 
     /// A keep line of several sha512s names every blob a read of it may serve (`get` tries each
