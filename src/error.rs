@@ -177,6 +177,20 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// A local filesystem operation that moves a file from one path to another failed: both
+    /// paths are named, as either may be the one at fault (a missing or unwritable directory).
+    #[error("{op} {} to {}", from.display(), to.display())]
+    IoMove {
+        /// The operation (`move`, `link`, ...).
+        op: &'static str,
+        /// The path of the file moved.
+        from: PathBuf,
+        /// Where it was moved to.
+        to: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
     /// The stream of bytes given to `put` (or to another operation that reads a stream) failed
     /// before its end; nothing was stored.
     #[error("reading {what} failed")]
@@ -311,7 +325,9 @@ impl Error {
             Error::Rejected { .. } | Error::Tarball { .. } | Error::PackageMismatch { .. } => {
                 ErrorKind::Rejected
             }
-            Error::Io { .. } | Error::Input { .. } | Error::Task(_) => ErrorKind::Io,
+            Error::Io { .. } | Error::IoMove { .. } | Error::Input { .. } | Error::Task(_) => {
+                ErrorKind::Io
+            }
             Error::Backend { .. } | Error::QuorumNotReached { .. } => ErrorKind::Backend,
             Error::Config(_) | Error::ConfigInvalid { .. } => ErrorKind::Config,
             Error::Index { .. } => ErrorKind::Index,
@@ -334,6 +350,22 @@ impl Error {
     /// itself if no other caller holds it, otherwise an [`Error::Shared`] of it.
     pub(crate) fn shared(e: std::sync::Arc<Error>) -> Self {
         std::sync::Arc::try_unwrap(e).unwrap_or_else(Error::Shared)
+    }
+
+    /// Builds an [`Error::IoMove`] for `op` of `from` to `to`.
+    #[cfg(feature = "fs")]
+    pub(crate) fn io_move(
+        op: &'static str,
+        from: impl Into<PathBuf>,
+        to: impl Into<PathBuf>,
+        source: std::io::Error,
+    ) -> Self {
+        Error::IoMove {
+            op,
+            from: from.into(),
+            to: to.into(),
+            source,
+        }
     }
 
     /// Builds an [`Error::Io`] for `op` on `path`.

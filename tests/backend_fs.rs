@@ -479,3 +479,29 @@ async fn held_chunks_spend_the_read_budget_and_later_reads_take_small_ones() {
         "whole chunks again: {lens:?}"
     );
 }
+
+/// A delete whose move of the blob to its tombstone fails names both paths, the blob's and the
+/// tombstone's (either may be at fault: here the temp directory is a file, which stops root too),
+/// and leaves the blob where it was.
+#[tokio::test]
+async fn a_failed_move_to_the_tombstone_names_both_paths() {
+    let fs = make_with(false);
+    let store = tarvault::Store::new(fs.backend.clone());
+    let data = common::noise(1000, 1);
+    store
+        .put_bytes(data.clone(), &tarvault::PutOptions::default())
+        .await
+        .expect("put");
+    let key = common::key_of(&data);
+    let tmp = fs.backend.root().join("tmp");
+    std::fs::remove_dir_all(&tmp).expect("remove tmp");
+    std::fs::write(&tmp, b"not a directory").expect("a file for tmp");
+    let err = fs.backend.delete(&key).await.expect_err("no tombstone");
+    assert_eq!(err.kind(), tarvault::ErrorKind::Io, "{err}");
+    let message = err.report().to_string();
+    let blob = fs.backend.blob_path(&key).display().to_string();
+    let tomb = format!("{}/{}.", tmp.display(), key.to_hex());
+    assert!(message.contains(&blob), "{message}");
+    assert!(message.contains(&tomb), "{message}");
+    assert!(fs.backend.head(&key).await.expect("head").is_some(), "kept");
+}

@@ -93,7 +93,7 @@ impl FsInner {
             match std::fs::rename(&path, &tomb) {
                 Ok(()) => Ok(Take::Moved),
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Take::Absent),
-                Err(e) => Err(Error::io("move to its tombstone", &path, e)),
+                Err(e) => Err(Error::io_move("move", &path, &tomb, e)),
             }
         });
         match taken {
