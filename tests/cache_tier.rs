@@ -13,7 +13,8 @@ use futures::TryStreamExt;
 use tarvault::backend::compose::{Cached, CachedOptions, Replicated, ReplicatedOptions};
 use tarvault::backend::fs::{FsBackend, FsOptions};
 use tarvault::backend::{
-    AliasRebuild, Backend, BlobKey, BlobStat, BlobWriter, GetResult, PutHint, RebuildOptions,
+    AgedDelete, AliasRebuild, Backend, BlobKey, BlobStat, BlobWriter, GetResult, PutHint,
+    RebuildOptions,
 };
 use tarvault::{FsckOptions, PutOptions, Store};
 
@@ -320,6 +321,38 @@ async fn a_delete_in_another_process_overtakes_a_fill_here() {
         .get(&addr(&sha512_sri(&blobs[0])))
         .await;
     assert!(again.is_err(), "the deleted blob is served again");
+}
+
+/// gc through a cached store whose remote lost the blob to another process (an `rm` on the
+/// remote alone, another host's gc): the remote says it is gone, and the tier's copy goes with it,
+/// as it does when this gc deletes the blob itself. (It was kept, and served on.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_blob_another_process_deleted_leaves_the_tier_with_gc() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let blobs = seed(&dir.path().join("remote"), 1, 9).await;
+    let cache = cached(dir.path(), 1 << 30).await;
+    read(&cache, &blobs[0]).await;
+    let key = key_of(&blobs[0]);
+    let local = fs(&dir.path().join("cache"));
+    assert!(local.head(&key).await.expect("head").is_some(), "filled");
+    assert!(fs(&dir.path().join("remote"))
+        .delete(&key)
+        .await
+        .expect("rm"));
+    let later = SystemTime::now() + Duration::from_secs(3600);
+    let done = cache
+        .delete_unless_written_since(&key, later)
+        .await
+        .expect("gc's delete");
+    assert_eq!(done, AgedDelete::Gone);
+    assert!(
+        local.head(&key).await.expect("head").is_none(),
+        "the tier kept a copy of a blob gone from the remote"
+    );
+    let again = Store::new(cache.clone())
+        .get(&addr(&sha512_sri(&blobs[0])))
+        .await;
+    assert!(again.is_err(), "the deleted blob is served from the tier");
 }
 
 /// A copy in the local tier whose record was lost (the tier's index row gone, the file left) is

@@ -455,7 +455,9 @@ impl Backend for Cached {
         Ok(removed? || cached)
     }
 
-    /// The remote decides (it is what gc lists); the copy goes with the remote's blob.
+    /// The remote decides (it is what gc lists); the copy goes with the remote's blob, whether
+    /// this delete took it or another process had (a tier copy of a blob gone from the store of
+    /// record would go on being served here, as [`delete`](Backend::delete) knows).
     async fn delete_unless_written_since(
         &self,
         key: &BlobKey,
@@ -466,7 +468,7 @@ impl Backend for Cached {
             .remote
             .delete_unless_written_since(key, cutoff)
             .await?;
-        if done == AgedDelete::Deleted {
+        if done != AgedDelete::Kept {
             self.drop_copy(key, true).await?;
         }
         Ok(done)
