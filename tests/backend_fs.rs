@@ -505,3 +505,36 @@ async fn a_failed_move_to_the_tombstone_names_both_paths() {
     assert!(message.contains(&tomb), "{message}");
     assert!(fs.backend.head(&key).await.expect("head").is_some(), "kept");
 }
+
+/// A corrupt blob whose move into `quarantine/` fails names both ends of the move, and stays
+/// where it was (its error named only the blob).
+#[tokio::test]
+async fn a_failed_quarantine_names_both_paths() {
+    let fs = make_with(false);
+    let store = tarvault::Store::new(fs.backend.clone());
+    let data = common::noise(1000, 2);
+    store
+        .put_bytes(data.clone(), &tarvault::PutOptions::default())
+        .await
+        .expect("put");
+    let key = common::key_of(&data);
+    let blob = fs.backend.blob_path(&key);
+    let mut damaged = data.clone();
+    damaged[10] ^= 1;
+    let _ = std::fs::remove_file(&blob);
+    std::fs::write(&blob, &damaged).expect("damage the blob");
+    let quarantine = fs.backend.root().join("quarantine");
+    let _ = std::fs::remove_dir_all(&quarantine);
+    std::fs::write(&quarantine, b"not a directory").expect("a file for quarantine");
+    let err = fs
+        .backend
+        .quarantine(&key)
+        .await
+        .expect_err("nowhere to move it");
+    assert_eq!(err.kind(), tarvault::ErrorKind::Io, "{err}");
+    let message = err.report().to_string();
+    let to = format!("{}/{}.", quarantine.display(), key.to_hex());
+    assert!(message.contains(&blob.display().to_string()), "{message}");
+    assert!(message.contains(&to), "{message}");
+    assert_eq!(std::fs::read(&blob).expect("left in place"), damaged);
+}

@@ -55,7 +55,9 @@ impl FsInner {
         let dir = target.parent().unwrap_or(blobs).to_path_buf();
         durable::create_dirs(&dir, blobs, self.fsync)
             .map_err(|e| Error::io("create directory", &dir, e))?;
-        if !durable::rename_noclobber(path, &target).map_err(|e| Error::io("move", path, e))? {
+        if !durable::rename_noclobber(path, &target)
+            .map_err(|e| Error::io_move("move", path, &target, e))?
+        {
             return Ok((false, format!("kept: {} exists", target.display())));
         }
         if self.fsync {

@@ -45,11 +45,13 @@ impl FsInner {
         let moved = match std::fs::rename(&from, &to) {
             Ok(()) => true,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
-            Err(e) => return Err(Error::io("quarantine", &from, e)),
+            Err(e) => return Err(Error::io_move("quarantine", &from, &to, e)),
         };
         if moved && hashed.is_some() && identity_at(&to) != hashed {
             // Put in place between the check and the move: a put's verified copy.
-            if durable::rename_noclobber(&to, &from).map_err(|e| Error::io("restore", &from, e))? {
+            if durable::rename_noclobber(&to, &from)
+                .map_err(|e| Error::io_move("restore", &to, &from, e))?
+            {
                 tracing::info!(blob = %from.display(), "a copy put in place while it was checked went back: not quarantined");
                 return Ok(false);
             }
