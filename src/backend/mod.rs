@@ -202,11 +202,13 @@ pub struct PutHint {
     /// Publication may be deferred to [`Backend::commit_batch`], which makes a whole batch durable at
     /// once (group commit).
     pub batch: bool,
-    /// The put found its blob stored already, but cannot tell yet whether that copy is whole (a
-    /// remote object, and no [`size`](Self::size) to compare its size with), so it will most
-    /// likely drop these bytes unpublished: hold them locally (memory, a spool file) rather than
-    /// stream them out ahead of the commit (a multipart or staged upload), where the backend can.
-    pub likely_stored: bool,
+    /// Hold the bytes locally (memory, a spool file) until the commit rather than stream them out
+    /// ahead of it (a multipart, direct or staged upload), where the backend can. The put found
+    /// an object at its key: either it cannot tell yet whether that copy is whole (a remote
+    /// object, and no [`size`](Self::size) to compare its size with), and will most likely drop
+    /// these bytes unpublished; or that object has another size (cut short, or grown), and a
+    /// create-only upload to the key would be refused where the commit replaces it.
+    pub hold: bool,
 }
 
 /// What a rebuild does with index entries that name a blob that is gone (remote stores' alias

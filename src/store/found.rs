@@ -16,11 +16,18 @@ pub(super) enum Found {
     Stored(BlobKey),
     /// Stored, but nothing says yet whether whole: a remote object (S3, Manta) has no trusted
     /// record of its size, and the caller gave none to compare it with. The put holds its bytes
-    /// as an upload ([`PutHint::likely_stored`]) and, once they are read and their size is known,
+    /// as an upload ([`PutHint::hold`]) and, once they are read and their size is known,
     /// settles it ([`Store::settle_unchecked`]).
     ///
-    /// [`PutHint::likely_stored`]: crate::backend::PutHint::likely_stored
+    /// [`PutHint::hold`]: crate::backend::PutHint::hold
     Unchecked(BlobKey),
+    /// An object of another size than the caller's [`expected_size`](PutOptions::expected_size)
+    /// is at the key of a store that keeps no trusted records (cut short, or grown): the put
+    /// writes its bytes and holds them until its commit, which replaces the object
+    /// ([`PutHint::hold`]), where an upload straight to the key (create-only) would be refused.
+    ///
+    /// [`PutHint::hold`]: crate::backend::PutHint::hold
+    Replace,
 }
 
 /// The key the caller's expected integrity names, if it has exactly one sha512. With several,
@@ -63,8 +70,13 @@ impl Store {
             }
         };
         let record = stat.as_ref().and_then(|st| st.digests);
+        let there = stat.is_some();
         if !self.intact(stat, options.expected_size) {
-            return Ok(Found::Nothing);
+            let trusted = self.backend.recorded_digests_trusted().is_some();
+            return Ok(match there && !trusted {
+                true => Found::Replace,
+                false => Found::Nothing,
+            });
         }
         // A copy damaged in place keeps its size: where the record is trusted (and so present,
         // by `intact`), the copy is checked against it, and a put of the right bytes replaces it.

@@ -149,14 +149,15 @@ impl Store {
         let writer = match &found {
             // The caller told us the address and it is already here: hash only, write nothing.
             Found::Stored(_) => None,
-            Found::Nothing | Found::Unchecked(_) => {
+            Found::Nothing | Found::Unchecked(_) | Found::Replace => {
                 // Knowing the key up front lets a remote backend stream a large blob straight
                 // to it (published only at commit, after verification) instead of spooling;
-                // unless the blob is most likely stored already, and nothing need be sent.
+                // unless the blob is most likely stored already, and nothing need be sent, or an
+                // object of another size is at the key, which only the commit replaces.
                 let hint = PutHint {
                     expected_key: expected_key(options),
                     size: options.expected_size,
-                    likely_stored: matches!(found, Found::Unchecked(_)),
+                    hold: matches!(found, Found::Unchecked(_) | Found::Replace),
                     ..PutHint::default()
                 };
                 Some(self.backend.begin_put(&hint).await?)

@@ -15,8 +15,9 @@
 //! (`direct`, create-only, the body ended only once verified), else, where the server makes
 //! SnapLinks (Manta v1), to a staging object that a link names once verified (`staging`).
 //! Everything below is how the other puts go: those that fit the in-memory spool, larger ones of
-//! unknown sha512 on Manta v2, every put with `?staging=false`, and one that found its blob
-//! stored but cannot check its size before the end ([`PutHint::likely_stored`]).
+//! unknown sha512 on Manta v2, every put with `?staging=false`, and one that found an object at
+//! its key ([`PutHint::hold`]): stored, but its size not checked before the end, or of another
+//! size, which the create-only direct PUT could not replace.
 //!
 //! A single PUT with `Content-MD5` is atomic in Manta (the metadata record that makes an object
 //! visible is written only after every byte reached the storage nodes) and the server refuses it
@@ -65,7 +66,7 @@ pub struct MantaWriter {
     expected_key: Option<BlobKey>,
     /// The size hint says the put will outgrow memory: stage (or spill) from the first byte.
     large: bool,
-    /// Spill rather than stream out ([`PutHint::likely_stored`]).
+    /// Spill rather than stream out ([`PutHint::hold`]).
     hold: bool,
 }
 
@@ -82,7 +83,7 @@ impl MantaWriter {
             size_hint,
             expected_key: hint.expected_key,
             large: size_hint.is_some_and(|n| n > SPOOL_IN_MEMORY as u64),
-            hold: hint.likely_stored,
+            hold: hint.hold,
         }
     }
 

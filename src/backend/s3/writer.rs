@@ -26,8 +26,9 @@
 //!   verification the key is known: a `HEAD` finds a dedupe hit, else a multipart upload goes
 //!   from the file straight to the final key, as above. Two writers racing on the same large
 //!   blob may both complete; both wrote the same verified bytes, so the last one wins harmlessly.
-//!   A put that found its blob stored and cannot check its size before the end
-//!   ([`PutHint::likely_stored`]) spools too, whatever its key: it most likely sends nothing.
+//!   A put that found an object at its key ([`PutHint::hold`]) spools too, whatever its key:
+//!   stored, but its size not checked before the end, it most likely sends nothing; of another
+//!   size, the commit replaces it.
 //!
 //! The digests ride along as object metadata, so `head` knows them without reading the blob, and
 //! `x-amz-checksum-sha256` (when enabled) makes the server check every request body as well.
@@ -65,7 +66,7 @@ pub(crate) struct S3Writer {
     inner: Arc<Inner>,
     /// The key the caller said the bytes must have, if it did.
     expected: Option<BlobKey>,
-    /// Spool a large upload rather than stream it out ([`PutHint::likely_stored`]).
+    /// Spool a large upload rather than stream it out ([`PutHint::hold`]).
     hold: bool,
     chunks: Vec<Bytes>,
     len: u64,
@@ -82,7 +83,7 @@ impl S3Writer {
         S3Writer {
             inner,
             expected: hint.expected_key,
-            hold: hint.likely_stored,
+            hold: hint.hold,
             chunks: Vec::new(),
             len: 0,
             spool: None,
