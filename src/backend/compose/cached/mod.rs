@@ -289,18 +289,17 @@ impl Cached {
 }
 
 impl Inner {
-    /// The local tier's immediate answer (`size_now`) if it says the copy is there; `None`
+    /// The local tier's immediate size (`size_now`) if it says the copy is there; `None`
     /// otherwise, for the caller to ask [`head`](Backend::head), which tries the remote: a copy
     /// the tier lacks, or cannot answer for, may be the remote's.
-    fn held_now<T>(
+    fn held_now(
         &self,
         key: &BlobKey,
-        answer: Option<Result<T>>,
-        there: impl Fn(&T) -> bool,
-    ) -> Option<Result<T>> {
+        answer: Option<Result<Option<u64>>>,
+    ) -> Option<Result<Option<u64>>> {
         match answer? {
-            Ok(found) if there(&found) => Some(Ok(found)),
-            Ok(_) => None,
+            Ok(Some(size)) => Some(Ok(Some(size))),
+            Ok(None) => None,
             Err(e) => {
                 self.local_failed(key, &e, "cache tier stat failed; asking the remote");
                 None
@@ -428,7 +427,7 @@ impl Backend for Cached {
     /// the size is the remote's, as `head` says.
     fn size_now(&self, key: &BlobKey) -> Option<Result<Option<u64>>> {
         let held = self.inner.local.size_now(key);
-        self.inner.held_now(key, held, |size| size.is_some())
+        self.inner.held_now(key, held)
     }
 
     /// [`size_now`](Backend::size_now)'s "yes" (the local tier holds the copy with its record),
