@@ -226,3 +226,69 @@ async fn a_put_of_a_stored_blobs_sha512_alone_sends_nothing() {
         );
     }
 }
+
+/// `copy` into an S3 store whose objects at two blobs' keys are cut short and grown (S3 keeps no
+/// trusted record of a blob's size): both are copied again, over the target's listing and without
+/// it, and the objects replaced; a copy with everything whole skips every blob without reading the
+/// source. (A copy took any object at a blob's key as the blob.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copy_replaces_an_object_of_another_size_at_the_target() {
+    use conformance::Fixture as _;
+    use tarvault::ops::copy::{copy, CopyOptions};
+    let s3_store = |store: Arc<dyn object_store::ObjectStore>, name: &str| {
+        let mut c = S3Config::new("memory", Server::fresh_prefix(name));
+        c.multipart_threshold = MULTIPART_THRESHOLD;
+        S3Backend::with_store_config(store, &c)
+    };
+    let source = Arc::new(s3::counting::Counting::new(Arc::new(
+        object_store::memory::InMemory::new(),
+    )));
+    let from = tarvault::Store::new(s3_store(source.clone(), "copy-from"));
+    let target = s3_store(Arc::new(object_store::memory::InMemory::new()), "copy-to");
+    let to = tarvault::Store::new(target.clone());
+    let fixture = S3Fixture(target, S3Config::new("memory", "unused"));
+    let blobs: Vec<Vec<u8>> = [5000usize, 3 * 1024 * 1024 + 17, 1000]
+        .iter()
+        .enumerate()
+        .map(|(i, &len)| common::noise(len, 80 + i as u64))
+        .collect();
+    for data in &blobs {
+        from.put_bytes(data.clone(), &tarvault::PutOptions::default())
+            .await
+            .expect("put");
+    }
+    let run = |list_target: bool| {
+        let options = CopyOptions {
+            list_target,
+            ..CopyOptions::default()
+        };
+        let (from, to) = (&from, &to);
+        async move {
+            let report = copy(from, to, &options, |_| {}).await.expect("copy");
+            assert!(report.is_complete(), "{report:?}");
+            (report.listed, report.copied, report.skipped)
+        }
+    };
+    assert_eq!(run(true).await, (3, 3, 0));
+    for list_target in [true, false] {
+        let mut grown = blobs[1].clone();
+        grown.extend_from_slice(b"and more");
+        fixture
+            .plant(&common::key_of(&blobs[0]), blobs[0][..4000].to_vec().into())
+            .await;
+        fixture
+            .plant(&common::key_of(&blobs[1]), grown.into())
+            .await;
+        assert_eq!(run(list_target).await, (3, 2, 1), "listed: {list_target}");
+        for data in &blobs {
+            let key = common::key_of(data);
+            let head = to.backend().head(&key).await.expect("head");
+            assert_eq!(head.map(|st| st.size), Some(data.len() as u64));
+            let address = common::addr(&common::sha512_sri(data));
+            assert!(common::read_verified(&to, &address).await == data[..]);
+        }
+        let gets = source.counts.gets();
+        assert_eq!(run(list_target).await, (3, 0, 3), "listed: {list_target}");
+        assert_eq!(source.counts.gets(), gets, "a skipped blob was read");
+    }
+}

@@ -99,6 +99,16 @@ impl KeyTable {
         Ok(self.memory.contains_key(key))
     }
 
+    /// The mask of `key`, if it was noted: a value kept with the key (copy keeps a target's listed
+    /// size).
+    pub(crate) fn mask_of(&self, key: &BlobKey) -> Result<Option<u64>> {
+        #[cfg(feature = "sqlite")]
+        if let Some(d) = &self.disk {
+            return d.mask_of(key);
+        }
+        Ok(self.memory.get(key).copied())
+    }
+
     /// Notes `key` (mask 1) unless it was noted already: whether it is new. For a listing that may
     /// give a key twice (copy's source), whose keys are each to be taken once.
     pub(crate) fn first_sight(&mut self, key: BlobKey) -> Result<bool> {
@@ -206,10 +216,27 @@ mod disk {
             if self.pending.contains_key(key) {
                 return Ok(true);
             }
-            self.conn
-                .prepare_cached("SELECT 1 FROM seen WHERE key = ?1")
-                .and_then(|mut q| q.exists(params![key.as_bytes().as_slice()]))
-                .map_err(|e| sql(&self.dir, e))
+            Ok(self.mask_of(key)?.is_some())
+        }
+
+        /// A key's mask: in the pending batch, or-ed with the table's (a batch not yet written
+        /// holds only what was noted since the last).
+        pub(super) fn mask_of(&self, key: &BlobKey) -> Result<Option<u64>> {
+            use rusqlite::OptionalExtension;
+            let pending = self.pending.get(key).copied();
+            let written = self
+                .conn
+                .prepare_cached("SELECT mask FROM seen WHERE key = ?1")
+                .and_then(|mut q| {
+                    q.query_row(params![key.as_bytes().as_slice()], |r| r.get::<_, i64>(0))
+                        .optional()
+                })
+                .map_err(|e| sql(&self.dir, e))?
+                .map(|m| m as u64);
+            Ok(match (pending, written) {
+                (None, None) => None,
+                (p, w) => Some(p.unwrap_or(0) | w.unwrap_or(0)),
+            })
         }
 
         pub(super) fn len(&self) -> Result<u64> {
@@ -304,6 +331,31 @@ mod tests {
                 got.extend(page);
             }
             assert_eq!(got, want, "pages of {n}");
+        }
+    }
+
+    /// `mask_of` gives a key's mask in memory, and on disk whether it is written or still waits in
+    /// a batch, or-ed across both (copy keeps sizes as masks, and a size seen twice must stay one).
+    #[test]
+    fn mask_of_is_the_key_s_mask_wherever_it_is_kept() {
+        let mut c = KeyTable::new(100);
+        for i in 0..50 {
+            c.note(key(i), 1000 + u64::from(i)).expect("note");
+        }
+        assert_eq!(c.mask_of(&key(7)).expect("mask"), Some(1007));
+        for i in 50..300 {
+            c.note(key(i), 1000 + u64::from(i)).expect("note");
+        }
+        c.finish().expect("finish");
+        c.note(key(7), 1007).expect("again, the same");
+        c.note(key(8), 1 << 40).expect("again, another");
+        for i in 0..310 {
+            let want = match i {
+                8 => Some(1008 | 1 << 40),
+                300.. => None,
+                _ => Some(1000 + u64::from(i)),
+            };
+            assert_eq!(c.mask_of(&key(i)).expect("mask"), want, "{i}");
         }
     }
 

@@ -8,11 +8,18 @@
 //!
 //! What the target has is learnt, for a remote target, from one listing of it before the copy
 //! (as `rsync` and `rclone` do): a store of 40M blobs is 40,000 listing pages, where asking each
-//! blob would be 40M `HEAD`s. The keys go to a key table (in memory up to 262,144, in a temp
-//! SQLite file beyond). A blob the listing did not show is still asked for before it is read.
-//! A local target (fs, memory) is asked blob by blob, as its `stat` is cheap and also tells a
-//! damaged file from a whole one. For a few blobs copied into a large remote store,
-//! [`CopyOptions::list_target`] off skips the listing.
+//! blob would be 40M `HEAD`s. The keys go to a key table with their listed sizes (in memory up to
+//! 262,144, in a temp SQLite file beyond). A blob the listing did not show is still asked for
+//! before it is read. A local target (fs, memory) is asked blob by blob, as its `stat` is cheap
+//! and also tells a damaged file from a whole one. For a few blobs copied into a large remote
+//! store, [`CopyOptions::list_target`] off skips the listing.
+//!
+//! A remote target keeps no trusted record of a blob's size, so an object at a blob's key may be
+//! cut short or grown (a failed upload by another tool, a server that lies). So, for such a
+//! target, the source is listed with its sizes ([`Store::list_meta`]: free in an object store's
+//! listing, a `stat` per blob on fs, a `HEAD` per blob of a replicated set), and a blob is skipped
+//! only where the target holds an object of the source's size. Otherwise it is copied with that
+//! size expected, and the put's commit replaces the object.
 //!
 //! The source's keys go to a key table too, as they are listed: a listing may give a key twice
 //! (an S3 listing while the bucket is written to, a page fetched again after a retry), and each
@@ -20,6 +27,7 @@
 
 use std::sync::Mutex;
 
+use futures::stream::BoxStream;
 use futures::{future, StreamExt, TryStreamExt};
 use serde::Serialize;
 
@@ -102,8 +110,9 @@ pub async fn copy(
     mut on_event: impl FnMut(&CopyEvent),
 ) -> Result<CopyReport> {
     let mut report = CopyReport::default();
-    let listed = if options.list_target && to.backend().recorded_digests_trusted().is_none() {
-        Some(Mutex::new(target_keys(to).await?))
+    let sized = to.backend().recorded_digests_trusted().is_none();
+    let listed = if options.list_target && sized {
+        Some(Mutex::new(target_sizes(to).await?))
     } else {
         None
     };
@@ -111,15 +120,14 @@ pub async fn copy(
     // A key the table cannot take is reported with the listing's failures (and not copied): the
     // copy is then incomplete, and running it again finishes it.
     let mut seen = KeyTable::new(key_table::IN_MEMORY);
-    let mut work = from
-        .list()
+    let mut work = source(from, sized)
         .filter_map(|k| {
-            let new = k.and_then(|key| Ok(seen.first_sight(key)?.then_some(key)));
+            let new = k.and_then(|(key, size)| Ok(seen.first_sight(key)?.then_some((key, size))));
             future::ready(new.transpose())
         })
         .map(|k| async move {
             match k {
-                Ok(key) => copy_one(from, to, key, listed).await,
+                Ok((key, size)) => copy_one(from, to, key, size, listed).await,
                 Err(error) => CopyEvent::Failed { key: None, error },
             }
         })
@@ -153,37 +161,55 @@ pub async fn copy(
     Ok(report)
 }
 
-/// Every key the target lists.
-async fn target_keys(to: &Store) -> Result<KeyTable> {
-    let mut keys = KeyTable::new(key_table::IN_MEMORY);
-    let mut listing = to.list();
-    while let Some(key) = listing.try_next().await? {
-        keys.note(key, 1)?;
+/// The source's keys, with their sizes where the target needs them to judge what it holds.
+fn source(from: &Store, sized: bool) -> BoxStream<'static, Result<(BlobKey, Option<u64>)>> {
+    if sized {
+        from.list_meta().map_ok(|b| (b.key, Some(b.size))).boxed()
+    } else {
+        from.list().map_ok(|key| (key, None)).boxed()
     }
-    keys.finish()?;
-    Ok(keys)
+}
+
+/// A size no object has: that of a key the target listed twice with two sizes (an object replaced
+/// during the listing), which the copy then asks about.
+const ASK: u64 = u64::MAX;
+
+/// Every key the target lists, with its size.
+async fn target_sizes(to: &Store) -> Result<KeyTable> {
+    let mut sizes = KeyTable::new(key_table::IN_MEMORY);
+    let mut listing = to.list_meta();
+    while let Some(blob) = listing.try_next().await? {
+        match sizes.mask_of(&blob.key)? {
+            None => sizes.note(blob.key, blob.size)?,
+            Some(size) if size != blob.size => sizes.note(blob.key, ASK)?,
+            Some(_) => {}
+        }
+    }
+    sizes.finish()?;
+    Ok(sizes)
 }
 
 async fn copy_one(
     from: &Store,
     to: &Store,
     key: BlobKey,
+    size: Option<u64>,
     listed: Option<&Mutex<KeyTable>>,
 ) -> CopyEvent {
     let address = Integrity::from(key.hash());
     let result = async {
-        if let Some(listed) = listed {
-            if listed
+        if let (Some(listed), Some(size)) = (listed, size) {
+            let at_target = listed
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
-                .contains(&key)?
-            {
+                .mask_of(&key)?;
+            if at_target == Some(size) {
                 return Ok(None);
             }
         }
         // A target that cannot tell (a replica down while the others lack the blob) is written
         // to: the put stores the blob wherever it can.
-        if to.stored_intact(&key).await.unwrap_or(false) {
+        if to.stored_intact(&key, size).await.unwrap_or(false) {
             return Ok(None);
         }
         // A pass over the source: read from its store of record, without filling a cache tier
@@ -192,7 +218,10 @@ async fn copy_one(
         let put = to
             .put(
                 stream.map(|r| r.map_err(Error::into_io)),
-                &PutOptions::expect(address.clone()),
+                &PutOptions {
+                    expected_size: size,
+                    ..PutOptions::expect(address.clone())
+                },
             )
             .await
             .map_err(|e| match e {

@@ -131,11 +131,11 @@ impl Store {
 
     /// Whether a blob is stored where it is kept for good ([`Backend::head_of_record`]: not only in
     /// a cache tier's copy, on every replica) and, as far as a `head` can tell, whole (see
-    /// [`intact`](Self::intact)).
+    /// [`intact`](Self::intact)), of `size` bytes if a size is given.
     ///
     /// [`Backend::head_of_record`]: crate::backend::Backend::head_of_record
-    pub(crate) async fn stored_intact(&self, key: &BlobKey) -> Result<bool> {
-        Ok(self.intact(self.backend.head_of_record(key).await?, None))
+    pub(crate) async fn stored_intact(&self, key: &BlobKey, size: Option<u64>) -> Result<bool> {
+        Ok(self.intact(self.backend.head_of_record(key).await?, size))
     }
 
     /// Whether `stat` is of a whole blob, of `size` bytes if a size is given (a remote object cut
