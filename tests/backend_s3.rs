@@ -292,3 +292,23 @@ async fn copy_replaces_an_object_of_another_size_at_the_target() {
         assert_eq!(source.counts.gets(), gets, "a skipped blob was read");
     }
 }
+
+/// gc's live set naming a blob by sha1 whose marker names another blob: see
+/// `common::gc_with_a_contradicted_marker`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gc_does_not_take_a_marker_its_blob_contradicts_at_its_word() {
+    let prefix = Server::fresh_prefix("gcmark");
+    let raw: Arc<dyn object_store::ObjectStore> = Arc::new(object_store::memory::InMemory::new());
+    let c = S3Config::new("memory", prefix.clone());
+    let open = || tarvault::Store::new(S3Backend::with_store_config(raw.clone(), &c));
+    let forge = |sha1: String, body: String| {
+        let raw = raw.clone();
+        let marker = format!("{prefix}/markers/sha1/{}/{sha1}", &sha1[..2]);
+        async move {
+            raw.put(&marker.into(), PutPayload::from(body.into_bytes()))
+                .await
+                .expect("forge the marker");
+        }
+    };
+    common::gc_with_a_contradicted_marker(&open, forge).await;
+}

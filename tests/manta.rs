@@ -1341,3 +1341,31 @@ async fn a_put_finding_its_blob_stored_writes_missing_markers() {
     let fresh = Store::new(MantaBackend::new(config).expect("backend"));
     common::assert_found_by_aliases(&fresh, &[(noise(1500, 81), d)]).await;
 }
+
+/// gc's live set naming a blob by sha1 whose marker names another blob: see
+/// `common::gc_with_a_contradicted_marker`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gc_does_not_take_a_marker_its_blob_contradicts_at_its_word() {
+    let Some(target) = Target::get("gc_does_not_take_a_marker_its_blob_contradicts_at_its_word")
+    else {
+        return;
+    };
+    let config = target.config("gc-marker");
+    let open = || Store::new(MantaBackend::new(config.clone()).expect("backend"));
+    let backend = MantaBackend::new(config.clone()).expect("backend");
+    let forge = |sha1: String, body: String| async move {
+        let marker = backend
+            .layout()
+            .marker_path(tarvault::Algorithm::Sha1, &sha1);
+        backend
+            .client()
+            .put_object(
+                &marker,
+                reqwest::header::HeaderMap::new(),
+                RequestBody::Bytes(body.into()),
+            )
+            .await
+            .expect("forge the marker");
+    };
+    common::gc_with_a_contradicted_marker(&open, forge).await;
+}

@@ -22,8 +22,11 @@ use crate::{Error, Result};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Confirm {
     /// By the backend's trusted record ([`Backend::recorded_digests_trusted`]: fs, memory) where
-    /// there is one; otherwise the index is taken at its word. No request beyond the lookup:
-    /// for gc's live set, which may name every blob of a remote store by sha1.
+    /// there is one. Elsewhere the index is taken at its word unless the digests a remote object
+    /// carries (its metadata, written with its bytes, not with the marker) name another hash:
+    /// agreeing they prove nothing, but disagreeing they show the entry or the object is wrong,
+    /// and gc must then not leave the blob the address names out of its live set. No request
+    /// beyond the lookup: for gc's live set, which may name every blob of a remote store by sha1.
     ///
     /// [`Backend::recorded_digests_trusted`]: crate::backend::Backend::recorded_digests_trusted
     Record,
@@ -142,7 +145,7 @@ impl Store {
         let record = st
             .digests
             .as_ref()
-            .filter(|d| trusted && d.sha512 == *key.as_bytes());
+            .filter(|d| d.sha512 == *key.as_bytes() && (trusted || d.size == st.size));
         let Some(d) = record else {
             return Ok(Checked::Holds);
         };

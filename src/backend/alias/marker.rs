@@ -30,6 +30,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use futures::future::BoxFuture;
 use futures::stream::BoxStream;
 use futures::{StreamExt, TryStreamExt};
 
@@ -92,6 +93,13 @@ enum Marker {
     Bad,
     Good(Digests),
 }
+
+/// What a blob's own object says of it, for a rebuild that finds a marker naming another blob
+/// than the one it scanned: `None` if the blob is not stored, else the digests its metadata
+/// carries (`None` without them). Read from the object alone (a `HEAD`), not from the alias cache,
+/// which holds what markers claim.
+pub(crate) type BlobRecord<'a> =
+    &'a (dyn Fn(BlobKey) -> BoxFuture<'static, Result<Option<Option<Digests>>>> + Sync);
 
 /// What one record did to its marker(s).
 #[derive(Default, Clone, Copy)]
@@ -157,8 +165,8 @@ impl<M: MarkerStore, S: SegmentStore> AliasIndex<M, S> {
     pub(crate) async fn record(&self, d: &Digests) -> Result<()> {
         let body = Bytes::from(line(d));
         let (a, b) = tokio::join!(
-            self.ensure(Algorithm::Sha1, d, body.clone(), false),
-            self.ensure(Algorithm::Blake3, d, body, false)
+            self.ensure(Algorithm::Sha1, d, body.clone(), false, None),
+            self.ensure(Algorithm::Blake3, d, body, false, None)
         );
         a?;
         b?;
@@ -196,7 +204,7 @@ impl<M: MarkerStore, S: SegmentStore> AliasIndex<M, S> {
             let body = body.clone();
             async move {
                 if yes {
-                    self.ensure(alg, d, body, true).await.map(|_| ())
+                    self.ensure(alg, d, body, true, None).await.map(|_| ())
                 } else {
                     Ok(())
                 }
@@ -232,12 +240,20 @@ impl<M: MarkerStore, S: SegmentStore> AliasIndex<M, S> {
     /// Makes the marker of `d`'s `alg` digest exist and name `d`. A put writes first (`check`
     /// false: one request for a new blob); a rebuild reads first (`check` true: one GET for a
     /// marker that is already right, the common case).
+    ///
+    /// A marker naming another blob is kept (two blobs sharing a sha1: the marker keeps the
+    /// first), except by a rebuild, which has hashed `d`'s bytes and is given the `witness` of
+    /// the other blob's object: a marker naming a blob that is gone, or whose own metadata gives
+    /// it another digest, is wrong (a foreign writer, a blob deleted by another tool), and
+    /// leaving it would leave `d` unfindable by that digest, or gc taking the other blob for
+    /// the live one. It is replaced.
     async fn ensure(
         &self,
         alg: Algorithm,
         d: &Digests,
         body: Bytes,
         check: bool,
+        witness: Option<BlobRecord<'_>>,
     ) -> Result<Outcome> {
         let hex = hex_of(alg, d);
         let named = Outcome {
@@ -252,6 +268,19 @@ impl<M: MarkerStore, S: SegmentStore> AliasIndex<M, S> {
         }
         match self.read(alg, &hex).await? {
             Marker::Good(found) if found.sha512 == d.sha512 => Ok(named),
+            Marker::Good(found) if self.names_wrongly(alg, &hex, &found, witness).await? => {
+                tracing::warn!(
+                    marker = self.markers.name(alg, &hex),
+                    named = hex::encode(found.sha512),
+                    now = hex::encode(d.sha512),
+                    "the marker named a blob that is gone or has another {alg} digest; rewritten"
+                );
+                self.markers.replace(alg, &hex, body).await?;
+                Ok(Outcome {
+                    corrected: true,
+                    ..named
+                })
+            }
             Marker::Good(found) => {
                 tracing::warn!(
                     marker = self.markers.name(alg, &hex),
@@ -280,6 +309,25 @@ impl<M: MarkerStore, S: SegmentStore> AliasIndex<M, S> {
                 })
             }
         }
+    }
+
+    /// Whether the marker `alg`/`hex`, which names `found`, is shown wrong by `witness`: the blob
+    /// it names is gone, or its object's metadata gives it another digest.
+    async fn names_wrongly(
+        &self,
+        alg: Algorithm,
+        hex: &str,
+        found: &Digests,
+        witness: Option<BlobRecord<'_>>,
+    ) -> Result<bool> {
+        let Some(witness) = witness else {
+            return Ok(false);
+        };
+        Ok(match witness(BlobKey::new(found.sha512)).await? {
+            None => true,
+            Some(Some(own)) => hex_of(alg, &own) != hex,
+            Some(None) => false,
+        })
     }
 
     /// Reads a marker and checks it names a blob with that digest.
@@ -416,7 +464,8 @@ impl<M: MarkerStore, S: SegmentStore> AliasIndex<M, S> {
                 };
                 let n = records.len() as u64;
                 futures::stream::iter(records)
-                    .map(|d| async move { self.merge_one(&d).await })
+                    // The old log's records are claims, not a scan: no witness overrules a marker.
+                    .map(|d| async move { self.merge_one(&d, None).await })
                     .buffer_unordered(PARALLEL)
                     .try_collect::<Vec<_>>()
                     .await?;
@@ -432,28 +481,35 @@ impl<M: MarkerStore, S: SegmentStore> AliasIndex<M, S> {
 
     /// Checks both markers of one record, writing or repairing what is missing or wrong.
     /// The outcomes for `d`'s sha1 marker and its blake3 marker.
-    async fn merge_one(&self, d: &Digests) -> Result<(Outcome, Outcome)> {
+    async fn merge_one(
+        &self,
+        d: &Digests,
+        witness: Option<BlobRecord<'_>>,
+    ) -> Result<(Outcome, Outcome)> {
         let body = Bytes::from(line(d));
         let (a, b) = tokio::join!(
-            self.ensure(Algorithm::Sha1, d, body.clone(), true),
-            self.ensure(Algorithm::Blake3, d, body, true)
+            self.ensure(Algorithm::Sha1, d, body.clone(), true, witness),
+            self.ensure(Algorithm::Blake3, d, body, true, witness)
         );
         Ok((a?, b?))
     }
 
-    /// Merges the digests of every blob a scan found into markers (never removing one), then
-    /// finishes importing the old log. Streams with [`PARALLEL`] records in flight, so memory
-    /// stays flat at any store size; every step is idempotent, so a rebuild that fails part-way
-    /// is resumed by running it again. Returns, besides the report, the markers it found or made
-    /// naming a blob the scan saw, which the [`sweep`](Self::sweep) after it need not check.
+    /// Merges the digests of every blob a scan found into markers (never removing one; rewriting
+    /// one that names another blob only where `witness`, a `HEAD` of that blob, shows it wrong:
+    /// see `ensure`), then finishes importing the old log. Streams with [`PARALLEL`] records in
+    /// flight, so memory stays flat at any store size; every step is idempotent, so a rebuild
+    /// that fails part-way is resumed by running it again. Returns, besides the report, the
+    /// markers it found or made naming a blob the scan saw, which the [`sweep`](Self::sweep)
+    /// after it need not check.
     pub(crate) async fn rebuild(
         &self,
         found: futures::stream::BoxStream<'_, Digests>,
+        witness: BlobRecord<'_>,
     ) -> Result<(AliasRebuild, Seen)> {
         let mut report = AliasRebuild::default();
         let mut seen = Seen::new();
         let mut outcomes = found
-            .map(|d| async move { (self.merge_one(&d).await, d) })
+            .map(|d| async move { (self.merge_one(&d, Some(witness)).await, d) })
             .buffer_unordered(PARALLEL);
         while let Some((o, d)) = outcomes.next().await {
             let (a, b) = o?;

@@ -136,6 +136,35 @@ pub(crate) fn blob_exists(
     Box::pin(async move { Ok(client.head(&path).await?.is_some()) })
 }
 
+/// The digests a blob object's `m-tarvault-*` metadata records, if it has them, for `key` and
+/// `size`.
+fn digests_of(key: &BlobKey, size: u64, h: &HeaderMap) -> Option<Digests> {
+    let text = |name: &str| h.get(name).and_then(|v| v.to_str().ok());
+    let sha512 = hex::decode(text(META_SHA512)?).ok()?;
+    let sha1 = hex::decode(text(META_SHA1)?).ok()?;
+    let blake3 = hex::decode(text(META_BLAKE3)?).ok()?;
+    let d = Digests::from_parts(&sha512, &sha1, &blake3, size).ok()?;
+    (d.sha512 == *key.as_bytes()).then_some(d)
+}
+
+/// What the object of `key` says of it, from a `HEAD` alone (see
+/// [`BlobRecord`](crate::backend::alias::marker::BlobRecord)).
+fn blob_record(
+    client: &MantaClient,
+    layout: &Layout,
+    key: BlobKey,
+) -> BoxFuture<'static, Result<Option<Option<Digests>>>> {
+    let (client, path) = (client.clone(), layout.blob_path(&key));
+    Box::pin(async move {
+        Ok(client.head(&path).await?.map(|h| {
+            let size = h
+                .get("content-length")
+                .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+            size.and_then(|n| digests_of(&key, n, &h))
+        }))
+    })
+}
+
 /// Whether an object's `content-md5` (base64) is `md5_b64`; true when Manta reports none.
 fn same_md5(headers: &HeaderMap, md5_b64: &str) -> bool {
     headers
@@ -324,18 +353,11 @@ impl MantaBackend {
                 ))
             })?;
         let modified = text("last-modified").and_then(|v| httpdate::parse_http_date(v).ok());
-        let digests = (|| {
-            let sha512 = hex::decode(text(META_SHA512)?).ok()?;
-            let sha1 = hex::decode(text(META_SHA1)?).ok()?;
-            let blake3 = hex::decode(text(META_BLAKE3)?).ok()?;
-            let d = Digests::from_parts(&sha512, &sha1, &blake3, size).ok()?;
-            (d.sha512 == *key.as_bytes()).then_some(d)
-        })();
         Ok(BlobStat {
             key: *key,
             size,
             modified,
-            digests,
+            digests: digests_of(key, size, h),
         })
     }
 
@@ -604,7 +626,8 @@ impl Backend for MantaBackend {
                 .try_for_each(|()| futures::future::ready(Ok(())))
                 .await?;
         }
-        let (mut report, seen) = self.aliases.rebuild(found).await?;
+        let witness = |key: BlobKey| blob_record(&self.client, &self.layout, key);
+        let (mut report, seen) = self.aliases.rebuild(found, &witness).await?;
         let exists = |key: BlobKey| blob_exists(&self.client, &self.layout, key);
         let grace = self.client.config().alias_grace;
         self.aliases

@@ -208,6 +208,22 @@ pub(crate) async fn blob_exists(
     Ok(absent_ok(describe, "head", head)?.is_some())
 }
 
+/// What the object of `key` says of it, from a `HEAD` and its metadata alone (see
+/// [`BlobRecord`](crate::backend::alias::marker::BlobRecord)).
+async fn blob_record(inner: &Inner, key: BlobKey) -> Result<Option<Option<Digests>>> {
+    let opts = GetOptions {
+        head: true,
+        ..GetOptions::default()
+    };
+    let path = inner.keys.blob(&key);
+    let got = absent_ok(
+        &inner.describe,
+        "head",
+        inner.store.get_opts(&path, opts).await,
+    )?;
+    Ok(got.map(|g| digests_from_attributes(&key, g.meta.size, &g.attributes)))
+}
+
 #[async_trait]
 impl Backend for S3Backend {
     fn describe(&self) -> String {
@@ -325,7 +341,11 @@ impl Backend for S3Backend {
             .try_for_each(|_| futures::future::ready(Ok(())))
             .await
             .map_err(self.err("delete alias records"))?;
-        let (mut report, seen) = inner.aliases.rebuild(found).await?;
+        let witness = |key: BlobKey| {
+            let inner = inner.clone();
+            Box::pin(async move { blob_record(&inner, key).await }) as BoxFuture<'_, _>
+        };
+        let (mut report, seen) = inner.aliases.rebuild(found, &witness).await?;
         let exists = |key: BlobKey| {
             let inner = inner.clone();
             Box::pin(

@@ -1,0 +1,118 @@
+//! A remote store's marker rebuild (fsck): what it repairs, what it keeps, and puts racing it.
+
+use super::*;
+
+#[tokio::test]
+async fn a_corrupt_or_foreign_marker_is_skipped_and_fsck_repairs_it() {
+    let mem = Mem::default();
+    let idx = index(&mem, CacheConfig::default());
+    let (a, b) = (digests(1), digests(2));
+    ok(idx.record(&a).await);
+    ok(idx.record(&b).await);
+    // Truncated; and one naming a blob whose sha1 is not the marker's name.
+    let k_a = marker_key(Algorithm::Sha1, &hex::encode(a.sha1));
+    let k_b = marker_key(Algorithm::Sha1, &hex::encode(b.sha1));
+    {
+        let mut m = mem.map();
+        let torn = m.get(&k_a).map(|v| v.slice(..40)).unwrap_or_default();
+        m.insert(k_a.clone(), torn);
+        m.insert(k_b.clone(), Bytes::from(line(&digests(3))));
+    }
+    let fresh = index(&mem, CacheConfig::default());
+    assert_eq!(ok(fresh.resolve(&sha1(&a)).await), None);
+    assert_eq!(ok(fresh.resolve(&sha1(&b)).await), None);
+    let (report, _) = ok(fresh
+        .rebuild(futures::stream::iter([a, b]).boxed(), &unwitnessed)
+        .await);
+    assert_eq!(report.indexed, 2);
+    assert_eq!(report.corrected, 2);
+    let after = index(&mem, CacheConfig::default());
+    assert_eq!(
+        ok(after.resolve(&sha1(&a)).await),
+        Some(BlobKey::new(a.sha512))
+    );
+    assert_eq!(
+        ok(after.resolve(&sha1(&b)).await),
+        Some(BlobKey::new(b.sha512))
+    );
+}
+
+/// A rebuild that finds a blob's sha1 marker naming another blob rewrites it where the other
+/// blob's object shows the marker wrong (gone, or its metadata gives it another sha1), and keeps
+/// it where the other blob may have that sha1 too (its metadata says so, or says nothing): two
+/// blobs sharing a sha1 keep the first's marker.
+#[tokio::test]
+async fn a_rebuild_rewrites_a_marker_the_named_blob_contradicts() {
+    let (a, c) = (digests(1), digests(3));
+    let claimed = ok(Digests::from_parts(&c.sha512, &a.sha1, &c.blake3, c.size));
+    let cases: [(&str, Option<Option<Digests>>, bool); 4] = [
+        ("gone", None, true),
+        ("another sha1", Some(Some(c)), true),
+        ("the same sha1", Some(Some(claimed)), false),
+        ("no metadata", Some(None), false),
+    ];
+    for (what, record, rewritten) in cases {
+        let mem = Mem::default();
+        let idx = index(&mem, CacheConfig::default());
+        ok(idx.record(&a).await);
+        mem.map().insert(
+            marker_key(Algorithm::Sha1, &hex::encode(a.sha1)),
+            Bytes::from(line(&claimed)),
+        );
+        let witness = move |key: BlobKey| {
+            assert_eq!(
+                key,
+                BlobKey::new(c.sha512),
+                "{what}: asked about another blob"
+            );
+            Box::pin(async move { Ok(record) }) as BoxFuture<'static, _>
+        };
+        let fresh = index(&mem, CacheConfig::default());
+        let (report, _) = ok(fresh
+            .rebuild(futures::stream::iter([a]).boxed(), &witness)
+            .await);
+        assert_eq!(report.corrected, u64::from(rewritten), "{what}");
+        let want = if rewritten { a.sha512 } else { c.sha512 };
+        let after = index(&mem, CacheConfig::default());
+        assert_eq!(
+            ok(after.resolve(&sha1(&a)).await),
+            Some(BlobKey::new(want)),
+            "{what}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_rebuild_racing_puts_loses_nothing() {
+    let mem = Mem::default();
+    let idx = index(&mem, CacheConfig::default());
+    let scanned: Vec<Digests> = (0..300).map(digests).collect();
+    let rebuild = {
+        let idx = idx.clone();
+        let scanned = scanned.clone();
+        tokio::spawn(async move {
+            idx.rebuild(futures::stream::iter(scanned).boxed(), &unwitnessed)
+                .await
+        })
+    };
+    let puts: Vec<_> = (200..500)
+        .map(|i| {
+            let idx = idx.clone();
+            tokio::spawn(async move { idx.record(&digests(i)).await })
+        })
+        .collect();
+    for p in puts {
+        ok(p.await.unwrap_or_else(|e| panic!("{e}")));
+    }
+    let (report, _) = ok(rebuild.await.unwrap_or_else(|e| panic!("{e}")));
+    assert_eq!(report.indexed, 300);
+    let reader = index(&mem, CacheConfig::default());
+    for i in 0..500 {
+        let d = digests(i);
+        assert_eq!(
+            ok(reader.resolve(&sha1(&d)).await),
+            Some(BlobKey::new(d.sha512)),
+            "blob {i}"
+        );
+    }
+}
