@@ -312,3 +312,62 @@ async fn gc_does_not_take_a_marker_its_blob_contradicts_at_its_word() {
     };
     common::gc_with_a_contradicted_marker(&open, forge).await;
 }
+
+/// A replicated store of two S3 stores gives its blobs' sizes and times from the replicas'
+/// listings (`gc`, `ls` and a copy into it walk it so): LIST requests only, where it sent a HEAD
+/// per blob through the replicas. Each blob once, with its size, whichever replicas hold it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replicated_store_of_s3_stores_lists_sizes_without_a_request_per_blob() {
+    use futures::TryStreamExt;
+    use tarvault::backend::compose::{Replicated, ReplicatedOptions};
+    let members: Vec<_> = (0..2)
+        .map(|i| {
+            let counting = Arc::new(s3::counting::Counting::new(Arc::new(
+                object_store::memory::InMemory::new(),
+            )));
+            let c = S3Config::new("memory", Server::fresh_prefix(&format!("rep{i}")));
+            (S3Backend::with_store_config(counting.clone(), &c), counting)
+        })
+        .collect();
+    let blobs: Vec<Vec<u8>> = (0..6)
+        .map(|i| common::noise(1000 + i * 10, 95 + i as u64))
+        .collect();
+    for (i, data) in blobs.iter().enumerate() {
+        // Blobs 0-1 on the first replica alone, 2-3 on the second alone, 4-5 on both.
+        for (r, (backend, _)) in members.iter().enumerate() {
+            if i / 2 == r || i >= 4 {
+                tarvault::Store::new(backend.clone())
+                    .put_bytes(data.clone(), &tarvault::PutOptions::default())
+                    .await
+                    .expect("put");
+            }
+        }
+    }
+    let replicas = members
+        .iter()
+        .map(|(b, _)| Arc::new(b.clone()) as Arc<dyn Backend>)
+        .collect();
+    let store = tarvault::Store::new(
+        Replicated::new(replicas, ReplicatedOptions::default()).expect("replicated"),
+    );
+    let counts = |c: &s3::counting::Counting| (c.counts.total(), c.counts.lists());
+    let before: Vec<(u64, u64)> = members.iter().map(|(_, c)| counts(c)).collect();
+    let mut listed: Vec<(BlobKey, u64)> = store
+        .list_meta()
+        .map_ok(|b| (b.key, b.size))
+        .try_collect()
+        .await
+        .expect("list");
+    listed.sort();
+    let mut want: Vec<(BlobKey, u64)> = blobs
+        .iter()
+        .map(|d| (common::key_of(d), d.len() as u64))
+        .collect();
+    want.sort();
+    assert_eq!(listed, want);
+    for ((_, c), (total, lists)) in members.iter().zip(before) {
+        let (requests, listings) = (c.counts.total() - total, c.counts.lists() - lists);
+        assert!(listings >= 1, "a replica not listed");
+        assert_eq!(requests, listings, "requests besides the listing");
+    }
+}

@@ -1,4 +1,7 @@
-//! The listing of a [`Replicated`](super::Replicated) store: every blob any replica lists, once.
+//! The listing of a [`Replicated`](super::Replicated) store: every blob any replica lists, once,
+//! by key ([`union`]) or with what each replica's listing gives of it ([`union_meta`]: an object
+//! store's sizes and times with no request per blob, where the default would `HEAD` each blob
+//! through the replicas, 40M round trips at 40M blobs, for `gc`, `ls` and a copy into the store).
 //!
 //! Keys are yielded as the replicas list them, the first replica's as they come and each later
 //! replica's that no earlier one listed. The keys already yielded are kept in a
@@ -12,15 +15,43 @@ use std::sync::Arc;
 use futures::stream::{self, BoxStream, StreamExt};
 
 use crate::backend::key_table::{self, KeyTable};
-use crate::backend::{Backend, BlobKey};
+use crate::backend::{Backend, BlobKey, BlobStat};
 use crate::{Error, Result};
 
+/// What a replica's listing yields: a key, or a key with what the listing knows of its blob.
+trait Listed: Send + 'static {
+    fn key(&self) -> BlobKey;
+    /// The replica's listing of these.
+    fn list(replica: &Arc<dyn Backend>) -> BoxStream<'static, Result<Self>>
+    where
+        Self: Sized;
+}
+
+impl Listed for BlobKey {
+    fn key(&self) -> BlobKey {
+        *self
+    }
+    fn list(replica: &Arc<dyn Backend>) -> BoxStream<'static, Result<BlobKey>> {
+        replica.list()
+    }
+}
+
+/// The blob as the first replica that lists it gives it: its copy's size and time there.
+impl Listed for BlobStat {
+    fn key(&self) -> BlobKey {
+        self.key
+    }
+    fn list(replica: &Arc<dyn Backend>) -> BoxStream<'static, Result<BlobStat>> {
+        replica.clone().list_meta()
+    }
+}
+
 /// Walks the replicas one after another.
-struct Union {
+struct Union<T> {
     replicas: Arc<Vec<Arc<dyn Backend>>>,
     /// The replica being listed (`current`'s), or the next one to list.
     at: usize,
-    current: Option<BoxStream<'static, Result<BlobKey>>>,
+    current: Option<BoxStream<'static, Result<T>>>,
     /// Keys yielded so far, noted only while a later replica is left to dedup against.
     seen: KeyTable,
     failures: Vec<String>,
@@ -38,14 +69,23 @@ pub(super) fn union(
     union_in(replicas, describe, key_table::IN_MEMORY)
 }
 
-/// [`union`], its keys held in memory up to `in_memory`.
-fn union_in(
+/// [`union`] with each blob's size and time from the listing of the first replica that lists it
+/// ([`Backend::list_meta`]).
+pub(super) fn union_meta(
+    replicas: Arc<Vec<Arc<dyn Backend>>>,
+    describe: String,
+) -> BoxStream<'static, Result<BlobStat>> {
+    union_in(replicas, describe, key_table::IN_MEMORY)
+}
+
+/// [`union`] or [`union_meta`], its keys held in memory up to `in_memory`.
+fn union_in<T: Listed>(
     replicas: Arc<Vec<Arc<dyn Backend>>>,
     describe: String,
     in_memory: usize,
-) -> BoxStream<'static, Result<BlobKey>> {
+) -> BoxStream<'static, Result<T>> {
     if replicas.len() == 1 {
-        return replicas[0].list();
+        return T::list(&replicas[0]);
     }
     let union = Union {
         replicas,
@@ -63,8 +103,8 @@ fn union_in(
     .boxed()
 }
 
-impl Union {
-    async fn next(&mut self) -> Option<Result<BlobKey>> {
+impl<T: Listed> Union<T> {
+    async fn next(&mut self) -> Option<Result<T>> {
         loop {
             if self.done {
                 return None;
@@ -78,12 +118,12 @@ impl Union {
                     }
                     return None;
                 }
-                self.current = Some(self.replicas[self.at].list());
+                self.current = Some(T::list(&self.replicas[self.at]));
                 continue;
             };
             match listing.next().await {
-                Some(Ok(key)) => match self.fresh(key) {
-                    Ok(true) => return Some(Ok(key)),
+                Some(Ok(item)) => match self.fresh(item.key()) {
+                    Ok(true) => return Some(Ok(item)),
                     Ok(false) => {}
                     Err(e) => {
                         self.done = true;
@@ -154,13 +194,34 @@ mod tests {
             .map(|m| Arc::new(m.clone()) as Arc<dyn Backend>)
             .collect();
         for in_memory in [4, 1 << 20] {
-            let got: Vec<BlobKey> = union_in(Arc::new(replicas.clone()), "r".into(), in_memory)
-                .try_collect()
-                .await
-                .expect("union");
+            let got: Vec<BlobKey> =
+                union_in::<BlobKey>(Arc::new(replicas.clone()), "r".into(), in_memory)
+                    .try_collect()
+                    .await
+                    .expect("union");
             assert_eq!(got.len(), 91, "limit {in_memory}");
             assert_eq!(got.iter().copied().collect::<HashSet<_>>(), want);
             assert_eq!(got[..first.len()], first[..], "limit {in_memory}");
+            // With sizes: the same blobs, each once with its size (in an order of their own: a
+            // memory replica's sizes come from `head`s run side by side).
+            let stats: Vec<BlobStat> =
+                union_in::<BlobStat>(Arc::new(replicas.clone()), "r".into(), in_memory)
+                    .try_collect()
+                    .await
+                    .expect("union with sizes");
+            let mut keys: Vec<BlobKey> = stats.iter().map(|s| s.key).collect();
+            let mut sorted = got.clone();
+            keys.sort();
+            sorted.sort();
+            assert_eq!(keys, sorted, "limit {in_memory}");
+            for st in &stats {
+                let size = futures::future::join_all(mems.iter().map(|m| m.head(&st.key)))
+                    .await
+                    .into_iter()
+                    .find_map(|h| h.expect("head"))
+                    .map(|h| h.size);
+                assert_eq!(Some(st.size), size, "limit {in_memory}");
+            }
         }
     }
 }

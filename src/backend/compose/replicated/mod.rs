@@ -234,6 +234,12 @@ impl Backend for Replicated {
         list::union(self.replicas.clone(), self.describe())
     }
 
+    /// The replicas' listings, each blob as the first replica that lists it gives it: sizes and
+    /// times from an object store's listing, with no `HEAD` per blob.
+    fn list_meta(self: Arc<Self>) -> BoxStream<'static, Result<BlobStat>> {
+        list::union_meta(self.replicas.clone(), self.describe())
+    }
+
     async fn resolve_alias(&self, hash: &Hash) -> Result<Option<BlobKey>> {
         self.first_answer(|replica| replica.resolve_alias(hash))
             .await
