@@ -71,8 +71,8 @@ impl Store {
         };
         let record = stat.as_ref().and_then(|st| st.digests);
         let there = stat.is_some();
+        let trusted = self.backend.recorded_digests_trusted().is_some();
         if !self.intact(stat, options.expected_size) {
-            let trusted = self.backend.recorded_digests_trusted().is_some();
             return Ok(match there && !trusted {
                 true => Found::Replace,
                 false => Found::Nothing,
@@ -80,7 +80,7 @@ impl Store {
         }
         // A copy damaged in place keeps its size: where the record is trusted (and so present,
         // by `intact`), the copy is checked against it, and a put of the right bytes replaces it.
-        match record.filter(|_| self.backend.recorded_digests_trusted().is_some()) {
+        match record.filter(|_| trusted) {
             Some(d) => match self.backend.copy_holds(&key, &d).await {
                 Ok(true) => Ok(Found::Stored(key)),
                 Ok(false) => {
