@@ -4,6 +4,7 @@
 #[cfg(feature = "fs")]
 pub mod npm;
 pub mod request_proxy;
+pub mod tally;
 pub mod tarbuild;
 
 use std::path::PathBuf;

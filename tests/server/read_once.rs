@@ -3,76 +3,17 @@
 //! verified whole apart and then read again, as it must be to check bytes it does not send, and so
 //! is a whole blob once the process's budget for held blobs is spent.
 
-use std::ops::Range;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use async_trait::async_trait;
-use futures::stream::BoxStream;
 use reqwest::StatusCode;
 use tarvault::backend::compose::verify::{set_held_in_memory, HELD_IN_MEMORY};
 use tarvault::backend::fs::{FsBackend, FsOptions};
-use tarvault::backend::{
-    AliasRebuild, Backend, BlobKey, BlobStat, BlobWriter, GetResult, PutHint, RebuildOptions,
-};
 use tarvault::server::Server;
-use tarvault::{Digests, Hash, PutOptions, Store};
+use tarvault::{PutOptions, Store};
 
+use crate::common::tally::Tally;
 use crate::common::{self, key_of, noise};
-
-/// An fs store that counts its reads and answers everything else as the fs does, the immediate
-/// answers (`exists_now`) that mark it as read locally among them.
-#[derive(Clone, Debug)]
-struct Counted {
-    inner: FsBackend,
-    gets: Arc<AtomicU64>,
-}
-
-#[async_trait]
-impl Backend for Counted {
-    fn describe(&self) -> String {
-        format!("counted({})", self.inner.describe())
-    }
-    async fn begin_put(&self, hint: &PutHint) -> tarvault::Result<Box<dyn BlobWriter>> {
-        self.inner.begin_put(hint).await
-    }
-    async fn get(
-        &self,
-        key: &BlobKey,
-        range: Option<Range<u64>>,
-    ) -> tarvault::Result<Option<GetResult>> {
-        self.gets.fetch_add(1, Ordering::SeqCst);
-        self.inner.get(key, range).await
-    }
-    async fn head(&self, key: &BlobKey) -> tarvault::Result<Option<BlobStat>> {
-        self.inner.head(key).await
-    }
-    fn size_now(&self, key: &BlobKey) -> Option<tarvault::Result<Option<u64>>> {
-        self.inner.size_now(key)
-    }
-    fn exists_now(&self, key: &BlobKey) -> Option<tarvault::Result<bool>> {
-        self.inner.exists_now(key)
-    }
-    async fn delete(&self, key: &BlobKey) -> tarvault::Result<bool> {
-        self.inner.delete(key).await
-    }
-    fn list(&self) -> BoxStream<'static, tarvault::Result<BlobKey>> {
-        self.inner.list()
-    }
-    async fn resolve_alias(&self, hash: &Hash) -> tarvault::Result<Option<BlobKey>> {
-        self.inner.resolve_alias(hash).await
-    }
-    async fn rebuild_aliases(
-        &self,
-        found: BoxStream<'_, Digests>,
-        options: &RebuildOptions,
-    ) -> tarvault::Result<AliasRebuild> {
-        self.inner.rebuild_aliases(found, options).await
-    }
-    fn recorded_digests_trusted(&self) -> Option<tarvault::backend::Vouched> {
-        self.inner.recorded_digests_trusted()
-    }
-}
 
 fn fs(root: &std::path::Path) -> FsBackend {
     let options = FsOptions {
@@ -85,10 +26,9 @@ fn fs(root: &std::path::Path) -> FsBackend {
 /// A 12 MiB blob and its store over the fs, which counts its reads.
 async fn stored(root: &std::path::Path) -> (FsBackend, Store, Vec<u8>, Arc<AtomicU64>) {
     let fs = fs(root);
-    let counted = Counted {
-        inner: fs.clone(),
-        gets: Arc::new(AtomicU64::new(0)),
-    };
+    // It counts its reads, and answers everything else as the fs does, the immediate answers
+    // (`exists_now`) that mark it as read locally among them.
+    let counted = Tally::new(fs.clone());
     let gets = counted.gets.clone();
     let store = Store::new(counted);
     // Over the fs's one-piece read (8 MiB), under the server's verify-before-head size (64 MiB).
