@@ -1,7 +1,7 @@
 //! `tarvault migrate couch` against a real CouchDB-compatible server (pouchdb-server, see
 //! `tests/migrate/server.rs`), seeded from the corpus as fullfat documents plus every bad case;
-//! and, in `tests/migrate/scripted.rs`, `tests/migrate/problems.rs` and `tests/migrate/twice.rs`,
-//! against a fake CouchDB scripted per test (`fake.rs`).
+//! and, in `tests/migrate/scripted.rs`, `tests/migrate/problems.rs`, `tests/migrate/twice.rs` and
+//! `tests/migrate/sized.rs`, against a fake CouchDB scripted per test (`fake.rs`).
 #![cfg(feature = "migrate")]
 
 #[path = "migrate/bounded.rs"]
@@ -19,6 +19,8 @@ mod scripted;
 mod seed;
 #[path = "migrate/server.rs"]
 mod server;
+#[path = "migrate/sized.rs"]
+mod sized;
 #[path = "migrate/twice.rs"]
 mod twice;
 

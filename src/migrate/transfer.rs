@@ -58,10 +58,16 @@ pub(crate) async fn transfer(ctx: &Context, job: TarballJob) -> Result<Transferr
         .acquire()
         .await
         .map_err(|_| Error::InvalidInput("migration shut down".into()))?;
+    // CouchDB's own record of the attachment's size (its stub's `length`; a tarball fetched from
+    // its `dist.tarball` has none): on a store without trusted records of sizes (S3, Manta), an
+    // object at the tarball's sha512 is taken, or replaced, by its size before the bytes are read,
+    // not held until they are to compare sizes; and bytes past it are not read on.
+    let size = job.size.as_ref().filter(|_| job.url.is_none());
     let options = PutOptions {
         // Only so that every algorithm is computed (md5 too) and a stored sha512 is recognised:
         // the bytes are judged by `checks`, below, each field on its own.
         expected: job.all_hashes(),
+        expected_size: size.map(|(_, n)| *n),
         label: Some(job.label()),
         // Inspection runs in the same pass, on its own thread, and a rejected tarball is never
         // committed.
@@ -123,6 +129,8 @@ pub(crate) async fn transfer(ctx: &Context, job: TarballJob) -> Result<Transferr
             expectations: futures::future::ready(Ok(checks)).boxed(),
             // Every algorithm the checks name is in `options.expected` already.
             compute: Vec::new(),
+            // A size mismatch, even one found before the body ends, names the stub's `length`.
+            size_field: size.map(|(field, _)| field.clone()),
         };
         match ctx
             .store

@@ -452,6 +452,9 @@ where
         let late = LateExpectations {
             expectations: late,
             compute,
+            // The put is given no size, so none to name: npm sends the `length` after `data`,
+            // and one given before it is `Cap`'s bound.
+            size_field: None,
         };
         let put = PutOptions {
             expected,

@@ -16,6 +16,11 @@ pub(crate) struct LateExpectations {
     /// know yet which algorithms its checks will name (a publish whose `versions` come after its
     /// attachment) asks for every one it might.
     pub(crate) compute: Vec<Algorithm>,
+    /// The field [`PutOptions::expected_size`](super::PutOptions::expected_size) came from, when
+    /// a document gave it (a migration's attachment `length`): a mismatch of that size names it,
+    /// as the checks name theirs, and not the put's label, even one found as the bytes arrive
+    /// (more of them than the size), before the checks are known.
+    pub(crate) size_field: Option<String>,
 }
 
 /// Every hash of every check, as one integrity: given as `PutOptions::expected`, it makes the put

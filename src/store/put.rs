@@ -255,10 +255,13 @@ impl Store {
         if let Some(expected) = &options.expected {
             algorithms.extend(expected.algorithms());
         }
-        let late = late.map(|l| {
-            algorithms.extend(l.compute);
-            l.expectations
-        });
+        let (late, size_field) = match late {
+            Some(l) => {
+                algorithms.extend(l.compute);
+                (Some(l.expectations), l.size_field)
+            }
+            None => (None, None),
+        };
         let mut hasher = StreamHasher::new(&algorithms);
         if let Hashing::Batch = hashing {
             hasher = hasher
@@ -273,6 +276,7 @@ impl Store {
             .label
             .clone()
             .unwrap_or_else(|| "input stream".to_string());
+        let size_what = size_field.unwrap_or_else(|| what.clone());
         let mut inspect = match &options.inspect {
             Some(policy) => Some(InspectLane::spawn(policy.clone())?),
             None => None,
@@ -291,7 +295,7 @@ impl Store {
                         // input need never end), written or hashed.
                         if let Some(size) = options.expected_size.filter(|&n| read > n) {
                             return Err(Error::IntegrityMismatch {
-                                what: what.clone(),
+                                what: size_what.clone(),
                                 expected: format!("{size} bytes"),
                                 actual: format!("more than {size} bytes"),
                             });
@@ -362,7 +366,7 @@ impl Store {
         let report = report.and_then(|r| check_package(r, options, late.as_ref(), &what));
         let verified = match report {
             Ok(report) => self
-                .verify_ingest(hasher, options, late.as_ref())
+                .verify_ingest(hasher, options, late.as_ref(), size_what)
                 .await
                 .map(|digests| Ingest { digests, report }),
             Err(e) => Err(e),
@@ -404,11 +408,13 @@ impl Store {
         })
     }
 
+    /// Checks the hashed bytes against `options` and `late`, a wrong size named `size_what`.
     async fn verify_ingest(
         &self,
         hasher: StreamHasher,
         options: &PutOptions,
         late: Option<&Expectations>,
+        size_what: String,
     ) -> Result<Digests> {
         let hashes = hasher.finish().await?;
         let digests = hashes.digests()?;
@@ -419,7 +425,7 @@ impl Store {
         if let Some(size) = options.expected_size {
             if size != digests.size {
                 return Err(Error::IntegrityMismatch {
-                    what,
+                    what: size_what,
                     expected: format!("{size} bytes"),
                     actual: format!("{} bytes", digests.size),
                 });
