@@ -7,8 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use tarvault::migrate::{CouchSource, MigrateOptions, Migration, OutcomeKind, Summary};
-use tarvault::Store;
+use tarvault::migrate::OutcomeKind;
 
 use crate::common::{sha1_hex, sha512_sri};
 use crate::fake::{migration, row, serve, static_registry, Attachments, Handler, Length};
@@ -79,22 +78,6 @@ async fn bytes_other_than_the_stubs_length_are_a_mismatch_naming_it() {
     assert!(map.is_empty(), "{map}");
 }
 
-/// Runs a migration of `url` into `store` with a state and mapping of its own (a run with the
-/// mapping gone), to its end.
-async fn migrate_into(url: &str, store: &Store) -> Summary {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let opts = MigrateOptions::new(dir.path().join("state.json"), dir.path().join("map.jsonl"));
-    Migration::new(
-        CouchSource::parse(url).expect("source"),
-        store.clone(),
-        opts,
-    )
-    .expect("migration")
-    .run()
-    .await
-    .expect("run")
-}
-
 #[cfg(feature = "s3")]
 mod s3 {
     use std::sync::atomic::Ordering;
@@ -102,10 +85,28 @@ mod s3 {
     use object_store::{ObjectStoreExt, PutPayload};
     use tarvault::backend::s3::{S3Backend, S3Config};
     use tarvault::backend::Backend;
+    use tarvault::migrate::{CouchSource, MigrateOptions, Migration, Summary};
+    use tarvault::Store;
 
     use super::*;
     use crate::common::tally::Tally;
     use crate::common::{key_of, noise};
+
+    /// Runs a migration of `url` into `store` with a state and mapping of its own (a run with the
+    /// mapping gone), to its end.
+    async fn migrate_into(url: &str, store: &Store) -> Summary {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let opts = MigrateOptions::new(dir.path().join("state.json"), dir.path().join("map.jsonl"));
+        Migration::new(
+            CouchSource::parse(url).expect("source"),
+            store.clone(),
+            opts,
+        )
+        .expect("migration")
+        .run()
+        .await
+        .expect("run")
+    }
 
     /// On S3, over object_store's in-memory store: a run with the mapping gone, over a tarball
     /// whose object at its key was cut short, replaces it and counts it migrated; a run over it
