@@ -5,6 +5,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::http::HeaderValue;
 
@@ -51,7 +52,8 @@ impl Default for NameIndex {
 
 impl NameIndex {
     /// The blob of `/<name>/-/<file>`. A database that does not know the URL first reads what
-    /// was appended to its mapping, at most once a second.
+    /// was appended to its mapping, at most once a second, waiting for that reading up to
+    /// [`MISS_WAIT`].
     pub(crate) async fn get(&self, name: &str, file: &str) -> Result<Option<Named>> {
         let db = match self {
             NameIndex::Memory(m) => return Ok(m.get(name, file).cloned()),
@@ -64,25 +66,14 @@ impl NameIndex {
             return Ok(None);
         }
         let reader = db.clone();
-        let read = tokio::task::spawn_blocking(move || reader.catch_up_unless_reading())
-            .await
-            .map_err(Error::Task)?;
-        match read {
-            // Another miss's reading is under way: this one is answered from what is read.
-            Ok(false) => {}
-            // A line that is not a mapping entry, say: the URLs read so far stay served, and the
-            // next miss a second later tries again (and logs again).
-            Err(e) => {
-                tracing::error!(error = %e.report(), "cannot read the lines appended to the mapping")
-            }
-            // A line appended that names a URL's second blob is recorded, not an error (the
-            // migration writing the mapping must not stop on it), and the URL keeps its first
-            // blob; a restart refuses the mapping, so it is said here, on every catch-up.
-            Ok(true) => {
-                if let Ok(Some(conflict)) = db.conflict() {
-                    tracing::error!(conflict = %conflict, "the mapping names two blobs for one URL: it is served its first, and a restart will refuse the mapping");
-                }
-            }
+        let reading = tokio::task::spawn_blocking(move || catch_up(&reader));
+        match tokio::time::timeout(MISS_WAIT, reading).await {
+            Ok(joined) => joined.map_err(Error::Task)?,
+            // Still reading (many lines, or another process holds the database's write lock to
+            // read them): it goes on, and what it reads is found as it commits each batch.
+            Err(_) => tracing::debug!(
+                "the mapping's appended lines are still being read; answering from what is read"
+            ),
         }
         Ok(db.url(name, file)?.map(Named::of))
     }
@@ -92,6 +83,37 @@ impl NameIndex {
         match self {
             NameIndex::Memory(m) => m.len(),
             NameIndex::Db(db) => db.len(),
+        }
+    }
+}
+
+/// How long a miss waits for the lines appended to the mapping to be read in before it is answered
+/// from what is read: long enough for the few lines a migration appends in a second (a few ms),
+/// with room for a loaded machine, so that a URL migrated a moment ago is found at once; bounded,
+/// so that a miss meeting a long reading (a mapping of millions of lines appended, or read again
+/// after it was cut back, or another process holding the database's write lock while it reads
+/// them, for up to the busy timeout of two minutes) does not hold its client for it. At most one
+/// miss a second waits at all (the others find the reading due or under way).
+const MISS_WAIT: Duration = Duration::from_secs(1);
+
+/// Reads in the lines appended to `db`'s mapping, unless this process is reading them already,
+/// and says what went wrong: on a blocking thread that may outlive the miss that started it.
+fn catch_up(db: &MapDb) {
+    match db.catch_up_unless_reading() {
+        // Another miss's reading is under way: this one is answered from what is read.
+        Ok(false) => {}
+        // A line that is not a mapping entry, say: the URLs read so far stay served, and the
+        // next miss a second later tries again (and logs again).
+        Err(e) => {
+            tracing::error!(error = %e.report(), "cannot read the lines appended to the mapping")
+        }
+        // A line appended that names a URL's second blob is recorded, not an error (the
+        // migration writing the mapping must not stop on it), and the URL keeps its first
+        // blob; a restart refuses the mapping, so it is said here, on every catch-up.
+        Ok(true) => {
+            if let Ok(Some(conflict)) = db.conflict() {
+                tracing::error!(conflict = %conflict, "the mapping names two blobs for one URL: it is served its first, and a restart will refuse the mapping");
+            }
         }
     }
 }
