@@ -17,8 +17,8 @@
 //! A remote target keeps no trusted record of a blob's size, so an object at a blob's key may be
 //! cut short or grown (a failed upload by another tool, a server that lies). So, for such a
 //! target, the source is listed with its sizes ([`Store::list_meta`]: free in an object store's
-//! listing, a `stat` per blob on fs, a `HEAD` per blob of a replicated set), and a blob is skipped
-//! only where the target holds an object of the source's size. Otherwise it is copied with that
+//! listing and so in a replicated set's, a `stat` per blob on fs), and a blob is skipped only
+//! where the target holds an object of the source's size. Otherwise it is copied with that
 //! size expected, and the put's commit replaces the object.
 //!
 //! The source's keys go to a key table too, as they are listed: a listing may give a key twice
