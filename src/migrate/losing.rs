@@ -73,8 +73,14 @@ impl Vouched {
         let seen = keys
             .iter()
             .any(|k| self.stored.contains(k) || self.orphans.contains(k));
-        self.orphans.extend(keys.iter().cloned());
+        self.note_orphan(keys);
         !seen
+    }
+
+    /// Notes an orphan attachment listed already (the winning revision's), so that a losing
+    /// revision's orphan with the same bytes gets no line of its own.
+    pub(crate) fn note_orphan(&mut self, keys: &[String]) {
+        self.orphans.extend(keys.iter().cloned());
     }
 }
 

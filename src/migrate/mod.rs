@@ -475,7 +475,7 @@ async fn process_doc(ctx: &Context, row: ChangeRow) -> Result<DocDone> {
     }
     let orphans = plan.orphans.into_iter().map(|o| {
         let keys = o.keys();
-        vouched.first_orphan(&keys);
+        vouched.note_orphan(&keys);
         async move {
             let problem = match ctx.keep_orphans {
                 true => o.keep(ctx).await?,
