@@ -371,3 +371,45 @@ async fn a_replicated_store_of_s3_stores_lists_sizes_without_a_request_per_blob(
         assert_eq!(requests, listings, "requests besides the listing");
     }
 }
+
+/// `copy` from a replicated store of two S3 stores whose first replica holds a blob's object cut
+/// short (its listing gives that size) into an S3 store: the blob is copied from the good replica,
+/// whole, and a second run skips it. (The copy gave the put the listed size to expect, so the
+/// verified bytes the source served were refused as longer, on every run.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copy_from_a_replicated_source_with_a_copy_cut_short_copies_the_good_copy() {
+    use conformance::Fixture as _;
+    use tarvault::backend::compose::{Replicated, ReplicatedOptions};
+    use tarvault::ops::copy::{copy, CopyOptions};
+    let s3_store = |name: &str| {
+        let c = S3Config::new("memory", Server::fresh_prefix(name));
+        let store = Arc::new(object_store::memory::InMemory::new());
+        S3Fixture(S3Backend::with_store_config(store, &c), c)
+    };
+    let members = [s3_store("copy-rep0"), s3_store("copy-rep1")];
+    let data = common::noise(5000, 131);
+    for m in &members {
+        tarvault::Store::new(m.0.clone())
+            .put_bytes(data.clone(), &tarvault::PutOptions::default())
+            .await
+            .expect("put");
+    }
+    let key = common::key_of(&data);
+    members[0].plant(&key, data[..3000].to_vec().into()).await;
+    let replicas = members.iter().map(|m| m.backend()).collect();
+    let options = ReplicatedOptions {
+        read_repair: false,
+        ..ReplicatedOptions::default()
+    };
+    let from = tarvault::Store::new(Replicated::new(replicas, options).expect("replicated"));
+    let to = tarvault::Store::new(s3_store("copy-to").0);
+    for want in [(1, 1, 0), (1, 0, 1)] {
+        let report = copy(&from, &to, &CopyOptions::default(), |_| {})
+            .await
+            .expect("copy");
+        assert!(report.is_complete(), "{report:?}");
+        assert_eq!((report.listed, report.copied, report.skipped), want);
+    }
+    let address = common::addr(&common::sha512_sri(&data));
+    assert!(common::read_verified(&to, &address).await == data[..]);
+}

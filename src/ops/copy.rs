@@ -18,8 +18,9 @@
 //! cut short or grown (a failed upload by another tool, a server that lies). So, for such a
 //! target, the source is listed with its sizes ([`Store::list_meta`]: free in an object store's
 //! listing and so in a replicated set's, a `stat` per blob on fs), and a blob is skipped only
-//! where the target holds an object of the source's size. Otherwise it is copied with that
-//! size expected, and the put's commit replaces the object.
+//! where the target holds an object of the source's size. Otherwise it is copied with the size
+//! its read from the source gives expected (a listing may give another copy's size, cut short),
+//! and the put's commit replaces the object.
 //!
 //! The source's keys go to a key table too, as they are listed: a listing may give a key twice
 //! (an S3 listing while the bucket is written to, a page fetched again after a retry), and each
@@ -215,6 +216,16 @@ async fn copy_one(
         // A pass over the source: read from its store of record, without filling a cache tier
         // in front of it with every blob.
         let stream = from.get_uncached(&key).await?;
+        // The size the put expects is the read's, checked with the bytes as they come, not the
+        // listing's: a replicated source lists the first replica's copy, which may be cut short
+        // while the read serves another replica's good one (which the target may hold).
+        let read = stream.blob_size();
+        if size.is_some_and(|listed| listed != read)
+            && to.stored_intact(&key, Some(read)).await.unwrap_or(false)
+        {
+            return Ok(None);
+        }
+        let size = size.map(|_| read);
         let put = to
             .put(
                 stream.map(|r| r.map_err(Error::into_io)),
