@@ -209,7 +209,9 @@ async fn copy_one(
             }
         }
         // A target that cannot tell (a replica down while the others lack the blob) is written
-        // to: the put stores the blob wherever it can.
+        // to: the put stores the blob wherever it can. (A replicated target that answers, or
+        // lists, its first replica's whole copy is taken to have the blob, whatever its later
+        // replicas hold: `repair` is what makes replicas agree.)
         if to.stored_intact(&key, size).await.unwrap_or(false) {
             return Ok(None);
         }
