@@ -8,7 +8,7 @@ mod common;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Child;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tarvault::backend::fs::{FsBackend, FsOptions};
 use tarvault::migrate::MapEntry;
@@ -674,6 +674,48 @@ async fn a_miss_waits_for_its_own_reading_only_a_moment() {
         found_soon(&server, &url(2)).await,
         "the reading did not go on after the miss was answered"
     );
+}
+
+/// `tarvault serve` told to stop while a mapping catch-up one of its misses started waits for the
+/// write lock another process holds exits within seconds, the reading cut short as a crash would
+/// cut it (its transaction is not committed). It waited for the reading: here the busy timeout,
+/// two minutes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_stops_without_waiting_for_a_reading_held_up_by_another_process() {
+    let f = Fixture::new().await;
+    f.append(&f.blob(1).await);
+    let mut cli = Cli::start(&f.dir.path().join("store"), &f.map);
+    assert_eq!(cli.status(&url(1)).await, 200);
+    f.append(&f.blob(2).await);
+    let other = rusqlite::Connection::open(f.db()).unwrap_or_else(|e| panic!("{e}"));
+    other
+        .execute_batch("BEGIN IMMEDIATE")
+        .unwrap_or_else(|e| panic!("{e}"));
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    // The miss starts a reading, which waits for the lock; the miss is answered after a second.
+    assert_eq!(cli.status(&url(3)).await, 404);
+    let pid = cli.child.id().to_string();
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap_or_else(|e| panic!("kill: {e}"));
+    assert!(killed.success());
+    let stopped = Instant::now();
+    let exited = loop {
+        match cli.child.try_wait().unwrap_or_else(|e| panic!("{e}")) {
+            Some(status) => break Some(status),
+            None if stopped.elapsed() > Duration::from_secs(30) => break None,
+            None => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    };
+    other
+        .execute_batch("COMMIT")
+        .unwrap_or_else(|e| panic!("{e}"));
+    let exited = exited.unwrap_or_else(|| panic!("serve did not exit within 30 s of SIGTERM"));
+    assert!(exited.success(), "{exited}");
+    // The line it was reading is read by the next server.
+    let server = f.server();
+    assert_eq!(status(&server, &url(2)).await, 200);
 }
 
 /// Whether `path` is served within half a second: a reading that was waiting for the write lock

@@ -156,7 +156,9 @@ pub fn main() -> ExitCode {
             return ExitCode::from(exit::OTHER);
         }
     };
-    match runtime.block_on(run(cli)) {
+    let result = runtime.block_on(run(cli));
+    runtime.shutdown_timeout(EXIT_GRACE);
+    match result {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
             // The whole chain: an error's own text leaves its cause to `source()`.
@@ -165,6 +167,14 @@ pub fn main() -> ExitCode {
         }
     }
 }
+
+/// How long the process waits, once its command has returned, for blocking work still running
+/// before it exits. Dropping the runtime would wait for it however long it takes: a mapping
+/// catch-up that a server's miss started and stopped waiting for (`server::names`) may be waiting
+/// for another process's write lock, for up to two minutes, and held `serve`'s exit after a
+/// shutdown signal as long. Work cut short here is left as a crash leaves it, which every store
+/// write is made to survive (atomic commits; an SQLite transaction not committed is rolled back).
+const EXIT_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Fixes glibc malloc's thresholds for the blob-sized buffers a store reads and writes (mostly
 /// 64 KiB to a few MiB). Left dynamic, glibc serves them from fresh `mmap`s or trims them back to
