@@ -208,19 +208,21 @@ pub(crate) async fn blob_exists(
     Ok(absent_ok(describe, "head", head)?.is_some())
 }
 
-/// What the object of `key` says of it, from a `HEAD` and its metadata alone (see
-/// [`BlobRecord`](crate::backend::alias::marker::BlobRecord)).
-async fn blob_record(inner: &Inner, key: BlobKey) -> Result<Option<Option<Digests>>> {
+/// A `HEAD` of the object of `key`, with its metadata; `None` where there is none.
+async fn head_object(inner: &Inner, key: &BlobKey) -> Result<Option<object_store::GetResult>> {
     let opts = GetOptions {
         head: true,
         ..GetOptions::default()
     };
-    let path = inner.keys.blob(&key);
-    let got = absent_ok(
-        &inner.describe,
-        "head",
-        inner.store.get_opts(&path, opts).await,
-    )?;
+    let path = inner.keys.blob(key);
+    let got = inner.store.get_opts(&path, opts).await;
+    absent_ok(&inner.describe, "head", got)
+}
+
+/// What the object of `key` says of it, from a `HEAD` and its metadata alone (see
+/// [`BlobRecord`](crate::backend::alias::marker::BlobRecord)).
+async fn blob_record(inner: &Inner, key: BlobKey) -> Result<Option<Option<Digests>>> {
+    let got = head_object(inner, &key).await?;
     Ok(got.map(|g| digests_from_attributes(&key, g.meta.size, &g.attributes)))
 }
 
@@ -239,16 +241,7 @@ impl Backend for S3Backend {
     }
 
     async fn head(&self, key: &BlobKey) -> Result<Option<BlobStat>> {
-        let path = self.inner.keys.blob(key);
-        let opts = GetOptions {
-            head: true,
-            ..GetOptions::default()
-        };
-        let got = absent_ok(
-            &self.inner.describe,
-            "head",
-            self.inner.store.get_opts(&path, opts).await,
-        )?;
+        let got = head_object(&self.inner, key).await?;
         Ok(got.map(|g| BlobStat {
             key: *key,
             size: g.meta.size,
