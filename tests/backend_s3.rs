@@ -297,20 +297,50 @@ async fn copy_replaces_an_object_of_another_size_at_the_target() {
 /// `common::gc_with_a_contradicted_marker`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gc_does_not_take_a_marker_its_blob_contradicts_at_its_word() {
-    let prefix = Server::fresh_prefix("gcmark");
-    let raw: Arc<dyn object_store::ObjectStore> = Arc::new(object_store::memory::InMemory::new());
-    let c = S3Config::new("memory", prefix.clone());
-    let open = || tarvault::Store::new(S3Backend::with_store_config(raw.clone(), &c));
-    let forge = |sha1: String, body: String| {
-        let raw = raw.clone();
-        let marker = format!("{prefix}/markers/sha1/{}/{sha1}", &sha1[..2]);
+    let f = Forger::new("gcmark");
+    common::gc_with_a_contradicted_marker(&|| f.open(), |h, b| f.forge(h, b)).await;
+}
+
+/// An S3 store over an in-memory object store, and a hand on its sha1 markers' objects (as a
+/// foreign or buggy writer's).
+struct Forger {
+    raw: Arc<dyn object_store::ObjectStore>,
+    config: S3Config,
+    prefix: String,
+}
+
+impl Forger {
+    fn new(name: &str) -> Forger {
+        let prefix = Server::fresh_prefix(name);
+        Forger {
+            raw: Arc::new(object_store::memory::InMemory::new()),
+            config: S3Config::new("memory", prefix.clone()),
+            prefix,
+        }
+    }
+
+    fn open(&self) -> tarvault::Store {
+        tarvault::Store::new(S3Backend::with_store_config(self.raw.clone(), &self.config))
+    }
+
+    /// Writes `body` as the marker of the sha1 `hex`.
+    fn forge(&self, hex: String, body: String) -> impl std::future::Future<Output = ()> {
+        let raw = self.raw.clone();
+        let marker = format!("{}/markers/sha1/{}/{hex}", self.prefix, &hex[..2]);
         async move {
             raw.put(&marker.into(), PutPayload::from(body.into_bytes()))
                 .await
                 .expect("forge the marker");
         }
-    };
-    common::gc_with_a_contradicted_marker(&open, forge).await;
+    }
+}
+
+/// A put meeting a marker its named blob contradicts: see
+/// `common::a_put_with_a_contradicted_marker`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_put_rewrites_a_marker_its_named_blob_contradicts() {
+    let f = Forger::new("putmark");
+    common::a_put_with_a_contradicted_marker(&|| f.open(), |h, b| f.forge(h, b)).await;
 }
 
 /// A replicated store of two S3 stores gives its blobs' sizes and times from the replicas'

@@ -1353,19 +1353,43 @@ async fn gc_does_not_take_a_marker_its_blob_contradicts_at_its_word() {
     let config = target.config("gc-marker");
     let open = || Store::new(MantaBackend::new(config.clone()).expect("backend"));
     let backend = MantaBackend::new(config.clone()).expect("backend");
-    let forge = |sha1: String, body: String| async move {
-        let marker = backend
-            .layout()
-            .marker_path(tarvault::Algorithm::Sha1, &sha1);
-        backend
-            .client()
-            .put_object(
-                &marker,
-                reqwest::header::HeaderMap::new(),
-                RequestBody::Bytes(body.into()),
-            )
-            .await
-            .expect("forge the marker");
-    };
+    let forge = |hex, body| forge_marker(&backend, hex, body);
     common::gc_with_a_contradicted_marker(&open, forge).await;
+}
+
+/// A put meeting a marker its named blob contradicts: see
+/// `common::a_put_with_a_contradicted_marker`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_put_rewrites_a_marker_its_named_blob_contradicts() {
+    let Some(target) = Target::get("a_put_rewrites_a_marker_its_named_blob_contradicts") else {
+        return;
+    };
+    let config = target.config("put-marker");
+    let open = || Store::new(MantaBackend::new(config.clone()).expect("backend"));
+    let backend = MantaBackend::new(config.clone()).expect("backend");
+    let forge = |hex, body| forge_marker(&backend, hex, body);
+    common::a_put_with_a_contradicted_marker(&open, forge).await;
+}
+
+/// Writes `body` as the marker of the sha1 `hex` in `backend`'s store (as a foreign or buggy
+/// writer could), making its shard directory if need be (its parents are the store's).
+async fn forge_marker(backend: &MantaBackend, hex: String, body: String) {
+    let marker = backend
+        .layout()
+        .marker_path(tarvault::Algorithm::Sha1, &hex);
+    let shard = marker.rsplit_once('/').map_or("", |(dir, _)| dir);
+    backend
+        .client()
+        .put_directory(shard)
+        .await
+        .expect("the marker's directory");
+    backend
+        .client()
+        .put_object(
+            &marker,
+            reqwest::header::HeaderMap::new(),
+            RequestBody::Bytes(body.into()),
+        )
+        .await
+        .expect("forge the marker");
 }

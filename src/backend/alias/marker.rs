@@ -14,8 +14,10 @@
 //! is), so two processes writing one marker write the same bytes. Markers are written create-only
 //! (S3 `If-None-Match: *`; Manta `If-Unmodified-Since` the epoch, see the Manta backend), so a
 //! stored marker is never replaced by a put; an existing one is read back, and replaced only if
-//! it is unreadable (corrupt, truncated, foreign). Two blobs with one sha1 (a collision) keep the
-//! first marker, and the second blob stays reachable by sha512 and blake3.
+//! it is unreadable (corrupt, truncated, foreign), or names a blob that the blob's own object
+//! shows does not have the digest (gone, or its metadata says otherwise: see
+//! [`MarkerStore::blob_record`]). Two blobs with one sha1 (a collision) keep the first marker, and
+//! the second blob stays reachable by sha512 and blake3.
 //!
 //! Stores written by earlier versions hold segments of the log instead. Each process checks once
 //! whether any segment exists (one LIST); if so, a marker miss asks the log too, and the process
@@ -30,7 +32,6 @@ use std::time::{Duration, Instant, SystemTime};
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use futures::future::BoxFuture;
 use futures::stream::BoxStream;
 use futures::{StreamExt, TryStreamExt};
 
@@ -69,6 +70,12 @@ pub(crate) trait MarkerStore: Send + Sync + 'static {
     fn list(&self) -> BoxStream<'_, Result<Listed>>;
     /// Deletes a marker; deleting one that is not there is not an error.
     async fn delete(&self, alg: Algorithm, hex: &str) -> Result<()>;
+    /// What the blob `key`'s own object says of it, asked of a blob that a marker names when a
+    /// writer holding verified digests of another blob finds that marker in its way: `None` if
+    /// the blob is not stored, else the digests its metadata carries (`None` without them). A
+    /// `HEAD` of the blob, its metadata only; never the alias cache, which holds what markers
+    /// claim.
+    async fn blob_record(&self, key: BlobKey) -> Result<Option<Option<Digests>>>;
 }
 
 /// One entry of a marker listing ([`MarkerStore::list`]).
@@ -94,12 +101,14 @@ enum Marker {
     Good(Digests),
 }
 
-/// What a blob's own object says of it, for a rebuild that finds a marker naming another blob
-/// than the one it scanned: `None` if the blob is not stored, else the digests its metadata
-/// carries (`None` without them). Read from the object alone (a `HEAD`), not from the alias cache,
-/// which holds what markers claim.
-pub(crate) type BlobRecord<'a> =
-    &'a (dyn Fn(BlobKey) -> BoxFuture<'static, Result<Option<Option<Digests>>>> + Sync);
+/// Whether a record's digests were hashed from its blob's bytes (by a put, or a rebuild's scan),
+/// or are a claim (a record of the old log): only the former overrule a marker naming another
+/// blob (see `AliasIndex::ensure`).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Scanned {
+    Yes,
+    No,
+}
 
 /// What one record did to its marker(s).
 #[derive(Default, Clone, Copy)]
@@ -165,8 +174,8 @@ impl<M: MarkerStore, S: SegmentStore> AliasIndex<M, S> {
     pub(crate) async fn record(&self, d: &Digests) -> Result<()> {
         let body = Bytes::from(line(d));
         let (a, b) = tokio::join!(
-            self.ensure(Algorithm::Sha1, d, body.clone(), false, None),
-            self.ensure(Algorithm::Blake3, d, body, false, None)
+            self.ensure(Algorithm::Sha1, d, body.clone(), false, Scanned::Yes),
+            self.ensure(Algorithm::Blake3, d, body, false, Scanned::Yes)
         );
         a?;
         b?;
@@ -197,14 +206,17 @@ impl<M: MarkerStore, S: SegmentStore> AliasIndex<M, S> {
 
     /// Finishes [`record_alongside`](Self::record_alongside) once the blob is stored: reads back
     /// each marker that was already there, writing it if it is gone and rewriting it if it is
-    /// unreadable. No request for a new blob (both markers created).
+    /// unreadable or shown wrong (see [`ensure`](Self::ensure)). No request for a new blob (both
+    /// markers created).
     pub(crate) async fn settle(&self, d: &Digests, unsettled: Unsettled) -> Result<()> {
         let body = Bytes::from(line(d));
         let check = |alg, yes: bool| {
             let body = body.clone();
             async move {
                 if yes {
-                    self.ensure(alg, d, body, true, None).await.map(|_| ())
+                    self.ensure(alg, d, body, true, Scanned::Yes)
+                        .await
+                        .map(|_| ())
                 } else {
                     Ok(())
                 }
@@ -242,18 +254,19 @@ impl<M: MarkerStore, S: SegmentStore> AliasIndex<M, S> {
     /// marker that is already right, the common case).
     ///
     /// A marker naming another blob is kept (two blobs sharing a sha1: the marker keeps the
-    /// first), except by a rebuild, which has hashed `d`'s bytes and is given the `witness` of
-    /// the other blob's object: a marker naming a blob that is gone, or whose own metadata gives
-    /// it another digest, is wrong (a foreign writer, a blob deleted by another tool), and
-    /// leaving it would leave `d` unfindable by that digest, or gc taking the other blob for
-    /// the live one. It is replaced.
+    /// first), unless `d` was hashed from its bytes (a put, a rebuild's scan: `scanned`) and the
+    /// other blob's object shows the marker wrong ([`MarkerStore::blob_record`]): a marker
+    /// naming a blob that is gone, or whose own metadata gives it another digest, is wrong (a
+    /// foreign writer, a blob deleted by another tool), and leaving it would leave `d`
+    /// unfindable by that digest, or gc taking the other blob for the live one. It is replaced.
+    /// One `HEAD`, for such a marker only.
     async fn ensure(
         &self,
         alg: Algorithm,
         d: &Digests,
         body: Bytes,
         check: bool,
-        witness: Option<BlobRecord<'_>>,
+        scanned: Scanned,
     ) -> Result<Outcome> {
         let hex = hex_of(alg, d);
         let named = Outcome {
@@ -268,7 +281,7 @@ impl<M: MarkerStore, S: SegmentStore> AliasIndex<M, S> {
         }
         match self.read(alg, &hex).await? {
             Marker::Good(found) if found.sha512 == d.sha512 => Ok(named),
-            Marker::Good(found) if self.names_wrongly(alg, &hex, &found, witness).await? => {
+            Marker::Good(found) if self.names_wrongly(alg, &hex, &found, scanned).await? => {
                 tracing::warn!(
                     marker = self.markers.name(alg, &hex),
                     named = hex::encode(found.sha512),
@@ -311,23 +324,26 @@ impl<M: MarkerStore, S: SegmentStore> AliasIndex<M, S> {
         }
     }
 
-    /// Whether the marker `alg`/`hex`, which names `found`, is shown wrong by `witness`: the blob
-    /// it names is gone, or its object's metadata gives it another digest.
+    /// Whether the marker `alg`/`hex`, which names `found`, is shown wrong by the blob it names:
+    /// that blob is gone, or its object's metadata gives it another digest. Only asked where the
+    /// other digests are `scanned`: a claim does not overrule a claim.
     async fn names_wrongly(
         &self,
         alg: Algorithm,
         hex: &str,
         found: &Digests,
-        witness: Option<BlobRecord<'_>>,
+        scanned: Scanned,
     ) -> Result<bool> {
-        let Some(witness) = witness else {
+        if scanned == Scanned::No {
             return Ok(false);
-        };
-        Ok(match witness(BlobKey::new(found.sha512)).await? {
-            None => true,
-            Some(Some(own)) => hex_of(alg, &own) != hex,
-            Some(None) => false,
-        })
+        }
+        Ok(
+            match self.markers.blob_record(BlobKey::new(found.sha512)).await? {
+                None => true,
+                Some(Some(own)) => hex_of(alg, &own) != hex,
+                Some(None) => false,
+            },
+        )
     }
 
     /// Reads a marker and checks it names a blob with that digest.
@@ -464,8 +480,8 @@ impl<M: MarkerStore, S: SegmentStore> AliasIndex<M, S> {
                 };
                 let n = records.len() as u64;
                 futures::stream::iter(records)
-                    // The old log's records are claims, not a scan: no witness overrules a marker.
-                    .map(|d| async move { self.merge_one(&d, None).await })
+                    // The old log's records are claims, not a scan: they overrule no marker.
+                    .map(|d| async move { self.merge_one(&d, Scanned::No).await })
                     .buffer_unordered(PARALLEL)
                     .try_collect::<Vec<_>>()
                     .await?;
@@ -481,22 +497,18 @@ impl<M: MarkerStore, S: SegmentStore> AliasIndex<M, S> {
 
     /// Checks both markers of one record, writing or repairing what is missing or wrong.
     /// The outcomes for `d`'s sha1 marker and its blake3 marker.
-    async fn merge_one(
-        &self,
-        d: &Digests,
-        witness: Option<BlobRecord<'_>>,
-    ) -> Result<(Outcome, Outcome)> {
+    async fn merge_one(&self, d: &Digests, scanned: Scanned) -> Result<(Outcome, Outcome)> {
         let body = Bytes::from(line(d));
         let (a, b) = tokio::join!(
-            self.ensure(Algorithm::Sha1, d, body.clone(), true, witness),
-            self.ensure(Algorithm::Blake3, d, body, true, witness)
+            self.ensure(Algorithm::Sha1, d, body.clone(), true, scanned),
+            self.ensure(Algorithm::Blake3, d, body, true, scanned)
         );
         Ok((a?, b?))
     }
 
     /// Merges the digests of every blob a scan found into markers (never removing one; rewriting
-    /// one that names another blob only where `witness`, a `HEAD` of that blob, shows it wrong:
-    /// see `ensure`), then finishes importing the old log. Streams with [`PARALLEL`] records in
+    /// one that names another blob only where that blob's object shows it wrong: see `ensure`),
+    /// then finishes importing the old log. Streams with [`PARALLEL`] records in
     /// flight, so memory stays flat at any store size; every step is idempotent, so a rebuild
     /// that fails part-way is resumed by running it again. Returns, besides the report, the
     /// markers it found or made naming a blob the scan saw, which the [`sweep`](Self::sweep)
@@ -504,12 +516,11 @@ impl<M: MarkerStore, S: SegmentStore> AliasIndex<M, S> {
     pub(crate) async fn rebuild(
         &self,
         found: futures::stream::BoxStream<'_, Digests>,
-        witness: BlobRecord<'_>,
     ) -> Result<(AliasRebuild, Seen)> {
         let mut report = AliasRebuild::default();
         let mut seen = Seen::new();
         let mut outcomes = found
-            .map(|d| async move { (self.merge_one(&d, Some(witness)).await, d) })
+            .map(|d| async move { (self.merge_one(&d, Scanned::Yes).await, d) })
             .buffer_unordered(PARALLEL);
         while let Some((o, d)) = outcomes.next().await {
             let (a, b) = o?;

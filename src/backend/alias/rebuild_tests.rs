@@ -21,9 +21,7 @@ async fn a_corrupt_or_foreign_marker_is_skipped_and_fsck_repairs_it() {
     let fresh = index(&mem, CacheConfig::default());
     assert_eq!(ok(fresh.resolve(&sha1(&a)).await), None);
     assert_eq!(ok(fresh.resolve(&sha1(&b)).await), None);
-    let (report, _) = ok(fresh
-        .rebuild(futures::stream::iter([a, b]).boxed(), &unwitnessed)
-        .await);
+    let (report, _) = ok(fresh.rebuild(futures::stream::iter([a, b]).boxed()).await);
     assert_eq!(report.indexed, 2);
     assert_eq!(report.corrected, 2);
     let after = index(&mem, CacheConfig::default());
@@ -37,12 +35,26 @@ async fn a_corrupt_or_foreign_marker_is_skipped_and_fsck_repairs_it() {
     );
 }
 
-/// A rebuild that finds a blob's sha1 marker naming another blob rewrites it where the other
-/// blob's object shows the marker wrong (gone, or its metadata gives it another sha1), and keeps
-/// it where the other blob may have that sha1 too (its metadata says so, or says nothing): two
-/// blobs sharing a sha1 keep the first's marker.
+/// How a blob's digests reach its markers: fsck's rebuild and the three ways of a put (markers
+/// written first; sent alongside the blob and read back once it is stored; a put that found its
+/// blob stored), each having hashed the blob's bytes; and the import of an earlier version's log,
+/// whose records are claims.
+#[derive(Debug, Clone, Copy)]
+enum Writer {
+    Rebuild,
+    Record,
+    Alongside,
+    Stored,
+    Import,
+}
+
+/// A rebuild or a put that finds a blob's sha1 marker naming another blob rewrites it where the
+/// other blob's object shows the marker wrong (gone, or its metadata gives it another sha1), and
+/// keeps it where the other blob may have that sha1 too (its metadata says so, or says nothing):
+/// two blobs sharing a sha1 keep the first's marker. A record of the old log, a claim rather than
+/// hashed bytes, rewrites none.
 #[tokio::test]
-async fn a_rebuild_rewrites_a_marker_the_named_blob_contradicts() {
+async fn a_rebuild_or_a_put_rewrites_a_marker_the_named_blob_contradicts() {
     let (a, c) = (digests(1), digests(3));
     let claimed = ok(Digests::from_parts(&c.sha512, &a.sha1, &c.blake3, c.size));
     let cases: [(&str, Option<Option<Digests>>, bool); 4] = [
@@ -51,34 +63,53 @@ async fn a_rebuild_rewrites_a_marker_the_named_blob_contradicts() {
         ("the same sha1", Some(Some(claimed)), false),
         ("no metadata", Some(None), false),
     ];
+    let writers = [
+        Writer::Rebuild,
+        Writer::Record,
+        Writer::Alongside,
+        Writer::Stored,
+        Writer::Import,
+    ];
     for (what, record, rewritten) in cases {
-        let mem = Mem::default();
-        let idx = index(&mem, CacheConfig::default());
-        ok(idx.record(&a).await);
-        mem.map().insert(
-            marker_key(Algorithm::Sha1, &hex::encode(a.sha1)),
-            Bytes::from(line(&claimed)),
-        );
-        let witness = move |key: BlobKey| {
-            assert_eq!(
-                key,
-                BlobKey::new(c.sha512),
-                "{what}: asked about another blob"
+        for writer in writers {
+            let what = format!("{what}, {writer:?}");
+            let mem = Mem::default();
+            mem.records
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(BlobKey::new(c.sha512), record);
+            let idx = index(&mem, CacheConfig::default());
+            ok(idx.record(&a).await);
+            mem.map().insert(
+                marker_key(Algorithm::Sha1, &hex::encode(a.sha1)),
+                Bytes::from(line(&claimed)),
             );
-            Box::pin(async move { Ok(record) }) as BoxFuture<'static, _>
-        };
-        let fresh = index(&mem, CacheConfig::default());
-        let (report, _) = ok(fresh
-            .rebuild(futures::stream::iter([a]).boxed(), &witness)
-            .await);
-        assert_eq!(report.corrected, u64::from(rewritten), "{what}");
-        let want = if rewritten { a.sha512 } else { c.sha512 };
-        let after = index(&mem, CacheConfig::default());
-        assert_eq!(
-            ok(after.resolve(&sha1(&a)).await),
-            Some(BlobKey::new(want)),
-            "{what}"
-        );
+            let fresh = index(&mem, CacheConfig::default());
+            match writer {
+                Writer::Rebuild => {
+                    let (report, _) = ok(fresh.rebuild(futures::stream::iter([a]).boxed()).await);
+                    assert_eq!(report.corrected, u64::from(rewritten), "{what}");
+                }
+                Writer::Record => ok(fresh.record(&a).await),
+                Writer::Alongside => {
+                    let unsettled = ok(fresh.record_alongside(&a).await);
+                    ok(fresh.settle(&a, unsettled).await);
+                }
+                Writer::Stored => ok(fresh.record_stored(&a).await),
+                Writer::Import => {
+                    ok(AliasLog::new(mem.clone()).record(&[a]).await);
+                    assert_eq!(ok(fresh.import().await), 1, "{what}");
+                }
+            }
+            let rewritten = rewritten && !matches!(writer, Writer::Import);
+            let want = if rewritten { a.sha512 } else { c.sha512 };
+            let after = index(&mem, CacheConfig::default());
+            assert_eq!(
+                ok(after.resolve(&sha1(&a)).await),
+                Some(BlobKey::new(want)),
+                "{what}"
+            );
+        }
     }
 }
 
@@ -90,10 +121,7 @@ async fn a_rebuild_racing_puts_loses_nothing() {
     let rebuild = {
         let idx = idx.clone();
         let scanned = scanned.clone();
-        tokio::spawn(async move {
-            idx.rebuild(futures::stream::iter(scanned).boxed(), &unwitnessed)
-                .await
-        })
+        tokio::spawn(async move { idx.rebuild(futures::stream::iter(scanned).boxed()).await })
     };
     let puts: Vec<_> = (200..500)
         .map(|i| {

@@ -21,7 +21,8 @@ use super::{MantaClient, RequestBody};
 use crate::backend::alias::log::{SegmentStore, SEGMENT_MAX};
 use crate::backend::alias::marker::{Listed, MarkerStore, MARKER_MAX};
 use crate::backend::body::NotWhole;
-use crate::integrity::Algorithm;
+use crate::backend::BlobKey;
+use crate::integrity::{Algorithm, Digests};
 use crate::{Error, Result};
 
 /// What a marker is, and the most it may hold.
@@ -90,6 +91,11 @@ impl MarkerStore for MantaMarkers {
     async fn delete(&self, alg: Algorithm, hex: &str) -> Result<()> {
         let path = self.layout.marker_path(alg, hex);
         self.client.delete(&path).await.map(|_| ())
+    }
+
+    /// The digests the blob's object carries in its metadata (written with its bytes).
+    async fn blob_record(&self, key: BlobKey) -> Result<Option<Option<Digests>>> {
+        super::blob_record(&self.client, &self.layout, key).await
     }
 }
 

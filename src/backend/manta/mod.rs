@@ -148,21 +148,18 @@ fn digests_of(key: &BlobKey, size: u64, h: &HeaderMap) -> Option<Digests> {
 }
 
 /// What the object of `key` says of it, from a `HEAD` alone (see
-/// [`BlobRecord`](crate::backend::alias::marker::BlobRecord)).
-fn blob_record(
+/// [`MarkerStore::blob_record`](crate::backend::alias::marker::MarkerStore::blob_record)).
+async fn blob_record(
     client: &MantaClient,
     layout: &Layout,
     key: BlobKey,
-) -> BoxFuture<'static, Result<Option<Option<Digests>>>> {
-    let (client, path) = (client.clone(), layout.blob_path(&key));
-    Box::pin(async move {
-        Ok(client.head(&path).await?.map(|h| {
-            let size = h
-                .get("content-length")
-                .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
-            size.and_then(|n| digests_of(&key, n, &h))
-        }))
-    })
+) -> Result<Option<Option<Digests>>> {
+    Ok(client.head(&layout.blob_path(&key)).await?.map(|h| {
+        let size = h
+            .get("content-length")
+            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+        size.and_then(|n| digests_of(&key, n, &h))
+    }))
 }
 
 /// Whether an object's `content-md5` (base64) is `md5_b64`; true when Manta reports none.
@@ -626,8 +623,7 @@ impl Backend for MantaBackend {
                 .try_for_each(|()| futures::future::ready(Ok(())))
                 .await?;
         }
-        let witness = |key: BlobKey| blob_record(&self.client, &self.layout, key);
-        let (mut report, seen) = self.aliases.rebuild(found, &witness).await?;
+        let (mut report, seen) = self.aliases.rebuild(found).await?;
         let exists = |key: BlobKey| blob_exists(&self.client, &self.layout, key);
         let grace = self.client.config().alias_grace;
         self.aliases

@@ -83,6 +83,11 @@ impl<S: MarkerStore> MarkerStore for Counted<S> {
         self.write()?;
         self.inner.delete(alg, hex).await
     }
+
+    async fn blob_record(&self, key: BlobKey) -> Result<Option<Option<Digests>>> {
+        self.tick();
+        self.inner.blob_record(key).await
+    }
 }
 
 #[async_trait]

@@ -14,12 +14,14 @@ use object_store::path::Path;
 use object_store::{GetOptions, ObjectStore, ObjectStoreExt, PutMode, PutOptions};
 
 use super::errors::{absent_ok, backend_error};
-use super::keys::Keys;
+use super::head_object;
+use super::keys::{digests_from_attributes, Keys};
 use super::writer::put_create;
 use crate::backend::alias::log::{SegmentStore, SEGMENT_MAX};
 use crate::backend::alias::marker::{Listed, MarkerStore, MARKER_MAX};
 use crate::backend::body::{read_within, NotWhole};
-use crate::integrity::Algorithm;
+use crate::backend::BlobKey;
+use crate::integrity::{Algorithm, Digests};
 use crate::{Error, Result};
 
 /// The whole body of `path` (or of its `range`), a `what` (a marker, a segment) of at most `max`
@@ -135,6 +137,12 @@ impl MarkerStore for S3Markers {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
             Err(e) => Err(backend_error(&self.describe, "delete alias marker", e)),
         }
+    }
+
+    /// The digests the blob's object carries in its metadata (written with its bytes).
+    async fn blob_record(&self, key: BlobKey) -> Result<Option<Option<Digests>>> {
+        let got = head_object(&*self.store, &self.keys, &self.describe, &key).await?;
+        Ok(got.map(|g| digests_from_attributes(&key, g.meta.size, &g.attributes)))
     }
 }
 

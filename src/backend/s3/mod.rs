@@ -209,21 +209,18 @@ pub(crate) async fn blob_exists(
 }
 
 /// A `HEAD` of the object of `key`, with its metadata; `None` where there is none.
-async fn head_object(inner: &Inner, key: &BlobKey) -> Result<Option<object_store::GetResult>> {
+pub(crate) async fn head_object(
+    store: &dyn ObjectStore,
+    keys: &Keys,
+    describe: &str,
+    key: &BlobKey,
+) -> Result<Option<object_store::GetResult>> {
     let opts = GetOptions {
         head: true,
         ..GetOptions::default()
     };
-    let path = inner.keys.blob(key);
-    let got = inner.store.get_opts(&path, opts).await;
-    absent_ok(&inner.describe, "head", got)
-}
-
-/// What the object of `key` says of it, from a `HEAD` and its metadata alone (see
-/// [`BlobRecord`](crate::backend::alias::marker::BlobRecord)).
-async fn blob_record(inner: &Inner, key: BlobKey) -> Result<Option<Option<Digests>>> {
-    let got = head_object(inner, &key).await?;
-    Ok(got.map(|g| digests_from_attributes(&key, g.meta.size, &g.attributes)))
+    let got = store.get_opts(&keys.blob(key), opts).await;
+    absent_ok(describe, "head", got)
 }
 
 #[async_trait]
@@ -241,7 +238,8 @@ impl Backend for S3Backend {
     }
 
     async fn head(&self, key: &BlobKey) -> Result<Option<BlobStat>> {
-        let got = head_object(&self.inner, key).await?;
+        let inner = &self.inner;
+        let got = head_object(&*inner.store, &inner.keys, &inner.describe, key).await?;
         Ok(got.map(|g| BlobStat {
             key: *key,
             size: g.meta.size,
@@ -334,11 +332,7 @@ impl Backend for S3Backend {
             .try_for_each(|_| futures::future::ready(Ok(())))
             .await
             .map_err(self.err("delete alias records"))?;
-        let witness = |key: BlobKey| {
-            let inner = inner.clone();
-            Box::pin(async move { blob_record(&inner, key).await }) as BoxFuture<'_, _>
-        };
-        let (mut report, seen) = inner.aliases.rebuild(found, &witness).await?;
+        let (mut report, seen) = inner.aliases.rebuild(found).await?;
         let exists = |key: BlobKey| {
             let inner = inner.clone();
             Box::pin(
