@@ -9,6 +9,8 @@ mod composed;
 mod host;
 #[path = "server/http2.rs"]
 mod http2;
+#[path = "server/ignored.rs"]
+mod ignored;
 #[path = "server/limits.rs"]
 mod limits;
 #[path = "server/read_once.rs"]
