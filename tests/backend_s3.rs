@@ -443,3 +443,92 @@ async fn copy_from_a_replicated_source_with_a_copy_cut_short_copies_the_good_cop
     let address = common::addr(&common::sha512_sri(&data));
     assert!(common::read_verified(&to, &address).await == data[..]);
 }
+
+/// `copy` into a replicated store of two S3 stores whose second replica lacks one blob and holds
+/// one cut short and one grown: each is copied, and both replicas then hold every blob whole (a
+/// large one too, past the multipart threshold); a second run copies nothing, reads nothing from
+/// the source and sends the replicas only LIST requests. (The copy took a blob its first replica
+/// listed whole as had, whatever the second held.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copy_into_a_replicated_target_makes_every_replica_hold_every_blob_whole() {
+    use conformance::Fixture as _;
+    use tarvault::backend::compose::{Replicated, ReplicatedOptions};
+    use tarvault::ops::copy::{copy, CopyOptions};
+    let s3_store = |name: &str| {
+        let counting = Arc::new(s3::counting::Counting::new(Arc::new(
+            object_store::memory::InMemory::new(),
+        )));
+        let mut c = S3Config::new("memory", Server::fresh_prefix(name));
+        c.multipart_threshold = MULTIPART_THRESHOLD;
+        (
+            S3Fixture(S3Backend::with_store_config(counting.clone(), &c), c),
+            counting,
+        )
+    };
+    let (source, source_counts) = s3_store("copy-rep-from");
+    let from = tarvault::Store::new(source.0.clone());
+    let members = [s3_store("copy-rep-to0"), s3_store("copy-rep-to1")];
+    // A whole on both; B (large) on the first alone; C cut short and D grown on the second.
+    let blobs: Vec<Vec<u8>> = [5000usize, 3 * 1024 * 1024 + 17, 1000, 2000]
+        .iter()
+        .enumerate()
+        .map(|(i, &len)| common::noise(len, 140 + i as u64))
+        .collect();
+    for (i, data) in blobs.iter().enumerate() {
+        from.put_bytes(data.clone(), &tarvault::PutOptions::default())
+            .await
+            .expect("put");
+        for (r, (m, _)) in members.iter().enumerate() {
+            if i != 1 || r == 0 {
+                tarvault::Store::new(m.0.clone())
+                    .put_bytes(data.clone(), &tarvault::PutOptions::default())
+                    .await
+                    .expect("put");
+            }
+        }
+    }
+    let (second, _) = &members[1];
+    second
+        .plant(&common::key_of(&blobs[2]), blobs[2][..600].to_vec().into())
+        .await;
+    let mut grown = blobs[3].clone();
+    grown.extend_from_slice(b"and more");
+    second.plant(&common::key_of(&blobs[3]), grown.into()).await;
+    let replicas = members.iter().map(|(m, _)| m.backend()).collect();
+    let options = ReplicatedOptions {
+        read_repair: false,
+        ..ReplicatedOptions::default()
+    };
+    let to = tarvault::Store::new(Replicated::new(replicas, options).expect("replicated"));
+    let run = || async {
+        let report = copy(&from, &to, &CopyOptions::default(), |_| {})
+            .await
+            .expect("copy");
+        assert!(report.is_complete(), "{report:?}");
+        (report.listed, report.copied, report.skipped)
+    };
+    assert_eq!(run().await, (4, 3, 1));
+    for (r, (m, _)) in members.iter().enumerate() {
+        let replica = tarvault::Store::new(m.0.clone());
+        for data in &blobs {
+            let head = m.0.head(&common::key_of(data)).await.expect("head");
+            assert_eq!(
+                head.map(|st| st.size),
+                Some(data.len() as u64),
+                "replica {r}"
+            );
+            let address = common::addr(&common::sha512_sri(data));
+            assert!(common::read_verified(&replica, &address).await == data[..]);
+        }
+    }
+    let counts = |c: &s3::counting::Counting| (c.counts.total(), c.counts.lists());
+    let before: Vec<(u64, u64)> = members.iter().map(|(_, c)| counts(c)).collect();
+    let gets = source_counts.counts.gets();
+    assert_eq!(run().await, (4, 0, 4));
+    assert_eq!(source_counts.counts.gets(), gets, "a skipped blob was read");
+    for ((_, c), (total, lists)) in members.iter().zip(before) {
+        let (requests, listings) = (c.counts.total() - total, c.counts.lists() - lists);
+        assert!(listings >= 1, "a replica not listed");
+        assert_eq!(requests, listings, "requests besides the listing");
+    }
+}

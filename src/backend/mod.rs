@@ -481,7 +481,8 @@ pub trait Backend: fmt::Debug + Send + Sync + 'static {
     /// What [`head`](Backend::head) says of a blob where it is kept for good, for a put deciding
     /// whether it need write anything: a cache tier asks its remote, not its local copy (which may
     /// outlive the remote's), and a replicated store answers only for a blob every replica holds
-    /// (a put of a blob some replica lacks writes it there). The default is `head`.
+    /// (a put of a blob some replica lacks writes it there), with a size no blob has
+    /// (`u64::MAX`) where their copies' sizes differ. The default is `head`.
     async fn head_of_record(&self, key: &BlobKey) -> Result<Option<BlobStat>> {
         self.head(key).await
     }
@@ -534,6 +535,16 @@ pub trait Backend: fmt::Debug + Send + Sync + 'static {
     /// of a store of 40M is 40M round trips, where the listing is 40,000 pages).
     fn list_meta(self: std::sync::Arc<Self>) -> BoxStream<'static, Result<BlobStat>> {
         self.list_stat()
+    }
+
+    /// The listings, as [`list_meta`](Backend::list_meta) gives them, of every copy that
+    /// [`head_of_record`](Backend::head_of_record) asks about: a blob counts as kept for good
+    /// only where each of them lists it, at one size. One per replica of a replicated store (a
+    /// copy into it counts a blob as had only where every replica lists it at the source's
+    /// size, with no request per blob), the remote's of a cache tier; the default is
+    /// `list_meta` alone.
+    fn listings_of_record(self: std::sync::Arc<Self>) -> Vec<BoxStream<'static, Result<BlobStat>>> {
+        vec![self.list_meta()]
     }
 
     /// Finds the blob whose sha1 or blake3 digest is `hash`, using the alias index kept at commit.

@@ -22,6 +22,15 @@
 //! its read from the source gives expected (a listing may give another copy's size, cut short),
 //! and the put's commit replaces the object.
 //!
+//! A replicated target has a blob only where every replica holds it at the source's size: each
+//! replica is listed in turn ([`Backend::listings_of_record`]), and a blob is skipped only where
+//! all of them list it at that size (still no request per blob: S3 and Manta listings carry
+//! sizes). Otherwise the put writes every replica, and each keeps a copy of the right size (a
+//! create-only `PUT` finds it) and replaces one of another size, so a copy also fills a replica
+//! that lacks blobs or holds them cut short.
+//!
+//! [`Backend::listings_of_record`]: crate::backend::Backend::listings_of_record
+//!
 //! The source's keys go to a key table too, as they are listed: a listing may give a key twice
 //! (an S3 listing while the bucket is written to, a page fetched again after a retry), and each
 //! blob is copied, and counted in the report, once.
@@ -113,7 +122,7 @@ pub async fn copy(
     let mut report = CopyReport::default();
     let sized = to.backend().recorded_digests_trusted().is_none();
     let listed = if options.list_target && sized {
-        Some(Mutex::new(target_sizes(to).await?))
+        Some(Mutex::new(target_sizes(to, key_table::IN_MEMORY).await?))
     } else {
         None
     };
@@ -175,19 +184,34 @@ fn source(from: &Store, sized: bool) -> BoxStream<'static, Result<(BlobKey, Opti
 /// during the listing), which the copy then asks about.
 const ASK: u64 = u64::MAX;
 
-/// Every key the target lists, with its size.
-async fn target_sizes(to: &Store) -> Result<KeyTable> {
-    let mut sizes = KeyTable::new(key_table::IN_MEMORY);
-    let mut listing = to.list_meta();
-    while let Some(blob) = listing.try_next().await? {
-        match sizes.mask_of(&blob.key)? {
-            None => sizes.note(blob.key, blob.size)?,
-            Some(size) if size != blob.size => sizes.note(blob.key, ASK)?,
-            Some(_) => {}
+/// Every key the target holds for good, with its size: of a replicated target, the keys every
+/// replica lists, each at one size ([`Backend::listings_of_record`], listed one after another).
+/// A key some replica lacks, or lists at another size, is left out, and the copy asks about it.
+/// At most two tables are kept at once, the keys the replicas listed so far agree on and the next
+/// replica's, each moving to disk past `in_memory` keys. A replica whose listing fails fails the
+/// copy, as a plain target's does: its blobs cannot be counted as had.
+///
+/// [`Backend::listings_of_record`]: crate::backend::Backend::listings_of_record
+async fn target_sizes(to: &Store, in_memory: usize) -> Result<KeyTable> {
+    let mut agreed: Option<KeyTable> = None;
+    for mut listing in to.backend().clone().listings_of_record() {
+        let mut sizes = KeyTable::new(in_memory);
+        while let Some(blob) = listing.try_next().await? {
+            if let Some(before) = &agreed {
+                if before.mask_of(&blob.key)? != Some(blob.size) {
+                    continue;
+                }
+            }
+            match sizes.mask_of(&blob.key)? {
+                None => sizes.note(blob.key, blob.size)?,
+                Some(size) if size != blob.size => sizes.note(blob.key, ASK)?,
+                Some(_) => {}
+            }
         }
+        sizes.finish()?;
+        agreed = Some(sizes);
     }
-    sizes.finish()?;
-    Ok(sizes)
+    Ok(agreed.unwrap_or_else(|| KeyTable::new(in_memory)))
 }
 
 async fn copy_one(
@@ -209,9 +233,9 @@ async fn copy_one(
             }
         }
         // A target that cannot tell (a replica down while the others lack the blob) is written
-        // to: the put stores the blob wherever it can. (A replicated target that answers, or
-        // lists, its first replica's whole copy is taken to have the blob, whatever its later
-        // replicas hold: `repair` is what makes replicas agree.)
+        // to: the put stores the blob wherever it can. A replicated target has the blob only
+        // where every replica holds it at this size; otherwise the put writes every replica, and
+        // each keeps a copy of that size and replaces another.
         if to.stored_intact(&key, size).await.unwrap_or(false) {
             return Ok(None);
         }
@@ -254,6 +278,56 @@ async fn copy_one(
                 key: Some(key),
                 error,
             }
+        }
+    }
+}
+
+#[cfg(all(test, feature = "memory"))]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::backend::compose::{Replicated, ReplicatedOptions};
+    use crate::backend::memory::MemoryBackend;
+    use crate::backend::Backend;
+
+    /// A replicated target's table, in memory and moved to disk past 4 keys: the keys both
+    /// replicas list, each at its size, and none that one replica lacks or holds at another size.
+    #[tokio::test]
+    async fn a_replicated_target_has_the_keys_every_replica_lists_at_one_size() {
+        let mems = [MemoryBackend::new(), MemoryBackend::new()];
+        let mut blobs = Vec::new();
+        for i in 0..40u32 {
+            let data = format!("blob {i}").into_bytes();
+            // 0-9 on the first replica alone, 30-39 on the second alone.
+            let mut key = None;
+            for (r, m) in mems.iter().enumerate() {
+                if (r == 0 && i < 30) || (r == 1 && i >= 10) {
+                    let store = Store::new(m.clone());
+                    let put = store.put_bytes(data.clone(), &PutOptions::default()).await;
+                    key = Some(BlobKey::new(put.expect("put").digests.sha512));
+                }
+            }
+            blobs.push(key.expect("put somewhere"));
+        }
+        // 20 cut short on the second replica.
+        assert!(mems[1].corrupt_for_test(&blobs[20], bytes::Bytes::from_static(b"blob")));
+        let replicas = mems
+            .iter()
+            .map(|m| Arc::new(m.clone()) as Arc<dyn Backend>)
+            .collect();
+        let to = Replicated::new(replicas, ReplicatedOptions::default()).expect("replicated");
+        let to = Store::new(to);
+        for in_memory in [4, key_table::IN_MEMORY] {
+            let table = target_sizes(&to, in_memory).await.expect("target sizes");
+            for (i, key) in blobs.iter().enumerate() {
+                let want = (10..30).contains(&i) && i != 20;
+                let size = format!("blob {i}").len() as u64;
+                let got = table.mask_of(key).expect("mask");
+                assert_eq!(got, want.then_some(size), "blob {i}, limit {in_memory}");
+            }
+            #[cfg(feature = "sqlite")]
+            assert_eq!(table.on_disk(), in_memory == 4);
         }
     }
 }

@@ -130,6 +130,10 @@ impl Backend for Throttled {
         self.inner.clone().list_meta()
     }
 
+    fn listings_of_record(self: Arc<Self>) -> Vec<BoxStream<'static, Result<BlobStat>>> {
+        self.inner.clone().listings_of_record()
+    }
+
     async fn resolve_alias(&self, hash: &Hash) -> Result<Option<BlobKey>> {
         self.inner.resolve_alias(hash).await
     }

@@ -504,6 +504,11 @@ impl Backend for Cached {
         self.inner.remote.clone().list_meta()
     }
 
+    /// The remote's, which [`head_of_record`](Backend::head_of_record) asks.
+    fn listings_of_record(self: Arc<Self>) -> Vec<BoxStream<'static, Result<BlobStat>>> {
+        self.inner.remote.clone().listings_of_record()
+    }
+
     /// The local tier's entry if it has one, else the remote's answer, whatever it is: the tier
     /// holds some blobs only, so its "none" says nothing of the store, and a remote that cannot
     /// look up by this hash (an `http://` mirror by blake3) fails as

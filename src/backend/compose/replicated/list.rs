@@ -1,7 +1,8 @@
 //! The listing of a [`Replicated`](super::Replicated) store: every blob any replica lists, once,
 //! by key ([`union`]) or with what each replica's listing gives of it ([`union_meta`]: an object
 //! store's sizes and times with no request per blob, where the default would `HEAD` each blob
-//! through the replicas, 40M round trips at 40M blobs, for `gc`, `ls` and a copy into the store).
+//! through the replicas, 40M round trips at 40M blobs, for `gc`, `ls` and a copy from the store;
+//! a copy into it reads each replica's own listing, `Backend::listings_of_record`).
 //!
 //! Keys are yielded as the replicas list them, the first replica's as they come and each later
 //! replica's that no earlier one listed. The keys already yielded are kept in a

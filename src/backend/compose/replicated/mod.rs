@@ -206,9 +206,11 @@ impl Backend for Replicated {
         self.held_by_every(|replica| replica.freshen(key)).await
     }
 
-    /// A blob every replica holds; `None` if any lacks it, so that a put writes it through the
-    /// quorum instead of trusting one replica's copy. A replica that cannot say is an error,
-    /// which a put takes as "not stored" too.
+    /// A blob every replica holds at one size; `None` if any lacks it, so that a put writes it
+    /// through the quorum instead of trusting one replica's copy, and a size no blob has if
+    /// their copies' sizes differ, so that a put (or a copy into the store, which compares the
+    /// size with its source's) writes it too, replacing the wrong copies. A replica that cannot
+    /// say is an error, which a put takes as "not stored" too.
     async fn head_of_record(&self, key: &BlobKey) -> Result<Option<BlobStat>> {
         self.held_by_every(|replica| replica.head_of_record(key))
             .await
@@ -238,6 +240,14 @@ impl Backend for Replicated {
     /// times from an object store's listing, with no `HEAD` per blob.
     fn list_meta(self: Arc<Self>) -> BoxStream<'static, Result<BlobStat>> {
         list::union_meta(self.replicas.clone(), self.describe())
+    }
+
+    /// Each replica's own, as [`head_of_record`](Backend::head_of_record) asks each of them.
+    fn listings_of_record(self: Arc<Self>) -> Vec<BoxStream<'static, Result<BlobStat>>> {
+        self.replicas
+            .iter()
+            .flat_map(|r| r.clone().listings_of_record())
+            .collect()
     }
 
     async fn resolve_alias(&self, hash: &Hash) -> Result<Option<BlobKey>> {

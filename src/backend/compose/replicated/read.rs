@@ -10,6 +10,10 @@ use crate::backend::compose::verify::{
 use crate::backend::{Backend, BlobKey, BlobStat, GetResult};
 use crate::{Error, ErrorKind, Result};
 
+/// The size [`Replicated::held_by_every`] answers for a blob whose replicas hold copies of
+/// different sizes: one no blob has, so that the store takes none of them for whole.
+pub(super) const NO_SIZE: u64 = u64::MAX;
+
 impl Replicated {
     /// `fut`, or a backend error if it takes longer than the read timeout.
     pub(super) async fn timed<T>(&self, fut: impl Future<Output = Result<T>>) -> Result<T> {
@@ -59,27 +63,37 @@ impl Replicated {
     }
 
     /// What every replica answers to `ask` (asked at once), for a blob that counts as stored only
-    /// if every replica holds it: the first replica's answer if all answered `Some`, `None` if
-    /// any answered `None` (that replica lacks the blob, whatever the others say), else the first
-    /// error.
+    /// if every replica holds it, at one size: the first replica's answer if all answered `Some`
+    /// of one size, `None` if any answered `None` (that replica lacks the blob, whatever the
+    /// others say), else the first error. Copies of different sizes (one cut short or grown)
+    /// answer a stat of [`NO_SIZE`] bytes, which no caller takes for the blob's: a put then
+    /// writes every replica, and each keeps a copy of the right size and replaces another
+    /// (which copy is whole is not for a `head` to tell; the first replica's may not be).
     pub(super) async fn held_by_every<'a, F, Fut>(&'a self, ask: F) -> Result<Option<BlobStat>>
     where
         F: Fn(&'a dyn Backend) -> Fut,
         Fut: Future<Output = Result<Option<BlobStat>>> + 'a,
     {
         let answers = futures::future::join_all(self.replicas.iter().map(|r| ask(&**r))).await;
-        let mut first = None;
+        let mut first: Option<BlobStat> = None;
+        let mut sizes_differ = false;
         let mut failed = None;
         for answer in answers {
             match answer {
-                Ok(Some(stat)) => {
-                    first.get_or_insert(stat);
-                }
+                Ok(Some(stat)) => match &first {
+                    Some(f) => sizes_differ |= f.size != stat.size,
+                    None => first = Some(stat),
+                },
                 Ok(None) => return Ok(None),
                 Err(e) => {
                     failed.get_or_insert(e);
                 }
             }
+        }
+        if let Some(f) = first.as_mut().filter(|_| sizes_differ) {
+            tracing::debug!(blob = %f.key, "the replicas hold copies of different sizes");
+            f.size = NO_SIZE;
+            f.digests = None;
         }
         failed.map_or(Ok(first), Err)
     }
