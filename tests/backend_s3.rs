@@ -343,6 +343,28 @@ async fn a_put_rewrites_a_marker_its_named_blob_contradicts() {
     common::a_put_with_a_contradicted_marker(&|| f.open(), |h, b| f.forge(h, b)).await;
 }
 
+/// Each store's requests so far, and the LIST requests among them.
+fn requests_and_lists<'a>(
+    stores: impl Iterator<Item = &'a s3::counting::Counting>,
+) -> Vec<(u64, u64)> {
+    stores
+        .map(|c| (c.counts.total(), c.counts.lists()))
+        .collect()
+}
+
+/// Asserts that each store was listed, and sent nothing else, since
+/// [`requests_and_lists`] gave `before`.
+fn only_listed<'a>(
+    stores: impl Iterator<Item = &'a s3::counting::Counting>,
+    before: &[(u64, u64)],
+) {
+    for (c, (total, lists)) in stores.zip(before) {
+        let (requests, listings) = (c.counts.total() - total, c.counts.lists() - lists);
+        assert!(listings >= 1, "a replica not listed");
+        assert_eq!(requests, listings, "requests besides the listing");
+    }
+}
+
 /// A replicated store of two S3 stores gives its blobs' sizes and times from the replicas'
 /// listings (`gc`, `ls` and a copy into it walk it so): LIST requests only, where it sent a HEAD
 /// per blob through the replicas. Each blob once, with its size, whichever replicas hold it.
@@ -380,8 +402,7 @@ async fn a_replicated_store_of_s3_stores_lists_sizes_without_a_request_per_blob(
     let store = tarvault::Store::new(
         Replicated::new(replicas, ReplicatedOptions::default()).expect("replicated"),
     );
-    let counts = |c: &s3::counting::Counting| (c.counts.total(), c.counts.lists());
-    let before: Vec<(u64, u64)> = members.iter().map(|(_, c)| counts(c)).collect();
+    let before = requests_and_lists(members.iter().map(|(_, c)| &**c));
     let mut listed: Vec<(BlobKey, u64)> = store
         .list_meta()
         .map_ok(|b| (b.key, b.size))
@@ -395,11 +416,7 @@ async fn a_replicated_store_of_s3_stores_lists_sizes_without_a_request_per_blob(
         .collect();
     want.sort();
     assert_eq!(listed, want);
-    for ((_, c), (total, lists)) in members.iter().zip(before) {
-        let (requests, listings) = (c.counts.total() - total, c.counts.lists() - lists);
-        assert!(listings >= 1, "a replica not listed");
-        assert_eq!(requests, listings, "requests besides the listing");
-    }
+    only_listed(members.iter().map(|(_, c)| &**c), &before);
 }
 
 /// `copy` from a replicated store of two S3 stores whose first replica holds a blob's object cut
@@ -444,6 +461,20 @@ async fn copy_from_a_replicated_source_with_a_copy_cut_short_copies_the_good_cop
     assert!(common::read_verified(&to, &address).await == data[..]);
 }
 
+/// An S3 store over object_store's in-memory store under a fresh prefix named after `name`, with
+/// the suite's multipart threshold, and the requests it is sent counted.
+fn counted_s3_store(name: &str) -> (S3Fixture, Arc<s3::counting::Counting>) {
+    let counting = Arc::new(s3::counting::Counting::new(Arc::new(
+        object_store::memory::InMemory::new(),
+    )));
+    let mut c = S3Config::new("memory", Server::fresh_prefix(name));
+    c.multipart_threshold = MULTIPART_THRESHOLD;
+    (
+        S3Fixture(S3Backend::with_store_config(counting.clone(), &c), c),
+        counting,
+    )
+}
+
 /// `copy` into a replicated store of two S3 stores whose second replica lacks one blob and holds
 /// one cut short and one grown: each is copied, and both replicas then hold every blob whole (a
 /// large one too, past the multipart threshold); a second run copies nothing, reads nothing from
@@ -454,20 +485,12 @@ async fn copy_into_a_replicated_target_makes_every_replica_hold_every_blob_whole
     use conformance::Fixture as _;
     use tarvault::backend::compose::{Replicated, ReplicatedOptions};
     use tarvault::ops::copy::{copy, CopyOptions};
-    let s3_store = |name: &str| {
-        let counting = Arc::new(s3::counting::Counting::new(Arc::new(
-            object_store::memory::InMemory::new(),
-        )));
-        let mut c = S3Config::new("memory", Server::fresh_prefix(name));
-        c.multipart_threshold = MULTIPART_THRESHOLD;
-        (
-            S3Fixture(S3Backend::with_store_config(counting.clone(), &c), c),
-            counting,
-        )
-    };
-    let (source, source_counts) = s3_store("copy-rep-from");
+    let (source, source_counts) = counted_s3_store("copy-rep-from");
     let from = tarvault::Store::new(source.0.clone());
-    let members = [s3_store("copy-rep-to0"), s3_store("copy-rep-to1")];
+    let members = [
+        counted_s3_store("copy-rep-to0"),
+        counted_s3_store("copy-rep-to1"),
+    ];
     // A whole on both; B (large) on the first alone; C cut short and D grown on the second.
     let blobs: Vec<Vec<u8>> = [5000usize, 3 * 1024 * 1024 + 17, 1000, 2000]
         .iter()
@@ -521,14 +544,94 @@ async fn copy_into_a_replicated_target_makes_every_replica_hold_every_blob_whole
             assert!(common::read_verified(&replica, &address).await == data[..]);
         }
     }
-    let counts = |c: &s3::counting::Counting| (c.counts.total(), c.counts.lists());
-    let before: Vec<(u64, u64)> = members.iter().map(|(_, c)| counts(c)).collect();
+    let before = requests_and_lists(members.iter().map(|(_, c)| &**c));
     let gets = source_counts.counts.gets();
     assert_eq!(run().await, (4, 0, 4));
     assert_eq!(source_counts.counts.gets(), gets, "a skipped blob was read");
-    for ((_, c), (total, lists)) in members.iter().zip(before) {
-        let (requests, listings) = (c.counts.total() - total, c.counts.lists() - lists);
-        assert!(listings >= 1, "a replica not listed");
-        assert_eq!(requests, listings, "requests besides the listing");
+    only_listed(members.iter().map(|(_, c)| &**c), &before);
+}
+
+/// `copy` from an S3 store whose objects at two blobs' keys are cut short (a small one and one
+/// past the multipart threshold) into an S3 store holding both whole, over the target's listing
+/// and without it: each fails as corrupt in the source, the error naming the source's backend,
+/// and the target's objects are left as they are, with no write sent to it; the copy is reported
+/// incomplete.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copy_from_a_source_object_cut_short_fails_as_corrupt_and_leaves_the_target_whole() {
+    use conformance::Fixture as _;
+    use tarvault::ops::copy::{copy, CopyEvent, CopyOptions};
+    let (source, _) = counted_s3_store("copy-bad-from");
+    let (target, target_counts) = counted_s3_store("copy-bad-to");
+    let from = tarvault::Store::new(source.0.clone());
+    let to = tarvault::Store::new(target.0.clone());
+    let blobs: Vec<Vec<u8>> = [5000usize, 3 * 1024 * 1024 + 17, 1000]
+        .iter()
+        .enumerate()
+        .map(|(i, &len)| common::noise(len, 160 + i as u64))
+        .collect();
+    for data in &blobs {
+        for store in [&from, &to] {
+            store
+                .put_bytes(data.clone(), &tarvault::PutOptions::default())
+                .await
+                .expect("put");
+        }
+    }
+    for data in &blobs[..2] {
+        let short = data[..data.len() / 2].to_vec();
+        source.plant(&common::key_of(data), short.into()).await;
+    }
+    let writes = |c: &s3::counting::Counting| {
+        use std::sync::atomic::Ordering;
+        (c.counts.puts(), c.counts.other.load(Ordering::SeqCst))
+    };
+    for list_target in [true, false] {
+        let before = writes(&target_counts);
+        let mut corrupt = Vec::new();
+        let options = CopyOptions {
+            list_target,
+            ..CopyOptions::default()
+        };
+        let report = copy(&from, &to, &options, |e| {
+            if let CopyEvent::Failed {
+                key: Some(key),
+                error,
+            } = e
+            {
+                assert_eq!(error.kind(), tarvault::ErrorKind::Corrupt, "{error}");
+                let message = error.to_string();
+                assert!(message.contains(&source.0.describe()), "{message}");
+                assert!(message.contains(&key.to_string()), "{message}");
+                corrupt.push(*key);
+            }
+        })
+        .await
+        .expect("copy");
+        assert!(!report.is_complete(), "listed: {list_target}");
+        assert_eq!(
+            (
+                report.listed,
+                report.copied,
+                report.skipped,
+                report.failed.total()
+            ),
+            (3, 0, 1, 2),
+            "listed: {list_target}: {report:?}"
+        );
+        corrupt.sort();
+        let mut want: Vec<BlobKey> = blobs[..2].iter().map(|d| common::key_of(d)).collect();
+        want.sort();
+        assert_eq!(corrupt, want, "listed: {list_target}");
+        assert_eq!(
+            writes(&target_counts),
+            before,
+            "a write was sent to the target"
+        );
+        for data in &blobs {
+            let head = target.0.head(&common::key_of(data)).await.expect("head");
+            assert_eq!(head.map(|st| st.size), Some(data.len() as u64));
+            let address = common::addr(&common::sha512_sri(data));
+            assert!(common::read_verified(&to, &address).await == data[..]);
+        }
     }
 }

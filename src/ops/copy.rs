@@ -2,9 +2,14 @@
 //!
 //! Verified twice: the source stream is checked as it is read (a corrupt source blob ends in an
 //! error, not in a copy), and the target put expects the address, so nothing lands under a key its
-//! bytes do not hash to. Resumable because content addressing makes it idempotent: a blob the
-//! target already has is skipped without reading it, and a copy cut short leaves nothing behind
-//! (target commits are atomic), so running the same copy again finishes the job.
+//! bytes do not hash to. A source copy that does not verify fails its blob as
+//! [`Corrupt`](Error::Corrupt), naming the source's backend, even where the target holds the blob
+//! whole (the source needs repair, and the operator must hear of it); the put it fed publishes
+//! nothing, so the target's object at that key stays as it is.
+//!
+//! Resumable because content addressing makes it idempotent: a blob the target already has is
+//! skipped without reading it, and a copy cut short leaves nothing behind (target commits are
+//! atomic), so running the same copy again finishes the job.
 //!
 //! What the target has is learnt, for a remote target, from one listing of it before the copy
 //! (as `rsync` and `rclone` do): a store of 40M blobs is 40,000 listing pages, where asking each
