@@ -67,3 +67,36 @@ async fn make() -> Option<Manta> {
 }
 
 conformance::suite!(make);
+
+/// `copy` into a replicated store of two Manta stores whose first replica holds a blob past the
+/// in-memory spool (17 MiB) cut short and whose second lacks it: the blob is copied, both replicas
+/// then hold it whole, and a second run skips it. (The put streamed the blob straight to its path
+/// on each replica, create-only, which the first replica's object refused, so the put missed its
+/// quorum on every run.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copy_into_a_replicated_target_replaces_a_copy_cut_short_beside_a_replica_lacking_it() {
+    use conformance::Fixture as _;
+    use tarvault::backend::compose::{Replicated, ReplicatedOptions};
+    let (Some(source), Some(first), Some(second)) = (make().await, make().await, make().await)
+    else {
+        return;
+    };
+    let data = common::noise(17 * 1024 * 1024 + 5, 171);
+    let from = tarvault::Store::new(source.backend.clone());
+    for store in [&from, &tarvault::Store::new(first.backend.clone())] {
+        store
+            .put_bytes(data.clone(), &tarvault::PutOptions::default())
+            .await
+            .expect("put");
+    }
+    let key = common::key_of(&data);
+    first.plant(&key, data[..4096].to_vec().into()).await;
+    let replicas = vec![first.backend(), second.backend()];
+    let to = Replicated::new(replicas, ReplicatedOptions::default()).expect("replicated");
+    let to = tarvault::Store::new(to);
+    common::copy_runs(&from, &to, &[(1, 1, 0), (1, 0, 1)]).await;
+    for m in [&first, &second] {
+        let head = m.backend.head(&key).await.expect("head");
+        assert_eq!(head.map(|st| st.size), Some(data.len() as u64));
+    }
+}

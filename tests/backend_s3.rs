@@ -427,7 +427,6 @@ async fn a_replicated_store_of_s3_stores_lists_sizes_without_a_request_per_blob(
 async fn copy_from_a_replicated_source_with_a_copy_cut_short_copies_the_good_copy() {
     use conformance::Fixture as _;
     use tarvault::backend::compose::{Replicated, ReplicatedOptions};
-    use tarvault::ops::copy::{copy, CopyOptions};
     let s3_store = |name: &str| {
         let c = S3Config::new("memory", Server::fresh_prefix(name));
         let store = Arc::new(object_store::memory::InMemory::new());
@@ -450,13 +449,7 @@ async fn copy_from_a_replicated_source_with_a_copy_cut_short_copies_the_good_cop
     };
     let from = tarvault::Store::new(Replicated::new(replicas, options).expect("replicated"));
     let to = tarvault::Store::new(s3_store("copy-to").0);
-    for want in [(1, 1, 0), (1, 0, 1)] {
-        let report = copy(&from, &to, &CopyOptions::default(), |_| {})
-            .await
-            .expect("copy");
-        assert!(report.is_complete(), "{report:?}");
-        assert_eq!((report.listed, report.copied, report.skipped), want);
-    }
+    common::copy_runs(&from, &to, &[(1, 1, 0), (1, 0, 1)]).await;
     let address = common::addr(&common::sha512_sri(&data));
     assert!(common::read_verified(&to, &address).await == data[..]);
 }
@@ -518,11 +511,8 @@ async fn copy_into_a_replicated_target_makes_every_replica_hold_every_blob_whole
     grown.extend_from_slice(b"and more");
     second.plant(&common::key_of(&blobs[3]), grown.into()).await;
     let replicas = members.iter().map(|(m, _)| m.backend()).collect();
-    let options = ReplicatedOptions {
-        read_repair: false,
-        ..ReplicatedOptions::default()
-    };
-    let to = tarvault::Store::new(Replicated::new(replicas, options).expect("replicated"));
+    let to = Replicated::new(replicas, ReplicatedOptions::default()).expect("replicated");
+    let to = tarvault::Store::new(to);
     let run = || async {
         let report = copy(&from, &to, &CopyOptions::default(), |_| {})
             .await

@@ -127,6 +127,28 @@ async fn a_put_that_found_its_blob_fails_if_a_delete_overtakes_it() {
     assert!(fs.head(&key_of(&data)).await.expect("head").is_some());
 }
 
+/// The same through a replicated store whose delete has reached one of its two replicas: the put
+/// fails as the blob's delete overtaking it, not a success while a replica lacks the blob.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_put_through_replicas_fails_if_a_delete_reaches_a_replica_first() {
+    let (a, b) = (MemoryBackend::new(), MemoryBackend::new());
+    let replicated = Replicated::new(
+        vec![Arc::new(a.clone()), Arc::new(b.clone())],
+        ReplicatedOptions::default(),
+    )
+    .expect("replicated");
+    let store = Store::new(replicated);
+    let data = noise(50_000, 5);
+    put(&store, &data).await;
+    let (tx, running) = stalled_put(&store, &data);
+    settle().await;
+    assert!(b.delete(&key_of(&data)).await.expect("delete"));
+    let err = finish(tx, &data, running)
+        .await
+        .expect_err("a put of a blob a replica lost that wrote nothing");
+    assert_eq!(err.kind(), ErrorKind::Conflict, "{err}");
+}
+
 /// A cache tier's local copy outlives the remote's (deleted by a store opened on the remote): a
 /// put through the cache asks the remote, and writes the blob there.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -481,8 +481,8 @@ pub trait Backend: fmt::Debug + Send + Sync + 'static {
     /// What [`head`](Backend::head) says of a blob where it is kept for good, for a put deciding
     /// whether it need write anything: a cache tier asks its remote, not its local copy (which may
     /// outlive the remote's), and a replicated store answers only for a blob every replica holds
-    /// (a put of a blob some replica lacks writes it there), with a size no blob has
-    /// (`u64::MAX`) where their copies' sizes differ. The default is `head`.
+    /// at one size, and with a size no blob has (`u64::MAX`) for one some replica lacks or holds
+    /// at another size (a put writes it there). The default is `head`.
     async fn head_of_record(&self, key: &BlobKey) -> Result<Option<BlobStat>> {
         self.head(key).await
     }

@@ -175,8 +175,11 @@ impl Store {
                 if let Found::Stored(key) = found {
                     match self.backend.freshen(&key).await {
                         // Its aliases too, as a put that stored it leaves them.
-                        Ok(Some(_)) => self.backend.index_stored(&ingest.digests).await?,
-                        Ok(None) => {
+                        Ok(Some(st)) if st.size == ingest.digests.size => {
+                            self.backend.index_stored(&ingest.digests).await?
+                        }
+                        // Gone, or (a replicated store) gone from a replica, a delete under way.
+                        Ok(_) => {
                             return Err(Error::DeletedDuringPut {
                                 address: key.to_string(),
                             })

@@ -449,3 +449,17 @@ pub fn serve_cli(
         }
     }
 }
+
+/// Runs `copy` from `from` into `to` once per entry of `wants`, each run complete and counting
+/// the blobs it listed, copied and skipped as the entry says.
+pub async fn copy_runs(from: &tarvault::Store, to: &tarvault::Store, wants: &[(u64, u64, u64)]) {
+    use tarvault::ops::copy::{copy, CopyOptions};
+    for (run, want) in wants.iter().enumerate() {
+        let report = copy(from, to, &CopyOptions::default(), |_| {})
+            .await
+            .expect("copy");
+        assert!(report.is_complete(), "run {run}: {report:?}");
+        let got = (report.listed, report.copied, report.skipped);
+        assert_eq!(got, *want, "run {run}");
+    }
+}

@@ -206,11 +206,12 @@ impl Backend for Replicated {
         self.held_by_every(|replica| replica.freshen(key)).await
     }
 
-    /// A blob every replica holds at one size; `None` if any lacks it, so that a put writes it
-    /// through the quorum instead of trusting one replica's copy, and a size no blob has if
-    /// their copies' sizes differ, so that a put (or a copy into the store, which compares the
-    /// size with its source's) writes it too, replacing the wrong copies. A replica that cannot
-    /// say is an error, which a put takes as "not stored" too.
+    /// A blob every replica holds at one size; `None` if none holds it; and a size no blob has
+    /// if some replica lacks it or holds a copy of another size, so that a put (or a copy into
+    /// the store, which compares the size with its source's) writes it through the quorum
+    /// instead of trusting one replica's copy, filling the replicas that lack it and replacing
+    /// the wrong copies. A replica that cannot say is an error, which a put takes as "not
+    /// stored" too.
     async fn head_of_record(&self, key: &BlobKey) -> Result<Option<BlobStat>> {
         self.held_by_every(|replica| replica.head_of_record(key))
             .await

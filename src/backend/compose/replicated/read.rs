@@ -10,8 +10,8 @@ use crate::backend::compose::verify::{
 use crate::backend::{Backend, BlobKey, BlobStat, GetResult};
 use crate::{Error, ErrorKind, Result};
 
-/// The size [`Replicated::held_by_every`] answers for a blob whose replicas hold copies of
-/// different sizes: one no blob has, so that the store takes none of them for whole.
+/// The size [`Replicated::held_by_every`] answers for a blob that some replica holds but not
+/// every one at one size: one no blob has, so that the store takes none of the copies for whole.
 pub(super) const NO_SIZE: u64 = u64::MAX;
 
 impl Replicated {
@@ -64,11 +64,13 @@ impl Replicated {
 
     /// What every replica answers to `ask` (asked at once), for a blob that counts as stored only
     /// if every replica holds it, at one size: the first replica's answer if all answered `Some`
-    /// of one size, `None` if any answered `None` (that replica lacks the blob, whatever the
-    /// others say), else the first error. Copies of different sizes (one cut short or grown)
-    /// answer a stat of [`NO_SIZE`] bytes, which no caller takes for the blob's: a put then
-    /// writes every replica, and each keeps a copy of the right size and replaces another
-    /// (which copy is whole is not for a `head` to tell; the first replica's may not be).
+    /// of one size, `None` if none holds it and one answered `None`, else the first error. Where
+    /// some replica holds a copy but not every one holds one of the same size (one lacks the
+    /// blob, or a copy is cut short or grown), a stat of [`NO_SIZE`] bytes, which no caller
+    /// takes for the blob's: a put then writes every replica, holding its bytes until its commit
+    /// (a create-only upload straight to the blob's key would be refused where an object is),
+    /// and each replica keeps a copy of the right size and replaces another. Which copy is whole
+    /// is not for a `head` to tell: the first replica's may not be.
     pub(super) async fn held_by_every<'a, F, Fut>(&'a self, ask: F) -> Result<Option<BlobStat>>
     where
         F: Fn(&'a dyn Backend) -> Fut,
@@ -76,7 +78,7 @@ impl Replicated {
     {
         let answers = futures::future::join_all(self.replicas.iter().map(|r| ask(&**r))).await;
         let mut first: Option<BlobStat> = None;
-        let mut sizes_differ = false;
+        let (mut lacking, mut sizes_differ) = (false, false);
         let mut failed = None;
         for answer in answers {
             match answer {
@@ -84,18 +86,22 @@ impl Replicated {
                     Some(f) => sizes_differ |= f.size != stat.size,
                     None => first = Some(stat),
                 },
-                Ok(None) => return Ok(None),
+                Ok(None) => lacking = true,
                 Err(e) => {
                     failed.get_or_insert(e);
                 }
             }
         }
-        if let Some(f) = first.as_mut().filter(|_| sizes_differ) {
-            tracing::debug!(blob = %f.key, "the replicas hold copies of different sizes");
-            f.size = NO_SIZE;
-            f.digests = None;
+        match first {
+            None if lacking => Ok(None),
+            Some(mut f) if lacking || sizes_differ => {
+                tracing::debug!(blob = %f.key, lacking, sizes_differ, "replicas' copies differ");
+                f.size = NO_SIZE;
+                f.digests = None;
+                Ok(Some(f))
+            }
+            first => failed.map_or(Ok(first), Err),
         }
-        failed.map_or(Ok(first), Err)
     }
 
     /// Reads `key` from the first replica whose copy verifies, repairing (with `read_repair`) the
