@@ -194,7 +194,8 @@ const ASK: u64 = u64::MAX;
 /// A key some replica lacks, or lists at another size, is left out, and the copy asks about it.
 /// At most two tables are kept at once, the keys the replicas listed so far agree on and the next
 /// replica's, each moving to disk past `in_memory` keys. A replica whose listing fails fails the
-/// copy, as a plain target's does: its blobs cannot be counted as had.
+/// copy, as a plain target's does: its blobs cannot be counted as had (skipping its listing would
+/// count them so), and asking each blob instead is what [`CopyOptions::list_target`] off does.
 ///
 /// [`Backend::listings_of_record`]: crate::backend::Backend::listings_of_record
 async fn target_sizes(to: &Store, in_memory: usize) -> Result<KeyTable> {
