@@ -47,7 +47,7 @@ use futures::{future, StreamExt, TryStreamExt};
 use serde::Serialize;
 
 use crate::backend::key_table::{self, KeyTable};
-use crate::backend::{BlobKey, Sample};
+use crate::backend::{BlobKey, BlobStat, Sample};
 use crate::{Error, Integrity, PutOptions, Result, Store};
 
 /// Options for [`copy`].
@@ -191,7 +191,8 @@ const ASK: u64 = u64::MAX;
 
 /// Every key the target holds for good, with its size: of a replicated target, the keys every
 /// replica lists, each at one size ([`Backend::listings_of_record`], listed one after another).
-/// A key some replica lacks, or lists at another size, is left out, and the copy asks about it.
+/// A key some replica lacks is left out, one listed at two sizes (by two replicas, or by one
+/// twice) is kept at a size no blob has ([`ASK`]), and the copy asks about either.
 /// At most two tables are kept at once, the keys the replicas listed so far agree on and the next
 /// replica's, each moving to disk past `in_memory` keys. A replica whose listing fails fails the
 /// copy, as a plain target's does: its blobs cannot be counted as had (skipping its listing would
@@ -199,18 +200,32 @@ const ASK: u64 = u64::MAX;
 ///
 /// [`Backend::listings_of_record`]: crate::backend::Backend::listings_of_record
 async fn target_sizes(to: &Store, in_memory: usize) -> Result<KeyTable> {
+    agreed_sizes(to.backend().clone().listings_of_record(), in_memory).await
+}
+
+/// [`target_sizes`] of these listings, one after another.
+async fn agreed_sizes(
+    listings: Vec<BoxStream<'static, Result<BlobStat>>>,
+    in_memory: usize,
+) -> Result<KeyTable> {
     let mut agreed: Option<KeyTable> = None;
-    for mut listing in to.backend().clone().listings_of_record() {
+    for mut listing in listings {
         let mut sizes = KeyTable::new(in_memory);
         while let Some(blob) = listing.try_next().await? {
-            if let Some(before) = &agreed {
-                if before.mask_of(&blob.key)? != Some(blob.size) {
-                    continue;
-                }
-            }
+            // A key the replicas before did not all list is left out; one they listed at
+            // another size is asked about, even where this replica also lists it at theirs (a
+            // key listed twice, its object replaced during the listing).
+            let size = match &agreed {
+                None => blob.size,
+                Some(before) => match before.mask_of(&blob.key)? {
+                    None => continue,
+                    Some(size) if size != blob.size => ASK,
+                    Some(size) => size,
+                },
+            };
             match sizes.mask_of(&blob.key)? {
-                None => sizes.note(blob.key, blob.size)?,
-                Some(size) if size != blob.size => sizes.note(blob.key, ASK)?,
+                None => sizes.note(blob.key, size)?,
+                Some(had) if had != size => sizes.note(blob.key, ASK)?,
                 Some(_) => {}
             }
         }
@@ -297,8 +312,35 @@ mod tests {
     use crate::backend::memory::MemoryBackend;
     use crate::backend::Backend;
 
+    /// A key a later replica lists twice at two sizes (its object replaced during the listing)
+    /// is asked about, as it is where the first replica does, whichever size the earlier
+    /// replicas listed and in whichever order the two entries come.
+    #[tokio::test]
+    async fn a_key_a_later_replica_lists_at_two_sizes_is_asked_about() {
+        let key = BlobKey::new([7; 64]);
+        let stat = |size| BlobStat {
+            key,
+            size,
+            modified: None,
+            digests: None,
+        };
+        let listing = |sizes: &[u64]| {
+            let stats: Vec<Result<BlobStat>> = sizes.iter().map(|&n| Ok(stat(n))).collect();
+            futures::stream::iter(stats).boxed()
+        };
+        for later in [[5, 9], [9, 5]] {
+            for first in [&[5][..], &[5, 9], &[9, 5]] {
+                let table = agreed_sizes(vec![listing(first), listing(&later)], 4).await;
+                let got = table.expect("sizes").mask_of(&key).expect("mask");
+                assert_ne!(got, Some(5), "first {first:?}, later {later:?}");
+                assert_ne!(got, Some(9), "first {first:?}, later {later:?}");
+            }
+        }
+    }
+
     /// A replicated target's table, in memory and moved to disk past 4 keys: the keys both
-    /// replicas list, each at its size, and none that one replica lacks or holds at another size.
+    /// replicas list, each at its size, none that one replica lacks, and one a replica holds at
+    /// another size at a size no blob has.
     #[tokio::test]
     async fn a_replicated_target_has_the_keys_every_replica_lists_at_one_size() {
         let mems = [MemoryBackend::new(), MemoryBackend::new()];
@@ -327,10 +369,15 @@ mod tests {
         for in_memory in [4, key_table::IN_MEMORY] {
             let table = target_sizes(&to, in_memory).await.expect("target sizes");
             for (i, key) in blobs.iter().enumerate() {
-                let want = (10..30).contains(&i) && i != 20;
                 let size = format!("blob {i}").len() as u64;
+                let want = match i {
+                    // Listed at two sizes: kept at a size no blob has, so the copy asks.
+                    20 => Some(ASK),
+                    10..30 => Some(size),
+                    _ => None,
+                };
                 let got = table.mask_of(key).expect("mask");
-                assert_eq!(got, want.then_some(size), "blob {i}, limit {in_memory}");
+                assert_eq!(got, want, "blob {i}, limit {in_memory}");
             }
             #[cfg(feature = "sqlite")]
             assert_eq!(table.on_disk(), in_memory == 4);
