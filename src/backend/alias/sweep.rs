@@ -37,13 +37,20 @@
 //!   the marker exists once both are done. This needs only that each request sees every write
 //!   that completed before it started, which S3 (since 2020), Ceph RGW and Manta give for
 //!   single objects.
+//! - **A put of a blob whose digest's marker names another blob that is gone** (see
+//!   `AliasIndex::ensure`), which replaces the marker with one naming its own blob: the very
+//!   marker this pass removes. Where the put's replacement lands between this pass's read of the
+//!   marker and its DELETE, the DELETE removes it, and the second look (at the gone blob, not at
+//!   the put's) does not write it back: the put's blob is then not found by that digest, as it
+//!   was not before the put, until the next `fsck`'s rebuild or a put of it in a process that has
+//!   not seen its markers writes the marker (a DELETE cannot be made conditional on the body it
+//!   read). Test: `a_put_rewriting_a_marker_the_sweep_removes_can_lose_it_until_the_next_rebuild`.
 //!
 //! A marker that cannot be read (truncated, foreign) is reported and left in place: the
 //! rebuild before this pass has already rewritten the unreadable markers of every blob it
 //! scanned, so what is left names no blob the scan saw, and deleting it could race with a put
-//! that just replaced it with a good one (a put only ever replaces an unreadable marker, and a
-//! DELETE cannot be made conditional on the body it read). It costs a lookup a warning, never a
-//! wrong answer.
+//! that just replaced it with a good one (a DELETE cannot be made conditional on the body it
+//! read). It costs a lookup a warning, never a wrong answer.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
