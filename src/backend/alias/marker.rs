@@ -101,12 +101,16 @@ enum Marker {
     Good(Digests),
 }
 
-/// Whether a record's digests were hashed from its blob's bytes (by a put, or a rebuild's scan),
-/// or are a claim (a record of the old log): only the former overrule a marker naming another
+/// Where a record's digests come from: hashed from its blob's bytes (by a put, or by fsck's scan),
+/// or a claim (a record of the old log). Only hashed digests overrule a marker naming another
 /// blob (see `AliasIndex::ensure`).
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Scanned {
-    Yes,
+    /// By a put, whose blob is stored by then: a failure to ask about the other blob keeps the
+    /// marker, with a warning, rather than fail a put that has stored its blob (fsck rewrites it).
+    Put,
+    /// By fsck's scan: a failure to ask fails the rebuild, which is resumed by running it again.
+    Fsck,
     No,
 }
 
@@ -174,8 +178,8 @@ impl<M: MarkerStore, S: SegmentStore> AliasIndex<M, S> {
     pub(crate) async fn record(&self, d: &Digests) -> Result<()> {
         let body = Bytes::from(line(d));
         let (a, b) = tokio::join!(
-            self.ensure(Algorithm::Sha1, d, body.clone(), false, Scanned::Yes),
-            self.ensure(Algorithm::Blake3, d, body, false, Scanned::Yes)
+            self.ensure(Algorithm::Sha1, d, body.clone(), false, Scanned::Put),
+            self.ensure(Algorithm::Blake3, d, body, false, Scanned::Put)
         );
         a?;
         b?;
@@ -214,7 +218,7 @@ impl<M: MarkerStore, S: SegmentStore> AliasIndex<M, S> {
             let body = body.clone();
             async move {
                 if yes {
-                    self.ensure(alg, d, body, true, Scanned::Yes)
+                    self.ensure(alg, d, body, true, Scanned::Put)
                         .await
                         .map(|_| ())
                 } else {
@@ -254,7 +258,7 @@ impl<M: MarkerStore, S: SegmentStore> AliasIndex<M, S> {
     /// marker that is already right, the common case).
     ///
     /// A marker naming another blob is kept (two blobs sharing a sha1: the marker keeps the
-    /// first), unless `d` was hashed from its bytes (a put, a rebuild's scan: `scanned`) and the
+    /// first), unless `d` was hashed from its bytes (a put, fsck's scan: `scanned`) and the
     /// other blob's object shows the marker wrong ([`MarkerStore::blob_record`]): a marker
     /// naming a blob that is gone, or whose own metadata gives it another digest, is wrong (a
     /// foreign writer, a blob deleted by another tool), and leaving it would leave `d`
@@ -326,7 +330,7 @@ impl<M: MarkerStore, S: SegmentStore> AliasIndex<M, S> {
 
     /// Whether the marker `alg`/`hex`, which names `found`, is shown wrong by the blob it names:
     /// that blob is gone, or its object's metadata gives it another digest. Only asked where the
-    /// other digests are `scanned`: a claim does not overrule a claim.
+    /// other digests are hashed: a claim does not overrule a claim.
     async fn names_wrongly(
         &self,
         alg: Algorithm,
@@ -337,13 +341,24 @@ impl<M: MarkerStore, S: SegmentStore> AliasIndex<M, S> {
         if scanned == Scanned::No {
             return Ok(false);
         }
-        Ok(
-            match self.markers.blob_record(BlobKey::new(found.sha512)).await? {
-                None => true,
-                Some(Some(own)) => hex_of(alg, &own) != hex,
-                Some(None) => false,
-            },
-        )
+        let record = match self.markers.blob_record(BlobKey::new(found.sha512)).await {
+            Ok(record) => record,
+            Err(e) if scanned == Scanned::Put => {
+                tracing::warn!(
+                    marker = self.markers.name(alg, hex),
+                    named = hex::encode(found.sha512),
+                    error = %e.report(),
+                    "cannot ask the blob a marker names whether it has the digest; the marker is kept (fsck rewrites it if wrong)"
+                );
+                return Ok(false);
+            }
+            Err(e) => return Err(e),
+        };
+        Ok(match record {
+            None => true,
+            Some(Some(own)) => hex_of(alg, &own) != hex,
+            Some(None) => false,
+        })
     }
 
     /// Reads a marker and checks it names a blob with that digest.
@@ -520,7 +535,7 @@ impl<M: MarkerStore, S: SegmentStore> AliasIndex<M, S> {
         let mut report = AliasRebuild::default();
         let mut seen = Seen::new();
         let mut outcomes = found
-            .map(|d| async move { (self.merge_one(&d, Scanned::Yes).await, d) })
+            .map(|d| async move { (self.merge_one(&d, Scanned::Fsck).await, d) })
             .buffer_unordered(PARALLEL);
         while let Some((o, d)) = outcomes.next().await {
             let (a, b) = o?;

@@ -19,13 +19,14 @@ use crate::backend::{Dangling, RebuildOptions};
 /// Objects in memory, with a count of requests. Markers are listed as written at the epoch
 /// unless `fresh` (then: now). What a blob's object says of it ([`MarkerStore::blob_record`]) is
 /// taken from `records`; a blob not there is stored with no digests in its metadata, which shows
-/// no marker wrong.
+/// no marker wrong. While `records_fail`, asking it is an error.
 #[derive(Default, Clone)]
 struct Mem {
     objects: Arc<Mutex<HashMap<String, Bytes>>>,
     requests: Arc<AtomicUsize>,
     fresh: Arc<std::sync::atomic::AtomicBool>,
     records: Arc<Mutex<HashMap<BlobKey, Option<Option<Digests>>>>>,
+    records_fail: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Mem {
@@ -103,6 +104,9 @@ impl MarkerStore for Mem {
     }
     async fn blob_record(&self, key: BlobKey) -> Result<Option<Option<Digests>>> {
         self.hit();
+        if self.records_fail.load(Ordering::SeqCst) {
+            return Err(crate::Error::backend("mem", "HEAD answered 503"));
+        }
         let records = self.records.lock().unwrap_or_else(|e| e.into_inner());
         Ok(records.get(&key).copied().unwrap_or(Some(None)))
     }

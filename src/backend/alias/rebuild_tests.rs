@@ -117,6 +117,43 @@ async fn a_rebuild_or_a_put_rewrites_a_marker_the_named_blob_contradicts() {
     }
 }
 
+/// A put that cannot ask the blob a marker names (its `HEAD` fails) keeps the marker rather than
+/// fail after storing its blob; fsck's rebuild fails instead, and a later one rewrites it.
+#[tokio::test]
+async fn a_put_that_cannot_ask_the_named_blob_keeps_the_marker_and_fsck_fails() {
+    let (a, c) = (digests(1), digests(3));
+    let mem = Mem::default();
+    mem.records
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(BlobKey::new(c.sha512), None);
+    let claimed = ok(Digests::from_parts(&c.sha512, &a.sha1, &c.blake3, c.size));
+    mem.map().insert(
+        marker_key(Algorithm::Sha1, &hex::encode(a.sha1)),
+        Bytes::from(line(&claimed)),
+    );
+    mem.records_fail.store(true, Ordering::SeqCst);
+    let named = |mem: &Mem| {
+        let idx = index(mem, CacheConfig::default());
+        async move { ok(idx.resolve(&sha1(&a)).await) }
+    };
+    ok(index(&mem, CacheConfig::default()).record(&a).await);
+    let idx = index(&mem, CacheConfig::default());
+    let unsettled = ok(idx.record_alongside(&a).await);
+    ok(idx.settle(&a, unsettled).await);
+    assert_eq!(named(&mem).await, Some(BlobKey::new(c.sha512)), "kept");
+    let rebuild = index(&mem, CacheConfig::default())
+        .rebuild(futures::stream::iter([a]).boxed())
+        .await;
+    assert!(rebuild.is_err(), "fsck went on without asking");
+    mem.records_fail.store(false, Ordering::SeqCst);
+    let (report, _) = ok(index(&mem, CacheConfig::default())
+        .rebuild(futures::stream::iter([a]).boxed())
+        .await);
+    assert_eq!(report.corrected, 1);
+    assert_eq!(named(&mem).await, Some(BlobKey::new(a.sha512)));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_rebuild_racing_puts_loses_nothing() {
     let mem = Mem::default();
