@@ -983,6 +983,31 @@ fn not_found_names_the_address_as_typed() {
     }
 }
 
+/// A digest given in hex after its algorithm (`blake3-` and the hex `stat` prints, `sha1-` and a
+/// shasum) is refused, saying it is hex and naming the integrity string meant, which works.
+#[test]
+fn a_hex_digest_in_an_integrity_names_the_base64_one() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = dir.path().join("store");
+    let (bytes, file) = corpus_file(0);
+    assert!(tv(&store, &["put", &file]).status.success());
+    let stat = json_lines(&tv(&store, &["stat", "--json", &sha512_sri(&bytes)]));
+    let blake3 = stat[0]["blake3"].as_str().expect("blake3").to_string();
+    for hex in [
+        format!("blake3-{blake3}"),
+        format!("sha1-{}", sha1_hex(&bytes)),
+    ] {
+        let out = tv(&store, &["get", &hex]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{err}");
+        assert!(err.contains("is hex"), "{err}");
+        let meant = err.trim_end().rsplit(' ').next().unwrap_or_default();
+        let out = tv(&store, &["get", meant]);
+        assert_eq!(out.status.code(), Some(0), "{hex} -> {meant}: {err}");
+        assert_eq!(out.stdout, bytes);
+    }
+}
+
 /// The bytes and path of the `n`th corpus tarball.
 fn corpus_file(n: usize) -> (Vec<u8>, String) {
     let path = corpus_dir().join(&corpus()[n].file);

@@ -218,9 +218,10 @@ impl Integrity {
                 return Err(Error::invalid_integrity(
                     input,
                     format!(
-                        "{algorithm} digest must be {} bytes, got {}",
+                        "{algorithm} digest must be {} bytes, got {}{}",
                         algorithm.digest_len(),
-                        bytes.len()
+                        bytes.len(),
+                        hex_hint(algorithm, digest)
                     ),
                 ));
             }
@@ -436,6 +437,19 @@ fn is_ssri_space(c: char) -> bool {
 
 /// `s` up to its first 40 bytes, and `…` after it if it was longer (quoted as the digest it is
 /// not, a bare prefix would read as the whole of it).
+/// What to say of a digest of the wrong length that is the hex of a digest of the right one (what
+/// `sha1sum`, `b3sum`, npm's `shasum` and tarvault's own `stat` print): the integrity string it
+/// stands for. Hex digits are base64 characters too, so it decoded, to the wrong length.
+fn hex_hint(algorithm: Algorithm, digest: &str) -> String {
+    match hex::decode(digest) {
+        Ok(bytes) if bytes.len() == algorithm.digest_len() => format!(
+            "; that is hex, and an integrity string's digest is base64: {algorithm}-{}",
+            B64.encode(bytes)
+        ),
+        _ => String::new(),
+    }
+}
+
 fn short(s: &str) -> String {
     clipped(s, 40)
 }
