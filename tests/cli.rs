@@ -268,6 +268,9 @@ fn exit_statuses() {
         .output()
         .expect("run");
     assert_eq!(out.status.code(), Some(2));
+    // It names the schemes there are.
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("gopher://") && err.contains("s3://"), "{err}");
 }
 
 #[test]

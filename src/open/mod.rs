@@ -159,7 +159,14 @@ async fn open_plain(spec: &str, missing: Missing) -> Result<Arc<dyn Backend>> {
     match scheme_of(spec) {
         Some(scheme) => match schemes().iter().find(|(name, _)| *name == scheme) {
             Some((_, open)) => open(spec).await,
-            None => Err(Error::Config(format!("unknown store scheme {scheme}://"))),
+            None => {
+                let known: Vec<String> = schemes().iter().map(|(s, _)| format!("{s}://")).collect();
+                Err(Error::Config(format!(
+                    "unknown store scheme {scheme}:// (a store is a directory, memory:, a \
+                     configuration, or a URL of {})",
+                    known.join(", ")
+                )))
+            }
         },
         None => scheme!("fs", open_path)(spec).await,
     }
