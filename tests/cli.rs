@@ -448,6 +448,31 @@ fn store_specs() {
     assert_eq!(out.status.code(), Some(0));
 }
 
+/// A `TARVAULT_STORE` set to nothing is refused saying so (not an "empty store location" that
+/// names neither it nor `--store`), by the commands that would open it, and no others.
+#[test]
+fn an_empty_tarvault_store_is_named() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let run = |args: &[&str]| {
+        Command::new(BIN)
+            .current_dir(dir.path())
+            .args(args)
+            .env("TARVAULT_STORE", "")
+            .output()
+            .expect("run tarvault")
+    };
+    let (_, file) = corpus_file(0);
+    for args in [&["ls"][..], &["put", &file], &["copy", "--to", "b"]] {
+        let out = run(args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains("TARVAULT_STORE"), "{args:?}: {err}");
+    }
+    assert!(run(&["--store", "a", "put", &file]).status.success());
+    let out = run(&["copy", "--from", "a", "--to", "b"]);
+    assert!(out.status.success(), "{out:?}");
+}
+
 /// `get -o` to something that is not a regular file (a FIFO here; `/dev/null` alike) writes
 /// through it and never renames a file over it (as root, that replaced `/dev/null`).
 #[test]

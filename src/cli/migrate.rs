@@ -85,7 +85,11 @@ pub(crate) struct CouchArgs {
 pub(crate) async fn run(command: MigrateCommand, store_spec: String) -> Result<u8, Error> {
     let MigrateCommand::Couch(args) = command;
     let source = CouchSource::parse(&args.from)?;
-    let store = Store::open(args.to.as_deref().unwrap_or(&store_spec)).await?;
+    let to = match args.to.as_deref() {
+        Some(to) => to,
+        None => super::store_spec(&store_spec)?,
+    };
+    let store = Store::open(to).await?;
     let mut options = MigrateOptions::new(&args.state, &args.map);
     options.concurrency = args.concurrency;
     options.since = args.since.as_deref().map(Seq::from_arg);

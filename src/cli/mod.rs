@@ -237,14 +237,29 @@ fn init_logging() {
 /// The exit status for an error.
 pub(crate) fn exit_status(e: &Error) -> u8 {
     match e.kind() {
-        // A lookup the store cannot make (by blake3 through an `http://` mirror) is a question
-        // that store cannot be asked, as a `sha256-` address is one no store can: not "absent".
+        // A request the store cannot take (a write, a delete or a listing through an `http://`
+        // mirror) is a question that store cannot be asked, as a `sha256-` address is one no
+        // store can: not "absent".
         ErrorKind::InvalidInput | ErrorKind::Config | ErrorKind::Unsupported => exit::USAGE,
         ErrorKind::NotFound => exit::NOT_FOUND,
         ErrorKind::IntegrityMismatch | ErrorKind::Corrupt => exit::MISMATCH,
         ErrorKind::Rejected => exit::REJECTED,
         _ => exit::OTHER,
     }
+}
+
+/// `spec`, the store named by `--store` or `TARVAULT_STORE` (else `tarvault-store`), where a
+/// command opens it. One set but empty (most likely a `TARVAULT_STORE=` meant to clear it) is
+/// refused saying where it came from, which the store's own "empty store location" cannot.
+pub(crate) fn store_spec(spec: &str) -> Result<&str, Error> {
+    if spec.trim().is_empty() {
+        return Err(Error::Config(
+            "the store is empty (--store \"\", or TARVAULT_STORE set to nothing): name one, or \
+             give neither for ./tarvault-store"
+                .into(),
+        ));
+    }
+    Ok(spec)
 }
 
 async fn run(cli: Cli) -> Result<u8, Error> {
@@ -268,11 +283,12 @@ async fn run(cli: Cli) -> Result<u8, Error> {
     };
     // Only a put (and a server, which others may be about to fill) makes a store where none is:
     // a command that reads refuses a mistyped path instead of answering from a new, empty store.
+    let spec = store_spec(&spec)?;
     let store = match &command {
-        Command::Put { .. } => Store::open(&spec).await?,
+        Command::Put { .. } => Store::open(spec).await?,
         #[cfg(feature = "server")]
-        Command::Serve(_) => Store::open(&spec).await?,
-        _ => Store::open_existing(&spec).await?,
+        Command::Serve(_) => Store::open(spec).await?,
+        _ => Store::open_existing(spec).await?,
     };
     match command {
         Command::Put {
