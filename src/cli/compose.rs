@@ -44,6 +44,7 @@ pub(crate) struct CopyArgs {
 #[derive(Args, Debug)]
 pub(crate) struct ScrubArgs {
     /// Read at most this fast: bytes per second (`20MB/s`) or blobs per second (`100blobs/s`).
+    /// Without it, as fast as `fsck`.
     #[arg(long, value_name = "RATE")]
     rate: Option<String>,
     /// Move corrupt blobs to quarantine.

@@ -51,7 +51,8 @@ struct Cli {
 enum Command {
     /// Store files (or `-` for standard input), verified; prints their digests.
     Put {
-        /// Fail (and store nothing) unless the bytes match this integrity (or 40-hex shasum).
+        /// Fail (and store nothing) unless the bytes match this integrity (or 40-hex shasum); with
+        /// several files, each is held to it, and those that match are stored.
         #[arg(long, value_name = "INTEGRITY")]
         expect: Option<String>,
         /// One JSON object per line.
