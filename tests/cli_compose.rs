@@ -208,6 +208,37 @@ async fn copy_of_a_corrupt_source_blob_fails_and_copies_the_rest() {
     assert!(!got.contains(&bad_key), "a corrupt blob was copied");
 }
 
+/// `--grace 24` (beside a default of `24h`) is refused for want of a unit, not taken as 24
+/// seconds, which let `--delete` take a blob ten minutes old; `0` needs none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gc_refuses_a_grace_period_without_its_unit() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path().join("store");
+    let backend = fs(&root);
+    let store = Store::new(backend.clone());
+    let (live, garbage) = (noise(3000, 900), noise(3001, 901));
+    for b in [&live, &garbage] {
+        store
+            .put_bytes(b.clone(), &PutOptions::default())
+            .await
+            .expect("put");
+    }
+    age(&backend, &key_of(&garbage), Duration::from_secs(600));
+    let keep = dir.path().join("keep");
+    std::fs::write(&keep, format!("{}\n", sha512_sri(&live))).expect("keep");
+    let (s, k) = (path(&root), path(&keep));
+    for grace in ["24", "1.5"] {
+        let out = tv(s, &["gc", "--keep", k, "--grace", grace, "--delete"]);
+        let err = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "--grace {grace}: {err}");
+        assert!(err.contains(&format!("{grace}h")), "{err}");
+        assert_eq!(keys(&root).await.len(), 2, "--grace {grace} deleted");
+    }
+    let out = tv(s, &["gc", "--keep", k, "--grace", "0", "--delete"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(keys(&root).await, vec![key_of(&live)]);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gc_never_deletes_live_or_recent_blobs() {
     let dir = tempfile::tempdir().expect("tempdir");

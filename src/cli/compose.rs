@@ -68,7 +68,7 @@ pub(crate) struct GcArgs {
     /// The live set: a migration mapping (JSON lines with `integrity`) or one address per line.
     #[arg(long, value_name = "FILE")]
     keep: PathBuf,
-    /// Never delete a blob younger than this (`30m`, `24h`, `7d`).
+    /// Never delete a blob younger than this (`30m`, `24h`, `7d`; a number needs its unit).
     #[arg(long, default_value = "24h", value_name = "DURATION")]
     grace: String,
     /// Delete. Without it, gc only lists what it would delete.
@@ -223,10 +223,24 @@ pub(crate) async fn scrub(store: &Store, args: ScrubArgs) -> Result<u8, Error> {
     })
 }
 
+/// `--grace`: a duration with its unit. A bare number other than 0 is refused, though
+/// [`parse_duration`] reads it as seconds: beside a default of `24h`, `--grace 24` reads as 24
+/// hours, and as 24 seconds it lets `--delete` take every blob older than that.
+fn grace(text: &str) -> Result<Duration, Error> {
+    let grace = parse_duration(text)?;
+    if !grace.is_zero() && text.trim().parse::<f64>().is_ok() {
+        let n = text.trim();
+        return Err(Error::InvalidInput(format!(
+            "--grace {n:?} has no unit: write {n}h, {n}d, {n}m or {n}s"
+        )));
+    }
+    Ok(grace)
+}
+
 pub(crate) async fn gc(store: &Store, args: GcArgs) -> Result<u8, Error> {
     let keep = keep_lines(&args.keep)?;
     let options = GcOptions {
-        grace: parse_duration(&args.grace)?,
+        grace: grace(&args.grace)?,
         delete: args.delete,
     };
     let verb = if args.delete {
