@@ -448,6 +448,31 @@ fn store_specs() {
     assert_eq!(out.status.code(), Some(0));
 }
 
+/// `get -o` into a directory that is not there names the file asked for and the error, not the
+/// temp file it would have written first.
+#[test]
+fn get_into_a_missing_directory_names_the_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (store, bytes) = store_with_corpus_file(dir.path());
+    let out_file = dir.path().join("missing").join("out.tgz");
+    let out = tv(
+        &store,
+        &[
+            "get",
+            &sha512_sri(&bytes),
+            "-o",
+            &out_file.to_string_lossy(),
+        ],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains(&format!("create {}: ", out_file.display())),
+        "{err}"
+    );
+    assert!(!err.contains(".tarvault-get-"), "{err}");
+}
+
 /// A `TARVAULT_STORE` set to nothing is refused saying so (not an "empty store location" that
 /// names neither it nor `--store`), by the commands that would open it, and no others.
 #[test]
@@ -856,9 +881,7 @@ fn an_unreadable_input_is_named() {
 #[test]
 fn get_dash_o_dash_is_stdout() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let store = dir.path().join("store");
-    let (bytes, file) = corpus_file(0);
-    assert!(tv(&store, &["put", &file]).status.success());
+    let (store, bytes) = store_with_corpus_file(dir.path());
     let out = Command::new(BIN)
         .current_dir(dir.path())
         .arg("--store")
@@ -900,9 +923,7 @@ fn a_malformed_digest_is_not_quoted_cut_short_unmarked() {
 #[test]
 fn a_blob_file_cut_short_is_stated_at_its_size_without_digests() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let store = dir.path().join("store");
-    let (bytes, file) = corpus_file(0);
-    assert!(tv(&store, &["put", &file]).status.success());
+    let (store, bytes) = store_with_corpus_file(dir.path());
     let blob = walk_one(&store.join("sha512"));
     let mut perms = std::fs::metadata(&blob).expect("meta").permissions();
     #[allow(clippy::permissions_set_readonly_false)]
@@ -1016,9 +1037,7 @@ fn not_found_names_the_address_as_typed() {
 #[test]
 fn a_hex_digest_in_an_integrity_names_the_base64_one() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let store = dir.path().join("store");
-    let (bytes, file) = corpus_file(0);
-    assert!(tv(&store, &["put", &file]).status.success());
+    let (store, bytes) = store_with_corpus_file(dir.path());
     let stat = json_lines(&tv(&store, &["stat", "--json", &sha512_sri(&bytes)]));
     let blake3 = stat[0]["blake3"].as_str().expect("blake3").to_string();
     for hex in [
@@ -1034,6 +1053,14 @@ fn a_hex_digest_in_an_integrity_names_the_base64_one() {
         assert_eq!(out.status.code(), Some(0), "{hex} -> {meant}: {err}");
         assert_eq!(out.stdout, bytes);
     }
+}
+
+/// A store at `dir/store` holding the first corpus tarball, and that tarball's bytes.
+fn store_with_corpus_file(dir: &Path) -> (std::path::PathBuf, Vec<u8>) {
+    let store = dir.join("store");
+    let (bytes, file) = corpus_file(0);
+    assert!(tv(&store, &["put", &file]).status.success());
+    (store, bytes)
 }
 
 /// The bytes and path of the `n`th corpus tarball.

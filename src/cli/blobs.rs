@@ -191,7 +191,12 @@ async fn write_verified_file(stream: &mut tarvault::BlobStream, path: &Path) -> 
     builder.permissions(std::os::unix::fs::PermissionsExt::from_mode(0o666));
     let tmp = builder
         .tempfile_in(dir)
-        .map_err(|e| io_error("create temp in", dir, e))?;
+        .map_err(|e| match std::fs::metadata(dir) {
+            // A directory that is not there: named by the file asked for, not by the temp file's
+            // random name, which tempfile's error adds to it.
+            Err(missing) => io_error("create", path, missing),
+            Ok(_) => io_error("create temp in", dir, e),
+        })?;
     let (file, tmp_path) = tmp.into_parts();
     let mut file = tokio::fs::File::from_std(file);
     while let Some(chunk) = stream.next().await {
