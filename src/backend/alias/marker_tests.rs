@@ -261,6 +261,18 @@ async fn memory_stays_within_the_budget() {
     }
 }
 
+/// One sweep of every marker, with the default options and no scan's list of markers seen.
+async fn swept(
+    idx: &AliasIndex<Mem, Mem>,
+    exists: super::sweep::BlobExists<'_>,
+    grace: std::time::Duration,
+) -> AliasRebuild {
+    let mut report = AliasRebuild::default();
+    let options = RebuildOptions::default();
+    ok(idx.sweep(exists, grace, &options, &mut report, None).await);
+    report
+}
+
 /// Blobs that exist, for a sweep: those of `appear` are stored (by a put racing the sweep) as
 /// soon as one of their markers has been deleted.
 #[derive(Default, Clone)]
@@ -337,10 +349,7 @@ async fn a_sweep_removes_dangling_markers_and_reports_unreadable_ones() {
 
     // Written just now: nothing is checked.
     mem.fresh.store(true, Ordering::SeqCst);
-    let mut young = AliasRebuild::default();
-    ok(idx
-        .sweep(&exists, grace, &RebuildOptions::default(), &mut young, None)
-        .await);
+    let young = swept(&idx, &exists, grace).await;
     assert_eq!((young.listed, young.recent, young.removed), (41, 41, 0));
 
     mem.fresh.store(false, Ordering::SeqCst);
@@ -366,16 +375,7 @@ async fn a_sweep_removes_dangling_markers_and_reports_unreadable_ones() {
     );
     assert!(all.iter().all(|d| has_marker(&mem, Algorithm::Sha1, d)));
 
-    let mut report = AliasRebuild::default();
-    ok(idx
-        .sweep(
-            &exists,
-            grace,
-            &RebuildOptions::default(),
-            &mut report,
-            None,
-        )
-        .await);
+    let report = swept(&idx, &exists, grace).await;
     assert_eq!(report.listed, 41);
     assert_eq!((report.dangling, report.removed), (10, 10), "{report:?}");
     assert_eq!(report.unreadable, 1);
@@ -387,10 +387,7 @@ async fn a_sweep_removes_dangling_markers_and_reports_unreadable_ones() {
         Some(BlobKey::new(all[3].sha512))
     );
     // Idempotent: a second pass finds nothing more.
-    let mut again = AliasRebuild::default();
-    ok(idx
-        .sweep(&exists, grace, &RebuildOptions::default(), &mut again, None)
-        .await);
+    let again = swept(&idx, &exists, grace).await;
     assert_eq!((again.listed, again.removed, again.unreadable), (31, 0, 1));
 }
 
@@ -459,16 +456,7 @@ async fn a_sweep_racing_a_put_of_the_same_blob_leaves_its_markers() {
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .insert(BlobKey::new(d.sha512), d);
-    let mut report = AliasRebuild::default();
-    ok(idx
-        .sweep(
-            &exists,
-            grace,
-            &RebuildOptions::default(),
-            &mut report,
-            None,
-        )
-        .await);
+    let report = swept(&idx, &exists, grace).await;
     assert_eq!(report.removed, 0, "{report:?}");
     assert!(report.dangling >= 1, "{report:?}");
     assert!(has_marker(&mem, Algorithm::Sha1, &d) && has_marker(&mem, Algorithm::Blake3, &d));
@@ -479,16 +467,7 @@ async fn a_sweep_racing_a_put_of_the_same_blob_leaves_its_markers() {
     let e = digests(6);
     ok(idx.record(&e).await);
     let unsettled = ok(idx.record_alongside(&e).await);
-    let mut report = AliasRebuild::default();
-    ok(idx
-        .sweep(
-            &exists,
-            grace,
-            &RebuildOptions::default(),
-            &mut report,
-            None,
-        )
-        .await);
+    let report = swept(&idx, &exists, grace).await;
     assert_eq!(report.removed, 2, "{report:?}");
     assert!(!has_marker(&mem, Algorithm::Sha1, &e));
     blobs.add(&e);

@@ -219,17 +219,7 @@ async fn a_put_rewriting_a_marker_the_sweep_removes_can_lose_it_until_the_next_r
             Ok(k != gone)
         }) as BoxFuture<'static, Result<bool>>
     };
-    let mut report = AliasRebuild::default();
-    let grace = std::time::Duration::from_secs(60);
-    ok(idx
-        .sweep(
-            &exists,
-            grace,
-            &RebuildOptions::default(),
-            &mut report,
-            None,
-        )
-        .await);
+    let report = swept(&idx, &exists, std::time::Duration::from_secs(60)).await;
     assert_eq!(report.removed, 1, "{report:?}");
     let fresh = index(&mem, CacheConfig::default());
     assert_eq!(ok(fresh.resolve(&sha1(&a)).await), None);
