@@ -435,8 +435,6 @@ fn is_ssri_space(c: char) -> bool {
     )
 }
 
-/// `s` up to its first 40 bytes, and `…` after it if it was longer (quoted as the digest it is
-/// not, a bare prefix would read as the whole of it).
 /// What to say of a digest of the wrong length that is the hex of a digest of the right one (what
 /// `sha1sum`, `b3sum`, npm's `shasum` and tarvault's own `stat` print): the integrity string it
 /// stands for. Hex digits are base64 characters too, so it decoded, to the wrong length.
@@ -450,6 +448,8 @@ fn hex_hint(algorithm: Algorithm, digest: &str) -> String {
     }
 }
 
+/// `s` up to its first 40 bytes, and `…` after it if it was longer (quoted as the digest it is
+/// not, a bare prefix would read as the whole of it).
 fn short(s: &str) -> String {
     clipped(s, 40)
 }
