@@ -204,8 +204,7 @@ pub(crate) async fn blob_exists(
     describe: &str,
     key: BlobKey,
 ) -> Result<bool> {
-    let head = store.head(&keys.blob(&key)).await;
-    Ok(absent_ok(describe, "head", head)?.is_some())
+    Ok(head_object(store, keys, describe, &key).await?.is_some())
 }
 
 /// A `HEAD` of the object of `key`, with its metadata; `None` where there is none.
