@@ -96,6 +96,38 @@ async fn npm_documents_are_stored_verified_in_any_chunking() {
     }
 }
 
+/// JSON lets a writer escape any character, and some do in base64: `\/` (PHP, some Java
+/// encoders), `\u002B` (.NET's System.Text.Json escapes `+` by default). Each decodes to the
+/// character it stands for, wherever the body's chunks cut it.
+#[tokio::test]
+async fn base64_characters_escaped_as_json_allows_still_verify() {
+    let tgz = noise(3001, 5);
+    let doc = npm_doc("p", "1.0.0", &tgz);
+    let plain = B64.encode(&tgz);
+    let escaped = plain
+        .replace('+', "\\u002B")
+        .replace('=', "\\u003d")
+        .replacen('A', "\\u0041", 3);
+    assert!(
+        escaped.contains("\\u002B") && escaped.contains("\\u003d") && escaped.contains("\\u0041")
+    );
+    let text = serde_json::to_string(&doc)
+        .expect("json")
+        .replace(&plain, &escaped);
+    for chunk in [1usize, 3, 7, 65_536] {
+        let store = Store::memory();
+        let p = publish(&store, text.as_bytes(), chunk)
+            .await
+            .unwrap_or_else(|e| panic!("chunks of {chunk}: {e}"));
+        let t = p.tarball.expect("stored");
+        assert_eq!(t.digests.integrity().to_string(), sha512_sri(&tgz));
+        assert_eq!(
+            &common::read_verified(&store, &t.digests.integrity()).await[..],
+            &tgz[..]
+        );
+    }
+}
+
 #[tokio::test]
 async fn attachment_before_versions_and_escaped_slashes_still_verify() {
     let tgz = noise(5000, 3);
@@ -200,6 +232,12 @@ async fn bad_documents_are_refused_and_store_nothing() {
     no_digest["versions"]["1.0.0"]["dist"] = json!({"tarball": "http://x/p/-/p-1.0.0.tgz"});
     let mut wrong_id = npm_doc("p", "1.0.0", &tgz);
     wrong_id["_id"] = json!("q");
+    let length = format!(r#""length":{}"#, tgz.len());
+    let with_length = |value: &str| {
+        let text = good_str.replacen(&length, &format!(r#""length":{value}"#), 1);
+        assert_ne!(text, good_str);
+        text.into_bytes()
+    };
 
     let cases: Vec<(&str, Vec<u8>, ErrorKind, &str)> = vec![
         (
@@ -289,6 +327,42 @@ async fn bad_documents_are_refused_and_store_nothing() {
             with_data(&format!("\\n{data}")),
             ErrorKind::InvalidInput,
             "escape",
+        ),
+        (
+            "a length that is not a number",
+            with_length(r#""12""#),
+            ErrorKind::InvalidInput,
+            r#"_attachments["p-1.0.0.tgz"].length"#,
+        ),
+        (
+            "a length longer than any size",
+            with_length(&"9".repeat(80)),
+            ErrorKind::InvalidInput,
+            r#"_attachments["p-1.0.0.tgz"].length: is no size in bytes"#,
+        ),
+        (
+            "an escaped character outside base64",
+            with_data(&format!("{}\\u002A{}", &data[..8], &data[9..])),
+            ErrorKind::InvalidInput,
+            "an escaped `*`, not a base64 character",
+        ),
+        (
+            "an escape of a character outside ASCII",
+            with_data(&format!("\\u00e9{data}")),
+            ErrorKind::InvalidInput,
+            "`\\u00e9` stands for a character outside ASCII",
+        ),
+        (
+            "a unicode escape cut short",
+            with_data(&format!("{data}\\u04")),
+            ErrorKind::InvalidInput,
+            "`\\u` not followed by four hex digits",
+        ),
+        (
+            "no JSON escape at all",
+            with_data(&format!("\\x{data}")),
+            ErrorKind::InvalidInput,
+            "`\\x` is not a JSON escape",
         ),
         (
             "bad JSON beside the data, where nothing reads it",

@@ -373,7 +373,18 @@ where
                 match key.as_str() {
                     "data" => self.data(&file, &here).await?,
                     "length" => {
-                        let n: u64 = self.reader.value(64, &here).await?;
+                        // No size in bytes takes more than 20 digits: longer text is a bad
+                        // document (400), not a body too large for the server (413).
+                        let n = self
+                            .reader
+                            .value::<u64>(64, &here)
+                            .await
+                            .map_err(|e| match e {
+                                Error::TooLarge { .. } => {
+                                    Error::document(&here, "is no size in bytes")
+                                }
+                                e => e,
+                            })?;
                         self.length = Some(n);
                     }
                     "digest" => self.digest(&here).await?,
@@ -488,12 +499,22 @@ where
                     if end {
                         break;
                     }
-                    // JSON may escape `/` (`\/`); no other escape belongs in base64.
-                    if self.reader.peek().await? != b'/' {
-                        return Err(bad("an escape other than `\\/`".into()));
+                    // JSON may escape any character: `/` as `\/` (PHP's encoder, some Java
+                    // ones), `+` as `\u002B` (.NET's System.Text.Json by default). An escape of
+                    // a character outside base64 is refused as that character would be.
+                    match self.reader.escape().await? {
+                        Ok(b) if b.is_ascii_alphanumeric() || b"+/=".contains(&b) => {
+                            decoder.feed(&[b]).map_err(bad)?
+                        }
+                        Ok(b) => {
+                            let why = format!(
+                                "an escaped `{}`, not a base64 character",
+                                b.escape_ascii()
+                            );
+                            return Err(bad(why));
+                        }
+                        Err(why) => return Err(bad(why)),
                     }
-                    self.reader.advance(1);
-                    decoder.feed(b"/").map_err(bad)?;
                 }
                 None => {
                     decoder.feed(text).map_err(bad)?;

@@ -95,6 +95,45 @@ where
         }
     }
 
+    /// Reads one JSON escape, its `\` already consumed: the byte of the ASCII character it
+    /// stands for (`\/`, `\n`, `\u002B`), or why it stands for none (`\u00e9`, a surrogate,
+    /// `\x`), for a string that may hold ASCII only and is too long to copy aside and hand
+    /// serde_json (an attachment's base64).
+    pub(super) async fn escape(&mut self) -> Result<std::result::Result<u8, String>> {
+        let b = self.peek().await?;
+        self.pos += 1;
+        let simple = match b {
+            b'"' | b'\\' | b'/' => b,
+            b'b' => 0x08,
+            b'f' => 0x0c,
+            b'n' => b'\n',
+            b'r' => b'\r',
+            b't' => b'\t',
+            b'u' => {
+                let mut unit = 0u32;
+                let mut text = String::from("\\u");
+                for _ in 0..4 {
+                    let h = self.peek().await?;
+                    let Some(digit) = (h as char).to_digit(16) else {
+                        return Ok(Err("`\\u` not followed by four hex digits".into()));
+                    };
+                    self.pos += 1;
+                    text.push(h as char);
+                    unit = unit * 16 + digit;
+                }
+                return Ok(u8::try_from(unit)
+                    .ok()
+                    .filter(u8::is_ascii)
+                    .ok_or_else(|| format!("`{text}` stands for a character outside ASCII")));
+            }
+            other => {
+                let why = format!("`\\{}` is not a JSON escape", other.escape_ascii());
+                return Ok(Err(why));
+            }
+        };
+        Ok(Ok(simple))
+    }
+
     /// Consumes the next token, which must be `want`.
     pub(super) async fn expect(&mut self, want: u8, at: &str) -> Result<()> {
         let b = self.peek_token().await?;
