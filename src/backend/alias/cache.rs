@@ -118,14 +118,24 @@ impl AliasCache {
 
     /// Remembers a blob's aliases (and forgets any miss of them).
     pub(crate) fn insert(&mut self, d: &Digests) {
-        for (alg, digest) in [
-            (Algorithm::Sha1, &d.sha1[..]),
-            (Algorithm::Blake3, &d.blake3[..]),
-            (Algorithm::Sha512, &d.sha512[..]),
+        self.insert_named(d, true, true);
+    }
+
+    /// Remembers a blob by its key, and by its sha1 and blake3 digests where `sha1` and `blake3`
+    /// say their markers name it: a put that kept a marker naming another blob (two blobs sharing
+    /// that digest) must not find its own blob by it where every other process finds the other.
+    /// Any miss of them is forgotten either way: their markers exist.
+    pub(crate) fn insert_named(&mut self, d: &Digests, sha1: bool, blake3: bool) {
+        for (alg, digest, named) in [
+            (Algorithm::Sha1, &d.sha1[..], sha1),
+            (Algorithm::Blake3, &d.blake3[..], blake3),
+            (Algorithm::Sha512, &d.sha512[..], true),
         ] {
             if let Some(k) = cache_key(alg, digest) {
                 self.misses.remove(&k);
-                self.put(k, *d);
+                if named {
+                    self.put(k, *d);
+                }
             }
         }
     }

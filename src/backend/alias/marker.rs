@@ -181,9 +181,8 @@ impl<M: MarkerStore, S: SegmentStore> AliasIndex<M, S> {
             self.ensure(Algorithm::Sha1, d, body.clone(), false, Scanned::Put),
             self.ensure(Algorithm::Blake3, d, body, false, Scanned::Put)
         );
-        a?;
-        b?;
-        self.cache().insert(d);
+        let (a, b) = (a?, b?);
+        self.cache().insert_named(d, a.names_blob, b.names_blob);
         Ok(())
     }
 
@@ -214,15 +213,16 @@ impl<M: MarkerStore, S: SegmentStore> AliasIndex<M, S> {
     /// markers created).
     pub(crate) async fn settle(&self, d: &Digests, unsettled: Unsettled) -> Result<()> {
         let body = Bytes::from(line(d));
+        // Whether the marker names `d` once settled (a marker this put created does).
         let check = |alg, yes: bool| {
             let body = body.clone();
             async move {
                 if yes {
                     self.ensure(alg, d, body, true, Scanned::Put)
                         .await
-                        .map(|_| ())
+                        .map(|o| o.names_blob)
                 } else {
-                    Ok(())
+                    Ok(true)
                 }
             }
         };
@@ -230,9 +230,7 @@ impl<M: MarkerStore, S: SegmentStore> AliasIndex<M, S> {
             check(Algorithm::Sha1, unsettled.sha1),
             check(Algorithm::Blake3, unsettled.blake3)
         );
-        a?;
-        b?;
-        self.cache().insert(d);
+        self.cache().insert_named(d, a?, b?);
         Ok(())
     }
 

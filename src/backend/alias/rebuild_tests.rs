@@ -113,6 +113,12 @@ async fn a_rebuild_or_a_put_rewrites_a_marker_the_named_blob_contradicts() {
                 Some(BlobKey::new(want)),
                 "{what}"
             );
+            // The writer's own process finds what every other one finds, not what it wrote.
+            assert_eq!(
+                ok(fresh.resolve(&sha1(&a)).await),
+                Some(BlobKey::new(want)),
+                "{what}, in the writer's process"
+            );
         }
     }
 }
@@ -142,6 +148,11 @@ async fn a_put_that_cannot_ask_the_named_blob_keeps_the_marker_and_fsck_fails() 
     let unsettled = ok(idx.record_alongside(&a).await);
     ok(idx.settle(&a, unsettled).await);
     assert_eq!(named(&mem).await, Some(BlobKey::new(c.sha512)), "kept");
+    assert_eq!(
+        ok(idx.resolve(&sha1(&a)).await),
+        Some(BlobKey::new(c.sha512)),
+        "kept, in the put's process"
+    );
     let rebuild = index(&mem, CacheConfig::default())
         .rebuild(futures::stream::iter([a]).boxed())
         .await;
