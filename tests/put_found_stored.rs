@@ -14,7 +14,7 @@ use futures::SinkExt;
 use tarvault::backend::compose::{Cached, CachedOptions, Replicated, ReplicatedOptions};
 use tarvault::backend::fs::{FsBackend, FsOptions};
 use tarvault::backend::memory::MemoryBackend;
-use tarvault::backend::{AgedDelete, Backend};
+use tarvault::backend::{AgedDelete, Backend, Presence};
 use tarvault::ops::gc::{gc, GcOptions};
 use tarvault::{ErrorKind, PutOptions, PutOutcome, Result, Store};
 
@@ -208,7 +208,8 @@ async fn gc_deletes_only_what_was_not_written_since_its_cutoff() {
     let key = key_of(&data);
     let cutoff = SystemTime::now() - Duration::from_secs(24 * 3600);
     age(&fs, &data, 3);
-    assert!(fs.freshen(&key).await.expect("freshen").is_some(), "stored");
+    let freshened = fs.freshen(&key).await.expect("freshen");
+    assert!(freshened.held().is_some(), "stored");
     assert_eq!(
         fs.delete_unless_written_since(&key, cutoff)
             .await
@@ -237,7 +238,7 @@ async fn gc_deletes_only_what_was_not_written_since_its_cutoff() {
         AgedDelete::Gone
     );
     assert!(
-        fs.freshen(&key).await.expect("freshen").is_none(),
+        fs.freshen(&key).await.expect("freshen") == Presence::Missing,
         "not stored"
     );
 }
@@ -350,6 +351,42 @@ async fn a_put_that_knows_the_size_writes_a_blob_cut_short_again() {
     assert!(outcome.stored, "written again");
     let stat = memory.head(&key).await.expect("head").expect("stored");
     assert_eq!(stat.size, data.len() as u64);
+}
+
+/// Replicas that keep no trusted records and disagree on a blob (one holds it cut short, one
+/// lacks it): a put that expects its sha512 alone, with no size to check a copy against, writes
+/// every replica whole, the copy cut short replaced by its commit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_put_by_sha512_alone_through_replicas_that_disagree_writes_each_whole() {
+    let data = noise(40_000, 7);
+    let key = key_of(&data);
+    for cut_short in [false, true] {
+        let (a, b) = (MemoryBackend::new(), MemoryBackend::new());
+        let replicated = Replicated::new(
+            vec![
+                Arc::new(Acting::untrusted(a.clone())),
+                Arc::new(Acting::untrusted(b.clone())),
+            ],
+            ReplicatedOptions {
+                write_quorum: Some(2),
+                ..ReplicatedOptions::default()
+            },
+        )
+        .expect("replicated");
+        let store = Store::new(replicated);
+        put(&Store::new(a.clone()), &data).await;
+        if cut_short {
+            put(&Store::new(b.clone()), &data).await;
+            assert!(a.corrupt_for_test(&key, Bytes::copy_from_slice(&data[..1000])));
+        }
+        let options = PutOptions::expect(addr(&sha512_sri(&data)));
+        let outcome = store.put_bytes(data.clone(), &options).await;
+        outcome.unwrap_or_else(|e| panic!("cut short {cut_short}: {}", e.report()));
+        for replica in [&a, &b] {
+            let stat = replica.head(&key).await.expect("head").expect("stored");
+            assert_eq!(stat.size, data.len() as u64, "cut short {cut_short}");
+        }
+    }
 }
 
 /// A garbage blob deleted by another process between gc's listing and its delete is counted as

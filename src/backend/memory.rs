@@ -13,7 +13,7 @@ use futures::stream::{self, BoxStream, StreamExt};
 use super::alias::map::AliasMap;
 use super::{
     check_range, AliasRebuild, Backend, BlobKey, BlobStat, BlobWriter, Committed, GetResult,
-    PutHint,
+    Presence, PutHint,
 };
 use crate::integrity::{Algorithm, Digests, Hash};
 use crate::{Error, Result};
@@ -148,11 +148,11 @@ impl Backend for MemoryBackend {
         Ok(self.lock().blobs.remove(key).is_some())
     }
 
-    async fn freshen(&self, key: &BlobKey) -> Result<Option<BlobStat>> {
+    async fn freshen(&self, key: &BlobKey) -> Result<Presence> {
         if let Some((_, written)) = self.lock().blobs.get_mut(key) {
             *written = SystemTime::now();
         }
-        self.head(key).await
+        Ok(self.head(key).await?.into())
     }
 
     fn list(&self) -> BoxStream<'static, Result<BlobKey>> {

@@ -46,6 +46,7 @@ pub mod manta;
 pub mod memory;
 mod pace;
 mod positioned;
+mod presence;
 #[cfg(feature = "s3")]
 pub mod s3;
 mod sample;
@@ -59,6 +60,7 @@ pub use alias::cache::{CacheConfig as AliasCacheConfig, DEFAULT_CACHE_BYTES, DEF
 pub use alias::marker::DEFAULT_GRACE as DEFAULT_ALIAS_GRACE;
 
 pub use ledger::CacheLedger;
+pub use presence::Presence;
 pub use sample::{Sample, SAMPLE_LIMIT};
 #[cfg(feature = "manta")]
 pub(crate) use settings::http_client;
@@ -474,17 +476,18 @@ pub trait Backend: fmt::Debug + Send + Sync + 'static {
     /// writes nothing because the blob is stored learns, in the same call, whether it is. The
     /// default marks nothing and is `head_of_record`: a remote object's time is the server's, and
     /// changing it means copying it.
-    async fn freshen(&self, key: &BlobKey) -> Result<Option<BlobStat>> {
+    async fn freshen(&self, key: &BlobKey) -> Result<Presence> {
         self.head_of_record(key).await
     }
 
     /// What [`head`](Backend::head) says of a blob where it is kept for good, for a put deciding
     /// whether it need write anything: a cache tier asks its remote, not its local copy (which may
-    /// outlive the remote's), and a replicated store answers only for a blob every replica holds
-    /// at one size, and with a size no blob has (`u64::MAX`) for one some replica lacks or holds
-    /// at another size (a put writes it there). The default is `head`.
-    async fn head_of_record(&self, key: &BlobKey) -> Result<Option<BlobStat>> {
-        self.head(key).await
+    /// outlive the remote's), and a replicated store answers [`Presence::Held`] only for a blob
+    /// every replica holds at one size, and [`Presence::Partly`] for one some replica lacks or
+    /// holds at another size (a put writes it there). The default is `head`'s answer: a backend
+    /// keeping each blob in one place has it or not.
+    async fn head_of_record(&self, key: &BlobKey) -> Result<Presence> {
+        Ok(self.head(key).await?.into())
     }
 
     /// Whether the stored copy of `key` still has the digests `record` (the backend's own trusted

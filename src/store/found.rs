@@ -2,7 +2,7 @@
 
 use super::put::PutOptions;
 use super::Store;
-use crate::backend::{BlobKey, BlobStat, BlobWriter, Committed};
+use crate::backend::{BlobKey, BlobStat, BlobWriter, Committed, Presence};
 use crate::integrity::{Algorithm, Digests};
 use crate::Result;
 
@@ -22,8 +22,9 @@ pub(super) enum Found {
     /// [`PutHint::hold`]: crate::backend::PutHint::hold
     Unchecked(BlobKey),
     /// An object of another size than the caller's [`expected_size`](PutOptions::expected_size)
-    /// is at the key of a store that keeps no trusted records (cut short, or grown): the put
-    /// writes its bytes and holds them until its commit, which replaces the object
+    /// is at the key of a store that keeps no trusted records (cut short, or grown), or some
+    /// replica's copy is there but not every replica's at one size ([`Presence::Partly`]): the
+    /// put writes its bytes and holds them until its commit, which replaces the object
     /// ([`PutHint::hold`]), where an upload straight to the key (create-only) would be refused.
     ///
     /// [`PutHint::hold`]: crate::backend::PutHint::hold
@@ -62,21 +63,29 @@ impl Store {
         let Some(key) = expected_key(options) else {
             return Ok(Found::Nothing);
         };
-        let stat = match self.backend.freshen(&key).await {
-            Ok(stat) => stat,
+        let presence = match self.backend.freshen(&key).await {
+            Ok(presence) => presence,
             Err(e) => {
                 tracing::debug!(blob = %key, error = %e.report(), "cannot tell whether the blob is stored: writing it");
                 return Ok(Found::Nothing);
             }
         };
-        let record = stat.as_ref().and_then(|st| st.digests);
-        let there = stat.is_some();
         let trusted = self.backend.recorded_digests_trusted().is_some();
-        if !self.intact(stat, options.expected_size) {
-            return Ok(match there && !trusted {
-                true => Found::Replace,
-                false => Found::Nothing,
-            });
+        // An object is there that cannot be taken for the blob: only the commit replaces it where
+        // the store keeps no trusted records (a trusted one's commit checks what it replaces).
+        let replace = || match trusted {
+            true => Found::Nothing,
+            false => Found::Replace,
+        };
+        let stat = match presence {
+            Presence::Held(stat) => stat,
+            Presence::Missing => return Ok(Found::Nothing),
+            // Some replica's copy, not every one's at one size: the put writes them all.
+            _ => return Ok(replace()),
+        };
+        let record = stat.digests;
+        if !self.intact(&stat, options.expected_size) {
+            return Ok(replace());
         }
         // A copy damaged in place keeps its size: where the record is trusted (and so present,
         // by `intact`), the copy is checked against it, and a put of the right bytes replaces it.
@@ -110,7 +119,7 @@ impl Store {
         digests: &Digests,
     ) -> Result<bool> {
         match self.backend.freshen(&key).await {
-            Ok(Some(st)) if st.size == digests.size => {
+            Ok(Presence::Held(st)) if st.size == digests.size => {
                 if let Err(e) = writer.abort().await {
                     tracing::warn!(blob = %key, error = %e.report(), "dropping the upload of a blob found stored failed");
                 }
@@ -118,10 +127,11 @@ impl Store {
                 self.backend.index_stored(digests).await?;
                 return Ok(false);
             }
-            Ok(Some(st)) => {
+            Ok(Presence::Held(st)) => {
                 tracing::warn!(blob = %key, stored = st.size, size = digests.size, "the stored object has the wrong size: replacing it with the verified bytes");
             }
-            Ok(None) => {}
+            // Gone meanwhile, or (a replicated store) not on every replica at one size.
+            Ok(_) => {}
             Err(e) => {
                 tracing::debug!(blob = %key, error = %e.report(), "cannot tell whether the blob is still stored: writing it");
             }
@@ -135,7 +145,11 @@ impl Store {
     ///
     /// [`Backend::head_of_record`]: crate::backend::Backend::head_of_record
     pub(crate) async fn stored_intact(&self, key: &BlobKey, size: Option<u64>) -> Result<bool> {
-        Ok(self.intact(self.backend.head_of_record(key).await?, size))
+        Ok(match self.backend.head_of_record(key).await? {
+            Presence::Held(stat) => self.intact(&stat, size),
+            // Not there, or (a replicated store) not on every replica at one size.
+            _ => false,
+        })
     }
 
     /// Whether `stat` is of a whole blob, of `size` bytes if a size is given (a remote object cut
@@ -144,10 +158,7 @@ impl Store {
     /// whose size disagrees with the record (truncated on disk, say) does not count, so that a put
     /// of the right bytes writes them and its commit replaces the damaged file instead of
     /// skipping it.
-    fn intact(&self, stat: Option<BlobStat>, size: Option<u64>) -> bool {
-        let Some(stat) = stat else {
-            return false;
-        };
+    fn intact(&self, stat: &BlobStat, size: Option<u64>) -> bool {
         if size.is_some_and(|n| n != stat.size) {
             return false;
         }

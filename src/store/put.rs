@@ -9,7 +9,7 @@ use super::found::{expected_key, Found};
 use super::inspect::InspectLane;
 use super::late::{Expectations, LateExpectations};
 use super::Store;
-use crate::backend::{BlobWriter, Committed, PutHint};
+use crate::backend::{BlobWriter, Committed, Presence, PutHint};
 use crate::integrity::{Comparison, Digests, Integrity, StreamHasher};
 use crate::{Error, Result};
 
@@ -175,7 +175,7 @@ impl Store {
                 if let Found::Stored(key) = found {
                     match self.backend.freshen(&key).await {
                         // Its aliases too, as a put that stored it leaves them.
-                        Ok(Some(st)) if st.size == ingest.digests.size => {
+                        Ok(Presence::Held(st)) if st.size == ingest.digests.size => {
                             self.backend.index_stored(&ingest.digests).await?
                         }
                         // Gone, or (a replicated store) gone from a replica, a delete under way.

@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use futures::stream::{BoxStream, StreamExt};
 
 use crate::backend::pace::Pacer;
-use crate::backend::{AgedDelete, AliasRebuild, Committed, Misplaced, RebuildOptions};
+use crate::backend::{AgedDelete, AliasRebuild, Committed, Misplaced, Presence, RebuildOptions};
 use crate::backend::{Backend, BlobKey, BlobStat, BlobWriter, GetResult, PendingBlob, PutHint};
 use crate::integrity::{Digests, Hash};
 use crate::units::Rate;
@@ -164,11 +164,11 @@ impl Backend for Throttled {
         self.inner.quarantine(key).await
     }
 
-    async fn freshen(&self, key: &BlobKey) -> Result<Option<BlobStat>> {
+    async fn freshen(&self, key: &BlobKey) -> Result<Presence> {
         self.inner.freshen(key).await
     }
 
-    async fn head_of_record(&self, key: &BlobKey) -> Result<Option<BlobStat>> {
+    async fn head_of_record(&self, key: &BlobKey) -> Result<Presence> {
         self.inner.head_of_record(key).await
     }
 

@@ -40,7 +40,7 @@ use self::walk::{walk, walk_dirs};
 use self::writer::{key_of, remove_if_exists, FsWriter};
 use super::{
     AgedDelete, AliasRebuild, Backend, BlobKey, BlobStat, BlobWriter, CacheLedger, Committed,
-    GetResult, Misplaced, PendingBlob, PutHint,
+    GetResult, Misplaced, PendingBlob, Presence, PutHint,
 };
 use crate::integrity::{Digests, Hash};
 use crate::task::blocking;
@@ -552,9 +552,9 @@ impl Backend for FsBackend {
 
     /// Sets the file's modification time (what `list_stat` reports) to now, inline: one open and
     /// one `futimens`, less than a trip to the blocking pool.
-    async fn freshen(&self, key: &BlobKey) -> Result<Option<BlobStat>> {
+    async fn freshen(&self, key: &BlobKey) -> Result<Presence> {
         self.inner.freshen_file(&self.inner.layout.blob(key));
-        self.head(key).await
+        Ok(self.head(key).await?.into())
     }
 
     fn list(&self) -> BoxStream<'static, Result<BlobKey>> {

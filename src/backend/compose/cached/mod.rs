@@ -44,7 +44,7 @@ use super::fan_out::{rebuild_each, Filter};
 use super::verify::{fetch_checked, refused, size_confirmed, slice, Fetched, Held, Read};
 use crate::backend::{
     AgedDelete, AliasRebuild, Backend, BlobKey, BlobStat, BlobWriter, CacheLedger, GetResult,
-    Misplaced, PutHint,
+    Misplaced, Presence, PutHint,
 };
 use crate::integrity::{Digests, Hash};
 use crate::{Error, Result};
@@ -479,13 +479,13 @@ impl Backend for Cached {
     }
 
     /// The remote's: it is what gc lists (the cache tier's own eviction goes by use).
-    async fn freshen(&self, key: &BlobKey) -> Result<Option<BlobStat>> {
+    async fn freshen(&self, key: &BlobKey) -> Result<Presence> {
         self.inner.remote.freshen(key).await
     }
 
     /// The remote's: a copy in the local tier may outlive the remote's (deleted by another host,
     /// or by a store opened on the remote alone).
-    async fn head_of_record(&self, key: &BlobKey) -> Result<Option<BlobStat>> {
+    async fn head_of_record(&self, key: &BlobKey) -> Result<Presence> {
         self.inner.remote.head_of_record(key).await
     }
 

@@ -36,7 +36,7 @@ use futures::stream::{BoxStream, FuturesUnordered, StreamExt};
 use super::fan_out::{rebuild_each, Filter};
 use super::verify::{size_confirmed, Read};
 use crate::backend::{
-    AliasRebuild, Backend, BlobKey, BlobStat, BlobWriter, GetResult, Misplaced, PutHint,
+    AliasRebuild, Backend, BlobKey, BlobStat, BlobWriter, GetResult, Misplaced, Presence, PutHint,
 };
 use crate::integrity::{Digests, Hash};
 use crate::{Error, Result};
@@ -202,18 +202,18 @@ impl Backend for Replicated {
 
     /// Every replica's: the blob counts as stored only while every replica holds it (a put that
     /// wrote nothing relied on all of them holding it, see [`head_of_record`](Backend::head_of_record)).
-    async fn freshen(&self, key: &BlobKey) -> Result<Option<BlobStat>> {
-        self.held_by_every(|replica| replica.freshen(key)).await
+    async fn freshen(&self, key: &BlobKey) -> Result<Presence> {
+        self.held_by_every(key, |replica| replica.freshen(key))
+            .await
     }
 
-    /// A blob every replica holds at one size; `None` if none holds it; and a size no blob has
-    /// if some replica lacks it or holds a copy of another size, so that a put (or a copy into
-    /// the store, which compares the size with its source's) writes it through the quorum
-    /// instead of trusting one replica's copy, filling the replicas that lack it and replacing
-    /// the wrong copies. A replica that cannot say is an error, which a put takes as "not
-    /// stored" too.
-    async fn head_of_record(&self, key: &BlobKey) -> Result<Option<BlobStat>> {
-        self.held_by_every(|replica| replica.head_of_record(key))
+    /// [`Presence::Held`] for a blob every replica holds at one size; [`Presence::Missing`] if
+    /// none holds it; and [`Presence::Partly`] if some replica lacks it or holds a copy of another
+    /// size, so that a put (or a copy into the store) writes it through the quorum instead of
+    /// trusting one replica's copy, filling the replicas that lack it and replacing the wrong
+    /// copies. A replica that cannot say is an error, which a put takes as "not stored" too.
+    async fn head_of_record(&self, key: &BlobKey) -> Result<Presence> {
+        self.held_by_every(key, |replica| replica.head_of_record(key))
             .await
     }
 

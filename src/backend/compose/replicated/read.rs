@@ -7,12 +7,8 @@ use super::Replicated;
 use crate::backend::compose::verify::{
     fetch_checked, fetch_for_copy, refused, slice, Fetched, Read,
 };
-use crate::backend::{Backend, BlobKey, BlobStat, GetResult};
+use crate::backend::{Backend, BlobKey, BlobStat, GetResult, Presence};
 use crate::{Error, ErrorKind, Result};
-
-/// The size [`Replicated::held_by_every`] answers for a blob that some replica holds but not
-/// every one at one size: one no blob has, so that the store takes none of the copies for whole.
-pub(super) const NO_SIZE: u64 = u64::MAX;
 
 impl Replicated {
     /// `fut`, or a backend error if it takes longer than the read timeout.
@@ -62,45 +58,51 @@ impl Replicated {
         }
     }
 
-    /// What every replica answers to `ask` (asked at once), for a blob that counts as stored only
-    /// if every replica holds it, at one size: the first replica's answer if all answered `Some`
-    /// of one size, `None` if none holds it and one answered `None`, else the first error. Where
+    /// What every replica answers to `ask` of `key` (asked at once), for a blob that counts as
+    /// stored only if every replica holds it, at one size: [`Presence::Held`] with the first
+    /// replica's stat if all hold it at one size, [`Presence::Missing`] if none holds it and one
+    /// said so, else the first error (a replica that cannot say may be the one lacking it). Where
     /// some replica holds a copy but not every one holds one of the same size (one lacks the
-    /// blob, or a copy is cut short or grown), a stat of [`NO_SIZE`] bytes, which no caller
-    /// takes for the blob's: a put then writes every replica, holding its bytes until its commit
-    /// (a create-only upload straight to the blob's key would be refused where an object is),
-    /// and each replica keeps a copy of the right size and replaces another. Which copy is whole
-    /// is not for a `head` to tell: the first replica's may not be.
-    pub(super) async fn held_by_every<'a, F, Fut>(&'a self, ask: F) -> Result<Option<BlobStat>>
+    /// blob, a copy is cut short or grown, or a replica is itself only partly there),
+    /// [`Presence::Partly`], whatever the others failed to answer: a put then writes every
+    /// replica, holding its bytes until its commit (a create-only upload straight to the blob's
+    /// key would be refused where an object is), and each replica keeps a copy of the right size
+    /// and replaces another. Which copy is whole is not for a `head` to tell: the first
+    /// replica's may not be, so no stat comes with that answer.
+    pub(super) async fn held_by_every<'a, F, Fut>(
+        &'a self,
+        key: &BlobKey,
+        ask: F,
+    ) -> Result<Presence>
     where
         F: Fn(&'a dyn Backend) -> Fut,
-        Fut: Future<Output = Result<Option<BlobStat>>> + 'a,
+        Fut: Future<Output = Result<Presence>> + 'a,
     {
         let answers = futures::future::join_all(self.replicas.iter().map(|r| ask(&**r))).await;
         let mut first: Option<BlobStat> = None;
-        let (mut lacking, mut sizes_differ) = (false, false);
+        let (mut lacking, mut sizes_differ, mut partly) = (false, false, false);
         let mut failed = None;
         for answer in answers {
             match answer {
-                Ok(Some(stat)) => match &first {
+                Ok(Presence::Held(stat)) => match &first {
                     Some(f) => sizes_differ |= f.size != stat.size,
                     None => first = Some(stat),
                 },
-                Ok(None) => lacking = true,
+                Ok(Presence::Partly) => partly = true,
+                Ok(Presence::Missing) => lacking = true,
                 Err(e) => {
                     failed.get_or_insert(e);
                 }
             }
         }
-        match first {
-            None if lacking => Ok(None),
-            Some(mut f) if lacking || sizes_differ => {
-                tracing::debug!(blob = %f.key, lacking, sizes_differ, "replicas' copies differ");
-                f.size = NO_SIZE;
-                f.digests = None;
-                Ok(Some(f))
-            }
-            first => failed.map_or(Ok(first), Err),
+        if partly || (first.is_some() && (lacking || sizes_differ)) {
+            tracing::debug!(blob = %key, lacking, sizes_differ, partly, "replicas' copies differ");
+            return Ok(Presence::Partly);
+        }
+        match (first, failed) {
+            (_, Some(e)) if !lacking => Err(e),
+            (Some(stat), _) => Ok(Presence::Held(stat)),
+            (None, _) => Ok(Presence::Missing),
         }
     }
 
@@ -170,6 +172,83 @@ impl Replicated {
             // None has it, but one could not be asked and may be the one that does.
             (None, Some(e)) => Err(e),
             (None, None) => Ok(None),
+        }
+    }
+}
+
+#[cfg(all(test, feature = "memory"))]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::backend::compose::ReplicatedOptions;
+    use crate::backend::memory::MemoryBackend;
+    use crate::ErrorKind;
+
+    /// What one replica answers.
+    #[derive(Debug, Clone, Copy)]
+    enum Says {
+        Holds(u64),
+        Partly,
+        Lacks,
+        Fails,
+    }
+    use Says::*;
+
+    fn stat(size: u64) -> BlobStat {
+        BlobStat {
+            key: BlobKey::new([7; 64]),
+            size,
+            modified: None,
+            digests: None,
+        }
+    }
+
+    /// `held_by_every` over one replica per answer in `says`, each answering its own.
+    async fn held_by_every(says: &[Says]) -> Result<Presence> {
+        let replicas = says
+            .iter()
+            .map(|_| Arc::new(MemoryBackend::new()) as Arc<dyn Backend>)
+            .collect();
+        let replicated = Replicated::new(replicas, ReplicatedOptions::default())?;
+        let ask = |replica: &dyn Backend| {
+            let at = (replicated.replicas.iter())
+                .position(|r| std::ptr::addr_eq(Arc::as_ptr(r), replica));
+            std::future::ready(match at.map(|i| says[i]) {
+                Some(Holds(size)) => Ok(Presence::Held(stat(size))),
+                Some(Partly) => Ok(Presence::Partly),
+                Some(Lacks) => Ok(Presence::Missing),
+                Some(Fails) | None => Err(Error::backend("replica", "down")),
+            })
+        };
+        replicated.held_by_every(&stat(0).key, ask).await
+    }
+
+    async fn held(says: &[Says]) -> Presence {
+        let answer = held_by_every(says).await;
+        answer.unwrap_or_else(|e| panic!("{says:?}: {}", e.report()))
+    }
+
+    #[tokio::test]
+    async fn a_blob_is_held_only_where_every_replica_holds_it_at_one_size() {
+        assert_eq!(held(&[Holds(5), Holds(5)]).await, Presence::Held(stat(5)));
+        assert_eq!(held(&[Holds(5), Lacks, Holds(5)]).await, Presence::Partly);
+        assert_eq!(held(&[Lacks, Holds(5)]).await, Presence::Partly);
+        assert_eq!(held(&[Holds(5), Holds(4)]).await, Presence::Partly);
+        assert_eq!(held(&[Holds(5), Partly]).await, Presence::Partly);
+        assert_eq!(held(&[Lacks, Lacks]).await, Presence::Missing);
+    }
+
+    /// A replica that cannot say may be the one lacking the blob, or the only one holding it:
+    /// its error is the answer, unless another replica's answer settles it.
+    #[tokio::test]
+    async fn a_replica_that_fails_is_the_answer_unless_another_settles_it() {
+        assert_eq!(held(&[Lacks, Fails]).await, Presence::Missing);
+        assert_eq!(held(&[Holds(5), Lacks, Fails]).await, Presence::Partly);
+        assert_eq!(held(&[Fails, Holds(5), Holds(4)]).await, Presence::Partly);
+        for says in [&[Holds(5), Fails][..], &[Fails, Holds(5)], &[Fails, Fails]] {
+            let e = held_by_every(says).await.expect_err("a replica failed");
+            assert_eq!(e.kind(), ErrorKind::Backend, "{says:?}: {e}");
         }
     }
 }
