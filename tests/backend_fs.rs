@@ -538,3 +538,45 @@ async fn a_failed_quarantine_names_both_paths() {
     assert!(message.contains(&to), "{message}");
     assert_eq!(std::fs::read(&blob).expect("left in place"), damaged);
 }
+
+/// `Store::open` of a filesystem store does its file work (directories, a sweep of temp files,
+/// an old alias log's import under a lock another process may hold) off the runtime thread: on a
+/// current-thread runtime, a task of the service runs while the open waits for that lock.
+#[tokio::test]
+async fn opening_a_store_does_not_hold_up_the_runtime_thread() {
+    use std::os::fd::AsRawFd;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Mutex;
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let index = dir.path().join("index");
+    std::fs::create_dir_all(&index).expect("index dir");
+    // An old release's alias log, which the open imports under `aliases.import.lock`.
+    std::fs::write(index.join("aliases.log"), b"").expect("log");
+    let lock = std::fs::File::create(index.join("aliases.import.lock")).expect("lock file");
+    // SAFETY: `lock` is an open descriptor for the duration of the call.
+    assert_eq!(unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) }, 0);
+    let held = Arc::new(Mutex::new(Some(lock)));
+
+    // Should the open block the thread, the lock is let go of from another one after a while,
+    // so the test fails instead of hanging.
+    let rescued = Arc::new(AtomicBool::new(false));
+    let (h, r) = (held.clone(), rescued.clone());
+    std::thread::spawn(move || {
+        std::thread::sleep(std::time::Duration::from_secs(5));
+        if h.lock().expect("lock").take().is_some() {
+            r.store(true, Ordering::SeqCst);
+        }
+    });
+    let release = async {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        held.lock().expect("lock").take();
+    };
+    let spec = dir.path().to_str().expect("utf-8 path");
+    let (opened, ()) = tokio::join!(tarvault::Store::open(spec), release);
+    opened.expect("open");
+    assert!(
+        !rescued.load(Ordering::SeqCst),
+        "the open blocked the runtime thread until the lock was let go of from another thread"
+    );
+}

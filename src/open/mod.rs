@@ -175,7 +175,18 @@ async fn open_plain(spec: &str, missing: Missing) -> Result<Arc<dyn Backend>> {
 /// A filesystem store at a plain path (a `?` in it is part of the name, not a query).
 #[cfg(feature = "fs")]
 async fn open_path(path: &str) -> Result<crate::backend::fs::FsBackend> {
-    crate::backend::fs::FsBackend::open(path, crate::backend::fs::FsOptions::default())
+    open_fs_backend(path.into(), crate::backend::fs::FsOptions::default()).await
+}
+
+/// [`FsBackend::open`](crate::backend::fs::FsBackend::open) on the blocking pool: it creates
+/// directories, sweeps dead writers' temp files and may import (under a lock another process can
+/// hold) an old alias log, none of which may hold up the runtime thread of the service opening it.
+#[cfg(feature = "fs")]
+async fn open_fs_backend(
+    path: std::path::PathBuf,
+    options: crate::backend::fs::FsOptions,
+) -> Result<crate::backend::fs::FsBackend> {
+    crate::task::blocking(move || crate::backend::fs::FsBackend::open(path, options)).await
 }
 
 /// A filesystem store named by URL:
@@ -209,7 +220,7 @@ async fn open_file(spec: &str) -> Result<crate::backend::fs::FsBackend> {
             _ => return Err(Error::Config(format!("unknown store option {pair:?}"))),
         }
     }
-    crate::backend::fs::FsBackend::open(path, options)
+    open_fs_backend(path, options).await
 }
 
 /// An S3 store: `s3://bucket/prefix?options` plus the `AWS_*` environment

@@ -99,7 +99,9 @@ impl Store {
         Store::new(crate::backend::memory::MemoryBackend::new())
     }
 
-    /// A filesystem store at `path` with default options (fsync on).
+    /// A filesystem store at `path` with default options (fsync on), opened on the calling
+    /// thread: opening creates directories and sweeps temp files, so async code calls
+    /// [`Store::open`] instead, which does that on the blocking pool.
     #[cfg(feature = "fs")]
     pub fn open_fs(path: impl AsRef<std::path::Path>) -> Result<Store> {
         Ok(Store::new(crate::backend::fs::FsBackend::open(
