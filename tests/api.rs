@@ -2,17 +2,23 @@
 //! unwrapped in tests, streams of its own making, errors matched by kind) compiles and behaves.
 
 use bytes::Bytes;
-use tarvault::{ErrorKind, Integrity, PutOptions, Store};
+use tarvault::{ErrorKind, Integrity, PutOptions, PutOutcome, Store};
 
-/// `unwrap_err`, `expect_err` and `{:?}` of a read's result need the stream to be `Debug`; it
-/// says how many bytes it yields, of what size of blob.
-#[tokio::test]
-async fn a_read_result_is_debug() {
+/// A memory store holding `hello`, and that put's outcome.
+async fn hello_store() -> (Store, PutOutcome) {
     let store = Store::memory();
     let put = store
         .put_bytes(Bytes::from_static(b"hello"), &PutOptions::default())
         .await
         .expect("put");
+    (store, put)
+}
+
+/// `unwrap_err`, `expect_err` and `{:?}` of a read's result need the stream to be `Debug`; it
+/// says how many bytes it yields, of what size of blob.
+#[tokio::test]
+async fn a_read_result_is_debug() {
+    let (store, put) = hello_store().await;
     let missing = Integrity::from_shasum("0000000000000000000000000000000000000000").expect("sha1");
     let err = store.get(&missing).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::NotFound);
@@ -204,4 +210,21 @@ async fn a_put_stops_reading_past_its_expected_size() {
     let err = put.expect_err("longer than expected");
     assert_eq!(err.kind(), ErrorKind::IntegrityMismatch);
     assert!(err.to_string().contains("25 bytes"), "{err}");
+}
+
+/// A put's outcome and a blob's facts are what a service logs (`?outcome`): their digests print
+/// as the integrity and hex digests a person searches for, not as 116 byte values.
+#[tokio::test]
+async fn digests_debug_as_the_strings_they_are_known_by() {
+    let (store, put) = hello_store().await;
+    let info = store.stat(&put.digests.integrity()).await.expect("stat");
+    for printed in [format!("{put:?}"), format!("{info:?}")] {
+        assert!(
+            printed.contains(&put.digests.integrity().to_string())
+                && printed.contains(&put.digests.shasum())
+                && printed.contains(&put.digests.blake3_hex()),
+            "{printed}"
+        );
+        assert!(!printed.contains("[170, 244"), "{printed}");
+    }
 }

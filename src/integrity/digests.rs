@@ -7,7 +7,11 @@ use crate::Result;
 
 /// What a registry needs to know about a blob: npm's `integrity` (sha512), npm's legacy `shasum`
 /// (sha1), tarvault's fast secondary digest (blake3) and the size.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+///
+/// `Debug` shows the digests as they are written elsewhere (the sha512 as npm's integrity, the
+/// sha1 and blake3 as hex), not as arrays of byte values, so that a logged `BlobInfo` or
+/// `PutOutcome` can be read and searched for.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Digests {
     /// SHA-512, the primary address.
     pub sha512: [u8; 64],
@@ -82,6 +86,17 @@ impl Digests {
             _ => Algorithm::Sha512,
         };
         Hash::new_unchecked(algorithm, bytes)
+    }
+}
+
+impl std::fmt::Debug for Digests {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Digests")
+            .field("sha512", &format_args!("{}", self.integrity()))
+            .field("sha1", &format_args!("{}", self.shasum()))
+            .field("blake3", &format_args!("{}", self.blake3_hex()))
+            .field("size", &self.size)
+            .finish()
     }
 }
 
