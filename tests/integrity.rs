@@ -5,7 +5,7 @@ mod common;
 
 use proptest::prelude::*;
 use tarvault::integrity::{Comparison, MultiHasher};
-use tarvault::{Algorithm, Digests, ErrorKind, Integrity};
+use tarvault::{Algorithm, Digests, ErrorKind, Hash, Integrity};
 
 use common::{corpus, corpus_bytes};
 
@@ -37,6 +37,39 @@ fn corpus_integrity_is_byte_identical_to_the_registry() {
             legacy.compare(&d.full_integrity()),
             Comparison::Match(Algorithm::Sha1)
         );
+    }
+}
+
+/// One hash prints as its SRI token and parses back from it, by `FromStr` and by serde (a
+/// service keeps a blob's blake3 or sha1 as a `Hash` in its own records); a string of several
+/// hashes, or of an algorithm tarvault does not know, is not one hash.
+#[test]
+fn a_hash_parses_from_what_it_prints() {
+    for e in corpus().into_iter().take(10) {
+        let mut d = MultiHasher::standard();
+        d.update(&corpus_bytes(&e));
+        let d: Digests = d.finalize().digests().expect("digests");
+        for algorithm in Digests::ALGORITHMS {
+            let hash = d.hash(algorithm);
+            let printed = hash.to_string();
+            assert_eq!(printed.parse::<Hash>().expect("parse"), hash, "{printed}");
+            let json = serde_json::to_string(&hash).expect("serialize");
+            assert_eq!(json, format!("{printed:?}"));
+            assert_eq!(
+                serde_json::from_str::<Hash>(&json).expect("deserialize"),
+                hash
+            );
+        }
+        let sha512: Hash = e.registry_integrity.parse().expect("registry integrity");
+        assert_eq!(sha512.to_string(), e.registry_integrity);
+    }
+    for several in [
+        format!("{HELLO_SHA512} {HELLO_SHA1}"),
+        "sha3-abc".into(),
+        "".into(),
+    ] {
+        let err = several.parse::<Hash>().expect_err(&several);
+        assert_eq!(err.kind(), ErrorKind::InvalidInput, "{several}");
     }
 }
 

@@ -117,6 +117,50 @@ impl fmt::Display for Hash {
     }
 }
 
+/// Parses what [`Display`](fmt::Display) prints, one hash (`sha512-<base64>`, `blake3-…`),
+/// as [`Integrity::parse`] reads each of its tokens. A string of several hashes, or of an
+/// unknown algorithm, is an error: it is not one hash.
+impl FromStr for Hash {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Hash> {
+        let parsed = Integrity::parse(s)?;
+        match (parsed.hashes(), parsed.unknown()) {
+            ([one], []) => Ok(one.clone()),
+            _ => Err(Error::invalid_integrity(
+                s,
+                "expected one hash, and this is several",
+            )),
+        }
+    }
+}
+
+/// Serde for a type as the SRI string its `Display` prints and its `FromStr` parses (a
+/// deserialized value is checked as a parsed one is).
+macro_rules! serde_as_sri_string {
+    ($t:ty) => {
+        impl serde::Serialize for $t {
+            fn serialize<S: serde::Serializer>(
+                &self,
+                s: S,
+            ) -> std::result::Result<S::Ok, S::Error> {
+                s.collect_str(self)
+            }
+        }
+
+        impl<'de> serde::Deserialize<'de> for $t {
+            fn deserialize<D: serde::Deserializer<'de>>(
+                d: D,
+            ) -> std::result::Result<Self, D::Error> {
+                let s = String::deserialize(d)?;
+                s.parse().map_err(serde::de::Error::custom)
+            }
+        }
+    };
+}
+
+serde_as_sri_string!(Hash);
+serde_as_sri_string!(Integrity);
+
 /// An entry whose algorithm tarvault does not know: kept verbatim so that printing round-trips.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct UnknownHash {
@@ -400,19 +444,6 @@ impl FromStr for Integrity {
     type Err = Error;
     fn from_str(s: &str) -> Result<Self> {
         Integrity::parse(s)
-    }
-}
-
-impl serde::Serialize for Integrity {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
-        s.collect_str(self)
-    }
-}
-
-impl<'de> serde::Deserialize<'de> for Integrity {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        Integrity::parse(&s).map_err(serde::de::Error::custom)
     }
 }
 
