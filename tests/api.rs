@@ -131,6 +131,19 @@ async fn a_listed_key_is_an_address() {
     assert_eq!(address, put.digests.integrity());
     assert_eq!(store.stat(&keys[0].into()).await.expect("stat").size, 6);
     assert!(store.delete(&address).await.expect("delete"));
+    // A key kept as text (its `Display`) parses back to the key.
+    let printed = keys[0].to_string();
+    assert_eq!(
+        printed
+            .parse::<tarvault::backend::BlobKey>()
+            .expect("parse"),
+        keys[0]
+    );
+    let by_sha1 = format!("{}", put.digests.hash(tarvault::Algorithm::Sha1));
+    let err = by_sha1
+        .parse::<tarvault::backend::BlobKey>()
+        .expect_err("a sha1 is no key");
+    assert_eq!(err.kind(), ErrorKind::InvalidInput);
 }
 
 /// A replicated store's `read_timeout` that no `Duration` holds (negative, or past 2^64 s, as a

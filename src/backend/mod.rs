@@ -128,6 +128,19 @@ impl From<BlobKey> for crate::integrity::Integrity {
     }
 }
 
+/// Parses what [`Display`](fmt::Display) prints, `sha512-<base64>` (a key a service kept as
+/// text; hex is [`BlobKey::from_hex`]). Another algorithm names no key: an error.
+impl std::str::FromStr for BlobKey {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        let hash: Hash = s.parse()?;
+        BlobKey::from_hash(&hash).ok_or_else(|| {
+            let shown = crate::integrity::clipped(s, 130);
+            Error::InvalidInput(format!("bad blob key {shown:?}: not a sha512"))
+        })
+    }
+}
+
 impl fmt::Debug for BlobKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "BlobKey({}…)", &self.to_hex()[..16])
