@@ -74,7 +74,8 @@ impl Digests {
         i
     }
 
-    /// The digest for one of the three algorithms as a [`Hash`](struct@Hash).
+    /// The digest for one of the three algorithms as a [`Hash`](struct@Hash). Any other
+    /// algorithm (none is recorded) gives the sha512, the blob's address.
     pub fn hash(&self, algorithm: Algorithm) -> Hash {
         let bytes: &[u8] = match algorithm {
             Algorithm::Sha1 => &self.sha1,

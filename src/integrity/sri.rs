@@ -180,6 +180,24 @@ pub enum Comparison {
 }
 
 /// A parsed Subresource Integrity string: one or more hashes.
+///
+/// `==` (and `Hash`) compare what was parsed, options and unknown entries included, as
+/// [`Display`](fmt::Display) prints it; whether two integrities name the same bytes, as npm
+/// decides it, is [`Integrity::matches`]:
+///
+/// ```
+/// use tarvault::Integrity;
+/// let sha1 = "sha1-qvTGHdzF6KLavt4PO0gs2a6pQ00=";
+/// let sha512 = concat!(
+///     "sha512-m3HSJL1i83hdltRq0+o9czGb+8KJDKra4t/3JRlnPKcjI8PZ",
+///     "m6XBHXx6zG4UuMXaDEZjR1wuXDre9G9zvN7AQw==",
+/// );
+/// let both: Integrity = format!("{sha512} {sha1}").parse()?;
+/// let alone: Integrity = sha512.parse()?;
+/// assert_ne!(both, alone);
+/// assert!(both.matches(&alone));
+/// # Ok::<(), tarvault::Error>(())
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Integrity {
     hashes: Vec<Hash>,
