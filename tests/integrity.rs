@@ -63,13 +63,15 @@ fn a_hash_parses_from_what_it_prints() {
         let sha512: Hash = e.registry_integrity.parse().expect("registry integrity");
         assert_eq!(sha512.to_string(), e.registry_integrity);
     }
-    for several in [
-        format!("{HELLO_SHA512} {HELLO_SHA1}"),
-        "sha3-abc".into(),
-        "".into(),
+    for (bad, says) in [
+        (format!("{HELLO_SHA512} {HELLO_SHA1}"), "several"),
+        ("sha3-abc".into(), "no supported algorithm"),
+        (format!("{HELLO_SHA512} sha3-abc"), "several"),
+        ("".into(), ""),
     ] {
-        let err = several.parse::<Hash>().expect_err(&several);
-        assert_eq!(err.kind(), ErrorKind::InvalidInput, "{several}");
+        let err = bad.parse::<Hash>().expect_err(&bad);
+        assert_eq!(err.kind(), ErrorKind::InvalidInput, "{bad}");
+        assert!(err.to_string().contains(says), "{bad}: {err}");
     }
 }
 
