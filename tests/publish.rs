@@ -418,6 +418,23 @@ async fn a_body_cut_short_anywhere_stores_nothing() {
             "cut at {cut}: {err}"
         );
     }
+    // Cut inside a JSON escape in the base64, at each of its characters, in pieces of any size.
+    let b64 = B64.encode(&tgz);
+    let escaped = String::from_utf8_lossy(&body).replacen(&b64, &format!("\\u0041{b64}"), 1);
+    let at = escaped.find("\\u0041").expect("the escape");
+    for cut in at + 1..at + 6 {
+        for chunk in [1, 2, 4096] {
+            let err = publish(&store, &escaped.as_bytes()[..cut], chunk)
+                .await
+                .expect_err("cut in an escape");
+            assert_eq!(err.kind(), ErrorKind::InvalidInput, "cut at {cut}: {err}");
+            assert!(
+                err.to_string().contains("ends early"),
+                "cut at {cut}: {err}"
+            );
+        }
+    }
+    assert_eq!(stored(&store).await, 0);
     // A connection that fails mid-body is an input error, not a document error.
     let half = Bytes::copy_from_slice(&body[..body.len() / 2]);
     let failing = futures::stream::iter(vec![

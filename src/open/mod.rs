@@ -74,7 +74,10 @@ fn schemes() -> Vec<(&'static str, Opener)> {
 
 impl Store {
     /// Opens the store named by `spec` (see the [`open`](crate::open) module for what a spec is).
-    /// A filesystem store is created where there is none.
+    /// A filesystem store is created where there is none. Call it within a Tokio runtime, as
+    /// every operation of a store: a filesystem store is opened on its blocking pool (making
+    /// directories, sweeping temp files), a remote one with its HTTP client. A caller without
+    /// one opens a filesystem store with [`Store::open_fs`], on its own thread.
     pub async fn open(spec: &str) -> Result<Store> {
         open_backend(spec).await.map(Store::from_arc)
     }
