@@ -498,6 +498,39 @@ fn an_empty_tarvault_store_is_named() {
     assert!(out.status.success(), "{out:?}");
 }
 
+/// A store named `~/…` that no shell expanded (an environment file, a quoted `--store`) is
+/// refused rather than made as a directory named `~` in the current one.
+#[test]
+fn a_store_under_an_unexpanded_tilde_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (_, file) = corpus_file(0);
+    let run = |store: &str, args: &[&str]| {
+        Command::new(BIN)
+            .current_dir(dir.path())
+            .args(args)
+            .env("TARVAULT_STORE", store)
+            .output()
+            .expect("run tarvault")
+    };
+    for (store, args) in [
+        ("~/store", &["put", &file][..]),
+        ("~", &["ls"][..]),
+        ("x", &["--store", "~/store", "put", &file][..]),
+    ] {
+        let out = run(store, args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{store} {args:?}: {err}");
+        assert!(err.contains("no shell expanded"), "{store} {args:?}: {err}");
+    }
+    assert!(
+        !dir.path().join("~").exists(),
+        "a directory named ~ was made"
+    );
+    // A directory named `~` can still be a store, named as such.
+    assert!(run("./~", &["put", &file]).status.success());
+    assert!(dir.path().join("~").is_dir());
+}
+
 /// `get -o` to something that is not a regular file (a FIFO here; `/dev/null` alike) writes
 /// through it and never renames a file over it (as root, that replaced `/dev/null`).
 #[test]

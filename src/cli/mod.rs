@@ -251,7 +251,11 @@ pub(crate) fn exit_status(e: &Error) -> u8 {
 
 /// `spec`, the store named by `--store` or `TARVAULT_STORE` (else `tarvault-store`), where a
 /// command opens it. One set but empty (most likely a `TARVAULT_STORE=` meant to clear it) is
-/// refused saying where it came from, which the store's own "empty store location" cannot.
+/// refused saying where it came from, which the store's own "empty store location" cannot. So is
+/// one starting with `~/`: a shell expands `~` only unquoted at the start of a word, so that
+/// `TARVAULT_STORE=~/store` in an environment file or `--store="~/store"` would make a
+/// directory named `~` under the current one (which a later `rm -rf ~` meant for it would
+/// not take well).
 pub(crate) fn store_spec(spec: &str) -> Result<&str, Error> {
     if spec.trim().is_empty() {
         return Err(Error::Config(
@@ -259,6 +263,12 @@ pub(crate) fn store_spec(spec: &str) -> Result<&str, Error> {
              give neither for ./tarvault-store"
                 .into(),
         ));
+    }
+    if spec == "~" || spec.starts_with("~/") {
+        return Err(Error::Config(format!(
+            "the store {spec:?} (--store or TARVAULT_STORE) starts with a `~` no shell expanded: \
+             write $HOME or the full path (or ./~ for a directory named `~`)"
+        )));
     }
     Ok(spec)
 }
