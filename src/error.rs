@@ -407,17 +407,8 @@ impl Error {
     }
 
     pub(crate) fn invalid_integrity(input: &str, reason: impl Into<String>) -> Self {
-        let mut input = input.to_string();
-        if input.len() > 200 {
-            let mut cut = 200;
-            while !input.is_char_boundary(cut) {
-                cut -= 1;
-            }
-            input.truncate(cut);
-            input.push('…');
-        }
         Error::InvalidIntegrity {
-            input,
+            input: clipped(input),
             reason: reason.into(),
         }
     }
@@ -537,4 +528,19 @@ impl std::fmt::Display for ErrorReport<'_> {
         }
         f.write_str(&line)
     }
+}
+
+/// `input` cut to its first 200 bytes (at a character boundary) and marked so: what an error
+/// quotes of text a caller passed, which may be a whole document.
+pub(crate) fn clipped(input: &str) -> String {
+    let mut input = input.to_string();
+    if input.len() > 200 {
+        let mut cut = 200;
+        while !input.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        input.truncate(cut);
+        input.push('…');
+    }
+    input
 }

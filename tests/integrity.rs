@@ -75,6 +75,35 @@ fn a_hash_parses_from_what_it_prints() {
     }
 }
 
+/// An algorithm parses from its SRI name alone; anything else is refused as an unknown algorithm
+/// (not as an integrity string, which it was never asked to be), naming the ones known.
+#[test]
+fn an_algorithm_parses_from_its_name() {
+    for algorithm in Algorithm::ALL {
+        assert_eq!(
+            algorithm.name().parse::<Algorithm>().expect("parse"),
+            algorithm
+        );
+    }
+    let long = "x".repeat(1000);
+    for bad in ["nope", "SHA512", "sha512-", "", long.as_str()] {
+        let err = bad.parse::<Algorithm>().expect_err(bad);
+        assert_eq!(err.kind(), ErrorKind::InvalidInput, "{bad}");
+        let says = err.to_string();
+        assert!(says.contains("unknown hash algorithm"), "{says}");
+        assert!(!says.contains("integrity"), "{says}");
+        assert!(
+            says.contains("md5, sha1, sha256, blake3, sha384, sha512"),
+            "{says}"
+        );
+        assert!(
+            says.len() < 400,
+            "the input is quoted clipped: {} bytes",
+            says.len()
+        );
+    }
+}
+
 const HELLO_SHA512: &str =
     "sha512-m3HSJL1i83hdltRq0+o9czGb+8KJDKra4t/3JRlnPKcjI8PZm6XBHXx6zG4UuMXaDEZjR1wuXDre9G9zvN7AQw==";
 const HELLO_SHA1: &str = "sha1-qvTGHdzF6KLavt4PO0gs2a6pQ00=";

@@ -81,7 +81,14 @@ impl fmt::Display for Algorithm {
 impl FromStr for Algorithm {
     type Err = crate::Error;
     fn from_str(s: &str) -> crate::Result<Self> {
-        Algorithm::from_name(s)
-            .ok_or_else(|| crate::Error::invalid_integrity(s, "unknown hash algorithm"))
+        // An algorithm's name is no integrity string: say what was asked and what is known.
+        Algorithm::from_name(s).ok_or_else(|| {
+            let known: Vec<&str> = Algorithm::ALL.iter().map(|a| a.name()).collect();
+            crate::Error::InvalidInput(format!(
+                "unknown hash algorithm {:?} (known: {})",
+                crate::error::clipped(s),
+                known.join(", ")
+            ))
+        })
     }
 }
