@@ -4,6 +4,8 @@
 use bytes::Bytes;
 use tarvault::{ErrorKind, Integrity, PutOptions, PutOutcome, Store};
 
+mod common;
+
 /// A memory store holding `hello`, and that put's outcome.
 async fn hello_store() -> (Store, PutOutcome) {
     let store = Store::memory();
@@ -240,4 +242,47 @@ async fn digests_debug_as_the_strings_they_are_known_by() {
         );
         assert!(!printed.contains("[170, 244"), "{printed}");
     }
+}
+
+/// The builder methods set what the fields do: a corpus tarball put expecting its own size and
+/// package is stored; one expecting another size, or another package, is refused and stores
+/// nothing; `package` alone turns on the inspection it needs.
+#[tokio::test]
+async fn put_options_built_from_methods_are_enforced() {
+    let e = common::corpus().into_iter().next().expect("a corpus entry");
+    let bytes = common::corpus_bytes(&e);
+    let integrity: Integrity = e.integrity.parse().expect("integrity");
+    let store = Store::memory();
+    let refused = [
+        (
+            PutOptions::default().expect_size(e.size + 1),
+            ErrorKind::IntegrityMismatch,
+        ),
+        (
+            PutOptions::default().package(&e.name, "0.0.0-not-it"),
+            ErrorKind::Rejected,
+        ),
+        (
+            PutOptions::default()
+                .inspect_with(Default::default())
+                .package("not-this-package", &e.version),
+            ErrorKind::Rejected,
+        ),
+    ];
+    for (options, kind) in refused {
+        let err = store
+            .put_bytes(bytes.clone(), &options)
+            .await
+            .expect_err("refused");
+        assert_eq!(err.kind(), kind, "{options:?}: {err}");
+        assert!(!store.contains(&integrity).await.expect("contains"));
+    }
+    let options = PutOptions::expect(integrity.clone())
+        .expect_size(e.size)
+        .package(&e.name, &e.version)
+        .label(format!("{}@{}", e.name, e.version));
+    let put = store.put_bytes(bytes, &options).await.expect("stored");
+    assert_eq!(put.digests.integrity().to_string(), e.integrity);
+    assert!(put.stored && put.report.is_some());
+    assert!(store.contains(&integrity).await.expect("contains"));
 }

@@ -72,6 +72,39 @@ impl PutOptions {
         self.require_all = true;
         self
     }
+
+    /// Requires the bytes to be `size` long (see [`PutOptions::expected_size`]).
+    pub fn expect_size(mut self, size: u64) -> Self {
+        self.expected_size = Some(size);
+        self
+    }
+
+    /// Inspects the input as an npm tarball under `policy` (see [`PutOptions::inspect`]).
+    pub fn inspect_with(mut self, policy: crate::tarball::Policy) -> Self {
+        self.inspect = Some(policy);
+        self
+    }
+
+    /// Requires the tarball to say it is `name`@`version`, and inspects it under the default
+    /// policy unless one is set (see [`PutOptions::expect_package`]).
+    ///
+    /// ```
+    /// use tarvault::{Integrity, PutOptions};
+    ///
+    /// let integrity: Integrity = "sha1-qvTGHdzF6KLavt4PO0gs2a6pQ00=".parse()?;
+    /// let options = PutOptions::expect(integrity)
+    ///     .expect_size(5)
+    ///     .package("left-pad", "1.3.0")
+    ///     .label("left-pad@1.3.0");
+    /// assert_eq!(options.expected_size, Some(5));
+    /// assert!(options.inspect.is_some());
+    /// # Ok::<(), tarvault::Error>(())
+    /// ```
+    pub fn package(mut self, name: impl Into<String>, version: impl Into<String>) -> Self {
+        self.expect_package = Some((name.into(), version.into()));
+        self.inspect.get_or_insert_with(Default::default);
+        self
+    }
 }
 
 /// What a put stored.
