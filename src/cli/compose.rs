@@ -107,10 +107,7 @@ fn throttle(store: &Store, rate: Option<Rate>) -> Store {
 
 pub(crate) async fn copy(args: CopyArgs, default_from: &str) -> Result<u8, Error> {
     let pace = rate(args.rate.as_deref())?;
-    let from_spec = match args.from.as_deref() {
-        Some(from) => from,
-        None => super::store_spec(default_from)?,
-    };
+    let from_spec = super::store_or(args.from.as_deref(), default_from)?;
     let from = throttle(&Store::open_existing(from_spec).await?, pace);
     let to = Store::open(&args.to).await?;
     let terminal = std::io::stderr().is_terminal();

@@ -273,6 +273,15 @@ pub(crate) fn store_spec(spec: &str) -> Result<&str, Error> {
     Ok(spec)
 }
 
+/// The store a command names explicitly (`copy --from`, `migrate --to`), else the main one
+/// (`--store`, `TARVAULT_STORE`) checked by [`store_spec`].
+pub(crate) fn store_or<'a>(explicit: Option<&'a str>, main: &'a str) -> Result<&'a str, Error> {
+    match explicit {
+        Some(spec) => Ok(spec),
+        None => store_spec(main),
+    }
+}
+
 async fn run(cli: Cli) -> Result<u8, Error> {
     if let Command::Inspect { json, file } = &cli.command {
         return inspect::run(file, *json).await;
