@@ -7,7 +7,7 @@
 //!
 //! A [`Store`] is the API: it checks what goes in and comes out and hands the bytes to one
 //! [`backend::Backend`] (one trait), implemented by the backends ([`backend::fs`],
-//! [`backend::memory`], S3 and Manta behind their features) and by the wrappers of
+//! [`backend::memory`], and S3, Manta and read-only HTTP behind their features) and by the wrappers of
 //! [`backend::compose`] that make one backend of several. [`open`] turns a store spec (`--store`)
 //! into those. [`tarball`] inspects npm package tarballs as they stream by, in the same pass as
 //! hashing.
