@@ -340,3 +340,65 @@ async fn the_example_registry_bounds_its_connections_and_shuts_down() {
         .unwrap_or_else(|e| panic!("{e}"))
         .unwrap_or_else(|e| panic!("serve: {e}"));
 }
+
+/// Packages named like the library's blob routes (`sha1`, `blake3`, `sha512`) keep their own
+/// URLs: their packuments and tarballs are the registry's, while `/<algorithm>/<digest>` (one
+/// segment) is the library's blob route for each of the three algorithms. No npm needed.
+#[tokio::test]
+async fn packages_named_like_blob_routes_and_every_blob_route_are_served() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let store_dir = dir.path().join("store");
+    let store = Store::open_fs(&store_dir).unwrap_or_else(|e| panic!("{e}"));
+    let reg = registry::Registry::new(
+        store,
+        registry::packuments_beside(&store_dir),
+        Some(TOKEN.into()),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let (listener, addr) = common::loopback().await;
+    tokio::spawn(registry::serve(
+        listener,
+        reg,
+        ServeOptions::default(),
+        std::future::pending(),
+    ));
+    let addr = addr.to_string();
+    let registry = format!("http://{addr}/");
+    let get = |path: String| {
+        let addr = addr.clone();
+        async move {
+            tokio::task::spawn_blocking(move || http(&addr, "GET", &path, None, b""))
+                .await
+                .unwrap_or_else(|e| panic!("{e}"))
+        }
+    };
+    for name in ["sha1", "blake3", "sha512"] {
+        let mut tar = common::tarbuild::Tar::new();
+        tar.dir("package/").package_json(name, "1.0.0");
+        let tgz = common::tarbuild::gzip(&tar.finish());
+        let mut hasher = tarvault::integrity::MultiHasher::standard();
+        hasher.update(&tgz);
+        let digests = hasher
+            .finalize()
+            .digests()
+            .unwrap_or_else(|e| panic!("{e}"));
+        let sri = digests.integrity().to_string();
+        let doc = publish_doc(name, "1.0.0", &tgz, &sri, &registry);
+        let (status, text) = put(&addr, &format!("/{name}"), Some(TOKEN), doc).await;
+        assert_eq!(status, 201, "publish {name}: {text}");
+
+        let (status, text) = get(format!("/{name}")).await;
+        assert_eq!(status, 200, "packument of {name}: {text}");
+        assert!(text.contains(&sri), "packument of {name}: {text}");
+        // The tarball's bytes are no text: its status alone, by a HEAD.
+        for path in [
+            format!("/{name}/-/{name}-1.0.0.tgz"),
+            format!("/sha512/{}", digests.sha512_hex()),
+            format!("/sha1/{}", digests.shasum()),
+            format!("/blake3/{}", digests.blake3_hex()),
+        ] {
+            let head = format!("HEAD {path} HTTP/1.1\r\nHost: registry\r\n\r\n");
+            assert_eq!(common::raw_status(&addr, &head).await, 200, "{path}");
+        }
+    }
+}

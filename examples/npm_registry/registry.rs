@@ -128,10 +128,20 @@ fn package_name(path: &str) -> Option<String> {
     (valid && name.len() <= 214).then(|| name.into_owned())
 }
 
+/// One of the library's blob routes, `/<algorithm>/<digest>`: a single segment after the
+/// algorithm, which no package's own URL has. A package may be named `sha1` or `blake3`, and
+/// `/sha1/-/sha1-1.0.0.tgz` is its tarball, mapped through its packument like any other.
+fn is_blob_path(path: &str) -> bool {
+    ["/sha512/", "/sha1/", "/blake3/"].iter().any(|prefix| {
+        path.strip_prefix(prefix)
+            .is_some_and(|digest| !digest.is_empty() && !digest.contains('/'))
+    })
+}
+
 async fn dispatch(State(reg): State<Registry>, request: Request) -> Response {
     let path = request.uri().path().to_string();
     let method = request.method().clone();
-    if path.starts_with("/-/") || path.starts_with("/sha512/") || path.starts_with("/sha1/") {
+    if path.starts_with("/-/") || is_blob_path(&path) {
         return blobs(&reg, request).await;
     }
     if let Some((package, file)) = path.rsplit_once("/-/") {
