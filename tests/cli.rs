@@ -512,15 +512,31 @@ fn a_store_under_an_unexpanded_tilde_is_refused() {
             .output()
             .expect("run tarvault")
     };
-    for (store, args) in [
-        ("~/store", &["put", &file][..]),
-        ("~", &["ls"][..]),
-        ("x", &["--store", "~/store", "put", &file][..]),
+    // A source store for `copy`, so that its --to is what is refused.
+    assert!(run("./source", &["put", &file]).status.success());
+    let couch = "http://127.0.0.1:9/registry";
+    for (store, args, named_by) in [
+        ("~/store", &["put", &file][..], "TARVAULT_STORE"),
+        ("~", &["ls"][..], "TARVAULT_STORE"),
+        ("x", &["--store", "~/store", "put", &file][..], "--store"),
+        // Bash leaves `--to=~/x` unexpanded, as it does a quoted "~/x".
+        ("./source", &["copy", "--to=~/copy"][..], "copy --to"),
+        (
+            "x",
+            &["copy", "--from", "~/store", "--to", "y"][..],
+            "copy --from",
+        ),
+        (
+            "x",
+            &["migrate", "couch", "--from", couch, "--to=~/m"][..],
+            "migrate --to",
+        ),
     ] {
         let out = run(store, args);
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{store} {args:?}: {err}");
         assert!(err.contains("no shell expanded"), "{store} {args:?}: {err}");
+        assert!(err.contains(named_by), "{store} {args:?}: {err}");
     }
     assert!(
         !dir.path().join("~").exists(),

@@ -107,9 +107,9 @@ fn throttle(store: &Store, rate: Option<Rate>) -> Store {
 
 pub(crate) async fn copy(args: CopyArgs, default_from: &str) -> Result<u8, Error> {
     let pace = rate(args.rate.as_deref())?;
-    let from_spec = super::store_or(args.from.as_deref(), default_from)?;
+    let from_spec = super::store_or(args.from.as_deref(), "copy --from", default_from)?;
     let from = throttle(&Store::open_existing(from_spec).await?, pace);
-    let to = Store::open(&args.to).await?;
+    let to = Store::open(super::expanded(&args.to, "copy --to")?).await?;
     let terminal = std::io::stderr().is_terminal();
     let bar = terminal.then(|| {
         let bar = indicatif::ProgressBar::new_spinner();

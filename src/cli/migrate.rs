@@ -85,7 +85,7 @@ pub(crate) struct CouchArgs {
 pub(crate) async fn run(command: MigrateCommand, store_spec: String) -> Result<u8, Error> {
     let MigrateCommand::Couch(args) = command;
     let source = CouchSource::parse(&args.from)?;
-    let to = super::store_or(args.to.as_deref(), &store_spec)?;
+    let to = super::store_or(args.to.as_deref(), "migrate --to", &store_spec)?;
     let store = Store::open(to).await?;
     let mut options = MigrateOptions::new(&args.state, &args.map);
     options.concurrency = args.concurrency;

@@ -264,20 +264,30 @@ pub(crate) fn store_spec(spec: &str) -> Result<&str, Error> {
                 .into(),
         ));
     }
+    expanded(spec, "--store or TARVAULT_STORE")
+}
+
+/// `spec` unless it starts with a `~` no shell expanded (see [`store_spec`]); `named_by` says
+/// where it came from. Bash leaves `--to=~/x` as it is, as it does a quoted `"~/x"`.
+pub(crate) fn expanded<'a>(spec: &'a str, named_by: &str) -> Result<&'a str, Error> {
     if spec == "~" || spec.starts_with("~/") {
         return Err(Error::Config(format!(
-            "the store {spec:?} (--store or TARVAULT_STORE) starts with a `~` no shell expanded: \
-             write $HOME or the full path (or ./~ for a directory named `~`)"
+            "the store {spec:?} ({named_by}) starts with a `~` no shell expanded: write $HOME or \
+             the full path (or ./~ for a directory named `~`)"
         )));
     }
     Ok(spec)
 }
 
-/// The store a command names explicitly (`copy --from`, `migrate --to`), else the main one
-/// (`--store`, `TARVAULT_STORE`) checked by [`store_spec`].
-pub(crate) fn store_or<'a>(explicit: Option<&'a str>, main: &'a str) -> Result<&'a str, Error> {
+/// The store a command names explicitly by `flag` (`copy --from`, `migrate --to`), else the
+/// main one (`--store`, `TARVAULT_STORE`), checked by [`store_spec`].
+pub(crate) fn store_or<'a>(
+    explicit: Option<&'a str>,
+    flag: &str,
+    main: &'a str,
+) -> Result<&'a str, Error> {
     match explicit {
-        Some(spec) => Ok(spec),
+        Some(spec) => expanded(spec, flag),
         None => store_spec(main),
     }
 }
