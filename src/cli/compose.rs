@@ -111,16 +111,10 @@ pub(crate) async fn copy(args: CopyArgs, default_from: &str) -> Result<u8, Error
     let from = throttle(&Store::open_existing(from_spec).await?, pace);
     let to = Store::open(super::expanded(&args.to, "copy --to")?).await?;
     let terminal = std::io::stderr().is_terminal();
-    let bar = terminal.then(|| {
-        let bar = indicatif::ProgressBar::new_spinner();
-        let style = indicatif::ProgressStyle::with_template(
-            "{spinner} {elapsed_precise} {msg} {binary_bytes} ({binary_bytes_per_sec})",
-        )
-        .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner());
-        bar.set_style(style);
+    let bar = super::output::byte_spinner(terminal);
+    if let Some(bar) = &bar {
         bar.enable_steady_tick(Duration::from_millis(200));
-        bar
-    });
+    }
     let started = Instant::now();
     let mut last_line = Instant::now();
     let (mut copied, mut skipped, mut failed, mut bytes) = (0u64, 0u64, 0u64, 0u64);

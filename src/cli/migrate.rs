@@ -157,15 +157,7 @@ impl ProgressDisplay {
         let terminal = std::io::stderr().is_terminal();
         let task = tokio::spawn(async move {
             let started = Instant::now();
-            let bar = terminal.then(|| {
-                let bar = indicatif::ProgressBar::new_spinner();
-                let style = indicatif::ProgressStyle::with_template(
-                    "{spinner} {elapsed_precise} {msg} {binary_bytes} ({binary_bytes_per_sec})",
-                )
-                .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner());
-                bar.set_style(style);
-                bar
-            });
+            let bar = super::output::byte_spinner(terminal);
             let tick = if terminal {
                 Duration::from_millis(200)
             } else {

@@ -187,3 +187,18 @@ pub(crate) fn stdout_failed(e: std::io::Error) -> Error {
 
 /// What a shell reports for a process killed by SIGPIPE (128 + 13).
 const SIGPIPE_STATUS: i32 = 141;
+
+/// A spinner on standard error showing the time, a message and the bytes moved and their rate,
+/// for a long `copy` or `migrate`: only where standard error is a `terminal`, so that logs and
+/// pipes get the periodic progress lines instead.
+pub(crate) fn byte_spinner(terminal: bool) -> Option<indicatif::ProgressBar> {
+    terminal.then(|| {
+        let bar = indicatif::ProgressBar::new_spinner();
+        let style = indicatif::ProgressStyle::with_template(
+            "{spinner} {elapsed_precise} {msg} {binary_bytes} ({binary_bytes_per_sec})",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner());
+        bar.set_style(style);
+        bar
+    })
+}
