@@ -66,20 +66,17 @@ pub struct MantaConfig {
 pub const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(60);
 
 impl MantaConfig {
-    /// Reads `MANTA_*` from the environment, for a store at `root` (relative to the account or
-    /// absolute).
-    pub fn from_env(root: &str) -> Result<Self> {
-        let var = |k: &str| std::env::var(k).ok().filter(|v| !v.trim().is_empty());
-        let url = var("MANTA_URL").ok_or_else(|| Error::Config("MANTA_URL is not set".into()))?;
-        let user =
-            var("MANTA_USER").ok_or_else(|| Error::Config("MANTA_USER is not set".into()))?;
-        let mut c = MantaConfig {
-            url: normalise_url(&url),
+    /// The account `user` at `url`, with no key, sub-user or role yet, no root, and every other
+    /// setting at its default.
+    fn defaults(url: &str, user: String) -> Self {
+        MantaConfig {
+            url: normalise_url(url),
+            user,
             root: String::new(),
-            subuser: var("MANTA_SUBUSER"),
-            role: var("MANTA_ROLE"),
-            key_path: var("MANTA_KEY_MATERIAL").map(PathBuf::from),
-            key_id: var("MANTA_KEY_ID"),
+            subuser: None,
+            role: None,
+            key_path: None,
+            key_id: None,
             hash: None,
             durability: 2,
             max_attempts: 5,
@@ -89,7 +86,22 @@ impl MantaConfig {
             alias_cache: crate::backend::AliasCacheConfig::default(),
             alias_grace: crate::backend::DEFAULT_ALIAS_GRACE,
             staging: true,
-            user,
+        }
+    }
+
+    /// Reads `MANTA_*` from the environment, for a store at `root` (relative to the account or
+    /// absolute).
+    pub fn from_env(root: &str) -> Result<Self> {
+        let var = |k: &str| std::env::var(k).ok().filter(|v| !v.trim().is_empty());
+        let url = var("MANTA_URL").ok_or_else(|| Error::Config("MANTA_URL is not set".into()))?;
+        let user =
+            var("MANTA_USER").ok_or_else(|| Error::Config("MANTA_USER is not set".into()))?;
+        let mut c = MantaConfig {
+            subuser: var("MANTA_SUBUSER"),
+            role: var("MANTA_ROLE"),
+            key_path: var("MANTA_KEY_MATERIAL").map(PathBuf::from),
+            key_id: var("MANTA_KEY_ID"),
+            ..MantaConfig::defaults(&url, user)
         };
         c.root = c.absolute(root)?;
         Ok(c)
@@ -140,8 +152,6 @@ impl MantaConfig {
         let user = env_or(get("user"), "MANTA_USER")
             .ok_or_else(|| Error::Config("no Manta account: set MANTA_USER or ?user=".into()))?;
         let mut c = MantaConfig {
-            url: normalise_url(&url),
-            user,
             subuser: env_or(get("subuser"), "MANTA_SUBUSER"),
             role: env_or(get("role"), "MANTA_ROLE"),
             // A key file named in the URL is not checked against the environment's key id.
@@ -154,15 +164,7 @@ impl MantaConfig {
                 .map(|h| SignHash::parse(&h))
                 .transpose()
                 .map_err(|e| Error::config("manta `hash`", e))?,
-            root: String::new(),
-            durability: 2,
-            max_attempts: 5,
-            base_backoff: Duration::from_millis(100),
-            max_backoff: Duration::from_secs(5),
-            response_timeout: DEFAULT_RESPONSE_TIMEOUT,
-            alias_cache: crate::backend::AliasCacheConfig::default(),
-            alias_grace: crate::backend::DEFAULT_ALIAS_GRACE,
-            staging: true,
+            ..MantaConfig::defaults(&url, user)
         };
         if path.trim_matches('/').is_empty() {
             return Err(Error::Config(format!(
