@@ -45,7 +45,7 @@ const PAGE_SIZE: i64 = 1024;
 const CHECKPOINT_PAGES: i64 = 32 * 1024;
 
 /// How long a connection waits for another process's write lock before giving up.
-const BUSY_TIMEOUT: Duration = Duration::from_secs(60);
+pub(super) const BUSY_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// SQLite's page cache per connection, in KiB (negative `cache_size`). Lookups touch 3-4 pages;
 /// this keeps the upper levels of the three B-trees hot without letting a `serve` process grow.
@@ -115,6 +115,8 @@ pub(super) fn tune(conn: &Connection) -> rusqlite::Result<()> {
     // batch commits with NORMAL and then flushes the whole filesystem once (see `FsIndex::insert`).
     conn.pragma_update(None, "synchronous", "NORMAL")?;
     conn.pragma_update(None, "wal_autocheckpoint", CHECKPOINT_PAGES)?;
+    // Without a limit the `-wal` file keeps the largest size it ever reached (see `checkpoint`).
+    conn.pragma_update(None, "journal_size_limit", super::checkpoint::WAL_KEEP)?;
     Ok(())
 }
 

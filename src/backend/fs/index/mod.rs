@@ -15,6 +15,7 @@
 //! worst leaves a blob without an entry, which `fsck` finds and indexes.
 
 mod cache_ledger;
+mod checkpoint;
 mod conn;
 pub(crate) mod legacy;
 mod remove;
@@ -99,8 +100,8 @@ struct Db {
     file: Option<(u64, u64)>,
     readers: Mutex<Vec<Connection>>,
     /// The one connection this process writes through (writes are serialised by SQLite anyway),
-    /// with whether it currently commits with `synchronous=FULL`.
-    writer: Mutex<Option<(Connection, bool)>>,
+    /// with whether it currently commits with `synchronous=FULL`, and its forced checkpoints.
+    writer: Mutex<Option<(Connection, bool, checkpoint::Forced)>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -188,9 +189,10 @@ impl FsIndex {
         }
         let mut slot = lock(&db.writer);
         if slot.is_none() {
-            *slot = Some((conn::connect(&self.path, Mode::ReadWrite)?, false));
+            let conn = conn::connect(&self.path, Mode::ReadWrite)?;
+            *slot = Some((conn, false, checkpoint::Forced::default()));
         }
-        let Some((conn, full)) = slot.as_mut() else {
+        let Some((conn, full, forced)) = slot.as_mut() else {
             return Err(Error::InvalidInput("index writer vanished".into()));
         };
         let run = || -> std::result::Result<T, TxError> {
@@ -201,6 +203,8 @@ impl FsIndex {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let out = f(&tx)?;
             tx.commit()?;
+            // Readers in other processes can starve the automatic checkpoint (see `checkpoint`).
+            forced.after_commit(conn, &self.path, conn::BUSY_TIMEOUT);
             Ok(out)
         };
         run().map_err(|e| match e {

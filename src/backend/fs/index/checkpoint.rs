@@ -1,0 +1,89 @@
+//! Keeping the write-ahead log bounded while other processes read without pause.
+//!
+//! SQLite starts its WAL over only when a writer begins after a checkpoint that copied every frame
+//! back into the database. The automatic checkpoint after a commit is passive: it copies frames up
+//! to the oldest snapshot a reader still holds and gives up on the rest. With a `serve` per core
+//! answering lookups, some process is nearly always inside a lookup that began before the commit,
+//! so those checkpoints can fall short commit after commit while puts go on, and the WAL grew past
+//! its 32 MiB target for as long as that lasted: to 169 MiB with three processes reading in a loop
+//! and 768k records put (docs/index.md, "The WAL under constant reads"). The file never shrank.
+//!
+//! So a writer whose commit leaves the `-wal` file past [`WAL_BOUND`] runs a `RESTART` checkpoint,
+//! which waits (briefly) for the readers of older snapshots to finish instead of giving up, and
+//! then for every reader to have left the WAL, so that the next commit starts it over.
+//! `journal_size_limit` ([`WAL_KEEP`]) then truncates the file when it is started over, which also
+//! keeps its size a measure of what it holds.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use rusqlite::Connection;
+
+/// What `journal_size_limit` keeps of the `-wal` file when it starts over: a little above the
+/// 32 Ki frames (of 1 KiB pages and their 24-byte headers) at which the automatic checkpoint runs,
+/// so that a WAL cycling normally is reused in place, not truncated and grown again every time.
+pub(super) const WAL_KEEP: i64 = 40 << 20;
+
+/// The `-wal` file size past which a writer forces a checkpoint: half again the automatic one's.
+const WAL_BOUND: u64 = 48 << 20;
+
+/// How long the forced checkpoint waits for readers (and another process's write transaction).
+/// It holds the write lock meanwhile, so puts elsewhere wait too; a lookup takes microseconds.
+const WAIT: Duration = Duration::from_millis(500);
+
+/// After a forced checkpoint that could not finish (a reader holding a transaction open for long:
+/// a `sqlite3` shell, a stopped process), commits do not try again before this, so that such a
+/// reader does not cost every commit [`WAIT`].
+const RETRY_AFTER: Duration = Duration::from_secs(10);
+
+/// The forced checkpoints of one writing connection.
+#[derive(Debug, Default)]
+pub(super) struct Forced {
+    /// When the last one fell short.
+    failed_at: Option<Instant>,
+}
+
+impl Forced {
+    /// After a commit through `conn` (the database at `db`): if the WAL is past [`WAL_BOUND`],
+    /// checkpoints it with `RESTART`, waiting up to [`WAIT`]. The commit is done whatever happens
+    /// here, so a checkpoint that fails is logged, not returned: the next one will try again.
+    pub(super) fn after_commit(&mut self, conn: &Connection, db: &Path, busy_timeout: Duration) {
+        let wal = super::sibling(db, "-wal");
+        let Ok(size) = std::fs::metadata(&wal).map(|m| m.len()) else {
+            return;
+        };
+        if size <= WAL_BOUND || self.failed_at.is_some_and(|t| t.elapsed() < RETRY_AFTER) {
+            return;
+        }
+        let started = Instant::now();
+        let result = restart(conn, busy_timeout);
+        let waited = started.elapsed();
+        match result {
+            Ok((false, frames)) => {
+                self.failed_at = None;
+                tracing::debug!(index = %db.display(), wal_bytes = size, frames, ?waited, "WAL past its bound: checkpointed, to start over");
+            }
+            Ok((true, frames)) => {
+                self.failed_at = Some(Instant::now());
+                tracing::warn!(index = %db.display(), wal_bytes = size, frames, ?waited, "WAL past its bound and a reader held it: will try again");
+            }
+            Err(e) => {
+                self.failed_at = Some(Instant::now());
+                tracing::warn!(index = %db.display(), wal_bytes = size, error = %e, "WAL past its bound and the checkpoint failed");
+            }
+        }
+    }
+}
+
+/// Runs `PRAGMA wal_checkpoint(RESTART)` waiting at most [`WAIT`], then puts the connection's
+/// busy timeout back. Returns whether it fell short, and the frames the WAL held.
+fn restart(conn: &Connection, busy_timeout: Duration) -> rusqlite::Result<(bool, i64)> {
+    conn.busy_timeout(WAIT)?;
+    let out = conn.query_row("PRAGMA wal_checkpoint(RESTART)", [], |r| {
+        Ok((r.get::<_, i64>(0)? != 0, r.get::<_, i64>(1)?))
+    });
+    let reset = conn.busy_timeout(busy_timeout);
+    let out = out?;
+    reset?;
+    Ok(out)
+}
