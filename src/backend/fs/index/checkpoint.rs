@@ -32,18 +32,27 @@ const WAL_BOUND: u64 = 48 << 20;
 const WAIT: Duration = Duration::from_millis(500);
 
 /// After a forced checkpoint that could not finish (a reader holding a transaction open for long:
-/// a `sqlite3` shell, a stopped process), commits do not try again before this, so that such a
-/// reader does not cost every commit [`WAIT`].
+/// a `sqlite3` shell, a stopped process; or readers slowed by a loaded machine past [`WAIT`]),
+/// commits do not try again before this, or before the WAL has doubled since, so that a stuck
+/// reader costs [`WAIT`] once per 10 s or per doubling (a few times in all), not every commit,
+/// while a reader that was only slow holds the WAL to twice its size at most.
 const RETRY_AFTER: Duration = Duration::from_secs(10);
 
 /// The forced checkpoints of one writing connection.
 #[derive(Debug, Default)]
 pub(super) struct Forced {
-    /// When the last one fell short.
-    failed_at: Option<Instant>,
+    /// When the last one fell short, and the WAL's size then.
+    failed: Option<(Instant, u64)>,
 }
 
 impl Forced {
+    /// Whether a WAL of `size` bytes is to be checkpointed now: past [`WAL_BOUND`], and, after
+    /// one that fell short, [`RETRY_AFTER`] later or at twice the size it had then.
+    fn due(&self, size: u64) -> bool {
+        let wait = |(at, had): (Instant, u64)| at.elapsed() < RETRY_AFTER && size < had * 2;
+        size > WAL_BOUND && !self.failed.is_some_and(wait)
+    }
+
     /// After a commit through `conn` (the database at `db`): if the WAL is past [`WAL_BOUND`],
     /// checkpoints it with `RESTART`, waiting up to [`WAIT`]. The commit is done whatever happens
     /// here, so a checkpoint that fails is logged, not returned: the next one will try again.
@@ -52,7 +61,7 @@ impl Forced {
         let Ok(size) = std::fs::metadata(&wal).map(|m| m.len()) else {
             return;
         };
-        if size <= WAL_BOUND || self.failed_at.is_some_and(|t| t.elapsed() < RETRY_AFTER) {
+        if !self.due(size) {
             return;
         }
         let started = Instant::now();
@@ -60,15 +69,15 @@ impl Forced {
         let waited = started.elapsed();
         match result {
             Ok((false, frames)) => {
-                self.failed_at = None;
+                self.failed = None;
                 tracing::debug!(index = %db.display(), wal_bytes = size, frames, ?waited, "WAL past its bound: checkpointed, to start over");
             }
             Ok((true, frames)) => {
-                self.failed_at = Some(Instant::now());
+                self.failed = Some((Instant::now(), size));
                 tracing::warn!(index = %db.display(), wal_bytes = size, frames, ?waited, "WAL past its bound and a reader held it: will try again");
             }
             Err(e) => {
-                self.failed_at = Some(Instant::now());
+                self.failed = Some((Instant::now(), size));
                 tracing::warn!(index = %db.display(), wal_bytes = size, error = %e, "WAL past its bound and the checkpoint failed");
             }
         }
@@ -86,4 +95,26 @@ fn restart(conn: &Connection, busy_timeout: Duration) -> rusqlite::Result<(bool,
     let out = out?;
     reset?;
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_checkpoint_that_fell_short_is_tried_again_later_or_at_twice_the_size() {
+        let mut forced = Forced::default();
+        assert!(!forced.due(WAL_BOUND));
+        assert!(forced.due(WAL_BOUND + 1));
+        forced.failed = Some((Instant::now(), 50 << 20));
+        assert!(!forced.due(60 << 20));
+        assert!(!forced.due((100 << 20) - 1));
+        assert!(forced.due(100 << 20));
+        let Some(long_ago) = Instant::now().checked_sub(RETRY_AFTER) else {
+            return; // a clock this young cannot say
+        };
+        forced.failed = Some((long_ago, 50 << 20));
+        assert!(forced.due(60 << 20));
+        assert!(!forced.due(WAL_BOUND));
+    }
 }
