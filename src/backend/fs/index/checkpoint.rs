@@ -84,10 +84,26 @@ impl Forced {
     }
 }
 
-/// Runs `PRAGMA wal_checkpoint(RESTART)` waiting at most [`WAIT`], then puts the connection's
-/// busy timeout back. Returns whether it fell short, and the frames the WAL held.
+/// How often the forced checkpoint looks again while it waits. SQLite's own busy timeout sleeps
+/// up to 100 ms between looks, and a reader that ends one short transaction and begins the next
+/// at once is free of the WAL only for moments, which such looks mostly miss.
+const POLL: Duration = Duration::from_millis(1);
+
+/// The busy handler of a forced checkpoint: looks again every [`POLL`], for [`WAIT`] in all.
+fn poll(attempts: i32) -> bool {
+    let limit = WAIT.as_millis() / POLL.as_millis().max(1);
+    if u128::try_from(attempts).unwrap_or(u128::MAX) >= limit {
+        return false;
+    }
+    std::thread::sleep(POLL);
+    true
+}
+
+/// Runs `PRAGMA wal_checkpoint(RESTART)` waiting at most [`WAIT`] (about: [`poll`] counts its
+/// looks), then puts the connection's busy timeout back. Returns whether it fell short, and the
+/// frames the WAL held.
 fn restart(conn: &Connection, busy_timeout: Duration) -> rusqlite::Result<(bool, i64)> {
-    conn.busy_timeout(WAIT)?;
+    conn.busy_handler(Some(poll))?;
     let out = conn.query_row("PRAGMA wal_checkpoint(RESTART)", [], |r| {
         Ok((r.get::<_, i64>(0)? != 0, r.get::<_, i64>(1)?))
     });
