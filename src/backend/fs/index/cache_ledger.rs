@@ -90,6 +90,9 @@ pub struct FsCacheLedger {
     reader: Mutex<Connection>,
     /// For transactions, which may wait for another process's write lock.
     writer: Mutex<Connection>,
+    /// The writer's forced checkpoints: cache tiers in every `serve` process read and write the
+    /// ledger at once, which can starve the automatic ones as the index's readers do.
+    forced: Mutex<super::checkpoint::Forced>,
 }
 
 impl FsCacheLedger {
@@ -114,6 +117,7 @@ impl FsCacheLedger {
             path,
             reader: Mutex::new(reader),
             writer: Mutex::new(writer),
+            forced: Mutex::default(),
         })
     }
 
@@ -159,6 +163,8 @@ impl FsCacheLedger {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let out = f(&tx)?;
             tx.commit()?;
+            let mut forced = self.forced.lock().unwrap_or_else(|e| e.into_inner());
+            forced.after_commit(conn, &self.path, conn::BUSY_TIMEOUT);
             Ok(out)
         })
     }
