@@ -52,6 +52,8 @@ mod presence;
 pub mod s3;
 mod sample;
 mod settings;
+#[cfg(any(feature = "fs", feature = "migrate", feature = "server"))]
+pub(crate) mod wal_checkpoint;
 
 #[cfg(any(feature = "s3", feature = "manta"))]
 pub use alias::cache::{CacheConfig as AliasCacheConfig, DEFAULT_CACHE_BYTES, DEFAULT_MISS_TTL};

@@ -348,6 +348,74 @@ mod tests {
         ok(db.url(&format!("pkg-{i}"), &format!("pkg-{i}-1.0.0.tgz"))).is_some()
     }
 
+    /// A mapping read in while other connections take turns holding a read snapshot (as `serve`
+    /// processes looking URLs up come to): the reading's forced checkpoints start the WAL over
+    /// (its file shrinks back to what `journal_size_limit` keeps) instead of letting it grow for
+    /// as long as the reading lasts. In tests the bound is 1 MiB and the limit 256 KiB.
+    #[test]
+    fn a_reading_beside_readers_holding_snapshots_starts_the_wal_over() {
+        use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+        use std::sync::Arc;
+        use std::time::Duration;
+
+        let (dir, map) = mapping();
+        let sqlite = dir.path().join("map.jsonl.sqlite");
+        append(&map, &lines(0..10));
+        let db = ok(MapDb::open(&map));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (peak, shrank) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+        let mut threads: Vec<_> = [0u64, 75]
+            .into_iter()
+            .map(|delay| {
+                let (sqlite, stop) = (sqlite.clone(), stop.clone());
+                std::thread::spawn(move || {
+                    std::thread::sleep(Duration::from_millis(delay));
+                    let conn =
+                        ok(rusqlite::Connection::open(&sqlite).map_err(sql(&sqlite, "open")));
+                    while !stop.load(Ordering::Relaxed) {
+                        let hold = || -> rusqlite::Result<()> {
+                            conn.execute_batch("BEGIN")?;
+                            conn.query_row("SELECT count(*) FROM source", [], |r| {
+                                r.get::<_, i64>(0)
+                            })?;
+                            std::thread::sleep(Duration::from_millis(150));
+                            conn.execute_batch("COMMIT")
+                        };
+                        ok(hold().map_err(sql(&sqlite, "hold a snapshot")));
+                    }
+                })
+            })
+            .collect();
+        let mut wal = sqlite.as_os_str().to_owned();
+        wal.push("-wal");
+        let (stop2, peak2, shrank2) = (stop.clone(), peak.clone(), shrank.clone());
+        threads.push(std::thread::spawn(move || {
+            let mut last = 0;
+            while !stop2.load(Ordering::Relaxed) {
+                let size = std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0);
+                shrank2.fetch_add(u64::from(size < last), Ordering::Relaxed);
+                peak2.fetch_max(size, Ordering::Relaxed);
+                last = size;
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }));
+        std::thread::sleep(Duration::from_millis(100));
+        append(&map, &lines(10..120_000));
+        ok(db.catch_up());
+        stop.store(true, Ordering::Relaxed);
+        for t in threads {
+            t.join()
+                .unwrap_or_else(|_| panic!("a thread of the test failed"));
+        }
+        assert_eq!(db.len(), 120_000);
+        let (peak, shrank) = (peak.load(Ordering::Relaxed), shrank.load(Ordering::Relaxed));
+        eprintln!("peak WAL {} KiB, started over {shrank} times", peak >> 10);
+        // Three transactions of 50,000 lines (the last shorter), each checkpointed after it:
+        // without that the WAL held all three (25 MiB) and never shrank; with it, 11 MiB at most.
+        assert!(shrank >= 1, "never started over, peak {} KiB", peak >> 10);
+        assert!(peak < 16 << 20, "the WAL grew to {} KiB", peak >> 10);
+    }
+
     #[test]
     fn follows_a_growing_mapping() {
         let (_dir, map) = mapping();

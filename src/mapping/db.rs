@@ -37,6 +37,7 @@ use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
 use super::read::read_batch;
 use super::MapEntry;
+use crate::backend::wal_checkpoint::Forced;
 use crate::backend::BlobKey;
 use crate::{Error, Result};
 
@@ -105,6 +106,9 @@ pub(crate) struct MapDb {
     urls: AtomicU64,
     /// When the mapping was last read for appended lines.
     caught_up: Mutex<Instant>,
+    /// The reading's forced checkpoints: every `serve` process looks URLs up here while one
+    /// reads a migration's new lines in, which can starve the automatic ones.
+    forced: Mutex<Forced>,
 }
 
 impl MapDb {
@@ -183,6 +187,7 @@ impl MapDb {
             next: AtomicUsize::new(0),
             urls: AtomicU64::new(0),
             caught_up: Mutex::new(Instant::now()),
+            forced: Mutex::new(Forced::past(WAL_BOUND)),
         };
         me.catch_up()?;
         Ok(me)
@@ -309,6 +314,8 @@ impl MapDb {
             let batch = read_batch(&tx, &self.mapping, &self.db)?;
             tx.commit()
                 .map_err(sql(&self.db, "record the mapping's lines"))?;
+            let mut forced = self.forced.lock().unwrap_or_else(|e| e.into_inner());
+            forced.after_commit(conn, &self.db, BUSY_TIMEOUT);
             self.urls.store(batch.urls, Ordering::Relaxed);
             if !batch.more {
                 return Ok(());
@@ -378,10 +385,25 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(120);
 #[cfg(test)]
 const BUSY_TIMEOUT: Duration = Duration::from_millis(200);
 
+/// The `-wal` file size past which a reading forces a checkpoint ([`Forced`]), and what is kept
+/// of the file when it starts over; small in tests, so that a small mapping passes them.
+#[cfg(not(test))]
+const WAL_BOUND: u64 = crate::backend::wal_checkpoint::WAL_BOUND;
+#[cfg(not(test))]
+const WAL_KEEP: i64 = crate::backend::wal_checkpoint::WAL_KEEP;
+#[cfg(test)]
+const WAL_BOUND: u64 = 1 << 20;
+#[cfg(test)]
+const WAL_KEEP: i64 = 256 << 10;
+
 fn connect(db: &Path) -> Result<Connection> {
     let conn = Connection::open(db).map_err(sql(db, "open the mapping's database"))?;
     conn.busy_timeout(BUSY_TIMEOUT)
         .and_then(|()| conn.execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = OFF;"))
+        .and_then(|()| {
+            // Without a limit the `-wal` file keeps the largest size it ever reached.
+            conn.pragma_update(None, "journal_size_limit", WAL_KEEP)
+        })
         .map_err(sql(db, "set up the mapping's database"))?;
     Ok(conn)
 }

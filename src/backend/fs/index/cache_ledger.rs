@@ -34,6 +34,7 @@ use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use super::conn::{self, error};
 use super::{move_aside, sibling};
 use crate::backend::ledger::micros;
+use crate::backend::wal_checkpoint::Forced;
 use crate::backend::{BlobKey, CacheLedger};
 use crate::Result;
 
@@ -92,7 +93,7 @@ pub struct FsCacheLedger {
     writer: Mutex<Connection>,
     /// The writer's forced checkpoints: cache tiers in every `serve` process read and write the
     /// ledger at once, which can starve the automatic ones as the index's readers do.
-    forced: Mutex<super::checkpoint::Forced>,
+    forced: Mutex<Forced>,
 }
 
 impl FsCacheLedger {

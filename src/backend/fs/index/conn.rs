@@ -115,8 +115,12 @@ pub(super) fn tune(conn: &Connection) -> rusqlite::Result<()> {
     // batch commits with NORMAL and then flushes the whole filesystem once (see `FsIndex::insert`).
     conn.pragma_update(None, "synchronous", "NORMAL")?;
     conn.pragma_update(None, "wal_autocheckpoint", CHECKPOINT_PAGES)?;
-    // Without a limit the `-wal` file keeps the largest size it ever reached (see `checkpoint`).
-    conn.pragma_update(None, "journal_size_limit", super::checkpoint::WAL_KEEP)?;
+    // Without a limit the `-wal` file keeps the largest size it ever reached (see `wal_checkpoint`).
+    conn.pragma_update(
+        None,
+        "journal_size_limit",
+        crate::backend::wal_checkpoint::WAL_KEEP,
+    )?;
     Ok(())
 }
 

@@ -15,7 +15,6 @@
 //! worst leaves a blob without an entry, which `fsck` finds and indexes.
 
 mod cache_ledger;
-mod checkpoint;
 mod conn;
 pub(crate) mod legacy;
 mod remove;
@@ -29,6 +28,7 @@ use rusqlite::{Connection, OptionalExtension, TransactionBehavior};
 pub use self::cache_ledger::FsCacheLedger;
 use self::conn::Mode;
 pub(crate) use self::remove::Take;
+use crate::backend::wal_checkpoint::Forced;
 use crate::backend::BlobKey;
 use crate::integrity::{Algorithm, Digests, Hash};
 use crate::{Error, Result};
@@ -101,7 +101,7 @@ struct Db {
     readers: Mutex<Vec<Connection>>,
     /// The one connection this process writes through (writes are serialised by SQLite anyway),
     /// with whether it currently commits with `synchronous=FULL`, and its forced checkpoints.
-    writer: Mutex<Option<(Connection, bool, checkpoint::Forced)>>,
+    writer: Mutex<Option<(Connection, bool, Forced)>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -190,7 +190,7 @@ impl FsIndex {
         let mut slot = lock(&db.writer);
         if slot.is_none() {
             let conn = conn::connect(&self.path, Mode::ReadWrite)?;
-            *slot = Some((conn, false, checkpoint::Forced::default()));
+            *slot = Some((conn, false, Forced::default()));
         }
         let Some((conn, full, forced)) = slot.as_mut() else {
             return Err(Error::InvalidInput("index writer vanished".into()));
@@ -203,7 +203,7 @@ impl FsIndex {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let out = f(&tx)?;
             tx.commit()?;
-            // Readers in other processes can starve the automatic checkpoint (see `checkpoint`).
+            // Readers in other processes can starve the automatic checkpoint (see `wal_checkpoint`).
             forced.after_commit(conn, &self.path, conn::BUSY_TIMEOUT);
             Ok(out)
         };
