@@ -1,16 +1,16 @@
 //! tarvault: content-addressed, verified storage for package tarballs.
 //!
-//! Blobs are addressed by npm's Subresource Integrity strings (`sha512-<base64>`), byte-identical to
-//! what npm writes, and can also be found by npm's legacy `shasum` (sha1 hex) or by blake3. Nothing is
-//! committed under an address unless its bytes hashed to it, and nothing is served without being
-//! checked again on the way out.
+//! Blobs are addressed by npm's Subresource Integrity strings (`sha512-<base64>`), byte-identical
+//! to what npm writes, and can also be found by npm's legacy `shasum` (sha1 hex) or by blake3.
+//! Nothing is committed under an address unless its bytes hashed to it, and nothing is served
+//! without being checked again on the way out.
 //!
 //! A [`Store`] is the API: it checks what goes in and comes out and hands the bytes to one
 //! [`backend::Backend`] (one trait), implemented by the backends ([`backend::fs`],
-//! [`backend::memory`], and S3, Manta and read-only HTTP behind their features) and by the wrappers of
-//! [`backend::compose`] that make one backend of several. [`open`] turns a store spec (`--store`)
-//! into those. [`tarball`] inspects npm package tarballs as they stream by, in the same pass as
-//! hashing.
+//! [`backend::memory`], and S3, Manta and read-only HTTP behind their features) and by the
+//! wrappers of [`backend::compose`] that make one backend of several. [`open`] turns a store spec
+//! (`--store`) into those. [`tarball`] inspects npm package tarballs as they stream by, in the
+//! same pass as hashing.
 //!
 //! # Layers
 //!
@@ -28,8 +28,8 @@
 //! 5. the store ([`Store`]);
 //! 6. [`open`]: store specs and composition configuration, building backends and stores; and
 //!    [`mapping`] (the npm URL mapping shared by `migrate` and `server`, and its database);
-//! 7. the clients of the store: [`ops`], `migrate`, `server`, [`publish`] (and the `tarvault` binary, which
-//!    uses the library only through its public API).
+//! 7. the clients of the store: [`ops`], `migrate`, `server`, [`publish`] (and the `tarvault`
+//!    binary, which uses the library only through its public API).
 //!
 //! `tests/layering.rs` checks this order on every `cargo test`, naming the file and line of any
 //! import that goes up or sideways.

@@ -134,7 +134,7 @@ fn package_name(path: &str) -> Option<String> {
 fn is_blob_path(path: &str) -> bool {
     ["/sha512/", "/sha1/", "/blake3/"].iter().any(|prefix| {
         path.strip_prefix(prefix)
-            .is_some_and(|digest| !digest.is_empty() && !digest.contains('/'))
+            .is_some_and(|digest| !digest.contains('/'))
     })
 }
 
