@@ -408,7 +408,7 @@ impl Error {
 
     pub(crate) fn invalid_integrity(input: &str, reason: impl Into<String>) -> Self {
         Error::InvalidIntegrity {
-            input: clipped(input),
+            input: clipped(input, 200),
             reason: reason.into(),
         }
     }
@@ -530,17 +530,17 @@ impl std::fmt::Display for ErrorReport<'_> {
     }
 }
 
-/// `input` cut to its first 200 bytes (at a character boundary) and marked so: what an error
-/// quotes of text a caller passed, which may be a whole document.
-pub(crate) fn clipped(input: &str) -> String {
-    let mut input = input.to_string();
-    if input.len() > 200 {
-        let mut cut = 200;
-        while !input.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        input.truncate(cut);
-        input.push('…');
+/// `s` up to its first `max` bytes (at a character boundary), and `…` after it if it was longer:
+/// how an error quotes what it was given without quoting all of it (a caller's 100 KB is not the
+/// message).
+pub(crate) fn clipped(s: &str, max: usize) -> String {
+    let mut end = s.len().min(max);
+    while !s.is_char_boundary(end) {
+        end -= 1;
     }
-    input
+    if end < s.len() {
+        format!("{}…", &s[..end])
+    } else {
+        s.to_string()
+    }
 }

@@ -29,7 +29,7 @@ impl BlobKey {
         let mut out = [0u8; 64];
         hex::decode_to_slice(hex_key, &mut out).map_err(|e| {
             // A key is 128 characters: more is quoted cut (a caller's 100 KB is not the message).
-            let shown = crate::integrity::clipped(hex_key, 130);
+            let shown = crate::error::clipped(hex_key, 130);
             Error::InvalidInput(format!("bad blob key {shown:?}: {e}"))
         })?;
         Ok(BlobKey(out))
@@ -66,7 +66,7 @@ impl std::str::FromStr for BlobKey {
     fn from_str(s: &str) -> Result<Self> {
         let hash: Hash = s.parse()?;
         BlobKey::from_hash(&hash).ok_or_else(|| {
-            let shown = crate::integrity::clipped(s, 130);
+            let shown = crate::error::clipped(s, 130);
             Error::InvalidInput(format!("bad blob key {shown:?}: not a sha512"))
         })
     }

@@ -86,7 +86,7 @@ impl FromStr for Algorithm {
             let known: Vec<&str> = Algorithm::ALL.iter().map(|a| a.name()).collect();
             crate::Error::InvalidInput(format!(
                 "unknown hash algorithm {:?} (known: {})",
-                crate::error::clipped(s),
+                crate::error::clipped(s, 200),
                 known.join(", ")
             ))
         })

@@ -20,5 +20,4 @@ pub use sha512_lanes::sha512_each;
 #[doc(hidden)]
 pub use sha512_pool::set_batch_sha512_lanes;
 pub(crate) use sha512_pool::Ticket as Sha512Ticket;
-pub(crate) use sri::clipped;
 pub use sri::{Comparison, Hash, Integrity, UnknownHash};

@@ -500,19 +500,5 @@ fn hex_hint(algorithm: Algorithm, digest: &str) -> String {
 /// `s` up to its first 40 bytes, and `…` after it if it was longer (quoted as the digest it is
 /// not, a bare prefix would read as the whole of it).
 fn short(s: &str) -> String {
-    clipped(s, 40)
-}
-
-/// `s` up to its first `max` bytes (at a character boundary), and `…` after it if it was longer:
-/// how an error quotes what it was given without quoting all of it.
-pub(crate) fn clipped(s: &str, max: usize) -> String {
-    let mut end = s.len().min(max);
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    if end < s.len() {
-        format!("{}…", &s[..end])
-    } else {
-        s.to_string()
-    }
+    crate::error::clipped(s, 40)
 }
