@@ -77,6 +77,35 @@ fn spawn_reader(db: &Path, stop: &Path, hold: u64, delay: u64) -> Child {
         .expect("spawn a reader")
 }
 
+/// Reader processes of `db` as [`spawn_reader`] makes them, one for each `(hold, delay)`, given
+/// 300 ms to begin.
+fn start_readers(db: &Path, stop: &Path, readers: &[(u64, u64)]) -> Vec<Child> {
+    let started = readers
+        .iter()
+        .map(|&(hold, delay)| spawn_reader(db, stop, hold, delay))
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    started
+}
+
+/// Stops the readers (the `stop` file), waits for each to succeed, and returns the lookups or
+/// snapshots they made in all.
+fn stop_readers(stop: &Path, readers: Vec<Child>) -> u64 {
+    std::fs::write(stop, b"").expect("stop the readers");
+    readers
+        .into_iter()
+        .map(|r| {
+            let out = r.wait_with_output().expect("reader");
+            assert!(out.status.success(), "a reader failed");
+            let text = String::from_utf8_lossy(&out.stdout);
+            text.lines()
+                .find_map(|l| l.strip_prefix("wal-reader lookups: "))
+                .and_then(|n| n.trim().parse::<u64>().ok())
+                .unwrap_or_else(|| panic!("the reader did not say what it did: {text}"))
+        })
+        .sum()
+}
+
 /// Three reader processes (see the module docs) while this one commits 600 batches of 256
 /// records (as `put_batch` does; ~500 MiB through the WAL). The `-wal` file must stay bounded:
 /// the automatic checkpoint runs at 32 MiB and a writer forces one past 48 MiB (here it peaks at
@@ -92,11 +121,7 @@ fn the_wal_stays_bounded_under_constant_readers_in_other_processes() {
     let seed: Vec<Digests> = (0..2000).map(|_| record(&mut rng)).collect();
     index.insert(&seed, false).expect("seed");
     let stop = dir.path().join("stop");
-    let mut readers: Vec<Child> = [(0, 0), (150, 0), (150, 75)]
-        .into_iter()
-        .map(|(hold, delay)| spawn_reader(&db, &stop, hold, delay))
-        .collect();
-    std::thread::sleep(Duration::from_millis(300));
+    let readers = start_readers(&db, &stop, &[(0, 0), (150, 0), (150, 75)]);
 
     let batches: usize = std::env::var("WAL_TEST_BATCHES")
         .ok()
@@ -118,18 +143,7 @@ fn the_wal_stays_bounded_under_constant_readers_in_other_processes() {
             );
         }
     }
-    std::fs::write(&stop, b"").expect("stop the readers");
-    let mut lookups = 0u64;
-    for r in readers.drain(..) {
-        let out = r.wait_with_output().expect("reader");
-        assert!(out.status.success(), "a reader failed");
-        let text = String::from_utf8_lossy(&out.stdout);
-        lookups += text
-            .lines()
-            .find_map(|l| l.strip_prefix("wal-reader lookups: "))
-            .and_then(|n| n.trim().parse::<u64>().ok())
-            .unwrap_or_else(|| panic!("the reader did not say what it did: {text}"));
-    }
+    let lookups = stop_readers(&stop, readers);
     eprintln!(
         "{batches} batches in {:.1}s, peak wal {} KiB, {lookups} lookups by the readers",
         started.elapsed().as_secs_f64(),
@@ -153,11 +167,7 @@ fn the_cache_ledgers_wal_is_started_over_beside_readers_holding_snapshots() {
     let db = dir.path().join("cache.sqlite");
     let ledger = FsCacheLedger::open(&db).expect("ledger");
     let stop = dir.path().join("stop");
-    let mut readers: Vec<Child> = [(150, 0), (150, 75)]
-        .into_iter()
-        .map(|(hold, delay)| spawn_reader(&db, &stop, hold, delay))
-        .collect();
-    std::thread::sleep(Duration::from_millis(300));
+    let readers = start_readers(&db, &stop, &[(150, 0), (150, 75)]);
     let mut rng = Lcg(11);
     let (mut peak, mut last, mut shrank) = (0, 0, 0);
     for i in 0..60_000u32 {
@@ -172,10 +182,7 @@ fn the_cache_ledgers_wal_is_started_over_beside_readers_holding_snapshots() {
             (peak, last) = (peak.max(size), size);
         }
     }
-    std::fs::write(&stop, b"").expect("stop the readers");
-    for r in readers.drain(..) {
-        assert!(r.wait_with_output().expect("reader").status.success());
-    }
+    stop_readers(&stop, readers);
     eprintln!("peak WAL {} KiB, started over {shrank} times", peak >> 10);
     assert!(
         shrank >= 2,
